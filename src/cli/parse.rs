@@ -1,0 +1,51 @@
+//! `kiln parse`: print a Dockerfile's syntax tree.
+
+use super::SourceError;
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use std::io::Read as _;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// The Dockerfile to parse (`-` reads standard input).
+    #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
+    file: PathBuf,
+    /// Output format: `buildkit` is BuildKit's `Node.Dump()`; `json` adds spans, flags and heredoc
+    /// bodies.
+    #[arg(long, value_enum, default_value_t = Format::Buildkit)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Buildkit,
+    Json,
+}
+
+pub fn run(args: ParseArgs) -> anyhow::Result<()> {
+    let (name, bytes) = read_dockerfile(&args.file)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let dockerfile =
+        kiln::parser::parse(&bytes).map_err(|e| SourceError::new(&name, &text, &e))?;
+    match args.format {
+        Format::Buildkit => print!("{}", dockerfile.dump()),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&dockerfile)?),
+    }
+    Ok(())
+}
+
+/// Reads a Dockerfile from a path or, for `-`, standard input. Returns the name to print in
+/// errors and the raw bytes (the parser checks the encoding and reports where it breaks).
+pub fn read_dockerfile(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the Dockerfile from standard input")?;
+        return Ok(("<stdin>".to_string(), buf));
+    }
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+    Ok((path.display().to_string(), bytes))
+}

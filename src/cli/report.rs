@@ -1,0 +1,58 @@
+//! Printing errors: a located error becomes `file:line:col` + snippet + caret, anything else
+//! `error: ...` with its causes.
+
+use kiln::diagnostic::{Located, Span, render};
+use std::fmt;
+
+/// An error tied to a place in a source file, ready to print with a snippet.
+#[derive(Debug)]
+pub struct SourceError {
+    pub file: String,
+    pub source_text: String,
+    pub span: Span,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl SourceError {
+    /// Wraps a front-end error that may know its location in `file`.
+    pub fn new<E: Located + fmt::Display>(file: &str, source_text: &str, err: &E) -> anyhow::Error {
+        match err.span() {
+            Some(span) => anyhow::Error::new(SourceError {
+                file: file.to_string(),
+                source_text: source_text.to_string(),
+                span,
+                message: err.to_string(),
+                help: err.help(),
+            }),
+            None => anyhow::anyhow!("{file}: {err}"),
+        }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = render(
+            &self.file,
+            &self.source_text,
+            self.span,
+            &self.message,
+            self.help.as_deref(),
+        );
+        f.write_str(text.trim_end())
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Prints `err` to stderr.
+pub fn print(err: &anyhow::Error) {
+    if let Some(located) = err.downcast_ref::<SourceError>() {
+        eprintln!("{located}");
+        return;
+    }
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

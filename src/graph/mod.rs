@@ -1,0 +1,1 @@
+//! The build graph: stages and their dependencies as a DAG. (Placeholder until it lands.)

@@ -1,0 +1,1 @@
+//! Typed instructions. (Placeholder until the typed layer lands.)

@@ -1,0 +1,16 @@
+//! The Dockerfile front end: syntax, typed instructions, stages and word expansion.
+//!
+//! - [`syntax`]: bytes → [`ast::Dockerfile`] (directives, continuations, heredocs, JSON/shell
+//!   form, flags), agreeing with BuildKit's parser; [`ast::Node::dump`] prints BuildKit's dump.
+//! - [`shell`]: word expansion (`$V`, `${V:-x}`, quotes, escapes) with BuildKit's semantics.
+//! - [`instruction`]: AST nodes → typed instructions, flags checked.
+//! - [`stage`]: instructions grouped into stages, ARG scoping, arguments expanded.
+
+pub mod ast;
+pub mod dump;
+pub mod instruction;
+pub mod shell;
+pub mod stage;
+pub mod syntax;
+
+pub use syntax::{SyntaxError, parse};

@@ -1,0 +1,1 @@
+//! Stages, ARG scoping and expansion. (Placeholder until the typed layer lands.)

@@ -1,0 +1,6 @@
+//! kiln's integration tests: one binary, one module per concern.
+//!
+//! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
+//! `CI=true` (see [`support::conformance_dir`]).
+
+mod support;
