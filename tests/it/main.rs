@@ -4,3 +4,4 @@
 //! `CI=true` (see [`support::conformance_dir`]).
 
 mod support;
+mod parser_conformance;
