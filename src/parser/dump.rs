@@ -274,7 +274,10 @@ mod tests {
             ("\u{7}\u{8}\u{c}\n\r\t\u{b}", r#""\a\b\f\n\r\t\v""#),
             ("\u{0}\u{1b}\u{7f}", r#""\x00\x1b\x7f""#),
             ("héllo 한국어 😀", "\"héllo 한국어 😀\""),
-            ("\u{a0}\u{85}\u{200b}\u{feff}", r#""\u00a0\u0085\u200b\ufeff""#),
+            (
+                "\u{a0}\u{85}\u{200b}\u{feff}",
+                r#""\u00a0\u0085\u200b\ufeff""#,
+            ),
             ("\u{e0001}\u{10ffff}", r#""\U000e0001\U0010ffff""#),
         ];
         for (input, want) in cases {

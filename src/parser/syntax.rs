@@ -45,7 +45,7 @@ pub enum SyntaxError {
     NotStringArray { keyword: String, span: Span },
     #[error("{keyword} must have two arguments")]
     MissingValue { keyword: String, span: Span },
-    #[error("syntax error - can't find = in {word:?}. Must be of the form: name=value")]
+    #[error("syntax error - can't find = in {word:?}. must be of the form: name=value")]
     MissingEquals {
         keyword: String,
         word: String,
@@ -153,7 +153,10 @@ fn check_encoding(source: &[u8]) -> Result<&str, SyntaxError> {
         if let Some((at, is_nul)) = first_bad {
             let before = String::from_utf8_lossy(line.get(..at).unwrap_or_default());
             let before = if number == 1 {
-                before.strip_prefix('\u{feff}').unwrap_or(&before).to_string()
+                before
+                    .strip_prefix('\u{feff}')
+                    .unwrap_or(&before)
+                    .to_string()
             } else {
                 before.into_owned()
             };
@@ -604,7 +607,10 @@ mod tests {
     fn directive_lines() {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
             ("# escape=`", Some(("escape", "`"))),
-            ("#syntax = docker/dockerfile:1  ", Some(("syntax", "docker/dockerfile:1"))),
+            (
+                "#syntax = docker/dockerfile:1  ",
+                Some(("syntax", "docker/dockerfile:1")),
+            ),
             ("# EScape = \\", Some(("EScape", "\\"))),
             ("# escape=   ", Some(("escape", " "))),
             ("# escape=", None),

@@ -27,7 +27,12 @@ fn check_cases(cases: Vec<(std::path::PathBuf, std::path::PathBuf)>, expected: u
             Err(e) => failures.push(e),
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(cases.len(), expected, "number of cases run");
 }
 
@@ -117,17 +122,32 @@ fn failed(src: &[u8]) -> SyntaxError {
 #[test]
 fn dumps_table() {
     let cases: &[(&str, &str)] = &[
-        ("FROM a\nRUN echo hi \\\n  there\n", "(from \"a\")\n(run \"echo hi   there\")\n"),
+        (
+            "FROM a\nRUN echo hi \\\n  there\n",
+            "(from \"a\")\n(run \"echo hi   there\")\n",
+        ),
         // Comment and blank lines inside a continuation are skipped.
         ("RUN a \\\n# c\n\n  b\n", "(run \"a   b\")\n"),
         ("FROM a\r\nRUN b\r\n", "(from \"a\")\n(run \"b\")\n"),
         ("\u{feff}FROM a\n", "(from \"a\")\n"),
-        ("# escape=`\nRUN a `\n b\nCOPY c:\\x d\n", "(run \"a  b\")\n(copy \"c:\\\\x\" \"d\")\n"),
-        ("FROM a\n# escape=`\nRUN a \\\n b\n", "(from \"a\")\n(run \"a  b\")\n"),
-        ("ENV a=b c=\"d e\"\n", "(env \"a\" \"b\" \"=\" \"c\" \"\\\"d e\\\"\" \"=\")\n"),
+        (
+            "# escape=`\nRUN a `\n b\nCOPY c:\\x d\n",
+            "(run \"a  b\")\n(copy \"c:\\\\x\" \"d\")\n",
+        ),
+        (
+            "FROM a\n# escape=`\nRUN a \\\n b\n",
+            "(from \"a\")\n(run \"a  b\")\n",
+        ),
+        (
+            "ENV a=b c=\"d e\"\n",
+            "(env \"a\" \"b\" \"=\" \"c\" \"\\\"d e\\\"\" \"=\")\n",
+        ),
         ("ENV a  b c\n", "(env \"a\" \"b c\" \"\")\n"),
         ("ONBUILD RUN [\"a\"]\n", "(onbuild (run \"a\"))\n"),
-        ("HEALTHCHECK --interval=5s CMD [\"a\", \"b\"]\n", "(healthcheck [\"--interval=5s\"] \"CMD\" \"a\" \"b\")\n"),
+        (
+            "HEALTHCHECK --interval=5s CMD [\"a\", \"b\"]\n",
+            "(healthcheck [\"--interval=5s\"] \"CMD\" \"a\" \"b\")\n",
+        ),
         ("FOO bar baz\n", "(foo \"\")\n"),
         ("ARG a b=c\n", "(arg \"a\" \"b=c\")\n"),
         ("RUN\n", "(run)\n"),
@@ -147,7 +167,10 @@ fn heredocs() {
     let run = &d.nodes[1];
     assert_eq!(run.heredocs.len(), 2);
     assert_eq!(
-        (run.heredocs[0].name.as_str(), run.heredocs[0].content.as_str()),
+        (
+            run.heredocs[0].name.as_str(),
+            run.heredocs[0].content.as_str()
+        ),
         ("EOF", "echo $HOME\n")
     );
     assert!(run.heredocs[0].expand && !run.heredocs[0].chomp);
@@ -159,10 +182,18 @@ fn heredocs() {
     assert_eq!(copy.heredocs[0].content, "body\n");
     assert!(!copy.heredocs[0].expand);
     assert!(d.nodes[3].heredocs.is_empty(), "JSON form has no heredocs");
-    assert_eq!(d.dump(), "(from \"a\")\n(run \"<<EOF <<-'TABS' cat\")\n(copy \"<<\\\"X\\\"\" \"/dst\")\n(run \"<<EOF\")\n");
+    assert_eq!(
+        d.dump(),
+        "(from \"a\")\n(run \"<<EOF <<-'TABS' cat\")\n(copy \"<<\\\"X\\\"\" \"/dst\")\n(run \"<<EOF\")\n"
+    );
     // Heredocs are only read for RUN, COPY and ADD (and those under ONBUILD).
     assert_eq!(parsed("FROM a\nCMD <<EOF\nEOF\n").nodes.len(), 3);
-    assert_eq!(parsed("ONBUILD RUN <<EOF\nx\nEOF\n").nodes[0].heredocs.len(), 1);
+    assert_eq!(
+        parsed("ONBUILD RUN <<EOF\nx\nEOF\n").nodes[0]
+            .heredocs
+            .len(),
+        1
+    );
     let e = failed(b"FROM a\nRUN <<EOF\nnever ends\n");
     assert!(matches!(e, SyntaxError::UnterminatedHeredoc { .. }), "{e}");
     assert_eq!(e.span().map(|s| s.start.line), Some(2));
@@ -172,16 +203,32 @@ fn heredocs() {
 fn directives() {
     let d = parsed("# syntax=docker/dockerfile:1\n# Escape=`\n# check=skip=all\nFROM a\n");
     assert_eq!(d.directives.escape, '`');
-    assert_eq!(d.directives.syntax.as_ref().map(|s| s.value.as_str()), Some("docker/dockerfile:1"));
-    assert_eq!(d.directives.check.as_ref().map(|s| (s.value.as_str(), s.line)), Some(("skip=all", 3)));
-    assert!(d.nodes[0].comments.is_empty(), "directives are not comments");
+    assert_eq!(
+        d.directives.syntax.as_ref().map(|s| s.value.as_str()),
+        Some("docker/dockerfile:1")
+    );
+    assert_eq!(
+        d.directives
+            .check
+            .as_ref()
+            .map(|s| (s.value.as_str(), s.line)),
+        Some(("skip=all", 3))
+    );
+    assert!(
+        d.nodes[0].comments.is_empty(),
+        "directives are not comments"
+    );
     let e = failed(b"# syntax=a\n# syntax=b\nFROM a\n");
     assert!(matches!(e, SyntaxError::DuplicateDirective { .. }), "{e}");
     assert_eq!(e.span().map(|s| s.start.line), Some(2));
     let e = failed(b"# escape=x\nFROM a\n");
     assert!(matches!(e, SyntaxError::InvalidEscape { .. }), "{e}");
     // After an instruction, or after an unknown directive, it is only a comment.
-    for src in ["FROM a\n# escape=`\nRUN b\n", "# foo=bar\n# escape=`\nFROM a\n", "\n# escape=`\nFROM a\n"] {
+    for src in [
+        "FROM a\n# escape=`\nRUN b\n",
+        "# foo=bar\n# escape=`\nFROM a\n",
+        "\n# escape=`\nFROM a\n",
+    ] {
         let d = parsed(src);
         assert_eq!(d.directives.escape, '\\', "{src:?}");
         assert!(d.directives.escape_directive.is_none(), "{src:?}");
@@ -216,11 +263,17 @@ fn hostile_input_is_an_error_not_a_panic() {
     assert!(matches!(e, SyntaxError::NulByte { .. }), "{e}");
     assert_eq!(e.span().map(|s| s.start), Some(Position::new(2, 6)));
     let big = format!("FROM a\nRUN {}\n", "x".repeat(1 << 20));
-    assert!(matches!(failed(big.as_bytes()), SyntaxError::LineTooLong { .. }));
+    assert!(matches!(
+        failed(big.as_bytes()),
+        SyntaxError::LineTooLong { .. }
+    ));
     let at_limit = format!("RUN {}\n", "x".repeat(65_535 - 4));
     assert!(parse(at_limit.as_bytes()).is_ok());
     let over = format!("RUN {}\n", "x".repeat(65_536 - 4));
-    assert!(matches!(failed(over.as_bytes()), SyntaxError::LineTooLong { .. }));
+    assert!(matches!(
+        failed(over.as_bytes()),
+        SyntaxError::LineTooLong { .. }
+    ));
     for empty in [&b""[..], b"\n\n", b"# only\n# comments\n", b"\xef\xbb\xbf"] {
         assert!(matches!(failed(empty), SyntaxError::NoInstructions { .. }));
     }
@@ -252,7 +305,10 @@ fn hostile_input_is_an_error_not_a_panic() {
     let deep = format!("CMD [1, {}]\n", "[".repeat(30_000));
     assert_eq!(parsed(&deep).nodes[0].args.len(), 1);
     let nested = format!("{}RUN x\n", "ONBUILD ".repeat(1000));
-    assert!(matches!(failed(nested.as_bytes()), SyntaxError::OnbuildTooDeep { .. }));
+    assert!(matches!(
+        failed(nested.as_bytes()),
+        SyntaxError::OnbuildTooDeep { .. }
+    ));
 }
 
 #[test]
@@ -262,5 +318,9 @@ fn parsing_is_fast() {
     let started = std::time::Instant::now();
     let d = parsed(&long);
     assert_eq!(d.nodes.len(), 1);
-    assert!(started.elapsed().as_secs() < 5, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -243,7 +243,10 @@ mod tests {
             (r#"  []"#, strings(&[])),
             (r#"["a"] trailing"#, strings(&["a"])),
             (r#"["\u00e9\n\/"]"#, strings(&["é\n/"])),
-            (r#"["\ud83d\ude00", "\ud800x"]"#, strings(&["😀", "\u{fffd}x"])),
+            (
+                r#"["\ud83d\ude00", "\ud800x"]"#,
+                strings(&["😀", "\u{fffd}x"]),
+            ),
             (r#"["a", ["b"]]"#, JsonArgs::NotStringArray),
             (r#"[1, {"a": [null, true]}]"#, JsonArgs::NotStringArray),
             (r#"["a", ]"#, JsonArgs::NotJson),

@@ -14,8 +14,10 @@ pub fn is_go_space_byte(b: u8) -> bool {
 
 /// Go's `unicode.IsSpace`.
 pub fn is_go_space(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}')
-        || (c > '\u{ff}' && c.is_whitespace())
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
+    ) || (c > '\u{ff}' && c.is_whitespace())
 }
 
 /// Go's `strings.TrimSpace`.
@@ -28,7 +30,9 @@ pub fn trim_go_space(s: &str) -> &str {
 pub fn byte_slice(s: &str, from: usize, to: usize) -> String {
     match s.get(from..to) {
         Some(piece) => piece.to_string(),
-        None => String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()).into_owned(),
+        None => {
+            String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()).into_owned()
+        }
     }
 }
 
@@ -419,7 +423,11 @@ mod tests {
         ];
         for (line, flags, rest) in cases {
             let (f, r) = extract_flags(line);
-            assert_eq!((f.as_slice(), r.as_str()), (*flags, *rest), "{line}");
+            assert_eq!(
+                (f, r.as_str()),
+                (flags.iter().map(|s| s.to_string()).collect(), *rest),
+                "{line}"
+            );
         }
     }
 
@@ -443,7 +451,10 @@ mod tests {
         let cases: &[(&str, Vec<Marker>)] = &[
             ("RUN <<EOF", vec![m("EOF", false, true)]),
             ("RUN <<-EOF", vec![m("EOF", true, true)]),
-            ("RUN <<'EOF' <<\"B\"", vec![m("EOF", false, false), m("B", false, false)]),
+            (
+                "RUN <<'EOF' <<\"B\"",
+                vec![m("EOF", false, false), m("B", false, false)],
+            ),
             ("RUN cat 3<<E2 > f", vec![m("E2", false, true)]),
             ("RUN a<<EOF", vec![]),
             ("RUN echo '<<EOF'", vec![]),
