@@ -330,9 +330,16 @@ impl<'a> Parser_<'a> {
                 }
                 span.end = line_end(last_line);
                 if !terminated {
+                    // Point at the marker when it is written plainly, else at `<<`.
+                    let plain = format!("<<{}", marker.name);
+                    let at = if node.original.contains(&plain) {
+                        node.find_span(&plain)
+                    } else {
+                        node.find_span("<<")
+                    };
                     return Err(SyntaxError::UnterminatedHeredoc {
                         name: marker.name,
-                        span: Span::new(start, start),
+                        span: at,
                     });
                 }
                 node.heredocs.push(Heredoc {
