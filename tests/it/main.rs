@@ -4,3 +4,5 @@
 //! `CI=true` (see [`support::conformance_dir`]).
 
 mod support;
+mod context;
+mod dockerignore_conformance;

@@ -1,0 +1,1 @@
+//! Build context: ignore-file choice, the walk, and COPY/ADD source selection.
