@@ -452,7 +452,9 @@ impl Matcher {
     fn could_match_below(&self, dir_slash: &str) -> bool {
         match self {
             Self::Exact(text) => text.starts_with(dir_slash),
-            Self::Prefix(text) => text.starts_with(dir_slash) || dir_slash.starts_with(text.as_str()),
+            Self::Prefix(text) => {
+                text.starts_with(dir_slash) || dir_slash.starts_with(text.as_str())
+            }
             Self::Suffix(_) => true,
             Self::Program(tokens) => run(tokens, dir_slash, false).alive,
         }
@@ -503,10 +505,10 @@ fn run_with(tokens: &[Token], input: &str, parents: bool, buf: &mut [u64]) -> Ru
                         set(next_at, i + 1);
                     }
                 }
-                Token::Class { negated, ranges } => {
-                    if ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated {
-                        set(next_at, i + 1);
-                    }
+                Token::Class { negated, ranges }
+                    if ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated =>
+                {
+                    set(next_at, i + 1)
                 }
                 _ => {}
             }
@@ -634,7 +636,11 @@ pub fn fuzz_parse_and_match(data: &[u8]) {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    paths.extend(text.lines().take(8).map(|l| l.trim().trim_start_matches('!').to_string()));
+    paths.extend(
+        text.lines()
+            .take(8)
+            .map(|l| l.trim().trim_start_matches('!').to_string()),
+    );
     for path in &paths {
         let _ = ignore.is_excluded(path);
         let path = path.trim_matches('/');
@@ -710,7 +716,12 @@ mod tests {
 
     #[test]
     fn fuzz_entry_survives_odd_input() {
-        for data in [&b"**\n!a/b\n[\n"[..], b"\xff\xfe!\n", b"a**/b\n!**/c\n", b"#\n!\n"] {
+        for data in [
+            &b"**\n!a/b\n[\n"[..],
+            b"\xff\xfe!\n",
+            b"a**/b\n!**/c\n",
+            b"#\n!\n",
+        ] {
             fuzz_parse_and_match(data);
         }
     }

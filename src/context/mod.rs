@@ -66,7 +66,9 @@ impl Located for ContextError {
             Self::ReadIgnoreFile { .. } => "make the ignore file readable or remove it".to_string(),
             Self::Dockerignore { source, .. } => source.help()?,
             Self::Walk { .. } => "make every file in the build context readable".to_string(),
-            Self::NonUtf8Path { .. } => "rename the file, or exclude it in .dockerignore".to_string(),
+            Self::NonUtf8Path { .. } => {
+                "rename the file, or exclude it in .dockerignore".to_string()
+            }
             Self::SourceNotFound { .. } => {
                 "check the path is relative to the build context and not excluded by .dockerignore"
                     .to_string()
@@ -118,10 +120,12 @@ impl BuildContext {
     /// else `.dockerignore` at the context root. A relative `dockerfile` is taken as given
     /// (relative to the current directory, like `docker build -f`).
     pub fn open(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
-        let root = context_dir.canonicalize().map_err(|source| ContextError::Open {
-            path: context_dir.to_path_buf(),
-            source,
-        })?;
+        let root = context_dir
+            .canonicalize()
+            .map_err(|source| ContextError::Open {
+                path: context_dir.to_path_buf(),
+                source,
+            })?;
         if !root.is_dir() {
             return Err(ContextError::NotADirectory {
                 path: context_dir.to_path_buf(),

@@ -73,7 +73,11 @@ impl BuildContext {
     fn resolve(&self, source: &str, rel: &str) -> Result<Vec<String>, ContextError> {
         let segments: Vec<&str> = rel.split('/').collect();
         let Some(first_wild) = segments.iter().position(|s| has_wildcards(s)) else {
-            return Ok(self.entry(rel).map(|e| e.path.clone()).into_iter().collect());
+            return Ok(self
+                .entry(rel)
+                .map(|e| e.path.clone())
+                .into_iter()
+                .collect());
         };
         let (literal, wild) = segments.split_at(first_wild);
         let base = literal.join("/");

@@ -48,7 +48,12 @@ fn single_pattern_cases() {
             Err(e) => failures.push(format!("{pattern:?}: unexpected error {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!((run, skipped), (68, 0), "cases run, skipped");
 }
 
@@ -70,8 +75,13 @@ fn multi_pattern_cases() {
         let file = case["path"].as_str().expect("path string");
         let want = case["match"].as_bool().expect("match bool");
         // `error` is `true` or a note saying why it must fail.
-        let want_error = !matches!(case.get("error"), None | Some(serde_json::Value::Bool(false)));
-        let package_func = case["api"].as_str().is_some_and(|a| a.starts_with("Matches "));
+        let want_error = !matches!(
+            case.get("error"),
+            None | Some(serde_json::Value::Bool(false))
+        );
+        let package_func = case["api"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("Matches "));
         run += 1;
         match Dockerignore::from_patterns(&patterns) {
             Err(e) if !want_error => failures.push(format!("{patterns:?}: unexpected error {e}")),
@@ -89,7 +99,12 @@ fn multi_pattern_cases() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(run, 16, "cases run");
 }
 
@@ -121,6 +136,11 @@ fn filepath_match_cases() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert_eq!(run, 54, "cases run");
 }

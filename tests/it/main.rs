@@ -3,6 +3,6 @@
 //! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
 //! `CI=true` (see [`support::conformance_dir`]).
 
-mod support;
 mod context;
 mod dockerignore_conformance;
+mod support;
