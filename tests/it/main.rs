@@ -3,4 +3,5 @@
 //! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
 //! `CI=true` (see [`support::conformance_dir`]).
 
+mod shell_conformance;
 mod support;
