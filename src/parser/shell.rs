@@ -674,3 +674,611 @@ impl Expander<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `S` set, `E` set but empty, `U` unset.
+    fn modifier_env() -> Vec<(String, String)> {
+        env(&[("S", "val"), ("E", ""), ("V", "xxyy")])
+    }
+
+    /// `Ok(value)` or `Err(message)`.
+    fn expand(lexer: &Lexer, word: &str, env: &dyn Env) -> Result<String, String> {
+        lexer.expand_word(word, env).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn every_modifier_on_set_empty_and_unset() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("$S|$E|$U", Ok("val||")),
+            ("${S}|${E}|${U}", Ok("val||")),
+            ("${S-d}|${E-d}|${U-d}", Ok("val||d")),
+            ("${S:-d}|${E:-d}|${U:-d}", Ok("val|d|d")),
+            ("${S+a}|${E+a}|${U+a}", Ok("a|a|")),
+            ("${S:+a}|${E:+a}|${U:+a}", Ok("a||")),
+            ("${S?m}|${E?m}", Ok("val|")),
+            ("${U?m}", Err("U: m")),
+            ("${U?}", Err("U: is not allowed to be unset")),
+            ("${S:?m}", Ok("val")),
+            ("${E:?m}", Err("E: m")),
+            ("${E:?}", Err("E: is not allowed to be empty")),
+            ("${U:?}", Err("U: is not allowed to be unset")),
+            ("${U:?need $S}", Err("U: need val")),
+            ("${V#x}|${V##x*}|${V#*y}|${V##*y}", Ok("xyy||y|")),
+            ("${V%y}|${V%%y*}|${V%x*}|${V%%x*}", Ok("xxy|xx|x|")),
+            ("${V#z}|${V%z}|${E#x}|${U%x}", Ok("xxyy|xxyy||")),
+            ("${V#?x}|${V%y?}|${V#}|${V%%}", Ok("yy|xx|xxyy|xxyy")),
+            (
+                "${V/x/-}|${V//x/-}|${V/z/-}|${U/x/-}",
+                Ok("-xyy|--yy|xxyy|"),
+            ),
+            (
+                "${V/x*/-}|${V//?/.}|${V/y}",
+                Err("missing '/' after the pattern in \"${V/y}\""),
+            ),
+            ("${V/x*/-}|${V//?/.}", Ok("-|....")),
+            // BuildKit has no bracket expressions: `[` and `]` are literal.
+            ("${V#[x]}", Ok("xxyy")),
+            (
+                "${V:=d}",
+                Err(
+                    "unsupported modifier \":=\" in \"${V:=d}\": use one of -, :-, +, :+, ?, :?, #, ##, %, %%, /, //",
+                ),
+            ),
+            (
+                "${V:#x}",
+                Err(
+                    "unsupported modifier \":#\" in \"${V:#\": use one of -, :-, +, :+, ?, :?, #, ##, %, %%, /, //",
+                ),
+            ),
+            (
+                "${V:%x}",
+                Err(
+                    "unsupported modifier \":%\" in \"${V:%\": use one of -, :-, +, :+, ?, :?, #, ##, %, %%, /, //",
+                ),
+            ),
+            (
+                "${V=x}",
+                Err(
+                    "unsupported modifier \"=\" in \"${V=\": use one of -, :-, +, :+, ?, :?, #, ##, %, %%, /, //",
+                ),
+            ),
+            ("${U:-${E:-${S}}}", Ok("val")),
+            ("${U:-a b} ${U:-\"q}\"}", Ok("a b q}")),
+        ];
+        let lexer = Lexer::new('\\');
+        let env = modifier_env();
+        let mut failures = Vec::new();
+        for (word, expected) in cases {
+            let got = expand(&lexer, word, &env);
+            if got.as_deref().map_err(String::as_str) != *expected {
+                failures.push(format!("{word:?}: expected {expected:?}, got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// BuildKit's `TestProcessWithMatches` table: value and the names it reports as set and unset.
+    #[test]
+    fn tracked_names_match_buildkit() {
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            ("x", &[("DUMMY", "dummy")], Some("x"), &[], &[]),
+            (
+                "x ${UNUSED}",
+                &[("DUMMY", "dummy")],
+                Some("x "),
+                &[],
+                &["UNUSED"],
+            ),
+            ("x ${FOO}", &[("FOO", "y")], Some("x y"), &["FOO"], &[]),
+            (
+                "${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("xxx  ccc"),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("xxx bbb ccc"),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:-}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("xxx"),
+                &["FOO"],
+                &[],
+            ),
+            ("${FOO:-}", &[], Some(""), &[], &["FOO"]),
+            (
+                "${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("aaa bbb "),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}",
+                &[("FOO", "xxx"), ("BAR", "")],
+                Some("aaa  "),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            ("${FOO?aaa}", &[("FOO", "xxx")], Some("xxx"), &["FOO"], &[]),
+            ("${BAR?bbb}", &[("BAR", "")], Some(""), &["BAR"], &[]),
+            ("${BAZ?ccc}", &[("FOO", "xxx")], None, &[], &[]),
+            ("${FOO:?aaa}", &[("FOO", "xxx")], Some("xxx"), &["FOO"], &[]),
+            ("${BAR:?bbb}", &[("BAR", "")], None, &[], &[]),
+            ("${FOO=aaa}", &[("FOO", "xxx")], None, &[], &[]),
+            ("${FOO=:aaa}", &[("FOO", "xxx")], None, &[], &[]),
+            ("${FOO=}", &[], None, &[], &[]),
+            (
+                "${FOO#()[]{\\}^$.\\*\\?|\\\\}",
+                &[("FOO", "()[]{}^$.*?|\\x")],
+                Some("x"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                "${FOO%%\\**}",
+                &[("FOO", "xx**")],
+                Some("xx"),
+                &["FOO"],
+                &[],
+            ),
+            ("${FOO#*x*y}", &[("FOO", "xxyy")], Some("y"), &["FOO"], &[]),
+            ("${FOO#*}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            (
+                "${FOO#$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "x")],
+                Some("xyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            (
+                "${FOO#$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("xxyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            ("${FOO##*x}", &[("FOO", "xxyy")], Some("yy"), &["FOO"], &[]),
+            ("${FOO#?\\?}", &[("FOO", "???y")], Some("?y"), &["FOO"], &[]),
+            (
+                "${ABC:-.}${FOO%x}${ABC:-.}",
+                &[("FOO", "xxyy")],
+                Some(".xxyy."),
+                &["FOO"],
+                &["ABC"],
+            ),
+            (
+                "${FOO%%\\**\\*}",
+                &[("FOO", "a***yy*")],
+                Some("a"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                "${FOO%%$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("xxyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            ("${FOO:#}", &[], None, &[], &[]),
+            ("${FOO:%%}", &[], None, &[], &[]),
+            (
+                "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
+                &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", "\\*/")],
+                Some("/foo.*/*.txt - /foo..*.txt"),
+                &["FOO", "NEEDLE"],
+                &[],
+            ),
+            (
+                "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
+                &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")],
+                Some("/tmp/bar.txt - /bar.txt"),
+                &["FOO", "NEEDLE"],
+                &[],
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "/a/foo/b/c.txt"),
+                    ("NEEDLE", "/?/"),
+                    ("REPLACEMENT", "/"),
+                ],
+                Some("/foo/b/c.txt - /foo/c.txt"),
+                &["FOO", "NEEDLE", "REPLACEMENT"],
+                &[],
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "http://google.de"),
+                    ("NEEDLE", "http://"),
+                    ("REPLACEMENT", "https://"),
+                ],
+                Some("https://google.de"),
+                &["FOO", "NEEDLE", "REPLACEMENT"],
+                &[],
+            ),
+            (
+                "${FOO//\\//\\/}",
+                &[("FOO", "/tmp/foo.txt")],
+                Some("\\/tmp\\/foo.txt"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                "${FOO/$BAR/ww}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("wwxxyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            ("${FOO//ww}", &[("FOO", "xxyy")], None, &[], &[]),
+            ("${FOO//}", &[("FOO", "xxyy")], None, &[], &[]),
+            ("${FOO///}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            ("${FOO///}", &[], Some(""), &[], &["FOO"]),
+            // The default word is expanded even when it is not used.
+            (
+                "${FOO:-$BAR}",
+                &[("FOO", "x")],
+                Some("x"),
+                &["FOO"],
+                &["BAR"],
+            ),
+            ("$1 $@", &[], Some(" "), &[], &["1", "@"]),
+            (
+                "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz",
+                &[
+                    ("VERSION", "v1.2.3"),
+                    ("TARGETOS", "linux"),
+                    ("TARGETARCH", "arm64"),
+                ],
+                Some("something-v1.2.3.linux-arm64.tar.gz"),
+                &["VERSION", "TARGETOS", "TARGETARCH"],
+                &["TARGETVARIANT"],
+            ),
+        ];
+        let lexer = Lexer::new('\\');
+        let mut failures = Vec::new();
+        for (word, pairs, expected, set, unset) in cases {
+            let env = env(pairs);
+            match (lexer.expand_word_tracked(word, &env), expected) {
+                (Err(_), None) => {}
+                (Ok(got), Some(expected)) => {
+                    let got_set: Vec<&str> = got.set_names().collect();
+                    let got_unset: Vec<&str> = got.unset.iter().map(String::as_str).collect();
+                    let mut want_set = set.to_vec();
+                    want_set.sort_unstable();
+                    let mut want_unset = unset.to_vec();
+                    want_unset.sort_unstable();
+                    let used_is_union = got.used.iter().all(|n| {
+                        want_set.contains(&n.as_str()) || want_unset.contains(&n.as_str())
+                    }) && got.used.len() == want_set.len() + want_unset.len();
+                    if got.value != *expected
+                        || got_set != want_set
+                        || got_unset != want_unset
+                        || !used_is_union
+                    {
+                        failures.push(format!(
+                            "{word:?}: expected {expected:?} set {want_set:?} unset {want_unset:?}, got {got:?}"
+                        ));
+                    }
+                }
+                (got, expected) => {
+                    failures.push(format!("{word:?}: expected {expected:?}, got {got:?}"))
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lexer = Lexer::new('`');
+        let env = env(&[("PWD", "/home")]);
+        let cases = [
+            ("he`$PWD", Ok("he$PWD")),
+            ("he$PWD", Ok("he/home")),
+            ("a\\b", Ok("a\\b")),
+            ("\"a`\"b\"", Ok("a\"b")),
+            ("\"a`$PWD\"", Ok("a$PWD")),
+            ("\"a``b\"", Ok("a`b")),
+            ("\"a`tb\"", Ok("a`tb")),
+            ("'a`b'", Ok("a`b")),
+            ("ab`", Ok("ab")),
+            ("a`'b", Ok("a'b")),
+            ("\"a\\\"", Ok("a\\")),
+        ];
+        for (word, expected) in cases {
+            assert_eq!(expand(&lexer, word, &env).as_deref(), expected, "{word:?}");
+        }
+        assert_eq!(
+            lexer.expand_words("a` b c", &env),
+            Ok(vec!["a b".to_string(), "c".to_string()])
+        );
+    }
+
+    #[test]
+    fn raw_quotes_and_raw_escapes() {
+        let env = env(&[("A", "x y")]);
+        let raw_quotes = Lexer::new('\\').with_raw_quotes(true);
+        let raw_escapes = Lexer::new('\\').with_raw_escapes(true);
+        let both = Lexer::new('\\')
+            .with_raw_quotes(true)
+            .with_raw_escapes(true);
+        let no_quotes = Lexer::new('\\').with_skip_process_quotes(true);
+        let cases: &[(&Lexer, &str, &str)] = &[
+            (&raw_quotes, "'a $A'\"b $A\"", "'a $A'\"b x y\""),
+            (&raw_quotes, "a\\ b", "a b"),
+            (&raw_escapes, "a\\ b\\$A", "a\\ b\\$A"),
+            (&raw_escapes, "'a\\b'", "a\\b"),
+            // Like BuildKit, a raw escape before a character it cannot escape inside double
+            // quotes is written twice.
+            (&raw_escapes, "\"\\t\\$A\"", "\\\\t\\$A"),
+            (&both, "\"a\\\"b\" 'c'", "\"a\\\"b\" 'c'"),
+            (&no_quotes, "'$A' \"b\"", "'x y' \"b\""),
+        ];
+        for (lexer, word, expected) in cases {
+            assert_eq!(
+                expand(lexer, word, &env).as_deref(),
+                Ok(*expected),
+                "{word:?}"
+            );
+        }
+        assert_eq!(
+            raw_quotes.expand_words("\"a b\" c'd e'", &env),
+            Ok(vec!["\"a b\"".to_string(), "c'd e'".to_string()])
+        );
+    }
+
+    #[test]
+    fn skip_unset_env_keeps_references() {
+        let lexer = Lexer::new('\\').with_skip_unset_env(true);
+        let env = env(&[("S", "val")]);
+        assert_eq!(
+            expand(
+                &lexer,
+                "$S $U ${U} ${U:-d$S} ${U#x} ${U//a/b} ${S:+z}",
+                &env
+            )
+            .as_deref(),
+            Ok("val $U ${U} ${U:-dval} ${U#x} ${U/a/b} z")
+        );
+    }
+
+    #[test]
+    fn words_split_on_unquoted_whitespace_only() {
+        let lexer = Lexer::new('\\');
+        let env = env(&[("A", " x  y "), ("E", "")]);
+        let cases: &[(&str, &[&str])] = &[
+            ("a${A}b", &["a", "x", "y", "b"]),
+            ("a${A:-}b\"$A\"", &["a", "x", "y", "b x  y "]),
+            ("\"$A\"", &[" x  y "]),
+            ("a\\ b c", &["a b", "c"]),
+            ("'' \"\" $E", &[]),
+            ("a'' b", &["a", "b"]),
+            ("\ta\u{a0}b\u{3000}c ", &["a", "b", "c"]),
+        ];
+        for (word, expected) in cases {
+            let expected: Vec<String> = expected.iter().map(|w| w.to_string()).collect();
+            assert_eq!(lexer.expand_words(word, &env), Ok(expected), "{word:?}");
+        }
+    }
+
+    #[test]
+    fn names_follow_go_unicode_classes() {
+        let lexer = Lexer::new('\\');
+        let env = env(&[("한국어", "k"), ("A", "a"), ("٣", "arabic three")]);
+        let cases = [
+            ("$한국어!", "k!"),
+            // `²` is a number but not a decimal digit, so it ends the name.
+            ("$A²", "a²"),
+            // A name that starts with a decimal digit is all digits, in any script.
+            ("$٣x", "arabic threex"),
+            ("$1x ${0}y $$z", "x y z"),
+            ("\u{feff}$A", "a"),
+            ("$A\u{feff}", "a\u{feff}"),
+        ];
+        for (word, expected) in cases {
+            assert_eq!(
+                expand(&lexer, word, &env).as_deref(),
+                Ok(expected),
+                "{word:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_offsets_point_at_the_cause() {
+        let lexer = Lexer::new('\\');
+        let env = env(&[("E", "")]);
+        let cases = [
+            (
+                "ab'cd",
+                2,
+                "missing closing single quote (') for the quote opened here",
+            ),
+            (
+                "x\"y",
+                1,
+                "missing closing double quote (\") for the quote opened here",
+            ),
+            (
+                "x\"y\\\"",
+                1,
+                "missing closing double quote (\") for the quote opened here",
+            ),
+            ("a${B", 1, "missing '}' to close \"${B\""),
+            ("a${", 1, "missing '}' to close \"${\""),
+            ("a${B:-x", 1, "missing '}' to close \"${B:-x\""),
+            ("a${B:", 1, "missing '}' to close \"${B:\""),
+            (
+                "a${}",
+                1,
+                "bad substitution \"${}\": expected a variable name after \"${\", found '}'",
+            ),
+            (
+                "${:-x}",
+                0,
+                "bad substitution \"${:-x}\": expected a variable name after \"${\", found ':'",
+            ),
+            (
+                "한${E:=x}",
+                6,
+                "unsupported modifier \":=\" in \"${E:=x}\": use one of -, :-, +, :+, ?, :?, #, ##, %, %%, /, //",
+            ),
+            (
+                "x${.}",
+                3,
+                "unsupported modifier \".\" in \"${.\": use one of -, :-, +, :+, ?, :?, #, ##, %, %%, /, //",
+            ),
+            ("ab${X:?}", 2, "X: is not allowed to be unset"),
+            ("ab${X:-${E:?}}", 7, "E: is not allowed to be empty"),
+            (
+                "${E:-'x}",
+                5,
+                "missing closing single quote (') for the quote opened here",
+            ),
+            ("${E/a", 0, "missing '/' after the pattern in \"${E/a\""),
+            ("${E/a/b", 0, "missing '}' to close \"${E/a/b\""),
+            (
+                "-${E#\\x}",
+                1,
+                "invalid pattern \"\\x\" in substitution: invalid escape \"\\x\" (only \\*, \\?, \\\\, \\} and \\/ are allowed)",
+            ),
+        ];
+        for (word, offset, message) in cases {
+            let got = lexer.expand_word(word, &env);
+            assert_eq!(
+                got,
+                Err(ExpandError {
+                    message: message.to_string(),
+                    offset
+                }),
+                "{word:?}"
+            );
+        }
+    }
+
+    fn assert_quick(started: Instant, what: &str) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what} took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let lexer = Lexer::new('\\');
+        let env = env(&[]);
+        let started = Instant::now();
+        let closed = format!("{}x{}", "${A:-".repeat(10_000), "}".repeat(10_000));
+        let err = lexer.expand_word(&closed, &env).unwrap_err();
+        assert_eq!(err.offset, MAX_NESTING * 5);
+        assert!(err.message.contains("nested more than 100 levels"), "{err}");
+        let open = "${".repeat(10_000);
+        assert!(lexer.expand_word(&open, &env).is_err());
+        let quotes = format!("{}{}", "\"${A:-".repeat(10_000), "}\"".repeat(10_000));
+        assert!(lexer.expand_word(&quotes, &env).is_err());
+        assert_quick(started, "deep nesting");
+        // Exactly at the limit still works.
+        let limit = format!(
+            "{}x{}",
+            "${A:-".repeat(MAX_NESTING),
+            "}".repeat(MAX_NESTING)
+        );
+        assert_eq!(lexer.expand_word(&limit, &env).as_deref(), Ok("x"));
+    }
+
+    #[test]
+    fn hostile_patterns_stay_linear() {
+        let lexer = Lexer::new('\\');
+        // Debug builds of the regex engine are slow; the size still shows linear behaviour
+        // (a backtracking matcher would never finish on 1000 stars).
+        let value = "a".repeat(2_000) + "b";
+        let env = env(&[
+            ("V", &value),
+            ("STARS", &"*".repeat(1000)),
+            ("MIXED", &"*a".repeat(200)),
+            ("BAD", "ab\\"),
+        ]);
+        let started = Instant::now();
+        let cases = [
+            ("${V#$STARS}", Some(value.clone())),
+            ("${V##$STARS}", Some(String::new())),
+            ("${V%$STARS}", Some(value.clone())),
+            ("${V##${MIXED}c}", Some(value.clone())),
+            ("${V%%$MIXED}", Some(value.clone())),
+            ("${V%%${MIXED}b}", Some(String::new())),
+            ("${V//$MIXED/x}", Some("xb".to_string())),
+            ("${V//?/}", Some(String::new())),
+            ("${V#$BAD}", None),
+        ];
+        for (word, expected) in cases {
+            let got = lexer.expand_word(word, &env).ok();
+            assert_eq!(got, expected, "{word:?}");
+        }
+        let literal = format!("${{V#{}}}", "*".repeat(1000));
+        assert_eq!(
+            lexer.expand_word(&literal, &env).as_deref(),
+            Ok(value.as_str())
+        );
+        assert_quick(started, "hostile patterns");
+    }
+
+    #[test]
+    fn pattern_wildcards_do_not_cross_newlines() {
+        // Go's `.` does not match `\n`, and BuildKit builds `*` from it.
+        let lexer = Lexer::new('\\');
+        let env = env(&[("V", "a\nb")]);
+        assert_eq!(expand(&lexer, "${V##*}", &env).as_deref(), Ok("\nb"));
+        assert_eq!(expand(&lexer, "${V//?/x}", &env).as_deref(), Ok("x\nx"));
+    }
+
+    #[test]
+    fn replace_all_expands_go_templates() {
+        let lexer = Lexer::new('\\');
+        let env = env(&[("V", "abab"), ("R", "<$0>")]);
+        assert_eq!(
+            expand(&lexer, "${V//b/$R}", &env).as_deref(),
+            Ok("a<b>a<b>")
+        );
+        assert_eq!(expand(&lexer, "${V/b/$R}", &env).as_deref(), Ok("a<$0>ab"));
+        assert_eq!(expand(&lexer, "${V//x*/-}", &env).as_deref(), Ok("abab"));
+        assert_eq!(expand(&lexer, "${V///-}", &env).as_deref(), Ok("-a-b-a-b-"));
+    }
+
+    #[test]
+    fn suffix_pattern_with_trailing_backslash_reverses_like_buildkit() {
+        // `*\` reversed is `\*`: BuildKit then strips a literal `*`.
+        let lexer = Lexer::new('\\');
+        let env = env(&[("V", "ab*"), ("P", "*\\")]);
+        assert_eq!(expand(&lexer, "${V%$P}", &env).as_deref(), Ok("ab"));
+        assert!(lexer.expand_word("${V#$P}", &env).is_err());
+    }
+}
