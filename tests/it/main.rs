@@ -7,4 +7,5 @@ mod context;
 mod dockerignore_conformance;
 mod parser_conformance;
 mod parser_errors;
+mod shell_conformance;
 mod support;
