@@ -5,7 +5,10 @@ use super::ast::{Dockerfile, Node};
 impl Dockerfile {
     /// The whole file in BuildKit's dump format: one `(...)` line per instruction.
     pub fn dump(&self) -> String {
-        self.nodes.iter().map(|n| format!("({})\n", n.dump())).collect()
+        self.nodes
+            .iter()
+            .map(|n| format!("({})\n", n.dump()))
+            .collect()
     }
 }
 

@@ -17,7 +17,10 @@ impl Env for HashMap<String, String> {
 /// Ordered `(name, value)` pairs; a later entry wins over an earlier one of the same name.
 impl Env for [(String, String)] {
     fn lookup(&self, name: &str) -> Option<String> {
-        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
