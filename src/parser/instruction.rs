@@ -1035,7 +1035,7 @@ fn heredoc_name<'a>(node: &'a Node, word: &str) -> Option<&'a Heredoc> {
 }
 
 /// The span of the keyword.
-fn keyword_span(node: &Node) -> Span {
+pub(crate) fn keyword_span(node: &Node) -> Span {
     Span::on_line(
         node.span.start.line,
         node.span.start.column,
