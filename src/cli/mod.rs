@@ -7,7 +7,7 @@ mod report;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-pub use report::SourceError;
+pub use report::located;
 
 /// kiln builds container images from Dockerfiles.
 #[derive(Debug, Parser)]

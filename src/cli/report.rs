@@ -14,19 +14,18 @@ pub struct SourceError {
     pub help: Option<String>,
 }
 
-impl SourceError {
-    /// Wraps a front-end error that may know its location in `file`.
-    pub fn new<E: Located + fmt::Display>(file: &str, source_text: &str, err: &E) -> anyhow::Error {
-        match err.span() {
-            Some(span) => anyhow::Error::new(SourceError {
-                file: file.to_string(),
-                source_text: source_text.to_string(),
-                span,
-                message: err.to_string(),
-                help: err.help(),
-            }),
-            None => anyhow::anyhow!("{file}: {err}"),
-        }
+/// Wraps a front-end error that may know its location in `file` (whose text is `source_text`):
+/// with a span it prints as a snippet, without one as `file: message`.
+pub fn located<E: Located + fmt::Display>(file: &str, source_text: &str, err: &E) -> anyhow::Error {
+    match err.span() {
+        Some(span) => anyhow::Error::new(SourceError {
+            file: file.to_string(),
+            source_text: source_text.to_string(),
+            span,
+            message: err.to_string(),
+            help: err.help(),
+        }),
+        None => anyhow::anyhow!("{file}: {err}"),
     }
 }
 

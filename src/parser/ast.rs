@@ -74,6 +74,8 @@ pub struct Node {
     /// - MAINTAINER/USER/WORKDIR/STOPSIGNAL: one entry;
     /// - HEALTHCHECK: `NONE`, or `CMD` followed by the command's arguments as for CMD;
     /// - ONBUILD: empty, the inner instruction is in `onbuild`.
+    /// - unknown keywords: one empty string (BuildKit's `parseIgnore`; the words are in
+    ///   `original`).
     pub args: Vec<String>,
     /// The arguments came from a JSON array.
     pub json: bool,

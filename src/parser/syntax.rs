@@ -1,27 +1,632 @@
-//! Dockerfile syntax: bytes → [`Dockerfile`]. (Placeholder until the parser lands.)
+//! Dockerfile syntax: bytes → [`Dockerfile`], agreeing with BuildKit's parser
+//! (`frontend/dockerfile/parser`): parser directives, comments, line continuations, JSON and
+//! shell forms, instruction flags, per-instruction argument splitting and heredocs.
+//!
+//! Where BuildKit is lenient about encoding we are strict: Go strings accept any bytes, but kiln
+//! rejects invalid UTF-8 and NUL bytes with the line and column where they occur. A physical line
+//! longer than BuildKit's scanner limit (65535 bytes) is an error as in BuildKit.
 
-use super::ast::Dockerfile;
-use crate::diagnostic::{Located, Span};
+mod json;
+mod words;
+
+use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning};
+use crate::diagnostic::{Located, Position, Span};
+use json::JsonArgs;
+use nom::Parser;
+use nom::bytes::complete::take_while;
+use nom::character::complete::{char, satisfy};
+use nom::combinator::recognize;
+use words::{is_go_space, trim_go_space};
+
+/// BuildKit reads lines with Go's `bufio.Scanner`, whose default token limit is 64 KiB; a line
+/// (without its newline) may hold at most this many bytes.
+pub const MAX_LINE_BYTES: usize = 65_535;
+
+/// ONBUILD may wrap ONBUILD in BuildKit's parser without limit; kiln stops at this depth so that
+/// building, printing and dropping the nested nodes cannot exhaust the stack.
+const MAX_ONBUILD_DEPTH: usize = 16;
 
 /// A Dockerfile that cannot be parsed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyntaxError {
-    #[error("{message}")]
-    Invalid { message: String, span: Span },
+    #[error("the Dockerfile is not valid UTF-8")]
+    InvalidUtf8 { span: Span },
+    #[error("the Dockerfile contains a NUL byte")]
+    NulByte { span: Span },
+    #[error("dockerfile line greater than max allowed size of {max} ({len} bytes)")]
+    LineTooLong { len: usize, max: usize, span: Span },
+    #[error("only one {name} parser directive can be used")]
+    DuplicateDirective { name: String, span: Span },
+    #[error("invalid escape token '{value}' does not match ` or \\")]
+    InvalidEscape { value: String, span: Span },
+    #[error("file with no instructions")]
+    NoInstructions { span: Span },
+    #[error("when using JSON array syntax, arrays must be comprised of strings only")]
+    NotStringArray { keyword: String, span: Span },
+    #[error("{keyword} must have two arguments")]
+    MissingValue { keyword: String, span: Span },
+    #[error("syntax error - can't find = in {word:?}. must be of the form: name=value")]
+    MissingEquals {
+        keyword: String,
+        word: String,
+        span: Span,
+    },
+    #[error("unterminated heredoc {name:?}")]
+    UnterminatedHeredoc { name: String, span: Span },
+    #[error("ONBUILD nested more than {max} levels deep")]
+    OnbuildTooDeep { max: usize, span: Span },
 }
 
 impl Located for SyntaxError {
     fn span(&self) -> Option<Span> {
-        match self {
-            SyntaxError::Invalid { span, .. } => Some(*span),
-        }
+        Some(match self {
+            SyntaxError::InvalidUtf8 { span }
+            | SyntaxError::NulByte { span }
+            | SyntaxError::LineTooLong { span, .. }
+            | SyntaxError::DuplicateDirective { span, .. }
+            | SyntaxError::InvalidEscape { span, .. }
+            | SyntaxError::NoInstructions { span }
+            | SyntaxError::NotStringArray { span, .. }
+            | SyntaxError::MissingValue { span, .. }
+            | SyntaxError::MissingEquals { span, .. }
+            | SyntaxError::UnterminatedHeredoc { span, .. }
+            | SyntaxError::OnbuildTooDeep { span, .. } => *span,
+        })
+    }
+
+    fn help(&self) -> Option<String> {
+        Some(match self {
+            SyntaxError::InvalidUtf8 { .. } => {
+                "save the Dockerfile as UTF-8 (the caret marks the first bad byte)".into()
+            }
+            SyntaxError::NulByte { .. } => {
+                "remove the NUL byte; is this a binary file or UTF-16 text?".into()
+            }
+            SyntaxError::LineTooLong { .. } => {
+                "split the line with a line continuation (`\\` at the end of the line)".into()
+            }
+            SyntaxError::DuplicateDirective { name, .. } => {
+                format!("remove all but one `# {name}=` line")
+            }
+            SyntaxError::InvalidEscape { .. } => {
+                "use `# escape=\\` (the default) or `# escape=``".into()
+            }
+            SyntaxError::NoInstructions { .. } => {
+                "add at least one instruction, e.g. `FROM alpine`".into()
+            }
+            SyntaxError::NotStringArray { .. } => {
+                "quote every element of the JSON array, e.g. [\"echo\", \"1\"]".into()
+            }
+            SyntaxError::MissingValue { keyword, .. } => {
+                format!("give a value: `{keyword} name=value` or `{keyword} name value`")
+            }
+            SyntaxError::MissingEquals { word, .. } => {
+                format!("write `{word}=value`, or quote the value if it contains spaces")
+            }
+            SyntaxError::UnterminatedHeredoc { name, .. } => {
+                format!("end the heredoc with a line containing only `{name}`")
+            }
+            SyntaxError::OnbuildTooDeep { .. } => "ONBUILD cannot usefully wrap ONBUILD".into(),
+        })
     }
 }
 
+/// One physical line of the file.
+struct Line<'a> {
+    /// 1-based line number.
+    number: usize,
+    /// The line with its line ending, as BuildKit's scanner returns it (heredoc bodies use this).
+    raw: &'a str,
+    /// The line without trailing `\r` and `\n` (BuildKit's `trimNewline`).
+    body: &'a str,
+}
+
 /// Parses a whole Dockerfile.
-pub fn parse(_source: &[u8]) -> Result<Dockerfile, SyntaxError> {
-    Err(SyntaxError::Invalid {
-        message: "the parser is not written yet".into(),
+pub fn parse(source: &[u8]) -> Result<Dockerfile, SyntaxError> {
+    let text = check_encoding(source)?;
+    let lines = split_lines(text);
+    Parser_::new(&lines).run()
+}
+
+/// Checks line lengths, NUL bytes and UTF-8 (in file order, so the first problem is reported)
+/// and strips a leading BOM.
+fn check_encoding(source: &[u8]) -> Result<&str, SyntaxError> {
+    for (number, line) in source.split(|&b| b == b'\n').enumerate() {
+        let number = number + 1;
+        let content = line.len();
+        // A final `\r\n` is the line ending; the scanner limit counts everything before `\n`.
+        if content > MAX_LINE_BYTES {
+            return Err(SyntaxError::LineTooLong {
+                len: content,
+                max: MAX_LINE_BYTES,
+                span: Span::on_line(number, 1, 1),
+            });
+        }
+        let bad_utf8 = std::str::from_utf8(line).err().map(|e| e.valid_up_to());
+        let nul = line.iter().position(|&b| b == 0);
+        let first_bad = match (bad_utf8, nul) {
+            (Some(u), Some(n)) => Some((u.min(n), n <= u)),
+            (Some(u), None) => Some((u, false)),
+            (None, Some(n)) => Some((n, true)),
+            (None, None) => None,
+        };
+        if let Some((at, is_nul)) = first_bad {
+            let before = String::from_utf8_lossy(line.get(..at).unwrap_or_default());
+            let before = if number == 1 {
+                before
+                    .strip_prefix('\u{feff}')
+                    .unwrap_or(&before)
+                    .to_string()
+            } else {
+                before.into_owned()
+            };
+            let span = Span::on_line(number, before.chars().count() + 1, 1);
+            return Err(if is_nul {
+                SyntaxError::NulByte { span }
+            } else {
+                SyntaxError::InvalidUtf8 { span }
+            });
+        }
+    }
+    let text = std::str::from_utf8(source).map_err(|_| SyntaxError::InvalidUtf8 {
         span: Span::line(1),
-    })
+    })?;
+    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
+}
+
+fn split_lines(text: &str) -> Vec<Line<'_>> {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(i, raw)| Line {
+            number: i + 1,
+            raw,
+            body: raw.trim_end_matches(['\r', '\n']),
+        })
+        .collect()
+}
+
+/// The parse state: BuildKit's `Parse` loop.
+struct Parser_<'a> {
+    lines: &'a [Line<'a>],
+    next: usize,
+    directives: Directives,
+    /// The directive section is over (a non-directive line was seen).
+    directives_done: bool,
+    comments: Vec<String>,
+    nodes: Vec<Node>,
+    warnings: Vec<Warning>,
+}
+
+impl<'a> Parser_<'a> {
+    fn new(lines: &'a [Line<'a>]) -> Self {
+        Self {
+            lines,
+            next: 0,
+            directives: Directives::default(),
+            directives_done: false,
+            comments: Vec::new(),
+            nodes: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn run(mut self) -> Result<Dockerfile, SyntaxError> {
+        while let Some(line) = self.lines.get(self.next) {
+            self.next += 1;
+            self.instruction(line)?;
+        }
+        if self.nodes.is_empty() {
+            let last = self.lines.len().max(1);
+            return Err(SyntaxError::NoInstructions {
+                span: Span::line(last),
+            });
+        }
+        Ok(Dockerfile {
+            directives: self.directives,
+            nodes: self.nodes,
+            warnings: self.warnings,
+        })
+    }
+
+    /// Handles one line that starts a logical line (and everything that continues it).
+    fn instruction(&mut self, line: &'a Line<'a>) -> Result<(), SyntaxError> {
+        if is_comment(line.raw) {
+            // BuildKit drops the first byte of the untrimmed line, then trims.
+            let mut chars = line.raw.chars();
+            chars.next();
+            let comment = trim_go_space(chars.as_str());
+            if comment.is_empty() {
+                self.comments.clear();
+            } else {
+                self.comments.push(comment.to_string());
+            }
+        }
+        let trimmed = line.body.trim_start_matches(is_go_space);
+        if self.directive(line, trimmed)? {
+            self.comments.pop();
+        }
+        let first = if is_comment(trimmed) { "" } else { trimmed };
+        let (text, mut end_of_line) = self.trim_continuation(first);
+        if end_of_line && text.is_empty() {
+            return Ok(());
+        }
+        let column = line.body[..line.body.len() - trimmed.len()].chars().count() + 1;
+        let mut original = String::from(text);
+        let mut segments = vec![Segment {
+            offset: 0,
+            start: Position::new(line.number, column),
+        }];
+        let mut last_line = line;
+        let mut empty_continuation = false;
+        while !end_of_line {
+            let Some(next) = self.lines.get(self.next) else {
+                break;
+            };
+            self.next += 1;
+            last_line = next;
+            if is_comment(next.raw) {
+                continue;
+            }
+            if next.body.trim_start_matches(is_go_space).is_empty() {
+                empty_continuation = true;
+                continue;
+            }
+            let (text, eol) = self.trim_continuation(next.body);
+            end_of_line = eol;
+            segments.push(Segment {
+                offset: original.len(),
+                start: Position::new(next.number, 1),
+            });
+            original.push_str(text);
+        }
+        // The keyword starts at the first non-space character of the logical line.
+        let lead = original.len() - original.trim_start_matches(is_go_space).len();
+        let probe = Node {
+            keyword: String::new(),
+            flags: Vec::new(),
+            args: Vec::new(),
+            json: false,
+            onbuild: None,
+            heredocs: Vec::new(),
+            original,
+            span: Span::line(line.number),
+            segments,
+            comments: Vec::new(),
+        };
+        let start = probe.position_of(lead);
+        let mut span = Span::new(start, line_end(last_line));
+        if empty_continuation {
+            self.warnings.push(Warning {
+                message: format!("empty continuation line found in: {}", probe.original),
+                span: Span::line(last_line.number),
+            });
+        }
+        let mut node = build_node(&probe.original, self.directives.escape, span, 0)?;
+        node.original = probe.original;
+        node.segments = probe.segments;
+        node.comments = std::mem::take(&mut self.comments);
+        node.span = span;
+        if can_contain_heredoc(&node) && node.original.contains("<<") {
+            for marker in words::heredoc_markers(&node.original) {
+                let mut content = String::new();
+                let mut terminated = false;
+                while let Some(body) = self.lines.get(self.next) {
+                    self.next += 1;
+                    last_line = body;
+                    let candidate = if marker.chomp {
+                        body.body.trim_start_matches('\t')
+                    } else {
+                        body.body
+                    };
+                    if candidate == marker.name {
+                        terminated = true;
+                        break;
+                    }
+                    if marker.chomp {
+                        content.push_str(body.raw.trim_start_matches('\t'));
+                    } else {
+                        content.push_str(body.raw);
+                    }
+                }
+                span.end = line_end(last_line);
+                if !terminated {
+                    // Point at the marker when it is written plainly, else at `<<`.
+                    let plain = format!("<<{}", marker.name);
+                    let at = if node.original.contains(&plain) {
+                        node.find_span(&plain)
+                    } else {
+                        node.find_span("<<")
+                    };
+                    return Err(SyntaxError::UnterminatedHeredoc {
+                        name: marker.name,
+                        span: at,
+                    });
+                }
+                node.heredocs.push(Heredoc {
+                    name: marker.name,
+                    content,
+                    expand: marker.expand,
+                    chomp: marker.chomp,
+                });
+            }
+            node.span = span;
+        }
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// BuildKit's directive parser: returns whether `trimmed` was a parser directive.
+    fn directive(&mut self, line: &Line<'_>, trimmed: &str) -> Result<bool, SyntaxError> {
+        if self.directives_done {
+            return Ok(false);
+        }
+        let Some((name, value)) = parse_directive(trimmed) else {
+            self.directives_done = true;
+            return Ok(false);
+        };
+        let name = name.to_ascii_lowercase();
+        let slot = match name.as_str() {
+            "syntax" => &mut self.directives.syntax,
+            "escape" => &mut self.directives.escape_directive,
+            "check" => &mut self.directives.check,
+            _ => {
+                self.directives_done = true;
+                return Ok(false);
+            }
+        };
+        let name_col = line.body.len() - trimmed.len();
+        let span = Span::on_line(
+            line.number,
+            line.body[..name_col].chars().count() + 1,
+            trimmed.chars().count().max(1),
+        );
+        if slot.is_some() {
+            return Err(SyntaxError::DuplicateDirective { name, span });
+        }
+        *slot = Some(Directive {
+            name: name.clone(),
+            value: value.to_string(),
+            line: line.number,
+        });
+        if name == "escape" {
+            self.directives.escape = match value {
+                "\\" => '\\',
+                "`" => '`',
+                _ => {
+                    return Err(SyntaxError::InvalidEscape {
+                        value: value.to_string(),
+                        span,
+                    });
+                }
+            };
+        }
+        Ok(true)
+    }
+
+    /// BuildKit's line continuation rule: the escape character, then only spaces and tabs, at
+    /// the end of the line, and not itself preceded by the escape character. Returns the line
+    /// without it and whether the logical line ends here.
+    fn trim_continuation<'s>(&self, line: &'s str) -> (&'s str, bool) {
+        let escape = self.directives.escape;
+        let without_blanks = line.trim_end_matches([' ', '\t']);
+        let Some(before) = without_blanks.strip_suffix(escape) else {
+            return (line, true);
+        };
+        if before.ends_with(escape) {
+            return (line, true);
+        }
+        (before, false)
+    }
+}
+
+/// `# name = value` (Go: `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`, `\s` being ASCII
+/// whitespace without `\v`).
+fn parse_directive(line: &str) -> Option<(&str, &str)> {
+    let re_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\u{c}' | '\r');
+    let parsed: nom::IResult<&str, (char, &str, &str, &str, char, &str)> = (
+        char('#'),
+        take_while(re_space),
+        recognize((
+            satisfy(|c| c.is_ascii_alphabetic()),
+            take_while(|c: char| c.is_ascii_alphanumeric()),
+        )),
+        take_while(re_space),
+        char('='),
+        take_while(re_space),
+    )
+        .parse(line);
+    let (value, (_, _, name, _, _, spaces)) = parsed.ok()?;
+    let value = value.trim_end_matches(re_space);
+    if value.is_empty() {
+        // `(.+?)` needs one character: the regex backtracks into the spaces after `=` and takes
+        // the last one.
+        let last = spaces.chars().last()?;
+        return Some((name, &spaces[spaces.len() - last.len_utf8()..]));
+    }
+    Some((name, value))
+}
+
+/// The whole of `line`: its end is just past its last character.
+fn line_end(line: &Line<'_>) -> Position {
+    Position::new(line.number, line.body.chars().count() + 1)
+}
+
+/// BuildKit's `isComment`: the first non-space character is `#`.
+fn is_comment(line: &str) -> bool {
+    line.trim_start_matches(is_go_space).starts_with('#')
+}
+
+fn can_contain_heredoc(node: &Node) -> bool {
+    let node = node.onbuild.as_deref().unwrap_or(node);
+    let keyword = node.keyword.to_ascii_lowercase();
+    matches!(keyword.as_str(), "run" | "copy" | "add") && !node.json
+}
+
+/// BuildKit's `newNodeFromLine`: keyword, flags and the arguments split for that keyword.
+/// `span` is where errors point.
+fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node, SyntaxError> {
+    let (keyword, rest) = words::split_first_whitespace(trim_go_space(line));
+    let (flags, rest) = match rest {
+        Some(rest) => words::extract_flags(rest),
+        None => (Vec::new(), String::new()),
+    };
+    let rest = trim_go_space(&rest);
+    let mut node = Node {
+        keyword: keyword.to_string(),
+        flags,
+        args: Vec::new(),
+        json: false,
+        onbuild: None,
+        heredocs: Vec::new(),
+        original: line.to_string(),
+        span,
+        segments: Vec::new(),
+        comments: Vec::new(),
+    };
+    let lower = keyword.to_ascii_lowercase();
+    match lower.as_str() {
+        "run" | "cmd" | "entrypoint" | "shell" => maybe_json(&mut node, rest, span)?,
+        "add" | "copy" | "volume" => match json::parse_json_array(rest) {
+            JsonArgs::Strings(args) => {
+                node.args = args;
+                node.json = true;
+            }
+            JsonArgs::NotStringArray => return Err(not_string_array(&node, span)),
+            JsonArgs::NotJson => node.args = whitespace_list(rest),
+        },
+        "from" | "expose" => node.args = whitespace_list(rest),
+        "maintainer" | "stopsignal" | "user" | "workdir" => {
+            if !rest.is_empty() {
+                node.args = vec![rest.to_string()];
+            }
+        }
+        "arg" => node.args = words::parse_words(rest, escape),
+        "env" | "label" => node.args = name_values(rest, &lower, escape, span)?,
+        "healthcheck" => healthcheck(&mut node, rest, span)?,
+        "onbuild" => {
+            if !rest.is_empty() {
+                if depth >= MAX_ONBUILD_DEPTH {
+                    return Err(SyntaxError::OnbuildTooDeep {
+                        max: MAX_ONBUILD_DEPTH,
+                        span,
+                    });
+                }
+                node.onbuild = Some(Box::new(build_node(rest, escape, span, depth + 1)?));
+            }
+        }
+        // BuildKit keeps unknown instructions with one empty argument (its `parseIgnore`).
+        _ => node.args = vec![String::new()],
+    }
+    Ok(node)
+}
+
+fn not_string_array(node: &Node, span: Span) -> SyntaxError {
+    SyntaxError::NotStringArray {
+        keyword: node.keyword.clone(),
+        span,
+    }
+}
+
+/// BuildKit's `parseMaybeJSON`: a JSON array of strings, or the whole rest as one argument.
+fn maybe_json(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxError> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    match json::parse_json_array(rest) {
+        JsonArgs::Strings(args) => {
+            node.args.extend(args);
+            node.json = true;
+        }
+        JsonArgs::NotStringArray => return Err(not_string_array(node, span)),
+        JsonArgs::NotJson => node.args.push(rest.to_string()),
+    }
+    Ok(())
+}
+
+/// BuildKit's `parseStringsWhitespaceDelimited`.
+fn whitespace_list(rest: &str) -> Vec<String> {
+    if rest.is_empty() {
+        Vec::new()
+    } else {
+        words::split_whitespace(rest)
+    }
+}
+
+/// BuildKit's `parseNameVal` (ENV, LABEL): `name value` (one pair, the rest of the line is the
+/// value) or `name=value ...`; each pair becomes `name, value, sep`.
+fn name_values(
+    rest: &str,
+    keyword: &str,
+    escape: char,
+    span: Span,
+) -> Result<Vec<String>, SyntaxError> {
+    let words = words::parse_words(rest, escape);
+    let Some(first) = words.first() else {
+        return Ok(Vec::new());
+    };
+    let keyword = keyword.to_ascii_uppercase();
+    if !first.contains('=') {
+        let (name, value) = words::split_first_whitespace(rest);
+        let Some(value) = value else {
+            return Err(SyntaxError::MissingValue { keyword, span });
+        };
+        return Ok(vec![name.to_string(), value.to_string(), String::new()]);
+    }
+    let mut args = Vec::with_capacity(words.len() * 3);
+    for word in words {
+        let Some((name, value)) = word.split_once('=') else {
+            return Err(SyntaxError::MissingEquals {
+                keyword,
+                word,
+                span,
+            });
+        };
+        args.extend([name.to_string(), value.to_string(), "=".to_string()]);
+    }
+    Ok(args)
+}
+
+/// BuildKit's `parseHealthConfig`: the type word (`CMD`, `NONE`, ...) then the command as for CMD.
+/// It scans bytes, so the separators are Go's byte-wise spaces.
+fn healthcheck(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxError> {
+    let bytes = rest.as_bytes();
+    let sep = bytes
+        .iter()
+        .position(|&b| words::is_go_space_byte(b))
+        .unwrap_or(bytes.len());
+    if sep == 0 {
+        return Ok(());
+    }
+    let next = bytes[sep..]
+        .iter()
+        .position(|&b| !words::is_go_space_byte(b))
+        .map_or(bytes.len(), |p| sep + p);
+    node.args.push(words::byte_slice(rest, 0, sep));
+    let command = words::byte_slice(rest, next, bytes.len());
+    maybe_json(node, &command, span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directive_lines() {
+        let cases: &[(&str, Option<(&str, &str)>)] = &[
+            ("# escape=`", Some(("escape", "`"))),
+            (
+                "#syntax = docker/dockerfile:1  ",
+                Some(("syntax", "docker/dockerfile:1")),
+            ),
+            ("# EScape = \\", Some(("EScape", "\\"))),
+            ("# escape=   ", Some(("escape", " "))),
+            ("# escape=", None),
+            ("# syntax-x=a", None),
+            ("# 1x=a", None),
+            ("FROM a", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse_directive(line), *want, "{line}");
+        }
+    }
 }

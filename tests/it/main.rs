@@ -3,4 +3,6 @@
 //! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
 //! `CI=true` (see [`support::conformance_dir`]).
 
+mod parser_conformance;
+mod parser_errors;
 mod support;

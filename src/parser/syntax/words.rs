@@ -1,0 +1,474 @@
+//! Word-level splitting as BuildKit's parser does it: instruction flags (`extractBuilderFlags`),
+//! ENV/LABEL/ARG words (`parseWords`), whitespace-delimited lists, and heredoc markers.
+
+use nom::Parser;
+use nom::bytes::complete::{tag, take_while};
+use nom::character::complete::char;
+use nom::combinator::{opt, rest};
+
+/// Go's `unicode.IsSpace` applied to a single byte turned into a rune, as BuildKit's byte-wise
+/// loops do: Latin-1 NEL (0x85) and NBSP (0xA0) count, even when they are part of a UTF-8 char.
+pub fn is_go_space_byte(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0x85 | 0xa0)
+}
+
+/// Go's `unicode.IsSpace`.
+pub fn is_go_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
+    ) || (c > '\u{ff}' && c.is_whitespace())
+}
+
+/// Go's `strings.TrimSpace`.
+pub fn trim_go_space(s: &str) -> &str {
+    s.trim_matches(is_go_space)
+}
+
+/// The bytes `s[from..to]` as a string; when BuildKit's byte-wise scanning cut inside a UTF-8
+/// character the broken bytes become U+FFFD (Go would keep them raw).
+pub fn byte_slice(s: &str, from: usize, to: usize) -> String {
+    match s.get(from..to) {
+        Some(piece) => piece.to_string(),
+        None => {
+            String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()).into_owned()
+        }
+    }
+}
+
+/// BuildKit's whitespace class for splitting arguments: `[\t\v\f\r ]+`.
+fn is_split_space(c: char) -> bool {
+    matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
+}
+
+/// `reWhitespace.Split(s, -1)`.
+pub fn split_whitespace(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut input = s;
+    loop {
+        let word: nom::IResult<&str, &str> = take_while(|c| !is_split_space(c)).parse(input);
+        let Ok((after, word)) = word else { break };
+        out.push(word.to_string());
+        let spaces: nom::IResult<&str, &str> = take_while(is_split_space).parse(after);
+        match spaces {
+            Ok((after, sp)) if !sp.is_empty() => input = after,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// `reWhitespace.Split(s, 2)`: the first word and the rest after the first whitespace run.
+pub fn split_first_whitespace(s: &str) -> (&str, Option<&str>) {
+    match s.find(is_split_space) {
+        Some(at) => (&s[..at], Some(s[at..].trim_start_matches(is_split_space))),
+        None => (s, None),
+    }
+}
+
+/// BuildKit's `extractBuilderFlags`: leading `--name=value` words. Returns the flags and the
+/// rest of the line. It scans bytes, so each byte of a non-ASCII flag becomes one Latin-1 char,
+/// exactly as BuildKit's `WriteRune(rune(byte))` does.
+pub fn extract_flags(line: &str) -> (Vec<String>, String) {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let bytes = line.as_bytes();
+    let mut words: Vec<String> = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = 0u8;
+    let mut blank_ok = false;
+    let mut pos = 0;
+    while pos <= bytes.len() {
+        let at_end = pos == bytes.len();
+        let ch = bytes.get(pos).copied().unwrap_or(0);
+        if phase == Phase::Spaces {
+            if at_end {
+                break;
+            }
+            if is_go_space_byte(ch) {
+                pos += 1;
+                continue;
+            }
+            let starts_flag = ch == b'-' && bytes.get(pos + 1) == Some(&b'-');
+            if !starts_flag {
+                return (words, byte_slice(line, pos, bytes.len()));
+            }
+            phase = Phase::Word;
+        }
+        if at_end {
+            if word != "--" && (blank_ok || !word.is_empty()) {
+                words.push(word);
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if is_go_space_byte(ch) {
+                phase = Phase::Spaces;
+                if word == "--" {
+                    return (words, byte_slice(line, pos, bytes.len()));
+                }
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                word.clear();
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == b'\'' || ch == b'"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+                pos += 1;
+                continue;
+            }
+            let mut c = ch;
+            if ch == b'\\' {
+                if pos + 1 == bytes.len() {
+                    pos += 1;
+                    continue;
+                }
+                pos += 1;
+                c = bytes[pos];
+            }
+            word.push(char::from(c));
+            pos += 1;
+            continue;
+        }
+        // Inside quotes.
+        if ch == quote {
+            phase = Phase::Word;
+            pos += 1;
+            continue;
+        }
+        let mut c = ch;
+        if ch == b'\\' {
+            if pos + 1 == bytes.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            c = bytes[pos];
+        }
+        word.push(char::from(c));
+        pos += 1;
+    }
+    (words, String::new())
+}
+
+/// BuildKit's `parseWords` (ENV, LABEL, ARG): words split on whitespace, quotes and escapes kept
+/// in the words but respected when splitting.
+pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = '\0';
+    let mut blank_ok = false;
+    let mut chars = rest.chars().peekable();
+    loop {
+        let Some(ch) = chars.next() else {
+            if phase != Phase::Spaces && (blank_ok || !word.is_empty()) {
+                words.push(word);
+            }
+            break;
+        };
+        if phase == Phase::Spaces {
+            if is_go_space(ch) {
+                continue;
+            }
+            phase = Phase::Word;
+        }
+        if phase == Phase::Word {
+            if is_go_space(ch) {
+                phase = Phase::Spaces;
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                blank_ok = false;
+                continue;
+            }
+            if ch == '\'' || ch == '"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+            }
+            let mut c = ch;
+            if ch == escape {
+                match chars.next() {
+                    // An escape at the very end is dropped.
+                    None => continue,
+                    Some(next) => {
+                        word.push(ch);
+                        c = next;
+                    }
+                }
+            }
+            word.push(c);
+            continue;
+        }
+        // Inside quotes.
+        if ch == quote {
+            phase = Phase::Word;
+        }
+        let mut c = ch;
+        if ch == escape && quote != '\'' {
+            match chars.next() {
+                None => {
+                    phase = Phase::Word;
+                    continue;
+                }
+                Some(next) => {
+                    word.push(ch);
+                    c = next;
+                }
+            }
+        }
+        word.push(c);
+    }
+    words
+}
+
+/// A heredoc marker found on an instruction line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub name: String,
+    pub chomp: bool,
+    pub expand: bool,
+}
+
+/// BuildKit's `heredocsFromLine`: the line split into shell words (quotes and escapes kept), and
+/// every word of the form `[fd]<<[-]WORD` read as a heredoc marker.
+pub fn heredoc_markers(line: &str) -> Vec<Marker> {
+    raw_shell_words(line)
+        .iter()
+        .filter_map(|w| marker(w))
+        .collect()
+}
+
+/// `^(\d*)<<(-?)([^<]*)$` and BuildKit's quote check on the delimiter word.
+fn marker(word: &str) -> Option<Marker> {
+    let parsed: nom::IResult<&str, (&str, &str, Option<char>, &str)> = (
+        take_while(|c: char| c.is_ascii_digit()),
+        tag("<<"),
+        opt(char('-')),
+        rest,
+    )
+        .parse(word);
+    let (_, (_, _, dash, delimiter)) = parsed.ok()?;
+    if delimiter.is_empty() || delimiter.contains('<') {
+        return None;
+    }
+    let (name, quoted) = unquote_single_word(delimiter)?;
+    Some(Marker {
+        name,
+        chomp: dash.is_some(),
+        expand: !quoted,
+    })
+}
+
+/// Splits `line` into shell words keeping quotes and escapes (BuildKit's lexer with RawQuotes,
+/// RawEscapes and unset variables kept). An unterminated quote or `${` gives no words, as the
+/// lexer's error does.
+fn raw_shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                word.push(c);
+                loop {
+                    let Some(q) = chars.next() else {
+                        return Vec::new();
+                    };
+                    word.push(q);
+                    if q == c {
+                        break;
+                    }
+                    if c == '"' && q == '\\' {
+                        match chars.next() {
+                            Some(e) => word.push(e),
+                            None => return Vec::new(),
+                        }
+                    }
+                }
+                in_word = true;
+            }
+            '\\' => {
+                word.push(c);
+                if let Some(e) = chars.next() {
+                    word.push(e);
+                }
+                in_word = true;
+            }
+            '$' if chars.as_str().starts_with('{') => {
+                let body = chars.as_str();
+                let Some(close) = body.find('}') else {
+                    return Vec::new();
+                };
+                word.push('$');
+                word.push_str(&body[..=close]);
+                chars = body[close + 1..].chars();
+                in_word = true;
+            }
+            c if is_go_space(c) => {
+                if in_word && !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+/// The heredoc delimiter with quotes and escapes removed, and whether any quote was removed.
+/// `None` unless it is exactly one word.
+fn unquote_single_word(s: &str) -> Option<(String, bool)> {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                let body = chars.as_str();
+                let close = body.find('\'')?;
+                word.push_str(&body[..close]);
+                chars = body[close + 1..].chars();
+                quoted = true;
+                in_word = true;
+            }
+            '"' => {
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => match chars.as_str().chars().next() {
+                            Some(e @ ('"' | '$' | '\\')) => {
+                                chars.next();
+                                word.push(e);
+                            }
+                            Some(_) => word.push('\\'),
+                            None => {}
+                        },
+                        q => word.push(q),
+                    }
+                }
+                quoted = true;
+                in_word = true;
+            }
+            '\\' => {
+                if let Some(e) = chars.next() {
+                    word.push(e);
+                    in_word = true;
+                }
+            }
+            c if is_go_space(c) => {
+                if in_word && !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                in_word = false;
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    match <[String; 1]>::try_from(words) {
+        Ok([name]) => Some((name, quoted)),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_as_buildkit_extracts_them() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("--from=a b c", &["--from=a"], "b c"),
+            ("--from a b", &["--from"], "a b"),
+            ("--a --b=c d", &["--a", "--b=c"], "d"),
+            ("-- --x y", &[], " --x y"),
+            ("--m='a b' x", &["--m=a b"], "x"),
+            ("--x=é y", &["--x=\u{c3}\u{a9}"], "y"),
+            ("plain", &[], "plain"),
+            ("--only", &["--only"], ""),
+        ];
+        for (line, flags, rest) in cases {
+            let (f, r) = extract_flags(line);
+            assert_eq!(
+                (f, r.as_str()),
+                (flags.iter().map(|s| s.to_string()).collect(), *rest),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn words_keep_quotes_and_escapes() {
+        assert_eq!(
+            parse_words(r#"a="b c" d\ e 'f g'"#, '\\'),
+            vec![r#"a="b c""#, r"d\ e", "'f g'"]
+        );
+        assert_eq!(parse_words("x=`\"y", '`'), vec!["x=`\"y"]);
+        assert_eq!(parse_words("''", '\\'), vec!["''"]);
+    }
+
+    #[test]
+    fn heredoc_markers_as_buildkit_finds_them() {
+        let m = |name: &str, chomp, expand| Marker {
+            name: name.into(),
+            chomp,
+            expand,
+        };
+        let cases: &[(&str, Vec<Marker>)] = &[
+            ("RUN <<EOF", vec![m("EOF", false, true)]),
+            ("RUN <<-EOF", vec![m("EOF", true, true)]),
+            (
+                "RUN <<'EOF' <<\"B\"",
+                vec![m("EOF", false, false), m("B", false, false)],
+            ),
+            ("RUN cat 3<<E2 > f", vec![m("E2", false, true)]),
+            ("RUN a<<EOF", vec![]),
+            ("RUN echo '<<EOF'", vec![]),
+            ("RUN echo 'open <<EOF", vec![]),
+            ("RUN <<", vec![]),
+        ];
+        for (line, want) in cases {
+            assert_eq!(&heredoc_markers(line), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn whitespace_split() {
+        assert_eq!(split_whitespace("a \t b"), vec!["a", "b"]);
+        assert_eq!(split_first_whitespace("a  b c"), ("a", Some("b c")));
+    }
+}
