@@ -26,11 +26,18 @@ fn default_target_is_the_last_stage_and_prunes() {
     assert_eq!(g.stage(4).unwrap().name.as_deref(), Some("final"));
 }
 
+/// (target, order, groups, images)
+type TargetCase = (
+    &'static str,
+    &'static [usize],
+    &'static [&'static [usize]],
+    &'static [&'static str],
+);
+
 #[test]
 fn target_picks_the_subset() {
     let r = resolve_with(DIAMOND, &[]).unwrap();
-    // (target, order, groups, images)
-    let cases: &[(&str, &[usize], &[&[usize]], &[&str])] = &[
+    let cases: &[TargetCase] = &[
         ("build-a", &[0, 1], &[&[0], &[1]], &["alpine"]),
         ("BUILD-B", &[0, 2], &[&[0], &[2]], &["alpine"]),
         ("unused", &[3], &[&[3]], &["golang"]),

@@ -27,6 +27,9 @@ pub fn resolve_with(text: &str, build_args: &[(&str, &str)]) -> Result<Resolved,
     resolve(&parse(text), &opts)
 }
 
+/// Build args of a table case.
+type Args = &'static [(&'static str, &'static str)];
+
 /// The value of the last `LABEL key=...` of the last stage, after expansion.
 fn last_label(resolved: &Resolved, key: &str) -> Option<String> {
     resolved
@@ -45,7 +48,7 @@ fn last_label(resolved: &Resolved, key: &str) -> Option<String> {
 #[test]
 fn arg_scoping() {
     // (what, Dockerfile, build args, value of LABEL v in the last stage)
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[(&str, &str, Args, &str)] = &[
         (
             "meta arg not redeclared is invisible in the stage",
             "ARG V=1\nFROM a\nLABEL v=$V\n",
@@ -209,7 +212,7 @@ fn arg_scoping() {
 
 #[test]
 fn from_lines_use_the_global_scope() {
-    let cases: &[(&str, &[(&str, &str)], &str, Option<&str>)] = &[
+    let cases: &[(&str, Args, &str, Option<&str>)] = &[
         ("ARG V=3.18\nFROM alpine:$V\n", &[], "alpine:3.18", None),
         (
             "ARG V=3.18\nFROM alpine:$V\n",
