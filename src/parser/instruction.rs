@@ -1043,21 +1043,28 @@ pub(crate) fn keyword_span(node: &Node) -> Span {
     )
 }
 
-/// The span of `word` in the node's text: its first occurrence after the keyword, or its last
-/// one when `last` (the stage name of `FROM x AS x`).
-pub(crate) fn word_span(node: &Node, word: &str, last: bool) -> Span {
+/// The byte offset of `word` in the node's text: its first occurrence after the keyword, or its
+/// last one when `last` (the stage name of `FROM x AS x`).
+pub(crate) fn word_offset(node: &Node, word: &str, last: bool) -> Option<usize> {
+    if word.is_empty() {
+        return None;
+    }
+    if last {
+        return node.original.rfind(word);
+    }
     let skip = node.keyword.len().min(node.original.len());
-    let found = if last {
-        node.original.rfind(word)
-    } else {
-        node.original
-            .get(skip..)
-            .and_then(|rest| rest.find(word))
-            .map(|off| off + skip)
-    };
-    match found {
-        Some(off) if !word.is_empty() => node.span_of(off, word.len()),
-        _ => keyword_span(node),
+    node.original
+        .get(skip..)
+        .and_then(|rest| rest.find(word))
+        .map(|off| off + skip)
+}
+
+/// The span of `word` in the node's text (see [`word_offset`]), or the keyword's when the word
+/// is not written there literally.
+pub(crate) fn word_span(node: &Node, word: &str, last: bool) -> Span {
+    match word_offset(node, word, last) {
+        Some(off) => node.span_of(off, word.len()),
+        None => keyword_span(node),
     }
 }
 

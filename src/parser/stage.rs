@@ -720,11 +720,17 @@ fn expand(
     word: &str,
     vars: &Vars,
 ) -> Result<String, StageError> {
-    lexer
-        .expand_word(word, vars)
-        .map_err(|e| StageError::Expand {
+    lexer.expand_word(word, vars).map_err(|e| {
+        // Point at the character the expander complained about when the word is written
+        // literally in the instruction.
+        let span = match instruction::word_offset(node, word, false) {
+            Some(off) if e.offset < word.len() => node.span_of(off + e.offset, 1),
+            _ => instruction::word_span(node, word, false),
+        };
+        StageError::Expand {
             instruction,
             message: e.message,
-            span: instruction::word_span(node, word, false),
-        })
+            span,
+        }
+    })
 }

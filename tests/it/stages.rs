@@ -399,7 +399,7 @@ fn stage_errors() {
         (
             "FROM a\nLABEL v=${X:?required}\n",
             "cannot expand LABEL",
-            (2, 7),
+            (2, 9),
         ),
     ];
     let mut failures = Vec::new();
