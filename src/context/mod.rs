@@ -1,3 +1,286 @@
 //! The build context: which files `.dockerignore` leaves in, and which of them a COPY/ADD reads.
+//!
+//! [`BuildContext::open`] loads the ignore file BuildKit would use and walks the context once,
+//! without following symlinks and without any gitignore rules. Everything after that
+//! ([`BuildContext::files`], [`BuildContext::select_sources`]) works on that list of entries, so
+//! a symlink can never make kiln look outside the context.
 
 pub mod dockerignore;
+mod sources;
+
+pub use dockerignore::{Dockerignore, DockerignoreError};
+pub use sources::SourceMatch;
+
+use crate::diagnostic::{Located, Span};
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A build context that cannot be read, or a COPY/ADD source it does not have.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The context directory is missing or unreadable.
+    #[error("cannot open build context {}: {source}", path.display())]
+    Open { path: PathBuf, source: io::Error },
+    /// The context path is not a directory.
+    #[error("build context {} is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    /// The ignore file exists but cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadIgnoreFile { path: PathBuf, source: io::Error },
+    /// The ignore file has a bad pattern.
+    #[error("{}: {source}", path.display())]
+    Dockerignore {
+        path: PathBuf,
+        source: DockerignoreError,
+    },
+    /// A directory or entry inside the context cannot be read.
+    #[error("cannot read {} in the build context: {source}", path.display())]
+    Walk { path: PathBuf, source: io::Error },
+    /// A file name in the context is not UTF-8.
+    #[error("file name {} in the build context is not valid UTF-8", path.display())]
+    NonUtf8Path { path: PathBuf },
+    /// A COPY/ADD source names nothing that is left in the context (Docker's wording).
+    #[error(
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat {source_path}: file does not exist"
+    )]
+    SourceNotFound { source_path: String },
+    /// A COPY/ADD source has a malformed wildcard.
+    #[error("bad COPY/ADD source pattern {source_path:?}: {reason}")]
+    BadSourcePattern { source_path: String, reason: String },
+}
+
+impl Located for ContextError {
+    fn span(&self) -> Option<Span> {
+        match self {
+            Self::Dockerignore { source, .. } => source.span(),
+            _ => None,
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        Some(match self {
+            Self::Open { .. } | Self::NotADirectory { .. } => {
+                "pass an existing directory as the build context".to_string()
+            }
+            Self::ReadIgnoreFile { .. } => "make the ignore file readable or remove it".to_string(),
+            Self::Dockerignore { source, .. } => source.help()?,
+            Self::Walk { .. } => "make every file in the build context readable".to_string(),
+            Self::NonUtf8Path { .. } => {
+                "rename the file, or exclude it in .dockerignore".to_string()
+            }
+            Self::SourceNotFound { .. } => {
+                "check the path is relative to the build context and not excluded by .dockerignore"
+                    .to_string()
+            }
+            Self::BadSourcePattern { .. } => {
+                "close every `[` with `]`, or escape a literal `[`, `*` or `?` with a backslash"
+                    .to_string()
+            }
+        })
+    }
+}
+
+/// What kind of thing a context entry is (never resolved through a symlink).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    /// A symlink, listed as a link; `target` is what it points to, as stored, never followed.
+    Symlink {
+        target: PathBuf,
+    },
+    /// A fifo, socket or device node.
+    Other,
+}
+
+/// One entry left in the context after `.dockerignore`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextEntry {
+    /// Slash-separated path relative to the context root.
+    pub path: String,
+    pub kind: EntryKind,
+}
+
+/// A local build context directory with its `.dockerignore` applied.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    root: PathBuf,
+    ignore_file: Option<PathBuf>,
+    ignore: Dockerignore,
+    /// Sorted by `path` (byte order).
+    entries: Vec<ContextEntry>,
+}
+
+impl BuildContext {
+    /// Opens `context_dir` for a build of `dockerfile` (`None`: `<context>/Dockerfile`).
+    ///
+    /// The ignore file is BuildKit's choice: `<Dockerfile>.dockerignore` beside the Dockerfile
+    /// (e.g. `build/app.Dockerfile.dockerignore` for `-f build/app.Dockerfile`) when it exists,
+    /// else `.dockerignore` at the context root. A relative `dockerfile` is taken as given
+    /// (relative to the current directory, like `docker build -f`).
+    pub fn open(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
+        let root = context_dir
+            .canonicalize()
+            .map_err(|source| ContextError::Open {
+                path: context_dir.to_path_buf(),
+                source,
+            })?;
+        if !root.is_dir() {
+            return Err(ContextError::NotADirectory {
+                path: context_dir.to_path_buf(),
+            });
+        }
+        let dockerfile = dockerfile.map_or_else(|| root.join("Dockerfile"), Path::to_path_buf);
+        let ignore_file = ignore_file_for(&root, &dockerfile);
+        let ignore = match &ignore_file {
+            Some(path) => load_ignore(path)?,
+            None => Dockerignore::default(),
+        };
+        let entries = walk(&root, &ignore)?;
+        Ok(Self {
+            root,
+            ignore_file,
+            ignore,
+            entries,
+        })
+    }
+
+    /// The context directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The ignore file in use, if any.
+    pub fn ignore_file(&self) -> Option<&Path> {
+        self.ignore_file.as_deref()
+    }
+
+    /// The compiled ignore patterns.
+    pub fn dockerignore(&self) -> &Dockerignore {
+        &self.ignore
+    }
+
+    /// Every entry left in the context, sorted by path.
+    pub fn entries(&self) -> &[ContextEntry] {
+        &self.entries
+    }
+
+    /// The sorted relative paths of every file, symlink and directory left in the context.
+    pub fn files(&self) -> Vec<&str> {
+        self.entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    /// The entry at `path`, if it is in the context.
+    fn entry(&self, path: &str) -> Option<&ContextEntry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .and_then(|i| self.entries.get(i))
+    }
+
+    /// The entries strictly below the directory `dir` (`""` for the root), in order.
+    fn below(&self, dir: &str) -> &[ContextEntry] {
+        if dir.is_empty() {
+            return &self.entries;
+        }
+        // Children of `d` sort between `d/` and `d0` (`0` follows `/` in ASCII).
+        let from = format!("{dir}/");
+        let to = format!("{dir}0");
+        let start = self.entries.partition_point(|e| e.path < from);
+        let end = self.entries.partition_point(|e| e.path < to);
+        self.entries.get(start..end).unwrap_or_default()
+    }
+}
+
+/// The ignore file BuildKit reads for this Dockerfile, if one exists.
+fn ignore_file_for(root: &Path, dockerfile: &Path) -> Option<PathBuf> {
+    let beside = dockerfile.file_name().map(|name| {
+        let mut name = name.to_os_string();
+        name.push(".dockerignore");
+        dockerfile.with_file_name(name)
+    });
+    beside
+        .into_iter()
+        .chain(std::iter::once(root.join(".dockerignore")))
+        .find(|p| p.is_file())
+}
+
+fn load_ignore(path: &Path) -> Result<Dockerignore, ContextError> {
+    let bytes = std::fs::read(path).map_err(|source| ContextError::ReadIgnoreFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Dockerignore::parse(&String::from_utf8_lossy(&bytes)).map_err(|source| {
+        ContextError::Dockerignore {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Walks the context without following symlinks, keeping what `.dockerignore` leaves in.
+/// Excluded directories are skipped unless an exception could re-include something inside; a
+/// re-included entry brings its parent directories with it, as BuildKit's transfer does.
+fn walk(root: &Path, ignore: &Dockerignore) -> Result<Vec<ContextEntry>, ContextError> {
+    let mut kept = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, rel_dir)) = stack.pop() {
+        let walk_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ContextError::Walk { path, source }
+        };
+        for item in std::fs::read_dir(&dir).map_err(walk_err(&dir))? {
+            let item = item.map_err(walk_err(&dir))?;
+            let abs = item.path();
+            let name = item.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(ContextError::NonUtf8Path { path: abs });
+            };
+            let rel = if rel_dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel_dir}/{name}")
+            };
+            // `DirEntry::file_type` does not follow symlinks.
+            let file_type = item.file_type().map_err(walk_err(&abs))?;
+            let excluded = ignore.is_excluded(&rel);
+            let kind = if file_type.is_dir() {
+                if excluded && ignore.can_skip_dir(&rel) {
+                    continue;
+                }
+                stack.push((abs, rel.clone()));
+                EntryKind::Dir
+            } else if file_type.is_symlink() {
+                EntryKind::Symlink {
+                    target: std::fs::read_link(&abs).map_err(walk_err(&abs))?,
+                }
+            } else if file_type.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            };
+            if !excluded {
+                kept.push(ContextEntry { path: rel, kind });
+            }
+        }
+    }
+    let mut present: HashSet<String> = kept.iter().map(|e| e.path.clone()).collect();
+    let mut parents = Vec::new();
+    for entry in &kept {
+        let mut path = entry.path.as_str();
+        while let Some(at) = path.rfind('/') {
+            path = &path[..at];
+            if !present.insert(path.to_string()) {
+                break;
+            }
+            parents.push(ContextEntry {
+                path: path.to_string(),
+                kind: EntryKind::Dir,
+            });
+        }
+    }
+    kept.extend(parents);
+    kept.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(kept)
+}

