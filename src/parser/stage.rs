@@ -16,8 +16,8 @@
 use crate::diagnostic::{Located, Span};
 use crate::parser::ast::{Dockerfile, Node};
 use crate::parser::instruction::{
-    self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, Instruction, InstructionError,
-    KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
+    self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
+    InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
 use crate::parser::shell::{Env, Lexer};
 use serde::Serialize;
@@ -600,6 +600,7 @@ impl StageCx<'_> {
                     });
                 }
                 Instruction::Copy(Copy {
+                    inline: self.inline(&c.inline, node, kw, vars)?,
                     sources: xs(&c.sources, vars)?,
                     dest: x(&c.dest, vars)?,
                     chown: xo(&c.chown, vars)?,
@@ -607,6 +608,7 @@ impl StageCx<'_> {
                 })
             }
             Instruction::Add(a) => Instruction::Add(Add {
+                inline: self.inline(&a.inline, node, kw, vars)?,
                 sources: xs(&a.sources, vars)?,
                 dest: x(&a.dest, vars)?,
                 chown: xo(&a.chown, vars)?,
@@ -671,6 +673,37 @@ impl StageCx<'_> {
                 Ok(KeyValue {
                     key: expand(self.lexer, kw, node, &kv.key, vars)?,
                     value: expand(self.lexer, kw, node, &kv.value, vars)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Expands the bodies of unquoted heredocs like BuildKit's `ExpandRaw`: a backslash lexer
+    /// that leaves quotes alone, whatever the file's escape character.
+    fn inline(
+        &self,
+        files: &[InlineFile],
+        node: &Node,
+        kw: &'static str,
+        vars: &Vars,
+    ) -> Result<Vec<InlineFile>, StageError> {
+        let raw = Lexer::new('\\').with_skip_process_quotes(true);
+        files
+            .iter()
+            .map(|f| {
+                if !f.expand {
+                    return Ok(f.clone());
+                }
+                let content =
+                    raw.expand_word(&f.content, vars)
+                        .map_err(|e| StageError::Expand {
+                            instruction: kw,
+                            message: format!("in heredoc {}: {}", f.name, e.message),
+                            span: node.span,
+                        })?;
+                Ok(InlineFile {
+                    content,
+                    ..f.clone()
                 })
             })
             .collect()

@@ -153,3 +153,54 @@ fn unknown_target_lists_the_stages() {
         "the stages are: base, build-a, build-b, unused, final"
     );
 }
+
+/// Every real Dockerfile of the conformance set resolves and builds a graph for its last stage.
+/// The few that need a build arg to name their base image get it; the one template (not a
+/// Dockerfile until rendered) must fail on its `{{` line.
+#[test]
+fn real_dockerfiles_resolve() {
+    let Some(dir) = crate::support::conformance_dir() else {
+        return;
+    };
+    let dir = dir.join("parser/real-dockerfiles");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.ends_with(".result") && name != "MANIFEST.tsv"
+        })
+        .collect();
+    paths.sort();
+    let mut failures = Vec::new();
+    let mut stages = 0;
+    for path in &paths {
+        let text = std::fs::read_to_string(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        let result = resolve_with(
+            &text,
+            &[("BASE", "busybox"), ("CROSS_BASE_IMAGE", "ubuntu")],
+        );
+        if name == "docker-library_mysql___root__Dockerfile.oracle" {
+            match result {
+                Err(e) if e.to_string() == "unknown instruction \"{{\"" => {}
+                other => failures.push(format!("{name}: want the template error, got {other:?}")),
+            }
+            continue;
+        }
+        let resolved = match result {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        stages += resolved.stages.len();
+        if let Err(e) = BuildGraph::new(&resolved, None) {
+            failures.push(format!("{}: {e}", path.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(paths.len(), 160);
+    assert!(stages >= 160, "{stages}");
+}

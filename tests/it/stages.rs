@@ -664,3 +664,22 @@ fn typed_values() {
     assert_eq!(a.args.len(), 2);
     assert_eq!(a.args[1].default.as_deref(), Some("2"));
 }
+
+#[test]
+fn heredoc_bodies_expand_unless_quoted() {
+    let r = resolve_with(
+        "FROM a\nARG V=x\nCOPY <<EOF <<\"RAW\" /dst/\n\"$V\" ${V}\nEOF\n$V\nRAW\n",
+        &[],
+    )
+    .unwrap();
+    let Instruction::Copy(c) = &r.stages[0].instructions[1] else {
+        panic!("not a COPY")
+    };
+    let bodies: Vec<(&str, &str)> = c
+        .inline
+        .iter()
+        .map(|f| (f.name.as_str(), f.content.as_str()))
+        .collect();
+    // Quotes stay in an expanded body (BuildKit's ExpandRaw skips quote processing).
+    assert_eq!(bodies, [("EOF", "\"x\" x\n"), ("RAW", "$V\n")]);
+}
