@@ -1,0 +1,5 @@
+FROM scratch
+RUN echo ok \
+    && [ "unterminated
+COPY <<EOF /x
+no end

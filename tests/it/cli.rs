@@ -1,0 +1,159 @@
+//! The `kiln` binary as a user runs it: exit codes, stdout and stderr (insta snapshots).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One run of the `kiln` binary, built fluently: `kiln(["parse"]).stdin("...").run()`.
+pub struct Kiln {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+}
+
+/// What a run printed and how it ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn kiln<I, S>(args: I) -> Kiln
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.args(args).current_dir(repo());
+    Kiln { cmd, stdin: None }
+}
+
+impl Kiln {
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    pub fn run(mut self) -> Outcome {
+        self.cmd
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.cmd.spawn().expect("spawn kiln");
+        if let Some(bytes) = self.stdin.take() {
+            let mut stdin = child.stdin.take().expect("stdin is piped");
+            stdin.write_all(&bytes).expect("write stdin");
+        }
+        let out = child.wait_with_output().expect("wait for kiln");
+        Outcome {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and asserts exit code 0, returning stdout.
+    pub fn ok(self) -> String {
+        let out = self.run();
+        assert_eq!(out.code, Some(0), "kiln failed:\n{}", out.stderr);
+        out.stdout
+    }
+
+    /// Runs and asserts a non-zero exit and an empty stdout, returning stderr.
+    pub fn fails(self) -> String {
+        let out = self.run();
+        assert_ne!(out.code, Some(0), "kiln succeeded:\n{}", out.stdout);
+        assert_ne!(out.code, None, "kiln was killed by a signal:\n{}", out.stderr);
+        out.stderr
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn parse_prints_buildkit_dump() {
+    let out = kiln(["parse", "-f", "testdata/cli/heredoc.Dockerfile"]).ok();
+    insta::assert_snapshot!(out, @r#"
+    (from "scratch" "AS" "base")
+    (copy "<<EOF" "/etc/motd")
+    (run "<<-'SCRIPT' sh")
+    "#);
+}
+
+#[test]
+fn parse_json_has_spans_flags_and_heredoc_bodies() {
+    let out = kiln([
+        "parse",
+        "-f",
+        "testdata/cli/heredoc.Dockerfile",
+        "--format",
+        "json",
+    ])
+    .ok();
+    let json: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let nodes = json["nodes"].as_array().expect("nodes array");
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(json["directives"]["syntax"]["value"], "docker/dockerfile:1");
+    let copy = &nodes[1];
+    assert_eq!(copy["span"]["start"]["line"], 3);
+    assert_eq!(copy["span"]["end"]["line"], 5);
+    assert_eq!(copy["heredocs"][0]["content"], "hello $USER\n");
+    assert_eq!(copy["heredocs"][0]["expand"], true);
+    let run = &nodes[2];
+    assert_eq!(run["heredocs"][0]["name"], "SCRIPT");
+    assert_eq!(run["heredocs"][0]["expand"], false);
+    assert_eq!(run["heredocs"][0]["content"], "echo \"no $expansion here\"\n");
+}
+
+#[test]
+fn parse_reads_stdin() {
+    let out = kiln(["parse", "-f", "-"])
+        .stdin("from alpine\nrun --mount=type=cache,target=/c echo hi\n")
+        .ok();
+    assert_eq!(
+        out,
+        "(from \"alpine\")\n(run [\"--mount=type=cache,target=/c\"] \"echo hi\")\n"
+    );
+}
+
+#[test]
+fn parse_error_prints_location_snippet_and_caret() {
+    let err = kiln(["parse", "-f", "testdata/cli/unterminated-heredoc.Dockerfile"]).fails();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn parse_rejects_bad_bytes_without_panicking() {
+    let cases: &[(&str, Vec<u8>)] = &[
+        ("invalid utf-8", b"FROM a\nRUN \xff\xfe\n".to_vec()),
+        ("nul byte", b"FROM a\nRUN a\0b\n".to_vec()),
+        ("1 MB line", [b"FROM a\nRUN ".as_slice(), &vec![b'x'; 1 << 20]].concat()),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in cases {
+        let err = kiln(["parse", "-f", "-"]).stdin(bytes.clone()).fails();
+        assert!(err.starts_with("error: "), "{what}: {err}");
+        assert!(err.contains(" --> <stdin>:"), "{what}: no location in {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+    }
+}
+
+#[test]
+fn missing_dockerfile_is_a_clear_error() {
+    let err = kiln(["parse", "-f", "no/such/Dockerfile"]).fails();
+    assert!(
+        err.starts_with("error: cannot read the Dockerfile no/such/Dockerfile"),
+        "{err}"
+    );
+}
