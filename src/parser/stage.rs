@@ -1,1 +1,769 @@
-//! Stages, ARG scoping and expansion. (Placeholder until the typed layer lands.)
+//! Stages: instructions grouped under their FROM, ARG/ENV scoping and the expansion of the
+//! arguments BuildKit expands (`frontend/dockerfile/dockerfile2llb/convert.go`).
+//!
+//! Scoping, as BuildKit does it:
+//! - ARGs before the first FROM are meta args. With BuildKit's predefined platform args they form
+//!   the global scope, which only FROM lines (image and `--platform`) see.
+//! - Inside a stage an ARG takes, in order: the `--build-arg` value; else its default, expanded
+//!   with the variables in scope; else, with no default, the global value of the same name.
+//! - ENV and ARG values share one scope in a stage; the most recent definition of a name wins.
+//! - A stage built `FROM` another stage starts with that stage's variables (ENV *and* ARG: BuildKit
+//!   copies the parent's state, build args included). Other stages see none of them.
+//! - Expanded: ADD, COPY (not `--from`), ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR, ARG
+//!   defaults, RUN `--mount` values (not `from`), FROM (global scope). RUN, CMD, ENTRYPOINT, SHELL,
+//!   HEALTHCHECK, MAINTAINER and ONBUILD are left as written: the shell expands them at run time.
+
+use crate::diagnostic::{Located, Span};
+use crate::parser::ast::{Dockerfile, Node};
+use crate::parser::instruction::{
+    self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
+    InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
+};
+use crate::parser::shell::{Env, Lexer};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The PATH BuildKit gives a stage whose image does not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Build args that every RUN sees without an ARG, and that never count as unused.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// An OS/architecture pair such as `linux/arm64/v8`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform kiln runs on, with Go's architecture names.
+    pub fn host() -> Self {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            architecture: architecture.to_string(),
+            variant: None,
+        }
+    }
+
+    /// Parses `os/arch[/variant]`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split('/');
+        let os = parts.next().filter(|s| !s.is_empty())?;
+        let architecture = parts.next().filter(|s| !s.is_empty())?;
+        let variant = parts.next().map(str::to_string);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(Platform {
+            os: os.to_string(),
+            architecture: architecture.to_string(),
+            variant,
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the build was asked for.
+#[derive(Debug, Clone)]
+pub struct ResolveOptions {
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// The platform the image is built for; the build platform when `None`.
+    pub target_platform: Option<Platform>,
+    /// The platform the build runs on.
+    pub build_platform: Platform,
+    /// `--target`: the stage to build (only used for the `TARGETSTAGE` arg here).
+    pub target: Option<String>,
+}
+
+impl Default for ResolveOptions {
+    fn default() -> Self {
+        Self {
+            build_args: BTreeMap::new(),
+            target_platform: None,
+            build_platform: Platform::host(),
+            target: None,
+        }
+    }
+}
+
+/// Where a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Base {
+    Scratch,
+    Image(String),
+    /// An earlier stage, by index.
+    Stage(usize),
+}
+
+/// What a COPY --from or a RUN --mount from= points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Source {
+    Stage(usize),
+    Image(String),
+}
+
+/// How a stage uses another stage or an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DependencyKind {
+    From,
+    CopyFrom,
+    MountFrom,
+}
+
+/// One use of another stage or image by a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dependency {
+    pub on: Source,
+    pub kind: DependencyKind,
+    /// The FROM image word, the `--from` flag or the `--mount` flag.
+    pub span: Span,
+}
+
+/// One build stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stage {
+    /// Position in the file, from 0.
+    pub index: usize,
+    /// The `AS` name, lower case.
+    pub name: Option<String>,
+    pub base: Base,
+    /// The FROM image after expansion.
+    pub base_name: String,
+    /// `--platform` after expansion.
+    pub platform: Option<String>,
+    /// The stage's instructions (FROM excluded), with their arguments expanded. An ARG's
+    /// `default` holds the value in effect (build arg, expanded default or global value).
+    pub instructions: Vec<Instruction>,
+    /// Stages and images this stage reads, in the order they appear.
+    pub dependencies: Vec<Dependency>,
+    /// ENV and ARG values in scope at the end of the stage (later entries win).
+    pub vars: Vec<(String, String)>,
+    /// The FROM instruction.
+    pub span: Span,
+}
+
+impl Stage {
+    /// The stage's name, or `stage-N` like BuildKit when it has none.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+}
+
+/// A problem that does not stop the build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StageWarning {
+    pub message: String,
+    pub span: Option<Span>,
+}
+
+/// A Dockerfile grouped into stages with its variables resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    /// The global scope FROM lines see: predefined args, then meta args, in order.
+    pub meta_args: Vec<(String, String)>,
+    pub stages: Vec<Stage>,
+    /// Proxy build args that RUN instructions get as environment variables.
+    pub proxy_env: Vec<(String, String)>,
+    pub warnings: Vec<StageWarning>,
+}
+
+impl Resolved {
+    /// The stage with this name (case-insensitive).
+    pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+    }
+}
+
+/// A Dockerfile whose stages do not make sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Instruction(#[from] InstructionError),
+    #[error("the Dockerfile has no FROM instruction")]
+    NoStages { span: Span },
+    #[error("{keyword} cannot come before the first FROM")]
+    BeforeFrom { keyword: String, span: Span },
+    #[error("stage name \"{name}\" is already used on line {first_line}")]
+    DuplicateStageName {
+        name: String,
+        first_line: usize,
+        span: Span,
+    },
+    #[error("cannot expand {instruction}: {message}")]
+    Expand {
+        instruction: &'static str,
+        message: String,
+        span: Span,
+    },
+    #[error("base name ({image}) should not be blank")]
+    BlankBaseName { image: String, span: Span },
+    #[error("empty platform value from expression {expression}")]
+    EmptyPlatform { expression: String, span: Span },
+    #[error("invalid stage index {index}: the Dockerfile has {count} stage(s)")]
+    InvalidStageIndex {
+        index: String,
+        count: usize,
+        span: Span,
+    },
+}
+
+impl Located for StageError {
+    fn span(&self) -> Option<Span> {
+        match self {
+            StageError::Instruction(e) => e.span(),
+            StageError::NoStages { span }
+            | StageError::BeforeFrom { span, .. }
+            | StageError::DuplicateStageName { span, .. }
+            | StageError::Expand { span, .. }
+            | StageError::BlankBaseName { span, .. }
+            | StageError::EmptyPlatform { span, .. }
+            | StageError::InvalidStageIndex { span, .. } => Some(*span),
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        Some(match self {
+            StageError::Instruction(e) => return e.help(),
+            StageError::NoStages { .. } => "start a build stage with FROM IMAGE".into(),
+            StageError::BeforeFrom { .. } => {
+                "only ARG can come before the first FROM; move this into a stage".into()
+            }
+            StageError::DuplicateStageName { .. } => "give every stage a different name".into(),
+            StageError::Expand { .. } => "check the variable syntax, e.g. ${NAME:-default}".into(),
+            StageError::BlankBaseName { .. } | StageError::EmptyPlatform { .. } => {
+                "give the variable a value with ARG before the first FROM or --build-arg".into()
+            }
+            StageError::InvalidStageIndex { count, .. } => format!(
+                "stage indexes go from 0 to {}; or name the stage with FROM ... AS NAME",
+                count.saturating_sub(1)
+            ),
+        })
+    }
+}
+
+/// Ordered variables for the expander; a later entry wins.
+#[derive(Debug, Clone, Default)]
+struct Vars(Vec<(String, String)>);
+
+impl Vars {
+    fn set(&mut self, key: &str, value: &str) {
+        self.0.retain(|(k, _)| k != key);
+        self.0.push((key.to_string(), value.to_string()));
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Env for Vars {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_string)
+    }
+}
+
+/// BuildKit's predefined args (`defaultArgs` in convert.go), each overridable by a build arg.
+fn predefined_args(opts: &ResolveOptions, target_name: &str) -> Vars {
+    let build = &opts.build_platform;
+    let target = opts.target_platform.as_ref().unwrap_or(build);
+    let variant = |p: &Platform| p.variant.clone().unwrap_or_default();
+    let mut vars = Vars::default();
+    for (key, value) in [
+        ("BUILDPLATFORM", build.to_string()),
+        ("BUILDOS", build.os.clone()),
+        ("BUILDARCH", build.architecture.clone()),
+        ("BUILDVARIANT", variant(build)),
+        ("TARGETPLATFORM", target.to_string()),
+        ("TARGETOS", target.os.clone()),
+        ("TARGETARCH", target.architecture.clone()),
+        ("TARGETVARIANT", variant(target)),
+        ("TARGETSTAGE", target_name.to_string()),
+    ] {
+        let value = opts.build_args.get(key).cloned().unwrap_or(value);
+        vars.set(key, &value);
+    }
+    vars
+}
+
+/// A stage while its FROM and instructions are collected.
+struct Pending<'a> {
+    from: instruction::From,
+    from_node: &'a Node,
+    body: Vec<(Instruction, &'a Node)>,
+}
+
+/// Groups `df` into stages and resolves their variables.
+pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, StageError> {
+    let mut meta: Vec<(Arg, &Node)> = Vec::new();
+    let mut pending: Vec<Pending<'_>> = Vec::new();
+    for node in &df.nodes {
+        let inst = Instruction::from_node(node)?;
+        match (inst, pending.last_mut()) {
+            (Instruction::From(from), _) => {
+                if let Some(name) = &from.as_name
+                    && let Some(first) = pending
+                        .iter()
+                        .find(|p| p.from.as_name.as_ref() == Some(name))
+                {
+                    return Err(StageError::DuplicateStageName {
+                        name: name.clone(),
+                        first_line: first.from.span.start.line,
+                        span: from.name_span.unwrap_or(from.span),
+                    });
+                }
+                pending.push(Pending {
+                    from,
+                    from_node: node,
+                    body: Vec::new(),
+                });
+            }
+            (Instruction::Arg(arg), None) => meta.push((arg, node)),
+            (other, None) => {
+                return Err(StageError::BeforeFrom {
+                    keyword: other.keyword().to_string(),
+                    span: instruction::keyword_span(node),
+                });
+            }
+            (other, Some(stage)) => stage.body.push((other, node)),
+        }
+    }
+    if pending.is_empty() {
+        let span = df.nodes.first().map_or(Span::line(1), |n| n.span);
+        return Err(StageError::NoStages { span });
+    }
+
+    let lexer = Lexer::new(df.directives.escape);
+    let names: Vec<Option<String>> = pending.iter().map(|p| p.from.as_name.clone()).collect();
+    let target_name = match &opts.target {
+        Some(t) => t.clone(),
+        None => names.last().cloned().flatten().unwrap_or_default(),
+    };
+    let mut declared: Vec<String> = Vec::new();
+
+    // The global scope: predefined args, then meta args in order (BuildKit's buildMetaArgs).
+    let mut globals = predefined_args(opts, &target_name);
+    for (arg, node) in &meta {
+        for decl in &arg.args {
+            declared.push(decl.name.clone());
+            let value = match (opts.build_args.get(&decl.name), &decl.default) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(default)) => Some(expand(&lexer, "ARG", node, default, &globals)?),
+                (None, None) => None,
+            };
+            if let Some(v) = value {
+                globals.set(&decl.name, &v);
+            }
+        }
+    }
+
+    let mut stages: Vec<Stage> = Vec::new();
+    for (index, p) in pending.iter().enumerate() {
+        let cx = StageCx {
+            lexer: &lexer,
+            opts,
+            globals: &globals,
+            names: &names,
+        };
+        let stage = cx.stage(index, p, &stages, &mut declared)?;
+        stages.push(stage);
+    }
+
+    let mut warnings = Vec::new();
+    let unused: Vec<&str> = opts
+        .build_args
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !declared.iter().any(|d| d == k))
+        .filter(|k| !PROXY_ARGS.contains(k) && !is_predefined(k))
+        .collect();
+    if !unused.is_empty() {
+        warnings.push(StageWarning {
+            message: format!(
+                "build arguments were not consumed by any ARG: {}",
+                unused.join(", ")
+            ),
+            span: None,
+        });
+    }
+    let proxy_env = PROXY_ARGS
+        .iter()
+        .filter_map(|k| opts.build_args.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    Ok(Resolved {
+        meta_args: globals.0,
+        stages,
+        proxy_env,
+        warnings,
+    })
+}
+
+/// BuildKit's predefined args, which never count as unused build args.
+fn is_predefined(key: &str) -> bool {
+    matches!(
+        key,
+        "BUILDPLATFORM"
+            | "BUILDOS"
+            | "BUILDARCH"
+            | "BUILDVARIANT"
+            | "TARGETPLATFORM"
+            | "TARGETOS"
+            | "TARGETARCH"
+            | "TARGETVARIANT"
+            | "TARGETSTAGE"
+    )
+}
+
+/// What every stage's resolution reads.
+struct StageCx<'a> {
+    lexer: &'a Lexer,
+    opts: &'a ResolveOptions,
+    globals: &'a Vars,
+    /// Every stage's name, by index.
+    names: &'a [Option<String>],
+}
+
+impl StageCx<'_> {
+    fn stage(
+        &self,
+        index: usize,
+        p: &Pending<'_>,
+        earlier: &[Stage],
+        declared: &mut Vec<String>,
+    ) -> Result<Stage, StageError> {
+        let from = &p.from;
+        let base_name = expand(self.lexer, "FROM", p.from_node, &from.image, self.globals)?;
+        if base_name.is_empty() {
+            return Err(StageError::BlankBaseName {
+                image: from.image.clone(),
+                span: from.image_span,
+            });
+        }
+        let platform = match &from.platform {
+            None => None,
+            Some(expr) => {
+                let value = expand(self.lexer, "FROM", p.from_node, expr, self.globals)?;
+                if value.is_empty() {
+                    return Err(StageError::EmptyPlatform {
+                        expression: expr.clone(),
+                        span: p.from_node.find_span("--platform"),
+                    });
+                }
+                Some(value)
+            }
+        };
+        // BuildKit looks the base up among the stages already defined, by exact (lower-case) name.
+        let base = match earlier
+            .iter()
+            .find(|s| s.name.as_deref() == Some(base_name.as_str()))
+        {
+            Some(s) => Base::Stage(s.index),
+            None if base_name.eq_ignore_ascii_case("scratch") => Base::Scratch,
+            None => Base::Image(base_name.clone()),
+        };
+        let mut dependencies = vec![Dependency {
+            on: match &base {
+                Base::Stage(i) => Source::Stage(*i),
+                Base::Scratch | Base::Image(_) => Source::Image(base_name.clone()),
+            },
+            kind: DependencyKind::From,
+            span: from.image_span,
+        }];
+        let mut vars = match &base {
+            Base::Stage(i) => Vars(earlier.get(*i).map(|s| s.vars.clone()).unwrap_or_default()),
+            Base::Scratch | Base::Image(_) => {
+                let mut v = Vars::default();
+                v.set("PATH", DEFAULT_PATH);
+                v
+            }
+        };
+        let mut instructions = Vec::new();
+        for (inst, node) in &p.body {
+            let resolved = self.instruction(inst, node, &mut vars, &mut dependencies, declared)?;
+            instructions.push(resolved);
+        }
+        Ok(Stage {
+            index,
+            name: from.as_name.clone(),
+            base,
+            base_name,
+            platform,
+            instructions,
+            dependencies,
+            vars: vars.0,
+            span: from.span,
+        })
+    }
+
+    fn instruction(
+        &self,
+        inst: &Instruction,
+        node: &Node,
+        vars: &mut Vars,
+        deps: &mut Vec<Dependency>,
+        declared: &mut Vec<String>,
+    ) -> Result<Instruction, StageError> {
+        let kw = inst.keyword();
+        let x = |word: &str, vars: &Vars| expand(self.lexer, kw, node, word, vars);
+        let xs = |words: &[String], vars: &Vars| -> Result<Vec<String>, StageError> {
+            words.iter().map(|w| x(w, vars)).collect()
+        };
+        let xo = |word: &Option<String>, vars: &Vars| -> Result<Option<String>, StageError> {
+            word.as_deref().map(|w| x(w, vars)).transpose()
+        };
+        Ok(match inst {
+            Instruction::Env(e) => {
+                // Every pair is expanded with the scope before this ENV, then all are set.
+                let pairs = self.pairs(&e.pairs, node, kw, vars)?;
+                for kv in &pairs {
+                    vars.set(&kv.key, &kv.value);
+                }
+                Instruction::Env(EnvInstruction {
+                    pairs,
+                    span: e.span,
+                })
+            }
+            Instruction::Label(l) => Instruction::Label(Label {
+                pairs: self.pairs(&l.pairs, node, kw, vars)?,
+                span: l.span,
+            }),
+            Instruction::Arg(a) => {
+                let mut args = Vec::new();
+                for decl in &a.args {
+                    declared.push(decl.name.clone());
+                    let value = match (self.opts.build_args.get(&decl.name), &decl.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, Some(default)) => Some(x(default, vars)?),
+                        (None, None) => self.globals.get(&decl.name).map(str::to_string),
+                    };
+                    if let Some(v) = &value {
+                        vars.set(&decl.name, v);
+                    }
+                    args.push(ArgDecl {
+                        name: decl.name.clone(),
+                        default: value,
+                    });
+                }
+                Instruction::Arg(Arg { args, span: a.span })
+            }
+            Instruction::Expose(e) => Instruction::Expose(Expose {
+                ports: xs(&e.ports, vars)?,
+                span: e.span,
+            }),
+            Instruction::Copy(c) => {
+                if let (Some(from), Some(span)) = (&c.from, c.from_span) {
+                    let on = self.copy_source(from, span)?;
+                    deps.push(Dependency {
+                        on,
+                        kind: DependencyKind::CopyFrom,
+                        span,
+                    });
+                }
+                Instruction::Copy(Copy {
+                    inline: self.inline(&c.inline, node, kw, vars)?,
+                    sources: xs(&c.sources, vars)?,
+                    dest: x(&c.dest, vars)?,
+                    chown: xo(&c.chown, vars)?,
+                    ..c.clone()
+                })
+            }
+            Instruction::Add(a) => Instruction::Add(Add {
+                inline: self.inline(&a.inline, node, kw, vars)?,
+                sources: xs(&a.sources, vars)?,
+                dest: x(&a.dest, vars)?,
+                chown: xo(&a.chown, vars)?,
+                checksum: xo(&a.checksum, vars)?,
+                ..a.clone()
+            }),
+            Instruction::Workdir(w) => Instruction::Workdir(Workdir {
+                path: x(&w.path, vars)?,
+                span: w.span,
+            }),
+            Instruction::User(u) => Instruction::User(User {
+                user: x(&u.user, vars)?,
+                span: u.span,
+            }),
+            Instruction::Volume(v) => Instruction::Volume(Volume {
+                paths: xs(&v.paths, vars)?,
+                span: v.span,
+            }),
+            Instruction::StopSignal(s) => Instruction::StopSignal(StopSignal {
+                signal: x(&s.signal, vars)?,
+                span: s.span,
+            }),
+            Instruction::Run(r) => {
+                let mut mounts = Vec::new();
+                for m in &r.mounts {
+                    let mut expander =
+                        |word: &str| self.lexer.expand_word(word, &*vars).map_err(|e| e.message);
+                    let mount = Mount::parse(&m.raw, m.span, Some(&mut expander))?;
+                    if let Some(from) = &mount.from {
+                        // BuildKit resolves mount sources by stage name only, never by index.
+                        let on = match self.stage_named(from) {
+                            Some(i) => Source::Stage(i),
+                            None => Source::Image(from.clone()),
+                        };
+                        deps.push(Dependency {
+                            on,
+                            kind: DependencyKind::MountFrom,
+                            span: m.span,
+                        });
+                    }
+                    mounts.push(mount);
+                }
+                Instruction::Run(Run {
+                    mounts,
+                    ..r.clone()
+                })
+            }
+            other => other.clone(),
+        })
+    }
+
+    fn pairs(
+        &self,
+        pairs: &[KeyValue],
+        node: &Node,
+        kw: &'static str,
+        vars: &Vars,
+    ) -> Result<Vec<KeyValue>, StageError> {
+        pairs
+            .iter()
+            .map(|kv| {
+                Ok(KeyValue {
+                    key: expand(self.lexer, kw, node, &kv.key, vars)?,
+                    value: expand(self.lexer, kw, node, &kv.value, vars)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Expands the bodies of unquoted heredocs like BuildKit's `ExpandRaw`: a backslash lexer
+    /// that leaves quotes alone, whatever the file's escape character.
+    fn inline(
+        &self,
+        files: &[InlineFile],
+        node: &Node,
+        kw: &'static str,
+        vars: &Vars,
+    ) -> Result<Vec<InlineFile>, StageError> {
+        let raw = Lexer::new('\\').with_skip_process_quotes(true);
+        files
+            .iter()
+            .map(|f| {
+                if !f.expand {
+                    return Ok(f.clone());
+                }
+                let content =
+                    raw.expand_word(&f.content, vars)
+                        .map_err(|e| StageError::Expand {
+                            instruction: kw,
+                            message: format!("in heredoc {}: {}", f.name, e.message),
+                            span: node.span,
+                        })?;
+                Ok(InlineFile {
+                    content,
+                    ..f.clone()
+                })
+            })
+            .collect()
+    }
+
+    /// The stage with this name (case-insensitive), wherever it is in the file.
+    fn stage_named(&self, name: &str) -> Option<usize> {
+        self.names
+            .iter()
+            .position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+    }
+
+    /// `COPY --from`: an index (BuildKit: `strconv.Atoi`), else a stage name, else an image.
+    fn copy_source(&self, from: &str, span: Span) -> Result<Source, StageError> {
+        if let Some(index) = parse_go_int(from) {
+            return usize::try_from(index)
+                .ok()
+                .filter(|i| *i < self.names.len())
+                .map(Source::Stage)
+                .ok_or_else(|| StageError::InvalidStageIndex {
+                    index: from.to_string(),
+                    count: self.names.len(),
+                    span,
+                });
+        }
+        Ok(match self.stage_named(from) {
+            Some(i) => Source::Stage(i),
+            None => Source::Image(from.to_string()),
+        })
+    }
+}
+
+/// Go's `strconv.Atoi`: optional sign, then ASCII digits.
+fn parse_go_int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Expands one word of `node`, pointing an error at the word.
+fn expand(
+    lexer: &Lexer,
+    instruction: &'static str,
+    node: &Node,
+    word: &str,
+    vars: &Vars,
+) -> Result<String, StageError> {
+    lexer.expand_word(word, vars).map_err(|e| {
+        // Point at the character the expander complained about when the word is written
+        // literally in the instruction.
+        let span = match instruction::word_offset(node, word, false) {
+            Some(off) if e.offset < word.len() => node.span_of(off + e.offset, 1),
+            _ => instruction::word_span(node, word, false),
+        };
+        StageError::Expand {
+            instruction,
+            message: e.message,
+            span,
+        }
+    })
+}

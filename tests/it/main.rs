@@ -6,7 +6,10 @@
 mod cli;
 mod context;
 mod dockerignore_conformance;
+mod frontend_errors;
+mod graph;
 mod parser_conformance;
 mod parser_errors;
 mod shell_conformance;
+mod stages;
 mod support;

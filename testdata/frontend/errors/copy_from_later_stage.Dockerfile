@@ -1,0 +1,3 @@
+FROM alpine AS app
+COPY --from=assets /x /x
+FROM alpine AS assets

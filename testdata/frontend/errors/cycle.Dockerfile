@@ -1,0 +1,5 @@
+FROM alpine AS a
+COPY --from=b /b /b
+FROM alpine AS b
+COPY --from=a /a /a
+FROM scratch

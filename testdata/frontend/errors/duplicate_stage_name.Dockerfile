@@ -1,0 +1,3 @@
+FROM alpine AS build
+RUN make
+FROM debian AS Build

@@ -1,0 +1,2 @@
+# only arguments here
+ARG VERSION=1

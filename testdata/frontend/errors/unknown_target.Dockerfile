@@ -1,0 +1,3 @@
+FROM alpine AS build
+FROM scratch AS final
+COPY --from=build /out /out

@@ -1,0 +1,685 @@
+//! Typed instructions and stages: flag validation, ARG/ENV scoping, expansion, stage references.
+
+use kiln::diagnostic::Located;
+use kiln::parser::ast::Dockerfile;
+use kiln::parser::instruction::{Health, Instruction, MountType};
+use kiln::parser::stage::{
+    Base, DependencyKind, Platform, ResolveOptions, Resolved, Source, StageError, resolve,
+};
+use std::collections::BTreeMap;
+
+/// Parses Dockerfile text, failing the test on a syntax error.
+pub fn parse(text: &str) -> Dockerfile {
+    kiln::parser::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+/// Resolves Dockerfile text with these build args.
+pub fn resolve_with(text: &str, build_args: &[(&str, &str)]) -> Result<Resolved, StageError> {
+    let opts = ResolveOptions {
+        build_args: build_args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        build_platform: Platform::parse("linux/amd64").unwrap(),
+        target_platform: Platform::parse("linux/arm64/v8"),
+        target: None,
+    };
+    resolve(&parse(text), &opts)
+}
+
+/// Build args of a table case.
+type Args = &'static [(&'static str, &'static str)];
+
+/// The value of the last `LABEL key=...` of the last stage, after expansion.
+fn last_label(resolved: &Resolved, key: &str) -> Option<String> {
+    resolved
+        .stages
+        .last()?
+        .instructions
+        .iter()
+        .rev()
+        .find_map(|i| match i {
+            Instruction::Label(l) => l.pairs.iter().find(|p| p.key == key),
+            _ => None,
+        })
+        .map(|p| p.value.clone())
+}
+
+#[test]
+fn arg_scoping() {
+    // (what, Dockerfile, build args, value of LABEL v in the last stage)
+    let cases: &[(&str, &str, Args, &str)] = &[
+        (
+            "meta arg not redeclared is invisible in the stage",
+            "ARG V=1\nFROM a\nLABEL v=$V\n",
+            &[],
+            "",
+        ),
+        (
+            "redeclared without default takes the meta value",
+            "ARG V=1\nFROM a\nARG V\nLABEL v=$V\n",
+            &[],
+            "1",
+        ),
+        (
+            "redeclared with a default keeps its own default",
+            "ARG V=1\nFROM a\nARG V=2\nLABEL v=$V\n",
+            &[],
+            "2",
+        ),
+        (
+            "build arg overrides a stage default",
+            "FROM a\nARG V=2\nLABEL v=$V\n",
+            &[("V", "9")],
+            "9",
+        ),
+        (
+            "build arg overrides the meta value a redeclared ARG takes",
+            "ARG V=1\nFROM a\nARG V\nLABEL v=$V\n",
+            &[("V", "9")],
+            "9",
+        ),
+        (
+            "build arg without any ARG is not visible",
+            "FROM a\nLABEL v=$V\n",
+            &[("V", "9")],
+            "",
+        ),
+        (
+            "ENV after ARG wins",
+            "FROM a\nARG V=1\nENV V=2\nLABEL v=$V\n",
+            &[],
+            "2",
+        ),
+        (
+            "ENV wins over a build arg too",
+            "FROM a\nARG V=1\nENV V=2\nLABEL v=$V\n",
+            &[("V", "9")],
+            "2",
+        ),
+        (
+            "ARG after ENV of the same name replaces it for expansion (BuildKit's AddEnv)",
+            "FROM a\nENV V=2\nARG V=1\nLABEL v=$V\n",
+            &[],
+            "1",
+        ),
+        (
+            "a default can use an earlier ARG",
+            "FROM a\nARG A=x\nARG B=${A}-y\nLABEL v=$B\n",
+            &[],
+            "x-y",
+        ),
+        (
+            "a default sees the build arg of an earlier ARG",
+            "FROM a\nARG A=x\nARG B=${A}-y\nLABEL v=$B\n",
+            &[("A", "z")],
+            "z-y",
+        ),
+        (
+            "meta default can use an earlier meta arg",
+            "ARG A=x\nARG B=$A.2\nFROM a\nARG B\nLABEL v=$B\n",
+            &[],
+            "x.2",
+        ),
+        (
+            "an ARG of another stage is invisible",
+            "FROM a AS one\nARG V=1\nFROM b\nLABEL v=$V\n",
+            &[],
+            "",
+        ),
+        (
+            "ENV of another stage is invisible",
+            "FROM a AS one\nENV V=1\nFROM b\nLABEL v=$V\n",
+            &[],
+            "",
+        ),
+        (
+            "ENV persists into a stage built FROM it",
+            "FROM a AS one\nENV V=1\nFROM one\nLABEL v=$V\n",
+            &[],
+            "1",
+        ),
+        (
+            "ARG persists into a stage built FROM it (BuildKit copies the parent's state)",
+            "FROM a AS one\nARG V=1\nFROM one\nLABEL v=$V\n",
+            &[],
+            "1",
+        ),
+        (
+            "predefined args need an ARG in the stage",
+            "FROM a\nLABEL v=$TARGETARCH\n",
+            &[],
+            "",
+        ),
+        (
+            "predefined args take their value when declared",
+            "FROM a\nARG TARGETARCH\nLABEL v=$TARGETARCH\n",
+            &[],
+            "arm64",
+        ),
+        (
+            "TARGETPLATFORM includes the variant",
+            "FROM a\nARG TARGETPLATFORM\nLABEL v=$TARGETPLATFORM\n",
+            &[],
+            "linux/arm64/v8",
+        ),
+        (
+            "BUILDPLATFORM",
+            "FROM a\nARG BUILDPLATFORM\nLABEL v=$BUILDPLATFORM\n",
+            &[],
+            "linux/amd64",
+        ),
+        (
+            "TARGETSTAGE is the last stage by default",
+            "FROM a AS first\nFROM b AS final\nARG TARGETSTAGE\nLABEL v=$TARGETSTAGE\n",
+            &[],
+            "final",
+        ),
+        (
+            "one ENV expands all pairs with the scope before it",
+            "FROM a\nENV V=1\nENV V=2 W=$V\nLABEL v=$W\n",
+            &[],
+            "1",
+        ),
+        (
+            "ENV value quotes are removed",
+            "FROM a\nENV V=\"a b\"\nLABEL v=$V\n",
+            &[],
+            "a b",
+        ),
+        (
+            "scratch and images start with BuildKit's default PATH",
+            "FROM scratch\nLABEL v=$PATH\n",
+            &[],
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, text, args, want) in cases {
+        match resolve_with(text, args) {
+            Ok(r) => {
+                let got = last_label(&r, "v").unwrap_or_default();
+                if got != *want {
+                    failures.push(format!("{what}: got {got:?}, want {want:?}"));
+                }
+            }
+            Err(e) => failures.push(format!("{what}: error {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(cases.len(), 24);
+}
+
+#[test]
+fn from_lines_use_the_global_scope() {
+    let cases: &[(&str, Args, &str, Option<&str>)] = &[
+        ("ARG V=3.18\nFROM alpine:$V\n", &[], "alpine:3.18", None),
+        (
+            "ARG V=3.18\nFROM alpine:$V\n",
+            &[("V", "edge")],
+            "alpine:edge",
+            None,
+        ),
+        (
+            "FROM --platform=$BUILDPLATFORM golang AS b\n",
+            &[],
+            "golang",
+            Some("linux/amd64"),
+        ),
+        ("ARG IMG=busybox\nFROM ${IMG}:1\n", &[], "busybox:1", None),
+        // A stage ARG is not in the global scope.
+        ("FROM a\nARG V=x\nFROM img$V\n", &[], "img", None),
+    ];
+    for (text, args, image, platform) in cases {
+        let r = resolve_with(text, args).unwrap();
+        let last = r.stages.last().unwrap();
+        assert_eq!(last.base_name, *image, "{text}");
+        assert_eq!(last.platform.as_deref(), *platform, "{text}");
+    }
+}
+
+#[test]
+fn expansion_per_instruction() {
+    let r = resolve_with(
+        "FROM a\nARG D=/app\nARG U=1000\nWORKDIR $D\nUSER $U\nCOPY --chown=$U src $D/\n\
+         RUN echo $D\nCMD echo $D\nEXPOSE ${P:-80}\nVOLUME $D/data\nSTOPSIGNAL SIG${S:-TERM}\n",
+        &[],
+    )
+    .unwrap();
+    let ins = &r.stages[0].instructions;
+    let mut seen = 0;
+    for i in ins {
+        match i {
+            Instruction::Workdir(w) => {
+                assert_eq!(w.path, "/app");
+                seen += 1;
+            }
+            Instruction::User(u) => {
+                assert_eq!(u.user, "1000");
+                seen += 1;
+            }
+            Instruction::Copy(c) => {
+                assert_eq!(c.chown.as_deref(), Some("1000"));
+                assert_eq!(c.dest, "/app/");
+                assert_eq!(c.sources, ["src"]);
+                seen += 1;
+            }
+            Instruction::Run(run) => {
+                // The shell expands RUN, not the builder.
+                assert_eq!(
+                    run.command,
+                    kiln::parser::instruction::Command::Shell("echo $D".into())
+                );
+                seen += 1;
+            }
+            Instruction::Cmd(c) => {
+                assert_eq!(
+                    c.command,
+                    kiln::parser::instruction::Command::Shell("echo $D".into())
+                );
+                seen += 1;
+            }
+            Instruction::Expose(e) => {
+                assert_eq!(e.ports, ["80"]);
+                seen += 1;
+            }
+            Instruction::Volume(v) => {
+                assert_eq!(v.paths, ["/app/data"]);
+                seen += 1;
+            }
+            Instruction::StopSignal(s) => {
+                assert_eq!(s.signal, "SIGTERM");
+                seen += 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, 8);
+}
+
+#[test]
+fn escape_directive_is_used_for_expansion() {
+    let r = resolve_with("# escape=`\nFROM a\nENV V=x\nLABEL v=`$V-$V\n", &[]).unwrap();
+    assert_eq!(last_label(&r, "v").as_deref(), Some("$V-x"));
+}
+
+#[test]
+fn mount_values_are_expanded_but_from_is_not() {
+    let r = resolve_with(
+        "FROM a AS b\nFROM c\nARG C=/cache\nRUN --mount=type=cache,target=$C,uid=${UID:-10} \
+         --mount=from=b,target=/b true\n",
+        &[],
+    )
+    .unwrap();
+    let Instruction::Run(run) = &r.stages[1].instructions[1] else {
+        panic!("not a RUN")
+    };
+    assert_eq!(run.mounts[0].kind, MountType::Cache);
+    assert_eq!(run.mounts[0].target.as_deref(), Some("/cache"));
+    assert_eq!(run.mounts[0].uid, Some(10));
+    assert_eq!(run.mounts[1].from.as_deref(), Some("b"));
+    assert!(
+        r.stages[1]
+            .dependencies
+            .iter()
+            .any(|d| d.kind == DependencyKind::MountFrom && d.on == Source::Stage(0))
+    );
+}
+
+#[test]
+fn stage_bases_and_copy_sources() {
+    let r = resolve_with(
+        "FROM alpine AS Base\nFROM base\nFROM scratch\nCOPY --from=0 /a /a\n\
+         COPY --from=BASE /b /b\nCOPY --from=nginx:1 /c /c\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.stages[0].name.as_deref(), Some("base"));
+    assert_eq!(r.stages[0].base, Base::Image("alpine".into()));
+    assert_eq!(r.stages[1].base, Base::Stage(0));
+    assert_eq!(r.stages[2].base, Base::Scratch);
+    let ons: Vec<&Source> = r.stages[2]
+        .dependencies
+        .iter()
+        .filter(|d| d.kind == DependencyKind::CopyFrom)
+        .map(|d| &d.on)
+        .collect();
+    assert_eq!(
+        ons,
+        [
+            &Source::Stage(0),
+            &Source::Stage(0),
+            &Source::Image("nginx:1".into())
+        ]
+    );
+}
+
+#[test]
+fn from_names_only_earlier_stages() {
+    // BuildKit looks FROM up among the stages defined so far: a later stage's name is an image.
+    let r = resolve_with("FROM later AS first\nFROM alpine AS later\n", &[]).unwrap();
+    assert_eq!(r.stages[0].base, Base::Image("later".into()));
+}
+
+#[test]
+fn stage_errors() {
+    // (Dockerfile, message, line and column of the span)
+    let cases: &[(&str, &str, (usize, usize))] = &[
+        ("ARG A\n", "the Dockerfile has no FROM instruction", (1, 1)),
+        (
+            "ARG A\nRUN true\nFROM a\n",
+            "RUN cannot come before the first FROM",
+            (2, 1),
+        ),
+        (
+            "FROM a AS x\nFROM b AS X\n",
+            "stage name \"x\" is already used on line 1",
+            (2, 11),
+        ),
+        (
+            "FROM a\nFROM b\nCOPY --from=2 /x /x\n",
+            "invalid stage index 2: the Dockerfile has 2 stage(s)",
+            (3, 6),
+        ),
+        (
+            "FROM a\nCOPY --from=-1 /x /x\n",
+            "invalid stage index -1",
+            (2, 6),
+        ),
+        (
+            "ARG I\nFROM $I\n",
+            "base name ($I) should not be blank",
+            (2, 6),
+        ),
+        (
+            "FROM --platform=$NOPE a\n",
+            "empty platform value from expression $NOPE",
+            (1, 6),
+        ),
+        (
+            "FROM a\nLABEL v=${X:?required}\n",
+            "cannot expand LABEL",
+            (2, 9),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, want, (line, col)) in cases {
+        match resolve_with(text, &[]) {
+            Ok(_) => failures.push(format!("{text:?}: no error")),
+            Err(e) => {
+                let span = e.span().unwrap();
+                if !e.to_string().contains(want)
+                    || (span.start.line, span.start.column) != (*line, *col)
+                    || e.help().is_none()
+                {
+                    failures.push(format!(
+                        "{text:?}: got {e} at {}:{}",
+                        span.start.line, span.start.column
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn unused_build_args_are_reported() {
+    let r = resolve_with(
+        "ARG USED\nFROM a\nARG ALSO\n",
+        &[
+            ("USED", "1"),
+            ("ALSO", "1"),
+            ("UNUSED", "1"),
+            ("HTTP_PROXY", "p"),
+            ("TARGETOS", "x"),
+        ],
+    )
+    .unwrap();
+    let messages: Vec<&str> = r.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        ["build arguments were not consumed by any ARG: UNUSED"]
+    );
+    assert_eq!(r.proxy_env, [("HTTP_PROXY".to_string(), "p".to_string())]);
+}
+
+#[test]
+fn instruction_flags() {
+    // (instruction, Ok or the error message, column of the error)
+    let cases: &[(&str, Result<(), &str>, usize)] = &[
+        (
+            "COPY --from=b --chown=1:1 --chmod=644 --link a b",
+            Ok(()),
+            0,
+        ),
+        ("COPY --parents --exclude=*.md --exclude=x a b", Ok(()), 0),
+        ("COPY --link=false a b", Ok(()), 0),
+        (
+            "ADD --checksum=sha256:00 --keep-git-dir --unpack=true a b",
+            Ok(()),
+            0,
+        ),
+        ("RUN --network=none --security=insecure true", Ok(()), 0),
+        ("HEALTHCHECK --interval=30s --retries=3 CMD true", Ok(()), 0),
+        ("HEALTHCHECK --interval=0 CMD true", Ok(()), 0),
+        ("FROM --platform=linux/arm64 a AS b", Ok(()), 0),
+        ("COPY --form=b a b", Err("unknown flag --form for COPY"), 6),
+        (
+            "COPY --from a b",
+            Err("flag --from of COPY is missing a value"),
+            6,
+        ),
+        ("COPY --from= a b", Err("flag --from of COPY is empty"), 6),
+        (
+            "COPY --link=yes a b",
+            Err("flag --link of COPY expects true or false, not \"yes\""),
+            6,
+        ),
+        (
+            "COPY --link= a b",
+            Err("flag --link of COPY is missing a value"),
+            6,
+        ),
+        (
+            "COPY --from=a --from=b x y",
+            Err("flag --from is given twice to COPY"),
+            15,
+        ),
+        ("ADD --from=a x y", Err("unknown flag --from for ADD"), 5),
+        (
+            "COPY --checksum=sha256:0 x y",
+            Err("unknown flag --checksum for COPY"),
+            6,
+        ),
+        ("WORKDIR --x=1 /a", Err("unknown flag --x for WORKDIR"), 9),
+        (
+            "RUN --network=bridge true",
+            Err("flag --network of RUN has an unsupported value \"bridge\""),
+            5,
+        ),
+        (
+            "RUN --security=x true",
+            Err("flag --security of RUN has an unsupported value \"x\""),
+            5,
+        ),
+        (
+            "RUN --mount=type=nfs,target=/x true",
+            Err("invalid --mount: unsupported mount type \"nfs\""),
+            5,
+        ),
+        (
+            "RUN --mount=type=bind,from=$X,target=/x true",
+            Err("invalid --mount: from= does not support variable expansion"),
+            5,
+        ),
+        (
+            "HEALTHCHECK --interval=5 CMD true",
+            Err("flag --interval of HEALTHCHECK is not a duration"),
+            13,
+        ),
+        (
+            "HEALTHCHECK --timeout=1us CMD true",
+            Err("flag --timeout of HEALTHCHECK cannot be less than 1ms"),
+            13,
+        ),
+        (
+            "HEALTHCHECK --retries=-1 CMD true",
+            Err("flag --retries of HEALTHCHECK cannot be negative (-1)"),
+            13,
+        ),
+        (
+            "HEALTHCHECK --start-periods=1s CMD true",
+            Err("unknown flag --start-periods for HEALTHCHECK"),
+            13,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, want, col) in cases {
+        let df = parse(&format!("FROM a\n{line}\n"));
+        let got = Instruction::from_node(&df.nodes[1]);
+        match (got, want) {
+            (Ok(_), Ok(())) => {}
+            (Err(e), Err(msg)) => {
+                let span = e.span().unwrap();
+                if e.to_string() != *msg && !e.to_string().starts_with(msg) {
+                    failures.push(format!("{line}: message {e}"));
+                } else if (span.start.line, span.start.column) != (2, *col) {
+                    failures.push(format!(
+                        "{line}: span {}:{}, want 2:{col}",
+                        span.start.line, span.start.column
+                    ));
+                }
+            }
+            (got, want) => failures.push(format!("{line}: got {got:?}, want {want:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(cases.len(), 25);
+}
+
+#[test]
+fn instruction_arguments() {
+    let cases: &[(&str, Result<(), &str>)] = &[
+        ("COPY a", Err("COPY requires at least two arguments")),
+        ("ADD a", Err("ADD requires at least two arguments")),
+        // BuildKit's parser keeps the rest of the line as the one argument.
+        ("WORKDIR /a b", Ok(())),
+        (
+            "FROM a b",
+            Err("FROM requires either one or three arguments"),
+        ),
+        ("FROM a AS 1x", Err("FROM has an invalid stage name \"1x\"")),
+        (
+            "FROM a AS b$c",
+            Err("FROM has an invalid stage name \"b$c\""),
+        ),
+        ("SHELL /bin/sh -c", Err("SHELL requires the JSON form")),
+        (
+            "HEALTHCHECK NONE x",
+            Err("HEALTHCHECK NONE takes no arguments"),
+        ),
+        (
+            "HEALTHCHECK TEST x",
+            Err("HEALTHCHECK has an unknown type \"TEST\""),
+        ),
+        (
+            "ONBUILD ONBUILD RUN x",
+            Err("ONBUILD cannot chain ONBUILD ONBUILD"),
+        ),
+        (
+            "ONBUILD FROM a",
+            Err("ONBUILD cannot use FROM as a trigger"),
+        ),
+        (
+            "ONBUILD MAINTAINER a",
+            Err("ONBUILD cannot use MAINTAINER as a trigger"),
+        ),
+        ("ONBUILD RUN --mount=type=nope true", Err("invalid --mount")),
+        ("ONBUILD RUN true", Ok(())),
+        ("SHELL [\"/bin/bash\", \"-c\"]", Ok(())),
+        ("ENTRYPOINT []", Ok(())),
+        ("FROM a AS My.Stage-1_x", Ok(())),
+        ("EXPOSE 80/tcp 443", Ok(())),
+    ];
+    let mut failures = Vec::new();
+    for (line, want) in cases {
+        let df = parse(&format!("FROM a\n{line}\n"));
+        match (Instruction::from_node(&df.nodes[1]), want) {
+            (Ok(_), Ok(())) => {}
+            (Err(e), Err(msg)) if e.to_string().starts_with(msg) => {}
+            (got, want) => failures.push(format!("{line}: got {got:?}, want {want:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn typed_values() {
+    let df = parse(
+        "FROM a\nHEALTHCHECK --interval=1m30s --timeout=500ms --retries=2 CMD [\"curl\", \"-f\"]\n\
+         COPY <<EOF /etc/x\nhello\nEOF\nONBUILD RUN echo hi\nARG A B=2\n",
+    );
+    let ins: Vec<Instruction> = df
+        .nodes
+        .iter()
+        .map(|n| Instruction::from_node(n).unwrap())
+        .collect();
+    let Instruction::Healthcheck(h) = &ins[1] else {
+        panic!()
+    };
+    let Health::Check {
+        interval,
+        timeout,
+        retries,
+        command,
+        ..
+    } = &h.health
+    else {
+        panic!()
+    };
+    assert_eq!(*interval, 90_000_000_000);
+    assert_eq!(*timeout, 500_000_000);
+    assert_eq!(*retries, 2);
+    assert_eq!(
+        *command,
+        kiln::parser::instruction::Command::Exec(vec!["curl".into(), "-f".into()])
+    );
+    let Instruction::Copy(c) = &ins[2] else {
+        panic!()
+    };
+    assert!(c.sources.is_empty());
+    assert_eq!(c.inline.len(), 1);
+    assert_eq!(c.inline[0].name, "EOF");
+    assert_eq!(c.inline[0].content, "hello\n");
+    assert_eq!(c.dest, "/etc/x");
+    let Instruction::Onbuild(o) = &ins[3] else {
+        panic!()
+    };
+    assert!(matches!(*o.inner, Instruction::Run(_)));
+    assert_eq!(o.expression, "RUN echo hi");
+    let Instruction::Arg(a) = &ins[4] else {
+        panic!()
+    };
+    assert_eq!(a.args.len(), 2);
+    assert_eq!(a.args[1].default.as_deref(), Some("2"));
+}
+
+#[test]
+fn heredoc_bodies_expand_unless_quoted() {
+    let r = resolve_with(
+        "FROM a\nARG V=x\nCOPY <<EOF <<\"RAW\" /dst/\n\"$V\" ${V}\nEOF\n$V\nRAW\n",
+        &[],
+    )
+    .unwrap();
+    let Instruction::Copy(c) = &r.stages[0].instructions[1] else {
+        panic!("not a COPY")
+    };
+    let bodies: Vec<(&str, &str)> = c
+        .inline
+        .iter()
+        .map(|f| (f.name.as_str(), f.content.as_str()))
+        .collect();
+    // Quotes stay in an expanded body (BuildKit's ExpandRaw skips quote processing).
+    assert_eq!(bodies, [("EOF", "\"x\" x\n"), ("RAW", "$V\n")]);
+}
