@@ -13,3 +13,4 @@ pub mod context;
 pub mod diagnostic;
 pub mod graph;
 pub mod parser;
+pub mod plan;

@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing (clap) and one module per subcommand. Errors are
 //! `anyhow` here; front-end errors that carry a span are printed as a snippet.
 
+mod build;
 mod parse;
 mod report;
 
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile (for now: `--dry-run`, which prints the build plan).
+    Build(build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree.
     Parse(parse::ParseArgs),
 }
@@ -27,6 +30,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Build(args) => build::run(args),
         Command::Parse(args) => parse::run(args),
     };
     match result {

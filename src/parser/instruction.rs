@@ -5,6 +5,7 @@
 //! Words are not expanded here: [`super::stage`] expands the arguments BuildKit expands, with the
 //! variables in scope at that point.
 
+mod display;
 mod duration;
 mod flags;
 mod mount;

@@ -72,7 +72,11 @@ impl Kiln {
     pub fn fails(self) -> String {
         let out = self.run();
         assert_ne!(out.code, Some(0), "kiln succeeded:\n{}", out.stdout);
-        assert_ne!(out.code, None, "kiln was killed by a signal:\n{}", out.stderr);
+        assert_ne!(
+            out.code, None,
+            "kiln was killed by a signal:\n{}",
+            out.stderr
+        );
         out.stderr
     }
 }
@@ -113,7 +117,10 @@ fn parse_json_has_spans_flags_and_heredoc_bodies() {
     let run = &nodes[2];
     assert_eq!(run["heredocs"][0]["name"], "SCRIPT");
     assert_eq!(run["heredocs"][0]["expand"], false);
-    assert_eq!(run["heredocs"][0]["content"], "echo \"no $expansion here\"\n");
+    assert_eq!(
+        run["heredocs"][0]["content"],
+        "echo \"no $expansion here\"\n"
+    );
 }
 
 #[test]
@@ -129,7 +136,12 @@ fn parse_reads_stdin() {
 
 #[test]
 fn parse_error_prints_location_snippet_and_caret() {
-    let err = kiln(["parse", "-f", "testdata/cli/unterminated-heredoc.Dockerfile"]).fails();
+    let err = kiln([
+        "parse",
+        "-f",
+        "testdata/cli/unterminated-heredoc.Dockerfile",
+    ])
+    .fails();
     insta::assert_snapshot!(err);
 }
 
@@ -138,13 +150,19 @@ fn parse_rejects_bad_bytes_without_panicking() {
     let cases: &[(&str, Vec<u8>)] = &[
         ("invalid utf-8", b"FROM a\nRUN \xff\xfe\n".to_vec()),
         ("nul byte", b"FROM a\nRUN a\0b\n".to_vec()),
-        ("1 MB line", [b"FROM a\nRUN ".as_slice(), &vec![b'x'; 1 << 20]].concat()),
+        (
+            "1 MB line",
+            [b"FROM a\nRUN ".as_slice(), &vec![b'x'; 1 << 20]].concat(),
+        ),
         ("empty", Vec::new()),
     ];
     for (what, bytes) in cases {
         let err = kiln(["parse", "-f", "-"]).stdin(bytes.clone()).fails();
         assert!(err.starts_with("error: "), "{what}: {err}");
-        assert!(err.contains(" --> <stdin>:"), "{what}: no location in {err}");
+        assert!(
+            err.contains(" --> <stdin>:"),
+            "{what}: no location in {err}"
+        );
         assert!(!err.contains("panicked"), "{what}: {err}");
     }
 }
@@ -156,4 +174,171 @@ fn missing_dockerfile_is_a_clear_error() {
         err.starts_with("error: cannot read the Dockerfile no/such/Dockerfile"),
         "{err}"
     );
+}
+
+/// A temporary build context with the given files (`path`, contents).
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (path, contents) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
+        std::fs::write(path, contents).expect("write");
+    }
+    dir
+}
+
+const MULTI_STAGE: &str = "\
+ARG BASE=scratch
+FROM ${BASE} AS base
+COPY bin/ /usr/local/bin/
+
+FROM base AS docs
+COPY docs/*.md /docs/
+
+FROM base AS test
+ARG MODE=fast
+RUN echo $MODE
+COPY --from=docs /docs /docs
+
+FROM base AS final
+COPY --from=docs /docs /usr/share/doc
+COPY app.conf /etc/app.conf
+CMD [\"/usr/local/bin/app\"]
+";
+
+fn multi_stage_context() -> tempfile::TempDir {
+    context(&[
+        ("Dockerfile", MULTI_STAGE),
+        (
+            ".dockerignore",
+            "# drafts stay out\n**/*.tmp\n!docs/keep.tmp\n",
+        ),
+        ("bin/app", "#!/bin/sh\n"),
+        ("bin/old.tmp", "x"),
+        ("docs/a.md", "a"),
+        ("docs/b.md", "b"),
+        ("docs/keep.tmp", "k"),
+        ("docs/notes.tmp", "n"),
+        ("app.conf", "c"),
+    ])
+}
+
+#[test]
+fn dry_run_prints_stages_groups_and_context_reads() {
+    let ctx = multi_stage_context();
+    let out = kiln(["build", "--dry-run", "-t", "app:1", "."])
+        .current_dir(ctx.path())
+        .ok();
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn dry_run_target_prunes_and_build_args_apply() {
+    let ctx = multi_stage_context();
+    let out = kiln([
+        "build",
+        "--dry-run",
+        "--target",
+        "test",
+        "--build-arg",
+        "MODE=slow",
+        "--build-arg",
+        "BASE=busybox:1.36",
+        ".",
+    ])
+    .current_dir(ctx.path())
+    .ok();
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn dry_run_reads_dockerfile_from_stdin() {
+    let ctx = context(&[("a.txt", "a")]);
+    let out = kiln(["build", "--dry-run", "-f", "-", "."])
+        .current_dir(ctx.path())
+        .stdin("FROM scratch\nCOPY a.txt /\n")
+        .ok();
+    assert!(out.starts_with("dockerfile  <stdin>\n"), "{out}");
+    assert!(out.contains("       reads a.txt: a.txt\n"), "{out}");
+}
+
+#[test]
+fn dry_run_missing_source_points_at_the_copy() {
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch\nCOPY present.txt missing.txt /dst/\n",
+    )]);
+    std::fs::write(ctx.path().join("present.txt"), "p").expect("write");
+    let err = kiln(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .fails();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn dry_run_ignored_source_is_not_found() {
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY secret.key /\n"),
+        (".dockerignore", "*.key\n"),
+        ("secret.key", "k"),
+    ]);
+    let err = kiln(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .fails();
+    assert!(err.contains("excluded by .dockerignore"), "{err}");
+    assert!(err.contains(" --> Dockerfile:2:1\n"), "{err}");
+}
+
+#[test]
+fn dry_run_bad_dockerignore_points_into_the_ignore_file() {
+    let ctx = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY a /\n"),
+        (".dockerignore", "# ok\n*.log\n[unclosed\n"),
+        ("a", "a"),
+    ]);
+    let err = kiln(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .fails();
+    insta::assert_snapshot!(err);
+}
+
+#[test]
+fn dry_run_cycle_names_the_stages() {
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n",
+    )]);
+    let err = kiln(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .fails();
+    assert!(err.contains("between stages: a -> b -> a"), "{err}");
+    assert!(err.contains(" --> Dockerfile:"), "{err}");
+}
+
+#[test]
+fn dry_run_unknown_target_lists_stages() {
+    let ctx = multi_stage_context();
+    let err = kiln(["build", "--dry-run", "--target", "nope", "."])
+        .current_dir(ctx.path())
+        .fails();
+    assert!(err.contains("nope"), "{err}");
+    assert!(err.contains("base, docs, test, final"), "{err}");
+    assert!(err.starts_with("error: Dockerfile: "), "{err}");
+}
+
+#[test]
+fn build_without_dry_run_says_what_to_do() {
+    let ctx = multi_stage_context();
+    let err = kiln(["build", "."]).current_dir(ctx.path()).fails();
+    assert!(err.contains("use --dry-run"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["build", "parse"] {
+        let out = kiln([sub, "--help"]).ok();
+        assert!(out.contains("Usage: kiln"), "{sub}: {out}");
+    }
+    let out = kiln(["--help"]).ok();
+    assert!(out.contains("build") && out.contains("parse"), "{out}");
 }

@@ -1,0 +1,183 @@
+//! The front end in one call: a Dockerfile and its context in, a build plan out.
+//!
+//! [`plan`] parses the Dockerfile, resolves its stages with the build arguments, builds the stage
+//! graph for the target and, for every COPY/ADD of the stages the target needs that reads the
+//! build context, lists the context files it reads after `.dockerignore`. This is what
+//! `kiln build --dry-run` prints and what the solver will run.
+
+use crate::context::{BuildContext, ContextError, SourceMatch};
+use crate::diagnostic::{Located, Span};
+use crate::graph::{BuildGraph, GraphError, StageId};
+use crate::parser::instruction::Instruction;
+use crate::parser::stage::{ResolveOptions, Resolved, StageError};
+use crate::parser::{SyntaxError, ast::Dockerfile};
+use std::path::{Path, PathBuf};
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The build context directory.
+    pub context_dir: PathBuf,
+    /// Where the Dockerfile is (used to find `<Dockerfile>.dockerignore`); `None` when it came
+    /// from standard input.
+    pub dockerfile_path: Option<PathBuf>,
+    /// `--target`: the stage to build; the last stage when `None`.
+    pub target: Option<String>,
+    /// Build arguments, platforms.
+    pub resolve: ResolveOptions,
+}
+
+/// A resolved, pruned build: the stages the target needs, in order, with parallel groups, and
+/// the context files each COPY/ADD reads.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dockerfile: Dockerfile,
+    pub resolved: Resolved,
+    pub target: StageId,
+    /// The needed stages in an order where every stage comes after what it reads.
+    pub order: Vec<StageId>,
+    /// The needed stages in groups; a group's stages depend only on earlier groups, so they can
+    /// build in parallel.
+    pub groups: Vec<Vec<StageId>>,
+    /// External images the needed stages use (FROM, COPY --from, RUN --mount from=).
+    pub images: Vec<String>,
+    /// The build context, opened (walked, `.dockerignore` applied) only when a needed
+    /// instruction reads it.
+    pub context: Option<BuildContext>,
+    /// For each needed COPY/ADD that reads the context: (stage, instruction index in the
+    /// stage, what each source reads).
+    pub context_reads: Vec<ContextRead>,
+}
+
+/// The context files one COPY/ADD reads.
+#[derive(Debug, Clone)]
+pub struct ContextRead {
+    pub stage: StageId,
+    /// Index into the stage's `instructions`.
+    pub instruction: usize,
+    pub sources: Vec<SourceMatch>,
+}
+
+/// Why a plan could not be made. Each variant keeps the error of the step that failed, with its
+/// location.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Syntax(#[from] SyntaxError),
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The context could not be opened or its `.dockerignore` is bad.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// A COPY/ADD source is missing or bad; `span` is the instruction in the Dockerfile.
+    #[error("{source}")]
+    Source { source: ContextError, span: Span },
+}
+
+impl Located for PlanError {
+    fn span(&self) -> Option<Span> {
+        match self {
+            PlanError::Syntax(e) => e.span(),
+            PlanError::Stage(e) => e.span(),
+            PlanError::Graph(e) => e.span(),
+            // A .dockerignore error is located in the ignore file, not the Dockerfile.
+            PlanError::Context(_) => None,
+            PlanError::Source { span, .. } => Some(*span),
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            PlanError::Syntax(e) => e.help(),
+            PlanError::Stage(e) => e.help(),
+            PlanError::Graph(e) => e.help(),
+            PlanError::Context(e) => e.help(),
+            PlanError::Source { .. } => Some(
+                "check the path against the build context and .dockerignore; sources are \
+                 relative to the context root"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// Plans the build of `dockerfile` (its bytes) with `opts`.
+pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
+    let dockerfile = crate::parser::parse(dockerfile)?;
+    let resolved = crate::parser::stage::resolve(&dockerfile, &opts.resolve)?;
+    let graph = BuildGraph::new(&resolved, opts.target.as_deref())?;
+    let (target, order, groups, images) = (
+        graph.target(),
+        graph.order().to_vec(),
+        graph.groups().to_vec(),
+        graph.images().to_vec(),
+    );
+
+    let mut context = None;
+    let mut context_reads = Vec::new();
+    for &stage_id in &order {
+        let Some(stage) = resolved.stages.get(stage_id) else {
+            continue;
+        };
+        for (index, instruction) in stage.instructions.iter().enumerate() {
+            let Some((sources, span)) = context_sources(instruction) else {
+                continue;
+            };
+            if context.is_none() {
+                context = Some(BuildContext::open(
+                    &opts.context_dir,
+                    opts.dockerfile_path.as_deref(),
+                )?);
+            }
+            let Some(ctx) = context.as_ref() else {
+                continue;
+            };
+            let sources = ctx
+                .select_sources(&sources)
+                .map_err(|source| PlanError::Source { source, span })?;
+            context_reads.push(ContextRead {
+                stage: stage_id,
+                instruction: index,
+                sources,
+            });
+        }
+    }
+    Ok(Plan {
+        dockerfile,
+        resolved,
+        target,
+        order,
+        groups,
+        images,
+        context,
+        context_reads,
+    })
+}
+
+/// The local context sources of a COPY/ADD that reads the build context (not `--from`, not
+/// only heredocs; ADD's URLs and git repositories are fetched, not read from the context), with
+/// the instruction's span.
+fn context_sources(instruction: &Instruction) -> Option<(Vec<String>, Span)> {
+    let (sources, span) = match instruction {
+        Instruction::Copy(c) if c.from.is_none() => (&c.sources, c.span),
+        Instruction::Add(a) => (&a.sources, a.span),
+        _ => return None,
+    };
+    let local: Vec<String> = sources.iter().filter(|s| !is_remote(s)).cloned().collect();
+    (!local.is_empty()).then_some((local, span))
+}
+
+/// An ADD source that is fetched rather than read from the context (BuildKit: a URL or a git
+/// reference).
+fn is_remote(source: &str) -> bool {
+    ["http://", "https://", "git@", "git://"]
+        .iter()
+        .any(|p| source.starts_with(p))
+}
+
+/// The Dockerfile path for a context: `-f` when given, else `CONTEXT/Dockerfile`.
+pub fn default_dockerfile(context_dir: &Path, file: Option<&Path>) -> PathBuf {
+    file.map_or_else(|| context_dir.join("Dockerfile"), Path::to_path_buf)
+}
