@@ -73,7 +73,10 @@ pub enum PlanError {
     Context(#[from] ContextError),
     /// A COPY/ADD source is missing or bad; `span` is the instruction in the Dockerfile.
     #[error("{source}")]
-    Source { source: ContextError, span: Span },
+    Source {
+        source: Box<ContextError>,
+        span: Span,
+    },
 }
 
 impl Located for PlanError {
@@ -136,7 +139,10 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
             };
             let sources = ctx
                 .select_sources(&sources)
-                .map_err(|source| PlanError::Source { source, span })?;
+                .map_err(|source| PlanError::Source {
+                    source: Box::new(source),
+                    span,
+                })?;
             context_reads.push(ContextRead {
                 stage: stage_id,
                 instruction: index,
