@@ -53,6 +53,12 @@ pub enum SyntaxError {
     },
     #[error("unterminated heredoc {name:?}")]
     UnterminatedHeredoc { name: String, span: Span },
+    #[error("cannot read the heredoc delimiter in {word:?}: {message}")]
+    BadHeredoc {
+        word: String,
+        message: String,
+        span: Span,
+    },
     #[error("ONBUILD nested more than {max} levels deep")]
     OnbuildTooDeep { max: usize, span: Span },
 }
@@ -70,6 +76,7 @@ impl Located for SyntaxError {
             | SyntaxError::MissingValue { span, .. }
             | SyntaxError::MissingEquals { span, .. }
             | SyntaxError::UnterminatedHeredoc { span, .. }
+            | SyntaxError::BadHeredoc { span, .. }
             | SyntaxError::OnbuildTooDeep { span, .. } => *span,
         })
     }
@@ -105,6 +112,10 @@ impl Located for SyntaxError {
             }
             SyntaxError::UnterminatedHeredoc { name, .. } => {
                 format!("end the heredoc with a line containing only `{name}`")
+            }
+            SyntaxError::BadHeredoc { .. } => {
+                "write the delimiter as a plain word, e.g. <<EOF, or quote it whole, e.g. <<'EOF'"
+                    .into()
             }
             SyntaxError::OnbuildTooDeep { .. } => "ONBUILD cannot usefully wrap ONBUILD".into(),
         })
@@ -307,7 +318,18 @@ impl<'a> Parser_<'a> {
         node.comments = std::mem::take(&mut self.comments);
         node.span = span;
         if can_contain_heredoc(&node) && node.original.contains("<<") {
-            for marker in words::heredoc_markers(&node.original) {
+            let markers =
+                words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
+                    // The lexer may have rewritten the word; then point at `<<`.
+                    span: if node.original.contains(&bad.word) {
+                        node.find_span(&bad.word)
+                    } else {
+                        node.find_span("<<")
+                    },
+                    word: bad.word,
+                    message: bad.message,
+                })?;
+            for marker in markers {
                 let mut content = String::new();
                 let mut terminated = false;
                 while let Some(body) = self.lines.get(self.next) {
@@ -628,5 +650,18 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(parse_directive(line), *want, "{line}");
         }
+    }
+
+    #[test]
+    fn unreadable_heredoc_delimiter_fails_the_parse_at_the_marker() {
+        let err = parse(b"FROM a\nRUN cat <<${X:-\\\"}\nbody\n").err();
+        assert_eq!(
+            err,
+            Some(SyntaxError::BadHeredoc {
+                word: "<<${X:-\"}".into(),
+                message: "missing closing double quote (\") for the quote opened here".into(),
+                span: Span::new(Position::new(2, 9), Position::new(2, 11)),
+            })
+        );
     }
 }

@@ -6,6 +6,8 @@ use nom::bytes::complete::{tag, take_while};
 use nom::character::complete::char;
 use nom::combinator::{opt, rest};
 
+use crate::parser::shell::Lexer;
+
 /// Go's `unicode.IsSpace` applied to a single byte turned into a rune, as BuildKit's byte-wise
 /// loops do: Latin-1 NEL (0x85) and NBSP (0xA0) count, even when they are part of a UTF-8 char.
 pub fn is_go_space_byte(b: u8) -> bool {
@@ -243,22 +245,45 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
 /// A heredoc marker found on an instruction line.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Marker {
+    /// The delimiter with quotes and escapes removed.
     pub name: String,
+    /// `<<-`: leading tabs are stripped from the body and the delimiter line.
     pub chomp: bool,
+    /// No part of the delimiter was quoted, so the body is expanded.
     pub expand: bool,
 }
 
-/// BuildKit's `heredocsFromLine`: the line split into shell words (quotes and escapes kept), and
-/// every word of the form `[fd]<<[-]WORD` read as a heredoc marker.
-pub fn heredoc_markers(line: &str) -> Vec<Marker> {
-    raw_shell_words(line)
-        .iter()
-        .filter_map(|w| marker(w))
-        .collect()
+/// A word of the form `<<WORD` whose delimiter the shell lexer cannot read, such as
+/// `<<${X:-\"}` (BuildKit fails the parse on it).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadMarker {
+    /// The whole word as the line lexer gave it, quotes and escapes kept.
+    pub word: String,
+    /// What the lexer reported.
+    pub message: String,
 }
 
-/// `^(\d*)<<(-?)([^<]*)$` and BuildKit's quote check on the delimiter word.
-fn marker(word: &str) -> Option<Marker> {
+/// BuildKit's `heredocsFromLine`: the line split into shell words with the escape character
+/// `\` whatever the directive says, quotes, escapes and unset variables kept, and every word of
+/// the form `[fd]<<[-]WORD` read as a heredoc marker. A line that does not lex (an unclosed
+/// quote or `${`) has no heredocs, as BuildKit ignores that error.
+pub fn heredoc_markers(line: &str) -> Result<Vec<Marker>, BadMarker> {
+    let words = Lexer::new('\\')
+        .with_raw_quotes(true)
+        .with_raw_escapes(true)
+        .with_skip_unset_env(true)
+        .expand_words(line, &NO_ENV)
+        .unwrap_or_default();
+    words.iter().filter_map(|w| marker(w).transpose()).collect()
+}
+
+/// Heredoc delimiters are read without any variables set.
+const NO_ENV: &[(String, String)] = &[];
+
+/// BuildKit's `ParseHeredoc`: `^(\d*)<<(-?)([^<]*)$`, then the delimiter must lex to exactly one
+/// word; it is quoted (no expansion of the body) when lexing with quotes kept shows quotes
+/// that lexing without them removed.
+fn marker(word: &str) -> Result<Option<Marker>, BadMarker> {
     let parsed: nom::IResult<&str, (&str, &str, Option<char>, &str)> = (
         take_while(|c: char| c.is_ascii_digit()),
         tag("<<"),
@@ -266,143 +291,39 @@ fn marker(word: &str) -> Option<Marker> {
         rest,
     )
         .parse(word);
-    let (_, (_, _, dash, delimiter)) = parsed.ok()?;
+    let Ok((_, (_, _, dash, delimiter))) = parsed else {
+        return Ok(None);
+    };
     if delimiter.is_empty() || delimiter.contains('<') {
-        return None;
+        return Ok(None);
     }
-    let (name, quoted) = unquote_single_word(delimiter)?;
-    Some(Marker {
+    let bad = |message: String| BadMarker {
+        word: word.to_string(),
+        message,
+    };
+    let lexer = Lexer::new('\\').with_skip_unset_env(true);
+    let unquoted = lexer
+        .expand_words(delimiter, &NO_ENV)
+        .map_err(|e| bad(e.message))?;
+    // No word (`<<''`) or several: not a heredoc.
+    let Ok([name]) = <[String; 1]>::try_from(unquoted) else {
+        return Ok(None);
+    };
+    let raw = lexer
+        .with_raw_quotes(true)
+        .expand_words(delimiter, &NO_ENV)
+        .map_err(|e| bad(e.message))?;
+    let Ok([raw]) = <[String; 1]>::try_from(raw) else {
+        return Err(bad(format!(
+            "lexing {delimiter:?} with and without quotes gave different words"
+        )));
+    };
+    let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
+    Ok(Some(Marker {
+        expand: quotes(&name) == quotes(&raw),
         name,
         chomp: dash.is_some(),
-        expand: !quoted,
-    })
-}
-
-/// Splits `line` into shell words keeping quotes and escapes (BuildKit's lexer with RawQuotes,
-/// RawEscapes and unset variables kept). An unterminated quote or `${` gives no words, as the
-/// lexer's error does.
-fn raw_shell_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '"' => {
-                word.push(c);
-                loop {
-                    let Some(q) = chars.next() else {
-                        return Vec::new();
-                    };
-                    word.push(q);
-                    if q == c {
-                        break;
-                    }
-                    if c == '"' && q == '\\' {
-                        match chars.next() {
-                            Some(e) => word.push(e),
-                            None => return Vec::new(),
-                        }
-                    }
-                }
-                in_word = true;
-            }
-            '\\' => {
-                word.push(c);
-                if let Some(e) = chars.next() {
-                    word.push(e);
-                }
-                in_word = true;
-            }
-            '$' if chars.as_str().starts_with('{') => {
-                let body = chars.as_str();
-                let Some(close) = body.find('}') else {
-                    return Vec::new();
-                };
-                word.push('$');
-                word.push_str(&body[..=close]);
-                chars = body[close + 1..].chars();
-                in_word = true;
-            }
-            c if is_go_space(c) => {
-                if in_word && !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    words
-}
-
-/// The heredoc delimiter with quotes and escapes removed, and whether any quote was removed.
-/// `None` unless it is exactly one word.
-fn unquote_single_word(s: &str) -> Option<(String, bool)> {
-    let mut words: Vec<String> = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                let body = chars.as_str();
-                let close = body.find('\'')?;
-                word.push_str(&body[..close]);
-                chars = body[close + 1..].chars();
-                quoted = true;
-                in_word = true;
-            }
-            '"' => {
-                loop {
-                    match chars.next()? {
-                        '"' => break,
-                        '\\' => match chars.as_str().chars().next() {
-                            Some(e @ ('"' | '$' | '\\')) => {
-                                chars.next();
-                                word.push(e);
-                            }
-                            Some(_) => word.push('\\'),
-                            None => {}
-                        },
-                        q => word.push(q),
-                    }
-                }
-                quoted = true;
-                in_word = true;
-            }
-            '\\' => {
-                if let Some(e) = chars.next() {
-                    word.push(e);
-                    in_word = true;
-                }
-            }
-            c if is_go_space(c) => {
-                if in_word && !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                in_word = false;
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if !word.is_empty() {
-        words.push(word);
-    }
-    match <[String; 1]>::try_from(words) {
-        Ok([name]) => Some((name, quoted)),
-        Err(_) => None,
-    }
+    }))
 }
 
 #[cfg(test)]
@@ -460,9 +381,60 @@ mod tests {
             ("RUN echo '<<EOF'", vec![]),
             ("RUN echo 'open <<EOF", vec![]),
             ("RUN <<", vec![]),
+            // Quotes and escapes around `<<` hide it from the marker pattern.
+            ("RUN echo \"<<EOF\"", vec![]),
+            ("RUN echo \\<<EOF", vec![]),
+            ("RUN echo \"a b\" <<EOF", vec![m("EOF", false, true)]),
+            (
+                "RUN cat <<\"EOF\" <<-'B'",
+                vec![m("EOF", false, false), m("B", true, false)],
+            ),
+            // Any quoted part of the delimiter stops expansion; an escape does not.
+            ("RUN cat <<E\"O\"F", vec![m("EOF", false, false)]),
+            ("RUN cat <<\\EOF", vec![m("EOF", false, true)]),
+            ("RUN cat <<'a b'", vec![m("a b", false, false)]),
+            ("RUN cat <<a\\ b", vec![m("a b", false, true)]),
+            ("RUN cat <<\"\\$X\"", vec![m("$X", false, false)]),
+            // Unset variables stay as written, in the line and in the delimiter.
+            ("RUN cat <<$EOF", vec![m("$EOF", false, true)]),
+            ("RUN cat <<${E:-x}", vec![m("${E:-x}", false, true)]),
+            // A `}` quoted inside `${...}` does not close it.
+            ("RUN x ${A:-\"}\"} <<EOF", vec![m("EOF", false, true)]),
+            // A delimiter that lexes to nothing is no heredoc.
+            ("RUN cat <<''", vec![]),
+            // BuildKit's lexer (no whitespace after `<<` at this version) splits here.
+            ("RUN cat << EOF", vec![]),
         ];
         for (line, want) in cases {
-            assert_eq!(&heredoc_markers(line), want, "{line}");
+            assert_eq!(heredoc_markers(line).as_ref(), Ok(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn unreadable_heredoc_delimiter_is_an_error() {
+        let cases = [
+            // The line lexer keeps `${X:-\"}` whole; read on its own the `"` is never closed.
+            (
+                "RUN cat <<${X:-\\\"}",
+                "<<${X:-\"}",
+                "missing closing double quote (\") for the quote opened here",
+            ),
+            // The kept `${X:-a b}` is split at its space, leaving `${` unclosed.
+            (
+                "RUN cat <<${X:-a b}",
+                "<<${X:-a",
+                "missing '}' to close \"${X:-a\"",
+            ),
+        ];
+        for (line, word, message) in cases {
+            assert_eq!(
+                heredoc_markers(line),
+                Err(BadMarker {
+                    word: word.into(),
+                    message: message.into(),
+                }),
+                "{line}"
+            );
         }
     }
 
