@@ -128,14 +128,13 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
             let Some((sources, span)) = context_sources(instruction) else {
                 continue;
             };
-            if context.is_none() {
-                context = Some(BuildContext::open(
+            // The context is walked once, and only when a needed instruction reads it.
+            let ctx = match &mut context {
+                Some(ctx) => ctx,
+                None => context.insert(BuildContext::open(
                     &opts.context_dir,
                     opts.dockerfile_path.as_deref(),
-                )?);
-            }
-            let Some(ctx) = context.as_ref() else {
-                continue;
+                )?),
             };
             let sources = ctx
                 .select_sources(&sources)
@@ -186,4 +185,50 @@ fn is_remote(source: &str) -> bool {
 /// The Dockerfile path for a context: `-f` when given, else `CONTEXT/Dockerfile`.
 pub fn default_dockerfile(context_dir: &Path, file: Option<&Path>) -> PathBuf {
     file.map_or_else(|| context_dir.join("Dockerfile"), Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(context_dir: &Path, target: Option<&str>) -> PlanOptions {
+        PlanOptions {
+            context_dir: context_dir.to_path_buf(),
+            dockerfile_path: None,
+            target: target.map(str::to_string),
+            resolve: ResolveOptions::default(),
+        }
+    }
+
+    #[test]
+    fn context_is_not_opened_when_nothing_needed_reads_it() {
+        // The context directory does not exist: planning must not touch it, because the needed
+        // stages only ADD a URL, COPY a heredoc or COPY --from another stage.
+        let missing = Path::new("/nonexistent/kiln/context");
+        let dockerfile =
+            b"FROM scratch AS a\nADD https://example.com/x.tgz /x\nCOPY <<EOF /f\nhi\nEOF\n\
+FROM scratch AS unused\nCOPY local.txt /\n\
+FROM scratch\nCOPY --from=a /x /x\n";
+        let plan = plan(dockerfile, &options(missing, None)).expect("plans");
+        assert!(plan.context.is_none());
+        assert!(plan.context_reads.is_empty());
+        assert_eq!(plan.order, [0, 2]);
+        // Targeting the stage that reads the context does open it, and fails clearly.
+        let err = super::plan(dockerfile, &options(missing, Some("unused"))).unwrap_err();
+        assert!(matches!(err, PlanError::Context(_)), "{err:?}");
+    }
+
+    #[test]
+    fn mixed_add_sources_read_only_the_local_ones() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("local.txt"), "l").expect("write");
+        let dockerfile = b"FROM scratch\nADD https://example.com/a local.txt /dst/\n";
+        let plan = plan(dockerfile, &options(dir.path(), None)).expect("plans");
+        let [read] = plan.context_reads.as_slice() else {
+            panic!("one read expected: {:?}", plan.context_reads);
+        };
+        let sources: Vec<&str> = read.sources.iter().map(|s| s.source.as_str()).collect();
+        assert_eq!(sources, ["local.txt"]);
+        assert_eq!(read.sources[0].paths, ["local.txt"]);
+    }
 }
