@@ -415,7 +415,8 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .keys()
         .map(String::as_str)
         .filter(|k| !declared.iter().any(|d| d == k))
-        .filter(|k| !PROXY_ARGS.contains(k) && !is_predefined(k))
+        // The global scope holds every predefined arg (and the meta args, already declared).
+        .filter(|k| !PROXY_ARGS.contains(k) && globals.get(k).is_none())
         .collect();
     if !unused.is_empty() {
         warnings.push(StageWarning {
@@ -436,22 +437,6 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         proxy_env,
         warnings,
     })
-}
-
-/// BuildKit's predefined args, which never count as unused build args.
-fn is_predefined(key: &str) -> bool {
-    matches!(
-        key,
-        "BUILDPLATFORM"
-            | "BUILDOS"
-            | "BUILDARCH"
-            | "BUILDVARIANT"
-            | "TARGETPLATFORM"
-            | "TARGETOS"
-            | "TARGETARCH"
-            | "TARGETVARIANT"
-            | "TARGETSTAGE"
-    )
 }
 
 /// What every stage's resolution reads.
