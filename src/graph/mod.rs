@@ -166,9 +166,7 @@ impl<'a> BuildGraph<'a> {
         let mut level = vec![0usize; resolved.stages.len()];
         let mut groups: Vec<Vec<StageId>> = Vec::new();
         for &id in &order {
-            let depth = graph
-                .node_indices()
-                .find(|n| graph[*n] == id)
+            let depth = node_of(&graph, id)
                 .map(|n| {
                     graph
                         .neighbors_directed(n, petgraph::Direction::Incoming)
@@ -236,7 +234,7 @@ impl<'a> BuildGraph<'a> {
 
     /// The stages `id` reads directly, in file order, without repeats.
     pub fn dependencies(&self, id: StageId) -> Vec<StageId> {
-        let Some(n) = self.graph.node_indices().find(|n| self.graph[*n] == id) else {
+        let Some(n) = node_of(&self.graph, id) else {
             return Vec::new();
         };
         self.graph
@@ -252,6 +250,11 @@ impl<'a> BuildGraph<'a> {
     pub fn images(&self) -> &[String] {
         &self.images
     }
+}
+
+/// The node of stage `id` in a (possibly pruned) graph, whose node indexes are not stage ids.
+fn node_of(graph: &DiGraph<StageId, Edge>, id: StageId) -> Option<NodeIndex> {
+    graph.node_indices().find(|n| graph[*n] == id)
 }
 
 fn stage_name(resolved: &Resolved, id: StageId) -> String {
