@@ -12,5 +12,6 @@
 pub mod context;
 pub mod diagnostic;
 pub mod graph;
+pub mod image;
 pub mod parser;
 pub mod plan;

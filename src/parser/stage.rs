@@ -14,6 +14,7 @@
 //!   HEALTHCHECK, MAINTAINER and ONBUILD are left as written: the shell expands them at run time.
 
 use crate::diagnostic::{Located, Span};
+use crate::image::{Reference, ReferenceError};
 use crate::parser::ast::{Dockerfile, Node};
 use crate::parser::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
@@ -242,6 +243,12 @@ pub enum StageError {
         count: usize,
         span: Span,
     },
+    #[error("invalid image reference \"{reference}\": {source}")]
+    InvalidReference {
+        reference: String,
+        source: ReferenceError,
+        span: Span,
+    },
 }
 
 impl Located for StageError {
@@ -254,7 +261,8 @@ impl Located for StageError {
             | StageError::Expand { span, .. }
             | StageError::BlankBaseName { span, .. }
             | StageError::EmptyPlatform { span, .. }
-            | StageError::InvalidStageIndex { span, .. } => Some(*span),
+            | StageError::InvalidStageIndex { span, .. }
+            | StageError::InvalidReference { span, .. } => Some(*span),
         }
     }
 
@@ -274,6 +282,11 @@ impl Located for StageError {
                 "stage indexes go from 0 to {}; or name the stage with FROM ... AS NAME",
                 count.saturating_sub(1)
             ),
+            StageError::InvalidReference { .. } => {
+                "an image is [REGISTRY/]NAME[:TAG][@DIGEST] in lower case, or the name of a stage; \
+                 check the variables in it"
+                    .into()
+            }
         })
     }
 }
@@ -484,7 +497,7 @@ impl StageCx<'_> {
         {
             Some(s) => Base::Stage(s.index),
             None if base_name.eq_ignore_ascii_case("scratch") => Base::Scratch,
-            None => Base::Image(base_name.clone()),
+            None => Base::Image(checked_image(&base_name, from.image_span)?),
         };
         let mut dependencies = vec![Dependency {
             on: match &base {
@@ -626,7 +639,7 @@ impl StageCx<'_> {
                         // BuildKit resolves mount sources by stage name only, never by index.
                         let on = match self.stage_named(from) {
                             Some(i) => Source::Stage(i),
-                            None => Source::Image(from.clone()),
+                            None => Source::Image(checked_image(from, m.span)?),
                         };
                         deps.push(Dependency {
                             on,
@@ -716,9 +729,21 @@ impl StageCx<'_> {
         }
         Ok(match self.stage_named(from) {
             Some(i) => Source::Stage(i),
-            None => Source::Image(from.to_string()),
+            None => Source::Image(checked_image(from, span)?),
         })
     }
+}
+
+/// `name` when it is a valid image reference (BuildKit fails the build on one that is not, e.g.
+/// `img:` from an unset variable); `span` is where it was written.
+fn checked_image(name: &str, span: Span) -> Result<String, StageError> {
+    Reference::parse_normalized(name)
+        .map(|_| name.to_string())
+        .map_err(|source| StageError::InvalidReference {
+            reference: name.to_string(),
+            source,
+            span,
+        })
 }
 
 /// Go's `strconv.Atoi`: optional sign, then ASCII digits.

@@ -59,5 +59,5 @@ fn rendered_frontend_errors() {
         }
     }
     assert!(missing.is_empty(), "no error for: {missing:?}");
-    assert_eq!(paths.len(), 12);
+    assert_eq!(paths.len(), 14);
 }

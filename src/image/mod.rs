@@ -1,0 +1,5 @@
+//! Images: references now; OCI types, layers and exporters as the store lands.
+
+pub mod reference;
+
+pub use reference::{Reference, ReferenceError};

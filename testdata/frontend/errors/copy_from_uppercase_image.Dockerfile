@@ -1,0 +1,2 @@
+FROM scratch
+COPY --from=Builder:latest /out /out
