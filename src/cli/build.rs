@@ -44,13 +44,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         );
     }
     let path = default_dockerfile(&args.context, args.file.as_deref());
+    let from_stdin = path.as_os_str() == "-";
     let (name, bytes) = read_dockerfile(&path)?;
     // `kiln build .` reads ./Dockerfile: call it Dockerfile in messages, as docker does.
-    let name = name.strip_prefix("./").map_or(name.clone(), str::to_string);
+    let name = without_dot_slash(name);
     let text = String::from_utf8_lossy(&bytes);
     let opts = PlanOptions {
         context_dir: args.context.clone(),
-        dockerfile_path: (name != "<stdin>").then(|| path.clone()),
+        dockerfile_path: (!from_stdin).then(|| path.clone()),
         target: args.target.clone(),
         resolve: ResolveOptions {
             build_args: build_args(&args.build_args)?,
@@ -60,9 +61,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     };
     let plan = plan(&bytes, &opts).map_err(|err| match &err {
         // A .dockerignore error points into the ignore file: show that file's line.
-        PlanError::Context(ContextError::Dockerignore { path, source }) => {
-            let ignore_text = std::fs::read_to_string(path).unwrap_or_default();
-            located(&as_given(&args.context, path), &ignore_text, source)
+        PlanError::Context(ContextError::Dockerignore { path, text, source }) => {
+            located(&as_given(&args.context, path), text, source)
         }
         _ => located(&name, &text, &err),
     })?;
@@ -86,10 +86,15 @@ fn as_given(context: &Path, path: &Path) -> String {
         .ok()
         .and_then(|root| path.strip_prefix(root).ok().map(|rel| context.join(rel)))
         .unwrap_or_else(|| path.to_path_buf());
-    let shown = shown.display().to_string();
-    shown
-        .strip_prefix("./")
-        .map_or(shown.clone(), str::to_string)
+    without_dot_slash(shown.display().to_string())
+}
+
+/// `./x` shown as `x`.
+fn without_dot_slash(path: String) -> String {
+    match path.strip_prefix("./") {
+        Some(rest) => rest.to_string(),
+        None => path,
+    }
 }
 
 /// `--build-arg` values: `K=V`, or `K` alone taking `K` from kiln's environment (skipped when
@@ -124,16 +129,9 @@ fn describe(plan: &Plan, dockerfile: &str, args: &BuildArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "dockerfile  {dockerfile}");
     if let Some(ctx) = &plan.context {
-        // The ignore file relative to the context when it is inside it (a
-        // `<Dockerfile>.dockerignore` may be elsewhere).
         let ignore = ctx.ignore_file().map_or_else(
             || "no .dockerignore".to_string(),
-            |p| {
-                format!(
-                    "after {}",
-                    p.strip_prefix(ctx.root()).unwrap_or(p).display()
-                )
-            },
+            |p| format!("after {}", as_given(&args.context, p)),
         );
         let _ = writeln!(
             out,

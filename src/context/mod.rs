@@ -28,10 +28,18 @@ pub enum ContextError {
     /// The ignore file exists but cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     ReadIgnoreFile { path: PathBuf, source: io::Error },
-    /// The ignore file has a bad pattern.
+    /// The ignore file is a symlink that leads out of its directory.
+    #[error("{} is a symlink to {}, outside {}", path.display(), target.display(), allowed.display())]
+    IgnoreFileOutside {
+        path: PathBuf,
+        target: PathBuf,
+        allowed: PathBuf,
+    },
+    /// The ignore file has a bad pattern; `text` is the file as read, for the snippet.
     #[error("{}: {source}", path.display())]
     Dockerignore {
         path: PathBuf,
+        text: String,
         source: DockerignoreError,
     },
     /// A directory or entry inside the context cannot be read.
@@ -64,6 +72,10 @@ impl Located for ContextError {
                 "pass an existing directory as the build context".to_string()
             }
             Self::ReadIgnoreFile { .. } => "make the ignore file readable or remove it".to_string(),
+            Self::IgnoreFileOutside { .. } => {
+                "replace the link with a regular file (kiln never reads outside the context)"
+                    .to_string()
+            }
             Self::Dockerignore { source, .. } => source.help()?,
             Self::Walk { .. } => "make every file in the build context readable".to_string(),
             Self::NonUtf8Path { .. } => {
@@ -113,12 +125,14 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
-    /// Opens `context_dir` for a build of `dockerfile` (`None`: `<context>/Dockerfile`).
+    /// Opens `context_dir` for a build of the Dockerfile at `dockerfile` (`None`: a Dockerfile
+    /// that is not on disk, e.g. read from standard input).
     ///
     /// The ignore file is BuildKit's choice: `<Dockerfile>.dockerignore` beside the Dockerfile
     /// (e.g. `build/app.Dockerfile.dockerignore` for `-f build/app.Dockerfile`) when it exists,
     /// else `.dockerignore` at the context root. A relative `dockerfile` is taken as given
-    /// (relative to the current directory, like `docker build -f`).
+    /// (relative to the current directory, like `docker build -f`). An ignore file that is a
+    /// symlink must stay inside its own directory: it is never read from elsewhere.
     pub fn open(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
         let root = context_dir
             .canonicalize()
@@ -131,8 +145,7 @@ impl BuildContext {
                 path: context_dir.to_path_buf(),
             });
         }
-        let dockerfile = dockerfile.map_or_else(|| root.join("Dockerfile"), Path::to_path_buf);
-        let ignore_file = ignore_file_for(&root, &dockerfile);
+        let ignore_file = ignore_file_for(&root, dockerfile)?;
         let ignore = match &ignore_file {
             Some(path) => load_ignore(path)?,
             None => Dockerignore::default(),
@@ -193,17 +206,47 @@ impl BuildContext {
     }
 }
 
-/// The ignore file BuildKit reads for this Dockerfile, if one exists.
-fn ignore_file_for(root: &Path, dockerfile: &Path) -> Option<PathBuf> {
-    let beside = dockerfile.file_name().map(|name| {
-        let mut name = name.to_os_string();
+/// The ignore file BuildKit reads for this Dockerfile, if one exists: `<Dockerfile>.dockerignore`
+/// beside a Dockerfile on disk, else the context's `.dockerignore`.
+fn ignore_file_for(
+    root: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Option<PathBuf>, ContextError> {
+    let beside = dockerfile.and_then(|dockerfile| {
+        let mut name = dockerfile.file_name()?.to_os_string();
         name.push(".dockerignore");
-        dockerfile.with_file_name(name)
+        Some(dockerfile.with_file_name(name))
     });
-    beside
-        .into_iter()
-        .chain(std::iter::once(root.join(".dockerignore")))
-        .find(|p| p.is_file())
+    for candidate in beside.into_iter().chain([root.join(".dockerignore")]) {
+        if confined_file(&candidate)? {
+            return Ok(Some(candidate));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `path` is a regular file, reached without leaving its directory: a symlink is
+/// followed only when it resolves inside the directory that holds it, so a context's
+/// `.dockerignore -> /etc/shadow` is an error, not a way to read (and print) a host file.
+fn confined_file(path: &Path) -> Result<bool, ContextError> {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(false);
+    };
+    if !meta.file_type().is_symlink() {
+        return Ok(meta.is_file());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let (Ok(target), Ok(allowed)) = (path.canonicalize(), dir.canonicalize()) else {
+        return Ok(false); // a dangling link is no ignore file, as for BuildKit
+    };
+    if !target.starts_with(&allowed) {
+        return Err(ContextError::IgnoreFileOutside {
+            path: path.to_path_buf(),
+            target,
+            allowed,
+        });
+    }
+    Ok(target.is_file())
 }
 
 fn load_ignore(path: &Path) -> Result<Dockerignore, ContextError> {
@@ -211,11 +254,11 @@ fn load_ignore(path: &Path) -> Result<Dockerignore, ContextError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Dockerignore::parse(&String::from_utf8_lossy(&bytes)).map_err(|source| {
-        ContextError::Dockerignore {
-            path: path.to_path_buf(),
-            source,
-        }
+    let text = String::from_utf8_lossy(&bytes);
+    Dockerignore::parse(&text).map_err(|source| ContextError::Dockerignore {
+        path: path.to_path_buf(),
+        text: text.into_owned(),
+        source,
     })
 }
 

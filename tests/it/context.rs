@@ -101,12 +101,24 @@ fn ignore_file_precedence() {
         // Dockerfile.dockerignore beside the default Dockerfile wins.
         (
             &[(".dockerignore", "a\n"), ("Dockerfile.dockerignore", "b\n")],
-            None,
+            Some("Dockerfile"),
             &[
                 ".dockerignore",
                 "Dockerfile",
                 "Dockerfile.dockerignore",
                 "a",
+            ],
+        ),
+        // A Dockerfile from standard input (none on disk) has no Dockerfile.dockerignore: only
+        // the context's .dockerignore applies.
+        (
+            &[(".dockerignore", "a\n"), ("Dockerfile.dockerignore", "b\n")],
+            None,
+            &[
+                ".dockerignore",
+                "Dockerfile",
+                "Dockerfile.dockerignore",
+                "b",
             ],
         ),
         // -f build/app.Dockerfile reads build/app.Dockerfile.dockerignore.
@@ -338,4 +350,35 @@ fn missing_context_is_an_error() {
     fs::write(dir.path().join("file"), "").unwrap();
     let err = BuildContext::open(&dir.path().join("file"), None).unwrap_err();
     assert!(err.to_string().contains("is not a directory"), "{err}");
+}
+
+#[test]
+fn ignore_file_symlinked_out_of_its_directory_is_refused_not_read() {
+    use std::os::unix::fs::symlink;
+    let outside = context(&[("secret", "[TOP-SECRET-LINE\n")]);
+    let secret = outside.path().join("secret");
+    // The context's .dockerignore, and a <Dockerfile>.dockerignore, each linking outside.
+    for ignore_name in [".dockerignore", "Dockerfile.dockerignore"] {
+        let dir = context(&[("Dockerfile", "FROM x\n"), ("a", "")]);
+        symlink(&secret, dir.path().join(ignore_name)).unwrap();
+        let dockerfile = dir.path().join("Dockerfile");
+        let err = BuildContext::open(dir.path(), Some(&dockerfile)).unwrap_err();
+        assert!(
+            matches!(err, ContextError::IgnoreFileOutside { .. }),
+            "{ignore_name}: {err:?}"
+        );
+        let shown = format!("{err} {}", err.help().unwrap_or_default());
+        assert!(!shown.contains("TOP-SECRET"), "{shown}");
+    }
+    // A link that stays inside the context is followed.
+    let dir = context(&[("Dockerfile", "FROM x\n"), ("a", ""), ("ignore.txt", "a\n")]);
+    symlink("ignore.txt", dir.path().join(".dockerignore")).unwrap();
+    let ctx = BuildContext::open(dir.path(), None).unwrap();
+    assert!(!ctx.files().contains(&"a"), "{:?}", ctx.files());
+    // A dangling link is no ignore file.
+    let dir = context(&[("Dockerfile", "FROM x\n"), ("a", "")]);
+    symlink("missing", dir.path().join(".dockerignore")).unwrap();
+    let ctx = BuildContext::open(dir.path(), None).unwrap();
+    assert!(ctx.files().contains(&"a"));
+    assert_eq!(ctx.ignore_file(), None);
 }
