@@ -40,7 +40,7 @@ pub enum ContextError {
     Dockerignore {
         path: PathBuf,
         text: String,
-        source: DockerignoreError,
+        source: Box<DockerignoreError>,
     },
     /// A directory or entry inside the context cannot be read.
     #[error("cannot read {} in the build context: {source}", path.display())]
@@ -258,7 +258,7 @@ fn load_ignore(path: &Path) -> Result<Dockerignore, ContextError> {
     Dockerignore::parse(&text).map_err(|source| ContextError::Dockerignore {
         path: path.to_path_buf(),
         text: text.into_owned(),
-        source,
+        source: Box::new(source),
     })
 }
 
