@@ -13,7 +13,11 @@
 //! ```
 
 use serde::Serialize;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+
+/// How many characters of the offending line a snippet shows (the parser accepts lines of up to
+/// 64 KiB; a snippet of one would be unreadable).
+pub const SNIPPET_MAX_CHARS: usize = 200;
 
 /// A place in a source file. Both numbers are 1-based; `column` counts characters, not bytes, so
 /// it matches what an editor shows.
@@ -79,23 +83,26 @@ pub fn render(file: &str, source: &str, span: Span, message: &str, help: Option<
     if let Some(text) = source_line(source, line_no) {
         let gutter = line_no.to_string().len();
         let pad = " ".repeat(gutter);
-        // Long lines (the parser refuses lines over 64 KiB) are cut so the snippet stays readable.
-        let shown: String = text.chars().take(200).collect();
+        let shown: String = text.chars().take(SNIPPET_MAX_CHARS).collect();
         let _ = writeln!(out, "{pad} |");
         let _ = writeln!(out, "{line_no} | {shown}");
         let col = span.start.column.max(1);
-        // Indent the caret with the line's own whitespace characters so tabs line up.
-        let indent: String = text
-            .chars()
-            .take(col - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
-            .collect();
-        let width = if span.end.line == span.start.line && span.end.column > span.start.column {
-            span.end.column - span.start.column
-        } else {
-            1
-        };
-        let _ = writeln!(out, "{pad} | {indent}{}", "^".repeat(width.min(200)));
+        // A caret past the cut has nothing to point at; the location line gives the column.
+        if col <= SNIPPET_MAX_CHARS {
+            // Indent the caret with the line's own whitespace characters so tabs line up.
+            let indent: String = shown
+                .chars()
+                .take(col - 1)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let width = if span.end.line == span.start.line && span.end.column > span.start.column {
+                span.end.column - span.start.column
+            } else {
+                1
+            };
+            let width = width.min(SNIPPET_MAX_CHARS + 1 - col);
+            let _ = writeln!(out, "{pad} | {indent}{}", "^".repeat(width));
+        }
         if let Some(help) = help {
             let _ = writeln!(out, "{pad} = help: {help}");
         }
@@ -103,6 +110,26 @@ pub fn render(file: &str, source: &str, span: Span, message: &str, help: Option<
         let _ = writeln!(out, "  = help: {help}");
     }
     out
+}
+
+/// Renders any front-end error the way kiln prints it: with [`render`]'s snippet when the error
+/// has a span, else `error: FILE: message` and its help line.
+pub fn render_error<E: Located + fmt::Display + ?Sized>(
+    file: &str,
+    source: &str,
+    err: &E,
+) -> String {
+    let help = err.help();
+    match err.span() {
+        Some(span) => render(file, source, span, &err.to_string(), help.as_deref()),
+        None => {
+            let mut out = format!("error: {file}: {err}\n");
+            if let Some(help) = help {
+                let _ = writeln!(out, "  = help: {help}");
+            }
+            out
+        }
+    }
 }
 
 /// Line `n` (1-based) of `source` without its line ending, with a leading BOM removed.
@@ -138,6 +165,40 @@ mod tests {
     fn caret_follows_tabs_and_column() {
         let out = render("D", "\tRUN x", Span::on_line(1, 6, 1), "m", None);
         assert!(out.ends_with("1 | \tRUN x\n  | \t    ^\n"), "{out}");
+    }
+
+    #[test]
+    fn caret_past_the_shown_part_of_a_long_line_is_left_out() {
+        let line = format!("RUN {}", "x".repeat(1000));
+        let far = render("D", &line, Span::on_line(1, 900, 3), "m", None);
+        assert!(far.ends_with(&format!("{}\n", "x".repeat(196))), "{far}");
+        assert_eq!(far.lines().count(), 4, "{far}");
+        // A wide span that starts near the cut stops at the last shown character.
+        let near = render("D", &line, Span::on_line(1, 199, 50), "m", None);
+        let caret = near.lines().last().unwrap_or_default();
+        assert_eq!(caret, format!("  | {}^^", " ".repeat(198)));
+    }
+
+    #[test]
+    fn errors_without_a_span_print_file_message_and_help() {
+        struct NoSpan;
+        impl fmt::Display for NoSpan {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("target stage \"x\" could not be found")
+            }
+        }
+        impl Located for NoSpan {
+            fn span(&self) -> Option<Span> {
+                None
+            }
+            fn help(&self) -> Option<String> {
+                Some("pick one of: a, b".into())
+            }
+        }
+        assert_eq!(
+            render_error("Dockerfile", "", &NoSpan),
+            "error: Dockerfile: target stage \"x\" could not be found\n  = help: pick one of: a, b\n"
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     let plan = plan(&bytes, &opts).map_err(|err| match &err {
         // A .dockerignore error points into the ignore file: show that file's line.
         PlanError::Context(ContextError::Dockerignore { path, text, source }) => {
-            located(&as_given(&args.context, path), text, &**source)
+            located(&as_given(&args.context, path), text, source.as_ref())
         }
         _ => located(&name, &text, &err),
     })?;

@@ -1,49 +1,25 @@
-//! Printing errors: a located error becomes `file:line:col` + snippet + caret, anything else
-//! `error: ...` with its causes.
+//! Printing errors: a front-end error is rendered by [`render_error`] (`file:line:col` + snippet
+//! + caret + help); anything else prints as `error: ...` with its causes.
 
-use kiln::diagnostic::{Located, Span, render};
+use kiln::diagnostic::{Located, render_error};
 use std::fmt;
 
-/// An error from a source file, ready to print: with a snippet when it knows its place, and
-/// with its help line either way.
+/// A front-end error already rendered for printing.
 #[derive(Debug)]
-pub struct SourceError {
-    pub file: String,
-    pub source_text: String,
-    pub span: Option<Span>,
-    pub message: String,
-    pub help: Option<String>,
-}
+pub struct SourceError(String);
 
-/// Wraps a front-end error that may know its location in `file` (whose text is `source_text`):
-/// with a span it prints as a snippet, without one as `file: message`; its help line follows.
-pub fn located<E: Located + fmt::Display>(file: &str, source_text: &str, err: &E) -> anyhow::Error {
-    anyhow::Error::new(SourceError {
-        file: file.to_string(),
-        source_text: source_text.to_string(),
-        span: err.span(),
-        message: err.to_string(),
-        help: err.help(),
-    })
+/// Wraps a front-end error from `file` (whose text is `source_text`) for printing.
+pub fn located<E: Located + fmt::Display + ?Sized>(
+    file: &str,
+    source_text: &str,
+    err: &E,
+) -> anyhow::Error {
+    anyhow::Error::new(SourceError(render_error(file, source_text, err)))
 }
 
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(span) = self.span else {
-            write!(f, "error: {}: {}", self.file, self.message)?;
-            if let Some(help) = &self.help {
-                write!(f, "\n  = help: {help}")?;
-            }
-            return Ok(());
-        };
-        let text = render(
-            &self.file,
-            &self.source_text,
-            span,
-            &self.message,
-            self.help.as_deref(),
-        );
-        f.write_str(text.trim_end())
+        f.write_str(self.0.trim_end())
     }
 }
 

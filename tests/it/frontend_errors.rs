@@ -1,7 +1,7 @@
 //! Rendered front-end errors (typed instructions, stages, build graph), one snapshot per input in
 //! `testdata/frontend/errors/`.
 
-use kiln::diagnostic::{Located, render};
+use kiln::diagnostic::{Located, render_error};
 use kiln::graph::BuildGraph;
 use kiln::parser::stage::{ResolveOptions, resolve};
 use std::path::PathBuf;
@@ -11,20 +11,7 @@ const TARGETS: &[(&str, &str)] = &[("unknown_target", "nope"), ("copy_from_later
 
 /// Renders an error the way the CLI prints it.
 fn rendered(source: &str, err: &(impl Located + std::fmt::Display)) -> String {
-    let help = err.help();
-    match err.span() {
-        Some(span) => render(
-            "Dockerfile",
-            source,
-            span,
-            &err.to_string(),
-            help.as_deref(),
-        ),
-        None => {
-            let help = help.map(|h| format!("  = help: {h}\n")).unwrap_or_default();
-            format!("error: {err}\n{help}")
-        }
-    }
+    render_error("Dockerfile", source, err)
 }
 
 /// Runs the front end on `source` and renders the first error.

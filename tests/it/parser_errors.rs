@@ -1,6 +1,6 @@
 //! Snapshots of rendered syntax errors: message, location, snippet, caret and help.
 
-use kiln::diagnostic::{Located, render};
+use kiln::diagnostic::{Located, render_error};
 use kiln::parser::parse;
 
 fn rendered(source: &[u8]) -> String {
@@ -8,15 +8,8 @@ fn rendered(source: &[u8]) -> String {
         Ok(d) => panic!("parsed as {}", d.dump()),
         Err(e) => e,
     };
-    let text = String::from_utf8_lossy(source);
-    let span = err.span().expect("syntax errors have a span");
-    render(
-        "Dockerfile",
-        &text,
-        span,
-        &err.to_string(),
-        err.help().as_deref(),
-    )
+    assert!(err.span().is_some(), "syntax errors have a span: {err}");
+    render_error("Dockerfile", &String::from_utf8_lossy(source), &err)
 }
 
 #[test]
