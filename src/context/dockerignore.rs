@@ -210,12 +210,14 @@ impl Dockerignore {
     /// `!` exception could match anything inside it. Docker descends into excluded directories
     /// when an exception might re-include a child; this answer errs on the side of descending.
     pub fn can_skip_dir(&self, rel_dir: &str) -> bool {
-        if !self.is_excluded(rel_dir) {
-            return false;
-        }
+        self.is_excluded(rel_dir) && !self.exception_may_reach_below(rel_dir)
+    }
+
+    /// Whether some `!` exception could match a path below the directory `rel_dir` (errs on the
+    /// side of yes). A walk that already knows the directory is excluded asks only this.
+    pub fn exception_may_reach_below(&self, rel_dir: &str) -> bool {
         let below = format!("{rel_dir}/");
-        !self
-            .patterns
+        self.patterns
             .iter()
             .any(|p| p.exclusion && p.matcher.could_match_below(&below))
     }

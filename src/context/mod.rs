@@ -289,7 +289,8 @@ fn walk(root: &Path, ignore: &Dockerignore) -> Result<Vec<ContextEntry>, Context
             let file_type = item.file_type().map_err(walk_err(&abs))?;
             let excluded = ignore.is_excluded(&rel);
             let kind = if file_type.is_dir() {
-                if excluded && ignore.can_skip_dir(&rel) {
+                // `excluded` is already known: only the exception check of `can_skip_dir` is left.
+                if excluded && !ignore.exception_may_reach_below(&rel) {
                     continue;
                 }
                 stack.push((abs, rel.clone()));

@@ -49,8 +49,7 @@ impl BuildContext {
             if !root.is_empty() {
                 paths.push(root.clone());
             }
-            if root.is_empty() || matches!(self.entry(root).map(|e| &e.kind), Some(EntryKind::Dir))
-            {
+            if root.is_empty() || self.is_dir(root) {
                 paths.extend(self.below(root).iter().map(|e| e.path.clone()));
             }
         }
