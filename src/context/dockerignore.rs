@@ -628,7 +628,10 @@ pub fn clean(path: &str) -> String {
 
 /// A fuzzing entry point: parses arbitrary bytes as a `.dockerignore` and matches paths built
 /// from the same bytes, checking that nothing panics and that [`Dockerignore::can_skip_dir`]
-/// never skips a directory holding a path [`Dockerignore::is_excluded`] would keep.
+/// never skips a directory holding a path [`Dockerignore::is_excluded`] would keep. It panics
+/// by design, so it exists only in tests and fuzz builds (cargo-fuzz sets `--cfg fuzzing`).
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
 pub fn fuzz_parse_and_match(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let Ok(ignore) = Dockerignore::parse(&text) else {
