@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use crate::support::context;
+
 /// One run of the `kiln` binary, built fluently: `kiln(["parse"]).stdin("...").run()`.
 pub struct Kiln {
     cmd: Command,
@@ -76,6 +78,11 @@ impl Kiln {
             out.code, None,
             "kiln was killed by a signal:\n{}",
             out.stderr
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "a failing kiln printed:\n{}",
+            out.stdout
         );
         out.stderr
     }
@@ -174,17 +181,6 @@ fn missing_dockerfile_is_a_clear_error() {
         err.starts_with("error: cannot read the Dockerfile no/such/Dockerfile"),
         "{err}"
     );
-}
-
-/// A temporary build context with the given files (`path`, contents).
-fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (path, contents) in files {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().expect("has parent")).expect("mkdir");
-        std::fs::write(path, contents).expect("write");
-    }
-    dir
 }
 
 const MULTI_STAGE: &str = "\

@@ -3,26 +3,8 @@
 use kiln::context::{BuildContext, ContextError, Dockerignore, EntryKind};
 use kiln::diagnostic::Located;
 use std::fs;
-use std::path::Path;
 
-/// Creates files (`name` → contents) and directories (names ending in `/`) under `root`.
-fn populate(root: &Path, items: &[(&str, &str)]) {
-    for (name, contents) in items {
-        let path = root.join(name);
-        if name.ends_with('/') {
-            fs::create_dir_all(&path).unwrap();
-        } else {
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, contents).unwrap();
-        }
-    }
-}
-
-fn context(items: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    populate(dir.path(), items);
-    dir
-}
+use crate::support::{context, populate};
 
 fn sources(ctx: &BuildContext, source: &str) -> Result<Vec<String>, String> {
     ctx.select_sources(&[source.to_string()])

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 /// The shared conformance data (`../shared/conformance` beside the repository), or `None` after
 /// printing a notice when it is absent. Under `CI=true` its absence is a failure.
@@ -20,4 +21,24 @@ pub fn conformance_dir() -> Option<PathBuf> {
         dir.display()
     );
     None
+}
+
+/// Creates files (`name` → contents) and directories (names ending in `/`) under `root`.
+pub fn populate(root: &Path, items: &[(&str, &str)]) {
+    for (name, contents) in items {
+        let path = root.join(name);
+        if name.ends_with('/') {
+            fs::create_dir_all(&path).expect("create directory");
+        } else {
+            fs::create_dir_all(path.parent().expect("has a parent")).expect("create directory");
+            fs::write(&path, contents).expect("write file");
+        }
+    }
+}
+
+/// A temporary directory (a build context) holding `items` (see [`populate`]).
+pub fn context(items: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    populate(dir.path(), items);
+    dir
 }
