@@ -174,12 +174,29 @@ fn context_sources(instruction: &Instruction) -> Option<(Vec<String>, Span)> {
     (!local.is_empty()).then_some((local, span))
 }
 
-/// An ADD source that is fetched rather than read from the context (BuildKit: a URL or a git
-/// reference).
+/// An ADD source that is fetched rather than read from the context (BuildKit: a URL, or a git
+/// reference in one of the forms `gitutil.ParseGitRef` accepts: `git://`, `ssh://`, or the
+/// scp-like `user@host:path`).
 fn is_remote(source: &str) -> bool {
-    ["http://", "https://", "git@", "git://"]
+    if ["http://", "https://", "git://", "ssh://"]
         .iter()
         .any(|p| source.starts_with(p))
+    {
+        return true;
+    }
+    // scp-like: `user@host:path`, with no `/` before the `:` (so `dir/a@b:c` stays local).
+    let Some((user_host, _path)) = source.split_once(':') else {
+        return false;
+    };
+    let Some((user, host)) = user_host.split_once('@') else {
+        return false;
+    };
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    word(user) && word(host)
 }
 
 /// The Dockerfile path for a context: `-f` when given, else `CONTEXT/Dockerfile`.
@@ -216,6 +233,29 @@ FROM scratch\nCOPY --from=a /x /x\n";
         // Targeting the stage that reads the context does open it, and fails clearly.
         let err = super::plan(dockerfile, &options(missing, Some("unused"))).unwrap_err();
         assert!(matches!(err, PlanError::Context(_)), "{err:?}");
+    }
+
+    #[test]
+    fn remote_add_sources_are_recognised() {
+        for remote in [
+            "http://example.com/a",
+            "https://example.com/a.tgz",
+            "git://example.com/r.git",
+            "ssh://git@example.com/r.git",
+            "git@github.com:moby/buildkit.git",
+        ] {
+            assert!(is_remote(remote), "{remote}");
+        }
+        for local in [
+            "a",
+            "dir/a@b:c",
+            "a:b",
+            "@host:path",
+            "user@:path",
+            "./x@y:z",
+        ] {
+            assert!(!is_remote(local), "{local}");
+        }
     }
 
     #[test]
