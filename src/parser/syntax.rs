@@ -16,7 +16,6 @@ use nom::Parser;
 use nom::bytes::complete::take_while;
 use nom::character::complete::{char, satisfy};
 use nom::combinator::recognize;
-use words::{is_go_space, trim_go_space};
 
 /// BuildKit reads lines with Go's `bufio.Scanner`, whose default token limit is 64 KiB; a line
 /// (without its newline) may hold at most this many bytes.
@@ -245,14 +244,14 @@ impl<'a> Parser_<'a> {
             // BuildKit drops the first byte of the untrimmed line, then trims.
             let mut chars = line.raw.chars();
             chars.next();
-            let comment = trim_go_space(chars.as_str());
+            let comment = chars.as_str().trim();
             if comment.is_empty() {
                 self.comments.clear();
             } else {
                 self.comments.push(comment.to_string());
             }
         }
-        let trimmed = line.body.trim_start_matches(is_go_space);
+        let trimmed = line.body.trim_start();
         if self.directive(line, trimmed)? {
             self.comments.pop();
         }
@@ -278,7 +277,7 @@ impl<'a> Parser_<'a> {
             if is_comment(next.raw) {
                 continue;
             }
-            if next.body.trim_start_matches(is_go_space).is_empty() {
+            if next.body.trim_start().is_empty() {
                 empty_continuation = true;
                 continue;
             }
@@ -291,7 +290,7 @@ impl<'a> Parser_<'a> {
             original.push_str(text);
         }
         // The keyword starts at the first non-space character of the logical line.
-        let lead = original.len() - original.trim_start_matches(is_go_space).len();
+        let lead = original.len() - original.trim_start().len();
         let probe = Node {
             keyword: String::new(),
             flags: Vec::new(),
@@ -475,7 +474,7 @@ fn line_end(line: &Line<'_>) -> Position {
 
 /// BuildKit's `isComment`: the first non-space character is `#`.
 fn is_comment(line: &str) -> bool {
-    line.trim_start_matches(is_go_space).starts_with('#')
+    line.trim_start().starts_with('#')
 }
 
 fn can_contain_heredoc(node: &Node) -> bool {
@@ -487,12 +486,12 @@ fn can_contain_heredoc(node: &Node) -> bool {
 /// BuildKit's `newNodeFromLine`: keyword, flags and the arguments split for that keyword.
 /// `span` is where errors point.
 fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node, SyntaxError> {
-    let (keyword, rest) = words::split_first_whitespace(trim_go_space(line));
+    let (keyword, rest) = words::split_first_whitespace(line.trim());
     let (flags, rest) = match rest {
         Some(rest) => words::extract_flags(rest),
         None => (Vec::new(), String::new()),
     };
-    let rest = trim_go_space(&rest);
+    let rest = rest.trim();
     let mut node = Node {
         keyword: keyword.to_string(),
         flags,

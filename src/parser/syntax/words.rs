@@ -1,5 +1,8 @@
 //! Word-level splitting as BuildKit's parser does it: instruction flags (`extractBuilderFlags`),
 //! ENV/LABEL/ARG words (`parseWords`), whitespace-delimited lists, and heredoc markers.
+//!
+//! Go's `unicode.IsSpace` is the Unicode White_Space property, so `char::is_whitespace` and
+//! `str::trim` are exactly BuildKit's `unicode.IsSpace` and `strings.TrimSpace`.
 
 use nom::Parser;
 use nom::bytes::complete::{tag, take_while};
@@ -12,19 +15,6 @@ use crate::parser::shell::Lexer;
 /// loops do: Latin-1 NEL (0x85) and NBSP (0xA0) count, even when they are part of a UTF-8 char.
 pub fn is_go_space_byte(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0x85 | 0xa0)
-}
-
-/// Go's `unicode.IsSpace`.
-pub fn is_go_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
-    ) || (c > '\u{ff}' && c.is_whitespace())
-}
-
-/// Go's `strings.TrimSpace`.
-pub fn trim_go_space(s: &str) -> &str {
-    s.trim_matches(is_go_space)
 }
 
 /// The bytes `s[from..to]` as a string; when BuildKit's byte-wise scanning cut inside a UTF-8
@@ -187,13 +177,13 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
             break;
         };
         if phase == Phase::Spaces {
-            if is_go_space(ch) {
+            if ch.is_whitespace() {
                 continue;
             }
             phase = Phase::Word;
         }
         if phase == Phase::Word {
-            if is_go_space(ch) {
+            if ch.is_whitespace() {
                 phase = Phase::Spaces;
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));
@@ -435,6 +425,13 @@ mod tests {
                 }),
                 "{line}"
             );
+        }
+    }
+
+    #[test]
+    fn go_space_byte_is_whitespace_of_the_latin1_char() {
+        for b in 0..=u8::MAX {
+            assert_eq!(is_go_space_byte(b), char::from(b).is_whitespace(), "{b:#x}");
         }
     }
 
