@@ -9,7 +9,7 @@
 mod json;
 mod words;
 
-use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning};
+use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning, position_in};
 use crate::diagnostic::{Located, Position, Span};
 use json::JsonArgs;
 use nom::Parser;
@@ -262,9 +262,10 @@ impl<'a> Parser_<'a> {
         }
         let column = line.body[..line.body.len() - trimmed.len()].chars().count() + 1;
         let mut original = String::from(text);
+        let first = Position::new(line.number, column);
         let mut segments = vec![Segment {
             offset: 0,
-            start: Position::new(line.number, column),
+            start: first,
         }];
         let mut last_line = line;
         let mut empty_continuation = false;
@@ -291,31 +292,17 @@ impl<'a> Parser_<'a> {
         }
         // The keyword starts at the first non-space character of the logical line.
         let lead = original.len() - original.trim_start().len();
-        let probe = Node {
-            keyword: String::new(),
-            flags: Vec::new(),
-            args: Vec::new(),
-            json: false,
-            onbuild: None,
-            heredocs: Vec::new(),
-            original,
-            span: Span::line(line.number),
-            segments,
-            comments: Vec::new(),
-        };
-        let start = probe.position_of(lead);
-        let mut span = Span::new(start, line_end(last_line));
+        let start = position_in(&segments, &original, lead).unwrap_or(first);
+        let span = Span::new(start, line_end(last_line));
         if empty_continuation {
             self.warnings.push(Warning {
-                message: format!("empty continuation line found in: {}", probe.original),
+                message: format!("empty continuation line found in: {original}"),
                 span: Span::line(last_line.number),
             });
         }
-        let mut node = build_node(&probe.original, self.directives.escape, span, 0)?;
-        node.original = probe.original;
-        node.segments = probe.segments;
+        let mut node = build_node(&original, self.directives.escape, span, 0)?;
+        node.segments = segments;
         node.comments = std::mem::take(&mut self.comments);
-        node.span = span;
         if can_contain_heredoc(&node) && node.original.contains("<<") {
             let markers =
                 words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
@@ -349,7 +336,7 @@ impl<'a> Parser_<'a> {
                         content.push_str(body.raw);
                     }
                 }
-                span.end = line_end(last_line);
+                node.span.end = line_end(last_line);
                 if !terminated {
                     // Point at the marker when it is written plainly, else at `<<`.
                     let plain = format!("<<{}", marker.name);
@@ -370,7 +357,6 @@ impl<'a> Parser_<'a> {
                     chomp: marker.chomp,
                 });
             }
-            node.span = span;
         }
         self.nodes.push(node);
         Ok(())
