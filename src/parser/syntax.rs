@@ -133,66 +133,59 @@ struct Line<'a> {
 
 /// Parses a whole Dockerfile.
 pub fn parse(source: &[u8]) -> Result<Dockerfile, SyntaxError> {
-    let text = check_encoding(source)?;
-    let lines = split_lines(text);
+    let lines = read_lines(source)?;
     Parser_::new(&lines).run()
 }
 
-/// Checks line lengths, NUL bytes and UTF-8 (in file order, so the first problem is reported)
-/// and strips a leading BOM.
-fn check_encoding(source: &[u8]) -> Result<&str, SyntaxError> {
-    for (number, line) in source.split(|&b| b == b'\n').enumerate() {
-        let number = number + 1;
-        let content = line.len();
-        // A final `\r\n` is the line ending; the scanner limit counts everything before `\n`.
-        if content > MAX_LINE_BYTES {
+/// Splits the file into lines after a leading BOM, checking each line's length, NUL bytes and
+/// UTF-8 in file order, so the first problem is the one reported.
+fn read_lines(source: &[u8]) -> Result<Vec<Line<'_>>, SyntaxError> {
+    const BOM: &[u8] = "\u{feff}".as_bytes();
+    let (bom_len, text) = match source.strip_prefix(BOM) {
+        Some(text) => (BOM.len(), text),
+        None => (0, source),
+    };
+    let mut lines = Vec::new();
+    for (index, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        // The scanner limit counts everything before `\n` (a `\r` too, and the BOM on line 1).
+        let len =
+            raw.strip_suffix(b"\n").unwrap_or(raw).len() + if number == 1 { bom_len } else { 0 };
+        if len > MAX_LINE_BYTES {
             return Err(SyntaxError::LineTooLong {
-                len: content,
+                len,
                 max: MAX_LINE_BYTES,
                 span: Span::on_line(number, 1, 1),
             });
         }
-        let bad_utf8 = std::str::from_utf8(line).err().map(|e| e.valid_up_to());
-        let nul = line.iter().position(|&b| b == 0);
-        let first_bad = match (bad_utf8, nul) {
-            (Some(u), Some(n)) => Some((u.min(n), n <= u)),
-            (Some(u), None) => Some((u, false)),
-            (None, Some(n)) => Some((n, true)),
-            (None, None) => None,
+        let nul = raw.iter().position(|&b| b == 0);
+        let raw = match (std::str::from_utf8(raw), nul) {
+            (Ok(raw), None) => raw,
+            (Ok(_), Some(at)) => return Err(bad_byte(raw, number, at, true)),
+            // A NUL is valid UTF-8, so it is never the byte the UTF-8 error points at.
+            (Err(e), Some(at)) if at < e.valid_up_to() => {
+                return Err(bad_byte(raw, number, at, true));
+            }
+            (Err(e), _) => return Err(bad_byte(raw, number, e.valid_up_to(), false)),
         };
-        if let Some((at, is_nul)) = first_bad {
-            let before = String::from_utf8_lossy(line.get(..at).unwrap_or_default());
-            let before = if number == 1 {
-                before
-                    .strip_prefix('\u{feff}')
-                    .unwrap_or(&before)
-                    .to_string()
-            } else {
-                before.into_owned()
-            };
-            let span = Span::on_line(number, before.chars().count() + 1, 1);
-            return Err(if is_nul {
-                SyntaxError::NulByte { span }
-            } else {
-                SyntaxError::InvalidUtf8 { span }
-            });
-        }
-    }
-    let text = std::str::from_utf8(source).map_err(|_| SyntaxError::InvalidUtf8 {
-        span: Span::line(1),
-    })?;
-    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
-}
-
-fn split_lines(text: &str) -> Vec<Line<'_>> {
-    text.split_inclusive('\n')
-        .enumerate()
-        .map(|(i, raw)| Line {
-            number: i + 1,
+        lines.push(Line {
+            number,
             raw,
             body: raw.trim_end_matches(['\r', '\n']),
-        })
-        .collect()
+        });
+    }
+    Ok(lines)
+}
+
+/// The error for the first bad byte of a line, `at` bytes in (what comes before it is valid).
+fn bad_byte(line: &[u8], number: usize, at: usize, is_nul: bool) -> SyntaxError {
+    let before = String::from_utf8_lossy(line.get(..at).unwrap_or_default());
+    let span = Span::on_line(number, before.chars().count() + 1, 1);
+    if is_nul {
+        SyntaxError::NulByte { span }
+    } else {
+        SyntaxError::InvalidUtf8 { span }
+    }
 }
 
 /// The parse state: BuildKit's `Parse` loop.
