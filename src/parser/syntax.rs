@@ -631,6 +631,33 @@ mod tests {
     }
 
     #[test]
+    fn line_checks_count_the_bom_toward_the_length_but_not_the_column() {
+        let long = |n: usize| format!("\u{feff}{}", "a".repeat(n)).into_bytes();
+        let too_long = |len| SyntaxError::LineTooLong {
+            len,
+            max: MAX_LINE_BYTES,
+            span: Span::on_line(1, 1, 1),
+        };
+        let nul = |line, column| SyntaxError::NulByte {
+            span: Span::on_line(line, column, 1),
+        };
+        let utf8 = |line, column| SyntaxError::InvalidUtf8 {
+            span: Span::on_line(line, column, 1),
+        };
+        let cases: Vec<(Vec<u8>, Option<SyntaxError>)> = vec![
+            (long(MAX_LINE_BYTES - 3), None),
+            (long(MAX_LINE_BYTES - 2), Some(too_long(MAX_LINE_BYTES + 1))),
+            (b"\xef\xbb\xbfab\0".to_vec(), Some(nul(1, 3))),
+            ("é\u{0}\u{ff}".as_bytes().to_vec(), Some(nul(1, 2))),
+            (b"a\xff\0".to_vec(), Some(utf8(1, 2))),
+            (b"a\r\nb\xe2\x82".to_vec(), Some(utf8(2, 2))),
+        ];
+        for (source, want) in cases {
+            assert_eq!(read_lines(&source).err(), want, "{:?}", source.get(..12));
+        }
+    }
+
+    #[test]
     fn unreadable_heredoc_delimiter_fails_the_parse_at_the_marker() {
         let err = parse(b"FROM a\nRUN cat <<${X:-\\\"}\nbody\n").err();
         assert_eq!(
