@@ -152,10 +152,14 @@ impl Node {
     /// The span of the first occurrence of `needle` in `original` (e.g. a flag), or the keyword's
     /// position when it is not there.
     pub fn find_span(&self, needle: &str) -> Span {
-        match self.original.find(needle) {
-            Some(off) => self.span_of(off, needle.len()),
-            None => Span::new(self.span.start, self.span.start),
-        }
+        self.find_span_opt(needle)
+            .unwrap_or(Span::new(self.span.start, self.span.start))
+    }
+
+    /// The span of the first occurrence of `needle` in `original`, if it is there.
+    pub fn find_span_opt(&self, needle: &str) -> Option<Span> {
+        let offset = self.original.find(needle)?;
+        Some(self.span_of(offset, needle.len()))
     }
 }
 

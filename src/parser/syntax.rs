@@ -300,11 +300,9 @@ impl<'a> Parser_<'a> {
             let markers =
                 words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
                     // The lexer may have rewritten the word; then point at `<<`.
-                    span: if node.original.contains(&bad.word) {
-                        node.find_span(&bad.word)
-                    } else {
-                        node.find_span("<<")
-                    },
+                    span: node
+                        .find_span_opt(&bad.word)
+                        .unwrap_or_else(|| node.find_span("<<")),
                     word: bad.word,
                     message: bad.message,
                 })?;
@@ -332,15 +330,12 @@ impl<'a> Parser_<'a> {
                 node.span.end = line_end(last_line);
                 if !terminated {
                     // Point at the marker when it is written plainly, else at `<<`.
-                    let plain = format!("<<{}", marker.name);
-                    let at = if node.original.contains(&plain) {
-                        node.find_span(&plain)
-                    } else {
-                        node.find_span("<<")
-                    };
+                    let span = node
+                        .find_span_opt(&format!("<<{}", marker.name))
+                        .unwrap_or_else(|| node.find_span("<<"));
                     return Err(SyntaxError::UnterminatedHeredoc {
                         name: marker.name,
-                        span: at,
+                        span,
                     });
                 }
                 node.heredocs.push(Heredoc {
