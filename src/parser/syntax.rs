@@ -233,7 +233,12 @@ impl<'a> Parser_<'a> {
 
     /// Handles one line that starts a logical line (and everything that continues it).
     fn instruction(&mut self, line: &'a Line<'a>) -> Result<(), SyntaxError> {
-        if is_comment(line.raw) {
+        let trimmed = line.body.trim_start();
+        if self.directive(line, trimmed)? {
+            return Ok(());
+        }
+        // BuildKit's `isComment`: the first non-space character is `#`.
+        if trimmed.starts_with('#') {
             // BuildKit drops the first byte of the untrimmed line, then trims.
             let mut chars = line.raw.chars();
             chars.next();
@@ -243,13 +248,9 @@ impl<'a> Parser_<'a> {
             } else {
                 self.comments.push(comment.to_string());
             }
+            return Ok(());
         }
-        let trimmed = line.body.trim_start();
-        if self.directive(line, trimmed)? {
-            self.comments.pop();
-        }
-        let first = if is_comment(trimmed) { "" } else { trimmed };
-        let (text, mut end_of_line) = self.trim_continuation(first);
+        let (text, mut end_of_line) = self.trim_continuation(trimmed);
         if end_of_line && text.is_empty() {
             return Ok(());
         }
@@ -268,10 +269,11 @@ impl<'a> Parser_<'a> {
             };
             self.next += 1;
             last_line = next;
-            if is_comment(next.raw) {
+            let content = next.body.trim_start();
+            if content.starts_with('#') {
                 continue;
             }
-            if next.body.trim_start().is_empty() {
+            if content.is_empty() {
                 empty_continuation = true;
                 continue;
             }
@@ -444,11 +446,6 @@ fn parse_directive(line: &str) -> Option<(&str, &str)> {
 /// The whole of `line`: its end is just past its last character.
 fn line_end(line: &Line<'_>) -> Position {
     Position::new(line.number, line.body.chars().count() + 1)
-}
-
-/// BuildKit's `isComment`: the first non-space character is `#`.
-fn is_comment(line: &str) -> bool {
-    line.trim_start().starts_with('#')
 }
 
 fn can_contain_heredoc(node: &Node) -> bool {
