@@ -484,9 +484,9 @@ fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node
                 node.json = true;
             }
             JsonArgs::NotStringArray => return Err(not_string_array(&node, span)),
-            JsonArgs::NotJson => node.args = whitespace_list(rest),
+            JsonArgs::NotJson => node.args = words::split_whitespace(rest),
         },
-        "from" | "expose" => node.args = whitespace_list(rest),
+        "from" | "expose" => node.args = words::split_whitespace(rest),
         "maintainer" | "stopsignal" | "user" | "workdir" => {
             if !rest.is_empty() {
                 node.args = vec![rest.to_string()];
@@ -533,15 +533,6 @@ fn maybe_json(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxError
         JsonArgs::NotJson => node.args.push(rest.to_string()),
     }
     Ok(())
-}
-
-/// BuildKit's `parseStringsWhitespaceDelimited`.
-fn whitespace_list(rest: &str) -> Vec<String> {
-    if rest.is_empty() {
-        Vec::new()
-    } else {
-        words::split_whitespace(rest)
-    }
 }
 
 /// BuildKit's `parseNameVal` (ENV, LABEL): `name value` (one pair, the rest of the line is the

@@ -33,21 +33,13 @@ fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
 }
 
-/// `reWhitespace.Split(s, -1)`.
+/// BuildKit's `parseStringsWhitespaceDelimited`: `reWhitespace.Split(s, -1)` of the trimmed rest
+/// of the line, so the words between runs of spaces, and none for an empty `s`.
 pub fn split_whitespace(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut input = s;
-    loop {
-        let word: nom::IResult<&str, &str> = take_while(|c| !is_split_space(c)).parse(input);
-        let Ok((after, word)) = word else { break };
-        out.push(word.to_string());
-        let spaces: nom::IResult<&str, &str> = take_while(is_split_space).parse(after);
-        match spaces {
-            Ok((after, sp)) if !sp.is_empty() => input = after,
-            _ => break,
-        }
-    }
-    out
+    s.split(is_split_space)
+        .filter(|word| !word.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `reWhitespace.Split(s, 2)`: the first word and the rest after the first whitespace run.
@@ -438,6 +430,9 @@ mod tests {
     #[test]
     fn whitespace_split() {
         assert_eq!(split_whitespace("a \t b"), vec!["a", "b"]);
+        // Other Unicode spaces are part of a word.
+        assert_eq!(split_whitespace("a\u{a0}b\u{b}c"), vec!["a\u{a0}b", "c"]);
+        assert_eq!(split_whitespace(""), Vec::<String>::new());
         assert_eq!(split_first_whitespace("a  b c"), ("a", Some("b c")));
     }
 }
