@@ -16,6 +16,7 @@ use nom::Parser;
 use nom::bytes::complete::take_while;
 use nom::character::complete::{char, satisfy};
 use nom::combinator::recognize;
+use words::Marker;
 
 /// BuildKit reads lines with Go's `bufio.Scanner`, whose default token limit is 64 KiB; a line
 /// (without its newline) may hold at most this many bytes.
@@ -299,57 +300,70 @@ impl<'a> Parser_<'a> {
         node.segments = segments;
         node.comments = std::mem::take(&mut self.comments);
         if can_contain_heredoc(&node) && node.original.contains("<<") {
-            let markers =
-                words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
-                    // The lexer may have rewritten the word; then point at `<<`.
-                    span: node
-                        .find_span_opt(&bad.word)
-                        .unwrap_or_else(|| node.find_span("<<")),
-                    word: bad.word,
-                    message: bad.message,
-                })?;
-            for marker in markers {
-                let mut content = String::new();
-                let mut terminated = false;
-                while let Some(body) = self.lines.get(self.next) {
-                    self.next += 1;
-                    last_line = body;
-                    let candidate = if marker.chomp {
-                        body.body.trim_start_matches('\t')
-                    } else {
-                        body.body
-                    };
-                    if candidate == marker.name {
-                        terminated = true;
-                        break;
-                    }
-                    if marker.chomp {
-                        content.push_str(body.raw.trim_start_matches('\t'));
-                    } else {
-                        content.push_str(body.raw);
-                    }
-                }
-                node.span.end = line_end(last_line);
-                if !terminated {
-                    // Point at the marker when it is written plainly, else at `<<`.
-                    let span = node
-                        .find_span_opt(&format!("<<{}", marker.name))
-                        .unwrap_or_else(|| node.find_span("<<"));
-                    return Err(SyntaxError::UnterminatedHeredoc {
-                        name: marker.name,
-                        span,
-                    });
-                }
-                node.heredocs.push(Heredoc {
-                    name: marker.name,
-                    content,
-                    expand: marker.expand,
-                    chomp: marker.chomp,
-                });
-            }
+            self.heredocs(&mut node, last_line)?;
         }
         self.nodes.push(node);
         Ok(())
+    }
+
+    /// Reads the bodies of the heredocs that `node`'s line opens, in order, from the lines after
+    /// it (`last_line` is the last line read so far), and extends the node's span over them.
+    fn heredocs(
+        &mut self,
+        node: &mut Node,
+        mut last_line: &'a Line<'a>,
+    ) -> Result<(), SyntaxError> {
+        let markers =
+            words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
+                // The lexer may have rewritten the word; then point at `<<`.
+                span: node
+                    .find_span_opt(&bad.word)
+                    .unwrap_or_else(|| node.find_span("<<")),
+                word: bad.word,
+                message: bad.message,
+            })?;
+        for marker in markers {
+            let content = self.heredoc_body(&marker, &mut last_line);
+            node.span.end = line_end(last_line);
+            let Some(content) = content else {
+                // Point at the marker when it is written plainly, else at `<<`.
+                let span = node
+                    .find_span_opt(&format!("<<{}", marker.name))
+                    .unwrap_or_else(|| node.find_span("<<"));
+                return Err(SyntaxError::UnterminatedHeredoc {
+                    name: marker.name,
+                    span,
+                });
+            };
+            node.heredocs.push(Heredoc {
+                name: marker.name,
+                content,
+                expand: marker.expand,
+                chomp: marker.chomp,
+            });
+        }
+        Ok(())
+    }
+
+    /// The lines up to `marker`'s terminator line, or `None` when the file ends first;
+    /// `last_line` follows the lines read.
+    fn heredoc_body(&mut self, marker: &Marker, last_line: &mut &'a Line<'a>) -> Option<String> {
+        // `<<-` strips leading tabs from the body and from the terminator line.
+        let strip: fn(&str) -> &str = if marker.chomp {
+            |line| line.trim_start_matches('\t')
+        } else {
+            |line| line
+        };
+        let mut content = String::new();
+        while let Some(line) = self.lines.get(self.next) {
+            self.next += 1;
+            *last_line = line;
+            if strip(line.body) == marker.name {
+                return Some(content);
+            }
+            content.push_str(strip(line.raw));
+        }
+        None
     }
 
     /// BuildKit's directive parser: returns whether `trimmed` was a parser directive.
