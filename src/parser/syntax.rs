@@ -376,10 +376,18 @@ impl<'a> Parser_<'a> {
             return Ok(false);
         };
         let name = name.to_ascii_lowercase();
-        let slot = match name.as_str() {
-            "syntax" => &mut self.directives.syntax,
-            "escape" => &mut self.directives.escape_directive,
-            "check" => &mut self.directives.check,
+        // `escape` also sets the escape character, `None` when the value is not one.
+        let (slot, escape) = match name.as_str() {
+            "syntax" => (&mut self.directives.syntax, None),
+            "escape" => (
+                &mut self.directives.escape_directive,
+                Some(match value {
+                    "\\" => Some('\\'),
+                    "`" => Some('`'),
+                    _ => None,
+                }),
+            ),
+            "check" => (&mut self.directives.check, None),
             _ => {
                 self.directives_done = true;
                 return Ok(false);
@@ -395,21 +403,15 @@ impl<'a> Parser_<'a> {
             return Err(SyntaxError::DuplicateDirective { name, span });
         }
         *slot = Some(Directive {
-            name: name.clone(),
+            name,
             value: value.to_string(),
             line: line.number,
         });
-        if name == "escape" {
-            self.directives.escape = match value {
-                "\\" => '\\',
-                "`" => '`',
-                _ => {
-                    return Err(SyntaxError::InvalidEscape {
-                        value: value.to_string(),
-                        span,
-                    });
-                }
-            };
+        if let Some(escape) = escape {
+            self.directives.escape = escape.ok_or_else(|| SyntaxError::InvalidEscape {
+                value: value.to_string(),
+                span,
+            })?;
         }
         Ok(true)
     }
@@ -464,8 +466,12 @@ fn line_end(line: &Line<'_>) -> Position {
 
 fn can_contain_heredoc(node: &Node) -> bool {
     let node = node.onbuild.as_deref().unwrap_or(node);
-    let keyword = node.keyword.to_ascii_lowercase();
-    matches!(keyword.as_str(), "run" | "copy" | "add") && !node.json
+    keyword_is(&node.keyword, &["run", "copy", "add"]) && !node.json
+}
+
+/// Keywords are case-insensitive: whether `keyword` is one of the lower-case `names`.
+fn keyword_is(keyword: &str, names: &[&str]) -> bool {
+    names.iter().any(|name| keyword.eq_ignore_ascii_case(name))
 }
 
 /// BuildKit's `newNodeFromLine`: keyword, flags and the arguments split for that keyword.
@@ -489,39 +495,45 @@ fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node
         segments: Vec::new(),
         comments: Vec::new(),
     };
-    let lower = keyword.to_ascii_lowercase();
-    match lower.as_str() {
-        "run" | "cmd" | "entrypoint" | "shell" => maybe_json(&mut node, rest, span)?,
-        "add" | "copy" | "volume" => match json::parse_json_array(rest) {
+    let is = |names: &[&str]| keyword_is(keyword, names);
+    if is(&["run", "cmd", "entrypoint", "shell"]) {
+        maybe_json(&mut node, rest, span)?;
+    } else if is(&["add", "copy", "volume"]) {
+        match json::parse_json_array(rest) {
             JsonArgs::Strings(args) => {
                 node.args = args;
                 node.json = true;
             }
             JsonArgs::NotStringArray => return Err(not_string_array(&node, span)),
             JsonArgs::NotJson => node.args = words::split_whitespace(rest),
-        },
-        "from" | "expose" => node.args = words::split_whitespace(rest),
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            if !rest.is_empty() {
-                node.args = vec![rest.to_string()];
-            }
         }
-        "arg" => node.args = words::parse_words(rest, escape),
-        "env" | "label" => node.args = name_values(rest, &lower, escape, span)?,
-        "healthcheck" => healthcheck(&mut node, rest, span)?,
-        "onbuild" => {
-            if !rest.is_empty() {
-                if depth >= MAX_ONBUILD_DEPTH {
-                    return Err(SyntaxError::OnbuildTooDeep {
-                        max: MAX_ONBUILD_DEPTH,
-                        span,
-                    });
-                }
-                node.onbuild = Some(Box::new(build_node(rest, escape, span, depth + 1)?));
-            }
+    } else if is(&["from", "expose"]) {
+        node.args = words::split_whitespace(rest);
+    } else if is(&["maintainer", "stopsignal", "user", "workdir"]) {
+        if !rest.is_empty() {
+            node.args = vec![rest.to_string()];
         }
+    } else if is(&["arg"]) {
+        node.args = words::parse_words(rest, escape);
+    } else if is(&["env"]) {
+        node.args = name_values(rest, "ENV", escape, span)?;
+    } else if is(&["label"]) {
+        node.args = name_values(rest, "LABEL", escape, span)?;
+    } else if is(&["healthcheck"]) {
+        healthcheck(&mut node, rest, span)?;
+    } else if is(&["onbuild"]) {
+        if !rest.is_empty() {
+            if depth >= MAX_ONBUILD_DEPTH {
+                return Err(SyntaxError::OnbuildTooDeep {
+                    max: MAX_ONBUILD_DEPTH,
+                    span,
+                });
+            }
+            node.onbuild = Some(Box::new(build_node(rest, escape, span, depth + 1)?));
+        }
+    } else {
         // BuildKit keeps unknown instructions with one empty argument (its `parseIgnore`).
-        _ => node.args = vec![String::new()],
+        node.args = vec![String::new()];
     }
     Ok(node)
 }
@@ -550,7 +562,8 @@ fn maybe_json(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxError
 }
 
 /// BuildKit's `parseNameVal` (ENV, LABEL): `name value` (one pair, the rest of the line is the
-/// value) or `name=value ...`; each pair becomes `name, value, sep`.
+/// value) or `name=value ...`; each pair becomes `name, value, sep`. `keyword` (`ENV` or `LABEL`)
+/// names the instruction in errors.
 fn name_values(
     rest: &str,
     keyword: &str,
@@ -561,11 +574,13 @@ fn name_values(
     let Some(first) = words.first() else {
         return Ok(Vec::new());
     };
-    let keyword = keyword.to_ascii_uppercase();
     if !first.contains('=') {
         let (name, value) = words::split_first_whitespace(rest);
         let Some(value) = value else {
-            return Err(SyntaxError::MissingValue { keyword, span });
+            return Err(SyntaxError::MissingValue {
+                keyword: keyword.to_string(),
+                span,
+            });
         };
         return Ok(vec![name.to_string(), value.to_string(), String::new()]);
     }
@@ -573,7 +588,7 @@ fn name_values(
     for word in words {
         let Some((name, value)) = word.split_once('=') else {
             return Err(SyntaxError::MissingEquals {
-                keyword,
+                keyword: keyword.to_string(),
                 word,
                 span,
             });
