@@ -99,7 +99,6 @@ pub fn extract_flags(line: &str) -> (Vec<String>, String) {
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));
                 }
-                word.clear();
                 blank_ok = false;
                 pos += 1;
                 continue;
@@ -160,7 +159,7 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let mut word = String::new();
     let mut quote = '\0';
     let mut blank_ok = false;
-    let mut chars = rest.chars().peekable();
+    let mut chars = rest.chars();
     loop {
         let Some(ch) = chars.next() else {
             if phase != Phase::Spaces && (blank_ok || !word.is_empty()) {
