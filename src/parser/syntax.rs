@@ -480,7 +480,7 @@ fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node
     let (keyword, rest) = words::split_first_whitespace(line.trim());
     let (flags, rest) = match rest {
         Some(rest) => words::extract_flags(rest),
-        None => (Vec::new(), String::new()),
+        None => (Vec::new(), "".into()),
     };
     let rest = rest.trim();
     let mut node = Node {
@@ -613,7 +613,7 @@ fn healthcheck(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxErro
         .iter()
         .position(|&b| !words::is_go_space_byte(b))
         .map_or(bytes.len(), |p| sep + p);
-    node.args.push(words::byte_slice(rest, 0, sep));
+    node.args.push(words::byte_slice(rest, 0, sep).into_owned());
     let command = words::byte_slice(rest, next, bytes.len());
     maybe_json(node, &command, span)
 }

@@ -4,6 +4,8 @@
 //! Go's `unicode.IsSpace` is the Unicode White_Space property, so `char::is_whitespace` and
 //! `str::trim` are exactly BuildKit's `unicode.IsSpace` and `strings.TrimSpace`.
 
+use std::borrow::Cow;
+
 use nom::Parser;
 use nom::bytes::complete::{tag, take_while};
 use nom::character::complete::char;
@@ -17,14 +19,13 @@ pub fn is_go_space_byte(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0x85 | 0xa0)
 }
 
-/// The bytes `s[from..to]` as a string; when BuildKit's byte-wise scanning cut inside a UTF-8
-/// character the broken bytes become U+FFFD (Go would keep them raw).
-pub fn byte_slice(s: &str, from: usize, to: usize) -> String {
+/// The bytes `s[from..to]` as a string, borrowed when the cut is on character boundaries; when
+/// BuildKit's byte-wise scanning cut inside a UTF-8 character the broken bytes become U+FFFD (Go
+/// would keep them raw).
+pub fn byte_slice(s: &str, from: usize, to: usize) -> Cow<'_, str> {
     match s.get(from..to) {
-        Some(piece) => piece.to_string(),
-        None => {
-            String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()).into_owned()
-        }
+        Some(piece) => Cow::Borrowed(piece),
+        None => String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()),
     }
 }
 
@@ -53,7 +54,7 @@ pub fn split_first_whitespace(s: &str) -> (&str, Option<&str>) {
 /// BuildKit's `extractBuilderFlags`: leading `--name=value` words. Returns the flags and the
 /// rest of the line. It scans bytes, so each byte of a non-ASCII flag becomes one Latin-1 char,
 /// exactly as BuildKit's `WriteRune(rune(byte))` does.
-pub fn extract_flags(line: &str) -> (Vec<String>, String) {
+pub fn extract_flags(line: &str) -> (Vec<String>, Cow<'_, str>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
@@ -142,7 +143,7 @@ pub fn extract_flags(line: &str) -> (Vec<String>, String) {
         word.push(char::from(c));
         pos += 1;
     }
-    (words, String::new())
+    (words, Cow::Borrowed(""))
 }
 
 /// BuildKit's `parseWords` (ENV, LABEL, ARG): words split on whitespace, quotes and escapes kept
@@ -326,7 +327,7 @@ mod tests {
         for (line, flags, rest) in cases {
             let (f, r) = extract_flags(line);
             assert_eq!(
-                (f, r.as_str()),
+                (f, &*r),
                 (flags.iter().map(|s| s.to_string()).collect(), *rest),
                 "{line}"
             );
