@@ -104,6 +104,19 @@ pub struct Segment {
     pub start: Position,
 }
 
+/// The position in the file of byte `offset` of `original`, which `segments` map to the file
+/// (as [`Node::segments`] map [`Node::original`]). `None` when no segment starts at or before
+/// `offset`, or `offset` is not on a character boundary of `original`; an offset past the end
+/// is the end.
+pub fn position_in(segments: &[Segment], original: &str, offset: usize) -> Option<Position> {
+    let seg = segments.iter().rev().find(|s| s.offset <= offset)?;
+    let piece = original.get(seg.offset..offset.min(original.len()))?;
+    Some(Position::new(
+        seg.start.line,
+        seg.start.column + piece.chars().count(),
+    ))
+}
+
 /// A heredoc body (`<<EOF`, `<<-EOF`, `<<"EOF"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heredoc {
@@ -122,11 +135,7 @@ impl Node {
     /// The position in the file of byte `offset` of `original`, or the node's start when the
     /// node has no segments.
     pub fn position_of(&self, offset: usize) -> Position {
-        let Some(seg) = self.segments.iter().rev().find(|s| s.offset <= offset) else {
-            return self.span.start;
-        };
-        let piece = &self.original[seg.offset..offset.min(self.original.len())];
-        Position::new(seg.start.line, seg.start.column + piece.chars().count())
+        position_in(&self.segments, &self.original, offset).unwrap_or(self.span.start)
     }
 
     /// A one-line span for `len` bytes of `original` starting at byte `offset`.
@@ -143,9 +152,47 @@ impl Node {
     /// The span of the first occurrence of `needle` in `original` (e.g. a flag), or the keyword's
     /// position when it is not there.
     pub fn find_span(&self, needle: &str) -> Span {
-        match self.original.find(needle) {
-            Some(off) => self.span_of(off, needle.len()),
-            None => Span::new(self.span.start, self.span.start),
+        self.find_span_opt(needle)
+            .unwrap_or(Span::new(self.span.start, self.span.start))
+    }
+
+    /// The span of the first occurrence of `needle` in `original`, if it is there.
+    pub fn find_span_opt(&self, needle: &str) -> Option<Span> {
+        let offset = self.original.find(needle)?;
+        Some(self.span_of(offset, needle.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_follow_segments_and_never_panic() {
+        // "RUN é" from line 3 column 2, then "x" from line 4 column 1.
+        let segments = [
+            Segment {
+                offset: 0,
+                start: Position::new(3, 2),
+            },
+            Segment {
+                offset: 6,
+                start: Position::new(4, 1),
+            },
+        ];
+        let original = "RUN éx";
+        let cases: &[(usize, Option<Position>)] = &[
+            (0, Some(Position::new(3, 2))),
+            (4, Some(Position::new(3, 6))),
+            // Inside the two bytes of `é`.
+            (5, None),
+            (6, Some(Position::new(4, 1))),
+            (7, Some(Position::new(4, 2))),
+            (100, Some(Position::new(4, 2))),
+        ];
+        for &(offset, want) in cases {
+            assert_eq!(position_in(&segments, original, offset), want, "{offset}");
         }
+        assert_eq!(position_in(&[], original, 0), None);
     }
 }

@@ -153,18 +153,37 @@ impl Lexer {
 
     /// Expands one word: variables substituted, quotes and escapes removed, no splitting.
     pub fn expand_word(&self, word: &str, env: &dyn Env) -> Result<String, ExpandError> {
-        self.expand_word_tracked(word, env).map(|e| e.value)
+        Ok(self.run(word, env, false, None)?.value)
     }
 
     /// Expands and splits into words on unquoted whitespace (whitespace that comes from an
     /// unquoted variable splits too; quoted or escaped whitespace does not).
     pub fn expand_words(&self, word: &str, env: &dyn Env) -> Result<Vec<String>, ExpandError> {
-        self.expand_word_tracked(word, env).map(|e| e.words)
+        Ok(self.run(word, env, true, None)?.words)
     }
 
     /// Expands one word and reports which variables it looked up and which of them were unset
     /// (BuildKit's `ProcessWordWithMatches`).
     pub fn expand_word_tracked(&self, word: &str, env: &dyn Env) -> Result<Expansion, ExpandError> {
+        let mut names = Names::default();
+        let scanned = self.run(word, env, true, Some(&mut names))?;
+        Ok(Expansion {
+            value: scanned.value,
+            words: scanned.words,
+            used: names.used,
+            unset: names.unset,
+        })
+    }
+
+    /// Expands `word`, splitting it into words only when `split` is set and recording the
+    /// names looked up only into `names`.
+    fn run(
+        &self,
+        word: &str,
+        env: &dyn Env,
+        split: bool,
+        names: Option<&mut Names>,
+    ) -> Result<Scanned, ExpandError> {
         let mut expander = Expander {
             lexer: self,
             env,
@@ -176,17 +195,17 @@ impl Lexer {
             },
             raw_escapes: self.raw_escapes,
             depth: 0,
-            used: BTreeSet::new(),
-            unset: BTreeSet::new(),
+            names,
         };
-        let scanned = expander.scan(None, self.raw_escapes)?;
-        Ok(Expansion {
-            value: scanned.value,
-            words: scanned.words,
-            used: expander.used,
-            unset: expander.unset,
-        })
+        expander.scan(None, self.raw_escapes, split)
     }
+}
+
+/// The variable names an expansion looked up.
+#[derive(Default)]
+struct Names {
+    used: BTreeSet<String>,
+    unset: BTreeSet<String>,
 }
 
 /// Go's `unicode.IsLetter` (general category L), which variable names are made of.
@@ -230,48 +249,74 @@ fn excerpt(text: &str) -> String {
     }
 }
 
-/// Builds the words of `ProcessWords`: characters from unquoted text and from variables split
-/// on whitespace, quoted and escaped characters never do.
-#[derive(Default)]
-struct Splitter {
-    current: String,
-    words: Vec<String>,
+/// What a scan reads: the value and, when asked for, its words as `ProcessWords` splits them:
+/// whitespace from unquoted text and from variables separates words, quoted and escaped
+/// characters never do.
+struct Output {
+    value: String,
+    /// `None` when the words are not wanted.
+    words: Option<Words>,
 }
 
-impl Splitter {
-    fn push_splitting(&mut self, c: char) {
-        if c.is_whitespace() {
-            if !self.current.is_empty() {
-                self.words.push(std::mem::take(&mut self.current));
+#[derive(Default)]
+struct Words {
+    current: String,
+    done: Vec<String>,
+}
+
+impl Output {
+    fn new(split: bool) -> Self {
+        Self {
+            value: String::new(),
+            words: split.then(Words::default),
+        }
+    }
+
+    /// Appends `s`; with `splits`, its whitespace separates words.
+    fn push_str(&mut self, s: &str, splits: bool) {
+        self.value.push_str(s);
+        let Some(words) = &mut self.words else {
+            return;
+        };
+        if !splits {
+            words.current.push_str(s);
+            return;
+        }
+        for c in s.chars() {
+            if !c.is_whitespace() {
+                words.current.push(c);
+            } else if !words.current.is_empty() {
+                words.done.push(std::mem::take(&mut words.current));
             }
-        } else {
-            self.current.push(c);
         }
     }
 
-    fn push_str_splitting(&mut self, s: &str) {
-        s.chars().for_each(|c| self.push_splitting(c));
+    fn push(&mut self, c: char, splits: bool) {
+        self.push_str(c.encode_utf8(&mut [0; 4]), splits);
     }
 
-    fn push_literal(&mut self, c: char) {
-        self.current.push(c);
-    }
-
-    fn push_str_literal(&mut self, s: &str) {
-        self.current.push_str(s);
-    }
-
-    fn finish(mut self) -> Vec<String> {
-        if !self.current.is_empty() {
-            self.words.push(self.current);
+    fn finish(self, closed: bool) -> Scanned {
+        let words = match self.words {
+            Some(Words { current, mut done }) => {
+                if !current.is_empty() {
+                    done.push(current);
+                }
+                done
+            }
+            None => Vec::new(),
+        };
+        Scanned {
+            value: self.value,
+            words,
+            closed,
         }
-        self.words
     }
 }
 
 /// What [`Expander::scan`] read.
 struct Scanned {
     value: String,
+    /// The value split into words; empty when splitting was not asked for.
     words: Vec<String>,
     /// Whether the stop character was found (always true without one).
     closed: bool,
@@ -288,8 +333,8 @@ struct Expander<'a> {
     raw_escapes: bool,
     /// How many `${` enclose the cursor.
     depth: usize,
-    used: BTreeSet<String>,
-    unset: BTreeSet<String>,
+    /// Where to record the names looked up, when that is asked for.
+    names: Option<&'a mut Names>,
 }
 
 impl Expander<'_> {
@@ -305,76 +350,59 @@ impl Expander<'_> {
 
     fn lookup(&mut self, name: &str) -> Option<String> {
         let value = self.env.lookup(name);
-        self.used.insert(name.to_string());
-        if value.is_none() {
-            self.unset.insert(name.to_string());
+        if let Some(names) = &mut self.names {
+            names.used.insert(name.to_string());
+            if value.is_none() {
+                names.unset.insert(name.to_string());
+            }
         }
         value
     }
 
     /// Reads up to `stop` (consumed) or the end of the word, with raw escapes set to
-    /// `raw_escapes` for this part only.
-    fn scan(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<Scanned, ExpandError> {
+    /// `raw_escapes` for this part only, splitting into words when `split` is set.
+    fn scan(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+        split: bool,
+    ) -> Result<Scanned, ExpandError> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
-        let scanned = self.scan_inner(stop);
+        let scanned = self.scan_inner(stop, split);
         self.raw_escapes = saved;
         scanned
     }
 
-    fn scan_inner(&mut self, stop: Option<char>) -> Result<Scanned, ExpandError> {
-        let mut value = String::new();
-        let mut words = Splitter::default();
+    fn scan_inner(&mut self, stop: Option<char>, split: bool) -> Result<Scanned, ExpandError> {
+        let mut out = Output::new(split);
         while let Some(c) = self.peek() {
             if Some(c) == stop {
                 self.bump();
-                return Ok(Scanned {
-                    value,
-                    words: words.finish(),
-                    closed: true,
-                });
+                return Ok(out.finish(true));
             }
             let quotes = !self.lexer.skip_process_quotes;
             match c {
-                '$' => {
-                    let expanded = self.dollar()?;
-                    words.push_str_splitting(&expanded);
-                    value.push_str(&expanded);
-                }
-                '\'' if quotes => {
-                    let quoted = self.single_quoted()?;
-                    words.push_str_literal(&quoted);
-                    value.push_str(&quoted);
-                }
-                '"' if quotes => {
-                    let quoted = self.double_quoted()?;
-                    words.push_str_literal(&quoted);
-                    value.push_str(&quoted);
-                }
+                '$' => out.push_str(&self.dollar()?, true),
+                '\'' if quotes => out.push_str(&self.single_quoted()?, false),
+                '"' if quotes => out.push_str(&self.double_quoted()?, false),
                 _ => {
                     self.bump();
                     if c == self.lexer.escape {
                         if self.raw_escapes {
-                            words.push_literal(c);
-                            value.push(c);
+                            out.push(c, false);
                         }
                         // An escape at the very end escapes nothing and is dropped.
                         let Some(escaped) = self.bump() else {
                             break;
                         };
-                        words.push_literal(escaped);
-                        value.push(escaped);
+                        out.push(escaped, false);
                     } else {
-                        words.push_splitting(c);
-                        value.push(c);
+                        out.push(c, true);
                     }
                 }
             }
         }
-        Ok(Scanned {
-            value,
-            words: words.finish(),
-            closed: stop.is_none(),
-        })
+        Ok(out.finish(stop.is_none()))
     }
 
     /// `'...'`: everything literal up to the next `'`; nothing can escape it.
@@ -576,7 +604,7 @@ impl Expander<'_> {
                 if null_is_unset && trims {
                     return Err(self.unsupported(start, modifier_at, &spelled));
                 }
-                let scanned = self.scan(Some('}'), trims)?;
+                let scanned = self.scan(Some('}'), trims, false)?;
                 if !scanned.closed {
                     return Err(self.missing_brace(start));
                 }
@@ -631,7 +659,7 @@ impl Expander<'_> {
                 if all {
                     self.bump();
                 }
-                let pattern = self.scan(Some('/'), true)?;
+                let pattern = self.scan(Some('/'), true, false)?;
                 if !pattern.closed {
                     return Err(ExpandError::new(
                         start,
@@ -641,7 +669,7 @@ impl Expander<'_> {
                         ),
                     ));
                 }
-                let replacement = self.scan(Some('}'), true)?;
+                let replacement = self.scan(Some('}'), true, false)?;
                 if !replacement.closed {
                     return Err(self.missing_brace(start));
                 }
@@ -1267,5 +1295,32 @@ mod tests {
         let env = env(&[("V", "ab*"), ("P", "*\\")]);
         assert_eq!(expand(&lexer, "${V%$P}", &env).as_deref(), Ok("ab"));
         assert!(lexer.expand_word("${V#$P}", &env).is_err());
+    }
+
+    #[test]
+    fn every_entry_point_expands_alike() {
+        let env = env(&[("A", "x  y"), ("E", "")]);
+        let cases: &[(&str, &str, &[&str], &[&str])] = &[
+            ("a $A b", "a x  y b", &["a", "x", "y", "b"], &["A"]),
+            ("\"$A\" 'q r'", "x  y q r", &["x  y", "q r"], &["A"]),
+            ("${U:-$A}\\ z", "x  y z", &["x", "y z"], &["A", "U"]),
+            ("${A/ /_}$E", "x_ y", &["x_", "y"], &["A", "E"]),
+            ("", "", &[], &[]),
+        ];
+        for lexer in [Lexer::new('\\'), Lexer::new('\\').with_raw_quotes(true)] {
+            for &(word, value, words, used) in cases {
+                let tracked = lexer.expand_word_tracked(word, &env);
+                let Ok(tracked) = tracked else {
+                    panic!("{word}: {tracked:?}");
+                };
+                assert_eq!(lexer.expand_word(word, &env).as_ref(), Ok(&tracked.value));
+                assert_eq!(lexer.expand_words(word, &env).as_ref(), Ok(&tracked.words));
+                if !lexer.raw_quotes {
+                    assert_eq!(tracked.value, value, "{word}");
+                    assert_eq!(tracked.words, words, "{word}");
+                }
+                assert_eq!(tracked.used.iter().collect::<Vec<_>>(), used, "{word}");
+            }
+        }
     }
 }

@@ -9,14 +9,14 @@
 mod json;
 mod words;
 
-use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning};
+use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning, position_in};
 use crate::diagnostic::{Located, Position, Span};
 use json::JsonArgs;
 use nom::Parser;
 use nom::bytes::complete::take_while;
 use nom::character::complete::{char, satisfy};
 use nom::combinator::recognize;
-use words::{is_go_space, trim_go_space};
+use words::Marker;
 
 /// BuildKit reads lines with Go's `bufio.Scanner`, whose default token limit is 64 KiB; a line
 /// (without its newline) may hold at most this many bytes.
@@ -134,66 +134,59 @@ struct Line<'a> {
 
 /// Parses a whole Dockerfile.
 pub fn parse(source: &[u8]) -> Result<Dockerfile, SyntaxError> {
-    let text = check_encoding(source)?;
-    let lines = split_lines(text);
+    let lines = read_lines(source)?;
     Parser_::new(&lines).run()
 }
 
-/// Checks line lengths, NUL bytes and UTF-8 (in file order, so the first problem is reported)
-/// and strips a leading BOM.
-fn check_encoding(source: &[u8]) -> Result<&str, SyntaxError> {
-    for (number, line) in source.split(|&b| b == b'\n').enumerate() {
-        let number = number + 1;
-        let content = line.len();
-        // A final `\r\n` is the line ending; the scanner limit counts everything before `\n`.
-        if content > MAX_LINE_BYTES {
+/// Splits the file into lines after a leading BOM, checking each line's length, NUL bytes and
+/// UTF-8 in file order, so the first problem is the one reported.
+fn read_lines(source: &[u8]) -> Result<Vec<Line<'_>>, SyntaxError> {
+    const BOM: &[u8] = "\u{feff}".as_bytes();
+    let (bom_len, text) = match source.strip_prefix(BOM) {
+        Some(text) => (BOM.len(), text),
+        None => (0, source),
+    };
+    let mut lines = Vec::new();
+    for (index, raw) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        // The scanner limit counts everything before `\n` (a `\r` too, and the BOM on line 1).
+        let len =
+            raw.strip_suffix(b"\n").unwrap_or(raw).len() + if number == 1 { bom_len } else { 0 };
+        if len > MAX_LINE_BYTES {
             return Err(SyntaxError::LineTooLong {
-                len: content,
+                len,
                 max: MAX_LINE_BYTES,
                 span: Span::on_line(number, 1, 1),
             });
         }
-        let bad_utf8 = std::str::from_utf8(line).err().map(|e| e.valid_up_to());
-        let nul = line.iter().position(|&b| b == 0);
-        let first_bad = match (bad_utf8, nul) {
-            (Some(u), Some(n)) => Some((u.min(n), n <= u)),
-            (Some(u), None) => Some((u, false)),
-            (None, Some(n)) => Some((n, true)),
-            (None, None) => None,
+        let nul = raw.iter().position(|&b| b == 0);
+        let raw = match (std::str::from_utf8(raw), nul) {
+            (Ok(raw), None) => raw,
+            (Ok(_), Some(at)) => return Err(bad_byte(raw, number, at, true)),
+            // A NUL is valid UTF-8, so it is never the byte the UTF-8 error points at.
+            (Err(e), Some(at)) if at < e.valid_up_to() => {
+                return Err(bad_byte(raw, number, at, true));
+            }
+            (Err(e), _) => return Err(bad_byte(raw, number, e.valid_up_to(), false)),
         };
-        if let Some((at, is_nul)) = first_bad {
-            let before = String::from_utf8_lossy(line.get(..at).unwrap_or_default());
-            let before = if number == 1 {
-                before
-                    .strip_prefix('\u{feff}')
-                    .unwrap_or(&before)
-                    .to_string()
-            } else {
-                before.into_owned()
-            };
-            let span = Span::on_line(number, before.chars().count() + 1, 1);
-            return Err(if is_nul {
-                SyntaxError::NulByte { span }
-            } else {
-                SyntaxError::InvalidUtf8 { span }
-            });
-        }
-    }
-    let text = std::str::from_utf8(source).map_err(|_| SyntaxError::InvalidUtf8 {
-        span: Span::line(1),
-    })?;
-    Ok(text.strip_prefix('\u{feff}').unwrap_or(text))
-}
-
-fn split_lines(text: &str) -> Vec<Line<'_>> {
-    text.split_inclusive('\n')
-        .enumerate()
-        .map(|(i, raw)| Line {
-            number: i + 1,
+        lines.push(Line {
+            number,
             raw,
             body: raw.trim_end_matches(['\r', '\n']),
-        })
-        .collect()
+        });
+    }
+    Ok(lines)
+}
+
+/// The error for the first bad byte of a line, `at` bytes in (what comes before it is valid).
+fn bad_byte(line: &[u8], number: usize, at: usize, is_nul: bool) -> SyntaxError {
+    let before = String::from_utf8_lossy(line.get(..at).unwrap_or_default());
+    let span = Span::on_line(number, before.chars().count() + 1, 1);
+    if is_nul {
+        SyntaxError::NulByte { span }
+    } else {
+        SyntaxError::InvalidUtf8 { span }
+    }
 }
 
 /// The parse state: BuildKit's `Parse` loop.
@@ -241,31 +234,33 @@ impl<'a> Parser_<'a> {
 
     /// Handles one line that starts a logical line (and everything that continues it).
     fn instruction(&mut self, line: &'a Line<'a>) -> Result<(), SyntaxError> {
-        if is_comment(line.raw) {
+        let trimmed = line.body.trim_start();
+        if self.directive(line, trimmed)? {
+            return Ok(());
+        }
+        // BuildKit's `isComment`: the first non-space character is `#`.
+        if trimmed.starts_with('#') {
             // BuildKit drops the first byte of the untrimmed line, then trims.
             let mut chars = line.raw.chars();
             chars.next();
-            let comment = trim_go_space(chars.as_str());
+            let comment = chars.as_str().trim();
             if comment.is_empty() {
                 self.comments.clear();
             } else {
                 self.comments.push(comment.to_string());
             }
+            return Ok(());
         }
-        let trimmed = line.body.trim_start_matches(is_go_space);
-        if self.directive(line, trimmed)? {
-            self.comments.pop();
-        }
-        let first = if is_comment(trimmed) { "" } else { trimmed };
-        let (text, mut end_of_line) = self.trim_continuation(first);
+        let (text, mut end_of_line) = self.trim_continuation(trimmed);
         if end_of_line && text.is_empty() {
             return Ok(());
         }
         let column = line.body[..line.body.len() - trimmed.len()].chars().count() + 1;
         let mut original = String::from(text);
+        let first = Position::new(line.number, column);
         let mut segments = vec![Segment {
             offset: 0,
-            start: Position::new(line.number, column),
+            start: first,
         }];
         let mut last_line = line;
         let mut empty_continuation = false;
@@ -275,10 +270,11 @@ impl<'a> Parser_<'a> {
             };
             self.next += 1;
             last_line = next;
-            if is_comment(next.raw) {
+            let content = next.body.trim_start();
+            if content.starts_with('#') {
                 continue;
             }
-            if next.body.trim_start_matches(is_go_space).is_empty() {
+            if content.is_empty() {
                 empty_continuation = true;
                 continue;
             }
@@ -291,90 +287,83 @@ impl<'a> Parser_<'a> {
             original.push_str(text);
         }
         // The keyword starts at the first non-space character of the logical line.
-        let lead = original.len() - original.trim_start_matches(is_go_space).len();
-        let probe = Node {
-            keyword: String::new(),
-            flags: Vec::new(),
-            args: Vec::new(),
-            json: false,
-            onbuild: None,
-            heredocs: Vec::new(),
-            original,
-            span: Span::line(line.number),
-            segments,
-            comments: Vec::new(),
-        };
-        let start = probe.position_of(lead);
-        let mut span = Span::new(start, line_end(last_line));
+        let lead = original.len() - original.trim_start().len();
+        let start = position_in(&segments, &original, lead).unwrap_or(first);
+        let span = Span::new(start, line_end(last_line));
         if empty_continuation {
             self.warnings.push(Warning {
-                message: format!("empty continuation line found in: {}", probe.original),
+                message: format!("empty continuation line found in: {original}"),
                 span: Span::line(last_line.number),
             });
         }
-        let mut node = build_node(&probe.original, self.directives.escape, span, 0)?;
-        node.original = probe.original;
-        node.segments = probe.segments;
+        let mut node = build_node(&original, self.directives.escape, span, 0)?;
+        node.segments = segments;
         node.comments = std::mem::take(&mut self.comments);
-        node.span = span;
         if can_contain_heredoc(&node) && node.original.contains("<<") {
-            let markers =
-                words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
-                    // The lexer may have rewritten the word; then point at `<<`.
-                    span: if node.original.contains(&bad.word) {
-                        node.find_span(&bad.word)
-                    } else {
-                        node.find_span("<<")
-                    },
-                    word: bad.word,
-                    message: bad.message,
-                })?;
-            for marker in markers {
-                let mut content = String::new();
-                let mut terminated = false;
-                while let Some(body) = self.lines.get(self.next) {
-                    self.next += 1;
-                    last_line = body;
-                    let candidate = if marker.chomp {
-                        body.body.trim_start_matches('\t')
-                    } else {
-                        body.body
-                    };
-                    if candidate == marker.name {
-                        terminated = true;
-                        break;
-                    }
-                    if marker.chomp {
-                        content.push_str(body.raw.trim_start_matches('\t'));
-                    } else {
-                        content.push_str(body.raw);
-                    }
-                }
-                span.end = line_end(last_line);
-                if !terminated {
-                    // Point at the marker when it is written plainly, else at `<<`.
-                    let plain = format!("<<{}", marker.name);
-                    let at = if node.original.contains(&plain) {
-                        node.find_span(&plain)
-                    } else {
-                        node.find_span("<<")
-                    };
-                    return Err(SyntaxError::UnterminatedHeredoc {
-                        name: marker.name,
-                        span: at,
-                    });
-                }
-                node.heredocs.push(Heredoc {
-                    name: marker.name,
-                    content,
-                    expand: marker.expand,
-                    chomp: marker.chomp,
-                });
-            }
-            node.span = span;
+            self.heredocs(&mut node, last_line)?;
         }
         self.nodes.push(node);
         Ok(())
+    }
+
+    /// Reads the bodies of the heredocs that `node`'s line opens, in order, from the lines after
+    /// it (`last_line` is the last line read so far), and extends the node's span over them.
+    fn heredocs(
+        &mut self,
+        node: &mut Node,
+        mut last_line: &'a Line<'a>,
+    ) -> Result<(), SyntaxError> {
+        let markers =
+            words::heredoc_markers(&node.original).map_err(|bad| SyntaxError::BadHeredoc {
+                // The lexer may have rewritten the word; then point at `<<`.
+                span: node
+                    .find_span_opt(&bad.word)
+                    .unwrap_or_else(|| node.find_span("<<")),
+                word: bad.word,
+                message: bad.message,
+            })?;
+        for marker in markers {
+            let content = self.heredoc_body(&marker, &mut last_line);
+            node.span.end = line_end(last_line);
+            let Some(content) = content else {
+                // Point at the marker when it is written plainly, else at `<<`.
+                let span = node
+                    .find_span_opt(&format!("<<{}", marker.name))
+                    .unwrap_or_else(|| node.find_span("<<"));
+                return Err(SyntaxError::UnterminatedHeredoc {
+                    name: marker.name,
+                    span,
+                });
+            };
+            node.heredocs.push(Heredoc {
+                name: marker.name,
+                content,
+                expand: marker.expand,
+                chomp: marker.chomp,
+            });
+        }
+        Ok(())
+    }
+
+    /// The lines up to `marker`'s terminator line, or `None` when the file ends first;
+    /// `last_line` follows the lines read.
+    fn heredoc_body(&mut self, marker: &Marker, last_line: &mut &'a Line<'a>) -> Option<String> {
+        // `<<-` strips leading tabs from the body and from the terminator line.
+        let strip: fn(&str) -> &str = if marker.chomp {
+            |line| line.trim_start_matches('\t')
+        } else {
+            |line| line
+        };
+        let mut content = String::new();
+        while let Some(line) = self.lines.get(self.next) {
+            self.next += 1;
+            *last_line = line;
+            if strip(line.body) == marker.name {
+                return Some(content);
+            }
+            content.push_str(strip(line.raw));
+        }
+        None
     }
 
     /// BuildKit's directive parser: returns whether `trimmed` was a parser directive.
@@ -387,10 +376,18 @@ impl<'a> Parser_<'a> {
             return Ok(false);
         };
         let name = name.to_ascii_lowercase();
-        let slot = match name.as_str() {
-            "syntax" => &mut self.directives.syntax,
-            "escape" => &mut self.directives.escape_directive,
-            "check" => &mut self.directives.check,
+        // `escape` also sets the escape character, `None` when the value is not one.
+        let (slot, escape) = match name.as_str() {
+            "syntax" => (&mut self.directives.syntax, None),
+            "escape" => (
+                &mut self.directives.escape_directive,
+                Some(match value {
+                    "\\" => Some('\\'),
+                    "`" => Some('`'),
+                    _ => None,
+                }),
+            ),
+            "check" => (&mut self.directives.check, None),
             _ => {
                 self.directives_done = true;
                 return Ok(false);
@@ -406,21 +403,15 @@ impl<'a> Parser_<'a> {
             return Err(SyntaxError::DuplicateDirective { name, span });
         }
         *slot = Some(Directive {
-            name: name.clone(),
+            name,
             value: value.to_string(),
             line: line.number,
         });
-        if name == "escape" {
-            self.directives.escape = match value {
-                "\\" => '\\',
-                "`" => '`',
-                _ => {
-                    return Err(SyntaxError::InvalidEscape {
-                        value: value.to_string(),
-                        span,
-                    });
-                }
-            };
+        if let Some(escape) = escape {
+            self.directives.escape = escape.ok_or_else(|| SyntaxError::InvalidEscape {
+                value: value.to_string(),
+                span,
+            })?;
         }
         Ok(true)
     }
@@ -473,26 +464,25 @@ fn line_end(line: &Line<'_>) -> Position {
     Position::new(line.number, line.body.chars().count() + 1)
 }
 
-/// BuildKit's `isComment`: the first non-space character is `#`.
-fn is_comment(line: &str) -> bool {
-    line.trim_start_matches(is_go_space).starts_with('#')
-}
-
 fn can_contain_heredoc(node: &Node) -> bool {
     let node = node.onbuild.as_deref().unwrap_or(node);
-    let keyword = node.keyword.to_ascii_lowercase();
-    matches!(keyword.as_str(), "run" | "copy" | "add") && !node.json
+    keyword_is(&node.keyword, &["run", "copy", "add"]) && !node.json
+}
+
+/// Keywords are case-insensitive: whether `keyword` is one of the lower-case `names`.
+fn keyword_is(keyword: &str, names: &[&str]) -> bool {
+    names.iter().any(|name| keyword.eq_ignore_ascii_case(name))
 }
 
 /// BuildKit's `newNodeFromLine`: keyword, flags and the arguments split for that keyword.
 /// `span` is where errors point.
 fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node, SyntaxError> {
-    let (keyword, rest) = words::split_first_whitespace(trim_go_space(line));
+    let (keyword, rest) = words::split_first_whitespace(line.trim());
     let (flags, rest) = match rest {
         Some(rest) => words::extract_flags(rest),
-        None => (Vec::new(), String::new()),
+        None => (Vec::new(), "".into()),
     };
-    let rest = trim_go_space(&rest);
+    let rest = rest.trim();
     let mut node = Node {
         keyword: keyword.to_string(),
         flags,
@@ -505,39 +495,45 @@ fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node
         segments: Vec::new(),
         comments: Vec::new(),
     };
-    let lower = keyword.to_ascii_lowercase();
-    match lower.as_str() {
-        "run" | "cmd" | "entrypoint" | "shell" => maybe_json(&mut node, rest, span)?,
-        "add" | "copy" | "volume" => match json::parse_json_array(rest) {
+    let is = |names: &[&str]| keyword_is(keyword, names);
+    if is(&["run", "cmd", "entrypoint", "shell"]) {
+        maybe_json(&mut node, rest, span)?;
+    } else if is(&["add", "copy", "volume"]) {
+        match json::parse_json_array(rest) {
             JsonArgs::Strings(args) => {
                 node.args = args;
                 node.json = true;
             }
             JsonArgs::NotStringArray => return Err(not_string_array(&node, span)),
-            JsonArgs::NotJson => node.args = whitespace_list(rest),
-        },
-        "from" | "expose" => node.args = whitespace_list(rest),
-        "maintainer" | "stopsignal" | "user" | "workdir" => {
-            if !rest.is_empty() {
-                node.args = vec![rest.to_string()];
-            }
+            JsonArgs::NotJson => node.args = words::split_whitespace(rest),
         }
-        "arg" => node.args = words::parse_words(rest, escape),
-        "env" | "label" => node.args = name_values(rest, &lower, escape, span)?,
-        "healthcheck" => healthcheck(&mut node, rest, span)?,
-        "onbuild" => {
-            if !rest.is_empty() {
-                if depth >= MAX_ONBUILD_DEPTH {
-                    return Err(SyntaxError::OnbuildTooDeep {
-                        max: MAX_ONBUILD_DEPTH,
-                        span,
-                    });
-                }
-                node.onbuild = Some(Box::new(build_node(rest, escape, span, depth + 1)?));
-            }
+    } else if is(&["from", "expose"]) {
+        node.args = words::split_whitespace(rest);
+    } else if is(&["maintainer", "stopsignal", "user", "workdir"]) {
+        if !rest.is_empty() {
+            node.args = vec![rest.to_string()];
         }
+    } else if is(&["arg"]) {
+        node.args = words::parse_words(rest, escape);
+    } else if is(&["env"]) {
+        node.args = name_values(rest, "ENV", escape, span)?;
+    } else if is(&["label"]) {
+        node.args = name_values(rest, "LABEL", escape, span)?;
+    } else if is(&["healthcheck"]) {
+        healthcheck(&mut node, rest, span)?;
+    } else if is(&["onbuild"]) {
+        if !rest.is_empty() {
+            if depth >= MAX_ONBUILD_DEPTH {
+                return Err(SyntaxError::OnbuildTooDeep {
+                    max: MAX_ONBUILD_DEPTH,
+                    span,
+                });
+            }
+            node.onbuild = Some(Box::new(build_node(rest, escape, span, depth + 1)?));
+        }
+    } else {
         // BuildKit keeps unknown instructions with one empty argument (its `parseIgnore`).
-        _ => node.args = vec![String::new()],
+        node.args = vec![String::new()];
     }
     Ok(node)
 }
@@ -565,17 +561,9 @@ fn maybe_json(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxError
     Ok(())
 }
 
-/// BuildKit's `parseStringsWhitespaceDelimited`.
-fn whitespace_list(rest: &str) -> Vec<String> {
-    if rest.is_empty() {
-        Vec::new()
-    } else {
-        words::split_whitespace(rest)
-    }
-}
-
 /// BuildKit's `parseNameVal` (ENV, LABEL): `name value` (one pair, the rest of the line is the
-/// value) or `name=value ...`; each pair becomes `name, value, sep`.
+/// value) or `name=value ...`; each pair becomes `name, value, sep`. `keyword` (`ENV` or `LABEL`)
+/// names the instruction in errors.
 fn name_values(
     rest: &str,
     keyword: &str,
@@ -586,11 +574,13 @@ fn name_values(
     let Some(first) = words.first() else {
         return Ok(Vec::new());
     };
-    let keyword = keyword.to_ascii_uppercase();
     if !first.contains('=') {
         let (name, value) = words::split_first_whitespace(rest);
         let Some(value) = value else {
-            return Err(SyntaxError::MissingValue { keyword, span });
+            return Err(SyntaxError::MissingValue {
+                keyword: keyword.to_string(),
+                span,
+            });
         };
         return Ok(vec![name.to_string(), value.to_string(), String::new()]);
     }
@@ -598,7 +588,7 @@ fn name_values(
     for word in words {
         let Some((name, value)) = word.split_once('=') else {
             return Err(SyntaxError::MissingEquals {
-                keyword,
+                keyword: keyword.to_string(),
                 word,
                 span,
             });
@@ -623,7 +613,7 @@ fn healthcheck(node: &mut Node, rest: &str, span: Span) -> Result<(), SyntaxErro
         .iter()
         .position(|&b| !words::is_go_space_byte(b))
         .map_or(bytes.len(), |p| sep + p);
-    node.args.push(words::byte_slice(rest, 0, sep));
+    node.args.push(words::byte_slice(rest, 0, sep).into_owned());
     let command = words::byte_slice(rest, next, bytes.len());
     maybe_json(node, &command, span)
 }
@@ -649,6 +639,33 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(parse_directive(line), *want, "{line}");
+        }
+    }
+
+    #[test]
+    fn line_checks_count_the_bom_toward_the_length_but_not_the_column() {
+        let long = |n: usize| format!("\u{feff}{}", "a".repeat(n)).into_bytes();
+        let too_long = |len| SyntaxError::LineTooLong {
+            len,
+            max: MAX_LINE_BYTES,
+            span: Span::on_line(1, 1, 1),
+        };
+        let nul = |line, column| SyntaxError::NulByte {
+            span: Span::on_line(line, column, 1),
+        };
+        let utf8 = |line, column| SyntaxError::InvalidUtf8 {
+            span: Span::on_line(line, column, 1),
+        };
+        let cases: Vec<(Vec<u8>, Option<SyntaxError>)> = vec![
+            (long(MAX_LINE_BYTES - 3), None),
+            (long(MAX_LINE_BYTES - 2), Some(too_long(MAX_LINE_BYTES + 1))),
+            (b"\xef\xbb\xbfab\0".to_vec(), Some(nul(1, 3))),
+            ("é\u{0}\u{ff}".as_bytes().to_vec(), Some(nul(1, 2))),
+            (b"a\xff\0".to_vec(), Some(utf8(1, 2))),
+            (b"a\r\nb\xe2\x82".to_vec(), Some(utf8(2, 2))),
+        ];
+        for (source, want) in cases {
+            assert_eq!(read_lines(&source).err(), want, "{:?}", source.get(..12));
         }
     }
 

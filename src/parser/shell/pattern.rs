@@ -18,25 +18,17 @@ pub(super) const BOM: char = '\u{feff}';
 const COMPILED_SIZE_LIMIT: usize = 64 << 20;
 
 /// Why a pattern cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum PatternError {
-    /// `\` followed by something other than `*`, `?`, `\`, `}` or `/` (or by nothing).
-    InvalidEscape(Option<char>),
+    /// `\` followed by something other than `*`, `?`, `\`, `}` or `/`.
+    #[error("invalid escape \"\\{0}\" (only \\*, \\?, \\\\, \\}} and \\/ are allowed)")]
+    InvalidEscape(char),
+    /// `\` at the end of the pattern.
+    #[error("the pattern ends with a lone \"\\\"")]
+    TrailingEscape,
     /// The pattern compiles to more than [`COMPILED_SIZE_LIMIT`].
+    #[error("the pattern is too large")]
     TooLarge,
-}
-
-impl std::fmt::Display for PatternError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::InvalidEscape(Some(c)) => write!(
-                f,
-                "invalid escape \"\\{c}\" (only \\*, \\?, \\\\, \\}} and \\/ are allowed)"
-            ),
-            Self::InvalidEscape(None) => write!(f, "the pattern ends with a lone \"\\\""),
-            Self::TooLarge => write!(f, "the pattern is too large"),
-        }
-    }
 }
 
 /// How `*` behaves: as few characters as possible, or as many.
@@ -82,7 +74,8 @@ fn compile(pattern: &str, star: Star, anchored: bool) -> Result<Regex, PatternEr
                     chars.next();
                     push_literal(&mut expr, next);
                 }
-                other => return Err(PatternError::InvalidEscape(other.copied())),
+                Some(&other) => return Err(PatternError::InvalidEscape(other)),
+                None => return Err(PatternError::TrailingEscape),
             },
             _ => push_literal(&mut expr, c),
         }
@@ -263,9 +256,19 @@ mod tests {
 
     #[test]
     fn invalid_escapes_are_errors() {
-        for pattern in ["\\", "\\x", "\\\\\\"] {
-            assert!(
-                compile(pattern, Star::Longest, true).is_err(),
+        let cases = [
+            ("\\", "the pattern ends with a lone \"\\\""),
+            (
+                "\\x",
+                "invalid escape \"\\x\" (only \\*, \\?, \\\\, \\} and \\/ are allowed)",
+            ),
+            ("\\\\\\", "the pattern ends with a lone \"\\\""),
+        ];
+        for (pattern, message) in cases {
+            let error = compile(pattern, Star::Longest, true).err();
+            assert_eq!(
+                error.map(|e| e.to_string()).as_deref(),
+                Some(message),
                 "{pattern:?}"
             );
         }

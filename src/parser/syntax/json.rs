@@ -30,33 +30,37 @@ pub fn parse_json_array(rest: &str) -> JsonArgs {
     if !rest.starts_with('[') {
         return JsonArgs::NotJson;
     }
-    // Go first checks that the whole value is well-formed, then converts it.
-    let Some(elements) = scan_array(rest) else {
-        return JsonArgs::NotJson;
-    };
-    let mut out = Vec::with_capacity(elements.len());
-    for el in elements {
-        match el {
-            Element::String(s) => out.push(s),
-            Element::Other => return JsonArgs::NotStringArray,
-        }
+    // Go first checks that the whole value is well-formed, then converts it: a non-string
+    // element is only an error in an array that is well-formed to its end.
+    match scan_array(rest) {
+        None => JsonArgs::NotJson,
+        Some(Elements {
+            saw_non_string: true,
+            ..
+        }) => JsonArgs::NotStringArray,
+        Some(Elements { strings, .. }) => JsonArgs::Strings(strings),
     }
-    JsonArgs::Strings(out)
 }
 
-enum Element {
-    String(String),
-    Other,
+/// The elements of a well-formed top-level array.
+struct Elements {
+    /// The string elements, in order.
+    strings: Vec<String>,
+    /// Some element was not a string.
+    saw_non_string: bool,
 }
 
 fn json_ws(i: &str) -> &str {
     i.trim_start_matches([' ', '\t', '\n', '\r'])
 }
 
-/// The top-level array: its elements, or `None` when the JSON is malformed.
-fn scan_array(input: &str) -> Option<Vec<Element>> {
+/// The top-level array's elements, or `None` when the JSON is malformed.
+fn scan_array(input: &str) -> Option<Elements> {
     let mut i = json_ws(input.strip_prefix('[')?);
-    let mut elements = Vec::new();
+    let mut elements = Elements {
+        strings: Vec::new(),
+        saw_non_string: false,
+    };
     if i.starts_with(']') {
         return Some(elements);
     }
@@ -64,11 +68,11 @@ fn scan_array(input: &str) -> Option<Vec<Element>> {
         i = json_ws(i);
         if i.starts_with('"') {
             let (after, s) = json_string(i).ok()?;
-            elements.push(Element::String(s));
+            elements.strings.push(s);
             i = after;
         } else {
             i = skip_value(i)?;
-            elements.push(Element::Other);
+            elements.saw_non_string = true;
         }
         i = json_ws(i);
         if let Some(after) = i.strip_prefix(',') {
@@ -90,9 +94,8 @@ fn skip_value(input: &str) -> Option<&str> {
     loop {
         i = json_ws(i);
         // A value is expected here (or the end of an empty container).
-        let opened = match i.as_bytes().first()? {
-            b'[' | b'{' => {
-                let open = i.as_bytes()[0];
+        let opened = match *i.as_bytes().first()? {
+            open @ (b'[' | b'{') => {
                 if stack.len() + 2 > MAX_DEPTH {
                     return None;
                 }
@@ -250,6 +253,8 @@ mod tests {
             (r#"["a", ["b"]]"#, JsonArgs::NotStringArray),
             (r#"[1, {"a": [null, true]}]"#, JsonArgs::NotStringArray),
             (r#"["a", ]"#, JsonArgs::NotJson),
+            // A non-string element in an array that is malformed later: not JSON at all.
+            (r#"[1, 'a']"#, JsonArgs::NotJson),
             (r#"['a']"#, JsonArgs::NotJson),
             (r#"["a""#, JsonArgs::NotJson),
             (r#"[01]"#, JsonArgs::NotJson),

@@ -1,5 +1,10 @@
 //! Word-level splitting as BuildKit's parser does it: instruction flags (`extractBuilderFlags`),
 //! ENV/LABEL/ARG words (`parseWords`), whitespace-delimited lists, and heredoc markers.
+//!
+//! Go's `unicode.IsSpace` is the Unicode White_Space property, so `char::is_whitespace` and
+//! `str::trim` are exactly BuildKit's `unicode.IsSpace` and `strings.TrimSpace`.
+
+use std::borrow::Cow;
 
 use nom::Parser;
 use nom::bytes::complete::{tag, take_while};
@@ -14,27 +19,13 @@ pub fn is_go_space_byte(b: u8) -> bool {
     matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0x85 | 0xa0)
 }
 
-/// Go's `unicode.IsSpace`.
-pub fn is_go_space(c: char) -> bool {
-    matches!(
-        c,
-        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
-    ) || (c > '\u{ff}' && c.is_whitespace())
-}
-
-/// Go's `strings.TrimSpace`.
-pub fn trim_go_space(s: &str) -> &str {
-    s.trim_matches(is_go_space)
-}
-
-/// The bytes `s[from..to]` as a string; when BuildKit's byte-wise scanning cut inside a UTF-8
-/// character the broken bytes become U+FFFD (Go would keep them raw).
-pub fn byte_slice(s: &str, from: usize, to: usize) -> String {
+/// The bytes `s[from..to]` as a string, borrowed when the cut is on character boundaries; when
+/// BuildKit's byte-wise scanning cut inside a UTF-8 character the broken bytes become U+FFFD (Go
+/// would keep them raw).
+pub fn byte_slice(s: &str, from: usize, to: usize) -> Cow<'_, str> {
     match s.get(from..to) {
-        Some(piece) => piece.to_string(),
-        None => {
-            String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()).into_owned()
-        }
+        Some(piece) => Cow::Borrowed(piece),
+        None => String::from_utf8_lossy(s.as_bytes().get(from..to).unwrap_or_default()),
     }
 }
 
@@ -43,21 +34,13 @@ fn is_split_space(c: char) -> bool {
     matches!(c, '\t' | '\u{b}' | '\u{c}' | '\r' | ' ')
 }
 
-/// `reWhitespace.Split(s, -1)`.
+/// BuildKit's `parseStringsWhitespaceDelimited`: `reWhitespace.Split(s, -1)` of the trimmed rest
+/// of the line, so the words between runs of spaces, and none for an empty `s`.
 pub fn split_whitespace(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut input = s;
-    loop {
-        let word: nom::IResult<&str, &str> = take_while(|c| !is_split_space(c)).parse(input);
-        let Ok((after, word)) = word else { break };
-        out.push(word.to_string());
-        let spaces: nom::IResult<&str, &str> = take_while(is_split_space).parse(after);
-        match spaces {
-            Ok((after, sp)) if !sp.is_empty() => input = after,
-            _ => break,
-        }
-    }
-    out
+    s.split(is_split_space)
+        .filter(|word| !word.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `reWhitespace.Split(s, 2)`: the first word and the rest after the first whitespace run.
@@ -71,7 +54,7 @@ pub fn split_first_whitespace(s: &str) -> (&str, Option<&str>) {
 /// BuildKit's `extractBuilderFlags`: leading `--name=value` words. Returns the flags and the
 /// rest of the line. It scans bytes, so each byte of a non-ASCII flag becomes one Latin-1 char,
 /// exactly as BuildKit's `WriteRune(rune(byte))` does.
-pub fn extract_flags(line: &str) -> (Vec<String>, String) {
+pub fn extract_flags(line: &str) -> (Vec<String>, Cow<'_, str>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
@@ -117,7 +100,6 @@ pub fn extract_flags(line: &str) -> (Vec<String>, String) {
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));
                 }
-                word.clear();
                 blank_ok = false;
                 pos += 1;
                 continue;
@@ -161,7 +143,7 @@ pub fn extract_flags(line: &str) -> (Vec<String>, String) {
         word.push(char::from(c));
         pos += 1;
     }
-    (words, String::new())
+    (words, Cow::Borrowed(""))
 }
 
 /// BuildKit's `parseWords` (ENV, LABEL, ARG): words split on whitespace, quotes and escapes kept
@@ -178,7 +160,7 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
     let mut word = String::new();
     let mut quote = '\0';
     let mut blank_ok = false;
-    let mut chars = rest.chars().peekable();
+    let mut chars = rest.chars();
     loop {
         let Some(ch) = chars.next() else {
             if phase != Phase::Spaces && (blank_ok || !word.is_empty()) {
@@ -187,13 +169,13 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
             break;
         };
         if phase == Phase::Spaces {
-            if is_go_space(ch) {
+            if ch.is_whitespace() {
                 continue;
             }
             phase = Phase::Word;
         }
         if phase == Phase::Word {
-            if is_go_space(ch) {
+            if ch.is_whitespace() {
                 phase = Phase::Spaces;
                 if blank_ok || !word.is_empty() {
                     words.push(std::mem::take(&mut word));
@@ -345,7 +327,7 @@ mod tests {
         for (line, flags, rest) in cases {
             let (f, r) = extract_flags(line);
             assert_eq!(
-                (f, r.as_str()),
+                (f, &*r),
                 (flags.iter().map(|s| s.to_string()).collect(), *rest),
                 "{line}"
             );
@@ -439,8 +421,18 @@ mod tests {
     }
 
     #[test]
+    fn go_space_byte_is_whitespace_of_the_latin1_char() {
+        for b in 0..=u8::MAX {
+            assert_eq!(is_go_space_byte(b), char::from(b).is_whitespace(), "{b:#x}");
+        }
+    }
+
+    #[test]
     fn whitespace_split() {
         assert_eq!(split_whitespace("a \t b"), vec!["a", "b"]);
+        // Other Unicode spaces are part of a word.
+        assert_eq!(split_whitespace("a\u{a0}b\u{b}c"), vec!["a\u{a0}b", "c"]);
+        assert_eq!(split_whitespace(""), Vec::<String>::new());
         assert_eq!(split_first_whitespace("a  b c"), ("a", Some("b c")));
     }
 }
