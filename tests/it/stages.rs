@@ -327,6 +327,29 @@ fn mount_values_are_expanded_but_from_is_not() {
 }
 
 #[test]
+fn mount_rules_are_checked_after_expansion() {
+    let r = resolve_with(
+        "FROM a\nARG T=cache\nRUN --mount=type=$T,target=/c,mode=0700 true\n",
+        &[],
+    )
+    .unwrap();
+    let Instruction::Run(run) = &r.stages[0].instructions[1] else {
+        panic!("not a RUN")
+    };
+    assert_eq!(run.mounts[0].kind, MountType::Cache);
+    assert_eq!(run.mounts[0].mode, Some(0o700));
+    let err = resolve_with(
+        "FROM a\nARG T=bind\nRUN --mount=type=$T,target=/c,mode=0700 true\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid --mount: mode is not allowed for type=bind mounts"
+    );
+}
+
+#[test]
 fn stage_bases_and_copy_sources() {
     let r = resolve_with(
         "FROM alpine AS Base\nFROM base\nFROM scratch\nCOPY --from=0 /a /a\n\
