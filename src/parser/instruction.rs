@@ -617,7 +617,7 @@ impl Ctx<'_> {
         for m in flags.all("mount") {
             mounts.push(Mount::parse(&m.value, m.span, None)?);
         }
-        let network = match flags.get("network") {
+        let network = match flags.given("network") {
             None => None,
             Some(v) => Some(match v.value.as_str() {
                 "default" => Network::Default,
@@ -634,7 +634,7 @@ impl Ctx<'_> {
                 }
             }),
         };
-        let security = match flags.get("security") {
+        let security = match flags.given("security") {
             None => None,
             Some(v) => Some(match v.value.as_str() {
                 "sandbox" => Security::Sandbox,
@@ -784,15 +784,6 @@ impl Ctx<'_> {
             ("parents", FlagKind::Bool),
         ])?;
         let from = flags.get("from");
-        if let Some(from) = from.filter(|f| f.value.is_empty()) {
-            return Err(InstructionError::BadFlag {
-                instruction: "COPY",
-                flag: "from".into(),
-                problem: "is empty".into(),
-                help: "name a stage, a stage index or an image".into(),
-                span: from.span,
-            });
-        }
         Ok(Copy {
             sources,
             inline,

@@ -378,6 +378,32 @@ fn stage_bases_and_copy_sources() {
 }
 
 #[test]
+fn empty_string_flags_are_not_given() {
+    let r = resolve_with(
+        "FROM --platform= a\nCOPY --from= --chown= x /x\nHEALTHCHECK --retries= CMD true\n",
+        &[],
+    )
+    .unwrap();
+    let stage = &r.stages[0];
+    assert_eq!(stage.platform, None);
+    // COPY --from= copies from the build context, as BuildKit does.
+    let Instruction::Copy(c) = &stage.instructions[0] else {
+        panic!("not a COPY")
+    };
+    assert_eq!((c.from.as_deref(), c.chown.as_deref()), (None, None));
+    assert!(
+        !stage
+            .dependencies
+            .iter()
+            .any(|d| d.kind == DependencyKind::CopyFrom)
+    );
+    let Instruction::Healthcheck(h) = &stage.instructions[1] else {
+        panic!("not a HEALTHCHECK")
+    };
+    assert!(matches!(h.health, Health::Check { retries: 0, .. }));
+}
+
+#[test]
 fn from_names_only_earlier_stages() {
     // BuildKit looks FROM up among the stages defined so far: a later stage's name is an image.
     let r = resolve_with("FROM later AS first\nFROM alpine AS later\n", &[]).unwrap();
@@ -493,7 +519,32 @@ fn instruction_flags() {
             Err("flag --from of COPY is missing a value"),
             6,
         ),
-        ("COPY --from= a b", Err("flag --from of COPY is empty"), 6),
+        // BuildKit reads an empty string flag as not given.
+        ("COPY --from= --chown= a b", Ok(()), 0),
+        ("ADD --checksum= --chmod= a b", Ok(()), 0),
+        ("FROM --platform= a", Ok(()), 0),
+        (
+            "HEALTHCHECK --interval= --timeout= --start-period= --start-interval= --retries= \
+             CMD true",
+            Ok(()),
+            0,
+        ),
+        (
+            "COPY --from= --from=a x y",
+            Err("flag --from is given twice to COPY"),
+            14,
+        ),
+        // Their defaults are not empty, so an empty value is a bad one.
+        (
+            "RUN --network= true",
+            Err("flag --network of RUN has an unsupported value \"\""),
+            5,
+        ),
+        (
+            "RUN --security= true",
+            Err("flag --security of RUN has an unsupported value \"\""),
+            5,
+        ),
         (
             "COPY --link=yes a b",
             Err("flag --link of COPY expects true or false, not \"yes\""),
@@ -578,7 +629,7 @@ fn instruction_flags() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 25);
+    assert_eq!(cases.len(), 31);
 }
 
 #[test]
