@@ -14,6 +14,7 @@ pub use mount::{Mount, MountExpander, MountType, Sharing};
 
 use crate::diagnostic::{Located, Span};
 use crate::parser::ast::{Dockerfile, Heredoc, Node};
+use crate::parser::syntax::words;
 use flags::{FlagKind, Flags};
 use serde::Serialize;
 
@@ -752,7 +753,7 @@ impl Ctx<'_> {
                 format!("write {} SOURCE... DESTINATION", self.keyword),
             ));
         };
-        if heredoc_name(self.node, dest).is_some() {
+        if matches!(words::marker(dest), Ok(Some(_))) {
             return Err(self.bad_args(
                 "cannot accept a heredoc as a destination",
                 "put the heredoc before the destination path",
@@ -761,11 +762,19 @@ impl Ctx<'_> {
         let mut paths = Vec::new();
         let mut inline = Vec::new();
         for src in sources {
-            match heredoc_name(self.node, src) {
-                Some(doc) => inline.push(InlineFile {
-                    name: doc.name.clone(),
-                    content: doc.content.clone(),
-                    expand: doc.expand,
+            // BuildKit's MustParseHeredoc: a word that does not read as a marker is a path.
+            match words::marker(src).ok().flatten() {
+                Some(marker) => inline.push(InlineFile {
+                    // BuildKit looks the body up by name in a map, so the last one wins.
+                    content: self
+                        .node
+                        .heredocs
+                        .iter()
+                        .rfind(|h| h.name == marker.name)
+                        .map(|h| h.content.clone())
+                        .unwrap_or_default(),
+                    name: marker.name,
+                    expand: marker.expand,
                 }),
                 None => paths.push(src.clone()),
             }
@@ -1013,17 +1022,6 @@ pub fn valid_stage_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-}
-
-/// The heredoc a COPY/ADD source word refers to (`<<EOF`, `<<-"EOF"`), if the node has it.
-fn heredoc_name<'a>(node: &'a Node, word: &str) -> Option<&'a Heredoc> {
-    let rest = word.strip_prefix("<<")?;
-    let rest = rest.strip_prefix('-').unwrap_or(rest).trim();
-    let name = ['"', '\'']
-        .iter()
-        .find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
-        .unwrap_or(rest);
-    node.heredocs.iter().find(|h| h.name == name)
 }
 
 /// The span of the keyword.

@@ -637,6 +637,10 @@ fn instruction_arguments() {
     let cases: &[(&str, Result<(), &str>)] = &[
         ("COPY a", Err("COPY requires at least two arguments")),
         ("ADD a", Err("ADD requires at least two arguments")),
+        (
+            "COPY a 0<<E\"O\"F\nx\nEOF",
+            Err("COPY cannot accept a heredoc as a destination"),
+        ),
         // BuildKit's parser keeps the rest of the line as the one argument.
         ("WORKDIR /a b", Ok(())),
         (
@@ -737,6 +741,43 @@ fn typed_values() {
     };
     assert_eq!(a.args.len(), 2);
     assert_eq!(a.args[1].default.as_deref(), Some("2"));
+}
+
+#[test]
+fn copy_sources_that_are_heredoc_markers_are_inline_files() {
+    // (Dockerfile line, inline file name, body, expanded, context paths)
+    let cases: &[(&str, &str, &str, bool, &[&str])] = &[
+        ("COPY <<EOF /x/\nbody\nEOF", "EOF", "body\n", true, &[]),
+        // Part of the delimiter quoted: one marker, body taken literally.
+        ("COPY <<E\"O\"F /x/\nbody\nEOF", "EOF", "body\n", false, &[]),
+        // A file descriptor before `<<` is part of BuildKit's marker pattern.
+        ("COPY 0<<EOF /x\nbody\nEOF", "EOF", "body\n", true, &[]),
+        (
+            "COPY <<-EOF a /x\n\tbody\nEOF",
+            "EOF",
+            "body\n",
+            true,
+            &["a"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, name, body, expand, paths) in cases {
+        let df = parse(&format!("FROM a\n{line}\n"));
+        match Instruction::from_node(&df.nodes[1]) {
+            Ok(Instruction::Copy(c)) => {
+                let inline: Vec<(&str, &str, bool)> = c
+                    .inline
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.content.as_str(), f.expand))
+                    .collect();
+                if inline != [(*name, *body, *expand)] || c.sources != *paths {
+                    failures.push(format!("{line:?}: {inline:?}, sources {:?}", c.sources));
+                }
+            }
+            other => failures.push(format!("{line:?}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
