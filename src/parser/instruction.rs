@@ -292,11 +292,12 @@ pub struct Healthcheck {
     pub span: Span,
 }
 
-/// `ONBUILD INSTRUCTION`: a trigger for builds that use this image as their base.
+/// `ONBUILD INSTRUCTION`: a trigger for builds that use this image as their base. Like BuildKit,
+/// only the trigger's keyword is checked here; the build that runs the trigger parses the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Onbuild {
-    pub inner: Box<Instruction>,
-    /// The trigger as written (BuildKit stores this text in the image config).
+    /// The trigger as BuildKit stores it in the image config: the text after `ONBUILD`, then
+    /// for each heredoc a newline, its body and its name.
     pub expression: String,
     pub span: Span,
 }
@@ -981,19 +982,25 @@ impl Ctx<'_> {
                 instruction: "ONBUILD",
                 problem,
                 help: "ONBUILD takes any instruction except ONBUILD, FROM and MAINTAINER".into(),
-                span: keyword_span(inner),
+                span: word_span(self.node, &inner.keyword, false),
             });
         }
-        let expression = self
+        // BuildKit strips `(?i)^\s*ONBUILD\s*` (Go's `\s`) from the line.
+        let go_space = [' ', '\t', '\n', '\x0c', '\r'];
+        let mut expression = self
             .node
             .original
-            .trim_start()
+            .trim_start_matches(go_space)
             .get(self.node.keyword.len()..)
             .unwrap_or_default()
-            .trim_start()
+            .trim_start_matches(go_space)
             .to_string();
+        for doc in &self.node.heredocs {
+            expression.push('\n');
+            expression.push_str(&doc.content);
+            expression.push_str(&doc.name);
+        }
         Ok(Onbuild {
-            inner: Box::new(Instruction::from_node(inner)?),
             expression,
             span: self.node.span,
         })

@@ -100,7 +100,11 @@ impl Display for Instruction {
                     write!(f, " CMD {}", CommandForm(command))
                 }
             },
-            Instruction::Onbuild(i) => write!(f, " {}", i.inner),
+            Instruction::Onbuild(i) => {
+                // The trigger line without the heredoc bodies appended to it.
+                let line = i.expression.split('\n').next().unwrap_or_default();
+                write!(f, " {line}")
+            }
             Instruction::Maintainer(i) => write!(f, " {}", i.name),
         }
     }
