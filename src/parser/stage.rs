@@ -20,7 +20,7 @@ use crate::parser::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
-use crate::parser::shell::{Env, Lexer};
+use crate::parser::shell::{Env, ExpandError, Lexer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -584,10 +584,18 @@ impl StageCx<'_> {
                 }
                 Instruction::Arg(Arg { args, span: a.span })
             }
-            Instruction::Expose(e) => Instruction::Expose(Expose {
-                ports: xs(&e.ports, vars)?,
-                span: e.span,
-            }),
+            Instruction::Expose(e) => {
+                // BuildKit's dispatchExpose splits each expanded word (`EXPOSE $PORTS`).
+                let mut ports = Vec::new();
+                for word in &e.ports {
+                    let split = self.lexer.expand_words(word, vars);
+                    ports.extend(split.map_err(|err| expand_error(kw, node, word, err))?);
+                }
+                Instruction::Expose(Expose {
+                    ports,
+                    span: e.span,
+                })
+            }
             Instruction::Copy(c) => {
                 if let (Some(from), Some(span)) = (&c.from, c.from_span) {
                     let on = self.copy_source(from, span)?;
@@ -763,17 +771,21 @@ fn expand(
     word: &str,
     vars: &Vars,
 ) -> Result<String, StageError> {
-    lexer.expand_word(word, vars).map_err(|e| {
-        // Point at the character the expander complained about when the word is written
-        // literally in the instruction.
-        let span = match instruction::word_offset(node, word, false) {
-            Some(off) if e.offset < word.len() => node.span_of(off + e.offset, 1),
-            _ => instruction::word_span(node, word, false),
-        };
-        StageError::Expand {
-            instruction,
-            message: e.message,
-            span,
-        }
-    })
+    lexer
+        .expand_word(word, vars)
+        .map_err(|e| expand_error(instruction, node, word, e))
+}
+
+/// The error for a word of `node` that does not expand: it points at the character the expander
+/// complained about when the word is written literally in the instruction.
+fn expand_error(instruction: &'static str, node: &Node, word: &str, e: ExpandError) -> StageError {
+    let span = match instruction::word_offset(node, word, false) {
+        Some(off) if e.offset < word.len() => node.span_of(off + e.offset, 1),
+        _ => instruction::word_span(node, word, false),
+    };
+    StageError::Expand {
+        instruction,
+        message: e.message,
+        span,
+    }
 }

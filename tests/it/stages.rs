@@ -298,6 +298,16 @@ fn expansion_per_instruction() {
 }
 
 #[test]
+fn expose_splits_expanded_words() {
+    let r = resolve_with("FROM a\nARG P=\"80 443/udp\"\nEXPOSE $P \"${P}\" 22\n", &[]).unwrap();
+    let Instruction::Expose(e) = &r.stages[0].instructions[1] else {
+        panic!("not an EXPOSE")
+    };
+    // A quoted expansion stays one word, as in the shell.
+    assert_eq!(e.ports, ["80", "443/udp", "80 443/udp", "22"]);
+}
+
+#[test]
 fn escape_directive_is_used_for_expansion() {
     let r = resolve_with("# escape=`\nFROM a\nENV V=x\nLABEL v=`$V-$V\n", &[]).unwrap();
     assert_eq!(last_label(&r, "v").as_deref(), Some("$V-x"));
