@@ -842,10 +842,7 @@ impl Ctx<'_> {
         for v in &self.node.args {
             let v = v.trim();
             if v.is_empty() {
-                return Err(self.bad_args(
-                    "cannot take an empty path",
-                    "remove the empty string from VOLUME",
-                ));
+                return Err(empty_volume(self.node.span));
             }
             paths.push(v.to_string());
         }
@@ -1019,6 +1016,16 @@ fn bad_value(
         flag: flag.to_string(),
         problem: format!("has an unsupported value \"{value}\""),
         help: format!("use {allowed}"),
+        span,
+    }
+}
+
+/// A VOLUME path that is empty as written or after expansion (BuildKit's message).
+pub(crate) fn empty_volume(span: Span) -> InstructionError {
+    InstructionError::BadArguments {
+        instruction: "VOLUME",
+        problem: "specified can not be an empty string".into(),
+        help: "remove the empty path, or give the variable in it a value".into(),
         span,
     }
 }

@@ -629,10 +629,16 @@ impl StageCx<'_> {
                 user: x(&u.user, vars)?,
                 span: u.span,
             }),
-            Instruction::Volume(v) => Instruction::Volume(Volume {
-                paths: xs(&v.paths, vars)?,
-                span: v.span,
-            }),
+            Instruction::Volume(v) => {
+                let paths = xs(&v.paths, vars)?;
+                if paths.iter().any(String::is_empty) {
+                    return Err(instruction::empty_volume(v.span).into());
+                }
+                Instruction::Volume(Volume {
+                    paths,
+                    span: v.span,
+                })
+            }
             Instruction::StopSignal(s) => Instruction::StopSignal(StopSignal {
                 signal: x(&s.signal, vars)?,
                 span: s.span,

@@ -461,6 +461,16 @@ fn stage_errors() {
             (2, 9),
         ),
         (
+            "FROM a\nARG EMPTY\nVOLUME /data $EMPTY\n",
+            "VOLUME specified can not be an empty string",
+            (3, 1),
+        ),
+        (
+            "FROM a\nVOLUME [\"/data\", \" \"]\n",
+            "VOLUME specified can not be an empty string",
+            (2, 1),
+        ),
+        (
             "FROM a\nONBUILD  from b\n",
             "ONBUILD cannot use FROM as a trigger",
             (2, 10),
