@@ -496,7 +496,8 @@ impl StageCx<'_> {
             .find(|s| s.name.as_deref() == Some(base_name.as_str()))
         {
             Some(s) => Base::Stage(s.index),
-            None if base_name.eq_ignore_ascii_case("scratch") => Base::Scratch,
+            // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
+            None if base_name == "scratch" => Base::Scratch,
             None => Base::Image(checked_image(&base_name, from.image_span)?),
         };
         let mut dependencies = vec![Dependency {

@@ -460,6 +460,12 @@ fn stage_errors() {
             "cannot expand LABEL",
             (2, 9),
         ),
+        // BuildKit recognises only the exact word `scratch`.
+        (
+            "FROM SCRATCH\n",
+            "invalid image reference \"SCRATCH\"",
+            (1, 6),
+        ),
         (
             "FROM a\nARG EMPTY\nVOLUME /data $EMPTY\n",
             "VOLUME specified can not be an empty string",
