@@ -300,19 +300,11 @@ impl Vars {
         self.0.retain(|(k, _)| k != key);
         self.0.push((key.to_string(), value.to_string()));
     }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 impl Env for Vars {
     fn lookup(&self, name: &str) -> Option<String> {
-        self.get(name).map(str::to_string)
+        self.0.as_slice().lookup(name)
     }
 }
 
@@ -429,7 +421,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .map(String::as_str)
         .filter(|k| !declared.iter().any(|d| d == k))
         // The global scope holds every predefined arg (and the meta args, already declared).
-        .filter(|k| !PROXY_ARGS.contains(k) && globals.get(k).is_none())
+        .filter(|k| !PROXY_ARGS.contains(k) && globals.lookup(k).is_none())
         .collect();
     if !unused.is_empty() {
         warnings.push(StageWarning {
@@ -573,7 +565,7 @@ impl StageCx<'_> {
                     let value = match (self.opts.build_args.get(&decl.name), &decl.default) {
                         (Some(v), _) => Some(v.clone()),
                         (None, Some(default)) => Some(x(default, vars)?),
-                        (None, None) => self.globals.get(&decl.name).map(str::to_string),
+                        (None, None) => self.globals.lookup(&decl.name),
                     };
                     if let Some(v) = &value {
                         vars.set(&decl.name, v);
