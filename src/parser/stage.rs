@@ -391,12 +391,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
     for (arg, node) in &meta {
         for decl in &arg.args {
             declared.push(decl.name.clone());
-            let value = match (opts.build_args.get(&decl.name), &decl.default) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(default)) => Some(expand(&lexer, "ARG", node, default, &globals)?),
-                (None, None) => None,
-            };
-            if let Some(v) = value {
+            if let Some(v) = arg_value(opts, &lexer, node, decl, &globals, None)? {
                 globals.set(&decl.name, &v);
             }
         }
@@ -562,11 +557,8 @@ impl StageCx<'_> {
                 let mut args = Vec::new();
                 for decl in &a.args {
                     declared.push(decl.name.clone());
-                    let value = match (self.opts.build_args.get(&decl.name), &decl.default) {
-                        (Some(v), _) => Some(v.clone()),
-                        (None, Some(default)) => Some(x(default, vars)?),
-                        (None, None) => self.globals.lookup(&decl.name),
-                    };
+                    let value =
+                        arg_value(self.opts, self.lexer, node, decl, vars, Some(self.globals))?;
                     if let Some(v) = &value {
                         vars.set(&decl.name, v);
                     }
@@ -738,6 +730,25 @@ impl StageCx<'_> {
             Some(i) => Source::Stage(i),
             None => Source::Image(checked_image(from, span)?),
         })
+    }
+}
+
+/// The value an ARG declaration takes: the `--build-arg` value; else its default expanded with
+/// `scope`; else, inside a stage (`globals` given), the global value of the same name.
+fn arg_value(
+    opts: &ResolveOptions,
+    lexer: &Lexer,
+    node: &Node,
+    decl: &ArgDecl,
+    scope: &Vars,
+    globals: Option<&Vars>,
+) -> Result<Option<String>, StageError> {
+    if let Some(value) = opts.build_args.get(&decl.name) {
+        return Ok(Some(value.clone()));
+    }
+    match &decl.default {
+        Some(default) => expand(lexer, "ARG", node, default, scope).map(Some),
+        None => Ok(globals.and_then(|g| g.lookup(&decl.name))),
     }
 }
 
