@@ -397,14 +397,14 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         }
     }
 
+    let cx = StageCx {
+        lexer: &lexer,
+        opts,
+        globals: &globals,
+        names: &names,
+    };
     let mut stages: Vec<Stage> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
-        let cx = StageCx {
-            lexer: &lexer,
-            opts,
-            globals: &globals,
-            names: &names,
-        };
         let stage = cx.stage(index, p, &stages, &mut declared)?;
         stages.push(stage);
     }
