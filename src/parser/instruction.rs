@@ -89,10 +89,15 @@ pub enum Command {
 
 impl Command {
     fn from_node(node: &Node) -> Command {
-        if node.json {
-            Command::Exec(node.args.clone())
+        Command::from_args(node.json, &node.args)
+    }
+
+    /// The exec form of `args` when they came from a JSON array, else the shell form.
+    fn from_args(json: bool, args: &[String]) -> Command {
+        if json {
+            Command::Exec(args.to_vec())
         } else {
-            Command::Shell(node.args.join(" "))
+            Command::Shell(args.join(" "))
         }
     }
 
@@ -539,6 +544,37 @@ impl Ctx<'_> {
         }
     }
 
+    fn bad_flag(
+        &self,
+        flag: &str,
+        problem: impl Into<String>,
+        help: impl Into<String>,
+        span: Span,
+    ) -> InstructionError {
+        InstructionError::BadFlag {
+            instruction: self.keyword,
+            flag: flag.to_string(),
+            problem: problem.into(),
+            help: help.into(),
+            span,
+        }
+    }
+
+    fn unsupported_value(
+        &self,
+        flag: &str,
+        value: &str,
+        allowed: &str,
+        span: Span,
+    ) -> InstructionError {
+        self.bad_flag(
+            flag,
+            format!("has an unsupported value \"{value}\""),
+            format!("use {allowed}"),
+            span,
+        )
+    }
+
     fn flags(&self, spec: &[(&'static str, FlagKind)]) -> Result<Flags, InstructionError> {
         Flags::parse(self.node, self.keyword, spec)
     }
@@ -626,8 +662,7 @@ impl Ctx<'_> {
                 "none" => Network::None,
                 "host" => Network::Host,
                 other => {
-                    return Err(bad_value(
-                        "RUN",
+                    return Err(self.unsupported_value(
                         "network",
                         other,
                         "default, none or host",
@@ -642,8 +677,7 @@ impl Ctx<'_> {
                 "sandbox" => Security::Sandbox,
                 "insecure" => Security::Insecure,
                 other => {
-                    return Err(bad_value(
-                        "RUN",
+                    return Err(self.unsupported_value(
                         "security",
                         other,
                         "sandbox or insecure",
@@ -887,11 +921,7 @@ impl Ctx<'_> {
                 "write HEALTHCHECK CMD command or HEALTHCHECK NONE",
             ));
         }
-        let command = if node.json {
-            Command::Exec(rest.to_vec())
-        } else {
-            Command::Shell(rest.join(" "))
-        };
+        let command = Command::from_args(node.json, rest);
         if command.is_empty() {
             return Err(self.bad_args(
                 "is missing a command after CMD",
@@ -903,47 +933,42 @@ impl Ctx<'_> {
                 return Ok(0);
             };
             let nanos = duration::parse_go_duration(&v.value).map_err(|problem| {
-                InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: name.to_string(),
-                    problem: format!("is not a duration: {problem}"),
-                    help: "write a duration such as 30s, 1m30s or 500ms".into(),
-                    span: v.span,
-                }
+                self.bad_flag(
+                    name,
+                    format!("is not a duration: {problem}"),
+                    "write a duration such as 30s, 1m30s or 500ms",
+                    v.span,
+                )
             })?;
             if nanos != 0 && nanos < 1_000_000 {
-                return Err(InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: name.to_string(),
-                    problem: "cannot be less than 1ms".into(),
-                    help: "write 0 to inherit the base image's value, or at least 1ms".into(),
-                    span: v.span,
-                });
+                return Err(self.bad_flag(
+                    name,
+                    "cannot be less than 1ms",
+                    "write 0 to inherit the base image's value, or at least 1ms",
+                    v.span,
+                ));
             }
-            i64::try_from(nanos).map_err(|_| InstructionError::BadFlag {
-                instruction: "HEALTHCHECK",
-                flag: name.to_string(),
-                problem: "is too long".into(),
-                help: "write a shorter duration".into(),
-                span: v.span,
-            })
+            i64::try_from(nanos)
+                .map_err(|_| self.bad_flag(name, "is too long", "write a shorter duration", v.span))
         };
         let retries = match flags.get("retries") {
             None => 0,
             Some(v) => {
-                let n: i32 = v.value.parse().map_err(|_| InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: "retries".into(),
-                    problem: format!("is not a number: \"{}\"", v.value),
-                    help: "write a whole number, e.g. --retries=3".into(),
-                    span: v.span,
+                let n: i32 = v.value.parse().map_err(|_| {
+                    self.bad_flag(
+                        "retries",
+                        format!("is not a number: \"{}\"", v.value),
+                        "write a whole number, e.g. --retries=3",
+                        v.span,
+                    )
                 })?;
-                u32::try_from(n).map_err(|_| InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: "retries".into(),
-                    problem: format!("cannot be negative ({n})"),
-                    help: "write 0 or more".into(),
-                    span: v.span,
+                u32::try_from(n).map_err(|_| {
+                    self.bad_flag(
+                        "retries",
+                        format!("cannot be negative ({n})"),
+                        "write 0 or more",
+                        v.span,
+                    )
                 })?
             }
         };
@@ -1001,22 +1026,6 @@ impl Ctx<'_> {
             expression,
             span: self.node.span,
         })
-    }
-}
-
-fn bad_value(
-    instruction: &'static str,
-    flag: &str,
-    value: &str,
-    allowed: &str,
-    span: Span,
-) -> InstructionError {
-    InstructionError::BadFlag {
-        instruction,
-        flag: flag.to_string(),
-        problem: format!("has an unsupported value \"{value}\""),
-        help: format!("use {allowed}"),
-        span,
     }
 }
 
