@@ -118,12 +118,37 @@ pub enum Network {
     Host,
 }
 
+impl Network {
+    const ALL: [Network; 3] = [Network::Default, Network::None, Network::Host];
+
+    /// The value as written in `--network=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Default => "default",
+            Network::None => "none",
+            Network::Host => "host",
+        }
+    }
+}
+
 /// `RUN --security=` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     Sandbox,
     Insecure,
+}
+
+impl Security {
+    const ALL: [Security; 2] = [Security::Sandbox, Security::Insecure];
+
+    /// The value as written in `--security=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Sandbox => "sandbox",
+            Security::Insecure => "insecure",
+        }
+    }
 }
 
 /// `RUN [--mount=...] [--network=...] [--security=...] COMMAND`.
@@ -657,34 +682,25 @@ impl Ctx<'_> {
         }
         let network = match flags.given("network") {
             None => None,
-            Some(v) => Some(match v.value.as_str() {
-                "default" => Network::Default,
-                "none" => Network::None,
-                "host" => Network::Host,
-                other => {
-                    return Err(self.unsupported_value(
-                        "network",
-                        other,
-                        "default, none or host",
-                        v.span,
-                    ));
-                }
-            }),
+            Some(v) => Some(
+                Network::ALL
+                    .into_iter()
+                    .find(|n| n.as_str() == v.value)
+                    .ok_or_else(|| {
+                        self.unsupported_value("network", &v.value, "default, none or host", v.span)
+                    })?,
+            ),
         };
         let security = match flags.given("security") {
             None => None,
-            Some(v) => Some(match v.value.as_str() {
-                "sandbox" => Security::Sandbox,
-                "insecure" => Security::Insecure,
-                other => {
-                    return Err(self.unsupported_value(
-                        "security",
-                        other,
-                        "sandbox or insecure",
-                        v.span,
-                    ));
-                }
-            }),
+            Some(v) => Some(
+                Security::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == v.value)
+                    .ok_or_else(|| {
+                        self.unsupported_value("security", &v.value, "sandbox or insecure", v.span)
+                    })?,
+            ),
         };
         let command = Command::from_node(self.node);
         if command.is_empty() && self.node.heredocs.is_empty() {

@@ -22,10 +22,10 @@ impl Display for Instruction {
                     write!(f, " --mount={}", mount.raw)?;
                 }
                 if let Some(network) = i.network {
-                    write!(f, " --network={}", format!("{network:?}").to_lowercase())?;
+                    write!(f, " --network={}", network.as_str())?;
                 }
                 if let Some(security) = i.security {
-                    write!(f, " --security={}", format!("{security:?}").to_lowercase())?;
+                    write!(f, " --security={}", security.as_str())?;
                 }
                 write!(f, " {}", CommandForm(&i.command))
             }
@@ -225,7 +225,7 @@ mod tests {
             "ARG V=1.2 EMPTY\n",
             "ENV A=$V B=\"two words\"\n",
             "LABEL version=$V\n",
-            "RUN --mount=type=cache,target=/c --network=none echo $V\n",
+            "RUN --mount=type=cache,target=/c --network=none --security=insecure echo $V\n",
             "CMD [\"sh\", \"-c\", \"echo\"]\n",
             "COPY --from=build --chown=1:1 --link a b /dst/\n",
             "ADD --checksum=sha256:ab https://example.com/x /x\n",
@@ -244,7 +244,7 @@ mod tests {
                 "ARG V=1.2 EMPTY",
                 "ENV A=1.2 B=\"two words\"",
                 "LABEL version=1.2",
-                "RUN --mount=type=cache,target=/c --network=none echo $V",
+                "RUN --mount=type=cache,target=/c --network=none --security=insecure echo $V",
                 "CMD [\"sh\",\"-c\",\"echo\"]",
                 "COPY --from=build --chown=1:1 --link a b /dst/",
                 "ADD --checksum=sha256:ab https://example.com/x /x",
