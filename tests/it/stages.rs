@@ -207,7 +207,6 @@ fn arg_scoping() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 24);
 }
 
 #[test]
@@ -625,7 +624,7 @@ fn instruction_flags() {
         ),
         (
             "HEALTHCHECK --interval=5 CMD true",
-            Err("flag --interval of HEALTHCHECK is not a duration"),
+            Err("flag --interval of HEALTHCHECK is not a duration: missing unit in duration \"5\""),
             13,
         ),
         (
@@ -652,7 +651,7 @@ fn instruction_flags() {
             (Ok(_), Ok(())) => {}
             (Err(e), Err(msg)) => {
                 let span = e.span().unwrap();
-                if e.to_string() != *msg && !e.to_string().starts_with(msg) {
+                if e.to_string() != *msg {
                     failures.push(format!("{line}: message {e}"));
                 } else if (span.start.line, span.start.column) != (2, *col) {
                     failures.push(format!(
@@ -665,7 +664,6 @@ fn instruction_flags() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 31);
 }
 
 #[test]
