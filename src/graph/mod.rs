@@ -191,7 +191,7 @@ impl<'a> BuildGraph<'a> {
             .filter_map(|id| resolved.stages.get(*id))
             .flat_map(|s| &s.dependencies)
             .filter_map(|d| match &d.on {
-                Source::Image(name) if !name.eq_ignore_ascii_case("scratch") => Some(name.clone()),
+                Source::Image(name) if name != "scratch" => Some(name.clone()),
                 _ => None,
             })
             .collect::<BTreeSet<_>>()

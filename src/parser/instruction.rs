@@ -14,6 +14,7 @@ pub use mount::{Mount, MountExpander, MountType, Sharing};
 
 use crate::diagnostic::{Located, Span};
 use crate::parser::ast::{Dockerfile, Heredoc, Node};
+use crate::parser::syntax::words;
 use flags::{FlagKind, Flags};
 use serde::Serialize;
 
@@ -88,10 +89,15 @@ pub enum Command {
 
 impl Command {
     fn from_node(node: &Node) -> Command {
-        if node.json {
-            Command::Exec(node.args.clone())
+        Command::from_args(node.json, &node.args)
+    }
+
+    /// The exec form of `args` when they came from a JSON array, else the shell form.
+    fn from_args(json: bool, args: &[String]) -> Command {
+        if json {
+            Command::Exec(args.to_vec())
         } else {
-            Command::Shell(node.args.join(" "))
+            Command::Shell(args.join(" "))
         }
     }
 
@@ -112,12 +118,37 @@ pub enum Network {
     Host,
 }
 
+impl Network {
+    const ALL: [Network; 3] = [Network::Default, Network::None, Network::Host];
+
+    /// The value as written in `--network=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Default => "default",
+            Network::None => "none",
+            Network::Host => "host",
+        }
+    }
+}
+
 /// `RUN --security=` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Security {
     Sandbox,
     Insecure,
+}
+
+impl Security {
+    const ALL: [Security; 2] = [Security::Sandbox, Security::Insecure];
+
+    /// The value as written in `--security=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Sandbox => "sandbox",
+            Security::Insecure => "insecure",
+        }
+    }
 }
 
 /// `RUN [--mount=...] [--network=...] [--security=...] COMMAND`.
@@ -291,11 +322,12 @@ pub struct Healthcheck {
     pub span: Span,
 }
 
-/// `ONBUILD INSTRUCTION`: a trigger for builds that use this image as their base.
+/// `ONBUILD INSTRUCTION`: a trigger for builds that use this image as their base. Like BuildKit,
+/// only the trigger's keyword is checked here; the build that runs the trigger parses the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Onbuild {
-    pub inner: Box<Instruction>,
-    /// The trigger as written (BuildKit stores this text in the image config).
+    /// The trigger as BuildKit stores it in the image config: the text after `ONBUILD`, then
+    /// for each heredoc a newline, its body and its name.
     pub expression: String,
     pub span: Span,
 }
@@ -537,6 +569,37 @@ impl Ctx<'_> {
         }
     }
 
+    fn bad_flag(
+        &self,
+        flag: &str,
+        problem: impl Into<String>,
+        help: impl Into<String>,
+        span: Span,
+    ) -> InstructionError {
+        InstructionError::BadFlag {
+            instruction: self.keyword,
+            flag: flag.to_string(),
+            problem: problem.into(),
+            help: help.into(),
+            span,
+        }
+    }
+
+    fn unsupported_value(
+        &self,
+        flag: &str,
+        value: &str,
+        allowed: &str,
+        span: Span,
+    ) -> InstructionError {
+        self.bad_flag(
+            flag,
+            format!("has an unsupported value \"{value}\""),
+            format!("use {allowed}"),
+            span,
+        )
+    }
+
     fn flags(&self, spec: &[(&'static str, FlagKind)]) -> Result<Flags, InstructionError> {
         Flags::parse(self.node, self.keyword, spec)
     }
@@ -617,38 +680,27 @@ impl Ctx<'_> {
         for m in flags.all("mount") {
             mounts.push(Mount::parse(&m.value, m.span, None)?);
         }
-        let network = match flags.get("network") {
+        let network = match flags.given("network") {
             None => None,
-            Some(v) => Some(match v.value.as_str() {
-                "default" => Network::Default,
-                "none" => Network::None,
-                "host" => Network::Host,
-                other => {
-                    return Err(bad_value(
-                        "RUN",
-                        "network",
-                        other,
-                        "default, none or host",
-                        v.span,
-                    ));
-                }
-            }),
+            Some(v) => Some(
+                Network::ALL
+                    .into_iter()
+                    .find(|n| n.as_str() == v.value)
+                    .ok_or_else(|| {
+                        self.unsupported_value("network", &v.value, "default, none or host", v.span)
+                    })?,
+            ),
         };
-        let security = match flags.get("security") {
+        let security = match flags.given("security") {
             None => None,
-            Some(v) => Some(match v.value.as_str() {
-                "sandbox" => Security::Sandbox,
-                "insecure" => Security::Insecure,
-                other => {
-                    return Err(bad_value(
-                        "RUN",
-                        "security",
-                        other,
-                        "sandbox or insecure",
-                        v.span,
-                    ));
-                }
-            }),
+            Some(v) => Some(
+                Security::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == v.value)
+                    .ok_or_else(|| {
+                        self.unsupported_value("security", &v.value, "sandbox or insecure", v.span)
+                    })?,
+            ),
         };
         let command = Command::from_node(self.node);
         if command.is_empty() && self.node.heredocs.is_empty() {
@@ -752,7 +804,7 @@ impl Ctx<'_> {
                 format!("write {} SOURCE... DESTINATION", self.keyword),
             ));
         };
-        if heredoc_name(self.node, dest).is_some() {
+        if matches!(words::marker(dest), Ok(Some(_))) {
             return Err(self.bad_args(
                 "cannot accept a heredoc as a destination",
                 "put the heredoc before the destination path",
@@ -761,11 +813,19 @@ impl Ctx<'_> {
         let mut paths = Vec::new();
         let mut inline = Vec::new();
         for src in sources {
-            match heredoc_name(self.node, src) {
-                Some(doc) => inline.push(InlineFile {
-                    name: doc.name.clone(),
-                    content: doc.content.clone(),
-                    expand: doc.expand,
+            // BuildKit's MustParseHeredoc: a word that does not read as a marker is a path.
+            match words::marker(src).ok().flatten() {
+                Some(marker) => inline.push(InlineFile {
+                    // BuildKit looks the body up by name in a map, so the last one wins.
+                    content: self
+                        .node
+                        .heredocs
+                        .iter()
+                        .rfind(|h| h.name == marker.name)
+                        .map(|h| h.content.clone())
+                        .unwrap_or_default(),
+                    name: marker.name,
+                    expand: marker.expand,
                 }),
                 None => paths.push(src.clone()),
             }
@@ -784,15 +844,6 @@ impl Ctx<'_> {
             ("parents", FlagKind::Bool),
         ])?;
         let from = flags.get("from");
-        if let Some(from) = from.filter(|f| f.value.is_empty()) {
-            return Err(InstructionError::BadFlag {
-                instruction: "COPY",
-                flag: "from".into(),
-                problem: "is empty".into(),
-                help: "name a stage, a stage index or an image".into(),
-                span: from.span,
-            });
-        }
         Ok(Copy {
             sources,
             inline,
@@ -841,10 +892,7 @@ impl Ctx<'_> {
         for v in &self.node.args {
             let v = v.trim();
             if v.is_empty() {
-                return Err(self.bad_args(
-                    "cannot take an empty path",
-                    "remove the empty string from VOLUME",
-                ));
+                return Err(empty_volume(self.node.span));
             }
             paths.push(v.to_string());
         }
@@ -889,11 +937,7 @@ impl Ctx<'_> {
                 "write HEALTHCHECK CMD command or HEALTHCHECK NONE",
             ));
         }
-        let command = if node.json {
-            Command::Exec(rest.to_vec())
-        } else {
-            Command::Shell(rest.join(" "))
-        };
+        let command = Command::from_args(node.json, rest);
         if command.is_empty() {
             return Err(self.bad_args(
                 "is missing a command after CMD",
@@ -905,47 +949,42 @@ impl Ctx<'_> {
                 return Ok(0);
             };
             let nanos = duration::parse_go_duration(&v.value).map_err(|problem| {
-                InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: name.to_string(),
-                    problem: format!("is not a duration: {problem}"),
-                    help: "write a duration such as 30s, 1m30s or 500ms".into(),
-                    span: v.span,
-                }
+                self.bad_flag(
+                    name,
+                    format!("is not a duration: {problem}"),
+                    "write a duration such as 30s, 1m30s or 500ms",
+                    v.span,
+                )
             })?;
             if nanos != 0 && nanos < 1_000_000 {
-                return Err(InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: name.to_string(),
-                    problem: "cannot be less than 1ms".into(),
-                    help: "write 0 to inherit the base image's value, or at least 1ms".into(),
-                    span: v.span,
-                });
+                return Err(self.bad_flag(
+                    name,
+                    "cannot be less than 1ms",
+                    "write 0 to inherit the base image's value, or at least 1ms",
+                    v.span,
+                ));
             }
-            i64::try_from(nanos).map_err(|_| InstructionError::BadFlag {
-                instruction: "HEALTHCHECK",
-                flag: name.to_string(),
-                problem: "is too long".into(),
-                help: "write a shorter duration".into(),
-                span: v.span,
-            })
+            i64::try_from(nanos)
+                .map_err(|_| self.bad_flag(name, "is too long", "write a shorter duration", v.span))
         };
         let retries = match flags.get("retries") {
             None => 0,
             Some(v) => {
-                let n: i32 = v.value.parse().map_err(|_| InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: "retries".into(),
-                    problem: format!("is not a number: \"{}\"", v.value),
-                    help: "write a whole number, e.g. --retries=3".into(),
-                    span: v.span,
+                let n: i32 = v.value.parse().map_err(|_| {
+                    self.bad_flag(
+                        "retries",
+                        format!("is not a number: \"{}\"", v.value),
+                        "write a whole number, e.g. --retries=3",
+                        v.span,
+                    )
                 })?;
-                u32::try_from(n).map_err(|_| InstructionError::BadFlag {
-                    instruction: "HEALTHCHECK",
-                    flag: "retries".into(),
-                    problem: format!("cannot be negative ({n})"),
-                    help: "write 0 or more".into(),
-                    span: v.span,
+                u32::try_from(n).map_err(|_| {
+                    self.bad_flag(
+                        "retries",
+                        format!("cannot be negative ({n})"),
+                        "write 0 or more",
+                        v.span,
+                    )
                 })?
             }
         };
@@ -981,37 +1020,37 @@ impl Ctx<'_> {
                 instruction: "ONBUILD",
                 problem,
                 help: "ONBUILD takes any instruction except ONBUILD, FROM and MAINTAINER".into(),
-                span: keyword_span(inner),
+                span: word_span(self.node, &inner.keyword, false),
             });
         }
-        let expression = self
+        // BuildKit strips `(?i)^\s*ONBUILD\s*` (Go's `\s`) from the line.
+        let go_space = [' ', '\t', '\n', '\x0c', '\r'];
+        let mut expression = self
             .node
             .original
-            .trim_start()
+            .trim_start_matches(go_space)
             .get(self.node.keyword.len()..)
             .unwrap_or_default()
-            .trim_start()
+            .trim_start_matches(go_space)
             .to_string();
+        for doc in &self.node.heredocs {
+            expression.push('\n');
+            expression.push_str(&doc.content);
+            expression.push_str(&doc.name);
+        }
         Ok(Onbuild {
-            inner: Box::new(Instruction::from_node(inner)?),
             expression,
             span: self.node.span,
         })
     }
 }
 
-fn bad_value(
-    instruction: &'static str,
-    flag: &str,
-    value: &str,
-    allowed: &str,
-    span: Span,
-) -> InstructionError {
-    InstructionError::BadFlag {
-        instruction,
-        flag: flag.to_string(),
-        problem: format!("has an unsupported value \"{value}\""),
-        help: format!("use {allowed}"),
+/// A VOLUME path that is empty as written or after expansion (BuildKit's message).
+pub(crate) fn empty_volume(span: Span) -> InstructionError {
+    InstructionError::BadArguments {
+        instruction: "VOLUME",
+        problem: "specified can not be an empty string".into(),
+        help: "remove the empty path, or give the variable in it a value".into(),
         span,
     }
 }
@@ -1022,17 +1061,6 @@ pub fn valid_stage_name(name: &str) -> bool {
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-}
-
-/// The heredoc a COPY/ADD source word refers to (`<<EOF`, `<<-"EOF"`), if the node has it.
-fn heredoc_name<'a>(node: &'a Node, word: &str) -> Option<&'a Heredoc> {
-    let rest = word.strip_prefix("<<")?;
-    let rest = rest.strip_prefix('-').unwrap_or(rest).trim();
-    let name = ['"', '\'']
-        .iter()
-        .find_map(|q| rest.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
-        .unwrap_or(rest);
-    node.heredocs.iter().find(|h| h.name == name)
 }
 
 /// The span of the keyword.

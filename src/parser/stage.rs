@@ -20,7 +20,7 @@ use crate::parser::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
-use crate::parser::shell::{Env, Lexer};
+use crate::parser::shell::{Env, ExpandError, Lexer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -300,19 +300,11 @@ impl Vars {
         self.0.retain(|(k, _)| k != key);
         self.0.push((key.to_string(), value.to_string()));
     }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 impl Env for Vars {
     fn lookup(&self, name: &str) -> Option<String> {
-        self.get(name).map(str::to_string)
+        self.0.as_slice().lookup(name)
     }
 }
 
@@ -399,25 +391,20 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
     for (arg, node) in &meta {
         for decl in &arg.args {
             declared.push(decl.name.clone());
-            let value = match (opts.build_args.get(&decl.name), &decl.default) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(default)) => Some(expand(&lexer, "ARG", node, default, &globals)?),
-                (None, None) => None,
-            };
-            if let Some(v) = value {
+            if let Some(v) = arg_value(opts, &lexer, node, decl, &globals, None)? {
                 globals.set(&decl.name, &v);
             }
         }
     }
 
+    let cx = StageCx {
+        lexer: &lexer,
+        opts,
+        globals: &globals,
+        names: &names,
+    };
     let mut stages: Vec<Stage> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
-        let cx = StageCx {
-            lexer: &lexer,
-            opts,
-            globals: &globals,
-            names: &names,
-        };
         let stage = cx.stage(index, p, &stages, &mut declared)?;
         stages.push(stage);
     }
@@ -429,7 +416,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .map(String::as_str)
         .filter(|k| !declared.iter().any(|d| d == k))
         // The global scope holds every predefined arg (and the meta args, already declared).
-        .filter(|k| !PROXY_ARGS.contains(k) && globals.get(k).is_none())
+        .filter(|k| !PROXY_ARGS.contains(k) && globals.lookup(k).is_none())
         .collect();
     if !unused.is_empty() {
         warnings.push(StageWarning {
@@ -496,7 +483,8 @@ impl StageCx<'_> {
             .find(|s| s.name.as_deref() == Some(base_name.as_str()))
         {
             Some(s) => Base::Stage(s.index),
-            None if base_name.eq_ignore_ascii_case("scratch") => Base::Scratch,
+            // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
+            None if base_name == "scratch" => Base::Scratch,
             None => Base::Image(checked_image(&base_name, from.image_span)?),
         };
         let mut dependencies = vec![Dependency {
@@ -569,11 +557,8 @@ impl StageCx<'_> {
                 let mut args = Vec::new();
                 for decl in &a.args {
                     declared.push(decl.name.clone());
-                    let value = match (self.opts.build_args.get(&decl.name), &decl.default) {
-                        (Some(v), _) => Some(v.clone()),
-                        (None, Some(default)) => Some(x(default, vars)?),
-                        (None, None) => self.globals.get(&decl.name).map(str::to_string),
-                    };
+                    let value =
+                        arg_value(self.opts, self.lexer, node, decl, vars, Some(self.globals))?;
                     if let Some(v) = &value {
                         vars.set(&decl.name, v);
                     }
@@ -584,10 +569,18 @@ impl StageCx<'_> {
                 }
                 Instruction::Arg(Arg { args, span: a.span })
             }
-            Instruction::Expose(e) => Instruction::Expose(Expose {
-                ports: xs(&e.ports, vars)?,
-                span: e.span,
-            }),
+            Instruction::Expose(e) => {
+                // BuildKit's dispatchExpose splits each expanded word (`EXPOSE $PORTS`).
+                let mut ports = Vec::new();
+                for word in &e.ports {
+                    let split = self.lexer.expand_words(word, vars);
+                    ports.extend(split.map_err(|err| expand_error(kw, node, word, err))?);
+                }
+                Instruction::Expose(Expose {
+                    ports,
+                    span: e.span,
+                })
+            }
             Instruction::Copy(c) => {
                 if let (Some(from), Some(span)) = (&c.from, c.from_span) {
                     let on = self.copy_source(from, span)?;
@@ -621,10 +614,16 @@ impl StageCx<'_> {
                 user: x(&u.user, vars)?,
                 span: u.span,
             }),
-            Instruction::Volume(v) => Instruction::Volume(Volume {
-                paths: xs(&v.paths, vars)?,
-                span: v.span,
-            }),
+            Instruction::Volume(v) => {
+                let paths = xs(&v.paths, vars)?;
+                if paths.iter().any(String::is_empty) {
+                    return Err(instruction::empty_volume(v.span).into());
+                }
+                Instruction::Volume(Volume {
+                    paths,
+                    span: v.span,
+                })
+            }
             Instruction::StopSignal(s) => Instruction::StopSignal(StopSignal {
                 signal: x(&s.signal, vars)?,
                 span: s.span,
@@ -734,6 +733,25 @@ impl StageCx<'_> {
     }
 }
 
+/// The value an ARG declaration takes: the `--build-arg` value; else its default expanded with
+/// `scope`; else, inside a stage (`globals` given), the global value of the same name.
+fn arg_value(
+    opts: &ResolveOptions,
+    lexer: &Lexer,
+    node: &Node,
+    decl: &ArgDecl,
+    scope: &Vars,
+    globals: Option<&Vars>,
+) -> Result<Option<String>, StageError> {
+    if let Some(value) = opts.build_args.get(&decl.name) {
+        return Ok(Some(value.clone()));
+    }
+    match &decl.default {
+        Some(default) => expand(lexer, "ARG", node, default, scope).map(Some),
+        None => Ok(globals.and_then(|g| g.lookup(&decl.name))),
+    }
+}
+
 /// `name` when it is a valid image reference (BuildKit fails the build on one that is not, e.g.
 /// `img:` from an unset variable); `span` is where it was written.
 fn checked_image(name: &str, span: Span) -> Result<String, StageError> {
@@ -763,17 +781,21 @@ fn expand(
     word: &str,
     vars: &Vars,
 ) -> Result<String, StageError> {
-    lexer.expand_word(word, vars).map_err(|e| {
-        // Point at the character the expander complained about when the word is written
-        // literally in the instruction.
-        let span = match instruction::word_offset(node, word, false) {
-            Some(off) if e.offset < word.len() => node.span_of(off + e.offset, 1),
-            _ => instruction::word_span(node, word, false),
-        };
-        StageError::Expand {
-            instruction,
-            message: e.message,
-            span,
-        }
-    })
+    lexer
+        .expand_word(word, vars)
+        .map_err(|e| expand_error(instruction, node, word, e))
+}
+
+/// The error for a word of `node` that does not expand: it points at the character the expander
+/// complained about when the word is written literally in the instruction.
+fn expand_error(instruction: &'static str, node: &Node, word: &str, e: ExpandError) -> StageError {
+    let span = match instruction::word_offset(node, word, false) {
+        Some(off) if e.offset < word.len() => node.span_of(off + e.offset, 1),
+        _ => instruction::word_span(node, word, false),
+    };
+    StageError::Expand {
+        instruction,
+        message: e.message,
+        span,
+    }
 }

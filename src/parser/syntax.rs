@@ -7,7 +7,7 @@
 //! longer than BuildKit's scanner limit (65535 bytes) is an error as in BuildKit.
 
 mod json;
-mod words;
+pub(crate) mod words;
 
 use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning, position_in};
 use crate::diagnostic::{Located, Position, Span};

@@ -207,7 +207,6 @@ fn arg_scoping() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 24);
 }
 
 #[test]
@@ -298,6 +297,16 @@ fn expansion_per_instruction() {
 }
 
 #[test]
+fn expose_splits_expanded_words() {
+    let r = resolve_with("FROM a\nARG P=\"80 443/udp\"\nEXPOSE $P \"${P}\" 22\n", &[]).unwrap();
+    let Instruction::Expose(e) = &r.stages[0].instructions[1] else {
+        panic!("not an EXPOSE")
+    };
+    // A quoted expansion stays one word, as in the shell.
+    assert_eq!(e.ports, ["80", "443/udp", "80 443/udp", "22"]);
+}
+
+#[test]
 fn escape_directive_is_used_for_expansion() {
     let r = resolve_with("# escape=`\nFROM a\nENV V=x\nLABEL v=`$V-$V\n", &[]).unwrap();
     assert_eq!(last_label(&r, "v").as_deref(), Some("$V-x"));
@@ -327,6 +336,29 @@ fn mount_values_are_expanded_but_from_is_not() {
 }
 
 #[test]
+fn mount_rules_are_checked_after_expansion() {
+    let r = resolve_with(
+        "FROM a\nARG T=cache\nRUN --mount=type=$T,target=/c,mode=0700 true\n",
+        &[],
+    )
+    .unwrap();
+    let Instruction::Run(run) = &r.stages[0].instructions[1] else {
+        panic!("not a RUN")
+    };
+    assert_eq!(run.mounts[0].kind, MountType::Cache);
+    assert_eq!(run.mounts[0].mode, Some(0o700));
+    let err = resolve_with(
+        "FROM a\nARG T=bind\nRUN --mount=type=$T,target=/c,mode=0700 true\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid --mount: mode is not allowed for type=bind mounts"
+    );
+}
+
+#[test]
 fn stage_bases_and_copy_sources() {
     let r = resolve_with(
         "FROM alpine AS Base\nFROM base\nFROM scratch\nCOPY --from=0 /a /a\n\
@@ -352,6 +384,32 @@ fn stage_bases_and_copy_sources() {
             &Source::Image("nginx:1".into())
         ]
     );
+}
+
+#[test]
+fn empty_string_flags_are_not_given() {
+    let r = resolve_with(
+        "FROM --platform= a\nCOPY --from= --chown= x /x\nHEALTHCHECK --retries= CMD true\n",
+        &[],
+    )
+    .unwrap();
+    let stage = &r.stages[0];
+    assert_eq!(stage.platform, None);
+    // COPY --from= copies from the build context, as BuildKit does.
+    let Instruction::Copy(c) = &stage.instructions[0] else {
+        panic!("not a COPY")
+    };
+    assert_eq!((c.from.as_deref(), c.chown.as_deref()), (None, None));
+    assert!(
+        !stage
+            .dependencies
+            .iter()
+            .any(|d| d.kind == DependencyKind::CopyFrom)
+    );
+    let Instruction::Healthcheck(h) = &stage.instructions[1] else {
+        panic!("not a HEALTHCHECK")
+    };
+    assert!(matches!(h.health, Health::Check { retries: 0, .. }));
 }
 
 #[test]
@@ -399,6 +457,32 @@ fn stage_errors() {
         (
             "FROM a\nLABEL v=${X:?required}\n",
             "cannot expand LABEL",
+            (2, 9),
+        ),
+        // BuildKit recognises only the exact word `scratch`.
+        (
+            "FROM SCRATCH\n",
+            "invalid image reference \"SCRATCH\"",
+            (1, 6),
+        ),
+        (
+            "FROM a\nARG EMPTY\nVOLUME /data $EMPTY\n",
+            "VOLUME specified can not be an empty string",
+            (3, 1),
+        ),
+        (
+            "FROM a\nVOLUME [\"/data\", \" \"]\n",
+            "VOLUME specified can not be an empty string",
+            (2, 1),
+        ),
+        (
+            "FROM a\nONBUILD  from b\n",
+            "ONBUILD cannot use FROM as a trigger",
+            (2, 10),
+        ),
+        (
+            "FROM a\nONBUILD ONBUILD RUN x\n",
+            "ONBUILD cannot chain ONBUILD ONBUILD",
             (2, 9),
         ),
     ];
@@ -470,7 +554,32 @@ fn instruction_flags() {
             Err("flag --from of COPY is missing a value"),
             6,
         ),
-        ("COPY --from= a b", Err("flag --from of COPY is empty"), 6),
+        // BuildKit reads an empty string flag as not given.
+        ("COPY --from= --chown= a b", Ok(()), 0),
+        ("ADD --checksum= --chmod= a b", Ok(()), 0),
+        ("FROM --platform= a", Ok(()), 0),
+        (
+            "HEALTHCHECK --interval= --timeout= --start-period= --start-interval= --retries= \
+             CMD true",
+            Ok(()),
+            0,
+        ),
+        (
+            "COPY --from= --from=a x y",
+            Err("flag --from is given twice to COPY"),
+            14,
+        ),
+        // Their defaults are not empty, so an empty value is a bad one.
+        (
+            "RUN --network= true",
+            Err("flag --network of RUN has an unsupported value \"\""),
+            5,
+        ),
+        (
+            "RUN --security= true",
+            Err("flag --security of RUN has an unsupported value \"\""),
+            5,
+        ),
         (
             "COPY --link=yes a b",
             Err("flag --link of COPY expects true or false, not \"yes\""),
@@ -515,7 +624,7 @@ fn instruction_flags() {
         ),
         (
             "HEALTHCHECK --interval=5 CMD true",
-            Err("flag --interval of HEALTHCHECK is not a duration"),
+            Err("flag --interval of HEALTHCHECK is not a duration: missing unit in duration \"5\""),
             13,
         ),
         (
@@ -542,7 +651,7 @@ fn instruction_flags() {
             (Ok(_), Ok(())) => {}
             (Err(e), Err(msg)) => {
                 let span = e.span().unwrap();
-                if e.to_string() != *msg && !e.to_string().starts_with(msg) {
+                if e.to_string() != *msg {
                     failures.push(format!("{line}: message {e}"));
                 } else if (span.start.line, span.start.column) != (2, *col) {
                     failures.push(format!(
@@ -555,7 +664,6 @@ fn instruction_flags() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 25);
 }
 
 #[test]
@@ -563,6 +671,10 @@ fn instruction_arguments() {
     let cases: &[(&str, Result<(), &str>)] = &[
         ("COPY a", Err("COPY requires at least two arguments")),
         ("ADD a", Err("ADD requires at least two arguments")),
+        (
+            "COPY a 0<<E\"O\"F\nx\nEOF",
+            Err("COPY cannot accept a heredoc as a destination"),
+        ),
         // BuildKit's parser keeps the rest of the line as the one argument.
         ("WORKDIR /a b", Ok(())),
         (
@@ -595,7 +707,10 @@ fn instruction_arguments() {
             "ONBUILD MAINTAINER a",
             Err("ONBUILD cannot use MAINTAINER as a trigger"),
         ),
-        ("ONBUILD RUN --mount=type=nope true", Err("invalid --mount")),
+        // BuildKit checks only the trigger's keyword; the child build parses the rest.
+        ("ONBUILD RUN --mount=type=nope true", Ok(())),
+        ("ONBUILD FOO bar", Ok(())),
+        ("ONBUILD COPY onlyone", Ok(())),
         ("ONBUILD RUN true", Ok(())),
         ("SHELL [\"/bin/bash\", \"-c\"]", Ok(())),
         ("ENTRYPOINT []", Ok(())),
@@ -656,13 +771,71 @@ fn typed_values() {
     let Instruction::Onbuild(o) = &ins[3] else {
         panic!()
     };
-    assert!(matches!(*o.inner, Instruction::Run(_)));
     assert_eq!(o.expression, "RUN echo hi");
     let Instruction::Arg(a) = &ins[4] else {
         panic!()
     };
     assert_eq!(a.args.len(), 2);
     assert_eq!(a.args[1].default.as_deref(), Some("2"));
+}
+
+#[test]
+fn copy_sources_that_are_heredoc_markers_are_inline_files() {
+    // (Dockerfile line, inline file name, body, expanded, context paths)
+    let cases: &[(&str, &str, &str, bool, &[&str])] = &[
+        ("COPY <<EOF /x/\nbody\nEOF", "EOF", "body\n", true, &[]),
+        // Part of the delimiter quoted: one marker, body taken literally.
+        ("COPY <<E\"O\"F /x/\nbody\nEOF", "EOF", "body\n", false, &[]),
+        // A file descriptor before `<<` is part of BuildKit's marker pattern.
+        ("COPY 0<<EOF /x\nbody\nEOF", "EOF", "body\n", true, &[]),
+        (
+            "COPY <<-EOF a /x\n\tbody\nEOF",
+            "EOF",
+            "body\n",
+            true,
+            &["a"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (line, name, body, expand, paths) in cases {
+        let df = parse(&format!("FROM a\n{line}\n"));
+        match Instruction::from_node(&df.nodes[1]) {
+            Ok(Instruction::Copy(c)) => {
+                let inline: Vec<(&str, &str, bool)> = c
+                    .inline
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.content.as_str(), f.expand))
+                    .collect();
+                if inline != [(*name, *body, *expand)] || c.sources != *paths {
+                    failures.push(format!("{line:?}: {inline:?}, sources {:?}", c.sources));
+                }
+            }
+            other => failures.push(format!("{line:?}: {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn onbuild_expressions_keep_heredoc_bodies() {
+    // BuildKit stores the text after ONBUILD, then "\n" + body + name for each heredoc.
+    let df = parse(
+        "FROM a\n  onbuild \tRUN <<A cat - <<'B'\na1\nA\nb1\nb2\nB\nONBUILD COPY <<EOF /x\nEOF\n",
+    );
+    let expressions: Vec<String> = df.nodes[1..]
+        .iter()
+        .map(|n| match Instruction::from_node(n) {
+            Ok(Instruction::Onbuild(o)) => o.expression,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        expressions,
+        [
+            "RUN <<A cat - <<'B'\na1\nA\nb1\nb2\nB",
+            "COPY <<EOF /x\nEOF"
+        ]
+    );
 }
 
 #[test]

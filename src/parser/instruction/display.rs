@@ -22,10 +22,10 @@ impl Display for Instruction {
                     write!(f, " --mount={}", mount.raw)?;
                 }
                 if let Some(network) = i.network {
-                    write!(f, " --network={}", format!("{network:?}").to_lowercase())?;
+                    write!(f, " --network={}", network.as_str())?;
                 }
                 if let Some(security) = i.security {
-                    write!(f, " --security={}", format!("{security:?}").to_lowercase())?;
+                    write!(f, " --security={}", security.as_str())?;
                 }
                 write!(f, " {}", CommandForm(&i.command))
             }
@@ -100,7 +100,11 @@ impl Display for Instruction {
                     write!(f, " CMD {}", CommandForm(command))
                 }
             },
-            Instruction::Onbuild(i) => write!(f, " {}", i.inner),
+            Instruction::Onbuild(i) => {
+                // The trigger line without the heredoc bodies appended to it.
+                let line = i.expression.split('\n').next().unwrap_or_default();
+                write!(f, " {line}")
+            }
             Instruction::Maintainer(i) => write!(f, " {}", i.name),
         }
     }
@@ -221,7 +225,7 @@ mod tests {
             "ARG V=1.2 EMPTY\n",
             "ENV A=$V B=\"two words\"\n",
             "LABEL version=$V\n",
-            "RUN --mount=type=cache,target=/c --network=none echo $V\n",
+            "RUN --mount=type=cache,target=/c --network=none --security=insecure echo $V\n",
             "CMD [\"sh\", \"-c\", \"echo\"]\n",
             "COPY --from=build --chown=1:1 --link a b /dst/\n",
             "ADD --checksum=sha256:ab https://example.com/x /x\n",
@@ -240,7 +244,7 @@ mod tests {
                 "ARG V=1.2 EMPTY",
                 "ENV A=1.2 B=\"two words\"",
                 "LABEL version=1.2",
-                "RUN --mount=type=cache,target=/c --network=none echo $V",
+                "RUN --mount=type=cache,target=/c --network=none --security=insecure echo $V",
                 "CMD [\"sh\",\"-c\",\"echo\"]",
                 "COPY --from=build --chown=1:1 --link a b /dst/",
                 "ADD --checksum=sha256:ab https://example.com/x /x",

@@ -93,8 +93,20 @@ impl Flags {
         Ok(flags)
     }
 
-    /// The value of a single-valued flag, if it was given.
+    /// The value of a single-valued flag, if it was given with a value: BuildKit reads a flag's
+    /// value against its empty default, so `--platform=` is the same as no `--platform`.
     pub fn get(&self, name: &str) -> Option<&FlagValue> {
+        self.values
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .filter(|v| !v.value.is_empty())
+    }
+
+    /// The value of a single-valued flag as given, even empty: for the flags whose BuildKit
+    /// default is not empty (`RUN --network`, `--security`), where `--network=` is an invalid
+    /// value rather than no flag.
+    pub fn given(&self, name: &str) -> Option<&FlagValue> {
         self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 

@@ -2,8 +2,9 @@
 //!
 //! The spec is a CSV record of `key=value` fields. BuildKit expands the values with the stage's
 //! variables when the instruction runs, so the typed layer validates only what it can see
-//! ([`Mount::parse`] without an expander leaves values that contain `$` unchecked) and
-//! [`crate::parser::stage`] parses again with the real expander.
+//! ([`Mount::parse`] without an expander leaves values that contain `$` unchecked, and with them
+//! every rule that involves several keys) and [`crate::parser::stage`] parses again with the real
+//! expander.
 
 use super::InstructionError;
 use crate::diagnostic::Span;
@@ -100,7 +101,9 @@ const KEYS: &[&str] = &[
 
 impl Mount {
     /// Parses a mount spec. With `expand`, every value except `from` is expanded first and all
-    /// of it is validated; without, values containing `$` are kept as written and not checked.
+    /// of it is validated. Without, values containing `$` are left unset and unchecked (only their
+    /// key names are), and so are the rules that combine keys, since a deferred value may change
+    /// their outcome (`type=$T,mode=0700` is valid when `T` is `cache`).
     pub fn parse(
         raw: &str,
         span: Span,
@@ -130,6 +133,9 @@ impl Mount {
             span,
         };
         let mut readonly_set = false;
+        // Some value was left for expansion; `type` separately, as `required` depends on it.
+        let mut deferred = false;
+        let mut kind_deferred = false;
         for field in &fields {
             let (key, value) = match field.split_once('=') {
                 Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
@@ -139,7 +145,10 @@ impl Mount {
                 match key.as_str() {
                     "readonly" | "ro" => m.readonly = true,
                     "readwrite" | "rw" => m.readonly = false,
-                    "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => {
+                    "required"
+                        if kind_deferred
+                            || matches!(m.kind, MountType::Secret | MountType::Ssh) =>
+                    {
                         m.required = true;
                     }
                     "required" => {
@@ -175,6 +184,8 @@ impl Mount {
                     if !KEYS.contains(&key.as_str()) {
                         return Err(unknown_key(&key, field, span));
                     }
+                    deferred = true;
+                    kind_deferred |= key == "type";
                     continue;
                 }
                 None => value.to_string(),
@@ -206,7 +217,7 @@ impl Mount {
                     readonly_set = true;
                 }
                 "required" => {
-                    if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
+                    if !kind_deferred && !matches!(m.kind, MountType::Secret | MountType::Ssh) {
                         return Err(err(
                             format!("key \"required\" is not valid for type={}", m.kind.name()),
                             "only secret and ssh mounts can be required",
@@ -262,7 +273,9 @@ impl Mount {
                 _ => return Err(unknown_key(&key, field, span)),
             }
         }
-        m.check(readonly_set)?;
+        if !deferred {
+            m.check(readonly_set)?;
+        }
         Ok(m)
     }
 
@@ -469,6 +482,28 @@ mod tests {
         // Left for expansion.
         let m = parse("type=cache,target=/c,uid=$UID").unwrap();
         assert_eq!(m.uid, None);
+    }
+
+    #[test]
+    fn rules_that_combine_keys_wait_for_deferred_values() {
+        // Each is valid once the variable is expanded (e.g. T=cache or T=secret).
+        for raw in [
+            "type=$T,target=/c,mode=0700",
+            "type=$T,target=/c,sharing=locked",
+            "type=$T,target=/c,size=1g",
+            "type=$T,id=tok,required",
+            "type=$T,id=tok,required=true",
+            "type=secret,source=$S,id=tok",
+            "type=secret,env=$E",
+        ] {
+            assert!(parse(raw).is_ok(), "{raw}: {:?}", parse(raw));
+        }
+        // A literal rule violation before any `$` is still reported.
+        let got = parse("required,type=$T,id=tok").unwrap_err();
+        assert!(
+            got.contains("\"required\" is not valid for type=bind"),
+            "{got}"
+        );
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub struct BadMarker {
 /// `\` whatever the directive says, quotes, escapes and unset variables kept, and every word of
 /// the form `[fd]<<[-]WORD` read as a heredoc marker. A line that does not lex (an unclosed
 /// quote or `${`) has no heredocs, as BuildKit ignores that error.
-pub fn heredoc_markers(line: &str) -> Result<Vec<Marker>, BadMarker> {
+pub(crate) fn heredoc_markers(line: &str) -> Result<Vec<Marker>, BadMarker> {
     let words = Lexer::new('\\')
         .with_raw_quotes(true)
         .with_raw_escapes(true)
@@ -265,7 +265,7 @@ const NO_ENV: &[(String, String)] = &[];
 /// BuildKit's `ParseHeredoc`: `^(\d*)<<(-?)([^<]*)$`, then the delimiter must lex to exactly one
 /// word; it is quoted (no expansion of the body) when lexing with quotes kept shows quotes
 /// that lexing without them removed.
-fn marker(word: &str) -> Result<Option<Marker>, BadMarker> {
+pub(crate) fn marker(word: &str) -> Result<Option<Marker>, BadMarker> {
     let parsed: nom::IResult<&str, (&str, &str, Option<char>, &str)> = (
         take_while(|c: char| c.is_ascii_digit()),
         tag("<<"),
