@@ -235,6 +235,8 @@ pub enum StageError {
     },
     #[error("base name ({image}) should not be blank")]
     BlankBaseName { image: String, span: Span },
+    #[error("source can't be a URL for COPY: {url}")]
+    CopyFromUrl { url: String, span: Span },
     #[error("empty platform value from expression {expression}")]
     EmptyPlatform { expression: String, span: Span },
     #[error("invalid stage index {index}: the Dockerfile has {count} stage(s)")]
@@ -260,6 +262,7 @@ impl Located for StageError {
             | StageError::DuplicateStageName { span, .. }
             | StageError::Expand { span, .. }
             | StageError::BlankBaseName { span, .. }
+            | StageError::CopyFromUrl { span, .. }
             | StageError::EmptyPlatform { span, .. }
             | StageError::InvalidStageIndex { span, .. }
             | StageError::InvalidReference { span, .. } => Some(*span),
@@ -282,6 +285,9 @@ impl Located for StageError {
                 "stage indexes go from 0 to {}; or name the stage with FROM ... AS NAME",
                 count.saturating_sub(1)
             ),
+            StageError::CopyFromUrl { .. } => {
+                "use ADD to download a URL, or RUN with a download tool".into()
+            }
             StageError::InvalidReference { .. } => {
                 "an image is [REGISTRY/]NAME[:TAG][@DIGEST] in lower case, or the name of a stage; \
                  check the variables in it"
@@ -590,9 +596,21 @@ impl StageCx<'_> {
                         span,
                     });
                 }
+                let sources = xs(&c.sources, vars)?;
+                // BuildKit's dispatchCopy: only ADD downloads; a URL given to COPY is an error
+                // (checked after expansion, as a variable may hold the URL).
+                if let Some(url) = sources
+                    .iter()
+                    .find(|s| s.starts_with("http://") || s.starts_with("https://"))
+                {
+                    return Err(StageError::CopyFromUrl {
+                        url: url.clone(),
+                        span: c.span,
+                    });
+                }
                 Instruction::Copy(Copy {
                     inline: self.inline(&c.inline, node, kw, vars)?,
-                    sources: xs(&c.sources, vars)?,
+                    sources,
                     dest: x(&c.dest, vars)?,
                     chown: xo(&c.chown, vars)?,
                     ..c.clone()
