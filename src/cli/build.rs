@@ -1,7 +1,7 @@
 //! `kiln build`: until the builder lands (issue 4) only `--dry-run`, which prints the plan.
 
-use super::located;
 use super::parse::read_dockerfile;
+use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
 use kiln::context::ContextError;
@@ -64,6 +64,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         PlanError::Context(ContextError::Dockerignore { path, text, source }) => {
             located(&as_given(&args.context, path), text, source.as_ref())
         }
+        // Any other context error is about the context directory, not a line of a file.
+        PlanError::Context(context_err) => unlocated(context_err),
         _ => located(&name, &text, &err),
     })?;
     for warning in &plan.resolved.warnings {

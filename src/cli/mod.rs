@@ -8,7 +8,7 @@ mod report;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-pub use report::located;
+pub use report::{located, unlocated};
 
 /// kiln builds container images from Dockerfiles.
 #[derive(Debug, Parser)]

@@ -17,6 +17,16 @@ pub fn located<E: Located + fmt::Display + ?Sized>(
     anyhow::Error::new(SourceError(render_error(file, source_text, err)))
 }
 
+/// Wraps an error that belongs to no source file (e.g. a missing build context) for printing:
+/// `error: message` and its help line.
+pub fn unlocated<E: Located + fmt::Display + ?Sized>(err: &E) -> anyhow::Error {
+    let mut text = format!("error: {err}");
+    if let Some(help) = err.help() {
+        text.push_str(&format!("\n  = help: {help}"));
+    }
+    anyhow::Error::new(SourceError(text))
+}
+
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0.trim_end())

@@ -323,6 +323,19 @@ fn dry_run_unknown_target_lists_stages() {
 }
 
 #[test]
+fn dry_run_missing_context_is_not_blamed_on_the_dockerfile() {
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY a /\n")]);
+    let err = kiln(["build", "--dry-run", "-f", "Dockerfile", "no-such-dir"])
+        .current_dir(ctx.path())
+        .fails();
+    assert!(
+        err.starts_with("error: cannot open build context no-such-dir: "),
+        "{err}"
+    );
+    assert!(err.contains("= help: pass an existing directory"), "{err}");
+}
+
+#[test]
 fn build_without_dry_run_says_what_to_do() {
     let ctx = multi_stage_context();
     let err = kiln(["build", "."]).current_dir(ctx.path()).fails();
