@@ -9,9 +9,11 @@
 //! Every front-end error carries a [`diagnostic::Span`] and renders as
 //! `Dockerfile:LINE:COL` with the offending line and a caret ([`diagnostic::render`]).
 
+pub mod cache;
 pub mod context;
 pub mod diagnostic;
 pub mod graph;
 pub mod image;
 pub mod parser;
 pub mod plan;
+pub mod runtime;

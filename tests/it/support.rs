@@ -7,20 +7,58 @@ use std::path::{Path, PathBuf};
 /// printing a notice when it is absent. Under `CI=true` its absence is a failure.
 pub fn conformance_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
-    if dir.is_dir() {
-        return Some(dir);
+    let found = dir.is_dir().then(|| dir.clone());
+    require(
+        &format!("{} (../shared beside the repository)", dir.display()),
+        found,
+    )
+}
+
+/// `found`, or `None` after printing a skip notice naming `what` when it is absent. Under
+/// `CI=true` an absent requirement is a failure: CI installs everything the tests need
+/// (`scripts/test`), so a skip there would hide a test that never ran.
+pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
+    if found.is_some() {
+        return found;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing: CI must run with ../shared beside the repository",
-            dir.display()
-        );
+        panic!("{what} is missing: CI must provide it (see scripts/test)");
     }
-    eprintln!(
-        "notice: skipping, {} is absent (it is required when CI=true)",
-        dir.display()
-    );
+    eprintln!("notice: skipping, {what} is absent (it is required when CI=true)");
     None
+}
+
+/// Debian's static busybox (`/bin/busybox` from busybox-static), the base of every test image.
+pub fn busybox() -> Option<PathBuf> {
+    let path = PathBuf::from("/bin/busybox");
+    let is_static = fs::read(&path)
+        .ok()
+        .is_some_and(|elf| !elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"));
+    require(
+        "a static /bin/busybox (Debian package busybox-static)",
+        is_static.then_some(path),
+    )
+}
+
+/// The path of `program` on `PATH`, or `None` after a skip notice (a failure under `CI=true`).
+pub fn tool(program: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    });
+    require(&format!("the program {program}"), found)
+}
+
+/// `Some(())` when the tests run as root (namespaces, mounts and cgroups need it), else a skip
+/// notice (a failure under `CI=true`, which runs as root).
+pub fn root() -> Option<()> {
+    require("root (uid 0)", nix_is_root().then_some(()))
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Creates files (`name` → contents) and directories (names ending in `/`) under `root`.

@@ -1,0 +1,1 @@
+//! The sandbox runtime shared by `kiln run` and the builder's RUN steps.
