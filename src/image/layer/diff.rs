@@ -1,0 +1,302 @@
+//! Writing a layer tar of an overlay upper directory (or a snapshot in overlay format).
+//!
+//! The walk never follows a symlink (entries are `lstat`ed, files opened with O_NOFOLLOW), visits
+//! each directory's names in byte order, and writes only what defines the tree (type, path, mode,
+//! uid/gid, mtime in seconds, contents, link targets, device numbers, xattrs), never atime or
+//! ctime, user or group names: the same tree always gives the same bytes, which the build cache
+//! relies on.
+
+use super::apply::AppliedLayer;
+use super::fsutil::{c_string, xattr};
+use super::{LayerError, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
+use crate::cache::Hashing;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// xattr name prefixes never written into a layer: overlayfs's own bookkeeping (whiteouts and
+/// opaque directories are written as `.wh.` entries instead; redirects and origins are host
+/// specific), and SELinux labels of the building host (the runtime labels a container's files;
+/// Docker keeps only `security.capability`).
+const EXCLUDED_XATTRS: [&str; 3] = ["trusted.overlay.", "user.overlay.", "security.selinux"];
+/// The xattrs that mark an overlay directory opaque (the second with `userxattr`).
+const OPAQUE_XATTRS: [&std::ffi::CStr; 2] = [c"trusted.overlay.opaque", c"user.overlay.opaque"];
+
+/// Writes an uncompressed OCI layer tar of `dir`, an overlay upper dir (or a snapshot dir in
+/// overlay format): 0/0 char devices become `.wh.NAME` entries; dirs with
+/// `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`) get a `.wh..wh..opq` entry after their
+/// dir entry. Entries are sorted by path so the same tree always gives the same bytes. A file
+/// linked twice (same device and inode) is written once, then as hardlink entries to the first
+/// path. Sockets are skipped. Returns the diff_id and size of the bytes written.
+pub fn write_layer(dir: &Path, out: impl Write) -> Result<AppliedLayer, LayerError> {
+    let mut writer = Writer {
+        root: dir,
+        builder: tar::Builder::new(Hashing::new(BufWriter::new(out))),
+        links: HashMap::new(),
+    };
+    writer.walk(Path::new(""))?;
+    let hashing = writer.builder.into_inner().map_err(output_error)?;
+    let (diff_id, size, mut buffered) = hashing.finish();
+    buffered.flush().map_err(output_error)?;
+    Ok(AppliedLayer {
+        diff_id,
+        size,
+        skipped_devices: 0,
+        skipped_xattrs: 0,
+    })
+}
+
+struct Writer<'a, W: Write> {
+    root: &'a Path,
+    builder: tar::Builder<Hashing<BufWriter<W>>>,
+    /// (dev, inode) of files already written, with their paths in the layer.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> Writer<'_, W> {
+    fn walk(&mut self, relative: &Path) -> Result<(), LayerError> {
+        let absolute = self.root.join(relative);
+        let mut names = fs::read_dir(&absolute)
+            .and_then(|entries| {
+                entries
+                    .map(|entry| entry.map(|e| e.file_name()))
+                    .collect::<io::Result<Vec<OsString>>>()
+            })
+            .map_err(|source| LayerError::Io {
+                path: absolute.clone(),
+                source,
+            })?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let relative = relative.join(&name);
+            let path = self.root.join(&relative);
+            let metadata = fs::symlink_metadata(&path).map_err(|source| LayerError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) && !is_whiteout(&metadata) {
+                return Err(LayerError::Unsupported {
+                    entry: relative.to_string_lossy().into_owned(),
+                    reason: format!(
+                        "a file named {WHITEOUT_PREFIX}* would read as a whiteout in the layer; \
+                         rename it"
+                    ),
+                });
+            }
+            self.entry(&path, &relative, &metadata)?;
+            if metadata.is_dir() {
+                self.walk(&relative)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        relative: &Path,
+        metadata: &Metadata,
+    ) -> Result<(), LayerError> {
+        let file_type = metadata.file_type();
+        if file_type.is_socket() {
+            return Ok(());
+        }
+        let io = |source: io::Error| LayerError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if is_whiteout(metadata) {
+            let mut name = OsString::from(WHITEOUT_PREFIX);
+            name.push(relative.file_name().unwrap_or_default());
+            let mut header = header(metadata, tar::EntryType::Regular);
+            header.set_mode(0o600);
+            return self
+                .builder
+                .append_data(&mut header, relative.with_file_name(name), io::empty())
+                .map_err(output_error);
+        }
+        if file_type.is_dir() {
+            self.xattrs(path)?;
+            let mut header = header(metadata, tar::EntryType::Directory);
+            let mut name = relative.as_os_str().to_owned();
+            name.push("/");
+            self.builder
+                .append_data(&mut header, name, io::empty())
+                .map_err(output_error)?;
+            if is_opaque(path) {
+                let mut marker = header_from(metadata, tar::EntryType::Regular, 0o777);
+                return self
+                    .builder
+                    .append_data(&mut marker, relative.join(WHITEOUT_OPAQUE), io::empty())
+                    .map_err(output_error);
+            }
+            return Ok(());
+        }
+        if metadata.nlink() > 1 {
+            let inode = (metadata.dev(), metadata.ino());
+            if let Some(first) = self.links.get(&inode) {
+                let mut header = header(metadata, tar::EntryType::Link);
+                return self
+                    .builder
+                    .append_link(&mut header, relative, first)
+                    .map_err(output_error);
+            }
+            self.links.insert(inode, relative.to_path_buf());
+        }
+        self.xattrs(path)?;
+        if file_type.is_symlink() {
+            let target = fs::read_link(path).map_err(io)?;
+            let mut header = header(metadata, tar::EntryType::Symlink);
+            return self
+                .builder
+                .append_link(&mut header, relative, target)
+                .map_err(output_error);
+        }
+        if file_type.is_file() {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+                .map_err(io)?;
+            let mut header = header(metadata, tar::EntryType::Regular);
+            header.set_size(metadata.len());
+            let contents = Exact {
+                file,
+                left: metadata.len(),
+                path,
+            };
+            return self
+                .builder
+                .append_data(&mut header, relative, contents)
+                .map_err(output_error);
+        }
+        let kind = if file_type.is_char_device() {
+            tar::EntryType::Char
+        } else if file_type.is_block_device() {
+            tar::EntryType::Block
+        } else {
+            tar::EntryType::Fifo
+        };
+        let mut header = header(metadata, kind);
+        if kind != tar::EntryType::Fifo {
+            let device = metadata.rdev();
+            let (major, minor) = (nix::sys::stat::major(device), nix::sys::stat::minor(device));
+            let fits =
+                |n: u64| u32::try_from(n).map_err(|_| io::Error::other("device number too large"));
+            header
+                .set_device_major(fits(major).map_err(io)?)
+                .map_err(io)?;
+            header
+                .set_device_minor(fits(minor).map_err(io)?)
+                .map_err(io)?;
+        }
+        self.builder
+            .append_data(&mut header, relative, io::empty())
+            .map_err(output_error)
+    }
+
+    /// Writes `path`'s xattrs (those not excluded) as a PAX header for the entry that follows.
+    fn xattrs(&mut self, path: &Path) -> Result<(), LayerError> {
+        let io = |source: io::Error| LayerError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let names = match xattr::list(path) {
+            Ok(names) => names,
+            Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => return Ok(()),
+            Err(error) => return Err(io(error)),
+        };
+        let mut records = Vec::new();
+        for name in names {
+            let Ok(text) = std::str::from_utf8(&name) else {
+                return Err(LayerError::Unsupported {
+                    entry: path.to_string_lossy().into_owned(),
+                    reason: format!(
+                        "xattr name {:?} is not UTF-8, which a PAX header cannot hold",
+                        String::from_utf8_lossy(&name)
+                    ),
+                });
+            };
+            if EXCLUDED_XATTRS
+                .iter()
+                .any(|prefix| text.starts_with(prefix))
+            {
+                continue;
+            }
+            let value = xattr::get(path, &c_string(&name).map_err(io)?).map_err(io)?;
+            records.push((format!("SCHILY.xattr.{text}"), value));
+        }
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .map_err(output_error)
+    }
+}
+
+/// A 0/0 character device: overlayfs's whiteout.
+fn is_whiteout(metadata: &Metadata) -> bool {
+    metadata.file_type().is_char_device() && metadata.rdev() == 0
+}
+
+fn is_opaque(path: &Path) -> bool {
+    OPAQUE_XATTRS
+        .iter()
+        .any(|name| xattr::get(path, name).is_ok_and(|value| value == b"y"))
+}
+
+/// A header with `metadata`'s mode, owner and mtime (seconds; before 1970 is written as 0).
+fn header(metadata: &Metadata, kind: tar::EntryType) -> tar::Header {
+    header_from(metadata, kind, 0o7777)
+}
+
+fn header_from(metadata: &Metadata, kind: tar::EntryType, mode_mask: u32) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(metadata.mode() & mode_mask);
+    header.set_uid(u64::from(metadata.uid()));
+    header.set_gid(u64::from(metadata.gid()));
+    header.set_mtime(u64::try_from(metadata.mtime()).unwrap_or(0));
+    header.set_size(0);
+    header
+}
+
+fn output_error(source: io::Error) -> LayerError {
+    LayerError::Io {
+        path: PathBuf::from("<layer output>"),
+        source,
+    }
+}
+
+/// Reads exactly `left` bytes of `file` (its size when the header was written), failing if the
+/// file shrank meanwhile, which would corrupt the tar; bytes past it are not read.
+struct Exact<'p> {
+    file: File,
+    left: u64,
+    path: &'p Path,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let read = self
+            .file
+            .read(buf.get_mut(..want).unwrap_or_default())
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while the layer was written", self.path.display()),
+            ));
+        }
+        self.left -= read as u64;
+        Ok(read)
+    }
+}

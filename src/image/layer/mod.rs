@@ -1,0 +1,186 @@
+//! OCI image layers: tar changesets of a root filesystem.
+//!
+//! - [`compression`]: the layer media types and (de)compression, with a cap on decompressed bytes.
+//! - [`apply`]: unpacks a layer tar under a root directory, confined to it (no entry can create,
+//!   change or follow anything outside), turning whiteouts into overlay whiteouts or deletions.
+//! - [`diff`]: writes a layer tar of an overlay upper directory, deterministically.
+//!
+//! The rules follow Docker's and containerd's (moby `pkg/archive`, containerd `archive/tar.go`);
+//! where kiln differs, the item that differs says why.
+
+pub mod apply;
+pub mod compression;
+pub mod diff;
+mod fsutil;
+
+pub use apply::{AppliedLayer, ApplyOptions, Whiteouts, apply_layer};
+pub use compression::{Compression, compress, decompressed};
+pub use diff::write_layer;
+
+use std::io;
+use std::path::PathBuf;
+
+/// A name prefix that marks a whiteout: `.wh.NAME` deletes `NAME` from the layers below.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// The prefix of whiteout metadata names (AUFS's `.wh..wh.plnk`, `.wh..wh.aufs`, ...).
+pub const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
+/// The entry that makes its directory opaque: nothing below it shows from lower layers.
+pub const WHITEOUT_OPAQUE: &str = ".wh..wh..opq";
+
+/// Why a layer could not be read, applied or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A tar entry that would reach outside the root or that breaks the layer rules.
+    #[error("unsafe layer entry {entry:?}: {reason}")]
+    Unsafe {
+        /// The entry's path as written in the tar (lossy UTF-8).
+        entry: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A tar entry whose header fields cannot be read or make no sense.
+    #[error("malformed layer entry {entry:?}: {reason}")]
+    Malformed {
+        /// The entry's path (lossy UTF-8).
+        entry: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// More uncompressed bytes than the configured limit (a decompression bomb or a huge entry).
+    #[error(
+        "layer is larger than the limit of {limit} uncompressed bytes (a decompression bomb or a \
+         corrupt size); raise the limit if the layer is genuine"
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// More entries than [`apply::MAX_ENTRIES`].
+    #[error("layer has more than {limit} entries")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// A tar entry of a kind that cannot be applied.
+    #[error("unsupported layer entry {entry:?}: {reason}")]
+    Unsupported {
+        /// The entry's path (lossy UTF-8).
+        entry: String,
+        /// What is unsupported.
+        reason: String,
+    },
+    /// A file operation failed; `path` is the tar entry's path (apply) or the file's path (diff).
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The stream is not a readable tar (or its compressed form is corrupt).
+    #[error("malformed layer tar: {source}")]
+    Tar {
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+impl LayerError {
+    /// Classifies an error from reading the layer stream: a [`LayerError::TooLarge`] raised inside
+    /// a limiting reader comes back as itself, anything else is a malformed stream.
+    pub(crate) fn from_read(error: io::Error) -> LayerError {
+        match too_large_limit(&error) {
+            Some(limit) => LayerError::TooLarge { limit },
+            None => LayerError::Tar { source: error },
+        }
+    }
+
+    /// An [`LayerError::Unsafe`] for `entry` (raw tar path bytes).
+    pub(crate) fn unsafe_entry(entry: &[u8], reason: impl Into<String>) -> LayerError {
+        LayerError::Unsafe {
+            entry: String::from_utf8_lossy(entry).into_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The limit of a `TooLarge` carried by `error`, looking through the wrappers that readers
+/// (the tar crate, the decoders) put around the io error a [`Limited`] reader raised.
+fn too_large_limit(error: &io::Error) -> Option<u64> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
+    while let Some(inner) = current {
+        if let Some(LayerError::TooLarge { limit }) = inner.downcast_ref::<LayerError>() {
+            return Some(*limit);
+        }
+        if let Some(io_error) = inner.downcast_ref::<io::Error>()
+            && let Some(limit) = too_large_limit(io_error)
+        {
+            return Some(limit);
+        }
+        current = inner.source();
+    }
+    None
+}
+
+/// A reader that fails with [`LayerError::TooLarge`] (inside an io error) once more than `limit`
+/// bytes have come out of it.
+pub(crate) struct Limited<R> {
+    inner: R,
+    limit: u64,
+    read: u64,
+}
+
+impl<R> Limited<R> {
+    pub(crate) fn new(inner: R, limit: u64) -> Limited<R> {
+        Limited {
+            inner,
+            limit,
+            read: 0,
+        }
+    }
+}
+
+impl<R: io::Read> io::Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.read = self.read.saturating_add(read as u64);
+        if self.read > self.limit {
+            return Err(io::Error::other(LayerError::TooLarge { limit: self.limit }));
+        }
+        Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn limited_allows_exactly_the_limit_and_fails_past_it() {
+        let mut exact = Limited::new(&[7u8; 10][..], 10);
+        let mut out = Vec::new();
+        assert_eq!(exact.read_to_end(&mut out).unwrap(), 10);
+
+        let mut over = Limited::new(&[7u8; 11][..], 10);
+        let error = over.read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(matches!(
+            LayerError::from_read(error),
+            LayerError::TooLarge { limit: 10 }
+        ));
+    }
+
+    #[test]
+    fn too_large_is_found_through_wrapping_io_errors() {
+        let inner = io::Error::other(LayerError::TooLarge { limit: 5 });
+        let wrapped = io::Error::new(io::ErrorKind::InvalidData, inner);
+        assert!(matches!(
+            LayerError::from_read(wrapped),
+            LayerError::TooLarge { limit: 5 }
+        ));
+        assert!(matches!(
+            LayerError::from_read(io::Error::other("bad header")),
+            LayerError::Tar { .. }
+        ));
+    }
+}
