@@ -8,6 +8,7 @@ mod context;
 mod dockerignore_conformance;
 mod frontend_errors;
 mod graph;
+mod layer_safety;
 mod parser_conformance;
 mod parser_errors;
 mod shell_conformance;

@@ -219,6 +219,15 @@ fn parse_pax_time(text: &str) -> Option<(i64, i64)> {
     })
 }
 
+/// A numeric header field's value, with an empty field (only NULs and spaces, as some writers
+/// leave uid, gid or mtime) read as 0 the way Go's archive/tar, and so Docker, reads it.
+fn or_blank(parsed: io::Result<u64>, field: &[u8]) -> io::Result<u64> {
+    match parsed {
+        Err(_) if field.iter().all(|b| matches!(b, 0 | b' ')) => Ok(0),
+        other => other,
+    }
+}
+
 /// The metadata of a tar entry that is applied to what it creates.
 struct Meta {
     mode: u32,
@@ -346,9 +355,11 @@ impl Applier<'_> {
             entry: String::from_utf8_lossy(raw).into_owned(),
             reason: format!("bad {field} field: {error}"),
         };
-        let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let id = |value: io::Result<u64>, field: &str| -> Result<u32, LayerError> {
-            let value = value.map_err(|e| bad(field, e))?;
+        let old = header.as_old();
+        let mode = or_blank(header.mode().map(u64::from), &old.mode).map_err(|e| bad("mode", e))?;
+        let mode = u32::try_from(mode & 0o7777).unwrap_or_default();
+        let id = |value: io::Result<u64>, blank: &[u8], field: &str| -> Result<u32, LayerError> {
+            let value = or_blank(value, blank).map_err(|e| bad(field, e))?;
             // u32::MAX is chown(2)'s "leave unchanged", not an id.
             u32::try_from(value)
                 .ok()
@@ -358,9 +369,9 @@ impl Applier<'_> {
                     reason: format!("{field} {value} is out of range"),
                 })
         };
-        let uid = id(header.uid(), "uid")?;
-        let gid = id(header.gid(), "gid")?;
-        let header_mtime = header.mtime().map_err(|e| bad("mtime", e))?;
+        let uid = id(header.uid(), &old.uid, "uid")?;
+        let gid = id(header.gid(), &old.gid, "gid")?;
+        let header_mtime = or_blank(header.mtime(), &old.mtime).map_err(|e| bad("mtime", e))?;
         let mut mtime = TimeSpec::new(i64::try_from(header_mtime).unwrap_or(i64::MAX), 0);
         let mut xattrs = Vec::new();
         if let Some(extensions) = entry
@@ -1001,6 +1012,15 @@ mod tests {
                 String::from_utf8_lossy(refused)
             );
         }
+    }
+
+    #[test]
+    fn blank_numeric_fields_read_as_zero_and_garbage_is_an_error() {
+        let garbage = || Err(io::Error::other("not a number"));
+        assert_eq!(or_blank(garbage(), b"\0\0\0  \0").unwrap(), 0);
+        assert_eq!(or_blank(garbage(), b"").unwrap(), 0);
+        assert!(or_blank(garbage(), b"12x\0").is_err());
+        assert_eq!(or_blank(Ok(7), b"0000007\0").unwrap(), 7);
     }
 
     #[test]
