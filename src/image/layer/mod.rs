@@ -12,6 +12,8 @@ pub mod apply;
 pub mod compression;
 pub mod diff;
 mod fsutil;
+#[cfg(test)]
+mod round_trip;
 
 pub use apply::{AppliedLayer, ApplyOptions, Whiteouts, apply_layer};
 pub use compression::{Compression, compress, decompressed};
