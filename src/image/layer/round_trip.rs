@@ -27,11 +27,13 @@ fn root_or_skip() -> bool {
     false
 }
 
+/// Options for `whiteouts`, owning entries as root does when running as root.
 fn options(whiteouts: Whiteouts) -> ApplyOptions {
     ApplyOptions {
         whiteouts,
         max_bytes: 64 << 20,
-        same_owner: true,
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        same_owner: unsafe { libc::geteuid() } == 0,
         user_xattr: false,
     }
 }
@@ -566,4 +568,109 @@ fn a_file_named_like_a_whiteout_is_not_written() {
         "{error:?}"
     );
     assert!(error.to_string().contains("rename it"), "{error}");
+}
+
+#[test]
+fn a_truncated_layer_is_an_error_not_a_short_file() {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_size(4096);
+    builder
+        .append_data(&mut header, "big", &[7u8; 4096][..])
+        .unwrap();
+    let tar = builder.into_inner().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let cut = &tar[..512 + 1000];
+    let error = apply_layer(cut, root.path(), &options(Whiteouts::Apply)).unwrap_err();
+    assert!(matches!(error, LayerError::Tar { .. }), "{error:?}");
+}
+
+/// The relative paths under `dir` with the contents of the files.
+fn contents(dir: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut out: Vec<(String, Option<Vec<u8>>)> = walk(dir)
+        .iter()
+        .map(|path| {
+            let name = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, path.is_file().then(|| fs::read(path).unwrap()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Layers unpacked in overlay format and mounted as overlayfs lower dirs show exactly the tree
+/// that applying them one over the other (flattening) gives.
+#[test]
+fn overlay_mount_of_overlay_layers_equals_flattening() {
+    if !root_or_skip() {
+        return;
+    }
+    let lower = tar_of(&[
+        "a/",
+        "a/old",
+        "a/sub/",
+        "a/sub/deep",
+        "b/",
+        "b/keep",
+        "gone",
+        ".bashrc",
+    ]);
+    let upper = tar_of(&[
+        "a/new",
+        "a/sub/x",
+        "a/.wh..wh..opq",
+        ".wh.gone",
+        ".wh..bashrc",
+        "b/more",
+    ]);
+
+    let flat = tempfile::tempdir().unwrap();
+    for layer in [&lower, &upper] {
+        apply_layer(&layer[..], flat.path(), &options(Whiteouts::Apply)).unwrap();
+    }
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    apply_layer(&lower[..], one.path(), &options(Whiteouts::Overlay)).unwrap();
+    apply_layer(&upper[..], two.path(), &options(Whiteouts::Overlay)).unwrap();
+
+    let mountpoint = tempfile::tempdir().unwrap();
+    let target = mountpoint.path().to_path_buf();
+    let lowerdir = format!("lowerdir={}:{}", two.path().display(), one.path().display());
+    // The mount lives in a mount namespace of this thread alone (unshare(2) CLONE_NEWNS, made
+    // private so nothing propagates to the host), which goes away with the thread.
+    let merged = std::thread::spawn(move || -> Result<_, nix::Error> {
+        use nix::mount::{MntFlags, MsFlags, mount, umount2};
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )?;
+        mount(
+            Some("overlay"),
+            &target,
+            Some("overlay"),
+            MsFlags::MS_RDONLY,
+            Some(lowerdir.as_str()),
+        )?;
+        let seen = contents(&target);
+        umount2(&target, MntFlags::MNT_DETACH)?;
+        Ok(seen)
+    })
+    .join()
+    .unwrap()
+    .expect("overlayfs mount");
+    assert_eq!(merged, contents(flat.path()));
+    let names: Vec<&str> = merged.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "a/new", "a/sub", "a/sub/x", "b", "b/keep", "b/more"]
+    );
 }
