@@ -6,6 +6,8 @@
 //! with the `*at` calls and never followed (O_NOFOLLOW, AT_SYMLINK_NOFOLLOW, O_EXCL). So `l -> /`
 //! followed by `l/etc/passwd` writes `ROOT/etc/passwd`, as Docker does, and nothing outside the
 //! root is created, changed or followed. Lexical `..` that would climb above the root is refused.
+//! Resolving in the kernel, in one call, leaves no window between checking a path and using it,
+//! the race of userspace scoped resolution behind CVE-2018-15664 (`docker cp`).
 //!
 //! A failed apply leaves the root partly written: callers unpack into a fresh directory and
 //! rename it into place on success.
@@ -107,6 +109,7 @@ pub fn apply_layer(
         touched: HashSet::new(),
         deferred_dirs: HashMap::new(),
         written: 0,
+        buffer: vec![0; 64 * 1024],
         skipped_devices: 0,
         skipped_xattrs: 0,
     };
@@ -258,6 +261,8 @@ struct Applier<'o> {
     deferred_dirs: HashMap<PathBuf, DirMeta>,
     /// File content bytes written so far (a sparse entry writes more than the stream holds).
     written: u64,
+    /// The copy buffer for file contents, reused across entries.
+    buffer: Vec<u8>,
     skipped_devices: u64,
     skipped_xattrs: u64,
 }
@@ -598,9 +603,10 @@ impl Applier<'_> {
         )
         .map_err(|e| io_error(raw, e.into()))?;
         let mut file = File::from(fd);
-        let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let read = entry.read(&mut buffer).map_err(LayerError::from_read)?;
+            let read = entry
+                .read(&mut self.buffer)
+                .map_err(LayerError::from_read)?;
             if read == 0 {
                 break;
             }
@@ -610,7 +616,7 @@ impl Applier<'_> {
                     limit: self.options.max_bytes,
                 });
             }
-            let chunk = buffer.get(..read).unwrap_or_default();
+            let chunk = self.buffer.get(..read).unwrap_or_default();
             file.write_all(chunk).map_err(|e| io_error(raw, e))?;
         }
         // chown before chmod: chown(2) clears the setuid and setgid bits (and
