@@ -289,6 +289,17 @@ impl Applier<'_> {
         let Some((name, parents)) = path.split_last() else {
             return self.root_entry(entry, &raw);
         };
+        if parents
+            .iter()
+            .any(|parent| parent.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
+        {
+            // A whiteout is never a directory; Docker would create one named `.wh.*` (or
+            // `.wh..wh.plnk`), which then reads as a whiteout when the tree is diffed again.
+            return Err(LayerError::unsafe_entry(
+                &raw,
+                "a directory on the path has a whiteout name (.wh.*)",
+            ));
+        }
         let name_class =
             classify(name.as_bytes()).map_err(|reason| LayerError::unsafe_entry(&raw, reason))?;
         match name_class {

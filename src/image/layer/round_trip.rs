@@ -189,7 +189,7 @@ fn rich_tree(dir: &Path) {
     );
     set_xattr(&dir.join("home"), "trusted.kiln", b"t");
     symlink("usr/lib", dir.join("lib")).unwrap();
-    symlink("/etc/passwd", dir.join("etc/abs")).unwrap();
+    symlink("/nonexistent/kiln/passwd", dir.join("etc/abs")).unwrap();
     symlink("nowhere", dir.join("dangling")).unwrap();
     chown(&dir.join("dangling"), 7, 8);
     let long_target = "t/".repeat(80) + "end";
