@@ -1,1 +1,3 @@
 //! The sandbox runtime shared by `kiln run` and the builder's RUN steps.
+
+pub mod user;
