@@ -1,3 +1,4 @@
 //! The sandbox runtime shared by `kiln run` and the builder's RUN steps.
 
+pub mod cgroup;
 pub mod user;
