@@ -11,6 +11,7 @@ mod graph;
 mod parser_conformance;
 mod parser_errors;
 mod runtime_cgroup;
+mod runtime_tty;
 mod runtime_user;
 mod shell_conformance;
 mod stages;
