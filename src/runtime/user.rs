@@ -300,7 +300,9 @@ pub fn read_image_file(
     let walker = Walker { lower_dirs, path };
     let mut root = Vec::with_capacity(lower_dirs.len());
     for (layer, dir) in lower_dirs.iter().enumerate() {
-        let fd = openat(AT_FDCWD, dir.as_path(), dir_flags(), Mode::empty())
+        // The layer directories themselves are the caller's (trusted) paths: followed if links.
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = openat(AT_FDCWD, dir.as_path(), flags, Mode::empty())
             .map_err(|e| walker.io(layer, e))?;
         root.push(LayerDir { layer, fd });
     }
@@ -495,7 +497,7 @@ impl Walker<'_> {
     }
 }
 
-/// Flags for opening a directory of a layer: never through a symlink.
+/// Flags for opening a directory inside a layer: never through a symlink.
 fn dir_flags() -> OFlag {
     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
 }

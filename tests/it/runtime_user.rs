@@ -107,6 +107,12 @@ fn top_most_layer_wins_and_lower_layers_show_through() {
     expect(&image, "/etc/shadow", None);
     expect(&image, "etc/passwd", Some("top"));
     expect(&image, "//etc/./passwd", Some("top"));
+    // A layer directory given through a symlink (the caller's own path) is followed.
+    let link = image.dir.path().join("top-link");
+    symlink(image.layer(0), &link).expect("symlink");
+    let lower = [link, image.layer(1), image.layer(2)];
+    let found = read_image_file(&lower, "/etc/passwd", LIMIT).expect("read");
+    assert_eq!(found.as_deref(), Some(&b"top"[..]));
 }
 
 #[test]
