@@ -10,7 +10,7 @@
 //! The memory and pids controllers are joined whenever they are mounted, limit or not: they
 //! count the sandbox's processes and memory ([`Cgroup::pids_current`], [`Cgroup::memory_peak`],
 //! [`Cgroup::oom_killed`]) and find every process to kill at the end. cpu is joined only for a
-//! cpu limit. Every filesystem and kill operation goes through the small [`Fs`] trait, so the
+//! cpu limit. Every filesystem and kill operation goes through the small `Fs` trait, so the
 //! logic is unit-tested without root.
 
 use std::io;
