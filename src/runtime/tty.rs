@@ -1,0 +1,493 @@
+//! Terminals for `kiln run -t` / `-i`: a pseudo-terminal for the container, the host terminal in
+//! raw mode, and the relay between them (pty(7), termios(3), tty_ioctl(4)).
+//!
+//! The container's process gets the pty's slave side as its controlling terminal; kiln keeps the
+//! master and copies bytes between it and its own stdin/stdout. The line discipline that echoes,
+//! edits lines and turns ^C into SIGINT is the container's (the slave's); the host terminal is put
+//! in raw mode so it passes every key through untouched, as `docker run -it` does.
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::sys::termios::{self, SetArg, SpecialCharacterIndices, Termios};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
+}
+
+/// Why a terminal operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TtyError {
+    /// Allocating a pseudo-terminal failed.
+    #[error("cannot open a pseudo-terminal ({step}): {source}; is /dev/ptmx (devpts) available?")]
+    Open {
+        /// The call that failed.
+        step: &'static str,
+        /// The underlying error.
+        source: Errno,
+    },
+    /// The fd is not a terminal.
+    #[error("file descriptor {fd} is not a terminal; run without -t, or from a terminal")]
+    NotATerminal {
+        /// The file descriptor.
+        fd: i32,
+    },
+    /// A terminal ioctl or termios call failed.
+    #[error("cannot {what} of file descriptor {fd}: {source}")]
+    Terminal {
+        /// What was being done.
+        what: &'static str,
+        /// The file descriptor.
+        fd: i32,
+        /// The underlying error.
+        source: Errno,
+    },
+    /// Reading or writing while relaying failed.
+    #[error("terminal relay: cannot {what}: {source}")]
+    Relay {
+        /// What was being done.
+        what: &'static str,
+        /// The underlying error.
+        source: Errno,
+    },
+    /// Every SIGWINCH slot is taken by other relays in this process.
+    #[error("too many terminal relays in this process at once (at most {MAX_RELAYS})")]
+    TooManyRelays,
+}
+
+/// A pseudo-terminal pair: kiln keeps `master`, the container's process gets `slave` as its
+/// stdin/stdout/stderr and controlling terminal.
+#[derive(Debug)]
+pub struct Pty {
+    /// The master side (close-on-exec: it must never reach the container).
+    pub master: OwnedFd,
+    /// The slave side (close-on-exec too: it reaches the child only as the stdio it is dup2'ed
+    /// to). Close it in kiln once the child has it, or [`relay`] never sees the child's end.
+    pub slave: OwnedFd,
+}
+
+impl Pty {
+    /// Opens a new pty pair, with window size `size` when given.
+    ///
+    /// Not openpty(3): it opens both sides without O_CLOEXEC, so a fork+exec in another thread
+    /// could leak them into an unrelated child, which would then keep the terminal alive. Here the
+    /// master comes from posix_openpt(O_CLOEXEC) and the slave from TIOCGPTPEER (Linux 4.13),
+    /// which opens the master's own peer without a path lookup in /dev/pts, so no other devpts
+    /// mount (a container's) can be substituted (the reason runc and the kernel commit
+    /// 54ebbfb16034 give for TIOCGPTPEER).
+    pub fn open(size: Option<WindowSize>) -> Result<Pty, TtyError> {
+        let open_err = |step| move |source| TtyError::Open { step, source };
+        let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+            .map_err(open_err("posix_openpt"))?;
+        nix::pty::grantpt(&master).map_err(open_err("grantpt"))?;
+        nix::pty::unlockpt(&master).map_err(open_err("unlockpt"))?;
+        let master = OwnedFd::from(master);
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd or -1.
+        let raw = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+        if raw < 0 {
+            return Err(TtyError::Open {
+                step: "TIOCGPTPEER",
+                source: Errno::last(),
+            });
+        }
+        // SAFETY: the ioctl returned a new fd that nothing else owns.
+        let slave = unsafe { OwnedFd::from_raw_fd(raw) };
+        if let Some(size) = size {
+            set_window_size(master.as_fd(), size)?;
+        }
+        Ok(Pty { master, slave })
+    }
+}
+
+/// The window size of terminal `fd`; `None` when it is not a terminal.
+pub fn window_size(fd: BorrowedFd<'_>) -> Option<WindowSize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one winsize into the valid struct passed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0).then_some(WindowSize {
+        rows: size.ws_row,
+        cols: size.ws_col,
+    })
+}
+
+/// Sets the window size of terminal `fd`. On a pty master the kernel then sends SIGWINCH to the
+/// slave's foreground process group (tty_ioctl(4)), so full-screen programs redraw.
+pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> Result<(), TtyError> {
+    let size = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the valid struct passed.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(TtyError::Terminal {
+            what: "set the window size",
+            fd: fd.as_raw_fd(),
+            source: Errno::last(),
+        })
+    }
+}
+
+/// The host terminal in raw mode (cfmakeraw(3): no echo, no line editing, no signals from keys,
+/// no output processing) while it lives; dropping it, also while unwinding from a panic, restores
+/// the settings it found.
+pub struct RawMode<'fd> {
+    fd: BorrowedFd<'fd>,
+    saved: Termios,
+}
+
+impl<'fd> RawMode<'fd> {
+    /// Puts terminal `fd` into raw mode.
+    pub fn enter(fd: BorrowedFd<'fd>) -> Result<RawMode<'fd>, TtyError> {
+        let saved = termios::tcgetattr(fd).map_err(|source| match source {
+            Errno::ENOTTY | Errno::EINVAL => TtyError::NotATerminal { fd: fd.as_raw_fd() },
+            source => TtyError::Terminal {
+                what: "read the terminal settings",
+                fd: fd.as_raw_fd(),
+                source,
+            },
+        })?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(fd, SetArg::TCSANOW, &raw).map_err(|source| TtyError::Terminal {
+            what: "put the terminal in raw mode",
+            fd: fd.as_raw_fd(),
+            source,
+        })?;
+        Ok(RawMode { fd, saved })
+    }
+}
+
+impl Drop for RawMode<'_> {
+    fn drop(&mut self) {
+        // Nothing to report to from a drop; a terminal that is gone needs no restoring.
+        let _ = termios::tcsetattr(self.fd, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// Copies host `stdin` → `master` and `master` → host `stdout` with poll(2) until the master
+/// reports EOF or EIO: every slave fd is closed, i.e. the container's processes have exited (so
+/// kiln must have closed its own copy of the slave, see [`Pty::slave`]). Host terminal size
+/// changes (SIGWINCH) are copied to the master, from `stdout` or else `stdin`, whichever is a
+/// terminal.
+///
+/// End of host stdin cannot simply be passed on: a pty has no half-close, and closing the master
+/// would hang up the container's whole session. So it is forwarded as what a user would type, the
+/// terminal's EOF character (VEOF, usually ^D), which the slave's canonical-mode line discipline
+/// turns into end-of-file for the reader. A ^D in the middle of a line only hands over the partial
+/// line, so after input that did not end a line two are sent. A program that put its terminal in
+/// non-canonical mode sees the character itself, as it would from a keyboard.
+///
+/// Writes to the master do not block (they are queued while the container reads nothing), so a
+/// container that does not read cannot stop its output from being relayed.
+pub fn relay(
+    master: &OwnedFd,
+    stdin: BorrowedFd<'_>,
+    stdout: BorrowedFd<'_>,
+) -> Result<(), TtyError> {
+    let winch = WinchSlot::register()?;
+    let _nonblocking = NonBlocking::set(master.as_fd())?;
+    let resize = || {
+        if let Some(size) = window_size(stdout).or_else(|| window_size(stdin)) {
+            // The container may already be gone; the relay ends on the master's EIO.
+            let _ = set_window_size(master.as_fd(), size);
+        }
+    };
+    resize();
+
+    let mut to_master: Vec<u8> = Vec::new();
+    let mut stdin_open = true;
+    let mut at_line_start = true;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let master_events = if to_master.is_empty() {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        };
+        // stdin is left out of the poll set once it has ended (a hung-up fd reports POLLHUP
+        // whatever is asked, which would spin) and while much is queued for a container that is
+        // not reading.
+        let want_stdin = stdin_open && to_master.len() < MAX_QUEUED;
+        let mut fds = vec![
+            PollFd::new(master.as_fd(), master_events),
+            PollFd::new(winch.read_end(), PollFlags::POLLIN),
+        ];
+        if want_stdin {
+            fds.push(PollFd::new(stdin, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(source) => {
+                return Err(TtyError::Relay {
+                    what: "poll",
+                    source,
+                });
+            }
+        }
+        let ready = |index: usize| {
+            fds.get(index)
+                .and_then(PollFd::revents)
+                .unwrap_or(PollFlags::empty())
+        };
+        let (master_ready, winch_ready, stdin_ready) = (ready(0), ready(1), ready(2));
+        let readable = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+
+        if winch_ready.intersects(readable) {
+            winch.drain();
+            resize();
+        }
+        if master_ready.intersects(readable) {
+            match nix::unistd::read(master.as_fd(), &mut buf) {
+                // EIO: the last slave fd was closed (pty(7)); 0 is the same on other kernels.
+                Ok(0) | Err(Errno::EIO) => return Ok(()),
+                Ok(n) => write_all(stdout, buf.get(..n).unwrap_or_default())?,
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(TtyError::Relay {
+                        what: "read from the container's terminal",
+                        source,
+                    });
+                }
+            }
+        }
+        if stdin_ready.intersects(readable) {
+            match nix::unistd::read(stdin, &mut buf) {
+                Ok(0) => {
+                    stdin_open = false;
+                    let eof = eof_char(master.as_fd());
+                    to_master.push(eof);
+                    if !at_line_start {
+                        to_master.push(eof);
+                    }
+                }
+                Ok(n) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    at_line_start = matches!(data.last(), Some(b'\n' | b'\r'));
+                    to_master.extend_from_slice(data);
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(TtyError::Relay {
+                        what: "read standard input",
+                        source,
+                    });
+                }
+            }
+        }
+        if master_ready.contains(PollFlags::POLLOUT) && !to_master.is_empty() {
+            match nix::unistd::write(master.as_fd(), &to_master) {
+                Ok(n) => {
+                    to_master.drain(..n.min(to_master.len()));
+                }
+                Err(Errno::EIO) => return Ok(()),
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(TtyError::Relay {
+                        what: "write to the container's terminal",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// How many bytes of stdin may wait for the container before stdin is no longer read.
+const MAX_QUEUED: usize = 64 * 1024;
+
+/// The terminal's VEOF character, ^D when it cannot be read.
+fn eof_char(master: BorrowedFd<'_>) -> u8 {
+    termios::tcgetattr(master)
+        .ok()
+        .and_then(|t| {
+            t.control_chars
+                .get(SpecialCharacterIndices::VEOF as usize)
+                .copied()
+        })
+        .filter(|c| *c != 0)
+        .unwrap_or(0x04)
+}
+
+/// Writes all of `data` to a blocking fd.
+fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), TtyError> {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(n) => data = data.get(n..).unwrap_or_default(),
+            Err(Errno::EINTR) => {}
+            Err(source) => {
+                return Err(TtyError::Relay {
+                    what: "write standard output",
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// O_NONBLOCK on an fd while it lives; the previous flags come back on drop.
+struct NonBlocking<'fd> {
+    fd: BorrowedFd<'fd>,
+    previous: OFlag,
+}
+
+impl<'fd> NonBlocking<'fd> {
+    fn set(fd: BorrowedFd<'fd>) -> Result<NonBlocking<'fd>, TtyError> {
+        let fail = |source| TtyError::Terminal {
+            what: "set O_NONBLOCK",
+            fd: fd.as_raw_fd(),
+            source,
+        };
+        let previous = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(fail)?);
+        fcntl(fd, FcntlArg::F_SETFL(previous | OFlag::O_NONBLOCK)).map_err(fail)?;
+        Ok(NonBlocking { fd, previous })
+    }
+}
+
+impl Drop for NonBlocking<'_> {
+    fn drop(&mut self) {
+        let _ = fcntl(self.fd, FcntlArg::F_SETFL(self.previous));
+    }
+}
+
+/// How many relays may run at once in one process (one per `kiln run -t` is the normal case).
+const MAX_RELAYS: usize = 8;
+
+/// The write ends of the relays' SIGWINCH self-pipes; -1 is a free slot. A signal handler can
+/// only use async-signal-safe calls (signal-safety(7)): it writes one byte to each pipe, and each
+/// relay's poll wakes up on its own pipe. A signalfd would need SIGWINCH blocked in every thread
+/// of the process, which a library cannot arrange.
+static WINCH_PIPES: [AtomicI32; MAX_RELAYS] = [const { AtomicI32::new(-1) }; MAX_RELAYS];
+/// Handlers running now: a relay waits for zero after freeing its slot and before closing its
+/// pipe, so a handler never writes to an fd number that was closed and reused meanwhile.
+static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// The number of registered relays and the SIGWINCH action to restore after the last one.
+static INSTALLED: Mutex<(usize, Option<SigAction>)> = Mutex::new((0, None));
+
+extern "C" fn on_winch(_: libc::c_int) {
+    // SAFETY: __errno_location returns this thread's errno; saved and restored so the
+    // interrupted code does not see write(2)'s errno (signal-safety(7)).
+    let saved_errno = unsafe { *libc::__errno_location() };
+    HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
+    for slot in &WINCH_PIPES {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd >= 0 {
+            let byte = 1u8;
+            // SAFETY: write(2) is async-signal-safe; the fd stays open while HANDLERS_RUNNING
+            // is non-zero; a full pipe (EAGAIN) already holds a wake-up.
+            unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+        }
+    }
+    HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// One relay's SIGWINCH self-pipe, registered with the handler while it lives.
+struct WinchSlot {
+    index: usize,
+    read: OwnedFd,
+    write: Option<OwnedFd>,
+}
+
+impl WinchSlot {
+    fn register() -> Result<WinchSlot, TtyError> {
+        let (read, write) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|source| {
+                TtyError::Relay {
+                    what: "create the SIGWINCH pipe",
+                    source,
+                }
+            })?;
+        let mut installed = INSTALLED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = WINCH_PIPES
+            .iter()
+            .position(|slot| {
+                slot.compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            })
+            .ok_or(TtyError::TooManyRelays)?;
+        if installed.0 == 0 {
+            let action = SigAction::new(
+                SigHandler::Handler(on_winch),
+                SaFlags::SA_RESTART,
+                SigSet::empty(),
+            );
+            // SAFETY: the handler only uses async-signal-safe operations (atomics, write(2)).
+            match unsafe { sigaction(Signal::SIGWINCH, &action) } {
+                Ok(previous) => installed.1 = Some(previous),
+                Err(source) => {
+                    if let Some(slot) = WINCH_PIPES.get(index) {
+                        slot.store(-1, Ordering::SeqCst);
+                    }
+                    return Err(TtyError::Relay {
+                        what: "install the SIGWINCH handler",
+                        source,
+                    });
+                }
+            }
+        }
+        installed.0 += 1;
+        Ok(WinchSlot {
+            index,
+            read,
+            write: Some(write),
+        })
+    }
+
+    fn read_end(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    /// Empties the pipe: one resize answers any number of signals.
+    fn drain(&self) {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(self.read.as_fd(), &mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+impl Drop for WinchSlot {
+    fn drop(&mut self) {
+        let mut installed = INSTALLED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = WINCH_PIPES.get(self.index) {
+            slot.store(-1, Ordering::SeqCst);
+        }
+        installed.0 = installed.0.saturating_sub(1);
+        if installed.0 == 0
+            && let Some(previous) = installed.1.take()
+        {
+            // SAFETY: restores the action that was in place before the first relay.
+            let _ = unsafe { sigaction(Signal::SIGWINCH, &previous) };
+        }
+        while HANDLERS_RUNNING.load(Ordering::SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
+        // Now no handler can still be using the write end.
+        drop(self.write.take());
+    }
+}
