@@ -1,5 +1,8 @@
-//! Images: references now; OCI types, layers and exporters as the store lands.
+//! Images: references, the OCI image store, and docker-style views of stored images.
 
 pub mod reference;
+pub mod store;
+pub mod timestamp;
 
 pub use reference::{Reference, ReferenceError};
+pub use store::{ImageName, Store, StoreError, StoredImage};
