@@ -77,20 +77,29 @@ impl Entry {
     }
 }
 
-/// The name a descriptor carries: containerd's full name when present, else the layout's
-/// `ref.name` read as a docker reference (`latest` when it has no tag).
+/// The name a descriptor carries. The layout's `ref.name` decides; containerd's full name is
+/// used when it agrees with it (same name, or `ref.name` is just its tag, as containerd writes)
+/// or when there is no `ref.name`. Tools that retag by copying a descriptor (`umoci tag`) keep
+/// the old containerd name beside a new `ref.name`, so trusting containerd's name alone would
+/// give two entries one name.
 fn entry_name(descriptor: &Descriptor) -> Option<ImageName> {
     let annotations = descriptor.annotations().as_ref()?;
-    let parse = |text: &String| {
+    let parse = |text: &str| {
         Reference::parse_normalized(text)
             .ok()
             .filter(|r| r.digest().is_none())
             .map(|r| ImageName::from_reference(&r))
     };
-    annotations
-        .get(CONTAINERD_NAME)
-        .and_then(parse)
-        .or_else(|| annotations.get(REF_NAME).and_then(parse))
+    let full = annotations.get(CONTAINERD_NAME).and_then(|n| parse(n));
+    let Some(ref_name) = annotations.get(REF_NAME) else {
+        return full;
+    };
+    match full {
+        Some(full) if full.tag() == ref_name || parse(ref_name).as_ref() == Some(&full) => {
+            Some(full)
+        }
+        _ => parse(ref_name),
+    }
 }
 
 /// `index.json` in memory.
