@@ -197,7 +197,7 @@ fn go_checks(schema: Schema, document: &Value) -> Vec<String> {
 fn is_padded_base64(text: &str) -> bool {
     let body = text.trim_end_matches('=');
     let padding = text.len() - body.len();
-    text.len() % 4 == 0
+    text.len().is_multiple_of(4)
         && padding <= 2
         && body
             .bytes()

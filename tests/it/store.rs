@@ -382,7 +382,9 @@ fn write_image_checks_its_layers() {
     let tar = layer_tar(&[("a", "a")]);
     let absent = descriptor(MediaType::ImageLayer, &Digest::of(&tar), tar.len() as u64);
     let config = config_for(&HELLO, vec![Digest::of(&tar).to_string()]);
-    let err = store.write_image(&config, &[absent.clone()]).unwrap_err();
+    let err = store
+        .write_image(&config, std::slice::from_ref(&absent))
+        .unwrap_err();
     assert!(
         matches!(err, StoreError::Blob(BlobError::NotFound(_))),
         "{err}"
@@ -475,9 +477,7 @@ fn a_hostile_manifest_digest_never_becomes_a_path() {
     let (_dir, store) = temp_store();
     let image = build_image(&store, &HELLO);
     // A manifest whose config digest tries to escape.
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:../../../oci-layout","size":30}},"layers":[]}}"#
-    );
+    let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:../../../oci-layout","size":30},"layers":[]}"#;
     let blob = store.blobs().write(manifest.as_bytes()).unwrap();
     let hostile = descriptor(MediaType::ImageManifest, &blob.digest, blob.size);
     let err = store.tag("evil", &hostile).unwrap_err();
@@ -663,7 +663,7 @@ fn container_records_round_trip_and_need_their_image() {
     };
     store.put_container(&record).unwrap();
     assert_eq!(store.container("abc").unwrap(), record);
-    assert_eq!(store.containers().unwrap(), [record.clone()]);
+    assert_eq!(store.containers().unwrap(), std::slice::from_ref(&record));
     assert!(
         store
             .container_dir("abc")
