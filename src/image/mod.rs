@@ -3,6 +3,7 @@
 pub mod reference;
 pub mod store;
 pub mod timestamp;
+pub mod view;
 
 pub use reference::{Reference, ReferenceError};
 pub use store::{ImageName, Store, StoreError, StoredImage};
