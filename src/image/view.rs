@@ -166,7 +166,7 @@ pub struct Inspect {
     pub root_fs: RootFs,
     pub metadata: Metadata,
     /// The manifest's OCI descriptor (docker's containerd store shows it).
-    pub descriptor: Value,
+    pub descriptor: oci_spec::image::Descriptor,
 }
 
 /// `RootFS` of [`Inspect`].
@@ -246,7 +246,7 @@ pub fn inspect(image: &StoredImage) -> Inspect {
                 .clone()
                 .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string()),
         },
-        descriptor: serde_json::to_value(&image.manifest_descriptor).unwrap_or(Value::Null),
+        descriptor: image.manifest_descriptor.clone(),
     }
 }
 
