@@ -4,7 +4,7 @@
 use super::template::{Template, render_rows};
 use clap::Args;
 use kiln::image::ImageName;
-use kiln::image::store::{ImageSummary, PruneOptions, Store, StoredImage};
+use kiln::image::store::{ImageSummary, PruneOptions, Store, StoreError, StoredImage};
 use kiln::image::timestamp::{format_go_utc, format_rfc3339, now_seconds};
 use kiln::image::view::{self, created_since, ellipsis, human_size};
 use serde_json::{Map, Value, json};
@@ -25,8 +25,14 @@ impl fmt::Display for Failures {
 
 impl std::error::Error for Failures {}
 
+/// A store error as one line: its message already names the cause (an io error, a reference
+/// error), so the `caused by:` chain would only repeat it.
+fn plain(err: StoreError) -> anyhow::Error {
+    anyhow::Error::msg(err.to_string())
+}
+
 fn open(root: &Path) -> anyhow::Result<Store> {
-    Ok(Store::open(root)?)
+    Store::open(root).map_err(plain)
 }
 
 /// `12` hex digits, or the full `sha256:...` with `--no-trunc` (docker's `TruncateID`).
@@ -90,7 +96,7 @@ pub fn images(root: &Path, args: ImagesArgs) -> anyhow::Result<()> {
     let filter = args.reference.as_deref().map(NameFilter::new).transpose()?;
     let now = now_seconds();
     let mut rows = Vec::new();
-    for summary in store.images()? {
+    for summary in store.images().map_err(plain)? {
         for (repository, tag) in image_rows(&summary.image, filter.as_ref()) {
             let digest = match (&repository, show_digest) {
                 (Some(_), true) => summary.image.manifest_digest.to_string(),
@@ -218,7 +224,9 @@ pub struct TagArgs {
 
 /// `docker tag SOURCE TARGET`.
 pub fn tag(root: &Path, args: TagArgs) -> anyhow::Result<()> {
-    open(root)?.tag_image(&args.source, &args.target)?;
+    open(root)?
+        .tag_image(&args.source, &args.target)
+        .map_err(plain)?;
     Ok(())
 }
 
@@ -402,7 +410,7 @@ const HISTORY_FIELDS: [&str; 6] = [
 /// `docker history`.
 pub fn history(root: &Path, args: HistoryArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image)?;
+    let image = store.resolve(&args.image).map_err(plain)?;
     let format = match args.format.as_deref() {
         None | Some("") | Some("table") if args.quiet => "{{.ID}}",
         None | Some("") | Some("table") if !args.human => {
@@ -480,7 +488,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
             anyhow::bail!("prune cancelled: nothing was removed");
         }
     }
-    let report = store.prune(PruneOptions { all: args.all })?;
+    let report = store.prune(PruneOptions { all: args.all }).map_err(plain)?;
     let mut out = String::new();
     if !report.removals.is_empty() {
         out.push_str("Deleted Images:\n");
@@ -526,7 +534,7 @@ pub struct DfArgs {
 
 /// `docker system df`.
 pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
-    let usage = open(root)?.disk_usage()?;
+    let usage = open(root)?.disk_usage().map_err(plain)?;
     let row = |kind: &str, usage: kiln::image::store::Usage| {
         let reclaimable = match usage
             .reclaimable

@@ -8,6 +8,7 @@ mod context;
 mod dockerignore_conformance;
 mod frontend_errors;
 mod graph;
+mod image_commands;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
