@@ -252,7 +252,9 @@ fn tree_size_inner(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>
     meta.len()
 }
 
-/// Removes a file or a whole directory tree (without following symlinks). Directories without
+/// Removes a file or a whole directory tree (without following symlinks: an unpacked layer's
+/// `etc -> /etc` loses the link, never `/etc`; std's `remove_dir_all` opens each level with
+/// `O_NOFOLLOW` relative to its parent, the fix for CVE-2022-21658's race). Directories without
 /// write permission (an unpacked layer may have them) are made writable first so an unprivileged
 /// user can delete their entries. A path that is already gone is fine.
 pub fn remove_tree(path: &Path) -> Result<(), FsError> {

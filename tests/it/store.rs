@@ -800,6 +800,41 @@ fn disk_usage_counts_images_containers_and_snapshots() {
 }
 
 #[test]
+fn removing_snapshots_never_follows_their_links_out() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let (dir, store) = temp_store();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("precious"), "keep me").unwrap();
+    let image = build_image(&store, &HELLO);
+    let diff_id = &image.layers[0].diff_id;
+    store
+        .create_snapshot(diff_id, |root| -> std::io::Result<()> {
+            symlink(&outside, root.join("etc"))?;
+            symlink(outside.join("precious"), root.join("file-link"))?;
+            fs::create_dir(root.join("ro"))?;
+            fs::write(root.join("ro/inner"), "x")?;
+            fs::set_permissions(root.join("ro"), fs::Permissions::from_mode(0o555))
+        })
+        .unwrap();
+    let usage = store.disk_usage().unwrap();
+    let links =
+        outside.display().to_string().len() + outside.join("precious").display().to_string().len();
+    assert_eq!(
+        usage.snapshots.size,
+        (links + 1) as u64,
+        "links count as themselves"
+    );
+    let report = store.prune(PruneOptions::default()).unwrap();
+    assert_eq!(report.snapshots, 1);
+    assert!(!store.has_snapshot(diff_id));
+    assert_eq!(
+        fs::read_to_string(outside.join("precious")).unwrap(),
+        "keep me"
+    );
+}
+
+#[test]
 fn snapshots_appear_whole_or_not_at_all() {
     let (_dir, store) = temp_store();
     let diff_id = Digest::of(b"layer");

@@ -344,7 +344,9 @@ impl Store {
     /// Writes the config and manifest of an image whose layer blobs are already stored (check:
     /// each exists with the descriptor's size) and lists it in `index.json`, untagged until
     /// [`Store::tag`] names it. `layers` are base first, one per `config.rootfs.diff_ids` entry.
-    /// Hold a [`Lease`] from writing the layers until the image is tagged.
+    /// Hold a [`Lease`] from writing the layers until the image is tagged. An image without
+    /// layers is allowed (docker makes them, e.g. `FROM scratch` + `CMD`), though the OCI
+    /// manifest schema asks for at least one.
     pub fn write_image(
         &self,
         config: &ImageConfiguration,
