@@ -2,10 +2,14 @@
 //! `anyhow` here; front-end errors that carry a span are printed as a snippet.
 
 mod build;
+mod images;
 mod parse;
 mod report;
+mod template;
 
 use clap::{Parser, Subcommand};
+use kiln::image::Store;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use report::{located, unlocated};
@@ -14,6 +18,10 @@ pub use report::{located, unlocated};
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// The image store (an OCI image layout); default: /var/lib/kiln for root, else
+    /// $XDG_DATA_HOME/kiln (~/.local/share/kiln).
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,14 +32,36 @@ enum Command {
     Build(build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree.
     Parse(parse::ParseArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Create a tag TARGET that refers to the image SOURCE.
+    Tag(images::TagArgs),
+    /// Remove one or more images.
+    Rmi(images::RmiArgs),
+    /// Show low-level information on images (JSON).
+    Inspect(images::InspectArgs),
+    /// Show the history of an image.
+    History(images::HistoryArgs),
+    /// Remove unused images, blobs, layer snapshots and stale staging files.
+    Prune(images::PruneArgs),
+    /// Show the store's disk usage.
+    Df(images::DfArgs),
 }
 
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let root = cli.root.unwrap_or_else(Store::default_root);
     let result = match cli.command {
         Command::Build(args) => build::run(args),
         Command::Parse(args) => parse::run(args),
+        Command::Images(args) => images::images(&root, args),
+        Command::Tag(args) => images::tag(&root, args),
+        Command::Rmi(args) => images::rmi(&root, args),
+        Command::Inspect(args) => images::inspect(&root, args),
+        Command::History(args) => images::history(&root, args),
+        Command::Prune(args) => images::prune(&root, args),
+        Command::Df(args) => images::df(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

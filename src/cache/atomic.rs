@@ -1,0 +1,386 @@
+//! Crash-safe file updates: everything kiln makes visible in its store appears whole or not at
+//! all.
+//!
+//! The recipe (see rename(2) and fsync(2)): write the new content to a temporary file on the same
+//! filesystem, `fsync` it, `rename` it over the final name (atomic for readers: they see the old
+//! file or the new one, never a mix), then `fsync` the directory so the rename itself survives a
+//! crash. [`Staging`] names the temporary files and directories (with the writer's pid, so a
+//! later process can tell a dead writer's leftovers from a live writer's work) and removes stale
+//! ones.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// A filesystem operation that failed, with the path it concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {source}", path.display())]
+pub struct FsError {
+    /// What kiln was doing, as a verb phrase (`create directory`, `rename`, ...).
+    pub action: &'static str,
+    /// The file or directory concerned.
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    /// Wraps `source` with what kiln was doing to `path`.
+    pub fn new(action: &'static str, path: &Path, source: io::Error) -> FsError {
+        FsError {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Adds the action and path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn fs(self, action: &'static str, path: &Path) -> Result<T, FsError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn fs(self, action: &'static str, path: &Path) -> Result<T, FsError> {
+        self.map_err(|source| FsError::new(action, path, source))
+    }
+}
+
+/// Replaces `path` with `bytes` atomically, staging the new content beside it in the same
+/// directory (so the rename never crosses a filesystem). A crash leaves either the old file or
+/// the new one; at worst a `.NAME.PID-N.tmp` file beside it.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
+    write_synced(&temp, bytes)?;
+    replace(&temp, path)
+}
+
+/// Like [`atomic_write`], but stages the new content in `staging` (which must be on the same
+/// filesystem as `path`), so a crash leaves its junk where [`Staging::remove_stale`] finds it.
+pub fn atomic_write_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let temp = staging.new_path("write");
+    write_synced(&temp, bytes)?;
+    replace(&temp, path)
+}
+
+/// Writes `bytes` to a new file at `path` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .fs("create", path)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .fs("write", path);
+    if written.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    written
+}
+
+/// Renames the synced file `temp` over `path` and fsyncs the directory of `path`. On failure the
+/// temporary file is removed.
+fn replace(temp: &Path, path: &Path) -> Result<(), FsError> {
+    if let Err(err) = fs::rename(temp, path).fs("rename into place", path) {
+        let _ = fs::remove_file(temp);
+        return Err(err);
+    }
+    fsync_dir(parent_dir(path))
+}
+
+/// Flushes a directory's entries (a rename, create or unlink in it) to disk. Without it a crash
+/// can lose a rename whose file content was already synced (fsync(2): "calling fsync() on the
+/// file does not ensure that the entry in the directory containing the file has also reached
+/// disk").
+pub fn fsync_dir(dir: &Path) -> Result<(), FsError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .fs("sync directory", dir)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// `PID-NANOS-COUNTER`: unique among the threads of this process (the counter) and across
+/// processes (the pid, and the clock for a pid reused after a crash).
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A staging directory for content on its way into a store (`ROOT/tmp`). Every entry is named
+/// `PID-NANOS-COUNTER.KIND`; an entry whose writer is gone (or that is older than
+/// [`Staging::STALE_AGE`]) is junk from a killed process and [`Staging::remove_stale`] deletes
+/// it.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    dir: PathBuf,
+}
+
+/// What [`Staging::remove_stale`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StaleReport {
+    /// Entries removed.
+    pub entries: usize,
+    /// Bytes of file content they held.
+    pub bytes: u64,
+}
+
+impl Staging {
+    /// Entries older than this are stale even when a process with the writer's pid exists (the
+    /// pid may have been reused); a live writer keeps its file's mtime fresh while it writes.
+    pub const STALE_AGE: Duration = Duration::from_secs(3600);
+
+    /// Opens (creating when missing) the staging directory `dir`.
+    pub fn open(dir: &Path) -> Result<Staging, FsError> {
+        fs::create_dir_all(dir).fs("create directory", dir)?;
+        Ok(Staging {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The staging directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A fresh path in the staging directory for an entry of `kind` (a file extension such as
+    /// `blob` or `snapshot`). Nothing is created.
+    pub fn new_path(&self, kind: &str) -> PathBuf {
+        self.dir.join(format!("{}.{kind}", unique_suffix()))
+    }
+
+    /// Removes entries left by dead writers: those whose pid is not a running process, those
+    /// older than `max_age`, and those whose name kiln did not make. This process's own entries
+    /// are never touched.
+    pub fn remove_stale(&self, max_age: Duration) -> Result<StaleReport, FsError> {
+        let mut report = StaleReport::default();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(report),
+            Err(err) => return Err(FsError::new("read directory", &self.dir, err)),
+        };
+        let me = std::process::id();
+        for entry in entries {
+            let entry = entry.fs("read directory", &self.dir)?;
+            let path = entry.path();
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid == Some(me) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            let stale = match pid {
+                Some(pid) => old || !process_alive(pid),
+                None => true,
+            };
+            if stale {
+                report.bytes += tree_size(&path);
+                remove_tree(&path)?;
+                report.entries += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Whether a process with this pid exists (kill(2) with signal 0 checks without sending; EPERM
+/// means it exists but belongs to someone else).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
+}
+
+/// The apparent size of a file or directory tree: the lengths of its files and symlinks, each
+/// inode counted once (hard links share their content), without following symlinks. Unreadable
+/// parts count as empty.
+pub fn tree_size(path: &Path) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    tree_size_inner(path, &mut seen)
+}
+
+fn tree_size_inner(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if meta.is_dir() {
+        let Ok(entries) = fs::read_dir(path) else {
+            return 0;
+        };
+        return entries
+            .filter_map(Result::ok)
+            .map(|e| tree_size_inner(&e.path(), seen))
+            .sum();
+    }
+    if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+        return 0;
+    }
+    meta.len()
+}
+
+/// Removes a file or a whole directory tree (without following symlinks: an unpacked layer's
+/// `etc -> /etc` loses the link, never `/etc`; std's `remove_dir_all` opens each level with
+/// `O_NOFOLLOW` relative to its parent, the fix for CVE-2022-21658's race). Directories without
+/// write permission (an unpacked layer may have them) are made writable first so an unprivileged
+/// user can delete their entries. A path that is already gone is fine.
+pub fn remove_tree(path: &Path) -> Result<(), FsError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(FsError::new("inspect", path, err)),
+    };
+    if !meta.is_dir() {
+        return match fs::remove_file(path) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                Err(FsError::new("remove", path, err))
+            }
+            _ => Ok(()),
+        };
+    }
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+            make_dirs_writable(path);
+            fs::remove_dir_all(path).fs("remove", path)
+        }
+        Err(err) => Err(FsError::new("remove", path, err)),
+    }
+}
+
+/// Adds owner rwx to every directory under `path` (best effort).
+fn make_dirs_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode() | 0o700;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.filter_map(Result::ok) {
+            make_dirs_writable(&entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.json");
+        atomic_write(&path, b"one").unwrap();
+        atomic_write(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["index.json"]);
+    }
+
+    #[test]
+    fn atomic_write_in_stages_in_the_staging_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(&dir.path().join("tmp")).unwrap();
+        let path = dir.path().join("file");
+        atomic_write_in(&staging, &path, b"data").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"data");
+        assert_eq!(fs::read_dir(staging.dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn remove_stale_keeps_live_writers_and_removes_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path()).unwrap();
+        let mine = staging.new_path("blob");
+        fs::write(&mine, b"in progress").unwrap();
+        // pid 1 always exists; a pid above the kernel's maximum never does.
+        let live = dir.path().join("1-0-0.blob");
+        fs::write(&live, b"other writer").unwrap();
+        let dead = dir.path().join("2147483647-0-0.snapshot");
+        fs::create_dir_all(dead.join("sub")).unwrap();
+        fs::write(dead.join("sub/file"), b"12345").unwrap();
+        let foreign = dir.path().join("not-ours");
+        fs::write(&foreign, b"x").unwrap();
+
+        let report = staging.remove_stale(Staging::STALE_AGE).unwrap();
+        assert_eq!(
+            report,
+            StaleReport {
+                entries: 2,
+                bytes: 6
+            }
+        );
+        assert!(mine.exists() && live.exists());
+        assert!(!dead.exists() && !foreign.exists());
+
+        let report = staging.remove_stale(Duration::ZERO).unwrap();
+        assert_eq!(
+            report.entries, 1,
+            "an old entry is stale even if its pid lives"
+        );
+        assert!(mine.exists(), "this process's own entries stay");
+    }
+
+    #[test]
+    fn remove_tree_handles_read_only_directories_and_missing_paths() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(tree.join("ro")).unwrap();
+        fs::write(tree.join("ro/f"), b"x").unwrap();
+        fs::set_permissions(tree.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        remove_tree(&tree).unwrap();
+    }
+
+    #[test]
+    fn tree_size_counts_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"1234").unwrap();
+        fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        fs::write(dir.path().join("c"), b"12").unwrap();
+        assert_eq!(tree_size(dir.path()), 6);
+    }
+}

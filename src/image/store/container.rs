@@ -1,0 +1,173 @@
+//! Container records: `ROOT/containers/<id>/container.json`, naming the image a container of
+//! `kiln run` uses, so that `rmi` refuses to delete it and `prune` keeps it. The directory is the
+//! container's own (kiln run keeps its writable layer there).
+
+use super::{Store, StoreError};
+use crate::cache::Digest;
+use crate::cache::atomic::{IoContext as _, atomic_write_in, process_alive, remove_tree};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+/// The record file inside a container's directory.
+const RECORD: &str = "container.json";
+/// Records are tiny; the cap keeps a corrupt one from exhausting memory.
+const MAX_RECORD_SIZE: u64 = 1 << 20;
+
+/// What the store knows about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    /// The container's ID, also its directory's name: 1 to 128 of `[A-Za-z0-9_.-]`, starting
+    /// with a letter or digit.
+    pub id: String,
+    /// The image ID (config digest) the container runs.
+    pub image: Digest,
+    /// The image as the user named it.
+    pub image_name: String,
+    /// When the container was created (RFC 3339).
+    pub created: String,
+    /// The container's init process while it runs (set by `kiln run`); a live pid makes the
+    /// container "running" for `rmi` and `df`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+impl ContainerRecord {
+    /// Whether the recorded process is alive. (A reused pid reads as running: the safe side,
+    /// since running containers' images cannot be deleted.)
+    pub fn is_running(&self) -> bool {
+        self.pid.is_some_and(process_alive)
+    }
+}
+
+/// Whether `id` is safe as a directory name and follows docker's container name rule.
+fn valid_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (1..=128).contains(&bytes.len())
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl Store {
+    /// The directory of container `id` (whether or not it exists).
+    pub fn container_dir(&self, id: &str) -> Result<PathBuf, StoreError> {
+        if !valid_id(id) {
+            return Err(StoreError::ContainerId(id.to_string()));
+        }
+        Ok(self.root.join("containers").join(id))
+    }
+
+    /// Creates or replaces a container record. Its image must be in the store; the write holds
+    /// a lease, so a concurrent prune either ran before (and the image is checked to still be
+    /// there) or waits until the record protects the image.
+    pub fn put_container(&self, record: &ContainerRecord) -> Result<(), StoreError> {
+        let dir = self.container_dir(&record.id)?;
+        let _lease = self.lease()?;
+        let index = self.index()?;
+        let mut present = false;
+        for (descriptor, digest) in super::manifests(&index) {
+            let manifest = self.manifest(digest, Some(descriptor.size()))?;
+            if manifest.config().digest().as_ref() == record.image.to_string() {
+                present = true;
+                break;
+            }
+        }
+        if !present {
+            return Err(StoreError::NotFound(record.image.to_string()));
+        }
+        fs::create_dir_all(&dir).fs("create directory", &dir)?;
+        let json =
+            serde_json::to_vec_pretty(record).map_err(|err| StoreError::ContainerRecord {
+                path: dir.join(RECORD),
+                reason: err.to_string(),
+            })?;
+        Ok(atomic_write_in(self.staging(), &dir.join(RECORD), &json)?)
+    }
+
+    /// The record of container `id`.
+    pub fn container(&self, id: &str) -> Result<ContainerRecord, StoreError> {
+        let dir = self.container_dir(id)?;
+        if !dir.join(RECORD).is_file() {
+            return Err(StoreError::NoContainer(id.to_string()));
+        }
+        read_record(&dir.join(RECORD))
+    }
+
+    /// Every container record, sorted by ID. Directories without a record (a container being
+    /// created or removed) are skipped.
+    pub fn containers(&self) -> Result<Vec<ContainerRecord>, StoreError> {
+        let dir = self.root.join("containers");
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(crate::cache::FsError::new("read directory", &dir, err).into()),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let entry = entry.fs("read directory", &dir)?;
+            let path = entry.path().join(RECORD);
+            if path.is_file() {
+                records.push(read_record(&path)?);
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+
+    /// Deletes container `id`'s directory (record and all). Whoever calls this has stopped the
+    /// container and unmounted its filesystem.
+    pub fn remove_container(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.container_dir(id)?;
+        if !dir.exists() {
+            return Err(StoreError::NoContainer(id.to_string()));
+        }
+        Ok(remove_tree(&dir)?)
+    }
+}
+
+fn read_record(path: &std::path::Path) -> Result<ContainerRecord, StoreError> {
+    let file = fs::File::open(path).fs("open", path)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .fs("read", path)?;
+    if bytes.len() as u64 > MAX_RECORD_SIZE {
+        return Err(StoreError::ContainerRecord {
+            path: path.to_path_buf(),
+            reason: format!("larger than {MAX_RECORD_SIZE} bytes"),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|err| StoreError::ContainerRecord {
+        path: path.to_path_buf(),
+        reason: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_safe_names() {
+        for good in ["a", "abc123", "web_1.prod-2", &"a".repeat(128)] {
+            assert!(valid_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-a",
+            "_a",
+            "a/b",
+            "../x",
+            "a b",
+            &"a".repeat(129),
+            "é",
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! The image store: an OCI image layout (image-layout spec 1.0/1.1) that skopeo, umoci and
+//! containerd read as it is, plus kiln's own directories beside it.
+//!
+//! ```text
+//! ROOT/
+//!   oci-layout            {"imageLayoutVersion":"1.0.0"}
+//!   index.json            one descriptor per tag (see `index`), untagged images without names
+//!   blobs/sha256/<hex>    manifests, configs, layers (see crate::cache::blob)
+//!   snapshots/<hex>/      one unpacked layer per diff ID: overlay lower directories
+//!   containers/<id>/      kiln run's containers; container.json names the image in use
+//!   tmp/                  staging for everything on its way in (same filesystem)
+//!   index.lock, gc.lock   lock files
+//! ```
+//!
+//! Concurrency: `index.json` is only replaced by atomic rename, so readers never lock; every
+//! change is a read-modify-write under an exclusive lock on `index.lock`, so concurrent kiln
+//! processes never lose each other's tags. Garbage collection ([`Store::remove_image`],
+//! [`Store::prune`]) takes `gc.lock` exclusively; writers hold it shared through a [`Lease`] from
+//! their first blob until the image is tagged, so a collection never deletes blobs that are
+//! written but not referenced yet. Take locks in that order: `gc.lock`, then `index.lock`.
+//!
+//! Image IDs are config digests, as in docker; names are docker references
+//! ([`crate::image::Reference`]) kept normalised and printed familiar ([`ImageName`]).
+
+mod container;
+mod gc;
+mod index;
+mod name;
+
+pub use container::ContainerRecord;
+pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
+pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, is_index, is_manifest};
+pub use name::{ImageName, NameError};
+
+use crate::cache::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
+use crate::cache::blob::{BlobError, BlobStore, oci_digest};
+use crate::cache::{Digest, FsError};
+use crate::image::reference::Reference;
+use crate::image::timestamp;
+use index::Index;
+use oci_spec::image::{
+    Descriptor, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
+};
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+/// The `oci-layout` file's content (image-layout spec).
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("no such image: {0}")]
+    NotFound(String),
+    #[error("image ID prefix {prefix:?} is ambiguous: it matches {}; give more characters", .matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error("corrupt image index: {0}")]
+    Index(String),
+    #[error("{what} {digest} is not valid: {reason}")]
+    Document {
+        what: &'static str,
+        digest: Digest,
+        reason: String,
+    },
+    #[error(
+        "{} is not an OCI image layout ({reason}); point --root (or KILN_ROOT) at an empty \
+         directory or an existing kiln store",
+        .path.display()
+    )]
+    NotALayout { path: PathBuf, reason: String },
+    #[error("{0} is a multi-platform image index; kiln stores and runs single-platform images")]
+    MultiPlatform(String),
+    #[error("the image config lists {diff_ids} layer diff IDs, but {layers} layers were given")]
+    LayerCount { diff_ids: usize, layers: usize },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("cannot create the snapshot of layer {diff_id}: {source}")]
+    Snapshot {
+        diff_id: Digest,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "invalid container id {0:?}: use 1 to 128 letters, digits, '_', '.' or '-', starting \
+         with a letter or digit"
+    )]
+    ContainerId(String),
+    #[error("no such container: {0}")]
+    NoContainer(String),
+    #[error("container record {}: {reason}", .path.display())]
+    ContainerRecord { path: PathBuf, reason: String },
+}
+
+/// An OCI image layout with kiln's directories beside it: see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    blobs: BlobStore,
+}
+
+/// A shared hold on the store that keeps [`Store::prune`] and [`Store::remove_image`] from
+/// collecting anything while it lives. Hold one from the first blob you write until the image is
+/// tagged (or a container record names it). Do not call `prune` or `remove_image` from the
+/// thread that holds it: they wait for every lease to end.
+#[derive(Debug)]
+pub struct Lease {
+    _file: File,
+}
+
+/// One layer of an image: the blob in the store and the digest of its uncompressed content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The layer blob's digest (of the stored, possibly compressed, bytes).
+    pub digest: Digest,
+    /// The blob's size in bytes.
+    pub size: u64,
+    pub media_type: MediaType,
+    /// The digest of the uncompressed tar (`rootfs.diff_ids`), which names its snapshot.
+    pub diff_id: Digest,
+}
+
+/// An image read from the store, its documents verified against their digests.
+#[derive(Debug, Clone)]
+pub struct StoredImage {
+    /// Its tags, sorted; empty for an untagged (dangling) image.
+    pub names: Vec<ImageName>,
+    /// The manifest's descriptor as `index.json` lists it (without kiln's name annotations).
+    pub manifest_descriptor: Descriptor,
+    pub manifest_digest: Digest,
+    pub manifest: ImageManifest,
+    /// The image ID: the config's digest.
+    pub id: Digest,
+    pub config: ImageConfiguration,
+    /// The config exactly as stored; it may carry docker's extensions to the OCI config
+    /// (`Healthcheck`, `OnBuild`, `Shell`) that [`ImageConfiguration`] drops.
+    pub config_bytes: Vec<u8>,
+    /// The layers, base first, each paired with its diff ID.
+    pub layers: Vec<LayerInfo>,
+    /// When a tag last moved to this image (RFC 3339), if kiln recorded it.
+    pub tagged_at: Option<String>,
+}
+
+impl StoredImage {
+    /// The image's size: the sum of its layer blobs.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// `created` from the config (RFC 3339), if set.
+    pub fn created(&self) -> Option<&str> {
+        self.config.created().as_deref()
+    }
+
+    /// `created` as Unix seconds, if set and valid.
+    pub fn created_seconds(&self) -> Option<i64> {
+        self.created().and_then(timestamp::parse_rfc3339)
+    }
+}
+
+/// One row of [`Store::images`].
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    pub image: StoredImage,
+    /// How many container records use the image.
+    pub containers: usize,
+}
+
+/// How a name or ID given by a user found its image.
+#[derive(Debug, Clone)]
+enum By {
+    /// A tag (`hello`, `hello:1.0`, `docker.io/library/hello:1.0`).
+    Name(ImageName),
+    /// An image ID (full or a prefix) or a manifest digest (`name@sha256:...`).
+    Id,
+}
+
+/// An index entry found for a user's name or ID.
+#[derive(Debug, Clone)]
+struct Located {
+    descriptor: Descriptor,
+    digest: Digest,
+    by: By,
+}
+
+impl Store {
+    /// Opens the store at `root`, creating the layout and kiln's directories when missing. A
+    /// directory that is neither empty nor a layout is refused (kiln will not scatter files
+    /// into, say, a home directory given by mistake). Stale staging entries left by killed
+    /// processes are removed on the way.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let layout_file = root.join("oci-layout");
+        if !layout_file.exists()
+            && let Ok(mut entries) = fs::read_dir(root)
+            && entries.next().is_some()
+        {
+            return Err(StoreError::NotALayout {
+                path: root.to_path_buf(),
+                reason: "it is not empty and has no oci-layout file".to_string(),
+            });
+        }
+        fs::create_dir_all(root).fs("create directory", root)?;
+        let blobs = BlobStore::open(root)?;
+        for dir in ["snapshots", "containers"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).fs("create directory", &path)?;
+        }
+        let store = Store {
+            root: root.to_path_buf(),
+            blobs,
+        };
+        store.init_layout_file(&layout_file)?;
+        if !store.index_path().exists() {
+            let _lock = store.lock("index.lock", true)?;
+            if !store.index_path().exists() {
+                Index::empty().save(&store.index_path(), store.staging())?;
+            }
+        }
+        // Best effort: a failure here must not keep the store from opening; prune reports it.
+        let _ = store.staging().remove_stale(Staging::STALE_AGE);
+        Ok(store)
+    }
+
+    fn init_layout_file(&self, path: &Path) -> Result<(), StoreError> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("imageLayoutVersion")?.as_str().map(str::to_string));
+                match version.as_deref() {
+                    Some("1.0.0") => Ok(()),
+                    Some(other) => Err(StoreError::NotALayout {
+                        path: self.root.clone(),
+                        reason: format!("unsupported imageLayoutVersion {other:?}"),
+                    }),
+                    None => Err(StoreError::NotALayout {
+                        path: self.root.clone(),
+                        reason: "its oci-layout file has no imageLayoutVersion".to_string(),
+                    }),
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(atomic_write_in(
+                self.staging(),
+                path,
+                OCI_LAYOUT.as_bytes(),
+            )?),
+            Err(err) => Err(FsError::new("read", path, err).into()),
+        }
+    }
+
+    /// Where the store lives when none is given: `$KILN_ROOT`, else `/var/lib/kiln` for root,
+    /// else `$XDG_DATA_HOME/kiln` (default `~/.local/share/kiln`).
+    pub fn default_root() -> PathBuf {
+        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(root) = var("KILN_ROOT") {
+            return PathBuf::from(root);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/kiln");
+        }
+        // The XDG base directory spec ignores relative paths.
+        if let Some(data) = var("XDG_DATA_HOME").map(PathBuf::from)
+            && data.is_absolute()
+        {
+            return data.join("kiln");
+        }
+        match var("HOME") {
+            Some(home) => PathBuf::from(home).join(".local/share/kiln"),
+            None => std::env::temp_dir().join(format!("kiln-{}", nix::unistd::geteuid())),
+        }
+    }
+
+    /// The layout's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The blobs (`ROOT/blobs/sha256`).
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The staging directory (`ROOT/tmp`), on the store's filesystem.
+    pub fn staging(&self) -> &Staging {
+        self.blobs.staging()
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Takes a [`Lease`] (waits while a collection runs).
+    pub fn lease(&self) -> Result<Lease, StoreError> {
+        Ok(Lease {
+            _file: self.lock("gc.lock", false)?,
+        })
+    }
+
+    /// Locks `ROOT/name` (flock(2) through `File::lock`; released when the file is dropped,
+    /// also when the process dies).
+    fn lock(&self, name: &str, exclusive: bool) -> Result<File, StoreError> {
+        let path = self.root.join(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .fs("open lock file", &path)?;
+        let locked = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        locked.fs("lock", &path)?;
+        Ok(file)
+    }
+
+    /// Reads `index.json` (no lock: it is only ever replaced atomically).
+    fn index(&self) -> Result<Index, StoreError> {
+        Index::load(&self.index_path())
+    }
+
+    /// Read-modify-write of `index.json` under `index.lock`.
+    fn modify_index<T>(
+        &self,
+        change: impl FnOnce(&mut Index) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _lock = self.lock("index.lock", true)?;
+        let mut index = self.index()?;
+        let out = change(&mut index)?;
+        index.save(&self.index_path(), self.staging())?;
+        Ok(out)
+    }
+
+    /// Writes the config and manifest of an image whose layer blobs are already stored (check:
+    /// each exists with the descriptor's size) and lists it in `index.json`, untagged until
+    /// [`Store::tag`] names it. `layers` are base first, one per `config.rootfs.diff_ids` entry.
+    /// Hold a [`Lease`] from writing the layers until the image is tagged. An image without
+    /// layers is allowed (docker makes them, e.g. `FROM scratch` + `CMD`), though the OCI
+    /// manifest schema asks for at least one.
+    pub fn write_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: &[Descriptor],
+    ) -> Result<StoredImage, StoreError> {
+        let bytes = serde_json::to_vec(config).map_err(|err| StoreError::Document {
+            what: "image config",
+            digest: Digest::of(b""),
+            reason: format!("cannot serialise it: {err}"),
+        })?;
+        self.write_image_json(&bytes, layers)
+    }
+
+    /// [`Store::write_image`] for a config given as JSON bytes, stored exactly as given (so
+    /// docker's extensions such as `Healthcheck` survive). The bytes must parse as an OCI image
+    /// config.
+    pub fn write_image_json(
+        &self,
+        config_json: &[u8],
+        layers: &[Descriptor],
+    ) -> Result<StoredImage, StoreError> {
+        let _lease = self.lease()?;
+        let config_digest = Digest::of(config_json);
+        let config: ImageConfiguration =
+            serde_json::from_slice(config_json).map_err(|err| StoreError::Document {
+                what: "image config",
+                digest: config_digest.clone(),
+                reason: err.to_string(),
+            })?;
+        let diff_ids = config.rootfs().diff_ids().len();
+        if diff_ids != layers.len() {
+            return Err(StoreError::LayerCount {
+                diff_ids,
+                layers: layers.len(),
+            });
+        }
+        pair_layers(&config_digest, &config, layers)?;
+        for layer in layers {
+            let digest = descriptor_digest("layer", &config_digest, layer)?;
+            let size = self.blobs.size(&digest)?;
+            if size != layer.size() {
+                return Err(BlobError::SizeMismatch {
+                    digest,
+                    expected: layer.size(),
+                    actual: size,
+                }
+                .into());
+            }
+        }
+        let config_blob = self.blobs.write(config_json)?;
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(config_blob.descriptor(MediaType::ImageConfig))
+            .layers(layers.to_vec())
+            .build()
+            .map_err(|err| StoreError::Document {
+                what: "image manifest",
+                digest: config_digest.clone(),
+                reason: err.to_string(),
+            })?;
+        let manifest_json = serde_json::to_vec(&manifest).map_err(|err| StoreError::Document {
+            what: "image manifest",
+            digest: config_digest.clone(),
+            reason: err.to_string(),
+        })?;
+        let manifest_blob = self.blobs.write(&manifest_json)?;
+        let descriptor = manifest_blob.descriptor(MediaType::ImageManifest);
+        let digest = manifest_blob.digest.clone();
+        let index = self.modify_index(|index| {
+            index.add_untagged(&descriptor, &digest);
+            Ok(index.clone())
+        })?;
+        self.load(&index, &descriptor, &digest)
+    }
+
+    /// Points the tag `name` (`hello`, `hello:1.0`, `registry:5000/a/b:v1`; `latest` when no tag
+    /// is given) at the image whose manifest `manifest` describes, moving the tag if it pointed
+    /// elsewhere (the image it left stays, untagged, if that was its last name). Returns the
+    /// normalised name.
+    pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<ImageName, StoreError> {
+        let name = ImageName::parse(name)?;
+        let digest = descriptor_digest("manifest", &Digest::of(b""), manifest)?;
+        if !is_manifest(manifest.media_type()) {
+            return Err(StoreError::MultiPlatform(digest.to_string()));
+        }
+        let _lease = self.lease()?;
+        self.manifest(&digest, Some(manifest.size()))?;
+        self.modify_index(|index| {
+            index.set_tag(&name, manifest, &digest);
+            Ok(())
+        })?;
+        Ok(name)
+    }
+
+    /// `docker tag SOURCE TARGET`: tags the image `source` (a name or ID) as `target`.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<ImageName, StoreError> {
+        let _lease = self.lease()?;
+        let image = self.resolve(source)?;
+        self.tag(target, &image.manifest_descriptor)
+    }
+
+    /// Removes the tag `name`, returning the manifest digest it pointed at. The image itself
+    /// stays (untagged when that was its last name); [`Store::remove_image`] deletes images.
+    pub fn untag(&self, name: &str) -> Result<Digest, StoreError> {
+        let name = ImageName::parse(name)?;
+        self.modify_index(|index| {
+            index
+                .untag(&name)
+                .map(|entry| entry.digest)
+                .ok_or_else(|| StoreError::NotFound(name.familiar()))
+        })
+    }
+
+    /// Every image (each manifest once, with all its tags), newest first, as `docker images`
+    /// lists them. Multi-platform indexes (which kiln does not write) are left out.
+    pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let index = self.index()?;
+        let containers = self.containers()?;
+        let mut images = Vec::new();
+        for (descriptor, digest) in manifests(&index) {
+            let image = self.load(&index, descriptor, digest)?;
+            let users = containers.iter().filter(|c| c.image == image.id).count();
+            images.push(ImageSummary {
+                image,
+                containers: users,
+            });
+        }
+        images.sort_by(|a, b| {
+            let created = |s: &ImageSummary| s.image.created_seconds().unwrap_or(i64::MIN);
+            created(b)
+                .cmp(&created(a))
+                .then_with(|| a.image.id.cmp(&b.image.id))
+                .then_with(|| a.image.manifest_digest.cmp(&b.image.manifest_digest))
+        });
+        Ok(images)
+    }
+
+    /// Finds an image the way docker does: by name (familiar or normalised; `name` means
+    /// `name:latest`), by manifest digest (`name@sha256:...`), by full image ID (`sha256:<hex>`
+    /// or bare 64 hex), or by a unique prefix of at least 4 hex digits of the ID (a name wins
+    /// over an ID prefix).
+    pub fn resolve(&self, name_or_id: &str) -> Result<StoredImage, StoreError> {
+        let index = self.index()?;
+        let found = self.locate(&index, name_or_id)?;
+        self.load(&index, &found.descriptor, &found.digest)
+    }
+
+    /// The image listed under this manifest descriptor.
+    pub fn image(&self, manifest: &Descriptor) -> Result<StoredImage, StoreError> {
+        let index = self.index()?;
+        let digest = descriptor_digest("manifest", &Digest::of(b""), manifest)?;
+        self.load(&index, manifest, &digest)
+    }
+
+    fn locate(&self, index: &Index, text: &str) -> Result<Located, StoreError> {
+        let is_hex =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if let Some(hex) = text.strip_prefix("sha256:") {
+            if is_hex(hex) {
+                return self.by_id(index, hex, text);
+            }
+            return Err(StoreError::NotFound(text.to_string()));
+        }
+        if hex_len(text) == Some(64) {
+            return self.by_id(index, text, text);
+        }
+        let mut missing = text.to_string();
+        if let Ok(reference) = Reference::parse_normalized(text) {
+            if let Some(digest) = reference.digest() {
+                let digest =
+                    Digest::parse(digest).map_err(|_| StoreError::NotFound(text.to_string()))?;
+                let entry = index
+                    .entries()
+                    .iter()
+                    .find(|e| e.digest == digest)
+                    .ok_or_else(|| StoreError::NotFound(text.to_string()))?;
+                return Ok(Located {
+                    descriptor: entry.descriptor.clone(),
+                    digest,
+                    by: By::Id,
+                });
+            }
+            let name = ImageName::from_reference(&reference.with_default_tag());
+            if let Some(entry) = index.find(&name) {
+                return Ok(Located {
+                    descriptor: entry.descriptor.clone(),
+                    digest: entry.digest.clone(),
+                    by: By::Name(name),
+                });
+            }
+            missing = name.familiar();
+        }
+        if text.len() >= 4 && is_hex(text) {
+            return self.by_id(index, text, &missing);
+        }
+        Err(StoreError::NotFound(missing))
+    }
+
+    /// The image whose ID (or manifest digest, when `hex` is a whole digest) starts with `hex`.
+    fn by_id(&self, index: &Index, hex: &str, text: &str) -> Result<Located, StoreError> {
+        let mut matches: Vec<(Descriptor, Digest, Digest)> = Vec::new();
+        for (descriptor, digest) in manifests(index) {
+            let full_manifest = hex.len() == 64 && digest.hex() == hex;
+            let manifest = self.manifest(digest, Some(descriptor.size()))?;
+            let id = descriptor_digest("config", digest, manifest.config())?;
+            if full_manifest || id.hex().starts_with(hex) {
+                matches.push((descriptor.clone(), digest.clone(), id));
+            }
+        }
+        match matches.len() {
+            0 => Err(StoreError::NotFound(text.to_string())),
+            1 => {
+                let (descriptor, digest, _) = matches.remove(0);
+                Ok(Located {
+                    descriptor,
+                    digest,
+                    by: By::Id,
+                })
+            }
+            _ => Err(StoreError::Ambiguous {
+                prefix: text.to_string(),
+                matches: matches
+                    .iter()
+                    .map(|(_, manifest, id)| format!("{} (manifest {manifest})", id.short()))
+                    .collect(),
+            }),
+        }
+    }
+
+    /// Reads an image from its manifest entry.
+    fn load(
+        &self,
+        index: &Index,
+        descriptor: &Descriptor,
+        digest: &Digest,
+    ) -> Result<StoredImage, StoreError> {
+        if is_index(descriptor.media_type()) {
+            return Err(StoreError::MultiPlatform(digest.to_string()));
+        }
+        let manifest = self.manifest(digest, Some(descriptor.size()))?;
+        let id = descriptor_digest("config", digest, manifest.config())?;
+        let config_bytes = self.blobs.read_sized(&id, manifest.config().size())?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_bytes).map_err(|err| StoreError::Document {
+                what: "image config",
+                digest: id.clone(),
+                reason: err.to_string(),
+            })?;
+        let layers = pair_layers(&id, &config, manifest.layers())?;
+        let tagged_at = index
+            .entries()
+            .iter()
+            .filter(|e| &e.digest == digest)
+            .filter_map(|e| e.tagged_at())
+            .max_by_key(|t| timestamp::parse_rfc3339(t))
+            .map(str::to_string);
+        let mut plain = descriptor.clone();
+        plain.set_annotations(None);
+        Ok(StoredImage {
+            names: index.names_of(digest),
+            manifest_descriptor: plain,
+            manifest_digest: digest.clone(),
+            manifest,
+            id,
+            config,
+            config_bytes,
+            layers,
+            tagged_at,
+        })
+    }
+
+    /// Reads and verifies a manifest blob (size-capped; `size` from its descriptor).
+    pub fn manifest(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<ImageManifest, StoreError> {
+        let bytes = match size {
+            Some(size) => self.blobs.read_sized(digest, size)?,
+            None => self.blobs.read(digest)?,
+        };
+        let manifest: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|err| StoreError::Document {
+                what: "image manifest",
+                digest: digest.clone(),
+                reason: err.to_string(),
+            })?;
+        if manifest.schema_version() != 2 {
+            return Err(StoreError::Document {
+                what: "image manifest",
+                digest: digest.clone(),
+                reason: format!("schemaVersion is {}, expected 2", manifest.schema_version()),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Reads and verifies an image config blob (size-capped; `size` from its descriptor).
+    pub fn config(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+    ) -> Result<ImageConfiguration, StoreError> {
+        let bytes = match size {
+            Some(size) => self.blobs.read_sized(digest, size)?,
+            None => self.blobs.read(digest)?,
+        };
+        serde_json::from_slice(&bytes).map_err(|err| StoreError::Document {
+            what: "image config",
+            digest: digest.clone(),
+            reason: err.to_string(),
+        })
+    }
+
+    /// Where the unpacked layer with this diff ID lives (whether or not it exists).
+    pub fn snapshot_dir(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(diff_id.hex())
+    }
+
+    /// Whether the layer with this diff ID is unpacked.
+    pub fn has_snapshot(&self, diff_id: &Digest) -> bool {
+        self.snapshot_dir(diff_id).is_dir()
+    }
+
+    /// The snapshot directories of an image's layers, base first (overlayfs wants them in the
+    /// reverse order in `lowerdir=`: top first).
+    pub fn snapshot_dirs(&self, image: &StoredImage) -> Vec<PathBuf> {
+        image
+            .layers
+            .iter()
+            .map(|l| self.snapshot_dir(&l.diff_id))
+            .collect()
+    }
+
+    /// Returns the snapshot of the layer `diff_id`, creating it when missing: `fill` unpacks the
+    /// layer into an empty staging directory, which is then synced (syncfs(2)) and renamed into
+    /// place, so a killed unpack never leaves a half-filled snapshot visible. When another
+    /// process wins the race, its snapshot is kept and ours discarded. Hold a [`Lease`] while
+    /// the image that needs it is not yet tagged.
+    pub fn create_snapshot<E>(
+        &self,
+        diff_id: &Digest,
+        fill: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<PathBuf, StoreError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let target = self.snapshot_dir(diff_id);
+        if target.is_dir() {
+            return Ok(target);
+        }
+        let staging = self.staging().new_path("snapshot");
+        fs::create_dir(&staging).fs("create directory", &staging)?;
+        let filled = fill(&staging).map_err(|err| StoreError::Snapshot {
+            diff_id: diff_id.clone(),
+            source: err.into(),
+        });
+        let synced = filled.and_then(|()| {
+            let dir = File::open(&staging).fs("open", &staging)?;
+            // fsync of every unpacked file would be slow; syncfs(2) flushes the filesystem in
+            // one call before the rename publishes the directory.
+            nix::unistd::syncfs(&dir)
+                .map_err(|errno| FsError::new("sync", &staging, errno.into()))?;
+            Ok(())
+        });
+        if let Err(err) = synced {
+            remove_tree(&staging)?;
+            return Err(err);
+        }
+        match fs::rename(&staging, &target) {
+            Ok(()) => {
+                let parent = self.root.join("snapshots");
+                crate::cache::fsync_dir(&parent)?;
+                Ok(target)
+            }
+            // rename(2): a non-empty directory at the target gives EEXIST or ENOTEMPTY; another
+            // process unpacked the same layer first.
+            Err(_) if target.is_dir() => {
+                remove_tree(&staging)?;
+                Ok(target)
+            }
+            Err(err) => {
+                remove_tree(&staging)?;
+                Err(FsError::new("rename into place", &target, err).into())
+            }
+        }
+    }
+
+    /// Removes stale staging entries (see [`Staging::remove_stale`]).
+    pub fn clean_staging(&self) -> Result<StaleReport, StoreError> {
+        Ok(self.staging().remove_stale(Staging::STALE_AGE)?)
+    }
+}
+
+/// The manifest entries of the index, each digest once, in index order.
+fn manifests(index: &Index) -> Vec<(&Descriptor, &Digest)> {
+    let mut seen = std::collections::HashSet::new();
+    index
+        .entries()
+        .iter()
+        .filter(|e| is_manifest(e.descriptor.media_type()) && seen.insert(&e.digest))
+        .map(|e| (&e.descriptor, &e.digest))
+        .collect()
+}
+
+/// The length of `text` when it is all lower-case hex.
+fn hex_len(text: &str) -> Option<usize> {
+    text.bytes()
+        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        .then_some(text.len())
+}
+
+/// A descriptor's digest as a kiln digest (sha256 only), `what` naming it in errors and
+/// `parent` the document that holds it.
+fn descriptor_digest(
+    what: &'static str,
+    parent: &Digest,
+    descriptor: &Descriptor,
+) -> Result<Digest, StoreError> {
+    Digest::parse(descriptor.digest().as_ref()).map_err(|err| StoreError::Document {
+        what,
+        digest: parent.clone(),
+        reason: err.to_string(),
+    })
+}
+
+/// Pairs a manifest's layers with the config's diff IDs.
+fn pair_layers(
+    config_digest: &Digest,
+    config: &ImageConfiguration,
+    layers: &[Descriptor],
+) -> Result<Vec<LayerInfo>, StoreError> {
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != layers.len() {
+        return Err(StoreError::Document {
+            what: "image config",
+            digest: config_digest.clone(),
+            reason: format!(
+                "it lists {} diff IDs for {} layers",
+                diff_ids.len(),
+                layers.len()
+            ),
+        });
+    }
+    layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(layer, diff_id)| {
+            let diff_id = Digest::parse(diff_id).map_err(|err| StoreError::Document {
+                what: "image config",
+                digest: config_digest.clone(),
+                reason: err.to_string(),
+            })?;
+            Ok(LayerInfo {
+                digest: descriptor_digest("image config", config_digest, layer)?,
+                size: layer.size(),
+                media_type: layer.media_type().clone(),
+                diff_id,
+            })
+        })
+        .collect()
+}
+
+/// An OCI descriptor for a stored blob (re-exported for callers building layer lists).
+pub fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(media_type, size, oci_digest(digest))
+}
