@@ -58,8 +58,13 @@ pub(crate) trait Kernel {
     /// mkdirat(2).
     fn mkdir_at(&mut self, dir: Fd, name: &CStr, mode: mode_t) -> Result<(), Errno>;
     /// mknodat(2).
-    fn mknod_at(&mut self, dir: Fd, name: &CStr, mode: mode_t, dev: libc::dev_t)
-    -> Result<(), Errno>;
+    fn mknod_at(
+        &mut self,
+        dir: Fd,
+        name: &CStr,
+        mode: mode_t,
+        dev: libc::dev_t,
+    ) -> Result<(), Errno>;
     /// symlinkat(2).
     fn symlink_at(&mut self, points_to: &CStr, dir: Fd, name: &CStr) -> Result<(), Errno>;
     /// close(2).
@@ -261,7 +266,9 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 // The descriptor above is the directory under the new mount: open the path again
                 // to get the mount's root, which mount_setattr(2) requires.
                 let mounted = kernel.open_in_root(root, &target.path, target.no_symlinks)?;
-                with_fd(kernel, mounted, |k| k.mount_setattr(mounted, *attrs, *recursive))?;
+                with_fd(kernel, mounted, |k| {
+                    k.mount_setattr(mounted, *attrs, *recursive)
+                })?;
             }
             Ok(())
         }
@@ -437,7 +444,11 @@ fn split_last(target: &Target) -> Result<(&CStr, Option<&CStr>), Errno> {
 }
 
 /// Opens `target`, or `None` when it does not exist.
-fn open_existing<K: Kernel>(kernel: &mut K, root: Fd, target: &Target) -> Result<Option<Fd>, Errno> {
+fn open_existing<K: Kernel>(
+    kernel: &mut K,
+    root: Fd,
+    target: &Target,
+) -> Result<Option<Fd>, Errno> {
     match kernel.open_in_root(root, &target.path, target.no_symlinks) {
         Ok(fd) => Ok(Some(fd)),
         Err(Errno::ENOENT) => Ok(None),
@@ -506,6 +517,8 @@ mod tests {
         fail: Vec<(String, Errno)>,
         /// Executable files.
         executables: BTreeSet<String>,
+        /// What getcwd(2) reports: `false` for a directory outside the root.
+        cwd_outside: bool,
     }
 
     impl Fake {
@@ -600,13 +613,20 @@ mod tests {
             self.record(call)
         }
         fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno> {
-            let call = format!("setattr <{}> {attrs:#x} recursive={recursive}", self.name(fd));
+            let call = format!(
+                "setattr <{}> {attrs:#x} recursive={recursive}",
+                self.name(fd)
+            );
             self.record(call)
         }
         fn open_dir(&mut self, path: &CStr) -> Result<Fd, Errno> {
             self.record(format!("open {}", text(path)))?;
             // After the pivot "/" is the container root, which the model calls ".".
-            let path = if path.to_bytes() == b"/" { ".".into() } else { text(path) };
+            let path = if path.to_bytes() == b"/" {
+                ".".into()
+            } else {
+                text(path)
+            };
             Ok(self.open(path))
         }
         fn open_in_root(&mut self, root: Fd, path: &CStr, no_symlinks: bool) -> Result<Fd, Errno> {
@@ -632,7 +652,13 @@ mod tests {
             self.paths.insert(path, true);
             Ok(())
         }
-        fn mknod_at(&mut self, dir: Fd, name: &CStr, mode: mode_t, dev: libc::dev_t) -> Result<(), Errno> {
+        fn mknod_at(
+            &mut self,
+            dir: Fd,
+            name: &CStr,
+            mode: mode_t,
+            dev: libc::dev_t,
+        ) -> Result<(), Errno> {
             let path = self.join(dir, name);
             self.record(format!("mknod {path} {mode:o} {dev}"))?;
             self.paths.insert(path, false);
@@ -701,7 +727,7 @@ mod tests {
         }
         fn cwd_reachable(&mut self) -> Result<bool, Errno> {
             self.record("getcwd".into())?;
-            Ok(true)
+            Ok(!self.cwd_outside)
         }
         fn seccomp(&mut self, program: &[sock_filter]) -> Result<(), Errno> {
             self.record(format!("seccomp {} instructions", program.len()))
@@ -763,14 +789,23 @@ mod tests {
     /// An image with the usual mount points.
     fn image() -> Fake {
         Fake::new(&[
-            "proc/", "dev/", "sys/", "etc/", "proc/kcore", "proc/sys/", "proc/sysrq-trigger",
-            "proc/acpi/", "sys/firmware/",
+            "proc/",
+            "dev/",
+            "sys/",
+            "etc/",
+            "proc/kcore",
+            "proc/sys/",
+            "proc/sysrq-trigger",
+            "proc/acpi/",
+            "sys/firmware/",
         ])
     }
 
     fn plan_for(spec: &Spec) -> plan::Plan {
-        plan::plan(spec, &context(), &|p| Ok(!p.to_string_lossy().ends_with(".txt")))
-            .expect("plan")
+        plan::plan(spec, &context(), &|p| {
+            Ok(!p.to_string_lossy().ends_with(".txt"))
+        })
+        .expect("plan")
     }
 
     fn contains_in_order(calls: &[String], wanted: &[&str]) {
@@ -778,7 +813,9 @@ mod tests {
         for want in wanted {
             match calls.iter().skip(from).position(|c| c == want) {
                 Some(at) => from += at + 1,
-                None => panic!("{want:?} missing (or out of order) after call {from} in {calls:#?}"),
+                None => {
+                    panic!("{want:?} missing (or out of order) after call {from} in {calls:#?}")
+                }
             }
         }
     }
@@ -822,7 +859,10 @@ mod tests {
             ],
         );
         // Masked paths the image's kernel does not have are skipped, not errors.
-        assert!(fake.calls.contains(&"openat2 <.> proc/timer_stats nosym=true".to_string()));
+        assert!(
+            fake.calls
+                .contains(&"openat2 <.> proc/timer_stats nosym=true".to_string())
+        );
         assert!(!fake.calls.iter().any(|c| c.contains("<proc/timer_stats>")));
         assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
     }
@@ -864,7 +904,12 @@ mod tests {
                 "pivot_root . .",
             ],
         );
-        assert!(!fake.calls.iter().any(|c| c.starts_with("setattr <etc/app/conf>")));
+        assert!(
+            !fake
+                .calls
+                .iter()
+                .any(|c| c.starts_with("setattr <etc/app/conf>"))
+        );
         assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
     }
 
@@ -902,7 +947,8 @@ mod tests {
         }];
         let mut fake = image();
         // "link" exists (as a symlink) but resolves nowhere inside the root.
-        fake.fail.push(("openat2 </stage> link ".into(), Errno::ENOENT));
+        fake.fail
+            .push(("openat2 </stage> link ".into(), Errno::ENOENT));
         fake.paths.insert("link".into(), false);
         let failure = run(&mut fake, &plan_for(&spec).setup, 0).unwrap_err();
         assert_eq!(failure.errno, Errno::EEXIST);
@@ -923,7 +969,11 @@ mod tests {
         let mut fake = image();
         fake.executables.insert("/bin/sh".into());
         let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
-        assert_eq!(failure.errno, Errno::UnknownErrno, "the fake exec 'succeeded'");
+        assert_eq!(
+            failure.errno,
+            Errno::UnknownErrno,
+            "the fake exec 'succeeded'"
+        );
         let mut wanted: Vec<String> = [
             "open /dev/null",
             "dup2 10 0",
@@ -963,11 +1013,47 @@ mod tests {
     }
 
     #[test]
+    fn working_directory_outside_the_root_stops_before_exec() {
+        let plan = plan_for(&spec());
+        let mut fake = image();
+        fake.cwd_outside = true;
+        let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EXDEV);
+        assert!(matches!(plan.workload[failure.step], Step::VerifyCwd(_)));
+        // Descriptors were closed before the chdir (CVE-2024-21626), and nothing ran after.
+        let close = fake
+            .calls
+            .iter()
+            .position(|c| c.starts_with("close_range"))
+            .unwrap();
+        let chdir = fake
+            .calls
+            .iter()
+            .position(|c| c.starts_with("chdir"))
+            .unwrap();
+        assert!(close < chdir);
+        assert_eq!(fake.calls.last().unwrap(), "getcwd");
+    }
+
+    #[test]
     fn exec_follows_go_lookpath() {
-        // (PATH, program, executables, expected execve paths, expected errno)
-        let cases: &[(&str, &str, &[&str], &[&str], Errno)] = &[
+        /// PATH, program, executables, the paths execve is called with, the result.
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static [&'static str],
+            &'static [&'static str],
+            Errno,
+        );
+        let cases: &[Case] = &[
             ("/a:/b", "x", &["/b/x"], &["/b/x"], Errno::UnknownErrno),
-            ("/a:/b", "x", &["/a/x", "/b/x"], &["/a/x"], Errno::UnknownErrno),
+            (
+                "/a:/b",
+                "x",
+                &["/a/x", "/b/x"],
+                &["/a/x"],
+                Errno::UnknownErrno,
+            ),
             ("/a:/b", "x", &[], &[], Errno::ENOENT),
             ("/a", "/abs/x", &[], &["/abs/x"], Errno::EACCES),
         ];

@@ -335,8 +335,10 @@ impl Kernel for Linux {
             },
         ];
         // SAFETY: a version-3 header and the two data words it requires.
-        check(unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) })
-            .map(drop)
+        check(unsafe {
+            libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
+        })
+        .map(drop)
     }
 
     fn clear_ambient(&mut self) -> Result<(), Errno> {

@@ -19,7 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// The `PATH` Docker gives a container whose environment has none (moby `oci.DefaultPathEnv`).
-pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Docker's default capability set (moby `oci.DefaultCapabilities`): CHOWN, DAC_OVERRIDE, FSETID,
 /// FOWNER, MKNOD, NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL,
@@ -275,7 +276,11 @@ pub(crate) enum Step {
     /// the host's peer groups (mount_namespaces(7) "Shared subtrees").
     MakeMountsPrivate,
     /// `mount("overlay", target, "overlay", MS_NODEV[|MS_RDONLY], options)`.
-    MountOverlay { target: CString, options: CString, readonly: bool },
+    MountOverlay {
+        target: CString,
+        options: CString,
+        readonly: bool,
+    },
     /// A single lower directory and no upper one: bind it (recursively), read-only and nodev.
     BindRoot { source: CString, target: CString },
     /// Opens the staging directory (now the new root) as the base of every later [`Target`].
@@ -289,7 +294,11 @@ pub(crate) enum Step {
     },
     /// `mknodat` of a character device named by `target`'s last component (root outside a user
     /// namespace; in one, the kernel refuses mknod and the host's node is bound instead).
-    MakeDevice { target: Target, major: u32, minor: u32 },
+    MakeDevice {
+        target: Target,
+        major: u32,
+        minor: u32,
+    },
     /// A bind mount of the host path `source`, then `mount_setattr(2)` of `attrs` (`MOUNT_ATTR_*`)
     /// on the new mount (recursively when `recursive`), when non-zero.
     Bind {
@@ -367,7 +376,9 @@ impl Step {
             Step::BecomeRoot { .. } => "becoming root of the new user namespace".into(),
             Step::UnshareCgroup => "creating the cgroup namespace".into(),
             Step::MakeMountsPrivate => "making the mounts private".into(),
-            Step::MountOverlay { target, options, .. } => format!(
+            Step::MountOverlay {
+                target, options, ..
+            } => format!(
                 "mounting the overlay root filesystem on {} (options {})",
                 lossy(target),
                 lossy(options)
@@ -729,7 +740,10 @@ fn exec_args(spec: &Spec) -> Result<ExecArgs, RuntimeError> {
         path.split(':')
             .map(|dir| {
                 let dir = if dir.is_empty() { "." } else { dir };
-                c_string("a PATH entry", &format!("{}/{program}", dir.trim_end_matches('/')))
+                c_string(
+                    "a PATH entry",
+                    &format!("{}/{program}", dir.trim_end_matches('/')),
+                )
             })
             .collect::<Result<Vec<_>, _>>()?
     } else {
@@ -915,7 +929,11 @@ mod tests {
             position(&steps, &format!("making {path} read-only"));
         }
         assert!(!steps.iter().any(|s| s.contains("becoming root")));
-        assert!(!steps.iter().any(|s| s.contains("read-only") && s.contains("root filesystem")));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.contains("read-only") && s.contains("root filesystem"))
+        );
     }
 
     #[test]
@@ -960,7 +978,12 @@ mod tests {
                 nosuid_nodev_noexec,
                 Some("mode=1777,size=65536k".into()),
             ),
-            ("/dev/mqueue".into(), "mqueue".into(), nosuid_nodev_noexec, None),
+            (
+                "/dev/mqueue".into(),
+                "mqueue".into(),
+                nosuid_nodev_noexec,
+                None,
+            ),
             (
                 "/sys".into(),
                 "sysfs".into(),
@@ -998,7 +1021,10 @@ mod tests {
             position(&steps, &format!("bind mounting /dev/{name} on /dev/{name}"));
         }
         assert!(steps.iter().all(|s| !s.starts_with("creating the device")));
-        assert_eq!(position(&steps, "becoming root of the new user namespace"), 0);
+        assert_eq!(
+            position(&steps, "becoming root of the new user namespace"),
+            0
+        );
     }
 
     #[test]
@@ -1012,7 +1038,11 @@ mod tests {
             Step::MountOverlay { options, .. } => Some(options.to_str().unwrap().to_string()),
             _ => None,
         });
-        assert!(overlay.expect("an overlay").ends_with(",index=off,userxattr"));
+        assert!(
+            overlay
+                .expect("an overlay")
+                .ends_with(",index=off,userxattr")
+        );
         let devpts = plan.setup.iter().find_map(|s| match s {
             Step::Mount { fstype, data, .. } if fstype.to_bytes() == b"devpts" => data.clone(),
             _ => None,
@@ -1091,7 +1121,12 @@ mod tests {
         assert_eq!(
             binds,
             vec![
-                ("/h/data".into(), "/data".into(), Create::Directory, ATTR_RDONLY),
+                (
+                    "/h/data".into(),
+                    "/data".into(),
+                    Create::Directory,
+                    ATTR_RDONLY
+                ),
                 ("/h/conf.txt".into(), "/conf.txt".into(), Create::File, 0),
                 ("/h/deep".into(), "/data/x/y".into(), Create::Directory, 0),
             ]
@@ -1110,8 +1145,14 @@ mod tests {
     #[test]
     fn invalid_mounts_are_refused() {
         let cases: &[(&str, &str)] = &[
-            ("/", "invalid mount destination \"/\": it is the container's root"),
-            ("/a/..", "invalid mount destination \"/a/..\": it is the container's root"),
+            (
+                "/",
+                "invalid mount destination \"/\": it is the container's root",
+            ),
+            (
+                "/a/..",
+                "invalid mount destination \"/a/..\": it is the container's root",
+            ),
             (
                 "/proc/sys",
                 "invalid mount destination \"/proc/sys\": mounts inside /proc are not allowed",
@@ -1165,7 +1206,11 @@ mod tests {
         spec.cwd = "/".into();
         spec.rootfs.readonly = true;
         let steps = setup(&spec, &ctx(UserNamespace::None));
-        assert!(!steps.iter().any(|s| s.starts_with("creating the working directory")));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.starts_with("creating the working directory"))
+        );
         assert!(
             position(&steps, "making /proc/sysrq-trigger read-only")
                 < position(&steps, "making the root filesystem read-only")
@@ -1189,7 +1234,11 @@ mod tests {
              lowerdir=/layers/b:/layers/a,index=off)",
         );
         // Read-only by construction: no remount step.
-        assert!(!steps.iter().any(|s| s == "making the root filesystem read-only"));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s == "making the root filesystem read-only")
+        );
         spec.rootfs.lower_dirs.truncate(1);
         let steps = setup(&spec, &ctx(UserNamespace::None));
         position(
@@ -1204,13 +1253,18 @@ mod tests {
         spec.rootfs.lower_dirs = vec!["/l/a:b,c\\d".into()];
         let steps = setup(&spec, &ctx(UserNamespace::None));
         assert!(
-            steps.iter().any(|s| s.contains(r"lowerdir=/l/a\:b\,c\\d,upperdir=")),
+            steps
+                .iter()
+                .any(|s| s.contains(r"lowerdir=/l/a\:b\,c\\d,upperdir=")),
             "{steps:#?}"
         );
-        spec.rootfs.lower_dirs = (0..100).map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}"))).collect();
+        spec.rootfs.lower_dirs = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}")))
+            .collect();
         let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
         assert!(
-            err.to_string().starts_with("the overlay mount options are "),
+            err.to_string()
+                .starts_with("the overlay mount options are "),
             "{err}"
         );
     }
@@ -1242,17 +1296,26 @@ mod tests {
                 "executing \"sh\"",
             ]
         );
-        assert!(plan.workload.iter().any(|s| matches!(s, Step::Capabilities(0))));
+        assert!(
+            plan.workload
+                .iter()
+                .any(|s| matches!(s, Step::Capabilities(0)))
+        );
         assert!(plan.workload.iter().any(|s| matches!(
             s,
             Step::SetIds { groups: Some(g), .. } if g == &[27]
         )));
-        assert!(plan.workload.iter().any(|s| matches!(s, Step::CloseFds { keep: 7 })));
+        assert!(
+            plan.workload
+                .iter()
+                .any(|s| matches!(s, Step::CloseFds { keep: 7 }))
+        );
         let root = super::plan(&self::spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
-        assert!(root
-            .workload
-            .iter()
-            .any(|s| matches!(s, Step::Capabilities(DEFAULT_CAPABILITIES))));
+        assert!(
+            root.workload
+                .iter()
+                .any(|s| matches!(s, Step::Capabilities(DEFAULT_CAPABILITIES)))
+        );
     }
 
     #[test]
@@ -1269,10 +1332,14 @@ mod tests {
         let mut spec = spec();
         spec.user.additional_gids = vec![10];
         let plan = plan(&spec, &ctx(rootless), &dirs).expect("plan");
-        assert!(plan
-            .workload
-            .iter()
-            .any(|s| matches!(s, Step::SetIds { groups: None, uid: 0, gid: 0 })));
+        assert!(plan.workload.iter().any(|s| matches!(
+            s,
+            Step::SetIds {
+                groups: None,
+                uid: 0,
+                gid: 0
+            }
+        )));
         spec.user.uid = 1000;
         let err = super::plan(&spec, &ctx(rootless), &dirs).unwrap_err();
         assert_eq!(
@@ -1284,7 +1351,12 @@ mod tests {
     #[test]
     fn path_lookup_candidates() {
         let cases: &[(&[&str], &str, bool, &[&str])] = &[
-            (&["PATH=/usr/bin:/bin"], "sh", true, &["/usr/bin/sh", "/bin/sh"]),
+            (
+                &["PATH=/usr/bin:/bin"],
+                "sh",
+                true,
+                &["/usr/bin/sh", "/bin/sh"],
+            ),
             (&["PATH=/a", "PATH=/b/"], "sh", true, &["/b/sh"]),
             (&["PATH=:/x"], "sh", true, &["./sh", "/x/sh"]),
             (
@@ -1308,7 +1380,11 @@ mod tests {
             spec.env = env.iter().map(|s| s.to_string()).collect();
             spec.args = vec![program.to_string(), "arg".into()];
             let exec = exec_args(&spec).expect("exec args");
-            let got: Vec<&str> = exec.candidates.iter().map(|c| c.to_str().unwrap()).collect();
+            let got: Vec<&str> = exec
+                .candidates
+                .iter()
+                .map(|c| c.to_str().unwrap())
+                .collect();
             assert_eq!(&got, candidates, "{env:?} {program}");
             assert_eq!(exec.searched, *searched);
             assert_eq!(exec.argv.len(), 3);
@@ -1319,8 +1395,12 @@ mod tests {
 
     #[test]
     fn invalid_specs() {
-        let cases: Vec<(Box<dyn Fn(&mut Spec)>, &str)> = vec![
-            (Box::new(|s| s.args.clear()), "no command to run: the argument list is empty"),
+        type Edit = Box<dyn Fn(&mut Spec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|s| s.args.clear()),
+                "no command to run: the argument list is empty",
+            ),
             (
                 Box::new(|s| s.args = vec!["a\0b".into()]),
                 "an argument contains a NUL byte: \"a\\0b\"",

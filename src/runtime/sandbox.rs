@@ -311,12 +311,11 @@ fn send_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), RuntimeError> {
 
 /// A pipe whose ends are close-on-exec and above 2 (see [`above_stdio`]).
 fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| {
-        RuntimeError::Sys {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| RuntimeError::Sys {
             action: "creating a pipe",
             errno,
-        }
-    })?;
+        })?;
     Ok((above_stdio(read)?, above_stdio(write)?))
 }
 
@@ -432,10 +431,12 @@ fn configure(
 fn report_error(plan: &Plan, report: Report) -> RuntimeError {
     let errno = Errno::from_raw(report.errno);
     let setup = plan.setup.len();
-    let step = usize::try_from(report.step).ok().and_then(|n| match n.checked_sub(setup) {
-        None => plan.setup.get(n),
-        Some(i) => plan.workload.get(i),
-    });
+    let step = usize::try_from(report.step)
+        .ok()
+        .and_then(|n| match n.checked_sub(setup) {
+            None => plan.setup.get(n),
+            Some(i) => plan.workload.get(i),
+        });
     match (report.step, step) {
         (STEP_SYNC, _) => RuntimeError::Setup {
             step: "waiting for the parent to configure the sandbox".into(),
@@ -558,7 +559,8 @@ impl Sandbox {
 
         // The cgroup namespace is created by the child after the parent moved it into its
         // cgroups (Step::UnshareCgroup), so it is rooted at the sandbox's own cgroup.
-        let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+        let mut flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
         if spec.network == Network::None {
             flags |= libc::CLONE_NEWNET;
         }
@@ -728,8 +730,18 @@ mod tests {
                 "exec: \"foo\": no such file or directory",
                 127,
             ),
-            (Errno::EACCES, false, "exec: \"foo\": permission denied", 126),
-            (Errno::ENOEXEC, false, "exec: \"foo\": exec format error", 126),
+            (
+                Errno::EACCES,
+                false,
+                "exec: \"foo\": permission denied",
+                126,
+            ),
+            (
+                Errno::ENOEXEC,
+                false,
+                "exec: \"foo\": exec format error",
+                126,
+            ),
         ];
         for (errno, searched, message, code) in cases {
             let kind = ExecErrorKind::new(errno, searched);
@@ -747,7 +759,10 @@ mod tests {
     #[test]
     fn outcomes() {
         assert_eq!(Outcome::from_wait_status(3 << 8), Outcome::Exited(3));
-        assert_eq!(Outcome::from_wait_status(libc::SIGKILL), Outcome::Signaled(9));
+        assert_eq!(
+            Outcome::from_wait_status(libc::SIGKILL),
+            Outcome::Signaled(9)
+        );
         assert_eq!(Outcome::Signaled(9).exit_code(), 137);
         assert_eq!(Outcome::Signaled(15).signal(), Some(Signal::SIGTERM));
         assert_eq!(Outcome::Exited(0).exit_code(), 0);
@@ -823,13 +838,49 @@ mod tests {
         };
         let plan = plan::plan(&spec, &ctx, &|_| Ok(true)).expect("plan");
         let last = u32::try_from(plan.setup.len() + plan.workload.len() - 1).unwrap();
-        let exec = report_error(&plan, Report { step: last, errno: libc::ENOENT });
-        assert_eq!(exec.to_string(), "exec: \"nope\": executable file not found in $PATH");
-        let cwd = report_error(&plan, Report { step: last - 5, errno: libc::EXDEV });
-        assert_eq!(cwd.to_string(), "the working directory \"/x\" is outside the container root");
-        let first = report_error(&plan, Report { step: 0, errno: libc::EPERM });
-        assert_eq!(first.to_string(), "creating the cgroup namespace: EPERM: Operation not permitted");
-        let sync = report_error(&plan, Report { step: STEP_SYNC, errno: 0 });
-        assert!(sync.to_string().starts_with("waiting for the parent"), "{sync}");
+        let exec = report_error(
+            &plan,
+            Report {
+                step: last,
+                errno: libc::ENOENT,
+            },
+        );
+        assert_eq!(
+            exec.to_string(),
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        let cwd = report_error(
+            &plan,
+            Report {
+                step: last - 5,
+                errno: libc::EXDEV,
+            },
+        );
+        assert_eq!(
+            cwd.to_string(),
+            "the working directory \"/x\" is outside the container root"
+        );
+        let first = report_error(
+            &plan,
+            Report {
+                step: 0,
+                errno: libc::EPERM,
+            },
+        );
+        assert_eq!(
+            first.to_string(),
+            "creating the cgroup namespace: EPERM: Operation not permitted"
+        );
+        let sync = report_error(
+            &plan,
+            Report {
+                step: STEP_SYNC,
+                errno: 0,
+            },
+        );
+        assert!(
+            sync.to_string().starts_with("waiting for the parent"),
+            "{sync}"
+        );
     }
 }

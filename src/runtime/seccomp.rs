@@ -392,7 +392,12 @@ fn abi_block(asm: &mut Asm, abi: &Abi) {
     // clone(flags, ...): flags is the first argument on x86 and arm64 (s390 differs, unsupported).
     asm.bind(clone);
     asm.load(DATA_ARG0_LOW);
-    asm.jump(BPF_JSET_K, NAMESPACE_FLAGS, To::Next, To::Label(clone_allowed));
+    asm.jump(
+        BPF_JSET_K,
+        NAMESPACE_FLAGS,
+        To::Next,
+        To::Label(clone_allowed),
+    );
     asm.ret(RET_EPERM);
     asm.bind(clone_allowed);
     asm.ret(RET_ALLOW);
@@ -412,7 +417,12 @@ pub(crate) fn program() -> Option<Vec<sock_filter>> {
     let native_label = asm.label();
     let compat_labels: Vec<usize> = compat.iter().map(|_| asm.label()).collect();
     asm.load(DATA_ARCH);
-    asm.jump(BPF_JEQ_K, native.audit_arch, To::Label(native_label), To::Next);
+    asm.jump(
+        BPF_JEQ_K,
+        native.audit_arch,
+        To::Label(native_label),
+        To::Next,
+    );
     for (abi, &label) in compat.iter().zip(&compat_labels) {
         asm.jump(BPF_JEQ_K, abi.audit_arch, To::Label(label), To::Next);
     }
@@ -467,9 +477,14 @@ mod tests {
         let program = program().expect("x86_64 has a table");
         let native = |nr: i64, arg0: u64| run(&program, AUDIT_ARCH_X86_64, nr as u32, arg0);
         let newns = libc::CLONE_NEWNS as u64;
-        let fork_flags = (libc::SIGCHLD | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
-        let thread_flags = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND
-            | libc::CLONE_THREAD | libc::CLONE_SYSVSEM) as u64;
+        let fork_flags =
+            (libc::SIGCHLD | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64;
+        let thread_flags = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM) as u64;
         let cases: &[(&str, u32, u32)] = &[
             ("read", native(libc::SYS_read, 0), RET_ALLOW),
             ("execve", native(libc::SYS_execve, 0), RET_ALLOW),
@@ -485,17 +500,42 @@ mod tests {
             ("kexec_load", native(libc::SYS_kexec_load, 0), RET_EPERM),
             ("reboot", native(libc::SYS_reboot, 0), RET_EPERM),
             ("open_tree", native(libc::SYS_open_tree, 0), RET_EPERM),
-            ("vhangup (last in the list)", native(libc::SYS_vhangup, 0), RET_EPERM),
+            (
+                "vhangup (last in the list)",
+                native(libc::SYS_vhangup, 0),
+                RET_EPERM,
+            ),
             ("clone fork", native(libc::SYS_clone, fork_flags), RET_ALLOW),
-            ("clone thread", native(libc::SYS_clone, thread_flags), RET_ALLOW),
-            ("clone newns", native(libc::SYS_clone, newns | fork_flags), RET_EPERM),
-            ("clone newuser", native(libc::SYS_clone, libc::CLONE_NEWUSER as u64), RET_EPERM),
+            (
+                "clone thread",
+                native(libc::SYS_clone, thread_flags),
+                RET_ALLOW,
+            ),
+            (
+                "clone newns",
+                native(libc::SYS_clone, newns | fork_flags),
+                RET_EPERM,
+            ),
+            (
+                "clone newuser",
+                native(libc::SYS_clone, libc::CLONE_NEWUSER as u64),
+                RET_EPERM,
+            ),
             ("clone3", native(libc::SYS_clone3, 0), RET_ENOSYS),
-            ("socket inet", native(libc::SYS_socket, libc::AF_INET as u64), RET_ALLOW),
+            (
+                "socket inet",
+                native(libc::SYS_socket, libc::AF_INET as u64),
+                RET_ALLOW,
+            ),
             ("socket vsock", native(libc::SYS_socket, 40), RET_EPERM),
             (
                 "x32 mount",
-                run(&program, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | libc::SYS_mount as u32, 0),
+                run(
+                    &program,
+                    AUDIT_ARCH_X86_64,
+                    X32_SYSCALL_BIT | libc::SYS_mount as u32,
+                    0,
+                ),
                 RET_ENOSYS,
             ),
             (
@@ -504,13 +544,41 @@ mod tests {
                 RET_ENOSYS,
             ),
             ("i386 read", run(&program, AUDIT_ARCH_I386, 3, 0), RET_ALLOW),
-            ("i386 mount", run(&program, AUDIT_ARCH_I386, 21, 0), RET_EPERM),
-            ("i386 unshare", run(&program, AUDIT_ARCH_I386, 310, 0), RET_EPERM),
-            ("i386 vm86old", run(&program, AUDIT_ARCH_I386, 113, 0), RET_EPERM),
-            ("i386 clone newpid", run(&program, AUDIT_ARCH_I386, 120, libc::CLONE_NEWPID as u64), RET_EPERM),
-            ("i386 clone fork", run(&program, AUDIT_ARCH_I386, 120, libc::SIGCHLD as u64), RET_ALLOW),
-            ("i386 clone3", run(&program, AUDIT_ARCH_I386, 435, 0), RET_ENOSYS),
-            ("aarch64 on x86_64", run(&program, AUDIT_ARCH_AARCH64, 0, 0), RET_KILL),
+            (
+                "i386 mount",
+                run(&program, AUDIT_ARCH_I386, 21, 0),
+                RET_EPERM,
+            ),
+            (
+                "i386 unshare",
+                run(&program, AUDIT_ARCH_I386, 310, 0),
+                RET_EPERM,
+            ),
+            (
+                "i386 vm86old",
+                run(&program, AUDIT_ARCH_I386, 113, 0),
+                RET_EPERM,
+            ),
+            (
+                "i386 clone newpid",
+                run(&program, AUDIT_ARCH_I386, 120, libc::CLONE_NEWPID as u64),
+                RET_EPERM,
+            ),
+            (
+                "i386 clone fork",
+                run(&program, AUDIT_ARCH_I386, 120, libc::SIGCHLD as u64),
+                RET_ALLOW,
+            ),
+            (
+                "i386 clone3",
+                run(&program, AUDIT_ARCH_I386, 435, 0),
+                RET_ENOSYS,
+            ),
+            (
+                "aarch64 on x86_64",
+                run(&program, AUDIT_ARCH_AARCH64, 0, 0),
+                RET_KILL,
+            ),
         ];
         let failures: Vec<String> = cases
             .iter()

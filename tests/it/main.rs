@@ -10,6 +10,7 @@ mod frontend_errors;
 mod graph;
 mod parser_conformance;
 mod parser_errors;
+mod sandbox;
 mod shell_conformance;
 mod stages;
 mod support;
