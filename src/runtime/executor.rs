@@ -769,6 +769,7 @@ mod tests {
             user_namespace: false,
             cgroup_procs: Vec::new(),
             tty: false,
+            no_new_privileges: false,
             init: false,
         }
     }
@@ -964,6 +965,7 @@ mod tests {
             additional_gids: vec![5, 6],
         };
         spec.tty = true;
+        spec.no_new_privileges = true;
         spec.cwd = "/home/u".into();
         let plan = plan_for(&spec);
         let mut fake = image();
@@ -991,6 +993,8 @@ mod tests {
                 wanted.push(format!("capbset_drop {cap}"));
             }
         }
+        let program_len = crate::runtime::seccomp::program().unwrap().len();
+        wanted.push(format!("seccomp {program_len} instructions"));
         wanted.extend(
             [
                 "setgroups [5, 6]",
@@ -1006,8 +1010,6 @@ mod tests {
             .iter()
             .map(|s| s.to_string()),
         );
-        let program_len = crate::runtime::seccomp::program().unwrap().len();
-        wanted.push(format!("seccomp {program_len} instructions"));
         wanted.push(r#"execve /bin/sh ["sh", "-c", "true"] ["PATH=/usr/bin:/bin"]"#.into());
         assert_eq!(fake.calls, wanted);
     }

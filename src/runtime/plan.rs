@@ -357,12 +357,13 @@ pub(crate) enum Step {
     /// `capset(2)`: effective = permitted = this set, inheritable empty (CVE-2022-24769); the
     /// ambient set is cleared.
     Capabilities(u64),
-    /// `prctl(PR_SET_NO_NEW_PRIVS)`: needed to install seccomp without `CAP_SYS_ADMIN`, and
-    /// setuid binaries cannot regain what was dropped.
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`: setuid binaries cannot regain what was dropped.
     NoNewPrivileges,
     /// `umask(2)` to Docker's 0022 (setup runs with 0 so modes are exact).
     Umask(libc::mode_t),
-    /// Install the seccomp filter (see `seccomp`).
+    /// Install the seccomp filter (see `seccomp`), while the process still has `CAP_SYS_ADMIN`
+    /// so no `no_new_privs` is needed (seccomp(2); runc orders it so without no_new_privs). The
+    /// later steps only use calls the filter allows.
     Seccomp(Vec<sock_filter>),
     /// `execve(2)`.
     Exec(ExecArgs),
@@ -787,7 +788,7 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError>
     let program = seccomp::program().ok_or(RuntimeError::UnsupportedArchitecture {
         arch: std::env::consts::ARCH,
     })?;
-    Ok(vec![
+    let mut steps = vec![
         Step::Stdio {
             stdin: ctx.fds.stdin,
             stdout: ctx.fds.stdout,
@@ -802,6 +803,7 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError>
         Step::DropBoundingSet {
             keep: DEFAULT_CAPABILITIES,
         },
+        Step::Seccomp(program),
         Step::SetIds {
             uid: user.uid,
             gid: user.gid,
@@ -814,11 +816,13 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError>
         } else {
             0
         }),
-        Step::NoNewPrivileges,
-        Step::Umask(0o022),
-        Step::Seccomp(program),
-        Step::Exec(exec_args(spec)?),
-    ])
+    ];
+    if spec.no_new_privileges {
+        steps.push(Step::NoNewPrivileges);
+    }
+    steps.push(Step::Umask(0o022));
+    steps.push(Step::Exec(exec_args(spec)?));
+    Ok(steps)
 }
 
 /// The whole plan for `spec`. `is_dir` stats a bind mount source on the host.
@@ -858,6 +862,7 @@ mod tests {
             user_namespace: false,
             cgroup_procs: Vec::new(),
             tty: false,
+            no_new_privileges: false,
             init: false,
         }
     }
@@ -1286,15 +1291,21 @@ mod tests {
                 "creating a new session",
                 "closing inherited file descriptors",
                 "dropping capabilities from the bounding set",
+                "installing the seccomp filter",
                 "switching to user 1000:1000",
                 "changing to the working directory /work/dir",
                 "checking the working directory /work/dir: it is outside the container",
                 "setting the capabilities",
-                "setting no_new_privs",
                 "setting the umask",
-                "installing the seccomp filter",
                 "executing \"sh\"",
             ]
+        );
+        spec.no_new_privileges = true;
+        let with_nnp = super::plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let described: Vec<String> = with_nnp.workload.iter().map(Step::describe).collect();
+        assert!(
+            position(&described, "setting the capabilities")
+                < position(&described, "setting no_new_privs")
         );
         assert!(
             plan.workload

@@ -786,6 +786,7 @@ mod tests {
             user_namespace: false,
             cgroup_procs: Vec::new(),
             tty: false,
+            no_new_privileges: false,
             init: false,
         };
         assert_eq!(user_namespace_for(&spec, 0, 0), UserNamespace::None);
@@ -824,6 +825,7 @@ mod tests {
             user_namespace: false,
             cgroup_procs: Vec::new(),
             tty: false,
+            no_new_privileges: false,
             init: false,
         };
         let ctx = Context {
@@ -849,10 +851,15 @@ mod tests {
             exec.to_string(),
             "exec: \"nope\": executable file not found in $PATH"
         );
+        let verify = plan
+            .workload
+            .iter()
+            .position(|s| matches!(s, Step::VerifyCwd(_)))
+            .unwrap();
         let cwd = report_error(
             &plan,
             Report {
-                step: last - 5,
+                step: u32::try_from(plan.setup.len() + verify).unwrap(),
                 errno: libc::EXDEV,
             },
         );

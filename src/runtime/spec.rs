@@ -41,6 +41,10 @@ pub struct Spec {
     pub cgroup_procs: Vec<PathBuf>,
     /// The caller passes a pty slave as stdio: the process gets it as its controlling terminal.
     pub tty: bool,
+    /// Set `no_new_privs` (`docker run --security-opt no-new-privileges`): setuid binaries and
+    /// file capabilities no longer raise privileges. Off by default in Docker, since it breaks
+    /// `sudo` and `su` in images; the seccomp filter does not need it.
+    pub no_new_privileges: bool,
     /// Put kiln's tiny init at pid 1 (like `docker run --init`): it reaps orphaned zombies,
     /// forwards signals to the workload and exits with the workload's status. Without it the
     /// workload is pid 1, exactly as in a plain `docker run`: reaping zombies is then its job, and

@@ -99,6 +99,7 @@ impl Fixture {
             user_namespace: false,
             cgroup_procs: Vec::new(),
             tty: false,
+            no_new_privileges: false,
             init: false,
         }
     }
@@ -410,9 +411,37 @@ fn masked_and_readonly_paths() {
          echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null && echo proc-sys-writable || echo proc-sys-ro\n\
          grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t'\n",
     );
-    want.push_str("sysfs-ro\nproc-sys-ro\nNoNewPrivs:1\nSeccomp:2\n");
+    want.push_str("sysfs-ro\nproc-sys-ro\nNoNewPrivs:0\nSeccomp:2\n");
     let out = sh(&f, |_| {}, &script).unwrap();
     assert_eq!(out, want);
+}
+
+#[test]
+fn no_new_privileges_on_request() {
+    let Some(f) = root_fixture() else { return };
+    let script = "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\\t'";
+    for user in [
+        User::root(),
+        User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: Vec::new(),
+        },
+    ] {
+        let out = sh(
+            &f,
+            |spec| {
+                spec.no_new_privileges = true;
+                spec.user = user.clone();
+            },
+            script,
+        )
+        .unwrap();
+        assert_eq!(out, "NoNewPrivs:1\nSeccomp:2\n", "{user:?}");
+        // Without it, a non-root user still gets the filter (installed while privileged).
+        let out = sh(&f, |spec| spec.user = user.clone(), script).unwrap();
+        assert_eq!(out, "NoNewPrivs:0\nSeccomp:2\n", "{user:?}");
+    }
 }
 
 #[test]
