@@ -233,11 +233,11 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             minor,
         } => {
             let root = root_of(root)?;
-            let ((name, parent), no_symlinks) = (split_last(target)?, target.no_symlinks);
-            let dir = match parent {
-                Some(parent) => kernel.open_in_root(root, parent, no_symlinks)?,
-                None => return Err(Errno::EINVAL),
+            // Devices live in a directory (/dev): a top-level target is a plan bug.
+            let (name, Some(parent)) = split_last(target)? else {
+                return Err(Errno::EINVAL);
             };
+            let dir = kernel.open_in_root(root, parent, target.no_symlinks)?;
             with_fd(kernel, dir, |k| {
                 k.mknod_at(
                     dir,

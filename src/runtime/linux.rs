@@ -302,7 +302,7 @@ impl Kernel for Linux {
             if let Ok(below) = u32::try_from(keep - 1) {
                 close_range(first, below)?;
             }
-            close_range(keep + 1, u32::MAX)
+            close_range(keep.saturating_add(1), u32::MAX)
         } else {
             close_range(first, u32::MAX)
         }

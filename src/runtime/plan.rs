@@ -672,11 +672,13 @@ fn setup_steps(
     let sys_flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     if spec.network == Network::Host && ctx.user_namespace.active() {
         // sysfs may only be mounted by the owner of the current network namespace; the host's
-        // is not ours. Bind the host's /sys, non-recursively so its cgroup mounts stay out.
+        // is not ours. Bind the host's /sys, read-only down to its submounts (cgroup file
+        // systems). Recursively: a user namespace may not bind a mount without its locked
+        // children (EINVAL, mount_namespaces(7) "restrictions on mount namespaces").
         steps.push(Step::Bind {
             source: c"/sys".into(),
             target: system("/sys", Create::Directory)?,
-            recursive: false,
+            recursive: true,
             attrs: ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
         });
     } else {
@@ -1078,7 +1080,10 @@ mod tests {
         });
         let (source, recursive, attrs) = sys.expect("/sys is bound");
         assert_eq!(source.to_str().unwrap(), "/sys");
-        assert!(!recursive, "the host's cgroup mounts must stay out");
+        assert!(
+            recursive,
+            "submounts are locked in a user namespace, and made read-only"
+        );
         assert_eq!(attrs, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC);
         let described: Vec<String> = plan.setup.iter().map(Step::describe).collect();
         assert!(!described.iter().any(|s| s.contains("loopback")));

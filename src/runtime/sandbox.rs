@@ -479,11 +479,10 @@ fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(RuntimeError::Io {
+            Err(err) => {
+                return Err(RuntimeError::Sys {
                     action: "reading the sandbox's error report",
-                    path: PathBuf::from("pipe"),
-                    source,
+                    errno: Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
                 });
             }
         }

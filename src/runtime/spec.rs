@@ -34,7 +34,9 @@ pub struct Spec {
     /// (rootless: the caller's uid and gid become root inside, nothing else is mapped). As root,
     /// container uids and gids 0..65536 map to host ids 100000..165536, the range Docker's
     /// `userns-remap` and `/etc/subuid` conventionally give the first remapped user; those host
-    /// ids must not belong to anyone else.
+    /// ids must not belong to anyone else, and kiln gives the upper and work directories
+    /// themselves to host id 100000 (overlayfs works in them as the namespace's root). Image
+    /// files owned by host root appear as `nobody` inside and cannot be changed.
     pub user_namespace: bool,
     /// `cgroup.procs` files the sandbox's first process is written into before the workload
     /// starts (so the workload is limited from its first instruction). From `runtime::cgroup`.
