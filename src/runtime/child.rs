@@ -23,6 +23,11 @@ use nix::errno::Errno;
 pub(crate) const STEP_SYNC: u32 = u32::MAX;
 /// The report step number for "forking the workload".
 pub(crate) const STEP_FORK: u32 = u32::MAX - 1;
+/// A step index that does not fit the report (plans have a few dozen steps; never happens).
+const STEP_UNNUMBERED: u32 = u32::MAX - 2;
+
+/// `CAP_KILL` (linux/capability.h), the one capability the init keeps.
+const CAP_KILL: u64 = 1 << 5;
 
 /// The signals the init waits for: SIGCHLD, and those it forwards to the workload (what a
 /// caller sends: stop requests, reload, user signals, window size).
@@ -169,7 +174,7 @@ fn workload(child: &Child<'_>, kernel: &mut Linux) -> ! {
     send(
         child.report,
         Report {
-            step: u32::try_from(failure.step).unwrap_or(u32::MAX - 2),
+            step: u32::try_from(failure.step).unwrap_or(STEP_UNNUMBERED),
             errno: failure.errno as i32,
         },
     );
@@ -212,7 +217,7 @@ pub(crate) fn main(child: &Child<'_>) -> ! {
         send(
             child.report,
             Report {
-                step: u32::try_from(failure.step).unwrap_or(u32::MAX - 2),
+                step: u32::try_from(failure.step).unwrap_or(STEP_UNNUMBERED),
                 errno: failure.errno as i32,
             },
         );
@@ -264,7 +269,7 @@ fn init(child: &Child<'_>, kernel: &mut Linux, status: c_int) -> ! {
     close_others(&[status]);
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    let _ = kernel.capset(1 << 5);
+    let _ = kernel.capset(CAP_KILL);
 
     loop {
         // SAFETY: a live set and a null siginfo pointer.
