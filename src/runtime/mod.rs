@@ -1,5 +1,30 @@
 //! The sandbox runtime shared by `kiln run` and the builder's RUN steps.
+//!
+//! [`Sandbox::spawn`] runs one process in fresh mount, UTS, IPC, pid, cgroup (and network, user)
+//! namespaces on an overlay root, with Docker's defaults as the specification: its mounts, masked
+//! and read-only paths, capability set, a seccomp filter refusing what its default profile
+//! refuses, and its exec error wording. Rootless operation (kiln not running as root) uses a user
+//! namespace mapping the caller to root.
+//!
+//! Layout: [`spec`](Spec) is the caller's data; `plan` turns it into ordered steps (pure, unit
+//! tested); `executor` runs steps through the `Kernel` trait (unit tested with a fake); `linux`
+//! is the real kernel; `child` is the code after `clone(2)` (the tiny init too); `seccomp`
+//! compiles the filter; `sandbox` is the parent's side. Beside the core: [`user`] resolves
+//! `USER` values from the image's own passwd/group, [`cgroup`] applies resource limits, [`tty`]
+//! allocates and relays terminals.
 
 pub mod cgroup;
+mod child;
+mod executor;
+mod linux;
+mod plan;
+mod sandbox;
+mod seccomp;
+mod spec;
 pub mod tty;
 pub mod user;
+
+pub use sandbox::{
+    ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,
+};
+pub use spec::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};

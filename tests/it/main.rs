@@ -16,6 +16,7 @@ mod parser_errors;
 mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;
+mod sandbox;
 mod shell_conformance;
 mod stages;
 mod store;

@@ -32,13 +32,47 @@ pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
 #[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
 pub fn busybox() -> Option<PathBuf> {
     let path = PathBuf::from("/bin/busybox");
-    let is_static = fs::read(&path)
-        .ok()
-        .is_some_and(|elf| !elf.windows(b"ld-linux".len()).any(|w| w == b"ld-linux"));
+    let is_static = fs::read(&path).ok().is_some_and(|elf| is_static_elf(&elf));
     require(
         "a static /bin/busybox (Debian package busybox-static)",
         is_static.then_some(path),
     )
+}
+
+/// Whether `elf` is a 64-bit little-endian ELF without a `PT_INTERP` program header (no dynamic
+/// loader). Searching for the text "ld-linux" is not enough: static glibc binaries, Debian's
+/// busybox-static among them, embed that name for `dlopen`.
+#[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
+fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |at: usize| {
+        elf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |at: usize| {
+        elf.get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    // e_ident: magic, ELFCLASS64, ELFDATA2LSB.
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let p_type = u32_at(phoff + i * usize::from(phentsize));
+        p_type.is_some_and(|t| t != PT_INTERP)
+    })
 }
 
 /// The path of `program` on `PATH`, or `None` after a skip notice (a failure under `CI=true`).

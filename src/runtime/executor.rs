@@ -1,0 +1,1083 @@
+//! Runs [`Step`]s through the [`Kernel`] trait: the real implementation (`linux::Linux`) makes
+//! the system calls, the unit tests use a recording fake, so the sequence logic (in-root path
+//! resolution and `mkdir -p`, masks that skip missing paths, the `pivot_root` dance, `PATH`
+//! search) is tested without root.
+//!
+//! This code runs in the child after `clone(2)` of a possibly multi-threaded parent: it must not
+//! allocate, lock or touch thread-locals (only the calling thread exists in the child; a lock
+//! held by another thread of the parent stays held forever, fork(2) NOTES and
+//! signal-safety(7)). It only reads the prepared [`Step`]s and calls the kernel.
+
+use super::plan::{Create, ExecArgs, Step, Target};
+use libc::{c_int, c_ulong, gid_t, mode_t, sock_filter};
+use nix::errno::Errno;
+use std::ffi::CStr;
+
+/// A descriptor number in the child (closed explicitly: no `OwnedFd` destructors there).
+pub(crate) type Fd = c_int;
+
+/// Where a mount's source or target is: a path, or an open descriptor (then mounted through
+/// `/proc/self/fd/N`, the only way mount(2) takes a descriptor, so the path resolved safely by
+/// `openat2` is the one mounted on).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At<'a> {
+    /// A path, resolved by the kernel from the current root and directory.
+    Path(&'a CStr),
+    /// An `O_PATH` descriptor.
+    Fd(Fd),
+}
+
+/// The system calls the setup makes. Each method is one call (or a fixed tiny sequence) with
+/// the kernel's error as [`Errno`].
+pub(crate) trait Kernel {
+    /// unshare(2).
+    fn unshare(&mut self, flags: c_int) -> Result<(), Errno>;
+    /// setgroups(2).
+    fn set_groups(&mut self, groups: &[gid_t]) -> Result<(), Errno>;
+    /// setresgid(2) with all three ids `gid`.
+    fn set_gid(&mut self, gid: u32) -> Result<(), Errno>;
+    /// setresuid(2) with all three ids `uid`.
+    fn set_uid(&mut self, uid: u32) -> Result<(), Errno>;
+    /// mount(2).
+    fn mount(
+        &mut self,
+        source: Option<At<'_>>,
+        target: At<'_>,
+        fstype: Option<&CStr>,
+        flags: c_ulong,
+        data: Option<&CStr>,
+    ) -> Result<(), Errno>;
+    /// mount_setattr(2) setting `attrs` on the mount `fd` is the root of.
+    fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno>;
+    /// open(2) of a directory with `O_PATH`.
+    fn open_dir(&mut self, path: &CStr) -> Result<Fd, Errno>;
+    /// openat2(2) with `O_PATH` and `RESOLVE_IN_ROOT` (and `RESOLVE_NO_SYMLINKS`).
+    fn open_in_root(&mut self, root: Fd, path: &CStr, no_symlinks: bool) -> Result<Fd, Errno>;
+    /// fstat(2): whether `fd` is a directory.
+    fn is_dir(&mut self, fd: Fd) -> Result<bool, Errno>;
+    /// mkdirat(2).
+    fn mkdir_at(&mut self, dir: Fd, name: &CStr, mode: mode_t) -> Result<(), Errno>;
+    /// mknodat(2).
+    fn mknod_at(
+        &mut self,
+        dir: Fd,
+        name: &CStr,
+        mode: mode_t,
+        dev: libc::dev_t,
+    ) -> Result<(), Errno>;
+    /// symlinkat(2).
+    fn symlink_at(&mut self, points_to: &CStr, dir: Fd, name: &CStr) -> Result<(), Errno>;
+    /// close(2).
+    fn close(&mut self, fd: Fd);
+    /// fchdir(2).
+    fn fchdir(&mut self, fd: Fd) -> Result<(), Errno>;
+    /// chdir(2).
+    fn chdir(&mut self, path: &CStr) -> Result<(), Errno>;
+    /// pivot_root(".", ".").
+    fn pivot_root_here(&mut self) -> Result<(), Errno>;
+    /// umount2(".", MNT_DETACH).
+    fn detach_here(&mut self) -> Result<(), Errno>;
+    /// sethostname(2).
+    fn sethostname(&mut self, name: &CStr) -> Result<(), Errno>;
+    /// `SIOCGIFFLAGS`/`SIOCSIFFLAGS` adding `IFF_UP` to `lo`.
+    fn loopback_up(&mut self) -> Result<(), Errno>;
+    /// open(2) of `/dev/null` for reading and writing.
+    fn open_dev_null(&mut self) -> Result<Fd, Errno>;
+    /// dup2(2).
+    fn dup2(&mut self, from: Fd, to: Fd) -> Result<(), Errno>;
+    /// setsid(2).
+    fn setsid(&mut self) -> Result<(), Errno>;
+    /// ioctl(fd, TIOCSCTTY, 0).
+    fn set_controlling_tty(&mut self, fd: Fd) -> Result<(), Errno>;
+    /// close_range(2) of every descriptor from `first` up, except `keep`.
+    fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno>;
+    /// prctl(PR_CAPBSET_DROP, cap): `EINVAL` past the kernel's last capability.
+    fn drop_bounding(&mut self, cap: u32) -> Result<(), Errno>;
+    /// capset(2): effective = permitted = `caps`, inheritable empty.
+    fn capset(&mut self, caps: u64) -> Result<(), Errno>;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
+    fn clear_ambient(&mut self) -> Result<(), Errno>;
+    /// prctl(PR_SET_NO_NEW_PRIVS, 1).
+    fn no_new_privs(&mut self) -> Result<(), Errno>;
+    /// umask(2).
+    fn umask(&mut self, mask: mode_t);
+    /// getcwd(2): whether the current directory is reachable from the root.
+    fn cwd_reachable(&mut self) -> Result<bool, Errno>;
+    /// seccomp(SECCOMP_SET_MODE_FILTER).
+    fn seccomp(&mut self, program: &[sock_filter]) -> Result<(), Errno>;
+    /// stat(2): whether `path` is a regular file with an execute bit (Go's `LookPath` test).
+    fn is_executable(&mut self, path: &CStr) -> bool;
+    /// execve(2); returns only on failure.
+    fn execve(&mut self, path: &CStr, exec: &ExecArgs) -> Errno;
+}
+
+/// The step that failed (its index in the whole plan) and the kernel's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// Index of the step: setup steps first, then the workload's.
+    pub step: usize,
+    /// What the kernel said.
+    pub errno: Errno,
+}
+
+/// Runs `steps`, numbered from `first`, and stops at the first failure. An [`Step::Exec`] step
+/// only returns when `execve` failed, so a plan ending with one always returns a failure.
+pub(crate) fn run<K: Kernel>(kernel: &mut K, steps: &[Step], first: usize) -> Result<(), Failure> {
+    let mut root: Option<Fd> = None;
+    let mut result = Ok(());
+    for (i, step) in steps.iter().enumerate() {
+        if let Err(errno) = run_step(kernel, step, &mut root) {
+            result = Err(Failure {
+                step: first + i,
+                errno,
+            });
+            break;
+        }
+    }
+    if let Some(fd) = root {
+        kernel.close(fd);
+    }
+    result
+}
+
+/// The root descriptor, or `EBADF` when no [`Step::OpenRoot`] ran yet (a plan bug).
+fn root_of(root: &Option<Fd>) -> Result<Fd, Errno> {
+    root.ok_or(Errno::EBADF)
+}
+
+/// Runs a closure on a descriptor and closes it whatever the result.
+fn with_fd<K: Kernel, T>(
+    kernel: &mut K,
+    fd: Fd,
+    f: impl FnOnce(&mut K) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let result = f(kernel);
+    kernel.close(fd);
+    result
+}
+
+fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Result<(), Errno> {
+    match step {
+        Step::BecomeRoot { clear_groups } => {
+            if *clear_groups {
+                kernel.set_groups(&[])?;
+            }
+            kernel.set_gid(0)?;
+            kernel.set_uid(0)
+        }
+        Step::UnshareCgroup => kernel.unshare(libc::CLONE_NEWCGROUP),
+        Step::MakeMountsPrivate => kernel.mount(
+            None,
+            At::Path(c"/"),
+            None,
+            libc::MS_REC | libc::MS_PRIVATE,
+            None,
+        ),
+        Step::MountOverlay {
+            target,
+            options,
+            readonly,
+        } => {
+            let mut flags = libc::MS_NODEV;
+            if *readonly {
+                flags |= libc::MS_RDONLY;
+            }
+            kernel.mount(
+                Some(At::Path(c"overlay")),
+                At::Path(target),
+                Some(c"overlay"),
+                flags,
+                Some(options),
+            )
+        }
+        Step::BindRoot { source, target } => {
+            kernel.mount(
+                Some(At::Path(source)),
+                At::Path(target),
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )?;
+            let fd = kernel.open_dir(target)?;
+            with_fd(kernel, fd, |k| {
+                k.mount_setattr(fd, libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV, true)
+            })
+        }
+        Step::OpenRoot { path } => {
+            let fd = kernel.open_dir(path)?;
+            if let Some(old) = root.replace(fd) {
+                kernel.close(old);
+            }
+            Ok(())
+        }
+        Step::Mount {
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            let fd = resolve(kernel, root_of(root)?, target)?;
+            with_fd(kernel, fd, |k| {
+                k.mount(
+                    Some(At::Path(fstype)),
+                    At::Fd(fd),
+                    Some(fstype),
+                    *flags,
+                    data.as_deref(),
+                )
+            })
+        }
+        Step::MakeDevice {
+            target,
+            major,
+            minor,
+        } => {
+            let root = root_of(root)?;
+            // Devices live in a directory (/dev): a top-level target is a plan bug.
+            let (name, Some(parent)) = split_last(target)? else {
+                return Err(Errno::EINVAL);
+            };
+            let dir = kernel.open_in_root(root, parent, target.no_symlinks)?;
+            with_fd(kernel, dir, |k| {
+                k.mknod_at(
+                    dir,
+                    name,
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(*major, *minor),
+                )
+            })
+        }
+        Step::Bind {
+            source,
+            target,
+            recursive,
+            attrs,
+        } => {
+            let root = root_of(root)?;
+            let fd = resolve(kernel, root, target)?;
+            let mut flags = libc::MS_BIND;
+            if *recursive {
+                flags |= libc::MS_REC;
+            }
+            with_fd(kernel, fd, |k| {
+                k.mount(Some(At::Path(source)), At::Fd(fd), None, flags, None)
+            })?;
+            if *attrs != 0 {
+                // The descriptor above is the directory under the new mount: open the path again
+                // to get the mount's root, which mount_setattr(2) requires.
+                let mounted = kernel.open_in_root(root, &target.path, target.no_symlinks)?;
+                with_fd(kernel, mounted, |k| {
+                    k.mount_setattr(mounted, *attrs, *recursive)
+                })?;
+            }
+            Ok(())
+        }
+        Step::Symlink {
+            dir,
+            name,
+            points_to,
+        } => {
+            let fd = resolve(kernel, root_of(root)?, dir)?;
+            with_fd(kernel, fd, |k| k.symlink_at(points_to, fd, name))
+        }
+        Step::MakeDirectory(target) => {
+            let fd = resolve(kernel, root_of(root)?, target)?;
+            kernel.close(fd);
+            Ok(())
+        }
+        Step::PivotRoot => {
+            kernel.fchdir(root_of(root)?)?;
+            kernel.pivot_root_here()?;
+            kernel.detach_here()?;
+            kernel.chdir(c"/")?;
+            let new_root = kernel.open_dir(c"/")?;
+            if let Some(old) = root.replace(new_root) {
+                kernel.close(old);
+            }
+            Ok(())
+        }
+        Step::Mask(target) => {
+            let Some(fd) = open_existing(kernel, root_of(root)?, target)? else {
+                return Ok(());
+            };
+            with_fd(kernel, fd, |k| {
+                if k.is_dir(fd)? {
+                    k.mount(
+                        Some(At::Path(c"tmpfs")),
+                        At::Fd(fd),
+                        Some(c"tmpfs"),
+                        libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        None,
+                    )
+                } else {
+                    k.mount(
+                        Some(At::Path(c"/dev/null")),
+                        At::Fd(fd),
+                        None,
+                        libc::MS_BIND,
+                        None,
+                    )
+                }
+            })
+        }
+        Step::ReadOnlyPath(target) => {
+            let root = root_of(root)?;
+            let Some(fd) = open_existing(kernel, root, target)? else {
+                return Ok(());
+            };
+            with_fd(kernel, fd, |k| {
+                k.mount(
+                    Some(At::Fd(fd)),
+                    At::Fd(fd),
+                    None,
+                    libc::MS_BIND | libc::MS_REC,
+                    None,
+                )
+            })?;
+            let mounted = kernel.open_in_root(root, &target.path, target.no_symlinks)?;
+            with_fd(kernel, mounted, |k| {
+                k.mount_setattr(
+                    mounted,
+                    libc::MOUNT_ATTR_RDONLY
+                        | libc::MOUNT_ATTR_NOSUID
+                        | libc::MOUNT_ATTR_NODEV
+                        | libc::MOUNT_ATTR_NOEXEC,
+                    true,
+                )
+            })
+        }
+        Step::RootReadOnly => kernel.mount_setattr(root_of(root)?, libc::MOUNT_ATTR_RDONLY, false),
+        Step::Hostname(name) => kernel.sethostname(name),
+        Step::LoopbackUp => kernel.loopback_up(),
+        Step::Stdio {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            // The plan guarantees the sources are ≥ 3, so no dup2 clobbers a later source.
+            let input = match stdin {
+                Some(fd) => *fd,
+                None => kernel.open_dev_null()?,
+            };
+            kernel.dup2(input, 0)?;
+            kernel.dup2(*stdout, 1)?;
+            kernel.dup2(*stderr, 2)
+        }
+        Step::NewSession { controlling_tty } => {
+            kernel.setsid()?;
+            if *controlling_tty {
+                kernel.set_controlling_tty(1)?;
+            }
+            Ok(())
+        }
+        Step::CloseFds { keep } => kernel.close_from(3, *keep),
+        Step::DropBoundingSet { keep } => {
+            for cap in 0..64u32 {
+                if keep & (1 << cap) != 0 {
+                    continue;
+                }
+                match kernel.drop_bounding(cap) {
+                    Ok(()) => {}
+                    // Past CAP_LAST_CAP of this kernel.
+                    Err(Errno::EINVAL) => break,
+                    Err(errno) => return Err(errno),
+                }
+            }
+            Ok(())
+        }
+        Step::SetIds { uid, gid, groups } => {
+            if let Some(groups) = groups {
+                kernel.set_groups(groups)?;
+            }
+            kernel.set_gid(*gid)?;
+            kernel.set_uid(*uid)
+        }
+        Step::Chdir(cwd) => kernel.chdir(cwd),
+        Step::VerifyCwd(_) => {
+            if kernel.cwd_reachable()? {
+                Ok(())
+            } else {
+                Err(Errno::EXDEV)
+            }
+        }
+        Step::Capabilities(caps) => {
+            kernel.capset(*caps)?;
+            kernel.clear_ambient()
+        }
+        Step::NoNewPrivileges => kernel.no_new_privs(),
+        Step::Umask(mask) => {
+            kernel.umask(*mask);
+            Ok(())
+        }
+        Step::Seccomp(program) => kernel.seccomp(program),
+        Step::Exec(exec) => Err(exec_program(kernel, exec)),
+    }
+}
+
+/// Tries the `PATH` candidates like Go's `exec.LookPath` (the first regular file with an execute
+/// bit is run; its failure is the answer), or runs a path with a `/` directly. Returns why it
+/// failed: `ENOENT` when nothing was found.
+fn exec_program<K: Kernel>(kernel: &mut K, exec: &ExecArgs) -> Errno {
+    if !exec.searched {
+        return match exec.candidates.first() {
+            Some(path) => kernel.execve(path, exec),
+            None => Errno::ENOENT,
+        };
+    }
+    for candidate in &exec.candidates {
+        if kernel.is_executable(candidate) {
+            return kernel.execve(candidate, exec);
+        }
+    }
+    Errno::ENOENT
+}
+
+/// The last component of `target` and the path of its parent (`None` at the top level).
+fn split_last(target: &Target) -> Result<(&CStr, Option<&CStr>), Errno> {
+    let count = target.prefixes.len();
+    let (_, name) = target.prefixes.last().ok_or(Errno::EINVAL)?;
+    let parent = match count.checked_sub(2) {
+        Some(i) => target.prefixes.get(i).map(|(path, _)| path.as_c_str()),
+        None => None,
+    };
+    Ok((name, parent))
+}
+
+/// Opens `target`, or `None` when it does not exist.
+fn open_existing<K: Kernel>(
+    kernel: &mut K,
+    root: Fd,
+    target: &Target,
+) -> Result<Option<Fd>, Errno> {
+    match kernel.open_in_root(root, &target.path, target.no_symlinks) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Opens `target` inside the root, creating what is missing as [`Target::create`] says. Each
+/// missing component is made with `mkdirat`/`mknodat` relative to its parent, itself opened with
+/// `RESOLVE_IN_ROOT`, so a symlink in the image can redirect the creation only to somewhere
+/// inside the root. A component that exists but does not resolve (a dangling symlink) fails with
+/// `EEXIST` instead of being followed.
+fn resolve<K: Kernel>(kernel: &mut K, root: Fd, target: &Target) -> Result<Fd, Errno> {
+    match kernel.open_in_root(root, &target.path, target.no_symlinks) {
+        Err(Errno::ENOENT) if target.create != Create::Nothing => {}
+        other => return other,
+    }
+    let last = target.prefixes.len().saturating_sub(1);
+    let mut parent_path: Option<&CStr> = None;
+    for (i, (prefix, name)) in target.prefixes.iter().enumerate() {
+        match kernel.open_in_root(root, prefix, target.no_symlinks) {
+            Ok(fd) => {
+                kernel.close(fd);
+                parent_path = Some(prefix);
+                continue;
+            }
+            Err(Errno::ENOENT) => {}
+            Err(errno) => return Err(errno),
+        }
+        let parent = match parent_path {
+            Some(path) => Some(kernel.open_in_root(root, path, target.no_symlinks)?),
+            None => None,
+        };
+        let dir = parent.unwrap_or(root);
+        let made = if i == last && target.create == Create::File {
+            kernel.mknod_at(dir, name, libc::S_IFREG | 0o644, 0)
+        } else {
+            kernel.mkdir_at(dir, name, 0o755)
+        };
+        if let Some(fd) = parent {
+            kernel.close(fd);
+        }
+        made?;
+        parent_path = Some(prefix);
+    }
+    kernel.open_in_root(root, &target.path, target.no_symlinks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::plan::{self, Context, UserNamespace, WorkloadFds};
+    use crate::runtime::spec::{BindMount, Network, RootFs, Spec, UpperDir, User};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// A kernel that records calls and keeps a tiny model of the container's paths.
+    #[derive(Default)]
+    struct Fake {
+        calls: Vec<String>,
+        /// Paths (relative to the root) that exist; `true` for directories.
+        paths: BTreeMap<String, bool>,
+        /// Open descriptors and the path each refers to.
+        fds: BTreeMap<Fd, String>,
+        next_fd: Fd,
+        /// Calls (by their recorded text prefix) that fail, with the error.
+        fail: Vec<(String, Errno)>,
+        /// Executable files.
+        executables: BTreeSet<String>,
+        /// What getcwd(2) reports: `false` for a directory outside the root.
+        cwd_outside: bool,
+    }
+
+    impl Fake {
+        fn new(paths: &[&str]) -> Fake {
+            let mut fake = Fake {
+                next_fd: 10,
+                ..Fake::default()
+            };
+            for path in paths {
+                let dir = path.ends_with('/');
+                fake.paths
+                    .insert(path.trim_end_matches('/').to_string(), dir);
+            }
+            fake
+        }
+
+        fn record(&mut self, call: String) -> Result<(), Errno> {
+            let failure = self
+                .fail
+                .iter()
+                .find(|(prefix, _)| call.starts_with(prefix.as_str()))
+                .map(|(_, errno)| *errno);
+            self.calls.push(call);
+            failure.map_or(Ok(()), Err)
+        }
+
+        fn open(&mut self, path: String) -> Fd {
+            let fd = self.next_fd;
+            self.next_fd += 1;
+            self.fds.insert(fd, path);
+            fd
+        }
+
+        fn name(&self, fd: Fd) -> String {
+            self.fds
+                .get(&fd)
+                .cloned()
+                .unwrap_or_else(|| format!("fd{fd}"))
+        }
+
+        fn at(&self, at: At<'_>) -> String {
+            match at {
+                At::Path(path) => path.to_string_lossy().into_owned(),
+                At::Fd(fd) => format!("<{}>", self.name(fd)),
+            }
+        }
+
+        fn join(&self, dir: Fd, name: &CStr) -> String {
+            let base = self.name(dir);
+            let name = name.to_string_lossy();
+            // The root's descriptor is named by its host path (the staging directory).
+            if base == "." || base.starts_with('/') {
+                name.into_owned()
+            } else {
+                format!("{base}/{name}")
+            }
+        }
+    }
+
+    fn text(s: &CStr) -> String {
+        s.to_string_lossy().into_owned()
+    }
+
+    impl Kernel for Fake {
+        fn unshare(&mut self, flags: c_int) -> Result<(), Errno> {
+            self.record(format!("unshare {flags:#x}"))
+        }
+        fn set_groups(&mut self, groups: &[gid_t]) -> Result<(), Errno> {
+            self.record(format!("setgroups {groups:?}"))
+        }
+        fn set_gid(&mut self, gid: u32) -> Result<(), Errno> {
+            self.record(format!("setresgid {gid}"))
+        }
+        fn set_uid(&mut self, uid: u32) -> Result<(), Errno> {
+            self.record(format!("setresuid {uid}"))
+        }
+        fn mount(
+            &mut self,
+            source: Option<At<'_>>,
+            target: At<'_>,
+            fstype: Option<&CStr>,
+            flags: c_ulong,
+            data: Option<&CStr>,
+        ) -> Result<(), Errno> {
+            let source = source.map_or("-".into(), |s| self.at(s));
+            let call = format!(
+                "mount {source} {} {} {flags:#x} {}",
+                self.at(target),
+                fstype.map_or("-".into(), text),
+                data.map_or("-".into(), text)
+            );
+            self.record(call)
+        }
+        fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno> {
+            let call = format!(
+                "setattr <{}> {attrs:#x} recursive={recursive}",
+                self.name(fd)
+            );
+            self.record(call)
+        }
+        fn open_dir(&mut self, path: &CStr) -> Result<Fd, Errno> {
+            self.record(format!("open {}", text(path)))?;
+            // After the pivot "/" is the container root, which the model calls ".".
+            let path = if path.to_bytes() == b"/" {
+                ".".into()
+            } else {
+                text(path)
+            };
+            Ok(self.open(path))
+        }
+        fn open_in_root(&mut self, root: Fd, path: &CStr, no_symlinks: bool) -> Result<Fd, Errno> {
+            let path = text(path);
+            let call = format!("openat2 <{}> {path} nosym={no_symlinks}", self.name(root));
+            self.record(call)?;
+            if path == "." || self.paths.contains_key(&path) {
+                Ok(self.open(path))
+            } else {
+                Err(Errno::ENOENT)
+            }
+        }
+        fn is_dir(&mut self, fd: Fd) -> Result<bool, Errno> {
+            let path = self.name(fd);
+            Ok(path == "." || self.paths.get(&path).copied().unwrap_or(false))
+        }
+        fn mkdir_at(&mut self, dir: Fd, name: &CStr, mode: mode_t) -> Result<(), Errno> {
+            let path = self.join(dir, name);
+            self.record(format!("mkdir {path} {mode:o}"))?;
+            if self.paths.contains_key(&path) {
+                return Err(Errno::EEXIST);
+            }
+            self.paths.insert(path, true);
+            Ok(())
+        }
+        fn mknod_at(
+            &mut self,
+            dir: Fd,
+            name: &CStr,
+            mode: mode_t,
+            dev: libc::dev_t,
+        ) -> Result<(), Errno> {
+            let path = self.join(dir, name);
+            self.record(format!("mknod {path} {mode:o} {dev}"))?;
+            self.paths.insert(path, false);
+            Ok(())
+        }
+        fn symlink_at(&mut self, points_to: &CStr, dir: Fd, name: &CStr) -> Result<(), Errno> {
+            let path = self.join(dir, name);
+            self.record(format!("symlink {path} -> {}", text(points_to)))
+        }
+        fn close(&mut self, fd: Fd) {
+            self.fds.remove(&fd);
+        }
+        fn fchdir(&mut self, fd: Fd) -> Result<(), Errno> {
+            let call = format!("fchdir <{}>", self.name(fd));
+            self.record(call)
+        }
+        fn chdir(&mut self, path: &CStr) -> Result<(), Errno> {
+            self.record(format!("chdir {}", text(path)))
+        }
+        fn pivot_root_here(&mut self) -> Result<(), Errno> {
+            self.record("pivot_root . .".into())
+        }
+        fn detach_here(&mut self) -> Result<(), Errno> {
+            self.record("umount2 . MNT_DETACH".into())
+        }
+        fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
+            self.record(format!("sethostname {}", text(name)))
+        }
+        fn loopback_up(&mut self) -> Result<(), Errno> {
+            self.record("lo up".into())
+        }
+        fn open_dev_null(&mut self) -> Result<Fd, Errno> {
+            self.record("open /dev/null".into())?;
+            Ok(self.open("/dev/null".into()))
+        }
+        fn dup2(&mut self, from: Fd, to: Fd) -> Result<(), Errno> {
+            self.record(format!("dup2 {from} {to}"))
+        }
+        fn setsid(&mut self) -> Result<(), Errno> {
+            self.record("setsid".into())
+        }
+        fn set_controlling_tty(&mut self, fd: Fd) -> Result<(), Errno> {
+            self.record(format!("TIOCSCTTY {fd}"))
+        }
+        fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno> {
+            self.record(format!("close_range {first}.. keep {keep}"))
+        }
+        fn drop_bounding(&mut self, cap: u32) -> Result<(), Errno> {
+            // A kernel whose last capability is 40.
+            if cap > 40 {
+                return Err(Errno::EINVAL);
+            }
+            self.record(format!("capbset_drop {cap}"))
+        }
+        fn capset(&mut self, caps: u64) -> Result<(), Errno> {
+            self.record(format!("capset {caps:#x}"))
+        }
+        fn clear_ambient(&mut self) -> Result<(), Errno> {
+            self.record("ambient clear".into())
+        }
+        fn no_new_privs(&mut self) -> Result<(), Errno> {
+            self.record("no_new_privs".into())
+        }
+        fn umask(&mut self, mask: mode_t) {
+            self.calls.push(format!("umask {mask:o}"));
+        }
+        fn cwd_reachable(&mut self) -> Result<bool, Errno> {
+            self.record("getcwd".into())?;
+            Ok(!self.cwd_outside)
+        }
+        fn seccomp(&mut self, program: &[sock_filter]) -> Result<(), Errno> {
+            self.record(format!("seccomp {} instructions", program.len()))
+        }
+        fn is_executable(&mut self, path: &CStr) -> bool {
+            self.executables.contains(&text(path))
+        }
+        fn execve(&mut self, path: &CStr, exec: &ExecArgs) -> Errno {
+            let args: Vec<String> = exec.args().iter().map(|a| text(a)).collect();
+            let env: Vec<String> = exec.env().iter().map(|a| text(a)).collect();
+            let call = format!("execve {} {args:?} {env:?}", text(path));
+            self.calls.push(call);
+            if self.executables.contains(&text(path)) {
+                // Pretend success: the real call would not return.
+                Errno::UnknownErrno
+            } else {
+                Errno::EACCES
+            }
+        }
+    }
+
+    fn spec() -> Spec {
+        Spec {
+            rootfs: RootFs {
+                lower_dirs: vec!["/l".into()],
+                upper: Some(UpperDir {
+                    upper_dir: "/u".into(),
+                    work_dir: "/w".into(),
+                }),
+                readonly: false,
+            },
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/usr/bin:/bin".into()],
+            cwd: "/".into(),
+            user: User::root(),
+            hostname: "box".into(),
+            network: Network::None,
+            mounts: Vec::new(),
+            user_namespace: false,
+            cgroup_procs: Vec::new(),
+            tty: false,
+            no_new_privileges: false,
+            init: false,
+        }
+    }
+
+    fn context() -> Context {
+        Context {
+            staging: "/stage".into(),
+            user_namespace: UserNamespace::None,
+            fds: WorkloadFds {
+                stdin: None,
+                stdout: 4,
+                stderr: 5,
+                report: 6,
+            },
+        }
+    }
+
+    /// An image with the usual mount points.
+    fn image() -> Fake {
+        Fake::new(&[
+            "proc/",
+            "dev/",
+            "sys/",
+            "etc/",
+            "proc/kcore",
+            "proc/sys/",
+            "proc/sysrq-trigger",
+            "proc/acpi/",
+            "sys/firmware/",
+        ])
+    }
+
+    fn plan_for(spec: &Spec) -> plan::Plan {
+        plan::plan(spec, &context(), &|p| {
+            Ok(!p.to_string_lossy().ends_with(".txt"))
+        })
+        .expect("plan")
+    }
+
+    fn contains_in_order(calls: &[String], wanted: &[&str]) {
+        let mut from = 0;
+        for want in wanted {
+            match calls.iter().skip(from).position(|c| c == want) {
+                Some(at) => from += at + 1,
+                None => {
+                    panic!("{want:?} missing (or out of order) after call {from} in {calls:#?}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn setup_sequence() {
+        let mut fake = image();
+        let plan = plan_for(&spec());
+        run(&mut fake, &plan.setup, 0).expect("setup");
+        contains_in_order(
+            &fake.calls,
+            &[
+                "unshare 0x2000000",
+                "mount - / - 0x44000 -",
+                "mount overlay /stage overlay 0x4 lowerdir=/l,upperdir=/u,workdir=/w,index=off",
+                "open /stage",
+                "openat2 </stage> proc nosym=true",
+                "mount proc <proc> proc 0xe -",
+                "mount tmpfs <dev> tmpfs 0x1000002 mode=755,size=65536k",
+                "openat2 </stage> dev nosym=true",
+                "mknod dev/null 20666 259",
+                "symlink dev/fd -> /proc/self/fd",
+                "symlink dev/ptmx -> pts/ptmx",
+                "mkdir dev/pts 755",
+                "mount devpts <dev/pts> devpts 0xa newinstance,ptmxmode=0666,mode=0620,gid=5",
+                "mount sysfs <sys> sysfs 0xf -",
+                "fchdir </stage>",
+                "pivot_root . .",
+                "umount2 . MNT_DETACH",
+                "chdir /",
+                "open /",
+                "mount tmpfs <proc/acpi> tmpfs 0xf -",
+                "openat2 <.> proc/kcore nosym=true",
+                "mount /dev/null <proc/kcore> - 0x1000 -",
+                "mount tmpfs <sys/firmware> tmpfs 0xf -",
+                "mount <proc/sys> <proc/sys> - 0x5000 -",
+                "setattr <proc/sys> 0xf recursive=true",
+                "mount <proc/sysrq-trigger> <proc/sysrq-trigger> - 0x5000 -",
+                "sethostname box",
+                "lo up",
+            ],
+        );
+        // Masked paths the image's kernel does not have are skipped, not errors.
+        assert!(
+            fake.calls
+                .contains(&"openat2 <.> proc/timer_stats nosym=true".to_string())
+        );
+        assert!(!fake.calls.iter().any(|c| c.contains("<proc/timer_stats>")));
+        assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+    }
+
+    #[test]
+    fn bind_destination_created_inside_the_root() {
+        let mut spec = spec();
+        spec.mounts = vec![
+            BindMount {
+                source: "/host/data".into(),
+                destination: "/srv/data".into(),
+                readonly: true,
+            },
+            BindMount {
+                source: "/host/conf.txt".into(),
+                destination: "/etc/app/conf".into(),
+                readonly: false,
+            },
+        ];
+        let mut fake = image();
+        run(&mut fake, &plan_for(&spec).setup, 0).expect("setup");
+        contains_in_order(
+            &fake.calls,
+            &[
+                "openat2 </stage> srv/data nosym=false",
+                "openat2 </stage> srv nosym=false",
+                "mkdir srv 755",
+                "openat2 </stage> srv/data nosym=false",
+                "openat2 </stage> srv nosym=false",
+                "mkdir srv/data 755",
+                "openat2 </stage> srv/data nosym=false",
+                "mount /host/data <srv/data> - 0x5000 -",
+                "openat2 </stage> srv/data nosym=false",
+                "setattr <srv/data> 0x1 recursive=true",
+                "openat2 </stage> etc nosym=false",
+                "mkdir etc/app 755",
+                "mknod etc/app/conf 100644 0",
+                "mount /host/conf.txt <etc/app/conf> - 0x5000 -",
+                "pivot_root . .",
+            ],
+        );
+        assert!(
+            !fake
+                .calls
+                .iter()
+                .any(|c| c.starts_with("setattr <etc/app/conf>"))
+        );
+        assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+    }
+
+    #[test]
+    fn failing_step_stops_with_its_error() {
+        let plan = plan_for(&spec());
+        let mut fake = image();
+        fake.fail.push(("mount devpts".into(), Errno::EINVAL));
+        let failure = run(&mut fake, &plan.setup, 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EINVAL);
+        let step = plan.setup.get(failure.step).expect("the failed step");
+        assert_eq!(step.describe(), "mounting devpts on /dev/pts");
+        assert!(fake.calls.last().unwrap().starts_with("mount devpts"));
+        assert!(!fake.calls.iter().any(|c| c.starts_with("pivot_root")));
+        assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+    }
+
+    #[test]
+    fn failure_index_counts_from_first() {
+        let plan = plan_for(&spec());
+        let mut fake = image();
+        fake.fail.push(("capset".into(), Errno::EPERM));
+        let failure = run(&mut fake, &plan.workload, 100).unwrap_err();
+        let index = failure.step - 100;
+        assert_eq!(plan.workload[index].describe(), "setting the capabilities");
+    }
+
+    #[test]
+    fn dangling_symlink_destination_is_not_followed() {
+        let mut spec = spec();
+        spec.mounts = vec![BindMount {
+            source: "/host".into(),
+            destination: "/link".into(),
+            readonly: false,
+        }];
+        let mut fake = image();
+        // "link" exists (as a symlink) but resolves nowhere inside the root.
+        fake.fail
+            .push(("openat2 </stage> link ".into(), Errno::ENOENT));
+        fake.paths.insert("link".into(), false);
+        let failure = run(&mut fake, &plan_for(&spec).setup, 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EEXIST);
+        assert!(!fake.calls.iter().any(|c| c.starts_with("mount /host")));
+    }
+
+    #[test]
+    fn workload_sequence() {
+        let mut spec = spec();
+        spec.user = User {
+            uid: 1000,
+            gid: 1001,
+            additional_gids: vec![5, 6],
+        };
+        spec.tty = true;
+        spec.no_new_privileges = true;
+        spec.cwd = "/home/u".into();
+        let plan = plan_for(&spec);
+        let mut fake = image();
+        fake.executables.insert("/bin/sh".into());
+        let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
+        assert_eq!(
+            failure.errno,
+            Errno::UnknownErrno,
+            "the fake exec 'succeeded'"
+        );
+        let mut wanted: Vec<String> = [
+            "open /dev/null",
+            "dup2 10 0",
+            "dup2 4 1",
+            "dup2 5 2",
+            "setsid",
+            "TIOCSCTTY 1",
+            "close_range 3.. keep 6",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for cap in 0..=40u32 {
+            if plan::DEFAULT_CAPABILITIES & (1 << cap) == 0 {
+                wanted.push(format!("capbset_drop {cap}"));
+            }
+        }
+        let program_len = crate::runtime::seccomp::program().unwrap().len();
+        wanted.push(format!("seccomp {program_len} instructions"));
+        wanted.extend(
+            [
+                "setgroups [5, 6]",
+                "setresgid 1001",
+                "setresuid 1000",
+                "chdir /home/u",
+                "getcwd",
+                "capset 0x0",
+                "ambient clear",
+                "no_new_privs",
+                "umask 22",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        wanted.push(r#"execve /bin/sh ["sh", "-c", "true"] ["PATH=/usr/bin:/bin"]"#.into());
+        assert_eq!(fake.calls, wanted);
+    }
+
+    #[test]
+    fn working_directory_outside_the_root_stops_before_exec() {
+        let plan = plan_for(&spec());
+        let mut fake = image();
+        fake.cwd_outside = true;
+        let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EXDEV);
+        assert!(matches!(plan.workload[failure.step], Step::VerifyCwd(_)));
+        // Descriptors were closed before the chdir (CVE-2024-21626), and nothing ran after.
+        let close = fake
+            .calls
+            .iter()
+            .position(|c| c.starts_with("close_range"))
+            .unwrap();
+        let chdir = fake
+            .calls
+            .iter()
+            .position(|c| c.starts_with("chdir"))
+            .unwrap();
+        assert!(close < chdir);
+        assert_eq!(fake.calls.last().unwrap(), "getcwd");
+    }
+
+    #[test]
+    fn exec_follows_go_lookpath() {
+        /// PATH, program, executables, the paths execve is called with, the result.
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static [&'static str],
+            &'static [&'static str],
+            Errno,
+        );
+        let cases: &[Case] = &[
+            ("/a:/b", "x", &["/b/x"], &["/b/x"], Errno::UnknownErrno),
+            (
+                "/a:/b",
+                "x",
+                &["/a/x", "/b/x"],
+                &["/a/x"],
+                Errno::UnknownErrno,
+            ),
+            ("/a:/b", "x", &[], &[], Errno::ENOENT),
+            ("/a", "/abs/x", &[], &["/abs/x"], Errno::EACCES),
+        ];
+        for (path, program, executables, execs, errno) in cases {
+            let mut spec = spec();
+            spec.env = vec![format!("PATH={path}")];
+            spec.args = vec![program.to_string()];
+            let plan = plan_for(&spec);
+            let Some(Step::Exec(exec)) = plan.workload.last() else {
+                panic!("the workload ends with exec");
+            };
+            let mut fake = Fake::new(&[]);
+            fake.executables = executables.iter().map(|s| s.to_string()).collect();
+            let got = exec_program(&mut fake, exec);
+            assert_eq!(got, *errno, "{path} {program}");
+            let called: Vec<String> = fake
+                .calls
+                .iter()
+                .filter_map(|c| c.strip_prefix("execve "))
+                .map(|c| c.split(' ').next().unwrap().to_string())
+                .collect();
+            assert_eq!(&called, execs, "{path} {program}");
+        }
+    }
+}

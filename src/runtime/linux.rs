@@ -1,0 +1,432 @@
+//! The real [`Kernel`]: one Linux system call per method.
+//!
+//! Runs in the child of `clone(2)`, so it follows the child's rules (see `child`): no allocation,
+//! no locks. Credentials are changed with raw `syscall(SYS_set*)` rather than glibc's wrappers:
+//! those broadcast the change to every thread glibc believes exists (`__nptl_setxid`), and after
+//! a raw `clone` the child's copy of glibc still lists the parent's threads, which do not exist
+//! in the child, so the wrapper would signal stale thread ids and wait forever (runc and crun
+//! use raw system calls for the same reason).
+//!
+//! Requires Linux ≥ 5.12 (`mount_setattr(2)`; `openat2(2)` is 5.6, `close_range(2)` 5.9).
+
+use super::executor::{At, Fd, Kernel};
+use super::plan::ExecArgs;
+use libc::{c_int, c_ulong, c_void, gid_t, mode_t, sock_filter};
+use nix::errno::Errno;
+use std::ffi::CStr;
+use std::mem::size_of;
+
+/// `_LINUX_CAPABILITY_VERSION_3` (linux/capability.h): 64-bit capability sets in two words.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The kernel itself.
+pub(crate) struct Linux;
+
+/// `-1` → the current `errno`, anything else → `Ok`.
+fn check(result: libc::c_long) -> Result<libc::c_long, Errno> {
+    if result == -1 {
+        Err(Errno::last())
+    } else {
+        Ok(result)
+    }
+}
+
+/// `/proc/self/fd/N` for `fd`, written into `buf` (no allocation). The link names the file the
+/// descriptor refers to, so mount(2) operates on exactly what `openat2` resolved.
+fn fd_path(fd: Fd, buf: &mut [u8; 32]) -> Result<&CStr, Errno> {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    let mut digits = [0u8; 12];
+    let mut n = u32::try_from(fd).map_err(|_| Errno::EBADF)?;
+    let mut len = 0;
+    loop {
+        // n % 10 < 10: the cast cannot truncate.
+        *digits.get_mut(len).ok_or(Errno::EBADF)? = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut at = 0;
+    for &byte in PREFIX.iter().chain(digits.iter().take(len).rev()) {
+        *buf.get_mut(at).ok_or(Errno::ENAMETOOLONG)? = byte;
+        at += 1;
+    }
+    *buf.get_mut(at).ok_or(Errno::ENAMETOOLONG)? = 0;
+    CStr::from_bytes_until_nul(buf).map_err(|_| Errno::EINVAL)
+}
+
+/// The path mount(2) gets for `at`.
+fn at_path<'a>(at: At<'a>, buf: &'a mut [u8; 32]) -> Result<&'a CStr, Errno> {
+    match at {
+        At::Path(path) => Ok(path),
+        At::Fd(fd) => fd_path(fd, buf),
+    }
+}
+
+impl Kernel for Linux {
+    fn unshare(&mut self, flags: c_int) -> Result<(), Errno> {
+        // SAFETY: unshare takes flags only.
+        check(unsafe { libc::unshare(flags) }.into()).map(drop)
+    }
+
+    fn set_groups(&mut self, groups: &[gid_t]) -> Result<(), Errno> {
+        // SAFETY: the pointer and length describe a live slice.
+        check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })
+            .map(drop)
+    }
+
+    fn set_gid(&mut self, gid: u32) -> Result<(), Errno> {
+        // SAFETY: plain integers.
+        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+    }
+
+    fn set_uid(&mut self, uid: u32) -> Result<(), Errno> {
+        // SAFETY: plain integers.
+        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+    }
+
+    fn mount(
+        &mut self,
+        source: Option<At<'_>>,
+        target: At<'_>,
+        fstype: Option<&CStr>,
+        flags: c_ulong,
+        data: Option<&CStr>,
+    ) -> Result<(), Errno> {
+        let mut source_buf = [0u8; 32];
+        let mut target_buf = [0u8; 32];
+        let source = match source {
+            Some(at) => at_path(at, &mut source_buf)?.as_ptr(),
+            None => std::ptr::null(),
+        };
+        let target = at_path(target, &mut target_buf)?;
+        let fstype = fstype.map_or(std::ptr::null(), CStr::as_ptr);
+        let data = data.map_or(std::ptr::null(), |d| d.as_ptr().cast::<c_void>());
+        // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null.
+        check(unsafe { libc::mount(source, target.as_ptr(), fstype, flags, data) }.into()).map(drop)
+    }
+
+    fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno> {
+        let attr = libc::mount_attr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let mut flags = libc::AT_EMPTY_PATH;
+        if recursive {
+            flags |= libc::AT_RECURSIVE;
+        }
+        // SAFETY: an empty path with AT_EMPTY_PATH names `fd`; `attr` is a live mount_attr of
+        // the size passed.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                fd,
+                c"".as_ptr(),
+                flags,
+                &attr as *const libc::mount_attr,
+                size_of::<libc::mount_attr>(),
+            )
+        })
+        .map(drop)
+    }
+
+    fn open_dir(&mut self, path: &CStr) -> Result<Fd, Errno> {
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        check(fd.into()).map(|_| fd)
+    }
+
+    fn open_in_root(&mut self, root: Fd, path: &CStr, no_symlinks: bool) -> Result<Fd, Errno> {
+        // RESOLVE_IN_ROOT treats `root` as "/" for absolute symlinks and "..", so nothing
+        // resolves outside it; magic links (/proc/self/fd/N, /proc/N/root) are refused because
+        // they jump anywhere (openat2(2)).
+        let mut resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        if no_symlinks {
+            resolve |= libc::RESOLVE_NO_SYMLINKS;
+        }
+        // libc's open_how is non-exhaustive (the kernel may grow it): start from zeroes.
+        // SAFETY: an all-zero open_how is valid (no flags, mode 0, no resolve flags).
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+        how.resolve = resolve;
+        // SAFETY: a NUL-terminated path and a live open_how of the size passed.
+        let fd = check(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root,
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                size_of::<libc::open_how>(),
+            )
+        })?;
+        c_int::try_from(fd).map_err(|_| Errno::EBADF)
+    }
+
+    fn is_dir(&mut self, fd: Fd) -> Result<bool, Errno> {
+        // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is a live, writable stat.
+        check(unsafe { libc::fstat(fd, &mut st) }.into())?;
+        Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    }
+
+    fn mkdir_at(&mut self, dir: Fd, name: &CStr, mode: mode_t) -> Result<(), Errno> {
+        // SAFETY: a NUL-terminated name.
+        check(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) }.into()).map(drop)
+    }
+
+    fn mknod_at(
+        &mut self,
+        dir: Fd,
+        name: &CStr,
+        mode: mode_t,
+        dev: libc::dev_t,
+    ) -> Result<(), Errno> {
+        // SAFETY: a NUL-terminated name.
+        check(unsafe { libc::mknodat(dir, name.as_ptr(), mode, dev) }.into()).map(drop)
+    }
+
+    fn symlink_at(&mut self, points_to: &CStr, dir: Fd, name: &CStr) -> Result<(), Errno> {
+        // SAFETY: NUL-terminated strings.
+        check(unsafe { libc::symlinkat(points_to.as_ptr(), dir, name.as_ptr()) }.into()).map(drop)
+    }
+
+    fn close(&mut self, fd: Fd) {
+        // SAFETY: closing a descriptor this code opened; errors change nothing here.
+        unsafe { libc::close(fd) };
+    }
+
+    fn fchdir(&mut self, fd: Fd) -> Result<(), Errno> {
+        // SAFETY: plain descriptor.
+        check(unsafe { libc::fchdir(fd) }.into()).map(drop)
+    }
+
+    fn chdir(&mut self, path: &CStr) -> Result<(), Errno> {
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { libc::chdir(path.as_ptr()) }.into()).map(drop)
+    }
+
+    fn pivot_root_here(&mut self) -> Result<(), Errno> {
+        // SAFETY: NUL-terminated paths.
+        check(unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) })
+            .map(drop)
+    }
+
+    fn detach_here(&mut self) -> Result<(), Errno> {
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) }.into()).map(drop)
+    }
+
+    fn sethostname(&mut self, name: &CStr) -> Result<(), Errno> {
+        let bytes = name.to_bytes();
+        // SAFETY: pointer and length of a live byte string.
+        check(unsafe { libc::sethostname(bytes.as_ptr().cast(), bytes.len()) }.into()).map(drop)
+    }
+
+    fn loopback_up(&mut self) -> Result<(), Errno> {
+        // SAFETY: socket takes integers only.
+        let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        check(sock.into())?;
+        // SAFETY: an all-zero ifreq is valid (empty name, zero flags).
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (slot, &byte) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *slot = byte as libc::c_char;
+        }
+        // SAFETY: `req` is a live ifreq; SIOCGIFFLAGS fills ifru_flags.
+        let result = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req) }.into())
+            .and_then(|_| {
+                // SAFETY: the union member SIOCGIFFLAGS wrote.
+                unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+                // SAFETY: as above.
+                check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req) }.into())
+            });
+        self.close(sock);
+        result.map(drop)
+    }
+
+    fn open_dev_null(&mut self) -> Result<Fd, Errno> {
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        check(fd.into()).map(|_| fd)
+    }
+
+    fn dup2(&mut self, from: Fd, to: Fd) -> Result<(), Errno> {
+        // SAFETY: plain descriptors.
+        check(unsafe { libc::dup2(from, to) }.into()).map(drop)
+    }
+
+    fn setsid(&mut self) -> Result<(), Errno> {
+        // SAFETY: no arguments.
+        check(unsafe { libc::setsid() }.into()).map(drop)
+    }
+
+    fn set_controlling_tty(&mut self, fd: Fd) -> Result<(), Errno> {
+        // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal from another session).
+        check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }.into()).map(drop)
+    }
+
+    fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno> {
+        let close_range = |from: Fd, to: u32| -> Result<(), Errno> {
+            let from = u32::try_from(from).map_err(|_| Errno::EBADF)?;
+            if from > to {
+                return Ok(());
+            }
+            // SAFETY: close_range takes integers only.
+            check(unsafe { libc::syscall(libc::SYS_close_range, from, to, 0) }).map(drop)
+        };
+        if keep >= first {
+            if let Ok(below) = u32::try_from(keep - 1) {
+                close_range(first, below)?;
+            }
+            close_range(keep.saturating_add(1), u32::MAX)
+        } else {
+            close_range(first, u32::MAX)
+        }
+    }
+
+    fn drop_bounding(&mut self, cap: u32) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c_ulong::from(cap), 0, 0, 0) }.into())
+            .map(drop)
+    }
+
+    fn capset(&mut self, caps: u64) -> Result<(), Errno> {
+        let header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        // Low and high 32 bits of each set; the casts keep exactly those bits.
+        let low = caps as u32;
+        let high = (caps >> 32) as u32;
+        let data = [
+            CapData {
+                effective: low,
+                permitted: low,
+                inheritable: 0,
+            },
+            CapData {
+                effective: high,
+                permitted: high,
+                inheritable: 0,
+            },
+        ];
+        // SAFETY: a version-3 header and the two data words it requires.
+        check(unsafe {
+            libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
+        })
+        .map(drop)
+    }
+
+    fn clear_ambient(&mut self) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+                    0,
+                    0,
+                    0,
+                )
+            }
+            .into(),
+        )
+        .map(drop)
+    }
+
+    fn no_new_privs(&mut self) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) }.into())
+            .map(drop)
+    }
+
+    fn umask(&mut self, mask: mode_t) {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask) };
+    }
+
+    fn cwd_reachable(&mut self) -> Result<bool, Errno> {
+        let mut buf = [0u8; 4096];
+        // The raw system call, not glibc's getcwd (which hides the prefix): a directory outside
+        // the process's root comes back as "(unreachable)/..." (getcwd(2) NOTES).
+        // SAFETY: the buffer is live and writable for its length.
+        check(unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) })?;
+        Ok(buf.first() == Some(&b'/'))
+    }
+
+    fn seccomp(&mut self, program: &[sock_filter]) -> Result<(), Errno> {
+        let len = u16::try_from(program.len()).map_err(|_| Errno::EINVAL)?;
+        let fprog = libc::sock_fprog {
+            len,
+            // The kernel only reads the program.
+            filter: program.as_ptr().cast_mut(),
+        };
+        // SAFETY: a live sock_fprog describing a live program.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const libc::sock_fprog,
+            )
+        })
+        .map(drop)
+    }
+
+    fn is_executable(&mut self, path: &CStr) -> bool {
+        // SAFETY: an all-zero stat is a valid value for the kernel to overwrite.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a writable stat.
+        let found = unsafe { libc::stat(path.as_ptr(), &mut st) } == 0;
+        found && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0
+    }
+
+    fn execve(&mut self, path: &CStr, exec: &ExecArgs) -> Errno {
+        // SAFETY: argv and envp are NUL-terminated arrays of pointers into strings `exec` owns.
+        unsafe { libc::execve(path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr()) };
+        Errno::last()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_paths() {
+        let mut buf = [0u8; 32];
+        for (fd, want) in [
+            (0, "/proc/self/fd/0"),
+            (7, "/proc/self/fd/7"),
+            (10, "/proc/self/fd/10"),
+            (i32::MAX, "/proc/self/fd/2147483647"),
+        ] {
+            assert_eq!(fd_path(fd, &mut buf).unwrap().to_str().unwrap(), want);
+        }
+        assert_eq!(fd_path(-1, &mut buf), Err(Errno::EBADF));
+    }
+}

@@ -1,0 +1,1450 @@
+//! The setup as data: a pure function turns a [`Spec`] into the ordered [`Step`]s the sandbox's
+//! first process and its workload run (see `executor` for how each step runs).
+//!
+//! Everything the child needs is computed here, in the parent, before `clone(2)`: C strings,
+//! paths split for `mkdir -p`, `PATH` candidates, the `argv`/`envp` arrays and the seccomp
+//! program. The child then only reads this memory and makes system calls (see `child`).
+//!
+//! The order follows runc's `prepareRootfs`/`finalizeNamespace` and Docker's defaults (moby
+//! `oci/defaults.go`): the kernel file systems, then the bind mounts sorted by depth so a parent
+//! is mounted before its children, the working directory, `pivot_root`, then the masked and
+//! read-only paths (which must be applied to the final `/proc` and `/sys`), then the read-only root.
+
+use super::sandbox::RuntimeError;
+use super::seccomp;
+use super::spec::{Network, Spec};
+use libc::{c_char, c_int, c_ulong, sock_filter};
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The `PATH` Docker gives a container whose environment has none (moby `oci.DefaultPathEnv`).
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Docker's default capability set (moby `oci.DefaultCapabilities`): CHOWN, DAC_OVERRIDE, FSETID,
+/// FOWNER, MKNOD, NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL,
+/// AUDIT_WRITE, as a bit mask of capability numbers (linux/capability.h).
+pub(crate) const DEFAULT_CAPABILITIES: u64 = (1 << 0) // CAP_CHOWN
+    | (1 << 1) // CAP_DAC_OVERRIDE
+    | (1 << 3) // CAP_FOWNER
+    | (1 << 4) // CAP_FSETID
+    | (1 << 5) // CAP_KILL
+    | (1 << 6) // CAP_SETGID
+    | (1 << 7) // CAP_SETUID
+    | (1 << 8) // CAP_SETPCAP
+    | (1 << 10) // CAP_NET_BIND_SERVICE
+    | (1 << 13) // CAP_NET_RAW
+    | (1 << 18) // CAP_SYS_CHROOT
+    | (1 << 27) // CAP_MKNOD
+    | (1 << 29) // CAP_AUDIT_WRITE
+    | (1 << 31); // CAP_SETFCAP
+
+/// Docker's masked paths: files get `/dev/null` bound over them, directories an empty read-only
+/// tmpfs. Missing ones are skipped (they depend on the kernel's configuration).
+pub(crate) const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths: bound onto themselves and made read-only.
+pub(crate) const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The device nodes of the OCI runtime spec's default set (config-linux.md "Default Devices"):
+/// name, major, minor. `/dev/ptmx` is a symlink to the devpts instance's `ptmx`.
+pub(crate) const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// `HOST_NAME_MAX` (limits.h).
+const HOST_NAME_MAX: usize = 64;
+
+/// The legacy mount(2) `data` argument is copied as at most one page, NUL included.
+const MOUNT_DATA_MAX: usize = 4095;
+
+/// How the sandbox's user namespace maps ids, decided by the parent from the spec and its euid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserNamespace {
+    /// No user namespace: container ids are host ids (kiln runs as root).
+    None,
+    /// Rootless: the caller's euid/egid are root inside, nothing else is mapped, and `setgroups`
+    /// is denied (user_namespaces(7): an unprivileged process may map only itself).
+    Rootless { host_uid: u32, host_gid: u32 },
+    /// Root asked for a user namespace: container ids `0..count` are host ids `base..base+count`.
+    Remapped { base: u32, count: u32 },
+}
+
+impl UserNamespace {
+    /// Whether there is a user namespace at all.
+    pub(crate) fn active(self) -> bool {
+        self != UserNamespace::None
+    }
+
+    /// Whether container gid `gid` has a host id (devpts refuses an unmapped `gid=`).
+    fn maps_gid(self, gid: u32) -> bool {
+        match self {
+            UserNamespace::None => true,
+            UserNamespace::Rootless { .. } => gid == 0,
+            UserNamespace::Remapped { count, .. } => gid < count,
+        }
+    }
+}
+
+/// What the plan depends on besides the spec.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    /// An empty host directory the root filesystem is mounted on (in the child's mount namespace
+    /// only); created by the parent for this one sandbox.
+    pub staging: PathBuf,
+    /// The id mapping.
+    pub user_namespace: UserNamespace,
+    /// The workload's standard streams (descriptor numbers in the parent, all ≥ 3) and the
+    /// error-report pipe it keeps until `execve`.
+    pub fds: WorkloadFds,
+}
+
+/// Descriptor numbers the workload inherits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkloadFds {
+    /// Standard input, or `None` for the container's `/dev/null`.
+    pub stdin: Option<c_int>,
+    /// Standard output.
+    pub stdout: c_int,
+    /// Standard error.
+    pub stderr: c_int,
+    /// The close-on-exec pipe errors are reported through.
+    pub report: c_int,
+}
+
+/// The two step lists: the sandbox's first process runs `setup`, the workload runs `workload`
+/// (the same process without an init, its child with one).
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// Namespaces, mounts, `pivot_root`, hostname, loopback.
+    pub setup: Vec<Step>,
+    /// Stdio, credentials, capabilities, seccomp, `execve`.
+    pub workload: Vec<Step>,
+}
+
+/// What to create when a mount target is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// Nothing: a missing target is an error (or, for masks, skipped).
+    Nothing,
+    /// Directories all the way down (`mkdir -p`, mode 0755).
+    Directory,
+    /// Directories, then an empty file as the last component (to bind a file onto).
+    File,
+}
+
+/// A path inside the container, resolved with `openat2(RESOLVE_IN_ROOT)` from the root's
+/// descriptor, so neither `..` nor a symlink in the image can lead it out of the root.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The container path, for messages (`/dev/null`).
+    pub shown: String,
+    /// The path relative to the root (`dev/null`); `.` for the root itself.
+    pub path: CString,
+    /// For `mkdir -p`: each prefix (`dev`, `dev/null`) and its last component (`dev`, `null`).
+    pub prefixes: Vec<(CString, CString)>,
+    /// What to create when missing.
+    pub create: Create,
+    /// Refuse any symlink on the way (`RESOLVE_NO_SYMLINKS`): used for the kernel file systems'
+    /// mount points, as runc refuses a `/proc` that is a symlink (CVE-2019-19921).
+    pub no_symlinks: bool,
+}
+
+impl Target {
+    /// `path` (absolute, inside the container) cleaned lexically like Go's `filepath.Clean`.
+    pub(crate) fn new(
+        what: &'static str,
+        path: &str,
+        create: Create,
+        no_symlinks: bool,
+    ) -> Result<Target, RuntimeError> {
+        let components = clean(what, path)?;
+        let mut prefixes = Vec::with_capacity(components.len());
+        let mut prefix = String::new();
+        for component in &components {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(component);
+            prefixes.push((c_string(what, &prefix)?, c_string(what, component)?));
+        }
+        let relative = if components.is_empty() { "." } else { &prefix };
+        Ok(Target {
+            shown: format!("/{}", components.join("/")),
+            path: c_string(what, relative)?,
+            prefixes,
+            create,
+            no_symlinks,
+        })
+    }
+
+    /// Whether this is the root directory itself.
+    pub(crate) fn is_root(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+}
+
+/// The components of absolute `path` after removing empty and `.` components and resolving `..`
+/// lexically (`..` at the root stays at the root, as in `filepath.Clean`).
+pub(crate) fn clean<'a>(what: &'static str, path: &'a str) -> Result<Vec<&'a str>, RuntimeError> {
+    if !path.starts_with('/') {
+        return Err(RuntimeError::NotAbsolute {
+            what,
+            path: path.to_string(),
+        });
+    }
+    let mut components = Vec::new();
+    for component in path.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                components.pop();
+            }
+            name => components.push(name),
+        }
+    }
+    Ok(components)
+}
+
+/// The arguments of `execve(2)`, prepared in the parent.
+#[derive(Debug)]
+pub(crate) struct ExecArgs {
+    /// `args[0]` as given, for messages.
+    pub program: String,
+    /// Whether `program` was looked up in `PATH` (it has no `/`).
+    pub searched: bool,
+    /// The paths to try: `program` itself, or each `PATH` directory joined with it.
+    pub candidates: Vec<CString>,
+    /// The NUL-terminated `argv` array; points into `args`.
+    pub argv: Vec<*const c_char>,
+    /// The NUL-terminated `envp` array; points into `env`.
+    pub envp: Vec<*const c_char>,
+    /// Owns the strings `argv` points to (only read through `argv`).
+    _args: Vec<CString>,
+    /// Owns the strings `envp` points to (only read through `envp`).
+    _env: Vec<CString>,
+}
+
+#[cfg(test)]
+impl ExecArgs {
+    /// The argument strings (what `argv` points to).
+    pub(crate) fn args(&self) -> &[CString] {
+        &self._args
+    }
+
+    /// The environment strings (what `envp` points to).
+    pub(crate) fn env(&self) -> &[CString] {
+        &self._env
+    }
+}
+
+/// One action of the setup, run by `executor::run` through the `Kernel` trait.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// After the parent wrote the id maps: `setresgid`/`setresuid` to 0 (and clear the host's
+    /// supplementary groups when `setgroups` is allowed), so files are created as root of the
+    /// namespace rather than as an unmapped id.
+    BecomeRoot { clear_groups: bool },
+    /// `unshare(CLONE_NEWCGROUP)`, once the parent has moved us into our cgroups, so the
+    /// namespace's root is the sandbox's own cgroup (runc does the same, after joining).
+    UnshareCgroup,
+    /// `mount(NULL, "/", NULL, MS_REC|MS_PRIVATE)`: nothing mounted from here on propagates to
+    /// the host's peer groups (mount_namespaces(7) "Shared subtrees").
+    MakeMountsPrivate,
+    /// `mount("overlay", target, "overlay", MS_NODEV[|MS_RDONLY], options)`.
+    MountOverlay {
+        target: CString,
+        options: CString,
+        readonly: bool,
+    },
+    /// A single lower directory and no upper one: bind it (recursively), read-only and nodev.
+    BindRoot { source: CString, target: CString },
+    /// Opens the staging directory (now the new root) as the base of every later [`Target`].
+    OpenRoot { path: CString },
+    /// A new kernel file system (`proc`, `tmpfs`, `devpts`, `mqueue`, `sysfs`) on `target`.
+    Mount {
+        target: Target,
+        fstype: &'static CStr,
+        flags: c_ulong,
+        data: Option<CString>,
+    },
+    /// `mknodat` of a character device named by `target`'s last component (root outside a user
+    /// namespace; in one, the kernel refuses mknod and the host's node is bound instead).
+    MakeDevice {
+        target: Target,
+        major: u32,
+        minor: u32,
+    },
+    /// A bind mount of the host path `source`, then `mount_setattr(2)` of `attrs` (`MOUNT_ATTR_*`)
+    /// on the new mount (recursively when `recursive`), when non-zero.
+    Bind {
+        source: CString,
+        target: Target,
+        recursive: bool,
+        attrs: u64,
+    },
+    /// `symlinkat(points_to, dir, name)`.
+    Symlink {
+        dir: Target,
+        name: CString,
+        points_to: CString,
+    },
+    /// `mkdir -p` of the working directory inside the root (mode 0755, owned by root).
+    MakeDirectory(Target),
+    /// `pivot_root(".", ".")` then `umount2(".", MNT_DETACH)` (pivot_root(2) NOTES: the old root
+    /// is stacked on the new one and detached, no directory for it needed; runc does this).
+    PivotRoot,
+    /// Hide a path: `/dev/null` over a file, an empty read-only tmpfs over a directory.
+    Mask(Target),
+    /// Bind a path onto itself and make that mount read-only, nosuid, nodev, noexec.
+    ReadOnlyPath(Target),
+    /// `mount_setattr(MOUNT_ATTR_RDONLY)` on `/` (not recursive: `/dev`, `/proc` stay writable).
+    RootReadOnly,
+    /// `sethostname(2)` in the new UTS namespace.
+    Hostname(CString),
+    /// `SIOCSIFFLAGS` with `IFF_UP` on `lo` of the new network namespace.
+    LoopbackUp,
+    /// `dup2` the workload's streams onto 0, 1, 2 (`/dev/null` for a missing stdin).
+    Stdio {
+        stdin: Option<c_int>,
+        stdout: c_int,
+        stderr: c_int,
+    },
+    /// `setsid(2)`; with a tty also `ioctl(1, TIOCSCTTY)` to make it the controlling terminal.
+    NewSession { controlling_tty: bool },
+    /// Close every descriptor above 2 except the report pipe, BEFORE `chdir`: a leaked directory
+    /// descriptor would let a working directory `/proc/self/fd/N` reach the host
+    /// (CVE-2024-21626, runc "Leaky Vessels").
+    CloseFds { keep: c_int },
+    /// `prctl(PR_CAPBSET_DROP)` of every capability not in `keep`.
+    DropBoundingSet { keep: u64 },
+    /// `setgroups` (when `groups` is `Some`), `setresgid`, `setresuid`. Without `PR_SET_KEEPCAPS`
+    /// a non-zero uid loses its permitted and effective capabilities here, as in Docker.
+    SetIds {
+        uid: u32,
+        gid: u32,
+        groups: Option<Vec<libc::gid_t>>,
+    },
+    /// `chdir` to the working directory (after the uid change: permissions are the user's).
+    Chdir(CString),
+    /// `getcwd(2)` must give a path inside the root; the kernel prefixes an unreachable one with
+    /// `(unreachable)` (runc's CVE-2024-21626 check).
+    VerifyCwd(CString),
+    /// `capset(2)`: effective = permitted = this set, inheritable empty (CVE-2022-24769); the
+    /// ambient set is cleared.
+    Capabilities(u64),
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`: setuid binaries cannot regain what was dropped.
+    NoNewPrivileges,
+    /// `umask(2)` to Docker's 0022 (setup runs with 0 so modes are exact).
+    Umask(libc::mode_t),
+    /// Install the seccomp filter (see `seccomp`), while the process still has `CAP_SYS_ADMIN`
+    /// so no `no_new_privs` is needed (seccomp(2); runc orders it so without no_new_privs). The
+    /// later steps only use calls the filter allows.
+    Seccomp(Vec<sock_filter>),
+    /// `execve(2)`.
+    Exec(ExecArgs),
+}
+
+impl Step {
+    /// What the step does, for an error message ("mounting proc on /proc: EPERM").
+    pub(crate) fn describe(&self) -> String {
+        let lossy = |s: &CStr| s.to_string_lossy().into_owned();
+        match self {
+            Step::BecomeRoot { .. } => "becoming root of the new user namespace".into(),
+            Step::UnshareCgroup => "creating the cgroup namespace".into(),
+            Step::MakeMountsPrivate => "making the mounts private".into(),
+            Step::MountOverlay {
+                target, options, ..
+            } => format!(
+                "mounting the overlay root filesystem on {} (options {})",
+                lossy(target),
+                lossy(options)
+            ),
+            Step::BindRoot { source, target } => format!(
+                "bind mounting the root filesystem {} on {}",
+                lossy(source),
+                lossy(target)
+            ),
+            Step::OpenRoot { path } => format!("opening the root filesystem at {}", lossy(path)),
+            Step::Mount { target, fstype, .. } => {
+                format!("mounting {} on {}", lossy(fstype), target.shown)
+            }
+            Step::MakeDevice { target, .. } => format!("creating the device {}", target.shown),
+            Step::Bind { source, target, .. } => {
+                format!("bind mounting {} on {}", lossy(source), target.shown)
+            }
+            Step::Symlink {
+                dir,
+                name,
+                points_to,
+            } => format!(
+                "creating the symlink {}/{} -> {}",
+                dir.shown,
+                lossy(name),
+                lossy(points_to)
+            ),
+            Step::MakeDirectory(target) => {
+                format!("creating the working directory {}", target.shown)
+            }
+            Step::PivotRoot => "changing into the new root (pivot_root)".into(),
+            Step::Mask(target) => format!("masking {}", target.shown),
+            Step::ReadOnlyPath(target) => format!("making {} read-only", target.shown),
+            Step::RootReadOnly => "making the root filesystem read-only".into(),
+            Step::Hostname(name) => format!("setting the hostname to {:?}", lossy(name)),
+            Step::LoopbackUp => "bringing up the loopback interface".into(),
+            Step::Stdio { .. } => "setting up stdin, stdout and stderr".into(),
+            Step::NewSession { controlling_tty } => if *controlling_tty {
+                "making the tty the controlling terminal of a new session"
+            } else {
+                "creating a new session"
+            }
+            .into(),
+            Step::CloseFds { .. } => "closing inherited file descriptors".into(),
+            Step::DropBoundingSet { .. } => "dropping capabilities from the bounding set".into(),
+            Step::SetIds { uid, gid, .. } => format!("switching to user {uid}:{gid}"),
+            Step::Chdir(cwd) => format!("changing to the working directory {}", lossy(cwd)),
+            Step::VerifyCwd(cwd) => format!(
+                "checking the working directory {}: it is outside the container",
+                lossy(cwd)
+            ),
+            Step::Capabilities(_) => "setting the capabilities".into(),
+            Step::NoNewPrivileges => "setting no_new_privs".into(),
+            Step::Umask(_) => "setting the umask".into(),
+            Step::Seccomp(_) => "installing the seccomp filter".into(),
+            Step::Exec(exec) => format!("executing {:?}", exec.program),
+        }
+    }
+}
+
+/// A C string from `value`, or an error naming `what` when it holds a NUL byte.
+fn c_string(what: &'static str, value: &str) -> Result<CString, RuntimeError> {
+    CString::new(value).map_err(|_| RuntimeError::Nul {
+        what,
+        value: value.to_string(),
+    })
+}
+
+/// A C string from a host path.
+fn c_path(what: &'static str, path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| RuntimeError::Nul {
+        what,
+        value: path.display().to_string(),
+    })
+}
+
+/// `path` escaped for overlayfs options: `\`, `,` and `:` are separators there.
+fn escape_overlay(path: &Path) -> Vec<u8> {
+    let mut escaped = Vec::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if matches!(byte, b'\\' | b',' | b':') {
+            escaped.push(b'\\');
+        }
+        escaped.push(byte);
+    }
+    escaped
+}
+
+/// The step that mounts the root filesystem on the staging directory.
+fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Step, RuntimeError> {
+    let rootfs = &spec.rootfs;
+    if rootfs.lower_dirs.is_empty() {
+        return Err(RuntimeError::NoLowerDirs);
+    }
+    if rootfs.upper.is_none() && !rootfs.readonly {
+        return Err(RuntimeError::NoUpperDir);
+    }
+    let target = c_path("the staging directory", &ctx.staging)?;
+    if let ([lower], None) = (rootfs.lower_dirs.as_slice(), &rootfs.upper) {
+        // overlayfs refuses a single lower directory without an upper one.
+        return Ok(Step::BindRoot {
+            source: c_path("a lower directory", lower)?,
+            target,
+        });
+    }
+    let mut options = b"lowerdir=".to_vec();
+    for (i, lower) in rootfs.lower_dirs.iter().enumerate() {
+        if i > 0 {
+            options.push(b':');
+        }
+        options.extend(escape_overlay(lower));
+    }
+    if let Some(upper) = &rootfs.upper {
+        options.extend(b",upperdir=");
+        options.extend(escape_overlay(&upper.upper_dir));
+        options.extend(b",workdir=");
+        options.extend(escape_overlay(&upper.work_dir));
+    }
+    // index=off: the inode index only serves hard-link copy-up and NFS export, and refuses a
+    // lower directory once mounted with another upper one (overlayfs.rst "Sharing and copying").
+    options.extend(b",index=off");
+    if ctx.user_namespace.active() {
+        // Inside a user namespace trusted.* xattrs cannot be written: overlayfs must keep
+        // whiteouts and opaque markers in user.overlay.* instead (overlayfs.rst "userxattr").
+        options.extend(b",userxattr");
+    }
+    if options.len() > MOUNT_DATA_MAX {
+        return Err(RuntimeError::OverlayOptionsTooLong {
+            len: options.len(),
+            max: MOUNT_DATA_MAX,
+        });
+    }
+    Ok(Step::MountOverlay {
+        target,
+        options: CString::new(options).map_err(|_| RuntimeError::Nul {
+            what: "a layer directory",
+            value: format!("{:?}", rootfs.lower_dirs),
+        })?,
+        readonly: rootfs.upper.is_none(),
+    })
+}
+
+/// `MOUNT_ATTR_*` bits (linux/mount.h).
+pub(crate) const ATTR_RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
+pub(crate) const ATTR_NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
+pub(crate) const ATTR_NODEV: u64 = libc::MOUNT_ATTR_NODEV;
+pub(crate) const ATTR_NOEXEC: u64 = libc::MOUNT_ATTR_NOEXEC;
+
+/// The steps that build `/dev`: Docker's tmpfs, the default devices, the standard symlinks,
+/// devpts, shm and mqueue.
+fn dev_steps(ctx: &Context, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+    let system = |path: &str, create| Target::new("system mount point", path, create, true);
+    steps.push(Step::Mount {
+        target: system("/dev", Create::Directory)?,
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_STRICTATIME,
+        data: Some(c"mode=755,size=65536k".into()),
+    });
+    for &(name, major, minor) in DEVICES {
+        let path = format!("/dev/{name}");
+        if ctx.user_namespace.active() {
+            // mknod(2) needs CAP_MKNOD in the initial user namespace: bind the host's node.
+            steps.push(Step::Bind {
+                source: c_string("a device path", &path)?,
+                target: system(&path, Create::File)?,
+                recursive: false,
+                attrs: 0,
+            });
+        } else {
+            steps.push(Step::MakeDevice {
+                target: system(&path, Create::Nothing)?,
+                major,
+                minor,
+            });
+        }
+    }
+    for (name, points_to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        steps.push(Step::Symlink {
+            dir: system("/dev", Create::Nothing)?,
+            name: c_string("a device name", name)?,
+            points_to: c_string("a symlink target", points_to)?,
+        });
+    }
+    // gid=5 is the conventional tty group (Docker's default); devpts refuses an unmapped gid.
+    let devpts = if ctx.user_namespace.maps_gid(5) {
+        c"newinstance,ptmxmode=0666,mode=0620,gid=5"
+    } else {
+        c"newinstance,ptmxmode=0666,mode=0620"
+    };
+    steps.push(Step::Mount {
+        target: system("/dev/pts", Create::Directory)?,
+        fstype: c"devpts",
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: Some(devpts.into()),
+    });
+    steps.push(Step::Mount {
+        target: system("/dev/shm", Create::Directory)?,
+        fstype: c"tmpfs",
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: Some(c"mode=1777,size=65536k".into()),
+    });
+    steps.push(Step::Mount {
+        target: system("/dev/mqueue", Create::Directory)?,
+        fstype: c"mqueue",
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    });
+    Ok(())
+}
+
+/// The user's bind mounts, sorted by depth (moby `sortMounts`: a parent before its children).
+/// `is_dir` tells whether a host source is a directory (it must exist).
+fn bind_steps(
+    spec: &Spec,
+    is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
+    steps: &mut Vec<Step>,
+) -> Result<(), RuntimeError> {
+    let mut mounts: Vec<(usize, &super::spec::BindMount)> = Vec::new();
+    for mount in &spec.mounts {
+        let depth = clean("mount destination", &mount.destination)?.len();
+        mounts.push((depth, mount));
+    }
+    mounts.sort_by_key(|&(depth, _)| depth);
+    for (depth, mount) in mounts {
+        let invalid = |reason| RuntimeError::InvalidMount {
+            destination: mount.destination.clone(),
+            reason,
+        };
+        if depth == 0 {
+            return Err(invalid("it is the container's root"));
+        }
+        let cleaned = clean("mount destination", &mount.destination)?;
+        if cleaned.first() == Some(&"proc") {
+            // runc refuses mounts over /proc (checkProcMount): they could undo the masks.
+            return Err(invalid("mounts inside /proc are not allowed"));
+        }
+        let source_is_dir = is_dir(&mount.source).map_err(|source| RuntimeError::BindSource {
+            path: mount.source.clone(),
+            source,
+        })?;
+        let create = if source_is_dir {
+            Create::Directory
+        } else {
+            Create::File
+        };
+        steps.push(Step::Bind {
+            source: c_path("a bind mount source", &mount.source)?,
+            target: Target::new("mount destination", &mount.destination, create, false)?,
+            recursive: true,
+            attrs: if mount.readonly { ATTR_RDONLY } else { 0 },
+        });
+    }
+    Ok(())
+}
+
+/// The setup steps, run by the sandbox's first process before anything else.
+fn setup_steps(
+    spec: &Spec,
+    ctx: &Context,
+    is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
+) -> Result<Vec<Step>, RuntimeError> {
+    let system = |path: &str, create| Target::new("system mount point", path, create, true);
+    let mut steps = Vec::new();
+    match ctx.user_namespace {
+        UserNamespace::None => {}
+        UserNamespace::Rootless { .. } => steps.push(Step::BecomeRoot {
+            clear_groups: false,
+        }),
+        UserNamespace::Remapped { .. } => steps.push(Step::BecomeRoot { clear_groups: true }),
+    }
+    steps.push(Step::UnshareCgroup);
+    steps.push(Step::MakeMountsPrivate);
+    steps.push(rootfs_step(spec, ctx)?);
+    steps.push(Step::OpenRoot {
+        path: c_path("the staging directory", &ctx.staging)?,
+    });
+    steps.push(Step::Mount {
+        target: system("/proc", Create::Directory)?,
+        fstype: c"proc",
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: None,
+    });
+    dev_steps(ctx, &mut steps)?;
+    let sys_flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    if spec.network == Network::Host && ctx.user_namespace.active() {
+        // sysfs may only be mounted by the owner of the current network namespace; the host's
+        // is not ours. Bind the host's /sys, read-only down to its submounts (cgroup file
+        // systems). Recursively: a user namespace may not bind a mount without its locked
+        // children (EINVAL, mount_namespaces(7) "restrictions on mount namespaces").
+        steps.push(Step::Bind {
+            source: c"/sys".into(),
+            target: system("/sys", Create::Directory)?,
+            recursive: true,
+            attrs: ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
+        });
+    } else {
+        steps.push(Step::Mount {
+            target: system("/sys", Create::Directory)?,
+            fstype: c"sysfs",
+            flags: sys_flags,
+            data: None,
+        });
+    }
+    bind_steps(spec, is_dir, &mut steps)?;
+    let cwd = Target::new("working directory", &spec.cwd, Create::Directory, false)?;
+    if !cwd.is_root() {
+        steps.push(Step::MakeDirectory(cwd));
+    }
+    steps.push(Step::PivotRoot);
+    for path in MASKED_PATHS {
+        steps.push(Step::Mask(system(path, Create::Nothing)?));
+    }
+    for path in READONLY_PATHS {
+        steps.push(Step::ReadOnlyPath(system(path, Create::Nothing)?));
+    }
+    if spec.rootfs.readonly && spec.rootfs.upper.is_some() {
+        steps.push(Step::RootReadOnly);
+    }
+    if spec.hostname.len() > HOST_NAME_MAX {
+        return Err(RuntimeError::HostnameTooLong {
+            len: spec.hostname.len(),
+            max: HOST_NAME_MAX,
+        });
+    }
+    steps.push(Step::Hostname(c_string("the hostname", &spec.hostname)?));
+    if spec.network == Network::None {
+        steps.push(Step::LoopbackUp);
+    }
+    Ok(steps)
+}
+
+/// The `execve` arguments: Docker's lookup of `args[0]` in the container's `PATH` (the last
+/// `PATH=` entry wins, as when the runtime sets the variables in order; empty entries mean the
+/// working directory, as in Go's `LookPath`).
+fn exec_args(spec: &Spec) -> Result<ExecArgs, RuntimeError> {
+    let program = spec.args.first().ok_or(RuntimeError::NoCommand)?.clone();
+    let args = spec
+        .args
+        .iter()
+        .map(|arg| c_string("an argument", arg))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|var| c_string("an environment variable", var))
+        .collect::<Result<Vec<_>, _>>()?;
+    let searched = !program.contains('/');
+    let candidates = if searched {
+        let path = spec
+            .env
+            .iter()
+            .rev()
+            .find_map(|var| var.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        path.split(':')
+            .map(|dir| {
+                let dir = if dir.is_empty() { "." } else { dir };
+                c_string(
+                    "a PATH entry",
+                    &format!("{}/{program}", dir.trim_end_matches('/')),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        vec![c_string("the program", &program)?]
+    };
+    let pointers = |strings: &[CString]| -> Vec<*const c_char> {
+        strings
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    Ok(ExecArgs {
+        program,
+        searched,
+        candidates,
+        argv: pointers(&args),
+        envp: pointers(&env),
+        _args: args,
+        _env: env,
+    })
+}
+
+/// The workload's steps.
+fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError> {
+    let user = &spec.user;
+    let groups = match ctx.user_namespace {
+        UserNamespace::Rootless { .. } => {
+            if user.uid != 0 || user.gid != 0 {
+                return Err(RuntimeError::RootlessUser {
+                    uid: user.uid,
+                    gid: user.gid,
+                });
+            }
+            None
+        }
+        UserNamespace::None | UserNamespace::Remapped { .. } => Some(user.additional_gids.clone()),
+    };
+    let cwd = Target::new("working directory", &spec.cwd, Create::Nothing, false)?;
+    let cwd = c_string("the working directory", &cwd.shown)?;
+    let program = seccomp::program().ok_or(RuntimeError::UnsupportedArchitecture {
+        arch: std::env::consts::ARCH,
+    })?;
+    let mut steps = vec![
+        Step::Stdio {
+            stdin: ctx.fds.stdin,
+            stdout: ctx.fds.stdout,
+            stderr: ctx.fds.stderr,
+        },
+        Step::NewSession {
+            controlling_tty: spec.tty,
+        },
+        Step::CloseFds {
+            keep: ctx.fds.report,
+        },
+        Step::DropBoundingSet {
+            keep: DEFAULT_CAPABILITIES,
+        },
+        Step::Seccomp(program),
+        Step::SetIds {
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+        },
+        Step::Chdir(cwd.clone()),
+        Step::VerifyCwd(cwd),
+        Step::Capabilities(if user.uid == 0 {
+            DEFAULT_CAPABILITIES
+        } else {
+            0
+        }),
+    ];
+    if spec.no_new_privileges {
+        steps.push(Step::NoNewPrivileges);
+    }
+    steps.push(Step::Umask(0o022));
+    steps.push(Step::Exec(exec_args(spec)?));
+    Ok(steps)
+}
+
+/// The whole plan for `spec`. `is_dir` stats a bind mount source on the host.
+pub(crate) fn plan(
+    spec: &Spec,
+    ctx: &Context,
+    is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
+) -> Result<Plan, RuntimeError> {
+    Ok(Plan {
+        setup: setup_steps(spec, ctx, is_dir)?,
+        workload: workload_steps(spec, ctx)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::{BindMount, RootFs, UpperDir, User};
+
+    fn spec() -> Spec {
+        Spec {
+            rootfs: RootFs {
+                lower_dirs: vec!["/layers/b".into(), "/layers/a".into()],
+                upper: Some(UpperDir {
+                    upper_dir: "/c/upper".into(),
+                    work_dir: "/c/work".into(),
+                }),
+                readonly: false,
+            },
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/usr/bin:/bin".into(), "A=b".into()],
+            cwd: "/work/dir".into(),
+            user: User::root(),
+            hostname: "box".into(),
+            network: Network::None,
+            mounts: Vec::new(),
+            user_namespace: false,
+            cgroup_procs: Vec::new(),
+            tty: false,
+            no_new_privileges: false,
+            init: false,
+        }
+    }
+
+    fn ctx(user_namespace: UserNamespace) -> Context {
+        Context {
+            staging: "/tmp/stage".into(),
+            user_namespace,
+            fds: WorkloadFds {
+                stdin: None,
+                stdout: 5,
+                stderr: 6,
+                report: 7,
+            },
+        }
+    }
+
+    fn dirs(path: &Path) -> std::io::Result<bool> {
+        Ok(!path.to_string_lossy().ends_with(".txt"))
+    }
+
+    fn setup(spec: &Spec, ctx: &Context) -> Vec<String> {
+        plan(spec, ctx, &dirs)
+            .expect("plan")
+            .setup
+            .iter()
+            .map(Step::describe)
+            .collect()
+    }
+
+    fn position(steps: &[String], wanted: &str) -> usize {
+        steps
+            .iter()
+            .position(|s| s == wanted)
+            .unwrap_or_else(|| panic!("no step {wanted:?} in {steps:#?}"))
+    }
+
+    #[test]
+    fn setup_order_follows_runc() {
+        let steps = setup(&spec(), &ctx(UserNamespace::None));
+        let order = [
+            "creating the cgroup namespace",
+            "making the mounts private",
+            "mounting the overlay root filesystem on /tmp/stage (options \
+             lowerdir=/layers/b:/layers/a,upperdir=/c/upper,workdir=/c/work,index=off)",
+            "opening the root filesystem at /tmp/stage",
+            "mounting proc on /proc",
+            "mounting tmpfs on /dev",
+            "creating the device /dev/null",
+            "mounting devpts on /dev/pts",
+            "mounting sysfs on /sys",
+            "creating the working directory /work/dir",
+            "changing into the new root (pivot_root)",
+            "masking /proc/kcore",
+            "masking /sys/firmware",
+            "making /proc/sysrq-trigger read-only",
+            "setting the hostname to \"box\"",
+            "bringing up the loopback interface",
+        ];
+        let positions: Vec<usize> = order.iter().map(|s| position(&steps, s)).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {steps:#?}"
+        );
+        for path in MASKED_PATHS {
+            position(&steps, &format!("masking {path}"));
+        }
+        for path in READONLY_PATHS {
+            position(&steps, &format!("making {path} read-only"));
+        }
+        assert!(!steps.iter().any(|s| s.contains("becoming root")));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.contains("read-only") && s.contains("root filesystem"))
+        );
+    }
+
+    #[test]
+    fn kernel_mounts_use_docker_flags() {
+        let plan = plan(&spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
+        let mut seen = Vec::new();
+        for step in &plan.setup {
+            if let Step::Mount {
+                target,
+                fstype,
+                flags,
+                data,
+            } = step
+            {
+                seen.push((
+                    target.shown.clone(),
+                    fstype.to_str().unwrap().to_string(),
+                    *flags,
+                    data.as_ref().map(|d| d.to_str().unwrap().to_string()),
+                ));
+                assert!(target.no_symlinks, "{} must refuse symlinks", target.shown);
+            }
+        }
+        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let want = vec![
+            ("/proc".into(), "proc".into(), nosuid_nodev_noexec, None),
+            (
+                "/dev".into(),
+                "tmpfs".into(),
+                libc::MS_NOSUID | libc::MS_STRICTATIME,
+                Some("mode=755,size=65536k".into()),
+            ),
+            (
+                "/dev/pts".into(),
+                "devpts".into(),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
+            ),
+            (
+                "/dev/shm".into(),
+                "tmpfs".into(),
+                nosuid_nodev_noexec,
+                Some("mode=1777,size=65536k".into()),
+            ),
+            (
+                "/dev/mqueue".into(),
+                "mqueue".into(),
+                nosuid_nodev_noexec,
+                None,
+            ),
+            (
+                "/sys".into(),
+                "sysfs".into(),
+                libc::MS_RDONLY | nosuid_nodev_noexec,
+                None,
+            ),
+        ];
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn devices_are_made_as_root_and_bound_in_a_user_namespace() {
+        let as_root = plan(&spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
+        let made: Vec<(String, u32, u32)> = as_root
+            .setup
+            .iter()
+            .filter_map(|s| match s {
+                Step::MakeDevice {
+                    target,
+                    major,
+                    minor,
+                } => Some((target.shown.clone(), *major, *minor)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(made.len(), DEVICES.len());
+        assert!(made.contains(&("/dev/tty".into(), 5, 0)));
+
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let steps = setup(&spec(), &ctx(rootless));
+        for (name, _, _) in DEVICES {
+            position(&steps, &format!("bind mounting /dev/{name} on /dev/{name}"));
+        }
+        assert!(steps.iter().all(|s| !s.starts_with("creating the device")));
+        assert_eq!(
+            position(&steps, "becoming root of the new user namespace"),
+            0
+        );
+    }
+
+    #[test]
+    fn rootless_overlay_uses_userxattr_and_devpts_has_no_gid() {
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let plan = plan(&spec(), &ctx(rootless), &dirs).expect("plan");
+        let overlay = plan.setup.iter().find_map(|s| match s {
+            Step::MountOverlay { options, .. } => Some(options.to_str().unwrap().to_string()),
+            _ => None,
+        });
+        assert!(
+            overlay
+                .expect("an overlay")
+                .ends_with(",index=off,userxattr")
+        );
+        let devpts = plan.setup.iter().find_map(|s| match s {
+            Step::Mount { fstype, data, .. } if fstype.to_bytes() == b"devpts" => data.clone(),
+            _ => None,
+        });
+        assert_eq!(
+            devpts.expect("devpts").to_str().unwrap(),
+            "newinstance,ptmxmode=0666,mode=0620"
+        );
+    }
+
+    #[test]
+    fn host_network_in_a_user_namespace_binds_sys() {
+        let mut spec = spec();
+        spec.network = Network::Host;
+        let remapped = UserNamespace::Remapped {
+            base: 100_000,
+            count: 65536,
+        };
+        let plan = plan(&spec, &ctx(remapped), &dirs).expect("plan");
+        let sys = plan.setup.iter().find_map(|s| match s {
+            Step::Bind {
+                source,
+                target,
+                recursive,
+                attrs,
+            } if target.shown == "/sys" => Some((source.clone(), *recursive, *attrs)),
+            _ => None,
+        });
+        let (source, recursive, attrs) = sys.expect("/sys is bound");
+        assert_eq!(source.to_str().unwrap(), "/sys");
+        assert!(
+            recursive,
+            "submounts are locked in a user namespace, and made read-only"
+        );
+        assert_eq!(attrs, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC);
+        let described: Vec<String> = plan.setup.iter().map(Step::describe).collect();
+        assert!(!described.iter().any(|s| s.contains("loopback")));
+    }
+
+    #[test]
+    fn bind_mounts_sorted_by_depth_with_readonly_attrs() {
+        let mut spec = spec();
+        spec.mounts = vec![
+            BindMount {
+                source: "/h/deep".into(),
+                destination: "/data/x/y".into(),
+                readonly: false,
+            },
+            BindMount {
+                source: "/h/data".into(),
+                destination: "/data/".into(),
+                readonly: true,
+            },
+            BindMount {
+                source: "/h/conf.txt".into(),
+                destination: "/etc/../conf.txt".into(),
+                readonly: false,
+            },
+        ];
+        let plan = plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let binds: Vec<(String, String, Create, u64)> = plan
+            .setup
+            .iter()
+            .filter_map(|s| match s {
+                Step::Bind {
+                    source,
+                    target,
+                    attrs,
+                    recursive: true,
+                } => Some((
+                    source.to_str().unwrap().into(),
+                    target.shown.clone(),
+                    target.create,
+                    *attrs,
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            binds,
+            vec![
+                (
+                    "/h/data".into(),
+                    "/data".into(),
+                    Create::Directory,
+                    ATTR_RDONLY
+                ),
+                ("/h/conf.txt".into(), "/conf.txt".into(), Create::File, 0),
+                ("/h/deep".into(), "/data/x/y".into(), Create::Directory, 0),
+            ]
+        );
+        let described: Vec<String> = plan.setup.iter().map(Step::describe).collect();
+        assert!(
+            position(&described, "bind mounting /h/deep on /data/x/y")
+                < position(&described, "changing into the new root (pivot_root)")
+        );
+        assert!(
+            position(&described, "mounting sysfs on /sys")
+                < position(&described, "bind mounting /h/data on /data")
+        );
+    }
+
+    #[test]
+    fn invalid_mounts_are_refused() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "/",
+                "invalid mount destination \"/\": it is the container's root",
+            ),
+            (
+                "/a/..",
+                "invalid mount destination \"/a/..\": it is the container's root",
+            ),
+            (
+                "/proc/sys",
+                "invalid mount destination \"/proc/sys\": mounts inside /proc are not allowed",
+            ),
+            ("data", "mount destination \"data\" is not an absolute path"),
+        ];
+        for (destination, message) in cases {
+            let mut spec = spec();
+            spec.mounts = vec![BindMount {
+                source: "/h".into(),
+                destination: destination.to_string(),
+                readonly: false,
+            }];
+            let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+            assert_eq!(err.to_string(), *message, "{destination}");
+        }
+        let mut spec = spec();
+        spec.mounts = vec![BindMount {
+            source: "/missing".into(),
+            destination: "/m".into(),
+            readonly: false,
+        }];
+        let missing = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        let err = plan(&spec, &ctx(UserNamespace::None), &missing).unwrap_err();
+        assert!(
+            err.to_string().starts_with("bind mount source /missing: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn target_paths_are_cleaned_and_split() {
+        let target = Target::new("t", "//a/./b/../c/", Create::Directory, false).expect("target");
+        assert_eq!(target.shown, "/a/c");
+        assert_eq!(target.path.to_str().unwrap(), "a/c");
+        let prefixes: Vec<(&str, &str)> = target
+            .prefixes
+            .iter()
+            .map(|(p, n)| (p.to_str().unwrap(), n.to_str().unwrap()))
+            .collect();
+        assert_eq!(prefixes, vec![("a", "a"), ("a/c", "c")]);
+        let root = Target::new("t", "/../..", Create::Directory, false).expect("root");
+        assert!(root.is_root());
+        assert_eq!(root.path.to_str().unwrap(), ".");
+        assert!(Target::new("t", "a/b", Create::Nothing, false).is_err());
+    }
+
+    #[test]
+    fn root_cwd_needs_no_directory_and_readonly_root_is_last_mount_step() {
+        let mut spec = spec();
+        spec.cwd = "/".into();
+        spec.rootfs.readonly = true;
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s.starts_with("creating the working directory"))
+        );
+        assert!(
+            position(&steps, "making /proc/sysrq-trigger read-only")
+                < position(&steps, "making the root filesystem read-only")
+        );
+    }
+
+    #[test]
+    fn root_without_upper_dir() {
+        let mut spec = spec();
+        spec.rootfs.upper = None;
+        let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a root filesystem without an upper dir must be read-only"
+        );
+        spec.rootfs.readonly = true;
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        position(
+            &steps,
+            "mounting the overlay root filesystem on /tmp/stage (options \
+             lowerdir=/layers/b:/layers/a,index=off)",
+        );
+        // Read-only by construction: no remount step.
+        assert!(
+            !steps
+                .iter()
+                .any(|s| s == "making the root filesystem read-only")
+        );
+        spec.rootfs.lower_dirs.truncate(1);
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        position(
+            &steps,
+            "bind mounting the root filesystem /layers/b on /tmp/stage",
+        );
+    }
+
+    #[test]
+    fn overlay_paths_are_escaped_and_length_checked() {
+        let mut spec = spec();
+        spec.rootfs.lower_dirs = vec!["/l/a:b,c\\d".into()];
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains(r"lowerdir=/l/a\:b\,c\\d,upperdir=")),
+            "{steps:#?}"
+        );
+        spec.rootfs.lower_dirs = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}")))
+            .collect();
+        let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the overlay mount options are "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn workload_order_and_credentials() {
+        let mut spec = spec();
+        spec.user = User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![27],
+        };
+        let plan = plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let described: Vec<String> = plan.workload.iter().map(Step::describe).collect();
+        assert_eq!(
+            described,
+            vec![
+                "setting up stdin, stdout and stderr",
+                "creating a new session",
+                "closing inherited file descriptors",
+                "dropping capabilities from the bounding set",
+                "installing the seccomp filter",
+                "switching to user 1000:1000",
+                "changing to the working directory /work/dir",
+                "checking the working directory /work/dir: it is outside the container",
+                "setting the capabilities",
+                "setting the umask",
+                "executing \"sh\"",
+            ]
+        );
+        spec.no_new_privileges = true;
+        let with_nnp = super::plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let described: Vec<String> = with_nnp.workload.iter().map(Step::describe).collect();
+        assert!(
+            position(&described, "setting the capabilities")
+                < position(&described, "setting no_new_privs")
+        );
+        assert!(
+            plan.workload
+                .iter()
+                .any(|s| matches!(s, Step::Capabilities(0)))
+        );
+        assert!(plan.workload.iter().any(|s| matches!(
+            s,
+            Step::SetIds { groups: Some(g), .. } if g == &[27]
+        )));
+        assert!(
+            plan.workload
+                .iter()
+                .any(|s| matches!(s, Step::CloseFds { keep: 7 }))
+        );
+        let root = super::plan(&self::spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
+        assert!(
+            root.workload
+                .iter()
+                .any(|s| matches!(s, Step::Capabilities(DEFAULT_CAPABILITIES)))
+        );
+    }
+
+    #[test]
+    fn docker_default_capabilities() {
+        assert_eq!(DEFAULT_CAPABILITIES, 0xa804_25fb);
+    }
+
+    #[test]
+    fn rootless_runs_only_as_root_without_groups() {
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let mut spec = spec();
+        spec.user.additional_gids = vec![10];
+        let plan = plan(&spec, &ctx(rootless), &dirs).expect("plan");
+        assert!(plan.workload.iter().any(|s| matches!(
+            s,
+            Step::SetIds {
+                groups: None,
+                uid: 0,
+                gid: 0
+            }
+        )));
+        spec.user.uid = 1000;
+        let err = super::plan(&spec, &ctx(rootless), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a rootless sandbox maps only root: cannot run as 1000:0 (run kiln as root to use other users)"
+        );
+    }
+
+    #[test]
+    fn path_lookup_candidates() {
+        let cases: &[(&[&str], &str, bool, &[&str])] = &[
+            (
+                &["PATH=/usr/bin:/bin"],
+                "sh",
+                true,
+                &["/usr/bin/sh", "/bin/sh"],
+            ),
+            (&["PATH=/a", "PATH=/b/"], "sh", true, &["/b/sh"]),
+            (&["PATH=:/x"], "sh", true, &["./sh", "/x/sh"]),
+            (
+                &[],
+                "sh",
+                true,
+                &[
+                    "/usr/local/sbin/sh",
+                    "/usr/local/bin/sh",
+                    "/usr/sbin/sh",
+                    "/usr/bin/sh",
+                    "/sbin/sh",
+                    "/bin/sh",
+                ],
+            ),
+            (&["PATH=/usr/bin"], "/bin/sh", false, &["/bin/sh"]),
+            (&["PATH=/usr/bin"], "./run", false, &["./run"]),
+        ];
+        for (env, program, searched, candidates) in cases {
+            let mut spec = spec();
+            spec.env = env.iter().map(|s| s.to_string()).collect();
+            spec.args = vec![program.to_string(), "arg".into()];
+            let exec = exec_args(&spec).expect("exec args");
+            let got: Vec<&str> = exec
+                .candidates
+                .iter()
+                .map(|c| c.to_str().unwrap())
+                .collect();
+            assert_eq!(&got, candidates, "{env:?} {program}");
+            assert_eq!(exec.searched, *searched);
+            assert_eq!(exec.argv.len(), 3);
+            assert!(exec.argv[2].is_null());
+            assert_eq!(exec.envp.len(), env.len() + 1);
+        }
+    }
+
+    #[test]
+    fn invalid_specs() {
+        type Edit = Box<dyn Fn(&mut Spec)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|s| s.args.clear()),
+                "no command to run: the argument list is empty",
+            ),
+            (
+                Box::new(|s| s.args = vec!["a\0b".into()]),
+                "an argument contains a NUL byte: \"a\\0b\"",
+            ),
+            (
+                Box::new(|s| s.env.push("X=\0".into())),
+                "an environment variable contains a NUL byte: \"X=\\0\"",
+            ),
+            (
+                Box::new(|s| s.cwd = "rel".into()),
+                "working directory \"rel\" is not an absolute path",
+            ),
+            (
+                Box::new(|s| s.hostname = "h".repeat(65)),
+                "the hostname is 65 bytes long, over the kernel's limit of 64",
+            ),
+            (
+                Box::new(|s| s.rootfs.lower_dirs.clear()),
+                "the root filesystem has no lower directory",
+            ),
+        ];
+        let count = cases.len();
+        for (edit, message) in cases {
+            let mut spec = spec();
+            edit(&mut spec);
+            let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        assert_eq!(count, 6);
+    }
+}

@@ -1,0 +1,892 @@
+//! Starting, signalling and waiting for a sandbox: the parent's side.
+//!
+//! [`Sandbox::spawn`] prepares everything (the plan, pipes, a staging directory), then
+//! `clone(2)`s the sandbox's first process into new mount, UTS, IPC, pid (and network, user)
+//! namespaces, like `fork` (no `CLONE_VM`, no new stack). While the child waits on a pipe, the
+//! parent writes its uid/gid maps and its pid into the requested `cgroup.procs` files; then the
+//! child sets up its root (see `plan`) and executes the workload. Errors come back through a
+//! close-on-exec pipe: end of file means `execve` succeeded.
+
+use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
+use super::plan::{self, Context, Plan, Step, UserNamespace, WorkloadFds};
+use super::spec::{Network, Spec, Stdio};
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where root's user namespace maps container ids 0..65536 (see [`Spec::user_namespace`]).
+pub const REMAP_BASE: u32 = 100_000;
+/// How many ids root's user namespace maps.
+pub const REMAP_COUNT: u32 = 65_536;
+
+/// Why a sandbox could not be started or waited for.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// `args` is empty.
+    #[error("no command to run: the argument list is empty")]
+    NoCommand,
+    /// A container path that must be absolute is not.
+    #[error("{what} {path:?} is not an absolute path")]
+    NotAbsolute {
+        /// What the path is ("working directory", "mount destination").
+        what: &'static str,
+        /// The path.
+        path: String,
+    },
+    /// A string passed to the kernel contains a NUL byte.
+    #[error("{what} contains a NUL byte: {value:?}")]
+    Nul {
+        /// What the string is.
+        what: &'static str,
+        /// The string.
+        value: String,
+    },
+    /// `rootfs.lower_dirs` is empty.
+    #[error("the root filesystem has no lower directory")]
+    NoLowerDirs,
+    /// No upper directory, but not read-only.
+    #[error("a root filesystem without an upper dir must be read-only")]
+    NoUpperDir,
+    /// The overlay options do not fit the mount(2) data page.
+    #[error(
+        "the overlay mount options are {len} bytes, over the kernel's limit of {max}: use fewer \
+         layers or shorter layer paths"
+    )]
+    OverlayOptionsTooLong {
+        /// Their length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A bind mount destination that cannot be used.
+    #[error("invalid mount destination {destination:?}: {reason}")]
+    InvalidMount {
+        /// The destination as given.
+        destination: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A bind mount source that cannot be used.
+    #[error("bind mount source {}: {source}", path.display())]
+    BindSource {
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The hostname is longer than `HOST_NAME_MAX`.
+    #[error("the hostname is {len} bytes long, over the kernel's limit of {max}")]
+    HostnameTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Rootless sandboxes map one id.
+    #[error(
+        "a rootless sandbox maps only root: cannot run as {uid}:{gid} (run kiln as root to use \
+         other users)"
+    )]
+    RootlessUser {
+        /// The requested uid.
+        uid: u32,
+        /// The requested gid.
+        gid: u32,
+    },
+    /// No seccomp table for this CPU architecture.
+    #[error("kiln has no seccomp filter for the {arch} architecture, so it cannot run sandboxes")]
+    UnsupportedArchitecture {
+        /// `std::env::consts::ARCH`.
+        arch: &'static str,
+    },
+    /// A host file operation of the parent failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("writing", "creating the staging directory").
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A system call of the parent failed.
+    #[error("{action}: {errno}")]
+    Sys {
+        /// What was being done.
+        action: &'static str,
+        /// The kernel's error.
+        errno: Errno,
+    },
+    /// A setup step failed inside the sandbox.
+    #[error("{step}: {errno}")]
+    Setup {
+        /// What the step was doing, with the paths involved.
+        step: String,
+        /// The kernel's error.
+        errno: Errno,
+    },
+    /// The working directory resolved outside the container (CVE-2024-21626's symptom).
+    #[error("the working directory {cwd:?} is outside the container root")]
+    CwdOutsideRoot {
+        /// The working directory.
+        cwd: String,
+    },
+    /// The sandbox reported something that is not a failure record.
+    #[error("the sandbox process sent a truncated error report ({len} of 8 bytes)")]
+    Report {
+        /// How many bytes arrived.
+        len: usize,
+    },
+    /// The workload could not be executed.
+    #[error("exec: {program:?}: {kind}")]
+    Exec {
+        /// `args[0]`.
+        program: String,
+        /// Why.
+        kind: ExecErrorKind,
+        /// What a shell (and `docker run`) exits with: 127 not found, 126 not executable.
+        exit_code: i32,
+    },
+}
+
+impl RuntimeError {
+    /// The exit code `docker run` uses for this error: 127/126 for exec errors, 125 otherwise
+    /// (the runtime itself failed).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RuntimeError::Exec { exit_code, .. } => *exit_code,
+            _ => 125,
+        }
+    }
+}
+
+/// Why `execve` failed, worded as Docker (runc) words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecErrorKind {
+    /// A name without `/` found in no `PATH` directory (as a regular file with an execute bit).
+    NotFoundInPath,
+    /// A path that does not exist (or whose `#!` interpreter does not).
+    NotFound,
+    /// Not executable (mode, `noexec` mount).
+    PermissionDenied,
+    /// Anything else (`ENOEXEC`: not a binary for this machine, ...).
+    Other(Errno),
+}
+
+impl ExecErrorKind {
+    /// The kind for `errno`, from a `PATH` search (`searched`) or a direct path.
+    fn new(errno: Errno, searched: bool) -> ExecErrorKind {
+        match errno {
+            Errno::ENOENT if searched => ExecErrorKind::NotFoundInPath,
+            Errno::ENOENT => ExecErrorKind::NotFound,
+            Errno::EACCES => ExecErrorKind::PermissionDenied,
+            other => ExecErrorKind::Other(other),
+        }
+    }
+
+    /// 127 for "not found", 126 for "found but not executable".
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ExecErrorKind::NotFoundInPath | ExecErrorKind::NotFound => 127,
+            ExecErrorKind::PermissionDenied | ExecErrorKind::Other(_) => 126,
+        }
+    }
+}
+
+impl fmt::Display for ExecErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExecErrorKind::NotFoundInPath => f.write_str("executable file not found in $PATH"),
+            ExecErrorKind::NotFound => f.write_str("no such file or directory"),
+            ExecErrorKind::PermissionDenied => f.write_str("permission denied"),
+            // Go's lower-case strerror wording ("exec format error").
+            ExecErrorKind::Other(errno) => {
+                let desc = errno.desc();
+                let mut chars = desc.chars();
+                match chars.next() {
+                    Some(first) => write!(f, "{}{}", first.to_lowercase(), chars.as_str()),
+                    None => f.write_str(desc),
+                }
+            }
+        }
+    }
+}
+
+/// How the workload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal (this number) killed it. A number rather than [`Signal`] so real-time signals
+    /// are represented too; see [`Outcome::signal`].
+    Signaled(i32),
+}
+
+impl Outcome {
+    /// The exit code a shell (and `docker run`) reports: the status, or 128 + the signal.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Exited(code) => code,
+            Outcome::Signaled(signal) => 128 + signal,
+        }
+    }
+
+    /// The signal that killed the workload, when it is one nix names.
+    pub fn signal(self) -> Option<Signal> {
+        match self {
+            Outcome::Exited(_) => None,
+            Outcome::Signaled(number) => Signal::try_from(number).ok(),
+        }
+    }
+
+    /// From a `waitpid` status.
+    fn from_wait_status(status: i32) -> Outcome {
+        if libc::WIFSIGNALED(status) {
+            Outcome::Signaled(libc::WTERMSIG(status))
+        } else {
+            Outcome::Exited(libc::WEXITSTATUS(status))
+        }
+    }
+}
+
+/// A running sandbox. Dropping it without [`Sandbox::wait`] kills and reaps it.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// Host pid of the sandbox's first process (pid 1 inside).
+    pid: i32,
+    /// A pidfd of that process: signals through it cannot hit a recycled pid.
+    pidfd: Arc<OwnedFd>,
+    /// With an init: the read end of the pipe it writes the workload's wait status to.
+    status: Option<OwnedFd>,
+    /// Whether `waitpid` collected the process.
+    reaped: bool,
+}
+
+/// Signals a sandbox from another thread while one waits for it (cheap to clone). After the
+/// sandbox is gone, signalling fails with `ESRCH` instead of reaching another process.
+#[derive(Debug, Clone)]
+pub struct SandboxHandle {
+    pidfd: Arc<OwnedFd>,
+}
+
+impl SandboxHandle {
+    /// Sends `signal` to the sandbox's pid 1 (see [`Sandbox::signal`]).
+    pub fn signal(&self, signal: Signal) -> Result<(), RuntimeError> {
+        send_signal(&self.pidfd, signal)
+    }
+
+    /// Kills every process of the sandbox (see [`Sandbox::kill`]).
+    pub fn kill(&self) -> Result<(), RuntimeError> {
+        send_signal(&self.pidfd, Signal::SIGKILL)
+    }
+}
+
+/// `pidfd_send_signal(2)`.
+fn send_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), RuntimeError> {
+    // SAFETY: a live pidfd; no siginfo.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if result == -1 {
+        return Err(RuntimeError::Sys {
+            action: "signalling the sandbox",
+            errno: Errno::last(),
+        });
+    }
+    Ok(())
+}
+
+/// A pipe whose ends are close-on-exec and above 2 (see [`above_stdio`]).
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| RuntimeError::Sys {
+            action: "creating a pipe",
+            errno,
+        })?;
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+/// `fd`, or a close-on-exec duplicate numbered 3 or more: the workload `dup2`s its streams onto
+/// 0, 1 and 2, which must not overwrite a source still to be duplicated.
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC on a live descriptor.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if dup == -1 {
+        return Err(RuntimeError::Sys {
+            action: "duplicating a descriptor",
+            errno: Errno::last(),
+        });
+    }
+    // SAFETY: `dup` is a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// The empty directory the root is mounted on, in the sandbox's mount namespace only (on the
+/// host it stays an empty directory). Removed when dropped: once the sandbox has pivoted, or
+/// failed, nothing refers to it.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn create() -> Result<Staging, RuntimeError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let base = std::env::temp_dir();
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let path = base.join(format!("kiln-sandbox-{}-{n}", std::process::id()));
+            match fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(Staging(path)),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(source) => {
+                    return Err(RuntimeError::Io {
+                        action: "creating the staging directory",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// The id mapping for `spec` when kiln runs with `euid`/`egid`.
+fn user_namespace_for(spec: &Spec, euid: u32, egid: u32) -> UserNamespace {
+    if euid != 0 {
+        UserNamespace::Rootless {
+            host_uid: euid,
+            host_gid: egid,
+        }
+    } else if spec.user_namespace {
+        UserNamespace::Remapped {
+            base: REMAP_BASE,
+            count: REMAP_COUNT,
+        }
+    } else {
+        UserNamespace::None
+    }
+}
+
+/// Writes `contents` to `path` in one write(2), as /proc's id map files require.
+fn write_file(path: &Path, contents: &str) -> Result<(), RuntimeError> {
+    fs::write(path, contents).map_err(|source| RuntimeError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The parent's side of the handshake: id maps, cgroups, then "go".
+fn configure(
+    pid: i32,
+    user_namespace: UserNamespace,
+    cgroup_procs: &[PathBuf],
+) -> Result<(), RuntimeError> {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    match user_namespace {
+        UserNamespace::None => {}
+        UserNamespace::Rootless { host_uid, host_gid } => {
+            // An unprivileged writer must deny setgroups before it may write gid_map
+            // (user_namespaces(7), "The /proc/[pid]/setgroups file", since Linux 3.19).
+            write_file(&proc.join("setgroups"), "deny")?;
+            write_file(&proc.join("uid_map"), &format!("0 {host_uid} 1\n"))?;
+            write_file(&proc.join("gid_map"), &format!("0 {host_gid} 1\n"))?;
+        }
+        UserNamespace::Remapped { base, count } => {
+            write_file(&proc.join("uid_map"), &format!("0 {base} {count}\n"))?;
+            write_file(&proc.join("gid_map"), &format!("0 {base} {count}\n"))?;
+        }
+    }
+    for procs in cgroup_procs {
+        fs::write(procs, pid.to_string()).map_err(|source| RuntimeError::Io {
+            action: "adding the sandbox to the cgroup",
+            path: procs.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The error a child's [`Report`] stands for.
+fn report_error(plan: &Plan, report: Report) -> RuntimeError {
+    let errno = Errno::from_raw(report.errno);
+    let setup = plan.setup.len();
+    let step = usize::try_from(report.step)
+        .ok()
+        .and_then(|n| match n.checked_sub(setup) {
+            None => plan.setup.get(n),
+            Some(i) => plan.workload.get(i),
+        });
+    match (report.step, step) {
+        (STEP_SYNC, _) => RuntimeError::Setup {
+            step: "waiting for the parent to configure the sandbox".into(),
+            errno,
+        },
+        (STEP_FORK, _) => RuntimeError::Setup {
+            step: "starting the workload process".into(),
+            errno,
+        },
+        (_, Some(Step::Exec(exec))) => {
+            let kind = ExecErrorKind::new(errno, exec.searched);
+            RuntimeError::Exec {
+                program: exec.program.clone(),
+                kind,
+                exit_code: kind.exit_code(),
+            }
+        }
+        (_, Some(Step::VerifyCwd(cwd))) => RuntimeError::CwdOutsideRoot {
+            cwd: cwd.to_string_lossy().into_owned(),
+        },
+        (_, Some(step)) => RuntimeError::Setup {
+            step: step.describe(),
+            errno,
+        },
+        (n, None) => RuntimeError::Setup {
+            step: format!("setup step {n}"),
+            errno,
+        },
+    }
+}
+
+/// Reads the child's report: `None` at end of file (the workload executed).
+fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
+    let mut pipe = fs::File::from(fd);
+    let mut bytes = [0u8; 8];
+    let mut len = 0;
+    while len < bytes.len() {
+        let rest = bytes.get_mut(len..).unwrap_or_default();
+        match pipe.read(rest) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                return Err(RuntimeError::Sys {
+                    action: "reading the sandbox's error report",
+                    errno: Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
+                });
+            }
+        }
+    }
+    match len {
+        0 => Ok(None),
+        8 => Ok(Some(Report::decode(bytes))),
+        len => Err(RuntimeError::Report { len }),
+    }
+}
+
+impl Sandbox {
+    /// Starts `spec`'s process with `stdio` and returns once it has executed the workload, or
+    /// with the error that prevented it (an exec failure is [`RuntimeError::Exec`]).
+    pub fn spawn(spec: &Spec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
+        // SAFETY: geteuid/getegid cannot fail.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let user_namespace = user_namespace_for(spec, euid, egid);
+        let stdin = stdio.stdin.map(above_stdio).transpose()?;
+        let stdout = above_stdio(stdio.stdout)?;
+        let stderr = above_stdio(stdio.stderr)?;
+        let (sync_read, sync_write) = pipe()?;
+        let (report_read, report_write) = pipe()?;
+        let status = if spec.init { Some(pipe()?) } else { None };
+        let staging = Staging::create()?;
+        if let (UserNamespace::Remapped { base, .. }, Some(upper)) =
+            (user_namespace, &spec.rootfs.upper)
+        {
+            // overlayfs works in the upper and work directories with the mounter's credentials,
+            // which are the remapped root's.
+            for dir in [&upper.upper_dir, &upper.work_dir] {
+                std::os::unix::fs::chown(dir, Some(base), Some(base)).map_err(|source| {
+                    RuntimeError::Io {
+                        action: "giving the remapped root",
+                        path: dir.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        let ctx = Context {
+            staging: staging.0.clone(),
+            user_namespace,
+            fds: WorkloadFds {
+                stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
+                stdout: stdout.as_raw_fd(),
+                stderr: stderr.as_raw_fd(),
+                report: report_write.as_raw_fd(),
+            },
+        };
+        let plan = plan::plan(spec, &ctx, &|path| fs::metadata(path).map(|m| m.is_dir()))?;
+        let status_write = status.as_ref().map(|(_, write)| write.as_raw_fd());
+        let mut keep: Vec<RawFd> = vec![
+            0,
+            1,
+            2,
+            sync_read.as_raw_fd(),
+            report_write.as_raw_fd(),
+            stdout.as_raw_fd(),
+            stderr.as_raw_fd(),
+        ];
+        keep.extend(stdin.as_ref().map(AsRawFd::as_raw_fd));
+        keep.extend(status_write);
+        keep.sort_unstable();
+        keep.dedup();
+        let child = Child {
+            plan: &plan,
+            sync: sync_read.as_raw_fd(),
+            report: report_write.as_raw_fd(),
+            status: status_write,
+            keep: &keep,
+        };
+
+        // The cgroup namespace is created by the child after the parent moved it into its
+        // cgroups (Step::UnshareCgroup), so it is rooted at the sandbox's own cgroup.
+        let mut flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+        if spec.network == Network::None {
+            flags |= libc::CLONE_NEWNET;
+        }
+        if user_namespace.active() {
+            flags |= libc::CLONE_NEWUSER;
+        }
+        // A raw clone(2) with SIGCHLD and no stack behaves like fork(2) but can create the
+        // namespaces; the child continues here on a copy of this stack and never returns.
+        // SAFETY: the child only runs child::main, which follows fork's async-signal-safety
+        // rules and ends in execve or _exit.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid == 0 {
+            child::main(&child);
+        }
+        if pid < 0 {
+            return Err(RuntimeError::Sys {
+                action: "creating the sandbox process (clone)",
+                errno: Errno::last(),
+            });
+        }
+        // The kernel's pids fit in i32 (PID_MAX_LIMIT is 2^22).
+        let pid = pid as i32;
+        // The child's ends and the workload's streams belong to the child now.
+        drop((sync_read, report_write, stdin, stdout, stderr));
+        let (status_read, status_write) = status.unzip();
+        drop(status_write);
+
+        // SAFETY: pidfd_open takes integers.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if pidfd == -1 {
+            let errno = Errno::last();
+            // SAFETY: our own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(RuntimeError::Sys {
+                action: "opening a pidfd for the sandbox",
+                errno,
+            });
+        }
+        let sandbox = Sandbox {
+            pid,
+            // SAFETY: a new descriptor nobody else owns (a pidfd fits in c_int).
+            pidfd: Arc::new(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }),
+            status: status_read,
+            reaped: false,
+        };
+        // On an error from here on, dropping `sandbox` kills and reaps the child.
+        configure(pid, user_namespace, &spec.cgroup_procs)?;
+        nix::unistd::write(&sync_write, &[1]).map_err(|errno| RuntimeError::Sys {
+            action: "starting the sandbox",
+            errno,
+        })?;
+        drop(sync_write);
+        if let Some(report) = read_report(report_read)? {
+            return Err(report_error(&plan, report));
+        }
+        drop(staging);
+        Ok(sandbox)
+    }
+
+    /// The host pid of the sandbox's pid 1: the workload itself, or kiln's init with
+    /// [`Spec::init`].
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// A handle to signal the sandbox from another thread.
+    pub fn handle(&self) -> SandboxHandle {
+        SandboxHandle {
+            pidfd: Arc::clone(&self.pidfd),
+        }
+    }
+
+    /// Sends `signal` to pid 1. With kiln's init it is forwarded to the workload if it is one of
+    /// SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH. Without, the workload is
+    /// pid 1 and the kernel delivers only signals it installed a handler for (SIGKILL always).
+    pub fn signal(&self, signal: Signal) -> Result<(), RuntimeError> {
+        send_signal(&self.pidfd, signal)
+    }
+
+    /// Kills every process of the sandbox: SIGKILL to pid 1, and the kernel kills the rest of a
+    /// pid namespace when its init dies.
+    pub fn kill(&self) -> Result<(), RuntimeError> {
+        send_signal(&self.pidfd, Signal::SIGKILL)
+    }
+
+    /// Waits until the workload has ended and EVERY process of the sandbox is gone: when pid 1
+    /// of a namespace exits, the kernel kills the others and pid 1's exit completes only after
+    /// they are reaped (pid_namespaces(7); `zap_pid_ns_processes`), so daemons the workload
+    /// started (`setsid sleep 1000 &`) never outlive this call and the upper directory is quiet.
+    pub fn wait(mut self) -> Result<Outcome, RuntimeError> {
+        let status = self.reap()?;
+        if let Some(pipe) = self.status.take() {
+            let mut bytes = [0u8; 4];
+            let mut pipe = fs::File::from(pipe);
+            // The init wrote the workload's status before exiting; nothing there means the init
+            // itself was killed (Sandbox::kill), and its own status tells how.
+            if pipe.read_exact(&mut bytes).is_ok() {
+                return Ok(Outcome::from_wait_status(i32::from_ne_bytes(bytes)));
+            }
+        }
+        Ok(Outcome::from_wait_status(status))
+    }
+
+    /// `waitpid` for pid 1.
+    fn reap(&mut self) -> Result<i32, RuntimeError> {
+        loop {
+            let mut status = 0;
+            // SAFETY: our own child; a live status slot.
+            let pid = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if pid == self.pid {
+                self.reaped = true;
+                return Ok(status);
+            }
+            let errno = Errno::last();
+            if errno != Errno::EINTR {
+                return Err(RuntimeError::Sys {
+                    action: "waiting for the sandbox",
+                    errno,
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.kill();
+            let _ = self.reap();
+        }
+    }
+}
+
+/// Runs `spec` to completion: [`Sandbox::spawn`] then [`Sandbox::wait`].
+pub fn run(spec: &Spec, stdio: Stdio) -> Result<Outcome, RuntimeError> {
+    Sandbox::spawn(spec, stdio)?.wait()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_errors_read_like_docker() {
+        let cases = [
+            (
+                Errno::ENOENT,
+                true,
+                "exec: \"foo\": executable file not found in $PATH",
+                127,
+            ),
+            (
+                Errno::ENOENT,
+                false,
+                "exec: \"foo\": no such file or directory",
+                127,
+            ),
+            (
+                Errno::EACCES,
+                false,
+                "exec: \"foo\": permission denied",
+                126,
+            ),
+            (
+                Errno::ENOEXEC,
+                false,
+                "exec: \"foo\": exec format error",
+                126,
+            ),
+        ];
+        for (errno, searched, message, code) in cases {
+            let kind = ExecErrorKind::new(errno, searched);
+            let err = RuntimeError::Exec {
+                program: "foo".into(),
+                kind,
+                exit_code: kind.exit_code(),
+            };
+            assert_eq!(err.to_string(), message);
+            assert_eq!(err.exit_code(), code);
+        }
+        assert_eq!(RuntimeError::NoCommand.exit_code(), 125);
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(Outcome::from_wait_status(3 << 8), Outcome::Exited(3));
+        assert_eq!(
+            Outcome::from_wait_status(libc::SIGKILL),
+            Outcome::Signaled(9)
+        );
+        assert_eq!(Outcome::Signaled(9).exit_code(), 137);
+        assert_eq!(Outcome::Signaled(15).signal(), Some(Signal::SIGTERM));
+        assert_eq!(Outcome::Exited(0).exit_code(), 0);
+    }
+
+    #[test]
+    fn user_namespace_choice() {
+        let mut spec = crate::runtime::Spec {
+            rootfs: crate::runtime::RootFs {
+                lower_dirs: vec!["/l".into()],
+                upper: None,
+                readonly: true,
+            },
+            args: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: crate::runtime::User::root(),
+            hostname: "h".into(),
+            network: Network::None,
+            mounts: Vec::new(),
+            user_namespace: false,
+            cgroup_procs: Vec::new(),
+            tty: false,
+            no_new_privileges: false,
+            init: false,
+        };
+        assert_eq!(user_namespace_for(&spec, 0, 0), UserNamespace::None);
+        assert_eq!(
+            user_namespace_for(&spec, 1000, 100),
+            UserNamespace::Rootless {
+                host_uid: 1000,
+                host_gid: 100
+            }
+        );
+        spec.user_namespace = true;
+        assert_eq!(
+            user_namespace_for(&spec, 0, 0),
+            UserNamespace::Remapped {
+                base: 100_000,
+                count: 65_536
+            }
+        );
+    }
+
+    #[test]
+    fn report_maps_to_the_step() {
+        let spec = crate::runtime::Spec {
+            rootfs: crate::runtime::RootFs {
+                lower_dirs: vec!["/l".into()],
+                upper: None,
+                readonly: true,
+            },
+            args: vec!["nope".into()],
+            env: Vec::new(),
+            cwd: "/x".into(),
+            user: crate::runtime::User::root(),
+            hostname: "h".into(),
+            network: Network::Host,
+            mounts: Vec::new(),
+            user_namespace: false,
+            cgroup_procs: Vec::new(),
+            tty: false,
+            no_new_privileges: false,
+            init: false,
+        };
+        let ctx = Context {
+            staging: "/s".into(),
+            user_namespace: UserNamespace::None,
+            fds: WorkloadFds {
+                stdin: None,
+                stdout: 3,
+                stderr: 4,
+                report: 5,
+            },
+        };
+        let plan = plan::plan(&spec, &ctx, &|_| Ok(true)).expect("plan");
+        let last = u32::try_from(plan.setup.len() + plan.workload.len() - 1).unwrap();
+        let exec = report_error(
+            &plan,
+            Report {
+                step: last,
+                errno: libc::ENOENT,
+            },
+        );
+        assert_eq!(
+            exec.to_string(),
+            "exec: \"nope\": executable file not found in $PATH"
+        );
+        let verify = plan
+            .workload
+            .iter()
+            .position(|s| matches!(s, Step::VerifyCwd(_)))
+            .unwrap();
+        let cwd = report_error(
+            &plan,
+            Report {
+                step: u32::try_from(plan.setup.len() + verify).unwrap(),
+                errno: libc::EXDEV,
+            },
+        );
+        assert_eq!(
+            cwd.to_string(),
+            "the working directory \"/x\" is outside the container root"
+        );
+        let first = report_error(
+            &plan,
+            Report {
+                step: 0,
+                errno: libc::EPERM,
+            },
+        );
+        assert_eq!(
+            first.to_string(),
+            "creating the cgroup namespace: EPERM: Operation not permitted"
+        );
+        let sync = report_error(
+            &plan,
+            Report {
+                step: STEP_SYNC,
+                errno: 0,
+            },
+        );
+        assert!(
+            sync.to_string().starts_with("waiting for the parent"),
+            "{sync}"
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! What to run and how: the plain data a caller (`kiln run`, a RUN step) gives [`Sandbox::spawn`].
+//!
+//! Everything here is already resolved by the caller: the user's ids come from the image's
+//! `/etc/passwd` and `/etc/group` (`runtime::user`), the cgroup files from `runtime::cgroup`, the
+//! pty from `runtime::tty`. The sandbox itself reads nothing from the image before it runs.
+//!
+//! [`Sandbox::spawn`]: super::Sandbox::spawn
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+/// One process to run in fresh namespaces on an overlay root.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The root filesystem.
+    pub rootfs: RootFs,
+    /// The command line. `args[0]` is looked up in the `PATH` of [`Spec::env`] (inside the root)
+    /// when it has no `/`, as Docker does; the default `PATH` applies when `env` has none.
+    pub args: Vec<String>,
+    /// The environment, `KEY=VALUE` entries passed to the process exactly as given.
+    pub env: Vec<String>,
+    /// The working directory: an absolute path inside the container. It is created (like
+    /// `mkdir -p`, owned by root, mode 0755) when missing, as Docker creates a `WORKDIR`.
+    pub cwd: String,
+    /// Who the process runs as.
+    pub user: User,
+    /// The hostname inside the sandbox (its own UTS namespace).
+    pub hostname: String,
+    /// The network the process sees.
+    pub network: Network,
+    /// Host paths mounted into the container, in addition to the root filesystem.
+    pub mounts: Vec<BindMount>,
+    /// Run in a new user namespace. It is used whatever this says when kiln is not root
+    /// (rootless: the caller's uid and gid become root inside, nothing else is mapped). As root,
+    /// container uids and gids 0..65536 map to host ids 100000..165536, the range Docker's
+    /// `userns-remap` and `/etc/subuid` conventionally give the first remapped user; those host
+    /// ids must not belong to anyone else, and kiln gives the upper and work directories
+    /// themselves to host id 100000 (overlayfs works in them as the namespace's root). Image
+    /// files owned by host root appear as `nobody` inside and cannot be changed.
+    pub user_namespace: bool,
+    /// `cgroup.procs` files the sandbox's first process is written into before the workload
+    /// starts (so the workload is limited from its first instruction). From `runtime::cgroup`.
+    pub cgroup_procs: Vec<PathBuf>,
+    /// The caller passes a pty slave as stdio: the process gets it as its controlling terminal.
+    pub tty: bool,
+    /// Set `no_new_privs` (`docker run --security-opt no-new-privileges`): setuid binaries and
+    /// file capabilities no longer raise privileges. Off by default in Docker, since it breaks
+    /// `sudo` and `su` in images; the seccomp filter does not need it.
+    pub no_new_privileges: bool,
+    /// Put kiln's tiny init at pid 1 (like `docker run --init`): it reaps orphaned zombies,
+    /// forwards signals to the workload and exits with the workload's status. Without it the
+    /// workload is pid 1, exactly as in a plain `docker run`: reaping zombies is then its job, and
+    /// it receives only the signals it installed a handler for (pid_namespaces(7)).
+    pub init: bool,
+}
+
+/// The root filesystem: an overlay of read-only lower directories and a writable upper one.
+#[derive(Debug, Clone)]
+pub struct RootFs {
+    /// Lower directories, TOP-MOST FIRST (the order of overlayfs' `lowerdir=`). At least one.
+    pub lower_dirs: Vec<PathBuf>,
+    /// Where changes go. `None` makes a read-only root (then [`RootFs::readonly`] must be set,
+    /// and every mount point the sandbox needs — `/proc`, `/dev`, `/sys`, bind destinations, the
+    /// working directory — must already exist in the lower directories).
+    pub upper: Option<UpperDir>,
+    /// Mount the root read-only (`docker run --read-only`); `/dev`, `/proc` and bind mounts stay
+    /// as they are.
+    pub readonly: bool,
+}
+
+/// The writable layer of an overlay: `upperdir=` and `workdir=`.
+#[derive(Debug, Clone)]
+pub struct UpperDir {
+    /// Receives the changes (the new layer).
+    pub upper_dir: PathBuf,
+    /// overlayfs' scratch directory: empty, on the same filesystem as `upper_dir`.
+    pub work_dir: PathBuf,
+}
+
+/// The ids the process runs with, already resolved from the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user id.
+    pub uid: u32,
+    /// The primary group id.
+    pub gid: u32,
+    /// Supplementary groups (`setgroups(2)`). A rootless sandbox cannot set them (only one id is
+    /// mapped and `setgroups` is denied, user_namespaces(7)); they are then ignored.
+    pub additional_gids: Vec<u32>,
+}
+
+impl User {
+    /// uid 0, gid 0, no supplementary groups.
+    pub fn root() -> User {
+        User {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        }
+    }
+}
+
+/// The network namespace of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A new network namespace with only the loopback interface, brought up (`--network none`).
+    None,
+    /// The host's network namespace (`--network host`).
+    Host,
+}
+
+/// A host path mounted into the container (`-v source:destination[:ro]`), recursively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// The host path; it must exist.
+    pub source: PathBuf,
+    /// The absolute path inside the container. It is resolved inside the root: a symlink in the
+    /// image cannot lead it out. Missing directories (or, for a file source, the file) are created.
+    pub destination: String,
+    /// Mount it read-only (recursively: submounts too).
+    pub readonly: bool,
+}
+
+/// The standard streams of the workload. The descriptors should be close-on-exec in the caller
+/// (as `pipe2(O_CLOEXEC)` and `OwnedFd::try_clone` make them), so that no other child of a
+/// multi-threaded caller keeps a pipe open; the workload gets them as 0, 1 and 2.
+#[derive(Debug)]
+pub struct Stdio {
+    /// Standard input; `None` is `/dev/null` (inside the container).
+    pub stdin: Option<OwnedFd>,
+    /// Standard output.
+    pub stdout: OwnedFd,
+    /// Standard error.
+    pub stderr: OwnedFd,
+}
