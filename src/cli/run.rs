@@ -203,7 +203,7 @@ fn forward_signals(set: SigSet, handle: SandboxHandle) {
 /// `64 MiB` for a whole number of MiB, else the bytes.
 fn memory_size(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
-    if bytes % MIB == 0 {
+    if bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
     } else {
         format!("{bytes} bytes")

@@ -635,18 +635,20 @@ mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
+    /// Image entrypoint, image cmd, `--entrypoint`, args → the command, or `None` for the error.
+    type Case<'a> = (
+        Option<&'a [String]>,
+        Option<&'a [String]>,
+        Option<&'a str>,
+        &'a [&'a str],
+        Option<&'a [&'a str]>,
+    );
+
     #[test]
     fn entrypoint_and_cmd_follow_docker() {
         let ep = strings(&["/entry", "-x"]);
         let cmd = strings(&["default"]);
-        // (image entrypoint, image cmd, --entrypoint, args) → command or None for the error.
-        let cases: [(
-            Option<&[String]>,
-            Option<&[String]>,
-            Option<&str>,
-            &[&str],
-            Option<&[&str]>,
-        ); 9] = [
+        let cases: [Case; 9] = [
             (
                 Some(&ep),
                 Some(&cmd),

@@ -23,7 +23,7 @@ const GROUP: &str = "root:x:0:\nkiln:x:1000:\nextra:x:2000:kiln\n";
 /// without an execute bit).
 fn busybox_layer(busybox: &Path) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
-    let mut dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
+    let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Directory);
         header.set_mode(mode);
@@ -37,7 +37,7 @@ fn busybox_layer(busybox: &Path) -> Vec<u8> {
     }
     dir(&mut tar, "home/kiln", 0o755);
     dir(&mut tar, "tmp", 0o1777);
-    let mut file = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| {
+    let file = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(mode);
