@@ -5,6 +5,7 @@ mod build;
 mod images;
 mod parse;
 mod report;
+mod run;
 mod template;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ enum Command {
     Prune(images::PruneArgs),
     /// Show the store's disk usage.
     Df(images::DfArgs),
+    /// Run a command in a new container.
+    Run(run::RunArgs),
 }
 
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => images::history(&root, args),
         Command::Prune(args) => images::prune(&root, args),
         Command::Df(args) => images::df(&root, args),
+        Command::Run(args) => return run::run(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,7 @@
 
 pub mod cgroup;
 mod child;
+pub mod container;
 mod executor;
 mod linux;
 mod plan;

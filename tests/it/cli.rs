@@ -36,6 +36,12 @@ impl Kiln {
         self
     }
 
+    #[allow(dead_code)] // used by the run tests
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Self {
         self.cmd.current_dir(dir);
         self

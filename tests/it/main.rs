@@ -13,6 +13,7 @@ mod layer_safety;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
+mod run;
 mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;

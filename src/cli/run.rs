@@ -1,0 +1,269 @@
+//! `kiln run`: a container of a stored image, in the foreground, with docker's flags, exit codes
+//! (the container's; 125 when kiln fails, 126/127 when the command cannot be executed) and signal
+//! proxying (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to kiln reach the
+//! container's pid 1, as `docker run --sig-proxy` does).
+
+use clap::Args;
+use kiln::image::Store;
+use kiln::runtime::cgroup::{Limits, parse_memory};
+use kiln::runtime::container::{
+    Container, ContainerError, RunOptions, env_entry, env_file, parse_volume,
+};
+use kiln::runtime::tty::{self, Pty, RawMode};
+use kiln::runtime::{Network, SandboxHandle, Stdio};
+use nix::sys::signal::{SigSet, Signal};
+use std::io::IsTerminal as _;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// docker's exit code when the daemon (here: kiln) fails.
+const KILN_FAILED: u8 = 125;
+/// What a process killed with SIGKILL (here: by the OOM killer) exits with.
+const OOM_EXIT: u8 = 137;
+/// The signals kiln passes on to the container.
+const PROXIED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+#[derive(Debug, Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Remove the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    /// Keep standard input open and pass it to the container.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give the container a terminal.
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (`K=V`, or `K` to take its value from kiln's environment).
+    #[arg(short, long = "env", value_name = "K[=V]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (one `K=V` or `K` per line, `#` comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_files: Vec<PathBuf>,
+    /// Bind-mount a host path: `HOST:CONTAINER[:ro|rw]`, both absolute.
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    volumes: Vec<String>,
+    /// The working directory inside the container (created when missing).
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// The user: `name|uid[:group|gid]`, resolved from the image's /etc/passwd and /etc/group.
+    #[arg(short, long)]
+    user: Option<String>,
+    /// The network: `host` (the host's) or `none` (only loopback).
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    network: String,
+    /// The container's hostname (default: the first 12 digits of its id).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Replace the image's ENTRYPOINT (and drop its CMD); "" removes it.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Memory limit (`64m`, `1g`...).
+    #[arg(short, long)]
+    memory: Option<String>,
+    /// The most processes at once (0 or -1: unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// CPU time as a number of CPUs (`0.5`, `1.5`).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Run a tiny init as pid 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
+    /// Security options: `no-new-privileges[=true|false]` (kiln sets no_new_privs by default).
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opts: Vec<String>,
+    /// The image (name or ID).
+    image: String,
+    /// The command and its arguments (default: the image's ENTRYPOINT and CMD).
+    #[arg(allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Runs the container and returns its exit code (125 with a message when kiln fails).
+pub fn run(root: &Path, args: RunArgs) -> ExitCode {
+    match run_container(root, args) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = err
+                .downcast_ref::<ContainerError>()
+                .map_or(i32::from(KILN_FAILED), ContainerError::exit_code);
+            super::report::print(&err);
+            exit_code(code)
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(KILN_FAILED))
+}
+
+fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(root).map_err(|err| anyhow::Error::msg(err.to_string()))?;
+    let image = store
+        .resolve(&args.image)
+        .map_err(|err| anyhow::Error::msg(err.to_string()))?;
+    let options = options(&args)?;
+    let mut container = Container::create(&store, &image, &args.image, &options)?;
+
+    let stdin_fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let stdout_fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    let pty = if args.tty {
+        let size =
+            tty::window_size(stdout_fd.as_fd()).or_else(|| tty::window_size(stdin_fd.as_fd()));
+        Some(Pty::open(size)?)
+    } else {
+        None
+    };
+    let stdio = match &pty {
+        Some(pty) => Stdio {
+            stdin: Some(pty.slave.try_clone()?),
+            stdout: pty.slave.try_clone()?,
+            stderr: pty.slave.try_clone()?,
+        },
+        None => Stdio {
+            stdin: args.interactive.then(|| stdin_fd.try_clone()).transpose()?,
+            stdout: stdout_fd.try_clone()?,
+            stderr: std::io::stderr().as_fd().try_clone_to_owned()?,
+        },
+    };
+
+    // The signals are blocked in this thread before any other thread exists (kiln run starts
+    // none before this point), so every thread inherits the mask and only the forwarding
+    // thread's sigwait(3) takes them (signal(7): a blocked process-directed signal stays
+    // pending until a thread accepts it). The sandbox's first process resets its mask.
+    let mut proxied = SigSet::empty();
+    for signal in PROXIED {
+        proxied.add(signal);
+    }
+    proxied.thread_block()?;
+    let sandbox = container.start(stdio)?;
+    forward_signals(proxied, sandbox.handle());
+
+    if let Some(pty) = pty {
+        // The container holds the slave now; kiln's copy would keep the master from ever
+        // reporting the end of the session.
+        drop(pty.slave);
+        relay(&pty.master, stdin_fd, stdout_fd, args.interactive)?;
+    }
+    let outcome = sandbox.wait()?;
+    let ending = container.finish()?;
+    if let Some(limit) = ending.oom_killed {
+        eprintln!(
+            "kiln: container killed: out of memory (limit {})",
+            memory_size(limit)
+        );
+        return Ok(ExitCode::from(OOM_EXIT));
+    }
+    Ok(exit_code(outcome.exit_code()))
+}
+
+/// Copies between the terminal and the container's pty until the container is gone. Without
+/// `-i` the container's terminal gets no input at all: the relay reads from a pipe nobody writes
+/// to (host stdin ending would otherwise reach the container as an end of file).
+fn relay(
+    master: &OwnedFd,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    interactive: bool,
+) -> anyhow::Result<()> {
+    let (idle_read, _idle_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let input = if interactive { stdin } else { idle_read };
+    let _raw = if interactive && std::io::stdin().is_terminal() {
+        Some(RawMode::enter(input.as_fd())?)
+    } else {
+        None
+    };
+    tty::relay(master, input.as_fd(), stdout.as_fd())?;
+    Ok(())
+}
+
+/// A thread that passes every signal of `set` on to the sandbox. It lives until kiln exits; a
+/// signal that arrives after the sandbox ended finds it gone (ESRCH) and is dropped.
+fn forward_signals(set: SigSet, handle: SandboxHandle) {
+    std::thread::spawn(move || {
+        while let Ok(signal) = set.wait() {
+            let _ = handle.signal(signal);
+        }
+    });
+}
+
+/// `64 MiB` for a whole number of MiB, else the bytes.
+fn memory_size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// The command line as [`RunOptions`].
+fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let mut env = Vec::new();
+    // docker reads the env files first; `-e` values then override them.
+    for path in &args.env_files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| anyhow::anyhow!("cannot read env file {}: {err}", path.display()))?;
+        env.extend(env_file(&text, lookup)?);
+    }
+    for value in &args.env {
+        env.extend(env_entry(value, lookup)?);
+    }
+    let volumes = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut no_new_privileges = true;
+    for opt in &args.security_opts {
+        no_new_privileges = match opt.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => true,
+            "no-new-privileges=false" | "no-new-privileges:false" => false,
+            other => anyhow::bail!(
+                "unsupported --security-opt {other:?}: kiln knows no-new-privileges[=true|false]"
+            ),
+        };
+    }
+    let limits = Limits {
+        memory: args.memory.as_deref().map(parse_memory).transpose()?,
+        pids: args
+            .pids_limit
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n > 0),
+        cpus: args.cpus,
+    };
+    Ok(RunOptions {
+        entrypoint: args.entrypoint.clone(),
+        args: args.command.clone(),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
+        network: if args.network == "none" {
+            Network::None
+        } else {
+            Network::Host
+        },
+        volumes,
+        read_only: args.read_only,
+        limits,
+        init: args.init,
+        tty: args.tty,
+        no_new_privileges,
+        remove: args.rm,
+    })
+}

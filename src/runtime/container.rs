@@ -1,0 +1,782 @@
+//! From a stored image to a running sandbox, as `docker run` does it: `kiln run` uses this, and
+//! the builder's RUN steps use the same pieces ([`ensure_snapshots`], [`command`],
+//! [`environment`]).
+//!
+//! [`Container::create`] unpacks every layer the image lacks as a snapshot, gives the container a
+//! random 64-hex id and a directory `containers/<id>` in the store (its upper and work
+//! directories, its `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, and the record that
+//! keeps `rmi` from deleting the image), resolves the process (Docker's ENTRYPOINT/CMD rules,
+//! environment, user, working directory) and the cgroup for resource limits.
+//! [`Container::start`] spawns the sandbox; [`Container::finish`] reports an OOM kill and removes
+//! what `--rm` asks to remove.
+
+use super::cgroup::{Cgroup, CgroupError, Limits};
+use super::sandbox::{RuntimeError, Sandbox};
+use super::spec::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
+use super::user::{self, UserError};
+use crate::cache::Digest;
+use crate::image::layer::{ApplyOptions, Whiteouts, apply_layer, decompressed};
+use crate::image::store::{ContainerRecord, Store, StoreError, StoredImage};
+use crate::image::timestamp::{format_rfc3339, now_seconds};
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Docker's default `PATH`, set when neither the image nor `-e` gives one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// The most uncompressed bytes one layer may unpack to (a decompression bomb stops there).
+pub const MAX_LAYER_BYTES: u64 = 64 << 30;
+/// The most bytes read from the image's `/etc/passwd` or `/etc/group`, or the host's
+/// `/etc/hosts` and `/etc/resolv.conf`.
+const MAX_SMALL_FILE: u64 = 1 << 20;
+/// Docker's `/etc/hosts` for a container without the host's network.
+const DEFAULT_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n";
+
+/// Why a container could not be created, started or cleaned up.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// A store operation failed (a missing image, an unpack that failed, the record).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Neither the image nor the command line gave a command (Docker's message).
+    #[error("no command specified")]
+    NoCommand,
+    /// The user could not be resolved from the image's own files.
+    #[error(transparent)]
+    User(#[from] UserError),
+    /// `-w` is not an absolute path (Docker's message).
+    #[error("the working directory {0:?} is invalid, it needs to be an absolute path")]
+    RelativeWorkdir(String),
+    /// A `-v` value that cannot be used.
+    #[error("invalid volume specification {spec:?}: {reason}")]
+    Volume {
+        /// The value as given.
+        spec: String,
+        /// Why.
+        reason: String,
+    },
+    /// A variable name with white space in it (`-e`, `--env-file`; Docker's check).
+    #[error("invalid environment variable {0:?}: the name contains white space")]
+    EnvName(String),
+    /// The resource limits could not be applied.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// The sandbox failed (or the command could not be executed).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A host file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl ContainerError {
+    /// The exit code `docker run` uses: 126/127 when the command cannot be executed, 125 when
+    /// kiln itself failed.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::Runtime(err) => err.exit_code(),
+            _ => 125,
+        }
+    }
+}
+
+fn io_error<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> ContainerError + 'p {
+    move |source| ContainerError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `docker run` takes besides the image.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--entrypoint`: replaces the image's ENTRYPOINT (`Some("")` removes it) and drops its CMD.
+    pub entrypoint: Option<String>,
+    /// The arguments after the image: they replace the image's CMD when not empty.
+    pub args: Vec<String>,
+    /// `-e`/`--env-file` entries, `KEY=VALUE`, in order (later ones win).
+    pub env: Vec<String>,
+    /// `-w`: the working directory (absolute).
+    pub workdir: Option<String>,
+    /// `-u`: the user, as `USER` takes it (`name`, `uid`, `name:group`, `uid:gid`...).
+    pub user: Option<String>,
+    /// `--hostname` (default: the first 12 hex digits of the container id).
+    pub hostname: Option<String>,
+    /// `--network`.
+    pub network: Network,
+    /// `-v` bind mounts (see [`parse_volume`]).
+    pub volumes: Vec<BindMount>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--memory`, `--pids-limit`, `--cpus`.
+    pub limits: Limits,
+    /// `--init`.
+    pub init: bool,
+    /// `-t`: the process gets a terminal (and `TERM=xterm`).
+    pub tty: bool,
+    /// `no_new_privs`; kiln run sets it unless `--security-opt no-new-privileges=false`.
+    pub no_new_privileges: bool,
+    /// `--rm`: remove the container's directory and record when it ends.
+    pub remove: bool,
+}
+
+/// How a finished container ended, beyond its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// The memory limit in bytes, when the kernel's OOM killer killed a process under it.
+    pub oom_killed: Option<u64>,
+}
+
+/// A created container: its directory and record exist, its process is ready to start.
+/// Dropping it without [`Container::finish`] cleans up as `finish` would.
+#[derive(Debug)]
+pub struct Container {
+    store: Store,
+    record: ContainerRecord,
+    dir: PathBuf,
+    spec: Spec,
+    cgroup: Option<Cgroup>,
+    memory_limit: Option<u64>,
+    remove: bool,
+    finished: bool,
+}
+
+impl Container {
+    /// Creates a container of `image` (`image_name` as the user gave it): snapshots, directory,
+    /// record (written before anything runs), `/etc` files, cgroup, and the process's [`Spec`].
+    pub fn create(
+        store: &Store,
+        image: &StoredImage,
+        image_name: &str,
+        options: &RunOptions,
+    ) -> Result<Container, ContainerError> {
+        let lease = store.lease()?;
+        let lower_dirs = ensure_snapshots(store, image)?;
+        let id = random_id()?;
+        let dir = store.container_dir(&id)?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            image: image.id.clone(),
+            image_name: image_name.to_string(),
+            created: format_rfc3339(now_seconds()),
+            pid: None,
+        };
+        store.put_container(&record)?;
+        drop(lease);
+        let mut container = Container {
+            store: store.clone(),
+            record,
+            dir,
+            spec: placeholder_spec(),
+            cgroup: None,
+            memory_limit: options.limits.memory,
+            remove: options.remove,
+            finished: false,
+        };
+        // From here on, an error drops `container`, which removes what was made with --rm.
+        container.spec = container.prepare(image, lower_dirs, options)?;
+        let wants_cgroup = options.limits != Limits::default();
+        if wants_cgroup {
+            let cgroup = Cgroup::create(&id, &options.limits)?;
+            container.spec.cgroup_procs = cgroup.procs_files();
+            container.cgroup = Some(cgroup);
+        }
+        Ok(container)
+    }
+
+    /// The container's id (64 hex digits).
+    pub fn id(&self) -> &str {
+        &self.record.id
+    }
+
+    /// The container's directory in the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What will run.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Starts the process with `stdio` and records its pid.
+    pub fn start(&mut self, stdio: Stdio) -> Result<Sandbox, ContainerError> {
+        let sandbox = Sandbox::spawn(&self.spec, stdio)?;
+        self.record.pid = u32::try_from(sandbox.pid()).ok();
+        self.store.put_container(&self.record)?;
+        Ok(sandbox)
+    }
+
+    /// After the sandbox was waited for: whether the OOM killer struck, then the cgroup is
+    /// removed, and the container too with `--rm` (else its record stays, without a pid).
+    pub fn finish(mut self) -> Result<Ending, ContainerError> {
+        let oom_killed = match &self.cgroup {
+            Some(cgroup) if cgroup.oom_killed() => self.memory_limit,
+            _ => None,
+        };
+        self.cleanup()?;
+        Ok(Ending { oom_killed })
+    }
+
+    fn cleanup(&mut self) -> Result<(), ContainerError> {
+        self.finished = true;
+        let destroyed = match self.cgroup.take() {
+            Some(cgroup) => cgroup.destroy().map_err(ContainerError::from),
+            None => Ok(()),
+        };
+        let stored = if self.remove {
+            self.store.remove_container(&self.record.id)
+        } else if self.record.pid.is_some() {
+            self.record.pid = None;
+            self.store.put_container(&self.record)
+        } else {
+            Ok(())
+        };
+        destroyed?;
+        Ok(stored?)
+    }
+
+    /// Everything but the cgroup: the process, the root and the mounts.
+    fn prepare(
+        &self,
+        image: &StoredImage,
+        lower_dirs: Vec<PathBuf>,
+        options: &RunOptions,
+    ) -> Result<Spec, ContainerError> {
+        let config = image.config.config().clone().unwrap_or_default();
+        let args = command(
+            config.entrypoint().as_deref(),
+            config.cmd().as_deref(),
+            options.entrypoint.as_deref(),
+            &options.args,
+        )?;
+        let user_value = options
+            .user
+            .clone()
+            .or_else(|| config.user().clone())
+            .unwrap_or_default();
+        let passwd = user::read_image_file(&lower_dirs, "/etc/passwd", MAX_SMALL_FILE)?;
+        let group = user::read_image_file(&lower_dirs, "/etc/group", MAX_SMALL_FILE)?;
+        let resolved = user::resolve(&user_value, passwd.as_deref(), group.as_deref())?;
+        let cwd = match &options.workdir {
+            Some(dir) if dir.starts_with('/') => dir.clone(),
+            Some(dir) => return Err(ContainerError::RelativeWorkdir(dir.clone())),
+            None => match config.working_dir().as_deref() {
+                Some(dir) if dir.starts_with('/') => dir.to_string(),
+                Some(dir) if !dir.is_empty() => format!("/{dir}"),
+                _ => "/".to_string(),
+            },
+        };
+        let hostname = options
+            .hostname
+            .clone()
+            .unwrap_or_else(|| self.record.id.chars().take(12).collect());
+        let env = environment(
+            config.env().as_deref().unwrap_or_default(),
+            &options.env,
+            &hostname,
+            &resolved.home,
+            options.tty,
+        );
+
+        let upper_dir = self.dir.join("upper");
+        let work_dir = self.dir.join("work");
+        for path in [&upper_dir, &work_dir] {
+            fs::create_dir_all(path).map_err(io_error("create directory", path))?;
+        }
+        let mut mounts = self.etc_files(&hostname, options.network)?;
+        mounts.retain(|m| {
+            !options
+                .volumes
+                .iter()
+                .any(|v| v.destination == m.destination)
+        });
+        mounts.extend(options.volumes.iter().cloned());
+        Ok(Spec {
+            rootfs: RootFs {
+                lower_dirs,
+                upper: Some(UpperDir {
+                    upper_dir,
+                    work_dir,
+                }),
+                readonly: options.read_only,
+            },
+            args,
+            env,
+            cwd,
+            user: User {
+                uid: resolved.uid,
+                gid: resolved.gid,
+                additional_gids: resolved.additional_gids,
+            },
+            hostname,
+            network: options.network,
+            mounts,
+            user_namespace: false,
+            cgroup_procs: Vec::new(),
+            tty: options.tty,
+            no_new_privileges: options.no_new_privileges,
+            init: options.init,
+        })
+    }
+
+    /// Writes `hosts`, `hostname` and `resolv.conf` into the container's directory and returns
+    /// their bind mounts onto `/etc` (read-write, as docker mounts them). With the host's network
+    /// the host's own `/etc/hosts` and `/etc/resolv.conf` are copied, as docker does; without a
+    /// network the container gets docker's localhost entries and an empty resolver file.
+    fn etc_files(
+        &self,
+        hostname: &str,
+        network: Network,
+    ) -> Result<Vec<BindMount>, ContainerError> {
+        let (hosts, resolv) = match network {
+            Network::Host => (
+                read_host_file(Path::new("/etc/hosts"))?
+                    .unwrap_or_else(|| DEFAULT_HOSTS.as_bytes().to_vec()),
+                read_host_file(Path::new("/etc/resolv.conf"))?.unwrap_or_default(),
+            ),
+            Network::None => (DEFAULT_HOSTS.as_bytes().to_vec(), Vec::new()),
+        };
+        let files = [
+            ("hosts", hosts),
+            ("hostname", format!("{hostname}\n").into_bytes()),
+            ("resolv.conf", resolv),
+        ];
+        let mut mounts = Vec::new();
+        for (name, content) in files {
+            let path = self.dir.join(name);
+            fs::write(&path, content).map_err(io_error("write", &path))?;
+            mounts.push(BindMount {
+                source: path,
+                destination: format!("/etc/{name}"),
+                readonly: false,
+            });
+        }
+        Ok(mounts)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Nothing to report to from a drop; `finish` reports these errors.
+            let _ = self.cleanup();
+        }
+    }
+}
+
+/// A spec that is replaced before use (`Container::prepare` needs the container to exist).
+fn placeholder_spec() -> Spec {
+    Spec {
+        rootfs: RootFs {
+            lower_dirs: Vec::new(),
+            upper: None,
+            readonly: true,
+        },
+        args: Vec::new(),
+        env: Vec::new(),
+        cwd: "/".to_string(),
+        user: User::root(),
+        hostname: String::new(),
+        network: Network::None,
+        mounts: Vec::new(),
+        user_namespace: false,
+        cgroup_procs: Vec::new(),
+        tty: false,
+        no_new_privileges: true,
+        init: false,
+    }
+}
+
+/// A host file of at most 1 MiB, `None` when it does not exist.
+fn read_host_file(path: &Path) -> Result<Option<Vec<u8>>, ContainerError> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(io_error("open", path)(err)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_SMALL_FILE)
+        .read_to_end(&mut bytes)
+        .map_err(io_error("read", path))?;
+    Ok(Some(bytes))
+}
+
+/// A new container id: 32 random bytes from the kernel (getrandom(2)) as 64 hex digits, docker's
+/// form. Ids that are all digits are drawn again, as docker does, so a short prefix never looks
+/// like a number.
+fn random_id() -> Result<String, ContainerError> {
+    loop {
+        let mut bytes = [0u8; 32];
+        let mut filled = 0;
+        while filled < bytes.len() {
+            let rest = bytes.get_mut(filled..).unwrap_or_default();
+            // SAFETY: getrandom writes at most `rest.len()` bytes into the live buffer.
+            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(io_error(
+                    "read random bytes for the container id from",
+                    Path::new("getrandom(2)"),
+                )(err));
+            }
+            filled += n as usize;
+        }
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        if !id.chars().take(12).all(|c| c.is_ascii_digit()) {
+            return Ok(id);
+        }
+    }
+}
+
+/// Makes sure every layer of `image` is unpacked (verifying each layer's diff ID while
+/// unpacking) and returns the snapshot directories TOP-MOST FIRST, the order of overlayfs'
+/// `lowerdir=` and of [`RootFs::lower_dirs`]. Hold a [`crate::image::store::Lease`] while the
+/// image is not protected by a tag or a container record.
+pub fn ensure_snapshots(
+    store: &Store,
+    image: &StoredImage,
+) -> Result<Vec<PathBuf>, ContainerError> {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let options = ApplyOptions {
+        whiteouts: Whiteouts::Overlay,
+        max_bytes: MAX_LAYER_BYTES,
+        same_owner: root,
+        // A rootless overlay is mounted with `userxattr` and reads `user.overlay.opaque`.
+        user_xattr: !root,
+    };
+    for layer in &image.layers {
+        store.create_snapshot(&layer.diff_id, |dir| -> Result<(), BoxError> {
+            let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
+            let applied = apply_layer(decompressed(blob, MAX_LAYER_BYTES)?, dir, &options)?;
+            check_diff_id(&layer.diff_id, &applied.diff_id)
+        })?;
+    }
+    let mut dirs = store.snapshot_dirs(image);
+    dirs.reverse();
+    Ok(dirs)
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn check_diff_id(expected: &Digest, actual: &Digest) -> Result<(), BoxError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(format!(
+            "the layer's content has diff ID {actual}, but the image config says {expected}: the image is corrupt"
+        )
+        .into())
+    }
+}
+
+/// Docker's ENTRYPOINT/CMD rules: `--entrypoint` replaces the image's entrypoint (an empty one
+/// removes it) and drops the image's CMD; arguments after the image replace the CMD; the command
+/// is the entrypoint followed by the CMD, and must not be empty.
+pub fn command(
+    image_entrypoint: Option<&[String]>,
+    image_cmd: Option<&[String]>,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> Result<Vec<String>, ContainerError> {
+    let (entrypoint, image_cmd): (Vec<String>, &[String]) = match entrypoint {
+        Some("") => (Vec::new(), &[]),
+        Some(program) => (vec![program.to_string()], &[]),
+        None => (
+            image_entrypoint.unwrap_or_default().to_vec(),
+            image_cmd.unwrap_or_default(),
+        ),
+    };
+    let cmd = if args.is_empty() { image_cmd } else { args };
+    let mut all = entrypoint;
+    all.extend(cmd.iter().cloned());
+    if all.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    Ok(all)
+}
+
+/// The process environment as docker builds it: `PATH` (docker's default when neither the image
+/// nor `-e` sets one), `HOSTNAME`, `TERM=xterm` with a terminal, then the image's variables with
+/// `user_env` replacing or adding entries, and `HOME` (the user's home) when still unset.
+pub fn environment(
+    image_env: &[String],
+    user_env: &[String],
+    hostname: &str,
+    home: &str,
+    tty: bool,
+) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    let set = |env: &mut Vec<String>, entry: &str| {
+        let key = entry.split_once('=').map_or(entry, |(k, _)| k);
+        let same = |e: &String| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key;
+        match env.iter_mut().find(|e| same(e)) {
+            Some(existing) => *existing = entry.to_string(),
+            None => env.push(entry.to_string()),
+        }
+    };
+    let has = |key: &str| {
+        image_env
+            .iter()
+            .chain(user_env)
+            .any(|e| e.split_once('=').is_some_and(|(k, _)| k == key))
+    };
+    if !has("PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    env.push(format!("HOSTNAME={hostname}"));
+    if tty {
+        env.push("TERM=xterm".to_string());
+    }
+    for entry in image_env.iter().chain(user_env) {
+        set(&mut env, entry);
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+/// One `-e` value: `KEY=VALUE` as it is, or `KEY` alone for the variable's value in kiln's own
+/// environment (`lookup`), nothing when it is unset there (docker's rule).
+pub fn env_entry(
+    value: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ContainerError> {
+    let name = value.split_once('=').map_or(value, |(k, _)| k);
+    if name.is_empty() {
+        return Err(ContainerError::EnvName(value.to_string()));
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Err(ContainerError::EnvName(name.to_string()));
+    }
+    if value.contains('=') {
+        return Ok(Some(value.to_string()));
+    }
+    Ok(lookup(name).map(|v| format!("{name}={v}")))
+}
+
+/// The entries of an `--env-file` (docker's format): one `-e` value per line; blank lines and
+/// lines starting with `#` are skipped, leading white space is dropped.
+pub fn env_file(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ContainerError> {
+    let mut entries = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        entries.extend(env_entry(line, &lookup)?);
+    }
+    Ok(entries)
+}
+
+/// One `-v HOST:CONTAINER[:ro|rw]` value: the host path must be absolute and exist (kiln has no
+/// named volumes), the container path absolute.
+pub fn parse_volume(spec: &str) -> Result<BindMount, ContainerError> {
+    let fail = |reason: &str| ContainerError::Volume {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, destination, readonly) = match parts.as_slice() {
+        [source, destination] => (*source, *destination, false),
+        [source, destination, "ro"] => (*source, *destination, true),
+        [source, destination, "rw"] => (*source, *destination, false),
+        [_, _, mode] => {
+            return Err(fail(&format!("unknown mode {mode:?}: use ro or rw")));
+        }
+        _ => return Err(fail("use HOST-PATH:CONTAINER-PATH[:ro|rw]")),
+    };
+    if !source.starts_with('/') {
+        return Err(fail(
+            "the host path must be absolute (kiln has no named volumes)",
+        ));
+    }
+    if !destination.starts_with('/') {
+        return Err(fail("the container path must be absolute"));
+    }
+    if destination == "/" {
+        return Err(fail("the container path cannot be /"));
+    }
+    if let Err(err) = fs::metadata(source) {
+        return Err(fail(&format!("the host path {source}: {err}")));
+    }
+    Ok(BindMount {
+        source: PathBuf::from(source),
+        destination: destination.to_string(),
+        readonly,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Image entrypoint, image cmd, `--entrypoint`, args → the command, or `None` for the error.
+    type Case<'a> = (
+        Option<&'a [String]>,
+        Option<&'a [String]>,
+        Option<&'a str>,
+        &'a [&'a str],
+        Option<&'a [&'a str]>,
+    );
+
+    #[test]
+    fn entrypoint_and_cmd_follow_docker() {
+        let ep = strings(&["/entry", "-x"]);
+        let cmd = strings(&["default"]);
+        let cases: [Case; 9] = [
+            (
+                Some(&ep),
+                Some(&cmd),
+                None,
+                &[],
+                Some(&["/entry", "-x", "default"]),
+            ),
+            (
+                Some(&ep),
+                Some(&cmd),
+                None,
+                &["a", "b"],
+                Some(&["/entry", "-x", "a", "b"]),
+            ),
+            (
+                Some(&ep),
+                Some(&cmd),
+                Some("/other"),
+                &[],
+                Some(&["/other"]),
+            ),
+            (
+                Some(&ep),
+                Some(&cmd),
+                Some("/other"),
+                &["a"],
+                Some(&["/other", "a"]),
+            ),
+            (Some(&ep), Some(&cmd), Some(""), &[], None),
+            (Some(&ep), Some(&cmd), Some(""), &["sh"], Some(&["sh"])),
+            (None, Some(&cmd), None, &[], Some(&["default"])),
+            (None, None, None, &["echo", "hi"], Some(&["echo", "hi"])),
+            (None, None, None, &[], None),
+        ];
+        for (image_ep, image_cmd, flag, args, want) in cases {
+            let got = command(image_ep, image_cmd, flag, &strings(args)).ok();
+            let want = want.map(strings);
+            assert_eq!(got, want, "{image_ep:?} {image_cmd:?} {flag:?} {args:?}");
+        }
+        let err = command(None, None, None, &[]).unwrap_err();
+        assert_eq!(err.to_string(), "no command specified");
+    }
+
+    #[test]
+    fn environment_layers_docker_defaults_image_and_user_values() {
+        let env = environment(
+            &strings(&["A=image", "B=image"]),
+            &strings(&["B=user", "C=user"]),
+            "box",
+            "/root",
+            true,
+        );
+        assert_eq!(
+            env,
+            strings(&[
+                &format!("PATH={DEFAULT_PATH}"),
+                "HOSTNAME=box",
+                "TERM=xterm",
+                "A=image",
+                "B=user",
+                "C=user",
+                "HOME=/root",
+            ])
+        );
+        let env = environment(
+            &strings(&["PATH=/bin", "HOME=/home/x"]),
+            &strings(&["HOSTNAME=mine"]),
+            "box",
+            "/root",
+            false,
+        );
+        assert_eq!(
+            env,
+            strings(&["HOSTNAME=mine", "PATH=/bin", "HOME=/home/x"])
+        );
+    }
+
+    #[test]
+    fn env_values_and_files() {
+        let lookup = |k: &str| (k == "SET").then(|| "from host".to_string());
+        assert_eq!(env_entry("K=V=W", lookup).unwrap(), Some("K=V=W".into()));
+        assert_eq!(env_entry("K=", lookup).unwrap(), Some("K=".into()));
+        assert_eq!(
+            env_entry("SET", lookup).unwrap(),
+            Some("SET=from host".into())
+        );
+        assert_eq!(env_entry("UNSET", lookup).unwrap(), None);
+        for bad in ["=V", "", "A B=1"] {
+            assert!(env_entry(bad, lookup).is_err(), "{bad}");
+        }
+        let file = "# comment\n\n  A=1\nSET\nUNSET\nB=two words\n";
+        assert_eq!(
+            env_file(file, lookup).unwrap(),
+            strings(&["A=1", "SET=from host", "B=two words"])
+        );
+    }
+
+    #[test]
+    fn volumes_parse_like_docker_binds() {
+        let ok = parse_volume("/tmp:/mnt/x:ro").unwrap();
+        assert_eq!(ok.source, PathBuf::from("/tmp"));
+        assert_eq!(ok.destination, "/mnt/x");
+        assert!(ok.readonly);
+        assert!(!parse_volume("/tmp:/mnt").unwrap().readonly);
+        assert!(!parse_volume("/tmp:/mnt:rw").unwrap().readonly);
+        for bad in [
+            "/tmp",
+            "named:/mnt",
+            "/tmp:relative",
+            "/tmp:/",
+            "/tmp:/mnt:rx",
+            "/no/such/kiln/path:/mnt",
+            "/tmp:/a:ro:extra",
+        ] {
+            let err = parse_volume(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn ids_are_64_hex_and_differ() {
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+    }
+}

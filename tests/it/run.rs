@@ -1,0 +1,628 @@
+//! `kiln run` through the binary on a busybox image written through the store's API: output and
+//! exit codes, docker's ENTRYPOINT/CMD rules, environment, working directory, users, network,
+//! hostname, resource limits, bind mounts, a read-only root, exec errors, container records,
+//! stdin, terminals, signal forwarding, and a rootless run.
+
+use crate::cli::{Outcome, kiln};
+use crate::support;
+use kiln::image::store::Store;
+use oci_spec::image::MediaType;
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The test image's /etc/passwd: root and `kiln` (1000, group 1000, home /home/kiln).
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nkiln:x:1000:1000:kiln:/home/kiln:/bin/sh\n";
+const GROUP: &str = "root:x:0:\nkiln:x:1000:\nextra:x:2000:kiln\n";
+
+/// A busybox root filesystem as one uncompressed layer tar: `/bin/busybox` with its applets as
+/// symlinks, `/etc/passwd` and `/etc/group`, a sticky `/tmp`, and `/bin/notexec` (a script
+/// without an execute bit).
+fn busybox_layer(busybox: &Path) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(mode);
+        header.set_size(0);
+        header.set_mtime(1_700_000_000);
+        tar.append_data(&mut header, path, std::io::empty())
+            .expect("append dir");
+    };
+    for path in ["bin", "etc", "root", "home", "proc", "dev", "sys", "mnt"] {
+        dir(&mut tar, path, 0o755);
+    }
+    dir(&mut tar, "home/kiln", 0o755);
+    dir(&mut tar, "tmp", 0o1777);
+    let file = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(mode);
+        header.set_size(data.len() as u64);
+        header.set_mtime(1_700_000_000);
+        tar.append_data(&mut header, path, data)
+            .expect("append file");
+    };
+    file(
+        &mut tar,
+        "bin/busybox",
+        0o755,
+        &fs::read(busybox).expect("read busybox"),
+    );
+    file(&mut tar, "etc/passwd", 0o644, PASSWD.as_bytes());
+    file(&mut tar, "etc/group", 0o644, GROUP.as_bytes());
+    file(&mut tar, "bin/notexec", 0o644, b"#!/bin/sh\necho ran\n");
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet.is_empty() || applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_size(0);
+        header.set_mtime(1_700_000_000);
+        tar.append_link(&mut header, format!("bin/{applet}"), "busybox")
+            .expect("append symlink");
+    }
+    tar.into_inner().expect("finish tar")
+}
+
+/// A store in a world-readable temporary directory holding the busybox layer, where
+/// [`Images::add`] writes images with different configs.
+struct Images {
+    dir: tempfile::TempDir,
+    store: Store,
+    layer: oci_spec::image::Descriptor,
+    diff_id: String,
+}
+
+impl Images {
+    fn new(busybox: &Path) -> Images {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let store = Store::open(&dir.path().join("root")).expect("open store");
+        let tar = busybox_layer(busybox);
+        let blob = store.blobs().write(&tar).expect("write layer");
+        Images {
+            dir,
+            layer: blob.descriptor(MediaType::ImageLayer),
+            diff_id: blob.digest.to_string(),
+            store,
+        }
+    }
+
+    /// Tags `name` as an image of the busybox layer with `config` (the `config` object of the
+    /// image config: Env, Entrypoint, Cmd, WorkingDir, User).
+    fn add(&self, name: &str, config: serde_json::Value) {
+        let document = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [self.diff_id]},
+        });
+        let bytes = serde_json::to_vec(&document).expect("json");
+        let _lease = self.store.lease().expect("lease");
+        let image = self
+            .store
+            .write_image_json(&bytes, std::slice::from_ref(&self.layer))
+            .expect("write image");
+        self.store
+            .tag(name, &image.manifest_descriptor)
+            .expect("tag");
+    }
+
+    fn root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// `kiln --root ROOT run ARGS...`.
+    fn run(&self, args: &[&str]) -> crate::cli::Kiln {
+        let mut all = vec![
+            "--root".to_string(),
+            self.root().display().to_string(),
+            "run".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        kiln(all)
+    }
+
+    /// A `kiln --root ROOT run ARGS...` command to set up by hand.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.arg("--root").arg(self.root()).arg("run").args(args);
+        cmd
+    }
+
+    fn containers(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.root().join("containers"))
+            .map(|entries| entries.map(|e| e.expect("entry").path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Root, busybox and a store with `box` (no command of its own, `FROM_IMAGE=1` in its env).
+fn images() -> Option<Images> {
+    support::root()?;
+    let images = Images::new(&support::busybox()?);
+    images.add("box", serde_json::json!({"Env": ["FROM_IMAGE=1"]}));
+    Some(images)
+}
+
+fn assert_ran(out: &Outcome, code: i32, stdout: &str) {
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(code), stdout),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn output_and_exit_code_pass_through() {
+    let Some(images) = images() else { return };
+    let out = images
+        .run(&["--rm", "box", "sh", "-c", "echo hi; echo err >&2; exit 3"])
+        .run();
+    assert_ran(&out, 3, "hi\n");
+    assert_eq!(out.stderr, "err\n");
+    assert!(
+        images.containers().is_empty(),
+        "--rm left {:?}",
+        images.containers()
+    );
+}
+
+#[test]
+fn entrypoint_and_cmd_follow_docker() {
+    let Some(images) = images() else { return };
+    images.add(
+        "both",
+        serde_json::json!({"Entrypoint": ["echo", "ep"], "Cmd": ["default"]}),
+    );
+    images.add("cmd", serde_json::json!({"Cmd": ["echo", "cmd"]}));
+    // (args, stdout or None for the error)
+    let cases: [(&[&str], Option<&str>); 7] = [
+        (&["both"], Some("ep default\n")),
+        (&["both", "a", "-b"], Some("ep a -b\n")),
+        (&["--entrypoint", "echo", "both"], Some("\n")),
+        (&["--entrypoint", "echo", "both", "x"], Some("x\n")),
+        (&["--entrypoint", "", "both", "echo", "y"], Some("y\n")),
+        (&["cmd"], Some("cmd\n")),
+        (&["box"], None),
+    ];
+    let mut failures = Vec::new();
+    for (args, want) in cases {
+        let mut all = vec!["--rm"];
+        all.extend(args);
+        let out = images.run(&all).run();
+        let ok = match want {
+            Some(stdout) => out.code == Some(0) && out.stdout == stdout,
+            None => out.code == Some(125) && out.stderr == "error: no command specified\n",
+        };
+        if !ok {
+            failures.push(format!("{args:?}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn environment_merges_image_flags_files_and_defaults() {
+    let Some(images) = images() else { return };
+    let env_file = images.dir.path().join("env");
+    fs::write(
+        &env_file,
+        "# comment\nFROM_FILE=file\nOVERRIDDEN=file\nKILN_TEST_HOST_VAR\n",
+    )
+    .expect("write env file");
+    let out = images
+        .run(&[
+            "--rm",
+            "--hostname",
+            "envbox",
+            "--env-file",
+            env_file.to_str().expect("utf-8"),
+            "-e",
+            "OVERRIDDEN=flag",
+            "-e",
+            "KILN_TEST_UNSET_VAR",
+            "box",
+            "env",
+        ])
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "FROM_FILE=file",
+            "FROM_IMAGE=1",
+            "HOME=/root",
+            "HOSTNAME=envbox",
+            "OVERRIDDEN=flag",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
+    );
+    // `-e NAME` takes kiln's own value.
+    let out = images
+        .run(&[
+            "--rm",
+            "-e",
+            "KILN_TEST_HOST_VAR",
+            "box",
+            "sh",
+            "-c",
+            "echo $KILN_TEST_HOST_VAR",
+        ])
+        .env("KILN_TEST_HOST_VAR", "from host")
+        .run();
+    assert_ran(&out, 0, "from host\n");
+}
+
+#[test]
+fn working_directory_users_and_hostname() {
+    let Some(images) = images() else { return };
+    images.add(
+        "workdir",
+        serde_json::json!({"WorkingDir": "/srv/app", "User": "kiln"}),
+    );
+    let cases: [(&[&str], &str); 8] = [
+        (&["-w", "/new/dir", "box", "pwd"], "/new/dir\n"),
+        (
+            &["workdir", "sh", "-c", "pwd; id"],
+            "/srv/app\nuid=1000(kiln) gid=1000(kiln) groups=2000(extra)\n",
+        ),
+        (
+            &["-u", "kiln", "box", "sh", "-c", "id; echo $HOME"],
+            "uid=1000(kiln) gid=1000(kiln) groups=2000(extra)\n/home/kiln\n",
+        ),
+        (
+            &[
+                "-u",
+                "1234:5",
+                "box",
+                "sh",
+                "-c",
+                "id -u; id -g; echo $HOME",
+            ],
+            "1234\n5\n/\n",
+        ),
+        (&["-u", "0", "workdir", "id", "-u"], "0\n"),
+        (
+            &[
+                "--hostname",
+                "web",
+                "box",
+                "sh",
+                "-c",
+                "hostname; cat /etc/hostname",
+            ],
+            "web\nweb\n",
+        ),
+        (&["box", "cat", "/etc/hosts"], ""),
+        (
+            &["--network", "none", "box", "sh", "-c", "cat /etc/hosts"],
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+        ),
+    ];
+    let host_hosts = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let mut failures = Vec::new();
+    for (args, want) in cases {
+        let mut all = vec!["--rm"];
+        all.extend(args);
+        let out = images.run(&all).run();
+        let want = if args == ["box", "cat", "/etc/hosts"] {
+            host_hosts.as_str()
+        } else {
+            want
+        };
+        if out.code != Some(0) || out.stdout != want {
+            failures.push(format!("{args:?}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+
+    // The default hostname is the id's first 12 hex digits; the record keeps the full id.
+    let out = images.run(&["box", "hostname"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let containers = images.containers();
+    let [dir] = containers.as_slice() else {
+        panic!("one container expected: {containers:?}");
+    };
+    let id = dir
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(id.len(), 64);
+    assert_eq!(out.stdout, format!("{}\n", &id[..12]));
+}
+
+#[test]
+fn kiln_errors_exit_125_with_clear_messages() {
+    let Some(images) = images() else { return };
+    let cases: [&[&str]; 8] = [
+        &["-u", "nobody2", "box", "true"],
+        &["-u", "kiln:nogroup", "box", "true"],
+        &["-w", "rel", "box", "true"],
+        &["-v", "relative:/mnt", "box", "true"],
+        &["-v", "/no/such/kiln/dir:/mnt", "box", "true"],
+        &["-e", "A B=1", "box", "true"],
+        &["--security-opt", "seccomp=unconfined", "box", "true"],
+        &["nosuchimage", "true"],
+    ];
+    let mut report = String::new();
+    for args in cases {
+        let mut all = vec!["--rm"];
+        all.extend(args);
+        let out = images.run(&all).run();
+        report.push_str(&format!(
+            "kiln run {} => {:?}\n{}",
+            all.join(" "),
+            out.code,
+            out.stderr
+        ));
+    }
+    insta::assert_snapshot!(report);
+    assert!(
+        images.containers().is_empty(),
+        "failed runs left {:?}",
+        images.containers()
+    );
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let Some(images) = images() else { return };
+    let out = images
+        .run(&["--rm", "--network", "none", "box", "ls", "/sys/class/net"])
+        .run();
+    assert_ran(&out, 0, "lo\n");
+}
+
+#[test]
+fn memory_limit_kills_with_a_clear_message() {
+    let Some(images) = images() else { return };
+    let out = images
+        .run(&[
+            "--rm",
+            "--memory",
+            "64m",
+            "box",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=200M",
+            "count=1",
+        ])
+        .run();
+    assert_eq!(out.code, Some(137), "{out:?}");
+    assert!(
+        out.stderr
+            .ends_with("kiln: container killed: out of memory (limit 64 MiB)\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some(images) = images() else { return };
+    let script = "i=0; while [ $i -lt 100 ]; do sleep 1000 & i=$((i+1)); done; echo done";
+    let out = images
+        .run(&["--rm", "--pids-limit", "20", "box", "sh", "-c", script])
+        .run();
+    assert!(out.stderr.contains("can't fork"), "{out:?}");
+    // The shell's sleepers die with it: the run ended.
+    assert!(images.containers().is_empty());
+}
+
+#[test]
+fn bind_mounts_read_write_and_read_only() {
+    let Some(images) = images() else { return };
+    let host = images.dir.path().join("shared");
+    fs::create_dir(&host).expect("mkdir");
+    fs::write(host.join("in"), "from host\n").expect("write");
+    let rw = format!("{}:/data", host.display());
+    let ro = format!("{}:/ro:ro", host.display());
+    let out = images
+        .run(&[
+            "--rm",
+            "-v",
+            &rw,
+            "-v",
+            &ro,
+            "box",
+            "sh",
+            "-c",
+            "cat /data/in; echo out > /data/out; echo x > /ro/x || echo refused",
+        ])
+        .run();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, "from host\nrefused\n");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    assert_eq!(fs::read_to_string(host.join("out")).expect("read"), "out\n");
+    assert!(!host.join("x").exists());
+}
+
+#[test]
+fn read_only_root() {
+    let Some(images) = images() else { return };
+    let out = images
+        .run(&[
+            "--rm",
+            "--read-only",
+            "box",
+            "sh",
+            "-c",
+            "touch /file || echo refused; echo ok > /etc/hostname && echo etc-files-writable",
+        ])
+        .run();
+    assert_eq!(out.stdout, "refused\netc-files-writable\n", "{out:?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+}
+
+#[test]
+fn exec_errors_exit_127_and_126() {
+    let Some(images) = images() else { return };
+    let cases: [(&str, i32, &str); 3] = [
+        (
+            "nope",
+            127,
+            "error: exec: \"nope\": executable file not found in $PATH\n",
+        ),
+        (
+            "/bin/nope",
+            127,
+            "error: exec: \"/bin/nope\": no such file or directory\n",
+        ),
+        (
+            "/bin/notexec",
+            126,
+            "error: exec: \"/bin/notexec\": permission denied\n",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (program, code, message) in cases {
+        let out = images.run(&["--rm", "box", program]).run();
+        if out.code != Some(code) || out.stderr != message {
+            failures.push(format!("{program}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(images.containers().is_empty());
+}
+
+#[test]
+fn kept_containers_protect_their_image() {
+    let Some(images) = images() else { return };
+    let out = images.run(&["box", "sh", "-c", "echo kept > /file"]).run();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let containers = images.containers();
+    let [dir] = containers.as_slice() else {
+        panic!("one container expected: {containers:?}");
+    };
+    assert_eq!(
+        fs::read_to_string(dir.join("upper/file")).expect("the upper dir is kept"),
+        "kept\n"
+    );
+    let root = images.root().display().to_string();
+    let out = kiln(["--root", root.as_str(), "rmi", "box"]).run();
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains("is using its referenced image"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn stdin_with_and_without_interactive() {
+    let Some(images) = images() else { return };
+    let out = images
+        .run(&["--rm", "-i", "box", "cat"])
+        .stdin("data\n")
+        .run();
+    assert_ran(&out, 0, "data\n");
+    let out = images.run(&["--rm", "box", "cat"]).stdin("data\n").run();
+    assert_ran(&out, 0, "");
+}
+
+#[test]
+fn tty_gives_a_terminal() {
+    let Some(images) = images() else { return };
+    let Some(script) = support::tool("script") else {
+        return;
+    };
+    let root = images.root().display().to_string();
+    let line = format!(
+        "{} --root {root} run --rm -it box sh -c 'test -t 0 && test -t 1 && echo tty; echo $TERM'",
+        env!("CARGO_BIN_EXE_kiln")
+    );
+    let out = Command::new(script)
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout, "tty\r\nxterm\r\n");
+}
+
+#[test]
+fn sigterm_is_forwarded() {
+    let Some(images) = images() else { return };
+    let script =
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done";
+    let mut child = images
+        .command(&["--rm", "box", "sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).expect("read");
+    let status = child.wait().expect("wait");
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn rootless_run() {
+    let Some(images) = images() else { return };
+    // The store belongs to the unprivileged user, as if it had imported the image itself.
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(images.dir.path())
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let out = images
+        .command(&["--rm", "box", "sh", "-c", "echo hi; id -u; exit 3"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("kiln");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), stdout.as_ref()),
+        (Some(3), "hi\n0\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_new_privileges_by_default_and_on_request_off() {
+    let Some(images) = images() else { return };
+    let script = "grep NoNewPrivs /proc/self/status";
+    let out = images.run(&["--rm", "box", "sh", "-c", script]).run();
+    assert_ran(&out, 0, "NoNewPrivs:\t1\n");
+    let out = images
+        .run(&[
+            "--rm",
+            "--security-opt",
+            "no-new-privileges=false",
+            "box",
+            "sh",
+            "-c",
+            script,
+        ])
+        .run();
+    assert_ran(&out, 0, "NoNewPrivs:\t0\n");
+}
