@@ -16,6 +16,9 @@ use nix::errno::Errno;
 use std::ffi::CStr;
 use std::mem::size_of;
 
+/// How often a lookup racing with mounts elsewhere is retried before its EAGAIN is reported.
+const OPENAT2_RETRIES: u32 = 64;
+
 /// `_LINUX_CAPABILITY_VERSION_3` (linux/capability.h): 64-bit capability sets in two words.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
@@ -173,17 +176,26 @@ impl Kernel for Linux {
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
         how.resolve = resolve;
-        // SAFETY: a NUL-terminated path and a live open_how of the size passed.
-        let fd = check(unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root,
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                size_of::<libc::open_how>(),
-            )
-        })?;
-        c_int::try_from(fd).map_err(|_| Errno::EBADF)
+        // RESOLVE_IN_ROOT fails with EAGAIN when any mount or rename happened on the system
+        // during the lookup (the kernel cannot prove it stayed inside the root); openat2(2) says
+        // to retry. Other sandboxes starting in parallel mount all the time, so this is common.
+        let mut attempts = 0;
+        loop {
+            // SAFETY: a NUL-terminated path and a live open_how of the size passed.
+            let result = check(unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    root,
+                    path.as_ptr(),
+                    &how as *const libc::open_how,
+                    size_of::<libc::open_how>(),
+                )
+            });
+            match result {
+                Err(Errno::EAGAIN) if attempts < OPENAT2_RETRIES => attempts += 1,
+                result => return c_int::try_from(result?).map_err(|_| Errno::EBADF),
+            }
+        }
     }
 
     fn is_dir(&mut self, fd: Fd) -> Result<bool, Errno> {
