@@ -39,8 +39,16 @@ pub struct ImportArgs {
 
 /// `docker import`: prints the new image's ID.
 pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
+    if args.file.starts_with("http://") || args.file.starts_with("https://") {
+        anyhow::bail!(
+            "kiln import reads files, not URLs: download it first (curl -fLo FILE {}) and import \
+             FILE",
+            args.file
+        );
+    }
     let store = open(root)?;
-    let input = input(Some(&args.file).filter(|f| *f != "-").map(Path::new))?;
+    let file = Some(&args.file).filter(|f| *f != "-").map(Path::new);
+    let input = input(file, "import", "give FILE")?;
     let options = ImportOptions {
         source: args.file.clone(),
         message: args.message,
@@ -135,7 +143,7 @@ pub struct LoadArgs {
 /// untagged image's). Layer progress goes to stderr.
 pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let input = input(args.input.as_deref())?;
+    let input = input(args.input.as_deref(), "load", "use -i FILE")?;
     let quiet = args.quiet;
     let mut progress = |event: Progress| match event {
         Progress::Layer { diff_id, size } if !quiet => {
@@ -163,8 +171,9 @@ pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The input file, or stdin when there is none (refused when it is a terminal, as docker does).
-fn input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
+/// The input file, or stdin when there is none (refused when it is a terminal, as docker does;
+/// `command` and `instead` make the message).
+fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Box<dyn Read>> {
     match path {
         Some(path) => {
             let file = File::open(path)
@@ -172,8 +181,7 @@ fn input(path: Option<&Path>) -> anyhow::Result<Box<dyn Read>> {
             Ok(Box::new(BufReader::new(file)))
         }
         None if io::stdin().is_terminal() => Err(anyhow::anyhow!(
-            "requested load from stdin, but stdin is a terminal; use -i FILE (or FILE) or \
-             redirect stdin"
+            "requested {command} from stdin, but stdin is a terminal; {instead} or redirect stdin"
         )),
         None => Ok(Box::new(BufReader::new(io::stdin().lock()))),
     }

@@ -396,6 +396,13 @@ fn import_refuses_bad_input_before_any_image_appears() {
             failures.push(format!("{what}: the store changed: {:?}", listing(&store)));
         }
     }
+    let url = kiln(
+        store.root(),
+        &["import", "https://example.com/rootfs.tar"],
+        None,
+    )
+    .fails();
+    assert!(url.contains("kiln import reads files, not URLs"), "{url}");
     assert_eq!(fs::read_to_string(&sentinel).unwrap(), "host\n");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

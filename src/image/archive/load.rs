@@ -16,7 +16,7 @@
 use super::names::{blob_digest, blob_key, entry_key, link_target, reference_key};
 use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
 use crate::cache::blob::{BlobRef, MAX_DOCUMENT_SIZE};
-use crate::cache::{BlobError, Digest};
+use crate::cache::{BlobError, Digest, FsError};
 use crate::image::layer::{Compression, LayerError, decompressed};
 use crate::image::store::{
     ImageName, LayerInfo, Store, StoreError, descriptor, entry_name, is_index, is_manifest,
@@ -225,7 +225,9 @@ impl Entries {
                 break;
             }
             let chunk = buffer.get(..read).unwrap_or_default();
-            writer.write_all(chunk).map_err(ArchiveError::io("blob"))?;
+            writer
+                .write_all(chunk)
+                .map_err(|e| FsError::new("write a blob in", store.staging().dir(), e))?;
         }
         let blob = writer.commit(expected.as_ref()).map_err(|err| match err {
             BlobError::DigestMismatch { actual, .. } => mismatch(actual),
@@ -338,7 +340,7 @@ fn compression_of(store: &Store, data: &Data) -> Result<Compression, ArchiveErro
                 .open_blob(&data.digest)?
                 .take(4)
                 .read_to_end(&mut prefix)
-                .map_err(|e| crate::cache::FsError::new("read", &path, e))?;
+                .map_err(|e| FsError::new("read", &path, e))?;
         }
     }
     Ok(Compression::detect(&prefix))

@@ -154,12 +154,6 @@ pub enum ArchiveError {
     EmptyInput,
 }
 
-impl ArchiveError {
-    fn io(what: &'static str) -> impl FnOnce(io::Error) -> ArchiveError {
-        move |source| ArchiveError::Write { what, source }
-    }
-}
-
 /// How layers are unpacked into snapshots: overlay whiteouts, owners kept when kiln runs as
 /// root, and `user.overlay.opaque` markers otherwise (rootless overlayfs mounts with
 /// `userxattr`).

@@ -81,7 +81,9 @@ pub fn import_rootfs(
         }
         total += read as u64;
         let chunk = buffer.get(..read).unwrap_or_default();
-        writer.write_all(chunk).map_err(ArchiveError::io("blob"))?;
+        writer
+            .write_all(chunk)
+            .map_err(|e| FsError::new("write a blob in", store.staging().dir(), e))?;
     }
     if total == 0 {
         return Err(ArchiveError::EmptyInput);
