@@ -1302,3 +1302,50 @@ fn load_refuses_an_archive_past_the_size_limit() {
     );
     assert!(store.images().unwrap().is_empty());
 }
+
+#[test]
+fn archives_are_never_written_to_or_read_from_a_terminal() {
+    use kiln::runtime::tty::Pty;
+    let (_dir, store) = temp_store();
+    let keep = build_image(&store, &KEEP);
+    store.tag("keep:1", &keep.manifest_descriptor).unwrap();
+    let cases: [(&[&str], bool, &str); 4] = [
+        (
+            &["save", "keep:1"],
+            false,
+            "cowardly refusing to save to a terminal",
+        ),
+        (
+            &["export", "keep:1"],
+            false,
+            "cowardly refusing to save to a terminal",
+        ),
+        (
+            &["load"],
+            true,
+            "requested load from stdin, but stdin is a terminal",
+        ),
+        (
+            &["import", "-"],
+            true,
+            "requested import from stdin, but stdin is a terminal",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, terminal_stdin, expected) in cases {
+        let pty = Pty::open(None).expect("open a pty");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command.arg("--root").arg(store.root()).args(args);
+        if terminal_stdin {
+            command.stdin(Stdio::from(pty.slave)).stdout(Stdio::null());
+        } else {
+            command.stdin(Stdio::null()).stdout(Stdio::from(pty.slave));
+        }
+        let out = command.stderr(Stdio::piped()).output().expect("run kiln");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(1) || !stderr.contains(expected) {
+            failures.push(format!("{args:?}: {:?} {stderr}", out.status.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
