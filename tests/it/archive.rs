@@ -1052,6 +1052,30 @@ fn hostile_archives_fail_clearly_leave_nothing_tagged_and_touch_nothing() {
             ),
             "only sha256 blobs are supported",
         ),
+        (
+            "second blob of a known diff id lies",
+            {
+                // Two images with one diff ID: the plain blob is right, the gzip one is not.
+                let first = base();
+                let second_config = serde_json::to_vec(&json!({
+                    "architecture": "arm64", "os": "linux",
+                    "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer).to_string()]},
+                }))
+                .unwrap();
+                let manifest = json!([
+                    {"Config": first.config_name, "RepoTags": ["hostile:1"], "Layers": ["abc/layer.tar"]},
+                    {"Config": "second.json", "RepoTags": ["hostile:2"], "Layers": ["def/layer.tar"]},
+                ]);
+                Tar::default()
+                    .file(&first.config_name, &first.config)
+                    .file("abc/layer.tar", &layer)
+                    .file("second.json", &second_config)
+                    .file("def/layer.tar", &gz_wrong)
+                    .file("manifest.json", &serde_json::to_vec(&manifest).unwrap())
+                    .finish()
+            },
+            "the layer's uncompressed content is",
+        ),
     ];
     let before = listing(&store);
     let mut failures = Vec::new();
@@ -1096,7 +1120,7 @@ fn hostile_archives_fail_clearly_leave_nothing_tagged_and_touch_nothing() {
         cases.len(),
         failures.join("\n")
     );
-    assert_eq!(cases.len(), 21);
+    assert_eq!(cases.len(), 22);
     // The store still works: a good archive loads after all that.
     let loaded = load(
         &store,

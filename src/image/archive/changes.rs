@@ -108,18 +108,20 @@ fn apply(
             }
         }
         Instruction::Env(env) => {
-            let list = list_mut(config, "Env");
+            let mut list = take_list(config, "Env");
             for pair in env.pairs {
                 let prefix = format!("{}=", pair.key);
                 list.retain(|v| !v.as_str().is_some_and(|s| s.starts_with(&prefix)));
                 list.push(json!(format!("{}={}", pair.key, pair.value)));
             }
+            config.insert("Env".into(), Value::Array(list));
         }
         Instruction::Label(label) => {
-            let labels = map_mut(config, "Labels");
+            let mut labels = take_map(config, "Labels");
             for pair in label.pairs {
                 labels.insert(pair.key, json!(pair.value));
             }
+            config.insert("Labels".into(), Value::Object(labels));
         }
         Instruction::Expose(expose) => {
             let mut ports = Vec::new();
@@ -128,10 +130,11 @@ fn apply(
                     expand_ports(spec).map_err(|reason| (format!("EXPOSE {spec}"), reason))?,
                 );
             }
-            let exposed = map_mut(config, "ExposedPorts");
+            let mut exposed = take_map(config, "ExposedPorts");
             for port in ports {
                 exposed.insert(port, json!({}));
             }
+            config.insert("ExposedPorts".into(), Value::Object(exposed));
         }
         Instruction::Workdir(workdir) => {
             let current = config
@@ -155,13 +158,16 @@ fn apply(
                     "VOLUME specified can not be an empty string".to_string(),
                 ));
             }
-            let volumes = map_mut(config, "Volumes");
+            let mut volumes = take_map(config, "Volumes");
             for path in volume.paths {
                 volumes.insert(path, json!({}));
             }
+            config.insert("Volumes".into(), Value::Object(volumes));
         }
         Instruction::Onbuild(onbuild) => {
-            list_mut(config, "OnBuild").push(json!(onbuild.expression));
+            let mut triggers = take_list(config, "OnBuild");
+            triggers.push(json!(onbuild.expression));
+            config.insert("OnBuild".into(), Value::Array(triggers));
         }
         Instruction::Healthcheck(healthcheck) => {
             let value = match healthcheck.health {
@@ -212,27 +218,19 @@ fn apply(
     Ok(())
 }
 
-/// The array `config[key]`, created when missing (or not an array).
-fn list_mut<'a>(config: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
-    let value = config.entry(key).or_insert_with(|| json!([]));
-    if !value.is_array() {
-        *value = json!([]);
-    }
-    match value {
-        Value::Array(list) => list,
-        _ => unreachable!("the value was just made an array"),
+/// The array `config[key]`, taken out (empty when missing or not an array).
+fn take_list(config: &mut Map<String, Value>, key: &str) -> Vec<Value> {
+    match config.remove(key) {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
     }
 }
 
-/// The object `config[key]`, created when missing (or not an object).
-fn map_mut<'a>(config: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let value = config.entry(key).or_insert_with(|| json!({}));
-    if !value.is_object() {
-        *value = json!({});
-    }
-    match value {
-        Value::Object(map) => map,
-        _ => unreachable!("the value was just made an object"),
+/// The object `config[key]`, taken out (empty when missing or not an object).
+fn take_map(config: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
+    match config.remove(key) {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
     }
 }
 

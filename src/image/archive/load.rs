@@ -87,10 +87,11 @@ pub fn load(
     } else {
         return Err(ArchiveError::NotAnArchive);
     };
+    // By blob, not by diff ID: two blobs (say gzip and plain) of one diff ID are each checked.
     let mut unpacked = HashSet::new();
     for image in &images {
         for layer in &image.layers {
-            if unpacked.insert(layer.diff_id.clone()) {
+            if unpacked.insert(layer.digest.clone()) {
                 let fresh = !store.has_snapshot(&layer.diff_id);
                 unpack_layer(store, layer, options.max_bytes)?;
                 if fresh {

@@ -54,9 +54,8 @@ pub enum ArchiveError {
         source: LayerError,
     },
     /// Writing the output stream failed.
-    #[error("cannot write the {what}: {source}")]
+    #[error("cannot write the archive: {source}")]
     Write {
-        what: &'static str,
         #[source]
         source: io::Error,
     },

@@ -522,21 +522,8 @@ impl<W: Write> TarOut<W> {
 /// An error from appending to the archive: a blob that failed verification while it was read,
 /// or the output failing.
 fn output_error(err: io::Error) -> ArchiveError {
-    if !err.get_ref().is_some_and(|inner| inner.is::<BlobError>()) {
-        return ArchiveError::Write {
-            what: "archive",
-            source: err,
-        };
-    }
-    match err.into_inner().map(|inner| inner.downcast::<BlobError>()) {
-        Some(Ok(blob)) => ArchiveError::Blob(*blob),
-        Some(Err(other)) => ArchiveError::Write {
-            what: "archive",
-            source: io::Error::other(other),
-        },
-        None => ArchiveError::Write {
-            what: "archive",
-            source: io::Error::other("unknown error"),
-        },
+    match err.downcast::<BlobError>() {
+        Ok(blob) => ArchiveError::Blob(blob),
+        Err(source) => ArchiveError::Write { source },
     }
 }
