@@ -2,10 +2,10 @@
 //!
 //! - [`rootfs`]: a root filesystem tar becomes a one-layer image ([`import_rootfs`]); an image
 //!   becomes the tar of its flattened root filesystem ([`export_rootfs`]).
-//! - [`save`]: images become one archive, docker's (`manifest.json`, `<id>/layer.tar`, which
+//! - [`mod@save`]: images become one archive, docker's (`manifest.json`, `<id>/layer.tar`, which
 //!   `docker load` reads; with the OCI layout files beside them, as Docker 25 writes) or an OCI
 //!   image layout tar.
-//! - [`load`]: either kind of archive (plain, gzip or zstd) becomes images in the store.
+//! - [`mod@load`]: either kind of archive (plain, gzip or zstd) becomes images in the store.
 //!
 //! An archive or a rootfs tar is hostile input. Nothing in it is ever extracted by name: entries
 //! are streamed into the store's blobs (each verified against its digest), names from
