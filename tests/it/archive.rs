@@ -1373,3 +1373,70 @@ fn archives_are_never_written_to_or_read_from_a_terminal() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn export_never_follows_an_image_symlink_out_of_its_root() {
+    let (dir, store) = temp_store();
+    let host = dir.path().join("host");
+    fs::create_dir(&host).unwrap();
+    let host_text = host.display().to_string();
+    let inside = host_text.trim_start_matches('/');
+    // Layers written through the store's API, which does not check them: layer 1 links
+    // `escape` to the host directory's absolute path (and has that path inside the image, so
+    // the link is not dangling there), layer 2 writes through the link.
+    let layers = [
+        Tar::default()
+            .dir(&format!("{inside}/"))
+            .symlink("escape", &host_text)
+            .finish(),
+        Tar::default().file("escape/pwned", b"pwned\n").finish(),
+    ];
+    let _lease = store.lease().unwrap();
+    let mut descriptors = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in &layers {
+        let blob = store.blobs().write(layer).unwrap();
+        diff_ids.push(blob.digest.to_string());
+        descriptors.push(blob.descriptor(MediaType::ImageLayer));
+    }
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let image = store
+        .write_image_json(&serde_json::to_vec(&config).unwrap(), &descriptors)
+        .unwrap();
+    let exported = kiln(store.root(), &["export", image.id.hex()], None);
+    assert_eq!(exported.code, Some(0), "{}", exported.stderr);
+    let files = file_set(&exported.stdout);
+    assert_eq!(files["escape"].link, host_text);
+    assert!(
+        files.contains_key(&format!("{inside}/pwned")),
+        "the file lands inside the exported root: {:?}",
+        files.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        fs::read_dir(&host).unwrap().count(),
+        0,
+        "the host is untouched"
+    );
+
+    // A layer that climbs out is an error, not a file outside.
+    let climbing = format!("{}{inside}/climbed", "../".repeat(12));
+    let bad = Tar::default().file(&climbing, b"x").finish();
+    let blob = store.blobs().write(&bad).unwrap();
+    let config = json!({"architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [blob.digest.to_string()]}});
+    let image = store
+        .write_image_json(
+            &serde_json::to_vec(&config).unwrap(),
+            &[blob.descriptor(MediaType::ImageLayer)],
+        )
+        .unwrap();
+    let stderr = kiln(store.root(), &["export", image.id.hex()], None).fails();
+    assert!(stderr.contains("unsafe layer entry"), "{stderr}");
+    assert_eq!(
+        fs::read_dir(&host).unwrap().count(),
+        0,
+        "the host is untouched"
+    );
+    assert_eq!(fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
+}
