@@ -90,7 +90,8 @@ pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
 /// `--format` of `save`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
-    /// docker's archive (`docker load` reads it), with the OCI layout files beside it.
+    /// The archive `docker save` writes and `docker load` reads, with the OCI layout files
+    /// beside it.
     Docker,
     /// An OCI image layout as a tar.
     Oci,
