@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing (clap) and one module per subcommand. Errors are
 //! `anyhow` here; front-end errors that carry a span are printed as a snippet.
 
+mod archive;
 mod build;
 mod images;
 mod parse;
@@ -49,6 +50,14 @@ enum Command {
     Df(images::DfArgs),
     /// Run a command in a new container.
     Run(run::RunArgs),
+    /// Create an image from a root filesystem tar.
+    Import(archive::ImportArgs),
+    /// Write an image's flattened root filesystem as a tar.
+    Export(archive::ExportArgs),
+    /// Write images to a tar archive (docker's format or an OCI layout).
+    Save(archive::SaveArgs),
+    /// Load images from a tar archive (docker's format or an OCI layout).
+    Load(archive::LoadArgs),
 }
 
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
@@ -66,6 +75,10 @@ pub fn main() -> ExitCode {
         Command::Prune(args) => images::prune(&root, args),
         Command::Df(args) => images::df(&root, args),
         Command::Run(args) => return run::run(&root, args),
+        Command::Import(args) => archive::import(&root, args),
+        Command::Export(args) => archive::export(&root, args),
+        Command::Save(args) => archive::save(&root, args),
+        Command::Load(args) => archive::load(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

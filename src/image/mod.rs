@@ -1,5 +1,6 @@
 //! Images: references, the OCI image store, and docker-style views of stored images.
 
+pub mod archive;
 pub mod layer;
 pub mod reference;
 pub mod store;

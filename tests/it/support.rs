@@ -118,3 +118,58 @@ pub fn context(items: &[(&str, &str)]) -> tempfile::TempDir {
     populate(dir.path(), items);
     dir
 }
+
+/// The peer dockerd (Docker 20.10) that `scripts/test` starts from `../shared/peers`: its
+/// socket `/var/tmp/kiln-peers/docker.sock`, checked with `docker version`. `None` after a skip
+/// notice when it does not answer (a failure under `CI=true`). It has no bridge network: run
+/// containers with `--network none` or `host`.
+#[allow(dead_code)] // used by the archive tests; the runtime tests will use it too
+pub fn peer_docker() -> Option<PeerDocker> {
+    const SOCKET: &str = "/var/tmp/kiln-peers/docker.sock";
+    let program = tool("docker")?;
+    let peer = PeerDocker {
+        program,
+        host: format!("unix://{SOCKET}"),
+    };
+    let answers = Path::new(SOCKET).exists()
+        && peer
+            .command()
+            .arg("version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    require(
+        &format!("the peer dockerd on {SOCKET} (../shared/peers/start-peers.sh docker)"),
+        answers.then_some(peer),
+    )
+}
+
+/// The docker CLI pointed at the peer dockerd.
+#[derive(Debug, Clone)]
+pub struct PeerDocker {
+    program: PathBuf,
+    host: String,
+}
+
+#[allow(dead_code)] // used by the archive tests; the runtime tests will use it too
+impl PeerDocker {
+    /// `docker` with `DOCKER_HOST` set to the peer.
+    pub fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(&self.program);
+        command.env("DOCKER_HOST", &self.host);
+        command
+    }
+
+    /// Runs `docker ARGS...`, panicking with its output when it fails; returns its stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("spawn docker");
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}

@@ -82,7 +82,7 @@ impl Entry {
 /// or when there is no `ref.name`. Tools that retag by copying a descriptor (`umoci tag`) keep
 /// the old containerd name beside a new `ref.name`, so trusting containerd's name alone would
 /// give two entries one name.
-fn entry_name(descriptor: &Descriptor) -> Option<ImageName> {
+pub fn entry_name(descriptor: &Descriptor) -> Option<ImageName> {
     let annotations = descriptor.annotations().as_ref()?;
     let parse = |text: &str| {
         Reference::parse_normalized(text)

@@ -29,7 +29,7 @@ mod name;
 
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
-pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, is_index, is_manifest};
+pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};
 pub use name::{ImageName, NameError};
 
 use crate::cache::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};

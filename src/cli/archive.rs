@@ -1,0 +1,278 @@
+//! Moving images in and out, with docker's arguments and output: `import`, `export`, `save`,
+//! `load`.
+
+use clap::{Args, ValueEnum};
+use kiln::image::archive::{
+    self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Progress, SaveFormat,
+};
+use kiln::image::store::Store;
+use kiln::image::view::human_size;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, IsTerminal as _, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// One line: the messages already name their causes.
+fn plain(err: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::msg(err.to_string())
+}
+
+fn open(root: &Path) -> anyhow::Result<Store> {
+    Store::open(root).map_err(plain)
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The root filesystem tar (plain, gzip or zstd); `-` reads it from stdin.
+    #[arg(value_name = "FILE|-")]
+    file: String,
+    /// Tag the new image with this name.
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    reference: Option<String>,
+    /// Apply a Dockerfile instruction to the image config: CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// HEALTHCHECK, LABEL, ONBUILD, USER, VOLUME or WORKDIR (repeatable).
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    changes: Vec<String>,
+    /// The history comment (default: `Imported from FILE`).
+    #[arg(short, long)]
+    message: Option<String>,
+}
+
+/// `docker import`: prints the new image's ID.
+pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
+    if args.file.starts_with("http://") || args.file.starts_with("https://") {
+        anyhow::bail!(
+            "kiln import reads files, not URLs: download it first (curl -fLo FILE {}) and import \
+             FILE",
+            args.file
+        );
+    }
+    let store = open(root)?;
+    let file = Some(&args.file).filter(|f| *f != "-").map(Path::new);
+    let input = input(file, "import", "give FILE")?;
+    let options = ImportOptions {
+        source: args.file.clone(),
+        message: args.message,
+        changes: args.changes,
+        name: args.reference,
+        max_bytes: DEFAULT_MAX_BYTES,
+    };
+    let image = archive::import_rootfs(&store, input, &options).map_err(plain)?;
+    println!("{}", image.id);
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The image (name or ID).
+    image: String,
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// `docker export`, of an image: its flattened root filesystem as one tar.
+pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
+    let store = open(root)?;
+    let image = store.resolve(&args.image).map_err(plain)?;
+    let mut output = Output::open(args.output.as_deref())?;
+    let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)
+        .map_err(plain)?;
+    output.finish()?;
+    if exported.skipped_devices > 0 {
+        eprintln!(
+            "warning: {} device nodes were left out: kiln creates them only when it runs as root",
+            exported.skipped_devices
+        );
+    }
+    Ok(())
+}
+
+/// `--format` of `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    /// The archive `docker save` writes and `docker load` reads, with the OCI layout files
+    /// beside it.
+    Docker,
+    /// An OCI image layout as a tar.
+    Oci,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// The images: names (a name without a tag saves all its tags) or IDs.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<String>,
+    /// Write to this file instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The archive format.
+    #[arg(long, value_enum, default_value = "docker")]
+    format: FormatArg,
+}
+
+/// `docker save`.
+pub fn save(root: &Path, args: SaveArgs) -> anyhow::Result<()> {
+    let store = open(root)?;
+    let format = match args.format {
+        FormatArg::Docker => SaveFormat::Docker,
+        FormatArg::Oci => SaveFormat::Oci,
+    };
+    let mut output = Output::open(args.output.as_deref())?;
+    archive::save(
+        &store,
+        &args.images,
+        format,
+        output.writer(),
+        DEFAULT_MAX_BYTES,
+    )
+    .map_err(plain)?;
+    output.finish()
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read the archive from this file instead of stdin.
+    #[arg(short, long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Don't report the layers as they are unpacked.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `docker load`: prints `Loaded image: NAME` per tag, `Loaded image ID: ID` for an image
+/// without tags (docker prints IDs only when the last image has no tags; kiln prints each
+/// untagged image's). Layer progress goes to stderr.
+pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
+    let store = open(root)?;
+    let input = input(args.input.as_deref(), "load", "use -i FILE")?;
+    let quiet = args.quiet;
+    let mut progress = |event: Progress| match event {
+        Progress::Layer { diff_id, size } if !quiet => {
+            eprintln!("Loaded layer {} ({})", diff_id.short(), human_size(size, 3));
+        }
+        Progress::Layer { .. } => {}
+    };
+    let loaded =
+        archive::load(&store, input, &LoadOptions::default(), &mut progress).map_err(plain)?;
+    let mut out = io::stdout().lock();
+    for image in loaded {
+        for (name, old) in &image.moved {
+            writeln!(
+                out,
+                "The image {name} already exists, renaming the old one with ID {old} to empty string"
+            )?;
+        }
+        for name in &image.names {
+            writeln!(out, "Loaded image: {name}")?;
+        }
+        if image.names.is_empty() {
+            writeln!(out, "Loaded image ID: {}", image.id)?;
+        }
+    }
+    Ok(())
+}
+
+/// The input file, or stdin when there is none (refused when it is a terminal, as docker does;
+/// `command` and `instead` make the message).
+fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Box<dyn Read>> {
+    match path {
+        Some(path) => {
+            let file = File::open(path)
+                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+            Ok(Box::new(BufReader::new(file)))
+        }
+        None if io::stdin().is_terminal() => Err(anyhow::anyhow!(
+            "requested {command} from stdin, but stdin is a terminal; {instead} or redirect stdin"
+        )),
+        None => Ok(Box::new(BufReader::new(io::stdin().lock()))),
+    }
+}
+
+/// Where `save` and `export` write: stdout, or a file that appears whole only on success (it
+/// is written beside its final name and renamed over it, as docker's `-o` does).
+enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    File {
+        writer: BufWriter<File>,
+        temp: PathBuf,
+        target: PathBuf,
+    },
+}
+
+impl Output {
+    fn open(path: Option<&Path>) -> anyhow::Result<Output> {
+        let Some(target) = path else {
+            if io::stdout().is_terminal() {
+                anyhow::bail!(
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                );
+            }
+            return Ok(Output::Stdout(BufWriter::new(io::stdout())));
+        };
+        let dir = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            anyhow::bail!(
+                "failed to save to {}: directory {} does not exist",
+                target.display(),
+                dir.display()
+            );
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(".{name}.kiln-{}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", temp.display()))?;
+        Ok(Output::File {
+            writer: BufWriter::new(file),
+            temp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::Stdout(out) => out,
+            Output::File { writer, .. } => writer,
+        }
+    }
+
+    /// Flushes; a file is synced and renamed into place.
+    fn finish(mut self) -> anyhow::Result<()> {
+        match &mut self {
+            Output::Stdout(out) => out
+                .flush()
+                .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
+            Output::File {
+                writer,
+                temp,
+                target,
+            } => {
+                let fail = |e: io::Error| anyhow::anyhow!("cannot write {}: {e}", target.display());
+                writer.flush().map_err(fail)?;
+                writer.get_ref().sync_all().map_err(fail)?;
+                fs::rename(&temp, &target).map_err(fail)?;
+                // The temp name is gone: nothing for Drop to remove.
+                temp.clear();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Output::File { temp, .. } = self
+            && !temp.as_os_str().is_empty()
+        {
+            let _ = fs::remove_file(&temp);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Moving images in and out of the store, as `docker import`, `export`, `save` and `load` do.
+//!
+//! - [`rootfs`]: a root filesystem tar becomes a one-layer image ([`import_rootfs`]); an image
+//!   becomes the tar of its flattened root filesystem ([`export_rootfs`]).
+//! - [`mod@save`]: images become one archive, docker's (`manifest.json`, `<id>/layer.tar`, which
+//!   `docker load` reads; with the OCI layout files beside them, as Docker 25 writes) or an OCI
+//!   image layout tar.
+//! - [`mod@load`]: either kind of archive (plain, gzip or zstd) becomes images in the store.
+//!
+//! An archive or a rootfs tar is hostile input. Nothing in it is ever extracted by name: entries
+//! are streamed into the store's blobs (each verified against its digest), names from
+//! `manifest.json` and `index.json` are only looked up among the archive's own entry names, and
+//! every layer is unpacked into its snapshot (confined by [`crate::image::layer::apply_layer`])
+//! before any image is tagged, so a hostile layer fails the whole load and leaves no image. What a
+//! failed load stored on the way (blobs, snapshots) is unreferenced, and `kiln prune` removes it.
+
+pub mod load;
+pub mod rootfs;
+pub mod save;
+
+mod changes;
+mod names;
+
+pub use load::{LoadOptions, Loaded, Progress, load};
+pub use rootfs::{Exported, ImportOptions, export_rootfs, import_rootfs};
+pub use save::{SaveFormat, save};
+
+use crate::cache::{BlobError, Digest, FsError};
+use crate::image::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
+use crate::image::store::{LayerInfo, Store, StoreError};
+use std::io;
+use std::path::PathBuf;
+
+/// The default for the most uncompressed bytes one archive, rootfs tar or layer may hold (1
+/// TiB): far above real images, low enough that a decompression bomb stops before it fills a
+/// disk that size.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 40;
+
+/// Why an image could not be imported, exported, saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// The archive (or rootfs tar) stream could not be read as a tar.
+    #[error("cannot read the {what}: {source}")]
+    Read {
+        /// `archive` or `rootfs tar`.
+        what: &'static str,
+        #[source]
+        source: LayerError,
+    },
+    /// Writing the output stream failed.
+    #[error("cannot write the archive: {source}")]
+    Write {
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "not an image archive: it has neither manifest.json (docker save) nor index.json (OCI \
+         layout); pre-1.10 docker archives with only `repositories` are not supported"
+    )]
+    NotAnArchive,
+    #[error("the archive has more than {limit} entries")]
+    TooManyEntries { limit: u64 },
+    /// A name (an entry's, or one that manifest.json, index.json or a link gives) that could
+    /// reach outside the archive.
+    #[error("unsafe name {name:?} in the archive: {reason}")]
+    UnsafeName { name: String, reason: &'static str },
+    #[error("{referrer} names {name:?}, which is not in the archive")]
+    MissingEntry { name: String, referrer: String },
+    #[error("archive entry {name:?} is not a file ({reason})")]
+    NotAFile { name: String, reason: &'static str },
+    #[error(
+        "{what} {name:?} is {size} bytes, more than the {limit}-byte limit for a JSON document"
+    )]
+    DocumentTooLarge {
+        what: &'static str,
+        name: String,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{what} {name:?} is not valid: {reason}")]
+    Document {
+        what: &'static str,
+        name: String,
+        reason: String,
+    },
+    #[error(
+        "archive entry {entry:?} does not hold the blob its name gives: its content is {actual} \
+         (the archive is corrupt or was tampered with)"
+    )]
+    BlobName { entry: String, actual: Digest },
+    #[error(
+        "{referrer} gives {digest} as {size_expected} bytes, but the archive's blob has {size} \
+         bytes"
+    )]
+    BlobSize {
+        referrer: String,
+        digest: Digest,
+        size_expected: u64,
+        size: u64,
+    },
+    #[error(
+        "layer {position} of image config {config} is {actual}, but the config's rootfs.diff_ids \
+         lists {expected} (the archive is corrupt or was tampered with)"
+    )]
+    DiffId {
+        config: String,
+        position: usize,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("image config {config} lists {diff_ids} layer diff IDs, but {layers} layers are given")]
+    LayerCount {
+        config: String,
+        diff_ids: usize,
+        layers: usize,
+    },
+    #[error("image config {config} is for {os}; kiln stores and runs linux images")]
+    UnsupportedOs { config: String, os: String },
+    #[error("layer {digest} has media type {media_type:?}, which is not a layer kiln can unpack")]
+    LayerMediaType { digest: Digest, media_type: String },
+    #[error("{digest} in index.json has media type {media_type:?}, which is not an image")]
+    ManifestMediaType { digest: Digest, media_type: String },
+    #[error("image index {digest} has no image for {platform}")]
+    NoPlatform { digest: Digest, platform: String },
+    /// A layer that could not be unpacked: unsafe, malformed, or not the content it claims.
+    #[error("layer {diff_id} cannot be unpacked: {source}")]
+    Layer {
+        diff_id: Digest,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot write the flattened root filesystem: {source}")]
+    Flatten {
+        #[source]
+        source: LayerError,
+    },
+    #[error("the layer's uncompressed content is {actual}, not {expected}")]
+    LayerContent { expected: Digest, actual: Digest },
+    #[error(
+        "cannot save {name} in docker's format: it has no layers (docker cannot load such an \
+         archive either); use --format oci"
+    )]
+    NoLayers { name: String },
+    #[error("invalid --change {change:?}: {reason}")]
+    Change { change: String, reason: String },
+    #[error("the rootfs tar is empty (no bytes); give a tar of a root filesystem")]
+    EmptyInput,
+}
+
+/// How layers are unpacked into snapshots: overlay whiteouts, owners kept when kiln runs as
+/// root, and `user.overlay.opaque` markers otherwise (rootless overlayfs mounts with
+/// `userxattr`).
+pub fn snapshot_options(max_bytes: u64) -> ApplyOptions {
+    let root = nix::unistd::geteuid().is_root();
+    ApplyOptions {
+        whiteouts: Whiteouts::Overlay,
+        max_bytes,
+        same_owner: root,
+        user_xattr: !root,
+    }
+}
+
+/// Makes sure the layer has its snapshot, unpacking the stored blob when it has none, and
+/// checks on the way that the blob's uncompressed content is the layer's diff ID. This is what
+/// proves a layer safe: [`apply_layer`] refuses entries that would reach outside the root, and
+/// an unsafe layer leaves no snapshot. Hold a [`crate::image::store::Lease`] while the image is
+/// not yet tagged.
+pub fn unpack_layer(
+    store: &Store,
+    layer: &LayerInfo,
+    max_bytes: u64,
+) -> Result<PathBuf, ArchiveError> {
+    let options = snapshot_options(max_bytes);
+    let mut unpacked = false;
+    let created = store.create_snapshot(&layer.diff_id, |dir| {
+        unpacked = true;
+        let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
+        let tar = decompressed(blob, max_bytes)?;
+        let applied = apply_layer(tar, dir, &options)?;
+        if applied.diff_id != layer.diff_id {
+            return Err(Box::new(ArchiveError::LayerContent {
+                expected: layer.diff_id.clone(),
+                actual: applied.diff_id,
+            }) as Box<dyn std::error::Error + Send + Sync>);
+        }
+        Ok(())
+    });
+    let dir = created.map_err(|err| match err {
+        StoreError::Snapshot { diff_id, source } => ArchiveError::Layer { diff_id, source },
+        other => other.into(),
+    })?;
+    if !unpacked {
+        // The snapshot existed (or another process won the race), so the blob was not read:
+        // check that it is the layer it claims to be. An uncompressed blob is its own diff ID.
+        verify_diff_id(store, layer, max_bytes)?;
+    }
+    Ok(dir)
+}
+
+/// Reads the whole blob of `layer`, uncompressed, and checks its digest is the diff ID.
+fn verify_diff_id(store: &Store, layer: &LayerInfo, max_bytes: u64) -> Result<(), ArchiveError> {
+    if layer.digest == layer.diff_id {
+        return Ok(());
+    }
+    let layer_error = |source: LayerError| ArchiveError::Layer {
+        diff_id: layer.diff_id.clone(),
+        source: Box::new(source),
+    };
+    let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
+    let tar = decompressed(blob, max_bytes).map_err(layer_error)?;
+    let mut hashing = crate::cache::Hashing::new(tar);
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| layer_error(LayerError::from_read(e)))?;
+    let (actual, _, _) = hashing.finish();
+    if actual != layer.diff_id {
+        return Err(ArchiveError::Layer {
+            diff_id: layer.diff_id.clone(),
+            source: Box::new(ArchiveError::LayerContent {
+                expected: layer.diff_id.clone(),
+                actual,
+            }),
+        });
+    }
+    Ok(())
+}
+
+/// The chain IDs of a stack of layers (image-spec config.md: `ChainID(L0) = DiffID(L0)`,
+/// `ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))`).
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut chain: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for diff_id in diff_ids {
+        let next = match chain.last() {
+            None => diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        };
+        chain.push(next);
+    }
+    chain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let chain = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chain[0], a);
+        assert_eq!(chain[1], Digest::of(format!("{a} {b}").as_bytes()));
+        assert!(chain_ids(&[]).is_empty());
+    }
+}

@@ -1,0 +1,218 @@
+//! `kiln import` (a root filesystem tar becomes a one-layer image, as `docker import`) and
+//! `kiln export` (an image's layers flattened into one root filesystem tar).
+
+use super::changes::config_from_changes;
+use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
+use crate::cache::FsError;
+use crate::cache::atomic::remove_tree;
+use crate::image::layer::{
+    ApplyOptions, Compression, LayerError, Whiteouts, apply_layer, decompressed, write_layer,
+};
+use crate::image::store::{ImageName, LayerInfo, Store, StoreError, StoredImage, descriptor};
+use crate::image::timestamp::now_rfc3339;
+use crate::parser::stage::Platform;
+use oci_spec::image::MediaType;
+use serde_json::{Map, Value, json};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// What [`import_rootfs`] makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Where the tar came from (a file name, `-` for stdin): the history comment says
+    /// `Imported from SOURCE` unless `message` is given.
+    pub source: String,
+    /// `-m`: the history comment (and the config's `comment`).
+    pub message: Option<String>,
+    /// `-c`: Dockerfile instructions applied to the config (CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// HEALTHCHECK, LABEL, ONBUILD, USER, VOLUME, WORKDIR).
+    pub changes: Vec<String>,
+    /// `REPOSITORY[:TAG]` to tag the image with.
+    pub name: Option<String>,
+    /// The most uncompressed bytes the tar may hold.
+    pub max_bytes: u64,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            source: "-".to_string(),
+            message: None,
+            changes: Vec::new(),
+            name: None,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Imports the root filesystem tar `reader` (plain, gzip or zstd) as a one-layer image, as
+/// `docker import` does: the layer is stored uncompressed (its blob digest is its diff ID),
+/// unpacked into its snapshot first (so a tar that is not a safe layer fails before any image
+/// appears), and the config is for the host's platform, created now. Returns the image, tagged
+/// when `options.name` is given.
+pub fn import_rootfs(
+    store: &Store,
+    reader: impl Read,
+    options: &ImportOptions,
+) -> Result<StoredImage, ArchiveError> {
+    // Everything the user wrote is checked before anything is stored.
+    let name = options
+        .name
+        .as_deref()
+        .map(ImageName::parse)
+        .transpose()
+        .map_err(StoreError::from)?;
+    let container_config = config_from_changes(&options.changes)?;
+    let _lease = store.lease()?;
+    let read_error = |source| ArchiveError::Read {
+        what: "rootfs tar",
+        source,
+    };
+    let mut tar = decompressed(reader, options.max_bytes).map_err(read_error)?;
+    let mut writer = store.blobs().writer()?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let read = tar
+            .read(&mut buffer)
+            .map_err(|e| read_error(LayerError::from_read(e)))?;
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        let chunk = buffer.get(..read).unwrap_or_default();
+        writer
+            .write_all(chunk)
+            .map_err(|e| FsError::new("write a blob in", store.staging().dir(), e))?;
+    }
+    if total == 0 {
+        return Err(ArchiveError::EmptyInput);
+    }
+    let blob = writer.commit(None)?;
+    let layer = LayerInfo {
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: MediaType::from(Compression::None.media_type()),
+        diff_id: blob.digest.clone(),
+    };
+    unpack_layer(store, &layer, options.max_bytes)?;
+    let config = import_config(&layer, options, container_config);
+    let bytes = serde_json::to_vec(&config).map_err(|e| ArchiveError::Document {
+        what: "image config",
+        name: "of the import".to_string(),
+        reason: e.to_string(),
+    })?;
+    let layers = [descriptor(
+        layer.media_type.clone(),
+        &layer.digest,
+        layer.size,
+    )];
+    let image = store.write_image_json(&bytes, &layers)?;
+    match name {
+        Some(name) => {
+            store.tag(&name.full(), &image.manifest_descriptor)?;
+            Ok(store.image(&image.manifest_descriptor)?)
+        }
+        None => Ok(image),
+    }
+}
+
+/// The config docker's import writes (moby `daemon/images/image_import.go`): the host platform,
+/// created now, the comment, one history entry.
+fn import_config(
+    layer: &LayerInfo,
+    options: &ImportOptions,
+    container_config: Map<String, Value>,
+) -> Value {
+    let platform = Platform::host();
+    let created = now_rfc3339();
+    let comment = options
+        .message
+        .clone()
+        .unwrap_or_else(|| format!("Imported from {}", options.source));
+    let mut config = json!({
+        "architecture": platform.architecture,
+        "os": "linux",
+        "created": created,
+        "comment": comment,
+        "config": container_config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+        "history": [{"created": created, "created_by": "kiln import", "comment": comment}],
+    });
+    if let (Some(variant), Some(object)) = (platform.variant, config.as_object_mut()) {
+        object.insert("variant".into(), json!(variant));
+    }
+    config
+}
+
+/// What [`export_rootfs`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// The uncompressed bytes written.
+    pub size: u64,
+    /// Device nodes left out because kiln does not run as root.
+    pub skipped_devices: u64,
+}
+
+/// Writes the root filesystem of `image` as one uncompressed tar to `out`: every layer applied
+/// in order into a directory in the store's staging area (whiteouts delete, opaque directories
+/// hide what is below, nothing followed out of the directory), then the directory written as a
+/// tar in a fixed order. Owners are kept when kiln runs as root; otherwise files belong to the
+/// caller and device nodes are left out (counted in [`Exported::skipped_devices`]).
+pub fn export_rootfs(
+    store: &Store,
+    image: &StoredImage,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
+    // Keeps a collection from deleting the image's blobs while they are read.
+    let _lease = store.lease()?;
+    let dir = StagedDir::create(store.staging().new_path("export"))?;
+    let options = ApplyOptions {
+        whiteouts: Whiteouts::Apply,
+        max_bytes,
+        same_owner: nix::unistd::geteuid().is_root(),
+        user_xattr: false,
+    };
+    let mut exported = Exported::default();
+    for layer in &image.layers {
+        let layer_error = |source: LayerError| ArchiveError::Layer {
+            diff_id: layer.diff_id.clone(),
+            source: Box::new(source),
+        };
+        let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
+        let tar = decompressed(blob, max_bytes).map_err(layer_error)?;
+        let applied = apply_layer(tar, &dir.0, &options).map_err(layer_error)?;
+        if applied.diff_id != layer.diff_id {
+            return Err(ArchiveError::Layer {
+                diff_id: layer.diff_id.clone(),
+                source: Box::new(ArchiveError::LayerContent {
+                    expected: layer.diff_id.clone(),
+                    actual: applied.diff_id,
+                }),
+            });
+        }
+        exported.skipped_devices += applied.skipped_devices;
+    }
+    let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
+    exported.size = written.size;
+    Ok(exported)
+}
+
+/// A staging directory removed (with everything in it, links not followed) when dropped.
+struct StagedDir(PathBuf);
+
+impl StagedDir {
+    fn create(path: PathBuf) -> Result<StagedDir, ArchiveError> {
+        std::fs::create_dir(&path).map_err(|e| FsError::new("create directory", &path, e))?;
+        Ok(StagedDir(path))
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        // Best effort: what is left is a dead writer's staging entry, which the store's
+        // `remove_stale` deletes later.
+        let _ = remove_tree(Path::new(&self.0));
+    }
+}

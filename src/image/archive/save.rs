@@ -1,0 +1,529 @@
+//! `kiln save`: images into one tar archive, in docker's format or as an OCI image layout.
+//!
+//! Docker's format is what `docker save` of Docker 20.10 writes (moby `image/tarexport`) and
+//! every `docker load` reads: `manifest.json` (`[{Config, RepoTags, Layers}]`), the config as
+//! `<config hex>.json`, one directory per layer named by its legacy v1 ID with `VERSION`
+//! (`1.0`), `json` (the v1 image JSON) and `layer.tar` (uncompressed), and `repositories`. Beside
+//! them, as Docker 25 writes, are the OCI layout files (`oci-layout`, `index.json`,
+//! `blobs/sha256/`), so OCI tools read the same archive. Each layer's bytes are stored once, as
+//! `blobs/sha256/<diff id>`; `<v1 id>/layer.tar` is a relative symlink to it (docker itself
+//! links repeated layers this way, and Docker 20.10's load follows such links).
+//!
+//! The OCI format is the image layout alone, with the store's own blobs (compressed layers stay
+//! compressed), so manifests keep their digests.
+//!
+//! Entries are written in a fixed order with fixed metadata (owner 0:0, mtime 0), so the same
+//! images always give the same bytes.
+
+use super::{ArchiveError, chain_ids};
+use crate::cache::atomic::remove_tree;
+use crate::cache::{BlobError, Digest, FsError, Hashing};
+use crate::image::layer::{Compression, LayerError, decompressed};
+use crate::image::reference::Reference;
+use crate::image::store::{
+    CONTAINERD_NAME, ImageName, LayerInfo, REF_NAME, Store, StoredImage, descriptor,
+};
+use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::io::{self, Read, Seek, Write};
+
+/// The archive format of [`save`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// `docker save`'s archive (with the OCI layout files beside it).
+    Docker,
+    /// An OCI image layout as a tar.
+    Oci,
+}
+
+/// The `oci-layout` file (image-layout spec).
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Writes the images `names` (names, IDs or ID prefixes, as for `kiln inspect`) as one tar
+/// archive to `out`. A name without a tag (`busybox`) saves every tag of that repository, as
+/// docker does; an ID saves the image without tags. An image named twice is saved once, with
+/// all the tags asked for. `max_bytes` bounds each layer's uncompressed size (docker's format
+/// stores layers uncompressed).
+pub fn save(
+    store: &Store,
+    names: &[String],
+    format: SaveFormat,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
+    // Keeps a collection from deleting the images' blobs while they are read.
+    let _lease = store.lease()?;
+    let selected = select(store, names, format)?;
+    let mut tar = TarOut::new(out);
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
+    match format {
+        SaveFormat::Docker => write_docker(store, &selected, &mut tar, max_bytes)?,
+        SaveFormat::Oci => write_oci(store, &selected, &mut tar)?,
+    }
+    tar.finish()
+}
+
+/// An image to save and the tags it is saved with.
+struct Selected {
+    image: StoredImage,
+    tags: Vec<ImageName>,
+}
+
+/// The images `names` give, each once (docker: by image ID; OCI: by manifest).
+fn select(
+    store: &Store,
+    names: &[String],
+    format: SaveFormat,
+) -> Result<Vec<Selected>, ArchiveError> {
+    let key = |image: &StoredImage| match format {
+        SaveFormat::Docker => image.id.clone(),
+        SaveFormat::Oci => image.manifest_digest.clone(),
+    };
+    let mut selected: Vec<Selected> = Vec::new();
+    let mut add = |image: StoredImage, tags: Vec<ImageName>| match selected
+        .iter_mut()
+        .find(|s| key(&s.image) == key(&image))
+    {
+        Some(existing) => {
+            for tag in tags {
+                if !existing.tags.contains(&tag) {
+                    existing.tags.push(tag);
+                }
+            }
+        }
+        None => selected.push(Selected { image, tags }),
+    };
+    for text in names {
+        if let Some(repository) = repository_only(text) {
+            let mut found = false;
+            for summary in store.images()? {
+                let tags: Vec<ImageName> = summary
+                    .image
+                    .names
+                    .iter()
+                    .filter(|n| n.repository() == repository)
+                    .cloned()
+                    .collect();
+                if !tags.is_empty() {
+                    found = true;
+                    add(summary.image, tags);
+                }
+            }
+            if found {
+                continue;
+            }
+        }
+        let image = store.resolve(text)?;
+        let tag = ImageName::parse(text)
+            .ok()
+            .filter(|name| image.names.contains(name));
+        add(image, tag.into_iter().collect());
+    }
+    Ok(selected)
+}
+
+/// The normalised repository of a name without tag or digest (`busybox` →
+/// `docker.io/library/busybox`).
+fn repository_only(text: &str) -> Option<String> {
+    let reference = Reference::parse_normalized(text).ok()?;
+    (reference.tag().is_none() && reference.digest().is_none())
+        .then(|| format!("{}/{}", reference.domain(), reference.path()))
+}
+
+/// One item of docker's `manifest.json`.
+#[derive(serde::Serialize)]
+struct ManifestItem {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "RepoTags")]
+    repo_tags: Option<Vec<String>>,
+    #[serde(rename = "Layers")]
+    layers: Vec<String>,
+}
+
+/// The `container_config` docker writes into the v1 JSON of a layer below the top: an empty
+/// container config.
+fn empty_container_config() -> Value {
+    json!({
+        "Hostname": "", "Domainname": "", "User": "", "AttachStdin": false,
+        "AttachStdout": false, "AttachStderr": false, "Tty": false, "OpenStdin": false,
+        "StdinOnce": false, "Env": null, "Cmd": null, "Image": "", "Volumes": null,
+        "WorkingDir": "", "Entrypoint": null, "OnBuild": null, "Labels": null,
+    })
+}
+
+fn docker_archive_error(what: &str, err: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError::Document {
+        what: "archive entry",
+        name: what.to_string(),
+        reason: err.to_string(),
+    }
+}
+
+/// Docker's archive (see the module documentation).
+fn write_docker<W: Write>(
+    store: &Store,
+    selected: &[Selected],
+    tar: &mut TarOut<W>,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
+    let mut items = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut index = Vec::new();
+    let mut layer_sizes: HashMap<Digest, u64> = HashMap::new();
+    for Selected { image, tags } in selected {
+        if image.layers.is_empty() {
+            let name = tags
+                .first()
+                .map_or_else(|| image.id.to_string(), ToString::to_string);
+            return Err(ArchiveError::NoLayers { name });
+        }
+        let config: Map<String, Value> = serde_json::from_slice(&image.config_bytes)
+            .map_err(|e| docker_archive_error("image config", e))?;
+        let os = config
+            .get("os")
+            .and_then(Value::as_str)
+            .unwrap_or("linux")
+            .to_string();
+        let diff_ids: Vec<Digest> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let chains = chain_ids(&diff_ids);
+        let mut parent: Option<Digest> = None;
+        let mut layer_paths = Vec::new();
+        let mut oci_layers = Vec::new();
+        for (position, (layer, chain)) in image.layers.iter().zip(&chains).enumerate() {
+            let blob_path = format!("blobs/sha256/{}", layer.diff_id.hex());
+            let size = match layer_sizes.get(&layer.diff_id) {
+                Some(&size) => size,
+                None => {
+                    let size = append_uncompressed(store, layer, tar, &blob_path, max_bytes)?;
+                    layer_sizes.insert(layer.diff_id.clone(), size);
+                    size
+                }
+            };
+            oci_layers.push(descriptor(MediaType::ImageLayer, &layer.diff_id, size));
+            let top = position + 1 == image.layers.len();
+            let (v1_id, v1_json) = v1_image(&config, top, &os, chain, parent.as_ref())?;
+            let dir = v1_id.hex().to_string();
+            if tar.is_new(&format!("{dir}/")) {
+                tar.dir(&format!("{dir}/"))?;
+                tar.bytes(&format!("{dir}/VERSION"), b"1.0")?;
+                tar.bytes(&format!("{dir}/json"), &v1_json)?;
+                tar.symlink(
+                    &format!("{dir}/layer.tar"),
+                    &format!("../blobs/sha256/{}", layer.diff_id.hex()),
+                )?;
+            }
+            layer_paths.push(format!("{dir}/layer.tar"));
+            parent = Some(v1_id);
+        }
+        let config_path = format!("blobs/sha256/{}", image.id.hex());
+        if tar.is_new(&config_path) {
+            tar.bytes(&config_path, &image.config_bytes)?;
+            tar.bytes(&format!("{}.json", image.id.hex()), &image.config_bytes)?;
+        }
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(descriptor(
+                MediaType::ImageConfig,
+                &image.id,
+                image.config_bytes.len() as u64,
+            ))
+            .layers(oci_layers)
+            .build()
+            .map_err(|e| docker_archive_error("image manifest", e))?;
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| docker_archive_error("image manifest", e))?;
+        let manifest_digest = Digest::of(&manifest_bytes);
+        let manifest_path = format!("blobs/sha256/{}", manifest_digest.hex());
+        if tar.is_new(&manifest_path) {
+            tar.bytes(&manifest_path, &manifest_bytes)?;
+        }
+        let manifest_descriptor = descriptor(
+            MediaType::ImageManifest,
+            &manifest_digest,
+            manifest_bytes.len() as u64,
+        );
+        if let Some(top) = &parent {
+            for tag in tags {
+                repositories
+                    .entry(tag.familiar_repository().to_string())
+                    .or_default()
+                    .insert(tag.tag().to_string(), top.hex().to_string());
+            }
+        }
+        index.extend(index_descriptors(&manifest_descriptor, tags));
+        items.push(ManifestItem {
+            config: format!("{}.json", image.id.hex()),
+            repo_tags: (!tags.is_empty()).then(|| tags.iter().map(ToString::to_string).collect()),
+            layers: layer_paths,
+        });
+    }
+    tar.bytes("oci-layout", OCI_LAYOUT)?;
+    tar.bytes("index.json", &index_json(index)?)?;
+    // Go's json.Encoder, which docker writes these two with, ends them with a newline.
+    let mut manifest_json =
+        serde_json::to_vec(&items).map_err(|e| docker_archive_error("manifest.json", e))?;
+    manifest_json.push(b'\n');
+    tar.bytes("manifest.json", &manifest_json)?;
+    if !repositories.is_empty() {
+        let mut bytes = serde_json::to_vec(&repositories)
+            .map_err(|e| docker_archive_error("repositories", e))?;
+        bytes.push(b'\n');
+        tar.bytes("repositories", &bytes)?;
+    }
+    Ok(())
+}
+
+/// The legacy v1 ID and JSON of one layer (moby `image/v1` `CreateID`): the top layer's JSON is
+/// the image config without `rootfs` and `history`; the others are an empty config created at
+/// the epoch. The ID is the sha256 of that JSON with `layer_id` (the chain ID) and `parent`
+/// (the parent's v1 ID) added, so a layer shared by two images at the same place in the same
+/// stack gets one directory. The IDs follow docker's recipe but are not guaranteed to be
+/// byte-identical to docker's (Go's encoder escapes `<`, `>` and `&`); no reader compares them.
+fn v1_image(
+    config: &Map<String, Value>,
+    top: bool,
+    os: &str,
+    chain: &Digest,
+    parent: Option<&Digest>,
+) -> Result<(Digest, Vec<u8>), ArchiveError> {
+    let mut v1 = if top {
+        let mut v1 = config.clone();
+        for key in ["rootfs", "history", "id", "parent"] {
+            v1.remove(key);
+        }
+        v1
+    } else {
+        let mut v1 = Map::new();
+        v1.insert("created".into(), json!("1970-01-01T00:00:00Z"));
+        v1.insert("container_config".into(), empty_container_config());
+        v1.insert("os".into(), json!(os));
+        v1
+    };
+    let mut for_id = v1.clone();
+    for_id.insert("layer_id".into(), json!(chain.to_string()));
+    if let Some(parent) = parent {
+        for_id.insert("parent".into(), json!(parent.to_string()));
+    }
+    let id_bytes = serde_json::to_vec(&for_id).map_err(|e| docker_archive_error("json", e))?;
+    let id = Digest::of(&id_bytes);
+    v1.insert("id".into(), json!(id.hex()));
+    if let Some(parent) = parent {
+        v1.insert("parent".into(), json!(parent.hex()));
+    }
+    let bytes = serde_json::to_vec(&v1).map_err(|e| docker_archive_error("json", e))?;
+    Ok((id, bytes))
+}
+
+/// The `index.json` descriptors of a manifest: one per tag, named as the store names them
+/// (`ref.name` the familiar name, containerd's annotation the full one); one without names
+/// for an untagged image.
+fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descriptor> {
+    if tags.is_empty() {
+        return vec![manifest.clone()];
+    }
+    tags.iter()
+        .map(|tag| {
+            let mut named = manifest.clone();
+            named.set_annotations(Some(
+                [
+                    (REF_NAME.to_string(), tag.familiar()),
+                    (CONTAINERD_NAME.to_string(), tag.full()),
+                ]
+                .into_iter()
+                .collect(),
+            ));
+            named
+        })
+        .collect()
+}
+
+fn index_json(manifests: Vec<Descriptor>) -> Result<Vec<u8>, ArchiveError> {
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .map_err(|e| docker_archive_error("index.json", e))
+}
+
+/// Appends the layer's uncompressed tar at `path`, returning its size. A compressed blob is
+/// decompressed into a staging file first (the tar header needs the size) and checked against
+/// the diff ID; an uncompressed one is streamed, checked against its digest on the way.
+fn append_uncompressed<W: Write>(
+    store: &Store,
+    layer: &LayerInfo,
+    tar: &mut TarOut<W>,
+    path: &str,
+    max_bytes: u64,
+) -> Result<u64, ArchiveError> {
+    let mut prefix = Vec::new();
+    let blob_path = store.blobs().path(&layer.digest);
+    store
+        .blobs()
+        .open_blob(&layer.digest)?
+        .take(4)
+        .read_to_end(&mut prefix)
+        .map_err(|e| FsError::new("read", &blob_path, e))?;
+    if Compression::detect(&prefix) == Compression::None {
+        if layer.digest != layer.diff_id {
+            return Err(ArchiveError::Layer {
+                diff_id: layer.diff_id.clone(),
+                source: Box::new(ArchiveError::LayerContent {
+                    expected: layer.diff_id.clone(),
+                    actual: layer.digest.clone(),
+                }),
+            });
+        }
+        let reader = store.blobs().reader(&layer.digest, Some(layer.size))?;
+        tar.file(path, layer.size, reader)?;
+        return Ok(layer.size);
+    }
+    let layer_error = |source: LayerError| ArchiveError::Layer {
+        diff_id: layer.diff_id.clone(),
+        source: Box::new(source),
+    };
+    let staged = store.staging().new_path("layer");
+    let _cleanup = Cleanup(&staged);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .map_err(|e| FsError::new("create", &staged, e))?;
+    let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
+    let mut uncompressed = Hashing::new(decompressed(blob, max_bytes).map_err(layer_error)?);
+    io::copy(&mut uncompressed, &mut file).map_err(|e| layer_error(LayerError::from_read(e)))?;
+    let (diff_id, size, _) = uncompressed.finish();
+    if diff_id != layer.diff_id {
+        return Err(ArchiveError::Layer {
+            diff_id: layer.diff_id.clone(),
+            source: Box::new(ArchiveError::LayerContent {
+                expected: layer.diff_id.clone(),
+                actual: diff_id,
+            }),
+        });
+    }
+    file.rewind()
+        .map_err(|e| FsError::new("read", &staged, e))?;
+    tar.file(path, size, file)?;
+    Ok(size)
+}
+
+/// Removes a staging file when dropped.
+struct Cleanup<'a>(&'a std::path::Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let _ = remove_tree(self.0);
+    }
+}
+
+/// The OCI image layout archive: the store's blobs as they are, `index.json` last.
+fn write_oci<W: Write>(
+    store: &Store,
+    selected: &[Selected],
+    tar: &mut TarOut<W>,
+) -> Result<(), ArchiveError> {
+    tar.bytes("oci-layout", OCI_LAYOUT)?;
+    let mut index = Vec::new();
+    for Selected { image, tags } in selected {
+        for layer in &image.layers {
+            let path = format!("blobs/sha256/{}", layer.digest.hex());
+            if tar.is_new(&path) {
+                let reader = store.blobs().reader(&layer.digest, Some(layer.size))?;
+                tar.file(&path, layer.size, reader)?;
+            }
+        }
+        let config_path = format!("blobs/sha256/{}", image.id.hex());
+        if tar.is_new(&config_path) {
+            tar.bytes(&config_path, &image.config_bytes)?;
+        }
+        let manifest_path = format!("blobs/sha256/{}", image.manifest_digest.hex());
+        if tar.is_new(&manifest_path) {
+            let bytes = store
+                .blobs()
+                .read_sized(&image.manifest_digest, image.manifest_descriptor.size())?;
+            tar.bytes(&manifest_path, &bytes)?;
+        }
+        index.extend(index_descriptors(&image.manifest_descriptor, tags));
+    }
+    tar.bytes("index.json", &index_json(index)?)
+}
+
+/// The archive being written: entries with fixed metadata, each path once.
+struct TarOut<W: Write> {
+    builder: tar::Builder<W>,
+    paths: HashSet<String>,
+}
+
+impl<W: Write> TarOut<W> {
+    fn new(out: W) -> TarOut<W> {
+        TarOut {
+            builder: tar::Builder::new(out),
+            paths: HashSet::new(),
+        }
+    }
+
+    /// Whether `path` was not written yet.
+    fn is_new(&self, path: &str) -> bool {
+        !self.paths.contains(path)
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_size(size);
+        header
+    }
+
+    fn dir(&mut self, path: &str) -> Result<(), ArchiveError> {
+        self.paths.insert(path.to_string());
+        let mut header = Self::header(tar::EntryType::Directory, 0o755, 0);
+        self.builder
+            .append_data(&mut header, path, io::empty())
+            .map_err(output_error)
+    }
+
+    fn file(&mut self, path: &str, size: u64, data: impl Read) -> Result<(), ArchiveError> {
+        self.paths.insert(path.to_string());
+        let mut header = Self::header(tar::EntryType::Regular, 0o644, size);
+        self.builder
+            .append_data(&mut header, path, data)
+            .map_err(output_error)
+    }
+
+    fn bytes(&mut self, path: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+        self.file(path, bytes.len() as u64, bytes)
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) -> Result<(), ArchiveError> {
+        self.paths.insert(path.to_string());
+        let mut header = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut header, path, target)
+            .map_err(output_error)
+    }
+
+    fn finish(self) -> Result<(), ArchiveError> {
+        let mut out = self.builder.into_inner().map_err(output_error)?;
+        out.flush().map_err(output_error)
+    }
+}
+
+/// An error from appending to the archive: a blob that failed verification while it was read,
+/// or the output failing.
+fn output_error(err: io::Error) -> ArchiveError {
+    match err.downcast::<BlobError>() {
+        Ok(blob) => ArchiveError::Blob(blob),
+        Err(source) => ArchiveError::Write { source },
+    }
+}
