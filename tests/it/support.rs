@@ -29,7 +29,6 @@ pub fn require<T>(what: &str, found: Option<T>) -> Option<T> {
 }
 
 /// Debian's static busybox (`/bin/busybox` from busybox-static), the base of every test image.
-#[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
 pub fn busybox() -> Option<PathBuf> {
     let path = PathBuf::from("/bin/busybox");
     let is_static = fs::read(&path).ok().is_some_and(|elf| is_static_elf(&elf));
@@ -42,7 +41,6 @@ pub fn busybox() -> Option<PathBuf> {
 /// Whether `elf` is a 64-bit little-endian ELF without a `PT_INTERP` program header (no dynamic
 /// loader). Searching for the text "ld-linux" is not enough: static glibc binaries, Debian's
 /// busybox-static among them, embed that name for `dlopen`.
-#[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
 fn is_static_elf(elf: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
     let u16_at = |at: usize| {
@@ -76,7 +74,6 @@ fn is_static_elf(elf: &[u8]) -> bool {
 }
 
 /// The path of `program` on `PATH`, or `None` after a skip notice (a failure under `CI=true`).
-#[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
 pub fn tool(program: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -88,12 +85,10 @@ pub fn tool(program: &str) -> Option<PathBuf> {
 
 /// `Some(())` when the tests run as root (namespaces, mounts and cgroups need it), else a skip
 /// notice (a failure under `CI=true`, which runs as root).
-#[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
 pub fn root() -> Option<()> {
     require("root (uid 0)", nix_is_root().then_some(()))
 }
 
-#[allow(dead_code)] // used by the store and runtime tests landing next (issue 3)
 fn nix_is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -123,7 +118,6 @@ pub fn context(items: &[(&str, &str)]) -> tempfile::TempDir {
 /// socket `/var/tmp/kiln-peers/docker.sock`, checked with `docker version`. `None` after a skip
 /// notice when it does not answer (a failure under `CI=true`). It has no bridge network: run
 /// containers with `--network none` or `host`.
-#[allow(dead_code)] // used by the archive tests; the runtime tests will use it too
 pub fn peer_docker() -> Option<PeerDocker> {
     const SOCKET: &str = "/var/tmp/kiln-peers/docker.sock";
     let program = tool("docker")?;
@@ -152,7 +146,6 @@ pub struct PeerDocker {
     host: String,
 }
 
-#[allow(dead_code)] // used by the archive tests; the runtime tests will use it too
 impl PeerDocker {
     /// `docker` with `DOCKER_HOST` set to the peer.
     pub fn command(&self) -> std::process::Command {
