@@ -9,7 +9,7 @@ use kiln::runtime::cgroup::{Limits, parse_memory};
 use kiln::runtime::container::{
     Container, ContainerError, RunOptions, env_entry, env_file, parse_volume,
 };
-use kiln::runtime::tty::{self, Pty, RawMode};
+use kiln::runtime::tty::{self, DEFAULT_WINDOW_SIZE, RawMode};
 use kiln::runtime::{Network, SandboxHandle, Stdio};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal as _;
@@ -120,24 +120,20 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let stdin_fd = std::io::stdin().as_fd().try_clone_to_owned()?;
     let stdout_fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-    let pty = if args.tty {
-        let size =
-            tty::window_size(stdout_fd.as_fd()).or_else(|| tty::window_size(stdin_fd.as_fd()));
-        Some(Pty::open(size)?)
+    // With -t the sandbox allocates the terminal in its own devpts (so `tty` names it
+    // /dev/pts/0, as in docker) and hands kiln the master. It starts with the host terminal's
+    // size, or docker's 24x80 when kiln's output is not a terminal.
+    let stdio = if args.tty {
+        let size = tty::window_size(stdout_fd.as_fd())
+            .or_else(|| tty::window_size(stdin_fd.as_fd()))
+            .unwrap_or(DEFAULT_WINDOW_SIZE);
+        Stdio::Terminal { size: Some(size) }
     } else {
-        None
-    };
-    let stdio = match &pty {
-        Some(pty) => Stdio {
-            stdin: Some(pty.slave.try_clone()?),
-            stdout: pty.slave.try_clone()?,
-            stderr: pty.slave.try_clone()?,
-        },
-        None => Stdio {
+        Stdio::Streams {
             stdin: args.interactive.then(|| stdin_fd.try_clone()).transpose()?,
             stdout: stdout_fd.try_clone()?,
             stderr: std::io::stderr().as_fd().try_clone_to_owned()?,
-        },
+        }
     };
 
     // The signals are blocked in this thread before any other thread exists (kiln run starts
@@ -149,14 +145,11 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         proxied.add(signal);
     }
     proxied.thread_block()?;
-    let sandbox = container.start(stdio)?;
+    let mut sandbox = container.start(stdio)?;
     forward_signals(proxied, sandbox.handle());
 
-    if let Some(pty) = pty {
-        // The container holds the slave now; kiln's copy would keep the master from ever
-        // reporting the end of the session.
-        drop(pty.slave);
-        relay(&pty.master, stdin_fd, stdout_fd, args.interactive)?;
+    if let Some(master) = sandbox.take_terminal() {
+        relay(&master, stdin_fd, stdout_fd, args.interactive)?;
     }
     let outcome = sandbox.wait()?;
     let ending = container.finish()?;

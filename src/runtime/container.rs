@@ -211,7 +211,8 @@ impl Container {
         &self.spec
     }
 
-    /// Starts the process with `stdio` and records its pid.
+    /// Starts the process with `stdio` and records its pid. With `-t` ([`RunOptions::tty`]) pass
+    /// [`Stdio::Terminal`] and relay [`Sandbox::take_terminal`]'s master.
     pub fn start(&mut self, stdio: Stdio) -> Result<Sandbox, ContainerError> {
         let sandbox = Sandbox::spawn(&self.spec, stdio)?;
         self.record.pid = u32::try_from(sandbox.pid()).ok();

@@ -9,6 +9,7 @@
 //! signal-safety(7)). It only reads the prepared [`Step`]s and calls the kernel.
 
 use super::plan::{Create, ExecArgs, Step, Target};
+use super::tty::WindowSize;
 use libc::{c_int, c_ulong, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;
 use std::ffi::CStr;
@@ -89,6 +90,18 @@ pub(crate) trait Kernel {
     fn setsid(&mut self) -> Result<(), Errno>;
     /// ioctl(fd, TIOCSCTTY, 0).
     fn set_controlling_tty(&mut self, fd: Fd) -> Result<(), Errno>;
+    /// open(2) of `/dev/ptmx` with `O_RDWR | O_NOCTTY | O_CLOEXEC`: a new pty master (pts(4)).
+    /// The descriptor is ≥ 3 even when the caller's 0, 1 or 2 were closed.
+    fn open_ptmx(&mut self) -> Result<Fd, Errno>;
+    /// ioctl(master, TIOCSPTLCK, &0): unlocks the slave (what unlockpt(3) does).
+    fn unlock_pty(&mut self, master: Fd) -> Result<(), Errno>;
+    /// ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY): opens the master's slave (ioctl_tty(2)).
+    /// The descriptor is ≥ 3, as for [`Kernel::open_ptmx`].
+    fn open_pty_peer(&mut self, master: Fd) -> Result<Fd, Errno>;
+    /// ioctl(fd, TIOCSWINSZ).
+    fn set_window_size(&mut self, fd: Fd, size: WindowSize) -> Result<(), Errno>;
+    /// sendmsg(2) of one byte carrying `fd` as `SCM_RIGHTS` ancillary data (unix(7)).
+    fn send_fd(&mut self, socket: Fd, fd: Fd) -> Result<(), Errno>;
     /// close_range(2) of every descriptor from `first` up, except `keep`.
     fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno>;
     /// prctl(PR_CAPBSET_DROP, cap): `EINVAL` past the kernel's last capability.
@@ -363,6 +376,35 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             kernel.dup2(*stdout, 1)?;
             kernel.dup2(*stderr, 2)
         }
+        Step::Terminal { socket, size } => {
+            // runc's console socket. pts(4): opening the multiplexer creates a master and a
+            // locked slave /dev/pts/N in the devpts instance that ptmx belongs to; /dev/ptmx is
+            // our symlink to pts/ptmx, the sandbox's own instance (mounted `newinstance`), so
+            // the slave is /dev/pts/0 inside, as in Docker.
+            let master = kernel.open_ptmx()?;
+            with_fd(kernel, master, |k| {
+                // No grantpt(3): devpts itself gives a new slave to the opener's uid and the
+                // instance's gid= (and mode=), so there is nothing to grant.
+                k.unlock_pty(master)?;
+                // TIOCGPTPEER (ioctl_tty(2), Linux 4.13) opens the slave from the master itself,
+                // without a lookup of /dev/pts/N that a bind mount could have redirected (the
+                // reason the kernel added it, commit 54ebbfb16034, for runc).
+                let slave = k.open_pty_peer(master)?;
+                with_fd(k, slave, |k| {
+                    if let Some(size) = size {
+                        // Before the workload runs, so it sees the size in its first call.
+                        k.set_window_size(master, *size)?;
+                    }
+                    // Both are ≥ 3 (see the trait), so these do not clobber one another.
+                    k.dup2(slave, 0)?;
+                    k.dup2(slave, 1)?;
+                    k.dup2(slave, 2)?;
+                    // unix(7) SCM_RIGHTS: the parent receives its own descriptor of the master;
+                    // ours closes here (and is close-on-exec anyway), the socket with CloseFds.
+                    k.send_fd(*socket, master)
+                })
+            })
+        }
         Step::NewSession { controlling_tty } => {
             kernel.setsid()?;
             if *controlling_tty {
@@ -500,7 +542,7 @@ fn resolve<K: Kernel>(kernel: &mut K, root: Fd, target: &Target) -> Result<Fd, E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::plan::{self, Context, UserNamespace, WorkloadFds};
+    use crate::runtime::plan::{self, Context, StdioFds, UserNamespace, WorkloadFds};
     use crate::runtime::spec::{BindMount, Network, RootFs, Spec, UpperDir, User};
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -703,6 +745,27 @@ mod tests {
         fn set_controlling_tty(&mut self, fd: Fd) -> Result<(), Errno> {
             self.record(format!("TIOCSCTTY {fd}"))
         }
+        fn open_ptmx(&mut self) -> Result<Fd, Errno> {
+            self.record("open /dev/ptmx".into())?;
+            Ok(self.open("ptmx".into()))
+        }
+        fn unlock_pty(&mut self, master: Fd) -> Result<(), Errno> {
+            let call = format!("TIOCSPTLCK <{}> 0", self.name(master));
+            self.record(call)
+        }
+        fn open_pty_peer(&mut self, master: Fd) -> Result<Fd, Errno> {
+            let call = format!("TIOCGPTPEER <{}>", self.name(master));
+            self.record(call)?;
+            Ok(self.open("pts/0".into()))
+        }
+        fn set_window_size(&mut self, fd: Fd, size: WindowSize) -> Result<(), Errno> {
+            let call = format!("TIOCSWINSZ <{}> {}x{}", self.name(fd), size.rows, size.cols);
+            self.record(call)
+        }
+        fn send_fd(&mut self, socket: Fd, fd: Fd) -> Result<(), Errno> {
+            let call = format!("sendmsg {socket} SCM_RIGHTS <{}>", self.name(fd));
+            self.record(call)
+        }
         fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno> {
             self.record(format!("close_range {first}.. keep {keep}"))
         }
@@ -774,16 +837,28 @@ mod tests {
         }
     }
 
-    fn context() -> Context {
-        Context {
-            staging: "/stage".into(),
-            user_namespace: UserNamespace::None,
-            fds: WorkloadFds {
+    /// The context for `spec`: stream descriptors 4 and 5, or with a tty the socket 7 and a
+    /// 30x100 terminal.
+    fn context(spec: &Spec) -> Context {
+        let stdio = if spec.tty {
+            StdioFds::Terminal {
+                socket: 7,
+                size: Some(WindowSize {
+                    rows: 30,
+                    cols: 100,
+                }),
+            }
+        } else {
+            StdioFds::Streams {
                 stdin: None,
                 stdout: 4,
                 stderr: 5,
-                report: 6,
-            },
+            }
+        };
+        Context {
+            staging: "/stage".into(),
+            user_namespace: UserNamespace::None,
+            fds: WorkloadFds { stdio, report: 6 },
         }
     }
 
@@ -803,7 +878,7 @@ mod tests {
     }
 
     fn plan_for(spec: &Spec) -> plan::Plan {
-        plan::plan(spec, &context(), &|p| {
+        plan::plan(spec, &context(spec), &|p| {
             Ok(!p.to_string_lossy().ends_with(".txt"))
         })
         .expect("plan")
@@ -977,10 +1052,14 @@ mod tests {
             "the fake exec 'succeeded'"
         );
         let mut wanted: Vec<String> = [
-            "open /dev/null",
-            "dup2 10 0",
-            "dup2 4 1",
-            "dup2 5 2",
+            "open /dev/ptmx",
+            "TIOCSPTLCK <ptmx> 0",
+            "TIOCGPTPEER <ptmx>",
+            "TIOCSWINSZ <ptmx> 30x100",
+            "dup2 11 0",
+            "dup2 11 1",
+            "dup2 11 2",
+            "sendmsg 7 SCM_RIGHTS <ptmx>",
             "setsid",
             "TIOCSCTTY 1",
             "close_range 3.. keep 6",
@@ -1012,6 +1091,66 @@ mod tests {
         );
         wanted.push(r#"execve /bin/sh ["sh", "-c", "true"] ["PATH=/usr/bin:/bin"]"#.into());
         assert_eq!(fake.calls, wanted);
+    }
+
+    #[test]
+    fn streams_are_dup2ed_without_a_terminal() {
+        let plan = plan_for(&spec());
+        let mut fake = image();
+        fake.executables.insert("/bin/sh".into());
+        let _ = run(&mut fake, &plan.workload, 0);
+        assert_eq!(
+            fake.calls.get(..6).unwrap_or_default(),
+            [
+                "open /dev/null",
+                "dup2 10 0",
+                "dup2 4 1",
+                "dup2 5 2",
+                "setsid",
+                "close_range 3.. keep 6",
+            ]
+        );
+        assert!(!fake.calls.iter().any(|c| c.contains("ptmx")));
+    }
+
+    #[test]
+    fn terminal_descriptors_are_closed_whatever_fails() {
+        // The call that fails, and the calls made up to and including it.
+        let cases: &[(&str, usize)] = &[
+            ("", 10),
+            ("TIOCSPTLCK", 2),
+            ("TIOCGPTPEER", 3),
+            ("TIOCSWINSZ", 4),
+            ("dup2 11 1", 6),
+            ("sendmsg", 8),
+        ];
+        for (failing, calls) in cases {
+            let mut spec = spec();
+            spec.tty = true;
+            let plan = plan_for(&spec);
+            let mut fake = image();
+            if !failing.is_empty() {
+                fake.fail.push((failing.to_string(), Errno::EIO));
+            }
+            let terminal = &plan.workload[..2];
+            let result = run(&mut fake, terminal, 0);
+            assert_eq!(result.is_err(), !failing.is_empty(), "{failing}");
+            assert_eq!(fake.calls.len(), *calls, "{failing}: {:#?}", fake.calls);
+            assert!(fake.fds.is_empty(), "{failing}: left open {:?}", fake.fds);
+        }
+        // Without a size the kernel's stays.
+        let mut spec = spec();
+        spec.tty = true;
+        let mut ctx = context(&spec);
+        ctx.fds.stdio = StdioFds::Terminal {
+            socket: 7,
+            size: None,
+        };
+        let plan = plan::plan(&spec, &ctx, &|_| Ok(true)).expect("plan");
+        let mut fake = image();
+        run(&mut fake, &plan.workload[..2], 0).expect("terminal");
+        assert!(!fake.calls.iter().any(|c| c.starts_with("TIOCSWINSZ")));
+        assert_eq!(fake.calls.last().unwrap(), "TIOCSCTTY 1");
     }
 
     #[test]

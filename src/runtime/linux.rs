@@ -11,6 +11,7 @@
 
 use super::executor::{At, Fd, Kernel};
 use super::plan::ExecArgs;
+use super::tty::WindowSize;
 use libc::{c_int, c_ulong, c_void, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;
 use std::ffi::CStr;
@@ -38,8 +39,48 @@ struct CapData {
     inheritable: u32,
 }
 
+/// One `SCM_RIGHTS` control message carrying one descriptor, laid out as `CMSG_SPACE(sizeof
+/// (int))` bytes with the descriptor at `CMSG_DATA` (cmsg(3)): a fixed struct instead of the
+/// `CMSG_*` walk over a byte buffer, so the child needs no allocation and the buffer is aligned
+/// for `cmsghdr`. Shared with the parent, which receives the same layout.
+#[repr(C)]
+pub(crate) struct FdMessage {
+    /// The header: `cmsg_len` is `CMSG_LEN(sizeof(int))`.
+    pub header: libc::cmsghdr,
+    /// The descriptor.
+    pub fd: c_int,
+}
+
+impl FdMessage {
+    /// A message carrying `fd` (for sending), or room for one (for receiving).
+    pub(crate) fn new(fd: c_int) -> FdMessage {
+        // SAFETY: an all-zero cmsghdr is valid (plain integers); the fields are set below.
+        let mut header: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: CMSG_LEN is arithmetic; the cast cannot truncate (a few bytes).
+        header.cmsg_len = unsafe { libc::CMSG_LEN(size_of::<c_int>() as u32) } as _;
+        header.cmsg_level = libc::SOL_SOCKET;
+        header.cmsg_type = libc::SCM_RIGHTS;
+        FdMessage { header, fd }
+    }
+}
+
 /// The kernel itself.
 pub(crate) struct Linux;
+
+/// `fd` itself when above 2, else a copy at the lowest free number from 3 (the original closed).
+/// A descriptor opened while the caller's 0, 1 or 2 were closed takes that number, and the
+/// terminal step's `dup2`s onto 0, 1, 2 would then replace it.
+fn above_stdio(fd: Fd) -> Result<Fd, Errno> {
+    if fd > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl and close on a descriptor we own.
+    let moved = check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) }.into());
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    // A descriptor number fits in c_int.
+    moved.map(|moved| moved as Fd)
+}
 
 /// `-1` → the current `errno`, anything else → `Ok`.
 fn check(result: libc::c_long) -> Result<libc::c_long, Errno> {
@@ -301,6 +342,64 @@ impl Kernel for Linux {
         check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) }.into()).map(drop)
     }
 
+    fn open_ptmx(&mut self) -> Result<Fd, Errno> {
+        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+        // SAFETY: a NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags) };
+        check(fd.into())?;
+        above_stdio(fd)
+    }
+
+    fn unlock_pty(&mut self, master: Fd) -> Result<(), Errno> {
+        let unlock: c_int = 0;
+        // SAFETY: TIOCSPTLCK reads one int from the live variable.
+        check(unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) }.into()).map(drop)
+    }
+
+    fn open_pty_peer(&mut self, master: Fd) -> Result<Fd, Errno> {
+        let flags = libc::O_RDWR | libc::O_NOCTTY;
+        // SAFETY: TIOCGPTPEER takes open flags by value and returns a new descriptor.
+        let fd = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, flags) };
+        check(fd.into())?;
+        above_stdio(fd)
+    }
+
+    fn set_window_size(&mut self, fd: Fd, size: WindowSize) -> Result<(), Errno> {
+        let size = libc::winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize from the live struct.
+        check(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) }.into()).map(drop)
+    }
+
+    fn send_fd(&mut self, socket: Fd, fd: Fd) -> Result<(), Errno> {
+        // unix(7): ancillary data travels with real data; one byte of it.
+        let mut byte = 0u8;
+        let mut iov = libc::iovec {
+            iov_base: (&raw mut byte).cast(),
+            iov_len: 1,
+        };
+        let mut control = FdMessage::new(fd);
+        // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths); filled below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = (&raw mut control).cast();
+        msg.msg_controllen = size_of::<FdMessage>() as _;
+        loop {
+            // SAFETY: msg points to live stack buffers; MSG_NOSIGNAL: a closed peer is EPIPE,
+            // not a SIGPIPE.
+            match check(unsafe { libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL) } as libc::c_long)
+            {
+                Err(Errno::EINTR) => continue,
+                other => return other.map(drop),
+            }
+        }
+    }
+
     fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno> {
         let close_range = |from: Fd, to: u32| -> Result<(), Errno> {
             let from = u32::try_from(from).map_err(|_| Errno::EBADF)?;
@@ -440,5 +539,23 @@ mod tests {
             assert_eq!(fd_path(fd, &mut buf).unwrap().to_str().unwrap(), want);
         }
         assert_eq!(fd_path(-1, &mut buf), Err(Errno::EBADF));
+    }
+
+    #[test]
+    fn fd_message_has_the_cmsg_layout() {
+        // SAFETY: CMSG_* are arithmetic on their argument (and the null header's address).
+        let (space, len) = unsafe {
+            (
+                libc::CMSG_SPACE(size_of::<c_int>() as u32) as usize,
+                libc::CMSG_LEN(size_of::<c_int>() as u32) as usize,
+            )
+        };
+        assert_eq!(size_of::<FdMessage>(), space);
+        // CMSG_DATA is at CMSG_LEN(0) from the header.
+        assert_eq!(
+            std::mem::offset_of!(FdMessage, fd),
+            len - size_of::<c_int>()
+        );
+        assert_eq!(FdMessage::new(7).header.cmsg_len as u64, len as u64);
     }
 }

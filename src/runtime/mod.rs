@@ -11,7 +11,7 @@
 //! is the real kernel; `child` is the code after `clone(2)` (the tiny init too); `seccomp`
 //! compiles the filter; `sandbox` is the parent's side. Beside the core: [`user`] resolves
 //! `USER` values from the image's own passwd/group, [`cgroup`] applies resource limits, [`tty`]
-//! allocates and relays terminals.
+//! relays terminals (the sandbox allocates its workload's own, see [`Stdio::Terminal`]).
 
 pub mod cgroup;
 mod child;

@@ -13,6 +13,7 @@
 use super::sandbox::RuntimeError;
 use super::seccomp;
 use super::spec::{Network, Spec};
+use super::tty::WindowSize;
 use libc::{c_char, c_int, c_ulong, sock_filter};
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -126,14 +127,31 @@ pub(crate) struct Context {
 /// Descriptor numbers the workload inherits.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WorkloadFds {
-    /// Standard input, or `None` for the container's `/dev/null`.
-    pub stdin: Option<c_int>,
-    /// Standard output.
-    pub stdout: c_int,
-    /// Standard error.
-    pub stderr: c_int,
+    /// Where its standard streams come from.
+    pub stdio: StdioFds,
     /// The close-on-exec pipe errors are reported through.
     pub report: c_int,
+}
+
+/// The workload's standard streams, as the parent prepared them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StdioFds {
+    /// The caller's descriptors.
+    Streams {
+        /// Standard input, or `None` for the container's `/dev/null`.
+        stdin: Option<c_int>,
+        /// Standard output.
+        stdout: c_int,
+        /// Standard error.
+        stderr: c_int,
+    },
+    /// A terminal the workload allocates in the container's devpts ([`Step::Terminal`]).
+    Terminal {
+        /// The child's end of the socket pair the master is sent through.
+        socket: c_int,
+        /// The initial window size.
+        size: Option<WindowSize>,
+    },
 }
 
 /// The two step lists: the sandbox's first process runs `setup`, the workload runs `workload`
@@ -334,6 +352,15 @@ pub(crate) enum Step {
         stdout: c_int,
         stderr: c_int,
     },
+    /// Allocate a pty in the sandbox's own devpts instance (after `pivot_root`, `/dev/ptmx` is
+    /// the symlink to it), send its master to the parent over `socket`, and `dup2` its slave onto
+    /// 0, 1, 2: runc's console socket (`--console-socket`). A pty opened by the parent in the
+    /// host's devpts would work as a terminal, but its slave has no name in the container's
+    /// `/dev/pts`, so `tty` would say "not a tty". The sequence is in `executor`.
+    Terminal {
+        socket: c_int,
+        size: Option<WindowSize>,
+    },
     /// `setsid(2)`; with a tty also `ioctl(1, TIOCSCTTY)` to make it the controlling terminal.
     NewSession { controlling_tty: bool },
     /// Close every descriptor above 2 except the report pipe, BEFORE `chdir`: a leaked directory
@@ -417,6 +444,7 @@ impl Step {
             Step::Hostname(name) => format!("setting the hostname to {:?}", lossy(name)),
             Step::LoopbackUp => "bringing up the loopback interface".into(),
             Step::Stdio { .. } => "setting up stdin, stdout and stderr".into(),
+            Step::Terminal { .. } => "allocating the terminal in the container's /dev/pts".into(),
             Step::NewSession { controlling_tty } => if *controlling_tty {
                 "making the tty the controlling terminal of a new session"
             } else {
@@ -790,12 +818,25 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError>
     let program = seccomp::program().ok_or(RuntimeError::UnsupportedArchitecture {
         arch: std::env::consts::ARCH,
     })?;
-    let mut steps = vec![
-        Step::Stdio {
-            stdin: ctx.fds.stdin,
-            stdout: ctx.fds.stdout,
-            stderr: ctx.fds.stderr,
+    let stdio = match (ctx.fds.stdio, spec.tty) {
+        (
+            StdioFds::Streams {
+                stdin,
+                stdout,
+                stderr,
+            },
+            false,
+        ) => Step::Stdio {
+            stdin,
+            stdout,
+            stderr,
         },
+        (StdioFds::Terminal { socket, size }, true) => Step::Terminal { socket, size },
+        (StdioFds::Streams { .. }, true) => return Err(RuntimeError::TtyWithoutTerminal),
+        (StdioFds::Terminal { .. }, false) => return Err(RuntimeError::TerminalWithoutTty),
+    };
+    let mut steps = vec![
+        stdio,
         Step::NewSession {
             controlling_tty: spec.tty,
         },
@@ -874,9 +915,11 @@ mod tests {
             staging: "/tmp/stage".into(),
             user_namespace,
             fds: WorkloadFds {
-                stdin: None,
-                stdout: 5,
-                stderr: 6,
+                stdio: StdioFds::Streams {
+                    stdin: None,
+                    stdout: 5,
+                    stderr: 6,
+                },
                 report: 7,
             },
         }
@@ -1331,6 +1374,47 @@ mod tests {
             root.workload
                 .iter()
                 .any(|s| matches!(s, Step::Capabilities(DEFAULT_CAPABILITIES)))
+        );
+    }
+
+    #[test]
+    fn terminal_is_allocated_by_the_workload_and_must_match_the_spec() {
+        let mut spec = spec();
+        spec.tty = true;
+        let size = WindowSize { rows: 1, cols: 2 };
+        let mut terminal = ctx(UserNamespace::None);
+        terminal.fds.stdio = StdioFds::Terminal {
+            socket: 9,
+            size: Some(size),
+        };
+        let with_tty = plan(&spec, &terminal, &dirs).expect("plan");
+        assert!(matches!(
+            with_tty.workload.first(),
+            Some(Step::Terminal { socket: 9, size: Some(s) }) if *s == size
+        ));
+        assert!(matches!(
+            with_tty.workload.get(1),
+            Some(Step::NewSession {
+                controlling_tty: true
+            })
+        ));
+        // Nothing of the terminal is in the setup: the init (when there is one) gets none.
+        assert!(
+            !with_tty
+                .setup
+                .iter()
+                .any(|s| matches!(s, Step::Terminal { .. }))
+        );
+        let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the spec asks for a terminal (tty) but the stdio given is streams: pass Stdio::Terminal"
+        );
+        spec.tty = false;
+        let err = plan(&spec, &terminal, &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the stdio given is a terminal but the spec does not ask for one: set Spec::tty"
         );
     }
 

@@ -5,10 +5,13 @@
 //! namespaces, like `fork` (no `CLONE_VM`, no new stack). While the child waits on a pipe, the
 //! parent writes its uid/gid maps and its pid into the requested `cgroup.procs` files; then the
 //! child sets up its root (see `plan`) and executes the workload. Errors come back through a
-//! close-on-exec pipe: end of file means `execve` succeeded.
+//! close-on-exec pipe: end of file means `execve` succeeded. With a terminal, the workload sends
+//! the master of the pty it allocated in the sandbox's devpts back through a socket pair (runc's
+//! console socket), and [`Sandbox::take_terminal`] hands it to the caller.
 
 use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
-use super::plan::{self, Context, Plan, Step, UserNamespace, WorkloadFds};
+use super::linux::FdMessage;
+use super::plan::{self, Context, Plan, StdioFds, Step, UserNamespace, WorkloadFds};
 use super::spec::{Network, Spec, Stdio};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -138,6 +141,20 @@ pub enum RuntimeError {
         /// The working directory.
         cwd: String,
     },
+    /// [`Spec::tty`] is set but the stdio is not [`Stdio::Terminal`].
+    #[error(
+        "the spec asks for a terminal (tty) but the stdio given is streams: pass Stdio::Terminal"
+    )]
+    TtyWithoutTerminal,
+    /// [`Stdio::Terminal`] without [`Spec::tty`].
+    #[error("the stdio given is a terminal but the spec does not ask for one: set Spec::tty")]
+    TerminalWithoutTty,
+    /// The workload executed without sending its terminal's master.
+    #[error("the sandbox sent no terminal: {reason}")]
+    NoTerminal {
+        /// What arrived instead.
+        reason: &'static str,
+    },
     /// The sandbox reported something that is not a failure record.
     #[error("the sandbox process sent a truncated error report ({len} of 8 bytes)")]
     Report {
@@ -265,6 +282,8 @@ pub struct Sandbox {
     pidfd: Arc<OwnedFd>,
     /// With an init: the read end of the pipe it writes the workload's wait status to.
     status: Option<OwnedFd>,
+    /// With [`Stdio::Terminal`]: the master of the workload's terminal, until taken.
+    terminal: Option<OwnedFd>,
     /// Whether `waitpid` collected the process.
     reaped: bool,
 }
@@ -468,6 +487,84 @@ fn report_error(plan: &Plan, report: Report) -> RuntimeError {
     }
 }
 
+/// Receives the terminal master the workload sent before executing (`Step::Terminal`), as a new
+/// close-on-exec descriptor (`MSG_CMSG_CLOEXEC`, unix(7)). Called once the workload executed: the
+/// message is queued by then, and should it be missing, every copy of the child's end is closed
+/// (close-on-exec or closed by the workload and the init), so this reads end of file rather than
+/// waiting.
+fn receive_terminal(socket: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
+    let mut byte = 0u8;
+    let mut iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    let mut control = FdMessage::new(-1);
+    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths); filled below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&raw mut control).cast();
+    msg.msg_controllen = std::mem::size_of::<FdMessage>() as _;
+    let received = loop {
+        // SAFETY: msg points to live buffers of the sizes given.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n;
+        }
+        let errno = Errno::last();
+        if errno != Errno::EINTR {
+            return Err(RuntimeError::Sys {
+                action: "receiving the terminal from the sandbox",
+                errno,
+            });
+        }
+    };
+    let expected = FdMessage::new(-1).header;
+    let header = &control.header;
+    let complete = msg.msg_flags & libc::MSG_CTRUNC == 0
+        && msg.msg_controllen as usize >= std::mem::size_of::<FdMessage>()
+        && header.cmsg_level == libc::SOL_SOCKET
+        && header.cmsg_type == libc::SCM_RIGHTS
+        && header.cmsg_len == expected.cmsg_len
+        && control.fd >= 0;
+    match (received, complete) {
+        (_, true) => {
+            // SAFETY: the kernel installed this descriptor for us; nobody else owns it.
+            Ok(unsafe { OwnedFd::from_raw_fd(control.fd) })
+        }
+        (0, false) => Err(RuntimeError::NoTerminal {
+            reason: "the socket was closed",
+        }),
+        (_, false) => Err(RuntimeError::NoTerminal {
+            reason: "a message without exactly one descriptor",
+        }),
+    }
+}
+
+/// A connected pair of `AF_UNIX` sequenced-packet sockets, close-on-exec.
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let mut fds = [-1; 2];
+    // SAFETY: socketpair writes two descriptors into the live array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc == -1 {
+        return Err(RuntimeError::Sys {
+            action: "creating the terminal socket pair",
+            errno: Errno::last(),
+        });
+    }
+    let [a, b] = fds;
+    // SAFETY: two new descriptors nobody else owns.
+    let (a, b) = unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) };
+    Ok((above_stdio(a)?, above_stdio(b)?))
+}
+
 /// Reads the child's report: `None` at end of file (the workload executed).
 fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
     let mut pipe = fs::File::from(fd);
@@ -496,14 +593,46 @@ fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
 
 impl Sandbox {
     /// Starts `spec`'s process with `stdio` and returns once it has executed the workload, or
-    /// with the error that prevented it (an exec failure is [`RuntimeError::Exec`]).
+    /// with the error that prevented it (an exec failure is [`RuntimeError::Exec`]). With
+    /// [`Stdio::Terminal`] (and [`Spec::tty`]) the terminal's master is then ready in
+    /// [`Sandbox::take_terminal`].
     pub fn spawn(spec: &Spec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
         // SAFETY: geteuid/getegid cannot fail.
         let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let user_namespace = user_namespace_for(spec, euid, egid);
-        let stdin = stdio.stdin.map(above_stdio).transpose()?;
-        let stdout = above_stdio(stdio.stdout)?;
-        let stderr = above_stdio(stdio.stderr)?;
+        // The descriptors the child inherits for the workload's stdio (closed here once it has
+        // them), and for a terminal the parent's end of the socket.
+        let mut inherited: Vec<OwnedFd> = Vec::new();
+        let mut terminal_socket = None;
+        let stdio_fds = match stdio {
+            Stdio::Streams {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let stdin = stdin.map(above_stdio).transpose()?;
+                let stdout = above_stdio(stdout)?;
+                let stderr = above_stdio(stderr)?;
+                let fds = StdioFds::Streams {
+                    stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
+                    stdout: stdout.as_raw_fd(),
+                    stderr: stderr.as_raw_fd(),
+                };
+                inherited.extend(stdin);
+                inherited.extend([stdout, stderr]);
+                fds
+            }
+            Stdio::Terminal { size } => {
+                let (ours, theirs) = socket_pair()?;
+                let fds = StdioFds::Terminal {
+                    socket: theirs.as_raw_fd(),
+                    size,
+                };
+                terminal_socket = Some(ours);
+                inherited.push(theirs);
+                fds
+            }
+        };
         let (sync_read, sync_write) = pipe()?;
         let (report_read, report_write) = pipe()?;
         let status = if spec.init { Some(pipe()?) } else { None };
@@ -527,24 +656,14 @@ impl Sandbox {
             staging: staging.0.clone(),
             user_namespace,
             fds: WorkloadFds {
-                stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
-                stdout: stdout.as_raw_fd(),
-                stderr: stderr.as_raw_fd(),
+                stdio: stdio_fds,
                 report: report_write.as_raw_fd(),
             },
         };
         let plan = plan::plan(spec, &ctx, &|path| fs::metadata(path).map(|m| m.is_dir()))?;
         let status_write = status.as_ref().map(|(_, write)| write.as_raw_fd());
-        let mut keep: Vec<RawFd> = vec![
-            0,
-            1,
-            2,
-            sync_read.as_raw_fd(),
-            report_write.as_raw_fd(),
-            stdout.as_raw_fd(),
-            stderr.as_raw_fd(),
-        ];
-        keep.extend(stdin.as_ref().map(AsRawFd::as_raw_fd));
+        let mut keep: Vec<RawFd> = vec![0, 1, 2, sync_read.as_raw_fd(), report_write.as_raw_fd()];
+        keep.extend(inherited.iter().map(AsRawFd::as_raw_fd));
         keep.extend(status_write);
         keep.sort_unstable();
         keep.dedup();
@@ -592,7 +711,7 @@ impl Sandbox {
         // The kernel's pids fit in i32 (PID_MAX_LIMIT is 2^22).
         let pid = pid as i32;
         // The child's ends and the workload's streams belong to the child now.
-        drop((sync_read, report_write, stdin, stdout, stderr));
+        drop((sync_read, report_write, inherited));
         let (status_read, status_write) = status.unzip();
         drop(status_write);
 
@@ -610,11 +729,12 @@ impl Sandbox {
                 errno,
             });
         }
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             pid,
             // SAFETY: a new descriptor nobody else owns (a pidfd fits in c_int).
             pidfd: Arc::new(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }),
             status: status_read,
+            terminal: None,
             reaped: false,
         };
         // On an error from here on, dropping `sandbox` kills and reaps the child.
@@ -628,7 +748,18 @@ impl Sandbox {
             return Err(report_error(&plan, report));
         }
         drop(staging);
+        if let Some(socket) = terminal_socket {
+            sandbox.terminal = Some(receive_terminal(&socket)?);
+        }
         Ok(sandbox)
+    }
+
+    /// The master of the workload's terminal (with [`Stdio::Terminal`]), once: the caller
+    /// relays it (`tty::relay`) and sets its window size. Reading it reports EIO once every
+    /// process of the sandbox has closed the slave (pty(7)). Dropping it hangs the terminal up
+    /// (the workload's session gets SIGHUP).
+    pub fn take_terminal(&mut self) -> Option<OwnedFd> {
+        self.terminal.take()
     }
 
     /// The host pid of the sandbox's pid 1: the workload itself, or kiln's init with
@@ -831,9 +962,11 @@ mod tests {
             staging: "/s".into(),
             user_namespace: UserNamespace::None,
             fds: WorkloadFds {
-                stdin: None,
-                stdout: 3,
-                stderr: 4,
+                stdio: StdioFds::Streams {
+                    stdin: None,
+                    stdout: 3,
+                    stderr: 4,
+                },
                 report: 5,
             },
         };

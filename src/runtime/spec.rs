@@ -1,11 +1,12 @@
 //! What to run and how: the plain data a caller (`kiln run`, a RUN step) gives [`Sandbox::spawn`].
 //!
 //! Everything here is already resolved by the caller: the user's ids come from the image's
-//! `/etc/passwd` and `/etc/group` (`runtime::user`), the cgroup files from `runtime::cgroup`, the
-//! pty from `runtime::tty`. The sandbox itself reads nothing from the image before it runs.
+//! `/etc/passwd` and `/etc/group` (`runtime::user`), the cgroup files from `runtime::cgroup`. The
+//! sandbox itself reads nothing from the image before it runs.
 //!
 //! [`Sandbox::spawn`]: super::Sandbox::spawn
 
+use super::tty::WindowSize;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -41,7 +42,12 @@ pub struct Spec {
     /// `cgroup.procs` files the sandbox's first process is written into before the workload
     /// starts (so the workload is limited from its first instruction). From `runtime::cgroup`.
     pub cgroup_procs: Vec<PathBuf>,
-    /// The caller passes a pty slave as stdio: the process gets it as its controlling terminal.
+    /// The process gets a terminal allocated inside the sandbox (`docker run -t`): its stdin,
+    /// stdout and stderr are the slave of a pty of the sandbox's own devpts (so `tty` names it
+    /// `/dev/pts/0`), and it is the controlling terminal of the process's new session. The caller
+    /// passes [`Stdio::Terminal`] and gets the master from [`Sandbox::take_terminal`].
+    ///
+    /// [`Sandbox::take_terminal`]: super::Sandbox::take_terminal
     pub tty: bool,
     /// Set `no_new_privs` (`docker run --security-opt no-new-privileges`): setuid binaries and
     /// file capabilities no longer raise privileges. Off by default in Docker, since it breaks
@@ -121,15 +127,28 @@ pub struct BindMount {
     pub readonly: bool,
 }
 
-/// The standard streams of the workload. The descriptors should be close-on-exec in the caller
-/// (as `pipe2(O_CLOEXEC)` and `OwnedFd::try_clone` make them), so that no other child of a
-/// multi-threaded caller keeps a pipe open; the workload gets them as 0, 1 and 2.
+/// The standard streams of the workload.
 #[derive(Debug)]
-pub struct Stdio {
-    /// Standard input; `None` is `/dev/null` (inside the container).
-    pub stdin: Option<OwnedFd>,
-    /// Standard output.
-    pub stdout: OwnedFd,
-    /// Standard error.
-    pub stderr: OwnedFd,
+pub enum Stdio {
+    /// The caller's descriptors, for a spec without [`Spec::tty`]. They should be close-on-exec
+    /// in the caller (as `pipe2(O_CLOEXEC)` and `OwnedFd::try_clone` make them), so that no other
+    /// child of a multi-threaded caller keeps a pipe open; the workload gets them as 0, 1 and 2.
+    Streams {
+        /// Standard input; `None` is `/dev/null` (inside the container).
+        stdin: Option<OwnedFd>,
+        /// Standard output.
+        stdout: OwnedFd,
+        /// Standard error.
+        stderr: OwnedFd,
+    },
+    /// A terminal allocated inside the sandbox, for a spec with [`Spec::tty`]: the workload's
+    /// stdin, stdout and stderr are its slave, the caller gets its master from
+    /// [`Sandbox::take_terminal`].
+    ///
+    /// [`Sandbox::take_terminal`]: super::Sandbox::take_terminal
+    Terminal {
+        /// The window size the terminal starts with, set before the workload runs (so a program
+        /// that reads it first thing sees it); `None` leaves the kernel's 0x0.
+        size: Option<WindowSize>,
+    },
 }

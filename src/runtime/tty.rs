@@ -2,9 +2,11 @@
 //! raw mode, and the relay between them (pty(7), termios(3), tty_ioctl(4)).
 //!
 //! The container's process gets the pty's slave side as its controlling terminal; kiln keeps the
-//! master and copies bytes between it and its own stdin/stdout. The line discipline that echoes,
-//! edits lines and turns ^C into SIGINT is the container's (the slave's); the host terminal is put
-//! in raw mode so it passes every key through untouched, as `docker run -it` does.
+//! master and copies bytes between it and its own stdin/stdout. The sandbox allocates that pty
+//! itself, in its own devpts (`Stdio::Terminal`, `Sandbox::take_terminal`); [`Pty`] opens one in
+//! kiln's devpts, for terminals that need no name inside a container. The line discipline that
+//! echoes, edits lines and turns ^C into SIGINT is the container's (the slave's); the host
+//! terminal is put in raw mode so it passes every key through untouched, as `docker run -it` does.
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -14,6 +16,9 @@ use nix::sys::termios::{self, SetArg, SpecialCharacterIndices, Termios};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+/// The size a terminal gets when there is none to copy it from (docker's and the VT100's).
+pub const DEFAULT_WINDOW_SIZE: WindowSize = WindowSize { rows: 24, cols: 80 };
 
 /// A terminal's size in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,14 +69,15 @@ pub enum TtyError {
     TooManyRelays,
 }
 
-/// A pseudo-terminal pair: kiln keeps `master`, the container's process gets `slave` as its
-/// stdin/stdout/stderr and controlling terminal.
+/// A pseudo-terminal pair in kiln's own devpts: one side for the process that relays it, the
+/// other for the process that uses it as a terminal. (A sandbox's workload gets a pty of its own
+/// devpts instead, see `Stdio::Terminal`: this one's slave would have no name there.)
 #[derive(Debug)]
 pub struct Pty {
     /// The master side (close-on-exec: it must never reach the container).
     pub master: OwnedFd,
     /// The slave side (close-on-exec too: it reaches the child only as the stdio it is dup2'ed
-    /// to). Close it in kiln once the child has it, or [`relay`] never sees the child's end.
+    /// to). Close it once the other process has it, or [`relay`] never sees that process end.
     pub slave: OwnedFd,
 }
 
@@ -109,7 +115,9 @@ impl Pty {
     }
 }
 
-/// The window size of terminal `fd`; `None` when it is not a terminal.
+/// The window size of terminal `fd`; `None` when it is not a terminal, or when its size is
+/// unknown: 0x0, what a pty nobody sized reports (docker's client then leaves the container's
+/// terminal as it is too).
 pub fn window_size(fd: BorrowedFd<'_>) -> Option<WindowSize> {
     let mut size = libc::winsize {
         ws_row: 0,
@@ -119,7 +127,7 @@ pub fn window_size(fd: BorrowedFd<'_>) -> Option<WindowSize> {
     };
     // SAFETY: TIOCGWINSZ writes one winsize into the valid struct passed.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
-    (rc == 0).then_some(WindowSize {
+    (rc == 0 && (size.ws_row, size.ws_col) != (0, 0)).then_some(WindowSize {
         rows: size.ws_row,
         cols: size.ws_col,
     })
@@ -186,7 +194,7 @@ impl Drop for RawMode<'_> {
 
 /// Copies host `stdin` → `master` and `master` → host `stdout` with poll(2) until the master
 /// reports EOF or EIO: every slave fd is closed, i.e. the container's processes have exited (so
-/// kiln must have closed its own copy of the slave, see [`Pty::slave`]). Host terminal size
+/// the relaying process must not hold a copy of the slave, see [`Pty::slave`]). Host terminal size
 /// changes (SIGWINCH) are copied to the master, from `stdout` or else `stdin`, whichever is a
 /// terminal.
 ///

@@ -541,18 +541,29 @@ fn tty_gives_a_terminal() {
         return;
     };
     let root = images.root().display().to_string();
-    let line = format!(
-        "{} --root {root} run --rm -it box sh -c 'test -t 0 && test -t 1 && echo tty; echo $TERM'",
-        env!("CARGO_BIN_EXE_kiln")
-    );
-    let out = Command::new(script)
-        .args(["-qec", &line, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert_eq!(stdout, "tty\r\nxterm\r\n");
+    // What runs before kiln in script(1)'s terminal, and the size the container sees. script
+    // without a terminal of its own gives its pty no size (0x0): then kiln's default, 24x80.
+    let cases = [("", "24 80"), ("stty rows 40 cols 120; ", "40 120")];
+    for (before, size) in cases {
+        let line = format!(
+            "{before}{} --root {root} run --rm -it box \
+             sh -c 'tty; test -t 0 && test -t 1 && echo tty; echo $TERM; stty size'",
+            env!("CARGO_BIN_EXE_kiln")
+        );
+        let out = Command::new(&script)
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        // docker's answer: the pty is the container's own, its devpts' first.
+        assert_eq!(
+            stdout,
+            format!("/dev/pts/0\r\ntty\r\nxterm\r\n{size}\r\n"),
+            "{before}"
+        );
+    }
 }
 
 #[test]

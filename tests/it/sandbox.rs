@@ -4,6 +4,7 @@
 //! capabilities, signals, cgroups and ttys.
 
 use crate::support;
+use kiln::runtime::tty::WindowSize;
 use kiln::runtime::{
     BindMount, ExecErrorKind, Network, Outcome, RootFs, RuntimeError, Sandbox, Spec, Stdio,
     UpperDir, User,
@@ -139,7 +140,7 @@ fn run(spec: &Spec) -> Result<Ran, RuntimeError> {
     let stderr = drain(err_read);
     let result = Sandbox::spawn(
         spec,
-        Stdio {
+        Stdio::Streams {
             stdin: None,
             stdout: out_write,
             stderr: err_write,
@@ -738,7 +739,7 @@ fn signal_forwarding(f: &Fixture, init: bool) -> (String, Outcome) {
     let (_, err_write) = pipe();
     let sandbox = Sandbox::spawn(
         &spec,
-        Stdio {
+        Stdio::Streams {
             stdin: None,
             stdout: out_write,
             stderr: err_write,
@@ -784,7 +785,7 @@ fn kill_ends_the_sandbox() {
         let (_, err_write) = pipe();
         let sandbox = Sandbox::spawn(
             &spec,
-            Stdio {
+            Stdio::Streams {
                 stdin: None,
                 stdout: out_write,
                 stderr: err_write,
@@ -841,7 +842,7 @@ fn cgroup_procs_are_joined_before_the_workload() {
     let (_, err_write) = pipe();
     let sandbox = Sandbox::spawn(
         &spec,
-        Stdio {
+        Stdio::Streams {
             stdin: Some(in_read),
             stdout: out_write,
             stderr: err_write,
@@ -879,39 +880,64 @@ fn cgroup_procs_are_joined_before_the_workload() {
     assert!(inside.trim_end().ends_with(":pids:/"), "{inside}");
 }
 
-#[test]
-fn tty_becomes_the_controlling_terminal() {
-    let Some(f) = root_fixture() else { return };
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = pty.slave;
-    let spec = {
-        let mut spec = f.spec(&[
-            "sh",
-            "-c",
-            "test -t 0 && test -t 1 && echo tty; cut -d' ' -f7 /proc/self/stat",
-        ]);
-        spec.tty = true;
-        spec
+/// Runs `script` with a terminal allocated in the sandbox (30x100), with or without the init,
+/// and returns what the terminal showed.
+fn on_terminal(f: &Fixture, script: &str, init: bool) -> (Outcome, String) {
+    let mut spec = f.spec(&["sh", "-c", script]);
+    spec.tty = true;
+    spec.init = init;
+    let size = WindowSize {
+        rows: 30,
+        cols: 100,
     };
-    let stdio = Stdio {
-        stdin: Some(slave.try_clone().unwrap()),
-        stdout: slave.try_clone().unwrap(),
-        stderr: slave,
-    };
-    let master = fs::File::from(pty.master);
+    let mut sandbox = Sandbox::spawn(&spec, Stdio::Terminal { size: Some(size) }).unwrap();
+    let master = fs::File::from(sandbox.take_terminal().expect("a terminal"));
+    assert!(sandbox.take_terminal().is_none(), "taken once");
     let reader = thread::spawn(move || {
         let mut text = Vec::new();
         // Reading the master fails with EIO once no slave is open any more.
         let _ = BufReader::new(master).read_to_end(&mut text);
         String::from_utf8_lossy(&text).into_owned()
     });
-    let outcome = Sandbox::spawn(&spec, stdio).unwrap().wait().unwrap();
-    let out = reader.join().unwrap();
-    assert_eq!(outcome, Outcome::Exited(0));
-    let mut lines = out.lines().map(str::trim);
-    assert_eq!(lines.next(), Some("tty"), "{out:?}");
-    let tty_nr: u64 = lines.next().unwrap().parse().unwrap();
-    assert_ne!(tty_nr, 0, "no controlling terminal");
+    let outcome = sandbox.wait().unwrap();
+    (outcome, reader.join().unwrap())
+}
+
+#[test]
+fn tty_is_allocated_in_the_sandbox_devpts() {
+    let Some(f) = root_fixture() else { return };
+    let script = "tty; test -t 0 && test -t 1 && test -t 2 && echo tty; \
+                  cut -d' ' -f7 /proc/self/stat; stty size; ls -1 /dev/pts";
+    for init in [false, true] {
+        let (outcome, out) = on_terminal(&f, script, init);
+        assert_eq!(outcome, Outcome::Exited(0), "init={init}: {out:?}");
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        // Docker's answer: the container's own devpts instance, its first pty.
+        assert_eq!(lines.first(), Some(&"/dev/pts/0"), "init={init}: {out:?}");
+        assert_eq!(lines.get(1), Some(&"tty"), "init={init}: {out:?}");
+        // tty_nr of /proc/self/stat: (136 << 8) | 0 for /dev/pts/0 as the controlling terminal
+        // (the kernel's device number, whatever the devpts instance).
+        assert_eq!(lines.get(2), Some(&"34816"), "init={init}: {out:?}");
+        assert_eq!(lines.get(3), Some(&"30 100"), "init={init}: {out:?}");
+        // Only the workload's terminal exists in the sandbox's devpts.
+        assert_eq!(
+            lines.get(4..),
+            Some(&["0", "ptmx"][..]),
+            "init={init}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn tty_and_stdio_must_agree() {
+    let Some(f) = root_fixture() else { return };
+    let spec = f.spec(&["true"]);
+    let err = Sandbox::spawn(&spec, Stdio::Terminal { size: None }).unwrap_err();
+    assert!(matches!(err, RuntimeError::TerminalWithoutTty), "{err}");
+    let mut spec = f.spec(&["true"]);
+    spec.tty = true;
+    let err = run(&spec).unwrap_err();
+    assert!(matches!(err, RuntimeError::TtyWithoutTerminal), "{err}");
 }
 
 #[test]
