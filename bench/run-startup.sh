@@ -50,4 +50,11 @@ if [[ -S /var/tmp/kiln-peers/docker.sock ]]; then
   commands+=(-n "docker run" "docker run --rm --network none bench-startup:latest /bin/true")
 fi
 
-hyperfine --warmup 10 --runs "$runs" -N ${export_md:+--export-markdown "$export_md"} "${commands[@]}"
+hyperfine --warmup 10 --runs "$runs" -N --export-json "$work/results.json" \
+  ${export_md:+--export-markdown "$export_md"} "${commands[@]}"
+# The issue's target is a median; hyperfine's table shows means.
+python3 - "$work/results.json" <<'PY'
+import json, sys
+for result in json.load(open(sys.argv[1]))["results"]:
+    print(f"median {result['command']}: {result['median'] * 1000:.1f} ms")
+PY

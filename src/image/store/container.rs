@@ -4,7 +4,7 @@
 
 use super::{Store, StoreError};
 use crate::cache::Digest;
-use crate::cache::atomic::{IoContext as _, atomic_write_in, process_alive, remove_tree};
+use crate::cache::atomic::{IoContext as _, process_alive, remove_tree, replace_in};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Read as _;
@@ -84,7 +84,9 @@ impl Store {
                 path: dir.join(RECORD),
                 reason: err.to_string(),
             })?;
-        Ok(atomic_write_in(self.staging(), &dir.join(RECORD), &json)?)
+        // Not fsynced: a record only matters while its container can run, and a container
+        // does not outlive a power loss (see `replace_in`).
+        Ok(replace_in(self.staging(), &dir.join(RECORD), &json)?)
     }
 
     /// The record of container `id`.
