@@ -550,13 +550,21 @@ fn tty_gives_a_terminal() {
              sh -c 'tty; test -t 0 && test -t 1 && echo tty; echo $TERM; stty size'",
             env!("CARGO_BIN_EXE_kiln")
         );
-        let out = Command::new(&script)
+        // script's stdin stays open (a pipe held until the end): when it ends, script injects a
+        // byte into its terminal, which `-i` would pass on to the container (a stray `^@`).
+        let mut child = Command::new(&script)
             .args(["-qec", &line, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
             .expect("script");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}");
+        let held_stdin = child.stdin.take();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().expect("piped"), &mut stdout)
+            .expect("read script's output");
+        let status = child.wait().expect("wait for script");
+        drop(held_stdin);
+        assert!(status.success(), "{stdout}");
         // docker's answer: the pty is the container's own, its devpts' first.
         assert_eq!(
             stdout,
