@@ -14,8 +14,7 @@ use super::cgroup::{Cgroup, CgroupError, Limits};
 use super::sandbox::{RuntimeError, Sandbox};
 use super::spec::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
 use super::user::{self, UserError};
-use crate::cache::Digest;
-use crate::image::layer::{ApplyOptions, Whiteouts, apply_layer, decompressed};
+use crate::image::archive::{ArchiveError, ensure_snapshot};
 use crate::image::store::{ContainerRecord, Store, StoreError, StoredImage};
 use crate::image::timestamp::{format_rfc3339, now_seconds};
 use std::fs;
@@ -42,6 +41,9 @@ pub enum ContainerError {
     /// Neither the image nor the command line gave a command (Docker's message).
     #[error("no command specified")]
     NoCommand,
+    /// A layer could not be unpacked into its snapshot (unsafe, corrupt, or not its diff ID).
+    #[error(transparent)]
+    Layer(#[from] ArchiveError),
     /// The user could not be resolved from the image's own files.
     #[error(transparent)]
     User(#[from] UserError),
@@ -453,38 +455,14 @@ pub fn ensure_snapshots(
     store: &Store,
     image: &StoredImage,
 ) -> Result<Vec<PathBuf>, ContainerError> {
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let options = ApplyOptions {
-        whiteouts: Whiteouts::Overlay,
-        max_bytes: MAX_LAYER_BYTES,
-        same_owner: root,
-        // A rootless overlay is mounted with `userxattr` and reads `user.overlay.opaque`.
-        user_xattr: !root,
-    };
     for layer in &image.layers {
-        store.create_snapshot(&layer.diff_id, |dir| -> Result<(), BoxError> {
-            let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
-            let applied = apply_layer(decompressed(blob, MAX_LAYER_BYTES)?, dir, &options)?;
-            check_diff_id(&layer.diff_id, &applied.diff_id)
-        })?;
+        // The blob was verified when it entered the store; a snapshot that exists is trusted,
+        // so a warm start reads no layer.
+        ensure_snapshot(store, layer, MAX_LAYER_BYTES)?;
     }
     let mut dirs = store.snapshot_dirs(image);
     dirs.reverse();
     Ok(dirs)
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn check_diff_id(expected: &Digest, actual: &Digest) -> Result<(), BoxError> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(format!(
-            "the layer's content has diff ID {actual}, but the image config says {expected}: the image is corrupt"
-        )
-        .into())
-    }
 }
 
 /// Docker's ENTRYPOINT/CMD rules: `--entrypoint` replaces the image's entrypoint (an empty one

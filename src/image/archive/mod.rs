@@ -169,13 +169,14 @@ pub fn snapshot_options(max_bytes: u64) -> ApplyOptions {
 /// Makes sure the layer has its snapshot, unpacking the stored blob when it has none, and
 /// checks on the way that the blob's uncompressed content is the layer's diff ID. This is what
 /// proves a layer safe: [`apply_layer`] refuses entries that would reach outside the root, and
-/// an unsafe layer leaves no snapshot. Hold a [`crate::image::store::Lease`] while the image is
-/// not yet tagged.
-pub fn unpack_layer(
+/// an unsafe layer leaves no snapshot. Returns the snapshot directory and whether this call
+/// unpacked it (`false`: the snapshot was there already and the blob was not read). This is the
+/// one way snapshots are made: `kiln run` ([`crate::runtime::container`]) uses it too.
+pub fn ensure_snapshot(
     store: &Store,
     layer: &LayerInfo,
     max_bytes: u64,
-) -> Result<PathBuf, ArchiveError> {
+) -> Result<(PathBuf, bool), ArchiveError> {
     let options = snapshot_options(max_bytes);
     let mut unpacked = false;
     let created = store.create_snapshot(&layer.diff_id, |dir| {
@@ -195,9 +196,20 @@ pub fn unpack_layer(
         StoreError::Snapshot { diff_id, source } => ArchiveError::Layer { diff_id, source },
         other => other.into(),
     })?;
+    Ok((dir, unpacked))
+}
+
+/// [`ensure_snapshot`] for a blob that just came in (import, load): when the snapshot existed
+/// (or another process won the race) the new blob was not read, so it is checked to be the
+/// layer it claims to be. An uncompressed blob is its own diff ID. Hold a
+/// [`crate::image::store::Lease`] while the image is not yet tagged.
+pub fn unpack_layer(
+    store: &Store,
+    layer: &LayerInfo,
+    max_bytes: u64,
+) -> Result<PathBuf, ArchiveError> {
+    let (dir, unpacked) = ensure_snapshot(store, layer, max_bytes)?;
     if !unpacked {
-        // The snapshot existed (or another process won the race), so the blob was not read:
-        // check that it is the layer it claims to be. An uncompressed blob is its own diff ID.
         verify_diff_id(store, layer, max_bytes)?;
     }
     Ok(dir)
