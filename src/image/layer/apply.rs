@@ -860,7 +860,7 @@ impl Applier<'_> {
                 let parent = match open_in_root(
                     self.root.as_fd(),
                     &join(parents),
-                    OFlag::O_PATH | OFlag::O_DIRECTORY,
+                    OFlag::O_RDONLY | OFlag::O_DIRECTORY,
                 ) {
                     Ok(parent) => parent,
                     // Nothing is there to delete.
@@ -871,7 +871,14 @@ impl Applier<'_> {
                     }
                     Err(error) => return Err(parent_error(raw, error)),
                 };
-                self.clear(parent.as_fd(), target, raw)
+                // The deletion would stamp the parent with the time of the unpack; keep the
+                // image's time instead, so a flattened tree (`kiln export`) depends only on the
+                // image. When the layer also carries the parent, `finish_dirs` sets its time.
+                let before = fstat(&parent).map_err(|e| io_error(raw, e.into()))?;
+                self.clear(parent.as_fd(), target, raw)?;
+                let mtime = TimeSpec::new(before.st_mtime, before.st_mtime_nsec);
+                futimens(&parent, &TimeSpec::UTIME_OMIT, &mtime)
+                    .map_err(|e| io_error(raw, e.into()))
             }
         }
     }

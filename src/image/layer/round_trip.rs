@@ -559,6 +559,27 @@ fn directory_modes_and_mtimes_are_set_after_their_contents() {
 }
 
 #[test]
+fn apply_mode_whiteout_keeps_the_parent_directory_time() {
+    // The base layer's `etc/` is from 2023 (tar_of); the top layer deletes a file in it without
+    // carrying `etc/` itself. The flattened `etc/` keeps the image's time, not the unpack's.
+    let root = tempfile::tempdir().unwrap();
+    let mut apply = options(Whiteouts::Apply);
+    apply.same_owner = false;
+    apply_layer(
+        &tar_of(&["etc/", "etc/gone", "etc/keep"])[..],
+        root.path(),
+        &apply,
+    )
+    .unwrap();
+    apply_layer(&tar_of(&["etc/.wh.gone"])[..], root.path(), &apply).unwrap();
+    assert_eq!(listing(root.path()), ["etc", "etc/keep"]);
+    assert_eq!(
+        fs::metadata(root.path().join("etc")).unwrap().mtime(),
+        1_700_000_000
+    );
+}
+
+#[test]
 fn a_file_named_like_a_whiteout_is_not_written() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join(".wh.sneaky"), "x").unwrap();
