@@ -76,23 +76,21 @@ pub fn atomic_write_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(
 /// two fsyncs per write were a third of `kiln run`'s start-up time.
 pub fn replace_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let temp = staging.new_path("write");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&temp)
-        .fs("create", &temp)?;
-    let written = file
-        .write_all(bytes)
-        .fs("write", &temp)
-        .and_then(|()| fs::rename(&temp, path).fs("rename into place", path));
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    write_new(&temp, bytes, false)?;
+    fs::rename(&temp, path)
+        .fs("rename into place", path)
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })
 }
 
 /// Writes `bytes` to a new file at `path` and fsyncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    write_new(path, bytes, true)
+}
+
+/// Writes `bytes` to a new file at `path`, fsynced when `sync`; on failure the file is removed.
+fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -100,7 +98,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
         .fs("create", path)?;
     let written = file
         .write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
         .fs("write", path);
     if written.is_err() {
         let _ = fs::remove_file(path);
