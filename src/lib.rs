@@ -9,6 +9,7 @@
 //! Every front-end error carries a [`diagnostic::Span`] and renders as
 //! `Dockerfile:LINE:COL` with the offending line and a caret ([`diagnostic::render`]).
 
+pub mod build;
 pub mod cache;
 pub mod context;
 pub mod diagnostic;
@@ -17,3 +18,4 @@ pub mod image;
 pub mod parser;
 pub mod plan;
 pub mod runtime;
+pub mod solver;
