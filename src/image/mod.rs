@@ -1,6 +1,7 @@
 //! Images: references, the OCI image store, and docker-style views of stored images.
 
 pub mod archive;
+pub mod config;
 pub mod layer;
 pub mod reference;
 pub mod store;

@@ -4,9 +4,10 @@
 //! `1`, as in docker.
 
 use super::ArchiveError;
-use crate::parser::instruction::{Command, Health, Instruction};
+use crate::image::config::ConfigBuilder;
+use crate::parser::instruction::Instruction;
 use crate::parser::stage::{ResolveOptions, resolve};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// The instructions docker accepts as changes.
 const ALLOWED: [&str; 10] = [
@@ -25,7 +26,7 @@ const ALLOWED: [&str; 10] = [
 /// The container config (`Cmd`, `Env`, ... as docker's image config spells them) that
 /// `changes` give, starting from an empty one.
 pub(super) fn config_from_changes(changes: &[String]) -> Result<Map<String, Value>, ArchiveError> {
-    let mut config = Map::new();
+    let config = Map::new();
     if changes.is_empty() {
         return Ok(config);
     }
@@ -47,12 +48,16 @@ pub(super) fn config_from_changes(changes: &[String]) -> Result<Map<String, Valu
         change: changes.join("\n"),
         reason,
     })?;
-    let mut cmd_set = false;
-    for instruction in all {
-        apply(&mut config, instruction, &mut cmd_set)
-            .map_err(|(change, reason)| ArchiveError::Change { change, reason })?;
+    let mut builder = ConfigBuilder::new(config);
+    for instruction in &all {
+        builder
+            .apply(instruction)
+            .map_err(|err| ArchiveError::Change {
+                change: instruction.to_string(),
+                reason: err.to_string(),
+            })?;
     }
-    Ok(config)
+    Ok(builder.into_config())
 }
 
 /// The instructions of `changes`, expanded, after checking each is an allowed one.
@@ -77,205 +82,10 @@ fn instructions(changes: &[String]) -> Result<Vec<Instruction>, String> {
         .unwrap_or_default())
 }
 
-/// A command as docker stores it: the exec form as is, the shell form run by `/bin/sh -c`.
-fn command_value(command: &Command) -> Value {
-    match command {
-        Command::Exec(args) => json!(args),
-        Command::Shell(line) => json!(["/bin/sh", "-c", line]),
-    }
-}
-
-/// Applies one instruction (docker's dispatchers). Errors carry the instruction's text.
-fn apply(
-    config: &mut Map<String, Value>,
-    instruction: Instruction,
-    cmd_set: &mut bool,
-) -> Result<(), (String, String)> {
-    match instruction {
-        Instruction::Cmd(cmd) => {
-            config.insert("Cmd".into(), command_value(&cmd.command));
-            *cmd_set = true;
-        }
-        Instruction::Entrypoint(entrypoint) => {
-            let value = match &entrypoint.command {
-                Command::Exec(args) if args.is_empty() => Value::Null,
-                command => command_value(command),
-            };
-            config.insert("Entrypoint".into(), value);
-            // Docker: a new ENTRYPOINT drops the CMD unless this build set one.
-            if !*cmd_set {
-                config.remove("Cmd");
-            }
-        }
-        Instruction::Env(env) => {
-            let mut list = take_list(config, "Env");
-            for pair in env.pairs {
-                let prefix = format!("{}=", pair.key);
-                list.retain(|v| !v.as_str().is_some_and(|s| s.starts_with(&prefix)));
-                list.push(json!(format!("{}={}", pair.key, pair.value)));
-            }
-            config.insert("Env".into(), Value::Array(list));
-        }
-        Instruction::Label(label) => {
-            let mut labels = take_map(config, "Labels");
-            for pair in label.pairs {
-                labels.insert(pair.key, json!(pair.value));
-            }
-            config.insert("Labels".into(), Value::Object(labels));
-        }
-        Instruction::Expose(expose) => {
-            let mut ports = Vec::new();
-            for spec in &expose.ports {
-                ports.extend(
-                    expand_ports(spec).map_err(|reason| (format!("EXPOSE {spec}"), reason))?,
-                );
-            }
-            let mut exposed = take_map(config, "ExposedPorts");
-            for port in ports {
-                exposed.insert(port, json!({}));
-            }
-            config.insert("ExposedPorts".into(), Value::Object(exposed));
-        }
-        Instruction::Workdir(workdir) => {
-            let current = config
-                .get("WorkingDir")
-                .and_then(Value::as_str)
-                .unwrap_or("/");
-            let joined = if workdir.path.starts_with('/') {
-                workdir.path.clone()
-            } else {
-                format!("{current}/{}", workdir.path)
-            };
-            config.insert("WorkingDir".into(), json!(clean_path(&joined)));
-        }
-        Instruction::User(user) => {
-            config.insert("User".into(), json!(user.user));
-        }
-        Instruction::Volume(volume) => {
-            if volume.paths.iter().any(|p| p.trim().is_empty()) {
-                return Err((
-                    "VOLUME".to_string(),
-                    "VOLUME specified can not be an empty string".to_string(),
-                ));
-            }
-            let mut volumes = take_map(config, "Volumes");
-            for path in volume.paths {
-                volumes.insert(path, json!({}));
-            }
-            config.insert("Volumes".into(), Value::Object(volumes));
-        }
-        Instruction::Onbuild(onbuild) => {
-            let mut triggers = take_list(config, "OnBuild");
-            triggers.push(json!(onbuild.expression));
-            config.insert("OnBuild".into(), Value::Array(triggers));
-        }
-        Instruction::Healthcheck(healthcheck) => {
-            let value = match healthcheck.health {
-                Health::None => json!({ "Test": ["NONE"] }),
-                Health::Check {
-                    command,
-                    interval,
-                    timeout,
-                    start_period,
-                    start_interval,
-                    retries,
-                } => {
-                    let test = match command {
-                        Command::Exec(args) => {
-                            let mut test = vec!["CMD".to_string()];
-                            test.extend(args);
-                            test
-                        }
-                        Command::Shell(line) => vec!["CMD-SHELL".to_string(), line],
-                    };
-                    let mut check = Map::new();
-                    check.insert("Test".into(), json!(test));
-                    for (key, nanos) in [
-                        ("Interval", interval),
-                        ("Timeout", timeout),
-                        ("StartPeriod", start_period),
-                        ("StartInterval", start_interval),
-                    ] {
-                        if nanos != 0 {
-                            check.insert(key.into(), json!(nanos));
-                        }
-                    }
-                    if retries != 0 {
-                        check.insert("Retries".into(), json!(retries));
-                    }
-                    Value::Object(check)
-                }
-            };
-            config.insert("Healthcheck".into(), value);
-        }
-        other => {
-            return Err((
-                other.keyword().to_string(),
-                format!("{} is not a valid change command", other.keyword()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The array `config[key]`, taken out (empty when missing or not an array).
-fn take_list(config: &mut Map<String, Value>, key: &str) -> Vec<Value> {
-    match config.remove(key) {
-        Some(Value::Array(list)) => list,
-        _ => Vec::new(),
-    }
-}
-
-/// The object `config[key]`, taken out (empty when missing or not an object).
-fn take_map(config: &mut Map<String, Value>, key: &str) -> Map<String, Value> {
-    match config.remove(key) {
-        Some(Value::Object(map)) => map,
-        _ => Map::new(),
-    }
-}
-
-/// `80`, `80/udp`, `8000-8002/tcp` as docker's `PORT/PROTO` keys (docker's `nat.ParsePortSpecs`).
-fn expand_ports(spec: &str) -> Result<Vec<String>, String> {
-    let (range, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
-    let proto = proto.to_ascii_lowercase();
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto: {proto}"));
-    }
-    let port = |text: &str| {
-        text.parse::<u16>()
-            .map_err(|_| format!("invalid containerPort: {text}"))
-    };
-    let (first, last) = match range.split_once('-') {
-        Some((first, last)) => (port(first)?, port(last)?),
-        None => (port(range)?, port(range)?),
-    };
-    if last < first {
-        return Err(format!(
-            "invalid range specified for containerPort: {range}"
-        ));
-    }
-    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
-}
-
-/// `path` with `.`, `..` and repeated slashes resolved lexically (Go's `path.Clean` of an
-/// absolute path).
-fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn changes(lines: &[&str]) -> Result<Value, ArchiveError> {
         let lines: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
