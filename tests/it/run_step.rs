@@ -13,7 +13,7 @@ use kiln::runtime::{BindMount, ExecErrorKind, Network, RuntimeError};
 use kiln::solver::Cancel;
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -412,7 +412,9 @@ fn hostname_hosts_file_and_no_network() {
     let Some(fx) = fixture(Base::Busybox) else {
         return;
     };
-    let (out, layer) = fx.run(&shell("hostname; cat /etc/hosts; ls /sys/class/net"));
+    let script = "hostname; cat /etc/hosts; ls /sys/class/net; test -e /etc/hostname || echo \
+                  no /etc/hostname; echo $HOME";
+    let (out, layer) = fx.run(&shell(script));
     assert_eq!(
         out,
         [
@@ -420,7 +422,109 @@ fn hostname_hosts_file_and_no_network() {
             "127.0.0.1\tlocalhost buildkitsandbox",
             "::1\tlocalhost ip6-localhost ip6-loopback",
             "lo",
+            "no /etc/hostname",
+            "/root",
         ]
     );
     assert_eq!(layer, None);
+}
+
+/// The paths of every layer of an image the peer dockerd's BuildKit built from `dockerfile` in a
+/// context holding `busybox`, base first.
+fn peer_layers(peer: &support::PeerDocker, busybox: &Path, dockerfile: &str) -> Vec<Vec<String>> {
+    let context = support::context(&[("Dockerfile", dockerfile)]);
+    fs::copy(busybox, context.path().join("busybox")).expect("copy busybox");
+    let tag = format!("kiln-run-step-test:{}", std::process::id());
+    let built = peer
+        .command()
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["build", "--no-cache", "--network", "host", "-q", "-t", &tag])
+        .arg(context.path())
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let saved = peer
+        .command()
+        .args(["save", &tag])
+        .output()
+        .expect("docker save");
+    peer.run(&["rmi", &tag]);
+    assert!(saved.status.success());
+    let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut archive = tar::Archive::new(saved.stdout.as_slice());
+    for entry in archive.entries().expect("saved tar") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        files.insert(path, bytes);
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
+    manifest[0]["Layers"]
+        .as_array()
+        .expect("Layers")
+        .iter()
+        .map(|layer| {
+            let bytes = &files[layer.as_str().expect("layer path")];
+            let mut archive = tar::Archive::new(bytes.as_slice());
+            archive
+                .entries()
+                .expect("layer tar")
+                .map(|e| {
+                    e.expect("entry")
+                        .path()
+                        .expect("path")
+                        .display()
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// kiln's layers for `FROM scratch` / `COPY busybox` / `RUN --install` / `RUN echo hi > /x`
+/// have the paths of the peer's, but for the `etc/` Docker 20.10's BuildKit leaves behind (see
+/// `mount_stubs_are_removed_as_buildkit_removes_them`).
+#[test]
+fn layers_have_the_paths_of_the_peer_dockers_buildkit() {
+    let Some(fx) = fixture(Base::Scratch) else {
+        return;
+    };
+    let (Some(busybox), Some(peer)) = (support::busybox(), support::peer_docker()) else {
+        return;
+    };
+    let dockerfile = "FROM scratch\nCOPY busybox /bin/busybox\n\
+                      RUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]\n\
+                      RUN echo hi > /x\n";
+    let mut peer: Vec<Vec<String>> = peer_layers(&peer, &busybox, dockerfile);
+    for layer in &mut peer {
+        layer.retain(|path| path != "etc/");
+        layer.sort();
+    }
+    let install = RunStep {
+        args: ["/bin/busybox", "--install", "-s", "/bin"]
+            .map(String::from)
+            .to_vec(),
+        ..shell("")
+    };
+    let (_, installed) = fx.run(&install);
+    let installed = installed.expect("a layer");
+    let lowers = [fx.store.snapshot_dir(&installed.diff_id), fx.base.clone()];
+    let (staged, _, result) = fx.run_on(&lowers, &shell("echo hi > /x"));
+    result.expect("run");
+    let x = commit(&fx.store, staged).expect("commit").expect("a layer");
+    let mut ours = Vec::new();
+    for layer in [&installed, &x] {
+        let mut paths = fx.paths(layer);
+        paths.sort();
+        ours.push(paths);
+    }
+    assert_eq!(peer.len(), 3, "{peer:?}");
+    assert_eq!(peer[0], ["bin/", "bin/busybox"]);
+    assert_eq!(&peer[1..], ours.as_slice());
 }
