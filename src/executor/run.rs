@@ -73,7 +73,7 @@ pub enum RunStepError {
     )]
     UsedUpper(PathBuf),
     /// The command's output could not be read.
-    #[error("cannot read the command's {stream:?} output: {source}")]
+    #[error("cannot read the command's {}: {source}", stream_name(*.stream))]
     Output {
         /// Which stream.
         stream: LogStream,
@@ -101,7 +101,7 @@ pub enum RunStepError {
         tail: Vec<String>,
     },
     /// The step was cancelled (Ctrl-C, or another step failed); its sandbox was killed.
-    #[error("canceled")]
+    #[error("canceled: the build was interrupted or another step failed")]
     Canceled,
 }
 
@@ -112,6 +112,13 @@ impl RunStepError {
             RunStepError::ExitCode { tail, .. } | RunStepError::Signaled { tail, .. } => tail,
             _ => &[],
         }
+    }
+}
+
+fn stream_name(stream: LogStream) -> &'static str {
+    match stream {
+        LogStream::Stdout => "standard output",
+        LogStream::Stderr => "standard error",
     }
 }
 

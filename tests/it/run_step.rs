@@ -413,7 +413,7 @@ fn hostname_hosts_file_and_no_network() {
         return;
     };
     let script = "hostname; cat /etc/hosts; ls /sys/class/net; test -e /etc/hostname || echo \
-                  no /etc/hostname; echo $HOME";
+                  no /etc/hostname; echo $HOME; echo 10.0.0.1 extra >> /etc/hosts";
     let (out, layer) = fx.run(&shell(script));
     assert_eq!(
         out,
@@ -426,6 +426,7 @@ fn hostname_hosts_file_and_no_network() {
             "/root",
         ]
     );
+    // The /etc files are the step's own (written in its staging directory), never the layer's.
     assert_eq!(layer, None);
 }
 
