@@ -15,6 +15,7 @@ mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
 mod run;
+mod run_step;
 mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;
