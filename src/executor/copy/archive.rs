@@ -36,6 +36,9 @@ const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const BZIP2_MAGIC: &[u8] = b"BZh";
 const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// The most memory (KiB) the xz decoder may ask for: xz's presets need at most 64 MiB of
+/// dictionary, and the bound keeps a hostile header from asking for gigabytes.
+const XZ_MEMORY_LIMIT_KIB: u32 = 256 * 1024;
 
 /// xattr name prefixes an archive may not set: overlayfs's own (a fake opaque marker would hide
 /// the image's files).
@@ -50,7 +53,7 @@ fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
     } else if head.starts_with(BZIP2_MAGIC) {
         Box::new(bzip2::read::MultiBzDecoder::new(reader))
     } else if head.starts_with(XZ_MAGIC) {
-        Box::new(lzma_rust2::XzReader::new(reader, true))
+        Box::new(lzma_rust2::XzReader::new_mem_limit(reader, true, XZ_MEMORY_LIMIT_KIB))
     } else if head.starts_with(ZSTD_MAGIC) {
         Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
     } else {
