@@ -44,7 +44,9 @@ mod target;
 
 use crate::context::dockerignore::{SegmentGlob, clean};
 use crate::context::{BuildContext, ContextError, Dockerignore, DockerignoreError};
-use crate::executor::union::{FileKind, Found, MergedDir, Metadata, Node, UnionError, UnionFs, display};
+use crate::executor::union::{
+    FileKind, Found, MergedDir, Metadata, Node, UnionError, UnionFs, display,
+};
 use crate::parser::instruction::InlineFile;
 use crate::runtime::user::{self, UserError};
 use crate::solver::Cancel;
@@ -272,7 +274,10 @@ pub fn copy(
     let (tree, from_context) = match source {
         CopySource::Context { context } => {
             let allowed = context.files().into_iter().map(str::to_string).collect();
-            (UnionFs::filtered(context.root().to_path_buf(), allowed)?, true)
+            (
+                UnionFs::filtered(context.root().to_path_buf(), allowed)?,
+                true,
+            )
         }
         CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false),
     };
@@ -382,6 +387,9 @@ impl Dest {
     }
 }
 
+/// A file's (device, inode).
+type Inode = (u64, u64);
+
 /// The state of one copy.
 struct Copier<'a> {
     target: Target,
@@ -394,7 +402,7 @@ struct Copier<'a> {
     stats: CopyStats,
     /// Source files with several links: (device, inode) in the source to the path of the first
     /// copy and its (device, inode) in `upper`.
-    links: HashMap<(u64, u64), (Vec<OsString>, (u64, u64))>,
+    links: HashMap<Inode, (Vec<OsString>, Inode)>,
 }
 
 impl Copier<'_> {
@@ -518,7 +526,12 @@ impl Copier<'_> {
 
     /// Copies the entries of the source directory `src` (at `rel` below the copied root) into
     /// `dst`.
-    fn copy_children(&mut self, src: &MergedDir, rel: &Path, dst: &DestDir) -> Result<(), CopyError> {
+    fn copy_children(
+        &mut self,
+        src: &MergedDir,
+        rel: &Path,
+        dst: &DestDir,
+    ) -> Result<(), CopyError> {
         for child in self.tree.children(src)? {
             self.check_cancel()?;
             let rel = rel.join(&child.name);
@@ -586,7 +599,9 @@ impl Copier<'_> {
                 let link = self.tree.read_link(node)?;
                 self.target.symlink(dst, name, &link, &attributes)?;
             }
-            FileKind::Fifo => self.target.node(dst, name, SFlag::S_IFIFO, 0, &attributes)?,
+            FileKind::Fifo => self
+                .target
+                .node(dst, name, SFlag::S_IFIFO, 0, &attributes)?,
             FileKind::CharDevice => {
                 self.target
                     .node(dst, name, SFlag::S_IFCHR, meta.rdev, &attributes)?;
@@ -810,3 +825,110 @@ fn resolve_chown(value: &str, lowers: &[PathBuf]) -> Result<(u32, u32), CopyErro
     Ok((resolved.uid, resolved.gid))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_join_the_workdir_and_know_when_they_are_directories() {
+        for (dest, workdir, several, path, dir) in [
+            ("/x", "/", false, "/x", false),
+            ("/x/", "/", false, "/x", true),
+            ("x", "/app", false, "/app/x", false),
+            ("x/", "app", false, "/app/x", true),
+            (".", "/app", false, "/app", true),
+            ("", "/app", false, "/app", true),
+            ("sub/.", "/app", false, "/app/sub", true),
+            ("../../x", "/app", false, "/x", false),
+            ("/x", "/", true, "/x", true),
+            ("/", "/", false, "/", true),
+        ] {
+            let got = Dest::new(dest, workdir, several);
+            assert_eq!(
+                (got.path.as_str(), got.dir),
+                (path, dir),
+                "{dest:?} in {workdir:?}"
+            );
+        }
+        assert_eq!(Dest::new("/a/b", "/", false).parent(), "/a");
+        assert_eq!(Dest::new("/a", "/", false).parent(), "/");
+        assert_eq!(Dest::new("/", "/", false).parent(), "/");
+    }
+
+    #[test]
+    fn wildcards_are_unescaped_stars_question_marks_and_classes() {
+        for (source, wild) in [
+            ("a.txt", false),
+            ("*.txt", true),
+            ("a?c", true),
+            ("[ab]", true),
+            ("dir/*/x", true),
+            ("lit\\*", false),
+            ("lit\\[x]", false),
+            ("", false),
+        ] {
+            assert_eq!(has_wildcards(source), wild, "{source:?}");
+        }
+    }
+
+    #[test]
+    fn remote_sources_are_refused_with_the_right_words() {
+        for (source, add, expected) in [
+            (
+                "https://x.org/f.tgz",
+                false,
+                Some("source can't be a URL for COPY"),
+            ),
+            (
+                "http://x.org/f",
+                true,
+                Some("ADD from a URL is not supported yet"),
+            ),
+            (
+                "git@github.com:o/r.git",
+                true,
+                Some("ADD from a git repository"),
+            ),
+            (
+                "https://github.com/o/r.git",
+                false,
+                Some("source can't be a git ref for COPY"),
+            ),
+            (
+                "https://github.com/o/r.git#main",
+                true,
+                Some("ADD from a git repository"),
+            ),
+            ("ssh://host/repo", true, Some("ADD from a git repository")),
+            ("httpfile.txt", true, None),
+            ("dir/https://x", false, None),
+        ] {
+            let got = refuse_remote(source, add).err().map(|e| e.to_string());
+            match expected {
+                None => assert!(got.is_none(), "{source}: {got:?}"),
+                Some(words) => assert!(
+                    got.as_deref().is_some_and(|m| m.contains(words)),
+                    "{source}: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn chown_values_need_a_user_and_numeric_users_need_no_image_files() {
+        let no_image: &[PathBuf] = &[];
+        assert_eq!(resolve_chown("1000", no_image).unwrap(), (1000, 1000));
+        assert_eq!(resolve_chown("0", no_image).unwrap(), (0, 0));
+        assert_eq!(resolve_chown("10:20", no_image).unwrap(), (10, 20));
+        for bad in ["", ":", "app:", ":grp"] {
+            assert!(matches!(
+                resolve_chown(bad, no_image),
+                Err(CopyError::BadChown { .. })
+            ));
+        }
+        assert!(matches!(
+            resolve_chown("4294967295", no_image),
+            Err(CopyError::Chown { .. })
+        ));
+    }
+}

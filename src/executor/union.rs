@@ -15,8 +15,8 @@
 //! links (MAXSYMLINKS, path_resolution(7)) is an error. Nothing outside the layer directories is
 //! ever opened.
 
-use crate::image::layer::fsutil::{file_type, list_dir, lstat_child, open_child, proc_fd_path};
 use crate::image::layer::fsutil::xattr;
+use crate::image::layer::fsutil::{file_type, list_dir, lstat_child, open_child, proc_fd_path};
 use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use std::collections::{HashSet, VecDeque};
@@ -418,8 +418,8 @@ impl UnionFs {
         let mut dirs = Vec::new();
         let mut top_meta = None;
         for part in &dir.parts {
-            let Some(stat) =
-                lstat_child(part.fd.as_fd(), name).map_err(|e| self.io_error(part.layer, &path, e))?
+            let Some(stat) = lstat_child(part.fd.as_fd(), name)
+                .map_err(|e| self.io_error(part.layer, &path, e))?
             else {
                 continue;
             };
@@ -468,7 +468,8 @@ impl UnionFs {
         let mut seen = HashSet::new();
         let mut children = Vec::new();
         for part in &dir.parts {
-            let names = list_dir(part.fd.as_fd()).map_err(|e| self.io_error(part.layer, &dir.path, e))?;
+            let names =
+                list_dir(part.fd.as_fd()).map_err(|e| self.io_error(part.layer, &dir.path, e))?;
             for name in names {
                 if seen.contains(&name) {
                     continue;
@@ -511,7 +512,9 @@ impl UnionFs {
             resolved.push(name);
             let full: Vec<OsString> = base.iter().chain(&resolved).cloned().collect();
             match self.walk(&full)? {
-                Found::Node(node) if node.meta.kind == FileKind::Symlink && (!last || follow_last) => {
+                Found::Node(node)
+                    if node.meta.kind == FileKind::Symlink && (!last || follow_last) =>
+                {
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(UnionError::SymlinkLoop {
@@ -523,7 +526,11 @@ impl UnionFs {
                     if target.as_bytes().starts_with(b"/") {
                         resolved.clear();
                     }
-                    for component in split(target.as_bytes()).collect::<Vec<_>>().into_iter().rev() {
+                    for component in split(target.as_bytes())
+                        .collect::<Vec<_>>()
+                        .into_iter()
+                        .rev()
+                    {
                         pending.push_front(component);
                     }
                 }
@@ -565,7 +572,10 @@ impl UnionFs {
 
     /// The extended attributes of the directory `dir` (of its top-most layer), without overlayfs's
     /// own.
-    pub(crate) fn dir_xattrs(&self, dir: &MergedDir) -> Result<Vec<(CString, Vec<u8>)>, UnionError> {
+    pub(crate) fn dir_xattrs(
+        &self,
+        dir: &MergedDir,
+    ) -> Result<Vec<(CString, Vec<u8>)>, UnionError> {
         let Some(part) = dir.parts.first() else {
             return Ok(Vec::new());
         };

@@ -54,8 +54,9 @@ fn build(root: &Path, entries: &[(&str, &str)]) {
                 0,
             )
             .unwrap(),
-            "p" => nix::unistd::mkfifo(&full, nix::sys::stat::Mode::from_bits_truncate(0o644))
-                .unwrap(),
+            "p" => {
+                nix::unistd::mkfifo(&full, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap()
+            }
             other => panic!("bad entry spec {other}"),
         }
     }
@@ -138,7 +139,11 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
         .into_iter()
         .map(|(path, meta)| {
             let full = root.join(&path);
-            let time = if meta.mtime() == FIXED_MTIME { "T" } else { "t" };
+            let time = if meta.mtime() == FIXED_MTIME {
+                "T"
+            } else {
+                "t"
+            };
             let owner = format!("{}:{}", meta.uid(), meta.gid());
             let mode = meta.mode() & 0o7777;
             let file_type = meta.file_type();
@@ -149,7 +154,10 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
                     if opaque { " opaque" } else { "" }
                 )
             } else if file_type.is_symlink() {
-                format!("l {owner} {time} {}", fs::read_link(&full).unwrap().display())
+                format!(
+                    "l {owner} {time} {}",
+                    fs::read_link(&full).unwrap().display()
+                )
             } else if file_type.is_file() {
                 let bytes = fs::read(&full).unwrap();
                 let content = match String::from_utf8(bytes) {
@@ -219,6 +227,7 @@ const STAGE: &[Entries] = &[
         ("app/bin", "f755:binary"),
         ("app/lnk", "l:/app/bin"),
         ("data", "l:/app"),
+        ("esc", "l:../../../../etc"),
         ("loop1", "l:loop2"),
         ("loop2", "l:loop1"),
     ],
@@ -302,7 +311,10 @@ fn cases() -> Vec<Case> {
             name: "a file onto an existing directory goes inside; the lower directory is copied up as it was",
             sources: &["a.txt"],
             dest: "/opt",
-            expect: Tree(&[("opt", "d711 4242:4242 T"), ("opt/a.txt", "f644 0:0 T alpha")]),
+            expect: Tree(&[
+                ("opt", "d711 4242:4242 T"),
+                ("opt/a.txt", "f644 0:0 T alpha"),
+            ]),
             ..BASE
         },
         Case {
@@ -525,7 +537,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "a file over an image file and through a whited-out path",
-            image: &[&[("gone", "w")], &[("gone/", "d"), ("gone/old", "f:old"), ("a.txt", "f:old")]],
+            image: &[
+                &[("gone", "w")],
+                &[("gone/", "d"), ("gone/old", "f:old"), ("a.txt", "f:old")],
+            ],
             sources: &["a.txt", "b.txt"],
             dest: "/gone/",
             expect: Tree(&[
@@ -632,7 +647,9 @@ fn cases() -> Vec<Case> {
             sources: &["a.txt"],
             dest: "/x",
             chmod: Some("888"),
-            expect: Error("invalid chmod parameter: '888'. it should be octal string and between 0 and 07777"),
+            expect: Error(
+                "invalid chmod parameter: '888'. it should be octal string and between 0 and 07777",
+            ),
             ..BASE
         },
         Case {
@@ -690,6 +707,14 @@ fn cases() -> Vec<Case> {
             ..BASE
         },
         Case {
+            name: "--from: a relative symlink that climbs out stays in the stage (the host's /etc is never read)",
+            from: Some(STAGE),
+            sources: &["/esc/hostname"],
+            dest: "/x",
+            expect: Error("\"/esc/hostname\" not found in the --from stage or image"),
+            ..BASE
+        },
+        Case {
             name: "--from: a symlink loop is an error",
             from: Some(STAGE),
             sources: &["/loop1"],
@@ -710,7 +735,11 @@ fn cases() -> Vec<Case> {
             name: "heredoc files are 0644, root-owned, made now",
             inline: &[("EOF", "hello\n"), ("second", "two\n")],
             dest: "/h/",
-            expect: Tree(&[("h", "d755 0:0 t"), ("h/EOF", "f644 0:0 t hello\n"), ("h/second", "f644 0:0 t two\n")]),
+            expect: Tree(&[
+                ("h", "d755 0:0 t"),
+                ("h/EOF", "f644 0:0 t hello\n"),
+                ("h/second", "f644 0:0 t two\n"),
+            ]),
             ..BASE
         },
         Case {
@@ -752,7 +781,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "ADD extracts plain, gzip, bzip2, xz and zstd tars, recognised by content",
             archives: &[
-                ("plain.bin", "tar", &[("p/", "d750"), ("p/plain", "f600:plain")]),
+                (
+                    "plain.bin",
+                    "tar",
+                    &[("p/", "d750"), ("p/plain", "f600:plain")],
+                ),
                 ("g.tar.gz", "gz", &[("gz", "f:gzip")]),
                 ("b.tbz", "bz2", &[("bz", "f:bzip2")]),
                 ("x.txz", "xz", &[("xz", "f:xz")]),
@@ -778,7 +811,10 @@ fn cases() -> Vec<Case> {
             sources: &["fake.tar.gz"],
             dest: "/x/",
             add: true,
-            expect: Tree(&[("x", "d755 0:0 t"), ("x/fake.tar.gz", "f644 0:0 T not a tar")]),
+            expect: Tree(&[
+                ("x", "d755 0:0 t"),
+                ("x/fake.tar.gz", "f644 0:0 T not a tar"),
+            ]),
             ..BASE
         },
         Case {
@@ -806,7 +842,16 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "ADD: a symlink in the archive to / keeps later entries inside the destination",
-            archives: &[("a.tar", "tar", &[("root", "l:/"), ("root/etc/kiln-canary.txt", "f:x"), ("rel", "l:../../.."), ("rel/kiln-canary.txt", "f:y")])],
+            archives: &[(
+                "a.tar",
+                "tar",
+                &[
+                    ("root", "l:/"),
+                    ("root/etc/kiln-canary.txt", "f:x"),
+                    ("rel", "l:../../.."),
+                    ("rel/kiln-canary.txt", "f:y"),
+                ],
+            )],
             sources: &["a.tar"],
             dest: "/x",
             add: true,
@@ -840,7 +885,11 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "ADD: hardlinks to earlier entries and to image files (copied)",
-            archives: &[("a.tar", "tar", &[("f", "f:data"), ("h", "h:f"), ("img", "h:opt/old")])],
+            archives: &[(
+                "a.tar",
+                "tar",
+                &[("f", "f:data"), ("h", "h:f"), ("img", "h:opt/old")],
+            )],
             sources: &["a.tar"],
             dest: "/",
             add: true,
@@ -849,6 +898,24 @@ fn cases() -> Vec<Case> {
                 ("h", "f644 7:7 T data"),
                 ("img", "f644 7:7 T old"),
             ]),
+            ..BASE
+        },
+        Case {
+            name: "ADD: a hardlink that climbs out of the destination is refused",
+            archives: &[("a.tar", "tar", &[("h", "h:../../etc/hostname")])],
+            sources: &["a.tar"],
+            dest: "/x",
+            add: true,
+            expect: Error("outside the extraction root"),
+            ..BASE
+        },
+        Case {
+            name: "ADD: a hardlink through the archive's symlink to / stays in the destination",
+            archives: &[("a.tar", "tar", &[("l", "l:/etc"), ("h", "h:l/hostname")])],
+            sources: &["a.tar"],
+            dest: "/x",
+            add: true,
+            expect: Error("hardlink target /x/etc/hostname is not an earlier file"),
             ..BASE
         },
         Case {
@@ -866,7 +933,15 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "ADD: a directory replacing the archive's own file over an image directory is opaque",
-            archives: &[("a.tar", "tar", &[("opt", "f:file first"), ("opt/", "d755"), ("opt/new", "f:n")])],
+            archives: &[(
+                "a.tar",
+                "tar",
+                &[
+                    ("opt", "f:file first"),
+                    ("opt/", "d755"),
+                    ("opt/new", "f:n"),
+                ],
+            )],
             sources: &["a.tar"],
             dest: "/",
             add: true,
@@ -875,7 +950,11 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "ADD: an archive entry replaces an image file, and a directory entry merges",
-            archives: &[("a.tar", "tar", &[("file/", "d700"), ("opt/", "d700"), ("opt/n", "f:n")])],
+            archives: &[(
+                "a.tar",
+                "tar",
+                &[("file/", "d700"), ("opt/", "d700"), ("opt/n", "f:n")],
+            )],
             sources: &["a.tar"],
             dest: "/",
             add: true,
@@ -940,13 +1019,15 @@ fn tar_bytes(entries: &[(&str, &str)], compression: &str) -> Vec<u8> {
             encoder.finish().unwrap()
         }
         "bz2" => {
-            let mut encoder = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+            let mut encoder =
+                bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
             encoder.write_all(&plain).unwrap();
             encoder.finish().unwrap()
         }
         "xz" => {
             let mut encoder =
-                lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6)).unwrap();
+                lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6))
+                    .unwrap();
             encoder.write_all(&plain).unwrap();
             encoder.finish().unwrap()
         }
@@ -987,7 +1068,12 @@ fn run(case: &Case) -> Result<(), String> {
         .collect();
     let upper = base.path().join("upper");
     fs::create_dir(&upper).map_err(|e| e.to_string())?;
-    let before: Vec<_> = lowers.iter().chain(&stage).chain([&context_dir]).map(|d| tree(d)).collect();
+    let before: Vec<_> = lowers
+        .iter()
+        .chain(&stage)
+        .chain([&context_dir])
+        .map(|d| tree(d))
+        .collect();
 
     let context = BuildContext::open(&context_dir, None).map_err(|e| e.to_string())?;
     let source = match case.from {
@@ -1014,15 +1100,26 @@ fn run(case: &Case) -> Result<(), String> {
     };
     let result = copy(&request, &source, &lowers, &upper, &Cancel::new());
 
-    let after: Vec<_> = lowers.iter().chain(&stage).chain([&context_dir]).map(|d| tree(d)).collect();
+    let after: Vec<_> = lowers
+        .iter()
+        .chain(&stage)
+        .chain([&context_dir])
+        .map(|d| tree(d))
+        .collect();
     if before != after {
         return Err("the context, a lower or a stage layer changed".to_string());
     }
     let entries: Vec<String> = fs::read_dir(base.path())
         .map_err(|e| e.to_string())?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|e| {
+            e.map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .filter(|name| {
-            !(name == "context" || name == "upper" || name.starts_with("lower") || name.starts_with("stage"))
+            !(name == "context"
+                || name == "upper"
+                || name.starts_with("lower")
+                || name.starts_with("stage"))
         })
         .collect();
     if !entries.is_empty() {
@@ -1036,7 +1133,9 @@ fn run(case: &Case) -> Result<(), String> {
                 .collect();
             let got = tree(&upper);
             if got != expected {
-                return Err(format!("upper tree:\n  got      {got:?}\n  expected {expected:?}"));
+                return Err(format!(
+                    "upper tree:\n  got      {got:?}\n  expected {expected:?}"
+                ));
             }
             Ok(())
         }
@@ -1068,7 +1167,11 @@ fn copy_rules_table() {
             failures.push(format!("{}: {failure}", case.name));
         }
     }
-    for canary in ["/kiln-canary.txt", "/etc/kiln-canary.txt", "/tmp/kiln-canary.txt"] {
+    for canary in [
+        "/kiln-canary.txt",
+        "/etc/kiln-canary.txt",
+        "/tmp/kiln-canary.txt",
+    ] {
         if Path::new(canary).exists() {
             failures.push(format!("{canary} was written outside upper"));
         }
@@ -1076,6 +1179,305 @@ fn copy_rules_table() {
     for failure in &failures {
         eprintln!("FAIL {failure}");
     }
-    assert!(failures.is_empty(), "{} of {} cases failed", failures.len(), cases.len());
-    assert_eq!(cases.len(), 59);
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed",
+        failures.len(),
+        cases.len()
+    );
+    assert_eq!(cases.len(), 62);
+}
+
+/// A fresh base directory with the standard context, the standard image and an empty upper.
+struct Setup {
+    base: tempfile::TempDir,
+    context: BuildContext,
+    lowers: Vec<PathBuf>,
+    upper: PathBuf,
+}
+
+fn setup(context: Entries, image: &[Entries]) -> Setup {
+    let base = tempfile::tempdir().unwrap();
+    let context_dir = base.path().join("context");
+    build(&context_dir, context);
+    let lowers = image
+        .iter()
+        .enumerate()
+        .map(|(index, entries)| {
+            let dir = base.path().join(format!("lower{index}"));
+            build(&dir, entries);
+            dir
+        })
+        .collect();
+    let upper = base.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    let context = BuildContext::open(&context_dir, None).unwrap();
+    Setup {
+        base,
+        context,
+        lowers,
+        upper,
+    }
+}
+
+fn request(sources: &[&str], dest: &str) -> CopyRequest {
+    CopyRequest {
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        dest: dest.to_string(),
+        workdir: "/".to_string(),
+        ..CopyRequest::default()
+    }
+}
+
+#[test]
+fn files_linked_together_are_linked_in_the_copy_and_counted() {
+    if support::root().is_none() {
+        return;
+    }
+    let s = setup(
+        &[
+            ("d/one", "f:shared"),
+            ("d/two", "h:d/one"),
+            ("d/other", "f:x"),
+        ],
+        &[],
+    );
+    let stats = copy(
+        &request(&["d"], "/out"),
+        &CopySource::Context {
+            context: &s.context,
+        },
+        &s.lowers,
+        &s.upper,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        (stats.files, stats.bytes),
+        (3, 7),
+        "the link is one file, written once"
+    );
+    let one = fs::metadata(s.upper.join("out/one")).unwrap();
+    let two = fs::metadata(s.upper.join("out/two")).unwrap();
+    assert_eq!(one.ino(), two.ino());
+    assert_eq!(one.nlink(), 2);
+    assert_ne!(
+        one.ino(),
+        fs::metadata(s.upper.join("out/other")).unwrap().ino()
+    );
+}
+
+#[test]
+fn xattrs_are_kept_but_overlay_bookkeeping_is_not() {
+    if support::root().is_none() {
+        return;
+    }
+    let s = setup(&[("f", "f:x"), ("d/", "d")], &[]);
+    let context_dir = s.base.path().join("context");
+    set_xattr(&context_dir.join("f"), "user.kiln", b"kept");
+    set_xattr(&context_dir.join("d"), "user.kiln", b"dir");
+    set_xattr(&context_dir.join("d"), "trusted.overlay.opaque", b"y");
+    copy(
+        &request(&["."], "/c"),
+        &CopySource::Context {
+            context: &s.context,
+        },
+        &s.lowers,
+        &s.upper,
+        &Cancel::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        get_xattr(&s.upper.join("c/f"), "user.kiln").as_deref(),
+        Some(&b"kept"[..])
+    );
+    assert_eq!(
+        get_xattr(&s.upper.join("c/d"), "user.kiln").as_deref(),
+        Some(&b"dir"[..])
+    );
+    assert_eq!(
+        get_xattr(&s.upper.join("c/d"), "trusted.overlay.opaque"),
+        None
+    );
+}
+
+#[test]
+fn a_cancelled_copy_stops_with_an_error() {
+    if support::root().is_none() {
+        return;
+    }
+    let s = setup(CONTEXT, &[]);
+    let cancel = Cancel::new();
+    cancel.cancel();
+    let error = copy(
+        &request(&["dir"], "/d"),
+        &CopySource::Context {
+            context: &s.context,
+        },
+        &s.lowers,
+        &s.upper,
+        &cancel,
+    )
+    .unwrap_err();
+    assert!(matches!(error, CopyError::Cancelled), "{error}");
+}
+
+#[test]
+fn workdir_is_mkdir_p_in_the_image() {
+    if support::root().is_none() {
+        return;
+    }
+    // (path, chown, expected upper tree or error)
+    type MkdirCase = (
+        &'static str,
+        Option<(u32, u32)>,
+        Result<Entries, &'static str>,
+    );
+    let cases: &[MkdirCase] = &[
+        ("/opt", None, Ok(&[])),
+        ("/usr/bin/", None, Ok(&[])),
+        (
+            "/app/src",
+            None,
+            Ok(&[("app", "d755 0:0 t"), ("app/src", "d755 0:0 t")]),
+        ),
+        (
+            "/opt/x/y",
+            Some((1000, 1001)),
+            Ok(&[
+                ("opt", "d711 4242:4242 T"),
+                ("opt/x", "d755 1000:1001 t"),
+                ("opt/x/y", "d755 1000:1001 t"),
+            ]),
+        ),
+        (
+            "/bin/tools",
+            None,
+            Ok(&[
+                ("usr", "d755 4242:4242 T"),
+                ("usr/bin", "d755 4242:4242 T"),
+                ("usr/bin/tools", "d755 0:0 t"),
+            ]),
+        ),
+        (
+            "/evil/kiln-canary",
+            None,
+            Ok(&[
+                ("etc", "d755 4242:4242 T"),
+                ("etc/kiln-canary", "d755 0:0 t"),
+            ]),
+        ),
+        ("relative/../w", None, Ok(&[("w", "d755 0:0 t")])),
+        ("/file", None, Err("mkdir /file: not a directory")),
+        ("/file/sub", None, Err("/file is not a directory")),
+    ];
+    let mut failures = Vec::new();
+    for (path, chown, expected) in cases {
+        let s = setup(&[], IMAGE);
+        let before: Vec<_> = s.lowers.iter().map(|d| tree(d)).collect();
+        let result = mkdir(path, *chown, &s.lowers, &s.upper);
+        let after: Vec<_> = s.lowers.iter().map(|d| tree(d)).collect();
+        if before != after {
+            failures.push(format!("{path}: a lower changed"));
+        }
+        match (expected, result) {
+            (Ok(entries), Ok(())) => {
+                let expected: BTreeMap<String, String> = entries
+                    .iter()
+                    .map(|(p, d)| (p.to_string(), d.to_string()))
+                    .collect();
+                let got = tree(&s.upper);
+                if got != expected {
+                    failures.push(format!("{path}: got {got:?}, expected {expected:?}"));
+                }
+            }
+            (Ok(_), Err(error)) => failures.push(format!("{path}: failed: {error}")),
+            (Err(expected), Ok(())) => {
+                failures.push(format!("{path}: succeeded, expected {expected}"))
+            }
+            (Err(expected), Err(error)) => {
+                if !error.to_string().contains(expected) {
+                    failures.push(format!("{path}: error {error} lacks {expected}"));
+                }
+            }
+        }
+    }
+    assert!(!Path::new("/etc/kiln-canary").exists());
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(cases.len(), 9);
+}
+
+#[test]
+fn the_union_view_honours_whiteouts_and_opaque_dirs_and_stays_in_its_root() {
+    if support::root().is_none() {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let layers: Vec<PathBuf> = STAGE
+        .iter()
+        .enumerate()
+        .map(|(index, entries)| {
+            let dir = base.path().join(format!("l{index}"));
+            build(&dir, entries);
+            dir
+        })
+        .collect();
+    let union = UnionFs::new(layers).unwrap();
+    let names: Vec<String> = union
+        .read_dir("/data")
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["bin", "keep.txt", "lnk", "opaque", "sub", "x.txt"]);
+    assert_eq!(
+        union.resolve("/esc/hostname", true).unwrap(),
+        "/etc/hostname"
+    );
+    let opaque: Vec<_> = union
+        .read_dir("/app/opaque")
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(opaque, ["new"]);
+    assert_eq!(union.lstat("/app/gone").unwrap(), None);
+    assert_eq!(
+        union.lstat("/app/keep.txt").unwrap().map(|m| m.uid),
+        Some(OWNER)
+    );
+    assert_eq!(
+        union.lstat("/data").unwrap().map(|m| m.kind),
+        Some(kiln::executor::union::FileKind::Symlink)
+    );
+    assert_eq!(union.resolve("/data/lnk", true).unwrap(), "/app/bin");
+    assert_eq!(union.resolve("/data/lnk", false).unwrap(), "/app/lnk");
+    assert_eq!(union.resolve("/../../data/../../x", true).unwrap(), "/x");
+    assert_eq!(
+        union.resolve("/data/missing/more", true).unwrap(),
+        "/app/missing/more"
+    );
+    assert!(
+        union
+            .resolve("/loop1", true)
+            .unwrap_err()
+            .to_string()
+            .contains("too many levels")
+    );
+    assert!(
+        union
+            .resolve("/app/bin/x", true)
+            .unwrap_err()
+            .to_string()
+            .contains("/app/bin is not a directory")
+    );
+    let mut content = String::new();
+    std::io::Read::read_to_string(
+        &mut union.open_file("/data/keep.txt").unwrap(),
+        &mut content,
+    )
+    .unwrap();
+    assert_eq!(content, "kept");
+    assert!(union.open_file("/app").is_err());
+    assert!(union.open_file("/app/gone").is_err());
 }

@@ -21,7 +21,7 @@
 //!   the same reason; other device nodes and fifos are created.
 
 use super::target::{Attributes, path_of};
-use super::{CopyError, Copier};
+use super::{Copier, CopyError};
 use crate::executor::union::Found;
 use crate::image::layer::WHITEOUT_PREFIX;
 use crate::image::layer::apply::parse_pax_time;
@@ -53,7 +53,11 @@ fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
     } else if head.starts_with(BZIP2_MAGIC) {
         Box::new(bzip2::read::MultiBzDecoder::new(reader))
     } else if head.starts_with(XZ_MAGIC) {
-        Box::new(lzma_rust2::XzReader::new_mem_limit(reader, true, XZ_MEMORY_LIMIT_KIB))
+        Box::new(lzma_rust2::XzReader::new_mem_limit(
+            reader,
+            true,
+            XZ_MEMORY_LIMIT_KIB,
+        ))
     } else if head.starts_with(ZSTD_MAGIC) {
         Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
     } else {
@@ -114,11 +118,10 @@ pub(super) fn extract(
             ));
         }
         let is_dir = kind == tar::EntryType::Directory;
-        let resolved =
-            copier
-                .target
-                .union()
-                .resolve_components(dest, &join(&relative), is_dir)?;
+        let resolved = copier
+            .target
+            .union()
+            .resolve_components(dest, &join(&relative), is_dir)?;
         let Some((name, parents)) = resolved.split_last() else {
             continue; // resolves to the destination itself
         };
@@ -130,10 +133,9 @@ pub(super) fn extract(
         match kind {
             tar::EntryType::Directory => {
                 let owner = (attributes.uid, attributes.gid);
-                let (new, _) =
-                    copier
-                        .target
-                        .child_dir(&dir, name, attributes.mode, owner, true)?;
+                let (new, _) = copier
+                    .target
+                    .child_dir(&dir, name, attributes.mode, owner, true)?;
                 copier.target.set_dir_attributes(&new, &attributes)?;
                 continue;
             }
@@ -160,12 +162,15 @@ pub(super) fn extract(
                 let link = entry.link_name_bytes().unwrap_or_default().into_owned();
                 let link = clean_entry_path(&link).map_err(|r| refuse(r.to_string()))?;
                 if link.is_empty() {
-                    return Err(refuse("a hardlink cannot target the destination itself".into()));
+                    return Err(refuse(
+                        "a hardlink cannot target the destination itself".into(),
+                    ));
                 }
-                let resolved = copier
-                    .target
-                    .union()
-                    .resolve_components(dest, &join(&link), false)?;
+                let resolved =
+                    copier
+                        .target
+                        .union()
+                        .resolve_components(dest, &join(&link), false)?;
                 let mut existing = dest.to_vec();
                 existing.extend(resolved);
                 let mut own = parent.clone();
@@ -215,9 +220,7 @@ pub(super) fn extract(
                     }
                 };
                 copier.target.clear_for_file(&dir, name, true)?;
-                copier
-                    .target
-                    .node(&dir, name, kind, device, &attributes)?;
+                copier.target.node(&dir, name, kind, device, &attributes)?;
             }
             other => {
                 return Err(refuse(format!(
@@ -244,16 +247,16 @@ fn copy_lower(
     match node.meta.kind {
         FileKind::File => {
             let mut file = copier.target.union().open_node(node)?;
-            let (bytes, _) = copier
-                .target
-                .write_file(dir, name, &mut file, attributes)?;
+            let (bytes, _) = copier.target.write_file(dir, name, &mut file, attributes)?;
             copier.stats.bytes += bytes;
         }
         FileKind::Symlink => {
             let link = copier.target.union().read_link(node)?;
             copier.target.symlink(dir, name, &link, attributes)?;
         }
-        FileKind::Fifo => copier.target.node(dir, name, SFlag::S_IFIFO, 0, attributes)?,
+        FileKind::Fifo => copier
+            .target
+            .node(dir, name, SFlag::S_IFIFO, 0, attributes)?,
         FileKind::CharDevice => {
             copier
                 .target
@@ -364,4 +367,86 @@ fn entry_attributes<R: Read>(
         xattrs,
         mtime: Some(mtime),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cleaned(raw: &str) -> Result<String, &'static str> {
+        clean_entry_path(raw.as_bytes()).map(|c| String::from_utf8(join(&c)).unwrap())
+    }
+
+    #[test]
+    fn entry_paths_are_cleaned_and_may_not_climb_out() {
+        for (raw, expected) in [
+            ("a/b", Ok("a/b")),
+            ("/abs/x", Ok("abs/x")),
+            ("./a//b/./c/", Ok("a/b/c")),
+            ("a/../b", Ok("b")),
+            ("./", Ok("")),
+            ("a/..", Ok("")),
+        ] {
+            assert_eq!(cleaned(raw), expected.map(str::to_string), "{raw:?}");
+        }
+        for raw in ["..", "../x", "a/../../x", "/../x", "a\0b"] {
+            assert!(clean_entry_path(raw.as_bytes()).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn blank_numeric_fields_read_as_zero_and_garbage_is_an_error() {
+        let garbage = || Err(io::Error::other("not a number"));
+        assert_eq!(numeric(garbage(), b"\0\0 \0", "uid"), Ok(0));
+        assert!(
+            numeric(garbage(), b"12x\0", "uid")
+                .unwrap_err()
+                .contains("bad uid field")
+        );
+        assert_eq!(numeric(Ok(7), b"0000007\0", "uid"), Ok(7));
+    }
+
+    #[test]
+    fn archives_are_recognised_by_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_path("x").unwrap();
+        header.set_size(1);
+        header.set_cksum();
+        builder.append(&header, &b"x"[..]).unwrap();
+        let tar = builder.into_inner().unwrap();
+        let gzip = {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut encoder, &tar).unwrap();
+            encoder.finish().unwrap()
+        };
+        for (name, bytes, expected) in [
+            ("plain", tar.clone(), true),
+            ("gzip", gzip.clone(), true),
+            ("text", b"hello, not a tar".to_vec(), false),
+            ("empty", Vec::new(), false),
+            ("zeros", vec![0; 1024], false),
+            (
+                "truncated gzip",
+                gzip.get(..10).unwrap_or_default().to_vec(),
+                false,
+            ),
+            (
+                "gzip of text",
+                {
+                    let mut encoder =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    std::io::Write::write_all(&mut encoder, b"text").unwrap();
+                    encoder.finish().unwrap()
+                },
+                false,
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(is_archive(File::open(&path).unwrap()), expected, "{name}");
+        }
+    }
 }

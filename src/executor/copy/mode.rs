@@ -138,12 +138,8 @@ impl Action {
                 b'r' => bits |= READ,
                 b'w' => bits |= WRITE,
                 b'x' => bits |= EXEC,
-                b'X' => {
-                    // setmode honours `X` only with `+`.
-                    if self.op == b'+' && (is_dir || original & EXEC != 0) {
-                        bits |= EXEC;
-                    }
-                }
+                // setmode honours `X` only with `+`.
+                b'X' if self.op == b'+' && (is_dir || original & EXEC != 0) => bits |= EXEC,
                 b's' if not_only_other => bits |= SET_ID,
                 b't' if not_only_other => {
                     target |= STICKY;

@@ -105,7 +105,11 @@ impl Target {
 
     /// `path` (absolute) resolved in the target, every symlink (the last one too when
     /// `follow_last`) followed inside it.
-    pub(crate) fn resolve(&self, path: &str, follow_last: bool) -> Result<Vec<OsString>, CopyError> {
+    pub(crate) fn resolve(
+        &self,
+        path: &str,
+        follow_last: bool,
+    ) -> Result<Vec<OsString>, CopyError> {
         Ok(self
             .union
             .resolve_components(&[], path.as_bytes(), follow_last)?)
