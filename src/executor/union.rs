@@ -500,18 +500,29 @@ impl UnionFs {
         path: &[u8],
         follow_last: bool,
     ) -> Result<Vec<OsString>, UnionError> {
+        let full = |resolved: &[OsString]| -> Vec<OsString> {
+            base.iter().chain(resolved).cloned().collect()
+        };
+        // The directory the next component is looked up in; `None` below a missing name (whose
+        // descendants are missing too). Only this one is kept open: `..` and absolute link
+        // targets walk again from the root, so a resolution holds one directory's descriptors.
+        let mut current = self.walk_dir(base)?;
         let mut resolved: Vec<OsString> = Vec::new();
         let mut pending: VecDeque<OsString> = split(path).collect();
         let mut links = 0;
         while let Some(name) = pending.pop_front() {
             if name == ".." {
-                resolved.pop();
+                if resolved.pop().is_some() {
+                    current = self.walk_dir(&full(&resolved))?;
+                }
                 continue;
             }
             let last = pending.is_empty();
-            resolved.push(name);
-            let full: Vec<OsString> = base.iter().chain(&resolved).cloned().collect();
-            match self.walk(&full)? {
+            let found = match &current {
+                Some(dir) => self.lookup_in(dir, &name)?,
+                None => Found::Missing,
+            };
+            match found {
                 Found::Node(node)
                     if node.meta.kind == FileKind::Symlink && (!last || follow_last) =>
                 {
@@ -522,9 +533,9 @@ impl UnionFs {
                         });
                     }
                     let target = self.read_link(&node)?;
-                    resolved.pop();
                     if target.as_bytes().starts_with(b"/") {
                         resolved.clear();
+                        current = self.walk_dir(base)?;
                     }
                     for component in split(target.as_bytes())
                         .collect::<Vec<_>>()
@@ -535,14 +546,30 @@ impl UnionFs {
                     }
                 }
                 Found::Node(_) if !last => {
+                    resolved.push(name);
                     return Err(UnionError::NotADirectory {
-                        path: display(&full),
+                        path: display(&full(&resolved)),
                     });
                 }
-                _ => {}
+                Found::Dir(dir, _) => {
+                    resolved.push(name);
+                    current = Some(dir);
+                }
+                Found::Node(_) | Found::Missing => {
+                    resolved.push(name);
+                    current = None;
+                }
             }
         }
         Ok(resolved)
+    }
+
+    /// The merged directory at `components`, if it is one.
+    fn walk_dir(&self, components: &[OsString]) -> Result<Option<MergedDir>, UnionError> {
+        Ok(match self.walk(components)? {
+            Found::Dir(dir, _) => Some(dir),
+            _ => None,
+        })
     }
 
     /// The target of the symlink `node`, as stored.

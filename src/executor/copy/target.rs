@@ -129,21 +129,22 @@ impl Target {
         owner: (u32, u32),
     ) -> Result<(), CopyError> {
         let mut first_missing = None;
-        for end in 1..=components.len() {
-            let prefix = components.get(..end).unwrap_or_default();
-            match self.union.walk(prefix)? {
-                Found::Dir(..) => {}
+        let mut dir = self.union.root_dir()?;
+        for (index, name) in components.iter().enumerate() {
+            match self.union.lookup_in(&dir, name)? {
+                Found::Dir(next, _) => dir = next,
                 Found::Node(_) => {
                     return Err(CopyError::MkdirNotADirectory {
-                        path: display(prefix),
+                        path: display(components.get(..=index).unwrap_or_default()),
                     });
                 }
                 Found::Missing => {
-                    first_missing = Some(end - 1);
+                    first_missing = Some(index);
                     break;
                 }
             }
         }
+        drop(dir);
         let Some(first_missing) = first_missing else {
             return Ok(());
         };
