@@ -19,6 +19,13 @@
 //! - Names starting with `.wh.` are refused: BuildKit writes them as plain files, which the image's
 //!   layer then reads as whiteouts deleting other files. Character devices 0/0 are refused for
 //!   the same reason; other device nodes and fifos are created.
+//!
+//! Entries go through the same union-aware writer as COPY ([`super::target`]), not through
+//! `image::layer::apply_layer` into an empty directory: BuildKit extracts into the merged image,
+//! so an entry `bin/tool` lands in `usr/bin` when the image has `bin -> usr/bin`, and a hardlink
+//! may name an image file; unpacked alone into `upper`, `bin` would become a new directory that
+//! hides the image's link. Confinement is the writer's: every path is resolved inside the
+//! destination and every write is an `*at` call below `upper` that never follows a symlink.
 
 use super::target::{Attributes, path_of};
 use super::{Copier, CopyError};
