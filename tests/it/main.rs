@@ -6,6 +6,7 @@
 mod archive;
 mod cli;
 mod context;
+mod copy;
 mod dockerignore_conformance;
 mod frontend_errors;
 mod graph;
