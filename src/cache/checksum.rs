@@ -8,7 +8,7 @@
 //! 0:0 before sending the context; kiln does not hash extended attributes.)
 //!
 //! Reading every file on every build would make a large context slow, so a [`StatCache`]
-//! remembers, per path, the content digest of a file together with what `fstat` said about it
+//! remembers, per path, the content digest of a file together with what `stat` said about it
 //! (size, modification and change times, inode, device, mode). A file whose stat is unchanged
 //! is not read again.
 //!
@@ -339,7 +339,7 @@ fn check_path(path: &str) -> Result<(), CacheError> {
     })
 }
 
-/// What `fstat` says about a file that a content change would alter. Times are nanoseconds
+/// What `stat` says about a file that a content change would alter. Times are nanoseconds
 /// since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
@@ -384,7 +384,7 @@ struct StatEntry {
 }
 
 /// The persistent stat cache of one build context: per relative path, the content digest of
-/// the file as it was when `fstat` said what [`FileStamp`] holds.
+/// the file as it was when `stat` said what [`FileStamp`] holds.
 ///
 /// Safe to share between threads: lookups take a read lock, new entries a write lock.
 ///
@@ -963,6 +963,28 @@ mod tests {
         let now = clean_before(SystemTime::now() + Duration::from_secs(60));
         checksum_paths_at(&fx.ctx, &owned(&["f"]), &cache, now).unwrap();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn one_stat_cache_serves_many_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<StatCache>();
+        let fx = Fixture::new();
+        for i in 0..64 {
+            fx.write(&format!("d{}/f{i}", i % 4), &"x".repeat(i));
+        }
+        let paths: Vec<String> = (0..64).map(|i| format!("d{}/f{i}", i % 4)).collect();
+        let cache = fx.cache();
+        let sums: Vec<ContentSum> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| checksum_paths_at(&fx.ctx, &paths, &cache, ALL_CLEAN).unwrap())
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert!(sums.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(cache.len(), 64);
     }
 
     #[test]
