@@ -384,7 +384,7 @@ struct StatEntry {
 }
 
 /// The persistent stat cache of one build context: per relative path, the content digest of
-/// the file as it was when `stat` said what [`FileStamp`] holds.
+/// the file as it was when its stat (size, times, inode, device, mode) was the one recorded.
 ///
 /// Safe to share between threads: lookups take a read lock, new entries a write lock.
 ///
