@@ -8,7 +8,7 @@
 //! 0:0 before sending the context; kiln does not hash extended attributes.)
 //!
 //! Reading every file on every build would make a large context slow, so a [`StatCache`]
-//! remembers, per path, the content digest of a file together with what `fstat` said about it
+//! remembers, per path, the content digest of a file together with what `stat` said about it
 //! (size, modification and change times, inode, device, mode). A file whose stat is unchanged
 //! is not read again.
 //!
@@ -31,20 +31,22 @@
 //!
 //! # Never outside the context
 //!
-//! Every path is opened with `openat2(2)` beneath a descriptor of the context root, with
-//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a symlink anywhere in the path (say a directory
-//! swapped for a link to `/` between the context walk and the checksum) makes the open fail
-//! instead of leaving the context, and a symlink at the end is opened as itself
-//! (`O_PATH | O_NOFOLLOW`) and read with `readlinkat(2)`, never followed. A regular file is
-//! opened for reading only after its `O_PATH` descriptor showed it is one, and the read
-//! descriptor must be the same inode, so a file swapped for a fifo or device in between is an
-//! error, not a hang or a side effect.
+//! The directory that holds a path is opened with `openat2(2)` beneath a descriptor of the
+//! context root, with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a symlink anywhere on the way
+//! (say a directory swapped for a link to `/` between the context walk and the checksum) makes
+//! the open fail instead of leaving the context. The entry itself is then reached by its bare
+//! name from that directory, never followed: `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`,
+//! `readlinkat(2)` for a link's target, and `openat(2)` with `O_NOFOLLOW` to read a regular
+//! file, whose descriptor must be the inode just stat'ed, so a file swapped for a fifo or a
+//! device in between is an error, not a hang or a side effect. Each rayon job keeps the last
+//! directory it opened, so sorted paths cost about one `fstatat` each when the stat cache knows
+//! them.
 
 use crate::cache::atomic::{Staging, atomic_write_in};
 use crate::cache::{CacheError, Digest, FsError, Hashing};
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2, readlinkat};
-use nix::sys::stat::{FileStat, Mode, fstat};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -118,12 +120,47 @@ fn checksum_paths_at(
     .map_err(|errno| FsError::new("open build context", root, errno.into()))?;
     let files = sorted
         .par_iter()
-        .map(|path| sum_path(root_fd.as_fd(), path, cache, clean_before))
+        .map_init(LastDir::default, |last_dir, path| {
+            sum_path(root_fd.as_fd(), last_dir, path, cache, clean_before)
+        })
         .collect::<Result<Vec<FileSum>, CacheError>>()?;
     Ok(ContentSum {
         digest: combined_digest(&files),
         files,
     })
+}
+
+/// The directory a rayon job opened last, kept for the next path (sorted paths mostly share
+/// their parent with the one before).
+#[derive(Default)]
+struct LastDir {
+    path: String,
+    fd: Option<OwnedFd>,
+}
+
+impl LastDir {
+    /// A descriptor of the directory `dir` (`""` is the root) beneath `root`; `path` is the
+    /// entry it is needed for, to name in errors.
+    fn open<'a>(
+        &'a mut self,
+        root: BorrowedFd<'a>,
+        dir: &str,
+        path: &str,
+    ) -> Result<BorrowedFd<'a>, CacheError> {
+        if dir.is_empty() {
+            return Ok(root);
+        }
+        if self.fd.is_none() || self.path != dir {
+            self.fd = None;
+            let how = OpenHow::new()
+                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+            let fd = openat2(root, dir, how).map_err(|errno| entry_error(path, errno))?;
+            self.path = dir.to_string();
+            self.fd = Some(fd);
+        }
+        Ok(self.fd.as_ref().map_or(root, |fd| fd.as_fd()))
+    }
 }
 
 /// The racy-clean threshold for a checksum starting at `now`: the start of the whole second
@@ -156,13 +193,16 @@ fn combined_digest(files: &[FileSum]) -> Digest {
 /// `dir`, `symlink` and the target bytes, or `other` and the device number.
 fn sum_path(
     root: BorrowedFd<'_>,
+    last_dir: &mut LastDir,
     path: &str,
     cache: &StatCache,
     clean_before: i64,
 ) -> Result<FileSum, CacheError> {
     check_path(path)?;
-    let node = open_beneath(root, path, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
-    let stat = fstat(&node).map_err(|errno| read_error(path, errno))?;
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let dir = last_dir.open(root, dir, path)?;
+    let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .map_err(|errno| entry_error(path, errno))?;
     let stamp = FileStamp::of(&stat);
     let file_type = stat.st_mode & libc::S_IFMT;
     let mode = stat.st_mode & (libc::S_IFMT | 0o7777);
@@ -176,7 +216,7 @@ fn sum_path(
             let content = match cache.lookup(path, &stamp) {
                 Some(digest) => digest,
                 None => {
-                    let (digest, unchanged) = hash_file(root, path, &stat)?;
+                    let (digest, unchanged) = hash_file(dir, name, path, &stat)?;
                     if unchanged && !stamp.is_racy(clean_before) {
                         cache.insert(path, stamp, digest.clone());
                     }
@@ -188,9 +228,8 @@ fn sum_path(
         }
         libc::S_IFDIR => record.extend_from_slice(b"dir"),
         libc::S_IFLNK => {
-            // readlinkat(2): an empty path reads the link an O_PATH | O_NOFOLLOW descriptor
-            // refers to, so the link read is the one just stat'ed.
-            let target = readlinkat(&node, "").map_err(|errno| read_error(path, errno))?;
+            // readlinkat(2) reads the link itself; a bare name has no component to follow.
+            let target = readlinkat(dir, name).map_err(|errno| entry_error(path, errno))?;
             record.extend_from_slice(b"symlink\0");
             record.extend_from_slice(target.as_bytes());
         }
@@ -202,23 +241,25 @@ fn sum_path(
     })
 }
 
-/// Reads and hashes the regular file at `path`, which `expected` (from its `O_PATH`
-/// descriptor) showed to be one. Returns the content digest and whether the file's stat was
-/// the same before and after the read (only then may the stat cache remember it).
+/// Reads and hashes the regular file `name` in `dir` (the context's `path`), which `expected`
+/// showed to be one. Returns the content digest and whether the file's stat was the same before
+/// and after the read (only then may the stat cache remember it).
 fn hash_file(
-    root: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    name: &str,
     path: &str,
     expected: &FileStat,
 ) -> Result<(Digest, bool), CacheError> {
-    // O_NONBLOCK: should the file have been swapped for a fifo, the open must not wait for a
-    // writer (open(2)); O_NOCTTY: nor may a terminal become ours. The inode check below then
-    // rejects it.
-    let fd = open_beneath(
-        root,
-        path,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
-    )?;
-    let before = fstat(&fd).map_err(|errno| read_error(path, errno))?;
+    // O_NOFOLLOW: a symlink swapped in fails with ELOOP (open(2)). O_NONBLOCK: a fifo swapped
+    // in must not make the open wait for a writer; O_NOCTTY: nor may a terminal become ours.
+    // The inode check below then rejects either.
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = openat(dir, name, flags, Mode::empty()).map_err(|errno| entry_error(path, errno))?;
+    let before = fstat(&fd).map_err(|errno| entry_error(path, errno))?;
     if (before.st_dev, before.st_ino) != (expected.st_dev, expected.st_ino)
         || before.st_mode & libc::S_IFMT != libc::S_IFREG
     {
@@ -250,39 +291,29 @@ fn hash_file(
                 source,
             })?;
     }
-    let after = fstat(file.as_fd()).map_err(|errno| read_error(path, errno))?;
+    let after = fstat(file.as_fd()).map_err(|errno| entry_error(path, errno))?;
     let unchanged = FileStamp::of(expected) == FileStamp::of(&before)
         && FileStamp::of(&before) == FileStamp::of(&after);
     Ok((hashing.finish().0, unchanged))
 }
 
-/// Opens `path` beneath `root` without following any symlink on the way (openat2(2):
-/// `RESOLVE_BENEATH` refuses to leave `root`, `RESOLVE_NO_SYMLINKS` refuses every symlink but
-/// a final one opened as itself with `O_PATH | O_NOFOLLOW`).
-fn open_beneath(root: BorrowedFd<'_>, path: &str, flags: OFlag) -> Result<OwnedFd, CacheError> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    openat2(root, path, how).map_err(|errno| match errno {
-        Errno::ENOENT => CacheError::Vanished {
-            path: path.to_string(),
-        },
+/// The error for a failed open or stat of the context's `path` (or of a directory above it).
+fn entry_error(path: &str, errno: Errno) -> CacheError {
+    let path = path.to_string();
+    match errno {
+        Errno::ENOENT => CacheError::Vanished { path },
         Errno::ENOTDIR => CacheError::Changed {
-            path: path.to_string(),
+            path,
             what: "a directory above it is no longer a directory",
         },
         Errno::ELOOP => CacheError::Changed {
-            path: path.to_string(),
-            what: "a symlink now stands in its path, and kiln never follows one",
+            path,
+            what: "a symlink now stands where a directory or file was, and kiln never follows one",
         },
-        errno => read_error(path, errno),
-    })
-}
-
-fn read_error(path: &str, errno: Errno) -> CacheError {
-    CacheError::Read {
-        path: path.to_string(),
-        source: errno.into(),
+        errno => CacheError::Read {
+            path,
+            source: errno.into(),
+        },
     }
 }
 
@@ -308,7 +339,7 @@ fn check_path(path: &str) -> Result<(), CacheError> {
     })
 }
 
-/// What `fstat` says about a file that a content change would alter. Times are nanoseconds
+/// What `stat` says about a file that a content change would alter. Times are nanoseconds
 /// since the epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
@@ -353,7 +384,7 @@ struct StatEntry {
 }
 
 /// The persistent stat cache of one build context: per relative path, the content digest of
-/// the file as it was when `fstat` said what [`FileStamp`] holds.
+/// the file as it was when its stat (size, times, inode, device, mode) was the one recorded.
 ///
 /// Safe to share between threads: lookups take a read lock, new entries a write lock.
 ///
@@ -932,6 +963,28 @@ mod tests {
         let now = clean_before(SystemTime::now() + Duration::from_secs(60));
         checksum_paths_at(&fx.ctx, &owned(&["f"]), &cache, now).unwrap();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn one_stat_cache_serves_many_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<StatCache>();
+        let fx = Fixture::new();
+        for i in 0..64 {
+            fx.write(&format!("d{}/f{i}", i % 4), &"x".repeat(i));
+        }
+        let paths: Vec<String> = (0..64).map(|i| format!("d{}/f{i}", i % 4)).collect();
+        let cache = fx.cache();
+        let sums: Vec<ContentSum> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| checksum_paths_at(&fx.ctx, &paths, &cache, ALL_CLEAN).unwrap())
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        assert!(sums.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(cache.len(), 64);
     }
 
     #[test]
