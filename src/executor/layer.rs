@@ -42,6 +42,77 @@ pub enum LayerCommitError {
         /// Why.
         source: BlobError,
     },
+    /// The thread writing the blob panicked.
+    #[error("the thread writing a layer blob stopped unexpectedly")]
+    Thread,
+}
+
+/// How many bytes a [`Pipe`] gathers before handing them to the blob thread.
+const PIPE_CHUNK: usize = 1 << 20;
+
+/// A writer that passes its bytes, in chunks, to a thread that writes them to a blob writer.
+struct Pipe {
+    buffer: Vec<u8>,
+    sender: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+type BlobSide = std::thread::JoinHandle<std::io::Result<crate::cache::BlobWriter>>;
+
+impl Pipe {
+    /// Starts the thread that writes into `writer`; joining it gives the writer back (or the
+    /// first write error) once the pipe is dropped.
+    fn spawn(mut writer: crate::cache::BlobWriter) -> (Pipe, BlobSide) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::spawn(move || {
+            use std::io::Write as _;
+            for chunk in receiver {
+                writer.write_all(&chunk)?;
+            }
+            Ok(writer)
+        });
+        let pipe = Pipe {
+            buffer: Vec::with_capacity(PIPE_CHUNK),
+            sender: Some(sender),
+        };
+        (pipe, thread)
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(PIPE_CHUNK));
+        match &self.sender {
+            // A closed channel means the blob thread stopped on a write error, which joining it
+            // reports.
+            Some(sender) => sender
+                .send(chunk)
+                .map_err(|_| std::io::Error::other("the layer blob writer stopped")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::io::Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= PIPE_CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        // Best effort: a failure here is the blob thread's write error, reported by its join.
+        let _ = self.send();
+        self.sender = None;
+    }
 }
 
 /// A fresh upper + work directory pair in the store's staging area (same filesystem as the
@@ -111,8 +182,23 @@ pub fn commit(store: &Store, staged: StagedUpper) -> Result<Option<LayerInfo>, L
         upper: upper.to_path_buf(),
         source,
     };
-    let mut writer = store.blobs().writer().map_err(blob_error)?;
-    let written = write_layer(upper, &mut writer).map_err(|source| LayerCommitError::Diff {
+    let writer = store.blobs().writer().map_err(blob_error)?;
+    // The tar is hashed twice: by `write_layer` (the diff ID) and by the blob writer (which
+    // verifies what it stores). The blob side runs on its own thread, fed through a bounded
+    // channel, so the two hashes (and the writes) use two cores instead of one.
+    let (pipe, blob_side) = Pipe::spawn(writer);
+    let written = write_layer(upper, pipe);
+    let writer = blob_side
+        .join()
+        .map_err(|_| LayerCommitError::Thread)?
+        .map_err(|source| {
+            blob_error(BlobError::Fs(FsError::new(
+                "write a layer blob in",
+                store.staging().dir(),
+                source,
+            )))
+        })?;
+    let written = written.map_err(|source| LayerCommitError::Diff {
         upper: upper.to_path_buf(),
         source,
     })?;
