@@ -911,6 +911,54 @@ fn context_changes_rerun_only_the_steps_that_read_them_and_later_ones() {
 }
 
 #[test]
+fn what_a_run_sees_is_part_of_its_cache_key() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[]);
+    // (instructions before the RUN, build flags, whether the RUN runs), in order: each build
+    // reuses what the ones before it left in the cache.
+    let cases: &[(&str, &[&str], bool)] = &[
+        ("ENV X=1", &[], true),
+        ("ENV X=1", &[], false),
+        ("ENV X=2", &[], true),
+        // Metadata the RUN does not see.
+        ("ENV X=2\nLABEL l=1\nCMD [\"x\"]\nEXPOSE 80", &[], false),
+        ("ENV X=2", &["--label", "l=2"], false),
+        // An ARG without a value adds nothing to the RUN's environment; with one, it does.
+        ("ENV X=2\nARG A", &[], false),
+        ("ENV X=2\nARG A", &["--build-arg", "A=5"], true),
+        (
+            "ENV X=2\nARG A",
+            &["--build-arg", "A=5", "--build-arg", "UNDECLARED=1"],
+            false,
+        ),
+        ("ENV X=2\nUSER nobody", &[], true),
+        ("ENV X=2\nWORKDIR /w", &[], true),
+        ("ENV X=2\nSHELL [\"/bin/sh\", \"-ec\"]", &[], true),
+        ("ENV X=2", &["--network", "none"], true),
+        ("ENV X=2", &[], false),
+    ];
+    let mut failures = Vec::new();
+    for (before, args, runs) in cases {
+        let dockerfile = format!("FROM base\n{before}\nRUN echo hi > /tmp/f\n");
+        fs::write(ctx.path().join("Dockerfile"), &dockerfile).expect("write");
+        let built = builder.build(ctx.path(), args);
+        if built.out.code != Some(0) {
+            failures.push(format!(
+                "{before:?} {args:?}: build failed: {}",
+                built.out.stderr
+            ));
+            continue;
+        }
+        let ran = built.events.ran().contains(&"RUN echo hi > /tmp/f");
+        if ran != *runs {
+            failures.push(format!("{before:?} {args:?}: ran {ran}, expected {runs}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(cases.len(), 13);
+}
+
+#[test]
 fn explain_cache_names_the_changed_file() {
     let Some(builder) = builder() else { return };
     let ctx = builder.context(&[("Dockerfile", CACHED), ("a.txt", "a\n"), ("b.txt", "b\n")]);
