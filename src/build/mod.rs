@@ -13,6 +13,7 @@ pub mod worker;
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 
 use crate::cache::{CacheError, CacheRecords, StatCache};
+use crate::context::ContextError;
 use crate::diagnostic::Span;
 use crate::image::store::{Store, StoreError, StoredImage, descriptor};
 use crate::image::timestamp::{format_rfc3339, now_seconds};
@@ -99,6 +100,9 @@ pub enum BuildError {
         span: Option<Span>,
         source: Box<StepError>,
     },
+    /// A needed COPY or ADD reads the build context, and the build has none (`kiln build -`).
+    #[error("a COPY or ADD reads the build context, but this build has none (the context was `-`)")]
+    NoContext,
     #[error("the build was canceled")]
     Canceled,
     #[error(transparent)]
@@ -126,6 +130,11 @@ impl crate::diagnostic::Located for BuildError {
         match self {
             BuildError::Plan(err) => err.help(),
             BuildError::Compile(err) => err.help(),
+            BuildError::NoContext => Some(
+                "pass a context directory instead of `-`, or COPY from a stage or an image \
+                 with --from"
+                    .to_string(),
+            ),
             // A failed RUN: the last lines it wrote, which usually say why.
             BuildError::Step { source, .. } => match source.as_ref() {
                 StepError::Run(run) if !run.tail().is_empty() => Some(format!(
@@ -360,7 +369,14 @@ fn plan_with_images(
             .base_images
             .insert(name.clone(), BaseImage { env, onbuild });
     }
-    let plan = plan(&options.dockerfile, &plan_options)?;
+    let plan = match plan(&options.dockerfile, &plan_options) {
+        // Without a context the plan is given an empty path, which opens only when a needed
+        // instruction reads the context: say that, rather than that "" cannot be opened.
+        Err(PlanError::Context(ContextError::Open { .. })) if options.context_dir.is_none() => {
+            return Err(BuildError::NoContext);
+        }
+        planned => planned?,
+    };
     // Then the images COPY --from reads.
     lookup(&plan.images, &mut images);
     Ok((plan, images))

@@ -240,11 +240,12 @@ pub fn compile(plan: &Plan, options: &CompileOptions<'_>) -> Result<Compiled, Co
     let mut document = target.document;
     let author = target.config.author().map(str::to_string);
     document.insert("config".into(), Value::Object(target.config.into_config()));
+    let no_cache = downstream_of_reruns(&compiler.graph, compiler.no_cache);
     Ok(Compiled {
         graph: compiler.graph,
         steps,
         target: target.node,
-        no_cache: compiler.no_cache.into_iter().collect(),
+        no_cache: no_cache.into_iter().collect(),
         document,
         history: target.history,
         author,
@@ -825,6 +826,34 @@ impl Compiler<'_> {
     }
 }
 
+/// `no_cache` and every node that reads, directly or not, a filesystem op in it.
+///
+/// A step that skips the cache runs again, but its cache key does not change (keys are made
+/// from definitions, not results). What reads it (the rest of its stage's dependents, a
+/// `COPY --from` of another stage) would then still hit the cache and keep what the old run
+/// made; and a hit below which nothing runs means the re-run step is never needed, so
+/// `--no-cache-filter STAGE` for a stage that another copies from would run nothing at all.
+/// BuildKit avoids both by keying `COPY --from` on the content copied, which kiln does not do,
+/// so the dependents run again too. Sources (scratch, an image) are not followed: their key is
+/// already their content (the manifest digest).
+fn downstream_of_reruns(graph: &Graph<BuildOp>, no_cache: BTreeSet<NodeId>) -> BTreeSet<NodeId> {
+    let mut all = no_cache;
+    // Ascending node ids are a topological order: inputs are settled before their readers.
+    for node in 0..graph.len() {
+        let reads_rerun = graph.inputs(node).iter().any(|input| {
+            all.contains(input)
+                && !matches!(
+                    graph.op(*input),
+                    Some(BuildOp::Scratch | BuildOp::Image { .. })
+                )
+        });
+        if reads_rerun {
+            all.insert(node);
+        }
+    }
+    all
+}
+
 /// Whether an instruction becomes an op (and a numbered step).
 fn makes_op(instruction: &Instruction) -> bool {
     matches!(
@@ -948,5 +977,53 @@ pub fn host_architecture() -> &'static str {
         "s390x" => "s390x",
         "riscv64" => "riscv64",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mkdir(path: &str) -> BuildOp {
+        BuildOp::Mkdir(MkdirOp {
+            path: path.to_string(),
+            user: String::new(),
+        })
+    }
+
+    #[test]
+    fn what_reads_a_rerun_step_reruns_but_not_through_a_source() {
+        let mut graph = Graph::new();
+        let add = |graph: &mut Graph<BuildOp>, op, inputs| graph.add(op, inputs).expect("add");
+        let scratch = add(&mut graph, BuildOp::Scratch, vec![]);
+        let image = add(
+            &mut graph,
+            BuildOp::Image {
+                name: "base".into(),
+                manifest: Digest::of(b"manifest"),
+            },
+            vec![],
+        );
+        let a = add(&mut graph, mkdir("/a"), vec![scratch]);
+        let b = add(&mut graph, mkdir("/b"), vec![a]);
+        let c = add(&mut graph, mkdir("/c"), vec![image]);
+        // Reads c and b, like a COPY --from.
+        let d = add(&mut graph, mkdir("/d"), vec![c, b]);
+        let e = add(&mut graph, mkdir("/e"), vec![image]);
+        let cases: &[(&[NodeId], &[NodeId])] = &[
+            (&[], &[]),
+            (&[a], &[a, b, d]),
+            (&[b], &[b, d]),
+            (&[c], &[c, d]),
+            (&[d, e], &[d, e]),
+            // Sources: their keys are their content already.
+            (&[scratch], &[scratch]),
+            (&[image], &[image]),
+        ];
+        for (no_cache, expected) in cases {
+            let found = downstream_of_reruns(&graph, no_cache.iter().copied().collect());
+            let expected: BTreeSet<NodeId> = expected.iter().copied().collect();
+            assert_eq!(found, expected, "no_cache {no_cache:?}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! `CI=true` (see [`support::conformance_dir`]).
 
 mod archive;
+mod build;
 mod cli;
 mod context;
 mod copy;
