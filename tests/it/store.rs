@@ -1026,3 +1026,33 @@ fn umoci_reads_the_store_as_it_is() {
     );
     assert_eq!(edited.layers, image.layers);
 }
+
+#[test]
+fn processes_creating_the_same_store_at_once_all_open_it() {
+    // Each process sees the others' half-made layout (directories before `oci-layout`); none
+    // may take it for a foreign directory.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_kiln"))
+                    .args(["--root"])
+                    .arg(&root)
+                    .args(["images", "-q"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

@@ -197,10 +197,27 @@ impl Store {
     /// into, say, a home directory given by mistake). Stale staging entries left by killed
     /// processes are removed on the way.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        /// What a store holds before its `oci-layout` file exists.
+        const OWN_NAMES: [&str; 7] = [
+            "blobs",
+            "snapshots",
+            "containers",
+            "tmp",
+            "cache",
+            "index.json",
+            "oci-layout",
+        ];
         let layout_file = root.join("oci-layout");
+        // Only names kiln itself creates may be there without `oci-layout`: another kiln may be
+        // creating the same store right now (it writes `oci-layout` after the directories).
         if !layout_file.exists()
-            && let Ok(mut entries) = fs::read_dir(root)
-            && entries.next().is_some()
+            && let Ok(entries) = fs::read_dir(root)
+            && entries.flatten().any(|entry| {
+                !entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| OWN_NAMES.contains(&name) || name.ends_with(".lock"))
+            })
         {
             return Err(StoreError::NotALayout {
                 path: root.to_path_buf(),
