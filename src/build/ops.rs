@@ -322,7 +322,12 @@ impl Compiler<'_> {
                     stage,
                     false,
                 )?;
-                let mut config = ConfigBuilder::default();
+                // BuildKit's empty image (dockerfile2llb/image.go `emptyImage`): WorkingDir `/`
+                // and the default PATH.
+                let mut config = ConfigBuilder::new(Map::from_iter([(
+                    "WorkingDir".to_string(),
+                    Value::from("/"),
+                )]));
                 config.set_env("PATH", DEFAULT_PATH);
                 let mut document = Map::new();
                 document.insert("architecture".into(), host_architecture().into());
