@@ -4,6 +4,7 @@
 //! `CI=true` (see [`support::conformance_dir`]).
 
 mod archive;
+mod build_peer;
 mod cli;
 mod context;
 mod copy;
