@@ -44,6 +44,10 @@ struct Case {
     /// Run the image with `docker run` (the peer's image and kiln's, loaded) and `kiln run`
     /// and compare what they print.
     run: bool,
+    /// A KNOWN kiln bug outside the builder this test checks, not fixed yet: kiln's build fails
+    /// with this message where the peer's succeeds. Listed with the known differences, and a
+    /// difference once kiln no longer fails (the case is then compared like the others).
+    known_kiln_error: Option<&'static str>,
 }
 
 /// A difference between kiln and the peer that is BuildKit v0.8's, fixed in current BuildKit,
@@ -76,6 +80,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "entrypoint",
@@ -84,6 +89,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "run",
@@ -92,6 +98,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: false,
+        known_kiln_error: None,
     },
     Case {
         name: "heredoc",
@@ -100,6 +107,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: Some("peer.Dockerfile"),
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "args",
@@ -108,6 +116,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "user",
@@ -116,6 +125,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "copy",
@@ -124,6 +134,19 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[Allowance::ChmodSpecialBits("/files/suid")],
         run: false,
+        known_kiln_error: None,
+    },
+    // kiln's planner (src/context/sources.rs `select_source`) rejects a context wildcard that
+    // matches nothing; BuildKit copies nothing for it (dockerfile2llb dispatchCopy:
+    // `AllowEmptyWildcard: true`), v0.8 and current alike.
+    Case {
+        name: "copy-empty-wildcard",
+        build_args: &[],
+        base: None,
+        peer_dockerfile: None,
+        allowed: &[],
+        run: false,
+        known_kiln_error: Some("stat nothing-matches*: file does not exist"),
     },
     Case {
         name: "copy-from",
@@ -132,6 +155,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "add",
@@ -144,6 +168,7 @@ const CASES: &[Case] = &[
             gid: 88,
         }],
         run: false,
+        known_kiln_error: None,
     },
     Case {
         name: "volume-onbuild",
@@ -152,6 +177,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: true,
+        known_kiln_error: None,
     },
     Case {
         name: "onbuild-child",
@@ -160,6 +186,7 @@ const CASES: &[Case] = &[
         peer_dockerfile: None,
         allowed: &[],
         run: false,
+        known_kiln_error: None,
     },
 ];
 
@@ -189,7 +216,7 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
     let root = tempfile::tempdir().expect("temp dir");
     let mut differences = Vec::new();
     let mut known = Vec::new();
-    let mut compared = 0;
+    let (mut compared, mut known_failures) = (0, 0);
     for case in CASES {
         let work = tempfile::tempdir().expect("temp dir");
         let context = work.path().join("context");
@@ -202,9 +229,26 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
             note(err);
             continue;
         }
-        if let Err(err) = kiln_build(root.path(), case, &context, &kiln_tar, &kiln_export) {
-            note(err);
-            continue;
+        match (
+            kiln_build(root.path(), case, &context, &kiln_tar, &kiln_export),
+            case.known_kiln_error,
+        ) {
+            (Err(err), Some(expected)) if err.contains(expected) => {
+                known.push(format!(
+                    "{}: KNOWN kiln bug, not fixed here: the build fails with {expected:?}",
+                    case.name
+                ));
+                known_failures += 1;
+                continue;
+            }
+            (Err(err), _) => {
+                note(err);
+                continue;
+            }
+            (Ok(()), Some(expected)) => note(format!(
+                "kiln no longer fails with {expected:?}: set known_kiln_error to None"
+            )),
+            (Ok(()), None) => {}
         }
         let (peer, kiln) = match (read_image(&peer_tar), read_image(&kiln_tar)) {
             (Ok(peer), Ok(kiln)) => (peer, kiln),
@@ -274,7 +318,11 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
         );
     }
     assert!(differences.is_empty(), "{differences:#?}");
-    assert_eq!(compared, CASES.len(), "every Dockerfile was compared");
+    assert_eq!(
+        compared + known_failures,
+        CASES.len(),
+        "every Dockerfile was compared or failed as known"
+    );
     assert!(compared >= 10, "at least ten Dockerfiles are compared");
 }
 
