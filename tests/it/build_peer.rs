@@ -327,7 +327,7 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
 }
 
 /// The case's context in `context`: testdata/build/NAME copied (symlinks as symlinks), the
-/// busybox binary, and for `add` the archives it unpacks.
+/// busybox binary, and for `add` the archives it adds.
 fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/build")
@@ -341,6 +341,9 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
         std::io::Write::write_all(&mut gz, &tree).expect("gzip");
         fs::write(context.join("tree.tar.gz"), gz.finish().expect("gzip")).expect("write");
         fs::write(context.join("nested.tar"), nested_archive(&tree)).expect("write nested.tar");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, b"compressed, not an archive\n").expect("gzip");
+        fs::write(context.join("single.gz"), gz.finish().expect("gzip")).expect("write");
     }
 }
 
