@@ -323,7 +323,12 @@ impl Compiler<'_> {
                     stage,
                     false,
                 )?;
-                let mut config = ConfigBuilder::default();
+                // BuildKit's empty image (dockerfile2llb/image.go `emptyImage`): WorkingDir `/`
+                // and the default PATH.
+                let mut config = ConfigBuilder::new(Map::from_iter([(
+                    "WorkingDir".to_string(),
+                    Value::from("/"),
+                )]));
                 config.set_env("PATH", DEFAULT_PATH);
                 let mut document = Map::new();
                 document.insert("architecture".into(), host_architecture().into());
@@ -440,7 +445,7 @@ impl Compiler<'_> {
         match instruction {
             Instruction::Run(run) => {
                 let op = self.run_op(run, state)?;
-                let history = format!("RUN {}", run_history(&op.args, stage, index));
+                let history = format!("RUN {}", run_history(&op.args, stage, index, &state.vars));
                 let name = numbering.next(&text);
                 let node = self.add(
                     BuildOp::Run(op),
@@ -891,14 +896,26 @@ fn set_var(vars: &mut Vec<(String, String)>, key: &str, value: &str) {
     vars.push((key.to_string(), value.to_string()));
 }
 
-/// BuildKit's `runCommandString`: the build args in scope (`|N K=V ...`) before the argv.
-fn run_history(args: &[String], stage: &Stage, index: usize) -> String {
+/// BuildKit's `runCommandString`: the build args declared in the stage so far (`|N K=V ...`)
+/// before the argv. Each value is the one the RUN sees (`vars`: an ENV of the same name wins),
+/// else the ARG's own; an ARG declared again keeps its first place (moby/buildkit#5505; v0.8
+/// listed it once per declaration).
+fn run_history(args: &[String], stage: &Stage, index: usize, vars: &[(String, String)]) -> String {
     let mut build_args: Vec<(String, String)> = Vec::new();
     for instruction in stage.instructions.iter().take(index) {
         if let Instruction::Arg(arg) = instruction {
             for decl in &arg.args {
-                build_args.retain(|(k, _)| k != &decl.name);
-                build_args.push((decl.name.clone(), decl.default.clone().unwrap_or_default()));
+                let value = vars
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == &decl.name)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| decl.default.clone())
+                    .unwrap_or_default();
+                match build_args.iter_mut().find(|(k, _)| k == &decl.name) {
+                    Some(slot) => slot.1 = value,
+                    None => build_args.push((decl.name.clone(), value)),
+                }
             }
         }
     }
@@ -983,6 +1000,64 @@ pub fn host_architecture() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{PlanOptions, plan};
+
+    /// The history lines of the target of `dockerfile` built with `build_args`.
+    fn history(dockerfile: &str, build_args: &[(&str, &str)]) -> Vec<String> {
+        let context = tempfile::tempdir().unwrap();
+        let mut options = PlanOptions {
+            context_dir: context.path().to_path_buf(),
+            dockerfile_path: None,
+            target: None,
+            resolve: Default::default(),
+        };
+        for (key, value) in build_args {
+            options
+                .resolve
+                .build_args
+                .insert(key.to_string(), value.to_string());
+        }
+        let plan = plan(dockerfile.as_bytes(), &options).unwrap();
+        let images = BTreeMap::new();
+        let compiled = compile(
+            &plan,
+            &CompileOptions {
+                images: &images,
+                network: crate::runtime::Network::None,
+                no_cache: false,
+                no_cache_filter: &[],
+                dockerfile_name: "Dockerfile",
+            },
+        )
+        .unwrap();
+        compiled
+            .history
+            .iter()
+            .map(|entry| match entry {
+                HistoryEntry::Metadata(line) | HistoryEntry::Layer(line) => line.clone(),
+                HistoryEntry::Base(value) => value.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn run_history_lists_each_build_arg_once_with_the_value_the_run_sees() {
+        let lines = history(
+            "FROM scratch\nARG A=1 B\nARG C=3\nENV C=env\nRUN one\nARG A=2\nRUN two\n",
+            &[("B", "given")],
+        );
+        assert_eq!(
+            lines,
+            [
+                "ARG A=1 B=given",
+                "ARG C=3",
+                "ENV C=env",
+                "RUN |3 A=1 B=given C=env /bin/sh -c one # buildkit",
+                "ARG A=2",
+                "RUN |3 A=2 B=given C=env /bin/sh -c two # buildkit",
+            ]
+        );
+    }
 
     fn mkdir(path: &str) -> BuildOp {
         BuildOp::Mkdir(MkdirOp {

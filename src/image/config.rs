@@ -227,7 +227,7 @@ impl ConfigBuilder {
             }
             Instruction::Healthcheck(healthcheck) => {
                 let value = health_value(&healthcheck.health);
-                let history = format!("HEALTHCHECK {value}");
+                let history = format!("HEALTHCHECK {}", health_history(&healthcheck.health));
                 self.config.insert("Healthcheck".into(), value);
                 history
             }
@@ -293,6 +293,122 @@ fn health_value(health: &Health) -> Value {
             Value::Object(check)
         }
     }
+}
+
+/// BuildKit's history text for a HEALTHCHECK: Go's `%q` of its `*HealthcheckConfig`
+/// (dockerfile2llb `dispatchHealthcheck`), `&{TEST INTERVAL TIMEOUT START-PERIOD START-INTERVAL
+/// RETRIES}`: the test as a quoted list, durations as quoted `time.Duration` strings, retries as
+/// a quoted rune (`'\x03'`). BuildKit before `--start-interval` (v0.8) had no start interval
+/// field.
+fn health_history(health: &Health) -> String {
+    let (test, durations, retries) = match health {
+        Health::None => (vec!["NONE".to_string()], [0; 4], 0),
+        Health::Check {
+            command,
+            interval,
+            timeout,
+            start_period,
+            start_interval,
+            retries,
+        } => {
+            let mut test = Vec::new();
+            match command {
+                Command::Exec(args) => {
+                    test.push("CMD".to_string());
+                    test.extend(args.iter().cloned());
+                }
+                Command::Shell(line) => {
+                    test.push("CMD-SHELL".to_string());
+                    test.push(line.clone());
+                }
+            }
+            let durations = [*interval, *timeout, *start_period, *start_interval];
+            (test, durations, *retries)
+        }
+    };
+    let durations: Vec<String> = durations
+        .iter()
+        .map(|nanos| format!("\"{}\"", go_duration(*nanos)))
+        .collect();
+    format!(
+        "&{{{} {} {}}}",
+        go_quoted_list(&test),
+        durations.join(" "),
+        go_quoted_rune(retries)
+    )
+}
+
+/// A duration in nanoseconds as Go's `time.Duration.String` prints it: `0s`, `1.5s`, `1m30s`,
+/// `1h0m0s`, `250ms`, `1.5µs`, `800ns`.
+fn go_duration(nanos: i64) -> String {
+    /// `value / 10^digits` with the fraction's trailing zeros (and a bare point) left out.
+    fn with_fraction(value: u64, digits: u32) -> String {
+        let scale = 10u64.pow(digits);
+        let (whole, fraction) = (value / scale, value % scale);
+        if fraction == 0 {
+            return whole.to_string();
+        }
+        let fraction = format!("{fraction:0width$}", width = digits as usize);
+        format!("{whole}.{}", fraction.trim_end_matches('0'))
+    }
+    const SECOND: u64 = 1_000_000_000;
+    if nanos == 0 {
+        return "0s".to_string();
+    }
+    let sign = if nanos < 0 { "-" } else { "" };
+    let value = nanos.unsigned_abs();
+    let text = if value < SECOND {
+        let (unit, digits) = match value {
+            0..1_000 => ("ns", 0),
+            1_000..1_000_000 => ("µs", 3),
+            _ => ("ms", 6),
+        };
+        format!("{}{unit}", with_fraction(value, digits))
+    } else {
+        let seconds = value / SECOND;
+        let mut text = format!(
+            "{}s",
+            with_fraction((seconds % 60) * SECOND + value % SECOND, 9)
+        );
+        let minutes = seconds / 60;
+        if minutes > 0 {
+            text = format!("{}m{text}", minutes % 60);
+            let hours = minutes / 60;
+            if hours > 0 {
+                text = format!("{hours}h{text}");
+            }
+        }
+        text
+    };
+    format!("{sign}{text}")
+}
+
+/// A number as Go's `%q` prints an integer: the quoted rune (`strconv.QuoteRune`). Printable
+/// characters stand for themselves (outside ASCII, Rust's idea of a control or space character
+/// stands in for Go's `unicode.IsPrint`); the rest are escaped.
+fn go_quoted_rune(value: u32) -> String {
+    let escaped = match value {
+        0x07 => "\\a".to_string(),
+        0x08 => "\\b".to_string(),
+        0x0c => "\\f".to_string(),
+        0x0a => "\\n".to_string(),
+        0x0d => "\\r".to_string(),
+        0x09 => "\\t".to_string(),
+        0x0b => "\\v".to_string(),
+        0x5c => "\\\\".to_string(),
+        0x27 => "\\'".to_string(),
+        0..0x20 | 0x7f => format!("\\x{value:02x}"),
+        // Go replaces what is no rune at all by U+FFFD, which prints as itself.
+        0x11_0000.. => '\u{fffd}'.to_string(),
+        _ => match char::from_u32(value) {
+            Some(c) if c == ' ' || !(c.is_control() || c.is_whitespace()) => c.to_string(),
+            Some(_) if value < 0x1_0000 => format!("\\u{value:04x}"),
+            Some(_) => format!("\\U{value:08x}"),
+            // A surrogate: Go escapes U+FFFD for it.
+            None => "\\ufffd".to_string(),
+        },
+    };
+    format!("'{escaped}'")
 }
 
 /// A list as Go's `%q` prints a `[]string`: `["/bin/sh" "-c" "echo hi"]`.
@@ -376,6 +492,59 @@ mod tests {
             history.extend(builder.apply(instruction).unwrap());
         }
         (Value::Object(builder.into_config()), history)
+    }
+
+    #[test]
+    fn healthcheck_history_is_gos_quoted_struct() {
+        let (_, history) = applied(
+            "HEALTHCHECK --interval=1m30s --timeout=5s --start-period=250ms --retries=3 \
+             CMD [\"sh\", \"-c\", \"true\"]\nHEALTHCHECK CMD curl -f x\nHEALTHCHECK NONE",
+        );
+        assert_eq!(
+            history,
+            [
+                r#"HEALTHCHECK &{["CMD" "sh" "-c" "true"] "1m30s" "5s" "250ms" "0s" '\x03'}"#,
+                r#"HEALTHCHECK &{["CMD-SHELL" "curl -f x"] "0s" "0s" "0s" "0s" '\x00'}"#,
+                r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_and_runes_print_as_go_prints_them() {
+        let durations = [
+            (0, "0s"),
+            (800, "800ns"),
+            (1_500, "1.5µs"),
+            (250_000_000, "250ms"),
+            (1_500_000_000, "1.5s"),
+            (30_000_000_000, "30s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (3_723_000_000_001, "1h2m3.000000001s"),
+            (-2_000_000_000, "-2s"),
+        ];
+        for (nanos, text) in durations {
+            assert_eq!(go_duration(nanos), text, "{nanos}ns");
+        }
+        let runes = [
+            (0, r"'\x00'"),
+            (4, r"'\x04'"),
+            (9, r"'\t'"),
+            (10, r"'\n'"),
+            (32, "' '"),
+            (39, r"'\''"),
+            (65, "'A'"),
+            (92, r"'\\'"),
+            (127, r"'\x7f'"),
+            (0xe9, "'é'"),
+            (0x85, r"'\u0085'"),
+            (0xd800, r"'\ufffd'"),
+            (0x11_0000, "'\u{fffd}'"),
+        ];
+        for (value, text) in runes {
+            assert_eq!(go_quoted_rune(value), text, "{value}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod archive;
 mod build;
+mod build_peer;
 mod cli;
 mod context;
 mod copy;
