@@ -39,7 +39,9 @@ impl BuildContext {
         } else {
             self.resolve(source, rel)?
         };
-        if roots.is_empty() {
+        // BuildKit copies with AllowEmptyWildcard: a wildcard that matches nothing copies
+        // nothing; a plain path that is not there is an error.
+        if roots.is_empty() && !has_wildcards(rel) {
             return Err(ContextError::SourceNotFound {
                 source_path: source.to_string(),
             });
