@@ -161,6 +161,20 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
     })
 }
 
+/// The external images the stages of `dockerfile` are built FROM, each once, in order: what the
+/// builder fetches the configs of (into `opts.resolve.base_images`) before calling [`plan`], as
+/// their Env and ONBUILD triggers change how the stages resolve. Every stage's base is listed,
+/// needed by the target or not: which stages are needed can depend on those configs (a
+/// trigger's `COPY --from`, a `RUN --mount from=$VAR`). [`Plan::images`] then lists every image
+/// the needed stages use (FROM, COPY --from, RUN --mount from=).
+pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
+    let dockerfile = crate::parser::parse(dockerfile)?;
+    Ok(crate::parser::stage::base_image_names(
+        &dockerfile,
+        &opts.resolve,
+    )?)
+}
+
 /// The local context sources of a COPY/ADD that reads the build context (not `--from`, not
 /// only heredocs; ADD's URLs and git repositories are fetched, not read from the context), with
 /// the instruction's span.
@@ -233,6 +247,36 @@ FROM scratch\nCOPY --from=a /x /x\n";
         // Targeting the stage that reads the context does open it, and fails clearly.
         let err = super::plan(dockerfile, &options(missing, Some("unused"))).unwrap_err();
         assert!(matches!(err, PlanError::Context(_)), "{err:?}");
+    }
+
+    #[test]
+    fn base_images_configs_change_what_the_plan_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("from-env.txt"), "e").expect("write");
+        std::fs::write(dir.path().join("from-trigger.txt"), "t").expect("write");
+        // The unused stage's missing file is not read; the last stage inherits the image's env
+        // from `build` but not its trigger, which `build` ran.
+        let dockerfile = b"ARG TAG=1\nFROM app:$TAG AS build\n\
+FROM scratch AS unused\nCOPY missing.txt /\nFROM build\nCOPY $SRC /\n";
+        let mut opts = options(dir.path(), None);
+        let names = base_image_names(dockerfile, &opts).expect("names");
+        assert_eq!(names, ["app:1"]);
+        let image = crate::parser::stage::BaseImage {
+            env: vec![("SRC".into(), "from-env.txt".into())],
+            onbuild: vec!["COPY from-trigger.txt /".into()],
+        };
+        opts.resolve.base_images.insert("app:1".into(), image);
+        let plan = plan(dockerfile, &opts).expect("plans");
+        let reads: Vec<(usize, usize, &str)> = plan
+            .context_reads
+            .iter()
+            .flat_map(|r| {
+                r.sources
+                    .iter()
+                    .map(move |s| (r.stage, r.instruction, s.source.as_str()))
+            })
+            .collect();
+        assert_eq!(reads, [(0, 0, "from-trigger.txt"), (2, 0, "from-env.txt")]);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod archive;
 mod build;
 mod images;
 mod parse;
+mod progress;
 mod report;
 mod run;
 mod template;

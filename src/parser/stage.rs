@@ -9,12 +9,20 @@
 //! - ENV and ARG values share one scope in a stage; the most recent definition of a name wins.
 //! - A stage built `FROM` another stage starts with that stage's variables (ENV *and* ARG: BuildKit
 //!   copies the parent's state, build args included). Other stages see none of them.
+//! - A stage built `FROM` an image starts with the image's config `Env` (from
+//!   [`ResolveOptions::base_images`]), plus BuildKit's default `PATH` when the image sets none.
+//!
+//! ONBUILD triggers run at the start of a stage, before its own instructions, in the stage's scope
+//! (BuildKit's `initOnBuildTriggers`): the base image's config `OnBuild`, or, for a stage built
+//! `FROM` another stage, that stage's own ONBUILD instructions (moby/buildkit#5490: as if the
+//! parent were built into an image first; the triggers the parent itself ran are not passed on).
 //! - Expanded: ADD, COPY (not `--from`), ENV, EXPOSE, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR, ARG
 //!   defaults, RUN `--mount` values (not `from`), FROM (global scope). RUN, CMD, ENTRYPOINT, SHELL,
 //!   HEALTHCHECK, MAINTAINER and ONBUILD are left as written: the shell expands them at run time.
 
 use crate::diagnostic::{Located, Span};
 use crate::image::{Reference, ReferenceError};
+use crate::parser::SyntaxError;
 use crate::parser::ast::{Dockerfile, Node};
 use crate::parser::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
@@ -105,6 +113,21 @@ pub struct ResolveOptions {
     pub build_platform: Platform,
     /// `--target`: the stage to build (only used for the `TARGETSTAGE` arg here).
     pub target: Option<String>,
+    /// What kiln knows of the external base images, by the FROM name as expanded
+    /// ([`Stage::base_name`]): their config `Env` and `OnBuild` triggers. An image missing here
+    /// resolves with the default `PATH` only and no triggers.
+    pub base_images: BTreeMap<String, BaseImage>,
+}
+
+/// The parts of a base image's config that change how a stage built on it resolves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImage {
+    /// The config's `Env`, in order, each `KEY=VALUE` split at the first `=` (a missing `=`
+    /// gives an empty value, as BuildKit's `parseKeyValue`).
+    pub env: Vec<(String, String)>,
+    /// The config's `OnBuild` triggers: each one instruction as written after `ONBUILD`, heredoc
+    /// bodies included.
+    pub onbuild: Vec<String>,
 }
 
 impl Default for ResolveOptions {
@@ -114,6 +137,7 @@ impl Default for ResolveOptions {
             target_platform: None,
             build_platform: Platform::host(),
             target: None,
+            base_images: BTreeMap::new(),
         }
     }
 }
@@ -165,7 +189,12 @@ pub struct Stage {
     pub platform: Option<String>,
     /// The stage's instructions (FROM excluded), with their arguments expanded. An ARG's
     /// `default` holds the value in effect (build arg, expanded default or global value).
+    /// The first [`Stage::onbuild_count`] of them are the base's ONBUILD triggers.
     pub instructions: Vec<Instruction>,
+    /// How many of `instructions`, at the start, came from the base's ONBUILD triggers (BuildKit
+    /// names their steps `[stage 1/3] ONBUILD RUN ...`). A trigger has no place in this file:
+    /// its spans are the FROM instruction's.
+    pub onbuild_count: usize,
     /// Stages and images this stage reads, in the order they appear.
     pub dependencies: Vec<Dependency>,
     /// ENV and ARG values in scope at the end of the stage (later entries win).
@@ -251,6 +280,30 @@ pub enum StageError {
         source: ReferenceError,
         span: Span,
     },
+    /// An ONBUILD trigger of the base does not parse or resolve; `span` is the FROM line, as the
+    /// trigger is not written in this file.
+    #[error(
+        "ONBUILD trigger {:?} of {}: {}",
+        .failure.trigger,
+        .failure.origin,
+        .failure.problem
+    )]
+    Trigger {
+        failure: Box<TriggerFailure>,
+        span: Span,
+    },
+}
+
+/// What went wrong with an ONBUILD trigger ([`StageError::Trigger`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerFailure {
+    /// `image NAME` or `stage NAME`: where the trigger comes from.
+    pub origin: String,
+    /// The trigger as the base gave it.
+    pub trigger: String,
+    pub problem: String,
+    /// What the user can do about `problem`, when the underlying error knows.
+    pub help: Option<String>,
 }
 
 impl Located for StageError {
@@ -265,7 +318,8 @@ impl Located for StageError {
             | StageError::CopyFromUrl { span, .. }
             | StageError::EmptyPlatform { span, .. }
             | StageError::InvalidStageIndex { span, .. }
-            | StageError::InvalidReference { span, .. } => Some(*span),
+            | StageError::InvalidReference { span, .. }
+            | StageError::Trigger { span, .. } => Some(*span),
         }
     }
 
@@ -293,6 +347,14 @@ impl Located for StageError {
                  check the variables in it"
                     .into()
             }
+            StageError::Trigger { failure, .. } => match &failure.help {
+                Some(help) => format!("{help}; the trigger comes from the base {}", failure.origin),
+                None => format!(
+                    "the trigger comes from the base {}, which runs it at the start of this \
+                     stage; fix it there, or build from a base without it",
+                    failure.origin
+                ),
+            },
         })
     }
 }
@@ -344,8 +406,19 @@ struct Pending<'a> {
     body: Vec<(Instruction, &'a Node)>,
 }
 
-/// Groups `df` into stages and resolves their variables.
-pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, StageError> {
+/// A Dockerfile split into stages, with its global scope, before the stages are resolved.
+struct Prepared<'a> {
+    pending: Vec<Pending<'a>>,
+    lexer: Lexer,
+    /// Every stage's name, by index.
+    names: Vec<Option<String>>,
+    globals: Vars,
+    /// The names of the ARGs declared so far (the meta args).
+    declared: Vec<String>,
+}
+
+/// Splits `df` into meta args and stages, and computes the global scope.
+fn prepare<'a>(df: &'a Dockerfile, opts: &ResolveOptions) -> Result<Prepared<'a>, StageError> {
     let mut meta: Vec<(Arg, &Node)> = Vec::new();
     let mut pending: Vec<Pending<'_>> = Vec::new();
     for node in &df.nodes {
@@ -402,7 +475,48 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
             }
         }
     }
+    Ok(Prepared {
+        pending,
+        lexer,
+        names,
+        globals,
+        declared,
+    })
+}
 
+/// The external images the stages of `df` are built `FROM` (every stage's, needed by the
+/// target or not), by their expanded names ([`Stage::base_name`], the keys of
+/// [`ResolveOptions::base_images`]), each once, in order. Only FROM lines and the global scope
+/// are read, so this works before any image config is known.
+pub fn base_image_names(df: &Dockerfile, opts: &ResolveOptions) -> Result<Vec<String>, StageError> {
+    let prepared = prepare(df, opts)?;
+    let cx = StageCx {
+        lexer: &prepared.lexer,
+        opts,
+        globals: &prepared.globals,
+        names: &prepared.names,
+    };
+    let mut images: Vec<String> = Vec::new();
+    for (index, p) in prepared.pending.iter().enumerate() {
+        let earlier = prepared.names.get(..index).unwrap_or_default();
+        if let (base_name, _, Base::Image(_)) = cx.expand_from(p, earlier)?
+            && !images.contains(&base_name)
+        {
+            images.push(base_name);
+        }
+    }
+    Ok(images)
+}
+
+/// Groups `df` into stages and resolves their variables.
+pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, StageError> {
+    let Prepared {
+        pending,
+        lexer,
+        names,
+        globals,
+        mut declared,
+    } = prepare(df, opts)?;
     let cx = StageCx {
         lexer: &lexer,
         opts,
@@ -463,6 +577,107 @@ impl StageCx<'_> {
         declared: &mut Vec<String>,
     ) -> Result<Stage, StageError> {
         let from = &p.from;
+        let earlier_names: Vec<Option<String>> = earlier.iter().map(|s| s.name.clone()).collect();
+        let (base_name, platform, base) = self.expand_from(p, &earlier_names)?;
+        let mut dependencies = vec![Dependency {
+            on: match &base {
+                Base::Stage(i) => Source::Stage(*i),
+                Base::Scratch | Base::Image(_) => Source::Image(base_name.clone()),
+            },
+            kind: DependencyKind::From,
+            span: from.image_span,
+        }];
+        let image = match &base {
+            Base::Image(_) => self.opts.base_images.get(&base_name),
+            Base::Scratch | Base::Stage(_) => None,
+        };
+        let parent = match &base {
+            Base::Stage(i) => earlier.get(*i),
+            Base::Scratch | Base::Image(_) => None,
+        };
+        let mut vars = match (parent, image) {
+            (Some(parent), _) => Vars(parent.vars.clone()),
+            (None, image) => {
+                let mut v = Vars::default();
+                for (key, value) in image.iter().flat_map(|i| &i.env) {
+                    v.set(key, value);
+                }
+                v
+            }
+        };
+        // BuildKit's dispatchStages: PATH is always set, to the default when the image has none.
+        if vars.lookup("PATH").is_none() {
+            vars.set("PATH", DEFAULT_PATH);
+        }
+
+        // The triggers (BuildKit's resolveStages): an image's config OnBuild, or the parent
+        // stage's own ONBUILD instructions; never those the parent ran itself.
+        let (origin, triggers): (String, Vec<&str>) = match (parent, image) {
+            (Some(parent), _) => (
+                format!("stage {}", parent.display_name()),
+                parent
+                    .instructions
+                    .iter()
+                    .filter_map(|i| match i {
+                        Instruction::Onbuild(o) => Some(o.expression.as_str()),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            (None, image) => (
+                format!("image {base_name}"),
+                image
+                    .iter()
+                    .flat_map(|i| &i.onbuild)
+                    .map(String::as_str)
+                    .collect(),
+            ),
+        };
+        let mut instructions = Vec::new();
+        for trigger in triggers {
+            let fail = |problem: String, help: Option<String>| StageError::Trigger {
+                failure: Box::new(TriggerFailure {
+                    origin: origin.clone(),
+                    trigger: trigger.to_string(),
+                    problem,
+                    help,
+                }),
+                span: from.span,
+            };
+            let node = trigger_node(trigger, from.span).map_err(|(p, h)| fail(p, h))?;
+            let inst = Instruction::from_node(&node).map_err(|e| fail(e.to_string(), e.help()))?;
+            let resolved = self
+                .instruction(&inst, &node, &mut vars, &mut dependencies, declared)
+                .map_err(|e| fail(e.to_string(), e.help()))?;
+            instructions.push(resolved);
+        }
+        let onbuild_count = instructions.len();
+        for (inst, node) in &p.body {
+            let resolved = self.instruction(inst, node, &mut vars, &mut dependencies, declared)?;
+            instructions.push(resolved);
+        }
+        Ok(Stage {
+            index,
+            name: from.as_name.clone(),
+            base,
+            base_name,
+            platform,
+            instructions,
+            onbuild_count,
+            dependencies,
+            vars: vars.0,
+            span: from.span,
+        })
+    }
+
+    /// A stage's FROM line, expanded in the global scope: the base name, the platform and what
+    /// the base is. `earlier` are the names of the stages before this one.
+    fn expand_from(
+        &self,
+        p: &Pending<'_>,
+        earlier: &[Option<String>],
+    ) -> Result<(String, Option<String>, Base), StageError> {
+        let from = &p.from;
         let base_name = expand(self.lexer, "FROM", p.from_node, &from.image, self.globals)?;
         if base_name.is_empty() {
             return Err(StageError::BlankBaseName {
@@ -486,45 +701,14 @@ impl StageCx<'_> {
         // BuildKit looks the base up among the stages already defined, by exact (lower-case) name.
         let base = match earlier
             .iter()
-            .find(|s| s.name.as_deref() == Some(base_name.as_str()))
+            .position(|name| name.as_deref() == Some(base_name.as_str()))
         {
-            Some(s) => Base::Stage(s.index),
+            Some(index) => Base::Stage(index),
             // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
             None if base_name == "scratch" => Base::Scratch,
             None => Base::Image(checked_image(&base_name, from.image_span)?),
         };
-        let mut dependencies = vec![Dependency {
-            on: match &base {
-                Base::Stage(i) => Source::Stage(*i),
-                Base::Scratch | Base::Image(_) => Source::Image(base_name.clone()),
-            },
-            kind: DependencyKind::From,
-            span: from.image_span,
-        }];
-        let mut vars = match &base {
-            Base::Stage(i) => Vars(earlier.get(*i).map(|s| s.vars.clone()).unwrap_or_default()),
-            Base::Scratch | Base::Image(_) => {
-                let mut v = Vars::default();
-                v.set("PATH", DEFAULT_PATH);
-                v
-            }
-        };
-        let mut instructions = Vec::new();
-        for (inst, node) in &p.body {
-            let resolved = self.instruction(inst, node, &mut vars, &mut dependencies, declared)?;
-            instructions.push(resolved);
-        }
-        Ok(Stage {
-            index,
-            name: from.as_name.clone(),
-            base,
-            base_name,
-            platform,
-            instructions,
-            dependencies,
-            vars: vars.0,
-            span: from.span,
-        })
+        Ok((base_name, platform, base))
     }
 
     fn instruction(
@@ -749,6 +933,43 @@ impl StageCx<'_> {
             None => Source::Image(checked_image(from, span)?),
         })
     }
+}
+
+/// A trigger parsed into its one instruction, placed at `span` (the FROM line: the trigger is
+/// not written in this file, so every span derived from it points there). The error is the
+/// problem and, when known, what to do.
+fn trigger_node(trigger: &str, span: Span) -> Result<Node, (String, Option<String>)> {
+    let not_one = || {
+        (
+            "a trigger must be exactly one instruction".to_string(),
+            Some("an ONBUILD trigger is one instruction, e.g. RUN make".to_string()),
+        )
+    };
+    let df = crate::parser::parse(trigger.as_bytes()).map_err(|e| match e {
+        SyntaxError::NoInstructions { .. } => not_one(),
+        e => (e.to_string(), e.help()),
+    })?;
+    let mut nodes = df.nodes.into_iter();
+    let (Some(mut node), None) = (nodes.next(), nodes.next()) else {
+        return Err(not_one());
+    };
+    // The rules of the ONBUILD instruction itself (Docker refuses these in an image's config
+    // too: "maintainer isn't allowed as an ONBUILD trigger").
+    let keyword = node.keyword.to_ascii_uppercase();
+    let problem = match keyword.as_str() {
+        "ONBUILD" => Some("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()),
+        "FROM" | "MAINTAINER" => Some(format!("{keyword} isn't allowed as an ONBUILD trigger")),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        return Err((
+            problem,
+            Some("ONBUILD takes any instruction except ONBUILD, FROM and MAINTAINER".into()),
+        ));
+    }
+    node.span = span;
+    node.segments.clear();
+    Ok(node)
 }
 
 /// The value an ARG declaration takes: the `--build-arg` value; else its default expanded with

@@ -4,7 +4,8 @@ use kiln::diagnostic::Located;
 use kiln::parser::ast::Dockerfile;
 use kiln::parser::instruction::{Health, Instruction, MountType};
 use kiln::parser::stage::{
-    Base, DependencyKind, Platform, ResolveOptions, Resolved, Source, StageError, resolve,
+    Base, BaseImage, DEFAULT_PATH, DependencyKind, Platform, ResolveOptions, Resolved, Source,
+    StageError, base_image_names, resolve,
 };
 use std::collections::BTreeMap;
 
@@ -15,6 +16,22 @@ pub fn parse(text: &str) -> Dockerfile {
 
 /// Resolves Dockerfile text with these build args.
 pub fn resolve_with(text: &str, build_args: &[(&str, &str)]) -> Result<Resolved, StageError> {
+    resolve_on(text, build_args, &[])
+}
+
+/// Base images known to the resolver: (FROM name, config Env, config OnBuild).
+type Images = &'static [(
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+)];
+
+/// Resolves Dockerfile text with these build args and base images.
+fn resolve_on(
+    text: &str,
+    build_args: &[(&str, &str)],
+    images: Images,
+) -> Result<Resolved, StageError> {
     let opts = ResolveOptions {
         build_args: build_args
             .iter()
@@ -23,6 +40,19 @@ pub fn resolve_with(text: &str, build_args: &[(&str, &str)]) -> Result<Resolved,
         build_platform: Platform::parse("linux/amd64").unwrap(),
         target_platform: Platform::parse("linux/arm64/v8"),
         target: None,
+        base_images: images
+            .iter()
+            .map(|(name, env, onbuild)| {
+                let image = BaseImage {
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    onbuild: onbuild.iter().map(|t| t.to_string()).collect(),
+                };
+                (name.to_string(), image)
+            })
+            .collect(),
     };
     resolve(&parse(text), &opts)
 }
@@ -855,4 +885,402 @@ fn heredoc_bodies_expand_unless_quoted() {
         .collect();
     // Quotes stay in an expanded body (BuildKit's ExpandRaw skips quote processing).
     assert_eq!(bodies, [("EOF", "\"x\" x\n"), ("RAW", "$V\n")]);
+}
+
+/// The image most base-image cases build on: some Env and no triggers.
+const IMG: Images = &[("img", &[("FOO", "bar"), ("DIR", "/srv")], &[])];
+
+#[test]
+fn base_image_env_and_onbuild_triggers() {
+    // (what, Dockerfile, build args, images, the last stage's instructions as shown (with
+    // `<default PATH>` for DEFAULT_PATH), how many of them are triggers)
+    type Case = (
+        &'static str,
+        &'static str,
+        Args,
+        Images,
+        &'static [&'static str],
+        usize,
+    );
+    let cases: &[Case] = &[
+        (
+            "the image's env expands COPY, ENV and WORKDIR",
+            "FROM img\nCOPY $FOO /x\nENV A=$FOO\nWORKDIR $DIR/app\n",
+            &[],
+            IMG,
+            &["COPY bar /x", "ENV A=bar", "WORKDIR /srv/app"],
+            0,
+        ),
+        (
+            "an image kiln knows nothing of has no env",
+            "FROM other\nENV A=${FOO:-unset}\n",
+            &[],
+            IMG,
+            &["ENV A=unset"],
+            0,
+        ),
+        (
+            "the image is looked up by its expanded FROM name",
+            "ARG BASE=img\nFROM $BASE\nENV A=$FOO\n",
+            &[],
+            IMG,
+            &["ENV A=bar"],
+            0,
+        ),
+        (
+            "an image's own PATH replaces the default",
+            "FROM img\nENV P=$PATH\n",
+            &[],
+            &[("img", &[("PATH", "/opt/bin")], &[])],
+            &["ENV P=/opt/bin"],
+            0,
+        ),
+        (
+            "an image's empty PATH is kept",
+            "FROM img\nENV P=${PATH-unset}\n",
+            &[],
+            &[("img", &[("PATH", "")], &[])],
+            &["ENV P=\"\""],
+            0,
+        ),
+        (
+            "the last of an image's duplicate keys wins",
+            "FROM img\nENV A=$FOO\n",
+            &[],
+            &[("img", &[("FOO", "1"), ("FOO", "2")], &[])],
+            &["ENV A=2"],
+            0,
+        ),
+        (
+            "ENV in the stage overrides the image's",
+            "FROM img\nENV FOO=mine\nENV A=$FOO\n",
+            &[],
+            IMG,
+            &["ENV FOO=mine", "ENV A=mine"],
+            0,
+        ),
+        (
+            "an ARG with no value leaves the image's variable alone",
+            "FROM img\nARG FOO\nENV A=$FOO\n",
+            &[],
+            IMG,
+            &["ARG FOO", "ENV A=bar"],
+            0,
+        ),
+        (
+            "a build arg for a declared ARG overrides the image's variable",
+            "FROM img\nARG FOO\nENV A=$FOO\n",
+            &[("FOO", "cli")],
+            IMG,
+            &["ARG FOO=cli", "ENV A=cli"],
+            0,
+        ),
+        (
+            "a stage from a stage inherits the image's env",
+            "FROM img AS base\nFROM base\nENV A=$FOO\n",
+            &[],
+            IMG,
+            &["ENV A=bar"],
+            0,
+        ),
+        (
+            "triggers run first, in order, and see the image's env",
+            "FROM img\nRUN make\n",
+            &[],
+            &[("img", &[("FOO", "bar")], &["COPY $FOO /t", "RUN echo $FOO"])],
+            &["COPY bar /t", "RUN echo $FOO", "RUN make"],
+            2,
+        ),
+        (
+            "a trigger's ENV is seen by the stage's instructions",
+            "FROM img\nENV Y=$X\n",
+            &[],
+            &[("img", &[], &["ENV X=1"])],
+            &["ENV X=1", "ENV Y=1"],
+            1,
+        ),
+        (
+            "a trigger does not see the stage's ARGs, which come after it",
+            "FROM img\nARG V=1\n",
+            &[],
+            &[("img", &[], &["ENV X=${V:-none}"])],
+            &["ENV X=none", "ARG V=1"],
+            1,
+        ),
+        (
+            "a trigger's ARG takes its build arg",
+            "FROM img\n",
+            &[("V", "cli")],
+            &[("img", &[], &["ARG V=dflt"])],
+            &["ARG V=cli"],
+            1,
+        ),
+        (
+            "a trigger may be in JSON form or use a heredoc",
+            "FROM img\n",
+            &[],
+            &[(
+                "img",
+                &[],
+                &["RUN [\"echo\", \"hi\"]", "RUN <<EOF\necho $HOME\nEOF"],
+            )],
+            &["RUN [\"echo\",\"hi\"]", "RUN <<EOF"],
+            2,
+        ),
+        (
+            "the image's default PATH is there for triggers",
+            "FROM img\n",
+            &[],
+            &[("img", &[], &["ENV P=$PATH"])],
+            &["ENV P=<default PATH>"],
+            1,
+        ),
+        (
+            "a stage from a stage runs that stage's ONBUILD, in the child's scope",
+            "FROM scratch AS base\nENV F=a\nONBUILD COPY $F /x\nFROM base\nENV F=b\n",
+            &[],
+            &[],
+            &["COPY a /x", "ENV F=b"],
+            1,
+        ),
+        (
+            "a stage from a stage does not run again the triggers its parent ran",
+            "FROM img AS base\nFROM base\nRUN x\n",
+            &[],
+            &[("img", &[], &["RUN trigger"])],
+            &["RUN x"],
+            0,
+        ),
+        (
+            "a grandchild stage does not run its grandparent's ONBUILD",
+            "FROM scratch AS a\nONBUILD RUN t\nFROM a AS b\nFROM b\n",
+            &[],
+            &[],
+            &[],
+            0,
+        ),
+        (
+            "ONBUILD in the image's own stage is recorded, not run",
+            "FROM img\nONBUILD RUN later\n",
+            &[],
+            &[("img", &[], &["RUN now"])],
+            &["RUN now", "ONBUILD RUN later"],
+            1,
+        ),
+        (
+            "scratch has the default PATH and no triggers",
+            "FROM scratch\nENV P=$PATH\n",
+            &[],
+            &[("scratch", &[("PATH", "/nope")], &["RUN nope"])],
+            &["ENV P=<default PATH>"],
+            0,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, dockerfile, args, images, want, want_count) in cases {
+        let resolved = match resolve_on(dockerfile, args, images) {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("{what}: {e}"));
+                continue;
+            }
+        };
+        let Some(stage) = resolved.stages.last() else {
+            failures.push(format!("{what}: no stages"));
+            continue;
+        };
+        let got: Vec<String> = stage.instructions.iter().map(|i| i.to_string()).collect();
+        let want: Vec<String> = want
+            .iter()
+            .map(|w| w.replace("<default PATH>", DEFAULT_PATH))
+            .collect();
+        if got != want || stage.onbuild_count != *want_count {
+            failures.push(format!(
+                "{what}: got {got:?} ({} triggers), want {want:?} ({want_count} triggers)",
+                stage.onbuild_count
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(cases.len(), 21);
+}
+
+#[test]
+fn triggers_point_at_the_from_line_and_add_their_dependencies() {
+    let images: Images = &[(
+        "img",
+        &[("FOO", "bar")],
+        &[
+            "COPY --from=builder /out /out",
+            "COPY <<EOF /greeting\n$FOO\nEOF",
+        ],
+    )];
+    let r = resolve_on(
+        "FROM alpine AS builder\n\nFROM img AS app\nRUN x\n",
+        &[],
+        images,
+    )
+    .unwrap();
+    let stage = &r.stages[1];
+    assert_eq!(stage.onbuild_count, 2);
+    // Both triggers sit on the FROM line (3), the stage's own RUN on its line.
+    let lines: Vec<usize> = stage
+        .instructions
+        .iter()
+        .map(|i| i.span().start.line)
+        .collect();
+    assert_eq!(lines, [3, 3, 4]);
+    let deps: Vec<(Source, DependencyKind, usize)> = stage
+        .dependencies
+        .iter()
+        .map(|d| (d.on.clone(), d.kind, d.span.start.line))
+        .collect();
+    assert_eq!(
+        deps,
+        [
+            (Source::Image("img".into()), DependencyKind::From, 3),
+            (Source::Stage(0), DependencyKind::CopyFrom, 3),
+        ]
+    );
+    let Instruction::Copy(c) = &stage.instructions[1] else {
+        panic!("not a COPY: {:?}", stage.instructions[1]);
+    };
+    assert_eq!(c.inline.len(), 1);
+    assert_eq!(c.inline[0].content, "bar\n");
+}
+
+#[test]
+fn bad_triggers_are_errors_at_the_from_line() {
+    // (what, Dockerfile, images, the message, the line it points at)
+    let cases: &[(&str, &str, Images, &str, usize)] = &[
+        (
+            "an unknown instruction",
+            "ARG X\nFROM img\n",
+            &[("img", &[], &["FROBNICATE x"])],
+            "ONBUILD trigger \"FROBNICATE x\" of image img: unknown instruction \"FROBNICATE\"",
+            2,
+        ),
+        (
+            "ONBUILD in a trigger",
+            "FROM img\n",
+            &[("img", &[], &["ONBUILD RUN x"])],
+            "ONBUILD trigger \"ONBUILD RUN x\" of image img: chaining ONBUILD via `ONBUILD ONBUILD` \
+             isn't allowed",
+            1,
+        ),
+        (
+            "FROM in a trigger",
+            "FROM img\n",
+            &[("img", &[], &["from scratch"])],
+            "FROM isn't allowed as an ONBUILD trigger",
+            1,
+        ),
+        (
+            "MAINTAINER in a trigger",
+            "FROM img\n",
+            &[("img", &[], &["MAINTAINER me"])],
+            "MAINTAINER isn't allowed as an ONBUILD trigger",
+            1,
+        ),
+        (
+            "two instructions in one trigger",
+            "FROM img\n",
+            &[("img", &[], &["RUN a\nRUN b"])],
+            "ONBUILD trigger \"RUN a\\nRUN b\" of image img: a trigger must be exactly one instruction",
+            1,
+        ),
+        (
+            "an empty trigger",
+            "FROM img\n",
+            &[("img", &[], &[""])],
+            "a trigger must be exactly one instruction",
+            1,
+        ),
+        (
+            "a trigger that does not parse",
+            "FROM img\n",
+            &[("img", &[], &["RUN <<EOF\nno end"])],
+            "ONBUILD trigger \"RUN <<EOF\\nno end\" of image img: ",
+            1,
+        ),
+        (
+            "a trigger whose flags are wrong",
+            "FROM img\n",
+            &[("img", &[], &["COPY --bogus a b"])],
+            "of image img: ",
+            1,
+        ),
+        (
+            "a trigger that does not expand",
+            "FROM img\n",
+            &[("img", &[], &["COPY ${X:?X is needed} /x"])],
+            "X is needed",
+            1,
+        ),
+        (
+            "a stage's ONBUILD that does not expand in the child",
+            "FROM scratch AS base\nONBUILD COPY ${X:?X is needed} /x\n\nFROM base\n",
+            &[],
+            "ONBUILD trigger \"COPY ${X:?X is needed} /x\" of stage base: ",
+            4,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, dockerfile, images, message, line) in cases {
+        match resolve_on(dockerfile, &[], images) {
+            Ok(r) => failures.push(format!("{what}: resolved: {:?}", r.stages)),
+            Err(e) => {
+                let text = e.to_string();
+                let at = e.span().map(|s| s.start.line);
+                if !matches!(e, StageError::Trigger { .. })
+                    || !text.contains(message)
+                    || at != Some(*line)
+                    || e.help().is_none()
+                {
+                    failures.push(format!("{what}: {text:?} at line {at:?}: {e:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(cases.len(), 10);
+}
+
+#[test]
+fn base_image_names_are_the_external_from_images() {
+    let opts = ResolveOptions {
+        build_args: [("V".to_string(), "2".to_string())].into(),
+        ..ResolveOptions::default()
+    };
+    let cases: &[(&str, &[&str])] = &[
+        ("FROM alpine\n", &["alpine"]),
+        (
+            "FROM scratch\nFROM docker.io/library/alpine:3\n",
+            &["docker.io/library/alpine:3"],
+        ),
+        (
+            "ARG V=1\nFROM a:$V AS one\nFROM one\nFROM b AS two\nFROM a:$V\nFROM two\n",
+            &["a:2", "b"],
+        ),
+        // A stage named later does not count: BuildKit reads FROM names of earlier stages only.
+        ("FROM later\nFROM alpine AS later\n", &["later", "alpine"]),
+        // RUN bodies and COPY --from images are not FROM bases.
+        (
+            "FROM x\nCOPY --from=other / /\nRUN ${NOT:?expanded}\n",
+            &["x"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (dockerfile, want) in cases {
+        match base_image_names(&parse(dockerfile), &opts) {
+            Ok(got) if got == *want => {}
+            other => failures.push(format!("{dockerfile:?}: {other:?}, want {want:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let bad = base_image_names(&parse("FROM Upper\n"), &opts).unwrap_err();
+    assert!(
+        matches!(bad, StageError::InvalidReference { .. }),
+        "{bad:?}"
+    );
 }
