@@ -13,6 +13,7 @@ pub mod build;
 pub mod cache;
 pub mod context;
 pub mod diagnostic;
+pub mod executor;
 pub mod graph;
 pub mod image;
 pub mod parser;

@@ -1,6 +1,455 @@
 //! The build as one library call: a Dockerfile and its context in, an image in the store out,
 //! progress as typed [`BuildEvent`]s.
+//!
+//! [`build`] plans the Dockerfile ([`crate::plan`]), looks up the base images in the store,
+//! compiles the needed stages into an ops graph ([`ops`]), solves it with the parallel
+//! [`crate::solver`] through the [`worker`] (cache keys, cache records, the executor), writes
+//! the image config and manifest, and tags the image. The CLI is a thin layer over it.
 
+pub mod ops;
 pub mod progress;
+pub mod worker;
 
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
+
+use crate::cache::{CacheError, CacheRecords, StatCache};
+use crate::diagnostic::Span;
+use crate::image::store::{Store, StoreError, StoredImage, descriptor};
+use crate::image::timestamp::{format_rfc3339, now_seconds};
+use crate::parser::stage::{BaseImage, ResolveOptions};
+use crate::plan::{Plan, PlanError, PlanOptions, plan};
+use crate::solver::{Cancel, NodeEvent, SolveError, SolveOptions, solve};
+use ops::{CompileError, CompileOptions, HistoryEntry, compile};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use worker::{BuildWorker, Snapshot, StepError};
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The Dockerfile's bytes.
+    pub dockerfile: Vec<u8>,
+    /// Its name in messages (`Dockerfile`, `build/app.Dockerfile`, `-`).
+    pub dockerfile_name: String,
+    /// Where it is on disk (for `<Dockerfile>.dockerignore`); `None` when read from stdin.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The context directory; `None` builds without a context (`kiln build - < Dockerfile`).
+    pub context_dir: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// Names to tag the image with.
+    pub tags: Vec<String>,
+    /// `--label`: labels added to the image config.
+    pub labels: BTreeMap<String, String>,
+    /// The network of RUN steps that do not ask for one.
+    pub network: crate::runtime::Network,
+    pub no_cache: bool,
+    /// Stage names whose steps skip the cache.
+    pub no_cache_filter: Vec<String>,
+    /// How many steps run at once; 0 is one per core.
+    pub jobs: usize,
+    /// Say why each step missed the cache.
+    pub explain_cache: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            dockerfile: Vec::new(),
+            dockerfile_name: "Dockerfile".to_string(),
+            dockerfile_path: None,
+            context_dir: None,
+            build_args: BTreeMap::new(),
+            target: None,
+            tags: Vec::new(),
+            labels: BTreeMap::new(),
+            network: crate::runtime::Network::Host,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            jobs: 0,
+            explain_cache: false,
+        }
+    }
+}
+
+/// What a build made.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    pub image: StoredImage,
+    /// How many steps ran and how many came from the cache.
+    pub ran: usize,
+    pub cached: usize,
+    /// `--explain-cache`: for each step that ran, its name and why it missed.
+    pub explanations: Vec<(String, Vec<String>)>,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    /// A step failed: its name and where it is in the Dockerfile.
+    #[error("{name}: {source}")]
+    Step {
+        name: String,
+        span: Option<Span>,
+        source: Box<StepError>,
+    },
+    #[error("the build was canceled")]
+    Canceled,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("cannot start the build's threads: {0}")]
+    Runtime(std::io::Error),
+    #[error("internal error in the solver: {0}")]
+    Solver(String),
+}
+
+impl crate::diagnostic::Located for BuildError {
+    /// Where in the Dockerfile the build failed, when it was a line of it.
+    fn span(&self) -> Option<Span> {
+        match self {
+            BuildError::Plan(err) => err.span(),
+            BuildError::Compile(err) => Some(err.span()),
+            BuildError::Step { span, .. } => *span,
+            _ => None,
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            BuildError::Plan(err) => err.help(),
+            BuildError::Compile(err) => err.help(),
+            // A failed RUN: the last lines it wrote, which usually say why.
+            BuildError::Step { source, .. } => match source.as_ref() {
+                StepError::Run(run) if !run.tail().is_empty() => Some(format!(
+                    "the last lines the command wrote:\n    {}",
+                    run.tail().join("\n    ")
+                )),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Builds the image, blocking until done. Call from outside an async runtime; from async code
+/// use [`build_async`].
+pub fn build(
+    store: &Store,
+    options: &BuildOptions,
+    progress: Arc<dyn Progress>,
+    cancel: &Cancel,
+) -> Result<BuildOutput, BuildError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)?;
+    runtime.block_on(build_async(store, options, progress, cancel))
+}
+
+/// [`build`] for async callers.
+pub async fn build_async(
+    store: &Store,
+    options: &BuildOptions,
+    progress: Arc<dyn Progress>,
+    cancel: &Cancel,
+) -> Result<BuildOutput, BuildError> {
+    // Held until the image is tagged, so no prune collects the layers on the way.
+    let lease = store.lease()?;
+    let (plan, images) = plan_with_images(store, options)?;
+    let compiled = compile(
+        &plan,
+        &CompileOptions {
+            images: &images,
+            network: options.network,
+            no_cache: options.no_cache,
+            no_cache_filter: &options.no_cache_filter,
+            dockerfile_name: &options.dockerfile_name,
+        },
+    )?;
+    progress.event(BuildEvent::Planned {
+        steps: compiled
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(id, step)| StepInfo {
+                id,
+                name: step.name.clone(),
+                span: step.span,
+            })
+            .collect(),
+    });
+
+    let cache_dir = store.root().join("cache");
+    let context = plan.context.clone().map(Arc::new);
+    let stat_cache = match &context {
+        Some(context) => StatCache::load(&cache_dir.join("stat"), context.root()),
+        None => StatCache::load(&cache_dir.join("stat"), std::path::Path::new("/")),
+    };
+    let steps = compiled.steps.clone();
+    let worker = Arc::new(BuildWorker {
+        store: store.clone(),
+        records: CacheRecords::open(&cache_dir)?,
+        stat_cache,
+        context,
+        images,
+        steps: steps.clone(),
+        progress: progress.clone(),
+        explain: options.explain_cache,
+        key_parts: Mutex::new(BTreeMap::new()),
+        explanations: Mutex::new(BTreeMap::new()),
+    });
+    let counts = Arc::new(Mutex::new((0usize, 0usize)));
+    let events = {
+        let progress = progress.clone();
+        let counts = counts.clone();
+        Arc::new(move |node: usize, event: NodeEvent| {
+            let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+            progress.event(match event {
+                NodeEvent::Cached => {
+                    counts.1 += 1;
+                    BuildEvent::Cached { step: node }
+                }
+                NodeEvent::Started => {
+                    counts.0 += 1;
+                    BuildEvent::Started { step: node }
+                }
+                NodeEvent::Done { elapsed } => BuildEvent::Done {
+                    step: node,
+                    elapsed,
+                },
+                NodeEvent::Failed => return,
+                NodeEvent::Canceled => BuildEvent::Canceled { step: node },
+            });
+        })
+    };
+    let graph = Arc::new(compiled.graph);
+    let solved = solve(
+        graph,
+        &[compiled.target],
+        worker.clone(),
+        &SolveOptions {
+            jobs: options.jobs,
+            no_cache: compiled.no_cache.clone(),
+        },
+        cancel,
+        events,
+    )
+    .await;
+    // The stat cache is worth keeping even when a step failed: the hashing was done.
+    let saved = worker.stat_cache.save();
+    let solved = match solved {
+        Ok(solved) => solved,
+        Err(SolveError::Failed { node, error }) => {
+            let step = steps.get(node);
+            progress.event(BuildEvent::Error {
+                step: node,
+                message: error.to_string(),
+            });
+            return Err(BuildError::Step {
+                name: step.map(|s| s.name.clone()).unwrap_or_default(),
+                span: step.and_then(|s| s.span),
+                source: Box::new(error),
+            });
+        }
+        Err(SolveError::Canceled) => return Err(BuildError::Canceled),
+        Err(other) => return Err(BuildError::Solver(other.to_string())),
+    };
+    saved?;
+    let snapshot = solved
+        .outputs
+        .get(&compiled.target)
+        .cloned()
+        .ok_or_else(|| BuildError::Solver("the target step has no result".to_string()))?;
+
+    progress.event(BuildEvent::Phase {
+        what: "writing image".to_string(),
+    });
+    let image = write_image(
+        store,
+        compiled.document,
+        &compiled.history,
+        compiled.author.as_deref(),
+        &options.labels,
+        &snapshot,
+    )?;
+    let mut names = Vec::new();
+    for tag in &options.tags {
+        names.push(store.tag(tag, &image.manifest_descriptor)?.familiar());
+    }
+    drop(lease);
+    let image = store.image(&image.manifest_descriptor)?;
+    progress.event(BuildEvent::Finished {
+        image_id: image.id.to_string(),
+        names,
+    });
+    let (ran, cached) = *counts.lock().unwrap_or_else(PoisonError::into_inner);
+    let explanations = worker
+        .explanations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(node, reasons)| {
+            let name = steps.get(*node).map(|s| s.name.clone()).unwrap_or_default();
+            (name, reasons.clone())
+        })
+        .collect();
+    Ok(BuildOutput {
+        image,
+        ran,
+        cached,
+        explanations,
+    })
+}
+
+/// Plans the build, looks its external images up in the store, and plans again with their
+/// ENV and ONBUILD triggers when any has some (the resolver needs them to expand words and run
+/// the triggers).
+fn plan_with_images(
+    store: &Store,
+    options: &BuildOptions,
+) -> Result<(Plan, BTreeMap<String, StoredImage>), BuildError> {
+    let mut plan_options = PlanOptions {
+        context_dir: options.context_dir.clone().unwrap_or_default(),
+        dockerfile_path: options.dockerfile_path.clone(),
+        target: options.target.clone(),
+        resolve: ResolveOptions {
+            build_args: options.build_args.clone(),
+            target: options.target.clone(),
+            ..ResolveOptions::default()
+        },
+    };
+    // FROM images first: their ENV and ONBUILD triggers shape the rest of the plan.
+    let mut images = BTreeMap::new();
+    let lookup = |names: &[String], images: &mut BTreeMap<String, StoredImage>| {
+        for name in names {
+            // Missing images are reported by the compiler, at the line that names them.
+            if !images.contains_key(name)
+                && let Ok(image) = store.resolve(name)
+            {
+                images.insert(name.clone(), image);
+            }
+        }
+    };
+    lookup(
+        &crate::plan::base_image_names(&options.dockerfile, &plan_options)?,
+        &mut images,
+    );
+    for (name, image) in &images {
+        let config = image.config.config().clone().unwrap_or_default();
+        let env = config
+            .env()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect::<Vec<_>>();
+        let onbuild = onbuild_triggers(&image.config_bytes);
+        plan_options
+            .resolve
+            .base_images
+            .insert(name.clone(), BaseImage { env, onbuild });
+    }
+    let plan = plan(&options.dockerfile, &plan_options)?;
+    // Then the images COPY --from reads.
+    lookup(&plan.images, &mut images);
+    Ok((plan, images))
+}
+
+/// The `config.OnBuild` triggers of an image config document (docker's extension, not in the
+/// OCI config type).
+fn onbuild_triggers(config_bytes: &[u8]) -> Vec<String> {
+    let document: Value = serde_json::from_slice(config_bytes).unwrap_or_default();
+    document
+        .pointer("/config/OnBuild")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes the image config (BuildKit's document: the base's fields, the built config, rootfs,
+/// history) and manifest for the target's layers.
+fn write_image(
+    store: &Store,
+    mut document: Map<String, Value>,
+    history: &[HistoryEntry],
+    author: Option<&str>,
+    labels: &BTreeMap<String, String>,
+    snapshot: &Snapshot,
+) -> Result<StoredImage, BuildError> {
+    let created = format_rfc3339(now_seconds());
+    if !labels.is_empty()
+        && let Some(Value::Object(config)) = document.get_mut("config")
+    {
+        let mut all = match config.remove("Labels") {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        for (key, value) in labels {
+            all.insert(key.clone(), json!(value));
+        }
+        config.insert("Labels".into(), Value::Object(all));
+    }
+    let mut added = snapshot.added.iter();
+    let entries: Vec<Value> = history
+        .iter()
+        .map(|entry| match entry {
+            HistoryEntry::Base(value) => value.clone(),
+            HistoryEntry::Metadata(line) => json!({
+                "created": created,
+                "created_by": line,
+                "comment": "buildkit.dockerfile.v0",
+                "empty_layer": true,
+            }),
+            HistoryEntry::Layer(line) => {
+                let mut value = json!({
+                    "created": created,
+                    "created_by": line,
+                    "comment": "buildkit.dockerfile.v0",
+                });
+                if !added.next().copied().unwrap_or(false)
+                    && let Value::Object(map) = &mut value
+                {
+                    map.insert("empty_layer".into(), json!(true));
+                }
+                value
+            }
+        })
+        .collect();
+    if let Some(author) = author {
+        document.insert("author".into(), json!(author));
+    }
+    document.insert("created".into(), json!(created));
+    document.insert("history".into(), Value::Array(entries));
+    let diff_ids: Vec<String> = snapshot
+        .layers
+        .iter()
+        .map(|l| l.diff_id.to_string())
+        .collect();
+    document.insert(
+        "rootfs".into(),
+        json!({ "type": "layers", "diff_ids": diff_ids }),
+    );
+    let bytes = serde_json::to_vec(&document)
+        .map_err(|err| BuildError::Solver(format!("cannot serialise the image config: {err}")))?;
+    let layers: Vec<_> = snapshot
+        .layers
+        .iter()
+        .map(|l| descriptor(l.info().media_type, &l.digest, l.size))
+        .collect();
+    Ok(store.write_image_json(&bytes, &layers)?)
+}

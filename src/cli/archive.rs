@@ -190,7 +190,7 @@ fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Bo
 
 /// Where `save` and `export` write: stdout, or a file that appears whole only on success (it
 /// is written beside its final name and renamed over it, as docker's `-o` does).
-enum Output {
+pub(super) enum Output {
     Stdout(BufWriter<io::Stdout>),
     File {
         writer: BufWriter<File>,
@@ -200,7 +200,7 @@ enum Output {
 }
 
 impl Output {
-    fn open(path: Option<&Path>) -> anyhow::Result<Output> {
+    pub(super) fn open(path: Option<&Path>) -> anyhow::Result<Output> {
         let Some(target) = path else {
             if io::stdout().is_terminal() {
                 anyhow::bail!(
@@ -237,7 +237,7 @@ impl Output {
         })
     }
 
-    fn writer(&mut self) -> &mut dyn Write {
+    pub(super) fn writer(&mut self) -> &mut dyn Write {
         match self {
             Output::Stdout(out) => out,
             Output::File { writer, .. } => writer,
@@ -245,7 +245,7 @@ impl Output {
     }
 
     /// Flushes; a file is synced and renamed into place.
-    fn finish(mut self) -> anyhow::Result<()> {
+    pub(super) fn finish(mut self) -> anyhow::Result<()> {
         match &mut self {
             Output::Stdout(out) => out
                 .flush()

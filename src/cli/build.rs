@@ -1,22 +1,33 @@
-//! `kiln build`: until the builder lands (issue 4) only `--dry-run`, which prints the plan.
+//! `kiln build`: docker build's flags over [`kiln::build::build`], with progress rendered by
+//! [`super::progress`]; `--dry-run` prints the plan instead.
 
+use super::archive::Output;
 use super::parse::read_dockerfile;
+use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
+use kiln::build::{BuildError, BuildOptions, build};
 use kiln::context::ContextError;
+use kiln::diagnostic::Located;
+use kiln::image::archive::{self, DEFAULT_MAX_BYTES, SaveFormat};
+use kiln::image::store::{Store, StoredImage};
 use kiln::parser::stage::ResolveOptions;
 use kiln::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
+use kiln::runtime::Network;
+use kiln::solver::Cancel;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How many files of one COPY/ADD source the dry run lists before summarising.
 const LISTED_FILES: usize = 20;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The build context directory.
+    /// The build context directory; `-` reads the Dockerfile from stdin and builds without a
+    /// context.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
     #[arg(short = 'f', long = "file")]
@@ -30,19 +41,252 @@ pub struct BuildArgs {
     /// The stage to build (default: the last stage).
     #[arg(long)]
     target: Option<String>,
+    /// Run every step, ignoring the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Run the steps of these stages, ignoring the cache (repeatable, or comma-separated).
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Say, for each step that runs, why it missed the cache.
+    #[arg(long)]
+    explain_cache: bool,
+    /// Set a label on the image (`K=V`, repeatable).
+    #[arg(long = "label", value_name = "K=V")]
+    labels: Vec<String>,
+    /// The network of RUN steps: `host` (default) or `none`. `RUN --network=` overrides it.
+    #[arg(long, value_enum, default_value = "host")]
+    network: NetworkArg,
+    /// Print only the image ID on success.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Write the build result's metadata (image digest, config digest, names) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
+    /// How to show progress: auto (tty when stderr is a terminal and not in CI), tty, plain,
+    /// json (one event per line).
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+    /// Also export the image: `type=docker|oci|tar|local,dest=PATH` (`dest=-`: stdout for
+    /// docker, oci and tar). Repeatable.
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    outputs: Vec<String>,
+    /// How many steps run at once (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    jobs: usize,
     /// Print the resolved stages, their order and parallel groups, and the context files each
     /// COPY/ADD reads, without building.
     #[arg(long)]
     dry_run: bool,
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    if !args.dry_run {
-        bail!(
-            "kiln build cannot run steps yet (the builder is not written); \
-             use --dry-run to see the build plan"
-        );
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum NetworkArg {
+    Host,
+    None,
+}
+
+/// An `-o` export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Export {
+    Docker(PathBuf),
+    Oci(PathBuf),
+    Tar(PathBuf),
+    Local(PathBuf),
+}
+
+/// Parses `type=docker,dest=out.tar` (docker's `--output` syntax; a bare path is `local`).
+fn parse_export(spec: &str) -> anyhow::Result<Export> {
+    if !spec.contains('=') {
+        return Ok(Export::Local(PathBuf::from(spec)));
     }
+    let mut kind = None;
+    let mut dest = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", value)) => kind = Some(value.to_string()),
+            Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+            _ => bail!(
+                "invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH"
+            ),
+        }
+    }
+    let Some(dest) = dest else {
+        bail!("invalid --output {spec:?}: no dest=PATH");
+    };
+    Ok(match kind.as_deref() {
+        Some("docker") => Export::Docker(dest),
+        Some("oci") => Export::Oci(dest),
+        Some("tar") => Export::Tar(dest),
+        Some("local") => Export::Local(dest),
+        other => bail!(
+            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar or local",
+            other.unwrap_or("")
+        ),
+    })
+}
+
+pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
+    if args.dry_run {
+        return dry_run(args);
+    }
+    let exports = args
+        .outputs
+        .iter()
+        .map(|spec| parse_export(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let no_context = args.context.as_os_str() == "-";
+    let path = if no_context {
+        PathBuf::from("-")
+    } else {
+        default_dockerfile(&args.context, args.file.as_deref())
+    };
+    let from_stdin = path.as_os_str() == "-";
+    let (name, bytes) = read_dockerfile(&path)?;
+    let name = without_dot_slash(name);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        labels.insert(key.to_string(), value.to_string());
+    }
+    let options = BuildOptions {
+        dockerfile: bytes,
+        dockerfile_name: name.clone(),
+        dockerfile_path: (!from_stdin).then(|| path.clone()),
+        context_dir: (!no_context).then(|| args.context.clone()),
+        build_args: build_args(&args.build_args)?,
+        target: args.target.clone(),
+        tags: args.tags.clone(),
+        labels,
+        network: match args.network {
+            NetworkArg::Host => Network::Host,
+            NetworkArg::None => Network::None,
+        },
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        jobs: args.jobs,
+        explain_cache: args.explain_cache,
+    };
+    let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let renderer = Arc::new(progress::renderer(
+        args.progress,
+        args.quiet,
+        Box::new(std::io::stderr()),
+    ));
+    let cancel = Cancel::new();
+    interrupt_on_ctrl_c(&cancel);
+    let result = build(&store, &options, renderer.clone(), &cancel);
+    renderer.finish();
+    let output = result.map_err(|err| match &err {
+        BuildError::Plan(PlanError::Context(ContextError::Dockerignore { path, text, source })) => {
+            located(&as_given(&args.context, path), text, source.as_ref())
+        }
+        BuildError::Plan(PlanError::Context(context_err)) => unlocated(context_err),
+        err if err.span().is_some() => located(&name, &text, err),
+        err => unlocated(err),
+    })?;
+    for (step, reasons) in &output.explanations {
+        eprintln!("cache miss: {step}");
+        for reason in reasons {
+            eprintln!("  - {reason}");
+        }
+    }
+    let id = output.image.id.to_string();
+    if args.quiet {
+        println!("{id}");
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id)
+            .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let metadata = serde_json::json!({
+            "containerimage.config.digest": id,
+            "containerimage.digest": output.image.manifest_digest.to_string(),
+            "image.name": args.tags.join(","),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+            .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
+    }
+    for export in &exports {
+        export_image(&store, &output.image, export)?;
+    }
+    Ok(())
+}
+
+/// Writes one `-o` export of the built image.
+fn export_image(store: &Store, image: &StoredImage, export: &Export) -> anyhow::Result<()> {
+    let names: Vec<String> = if image.names.is_empty() {
+        vec![image.id.to_string()]
+    } else {
+        image.names.iter().map(|n| n.familiar()).collect()
+    };
+    let plain = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    match export {
+        Export::Docker(path) | Export::Oci(path) => {
+            let format = if matches!(export, Export::Docker(_)) {
+                SaveFormat::Docker
+            } else {
+                SaveFormat::Oci
+            };
+            let mut out = Output::open(not_stdout(path))?;
+            archive::save(store, &names, format, out.writer(), DEFAULT_MAX_BYTES)
+                .map_err(|e| plain(&e))?;
+            out.finish()
+        }
+        Export::Tar(path) => {
+            let mut out = Output::open(not_stdout(path))?;
+            archive::export_rootfs(store, image, out.writer(), DEFAULT_MAX_BYTES)
+                .map_err(|e| plain(&e))?;
+            out.finish()
+        }
+        Export::Local(dir) => {
+            archive::export_to_dir(store, image, dir, DEFAULT_MAX_BYTES).map_err(|e| plain(&e))?;
+            Ok(())
+        }
+    }
+}
+
+/// `None` for `-` (stdout), else the path.
+fn not_stdout(path: &Path) -> Option<&Path> {
+    (path.as_os_str() != "-").then_some(path)
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM cancels the build: running steps are killed and nothing
+/// half-written is left visible. A second Ctrl-C is left to the default action.
+fn interrupt_on_ctrl_c(cancel: &Cancel) {
+    let cancel = cancel.clone();
+    let spawned = std::thread::Builder::new()
+        .name("kiln-signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                eprintln!("kiln: canceling the build");
+                cancel.cancel();
+            });
+        });
+    // Without the thread, Ctrl-C simply kills kiln; the store stays consistent either way.
+    drop(spawned);
+}
+
+fn dry_run(args: BuildArgs) -> anyhow::Result<()> {
     let path = default_dockerfile(&args.context, args.file.as_deref());
     let from_stdin = path.as_os_str() == "-";
     let (name, bytes) = read_dockerfile(&path)?;

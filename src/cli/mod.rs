@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build an image from a Dockerfile (for now: `--dry-run`, which prints the build plan).
+    /// Build an image from a Dockerfile.
     Build(build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree.
     Parse(parse::ParseArgs),
@@ -66,7 +66,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.unwrap_or_else(Store::default_root);
     let result = match cli.command {
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(&root, args),
         Command::Parse(args) => parse::run(args),
         Command::Images(args) => images::images(&root, args),
         Command::Tag(args) => images::tag(&root, args),

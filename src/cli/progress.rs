@@ -14,13 +14,6 @@
 //!
 //! Quiet (`-q`) shows nothing unless a step fails; then that step's last output lines and the
 //! error, in the plain look.
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "`kiln build` renders its progress with this once the builder lands"
-    )
-)]
 
 use console::{measure_text_width, truncate_str};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};

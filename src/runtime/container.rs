@@ -1,6 +1,6 @@
 //! From a stored image to a running sandbox, as `docker run` does it: `kiln run` uses this, and
-//! the builder's RUN steps use the same pieces ([`ensure_snapshots`], [`command`],
-//! [`environment`]).
+//! the builder's RUN steps use the same pieces ([`ensure_snapshots`], and [`sandbox_spec`], which
+//! resolves the user in the image and writes the `/etc` files for both).
 //!
 //! [`Container::create`] unpacks every layer the image lacks as a snapshot, gives the container a
 //! random 64-hex id and a directory `containers/<id>` in the store (its upper and work
@@ -265,14 +265,11 @@ impl Container {
             options.entrypoint.as_deref(),
             &options.args,
         )?;
-        let user_value = options
+        let user = options
             .user
             .clone()
             .or_else(|| config.user().clone())
             .unwrap_or_default();
-        let passwd = user::read_image_file(&lower_dirs, "/etc/passwd", MAX_SMALL_FILE)?;
-        let group = user::read_image_file(&lower_dirs, "/etc/group", MAX_SMALL_FILE)?;
-        let resolved = user::resolve(&user_value, passwd.as_deref(), group.as_deref())?;
         let cwd = match &options.workdir {
             Some(dir) if dir.starts_with('/') => dir.clone(),
             Some(dir) => return Err(ContainerError::RelativeWorkdir(dir.clone())),
@@ -290,84 +287,33 @@ impl Container {
             config.env().as_deref().unwrap_or_default(),
             &options.env,
             &hostname,
-            &resolved.home,
             options.tty,
         );
-
         let upper_dir = self.dir.join("upper");
         let work_dir = self.dir.join("work");
         for path in [&upper_dir, &work_dir] {
             fs::create_dir_all(path).map_err(io_error("create directory", path))?;
         }
-        let mut mounts = self.etc_files(&hostname, options.network)?;
-        mounts.retain(|m| {
-            !options
-                .volumes
-                .iter()
-                .any(|v| v.destination == m.destination)
-        });
-        mounts.extend(options.volumes.iter().cloned());
-        Ok(Spec {
-            rootfs: RootFs {
-                lower_dirs,
-                upper: Some(UpperDir {
-                    upper_dir,
-                    work_dir,
-                }),
-                readonly: options.read_only,
+        sandbox_spec(SandboxSetup {
+            lower_dirs,
+            upper: UpperDir {
+                upper_dir,
+                work_dir,
             },
             args,
             env,
             cwd,
-            user: User {
-                uid: resolved.uid,
-                gid: resolved.gid,
-                additional_gids: resolved.additional_gids,
-            },
+            user: &user,
             hostname,
             network: options.network,
-            mounts,
-            user_namespace: false,
-            cgroup_procs: Vec::new(),
+            mounts: &options.volumes,
+            etc_dir: &self.dir,
+            etc_files: EtcFiles::Container,
+            read_only: options.read_only,
             tty: options.tty,
             no_new_privileges: options.no_new_privileges,
             init: options.init,
         })
-    }
-
-    /// Writes `hosts`, `hostname` and `resolv.conf` into the container's directory and returns
-    /// their bind mounts onto `/etc` (read-write, as docker mounts them). With the host's network
-    /// the host's own `/etc/hosts` and `/etc/resolv.conf` are copied, as docker does; without a
-    /// network the container gets docker's localhost entries and an empty resolver file.
-    fn etc_files(
-        &self,
-        hostname: &str,
-        network: Network,
-    ) -> Result<Vec<BindMount>, ContainerError> {
-        let (hosts, resolv) = match network {
-            Network::Host => (
-                read_host_file(Path::new("/etc/hosts"))?
-                    .unwrap_or_else(|| DEFAULT_HOSTS.as_bytes().to_vec()),
-                read_host_file(Path::new("/etc/resolv.conf"))?.unwrap_or_default(),
-            ),
-            Network::None => (DEFAULT_HOSTS.as_bytes().to_vec(), Vec::new()),
-        };
-        let files = [
-            ("hosts", hosts),
-            ("hostname", format!("{hostname}\n").into_bytes()),
-            ("resolv.conf", resolv),
-        ];
-        let mut mounts = Vec::new();
-        for (name, content) in files {
-            let path = self.dir.join(name);
-            fs::write(&path, content).map_err(io_error("write", &path))?;
-            mounts.push(BindMount {
-                source: path,
-                destination: format!("/etc/{name}"),
-                readonly: false,
-            });
-        }
-        Ok(mounts)
     }
 }
 
@@ -378,6 +324,152 @@ impl Drop for Container {
             let _ = self.cleanup();
         }
     }
+}
+
+/// Which `/etc` files a sandbox gets: [`sandbox_spec`] writes them into a directory of the
+/// caller's and bind-mounts them (read-write) over the image's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcFiles {
+    /// `docker run`'s: `/etc/hosts` (the host's with the host network, else docker's localhost
+    /// entries), `/etc/hostname`, and `/etc/resolv.conf` (the host's with the host network,
+    /// else empty).
+    Container,
+    /// BuildKit's for a RUN step (executor/oci/hosts.go, resolvconf.go): `/etc/hosts` naming
+    /// localhost and the hostname, and the host's `/etc/resolv.conf`; no `/etc/hostname` mount,
+    /// so the image's own file shows (and a step may write it).
+    Build,
+}
+
+/// What `kiln run` and a builder's RUN step decide alike about a sandbox; [`sandbox_spec`]
+/// turns it into the [`Spec`].
+#[derive(Debug, Clone)]
+pub struct SandboxSetup<'a> {
+    /// The image's snapshot directories, TOP-MOST FIRST.
+    pub lower_dirs: Vec<PathBuf>,
+    /// Where the changes go.
+    pub upper: UpperDir,
+    /// The command line.
+    pub args: Vec<String>,
+    /// The environment; `HOME` (the user's home in the image, `/` without one) is added when it
+    /// is not set, as docker (and runc, for BuildKit) do.
+    pub env: Vec<String>,
+    /// The absolute working directory.
+    pub cwd: String,
+    /// The user as `USER` takes it (`""`, `name`, `uid`, `name:group`...), resolved in the
+    /// image's own `/etc/passwd` and `/etc/group`.
+    pub user: &'a str,
+    /// The hostname.
+    pub hostname: String,
+    /// The network.
+    pub network: Network,
+    /// Bind mounts; one onto an `/etc` file replaces that file's mount.
+    pub mounts: &'a [BindMount],
+    /// Where the `/etc` files are written: a directory that outlives the sandbox.
+    pub etc_dir: &'a Path,
+    /// Which `/etc` files.
+    pub etc_files: EtcFiles,
+    /// Mount the root read-only.
+    pub read_only: bool,
+    /// Give the process a terminal.
+    pub tty: bool,
+    /// Set `no_new_privs`.
+    pub no_new_privileges: bool,
+    /// Put kiln's tiny init at pid 1.
+    pub init: bool,
+}
+
+/// The sandbox's [`Spec`]: the user resolved in the image, `HOME`, the `/etc` files written
+/// into [`SandboxSetup::etc_dir`] and mounted, the caller's mounts after them.
+pub fn sandbox_spec(setup: SandboxSetup<'_>) -> Result<Spec, ContainerError> {
+    let passwd = user::read_image_file(&setup.lower_dirs, "/etc/passwd", MAX_SMALL_FILE)?;
+    let group = user::read_image_file(&setup.lower_dirs, "/etc/group", MAX_SMALL_FILE)?;
+    let resolved = user::resolve(setup.user, passwd.as_deref(), group.as_deref())?;
+    let mut env = setup.env;
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", resolved.home));
+    }
+    let mut mounts = write_etc_files(
+        setup.etc_dir,
+        setup.etc_files,
+        &setup.hostname,
+        setup.network,
+    )?;
+    mounts.retain(|m| !setup.mounts.iter().any(|v| v.destination == m.destination));
+    mounts.extend(setup.mounts.iter().cloned());
+    Ok(Spec {
+        rootfs: RootFs {
+            lower_dirs: setup.lower_dirs,
+            upper: Some(setup.upper),
+            readonly: setup.read_only,
+        },
+        args: setup.args,
+        env,
+        cwd: setup.cwd,
+        user: User {
+            uid: resolved.uid,
+            gid: resolved.gid,
+            additional_gids: resolved.additional_gids,
+        },
+        hostname: setup.hostname,
+        network: setup.network,
+        mounts,
+        user_namespace: false,
+        cgroup_procs: Vec::new(),
+        tty: setup.tty,
+        no_new_privileges: setup.no_new_privileges,
+        init: setup.init,
+    })
+}
+
+/// Writes the `/etc` files `kind` asks for into `dir` and returns their bind mounts onto
+/// `/etc` (read-write, as docker and BuildKit mount them). The host's own files are copied
+/// (at most 1 MiB each), so a later change on the host does not reach a running sandbox.
+fn write_etc_files(
+    dir: &Path,
+    kind: EtcFiles,
+    hostname: &str,
+    network: Network,
+) -> Result<Vec<BindMount>, ContainerError> {
+    let host_resolv = || -> Result<Vec<u8>, ContainerError> {
+        Ok(read_host_file(Path::new("/etc/resolv.conf"))?.unwrap_or_default())
+    };
+    let files = match (kind, network) {
+        (EtcFiles::Container, Network::Host) => vec![
+            (
+                "hosts",
+                read_host_file(Path::new("/etc/hosts"))?
+                    .unwrap_or_else(|| DEFAULT_HOSTS.as_bytes().to_vec()),
+            ),
+            ("hostname", format!("{hostname}\n").into_bytes()),
+            ("resolv.conf", host_resolv()?),
+        ],
+        (EtcFiles::Container, Network::None) => vec![
+            ("hosts", DEFAULT_HOSTS.as_bytes().to_vec()),
+            ("hostname", format!("{hostname}\n").into_bytes()),
+            ("resolv.conf", Vec::new()),
+        ],
+        (EtcFiles::Build, _) => vec![
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                )
+                .into_bytes(),
+            ),
+            ("resolv.conf", host_resolv()?),
+        ],
+    };
+    let mut mounts = Vec::new();
+    for (name, content) in files {
+        let path = dir.join(name);
+        fs::write(&path, content).map_err(io_error("write", &path))?;
+        mounts.push(BindMount {
+            source: path,
+            destination: format!("/etc/{name}"),
+            readonly: false,
+        });
+    }
+    Ok(mounts)
 }
 
 /// A spec that is replaced before use (`Container::prepare` needs the container to exist).
@@ -493,12 +585,12 @@ pub fn command(
 
 /// The process environment as docker builds it: `PATH` (docker's default when neither the image
 /// nor `-e` sets one), `HOSTNAME`, `TERM=xterm` with a terminal, then the image's variables with
-/// `user_env` replacing or adding entries, and `HOME` (the user's home) when still unset.
+/// `user_env` replacing or adding entries. [`sandbox_spec`] adds `HOME` (the user's home) when
+/// still unset.
 pub fn environment(
     image_env: &[String],
     user_env: &[String],
     hostname: &str,
-    home: &str,
     tty: bool,
 ) -> Vec<String> {
     let mut env: Vec<String> = Vec::new();
@@ -525,9 +617,6 @@ pub fn environment(
     }
     for entry in image_env.iter().chain(user_env) {
         set(&mut env, entry);
-    }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={home}"));
     }
     env
 }
@@ -671,17 +760,57 @@ mod tests {
         assert_eq!(err.to_string(), "no command specified");
     }
 
+    /// The spec [`sandbox_spec`] makes for `env` and `user` on an image whose only file is an
+    /// `/etc/passwd` giving root home `/root` and `kiln` (1000) home `/home/kiln`.
+    fn spec_for(env: Vec<String>, user: &str, etc_files: EtcFiles) -> (Spec, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = dir.path().join("lower");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::write(
+            lower.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nkiln:x:1000:1000::/home/kiln:/bin/sh\n",
+        )
+        .unwrap();
+        let mounts = [BindMount {
+            source: dir.path().to_path_buf(),
+            destination: "/etc/resolv.conf".into(),
+            readonly: true,
+        }];
+        let spec = sandbox_spec(SandboxSetup {
+            lower_dirs: vec![lower],
+            upper: UpperDir {
+                upper_dir: dir.path().join("upper"),
+                work_dir: dir.path().join("work"),
+            },
+            args: strings(&["true"]),
+            env,
+            cwd: "/".into(),
+            user,
+            hostname: "box".into(),
+            network: Network::None,
+            mounts: &mounts,
+            etc_dir: dir.path(),
+            etc_files,
+            read_only: false,
+            tty: false,
+            no_new_privileges: true,
+            init: false,
+        })
+        .unwrap();
+        (spec, dir)
+    }
+
     #[test]
     fn environment_layers_docker_defaults_image_and_user_values() {
         let env = environment(
             &strings(&["A=image", "B=image"]),
             &strings(&["B=user", "C=user"]),
             "box",
-            "/root",
             true,
         );
+        let (spec, _dir) = spec_for(env, "", EtcFiles::Container);
         assert_eq!(
-            env,
+            spec.env,
             strings(&[
                 &format!("PATH={DEFAULT_PATH}"),
                 "HOSTNAME=box",
@@ -696,13 +825,47 @@ mod tests {
             &strings(&["PATH=/bin", "HOME=/home/x"]),
             &strings(&["HOSTNAME=mine"]),
             "box",
-            "/root",
             false,
         );
+        let (spec, _dir) = spec_for(env, "kiln", EtcFiles::Container);
         assert_eq!(
-            env,
+            spec.env,
             strings(&["HOSTNAME=mine", "PATH=/bin", "HOME=/home/x"])
         );
+        assert_eq!((spec.user.uid, spec.user.gid), (1000, 1000));
+        let (spec, _dir) = spec_for(strings(&["A=1"]), "kiln", EtcFiles::Build);
+        assert_eq!(spec.env, strings(&["A=1", "HOME=/home/kiln"]));
+    }
+
+    #[test]
+    fn etc_files_follow_docker_run_or_buildkit_and_yield_to_the_callers_mounts() {
+        let destinations = |spec: &Spec| -> Vec<String> {
+            spec.mounts.iter().map(|m| m.destination.clone()).collect()
+        };
+        let (spec, dir) = spec_for(Vec::new(), "", EtcFiles::Container);
+        assert_eq!(
+            destinations(&spec),
+            strings(&["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"])
+        );
+        assert_eq!(spec.mounts[2].source, dir.path());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("hostname")).unwrap(),
+            "box\n"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("hosts")).unwrap(),
+            DEFAULT_HOSTS
+        );
+        let (spec, dir) = spec_for(Vec::new(), "", EtcFiles::Build);
+        assert_eq!(
+            destinations(&spec),
+            strings(&["/etc/hosts", "/etc/resolv.conf"])
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("hosts")).unwrap(),
+            "127.0.0.1\tlocalhost box\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        );
+        assert!(!dir.path().join("hostname").exists());
     }
 
     #[test]

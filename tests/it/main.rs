@@ -6,6 +6,7 @@
 mod archive;
 mod cli;
 mod context;
+mod copy;
 mod dockerignore_conformance;
 mod frontend_errors;
 mod graph;
@@ -15,6 +16,7 @@ mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
 mod run;
+mod run_step;
 mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;

@@ -120,7 +120,12 @@ pub fn context(items: &[(&str, &str)]) -> tempfile::TempDir {
 /// containers with `--network none` or `host`.
 pub fn peer_docker() -> Option<PeerDocker> {
     const SOCKET: &str = "/var/tmp/kiln-peers/docker.sock";
-    let program = tool("docker")?;
+    // Debian's client (docker.io, the peer's own): a newer `docker` first on PATH needs buildx
+    // for `DOCKER_BUILDKIT=1` builds, which the peer's 20.10 daemon does without.
+    let debian = PathBuf::from("/usr/bin/docker");
+    let program = Some(debian)
+        .filter(|p| p.is_file())
+        .or_else(|| tool("docker"))?;
     let peer = PeerDocker {
         program,
         host: format!("unix://{SOCKET}"),

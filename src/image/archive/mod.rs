@@ -22,7 +22,7 @@ mod changes;
 mod names;
 
 pub use load::{LoadOptions, Loaded, Progress, load};
-pub use rootfs::{Exported, ImportOptions, export_rootfs, import_rootfs};
+pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_rootfs};
 pub use save::{SaveFormat, save};
 
 use crate::cache::{BlobError, Digest, FsError};

@@ -168,6 +168,33 @@ pub fn export_rootfs(
     // Keeps a collection from deleting the image's blobs while they are read.
     let _lease = store.lease()?;
     let dir = StagedDir::create(store.staging().new_path("export"))?;
+    let mut exported = flatten_into(store, image, &dir.0, max_bytes)?;
+    let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
+    exported.size = written.size;
+    Ok(exported)
+}
+
+/// Writes the root filesystem of `image` into the directory `dest` (`kiln build -o
+/// type=local`), created when missing: the layers applied in order as [`export_rootfs`] does,
+/// confined to `dest`. `size` in the result is 0 (no tar is written).
+pub fn export_to_dir(
+    store: &Store,
+    image: &StoredImage,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
+    let _lease = store.lease()?;
+    std::fs::create_dir_all(dest).map_err(|e| FsError::new("create directory", dest, e))?;
+    flatten_into(store, image, dest, max_bytes)
+}
+
+/// Applies every layer of `image`, checking each one's diff ID, into `dir`.
+fn flatten_into(
+    store: &Store,
+    image: &StoredImage,
+    dir: &Path,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
     let options = ApplyOptions {
         whiteouts: Whiteouts::Apply,
         max_bytes,
@@ -182,7 +209,7 @@ pub fn export_rootfs(
         };
         let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
         let tar = decompressed(blob, max_bytes).map_err(layer_error)?;
-        let applied = apply_layer(tar, &dir.0, &options).map_err(layer_error)?;
+        let applied = apply_layer(tar, dir, &options).map_err(layer_error)?;
         if applied.diff_id != layer.diff_id {
             return Err(ArchiveError::Layer {
                 diff_id: layer.diff_id.clone(),
@@ -194,8 +221,6 @@ pub fn export_rootfs(
         }
         exported.skipped_devices += applied.skipped_devices;
     }
-    let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
-    exported.size = written.size;
     Ok(exported)
 }
 

@@ -196,7 +196,7 @@ fn join(components: &[OsString]) -> PathBuf {
 }
 
 /// Parses a PAX `mtime` record (`[-]SECONDS[.FRACTION]`) into seconds and nanoseconds.
-fn parse_pax_time(text: &str) -> Option<(i64, i64)> {
+pub(crate) fn parse_pax_time(text: &str) -> Option<(i64, i64)> {
     let (negative, text) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),

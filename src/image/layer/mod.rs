@@ -11,7 +11,7 @@
 pub mod apply;
 pub mod compression;
 pub mod diff;
-mod fsutil;
+pub(crate) mod fsutil;
 #[cfg(test)]
 mod round_trip;
 

@@ -1,0 +1,952 @@
+//! The ops graph: a [`Plan`]'s stages compiled into filesystem ops, BuildKit's LLB in small.
+//!
+//! Only instructions that change the filesystem become ops: a stage's base (`scratch`, an image
+//! of the store, or another stage's last op), RUN, COPY/ADD and WORKDIR's `mkdir`. Metadata
+//! instructions (ENV, CMD, LABEL, USER, ...) change the image config ([`ConfigBuilder`]) and
+//! flow into the ops that depend on them (a RUN's env, user and working directory are part of
+//! its definition), as in BuildKit. An op's identity is the digest of its canonical JSON
+//! definition; the graph merges identical ops with identical inputs, so two stages that start
+//! with the same steps share them.
+
+use crate::cache::Digest;
+use crate::context::SourceMatch;
+use crate::diagnostic::Span;
+use crate::graph::StageId;
+use crate::image::config::ConfigBuilder;
+use crate::image::store::StoredImage;
+use crate::parser::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
+use crate::parser::stage::{Base, DEFAULT_PATH, Stage};
+use crate::plan::Plan;
+use crate::solver::{Graph, NodeId, OpDigest};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One filesystem op of a build.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BuildOp {
+    /// The empty filesystem.
+    Scratch,
+    /// The layers of an image in the store. The manifest digest is part of the identity, so a
+    /// base image that changed under the same name gives new cache keys (moby CVE-2024-24557).
+    Image { name: String, manifest: Digest },
+    /// RUN; input 0 is the filesystem it runs on.
+    Run(RunOp),
+    /// COPY/ADD; input 0 is the filesystem written to, input 1 (with `--from`) the one read.
+    Copy(CopyOp),
+    /// WORKDIR's `mkdir -p`; input 0 is the filesystem.
+    Mkdir(MkdirOp),
+}
+
+impl OpDigest for BuildOp {
+    fn digest(&self) -> Digest {
+        // serde_json writes struct fields in declaration order and maps sorted (BTreeMap), so
+        // the same op always gives the same bytes.
+        Digest::of(&serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// How a RUN step runs.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RunOp {
+    /// The argv, a shell-form command already wrapped in the stage's shell.
+    pub args: Vec<String>,
+    /// `KEY=VALUE`: the config's Env, then the ARGs in scope, then proxy build args.
+    pub env: Vec<String>,
+    pub cwd: String,
+    /// The USER in effect (`""` is root), resolved in the image when the step runs.
+    pub user: String,
+    /// `none` or `host`.
+    pub network: String,
+}
+
+/// Where a COPY/ADD reads.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFrom {
+    /// The build context. Which files, and their content, go into the cache key when the step
+    /// runs, not into the op's identity.
+    Context,
+    /// The filesystem of input 1 (`--from=stage` or `--from=image`).
+    Input,
+}
+
+/// COPY or ADD.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CopyOp {
+    pub from: CopyFrom,
+    pub sources: Vec<String>,
+    pub inline: Vec<InlineFile>,
+    pub dest: String,
+    pub workdir: String,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    /// ADD: local archives are unpacked.
+    pub add: bool,
+    pub exclude: Vec<String>,
+    /// For [`CopyFrom::Context`]: every context path the sources read, sorted.
+    #[serde(skip)]
+    pub context_paths: Vec<String>,
+}
+
+/// WORKDIR's directory.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MkdirOp {
+    pub path: String,
+    /// The USER in effect: BuildKit creates the directory owned by it.
+    pub user: String,
+}
+
+/// A step as the user sees it: the instruction that made a node.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// `[build 2/4] RUN make`.
+    pub name: String,
+    pub span: Option<Span>,
+    /// The stage the instruction is in.
+    pub stage: StageId,
+    /// Stable across builds of the same Dockerfile: where `--explain-cache` finds what this
+    /// step's key was last time.
+    pub position: String,
+}
+
+/// One entry of the image history, as BuildKit writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryEntry {
+    /// Copied from the base image's config.
+    Base(Value),
+    /// A metadata instruction: never a layer.
+    Metadata(String),
+    /// A filesystem op: a layer unless its diff was empty.
+    Layer(String),
+}
+
+/// What a stage ends with.
+#[derive(Debug, Clone)]
+struct StageState {
+    node: NodeId,
+    config: ConfigBuilder,
+    /// The base image's config document without `config`, `rootfs` and `history`
+    /// (`architecture`, `os`, ...).
+    document: Map<String, Value>,
+    history: Vec<HistoryEntry>,
+    /// ENV and ARG values RUN steps see, in order (later entries win).
+    vars: Vec<(String, String)>,
+}
+
+/// A compiled build: the graph, a [`Step`] per node, and how to write the image.
+#[derive(Debug)]
+pub struct Compiled {
+    pub graph: Graph<BuildOp>,
+    /// Indexed by node.
+    pub steps: Vec<Step>,
+    pub target: NodeId,
+    /// Nodes whose cache is skipped (`--no-cache`, `--no-cache-filter`).
+    pub no_cache: Vec<NodeId>,
+    /// The target stage's image config document (`config` included, `rootfs` and `history`
+    /// not).
+    pub document: Map<String, Value>,
+    pub history: Vec<HistoryEntry>,
+    /// The BuildKit image `author` when a MAINTAINER set it.
+    pub author: Option<String>,
+}
+
+/// Why a plan cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{message}")]
+    Unsupported { message: String, span: Span },
+    #[error("{source}")]
+    Config {
+        source: crate::image::config::ConfigError,
+        span: Span,
+    },
+    #[error("image \"{name}\" is not in the store")]
+    MissingImage { name: String, span: Span },
+    #[error("COPY --from={from}: no stage or image by that name")]
+    BadFrom { from: String, span: Span },
+}
+
+impl CompileError {
+    /// Where in the Dockerfile.
+    pub fn span(&self) -> Span {
+        match self {
+            CompileError::Unsupported { span, .. }
+            | CompileError::Config { span, .. }
+            | CompileError::MissingImage { span, .. }
+            | CompileError::BadFrom { span, .. } => *span,
+        }
+    }
+
+    /// What the user can do.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            CompileError::MissingImage { .. } => Some(
+                "kiln has no registry client yet: bring the image in with `kiln load` or \
+                 `kiln import`, or build it FROM scratch"
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What the compiler needs besides the plan.
+pub struct CompileOptions<'a> {
+    /// The external images the plan uses (FROM, COPY --from), by name as written.
+    pub images: &'a BTreeMap<String, StoredImage>,
+    /// `--network` for RUN steps that do not set one.
+    pub network: crate::runtime::Network,
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stage names (lower case) whose steps skip the cache.
+    pub no_cache_filter: &'a [String],
+    /// Identifies this Dockerfile in step positions (its path, or `-`).
+    pub dockerfile_name: &'a str,
+}
+
+/// Compiles the plan's needed stages into ops.
+pub fn compile(plan: &Plan, options: &CompileOptions<'_>) -> Result<Compiled, CompileError> {
+    let mut compiler = Compiler {
+        plan,
+        options,
+        graph: Graph::new(),
+        steps: BTreeMap::new(),
+        no_cache: BTreeSet::new(),
+        stages: BTreeMap::new(),
+    };
+    for &stage_id in &plan.order {
+        if let Some(stage) = plan.resolved.stages.get(stage_id) {
+            let state = compiler.stage(stage)?;
+            compiler.stages.insert(stage_id, state);
+        }
+    }
+    let Some(target) = compiler.stages.remove(&plan.target) else {
+        return Err(CompileError::Unsupported {
+            message: "the target stage was not compiled".to_string(),
+            span: Span::line(1),
+        });
+    };
+    let steps = (0..compiler.graph.len())
+        .map(|node| {
+            compiler.steps.remove(&node).unwrap_or_else(|| Step {
+                name: format!("step {node}"),
+                span: None,
+                stage: plan.target,
+                position: format!("{}#node{node}", options.dockerfile_name),
+            })
+        })
+        .collect();
+    let mut document = target.document;
+    let author = target.config.author().map(str::to_string);
+    document.insert("config".into(), Value::Object(target.config.into_config()));
+    Ok(Compiled {
+        graph: compiler.graph,
+        steps,
+        target: target.node,
+        no_cache: compiler.no_cache.into_iter().collect(),
+        document,
+        history: target.history,
+        author,
+    })
+}
+
+struct Compiler<'a> {
+    plan: &'a Plan,
+    options: &'a CompileOptions<'a>,
+    graph: Graph<BuildOp>,
+    steps: BTreeMap<NodeId, Step>,
+    no_cache: BTreeSet<NodeId>,
+    stages: BTreeMap<StageId, StageState>,
+}
+
+/// Counts a stage's numbered steps for BuildKit's `[name i/n]` prefixes.
+struct Numbering {
+    prefix: String,
+    index: usize,
+    total: usize,
+}
+
+impl Numbering {
+    fn next(&mut self, text: &str) -> String {
+        self.index += 1;
+        let width = self.total.to_string().len();
+        format!(
+            "[{}{:>width$}/{}] {text}",
+            self.prefix, self.index, self.total
+        )
+    }
+}
+
+impl Compiler<'_> {
+    fn stage(&mut self, stage: &Stage) -> Result<StageState, CompileError> {
+        let steps_in_stage = stage.instructions.iter().filter(|i| makes_op(i)).count() + 1;
+        let prefix = match &stage.name {
+            Some(name) => format!("{name} "),
+            None if self.plan.resolved.stages.len() > 1 => format!("stage-{} ", stage.index),
+            None => String::new(),
+        };
+        let mut numbering = Numbering {
+            prefix,
+            index: 0,
+            total: steps_in_stage,
+        };
+        let skip_cache = self.options.no_cache
+            || stage.name.as_ref().is_some_and(|name| {
+                self.options
+                    .no_cache_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(name))
+            });
+
+        let mut state = match &stage.base {
+            Base::Stage(parent) => {
+                let Some(parent) = self.stages.get(parent) else {
+                    return Err(CompileError::Unsupported {
+                        message: format!("stage {parent} was not built before its child"),
+                        span: stage.span,
+                    });
+                };
+                let state = parent.clone();
+                // BuildKit numbers a FROM of a stage too, as a step it does not run.
+                numbering.next(&format!("FROM {}", stage.base_name));
+                state
+            }
+            Base::Scratch => {
+                let name = numbering.next("FROM scratch");
+                let node = self.add(
+                    BuildOp::Scratch,
+                    vec![],
+                    &stage.span,
+                    Some(name),
+                    stage,
+                    false,
+                )?;
+                let mut config = ConfigBuilder::default();
+                config.set_env("PATH", DEFAULT_PATH);
+                let mut document = Map::new();
+                document.insert("architecture".into(), host_architecture().into());
+                document.insert("os".into(), "linux".into());
+                StageState {
+                    node,
+                    vars: vec![("PATH".into(), DEFAULT_PATH.into())],
+                    config,
+                    document,
+                    history: Vec::new(),
+                }
+            }
+            Base::Image(name) => {
+                let (node, state) = self.image_state(name, stage.span, stage)?;
+                if let Some(step) = self.steps.get_mut(&node) {
+                    step.name = numbering.next(&format!("FROM {name}"));
+                }
+                let _ = node;
+                state
+            }
+        };
+        if skip_cache {
+            self.no_cache.insert(state.node);
+        }
+
+        for (index, instruction) in stage.instructions.iter().enumerate() {
+            self.instruction(
+                stage,
+                index,
+                instruction,
+                &mut state,
+                &mut numbering,
+                skip_cache,
+            )?;
+        }
+        Ok(state)
+    }
+
+    /// The state an image of the store starts a stage with.
+    fn image_state(
+        &mut self,
+        name: &str,
+        span: Span,
+        stage: &Stage,
+    ) -> Result<(NodeId, StageState), CompileError> {
+        let image = self
+            .options
+            .images
+            .get(name)
+            .ok_or_else(|| CompileError::MissingImage {
+                name: name.to_string(),
+                span,
+            })?;
+        let node = self.add(
+            BuildOp::Image {
+                name: name.to_string(),
+                manifest: image.manifest_digest.clone(),
+            },
+            vec![],
+            &span,
+            Some(format!("FROM {name}")),
+            stage,
+            false,
+        )?;
+        let mut document: Map<String, Value> =
+            serde_json::from_slice(&image.config_bytes).unwrap_or_default();
+        let config = match document.remove("config") {
+            Some(Value::Object(config)) => config,
+            _ => Map::new(),
+        };
+        let history = match document.remove("history") {
+            Some(Value::Array(entries)) => entries.into_iter().map(HistoryEntry::Base).collect(),
+            _ => Vec::new(),
+        };
+        document.remove("rootfs");
+        document.remove("created");
+        let mut config = ConfigBuilder::new(config);
+        // The base's triggers ran in this stage (the resolver put them first); the new image
+        // does not inherit them (docker clears OnBuild after running it).
+        let mut cleared = config.config().clone();
+        cleared.remove("OnBuild");
+        config = ConfigBuilder::new(cleared);
+        let vars = config
+            .env()
+            .iter()
+            .map(|e| match e.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (e.clone(), String::new()),
+            })
+            .collect();
+        Ok((
+            node,
+            StageState {
+                node,
+                config,
+                document,
+                history,
+                vars,
+            },
+        ))
+    }
+
+    fn instruction(
+        &mut self,
+        stage: &Stage,
+        index: usize,
+        instruction: &Instruction,
+        state: &mut StageState,
+        numbering: &mut Numbering,
+        skip_cache: bool,
+    ) -> Result<(), CompileError> {
+        let text = instruction.to_string();
+        let span = instruction_span(instruction);
+        match instruction {
+            Instruction::Run(run) => {
+                let op = self.run_op(run, state)?;
+                let history = format!("RUN {}", run_history(&op.args, stage, index));
+                let name = numbering.next(&text);
+                let node = self.add(
+                    BuildOp::Run(op),
+                    vec![state.node],
+                    &span,
+                    Some(name),
+                    stage,
+                    skip_cache,
+                )?;
+                self.position(node, stage, index);
+                state.node = node;
+                state
+                    .history
+                    .push(HistoryEntry::Layer(history + " # buildkit"));
+            }
+            Instruction::Copy(copy) => {
+                let (op, from) = self.copy_op(copy, false, stage, index, state)?;
+                let history = copy_history("COPY", &copy.chown, &copy.chmod, &op);
+                self.file_step(
+                    BuildOp::Copy(op),
+                    from,
+                    history,
+                    numbering.next(&text),
+                    span,
+                    stage,
+                    index,
+                    state,
+                    skip_cache,
+                )?;
+            }
+            Instruction::Add(add) => {
+                let (op, from) = self.copy_op_for_add(add, stage, index, state)?;
+                let history = copy_history("ADD", &add.chown, &add.chmod, &op);
+                self.file_step(
+                    BuildOp::Copy(op),
+                    from,
+                    history,
+                    numbering.next(&text),
+                    span,
+                    stage,
+                    index,
+                    state,
+                    skip_cache,
+                )?;
+            }
+            Instruction::Workdir(_) => {
+                let history = state
+                    .config
+                    .apply(instruction)
+                    .map_err(|source| CompileError::Config { source, span })?
+                    .unwrap_or_default();
+                let path = state.config.working_dir();
+                // BuildKit: WORKDIR / changes nothing on disk and records an empty layer.
+                if path == "/" {
+                    state.history.push(HistoryEntry::Metadata(history));
+                    return Ok(());
+                }
+                let op = BuildOp::Mkdir(MkdirOp {
+                    path,
+                    user: state.config.user(),
+                });
+                let name = numbering.next(&text);
+                let node = self.add(op, vec![state.node], &span, Some(name), stage, skip_cache)?;
+                self.position(node, stage, index);
+                state.node = node;
+                state.history.push(HistoryEntry::Layer(history));
+            }
+            Instruction::Arg(arg) => {
+                let mut history = Vec::new();
+                for decl in &arg.args {
+                    match &decl.default {
+                        Some(value) => {
+                            set_var(&mut state.vars, &decl.name, value);
+                            history.push(format!("{}={value}", decl.name));
+                        }
+                        None => history.push(decl.name.clone()),
+                    }
+                }
+                state
+                    .history
+                    .push(HistoryEntry::Metadata(format!("ARG {}", history.join(" "))));
+            }
+            Instruction::Env(env) => {
+                for pair in &env.pairs {
+                    set_var(&mut state.vars, &pair.key, &pair.value);
+                }
+                self.metadata(instruction, span, state)?;
+            }
+            Instruction::From(_) => {}
+            _ => self.metadata(instruction, span, state)?,
+        }
+        Ok(())
+    }
+
+    fn metadata(
+        &mut self,
+        instruction: &Instruction,
+        span: Span,
+        state: &mut StageState,
+    ) -> Result<(), CompileError> {
+        let history = state
+            .config
+            .apply(instruction)
+            .map_err(|source| CompileError::Config { source, span })?;
+        if let Some(history) = history {
+            state.history.push(HistoryEntry::Metadata(history));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn file_step(
+        &mut self,
+        op: BuildOp,
+        from: Option<NodeId>,
+        history: String,
+        name: String,
+        span: Span,
+        stage: &Stage,
+        index: usize,
+        state: &mut StageState,
+        skip_cache: bool,
+    ) -> Result<(), CompileError> {
+        let mut inputs = vec![state.node];
+        inputs.extend(from);
+        let node = self.add(op, inputs, &span, Some(name), stage, skip_cache)?;
+        self.position(node, stage, index);
+        state.node = node;
+        state.history.push(HistoryEntry::Layer(history));
+        Ok(())
+    }
+
+    fn run_op(&self, run: &Run, state: &StageState) -> Result<RunOp, CompileError> {
+        if !run.mounts.is_empty() {
+            return Err(CompileError::Unsupported {
+                message: "RUN --mount is not supported by kiln yet".to_string(),
+                span: run.span,
+            });
+        }
+        if run.security.is_some_and(|s| s.as_str() == "insecure") {
+            return Err(CompileError::Unsupported {
+                message: "RUN --security=insecure is not supported by kiln".to_string(),
+                span: run.span,
+            });
+        }
+        let command = match (&run.command, run.heredocs.as_slice()) {
+            (command, []) => command.clone(),
+            // BuildKit: a command that is just `<<EOF` runs the body as the shell's script;
+            // otherwise the heredocs are put back after the line for the shell to read.
+            (Command::Shell(line), [first, ..]) if is_heredoc_marker(line) => {
+                if first.content.starts_with("#!") {
+                    return Err(CompileError::Unsupported {
+                        message: "RUN with a heredoc script that starts with #! is not \
+                                  supported by kiln yet"
+                            .to_string(),
+                        span: run.span,
+                    });
+                }
+                Command::Shell(first.content.clone())
+            }
+            (Command::Shell(line), heredocs) => {
+                let mut full = line.clone();
+                for doc in heredocs {
+                    full.push('\n');
+                    full.push_str(&doc.content);
+                    full.push_str(&doc.name);
+                }
+                Command::Shell(full)
+            }
+            (Command::Exec(_), _) => run.command.clone(),
+        };
+        let mut env = state.config.env();
+        let mut seen: BTreeSet<String> = env
+            .iter()
+            .map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string())
+            .collect();
+        // The ARG/ENV scope, later entries winning; Env entries it does not name stay.
+        let mut scoped: Vec<String> = Vec::new();
+        for (key, value) in &state.vars {
+            if let Some(slot) = env
+                .iter_mut()
+                .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+            {
+                *slot = format!("{key}={value}");
+            } else if seen.insert(key.clone()) {
+                scoped.push(format!("{key}={value}"));
+            } else if let Some(slot) = scoped
+                .iter_mut()
+                .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+            {
+                *slot = format!("{key}={value}");
+            }
+        }
+        env.extend(scoped);
+        for (key, value) in &self.plan.resolved.proxy_env {
+            if seen.insert(key.clone()) {
+                env.push(format!("{key}={value}"));
+            }
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let network = match run.network {
+            Some(Network::None) => "none",
+            Some(Network::Host) => "host",
+            Some(Network::Default) | None => match self.options.network {
+                crate::runtime::Network::None => "none",
+                crate::runtime::Network::Host => "host",
+            },
+        };
+        Ok(RunOp {
+            args: state.config.argv(&command),
+            env,
+            cwd: state.config.working_dir(),
+            user: state.config.user(),
+            network: network.to_string(),
+        })
+    }
+
+    fn copy_op_for_add(
+        &mut self,
+        add: &Add,
+        stage: &Stage,
+        index: usize,
+        state: &StageState,
+    ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
+        if let Some(source) = add.sources.iter().find(|s| is_remote(s)) {
+            return Err(CompileError::Unsupported {
+                message: format!(
+                    "ADD {source}: kiln cannot fetch URLs or git repositories yet; download \
+                     the file into the build context and ADD it from there"
+                ),
+                span: add.span,
+            });
+        }
+        if add.checksum.is_some() {
+            return Err(CompileError::Unsupported {
+                message: "ADD --checksum is only for URL sources, which kiln cannot fetch yet"
+                    .to_string(),
+                span: add.span,
+            });
+        }
+        let copy = Copy {
+            sources: add.sources.clone(),
+            inline: add.inline.clone(),
+            dest: add.dest.clone(),
+            from: None,
+            from_span: None,
+            chown: add.chown.clone(),
+            chmod: add.chmod.clone(),
+            link: add.link,
+            parents: false,
+            exclude: add.exclude.clone(),
+            span: add.span,
+        };
+        // BuildKit unpacks local archives unless `--unpack=false`.
+        self.copy_op(&copy, add.unpack != Some(false), stage, index, state)
+    }
+
+    /// The op of a COPY (or of an ADD turned into one; `add` says whether archives unpack).
+    fn copy_op(
+        &mut self,
+        copy: &Copy,
+        add: bool,
+        stage: &Stage,
+        index: usize,
+        state: &StageState,
+    ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
+        if copy.parents {
+            return Err(CompileError::Unsupported {
+                message: "COPY --parents is not supported by kiln yet".to_string(),
+                span: copy.span,
+            });
+        }
+        let (from, input, context_paths) = match &copy.from {
+            None => {
+                let paths = self
+                    .plan
+                    .context_reads
+                    .iter()
+                    .find(|r| r.stage == stage.index && r.instruction == index)
+                    .map(|r| context_paths(&r.sources))
+                    .unwrap_or_default();
+                (CopyFrom::Context, None, paths)
+            }
+            Some(from) => (
+                CopyFrom::Input,
+                Some(self.node_for_from(from, copy.from_span.unwrap_or(copy.span), stage)?),
+                Vec::new(),
+            ),
+        };
+        Ok((
+            CopyOp {
+                from,
+                sources: copy.sources.clone(),
+                inline: copy.inline.clone(),
+                dest: copy.dest.clone(),
+                workdir: state.config.working_dir(),
+                chown: copy.chown.clone(),
+                chmod: copy.chmod.clone(),
+                add,
+                exclude: copy.exclude.clone(),
+                context_paths,
+            },
+            input,
+        ))
+    }
+
+    /// The node `--from=NAME` reads: a stage by name or index, else an image.
+    fn node_for_from(
+        &mut self,
+        from: &str,
+        span: Span,
+        stage: &Stage,
+    ) -> Result<NodeId, CompileError> {
+        let by_name = self
+            .plan
+            .resolved
+            .stage_by_name(from)
+            .map(|s| s.index)
+            .or_else(|| from.parse::<usize>().ok());
+        if let Some(index) = by_name
+            && index < stage.index
+        {
+            return self
+                .stages
+                .get(&index)
+                .map(|s| s.node)
+                .ok_or_else(|| CompileError::BadFrom {
+                    from: from.to_string(),
+                    span,
+                });
+        }
+        if self.options.images.contains_key(from) {
+            let (node, _) = self.image_state(from, span, stage)?;
+            return Ok(node);
+        }
+        Err(CompileError::BadFrom {
+            from: from.to_string(),
+            span,
+        })
+    }
+
+    /// Adds a node, remembering the first step that made it.
+    fn add(
+        &mut self,
+        op: BuildOp,
+        inputs: Vec<NodeId>,
+        span: &Span,
+        name: Option<String>,
+        stage: &Stage,
+        skip_cache: bool,
+    ) -> Result<NodeId, CompileError> {
+        let node = self
+            .graph
+            .add(op, inputs)
+            .map_err(|err| CompileError::Unsupported {
+                message: format!("internal error in kiln's op graph: {err}"),
+                span: *span,
+            })?;
+        if skip_cache {
+            self.no_cache.insert(node);
+        }
+        self.steps.entry(node).or_insert_with(|| Step {
+            name: name.unwrap_or_else(|| format!("[internal] step {node}")),
+            span: Some(*span),
+            stage: stage.index,
+            position: String::new(),
+        });
+        Ok(node)
+    }
+
+    fn position(&mut self, node: NodeId, stage: &Stage, index: usize) {
+        if let Some(step) = self.steps.get_mut(&node)
+            && step.position.is_empty()
+        {
+            step.position = format!(
+                "{}#{}#{index}",
+                self.options.dockerfile_name,
+                stage.display_name()
+            );
+        }
+    }
+}
+
+/// Whether an instruction becomes an op (and a numbered step).
+fn makes_op(instruction: &Instruction) -> bool {
+    matches!(
+        instruction,
+        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+    )
+}
+
+fn instruction_span(instruction: &Instruction) -> Span {
+    match instruction {
+        Instruction::From(i) => i.span,
+        Instruction::Run(i) => i.span,
+        Instruction::Cmd(i) => i.span,
+        Instruction::Entrypoint(i) => i.span,
+        Instruction::Shell(i) => i.span,
+        Instruction::Env(i) => i.span,
+        Instruction::Label(i) => i.span,
+        Instruction::Arg(i) => i.span,
+        Instruction::Expose(i) => i.span,
+        Instruction::Copy(i) => i.span,
+        Instruction::Add(i) => i.span,
+        Instruction::Workdir(i) => i.span,
+        Instruction::User(i) => i.span,
+        Instruction::Volume(i) => i.span,
+        Instruction::StopSignal(i) => i.span,
+        Instruction::Healthcheck(i) => i.span,
+        Instruction::Onbuild(i) => i.span,
+        Instruction::Maintainer(i) => i.span,
+    }
+}
+
+/// Sets `key` in the ordered variable list (later wins; the old entry is dropped).
+fn set_var(vars: &mut Vec<(String, String)>, key: &str, value: &str) {
+    vars.retain(|(k, _)| k != key);
+    vars.push((key.to_string(), value.to_string()));
+}
+
+/// BuildKit's `runCommandString`: the build args in scope (`|N K=V ...`) before the argv.
+fn run_history(args: &[String], stage: &Stage, index: usize) -> String {
+    let mut build_args: Vec<(String, String)> = Vec::new();
+    for instruction in stage.instructions.iter().take(index) {
+        if let Instruction::Arg(arg) = instruction {
+            for decl in &arg.args {
+                build_args.retain(|(k, _)| k != &decl.name);
+                build_args.push((decl.name.clone(), decl.default.clone().unwrap_or_default()));
+            }
+        }
+    }
+    let mut words: Vec<String> = Vec::new();
+    if !build_args.is_empty() {
+        words.push(format!("|{}", build_args.len()));
+        words.extend(build_args.iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    words.extend(args.iter().cloned());
+    words.join(" ")
+}
+
+/// BuildKit's COPY/ADD history line.
+fn copy_history(
+    keyword: &str,
+    chown: &Option<String>,
+    chmod: &Option<String>,
+    op: &CopyOp,
+) -> String {
+    let mut line = keyword.to_string();
+    if let Some(chown) = chown {
+        line.push_str(&format!(" --chown={chown}"));
+    }
+    if let Some(chmod) = chmod {
+        line.push_str(&format!(" --chmod={chmod}"));
+    }
+    for source in &op.sources {
+        line.push(' ');
+        line.push_str(source);
+    }
+    for inline in &op.inline {
+        line.push_str(&format!(" <<{}", inline.name));
+    }
+    line.push(' ');
+    line.push_str(&op.dest);
+    line + " # buildkit"
+}
+
+/// Every context path the sources read, sorted, without duplicates.
+fn context_paths(sources: &[SourceMatch]) -> Vec<String> {
+    let mut paths: Vec<String> = sources
+        .iter()
+        .flat_map(|s| s.paths.iter().cloned())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// `<<EOF`, `<<-EOF`, `<<"EOF"`: a command that is only a heredoc.
+fn is_heredoc_marker(line: &str) -> bool {
+    let Some(rest) = line.trim().strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let name = rest.trim_matches(|c| c == '"' || c == '\'');
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+}
+
+/// ADD sources kiln cannot read locally.
+fn is_remote(source: &str) -> bool {
+    source.starts_with("http://")
+        || source.starts_with("https://")
+        || source.starts_with("git@")
+        || source.starts_with("git://")
+}
+
+/// The image config's architecture for this machine (Go's GOARCH names).
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        "riscv64" => "riscv64",
+        other => other,
+    }
+}

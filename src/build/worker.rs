@@ -1,0 +1,379 @@
+//! The solver's worker for build ops: cache keys from op digests and context checksums, cache
+//! lookups in the store's records, and running RUN/COPY/ADD/WORKDIR through the executor.
+
+use super::ops::{BuildOp, CopyFrom, CopyOp, MkdirOp, RunOp, Step};
+use super::progress::{BuildEvent, LogStream, Progress};
+use crate::cache::{
+    CacheError, CacheRecords, ContentSum, Digest, KeyParts, StatCache, checksum_paths,
+};
+use crate::context::BuildContext;
+use crate::executor::copy::{CopyError, CopyRequest, CopySource, copy, mkdir};
+use crate::executor::layer::{LayerCommitError, StagedUpper, commit};
+use crate::executor::run::{RunStep, RunStepError, run_step};
+use crate::image::archive::{ArchiveError, ensure_snapshot};
+use crate::image::store::{LayerInfo, Store, StoreError, StoredImage};
+use crate::runtime::container::MAX_LAYER_BYTES;
+use crate::runtime::{Network, user};
+use crate::solver::{Cancel, NodeId, Worker};
+use oci_spec::image::MediaType;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What an op leaves: the layer stack of its filesystem, base first, and for every
+/// filesystem op since the stack's source whether it added a layer (an op whose diff is empty
+/// adds none; its history entry is then an empty layer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub layers: Vec<SnapshotLayer>,
+    pub added: Vec<bool>,
+}
+
+/// One layer of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotLayer {
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub diff_id: Digest,
+}
+
+impl SnapshotLayer {
+    fn from_info(layer: &LayerInfo) -> SnapshotLayer {
+        SnapshotLayer {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: layer.media_type.to_string(),
+            diff_id: layer.diff_id.clone(),
+        }
+    }
+
+    /// The store's view of the layer.
+    pub fn info(&self) -> LayerInfo {
+        LayerInfo {
+            digest: self.digest.clone(),
+            size: self.size,
+            media_type: MediaType::from(self.media_type.as_str()),
+            diff_id: self.diff_id.clone(),
+        }
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Run(#[from] RunStepError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Layer(#[from] LayerCommitError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("WORKDIR {path}: {reason}")]
+    Workdir { path: String, reason: String },
+    #[error("the step has no input filesystem (an internal error in kiln's op graph)")]
+    MissingInput,
+    #[error("COPY reads the build context, but the build has none")]
+    NoContext,
+    #[error("the step was canceled")]
+    Canceled,
+}
+
+/// Runs build ops for the solver.
+pub struct BuildWorker {
+    pub store: Store,
+    pub records: CacheRecords,
+    pub stat_cache: StatCache,
+    pub context: Option<Arc<BuildContext>>,
+    pub images: BTreeMap<String, StoredImage>,
+    pub steps: Vec<Step>,
+    pub progress: Arc<dyn Progress>,
+    pub explain: bool,
+    /// What went into each node's key, kept to remember it after the step ran.
+    pub key_parts: Mutex<BTreeMap<NodeId, KeyParts>>,
+    /// `--explain-cache`: why each missed step missed.
+    pub explanations: Mutex<BTreeMap<NodeId, Vec<String>>>,
+}
+
+impl BuildWorker {
+    fn parts(&self, node: NodeId) -> Option<KeyParts> {
+        self.key_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
+    }
+
+    fn position(&self, node: NodeId) -> Option<&str> {
+        self.steps
+            .get(node)
+            .map(|s| s.position.as_str())
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The snapshot directories of `snapshot`, unpacked when missing, TOP-MOST FIRST.
+    fn lower_dirs(&self, snapshot: &Snapshot) -> Result<Vec<PathBuf>, StepError> {
+        let mut dirs = Vec::with_capacity(snapshot.layers.len());
+        for layer in &snapshot.layers {
+            let (dir, _) = ensure_snapshot(&self.store, &layer.info(), MAX_LAYER_BYTES)?;
+            dirs.push(dir);
+        }
+        dirs.reverse();
+        Ok(dirs)
+    }
+
+    /// Commits the staged upper as the op's layer on top of `parent`.
+    fn finish(
+        &self,
+        node: NodeId,
+        key: &Digest,
+        parent: &Snapshot,
+        staged: StagedUpper,
+    ) -> Result<Snapshot, StepError> {
+        let layer = commit(&self.store, staged)?;
+        let mut snapshot = parent.clone();
+        snapshot.added.push(layer.is_some());
+        snapshot
+            .layers
+            .extend(layer.as_ref().map(SnapshotLayer::from_info));
+        self.records.put(key, &snapshot)?;
+        if let (Some(position), Some(parts)) = (self.position(node), self.parts(node)) {
+            self.records.remember(position, &parts)?;
+        }
+        Ok(snapshot)
+    }
+
+    fn image_snapshot(&self, name: &str) -> Snapshot {
+        let layers = self
+            .images
+            .get(name)
+            .map(|image| image.layers.iter().map(SnapshotLayer::from_info).collect())
+            .unwrap_or_default();
+        Snapshot {
+            layers,
+            added: Vec::new(),
+        }
+    }
+
+    fn run(
+        &self,
+        node: NodeId,
+        op: &RunOp,
+        parent: &Snapshot,
+        key: &Digest,
+        cancel: &Cancel,
+    ) -> Result<Snapshot, StepError> {
+        let lowers = self.lower_dirs(parent)?;
+        let staged = StagedUpper::new(&self.store)?;
+        let step = RunStep {
+            args: op.args.clone(),
+            env: op.env.clone(),
+            cwd: op.cwd.clone(),
+            user: op.user.clone(),
+            network: if op.network == "none" {
+                Network::None
+            } else {
+                Network::Host
+            },
+            hostname: "buildkitsandbox".to_string(),
+            mounts: Vec::new(),
+        };
+        let progress = self.progress.clone();
+        let on_line = move |stream: LogStream, line: &str| {
+            progress.event(BuildEvent::Log {
+                step: node,
+                stream,
+                line: line.to_string(),
+            });
+        };
+        run_step(&self.store, &lowers, &staged, &step, &on_line, cancel)?;
+        self.finish(node, key, parent, staged)
+    }
+
+    fn copy(
+        &self,
+        node: NodeId,
+        op: &CopyOp,
+        inputs: &[Snapshot],
+        key: &Digest,
+        cancel: &Cancel,
+    ) -> Result<Snapshot, StepError> {
+        let parent = inputs.first().ok_or(StepError::MissingInput)?;
+        let lowers = self.lower_dirs(parent)?;
+        let staged = StagedUpper::new(&self.store)?;
+        let request = CopyRequest {
+            sources: op.sources.clone(),
+            inline: op.inline.clone(),
+            dest: op.dest.clone(),
+            workdir: op.workdir.clone(),
+            chown: op.chown.clone(),
+            chmod: op.chmod.clone(),
+            add: op.add,
+            exclude: op.exclude.clone(),
+        };
+        match op.from {
+            CopyFrom::Context => {
+                let context = self.context.as_deref().ok_or(StepError::NoContext)?;
+                let source = CopySource::Context { context };
+                copy(&request, &source, &lowers, staged.upper(), cancel)?;
+            }
+            CopyFrom::Input => {
+                let from = inputs.get(1).ok_or(StepError::MissingInput)?;
+                let from_dirs = self.lower_dirs(from)?;
+                let source = CopySource::Layers { layers: &from_dirs };
+                copy(&request, &source, &lowers, staged.upper(), cancel)?;
+            }
+        }
+        if cancel.is_cancelled() {
+            return Err(StepError::Canceled);
+        }
+        self.finish(node, key, parent, staged)
+    }
+
+    fn mkdir(
+        &self,
+        node: NodeId,
+        op: &MkdirOp,
+        parent: &Snapshot,
+        key: &Digest,
+    ) -> Result<Snapshot, StepError> {
+        let lowers = self.lower_dirs(parent)?;
+        let owner = if op.user.is_empty() {
+            None
+        } else {
+            let read = |path: &str| {
+                user::read_image_file(&lowers, path, 1 << 20).map_err(|err| StepError::Workdir {
+                    path: op.path.clone(),
+                    reason: err.to_string(),
+                })
+            };
+            let passwd = read("/etc/passwd")?;
+            let group = read("/etc/group")?;
+            let resolved =
+                user::resolve(&op.user, passwd.as_deref(), group.as_deref()).map_err(|err| {
+                    StepError::Workdir {
+                        path: op.path.clone(),
+                        reason: err.to_string(),
+                    }
+                })?;
+            Some((resolved.uid, resolved.gid))
+        };
+        let staged = StagedUpper::new(&self.store)?;
+        mkdir(&op.path, owner, &lowers, staged.upper())?;
+        self.finish(node, key, parent, staged)
+    }
+}
+
+impl Worker for BuildWorker {
+    type Op = BuildOp;
+    type Output = Arc<Snapshot>;
+    type Error = StepError;
+
+    fn cache_key(
+        &self,
+        node: NodeId,
+        op: &BuildOp,
+        op_digest: &Digest,
+        input_keys: &[Digest],
+    ) -> Result<Digest, StepError> {
+        let content: Option<ContentSum> = match op {
+            BuildOp::Copy(copy) if copy.from == CopyFrom::Context => {
+                let context = self.context.as_deref().ok_or(StepError::NoContext)?;
+                Some(checksum_paths(
+                    context.root(),
+                    &copy.context_paths,
+                    &self.stat_cache,
+                )?)
+            }
+            _ => None,
+        };
+        let parts = KeyParts {
+            op: op_digest.clone(),
+            inputs: input_keys.to_vec(),
+            content,
+        };
+        let key = parts.key();
+        self.key_parts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, parts);
+        Ok(key)
+    }
+
+    fn lookup(
+        &self,
+        node: NodeId,
+        op: &BuildOp,
+        key: &Digest,
+    ) -> Result<Option<Arc<Snapshot>>, StepError> {
+        match op {
+            // Sources need no work: the image is in the store, scratch is empty.
+            BuildOp::Scratch => return Ok(Some(Arc::new(Snapshot::default_empty()))),
+            BuildOp::Image { name, .. } => return Ok(Some(Arc::new(self.image_snapshot(name)))),
+            _ => {}
+        }
+        let found: Option<Snapshot> = self.records.get(key)?;
+        // A record is usable only while every blob it names is in the store (a prune may
+        // have collected them); a snapshot directory can always be unpacked again from its blob.
+        let usable = found.filter(|s| {
+            s.layers
+                .iter()
+                .all(|l| self.store.blobs().contains(&l.digest))
+        });
+        if usable.is_none()
+            && self.explain
+            && let (Some(position), Some(parts)) = (self.position(node), self.parts(node))
+        {
+            let reasons = self.records.explain(position, &parts);
+            self.explanations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(node, reasons);
+        }
+        Ok(usable.map(Arc::new))
+    }
+
+    fn run(
+        &self,
+        node: NodeId,
+        op: &BuildOp,
+        key: &Digest,
+        inputs: &[Arc<Snapshot>],
+        cancel: &Cancel,
+    ) -> Result<Arc<Snapshot>, StepError> {
+        let inputs: Vec<Snapshot> = inputs.iter().map(|s| s.as_ref().clone()).collect();
+        let parent = inputs.first();
+        let snapshot = match op {
+            BuildOp::Scratch => Snapshot::default_empty(),
+            BuildOp::Image { name, .. } => self.image_snapshot(name),
+            BuildOp::Run(run) => self.run(
+                node,
+                run,
+                parent.ok_or(StepError::MissingInput)?,
+                key,
+                cancel,
+            )?,
+            BuildOp::Copy(copy) => self.copy(node, copy, &inputs, key, cancel)?,
+            BuildOp::Mkdir(dir) => {
+                self.mkdir(node, dir, parent.ok_or(StepError::MissingInput)?, key)?
+            }
+        };
+        Ok(Arc::new(snapshot))
+    }
+}
+
+impl Snapshot {
+    /// The empty filesystem.
+    pub fn default_empty() -> Snapshot {
+        Snapshot {
+            layers: Vec::new(),
+            added: Vec::new(),
+        }
+    }
+}

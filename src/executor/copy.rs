@@ -1,0 +1,934 @@
+//! COPY, ADD and WORKDIR: file operations with Docker's (BuildKit's) semantics, written into the
+//! empty `upper` directory of a new layer over the target's lowers (see [`target`] for how writes
+//! stay inside `upper`, and [`crate::executor::union`] for how the layers are read).
+//!
+//! The rules, checked against BuildKit (frontend/dockerfile/dockerfile2llb `dispatchCopy`,
+//! solver/llbsolver/file `docopy`, `unpack` and `applyRootArchive`, tonistiigi/fsutil
+//! copy/copy.go and mkdir.go):
+//!
+//! - Sources are cleaned and confined to their root (`../x` is `x`, `/x` is the root's `x`).
+//!   Wildcards are Go's `filepath.Match` per path segment; a wildcard that matches nothing copies
+//!   nothing (BuildKit's `AllowEmptyWildcard`). Context sources come from
+//!   [`BuildContext::select_sources`], so `.dockerignore`d files are never read.
+//! - A source that is itself a symlink is followed (`FollowSymlinks`), inside its root: a context
+//!   link to `/etc/passwd` means the context's `etc/passwd`, and is "not found" when the context
+//!   has none (BuildKit resolves it with `fs.RootPath` in the transferred context). Symlinks inside
+//!   a copied directory are copied as links, never followed.
+//! - A directory source copies its contents (`CopyDirContentsOnly`). The destination is joined to
+//!   the WORKDIR when relative; it is a directory when it ends in `/` (or is `.`), or when several
+//!   sources (after wildcard expansion, heredocs included) are copied. A file copied onto an
+//!   existing directory (symlinks followed) goes inside it.
+//! - Missing parent directories (fsutil `MkdirAll`) are created 0755 and owned by the `--chown`
+//!   user (root without it); existing ones are left as they are.
+//! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for context files (the
+//!   build client resets it) and the source's for `--from`, unless `--chown`. `--chmod` applies to
+//!   every copied file and directory ([`mode`]). A copied directory gets its source's attributes
+//!   when it is below the copied root; the destination directory itself is left as it was.
+//! - A file over an existing directory is fsutil's "cannot replace to directory ... with file",
+//!   a directory over an existing file "cannot copy to non-directory". Files linked together in
+//!   the source are linked together in the copy.
+//! - `--chown` names are looked up in the TARGET image's `/etc/passwd` and `/etc/group`; a user
+//!   without a group gets their primary group, a numeric user without a group gets the same
+//!   number as gid (BuildKit's `readUser`).
+//! - `ADD` extracts a local tar archive (plain, gzip, bzip2, xz or zstd, recognised by content, not
+//!   name) into the destination directory ([`archive`]); URLs and git sources are not supported
+//!   yet.
+//! - `--exclude` patterns (patternmatcher syntax) are matched against paths relative to each
+//!   copied directory, and against the matched path for a wildcard source.
+//!
+//! Where kiln differs from BuildKit, the item that differs says why.
+
+mod archive;
+mod mode;
+mod target;
+
+use crate::context::dockerignore::{SegmentGlob, clean};
+use crate::context::{BuildContext, ContextError, Dockerignore, DockerignoreError};
+use crate::executor::union::{
+    FileKind, Found, MergedDir, Metadata, Node, UnionError, UnionFs, display,
+};
+use crate::parser::instruction::InlineFile;
+use crate::runtime::user::{self, UserError};
+use crate::solver::Cancel;
+use mode::Chmod;
+use nix::sys::stat::SFlag;
+use nix::sys::time::TimeSpec;
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use target::{Attributes, DestDir, Target};
+
+/// The most bytes of `/etc/passwd` or `/etc/group` read for `--chown`.
+const MAX_USER_FILE: u64 = 1 << 20;
+
+/// Where a COPY/ADD reads from.
+#[derive(Debug, Clone, Copy)]
+pub enum CopySource<'a> {
+    /// The build context, with its `.dockerignore` applied.
+    Context { context: &'a BuildContext },
+    /// `COPY --from`: a stage or image, as its snapshot directories, top first.
+    Layers { layers: &'a [PathBuf] },
+}
+
+/// One COPY/ADD step.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyRequest {
+    /// The sources, after word expansion.
+    pub sources: Vec<String>,
+    /// Heredoc files (`COPY <<EOF /x`), already expanded.
+    pub inline: Vec<InlineFile>,
+    /// The destination as written (after word expansion).
+    pub dest: String,
+    /// The WORKDIR a relative destination is joined to.
+    pub workdir: String,
+    /// `--chown=user[:group]`, names resolved in the target image.
+    pub chown: Option<String>,
+    /// `--chmod`: octal or symbolic.
+    pub chmod: Option<String>,
+    /// ADD: extract local tar archives.
+    pub add: bool,
+    /// `--exclude` patterns.
+    pub exclude: Vec<String>,
+}
+
+/// What a copy wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Non-directory entries written (files, links, symlinks, nodes).
+    pub files: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+/// Why a file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A context source names nothing left in the context (Docker's wording).
+    #[error(
+        "COPY failed: file not found in build context or excluded by .dockerignore: stat {source_path}: file does not exist"
+    )]
+    NotInContext {
+        /// The source as written.
+        source_path: String,
+    },
+    /// A `--from` source names nothing in the stage or image.
+    #[error("COPY failed: {source_path:?} not found in the --from stage or image")]
+    NotInSource {
+        /// The source as written.
+        source_path: String,
+    },
+    /// The context could not be matched against a source.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// A source wildcard is malformed.
+    #[error("bad COPY/ADD source pattern {source_path:?}: {reason}")]
+    BadSourcePattern {
+        /// The source as written.
+        source_path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// COPY of a URL or git repository (BuildKit's message).
+    #[error("source can't be a {what} for COPY: {source_path}; use ADD")]
+    RemoteForCopy {
+        /// `URL` or `git ref`.
+        what: &'static str,
+        /// The source as written.
+        source_path: String,
+    },
+    /// ADD of a URL or git repository, which kiln does not do yet.
+    #[error(
+        "ADD from a {what} is not supported yet: {source_path}; fetch it into the build context and ADD the local copy"
+    )]
+    RemoteUnsupported {
+        /// `URL` or `git repository`.
+        what: &'static str,
+        /// The source as written.
+        source_path: String,
+    },
+    /// A bad `--chmod` value (BuildKit's message).
+    #[error("{0}")]
+    BadChmod(String),
+    /// A `--chown` value that is not `user[:group]`.
+    #[error("invalid --chown value {value:?}: {reason}")]
+    BadChown {
+        /// The value as written.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A `--chown` user or group the target image does not know, or its files cannot be read.
+    #[error("--chown={value}: {source}")]
+    Chown {
+        /// The value as written.
+        value: String,
+        /// Why it could not be resolved.
+        source: UserError,
+    },
+    /// A bad `--exclude` pattern.
+    #[error("bad --exclude pattern: {0}")]
+    Exclude(#[from] DockerignoreError),
+    /// A heredoc whose name cannot be a file name.
+    #[error("heredoc name {name:?} cannot be used as a file name")]
+    BadInlineName {
+        /// The heredoc name.
+        name: String,
+    },
+    /// A directory copied where a non-directory is (fsutil's message).
+    #[error("cannot copy to non-directory: {path}")]
+    NotADirectory {
+        /// The destination path.
+        path: String,
+    },
+    /// A directory needed where a non-directory is (fsutil `MkdirAll`'s ENOTDIR).
+    #[error("mkdir {path}: not a directory")]
+    MkdirNotADirectory {
+        /// The path that is not a directory.
+        path: String,
+    },
+    /// A non-directory copied where a directory is (fsutil's message).
+    #[error("cannot replace to directory {path} with file")]
+    ReplaceDirectory {
+        /// The destination path.
+        path: String,
+    },
+    /// A name that a layer would read as a whiteout.
+    #[error(
+        "cannot create {path}: a name starting with .wh. would read as a whiteout in the layer; rename it"
+    )]
+    WhiteoutName {
+        /// The destination path.
+        path: String,
+    },
+    /// A character device 0/0, which a snapshot reads as a whiteout.
+    #[error(
+        "cannot create {path}: a character device 0/0 is an overlay whiteout and would delete the path from the image"
+    )]
+    WhiteoutDevice {
+        /// The destination path.
+        path: String,
+    },
+    /// An ADD archive entry that cannot be extracted.
+    #[error("ADD failed: archive {archive}: entry {entry:?}: {reason}")]
+    Archive {
+        /// The archive source as written.
+        archive: String,
+        /// The entry's path (lossy UTF-8).
+        entry: String,
+        /// Why.
+        reason: String,
+    },
+    /// An ADD archive that cannot be read (corrupt compression or tar).
+    #[error("ADD failed: cannot read archive {archive}: {source}")]
+    ArchiveRead {
+        /// The archive source as written.
+        archive: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Reading the source or target layers failed.
+    #[error(transparent)]
+    Union(#[from] UnionError),
+    /// A file operation on the destination failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The destination path.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The build was cancelled.
+    #[error("copy cancelled")]
+    Cancelled,
+}
+
+/// Runs a COPY or ADD: reads `request.sources` (and heredocs) from `source` and writes them into
+/// `upper`, resolving the destination in the target image `lowers` (top first) with `upper` on
+/// top. `cancel` is checked between files.
+pub fn copy(
+    request: &CopyRequest,
+    source: &CopySource<'_>,
+    lowers: &[PathBuf],
+    upper: &Path,
+    cancel: &Cancel,
+) -> Result<CopyStats, CopyError> {
+    for source_path in &request.sources {
+        refuse_remote(source_path, request.add)?;
+    }
+    let chmod = request
+        .chmod
+        .as_deref()
+        .map(Chmod::parse)
+        .transpose()
+        .map_err(CopyError::BadChmod)?;
+    let chown = request
+        .chown
+        .as_deref()
+        .map(|value| resolve_chown(value, lowers))
+        .transpose()?;
+    let exclude = Dockerignore::from_patterns(&request.exclude)?;
+    let (tree, from_context) = match source {
+        CopySource::Context { context } => {
+            let allowed = context.files().into_iter().map(str::to_string).collect();
+            (
+                UnionFs::filtered(context.root().to_path_buf(), allowed)?,
+                true,
+            )
+        }
+        CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false),
+    };
+    let mut matches = Vec::new();
+    for source_path in &request.sources {
+        let found = match source {
+            CopySource::Context { context } => select_in_context(context, source_path)?,
+            CopySource::Layers { .. } => select_in_layers(&tree, source_path)?,
+        };
+        matches.extend(found.into_iter().filter(|m| {
+            // A wildcard match is itself subject to --exclude (`COPY --exclude=*.txt hom* /d/`).
+            !(has_wildcards(source_path)
+                && std::str::from_utf8(&m.path).is_ok_and(|p| exclude.is_excluded(p)))
+        }));
+    }
+    let dest = Dest::new(
+        &request.dest,
+        &request.workdir,
+        matches.len() + request.inline.len() > 1,
+    );
+    let mut copier = Copier {
+        target: Target::new(lowers, upper)?,
+        tree: &tree,
+        from_context,
+        chmod,
+        chown,
+        exclude,
+        cancel,
+        stats: CopyStats::default(),
+        links: HashMap::new(),
+    };
+    for found in &matches {
+        copier.copy_match(found, &dest, request.add)?;
+    }
+    for file in &request.inline {
+        copier.copy_inline(file, &dest)?;
+    }
+    copier.target.finish()?;
+    Ok(copier.stats)
+}
+
+/// WORKDIR: `mkdir -p path` (absolute) in the target `lowers` with `upper` on top, following the
+/// image's symlinks inside it. Nothing is written when the directory exists; missing directories
+/// are created 0755 and owned by `chown` (BuildKit creates them as the current USER) or root.
+pub fn mkdir(
+    path: &str,
+    chown: Option<(u32, u32)>,
+    lowers: &[PathBuf],
+    upper: &Path,
+) -> Result<(), CopyError> {
+    let mut target = Target::new(lowers, upper)?;
+    let components = target.resolve(&clean(&format!("/{path}")), true)?;
+    target.mkdir_all(&components, chown.unwrap_or((0, 0)))?;
+    target.finish()
+}
+
+/// One source path to copy: relative to the source root, `/`-joined (empty for the root).
+#[derive(Debug)]
+struct Match {
+    /// The source as written, for messages.
+    source: String,
+    path: Vec<u8>,
+}
+
+impl Match {
+    /// The name a file source gets inside a destination directory: its own last component (a
+    /// link's name, not its target's).
+    fn base_name(&self) -> OsString {
+        let last = self.path.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        OsString::from_vec(last.to_vec())
+    }
+}
+
+/// The destination: cleaned, absolute, and whether it must be a directory.
+#[derive(Debug)]
+struct Dest {
+    path: String,
+    dir: bool,
+}
+
+impl Dest {
+    /// BuildKit's `pathRelativeToWorkingDir`: a relative destination is joined to the WORKDIR,
+    /// `.` and a trailing `/` (kept through cleaning) mean a directory.
+    fn new(dest: &str, workdir: &str, several_sources: bool) -> Dest {
+        let dir = several_sources
+            || dest.is_empty()
+            || dest == "."
+            || dest.ends_with('/')
+            || dest.ends_with("/.");
+        let joined = if dest.starts_with('/') {
+            dest.to_string()
+        } else {
+            format!("/{workdir}/{dest}")
+        };
+        Dest {
+            path: clean(&joined),
+            dir,
+        }
+    }
+
+    /// The directory above the destination (`/` for `/`).
+    fn parent(&self) -> &str {
+        match self.path.rsplit_once('/') {
+            Some(("", _)) | None => "/",
+            Some((parent, _)) => parent,
+        }
+    }
+}
+
+/// A file's (device, inode).
+type Inode = (u64, u64);
+
+/// The state of one copy.
+struct Copier<'a> {
+    target: Target,
+    tree: &'a UnionFs,
+    from_context: bool,
+    chmod: Option<Chmod>,
+    chown: Option<(u32, u32)>,
+    exclude: Dockerignore,
+    cancel: &'a Cancel,
+    stats: CopyStats,
+    /// Source files with several links: (device, inode) in the source to the path of the first
+    /// copy and its (device, inode) in `upper`.
+    links: HashMap<Inode, (Vec<OsString>, Inode)>,
+}
+
+impl Copier<'_> {
+    fn check_cancel(&self) -> Result<(), CopyError> {
+        if self.cancel.is_cancelled() {
+            return Err(CopyError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// The owner of directories made on the way to the destination.
+    fn new_dir_owner(&self) -> (u32, u32) {
+        self.chown.unwrap_or((0, 0))
+    }
+
+    /// The attributes a copy of a source file with `meta` gets.
+    fn attributes(&self, meta: &Metadata, xattrs: Vec<(CString, Vec<u8>)>) -> Attributes {
+        let (uid, gid) = self.chown.unwrap_or(if self.from_context {
+            (0, 0)
+        } else {
+            (meta.uid, meta.gid)
+        });
+        let mode = match &self.chmod {
+            Some(chmod) if meta.kind != FileKind::Symlink => {
+                chmod.apply(meta.mode, meta.kind == FileKind::Dir)
+            }
+            _ => meta.mode,
+        };
+        Attributes {
+            uid,
+            gid,
+            mode,
+            xattrs,
+            mtime: Some(TimeSpec::new(meta.mtime, meta.mtime_nsec)),
+        }
+    }
+
+    fn not_found(&self, found: &Match) -> CopyError {
+        if self.from_context {
+            CopyError::NotInContext {
+                source_path: found.source.clone(),
+            }
+        } else {
+            CopyError::NotInSource {
+                source_path: found.source.clone(),
+            }
+        }
+    }
+
+    fn copy_match(&mut self, found: &Match, dest: &Dest, add: bool) -> Result<(), CopyError> {
+        self.check_cancel()?;
+        let resolved = self.tree.resolve_components(&[], &found.path, true)?;
+        match self.tree.walk(&resolved)? {
+            Found::Missing => Err(self.not_found(found)),
+            Found::Node(node) => {
+                if add
+                    && node.meta.kind == FileKind::File
+                    && archive::is_archive(self.tree.open_node(&node)?)
+                {
+                    // BuildKit's `unpack`: the destination is a directory, made as `MkdirAll`.
+                    let dst = self.target.resolve(&dest.path, true)?;
+                    self.target.mkdir_all(&dst, self.new_dir_owner())?;
+                    let file = self.tree.open_node(&node)?;
+                    return archive::extract(self, file, &found.source, &dst);
+                }
+                let (dir, name) = self.file_destination(dest, found.base_name())?;
+                self.copy_node(&node, &dir, &name)
+            }
+            Found::Dir(dir, _) => {
+                self.ensure_dest_parent(dest)?;
+                let dst = self.target.resolve(&dest.path, true)?;
+                match self.target.lookup(&dst)? {
+                    Found::Node(_) => {
+                        return Err(CopyError::NotADirectory {
+                            path: display(&dst),
+                        });
+                    }
+                    Found::Missing => self.target.mkdir_all(&dst, self.new_dir_owner())?,
+                    Found::Dir(..) => {}
+                }
+                let dst = self.target.dest_dir(&dst)?;
+                self.copy_children(&dir, Path::new(""), &dst)
+            }
+        }
+    }
+
+    /// fsutil `Copy`: the destination's parent (the destination itself when it must be a
+    /// directory) is made first.
+    fn ensure_dest_parent(&mut self, dest: &Dest) -> Result<(), CopyError> {
+        let ensure = if dest.dir {
+            dest.path.as_str()
+        } else {
+            dest.parent()
+        };
+        let components = self.target.resolve(ensure, true)?;
+        self.target.mkdir_all(&components, self.new_dir_owner())
+    }
+
+    /// Where a file named `base_name` goes: inside the destination when that is a directory
+    /// (symlinks followed), else the destination itself. Returns its directory, ready for
+    /// writing, and its name.
+    fn file_destination(
+        &mut self,
+        dest: &Dest,
+        base_name: OsString,
+    ) -> Result<(DestDir, OsString), CopyError> {
+        self.ensure_dest_parent(dest)?;
+        let mut dst = self.target.resolve(&dest.path, true)?;
+        if matches!(self.target.lookup(&dst)?, Found::Dir(..)) {
+            dst.push(base_name);
+        }
+        let Some((name, parent)) = dst.split_last() else {
+            return Err(CopyError::ReplaceDirectory {
+                path: "/".to_string(),
+            });
+        };
+        self.target.mkdir_all(parent, self.new_dir_owner())?;
+        let dir = self.target.dest_dir(parent)?;
+        Ok((dir, name.clone()))
+    }
+
+    /// Copies the entries of the source directory `src` (at `rel` below the copied root) into
+    /// `dst`.
+    fn copy_children(
+        &mut self,
+        src: &MergedDir,
+        rel: &Path,
+        dst: &DestDir,
+    ) -> Result<(), CopyError> {
+        for child in self.tree.children(src)? {
+            self.check_cancel()?;
+            let rel = rel.join(&child.name);
+            if self.excluded(&rel, child.meta.kind == FileKind::Dir) {
+                continue;
+            }
+            match self.tree.lookup_in(src, &child.name)? {
+                Found::Dir(sub, meta) => {
+                    let attributes = self.attributes(&meta, self.tree.dir_xattrs(&sub)?);
+                    let owner = (attributes.uid, attributes.gid);
+                    let (sub_dst, _) =
+                        self.target
+                            .child_dir(dst, &child.name, attributes.mode, owner, false)?;
+                    self.copy_children(&sub, &rel, &sub_dst)?;
+                    self.target.set_dir_attributes(&sub_dst, &attributes)?;
+                }
+                Found::Node(node) => self.copy_node(&node, dst, &child.name)?,
+                // Removed since the listing.
+                Found::Missing => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `--exclude` leaves `rel` out. An excluded directory is still entered when an
+    /// exception (`!pattern`) may re-include something below it; kiln then creates the
+    /// directory even if nothing inside is re-included (BuildKit creates it only if something
+    /// is).
+    fn excluded(&self, rel: &Path, is_dir: bool) -> bool {
+        let Some(rel) = rel.to_str() else {
+            return false;
+        };
+        if self.exclude.is_empty() || !self.exclude.is_excluded(rel) {
+            return false;
+        }
+        !(is_dir && self.exclude.exception_may_reach_below(rel))
+    }
+
+    /// Copies the non-directory `node` to `name` in `dst`.
+    fn copy_node(&mut self, node: &Node, dst: &DestDir, name: &OsStr) -> Result<(), CopyError> {
+        self.check_cancel()?;
+        self.target.clear_for_file(dst, name, false)?;
+        let meta = node.meta;
+        let attributes = self.attributes(&meta, self.tree.node_xattrs(node)?);
+        match meta.kind {
+            FileKind::File => {
+                let key = (meta.dev, meta.ino);
+                if meta.nlink > 1
+                    && let Some((first, inode)) = self.links.get(&key)
+                    && self.target.hardlink(dst, name, first, *inode)?
+                {
+                    self.stats.files += 1;
+                    return Ok(());
+                }
+                let mut file = self.tree.open_node(node)?;
+                let (bytes, inode) = self.target.write_file(dst, name, &mut file, &attributes)?;
+                self.stats.bytes += bytes;
+                if meta.nlink > 1 {
+                    let mut path = dst.components().to_vec();
+                    path.push(name.to_os_string());
+                    self.links.insert(key, (path, inode));
+                }
+            }
+            FileKind::Symlink => {
+                let link = self.tree.read_link(node)?;
+                self.target.symlink(dst, name, &link, &attributes)?;
+            }
+            FileKind::Fifo => self
+                .target
+                .node(dst, name, SFlag::S_IFIFO, 0, &attributes)?,
+            FileKind::CharDevice => {
+                self.target
+                    .node(dst, name, SFlag::S_IFCHR, meta.rdev, &attributes)?;
+            }
+            FileKind::BlockDevice => {
+                self.target
+                    .node(dst, name, SFlag::S_IFBLK, meta.rdev, &attributes)?;
+            }
+            // A socket has no content to copy, and layers leave sockets out.
+            FileKind::Socket | FileKind::Dir => return Ok(()),
+        }
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// A heredoc file: BuildKit makes it with `Mkfile(name, 0644, data)` (owned by root, the
+    /// time of the build) and copies it like a file source.
+    fn copy_inline(&mut self, file: &InlineFile, dest: &Dest) -> Result<(), CopyError> {
+        self.check_cancel()?;
+        let cleaned = clean(&format!("/{}", file.name));
+        let base = cleaned.rsplit('/').next().unwrap_or_default();
+        if base.is_empty() {
+            return Err(CopyError::BadInlineName {
+                name: file.name.clone(),
+            });
+        }
+        let (dir, name) = self.file_destination(dest, OsString::from(base))?;
+        self.target.clear_for_file(&dir, &name, false)?;
+        let (uid, gid) = self.new_dir_owner();
+        let mode = self.chmod.as_ref().map_or(0o644, |c| c.apply(0o644, false));
+        let attributes = Attributes {
+            uid,
+            gid,
+            mode,
+            xattrs: Vec::new(),
+            mtime: None,
+        };
+        let mut content = file.content.as_bytes();
+        let (bytes, _) = self
+            .target
+            .write_file(&dir, &name, &mut content, &attributes)?;
+        self.stats.files += 1;
+        self.stats.bytes += bytes;
+        Ok(())
+    }
+}
+
+/// BuildKit's `containsWildcards`: an unescaped `*`, `?` or `[`.
+fn has_wildcards(source: &str) -> bool {
+    let mut bytes = source.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' => {
+                bytes.next();
+            }
+            b'*' | b'?' | b'[' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The context paths a source names (`.` is the root), or none for a wildcard that matches
+/// nothing.
+fn select_in_context(context: &BuildContext, source: &str) -> Result<Vec<Match>, CopyError> {
+    match context.select_sources(std::slice::from_ref(&source.to_string())) {
+        Ok(selected) => Ok(selected
+            .into_iter()
+            .flat_map(|s| s.roots)
+            .map(|root| Match {
+                source: source.to_string(),
+                path: if root == "." {
+                    Vec::new()
+                } else {
+                    root.into_bytes()
+                },
+            })
+            .collect()),
+        Err(ContextError::SourceNotFound { .. }) if has_wildcards(source) => Ok(Vec::new()),
+        Err(ContextError::SourceNotFound { source_path }) => {
+            Err(CopyError::NotInContext { source_path })
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The paths a `--from` source names in its layers: cleaned and confined like a context source;
+/// from the first segment with a wildcard on, each segment is matched against the names in the
+/// directories matched so far (fsutil `ResolveWildcards`: the part before it is resolved with
+/// symlinks followed, matched symlinks are not descended). A literal source is returned as is
+/// and checked when it is copied.
+fn select_in_layers(tree: &UnionFs, source: &str) -> Result<Vec<Match>, CopyError> {
+    let cleaned = clean(&format!("/{source}"));
+    let rel = cleaned.trim_start_matches('/');
+    let segments: Vec<&str> = if rel.is_empty() {
+        Vec::new()
+    } else {
+        rel.split('/').collect()
+    };
+    let Some(first_wild) = segments.iter().position(|s| has_wildcards(s)) else {
+        return Ok(vec![Match {
+            source: source.to_string(),
+            path: rel.as_bytes().to_vec(),
+        }]);
+    };
+    let (literal, wild) = segments.split_at(first_wild);
+    let base = tree.resolve_components(&[], literal.join("/").as_bytes(), true)?;
+    let Found::Dir(base_dir, _) = tree.walk(&base)? else {
+        return Ok(Vec::new());
+    };
+    let mut current = vec![(base_dir, join_components(&base))];
+    let mut matched = Vec::new();
+    for (index, segment) in wild.iter().enumerate() {
+        let glob = SegmentGlob::new(segment).map_err(|reason| CopyError::BadSourcePattern {
+            source_path: source.to_string(),
+            reason,
+        })?;
+        let last = index + 1 == wild.len();
+        let mut next = Vec::new();
+        for (dir, path) in &current {
+            for child in tree.children(dir)? {
+                if !child.name.to_str().is_some_and(|name| glob.matches(name)) {
+                    continue;
+                }
+                let mut child_path = path.clone();
+                if !child_path.is_empty() {
+                    child_path.push(b'/');
+                }
+                child_path.extend_from_slice(child.name.as_bytes());
+                if last {
+                    matched.push(child_path);
+                } else if let Found::Dir(sub, _) = tree.lookup_in(dir, &child.name)? {
+                    next.push((sub, child_path));
+                }
+            }
+        }
+        current = next;
+    }
+    matched.sort();
+    Ok(matched
+        .into_iter()
+        .map(|path| Match {
+            source: source.to_string(),
+            path,
+        })
+        .collect())
+}
+
+fn join_components(components: &[OsString]) -> Vec<u8> {
+    components
+        .iter()
+        .map(|c| c.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+/// COPY of a URL or git repository is an error (as in BuildKit); ADD of one is not supported yet.
+fn refuse_remote(source: &str, add: bool) -> Result<(), CopyError> {
+    let lower = source.to_ascii_lowercase();
+    let http = lower.starts_with("http://") || lower.starts_with("https://");
+    let git = lower.starts_with("git@")
+        || lower.starts_with("git://")
+        || lower.starts_with("ssh://")
+        || (http && (lower.ends_with(".git") || lower.contains(".git#")));
+    let what = match (git, http) {
+        (true, _) => ("git ref", "git repository"),
+        (false, true) => ("URL", "URL"),
+        (false, false) => return Ok(()),
+    };
+    Err(if add {
+        CopyError::RemoteUnsupported {
+            what: what.1,
+            source_path: source.to_string(),
+        }
+    } else {
+        CopyError::RemoteForCopy {
+            what: what.0,
+            source_path: source.to_string(),
+        }
+    })
+}
+
+/// Resolves `--chown=user[:group]` against the target image's `/etc/passwd` and `/etc/group`
+/// (BuildKit's `readUser`): a numeric user without a group gets the same number as gid, a named
+/// user their primary group. BuildKit gives an unknown name uid or gid 0; kiln refuses it (as
+/// `docker build` without BuildKit did), since a typo would otherwise give root the files.
+fn resolve_chown(value: &str, lowers: &[PathBuf]) -> Result<(u32, u32), CopyError> {
+    let (user_part, group_part) = match value.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (value, None),
+    };
+    if user_part.is_empty() || group_part == Some("") {
+        return Err(CopyError::BadChown {
+            value: value.to_string(),
+            reason: "expected user[:group] with neither part empty".to_string(),
+        });
+    }
+    let numeric = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    let chown_error = |source| CopyError::Chown {
+        value: value.to_string(),
+        source,
+    };
+    if group_part.is_none() && numeric(user_part) {
+        let id = user_part
+            .parse::<u32>()
+            .ok()
+            .filter(|id| *id <= user::MAX_ID)
+            .ok_or_else(|| {
+                chown_error(UserError::OutOfRange {
+                    kind: "uid",
+                    value: user_part.to_string(),
+                })
+            })?;
+        return Ok((id, id));
+    }
+    let passwd =
+        user::read_image_file(lowers, "/etc/passwd", MAX_USER_FILE).map_err(chown_error)?;
+    let group = user::read_image_file(lowers, "/etc/group", MAX_USER_FILE).map_err(chown_error)?;
+    let resolved =
+        user::resolve(value, passwd.as_deref(), group.as_deref()).map_err(chown_error)?;
+    Ok((resolved.uid, resolved.gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_join_the_workdir_and_know_when_they_are_directories() {
+        for (dest, workdir, several, path, dir) in [
+            ("/x", "/", false, "/x", false),
+            ("/x/", "/", false, "/x", true),
+            ("x", "/app", false, "/app/x", false),
+            ("x/", "app", false, "/app/x", true),
+            (".", "/app", false, "/app", true),
+            ("", "/app", false, "/app", true),
+            ("sub/.", "/app", false, "/app/sub", true),
+            ("../../x", "/app", false, "/x", false),
+            ("/x", "/", true, "/x", true),
+            ("/", "/", false, "/", true),
+        ] {
+            let got = Dest::new(dest, workdir, several);
+            assert_eq!(
+                (got.path.as_str(), got.dir),
+                (path, dir),
+                "{dest:?} in {workdir:?}"
+            );
+        }
+        assert_eq!(Dest::new("/a/b", "/", false).parent(), "/a");
+        assert_eq!(Dest::new("/a", "/", false).parent(), "/");
+        assert_eq!(Dest::new("/", "/", false).parent(), "/");
+    }
+
+    #[test]
+    fn wildcards_are_unescaped_stars_question_marks_and_classes() {
+        for (source, wild) in [
+            ("a.txt", false),
+            ("*.txt", true),
+            ("a?c", true),
+            ("[ab]", true),
+            ("dir/*/x", true),
+            ("lit\\*", false),
+            ("lit\\[x]", false),
+            ("", false),
+        ] {
+            assert_eq!(has_wildcards(source), wild, "{source:?}");
+        }
+    }
+
+    #[test]
+    fn remote_sources_are_refused_with_the_right_words() {
+        for (source, add, expected) in [
+            (
+                "https://x.org/f.tgz",
+                false,
+                Some("source can't be a URL for COPY"),
+            ),
+            (
+                "http://x.org/f",
+                true,
+                Some("ADD from a URL is not supported yet"),
+            ),
+            (
+                "git@github.com:o/r.git",
+                true,
+                Some("ADD from a git repository"),
+            ),
+            (
+                "https://github.com/o/r.git",
+                false,
+                Some("source can't be a git ref for COPY"),
+            ),
+            (
+                "https://github.com/o/r.git#main",
+                true,
+                Some("ADD from a git repository"),
+            ),
+            ("ssh://host/repo", true, Some("ADD from a git repository")),
+            ("httpfile.txt", true, None),
+            ("dir/https://x", false, None),
+        ] {
+            let got = refuse_remote(source, add).err().map(|e| e.to_string());
+            match expected {
+                None => assert!(got.is_none(), "{source}: {got:?}"),
+                Some(words) => assert!(
+                    got.as_deref().is_some_and(|m| m.contains(words)),
+                    "{source}: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn chown_values_need_a_user_and_numeric_users_need_no_image_files() {
+        let no_image: &[PathBuf] = &[];
+        assert_eq!(resolve_chown("1000", no_image).unwrap(), (1000, 1000));
+        assert_eq!(resolve_chown("0", no_image).unwrap(), (0, 0));
+        assert_eq!(resolve_chown("10:20", no_image).unwrap(), (10, 20));
+        for bad in ["", ":", "app:", ":grp"] {
+            assert!(matches!(
+                resolve_chown(bad, no_image),
+                Err(CopyError::BadChown { .. })
+            ));
+        }
+        assert!(matches!(
+            resolve_chown("4294967295", no_image),
+            Err(CopyError::Chown { .. })
+        ));
+    }
+}

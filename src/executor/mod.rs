@@ -1,0 +1,9 @@
+//! The executor: what each build op does to the file system. RUN steps run in the runtime's
+//! sandbox ([`run`]); COPY, ADD and WORKDIR write through a union view of the layers
+//! ([`copy`], [`union`]); the changes become a layer without copying ([`layer`]).
+
+pub mod copy;
+pub mod layer;
+pub mod run;
+pub mod stubs;
+pub mod union;
