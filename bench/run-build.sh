@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# Image builds side by side: `kiln build` vs BuildKit (the peer dockerd's, DOCKER_BUILDKIT=1) vs
+# `buildah bud`, one hyperfine run per scenario with the three tools in it, and a summary table
+# (kiln's time as a fraction of BuildKit's next to the issue's targets) written into BENCHMARKS.md
+# between the build-bench markers.
+#
+#   S1  30 `RUN echo $i > /f$i` steps, cold
+#   S2  a generated 20,000-file / 230 MB context, `COPY . /ctx` + one RUN, cold
+#   S3  S2 rebuilt with nothing changed (warm cache)
+#   S4  S2 with one file changed (the prepare step rewrites `changing.txt` before every run)
+#   S5  four independent stages each hashing 600 MB of zeros, then a final stage copying the four
+#       results (`COPY --from=`), cold
+#
+# Every scenario starts from the same base, identical for all tools: `FROM scratch`,
+# `COPY busybox /bin/busybox` (Debian's busybox-static, copied into each context) and
+# `RUN ["/bin/busybox","--install","-s","/bin"]`. What hyperfine measures is the wall time of the
+# whole build command: reading and sending/hashing the context, every step (the base steps too;
+# cached in S3 and S4), exporting the layers and tagging the image.
+#
+# Cold means an empty cache before every timed run: kiln gets a fresh `--root`; BuildKit loses its
+# whole build cache (`docker builder prune -af`) and the image; buildah, which runs on a private
+# storage root under WORK so that no one else's images are touched, loses every image in it
+# (`buildah rmi -af`: its `--layers` cache is those intermediate images). Warm means the same
+# cache across runs; an untimed build fills it, and the logged build below (itself a warm build)
+# is the warm-up, so hyperfine needs no --warmup of its own.
+#
+# Before hyperfine, each tool builds the scenario once with its output logged to
+# RESULTS/SN-TOOL.log (`--progress plain`, for where the time goes). A tool whose logged build fails
+# is left out of that scenario's hyperfine run, and the failure is shown in the table.
+#
+# Needs root, hyperfine, python3, /bin/busybox; the peers come from ../shared/peers:
+#   ../shared/peers/start-peers.sh docker buildah
+# A tool that is absent is skipped with a notice.
+#
+#   [RUNS=3] [SCENARIOS="S1 S2 S3 S4 S5"] [KILN=build|skip|PATH] [BUILDKIT=auto|skip]
+#   [BUILDAH=auto|skip] [WORK=/var/tmp/kiln-bench-build] [RESULTS=DIR] [UPDATE=1|0] [KEEP=0|1]
+#   bench/run-build.sh
+#
+# KILN=build (the default) runs `cargo build --release` and uses target/release/kiln; a path uses
+# that binary. UPDATE=0 leaves BENCHMARKS.md alone. KEEP=1 keeps the tools' caches and images at
+# the end (the generated context under WORK is always kept, and reused while the generator is
+# unchanged).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+RUNS=${RUNS:-3}
+SCENARIOS=${SCENARIOS:-S1 S2 S3 S4 S5}
+KILN=${KILN:-build}
+BUILDKIT=${BUILDKIT:-auto}
+BUILDAH=${BUILDAH:-auto}
+WORK=${WORK:-/var/tmp/kiln-bench-build}
+RESULTS=${RESULTS:-$WORK/results/$(date +%Y%m%dT%H%M%S)}
+UPDATE=${UPDATE:-1}
+KEEP=${KEEP:-0}
+
+notice() { echo "run-build: $*" >&2; }
+die() { notice "$*"; exit 2; }
+
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
+read -r -a scenarios <<<"$SCENARIOS"
+[[ ${#scenarios[@]} -gt 0 ]] || die "SCENARIOS is empty; give some of: S1 S2 S3 S4 S5"
+for scenario in "${scenarios[@]}"; do
+  [[ $scenario =~ ^S[1-5]$ ]] || die "unknown scenario '$scenario' (S1 S2 S3 S4 S5)"
+done
+command -v hyperfine >/dev/null || die "hyperfine is missing: apt-get install hyperfine"
+[[ -x /bin/busybox ]] || die "/bin/busybox is missing: apt-get install busybox-static"
+mkdir -p "$WORK" "$RESULTS"
+RESULTS=$(cd "$RESULTS" && pwd)
+
+# --- tools -------------------------------------------------------------------------------------
+tools=()
+kiln=
+case $KILN in
+skip) notice "kiln skipped (KILN=skip)" ;;
+build)
+  if cargo build --release --quiet; then kiln=$repo/target/release/kiln
+  else notice "kiln skipped: cargo build --release failed"; fi
+  ;;
+*) kiln=$KILN ;;
+esac
+if [[ -n $kiln ]]; then
+  if [[ ! -x $kiln ]]; then
+    notice "kiln skipped: $kiln is not an executable"; kiln=
+  elif ! help=$("$kiln" build --help 2>&1) || [[ $help != *--network* || $help != *--progress* ]]; then
+    notice "kiln skipped: '$kiln build --help' shows no --network/--progress (kiln build not there yet?)"; kiln=
+  else
+    tools+=(kiln)
+  fi
+fi
+
+# The 20.10 client that comes with the peer dockerd: it drives BuildKit itself, where a newer
+# client elsewhere on PATH wants a buildx plugin that is not installed.
+docker=/usr/bin/docker
+export DOCKER_HOST=${DOCKER_HOST:-unix:///var/tmp/kiln-peers/docker.sock}
+export DOCKER_BUILDKIT=1
+if [[ $BUILDKIT == skip ]]; then
+  notice "BuildKit skipped (BUILDKIT=skip)"
+elif [[ ! -x $docker ]] || ! "$docker" version >/dev/null 2>&1; then
+  notice "BuildKit skipped: no dockerd at $DOCKER_HOST (start it: ../shared/peers/start-peers.sh docker buildah)"
+else
+  tools+=(buildkit)
+fi
+
+buildah_store=$WORK/buildah
+buildah=(buildah --root "$buildah_store/root" --runroot "$buildah_store/run")
+if [[ $BUILDAH == skip ]]; then
+  notice "buildah skipped (BUILDAH=skip)"
+elif ! command -v buildah >/dev/null; then
+  notice "buildah skipped: not installed (../shared/peers/start-peers.sh docker buildah)"
+else
+  tools+=(buildah)
+fi
+[[ ${#tools[@]} -gt 0 ]] || die "no tool to measure"
+
+# --- contexts ----------------------------------------------------------------------------------
+base='FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox","--install","-s","/bin"]'
+
+# context DIR: a directory with busybox in it (Dockerfile written by the caller).
+context() {
+  mkdir -p "$1"
+  cmp -s /bin/busybox "$1/busybox" || cp /bin/busybox "$1/busybox"
+}
+
+big_context() {
+  local dir=$WORK/ctx/big stamp
+  stamp=$(sha256sum <"$repo/bench/gen-context.py")
+  if [[ ! -f $WORK/ctx/big.stamp || $(cat "$WORK/ctx/big.stamp") != "$stamp" ]]; then
+    notice "generating the 20,000-file context in $dir"
+    rm -rf --one-file-system "$dir" "$WORK/ctx/big.stamp"
+    python3 "$repo/bench/gen-context.py" "$dir/files"
+    echo "$stamp" >"$WORK/ctx/big.stamp"
+  fi
+  context "$dir"
+  printf '%s\nCOPY . /ctx\nRUN find /ctx -type f | wc -l > /count\n' "$base" >"$dir/Dockerfile"
+  echo "$dir"
+}
+
+# scenario_context SN: prints the scenario's context directory, ready.
+scenario_context() {
+  local dir=$WORK/ctx/$1
+  case $1 in
+  S1)
+    context "$dir"
+    { echo "$base"; for i in $(seq 1 30); do echo "RUN echo $i > /f$i"; done; } >"$dir/Dockerfile"
+    echo "$dir"
+    ;;
+  S2 | S3 | S4) big_context ;;
+  S5)
+    context "$dir"
+    {
+      echo "${base/FROM scratch/FROM scratch AS base}"
+      # Distinct output names keep the four RUNs distinct steps (BuildKit merges identical ones).
+      for i in 1 2 3 4; do printf 'FROM base AS hash%s\nRUN head -c 600000000 /dev/zero | sha256sum > /h%s\n' "$i" "$i"; done
+      echo "FROM scratch"
+      for i in 1 2 3 4; do echo "COPY --from=hash$i /h$i /h$i"; done
+    } >"$dir/Dockerfile"
+    echo "$dir"
+    ;;
+  esac
+}
+
+# --- commands ----------------------------------------------------------------------------------
+q() { printf '%q' "$1"; }
+kiln_root() { echo "$WORK/kiln-root/$1"; }
+
+# build_command TOOL SN CONTEXT
+build_command() {
+  local tag=bench${2#S}
+  case $1 in
+  kiln) echo "$(q "$kiln") --root $(q "$(kiln_root "$2")") build -t $tag --network host --progress plain $(q "$3")" ;;
+  buildkit) echo "$docker build --network host --progress plain -t $tag $(q "$3")" ;;
+  buildah) echo "$(printf '%q ' "${buildah[@]}")bud --isolation chroot --storage-driver overlay --layers -t $tag $(q "$3")" ;;
+  esac
+}
+
+# cold_prepare TOOL SN: empties the tool's cache.
+cold_prepare() {
+  case $1 in
+  kiln) echo "rm -rf --one-file-system $(q "$(kiln_root "$2")")" ;;
+  buildkit) echo "$docker builder prune -af >/dev/null && { $docker rmi -f bench${2#S} >/dev/null 2>&1 || true; }" ;;
+  buildah) echo "$(printf '%q ' "${buildah[@]}")rmi -af >/dev/null 2>&1 || true" ;;
+  esac
+}
+
+name_of() {
+  case $1 in kiln) echo kiln ;; buildkit) echo BuildKit ;; buildah) echo buildah ;; esac
+}
+
+# --- run ---------------------------------------------------------------------------------------
+cleanup() {
+  [[ $KEEP == 1 ]] && return 0
+  rm -rf --one-file-system "$WORK/kiln-root" || notice "could not remove $WORK/kiln-root"
+  if [[ " ${tools[*]} " == *" buildkit "* ]]; then
+    for n in 1 2 3 4 5; do "$docker" rmi -f "bench$n" >/dev/null 2>&1 || true; done
+    "$docker" builder prune -af >/dev/null 2>&1 || true
+  fi
+  if [[ " ${tools[*]} " == *" buildah "* ]]; then
+    "${buildah[@]}" rmi -af >/dev/null 2>&1 || true
+    rm -rf --one-file-system "$buildah_store" || notice "could not remove $buildah_store"
+  fi
+}
+trap cleanup EXIT
+
+meta=$RESULTS/meta.tsv
+{
+  command="RUNS=$RUNS SCENARIOS=\"${scenarios[*]}\""
+  [[ $KILN == build ]] || command+=" KILN=$KILN"
+  [[ $BUILDKIT == auto ]] || command+=" BUILDKIT=$BUILDKIT"
+  [[ $BUILDAH == auto ]] || command+=" BUILDAH=$BUILDAH"
+  printf 'command\t%s bench/run-build.sh\n' "$command"
+  printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+  printf 'machine\t%s cores (%s), %s GiB, Linux %s\n' "$(nproc)" \
+    "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \
+    "$(awk '/^MemTotal/ {printf "%.0f", $2 / 1048576}' /proc/meminfo)" "$(uname -r)"
+  printf 'load_start\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+  printf 'runs\t%s\n' "$RUNS"
+  printf 'tools\t%s\n' "${tools[*]}"
+  if [[ -n $kiln ]]; then
+    printf 'version_kiln\tkiln %s (commit %s%s), release build\n' \
+      "$("$kiln" --version 2>/dev/null | awk '{print $NF}' || echo '?')" "$(git rev-parse --short HEAD)" \
+      "$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ', with uncommitted changes')"
+  fi
+  if [[ " ${tools[*]} " == *" buildkit "* ]]; then
+    printf 'version_buildkit\tdockerd %s (its embedded BuildKit), client %s\n' \
+      "$("$docker" version --format '{{.Server.Version}}')" "$("$docker" version --format '{{.Client.Version}}')"
+  fi
+  if [[ " ${tools[*]} " == *" buildah "* ]]; then printf 'version_buildah\t%s\n' "$(buildah --version)"; fi
+  printf 'version_hyperfine\t%s\n' "$(hyperfine --version)"
+  printf 'version_busybox\t%s\n' "$(/bin/busybox | head -1 | sed 's/ multi-call binary.*//')"
+  for tool in "${tools[@]}"; do
+    printf 'cmd_%s\t%s\n' "$tool" "$(build_command "$tool" SN CONTEXT)"
+    printf 'prepare_%s\t%s\n' "$tool" "$(cold_prepare "$tool" SN)"
+  done
+} >"$meta"
+
+for scenario in "${scenarios[@]}"; do
+  ctx=$(scenario_context "$scenario")
+  warm=0
+  [[ $scenario == S3 || $scenario == S4 ]] && warm=1
+  change="date +%s%N > $(q "$ctx/files/changing.txt")"
+  # A warm scenario starts from an empty cache, filled by the logged build below.
+  rm -rf --one-file-system "$(kiln_root "$scenario")"
+  args=(--runs "$RUNS" --export-json "$RESULTS/$scenario.json" --export-markdown "$RESULTS/$scenario.md")
+  measured=()
+  for tool in "${tools[@]}"; do
+    cmd=$(build_command "$tool" "$scenario" "$ctx")
+    case $scenario in
+    S3) prepare=true ;;
+    S4) prepare=$change ;;
+    *) prepare=$(cold_prepare "$tool" "$scenario") ;;
+    esac
+    log=$RESULTS/$scenario-$tool.log
+    notice "$scenario $(name_of "$tool"): logged build -> $log"
+    : >"$log"
+    # Warm scenarios: a first build fills the cache; the logged one is a warm (S3) or
+    # one-file-changed (S4) build like the timed ones, and the warm-up for them.
+    if [[ $warm == 1 ]]; then bash -c "$cmd" >>"$log" 2>&1 || true; fi
+    start=$(date +%s.%N)
+    if bash -c "$prepare" && bash -c "$cmd" >>"$log" 2>&1; then
+      awk -v start="$start" -v end="$(date +%s.%N)" 'BEGIN { printf "\n# wall time %.2f s\n", end - start }' >>"$log"
+      measured+=("$tool")
+      args+=(--prepare "$prepare" -n "$(name_of "$tool")" "$cmd")
+    else
+      status=$?
+      notice "$scenario $(name_of "$tool") FAILED (exit $status): $cmd"
+      tail -n 20 "$log" >&2
+      printf '%s\t%s\t%s\t%s\n' "$tool" "$status" "$cmd" "$log" >>"$RESULTS/$scenario.failed"
+    fi
+  done
+  if [[ ${#measured[@]} -gt 0 ]]; then
+    hyperfine "${args[@]}"
+  fi
+done
+printf 'load_end\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$meta"
+
+report=("$RESULTS")
+[[ $UPDATE == 1 ]] && report+=("$repo/BENCHMARKS.md")
+python3 "$repo/bench/build-report.py" "${report[@]}"
+notice "results (hyperfine JSON and markdown, build logs) in $RESULTS"
