@@ -36,21 +36,12 @@
 #
 #   [RUNS=3] [SCENARIOS="S1 S2 S3 S4 S5"] [KILN=build|skip|PATH] [BUILDKIT=auto|skip]
 #   [BUILDAH=auto|skip] [WORK=/var/tmp/kiln-bench-build] [RESULTS=DIR] [UPDATE=1|0] [KEEP=0|1]
-#   [SETTLE=0|SECONDS] bench/run-build.sh
+#   bench/run-build.sh
 #
 # KILN=build (the default) runs `cargo build --release` and uses target/release/kiln; a path uses
 # that binary. UPDATE=0 leaves BENCHMARKS.md alone. KEEP=1 keeps the tools' caches and images at
 # the end (the generated context under WORK is always kept, and reused while the generator is
 # unchanged).
-#
-# SETTLE=61 waits (untimed) after every cold prepare and before every hyperfine run, after a
-# sync, until files deleted just before are 61 s old. On ext4 without a journal (this VM's
-# disk) the inode allocator skips every inode freed in the last 60 s (fs/ext4/ialloc.c,
-# recently_deleted(), RECENTCY_MIN; 300 s more while the inode table block is dirty, hence the
-# sync), reading its inode table block each time, so creating 20,000 files soon after 20,000 were
-# deleted nearby costs seconds of system time: which tool pays depends on where the files land,
-# not on the tool. The default, 0, is the plain protocol; SETTLE=61 makes S2 take about
-# 12 minutes longer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -64,15 +55,11 @@ WORK=${WORK:-/var/tmp/kiln-bench-build}
 RESULTS=${RESULTS:-$WORK/results/$(date +%Y%m%dT%H%M%S)}
 UPDATE=${UPDATE:-1}
 KEEP=${KEEP:-0}
-SETTLE=${SETTLE:-0}
 
 notice() { echo "run-build: $*" >&2; }
 die() { notice "$*"; exit 2; }
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
-[[ $SETTLE =~ ^[0-9]+$ ]] || die "SETTLE must be a number of seconds, not '$SETTLE'"
-settle=
-[[ $SETTLE == 0 ]] || settle="sync && sleep $SETTLE"
 read -r -a scenarios <<<"$SCENARIOS"
 [[ ${#scenarios[@]} -gt 0 ]] || die "SCENARIOS is empty; give some of: S1 S2 S3 S4 S5"
 for scenario in "${scenarios[@]}"; do
@@ -225,7 +212,6 @@ meta=$RESULTS/meta.tsv
   [[ $KILN == build ]] || command+=" KILN=$KILN"
   [[ $BUILDKIT == auto ]] || command+=" BUILDKIT=$BUILDKIT"
   [[ $BUILDAH == auto ]] || command+=" BUILDAH=$BUILDAH"
-  [[ $SETTLE == 0 ]] || command+=" SETTLE=$SETTLE"
   printf 'command\t%s bench/run-build.sh\n' "$command"
   printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
   printf 'machine\t%s cores (%s), %s GiB, Linux %s\n' "$(nproc)" \
@@ -249,7 +235,7 @@ meta=$RESULTS/meta.tsv
   printf 'version_busybox\t%s\n' "$(/bin/busybox | head -1 | sed 's/ multi-call binary.*//')"
   for tool in "${tools[@]}"; do
     printf 'cmd_%s\t%s\n' "$tool" "$(build_command "$tool" SN CONTEXT)"
-    printf 'prepare_%s\t%s\n' "$tool" "$(cold_prepare "$tool" SN)${settle:+ && $settle}"
+    printf 'prepare_%s\t%s\n' "$tool" "$(cold_prepare "$tool" SN)"
   done
 } >"$meta"
 
@@ -274,7 +260,7 @@ for scenario in "${scenarios[@]}"; do
     case $scenario in
     S3) prepare=true ;;
     S4) prepare=$change ;;
-    *) prepare="$(cold_prepare "$tool" "$scenario")${settle:+ && $settle}" ;;
+    *) prepare=$(cold_prepare "$tool" "$scenario") ;;
     esac
     log=$RESULTS/$scenario-$tool.log
     notice "$scenario $(name_of "$tool"): logged build -> $log"
@@ -302,7 +288,6 @@ for scenario in "${scenarios[@]}"; do
       args+=(--prepare "${prepares[$tool]}" -n "$(name_of "$tool")"
         "${commands[$tool]} >$(q "$RESULTS/$scenario-$tool.last.log") 2>&1")
     done
-    if [[ -n $settle ]]; then bash -c "$settle"; fi
     hyperfine "${args[@]}" && break
     rm -f "$RESULTS/$scenario.json" "$RESULTS/$scenario.md" # hyperfine leaves them empty
     failing=$(cd "$RESULTS" && for tool in "${measured[@]}"; do echo "$scenario-$tool.last.log"; done |
