@@ -95,7 +95,8 @@ def section(results):
             elif key in failed:
                 status, command, log = failed[key]
                 cells.append("failed")
-                notes.append(f"- {scenario}, {name}: `{command}` exited with {status}; log `{log}`.")
+                outcome = "failed in two timed runs" if status == "?" else f"exited with {status}"
+                notes.append(f"- {scenario}, {name}: `{command}` {outcome}; log `{log}`.")
             elif key in tools:
                 cells.append("?")
             else:
@@ -108,7 +109,13 @@ def section(results):
             ratio_cell, met = "n/a", "n/a"
         target_cell = "no slower (≤ 1)" if target == 1.0 else f"≤ 1/{round(1 / target)}"
         lines.append(f"| {scenario} | {what} | {' | '.join(cells)} | {ratio_cell} | {target_cell} | {met} |")
-    lines += ["", "Commands (N = scenario number, SN its name, CONTEXT its directory):", ""]
+    lines += [
+        "",
+        "Commands (N = scenario number, SN its name, CONTEXT its directory; output of the timed "
+        "runs to a log file). Warm scenarios have no prepare (S3) or rewrite "
+        "`CONTEXT/files/changing.txt` (S4).",
+        "",
+    ]
     for key, name in TOOLS:
         if f"cmd_{key}" in meta:
             lines.append(f"- {name}: `{meta[f'cmd_{key}']}`; cold prepare: `{meta[f'prepare_{key}']}`")

@@ -26,7 +26,9 @@
 #
 # Before hyperfine, each tool builds the scenario once with its output logged to
 # RESULTS/SN-TOOL.log (`--progress plain`, for where the time goes). A tool whose logged build fails
-# is left out of that scenario's hyperfine run, and the failure is shown in the table.
+# is left out of that scenario's hyperfine run, and the failure is shown in the table. So is a
+# tool whose timed build fails twice (buildah 1.28 fails now and then with "Close_Fd sealing memfd
+# copy: Device or resource busy"); after its first failure the scenario runs again.
 #
 # Needs root, hyperfine, python3, /bin/busybox; the peers come from ../shared/peers:
 #   ../shared/peers/start-peers.sh docker buildah
@@ -219,8 +221,9 @@ meta=$RESULTS/meta.tsv
   printf 'runs\t%s\n' "$RUNS"
   printf 'tools\t%s\n' "${tools[*]}"
   if [[ -n $kiln ]]; then
-    printf 'version_kiln\tkiln %s (commit %s%s), release build\n' \
-      "$("$kiln" --version 2>/dev/null | awk '{print $NF}' || echo '?')" "$(git rev-parse --short HEAD)" \
+    printf 'version_kiln\tkiln %s (%s, commit %s%s)\n' \
+      "$("$kiln" --version 2>/dev/null | awk '{print $NF}' || echo '?')" \
+      "$([[ $KILN == build ]] && echo "release build of this tree" || echo "$kiln")" "$(git rev-parse --short HEAD)" \
       "$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ', with uncommitted changes')"
   fi
   if [[ " ${tools[*]} " == *" buildkit "* ]]; then
@@ -236,6 +239,13 @@ meta=$RESULTS/meta.tsv
   done
 } >"$meta"
 
+# record_failure SN TOOL STATUS COMMAND LOG: one line of RESULTS/SN.failed, shown in the table.
+record_failure() {
+  notice "$1 $(name_of "$2") FAILED (exit $3): $4"
+  tail -n 20 "$5" >&2
+  printf '%s\t%s\t%s\t%s\n' "$2" "$3" "$4" "$5" >>"$RESULTS/$1.failed"
+}
+
 for scenario in "${scenarios[@]}"; do
   ctx=$(scenario_context "$scenario")
   warm=0
@@ -243,7 +253,7 @@ for scenario in "${scenarios[@]}"; do
   change="date +%s%N > $(q "$ctx/files/changing.txt")"
   # A warm scenario starts from an empty cache, filled by the logged build below.
   rm -rf --one-file-system "$(kiln_root "$scenario")"
-  args=(--runs "$RUNS" --export-json "$RESULTS/$scenario.json" --export-markdown "$RESULTS/$scenario.md")
+  declare -A prepares=() commands=()
   measured=()
   for tool in "${tools[@]}"; do
     cmd=$(build_command "$tool" "$scenario" "$ctx")
@@ -262,17 +272,41 @@ for scenario in "${scenarios[@]}"; do
     if bash -c "$prepare" && bash -c "$cmd" >>"$log" 2>&1; then
       awk -v start="$start" -v end="$(date +%s.%N)" 'BEGIN { printf "\n# wall time %.2f s\n", end - start }' >>"$log"
       measured+=("$tool")
-      args+=(--prepare "$prepare" -n "$(name_of "$tool")" "$cmd")
+      prepares[$tool]=$prepare
+      commands[$tool]=$cmd
     else
-      status=$?
-      notice "$scenario $(name_of "$tool") FAILED (exit $status): $cmd"
-      tail -n 20 "$log" >&2
-      printf '%s\t%s\t%s\t%s\n' "$tool" "$status" "$cmd" "$log" >>"$RESULTS/$scenario.failed"
+      record_failure "$scenario" "$tool" $? "$cmd" "$log"
     fi
   done
-  if [[ ${#measured[@]} -gt 0 ]]; then
-    hyperfine "${args[@]}"
-  fi
+  # A timed run that fails stops hyperfine. Each command's output goes to SN-TOOL.last.log
+  # (overwritten by every run), so the newest of those names the tool that failed: its first
+  # failure gets the scenario run again, its second leaves it out of the scenario.
+  failed_once=()
+  while [[ ${#measured[@]} -gt 0 ]]; do
+    args=(--runs "$RUNS" --export-json "$RESULTS/$scenario.json" --export-markdown "$RESULTS/$scenario.md")
+    for tool in "${measured[@]}"; do
+      args+=(--prepare "${prepares[$tool]}" -n "$(name_of "$tool")"
+        "${commands[$tool]} >$(q "$RESULTS/$scenario-$tool.last.log") 2>&1")
+    done
+    hyperfine "${args[@]}" && break
+    rm -f "$RESULTS/$scenario.json" "$RESULTS/$scenario.md" # hyperfine leaves them empty
+    failing=$(cd "$RESULTS" && for tool in "${measured[@]}"; do echo "$scenario-$tool.last.log"; done |
+      { xargs ls -t 2>/dev/null || true; } | head -1 | sed "s/^$scenario-//; s/\.last\.log\$//")
+    [[ -n $failing ]] || die "$scenario: hyperfine failed before any build ran"
+    if [[ " ${failed_once[*]} " == *" $failing "* ]]; then
+      log=$RESULTS/$scenario-$failing.failed.log
+      cp "$RESULTS/$scenario-$failing.last.log" "$log"
+      record_failure "$scenario" "$failing" "?" "${commands[$failing]}" "$log"
+      remaining=()
+      for tool in "${measured[@]}"; do [[ $tool == "$failing" ]] || remaining+=("$tool"); done
+      measured=("${remaining[@]}")
+    else
+      notice "$scenario: a timed $(name_of "$failing") build failed; running the scenario again"
+      tail -n 5 "$RESULTS/$scenario-$failing.last.log" >&2
+      failed_once+=("$failing")
+    fi
+  done
+  unset prepares commands
 done
 printf 'load_end\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$meta"
 
