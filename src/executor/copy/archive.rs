@@ -31,13 +31,13 @@ use super::target::{Attributes, path_of};
 use super::{Copier, CopyError};
 use crate::executor::union::Found;
 use crate::image::layer::WHITEOUT_PREFIX;
-use crate::image::layer::apply::parse_pax_time;
+use crate::image::layer::apply::{TarPathError, parse_pax_time, tar_path_components};
 use nix::sys::stat::{SFlag, makedev};
 use nix::sys::time::TimeSpec;
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const BZIP2_MAGIC: &[u8] = b"BZh";
@@ -282,22 +282,10 @@ fn copy_lower(
 /// BuildKit's `cleanRootTarPath`: leading `/` dropped, cleaned; a path that climbs above the
 /// destination is refused. Empty for the destination itself.
 fn clean_entry_path(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
-    if raw.contains(&0) {
-        return Err("the path contains a NUL byte");
-    }
-    let mut components: Vec<OsString> = Vec::new();
-    for component in raw.split(|b| *b == b'/') {
-        match component {
-            b"" | b"." => {}
-            b".." => {
-                if components.pop().is_none() {
-                    return Err("the path is outside the extraction root (climbs with `..`)");
-                }
-            }
-            name => components.push(OsString::from_vec(name.to_vec())),
-        }
-    }
-    Ok(components)
+    tar_path_components(raw).map_err(|err| match err {
+        TarPathError::Nul => "the path contains a NUL byte",
+        TarPathError::Climbs => "the path is outside the extraction root (climbs with `..`)",
+    })
 }
 
 fn join(components: &[OsString]) -> Vec<u8> {

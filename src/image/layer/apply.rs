@@ -168,12 +168,22 @@ fn classify(name: &[u8]) -> Result<Name<'_>, &'static str> {
     }
 }
 
+/// Why a tar entry path cannot be used: see [`tar_path_components`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TarPathError {
+    /// The path contains a NUL byte.
+    Nul,
+    /// A `..` climbs above the root.
+    Climbs,
+}
+
 /// Splits a tar path into its normal components: a leading `/` and `.` components are dropped
 /// (Docker treats absolute entry paths as relative to the root), `..` removes the previous
 /// component, and a `..` with nothing left to remove (climbing above the root) is refused.
-fn clean_path(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
+/// Layers and ADD's archives both go through this; each words the refusal for its own reader.
+pub(crate) fn tar_path_components(raw: &[u8]) -> Result<Vec<OsString>, TarPathError> {
     if raw.contains(&0) {
-        return Err("the path contains a NUL byte");
+        return Err(TarPathError::Nul);
     }
     let mut components: Vec<OsString> = Vec::new();
     for component in raw.split(|b| *b == b'/') {
@@ -181,13 +191,21 @@ fn clean_path(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
             b"" | b"." => {}
             b".." => {
                 if components.pop().is_none() {
-                    return Err("`..` climbs above the root");
+                    return Err(TarPathError::Climbs);
                 }
             }
             name => components.push(OsString::from_vec(name.to_vec())),
         }
     }
     Ok(components)
+}
+
+/// [`tar_path_components`] with the layer's wording of a refusal.
+fn clean_path(raw: &[u8]) -> Result<Vec<OsString>, &'static str> {
+    tar_path_components(raw).map_err(|err| match err {
+        TarPathError::Nul => "the path contains a NUL byte",
+        TarPathError::Climbs => "`..` climbs above the root",
+    })
 }
 
 /// `components` joined with `/`.
