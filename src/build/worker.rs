@@ -10,7 +10,7 @@ use crate::context::BuildContext;
 use crate::executor::copy::{CopyError, CopyRequest, CopySource, copy, mkdir};
 use crate::executor::layer::{LayerCommitError, StagedUpper, commit};
 use crate::executor::run::{RunStep, RunStepError, run_step};
-use crate::image::archive::{ArchiveError, ensure_snapshot};
+use crate::image::archive::{ArchiveError, ensure_snapshots};
 use crate::image::store::{LayerInfo, Store, StoreError, StoredImage};
 use crate::runtime::container::MAX_LAYER_BYTES;
 use crate::runtime::{Network, user};
@@ -119,13 +119,8 @@ impl BuildWorker {
 
     /// The snapshot directories of `snapshot`, unpacked when missing, TOP-MOST FIRST.
     fn lower_dirs(&self, snapshot: &Snapshot) -> Result<Vec<PathBuf>, StepError> {
-        let mut dirs = Vec::with_capacity(snapshot.layers.len());
-        for layer in &snapshot.layers {
-            let (dir, _) = ensure_snapshot(&self.store, &layer.info(), MAX_LAYER_BYTES)?;
-            dirs.push(dir);
-        }
-        dirs.reverse();
-        Ok(dirs)
+        let layers: Vec<LayerInfo> = snapshot.layers.iter().map(SnapshotLayer::info).collect();
+        Ok(ensure_snapshots(&self.store, &layers, MAX_LAYER_BYTES)?)
     }
 
     /// Commits the staged upper as the op's layer on top of `parent`.
@@ -247,20 +242,10 @@ impl BuildWorker {
         let owner = if op.user.is_empty() {
             None
         } else {
-            let read = |path: &str| {
-                user::read_image_file(&lowers, path, 1 << 20).map_err(|err| StepError::Workdir {
+            let resolved =
+                user::resolve_in_image(&lowers, &op.user).map_err(|err| StepError::Workdir {
                     path: op.path.clone(),
                     reason: err.to_string(),
-                })
-            };
-            let passwd = read("/etc/passwd")?;
-            let group = read("/etc/group")?;
-            let resolved =
-                user::resolve(&op.user, passwd.as_deref(), group.as_deref()).map_err(|err| {
-                    StepError::Workdir {
-                        path: op.path.clone(),
-                        reason: err.to_string(),
-                    }
                 })?;
             Some((resolved.uid, resolved.gid))
         };

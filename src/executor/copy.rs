@@ -60,9 +60,6 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use target::{Attributes, DestDir, Target};
 
-/// The most bytes of `/etc/passwd` or `/etc/group` read for `--chown`.
-const MAX_USER_FILE: u64 = 1 << 20;
-
 /// Where a COPY/ADD reads from.
 #[derive(Debug, Clone, Copy)]
 pub enum CopySource<'a> {
@@ -817,11 +814,7 @@ fn resolve_chown(value: &str, lowers: &[PathBuf]) -> Result<(u32, u32), CopyErro
             })?;
         return Ok((id, id));
     }
-    let passwd =
-        user::read_image_file(lowers, "/etc/passwd", MAX_USER_FILE).map_err(chown_error)?;
-    let group = user::read_image_file(lowers, "/etc/group", MAX_USER_FILE).map_err(chown_error)?;
-    let resolved =
-        user::resolve(value, passwd.as_deref(), group.as_deref()).map_err(chown_error)?;
+    let resolved = user::resolve_in_image(lowers, value).map_err(chown_error)?;
     Ok((resolved.uid, resolved.gid))
 }
 

@@ -14,7 +14,7 @@ use super::cgroup::{Cgroup, CgroupError, Limits};
 use super::sandbox::{RuntimeError, Sandbox};
 use super::spec::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
 use super::user::{self, UserError};
-use crate::image::archive::{ArchiveError, ensure_snapshot};
+use crate::image::archive::{self, ArchiveError};
 use crate::image::store::{ContainerRecord, Store, StoreError, StoredImage};
 use crate::image::timestamp::{format_rfc3339, now_seconds};
 use std::fs;
@@ -381,9 +381,7 @@ pub struct SandboxSetup<'a> {
 /// The sandbox's [`Spec`]: the user resolved in the image, `HOME`, the `/etc` files written
 /// into [`SandboxSetup::etc_dir`] and mounted, the caller's mounts after them.
 pub fn sandbox_spec(setup: SandboxSetup<'_>) -> Result<Spec, ContainerError> {
-    let passwd = user::read_image_file(&setup.lower_dirs, "/etc/passwd", MAX_SMALL_FILE)?;
-    let group = user::read_image_file(&setup.lower_dirs, "/etc/group", MAX_SMALL_FILE)?;
-    let resolved = user::resolve(setup.user, passwd.as_deref(), group.as_deref())?;
+    let resolved = user::resolve_in_image(&setup.lower_dirs, setup.user)?;
     let mut env = setup.env;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", resolved.home));
@@ -547,14 +545,11 @@ pub fn ensure_snapshots(
     store: &Store,
     image: &StoredImage,
 ) -> Result<Vec<PathBuf>, ContainerError> {
-    for layer in &image.layers {
-        // The blob was verified when it entered the store; a snapshot that exists is trusted,
-        // so a warm start reads no layer.
-        ensure_snapshot(store, layer, MAX_LAYER_BYTES)?;
-    }
-    let mut dirs = store.snapshot_dirs(image);
-    dirs.reverse();
-    Ok(dirs)
+    Ok(archive::ensure_snapshots(
+        store,
+        &image.layers,
+        MAX_LAYER_BYTES,
+    )?)
 }
 
 /// Docker's ENTRYPOINT/CMD rules: `--entrypoint` replaces the image's entrypoint (an empty one

@@ -278,6 +278,17 @@ fn parse_group(text: &[u8]) -> Vec<GroupEntry<'_>> {
         .collect()
 }
 
+/// The most bytes of an image's `/etc/passwd` or `/etc/group` that are read.
+pub const MAX_ACCOUNT_FILE: u64 = 1 << 20;
+
+/// Resolves `user` (as [`resolve`] takes it) in the image whose layers are `lower_dirs` (top
+/// first), from its own `/etc/passwd` and `/etc/group` ([`read_image_file`]).
+pub fn resolve_in_image(lower_dirs: &[PathBuf], user: &str) -> Result<ResolvedUser, UserError> {
+    let passwd = read_image_file(lower_dirs, "/etc/passwd", MAX_ACCOUNT_FILE)?;
+    let group = read_image_file(lower_dirs, "/etc/group", MAX_ACCOUNT_FILE)?;
+    resolve(user, passwd.as_deref(), group.as_deref())
+}
+
 /// Reads `path` (such as `/etc/passwd`) from an image given as overlay lower directories,
 /// TOP-MOST FIRST, as the merged overlay mount would show it, and `Ok(None)` when the image has
 /// no such file.

@@ -199,6 +199,22 @@ pub fn ensure_snapshot(
     Ok((dir, unpacked))
 }
 
+/// [`ensure_snapshot`] for each of `layers` (base first), returning their snapshot directories
+/// TOP-MOST FIRST, the order of overlayfs' `lowerdir=`. A snapshot that exists is trusted (its
+/// blob was verified when it entered the store), so a warm start reads no layer. Hold a
+/// [`crate::image::store::Lease`] while the layers are not protected by a tag.
+pub fn ensure_snapshots(
+    store: &Store,
+    layers: &[LayerInfo],
+    max_bytes: u64,
+) -> Result<Vec<PathBuf>, ArchiveError> {
+    let mut dirs = Vec::with_capacity(layers.len());
+    for layer in layers.iter().rev() {
+        dirs.push(ensure_snapshot(store, layer, max_bytes)?.0);
+    }
+    Ok(dirs)
+}
+
 /// [`ensure_snapshot`] for a blob that just came in (import, load): when the snapshot existed
 /// (or another process won the race) the new blob was not read, so it is checked to be the
 /// layer it claims to be. An uncompressed blob is its own diff ID. Hold a

@@ -689,16 +689,6 @@ impl Store {
         self.snapshot_dir(diff_id).is_dir()
     }
 
-    /// The snapshot directories of an image's layers, base first (overlayfs wants them in the
-    /// reverse order in `lowerdir=`: top first).
-    pub fn snapshot_dirs(&self, image: &StoredImage) -> Vec<PathBuf> {
-        image
-            .layers
-            .iter()
-            .map(|l| self.snapshot_dir(&l.diff_id))
-            .collect()
-    }
-
     /// Returns the snapshot of the layer `diff_id`, creating it when missing: `fill` unpacks the
     /// layer into an empty staging directory, which is then synced (syncfs(2)) and renamed into
     /// place, so a killed unpack never leaves a half-filled snapshot visible. When another
