@@ -15,6 +15,7 @@ pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 use crate::cache::{CacheError, CacheRecords, StatCache};
 use crate::context::ContextError;
 use crate::diagnostic::Span;
+use crate::image::config::env_pairs;
 use crate::image::store::{Store, StoreError, StoredImage, descriptor};
 use crate::image::timestamp::{format_rfc3339, now_seconds};
 use crate::parser::stage::{BaseImage, ResolveOptions};
@@ -353,16 +354,7 @@ fn plan_with_images(
     );
     for (name, image) in &images {
         let config = image.config.config().clone().unwrap_or_default();
-        let env = config
-            .env()
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect::<Vec<_>>();
+        let env = env_pairs(config.env().as_deref().unwrap_or_default());
         let onbuild = onbuild_triggers(&image.config_bytes);
         plan_options
             .resolve

@@ -12,7 +12,7 @@ use crate::cache::Digest;
 use crate::context::SourceMatch;
 use crate::diagnostic::Span;
 use crate::graph::StageId;
-use crate::image::config::ConfigBuilder;
+use crate::image::config::{ConfigBuilder, env_key, env_pairs};
 use crate::image::store::StoredImage;
 use crate::parser::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
 use crate::parser::stage::{Base, DEFAULT_PATH, Stage};
@@ -346,7 +346,6 @@ impl Compiler<'_> {
                 if let Some(step) = self.steps.get_mut(&node) {
                     step.name = numbering.next(&format!("FROM {name}"));
                 }
-                let _ = node;
                 state
             }
         };
@@ -395,7 +394,7 @@ impl Compiler<'_> {
         )?;
         let mut document: Map<String, Value> =
             serde_json::from_slice(&image.config_bytes).unwrap_or_default();
-        let config = match document.remove("config") {
+        let mut config = match document.remove("config") {
             Some(Value::Object(config)) => config,
             _ => Map::new(),
         };
@@ -405,20 +404,11 @@ impl Compiler<'_> {
         };
         document.remove("rootfs");
         document.remove("created");
-        let mut config = ConfigBuilder::new(config);
         // The base's triggers ran in this stage (the resolver put them first); the new image
         // does not inherit them (docker clears OnBuild after running it).
-        let mut cleared = config.config().clone();
-        cleared.remove("OnBuild");
-        config = ConfigBuilder::new(cleared);
-        let vars = config
-            .env()
-            .iter()
-            .map(|e| match e.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (e.clone(), String::new()),
-            })
-            .collect();
+        config.remove("OnBuild");
+        let config = ConfigBuilder::new(config);
+        let vars = env_pairs(&config.env());
         Ok((
             node,
             StageState {
@@ -441,7 +431,7 @@ impl Compiler<'_> {
         skip_cache: bool,
     ) -> Result<(), CompileError> {
         let text = instruction.to_string();
-        let span = instruction_span(instruction);
+        let span = instruction.span();
         match instruction {
             Instruction::Run(run) => {
                 let op = self.run_op(run, state)?;
@@ -617,31 +607,15 @@ impl Compiler<'_> {
             }
             (Command::Exec(_), _) => run.command.clone(),
         };
-        let mut env = state.config.env();
-        let mut seen: BTreeSet<String> = env
-            .iter()
-            .map(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string())
-            .collect();
-        // The ARG/ENV scope, later entries winning; Env entries it does not name stay.
-        let mut scoped: Vec<String> = Vec::new();
+        // The ARG/ENV scope over the config's Env, later entries winning, with `set_env`'s
+        // rule: a key already there is replaced in place, a new one appended.
+        let mut scope = state.config.clone();
         for (key, value) in &state.vars {
-            if let Some(slot) = env
-                .iter_mut()
-                .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-            {
-                *slot = format!("{key}={value}");
-            } else if seen.insert(key.clone()) {
-                scoped.push(format!("{key}={value}"));
-            } else if let Some(slot) = scoped
-                .iter_mut()
-                .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-            {
-                *slot = format!("{key}={value}");
-            }
+            scope.set_env(key, value);
         }
-        env.extend(scoped);
+        let mut env = scope.env();
         for (key, value) in &self.plan.resolved.proxy_env {
-            if seen.insert(key.clone()) {
+            if !env.iter().any(|e| env_key(e) == key) {
                 env.push(format!("{key}={value}"));
             }
         }
@@ -865,29 +839,6 @@ fn makes_op(instruction: &Instruction) -> bool {
         instruction,
         Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
     )
-}
-
-fn instruction_span(instruction: &Instruction) -> Span {
-    match instruction {
-        Instruction::From(i) => i.span,
-        Instruction::Run(i) => i.span,
-        Instruction::Cmd(i) => i.span,
-        Instruction::Entrypoint(i) => i.span,
-        Instruction::Shell(i) => i.span,
-        Instruction::Env(i) => i.span,
-        Instruction::Label(i) => i.span,
-        Instruction::Arg(i) => i.span,
-        Instruction::Expose(i) => i.span,
-        Instruction::Copy(i) => i.span,
-        Instruction::Add(i) => i.span,
-        Instruction::Workdir(i) => i.span,
-        Instruction::User(i) => i.span,
-        Instruction::Volume(i) => i.span,
-        Instruction::StopSignal(i) => i.span,
-        Instruction::Healthcheck(i) => i.span,
-        Instruction::Onbuild(i) => i.span,
-        Instruction::Maintainer(i) => i.span,
-    }
 }
 
 /// Sets `key` in the ordered variable list (later wins; the old entry is dropped).

@@ -117,10 +117,7 @@ impl ConfigBuilder {
     pub fn set_env(&mut self, key: &str, value: &str) {
         let mut list = take_list(&mut self.config, "Env");
         let entry = json!(format!("{key}={value}"));
-        let same_key = |v: &Value| {
-            v.as_str()
-                .is_some_and(|s| s.split_once('=').map_or(s, |(k, _)| k) == key)
-        };
+        let same_key = |v: &Value| v.as_str().is_some_and(|s| env_key(s) == key);
         match list.iter_mut().find(|v| same_key(v)) {
             Some(slot) => *slot = entry,
             None => list.push(entry),
@@ -252,6 +249,22 @@ impl ConfigBuilder {
         };
         Ok(Some(history))
     }
+}
+
+/// The key of an `Env` entry: what comes before the first `=` (the whole entry when it has none).
+pub fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(key, _)| key)
+}
+
+/// `Env` entries as (key, value) pairs; an entry without `=` has an empty value.
+pub fn env_pairs(entries: &[String]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((key, value)) => (key.to_string(), value.to_string()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect()
 }
 
 /// docker's `Healthcheck` object for a HEALTHCHECK (durations in nanoseconds, zero ones left
