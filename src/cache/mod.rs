@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod digest;
 mod error;
 pub mod records;
+pub mod transport;
 
 pub use atomic::{FsError, Staging, atomic_write, atomic_write_in, fsync_dir};
 pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
@@ -14,3 +15,4 @@ pub use checksum::{ContentSum, FileSum, StatCache, checksum_paths};
 pub use digest::{Digest, DigestError, Hashing};
 pub use error::CacheError;
 pub use records::{CacheRecords, KeyParts};
+pub use transport::{CacheTransport, TransportError};
