@@ -7,6 +7,7 @@ pub mod checksum;
 pub mod digest;
 mod error;
 pub mod records;
+pub mod shared;
 pub mod transport;
 
 pub use atomic::{FsError, Staging, atomic_write, atomic_write_in, fsync_dir};

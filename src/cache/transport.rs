@@ -8,6 +8,7 @@
 //! async (the registry's) runs its futures on a runtime of its own.
 
 use crate::cache::{BlobRef, BlobStore, Digest};
+use crate::image::store::BlobOrigin;
 
 /// A transport's failure, as the transport words it (it names the directory or registry, the
 /// blob or manifest, and what to do).
@@ -47,4 +48,12 @@ pub trait CacheTransport: Send + Sync + std::fmt::Debug {
         size: u64,
         store: &BlobStore,
     ) -> Result<(), TransportError>;
+
+    /// Where a later process that does not have this transport (`kiln run`, `kiln save`) can
+    /// fetch a blob it holds: recorded in the store for the layers of an image built from the
+    /// cache that stay absent ([`crate::image::store::Store::record_origin`]). `None` (the
+    /// default) has the builder fetch such layers before it writes the image.
+    fn origin(&self) -> Option<BlobOrigin> {
+        None
+    }
 }

@@ -25,6 +25,7 @@ pub use load::{LoadOptions, Loaded, Progress, load};
 pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_rootfs};
 pub use save::{SaveFormat, save};
 
+use crate::cache::shared::{SharedCacheError, materialize};
 use crate::cache::{BlobError, Digest, FsError};
 use crate::image::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
 use crate::image::store::{LayerInfo, Store, StoreError};
@@ -151,6 +152,25 @@ pub enum ArchiveError {
     Change { change: String, reason: String },
     #[error("the rootfs tar is empty (no bytes); give a tar of a root filesystem")]
     EmptyInput,
+    /// An absent layer of an image built from a shared cache could not be fetched.
+    #[error(transparent)]
+    Fetch(Box<SharedCacheError>),
+}
+
+impl From<SharedCacheError> for ArchiveError {
+    fn from(err: SharedCacheError) -> ArchiveError {
+        ArchiveError::Fetch(Box::new(err))
+    }
+}
+
+/// Fetches each of `layers` that the store knows but does not hold (an image built from a
+/// shared cache: [`crate::image::store::BlobOrigin`]), so its blob can be read. Layers already
+/// stored cost one `stat` each.
+pub fn fetch_absent_layers(store: &Store, layers: &[LayerInfo]) -> Result<(), ArchiveError> {
+    for layer in layers {
+        materialize(store, layer)?;
+    }
+    Ok(())
 }
 
 /// How layers are unpacked into snapshots: overlay whiteouts, owners kept when kiln runs as
@@ -181,6 +201,9 @@ pub fn ensure_snapshot(
     let mut unpacked = false;
     let created = store.create_snapshot(&layer.diff_id, |dir| {
         unpacked = true;
+        // A layer of an image built from a shared cache may not be here yet; its diff ID is
+        // checked below like any other's.
+        materialize(store, layer).map_err(Box::new)?;
         let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
         let tar = decompressed(blob, max_bytes)?;
         let applied = apply_layer(tar, dir, &options)?;

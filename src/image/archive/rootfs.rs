@@ -195,6 +195,7 @@ fn flatten_into(
     dir: &Path,
     max_bytes: u64,
 ) -> Result<Exported, ArchiveError> {
+    super::fetch_absent_layers(store, &image.layers)?;
     let options = ApplyOptions {
         whiteouts: Whiteouts::Apply,
         max_bytes,

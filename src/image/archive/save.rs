@@ -56,6 +56,9 @@ pub fn save(
     // Keeps a collection from deleting the images' blobs while they are read.
     let _lease = store.lease()?;
     let selected = select(store, names, format)?;
+    for Selected { image, .. } in &selected {
+        super::fetch_absent_layers(store, &image.layers)?;
+    }
     let mut tar = TarOut::new(out);
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;

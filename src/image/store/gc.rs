@@ -3,7 +3,8 @@
 //!
 //! Everything deleted is first found unreachable: a blob is kept when any descriptor reachable
 //! from `index.json` (through manifests, nested indexes and configs) names it, a snapshot when
-//! any reachable config lists its diff ID. Collections hold `gc.lock` exclusively, so no writer
+//! any reachable config lists its diff ID, the origin of an absent blob when the blob is
+//! reachable. Collections hold `gc.lock` exclusively, so no writer
 //! holding a [`super::Lease`] loses blobs it has not tagged yet.
 
 use super::index::Index;
@@ -172,6 +173,7 @@ impl Store {
             if !reachable.blobs.contains(&digest) {
                 freed += self.blobs.size(&digest).unwrap_or(0);
                 self.blobs.remove(&digest)?;
+                self.remove_origin(&digest)?;
             }
         }
         for layer in &image.layers {
@@ -216,6 +218,12 @@ impl Store {
                 self.blobs.remove(&blob.digest)?;
                 report.blobs += 1;
                 report.reclaimed += blob.size;
+            }
+        }
+        // An origin only matters while an image names its blob and the blob is absent.
+        for digest in self.origins()? {
+            if !reachable.blobs.contains(&digest) || self.blobs.contains(&digest) {
+                self.remove_origin(&digest)?;
             }
         }
         for (diff_id, dir) in self.snapshots()? {

@@ -7,6 +7,7 @@
 //!   index.json            one descriptor per tag (see `index`), untagged images without names
 //!   blobs/sha256/<hex>    manifests, configs, layers (see crate::cache::blob)
 //!   snapshots/<hex>/      one unpacked layer per diff ID: overlay lower directories
+//!   origins/sha256/<hex>  where an absent layer blob can be fetched from (see `origin`)
 //!   containers/<id>/      kiln run's containers; container.json names the image in use
 //!   tmp/                  staging for everything on its way in (same filesystem)
 //!   index.lock, gc.lock   lock files
@@ -26,11 +27,13 @@ mod container;
 mod gc;
 mod index;
 mod name;
+mod origin;
 
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};
 pub use name::{ImageName, NameError};
+pub use origin::BlobOrigin;
 
 use crate::cache::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
 use crate::cache::blob::{BlobError, BlobStore, oci_digest};
@@ -198,8 +201,9 @@ impl Store {
     /// processes are removed on the way.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         /// What a store holds before its `oci-layout` file exists.
-        const OWN_NAMES: [&str; 7] = [
+        const OWN_NAMES: [&str; 8] = [
             "blobs",
+            "origins",
             "snapshots",
             "containers",
             "tmp",
@@ -359,7 +363,8 @@ impl Store {
     }
 
     /// Writes the config and manifest of an image whose layer blobs are already stored (check:
-    /// each exists with the descriptor's size) and lists it in `index.json`, untagged until
+    /// each exists with the descriptor's size) or absent with a known origin
+    /// ([`Store::record_origin`]), and lists it in `index.json`, untagged until
     /// [`Store::tag`] names it. `layers` are base first, one per `config.rootfs.diff_ids` entry.
     /// Hold a [`Lease`] from writing the layers until the image is tagged. An image without
     /// layers is allowed (docker makes them, e.g. `FROM scratch` + `CMD`), though the OCI
@@ -403,6 +408,11 @@ impl Store {
         pair_layers(&config_digest, &config, layers)?;
         for layer in layers {
             let digest = descriptor_digest("layer", &config_digest, layer)?;
+            // A layer built from a shared cache may stay where the cache keeps it: its bytes
+            // are fetched (and verified) when something needs them.
+            if !self.blobs.contains(&digest) && self.origin(&digest).is_some() {
+                continue;
+            }
             let size = self.blobs.size(&digest)?;
             if size != layer.size() {
                 return Err(BlobError::SizeMismatch {

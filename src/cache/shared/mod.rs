@@ -1,0 +1,372 @@
+//! The shared build cache (`--cache-to`, `--cache-from`): build records exported to a place
+//! other machines read ([`CacheTransport`]: a directory, [`local::LocalCache`], or a registry),
+//! and imported from there at the start of a build.
+//!
+//! - [`graph`]: the format, an OCI artifact whose config is kiln's cache graph.
+//! - [`export`]: after a build, every blob the graph names is pushed, the manifest last, so a
+//!   reader never sees a manifest that names missing blobs.
+//! - [`ImportedCache`]: only the manifests and graphs are read at the start of a build; a
+//!   record hits when each of its layers is in the store or held by the cache it came from,
+//!   and a layer is fetched (verified) only when its bytes are needed.
+//! - [`materialize`]: a layer that an image names but the store does not hold (an image built
+//!   from a shared cache, [`crate::image::store::BlobOrigin`]) is fetched from its origin.
+
+pub mod graph;
+pub mod local;
+pub mod spec;
+
+pub use graph::{CacheGraph, CacheManifest, GraphError, GraphLayer, GraphRecord};
+pub use local::LocalCache;
+pub use spec::{
+    CacheLocation, CacheToSpec, ExportMode, SpecError, parse_cache_from, parse_cache_to,
+};
+
+use crate::cache::transport::{CacheTransport, TransportError};
+use crate::cache::{BlobError, Digest};
+use crate::image::store::{BlobOrigin, LayerInfo, Store, StoreError};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A shared cache operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedCacheError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The transport failed; `what` says what kiln was doing, `source` how the transport failed.
+    #[error("{what} ({place}): {source}")]
+    Transport {
+        what: String,
+        place: String,
+        #[source]
+        source: TransportError,
+    },
+    #[error(
+        "cannot open the registry cache {reference}: this kiln has no registry transport for the \
+         shared cache yet; use type=local,dest=DIR / type=local,src=DIR"
+    )]
+    NoRegistry { reference: String },
+    #[error(
+        "layer {digest} is not in the store and no shared cache of this build holds it; run \
+         the build again without --cache-from"
+    )]
+    Unknown { digest: Digest },
+}
+
+/// Where one `--cache-to` writes and which records.
+#[derive(Debug, Clone)]
+pub struct CacheExport {
+    pub transport: Arc<dyn CacheTransport>,
+    pub mode: ExportMode,
+}
+
+/// Opens the transport of a parsed `--cache-to`/`--cache-from` location.
+pub fn open(location: &CacheLocation) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
+    match location {
+        CacheLocation::Local { dir, tag } => Ok(Arc::new(LocalCache::new(dir, tag))),
+        CacheLocation::Registry { reference } => open_registry(reference),
+    }
+}
+
+/// The registry transport of `reference` (`host[:port]/repository[:tag]`). This is the one
+/// place a registry cache is opened, for `--cache-to`/`--cache-from` and for fetching the
+/// absent layers of an image built from one ([`BlobOrigin::Registry`]).
+pub fn open_registry(reference: &str) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
+    Err(SharedCacheError::NoRegistry {
+        reference: reference.to_string(),
+    })
+}
+
+/// The transport that holds the blobs of `origin`.
+pub fn open_origin(origin: &BlobOrigin) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
+    match origin {
+        BlobOrigin::OciLayout(dir) => Ok(Arc::new(LocalCache::new(dir, local::DEFAULT_TAG))),
+        BlobOrigin::Registry(repository) => open_registry(repository),
+    }
+}
+
+/// Makes sure the store holds the blob of `layer`: when it is absent but has a recorded
+/// origin, fetches it from there (digest and size verified; on a mismatch nothing enters the
+/// store) and forgets the origin. Returns whether it fetched. A blob that is absent without an
+/// origin is left for the caller to report as missing.
+pub fn materialize(store: &Store, layer: &LayerInfo) -> Result<bool, SharedCacheError> {
+    if store.blobs().contains(&layer.digest) {
+        return Ok(false);
+    }
+    let Some(origin) = store.origin(&layer.digest) else {
+        return Ok(false);
+    };
+    let transport = open_origin(&origin)?;
+    transport
+        .fetch_blob(&layer.digest, layer.size, store.blobs())
+        .map_err(|source| SharedCacheError::Transport {
+            what: format!("cannot fetch layer {}", layer.digest),
+            place: transport.describe(),
+            source,
+        })?;
+    store.remove_origin(&layer.digest)?;
+    Ok(true)
+}
+
+/// What importing one `--cache-from` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// The transport, as it describes itself.
+    pub source: String,
+    /// How many records it holds (0 when it has none or could not be read).
+    pub records: usize,
+    /// Why it is not used, when it could not be read (the build then runs without it).
+    pub warning: Option<String>,
+}
+
+/// One imported cache.
+#[derive(Debug)]
+struct Source {
+    transport: Arc<dyn CacheTransport>,
+    graph: CacheGraph,
+}
+
+/// The records of the `--cache-from` caches of a build, in the order given.
+#[derive(Debug, Default)]
+pub struct ImportedCache {
+    sources: Vec<Source>,
+    /// Which source lists each layer blob (the first that does), with its size.
+    blobs: BTreeMap<Digest, (usize, u64)>,
+    /// `has_blob` answers, asked once per source and blob.
+    held: Mutex<BTreeMap<(usize, Digest), bool>>,
+}
+
+impl ImportedCache {
+    /// Reads the manifest and graph of each transport (nothing else). A cache that is missing
+    /// is empty; one that cannot be read or is not a valid kiln cache is left out with a warning
+    /// in its report, and the build runs without it.
+    pub fn import(
+        transports: &[Arc<dyn CacheTransport>],
+        store: &Store,
+    ) -> (ImportedCache, Vec<ImportReport>) {
+        let mut imported = ImportedCache::default();
+        let mut reports = Vec::new();
+        for transport in transports {
+            let (records, warning) = match read_graph(transport.as_ref(), store) {
+                Ok(Some(graph)) => {
+                    let count = graph.records.len();
+                    let index = imported.sources.len();
+                    for layer in graph.blobs() {
+                        imported
+                            .blobs
+                            .entry(layer.digest)
+                            .or_insert((index, layer.size));
+                    }
+                    imported.sources.push(Source {
+                        transport: transport.clone(),
+                        graph,
+                    });
+                    (count, None)
+                }
+                Ok(None) => (0, None),
+                Err(err) => (0, Some(format!("{err}; building without it"))),
+            };
+            reports.push(ImportReport {
+                source: transport.describe(),
+                records,
+                warning,
+            });
+        }
+        (imported, reports)
+    }
+
+    /// Whether no cache was imported.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    /// The record for `key` of the first cache that has one whose layers are each in the store
+    /// or held by that cache.
+    pub fn lookup(&self, key: &Digest, store: &Store) -> Option<GraphRecord> {
+        self.sources.iter().enumerate().find_map(|(index, source)| {
+            let record = source.graph.records.get(key)?;
+            let usable = record.layers.iter().all(|layer| {
+                store.blobs().contains(&layer.digest) || self.holds(index, &layer.digest)
+            });
+            usable.then(|| record.clone())
+        })
+    }
+
+    /// Whether source `index` holds the blob (asked once; an error counts as not held).
+    fn holds(&self, index: usize, digest: &Digest) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&answer) = held.get(&(index, digest.clone())) {
+            return answer;
+        }
+        let answer = self
+            .sources
+            .get(index)
+            .is_some_and(|s| s.transport.has_blob(digest).unwrap_or(false));
+        held.insert((index, digest.clone()), answer);
+        answer
+    }
+
+    /// Fetches into the store each of `layers` whose blob is absent and that an imported cache
+    /// lists (verified on the way in). Returns how many were fetched. Absent layers no cache
+    /// lists are left alone.
+    pub fn fetch_absent(
+        &self,
+        store: &Store,
+        layers: &[LayerInfo],
+    ) -> Result<usize, SharedCacheError> {
+        let mut fetched = 0;
+        for layer in layers {
+            if store.blobs().contains(&layer.digest) {
+                continue;
+            }
+            let Some(source) = self.source_of(&layer.digest) else {
+                continue;
+            };
+            source
+                .transport
+                .fetch_blob(&layer.digest, layer.size, store.blobs())
+                .map_err(|err| SharedCacheError::Transport {
+                    what: format!("cannot fetch layer {}", layer.digest),
+                    place: source.transport.describe(),
+                    source: err,
+                })?;
+            fetched += 1;
+        }
+        Ok(fetched)
+    }
+
+    /// For each of `layers` whose blob is absent: records in the store where it can be fetched
+    /// from, or fetches it when its cache cannot name a lasting origin. After this the store
+    /// accepts an image of these layers. Returns how many were fetched.
+    pub fn keep_absent(
+        &self,
+        store: &Store,
+        layers: &[LayerInfo],
+    ) -> Result<usize, SharedCacheError> {
+        let mut fetch = Vec::new();
+        for layer in layers {
+            if store.blobs().contains(&layer.digest) {
+                continue;
+            }
+            let source =
+                self.source_of(&layer.digest)
+                    .ok_or_else(|| SharedCacheError::Unknown {
+                        digest: layer.digest.clone(),
+                    })?;
+            match source.transport.origin() {
+                Some(origin) => store.record_origin(&layer.digest, &origin)?,
+                None => fetch.push(layer.clone()),
+            }
+        }
+        self.fetch_absent(store, &fetch)
+    }
+
+    fn source_of(&self, digest: &Digest) -> Option<&Source> {
+        let (index, _) = self.blobs.get(digest)?;
+        self.sources.get(*index)
+    }
+}
+
+/// Reads and checks the manifest and graph a transport holds; `None` when it holds none.
+fn read_graph(
+    transport: &dyn CacheTransport,
+    store: &Store,
+) -> Result<Option<CacheGraph>, SharedCacheError> {
+    let place = || transport.describe();
+    let Some((media_type, bytes)) =
+        transport
+            .read_manifest()
+            .map_err(|source| SharedCacheError::Transport {
+                what: "cannot read the cache manifest".to_string(),
+                place: place(),
+                source,
+            })?
+    else {
+        return Ok(None);
+    };
+    let manifest = graph::parse_manifest(&media_type, &bytes)?;
+    let config = &manifest.config;
+    if !store.blobs().contains(&config.digest) {
+        transport
+            .fetch_blob(&config.digest, config.size, store.blobs())
+            .map_err(|source| SharedCacheError::Transport {
+                what: format!("cannot fetch the cache graph {}", config.digest),
+                place: place(),
+                source,
+            })?;
+    }
+    let graph_bytes = store.blobs().read_sized(&config.digest, config.size)?;
+    Ok(Some(CacheGraph::parse(&graph_bytes, &manifest)?))
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExportReport {
+    pub records: usize,
+    /// Layer blobs copied (the others were there already).
+    pub pushed: usize,
+}
+
+/// Writes `graph` to `transport`: every layer blob it names that the transport lacks (from the
+/// store; an absent one is first fetched through `imported` or its origin), then the graph
+/// blob, then the manifest.
+pub fn export(
+    graph: &CacheGraph,
+    store: &Store,
+    imported: &ImportedCache,
+    transport: &dyn CacheTransport,
+) -> Result<ExportReport, SharedCacheError> {
+    let place = || transport.describe();
+    let transport_error = |what: String| {
+        move |source| SharedCacheError::Transport {
+            what,
+            place: place(),
+            source,
+        }
+    };
+    let mut report = ExportReport {
+        records: graph.records.len(),
+        pushed: 0,
+    };
+    for layer in graph.blobs() {
+        let held = transport
+            .has_blob(&layer.digest)
+            .map_err(transport_error(format!(
+                "cannot look for blob {}",
+                layer.digest
+            )))?;
+        if held {
+            continue;
+        }
+        let info = LayerInfo {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: layer.media_type.as_str().into(),
+            diff_id: layer.diff_id.clone(),
+        };
+        imported.fetch_absent(store, std::slice::from_ref(&info))?;
+        materialize(store, &info)?;
+        transport
+            .push_blob(&layer.digest, layer.size, store.blobs())
+            .map_err(transport_error(format!(
+                "cannot push layer {}",
+                layer.digest
+            )))?;
+        report.pushed += 1;
+    }
+    let graph_bytes = graph.to_bytes();
+    let graph_blob = store.blobs().write(&graph_bytes)?;
+    transport
+        .push_blob(&graph_blob.digest, graph_blob.size, store.blobs())
+        .map_err(transport_error("cannot push the cache graph".to_string()))?;
+    let manifest = graph.manifest((&graph_blob.digest, graph_blob.size));
+    transport
+        .write_manifest(graph::MANIFEST_MEDIA_TYPE, &manifest.to_bytes())
+        .map_err(transport_error(
+            "cannot write the cache manifest".to_string(),
+        ))?;
+    Ok(report)
+}
