@@ -8,16 +8,19 @@
 
 pub mod ops;
 pub mod progress;
+mod shared;
 pub mod worker;
 
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 
+use crate::cache::shared::{CacheExport, ImportedCache, SharedCacheError};
+use crate::cache::transport::CacheTransport;
 use crate::cache::{CacheError, CacheRecords, StatCache};
 use crate::context::ContextError;
 use crate::diagnostic::Span;
 use crate::image::config::env_pairs;
 use crate::image::store::{Store, StoreError, StoredImage, descriptor};
-use crate::image::timestamp::{format_rfc3339, now_seconds};
+use crate::image::timestamp::format_rfc3339;
 use crate::parser::stage::{BaseImage, ResolveOptions};
 use crate::plan::{Plan, PlanError, PlanOptions, plan};
 use crate::solver::{Cancel, NodeEvent, SolveError, SolveOptions, solve};
@@ -54,6 +57,11 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Say why each step missed the cache.
     pub explain_cache: bool,
+    /// `--cache-from`: shared caches whose records are looked up after the store's own (only
+    /// their manifests and graphs are read up front; layers when needed).
+    pub cache_from: Vec<Arc<dyn CacheTransport>>,
+    /// `--cache-to`: where the build's records are exported once the image is written.
+    pub cache_to: Vec<CacheExport>,
 }
 
 impl Default for BuildOptions {
@@ -72,6 +80,8 @@ impl Default for BuildOptions {
             no_cache_filter: Vec::new(),
             jobs: 0,
             explain_cache: false,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -114,6 +124,10 @@ pub enum BuildError {
     Runtime(std::io::Error),
     #[error("internal error in the solver: {0}")]
     Solver(String),
+    #[error(transparent)]
+    SharedCache(#[from] Box<SharedCacheError>),
+    #[error("invalid SOURCE_DATE_EPOCH {0:?}: give the time as whole seconds since 1970-01-01 UTC")]
+    SourceDateEpoch(String),
 }
 
 impl crate::diagnostic::Located for BuildError {
@@ -197,6 +211,16 @@ pub async fn build_async(
             .collect(),
     });
 
+    let source_date_epoch = source_date_epoch(&options.build_args)?;
+    let (imported, reports) = ImportedCache::import(&options.cache_from, store);
+    for report in reports {
+        progress.event(BuildEvent::CacheImported {
+            source: report.source,
+            records: report.records,
+            warning: report.warning,
+        });
+    }
+    let imported = Arc::new(imported);
     let cache_dir = store.root().join("cache");
     let context = plan.context.clone().map(Arc::new);
     let stat_cache = match &context {
@@ -215,6 +239,7 @@ pub async fn build_async(
         explain: options.explain_cache,
         key_parts: Mutex::new(BTreeMap::new()),
         explanations: Mutex::new(BTreeMap::new()),
+        imported: imported.clone(),
     });
     let counts = Arc::new(Mutex::new((0usize, 0usize)));
     let events = {
@@ -242,7 +267,7 @@ pub async fn build_async(
     };
     let graph = Arc::new(compiled.graph);
     let solved = solve(
-        graph,
+        graph.clone(),
         &[compiled.target],
         worker.clone(),
         &SolveOptions {
@@ -282,6 +307,11 @@ pub async fn build_async(
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
     });
+    // Layers that came from a shared cache stay there until something needs their bytes.
+    let layers: Vec<_> = snapshot.layers.iter().map(|l| l.info()).collect();
+    imported
+        .keep_absent(store, &layers)
+        .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
     let image = write_image(
         store,
         compiled.document,
@@ -289,6 +319,7 @@ pub async fn build_async(
         compiled.author.as_deref(),
         &options.labels,
         &snapshot,
+        source_date_epoch,
     )?;
     let mut names = Vec::new();
     for tag in &options.tags {
@@ -300,6 +331,18 @@ pub async fn build_async(
         image_id: image.id.to_string(),
         names,
     });
+    for export in &options.cache_to {
+        let cache =
+            shared::cache_graph(&worker, &graph, &solved.keys, compiled.target, export.mode);
+        let report =
+            crate::cache::shared::export(&cache, store, &imported, export.transport.as_ref())
+                .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
+        progress.event(BuildEvent::CacheExported {
+            destination: export.transport.describe(),
+            records: report.records,
+            blobs: report.pushed,
+        });
+    }
     let (ran, cached) = *counts.lock().unwrap_or_else(PoisonError::into_inner);
     let explanations = worker
         .explanations
@@ -389,6 +432,20 @@ fn onbuild_triggers(config_bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `SOURCE_DATE_EPOCH` from the build args (the CLI passes kiln's environment variable as one,
+/// as docker buildx does): whole seconds since the Unix epoch.
+fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>, BuildError> {
+    match build_args.get("SOURCE_DATE_EPOCH").map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|&seconds| seconds >= 0)
+            .map(Some)
+            .ok_or_else(|| BuildError::SourceDateEpoch(text.chars().take(40).collect())),
+    }
+}
+
 /// Writes the image config (BuildKit's document: the base's fields, the built config, rootfs,
 /// history) and manifest for the target's layers.
 fn write_image(
@@ -398,8 +455,11 @@ fn write_image(
     author: Option<&str>,
     labels: &BTreeMap<String, String>,
     snapshot: &Snapshot,
+    source_date_epoch: Option<i64>,
 ) -> Result<StoredImage, BuildError> {
-    let created = format_rfc3339(now_seconds());
+    let times = shared::image_times(snapshot, history, source_date_epoch);
+    let created = format_rfc3339(times.created);
+    let mut entry_times = times.history.into_iter();
     if !labels.is_empty()
         && let Some(Value::Object(config)) = document.get_mut("config")
     {
@@ -415,7 +475,8 @@ fn write_image(
     let mut added = snapshot.added.iter();
     let entries: Vec<Value> = history
         .iter()
-        .map(|entry| match entry {
+        .map(|entry| (entry, entry_times.next().flatten().map(format_rfc3339)))
+        .map(|(entry, created)| match entry {
             HistoryEntry::Base(value) => value.clone(),
             HistoryEntry::Metadata(line) => json!({
                 "created": created,

@@ -54,6 +54,21 @@ pub enum BuildEvent {
     Canceled { step: usize },
     /// Something outside the steps (exporting, naming) started; `what` says what.
     Phase { what: String },
+    /// A `--cache-from` cache was read (its manifest and graph only): how many records it
+    /// holds; `warning` says why it is not used when it could not be (the build then runs
+    /// without it).
+    CacheImported {
+        source: String,
+        records: usize,
+        warning: Option<String>,
+    },
+    /// A `--cache-to` cache was written: its records and how many layer blobs were copied
+    /// (the others were there already).
+    CacheExported {
+        destination: String,
+        records: usize,
+        blobs: usize,
+    },
     /// The image is written: its ID (config digest) and the names it got.
     Finished {
         image_id: String,
@@ -101,6 +116,22 @@ mod tests {
             (
                 BuildEvent::Cached { step: 0 },
                 r#"{"event":"cached","step":0}"#,
+            ),
+            (
+                BuildEvent::CacheImported {
+                    source: "directory /c".into(),
+                    records: 3,
+                    warning: None,
+                },
+                r#"{"event":"cache_imported","source":"directory /c","records":3,"warning":null}"#,
+            ),
+            (
+                BuildEvent::CacheExported {
+                    destination: "directory /c".into(),
+                    records: 3,
+                    blobs: 1,
+                },
+                r#"{"event":"cache_exported","destination":"directory /c","records":3,"blobs":1}"#,
             ),
         ];
         for (event, json) in cases {

@@ -3,6 +3,7 @@
 
 use super::ops::{BuildOp, CopyFrom, CopyOp, MkdirOp, RunOp, Step};
 use super::progress::{BuildEvent, LogStream, Progress};
+use crate::cache::shared::{ImportedCache, SharedCacheError};
 use crate::cache::{
     CacheError, CacheRecords, ContentSum, Digest, KeyParts, StatCache, checksum_paths,
 };
@@ -12,6 +13,7 @@ use crate::executor::layer::{LayerCommitError, StagedUpper, commit};
 use crate::executor::run::{RunStep, RunStepError, run_step};
 use crate::image::archive::{ArchiveError, ensure_snapshots};
 use crate::image::store::{LayerInfo, Store, StoreError, StoredImage};
+use crate::image::timestamp::now_seconds;
 use crate::runtime::container::MAX_LAYER_BYTES;
 use crate::runtime::{Network, user};
 use crate::solver::{Cancel, NodeId, Worker};
@@ -28,6 +30,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct Snapshot {
     pub layers: Vec<SnapshotLayer>,
     pub added: Vec<bool>,
+    /// When each op of `added` made its snapshot (Unix seconds), in the same order: the image
+    /// history's times, so a rebuild from the cache gives the same image. Records of kiln
+    /// versions before it have none.
+    #[serde(default)]
+    pub created: Vec<i64>,
+    /// When the stack's source image was made (`None` for scratch).
+    #[serde(default)]
+    pub base_created: Option<i64>,
 }
 
 /// One layer of a [`Snapshot`].
@@ -83,6 +93,15 @@ pub enum StepError {
     NoContext,
     #[error("the step was canceled")]
     Canceled,
+    /// A layer of a record from a `--cache-from` cache could not be fetched.
+    #[error(transparent)]
+    Fetch(Box<SharedCacheError>),
+}
+
+impl From<SharedCacheError> for StepError {
+    fn from(err: SharedCacheError) -> StepError {
+        StepError::Fetch(Box::new(err))
+    }
 }
 
 /// Runs build ops for the solver.
@@ -99,6 +118,8 @@ pub struct BuildWorker {
     pub key_parts: Mutex<BTreeMap<NodeId, KeyParts>>,
     /// `--explain-cache`: why each missed step missed.
     pub explanations: Mutex<BTreeMap<NodeId, Vec<String>>>,
+    /// The records of the `--cache-from` caches, looked up after the store's own.
+    pub imported: Arc<ImportedCache>,
 }
 
 impl BuildWorker {
@@ -120,6 +141,14 @@ impl BuildWorker {
     /// The snapshot directories of `snapshot`, unpacked when missing, TOP-MOST FIRST.
     fn lower_dirs(&self, snapshot: &Snapshot) -> Result<Vec<PathBuf>, StepError> {
         let layers: Vec<LayerInfo> = snapshot.layers.iter().map(SnapshotLayer::info).collect();
+        // Layers of a record from a shared cache are fetched only now that their content is
+        // needed, and only those not unpacked yet.
+        let unpacked: Vec<LayerInfo> = layers
+            .iter()
+            .filter(|l| !self.store.has_snapshot(&l.diff_id))
+            .cloned()
+            .collect();
+        self.imported.fetch_absent(&self.store, &unpacked)?;
         Ok(ensure_snapshots(&self.store, &layers, MAX_LAYER_BYTES)?)
     }
 
@@ -134,6 +163,7 @@ impl BuildWorker {
         let layer = commit(&self.store, staged)?;
         let mut snapshot = parent.clone();
         snapshot.added.push(layer.is_some());
+        snapshot.created.push(now_seconds());
         snapshot
             .layers
             .extend(layer.as_ref().map(SnapshotLayer::from_info));
@@ -145,14 +175,15 @@ impl BuildWorker {
     }
 
     fn image_snapshot(&self, name: &str) -> Snapshot {
-        let layers = self
-            .images
-            .get(name)
+        let image = self.images.get(name);
+        let layers = image
             .map(|image| image.layers.iter().map(SnapshotLayer::from_info).collect())
             .unwrap_or_default();
         Snapshot {
             layers,
             added: Vec::new(),
+            created: Vec::new(),
+            base_created: image.and_then(StoredImage::created_seconds),
         }
     }
 
@@ -306,11 +337,17 @@ impl Worker for BuildWorker {
         let found: Option<Snapshot> = self.records.get(key)?;
         // A record is usable only while every blob it names is in the store (a prune may
         // have collected them); a snapshot directory can always be unpacked again from its blob.
-        let usable = found.filter(|s| {
-            s.layers
-                .iter()
-                .all(|l| self.store.blobs().contains(&l.digest))
-        });
+        let usable = found
+            .filter(|s| {
+                s.layers
+                    .iter()
+                    .all(|l| self.store.blobs().contains(&l.digest))
+            })
+            .or_else(|| {
+                self.imported
+                    .lookup(key, &self.store)
+                    .map(super::shared::snapshot_of)
+            });
         if usable.is_none()
             && self.explain
             && let (Some(position), Some(parts)) = (self.position(node), self.parts(node))
@@ -359,6 +396,8 @@ impl Snapshot {
         Snapshot {
             layers: Vec::new(),
             added: Vec::new(),
+            created: Vec::new(),
+            base_created: None,
         }
     }
 }

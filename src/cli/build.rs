@@ -8,6 +8,8 @@ use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
 use kiln::build::{BuildError, BuildOptions, build};
+use kiln::cache::shared::{self, CacheExport, parse_cache_from, parse_cache_to};
+use kiln::cache::transport::CacheTransport;
 use kiln::context::ContextError;
 use kiln::diagnostic::Located;
 use kiln::image::archive::{self, DEFAULT_MAX_BYTES, SaveFormat};
@@ -73,6 +75,15 @@ pub struct BuildArgs {
     /// docker, oci and tar). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
+    /// Export the build cache after the build: `type=local,dest=DIR[,tag=T][,mode=min|max]` or
+    /// `type=registry,ref=REF[,mode=min|max]` (mode=max also exports intermediate stages).
+    /// Repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+    /// Use a build cache exported by another build: `type=local,src=DIR[,tag=T]` or
+    /// `type=registry,ref=REF` (or just REF). Repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
     /// How many steps run at once (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     jobs: usize,
@@ -137,6 +148,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .iter()
         .map(|spec| parse_export(spec))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let (cache_from, cache_to) = shared_caches(&args)?;
     let no_context = args.context.as_os_str() == "-";
     let path = if no_context {
         PathBuf::from("-")
@@ -157,7 +169,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         dockerfile_name: name.clone(),
         dockerfile_path: (!from_stdin).then(|| path.clone()),
         context_dir: (!no_context).then(|| args.context.clone()),
-        build_args: build_args(&args.build_args)?,
+        build_args: with_source_date_epoch(build_args(&args.build_args)?),
         target: args.target.clone(),
         tags: args.tags.clone(),
         labels,
@@ -169,6 +181,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         no_cache_filter: args.no_cache_filter.clone(),
         jobs: args.jobs,
         explain_cache: args.explain_cache,
+        cache_from,
+        cache_to,
     };
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(
@@ -215,6 +229,36 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         export_image(&store, &output.image, export)?;
     }
     Ok(())
+}
+
+/// The transports of `--cache-from` and `--cache-to`.
+fn shared_caches(
+    args: &BuildArgs,
+) -> anyhow::Result<(Vec<Arc<dyn CacheTransport>>, Vec<CacheExport>)> {
+    let mut from = Vec::new();
+    for spec in &args.cache_from {
+        from.push(shared::open(&parse_cache_from(spec)?)?);
+    }
+    let mut to = Vec::new();
+    for spec in &args.cache_to {
+        let parsed = parse_cache_to(spec)?;
+        to.push(CacheExport {
+            transport: shared::open(&parsed.location)?,
+            mode: parsed.mode,
+        });
+    }
+    Ok((from, to))
+}
+
+/// `SOURCE_DATE_EPOCH` from kiln's environment as a build arg, unless `--build-arg` gives one
+/// (what docker buildx does).
+fn with_source_date_epoch(mut args: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH")
+        && !args.contains_key("SOURCE_DATE_EPOCH")
+    {
+        args.insert("SOURCE_DATE_EPOCH".to_string(), epoch);
+    }
+    args
 }
 
 /// Writes one `-o` export of the built image.

@@ -292,6 +292,30 @@ impl Plain {
                 self.open_phase(what)?;
                 self.out.flush()
             }
+            BuildEvent::CacheImported {
+                source,
+                records,
+                warning,
+            } => {
+                self.open_phase(format!("importing cache manifest from {source}"))?;
+                let line = match warning {
+                    Some(warning) => format!("WARNING: {warning}"),
+                    None => format!("{records} cache records"),
+                };
+                self.phase_line(&line)?;
+                self.close_phase()?;
+                self.out.flush()
+            }
+            BuildEvent::CacheExported {
+                destination,
+                records,
+                blobs,
+            } => {
+                self.open_phase(format!("exporting cache to {destination}"))?;
+                self.phase_line(&format!("{records} cache records, {blobs} layers copied"))?;
+                self.close_phase()?;
+                self.out.flush()
+            }
             BuildEvent::Finished { image_id, names } => {
                 if self.phase.is_none() {
                     self.open_phase("exporting to image".into())?;
@@ -317,6 +341,15 @@ impl Plain {
     fn finish(&mut self) -> std::io::Result<()> {
         self.close_phase()?;
         self.out.flush()
+    }
+
+    /// A line under the open phase.
+    fn phase_line(&mut self, line: &str) -> std::io::Result<()> {
+        if let Some((n, ..)) = &self.phase {
+            let prefix = format!("#{n} ");
+            write_prefixed(&mut self.out, &prefix, line)?;
+        }
+        Ok(())
     }
 }
 
@@ -411,7 +444,20 @@ impl Quiet {
                 write_prefixed(&mut self.out, &prefix, &format!("ERROR: {message}"))?;
                 self.out.flush()?;
             }
-            BuildEvent::Cached { .. } | BuildEvent::Phase { .. } | BuildEvent::Finished { .. } => {}
+            BuildEvent::CacheImported {
+                source,
+                warning: Some(warning),
+                ..
+            } => {
+                let line = format!("WARNING: cache from {source}: {warning}");
+                write_prefixed(&mut self.out, "", &line)?;
+                self.out.flush()?;
+            }
+            BuildEvent::Cached { .. }
+            | BuildEvent::Phase { .. }
+            | BuildEvent::CacheImported { .. }
+            | BuildEvent::CacheExported { .. }
+            | BuildEvent::Finished { .. } => {}
         }
         Ok(())
     }
@@ -555,6 +601,30 @@ impl Tty {
                     bar.enable_steady_tick(every);
                 }
                 st.phase = Some((bar, what));
+            }
+            BuildEvent::CacheImported {
+                source,
+                records,
+                warning,
+            } => {
+                let line = match warning {
+                    Some(warning) => format!("WARNING: cache from {source}: {warning}"),
+                    None => {
+                        format!(" => importing cache manifest from {source}: {records} records")
+                    }
+                };
+                self.multi.println(self.fit(&sanitize(&line), ""))?;
+            }
+            BuildEvent::CacheExported {
+                destination,
+                records,
+                blobs,
+            } => {
+                self.end_phase(&mut st)?;
+                let line = format!(
+                    " => exporting cache to {destination}: {records} records, {blobs} layers copied"
+                );
+                self.multi.println(self.fit(&sanitize(&line), ""))?;
             }
             BuildEvent::Finished { image_id, names } => {
                 if st.phase.is_none() {

@@ -264,6 +264,11 @@ impl ImportedCache {
         self.fetch_absent(store, &fetch)
     }
 
+    /// Whether an imported cache lists the blob.
+    pub fn lists(&self, digest: &Digest) -> bool {
+        self.blobs.contains_key(digest)
+    }
+
     fn source_of(&self, digest: &Digest) -> Option<&Source> {
         let (index, _) = self.blobs.get(digest)?;
         self.sources.get(*index)
