@@ -23,6 +23,7 @@ mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;
 mod sandbox;
+mod shared_cache;
 mod shell_conformance;
 mod stages;
 mod store;

@@ -1,0 +1,567 @@
+//! The shared build cache between two kiln stores standing for two machines (`--root A`,
+//! `--root B`), through a `type=local` cache directory: machine B rebuilds machine A's
+//! Dockerfile from a copy of the context (other directory, other mtimes, other owner) with every
+//! step cached and the same image digest, without downloading layers it does not need; what a
+//! context edit fetches; `mode=min` against `mode=max`; concurrent exports; a tampered blob; a
+//! damaged or newer graph.
+//!
+//! Everything is built `FROM scratch` (busybox copied in), so both stores start empty.
+
+use crate::cli::{Outcome, kiln};
+use crate::support;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+const DOCKERFILE: &str = r#"FROM scratch AS tools
+COPY busybox /bin/busybox
+RUN ["/bin/busybox","--install","-s","/bin"]
+RUN mkdir -p /etc /tmp && echo tools > /tools.txt
+
+FROM tools AS gen
+RUN echo generated > /gen.txt
+
+FROM tools
+COPY --from=gen /gen.txt /copied.txt
+COPY a.txt /a.txt
+ENV GREETING=hello
+RUN cat /a.txt /copied.txt > /both.txt
+CMD ["sh"]
+"#;
+
+/// The instructions of every step of the default target, in step order.
+const STEPS: [&str; 8] = [
+    "FROM scratch",
+    "COPY busybox /bin/busybox",
+    "RUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]",
+    "RUN mkdir -p /etc /tmp && echo tools > /tools.txt",
+    GEN_STEP,
+    "COPY --from=gen /gen.txt /copied.txt",
+    "COPY a.txt /a.txt",
+    "RUN cat /a.txt /copied.txt > /both.txt",
+];
+
+/// The step of the intermediate stage `gen`.
+const GEN_STEP: &str = "RUN echo generated > /gen.txt";
+
+/// One machine: a store of its own.
+struct Machine {
+    root: tempfile::TempDir,
+}
+
+/// What a `--progress json` build reported.
+struct Built {
+    out: Outcome,
+    /// The image's manifest digest, from `--metadata-file`.
+    digest: Option<String>,
+    names: Vec<String>,
+    started: BTreeSet<usize>,
+    cached: BTreeSet<usize>,
+    events: Vec<Value>,
+}
+
+impl Built {
+    /// Asserts the build succeeded; returns the image's manifest digest.
+    fn ok(&self) -> String {
+        assert_eq!(self.out.code, Some(0), "build failed:\n{}", self.out.stderr);
+        self.digest
+            .clone()
+            .expect("--metadata-file names the image digest")
+    }
+
+    fn instructions(&self, ids: &BTreeSet<usize>) -> Vec<&str> {
+        ids.iter()
+            .filter_map(|&id| self.names.get(id))
+            .map(|name| {
+                name.split_once("] ")
+                    .map_or(name.as_str(), |(_, rest)| rest)
+            })
+            .collect()
+    }
+
+    fn ran(&self) -> Vec<&str> {
+        self.instructions(&self.started)
+    }
+
+    fn hits(&self) -> Vec<&str> {
+        self.instructions(&self.cached)
+    }
+
+    /// The events of kind `kind`.
+    fn events(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["event"] == kind).collect()
+    }
+}
+
+impl Machine {
+    fn new() -> Machine {
+        Machine {
+            root: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    fn kiln(&self, args: &[&str]) -> crate::cli::Kiln {
+        let mut all = vec!["--root".to_string(), self.root().display().to_string()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        kiln(all)
+    }
+
+    /// `kiln build --progress json ARGS CONTEXT`.
+    fn build(&self, context: &Path, args: &[&str]) -> Built {
+        let context = context.display().to_string();
+        let metadata = tempfile::NamedTempFile::new().expect("temp file");
+        let metadata_path = metadata.path().display().to_string();
+        let mut all = vec![
+            "build",
+            "--progress",
+            "json",
+            "--metadata-file",
+            &metadata_path,
+        ];
+        all.extend(args);
+        all.push(&context);
+        let out = self.kiln(&all).run();
+        let digest = fs::read(metadata.path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|m| m["containerimage.digest"].as_str().map(str::to_string));
+        let mut built = Built {
+            digest,
+            names: Vec::new(),
+            started: BTreeSet::new(),
+            cached: BTreeSet::new(),
+            events: Vec::new(),
+            out,
+        };
+        for line in built.out.stderr.lines().filter(|l| l.starts_with('{')) {
+            let event: Value = serde_json::from_str(line).expect("a JSON event per line");
+            let step = event["step"].as_u64().and_then(|s| usize::try_from(s).ok());
+            match (event["event"].as_str(), step) {
+                (Some("planned"), _) => {
+                    for step in event["steps"].as_array().expect("steps") {
+                        built
+                            .names
+                            .push(step["name"].as_str().expect("name").to_string());
+                    }
+                }
+                (Some("started"), Some(step)) => {
+                    built.started.insert(step);
+                }
+                (Some("cached"), Some(step)) => {
+                    built.cached.insert(step);
+                }
+                _ => {}
+            }
+            built.events.push(event);
+        }
+        built
+    }
+
+    /// The layer blob digests (`sha256:...`, base first) of the image whose manifest is
+    /// `digest`.
+    fn layers(&self, digest: &str) -> Vec<String> {
+        let hex = digest.trim_start_matches("sha256:");
+        let manifest: Value = serde_json::from_slice(
+            &fs::read(self.root().join("blobs/sha256").join(hex)).expect("manifest blob"),
+        )
+        .expect("manifest JSON");
+        manifest["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].as_str().expect("digest").to_string())
+            .collect()
+    }
+
+    /// The blobs the store holds (`sha256:...`).
+    fn blobs(&self) -> BTreeSet<String> {
+        blobs_in(&self.root().join("blobs/sha256"))
+    }
+}
+
+fn blobs_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A build context with `a.txt` holding `a` and a copy of busybox. With `elsewhere`, every
+/// file gets another modification time and owner, as a checkout on another machine would.
+fn context(busybox: &Path, a: &str, elsewhere: bool) -> tempfile::TempDir {
+    let dir = support::context(&[("Dockerfile", DOCKERFILE), ("a.txt", a)]);
+    fs::copy(busybox, dir.path().join("busybox")).expect("copy busybox");
+    if elsewhere {
+        let then = SystemTime::now() - Duration::from_secs(86_400 * 400);
+        for name in ["Dockerfile", "a.txt", "busybox"] {
+            let path = dir.path().join(name);
+            let file = fs::File::options().write(true).open(&path).expect("open");
+            file.set_modified(then).expect("set mtime");
+            std::os::unix::fs::chown(&path, Some(1234), Some(4321)).expect("chown");
+        }
+    }
+    dir
+}
+
+/// Root and busybox, or `None` after a skip notice.
+fn requirements() -> Option<PathBuf> {
+    support::root()?;
+    support::busybox()
+}
+
+/// Machine A builds the Dockerfile tagged `app` with `cache_to`; returns it, its context and
+/// the image's manifest digest.
+fn machine_a(busybox: &Path, cache_to: &[&str]) -> (Machine, tempfile::TempDir, String) {
+    let a = Machine::new();
+    let ctx = context(busybox, "a\n", false);
+    let mut args = vec!["-t", "app"];
+    for spec in cache_to {
+        args.extend(["--cache-to", spec]);
+    }
+    let built = a.build(ctx.path(), &args);
+    let digest = built.ok();
+    assert_eq!(built.ran(), &STEPS[1..], "{}", built.out.stderr);
+    (a, ctx, digest)
+}
+
+#[test]
+fn a_second_machine_rebuilds_from_the_cache_with_the_same_digest_and_no_layers() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", cache.path().display());
+    let (a, _ctx, a_digest) = machine_a(&busybox, &[&dest]);
+    assert!(cache.path().join("oci-layout").is_file());
+    assert!(cache.path().join("index.json").is_file());
+
+    let b = Machine::new();
+    let ctx = context(&busybox, "a\n", true);
+    let src = format!("type=local,src={}", cache.path().display());
+    let built = b.build(ctx.path(), &["-t", "app", "--cache-from", &src]);
+    let b_digest = built.ok();
+    assert_eq!(built.ran(), Vec::<&str>::new(), "{}", built.out.stderr);
+    // mode=min has no record of the `gen` stage, which the cached COPY --from does not need.
+    let without_gen: Vec<&str> = STEPS.iter().copied().filter(|s| *s != GEN_STEP).collect();
+    assert_eq!(built.hits(), without_gen);
+    let imported = built.events("cache_imported");
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0]["warning"], Value::Null);
+    assert!(
+        imported[0]["records"].as_u64() >= Some(6),
+        "{:?}",
+        imported[0]
+    );
+    assert_eq!(b_digest, a_digest, "the same image on both machines");
+
+    let layers = a.layers(&a_digest);
+    assert_eq!(layers.len(), 6);
+    let held = b.blobs();
+    let fetched: Vec<&String> = layers.iter().filter(|l| held.contains(*l)).collect();
+    assert!(
+        fetched.is_empty(),
+        "B fetched layers it did not need: {fetched:?}"
+    );
+
+    // Running the image needs its layers: they are fetched (and verified) now.
+    let out = b
+        .kiln(&["run", "--rm", "app", "cat", "/both.txt", "/tools.txt"])
+        .ok();
+    assert_eq!(out, "a\ngenerated\ntools\n");
+    let held = b.blobs();
+    assert!(layers.iter().all(|l| held.contains(l)), "{held:?}");
+
+    // `-o` and save read the blobs too; B's image stays the same image.
+    let archive = b.root().join("app.tar");
+    b.kiln(&["save", "-o", &archive.display().to_string(), "app"])
+        .ok();
+    assert!(archive.is_file());
+}
+
+#[test]
+fn an_edited_context_file_reruns_its_copy_and_fetches_only_the_parent_layers() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={},mode=max", cache.path().display());
+    let (a, ctx_a, a_digest) = machine_a(&busybox, &[&dest]);
+    let gen_digest = a.build(ctx_a.path(), &["--target", "gen"]).ok();
+    let gen_layer = a
+        .layers(&gen_digest)
+        .last()
+        .cloned()
+        .expect("gen has layers");
+
+    let b = Machine::new();
+    let ctx = context(&busybox, "edited\n", true);
+    let src = format!("type=local,src={}", cache.path().display());
+    let built = b.build(ctx.path(), &["-t", "app", "--cache-from", &src]);
+    built.ok();
+    assert_eq!(
+        built.ran(),
+        &STEPS[6..],
+        "only the COPY of the edited file and what follows run:\n{}",
+        built.out.stderr
+    );
+    let held = b.blobs();
+    let a_layers = a.layers(&a_digest);
+    // The COPY needed its parent's filesystem: the tools layers and the COPY --from layer.
+    for parent in &a_layers[..4] {
+        assert!(
+            held.contains(parent),
+            "parent layer {parent} was not fetched"
+        );
+    }
+    assert!(
+        !held.contains(&gen_layer),
+        "the gen stage's layer was fetched, though nothing read it"
+    );
+    let out = b.kiln(&["run", "--rm", "app", "cat", "/both.txt"]).ok();
+    assert_eq!(out, "edited\ngenerated\n");
+}
+
+#[test]
+fn mode_min_exports_the_target_chain_and_mode_max_every_stage() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let min = tempfile::tempdir().expect("temp dir");
+    let max = tempfile::tempdir().expect("temp dir");
+    let to_min = format!("type=local,dest={}", min.path().display());
+    let to_max = format!("type=local,dest={},mode=max", max.path().display());
+    machine_a(&busybox, &[&to_min, &to_max]);
+    let cases = [(&min, true), (&max, false)];
+    for (cache, gen_runs) in cases {
+        let b = Machine::new();
+        let ctx = context(&busybox, "a\n", true);
+        let src = format!("type=local,src={}", cache.path().display());
+        let built = b.build(ctx.path(), &["--target", "gen", "--cache-from", &src]);
+        built.ok();
+        let expected: Vec<&str> = if gen_runs { vec![GEN_STEP] } else { vec![] };
+        assert_eq!(
+            built.ran(),
+            expected,
+            "cache {}:\n{}",
+            cache.path().display(),
+            built.out.stderr
+        );
+        assert!(built.hits().contains(&STEPS[3]));
+    }
+}
+
+#[test]
+fn concurrent_exports_to_one_directory_both_succeed_and_import_cleanly() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={},mode=max", cache.path().display());
+    let builders = [Machine::new(), Machine::new()];
+    let contexts = [
+        context(&busybox, "a\n", false),
+        context(&busybox, "a\n", false),
+    ];
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = builders
+            .iter()
+            .zip(&contexts)
+            .map(|(machine, ctx)| {
+                let dest = dest.clone();
+                scope.spawn(move || machine.build(ctx.path(), &["--cache-to", &dest]).out)
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("builder thread"))
+            .collect()
+    });
+    for out in &outcomes {
+        assert_eq!(out.code, Some(0), "export failed:\n{}", out.stderr);
+    }
+    let index: Value =
+        serde_json::from_slice(&fs::read(cache.path().join("index.json")).expect("index.json"))
+            .expect("index JSON");
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
+    // Every blob is whole: its content is its name.
+    let blob_dir = cache.path().join("blobs/sha256");
+    for blob in blobs_in(&blob_dir) {
+        let hex = blob.trim_start_matches("sha256:");
+        let bytes = fs::read(blob_dir.join(hex)).expect("blob");
+        assert_eq!(sha256_hex(&bytes), hex, "blob {blob} is damaged");
+    }
+    let b = Machine::new();
+    let ctx = context(&busybox, "a\n", true);
+    let src = format!("type=local,src={}", cache.path().display());
+    let built = b.build(ctx.path(), &["--cache-from", &src]);
+    built.ok();
+    assert_eq!(built.ran(), Vec::<&str>::new(), "{}", built.out.stderr);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_tampered_blob_is_a_clear_error_and_never_enters_the_store() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", cache.path().display());
+    let (a, _ctx, a_digest) = machine_a(&busybox, &[&dest]);
+    let first = a.layers(&a_digest).first().cloned().expect("a layer");
+    let path = cache
+        .path()
+        .join("blobs/sha256")
+        .join(first.trim_start_matches("sha256:"));
+    let mut bytes = fs::read(&path).expect("blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    fs::write(&path, bytes).expect("tamper");
+    let src = format!("type=local,src={}", cache.path().display());
+
+    // A step that misses needs the tampered layer under it.
+    let b = Machine::new();
+    let ctx = context(&busybox, "edited\n", true);
+    let built = b.build(ctx.path(), &["--cache-from", &src]);
+    assert_eq!(built.out.code, Some(1), "{}", built.out.stderr);
+    assert!(
+        built.out.stderr.contains("corrupt or was tampered with"),
+        "{}",
+        built.out.stderr
+    );
+    assert!(!b.blobs().contains(&first));
+
+    // A fully cached build writes its image lazily; running it needs the layer.
+    let b = Machine::new();
+    let ctx = context(&busybox, "a\n", true);
+    b.build(ctx.path(), &["-t", "app", "--cache-from", &src])
+        .ok();
+    let err = b.kiln(&["run", "--rm", "app", "true"]).fails();
+    assert!(err.contains("corrupt or was tampered with"), "{err}");
+    assert!(err.contains(&first), "{err}");
+    assert!(!b.blobs().contains(&first));
+}
+
+/// Replaces the graph of the local cache in `dir` with `graph` (a new manifest naming it).
+fn replace_graph(dir: &Path, graph: &[u8]) {
+    let blob_dir = dir.join("blobs/sha256");
+    let graph_hex = sha256_hex(graph);
+    fs::write(blob_dir.join(&graph_hex), graph).expect("write graph");
+    let index_path = dir.join("index.json");
+    let mut index: Value =
+        serde_json::from_slice(&fs::read(&index_path).expect("index")).expect("index JSON");
+    let old = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut manifest: Value =
+        serde_json::from_slice(&fs::read(blob_dir.join(old)).expect("manifest")).expect("JSON");
+    manifest["config"]["digest"] = format!("sha256:{graph_hex}").into();
+    manifest["config"]["size"] = graph.len().into();
+    let bytes = serde_json::to_vec(&manifest).expect("manifest bytes");
+    let hex = sha256_hex(&bytes);
+    fs::write(blob_dir.join(&hex), &bytes).expect("write manifest");
+    index["manifests"][0]["digest"] = format!("sha256:{hex}").into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    fs::write(&index_path, serde_json::to_vec(&index).expect("index")).expect("write index");
+}
+
+#[test]
+fn a_damaged_or_newer_graph_is_no_cache_and_a_warning() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", cache.path().display());
+    machine_a(&busybox, &[&dest]);
+    let src = format!("type=local,src={}", cache.path().display());
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "newer version",
+            br#"{"version":99,"records":{}}"#,
+            "version 99",
+        ),
+        ("not JSON", b"\x00garbage", "the cache graph is not valid"),
+        (
+            "a bad record",
+            br#"{"version":1,"records":{"sha256:nope":{}}}"#,
+            "cache record sha256:nope",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, graph, warning) in cases {
+        replace_graph(cache.path(), graph);
+        let b = Machine::new();
+        let ctx = context(&busybox, "a\n", true);
+        let built = b.build(ctx.path(), &["--cache-from", &src]);
+        built.ok();
+        if built.ran() != STEPS[1..] {
+            failures.push(format!("{name}: ran {:?}", built.ran()));
+        }
+        let imported = built.events("cache_imported");
+        let said = imported
+            .first()
+            .and_then(|e| e["warning"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        if !said.contains(warning) || !said.contains("building without it") {
+            failures.push(format!("{name}: warning {said:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(cases.len(), 3);
+}
+
+#[test]
+fn bad_cache_options_are_refused_before_building() {
+    let cases = [
+        (
+            vec!["--cache-to", "type=s3,dest=x"],
+            "unknown type \"s3\"; valid types are registry, local",
+        ),
+        (
+            vec!["--cache-from", "type=local,dest=x"],
+            "unknown key \"dest\"; valid keys are type, ref, src, tag",
+        ),
+        (
+            vec!["--cache-to", "type=local,dest=x,mode=all"],
+            "unknown mode \"all\"",
+        ),
+        (
+            vec!["--cache-from", "127.0.0.1:5000/cache:main"],
+            "no registry transport",
+        ),
+    ];
+    let machine = Machine::new();
+    let ctx = support::context(&[("Dockerfile", "FROM scratch\n")]);
+    let mut failures = Vec::new();
+    for (args, expected) in &cases {
+        let mut all = vec!["build"];
+        all.extend(args.iter().copied());
+        let context = ctx.path().display().to_string();
+        all.push(&context);
+        let err = machine.kiln(&all).fails();
+        if !err.contains(expected) {
+            failures.push(format!("{args:?}: {err}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(cases.len(), 4);
+}
