@@ -179,6 +179,11 @@ impl Machine {
             .collect()
     }
 
+    /// The blobs the store knows the origin of (`sha256:...`).
+    fn origins(&self) -> BTreeSet<String> {
+        blobs_in(&self.root().join("origins/sha256"))
+    }
+
     /// The blobs the store holds (`sha256:...`).
     fn blobs(&self) -> BTreeSet<String> {
         blobs_in(&self.root().join("blobs/sha256"))
@@ -273,6 +278,11 @@ fn a_second_machine_rebuilds_from_the_cache_with_the_same_digest_and_no_layers()
         "B fetched layers it did not need: {fetched:?}"
     );
 
+    // The store knows where each absent layer is; a prune keeps that while the image is tagged.
+    assert_eq!(b.origins(), layers.iter().cloned().collect::<BTreeSet<_>>());
+    b.kiln(&["prune", "--force"]).ok();
+    assert_eq!(b.origins().len(), layers.len());
+
     // Running the image needs its layers: they are fetched (and verified) now.
     let out = b
         .kiln(&["run", "--rm", "app", "cat", "/both.txt", "/tools.txt"])
@@ -280,12 +290,84 @@ fn a_second_machine_rebuilds_from_the_cache_with_the_same_digest_and_no_layers()
     assert_eq!(out, "a\ngenerated\ntools\n");
     let held = b.blobs();
     assert!(layers.iter().all(|l| held.contains(l)), "{held:?}");
+    assert!(b.origins().is_empty(), "a fetched layer needs no origin");
 
     // `-o` and save read the blobs too; B's image stays the same image.
     let archive = b.root().join("app.tar");
     b.kiln(&["save", "-o", &archive.display().to_string(), "app"])
         .ok();
     assert!(archive.is_file());
+}
+
+#[test]
+fn removing_a_lazily_written_image_forgets_its_origins() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", cache.path().display());
+    machine_a(&busybox, &[&dest]);
+    let b = Machine::new();
+    let ctx = context(&busybox, "a\n", true);
+    let src = format!("type=local,src={}", cache.path().display());
+    b.build(ctx.path(), &["-t", "app", "--cache-from", &src])
+        .ok();
+    assert_eq!(b.origins().len(), 6);
+    b.kiln(&["rmi", "app"]).ok();
+    assert!(b.origins().is_empty(), "{:?}", b.origins());
+    // An untagged image goes with a prune, and its layers' origins with it.
+    b.build(ctx.path(), &["--cache-from", &src]).ok();
+    assert_eq!(b.origins().len(), 6);
+    b.kiln(&["prune", "--force"]).ok();
+    assert!(b.origins().is_empty(), "{:?}", b.origins());
+}
+
+#[test]
+fn source_date_epoch_sets_every_created_time() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let machine = Machine::new();
+    let ctx = context(&busybox, "a\n", false);
+    let built = machine.build(
+        ctx.path(),
+        &["-t", "app", "--build-arg", "SOURCE_DATE_EPOCH=1234"],
+    );
+    built.ok();
+    let out = machine.kiln(&["inspect", "app"]).ok();
+    let inspect: Vec<Value> = serde_json::from_str(&out).expect("inspect JSON");
+    assert_eq!(inspect[0]["Created"], "1970-01-01T00:20:34Z");
+    let id = inspect[0]["Id"]
+        .as_str()
+        .expect("Id")
+        .trim_start_matches("sha256:");
+    let config: Value = serde_json::from_slice(
+        &fs::read(machine.root().join("blobs/sha256").join(id)).expect("config blob"),
+    )
+    .expect("config JSON");
+    let times: Vec<&Value> = config["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|entry| &entry["created"])
+        .collect();
+    assert_eq!(times.len(), 8, "{config}");
+    assert!(
+        times.iter().all(|t| *t == "1970-01-01T00:20:34Z"),
+        "{times:?}"
+    );
+    let out = machine
+        .kiln(&[
+            "build",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=yesterday",
+            &ctx.path().display().to_string(),
+        ])
+        .fails();
+    assert!(
+        out.contains("invalid SOURCE_DATE_EPOCH \"yesterday\""),
+        "{out}"
+    );
 }
 
 #[test]
