@@ -148,7 +148,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .iter()
         .map(|spec| parse_export(spec))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (cache_from, cache_to) = shared_caches(&args)?;
+    let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let no_context = args.context.as_os_str() == "-";
     let path = if no_context {
         PathBuf::from("-")
@@ -231,14 +231,17 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The transports of `--cache-from` and `--cache-to`.
-fn shared_caches(
-    args: &BuildArgs,
-) -> anyhow::Result<(Vec<Arc<dyn CacheTransport>>, Vec<CacheExport>)> {
+/// The transports of `--cache-from`.
+fn cache_from(args: &BuildArgs) -> anyhow::Result<Vec<Arc<dyn CacheTransport>>> {
     let mut from = Vec::new();
     for spec in &args.cache_from {
         from.push(shared::open(&parse_cache_from(spec)?)?);
     }
+    Ok(from)
+}
+
+/// The exports of `--cache-to`.
+fn cache_to(args: &BuildArgs) -> anyhow::Result<Vec<CacheExport>> {
     let mut to = Vec::new();
     for spec in &args.cache_to {
         let parsed = parse_cache_to(spec)?;
@@ -247,7 +250,7 @@ fn shared_caches(
             mode: parsed.mode,
         });
     }
-    Ok((from, to))
+    Ok(to)
 }
 
 /// `SOURCE_DATE_EPOCH` from kiln's environment as a build arg, unless `--build-arg` gives one
