@@ -9,10 +9,18 @@
 
 use crate::cli::{Outcome, kiln};
 use crate::support;
+use kiln::build::{BuildEvent, BuildOptions, Progress, build};
+use kiln::cache::shared::{CacheExport, ExportMode};
+use kiln::cache::transport::{CacheTransport, TransportError};
+use kiln::cache::{BlobRef, BlobStore, Digest};
+use kiln::image::store::Store;
+use kiln::solver::Cancel;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const DOCKERFILE: &str = r#"FROM scratch AS tools
@@ -646,4 +654,155 @@ fn bad_cache_options_are_refused_before_building() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(cases.len(), 4);
+}
+
+#[test]
+fn a_lazily_written_image_is_a_usable_base() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", cache.path().display());
+    machine_a(&busybox, &[&dest]);
+    let b = Machine::new();
+    let ctx = context(&busybox, "a\n", true);
+    let src = format!("type=local,src={}", cache.path().display());
+    b.build(ctx.path(), &["-t", "app", "--cache-from", &src])
+        .ok();
+    // Metadata only: the child image names the same absent layers.
+    let child = support::context(&[("Dockerfile", "FROM app\nCMD [\"cat\", \"/both.txt\"]\n")]);
+    b.build(child.path(), &["-t", "child"]).ok();
+    assert_eq!(b.origins().len(), 6);
+    // A RUN on top needs the layers' content.
+    let run = support::context(&[(
+        "Dockerfile",
+        "FROM app\nRUN cat /both.txt /tools.txt > /again.txt\n",
+    )]);
+    b.build(run.path(), &["-t", "again"]).ok();
+    let out = b.kiln(&["run", "--rm", "again", "cat", "/again.txt"]).ok();
+    assert_eq!(out, "a\ngenerated\ntools\n");
+    assert!(b.origins().is_empty());
+}
+
+/// A shared cache in memory whose blobs have no lasting origin: what a build system embedding
+/// kiln may pass as its own transport.
+#[derive(Debug, Default)]
+struct MemoryCache {
+    blobs: std::sync::Mutex<std::collections::BTreeMap<Digest, Vec<u8>>>,
+    manifest: std::sync::Mutex<Option<(String, Vec<u8>)>>,
+    fetched: std::sync::atomic::AtomicUsize,
+}
+
+impl CacheTransport for MemoryCache {
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+
+    fn read_manifest(&self) -> Result<Option<(String, Vec<u8>)>, TransportError> {
+        Ok(self.manifest.lock().expect("lock").clone())
+    }
+
+    fn write_manifest(&self, media_type: &str, bytes: &[u8]) -> Result<(), TransportError> {
+        *self.manifest.lock().expect("lock") = Some((media_type.to_string(), bytes.to_vec()));
+        Ok(())
+    }
+
+    fn has_blob(&self, digest: &Digest) -> Result<bool, TransportError> {
+        Ok(self.blobs.lock().expect("lock").contains_key(digest))
+    }
+
+    fn fetch_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        store: &BlobStore,
+    ) -> Result<BlobRef, TransportError> {
+        let bytes = self
+            .blobs
+            .lock()
+            .expect("lock")
+            .get(digest)
+            .cloned()
+            .ok_or("no such blob")?;
+        self.fetched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(store.import(&mut bytes.as_slice(), Some(digest), Some(size))?)
+    }
+
+    fn push_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        store: &BlobStore,
+    ) -> Result<(), TransportError> {
+        let mut bytes = Vec::new();
+        store.reader(digest, Some(size))?.read_to_end(&mut bytes)?;
+        self.blobs
+            .lock()
+            .expect("lock")
+            .insert(digest.clone(), bytes);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_library_takes_transports_of_its_callers() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let transport = Arc::new(MemoryCache::default());
+    let options = |context: &Path| BuildOptions {
+        dockerfile: DOCKERFILE.as_bytes().to_vec(),
+        context_dir: Some(context.to_path_buf()),
+        dockerfile_path: Some(context.join("Dockerfile")),
+        ..BuildOptions::default()
+    };
+    let quiet: Arc<dyn Progress> = Arc::new(|_: BuildEvent| {});
+    let a = Machine::new();
+    let a_ctx = context(&busybox, "a\n", false);
+    let a_store = Store::open(a.root()).expect("store A");
+    let a_out = build(
+        &a_store,
+        &BuildOptions {
+            cache_to: vec![CacheExport {
+                transport: transport.clone(),
+                mode: ExportMode::Max,
+            }],
+            ..options(a_ctx.path())
+        },
+        quiet.clone(),
+        &Cancel::new(),
+    )
+    .expect("build A");
+    assert!(transport.manifest.lock().expect("lock").is_some());
+
+    let b = Machine::new();
+    let b_ctx = context(&busybox, "a\n", true);
+    let b_store = Store::open(b.root()).expect("store B");
+    let b_out = build(
+        &b_store,
+        &BuildOptions {
+            cache_from: vec![transport.clone()],
+            ..options(b_ctx.path())
+        },
+        quiet,
+        &Cancel::new(),
+    )
+    .expect("build B");
+    assert_eq!((b_out.ran, b_out.cached), (0, STEPS.len()));
+    assert_eq!(b_out.image.manifest_digest, a_out.image.manifest_digest);
+    // Without a lasting origin the final image's layers are fetched before it is written.
+    assert!(
+        b_out
+            .image
+            .layers
+            .iter()
+            .all(|l| b_store.blobs().contains(&l.digest))
+    );
+    assert!(b.origins().is_empty());
+    assert_eq!(
+        transport.fetched.load(std::sync::atomic::Ordering::Relaxed),
+        b_out.image.layers.len() + 1,
+        "the graph and the final image's layers, nothing else"
+    );
 }

@@ -248,7 +248,9 @@ impl ImportedCache {
     ) -> Result<usize, SharedCacheError> {
         let mut fetch = Vec::new();
         for layer in layers {
-            if store.blobs().contains(&layer.digest) {
+            // A layer of a base image that was itself built from a shared cache already has
+            // its origin.
+            if store.has_or_knows(&layer.digest) {
                 continue;
             }
             let source =
