@@ -985,6 +985,74 @@ mod tests {
     }
 
     #[test]
+    fn shared_cache_events_show_in_every_mode() {
+        let events = || {
+            vec![
+                BuildEvent::CacheImported {
+                    source: "directory /c (tag kiln-cache)".into(),
+                    records: 5,
+                    warning: None,
+                },
+                BuildEvent::CacheImported {
+                    source: "directory /d (tag kiln-cache)".into(),
+                    records: 0,
+                    warning: Some("the cache graph has version 9; building without it".into()),
+                },
+                BuildEvent::Planned { steps: steps() },
+                BuildEvent::Cached { step: 1 },
+                BuildEvent::CacheExported {
+                    destination: "directory /e (tag kiln-cache)".into(),
+                    records: 3,
+                    blobs: 2,
+                },
+            ]
+        };
+        let cases: [(ProgressMode, bool, &[&str]); 4] = [
+            (
+                ProgressMode::Plain,
+                false,
+                &[
+                    "importing cache manifest from directory /c (tag kiln-cache)",
+                    "5 cache records",
+                    "WARNING: the cache graph has version 9; building without it",
+                    "exporting cache to directory /e (tag kiln-cache)",
+                    "3 cache records, 2 layers copied",
+                ],
+            ),
+            (
+                ProgressMode::Tty,
+                false,
+                &[
+                    "importing cache manifest from directory /c (tag kiln-cache): 5 records",
+                    "WARNING: cache from directory /d (tag kiln-cache): the cache graph has",
+                    "exporting cache to directory /e (tag kiln-cache): 3 records, 2 layers copied",
+                ],
+            ),
+            (
+                ProgressMode::Plain,
+                true,
+                &["WARNING: cache from directory /d (tag kiln-cache): the cache graph has"],
+            ),
+            (
+                ProgressMode::Json,
+                false,
+                &[r#""event":"cache_imported""#, r#""event":"cache_exported""#],
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (mode, quiet, expected) in &cases {
+            let text = render(*mode, *quiet, events());
+            for line in *expected {
+                if !text.contains(line) {
+                    failures.push(format!("{mode:?} quiet={quiet}: no {line:?} in\n{text}"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert_eq!(cases.len(), 4);
+    }
+
+    #[test]
     fn plain_looks_like_buildkit() {
         insta::assert_snapshot!(
             "plain_success",

@@ -53,6 +53,9 @@ pub const MAX_RECORD_LAYERS: usize = 1_000;
 pub const MAX_RECORD_STEPS: usize = 10_000;
 /// The most layers a manifest may list.
 pub const MAX_MANIFEST_LAYERS: usize = 100_000;
+/// The latest time accepted in a record: 9999-12-31T23:59:59Z, the last an RFC 3339 year of
+/// four digits can write.
+const MAX_TIME: i64 = 253_402_300_799;
 /// The longest media type accepted.
 const MAX_MEDIA_TYPE: usize = 255;
 
@@ -256,6 +259,12 @@ fn check_record(
             "{} step times for {} steps",
             record.created.len(),
             record.added.len()
+        ));
+    }
+    let times = record.created.iter().chain(&record.base_created);
+    if let Some(bad) = times.copied().find(|t| !(0..=MAX_TIME).contains(t)) {
+        return Err(format!(
+            "time {bad} is not between 1970 and 9999 (Unix seconds)"
         ));
     }
     let added = record.added.iter().filter(|&&a| a).count();
@@ -504,6 +513,16 @@ mod tests {
                 "3 steps added a layer",
             ),
             (
+                "a time before 1970",
+                edit(&|v| v["records"][&key]["baseCreated"] = (-1).into()),
+                "time -1 is not between 1970 and 9999",
+            ),
+            (
+                "a time after 9999",
+                edit(&|v| v["records"][&key]["created"][1] = (MAX_TIME + 1).into()),
+                "is not between 1970 and 9999",
+            ),
+            (
                 "too many layers",
                 edit(&|v| {
                     let one = v["records"][&key]["layers"][0].clone();
@@ -524,7 +543,7 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
-        assert_eq!(cases.len(), 12);
+        assert_eq!(cases.len(), 14);
         let huge = vec![b' '; (MAX_GRAPH_SIZE + 1) as usize];
         assert!(matches!(
             CacheGraph::parse(&huge, &manifest),
