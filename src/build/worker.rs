@@ -143,12 +143,14 @@ impl BuildWorker {
         let layers: Vec<LayerInfo> = snapshot.layers.iter().map(SnapshotLayer::info).collect();
         // Layers of a record from a shared cache are fetched only now that their content is
         // needed, and only those not unpacked yet.
-        let unpacked: Vec<LayerInfo> = layers
-            .iter()
-            .filter(|l| !self.store.has_snapshot(&l.diff_id))
-            .cloned()
-            .collect();
-        self.imported.fetch_absent(&self.store, &unpacked)?;
+        if !self.imported.is_empty() {
+            let unpacked: Vec<LayerInfo> = layers
+                .iter()
+                .filter(|l| !self.store.has_snapshot(&l.diff_id))
+                .cloned()
+                .collect();
+            self.imported.fetch_absent(&self.store, &unpacked)?;
+        }
         Ok(ensure_snapshots(&self.store, &layers, MAX_LAYER_BYTES)?)
     }
 

@@ -197,15 +197,25 @@ impl ImportedCache {
 
     /// Whether source `index` holds the blob (asked once; an error counts as not held).
     fn holds(&self, index: usize, digest: &Digest) -> bool {
-        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(&answer) = held.get(&(index, digest.clone())) {
+        let memo = |held: &Mutex<BTreeMap<(usize, Digest), bool>>| {
+            held.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&(index, digest.clone()))
+                .copied()
+        };
+        if let Some(answer) = memo(&self.held) {
             return answer;
         }
+        // Asked without the lock (a registry answers over the network), so lookups of other
+        // steps go on meanwhile; two may ask the same question once each.
         let answer = self
             .sources
             .get(index)
             .is_some_and(|s| s.transport.has_blob(digest).unwrap_or(false));
-        held.insert((index, digest.clone()), answer);
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((index, digest.clone()), answer);
         answer
     }
 
