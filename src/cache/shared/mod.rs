@@ -387,3 +387,134 @@ pub fn export(
         ))?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store holding two layer blobs, and a graph of one record stacking them.
+    fn store_with_record() -> (tempfile::TempDir, Store, Digest, CacheGraph, Vec<LayerInfo>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layers: Vec<LayerInfo> = [b"layer one".as_slice(), b"layer two"]
+            .iter()
+            .map(|bytes| {
+                let blob = store.blobs().write(bytes).unwrap();
+                LayerInfo {
+                    digest: blob.digest.clone(),
+                    size: blob.size,
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    diff_id: blob.digest,
+                }
+            })
+            .collect();
+        let key = Digest::of(b"key");
+        let record = GraphRecord {
+            layers: layers
+                .iter()
+                .map(|l| GraphLayer {
+                    digest: l.digest.clone(),
+                    size: l.size,
+                    media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                    diff_id: l.diff_id.clone(),
+                })
+                .collect(),
+            added: vec![true, true],
+            created: vec![10, 20],
+            base_created: None,
+        };
+        let graph = CacheGraph {
+            records: BTreeMap::from([(key.clone(), record)]),
+        };
+        (dir, store, key, graph, layers)
+    }
+
+    #[test]
+    fn export_import_lookup_and_lazy_layers() {
+        let (_a_dir, a, key, graph, layers) = store_with_record();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache: Arc<dyn CacheTransport> = Arc::new(LocalCache::new(cache_dir.path(), "t"));
+        let report = export(&graph, &a, &ImportedCache::default(), cache.as_ref()).unwrap();
+        assert_eq!(
+            report,
+            ExportReport {
+                records: 1,
+                pushed: 2
+            }
+        );
+        let again = export(&graph, &a, &ImportedCache::default(), cache.as_ref()).unwrap();
+        assert_eq!(
+            again.pushed, 0,
+            "blobs the cache holds are not copied again"
+        );
+
+        let b_dir = tempfile::tempdir().unwrap();
+        let b = Store::open(b_dir.path()).unwrap();
+        let (imported, reports) = ImportedCache::import(&[cache.clone()], &b);
+        assert_eq!(reports.len(), 1);
+        assert_eq!((reports[0].records, reports[0].warning.clone()), (1, None));
+        let found = imported.lookup(&key, &b).expect("a hit");
+        assert_eq!(found, graph.records[&key]);
+        assert!(imported.lookup(&Digest::of(b"other"), &b).is_none());
+        assert!(layers.iter().all(|l| !b.blobs().contains(&l.digest)));
+
+        // Written lazily: origins, no blobs; then fetched through the origin.
+        assert_eq!(imported.keep_absent(&b, &layers).unwrap(), 0);
+        for layer in &layers {
+            assert_eq!(
+                b.origin(&layer.digest),
+                Some(BlobOrigin::OciLayout(cache_dir.path().to_path_buf()))
+            );
+            assert!(materialize(&b, layer).unwrap());
+            assert!(!materialize(&b, layer).unwrap(), "once is enough");
+            assert!(b.blobs().contains(&layer.digest));
+            assert_eq!(b.origin(&layer.digest), None);
+        }
+    }
+
+    #[test]
+    fn a_record_whose_blob_the_cache_lost_is_a_miss() {
+        let (_a_dir, a, key, graph, layers) = store_with_record();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache: Arc<dyn CacheTransport> = Arc::new(LocalCache::new(cache_dir.path(), "t"));
+        export(&graph, &a, &ImportedCache::default(), cache.as_ref()).unwrap();
+        let lost = cache_dir
+            .path()
+            .join("blobs/sha256")
+            .join(layers[1].digest.hex());
+        std::fs::remove_file(lost).unwrap();
+        let b_dir = tempfile::tempdir().unwrap();
+        let b = Store::open(b_dir.path()).unwrap();
+        let (imported, _) = ImportedCache::import(&[cache], &b);
+        assert!(imported.lookup(&key, &b).is_none());
+        // The layer is in B's store now: the record hits again.
+        b.blobs().write(b"layer two").unwrap();
+        assert!(imported.lookup(&key, &b).is_some());
+    }
+
+    #[test]
+    fn an_unreadable_cache_is_a_warning_and_a_missing_one_is_empty() {
+        let b_dir = tempfile::tempdir().unwrap();
+        let b = Store::open(b_dir.path()).unwrap();
+        let missing = tempfile::tempdir().unwrap();
+        let damaged = tempfile::tempdir().unwrap();
+        std::fs::write(damaged.path().join("index.json"), b"{").unwrap();
+        let transports: Vec<Arc<dyn CacheTransport>> = vec![
+            Arc::new(LocalCache::new(&missing.path().join("none"), "t")),
+            Arc::new(LocalCache::new(damaged.path(), "t")),
+        ];
+        let (imported, reports) = ImportedCache::import(&transports, &b);
+        assert!(imported.is_empty());
+        assert_eq!(reports[0].warning, None);
+        let warning = reports[1].warning.clone().unwrap_or_default();
+        assert!(
+            warning.contains("not a valid OCI layout index")
+                && warning.ends_with("building without it"),
+            "{warning}"
+        );
+        let err = open_registry("127.0.0.1:5000/cache")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no registry transport"), "{err}");
+    }
+}
