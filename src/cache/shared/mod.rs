@@ -450,7 +450,7 @@ mod tests {
 
         let b_dir = tempfile::tempdir().unwrap();
         let b = Store::open(b_dir.path()).unwrap();
-        let (imported, reports) = ImportedCache::import(&[cache.clone()], &b);
+        let (imported, reports) = ImportedCache::import(std::slice::from_ref(&cache), &b);
         assert_eq!(reports.len(), 1);
         assert_eq!((reports[0].records, reports[0].warning.clone()), (1, None));
         let found = imported.lookup(&key, &b).expect("a hit");
