@@ -325,7 +325,9 @@ pub async fn build_async(
     for tag in &options.tags {
         names.push(store.tag(tag, &image.manifest_descriptor)?.familiar());
     }
-    drop(lease);
+    // A cache export reads blobs that no image names (earlier steps): the lease stays on
+    // until it is done.
+    let lease = (!options.cache_to.is_empty()).then_some(lease);
     let image = store.image(&image.manifest_descriptor)?;
     progress.event(BuildEvent::Finished {
         image_id: image.id.to_string(),
@@ -343,6 +345,7 @@ pub async fn build_async(
             blobs: report.pushed,
         });
     }
+    drop(lease);
     let (ran, cached) = *counts.lock().unwrap_or_else(PoisonError::into_inner);
     let explanations = worker
         .explanations
