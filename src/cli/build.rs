@@ -73,6 +73,14 @@ pub struct BuildArgs {
     /// docker, oci and tar). Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
+    /// Pull every FROM image, even when the store has it (a moved tag is seen).
+    #[arg(long)]
+    pull: bool,
+    /// Push the image to its registry under each -t name.
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    registry: super::registry::RegistryFlags,
     /// How many steps run at once (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     jobs: usize,
@@ -95,6 +103,8 @@ enum Export {
     Oci(PathBuf),
     Tar(PathBuf),
     Local(PathBuf),
+    /// `type=registry,name=REF`: push to a registry.
+    Registry(String),
 }
 
 /// Parses `type=docker,dest=out.tar` (docker's `--output` syntax; a bare path is `local`).
@@ -104,14 +114,22 @@ fn parse_export(spec: &str) -> anyhow::Result<Export> {
     }
     let mut kind = None;
     let mut dest = None;
+    let mut name = None;
     for field in spec.split(',') {
         match field.split_once('=') {
             Some(("type", value)) => kind = Some(value.to_string()),
             Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+            Some(("name", value)) => name = Some(value.to_string()),
             _ => bail!(
                 "invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH"
             ),
         }
+    }
+    if kind.as_deref() == Some("registry") {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            bail!("invalid --output {spec:?}: type=registry needs name=REF");
+        };
+        return Ok(Export::Registry(name));
     }
     let Some(dest) = dest else {
         bail!("invalid --output {spec:?}: no dest=PATH");
@@ -122,7 +140,7 @@ fn parse_export(spec: &str) -> anyhow::Result<Export> {
         Some("tar") => Export::Tar(dest),
         Some("local") => Export::Local(dest),
         other => bail!(
-            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar or local",
+            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar, local or registry",
             other.unwrap_or("")
         ),
     })
@@ -169,6 +187,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         no_cache_filter: args.no_cache_filter.clone(),
         jobs: args.jobs,
         explain_cache: args.explain_cache,
+        pull: if args.pull {
+            kiln::registry::PullPolicy::Always
+        } else {
+            kiln::registry::PullPolicy::Missing
+        },
+        registry: args.registry.client_options(),
     };
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(
@@ -212,13 +236,26 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
     for export in &exports {
-        export_image(&store, &output.image, export)?;
+        export_image(&store, &output.image, export, &options)?;
+    }
+    if args.push {
+        if args.tags.is_empty() {
+            bail!("--push needs a name to push to: give -t NAME");
+        }
+        for tag in &args.tags {
+            super::registry::push_built(&store, &output.image, tag, &options.registry)?;
+        }
     }
     Ok(())
 }
 
 /// Writes one `-o` export of the built image.
-fn export_image(store: &Store, image: &StoredImage, export: &Export) -> anyhow::Result<()> {
+fn export_image(
+    store: &Store,
+    image: &StoredImage,
+    export: &Export,
+    options: &BuildOptions,
+) -> anyhow::Result<()> {
     let names: Vec<String> = if image.names.is_empty() {
         vec![image.id.to_string()]
     } else {
@@ -246,6 +283,9 @@ fn export_image(store: &Store, image: &StoredImage, export: &Export) -> anyhow::
         Export::Local(dir) => {
             archive::export_to_dir(store, image, dir, DEFAULT_MAX_BYTES).map_err(|e| plain(&e))?;
             Ok(())
+        }
+        Export::Registry(name) => {
+            super::registry::push_built(store, image, name, &options.registry)
         }
     }
 }

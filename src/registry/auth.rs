@@ -436,9 +436,12 @@ fn parse_value(text: &str) -> (String, &str) {
 mod tests {
     use super::*;
 
+    /// A challenge as the table writes it: scheme and parameters.
+    type Expected<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
     #[test]
     fn challenge_parsing() {
-        let cases: &[(&str, &[(&str, &[(&str, &str)])])] = &[
+        let cases: &[(&str, &[Expected])] = &[
             (
                 r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
                 &[(
