@@ -546,9 +546,19 @@ impl Client {
         repo: &Repository,
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
+        self.head_blob(repo, digest, repo.pull_scope()).await
+    }
+
+    /// [`Client::blob_size`] under `scope` (a push asks with its own, so one token serves it).
+    async fn head_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        scope: String,
+    ) -> Result<Option<u64>, RegistryError> {
         let call = Call {
             registry: &repo.registry,
-            scopes: vec![repo.pull_scope()],
+            scopes: vec![scope],
             what: format!("look for blob {digest} in {}", repo.path),
             retry: true,
         };
@@ -663,7 +673,11 @@ impl Client {
         mount_from: Option<&str>,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<BlobSource, RegistryError> {
-        if self.blob_size(repo, digest).await?.is_some() {
+        if self
+            .head_blob(repo, digest, repo.push_scope())
+            .await?
+            .is_some()
+        {
             progress(size);
             return Ok(BlobSource::Existed);
         }
@@ -681,8 +695,10 @@ impl Client {
                 .await
             {
                 Ok(()) => return Ok(BlobSource::Uploaded),
-                // The upload session is gone (the registry restarted, or expired it): a new one.
-                Err(err) if err.is_not_found() && restarts < self.options.retries => {
+                // The upload session is gone or broken (the registry restarted or expired it;
+                // distribution cancels an upload whose offset is not the one its state says,
+                // as after a chunk cut off half way): start a new one.
+                Err(err) if is_lost_upload(&err) && restarts < self.options.retries => {
                     backoff(restarts).await;
                     restarts += 1;
                 }
@@ -856,6 +872,15 @@ impl Client {
             .unwrap_or(0);
         let next = self::location(&status_call, location, &response).unwrap_or(location.clone());
         Ok((next, offset))
+    }
+}
+
+/// Whether an upload failed because the registry lost or refused its session.
+fn is_lost_upload(err: &RegistryError) -> bool {
+    match err {
+        RegistryError::NotFound { .. } => true,
+        RegistryError::Status { status, .. } => matches!(status, 400 | 416),
+        _ => false,
     }
 }
 

@@ -215,21 +215,28 @@ pub async fn push(
     }
     let repo_ref = &repo;
     let mount_from = mount_from.as_deref();
+    let push_one = |(digest, size): (Digest, u64)| async move {
+        progress.blob(&digest, BlobEvent::Started { size });
+        let report = |bytes| progress.blob(&digest, BlobEvent::Progress { bytes });
+        let source = client
+            .push_blob(repo_ref, &digest, size, store.blobs(), mount_from, &report)
+            .await?;
+        let status = match source {
+            BlobSource::Existed => BlobStatus::Existed,
+            BlobSource::Mounted => BlobStatus::Mounted,
+            BlobSource::Uploaded => BlobStatus::Pushed,
+        };
+        progress.blob(&digest, BlobEvent::Finished(status));
+        Ok::<(), RegistryError>(())
+    };
+    // One blob first, alone: it learns how the registry authenticates (and fetches the one
+    // token the push needs), so the parallel rest do not each ask for one.
+    let mut blobs = blobs.into_iter();
+    if let Some(first) = blobs.next() {
+        push_one(first).await?;
+    }
     stream::iter(blobs)
-        .map(|(digest, size)| async move {
-            progress.blob(&digest, BlobEvent::Started { size });
-            let report = |bytes| progress.blob(&digest, BlobEvent::Progress { bytes });
-            let source = client
-                .push_blob(repo_ref, &digest, size, store.blobs(), mount_from, &report)
-                .await?;
-            let status = match source {
-                BlobSource::Existed => BlobStatus::Existed,
-                BlobSource::Mounted => BlobStatus::Mounted,
-                BlobSource::Uploaded => BlobStatus::Pushed,
-            };
-            progress.blob(&digest, BlobEvent::Finished(status));
-            Ok::<(), RegistryError>(())
-        })
+        .map(push_one)
         .buffer_unordered(client.options().max_concurrent.max(1))
         .try_collect::<Vec<()>>()
         .await?;
