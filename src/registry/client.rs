@@ -642,7 +642,9 @@ impl Client {
                         progress(written);
                     }
                     Ok(None) => break 'download,
-                    Err(e) if breaks < self.options.retries && is_retryable_error(&e) => {
+                    // Any failure while reading the body is the connection's (reqwest calls
+                    // a body cut short a decode error): resume.
+                    Err(_) if breaks < self.options.retries => {
                         backoff(breaks).await;
                         breaks += 1;
                         continue 'download;

@@ -395,12 +395,18 @@ enum Act {
     Corrupt,
     /// Close the connection without passing it on (a broken connection).
     Cut,
+    /// Pass it on; send back only the first half of the reply, then close (a download cut off).
+    Truncate,
+    /// Answer 503 without passing it on (a registry behind an overloaded load balancer).
+    Unavailable,
 }
 
 /// A proxy in front of a registry: one request per connection, passed on with `Connection:
 /// close`, its fate decided by `decide(method, path)`.
 struct Proxy {
     port: u16,
+    /// `METHOD PATH [Range: R]` of every request, in order of arrival.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 type Decide = dyn Fn(&str, &str) -> Act + Send + Sync;
@@ -408,24 +414,38 @@ type Decide = dyn Fn(&str, &str) -> Act + Send + Sync;
 fn proxy(upstream: u16, decide: Arc<Decide>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let logged = log.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let decide = decide.clone();
-            std::thread::spawn(move || relay(stream, upstream, &*decide));
+            let (decide, log) = (decide.clone(), logged.clone());
+            std::thread::spawn(move || relay(stream, upstream, &*decide, &log));
         }
     });
-    Proxy { port }
+    Proxy { port, log }
 }
 
-fn relay(mut client: TcpStream, upstream: u16, decide: &Decide) {
+fn relay(mut client: TcpStream, upstream: u16, decide: &Decide, log: &Mutex<Vec<String>>) {
     let Some(request) = read_request(&mut client) else {
         return;
     };
     let path = request.target.split('?').next().unwrap_or("").to_string();
+    let mut line = format!("{} {path}", request.method);
+    if let Some(range) = request.header("range") {
+        line.push_str(&format!(" Range: {range}"));
+    }
+    log.lock().expect("lock").push(line);
     let act = decide(&request.method, &path);
-    if act == Act::Cut {
-        let _ = client.shutdown(std::net::Shutdown::Both);
-        return;
+    match act {
+        Act::Cut => {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        Act::Unavailable => {
+            let _ = write_response(&mut client, "503 Service Unavailable", &[], b"{}");
+            return;
+        }
+        Act::Forward | Act::Corrupt | Act::Truncate => {}
     }
     let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)) else {
         let _ = client.shutdown(std::net::Shutdown::Both);
@@ -453,6 +473,12 @@ fn relay(mut client: TcpStream, upstream: u16, decide: &Decide) {
         && let Some(last) = reply.last_mut()
     {
         *last ^= 0xff;
+    }
+    if act == Act::Truncate {
+        let half = reply.len() / 2;
+        let _ = client.write_all(reply.get(..half).unwrap_or_default());
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        return;
     }
     let _ = client.write_all(&reply);
 }
@@ -759,6 +785,87 @@ fn a_corrupted_blob_is_refused_and_leaves_the_store_unchanged() {
     assert!(store.images().expect("images").is_empty());
     let staged = fs::read_dir(b.root.path().join("tmp")).map_or(0, |d| d.count());
     assert_eq!(staged, 0, "staging junk was left");
+
+    // A manifest altered on the way: its bytes no longer have the digest the registry
+    // announces (Docker-Content-Digest), nor the one asked for.
+    let front = proxy(
+        registry.port,
+        Arc::new(|method, p| {
+            if method == "GET" && p.contains("/manifests/") {
+                Act::Corrupt
+            } else {
+                Act::Forward
+            }
+        }),
+    );
+    let (manifest, _, _) = a.digests(&name);
+    for target in [
+        format!("127.0.0.1:{}/kiln/corrupt:1", front.port),
+        format!("127.0.0.1:{}/kiln/corrupt@{manifest}", front.port),
+    ] {
+        let stderr = b.kiln(&["pull", &target]).fails();
+        assert!(stderr.contains("does not match its digest"), "{stderr}");
+        assert!(stderr.contains(&format!("expected {manifest}")), "{stderr}");
+    }
+    assert!(b.store().images().expect("images").is_empty());
+    // Only verified blobs of the image stayed (as docker keeps its downloaded layers, so a
+    // retry fetches less; prune collects them), never the corrupted one.
+    let wanted = a.store().blobs().list().expect("blobs");
+    for blob in b.store().blobs().list().expect("blobs") {
+        assert!(blob.digest != victim && wanted.contains(&blob), "{blob:?}");
+    }
+}
+
+#[test]
+fn downloads_resume_with_range_and_retry_after_503() {
+    let Some((busybox, registry)) = plain_setup() else {
+        return;
+    };
+    let a = Machine::new();
+    let name = format!("{}/kiln/resume:1", registry.host());
+    a.build_image(&busybox, &name, "resume");
+    a.kiln(&["push", &name]).ok();
+    let image = a.store().resolve(&name).expect("image");
+    let biggest = image
+        .layers
+        .iter()
+        .max_by_key(|l| l.size)
+        .expect("layers")
+        .digest
+        .clone();
+    let path = format!("/blobs/{biggest}");
+    let gets = Arc::new(AtomicUsize::new(0));
+    let manifests = Arc::new(AtomicUsize::new(0));
+    let (seen, seen_manifests) = (gets.clone(), manifests.clone());
+    // The first download of the biggest layer is cut half way; the first manifest GET gets a
+    // 503.
+    let front = proxy(
+        registry.port,
+        Arc::new(move |method, p| match method {
+            "GET" if p.ends_with(&path) && seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Act::Truncate
+            }
+            "GET"
+                if p.contains("/manifests/")
+                    && seen_manifests.fetch_add(1, Ordering::SeqCst) == 0 =>
+            {
+                Act::Unavailable
+            }
+            _ => Act::Forward,
+        }),
+    );
+    let b = Machine::new();
+    let target = format!("127.0.0.1:{}/kiln/resume:1", front.port);
+    b.kiln(&["pull", &target]).ok();
+    assert_eq!(b.digests(&target), a.digests(&name));
+    let log = front.log.lock().expect("lock").clone();
+    let blob_gets: Vec<&String> = log
+        .iter()
+        .filter(|l| l.starts_with("GET ") && l.contains(&biggest.to_string()))
+        .collect();
+    assert_eq!(blob_gets.len(), 2, "{log:#?}");
+    assert!(blob_gets[1].contains("Range: bytes="), "{log:#?}");
+    assert_eq!(manifests.load(Ordering::SeqCst), 2, "{log:#?}");
 }
 
 #[test]
