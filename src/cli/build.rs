@@ -150,6 +150,9 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return dry_run(args);
     }
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs a name to push to: give -t NAME");
+    }
     let exports = args
         .outputs
         .iter()
@@ -239,9 +242,6 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         export_image(&store, &output.image, export, &options)?;
     }
     if args.push {
-        if args.tags.is_empty() {
-            bail!("--push needs a name to push to: give -t NAME");
-        }
         for tag in &args.tags {
             super::registry::push_built(&store, &output.image, tag, &options.registry)?;
         }

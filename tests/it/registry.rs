@@ -1262,3 +1262,60 @@ fn kiln_and_the_peer_docker_read_each_others_pushes() {
         .expect("skopeo");
     assert_eq!(Digest::of(&served.stdout), base.manifest_digest);
 }
+
+#[test]
+fn build_pulls_missing_bases_refreshes_with_pull_and_pushes_with_push_or_output() {
+    let Some((busybox, registry)) = plain_setup() else {
+        return;
+    };
+    let host = registry.host();
+    let base = format!("{host}/kiln/base:1");
+    let publisher = Machine::new();
+    publisher.build_image(&busybox, &base, "first base");
+    publisher.kiln(&["push", &base]).ok();
+
+    let builder = Machine::new();
+    let context = support::context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nCMD [\"/bin/busybox\", \"cat\", \"/marker\"]\n"),
+    )]);
+    let dir = context.path().to_str().expect("utf-8 path");
+    let built = format!("{host}/kiln/built:1");
+    let exported = format!("{host}/kiln/exported:2");
+    let output = format!("type=registry,name={exported}");
+    builder
+        .kiln(&["build", "-q", "--push", "-t", &built, "-o", &output, dir])
+        .ok();
+    assert_eq!(builder.kiln(&["run", "--rm", &built]).ok(), "first base");
+    let (manifest, id, layers) = builder.digests(&built);
+    let reader = Machine::new();
+    for name in [&built, &exported] {
+        reader.kiln(&["pull", name]).ok();
+        assert_eq!(
+            reader.digests(name),
+            (manifest.clone(), id.clone(), layers.clone())
+        );
+    }
+
+    // The base's tag moves: without --pull the stored base is used, with --pull the new one.
+    publisher.build_image(&busybox, &base, "second base");
+    publisher.kiln(&["push", &base]).ok();
+    builder.kiln(&["build", "-q", "-t", "again", dir]).ok();
+    assert_eq!(builder.kiln(&["run", "--rm", "again"]).ok(), "first base");
+    builder
+        .kiln(&["build", "-q", "--pull", "-t", "again", dir])
+        .ok();
+    assert_eq!(builder.kiln(&["run", "--rm", "again"]).ok(), "second base");
+
+    let stderr = builder.kiln(&["build", "-q", "--push", dir]).fails();
+    assert!(stderr.contains("--push needs a name"), "{stderr}");
+    let missing = support::context(&[("Dockerfile", &format!("FROM {host}/kiln/nothing:1\n"))]);
+    let stderr = builder
+        .kiln(&["build", "-q", missing.path().to_str().expect("utf-8 path")])
+        .fails();
+    assert!(
+        stderr.contains(&format!("cannot pull {host}/kiln/nothing:1"))
+            && stderr.contains("not found"),
+        "{stderr}"
+    );
+}
