@@ -881,7 +881,10 @@ impl Client {
 fn is_lost_upload(err: &RegistryError) -> bool {
     match err {
         RegistryError::NotFound { .. } => true,
-        RegistryError::Status { status, .. } => matches!(status, 400 | 416),
+        // Not DIGEST_INVALID: uploading the same bytes again would not help.
+        RegistryError::Status {
+            status, message, ..
+        } => *status == 416 || (*status == 400 && message.contains("BLOB_UPLOAD")),
         _ => false,
     }
 }
