@@ -569,6 +569,40 @@ mod tests {
     }
 
     #[test]
+    fn cred_helpers_win_over_creds_store_per_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            json!({
+                "credsStore": "desktop",
+                "credHelpers": {"gcr.example": "gcloud", "https://ecr.example/": "ecr", "empty.example": ""},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let config = DockerConfig::load(dir.path()).unwrap();
+        for (registry, helper) in [
+            ("gcr.example", Some("gcloud")),
+            ("ecr.example", Some("ecr")),
+            ("docker.io", Some("desktop")),
+            ("other.example:5000", Some("desktop")),
+            // An empty entry means config.json's own auths, as in docker's CLI.
+            ("empty.example", None),
+        ] {
+            assert_eq!(
+                config.helper_for(&config_key(registry)).as_deref(),
+                helper,
+                "{registry}"
+            );
+        }
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(
+            DockerConfig::load(none.path()).unwrap().helper_for("x"),
+            None
+        );
+    }
+
+    #[test]
     fn missing_or_broken_config() {
         let dir = tempfile::tempdir().unwrap();
         let config = DockerConfig::load(dir.path()).unwrap();
