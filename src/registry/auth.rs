@@ -106,7 +106,8 @@ impl DockerConfig {
         &self.path
     }
 
-    /// The helper for `registry`: `credHelpers[key]`, else `credsStore`.
+    /// The helper for `key`: `credHelpers[key]` (an empty entry: none, the `auths` of this
+    /// file), else `credsStore`.
     fn helper_for(&self, key: &str) -> Option<String> {
         let helpers = self.document.get("credHelpers").and_then(Value::as_object);
         let specific = helpers.and_then(|h| {
