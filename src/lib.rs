@@ -18,5 +18,6 @@ pub mod graph;
 pub mod image;
 pub mod parser;
 pub mod plan;
+pub mod registry;
 pub mod runtime;
 pub mod solver;

@@ -62,6 +62,10 @@ pub struct BuildOptions {
     pub cache_from: Vec<Arc<dyn CacheTransport>>,
     /// `--cache-to`: where the build's records are exported once the image is written.
     pub cache_to: Vec<CacheExport>,
+    /// When `FROM` and `COPY --from` images are pulled from their registries.
+    pub pull: crate::registry::PullPolicy,
+    /// How the registry client behaves (insecure registries, credentials, parallelism).
+    pub registry: crate::registry::ClientOptions,
 }
 
 impl Default for BuildOptions {
@@ -82,6 +86,8 @@ impl Default for BuildOptions {
             explain_cache: false,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            pull: crate::registry::PullPolicy::Missing,
+            registry: crate::registry::ClientOptions::default(),
         }
     }
 }
@@ -122,6 +128,12 @@ pub enum BuildError {
     Cache(#[from] CacheError),
     #[error("cannot start the build's threads: {0}")]
     Runtime(std::io::Error),
+    /// A base image could not be pulled.
+    #[error("cannot pull {name}: {source}")]
+    Pull {
+        name: String,
+        source: Box<crate::registry::RegistryError>,
+    },
     #[error("internal error in the solver: {0}")]
     Solver(String),
     #[error(transparent)]
@@ -187,7 +199,7 @@ pub async fn build_async(
 ) -> Result<BuildOutput, BuildError> {
     // Held until the image is tagged, so no prune collects the layers on the way.
     let lease = store.lease()?;
-    let (plan, images) = plan_with_images(store, options)?;
+    let (plan, images) = plan_with_images(store, options).await?;
     let compiled = compile(
         &plan,
         &CompileOptions {
@@ -368,7 +380,7 @@ pub async fn build_async(
 /// Plans the build, looks its external images up in the store, and plans again with their
 /// ENV and ONBUILD triggers when any has some (the resolver needs them to expand words and run
 /// the triggers).
-fn plan_with_images(
+async fn plan_with_images(
     store: &Store,
     options: &BuildOptions,
 ) -> Result<(Plan, BTreeMap<String, StoredImage>), BuildError> {
@@ -384,20 +396,8 @@ fn plan_with_images(
     };
     // FROM images first: their ENV and ONBUILD triggers shape the rest of the plan.
     let mut images = BTreeMap::new();
-    let lookup = |names: &[String], images: &mut BTreeMap<String, StoredImage>| {
-        for name in names {
-            // Missing images are reported by the compiler, at the line that names them.
-            if !images.contains_key(name)
-                && let Ok(image) = store.resolve(name)
-            {
-                images.insert(name.clone(), image);
-            }
-        }
-    };
-    lookup(
-        &crate::plan::base_image_names(&options.dockerfile, &plan_options)?,
-        &mut images,
-    );
+    let base_names = crate::plan::base_image_names(&options.dockerfile, &plan_options)?;
+    lookup_images(store, options, &base_names, &mut images).await?;
     for (name, image) in &images {
         let config = image.config.config().clone().unwrap_or_default();
         let env = env_pairs(config.env().as_deref().unwrap_or_default());
@@ -416,8 +416,45 @@ fn plan_with_images(
         planned => planned?,
     };
     // Then the images COPY --from reads.
-    lookup(&plan.images, &mut images);
+    lookup_images(store, options, &plan.images, &mut images).await?;
     Ok((plan, images))
+}
+
+/// Finds each named image in the store, pulling it from its registry when missing (or always,
+/// with [`crate::registry::PullPolicy::Always`]). A name that is not a reference is left out:
+/// the compiler reports it at the line that names it.
+async fn lookup_images(
+    store: &Store,
+    options: &BuildOptions,
+    names: &[String],
+    images: &mut BTreeMap<String, StoredImage>,
+) -> Result<(), BuildError> {
+    use crate::registry::{Client, NoProgress, Platform, PullPolicy, pull};
+    for name in names {
+        if images.contains_key(name) {
+            continue;
+        }
+        let local = store.resolve(name).ok();
+        if options.pull == PullPolicy::Missing
+            && let Some(image) = local
+        {
+            images.insert(name.clone(), image);
+            continue;
+        }
+        let Ok(reference) = crate::image::reference::Reference::parse_normalized(name) else {
+            continue;
+        };
+        let failed = |source| BuildError::Pull {
+            name: name.clone(),
+            source: Box::new(source),
+        };
+        let client = Client::new(options.registry.clone()).map_err(failed)?;
+        let image = pull(&client, store, &reference, &Platform::host(), &NoProgress)
+            .await
+            .map_err(failed)?;
+        images.insert(name.clone(), image);
+    }
+    Ok(())
 }
 
 /// The `config.OnBuild` triggers of an image config document (docker's extension, not in the

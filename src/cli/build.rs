@@ -84,6 +84,14 @@ pub struct BuildArgs {
     /// `type=registry,ref=REF` (or just REF). Repeatable.
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// Pull every FROM image, even when the store has it (a moved tag is seen).
+    #[arg(long)]
+    pull: bool,
+    /// Push the image to its registry under each -t name.
+    #[arg(long)]
+    push: bool,
+    #[command(flatten)]
+    registry: super::registry::RegistryFlags,
     /// How many steps run at once (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     jobs: usize,
@@ -106,6 +114,8 @@ enum Export {
     Oci(PathBuf),
     Tar(PathBuf),
     Local(PathBuf),
+    /// `type=registry,name=REF`: push to a registry.
+    Registry(String),
 }
 
 /// Parses `type=docker,dest=out.tar` (docker's `--output` syntax; a bare path is `local`).
@@ -115,14 +125,22 @@ fn parse_export(spec: &str) -> anyhow::Result<Export> {
     }
     let mut kind = None;
     let mut dest = None;
+    let mut name = None;
     for field in spec.split(',') {
         match field.split_once('=') {
             Some(("type", value)) => kind = Some(value.to_string()),
             Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+            Some(("name", value)) => name = Some(value.to_string()),
             _ => bail!(
                 "invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH"
             ),
         }
+    }
+    if kind.as_deref() == Some("registry") {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            bail!("invalid --output {spec:?}: type=registry needs name=REF");
+        };
+        return Ok(Export::Registry(name));
     }
     let Some(dest) = dest else {
         bail!("invalid --output {spec:?}: no dest=PATH");
@@ -133,7 +151,7 @@ fn parse_export(spec: &str) -> anyhow::Result<Export> {
         Some("tar") => Export::Tar(dest),
         Some("local") => Export::Local(dest),
         other => bail!(
-            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar or local",
+            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar, local or registry",
             other.unwrap_or("")
         ),
     })
@@ -142,6 +160,9 @@ fn parse_export(spec: &str) -> anyhow::Result<Export> {
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return dry_run(args);
+    }
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs a name to push to: give -t NAME");
     }
     let exports = args
         .outputs
@@ -183,6 +204,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         explain_cache: args.explain_cache,
         cache_from,
         cache_to,
+        pull: if args.pull {
+            kiln::registry::PullPolicy::Always
+        } else {
+            kiln::registry::PullPolicy::Missing
+        },
+        registry: args.registry.client_options(),
     };
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(
@@ -226,7 +253,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
     for export in &exports {
-        export_image(&store, &output.image, export)?;
+        export_image(&store, &output.image, export, &options)?;
+    }
+    if args.push {
+        for tag in &args.tags {
+            super::registry::push_built(&store, &output.image, tag, &options.registry)?;
+        }
     }
     Ok(())
 }
@@ -235,7 +267,10 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
 fn cache_from(args: &BuildArgs) -> anyhow::Result<Vec<Arc<dyn CacheTransport>>> {
     let mut from = Vec::new();
     for spec in &args.cache_from {
-        from.push(shared::open(&parse_cache_from(spec)?)?);
+        from.push(shared::open(
+            &parse_cache_from(spec)?,
+            &args.registry.client_options(),
+        )?);
     }
     Ok(from)
 }
@@ -246,7 +281,7 @@ fn cache_to(args: &BuildArgs) -> anyhow::Result<Vec<CacheExport>> {
     for spec in &args.cache_to {
         let parsed = parse_cache_to(spec)?;
         to.push(CacheExport {
-            transport: shared::open(&parsed.location)?,
+            transport: shared::open(&parsed.location, &args.registry.client_options())?,
             mode: parsed.mode,
         });
     }
@@ -265,7 +300,12 @@ fn with_source_date_epoch(mut args: BTreeMap<String, String>) -> BTreeMap<String
 }
 
 /// Writes one `-o` export of the built image.
-fn export_image(store: &Store, image: &StoredImage, export: &Export) -> anyhow::Result<()> {
+fn export_image(
+    store: &Store,
+    image: &StoredImage,
+    export: &Export,
+    options: &BuildOptions,
+) -> anyhow::Result<()> {
     let names: Vec<String> = if image.names.is_empty() {
         vec![image.id.to_string()]
     } else {
@@ -293,6 +333,9 @@ fn export_image(store: &Store, image: &StoredImage, export: &Export) -> anyhow::
         Export::Local(dir) => {
             archive::export_to_dir(store, image, dir, DEFAULT_MAX_BYTES).map_err(|e| plain(&e))?;
             Ok(())
+        }
+        Export::Registry(name) => {
+            super::registry::push_built(store, image, name, &options.registry)
         }
     }
 }

@@ -6,6 +6,7 @@ mod build;
 mod images;
 mod parse;
 mod progress;
+mod registry;
 mod report;
 mod run;
 mod template;
@@ -59,6 +60,14 @@ enum Command {
     Save(archive::SaveArgs),
     /// Load images from a tar archive (docker's format or an OCI layout).
     Load(archive::LoadArgs),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Log in to a registry (stores the credentials in docker's config.json).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
 }
 
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
@@ -80,6 +89,10 @@ pub fn main() -> ExitCode {
         Command::Export(args) => archive::export(&root, args),
         Command::Save(args) => archive::save(&root, args),
         Command::Load(args) => archive::load(&root, args),
+        Command::Pull(args) => registry::pull_command(&root, args),
+        Command::Push(args) => registry::push_command(&root, args),
+        Command::Login(args) => registry::login(args),
+        Command::Logout(args) => registry::logout(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ mod layer_safety;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
+mod registry;
 mod run;
 mod run_step;
 mod runtime_cgroup;

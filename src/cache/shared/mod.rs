@@ -23,7 +23,9 @@ pub use spec::{
 
 use crate::cache::transport::{CacheTransport, TransportError};
 use crate::cache::{BlobError, Digest};
+use crate::image::Reference;
 use crate::image::store::{BlobOrigin, LayerInfo, Store, StoreError};
+use crate::registry::{Client, ClientOptions, RegistryCache, RegistryError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -44,11 +46,18 @@ pub enum SharedCacheError {
         #[source]
         source: TransportError,
     },
-    #[error(
-        "cannot open the registry cache {reference}: this kiln has no registry transport for the \
-         shared cache yet; use type=local,dest=DIR / type=local,src=DIR"
-    )]
-    NoRegistry { reference: String },
+    #[error("cannot open the registry cache {reference}: {source}")]
+    Registry {
+        reference: String,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("the registry cache {reference} is not an image reference: {source}")]
+    Reference {
+        reference: String,
+        #[source]
+        source: crate::image::ReferenceError,
+    },
     #[error(
         "layer {digest} is not in the store and no shared cache of this build holds it; run \
          the build again without --cache-from"
@@ -63,28 +72,47 @@ pub struct CacheExport {
     pub mode: ExportMode,
 }
 
-/// Opens the transport of a parsed `--cache-to`/`--cache-from` location.
-pub fn open(location: &CacheLocation) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
+/// Opens the transport of a parsed `--cache-to`/`--cache-from` location; a registry is spoken
+/// to with `registry` (insecure registries, credentials).
+pub fn open(
+    location: &CacheLocation,
+    registry: &ClientOptions,
+) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
     match location {
         CacheLocation::Local { dir, tag } => Ok(Arc::new(LocalCache::new(dir, tag))),
-        CacheLocation::Registry { reference } => open_registry(reference),
+        CacheLocation::Registry { reference } => open_registry(reference, registry),
     }
 }
 
 /// The registry transport of `reference` (`host[:port]/repository[:tag]`). This is the one
 /// place a registry cache is opened, for `--cache-to`/`--cache-from` and for fetching the
 /// absent layers of an image built from one ([`BlobOrigin::Registry`]).
-pub fn open_registry(reference: &str) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
-    Err(SharedCacheError::NoRegistry {
+pub fn open_registry(
+    reference: &str,
+    options: &ClientOptions,
+) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
+    let registry_error = |source: RegistryError| SharedCacheError::Registry {
         reference: reference.to_string(),
-    })
+        source: Box::new(source),
+    };
+    let parsed =
+        Reference::parse_normalized(reference).map_err(|source| SharedCacheError::Reference {
+            reference: reference.to_string(),
+            source,
+        })?;
+    let client = Client::new(options.clone()).map_err(registry_error)?;
+    Ok(Arc::new(
+        RegistryCache::new(client, parsed).map_err(registry_error)?,
+    ))
 }
 
 /// The transport that holds the blobs of `origin`.
 pub fn open_origin(origin: &BlobOrigin) -> Result<Arc<dyn CacheTransport>, SharedCacheError> {
     match origin {
         BlobOrigin::OciLayout(dir) => Ok(Arc::new(LocalCache::new(dir, local::DEFAULT_TAG))),
-        BlobOrigin::Registry(repository) => open_registry(repository),
+        // The registry's defaults: an origin does not remember `--insecure-registry` (loopback
+        // registries are plain HTTP anyway) and credentials come from the docker config.
+        BlobOrigin::Registry(repository) => open_registry(repository, &ClientOptions::default()),
     }
 }
 
@@ -512,9 +540,13 @@ mod tests {
                 && warning.ends_with("building without it"),
             "{warning}"
         );
-        let err = open_registry("127.0.0.1:5000/cache")
+        let err = open_registry("127.0.0.1:5000/Cache", &ClientOptions::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("no registry transport"), "{err}");
+        assert!(
+            err.contains("127.0.0.1:5000/Cache is not an image reference")
+                && err.contains("must be lowercase"),
+            "{err}"
+        );
     }
 }

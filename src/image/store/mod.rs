@@ -31,7 +31,10 @@ mod origin;
 
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
-pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};
+pub use index::{
+    CONTAINERD_NAME, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, REF_NAME, TAGGED_AT, entry_name,
+    is_index, is_manifest,
+};
 pub use name::{ImageName, NameError};
 pub use origin::BlobOrigin;
 
@@ -443,6 +446,57 @@ impl Store {
         let manifest_blob = self.blobs.write(&manifest_json)?;
         let descriptor = manifest_blob.descriptor(MediaType::ImageManifest);
         let digest = manifest_blob.digest.clone();
+        let index = self.modify_index(|index| {
+            index.add_untagged(&descriptor, &digest);
+            Ok(index.clone())
+        })?;
+        self.load(&index, &descriptor, &digest)
+    }
+
+    /// Lists an image whose manifest was made elsewhere (pulled from a registry), keeping the
+    /// manifest's exact bytes so its digest stays the one the registry serves. Its config and
+    /// layer blobs must be stored already (each with the descriptor's size); the config must
+    /// list one diff ID per layer. The image is untagged until [`Store::tag`] names it. Hold a
+    /// [`Lease`] from writing the first blob until then. `media_type` is the OCI or Docker
+    /// schema 2 manifest type.
+    pub fn write_manifest(
+        &self,
+        media_type: &str,
+        manifest_json: &[u8],
+    ) -> Result<StoredImage, StoreError> {
+        let _lease = self.lease()?;
+        let digest = Digest::of(manifest_json);
+        let media_type = MediaType::from(media_type);
+        if !is_manifest(&media_type) {
+            return Err(StoreError::Document {
+                what: "image manifest",
+                digest,
+                reason: format!("{media_type} is not an image manifest media type"),
+            });
+        }
+        let manifest: ImageManifest =
+            serde_json::from_slice(manifest_json).map_err(|err| StoreError::Document {
+                what: "image manifest",
+                digest: digest.clone(),
+                reason: err.to_string(),
+            })?;
+        let config_digest = descriptor_digest("config", &digest, manifest.config())?;
+        let config = self.config(&config_digest, Some(manifest.config().size()))?;
+        pair_layers(&config_digest, &config, manifest.layers())?;
+        for layer in manifest.layers() {
+            let layer_digest = descriptor_digest("layer", &digest, layer)?;
+            let size = self.blobs.size(&layer_digest)?;
+            if size != layer.size() {
+                return Err(BlobError::SizeMismatch {
+                    digest: layer_digest,
+                    expected: layer.size(),
+                    actual: size,
+                }
+                .into());
+            }
+        }
+        let blob = self.blobs.write(manifest_json)?;
+        let descriptor = blob.descriptor(media_type);
         let index = self.modify_index(|index| {
             index.add_untagged(&descriptor, &digest);
             Ok(index.clone())
