@@ -183,8 +183,8 @@ impl CompileError {
     pub fn help(&self) -> Option<String> {
         match self {
             CompileError::MissingImage { .. } => Some(
-                "kiln has no registry client yet: bring the image in with `kiln load` or \
-                 `kiln import`, or build it FROM scratch"
+                "give a valid image reference (`[registry/]name[:tag][@digest]`) to pull it, \
+                 or bring the image in with `kiln load` or `kiln import`"
                     .to_string(),
             ),
             _ => None,
