@@ -52,7 +52,7 @@ pub(crate) const STEPS: [&str; 8] = [
 ];
 
 /// The step of the intermediate stage `gen`.
-pub(crate) const GEN_STEP: &str = "RUN echo generated > /gen.txt";
+const GEN_STEP: &str = "RUN echo generated > /gen.txt";
 
 /// One machine: a store of its own.
 pub(crate) struct Machine {
