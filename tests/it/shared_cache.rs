@@ -635,8 +635,8 @@ fn bad_cache_options_are_refused_before_building() {
             "unknown mode \"all\"",
         ),
         (
-            vec!["--cache-from", "127.0.0.1:5000/cache:main"],
-            "no registry transport",
+            vec!["--cache-to", "type=registry,mode=max"],
+            "type=registry needs ref=HOST/REPOSITORY:TAG",
         ),
     ];
     let machine = Machine::new();

@@ -388,3 +388,51 @@ fn assert_no_staging_left(machine: &Machine) {
     let staged = fs::read_dir(machine.root().join("tmp")).map_or(0, |d| d.count());
     assert_eq!(staged, 0, "staging junk was left");
 }
+
+#[test]
+fn an_empty_or_unreachable_registry_cache_builds_without_it() {
+    let Some((busybox, registry)) = setup() else {
+        return;
+    };
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    // A bare reference is a registry cache, as BuildKit reads it.
+    let cases = [
+        (format!("{}/cache/none:main", registry.host()), None),
+        (
+            format!("127.0.0.1:{closed}/cache/x"),
+            Some(format!("127.0.0.1:{closed}")),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (from, warning) in &cases {
+        let machine = Machine::new();
+        let ctx = context(&busybox, "a\n", false);
+        let built = machine.build(ctx.path(), &["--cache-from", from]);
+        if built.out.code != Some(0) || built.ran() != STEPS[1..] {
+            failures.push(format!(
+                "{from}: ran {:?}\n{}",
+                built.ran(),
+                built.out.stderr
+            ));
+        }
+        let imported = built.events("cache_imported");
+        let said = imported
+            .first()
+            .map(|e| (e["records"].clone(), e["warning"].clone()));
+        let as_expected = match (warning, &said) {
+            (None, Some((records, Value::Null))) => records == 0,
+            (Some(host), Some((_, Value::String(text)))) => {
+                text.contains(host.as_str()) && text.ends_with("building without it")
+            }
+            _ => false,
+        };
+        if !as_expected {
+            failures.push(format!("{from}: imported {said:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(cases.len(), 2);
+}
