@@ -2,10 +2,10 @@
 //! context of [`crate::shared_cache`], with the cache kept in a repository of a
 //! `docker-registry` each test starts on loopback ([`crate::registry::TestRegistry`]). Machine B
 //! rebuilds machine A's image with every step cached, the same digest and no layer downloaded;
-//! the lazily written image is pushed to another repository of the same registry by mounting
-//! (nothing downloaded) and to another registry by fetching its layers first; an edited context
-//! fetches only the parent layers; two builders write one cache ref at once; a corrupted blob is
-//! a clear error.
+//! the lazily written image is pushed (`kiln push`, `build --push`) to another repository of the
+//! same registry by mounting (nothing downloaded) and to another registry by fetching its layers
+//! first; an edited context fetches only the parent layers; two builders write one cache ref at
+//! once; a corrupted blob is a clear error; an empty or unreachable cache is built without.
 
 use crate::cli::Outcome;
 use crate::registry::{Act, Auth, TestRegistry, proxy};
@@ -184,9 +184,26 @@ fn an_image_built_from_a_registry_cache_is_pushed_by_mounting_or_fetching_its_la
     assert!(downloaded.is_empty(), "the push downloaded {downloaded:?}");
     assert_eq!(c.origins().len(), layers.len());
 
+    // The same through `build --push`, in the build's own runtime.
+    let f = Machine::new();
+    let pushed_by_build = format!("{}/app/w:1", registry.host());
+    let built = f.build(
+        ctx.path(),
+        &["--push", "-t", &pushed_by_build, "--cache-from", &from],
+    );
+    assert_eq!(built.ok(), a_digest);
+    let held = f.blobs();
+    let downloaded: Vec<&String> = layers.iter().filter(|l| held.contains(*l)).collect();
+    assert!(
+        downloaded.is_empty(),
+        "build --push downloaded {downloaded:?}"
+    );
+
     let d = Machine::new();
-    d.kiln(&["pull", &same]).ok();
-    assert_eq!(manifest_digest(&d, &same), a_digest);
+    for name in [&same, &pushed_by_build] {
+        d.kiln(&["pull", name]).ok();
+        assert_eq!(manifest_digest(&d, name), a_digest);
+    }
     assert_eq!(
         d.kiln(&["run", "--rm", &same, "cat", "/both.txt"]).ok(),
         "a\ngenerated\n"
@@ -305,12 +322,20 @@ fn two_builders_writing_one_registry_cache_ref_both_succeed_and_it_imports_clean
     let imported = built.events("cache_imported");
     assert_eq!(imported.len(), 1);
     assert_eq!(imported[0]["warning"], Value::Null);
-    // Running the image reads every layer back from the registry, each verified.
+    // A build on top of the lazily written image reads every layer back from the registry
+    // (from the builder's blocking pool), each verified.
     let tagged = c.build(ctx.path(), &["-t", "app", "--cache-from", &from]);
     tagged.ok();
+    assert_eq!(c.origins().len(), 6);
+    let child = crate::support::context(&[(
+        "Dockerfile",
+        "FROM app\nRUN cat /both.txt /tools.txt > /again.txt\n",
+    )]);
+    c.build(child.path(), &["-t", "again"]).ok();
+    assert!(c.origins().is_empty(), "{:?}", c.origins());
     assert_eq!(
-        c.kiln(&["run", "--rm", "app", "cat", "/both.txt"]).ok(),
-        "a\ngenerated\n"
+        c.kiln(&["run", "--rm", "again", "cat", "/again.txt"]).ok(),
+        "a\ngenerated\ntools\n"
     );
 }
 
