@@ -138,6 +138,9 @@ pub enum BuildError {
     Solver(String),
     #[error(transparent)]
     SharedCache(#[from] Box<SharedCacheError>),
+    /// A shared cache import or export on the blocking pool panicked or was canceled.
+    #[error("the shared cache task did not finish: {0}")]
+    SharedCacheTask(String),
     #[error("invalid SOURCE_DATE_EPOCH {0:?}: give the time as whole seconds since 1970-01-01 UTC")]
     SourceDateEpoch(String),
 }
@@ -224,7 +227,10 @@ pub async fn build_async(
     });
 
     let source_date_epoch = source_date_epoch(&options.build_args)?;
-    let (imported, reports) = ImportedCache::import(&options.cache_from, store);
+    let (imported, reports) = {
+        let (transports, store) = (options.cache_from.clone(), store.clone());
+        off_runtime(move || ImportedCache::import(&transports, &store)).await?
+    };
     for report in reports {
         progress.event(BuildEvent::CacheImported {
             source: report.source,
@@ -321,9 +327,11 @@ pub async fn build_async(
     });
     // Layers that came from a shared cache stay there until something needs their bytes.
     let layers: Vec<_> = snapshot.layers.iter().map(|l| l.info()).collect();
-    imported
-        .keep_absent(store, &layers)
-        .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
+    {
+        let (imported, store) = (imported.clone(), store.clone());
+        off_runtime(move || imported.keep_absent(&store, &layers)).await?
+    }
+    .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
     let image = write_image(
         store,
         compiled.document,
@@ -345,12 +353,22 @@ pub async fn build_async(
         image_id: image.id.to_string(),
         names,
     });
+    let keys = Arc::new(solved.keys);
     for export in &options.cache_to {
-        let cache =
-            shared::cache_graph(&worker, &graph, &solved.keys, compiled.target, export.mode);
-        let report =
-            crate::cache::shared::export(&cache, store, &imported, export.transport.as_ref())
-                .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
+        let (worker, graph, keys, store, imported) = (
+            worker.clone(),
+            graph.clone(),
+            keys.clone(),
+            store.clone(),
+            imported.clone(),
+        );
+        let (target, mode, transport) = (compiled.target, export.mode, export.transport.clone());
+        let report = off_runtime(move || {
+            let cache = shared::cache_graph(&worker, &graph, &keys, target, mode);
+            crate::cache::shared::export(&cache, &store, &imported, transport.as_ref())
+        })
+        .await?
+        .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
         progress.event(BuildEvent::CacheExported {
             destination: export.transport.describe(),
             records: report.records,
@@ -375,6 +393,17 @@ pub async fn build_async(
         cached,
         explanations,
     })
+}
+
+/// Runs `work` on tokio's blocking pool. The shared cache's transports block (a registry
+/// transport drives its own runtime, which cannot be entered from inside an async task), and
+/// looking records up may ask the cache whether it holds a blob.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BuildError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| BuildError::SharedCacheTask(err.to_string()))
 }
 
 /// Plans the build, looks its external images up in the store, and plans again with their

@@ -41,8 +41,51 @@ pub fn print(err: &anyhow::Error) {
         eprintln!("{located}");
         return;
     }
-    eprintln!("error: {err}");
+    eprint!("{}", plain_report(err));
+}
+
+/// `error: MESSAGE` and a `caused by:` line per cause the message does not already say (most
+/// messages embed their source's, which would otherwise be printed again, once per level).
+fn plain_report(err: &anyhow::Error) -> String {
+    let message = err.to_string();
+    let mut report = format!("error: {message}\n");
     for cause in err.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            report.push_str(&format!("  caused by: {cause}\n"));
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Layered {
+        #[error("outer: {0}")]
+        Embeds(#[source] Box<Layered>),
+        #[error("outer without detail")]
+        Hides(#[source] Box<Layered>),
+        #[error("the root cause")]
+        Root,
+    }
+
+    #[test]
+    fn causes_the_message_already_says_are_not_repeated() {
+        let cases = [
+            (
+                Layered::Embeds(Box::new(Layered::Embeds(Box::new(Layered::Root)))),
+                "error: outer: outer: the root cause\n",
+            ),
+            (
+                Layered::Hides(Box::new(Layered::Root)),
+                "error: outer without detail\n  caused by: the root cause\n",
+            ),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(plain_report(&anyhow::Error::new(err)), expected);
+        }
     }
 }

@@ -32,7 +32,7 @@ const PASSWORD: &str = "wonderland";
 const PASSWORD_BCRYPT: &str = "$2b$04$PfppzGxiqs7Avh5Yi0zCCeZU905W0BMYndFUCNgS2J4BoyYhzyZQG";
 
 /// How a test registry authenticates.
-enum Auth {
+pub(crate) enum Auth {
     Anonymous,
     /// htpasswd with [`USER`]/[`PASSWORD`].
     Basic,
@@ -41,9 +41,9 @@ enum Auth {
 }
 
 /// A `docker-registry` process on a free loopback port; killed when dropped.
-struct TestRegistry {
+pub(crate) struct TestRegistry {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -66,7 +66,7 @@ fn wait_for_port(port: u16) {
 
 impl TestRegistry {
     /// Starts a registry, or `None` (a skip notice; a failure under CI=true) without the binary.
-    fn start(auth: Auth) -> Option<TestRegistry> {
+    pub(crate) fn start(auth: Auth) -> Option<TestRegistry> {
         let binary = PathBuf::from(REGISTRY_BIN);
         support::require(
             &format!("{REGISTRY_BIN} (Debian package docker-registry)"),
@@ -110,7 +110,7 @@ impl TestRegistry {
     }
 
     /// `127.0.0.1:PORT`.
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -148,7 +148,7 @@ impl Drop for TestRegistry {
 /// A token server for distribution's `auth: token` (the docker token spec): it issues RS256 JWTs
 /// signed with its key (by `openssl dgst`), carrying its certificate in `x5c`, granting the
 /// requested scopes to [`USER`] with [`PASSWORD`] and nothing to anyone else.
-struct TokenServer {
+pub(crate) struct TokenServer {
     port: u16,
     cert: PathBuf,
     key: PathBuf,
@@ -388,7 +388,7 @@ fn write_response(
 
 /// What the proxy does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
+pub(crate) enum Act {
     /// Pass it on and the reply back.
     Forward,
     /// Pass it on; flip a byte of the reply's body (same length).
@@ -403,15 +403,15 @@ enum Act {
 
 /// A proxy in front of a registry: one request per connection, passed on with `Connection:
 /// close`, its fate decided by `decide(method, path)`.
-struct Proxy {
-    port: u16,
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     /// `METHOD PATH [Range: R]` of every request, in order of arrival.
     log: Arc<Mutex<Vec<String>>>,
 }
 
-type Decide = dyn Fn(&str, &str) -> Act + Send + Sync;
+pub(crate) type Decide = dyn Fn(&str, &str) -> Act + Send + Sync;
 
-fn proxy(upstream: u16, decide: Arc<Decide>) -> Proxy {
+pub(crate) fn proxy(upstream: u16, decide: Arc<Decide>) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
     let log = Arc::new(Mutex::new(Vec::new()));

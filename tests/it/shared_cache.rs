@@ -40,7 +40,7 @@ CMD ["sh"]
 "#;
 
 /// The instructions of every step of the default target, in step order.
-const STEPS: [&str; 8] = [
+pub(crate) const STEPS: [&str; 8] = [
     "FROM scratch",
     "COPY busybox /bin/busybox",
     "RUN [\"/bin/busybox\",\"--install\",\"-s\",\"/bin\"]",
@@ -55,13 +55,13 @@ const STEPS: [&str; 8] = [
 const GEN_STEP: &str = "RUN echo generated > /gen.txt";
 
 /// One machine: a store of its own.
-struct Machine {
+pub(crate) struct Machine {
     root: tempfile::TempDir,
 }
 
 /// What a `--progress json` build reported.
-struct Built {
-    out: Outcome,
+pub(crate) struct Built {
+    pub(crate) out: Outcome,
     /// The image's manifest digest, from `--metadata-file`.
     digest: Option<String>,
     names: Vec<String>,
@@ -72,7 +72,7 @@ struct Built {
 
 impl Built {
     /// Asserts the build succeeded; returns the image's manifest digest.
-    fn ok(&self) -> String {
+    pub(crate) fn ok(&self) -> String {
         assert_eq!(self.out.code, Some(0), "build failed:\n{}", self.out.stderr);
         self.digest
             .clone()
@@ -89,39 +89,39 @@ impl Built {
             .collect()
     }
 
-    fn ran(&self) -> Vec<&str> {
+    pub(crate) fn ran(&self) -> Vec<&str> {
         self.instructions(&self.started)
     }
 
-    fn hits(&self) -> Vec<&str> {
+    pub(crate) fn hits(&self) -> Vec<&str> {
         self.instructions(&self.cached)
     }
 
     /// The events of kind `kind`.
-    fn events(&self, kind: &str) -> Vec<&Value> {
+    pub(crate) fn events(&self, kind: &str) -> Vec<&Value> {
         self.events.iter().filter(|e| e["event"] == kind).collect()
     }
 }
 
 impl Machine {
-    fn new() -> Machine {
+    pub(crate) fn new() -> Machine {
         Machine {
             root: tempfile::tempdir().expect("temp dir"),
         }
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.root.path()
     }
 
-    fn kiln(&self, args: &[&str]) -> crate::cli::Kiln {
+    pub(crate) fn kiln(&self, args: &[&str]) -> crate::cli::Kiln {
         let mut all = vec!["--root".to_string(), self.root().display().to_string()];
         all.extend(args.iter().map(|a| a.to_string()));
         kiln(all)
     }
 
     /// `kiln build --progress json ARGS CONTEXT`.
-    fn build(&self, context: &Path, args: &[&str]) -> Built {
+    pub(crate) fn build(&self, context: &Path, args: &[&str]) -> Built {
         let context = context.display().to_string();
         let metadata = tempfile::NamedTempFile::new().expect("temp file");
         let metadata_path = metadata.path().display().to_string();
@@ -173,7 +173,7 @@ impl Machine {
 
     /// The layer blob digests (`sha256:...`, base first) of the image whose manifest is
     /// `digest`.
-    fn layers(&self, digest: &str) -> Vec<String> {
+    pub(crate) fn layers(&self, digest: &str) -> Vec<String> {
         let hex = digest.trim_start_matches("sha256:");
         let manifest: Value = serde_json::from_slice(
             &fs::read(self.root().join("blobs/sha256").join(hex)).expect("manifest blob"),
@@ -188,12 +188,12 @@ impl Machine {
     }
 
     /// The blobs the store knows the origin of (`sha256:...`).
-    fn origins(&self) -> BTreeSet<String> {
+    pub(crate) fn origins(&self) -> BTreeSet<String> {
         blobs_in(&self.root().join("origins/sha256"))
     }
 
     /// The blobs the store holds (`sha256:...`).
-    fn blobs(&self) -> BTreeSet<String> {
+    pub(crate) fn blobs(&self) -> BTreeSet<String> {
         blobs_in(&self.root().join("blobs/sha256"))
     }
 }
@@ -211,7 +211,7 @@ fn blobs_in(dir: &Path) -> BTreeSet<String> {
 
 /// A build context with `a.txt` holding `a` and a copy of busybox. With `elsewhere`, every
 /// file gets another modification time and owner, as a checkout on another machine would.
-fn context(busybox: &Path, a: &str, elsewhere: bool) -> tempfile::TempDir {
+pub(crate) fn context(busybox: &Path, a: &str, elsewhere: bool) -> tempfile::TempDir {
     let dir = support::context(&[("Dockerfile", DOCKERFILE), ("a.txt", a)]);
     fs::copy(busybox, dir.path().join("busybox")).expect("copy busybox");
     if elsewhere {
@@ -227,14 +227,14 @@ fn context(busybox: &Path, a: &str, elsewhere: bool) -> tempfile::TempDir {
 }
 
 /// Root and busybox, or `None` after a skip notice.
-fn requirements() -> Option<PathBuf> {
+pub(crate) fn requirements() -> Option<PathBuf> {
     support::root()?;
     support::busybox()
 }
 
 /// Machine A builds the Dockerfile tagged `app` with `cache_to`; returns it, its context and
 /// the image's manifest digest.
-fn machine_a(busybox: &Path, cache_to: &[&str]) -> (Machine, tempfile::TempDir, String) {
+pub(crate) fn machine_a(busybox: &Path, cache_to: &[&str]) -> (Machine, tempfile::TempDir, String) {
     let a = Machine::new();
     let ctx = context(busybox, "a\n", false);
     let mut args = vec!["-t", "app"];
@@ -635,8 +635,8 @@ fn bad_cache_options_are_refused_before_building() {
             "unknown mode \"all\"",
         ),
         (
-            vec!["--cache-from", "127.0.0.1:5000/cache:main"],
-            "no registry transport",
+            vec!["--cache-to", "type=registry,mode=max"],
+            "type=registry needs ref=HOST/REPOSITORY:TAG",
         ),
     ];
     let machine = Machine::new();
