@@ -285,7 +285,7 @@ impl Target {
         &mut self,
         dir: &DestDir,
         name: &OsStr,
-        content: &mut dyn Read,
+        content: &mut (impl Read + ?Sized),
         attributes: &Attributes,
     ) -> Result<(u64, (u64, u64)), CopyError> {
         let path = path_of(&dir.child(name));
@@ -299,7 +299,9 @@ impl Target {
         )
         .map_err(|e| io_error("create", &path, e.into()))?;
         let mut file = File::from(fd);
-        // std's copy between two files uses copy_file_range(2) (or sendfile) when it can.
+        // std's copy between two files uses copy_file_range(2) (in the kernel, no trip through
+        // user space) when it can; that needs the concrete `File` type, hence the generic
+        // `content` (through a `dyn Read` it would fall back to an 8 KiB stack buffer).
         let bytes = io::copy(content, &mut file).map_err(|e| io_error("write", &path, e))?;
         set_fd_attributes(file.as_fd(), attributes, &path)?;
         let stat = fstat(&file).map_err(|e| io_error("stat", &path, e.into()))?;
