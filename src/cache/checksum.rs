@@ -49,7 +49,7 @@ use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlink
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -66,6 +66,11 @@ pub struct FileSum {
     pub path: String,
     /// The digest of the path, its type and permission bits and its content or link target.
     pub digest: Digest,
+    /// The type and permission bits (`st_mode & (S_IFMT | 0o7777)`), already part of `digest`;
+    /// kept apart so an incremental COPY can tell that a changed path is still (and was) a
+    /// regular file. 0 (unknown) in records written before kiln kept it.
+    #[serde(default)]
+    pub mode: u32,
 }
 
 /// The checksum of a set of context paths.
@@ -75,6 +80,33 @@ pub struct ContentSum {
     pub digest: Digest,
     /// One checksum per path, sorted by path.
     pub files: Vec<FileSum>,
+}
+
+impl ContentSum {
+    /// The paths whose checksum is the same in `before`, when a COPY that read `before` and now
+    /// reads `self` maps its sources to the same destinations both times: the same set of
+    /// paths, and every path that changed a regular file both before and now (a changed type
+    /// or symlink target can move what lands where). `None` otherwise, or when `before` does not
+    /// know the type of a changed path (a record from before [`FileSum::mode`]).
+    pub fn unchanged_since(&self, before: &ContentSum) -> Option<HashSet<String>> {
+        if self.files.len() != before.files.len() {
+            return None;
+        }
+        let regular = |mode: u32| mode & libc::S_IFMT == libc::S_IFREG;
+        let mut unchanged = HashSet::with_capacity(self.files.len());
+        // Both lists are sorted by path (see `checksum_paths`).
+        for (now, then) in self.files.iter().zip(&before.files) {
+            if now.path != then.path {
+                return None;
+            }
+            if now.digest == then.digest {
+                unchanged.insert(now.path.clone());
+            } else if !(regular(now.mode) && regular(then.mode)) {
+                return None;
+            }
+        }
+        Some(unchanged)
+    }
 }
 
 /// The checksum of exactly `paths` (context-relative, as [`crate::context::SourceMatch`] lists
@@ -238,6 +270,7 @@ fn sum_path(
     Ok(FileSum {
         path: path.to_string(),
         digest: Digest::of(&record),
+        mode,
     })
 }
 
@@ -1207,5 +1240,118 @@ mod tests {
         let before = checksum_paths(ctx.root(), &paths, &cache).unwrap();
         fx.write("app/debug.log", "more noise");
         assert_eq!(checksum_paths(ctx.root(), &paths, &cache).unwrap(), before);
+    }
+}
+
+#[cfg(test)]
+mod unchanged_since_tests {
+    use super::*;
+
+    const FILE: u32 = libc::S_IFREG | 0o644;
+    const LINK: u32 = libc::S_IFLNK | 0o777;
+    const DIR: u32 = libc::S_IFDIR | 0o755;
+
+    /// A checksum of `(path, what it holds, mode)` entries, given sorted.
+    fn sum(files: &[(&str, &str, u32)]) -> ContentSum {
+        let files: Vec<FileSum> = files
+            .iter()
+            .map(|(path, data, mode)| FileSum {
+                path: path.to_string(),
+                digest: Digest::of(format!("{path}\0{data}\0{mode:o}").as_bytes()),
+                mode: *mode,
+            })
+            .collect();
+        ContentSum {
+            digest: combined_digest(&files),
+            files,
+        }
+    }
+
+    #[test]
+    fn only_changed_regular_files_in_the_same_set_of_paths_keep_the_mapping() {
+        let before = sum(&[("a", "1", FILE), ("b", "2", FILE), ("l", "a", LINK)]);
+        let cases: &[(&str, ContentSum, Option<&[&str]>)] = &[
+            ("nothing changed", before.clone(), Some(&["a", "b", "l"])),
+            (
+                "a file's content changed",
+                sum(&[("a", "9", FILE), ("b", "2", FILE), ("l", "a", LINK)]),
+                Some(&["b", "l"]),
+            ),
+            (
+                "a file's mode changed",
+                sum(&[("a", "1", FILE | 0o100), ("b", "2", FILE), ("l", "a", LINK)]),
+                Some(&["b", "l"]),
+            ),
+            (
+                "a symlink's target changed",
+                sum(&[("a", "1", FILE), ("b", "2", FILE), ("l", "b", LINK)]),
+                None,
+            ),
+            (
+                "a file became a symlink",
+                sum(&[("a", "b", LINK), ("b", "2", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+            (
+                "a file became a directory",
+                sum(&[("a", "", DIR), ("b", "2", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+            (
+                "a file was added",
+                sum(&[
+                    ("a", "1", FILE),
+                    ("b", "2", FILE),
+                    ("c", "3", FILE),
+                    ("l", "a", LINK),
+                ]),
+                None,
+            ),
+            (
+                "a file was removed",
+                sum(&[("a", "1", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+            (
+                "a file was renamed",
+                sum(&[("a", "1", FILE), ("c", "2", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (name, now, expected) in cases {
+            let got = now.unchanged_since(&before).map(|set| {
+                let mut paths: Vec<String> = set.into_iter().collect();
+                paths.sort();
+                paths
+            });
+            let expected = expected.map(|paths| paths.iter().map(|p| p.to_string()).collect());
+            if got != expected {
+                failures.push(format!("{name}: {got:?}, expected {expected:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert_eq!(cases.len(), 9);
+    }
+
+    #[test]
+    fn a_record_without_modes_lends_nothing_when_something_changed() {
+        let mut before = sum(&[("a", "1", FILE), ("b", "2", FILE)]);
+        for file in &mut before.files {
+            file.mode = 0;
+        }
+        let now = sum(&[("a", "9", FILE), ("b", "2", FILE)]);
+        assert_eq!(now.unchanged_since(&before), None);
+    }
+
+    #[test]
+    fn the_mode_is_what_stat_says() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+        let cache = StatCache::load(&dir.path().join("stat"), dir.path());
+        let sum = checksum_paths(dir.path(), &["f".to_string(), "l".to_string()], &cache).unwrap();
+        let modes: Vec<u32> = sum.files.iter().map(|f| f.mode & libc::S_IFMT).collect();
+        assert_eq!(modes, [libc::S_IFREG, libc::S_IFLNK]);
     }
 }

@@ -243,6 +243,11 @@ impl Node {
     pub(crate) fn name(&self) -> &OsStr {
         &self.name
     }
+
+    /// The node's path relative to the union root.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// What a name is in the union.
@@ -643,7 +648,7 @@ impl UnionFs {
 
 /// The xattrs of the file at `path` (not following a last symlink), overlay bookkeeping left out.
 /// A filesystem without xattrs has none.
-fn read_xattrs(path: &Path) -> io::Result<Vec<(CString, Vec<u8>)>> {
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(CString, Vec<u8>)>> {
     let names = match xattr::list(path) {
         Ok(names) => names,
         Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),

@@ -386,6 +386,31 @@ impl Target {
         Ok(true)
     }
 
+    /// Links `name` in `dir` (cleared first) to `existing_name` in `existing_parent`, a
+    /// directory of a committed snapshot (see [`super::reuse`]); false, with nothing written,
+    /// when the two are on different filesystems or the file has too many links (the caller
+    /// copies instead). Nothing of the linked file is changed.
+    pub(crate) fn link_from(
+        &mut self,
+        dir: &DestDir,
+        name: &OsStr,
+        existing_parent: BorrowedFd<'_>,
+        existing_name: &OsStr,
+    ) -> Result<bool, CopyError> {
+        // linkat(2) without AT_SYMLINK_FOLLOW links the entry itself, never a symlink's target.
+        match linkat(
+            existing_parent,
+            existing_name,
+            dir.fd.as_fd(),
+            name,
+            AtFlags::empty(),
+        ) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EXDEV | nix::errno::Errno::EMLINK) => Ok(false),
+            Err(errno) => Err(io_error("link", &path_of(&dir.child(name)), errno.into())),
+        }
+    }
+
     /// Links `name` in `dir` (cleared first) to `existing_name` in the upper directory
     /// `existing_parent` (a descriptor from the union, of `upper`).
     pub(crate) fn hardlink_at(
