@@ -561,7 +561,7 @@ impl Copier<'_> {
             if self.excluded(&rel, child.meta.kind == FileKind::Dir) {
                 continue;
             }
-            match self.tree.lookup_in(src, &child.name)? {
+            match self.tree.lookup_child(src, &child)? {
                 Found::Dir(sub, meta) => {
                     let attributes = self.attributes(&meta, self.tree.dir_xattrs(&sub)?);
                     let owner = (attributes.uid, attributes.gid);

@@ -262,6 +262,8 @@ pub(crate) enum Found {
 pub(crate) struct Child {
     pub(crate) name: OsString,
     pub(crate) meta: Metadata,
+    /// The index, in the listed directory's parts, of the layer directory the entry is from.
+    part: usize,
 }
 
 impl UnionFs {
@@ -467,12 +469,36 @@ impl UnionFs {
         })
     }
 
+    /// [`UnionFs::lookup_in`] of an entry `children(dir)` listed: a non-directory is the node
+    /// the listing saw (the top-most layer's entry, as `lookup_in` finds it) without a second
+    /// stat, which a copy of thousands of files notices; a directory is looked up, to merge it.
+    pub(crate) fn lookup_child(&self, dir: &MergedDir, child: &Child) -> Result<Found, UnionError> {
+        let part = dir.parts.get(child.part);
+        match part {
+            Some(part) if child.meta.kind != FileKind::Dir => {
+                let path = dir.path.join(&child.name);
+                let parent = part
+                    .fd
+                    .try_clone()
+                    .map_err(|e| self.io_error(part.layer, &path, e))?;
+                Ok(Found::Node(Node {
+                    meta: child.meta,
+                    layer: part.layer,
+                    parent,
+                    name: child.name.clone(),
+                    path,
+                }))
+            }
+            _ => self.lookup_in(dir, &child.name),
+        }
+    }
+
     /// The merged listing of `dir`, sorted by name: the top-most layer's entry for each name,
     /// whited-out names left out.
     pub(crate) fn children(&self, dir: &MergedDir) -> Result<Vec<Child>, UnionError> {
         let mut seen = HashSet::new();
         let mut children = Vec::new();
-        for part in &dir.parts {
+        for (index, part) in dir.parts.iter().enumerate() {
             let names =
                 list_dir(part.fd.as_fd()).map_err(|e| self.io_error(part.layer, &dir.path, e))?;
             for name in names {
@@ -490,7 +516,11 @@ impl UnionFs {
                 if meta.is_whiteout() || !self.is_allowed(&path) {
                     continue;
                 }
-                children.push(Child { name, meta });
+                children.push(Child {
+                    name,
+                    meta,
+                    part: index,
+                });
             }
         }
         children.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
