@@ -31,16 +31,17 @@
 //!
 //! # Never outside the context
 //!
-//! The directory that holds a path is opened with `openat2(2)` beneath a descriptor of the
-//! context root, with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a symlink anywhere on the way
-//! (say a directory swapped for a link to `/` between the context walk and the checksum) makes
-//! the open fail instead of leaving the context. The entry itself is then reached by its bare
-//! name from that directory, never followed: `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`,
-//! `readlinkat(2)` for a link's target, and `openat(2)` with `O_NOFOLLOW` to read a regular
-//! file, whose descriptor must be the inode just stat'ed, so a file swapped for a fifo or a
-//! device in between is an error, not a hang or a side effect. Each rayon job keeps the last
-//! directory it opened, so sorted paths cost about one `fstatat` each when the stat cache knows
-//! them.
+//! The directories that lead to a path are opened one component at a time, each beneath the
+//! one above it (the first beneath a descriptor of the context root), with `openat2(2)` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a symlink anywhere on the way (say a directory
+//! swapped for a link to `/` between the context walk and the checksum) makes the open fail
+//! instead of leaving the context. The entry itself is then reached by its bare name from that
+//! directory, never followed: `fstatat(2)` with `AT_SYMLINK_NOFOLLOW` (no open at all when the
+//! stat cache knows the file), `readlinkat(2)` for a link's target, and `openat(2)` with
+//! `O_NOFOLLOW` to read a regular file, whose descriptor must be the inode just stat'ed, so a
+//! file swapped for a fifo or a device in between is an error, not a hang or a side effect. Each
+//! rayon job keeps the chain of directories it has open, so sorted paths cost about one
+//! `fstatat` each when the stat cache knows them, and each directory one `openat2`.
 
 use crate::cache::atomic::{Staging, atomic_write_in};
 use crate::cache::{CacheError, Digest, FsError, Hashing};
@@ -162,36 +163,57 @@ fn checksum_paths_at(
     })
 }
 
-/// The directory a rayon job opened last, kept for the next path (sorted paths mostly share
-/// their parent with the one before).
+/// The directories a rayon job has open: the chain from the root down to the directory of the
+/// last path, each opened beneath the one above it, kept for the next path (sorted paths mostly
+/// share their parent, or a part of it, with the one before).
 #[derive(Default)]
 struct LastDir {
-    path: String,
-    fd: Option<OwnedFd>,
+    /// `(directory path, descriptor)`, outermost first; each path extends the one before by
+    /// one component.
+    chain: Vec<(String, OwnedFd)>,
 }
 
 impl LastDir {
     /// A descriptor of the directory `dir` (`""` is the root) beneath `root`; `path` is the
-    /// entry it is needed for, to name in errors.
+    /// entry it is needed for, to name in errors. Each component is opened from its parent
+    /// with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, one component at a time.
     fn open<'a>(
         &'a mut self,
         root: BorrowedFd<'a>,
         dir: &str,
         path: &str,
     ) -> Result<BorrowedFd<'a>, CacheError> {
-        if dir.is_empty() {
-            return Ok(root);
+        // Keep the open directories that lead to `dir`.
+        while let Some((open, _)) = self.chain.last() {
+            let leads = dir == open.as_str()
+                || dir
+                    .strip_prefix(open.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
+            if leads {
+                break;
+            }
+            self.chain.pop();
         }
-        if self.fd.is_none() || self.path != dir {
-            self.fd = None;
-            let how = OpenHow::new()
-                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-            let fd = openat2(root, dir, how).map_err(|errno| entry_error(path, errno))?;
-            self.path = dir.to_string();
-            self.fd = Some(fd);
+        let done = self.chain.last().map_or(0, |(open, _)| open.len());
+        let rest = dir.get(done..).unwrap_or_default().trim_start_matches('/');
+        if !rest.is_empty() {
+            for component in rest.split('/') {
+                let parent = self.chain.last().map_or(root, |(_, fd)| fd.as_fd());
+                let how = OpenHow::new()
+                    .flags(
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    )
+                    .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+                let fd =
+                    openat2(parent, component, how).map_err(|errno| entry_error(path, errno))?;
+                let opened = match self.chain.last() {
+                    Some((above, _)) => format!("{above}/{component}"),
+                    None => component.to_string(),
+                };
+                self.chain.push((opened, fd));
+            }
         }
-        Ok(self.fd.as_ref().map_or(root, |fd| fd.as_fd()))
+        Ok(self.chain.last().map_or(root, |(_, fd)| fd.as_fd()))
     }
 }
 
@@ -1147,6 +1169,37 @@ mod tests {
         assert_eq!(cases.len(), 9);
         fs::write(cache.path(), &valid).unwrap();
         assert_eq!(fx.cache().len(), 2, "the undamaged file loads");
+    }
+
+    #[test]
+    fn a_symlinked_directory_below_an_open_one_is_refused() {
+        let fx = Fixture::new();
+        let outside = fx.ctx.parent().unwrap().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), "secret").unwrap();
+        fs::create_dir_all(fx.ctx.join("d/real")).unwrap();
+        fs::write(fx.ctx.join("d/real/x"), "x").unwrap();
+        symlink("../../outside", fx.ctx.join("d/sym")).unwrap();
+        let reads = Reads::watch(&[&outside]);
+        let cache = fx.cache();
+        // Whether `d` is still open from `d/real/x` (the same rayon job) or opened anew, `sym`
+        // is opened beneath it without following.
+        let err = checksum_paths_at(
+            &fx.ctx,
+            &owned(&["d/real/x", "d/sym/secret"]),
+            &cache,
+            ALL_CLEAN,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CacheError::Changed { path, .. } if path == "d/sym/secret"),
+            "{err}"
+        );
+        assert_eq!(
+            reads.take(),
+            Vec::<String>::new(),
+            "nothing outside was read"
+        );
     }
 
     #[test]
