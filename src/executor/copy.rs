@@ -261,7 +261,8 @@ pub fn copy(
 
 /// [`copy`] that, given the `previous` run of the same COPY from the build context (same
 /// instruction, same `lowers`), links the files that did not change since from its snapshot
-/// instead of copying them (see [`reuse`]): the upper directory, and so the layer, is the one a
+/// instead of copying them (see [`PreviousCopy`] and the `reuse` module for when a link stands
+/// for a copy and why that is safe): the upper directory, and so the layer, is the one a
 /// full copy gives. `previous` is ignored for ADD and for `--from` sources.
 pub fn copy_reusing(
     request: &CopyRequest,

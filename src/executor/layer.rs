@@ -167,7 +167,8 @@ impl Drop for StagedUpper {
 /// tar (`application/vnd.oci.image.layer.v1.tar`, so the blob digest is the diff ID) straight
 /// into the blob store, then renames the upper directory itself to
 /// [`Store::snapshot_dir`]`(diff_id)`, after a syncfs(2) (run while the tar is written) so its
-/// files are on disk before the rename publishes them, and an fsync of `snapshots/` after it so the rename survives a crash.
+/// files are on disk before the rename publishes them, and an fsync of `snapshots/` after it so
+/// the rename survives a crash.
 /// When that snapshot already exists (the same change was made before, or by another process
 /// meanwhile) it is kept and ours is dropped. An upper directory with no entries is no layer:
 /// `None`. Hold a [`crate::image::store::Lease`] until an image references the layer.

@@ -50,7 +50,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// The previous run of a COPY from the build context, whose snapshot may lend its unchanged
-/// files to this run (see the [module documentation](self)).
+/// files to this run: pass it only when that run had the same instruction and inputs and read
+/// the same set of context paths, with only regular files changed since
+/// ([`crate::cache::ContentSum::unchanged_since`] gives `unchanged` then). A file is linked only
+/// when the previous one is exactly what a copy would write now (size, mode, owner, mtime,
+/// xattrs), so the layer is the one a full copy gives.
 #[derive(Debug, Clone, Copy)]
 pub struct PreviousCopy<'a> {
     /// The previous run's snapshot directory: the layer it added, in overlay format.
