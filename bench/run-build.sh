@@ -20,7 +20,12 @@
 # Cold means an empty cache before every timed run: kiln gets a fresh `--root`; BuildKit loses its
 # whole build cache (`docker builder prune -af`) and the image; buildah, which runs on a private
 # storage root under WORK so that no one else's images are touched, loses every image in it
-# (`buildah rmi -af`: its `--layers` cache is those intermediate images). Warm means the same
+# (`buildah rmi -af`: its `--layers` cache is those intermediate images). kiln's previous root is
+# moved aside (into WORK/kiln-trash, deleted at the end), not deleted, in the prepare step: on
+# ext4, creating files right after tens of thousands were deleted nearby costs seconds of system
+# time (the inode allocator skips recently freed inodes, fs/ext4/ialloc.c `recently_deleted()`),
+# which would charge the deletion of one run's output to the next run. Every tool's cold prepare
+# then ends with `sync`, so no run pays for the writeback of the one before it. Warm means the same
 # cache across runs; an untimed build fills it, and the logged build below (itself a warm build)
 # is the warm-up, so hyperfine needs no --warmup of its own.
 #
@@ -178,12 +183,19 @@ build_command() {
   esac
 }
 
-# cold_prepare TOOL SN: empties the tool's cache.
+kiln_trash=$WORK/kiln-trash
+
+# cold_prepare TOOL SN: empties the tool's cache (kiln's root is moved aside, see the header),
+# then syncs.
 cold_prepare() {
   case $1 in
-  kiln) echo "rm -rf --one-file-system $(q "$(kiln_root "$2")")" ;;
-  buildkit) echo "$docker builder prune -af >/dev/null && { $docker rmi -f bench${2#S} >/dev/null 2>&1 || true; }" ;;
-  buildah) echo "$(printf '%q ' "${buildah[@]}")rmi -af >/dev/null 2>&1 || true" ;;
+  kiln)
+    local root
+    root=$(q "$(kiln_root "$2")")
+    echo "mkdir -p $(q "$kiln_trash") && { [ ! -e $root ] || mv $root \"\$(mktemp -d -p $(q "$kiln_trash"))\"/root; } && sync"
+    ;;
+  buildkit) echo "$docker builder prune -af >/dev/null && { $docker rmi -f bench${2#S} >/dev/null 2>&1 || true; } && sync" ;;
+  buildah) echo "{ $(printf '%q ' "${buildah[@]}")rmi -af >/dev/null 2>&1 || true; } && sync" ;;
   esac
 }
 
@@ -194,7 +206,7 @@ name_of() {
 # --- run ---------------------------------------------------------------------------------------
 cleanup() {
   [[ $KEEP == 1 ]] && return 0
-  rm -rf --one-file-system "$WORK/kiln-root" || notice "could not remove $WORK/kiln-root"
+  rm -rf --one-file-system "$WORK/kiln-root" "$kiln_trash" || notice "could not remove $WORK/kiln-root or $kiln_trash"
   if [[ " ${tools[*]} " == *" buildkit "* ]]; then
     for n in 1 2 3 4 5; do "$docker" rmi -f "bench$n" >/dev/null 2>&1 || true; done
     "$docker" builder prune -af >/dev/null 2>&1 || true

@@ -8,7 +8,9 @@ use crate::cache::{
     CacheError, CacheRecords, ContentSum, Digest, KeyParts, StatCache, checksum_paths,
 };
 use crate::context::BuildContext;
-use crate::executor::copy::{CopyError, CopyRequest, CopySource, copy, mkdir};
+use crate::executor::copy::{
+    CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
+};
 use crate::executor::layer::{LayerCommitError, StagedUpper, commit};
 use crate::executor::run::{RunStep, RunStepError, run_step};
 use crate::image::archive::{ArchiveError, ensure_snapshots};
@@ -19,7 +21,7 @@ use crate::runtime::{Network, user};
 use crate::solver::{Cancel, NodeId, Worker};
 use oci_spec::image::MediaType;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -249,7 +251,19 @@ impl BuildWorker {
             CopyFrom::Context => {
                 let context = self.context.as_deref().ok_or(StepError::NoContext)?;
                 let source = CopySource::Context { context };
-                copy(&request, &source, &lowers, staged.upper(), cancel)?;
+                let previous = self.previous_copy(node, parent);
+                let previous = previous.as_ref().map(|(snapshot, unchanged)| PreviousCopy {
+                    snapshot,
+                    unchanged,
+                });
+                copy_reusing(
+                    &request,
+                    &source,
+                    &lowers,
+                    staged.upper(),
+                    cancel,
+                    previous.as_ref(),
+                )?;
             }
             CopyFrom::Input => {
                 let from = inputs.get(1).ok_or(StepError::MissingInput)?;
@@ -262,6 +276,29 @@ impl BuildWorker {
             return Err(StepError::Canceled);
         }
         self.finish(node, key, parent, staged)
+    }
+
+    /// The snapshot directory of the layer the COPY at `node` added the last time it ran, and
+    /// the context paths whose checksum is still the same, when that run had the same
+    /// instruction and inputs (so the same `parent`) and its snapshot is still there: the
+    /// files a new run may link instead of copying (`executor::copy::copy_reusing`).
+    fn previous_copy(&self, node: NodeId, parent: &Snapshot) -> Option<(PathBuf, HashSet<String>)> {
+        let parts = self.parts(node)?;
+        let before = self.records.last(self.position(node)?)?;
+        if before.op != parts.op || before.inputs != parts.inputs {
+            return None;
+        }
+        let ran: Snapshot = self.records.get(&before.key()).ok()??;
+        let (layer, below) = ran.layers.split_last()?;
+        if ran.added.last() != Some(&true) || below != parent.layers.as_slice() {
+            return None;
+        }
+        let snapshot = self.store.snapshot_dir(&layer.diff_id);
+        if !snapshot.is_dir() {
+            return None;
+        }
+        let unchanged = parts.content?.unchanged_since(&before.content?)?;
+        Some((snapshot, unchanged))
     }
 
     fn mkdir(

@@ -31,16 +31,17 @@
 //!
 //! # Never outside the context
 //!
-//! The directory that holds a path is opened with `openat2(2)` beneath a descriptor of the
-//! context root, with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a symlink anywhere on the way
-//! (say a directory swapped for a link to `/` between the context walk and the checksum) makes
-//! the open fail instead of leaving the context. The entry itself is then reached by its bare
-//! name from that directory, never followed: `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`,
-//! `readlinkat(2)` for a link's target, and `openat(2)` with `O_NOFOLLOW` to read a regular
-//! file, whose descriptor must be the inode just stat'ed, so a file swapped for a fifo or a
-//! device in between is an error, not a hang or a side effect. Each rayon job keeps the last
-//! directory it opened, so sorted paths cost about one `fstatat` each when the stat cache knows
-//! them.
+//! The directories that lead to a path are opened one component at a time, each beneath the
+//! one above it (the first beneath a descriptor of the context root), with `openat2(2)` and
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: a symlink anywhere on the way (say a directory
+//! swapped for a link to `/` between the context walk and the checksum) makes the open fail
+//! instead of leaving the context. The entry itself is then reached by its bare name from that
+//! directory, never followed: `fstatat(2)` with `AT_SYMLINK_NOFOLLOW` (no open at all when the
+//! stat cache knows the file), `readlinkat(2)` for a link's target, and `openat(2)` with
+//! `O_NOFOLLOW` to read a regular file, whose descriptor must be the inode just stat'ed, so a
+//! file swapped for a fifo or a device in between is an error, not a hang or a side effect. Each
+//! rayon job keeps the chain of directories it has open, so sorted paths cost about one
+//! `fstatat` each when the stat cache knows them, and each directory one `openat2`.
 
 use crate::cache::atomic::{Staging, atomic_write_in};
 use crate::cache::{CacheError, Digest, FsError, Hashing};
@@ -49,7 +50,7 @@ use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlink
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -66,6 +67,11 @@ pub struct FileSum {
     pub path: String,
     /// The digest of the path, its type and permission bits and its content or link target.
     pub digest: Digest,
+    /// The type and permission bits (`st_mode & (S_IFMT | 0o7777)`), already part of `digest`;
+    /// kept apart so an incremental COPY can tell that a changed path is still (and was) a
+    /// regular file. 0 (unknown) in records written before kiln kept it.
+    #[serde(default)]
+    pub mode: u32,
 }
 
 /// The checksum of a set of context paths.
@@ -75,6 +81,33 @@ pub struct ContentSum {
     pub digest: Digest,
     /// One checksum per path, sorted by path.
     pub files: Vec<FileSum>,
+}
+
+impl ContentSum {
+    /// The paths whose checksum is the same in `before`, when a COPY that read `before` and now
+    /// reads `self` maps its sources to the same destinations both times: the same set of
+    /// paths, and every path that changed a regular file both before and now (a changed type
+    /// or symlink target can move what lands where). `None` otherwise, or when `before` does not
+    /// know the type of a changed path (a record from before [`FileSum::mode`]).
+    pub fn unchanged_since(&self, before: &ContentSum) -> Option<HashSet<String>> {
+        if self.files.len() != before.files.len() {
+            return None;
+        }
+        let regular = |mode: u32| mode & libc::S_IFMT == libc::S_IFREG;
+        let mut unchanged = HashSet::with_capacity(self.files.len());
+        // Both lists are sorted by path (see `checksum_paths`).
+        for (now, then) in self.files.iter().zip(&before.files) {
+            if now.path != then.path {
+                return None;
+            }
+            if now.digest == then.digest {
+                unchanged.insert(now.path.clone());
+            } else if !(regular(now.mode) && regular(then.mode)) {
+                return None;
+            }
+        }
+        Some(unchanged)
+    }
 }
 
 /// The checksum of exactly `paths` (context-relative, as [`crate::context::SourceMatch`] lists
@@ -130,36 +163,57 @@ fn checksum_paths_at(
     })
 }
 
-/// The directory a rayon job opened last, kept for the next path (sorted paths mostly share
-/// their parent with the one before).
+/// The directories a rayon job has open: the chain from the root down to the directory of the
+/// last path, each opened beneath the one above it, kept for the next path (sorted paths mostly
+/// share their parent, or a part of it, with the one before).
 #[derive(Default)]
 struct LastDir {
-    path: String,
-    fd: Option<OwnedFd>,
+    /// `(directory path, descriptor)`, outermost first; each path extends the one before by
+    /// one component.
+    chain: Vec<(String, OwnedFd)>,
 }
 
 impl LastDir {
     /// A descriptor of the directory `dir` (`""` is the root) beneath `root`; `path` is the
-    /// entry it is needed for, to name in errors.
+    /// entry it is needed for, to name in errors. Each component is opened from its parent
+    /// with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, one component at a time.
     fn open<'a>(
         &'a mut self,
         root: BorrowedFd<'a>,
         dir: &str,
         path: &str,
     ) -> Result<BorrowedFd<'a>, CacheError> {
-        if dir.is_empty() {
-            return Ok(root);
+        // Keep the open directories that lead to `dir`.
+        while let Some((open, _)) = self.chain.last() {
+            let leads = dir == open.as_str()
+                || dir
+                    .strip_prefix(open.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'));
+            if leads {
+                break;
+            }
+            self.chain.pop();
         }
-        if self.fd.is_none() || self.path != dir {
-            self.fd = None;
-            let how = OpenHow::new()
-                .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-            let fd = openat2(root, dir, how).map_err(|errno| entry_error(path, errno))?;
-            self.path = dir.to_string();
-            self.fd = Some(fd);
+        let done = self.chain.last().map_or(0, |(open, _)| open.len());
+        let rest = dir.get(done..).unwrap_or_default().trim_start_matches('/');
+        if !rest.is_empty() {
+            for component in rest.split('/') {
+                let parent = self.chain.last().map_or(root, |(_, fd)| fd.as_fd());
+                let how = OpenHow::new()
+                    .flags(
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    )
+                    .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+                let fd =
+                    openat2(parent, component, how).map_err(|errno| entry_error(path, errno))?;
+                let opened = match self.chain.last() {
+                    Some((above, _)) => format!("{above}/{component}"),
+                    None => component.to_string(),
+                };
+                self.chain.push((opened, fd));
+            }
         }
-        Ok(self.fd.as_ref().map_or(root, |fd| fd.as_fd()))
+        Ok(self.chain.last().map_or(root, |(_, fd)| fd.as_fd()))
     }
 }
 
@@ -238,6 +292,7 @@ fn sum_path(
     Ok(FileSum {
         path: path.to_string(),
         digest: Digest::of(&record),
+        mode,
     })
 }
 
@@ -1117,6 +1172,37 @@ mod tests {
     }
 
     #[test]
+    fn a_symlinked_directory_below_an_open_one_is_refused() {
+        let fx = Fixture::new();
+        let outside = fx.ctx.parent().unwrap().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), "secret").unwrap();
+        fs::create_dir_all(fx.ctx.join("d/real")).unwrap();
+        fs::write(fx.ctx.join("d/real/x"), "x").unwrap();
+        symlink("../../outside", fx.ctx.join("d/sym")).unwrap();
+        let reads = Reads::watch(&[&outside]);
+        let cache = fx.cache();
+        // Whether `d` is still open from `d/real/x` (the same rayon job) or opened anew, `sym`
+        // is opened beneath it without following.
+        let err = checksum_paths_at(
+            &fx.ctx,
+            &owned(&["d/real/x", "d/sym/secret"]),
+            &cache,
+            ALL_CLEAN,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, CacheError::Changed { path, .. } if path == "d/sym/secret"),
+            "{err}"
+        );
+        assert_eq!(
+            reads.take(),
+            Vec::<String>::new(),
+            "nothing outside was read"
+        );
+    }
+
+    #[test]
     fn symlinks_never_lead_outside_the_context() {
         let fx = Fixture::new();
         let outside = fx.ctx.parent().unwrap().join("outside");
@@ -1207,5 +1293,118 @@ mod tests {
         let before = checksum_paths(ctx.root(), &paths, &cache).unwrap();
         fx.write("app/debug.log", "more noise");
         assert_eq!(checksum_paths(ctx.root(), &paths, &cache).unwrap(), before);
+    }
+}
+
+#[cfg(test)]
+mod unchanged_since_tests {
+    use super::*;
+
+    const FILE: u32 = libc::S_IFREG | 0o644;
+    const LINK: u32 = libc::S_IFLNK | 0o777;
+    const DIR: u32 = libc::S_IFDIR | 0o755;
+
+    /// A checksum of `(path, what it holds, mode)` entries, given sorted.
+    fn sum(files: &[(&str, &str, u32)]) -> ContentSum {
+        let files: Vec<FileSum> = files
+            .iter()
+            .map(|(path, data, mode)| FileSum {
+                path: path.to_string(),
+                digest: Digest::of(format!("{path}\0{data}\0{mode:o}").as_bytes()),
+                mode: *mode,
+            })
+            .collect();
+        ContentSum {
+            digest: combined_digest(&files),
+            files,
+        }
+    }
+
+    #[test]
+    fn only_changed_regular_files_in_the_same_set_of_paths_keep_the_mapping() {
+        let before = sum(&[("a", "1", FILE), ("b", "2", FILE), ("l", "a", LINK)]);
+        let cases: &[(&str, ContentSum, Option<&[&str]>)] = &[
+            ("nothing changed", before.clone(), Some(&["a", "b", "l"])),
+            (
+                "a file's content changed",
+                sum(&[("a", "9", FILE), ("b", "2", FILE), ("l", "a", LINK)]),
+                Some(&["b", "l"]),
+            ),
+            (
+                "a file's mode changed",
+                sum(&[("a", "1", FILE | 0o100), ("b", "2", FILE), ("l", "a", LINK)]),
+                Some(&["b", "l"]),
+            ),
+            (
+                "a symlink's target changed",
+                sum(&[("a", "1", FILE), ("b", "2", FILE), ("l", "b", LINK)]),
+                None,
+            ),
+            (
+                "a file became a symlink",
+                sum(&[("a", "b", LINK), ("b", "2", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+            (
+                "a file became a directory",
+                sum(&[("a", "", DIR), ("b", "2", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+            (
+                "a file was added",
+                sum(&[
+                    ("a", "1", FILE),
+                    ("b", "2", FILE),
+                    ("c", "3", FILE),
+                    ("l", "a", LINK),
+                ]),
+                None,
+            ),
+            (
+                "a file was removed",
+                sum(&[("a", "1", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+            (
+                "a file was renamed",
+                sum(&[("a", "1", FILE), ("c", "2", FILE), ("l", "a", LINK)]),
+                None,
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (name, now, expected) in cases {
+            let got = now.unchanged_since(&before).map(|set| {
+                let mut paths: Vec<String> = set.into_iter().collect();
+                paths.sort();
+                paths
+            });
+            let expected = expected.map(|paths| paths.iter().map(|p| p.to_string()).collect());
+            if got != expected {
+                failures.push(format!("{name}: {got:?}, expected {expected:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert_eq!(cases.len(), 9);
+    }
+
+    #[test]
+    fn a_record_without_modes_lends_nothing_when_something_changed() {
+        let mut before = sum(&[("a", "1", FILE), ("b", "2", FILE)]);
+        for file in &mut before.files {
+            file.mode = 0;
+        }
+        let now = sum(&[("a", "9", FILE), ("b", "2", FILE)]);
+        assert_eq!(now.unchanged_since(&before), None);
+    }
+
+    #[test]
+    fn the_mode_is_what_stat_says() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
+        let cache = StatCache::load(&dir.path().join("stat"), dir.path());
+        let sum = checksum_paths(dir.path(), &["f".to_string(), "l".to_string()], &cache).unwrap();
+        let modes: Vec<u32> = sum.files.iter().map(|f| f.mode & libc::S_IFMT).collect();
+        assert_eq!(modes, [libc::S_IFREG, libc::S_IFLNK]);
     }
 }

@@ -124,16 +124,22 @@ impl CacheRecords {
         self.write_json(&self.last_path(position), &last)
     }
 
+    /// The key parts `position` had the last time it ran ([`CacheRecords::remember`]), if
+    /// they are remembered and readable.
+    pub fn last(&self, position: &str) -> Option<KeyParts> {
+        read_json::<LastKey>(&self.last_path(position))
+            .ok()
+            .flatten()
+            .filter(|last| last.position == position)
+            .map(|last| last.parts)
+    }
+
     /// Why `parts` differs from what `position` had last time, one reason per line: `first
     /// build of this step`, `the instruction changed`, `input 1 changed (the step before it)`,
     /// `input 2 changed`, `context file changed: src/a.txt`, `context file added: b`, `context
     /// file removed: c` (at most ten files, then `and N more changed context files`).
     pub fn explain(&self, position: &str, parts: &KeyParts) -> Vec<String> {
-        let previous = read_json::<LastKey>(&self.last_path(position))
-            .ok()
-            .flatten()
-            .filter(|last| last.position == position);
-        let Some(LastKey { parts: before, .. }) = previous else {
+        let Some(before) = self.last(position) else {
             return vec!["first build of this step".to_string()];
         };
         if before.key() == parts.key() {
@@ -273,6 +279,7 @@ mod tests {
             .map(|(path, data)| FileSum {
                 path: path.to_string(),
                 digest: digest(&format!("{path}={data}")),
+                mode: 0o100_644,
             })
             .collect();
         let all: String = files.iter().map(|f| f.digest.to_string()).collect();

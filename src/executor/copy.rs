@@ -40,6 +40,7 @@
 
 mod archive;
 mod mode;
+mod reuse;
 mod target;
 
 use crate::context::dockerignore::{SegmentGlob, clean};
@@ -53,6 +54,8 @@ use crate::solver::Cancel;
 use mode::Chmod;
 use nix::sys::stat::SFlag;
 use nix::sys::time::TimeSpec;
+pub use reuse::PreviousCopy;
+use reuse::Reuse;
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
@@ -253,6 +256,22 @@ pub fn copy(
     upper: &Path,
     cancel: &Cancel,
 ) -> Result<CopyStats, CopyError> {
+    copy_reusing(request, source, lowers, upper, cancel, None)
+}
+
+/// [`copy`] that, given the `previous` run of the same COPY from the build context (same
+/// instruction, same `lowers`), links the files that did not change since from its snapshot
+/// instead of copying them (see [`PreviousCopy`] and the `reuse` module for when a link stands
+/// for a copy and why that is safe): the upper directory, and so the layer, is the one a
+/// full copy gives. `previous` is ignored for ADD and for `--from` sources.
+pub fn copy_reusing(
+    request: &CopyRequest,
+    source: &CopySource<'_>,
+    lowers: &[PathBuf],
+    upper: &Path,
+    cancel: &Cancel,
+    previous: Option<&PreviousCopy<'_>>,
+) -> Result<CopyStats, CopyError> {
     for source_path in &request.sources {
         refuse_remote(source_path, request.add)?;
     }
@@ -305,6 +324,12 @@ pub fn copy(
         cancel,
         stats: CopyStats::default(),
         links: HashMap::new(),
+        reuse: match (previous, source) {
+            (Some(previous), CopySource::Context { .. }) if !request.add => {
+                Some(Reuse::open(previous)?)
+            }
+            _ => None,
+        },
     };
     for found in &matches {
         copier.copy_match(found, &dest, request.add)?;
@@ -400,6 +425,8 @@ struct Copier<'a> {
     /// Source files with several links: (device, inode) in the source to the path of the first
     /// copy and its (device, inode) in `upper`.
     links: HashMap<Inode, (Vec<OsString>, Inode)>,
+    /// The previous run of this COPY, to link unchanged files from.
+    reuse: Option<Reuse<'a>>,
 }
 
 impl Copier<'_> {
@@ -535,7 +562,7 @@ impl Copier<'_> {
             if self.excluded(&rel, child.meta.kind == FileKind::Dir) {
                 continue;
             }
-            match self.tree.lookup_in(src, &child.name)? {
+            match self.tree.lookup_child(src, &child)? {
                 Found::Dir(sub, meta) => {
                     let attributes = self.attributes(&meta, self.tree.dir_xattrs(&sub)?);
                     let owner = (attributes.uid, attributes.gid);
@@ -575,6 +602,15 @@ impl Copier<'_> {
         let attributes = self.attributes(&meta, self.tree.node_xattrs(node)?);
         match meta.kind {
             FileKind::File => {
+                if let Some(reuse) = &mut self.reuse
+                    && let Some(previous_dir) =
+                        reuse.candidate(node.path(), &meta, dst.components(), name, &attributes)?
+                    && self.target.link_from(dst, name, previous_dir, name)?
+                {
+                    self.stats.files += 1;
+                    self.stats.bytes += meta.size;
+                    return Ok(());
+                }
                 let key = (meta.dev, meta.ino);
                 if meta.nlink > 1
                     && let Some((first, inode)) = self.links.get(&key)

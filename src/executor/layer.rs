@@ -42,8 +42,8 @@ pub enum LayerCommitError {
         /// Why.
         source: BlobError,
     },
-    /// The thread writing the blob panicked.
-    #[error("the thread writing a layer blob stopped unexpectedly")]
+    /// The thread writing the blob, or syncing the snapshot, panicked.
+    #[error("the thread writing a layer blob or syncing its snapshot stopped unexpectedly")]
     Thread,
 }
 
@@ -166,8 +166,9 @@ impl Drop for StagedUpper {
 /// Turns the upper directory into a layer with no copying: writes its diff as an uncompressed
 /// tar (`application/vnd.oci.image.layer.v1.tar`, so the blob digest is the diff ID) straight
 /// into the blob store, then renames the upper directory itself to
-/// [`Store::snapshot_dir`]`(diff_id)`, after a syncfs(2) so its files are on disk before the
-/// rename publishes them, and an fsync of `snapshots/` after it so the rename survives a crash.
+/// [`Store::snapshot_dir`]`(diff_id)`, after a syncfs(2) (run while the tar is written) so its
+/// files are on disk before the rename publishes them, and an fsync of `snapshots/` after it so
+/// the rename survives a crash.
 /// When that snapshot already exists (the same change was made before, or by another process
 /// meanwhile) it is kept and ours is dropped. An upper directory with no entries is no layer:
 /// `None`. Hold a [`crate::image::store::Lease`] until an image references the layer.
@@ -178,6 +179,12 @@ pub fn commit(store: &Store, staged: StagedUpper) -> Result<Option<LayerInfo>, L
         return Ok(None);
     }
     drop(entries);
+    // The snapshot's files must be on disk before the rename below publishes them. syncfs(2)
+    // flushes the whole filesystem in one call (an fsync of each file would cost a disk flush
+    // per file); it runs on its own thread from here on, while the layer tar is written (which
+    // only reads the upper directory), so the disk writes the snapshot while the CPU hashes it.
+    let upper_dir = File::open(upper).fs("open", upper)?;
+    let syncing = std::thread::spawn(move || nix::unistd::syncfs(&upper_dir));
     let blob_error = |source| LayerCommitError::Blob {
         upper: upper.to_path_buf(),
         source,
@@ -203,13 +210,13 @@ pub fn commit(store: &Store, staged: StagedUpper) -> Result<Option<LayerInfo>, L
         source,
     })?;
     let blob = writer.commit(Some(&written.diff_id)).map_err(blob_error)?;
+    syncing
+        .join()
+        .map_err(|_| LayerCommitError::Thread)?
+        .map_err(|errno| FsError::new("sync", upper, errno.into()))?;
 
     let target = store.snapshot_dir(&written.diff_id);
     if !target.is_dir() {
-        // fsync of every file would be slow; syncfs(2) flushes the whole filesystem in one call.
-        let dir = File::open(upper).fs("open", upper)?;
-        nix::unistd::syncfs(&dir).map_err(|errno| FsError::new("sync", upper, errno.into()))?;
-        drop(dir);
         match fs::rename(upper, &target) {
             Ok(()) => {
                 if let Some(parent) = target.parent() {

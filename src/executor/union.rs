@@ -243,6 +243,11 @@ impl Node {
     pub(crate) fn name(&self) -> &OsStr {
         &self.name
     }
+
+    /// The node's path relative to the union root.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// What a name is in the union.
@@ -257,6 +262,8 @@ pub(crate) enum Found {
 pub(crate) struct Child {
     pub(crate) name: OsString,
     pub(crate) meta: Metadata,
+    /// The index, in the listed directory's parts, of the layer directory the entry is from.
+    part: usize,
 }
 
 impl UnionFs {
@@ -462,12 +469,36 @@ impl UnionFs {
         })
     }
 
+    /// [`UnionFs::lookup_in`] of an entry `children(dir)` listed: a non-directory is the node
+    /// the listing saw (the top-most layer's entry, as `lookup_in` finds it) without a second
+    /// stat, which a copy of thousands of files notices; a directory is looked up, to merge it.
+    pub(crate) fn lookup_child(&self, dir: &MergedDir, child: &Child) -> Result<Found, UnionError> {
+        let part = dir.parts.get(child.part);
+        match part {
+            Some(part) if child.meta.kind != FileKind::Dir => {
+                let path = dir.path.join(&child.name);
+                let parent = part
+                    .fd
+                    .try_clone()
+                    .map_err(|e| self.io_error(part.layer, &path, e))?;
+                Ok(Found::Node(Node {
+                    meta: child.meta,
+                    layer: part.layer,
+                    parent,
+                    name: child.name.clone(),
+                    path,
+                }))
+            }
+            _ => self.lookup_in(dir, &child.name),
+        }
+    }
+
     /// The merged listing of `dir`, sorted by name: the top-most layer's entry for each name,
     /// whited-out names left out.
     pub(crate) fn children(&self, dir: &MergedDir) -> Result<Vec<Child>, UnionError> {
         let mut seen = HashSet::new();
         let mut children = Vec::new();
-        for part in &dir.parts {
+        for (index, part) in dir.parts.iter().enumerate() {
             let names =
                 list_dir(part.fd.as_fd()).map_err(|e| self.io_error(part.layer, &dir.path, e))?;
             for name in names {
@@ -485,7 +516,11 @@ impl UnionFs {
                 if meta.is_whiteout() || !self.is_allowed(&path) {
                     continue;
                 }
-                children.push(Child { name, meta });
+                children.push(Child {
+                    name,
+                    meta,
+                    part: index,
+                });
             }
         }
         children.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
@@ -643,7 +678,7 @@ impl UnionFs {
 
 /// The xattrs of the file at `path` (not following a last symlink), overlay bookkeeping left out.
 /// A filesystem without xattrs has none.
-fn read_xattrs(path: &Path) -> io::Result<Vec<(CString, Vec<u8>)>> {
+pub(crate) fn read_xattrs(path: &Path) -> io::Result<Vec<(CString, Vec<u8>)>> {
     let names = match xattr::list(path) {
         Ok(names) => names,
         Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),

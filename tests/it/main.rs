@@ -9,6 +9,7 @@ mod build_peer;
 mod cli;
 mod context;
 mod copy;
+mod copy_incremental;
 mod dockerignore_conformance;
 mod frontend_errors;
 mod graph;

@@ -285,7 +285,7 @@ impl Target {
         &mut self,
         dir: &DestDir,
         name: &OsStr,
-        content: &mut dyn Read,
+        content: &mut (impl Read + ?Sized),
         attributes: &Attributes,
     ) -> Result<(u64, (u64, u64)), CopyError> {
         let path = path_of(&dir.child(name));
@@ -299,10 +299,12 @@ impl Target {
         )
         .map_err(|e| io_error("create", &path, e.into()))?;
         let mut file = File::from(fd);
-        // std's copy between two files uses copy_file_range(2) (or sendfile) when it can.
+        // std's copy between two files uses copy_file_range(2) (in the kernel, no trip through
+        // user space) when it can; that needs the concrete `File` type, hence the generic
+        // `content` (through a `dyn Read` it would fall back to an 8 KiB stack buffer).
         let bytes = io::copy(content, &mut file).map_err(|e| io_error("write", &path, e))?;
-        set_fd_attributes(file.as_fd(), attributes, &path)?;
         let stat = fstat(&file).map_err(|e| io_error("stat", &path, e.into()))?;
+        set_new_file_attributes(file.as_fd(), &stat, attributes, &path)?;
         Ok((bytes, (stat.st_dev, stat.st_ino)))
     }
 
@@ -382,6 +384,31 @@ impl Target {
         )
         .map_err(|e| io_error("link", &path, e.into()))?;
         Ok(true)
+    }
+
+    /// Links `name` in `dir` (cleared first) to `existing_name` in `existing_parent`, a
+    /// directory of a committed snapshot (see [`super::reuse`]); false, with nothing written,
+    /// when the two are on different filesystems or the file has too many links (the caller
+    /// copies instead). Nothing of the linked file is changed.
+    pub(crate) fn link_from(
+        &mut self,
+        dir: &DestDir,
+        name: &OsStr,
+        existing_parent: BorrowedFd<'_>,
+        existing_name: &OsStr,
+    ) -> Result<bool, CopyError> {
+        // linkat(2) without AT_SYMLINK_FOLLOW links the entry itself, never a symlink's target.
+        match linkat(
+            existing_parent,
+            existing_name,
+            dir.fd.as_fd(),
+            name,
+            AtFlags::empty(),
+        ) {
+            Ok(()) => Ok(true),
+            Err(nix::errno::Errno::EXDEV | nix::errno::Errno::EMLINK) => Ok(false),
+            Err(errno) => Err(io_error("link", &path_of(&dir.child(name)), errno.into())),
+        }
     }
 
     /// Links `name` in `dir` (cleared first) to `existing_name` in the upper directory
@@ -590,6 +617,38 @@ fn set_fd_attributes(
         if !is_dir {
             futimens(fd, &mtime, &mtime).map_err(|e| io_error("set times of", path, e.into()))?;
         }
+    }
+    Ok(())
+}
+
+/// [`set_fd_attributes`] for a regular file just created by this copy, whose fstat is `stat`:
+/// the same result with fewer calls, as a copy makes thousands of files. The owner is changed
+/// only when it differs (a new file belongs to its creator, most often the owner wanted); an
+/// unchanged owner needs no chown, so nothing needs clearing before the mode is set.
+fn set_new_file_attributes(
+    fd: BorrowedFd<'_>,
+    stat: &nix::sys::stat::FileStat,
+    attributes: &Attributes,
+    path: &Path,
+) -> Result<(), CopyError> {
+    if (stat.st_uid, stat.st_gid) != (attributes.uid, attributes.gid) {
+        fchown(
+            fd,
+            Some(Uid::from_raw(attributes.uid)),
+            Some(Gid::from_raw(attributes.gid)),
+        )
+        .map_err(|e| io_error("chown", path, e.into()))?;
+    }
+    for (name, value) in &attributes.xattrs {
+        // Best effort, as BuildKit's copy (its xattr error handler only logs).
+        let _ = xattr::set_fd(fd, name, value);
+    }
+    if stat.st_mode & 0o7777 != attributes.mode {
+        fchmod(fd, Mode::from_bits_truncate(attributes.mode))
+            .map_err(|e| io_error("chmod", path, e.into()))?;
+    }
+    if let Some(mtime) = attributes.mtime {
+        futimens(fd, &mtime, &mtime).map_err(|e| io_error("set times of", path, e.into()))?;
     }
     Ok(())
 }

@@ -210,6 +210,10 @@ pub(crate) mod xattr {
             if size < 0 {
                 return Err(io::Error::last_os_error());
             }
+            if size == 0 {
+                // Nothing there (most files have no xattrs): no second call.
+                return Ok(Vec::new());
+            }
             let mut buffer = vec![0u8; size.unsigned_abs()];
             let filled = call(buffer.as_mut_ptr(), buffer.len());
             if filled >= 0 {
