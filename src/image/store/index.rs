@@ -165,8 +165,17 @@ impl Index {
         index.set_media_type(Some(MediaType::ImageIndex));
         index.set_manifests(self.entries.iter().map(|e| e.descriptor.clone()).collect());
         index.set_annotations(self.annotations.clone());
-        let bytes = serde_json::to_vec(&index)
+        // Through a `Value`, whose maps are sorted: oci-spec keeps annotations in a HashMap,
+        // whose order would make the same index differ byte for byte from one save to the next.
+        let bytes = serde_json::to_value(&index)
+            .and_then(|value| serde_json::to_vec(&value))
             .map_err(|err| StoreError::Index(format!("cannot serialise the index: {err}")))?;
+        // A change that changes nothing (a fully cached rebuild re-listing and re-tagging the
+        // same image) writes nothing: no temp file, no fsync, no rename. The caller holds the
+        // index lock, so the file cannot change between this read and a write.
+        if std::fs::read(path).is_ok_and(|current| current == bytes) {
+            return Ok(());
+        }
         Ok(atomic_write_in(staging, path, &bytes)?)
     }
 
@@ -217,6 +226,15 @@ impl Index {
         descriptor: &Descriptor,
         digest: &Digest,
     ) -> Option<Digest> {
+        // Tagging an image with the name it already has changes nothing (its tag time stays),
+        // so a rebuild that makes the same image leaves the index as it was.
+        if self
+            .entries
+            .iter()
+            .any(|e| e.name.as_ref() == Some(name) && &e.digest == digest)
+        {
+            return None;
+        }
         let previous = self.remove_name(name);
         self.entries
             .retain(|e| !(&e.digest == digest && e.name.is_none()));
