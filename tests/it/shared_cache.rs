@@ -384,8 +384,23 @@ fn an_edited_context_file_reruns_its_copy_and_fetches_only_the_parent_layers() {
         return;
     };
     let cache = tempfile::tempdir().expect("temp dir");
-    let dest = format!("type=local,dest={},mode=max", cache.path().display());
-    let (a, ctx_a, a_digest) = machine_a(&busybox, &[&dest]);
+    edited_context_file_fetches_only_parent_layers(
+        &busybox,
+        &format!("type=local,dest={},mode=max", cache.path().display()),
+        &format!("type=local,src={}", cache.path().display()),
+    );
+}
+
+/// Machine A exports with `cache_to` (mode=max); machine B, whose context differs in one file,
+/// builds with `cache_from`: only the COPY of that file and what follows run, the layers that
+/// COPY builds on are fetched and the other stage's layer is not. Shared by the cache's
+/// transports (a directory here, a registry in `shared_cache_registry`).
+pub(crate) fn edited_context_file_fetches_only_parent_layers(
+    busybox: &Path,
+    cache_to: &str,
+    cache_from: &str,
+) {
+    let (a, ctx_a, a_digest) = machine_a(busybox, &[cache_to]);
     let gen_digest = a.build(ctx_a.path(), &["--target", "gen"]).ok();
     let gen_layer = a
         .layers(&gen_digest)
@@ -394,9 +409,8 @@ fn an_edited_context_file_reruns_its_copy_and_fetches_only_the_parent_layers() {
         .expect("gen has layers");
 
     let b = Machine::new();
-    let ctx = context(&busybox, "edited\n", true);
-    let src = format!("type=local,src={}", cache.path().display());
-    let built = b.build(ctx.path(), &["-t", "app", "--cache-from", &src]);
+    let ctx = context(busybox, "edited\n", true);
+    let built = b.build(ctx.path(), &["-t", "app", "--cache-from", cache_from]);
     built.ok();
     assert_eq!(
         built.ran(),
