@@ -537,6 +537,8 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .filter(|k| !declared.iter().any(|d| d == k))
         // The global scope holds every predefined arg (and the meta args, already declared).
         .filter(|k| !PROXY_ARGS.contains(k) && globals.lookup(k).is_none())
+        // BuildKit's special build arg: the builder reads it (the image's created times).
+        .filter(|k| *k != "SOURCE_DATE_EPOCH")
         .collect();
     if !unused.is_empty() {
         warnings.push(StageWarning {

@@ -547,6 +547,7 @@ fn unused_build_args_are_reported() {
             ("UNUSED", "1"),
             ("HTTP_PROXY", "p"),
             ("TARGETOS", "x"),
+            ("SOURCE_DATE_EPOCH", "0"),
         ],
     )
     .unwrap();
