@@ -202,7 +202,7 @@ pub async fn build_async(
 ) -> Result<BuildOutput, BuildError> {
     // Held until the image is tagged, so no prune collects the layers on the way.
     let lease = store.lease()?;
-    let (plan, images) = plan_with_images(store, options).await?;
+    let (plan, images) = plan_with_images(store, options, progress.as_ref()).await?;
     let compiled = compile(
         &plan,
         &CompileOptions {
@@ -412,6 +412,7 @@ async fn off_runtime<T: Send + 'static>(
 async fn plan_with_images(
     store: &Store,
     options: &BuildOptions,
+    progress: &dyn Progress,
 ) -> Result<(Plan, BTreeMap<String, StoredImage>), BuildError> {
     let mut plan_options = PlanOptions {
         context_dir: options.context_dir.clone().unwrap_or_default(),
@@ -426,7 +427,7 @@ async fn plan_with_images(
     // FROM images first: their ENV and ONBUILD triggers shape the rest of the plan.
     let mut images = BTreeMap::new();
     let base_names = crate::plan::base_image_names(&options.dockerfile, &plan_options)?;
-    lookup_images(store, options, &base_names, &mut images).await?;
+    lookup_images(store, options, progress, &base_names, &mut images).await?;
     for (name, image) in &images {
         let config = image.config.config().clone().unwrap_or_default();
         let env = env_pairs(config.env().as_deref().unwrap_or_default());
@@ -445,7 +446,7 @@ async fn plan_with_images(
         planned => planned?,
     };
     // Then the images COPY --from reads.
-    lookup_images(store, options, &plan.images, &mut images).await?;
+    lookup_images(store, options, progress, &plan.images, &mut images).await?;
     Ok((plan, images))
 }
 
@@ -455,10 +456,11 @@ async fn plan_with_images(
 async fn lookup_images(
     store: &Store,
     options: &BuildOptions,
+    progress: &dyn Progress,
     names: &[String],
     images: &mut BTreeMap<String, StoredImage>,
 ) -> Result<(), BuildError> {
-    use crate::registry::{Client, NoProgress, Platform, PullPolicy, pull};
+    use crate::registry::{Client, Platform, PullPolicy, pull};
     for name in names {
         if images.contains_key(name) {
             continue;
@@ -478,12 +480,34 @@ async fn lookup_images(
             source: Box::new(source),
         };
         let client = Client::new(options.registry.clone()).map_err(failed)?;
-        let image = pull(&client, store, &reference, &Platform::host(), &NoProgress)
+        progress.event(BuildEvent::Phase {
+            what: format!("pulling {reference}"),
+        });
+        let downloads = CountDownloads::default();
+        let image = pull(&client, store, &reference, &Platform::host(), &downloads)
             .await
             .map_err(failed)?;
+        progress.event(BuildEvent::ImagePulled {
+            reference: reference.to_string(),
+            digest: image.manifest_digest.to_string(),
+            downloaded: downloads.0.load(std::sync::atomic::Ordering::Relaxed),
+        });
         images.insert(name.clone(), image);
     }
     Ok(())
+}
+
+/// Counts the blobs a pull downloaded (the rest the store had).
+#[derive(Default)]
+struct CountDownloads(std::sync::atomic::AtomicUsize);
+
+impl crate::registry::TransferProgress for CountDownloads {
+    fn blob(&self, _digest: &crate::cache::Digest, event: crate::registry::BlobEvent) {
+        if let crate::registry::BlobEvent::Finished(crate::registry::BlobStatus::Downloaded) = event
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The `config.OnBuild` triggers of an image config document (docker's extension, not in the

@@ -54,6 +54,14 @@ pub enum BuildEvent {
     Canceled { step: usize },
     /// Something outside the steps (exporting, naming) started; `what` says what.
     Phase { what: String },
+    /// A `FROM` or `COPY --from` image was pulled from its registry (after a
+    /// [`BuildEvent::Phase`] `pulling REFERENCE`): its manifest digest and how many blobs were
+    /// downloaded (the store had the others).
+    ImagePulled {
+        reference: String,
+        digest: String,
+        downloaded: usize,
+    },
     /// A `--cache-from` cache was read (its manifest and graph only): how many records it
     /// holds; `warning` says why it is not used when it could not be (the build then runs
     /// without it).
@@ -124,6 +132,14 @@ mod tests {
                     warning: None,
                 },
                 r#"{"event":"cache_imported","source":"directory /c","records":3,"warning":null}"#,
+            ),
+            (
+                BuildEvent::ImagePulled {
+                    reference: "127.0.0.1:5000/base:latest".into(),
+                    digest: "sha256:ab".into(),
+                    downloaded: 2,
+                },
+                r#"{"event":"image_pulled","reference":"127.0.0.1:5000/base:latest","digest":"sha256:ab","downloaded":2}"#,
             ),
             (
                 BuildEvent::CacheExported {

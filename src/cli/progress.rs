@@ -292,6 +292,13 @@ impl Plain {
                 self.open_phase(what)?;
                 self.out.flush()
             }
+            BuildEvent::ImagePulled {
+                digest, downloaded, ..
+            } => {
+                self.phase_line(&format!("{digest}: {downloaded} blobs downloaded"))?;
+                self.close_phase()?;
+                self.out.flush()
+            }
             BuildEvent::CacheImported {
                 source,
                 records,
@@ -455,6 +462,7 @@ impl Quiet {
             }
             BuildEvent::Cached { .. }
             | BuildEvent::Phase { .. }
+            | BuildEvent::ImagePulled { .. }
             | BuildEvent::CacheImported { .. }
             | BuildEvent::CacheExported { .. }
             | BuildEvent::Finished { .. } => {}
@@ -601,6 +609,13 @@ impl Tty {
                     bar.enable_steady_tick(every);
                 }
                 st.phase = Some((bar, what));
+            }
+            BuildEvent::ImagePulled {
+                digest, downloaded, ..
+            } => {
+                self.end_phase(&mut st)?;
+                let line = format!(" => => {digest}: {downloaded} blobs downloaded");
+                self.multi.println(self.fit(&sanitize(&line), ""))?;
             }
             BuildEvent::CacheImported {
                 source,

@@ -1302,9 +1302,21 @@ fn build_pulls_missing_bases_refreshes_with_pull_and_pushes_with_push_or_output(
     publisher.kiln(&["push", &base]).ok();
     builder.kiln(&["build", "-q", "-t", "again", dir]).ok();
     assert_eq!(builder.kiln(&["run", "--rm", "again"]).ok(), "first base");
-    builder
-        .kiln(&["build", "-q", "--pull", "-t", "again", dir])
-        .ok();
+    let pulled = builder
+        .kiln(&["build", "--progress", "plain", "--pull", "-t", "again", dir])
+        .run();
+    assert_eq!(pulled.code, Some(0), "{}", pulled.stderr);
+    let progress = pulled.stderr;
+    // The pull is shown as a phase of the build: what is pulled, then the manifest digest and
+    // how many blobs came down.
+    let pulling_at = progress
+        .find(&format!("pulling {base}"))
+        .unwrap_or_else(|| panic!("no pulling phase:\n{progress}"));
+    assert!(
+        progress[pulling_at..].contains(": ")
+            && progress[pulling_at..].contains(" blobs downloaded"),
+        "no pulled line after the pulling phase:\n{progress}"
+    );
     assert_eq!(builder.kiln(&["run", "--rm", "again"]).ok(), "second base");
 
     let stderr = builder.kiln(&["build", "-q", "--push", dir]).fails();
