@@ -19,7 +19,8 @@ pub struct RegistryCache {
     repo: Repository,
     tag: String,
     reference: String,
-    runtime: tokio::runtime::Runtime,
+    /// `None` only while the cache is dropped (see the `Drop` impl).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl RegistryCache {
@@ -38,8 +39,27 @@ impl RegistryCache {
             repo: Repository::of(&reference),
             tag: reference.tag().unwrap_or("latest").to_string(),
             reference: reference.to_string(),
-            runtime,
+            runtime: Some(runtime),
         })
+    }
+
+    /// Runs `future` to completion on the cache's own runtime.
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(future),
+            None => unreachable!("the runtime is taken only when the cache is dropped"),
+        }
+    }
+}
+
+/// A tokio runtime dropped the ordinary way blocks until its threads stop, which tokio refuses
+/// (a panic) inside an async context, where a library caller may well drop its build options.
+/// `shutdown_background` stops it without waiting, which is allowed anywhere.
+impl Drop for RegistryCache {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -49,10 +69,7 @@ impl CacheTransport for RegistryCache {
     }
 
     fn read_manifest(&self) -> Result<Option<(String, Vec<u8>)>, TransportError> {
-        match self
-            .runtime
-            .block_on(self.client.get_manifest(&self.repo, &self.tag))
-        {
+        match self.block_on(self.client.get_manifest(&self.repo, &self.tag)) {
             Ok((manifest, _)) => Ok(Some((
                 manifest.media_type().to_string(),
                 manifest.bytes().to_vec(),
@@ -76,18 +93,16 @@ impl CacheTransport for RegistryCache {
             )
             .into());
         }
-        self.runtime
-            .block_on(
-                self.client
-                    .put_manifest(&self.repo, &self.tag, media_type, bytes),
-            )
-            .map(|_| ())
-            .map_err(Into::into)
+        self.block_on(
+            self.client
+                .put_manifest(&self.repo, &self.tag, media_type, bytes),
+        )
+        .map(|_| ())
+        .map_err(Into::into)
     }
 
     fn has_blob(&self, digest: &Digest) -> Result<bool, TransportError> {
-        self.runtime
-            .block_on(self.client.blob_size(&self.repo, digest))
+        self.block_on(self.client.blob_size(&self.repo, digest))
             .map(|size| size.is_some())
             .map_err(Into::into)
     }
@@ -98,12 +113,11 @@ impl CacheTransport for RegistryCache {
         size: u64,
         store: &BlobStore,
     ) -> Result<BlobRef, TransportError> {
-        self.runtime
-            .block_on(
-                self.client
-                    .fetch_blob(&self.repo, digest, size, store, &|_| {}),
-            )
-            .map_err(Into::into)
+        self.block_on(
+            self.client
+                .fetch_blob(&self.repo, digest, size, store, &|_| {}),
+        )
+        .map_err(Into::into)
     }
 
     fn push_blob(
@@ -112,18 +126,34 @@ impl CacheTransport for RegistryCache {
         size: u64,
         store: &BlobStore,
     ) -> Result<(), TransportError> {
-        self.runtime
-            .block_on(
-                self.client
-                    .push_blob(&self.repo, digest, size, store, None, &|_| {}),
-            )
-            .map(|_| ())
-            .map_err(Into::into)
+        self.block_on(
+            self.client
+                .push_blob(&self.repo, digest, size, store, None, &|_| {}),
+        )
+        .map(|_| ())
+        .map_err(Into::into)
     }
 
     /// The repository: a later process fetches an absent layer of an image built from this
     /// cache from there ([`BlobOrigin::Registry`]).
     fn origin(&self) -> Option<BlobOrigin> {
         Some(BlobOrigin::Registry(self.repo.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::ClientOptions;
+
+    #[test]
+    fn dropping_it_inside_an_async_task_does_not_panic() {
+        let client = Client::new(ClientOptions::default()).expect("client");
+        let reference = Reference::parse_normalized("127.0.0.1:1/cache").expect("reference");
+        let cache = RegistryCache::new(client, reference).expect("cache");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move { drop(cache) });
     }
 }
