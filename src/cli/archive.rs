@@ -189,9 +189,12 @@ fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Bo
 }
 
 /// Where `save` and `export` write: stdout, or a file that appears whole only on success (it
-/// is written beside its final name and renamed over it, as docker's `-o` does).
+/// is written beside its final name and renamed over it, as docker's `-o` does), or a device,
+/// FIFO or socket that is already there (`-o /dev/null`), written in place: renaming over it
+/// would replace the device node with a regular file.
 pub(super) enum Output {
     Stdout(BufWriter<io::Stdout>),
+    Special(BufWriter<File>),
     File {
         writer: BufWriter<File>,
         temp: PathBuf,
@@ -209,6 +212,19 @@ impl Output {
             }
             return Ok(Output::Stdout(BufWriter::new(io::stdout())));
         };
+        // Follows symlinks: `-o link-to-/dev/null` writes to the device too.
+        if let Ok(meta) = fs::metadata(target) {
+            if meta.is_dir() {
+                anyhow::bail!("failed to save to {}: it is a directory", target.display());
+            }
+            if !meta.is_file() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(target)
+                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", target.display()))?;
+                return Ok(Output::Special(BufWriter::new(file)));
+            }
+        }
         let dir = match target.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
@@ -240,6 +256,7 @@ impl Output {
     pub(super) fn writer(&mut self) -> &mut dyn Write {
         match self {
             Output::Stdout(out) => out,
+            Output::Special(out) => out,
             Output::File { writer, .. } => writer,
         }
     }
@@ -248,6 +265,9 @@ impl Output {
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
         match &mut self {
             Output::Stdout(out) => out
+                .flush()
+                .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
+            Output::Special(out) => out
                 .flush()
                 .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
             Output::File {

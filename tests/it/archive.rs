@@ -552,6 +552,45 @@ fn save_docker_format_is_docker_20_10s_layout_and_deterministic() {
 }
 
 /// The content of the file entry `name` of a tar.
+#[test]
+fn output_to_a_fifo_or_device_is_written_in_place_not_replaced() {
+    let (_dir, store) = temp_store();
+    let image = layered_image(&store);
+    store.tag("layered:1", &image.manifest_descriptor).unwrap();
+    let expected = kiln(store.root(), &["save", "layered:1"], None);
+    assert_eq!(expected.code, Some(0), "{}", expected.stderr);
+    // A FIFO stands for /dev/null or /dev/stdout: renaming a finished temp file over it, as
+    // `-o FILE` does for a regular file, would put a regular file in its place.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for args in [&["save", "-o"][..], &["export", "-o"][..]] {
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(&fifo).unwrap())
+        };
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend([fifo.to_str().unwrap(), "layered:1"]);
+        let run = kiln(store.root(), &full, None);
+        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+        // Checked before joining the reader: a replaced FIFO never gets a writer, and its
+        // reader stays blocked (the thread is left behind; the test fails here instead).
+        let kind = fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(&kind),
+            "{args:?} replaced the FIFO"
+        );
+        let read = reader.join().unwrap();
+        if args[0] == "save" {
+            assert_eq!(read, expected.stdout, "save -o FIFO gives save's bytes");
+        } else {
+            assert!(file_set(&read).contains_key("etc/keep"), "export -o FIFO");
+        }
+    }
+    let beside: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(beside.len(), 1, "no temp file is left beside the FIFO");
+}
+
 fn tar_file(tar: &[u8], name: &str) -> Vec<u8> {
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().unwrap() {
