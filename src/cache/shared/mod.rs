@@ -121,22 +121,40 @@ pub fn open_origin(origin: &BlobOrigin) -> Result<Arc<dyn CacheTransport>, Share
 /// store) and forgets the origin. Returns whether it fetched. A blob that is absent without an
 /// origin is left for the caller to report as missing.
 pub fn materialize(store: &Store, layer: &LayerInfo) -> Result<bool, SharedCacheError> {
-    if store.blobs().contains(&layer.digest) {
-        return Ok(false);
+    Ok(materialize_all(store, std::slice::from_ref(layer))? == 1)
+}
+
+/// [`materialize`] for several layers, opening each origin once (a registry origin is a client,
+/// a runtime and a token: one per layer would be wasted work). Returns how many it fetched.
+pub fn materialize_all(store: &Store, layers: &[LayerInfo]) -> Result<usize, SharedCacheError> {
+    let mut opened: Vec<(BlobOrigin, Arc<dyn CacheTransport>)> = Vec::new();
+    let mut fetched = 0;
+    for layer in layers {
+        if store.blobs().contains(&layer.digest) {
+            continue;
+        }
+        let Some(origin) = store.origin(&layer.digest) else {
+            continue;
+        };
+        let transport = match opened.iter().find(|(known, _)| *known == origin) {
+            Some((_, transport)) => transport.clone(),
+            None => {
+                let transport = open_origin(&origin)?;
+                opened.push((origin, transport.clone()));
+                transport
+            }
+        };
+        transport
+            .fetch_blob(&layer.digest, layer.size, store.blobs())
+            .map_err(|source| SharedCacheError::Transport {
+                what: format!("cannot fetch layer {}", layer.digest),
+                place: transport.describe(),
+                source,
+            })?;
+        store.remove_origin(&layer.digest)?;
+        fetched += 1;
     }
-    let Some(origin) = store.origin(&layer.digest) else {
-        return Ok(false);
-    };
-    let transport = open_origin(&origin)?;
-    transport
-        .fetch_blob(&layer.digest, layer.size, store.blobs())
-        .map_err(|source| SharedCacheError::Transport {
-            what: format!("cannot fetch layer {}", layer.digest),
-            place: transport.describe(),
-            source,
-        })?;
-    store.remove_origin(&layer.digest)?;
-    Ok(true)
+    Ok(fetched)
 }
 
 /// What importing one `--cache-from` found.

@@ -25,7 +25,7 @@ pub use load::{LoadOptions, Loaded, Progress, load};
 pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_rootfs};
 pub use save::{SaveFormat, save};
 
-use crate::cache::shared::{SharedCacheError, materialize};
+use crate::cache::shared::{SharedCacheError, materialize, materialize_all};
 use crate::cache::{BlobError, Digest, FsError};
 use crate::image::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
 use crate::image::store::{LayerInfo, Store, StoreError};
@@ -167,9 +167,7 @@ impl From<SharedCacheError> for ArchiveError {
 /// shared cache: [`crate::image::store::BlobOrigin`]), so its blob can be read. Layers already
 /// stored cost one `stat` each.
 pub fn fetch_absent_layers(store: &Store, layers: &[LayerInfo]) -> Result<(), ArchiveError> {
-    for layer in layers {
-        materialize(store, layer)?;
-    }
+    materialize_all(store, layers)?;
     Ok(())
 }
 
@@ -231,6 +229,14 @@ pub fn ensure_snapshots(
     layers: &[LayerInfo],
     max_bytes: u64,
 ) -> Result<Vec<PathBuf>, ArchiveError> {
+    // The absent blobs of the layers that must be unpacked come first, together, so that each
+    // origin is opened once (ensure_snapshot would fetch them one by one).
+    let unpack: Vec<LayerInfo> = layers
+        .iter()
+        .filter(|l| !store.has_snapshot(&l.diff_id) && !store.blobs().contains(&l.digest))
+        .cloned()
+        .collect();
+    materialize_all(store, &unpack)?;
     let mut dirs = Vec::with_capacity(layers.len());
     for layer in layers.iter().rev() {
         dirs.push(ensure_snapshot(store, layer, max_bytes)?.0);
