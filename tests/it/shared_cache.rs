@@ -464,25 +464,20 @@ fn mode_min_exports_the_target_chain_and_mode_max_every_stage() {
     }
 }
 
-#[test]
-fn concurrent_exports_to_one_directory_both_succeed_and_import_cleanly() {
-    let Some(busybox) = requirements() else {
-        return;
-    };
-    let cache = tempfile::tempdir().expect("temp dir");
-    let dest = format!("type=local,dest={},mode=max", cache.path().display());
+/// Two machines build the same context at once, both exporting to `cache_to`; both succeed.
+/// Shared by the cache's transports (a directory here, a registry in `shared_cache_registry`).
+pub(crate) fn export_concurrently(busybox: &Path, cache_to: &str) {
     let builders = [Machine::new(), Machine::new()];
     let contexts = [
-        context(&busybox, "a\n", false),
-        context(&busybox, "a\n", false),
+        context(busybox, "a\n", false),
+        context(busybox, "a\n", false),
     ];
     let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = builders
             .iter()
             .zip(&contexts)
             .map(|(machine, ctx)| {
-                let dest = dest.clone();
-                scope.spawn(move || machine.build(ctx.path(), &["--cache-to", &dest]).out)
+                scope.spawn(move || machine.build(ctx.path(), &["--cache-to", cache_to]).out)
             })
             .collect();
         handles
@@ -493,6 +488,16 @@ fn concurrent_exports_to_one_directory_both_succeed_and_import_cleanly() {
     for out in &outcomes {
         assert_eq!(out.code, Some(0), "export failed:\n{}", out.stderr);
     }
+}
+
+#[test]
+fn concurrent_exports_to_one_directory_both_succeed_and_import_cleanly() {
+    let Some(busybox) = requirements() else {
+        return;
+    };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={},mode=max", cache.path().display());
+    export_concurrently(&busybox, &dest);
     let index: Value =
         serde_json::from_slice(&fs::read(cache.path().join("index.json")).expect("index.json"))
             .expect("index JSON");

@@ -10,8 +10,8 @@
 use crate::cli::Outcome;
 use crate::registry::{Act, Auth, TestRegistry, proxy};
 use crate::shared_cache::{
-    Machine, STEPS, context, edited_context_file_fetches_only_parent_layers, machine_a,
-    requirements,
+    Machine, STEPS, context, edited_context_file_fetches_only_parent_layers, export_concurrently,
+    machine_a, requirements,
 };
 use kiln::image::store::Store;
 use serde_json::Value;
@@ -265,28 +265,7 @@ fn two_builders_writing_one_registry_cache_ref_both_succeed_and_it_imports_clean
     };
     let cache = cache_ref(&registry);
     let to = format!("type=registry,ref={cache},mode=max");
-    let builders = [Machine::new(), Machine::new()];
-    let contexts = [
-        context(&busybox, "a\n", false),
-        context(&busybox, "a\n", false),
-    ];
-    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
-        let handles: Vec<_> = builders
-            .iter()
-            .zip(&contexts)
-            .map(|(machine, ctx)| {
-                let to = to.clone();
-                scope.spawn(move || machine.build(ctx.path(), &["--cache-to", &to]).out)
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("builder thread"))
-            .collect()
-    });
-    for out in &outcomes {
-        assert_eq!(out.code, Some(0), "export failed:\n{}", out.stderr);
-    }
+    export_concurrently(&busybox, &to);
     let c = Machine::new();
     let ctx = context(&busybox, "a\n", true);
     let from = format!("type=registry,ref={cache}");
