@@ -461,6 +461,7 @@ async fn lookup_images(
     images: &mut BTreeMap<String, StoredImage>,
 ) -> Result<(), BuildError> {
     use crate::registry::{Client, Platform, PullPolicy, pull};
+    let mut client: Option<Client> = None;
     for name in names {
         if images.contains_key(name) {
             continue;
@@ -479,12 +480,16 @@ async fn lookup_images(
             name: name.clone(),
             source: Box::new(source),
         };
-        let client = Client::new(options.registry.clone()).map_err(failed)?;
+        // One client for every pull of the build: its tokens and connections carry over.
+        let client = match &client {
+            Some(client) => client,
+            None => client.insert(Client::new(options.registry.clone()).map_err(failed)?),
+        };
         progress.event(BuildEvent::Phase {
             what: format!("pulling {reference}"),
         });
         let downloads = CountDownloads::default();
-        let image = pull(&client, store, &reference, &Platform::host(), &downloads)
+        let image = pull(client, store, &reference, &Platform::host(), &downloads)
             .await
             .map_err(failed)?;
         progress.event(BuildEvent::ImagePulled {
