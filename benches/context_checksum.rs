@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::cache::{StatCache, checksum_paths};
-use kiln::context::BuildContext;
+use kiln::frontend::context::BuildContext;
 use std::fs;
 use std::hint::black_box;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Compiling a realistic `.dockerignore` and matching 100,000 generated context paths.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use kiln::context::Dockerignore;
+use kiln::frontend::context::Dockerignore;
 use std::hint::black_box;
 
 const DOCKERIGNORE: &str = "\

@@ -36,14 +36,14 @@ fn bench_parse(c: &mut Criterion) {
     group.bench_function(format!("syntax_{}_files", files.len()), |b| {
         b.iter(|| {
             for f in &files {
-                let _ = black_box(kiln::parser::parse(black_box(f)));
+                let _ = black_box(kiln::frontend::parse(black_box(f)));
             }
         })
     });
     group.bench_function(format!("syntax_and_dump_{}_files", files.len()), |b| {
         b.iter(|| {
             for f in &files {
-                if let Ok(df) = kiln::parser::parse(black_box(f)) {
+                if let Ok(df) = kiln::frontend::parse(black_box(f)) {
                     black_box(df.dump());
                 }
             }

@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    kiln::context::dockerignore::fuzz_parse_and_match(data);
+    kiln::frontend::context::dockerignore::fuzz_parse_and_match(data);
 });

@@ -3,12 +3,12 @@
 //! and whatever parses must also dump and serialize.
 #![no_main]
 
-use kiln::graph::BuildGraph;
-use kiln::parser::stage::{ResolveOptions, resolve};
+use kiln::frontend::dag::BuildGraph;
+use kiln::frontend::stage::{ResolveOptions, resolve};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(dockerfile) = kiln::parser::parse(data) else {
+    let Ok(dockerfile) = kiln::frontend::parse(data) else {
         return;
     };
     let dump = dockerfile.dump();

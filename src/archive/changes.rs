@@ -4,9 +4,9 @@
 //! `1`, as in docker.
 
 use super::ArchiveError;
-use crate::image::config::ConfigBuilder;
-use crate::parser::instruction::Instruction;
-use crate::parser::stage::{ResolveOptions, resolve};
+use crate::frontend::dispatch::ConfigBuilder;
+use crate::frontend::instruction::Instruction;
+use crate::frontend::stage::{ResolveOptions, resolve};
 use serde_json::{Map, Value};
 
 /// The instructions docker accepts as changes.
@@ -63,7 +63,7 @@ pub(super) fn config_from_changes(changes: &[String]) -> Result<Map<String, Valu
 /// The instructions of `changes`, expanded, after checking each is an allowed one.
 fn instructions(changes: &[String]) -> Result<Vec<Instruction>, String> {
     let text = format!("FROM scratch\n{}\n", changes.join("\n"));
-    let dockerfile = crate::parser::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+    let dockerfile = crate::frontend::parse(text.as_bytes()).map_err(|e| e.to_string())?;
     for node in dockerfile.nodes.iter().skip(1) {
         let keyword = node.keyword.to_ascii_uppercase();
         if !ALLOWED.contains(&keyword.as_str()) {

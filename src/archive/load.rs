@@ -15,13 +15,15 @@
 
 use super::names::{blob_digest, blob_key, entry_key, link_target, reference_key};
 use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
-use crate::cache::blob::{BlobRef, MAX_DOCUMENT_SIZE};
-use crate::cache::{BlobError, Digest, FsError};
-use crate::image::layer::{Compression, LayerError, decompressed};
-use crate::image::store::{
+use crate::frontend::stage::Platform;
+use crate::layer::{Compression, LayerError, decompressed};
+use crate::oci::Digest;
+use crate::store::BlobError;
+use crate::store::blob::{BlobRef, MAX_DOCUMENT_SIZE};
+use crate::store::{
     ImageName, LayerInfo, Store, StoreError, descriptor, entry_name, is_index, is_manifest,
 };
-use crate::parser::stage::Platform;
+use crate::sys::FsError;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};

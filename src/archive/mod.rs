@@ -10,7 +10,7 @@
 //! An archive or a rootfs tar is hostile input. Nothing in it is ever extracted by name: entries
 //! are streamed into the store's blobs (each verified against its digest), names from
 //! `manifest.json` and `index.json` are only looked up among the archive's own entry names, and
-//! every layer is unpacked into its snapshot (confined by [`crate::image::layer::apply_layer`])
+//! every layer is unpacked into its snapshot (confined by [`crate::layer::apply_layer`])
 //! before any image is tagged, so a hostile layer fails the whole load and leaves no image. What a
 //! failed load stored on the way (blobs, snapshots) is unreferenced, and `kiln prune` removes it.
 
@@ -20,15 +20,18 @@ pub mod save;
 
 mod changes;
 mod names;
+pub mod view;
 
 pub use load::{LoadOptions, Loaded, Progress, load};
 pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_rootfs};
 pub use save::{SaveFormat, save};
 
-use crate::cache::shared::{SharedCacheError, materialize, materialize_all};
-use crate::cache::{BlobError, Digest, FsError};
-use crate::image::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
-use crate::image::store::{LayerInfo, Store, StoreError};
+use crate::cache::remote::{SharedCacheError, materialize, materialize_all};
+use crate::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
+use crate::oci::Digest;
+use crate::store::BlobError;
+use crate::store::{LayerInfo, Store, StoreError};
+use crate::sys::FsError;
 use std::io;
 use std::path::PathBuf;
 
@@ -164,7 +167,7 @@ impl From<SharedCacheError> for ArchiveError {
 }
 
 /// Fetches each of `layers` that the store knows but does not hold (an image built from a
-/// shared cache: [`crate::image::store::BlobOrigin`]), so its blob can be read. Layers already
+/// shared cache: [`crate::store::BlobOrigin`]), so its blob can be read. Layers already
 /// stored cost one `stat` each.
 pub fn fetch_absent_layers(store: &Store, layers: &[LayerInfo]) -> Result<(), ArchiveError> {
     materialize_all(store, layers)?;
@@ -189,7 +192,7 @@ pub fn snapshot_options(max_bytes: u64) -> ApplyOptions {
 /// proves a layer safe: [`apply_layer`] refuses entries that would reach outside the root, and
 /// an unsafe layer leaves no snapshot. Returns the snapshot directory and whether this call
 /// unpacked it (`false`: the snapshot was there already and the blob was not read). This is the
-/// one way snapshots are made: `kiln run` ([`crate::runtime::container`]) uses it too.
+/// one way snapshots are made: `kiln run` ([`crate::container`]) uses it too.
 pub fn ensure_snapshot(
     store: &Store,
     layer: &LayerInfo,
@@ -223,7 +226,7 @@ pub fn ensure_snapshot(
 /// [`ensure_snapshot`] for each of `layers` (base first), returning their snapshot directories
 /// TOP-MOST FIRST, the order of overlayfs' `lowerdir=`. A snapshot that exists is trusted (its
 /// blob was verified when it entered the store), so a warm start reads no layer. Hold a
-/// [`crate::image::store::Lease`] while the layers are not protected by a tag.
+/// [`crate::store::Lease`] while the layers are not protected by a tag.
 pub fn ensure_snapshots(
     store: &Store,
     layers: &[LayerInfo],
@@ -247,7 +250,7 @@ pub fn ensure_snapshots(
 /// [`ensure_snapshot`] for a blob that just came in (import, load): when the snapshot existed
 /// (or another process won the race) the new blob was not read, so it is checked to be the
 /// layer it claims to be. An uncompressed blob is its own diff ID. Hold a
-/// [`crate::image::store::Lease`] while the image is not yet tagged.
+/// [`crate::store::Lease`] while the image is not yet tagged.
 pub fn unpack_layer(
     store: &Store,
     layer: &LayerInfo,
@@ -271,7 +274,7 @@ fn verify_diff_id(store: &Store, layer: &LayerInfo, max_bytes: u64) -> Result<()
     };
     let blob = store.blobs().reader(&layer.digest, Some(layer.size))?;
     let tar = decompressed(blob, max_bytes).map_err(layer_error)?;
-    let mut hashing = crate::cache::Hashing::new(tar);
+    let mut hashing = crate::oci::Hashing::new(tar);
     io::copy(&mut hashing, &mut io::sink()).map_err(|e| layer_error(LayerError::from_read(e)))?;
     let (actual, _, _) = hashing.finish();
     if actual != layer.diff_id {

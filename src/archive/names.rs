@@ -4,7 +4,7 @@
 //! extracted.
 
 use super::ArchiveError;
-use crate::cache::Digest;
+use crate::oci::Digest;
 
 /// The key of a tar entry's name: its components joined with `/`, without `.` components,
 /// empty components or a leading `/` (tar writers differ: `./manifest.json`, `/manifest.json`

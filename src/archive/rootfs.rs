@@ -3,14 +3,14 @@
 
 use super::changes::config_from_changes;
 use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
-use crate::cache::FsError;
-use crate::cache::atomic::remove_tree;
-use crate::image::layer::{
+use crate::frontend::stage::Platform;
+use crate::layer::{
     ApplyOptions, Compression, LayerError, Whiteouts, apply_layer, decompressed, write_layer,
 };
-use crate::image::store::{ImageName, LayerInfo, Store, StoreError, StoredImage, descriptor};
-use crate::image::timestamp::now_rfc3339;
-use crate::parser::stage::Platform;
+use crate::oci::timestamp::now_rfc3339;
+use crate::store::{ImageName, LayerInfo, Store, StoreError, StoredImage, descriptor};
+use crate::sys::FsError;
+use crate::sys::atomic::remove_tree;
 use oci_spec::image::MediaType;
 use serde_json::{Map, Value, json};
 use std::io::{Read, Write};

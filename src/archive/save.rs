@@ -16,13 +16,15 @@
 //! images always give the same bytes.
 
 use super::{ArchiveError, chain_ids};
-use crate::cache::atomic::remove_tree;
-use crate::cache::{BlobError, Digest, FsError, Hashing};
-use crate::image::layer::{Compression, LayerError, decompressed};
-use crate::image::reference::Reference;
-use crate::image::store::{
+use crate::layer::{Compression, LayerError, decompressed};
+use crate::oci::reference::Reference;
+use crate::oci::{Digest, Hashing};
+use crate::store::BlobError;
+use crate::store::{
     CONTAINERD_NAME, ImageName, LayerInfo, REF_NAME, Store, StoredImage, descriptor,
 };
+use crate::sys::FsError;
+use crate::sys::atomic::remove_tree;
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -2,9 +2,9 @@
 //! and the human-readable sizes and ages docker prints (go-units `HumanSizeWithPrecision` and
 //! `HumanDuration`).
 
-use super::store::{ImageName, StoredImage};
-use super::timestamp;
-use crate::cache::Digest;
+use crate::oci::Digest;
+use crate::oci::timestamp;
+use crate::store::{ImageName, StoredImage};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;

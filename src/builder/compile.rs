@@ -8,16 +8,16 @@
 //! definition; the graph merges identical ops with identical inputs, so two stages that start
 //! with the same steps share them.
 
-use crate::cache::Digest;
-use crate::context::SourceMatch;
-use crate::diagnostic::Span;
-use crate::graph::StageId;
-use crate::image::config::{ConfigBuilder, env_key, env_pairs};
-use crate::image::store::StoredImage;
-use crate::parser::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
-use crate::parser::stage::{Base, DEFAULT_PATH, Stage};
-use crate::plan::Plan;
+use crate::frontend::context::SourceMatch;
+use crate::frontend::dag::StageId;
+use crate::frontend::diagnostic::Span;
+use crate::frontend::dispatch::{ConfigBuilder, env_key, env_pairs};
+use crate::frontend::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
+use crate::frontend::plan::Plan;
+use crate::frontend::stage::{Base, DEFAULT_PATH, Stage};
+use crate::oci::Digest;
 use crate::solver::{Graph, NodeId, OpDigest};
+use crate::store::StoredImage;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -159,7 +159,7 @@ pub enum CompileError {
     Unsupported { message: String, span: Span },
     #[error("{source}")]
     Config {
-        source: crate::image::config::ConfigError,
+        source: crate::frontend::dispatch::ConfigError,
         span: Span,
     },
     #[error("image \"{name}\" is not in the store")]
@@ -951,7 +951,7 @@ pub fn host_architecture() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{PlanOptions, plan};
+    use crate::frontend::plan::{PlanOptions, plan};
 
     /// The history lines of the target of `dockerfile` built with `build_args`.
     fn history(dockerfile: &str, build_args: &[(&str, &str)]) -> Vec<String> {

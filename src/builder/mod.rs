@@ -1,30 +1,31 @@
 //! The build as one library call: a Dockerfile and its context in, an image in the store out,
 //! progress as typed [`BuildEvent`]s.
 //!
-//! [`build`] plans the Dockerfile ([`crate::plan`]), looks up the base images in the store,
+//! [`build`] plans the Dockerfile ([`crate::frontend::plan`]), looks up the base images in the store,
 //! compiles the needed stages into an ops graph ([`ops`]), solves it with the parallel
 //! [`crate::solver`] through the [`worker`] (cache keys, cache records, the executor), writes
 //! the image config and manifest, and tags the image. The CLI is a thin layer over it.
 
-pub mod ops;
+pub mod compile;
 pub mod progress;
-mod shared;
+mod remote_cache;
+pub mod steps;
 pub mod worker;
 
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 
-use crate::cache::shared::{CacheExport, ImportedCache, SharedCacheError};
-use crate::cache::transport::CacheTransport;
+use crate::cache::remote::transport::CacheTransport;
+use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError};
 use crate::cache::{CacheError, CacheRecords, StatCache};
-use crate::context::ContextError;
-use crate::diagnostic::Span;
-use crate::image::config::env_pairs;
-use crate::image::store::{Store, StoreError, StoredImage, descriptor};
-use crate::image::timestamp::format_rfc3339;
-use crate::parser::stage::{BaseImage, ResolveOptions};
-use crate::plan::{Plan, PlanError, PlanOptions, plan};
+use crate::frontend::context::ContextError;
+use crate::frontend::diagnostic::Span;
+use crate::frontend::dispatch::env_pairs;
+use crate::frontend::plan::{Plan, PlanError, PlanOptions, plan};
+use crate::frontend::stage::{BaseImage, ResolveOptions};
+use crate::oci::timestamp::format_rfc3339;
 use crate::solver::{Cancel, NodeEvent, SolveError, SolveOptions, solve};
-use ops::{CompileError, CompileOptions, HistoryEntry, compile};
+use crate::store::{Store, StoreError, StoredImage, descriptor};
+use compile::{CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -145,7 +146,7 @@ pub enum BuildError {
     SourceDateEpoch(String),
 }
 
-impl crate::diagnostic::Located for BuildError {
+impl crate::frontend::diagnostic::Located for BuildError {
     /// Where in the Dockerfile the build failed, when it was a line of it.
     fn span(&self) -> Option<Span> {
         match self {
@@ -364,8 +365,8 @@ pub async fn build_async(
         );
         let (target, mode, transport) = (compiled.target, export.mode, export.transport.clone());
         let report = off_runtime(move || {
-            let cache = shared::cache_graph(&worker, &graph, &keys, target, mode);
-            crate::cache::shared::export(&cache, &store, &imported, transport.as_ref())
+            let cache = remote_cache::cache_graph(&worker, &graph, &keys, target, mode);
+            crate::cache::remote::export(&cache, &store, &imported, transport.as_ref())
         })
         .await?
         .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
@@ -426,7 +427,7 @@ async fn plan_with_images(
     };
     // FROM images first: their ENV and ONBUILD triggers shape the rest of the plan.
     let mut images = BTreeMap::new();
-    let base_names = crate::plan::base_image_names(&options.dockerfile, &plan_options)?;
+    let base_names = crate::frontend::plan::base_image_names(&options.dockerfile, &plan_options)?;
     lookup_images(store, options, progress, &base_names, &mut images).await?;
     for (name, image) in &images {
         let config = image.config.config().clone().unwrap_or_default();
@@ -473,7 +474,7 @@ async fn lookup_images(
             images.insert(name.clone(), image);
             continue;
         }
-        let Ok(reference) = crate::image::reference::Reference::parse_normalized(name) else {
+        let Ok(reference) = crate::oci::reference::Reference::parse_normalized(name) else {
             continue;
         };
         let failed = |source| BuildError::Pull {
@@ -507,7 +508,7 @@ async fn lookup_images(
 struct CountDownloads(std::sync::atomic::AtomicUsize);
 
 impl crate::registry::TransferProgress for CountDownloads {
-    fn blob(&self, _digest: &crate::cache::Digest, event: crate::registry::BlobEvent) {
+    fn blob(&self, _digest: &crate::oci::Digest, event: crate::registry::BlobEvent) {
         if let crate::registry::BlobEvent::Finished(crate::registry::BlobStatus::Downloaded) = event
         {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -555,7 +556,7 @@ fn write_image(
     snapshot: &Snapshot,
     source_date_epoch: Option<i64>,
 ) -> Result<StoredImage, BuildError> {
-    let times = shared::image_times(snapshot, history, source_date_epoch);
+    let times = remote_cache::image_times(snapshot, history, source_date_epoch);
     let created = format_rfc3339(times.created);
     let mut entry_times = times.history.into_iter();
     if !labels.is_empty()

@@ -2,7 +2,7 @@
 //! the CLI renders them (tty, plain, json) and a build system embedding kiln gets the same
 //! stream.
 
-use crate::diagnostic::Span;
+use crate::frontend::diagnostic::Span;
 use serde::Serialize;
 use std::time::Duration;
 

@@ -3,11 +3,11 @@
 //! times derived from the records instead of the clock, so a machine that rebuilds from the
 //! cache writes the same image, digest for digest.
 
-use super::ops::{BuildOp, HistoryEntry};
+use super::compile::{BuildOp, HistoryEntry};
 use super::worker::{BuildWorker, Snapshot, SnapshotLayer};
-use crate::cache::Digest;
-use crate::cache::shared::{CacheGraph, ExportMode, GraphLayer, GraphRecord};
-use crate::image::timestamp::now_seconds;
+use crate::cache::remote::{CacheGraph, ExportMode, GraphLayer, GraphRecord};
+use crate::oci::Digest;
+use crate::oci::timestamp::now_seconds;
 use crate::solver::{Graph, NodeId};
 use std::collections::BTreeMap;
 

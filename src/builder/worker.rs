@@ -1,24 +1,24 @@
 //! The solver's worker for build ops: cache keys from op digests and context checksums, cache
 //! lookups in the store's records, and running RUN/COPY/ADD/WORKDIR through the executor.
 
-use super::ops::{BuildOp, CopyFrom, CopyOp, MkdirOp, RunOp, Step};
+use super::compile::{BuildOp, CopyFrom, CopyOp, MkdirOp, RunOp, Step};
 use super::progress::{BuildEvent, LogStream, Progress};
-use crate::cache::shared::{ImportedCache, SharedCacheError};
-use crate::cache::{
-    CacheError, CacheRecords, ContentSum, Digest, KeyParts, StatCache, checksum_paths,
-};
-use crate::context::BuildContext;
-use crate::executor::copy::{
+use crate::archive::{ArchiveError, ensure_snapshots};
+use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
+use crate::builder::steps::copy::{
     CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
 };
-use crate::executor::layer::{LayerCommitError, StagedUpper, commit};
-use crate::executor::run::{RunStep, RunStepError, run_step};
-use crate::image::archive::{ArchiveError, ensure_snapshots};
-use crate::image::store::{LayerInfo, Store, StoreError, StoredImage};
-use crate::image::timestamp::now_seconds;
-use crate::runtime::container::MAX_LAYER_BYTES;
-use crate::runtime::{Network, user};
+use crate::builder::steps::run::{RunStep, RunStepError, run_step};
+use crate::cache::remote::{ImportedCache, SharedCacheError};
+use crate::cache::{CacheError, CacheRecords, ContentSum, KeyParts, StatCache, checksum_paths};
+use crate::container::MAX_LAYER_BYTES;
+use crate::container::user;
+use crate::frontend::context::BuildContext;
+use crate::oci::Digest;
+use crate::oci::timestamp::now_seconds;
+use crate::runtime::Network;
 use crate::solver::{Cancel, NodeId, Worker};
+use crate::store::{LayerInfo, Store, StoreError, StoredImage};
 use oci_spec::image::MediaType;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -385,7 +385,7 @@ impl Worker for BuildWorker {
             .or_else(|| {
                 self.imported
                     .lookup(key, &self.store)
-                    .map(super::shared::snapshot_of)
+                    .map(super::remote_cache::snapshot_of)
             });
         if usable.is_none()
             && self.explain

@@ -43,8 +43,10 @@
 //! rayon job keeps the chain of directories it has open, so sorted paths cost about one
 //! `fstatat` each when the stat cache knows them, and each directory one `openat2`.
 
-use crate::cache::atomic::{Staging, atomic_write_in};
-use crate::cache::{CacheError, Digest, FsError, Hashing};
+use crate::cache::CacheError;
+use crate::oci::{Digest, Hashing};
+use crate::sys::FsError;
+use crate::sys::atomic::{Staging, atomic_write_in};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
@@ -110,7 +112,7 @@ impl ContentSum {
     }
 }
 
-/// The checksum of exactly `paths` (context-relative, as [`crate::context::SourceMatch`] lists
+/// The checksum of exactly `paths` (context-relative, as [`crate::frontend::context::SourceMatch`] lists
 /// them) in the context at `root`.
 ///
 /// The paths are taken as a set: sorted and deduplicated first, so the order in which a COPY
@@ -1282,7 +1284,7 @@ mod tests {
         fx.write(".dockerignore", "**/*.log\n");
         fx.write("app/main.rs", "fn main() {}");
         fx.write("app/debug.log", "noise");
-        let ctx = crate::context::BuildContext::open(&fx.ctx, None).unwrap();
+        let ctx = crate::frontend::context::BuildContext::open(&fx.ctx, None).unwrap();
         let paths = ctx
             .select_sources(&owned(&["app"]))
             .unwrap()

@@ -1,7 +1,7 @@
 //! The error of the build cache's checksums and records ([`crate::cache::checksum`],
 //! [`crate::cache::records`]).
 
-use crate::cache::FsError;
+use crate::sys::FsError;
 use std::io;
 use std::path::PathBuf;
 

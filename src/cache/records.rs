@@ -4,14 +4,16 @@
 //! Layout under the records directory (e.g. `<store>/cache`):
 //! - `records/<key hex>.json`: the builder's record for a cache key (any serde type);
 //! - `last/<hex digest of the position>.json`: the [`KeyParts`] a step position had last time;
-//! - `tmp/`: staging for atomic writes (see [`crate::cache::atomic`]).
+//! - `tmp/`: staging for atomic writes (see [`crate::sys::atomic`]).
 //!
 //! A record is a cache entry, so a missing, unreadable or damaged one is a miss, never an error
 //! and never a panic.
 
-use crate::cache::atomic::{IoContext as _, Staging, atomic_write_in};
+use crate::cache::CacheError;
 use crate::cache::checksum::ContentSum;
-use crate::cache::{CacheError, Digest, FsError};
+use crate::oci::Digest;
+use crate::sys::FsError;
+use crate::sys::atomic::{IoContext as _, Staging, atomic_write_in};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

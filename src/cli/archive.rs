@@ -2,11 +2,9 @@
 //! `load`.
 
 use clap::{Args, ValueEnum};
-use kiln::image::archive::{
-    self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Progress, SaveFormat,
-};
-use kiln::image::store::Store;
-use kiln::image::view::human_size;
+use kiln::archive::view::human_size;
+use kiln::archive::{self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Progress, SaveFormat};
+use kiln::store::Store;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal as _, Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `kiln build`: docker build's flags over [`kiln::build::build`], with progress rendered by
+//! `kiln build`: docker build's flags over [`kiln::builder::build`], with progress rendered by
 //! [`super::progress`]; `--dry-run` prints the plan instead.
 
 use super::archive::Output;
@@ -7,17 +7,17 @@ use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
-use kiln::build::{BuildError, BuildOptions, build};
-use kiln::cache::shared::{self, CacheExport, parse_cache_from, parse_cache_to};
-use kiln::cache::transport::CacheTransport;
-use kiln::context::ContextError;
-use kiln::diagnostic::Located;
-use kiln::image::archive::{self, DEFAULT_MAX_BYTES, SaveFormat};
-use kiln::image::store::{Store, StoredImage};
-use kiln::parser::stage::ResolveOptions;
-use kiln::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
+use kiln::archive::{self, DEFAULT_MAX_BYTES, SaveFormat};
+use kiln::builder::{BuildError, BuildOptions, build};
+use kiln::cache::remote::transport::CacheTransport;
+use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
+use kiln::frontend::context::ContextError;
+use kiln::frontend::diagnostic::Located;
+use kiln::frontend::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
+use kiln::frontend::stage::ResolveOptions;
 use kiln::runtime::Network;
 use kiln::solver::Cancel;
+use kiln::store::{Store, StoredImage};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -267,7 +267,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
 fn cache_from(args: &BuildArgs) -> anyhow::Result<Vec<Arc<dyn CacheTransport>>> {
     let mut from = Vec::new();
     for spec in &args.cache_from {
-        from.push(shared::open(
+        from.push(remote::open(
             &parse_cache_from(spec)?,
             &args.registry.client_options(),
         )?);
@@ -281,7 +281,7 @@ fn cache_to(args: &BuildArgs) -> anyhow::Result<Vec<CacheExport>> {
     for spec in &args.cache_to {
         let parsed = parse_cache_to(spec)?;
         to.push(CacheExport {
-            transport: shared::open(&parsed.location, &args.registry.client_options())?,
+            transport: remote::open(&parsed.location, &args.registry.client_options())?,
             mode: parsed.mode,
         });
     }

@@ -3,10 +3,10 @@
 
 use super::template::{Template, render_rows};
 use clap::Args;
-use kiln::image::ImageName;
-use kiln::image::store::{ImageSummary, PruneOptions, Store, StoreError, StoredImage};
-use kiln::image::timestamp::{format_go_utc, format_rfc3339, now_seconds};
-use kiln::image::view::{self, created_since, ellipsis, human_size};
+use kiln::archive::view::{self, created_since, ellipsis, human_size};
+use kiln::oci::timestamp::{format_go_utc, format_rfc3339, now_seconds};
+use kiln::store::ImageName;
+use kiln::store::{ImageSummary, PruneOptions, Store, StoreError, StoredImage};
 use serde_json::{Map, Value, json};
 use std::fmt;
 use std::io::{BufRead as _, Write as _};
@@ -36,7 +36,7 @@ fn open(root: &Path) -> anyhow::Result<Store> {
 }
 
 /// `12` hex digits, or the full `sha256:...` with `--no-trunc` (docker's `TruncateID`).
-fn display_id(id: &kiln::cache::Digest, truncate: bool) -> String {
+fn display_id(id: &kiln::oci::Digest, truncate: bool) -> String {
     if truncate {
         id.short().to_string()
     } else {
@@ -535,7 +535,7 @@ pub struct DfArgs {
 /// `docker system df`.
 pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
     let usage = open(root)?.disk_usage().map_err(plain)?;
-    let row = |kind: &str, usage: kiln::image::store::Usage| {
+    let row = |kind: &str, usage: kiln::store::Usage| {
         let reclaimable = match usage
             .reclaimable
             .saturating_mul(100)

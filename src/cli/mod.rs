@@ -12,7 +12,7 @@ mod run;
 mod template;
 
 use clap::{Parser, Subcommand};
-use kiln::image::Store;
+use kiln::store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -26,7 +26,7 @@ enum Format {
 pub fn run(args: ParseArgs) -> anyhow::Result<()> {
     let (name, bytes) = read_dockerfile(&args.file)?;
     let text = String::from_utf8_lossy(&bytes);
-    let dockerfile = kiln::parser::parse(&bytes).map_err(|e| located(&name, &text, &e))?;
+    let dockerfile = kiln::frontend::parse(&bytes).map_err(|e| located(&name, &text, &e))?;
     match args.format {
         Format::Buildkit => print!("{}", dockerfile.dump()),
         Format::Json => println!("{}", serde_json::to_string_pretty(&dockerfile)?),

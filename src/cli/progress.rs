@@ -17,7 +17,7 @@
 
 use console::{measure_text_width, truncate_str};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use kiln::build::{BuildEvent, Progress, StepInfo};
+use kiln::builder::{BuildEvent, Progress, StepInfo};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::io::{IsTerminal, Write};
@@ -883,7 +883,7 @@ impl indicatif::TermLike for WriterTerm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln::build::LogStream;
+    use kiln::builder::LogStream;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 

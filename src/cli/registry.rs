@@ -5,13 +5,13 @@
 use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln::cache::Digest;
-use kiln::image::reference::{DEFAULT_DOMAIN, Reference};
-use kiln::image::store::Store;
+use kiln::oci::Digest;
+use kiln::oci::reference::{DEFAULT_DOMAIN, Reference};
 use kiln::registry::{
     BlobEvent, Client, ClientOptions, Credentials, DockerConfig, Platform, RegistryError,
     TransferProgress, auth::config_dir, pull, push,
 };
+use kiln::store::Store;
 use std::collections::HashMap;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::Path;
@@ -163,7 +163,7 @@ pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
 /// one line per blob, then the digest.
 pub fn push_built(
     store: &Store,
-    image: &kiln::image::store::StoredImage,
+    image: &kiln::store::StoredImage,
     name: &str,
     options: &ClientOptions,
 ) -> anyhow::Result<()> {

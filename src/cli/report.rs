@@ -1,7 +1,7 @@
 //! Printing errors: a front-end error is rendered by [`render_error`] (`file:line:col` + snippet
 //! + caret + help); anything else prints as `error: ...` with its causes.
 
-use kiln::diagnostic::{Located, render_error};
+use kiln::frontend::diagnostic::{Located, render_error};
 use std::fmt;
 
 /// A front-end error already rendered for printing.

@@ -4,13 +4,11 @@
 //! container's pid 1, as `docker run --sig-proxy` does).
 
 use clap::Args;
-use kiln::image::Store;
+use kiln::container::{Container, ContainerError, RunOptions, env_entry, env_file, parse_volume};
 use kiln::runtime::cgroup::{Limits, parse_memory};
-use kiln::runtime::container::{
-    Container, ContainerError, RunOptions, env_entry, env_file, parse_volume,
-};
 use kiln::runtime::tty::{self, DEFAULT_WINDOW_SIZE, RawMode};
 use kiln::runtime::{Network, SandboxHandle, Stdio};
+use kiln::store::Store;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal as _;
 use std::os::fd::{AsFd, OwnedFd};

@@ -10,16 +10,18 @@
 //! [`Container::start`] spawns the sandbox; [`Container::finish`] reports an OOM kill and removes
 //! what `--rm` asks to remove.
 
-use super::cgroup::{Cgroup, CgroupError, Limits};
-use super::sandbox::{RuntimeError, Sandbox};
-use super::spec::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
-use super::user::{self, UserError};
-use crate::image::archive::{self, ArchiveError};
-use crate::image::store::{ContainerRecord, Store, StoreError, StoredImage};
-use crate::image::timestamp::{format_rfc3339, now_seconds};
+pub mod user;
+
+use crate::archive::{self, ArchiveError};
+use crate::oci::timestamp::{format_rfc3339, now_seconds};
+use crate::runtime::cgroup::{Cgroup, CgroupError, Limits};
+use crate::runtime::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
+use crate::runtime::{RuntimeError, Sandbox};
+use crate::store::{ContainerRecord, Store, StoreError, StoredImage};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use user::UserError;
 
 /// Docker's default `PATH`, set when neither the image nor `-e` gives one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -539,7 +541,7 @@ fn random_id() -> Result<String, ContainerError> {
 
 /// Makes sure every layer of `image` is unpacked (verifying each layer's diff ID while
 /// unpacking) and returns the snapshot directories TOP-MOST FIRST, the order of overlayfs'
-/// `lowerdir=` and of [`RootFs::lower_dirs`]. Hold a [`crate::image::store::Lease`] while the
+/// `lowerdir=` and of [`RootFs::lower_dirs`]. Hold a [`crate::store::Lease`] while the
 /// image is not protected by a tag or a container record.
 pub fn ensure_snapshots(
     store: &Store,

@@ -6,7 +6,7 @@
 //! exactly BuildKit's `Node.Dump()`. Words are not expanded here; [`super::instruction`] gives them
 //! types and [`super::stage`] expands them.
 
-use crate::diagnostic::{Position, Span};
+use crate::frontend::diagnostic::{Position, Span};
 use serde::Serialize;
 
 /// A whole parsed Dockerfile.

@@ -6,8 +6,8 @@
 //! need), and a stage the target needs may only read stages defined before it (BuildKit:
 //! "cannot copy from stage X, it needs to be defined before current stage Y").
 
-use crate::diagnostic::{Located, Span};
-use crate::parser::stage::{DependencyKind, Resolved, Source, Stage};
+use crate::frontend::diagnostic::{Located, Span};
+use crate::frontend::stage::{DependencyKind, Resolved, Source, Stage};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::BTreeSet;

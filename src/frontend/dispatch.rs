@@ -4,7 +4,7 @@
 //! `dispatch*` and `commitToHistory`). `kiln build` and `kiln import --change` both go through
 //! [`ConfigBuilder`], so an instruction means the same in both.
 
-use crate::parser::instruction::{Command, Health, Instruction};
+use crate::frontend::instruction::{Command, Health, Instruction};
 use serde_json::{Map, Value, json};
 
 /// The shell a shell-form command runs in when no SHELL instruction set one.
@@ -491,13 +491,13 @@ pub fn clean_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parser::stage::{ResolveOptions, resolve};
+    use crate::frontend::stage::{ResolveOptions, resolve};
 
     /// Applies the instructions of a one-stage Dockerfile body, returning the config and the
     /// history lines.
     fn applied(body: &str) -> (Value, Vec<String>) {
         let text = format!("FROM scratch\n{body}\n");
-        let dockerfile = crate::parser::parse(text.as_bytes()).unwrap();
+        let dockerfile = crate::frontend::parse(text.as_bytes()).unwrap();
         let resolved = resolve(&dockerfile, &ResolveOptions::default()).unwrap();
         let mut builder = ConfigBuilder::default();
         let mut history = Vec::new();

@@ -12,9 +12,9 @@ mod mount;
 
 pub use mount::{Mount, MountExpander, MountType, Sharing};
 
-use crate::diagnostic::{Located, Span};
-use crate::parser::ast::{Dockerfile, Heredoc, Node};
-use crate::parser::syntax::words;
+use crate::frontend::ast::{Dockerfile, Heredoc, Node};
+use crate::frontend::diagnostic::{Located, Span};
+use crate::frontend::syntax::words;
 use flags::{FlagKind, Flags};
 use serde::Serialize;
 

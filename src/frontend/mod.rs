@@ -7,8 +7,13 @@
 //! - [`stage`]: instructions grouped into stages, ARG scoping, arguments expanded.
 
 pub mod ast;
+pub mod context;
+pub mod dag;
+pub mod diagnostic;
+pub mod dispatch;
 pub mod dump;
 pub mod instruction;
+pub mod plan;
 pub mod shell;
 pub mod stage;
 pub mod syntax;

@@ -5,12 +5,12 @@
 //! build context, lists the context files it reads after `.dockerignore`. This is what
 //! `kiln build --dry-run` prints and what the solver will run.
 
-use crate::context::{BuildContext, ContextError, SourceMatch};
-use crate::diagnostic::{Located, Span};
-use crate::graph::{BuildGraph, GraphError, StageId};
-use crate::parser::instruction::Instruction;
-use crate::parser::stage::{ResolveOptions, Resolved, StageError};
-use crate::parser::{SyntaxError, ast::Dockerfile};
+use crate::frontend::context::{BuildContext, ContextError, SourceMatch};
+use crate::frontend::dag::{BuildGraph, GraphError, StageId};
+use crate::frontend::diagnostic::{Located, Span};
+use crate::frontend::instruction::Instruction;
+use crate::frontend::stage::{ResolveOptions, Resolved, StageError};
+use crate::frontend::{SyntaxError, ast::Dockerfile};
 use std::path::{Path, PathBuf};
 
 /// What to plan.
@@ -108,8 +108,8 @@ impl Located for PlanError {
 
 /// Plans the build of `dockerfile` (its bytes) with `opts`.
 pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
-    let dockerfile = crate::parser::parse(dockerfile)?;
-    let resolved = crate::parser::stage::resolve(&dockerfile, &opts.resolve)?;
+    let dockerfile = crate::frontend::parse(dockerfile)?;
+    let resolved = crate::frontend::stage::resolve(&dockerfile, &opts.resolve)?;
     let graph = BuildGraph::new(&resolved, opts.target.as_deref())?;
     let (target, order, groups, images) = (
         graph.target(),
@@ -168,8 +168,8 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
 /// trigger's `COPY --from`, a `RUN --mount from=$VAR`). [`Plan::images`] then lists every image
 /// the needed stages use (FROM, COPY --from, RUN --mount from=).
 pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
-    let dockerfile = crate::parser::parse(dockerfile)?;
-    Ok(crate::parser::stage::base_image_names(
+    let dockerfile = crate::frontend::parse(dockerfile)?;
+    Ok(crate::frontend::stage::base_image_names(
         &dockerfile,
         &opts.resolve,
     )?)
@@ -261,7 +261,7 @@ FROM scratch AS unused\nCOPY missing.txt /\nFROM build\nCOPY $SRC /\n";
         let mut opts = options(dir.path(), None);
         let names = base_image_names(dockerfile, &opts).expect("names");
         assert_eq!(names, ["app:1"]);
-        let image = crate::parser::stage::BaseImage {
+        let image = crate::frontend::stage::BaseImage {
             env: vec![("SRC".into(), "from-env.txt".into())],
             onbuild: vec!["COPY from-trigger.txt /".into()],
         };

@@ -20,15 +20,15 @@
 //!   defaults, RUN `--mount` values (not `from`), FROM (global scope). RUN, CMD, ENTRYPOINT, SHELL,
 //!   HEALTHCHECK, MAINTAINER and ONBUILD are left as written: the shell expands them at run time.
 
-use crate::diagnostic::{Located, Span};
-use crate::image::{Reference, ReferenceError};
-use crate::parser::SyntaxError;
-use crate::parser::ast::{Dockerfile, Node};
-use crate::parser::instruction::{
+use crate::frontend::SyntaxError;
+use crate::frontend::ast::{Dockerfile, Node};
+use crate::frontend::diagnostic::{Located, Span};
+use crate::frontend::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
-use crate::parser::shell::{Env, ExpandError, Lexer};
+use crate::frontend::shell::{Env, ExpandError, Lexer};
+use crate::oci::{Reference, ReferenceError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -947,7 +947,7 @@ fn trigger_node(trigger: &str, span: Span) -> Result<Node, (String, Option<Strin
             Some("an ONBUILD trigger is one instruction, e.g. RUN make".to_string()),
         )
     };
-    let df = crate::parser::parse(trigger.as_bytes()).map_err(|e| match e {
+    let df = crate::frontend::parse(trigger.as_bytes()).map_err(|e| match e {
         SyntaxError::NoInstructions { .. } => not_one(),
         e => (e.to_string(), e.help()),
     })?;

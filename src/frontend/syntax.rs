@@ -10,7 +10,7 @@ mod json;
 pub(crate) mod words;
 
 use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning, position_in};
-use crate::diagnostic::{Located, Position, Span};
+use crate::frontend::diagnostic::{Located, Position, Span};
 use json::JsonArgs;
 use nom::Parser;
 use nom::bytes::complete::take_while;

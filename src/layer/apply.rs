@@ -15,9 +15,9 @@
 //! Device nodes in a layer are created only when running as root (`same_owner`); the runtime
 //! mounts the root filesystem `nodev`, so an image's device nodes cannot be opened anyway.
 
-use super::fsutil::{self, file_type, lstat_child, open_child, open_in_root, xattr};
 use super::{LayerError, Limited, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
-use crate::cache::{Digest, Hashing};
+use crate::oci::{Digest, Hashing};
+use crate::sys::dirfd::{self, file_type, lstat_child, open_child, open_in_root, xattr};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{
@@ -343,7 +343,7 @@ impl Applier<'_> {
             ));
         }
         let meta = self.meta(entry, raw)?;
-        let dir = fsutil::reopen_dir(self.root.as_fd()).map_err(|e| io_error(raw, e))?;
+        let dir = dirfd::reopen_dir(self.root.as_fd()).map_err(|e| io_error(raw, e))?;
         self.dir_metadata(&dir, &meta, PathBuf::new(), raw)
     }
 
@@ -430,7 +430,7 @@ impl Applier<'_> {
                     if name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.") {
                         continue;
                     }
-                    let name = fsutil::c_string(name.as_bytes()).map_err(|_| {
+                    let name = dirfd::c_string(name.as_bytes()).map_err(|_| {
                         LayerError::unsafe_entry(raw, "an xattr name contains a NUL byte")
                     })?;
                     xattrs.push((name, extension.value_bytes().to_vec()));
@@ -553,7 +553,7 @@ impl Applier<'_> {
             .map_err(|e| io_error(raw, e))?
             .is_some()
         {
-            fsutil::remove_all(parent, name).map_err(|e| io_error(raw, e))?;
+            dirfd::remove_all(parent, name).map_err(|e| io_error(raw, e))?;
             self.touched.clear();
         }
         Ok(())
@@ -905,7 +905,7 @@ impl Applier<'_> {
         match self.options.whiteouts {
             Whiteouts::Overlay => {
                 let parent = self.parent(parents, raw)?;
-                let dir = fsutil::reopen_dir(parent.as_fd()).map_err(|e| io_error(raw, e))?;
+                let dir = dirfd::reopen_dir(parent.as_fd()).map_err(|e| io_error(raw, e))?;
                 let name = if self.options.user_xattr {
                     c"user.overlay.opaque"
                 } else {
@@ -938,12 +938,12 @@ impl Applier<'_> {
     /// layer's directories, clearing the lower entries too (overlayfs shows nothing of the lower
     /// layers below an opaque directory).
     fn clear_lower(&mut self, dir: BorrowedFd<'_>, raw: &[u8]) -> Result<(), LayerError> {
-        for name in fsutil::list_dir(dir).map_err(|e| io_error(raw, e))? {
+        for name in dirfd::list_dir(dir).map_err(|e| io_error(raw, e))? {
             let Some(stat) = lstat_child(dir, &name).map_err(|e| io_error(raw, e))? else {
                 continue;
             };
             if !self.ours.contains(&key(&stat)) {
-                fsutil::remove_all(dir, &name).map_err(|e| io_error(raw, e))?;
+                dirfd::remove_all(dir, &name).map_err(|e| io_error(raw, e))?;
             } else if file_type(&stat) == SFlag::S_IFDIR {
                 let child = open_child(dir, &name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
                     .map_err(|e| io_error(raw, e))?;

@@ -7,9 +7,9 @@
 //! relies on.
 
 use super::apply::AppliedLayer;
-use super::fsutil::{c_string, xattr};
 use super::{LayerError, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
-use crate::cache::Hashing;
+use crate::oci::Hashing;
+use crate::sys::dirfd::{c_string, xattr};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};

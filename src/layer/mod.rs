@@ -11,7 +11,6 @@
 pub mod apply;
 pub mod compression;
 pub mod diff;
-pub(crate) mod fsutil;
 #[cfg(test)]
 mod round_trip;
 

@@ -1,8 +1,8 @@
 //! Behaviour of apply and diff together: round trips, whiteouts in both modes, determinism.
 
-use super::fsutil::xattr;
 use super::*;
-use crate::cache::Digest;
+use crate::oci::Digest;
+use crate::sys::dirfd::xattr;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchownat};

@@ -45,7 +45,7 @@ impl Credentials {
 
 /// The key of `registry` (a reference's domain) in `config.json` and for helpers.
 pub fn config_key(registry: &str) -> String {
-    if registry == crate::image::reference::DEFAULT_DOMAIN
+    if registry == crate::oci::reference::DEFAULT_DOMAIN
         || registry == "index.docker.io"
         || registry == "registry-1.docker.io"
     {
@@ -261,7 +261,7 @@ impl DockerConfig {
             let _ = std::fs::remove_file(&temp);
             return Err(config_error(&self.path, &format!("cannot write it: {err}")));
         }
-        crate::cache::fsync_dir(dir)?;
+        crate::sys::fsync_dir(dir)?;
         Ok(())
     }
 }

@@ -10,8 +10,9 @@
 use super::RegistryError;
 use super::auth::{Challenge, Credentials, DockerConfig, config_dir};
 use super::manifest::{self, Manifest};
-use crate::cache::{BlobRef, BlobStore, Digest, MAX_DOCUMENT_SIZE};
-use crate::image::reference::Reference;
+use crate::oci::Digest;
+use crate::oci::reference::Reference;
+use crate::store::{BlobRef, BlobStore, MAX_DOCUMENT_SIZE};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use std::collections::{BTreeMap, HashMap};
@@ -103,7 +104,7 @@ pub enum BlobSource {
 
 /// The host (and port) where `registry`'s API answers.
 pub fn api_host(registry: &str) -> &str {
-    if registry == crate::image::reference::DEFAULT_DOMAIN || registry == "index.docker.io" {
+    if registry == crate::oci::reference::DEFAULT_DOMAIN || registry == "index.docker.io" {
         DOCKER_HUB_API
     } else {
         registry
@@ -596,7 +597,7 @@ impl Client {
             source,
         };
         let fs_error = |err: std::io::Error, path: &std::path::Path| {
-            blob_error(crate::cache::FsError::new("write", path, err).into())
+            blob_error(crate::sys::FsError::new("write", path, err).into())
         };
         let url = self.url(repo, &format!("blobs/{digest}"))?;
         let mut writer = store.writer().map_err(blob_error)?;
@@ -632,7 +633,7 @@ impl Client {
                     Ok(Some(chunk)) => {
                         written += chunk.len() as u64;
                         if written > size {
-                            return Err(blob_error(crate::cache::BlobError::SizeMismatch {
+                            return Err(blob_error(crate::store::BlobError::SizeMismatch {
                                 digest: digest.clone(),
                                 expected: size,
                                 actual: written,
@@ -767,7 +768,7 @@ impl Client {
             use std::os::unix::fs::FileExt as _;
             let mut buffer = vec![0; usize::try_from(len).unwrap_or(usize::MAX)];
             file.read_exact_at(&mut buffer, offset).map_err(|e| {
-                RegistryError::Fs(crate::cache::FsError::new("read", &store.path(digest), e))
+                RegistryError::Fs(crate::sys::FsError::new("read", &store.path(digest), e))
             })?;
             Ok(buffer)
         };

@@ -5,8 +5,8 @@
 //! index (the OCI spec was made from them), so one parser reads both; the bytes are kept as they
 //! came, since the digest of a manifest is the digest of its exact bytes.
 
-use crate::cache::Digest;
-use crate::image::store::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
+use crate::oci::Digest;
+use crate::store::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 use serde::Deserialize;
 use std::fmt;
 

@@ -2,30 +2,30 @@
 //! from the store, log in and out.
 //!
 //! - [`Client`] speaks the protocol (async on tokio, reqwest with rustls): manifests with content
-//!   negotiation, blobs streamed into the [`crate::cache::BlobStore`] with digest and size
+//!   negotiation, blobs streamed into the [`crate::store::BlobStore`] with digest and size
 //!   verified on the way, chunked and monolithic uploads, cross-repository mounts, retries with
 //!   backoff, resumed downloads and uploads, and the auth flows (anonymous, basic, bearer tokens
 //!   from the `WWW-Authenticate` challenge).
 //! - [`auth`] reads and writes docker's `config.json` (`auths`, `credsStore`, `credHelpers`).
 //! - [`manifest`] knows the media types, platforms and how to choose one from an index.
 //! - [`pull`] and [`push`] move whole images; [`RegistryCache`] is the registry side of the
-//!   shared build cache ([`crate::cache::CacheTransport`]).
+//!   shared build cache ([`crate::cache::remote::CacheTransport`]).
 
 pub mod auth;
-mod cache;
 mod client;
 pub mod manifest;
 mod transfer;
 
 pub use auth::{Credentials, DockerConfig};
-pub use cache::RegistryCache;
 pub use client::{BlobSource, Client, ClientOptions, Repository, api_host, is_insecure_by_default};
 pub use manifest::{Manifest, Platform};
 pub use transfer::{BlobEvent, BlobStatus, NoProgress, PullPolicy, TransferProgress, pull, push};
 
-use crate::cache::{BlobError, Digest, FsError};
-use crate::image::reference::ReferenceError;
-use crate::image::store::StoreError;
+use crate::oci::Digest;
+use crate::oci::reference::ReferenceError;
+use crate::store::BlobError;
+use crate::store::StoreError;
+use crate::sys::FsError;
 
 /// A registry operation that failed. Messages name the registry, the repository and the
 /// manifest or blob concerned, and what to do when the user can act.
@@ -88,7 +88,7 @@ pub enum RegistryError {
         digest: Digest,
         source: BlobError,
     },
-    /// A manifest or config larger than [`crate::cache::MAX_DOCUMENT_SIZE`].
+    /// A manifest or config larger than [`crate::store::MAX_DOCUMENT_SIZE`].
     #[error("{what} from {registry} is larger than the {limit}-byte limit for a JSON document")]
     TooLarge {
         registry: String,

@@ -4,9 +4,9 @@
 use super::RegistryError;
 use super::client::{BlobSource, Client, Repository};
 use super::manifest::{self, Descriptor, Manifest, Platform};
-use crate::cache::Digest;
-use crate::image::reference::Reference;
-use crate::image::store::{BlobOrigin, Store, StoredImage};
+use crate::oci::Digest;
+use crate::oci::reference::Reference;
+use crate::store::{BlobOrigin, Store, StoredImage};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use std::fmt;
 
@@ -311,7 +311,7 @@ async fn fetch_absent_layer(
         .ok_or_else(|| absent("the image does not list it as a layer".to_string()))?;
     let owned = store.clone();
     let fetched =
-        tokio::task::spawn_blocking(move || crate::cache::shared::materialize(&owned, &layer))
+        tokio::task::spawn_blocking(move || crate::cache::remote::materialize(&owned, &layer))
             .await
             .map_err(|err| absent(format!("the fetch did not finish: {err}")))?
             .map_err(|err| absent(err.to_string()))?;

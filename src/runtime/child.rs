@@ -13,9 +13,9 @@
 //! and cgroup membership, run the setup steps, then either run the workload steps (the process
 //! execs and the workload is pid 1) or fork the workload and become the tiny init.
 
-use super::executor::{self, Kernel};
+use super::kernel::{self, Kernel};
 use super::linux::Linux;
-use super::plan::{Plan, Step};
+use super::setup::{Plan, Step};
 use libc::c_int;
 use nix::errno::Errno;
 
@@ -162,7 +162,7 @@ fn failure_code(step: Option<&Step>, errno: Errno) -> c_int {
 /// Runs the workload steps; returns only if one failed (the exec step fails by returning).
 fn workload(child: &Child<'_>, kernel: &mut Linux) -> ! {
     let first = child.plan.setup.len();
-    let failure = match executor::run(kernel, &child.plan.workload, first) {
+    let failure = match kernel::run(kernel, &child.plan.workload, first) {
         Err(failure) => failure,
         // Unreachable with a plan ending in exec; exit like a failed setup anyway.
         Ok(()) => exit(125),
@@ -213,7 +213,7 @@ pub(crate) fn main(child: &Child<'_>) -> ! {
     let mut kernel = Linux;
     kernel.close(child.sync);
 
-    if let Err(failure) = executor::run(&mut kernel, &child.plan.setup, 0) {
+    if let Err(failure) = kernel::run(&mut kernel, &child.plan.setup, 0) {
         send(
             child.report,
             Report {

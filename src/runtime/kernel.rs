@@ -8,7 +8,7 @@
 //! held by another thread of the parent stays held forever, fork(2) NOTES and
 //! signal-safety(7)). It only reads the prepared [`Step`]s and calls the kernel.
 
-use super::plan::{Create, ExecArgs, Step, Target};
+use super::setup::{Create, ExecArgs, Step, Target};
 use super::tty::WindowSize;
 use libc::{c_int, c_ulong, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;
@@ -542,7 +542,7 @@ fn resolve<K: Kernel>(kernel: &mut K, root: Fd, target: &Target) -> Result<Fd, E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::plan::{self, Context, StdioFds, UserNamespace, WorkloadFds};
+    use crate::runtime::setup::{self as plan, Context, StdioFds, UserNamespace, WorkloadFds};
     use crate::runtime::spec::{BindMount, Network, RootFs, Spec, UpperDir, User};
     use std::collections::{BTreeMap, BTreeSet};
 

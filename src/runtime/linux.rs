@@ -9,8 +9,8 @@
 //!
 //! Requires Linux ≥ 5.12 (`mount_setattr(2)`; `openat2(2)` is 5.6, `close_range(2)` 5.9).
 
-use super::executor::{At, Fd, Kernel};
-use super::plan::ExecArgs;
+use super::kernel::{At, Fd, Kernel};
+use super::setup::ExecArgs;
 use super::tty::WindowSize;
 use libc::{c_int, c_ulong, c_void, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;

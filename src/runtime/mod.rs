@@ -15,15 +15,13 @@
 
 pub mod cgroup;
 mod child;
-pub mod container;
-mod executor;
+mod kernel;
 mod linux;
-mod plan;
 mod sandbox;
 mod seccomp;
+mod setup;
 mod spec;
 pub mod tty;
-pub mod user;
 
 pub use sandbox::{
     ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,

@@ -11,7 +11,7 @@
 
 use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
 use super::linux::FdMessage;
-use super::plan::{self, Context, Plan, StdioFds, Step, UserNamespace, WorkloadFds};
+use super::setup::{self as plan, Context, Plan, StdioFds, Step, UserNamespace, WorkloadFds};
 use super::spec::{Network, Spec, Stdio};
 use nix::errno::Errno;
 use nix::sys::signal::Signal;

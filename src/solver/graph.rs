@@ -5,7 +5,7 @@
 //! identity and its inputs' identities. Adding an op that is already in the graph with the same
 //! inputs returns the existing node, so identical steps of different stages run once.
 
-use crate::cache::Digest;
+use crate::oci::Digest;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -28,7 +28,7 @@
 
 use super::cancel::Cancel;
 use super::graph::{Graph, Node, NodeId};
-use crate::cache::Digest;
+use crate::oci::Digest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The solver with fake ops and a fake worker that counts what it is asked to do.
 
 use super::*;
-use crate::cache::Digest;
+use crate::oci::Digest;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

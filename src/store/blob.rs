@@ -3,15 +3,15 @@
 //! A blob becomes visible only whole and only under its true digest: it is streamed into the
 //! staging directory `ROOT/tmp/`, hashed on the way, fsynced, checked against the digest (and
 //! size) the caller expected, and only then renamed into `blobs/sha256/`; the directory is
-//! fsynced after the rename (see [`crate::cache::atomic`]). A killed writer leaves only staging
-//! junk, which [`crate::cache::atomic::Staging::remove_stale`] removes.
+//! fsynced after the rename (see [`crate::sys::atomic`]). A killed writer leaves only staging
+//! junk, which [`crate::sys::atomic::Staging::remove_stale`] removes.
 //!
 //! Readers verify too: [`BlobStore::read`] (for JSON documents: size-capped) and
 //! [`BlobStore::reader`] (for layers: streaming, checked at end of file) fail on content whose
 //! digest is not its name, so a corrupted or tampered file is an error, never bad data.
 
-use crate::cache::atomic::{FsError, IoContext as _, Staging, fsync_dir};
-use crate::cache::{Digest, Hashing};
+use crate::oci::{Digest, Hashing};
+use crate::sys::atomic::{FsError, IoContext as _, Staging, fsync_dir};
 use oci_spec::image::{Descriptor, MediaType};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};

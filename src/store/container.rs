@@ -3,8 +3,8 @@
 //! container's own (kiln run keeps its writable layer there).
 
 use super::{Store, StoreError};
-use crate::cache::Digest;
-use crate::cache::atomic::{IoContext as _, process_alive, remove_tree, replace_in};
+use crate::oci::Digest;
+use crate::sys::atomic::{IoContext as _, process_alive, remove_tree, replace_in};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Read as _;
@@ -105,7 +105,7 @@ impl Store {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(crate::cache::FsError::new("read directory", &dir, err).into()),
+            Err(err) => return Err(crate::sys::FsError::new("read directory", &dir, err).into()),
         };
         let mut records = Vec::new();
         for entry in entries {

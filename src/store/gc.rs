@@ -12,9 +12,9 @@ use super::{
     By, ContainerRecord, ImageName, Store, StoreError, StoredImage, descriptor_digest, is_index,
     is_manifest, manifests,
 };
-use crate::cache::Digest;
-use crate::cache::atomic::{IoContext as _, Staging, remove_tree, tree_size};
-use crate::cache::blob::BlobError;
+use crate::oci::Digest;
+use crate::store::blob::BlobError;
+use crate::sys::atomic::{IoContext as _, Staging, remove_tree, tree_size};
 use oci_spec::image::{Descriptor, ImageIndex};
 use std::collections::HashSet;
 use std::fmt;

@@ -8,9 +8,10 @@
 
 use super::name::ImageName;
 use super::{StoreError, timestamp};
-use crate::cache::blob::MAX_DOCUMENT_SIZE;
-use crate::cache::{Digest, Staging, atomic_write_in};
-use crate::image::reference::Reference;
+use crate::oci::Digest;
+use crate::oci::reference::Reference;
+use crate::store::blob::MAX_DOCUMENT_SIZE;
+use crate::sys::{Staging, atomic_write_in};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -298,13 +299,13 @@ fn without_names(descriptor: &Descriptor) -> Descriptor {
 }
 
 fn fs_error(action: &'static str, path: &Path, err: std::io::Error) -> StoreError {
-    StoreError::Fs(crate::cache::FsError::new(action, path, err))
+    StoreError::Fs(crate::sys::FsError::new(action, path, err))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::blob::oci_digest;
+    use crate::store::blob::oci_digest;
 
     fn manifest(content: &[u8]) -> (Descriptor, Digest) {
         let digest = Digest::of(content);

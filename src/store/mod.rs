@@ -5,7 +5,7 @@
 //! ROOT/
 //!   oci-layout            {"imageLayoutVersion":"1.0.0"}
 //!   index.json            one descriptor per tag (see `index`), untagged images without names
-//!   blobs/sha256/<hex>    manifests, configs, layers (see crate::cache::blob)
+//!   blobs/sha256/<hex>    manifests, configs, layers (see crate::store::blob)
 //!   snapshots/<hex>/      one unpacked layer per diff ID: overlay lower directories
 //!   origins/sha256/<hex>  where an absent layer blob can be fetched from (see `origin`)
 //!   containers/<id>/      kiln run's containers; container.json names the image in use
@@ -21,14 +21,16 @@
 //! written but not referenced yet. Take locks in that order: `gc.lock`, then `index.lock`.
 //!
 //! Image IDs are config digests, as in docker; names are docker references
-//! ([`crate::image::Reference`]) kept normalised and printed familiar ([`ImageName`]).
+//! ([`crate::oci::Reference`]) kept normalised and printed familiar ([`ImageName`]).
 
+pub mod blob;
 mod container;
 mod gc;
 mod index;
 mod name;
 mod origin;
 
+pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{
@@ -38,11 +40,12 @@ pub use index::{
 pub use name::{ImageName, NameError};
 pub use origin::BlobOrigin;
 
-use crate::cache::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
-use crate::cache::blob::{BlobError, BlobStore, oci_digest};
-use crate::cache::{Digest, FsError};
-use crate::image::reference::Reference;
-use crate::image::timestamp;
+use crate::oci::Digest;
+use crate::oci::reference::Reference;
+use crate::oci::timestamp;
+use crate::sys::FsError;
+use crate::sys::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
+use blob::oci_digest;
 use index::Index;
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
@@ -791,7 +794,7 @@ impl Store {
         match fs::rename(&staging, &target) {
             Ok(()) => {
                 let parent = self.root.join("snapshots");
-                crate::cache::fsync_dir(&parent)?;
+                crate::sys::fsync_dir(&parent)?;
                 Ok(target)
             }
             // rename(2): a non-empty directory at the target gives EEXIST or ENOTEMPTY; another

@@ -2,7 +2,7 @@
 //! identity, familiar (`hello:latest`, what docker prints) for people and for the layout's
 //! `org.opencontainers.image.ref.name`.
 
-use crate::image::reference::{DEFAULT_DOMAIN, Reference, ReferenceError};
+use crate::oci::reference::{DEFAULT_DOMAIN, Reference, ReferenceError};
 use std::fmt;
 
 /// A `repository:tag` name of an image in the store.

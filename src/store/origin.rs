@@ -4,13 +4,14 @@
 //! `ROOT/origins/sha256/<hex>` holds a small JSON document saying where the blob `sha256:<hex>`
 //! can be fetched from ([`BlobOrigin`]), written atomically. [`Store::write_image_json`] accepts a
 //! layer that is absent but has an origin; whoever needs the bytes (unpacking a snapshot, saving
-//! or exporting an image) fetches them through [`crate::cache::shared::materialize`], which
+//! or exporting an image) fetches them through [`crate::cache::remote::materialize`], which
 //! verifies them. A collection keeps the origins of blobs an image still names and drops the
 //! others.
 
 use super::{Store, StoreError};
-use crate::cache::atomic::{IoContext as _, atomic_write_in};
-use crate::cache::{Digest, FsError};
+use crate::oci::Digest;
+use crate::sys::FsError;
+use crate::sys::atomic::{IoContext as _, atomic_write_in};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::{self, Read as _};

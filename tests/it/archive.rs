@@ -7,10 +7,10 @@
 
 use crate::store::{Spec, build_image, temp_store};
 use crate::support::{busybox, peer_docker, tool};
-use kiln::cache::Digest;
-use kiln::image::archive::{ArchiveError, LoadOptions, load};
-use kiln::image::layer::{Compression, compress};
-use kiln::image::store::{Store, descriptor};
+use kiln::archive::{ArchiveError, LoadOptions, load};
+use kiln::layer::{Compression, compress};
+use kiln::oci::Digest;
+use kiln::store::{Store, descriptor};
 use oci_spec::image::MediaType;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -421,7 +421,7 @@ fn import_refuses_bad_input_before_any_image_appears() {
 
 /// A two-layer image through the store's API: the second layer deletes a file (`.wh.`), makes
 /// a directory opaque and replaces a file.
-fn layered_image(store: &Store) -> kiln::image::StoredImage {
+fn layered_image(store: &Store) -> kiln::store::StoredImage {
     let _lease = store.lease().unwrap();
     let base = Tar::default()
         .dir("etc/")

@@ -20,7 +20,7 @@
 //! `CI=true`).
 
 use crate::support::{self, PeerDocker};
-use kiln::cache::Digest;
+use kiln::oci::Digest;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,7 +1,7 @@
 //! Build context: ignore-file choice, the walk, and COPY/ADD source selection.
 
-use kiln::context::{BuildContext, ContextError, Dockerignore, EntryKind};
-use kiln::diagnostic::Located;
+use kiln::frontend::context::{BuildContext, ContextError, Dockerignore, EntryKind};
+use kiln::frontend::diagnostic::Located;
 use std::fs;
 
 use crate::support::{context, populate};

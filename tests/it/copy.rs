@@ -1,12 +1,12 @@
-//! COPY, ADD and WORKDIR file operations (`kiln::executor::copy`): every rule, table-driven, each
+//! COPY, ADD and WORKDIR file operations (`kiln::builder::steps::copy`): every rule, table-driven, each
 //! case checking the whole resulting upper tree (paths, types, modes, owners, times, contents,
 //! link targets), and that neither the context nor the lowers changed.
 
 use crate::support;
-use kiln::context::BuildContext;
-use kiln::executor::copy::{CopyError, CopyRequest, CopySource, copy, mkdir};
-use kiln::executor::union::UnionFs;
-use kiln::parser::instruction::InlineFile;
+use kiln::builder::steps::copy::{CopyError, CopyRequest, CopySource, copy, mkdir};
+use kiln::builder::steps::union::UnionFs;
+use kiln::frontend::context::BuildContext;
+use kiln::frontend::instruction::InlineFile;
 use kiln::solver::Cancel;
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -1448,7 +1448,7 @@ fn the_union_view_honours_whiteouts_and_opaque_dirs_and_stays_in_its_root() {
     );
     assert_eq!(
         union.lstat("/data").unwrap().map(|m| m.kind),
-        Some(kiln::executor::union::FileKind::Symlink)
+        Some(kiln::builder::steps::union::FileKind::Symlink)
     );
     assert_eq!(union.resolve("/data/lnk", true).unwrap(), "/app/bin");
     assert_eq!(union.resolve("/data/lnk", false).unwrap(), "/app/lnk");

@@ -1,4 +1,4 @@
-//! Incremental COPY (`kiln::executor::copy::copy_reusing`): a COPY from the context that ran
+//! Incremental COPY (`kiln::builder::steps::copy::copy_reusing`): a COPY from the context that ran
 //! before links its unchanged files from the previous snapshot, and the result is the tree and
 //! the layer a full copy gives, whatever changed in between; nothing outside the previous
 //! snapshot is ever linked. End to end, a rebuild after a one-file change gives the layer a
@@ -7,10 +7,10 @@
 
 use crate::cli::kiln;
 use crate::support;
+use kiln::builder::steps::copy::{CopyRequest, CopySource, PreviousCopy, copy, copy_reusing};
 use kiln::cache::{ContentSum, StatCache, checksum_paths};
-use kiln::context::BuildContext;
-use kiln::executor::copy::{CopyRequest, CopySource, PreviousCopy, copy, copy_reusing};
-use kiln::image::layer::write_layer;
+use kiln::frontend::context::BuildContext;
+use kiln::layer::write_layer;
 use kiln::solver::Cancel;
 use std::collections::HashSet;
 use std::fs;

@@ -2,8 +2,8 @@
 //! (`../shared/conformance/dockerignore`, formats in its README).
 
 use crate::support::conformance_dir;
-use kiln::context::Dockerignore;
-use kiln::context::dockerignore::clean;
+use kiln::frontend::context::Dockerignore;
+use kiln::frontend::context::dockerignore::clean;
 use std::path::Path;
 
 /// Tab-separated rows of a `.tsv` file, without `#` lines and blank lines.

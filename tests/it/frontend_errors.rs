@@ -1,9 +1,9 @@
 //! Rendered front-end errors (typed instructions, stages, build graph), one snapshot per input in
 //! `testdata/frontend/errors/`.
 
-use kiln::diagnostic::{Located, render_error};
-use kiln::graph::BuildGraph;
-use kiln::parser::stage::{ResolveOptions, resolve};
+use kiln::frontend::dag::BuildGraph;
+use kiln::frontend::diagnostic::{Located, render_error};
+use kiln::frontend::stage::{ResolveOptions, resolve};
 use std::path::PathBuf;
 
 /// The `--target` each input is built with (the last stage when absent).
@@ -16,7 +16,7 @@ fn rendered(source: &str, err: &(impl Located + std::fmt::Display)) -> String {
 
 /// Runs the front end on `source` and renders the first error.
 fn first_error(source: &str, target: Option<&str>) -> Option<String> {
-    let df = kiln::parser::parse(source.as_bytes()).ok()?;
+    let df = kiln::frontend::parse(source.as_bytes()).ok()?;
     let resolved = match resolve(&df, &ResolveOptions::default()) {
         Ok(r) => r,
         Err(e) => return Some(rendered(source, &e)),

@@ -1,8 +1,8 @@
 //! The build graph: pruning to a target, parallel groups, cycles, stage references.
 
 use crate::stages::resolve_with;
-use kiln::diagnostic::Located;
-use kiln::graph::{BuildGraph, GraphError};
+use kiln::frontend::dag::{BuildGraph, GraphError};
+use kiln::frontend::diagnostic::Located;
 
 const DIAMOND: &str = "FROM alpine AS base\n\
 FROM base AS build-a\n\

@@ -3,8 +3,8 @@
 
 use crate::cli::{Outcome, kiln};
 use crate::store::{Spec, build_image, temp_store};
-use kiln::image::store::{ContainerRecord, Store, StoredImage};
-use kiln::image::timestamp::format_rfc3339;
+use kiln::oci::timestamp::format_rfc3339;
+use kiln::store::{ContainerRecord, Store, StoredImage};
 use serde_json::Value;
 use std::path::Path;
 
@@ -17,7 +17,7 @@ fn run(store: &Store, args: &[&str]) -> crate::cli::Kiln {
 
 /// Two hours and ten minutes ago: `2 hours ago` in docker's words, whenever the test runs.
 fn two_hours_ago() -> i64 {
-    kiln::image::timestamp::now_seconds() - 2 * 3600 - 600
+    kiln::oci::timestamp::now_seconds() - 2 * 3600 - 600
 }
 
 /// Replaces image IDs (12 or 64 hex digits, which depend on the creation time) with marks of
@@ -490,7 +490,7 @@ fn df_reports_images_containers_and_snapshots() {
         })
         .unwrap();
     let out = run(&store, &["df"]).ok();
-    let container_size = kiln::cache::atomic::tree_size(&store.container_dir("c1").unwrap());
+    let container_size = kiln::sys::atomic::tree_size(&store.container_dir("c1").unwrap());
     let out = out.replace(&format!("{container_size}B"), "<n>B");
     insta::assert_snapshot!(out, @r"
     TYPE              TOTAL     ACTIVE    SIZE      RECLAIMABLE

@@ -3,9 +3,7 @@
 //! sentinel (reached next to the root and by absolute path) is byte-for-byte untouched and
 //! nothing new appears outside the root.
 
-use kiln::image::layer::{
-    AppliedLayer, ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed,
-};
+use kiln::layer::{AppliedLayer, ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;

@@ -2,8 +2,8 @@
 //! heredocs, directives, line endings, spans and hostile input.
 
 use crate::support::conformance_dir;
-use kiln::diagnostic::{Located, Position, Span};
-use kiln::parser::{SyntaxError, parse};
+use kiln::frontend::diagnostic::{Located, Position, Span};
+use kiln::frontend::{SyntaxError, parse};
 use std::path::Path;
 
 fn dump_of(path: &Path) -> Result<String, String> {
@@ -108,7 +108,7 @@ fn buildkit_line_numbers() {
     assert_eq!(d.nodes.last().map(|n| n.span.end.line), Some(31));
 }
 
-fn parsed(src: &str) -> kiln::parser::ast::Dockerfile {
+fn parsed(src: &str) -> kiln::frontend::ast::Dockerfile {
     parse(src.as_bytes()).unwrap_or_else(|e| panic!("{src:?}: {e}"))
 }
 

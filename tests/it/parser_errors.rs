@@ -1,7 +1,7 @@
 //! Snapshots of rendered syntax errors: message, location, snippet, caret and help.
 
-use kiln::diagnostic::{Located, render_error};
-use kiln::parser::parse;
+use kiln::frontend::diagnostic::{Located, render_error};
+use kiln::frontend::parse;
 
 fn rendered(source: &[u8]) -> String {
     let err = match parse(source) {

@@ -5,7 +5,7 @@
 
 use crate::cli::{Outcome, kiln};
 use crate::support;
-use kiln::image::store::Store;
+use kiln::store::Store;
 use oci_spec::image::MediaType;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _};

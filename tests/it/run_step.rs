@@ -5,12 +5,12 @@
 //! directory, user, hostname, `/etc/hosts` and the network.
 
 use crate::support;
-use kiln::build::LogStream;
-use kiln::executor::layer::{StagedUpper, commit};
-use kiln::executor::run::{RunStep, RunStepError, run_step};
-use kiln::image::store::{LayerInfo, Store};
+use kiln::builder::LogStream;
+use kiln::builder::steps::commit::{StagedUpper, commit};
+use kiln::builder::steps::run::{RunStep, RunStepError, run_step};
 use kiln::runtime::{BindMount, ExecErrorKind, Network, RuntimeError};
 use kiln::solver::Cancel;
+use kiln::store::{LayerInfo, Store};
 use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `runtime::user::read_image_file`: the merged view of an image's layers, confined to the image.
 
 use crate::support;
-use kiln::runtime::user::{UserError, read_image_file, resolve};
+use kiln::container::user::{UserError, read_image_file, resolve};
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

@@ -9,12 +9,13 @@
 
 use crate::cli::{Outcome, kiln};
 use crate::support;
-use kiln::build::{BuildEvent, BuildOptions, Progress, build};
-use kiln::cache::shared::{CacheExport, ExportMode};
-use kiln::cache::transport::{CacheTransport, TransportError};
-use kiln::cache::{BlobRef, BlobStore, Digest};
-use kiln::image::store::Store;
+use kiln::builder::{BuildEvent, BuildOptions, Progress, build};
+use kiln::cache::remote::transport::{CacheTransport, TransportError};
+use kiln::cache::remote::{CacheExport, ExportMode};
+use kiln::oci::Digest;
 use kiln::solver::Cancel;
+use kiln::store::Store;
+use kiln::store::{BlobRef, BlobStore};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;

@@ -13,7 +13,7 @@ use crate::shared_cache::{
     Machine, STEPS, context, edited_context_file_fetches_only_parent_layers, export_concurrently,
     machine_a, requirements,
 };
-use kiln::image::store::Store;
+use kiln::store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

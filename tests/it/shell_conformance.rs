@@ -1,7 +1,7 @@
 //! Word expansion against BuildKit's own shell tests (`frontend/dockerfile/shell/envVarTest`
 //! and `wordsTest`), read from the shared conformance data.
 
-use kiln::parser::shell::Lexer;
+use kiln::frontend::shell::Lexer;
 
 use crate::support::conformance_dir;
 

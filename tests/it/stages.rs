@@ -1,9 +1,9 @@
 //! Typed instructions and stages: flag validation, ARG/ENV scoping, expansion, stage references.
 
-use kiln::diagnostic::Located;
-use kiln::parser::ast::Dockerfile;
-use kiln::parser::instruction::{Health, Instruction, MountType};
-use kiln::parser::stage::{
+use kiln::frontend::ast::Dockerfile;
+use kiln::frontend::diagnostic::Located;
+use kiln::frontend::instruction::{Health, Instruction, MountType};
+use kiln::frontend::stage::{
     Base, BaseImage, DEFAULT_PATH, DependencyKind, Platform, ResolveOptions, Resolved, Source,
     StageError, base_image_names, resolve,
 };
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// Parses Dockerfile text, failing the test on a syntax error.
 pub fn parse(text: &str) -> Dockerfile {
-    kiln::parser::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    kiln::frontend::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// Resolves Dockerfile text with these build args.
@@ -297,14 +297,14 @@ fn expansion_per_instruction() {
                 // The shell expands RUN, not the builder.
                 assert_eq!(
                     run.command,
-                    kiln::parser::instruction::Command::Shell("echo $D".into())
+                    kiln::frontend::instruction::Command::Shell("echo $D".into())
                 );
                 seen += 1;
             }
             Instruction::Cmd(c) => {
                 assert_eq!(
                     c.command,
-                    kiln::parser::instruction::Command::Shell("echo $D".into())
+                    kiln::frontend::instruction::Command::Shell("echo $D".into())
                 );
                 seen += 1;
             }
@@ -789,7 +789,7 @@ fn typed_values() {
     assert_eq!(*retries, 2);
     assert_eq!(
         *command,
-        kiln::parser::instruction::Command::Exec(vec!["curl".into(), "-f".into()])
+        kiln::frontend::instruction::Command::Exec(vec!["curl".into(), "-f".into()])
     );
     let Instruction::Copy(c) = &ins[2] else {
         panic!()

@@ -4,8 +4,9 @@
 
 use crate::oci_schema::{Schema, Schemas};
 use crate::support::tool;
-use kiln::cache::{BlobError, Digest};
-use kiln::image::store::{
+use kiln::oci::Digest;
+use kiln::store::BlobError;
+use kiln::store::{
     ContainerRecord, ImageName, PruneOptions, Removal, Store, StoreError, StoredImage, descriptor,
 };
 use oci_spec::image::{

@@ -11,10 +11,10 @@
 //! leaves there (`work/work`, root's, mode 000) is never part of a layer; it goes when the
 //! staged pair is dropped.
 
-use crate::cache::atomic::{FsError, IoContext as _, fsync_dir, remove_tree};
-use crate::cache::blob::BlobError;
-use crate::image::layer::{LayerError, write_layer};
-use crate::image::store::{LayerInfo, Store};
+use crate::layer::{LayerError, write_layer};
+use crate::store::blob::BlobError;
+use crate::store::{LayerInfo, Store};
+use crate::sys::atomic::{FsError, IoContext as _, fsync_dir, remove_tree};
 use oci_spec::image::MediaType;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -56,12 +56,12 @@ struct Pipe {
     sender: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
 }
 
-type BlobSide = std::thread::JoinHandle<std::io::Result<crate::cache::BlobWriter>>;
+type BlobSide = std::thread::JoinHandle<std::io::Result<crate::store::BlobWriter>>;
 
 impl Pipe {
     /// Starts the thread that writes into `writer`; joining it gives the writer back (or the
     /// first write error) once the pipe is dropped.
-    fn spawn(mut writer: crate::cache::BlobWriter) -> (Pipe, BlobSide) {
+    fn spawn(mut writer: crate::store::BlobWriter) -> (Pipe, BlobSide) {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
         let thread = std::thread::spawn(move || {
             use std::io::Write as _;
@@ -171,7 +171,7 @@ impl Drop for StagedUpper {
 /// the rename survives a crash.
 /// When that snapshot already exists (the same change was made before, or by another process
 /// meanwhile) it is kept and ours is dropped. An upper directory with no entries is no layer:
-/// `None`. Hold a [`crate::image::store::Lease`] until an image references the layer.
+/// `None`. Hold a [`crate::store::Lease`] until an image references the layer.
 pub fn commit(store: &Store, staged: StagedUpper) -> Result<Option<LayerInfo>, LayerCommitError> {
     let upper = staged.upper();
     let mut entries = fs::read_dir(upper).fs("read directory", upper)?;

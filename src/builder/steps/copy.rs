@@ -1,6 +1,6 @@
 //! COPY, ADD and WORKDIR: file operations with Docker's (BuildKit's) semantics, written into the
 //! empty `upper` directory of a new layer over the target's lowers (see [`target`] for how writes
-//! stay inside `upper`, and [`crate::executor::union`] for how the layers are read).
+//! stay inside `upper`, and [`crate::builder::steps::union`] for how the layers are read).
 //!
 //! The rules, checked against BuildKit (frontend/dockerfile/dockerfile2llb `dispatchCopy`,
 //! solver/llbsolver/file `docopy`, `unpack` and `applyRootArchive`, tonistiigi/fsutil
@@ -38,18 +38,18 @@
 //!
 //! Where kiln differs from BuildKit, the item that differs says why.
 
-mod archive;
+mod extract;
 mod mode;
 mod reuse;
 mod target;
 
-use crate::context::dockerignore::{SegmentGlob, clean};
-use crate::context::{BuildContext, ContextError, Dockerignore, DockerignoreError};
-use crate::executor::union::{
+use crate::builder::steps::union::{
     FileKind, Found, MergedDir, Metadata, Node, UnionError, UnionFs, display,
 };
-use crate::parser::instruction::InlineFile;
-use crate::runtime::user::{self, UserError};
+use crate::container::user::{self, UserError};
+use crate::frontend::context::dockerignore::{SegmentGlob, clean};
+use crate::frontend::context::{BuildContext, ContextError, Dockerignore, DockerignoreError};
+use crate::frontend::instruction::InlineFile;
 use crate::solver::Cancel;
 use mode::Chmod;
 use nix::sys::stat::SFlag;
@@ -484,13 +484,13 @@ impl Copier<'_> {
             Found::Node(node) => {
                 if add
                     && node.meta.kind == FileKind::File
-                    && archive::is_archive(self.tree.open_node(&node)?)
+                    && extract::is_archive(self.tree.open_node(&node)?)
                 {
                     // BuildKit's `unpack`: the destination is a directory, made as `MkdirAll`.
                     let dst = self.target.resolve(&dest.path, true)?;
                     self.target.mkdir_all(&dst, self.new_dir_owner())?;
                     let file = self.tree.open_node(&node)?;
-                    return archive::extract(self, file, &found.source, &dst);
+                    return extract::extract(self, file, &found.source, &dst);
                 }
                 let (dir, name) = self.file_destination(dest, found.base_name())?;
                 self.copy_node(&node, &dir, &name)

@@ -2,8 +2,8 @@
 //! sandbox ([`run`]); COPY, ADD and WORKDIR write through a union view of the layers
 //! ([`copy`], [`union`]); the changes become a layer without copying ([`layer`]).
 
+pub mod commit;
 pub mod copy;
-pub mod layer;
 pub mod run;
 pub mod stubs;
 pub mod union;

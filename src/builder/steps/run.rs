@@ -2,21 +2,21 @@
 //! [`StagedUpper`], its output as lines.
 //!
 //! The sandbox is the one `kiln run` uses, set up by the same code
-//! ([`crate::runtime::container::sandbox_spec`]): the user resolved in the image's own
+//! ([`crate::container::sandbox_spec`]): the user resolved in the image's own
 //! `/etc/passwd` and `/etc/group`, `HOME` added when unset, and BuildKit's `/etc/hosts` and
 //! `/etc/resolv.conf` (written into a per-step directory in the store's staging area, bind
 //! mounted, never part of the layer). As in BuildKit, the process is pid 1 (no init), may gain
 //! privileges (no `no_new_privs`), and reads `/dev/null`. Mount points the sandbox had to create
 //! are removed afterwards (see `stubs`).
 
-use super::layer::StagedUpper;
+use super::commit::StagedUpper;
 use super::stubs::{MountStubs, StubError};
-use crate::build::LogStream;
-use crate::cache::atomic::{FsError, IoContext as _, remove_tree};
-use crate::image::store::Store;
-use crate::runtime::container::{ContainerError, EtcFiles, SandboxSetup, sandbox_spec};
+use crate::builder::LogStream;
+use crate::container::{ContainerError, EtcFiles, SandboxSetup, sandbox_spec};
 use crate::runtime::{BindMount, Network, Outcome, RuntimeError, Sandbox, Spec, Stdio, UpperDir};
 use crate::solver::Cancel;
+use crate::store::Store;
+use crate::sys::atomic::{FsError, IoContext as _, remove_tree};
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, Read};
@@ -128,7 +128,7 @@ fn stream_name(stream: LogStream) -> &'static str {
 /// without a newline comes at the end. When `cancel` fires, every process of the sandbox is
 /// killed and the step ends with [`RunStepError::Canceled`]. On success, the empty mount points
 /// the sandbox created are gone from the upper directory, which is ready for
-/// [`super::layer::commit`].
+/// [`super::commit::commit`].
 pub fn run_step(
     store: &Store,
     lowers: &[PathBuf],

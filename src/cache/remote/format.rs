@@ -30,7 +30,7 @@
 //! graph names is in the manifest, that the flags and times agree. A graph of another version
 //! is [`GraphError::Version`], which the importer reports as a warning and ignores.
 
-use crate::cache::Digest;
+use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

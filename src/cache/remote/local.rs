@@ -8,11 +8,13 @@
 //! lock (`.kiln-index.lock`, flock(2)), so two builders exporting at once each leave a whole
 //! cache: the last write wins, and a reader sees the old manifest or the new one.
 
-use crate::cache::atomic::{IoContext as _, atomic_write_in};
-use crate::cache::blob::{BlobError, BlobStore};
-use crate::cache::transport::{CacheTransport, TransportError};
-use crate::cache::{BlobRef, Digest, FsError};
-use crate::image::store::{BlobOrigin, REF_NAME};
+use crate::cache::remote::transport::{CacheTransport, TransportError};
+use crate::oci::Digest;
+use crate::store::BlobRef;
+use crate::store::blob::{BlobError, BlobStore};
+use crate::store::{BlobOrigin, REF_NAME};
+use crate::sys::FsError;
+use crate::sys::atomic::{IoContext as _, atomic_write_in};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
@@ -174,7 +176,7 @@ impl CacheTransport for LocalCache {
             .and_then(|m| m.as_str())
             .ok_or_else(|| invalid("has no media type"))?
             .to_string();
-        if size > super::graph::MAX_MANIFEST_SIZE {
+        if size > super::format::MAX_MANIFEST_SIZE {
             return Err(invalid("names a manifest larger than 4 MiB").into());
         }
         let path = self.blob_path(&digest);

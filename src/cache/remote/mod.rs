@@ -9,23 +9,27 @@
 //!   record hits when each of its layers is in the store or held by the cache it came from,
 //!   and a layer is fetched (verified) only when its bytes are needed.
 //! - [`materialize`]: a layer that an image names but the store does not hold (an image built
-//!   from a shared cache, [`crate::image::store::BlobOrigin`]) is fetched from its origin.
+//!   from a shared cache, [`crate::store::BlobOrigin`]) is fetched from its origin.
 
-pub mod graph;
+pub mod format;
 pub mod local;
+mod registry;
 pub mod spec;
+pub mod transport;
 
-pub use graph::{CacheGraph, CacheManifest, GraphError, GraphLayer, GraphRecord};
+pub use format::{CacheGraph, CacheManifest, GraphError, GraphLayer, GraphRecord};
 pub use local::LocalCache;
+pub use registry::RegistryCache;
 pub use spec::{
     CacheLocation, CacheToSpec, ExportMode, SpecError, parse_cache_from, parse_cache_to,
 };
+pub use transport::{CacheTransport, TransportError};
 
-use crate::cache::transport::{CacheTransport, TransportError};
-use crate::cache::{BlobError, Digest};
-use crate::image::Reference;
-use crate::image::store::{BlobOrigin, LayerInfo, Store, StoreError};
-use crate::registry::{Client, ClientOptions, RegistryCache, RegistryError};
+use crate::oci::Digest;
+use crate::oci::Reference;
+use crate::registry::{Client, ClientOptions, RegistryError};
+use crate::store::BlobError;
+use crate::store::{BlobOrigin, LayerInfo, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -56,7 +60,7 @@ pub enum SharedCacheError {
     Reference {
         reference: String,
         #[source]
-        source: crate::image::ReferenceError,
+        source: crate::oci::ReferenceError,
     },
     #[error(
         "layer {digest} is not in the store and no shared cache of this build holds it; run \
@@ -350,7 +354,7 @@ fn read_graph(
     else {
         return Ok(None);
     };
-    let manifest = graph::parse_manifest(&media_type, &bytes)?;
+    let manifest = format::parse_manifest(&media_type, &bytes)?;
     let config = &manifest.config;
     if !store.blobs().contains(&config.digest) {
         transport
@@ -427,7 +431,7 @@ pub fn export(
         .map_err(transport_error("cannot push the cache graph".to_string()))?;
     let manifest = graph.manifest((&graph_blob.digest, graph_blob.size));
     transport
-        .write_manifest(graph::MANIFEST_MEDIA_TYPE, &manifest.to_bytes())
+        .write_manifest(format::MANIFEST_MEDIA_TYPE, &manifest.to_bytes())
         .map_err(transport_error(
             "cannot write the cache manifest".to_string(),
         ))?;

@@ -1,12 +1,14 @@
 //! The registry side of the shared build cache: one repository reference holds the cache
-//! manifest (under its tag) and the blobs it names ([`crate::cache::CacheTransport`]).
+//! manifest (under its tag) and the blobs it names ([`crate::cache::remote::CacheTransport`]).
 
 use super::RegistryError;
-use super::client::{Client, Repository};
-use super::manifest::{self, OCI_MANIFEST};
-use crate::cache::{BlobRef, BlobStore, CacheTransport, Digest, TransportError};
-use crate::image::reference::Reference;
-use crate::image::store::BlobOrigin;
+use crate::cache::remote::{CacheTransport, TransportError};
+use crate::oci::Digest;
+use crate::oci::reference::Reference;
+use crate::registry::manifest::{self, OCI_MANIFEST};
+use crate::registry::{Client, Repository};
+use crate::store::BlobOrigin;
+use crate::store::{BlobRef, BlobStore};
 
 /// A build cache kept in a registry repository, at `reference`'s tag (`latest` when it names
 /// none).

@@ -7,8 +7,9 @@
 //! (and from the CLI's main thread), never from inside an async task; a transport that talks
 //! async (the registry's) runs its futures on a runtime of its own.
 
-use crate::cache::{BlobRef, BlobStore, Digest};
-use crate::image::store::BlobOrigin;
+use crate::oci::Digest;
+use crate::store::BlobOrigin;
+use crate::store::{BlobRef, BlobStore};
 
 /// A transport's failure, as the transport words it (it names the directory or registry, the
 /// blob or manifest, and what to do).
@@ -51,7 +52,7 @@ pub trait CacheTransport: Send + Sync + std::fmt::Debug {
 
     /// Where a later process that does not have this transport (`kiln run`, `kiln save`) can
     /// fetch a blob it holds: recorded in the store for the layers of an image built from the
-    /// cache that stay absent ([`crate::image::store::Store::record_origin`]). `None` (the
+    /// cache that stay absent ([`crate::store::Store::record_origin`]). `None` (the
     /// default) has the builder fetch such layers before it writes the image.
     fn origin(&self) -> Option<BlobOrigin> {
         None

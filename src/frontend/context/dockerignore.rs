@@ -18,7 +18,7 @@
 //! string comparison or one pass of a small bit-set NFA over the path, with no allocation for
 //! ordinary patterns, and the parent directories are checked in that same pass.
 
-use crate::diagnostic::{Located, Span};
+use crate::frontend::diagnostic::{Located, Span};
 
 /// A `.dockerignore` pattern that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,7 +11,7 @@ mod sources;
 pub use dockerignore::{Dockerignore, DockerignoreError};
 pub use sources::SourceMatch;
 
-use crate::diagnostic::{Located, Span};
+use crate::frontend::diagnostic::{Located, Span};
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};

@@ -205,11 +205,11 @@ fn quoted_if_needed(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::parser::stage::{ResolveOptions, resolve};
+    use crate::frontend::stage::{ResolveOptions, resolve};
 
     /// Each line of a one-stage Dockerfile printed back after resolution.
     fn shown(src: &str) -> Vec<String> {
-        let df = crate::parser::parse(src.as_bytes()).expect("parses");
+        let df = crate::frontend::parse(src.as_bytes()).expect("parses");
         let resolved = resolve(&df, &ResolveOptions::default()).expect("resolves");
         resolved.stages[0]
             .instructions

@@ -3,8 +3,8 @@
 //! multi-valued flags may repeat, and a bare `--` ends the flags.
 
 use super::InstructionError;
-use crate::diagnostic::Span;
-use crate::parser::ast::Node;
+use crate::frontend::ast::Node;
+use crate::frontend::diagnostic::Span;
 
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

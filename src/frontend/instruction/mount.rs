@@ -3,11 +3,11 @@
 //! The spec is a CSV record of `key=value` fields. BuildKit expands the values with the stage's
 //! variables when the instruction runs, so the typed layer validates only what it can see
 //! ([`Mount::parse`] without an expander leaves values that contain `$` unchecked, and with them
-//! every rule that involves several keys) and [`crate::parser::stage`] parses again with the real
+//! every rule that involves several keys) and [`crate::frontend::stage`] parses again with the real
 //! expander.
 
 use super::InstructionError;
-use crate::diagnostic::Span;
+use crate::frontend::diagnostic::Span;
 use serde::Serialize;
 
 /// The kind of a build mount.

@@ -11,7 +11,7 @@ use nom::bytes::complete::{tag, take_while};
 use nom::character::complete::char;
 use nom::combinator::{opt, rest};
 
-use crate::parser::shell::Lexer;
+use crate::frontend::shell::Lexer;
 
 /// Go's `unicode.IsSpace` applied to a single byte turned into a rune, as BuildKit's byte-wise
 /// loops do: Latin-1 NEL (0x85) and NBSP (0xA0) count, even when they are part of a UTF-8 char.

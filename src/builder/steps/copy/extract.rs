@@ -29,9 +29,9 @@
 
 use super::target::{Attributes, path_of};
 use super::{Copier, CopyError};
-use crate::executor::union::Found;
-use crate::image::layer::WHITEOUT_PREFIX;
-use crate::image::layer::apply::{TarPathError, parse_pax_time, tar_path_components};
+use crate::builder::steps::union::Found;
+use crate::layer::WHITEOUT_PREFIX;
+use crate::layer::apply::{TarPathError, parse_pax_time, tar_path_components};
 use nix::sys::stat::{SFlag, makedev};
 use nix::sys::time::TimeSpec;
 use std::ffi::{CString, OsStr, OsString};
@@ -196,7 +196,8 @@ pub(super) fn extract(
                     copier
                         .target
                         .hardlink_at(&dir, name, node.parent(), node.name())?;
-                    let set_mode = node.meta.kind != crate::executor::union::FileKind::Symlink;
+                    let set_mode =
+                        node.meta.kind != crate::builder::steps::union::FileKind::Symlink;
                     copier
                         .target
                         .set_attributes(&dir, name, &attributes, set_mode)?;
@@ -245,12 +246,12 @@ pub(super) fn extract(
 /// archive entry's attributes.
 fn copy_lower(
     copier: &mut Copier<'_>,
-    node: &crate::executor::union::Node,
+    node: &crate::builder::steps::union::Node,
     dir: &super::target::DestDir,
     name: &OsStr,
     attributes: &Attributes,
 ) -> Result<(), CopyError> {
-    use crate::executor::union::FileKind;
+    use crate::builder::steps::union::FileKind;
     match node.meta.kind {
         FileKind::File => {
             let mut file = copier.target.union().open_node(node)?;
@@ -317,7 +318,7 @@ fn entry_attributes<R: Read>(
     let id = |value: u64, name: &str| {
         u32::try_from(value)
             .ok()
-            .filter(|id| *id <= crate::runtime::user::MAX_ID)
+            .filter(|id| *id <= crate::container::user::MAX_ID)
             .ok_or_else(|| format!("{name} {value} is out of range"))
     };
     let uid = id(numeric(header.uid(), &old.uid, "uid")?, "uid")?;

@@ -39,8 +39,8 @@
 
 use super::CopyError;
 use super::target::Attributes;
-use crate::executor::union::{FileKind, Metadata, read_xattrs};
-use crate::image::layer::fsutil::{lstat_child, proc_fd_path};
+use crate::builder::steps::union::{FileKind, Metadata, read_xattrs};
+use crate::sys::dirfd::{lstat_child, proc_fd_path};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use std::collections::HashSet;

@@ -13,9 +13,9 @@
 //! `upper` can be created or changed, whatever the lowers or the sources hold.
 
 use super::CopyError;
-use crate::executor::union::{Found, MergedDir, Metadata, UnionError, UnionFs, display};
-use crate::image::layer::WHITEOUT_PREFIX;
-use crate::image::layer::fsutil::{self, open_child, xattr};
+use crate::builder::steps::union::{Found, MergedDir, Metadata, UnionError, UnionFs, display};
+use crate::layer::WHITEOUT_PREFIX;
+use crate::sys::dirfd::{self, open_child, xattr};
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{
     FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, futimens, mkdirat,
@@ -215,7 +215,7 @@ impl Target {
                     });
                 }
                 if merged.top_layer() == Some(UPPER) {
-                    fsutil::remove_all(dir.fd.as_fd(), name)
+                    dirfd::remove_all(dir.fd.as_fd(), name)
                         .map_err(|e| io_error("remove", &path_of(&path), e))?;
                 }
                 Ok(())
@@ -369,7 +369,7 @@ impl Target {
         let Some(parent) = self.open_upper(existing_parent)? else {
             return Ok(false);
         };
-        match fsutil::lstat_child(parent.as_fd(), existing_name) {
+        match dirfd::lstat_child(parent.as_fd(), existing_name) {
             Ok(Some(stat)) if (stat.st_dev, stat.st_ino) == expected => {}
             _ => return Ok(false),
         }
@@ -448,7 +448,7 @@ impl Target {
         let fd = open_child(dir.fd.as_fd(), name, OFlag::O_PATH)
             .map_err(|e| io_error("open", &path, e))?;
         let stat = fstat(&fd).map_err(|e| io_error("stat", &path, e.into()))?;
-        if fsutil::file_type(&stat) == SFlag::S_IFREG {
+        if dirfd::file_type(&stat) == SFlag::S_IFREG {
             let file = open_child(dir.fd.as_fd(), name, OFlag::O_RDONLY)
                 .map_err(|e| io_error("open", &path, e))?;
             return set_fd_attributes(file.as_fd(), attributes, &path);
@@ -612,7 +612,7 @@ fn set_fd_attributes(
     fchmod(fd, Mode::from_bits_truncate(attributes.mode))
         .map_err(|e| io_error("chmod", path, e.into()))?;
     if let Some(mtime) = attributes.mtime {
-        let is_dir = fstat(fd).is_ok_and(|s| fsutil::file_type(&s) == SFlag::S_IFDIR);
+        let is_dir = fstat(fd).is_ok_and(|s| dirfd::file_type(&s) == SFlag::S_IFDIR);
         // A directory's time is set once its entries are written (`Target::times`).
         if !is_dir {
             futimens(fd, &mtime, &mtime).map_err(|e| io_error("set times of", path, e.into()))?;
