@@ -15,9 +15,9 @@
 
 use super::names::{blob_digest, blob_key, entry_key, link_target, reference_key};
 use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
-use crate::frontend::stage::Platform;
 use crate::layer::{Compression, LayerError, decompressed};
 use crate::oci::Digest;
+use crate::oci::Platform;
 use crate::store::BlobError;
 use crate::store::blob::{BlobRef, MAX_DOCUMENT_SIZE};
 use crate::store::{

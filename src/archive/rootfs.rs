@@ -3,10 +3,10 @@
 
 use super::changes::config_from_changes;
 use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
-use crate::frontend::stage::Platform;
 use crate::layer::{
     ApplyOptions, Compression, LayerError, Whiteouts, apply_layer, decompressed, write_layer,
 };
+use crate::oci::Platform;
 use crate::oci::timestamp::now_rfc3339;
 use crate::store::{ImageName, LayerInfo, Store, StoreError, StoredImage, descriptor};
 use crate::sys::FsError;

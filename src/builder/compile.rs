@@ -15,7 +15,7 @@ use crate::frontend::dispatch::{ConfigBuilder, env_key, env_pairs};
 use crate::frontend::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
 use crate::frontend::plan::Plan;
 use crate::frontend::stage::{Base, DEFAULT_PATH, Stage};
-use crate::oci::Digest;
+use crate::oci::{Digest, Platform};
 use crate::solver::{Graph, NodeId, OpDigest};
 use crate::store::StoredImage;
 use serde::Serialize;
@@ -331,7 +331,7 @@ impl Compiler<'_> {
                 )]));
                 config.set_env("PATH", DEFAULT_PATH);
                 let mut document = Map::new();
-                document.insert("architecture".into(), host_architecture().into());
+                document.insert("architecture".into(), Platform::host().architecture.into());
                 document.insert("os".into(), "linux".into());
                 StageState {
                     node,
@@ -932,20 +932,6 @@ fn is_remote(source: &str) -> bool {
         || source.starts_with("https://")
         || source.starts_with("git@")
         || source.starts_with("git://")
-}
-
-/// The image config's architecture for this machine (Go's GOARCH names).
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -461,7 +461,8 @@ async fn lookup_images(
     names: &[String],
     images: &mut BTreeMap<String, StoredImage>,
 ) -> Result<(), BuildError> {
-    use crate::registry::{Client, Platform, PullPolicy, pull};
+    use crate::oci::Platform;
+    use crate::registry::{Client, PullPolicy, pull};
     let mut client: Option<Client> = None;
     for name in names {
         if images.contains_key(name) {

@@ -6,10 +6,11 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::oci::Digest;
+use kiln::oci::Platform;
 use kiln::oci::reference::{DEFAULT_DOMAIN, Reference};
 use kiln::registry::{
-    BlobEvent, Client, ClientOptions, Credentials, DockerConfig, Platform, RegistryError,
-    TransferProgress, auth::config_dir, pull, push,
+    BlobEvent, Client, ClientOptions, Credentials, DockerConfig, RegistryError, TransferProgress,
+    auth::config_dir, pull, push,
 };
 use kiln::store::Store;
 use std::collections::HashMap;

@@ -28,10 +28,9 @@ use crate::frontend::instruction::{
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
 use crate::frontend::shell::{Env, ExpandError, Lexer};
-use crate::oci::{Reference, ReferenceError};
+use crate::oci::{Platform, Reference, ReferenceError};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// The PATH BuildKit gives a stage whose image does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -49,58 +48,6 @@ pub const PROXY_ARGS: &[&str] = &[
     "ALL_PROXY",
     "all_proxy",
 ];
-
-/// An OS/architecture pair such as `linux/arm64/v8`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform kiln runs on, with Go's architecture names.
-    pub fn host() -> Self {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            other => other,
-        };
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            architecture: architecture.to_string(),
-            variant: None,
-        }
-    }
-
-    /// Parses `os/arch[/variant]`.
-    pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text.split('/');
-        let os = parts.next().filter(|s| !s.is_empty())?;
-        let architecture = parts.next().filter(|s| !s.is_empty())?;
-        let variant = parts.next().map(str::to_string);
-        if parts.next().is_some() {
-            return None;
-        }
-        Some(Platform {
-            os: os.to_string(),
-            architecture: architecture.to_string(),
-            variant,
-        })
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
 
 /// What the build was asked for.
 #[derive(Debug, Clone)]

@@ -1,9 +1,12 @@
-//! The leaf vocabulary every other module speaks: content digests, image references, RFC 3339
-//! timestamps. Nothing here does I/O beyond hashing bytes it is given.
+//! The leaf vocabulary every other module speaks: content digests, image references, platforms,
+//! media types, RFC 3339 timestamps. Nothing here does I/O beyond hashing bytes it is given.
 
 pub mod digest;
+pub mod media_type;
+pub mod platform;
 pub mod reference;
 pub mod timestamp;
 
 pub use digest::{Digest, DigestError, Hashing};
+pub use platform::{Platform, PlatformError};
 pub use reference::{Reference, ReferenceError};

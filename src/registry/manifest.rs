@@ -6,14 +6,10 @@
 //! came, since the digest of a manifest is the digest of its exact bytes.
 
 use crate::oci::Digest;
-use crate::store::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
+use crate::oci::Platform;
+use crate::oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use serde::Deserialize;
-use std::fmt;
 
-/// OCI image manifest.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index (a multi-platform image).
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 /// Docker's pre-2016 signed manifests, which kiln does not read.
 const DOCKER_SCHEMA1: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v1+json",
@@ -160,90 +156,6 @@ fn schema1() -> String {
         .to_string()
 }
 
-/// An image's platform: `os/architecture[/variant]`, as an index lists it and `--platform`
-/// names it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform kiln runs on: `linux` and Go's name of the machine's architecture.
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", None),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            os: "linux".to_string(),
-            architecture: architecture.to_string(),
-            variant: variant.map(str::to_string),
-        }
-    }
-
-    /// Parses `os/arch` or `os/arch/variant`.
-    pub fn parse(text: &str) -> Result<Platform, super::RegistryError> {
-        let parts: Vec<&str> = text.split('/').collect();
-        let valid = |s: &&str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        };
-        match parts.as_slice() {
-            [os, arch] if valid(os) && valid(arch) => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                architecture: arch.to_ascii_lowercase(),
-                variant: None,
-            }),
-            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                architecture: arch.to_ascii_lowercase(),
-                variant: Some(variant.to_ascii_lowercase()),
-            }),
-            _ => Err(super::RegistryError::InvalidPlatform(text.to_string())),
-        }
-    }
-
-    /// The variant, with containerd's defaults filled in (`arm64` is `v8`), for comparing.
-    fn normalized_variant(&self) -> Option<&str> {
-        match (self.architecture.as_str(), self.variant.as_deref()) {
-            ("arm64", None) => Some("v8"),
-            (_, variant) => variant,
-        }
-    }
-
-    /// Whether an index entry for `candidate` serves this platform. A wanted platform without a
-    /// variant takes any variant, except where the architecture has a default one (arm64/v8).
-    fn accepts(&self, candidate: &Platform) -> bool {
-        if self.os != candidate.os || self.architecture != candidate.architecture {
-            return false;
-        }
-        match self.normalized_variant() {
-            None => true,
-            Some(wanted) => candidate.normalized_variant() == Some(wanted),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(variant) = &self.variant {
-            write!(f, "/{variant}")?;
-        }
-        Ok(())
-    }
-}
-
 /// The entry of an index for `platform`: the first that matches (indexes list the preferred
 /// one first), skipping attestation manifests (`unknown/unknown`, which BuildKit adds).
 pub fn choose<'a>(manifests: &'a [Descriptor], platform: &Platform) -> Option<&'a Descriptor> {
@@ -313,18 +225,6 @@ mod tests {
                 "windows/amd64"
             ]
         );
-    }
-
-    #[test]
-    fn platform_parse_rejects_bad_forms() {
-        for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
-            assert!(Platform::parse(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(
-            Platform::parse("Linux/ARM64").unwrap().to_string(),
-            "linux/arm64"
-        );
-        assert_eq!(Platform::host().os, "linux");
     }
 
     #[test]

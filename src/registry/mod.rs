@@ -18,7 +18,7 @@ mod transfer;
 
 pub use auth::{Credentials, DockerConfig};
 pub use client::{BlobSource, Client, ClientOptions, Repository, api_host, is_insecure_by_default};
-pub use manifest::{Manifest, Platform};
+pub use manifest::Manifest;
 pub use transfer::{BlobEvent, BlobStatus, NoProgress, PullPolicy, TransferProgress, pull, push};
 
 use crate::oci::Digest;
@@ -112,8 +112,6 @@ pub enum RegistryError {
         platform: String,
         available: Vec<String>,
     },
-    #[error("invalid platform {0:?}: write OS/ARCH or OS/ARCH/VARIANT, such as linux/arm64")]
-    InvalidPlatform(String),
     #[error("invalid image reference {text:?}: {source}")]
     Reference {
         text: String,

@@ -3,8 +3,9 @@
 
 use super::RegistryError;
 use super::client::{BlobSource, Client, Repository};
-use super::manifest::{self, Descriptor, Manifest, Platform};
+use super::manifest::{self, Descriptor, Manifest};
 use crate::oci::Digest;
+use crate::oci::Platform;
 use crate::oci::reference::Reference;
 use crate::store::{BlobOrigin, Store, StoredImage};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};

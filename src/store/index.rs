@@ -9,6 +9,7 @@
 use super::name::ImageName;
 use super::{StoreError, timestamp};
 use crate::oci::Digest;
+use crate::oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 use crate::oci::reference::Reference;
 use crate::store::blob::MAX_DOCUMENT_SIZE;
 use crate::sys::{Staging, atomic_write_in};
@@ -23,10 +24,6 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// When the tag was last set (RFC 3339); docker shows it as `Metadata.LastTagTime`.
 pub const TAGGED_AT: &str = "dev.kiln.image.tagged";
-
-/// docker's manifest media types, which a layout written by other tools may hold.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Whether a descriptor points at a single-platform image manifest.
 pub fn is_manifest(media_type: &MediaType) -> bool {

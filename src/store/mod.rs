@@ -33,10 +33,7 @@ mod origin;
 pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
-pub use index::{
-    CONTAINERD_NAME, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, REF_NAME, TAGGED_AT, entry_name,
-    is_index, is_manifest,
-};
+pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};
 pub use name::{ImageName, NameError};
 pub use origin::BlobOrigin;
 

@@ -4,9 +4,10 @@ use kiln::frontend::ast::Dockerfile;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::{Health, Instruction, MountType};
 use kiln::frontend::stage::{
-    Base, BaseImage, DEFAULT_PATH, DependencyKind, Platform, ResolveOptions, Resolved, Source,
-    StageError, base_image_names, resolve,
+    Base, BaseImage, DEFAULT_PATH, DependencyKind, ResolveOptions, Resolved, Source, StageError,
+    base_image_names, resolve,
 };
+use kiln::oci::Platform;
 use std::collections::BTreeMap;
 
 /// Parses Dockerfile text, failing the test on a syntax error.
@@ -38,7 +39,7 @@ fn resolve_on(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
         build_platform: Platform::parse("linux/amd64").unwrap(),
-        target_platform: Platform::parse("linux/arm64/v8"),
+        target_platform: Platform::parse("linux/arm64/v8").ok(),
         target: None,
         base_images: images
             .iter()

@@ -34,8 +34,6 @@ use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The media type of the cache manifest (an OCI image manifest).
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// The media type of the cache graph, the manifest's config blob.
 pub const GRAPH_MEDIA_TYPE: &str = "application/vnd.kiln.cache.graph.v1+json";
 /// The graph version this kiln writes and reads.
@@ -64,7 +62,7 @@ const MAX_MEDIA_TYPE: usize = 255;
 pub enum GraphError {
     #[error("the cache manifest is {size} bytes, more than the {limit}-byte limit")]
     ManifestTooLarge { size: u64, limit: u64 },
-    #[error("the cache manifest has media type {0:?}, not {MANIFEST_MEDIA_TYPE}")]
+    #[error("the cache manifest has media type {0:?}, not {OCI_MANIFEST}", OCI_MANIFEST = crate::oci::media_type::OCI_MANIFEST)]
     ManifestMediaType(String),
     #[error("the cache manifest is not valid: {0}")]
     Manifest(String),
@@ -179,7 +177,7 @@ impl CacheGraph {
     pub fn manifest(&self, graph: (&Digest, u64)) -> CacheManifest {
         CacheManifest {
             schema_version: 2,
-            media_type: MANIFEST_MEDIA_TYPE.to_string(),
+            media_type: crate::oci::media_type::OCI_MANIFEST.to_string(),
             config: ManifestBlob {
                 media_type: GRAPH_MEDIA_TYPE.to_string(),
                 digest: graph.0.clone(),
@@ -302,7 +300,7 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
             limit: MAX_MANIFEST_SIZE,
         });
     }
-    if media_type != MANIFEST_MEDIA_TYPE {
+    if media_type != crate::oci::media_type::OCI_MANIFEST {
         return Err(GraphError::ManifestMediaType(
             media_type.chars().take(MAX_MEDIA_TYPE).collect(),
         ));
@@ -315,7 +313,7 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
             manifest.schema_version
         )));
     }
-    if manifest.media_type != MANIFEST_MEDIA_TYPE {
+    if manifest.media_type != crate::oci::media_type::OCI_MANIFEST {
         return Err(GraphError::ManifestMediaType(
             manifest.media_type.chars().take(MAX_MEDIA_TYPE).collect(),
         ));
@@ -418,7 +416,8 @@ mod tests {
         let graph = graph();
         let (manifest, bytes) = round_trip(&graph);
         assert_eq!(graph.to_bytes(), bytes, "serialising is deterministic");
-        let parsed_manifest = parse_manifest(MANIFEST_MEDIA_TYPE, &manifest.to_bytes()).unwrap();
+        let parsed_manifest =
+            parse_manifest(crate::oci::media_type::OCI_MANIFEST, &manifest.to_bytes()).unwrap();
         assert_eq!(parsed_manifest, manifest);
         assert_eq!(manifest.layers.len(), 2, "each blob once");
         assert_eq!(manifest.config.media_type, GRAPH_MEDIA_TYPE);
@@ -569,19 +568,19 @@ mod tests {
             ),
             (
                 "garbage",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 b"\xff".to_vec(),
                 "not valid",
             ),
             (
                 "schema 1",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 edit(&|v| v["schemaVersion"] = 1.into()),
                 "schemaVersion is 1",
             ),
             (
                 "an image config",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 edit(&|v| {
                     v["config"]["mediaType"] = "application/vnd.oci.image.config.v1+json".into()
                 }),
@@ -589,13 +588,13 @@ mod tests {
             ),
             (
                 "huge graph",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 edit(&|v| v["config"]["size"] = (MAX_GRAPH_SIZE + 1).into()),
                 "more than the",
             ),
             (
                 "duplicate layer",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 edit(&|v| {
                     let first = v["layers"][0].clone();
                     v["layers"][1] = first;
@@ -604,13 +603,13 @@ mod tests {
             ),
             (
                 "odd media type",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 edit(&|v| v["layers"][0]["mediaType"] = "a b".into()),
                 "unusable media type",
             ),
             (
                 "bad digest",
-                MANIFEST_MEDIA_TYPE,
+                crate::oci::media_type::OCI_MANIFEST,
                 edit(&|v| v["layers"][0]["digest"] = "md5:x".into()),
                 "not valid",
             ),

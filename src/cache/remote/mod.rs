@@ -431,7 +431,7 @@ pub fn export(
         .map_err(transport_error("cannot push the cache graph".to_string()))?;
     let manifest = graph.manifest((&graph_blob.digest, graph_blob.size));
     transport
-        .write_manifest(format::MANIFEST_MEDIA_TYPE, &manifest.to_bytes())
+        .write_manifest(crate::oci::media_type::OCI_MANIFEST, &manifest.to_bytes())
         .map_err(transport_error(
             "cannot write the cache manifest".to_string(),
         ))?;

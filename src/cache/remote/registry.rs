@@ -4,8 +4,9 @@
 use super::RegistryError;
 use crate::cache::remote::{CacheTransport, TransportError};
 use crate::oci::Digest;
+use crate::oci::media_type::OCI_MANIFEST;
 use crate::oci::reference::Reference;
-use crate::registry::manifest::{self, OCI_MANIFEST};
+use crate::registry::manifest;
 use crate::registry::{Client, Repository};
 use crate::store::BlobOrigin;
 use crate::store::{BlobRef, BlobStore};

@@ -1,0 +1,12 @@
+//! The media types of the documents that name images (image-spec `media-types.md` and docker's
+//! distribution schema 2). Layer media types belong to [`crate::layer::Compression`], which maps
+//! them to a decompressor; the shared cache's own types to `cache::remote::format`.
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index (a multi-platform image).
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// docker's image manifest (schema 2), which registries and layouts written by other tools hold.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// docker's manifest list (schema 2), the counterpart of the OCI index.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
