@@ -142,7 +142,14 @@ pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
             reference.path()
         );
     }
-    let pushed = runtime()?.block_on(push(&client, &store, &args.name, &reference, &progress));
+    let pushed = runtime()?.block_on(push(
+        &client,
+        &store,
+        &args.name,
+        &reference,
+        &kiln::cache::remote::origins(),
+        &progress,
+    ));
     progress.finish();
     let digest = pushed.map_err(plain)?;
     if args.quiet {
@@ -172,7 +179,14 @@ pub fn push_built(
     let client = Client::new(options.clone()).map_err(plain)?;
     let progress = BlobProgress::new(false);
     let source = image.id.to_string();
-    let pushed = runtime()?.block_on(push(&client, store, &source, &reference, &progress));
+    let pushed = runtime()?.block_on(push(
+        &client,
+        store,
+        &source,
+        &reference,
+        &kiln::cache::remote::origins(),
+        &progress,
+    ));
     progress.finish();
     let digest = pushed.map_err(plain)?;
     eprintln!("pushed {reference}@{digest}");

@@ -7,9 +7,12 @@
 //!   backoff, resumed downloads and uploads, and the auth flows (anonymous, basic, bearer tokens
 //!   from the `WWW-Authenticate` challenge).
 //! - [`auth`] reads and writes docker's `config.json` (`auths`, `credsStore`, `credHelpers`).
-//! - [`manifest`] knows the media types, platforms and how to choose one from an index.
-//! - [`pull`] and [`push`] move whole images; [`RegistryCache`] is the registry side of the
-//!   shared build cache ([`crate::cache::remote::CacheTransport`]).
+//! - [`manifest`] parses manifests and indexes and chooses a platform's entry.
+//! - [`pull`] and [`push`] move whole images.
+//!
+//! It imports nothing of the build cache: the shared cache's registry transport
+//! (`cache::remote::RegistryCache`) is built on this client, and a push that meets a layer held
+//! only by a shared cache is handed a [`crate::store::FetchOrigins`] to fetch it.
 
 pub mod auth;
 mod client;
@@ -143,6 +146,15 @@ pub enum RegistryError {
     /// shared cache) and could not be fetched from where the cache keeps it.
     #[error("layer {digest} of the image is not in the store: {reason}")]
     AbsentLayer { digest: Digest, reason: String },
+    /// A layer absent from the store could not be fetched from its recorded origin.
+    #[error(
+        "layer {digest} of the image is not in the store and cannot be fetched from its origin"
+    )]
+    FetchAbsent {
+        digest: Digest,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The HTTP client could not be set up (TLS roots).
     #[error("cannot set up the HTTP client: {0}")]
     Setup(String),

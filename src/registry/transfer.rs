@@ -7,9 +7,10 @@ use super::manifest::{self, Descriptor, Manifest};
 use crate::oci::Digest;
 use crate::oci::Platform;
 use crate::oci::reference::Reference;
-use crate::store::{BlobOrigin, Store, StoredImage};
+use crate::store::{BlobOrigin, FetchOrigins, Store, StoredImage};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use std::fmt;
+use std::sync::Arc;
 
 /// When the builder pulls a `FROM` image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -186,11 +187,15 @@ async fn fetch_one(
 /// repository of the same registry has, when the image's own names say where it came from),
 /// then its manifest, byte for byte, so the registry's digests are the store's. Returns the
 /// manifest digest.
+///
+/// A layer absent from the store (an image built from a shared cache) is mounted from its origin
+/// when that is a repository of the same registry, and fetched through `origins` otherwise.
 pub async fn push(
     client: &Client,
     store: &Store,
     image: &str,
     reference: &Reference,
+    origins: &Arc<dyn FetchOrigins>,
     progress: &dyn TransferProgress,
 ) -> Result<Digest, RegistryError> {
     let image = store.resolve(image)?;
@@ -230,14 +235,14 @@ pub async fn push(
             .flatten();
         let mount = origin_repo.as_deref().or(mount_from);
         if absent && origin_repo.is_none() {
-            fetch_absent_layer(store, image_ref, &digest).await?;
+            fetch_absent_layer(store, origins, image_ref, &digest).await?;
         }
         let pushed = client
             .push_blob(repo_ref, &digest, size, store.blobs(), mount, &report)
             .await;
         let source = match pushed {
             Err(_) if origin_repo.is_some() && !store.blobs().contains(&digest) => {
-                fetch_absent_layer(store, image_ref, &digest).await?;
+                fetch_absent_layer(store, origins, image_ref, &digest).await?;
                 client
                     .push_blob(repo_ref, &digest, size, store.blobs(), None, &report)
                     .await?
@@ -297,6 +302,7 @@ fn same_registry_origin(store: &Store, digest: &Digest, registry: &str) -> Optio
 /// shared cache's transports block, so this runs on the blocking pool.
 async fn fetch_absent_layer(
     store: &Store,
+    origins: &Arc<dyn FetchOrigins>,
     image: &StoredImage,
     digest: &Digest,
 ) -> Result<(), RegistryError> {
@@ -311,12 +317,15 @@ async fn fetch_absent_layer(
         .cloned()
         .ok_or_else(|| absent("the image does not list it as a layer".to_string()))?;
     let owned = store.clone();
-    let fetched =
-        tokio::task::spawn_blocking(move || crate::cache::remote::materialize(&owned, &layer))
-            .await
-            .map_err(|err| absent(format!("the fetch did not finish: {err}")))?
-            .map_err(|err| absent(err.to_string()))?;
-    if fetched || store.blobs().contains(digest) {
+    let origins = Arc::clone(origins);
+    let fetched = tokio::task::spawn_blocking(move || origins.fetch(&owned, &[layer]))
+        .await
+        .map_err(|err| absent(format!("the fetch did not finish: {err}")))?
+        .map_err(|source| RegistryError::FetchAbsent {
+            digest: digest.clone(),
+            source,
+        })?;
+    if fetched > 0 || store.blobs().contains(digest) {
         Ok(())
     } else {
         Err(absent(

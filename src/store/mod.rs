@@ -35,7 +35,7 @@ pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};
 pub use name::{ImageName, NameError};
-pub use origin::BlobOrigin;
+pub use origin::{BlobOrigin, FetchOrigins};
 
 use crate::oci::Digest;
 use crate::oci::reference::Reference;

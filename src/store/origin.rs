@@ -4,11 +4,11 @@
 //! `ROOT/origins/sha256/<hex>` holds a small JSON document saying where the blob `sha256:<hex>`
 //! can be fetched from ([`BlobOrigin`]), written atomically. [`Store::write_image_json`] accepts a
 //! layer that is absent but has an origin; whoever needs the bytes (unpacking a snapshot, saving
-//! or exporting an image) fetches them through [`crate::cache::remote::materialize`], which
-//! verifies them. A collection keeps the origins of blobs an image still names and drops the
-//! others.
+//! or exporting an image) fetches them through a [`FetchOrigins`] (the shared cache's, which
+//! knows how to reach each kind of origin), which verifies them. A collection keeps the origins
+//! of blobs an image still names and drops the others.
 
-use super::{Store, StoreError};
+use super::{LayerInfo, Store, StoreError};
 use crate::oci::Digest;
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, atomic_write_in};
@@ -38,6 +38,22 @@ impl std::fmt::Display for BlobOrigin {
             BlobOrigin::OciLayout(dir) => write!(f, "directory {}", dir.display()),
         }
     }
+}
+
+/// Fetches absent blobs from their recorded origins into a store. Reaching an origin takes the
+/// shared cache's transports, which sit above the store and the registry client: the cache
+/// implements this (`cache::remote::CacheOrigins`), and code below it that may meet an absent
+/// layer (a push of an image built from a shared cache) is handed one instead of importing the
+/// cache.
+pub trait FetchOrigins: Send + Sync {
+    /// Fetches those of `layers` that are absent and have a recorded origin (digest and size
+    /// verified; the origin is forgotten once the blob is in) and returns how many it fetched.
+    /// It may block.
+    fn fetch(
+        &self,
+        store: &Store,
+        layers: &[LayerInfo],
+    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>>;
 }
 
 impl Store {

@@ -674,6 +674,7 @@ fn chunked_uploads_resume_after_a_cut_connection() {
             &a.store(),
             "chunky",
             &reference(&target),
+            &kiln::cache::remote::origins(),
             &NoProgress,
         ))
         .expect("the push completes");
@@ -726,6 +727,7 @@ fn a_push_cut_off_by_a_killed_registry_completes_after_a_restart() {
         &a.store(),
         "killed",
         &target,
+        &kiln::cache::remote::origins(),
         &NoProgress,
     ));
     let message = failed.expect_err("the registry is gone").to_string();
@@ -740,6 +742,7 @@ fn a_push_cut_off_by_a_killed_registry_completes_after_a_restart() {
             &a.store(),
             "killed",
             &target,
+            &kiln::cache::remote::origins(),
             &NoProgress,
         ))
         .expect("the next push completes");

@@ -29,7 +29,7 @@ use crate::oci::Digest;
 use crate::oci::Reference;
 use crate::registry::{Client, ClientOptions, RegistryError};
 use crate::store::BlobError;
-use crate::store::{BlobOrigin, LayerInfo, Store, StoreError};
+use crate::store::{BlobOrigin, FetchOrigins, LayerInfo, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -159,6 +159,25 @@ pub fn materialize_all(store: &Store, layers: &[LayerInfo]) -> Result<usize, Sha
         fetched += 1;
     }
     Ok(fetched)
+}
+
+/// The shared cache's [`FetchOrigins`]: [`materialize_all`] through the transports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheOrigins;
+
+impl FetchOrigins for CacheOrigins {
+    fn fetch(
+        &self,
+        store: &Store,
+        layers: &[LayerInfo],
+    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(materialize_all(store, layers)?)
+    }
+}
+
+/// [`CacheOrigins`] as the store's fetcher, for [`crate::registry::push`].
+pub fn origins() -> Arc<dyn FetchOrigins> {
+    Arc::new(CacheOrigins)
 }
 
 /// What importing one `--cache-from` found.

@@ -1,7 +1,7 @@
 //! The registry side of the shared build cache: one repository reference holds the cache
 //! manifest (under its tag) and the blobs it names ([`crate::cache::remote::CacheTransport`]).
 
-use super::RegistryError;
+use crate::registry::RegistryError;
 use crate::cache::remote::{CacheTransport, TransportError};
 use crate::oci::Digest;
 use crate::oci::media_type::OCI_MANIFEST;
