@@ -1,11 +1,11 @@
 //! The registry side of the shared build cache: one repository reference holds the cache
 //! manifest (under its tag) and the blobs it names ([`crate::cache::remote::CacheTransport`]).
 
-use crate::registry::RegistryError;
 use crate::cache::remote::{CacheTransport, TransportError};
 use crate::oci::Digest;
 use crate::oci::media_type::OCI_MANIFEST;
 use crate::oci::reference::Reference;
+use crate::registry::RegistryError;
 use crate::registry::manifest;
 use crate::registry::{Client, Repository};
 use crate::store::BlobOrigin;
