@@ -41,7 +41,11 @@
 #
 #   [RUNS=3] [SCENARIOS="S1 S2 S3 S4 S5"] [KILN=build|skip|PATH] [BUILDKIT=auto|skip]
 #   [BUILDAH=auto|skip] [WORK=/var/tmp/kiln-bench-build] [RESULTS=DIR] [UPDATE=1|0] [KEEP=0|1]
-#   bench/run-build.sh
+#   [KILN_BASELINE=PATH] bench/run-build.sh
+#
+# KILN_BASELINE=PATH adds a second kiln binary ("kiln-baseline", with a root of its own) to every
+# hyperfine run, for an old-vs-new comparison of kiln itself in one run (the summary table of
+# BENCHMARKS.md ignores it; read RESULTS/SN.md).
 #
 # KILN=build (the default) runs `cargo build --release` and uses target/release/kiln; a path uses
 # that binary. UPDATE=0 leaves BENCHMARKS.md alone. KEEP=1 keeps the tools' caches and images at
@@ -118,6 +122,11 @@ elif ! command -v buildah >/dev/null; then
 else
   tools+=(buildah)
 fi
+KILN_BASELINE=${KILN_BASELINE:-}
+if [[ -n $KILN_BASELINE ]]; then
+  [[ -x $KILN_BASELINE ]] || die "KILN_BASELINE=$KILN_BASELINE is not an executable"
+  tools+=(baseline)
+fi
 [[ ${#tools[@]} -gt 0 ]] || die "no tool to measure"
 
 # --- contexts ----------------------------------------------------------------------------------
@@ -178,6 +187,7 @@ build_command() {
   local tag=bench${2#S}
   case $1 in
   kiln) echo "$(q "$kiln") --root $(q "$(kiln_root "$2")") build -t $tag --network host --progress plain $(q "$3")" ;;
+  baseline) echo "$(q "$KILN_BASELINE") --root $(q "$(kiln_root "$2-baseline")") build -t $tag --network host --progress plain $(q "$3")" ;;
   buildkit) echo "$docker build --network host --progress plain -t $tag $(q "$3")" ;;
   buildah) echo "$(printf '%q ' "${buildah[@]}")bud --isolation chroot --storage-driver overlay --layers -t $tag $(q "$3")" ;;
   esac
@@ -189,9 +199,10 @@ kiln_trash=$WORK/kiln-trash
 # then syncs.
 cold_prepare() {
   case $1 in
-  kiln)
+  kiln | baseline)
     local root
     root=$(q "$(kiln_root "$2")")
+    [[ $1 == baseline ]] && root=$(q "$(kiln_root "$2-baseline")")
     echo "mkdir -p $(q "$kiln_trash") && { [ ! -e $root ] || mv $root \"\$(mktemp -d -p $(q "$kiln_trash"))\"/root; } && sync"
     ;;
   buildkit) echo "$docker builder prune -af >/dev/null && { $docker rmi -f bench${2#S} >/dev/null 2>&1 || true; } && sync" ;;
@@ -200,7 +211,7 @@ cold_prepare() {
 }
 
 name_of() {
-  case $1 in kiln) echo kiln ;; buildkit) echo BuildKit ;; buildah) echo buildah ;; esac
+  case $1 in kiln) echo kiln ;; baseline) echo kiln-baseline ;; buildkit) echo BuildKit ;; buildah) echo buildah ;; esac
 }
 
 # --- run ---------------------------------------------------------------------------------------
@@ -224,6 +235,7 @@ meta=$RESULTS/meta.tsv
   [[ $KILN == build ]] || command+=" KILN=$KILN"
   [[ $BUILDKIT == auto ]] || command+=" BUILDKIT=$BUILDKIT"
   [[ $BUILDAH == auto ]] || command+=" BUILDAH=$BUILDAH"
+  [[ -z $KILN_BASELINE ]] || command+=" KILN_BASELINE=$KILN_BASELINE"
   printf 'command\t%s bench/run-build.sh\n' "$command"
   printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
   printf 'machine\t%s cores (%s), %s GiB, Linux %s\n' "$(nproc)" \
@@ -238,6 +250,7 @@ meta=$RESULTS/meta.tsv
       "$([[ $KILN == build ]] && echo "release build of this tree" || echo "$kiln")" "$(git rev-parse --short HEAD)" \
       "$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ', with uncommitted changes')"
   fi
+  [[ -z $KILN_BASELINE ]] || printf 'version_baseline\t%s\n' "$KILN_BASELINE"
   if [[ " ${tools[*]} " == *" buildkit "* ]]; then
     printf 'version_buildkit\tdockerd %s (its embedded BuildKit), client %s\n' \
       "$("$docker" version --format '{{.Server.Version}}')" "$("$docker" version --format '{{.Client.Version}}')"
@@ -264,7 +277,7 @@ for scenario in "${scenarios[@]}"; do
   [[ $scenario == S3 || $scenario == S4 ]] && warm=1
   change="date +%s%N > $(q "$ctx/files/changing.txt")"
   # A warm scenario starts from an empty cache, filled by the logged build below.
-  rm -rf --one-file-system "$(kiln_root "$scenario")"
+  rm -rf --one-file-system "$(kiln_root "$scenario")" "$(kiln_root "$scenario-baseline")"
   declare -A prepares=() commands=()
   measured=()
   for tool in "${tools[@]}"; do
