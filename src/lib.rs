@@ -1,4 +1,27 @@
 //! kiln: a container image build toolchain.
+//!
+//! The crate map, in layers (a module imports only the ones listed before it; `ARCHITECTURE.md`
+//! is the rule and `tests/it/architecture.rs` enforces it):
+//!
+//! - [`oci`]: digests, image references, platforms, media types, timestamps: the vocabulary.
+//! - [`sys`]: crash-safe writes and in-root file operations; the one home of `unsafe` outside
+//!   the sandbox child.
+//! - [`frontend`]: a Dockerfile and its context in, a build plan out:
+//!   [`frontend::syntax`] (bytes → [`frontend::ast`]) → [`frontend::instruction`] (typed
+//!   instructions) → [`frontend::stage`] (stages, ARG/ENV scoping, word expansion with
+//!   [`frontend::shell`]) → [`frontend::dag`] (the stage DAG, pruned to a target);
+//!   [`frontend::context`] knows which files `.dockerignore` leaves in and which of them each
+//!   COPY/ADD reads; [`frontend::plan`] is all of it in one call. Every front-end error carries a
+//!   [`frontend::diagnostic::Span`] and renders as `Dockerfile:LINE:COL` with a snippet.
+//! - [`layer`]: layer tars ⇄ directories. [`store`]: the OCI layout with verified blobs.
+//!   [`runtime`]: the namespace sandbox, which knows nothing of images.
+//! - [`registry`]: the distribution client (pull, push, auth).
+//! - [`cache`]: context checksums, cache records and the shared cache ([`cache::remote`]).
+//!   [`solver`]: the generic parallel solver over a graph of content-addressed ops.
+//! - [`archive`]: docker/OCI archives and root filesystems in and out of the store.
+//! - [`container`]: an image and run options → a sandbox (`kiln run`, RUN steps).
+//! - [`builder`]: `kiln build` as a library call ([`builder::build`]): compile the plan into ops,
+//!   solve them with the builder's worker, write the image, export it.
 
 pub mod archive;
 pub mod builder;

@@ -2,8 +2,8 @@
 //! progress as typed [`BuildEvent`]s.
 //!
 //! [`build`] plans the Dockerfile ([`crate::frontend::plan`]), looks up the base images in the store,
-//! compiles the needed stages into an ops graph ([`ops`]), solves it with the parallel
-//! [`crate::solver`] through the [`worker`] (cache keys, cache records, the executor), writes
+//! compiles the needed stages into an ops graph ([`compile`]), solves it with the parallel
+//! [`crate::solver`] through the [`worker`] (cache keys, cache records, the [`steps`]), writes
 //! the image config and manifest, and tags the image. The CLI is a thin layer over it.
 
 pub mod compile;

@@ -6,12 +6,14 @@
 //! refuses, and its exec error wording. Rootless operation (kiln not running as root) uses a user
 //! namespace mapping the caller to root.
 //!
-//! Layout: [`spec`](Spec) is the caller's data; `plan` turns it into ordered steps (pure, unit
-//! tested); `executor` runs steps through the `Kernel` trait (unit tested with a fake); `linux`
+//! Layout: [`spec`](Spec) is the caller's data; `setup` turns it into ordered steps (pure, unit
+//! tested); `kernel` runs steps through the `Kernel` trait (unit tested with a fake); `linux`
 //! is the real kernel; `child` is the code after `clone(2)` (the tiny init too); `seccomp`
-//! compiles the filter; `sandbox` is the parent's side. Beside the core: [`user`] resolves
-//! `USER` values from the image's own passwd/group, [`cgroup`] applies resource limits, [`tty`]
-//! relays terminals (the sandbox allocates its workload's own, see [`Stdio::Terminal`]).
+//! compiles the filter; `sandbox` is the parent's side. Beside the core: [`cgroup`] applies
+//! resource limits, [`tty`] relays terminals (the sandbox allocates its workload's own, see
+//! [`Stdio::Terminal`]). What a sandbox runs and as whom, from an image, is the business of
+//! `crate::container` above it (users from the image's own passwd/group too): this module
+//! knows nothing of images.
 
 pub mod cgroup;
 mod child;

@@ -1,5 +1,5 @@
 //! The setup as data: a pure function turns a [`Spec`] into the ordered [`Step`]s the sandbox's
-//! first process and its workload run (see `executor` for how each step runs).
+//! first process and its workload run (see `kernel` for how each step runs).
 //!
 //! Everything the child needs is computed here, in the parent, before `clone(2)`: C strings,
 //! paths split for `mkdir -p`, `PATH` candidates, the `argv`/`envp` arrays and the seccomp
@@ -280,7 +280,7 @@ impl ExecArgs {
     }
 }
 
-/// One action of the setup, run by `executor::run` through the `Kernel` trait.
+/// One action of the setup, run by `kernel::run` through the `Kernel` trait.
 #[derive(Debug)]
 pub(crate) enum Step {
     /// After the parent wrote the id maps: `setresgid`/`setresuid` to 0 (and clear the host's
@@ -356,7 +356,7 @@ pub(crate) enum Step {
     /// the symlink to it), send its master to the parent over `socket`, and `dup2` its slave onto
     /// 0, 1, 2: runc's console socket (`--console-socket`). A pty opened by the parent in the
     /// host's devpts would work as a terminal, but its slave has no name in the container's
-    /// `/dev/pts`, so `tty` would say "not a tty". The sequence is in `executor`.
+    /// `/dev/pts`, so `tty` would say "not a tty". The sequence is in `kernel`.
     Terminal {
         socket: c_int,
         size: Option<WindowSize>,

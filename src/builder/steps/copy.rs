@@ -31,7 +31,7 @@
 //!   without a group gets their primary group, a numeric user without a group gets the same
 //!   number as gid (BuildKit's `readUser`).
 //! - `ADD` extracts a local tar archive (plain, gzip, bzip2, xz or zstd, recognised by content, not
-//!   name) into the destination directory ([`archive`]); URLs and git sources are not supported
+//!   name) into the destination directory ([`extract`]); URLs and git sources are not supported
 //!   yet.
 //! - `--exclude` patterns (patternmatcher syntax) are matched against paths relative to each
 //!   copied directory, and against the matched path for a wildcard source.

@@ -2,7 +2,7 @@
 //! other machines read ([`CacheTransport`]: a directory, [`local::LocalCache`], or a registry),
 //! and imported from there at the start of a build.
 //!
-//! - [`graph`]: the format, an OCI artifact whose config is kiln's cache graph.
+//! - [`format`]: the format, an OCI artifact whose config is kiln's cache graph.
 //! - [`export`]: after a build, every blob the graph names is pushed, the manifest last, so a
 //!   reader never sees a manifest that names missing blobs.
 //! - [`ImportedCache`]: only the manifests and graphs are read at the start of a build; a
