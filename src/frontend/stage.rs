@@ -746,6 +746,8 @@ impl StageCx<'_> {
                     sources,
                     dest: x(&c.dest, vars)?,
                     chown: xo(&c.chown, vars)?,
+                    // BuildKit's CopyCommand.Expand expands --chmod too (`--chmod=${mode}`).
+                    chmod: xo(&c.chmod, vars)?,
                     ..c.clone()
                 })
             }
@@ -754,6 +756,7 @@ impl StageCx<'_> {
                 sources: xs(&a.sources, vars)?,
                 dest: x(&a.dest, vars)?,
                 chown: xo(&a.chown, vars)?,
+                chmod: xo(&a.chmod, vars)?,
                 checksum: xo(&a.checksum, vars)?,
                 ..a.clone()
             }),

@@ -268,6 +268,35 @@ fn from_lines_use_the_global_scope() {
     }
 }
 
+/// BuildKit's CopyCommand/AddCommand.Expand: `--chmod` and `--chown` take build args and env
+/// (issue 12, item 5).
+#[test]
+fn copy_and_add_expand_chmod_and_chown() {
+    let r = resolve_with(
+        "FROM a\nARG mode=0750\nENV who=1000:1000\nCOPY --chmod=${mode} --chown=${who} f /f\n\
+         ADD --chmod=$mode --chown=$who g /g\nCOPY --chmod=${unset:-644} h /h\n",
+        &[],
+    )
+    .unwrap();
+    let flags: Vec<(Option<&str>, Option<&str>)> = r.stages[0]
+        .instructions
+        .iter()
+        .filter_map(|i| match i {
+            Instruction::Copy(c) => Some((c.chmod.as_deref(), c.chown.as_deref())),
+            Instruction::Add(a) => Some((a.chmod.as_deref(), a.chown.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (Some("0750"), Some("1000:1000")),
+            (Some("0750"), Some("1000:1000")),
+            (Some("644"), None)
+        ]
+    );
+}
+
 #[test]
 fn expansion_per_instruction() {
     let r = resolve_with(
