@@ -11,7 +11,7 @@
 use crate::frontend::context::SourceMatch;
 use crate::frontend::dag::StageId;
 use crate::frontend::diagnostic::Span;
-use crate::frontend::dispatch::{ConfigBuilder, env_key, env_pairs};
+use crate::frontend::dispatch::{ConfigBuilder, clean_path, env_key, env_pairs};
 use crate::frontend::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
 use crate::frontend::plan::Plan;
 use crate::frontend::stage::{Base, DEFAULT_PATH, Stage};
@@ -487,7 +487,9 @@ impl Compiler<'_> {
                     .apply(instruction)
                     .map_err(|source| CompileError::Config { source, span })?
                     .unwrap_or_default();
-                let path = state.config.working_dir();
+                // The config keeps an absolute WORKDIR as written (`/tmp/`); the directory made
+                // is the cleaned path, as BuildKit's Mkdir file op cleans it.
+                let path = clean_path(&state.config.working_dir());
                 // BuildKit: WORKDIR / changes nothing on disk and records an empty layer.
                 if path == "/" {
                     state.history.push(HistoryEntry::Metadata(history));

@@ -191,14 +191,17 @@ impl ConfigBuilder {
                 format!("EXPOSE map[{}]", listed.join(" "))
             }
             Instruction::Workdir(workdir) => {
-                let joined = if workdir.path.starts_with('/') {
+                // BuildKit's NormalizeWorkdir (util/system/path.go `NormalizePath` without
+                // keepSlash): an absolute path is recorded as written, a trailing slash too
+                // (`WORKDIR /tmp/` is `"WorkingDir": "/tmp/"`); a relative one is joined to the
+                // current directory and cleaned (Go's path.Join).
+                let dir = if workdir.path.starts_with('/') {
                     workdir.path.clone()
                 } else {
-                    format!("{}/{}", self.working_dir(), workdir.path)
+                    clean_path(&format!("{}/{}", self.working_dir(), workdir.path))
                 };
-                let cleaned = clean_path(&joined);
-                let history = format!("WORKDIR {cleaned}");
-                self.config.insert("WorkingDir".into(), json!(cleaned));
+                let history = format!("WORKDIR {dir}");
+                self.config.insert("WorkingDir".into(), json!(dir));
                 history
             }
             Instruction::User(user) => {
@@ -505,6 +508,23 @@ mod tests {
             history.extend(builder.apply(instruction).unwrap());
         }
         (Value::Object(builder.into_config()), history)
+    }
+
+    /// BuildKit v0.32 (`NormalizeWorkdir`): absolute paths as written, relative ones joined and
+    /// cleaned (issue 12, item 1; checked against buildctl).
+    #[test]
+    fn workdir_keeps_an_absolute_path_as_written() {
+        for (body, dir) in [
+            ("WORKDIR /tmp/", "/tmp/"),
+            ("WORKDIR /a//b/../c/", "/a//b/../c/"),
+            ("WORKDIR /a\nWORKDIR b/", "/a/b"),
+            ("WORKDIR /tmp/\nWORKDIR ./x/../y", "/tmp/y"),
+            ("WORKDIR rel", "/rel"),
+        ] {
+            let (config, history) = applied(body);
+            assert_eq!(config["WorkingDir"], dir, "{body}");
+            assert_eq!(history.last().unwrap(), &format!("WORKDIR {dir}"), "{body}");
+        }
     }
 
     #[test]
