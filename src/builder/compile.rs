@@ -308,7 +308,8 @@ impl Compiler<'_> {
                         span: stage.span,
                     });
                 };
-                let state = parent.clone();
+                let mut state = parent.clone();
+                state.config = state.config.for_child_stage();
                 // BuildKit numbers a FROM of a stage too, as a step it does not run.
                 numbering.next(&format!("FROM {}", stage.base_name));
                 state

@@ -39,6 +39,16 @@ impl ConfigBuilder {
         }
     }
 
+    /// The builder a stage `FROM parent` starts with: the parent's config, with a CMD the parent
+    /// set counting as inherited, so an ENTRYPOINT in the child clears it. BuildKit's
+    /// `dispatchState.init` copies the image from the parent stage but not its CMD tracker.
+    pub fn for_child_stage(&self) -> ConfigBuilder {
+        ConfigBuilder {
+            cmd_set: false,
+            ..self.clone()
+        }
+    }
+
     /// The config so far.
     pub fn config(&self) -> &Map<String, Value> {
         &self.config
@@ -525,6 +535,35 @@ mod tests {
             assert_eq!(config["WorkingDir"], dir, "{body}");
             assert_eq!(history.last().unwrap(), &format!("WORKDIR {dir}"), "{body}");
         }
+    }
+
+    /// A CMD from the parent stage is inherited: a child's ENTRYPOINT clears it, one set in the
+    /// same stage survives (issue 12, item 2; checked against buildctl).
+    #[test]
+    fn entrypoint_clears_a_cmd_inherited_from_a_parent_stage() {
+        let parent = {
+            let text = "FROM scratch\nCMD [\"echo\", \"from-first\"]\n";
+            let dockerfile = crate::frontend::parse(text.as_bytes()).unwrap();
+            let resolved = resolve(&dockerfile, &ResolveOptions::default()).unwrap();
+            let mut builder = ConfigBuilder::default();
+            for instruction in &resolved.stages[0].instructions {
+                builder.apply(instruction).unwrap();
+            }
+            builder
+        };
+        let entrypoint = |builder: &mut ConfigBuilder| {
+            let text = "FROM scratch\nENTRYPOINT [\"/bin/echo\", \"ep\"]\n";
+            let dockerfile = crate::frontend::parse(text.as_bytes()).unwrap();
+            let resolved = resolve(&dockerfile, &ResolveOptions::default()).unwrap();
+            builder.apply(&resolved.stages[0].instructions[0]).unwrap();
+        };
+        let mut child = parent.for_child_stage();
+        entrypoint(&mut child);
+        assert_eq!(child.config().get("Cmd"), None);
+        assert_eq!(child.config()["Entrypoint"], json!(["/bin/echo", "ep"]));
+        let mut same_stage = parent.clone();
+        entrypoint(&mut same_stage);
+        assert_eq!(same_stage.config()["Cmd"], json!(["echo", "from-first"]));
     }
 
     #[test]

@@ -679,6 +679,24 @@ fn cmd_entrypoint_and_shell_forms() {
     assert_eq!(cases.len(), 7);
 }
 
+/// A CMD from a parent stage is inherited like one from a base image: the child's ENTRYPOINT
+/// clears it (BuildKit v0.32, checked with buildctl; issue 12, item 2).
+#[test]
+fn entrypoint_clears_a_cmd_inherited_from_a_parent_stage() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        "FROM base AS first\nCMD [\"echo\", \"from-first\"]\n\
+         FROM first\nENTRYPOINT [\"/bin/echo\", \"ep\"]\n",
+    )]);
+    builder.build(ctx.path(), &["-t", "child"]).ok();
+    let config = &builder.inspect("child")["Config"];
+    assert_eq!(config["Entrypoint"], json!(["/bin/echo", "ep"]));
+    assert_eq!(config["Cmd"], Value::Null);
+    let out = builder.kiln(&["run", "--rm", "child"]).run();
+    assert_eq!(out.stdout, "ep\n", "{}", out.stderr);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
