@@ -351,10 +351,29 @@ fn cases() -> Vec<Case> {
             expect: Tree(&[("app", "d755 0:0 t"), ("app/a.txt", "f644 0:0 T alpha")]),
             ..BASE
         },
+        // BuildKit v0.32 chains one copy per source onto the same destination (buildctl: `COPY
+        // a.txt b.txt /dest` gives the file /dest with b.txt's content); issue 12, item 3.
         Case {
-            name: "several sources make the destination a directory even without a slash",
+            name: "several files to a destination without a slash: each is copied onto it, the last stays",
             sources: &["a.txt", "b.txt"],
             dest: "/multi",
+            expect: Tree(&[("multi", "f644 0:0 T bravo")]),
+            ..BASE
+        },
+        Case {
+            name: "a wildcard with several matches to a path without a slash is the last match, a file",
+            sources: &["?.txt"],
+            dest: "/app4/file.txt",
+            expect: Tree(&[
+                ("app4", "d755 0:0 t"),
+                ("app4/file.txt", "f644 0:0 T bravo"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "several sources to a slash-ended destination still fill a directory",
+            sources: &["a.txt", "b.txt"],
+            dest: "/multi/",
             expect: Tree(&[
                 ("multi", "d755 0:0 t"),
                 ("multi/a.txt", "f644 0:0 T alpha"),
@@ -1185,7 +1204,7 @@ fn copy_rules_table() {
         failures.len(),
         cases.len()
     );
-    assert_eq!(cases.len(), 62);
+    assert_eq!(cases.len(), 64);
 }
 
 /// A fresh base directory with the standard context, the standard image and an empty upper.

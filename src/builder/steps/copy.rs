@@ -15,9 +15,11 @@
 //!   has none (BuildKit resolves it with `fs.RootPath` in the transferred context). Symlinks inside
 //!   a copied directory are copied as links, never followed.
 //! - A directory source copies its contents (`CopyDirContentsOnly`). The destination is joined to
-//!   the WORKDIR when relative; it is a directory when it ends in `/` (or is `.`), or when several
-//!   sources (after wildcard expansion, heredocs included) are copied. A file copied onto an
-//!   existing directory (symlinks followed) goes inside it.
+//!   the WORKDIR when relative; it is a directory when it ends in `/` (or is `.`). Each source
+//!   (every wildcard match, every heredoc) is copied onto the destination in turn, as BuildKit
+//!   chains one copy action per source: several files to `/dest` leave the last one as the file
+//!   `/dest` (checked with BuildKit v0.32). A file copied onto an existing directory (symlinks
+//!   followed) goes inside it.
 //! - Missing parent directories (fsutil `MkdirAll`) are created 0755 and owned by the `--chown`
 //!   user (root without it); existing ones are left as they are.
 //! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for context files (the
@@ -309,11 +311,7 @@ pub fn copy_reusing(
                 && std::str::from_utf8(&m.path).is_ok_and(|p| exclude.is_excluded(p)))
         }));
     }
-    let dest = Dest::new(
-        &request.dest,
-        &request.workdir,
-        matches.len() + request.inline.len() > 1,
-    );
+    let dest = Dest::new(&request.dest, &request.workdir);
     let mut copier = Copier {
         target: Target::new(lowers, upper)?,
         tree: &tree,
@@ -383,12 +381,8 @@ struct Dest {
 impl Dest {
     /// BuildKit's `pathRelativeToWorkingDir`: a relative destination is joined to the WORKDIR,
     /// `.` and a trailing `/` (kept through cleaning) mean a directory.
-    fn new(dest: &str, workdir: &str, several_sources: bool) -> Dest {
-        let dir = several_sources
-            || dest.is_empty()
-            || dest == "."
-            || dest.ends_with('/')
-            || dest.ends_with("/.");
+    fn new(dest: &str, workdir: &str) -> Dest {
+        let dir = dest.is_empty() || dest == "." || dest.ends_with('/') || dest.ends_with("/.");
         let joined = if dest.starts_with('/') {
             dest.to_string()
         } else {
@@ -860,28 +854,27 @@ mod tests {
 
     #[test]
     fn destinations_join_the_workdir_and_know_when_they_are_directories() {
-        for (dest, workdir, several, path, dir) in [
-            ("/x", "/", false, "/x", false),
-            ("/x/", "/", false, "/x", true),
-            ("x", "/app", false, "/app/x", false),
-            ("x/", "app", false, "/app/x", true),
-            (".", "/app", false, "/app", true),
-            ("", "/app", false, "/app", true),
-            ("sub/.", "/app", false, "/app/sub", true),
-            ("../../x", "/app", false, "/x", false),
-            ("/x", "/", true, "/x", true),
-            ("/", "/", false, "/", true),
+        for (dest, workdir, path, dir) in [
+            ("/x", "/", "/x", false),
+            ("/x/", "/", "/x", true),
+            ("x", "/app", "/app/x", false),
+            ("x/", "app", "/app/x", true),
+            (".", "/app", "/app", true),
+            ("", "/app", "/app", true),
+            ("sub/.", "/app", "/app/sub", true),
+            ("../../x", "/app", "/x", false),
+            ("/", "/", "/", true),
         ] {
-            let got = Dest::new(dest, workdir, several);
+            let got = Dest::new(dest, workdir);
             assert_eq!(
                 (got.path.as_str(), got.dir),
                 (path, dir),
                 "{dest:?} in {workdir:?}"
             );
         }
-        assert_eq!(Dest::new("/a/b", "/", false).parent(), "/a");
-        assert_eq!(Dest::new("/a", "/", false).parent(), "/");
-        assert_eq!(Dest::new("/", "/", false).parent(), "/");
+        assert_eq!(Dest::new("/a/b", "/").parent(), "/a");
+        assert_eq!(Dest::new("/a", "/").parent(), "/");
+        assert_eq!(Dest::new("/", "/").parent(), "/");
     }
 
     #[test]
