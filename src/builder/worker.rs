@@ -312,12 +312,14 @@ impl BuildWorker {
         let owner = if op.user.is_empty() {
             None
         } else {
-            let resolved =
-                user::resolve_in_image(&lowers, &op.user).map_err(|err| StepError::Workdir {
+            // BuildKit makes the directory as the USER, resolved as its file operations do
+            // (an unknown name is root, not an error: only a later RUN needs the user).
+            Some(
+                user::resolve_file_owner(&lowers, &op.user).map_err(|err| StepError::Workdir {
                     path: op.path.clone(),
                     reason: err.to_string(),
-                })?;
-            Some((resolved.uid, resolved.gid))
+                })?,
+            )
         };
         let staged = StagedUpper::new(&self.store)?;
         mkdir(&op.path, owner, &lowers, staged.upper())?;

@@ -87,6 +87,12 @@ pub enum UserError {
         /// The path inside the image.
         path: String,
     },
+    /// A user or group name to look up in a stage that has no filesystem yet (`FROM scratch`
+    /// with nothing copied in): BuildKit fails such a file operation ("invalid user index: -1").
+    #[error(
+        "cannot look up {0:?}: the stage has no filesystem yet (FROM scratch) to read /etc/passwd or /etc/group from; use numeric ids (uid[:gid]) or `root`"
+    )]
+    NoFilesystem(String),
     /// Resolving the path followed more than 40 symbolic links.
     #[error("too many levels of symbolic links resolving {path} in the image (a symlink loop?)")]
     SymlinkLoop {
@@ -163,6 +169,61 @@ pub fn resolve(
         None => {}
     }
     Ok(resolved)
+}
+
+/// The owner BuildKit's file operations give what they create for a `USER` value (WORKDIR's
+/// directories), which is not what a process runs as ([`resolve`]): BuildKit's `readUser` (solver/llbsolver/ops/user_linux.go) with the client's
+/// `parseUID` (client/llb/fileop.go), checked against BuildKit v0.32:
+///
+/// - `root` and numbers are ids, never looked up; a uid alone is also the gid (`1000` is
+///   1000:1000);
+/// - a user name found in the image's `/etc/passwd` gives its uid and primary gid; one that is
+///   not there (or no `/etc/passwd`) gives 0:0, without an error;
+/// - a group name found in `/etc/group` gives its gid; one that is not there keeps the gid the
+///   user part gave;
+/// - a name in a stage with no filesystem (`lower_dirs` empty: `FROM scratch` before anything
+///   was copied in) is an error, as in BuildKit.
+pub fn resolve_file_owner(lower_dirs: &[PathBuf], user: &str) -> Result<(u32, u32), UserError> {
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((user, group)) => (user, group),
+        None => (user, ""),
+    };
+    fn arg<'a>(text: &'a str, kind: &'static str) -> Result<Option<IdArg<'a>>, UserError> {
+        match text {
+            "root" => Ok(Some(IdArg::Id(0))),
+            other => IdArg::parse(other, kind),
+        }
+    }
+    let user_arg = arg(user_part, "uid")?;
+    let group_arg = arg(group_part, "gid")?;
+    let names_something = |arg: &Option<IdArg<'_>>| matches!(arg, Some(IdArg::Name(_)));
+    if lower_dirs.is_empty() && (names_something(&user_arg) || names_something(&group_arg)) {
+        return Err(UserError::NoFilesystem(user.to_string()));
+    }
+    let (mut uid, mut gid) = (0, 0);
+    match user_arg {
+        None => {}
+        Some(IdArg::Id(id)) => (uid, gid) = (id, id),
+        Some(IdArg::Name(name)) => {
+            let passwd = read_image_file(lower_dirs, "/etc/passwd", MAX_ACCOUNT_FILE)?;
+            let entries = passwd.as_deref().map(parse_passwd).unwrap_or_default();
+            if let Some(entry) = entries.iter().find(|e| e.name == name.as_bytes()) {
+                (uid, gid) = (checked_id(entry.uid, "uid")?, checked_id(entry.gid, "gid")?);
+            }
+        }
+    }
+    match group_arg {
+        None => {}
+        Some(IdArg::Id(id)) => gid = id,
+        Some(IdArg::Name(name)) => {
+            let group = read_image_file(lower_dirs, "/etc/group", MAX_ACCOUNT_FILE)?;
+            let entries = group.as_deref().map(parse_group).unwrap_or_default();
+            if let Some(entry) = entries.iter().find(|g| g.name == name.as_bytes()) {
+                gid = checked_id(entry.gid, "gid")?;
+            }
+        }
+    }
+    Ok((uid, gid))
 }
 
 /// One half of a `USER` value: an id when it is numeric, else a name.
@@ -608,6 +669,42 @@ toolarge:x:2147483648:
         Case {
             spec,
             expected: Err(message),
+        }
+    }
+
+    /// BuildKit v0.32's owners for WORKDIR (checked with buildctl; issue 12, item 4).
+    #[test]
+    fn file_owners_follow_buildkit_file_operations() {
+        let layer = tempfile::tempdir().unwrap();
+        std::fs::create_dir(layer.path().join("etc")).unwrap();
+        std::fs::write(layer.path().join("etc/passwd"), PASSWD).unwrap();
+        std::fs::write(layer.path().join("etc/group"), GROUP).unwrap();
+        let image = [layer.path().to_path_buf()];
+        let bare = tempfile::tempdir().unwrap();
+        let no_files = [bare.path().to_path_buf()];
+        for (lowers, user, expected) in [
+            (&image[..], "adm", Ok((42, 43))),
+            (&image[..], "nobody-here", Ok((0, 0))),
+            (&no_files[..], "nobody-here", Ok((0, 0))),
+            (&image[..], "1000", Ok((1000, 1000))),
+            (&no_files[..], "2000", Ok((2000, 2000))),
+            (&image[..], "adm:0", Ok((42, 0))),
+            (&image[..], "adm:grp", Ok((42, 1234))),
+            (&image[..], "adm:nogroup", Ok((42, 43))),
+            (&image[..], "5:grp", Ok((5, 1234))),
+            (&image[..], "root", Ok((0, 0))),
+            (&[][..], "root", Ok((0, 0))),
+            (&[][..], "1000:1000", Ok((1000, 1000))),
+            (&[][..], "nobody-here", Err("FROM scratch")),
+            (&[][..], "1:staff", Err("FROM scratch")),
+            (&image[..], "2147483648", Err("out of range")),
+        ] {
+            let got = resolve_file_owner(lowers, user).map_err(|e| e.to_string());
+            match (got, expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, expected, "{user:?}"),
+                (Err(got), Err(expected)) => assert!(got.contains(expected), "{user:?}: {got}"),
+                (got, expected) => panic!("{user:?}: {got:?}, expected {expected:?}"),
+            }
         }
     }
 

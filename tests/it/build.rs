@@ -697,6 +697,46 @@ fn entrypoint_clears_a_cmd_inherited_from_a_parent_stage() {
     assert_eq!(out.stdout, "ep\n", "{}", out.stderr);
 }
 
+/// WORKDIR makes its directory as the USER the way BuildKit's file operations resolve it: an
+/// unknown name is root and the build goes on (only a RUN needs the user), `root` needs no
+/// /etc/passwd, a uid alone is also the gid; a name on a bare `FROM scratch` fails (BuildKit
+/// v0.32 via buildctl; issue 12, item 4).
+#[test]
+fn workdir_under_a_user_the_image_does_not_know() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        "FROM base AS main\nUSER nobody-here\nWORKDIR /unknown\nUSER app\nWORKDIR /app/x\n\
+         USER 2000\nWORKDIR /uid\nUSER app:no-such-group\nWORKDIR /named-group\n\
+         FROM scratch AS bare\nUSER root\nWORKDIR /w\n\
+         FROM scratch AS named\nUSER app\nWORKDIR /w\n",
+    )]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = |name: &str| format!("type=local,dest={}", out.path().join(name).display());
+    builder
+        .build(ctx.path(), &["--target", "main", "-o", &dest("fs")])
+        .ok();
+    let owner = |path: &str| {
+        let meta = fs::symlink_metadata(out.path().join(path)).expect(path);
+        assert!(meta.is_dir(), "{path}");
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner("fs/unknown"), (0, 0));
+    assert_eq!(owner("fs/app"), (1234, 4321));
+    assert_eq!(owner("fs/app/x"), (1234, 4321));
+    assert_eq!(owner("fs/uid"), (2000, 2000));
+    assert_eq!(owner("fs/named-group"), (1234, 4321));
+    builder
+        .build(ctx.path(), &["--target", "bare", "-o", &dest("bare")])
+        .ok();
+    assert_eq!(owner("bare/w"), (0, 0));
+    let stderr = builder
+        .build(ctx.path(), &["--target", "named", "-o", &dest("named")])
+        .fails()
+        .to_string();
+    assert!(stderr.contains("FROM scratch"), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
