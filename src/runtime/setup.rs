@@ -506,7 +506,17 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Step, RuntimeError> {
         return Err(RuntimeError::NoUpperDir);
     }
     let target = c_path("the staging directory", &ctx.staging)?;
-    if let ([lower], None) = (rootfs.lower_dirs.as_slice(), &rootfs.upper) {
+    // A directory may stand in an image's stack more than once (two steps whose layers are
+    // byte-identical share one snapshot), which overlayfs refuses (ELOOP: overlapping layers).
+    // Only its top-most place is kept: the one below changes nothing in the merged view, since
+    // the top one's files and whiteouts cover all it covers.
+    let mut lower_dirs: Vec<&PathBuf> = Vec::with_capacity(rootfs.lower_dirs.len());
+    for dir in &rootfs.lower_dirs {
+        if !lower_dirs.contains(&dir) {
+            lower_dirs.push(dir);
+        }
+    }
+    if let ([lower], None) = (lower_dirs.as_slice(), &rootfs.upper) {
         // overlayfs refuses a single lower directory without an upper one.
         return Ok(Step::BindRoot {
             source: c_path("a lower directory", lower)?,
@@ -514,7 +524,7 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Step, RuntimeError> {
         });
     }
     let mut options = b"lowerdir=".to_vec();
-    for (i, lower) in rootfs.lower_dirs.iter().enumerate() {
+    for (i, lower) in lower_dirs.iter().enumerate() {
         if i > 0 {
             options.push(b':');
         }
@@ -1297,6 +1307,31 @@ mod tests {
         position(
             &steps,
             "bind mounting the root filesystem /layers/b on /tmp/stage",
+        );
+    }
+
+    /// Two steps with byte-identical layers share a snapshot: it is mounted once, at its top-most
+    /// place (issue 12, item 7).
+    #[test]
+    fn a_lower_dir_listed_twice_is_mounted_once_at_its_top_most_place() {
+        let mut spec = spec();
+        spec.rootfs.lower_dirs = ["/l/x", "/l/run", "/l/same", "/l/run2", "/l/same", "/l/base"]
+            .map(PathBuf::from)
+            .to_vec();
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("lowerdir=/l/x:/l/run:/l/same:/l/run2:/l/base,upperdir=")),
+            "{steps:#?}"
+        );
+        spec.rootfs.lower_dirs = ["/l/same", "/l/same"].map(PathBuf::from).to_vec();
+        spec.rootfs.upper = None;
+        spec.rootfs.readonly = true;
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        position(
+            &steps,
+            "bind mounting the root filesystem /l/same on /tmp/stage",
         );
     }
 
