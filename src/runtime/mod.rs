@@ -14,8 +14,12 @@
 //! relays terminals (the sandbox allocates its workload's own, see [`Stdio::Terminal`]).
 
 pub mod cgroup;
+// The code that runs after clone(2) may not allocate or lock, so it makes its own raw system
+// calls instead of going through `sys` (see `child`'s module docs).
+#[allow(unsafe_code)]
 mod child;
 mod kernel;
+#[allow(unsafe_code)]
 mod linux;
 mod sandbox;
 mod seccomp;
