@@ -22,6 +22,11 @@
 //! - [`container`]: an image and run options → a sandbox (`kiln run`, RUN steps).
 //! - [`builder`]: `kiln build` as a library call ([`builder::build`]): compile the plan into ops,
 //!   solve them with the builder's worker, write the image, export it.
+//!
+//! `unsafe` code lives only in [`sys`] and in the sandbox child (`runtime::child`,
+//! `runtime::linux`), which must not allocate or lock after clone(2); see `sys`'s module docs.
+
+#![deny(unsafe_code)]
 
 pub mod archive;
 pub mod builder;
@@ -34,4 +39,5 @@ pub mod registry;
 pub mod runtime;
 pub mod solver;
 pub mod store;
+#[allow(unsafe_code)]
 pub mod sys;

@@ -688,9 +688,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::CString;
     use std::fs;
-    use std::os::fd::{AsRawFd, FromRawFd};
     use std::os::unix::fs::{PermissionsExt, symlink};
     use std::time::Duration;
 
@@ -748,22 +746,12 @@ mod tests {
 
     impl Reads {
         fn watch(dirs: &[&Path]) -> Reads {
-            // SAFETY: inotify_init1 takes flags only and returns a new descriptor or -1.
-            let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-            assert!(raw >= 0, "inotify_init1: {}", io::Error::last_os_error());
-            // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            use rustix::fs::inotify;
+            let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+                .unwrap_or_else(|err| panic!("inotify_init1: {err}"));
             for dir in dirs {
-                let path = CString::new(dir.as_os_str().as_bytes()).unwrap();
-                // SAFETY: a live inotify descriptor and a NUL-terminated path.
-                let watch = unsafe {
-                    libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_ACCESS)
-                };
-                assert!(
-                    watch >= 0,
-                    "inotify_add_watch: {}",
-                    io::Error::last_os_error()
-                );
+                inotify::add_watch(&fd, *dir, inotify::WatchFlags::ACCESS)
+                    .unwrap_or_else(|err| panic!("inotify_add_watch: {err}"));
             }
             Reads { fd }
         }

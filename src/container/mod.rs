@@ -518,19 +518,16 @@ fn random_id() -> Result<String, ContainerError> {
         let mut filled = 0;
         while filled < bytes.len() {
             let rest = bytes.get_mut(filled..).unwrap_or_default();
-            // SAFETY: getrandom writes at most `rest.len()` bytes into the live buffer.
-            let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            match rustix::rand::getrandom(rest, rustix::rand::GetRandomFlags::empty()) {
+                Ok(n) => filled += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(err) => {
+                    return Err(io_error(
+                        "read random bytes for the container id from",
+                        Path::new("getrandom(2)"),
+                    )(err.into()));
                 }
-                return Err(io_error(
-                    "read random bytes for the container id from",
-                    Path::new("getrandom(2)"),
-                )(err));
             }
-            filled += n as usize;
         }
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         if !id.chars().take(12).all(|c| c.is_ascii_digit()) {

@@ -7,6 +7,7 @@
 //! [`read_image_file`] reads those files from the layers of an image the way the overlay mount
 //! would show them, without mounting anything and without ever leaving the image.
 
+use crate::sys::xattr;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
@@ -14,7 +15,7 @@ use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -589,26 +590,10 @@ fn components(path: &[u8]) -> VecDeque<OsString> {
 /// Whether overlayfs treats this directory as opaque: `trusted.overlay.opaque` (or, for
 /// unprivileged overlay mounts with `userxattr`, `user.overlay.opaque`) is `y`.
 fn is_opaque(dir: BorrowedFd<'_>) -> bool {
-    ["trusted.overlay.opaque\0", "user.overlay.opaque\0"]
+    [c"trusted.overlay.opaque", c"user.overlay.opaque"]
         .iter()
-        .any(|name| xattr_is_y(dir, name))
-}
-
-/// Whether the extended attribute `name` (NUL-terminated) of `fd` is exactly `y`.
-fn xattr_is_y(fd: BorrowedFd<'_>, name: &str) -> bool {
-    let mut value = [0u8; 2];
-    // SAFETY: `name` is NUL-terminated, `value` is a valid buffer of the length passed, and
-    // fgetxattr(2) writes at most that many bytes into it.
-    let len = unsafe {
-        libc::fgetxattr(
-            fd.as_raw_fd(),
-            name.as_ptr().cast(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
-    // ERANGE (a longer value) and ENODATA (no attribute) are both "not opaque".
-    len == 1 && value[0] == b'y'
+        // ENODATA (no attribute) and any other error are "not opaque".
+        .any(|name| xattr::get_fd(dir, name).is_ok_and(|value| value == b"y"))
 }
 
 #[cfg(test)]

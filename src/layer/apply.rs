@@ -17,7 +17,8 @@
 
 use super::{LayerError, Limited, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::oci::{Digest, Hashing};
-use crate::sys::dirfd::{self, file_type, lstat_child, open_child, open_in_root, xattr};
+use crate::sys::dirfd::{self, file_type, lstat_child, open_child, open_in_root};
+use crate::sys::xattr;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{

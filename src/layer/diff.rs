@@ -9,7 +9,8 @@
 use super::apply::AppliedLayer;
 use super::{LayerError, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::oci::Hashing;
-use crate::sys::dirfd::{c_string, xattr};
+use crate::sys::dirfd::c_string;
+use crate::sys::xattr;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::oci::Digest;
-use crate::sys::dirfd::xattr;
+use crate::sys::xattr;
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, makedev, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchownat};
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 /// runs as root), like the integration tests' `support::root`.
 fn root_or_skip() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return true;
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -33,7 +33,7 @@ fn options(whiteouts: Whiteouts) -> ApplyOptions {
         whiteouts,
         max_bytes: 64 << 20,
         // SAFETY: geteuid has no preconditions and cannot fail.
-        same_owner: unsafe { libc::geteuid() } == 0,
+        same_owner: nix::unistd::geteuid().is_root(),
         user_xattr: false,
     }
 }
@@ -501,7 +501,7 @@ fn without_same_owner_devices_are_skipped_and_fifos_made() {
     assert!(fifo.file_type().is_fifo());
     assert_eq!(fifo.mode() & 0o7777, 0o640);
     // SAFETY: geteuid has no preconditions and cannot fail.
-    assert_eq!(fifo.uid(), unsafe { libc::geteuid() }, "not chowned");
+    assert_eq!(fifo.uid(), nix::unistd::geteuid().as_raw(), "not chowned");
 }
 
 #[test]

@@ -13,6 +13,9 @@
 //! cpu limit. Every filesystem and kill operation goes through the small `Fs` trait, so the
 //! logic is unit-tested without root.
 
+use crate::sys::process;
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -269,22 +272,12 @@ impl Fs for KernelFs {
 /// first, membership is then checked in /proc/PID/cgroup, and pidfd_send_signal(2) can only reach
 /// the pinned process (ESRCH once it has exited), never a successor with the same pid.
 fn kill_member(pid: i32, cgroup_paths: &[String]) -> io::Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw < 0 {
-        let err = io::Error::last_os_error();
-        return if err.raw_os_error() == Some(libc::ESRCH) {
-            Ok(())
-        } else {
-            Err(err)
-        };
-    }
-    let Ok(raw) = i32::try_from(raw) else {
-        return Err(io::Error::other("pidfd_open returned an out-of-range fd"));
+    use std::os::fd::AsFd;
+    let pidfd = match process::pidfd_open(pid) {
+        Ok(pidfd) => pidfd,
+        Err(Errno::ESRCH) => return Ok(()),
+        Err(errno) => return Err(errno.into()),
     };
-    // SAFETY: pidfd_open returned a new fd that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
     let membership = match std::fs::read_to_string(format!("/proc/{pid}/cgroup")) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -297,21 +290,9 @@ fn kill_member(pid: i32, cgroup_paths: &[String]) -> io::Result<()> {
     if !member {
         return Ok(());
     }
-    // SAFETY: a valid pidfd, a signal number, a null siginfo and no flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ESRCH) {
-            return Err(err);
-        }
+    match process::pidfd_send_signal(pidfd.as_fd(), Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(errno) => return Err(errno.into()),
     }
     Ok(())
 }

@@ -181,8 +181,35 @@ fn workload(child: &Child<'_>, kernel: &mut Linux) -> ! {
     exit(failure_code(step, failure.errno))
 }
 
+/// Creates the sandbox's first process in new namespaces (`flags`: `CLONE_NEW*`) and returns its
+/// pid to the parent; the child runs [`main`] and never returns here. A raw clone(2) with
+/// SIGCHLD and no stack behaves like fork(2) but can create the namespaces; the child continues
+/// on a copy of this stack.
+pub(crate) fn clone(flags: c_int, child: &Child<'_>) -> Result<i32, Errno> {
+    // SAFETY: the child only runs `main`, which follows fork's async-signal-safety rules and ends
+    // in execve or _exit; it never returns into the parent's frames.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        main(child);
+    }
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    // The kernel's pids fit in i32 (PID_MAX_LIMIT is 2^22).
+    Ok(pid as i32)
+}
+
 /// The sandbox's first process. Never returns.
-pub(crate) fn main(child: &Child<'_>) -> ! {
+fn main(child: &Child<'_>) -> ! {
     reset_signals();
     close_others(child.keep);
     // Setup creates files with exact modes; the workload gets Docker's 0022 later.

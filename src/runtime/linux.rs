@@ -42,7 +42,7 @@ struct CapData {
 /// One `SCM_RIGHTS` control message carrying one descriptor, laid out as `CMSG_SPACE(sizeof
 /// (int))` bytes with the descriptor at `CMSG_DATA` (cmsg(3)): a fixed struct instead of the
 /// `CMSG_*` walk over a byte buffer, so the child needs no allocation and the buffer is aligned
-/// for `cmsghdr`. Shared with the parent, which receives the same layout.
+/// for `cmsghdr`. (The parent, which may allocate, receives it with rustix's `recvmsg`.)
 #[repr(C)]
 pub(crate) struct FdMessage {
     /// The header: `cmsg_len` is `CMSG_LEN(sizeof(int))`.
@@ -52,7 +52,7 @@ pub(crate) struct FdMessage {
 }
 
 impl FdMessage {
-    /// A message carrying `fd` (for sending), or room for one (for receiving).
+    /// A message carrying `fd`.
     pub(crate) fn new(fd: c_int) -> FdMessage {
         // SAFETY: an all-zero cmsghdr is valid (plain integers); the fields are set below.
         let mut header: libc::cmsghdr = unsafe { std::mem::zeroed() };

@@ -16,8 +16,12 @@
 //! knows nothing of images.
 
 pub mod cgroup;
+// The code that runs after clone(2) may not allocate or lock, so it makes its own raw system
+// calls instead of going through `sys` (see `child`'s module docs).
+#[allow(unsafe_code)]
 mod child;
 mod kernel;
+#[allow(unsafe_code)]
 mod linux;
 mod sandbox;
 mod seccomp;

@@ -10,15 +10,21 @@
 //! console socket), and [`Sandbox::take_terminal`] hands it to the caller.
 
 use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
-use super::linux::FdMessage;
 use super::setup::{self as plan, Context, Plan, StdioFds, Step, UserNamespace, WorkloadFds};
 use super::spec::{Network, Spec, Stdio};
+use crate::sys::process;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
+use nix::unistd::{Pid, getegid, geteuid};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SocketFlags,
+    SocketType,
+};
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSliceMut, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -309,23 +315,10 @@ impl SandboxHandle {
 
 /// `pidfd_send_signal(2)`.
 fn send_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), RuntimeError> {
-    // SAFETY: a live pidfd; no siginfo.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal as libc::c_int,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if result == -1 {
-        return Err(RuntimeError::Sys {
-            action: "signalling the sandbox",
-            errno: Errno::last(),
-        });
-    }
-    Ok(())
+    process::pidfd_send_signal(pidfd.as_fd(), signal).map_err(|errno| RuntimeError::Sys {
+        action: "signalling the sandbox",
+        errno,
+    })
 }
 
 /// A pipe whose ends are close-on-exec and above 2 (see [`above_stdio`]).
@@ -344,16 +337,15 @@ fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC on a live descriptor.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if dup == -1 {
-        return Err(RuntimeError::Sys {
-            action: "duplicating a descriptor",
-            errno: Errno::last(),
-        });
-    }
-    // SAFETY: `dup` is a new descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|error| RuntimeError::Sys {
+        action: "duplicating a descriptor",
+        errno: errno(error),
+    })
+}
+
+/// rustix's error number as nix's.
+fn errno(error: rustix::io::Errno) -> Errno {
+    Errno::from_raw(error.raw_os_error())
 }
 
 /// The empty directory the root is mounted on, in the sandbox's mount namespace only (on the
@@ -493,49 +485,43 @@ fn report_error(plan: &Plan, report: Report) -> RuntimeError {
 /// (close-on-exec or closed by the workload and the init), so this reads end of file rather than
 /// waiting.
 fn receive_terminal(socket: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
-    let mut byte = 0u8;
-    let mut iov = libc::iovec {
-        iov_base: (&raw mut byte).cast(),
-        iov_len: 1,
-    };
-    let mut control = FdMessage::new(-1);
-    // SAFETY: an all-zero msghdr is valid (null pointers, zero lengths); filled below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = (&raw mut control).cast();
-    msg.msg_controllen = std::mem::size_of::<FdMessage>() as _;
+    let mut byte = [0u8; 1];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = loop {
-        // SAFETY: msg points to live buffers of the sizes given.
-        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n;
-        }
-        let errno = Errno::last();
-        if errno != Errno::EINTR {
-            return Err(RuntimeError::Sys {
-                action: "receiving the terminal from the sandbox",
-                errno,
-            });
+        match rustix::net::recvmsg(
+            socket,
+            &mut [IoSliceMut::new(&mut byte)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(received) => break received,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => {
+                return Err(RuntimeError::Sys {
+                    action: "receiving the terminal from the sandbox",
+                    errno: errno(error),
+                });
+            }
         }
     };
-    let expected = FdMessage::new(-1).header;
-    let header = &control.header;
-    let complete = msg.msg_flags & libc::MSG_CTRUNC == 0
-        && msg.msg_controllen as usize >= std::mem::size_of::<FdMessage>()
-        && header.cmsg_level == libc::SOL_SOCKET
-        && header.cmsg_type == libc::SCM_RIGHTS
-        && header.cmsg_len == expected.cmsg_len
-        && control.fd >= 0;
-    match (received, complete) {
-        (_, true) => {
-            // SAFETY: the kernel installed this descriptor for us; nobody else owns it.
-            Ok(unsafe { OwnedFd::from_raw_fd(control.fd) })
+    // Complete: not truncated, and exactly one SCM_RIGHTS message with exactly one descriptor.
+    // Whatever else arrived is closed when dropped.
+    let mut messages = 0;
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for message in control.drain() {
+        messages += 1;
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
         }
-        (0, false) => Err(RuntimeError::NoTerminal {
+    }
+    let complete = !received.flags.contains(ReturnFlags::CTRUNC) && messages == 1 && fds.len() == 1;
+    match (received.bytes, fds.pop()) {
+        (_, Some(fd)) if complete => Ok(fd),
+        (0, _) => Err(RuntimeError::NoTerminal {
             reason: "the socket was closed",
         }),
-        (_, false) => Err(RuntimeError::NoTerminal {
+        _ => Err(RuntimeError::NoTerminal {
             reason: "a message without exactly one descriptor",
         }),
     }
@@ -543,25 +529,16 @@ fn receive_terminal(socket: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
 
 /// A connected pair of `AF_UNIX` sequenced-packet sockets, close-on-exec.
 fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let mut fds = [-1; 2];
-    // SAFETY: socketpair writes two descriptors into the live array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc == -1 {
-        return Err(RuntimeError::Sys {
-            action: "creating the terminal socket pair",
-            errno: Errno::last(),
-        });
-    }
-    let [a, b] = fds;
-    // SAFETY: two new descriptors nobody else owns.
-    let (a, b) = unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) };
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|error| RuntimeError::Sys {
+        action: "creating the terminal socket pair",
+        errno: errno(error),
+    })?;
     Ok((above_stdio(a)?, above_stdio(b)?))
 }
 
@@ -597,8 +574,7 @@ impl Sandbox {
     /// [`Stdio::Terminal`] (and [`Spec::tty`]) the terminal's master is then ready in
     /// [`Sandbox::take_terminal`].
     pub fn spawn(spec: &Spec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
-        // SAFETY: geteuid/getegid cannot fail.
-        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let (euid, egid) = (geteuid().as_raw(), getegid().as_raw());
         let user_namespace = user_namespace_for(spec, euid, egid);
         // The descriptors the child inherits for the workload's stdio (closed here once it has
         // them), and for a terminal the parent's end of the socket.
@@ -685,54 +661,30 @@ impl Sandbox {
         if user_namespace.active() {
             flags |= libc::CLONE_NEWUSER;
         }
-        // A raw clone(2) with SIGCHLD and no stack behaves like fork(2) but can create the
-        // namespaces; the child continues here on a copy of this stack and never returns.
-        // SAFETY: the child only runs child::main, which follows fork's async-signal-safety
-        // rules and ends in execve or _exit.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
-        };
-        if pid == 0 {
-            child::main(&child);
-        }
-        if pid < 0 {
-            return Err(RuntimeError::Sys {
-                action: "creating the sandbox process (clone)",
-                errno: Errno::last(),
-            });
-        }
-        // The kernel's pids fit in i32 (PID_MAX_LIMIT is 2^22).
-        let pid = pid as i32;
+        let pid = child::clone(flags, &child).map_err(|errno| RuntimeError::Sys {
+            action: "creating the sandbox process (clone)",
+            errno,
+        })?;
         // The child's ends and the workload's streams belong to the child now.
         drop((sync_read, report_write, inherited));
         let (status_read, status_write) = status.unzip();
         drop(status_write);
 
-        // SAFETY: pidfd_open takes integers.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        if pidfd == -1 {
-            let errno = Errno::last();
-            // SAFETY: our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
+        let pidfd = match process::pidfd_open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(errno) => {
+                // Our own child, not yet reaped: no other process can have its pid.
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+                return Err(RuntimeError::Sys {
+                    action: "opening a pidfd for the sandbox",
+                    errno,
+                });
             }
-            return Err(RuntimeError::Sys {
-                action: "opening a pidfd for the sandbox",
-                errno,
-            });
-        }
+        };
         let mut sandbox = Sandbox {
             pid,
-            // SAFETY: a new descriptor nobody else owns (a pidfd fits in c_int).
-            pidfd: Arc::new(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) }),
+            pidfd: Arc::new(pidfd),
             status: status_read,
             terminal: None,
             reaped: false,
@@ -808,22 +760,12 @@ impl Sandbox {
 
     /// `waitpid` for pid 1.
     fn reap(&mut self) -> Result<i32, RuntimeError> {
-        loop {
-            let mut status = 0;
-            // SAFETY: our own child; a live status slot.
-            let pid = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            if pid == self.pid {
-                self.reaped = true;
-                return Ok(status);
-            }
-            let errno = Errno::last();
-            if errno != Errno::EINTR {
-                return Err(RuntimeError::Sys {
-                    action: "waiting for the sandbox",
-                    errno,
-                });
-            }
-        }
+        let status = process::wait(self.pid).map_err(|errno| RuntimeError::Sys {
+            action: "waiting for the sandbox",
+            errno,
+        })?;
+        self.reaped = true;
+        Ok(status)
     }
 }
 

@@ -8,14 +8,14 @@
 //! echoes, edits lines and turns ^C into SIGINT is the container's (the slave's); the host
 //! terminal is put in raw mode so it passes every key through untouched, as `docker run -it` does.
 
+use crate::sys::signal::{MAX_WINCH_PIPES, WinchError, WinchPipe};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use nix::sys::termios::{self, SetArg, SpecialCharacterIndices, Termios};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use rustix::pty::OpenptFlags;
+use rustix::termios::Winsize;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// The size a terminal gets when there is none to copy it from (docker's and the VT100's).
 pub const DEFAULT_WINDOW_SIZE: WindowSize = WindowSize { rows: 24, cols: 80 };
@@ -97,17 +97,12 @@ impl Pty {
         nix::pty::grantpt(&master).map_err(open_err("grantpt"))?;
         nix::pty::unlockpt(&master).map_err(open_err("unlockpt"))?;
         let master = OwnedFd::from(master);
-        let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
-        // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd or -1.
-        let raw = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
-        if raw < 0 {
-            return Err(TtyError::Open {
+        let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
+        let slave =
+            rustix::pty::ioctl_tiocgptpeer(&master, flags).map_err(|error| TtyError::Open {
                 step: "TIOCGPTPEER",
-                source: Errno::last(),
-            });
-        }
-        // SAFETY: the ioctl returned a new fd that nothing else owns.
-        let slave = unsafe { OwnedFd::from_raw_fd(raw) };
+                source: Errno::from_raw(error.raw_os_error()),
+            })?;
         if let Some(size) = size {
             set_window_size(master.as_fd(), size)?;
         }
@@ -119,15 +114,9 @@ impl Pty {
 /// unknown: 0x0, what a pty nobody sized reports (docker's client then leaves the container's
 /// terminal as it is too).
 pub fn window_size(fd: BorrowedFd<'_>) -> Option<WindowSize> {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one winsize into the valid struct passed.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
-    (rc == 0 && (size.ws_row, size.ws_col) != (0, 0)).then_some(WindowSize {
+    // TIOCGWINSZ.
+    let size = rustix::termios::tcgetwinsize(fd).ok()?;
+    ((size.ws_row, size.ws_col) != (0, 0)).then_some(WindowSize {
         rows: size.ws_row,
         cols: size.ws_col,
     })
@@ -136,23 +125,18 @@ pub fn window_size(fd: BorrowedFd<'_>) -> Option<WindowSize> {
 /// Sets the window size of terminal `fd`. On a pty master the kernel then sends SIGWINCH to the
 /// slave's foreground process group (tty_ioctl(4)), so full-screen programs redraw.
 pub fn set_window_size(fd: BorrowedFd<'_>, size: WindowSize) -> Result<(), TtyError> {
-    let size = libc::winsize {
+    let size = Winsize {
         ws_row: size.rows,
         ws_col: size.cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads one winsize from the valid struct passed.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(TtyError::Terminal {
-            what: "set the window size",
-            fd: fd.as_raw_fd(),
-            source: Errno::last(),
-        })
-    }
+    // TIOCSWINSZ.
+    rustix::termios::tcsetwinsize(fd, size).map_err(|error| TtyError::Terminal {
+        what: "set the window size",
+        fd: fd.as_raw_fd(),
+        source: Errno::from_raw(error.raw_os_error()),
+    })
 }
 
 /// The host terminal in raw mode (cfmakeraw(3): no echo, no line editing, no signals from keys,
@@ -212,7 +196,7 @@ pub fn relay(
     stdin: BorrowedFd<'_>,
     stdout: BorrowedFd<'_>,
 ) -> Result<(), TtyError> {
-    let winch = WinchSlot::register()?;
+    let winch = register_winch()?;
     let _nonblocking = NonBlocking::set(master.as_fd())?;
     let resize = || {
         if let Some(size) = window_size(stdout).or_else(|| window_size(stdin)) {
@@ -379,123 +363,21 @@ impl Drop for NonBlocking<'_> {
     }
 }
 
-/// How many relays may run at once in one process (one per `kiln run -t` is the normal case).
-const MAX_RELAYS: usize = 8;
+/// How many relays may run at once in one process (one per `kiln run -t` is the normal case):
+/// one SIGWINCH self-pipe each.
+const MAX_RELAYS: usize = MAX_WINCH_PIPES;
 
-/// The write ends of the relays' SIGWINCH self-pipes; -1 is a free slot. A signal handler can
-/// only use async-signal-safe calls (signal-safety(7)): it writes one byte to each pipe, and each
-/// relay's poll wakes up on its own pipe. A signalfd would need SIGWINCH blocked in every thread
-/// of the process, which a library cannot arrange.
-static WINCH_PIPES: [AtomicI32; MAX_RELAYS] = [const { AtomicI32::new(-1) }; MAX_RELAYS];
-/// Handlers running now: a relay waits for zero after freeing its slot and before closing its
-/// pipe, so a handler never writes to an fd number that was closed and reused meanwhile.
-static HANDLERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
-/// The number of registered relays and the SIGWINCH action to restore after the last one.
-static INSTALLED: Mutex<(usize, Option<SigAction>)> = Mutex::new((0, None));
-
-extern "C" fn on_winch(_: libc::c_int) {
-    // SAFETY: __errno_location returns this thread's errno; saved and restored so the
-    // interrupted code does not see write(2)'s errno (signal-safety(7)).
-    let saved_errno = unsafe { *libc::__errno_location() };
-    HANDLERS_RUNNING.fetch_add(1, Ordering::SeqCst);
-    for slot in &WINCH_PIPES {
-        let fd = slot.load(Ordering::SeqCst);
-        if fd >= 0 {
-            let byte = 1u8;
-            // SAFETY: write(2) is async-signal-safe; the fd stays open while HANDLERS_RUNNING
-            // is non-zero; a full pipe (EAGAIN) already holds a wake-up.
-            unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
-        }
-    }
-    HANDLERS_RUNNING.fetch_sub(1, Ordering::SeqCst);
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = saved_errno };
-}
-
-/// One relay's SIGWINCH self-pipe, registered with the handler while it lives.
-struct WinchSlot {
-    index: usize,
-    read: OwnedFd,
-    write: Option<OwnedFd>,
-}
-
-impl WinchSlot {
-    fn register() -> Result<WinchSlot, TtyError> {
-        let (read, write) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|source| {
-                TtyError::Relay {
-                    what: "create the SIGWINCH pipe",
-                    source,
-                }
-            })?;
-        let mut installed = INSTALLED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = WINCH_PIPES
-            .iter()
-            .position(|slot| {
-                slot.compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            })
-            .ok_or(TtyError::TooManyRelays)?;
-        if installed.0 == 0 {
-            let action = SigAction::new(
-                SigHandler::Handler(on_winch),
-                SaFlags::SA_RESTART,
-                SigSet::empty(),
-            );
-            // SAFETY: the handler only uses async-signal-safe operations (atomics, write(2)).
-            match unsafe { sigaction(Signal::SIGWINCH, &action) } {
-                Ok(previous) => installed.1 = Some(previous),
-                Err(source) => {
-                    if let Some(slot) = WINCH_PIPES.get(index) {
-                        slot.store(-1, Ordering::SeqCst);
-                    }
-                    return Err(TtyError::Relay {
-                        what: "install the SIGWINCH handler",
-                        source,
-                    });
-                }
-            }
-        }
-        installed.0 += 1;
-        Ok(WinchSlot {
-            index,
-            read,
-            write: Some(write),
-        })
-    }
-
-    fn read_end(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
-    }
-
-    /// Empties the pipe: one resize answers any number of signals.
-    fn drain(&self) {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(self.read.as_fd(), &mut buf), Ok(n) if n > 0) {}
-    }
-}
-
-impl Drop for WinchSlot {
-    fn drop(&mut self) {
-        let mut installed = INSTALLED
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(slot) = WINCH_PIPES.get(self.index) {
-            slot.store(-1, Ordering::SeqCst);
-        }
-        installed.0 = installed.0.saturating_sub(1);
-        if installed.0 == 0
-            && let Some(previous) = installed.1.take()
-        {
-            // SAFETY: restores the action that was in place before the first relay.
-            let _ = unsafe { sigaction(Signal::SIGWINCH, &previous) };
-        }
-        while HANDLERS_RUNNING.load(Ordering::SeqCst) != 0 {
-            std::hint::spin_loop();
-        }
-        // Now no handler can still be using the write end.
-        drop(self.write.take());
-    }
+/// Registers a relay's SIGWINCH self-pipe.
+fn register_winch() -> Result<WinchPipe, TtyError> {
+    WinchPipe::register().map_err(|error| match error {
+        WinchError::Pipe(source) => TtyError::Relay {
+            what: "create the SIGWINCH pipe",
+            source,
+        },
+        WinchError::Full => TtyError::TooManyRelays,
+        WinchError::Install(source) => TtyError::Relay {
+            what: "install the SIGWINCH handler",
+            source,
+        },
+    })
 }

@@ -1,6 +1,6 @@
 //! Directory-fd based file operations shared by apply and diff: resolving paths inside a root,
-//! listing and removing trees without following symlinks, and extended attributes (which neither
-//! std nor nix wraps).
+//! listing and removing trees without following symlinks (extended attributes are in
+//! [`super::xattr`]).
 //!
 //! Everything here works relative to directory file descriptors and single path components, so
 //! no path is re-resolved from the host's `/` once the root is open.
@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -123,107 +123,7 @@ pub(crate) fn c_string(bytes: &[u8]) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
+/// A C string of `path`, or an InvalidInput error for an interior NUL (see [`c_string`]).
+pub(crate) fn c_path(path: &Path) -> io::Result<CString> {
     c_string(path.as_os_str().as_bytes())
-}
-
-/// Extended attributes (xattr(7)), always of the object itself, never of a symlink's target.
-pub(crate) mod xattr {
-    use super::*;
-
-    /// The names of `path`'s extended attributes (llistxattr(2)), sorted.
-    pub(crate) fn list(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-        let path = c_path(path)?;
-        let buffer = read_sized(|buf, size| {
-            // SAFETY: `path` is NUL-terminated; `buf` is valid for `size` bytes (or null with 0).
-            unsafe { libc::llistxattr(path.as_ptr(), buf.cast(), size) }
-        })?;
-        let mut names: Vec<Vec<u8>> = buffer
-            .split(|b| *b == 0)
-            .filter(|name| !name.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
-        names.sort();
-        Ok(names)
-    }
-
-    /// The value of `path`'s attribute `name` (lgetxattr(2)).
-    pub(crate) fn get(path: &Path, name: &CStr) -> io::Result<Vec<u8>> {
-        let path = c_path(path)?;
-        read_sized(|buf, size| {
-            // SAFETY: both strings are NUL-terminated; `buf` is valid for `size` bytes.
-            unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.cast(), size) }
-        })
-    }
-
-    /// Sets attribute `name` on the file `fd` is open on (fsetxattr(2)).
-    pub(crate) fn set_fd(fd: BorrowedFd<'_>, name: &CStr, value: &[u8]) -> io::Result<()> {
-        // SAFETY: `name` is NUL-terminated and `value` valid for its length.
-        let result = unsafe {
-            libc::fsetxattr(
-                fd.as_raw_fd(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Sets attribute `name` on `child` of directory `dir`, not following a symlink there
-    /// (lsetxattr(2) on `/proc/self/fd/DIR/child`: the magic link pins the directory, and `child`
-    /// is one component, so this is the `*at` form that the xattr calls lack before Linux 6.13).
-    pub(crate) fn set_child(
-        dir: BorrowedFd<'_>,
-        child: &OsStr,
-        name: &CStr,
-        value: &[u8],
-    ) -> io::Result<()> {
-        let path = c_path(&proc_fd_path(dir).join(child))?;
-        // SAFETY: both strings are NUL-terminated and `value` valid for its length.
-        let result = unsafe {
-            libc::lsetxattr(
-                path.as_ptr(),
-                name.as_ptr(),
-                value.as_ptr().cast(),
-                value.len(),
-                0,
-            )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Calls a "size query, then fill" xattr syscall until the value fits (it can grow between
-    /// the two calls, which ERANGE reports).
-    fn read_sized(call: impl Fn(*mut u8, usize) -> isize) -> io::Result<Vec<u8>> {
-        loop {
-            let size = call(std::ptr::null_mut(), 0);
-            if size < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if size == 0 {
-                // Nothing there (most files have no xattrs): no second call.
-                return Ok(Vec::new());
-            }
-            let mut buffer = vec![0u8; size.unsigned_abs()];
-            let filled = call(buffer.as_mut_ptr(), buffer.len());
-            if filled >= 0 {
-                buffer.truncate(filled.unsigned_abs());
-                return Ok(buffer);
-            }
-            let error = io::Error::last_os_error();
-            if error.raw_os_error() != Some(libc::ERANGE) {
-                return Err(error);
-            }
-        }
-    }
 }

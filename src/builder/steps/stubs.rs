@@ -26,10 +26,10 @@
 //! checked component by component not to cross a symbolic link the command left there, so
 //! nothing outside the upper directory is ever touched.
 
-use std::ffi::{CString, OsStr, OsString};
+use crate::sys::xattr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, FileTimes, Metadata};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -319,57 +319,15 @@ fn is_bare_copy(dir: &Path, (mode, uid, gid): (u32, u32, u32)) -> Result<bool, S
 fn is_opaque(dir: &Path) -> bool {
     [c"trusted.overlay.opaque", c"user.overlay.opaque"]
         .iter()
-        .any(|name| {
-            let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else {
-                return false;
-            };
-            let mut value = [0u8; 2];
-            // SAFETY: NUL-terminated path and name; lgetxattr(2) writes at most `value.len()`
-            // bytes into the live buffer.
-            let len = unsafe {
-                libc::lgetxattr(
-                    path.as_ptr(),
-                    name.as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
-            len == 1 && value[0] == b'y'
-        })
+        .any(|name| xattr::get(dir, name).is_ok_and(|value| value == b"y"))
 }
 
-/// The names of `path`'s extended attributes (llistxattr(2), not following a symlink).
+/// The names of `path`'s extended attributes (llistxattr(2), not following a symlink); a file
+/// system without xattrs (ENOTSUP) has none.
 fn xattr_names(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    loop {
-        // SAFETY: a NUL-terminated path; a null buffer of size 0 asks for the size.
-        let size = unsafe { libc::llistxattr(c_path.as_ptr(), std::ptr::null_mut(), 0) };
-        if size < 0 {
-            let err = io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::ENOTSUP) => Ok(Vec::new()),
-                _ => Err(err),
-            };
-        }
-        let mut buffer = vec![0u8; size.unsigned_abs()];
-        // SAFETY: llistxattr writes at most `buffer.len()` bytes into the live buffer.
-        let got =
-            unsafe { libc::llistxattr(c_path.as_ptr(), buffer.as_mut_ptr().cast(), buffer.len()) };
-        if got < 0 {
-            let err = io::Error::last_os_error();
-            // ERANGE: an attribute was added since the size was asked; ask again.
-            if err.raw_os_error() == Some(libc::ERANGE) {
-                continue;
-            }
-            return Err(err);
-        }
-        buffer.truncate(got.unsigned_abs());
-        return Ok(buffer
-            .split(|b| *b == 0)
-            .filter(|name| !name.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect());
+    match xattr::list(path) {
+        Err(error) if error.raw_os_error() == Some(libc::ENOTSUP) => Ok(Vec::new()),
+        result => result,
     }
 }
 
@@ -458,18 +416,7 @@ mod tests {
         fs::create_dir_all(lower.join("mnt/b")).unwrap();
         fs::write(lower.join("passwd"), "").unwrap();
         fs::create_dir(top.join("mnt")).unwrap();
-        let path = CString::new(top.join("mnt").as_os_str().as_bytes()).unwrap();
-        // SAFETY: NUL-terminated strings and a live one-byte value.
-        let set = unsafe {
-            libc::setxattr(
-                path.as_ptr(),
-                c"trusted.overlay.opaque".as_ptr(),
-                b"y".as_ptr().cast(),
-                1,
-                0,
-            )
-        };
-        assert_eq!(set, 0);
+        xattr::set(&top.join("mnt"), c"trusted.overlay.opaque", b"y").unwrap();
         let stubs = MountStubs::find(&[top, lower], ["/passwd", "/mnt/b"]).unwrap();
         assert_eq!(names(&stubs), ["mnt/b", "passwd"]);
     }

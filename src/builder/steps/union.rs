@@ -15,8 +15,8 @@
 //! links (MAXSYMLINKS, path_resolution(7)) is an error. Nothing outside the layer directories is
 //! ever opened.
 
-use crate::sys::dirfd::xattr;
 use crate::sys::dirfd::{file_type, list_dir, lstat_child, open_child, proc_fd_path};
+use crate::sys::xattr;
 use nix::fcntl::{AT_FDCWD, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use std::collections::{HashSet, VecDeque};

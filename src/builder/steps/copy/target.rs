@@ -15,7 +15,8 @@
 use super::CopyError;
 use crate::builder::steps::union::{Found, MergedDir, Metadata, UnionError, UnionFs, display};
 use crate::layer::WHITEOUT_PREFIX;
-use crate::sys::dirfd::{self, open_child, xattr};
+use crate::sys::dirfd::{self, open_child};
+use crate::sys::xattr;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{
     FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmod, fchmodat, fstat, futimens, mkdirat,
