@@ -15,7 +15,7 @@
 
 use super::kernel::{self, Kernel};
 use super::linux::Linux;
-use super::setup::{Plan, Step};
+use super::setup::{Action, Setup};
 use libc::c_int;
 use nix::errno::Errno;
 
@@ -74,7 +74,7 @@ impl Report {
 /// Everything the child needs, prepared by the parent.
 pub(crate) struct Child<'a> {
     /// The steps.
-    pub plan: &'a Plan,
+    pub plan: &'a Setup,
     /// Read end of the pipe the parent writes one byte to when the maps and cgroups are set.
     pub sync: c_int,
     /// Write end of the close-on-exec report pipe.
@@ -151,10 +151,10 @@ fn close_others(keep: &[c_int]) {
 }
 
 /// The exit code of a workload whose step failed: 127/126 for exec, as a shell reports them.
-fn failure_code(step: Option<&Step>, errno: Errno) -> c_int {
+fn failure_code(step: Option<&Action>, errno: Errno) -> c_int {
     match (step, errno) {
-        (Some(Step::Exec(_)), Errno::ENOENT) => 127,
-        (Some(Step::Exec(_)), _) => 126,
+        (Some(Action::Exec(_)), Errno::ENOENT) => 127,
+        (Some(Action::Exec(_)), _) => 126,
         _ => 125,
     }
 }

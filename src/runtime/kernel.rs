@@ -1,4 +1,4 @@
-//! Runs [`Step`]s through the [`Kernel`] trait: the real implementation (`linux::Linux`) makes
+//! Runs [`Action`]s through the [`Kernel`] trait: the real implementation (`linux::Linux`) makes
 //! the system calls, the unit tests use a recording fake, so the sequence logic (in-root path
 //! resolution and `mkdir -p`, masks that skip missing paths, the `pivot_root` dance, `PATH`
 //! search) is tested without root.
@@ -6,9 +6,9 @@
 //! This code runs in the child after `clone(2)` of a possibly multi-threaded parent: it must not
 //! allocate, lock or touch thread-locals (only the calling thread exists in the child; a lock
 //! held by another thread of the parent stays held forever, fork(2) NOTES and
-//! signal-safety(7)). It only reads the prepared [`Step`]s and calls the kernel.
+//! signal-safety(7)). It only reads the prepared [`Action`]s and calls the kernel.
 
-use super::setup::{Create, ExecArgs, Step, Target};
+use super::setup::{Action, Create, ExecArgs, Target};
 use super::tty::WindowSize;
 use libc::{c_int, c_ulong, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;
@@ -133,9 +133,13 @@ pub(crate) struct Failure {
     pub errno: Errno,
 }
 
-/// Runs `steps`, numbered from `first`, and stops at the first failure. An [`Step::Exec`] step
+/// Runs `steps`, numbered from `first`, and stops at the first failure. An [`Action::Exec`] step
 /// only returns when `execve` failed, so a plan ending with one always returns a failure.
-pub(crate) fn run<K: Kernel>(kernel: &mut K, steps: &[Step], first: usize) -> Result<(), Failure> {
+pub(crate) fn run<K: Kernel>(
+    kernel: &mut K,
+    steps: &[Action],
+    first: usize,
+) -> Result<(), Failure> {
     let mut root: Option<Fd> = None;
     let mut result = Ok(());
     for (i, step) in steps.iter().enumerate() {
@@ -153,7 +157,7 @@ pub(crate) fn run<K: Kernel>(kernel: &mut K, steps: &[Step], first: usize) -> Re
     result
 }
 
-/// The root descriptor, or `EBADF` when no [`Step::OpenRoot`] ran yet (a plan bug).
+/// The root descriptor, or `EBADF` when no [`Action::OpenRoot`] ran yet (a plan bug).
 fn root_of(root: &Option<Fd>) -> Result<Fd, Errno> {
     root.ok_or(Errno::EBADF)
 }
@@ -169,24 +173,24 @@ fn with_fd<K: Kernel, T>(
     result
 }
 
-fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Result<(), Errno> {
+fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> Result<(), Errno> {
     match step {
-        Step::BecomeRoot { clear_groups } => {
+        Action::BecomeRoot { clear_groups } => {
             if *clear_groups {
                 kernel.set_groups(&[])?;
             }
             kernel.set_gid(0)?;
             kernel.set_uid(0)
         }
-        Step::UnshareCgroup => kernel.unshare(libc::CLONE_NEWCGROUP),
-        Step::MakeMountsPrivate => kernel.mount(
+        Action::UnshareCgroup => kernel.unshare(libc::CLONE_NEWCGROUP),
+        Action::MakeMountsPrivate => kernel.mount(
             None,
             At::Path(c"/"),
             None,
             libc::MS_REC | libc::MS_PRIVATE,
             None,
         ),
-        Step::MountOverlay {
+        Action::MountOverlay {
             target,
             options,
             readonly,
@@ -203,7 +207,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 Some(options),
             )
         }
-        Step::BindRoot { source, target } => {
+        Action::BindRoot { source, target } => {
             kernel.mount(
                 Some(At::Path(source)),
                 At::Path(target),
@@ -216,14 +220,14 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 k.mount_setattr(fd, libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NODEV, true)
             })
         }
-        Step::OpenRoot { path } => {
+        Action::OpenRoot { path } => {
             let fd = kernel.open_dir(path)?;
             if let Some(old) = root.replace(fd) {
                 kernel.close(old);
             }
             Ok(())
         }
-        Step::Mount {
+        Action::Mount {
             target,
             fstype,
             flags,
@@ -240,7 +244,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 )
             })
         }
-        Step::MakeDevice {
+        Action::MakeDevice {
             target,
             major,
             minor,
@@ -260,7 +264,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 )
             })
         }
-        Step::Bind {
+        Action::Bind {
             source,
             target,
             recursive,
@@ -285,7 +289,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             }
             Ok(())
         }
-        Step::Symlink {
+        Action::Symlink {
             dir,
             name,
             points_to,
@@ -293,12 +297,12 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             let fd = resolve(kernel, root_of(root)?, dir)?;
             with_fd(kernel, fd, |k| k.symlink_at(points_to, fd, name))
         }
-        Step::MakeDirectory(target) => {
+        Action::MakeDirectory(target) => {
             let fd = resolve(kernel, root_of(root)?, target)?;
             kernel.close(fd);
             Ok(())
         }
-        Step::PivotRoot => {
+        Action::PivotRoot => {
             kernel.fchdir(root_of(root)?)?;
             kernel.pivot_root_here()?;
             kernel.detach_here()?;
@@ -309,7 +313,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             }
             Ok(())
         }
-        Step::Mask(target) => {
+        Action::Mask(target) => {
             let Some(fd) = open_existing(kernel, root_of(root)?, target)? else {
                 return Ok(());
             };
@@ -333,7 +337,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 }
             })
         }
-        Step::ReadOnlyPath(target) => {
+        Action::ReadOnlyPath(target) => {
             let root = root_of(root)?;
             let Some(fd) = open_existing(kernel, root, target)? else {
                 return Ok(());
@@ -359,10 +363,12 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 )
             })
         }
-        Step::RootReadOnly => kernel.mount_setattr(root_of(root)?, libc::MOUNT_ATTR_RDONLY, false),
-        Step::Hostname(name) => kernel.sethostname(name),
-        Step::LoopbackUp => kernel.loopback_up(),
-        Step::Stdio {
+        Action::RootReadOnly => {
+            kernel.mount_setattr(root_of(root)?, libc::MOUNT_ATTR_RDONLY, false)
+        }
+        Action::Hostname(name) => kernel.sethostname(name),
+        Action::LoopbackUp => kernel.loopback_up(),
+        Action::Stdio {
             stdin,
             stdout,
             stderr,
@@ -376,7 +382,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             kernel.dup2(*stdout, 1)?;
             kernel.dup2(*stderr, 2)
         }
-        Step::Terminal { socket, size } => {
+        Action::Terminal { socket, size } => {
             // runc's console socket. pts(4): opening the multiplexer creates a master and a
             // locked slave /dev/pts/N in the devpts instance that ptmx belongs to; /dev/ptmx is
             // our symlink to pts/ptmx, the sandbox's own instance (mounted `newinstance`), so
@@ -405,15 +411,15 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
                 })
             })
         }
-        Step::NewSession { controlling_tty } => {
+        Action::NewSession { controlling_tty } => {
             kernel.setsid()?;
             if *controlling_tty {
                 kernel.set_controlling_tty(1)?;
             }
             Ok(())
         }
-        Step::CloseFds { keep } => kernel.close_from(3, *keep),
-        Step::DropBoundingSet { keep } => {
+        Action::CloseFds { keep } => kernel.close_from(3, *keep),
+        Action::DropBoundingSet { keep } => {
             for cap in 0..64u32 {
                 if keep & (1 << cap) != 0 {
                     continue;
@@ -427,32 +433,32 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Step, root: &mut Option<Fd>) -> Re
             }
             Ok(())
         }
-        Step::SetIds { uid, gid, groups } => {
+        Action::SetIds { uid, gid, groups } => {
             if let Some(groups) = groups {
                 kernel.set_groups(groups)?;
             }
             kernel.set_gid(*gid)?;
             kernel.set_uid(*uid)
         }
-        Step::Chdir(cwd) => kernel.chdir(cwd),
-        Step::VerifyCwd(_) => {
+        Action::Chdir(cwd) => kernel.chdir(cwd),
+        Action::VerifyCwd(_) => {
             if kernel.cwd_reachable()? {
                 Ok(())
             } else {
                 Err(Errno::EXDEV)
             }
         }
-        Step::Capabilities(caps) => {
+        Action::Capabilities(caps) => {
             kernel.capset(*caps)?;
             kernel.clear_ambient()
         }
-        Step::NoNewPrivileges => kernel.no_new_privs(),
-        Step::Umask(mask) => {
+        Action::NoNewPrivileges => kernel.no_new_privs(),
+        Action::Umask(mask) => {
             kernel.umask(*mask);
             Ok(())
         }
-        Step::Seccomp(program) => kernel.seccomp(program),
-        Step::Exec(exec) => Err(exec_program(kernel, exec)),
+        Action::Seccomp(program) => kernel.seccomp(program),
+        Action::Exec(exec) => Err(exec_program(kernel, exec)),
     }
 }
 
@@ -542,7 +548,7 @@ fn resolve<K: Kernel>(kernel: &mut K, root: Fd, target: &Target) -> Result<Fd, E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::setup::{self as plan, Context, StdioFds, UserNamespace, WorkloadFds};
+    use crate::runtime::setup::{self, Context, StdioFds, UserNamespace, WorkloadFds};
     use crate::runtime::spec::{BindMount, Network, RootFs, Spec, UpperDir, User};
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -877,8 +883,8 @@ mod tests {
         ])
     }
 
-    fn plan_for(spec: &Spec) -> plan::Plan {
-        plan::plan(spec, &context(spec), &|p| {
+    fn plan_for(spec: &Spec) -> setup::Setup {
+        setup::prepare(spec, &context(spec), &|p| {
             Ok(!p.to_string_lossy().ends_with(".txt"))
         })
         .expect("plan")
@@ -1068,7 +1074,7 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         for cap in 0..=40u32 {
-            if plan::DEFAULT_CAPABILITIES & (1 << cap) == 0 {
+            if setup::DEFAULT_CAPABILITIES & (1 << cap) == 0 {
                 wanted.push(format!("capbset_drop {cap}"));
             }
         }
@@ -1146,7 +1152,7 @@ mod tests {
             socket: 7,
             size: None,
         };
-        let plan = plan::plan(&spec, &ctx, &|_| Ok(true)).expect("plan");
+        let plan = setup::prepare(&spec, &ctx, &|_| Ok(true)).expect("plan");
         let mut fake = image();
         run(&mut fake, &plan.workload[..2], 0).expect("terminal");
         assert!(!fake.calls.iter().any(|c| c.starts_with("TIOCSWINSZ")));
@@ -1160,7 +1166,7 @@ mod tests {
         fake.cwd_outside = true;
         let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
         assert_eq!(failure.errno, Errno::EXDEV);
-        assert!(matches!(plan.workload[failure.step], Step::VerifyCwd(_)));
+        assert!(matches!(plan.workload[failure.step], Action::VerifyCwd(_)));
         // Descriptors were closed before the chdir (CVE-2024-21626), and nothing ran after.
         let close = fake
             .calls
@@ -1203,7 +1209,7 @@ mod tests {
             spec.env = vec![format!("PATH={path}")];
             spec.args = vec![program.to_string()];
             let plan = plan_for(&spec);
-            let Some(Step::Exec(exec)) = plan.workload.last() else {
+            let Some(Action::Exec(exec)) = plan.workload.last() else {
                 panic!("the workload ends with exec");
             };
             let mut fake = Fake::new(&[]);

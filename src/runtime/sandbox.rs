@@ -4,13 +4,13 @@
 //! `clone(2)`s the sandbox's first process into new mount, UTS, IPC, pid (and network, user)
 //! namespaces, like `fork` (no `CLONE_VM`, no new stack). While the child waits on a pipe, the
 //! parent writes its uid/gid maps and its pid into the requested `cgroup.procs` files; then the
-//! child sets up its root (see `plan`) and executes the workload. Errors come back through a
+//! child sets up its root (see `setup`) and executes the workload. Errors come back through a
 //! close-on-exec pipe: end of file means `execve` succeeded. With a terminal, the workload sends
 //! the master of the pty it allocated in the sandbox's devpts back through a socket pair (runc's
 //! console socket), and [`Sandbox::take_terminal`] hands it to the caller.
 
 use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
-use super::setup::{self as plan, Context, Plan, StdioFds, Step, UserNamespace, WorkloadFds};
+use super::setup::{self, Action, Context, Setup, StdioFds, UserNamespace, WorkloadFds};
 use super::spec::{Network, Spec, Stdio};
 use crate::sys::process;
 use nix::errno::Errno;
@@ -439,7 +439,7 @@ fn configure(
 }
 
 /// The error a child's [`Report`] stands for.
-fn report_error(plan: &Plan, report: Report) -> RuntimeError {
+fn report_error(plan: &Setup, report: Report) -> RuntimeError {
     let errno = Errno::from_raw(report.errno);
     let setup = plan.setup.len();
     let step = usize::try_from(report.step)
@@ -457,7 +457,7 @@ fn report_error(plan: &Plan, report: Report) -> RuntimeError {
             step: "starting the workload process".into(),
             errno,
         },
-        (_, Some(Step::Exec(exec))) => {
+        (_, Some(Action::Exec(exec))) => {
             let kind = ExecErrorKind::new(errno, exec.searched);
             RuntimeError::Exec {
                 program: exec.program.clone(),
@@ -465,7 +465,7 @@ fn report_error(plan: &Plan, report: Report) -> RuntimeError {
                 exit_code: kind.exit_code(),
             }
         }
-        (_, Some(Step::VerifyCwd(cwd))) => RuntimeError::CwdOutsideRoot {
+        (_, Some(Action::VerifyCwd(cwd))) => RuntimeError::CwdOutsideRoot {
             cwd: cwd.to_string_lossy().into_owned(),
         },
         (_, Some(step)) => RuntimeError::Setup {
@@ -479,7 +479,7 @@ fn report_error(plan: &Plan, report: Report) -> RuntimeError {
     }
 }
 
-/// Receives the terminal master the workload sent before executing (`Step::Terminal`), as a new
+/// Receives the terminal master the workload sent before executing (`Action::Terminal`), as a new
 /// close-on-exec descriptor (`MSG_CMSG_CLOEXEC`, unix(7)). Called once the workload executed: the
 /// message is queued by then, and should it be missing, every copy of the child's end is closed
 /// (close-on-exec or closed by the workload and the init), so this reads end of file rather than
@@ -636,7 +636,7 @@ impl Sandbox {
                 report: report_write.as_raw_fd(),
             },
         };
-        let plan = plan::plan(spec, &ctx, &|path| fs::metadata(path).map(|m| m.is_dir()))?;
+        let plan = setup::prepare(spec, &ctx, &|path| fs::metadata(path).map(|m| m.is_dir()))?;
         let status_write = status.as_ref().map(|(_, write)| write.as_raw_fd());
         let mut keep: Vec<RawFd> = vec![0, 1, 2, sync_read.as_raw_fd(), report_write.as_raw_fd()];
         keep.extend(inherited.iter().map(AsRawFd::as_raw_fd));
@@ -652,7 +652,7 @@ impl Sandbox {
         };
 
         // The cgroup namespace is created by the child after the parent moved it into its
-        // cgroups (Step::UnshareCgroup), so it is rooted at the sandbox's own cgroup.
+        // cgroups (Action::UnshareCgroup), so it is rooted at the sandbox's own cgroup.
         let mut flags =
             libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
         if spec.network == Network::None {
@@ -912,7 +912,7 @@ mod tests {
                 report: 5,
             },
         };
-        let plan = plan::plan(&spec, &ctx, &|_| Ok(true)).expect("plan");
+        let plan = setup::prepare(&spec, &ctx, &|_| Ok(true)).expect("plan");
         let last = u32::try_from(plan.setup.len() + plan.workload.len() - 1).unwrap();
         let exec = report_error(
             &plan,
@@ -928,7 +928,7 @@ mod tests {
         let verify = plan
             .workload
             .iter()
-            .position(|s| matches!(s, Step::VerifyCwd(_)))
+            .position(|s| matches!(s, Action::VerifyCwd(_)))
             .unwrap();
         let cwd = report_error(
             &plan,

@@ -1,4 +1,4 @@
-//! The setup as data: a pure function turns a [`Spec`] into the ordered [`Step`]s the sandbox's
+//! The setup as data: a pure function turns a [`Spec`] into the ordered [`Action`]s the sandbox's
 //! first process and its workload run (see `kernel` for how each step runs).
 //!
 //! Everything the child needs is computed here, in the parent, before `clone(2)`: C strings,
@@ -145,7 +145,7 @@ pub(crate) enum StdioFds {
         /// Standard error.
         stderr: c_int,
     },
-    /// A terminal the workload allocates in the container's devpts ([`Step::Terminal`]).
+    /// A terminal the workload allocates in the container's devpts ([`Action::Terminal`]).
     Terminal {
         /// The child's end of the socket pair the master is sent through.
         socket: c_int,
@@ -157,11 +157,11 @@ pub(crate) enum StdioFds {
 /// The two step lists: the sandbox's first process runs `setup`, the workload runs `workload`
 /// (the same process without an init, its child with one).
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct Setup {
     /// Namespaces, mounts, `pivot_root`, hostname, loopback.
-    pub setup: Vec<Step>,
+    pub setup: Vec<Action>,
     /// Stdio, credentials, capabilities, seccomp, `execve`.
-    pub workload: Vec<Step>,
+    pub workload: Vec<Action>,
 }
 
 /// What to create when a mount target is missing.
@@ -282,7 +282,7 @@ impl ExecArgs {
 
 /// One action of the setup, run by `kernel::run` through the `Kernel` trait.
 #[derive(Debug)]
-pub(crate) enum Step {
+pub(crate) enum Action {
     /// After the parent wrote the id maps: `setresgid`/`setresuid` to 0 (and clear the host's
     /// supplementary groups when `setgroups` is allowed), so files are created as root of the
     /// namespace rather than as an unmapped id.
@@ -396,35 +396,35 @@ pub(crate) enum Step {
     Exec(ExecArgs),
 }
 
-impl Step {
+impl Action {
     /// What the step does, for an error message ("mounting proc on /proc: EPERM").
     pub(crate) fn describe(&self) -> String {
         let lossy = |s: &CStr| s.to_string_lossy().into_owned();
         match self {
-            Step::BecomeRoot { .. } => "becoming root of the new user namespace".into(),
-            Step::UnshareCgroup => "creating the cgroup namespace".into(),
-            Step::MakeMountsPrivate => "making the mounts private".into(),
-            Step::MountOverlay {
+            Action::BecomeRoot { .. } => "becoming root of the new user namespace".into(),
+            Action::UnshareCgroup => "creating the cgroup namespace".into(),
+            Action::MakeMountsPrivate => "making the mounts private".into(),
+            Action::MountOverlay {
                 target, options, ..
             } => format!(
                 "mounting the overlay root filesystem on {} (options {})",
                 lossy(target),
                 lossy(options)
             ),
-            Step::BindRoot { source, target } => format!(
+            Action::BindRoot { source, target } => format!(
                 "bind mounting the root filesystem {} on {}",
                 lossy(source),
                 lossy(target)
             ),
-            Step::OpenRoot { path } => format!("opening the root filesystem at {}", lossy(path)),
-            Step::Mount { target, fstype, .. } => {
+            Action::OpenRoot { path } => format!("opening the root filesystem at {}", lossy(path)),
+            Action::Mount { target, fstype, .. } => {
                 format!("mounting {} on {}", lossy(fstype), target.shown)
             }
-            Step::MakeDevice { target, .. } => format!("creating the device {}", target.shown),
-            Step::Bind { source, target, .. } => {
+            Action::MakeDevice { target, .. } => format!("creating the device {}", target.shown),
+            Action::Bind { source, target, .. } => {
                 format!("bind mounting {} on {}", lossy(source), target.shown)
             }
-            Step::Symlink {
+            Action::Symlink {
                 dir,
                 name,
                 points_to,
@@ -434,36 +434,36 @@ impl Step {
                 lossy(name),
                 lossy(points_to)
             ),
-            Step::MakeDirectory(target) => {
+            Action::MakeDirectory(target) => {
                 format!("creating the working directory {}", target.shown)
             }
-            Step::PivotRoot => "changing into the new root (pivot_root)".into(),
-            Step::Mask(target) => format!("masking {}", target.shown),
-            Step::ReadOnlyPath(target) => format!("making {} read-only", target.shown),
-            Step::RootReadOnly => "making the root filesystem read-only".into(),
-            Step::Hostname(name) => format!("setting the hostname to {:?}", lossy(name)),
-            Step::LoopbackUp => "bringing up the loopback interface".into(),
-            Step::Stdio { .. } => "setting up stdin, stdout and stderr".into(),
-            Step::Terminal { .. } => "allocating the terminal in the container's /dev/pts".into(),
-            Step::NewSession { controlling_tty } => if *controlling_tty {
+            Action::PivotRoot => "changing into the new root (pivot_root)".into(),
+            Action::Mask(target) => format!("masking {}", target.shown),
+            Action::ReadOnlyPath(target) => format!("making {} read-only", target.shown),
+            Action::RootReadOnly => "making the root filesystem read-only".into(),
+            Action::Hostname(name) => format!("setting the hostname to {:?}", lossy(name)),
+            Action::LoopbackUp => "bringing up the loopback interface".into(),
+            Action::Stdio { .. } => "setting up stdin, stdout and stderr".into(),
+            Action::Terminal { .. } => "allocating the terminal in the container's /dev/pts".into(),
+            Action::NewSession { controlling_tty } => if *controlling_tty {
                 "making the tty the controlling terminal of a new session"
             } else {
                 "creating a new session"
             }
             .into(),
-            Step::CloseFds { .. } => "closing inherited file descriptors".into(),
-            Step::DropBoundingSet { .. } => "dropping capabilities from the bounding set".into(),
-            Step::SetIds { uid, gid, .. } => format!("switching to user {uid}:{gid}"),
-            Step::Chdir(cwd) => format!("changing to the working directory {}", lossy(cwd)),
-            Step::VerifyCwd(cwd) => format!(
+            Action::CloseFds { .. } => "closing inherited file descriptors".into(),
+            Action::DropBoundingSet { .. } => "dropping capabilities from the bounding set".into(),
+            Action::SetIds { uid, gid, .. } => format!("switching to user {uid}:{gid}"),
+            Action::Chdir(cwd) => format!("changing to the working directory {}", lossy(cwd)),
+            Action::VerifyCwd(cwd) => format!(
                 "checking the working directory {}: it is outside the container",
                 lossy(cwd)
             ),
-            Step::Capabilities(_) => "setting the capabilities".into(),
-            Step::NoNewPrivileges => "setting no_new_privs".into(),
-            Step::Umask(_) => "setting the umask".into(),
-            Step::Seccomp(_) => "installing the seccomp filter".into(),
-            Step::Exec(exec) => format!("executing {:?}", exec.program),
+            Action::Capabilities(_) => "setting the capabilities".into(),
+            Action::NoNewPrivileges => "setting no_new_privs".into(),
+            Action::Umask(_) => "setting the umask".into(),
+            Action::Seccomp(_) => "installing the seccomp filter".into(),
+            Action::Exec(exec) => format!("executing {:?}", exec.program),
         }
     }
 }
@@ -497,7 +497,7 @@ fn escape_overlay(path: &Path) -> Vec<u8> {
 }
 
 /// The step that mounts the root filesystem on the staging directory.
-fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Step, RuntimeError> {
+fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Action, RuntimeError> {
     let rootfs = &spec.rootfs;
     if rootfs.lower_dirs.is_empty() {
         return Err(RuntimeError::NoLowerDirs);
@@ -518,7 +518,7 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Step, RuntimeError> {
     }
     if let ([lower], None) = (lower_dirs.as_slice(), &rootfs.upper) {
         // overlayfs refuses a single lower directory without an upper one.
-        return Ok(Step::BindRoot {
+        return Ok(Action::BindRoot {
             source: c_path("a lower directory", lower)?,
             target,
         });
@@ -550,7 +550,7 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Step, RuntimeError> {
             max: MOUNT_DATA_MAX,
         });
     }
-    Ok(Step::MountOverlay {
+    Ok(Action::MountOverlay {
         target,
         options: CString::new(options).map_err(|_| RuntimeError::Nul {
             what: "a layer directory",
@@ -568,9 +568,9 @@ pub(crate) const ATTR_NOEXEC: u64 = libc::MOUNT_ATTR_NOEXEC;
 
 /// The steps that build `/dev`: Docker's tmpfs, the default devices, the standard symlinks,
 /// devpts, shm and mqueue.
-fn dev_steps(ctx: &Context, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+fn dev_steps(ctx: &Context, steps: &mut Vec<Action>) -> Result<(), RuntimeError> {
     let system = |path: &str, create| Target::new("system mount point", path, create, true);
-    steps.push(Step::Mount {
+    steps.push(Action::Mount {
         target: system("/dev", Create::Directory)?,
         fstype: c"tmpfs",
         flags: libc::MS_NOSUID | libc::MS_STRICTATIME,
@@ -580,14 +580,14 @@ fn dev_steps(ctx: &Context, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
         let path = format!("/dev/{name}");
         if ctx.user_namespace.active() {
             // mknod(2) needs CAP_MKNOD in the initial user namespace: bind the host's node.
-            steps.push(Step::Bind {
+            steps.push(Action::Bind {
                 source: c_string("a device path", &path)?,
                 target: system(&path, Create::File)?,
                 recursive: false,
                 attrs: 0,
             });
         } else {
-            steps.push(Step::MakeDevice {
+            steps.push(Action::MakeDevice {
                 target: system(&path, Create::Nothing)?,
                 major,
                 minor,
@@ -601,7 +601,7 @@ fn dev_steps(ctx: &Context, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
     ] {
-        steps.push(Step::Symlink {
+        steps.push(Action::Symlink {
             dir: system("/dev", Create::Nothing)?,
             name: c_string("a device name", name)?,
             points_to: c_string("a symlink target", points_to)?,
@@ -613,19 +613,19 @@ fn dev_steps(ctx: &Context, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
     } else {
         c"newinstance,ptmxmode=0666,mode=0620"
     };
-    steps.push(Step::Mount {
+    steps.push(Action::Mount {
         target: system("/dev/pts", Create::Directory)?,
         fstype: c"devpts",
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: Some(devpts.into()),
     });
-    steps.push(Step::Mount {
+    steps.push(Action::Mount {
         target: system("/dev/shm", Create::Directory)?,
         fstype: c"tmpfs",
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: Some(c"mode=1777,size=65536k".into()),
     });
-    steps.push(Step::Mount {
+    steps.push(Action::Mount {
         target: system("/dev/mqueue", Create::Directory)?,
         fstype: c"mqueue",
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
@@ -639,7 +639,7 @@ fn dev_steps(ctx: &Context, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
 fn bind_steps(
     spec: &Spec,
     is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
-    steps: &mut Vec<Step>,
+    steps: &mut Vec<Action>,
 ) -> Result<(), RuntimeError> {
     let mut mounts: Vec<(usize, &super::spec::BindMount)> = Vec::new();
     for mount in &spec.mounts {
@@ -669,7 +669,7 @@ fn bind_steps(
         } else {
             Create::File
         };
-        steps.push(Step::Bind {
+        steps.push(Action::Bind {
             source: c_path("a bind mount source", &mount.source)?,
             target: Target::new("mount destination", &mount.destination, create, false)?,
             recursive: true,
@@ -684,23 +684,23 @@ fn setup_steps(
     spec: &Spec,
     ctx: &Context,
     is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
-) -> Result<Vec<Step>, RuntimeError> {
+) -> Result<Vec<Action>, RuntimeError> {
     let system = |path: &str, create| Target::new("system mount point", path, create, true);
     let mut steps = Vec::new();
     match ctx.user_namespace {
         UserNamespace::None => {}
-        UserNamespace::Rootless { .. } => steps.push(Step::BecomeRoot {
+        UserNamespace::Rootless { .. } => steps.push(Action::BecomeRoot {
             clear_groups: false,
         }),
-        UserNamespace::Remapped { .. } => steps.push(Step::BecomeRoot { clear_groups: true }),
+        UserNamespace::Remapped { .. } => steps.push(Action::BecomeRoot { clear_groups: true }),
     }
-    steps.push(Step::UnshareCgroup);
-    steps.push(Step::MakeMountsPrivate);
+    steps.push(Action::UnshareCgroup);
+    steps.push(Action::MakeMountsPrivate);
     steps.push(rootfs_step(spec, ctx)?);
-    steps.push(Step::OpenRoot {
+    steps.push(Action::OpenRoot {
         path: c_path("the staging directory", &ctx.staging)?,
     });
-    steps.push(Step::Mount {
+    steps.push(Action::Mount {
         target: system("/proc", Create::Directory)?,
         fstype: c"proc",
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
@@ -713,14 +713,14 @@ fn setup_steps(
         // is not ours. Bind the host's /sys, read-only down to its submounts (cgroup file
         // systems). Recursively: a user namespace may not bind a mount without its locked
         // children (EINVAL, mount_namespaces(7) "restrictions on mount namespaces").
-        steps.push(Step::Bind {
+        steps.push(Action::Bind {
             source: c"/sys".into(),
             target: system("/sys", Create::Directory)?,
             recursive: true,
             attrs: ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
         });
     } else {
-        steps.push(Step::Mount {
+        steps.push(Action::Mount {
             target: system("/sys", Create::Directory)?,
             fstype: c"sysfs",
             flags: sys_flags,
@@ -730,17 +730,17 @@ fn setup_steps(
     bind_steps(spec, is_dir, &mut steps)?;
     let cwd = Target::new("working directory", &spec.cwd, Create::Directory, false)?;
     if !cwd.is_root() {
-        steps.push(Step::MakeDirectory(cwd));
+        steps.push(Action::MakeDirectory(cwd));
     }
-    steps.push(Step::PivotRoot);
+    steps.push(Action::PivotRoot);
     for path in MASKED_PATHS {
-        steps.push(Step::Mask(system(path, Create::Nothing)?));
+        steps.push(Action::Mask(system(path, Create::Nothing)?));
     }
     for path in READONLY_PATHS {
-        steps.push(Step::ReadOnlyPath(system(path, Create::Nothing)?));
+        steps.push(Action::ReadOnlyPath(system(path, Create::Nothing)?));
     }
     if spec.rootfs.readonly && spec.rootfs.upper.is_some() {
-        steps.push(Step::RootReadOnly);
+        steps.push(Action::RootReadOnly);
     }
     if spec.hostname.len() > HOST_NAME_MAX {
         return Err(RuntimeError::HostnameTooLong {
@@ -748,9 +748,9 @@ fn setup_steps(
             max: HOST_NAME_MAX,
         });
     }
-    steps.push(Step::Hostname(c_string("the hostname", &spec.hostname)?));
+    steps.push(Action::Hostname(c_string("the hostname", &spec.hostname)?));
     if spec.network == Network::None {
-        steps.push(Step::LoopbackUp);
+        steps.push(Action::LoopbackUp);
     }
     Ok(steps)
 }
@@ -809,7 +809,7 @@ fn exec_args(spec: &Spec) -> Result<ExecArgs, RuntimeError> {
 }
 
 /// The workload's steps.
-fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError> {
+fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeError> {
     let user = &spec.user;
     let groups = match ctx.user_namespace {
         UserNamespace::Rootless { .. } => {
@@ -836,55 +836,55 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Step>, RuntimeError>
                 stderr,
             },
             false,
-        ) => Step::Stdio {
+        ) => Action::Stdio {
             stdin,
             stdout,
             stderr,
         },
-        (StdioFds::Terminal { socket, size }, true) => Step::Terminal { socket, size },
+        (StdioFds::Terminal { socket, size }, true) => Action::Terminal { socket, size },
         (StdioFds::Streams { .. }, true) => return Err(RuntimeError::TtyWithoutTerminal),
         (StdioFds::Terminal { .. }, false) => return Err(RuntimeError::TerminalWithoutTty),
     };
     let mut steps = vec![
         stdio,
-        Step::NewSession {
+        Action::NewSession {
             controlling_tty: spec.tty,
         },
-        Step::CloseFds {
+        Action::CloseFds {
             keep: ctx.fds.report,
         },
-        Step::DropBoundingSet {
+        Action::DropBoundingSet {
             keep: DEFAULT_CAPABILITIES,
         },
-        Step::Seccomp(program),
-        Step::SetIds {
+        Action::Seccomp(program),
+        Action::SetIds {
             uid: user.uid,
             gid: user.gid,
             groups,
         },
-        Step::Chdir(cwd.clone()),
-        Step::VerifyCwd(cwd),
-        Step::Capabilities(if user.uid == 0 {
+        Action::Chdir(cwd.clone()),
+        Action::VerifyCwd(cwd),
+        Action::Capabilities(if user.uid == 0 {
             DEFAULT_CAPABILITIES
         } else {
             0
         }),
     ];
     if spec.no_new_privileges {
-        steps.push(Step::NoNewPrivileges);
+        steps.push(Action::NoNewPrivileges);
     }
-    steps.push(Step::Umask(0o022));
-    steps.push(Step::Exec(exec_args(spec)?));
+    steps.push(Action::Umask(0o022));
+    steps.push(Action::Exec(exec_args(spec)?));
     Ok(steps)
 }
 
-/// The whole plan for `spec`. `is_dir` stats a bind mount source on the host.
-pub(crate) fn plan(
+/// The whole setup for `spec`. `is_dir` stats a bind mount source on the host.
+pub(crate) fn prepare(
     spec: &Spec,
     ctx: &Context,
     is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
-) -> Result<Plan, RuntimeError> {
-    Ok(Plan {
+) -> Result<Setup, RuntimeError> {
+    Ok(Setup {
         setup: setup_steps(spec, ctx, is_dir)?,
         workload: workload_steps(spec, ctx)?,
     })
@@ -940,11 +940,11 @@ mod tests {
     }
 
     fn setup(spec: &Spec, ctx: &Context) -> Vec<String> {
-        plan(spec, ctx, &dirs)
+        prepare(spec, ctx, &dirs)
             .expect("plan")
             .setup
             .iter()
-            .map(Step::describe)
+            .map(Action::describe)
             .collect()
     }
 
@@ -998,10 +998,10 @@ mod tests {
 
     #[test]
     fn kernel_mounts_use_docker_flags() {
-        let plan = plan(&spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
+        let plan = prepare(&spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
         let mut seen = Vec::new();
         for step in &plan.setup {
-            if let Step::Mount {
+            if let Action::Mount {
                 target,
                 fstype,
                 flags,
@@ -1056,12 +1056,12 @@ mod tests {
 
     #[test]
     fn devices_are_made_as_root_and_bound_in_a_user_namespace() {
-        let as_root = plan(&spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
+        let as_root = prepare(&spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
         let made: Vec<(String, u32, u32)> = as_root
             .setup
             .iter()
             .filter_map(|s| match s {
-                Step::MakeDevice {
+                Action::MakeDevice {
                     target,
                     major,
                     minor,
@@ -1093,9 +1093,9 @@ mod tests {
             host_uid: 1000,
             host_gid: 1000,
         };
-        let plan = plan(&spec(), &ctx(rootless), &dirs).expect("plan");
+        let plan = prepare(&spec(), &ctx(rootless), &dirs).expect("plan");
         let overlay = plan.setup.iter().find_map(|s| match s {
-            Step::MountOverlay { options, .. } => Some(options.to_str().unwrap().to_string()),
+            Action::MountOverlay { options, .. } => Some(options.to_str().unwrap().to_string()),
             _ => None,
         });
         assert!(
@@ -1104,7 +1104,7 @@ mod tests {
                 .ends_with(",index=off,userxattr")
         );
         let devpts = plan.setup.iter().find_map(|s| match s {
-            Step::Mount { fstype, data, .. } if fstype.to_bytes() == b"devpts" => data.clone(),
+            Action::Mount { fstype, data, .. } if fstype.to_bytes() == b"devpts" => data.clone(),
             _ => None,
         });
         assert_eq!(
@@ -1121,9 +1121,9 @@ mod tests {
             base: 100_000,
             count: 65536,
         };
-        let plan = plan(&spec, &ctx(remapped), &dirs).expect("plan");
+        let plan = prepare(&spec, &ctx(remapped), &dirs).expect("plan");
         let sys = plan.setup.iter().find_map(|s| match s {
-            Step::Bind {
+            Action::Bind {
                 source,
                 target,
                 recursive,
@@ -1138,7 +1138,7 @@ mod tests {
             "submounts are locked in a user namespace, and made read-only"
         );
         assert_eq!(attrs, ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC);
-        let described: Vec<String> = plan.setup.iter().map(Step::describe).collect();
+        let described: Vec<String> = plan.setup.iter().map(Action::describe).collect();
         assert!(!described.iter().any(|s| s.contains("loopback")));
     }
 
@@ -1162,12 +1162,12 @@ mod tests {
                 readonly: false,
             },
         ];
-        let plan = plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let plan = prepare(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
         let binds: Vec<(String, String, Create, u64)> = plan
             .setup
             .iter()
             .filter_map(|s| match s {
-                Step::Bind {
+                Action::Bind {
                     source,
                     target,
                     attrs,
@@ -1194,7 +1194,7 @@ mod tests {
                 ("/h/deep".into(), "/data/x/y".into(), Create::Directory, 0),
             ]
         );
-        let described: Vec<String> = plan.setup.iter().map(Step::describe).collect();
+        let described: Vec<String> = plan.setup.iter().map(Action::describe).collect();
         assert!(
             position(&described, "bind mounting /h/deep on /data/x/y")
                 < position(&described, "changing into the new root (pivot_root)")
@@ -1229,7 +1229,7 @@ mod tests {
                 destination: destination.to_string(),
                 readonly: false,
             }];
-            let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+            let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
             assert_eq!(err.to_string(), *message, "{destination}");
         }
         let mut spec = spec();
@@ -1239,7 +1239,7 @@ mod tests {
             readonly: false,
         }];
         let missing = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
-        let err = plan(&spec, &ctx(UserNamespace::None), &missing).unwrap_err();
+        let err = prepare(&spec, &ctx(UserNamespace::None), &missing).unwrap_err();
         assert!(
             err.to_string().starts_with("bind mount source /missing: "),
             "{err}"
@@ -1284,7 +1284,7 @@ mod tests {
     fn root_without_upper_dir() {
         let mut spec = spec();
         spec.rootfs.upper = None;
-        let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
         assert_eq!(
             err.to_string(),
             "a root filesystem without an upper dir must be read-only"
@@ -1349,7 +1349,7 @@ mod tests {
         spec.rootfs.lower_dirs = (0..100)
             .map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}")))
             .collect();
-        let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("the overlay mount options are "),
@@ -1365,8 +1365,8 @@ mod tests {
             gid: 1000,
             additional_gids: vec![27],
         };
-        let plan = plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
-        let described: Vec<String> = plan.workload.iter().map(Step::describe).collect();
+        let plan = prepare(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let described: Vec<String> = plan.workload.iter().map(Action::describe).collect();
         assert_eq!(
             described,
             vec![
@@ -1384,8 +1384,8 @@ mod tests {
             ]
         );
         spec.no_new_privileges = true;
-        let with_nnp = super::plan(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
-        let described: Vec<String> = with_nnp.workload.iter().map(Step::describe).collect();
+        let with_nnp = super::prepare(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
+        let described: Vec<String> = with_nnp.workload.iter().map(Action::describe).collect();
         assert!(
             position(&described, "setting the capabilities")
                 < position(&described, "setting no_new_privs")
@@ -1393,22 +1393,22 @@ mod tests {
         assert!(
             plan.workload
                 .iter()
-                .any(|s| matches!(s, Step::Capabilities(0)))
+                .any(|s| matches!(s, Action::Capabilities(0)))
         );
         assert!(plan.workload.iter().any(|s| matches!(
             s,
-            Step::SetIds { groups: Some(g), .. } if g == &[27]
+            Action::SetIds { groups: Some(g), .. } if g == &[27]
         )));
         assert!(
             plan.workload
                 .iter()
-                .any(|s| matches!(s, Step::CloseFds { keep: 7 }))
+                .any(|s| matches!(s, Action::CloseFds { keep: 7 }))
         );
-        let root = super::plan(&self::spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
+        let root = super::prepare(&self::spec(), &ctx(UserNamespace::None), &dirs).expect("plan");
         assert!(
             root.workload
                 .iter()
-                .any(|s| matches!(s, Step::Capabilities(DEFAULT_CAPABILITIES)))
+                .any(|s| matches!(s, Action::Capabilities(DEFAULT_CAPABILITIES)))
         );
     }
 
@@ -1422,14 +1422,14 @@ mod tests {
             socket: 9,
             size: Some(size),
         };
-        let with_tty = plan(&spec, &terminal, &dirs).expect("plan");
+        let with_tty = prepare(&spec, &terminal, &dirs).expect("plan");
         assert!(matches!(
             with_tty.workload.first(),
-            Some(Step::Terminal { socket: 9, size: Some(s) }) if *s == size
+            Some(Action::Terminal { socket: 9, size: Some(s) }) if *s == size
         ));
         assert!(matches!(
             with_tty.workload.get(1),
-            Some(Step::NewSession {
+            Some(Action::NewSession {
                 controlling_tty: true
             })
         ));
@@ -1438,15 +1438,15 @@ mod tests {
             !with_tty
                 .setup
                 .iter()
-                .any(|s| matches!(s, Step::Terminal { .. }))
+                .any(|s| matches!(s, Action::Terminal { .. }))
         );
-        let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the spec asks for a terminal (tty) but the stdio given is streams: pass Stdio::Terminal"
         );
         spec.tty = false;
-        let err = plan(&spec, &terminal, &dirs).unwrap_err();
+        let err = prepare(&spec, &terminal, &dirs).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the stdio given is a terminal but the spec does not ask for one: set Spec::tty"
@@ -1466,17 +1466,17 @@ mod tests {
         };
         let mut spec = spec();
         spec.user.additional_gids = vec![10];
-        let plan = plan(&spec, &ctx(rootless), &dirs).expect("plan");
+        let plan = prepare(&spec, &ctx(rootless), &dirs).expect("plan");
         assert!(plan.workload.iter().any(|s| matches!(
             s,
-            Step::SetIds {
+            Action::SetIds {
                 groups: None,
                 uid: 0,
                 gid: 0
             }
         )));
         spec.user.uid = 1000;
-        let err = super::plan(&spec, &ctx(rootless), &dirs).unwrap_err();
+        let err = super::prepare(&spec, &ctx(rootless), &dirs).unwrap_err();
         assert_eq!(
             err.to_string(),
             "a rootless sandbox maps only root: cannot run as 1000:0 (run kiln as root to use other users)"
@@ -1561,7 +1561,7 @@ mod tests {
         for (edit, message) in cases {
             let mut spec = spec();
             edit(&mut spec);
-            let err = plan(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+            let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
             assert_eq!(err.to_string(), message);
         }
         assert_eq!(count, 6);
