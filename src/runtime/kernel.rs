@@ -8,11 +8,11 @@
 //! held by another thread of the parent stays held forever, fork(2) NOTES and
 //! signal-safety(7)). It only reads the prepared [`Action`]s and calls the kernel.
 
-use super::setup::{Action, Create, ExecArgs, Target};
+use super::setup::{self, Action, Create, ExecArgs, Target};
 use super::tty::WindowSize;
 use libc::{c_int, c_ulong, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 /// A descriptor number in the child (closed explicitly: no `OwnedFd` destructors there).
 pub(crate) type Fd = c_int;
@@ -48,6 +48,17 @@ pub(crate) trait Kernel {
         flags: c_ulong,
         data: Option<&CStr>,
     ) -> Result<(), Errno>;
+    /// fsopen(2) of the file system type `fstype`, close-on-exec.
+    fn fs_open(&mut self, fstype: &CStr) -> Result<Fd, Errno>;
+    /// fsconfig(2) on `fs`: `FSCONFIG_SET_STRING` of `key` to `value`, or `FSCONFIG_SET_FLAG`
+    /// of `key` when `value` is `None`.
+    fn fs_config(&mut self, fs: Fd, key: &CStr, value: Option<&CStr>) -> Result<(), Errno>;
+    /// fsconfig(2) `FSCONFIG_CMD_CREATE`: the superblock from the options set.
+    fn fs_create(&mut self, fs: Fd) -> Result<(), Errno>;
+    /// fsmount(2) of `fs` with the `MOUNT_ATTR_*` bits `attrs`, close-on-exec: a detached mount.
+    fn fs_mount(&mut self, fs: Fd, attrs: u64) -> Result<Fd, Errno>;
+    /// move_mount(2) of the detached mount `mount` onto the path `target`.
+    fn move_mount(&mut self, mount: Fd, target: &CStr) -> Result<(), Errno>;
     /// mount_setattr(2) setting `attrs` on the mount `fd` is the root of.
     fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno>;
     /// open(2) of a directory with `O_PATH`.
@@ -157,6 +168,39 @@ pub(crate) fn run<K: Kernel>(
     result
 }
 
+/// [`Action::MountOverlayLayers`] on the file system context `fs` (closed by the caller).
+fn mount_overlay_layers<K: Kernel>(
+    kernel: &mut K,
+    fs: Fd,
+    target: &CStr,
+    lowers: &[CString],
+    upper: &Option<(CString, CString)>,
+    userxattr: bool,
+    readonly: bool,
+) -> Result<(), Errno> {
+    for lower in lowers {
+        kernel.fs_config(fs, c"lowerdir+", Some(lower))?;
+    }
+    if let Some((upper, work)) = upper {
+        kernel.fs_config(fs, c"upperdir", Some(upper))?;
+        kernel.fs_config(fs, c"workdir", Some(work))?;
+    }
+    // As the mount(2) path: see `setup::rootfs_step` for index=off and userxattr.
+    kernel.fs_config(fs, c"index", Some(c"off"))?;
+    if userxattr {
+        kernel.fs_config(fs, c"userxattr", None)?;
+    }
+    kernel.fs_create(fs)?;
+    let mut attrs = setup::ATTR_NODEV;
+    if readonly {
+        attrs |= setup::ATTR_RDONLY;
+    }
+    let mount = kernel.fs_mount(fs, attrs)?;
+    let moved = kernel.move_mount(mount, target);
+    kernel.close(mount);
+    moved
+}
+
 /// The root descriptor, or `EBADF` when no [`Action::OpenRoot`] ran yet (a plan bug).
 fn root_of(root: &Option<Fd>) -> Result<Fd, Errno> {
     root.ok_or(Errno::EBADF)
@@ -206,6 +250,19 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
                 flags,
                 Some(options),
             )
+        }
+        Action::MountOverlayLayers {
+            target,
+            lowers,
+            upper,
+            userxattr,
+            readonly,
+        } => {
+            let fs = kernel.fs_open(c"overlay")?;
+            let mounted =
+                mount_overlay_layers(kernel, fs, target, lowers, upper, *userxattr, *readonly);
+            kernel.close(fs);
+            mounted
         }
         Action::BindRoot { source, target } => {
             kernel.mount(
@@ -660,6 +717,32 @@ mod tests {
             );
             self.record(call)
         }
+        fn fs_open(&mut self, fstype: &CStr) -> Result<Fd, Errno> {
+            self.record(format!("fsopen {}", text(fstype)))?;
+            Ok(self.open(format!("fs:{}", text(fstype))))
+        }
+        fn fs_config(&mut self, fs: Fd, key: &CStr, value: Option<&CStr>) -> Result<(), Errno> {
+            let call = match value {
+                Some(value) => {
+                    format!("fsconfig <{}> {}={}", self.name(fs), text(key), text(value))
+                }
+                None => format!("fsconfig <{}> {}", self.name(fs), text(key)),
+            };
+            self.record(call)
+        }
+        fn fs_create(&mut self, fs: Fd) -> Result<(), Errno> {
+            let call = format!("fsconfig <{}> create", self.name(fs));
+            self.record(call)
+        }
+        fn fs_mount(&mut self, fs: Fd, attrs: u64) -> Result<Fd, Errno> {
+            let call = format!("fsmount <{}> {attrs:#x}", self.name(fs));
+            self.record(call)?;
+            Ok(self.open("mnt:overlay".to_string()))
+        }
+        fn move_mount(&mut self, mount: Fd, target: &CStr) -> Result<(), Errno> {
+            let call = format!("move_mount <{}> {}", self.name(mount), text(target));
+            self.record(call)
+        }
         fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno> {
             let call = format!(
                 "setattr <{}> {attrs:#x} recursive={recursive}",
@@ -993,6 +1076,48 @@ mod tests {
                 .any(|c| c.starts_with("setattr <etc/app/conf>"))
         );
         assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+    }
+
+    /// A deep image's overlay: one fsconfig lowerdir+ per layer, then a detached mount moved
+    /// onto the staging directory; both descriptors closed, also when a step fails.
+    #[test]
+    fn overlay_of_many_layers_goes_through_fsconfig() {
+        let action = Action::MountOverlayLayers {
+            target: c"/stage".into(),
+            lowers: vec![c"/l/top".into(), c"/l/a,b:c".into()],
+            upper: Some((c"/u".into(), c"/w".into())),
+            userxattr: true,
+            readonly: false,
+        };
+        let mut fake = image();
+        run(&mut fake, std::slice::from_ref(&action), 0).expect("mount");
+        assert_eq!(
+            fake.calls,
+            [
+                "fsopen overlay",
+                "fsconfig <fs:overlay> lowerdir+=/l/top",
+                "fsconfig <fs:overlay> lowerdir+=/l/a,b:c",
+                "fsconfig <fs:overlay> upperdir=/u",
+                "fsconfig <fs:overlay> workdir=/w",
+                "fsconfig <fs:overlay> index=off",
+                "fsconfig <fs:overlay> userxattr",
+                "fsconfig <fs:overlay> create",
+                "fsmount <fs:overlay> 0x4",
+                "move_mount <mnt:overlay> /stage",
+            ]
+        );
+        assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+        let mut failing = image();
+        failing
+            .fail
+            .push(("fsconfig <fs:overlay> create".into(), Errno::EINVAL));
+        let failure = run(&mut failing, std::slice::from_ref(&action), 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EINVAL);
+        assert!(
+            failing.fds.is_empty(),
+            "descriptors left open: {:?}",
+            failing.fds
+        );
     }
 
     #[test]

@@ -83,6 +83,14 @@ fn above_stdio(fd: Fd) -> Result<Fd, Errno> {
 }
 
 /// `-1` → the current `errno`, anything else → `Ok`.
+/// linux/mount.h: fsopen(2), fsconfig(2), fsmount(2) and move_mount(2) flags and commands.
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
 fn check(result: libc::c_long) -> Result<libc::c_long, Errno> {
     if result == -1 {
         Err(Errno::last())
@@ -165,6 +173,53 @@ impl Kernel for Linux {
         let data = data.map_or(std::ptr::null(), |d| d.as_ptr().cast::<c_void>());
         // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null.
         check(unsafe { libc::mount(source, target.as_ptr(), fstype, flags, data) }.into()).map(drop)
+    }
+
+    fn fs_open(&mut self, fstype: &CStr) -> Result<Fd, Errno> {
+        // SAFETY: `fstype` is a NUL-terminated string that outlives the call.
+        let fd =
+            check(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+        Ok(fd as Fd)
+    }
+
+    fn fs_config(&mut self, fs: Fd, key: &CStr, value: Option<&CStr>) -> Result<(), Errno> {
+        let (command, value) = match value {
+            Some(value) => (FSCONFIG_SET_STRING, value.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: `key` and `value` are NUL-terminated strings that outlive the call (a flag
+        // takes a null value); `aux` is unused for these commands and must be 0.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs, command, key.as_ptr(), value, 0) })
+            .map(drop)
+    }
+
+    fn fs_create(&mut self, fs: Fd) -> Result<(), Errno> {
+        let null = std::ptr::null::<libc::c_char>();
+        // SAFETY: FSCONFIG_CMD_CREATE takes no key or value: both null, aux 0.
+        check(unsafe { libc::syscall(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, null, null, 0) })
+            .map(drop)
+    }
+
+    fn fs_mount(&mut self, fs: Fd, attrs: u64) -> Result<Fd, Errno> {
+        // SAFETY: plain integer arguments; the kernel validates `fs` and the flags.
+        let fd = check(unsafe { libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs) })?;
+        Ok(fd as Fd)
+    }
+
+    fn move_mount(&mut self, mount: Fd, target: &CStr) -> Result<(), Errno> {
+        // SAFETY: the empty string with MOVE_MOUNT_F_EMPTY_PATH names `mount`; `target` is a
+        // NUL-terminated string that outlives the call, resolved from the current directory.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mount,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        })
+        .map(drop)
     }
 
     fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno> {

@@ -65,13 +65,14 @@ pub enum RuntimeError {
     NoUpperDir,
     /// The overlay options do not fit the mount(2) data page.
     #[error(
-        "the overlay mount options are {len} bytes, over the kernel's limit of {max}: use fewer \
-         layers or shorter layer paths"
+        "the image has {count} distinct layers, over overlayfs's limit of {max} lower \
+         directories (OVL_MAX_STACK); flatten it (kiln export | kiln import) or build it with \
+         fewer layers"
     )]
-    OverlayOptionsTooLong {
-        /// Their length.
-        len: usize,
-        /// The limit.
+    TooManyLayers {
+        /// How many distinct layer directories the image has.
+        count: usize,
+        /// The kernel's limit.
         max: usize,
     },
     /// A bind mount destination that cannot be used.

@@ -83,6 +83,9 @@ const HOST_NAME_MAX: usize = 64;
 /// The legacy mount(2) `data` argument is copied as at most one page, NUL included.
 const MOUNT_DATA_MAX: usize = 4095;
 
+/// overlayfs's limit on lower directories (`OVL_MAX_STACK`, fs/overlayfs/params.h).
+const OVL_MAX_STACK: usize = 500;
+
 /// How the sandbox's user namespace maps ids, decided by the parent from the spec and its euid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UserNamespace {
@@ -299,6 +302,20 @@ pub(crate) enum Action {
         options: CString,
         readonly: bool,
     },
+    /// The same overlay through the new mount API, one `lowerdir+` per layer (Linux 6.8), for a
+    /// stack whose `lowerdir=` option would not fit in mount(2)'s one page of data:
+    /// fsopen("overlay"), fsconfig per option, FSCONFIG_CMD_CREATE, fsmount (nodev[, rdonly]),
+    /// move_mount onto `target`.
+    MountOverlayLayers {
+        target: CString,
+        /// Top-most first, as `lowerdir=` lists them.
+        lowers: Vec<CString>,
+        /// The upper and work directories.
+        upper: Option<(CString, CString)>,
+        /// The `userxattr` flag (inside a user namespace).
+        userxattr: bool,
+        readonly: bool,
+    },
     /// A single lower directory and no upper one: bind it (recursively), read-only and nodev.
     BindRoot { source: CString, target: CString },
     /// Opens the staging directory (now the new root) as the base of every later [`Target`].
@@ -410,6 +427,21 @@ impl Action {
                 "mounting the overlay root filesystem on {} (options {})",
                 lossy(target),
                 lossy(options)
+            ),
+            Action::MountOverlayLayers {
+                target,
+                lowers,
+                upper,
+                ..
+            } => format!(
+                "mounting the overlay root filesystem on {} ({} lower directories through \
+                 fsconfig lowerdir+{})",
+                lossy(target),
+                lowers.len(),
+                upper
+                    .as_ref()
+                    .map(|(upper, _)| format!(", upper {}", lossy(upper)))
+                    .unwrap_or_default()
             ),
             Action::BindRoot { source, target } => format!(
                 "bind mounting the root filesystem {} on {}",
@@ -544,10 +576,32 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Action, RuntimeError> {
         // whiteouts and opaque markers in user.overlay.* instead (overlayfs.rst "userxattr").
         options.extend(b",userxattr");
     }
+    if lower_dirs.len() > OVL_MAX_STACK {
+        return Err(RuntimeError::TooManyLayers {
+            count: lower_dirs.len(),
+            max: OVL_MAX_STACK,
+        });
+    }
     if options.len() > MOUNT_DATA_MAX {
-        return Err(RuntimeError::OverlayOptionsTooLong {
-            len: options.len(),
-            max: MOUNT_DATA_MAX,
+        // A deep image (about 45 layers of kiln's snapshot paths fill a page): one fsconfig call
+        // per layer has no such limit.
+        let lowers = lower_dirs
+            .iter()
+            .map(|dir| c_path("a lower directory", dir))
+            .collect::<Result<_, _>>()?;
+        let upper = match &rootfs.upper {
+            Some(upper) => Some((
+                c_path("the upper directory", &upper.upper_dir)?,
+                c_path("the work directory", &upper.work_dir)?,
+            )),
+            None => None,
+        };
+        return Ok(Action::MountOverlayLayers {
+            target,
+            lowers,
+            upper,
+            userxattr: ctx.user_namespace.active(),
+            readonly: rootfs.upper.is_none(),
         });
     }
     Ok(Action::MountOverlay {
@@ -1346,13 +1400,35 @@ mod tests {
                 .any(|s| s.contains(r"lowerdir=/l/a\:b\,c\\d,upperdir=")),
             "{steps:#?}"
         );
+        // A stack whose lowerdir= would not fit in a page goes through fsconfig lowerdir+
+        // (issue 12, item 7: deep images).
         spec.rootfs.lower_dirs = (0..100)
             .map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}")))
             .collect();
+        let setup = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap();
+        let overlay = setup.setup.iter().find_map(|action| match action {
+            Action::MountOverlayLayers {
+                lowers,
+                upper,
+                readonly,
+                userxattr,
+                ..
+            } => Some((lowers.clone(), upper.is_some(), *readonly, *userxattr)),
+            _ => None,
+        });
+        let (lowers, has_upper, readonly, userxattr) = overlay.expect("an fsconfig overlay");
+        assert_eq!(lowers.len(), 100);
+        assert_eq!(
+            lowers[0].to_str().unwrap(),
+            format!("/var/lib/kiln/layers/{:064}", 0)
+        );
+        assert!(has_upper && !readonly && !userxattr);
+        // Past overlayfs's 500 lower directories: a clear error.
+        spec.rootfs.lower_dirs = (0..501).map(|i| PathBuf::from(format!("/l/{i}"))).collect();
         let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("the overlay mount options are "),
+                .starts_with("the image has 501 distinct layers, over overlayfs's limit of 500"),
             "{err}"
         );
     }

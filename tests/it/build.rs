@@ -737,6 +737,40 @@ fn workdir_under_a_user_the_image_does_not_know() {
     assert!(stderr.contains("FROM scratch"), "{stderr}");
 }
 
+/// A RUN on an image deeper than one page of `lowerdir=` (about 45 of kiln's snapshot paths)
+/// mounts its root through fsconfig lowerdir+ (issue 12, item 7).
+#[test]
+fn a_run_on_a_deep_image_mounts_every_layer() {
+    let Some(builder) = builder() else { return };
+    let files: Vec<(String, String)> = (0..60)
+        .map(|i| (format!("f{i:02}"), format!("{i}\n")))
+        .collect();
+    let mut dockerfile = String::from("FROM base\n");
+    for (name, _) in &files {
+        dockerfile.push_str(&format!("COPY {name} /deep/{name}\n"));
+    }
+    dockerfile.push_str("RUN cat /deep/f00 /deep/f59 > /ends && ls /deep | wc -l > /count\n");
+    let mut items: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.as_str()))
+        .collect();
+    items.push(("Dockerfile", &dockerfile));
+    let ctx = builder.context(&items);
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    builder.build(ctx.path(), &["-t", "deep", "-o", &dest]).ok();
+    assert_eq!(
+        fs::read_to_string(out.path().join("ends")).unwrap(),
+        "0\n59\n"
+    );
+    assert_eq!(
+        fs::read_to_string(out.path().join("count")).unwrap().trim(),
+        "60"
+    );
+    // kiln run mounts the same way.
+    assert_eq!(builder.run("deep", "cat", &["/count"]).trim(), "60");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
