@@ -576,7 +576,7 @@ fn save_docker_is_loaded_and_run_by_docker() {
     kiln()
         .root(store.root())
         .args(["import", "-", &name])
-        .stdin(&busybox_rootfs(&busybox))
+        .stdin(busybox_rootfs(&busybox))
         .run()
         .success();
     let archive = dir.path().join("save.tar");
@@ -634,7 +634,7 @@ fn docker_save_is_loaded_by_kiln_and_exports_the_original_files() {
     let out = kiln()
         .root(store.root())
         .args(["load", "-q"])
-        .stdin(&fs::read(&archive).unwrap())
+        .stdin(fs::read(&archive).unwrap())
         .run()
         .success()
         .stdout_str();

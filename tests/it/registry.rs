@@ -511,7 +511,7 @@ impl Machine {
             .env("DOCKER_CONFIG", self.docker_config.path());
         if let Some(prefix) = &self.path_prefix {
             let path = std::env::var("PATH").unwrap_or_default();
-            command = command.env("PATH", &format!("{}:{path}", prefix.display()));
+            command = command.env("PATH", format!("{}:{path}", prefix.display()));
         }
         command
     }

@@ -536,7 +536,7 @@ fn tty_gives_a_terminal() {
     let Some(script) = support::tool("script") else {
         return;
     };
-    let kiln = images.run(&[
+    let command = images.run(&[
         "--rm",
         "-it",
         "box",
@@ -548,7 +548,7 @@ fn tty_gives_a_terminal() {
     // without a terminal of its own gives its pty no size (0x0): then kiln's default, 24x80.
     let cases = [("", "24 80"), ("stty rows 40 cols 120; ", "40 120")];
     for (before, size) in cases {
-        let line = format!("{before}{}", kiln.shell_line());
+        let line = format!("{before}{}", command.shell_line());
         // script's stdin stays open (a pipe held until the end): when it ends, script injects a
         // byte into its terminal, which `-i` would pass on to the container (a stray `^@`).
         let mut child = Command::new(&script)
