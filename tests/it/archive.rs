@@ -6,7 +6,7 @@
 //! `sh -c 'echo hi; exit 3'`, and an image `docker save`d by the peer runs after `kiln load`.
 
 use crate::store::{Spec, build_image, temp_store};
-use crate::support::{busybox, peer_docker, tool};
+use crate::support::{busybox, kiln, peer_docker, tool};
 use kiln::archive::{ArchiveError, LoadOptions, load};
 use kiln::layer::{Compression, compress};
 use kiln::oci::Digest;
@@ -15,64 +15,9 @@ use oci_spec::image::MediaType;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-/// What a `kiln` run printed and how it ended (stdout as bytes: archives go there).
-struct Run {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    /// Asserts success and returns stdout as text.
-    fn ok(self) -> String {
-        assert_eq!(self.code, Some(0), "kiln failed:\n{}", self.stderr);
-        String::from_utf8(self.stdout).expect("UTF-8 output")
-    }
-
-    /// Asserts exit code 1 with nothing on stdout and returns stderr.
-    fn fails(self) -> String {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "kiln did not fail with 1:\n{}",
-            self.stderr
-        );
-        assert!(self.stdout.is_empty(), "a failing kiln printed to stdout");
-        self.stderr
-    }
-}
-
-/// `kiln --root ROOT ARGS...` with `stdin` piped in (else /dev/null).
-fn kiln(root: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kiln");
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        // kiln may fail before reading everything; a broken pipe is then expected.
-        let _ = pipe.write_all(bytes);
-    }
-    let out = child.wait_with_output().expect("wait for kiln");
-    Run {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn run(program: &Path, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().expect("spawn");
@@ -237,12 +182,12 @@ fn import_of_a_busybox_rootfs_runs_and_is_read_by_skopeo_and_umoci() {
     let rootfs = dir.path().join("rootfs.tar");
     fs::write(&rootfs, busybox_rootfs(&busybox)).unwrap();
     let root = store.root();
-    let out = kiln(
-        root,
-        &["import", rootfs.to_str().unwrap(), "kiln-bb:1.0"],
-        None,
-    )
-    .ok();
+    let out = kiln()
+        .root(root)
+        .args(["import", rootfs.to_str().unwrap(), "kiln-bb:1.0"])
+        .run()
+        .success()
+        .stdout_str();
     let image = store.resolve("kiln-bb:1.0").unwrap();
     assert_eq!(out, format!("{}\n", image.id), "import prints the image ID");
     assert_eq!(image.layers.len(), 1);
@@ -264,24 +209,26 @@ fn import_of_a_busybox_rootfs_runs_and_is_read_by_skopeo_and_umoci() {
     assert_eq!(config["history"][0]["comment"], comment.as_str());
     assert_eq!(config["history"][0]["created"], config["created"]);
 
-    let images = kiln(
-        root,
-        &["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
-        None,
-    )
-    .ok();
+    let images = kiln()
+        .root(root)
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(images, format!("kiln-bb:1.0 {}\n", image.id.short()));
 
-    let ran = kiln(
-        root,
-        &["run", "--rm", "kiln-bb:1.0", "sh", "-c", "echo hi; exit 3"],
-        None,
-    );
+    let ran = kiln()
+        .root(root)
+        .args(["run", "--rm", "kiln-bb:1.0", "sh", "-c", "echo hi; exit 3"])
+        .run();
     assert_eq!(
-        (ran.code, String::from_utf8_lossy(&ran.stdout).into_owned()),
+        (
+            ran.status.code(),
+            String::from_utf8_lossy(&ran.stdout).into_owned()
+        ),
         (Some(3), "hi\n".to_string()),
         "{}",
-        ran.stderr
+        ran.stderr_str()
     );
 
     let root_text = root.display().to_string();
@@ -325,9 +272,9 @@ fn import_reads_stdin_in_every_compression_and_applies_changes() {
         let mut input = Vec::new();
         compress(&rootfs[..], &mut input, compression).unwrap();
         let name = format!("stdin:{tag}");
-        let out = kiln(
-            store.root(),
-            &[
+        let out = kiln()
+            .root(store.root())
+            .args([
                 "import",
                 "-",
                 &name,
@@ -339,10 +286,11 @@ fn import_reads_stdin_in_every_compression_and_applies_changes() {
                 "WORKDIR $APP",
                 "-m",
                 "from a pipe",
-            ],
-            Some(&input),
-        )
-        .ok();
+            ])
+            .stdin(&input)
+            .run()
+            .success()
+            .stdout_str();
         let image = store.resolve(&name).unwrap();
         assert_eq!(out.trim(), image.id.to_string());
         assert_eq!(image.layers[0].diff_id, Digest::of(&rootfs), "{tag}");
@@ -400,7 +348,14 @@ fn import_refuses_bad_input_before_any_image_appears() {
     for (what, input, extra, expected) in &cases {
         let mut args = vec!["import", "-"];
         args.extend(extra.iter());
-        let stderr = kiln(store.root(), &args, Some(input)).fails();
+        let stderr = kiln()
+            .root(store.root())
+            .args(&args)
+            .stdin(input)
+            .run()
+            .failure()
+            .code(1)
+            .stderr_str();
         if !stderr.contains(expected) {
             failures.push(format!("{what}: expected {expected:?} in {stderr:?}"));
         }
@@ -408,12 +363,13 @@ fn import_refuses_bad_input_before_any_image_appears() {
             failures.push(format!("{what}: the store changed: {:?}", listing(&store)));
         }
     }
-    let url = kiln(
-        store.root(),
-        &["import", "https://example.com/rootfs.tar"],
-        None,
-    )
-    .fails();
+    let url = kiln()
+        .root(store.root())
+        .args(["import", "https://example.com/rootfs.tar"])
+        .run()
+        .failure()
+        .code(1)
+        .stderr_str();
     assert!(url.contains("kiln import reads files, not URLs"), "{url}");
     assert_eq!(fs::read_to_string(&sentinel).unwrap(), "host\n");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -466,8 +422,11 @@ fn export_is_the_flattened_rootfs_with_whiteouts_applied() {
     let (dir, store) = temp_store();
     let image = layered_image(&store);
     store.tag("layered:1", &image.manifest_descriptor).unwrap();
-    let stdout = kiln(store.root(), &["export", "layered:1"], None);
-    assert_eq!(stdout.code, Some(0), "{}", stdout.stderr);
+    let stdout = kiln()
+        .root(store.root())
+        .args(["export", "layered:1"])
+        .run();
+    assert_eq!(stdout.status.code(), Some(0), "{}", stdout.stderr_str());
     let files = file_set(&stdout.stdout);
     let names: Vec<&str> = files.keys().map(String::as_str).collect();
     assert_eq!(names, ["cache", "cache/new", "etc", "etc/keep", "motd"]);
@@ -475,24 +434,24 @@ fn export_is_the_flattened_rootfs_with_whiteouts_applied() {
     // -o writes the same bytes to a file, and only a file: nothing is left beside it.
     let out = dir.path().join("out/rootfs.tar");
     fs::create_dir(dir.path().join("out")).unwrap();
-    kiln(
-        store.root(),
-        &["export", image.id.hex(), "-o", out.to_str().unwrap()],
-        None,
-    )
-    .ok();
+    kiln()
+        .root(store.root())
+        .args(["export", image.id.hex(), "-o", out.to_str().unwrap()])
+        .run()
+        .success();
     assert_eq!(fs::read(&out).unwrap(), stdout.stdout, "deterministic");
     assert_eq!(fs::read_dir(dir.path().join("out")).unwrap().count(), 1);
     let leftovers = fs::read_dir(store.root().join("tmp")).unwrap().count();
     assert_eq!(leftovers, 0, "the flattening directory is removed");
     // A failing export leaves no output file.
     let missing = dir.path().join("out/missing.tar");
-    let stderr = kiln(
-        store.root(),
-        &["export", "nope", "-o", missing.to_str().unwrap()],
-        None,
-    )
-    .fails();
+    let stderr = kiln()
+        .root(store.root())
+        .args(["export", "nope", "-o", missing.to_str().unwrap()])
+        .run()
+        .failure()
+        .code(1)
+        .stderr_str();
     assert!(stderr.contains("no such image: nope"), "{stderr}");
     assert!(!missing.exists());
 }
@@ -503,9 +462,12 @@ fn save_docker_format_is_docker_20_10s_layout_and_deterministic() {
     let image = layered_image(&store);
     store.tag("layered:1", &image.manifest_descriptor).unwrap();
     store.tag("layered:2", &image.manifest_descriptor).unwrap();
-    let first = kiln(store.root(), &["save", "layered"], None);
-    assert_eq!(first.code, Some(0), "{}", first.stderr);
-    let second = kiln(store.root(), &["save", "layered:1", "layered:2"], None);
+    let first = kiln().root(store.root()).args(["save", "layered"]).run();
+    assert_eq!(first.status.code(), Some(0), "{}", first.stderr_str());
+    let second = kiln()
+        .root(store.root())
+        .args(["save", "layered:1", "layered:2"])
+        .run();
     assert_eq!(first.stdout, second.stdout, "same images, same bytes");
     let files = file_set(&first.stdout);
     let manifest: Value =
@@ -557,8 +519,8 @@ fn output_to_a_fifo_or_device_is_written_in_place_not_replaced() {
     let (_dir, store) = temp_store();
     let image = layered_image(&store);
     store.tag("layered:1", &image.manifest_descriptor).unwrap();
-    let expected = kiln(store.root(), &["save", "layered:1"], None);
-    assert_eq!(expected.code, Some(0), "{}", expected.stderr);
+    let expected = kiln().root(store.root()).args(["save", "layered:1"]).run();
+    assert_eq!(expected.status.code(), Some(0), "{}", expected.stderr_str());
     // A FIFO stands for /dev/null or /dev/stdout: renaming a finished temp file over it, as
     // `-o FILE` does for a regular file, would put a regular file in its place.
     let dir = tempfile::tempdir().unwrap();
@@ -571,8 +533,8 @@ fn output_to_a_fifo_or_device_is_written_in_place_not_replaced() {
         };
         let mut full: Vec<&str> = args.to_vec();
         full.extend([fifo.to_str().unwrap(), "layered:1"]);
-        let run = kiln(store.root(), &full, None);
-        assert_eq!(run.code, Some(0), "{args:?}: {}", run.stderr);
+        let run = kiln().root(store.root()).args(&full).run();
+        assert_eq!(run.status.code(), Some(0), "{args:?}: {}", run.stderr_str());
         // Checked before joining the reader: a replaced FIFO never gets a writer, and its
         // reader stays blocked (the thread is left behind; the test fails here instead).
         let kind = fs::symlink_metadata(&fifo).unwrap().file_type();
@@ -611,19 +573,18 @@ fn save_docker_is_loaded_and_run_by_docker() {
     };
     let (dir, store) = temp_store();
     let name = format!("kiln-archive-save-{}:v1", std::process::id());
-    kiln(
-        store.root(),
-        &["import", "-", &name],
-        Some(&busybox_rootfs(&busybox)),
-    )
-    .ok();
+    kiln()
+        .root(store.root())
+        .args(["import", "-", &name])
+        .stdin(busybox_rootfs(&busybox))
+        .run()
+        .success();
     let archive = dir.path().join("save.tar");
-    kiln(
-        store.root(),
-        &["save", "-o", archive.to_str().unwrap(), &name],
-        None,
-    )
-    .ok();
+    kiln()
+        .root(store.root())
+        .args(["save", "-o", archive.to_str().unwrap(), &name])
+        .run()
+        .success();
     let loaded = docker.run(&["load", "-i", archive.to_str().unwrap()]);
     let ran = docker
         .command()
@@ -670,20 +631,28 @@ fn docker_save_is_loaded_by_kiln_and_exports_the_original_files() {
     docker.run(&["save", "-o", archive.to_str().unwrap(), &name]);
     docker.run(&["rmi", &name]);
     // Through stdin, as `docker save | kiln load`.
-    let out = kiln(
-        store.root(),
-        &["load", "-q"],
-        Some(&fs::read(&archive).unwrap()),
-    )
-    .ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["load", "-q"])
+        .stdin(fs::read(&archive).unwrap())
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(out, format!("Loaded image: {name}\n"));
-    let inspect: Value =
-        serde_json::from_str(&kiln(store.root(), &["inspect", &name], None).ok()).unwrap();
+    let inspect: Value = serde_json::from_str(
+        &kiln()
+            .root(store.root())
+            .args(["inspect", &name])
+            .run()
+            .success()
+            .stdout_str(),
+    )
+    .unwrap();
     assert_eq!(inspect[0]["RepoTags"], json!([name]));
     assert_eq!(inspect[0]["Comment"], "Imported from -");
-    let ran = kiln(
-        store.root(),
-        &[
+    let ran = kiln()
+        .root(store.root())
+        .args([
             "run",
             "--rm",
             "--network",
@@ -692,17 +661,19 @@ fn docker_save_is_loaded_by_kiln_and_exports_the_original_files() {
             "/bin/busybox",
             "echo",
             "hi",
-        ],
-        None,
-    );
+        ])
+        .run();
     assert_eq!(
-        (ran.code, String::from_utf8_lossy(&ran.stdout).into_owned()),
+        (
+            ran.status.code(),
+            String::from_utf8_lossy(&ran.stdout).into_owned()
+        ),
         (Some(0), "hi\n".to_string()),
         "{}",
-        ran.stderr
+        ran.stderr_str()
     );
-    let exported = kiln(store.root(), &["export", &name], None);
-    assert_eq!(exported.code, Some(0), "{}", exported.stderr);
+    let exported = kiln().root(store.root()).args(["export", &name]).run();
+    assert_eq!(exported.status.code(), Some(0), "{}", exported.stderr_str());
     let (got, want) = (file_set(&exported.stdout), file_set(&rootfs));
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
@@ -724,9 +695,9 @@ fn oci_archives_round_trip_with_identical_digests_and_skopeo_reads_them() {
     store.tag("layered:1", &image.manifest_descriptor).unwrap();
     let keep = build_image(&store, &KEEP);
     let archive = dir.path().join("oci.tar");
-    let saved = kiln(
-        store.root(),
-        &[
+    let saved = kiln()
+        .root(store.root())
+        .args([
             "save",
             "--format",
             "oci",
@@ -734,10 +705,9 @@ fn oci_archives_round_trip_with_identical_digests_and_skopeo_reads_them() {
             archive.to_str().unwrap(),
             "layered:1",
             keep.id.hex(),
-        ],
-        None,
-    );
-    assert_eq!(saved.code, Some(0), "{}", saved.stderr);
+        ])
+        .run();
+    assert_eq!(saved.status.code(), Some(0), "{}", saved.stderr_str());
     let files = file_set(&fs::read(&archive).unwrap());
     assert!(files.contains_key("oci-layout") && files.contains_key("index.json"));
     assert!(!files.contains_key("manifest.json"), "only the OCI layout");
@@ -749,7 +719,12 @@ fn oci_archives_round_trip_with_identical_digests_and_skopeo_reads_them() {
     }
 
     let other = dir.path().join("other");
-    let out = kiln(&other, &["load", "-i", archive.to_str().unwrap()], None).ok();
+    let out = kiln()
+        .root(&other)
+        .args(["load", "-i", archive.to_str().unwrap()])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(
         out,
         format!("Loaded image: layered:1\nLoaded image ID: {}\n", keep.id)
@@ -766,19 +741,18 @@ fn oci_archives_round_trip_with_identical_digests_and_skopeo_reads_them() {
         return;
     };
     let single = dir.path().join("single.tar");
-    kiln(
-        store.root(),
-        &[
+    kiln()
+        .root(store.root())
+        .args([
             "save",
             "--format",
             "oci",
             "-o",
             single.to_str().unwrap(),
             "layered:1",
-        ],
-        None,
-    )
-    .ok();
+        ])
+        .run()
+        .success();
     let copy = dir.path().join("copy");
     run(
         &skopeo,
@@ -808,25 +782,25 @@ fn kilns_docker_archive_loads_back_and_skopeo_reads_it() {
     let (dir, store) = temp_store();
     let image = layered_image(&store);
     store.tag("layered:1", &image.manifest_descriptor).unwrap();
-    let saved = kiln(store.root(), &["save", "layered:1"], None);
-    assert_eq!(saved.code, Some(0));
+    let saved = kiln().root(store.root()).args(["save", "layered:1"]).run();
+    assert_eq!(saved.status.code(), Some(0));
     // Into a store where the tag names another image: docker's message, then the tag moves.
     let (_other_dir, other) = temp_store();
     let keep = build_image(&other, &KEEP);
     other.tag("layered:1", &keep.manifest_descriptor).unwrap();
     let mut gz = Vec::new();
     compress(&saved.stdout[..], &mut gz, Compression::Gzip).unwrap();
-    let out = kiln(other.root(), &["load"], Some(&gz));
+    let out = kiln().root(other.root()).args(["load"]).stdin(&gz).run();
     let stdout = String::from_utf8(out.stdout.clone()).unwrap();
     insta::assert_snapshot!(stdout.replace(keep.id.hex(), "<old id>"), @r"
     The image layered:1 already exists, renaming the old one with ID sha256:<old id> to empty string
     Loaded image: layered:1
     ");
     assert_eq!(
-        out.stderr.lines().count(),
+        out.stderr_str().lines().count(),
         2,
         "one progress line per new layer: {}",
-        out.stderr
+        out.stderr_str()
     );
     let loaded = other.resolve("layered:1").unwrap();
     assert_eq!(loaded.id, image.id);
@@ -840,8 +814,12 @@ fn kilns_docker_archive_loads_back_and_skopeo_reads_it() {
         "the old image is dangling"
     );
     // Loading it again changes nothing and says so quietly.
-    let again = kiln(other.root(), &["load", "-q"], Some(&saved.stdout));
-    assert_eq!(again.ok(), "Loaded image: layered:1\n");
+    let again = kiln()
+        .root(other.root())
+        .args(["load", "-q"])
+        .stdin(&saved.stdout)
+        .run();
+    assert_eq!(again.success().stdout_str(), "Loaded image: layered:1\n");
 
     let Some(skopeo) = tool("skopeo") else {
         return;
@@ -1202,7 +1180,14 @@ fn hostile_archives_fail_clearly_leave_nothing_tagged_and_touch_nothing() {
     .unwrap();
     assert_eq!(loaded[0].names[0].to_string(), "hostile:1");
     // And the CLI reports a hostile archive as one error line, exit code 1.
-    let stderr = kiln(store.root(), &["load"], Some(&cases[0].1)).fails();
+    let stderr = kiln()
+        .root(store.root())
+        .args(["load"])
+        .stdin(&cases[0].1)
+        .run()
+        .failure()
+        .code(1)
+        .stderr_str();
     assert_eq!(
         stderr,
         "error: unsafe name \"../../etc/passwd\" in the archive: `..` would climb out of the \
@@ -1289,7 +1274,10 @@ fn archives_in_other_writers_shapes_load() {
             let result = load(&store, &input[..], &LoadOptions::default(), &mut |_| {});
             match result.map(|_| store.resolve("hostile:1")) {
                 Ok(Ok(image)) if image.layers[0].digest == *blob => {
-                    let exported = kiln(store.root(), &["export", "hostile:1"], None);
+                    let exported = kiln()
+                        .root(store.root())
+                        .args(["export", "hostile:1"])
+                        .run();
                     let names: Vec<String> = file_set(&exported.stdout).into_keys().collect();
                     if names != ["d", "d/f"] {
                         failures.push(format!("{what} ({compression:?}): exported {names:?}"));
@@ -1311,8 +1299,11 @@ fn save_selects_tags_ids_and_refuses_what_docker_refuses() {
     store.tag("layered:2", &image.manifest_descriptor).unwrap();
     let keep = build_image(&store, &KEEP);
     store.tag("keep:1", &keep.manifest_descriptor).unwrap();
-    let saved = kiln(store.root(), &["save", "layered:2", keep.id.short()], None);
-    assert_eq!(saved.code, Some(0), "{}", saved.stderr);
+    let saved = kiln()
+        .root(store.root())
+        .args(["save", "layered:2", keep.id.short()])
+        .run();
+    assert_eq!(saved.status.code(), Some(0), "{}", saved.stderr_str());
     let manifest: Value =
         serde_json::from_slice(&tar_file(&saved.stdout, "manifest.json")).unwrap();
     assert_eq!(manifest[0]["RepoTags"], json!(["layered:2"]));
@@ -1323,7 +1314,13 @@ fn save_selects_tags_ids_and_refuses_what_docker_refuses() {
     );
     // Both come back from the one archive.
     let other = dir.path().join("other");
-    let out = kiln(&other, &["load", "-q"], Some(&saved.stdout)).ok();
+    let out = kiln()
+        .root(&other)
+        .args(["load", "-q"])
+        .stdin(&saved.stdout)
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(
         out,
         format!("Loaded image: layered:2\nLoaded image ID: {}\n", keep.id)
@@ -1344,39 +1341,42 @@ fn save_selects_tags_ids_and_refuses_what_docker_refuses() {
         )
         .unwrap();
     let out = dir.path().join("never.tar");
-    let stderr = kiln(
-        store.root(),
-        &["save", "-o", out.to_str().unwrap(), empty.id.hex()],
-        None,
-    )
-    .fails();
+    let stderr = kiln()
+        .root(store.root())
+        .args(["save", "-o", out.to_str().unwrap(), empty.id.hex()])
+        .run()
+        .failure()
+        .code(1)
+        .stderr_str();
     assert!(stderr.contains("it has no layers"), "{stderr}");
     assert!(!out.exists(), "a failed save leaves no file");
-    kiln(
-        store.root(),
-        &[
+    kiln()
+        .root(store.root())
+        .args([
             "save",
             "--format",
             "oci",
             "-o",
             out.to_str().unwrap(),
             empty.id.hex(),
-        ],
-        None,
-    )
-    .ok();
-    let stderr = kiln(store.root(), &["save", "nope:1"], None).fails();
+        ])
+        .run()
+        .success();
+    let stderr = kiln()
+        .root(store.root())
+        .args(["save", "nope:1"])
+        .run()
+        .failure()
+        .code(1)
+        .stderr_str();
     assert!(stderr.contains("no such image: nope:1"), "{stderr}");
-    let stderr = kiln(store.root(), &["save"], None).fails_with_usage();
+    let stderr = kiln()
+        .root(store.root())
+        .args(["save"])
+        .run()
+        .code(2)
+        .stderr_str();
     assert!(stderr.contains("<IMAGE>"), "{stderr}");
-}
-
-impl Run {
-    /// Asserts clap's usage error (exit code 2).
-    fn fails_with_usage(self) -> String {
-        assert_eq!(self.code, Some(2), "{}", self.stderr);
-        self.stderr
-    }
 }
 
 #[test]
@@ -1429,8 +1429,7 @@ fn archives_are_never_written_to_or_read_from_a_terminal() {
     let mut failures = Vec::new();
     for (args, terminal_stdin, expected) in cases {
         let pty = Pty::open(None).expect("open a pty");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        command.arg("--root").arg(store.root()).args(args);
+        let mut command = kiln().root(store.root()).args(args).command();
         if terminal_stdin {
             command.stdin(Stdio::from(pty.slave)).stdout(Stdio::null());
         } else {
@@ -1475,8 +1474,11 @@ fn export_never_follows_an_image_symlink_out_of_its_root() {
     let image = store
         .write_image_json(&serde_json::to_vec(&config).unwrap(), &descriptors)
         .unwrap();
-    let exported = kiln(store.root(), &["export", image.id.hex()], None);
-    assert_eq!(exported.code, Some(0), "{}", exported.stderr);
+    let exported = kiln()
+        .root(store.root())
+        .args(["export", image.id.hex()])
+        .run();
+    assert_eq!(exported.status.code(), Some(0), "{}", exported.stderr_str());
     let files = file_set(&exported.stdout);
     assert_eq!(files["escape"].link, host_text);
     assert!(
@@ -1502,7 +1504,13 @@ fn export_never_follows_an_image_symlink_out_of_its_root() {
             &[blob.descriptor(MediaType::ImageLayer)],
         )
         .unwrap();
-    let stderr = kiln(store.root(), &["export", image.id.hex()], None).fails();
+    let stderr = kiln()
+        .root(store.root())
+        .args(["export", image.id.hex()])
+        .run()
+        .failure()
+        .code(1)
+        .stderr_str();
     assert!(stderr.contains("unsafe layer entry"), "{stderr}");
     assert_eq!(
         fs::read_dir(&host).unwrap().count(),

@@ -7,15 +7,15 @@
 //!
 //! Which steps ran and which came from the cache is read from `--progress json` events.
 
-use crate::cli::{Kiln, Outcome, kiln};
 use crate::support;
+use crate::support::{Kiln, Output, kiln};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 /// The base every test builds first and tags `base`: busybox with its applets, a sticky `/tmp`,
 /// `/etc/passwd` and `/etc/group` (root, nobody, app 1234:4321), and `CMD ["sh"]`.
@@ -52,30 +52,39 @@ fn builder() -> Option<Builder> {
 
 /// One `kiln build --progress json` run: how it ended and its events.
 struct Built {
-    out: Outcome,
+    out: Output,
     events: Events,
 }
 
 impl Built {
     /// Asserts the build succeeded; returns the image ID it printed in its `finished` event.
     fn ok(&self) -> String {
-        assert_eq!(self.out.code, Some(0), "build failed:\n{}", self.out.stderr);
+        assert_eq!(
+            self.out.status.code(),
+            Some(0),
+            "build failed:\n{}",
+            self.out.stderr_str()
+        );
         self.events
             .image
             .clone()
-            .unwrap_or_else(|| panic!("no finished event:\n{}", self.out.stderr))
+            .unwrap_or_else(|| panic!("no finished event:\n{}", self.out.stderr_str()))
     }
 
     /// Asserts the build failed with exit code 1 and printed nothing on stdout; returns stderr.
-    fn fails(&self) -> &str {
+    fn fails(&self) -> String {
         assert_eq!(
-            self.out.code,
+            self.out.status.code(),
             Some(1),
             "build did not fail:\n{}",
-            self.out.stderr
+            self.out.stderr_str()
         );
-        assert_eq!(self.out.stdout, "", "a failing build printed on stdout");
-        &self.out.stderr
+        assert_eq!(
+            self.out.stdout_str(),
+            "",
+            "a failing build printed on stdout"
+        );
+        self.out.stderr_str()
     }
 }
 
@@ -86,9 +95,7 @@ impl Builder {
 
     /// `kiln --root ROOT ARGS...`.
     fn kiln(&self, args: &[&str]) -> Kiln {
-        let mut all = vec!["--root".to_string(), self.root().display().to_string()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        kiln(all)
+        kiln().root(self.root()).args(args)
     }
 
     /// A build context holding `items` and a copy of busybox.
@@ -114,13 +121,13 @@ impl Builder {
             command = command.stdin(stdin);
         }
         let out = command.run();
-        let events = Events::parse(&out.stderr);
+        let events = Events::parse(&out.stderr_str());
         Built { out, events }
     }
 
     /// `docker inspect`'s object for `image`.
     fn inspect(&self, image: &str) -> Value {
-        let out = self.kiln(&["inspect", image]).ok();
+        let out = self.kiln(&["inspect", image]).run().success().stdout_str();
         let mut all: Vec<Value> = serde_json::from_str(&out).expect("inspect prints JSON");
         assert_eq!(all.len(), 1, "{out}");
         all.remove(0)
@@ -136,7 +143,9 @@ impl Builder {
                 "{{json .CreatedBy}}",
                 image,
             ])
-            .ok();
+            .run()
+            .success()
+            .stdout_str();
         let mut lines: Vec<String> = out
             .lines()
             .map(|line| serde_json::from_str(line).expect("a JSON string per line"))
@@ -149,7 +158,7 @@ impl Builder {
     fn run(&self, image: &str, command: &str, args: &[&str]) -> String {
         let mut all = vec!["run", "--rm", "--entrypoint", command, image];
         all.extend(args);
-        self.kiln(&all).ok()
+        self.kiln(&all).run().success().stdout_str()
     }
 }
 
@@ -413,7 +422,14 @@ fn every_instruction_shapes_the_config() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(cases.len(), 14);
     // The image runs its ENTRYPOINT with its CMD.
-    assert_eq!(builder.kiln(&["run", "--rm", "everything"]).ok(), "x\n");
+    assert_eq!(
+        builder
+            .kiln(&["run", "--rm", "everything"])
+            .run()
+            .success()
+            .stdout_str(),
+        "x\n"
+    );
 }
 
 #[test]
@@ -651,10 +667,10 @@ fn cmd_entrypoint_and_shell_forms() {
         let tag = format!("forms:{i}");
         let ctx = builder.context(&[("Dockerfile", &format!("FROM base\n{instructions}\n"))]);
         let built = builder.build(ctx.path(), &["-t", &tag]);
-        if built.out.code != Some(0) {
+        if built.out.status.code() != Some(0) {
             failures.push(format!(
                 "{instructions:?}: build failed: {}",
-                built.out.stderr
+                built.out.stderr_str()
             ));
             continue;
         }
@@ -667,10 +683,11 @@ fn cmd_entrypoint_and_shell_forms() {
         }
         if let Some(prints) = prints {
             let out = builder.kiln(&["run", "--rm", &tag]).run();
-            if out.stdout != *prints {
+            if out.stdout_str() != *prints {
                 failures.push(format!(
                     "{instructions:?}: run printed {:?}, expected {prints:?} ({})",
-                    out.stdout, out.stderr
+                    out.stdout_str(),
+                    out.stderr_str()
                 ));
             }
         }
@@ -832,7 +849,8 @@ fn multi_stage_copies_between_stages_and_target_builds_only_what_it_needs() {
         builder
             .kiln(&["run", "--rm", "ms-tester", "ls", "/app"])
             .run()
-            .code,
+            .status
+            .code(),
         Some(1),
         "the tester image has no /app"
     );
@@ -966,8 +984,8 @@ fn context_changes_rerun_only_the_steps_that_read_them_and_later_ones() {
     for (what, change, args, expected) in &cases {
         change(&dir);
         let built = builder.build(&dir, args);
-        if built.out.code != Some(0) {
-            failures.push(format!("{what}: build failed: {}", built.out.stderr));
+        if built.out.status.code() != Some(0) {
+            failures.push(format!("{what}: build failed: {}", built.out.stderr_str()));
             continue;
         }
         if built.events.ran() != *expected {
@@ -1038,10 +1056,10 @@ fn what_a_run_sees_is_part_of_its_cache_key() {
         let dockerfile = format!("FROM base\n{before}\nRUN echo hi > /tmp/f\n");
         fs::write(ctx.path().join("Dockerfile"), &dockerfile).expect("write");
         let built = builder.build(ctx.path(), args);
-        if built.out.code != Some(0) {
+        if built.out.status.code() != Some(0) {
             failures.push(format!(
                 "{before:?} {args:?}: build failed: {}",
-                built.out.stderr
+                built.out.stderr_str()
             ));
             continue;
         }
@@ -1062,17 +1080,13 @@ fn explain_cache_names_the_changed_file() {
     fs::write(ctx.path().join("b.txt"), "changed\n").expect("write");
     let built = builder.build(ctx.path(), &["--explain-cache"]);
     built.ok();
-    let explained: Vec<&str> = built
-        .out
-        .stderr
-        .lines()
-        .filter(|l| !l.starts_with('{'))
-        .collect();
+    let stderr = built.out.stderr_str();
+    let explained: Vec<&str> = stderr.lines().filter(|l| !l.starts_with('{')).collect();
     assert_eq!(
         explained.first().copied(),
         Some("cache miss: [4/6] COPY b.txt /b"),
         "{}",
-        built.out.stderr
+        built.out.stderr_str()
     );
     assert_eq!(
         explained.get(1).copied(),
@@ -1126,8 +1140,11 @@ fn no_cache_filter_reruns_the_named_stage() {
     let mut failures = Vec::new();
     for (filter, expected) in cases {
         let built = builder.build(ctx.path(), &["--no-cache-filter", filter]);
-        if built.out.code != Some(0) {
-            failures.push(format!("{filter}: build failed: {}", built.out.stderr));
+        if built.out.status.code() != Some(0) {
+            failures.push(format!(
+                "{filter}: build failed: {}",
+                built.out.stderr_str()
+            ));
             continue;
         }
         let mut ran = built.events.ran();
@@ -1181,7 +1198,9 @@ fn a_failing_run_reports_where_and_why_and_leaves_the_store_usable() {
     // The store still answers, has no half-made image, and the next build reuses the cache.
     let images = builder
         .kiln(&["images", "--format", "{{.Repository}}"])
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(images, "base\n");
     let fixed = "FROM base\nCOPY a.txt /a\nRUN cat /a > /seen\n";
     fs::write(ctx.path().join("Dockerfile"), fixed).expect("write");
@@ -1235,12 +1254,12 @@ fn quiet_iidfile_metadata_and_every_export() {
             &context,
         ])
         .run();
-    assert_eq!(result.code, Some(0), "{}", result.stderr);
-    assert_eq!(result.stderr, "", "-q prints nothing else");
-    let id = result
-        .stdout
+    assert_eq!(result.status.code(), Some(0), "{}", result.stderr_str());
+    assert_eq!(result.stderr_str(), "", "-q prints nothing else");
+    let stdout = result.stdout_str();
+    let id = stdout
         .strip_suffix('\n')
-        .unwrap_or_else(|| panic!("{:?}", result.stdout));
+        .unwrap_or_else(|| panic!("{:?}", stdout));
     let hex = id.strip_prefix("sha256:").unwrap_or("");
     assert!(
         hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -1302,12 +1321,26 @@ fn quiet_iidfile_metadata_and_every_export() {
     // type=docker: `kiln load` brings the same image into another store.
     let other = tempfile::tempdir().expect("temp dir");
     let other_root = other.path().display().to_string();
-    kiln(["--root", &other_root, "load", "-q", "-i", &docker]).ok();
-    let loaded = kiln(["--root", &other_root, "inspect", "out:1"]).ok();
+    kiln()
+        .root(&other_root)
+        .args(["load", "-q", "-i", &docker])
+        .run()
+        .success();
+    let loaded = kiln()
+        .root(&other_root)
+        .args(["inspect", "out:1"])
+        .run()
+        .success()
+        .stdout_str();
     let loaded: Vec<Value> = serde_json::from_str(&loaded).expect("JSON");
     assert_eq!(loaded[0]["Id"], json!(id));
     assert_eq!(
-        kiln(["--root", &other_root, "run", "--rm", "out:1"]).ok(),
+        kiln()
+            .root(&other_root)
+            .args(["run", "--rm", "out:1"])
+            .run()
+            .success()
+            .stdout_str(),
         "exported\n"
     );
 }
@@ -1424,16 +1457,10 @@ fn ctrl_c_stops_the_build_and_leaves_nothing_behind() {
         "Dockerfile",
         "FROM base\nRUN echo before > /before\nRUN sleep 1000\n",
     )]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(builder.root())
-        .args(["build", "--progress", "json"])
+    let mut child = builder
+        .kiln(&["build", "--progress", "json"])
         .arg(ctx.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kiln");
+        .spawn();
     let kiln_pid = child.id();
     let mut stderr = BufReader::new(child.stderr.take().expect("piped"));
     let mut seen = String::new();
@@ -1578,20 +1605,20 @@ fn copy_never_reads_outside_the_context() {
         let export = tempfile::tempdir().expect("temp dir");
         let dest = format!("type=local,dest={}", export.path().join("fs").display());
         let built = builder.build(&ctx_dir, &["-o", &dest]);
-        let stderr = &built.out.stderr;
+        let stderr = &built.out.stderr_str();
         if stderr.contains(secret.trim()) {
             failures.push(format!("{source}: the host file's content is in {stderr}"));
         }
         match expected {
             Err(message) => {
-                if built.out.code != Some(1) || !stderr.contains(message) {
+                if built.out.status.code() != Some(1) || !stderr.contains(message) {
                     failures.push(format!(
                         "{source}: expected an error with {message:?}: {stderr}"
                     ));
                 }
             }
             Ok(entry) => {
-                if built.out.code != Some(0) {
+                if built.out.status.code() != Some(0) {
                     failures.push(format!("{source}: build failed: {stderr}"));
                     continue;
                 }
@@ -1650,10 +1677,10 @@ fn run_cannot_see_or_touch_host_files() {
         .kiln(&["run", "--rm", "confined", "cat", "/leak"])
         .run();
     assert_eq!(
-        (leak.code, leak.stdout.as_str()),
+        (leak.status.code(), leak.stdout_str().as_str()),
         (Some(1), ""),
         "{}",
-        leak.stderr
+        leak.stderr_str()
     );
     // What the RUN wrote went into the image, not to the host.
     assert!(!host.path().join("from-run").exists());

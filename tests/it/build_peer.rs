@@ -19,7 +19,7 @@
 //! (`../shared/peers/start-peers.sh docker`); skips with a notice without them (fails under
 //! `CI=true`).
 
-use crate::support::{self, PeerDocker};
+use crate::support::{self, PeerDocker, kiln};
 use kiln::oci::Digest;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -451,8 +451,7 @@ fn kiln_build(
     save: &Path,
     export: &Path,
 ) -> Result<(), String> {
-    let mut command = kiln(root);
-    command.args([
+    let mut command = kiln().root(root).args([
         "build",
         "--progress",
         "plain",
@@ -464,10 +463,9 @@ fn kiln_build(
         &format!("type=tar,dest={}", export.display()),
     ]);
     for arg in build_args(case, "kiln-peercmp-") {
-        command.args(["--build-arg", &arg]);
+        command = command.args(["--build-arg", &arg]);
     }
-    command.arg(context);
-    run(&mut command, "kiln build").map(drop)
+    checked(command.arg(context).run().into(), "kiln build").map(drop)
 }
 
 /// The case's `--build-arg`s, `BASE` naming the base case's image with `prefix`.
@@ -479,17 +477,16 @@ fn build_args(case: &Case, prefix: &str) -> Vec<String> {
     args
 }
 
-fn kiln(root: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    command.arg("--root").arg(root);
-    command
-}
-
 /// Runs `command`; its stdout, or an error naming `what` with everything it printed.
 fn run(command: &mut Command, what: &str) -> Result<String, String> {
     let out = command
         .output()
         .map_err(|e| format!("cannot start {what}: {e}"))?;
+    checked(out, what)
+}
+
+/// `out`'s stdout if it succeeded, or an error naming `what` with everything it printed.
+fn checked(out: std::process::Output, what: &str) -> Result<String, String> {
     if !out.status.success() {
         return Err(format!(
             "{what} failed ({}):\n{}{}",
@@ -1067,11 +1064,10 @@ fn compare_runs(
         command.args(["run", "--rm", "--network", "host", image]);
         run(&mut command, &format!("docker run {image}"))
     };
-    let mut kiln_run = kiln(root);
-    kiln_run.args(["run", "--rm", &kiln_image]);
+    let kiln_run = kiln().root(root).args(["run", "--rm", &kiln_image]);
     let peer_output = docker_run(&peer_image);
     let loaded_output = docker_run(&kiln_image);
-    let kiln_output = run(&mut kiln_run, "kiln run");
+    let kiln_output = checked(kiln_run.run().into(), "kiln run");
     let _ = run(docker.command().args(["rmi", &kiln_image]), "docker rmi");
     let (mut differences, mut known) = (Vec::new(), Vec::new());
     if loaded_output != peer_output {

@@ -1,106 +1,14 @@
 //! The `kiln` binary as a user runs it: exit codes, stdout and stderr (insta snapshots).
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-use crate::support::context;
-
-/// One run of the `kiln` binary, built fluently: `kiln(["parse"]).stdin("...").run()`.
-pub struct Kiln {
-    cmd: Command,
-    stdin: Option<Vec<u8>>,
-}
-
-/// What a run printed and how it ended.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-pub fn kiln<I, S>(args: I) -> Kiln
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.args(args).current_dir(repo());
-    Kiln { cmd, stdin: None }
-}
-
-impl Kiln {
-    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(bytes.into());
-        self
-    }
-
-    #[allow(dead_code)] // used by the run tests
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.cmd.env(key, value);
-        self
-    }
-
-    pub fn current_dir(mut self, dir: &Path) -> Self {
-        self.cmd.current_dir(dir);
-        self
-    }
-
-    pub fn run(mut self) -> Outcome {
-        self.cmd
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.cmd.spawn().expect("spawn kiln");
-        if let Some(bytes) = self.stdin.take() {
-            let mut stdin = child.stdin.take().expect("stdin is piped");
-            stdin.write_all(&bytes).expect("write stdin");
-        }
-        let out = child.wait_with_output().expect("wait for kiln");
-        Outcome {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Runs and asserts exit code 0, returning stdout.
-    pub fn ok(self) -> String {
-        let out = self.run();
-        assert_eq!(out.code, Some(0), "kiln failed:\n{}", out.stderr);
-        out.stdout
-    }
-
-    /// Runs and asserts a non-zero exit and an empty stdout, returning stderr.
-    pub fn fails(self) -> String {
-        let out = self.run();
-        assert_ne!(out.code, Some(0), "kiln succeeded:\n{}", out.stdout);
-        assert_ne!(
-            out.code, None,
-            "kiln was killed by a signal:\n{}",
-            out.stderr
-        );
-        assert!(
-            out.stdout.is_empty(),
-            "a failing kiln printed:\n{}",
-            out.stdout
-        );
-        out.stderr
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::{context, kiln};
 
 #[test]
 fn parse_prints_buildkit_dump() {
-    let out = kiln(["parse", "-f", "testdata/cli/heredoc.Dockerfile"]).ok();
+    let out = kiln()
+        .args(["parse", "-f", "testdata/cli/heredoc.Dockerfile"])
+        .run()
+        .success()
+        .stdout_str();
     insta::assert_snapshot!(out, @r#"
     (from "scratch" "AS" "base")
     (copy "<<EOF" "/etc/motd")
@@ -110,15 +18,17 @@ fn parse_prints_buildkit_dump() {
 
 #[test]
 fn parse_json_has_spans_flags_and_heredoc_bodies() {
-    let out = kiln([
-        "parse",
-        "-f",
-        "testdata/cli/heredoc.Dockerfile",
-        "--format",
-        "json",
-    ])
-    .ok();
-    let json: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+    let json = kiln()
+        .args([
+            "parse",
+            "-f",
+            "testdata/cli/heredoc.Dockerfile",
+            "--format",
+            "json",
+        ])
+        .run()
+        .success()
+        .stdout_json();
     let nodes = json["nodes"].as_array().expect("nodes array");
     assert_eq!(nodes.len(), 3);
     assert_eq!(json["directives"]["syntax"]["value"], "docker/dockerfile:1");
@@ -138,9 +48,12 @@ fn parse_json_has_spans_flags_and_heredoc_bodies() {
 
 #[test]
 fn parse_reads_stdin() {
-    let out = kiln(["parse", "-f", "-"])
+    let out = kiln()
+        .args(["parse", "-f", "-"])
         .stdin("from alpine\nrun --mount=type=cache,target=/c echo hi\n")
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(
         out,
         "(from \"alpine\")\n(run [\"--mount=type=cache,target=/c\"] \"echo hi\")\n"
@@ -149,12 +62,15 @@ fn parse_reads_stdin() {
 
 #[test]
 fn parse_error_prints_location_snippet_and_caret() {
-    let err = kiln([
-        "parse",
-        "-f",
-        "testdata/cli/unterminated-heredoc.Dockerfile",
-    ])
-    .fails();
+    let err = kiln()
+        .args([
+            "parse",
+            "-f",
+            "testdata/cli/unterminated-heredoc.Dockerfile",
+        ])
+        .run()
+        .failure()
+        .stderr_str();
     insta::assert_snapshot!(err);
 }
 
@@ -170,7 +86,12 @@ fn parse_rejects_bad_bytes_without_panicking() {
         ("empty", Vec::new()),
     ];
     for (what, bytes) in cases {
-        let err = kiln(["parse", "-f", "-"]).stdin(bytes.clone()).fails();
+        let err = kiln()
+            .args(["parse", "-f", "-"])
+            .stdin(bytes.clone())
+            .run()
+            .failure()
+            .stderr_str();
         assert!(err.starts_with("error: "), "{what}: {err}");
         assert!(
             err.contains(" --> <stdin>:"),
@@ -182,7 +103,11 @@ fn parse_rejects_bad_bytes_without_panicking() {
 
 #[test]
 fn missing_dockerfile_is_a_clear_error() {
-    let err = kiln(["parse", "-f", "no/such/Dockerfile"]).fails();
+    let err = kiln()
+        .args(["parse", "-f", "no/such/Dockerfile"])
+        .run()
+        .failure()
+        .stderr_str();
     assert!(
         err.starts_with("error: cannot read the Dockerfile no/such/Dockerfile"),
         "{err}"
@@ -228,38 +153,47 @@ fn multi_stage_context() -> tempfile::TempDir {
 #[test]
 fn dry_run_prints_stages_groups_and_context_reads() {
     let ctx = multi_stage_context();
-    let out = kiln(["build", "--dry-run", "-t", "app:1", "."])
+    let out = kiln()
+        .args(["build", "--dry-run", "-t", "app:1", "."])
         .current_dir(ctx.path())
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     insta::assert_snapshot!(out);
 }
 
 #[test]
 fn dry_run_target_prunes_and_build_args_apply() {
     let ctx = multi_stage_context();
-    let out = kiln([
-        "build",
-        "--dry-run",
-        "--target",
-        "test",
-        "--build-arg",
-        "MODE=slow",
-        "--build-arg",
-        "BASE=busybox:1.36",
-        ".",
-    ])
-    .current_dir(ctx.path())
-    .ok();
+    let out = kiln()
+        .args([
+            "build",
+            "--dry-run",
+            "--target",
+            "test",
+            "--build-arg",
+            "MODE=slow",
+            "--build-arg",
+            "BASE=busybox:1.36",
+            ".",
+        ])
+        .current_dir(ctx.path())
+        .run()
+        .success()
+        .stdout_str();
     insta::assert_snapshot!(out);
 }
 
 #[test]
 fn dry_run_reads_dockerfile_from_stdin() {
     let ctx = context(&[("a.txt", "a")]);
-    let out = kiln(["build", "--dry-run", "-f", "-", "."])
+    let out = kiln()
+        .args(["build", "--dry-run", "-f", "-", "."])
         .current_dir(ctx.path())
         .stdin("FROM scratch\nCOPY a.txt /\n")
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     assert!(out.starts_with("dockerfile  <stdin>\n"), "{out}");
     assert!(out.contains("       reads a.txt: a.txt\n"), "{out}");
 }
@@ -271,9 +205,12 @@ fn dry_run_missing_source_points_at_the_copy() {
         "FROM scratch\nCOPY present.txt missing.txt /dst/\n",
     )]);
     std::fs::write(ctx.path().join("present.txt"), "p").expect("write");
-    let err = kiln(["build", "--dry-run", "."])
+    let err = kiln()
+        .args(["build", "--dry-run", "."])
         .current_dir(ctx.path())
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     insta::assert_snapshot!(err);
 }
 
@@ -284,9 +221,12 @@ fn dry_run_ignored_source_is_not_found() {
         (".dockerignore", "*.key\n"),
         ("secret.key", "k"),
     ]);
-    let err = kiln(["build", "--dry-run", "."])
+    let err = kiln()
+        .args(["build", "--dry-run", "."])
         .current_dir(ctx.path())
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(err.contains("excluded by .dockerignore"), "{err}");
     assert!(err.contains(" --> Dockerfile:2:1\n"), "{err}");
 }
@@ -298,9 +238,12 @@ fn dry_run_bad_dockerignore_points_into_the_ignore_file() {
         (".dockerignore", "# ok\n*.log\n[unclosed\n"),
         ("a", "a"),
     ]);
-    let err = kiln(["build", "--dry-run", "."])
+    let err = kiln()
+        .args(["build", "--dry-run", "."])
         .current_dir(ctx.path())
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     insta::assert_snapshot!(err);
 }
 
@@ -310,9 +253,12 @@ fn dry_run_cycle_names_the_stages() {
         "Dockerfile",
         "FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n",
     )]);
-    let err = kiln(["build", "--dry-run", "."])
+    let err = kiln()
+        .args(["build", "--dry-run", "."])
         .current_dir(ctx.path())
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(err.contains("between stages: a -> b -> a"), "{err}");
     assert!(err.contains(" --> Dockerfile:"), "{err}");
 }
@@ -320,9 +266,12 @@ fn dry_run_cycle_names_the_stages() {
 #[test]
 fn dry_run_unknown_target_lists_stages() {
     let ctx = multi_stage_context();
-    let err = kiln(["build", "--dry-run", "--target", "nope", "."])
+    let err = kiln()
+        .args(["build", "--dry-run", "--target", "nope", "."])
         .current_dir(ctx.path())
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(err.contains("nope"), "{err}");
     assert!(err.contains("base, docs, test, final"), "{err}");
     assert!(err.starts_with("error: Dockerfile: "), "{err}");
@@ -331,9 +280,12 @@ fn dry_run_unknown_target_lists_stages() {
 #[test]
 fn dry_run_missing_context_is_not_blamed_on_the_dockerfile() {
     let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY a /\n")]);
-    let err = kiln(["build", "--dry-run", "-f", "Dockerfile", "no-such-dir"])
+    let err = kiln()
+        .args(["build", "--dry-run", "-f", "Dockerfile", "no-such-dir"])
         .current_dir(ctx.path())
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(
         err.starts_with("error: cannot open build context no-such-dir: "),
         "{err}"
@@ -344,9 +296,9 @@ fn dry_run_missing_context_is_not_blamed_on_the_dockerfile() {
 #[test]
 fn every_subcommand_has_help() {
     for sub in ["build", "parse"] {
-        let out = kiln([sub, "--help"]).ok();
+        let out = kiln().args([sub, "--help"]).run().success().stdout_str();
         assert!(out.contains("Usage: kiln"), "{sub}: {out}");
     }
-    let out = kiln(["--help"]).ok();
+    let out = kiln().args(["--help"]).run().success().stdout_str();
     assert!(out.contains("build") && out.contains("parse"), "{out}");
 }

@@ -5,8 +5,8 @@
 //! build in a fresh store gives, and shares the unchanged files with the previous snapshot; a
 //! rebuild with nothing changed writes nothing to the store.
 
-use crate::cli::kiln;
 use crate::support;
+use crate::support::kiln;
 use kiln::builder::steps::copy::{CopyRequest, CopySource, PreviousCopy, copy, copy_reusing};
 use kiln::cache::{ContentSum, StatCache, checksum_paths};
 use kiln::frontend::context::BuildContext;
@@ -350,7 +350,12 @@ fn snapshot(root: &Path, diff_id: &str) -> PathBuf {
 
 /// The diff IDs of `image` in the store at `root`.
 fn diff_ids(root: &Path, image: &str) -> Vec<String> {
-    let out = kiln(["--root", root.to_str().unwrap(), "inspect", image]).ok();
+    let out = kiln()
+        .root(root)
+        .args(["inspect", image])
+        .run()
+        .success()
+        .stdout_str();
     let all: serde_json::Value = serde_json::from_str(&out).unwrap();
     all[0]["RootFS"]["Layers"]
         .as_array()
@@ -361,15 +366,11 @@ fn diff_ids(root: &Path, image: &str) -> Vec<String> {
 }
 
 fn build(root: &Path, context: &Path) {
-    kiln([
-        "--root",
-        root.to_str().unwrap(),
-        "build",
-        "-t",
-        "inc",
-        context.to_str().unwrap(),
-    ])
-    .ok();
+    kiln()
+        .root(root)
+        .args(["build", "-t", "inc", context.to_str().unwrap()])
+        .run()
+        .success();
 }
 
 #[test]

@@ -1,19 +1,12 @@
 //! The image commands as a user runs them: `kiln images`, `tag`, `rmi`, `inspect`, `history`,
 //! `prune`, `df` against a store written through the library (insta snapshots of the output).
 
-use crate::cli::{Outcome, kiln};
 use crate::store::{Spec, build_image, temp_store};
+use crate::support::kiln;
 use kiln::oci::timestamp::format_rfc3339;
 use kiln::store::{ContainerRecord, Store, StoredImage};
 use serde_json::Value;
 use std::path::Path;
-
-/// `kiln --root ROOT ARGS...`.
-fn run(store: &Store, args: &[&str]) -> crate::cli::Kiln {
-    let mut all = vec!["--root".to_string(), store.root().display().to_string()];
-    all.extend(args.iter().map(|a| a.to_string()));
-    kiln(all)
-}
 
 /// Two hours and ten minutes ago: `2 hours ago` in docker's words, whenever the test runs.
 fn two_hours_ago() -> i64 {
@@ -85,7 +78,12 @@ fn fixed() -> (tempfile::TempDir, Store, [StoredImage; 3]) {
 #[test]
 fn images_default_table() {
     let (_dir, store, images) = three_images(two_hours_ago());
-    let out = run(&store, &["images"]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["images"])
+        .run()
+        .success()
+        .stdout_str();
     let [hello, other, dangling] = &images;
     insta::assert_snapshot!(mask_ids(&out, &[hello, other, dangling]), @r"
     REPOSITORY                       TAG       IMAGE ID       CREATED       SIZE
@@ -99,21 +97,27 @@ fn images_default_table() {
 #[test]
 fn images_quiet_digests_no_trunc_and_filter() {
     let (_dir, store, [hello, other, dangling]) = fixed();
-    let quiet = run(&store, &["images", "-q"]).ok();
+    let quiet = kiln()
+        .root(store.root())
+        .args(["images", "-q"])
+        .run()
+        .success()
+        .stdout_str();
     let ids: Vec<&str> = quiet.lines().collect();
     assert_eq!(ids.len(), 4, "one line per row, as docker");
     assert!(ids.contains(&hello.id.short()) && ids.contains(&dangling.id.short()));
 
-    let digests = run(
-        &store,
-        &[
+    let digests = kiln()
+        .root(store.root())
+        .args([
             "images",
             "--digests",
             "--format",
             "table {{.Repository}}\t{{.Tag}}\t{{.ID}}",
-        ],
-    )
-    .ok();
+        ])
+        .run()
+        .success()
+        .stdout_str();
     let header: Vec<&str> = digests.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
@@ -125,40 +129,48 @@ fn images_quiet_digests_no_trunc_and_filter() {
         "{digests}"
     );
 
-    let full = run(&store, &["images", "--no-trunc", "-q", "hello"]).ok();
+    let full = kiln()
+        .root(store.root())
+        .args(["images", "--no-trunc", "-q", "hello"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(full, format!("{}\n{}\n", hello.id, hello.id));
 
-    let filtered = run(
-        &store,
-        &["images", "--format", "{{.Repository}}:{{.Tag}}", "hello:v*"],
-    )
-    .ok();
+    let filtered = kiln()
+        .root(store.root())
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "hello:v*"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(filtered, "hello:v2\n");
-    let glob = run(
-        &store,
-        &[
+    let glob = kiln()
+        .root(store.root())
+        .args([
             "images",
             "--format",
             "{{.Repository}}",
             "registry.local:5000/team/*",
-        ],
-    )
-    .ok();
+        ])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(glob, "registry.local:5000/team/other\n");
 }
 
 #[test]
 fn images_custom_formats() {
     let (_dir, store, _) = fixed();
-    let out = run(
-        &store,
-        &[
+    let out = kiln()
+        .root(store.root())
+        .args([
             "images",
             "--format",
             "table {{.Repository}}:{{.Tag}}\\t{{.Size}}\\t{{.Containers}}",
-        ],
-    )
-    .ok();
+        ])
+        .run()
+        .success()
+        .stdout_str();
     insta::assert_snapshot!(out, @r"
     REPOSITORY:TAG                       SIZE      CONTAINERS
     hello:latest                         4.1kB     0
@@ -166,7 +178,12 @@ fn images_custom_formats() {
     registry.local:5000/team/other:1.0   2.05kB    0
     <none>:<none>                        2.05kB    0
     ");
-    let json = run(&store, &["images", "--format", "json", "hello:latest"]).ok();
+    let json = kiln()
+        .root(store.root())
+        .args(["images", "--format", "json", "hello:latest"])
+        .run()
+        .success()
+        .stdout_str();
     let row: Value = serde_json::from_str(json.trim()).expect("one JSON object");
     let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
     assert_eq!(
@@ -190,31 +207,46 @@ fn images_custom_formats() {
     assert_eq!(row["Size"], "4.1kB");
     assert_eq!(row["VirtualSize"], "4.096kB");
 
-    let err = run(&store, &["images", "--format", "{{.Repo}}"]).fails();
+    let err = kiln()
+        .root(store.root())
+        .args(["images", "--format", "{{.Repo}}"])
+        .run()
+        .failure()
+        .stderr_str();
     insta::assert_snapshot!(err, @"error: template: unknown field .Repo; the fields are .Containers, .CreatedAt, .CreatedSince, .Digest, .ID, .Repository, .SharedSize, .Size, .Tag, .UniqueSize, .VirtualSize");
-    let err = run(&store, &["images", "--format", "{{.ID | printf}}"]).fails();
+    let err = kiln()
+        .root(store.root())
+        .args(["images", "--format", "{{.ID | printf}}"])
+        .run()
+        .failure()
+        .stderr_str();
     assert!(err.contains("unsupported action {{.ID | printf}}"), "{err}");
 }
 
 #[test]
 fn tag_names_images_and_refuses_bad_names() {
     let (_dir, store, [hello, ..]) = fixed();
-    run(&store, &["tag", "hello:v2", "copy"]).ok();
-    run(
-        &store,
-        &["tag", &hello.id.hex()[..8], "127.0.0.1:5000/a/b:v1"],
-    )
-    .ok();
-    let out = run(
-        &store,
-        &[
+    kiln()
+        .root(store.root())
+        .args(["tag", "hello:v2", "copy"])
+        .run()
+        .success();
+    kiln()
+        .root(store.root())
+        .args(["tag", &hello.id.hex()[..8], "127.0.0.1:5000/a/b:v1"])
+        .run()
+        .success();
+    let out = kiln()
+        .root(store.root())
+        .args([
             "images",
             "--format",
             "{{.Repository}}:{{.Tag}}",
             "--no-trunc",
-        ],
-    )
-    .ok();
+        ])
+        .run()
+        .success()
+        .stdout_str();
     for name in ["copy:latest", "127.0.0.1:5000/a/b:v1", "hello:latest"] {
         assert!(out.lines().any(|l| l == name), "{name} in\n{out}");
     }
@@ -237,7 +269,12 @@ fn tag_names_images_and_refuses_bad_names() {
         ),
     ];
     for (args, want) in cases {
-        let err = run(&store, &args).fails();
+        let err = kiln()
+            .root(store.root())
+            .args(&args)
+            .run()
+            .failure()
+            .stderr_str();
         assert_eq!(err.trim_end(), want, "{args:?}");
     }
 }
@@ -245,7 +282,12 @@ fn tag_names_images_and_refuses_bad_names() {
 #[test]
 fn rmi_untags_deletes_and_refuses() {
     let (_dir, store, [hello, other, dangling]) = fixed();
-    let err = run(&store, &["rmi", hello.id.short()]).fails();
+    let err = kiln()
+        .root(store.root())
+        .args(["rmi", hello.id.short()])
+        .run()
+        .failure()
+        .stderr_str();
     assert_eq!(
         err.trim_end(),
         format!(
@@ -254,10 +296,20 @@ fn rmi_untags_deletes_and_refuses() {
         )
     );
     assert_eq!(
-        run(&store, &["rmi", "hello:v2"]).ok(),
+        kiln()
+            .root(store.root())
+            .args(["rmi", "hello:v2"])
+            .run()
+            .success()
+            .stdout_str(),
         "Untagged: hello:v2\n"
     );
-    let out = run(&store, &["rmi", "hello", dangling.id.short()]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["rmi", "hello", dangling.id.short()])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(
         out,
         format!(
@@ -268,20 +320,16 @@ fn rmi_untags_deletes_and_refuses() {
     assert!(!store.blobs().contains(&hello.layers[1].digest));
 
     // Several arguments: the good ones are done, each failure is reported, the exit code is 1.
-    let Outcome {
-        code,
-        stdout,
-        stderr,
-    } = run(
-        &store,
-        &[
+    let out = kiln()
+        .root(store.root())
+        .args([
             "rmi",
             "nope",
             "registry.local:5000/team/other:1.0",
             "gone:1",
-        ],
-    )
-    .run();
+        ])
+        .run();
+    let (code, stdout, stderr) = (out.status.code(), out.stdout_str(), out.stderr_str());
     assert_eq!(code, Some(1));
     assert_eq!(
         stdout,
@@ -294,7 +342,15 @@ fn rmi_untags_deletes_and_refuses() {
         stderr,
         "error: no such image: nope:latest\nerror: no such image: gone:1\n"
     );
-    assert_eq!(run(&store, &["images", "-q"]).ok(), "");
+    assert_eq!(
+        kiln()
+            .root(store.root())
+            .args(["images", "-q"])
+            .run()
+            .success()
+            .stdout_str(),
+        ""
+    );
 }
 
 #[test]
@@ -309,9 +365,19 @@ fn rmi_refuses_images_containers_use_unless_forced() {
             pid: None,
         })
         .unwrap();
-    let err = run(&store, &["rmi", "registry.local:5000/team/other:1.0"]).fails();
+    let err = kiln()
+        .root(store.root())
+        .args(["rmi", "registry.local:5000/team/other:1.0"])
+        .run()
+        .failure()
+        .stderr_str();
     insta::assert_snapshot!(err.replace(other.id.short(), "<id>"), @r#"error: conflict: unable to remove repository reference "registry.local:5000/team/other:1.0" (must force) - container 4f1e2d3c4b5a is using its referenced image <id>"#);
-    let out = run(&store, &["rmi", "-f", "registry.local:5000/team/other:1.0"]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["rmi", "-f", "registry.local:5000/team/other:1.0"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(
         out, "Untagged: registry.local:5000/team/other:1.0\n",
         "the content stays for the container"
@@ -322,7 +388,12 @@ fn rmi_refuses_images_containers_use_unless_forced() {
 #[test]
 fn inspect_prints_dockers_document() {
     let (_dir, store, [hello, ..]) = fixed();
-    let out = run(&store, &["inspect", "hello"]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["inspect", "hello"])
+        .run()
+        .success()
+        .stdout_str();
     assert!(
         out.starts_with("[\n    {\n        \"Id\": \"sha256:"),
         "4-space indent like docker:\n{out}"
@@ -378,23 +449,23 @@ fn inspect_prints_dockers_document() {
         "docker's order; empty Comment, Author, Variant, OsVersion left out"
     );
 
-    let out = run(&store, &[
+    let out = kiln().root(store.root()).args([
         "inspect",
         "-f",
         "{{.Id}} {{join .RepoTags \",\"}} {{json .Config.Cmd}} {{.Config.User}}|{{.Parent}}|{{.Config.Healthcheck}}",
         "hello:v2",
     ])
-    .ok();
+    .run().success().stdout_str();
     assert_eq!(
         out,
         format!("{} hello:latest,hello:v2 [\"/bin/sh\"] ||<nil>\n", hello.id)
     );
 
-    let Outcome {
-        code,
-        stdout,
-        stderr,
-    } = run(&store, &["inspect", "hello", "missing"]).run();
+    let out = kiln()
+        .root(store.root())
+        .args(["inspect", "hello", "missing"])
+        .run();
+    let (code, stdout, stderr) = (out.status.code(), out.stdout_str(), out.stderr_str());
     assert_eq!(code, Some(1));
     assert_eq!(
         serde_json::from_str::<Value>(&stdout)
@@ -405,33 +476,49 @@ fn inspect_prints_dockers_document() {
         1
     );
     assert_eq!(stderr, "error: no such image: missing:latest\n");
-    let err = run(&store, &["inspect", "-f", "{{.Nope}}", "hello"]).fails();
+    let err = kiln()
+        .root(store.root())
+        .args(["inspect", "-f", "{{.Nope}}", "hello"])
+        .run()
+        .failure()
+        .stderr_str();
     assert!(err.contains("unknown field .Nope"), "{err}");
 }
 
 #[test]
 fn history_lists_steps_newest_first() {
     let (_dir, store, [hello, ..]) = three_images(two_hours_ago());
-    let out = run(&store, &["history", "hello"]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["history", "hello"])
+        .run()
+        .success()
+        .stdout_str();
     insta::assert_snapshot!(mask_ids(&out, &[&hello]), @r#"
     IMAGE          CREATED       CREATED BY                 SIZE      COMMENT
     <1>#########   2 hours ago   CMD ["/bin/sh"]            0B        buildkit.dockerfile.v0
     <missing>      2 hours ago   COPY layer1 / # buildkit   2.05kB    buildkit.dockerfile.v0
     <missing>      2 hours ago   COPY layer0 / # buildkit   2.05kB    buildkit.dockerfile.v0
     "#);
-    let quiet = run(&store, &["history", "-q", "--no-trunc", "hello"]).ok();
+    let quiet = kiln()
+        .root(store.root())
+        .args(["history", "-q", "--no-trunc", "hello"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(quiet, format!("{}\n<missing>\n<missing>\n", hello.id));
-    let raw = run(
-        &store,
-        &[
+    let raw = kiln()
+        .root(store.root())
+        .args([
             "history",
             "--human=false",
             "--format",
             "{{.Size}} {{.CreatedAt}}",
             "hello",
-        ],
-    )
-    .ok();
+        ])
+        .run()
+        .success()
+        .stdout_str();
     let sizes: Vec<&str> = raw.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(sizes, ["0", "2048", "2048"]);
 }
@@ -439,11 +526,8 @@ fn history_lists_steps_newest_first() {
 #[test]
 fn prune_asks_then_reports_what_it_freed() {
     let (_dir, store, [hello, _, dangling]) = fixed();
-    let Outcome {
-        code,
-        stdout,
-        stderr,
-    } = run(&store, &["prune"]).stdin("n\n").run();
+    let out = kiln().root(store.root()).args(["prune"]).stdin("n\n").run();
+    let (code, stdout, stderr) = (out.status.code(), out.stdout_str(), out.stderr_str());
     assert_eq!(code, Some(1));
     assert!(
         stdout.starts_with("WARNING! This will remove:\n  - all dangling images\n"),
@@ -452,7 +536,12 @@ fn prune_asks_then_reports_what_it_freed() {
     assert_eq!(stderr, "error: prune cancelled: nothing was removed\n");
     assert!(store.resolve(dangling.id.hex()).is_ok());
 
-    let out = run(&store, &["prune", "-f"]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["prune", "-f"])
+        .run()
+        .success()
+        .stdout_str();
     let out = out.replace(&dangling.id.to_string(), "sha256:<dangling>");
     insta::assert_snapshot!(out, @r"
     Deleted Images:
@@ -462,13 +551,27 @@ fn prune_asks_then_reports_what_it_freed() {
 
     Total reclaimed space: 2.989kB
     ");
-    let out = run(&store, &["prune", "-a"]).stdin("y\n").ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["prune", "-a"])
+        .stdin("y\n")
+        .run()
+        .success()
+        .stdout_str();
     assert!(
         out.contains("untagged: hello:latest\nuntagged: hello:v2\n"),
         "{out}"
     );
     assert!(out.contains(&format!("deleted: {}", hello.id)), "{out}");
-    assert_eq!(run(&store, &["images", "-q"]).ok(), "");
+    assert_eq!(
+        kiln()
+            .root(store.root())
+            .args(["images", "-q"])
+            .run()
+            .success()
+            .stdout_str(),
+        ""
+    );
     assert_eq!(store.blobs().list().unwrap(), []);
 }
 
@@ -489,7 +592,12 @@ fn df_reports_images_containers_and_snapshots() {
             pid: None,
         })
         .unwrap();
-    let out = run(&store, &["df"]).ok();
+    let out = kiln()
+        .root(store.root())
+        .args(["df"])
+        .run()
+        .success()
+        .stdout_str();
     let container_size = kiln::sys::atomic::tree_size(&store.container_dir("c1").unwrap());
     let out = out.replace(&format!("{container_size}B"), "<n>B");
     insta::assert_snapshot!(out, @r"
@@ -503,13 +611,12 @@ fn df_reports_images_containers_and_snapshots() {
 #[test]
 fn concurrent_tag_processes_lose_nothing() {
     let (_dir, store, _) = fixed();
-    let root = store.root().display().to_string();
     let children: Vec<_> = (0..8)
         .map(|i| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-                .args(["--root", &root, "tag", "hello", &format!("proc{i}:t")])
+            kiln()
+                .root(store.root())
+                .args(["tag", "hello", &format!("proc{i}:t")])
                 .spawn()
-                .expect("spawn kiln")
         })
         .collect();
     for mut child in children {
@@ -522,11 +629,10 @@ fn concurrent_tag_processes_lose_nothing() {
 #[test]
 fn the_store_root_comes_from_kiln_root() {
     let (_dir, store, _) = fixed();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+    let out = kiln()
         .args(["images", "--format", "{{.Repository}}:{{.Tag}}", "hello"])
         .env("KILN_ROOT", store.root())
-        .output()
-        .expect("run kiln");
+        .run();
     assert!(
         out.status.success(),
         "{}",
@@ -542,7 +648,12 @@ fn the_store_root_comes_from_kiln_root() {
 fn a_root_that_is_not_a_store_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes"), "mine").unwrap();
-    let err = kiln(["--root", &dir.path().display().to_string(), "images"]).fails();
+    let err = kiln()
+        .root(dir.path())
+        .args(["images"])
+        .run()
+        .failure()
+        .stderr_str();
     let err = err.replace(&dir.path().display().to_string(), "<dir>");
     insta::assert_snapshot!(err, @"error: <dir> is not an OCI image layout (it is not empty and has no oci-layout file); point --root (or KILN_ROOT) at an empty directory or an existing kiln store");
     assert!(!Path::new(&dir.path().join("oci-layout")).exists());

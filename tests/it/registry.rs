@@ -6,8 +6,8 @@
 //! Faults come from a small proxy in front of the registry: a corrupted blob, a connection cut
 //! in the middle of an upload, the registry killed during a push.
 
-use crate::cli::{Kiln, kiln};
 use crate::support;
+use crate::support::{Kiln, kiln};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use kiln::cache::remote::CacheTransport as _;
@@ -505,15 +505,13 @@ impl Machine {
 
     /// `kiln --root ROOT ARGS...` with `DOCKER_CONFIG` set to this machine's.
     fn kiln(&self, args: &[&str]) -> Kiln {
-        let mut all = vec!["--root", self.root.path().to_str().expect("utf-8 path")];
-        all.extend(args);
-        let mut command = kiln(all).env(
-            "DOCKER_CONFIG",
-            self.docker_config.path().to_str().expect("utf-8 path"),
-        );
+        let mut command = kiln()
+            .root(self.root.path())
+            .args(args)
+            .env("DOCKER_CONFIG", self.docker_config.path());
         if let Some(prefix) = &self.path_prefix {
             let path = std::env::var("PATH").unwrap_or_default();
-            command = command.env("PATH", &format!("{}:{path}", prefix.display()));
+            command = command.env("PATH", format!("{}:{path}", prefix.display()));
         }
         command
     }
@@ -536,7 +534,7 @@ impl Machine {
         ]);
         fs::copy(busybox, context.path().join("busybox")).expect("copy busybox");
         let dir = context.path().to_str().expect("utf-8 path");
-        self.kiln(&["build", "-q", "-t", name, dir]).ok();
+        self.kiln(&["build", "-q", "-t", name, dir]).run().success();
     }
 
     /// The manifest digest, image ID and layer digests of `name` in the store.
@@ -581,28 +579,33 @@ fn push_then_pull_keeps_every_digest_and_skips_or_mounts_what_the_registry_has()
     let a = Machine::new();
     a.build_image(&busybox, &name, "round trip");
     let pushed = a.kiln(&["push", &name]).run();
-    assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(0), "{}", pushed.stderr_str());
     let (manifest, id, layers) = a.digests(&name);
     assert!(
-        pushed.stdout.contains(&format!("1: digest: {manifest}")),
+        pushed
+            .stdout_str()
+            .contains(&format!("1: digest: {manifest}")),
         "{}",
-        pushed.stdout
+        pushed.stdout_str()
     );
     assert_eq!(
-        pushed.stderr.matches(": Pushed").count(),
+        pushed.stderr_str().matches(": Pushed").count(),
         layers.len() + 1,
         "{}",
-        pushed.stderr
+        pushed.stderr_str()
     );
 
     let b = Machine::new();
-    let pulled = b.kiln(&["pull", &name]).ok();
+    let pulled = b.kiln(&["pull", &name]).run().success().stdout_str();
     assert!(pulled.contains(&format!("Digest: {manifest}")), "{pulled}");
     assert_eq!(
         b.digests(&name),
         (manifest.clone(), id.clone(), layers.clone())
     );
-    assert_eq!(b.kiln(&["run", "--rm", &name]).ok(), "round trip");
+    assert_eq!(
+        b.kiln(&["run", "--rm", &name]).run().success().stdout_str(),
+        "round trip"
+    );
     // The registry serves exactly the store's manifest bytes.
     if let Some(skopeo) = support::tool("skopeo") {
         let raw = Command::new(skopeo)
@@ -620,25 +623,25 @@ fn push_then_pull_keeps_every_digest_and_skips_or_mounts_what_the_registry_has()
 
     // Again: every blob is there already; to another repository: mounted.
     let again = a.kiln(&["push", &name]).run();
-    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{}", again.stderr_str());
     assert_eq!(
-        again.stderr.matches("Layer already exists").count(),
+        again.stderr_str().matches("Layer already exists").count(),
         layers.len() + 1
     );
     let other = format!("{host}/kiln/other:2");
-    a.kiln(&["tag", &name, &other]).ok();
+    a.kiln(&["tag", &name, &other]).run().success();
     let mounted = a.kiln(&["push", &other]).run();
-    assert_eq!(mounted.code, Some(0), "{}", mounted.stderr);
+    assert_eq!(mounted.status.code(), Some(0), "{}", mounted.stderr_str());
     assert_eq!(
-        mounted.stderr.matches("Mounted").count(),
+        mounted.stderr_str().matches("Mounted").count(),
         layers.len() + 1,
         "{}",
-        mounted.stderr
+        mounted.stderr_str()
     );
     // A second pull of the same image downloads nothing.
     let repeat = b.kiln(&["pull", &name]).run();
     assert_eq!(
-        repeat.stderr.matches("Already exists").count(),
+        repeat.stderr_str().matches("Already exists").count(),
         layers.len() + 1
     );
 }
@@ -685,7 +688,8 @@ fn chunked_uploads_resume_after_a_cut_connection() {
     assert_eq!(digest, a.digests("chunky").0);
     let b = Machine::new();
     b.kiln(&["pull", &format!("{}/kiln/chunky:1", registry.host())])
-        .ok();
+        .run()
+        .success();
     assert_eq!(
         b.digests(&format!("{}/kiln/chunky:1", registry.host())).0,
         digest
@@ -748,7 +752,7 @@ fn a_push_cut_off_by_a_killed_registry_completes_after_a_restart() {
         .expect("the next push completes");
     let b = Machine::new();
     let name = format!("127.0.0.1:{port}/kiln/killed:1");
-    b.kiln(&["pull", &name]).ok();
+    b.kiln(&["pull", &name]).run().success();
     assert_eq!(b.digests(&name), a.digests("killed"));
     assert_eq!(b.digests(&name).0, digest);
     // The proxy's thread holds the registry for good: stop the process here.
@@ -763,7 +767,7 @@ fn a_corrupted_blob_is_refused_and_leaves_the_store_unchanged() {
     let a = Machine::new();
     let name = format!("{}/kiln/corrupt:1", registry.host());
     a.build_image(&busybox, &name, "corrupt me");
-    a.kiln(&["push", &name]).ok();
+    a.kiln(&["push", &name]).run().success();
     let (_, _, layers) = a.digests(&name);
     let victim = layers.last().expect("a layer").clone();
     let path = format!("/blobs/{victim}");
@@ -779,7 +783,11 @@ fn a_corrupted_blob_is_refused_and_leaves_the_store_unchanged() {
     );
     let b = Machine::new();
     let through_proxy = format!("127.0.0.1:{}/kiln/corrupt:1", front.port);
-    let stderr = b.kiln(&["pull", &through_proxy]).fails();
+    let stderr = b
+        .kiln(&["pull", &through_proxy])
+        .run()
+        .failure()
+        .stderr_str();
     assert!(stderr.contains(&format!("blob {victim}")), "{stderr}");
     assert!(
         stderr.contains(&format!("127.0.0.1:{}", front.port)),
@@ -809,7 +817,7 @@ fn a_corrupted_blob_is_refused_and_leaves_the_store_unchanged() {
         format!("127.0.0.1:{}/kiln/corrupt:1", front.port),
         format!("127.0.0.1:{}/kiln/corrupt@{manifest}", front.port),
     ] {
-        let stderr = b.kiln(&["pull", &target]).fails();
+        let stderr = b.kiln(&["pull", &target]).run().failure().stderr_str();
         assert!(stderr.contains("does not match its digest"), "{stderr}");
         assert!(stderr.contains(&format!("expected {manifest}")), "{stderr}");
     }
@@ -830,7 +838,7 @@ fn downloads_resume_with_range_and_retry_after_503() {
     let a = Machine::new();
     let name = format!("{}/kiln/resume:1", registry.host());
     a.build_image(&busybox, &name, "resume");
-    a.kiln(&["push", &name]).ok();
+    a.kiln(&["push", &name]).run().success();
     let image = a.store().resolve(&name).expect("image");
     let biggest = image
         .layers
@@ -862,7 +870,7 @@ fn downloads_resume_with_range_and_retry_after_503() {
     );
     let b = Machine::new();
     let target = format!("127.0.0.1:{}/kiln/resume:1", front.port);
-    b.kiln(&["pull", &target]).ok();
+    b.kiln(&["pull", &target]).run().success();
     assert_eq!(b.digests(&target), a.digests(&name));
     let log = front.log.lock().expect("lock").clone();
     let blob_gets: Vec<&String> = log
@@ -886,7 +894,7 @@ fn basic_auth_login_push_pull_logout() {
     let name = format!("{host}/kiln/basic:1");
     let a = Machine::new();
     a.build_image(&busybox, &name, "basic");
-    let stderr = a.kiln(&["push", &name]).fails();
+    let stderr = a.kiln(&["push", &name]).run().failure().stderr_str();
     assert!(
         stderr.contains("unauthorized") && stderr.contains(&format!("run `kiln login {host}`")),
         "{stderr}"
@@ -894,7 +902,9 @@ fn basic_auth_login_push_pull_logout() {
     let wrong = a
         .kiln(&["login", "-u", USER, "--password-stdin", &host])
         .stdin("not the password\n")
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(
         wrong.contains("refused the user name or password"),
         "{wrong}"
@@ -905,7 +915,9 @@ fn basic_auth_login_push_pull_logout() {
     let ok = a
         .kiln(&["login", "-u", USER, "--password-stdin", &host])
         .stdin(format!("{PASSWORD}\n"))
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(ok, "Login Succeeded\n");
     let document: Value =
         serde_json::from_slice(&fs::read(&config).expect("config")).expect("json");
@@ -919,27 +931,27 @@ fn basic_auth_login_push_pull_logout() {
         fs::metadata(&config).expect("config").permissions().mode() & 0o777,
         0o600
     );
-    a.kiln(&["push", &name]).ok();
+    a.kiln(&["push", &name]).run().success();
 
     let b = Machine::new();
-    let stderr = b.kiln(&["pull", &name]).fails();
+    let stderr = b.kiln(&["pull", &name]).run().failure().stderr_str();
     assert!(
         stderr.contains(&format!("run `kiln login {host}`")),
         "{stderr}"
     );
     fs::copy(&config, b.docker_config.path().join("config.json")).expect("copy config");
-    b.kiln(&["pull", &name]).ok();
+    b.kiln(&["pull", &name]).run().success();
     assert_eq!(b.digests(&name), a.digests(&name));
 
     assert_eq!(
-        a.kiln(&["logout", &host]).ok(),
+        a.kiln(&["logout", &host]).run().success().stdout_str(),
         format!("Removing login credentials for {host}\n")
     );
     let document: Value =
         serde_json::from_slice(&fs::read(&config).expect("config")).expect("json");
     assert_eq!(document["psFormat"], "keep me");
     assert!(document["auths"].get(&host).is_none());
-    a.kiln(&["push", &name]).fails();
+    a.kiln(&["push", &name]).run().failure().stderr_str();
 }
 
 #[test]
@@ -971,7 +983,8 @@ fn credentials_go_through_the_configured_credential_helper() {
 
     a.kiln(&["login", "-u", USER, "--password-stdin", &host])
         .stdin(format!("{PASSWORD}\n"))
-        .ok();
+        .run()
+        .success();
     let stored: Value = serde_json::from_slice(&fs::read(&vault).expect("vault")).expect("json");
     assert_eq!(
         stored,
@@ -996,7 +1009,7 @@ fn credentials_go_through_the_configured_credential_helper() {
         .block_on(client(options).check_login(&host))
         .expect_err("the helper is not on PATH");
     assert!(err.to_string().contains("docker-credential-fake"), "{err}");
-    a.kiln(&["logout", &host]).ok();
+    a.kiln(&["logout", &host]).run().success();
     assert!(!vault.exists(), "logout did not erase the helper's secret");
 }
 
@@ -1015,7 +1028,7 @@ fn bearer_tokens_from_a_token_server() {
     let name = format!("{host}/kiln/token:1");
     let a = Machine::new();
     a.build_image(&busybox, &name, "token");
-    let stderr = a.kiln(&["push", &name]).fails();
+    let stderr = a.kiln(&["push", &name]).run().failure().stderr_str();
     assert!(
         stderr.contains(&format!("run `kiln login {host}`")),
         "{stderr}"
@@ -1023,9 +1036,10 @@ fn bearer_tokens_from_a_token_server() {
     assert!(stderr.contains("wants credentials"), "{stderr}");
     a.kiln(&["login", "-u", USER, "--password-stdin", &host])
         .stdin(format!("{PASSWORD}\n"))
-        .ok();
+        .run()
+        .success();
     let before = tokens.requests.lock().expect("lock").len();
-    a.kiln(&["push", &name]).ok();
+    a.kiln(&["push", &name]).run().success();
     let requests = tokens.requests.lock().expect("lock")[before..].to_vec();
     assert!(
         requests
@@ -1046,7 +1060,7 @@ fn bearer_tokens_from_a_token_server() {
         b.docker_config.path().join("config.json"),
     )
     .expect("copy config");
-    b.kiln(&["pull", &name]).ok();
+    b.kiln(&["pull", &name]).run().success();
     assert_eq!(b.digests(&name), a.digests(&name));
 }
 
@@ -1063,8 +1077,8 @@ fn pull_chooses_the_platform_from_an_index() {
     );
     a.build_image(&busybox, &amd, "amd64 image");
     a.build_image(&busybox, &arm, "arm64 image");
-    a.kiln(&["push", &amd]).ok();
-    a.kiln(&["push", &arm]).ok();
+    a.kiln(&["push", &amd]).run().success();
+    a.kiln(&["push", &arm]).run().success();
     let entry = |name: &str, arch: &str, variant: Option<&str>| {
         let image = a.store().resolve(name).expect("image");
         let mut platform = json!({"os": "linux", "architecture": arch});
@@ -1096,12 +1110,16 @@ fn pull_chooses_the_platform_from_an_index() {
     let all = format!("{host}/kiln/multi:both");
     for (platform, expected) in [("linux/arm64", &arm), ("linux/amd64", &amd)] {
         let b = Machine::new();
-        b.kiln(&["pull", "--platform", platform, &all]).ok();
+        b.kiln(&["pull", "--platform", platform, &all])
+            .run()
+            .success();
         assert_eq!(b.digests(&all), a.digests(expected), "{platform}");
     }
     let stderr = Machine::new()
         .kiln(&["pull", "--platform", "linux/s390x", &all])
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(
         stderr.contains("no image for platform linux/s390x (it has: linux/amd64, linux/arm64/v8)"),
         "{stderr}"
@@ -1192,7 +1210,7 @@ fn kiln_and_the_peer_docker_read_each_others_pushes() {
     let name = format!("{host}/kiln/to-docker:1");
     let a = Machine::new();
     a.build_image(&busybox, &name, "hello from kiln");
-    a.kiln(&["push", &name]).ok();
+    a.kiln(&["push", &name]).run().success();
     let (manifest, id, layers) = a.digests(&name);
 
     let inspect = Command::new(&skopeo)
@@ -1251,9 +1269,13 @@ fn kiln_and_the_peer_docker_read_each_others_pushes() {
         "on-docker",
         kiln_context.path().to_str().expect("utf-8 path"),
     ])
-    .ok();
+    .run()
+    .success();
     assert_eq!(
-        c.kiln(&["run", "--rm", "on-docker"]).ok(),
+        c.kiln(&["run", "--rm", "on-docker"])
+            .run()
+            .success()
+            .stdout_str(),
         "added by docker"
     );
     // The pulled base kept the manifest digest the registry serves for docker's push.
@@ -1278,7 +1300,7 @@ fn build_pulls_missing_bases_refreshes_with_pull_and_pushes_with_push_or_output(
     let base = format!("{host}/kiln/base:1");
     let publisher = Machine::new();
     publisher.build_image(&busybox, &base, "first base");
-    publisher.kiln(&["push", &base]).ok();
+    publisher.kiln(&["push", &base]).run().success();
 
     let builder = Machine::new();
     let context = support::context(&[(
@@ -1291,12 +1313,20 @@ fn build_pulls_missing_bases_refreshes_with_pull_and_pushes_with_push_or_output(
     let output = format!("type=registry,name={exported}");
     builder
         .kiln(&["build", "-q", "--push", "-t", &built, "-o", &output, dir])
-        .ok();
-    assert_eq!(builder.kiln(&["run", "--rm", &built]).ok(), "first base");
+        .run()
+        .success();
+    assert_eq!(
+        builder
+            .kiln(&["run", "--rm", &built])
+            .run()
+            .success()
+            .stdout_str(),
+        "first base"
+    );
     let (manifest, id, layers) = builder.digests(&built);
     let reader = Machine::new();
     for name in [&built, &exported] {
-        reader.kiln(&["pull", name]).ok();
+        reader.kiln(&["pull", name]).run().success();
         assert_eq!(
             reader.digests(name),
             (manifest.clone(), id.clone(), layers.clone())
@@ -1305,14 +1335,24 @@ fn build_pulls_missing_bases_refreshes_with_pull_and_pushes_with_push_or_output(
 
     // The base's tag moves: without --pull the stored base is used, with --pull the new one.
     publisher.build_image(&busybox, &base, "second base");
-    publisher.kiln(&["push", &base]).ok();
-    builder.kiln(&["build", "-q", "-t", "again", dir]).ok();
-    assert_eq!(builder.kiln(&["run", "--rm", "again"]).ok(), "first base");
+    publisher.kiln(&["push", &base]).run().success();
+    builder
+        .kiln(&["build", "-q", "-t", "again", dir])
+        .run()
+        .success();
+    assert_eq!(
+        builder
+            .kiln(&["run", "--rm", "again"])
+            .run()
+            .success()
+            .stdout_str(),
+        "first base"
+    );
     let pulled = builder
         .kiln(&["build", "--progress", "plain", "--pull", "-t", "again", dir])
         .run();
-    assert_eq!(pulled.code, Some(0), "{}", pulled.stderr);
-    let progress = pulled.stderr;
+    assert_eq!(pulled.status.code(), Some(0), "{}", pulled.stderr_str());
+    let progress = pulled.stderr_str();
     // The pull is shown as a phase of the build: what is pulled, then the manifest digest and
     // how many blobs came down.
     let pulling_at = progress
@@ -1323,14 +1363,27 @@ fn build_pulls_missing_bases_refreshes_with_pull_and_pushes_with_push_or_output(
             && progress[pulling_at..].contains(" blobs downloaded"),
         "no pulled line after the pulling phase:\n{progress}"
     );
-    assert_eq!(builder.kiln(&["run", "--rm", "again"]).ok(), "second base");
+    assert_eq!(
+        builder
+            .kiln(&["run", "--rm", "again"])
+            .run()
+            .success()
+            .stdout_str(),
+        "second base"
+    );
 
-    let stderr = builder.kiln(&["build", "-q", "--push", dir]).fails();
+    let stderr = builder
+        .kiln(&["build", "-q", "--push", dir])
+        .run()
+        .failure()
+        .stderr_str();
     assert!(stderr.contains("--push needs a name"), "{stderr}");
     let missing = support::context(&[("Dockerfile", &format!("FROM {host}/kiln/nothing:1\n"))]);
     let stderr = builder
         .kiln(&["build", "-q", missing.path().to_str().expect("utf-8 path")])
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(
         stderr.contains(&format!("cannot pull {host}/kiln/nothing:1"))
             && stderr.contains("not found"),

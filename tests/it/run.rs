@@ -3,8 +3,8 @@
 //! hostname, resource limits, bind mounts, a read-only root, exec errors, container records,
 //! stdin, terminals, signal forwarding, and a rootless run.
 
-use crate::cli::{Outcome, kiln};
 use crate::support;
+use crate::support::{Kiln, Output, kiln};
 use kiln::store::Store;
 use oci_spec::image::MediaType;
 use std::fs;
@@ -123,21 +123,8 @@ impl Images {
     }
 
     /// `kiln --root ROOT run ARGS...`.
-    fn run(&self, args: &[&str]) -> crate::cli::Kiln {
-        let mut all = vec![
-            "--root".to_string(),
-            self.root().display().to_string(),
-            "run".to_string(),
-        ];
-        all.extend(args.iter().map(|a| a.to_string()));
-        kiln(all)
-    }
-
-    /// A `kiln --root ROOT run ARGS...` command to set up by hand.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-        cmd.arg("--root").arg(self.root()).arg("run").args(args);
-        cmd
+    fn run(&self, args: &[&str]) -> Kiln {
+        kiln().root(self.root()).arg("run").args(args)
     }
 
     fn containers(&self) -> Vec<PathBuf> {
@@ -155,12 +142,12 @@ fn images() -> Option<Images> {
     Some(images)
 }
 
-fn assert_ran(out: &Outcome, code: i32, stdout: &str) {
+fn assert_ran(out: &Output, code: i32, stdout: &str) {
     assert_eq!(
-        (out.code, out.stdout.as_str()),
+        (out.status.code(), out.stdout_str().as_str()),
         (Some(code), stdout),
         "stderr: {}",
-        out.stderr
+        out.stderr_str()
     );
 }
 
@@ -171,7 +158,7 @@ fn output_and_exit_code_pass_through() {
         .run(&["--rm", "box", "sh", "-c", "echo hi; echo err >&2; exit 3"])
         .run();
     assert_ran(&out, 3, "hi\n");
-    assert_eq!(out.stderr, "err\n");
+    assert_eq!(out.stderr_str(), "err\n");
     assert!(
         images.containers().is_empty(),
         "--rm left {:?}",
@@ -203,8 +190,11 @@ fn entrypoint_and_cmd_follow_docker() {
         all.extend(args);
         let out = images.run(&all).run();
         let ok = match want {
-            Some(stdout) => out.code == Some(0) && out.stdout == stdout,
-            None => out.code == Some(125) && out.stderr == "error: no command specified\n",
+            Some(stdout) => out.status.code() == Some(0) && out.stdout_str() == stdout,
+            None => {
+                out.status.code() == Some(125)
+                    && out.stderr_str() == "error: no command specified\n"
+            }
         };
         if !ok {
             failures.push(format!("{args:?}: {out:?}"));
@@ -237,8 +227,9 @@ fn environment_merges_image_flags_files_and_defaults() {
             "env",
         ])
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
+    let stdout = out.stdout_str();
+    let mut lines: Vec<&str> = stdout.lines().collect();
     lines.sort_unstable();
     assert_eq!(
         lines,
@@ -324,7 +315,7 @@ fn working_directory_users_and_hostname() {
         } else {
             want
         };
-        if out.code != Some(0) || out.stdout != want {
+        if out.status.code() != Some(0) || out.stdout_str() != want {
             failures.push(format!("{args:?}: {out:?}"));
         }
     }
@@ -332,7 +323,7 @@ fn working_directory_users_and_hostname() {
 
     // The default hostname is the id's first 12 hex digits; the record keeps the full id.
     let out = images.run(&["box", "hostname"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr_str());
     let containers = images.containers();
     let [dir] = containers.as_slice() else {
         panic!("one container expected: {containers:?}");
@@ -343,7 +334,7 @@ fn working_directory_users_and_hostname() {
         .to_string_lossy()
         .into_owned();
     assert_eq!(id.len(), 64);
-    assert_eq!(out.stdout, format!("{}\n", &id[..12]));
+    assert_eq!(out.stdout_str(), format!("{}\n", &id[..12]));
 }
 
 #[test]
@@ -367,8 +358,8 @@ fn kiln_errors_exit_125_with_clear_messages() {
         report.push_str(&format!(
             "kiln run {} => {:?}\n{}",
             all.join(" "),
-            out.code,
-            out.stderr
+            out.status.code(),
+            out.stderr_str()
         ));
     }
     insta::assert_snapshot!(report);
@@ -404,9 +395,9 @@ fn memory_limit_kills_with_a_clear_message() {
             "count=1",
         ])
         .run();
-    assert_eq!(out.code, Some(137), "{out:?}");
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
     assert!(
-        out.stderr
+        out.stderr_str()
             .ends_with("kiln: container killed: out of memory (limit 64 MiB)\n"),
         "{out:?}"
     );
@@ -419,7 +410,7 @@ fn pids_limit_stops_a_fork_bomb() {
     let out = images
         .run(&["--rm", "--pids-limit", "20", "box", "sh", "-c", script])
         .run();
-    assert!(out.stderr.contains("can't fork"), "{out:?}");
+    assert!(out.stderr_str().contains("can't fork"), "{out:?}");
     // The shell's sleepers die with it: the run ended.
     assert!(images.containers().is_empty());
 }
@@ -445,9 +436,12 @@ fn bind_mounts_read_write_and_read_only() {
             "cat /data/in; echo out > /data/out; echo x > /ro/x || echo refused",
         ])
         .run();
-    assert_eq!(out.code, Some(0), "{out:?}");
-    assert_eq!(out.stdout, "from host\nrefused\n");
-    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout_str(), "from host\nrefused\n");
+    assert!(
+        out.stderr_str().contains("Read-only file system"),
+        "{out:?}"
+    );
     assert_eq!(fs::read_to_string(host.join("out")).expect("read"), "out\n");
     assert!(!host.join("x").exists());
 }
@@ -465,8 +459,11 @@ fn read_only_root() {
             "touch /file || echo refused; echo ok > /etc/hostname && echo etc-files-writable",
         ])
         .run();
-    assert_eq!(out.stdout, "refused\netc-files-writable\n", "{out:?}");
-    assert!(out.stderr.contains("Read-only file system"), "{out:?}");
+    assert_eq!(out.stdout_str(), "refused\netc-files-writable\n", "{out:?}");
+    assert!(
+        out.stderr_str().contains("Read-only file system"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -492,7 +489,7 @@ fn exec_errors_exit_127_and_126() {
     let mut failures = Vec::new();
     for (program, code, message) in cases {
         let out = images.run(&["--rm", "box", program]).run();
-        if out.code != Some(code) || out.stderr != message {
+        if out.status.code() != Some(code) || out.stderr_str() != message {
             failures.push(format!("{program}: {out:?}"));
         }
     }
@@ -504,7 +501,7 @@ fn exec_errors_exit_127_and_126() {
 fn kept_containers_protect_their_image() {
     let Some(images) = images() else { return };
     let out = images.run(&["box", "sh", "-c", "echo kept > /file"]).run();
-    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let containers = images.containers();
     let [dir] = containers.as_slice() else {
         panic!("one container expected: {containers:?}");
@@ -513,11 +510,10 @@ fn kept_containers_protect_their_image() {
         fs::read_to_string(dir.join("upper/file")).expect("the upper dir is kept"),
         "kept\n"
     );
-    let root = images.root().display().to_string();
-    let out = kiln(["--root", root.as_str(), "rmi", "box"]).run();
-    assert_ne!(out.code, Some(0), "{out:?}");
+    let out = kiln().root(images.root()).args(["rmi", "box"]).run();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        out.stderr.contains("is using its referenced image"),
+        out.stderr_str().contains("is using its referenced image"),
         "{out:?}"
     );
 }
@@ -540,16 +536,19 @@ fn tty_gives_a_terminal() {
     let Some(script) = support::tool("script") else {
         return;
     };
-    let root = images.root().display().to_string();
+    let command = images.run(&[
+        "--rm",
+        "-it",
+        "box",
+        "sh",
+        "-c",
+        "tty; test -t 0 && test -t 1 && echo tty; echo $TERM; stty size",
+    ]);
     // What runs before kiln in script(1)'s terminal, and the size the container sees. script
     // without a terminal of its own gives its pty no size (0x0): then kiln's default, 24x80.
     let cases = [("", "24 80"), ("stty rows 40 cols 120; ", "40 120")];
     for (before, size) in cases {
-        let line = format!(
-            "{before}{} --root {root} run --rm -it box \
-             sh -c 'tty; test -t 0 && test -t 1 && echo tty; echo $TERM; stty size'",
-            env!("CARGO_BIN_EXE_kiln")
-        );
+        let line = format!("{before}{}", command.shell_line());
         // script's stdin stays open (a pipe held until the end): when it ends, script injects a
         // byte into its terminal, which `-i` would pass on to the container (a stray `^@`).
         let mut child = Command::new(&script)
@@ -579,12 +578,7 @@ fn sigterm_is_forwarded() {
     let Some(images) = images() else { return };
     let script =
         "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done";
-    let mut child = images
-        .command(&["--rm", "box", "sh", "-c", script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kiln");
+    let mut child = images.run(&["--rm", "box", "sh", "-c", script]).spawn();
     let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     reader.read_line(&mut line).expect("read");
@@ -612,7 +606,8 @@ fn rootless_run() {
         .expect("chown");
     assert!(chown.success());
     let out = images
-        .command(&["--rm", "box", "sh", "-c", "echo hi; id -u; exit 3"])
+        .run(&["--rm", "box", "sh", "-c", "echo hi; id -u; exit 3"])
+        .command()
         .uid(65534)
         .gid(65534)
         .output()

@@ -7,8 +7,8 @@
 //!
 //! Everything is built `FROM scratch` (busybox copied in), so both stores start empty.
 
-use crate::cli::{Outcome, kiln};
 use crate::support;
+use crate::support::{Kiln, Output, kiln};
 use kiln::builder::{BuildEvent, BuildOptions, Progress, build};
 use kiln::cache::remote::transport::{CacheTransport, TransportError};
 use kiln::cache::remote::{CacheExport, ExportMode};
@@ -62,7 +62,7 @@ pub(crate) struct Machine {
 
 /// What a `--progress json` build reported.
 pub(crate) struct Built {
-    pub(crate) out: Outcome,
+    pub(crate) out: Output,
     /// The image's manifest digest, from `--metadata-file`.
     digest: Option<String>,
     names: Vec<String>,
@@ -74,7 +74,12 @@ pub(crate) struct Built {
 impl Built {
     /// Asserts the build succeeded; returns the image's manifest digest.
     pub(crate) fn ok(&self) -> String {
-        assert_eq!(self.out.code, Some(0), "build failed:\n{}", self.out.stderr);
+        assert_eq!(
+            self.out.status.code(),
+            Some(0),
+            "build failed:\n{}",
+            self.out.stderr_str()
+        );
         self.digest
             .clone()
             .expect("--metadata-file names the image digest")
@@ -115,10 +120,8 @@ impl Machine {
         self.root.path()
     }
 
-    pub(crate) fn kiln(&self, args: &[&str]) -> crate::cli::Kiln {
-        let mut all = vec!["--root".to_string(), self.root().display().to_string()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        kiln(all)
+    pub(crate) fn kiln(&self, args: &[&str]) -> Kiln {
+        kiln().root(self.root()).args(args)
     }
 
     /// `kiln build --progress json ARGS CONTEXT`.
@@ -148,7 +151,12 @@ impl Machine {
             events: Vec::new(),
             out,
         };
-        for line in built.out.stderr.lines().filter(|l| l.starts_with('{')) {
+        for line in built
+            .out
+            .stderr_str()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+        {
             let event: Value = serde_json::from_str(line).expect("a JSON event per line");
             let step = event["step"].as_u64().and_then(|s| usize::try_from(s).ok());
             match (event["event"].as_str(), step) {
@@ -244,7 +252,7 @@ pub(crate) fn machine_a(busybox: &Path, cache_to: &[&str]) -> (Machine, tempfile
     }
     let built = a.build(ctx.path(), &args);
     let digest = built.ok();
-    assert_eq!(built.ran(), &STEPS[1..], "{}", built.out.stderr);
+    assert_eq!(built.ran(), &STEPS[1..], "{}", built.out.stderr_str());
     (a, ctx, digest)
 }
 
@@ -264,7 +272,12 @@ fn a_second_machine_rebuilds_from_the_cache_with_the_same_digest_and_no_layers()
     let src = format!("type=local,src={}", cache.path().display());
     let built = b.build(ctx.path(), &["-t", "app", "--cache-from", &src]);
     let b_digest = built.ok();
-    assert_eq!(built.ran(), Vec::<&str>::new(), "{}", built.out.stderr);
+    assert_eq!(
+        built.ran(),
+        Vec::<&str>::new(),
+        "{}",
+        built.out.stderr_str()
+    );
     // mode=min has no record of the `gen` stage, which the cached COPY --from does not need.
     let without_gen: Vec<&str> = STEPS.iter().copied().filter(|s| *s != GEN_STEP).collect();
     assert_eq!(built.hits(), without_gen);
@@ -289,13 +302,15 @@ fn a_second_machine_rebuilds_from_the_cache_with_the_same_digest_and_no_layers()
 
     // The store knows where each absent layer is; a prune keeps that while the image is tagged.
     assert_eq!(b.origins(), layers.iter().cloned().collect::<BTreeSet<_>>());
-    b.kiln(&["prune", "--force"]).ok();
+    b.kiln(&["prune", "--force"]).run().success();
     assert_eq!(b.origins().len(), layers.len());
 
     // Running the image needs its layers: they are fetched (and verified) now.
     let out = b
         .kiln(&["run", "--rm", "app", "cat", "/both.txt", "/tools.txt"])
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(out, "a\ngenerated\ntools\n");
     let held = b.blobs();
     assert!(layers.iter().all(|l| held.contains(l)), "{held:?}");
@@ -304,7 +319,8 @@ fn a_second_machine_rebuilds_from_the_cache_with_the_same_digest_and_no_layers()
     // `-o` and save read the blobs too; B's image stays the same image.
     let archive = b.root().join("app.tar");
     b.kiln(&["save", "-o", &archive.display().to_string(), "app"])
-        .ok();
+        .run()
+        .success();
     assert!(archive.is_file());
 }
 
@@ -322,12 +338,12 @@ fn removing_a_lazily_written_image_forgets_its_origins() {
     b.build(ctx.path(), &["-t", "app", "--cache-from", &src])
         .ok();
     assert_eq!(b.origins().len(), 6);
-    b.kiln(&["rmi", "app"]).ok();
+    b.kiln(&["rmi", "app"]).run().success();
     assert!(b.origins().is_empty(), "{:?}", b.origins());
     // An untagged image goes with a prune, and its layers' origins with it.
     b.build(ctx.path(), &["--cache-from", &src]).ok();
     assert_eq!(b.origins().len(), 6);
-    b.kiln(&["prune", "--force"]).ok();
+    b.kiln(&["prune", "--force"]).run().success();
     assert!(b.origins().is_empty(), "{:?}", b.origins());
 }
 
@@ -343,7 +359,11 @@ fn source_date_epoch_sets_every_created_time() {
         &["-t", "app", "--build-arg", "SOURCE_DATE_EPOCH=1234"],
     );
     built.ok();
-    let out = machine.kiln(&["inspect", "app"]).ok();
+    let out = machine
+        .kiln(&["inspect", "app"])
+        .run()
+        .success()
+        .stdout_str();
     let inspect: Vec<Value> = serde_json::from_str(&out).expect("inspect JSON");
     assert_eq!(inspect[0]["Created"], "1970-01-01T00:20:34Z");
     let id = inspect[0]["Id"]
@@ -372,7 +392,9 @@ fn source_date_epoch_sets_every_created_time() {
             "SOURCE_DATE_EPOCH=yesterday",
             &ctx.path().display().to_string(),
         ])
-        .fails();
+        .run()
+        .failure()
+        .stderr_str();
     assert!(
         out.contains("invalid SOURCE_DATE_EPOCH \"yesterday\""),
         "{out}"
@@ -417,7 +439,7 @@ pub(crate) fn edited_context_file_fetches_only_parent_layers(
         built.ran(),
         &STEPS[6..],
         "only the COPY of the edited file and what follows run:\n{}",
-        built.out.stderr
+        built.out.stderr_str()
     );
     let held = b.blobs();
     let a_layers = a.layers(&a_digest);
@@ -432,7 +454,11 @@ pub(crate) fn edited_context_file_fetches_only_parent_layers(
         !held.contains(&gen_layer),
         "the gen stage's layer was fetched, though nothing read it"
     );
-    let out = b.kiln(&["run", "--rm", "app", "cat", "/both.txt"]).ok();
+    let out = b
+        .kiln(&["run", "--rm", "app", "cat", "/both.txt"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(out, "edited\ngenerated\n");
 }
 
@@ -459,7 +485,7 @@ fn mode_min_exports_the_target_chain_and_mode_max_every_stage() {
             expected,
             "cache {}:\n{}",
             cache.path().display(),
-            built.out.stderr
+            built.out.stderr_str()
         );
         assert!(built.hits().contains(&STEPS[3]));
     }
@@ -473,7 +499,7 @@ pub(crate) fn export_concurrently(busybox: &Path, cache_to: &str) {
         context(busybox, "a\n", false),
         context(busybox, "a\n", false),
     ];
-    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+    let outcomes: Vec<Output> = std::thread::scope(|scope| {
         let handles: Vec<_> = builders
             .iter()
             .zip(&contexts)
@@ -487,7 +513,12 @@ pub(crate) fn export_concurrently(busybox: &Path, cache_to: &str) {
             .collect()
     });
     for out in &outcomes {
-        assert_eq!(out.code, Some(0), "export failed:\n{}", out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "export failed:\n{}",
+            out.stderr_str()
+        );
     }
 }
 
@@ -515,7 +546,12 @@ fn concurrent_exports_to_one_directory_both_succeed_and_import_cleanly() {
     let src = format!("type=local,src={}", cache.path().display());
     let built = b.build(ctx.path(), &["--cache-from", &src]);
     built.ok();
-    assert_eq!(built.ran(), Vec::<&str>::new(), "{}", built.out.stderr);
+    assert_eq!(
+        built.ran(),
+        Vec::<&str>::new(),
+        "{}",
+        built.out.stderr_str()
+    );
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -549,11 +585,19 @@ fn a_tampered_blob_is_a_clear_error_and_never_enters_the_store() {
     let b = Machine::new();
     let ctx = context(&busybox, "edited\n", true);
     let built = b.build(ctx.path(), &["--cache-from", &src]);
-    assert_eq!(built.out.code, Some(1), "{}", built.out.stderr);
-    assert!(
-        built.out.stderr.contains("corrupt or was tampered with"),
+    assert_eq!(
+        built.out.status.code(),
+        Some(1),
         "{}",
-        built.out.stderr
+        built.out.stderr_str()
+    );
+    assert!(
+        built
+            .out
+            .stderr_str()
+            .contains("corrupt or was tampered with"),
+        "{}",
+        built.out.stderr_str()
     );
     assert!(!b.blobs().contains(&first));
 
@@ -562,7 +606,11 @@ fn a_tampered_blob_is_a_clear_error_and_never_enters_the_store() {
     let ctx = context(&busybox, "a\n", true);
     b.build(ctx.path(), &["-t", "app", "--cache-from", &src])
         .ok();
-    let err = b.kiln(&["run", "--rm", "app", "true"]).fails();
+    let err = b
+        .kiln(&["run", "--rm", "app", "true"])
+        .run()
+        .failure()
+        .stderr_str();
     assert!(err.contains("corrupt or was tampered with"), "{err}");
     assert!(err.contains(&first), "{err}");
     assert!(!b.blobs().contains(&first));
@@ -667,7 +715,7 @@ fn bad_cache_options_are_refused_before_building() {
         all.extend(args.iter().copied());
         let context = ctx.path().display().to_string();
         all.push(&context);
-        let err = machine.kiln(&all).fails();
+        let err = machine.kiln(&all).run().failure().stderr_str();
         if !err.contains(expected) {
             failures.push(format!("{args:?}: {err}"));
         }
@@ -699,7 +747,11 @@ fn a_lazily_written_image_is_a_usable_base() {
         "FROM app\nRUN cat /both.txt /tools.txt > /again.txt\n",
     )]);
     b.build(run.path(), &["-t", "again"]).ok();
-    let out = b.kiln(&["run", "--rm", "again", "cat", "/again.txt"]).ok();
+    let out = b
+        .kiln(&["run", "--rm", "again", "cat", "/again.txt"])
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(out, "a\ngenerated\ntools\n");
     assert!(b.origins().is_empty());
 }

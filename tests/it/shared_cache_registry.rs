@@ -7,12 +7,12 @@
 //! first; an edited context fetches only the parent layers; two builders write one cache ref at
 //! once; a corrupted blob is a clear error; an empty or unreachable cache is built without.
 
-use crate::cli::Outcome;
 use crate::registry::{Act, Auth, TestRegistry, proxy};
 use crate::shared_cache::{
     Machine, STEPS, context, edited_context_file_fetches_only_parent_layers, export_concurrently,
     machine_a, requirements,
 };
+use crate::support::Output;
 use kiln::store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +30,7 @@ fn setup() -> Option<(PathBuf, TestRegistry)> {
 /// A `--progress plain` build: its outcome, the image's manifest digest and, per step
 /// header (`[stage k/n] INSTRUCTION`), how the step ended (`CACHED`, `DONE`, ...).
 struct PlainBuild {
-    out: Outcome,
+    out: Output,
     digest: Option<String>,
     endings: BTreeMap<String, String>,
 }
@@ -58,7 +58,7 @@ fn build_plain(machine: &Machine, context: &Path, args: &[&str]) -> PlainBuild {
     // `ERROR: ...` says how it ended.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut endings = BTreeMap::new();
-    for line in out.stderr.lines() {
+    for line in out.stderr_str().lines() {
         let Some((number, text)) = line.split_once(' ') else {
             continue;
         };
@@ -103,13 +103,18 @@ fn a_second_machine_rebuilds_from_a_registry_cache_with_every_step_cached() {
     let ctx = context(&busybox, "a\n", true);
     let from = format!("type=registry,ref={cache}");
     let built = build_plain(&b, ctx.path(), &["-t", "app", "--cache-from", &from]);
-    assert_eq!(built.out.code, Some(0), "{}", built.out.stderr);
+    assert_eq!(
+        built.out.status.code(),
+        Some(0),
+        "{}",
+        built.out.stderr_str()
+    );
     // mode=max holds the `gen` stage's record too: its step is a hit like the others.
     let expected: BTreeMap<String, String> = STEPS
         .iter()
         .map(|s| (s.to_string(), "CACHED".to_string()))
         .collect();
-    assert_eq!(built.endings, expected, "{}", built.out.stderr);
+    assert_eq!(built.endings, expected, "{}", built.out.stderr_str());
     assert_eq!(built.digest.as_deref(), Some(a_digest.as_str()));
 
     let layers = a.layers(&a_digest);
@@ -135,7 +140,9 @@ fn a_second_machine_rebuilds_from_a_registry_cache_with_every_step_cached() {
     // Running it needs the layers: they come from the cache repository now.
     let out = b
         .kiln(&["run", "--rm", "app", "cat", "/both.txt", "/tools.txt"])
-        .ok();
+        .run()
+        .success()
+        .stdout_str();
     assert_eq!(out, "a\ngenerated\ntools\n");
     let held = b.blobs();
     assert!(layers.iter().all(|l| held.contains(l)), "{held:?}");
@@ -174,13 +181,13 @@ fn an_image_built_from_a_registry_cache_is_pushed_by_mounting_or_fetching_its_la
     assert_eq!(built.ok(), a_digest);
     assert_eq!(built.ran(), Vec::<&str>::new());
     let pushed = c.kiln(&["push", &same]).run();
-    assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
-    let statuses = push_statuses(&pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(0), "{}", pushed.stderr_str());
+    let statuses = push_statuses(&pushed.stderr_str());
     assert_eq!(
         statuses["Mounted from another repository"],
         layers.len(),
         "{}",
-        pushed.stderr
+        pushed.stderr_str()
     );
     let held = c.blobs();
     let downloaded: Vec<&String> = layers.iter().filter(|l| held.contains(*l)).collect();
@@ -204,11 +211,14 @@ fn an_image_built_from_a_registry_cache_is_pushed_by_mounting_or_fetching_its_la
 
     let d = Machine::new();
     for name in [&same, &pushed_by_build] {
-        d.kiln(&["pull", name]).ok();
+        d.kiln(&["pull", name]).run().success();
         assert_eq!(manifest_digest(&d, name), a_digest);
     }
     assert_eq!(
-        d.kiln(&["run", "--rm", &same, "cat", "/both.txt"]).ok(),
+        d.kiln(&["run", "--rm", &same, "cat", "/both.txt"])
+            .run()
+            .success()
+            .stdout_str(),
         "a\ngenerated\n"
     );
 
@@ -218,20 +228,20 @@ fn an_image_built_from_a_registry_cache_is_pushed_by_mounting_or_fetching_its_la
         return;
     };
     let elsewhere = format!("{}/app/z:1", other.host());
-    c.kiln(&["tag", &same, &elsewhere]).ok();
+    c.kiln(&["tag", &same, &elsewhere]).run().success();
     let pushed = c.kiln(&["push", &elsewhere]).run();
-    assert_eq!(pushed.code, Some(0), "{}", pushed.stderr);
+    assert_eq!(pushed.status.code(), Some(0), "{}", pushed.stderr_str());
     assert_eq!(
-        push_statuses(&pushed.stderr)["Pushed"],
+        push_statuses(&pushed.stderr_str())["Pushed"],
         layers.len() + 1,
         "{}",
-        pushed.stderr
+        pushed.stderr_str()
     );
     let held = c.blobs();
     assert!(layers.iter().all(|l| held.contains(l)), "{held:?}");
     assert!(c.origins().is_empty());
     let e = Machine::new();
-    e.kiln(&["pull", &elsewhere]).ok();
+    e.kiln(&["pull", &elsewhere]).run().success();
     assert_eq!(manifest_digest(&e, &elsewhere), a_digest);
 }
 
@@ -271,7 +281,12 @@ fn two_builders_writing_one_registry_cache_ref_both_succeed_and_it_imports_clean
     let from = format!("type=registry,ref={cache}");
     let built = c.build(ctx.path(), &["--cache-from", &from]);
     built.ok();
-    assert_eq!(built.ran(), Vec::<&str>::new(), "{}", built.out.stderr);
+    assert_eq!(
+        built.ran(),
+        Vec::<&str>::new(),
+        "{}",
+        built.out.stderr_str()
+    );
     let imported = built.events("cache_imported");
     assert_eq!(imported.len(), 1);
     assert_eq!(imported[0]["warning"], Value::Null);
@@ -287,7 +302,10 @@ fn two_builders_writing_one_registry_cache_ref_both_succeed_and_it_imports_clean
     c.build(child.path(), &["-t", "again"]).ok();
     assert!(c.origins().is_empty(), "{:?}", c.origins());
     assert_eq!(
-        c.kiln(&["run", "--rm", "again", "cat", "/again.txt"]).ok(),
+        c.kiln(&["run", "--rm", "again", "cat", "/again.txt"])
+            .run()
+            .success()
+            .stdout_str(),
         "a\ngenerated\ntools\n"
     );
 }
@@ -318,16 +336,21 @@ fn a_corrupted_cache_layer_from_the_registry_is_a_clear_error_and_never_enters_t
     let b = Machine::new();
     let ctx = context(&busybox, "edited\n", true);
     let built = b.build(ctx.path(), &["--cache-from", &from]);
-    assert_eq!(built.out.code, Some(1), "{}", built.out.stderr);
+    assert_eq!(
+        built.out.status.code(),
+        Some(1),
+        "{}",
+        built.out.stderr_str()
+    );
     // The report after the JSON events (the `error` event repeats the message).
-    let report: Vec<&str> = built
-        .out
-        .stderr
-        .lines()
-        .filter(|l| !l.starts_with('{'))
-        .collect();
+    let stderr = built.out.stderr_str();
+    let report: Vec<&str> = stderr.lines().filter(|l| !l.starts_with('{')).collect();
     let failures = corruption_failures(&report.join("\n"), &first, &through);
-    assert!(failures.is_empty(), "{failures:?}:\n{}", built.out.stderr);
+    assert!(
+        failures.is_empty(),
+        "{failures:?}:\n{}",
+        built.out.stderr_str()
+    );
     assert!(!b.blobs().contains(&first));
     assert_no_staging_left(&b);
 
@@ -336,7 +359,11 @@ fn a_corrupted_cache_layer_from_the_registry_is_a_clear_error_and_never_enters_t
     let ctx = context(&busybox, "a\n", true);
     b.build(ctx.path(), &["-t", "app", "--cache-from", &from])
         .ok();
-    let err = b.kiln(&["run", "--rm", "app", "true"]).fails();
+    let err = b
+        .kiln(&["run", "--rm", "app", "true"])
+        .run()
+        .failure()
+        .stderr_str();
     let failures = corruption_failures(&err, &first, &through);
     assert!(failures.is_empty(), "{failures:?}:\n{err}");
     assert!(!b.blobs().contains(&first));
@@ -389,11 +416,11 @@ fn an_empty_or_unreachable_registry_cache_builds_without_it() {
         let machine = Machine::new();
         let ctx = context(&busybox, "a\n", false);
         let built = machine.build(ctx.path(), &["--cache-from", from]);
-        if built.out.code != Some(0) || built.ran() != STEPS[1..] {
+        if built.out.status.code() != Some(0) || built.ran() != STEPS[1..] {
             failures.push(format!(
                 "{from}: ran {:?}\n{}",
                 built.ran(),
-                built.out.stderr
+                built.out.stderr_str()
             ));
         }
         let imported = built.events("cache_imported");

@@ -3,7 +3,7 @@
 //! umoci) reading the store as it is.
 
 use crate::oci_schema::{Schema, Schemas};
-use crate::support::tool;
+use crate::support::{kiln, tool};
 use kiln::oci::Digest;
 use kiln::store::BlobError;
 use kiln::store::{
@@ -1036,16 +1036,7 @@ fn processes_creating_the_same_store_at_once_all_open_it() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
         let children: Vec<_> = (0..6)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_kiln"))
-                    .args(["--root"])
-                    .arg(&root)
-                    .args(["images", "-q"])
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|_| kiln().root(&root).args(["images", "-q"]).spawn())
             .collect();
         for child in children {
             let out = child.wait_with_output().unwrap();

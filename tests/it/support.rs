@@ -1,7 +1,10 @@
 //! Shared helpers for the integration tests.
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 /// The shared conformance data (`../shared/conformance` beside the repository), or `None` after
 /// printing a notice when it is absent. Under `CI=true` its absence is a failure.
@@ -169,5 +172,263 @@ impl PeerDocker {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The `kiln` binary under test, to configure and run fluently; the one way every integration
+/// test runs it:
+///
+/// ```ignore
+/// let out = kiln().root(&store).args(["build", "-t", "x", "."]).current_dir(&ctx).run();
+/// let id = out.success().stdout_str();
+/// let err = kiln().args(["parse", "-f", "-"]).stdin("FROM").run().failure().stderr_str();
+/// ```
+///
+/// It reads like `assert_cmd` (a [`Kiln`] builds the command, [`Kiln::run`] gives an [`Output`]
+/// whose assertions print the command line, stdout and stderr when they fail) but is written
+/// here on `std::process`: the tests also need what `assert_cmd` leaves to the caller (the
+/// store root in front of the subcommand, stdin bytes for [`Kiln::spawn`], a line for
+/// `script(1)`), and a wrapper of this size does not justify a dependency not yet in Cargo.lock.
+///
+/// It runs in the repository (so `testdata/...` paths resolve), with stdin from /dev/null
+/// unless [`Kiln::stdin`] gives it bytes.
+pub fn kiln() -> Kiln {
+    Kiln {
+        root: None,
+        args: Vec::new(),
+        envs: Vec::new(),
+        current_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        stdin: None,
+    }
+}
+
+/// One run of the `kiln` binary being set up; see [`kiln`].
+#[derive(Debug, Clone)]
+pub struct Kiln {
+    root: Option<PathBuf>,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    current_dir: PathBuf,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Kiln {
+    /// The store root, passed as `--root ROOT` before every other argument (a global option).
+    pub fn root(mut self, root: impl AsRef<Path>) -> Self {
+        self.root = Some(root.as_ref().to_path_buf());
+        self
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// An environment variable on top of the test's own environment (`KILN_ROOT`, say).
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
+    /// The working directory (the repository unless set).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.current_dir = dir.as_ref().to_path_buf();
+        self
+    }
+
+    /// Bytes for kiln's standard input, which is otherwise /dev/null.
+    pub fn stdin(mut self, bytes: impl AsRef<[u8]>) -> Self {
+        self.stdin = Some(bytes.as_ref().to_vec());
+        self
+    }
+
+    /// The command as a `std::process::Command` (program, root, arguments, environment and
+    /// working directory; stdio left to the caller), for what the builder does not cover: a
+    /// terminal as stdin or stdout, another uid, inherited output.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        if let Some(root) = &self.root {
+            command.arg("--root").arg(root);
+        }
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.current_dir);
+        command
+    }
+
+    /// Starts kiln with stdout and stderr piped, for a test that talks to a running kiln
+    /// (signals, `run -d`). The stdin bytes, if any, are written and the pipe closed first.
+    pub fn spawn(&self) -> Child {
+        let mut child = self
+            .command()
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {self}: {e}"));
+        if let Some(bytes) = &self.stdin {
+            let mut pipe = child.stdin.take().expect("stdin is piped");
+            // kiln may stop reading before the end (it failed, say); its exit status tells.
+            let _ = pipe.write_all(bytes);
+        }
+        child
+    }
+
+    /// Runs kiln to its end: how it ended and everything it printed.
+    pub fn run(&self) -> Output {
+        let out = self
+            .spawn()
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot wait for {self}: {e}"));
+        Output {
+            command: self.to_string(),
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+
+    /// The program and its arguments quoted for `sh -c` (for `script(1)`, which gives kiln a
+    /// terminal); the environment, working directory and stdin are not part of it.
+    pub fn shell_line(&self) -> String {
+        assert!(
+            self.envs.is_empty() && self.stdin.is_none(),
+            "a shell line carries neither environment nor stdin: {self}"
+        );
+        let command = self.command();
+        std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|word| shell_quote(&word.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `word` as one `sh` word: as it is when that is safe, else in single quotes.
+fn shell_quote(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line, with the environment and working directory it adds, for messages.
+impl std::fmt::Display for Kiln {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (key, value) in &self.envs {
+            write!(f, "{}={} ", key.to_string_lossy(), value.to_string_lossy())?;
+        }
+        write!(f, "kiln")?;
+        if let Some(root) = &self.root {
+            write!(f, " --root {}", root.display())?;
+        }
+        for arg in &self.args {
+            write!(f, " {}", shell_quote(&arg.to_string_lossy()))?;
+        }
+        write!(f, " (in {})", self.current_dir.display())
+    }
+}
+
+/// How a [`Kiln::run`] ended and what it printed. The assertions return the output so they chain:
+/// `.run().success().stdout_str()`.
+#[derive(Clone)]
+pub struct Output {
+    command: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    /// Asserts that kiln exited with 0.
+    #[track_caller]
+    pub fn success(self) -> Self {
+        assert!(self.status.success(), "kiln failed: {self:?}");
+        self
+    }
+
+    /// Asserts that kiln failed the way it reports errors: an exit code other than 0 (not a
+    /// signal) and nothing on stdout, the error going to stderr.
+    #[track_caller]
+    pub fn failure(self) -> Self {
+        assert!(
+            self.status.code().is_some_and(|code| code != 0),
+            "kiln did not fail with an exit code: {self:?}"
+        );
+        assert!(self.stdout.is_empty(), "a failing kiln printed: {self:?}");
+        self
+    }
+
+    /// Asserts that kiln exited with `code`.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "kiln did not exit with {code}: {self:?}"
+        );
+        self
+    }
+
+    /// Stdout, which must be UTF-8.
+    #[track_caller]
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8(self.stdout.clone())
+            .unwrap_or_else(|_| panic!("kiln printed something other than UTF-8: {self:?}"))
+    }
+
+    /// Stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Stdout parsed as one JSON value.
+    #[track_caller]
+    pub fn stdout_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("kiln did not print JSON ({e}): {self:?}"))
+    }
+}
+
+/// The plain `std::process::Output`, for code that handles other programs' outputs too.
+impl From<Output> for std::process::Output {
+    fn from(out: Output) -> Self {
+        std::process::Output {
+            status: out.status,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }
+    }
+}
+
+/// The command, its status and both streams in full, the text every failed assertion shows.
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n{}\n--- stdout\n{}\n--- stderr\n{}",
+            self.command,
+            self.status,
+            String::from_utf8_lossy(&self.stdout),
+            String::from_utf8_lossy(&self.stderr)
+        )
     }
 }
