@@ -711,7 +711,7 @@ fn entrypoint_clears_a_cmd_inherited_from_a_parent_stage() {
     assert_eq!(config["Entrypoint"], json!(["/bin/echo", "ep"]));
     assert_eq!(config["Cmd"], Value::Null);
     let out = builder.kiln(&["run", "--rm", "child"]).run();
-    assert_eq!(out.stdout, "ep\n", "{}", out.stderr);
+    assert_eq!(out.stdout_str(), "ep\n", "{}", out.stderr_str());
 }
 
 /// WORKDIR makes its directory as the USER the way BuildKit's file operations resolve it: an
