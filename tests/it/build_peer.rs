@@ -136,7 +136,7 @@ const CASES: &[Case] = &[
         run: false,
         known_kiln_error: None,
     },
-    // kiln's planner (src/context/sources.rs `select_source`) rejects a context wildcard that
+    // kiln's planner (src/frontend/context/sources.rs `select_source`) rejects a context wildcard that
     // matches nothing; BuildKit copies nothing for it (dockerfile2llb dispatchCopy:
     // `AllowEmptyWildcard: true`), v0.8 and current alike.
     Case {
