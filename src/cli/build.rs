@@ -1,13 +1,12 @@
 //! `kiln build`: docker build's flags over [`kiln::builder::build`], with progress rendered by
 //! [`super::progress`]; `--dry-run` prints the plan instead.
 
-use super::archive::Output;
 use super::parse::read_dockerfile;
 use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
-use kiln::archive::{self, DEFAULT_MAX_BYTES, SaveFormat};
+use kiln::archive::{self, DEFAULT_MAX_BYTES, Output, SaveFormat};
 use kiln::builder::{BuildError, BuildOptions, build};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
@@ -322,13 +321,13 @@ fn export_image(
             let mut out = Output::open(not_stdout(path))?;
             archive::save(store, &names, format, out.writer(), DEFAULT_MAX_BYTES)
                 .map_err(|e| plain(&e))?;
-            out.finish()
+            Ok(out.finish()?)
         }
         Export::Tar(path) => {
             let mut out = Output::open(not_stdout(path))?;
             archive::export_rootfs(store, image, out.writer(), DEFAULT_MAX_BYTES)
                 .map_err(|e| plain(&e))?;
-            out.finish()
+            Ok(out.finish()?)
         }
         Export::Local(dir) => {
             archive::export_to_dir(store, image, dir, DEFAULT_MAX_BYTES).map_err(|e| plain(&e))?;
