@@ -7,6 +7,7 @@
 //! the image config and manifest, and tags the image. The CLI is a thin layer over it.
 
 pub mod compile;
+pub mod export;
 pub mod progress;
 mod remote_cache;
 pub mod steps;

@@ -6,7 +6,8 @@ use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
-use kiln::archive::{self, DEFAULT_MAX_BYTES, Output, SaveFormat};
+use kiln::archive::DEFAULT_MAX_BYTES;
+use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
 use kiln::builder::{BuildError, BuildOptions, build};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
@@ -14,6 +15,7 @@ use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
 use kiln::frontend::stage::ResolveOptions;
+use kiln::registry::NoProgress;
 use kiln::runtime::Network;
 use kiln::solver::Cancel;
 use kiln::store::{Store, StoredImage};
@@ -106,56 +108,6 @@ enum NetworkArg {
     None,
 }
 
-/// An `-o` export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Export {
-    Docker(PathBuf),
-    Oci(PathBuf),
-    Tar(PathBuf),
-    Local(PathBuf),
-    /// `type=registry,name=REF`: push to a registry.
-    Registry(String),
-}
-
-/// Parses `type=docker,dest=out.tar` (docker's `--output` syntax; a bare path is `local`).
-fn parse_export(spec: &str) -> anyhow::Result<Export> {
-    if !spec.contains('=') {
-        return Ok(Export::Local(PathBuf::from(spec)));
-    }
-    let mut kind = None;
-    let mut dest = None;
-    let mut name = None;
-    for field in spec.split(',') {
-        match field.split_once('=') {
-            Some(("type", value)) => kind = Some(value.to_string()),
-            Some(("dest", value)) => dest = Some(PathBuf::from(value)),
-            Some(("name", value)) => name = Some(value.to_string()),
-            _ => bail!(
-                "invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH"
-            ),
-        }
-    }
-    if kind.as_deref() == Some("registry") {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            bail!("invalid --output {spec:?}: type=registry needs name=REF");
-        };
-        return Ok(Export::Registry(name));
-    }
-    let Some(dest) = dest else {
-        bail!("invalid --output {spec:?}: no dest=PATH");
-    };
-    Ok(match kind.as_deref() {
-        Some("docker") => Export::Docker(dest),
-        Some("oci") => Export::Oci(dest),
-        Some("tar") => Export::Tar(dest),
-        Some("local") => Export::Local(dest),
-        other => bail!(
-            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar, local or registry",
-            other.unwrap_or("")
-        ),
-    })
-}
-
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return dry_run(args);
@@ -166,8 +118,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let exports = args
         .outputs
         .iter()
-        .map(|spec| parse_export(spec))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|spec| spec.parse::<Export>())
+        .collect::<Result<Vec<_>, _>>()?;
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let no_context = args.context.as_os_str() == "-";
     let path = if no_context {
@@ -251,13 +203,17 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
-    for export in &exports {
-        export_image(&store, &output.image, export, &options)?;
-    }
-    if args.push {
-        for tag in &args.tags {
-            super::registry::push_built(&store, &output.image, tag, &options.registry)?;
-        }
+    let export_options = ExportOptions {
+        registry: options.registry.clone(),
+        max_bytes: DEFAULT_MAX_BYTES,
+    };
+    // `--push` is a registry export to each tag, after the `-o` ones.
+    let pushes = args.tags.iter().filter(|_| args.push);
+    for spec in exports
+        .into_iter()
+        .chain(pushes.map(|tag| Export::Registry(tag.clone())))
+    {
+        write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
 }
@@ -298,50 +254,25 @@ fn with_source_date_epoch(mut args: BTreeMap<String, String>) -> BTreeMap<String
     args
 }
 
-/// Writes one `-o` export of the built image.
-fn export_image(
+/// Writes one `-o` export (or a `--push`) of the built image; a push shows its blobs as
+/// `kiln push` does, then `pushed REF@DIGEST`.
+fn write_export(
     store: &Store,
     image: &StoredImage,
     export: &Export,
-    options: &BuildOptions,
+    options: &ExportOptions,
 ) -> anyhow::Result<()> {
-    let names: Vec<String> = if image.names.is_empty() {
-        vec![image.id.to_string()]
-    } else {
-        image.names.iter().map(|n| n.familiar()).collect()
+    let Export::Registry(_) = export else {
+        export_image(store, image, export, options, &NoProgress)?;
+        return Ok(());
     };
-    let plain = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
-    match export {
-        Export::Docker(path) | Export::Oci(path) => {
-            let format = if matches!(export, Export::Docker(_)) {
-                SaveFormat::Docker
-            } else {
-                SaveFormat::Oci
-            };
-            let mut out = Output::open(not_stdout(path))?;
-            archive::save(store, &names, format, out.writer(), DEFAULT_MAX_BYTES)
-                .map_err(|e| plain(&e))?;
-            Ok(out.finish()?)
-        }
-        Export::Tar(path) => {
-            let mut out = Output::open(not_stdout(path))?;
-            archive::export_rootfs(store, image, out.writer(), DEFAULT_MAX_BYTES)
-                .map_err(|e| plain(&e))?;
-            Ok(out.finish()?)
-        }
-        Export::Local(dir) => {
-            archive::export_to_dir(store, image, dir, DEFAULT_MAX_BYTES).map_err(|e| plain(&e))?;
-            Ok(())
-        }
-        Export::Registry(name) => {
-            super::registry::push_built(store, image, name, &options.registry)
-        }
+    let progress = super::registry::BlobProgress::new(false);
+    let exported = export_image(store, image, export, options, &progress);
+    progress.finish();
+    if let Exported::Pushed { reference, digest } = exported? {
+        eprintln!("pushed {reference}@{digest}");
     }
-}
-
-/// `None` for `-` (stdout), else the path.
-fn not_stdout(path: &Path) -> Option<&Path> {
-    (path.as_os_str() != "-").then_some(path)
+    Ok(())
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM cancels the build: running steps are killed and nothing
