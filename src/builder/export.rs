@@ -156,7 +156,10 @@ pub enum Exported {
     /// A `type=tar` or `type=local` root filesystem.
     Rootfs(archive::Exported),
     /// A `type=registry` push: where to, and the pushed manifest's digest.
-    Pushed { reference: Reference, digest: Digest },
+    Pushed {
+        reference: Reference,
+        digest: Digest,
+    },
 }
 
 /// Why an export failed.
@@ -181,7 +184,7 @@ pub enum ExportError {
     Push {
         reference: Reference,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
 }
 
@@ -247,7 +250,7 @@ fn push_image(
         .with_default_tag();
     let failed = |source| ExportError::Push {
         reference: reference.clone(),
-        source,
+        source: Box::new(source),
     };
     let client = Client::new(options.registry.clone()).map_err(failed)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -270,7 +273,10 @@ mod tests {
         let path = |p: &str| Destination::Path(PathBuf::from(p));
         let cases = [
             ("out", Ok(Export::Local(PathBuf::from("out")))),
-            ("type=local,dest=dir", Ok(Export::Local(PathBuf::from("dir")))),
+            (
+                "type=local,dest=dir",
+                Ok(Export::Local(PathBuf::from("dir"))),
+            ),
             ("type=docker,dest=a.tar", Ok(Export::Docker(path("a.tar")))),
             ("type=oci,dest=-", Ok(Export::Oci(Destination::Stdout))),
             ("dest=r.tar,type=tar", Ok(Export::Tar(path("r.tar")))),
@@ -280,8 +286,10 @@ mod tests {
             ),
             (
                 "type=docker,dest=a.tar,compression=zstd",
-                Err("invalid --output \"type=docker,dest=a.tar,compression=zstd\": unknown field \
-                     \"compression=zstd\"; write type=TYPE,dest=PATH"),
+                Err(
+                    "invalid --output \"type=docker,dest=a.tar,compression=zstd\": unknown field \
+                     \"compression=zstd\"; write type=TYPE,dest=PATH",
+                ),
             ),
             (
                 "type=registry,name=",
@@ -293,13 +301,17 @@ mod tests {
             ),
             (
                 "type=image,dest=x",
-                Err("invalid --output \"type=image,dest=x\": unknown type \"image\"; use docker, \
-                     oci, tar, local or registry"),
+                Err(
+                    "invalid --output \"type=image,dest=x\": unknown type \"image\"; use docker, \
+                     oci, tar, local or registry",
+                ),
             ),
             (
                 "dest=x",
-                Err("invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, local \
-                     or registry"),
+                Err(
+                    "invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, local \
+                     or registry",
+                ),
             ),
         ];
         for (spec, expected) in cases {

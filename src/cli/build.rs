@@ -8,6 +8,7 @@ use anyhow::bail;
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
 use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
+use kiln::builder::worker::StepError;
 use kiln::builder::{BuildError, BuildOptions, build};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
@@ -172,14 +173,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     interrupt_on_ctrl_c(&cancel);
     let result = build(&store, &options, renderer.clone(), &cancel);
     renderer.finish();
-    let output = result.map_err(|err| match &err {
-        BuildError::Plan(PlanError::Context(ContextError::Dockerignore { path, text, source })) => {
-            located(&as_given(&args.context, path), text, source.as_ref())
-        }
-        BuildError::Plan(PlanError::Context(context_err)) => unlocated(context_err),
-        err if err.span().is_some() => located(&name, &text, err),
-        err => unlocated(err),
-    })?;
+    let output = result.map_err(|err| build_error(err, &args.context, &name, &text))?;
     for (step, reasons) in &output.explanations {
         eprintln!("cache miss: {step}");
         for reason in reasons {
@@ -216,6 +210,57 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
+}
+
+/// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its
+/// Dockerfile or .dockerignore line, or alone when it is about the context); a failed step
+/// renders at its instruction as `NAME: WHY`, BuildKit's `[stage 2/3] RUN make: process ...
+/// did not complete successfully`; any other error goes to the reporter with its causes.
+fn build_error(err: BuildError, context: &Path, dockerfile: &str, text: &str) -> anyhow::Error {
+    match &err {
+        BuildError::Plan(PlanError::Context(ContextError::Dockerignore { path, text, source })) => {
+            located(&as_given(context, path), text, source.as_ref())
+        }
+        BuildError::Plan(PlanError::Context(context_err)) => unlocated(context_err),
+        BuildError::Step { name, source, .. } => {
+            let failed = StepFailed {
+                err: &err,
+                name,
+                why: source,
+            };
+            match err.span() {
+                Some(_) => located(dockerfile, text, &failed),
+                None => unlocated(&failed),
+            }
+        }
+        err if err.span().is_some() => located(dockerfile, text, err),
+        BuildError::Plan(_) | BuildError::Compile(_) | BuildError::NoContext => unlocated(&err),
+        _ => anyhow::Error::new(err),
+    }
+}
+
+/// A [`BuildError::Step`] printed as one message: the step's name, then its error (which
+/// says why, e.g. the exit code).
+struct StepFailed<'a> {
+    err: &'a BuildError,
+    name: &'a str,
+    why: &'a StepError,
+}
+
+impl std::fmt::Display for StepFailed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.why)
+    }
+}
+
+impl Located for StepFailed<'_> {
+    fn span(&self) -> Option<kiln::frontend::diagnostic::Span> {
+        self.err.span()
+    }
+
+    fn help(&self) -> Option<String> {
+        self.err.help()
+    }
 }
 
 /// The transports of `--cache-from`.
