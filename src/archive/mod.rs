@@ -6,6 +6,8 @@
 //!   `docker load` reads; with the OCI layout files beside them, as Docker 25 writes) or an OCI
 //!   image layout tar.
 //! - [`mod@load`]: either kind of archive (plain, gzip or zstd) becomes images in the store.
+//! - [`output`]: where an archive or rootfs tar is written (stdout, a file that appears whole
+//!   on success, a device or FIFO in place).
 //!
 //! An archive or a rootfs tar is hostile input. Nothing in it is ever extracted by name: entries
 //! are streamed into the store's blobs (each verified against its digest), names from
@@ -15,6 +17,7 @@
 //! failed load stored on the way (blobs, snapshots) is unreferenced, and `kiln prune` removes it.
 
 pub mod load;
+pub mod output;
 pub mod rootfs;
 pub mod save;
 
@@ -23,6 +26,7 @@ mod names;
 pub mod view;
 
 pub use load::{LoadOptions, Loaded, Progress, load};
+pub use output::{Output, OutputError};
 pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_rootfs};
 pub use save::{SaveFormat, save};
 

@@ -4,9 +4,12 @@
 //! [`build`] plans the Dockerfile ([`crate::frontend::plan`]), looks up the base images in the store,
 //! compiles the needed stages into an ops graph ([`compile`]), solves it with the parallel
 //! [`crate::solver`] through the [`worker`] (cache keys, cache records, the [`steps`]), writes
-//! the image config and manifest, and tags the image. The CLI is a thin layer over it.
+//! the image config and manifest, and tags the image; [`build_async`] lists the phases.
+//! [`export::export_image`] then writes the image out as `docker buildx build --output` and
+//! `--push` do. The CLI is a thin layer over both.
 
 pub mod compile;
+pub mod export;
 pub mod progress;
 mod remote_cache;
 pub mod steps;
@@ -22,10 +25,11 @@ use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, plan};
 use crate::frontend::stage::{BaseImage, ResolveOptions};
+use crate::oci::Digest;
 use crate::oci::timestamp::format_rfc3339;
-use crate::solver::{Cancel, NodeEvent, SolveError, SolveOptions, solve};
+use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, solve};
 use crate::store::{Store, StoreError, StoredImage, descriptor};
-use compile::{CompileError, CompileOptions, HistoryEntry, compile};
+use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -104,46 +108,78 @@ pub struct BuildOutput {
     pub explanations: Vec<(String, Vec<String>)>,
 }
 
-/// Why a build failed.
+/// Why a build failed: one variant per phase and cause. A message says only what failed at
+/// this level; the cause is the [`std::error::Error::source`] (the CLI prints the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The store's lease, which keeps a prune from collecting the build's blobs, could not be
+    /// taken.
+    #[error("cannot lease the store for the build")]
+    Lease(#[source] StoreError),
+    // Preparing: planning, base images, shared cache imports.
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
     Compile(#[from] CompileError),
-    /// A step failed: its name and where it is in the Dockerfile.
-    #[error("{name}: {source}")]
-    Step {
-        name: String,
-        span: Option<Span>,
-        source: Box<StepError>,
-    },
     /// A needed COPY or ADD reads the build context, and the build has none (`kiln build -`).
     #[error("a COPY or ADD reads the build context, but this build has none (the context was `-`)")]
     NoContext,
-    #[error("the build was canceled")]
-    Canceled,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Cache(#[from] CacheError),
-    #[error("cannot start the build's threads: {0}")]
-    Runtime(std::io::Error),
     /// A base image could not be pulled.
-    #[error("cannot pull {name}: {source}")]
+    #[error("cannot pull {name}")]
     Pull {
         name: String,
+        #[source]
         source: Box<crate::registry::RegistryError>,
     },
-    #[error("internal error in the solver: {0}")]
-    Solver(String),
-    #[error(transparent)]
-    SharedCache(#[from] Box<SharedCacheError>),
-    /// A shared cache import or export on the blocking pool panicked or was canceled.
-    #[error("the shared cache task did not finish: {0}")]
-    SharedCacheTask(String),
     #[error("invalid SOURCE_DATE_EPOCH {0:?}: give the time as whole seconds since 1970-01-01 UTC")]
     SourceDateEpoch(String),
+    #[error("cannot open the build cache records")]
+    CacheRecords(#[source] CacheError),
+    // Solving: running the steps.
+    /// A step failed: its name and where it is in the Dockerfile.
+    #[error("{name} failed")]
+    Step {
+        name: String,
+        span: Option<Span>,
+        #[source]
+        source: Box<StepError>,
+    },
+    #[error("the build was canceled")]
+    Canceled,
+    /// The solver failed other than by a step's error (a worker panic, a graph error): a bug.
+    #[error("internal error in the solver")]
+    Solver(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("internal error in the solver: the target step has no result")]
+    NoTargetResult,
+    #[error("cannot save the stat cache")]
+    StatCache(#[source] CacheError),
+    // Writing the image.
+    /// The layers that came from a shared cache could not be fetched or recorded as absent.
+    #[error("cannot fetch or record the image's layers from the shared cache")]
+    SharedCacheLayers(#[source] Box<SharedCacheError>),
+    #[error("cannot serialise the image config")]
+    ImageConfig(#[source] serde_json::Error),
+    #[error("cannot write the image")]
+    Write(#[source] StoreError),
+    #[error("cannot tag the image {name}")]
+    Tag {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    // Exporting.
+    #[error("cannot export the build cache to {destination}")]
+    CacheExport {
+        destination: String,
+        #[source]
+        source: Box<SharedCacheError>,
+    },
+    // Any phase.
+    #[error("cannot start the build's threads")]
+    Runtime(#[source] std::io::Error),
+    /// A shared cache import or export on the blocking pool panicked or was canceled.
+    #[error("the shared cache task did not finish")]
+    SharedCacheTask(#[source] tokio::task::JoinError),
 }
 
 impl crate::frontend::diagnostic::Located for BuildError {
@@ -194,15 +230,103 @@ pub fn build(
     runtime.block_on(build_async(store, options, progress, cancel))
 }
 
-/// [`build`] for async callers.
+/// [`build`] for async callers. The build's phases in order: [`prepare`] (plan, base images,
+/// compile, shared cache imports), [`solve_steps`], [`write`] (the image config, manifest and
+/// tags), [`export_cache`] (`--cache-to`).
 pub async fn build_async(
     store: &Store,
     options: &BuildOptions,
     progress: Arc<dyn Progress>,
     cancel: &Cancel,
 ) -> Result<BuildOutput, BuildError> {
-    // Held until the image is tagged, so no prune collects the layers on the way.
-    let lease = store.lease()?;
+    // Held until the image is tagged and the cache exported, so no prune collects the layers
+    // on the way (a cache export reads blobs that no image names: earlier steps').
+    let _lease = store.lease().map_err(BuildError::Lease)?;
+    let prepared = prepare(store, options, &progress).await?;
+    let solved = solve_steps(&prepared, options, &progress, cancel).await?;
+    let written = write(store, options, &prepared, &solved, progress.as_ref()).await?;
+    progress.event(BuildEvent::Finished {
+        image_id: written.image.id.to_string(),
+        names: written.names,
+    });
+    export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
+    Ok(BuildOutput {
+        image: written.image,
+        ran: solved.counts.ran,
+        cached: solved.counts.cached,
+        explanations: prepared.explanations(),
+    })
+}
+
+/// What [`prepare`] hands on: the compiled graph, the worker that runs its steps, and what the
+/// image config is written from.
+struct Prepared {
+    graph: Arc<Graph<BuildOp>>,
+    target: NodeId,
+    /// Nodes whose cache is skipped (`--no-cache`, `--no-cache-filter`).
+    no_cache: Vec<NodeId>,
+    /// Holds the steps, the cache records, the stat cache and the imported shared caches.
+    worker: Arc<BuildWorker>,
+    config: ImageConfig,
+}
+
+impl Prepared {
+    /// `--explain-cache`: each step that ran, by name, and why it missed.
+    fn explanations(&self) -> Vec<(String, Vec<String>)> {
+        let steps = &self.worker.steps;
+        self.worker
+            .explanations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(node, reasons)| {
+                let name = steps.get(*node).map(|s| s.name.clone()).unwrap_or_default();
+                (name, reasons.clone())
+            })
+            .collect()
+    }
+}
+
+/// The target stage's image config before its layers are known.
+struct ImageConfig {
+    /// The config document (`config` included, `rootfs` and `history` not).
+    document: Map<String, Value>,
+    history: Vec<HistoryEntry>,
+    /// The BuildKit image `author` when a MAINTAINER set it.
+    author: Option<String>,
+    source_date_epoch: Option<i64>,
+}
+
+/// What [`solve_steps`] made.
+struct Solved {
+    /// The target's filesystem: its layers and how each step added to it.
+    snapshot: Arc<Snapshot>,
+    /// The cache key of every needed node (a cache export names its records by them).
+    keys: Arc<BTreeMap<NodeId, Digest>>,
+    counts: StepCounts,
+}
+
+/// How many steps ran and how many came from the cache.
+#[derive(Debug, Clone, Copy, Default)]
+struct StepCounts {
+    ran: usize,
+    cached: usize,
+}
+
+/// What [`write`] made.
+struct Written {
+    image: StoredImage,
+    /// The names it was tagged with, as the user writes them.
+    names: Vec<String>,
+}
+
+/// Plans the build, pulls or looks up its images, compiles the ops graph (sending
+/// [`BuildEvent::Planned`]), imports the `--cache-from` caches and opens the worker.
+async fn prepare(
+    store: &Store,
+    options: &BuildOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<Prepared, BuildError> {
     let (plan, images) = plan_with_images(store, options, progress.as_ref()).await?;
     let compiled = compile(
         &plan,
@@ -228,6 +352,47 @@ pub async fn build_async(
     });
 
     let source_date_epoch = source_date_epoch(&options.build_args)?;
+    let imported = import_caches(store, options, progress.as_ref()).await?;
+    let cache_dir = store.root().join("cache");
+    let context = plan.context.clone().map(Arc::new);
+    let stat_cache = match &context {
+        Some(context) => StatCache::load(&cache_dir.join("stat"), context.root()),
+        None => StatCache::load(&cache_dir.join("stat"), std::path::Path::new("/")),
+    };
+    let worker = Arc::new(BuildWorker {
+        store: store.clone(),
+        records: CacheRecords::open(&cache_dir).map_err(BuildError::CacheRecords)?,
+        stat_cache,
+        context,
+        images,
+        steps: compiled.steps,
+        progress: progress.clone(),
+        explain: options.explain_cache,
+        key_parts: Mutex::new(BTreeMap::new()),
+        explanations: Mutex::new(BTreeMap::new()),
+        imported,
+    });
+    Ok(Prepared {
+        graph: Arc::new(compiled.graph),
+        target: compiled.target,
+        no_cache: compiled.no_cache,
+        worker,
+        config: ImageConfig {
+            document: compiled.document,
+            history: compiled.history,
+            author: compiled.author,
+            source_date_epoch,
+        },
+    })
+}
+
+/// Reads the manifests and graphs of the `--cache-from` caches (a
+/// [`BuildEvent::CacheImported`] each); one that cannot be read is a warning, not an error.
+async fn import_caches(
+    store: &Store,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Arc<ImportedCache>, BuildError> {
     let (imported, reports) = {
         let (transports, store) = (options.cache_from.clone(), store.clone());
         off_runtime(move || ImportedCache::import(&transports, &store)).await?
@@ -239,28 +404,18 @@ pub async fn build_async(
             warning: report.warning,
         });
     }
-    let imported = Arc::new(imported);
-    let cache_dir = store.root().join("cache");
-    let context = plan.context.clone().map(Arc::new);
-    let stat_cache = match &context {
-        Some(context) => StatCache::load(&cache_dir.join("stat"), context.root()),
-        None => StatCache::load(&cache_dir.join("stat"), std::path::Path::new("/")),
-    };
-    let steps = compiled.steps.clone();
-    let worker = Arc::new(BuildWorker {
-        store: store.clone(),
-        records: CacheRecords::open(&cache_dir)?,
-        stat_cache,
-        context,
-        images,
-        steps: steps.clone(),
-        progress: progress.clone(),
-        explain: options.explain_cache,
-        key_parts: Mutex::new(BTreeMap::new()),
-        explanations: Mutex::new(BTreeMap::new()),
-        imported: imported.clone(),
-    });
-    let counts = Arc::new(Mutex::new((0usize, 0usize)));
+    Ok(Arc::new(imported))
+}
+
+/// Solves the graph for its target with the worker, turning the solver's node events into
+/// step events and counting the steps that ran and those that came from the cache.
+async fn solve_steps(
+    prepared: &Prepared,
+    options: &BuildOptions,
+    progress: &Arc<dyn Progress>,
+    cancel: &Cancel,
+) -> Result<Solved, BuildError> {
+    let counts = Arc::new(Mutex::new(StepCounts::default()));
     let events = {
         let progress = progress.clone();
         let counts = counts.clone();
@@ -268,11 +423,11 @@ pub async fn build_async(
             let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
             progress.event(match event {
                 NodeEvent::Cached => {
-                    counts.1 += 1;
+                    counts.cached += 1;
                     BuildEvent::Cached { step: node }
                 }
                 NodeEvent::Started => {
-                    counts.0 += 1;
+                    counts.ran += 1;
                     BuildEvent::Started { step: node }
                 }
                 NodeEvent::Done { elapsed } => BuildEvent::Done {
@@ -284,25 +439,24 @@ pub async fn build_async(
             });
         })
     };
-    let graph = Arc::new(compiled.graph);
     let solved = solve(
-        graph.clone(),
-        &[compiled.target],
-        worker.clone(),
+        prepared.graph.clone(),
+        &[prepared.target],
+        prepared.worker.clone(),
         &SolveOptions {
             jobs: options.jobs,
-            no_cache: compiled.no_cache.clone(),
+            no_cache: prepared.no_cache.clone(),
         },
         cancel,
         events,
     )
     .await;
     // The stat cache is worth keeping even when a step failed: the hashing was done.
-    let saved = worker.stat_cache.save();
+    let saved = prepared.worker.stat_cache.save();
     let solved = match solved {
         Ok(solved) => solved,
         Err(SolveError::Failed { node, error }) => {
-            let step = steps.get(node);
+            let step = prepared.worker.steps.get(node);
             progress.event(BuildEvent::Error {
                 step: node,
                 message: error.to_string(),
@@ -314,86 +468,91 @@ pub async fn build_async(
             });
         }
         Err(SolveError::Canceled) => return Err(BuildError::Canceled),
-        Err(other) => return Err(BuildError::Solver(other.to_string())),
+        Err(other) => return Err(BuildError::Solver(Box::new(other))),
     };
-    saved?;
+    saved.map_err(BuildError::StatCache)?;
     let snapshot = solved
         .outputs
-        .get(&compiled.target)
+        .get(&prepared.target)
         .cloned()
-        .ok_or_else(|| BuildError::Solver("the target step has no result".to_string()))?;
+        .ok_or(BuildError::NoTargetResult)?;
+    let counts = *counts.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(Solved {
+        snapshot,
+        keys: Arc::new(solved.keys),
+        counts,
+    })
+}
 
+/// Writes the image config and manifest for the target's snapshot and tags the image with
+/// each of [`BuildOptions::tags`].
+async fn write(
+    store: &Store,
+    options: &BuildOptions,
+    prepared: &Prepared,
+    solved: &Solved,
+    progress: &dyn Progress,
+) -> Result<Written, BuildError> {
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
     });
     // Layers that came from a shared cache stay there until something needs their bytes.
-    let layers: Vec<_> = snapshot.layers.iter().map(|l| l.info()).collect();
+    let layers: Vec<_> = solved.snapshot.layers.iter().map(|l| l.info()).collect();
     {
-        let (imported, store) = (imported.clone(), store.clone());
+        let (imported, store) = (prepared.worker.imported.clone(), store.clone());
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
-    .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
-    let image = write_image(
-        store,
-        compiled.document,
-        &compiled.history,
-        compiled.author.as_deref(),
-        &options.labels,
-        &snapshot,
-        source_date_epoch,
-    )?;
+    .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
+    let image = write_image(store, &prepared.config, &options.labels, &solved.snapshot)?;
     let mut names = Vec::new();
     for tag in &options.tags {
-        names.push(store.tag(tag, &image.manifest_descriptor)?.familiar());
+        let tagged = store
+            .tag(tag, &image.manifest_descriptor)
+            .map_err(|source| BuildError::Tag {
+                name: tag.clone(),
+                source,
+            })?;
+        names.push(tagged.familiar());
     }
-    // A cache export reads blobs that no image names (earlier steps): the lease stays on
-    // until it is done.
-    let lease = (!options.cache_to.is_empty()).then_some(lease);
-    let image = store.image(&image.manifest_descriptor)?;
-    progress.event(BuildEvent::Finished {
-        image_id: image.id.to_string(),
-        names,
-    });
-    let keys = Arc::new(solved.keys);
+    let image = store
+        .image(&image.manifest_descriptor)
+        .map_err(BuildError::Write)?;
+    Ok(Written { image, names })
+}
+
+/// Exports the build's cache records to each `--cache-to` destination (a
+/// [`BuildEvent::CacheExported`] each).
+async fn export_cache(
+    store: &Store,
+    options: &BuildOptions,
+    prepared: &Prepared,
+    solved: &Solved,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
     for export in &options.cache_to {
-        let (worker, graph, keys, store, imported) = (
-            worker.clone(),
-            graph.clone(),
-            keys.clone(),
+        let (worker, graph, keys, store) = (
+            prepared.worker.clone(),
+            prepared.graph.clone(),
+            solved.keys.clone(),
             store.clone(),
-            imported.clone(),
         );
-        let (target, mode, transport) = (compiled.target, export.mode, export.transport.clone());
+        let (target, mode, transport) = (prepared.target, export.mode, export.transport.clone());
         let report = off_runtime(move || {
             let cache = remote_cache::cache_graph(&worker, &graph, &keys, target, mode);
-            crate::cache::remote::export(&cache, &store, &imported, transport.as_ref())
+            crate::cache::remote::export(&cache, &store, &worker.imported, transport.as_ref())
         })
         .await?
-        .map_err(|err| BuildError::SharedCache(Box::new(err)))?;
+        .map_err(|err| BuildError::CacheExport {
+            destination: export.transport.describe(),
+            source: Box::new(err),
+        })?;
         progress.event(BuildEvent::CacheExported {
             destination: export.transport.describe(),
             records: report.records,
             blobs: report.pushed,
         });
     }
-    drop(lease);
-    let (ran, cached) = *counts.lock().unwrap_or_else(PoisonError::into_inner);
-    let explanations = worker
-        .explanations
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .map(|(node, reasons)| {
-            let name = steps.get(*node).map(|s| s.name.clone()).unwrap_or_default();
-            (name, reasons.clone())
-        })
-        .collect();
-    Ok(BuildOutput {
-        image,
-        ran,
-        cached,
-        explanations,
-    })
+    Ok(())
 }
 
 /// Runs `work` on tokio's blocking pool. The shared cache's transports block (a registry
@@ -404,7 +563,7 @@ async fn off_runtime<T: Send + 'static>(
 ) -> Result<T, BuildError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|err| BuildError::SharedCacheTask(err.to_string()))
+        .map_err(BuildError::SharedCacheTask)
 }
 
 /// Plans the build, looks its external images up in the store, and plans again with their
@@ -550,14 +709,18 @@ fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64
 /// history) and manifest for the target's layers.
 fn write_image(
     store: &Store,
-    mut document: Map<String, Value>,
-    history: &[HistoryEntry],
-    author: Option<&str>,
+    config: &ImageConfig,
     labels: &BTreeMap<String, String>,
     snapshot: &Snapshot,
-    source_date_epoch: Option<i64>,
 ) -> Result<StoredImage, BuildError> {
-    let times = remote_cache::image_times(snapshot, history, source_date_epoch);
+    let ImageConfig {
+        document,
+        history,
+        author,
+        source_date_epoch,
+    } = config;
+    let mut document = document.clone();
+    let times = remote_cache::image_times(snapshot, history, *source_date_epoch);
     let created = format_rfc3339(times.created);
     let mut entry_times = times.history.into_iter();
     if !labels.is_empty()
@@ -613,12 +776,13 @@ fn write_image(
         "rootfs".into(),
         json!({ "type": "layers", "diff_ids": diff_ids }),
     );
-    let bytes = serde_json::to_vec(&document)
-        .map_err(|err| BuildError::Solver(format!("cannot serialise the image config: {err}")))?;
+    let bytes = serde_json::to_vec(&document).map_err(BuildError::ImageConfig)?;
     let layers: Vec<_> = snapshot
         .layers
         .iter()
         .map(|l| descriptor(l.info().media_type, &l.digest, l.size))
         .collect();
-    Ok(store.write_image_json(&bytes, &layers)?)
+    store
+        .write_image_json(&bytes, &layers)
+        .map_err(BuildError::Write)
 }

@@ -3,10 +3,12 @@
 
 use clap::{Args, ValueEnum};
 use kiln::archive::view::human_size;
-use kiln::archive::{self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Progress, SaveFormat};
+use kiln::archive::{
+    self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Output, Progress, SaveFormat,
+};
 use kiln::store::Store;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, IsTerminal as _, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, IsTerminal as _, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// One line: the messages already name their causes.
@@ -124,7 +126,7 @@ pub fn save(root: &Path, args: SaveArgs) -> anyhow::Result<()> {
         DEFAULT_MAX_BYTES,
     )
     .map_err(plain)?;
-    output.finish()
+    Ok(output.finish()?)
 }
 
 #[derive(Debug, Args)]
@@ -183,114 +185,5 @@ fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Bo
             "requested {command} from stdin, but stdin is a terminal; {instead} or redirect stdin"
         )),
         None => Ok(Box::new(BufReader::new(io::stdin().lock()))),
-    }
-}
-
-/// Where `save` and `export` write: stdout, or a file that appears whole only on success (it
-/// is written beside its final name and renamed over it, as docker's `-o` does), or a device,
-/// FIFO or socket that is already there (`-o /dev/null`), written in place: renaming over it
-/// would replace the device node with a regular file.
-pub(super) enum Output {
-    Stdout(BufWriter<io::Stdout>),
-    Special(BufWriter<File>),
-    File {
-        writer: BufWriter<File>,
-        temp: PathBuf,
-        target: PathBuf,
-    },
-}
-
-impl Output {
-    pub(super) fn open(path: Option<&Path>) -> anyhow::Result<Output> {
-        let Some(target) = path else {
-            if io::stdout().is_terminal() {
-                anyhow::bail!(
-                    "cowardly refusing to save to a terminal. Use the -o flag or redirect"
-                );
-            }
-            return Ok(Output::Stdout(BufWriter::new(io::stdout())));
-        };
-        // Follows symlinks: `-o link-to-/dev/null` writes to the device too.
-        if let Ok(meta) = fs::metadata(target) {
-            if meta.is_dir() {
-                anyhow::bail!("failed to save to {}: it is a directory", target.display());
-            }
-            if !meta.is_file() {
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(target)
-                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", target.display()))?;
-                return Ok(Output::Special(BufWriter::new(file)));
-            }
-        }
-        let dir = match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        if !dir.is_dir() {
-            anyhow::bail!(
-                "failed to save to {}: directory {} does not exist",
-                target.display(),
-                dir.display()
-            );
-        }
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = dir.join(format!(".{name}.kiln-{}.tmp", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", temp.display()))?;
-        Ok(Output::File {
-            writer: BufWriter::new(file),
-            temp,
-            target: target.to_path_buf(),
-        })
-    }
-
-    pub(super) fn writer(&mut self) -> &mut dyn Write {
-        match self {
-            Output::Stdout(out) => out,
-            Output::Special(out) => out,
-            Output::File { writer, .. } => writer,
-        }
-    }
-
-    /// Flushes; a file is synced and renamed into place.
-    pub(super) fn finish(mut self) -> anyhow::Result<()> {
-        match &mut self {
-            Output::Stdout(out) => out
-                .flush()
-                .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
-            Output::Special(out) => out
-                .flush()
-                .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
-            Output::File {
-                writer,
-                temp,
-                target,
-            } => {
-                let fail = |e: io::Error| anyhow::anyhow!("cannot write {}: {e}", target.display());
-                writer.flush().map_err(fail)?;
-                writer.get_ref().sync_all().map_err(fail)?;
-                fs::rename(&temp, &target).map_err(fail)?;
-                // The temp name is gone: nothing for Drop to remove.
-                temp.clear();
-                Ok(())
-            }
-        }
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if let Output::File { temp, .. } = self
-            && !temp.as_os_str().is_empty()
-        {
-            let _ = fs::remove_file(&temp);
-        }
     }
 }

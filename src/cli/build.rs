@@ -1,13 +1,14 @@
 //! `kiln build`: docker build's flags over [`kiln::builder::build`], with progress rendered by
 //! [`super::progress`]; `--dry-run` prints the plan instead.
 
-use super::archive::Output;
 use super::parse::read_dockerfile;
 use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
 use anyhow::bail;
 use clap::Args;
-use kiln::archive::{self, DEFAULT_MAX_BYTES, SaveFormat};
+use kiln::archive::DEFAULT_MAX_BYTES;
+use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
+use kiln::builder::worker::StepError;
 use kiln::builder::{BuildError, BuildOptions, build};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
@@ -15,6 +16,7 @@ use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
 use kiln::frontend::stage::ResolveOptions;
+use kiln::registry::NoProgress;
 use kiln::runtime::Network;
 use kiln::solver::Cancel;
 use kiln::store::{Store, StoredImage};
@@ -107,56 +109,6 @@ enum NetworkArg {
     None,
 }
 
-/// An `-o` export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Export {
-    Docker(PathBuf),
-    Oci(PathBuf),
-    Tar(PathBuf),
-    Local(PathBuf),
-    /// `type=registry,name=REF`: push to a registry.
-    Registry(String),
-}
-
-/// Parses `type=docker,dest=out.tar` (docker's `--output` syntax; a bare path is `local`).
-fn parse_export(spec: &str) -> anyhow::Result<Export> {
-    if !spec.contains('=') {
-        return Ok(Export::Local(PathBuf::from(spec)));
-    }
-    let mut kind = None;
-    let mut dest = None;
-    let mut name = None;
-    for field in spec.split(',') {
-        match field.split_once('=') {
-            Some(("type", value)) => kind = Some(value.to_string()),
-            Some(("dest", value)) => dest = Some(PathBuf::from(value)),
-            Some(("name", value)) => name = Some(value.to_string()),
-            _ => bail!(
-                "invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH"
-            ),
-        }
-    }
-    if kind.as_deref() == Some("registry") {
-        let Some(name) = name.filter(|n| !n.is_empty()) else {
-            bail!("invalid --output {spec:?}: type=registry needs name=REF");
-        };
-        return Ok(Export::Registry(name));
-    }
-    let Some(dest) = dest else {
-        bail!("invalid --output {spec:?}: no dest=PATH");
-    };
-    Ok(match kind.as_deref() {
-        Some("docker") => Export::Docker(dest),
-        Some("oci") => Export::Oci(dest),
-        Some("tar") => Export::Tar(dest),
-        Some("local") => Export::Local(dest),
-        other => bail!(
-            "invalid --output {spec:?}: unknown type {:?}; use docker, oci, tar, local or registry",
-            other.unwrap_or("")
-        ),
-    })
-}
-
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if args.dry_run {
         return dry_run(args);
@@ -167,8 +119,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let exports = args
         .outputs
         .iter()
-        .map(|spec| parse_export(spec))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|spec| spec.parse::<Export>())
+        .collect::<Result<Vec<_>, _>>()?;
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let no_context = args.context.as_os_str() == "-";
     let path = if no_context {
@@ -221,14 +173,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     interrupt_on_ctrl_c(&cancel);
     let result = build(&store, &options, renderer.clone(), &cancel);
     renderer.finish();
-    let output = result.map_err(|err| match &err {
-        BuildError::Plan(PlanError::Context(ContextError::Dockerignore { path, text, source })) => {
-            located(&as_given(&args.context, path), text, source.as_ref())
-        }
-        BuildError::Plan(PlanError::Context(context_err)) => unlocated(context_err),
-        err if err.span().is_some() => located(&name, &text, err),
-        err => unlocated(err),
-    })?;
+    let output = result.map_err(|err| build_error(err, &args.context, &name, &text))?;
     for (step, reasons) in &output.explanations {
         eprintln!("cache miss: {step}");
         for reason in reasons {
@@ -252,15 +197,70 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
-    for export in &exports {
-        export_image(&store, &output.image, export, &options)?;
-    }
-    if args.push {
-        for tag in &args.tags {
-            super::registry::push_built(&store, &output.image, tag, &options.registry)?;
-        }
+    let export_options = ExportOptions {
+        registry: options.registry.clone(),
+        max_bytes: DEFAULT_MAX_BYTES,
+    };
+    // `--push` is a registry export to each tag, after the `-o` ones.
+    let pushes = args.tags.iter().filter(|_| args.push);
+    for spec in exports
+        .into_iter()
+        .chain(pushes.map(|tag| Export::Registry(tag.clone())))
+    {
+        write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
+}
+
+/// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its
+/// Dockerfile or .dockerignore line, or alone when it is about the context); a failed step
+/// renders at its instruction as `NAME: WHY`, BuildKit's `[stage 2/3] RUN make: process ...
+/// did not complete successfully`; any other error goes to the reporter with its causes.
+fn build_error(err: BuildError, context: &Path, dockerfile: &str, text: &str) -> anyhow::Error {
+    match &err {
+        BuildError::Plan(PlanError::Context(ContextError::Dockerignore { path, text, source })) => {
+            located(&as_given(context, path), text, source.as_ref())
+        }
+        BuildError::Plan(PlanError::Context(context_err)) => unlocated(context_err),
+        BuildError::Step { name, source, .. } => {
+            let failed = StepFailed {
+                err: &err,
+                name,
+                why: source,
+            };
+            match err.span() {
+                Some(_) => located(dockerfile, text, &failed),
+                None => unlocated(&failed),
+            }
+        }
+        err if err.span().is_some() => located(dockerfile, text, err),
+        BuildError::Plan(_) | BuildError::Compile(_) | BuildError::NoContext => unlocated(&err),
+        _ => anyhow::Error::new(err),
+    }
+}
+
+/// A [`BuildError::Step`] printed as one message: the step's name, then its error (which
+/// says why, e.g. the exit code).
+struct StepFailed<'a> {
+    err: &'a BuildError,
+    name: &'a str,
+    why: &'a StepError,
+}
+
+impl std::fmt::Display for StepFailed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.name, self.why)
+    }
+}
+
+impl Located for StepFailed<'_> {
+    fn span(&self) -> Option<kiln::frontend::diagnostic::Span> {
+        self.err.span()
+    }
+
+    fn help(&self) -> Option<String> {
+        self.err.help()
+    }
 }
 
 /// The transports of `--cache-from`.
@@ -299,50 +299,25 @@ fn with_source_date_epoch(mut args: BTreeMap<String, String>) -> BTreeMap<String
     args
 }
 
-/// Writes one `-o` export of the built image.
-fn export_image(
+/// Writes one `-o` export (or a `--push`) of the built image; a push shows its blobs as
+/// `kiln push` does, then `pushed REF@DIGEST`.
+fn write_export(
     store: &Store,
     image: &StoredImage,
     export: &Export,
-    options: &BuildOptions,
+    options: &ExportOptions,
 ) -> anyhow::Result<()> {
-    let names: Vec<String> = if image.names.is_empty() {
-        vec![image.id.to_string()]
-    } else {
-        image.names.iter().map(|n| n.familiar()).collect()
+    let Export::Registry(_) = export else {
+        export_image(store, image, export, options, &NoProgress)?;
+        return Ok(());
     };
-    let plain = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
-    match export {
-        Export::Docker(path) | Export::Oci(path) => {
-            let format = if matches!(export, Export::Docker(_)) {
-                SaveFormat::Docker
-            } else {
-                SaveFormat::Oci
-            };
-            let mut out = Output::open(not_stdout(path))?;
-            archive::save(store, &names, format, out.writer(), DEFAULT_MAX_BYTES)
-                .map_err(|e| plain(&e))?;
-            out.finish()
-        }
-        Export::Tar(path) => {
-            let mut out = Output::open(not_stdout(path))?;
-            archive::export_rootfs(store, image, out.writer(), DEFAULT_MAX_BYTES)
-                .map_err(|e| plain(&e))?;
-            out.finish()
-        }
-        Export::Local(dir) => {
-            archive::export_to_dir(store, image, dir, DEFAULT_MAX_BYTES).map_err(|e| plain(&e))?;
-            Ok(())
-        }
-        Export::Registry(name) => {
-            super::registry::push_built(store, image, name, &options.registry)
-        }
+    let progress = super::registry::BlobProgress::new(false);
+    let exported = export_image(store, image, export, options, &progress);
+    progress.finish();
+    if let Exported::Pushed { reference, digest } = exported? {
+        eprintln!("pushed {reference}@{digest}");
     }
-}
-
-/// `None` for `-` (stdout), else the path.
-fn not_stdout(path: &Path) -> Option<&Path> {
-    (path.as_os_str() != "-").then_some(path)
+    Ok(())
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM cancels the build: running steps are killed and nothing

@@ -167,32 +167,6 @@ pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pushes a built image (by its manifest digest, so an untagged one works too) to `name`:
-/// one line per blob, then the digest.
-pub fn push_built(
-    store: &Store,
-    image: &kiln::store::StoredImage,
-    name: &str,
-    options: &ClientOptions,
-) -> anyhow::Result<()> {
-    let reference = parse_reference(name)?.with_default_tag();
-    let client = Client::new(options.clone()).map_err(plain)?;
-    let progress = BlobProgress::new(false);
-    let source = image.id.to_string();
-    let pushed = runtime()?.block_on(push(
-        &client,
-        store,
-        &source,
-        &reference,
-        &kiln::cache::remote::origins(),
-        &progress,
-    ));
-    progress.finish();
-    let digest = pushed.map_err(plain)?;
-    eprintln!("pushed {reference}@{digest}");
-    Ok(())
-}
-
 /// `host[:port]` of a login server as docker accepts it (`https://host/v1/`, `host`); Docker
 /// Hub's names are `docker.io`.
 fn server_name(server: Option<&str>) -> String {
@@ -295,7 +269,7 @@ fn prompt(label: &str, secret: bool) -> anyhow::Result<String> {
 }
 
 /// Per-blob progress: a bar each on a terminal, a line each when done otherwise.
-struct BlobProgress {
+pub(super) struct BlobProgress {
     look: Look,
 }
 
@@ -309,7 +283,7 @@ enum Look {
 }
 
 impl BlobProgress {
-    fn new(quiet: bool) -> BlobProgress {
+    pub(super) fn new(quiet: bool) -> BlobProgress {
         let look = if quiet {
             Look::Quiet
         } else if std::io::stderr().is_terminal() {
@@ -323,7 +297,7 @@ impl BlobProgress {
         BlobProgress { look }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if let Look::Bars { multi, .. } = &self.look {
             let _ = multi.clear();
         }

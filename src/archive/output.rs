@@ -1,0 +1,157 @@
+//! Where an archive or a rootfs tar is written: standard output, a regular file that appears
+//! whole only on success, or a device, FIFO or socket written in place. `docker save -o`,
+//! `docker export -o` and `docker buildx build --output type=docker|oci|tar,dest=` behave so:
+//! a regular file is written beside its final name and renamed over it, and `-o /dev/null`
+//! writes to the device (renaming over it would replace the device node with a regular file).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, IsTerminal as _, Write};
+use std::path::{Path, PathBuf};
+
+/// Why an [`Output`] could not be opened or finished.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Standard output is a terminal (docker's message: an archive would garble it).
+    #[error("cowardly refusing to save to a terminal. Use the -o flag or redirect")]
+    Terminal,
+    #[error("failed to save to {}: it is a directory", .path.display())]
+    Directory { path: PathBuf },
+    #[error("failed to save to {}: directory {} does not exist", .path.display(), .dir.display())]
+    NoParent { path: PathBuf, dir: PathBuf },
+    /// The device, FIFO or socket at the path could not be opened for writing.
+    #[error("cannot open {}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The temporary file beside the target could not be created.
+    #[error("cannot create {}", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Flushing standard output or a device, FIFO or socket failed.
+    #[error("cannot write")]
+    Write(#[source] io::Error),
+    /// Flushing, syncing or renaming the regular file into place failed.
+    #[error("cannot write {}", .path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// An open destination; [`Output::finish`] completes it. Dropped unfinished, a regular file's
+/// temporary file is removed and the target is left as it was.
+pub enum Output {
+    Stdout(BufWriter<io::Stdout>),
+    Special(BufWriter<File>),
+    File {
+        writer: BufWriter<File>,
+        temp: PathBuf,
+        target: PathBuf,
+    },
+}
+
+impl Output {
+    /// Opens `path`, or standard output when it is `None` (refused when that is a terminal).
+    pub fn open(path: Option<&Path>) -> Result<Output, OutputError> {
+        let Some(target) = path else {
+            if io::stdout().is_terminal() {
+                return Err(OutputError::Terminal);
+            }
+            return Ok(Output::Stdout(BufWriter::new(io::stdout())));
+        };
+        // Follows symlinks: `-o link-to-/dev/null` writes to the device too.
+        if let Ok(meta) = fs::metadata(target) {
+            if meta.is_dir() {
+                return Err(OutputError::Directory {
+                    path: target.to_path_buf(),
+                });
+            }
+            if !meta.is_file() {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(target)
+                    .map_err(|source| OutputError::Open {
+                        path: target.to_path_buf(),
+                        source,
+                    })?;
+                return Ok(Output::Special(BufWriter::new(file)));
+            }
+        }
+        let dir = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(OutputError::NoParent {
+                path: target.to_path_buf(),
+                dir: dir.to_path_buf(),
+            });
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(".{name}.kiln-{}.tmp", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(|source| OutputError::Create {
+                path: temp.clone(),
+                source,
+            })?;
+        Ok(Output::File {
+            writer: BufWriter::new(file),
+            temp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    pub fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Output::Stdout(out) => out,
+            Output::Special(out) => out,
+            Output::File { writer, .. } => writer,
+        }
+    }
+
+    /// Flushes; a file is synced and renamed into place.
+    pub fn finish(mut self) -> Result<(), OutputError> {
+        match &mut self {
+            Output::Stdout(out) => out.flush().map_err(OutputError::Write),
+            Output::Special(out) => out.flush().map_err(OutputError::Write),
+            Output::File {
+                writer,
+                temp,
+                target,
+            } => {
+                let fail = |source| OutputError::WriteFile {
+                    path: target.clone(),
+                    source,
+                };
+                writer.flush().map_err(fail)?;
+                writer.get_ref().sync_all().map_err(fail)?;
+                fs::rename(&temp, &target).map_err(fail)?;
+                // The temp name is gone: nothing for Drop to remove.
+                temp.clear();
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Output::File { temp, .. } = self
+            && !temp.as_os_str().is_empty()
+        {
+            let _ = fs::remove_file(&temp);
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Exporting a built image, as `docker buildx build --output` and `--push` do: the `--output`
+//! spec as buildx writes it (`type=docker|oci|tar|local|registry,dest=PATH,name=REF`, or a bare
+//! path for `type=local`), and [`export_image`], which writes one export of an image in the
+//! store. A build system calling [`super::build`] exports the result with the same code the CLI
+//! uses.
+//!
+//! - `type=docker` and `type=oci`: [`crate::archive::save`]'s archive (`docker save`'s, or an
+//!   OCI image layout tar); `dest=-` is standard output.
+//! - `type=tar`: the flattened root filesystem as one tar ([`crate::archive::export_rootfs`]);
+//!   `type=local`: the same into a directory ([`crate::archive::export_to_dir`]).
+//! - `type=registry,name=REF` (and `--push`, once per tag): [`crate::registry::push`].
+//!
+//! A file destination appears whole only on success; a device, FIFO or socket already at the
+//! path is written in place ([`crate::archive::Output`]).
+
+use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError, SaveFormat};
+use crate::oci::Digest;
+use crate::oci::reference::{Reference, ReferenceError};
+use crate::registry::{Client, ClientOptions, RegistryError, TransferProgress, push};
+use crate::store::{Store, StoredImage};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Where an archive export writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `dest=-`.
+    Stdout,
+    Path(PathBuf),
+}
+
+impl Destination {
+    /// `-` is standard output, anything else a path.
+    fn parse(dest: &str) -> Destination {
+        match dest {
+            "-" => Destination::Stdout,
+            path => Destination::Path(PathBuf::from(path)),
+        }
+    }
+
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Destination::Stdout => None,
+            Destination::Path(path) => Some(path),
+        }
+    }
+}
+
+/// One `--output` export of a built image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Export {
+    /// `type=docker`: `docker save`'s archive.
+    Docker(Destination),
+    /// `type=oci`: an OCI image layout as a tar.
+    Oci(Destination),
+    /// `type=tar`: the flattened root filesystem as one tar.
+    Tar(Destination),
+    /// `type=local` (or a bare path): the flattened root filesystem in a directory, created
+    /// when missing.
+    Local(PathBuf),
+    /// `type=registry,name=REF`: pushed to a registry (the name is checked when pushing).
+    Registry(String),
+}
+
+/// Why an `--output` spec is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportSpecError {
+    #[error("invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH")]
+    UnknownField { spec: String, field: String },
+    #[error("invalid --output {spec:?}: type=registry needs name=REF")]
+    NoName { spec: String },
+    #[error("invalid --output {spec:?}: no dest=PATH")]
+    NoDest { spec: String },
+    #[error(
+        "invalid --output {spec:?}: unknown type {kind:?}; use docker, oci, tar, local or registry"
+    )]
+    UnknownType { spec: String, kind: String },
+}
+
+impl FromStr for Export {
+    type Err = ExportSpecError;
+
+    /// Parses `type=docker,dest=out.tar` (buildx's `--output` syntax; a bare path is `local`).
+    fn from_str(spec: &str) -> Result<Export, ExportSpecError> {
+        if !spec.contains('=') {
+            return Ok(Export::Local(PathBuf::from(spec)));
+        }
+        let mut kind = None;
+        let mut dest = None;
+        let mut name = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", value)) => kind = Some(value),
+                Some(("dest", value)) => dest = Some(value),
+                Some(("name", value)) => name = Some(value),
+                _ => {
+                    return Err(ExportSpecError::UnknownField {
+                        spec: spec.to_string(),
+                        field: field.to_string(),
+                    });
+                }
+            }
+        }
+        if kind == Some("registry") {
+            return match name.filter(|n| !n.is_empty()) {
+                Some(name) => Ok(Export::Registry(name.to_string())),
+                None => Err(ExportSpecError::NoName {
+                    spec: spec.to_string(),
+                }),
+            };
+        }
+        let Some(dest) = dest else {
+            return Err(ExportSpecError::NoDest {
+                spec: spec.to_string(),
+            });
+        };
+        Ok(match kind {
+            Some("docker") => Export::Docker(Destination::parse(dest)),
+            Some("oci") => Export::Oci(Destination::parse(dest)),
+            Some("tar") => Export::Tar(Destination::parse(dest)),
+            Some("local") => Export::Local(PathBuf::from(dest)),
+            other => {
+                return Err(ExportSpecError::UnknownType {
+                    spec: spec.to_string(),
+                    kind: other.unwrap_or("").to_string(),
+                });
+            }
+        })
+    }
+}
+
+/// How exports are written.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// How the registry client of a push behaves (insecure registries, credentials,
+    /// parallelism).
+    pub registry: ClientOptions,
+    /// The most uncompressed bytes one layer may hold ([`DEFAULT_MAX_BYTES`]).
+    pub max_bytes: u64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            registry: ClientOptions::default(),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exported {
+    /// A `type=docker` or `type=oci` archive.
+    Archive,
+    /// A `type=tar` or `type=local` root filesystem.
+    Rootfs(archive::Exported),
+    /// A `type=registry` push: where to, and the pushed manifest's digest.
+    Pushed {
+        reference: Reference,
+        digest: Digest,
+    },
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The destination could not be opened or completed.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("cannot save the image as an archive")]
+    Save(#[source] ArchiveError),
+    #[error("cannot export the image's root filesystem")]
+    Rootfs(#[source] ArchiveError),
+    #[error("invalid reference {name:?}")]
+    Reference {
+        name: String,
+        #[source]
+        source: ReferenceError,
+    },
+    #[error("cannot start the registry client's threads")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot push {reference}")]
+    Push {
+        reference: Reference,
+        #[source]
+        source: Box<RegistryError>,
+    },
+}
+
+/// Writes one export of `image`. A push reports its blobs to `progress` (the other exports
+/// report nothing). Blocks (a push drives its own async runtime): call it from outside one.
+pub fn export_image(
+    store: &Store,
+    image: &StoredImage,
+    export: &Export,
+    options: &ExportOptions,
+    progress: &dyn TransferProgress,
+) -> Result<Exported, ExportError> {
+    match export {
+        Export::Docker(dest) => save(store, image, SaveFormat::Docker, dest, options),
+        Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
+        Export::Tar(dest) => {
+            let mut out = Output::open(dest.path())?;
+            let exported = archive::export_rootfs(store, image, out.writer(), options.max_bytes)
+                .map_err(ExportError::Rootfs)?;
+            out.finish()?;
+            Ok(Exported::Rootfs(exported))
+        }
+        Export::Local(dir) => archive::export_to_dir(store, image, dir, options.max_bytes)
+            .map(Exported::Rootfs)
+            .map_err(ExportError::Rootfs),
+        Export::Registry(name) => push_image(store, image, name, options, progress),
+    }
+}
+
+/// The image as an archive: under its names when it has some, else by its ID (untagged).
+fn save(
+    store: &Store,
+    image: &StoredImage,
+    format: SaveFormat,
+    dest: &Destination,
+    options: &ExportOptions,
+) -> Result<Exported, ExportError> {
+    let names: Vec<String> = if image.names.is_empty() {
+        vec![image.id.to_string()]
+    } else {
+        image.names.iter().map(|n| n.familiar()).collect()
+    };
+    let mut out = Output::open(dest.path())?;
+    archive::save(store, &names, format, out.writer(), options.max_bytes)
+        .map_err(ExportError::Save)?;
+    out.finish()?;
+    Ok(Exported::Archive)
+}
+
+/// Pushes the image by its ID (so an untagged one works too) to `name`.
+fn push_image(
+    store: &Store,
+    image: &StoredImage,
+    name: &str,
+    options: &ExportOptions,
+    progress: &dyn TransferProgress,
+) -> Result<Exported, ExportError> {
+    let reference = Reference::parse_normalized(name)
+        .map_err(|source| ExportError::Reference {
+            name: name.to_string(),
+            source,
+        })?
+        .with_default_tag();
+    let failed = |source| ExportError::Push {
+        reference: reference.clone(),
+        source: Box::new(source),
+    };
+    let client = Client::new(options.registry.clone()).map_err(failed)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ExportError::Runtime)?;
+    let source = image.id.to_string();
+    let digest = runtime
+        .block_on(push(
+            &client,
+            store,
+            &source,
+            &reference,
+            &crate::cache::remote::origins(),
+            progress,
+        ))
+        .map_err(failed)?;
+    Ok(Exported::Pushed { reference, digest })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_specs_parse_as_buildx_writes_them() {
+        let path = |p: &str| Destination::Path(PathBuf::from(p));
+        let cases = [
+            ("out", Ok(Export::Local(PathBuf::from("out")))),
+            (
+                "type=local,dest=dir",
+                Ok(Export::Local(PathBuf::from("dir"))),
+            ),
+            ("type=docker,dest=a.tar", Ok(Export::Docker(path("a.tar")))),
+            ("type=oci,dest=-", Ok(Export::Oci(Destination::Stdout))),
+            ("dest=r.tar,type=tar", Ok(Export::Tar(path("r.tar")))),
+            (
+                "type=registry,name=host/app:1",
+                Ok(Export::Registry("host/app:1".to_string())),
+            ),
+            (
+                "type=docker,dest=a.tar,compression=zstd",
+                Err(
+                    "invalid --output \"type=docker,dest=a.tar,compression=zstd\": unknown field \
+                     \"compression=zstd\"; write type=TYPE,dest=PATH",
+                ),
+            ),
+            (
+                "type=registry,name=",
+                Err("invalid --output \"type=registry,name=\": type=registry needs name=REF"),
+            ),
+            (
+                "type=docker",
+                Err("invalid --output \"type=docker\": no dest=PATH"),
+            ),
+            (
+                "type=image,dest=x",
+                Err(
+                    "invalid --output \"type=image,dest=x\": unknown type \"image\"; use docker, \
+                     oci, tar, local or registry",
+                ),
+            ),
+            (
+                "dest=x",
+                Err(
+                    "invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, local \
+                     or registry",
+                ),
+            ),
+        ];
+        for (spec, expected) in cases {
+            let parsed = spec.parse::<Export>().map_err(|e| e.to_string());
+            assert_eq!(parsed, expected.map_err(str::to_string), "{spec}");
+        }
+    }
+}
