@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: MAX_BYTES,
     };
     let mut layers = 0usize;
-    let loaded = load(&store, data, &options, &mut |Progress::Layer { .. }| layers += 1);
+    let loaded = load(&store, data, &options, &mut |Progress::Layer { .. }| {
+        layers += 1
+    });
     if let Ok(images) = loaded {
         for image in &images {
             for name in &image.names {

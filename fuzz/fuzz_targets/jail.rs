@@ -90,7 +90,11 @@ impl Jail {
         };
         let expected: BTreeSet<String> = ["root", "sentinel"].map(String::from).into();
         let parent = self.parent.path();
-        assert_eq!(names(parent), expected, "something was created beside the root");
+        assert_eq!(
+            names(parent),
+            expected,
+            "something was created beside the root"
+        );
         let root = fs::symlink_metadata(&self.root).expect("stat the root");
         assert!(root.is_dir(), "the root is no longer a directory");
         let sentinel = parent.join("sentinel");

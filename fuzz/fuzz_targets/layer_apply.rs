@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         let applied = decompressed(data, MAX_BYTES)
             .and_then(|reader| apply_layer(reader, jail.root(), &options));
         if let Ok(applied) = applied {
-            assert!(whole, "apply succeeded on a stream that does not decompress");
+            assert!(
+                whole,
+                "apply succeeded on a stream that does not decompress"
+            );
             assert_eq!(applied.diff_id, Digest::of(&uncompressed));
             assert_eq!(applied.size, uncompressed.len() as u64);
         }

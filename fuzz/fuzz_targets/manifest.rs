@@ -17,8 +17,7 @@
 #![no_main]
 
 use kiln::cache::remote::format::{
-    CacheGraph, CacheManifest, GRAPH_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, ManifestBlob,
-    parse_manifest,
+    CacheGraph, CacheManifest, GRAPH_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, ManifestBlob, parse_manifest,
 };
 use kiln::oci::Digest;
 use kiln::registry::manifest::{Descriptor, available, choose, is_index_type};
@@ -107,7 +106,10 @@ fn choices(manifests: &[Descriptor]) {
             manifests.iter().any(|d| std::ptr::eq(d, chosen)),
             "choose returns an entry of the index"
         );
-        let offered = chosen.platform.as_ref().expect("a chosen entry has a platform");
+        let offered = chosen
+            .platform
+            .as_ref()
+            .expect("a chosen entry has a platform");
         assert_eq!(
             (&offered.os, &offered.architecture),
             (&platform.os, &platform.architecture),
@@ -152,7 +154,8 @@ fn cache_graph(bytes: &[u8], manifest: &CacheManifest, checked: bool) {
     let pulled = parse_manifest(MANIFEST_MEDIA_TYPE, &pushed.to_bytes())
         .expect("the manifest of a parsed graph parses");
     assert_eq!(pulled, pushed);
-    let imported = CacheGraph::parse(&written, &pulled).expect("the graph parses under its own manifest");
+    let imported =
+        CacheGraph::parse(&written, &pulled).expect("the graph parses under its own manifest");
     assert_eq!(imported, graph);
 }
 

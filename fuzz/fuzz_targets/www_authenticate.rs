@@ -17,8 +17,15 @@ fuzz_target!(|data: &[u8]| {
     for challenge in Challenge::parse(header) {
         let scheme = &challenge.scheme;
         assert!(!scheme.is_empty(), "empty scheme from {header:?}");
-        assert_eq!(scheme, &scheme.to_ascii_lowercase(), "scheme not lower-case");
-        assert!(!scheme.contains(separator), "scheme {scheme:?} holds a separator");
+        assert_eq!(
+            scheme,
+            &scheme.to_ascii_lowercase(),
+            "scheme not lower-case"
+        );
+        assert!(
+            !scheme.contains(separator),
+            "scheme {scheme:?} holds a separator"
+        );
         for (name, value) in &challenge.params {
             assert!(!name.is_empty(), "empty parameter name from {header:?}");
             assert_eq!(name, &name.to_ascii_lowercase(), "name not lower-case");
