@@ -17,11 +17,12 @@
 #![no_main]
 
 use kiln::cache::remote::format::{
-    CacheGraph, CacheManifest, GRAPH_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, ManifestBlob, parse_manifest,
+    CacheGraph, CacheManifest, GRAPH_MEDIA_TYPE, ManifestBlob, parse_manifest,
 };
-use kiln::oci::Digest;
+use kiln::oci::media_type::OCI_MANIFEST as MANIFEST_MEDIA_TYPE;
+use kiln::oci::{Digest, Platform};
+use kiln::registry::Manifest;
 use kiln::registry::manifest::{Descriptor, available, choose, is_index_type};
-use kiln::registry::{Manifest, Platform};
 use libfuzzer_sys::fuzz_target;
 
 /// `Content-Type` headers: none, each manifest and index type (also the Docker schema 1 ones
