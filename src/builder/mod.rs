@@ -23,7 +23,7 @@ use crate::cache::{CacheError, CacheRecords, StatCache};
 use crate::frontend::context::ContextError;
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
-use crate::frontend::plan::{Plan, PlanError, PlanOptions, plan};
+use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
 use crate::frontend::stage::{BaseImage, ResolveOptions};
 use crate::oci::Digest;
 use crate::oci::timestamp::format_rfc3339;
@@ -584,18 +584,43 @@ async fn plan_with_images(
             ..ResolveOptions::default()
         },
     };
-    // FROM images first: their ENV and ONBUILD triggers shape the rest of the plan.
-    let mut images = BTreeMap::new();
-    let base_names = crate::frontend::plan::base_image_names(&options.dockerfile, &plan_options)?;
-    lookup_images(store, options, progress, &base_names, &mut images).await?;
-    for (name, image) in &images {
-        let config = image.config.config().clone().unwrap_or_default();
-        let env = env_pairs(config.env().as_deref().unwrap_or_default());
-        let onbuild = onbuild_triggers(&image.config_bytes);
-        plan_options
-            .resolve
-            .base_images
-            .insert(name.clone(), BaseImage { env, onbuild });
+    // The images the needed stages use, and only those (a stage the target does not need is
+    // never looked up or pulled, as in BuildKit). Their ENV and ONBUILD triggers shape how the
+    // stages resolve and so which are needed: look up, add their configs, ask again, until
+    // nothing new is named. Each round names at least one new image, so the rounds are bounded.
+    let mut images: BTreeMap<String, StoredImage> = BTreeMap::new();
+    let mut every_base_looked_up = false;
+    loop {
+        for (name, image) in &images {
+            let config = image.config.config().clone().unwrap_or_default();
+            let env = env_pairs(config.env().as_deref().unwrap_or_default());
+            let onbuild = onbuild_triggers(&image.config_bytes);
+            plan_options
+                .resolve
+                .base_images
+                .insert(name.clone(), BaseImage { env, onbuild });
+        }
+        let wanted = match needed_images(&options.dockerfile, &plan_options) {
+            Ok(names) => names,
+            // Some stage resolves only with its base's config (a COPY of an ENV the base
+            // sets): look up every FROM image, then plan; an error left is the plan's to report.
+            Err(_) if !every_base_looked_up => {
+                every_base_looked_up = true;
+                base_image_names(&options.dockerfile, &plan_options)?
+            }
+            Err(_) => break,
+        };
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|name| !images.contains_key(name))
+            .collect();
+        let known = images.len();
+        lookup_images(store, options, progress, &missing, &mut images).await?;
+        if images.len() == known {
+            // Nothing new was found (none missing, or only names that are not references,
+            // which the compiler reports where they are written).
+            break;
+        }
     }
     let plan = match plan(&options.dockerfile, &plan_options) {
         // Without a context the plan is given an empty path, which opens only when a needed

@@ -161,12 +161,22 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
     })
 }
 
-/// The external images the stages of `dockerfile` are built FROM, each once, in order: what the
-/// builder fetches the configs of (into `opts.resolve.base_images`) before calling [`plan`], as
-/// their Env and ONBUILD triggers change how the stages resolve. Every stage's base is listed,
-/// needed by the target or not: which stages are needed can depend on those configs (a
-/// trigger's `COPY --from`, a `RUN --mount from=$VAR`). [`Plan::images`] then lists every image
-/// the needed stages use (FROM, COPY --from, RUN --mount from=).
+/// The external images the stages the target needs use (FROM, COPY --from, RUN --mount
+/// from=), each once, as the stages resolve with the base image configs known so far
+/// (`opts.resolve.base_images`): [`Plan::images`] without walking the context. The builder
+/// looks these up, adds their configs and asks again until nothing new is named (a base's
+/// ONBUILD `COPY --from` or ENV can name more), so a stage the target does not need is never
+/// looked up or pulled, as in BuildKit.
+pub fn needed_images(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
+    let dockerfile = crate::frontend::parse(dockerfile)?;
+    let resolved = crate::frontend::stage::resolve(&dockerfile, &opts.resolve)?;
+    let graph = BuildGraph::new(&resolved, opts.target.as_deref())?;
+    Ok(graph.images().to_vec())
+}
+
+/// The external images every stage of `dockerfile` is built FROM, needed by the target or not,
+/// each once, in order: what the builder looks up when the stages do not resolve without their
+/// bases' configs (see [`needed_images`]).
 pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
     let dockerfile = crate::frontend::parse(dockerfile)?;
     Ok(crate::frontend::stage::base_image_names(

@@ -788,6 +788,29 @@ fn a_run_on_a_deep_image_mounts_every_layer() {
     assert_eq!(builder.run("deep", "cat", &["/count"]).trim(), "60");
 }
 
+/// A stage the target does not need is never looked up or pulled: its unreachable base does
+/// not fail the build (BuildKit v0.32 via buildctl; issue 12, item 6). A needed one still is.
+#[test]
+fn an_unused_stage_is_never_resolved() {
+    let Some(builder) = builder() else { return };
+    let zeros = "0".repeat(64);
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM 127.0.0.1:1/nope@sha256:{zeros} AS unused\nRUN exit 1\n\
+             FROM base AS used\nRUN echo used > /used\n\
+             FROM used\nCOPY --from=used /used /copied\n"
+        ),
+    )]);
+    builder.build(ctx.path(), &["-t", "skips-unused"]).ok();
+    assert_eq!(builder.run("skips-unused", "cat", &["/copied"]), "used\n");
+    let stderr = builder
+        .build(ctx.path(), &["--target", "unused"])
+        .fails()
+        .to_string();
+    assert!(stderr.contains("127.0.0.1:1/nope"), "{stderr}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
