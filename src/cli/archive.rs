@@ -1,6 +1,7 @@
 //! Moving images in and out, with docker's arguments and output: `import`, `export`, `save`,
 //! `load`.
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use kiln::archive::view::human_size;
 use kiln::archive::{self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Progress, SaveFormat};
@@ -9,13 +10,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, IsTerminal as _, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// One line: the messages already name their causes.
-fn plain(err: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::Error::msg(err.to_string())
-}
-
 fn open(root: &Path) -> anyhow::Result<Store> {
-    Store::open(root).map_err(plain)
+    Ok(Store::open(root)?)
 }
 
 #[derive(Debug, Args)]
@@ -54,7 +50,7 @@ pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
         name: args.reference,
         max_bytes: DEFAULT_MAX_BYTES,
     };
-    let image = archive::import_rootfs(&store, input, &options).map_err(plain)?;
+    let image = archive::import_rootfs(&store, input, &options)?;
     println!("{}", image.id);
     Ok(())
 }
@@ -71,10 +67,9 @@ pub struct ExportArgs {
 /// `docker export`, of an image: its flattened root filesystem as one tar.
 pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image).map_err(plain)?;
+    let image = store.resolve(&args.image)?;
     let mut output = Output::open(args.output.as_deref())?;
-    let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)
-        .map_err(plain)?;
+    let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)?;
     output.finish()?;
     if exported.skipped_devices > 0 {
         eprintln!(
@@ -122,8 +117,7 @@ pub fn save(root: &Path, args: SaveArgs) -> anyhow::Result<()> {
         format,
         output.writer(),
         DEFAULT_MAX_BYTES,
-    )
-    .map_err(plain)?;
+    )?;
     output.finish()
 }
 
@@ -150,8 +144,7 @@ pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
         }
         Progress::Layer { .. } => {}
     };
-    let loaded =
-        archive::load(&store, input, &LoadOptions::default(), &mut progress).map_err(plain)?;
+    let loaded = archive::load(&store, input, &LoadOptions::default(), &mut progress)?;
     let mut out = io::stdout().lock();
     for image in loaded {
         for (name, old) in &image.moved {
@@ -175,8 +168,8 @@ pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
 fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Box<dyn Read>> {
     match path {
         Some(path) => {
-            let file = File::open(path)
-                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             Ok(Box::new(BufReader::new(file)))
         }
         None if io::stdin().is_terminal() => Err(anyhow::anyhow!(
@@ -219,7 +212,7 @@ impl Output {
                 let file = OpenOptions::new()
                     .write(true)
                     .open(target)
-                    .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", target.display()))?;
+                    .with_context(|| format!("cannot open {}", target.display()))?;
                 return Ok(Output::Special(BufWriter::new(file)));
             }
         }
@@ -243,7 +236,7 @@ impl Output {
             .write(true)
             .create_new(true)
             .open(&temp)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", temp.display()))?;
+            .with_context(|| format!("cannot create {}", temp.display()))?;
         Ok(Output::File {
             writer: BufWriter::new(file),
             temp,
@@ -262,21 +255,17 @@ impl Output {
     /// Flushes; a file is synced and renamed into place.
     pub(super) fn finish(mut self) -> anyhow::Result<()> {
         match &mut self {
-            Output::Stdout(out) => out
-                .flush()
-                .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
-            Output::Special(out) => out
-                .flush()
-                .map_err(|e| anyhow::anyhow!("cannot write: {e}")),
+            Output::Stdout(out) => out.flush().context("cannot write"),
+            Output::Special(out) => out.flush().context("cannot write"),
             Output::File {
                 writer,
                 temp,
                 target,
             } => {
-                let fail = |e: io::Error| anyhow::anyhow!("cannot write {}: {e}", target.display());
-                writer.flush().map_err(fail)?;
-                writer.get_ref().sync_all().map_err(fail)?;
-                fs::rename(&temp, &target).map_err(fail)?;
+                let fail = || format!("cannot write {}", target.display());
+                writer.flush().with_context(fail)?;
+                writer.get_ref().sync_all().with_context(fail)?;
+                fs::rename(&temp, &target).with_context(fail)?;
                 // The temp name is gone: nothing for Drop to remove.
                 temp.clear();
                 Ok(())

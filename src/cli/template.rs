@@ -27,6 +27,8 @@ pub enum TemplateError {
     NotAnObject { field: String, value: String },
     #[error("template: {0}")]
     Call(String),
+    #[error("template")]
+    Json(#[source] serde_json::Error),
 }
 
 /// A parsed template.
@@ -492,9 +494,7 @@ fn call(func: Func, args: Vec<Option<Value>>) -> Result<String, TemplateError> {
     Ok(match func {
         // docker's json: encoding/json without HTML escaping, trailing newline trimmed.
         Func::Json => match args.first().cloned().flatten() {
-            Some(value) => {
-                serde_json::to_string(&value).map_err(|err| TemplateError::Call(err.to_string()))?
-            }
+            Some(value) => serde_json::to_string(&value).map_err(TemplateError::Json)?,
             None => "null".to_string(),
         },
         Func::Join => {
