@@ -1,6 +1,6 @@
-//! Printing errors: a front-end error is rendered by [`render_error`] (`file:line:col` + snippet
-//! + caret + help); anything else prints as `error: ...` with its causes, `a: b: c` (see
-//! [`kiln::error`]).
+//! Printing errors: a front-end error is rendered by [`render_error`] (`file:line:col`, snippet,
+//! caret and help); anything else prints as `error: ...` with its causes, `a: b: c`, the
+//! convention of [`kiln::error`].
 
 use kiln::error::Chain;
 use kiln::frontend::diagnostic::{Located, render_error};
