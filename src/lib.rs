@@ -32,6 +32,7 @@ pub mod archive;
 pub mod builder;
 pub mod cache;
 pub mod container;
+pub mod error;
 pub mod frontend;
 pub mod layer;
 pub mod oci;

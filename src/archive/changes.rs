@@ -4,6 +4,7 @@
 //! `1`, as in docker.
 
 use super::ArchiveError;
+use crate::error::Cause;
 use crate::frontend::dispatch::ConfigBuilder;
 use crate::frontend::instruction::Instruction;
 use crate::frontend::stage::{ResolveOptions, resolve};
@@ -40,7 +41,7 @@ pub(super) fn config_from_changes(changes: &[String]) -> Result<Map<String, Valu
         if instructions.is_empty() {
             return Err(ArchiveError::Change {
                 change: change.clone(),
-                reason: "it holds no instruction".to_string(),
+                reason: "it holds no instruction".into(),
             });
         }
     }
@@ -54,26 +55,27 @@ pub(super) fn config_from_changes(changes: &[String]) -> Result<Map<String, Valu
             .apply(instruction)
             .map_err(|err| ArchiveError::Change {
                 change: instruction.to_string(),
-                reason: err.to_string(),
+                reason: err.into(),
             })?;
     }
     Ok(builder.into_config())
 }
 
 /// The instructions of `changes`, expanded, after checking each is an allowed one.
-fn instructions(changes: &[String]) -> Result<Vec<Instruction>, String> {
+fn instructions(changes: &[String]) -> Result<Vec<Instruction>, Cause> {
     let text = format!("FROM scratch\n{}\n", changes.join("\n"));
-    let dockerfile = crate::frontend::parse(text.as_bytes()).map_err(|e| e.to_string())?;
+    let dockerfile = crate::frontend::parse(text.as_bytes())?;
     for node in dockerfile.nodes.iter().skip(1) {
         let keyword = node.keyword.to_ascii_uppercase();
         if !ALLOWED.contains(&keyword.as_str()) {
             return Err(format!(
                 "{keyword} is not a valid change command; use {}",
                 ALLOWED.join(", ")
-            ));
+            )
+            .into());
         }
     }
-    let resolved = resolve(&dockerfile, &ResolveOptions::default()).map_err(|e| e.to_string())?;
+    let resolved = resolve(&dockerfile, &ResolveOptions::default())?;
     Ok(resolved
         .stages
         .into_iter()
@@ -144,7 +146,7 @@ mod tests {
             ("BOGUS x", "BOGUS is not a valid change command"),
             ("", "it holds no instruction"),
         ] {
-            let err = changes(&[change]).unwrap_err().to_string();
+            let err = crate::error::chain(&changes(&[change]).unwrap_err());
             assert!(err.contains(expected), "{change:?}: {err}");
         }
     }

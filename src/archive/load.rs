@@ -15,6 +15,7 @@
 
 use super::names::{blob_digest, blob_key, entry_key, link_target, reference_key};
 use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
+use crate::error::{Cause, Reason};
 use crate::layer::{Compression, LayerError, decompressed};
 use crate::oci::Digest;
 use crate::oci::Platform;
@@ -385,7 +386,7 @@ impl Pending {
             Digest::parse(manifest.digest().as_ref()).map_err(|err| ArchiveError::Document {
                 what: "image manifest",
                 name: manifest.digest().to_string(),
-                reason: err.to_string(),
+                reason: err.into(),
             })?;
         let mut moved = Vec::new();
         for name in &self.names {
@@ -408,13 +409,13 @@ impl Pending {
 /// The parts of an image config that loading checks: it is an OCI config, for linux, and its
 /// diff IDs are sha256 digests.
 fn config_diff_ids(bytes: &[u8], name: &str) -> Result<Vec<Digest>, ArchiveError> {
-    let invalid = |reason: String| ArchiveError::Document {
+    let invalid = |reason: Cause| ArchiveError::Document {
         what: "image config",
         name: name.to_string(),
         reason,
     };
     let config: ImageConfiguration =
-        serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| invalid(e.into()))?;
     let os = config.os().to_string();
     // Docker takes a config without an OS for its own (linux here).
     if !os.is_empty() && os != "linux" {
@@ -427,7 +428,9 @@ fn config_diff_ids(bytes: &[u8], name: &str) -> Result<Vec<Digest>, ArchiveError
         .rootfs()
         .diff_ids()
         .iter()
-        .map(|d| Digest::parse(d).map_err(|e| invalid(format!("rootfs.diff_ids: {e}"))))
+        .map(|d| {
+            Digest::parse(d).map_err(|e| invalid(Reason::caused_by("rootfs.diff_ids", e).into()))
+        })
         .collect()
 }
 
@@ -475,13 +478,13 @@ struct ManifestItem {
 fn docker_images(store: &Store, entries: &Entries) -> Result<Vec<Pending>, ArchiveError> {
     let data = entries.file("manifest.json", "the archive")?;
     let bytes = entries.document(store, data, "archive entry", "manifest.json")?;
-    let invalid = |reason: String| ArchiveError::Document {
+    let invalid = |reason: Cause| ArchiveError::Document {
         what: "archive entry",
         name: "manifest.json".to_string(),
         reason,
     };
     let items: Option<Vec<ManifestItem>> =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid(e.into()))?;
     // Docker's rule: null is a broken writer, an empty archive is `[]`.
     let items =
         items.ok_or_else(|| invalid("it is null (an archive of no images has [])".into()))?;
@@ -526,7 +529,7 @@ fn oci_images(store: &Store, entries: &Entries) -> Result<Vec<Pending>, ArchiveE
     let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Document {
         what: "archive entry",
         name: "index.json".to_string(),
-        reason: e.to_string(),
+        reason: e.into(),
     })?;
     let mut images: Vec<Pending> = Vec::new();
     let mut by_manifest: HashMap<Digest, usize> = HashMap::new();
@@ -577,7 +580,7 @@ fn manifest_of(
         serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Document {
             what: "image index",
             name: digest.to_string(),
-            reason: e.to_string(),
+            reason: e.into(),
         })?;
     let host = Platform::host();
     let matches = |d: &&Descriptor| {
@@ -614,7 +617,7 @@ fn oci_image(
         serde_json::from_slice(manifest_bytes).map_err(|e| ArchiveError::Document {
             what: "image manifest",
             name: manifest_name.clone(),
-            reason: e.to_string(),
+            reason: e.into(),
         })?;
     let config_digest = digest_of(manifest.config(), &manifest_name)?;
     let config_data = entries.blob(&config_digest, manifest.config().size(), &manifest_name)?;
@@ -661,6 +664,6 @@ fn digest_of(listed: &Descriptor, referrer: &str) -> Result<Digest, ArchiveError
     Digest::parse(listed.digest().as_ref()).map_err(|e| ArchiveError::Document {
         what: "descriptor in",
         name: referrer.to_string(),
-        reason: e.to_string(),
+        reason: e.into(),
     })
 }

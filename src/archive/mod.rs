@@ -31,6 +31,7 @@ pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_r
 pub use save::{SaveFormat, save};
 
 use crate::cache::remote::{SharedCacheError, materialize, materialize_all};
+use crate::error::Cause;
 use crate::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
 use crate::oci::Digest;
 use crate::store::BlobError;
@@ -54,7 +55,7 @@ pub enum ArchiveError {
     #[error(transparent)]
     Fs(#[from] FsError),
     /// The archive (or rootfs tar) stream could not be read as a tar.
-    #[error("cannot read the {what}: {source}")]
+    #[error("cannot read the {what}")]
     Read {
         /// `archive` or `rootfs tar`.
         what: &'static str,
@@ -62,7 +63,7 @@ pub enum ArchiveError {
         source: LayerError,
     },
     /// Writing the output stream failed.
-    #[error("cannot write the archive: {source}")]
+    #[error("cannot write the archive")]
     Write {
         #[source]
         source: io::Error,
@@ -91,11 +92,12 @@ pub enum ArchiveError {
         size: u64,
         limit: u64,
     },
-    #[error("{what} {name:?} is not valid: {reason}")]
+    #[error("{what} {name:?} is not valid")]
     Document {
         what: &'static str,
         name: String,
-        reason: String,
+        #[source]
+        reason: Cause,
     },
     #[error(
         "archive entry {entry:?} does not hold the blob its name gives: its content is {actual} \
@@ -137,13 +139,13 @@ pub enum ArchiveError {
     #[error("image index {digest} has no image for {platform}")]
     NoPlatform { digest: Digest, platform: String },
     /// A layer that could not be unpacked: unsafe, malformed, or not the content it claims.
-    #[error("layer {diff_id} cannot be unpacked: {source}")]
+    #[error("layer {diff_id} cannot be unpacked")]
     Layer {
         diff_id: Digest,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("cannot write the flattened root filesystem: {source}")]
+    #[error("cannot write the flattened root filesystem")]
     Flatten {
         #[source]
         source: LayerError,
@@ -155,8 +157,12 @@ pub enum ArchiveError {
          archive either); use --format oci"
     )]
     NoLayers { name: String },
-    #[error("invalid --change {change:?}: {reason}")]
-    Change { change: String, reason: String },
+    #[error("invalid --change {change:?}")]
+    Change {
+        change: String,
+        #[source]
+        reason: Cause,
+    },
     #[error("the rootfs tar is empty (no bytes); give a tar of a root filesystem")]
     EmptyInput,
     /// An absent layer of an image built from a shared cache could not be fetched.

@@ -100,7 +100,7 @@ pub fn import_rootfs(
     let bytes = serde_json::to_vec(&config).map_err(|e| ArchiveError::Document {
         what: "image config",
         name: "of the import".to_string(),
-        reason: e.to_string(),
+        reason: e.into(),
     })?;
     let layers = [descriptor(
         layer.media_type.clone(),

@@ -160,11 +160,11 @@ fn empty_container_config() -> Value {
     })
 }
 
-fn docker_archive_error(what: &str, err: impl std::fmt::Display) -> ArchiveError {
+fn docker_archive_error(what: &str, err: impl Into<crate::error::Cause>) -> ArchiveError {
     ArchiveError::Document {
         what: "archive entry",
         name: what.to_string(),
-        reason: err.to_string(),
+        reason: err.into(),
     }
 }
 

@@ -337,15 +337,15 @@ fn hash_file(
             Err(source) => {
                 return Err(CacheError::Read {
                     path: path.to_string(),
-                    source,
+                    cause: source,
                 });
             }
         };
         hashing
             .write_all(buffer.get(..read).unwrap_or_default())
-            .map_err(|source| CacheError::Read {
+            .map_err(|cause| CacheError::Read {
                 path: path.to_string(),
-                source,
+                cause,
             })?;
     }
     let after = fstat(file.as_fd()).map_err(|errno| entry_error(path, errno))?;
@@ -369,7 +369,7 @@ fn entry_error(path: &str, errno: Errno) -> CacheError {
         },
         errno => CacheError::Read {
             path,
-            source: errno.into(),
+            cause: errno.into(),
         },
     }
 }

@@ -34,11 +34,16 @@ pub enum CacheError {
     Changed { path: String, what: &'static str },
     /// A context file cannot be opened or read.
     #[error(
-        "cannot read build context file {path}: {source}; make it readable or exclude it in .dockerignore"
+        "cannot read build context file {path}: {cause}; make it readable or exclude it in .dockerignore"
     )]
-    Read { path: String, source: io::Error },
+    Read {
+        path: String,
+        /// The underlying error; it is part of this message, not a `source()`: the hint has to follow it, which a chain
+        /// (`a: b: c`) cannot say; it is printed once all the same.
+        cause: io::Error,
+    },
     /// A cache record cannot be encoded as JSON.
-    #[error("cannot encode cache record {}: {source}", path.display())]
+    #[error("cannot encode cache record {}", path.display())]
     Encode {
         path: PathBuf,
         source: serde_json::Error,

@@ -1,6 +1,7 @@
 //! Moving images in and out, with docker's arguments and output: `import`, `export`, `save`,
 //! `load`.
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use kiln::archive::view::human_size;
 use kiln::archive::{
@@ -11,13 +12,8 @@ use std::fs::File;
 use std::io::{self, BufReader, IsTerminal as _, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// One line: the messages already name their causes.
-fn plain(err: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::Error::msg(err.to_string())
-}
-
 fn open(root: &Path) -> anyhow::Result<Store> {
-    Store::open(root).map_err(plain)
+    Ok(Store::open(root)?)
 }
 
 #[derive(Debug, Args)]
@@ -56,7 +52,7 @@ pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
         name: args.reference,
         max_bytes: DEFAULT_MAX_BYTES,
     };
-    let image = archive::import_rootfs(&store, input, &options).map_err(plain)?;
+    let image = archive::import_rootfs(&store, input, &options)?;
     println!("{}", image.id);
     Ok(())
 }
@@ -73,10 +69,9 @@ pub struct ExportArgs {
 /// `docker export`, of an image: its flattened root filesystem as one tar.
 pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image).map_err(plain)?;
+    let image = store.resolve(&args.image)?;
     let mut output = Output::open(args.output.as_deref())?;
-    let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)
-        .map_err(plain)?;
+    let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)?;
     output.finish()?;
     if exported.skipped_devices > 0 {
         eprintln!(
@@ -124,8 +119,7 @@ pub fn save(root: &Path, args: SaveArgs) -> anyhow::Result<()> {
         format,
         output.writer(),
         DEFAULT_MAX_BYTES,
-    )
-    .map_err(plain)?;
+    )?;
     Ok(output.finish()?)
 }
 
@@ -152,8 +146,7 @@ pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
         }
         Progress::Layer { .. } => {}
     };
-    let loaded =
-        archive::load(&store, input, &LoadOptions::default(), &mut progress).map_err(plain)?;
+    let loaded = archive::load(&store, input, &LoadOptions::default(), &mut progress)?;
     let mut out = io::stdout().lock();
     for image in loaded {
         for (name, old) in &image.moved {
@@ -177,8 +170,8 @@ pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
 fn input(path: Option<&Path>, command: &str, instead: &str) -> anyhow::Result<Box<dyn Read>> {
     match path {
         Some(path) => {
-            let file = File::open(path)
-                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
             Ok(Box::new(BufReader::new(file)))
         }
         None if io::stdin().is_terminal() => Err(anyhow::anyhow!(

@@ -240,7 +240,8 @@ fn build_error(err: BuildError, context: &Path, dockerfile: &str, text: &str) ->
 }
 
 /// A [`BuildError::Step`] printed as one message: the step's name, then its error (which
-/// says why, e.g. the exit code).
+/// says why, e.g. the exit code) and that error's causes, as the chain of this one.
+#[derive(Debug)]
 struct StepFailed<'a> {
     err: &'a BuildError,
     name: &'a str,
@@ -249,7 +250,13 @@ struct StepFailed<'a> {
 
 impl std::fmt::Display for StepFailed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.name, self.why)
+        f.write_str(self.name)
+    }
+}
+
+impl std::error::Error for StepFailed<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.why)
     }
 }
 

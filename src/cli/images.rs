@@ -2,11 +2,13 @@
 //! `prune`, `df`.
 
 use super::template::{Template, render_rows};
+use anyhow::Context as _;
 use clap::Args;
 use kiln::archive::view::{self, created_since, ellipsis, human_size};
+use kiln::error::chain;
 use kiln::oci::timestamp::{format_go_utc, format_rfc3339, now_seconds};
 use kiln::store::ImageName;
-use kiln::store::{ImageSummary, PruneOptions, Store, StoreError, StoredImage};
+use kiln::store::{ImageSummary, PruneOptions, Store, StoredImage};
 use serde_json::{Map, Value, json};
 use std::fmt;
 use std::io::{BufRead as _, Write as _};
@@ -25,14 +27,8 @@ impl fmt::Display for Failures {
 
 impl std::error::Error for Failures {}
 
-/// A store error as one line: its message already names the cause (an io error, a reference
-/// error), so the `caused by:` chain would only repeat it.
-fn plain(err: StoreError) -> anyhow::Error {
-    anyhow::Error::msg(err.to_string())
-}
-
 fn open(root: &Path) -> anyhow::Result<Store> {
-    Store::open(root).map_err(plain)
+    Ok(Store::open(root)?)
 }
 
 /// `12` hex digits, or the full `sha256:...` with `--no-trunc` (docker's `TruncateID`).
@@ -96,7 +92,7 @@ pub fn images(root: &Path, args: ImagesArgs) -> anyhow::Result<()> {
     let filter = args.reference.as_deref().map(NameFilter::new).transpose()?;
     let now = now_seconds();
     let mut rows = Vec::new();
-    for summary in store.images().map_err(plain)? {
+    for summary in store.images()? {
         for (repository, tag) in image_rows(&summary.image, filter.as_ref()) {
             let digest = match (&repository, show_digest) {
                 (Some(_), true) => summary.image.manifest_digest.to_string(),
@@ -140,7 +136,7 @@ impl NameFilter {
         let glob = globset::GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
-            .map_err(|err| anyhow::anyhow!("invalid image name filter {pattern:?}: {err}"))?;
+            .with_context(|| format!("invalid image name filter {pattern:?}"))?;
         Ok(NameFilter {
             pattern: glob.compile_matcher(),
         })
@@ -224,9 +220,7 @@ pub struct TagArgs {
 
 /// `docker tag SOURCE TARGET`.
 pub fn tag(root: &Path, args: TagArgs) -> anyhow::Result<()> {
-    open(root)?
-        .tag_image(&args.source, &args.target)
-        .map_err(plain)?;
+    open(root)?.tag_image(&args.source, &args.target)?;
     Ok(())
 }
 
@@ -252,7 +246,7 @@ pub fn rmi(root: &Path, args: RmiArgs) -> anyhow::Result<()> {
                     writeln!(stdout, "{removal}")?;
                 }
             }
-            Err(err) => failures.push(err.to_string()),
+            Err(err) => failures.push(chain(&err)),
         }
     }
     finish(failures)
@@ -314,7 +308,7 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<()> {
     for name in &args.images {
         match store.resolve(name) {
             Ok(image) => documents.push(view::inspect(&image)),
-            Err(err) => failures.push(err.to_string()),
+            Err(err) => failures.push(chain(&err)),
         }
     }
     let mut stdout = std::io::stdout().lock();
@@ -410,7 +404,7 @@ const HISTORY_FIELDS: [&str; 6] = [
 /// `docker history`.
 pub fn history(root: &Path, args: HistoryArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image).map_err(plain)?;
+    let image = store.resolve(&args.image)?;
     let format = match args.format.as_deref() {
         None | Some("") | Some("table") if args.quiet => "{{.ID}}",
         None | Some("") | Some("table") if !args.human => {
@@ -488,7 +482,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
             anyhow::bail!("prune cancelled: nothing was removed");
         }
     }
-    let report = store.prune(PruneOptions { all: args.all }).map_err(plain)?;
+    let report = store.prune(PruneOptions { all: args.all })?;
     let mut out = String::new();
     if !report.removals.is_empty() {
         out.push_str("Deleted Images:\n");
@@ -534,7 +528,7 @@ pub struct DfArgs {
 
 /// `docker system df`.
 pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
-    let usage = open(root)?.disk_usage().map_err(plain)?;
+    let usage = open(root)?.disk_usage()?;
     let row = |kind: &str, usage: kiln::store::Usage| {
         let reclaimable = match usage
             .reclaimable

@@ -18,11 +18,6 @@ use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::Path;
 use std::sync::Mutex;
 
-/// One line: the messages already name their causes.
-fn plain(err: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::Error::msg(err.to_string())
-}
-
 /// Flags every registry command takes.
 #[derive(Debug, Args)]
 pub struct RegistryFlags {
@@ -91,8 +86,7 @@ pub struct LogoutArgs {
 }
 
 fn parse_reference(name: &str) -> anyhow::Result<Reference> {
-    Reference::parse_normalized(name)
-        .map_err(|e| anyhow::anyhow!("invalid reference {name:?}: {e}"))
+    Reference::parse_normalized(name).with_context(|| format!("invalid reference {name:?}"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -106,11 +100,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
     let reference = parse_reference(&args.name)?.with_default_tag();
     let platform = match &args.platform {
-        Some(text) => Platform::parse(text).map_err(plain)?,
+        Some(text) => Platform::parse(text)?,
         None => Platform::host(),
     };
-    let store = Store::open(root).map_err(plain)?;
-    let client = Client::new(args.registry.client_options()).map_err(plain)?;
+    let store = Store::open(root)?;
+    let client = Client::new(args.registry.client_options())?;
     let progress = BlobProgress::new(args.quiet);
     if !args.quiet {
         let what = reference.tag().or(reference.digest()).unwrap_or("latest");
@@ -118,7 +112,7 @@ pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
     }
     let pulled = runtime()?.block_on(pull(&client, &store, &reference, &platform, &progress));
     progress.finish();
-    let image = pulled.map_err(plain)?;
+    let image = pulled?;
     if args.quiet {
         println!("{reference}");
     } else {
@@ -132,8 +126,8 @@ pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
 /// `docker push`.
 pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
     let reference = parse_reference(&args.name)?.with_default_tag();
-    let store = Store::open(root).map_err(plain)?;
-    let client = Client::new(args.registry.client_options()).map_err(plain)?;
+    let store = Store::open(root)?;
+    let client = Client::new(args.registry.client_options())?;
     let progress = BlobProgress::new(args.quiet);
     if !args.quiet {
         eprintln!(
@@ -151,7 +145,7 @@ pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
         &progress,
     ));
     progress.finish();
-    let digest = pushed.map_err(plain)?;
+    let digest = pushed?;
     if args.quiet {
         println!("{digest}");
     } else {
@@ -212,7 +206,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     options
         .credentials
         .insert(server.clone(), credentials.clone());
-    let client = Client::new(options).map_err(plain)?;
+    let client = Client::new(options)?;
     match runtime()?.block_on(client.check_login(&server)) {
         Ok(()) => {}
         Err(RegistryError::Unauthorized { message, .. }) => {
@@ -220,12 +214,10 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
                 "login to {server} failed: the registry refused the user name or password ({message})"
             )
         }
-        Err(err) => return Err(plain(err)),
+        Err(err) => return Err(err.into()),
     }
-    let mut config = DockerConfig::load(&config_dir(None)).map_err(plain)?;
-    config
-        .store_credentials(&server, &credentials)
-        .map_err(plain)?;
+    let mut config = DockerConfig::load(&config_dir(None))?;
+    config.store_credentials(&server, &credentials)?;
     println!("Login Succeeded");
     Ok(())
 }
@@ -233,8 +225,8 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
 /// `docker logout`.
 pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     let server = server_name(args.server.as_deref());
-    let mut config = DockerConfig::load(&config_dir(None)).map_err(plain)?;
-    if config.erase_credentials(&server).map_err(plain)? {
+    let mut config = DockerConfig::load(&config_dir(None))?;
+    if config.erase_credentials(&server)? {
         println!("Removing login credentials for {server}");
     } else {
         println!("Not logged in to {server}");

@@ -1,6 +1,8 @@
-//! Printing errors: a front-end error is rendered by [`render_error`] (`file:line:col` + snippet
-//! + caret + help); anything else prints as `error: ...` with its causes.
+//! Printing errors: a front-end error is rendered by [`render_error`] (`file:line:col`, snippet,
+//! caret and help); anything else prints as `error: ...` with its causes, `a: b: c`, the
+//! convention of [`kiln::error`].
 
+use kiln::error::Chain;
 use kiln::frontend::diagnostic::{Located, render_error};
 use std::fmt;
 
@@ -9,7 +11,7 @@ use std::fmt;
 pub struct SourceError(String);
 
 /// Wraps a front-end error from `file` (whose text is `source_text`) for printing.
-pub fn located<E: Located + fmt::Display + ?Sized>(
+pub fn located<E: Located + std::error::Error + ?Sized>(
     file: &str,
     source_text: &str,
     err: &E,
@@ -19,8 +21,8 @@ pub fn located<E: Located + fmt::Display + ?Sized>(
 
 /// Wraps an error that belongs to no source file (e.g. a missing build context) for printing:
 /// `error: message` and its help line.
-pub fn unlocated<E: Located + fmt::Display + ?Sized>(err: &E) -> anyhow::Error {
-    let mut text = format!("error: {err}");
+pub fn unlocated<E: Located + std::error::Error + ?Sized>(err: &E) -> anyhow::Error {
+    let mut text = format!("error: {}", Chain(err));
     if let Some(help) = err.help() {
         text.push_str(&format!("\n  = help: {help}"));
     }
@@ -44,18 +46,11 @@ pub fn print(err: &anyhow::Error) {
     eprint!("{}", plain_report(err));
 }
 
-/// `error: MESSAGE` and a `caused by:` line per cause the message does not already say (most
-/// messages embed their source's, which would otherwise be printed again, once per level).
+/// `error: MESSAGE: CAUSE: CAUSE`: each error of the chain says only its own layer's message
+/// ([`kiln::error`]), so the chain is printed docker-style on one line, each cause once.
 fn plain_report(err: &anyhow::Error) -> String {
-    let message = err.to_string();
-    let mut report = format!("error: {message}\n");
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            report.push_str(&format!("  caused by: {cause}\n"));
-        }
-    }
-    report
+    let err: &(dyn std::error::Error + 'static) = err.as_ref();
+    format!("error: {}\n", Chain(err))
 }
 
 #[cfg(test)]
@@ -64,28 +59,38 @@ mod tests {
 
     #[derive(Debug, thiserror::Error)]
     enum Layered {
-        #[error("outer: {0}")]
-        Embeds(#[source] Box<Layered>),
-        #[error("outer without detail")]
-        Hides(#[source] Box<Layered>),
-        #[error("the root cause")]
+        #[error("cannot push image")]
+        Push(#[source] Box<Layered>),
+        #[error("cannot upload blob sha256:abc")]
+        Upload(#[source] Box<Layered>),
+        #[error("connection refused")]
         Root,
     }
 
     #[test]
-    fn causes_the_message_already_says_are_not_repeated() {
-        let cases = [
-            (
-                Layered::Embeds(Box::new(Layered::Embeds(Box::new(Layered::Root)))),
-                "error: outer: outer: the root cause\n",
-            ),
-            (
-                Layered::Hides(Box::new(Layered::Root)),
-                "error: outer without detail\n  caused by: the root cause\n",
-            ),
-        ];
-        for (err, expected) in cases {
-            assert_eq!(plain_report(&anyhow::Error::new(err)), expected);
-        }
+    fn a_three_level_chain_prints_each_message_once_in_order() {
+        let err = Layered::Push(Box::new(Layered::Upload(Box::new(Layered::Root))));
+        assert_eq!(
+            plain_report(&anyhow::Error::new(err)),
+            "error: cannot push image: cannot upload blob sha256:abc: connection refused\n"
+        );
+    }
+
+    #[test]
+    fn contexts_added_by_the_cli_are_layers_of_the_chain() {
+        let err = anyhow::Error::new(std::io::Error::other("permission denied"))
+            .context("cannot read the Dockerfile /x");
+        assert_eq!(
+            plain_report(&err),
+            "error: cannot read the Dockerfile /x: permission denied\n"
+        );
+    }
+
+    #[test]
+    fn an_error_without_cause_is_one_line() {
+        assert_eq!(
+            plain_report(&anyhow::anyhow!("no such image: box:latest")),
+            "error: no such image: box:latest\n"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! proxying (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to kiln reach the
 //! container's pid 1, as `docker run --sig-proxy` does).
 
+use anyhow::Context as _;
 use clap::Args;
 use kiln::container::{Container, ContainerError, RunOptions, env_entry, env_file, parse_volume};
 use kiln::runtime::cgroup::{Limits, parse_memory};
@@ -109,10 +110,8 @@ fn exit_code(code: i32) -> ExitCode {
 }
 
 fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(root).map_err(|err| anyhow::Error::msg(err.to_string()))?;
-    let image = store
-        .resolve(&args.image)
-        .map_err(|err| anyhow::Error::msg(err.to_string()))?;
+    let store = Store::open(root)?;
+    let image = store.resolve(&args.image)?;
     let options = options(&args)?;
     let mut container = Container::create(&store, &image, &args.image, &options)?;
 
@@ -208,7 +207,7 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
     // docker reads the env files first; `-e` values then override them.
     for path in &args.env_files {
         let text = std::fs::read_to_string(path)
-            .map_err(|err| anyhow::anyhow!("cannot read env file {}: {err}", path.display()))?;
+            .with_context(|| format!("cannot read env file {}", path.display()))?;
         env.extend(env_file(&text, lookup)?);
     }
     for value in &args.env {

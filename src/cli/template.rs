@@ -492,9 +492,8 @@ fn call(func: Func, args: Vec<Option<Value>>) -> Result<String, TemplateError> {
     Ok(match func {
         // docker's json: encoding/json without HTML escaping, trailing newline trimmed.
         Func::Json => match args.first().cloned().flatten() {
-            Some(value) => {
-                serde_json::to_string(&value).map_err(|err| TemplateError::Call(err.to_string()))?
-            }
+            // A `Value`'s Display is its compact JSON, which cannot fail (no error to report).
+            Some(value) => value.to_string(),
             None => "null".to_string(),
         },
         Func::Join => {

@@ -13,6 +13,7 @@
 pub mod user;
 
 use crate::archive::{self, ArchiveError};
+use crate::error::Reason;
 use crate::oci::timestamp::{format_rfc3339, now_seconds};
 use crate::runtime::cgroup::{Cgroup, CgroupError, Limits};
 use crate::runtime::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
@@ -53,12 +54,13 @@ pub enum ContainerError {
     #[error("the working directory {0:?} is invalid, it needs to be an absolute path")]
     RelativeWorkdir(String),
     /// A `-v` value that cannot be used.
-    #[error("invalid volume specification {spec:?}: {reason}")]
+    #[error("invalid volume specification {spec:?}")]
     Volume {
         /// The value as given.
         spec: String,
         /// Why.
-        reason: String,
+        #[source]
+        reason: Reason,
     },
     /// A variable name with white space in it (`-e`, `--env-file`; Docker's check).
     #[error("invalid environment variable {0:?}: the name contains white space")]
@@ -70,7 +72,7 @@ pub enum ContainerError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     /// A host file operation failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -654,9 +656,9 @@ pub fn env_file(
 /// One `-v HOST:CONTAINER[:ro|rw]` value: the host path must be absolute and exist (kiln has no
 /// named volumes), the container path absolute.
 pub fn parse_volume(spec: &str) -> Result<BindMount, ContainerError> {
-    let fail = |reason: &str| ContainerError::Volume {
+    let fail = |reason: Reason| ContainerError::Volume {
         spec: spec.to_string(),
-        reason: reason.to_string(),
+        reason,
     };
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, destination, readonly) = match parts.as_slice() {
@@ -664,23 +666,28 @@ pub fn parse_volume(spec: &str) -> Result<BindMount, ContainerError> {
         [source, destination, "ro"] => (*source, *destination, true),
         [source, destination, "rw"] => (*source, *destination, false),
         [_, _, mode] => {
-            return Err(fail(&format!("unknown mode {mode:?}: use ro or rw")));
+            return Err(fail(Reason::new(format!(
+                "unknown mode {mode:?}: use ro or rw"
+            ))));
         }
-        _ => return Err(fail("use HOST-PATH:CONTAINER-PATH[:ro|rw]")),
+        _ => return Err(fail(Reason::new("use HOST-PATH:CONTAINER-PATH[:ro|rw]"))),
     };
     if !source.starts_with('/') {
-        return Err(fail(
+        return Err(fail(Reason::new(
             "the host path must be absolute (kiln has no named volumes)",
-        ));
+        )));
     }
     if !destination.starts_with('/') {
-        return Err(fail("the container path must be absolute"));
+        return Err(fail(Reason::new("the container path must be absolute")));
     }
     if destination == "/" {
-        return Err(fail("the container path cannot be /"));
+        return Err(fail(Reason::new("the container path cannot be /")));
     }
     if let Err(err) = fs::metadata(source) {
-        return Err(fail(&format!("the host path {source}: {err}")));
+        return Err(fail(Reason::caused_by(
+            format!("the host path {source}"),
+            err,
+        )));
     }
     Ok(BindMount {
         source: PathBuf::from(source),
@@ -899,7 +906,7 @@ mod tests {
             "/no/such/kiln/path:/mnt",
             "/tmp:/a:ro:extra",
         ] {
-            let err = parse_volume(bad).unwrap_err().to_string();
+            let err = crate::error::chain(&parse_volume(bad).unwrap_err());
             assert!(err.contains(bad), "{err}");
         }
     }

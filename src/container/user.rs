@@ -63,7 +63,7 @@ pub enum UserError {
         value: String,
     },
     /// An I/O error on one of the image's layer directories.
-    #[error("cannot read {path} in the image (layer {}): {source}", layer.display())]
+    #[error("cannot read {path} in the image (layer {})", layer.display())]
     Io {
         /// The path inside the image.
         path: String,

@@ -13,7 +13,7 @@
 //! ```
 
 use serde::Serialize;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 /// How many characters of the offending line a snippet shows (the parser accepts lines of up to
 /// 64 KiB; a snippet of one would be unreadable).
@@ -113,17 +113,19 @@ pub fn render(file: &str, source: &str, span: Span, message: &str, help: Option<
 }
 
 /// Renders any front-end error the way kiln prints it: with [`render`]'s snippet when the error
-/// has a span, else `error: FILE: message` and its help line.
-pub fn render_error<E: Located + fmt::Display + ?Sized>(
+/// has a span, else `error: FILE: message` and its help line. The message is the error with its
+/// causes, `a: b: c` ([`crate::error::Chain`]).
+pub fn render_error<E: Located + std::error::Error + ?Sized>(
     file: &str,
     source: &str,
     err: &E,
 ) -> String {
     let help = err.help();
+    let message = crate::error::Chain(err).to_string();
     match err.span() {
-        Some(span) => render(file, source, span, &err.to_string(), help.as_deref()),
+        Some(span) => render(file, source, span, &message, help.as_deref()),
         None => {
-            let mut out = format!("error: {file}: {err}\n");
+            let mut out = format!("error: {file}: {message}\n");
             if let Some(help) = help {
                 let _ = writeln!(out, "  = help: {help}");
             }
@@ -144,6 +146,7 @@ fn source_line(source: &str, n: usize) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fmt;
 
     #[test]
     fn renders_location_snippet_and_caret() {
@@ -181,12 +184,14 @@ mod tests {
 
     #[test]
     fn errors_without_a_span_print_file_message_and_help() {
+        #[derive(Debug)]
         struct NoSpan;
         impl fmt::Display for NoSpan {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("target stage \"x\" could not be found")
             }
         }
+        impl std::error::Error for NoSpan {}
         impl Located for NoSpan {
             fn span(&self) -> Option<Span> {
                 None

@@ -60,23 +60,71 @@ pub struct ContextRead {
 
 /// Why a plan could not be made. Each variant keeps the error of the step that failed, with its
 /// location.
-#[derive(Debug, thiserror::Error)]
+///
+/// Every variant is transparent: its message and its `source()` are the wrapped error's
+/// (`Source` adds only a span, which is no message; thiserror's `transparent` takes one field,
+/// hence the hand-written impls below).
+#[derive(Debug)]
 pub enum PlanError {
-    #[error(transparent)]
-    Syntax(#[from] SyntaxError),
-    #[error(transparent)]
-    Stage(#[from] StageError),
-    #[error(transparent)]
-    Graph(#[from] GraphError),
+    Syntax(SyntaxError),
+    Stage(StageError),
+    Graph(GraphError),
     /// The context could not be opened or its `.dockerignore` is bad.
-    #[error(transparent)]
-    Context(#[from] ContextError),
+    Context(ContextError),
     /// A COPY/ADD source is missing or bad; `span` is the instruction in the Dockerfile.
-    #[error("{source}")]
     Source {
         source: Box<ContextError>,
         span: Span,
     },
+}
+
+impl PlanError {
+    /// The wrapped error.
+    fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            PlanError::Syntax(err) => err,
+            PlanError::Stage(err) => err,
+            PlanError::Graph(err) => err,
+            PlanError::Context(err) => err,
+            PlanError::Source { source, .. } => source.as_ref(),
+        }
+    }
+}
+
+impl std::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.inner(), f)
+    }
+}
+
+impl std::error::Error for PlanError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner().source()
+    }
+}
+
+impl From<SyntaxError> for PlanError {
+    fn from(err: SyntaxError) -> PlanError {
+        PlanError::Syntax(err)
+    }
+}
+
+impl From<StageError> for PlanError {
+    fn from(err: StageError) -> PlanError {
+        PlanError::Stage(err)
+    }
+}
+
+impl From<GraphError> for PlanError {
+    fn from(err: GraphError) -> PlanError {
+        PlanError::Graph(err)
+    }
+}
+
+impl From<ContextError> for PlanError {
+    fn from(err: ContextError) -> PlanError {
+        PlanError::Context(err)
+    }
 }
 
 impl Located for PlanError {

@@ -221,7 +221,7 @@ pub enum StageError {
         count: usize,
         span: Span,
     },
-    #[error("invalid image reference \"{reference}\": {source}")]
+    #[error("invalid image reference \"{reference}\"")]
     InvalidReference {
         reference: String,
         source: ReferenceError,

@@ -71,7 +71,7 @@ pub enum LayerError {
         reason: String,
     },
     /// A file operation failed; `path` is the tar entry's path (apply) or the file's path (diff).
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The path concerned.
         path: PathBuf,
@@ -79,7 +79,7 @@ pub enum LayerError {
         source: io::Error,
     },
     /// The stream is not a readable tar (or its compressed form is corrupt).
-    #[error("malformed layer tar: {source}")]
+    #[error("malformed layer tar")]
     Tar {
         /// The underlying error.
         source: io::Error,

@@ -7,6 +7,7 @@
 //! or path (`https://host/v1/`, `host`).
 
 use super::RegistryError;
+use crate::error::Reason;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
@@ -92,11 +93,18 @@ impl DockerConfig {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Map::new(),
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(Value::Object(map)) => map,
-                Ok(_) => return Err(config_error(&path, "it is not a JSON object")),
-                Err(err) => return Err(config_error(&path, &format!("invalid JSON: {err}"))),
+                Ok(_) => return Err(config_error(&path, Reason::new("it is not a JSON object"))),
+                Err(err) => {
+                    return Err(config_error(&path, Reason::caused_by("invalid JSON", err)));
+                }
             },
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(err) => return Err(config_error(&path, &format!("cannot read it: {err}"))),
+            Err(err) => {
+                return Err(config_error(
+                    &path,
+                    Reason::caused_by("cannot read it", err),
+                ));
+            }
         };
         Ok(DockerConfig { path, document })
     }
@@ -157,13 +165,15 @@ impl DockerConfig {
                 .ok_or_else(|| {
                     config_error(
                         &self.path,
-                        &format!("the auth of {key} is not base64 of USER:PASSWORD"),
+                        Reason::new(format!("the auth of {key} is not base64 of USER:PASSWORD")),
                     )
                 })?;
             let Some((username, password)) = decoded.split_once(':') else {
                 return Err(config_error(
                     &self.path,
-                    &format!("the auth of {key} has no ':' between user and password"),
+                    Reason::new(format!(
+                        "the auth of {key} has no ':' between user and password"
+                    )),
                 ));
             };
             return Ok(Some(Credentials {
@@ -240,10 +250,14 @@ impl DockerConfig {
     fn save(&self) -> Result<(), RegistryError> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .map_err(|e| config_error(&self.path, &format!("cannot create its directory: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            config_error(
+                &self.path,
+                Reason::caused_by("cannot create its directory", e),
+            )
+        })?;
         let bytes = serde_json::to_vec_pretty(&self.document)
-            .map_err(|e| config_error(&self.path, &format!("cannot encode it: {e}")))?;
+            .map_err(|e| config_error(&self.path, Reason::caused_by("cannot encode it", e)))?;
         let temp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
@@ -259,17 +273,20 @@ impl DockerConfig {
             .and_then(|()| std::fs::rename(&temp, &self.path));
         if let Err(err) = written {
             let _ = std::fs::remove_file(&temp);
-            return Err(config_error(&self.path, &format!("cannot write it: {err}")));
+            return Err(config_error(
+                &self.path,
+                Reason::caused_by("cannot write it", err),
+            ));
         }
         crate::sys::fsync_dir(dir)?;
         Ok(())
     }
 }
 
-fn config_error(path: &Path, reason: &str) -> RegistryError {
+fn config_error(path: &Path, reason: Reason) -> RegistryError {
     RegistryError::Config {
         path: path.to_path_buf(),
-        reason: reason.to_string(),
+        reason,
     }
 }
 
@@ -283,7 +300,7 @@ fn run_helper(
     registry: &str,
     input: &[u8],
 ) -> Result<(bool, String), RegistryError> {
-    let fail = |reason: String| RegistryError::Helper {
+    let fail = |reason: Reason| RegistryError::Helper {
         helper: helper.to_string(),
         action,
         registry: registry.to_string(),
@@ -296,15 +313,21 @@ fn run_helper(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| fail(format!("cannot run {program}: {e}; is it on PATH?")))?;
+        // The hint follows the cause, which a chain (`a: b: c`) cannot say: the io error (a leaf)
+        // is part of this reason's message, printed once all the same.
+        .map_err(|e| {
+            fail(Reason::new(format!(
+                "cannot run {program}: {e}; is it on PATH?"
+            )))
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(input)
-            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
+            .map_err(|e| fail(Reason::caused_by("cannot write to it", e)))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| fail(format!("cannot wait for it: {e}")))?;
+        .map_err(|e| fail(Reason::caused_by("cannot wait for it", e)))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() && !stdout.contains(HELPER_NOT_FOUND) {
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
@@ -314,7 +337,10 @@ fn run_helper(
             .copied()
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(fail(format!("it exited with {}: {said}", out.status)));
+        return Err(fail(Reason::new(format!(
+            "it exited with {}: {said}",
+            out.status
+        ))));
     }
     Ok((out.status.success(), stdout))
 }
@@ -336,7 +362,7 @@ fn helper_get(helper: &str, key: &str) -> Result<Option<Credentials>, RegistryEr
         helper: helper.to_string(),
         action: "get",
         registry: key.to_string(),
-        reason: format!("its reply is not the expected JSON: {e}"),
+        reason: Reason::caused_by("its reply is not the expected JSON", e),
     })?;
     if reply.username.is_empty() && reply.secret.is_empty() {
         return Ok(None);
@@ -539,7 +565,7 @@ mod tests {
         let other = config.credentials("reg.example:5000").unwrap().unwrap();
         assert_eq!(other.username, "bob");
         assert!(config.credentials("nowhere.example").unwrap().is_none());
-        let err = config.credentials("bad.example").unwrap_err().to_string();
+        let err = crate::error::chain(&config.credentials("bad.example").unwrap_err());
         assert!(err.contains("not base64"), "{err}");
 
         let carol = Credentials {
@@ -609,7 +635,7 @@ mod tests {
         let config = DockerConfig::load(dir.path()).unwrap();
         assert!(config.credentials("docker.io").unwrap().is_none());
         std::fs::write(dir.path().join("config.json"), "[1]").unwrap();
-        let err = DockerConfig::load(dir.path()).unwrap_err().to_string();
+        let err = crate::error::chain(&DockerConfig::load(dir.path()).unwrap_err());
         assert!(err.contains("not a JSON object"), "{err}");
     }
 }

@@ -10,6 +10,7 @@
 use super::RegistryError;
 use super::auth::{Challenge, Credentials, DockerConfig, config_dir};
 use super::manifest::{self, Manifest};
+use crate::error::Reason;
 use crate::oci::Digest;
 use crate::oci::reference::Reference;
 use crate::store::{BlobRef, BlobStore, MAX_DOCUMENT_SIZE};
@@ -174,7 +175,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .build()
-            .map_err(|e| RegistryError::Setup(super::error_chain(&e)))?;
+            .map_err(|e| RegistryError::Setup(e.into()))?;
         Ok(Client {
             http,
             options: Arc::new(options),
@@ -211,12 +212,16 @@ impl Client {
                 .any(|r| r == registry || api_host(r) == api_host(registry));
         let scheme = if insecure { "http" } else { "https" };
         let text = format!("{scheme}://{}/v2/", api_host(registry));
-        Url::parse(&text).map_err(|e| RegistryError::Setup(format!("bad registry URL {text}: {e}")))
+        Url::parse(&text).map_err(|e| {
+            RegistryError::Setup(Reason::caused_by(format!("bad registry URL {text}"), e).into())
+        })
     }
 
     fn url(&self, repo: &Repository, rest: &str) -> Result<Url, RegistryError> {
         let text = format!("{}{}/{rest}", self.base(&repo.registry)?, repo.path);
-        Url::parse(&text).map_err(|e| RegistryError::Setup(format!("bad registry URL {text}: {e}")))
+        Url::parse(&text).map_err(|e| {
+            RegistryError::Setup(Reason::caused_by(format!("bad registry URL {text}"), e).into())
+        })
     }
 
     /// The credentials for `registry`: explicit ones, else from `config.json` (looked up once).
@@ -303,7 +308,7 @@ impl Client {
         let mut url = Url::parse(realm).map_err(|e| RegistryError::Document {
             registry: call.registry.to_string(),
             what: "the auth challenge".to_string(),
-            reason: format!("its realm {realm:?} is not a URL: {e}"),
+            reason: Reason::caused_by(format!("its realm {realm:?} is not a URL"), e).into(),
         })?;
         {
             let mut query = url.query_pairs_mut();
@@ -368,7 +373,7 @@ impl Client {
         let reply: Reply = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Document {
             registry: call.registry.to_string(),
             what: format!("the token reply of {realm}"),
-            reason: e.to_string(),
+            reason: e.into(),
         })?;
         match [reply.token, reply.access_token]
             .into_iter()
@@ -378,7 +383,7 @@ impl Client {
             None => Err(RegistryError::Document {
                 registry: call.registry.to_string(),
                 what: format!("the token reply of {realm}"),
-                reason: "it has neither token nor access_token".to_string(),
+                reason: "it has neither token nor access_token".into(),
             }),
         }
     }
@@ -492,7 +497,7 @@ impl Client {
             RegistryError::Document {
                 registry: repo.registry.clone(),
                 what,
-                reason,
+                reason: reason.into(),
             }
         })?;
         Ok((manifest, digest))
@@ -916,13 +921,13 @@ fn location(call: &Call<'_>, request: &Url, response: &Response) -> Result<Url, 
         RegistryError::Document {
             registry: call.registry.to_string(),
             what: format!("the reply to {}", call.what),
-            reason: "it has no Location header".to_string(),
+            reason: "it has no Location header".into(),
         }
     })?;
     request.join(&text).map_err(|e| RegistryError::Document {
         registry: call.registry.to_string(),
         what: format!("the reply to {}", call.what),
-        reason: format!("its Location {text:?} is not a URL: {e}"),
+        reason: Reason::caused_by(format!("its Location {text:?} is not a URL"), e).into(),
     })
 }
 

@@ -5,6 +5,7 @@
 //! index (the OCI spec was made from them), so one parser reads both; the bytes are kept as they
 //! came, since the digest of a manifest is the digest of its exact bytes.
 
+use crate::error::Reason;
 use crate::oci::Digest;
 use crate::oci::Platform;
 use crate::oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
@@ -81,7 +82,7 @@ pub enum Manifest {
 impl Manifest {
     /// Parses a manifest or index. `content_type` is the HTTP `Content-Type` (the document's own
     /// `mediaType` wins when it has one; without either, the shape decides).
-    pub fn parse(content_type: Option<&str>, bytes: Vec<u8>) -> Result<Manifest, String> {
+    pub fn parse(content_type: Option<&str>, bytes: Vec<u8>) -> Result<Manifest, Reason> {
         let header = content_type
             .map(|t| t.split(';').next().unwrap_or(t).trim().to_string())
             .filter(|t| !t.is_empty() && t != "application/json" && t != "text/plain");
@@ -98,13 +99,13 @@ impl Manifest {
             {
                 schema1()
             } else {
-                format!("it is not a manifest or index: {err}")
+                Reason::caused_by("it is not a manifest or index", err)
             }
         })?;
         if document.schema_version != 2 {
             return Err(match document.schema_version {
                 1 => schema1(),
-                other => format!("schemaVersion is {other}, expected 2"),
+                other => Reason::new(format!("schemaVersion is {other}, expected 2")),
             });
         }
         let media_type = document.media_type.or(header);
@@ -117,9 +118,9 @@ impl Manifest {
             (None, Some(config), layers) => {
                 let media_type = media_type.unwrap_or_else(|| OCI_MANIFEST.to_string());
                 if is_index_type(&media_type) {
-                    return Err(format!(
+                    return Err(Reason::new(format!(
                         "its media type is {media_type} but it has no manifests"
-                    ));
+                    )));
                 }
                 Ok(Manifest::Image {
                     media_type,
@@ -128,10 +129,9 @@ impl Manifest {
                     bytes,
                 })
             }
-            _ => Err(
-                "it has neither config and layers (a manifest) nor manifests (an index)"
-                    .to_string(),
-            ),
+            _ => Err(Reason::new(
+                "it has neither config and layers (a manifest) nor manifests (an index)",
+            )),
         }
     }
 
@@ -150,10 +150,11 @@ impl Manifest {
     }
 }
 
-fn schema1() -> String {
-    "it is a Docker schema 1 manifest, which kiln does not read (deprecated since 2017); \
-     push the image again with a current docker"
-        .to_string()
+fn schema1() -> Reason {
+    Reason::new(
+        "it is a Docker schema 1 manifest, which kiln does not read (deprecated since 2017); \
+         push the image again with a current docker",
+    )
 }
 
 /// The entry of an index for `platform`: the first that matches (indexes list the preferred

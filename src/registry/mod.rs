@@ -24,6 +24,7 @@ pub use client::{BlobSource, Client, ClientOptions, Repository, api_host, is_ins
 pub use manifest::Manifest;
 pub use transfer::{BlobEvent, BlobStatus, NoProgress, PullPolicy, TransferProgress, pull, push};
 
+use crate::error::{Cause, Reason};
 use crate::oci::Digest;
 use crate::oci::reference::ReferenceError;
 use crate::store::BlobError;
@@ -35,7 +36,7 @@ use crate::sys::FsError;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The connection failed (after retries): refused, reset, TLS, timeout.
-    #[error("cannot {what} on {registry}: {}", error_chain(.source))]
+    #[error("cannot {what} on {registry}")]
     Http {
         registry: String,
         what: String,
@@ -85,7 +86,7 @@ pub enum RegistryError {
         actual: Digest,
     },
     /// A blob failed verification on its way into the store; nothing of it was stored.
-    #[error("blob {digest} from {registry}: {source}")]
+    #[error("blob {digest} from {registry}")]
     Blob {
         registry: String,
         digest: Digest,
@@ -99,11 +100,12 @@ pub enum RegistryError {
         limit: u64,
     },
     /// A manifest, index or token reply that kiln cannot use.
-    #[error("{what} from {registry} is not valid: {reason}")]
+    #[error("{what} from {registry} is not valid")]
     Document {
         registry: String,
         what: String,
-        reason: String,
+        #[source]
+        reason: Cause,
     },
     /// The index has no manifest for the platform asked for.
     #[error(
@@ -115,7 +117,7 @@ pub enum RegistryError {
         platform: String,
         available: Vec<String>,
     },
-    #[error("invalid image reference {text:?}: {source}")]
+    #[error("invalid image reference {text:?}")]
     Reference {
         text: String,
         source: ReferenceError,
@@ -125,27 +127,31 @@ pub enum RegistryError {
     #[error(transparent)]
     Fs(#[from] FsError),
     /// docker's `config.json` cannot be used.
-    #[error("docker config {}: {reason}", .path.display())]
+    #[error("docker config {}", .path.display())]
     Config {
         path: std::path::PathBuf,
-        reason: String,
+        #[source]
+        reason: Reason,
     },
     /// A credential helper failed.
-    #[error(
-        "credential helper docker-credential-{helper} failed to {action} for {registry}: {reason}"
-    )]
+    #[error("credential helper docker-credential-{helper} failed to {action} for {registry}")]
     Helper {
         helper: String,
         action: &'static str,
         registry: String,
-        reason: String,
+        #[source]
+        reason: Reason,
     },
-    #[error("cannot start the registry client's threads: {0}")]
-    Runtime(std::io::Error),
+    #[error("cannot start the registry client's threads")]
+    Runtime(#[source] std::io::Error),
     /// A layer of the image being pushed is not in the store (the image was built from a
     /// shared cache) and could not be fetched from where the cache keeps it.
-    #[error("layer {digest} of the image is not in the store: {reason}")]
-    AbsentLayer { digest: Digest, reason: String },
+    #[error("layer {digest} of the image is not in the store")]
+    AbsentLayer {
+        digest: Digest,
+        #[source]
+        reason: Cause,
+    },
     /// A layer absent from the store could not be fetched from its recorded origin.
     #[error(
         "layer {digest} of the image is not in the store and cannot be fetched from its origin"
@@ -156,8 +162,8 @@ pub enum RegistryError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The HTTP client could not be set up (TLS roots).
-    #[error("cannot set up the HTTP client: {0}")]
-    Setup(String),
+    #[error("cannot set up the HTTP client")]
+    Setup(#[source] Cause),
 }
 
 impl RegistryError {
@@ -174,20 +180,4 @@ fn detail(message: &str) -> String {
     } else {
         format!(": {message}")
     }
-}
-
-/// An error with its sources, `a: b: c` (reqwest's own message is often just "error sending
-/// request", the cause is below it).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

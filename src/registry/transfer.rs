@@ -4,6 +4,7 @@
 use super::RegistryError;
 use super::client::{BlobSource, Client, Repository};
 use super::manifest::{self, Descriptor, Manifest};
+use crate::error::{Cause, Reason};
 use crate::oci::Digest;
 use crate::oci::Platform;
 use crate::oci::reference::Reference;
@@ -113,7 +114,8 @@ pub async fn pull(
                     "it has {} bytes, but the index says {}",
                     image.bytes().len(),
                     chosen.size
-                ),
+                )
+                .into(),
             });
         }
         fetched = image;
@@ -131,7 +133,7 @@ pub async fn pull(
                 "the manifest {target} of {} chose for {platform}",
                 repo.path
             ),
-            reason: "it is another index, not an image manifest".to_string(),
+            reason: "it is another index, not an image manifest".into(),
         });
     };
     // From the first blob until the tag, so no prune collects what is not referenced yet.
@@ -306,7 +308,7 @@ async fn fetch_absent_layer(
     image: &StoredImage,
     digest: &Digest,
 ) -> Result<(), RegistryError> {
-    let absent = |reason: String| RegistryError::AbsentLayer {
+    let absent = |reason: Cause| RegistryError::AbsentLayer {
         digest: digest.clone(),
         reason,
     };
@@ -315,12 +317,12 @@ async fn fetch_absent_layer(
         .iter()
         .find(|l| l.digest == *digest)
         .cloned()
-        .ok_or_else(|| absent("the image does not list it as a layer".to_string()))?;
+        .ok_or_else(|| absent("the image does not list it as a layer".into()))?;
     let owned = store.clone();
     let origins = Arc::clone(origins);
     let fetched = tokio::task::spawn_blocking(move || origins.fetch(&owned, &[layer]))
         .await
-        .map_err(|err| absent(format!("the fetch did not finish: {err}")))?
+        .map_err(|err| absent(Reason::caused_by("the fetch did not finish", err).into()))?
         .map_err(|source| RegistryError::FetchAbsent {
             digest: digest.clone(),
             source,
@@ -329,7 +331,7 @@ async fn fetch_absent_layer(
         Ok(())
     } else {
         Err(absent(
-            "no shared cache is recorded as holding it; build the image again".to_string(),
+            "no shared cache is recorded as holding it; build the image again".into(),
         ))
     }
 }

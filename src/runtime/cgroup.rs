@@ -72,14 +72,15 @@ pub enum CgroupError {
     },
     /// The cgroup filesystem refused to create a directory: not root, and no delegated hierarchy.
     #[error(
-        "cannot create cgroup {}: {source}; resource limits need root, or a delegated cgroup v2 hierarchy (for example systemd-run --user --scope -p Delegate=yes kiln ...)",
+        "cannot create cgroup {}: {cause}; resource limits need root, or a delegated cgroup v2 hierarchy (for example systemd-run --user --scope -p Delegate=yes kiln ...)",
         path.display()
     )]
     NotWritable {
         /// The directory.
         path: PathBuf,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error; it is part of this message, not a `source()`: the hint has to follow it, which a chain
+        /// (`a: b: c`) cannot say; it is printed once all the same.
+        cause: io::Error,
     },
     /// The cgroup already exists.
     #[error(
@@ -114,7 +115,7 @@ pub enum CgroupError {
     #[error("cannot find this process's cgroup: {0}")]
     Layout(String),
     /// Reading a cgroup or /proc file failed.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -122,7 +123,7 @@ pub enum CgroupError {
         source: io::Error,
     },
     /// Writing a cgroup file failed.
-    #[error("cannot write {value:?} to {}: {source}", path.display())]
+    #[error("cannot write {value:?} to {}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
@@ -132,7 +133,7 @@ pub enum CgroupError {
         source: io::Error,
     },
     /// Creating a cgroup directory failed for another reason than permissions.
-    #[error("cannot create cgroup {}: {source}", path.display())]
+    #[error("cannot create cgroup {}", path.display())]
     Create {
         /// The directory.
         path: PathBuf,
@@ -140,7 +141,7 @@ pub enum CgroupError {
         source: io::Error,
     },
     /// Killing a process of the cgroup failed.
-    #[error("cannot kill process {pid} of cgroup {}: {source}", path.display())]
+    #[error("cannot kill process {pid} of cgroup {}", path.display())]
     Kill {
         /// The process.
         pid: i32,
@@ -156,7 +157,7 @@ pub enum CgroupError {
         path: PathBuf,
     },
     /// Removing the directory failed.
-    #[error("cannot remove cgroup {}: {source}", path.display())]
+    #[error("cannot remove cgroup {}", path.display())]
     Remove {
         /// The directory.
         path: PathBuf,
@@ -985,7 +986,7 @@ fn make_dir(fs: &dyn Fs, path: &Path, shared: bool) -> Result<(), CgroupError> {
         {
             Err(CgroupError::NotWritable {
                 path: path.to_path_buf(),
-                source,
+                cause: source,
             })
         }
         Err(source) => Err(CgroupError::Create {

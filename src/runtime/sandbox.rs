@@ -84,7 +84,7 @@ pub enum RuntimeError {
         reason: &'static str,
     },
     /// A bind mount source that cannot be used.
-    #[error("bind mount source {}: {source}", path.display())]
+    #[error("bind mount source {}", path.display())]
     BindSource {
         /// The host path.
         path: PathBuf,
@@ -117,7 +117,7 @@ pub enum RuntimeError {
         arch: &'static str,
     },
     /// A host file operation of the parent failed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done ("writing", "creating the staging directory").
         action: &'static str,
@@ -127,19 +127,21 @@ pub enum RuntimeError {
         source: io::Error,
     },
     /// A system call of the parent failed.
-    #[error("{action}: {errno}")]
+    #[error("{action}")]
     Sys {
         /// What was being done.
         action: &'static str,
         /// The kernel's error.
+        #[source]
         errno: Errno,
     },
     /// A setup step failed inside the sandbox.
-    #[error("{step}: {errno}")]
+    #[error("{step}")]
     Setup {
         /// What the step was doing, with the paths involved.
         step: String,
         /// The kernel's error.
+        #[source]
         errno: Errno,
     },
     /// The working directory resolved outside the container (CVE-2024-21626's symptom).
@@ -950,7 +952,7 @@ mod tests {
             },
         );
         assert_eq!(
-            first.to_string(),
+            crate::error::chain(&first),
             "creating the cgroup namespace: EPERM: Operation not permitted"
         );
         let sync = report_error(

@@ -1284,7 +1284,7 @@ mod tests {
                 readonly: false,
             }];
             let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
-            assert_eq!(err.to_string(), *message, "{destination}");
+            assert_eq!(crate::error::chain(&err), *message, "{destination}");
         }
         let mut spec = spec();
         spec.mounts = vec![BindMount {
@@ -1295,7 +1295,7 @@ mod tests {
         let missing = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
         let err = prepare(&spec, &ctx(UserNamespace::None), &missing).unwrap_err();
         assert!(
-            err.to_string().starts_with("bind mount source /missing: "),
+            crate::error::chain(&err).starts_with("bind mount source /missing: "),
             "{err}"
         );
     }

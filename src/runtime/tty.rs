@@ -33,12 +33,13 @@ pub struct WindowSize {
 #[derive(Debug, thiserror::Error)]
 pub enum TtyError {
     /// Allocating a pseudo-terminal failed.
-    #[error("cannot open a pseudo-terminal ({step}): {source}; is /dev/ptmx (devpts) available?")]
+    #[error("cannot open a pseudo-terminal ({step}): {cause}; is /dev/ptmx (devpts) available?")]
     Open {
         /// The call that failed.
         step: &'static str,
-        /// The underlying error.
-        source: Errno,
+        /// The underlying error; it is part of this message, not a `source()`: the hint has to follow it, which a chain
+        /// (`a: b: c`) cannot say; it is printed once all the same.
+        cause: Errno,
     },
     /// The fd is not a terminal.
     #[error("file descriptor {fd} is not a terminal; run without -t, or from a terminal")]
@@ -47,7 +48,7 @@ pub enum TtyError {
         fd: i32,
     },
     /// A terminal ioctl or termios call failed.
-    #[error("cannot {what} of file descriptor {fd}: {source}")]
+    #[error("cannot {what} of file descriptor {fd}")]
     Terminal {
         /// What was being done.
         what: &'static str,
@@ -57,7 +58,7 @@ pub enum TtyError {
         source: Errno,
     },
     /// Reading or writing while relaying failed.
-    #[error("terminal relay: cannot {what}: {source}")]
+    #[error("terminal relay: cannot {what}")]
     Relay {
         /// What was being done.
         what: &'static str,
@@ -91,7 +92,7 @@ impl Pty {
     /// mount (a container's) can be substituted (the reason runc and the kernel commit
     /// 54ebbfb16034 give for TIOCGPTPEER).
     pub fn open(size: Option<WindowSize>) -> Result<Pty, TtyError> {
-        let open_err = |step| move |source| TtyError::Open { step, source };
+        let open_err = |step| move |cause| TtyError::Open { step, cause };
         let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
             .map_err(open_err("posix_openpt"))?;
         nix::pty::grantpt(&master).map_err(open_err("grantpt"))?;
@@ -101,7 +102,7 @@ impl Pty {
         let slave =
             rustix::pty::ioctl_tiocgptpeer(&master, flags).map_err(|error| TtyError::Open {
                 step: "TIOCGPTPEER",
-                source: Errno::from_raw(error.raw_os_error()),
+                cause: Errno::from_raw(error.raw_os_error()),
             })?;
         if let Some(size) = size {
             set_window_size(master.as_fd(), size)?;

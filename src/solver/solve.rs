@@ -112,7 +112,7 @@ pub struct Solved<T> {
 #[derive(Debug, thiserror::Error)]
 pub enum SolveError<E> {
     /// A worker method failed for `node`; the first such error.
-    #[error("node {node} failed: {error}")]
+    #[error("node {node} failed")]
     Failed {
         node: NodeId,
         #[source]

@@ -82,7 +82,7 @@ impl Store {
         let json =
             serde_json::to_vec_pretty(record).map_err(|err| StoreError::ContainerRecord {
                 path: dir.join(RECORD),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
         // Not fsynced: a record only matters while its container can run, and a container
         // does not outlive a power loss (see `replace_in`).
@@ -139,12 +139,12 @@ fn read_record(path: &std::path::Path) -> Result<ContainerRecord, StoreError> {
     if bytes.len() as u64 > MAX_RECORD_SIZE {
         return Err(StoreError::ContainerRecord {
             path: path.to_path_buf(),
-            reason: format!("larger than {MAX_RECORD_SIZE} bytes"),
+            source: format!("larger than {MAX_RECORD_SIZE} bytes").into(),
         });
     }
     serde_json::from_slice(&bytes).map_err(|err| StoreError::ContainerRecord {
         path: path.to_path_buf(),
-        reason: err.to_string(),
+        source: err.into(),
     })
 }
 

@@ -332,7 +332,7 @@ impl Store {
                                 Digest::parse(diff_id).map_err(|err| StoreError::Document {
                                     what: "image config",
                                     digest: digest.clone(),
-                                    reason: err.to_string(),
+                                    source: err.into(),
                                 })?;
                             reachable.diff_ids.insert(diff_id);
                         }
@@ -354,7 +354,7 @@ impl Store {
                     serde_json::from_slice(&bytes).map_err(|err| StoreError::Document {
                         what: "image index",
                         digest: digest.clone(),
-                        reason: err.to_string(),
+                        source: err.into(),
                     })?;
                 for child in nested.manifests() {
                     let child_digest = descriptor_digest("manifest", &digest, child)?;

@@ -8,6 +8,7 @@
 
 use super::name::ImageName;
 use super::{StoreError, timestamp};
+use crate::error::Reason;
 use crate::oci::Digest;
 use crate::oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 use crate::oci::reference::Reference;
@@ -55,7 +56,10 @@ pub struct Entry {
 impl Entry {
     fn new(descriptor: Descriptor, position: usize) -> Result<Entry, StoreError> {
         let digest = Digest::parse(descriptor.digest().as_ref()).map_err(|source| {
-            StoreError::Index(format!("entry {position} has an unusable digest: {source}"))
+            StoreError::Index(Reason::caused_by(
+                format!("entry {position} has an unusable digest"),
+                source,
+            ))
         })?;
         let name = entry_name(&descriptor);
         Ok(Entry {
@@ -126,23 +130,23 @@ impl Index {
             .read_to_end(&mut bytes)
             .map_err(|err| fs_error("read", path, err))?;
         if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
-            return Err(StoreError::Index(format!(
+            return Err(StoreError::Index(Reason::new(format!(
                 "{} is larger than {MAX_DOCUMENT_SIZE} bytes",
                 path.display()
-            )));
+            ))));
         }
         let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|err| {
-            StoreError::Index(format!(
-                "{} is not an OCI image index: {err}",
-                path.display()
+            StoreError::Index(Reason::caused_by(
+                format!("{} is not an OCI image index", path.display()),
+                err,
             ))
         })?;
         if index.schema_version() != 2 {
-            return Err(StoreError::Index(format!(
+            return Err(StoreError::Index(Reason::new(format!(
                 "{} has schemaVersion {}, expected 2",
                 path.display(),
                 index.schema_version()
-            )));
+            ))));
         }
         let entries = index
             .manifests()
@@ -167,7 +171,9 @@ impl Index {
         // whose order would make the same index differ byte for byte from one save to the next.
         let bytes = serde_json::to_value(&index)
             .and_then(|value| serde_json::to_vec(&value))
-            .map_err(|err| StoreError::Index(format!("cannot serialise the index: {err}")))?;
+            .map_err(|err| {
+                StoreError::Index(Reason::caused_by("cannot serialise the index", err))
+            })?;
         // A change that changes nothing (a fully cached rebuild re-listing and re-tagging the
         // same image) writes nothing: no temp file, no fsync, no rename. The caller holds the
         // index lock, so the file cannot change between this read and a write.

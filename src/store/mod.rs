@@ -37,6 +37,7 @@ pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_m
 pub use name::{ImageName, NameError};
 pub use origin::{BlobOrigin, FetchOrigins};
 
+use crate::error::{Cause, Reason};
 use crate::oci::Digest;
 use crate::oci::reference::Reference;
 use crate::oci::timestamp;
@@ -69,13 +70,14 @@ pub enum StoreError {
         prefix: String,
         matches: Vec<String>,
     },
-    #[error("corrupt image index: {0}")]
-    Index(String),
-    #[error("{what} {digest} is not valid: {reason}")]
+    #[error("corrupt image index")]
+    Index(#[source] Reason),
+    #[error("{what} {digest} is not valid")]
     Document {
         what: &'static str,
         digest: Digest,
-        reason: String,
+        #[source]
+        source: Cause,
     },
     #[error(
         "{} is not an OCI image layout ({reason}); point --root (or KILN_ROOT) at an empty \
@@ -89,7 +91,7 @@ pub enum StoreError {
     LayerCount { diff_ids: usize, layers: usize },
     #[error("conflict: {0}")]
     Conflict(String),
-    #[error("cannot create the snapshot of layer {diff_id}: {source}")]
+    #[error("cannot create the snapshot of layer {diff_id}")]
     Snapshot {
         diff_id: Digest,
         #[source]
@@ -102,8 +104,12 @@ pub enum StoreError {
     ContainerId(String),
     #[error("no such container: {0}")]
     NoContainer(String),
-    #[error("container record {}: {reason}", .path.display())]
-    ContainerRecord { path: PathBuf, reason: String },
+    #[error("container record {}", .path.display())]
+    ContainerRecord {
+        path: PathBuf,
+        #[source]
+        source: Cause,
+    },
 }
 
 /// An OCI image layout with kiln's directories beside it: see the module documentation.
@@ -380,7 +386,7 @@ impl Store {
         let bytes = serde_json::to_vec(config).map_err(|err| StoreError::Document {
             what: "image config",
             digest: Digest::of(b""),
-            reason: format!("cannot serialise it: {err}"),
+            source: Reason::caused_by("cannot serialise it", err).into(),
         })?;
         self.write_image_json(&bytes, layers)
     }
@@ -399,7 +405,7 @@ impl Store {
             serde_json::from_slice(config_json).map_err(|err| StoreError::Document {
                 what: "image config",
                 digest: config_digest.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
         let diff_ids = config.rootfs().diff_ids().len();
         if diff_ids != layers.len() {
@@ -436,12 +442,12 @@ impl Store {
             .map_err(|err| StoreError::Document {
                 what: "image manifest",
                 digest: config_digest.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
         let manifest_json = serde_json::to_vec(&manifest).map_err(|err| StoreError::Document {
             what: "image manifest",
             digest: config_digest.clone(),
-            reason: err.to_string(),
+            source: err.into(),
         })?;
         let manifest_blob = self.blobs.write(&manifest_json)?;
         let descriptor = manifest_blob.descriptor(MediaType::ImageManifest);
@@ -471,14 +477,14 @@ impl Store {
             return Err(StoreError::Document {
                 what: "image manifest",
                 digest,
-                reason: format!("{media_type} is not an image manifest media type"),
+                source: format!("{media_type} is not an image manifest media type").into(),
             });
         }
         let manifest: ImageManifest =
             serde_json::from_slice(manifest_json).map_err(|err| StoreError::Document {
                 what: "image manifest",
                 digest: digest.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
         let config_digest = descriptor_digest("config", &digest, manifest.config())?;
         let config = self.config(&config_digest, Some(manifest.config().size()))?;
@@ -675,7 +681,7 @@ impl Store {
             serde_json::from_slice(&config_bytes).map_err(|err| StoreError::Document {
                 what: "image config",
                 digest: id.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
         let layers = pair_layers(&id, &config, manifest.layers())?;
         let tagged_at = index
@@ -714,13 +720,14 @@ impl Store {
             serde_json::from_slice(&bytes).map_err(|err| StoreError::Document {
                 what: "image manifest",
                 digest: digest.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
         if manifest.schema_version() != 2 {
             return Err(StoreError::Document {
                 what: "image manifest",
                 digest: digest.clone(),
-                reason: format!("schemaVersion is {}, expected 2", manifest.schema_version()),
+                source: format!("schemaVersion is {}, expected 2", manifest.schema_version())
+                    .into(),
             });
         }
         Ok(manifest)
@@ -739,7 +746,7 @@ impl Store {
         serde_json::from_slice(&bytes).map_err(|err| StoreError::Document {
             what: "image config",
             digest: digest.clone(),
-            reason: err.to_string(),
+            source: err.into(),
         })
     }
 
@@ -841,7 +848,7 @@ fn descriptor_digest(
     Digest::parse(descriptor.digest().as_ref()).map_err(|err| StoreError::Document {
         what,
         digest: parent.clone(),
-        reason: err.to_string(),
+        source: err.into(),
     })
 }
 
@@ -856,11 +863,12 @@ fn pair_layers(
         return Err(StoreError::Document {
             what: "image config",
             digest: config_digest.clone(),
-            reason: format!(
+            source: format!(
                 "it lists {} diff IDs for {} layers",
                 diff_ids.len(),
                 layers.len()
-            ),
+            )
+            .into(),
         });
     }
     layers
@@ -870,7 +878,7 @@ fn pair_layers(
             let diff_id = Digest::parse(diff_id).map_err(|err| StoreError::Document {
                 what: "image config",
                 digest: config_digest.clone(),
-                reason: err.to_string(),
+                source: err.into(),
             })?;
             Ok(LayerInfo {
                 digest: descriptor_digest("image config", config_digest, layer)?,

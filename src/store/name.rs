@@ -16,7 +16,7 @@ pub struct ImageName {
 /// Why a string cannot name a tag in the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
-    #[error("invalid image name {name:?}: {source}")]
+    #[error("invalid image name {name:?}")]
     Invalid {
         name: String,
         #[source]

@@ -72,7 +72,7 @@ impl Store {
         let bytes = serde_json::to_vec(origin).map_err(|err| StoreError::Document {
             what: "blob origin",
             digest: digest.clone(),
-            reason: err.to_string(),
+            source: err.into(),
         })?;
         Ok(atomic_write_in(
             self.staging(),

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 /// A filesystem operation that failed, with the path it concerned.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {}: {source}", path.display())]
+#[error("cannot {action} {}", path.display())]
 pub struct FsError {
     /// What kiln was doing, as a verb phrase (`create directory`, `rename`, ...).
     pub action: &'static str,

@@ -1132,7 +1132,7 @@ fn hostile_archives_fail_clearly_leave_nothing_tagged_and_touch_nothing() {
         match load(&store, &archive[..], &LoadOptions::default(), &mut |_| {}) {
             Ok(loaded) => failures.push(format!("{what}: loaded {loaded:?}")),
             Err(err) => {
-                let message = err.to_string();
+                let message = kiln::error::chain(&err);
                 if !message.contains(expected) {
                     failures.push(format!("{what}: expected {expected:?} in {message:?}"));
                 }
@@ -1392,7 +1392,7 @@ fn load_refuses_an_archive_past_the_size_limit() {
     let err = load(&store, &gz[..], &options, &mut |_| {}).unwrap_err();
     assert!(matches!(err, ArchiveError::Read { .. }), "{err}");
     assert!(
-        err.to_string().contains("larger than the limit of 65536"),
+        kiln::error::chain(&err).contains("larger than the limit of 65536"),
         "{err}"
     );
     assert!(store.images().unwrap().is_empty());

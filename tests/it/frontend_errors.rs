@@ -10,7 +10,7 @@ use std::path::PathBuf;
 const TARGETS: &[(&str, &str)] = &[("unknown_target", "nope"), ("copy_from_later_stage", "app")];
 
 /// Renders an error the way the CLI prints it.
-fn rendered(source: &str, err: &(impl Located + std::fmt::Display)) -> String {
+fn rendered(source: &str, err: &(impl Located + std::error::Error)) -> String {
     render_error("Dockerfile", source, err)
 }
 

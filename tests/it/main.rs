@@ -12,6 +12,7 @@ mod context;
 mod copy;
 mod copy_incremental;
 mod dockerignore_conformance;
+mod errors;
 mod frontend_errors;
 mod graph;
 mod image_commands;

@@ -461,7 +461,7 @@ fn a_hostile_index_is_a_clear_error() {
     for (text, want) in cases {
         write_index(&store, &text);
         let err = store.resolve("x").unwrap_err();
-        let message = err.to_string();
+        let message = kiln::error::chain(&err);
         assert!(
             message.contains(want),
             "{}: {message}",
@@ -845,7 +845,10 @@ fn snapshots_appear_whole_or_not_at_all() {
             Err(std::io::Error::other("unpack failed: bad tar entry x"))
         })
         .unwrap_err();
-    assert!(err.to_string().contains("bad tar entry x"), "{err}");
+    assert!(
+        kiln::error::chain(&err).contains("bad tar entry x"),
+        "{err}"
+    );
     assert!(!store.has_snapshot(&diff_id));
     assert_eq!(fs::read_dir(store.staging().dir()).unwrap().count(), 0);
 

@@ -30,6 +30,7 @@
 //! graph names is in the manifest, that the flags and times agree. A graph of another version
 //! is [`GraphError::Version`], which the importer reports as a warning and ignores.
 
+use crate::error::{Cause, Reason};
 use crate::oci::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,8 +65,8 @@ pub enum GraphError {
     ManifestTooLarge { size: u64, limit: u64 },
     #[error("the cache manifest has media type {0:?}, not {OCI_MANIFEST}", OCI_MANIFEST = crate::oci::media_type::OCI_MANIFEST)]
     ManifestMediaType(String),
-    #[error("the cache manifest is not valid: {0}")]
-    Manifest(String),
+    #[error("the cache manifest is not valid")]
+    Manifest(#[source] Cause),
     #[error(
         "the cache manifest's config has media type {0:?}, not {GRAPH_MEDIA_TYPE}: it is not a \
          kiln cache (an image or another tool's cache?)"
@@ -78,10 +79,14 @@ pub enum GraphError {
          wrote it)"
     )]
     Version(u64),
-    #[error("the cache graph is not valid: {0}")]
-    Graph(String),
-    #[error("cache record {key}: {reason}")]
-    Record { key: String, reason: String },
+    #[error("the cache graph is not valid")]
+    Graph(#[source] Cause),
+    #[error("cache record {key}")]
+    Record {
+        key: String,
+        #[source]
+        reason: Cause,
+    },
 }
 
 /// One layer of a record.
@@ -205,30 +210,33 @@ impl CacheGraph {
             });
         }
         let raw: GraphIn =
-            serde_json::from_slice(bytes).map_err(|err| GraphError::Graph(err.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|err| GraphError::Graph(err.into()))?;
         if raw.version != u64::from(GRAPH_VERSION) {
             return Err(GraphError::Version(raw.version));
         }
         let raw_records: BTreeMap<String, serde_json::Value> = serde_json::from_value(raw.records)
-            .map_err(|err| GraphError::Graph(format!("records: {err}")))?;
+            .map_err(|err| GraphError::Graph(Reason::caused_by("records", err).into()))?;
         if raw_records.len() > MAX_RECORDS {
-            return Err(GraphError::Graph(format!(
-                "it has {} records, more than the limit of {MAX_RECORDS}",
-                raw_records.len()
-            )));
+            return Err(GraphError::Graph(
+                format!(
+                    "it has {} records, more than the limit of {MAX_RECORDS}",
+                    raw_records.len()
+                )
+                .into(),
+            ));
         }
         let listed: BTreeMap<&Digest, &ManifestBlob> =
             manifest.layers.iter().map(|l| (&l.digest, l)).collect();
         let mut records = BTreeMap::new();
         for (key_text, value) in raw_records {
-            let fail = |reason: String| GraphError::Record {
+            let fail = |reason: Cause| GraphError::Record {
                 key: key_text.chars().take(80).collect(),
                 reason,
             };
-            let key = Digest::parse(&key_text).map_err(|err| fail(err.to_string()))?;
+            let key = Digest::parse(&key_text).map_err(|err| fail(err.into()))?;
             let record: GraphRecord =
-                serde_json::from_value(value).map_err(|err| fail(err.to_string()))?;
-            check_record(&record, &listed).map_err(fail)?;
+                serde_json::from_value(value).map_err(|err| fail(err.into()))?;
+            check_record(&record, &listed).map_err(|reason| fail(reason.into()))?;
             records.insert(key, record);
         }
         Ok(CacheGraph { records })
@@ -306,12 +314,11 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
         ));
     }
     let manifest: CacheManifest =
-        serde_json::from_slice(bytes).map_err(|err| GraphError::Manifest(err.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|err| GraphError::Manifest(err.into()))?;
     if manifest.schema_version != 2 {
-        return Err(GraphError::Manifest(format!(
-            "schemaVersion is {}, expected 2",
-            manifest.schema_version
-        )));
+        return Err(GraphError::Manifest(
+            format!("schemaVersion is {}, expected 2", manifest.schema_version).into(),
+        ));
     }
     if manifest.media_type != crate::oci::media_type::OCI_MANIFEST {
         return Err(GraphError::ManifestMediaType(
@@ -335,10 +342,13 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
         });
     }
     if manifest.layers.len() > MAX_MANIFEST_LAYERS {
-        return Err(GraphError::Manifest(format!(
-            "it lists {} layers, more than the limit of {MAX_MANIFEST_LAYERS}",
-            manifest.layers.len()
-        )));
+        return Err(GraphError::Manifest(
+            format!(
+                "it lists {} layers, more than the limit of {MAX_MANIFEST_LAYERS}",
+                manifest.layers.len()
+            )
+            .into(),
+        ));
     }
     let mut seen = BTreeSet::new();
     for layer in &manifest.layers {
@@ -347,16 +357,14 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"');
         if layer.media_type.is_empty() || layer.media_type.len() > MAX_MEDIA_TYPE || !printable {
-            return Err(GraphError::Manifest(format!(
-                "layer {} has an unusable media type",
-                layer.digest
-            )));
+            return Err(GraphError::Manifest(
+                format!("layer {} has an unusable media type", layer.digest).into(),
+            ));
         }
         if !seen.insert(&layer.digest) {
-            return Err(GraphError::Manifest(format!(
-                "layer {} is listed twice",
-                layer.digest
-            )));
+            return Err(GraphError::Manifest(
+                format!("layer {} is listed twice", layer.digest).into(),
+            ));
         }
     }
     Ok(manifest)
@@ -535,8 +543,8 @@ mod tests {
         for (name, bytes, expected) in &cases {
             match CacheGraph::parse(bytes, &manifest) {
                 Ok(_) => failures.push(format!("{name}: accepted")),
-                Err(err) if !err.to_string().contains(expected) => {
-                    failures.push(format!("{name}: {err}"));
+                Err(err) if !crate::error::chain(&err).contains(expected) => {
+                    failures.push(format!("{name}: {}", crate::error::chain(&err)));
                 }
                 Err(_) => {}
             }
@@ -618,8 +626,8 @@ mod tests {
         for (name, media_type, bytes, expected) in &cases {
             match parse_manifest(media_type, bytes) {
                 Ok(_) => failures.push(format!("{name}: accepted")),
-                Err(err) if !err.to_string().contains(expected) => {
-                    failures.push(format!("{name}: {err}"));
+                Err(err) if !crate::error::chain(&err).contains(expected) => {
+                    failures.push(format!("{name}: {}", crate::error::chain(&err)));
                 }
                 Err(_) => {}
             }

@@ -9,6 +9,7 @@
 //! cache: the last write wins, and a reader sees the old manifest or the new one.
 
 use crate::cache::remote::transport::{CacheTransport, TransportError};
+use crate::error::Cause;
 use crate::oci::Digest;
 use crate::store::BlobRef;
 use crate::store::blob::{BlobError, BlobStore};
@@ -33,27 +34,32 @@ const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 pub enum LocalCacheError {
     #[error(transparent)]
     Fs(#[from] FsError),
-    #[error("cache directory {}: {source}", dir.display())]
+    #[error("cache directory {}", dir.display())]
     Blob {
         dir: PathBuf,
         #[source]
         source: BlobError,
     },
     #[error(
-        "blob {digest} in cache directory {} is corrupt or was tampered with: {source}; \
+        "blob {digest} in cache directory {} is corrupt or was tampered with: {cause}; \
          export the cache again",
         dir.display()
     )]
     Corrupt {
         dir: PathBuf,
         digest: Digest,
-        #[source]
-        source: BlobError,
+        /// A digest or size mismatch; it is part of this message, not a `source()`: the hint has to follow it, which a chain
+        /// (`a: b: c`) cannot say; it is printed once all the same.
+        cause: BlobError,
     },
     #[error("cache directory {} has no blob {digest}; export the cache again", dir.display())]
     Missing { dir: PathBuf, digest: Digest },
-    #[error("{} is not a valid OCI layout index: {reason}", path.display())]
-    Index { path: PathBuf, reason: String },
+    #[error("{} is not a valid OCI layout index", path.display())]
+    Index {
+        path: PathBuf,
+        #[source]
+        reason: Cause,
+    },
 }
 
 /// A shared cache in an OCI layout directory: see the module documentation.
@@ -117,17 +123,19 @@ impl LocalCache {
         file.take(MAX_INDEX_SIZE + 1)
             .read_to_end(&mut bytes)
             .fs("read", &path)?;
-        let invalid = |reason: String| LocalCacheError::Index {
+        let invalid = |reason: Cause| LocalCacheError::Index {
             path: path.clone(),
             reason,
         };
         if bytes.len() as u64 > MAX_INDEX_SIZE {
-            return Err(invalid(format!("it is more than {MAX_INDEX_SIZE} bytes")));
+            return Err(invalid(
+                format!("it is more than {MAX_INDEX_SIZE} bytes").into(),
+            ));
         }
         let index: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|err| invalid(err.to_string()))?;
+            serde_json::from_slice(&bytes).map_err(|err| invalid(err.into()))?;
         if !index.get("manifests").is_some_and(|m| m.is_array()) {
-            return Err(invalid("it has no manifests list".to_string()));
+            return Err(invalid("it has no manifests list".into()));
         }
         Ok(Some(index))
     }
@@ -160,7 +168,7 @@ impl CacheTransport for LocalCache {
         };
         let invalid = |reason: &str| LocalCacheError::Index {
             path: self.index_path(),
-            reason: format!("the entry tagged {:?} {reason}", self.tag),
+            reason: format!("the entry tagged {:?} {reason}", self.tag).into(),
         };
         let digest = entry
             .get("digest")
@@ -200,7 +208,7 @@ impl CacheTransport for LocalCache {
             return Err(LocalCacheError::Corrupt {
                 dir: self.dir.clone(),
                 digest: digest.clone(),
-                source: BlobError::DigestMismatch {
+                cause: BlobError::DigestMismatch {
                     expected: digest,
                     actual,
                 },
@@ -281,7 +289,7 @@ impl CacheTransport for LocalCache {
                     LocalCacheError::Corrupt {
                         dir: self.dir.clone(),
                         digest: digest.clone(),
-                        source,
+                        cause: source,
                     }
                 }
                 other => self.blob_error(other),

@@ -25,6 +25,7 @@ pub use spec::{
 };
 pub use transport::{CacheTransport, TransportError};
 
+use crate::error::Chain;
 use crate::oci::Digest;
 use crate::oci::Reference;
 use crate::registry::{Client, ClientOptions, RegistryError};
@@ -43,20 +44,20 @@ pub enum SharedCacheError {
     #[error(transparent)]
     Graph(#[from] GraphError),
     /// The transport failed; `what` says what kiln was doing, `source` how the transport failed.
-    #[error("{what} ({place}): {source}")]
+    #[error("{what} ({place})")]
     Transport {
         what: String,
         place: String,
         #[source]
         source: TransportError,
     },
-    #[error("cannot open the registry cache {reference}: {source}")]
+    #[error("cannot open the registry cache {reference}")]
     Registry {
         reference: String,
         #[source]
         source: Box<crate::registry::RegistryError>,
     },
-    #[error("the registry cache {reference} is not an image reference: {source}")]
+    #[error("the registry cache {reference} is not an image reference")]
     Reference {
         reference: String,
         #[source]
@@ -236,7 +237,7 @@ impl ImportedCache {
                     (count, None)
                 }
                 Ok(None) => (0, None),
-                Err(err) => (0, Some(format!("{err}; building without it"))),
+                Err(err) => (0, Some(format!("{}; building without it", Chain(&err)))),
             };
             reports.push(ImportReport {
                 source: transport.describe(),
@@ -581,9 +582,9 @@ mod tests {
                 && warning.ends_with("building without it"),
             "{warning}"
         );
-        let err = open_registry("127.0.0.1:5000/Cache", &ClientOptions::default())
-            .unwrap_err()
-            .to_string();
+        let err = crate::error::chain(
+            &open_registry("127.0.0.1:5000/Cache", &ClientOptions::default()).unwrap_err(),
+        );
         assert!(
             err.contains("127.0.0.1:5000/Cache is not an image reference")
                 && err.contains("must be lowercase"),

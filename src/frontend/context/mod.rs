@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
     /// The context directory is missing or unreadable.
-    #[error("cannot open build context {}: {source}", path.display())]
+    #[error("cannot open build context {}", path.display())]
     Open { path: PathBuf, source: io::Error },
     /// The context path is not a directory.
     #[error("build context {} is not a directory", path.display())]
     NotADirectory { path: PathBuf },
     /// The ignore file exists but cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     ReadIgnoreFile { path: PathBuf, source: io::Error },
     /// The ignore file is a symlink that leads out of its directory.
     #[error("{} is a symlink to {}, outside {}", path.display(), target.display(), allowed.display())]
@@ -36,14 +36,14 @@ pub enum ContextError {
         allowed: PathBuf,
     },
     /// The ignore file has a bad pattern; `text` is the file as read, for the snippet.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Dockerignore {
         path: PathBuf,
         text: String,
         source: Box<DockerignoreError>,
     },
     /// A directory or entry inside the context cannot be read.
-    #[error("cannot read {} in the build context: {source}", path.display())]
+    #[error("cannot read {} in the build context", path.display())]
     Walk { path: PathBuf, source: io::Error },
     /// A file name in the context is not UTF-8.
     #[error("file name {} in the build context is not valid UTF-8", path.display())]
