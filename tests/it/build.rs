@@ -737,6 +737,99 @@ fn workdir_under_a_user_the_image_does_not_know() {
     assert!(stderr.contains("FROM scratch"), "{stderr}");
 }
 
+/// `(mode & 0o7777, uid, gid)` of `path`, not following a last symlink.
+fn mode_owner(path: &Path) -> (u32, u32, u32) {
+    let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
+/// `ADD`/`COPY --chmod` of a directory: an octal mode also makes the destination directory and
+/// every missing parent with that mode (only the 0777 bits), existing directories keep theirs; a
+/// symbolic mode leaves the directories made 0755 (buildctl v0.32; issue 12, item 11).
+#[test]
+fn chmod_applies_to_the_directories_a_copy_makes() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[
+        (
+            "Dockerfile",
+            "FROM base\nRUN mkdir -m 700 /pre /pre2\n\
+             ADD --chmod=777 dir /dst\nCOPY --chmod=777 dir /dst2\nCOPY dir /dst3\n\
+             COPY --chmod=u+x,g=r dir /dst4\nCOPY --chmod=777 dir /existing/\n\
+             ADD --chmod=777 dir /add-existing/\nCOPY --chmod=777 dir /pre/\n\
+             ADD --chmod=777 dir /pre2\nCOPY --chmod=777 dir /p/q/dst\n\
+             COPY --chmod=777 dir/a /fileparent/x/a\nCOPY --chmod=u+x dir /s/t/dst\n\
+             COPY --chmod=4755 dir/a /sp/q/\n",
+        ),
+        ("dir/a", "a\n"),
+        ("dir/sub/b", "b\n"),
+    ]);
+    let set_mode = |path: &str, mode: u32| {
+        fs::set_permissions(ctx.path().join(path), fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    };
+    set_mode("dir", 0o750);
+    set_mode("dir/a", 0o600);
+    set_mode("dir/sub", 0o700);
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", out.path().join("fs").display());
+    builder.build(ctx.path(), &["-o", &dest]).ok();
+    let fs_root = out.path().join("fs");
+    let mut failures = Vec::new();
+    let mut check = |path: &str, mode: u32| {
+        let got = mode_owner(&fs_root.join(path));
+        if got != (mode, 0, 0) {
+            failures.push(format!(
+                "{path}: {:o} {}:{}, want {mode:o} 0:0",
+                got.0, got.1, got.2
+            ));
+        }
+    };
+    for top in [
+        "dst",
+        "dst2",
+        "existing",
+        "add-existing",
+        "p",
+        "p/q",
+        "p/q/dst",
+    ] {
+        check(top, 0o777);
+        if top.ends_with("q") || top == "p" {
+            continue;
+        }
+        for below in ["a", "sub", "sub/b"] {
+            check(&format!("{top}/{below}"), 0o777);
+        }
+    }
+    // Without --chmod the destination made is 0755 (the source directory's 0750 is not copied).
+    check("dst3", 0o755);
+    check("dst3/a", 0o600);
+    check("dst3/sub", 0o700);
+    check("dst3/sub/b", 0o644);
+    // A symbolic mode changes what is copied, not the directories made.
+    check("dst4", 0o755);
+    check("dst4/a", 0o740);
+    check("dst4/sub", 0o740);
+    check("dst4/sub/b", 0o744);
+    // Existing directories keep their mode.
+    for existing in ["pre", "pre2"] {
+        check(existing, 0o700);
+        check(&format!("{existing}/a"), 0o777);
+        check(&format!("{existing}/sub/b"), 0o777);
+    }
+    check("fileparent", 0o777);
+    check("fileparent/x", 0o777);
+    check("fileparent/x/a", 0o777);
+    for made in ["s", "s/t", "s/t/dst"] {
+        check(made, 0o755);
+    }
+    check("s/t/dst/a", 0o700);
+    check("sp", 0o755);
+    check("sp/q", 0o755);
+    check("sp/q/a", 0o4755);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
