@@ -743,6 +743,39 @@ fn mode_owner(path: &Path) -> (u32, u32, u32) {
     (meta.mode() & 0o7777, meta.uid(), meta.gid())
 }
 
+/// A COPY of a heredoc builds when nothing else reads the context (BuildKit makes the file in
+/// scratch and does not transfer the context for it): 0644 (or --chmod), owned 0:0, with or
+/// without a context directory (buildctl v0.32; issue 12, item 9).
+#[test]
+fn a_heredoc_copy_builds_when_nothing_reads_the_context() {
+    let Some(builder) = builder() else { return };
+    let dockerfile = "FROM base\nCOPY <<EOF /x.txt\nhello heredoc\nEOF\n\
+                      COPY --chmod=755 <<EOF /y.sh\n#!/bin/sh\nEOF\n";
+    let ctx = builder.context(&[("Dockerfile", dockerfile), ("other", "unrelated\n")]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = |name: &str| format!("type=local,dest={}", out.path().join(name).display());
+    builder.build(ctx.path(), &["-o", &dest("fs")]).ok();
+    let fs_root = out.path().join("fs");
+    assert_eq!(entry_at(&fs_root.join("x.txt")), file("hello heredoc\n"));
+    assert_eq!(mode_owner(&fs_root.join("x.txt")), (0o644, 0, 0));
+    assert_eq!(entry_at(&fs_root.join("y.sh")), file("#!/bin/sh\n"));
+    assert_eq!(mode_owner(&fs_root.join("y.sh")), (0o755, 0, 0));
+    assert_eq!(entry_at(&fs_root.join("other")), Entry::Absent);
+    // The same without any context (`-`), then cached.
+    for _ in 0..2 {
+        builder
+            .build_with(
+                Path::new("-"),
+                &["-o", &dest("no-context")],
+                Some(dockerfile),
+            )
+            .ok();
+        let path = out.path().join("no-context/x.txt");
+        assert_eq!(entry_at(&path), file("hello heredoc\n"));
+        assert_eq!(mode_owner(&path), (0o644, 0, 0));
+    }
+}
+
 /// `ADD`/`COPY --chmod` of a directory: an octal mode also makes the destination directory and
 /// every missing parent with that mode (only the 0777 bits), existing directories keep theirs; a
 /// symbolic mode leaves the directories made 0755 (buildctl v0.32; issue 12, item 11).
