@@ -743,6 +743,77 @@ fn mode_owner(path: &Path) -> (u32, u32, u32) {
     (meta.mode() & 0o7777, meta.uid(), meta.gid())
 }
 
+/// COPY through a symlinked directory of the context follows the link when it stays inside the
+/// context, with the context as `/` (`-> sub`, `-> /sub`, `-> ../sub`), and what the link leads
+/// to is part of the step's cache key; `.dockerignore` still holds through the link (BuildKit
+/// v0.32 via buildctl; issue 12, item 8).
+#[test]
+fn copy_follows_symlinked_directories_inside_the_context() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[
+        (
+            "Dockerfile",
+            "FROM base\nCOPY rel/deeper/b* /glob/\nCOPY rel/foo /rel\nCOPY absroot/foo /absroot\n\
+             COPY clamp/foo /clamp\nCOPY clamp /thelink\n",
+        ),
+        (".dockerignore", "sub/secret\n"),
+        ("sub/foo", "foo-in-sub\n"),
+        ("sub/secret", "not for images\n"),
+        ("sub/deeper/bar", "bar\n"),
+    ]);
+    symlink("sub", ctx.path().join("rel")).expect("symlink");
+    symlink("/sub", ctx.path().join("absroot")).expect("symlink");
+    symlink("../sub", ctx.path().join("clamp")).expect("symlink");
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = |name: &str| format!("type=local,dest={}", out.path().join(name).display());
+    builder.build(ctx.path(), &["-o", &dest("fs")]).ok();
+    let at = |path: &str| entry_at(&out.path().join(path));
+    for path in ["fs/rel", "fs/absroot", "fs/clamp", "fs/thelink/foo"] {
+        assert_eq!(at(path), file("foo-in-sub\n"), "{path}");
+    }
+    assert_eq!(mode_owner(&out.path().join("fs/rel")), (0o644, 0, 0));
+    // The linked directory's contents, without what .dockerignore leaves out.
+    assert_eq!(at("fs/thelink/secret"), Entry::Absent);
+    assert_eq!(at("fs/thelink/deeper/bar"), file("bar\n"));
+    assert_eq!(at("fs/glob/bar"), file("bar\n"));
+
+    // A change behind the link re-runs the steps that read through it (and the later ones);
+    // the first step does not read sub/foo.
+    fs::write(ctx.path().join("sub/foo"), "changed\n").expect("write");
+    let built = builder.build(ctx.path(), &["-o", &dest("fs2")]);
+    built.ok();
+    assert_eq!(
+        built.events.ran(),
+        [
+            "COPY rel/foo /rel",
+            "COPY absroot/foo /absroot",
+            "COPY clamp/foo /clamp",
+            "COPY clamp /thelink",
+        ]
+    );
+    assert_eq!(at("fs2/rel"), file("changed\n"));
+    assert_eq!(at("fs2/thelink/foo"), file("changed\n"));
+    let built = builder.build(ctx.path(), &["-o", &dest("fs3")]);
+    built.ok();
+    assert_eq!(built.events.ran(), Vec::<&str>::new());
+
+    // A file .dockerignore leaves out is not reached through the link either.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM base\nCOPY rel/secret /s\n",
+    )
+    .expect("write");
+    let stderr = builder
+        .build(ctx.path(), &["-o", &dest("ignored")])
+        .fails()
+        .to_string();
+    assert!(
+        stderr.contains("file not found in build context") && stderr.contains("rel/secret"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not for images"), "{stderr}");
+}
+
 /// A COPY of a heredoc builds when nothing else reads the context (BuildKit makes the file in
 /// scratch and does not transfer the context for it): 0644 (or --chmod), owned 0:0, with or
 /// without a context directory (buildctl v0.32; issue 12, item 9).
@@ -1649,6 +1720,12 @@ fn copy_never_reads_outside_the_context() {
     symlink("../../../../../../../etc/passwd", ctx_dir.join("up-link")).expect("symlink");
     symlink("../outside", ctx_dir.join("out-link")).expect("symlink");
     symlink("/etc/passwd", ctx_dir.join("d/inner")).expect("symlink");
+    symlink("/etc", ctx_dir.join("etc-dir")).expect("symlink");
+    symlink("../../../../../../../etc", ctx_dir.join("up-dir")).expect("symlink");
+    symlink("/proc/self/root/etc", ctx_dir.join("proc-dir")).expect("symlink");
+    symlink("..", ctx_dir.join("parent-dir")).expect("symlink");
+    // The host path of the context's own `d`: not followed either (as BuildKit).
+    symlink(ctx_dir.join("d"), ctx_dir.join("host-d")).expect("symlink");
     let host_passwd = fs::read("/etc/passwd").expect("host passwd");
 
     // (COPY source, Ok(what /dst/x is) or Err(what the error says))
@@ -1660,6 +1737,13 @@ fn copy_never_reads_outside_the_context() {
         ("out-link", Err("file not found in build context")),
         // A wildcard that matches a link out of the context fails the same way.
         ("*-link", Err("file not found in build context")),
+        // Links to directories are followed only inside the context, as if it were `/`
+        // (issue 12, item 8): a host path, `..` chains and /proc never lead out of it.
+        ("etc-dir/passwd", Err("file not found in build context")),
+        ("up-dir/passwd", Err("file not found in build context")),
+        ("proc-dir/passwd", Err("file not found in build context")),
+        ("parent-dir/outside", Err("file not found in build context")),
+        ("host-d/inner", Err("file not found in build context")),
         // A link inside a copied directory is copied as the link, never followed.
         ("d", Ok(link("/etc/passwd"))),
     ];
@@ -1701,7 +1785,7 @@ fn copy_never_reads_outside_the_context() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 7);
+    assert_eq!(cases.len(), 12);
 
     // A link to an absolute path resolves inside the context, which here has its own file.
     fs::create_dir(ctx_dir.join("etc")).expect("mkdir");

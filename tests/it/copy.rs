@@ -199,6 +199,25 @@ const CONTEXT: Entries = &[
     ("kiln-canary.txt", "f:canary"),
 ];
 
+/// A context of linked directories: `sub` is reached through links of every kind (issue 12,
+/// item 8); `.dockerignore` leaves out `sub/hidden` and `ignored`.
+const LINKED: Entries = &[
+    (".dockerignore", "f:sub/hidden\nignored\n"),
+    ("sub/foo", "f:foo"),
+    ("sub/hidden", "f:hidden"),
+    ("ignored/data", "f:ignored"),
+    ("rel", "l:sub"),
+    ("abs", "l:/sub"),
+    ("clamp", "l:../../sub"),
+    ("up", "l:.."),
+    ("chain", "l:abs"),
+    ("host", "l:/etc"),
+    ("to-ignored", "l:ignored"),
+    ("to-file", "l:sub/foo"),
+    ("loop", "l:loop2"),
+    ("loop2", "l:loop"),
+];
+
 /// The standard target image: one layer with users, symlinked directories and links that try
 /// to leave it.
 const IMAGE: &[Entries] = &[&[
@@ -433,6 +452,80 @@ fn cases() -> Vec<Case> {
             sources: &["up"],
             dest: "/up",
             expect: Tree(&[("up", "f644 0:0 T alpha")]),
+            ..BASE
+        },
+        // Issue 12, item 8, each checked with buildctl v0.32: links on a source's way are
+        // followed with the context as `/`.
+        Case {
+            name: "a source through a context symlink to a directory (linkdir -> dir/sub)",
+            sources: &["linkdir/g"],
+            dest: "/x/",
+            expect: Tree(&[("x", "d755 0:0 t"), ("x/g", "f600 0:0 T gee")]),
+            ..BASE
+        },
+        Case {
+            name: "a source through links to directories: relative, absolute from the context root, `..` clamped at it",
+            context: LINKED,
+            sources: &["rel/foo", "abs/foo", "clamp/foo", "up/sub/foo"],
+            dest: "/x",
+            // One copy per source onto `/x`: the last one stays.
+            expect: Tree(&[("x", "f644 0:0 T foo")]),
+            ..BASE
+        },
+        Case {
+            name: "a wildcard after a linked directory matches in the directory the link leads to",
+            context: LINKED,
+            sources: &["clamp/*", "chain/f*"],
+            dest: "/w/",
+            expect: Tree(&[("w", "d755 0:0 t"), ("w/foo", "f644 0:0 T foo")]),
+            ..BASE
+        },
+        Case {
+            name: "a linked directory as the source copies the contents of where it leads",
+            context: LINKED,
+            sources: &["chain"],
+            dest: "/c",
+            expect: Tree(&[("c", "d755 0:0 t"), ("c/foo", "f644 0:0 T foo")]),
+            ..BASE
+        },
+        Case {
+            name: "a file excluded by .dockerignore is not found through a linked directory",
+            context: LINKED,
+            sources: &["rel/hidden"],
+            dest: "/x",
+            expect: Error("stat rel/hidden: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a linked directory excluded by .dockerignore is not followed",
+            context: LINKED,
+            sources: &["to-ignored/data"],
+            dest: "/x",
+            expect: Error("stat to-ignored/data: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a link to an absolute host path is resolved in the context: not found",
+            context: LINKED,
+            sources: &["host/passwd"],
+            dest: "/x",
+            expect: Error("stat host/passwd: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a link through a file is not found",
+            context: LINKED,
+            sources: &["to-file/x"],
+            dest: "/x",
+            expect: Error("stat to-file/x: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a loop of linked directories is an error",
+            context: LINKED,
+            sources: &["loop/foo"],
+            dest: "/x",
+            expect: Error("too many levels of symbolic links"),
             ..BASE
         },
         Case {
@@ -1284,7 +1377,7 @@ fn copy_rules_table() {
         failures.len(),
         cases.len()
     );
-    assert_eq!(cases.len(), 70);
+    assert_eq!(cases.len(), 79);
 }
 
 /// A fresh base directory with the standard context, the standard image and an empty upper.

@@ -10,10 +10,11 @@
 //!   Wildcards are Go's `filepath.Match` per path segment; a wildcard that matches nothing copies
 //!   nothing (BuildKit's `AllowEmptyWildcard`). Context sources come from
 //!   [`BuildContext::select_sources`], so `.dockerignore`d files are never read.
-//! - A source that is itself a symlink is followed (`FollowSymlinks`), inside its root: a context
-//!   link to `/etc/passwd` means the context's `etc/passwd`, and is "not found" when the context
-//!   has none (BuildKit resolves it with `fs.RootPath` in the transferred context). Symlinks inside
-//!   a copied directory are copied as links, never followed.
+//! - A source that is itself a symlink, or whose path goes through one (`COPY link/foo .`), is
+//!   followed (`FollowSymlinks`) inside its root: a context link to `/etc/passwd` means the
+//!   context's `etc/passwd`, and is "not found" when the context has none (BuildKit resolves it
+//!   with `fs.RootPath` in the transferred context; see [`BuildContext::select_sources`]).
+//!   Symlinks inside a copied directory are copied as links, never followed.
 //! - A directory source copies its contents (`CopyDirContentsOnly`). The destination is joined to
 //!   the WORKDIR when relative; it is a directory when it ends in `/` (or is `.`). Each source
 //!   (every wildcard match, every heredoc) is copied onto the destination in turn, as BuildKit
