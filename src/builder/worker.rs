@@ -248,6 +248,14 @@ impl BuildWorker {
             exclude: op.exclude.clone(),
         };
         match op.from {
+            // Heredocs only, and nothing else in the build reads the context, so the plan opened
+            // none: BuildKit makes each heredoc in `llb.Scratch()` ("preparing inline
+            // document") and never transfers the context for it, so kiln copies from an empty
+            // filesystem (buildctl v0.32; issue 12, item 9).
+            CopyFrom::Context if self.context.is_none() && op.sources.is_empty() => {
+                let source = CopySource::Layers { layers: &[] };
+                copy(&request, &source, &lowers, staged.upper(), cancel)?;
+            }
             CopyFrom::Context => {
                 let context = self.context.as_deref().ok_or(StepError::NoContext)?;
                 let source = CopySource::Context { context };
@@ -340,6 +348,15 @@ impl Worker for BuildWorker {
         input_keys: &[Digest],
     ) -> Result<Digest, StepError> {
         let content: Option<ContentSum> = match op {
+            // A COPY of heredocs only reads no context path: the same key with a context or
+            // without one.
+            BuildOp::Copy(copy)
+                if copy.from == CopyFrom::Context
+                    && self.context.is_none()
+                    && copy.context_paths.is_empty() =>
+            {
+                Some(ContentSum::of_nothing())
+            }
             BuildOp::Copy(copy) if copy.from == CopyFrom::Context => {
                 let context = self.context.as_deref().ok_or(StepError::NoContext)?;
                 Some(checksum_paths(

@@ -86,6 +86,15 @@ pub struct ContentSum {
 }
 
 impl ContentSum {
+    /// The checksum of no path: what [`checksum_paths`] gives for an empty list, without a
+    /// context to open (a COPY of heredocs only in a build that reads no context).
+    pub fn of_nothing() -> ContentSum {
+        ContentSum {
+            digest: combined_digest(&[]),
+            files: Vec::new(),
+        }
+    }
+
     /// The paths whose checksum is the same in `before`, when a COPY that read `before` and now
     /// reads `self` maps its sources to the same destinations both times: the same set of
     /// paths, and every path that changed a regular file both before and now (a changed type
@@ -1283,6 +1292,21 @@ mod tests {
         let before = checksum_paths(ctx.root(), &paths, &cache).unwrap();
         fx.write("app/debug.log", "more noise");
         assert_eq!(checksum_paths(ctx.root(), &paths, &cache).unwrap(), before);
+    }
+
+    #[test]
+    fn the_sum_of_nothing_needs_no_context() {
+        let fx = Fixture::new();
+        fx.write("a", "x");
+        let cache = fx.cache();
+        assert_eq!(
+            checksum_paths(&fx.ctx, &[], &cache).unwrap(),
+            ContentSum::of_nothing()
+        );
+        assert_ne!(
+            checksum_paths(&fx.ctx, &owned(&["a"]), &cache).unwrap(),
+            ContentSum::of_nothing()
+        );
     }
 }
 

@@ -811,6 +811,203 @@ fn an_unused_stage_is_never_resolved() {
     assert!(stderr.contains("127.0.0.1:1/nope"), "{stderr}");
 }
 
+/// `(mode & 0o7777, uid, gid)` of `path`, not following a last symlink.
+fn mode_owner(path: &Path) -> (u32, u32, u32) {
+    let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.mode() & 0o7777, meta.uid(), meta.gid())
+}
+
+/// COPY through a symlinked directory of the context follows the link when it stays inside the
+/// context, with the context as `/` (`-> sub`, `-> /sub`, `-> ../sub`), and what the link leads
+/// to is part of the step's cache key; `.dockerignore` still holds through the link (BuildKit
+/// v0.32 via buildctl; issue 12, item 8).
+#[test]
+fn copy_follows_symlinked_directories_inside_the_context() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[
+        (
+            "Dockerfile",
+            "FROM base\nCOPY rel/deeper/b* /glob/\nCOPY rel/foo /rel\nCOPY absroot/foo /absroot\n\
+             COPY clamp/foo /clamp\nCOPY clamp /thelink\n",
+        ),
+        (".dockerignore", "sub/secret\n"),
+        ("sub/foo", "foo-in-sub\n"),
+        ("sub/secret", "not for images\n"),
+        ("sub/deeper/bar", "bar\n"),
+    ]);
+    symlink("sub", ctx.path().join("rel")).expect("symlink");
+    symlink("/sub", ctx.path().join("absroot")).expect("symlink");
+    symlink("../sub", ctx.path().join("clamp")).expect("symlink");
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = |name: &str| format!("type=local,dest={}", out.path().join(name).display());
+    builder.build(ctx.path(), &["-o", &dest("fs")]).ok();
+    let at = |path: &str| entry_at(&out.path().join(path));
+    for path in ["fs/rel", "fs/absroot", "fs/clamp", "fs/thelink/foo"] {
+        assert_eq!(at(path), file("foo-in-sub\n"), "{path}");
+    }
+    assert_eq!(mode_owner(&out.path().join("fs/rel")), (0o644, 0, 0));
+    // The linked directory's contents, without what .dockerignore leaves out.
+    assert_eq!(at("fs/thelink/secret"), Entry::Absent);
+    assert_eq!(at("fs/thelink/deeper/bar"), file("bar\n"));
+    assert_eq!(at("fs/glob/bar"), file("bar\n"));
+
+    // A change behind the link re-runs the steps that read through it (and the later ones);
+    // the first step does not read sub/foo.
+    fs::write(ctx.path().join("sub/foo"), "changed\n").expect("write");
+    let built = builder.build(ctx.path(), &["-o", &dest("fs2")]);
+    built.ok();
+    assert_eq!(
+        built.events.ran(),
+        [
+            "COPY rel/foo /rel",
+            "COPY absroot/foo /absroot",
+            "COPY clamp/foo /clamp",
+            "COPY clamp /thelink",
+        ]
+    );
+    assert_eq!(at("fs2/rel"), file("changed\n"));
+    assert_eq!(at("fs2/thelink/foo"), file("changed\n"));
+    let built = builder.build(ctx.path(), &["-o", &dest("fs3")]);
+    built.ok();
+    assert_eq!(built.events.ran(), Vec::<&str>::new());
+
+    // A file .dockerignore leaves out is not reached through the link either.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM base\nCOPY rel/secret /s\n",
+    )
+    .expect("write");
+    let stderr = builder
+        .build(ctx.path(), &["-o", &dest("ignored")])
+        .fails()
+        .to_string();
+    assert!(
+        stderr.contains("file not found in build context") && stderr.contains("rel/secret"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not for images"), "{stderr}");
+}
+
+/// A COPY of a heredoc builds when nothing else reads the context (BuildKit makes the file in
+/// scratch and does not transfer the context for it): 0644 (or --chmod), owned 0:0, with or
+/// without a context directory (buildctl v0.32; issue 12, item 9).
+#[test]
+fn a_heredoc_copy_builds_when_nothing_reads_the_context() {
+    let Some(builder) = builder() else { return };
+    let dockerfile = "FROM base\nCOPY <<EOF /x.txt\nhello heredoc\nEOF\n\
+                      COPY --chmod=755 <<EOF /y.sh\n#!/bin/sh\nEOF\n";
+    let ctx = builder.context(&[("Dockerfile", dockerfile), ("other", "unrelated\n")]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = |name: &str| format!("type=local,dest={}", out.path().join(name).display());
+    builder.build(ctx.path(), &["-o", &dest("fs")]).ok();
+    let fs_root = out.path().join("fs");
+    assert_eq!(entry_at(&fs_root.join("x.txt")), file("hello heredoc\n"));
+    assert_eq!(mode_owner(&fs_root.join("x.txt")), (0o644, 0, 0));
+    assert_eq!(entry_at(&fs_root.join("y.sh")), file("#!/bin/sh\n"));
+    assert_eq!(mode_owner(&fs_root.join("y.sh")), (0o755, 0, 0));
+    assert_eq!(entry_at(&fs_root.join("other")), Entry::Absent);
+    // The same without any context (`-`), then cached.
+    for _ in 0..2 {
+        builder
+            .build_with(
+                Path::new("-"),
+                &["-o", &dest("no-context")],
+                Some(dockerfile),
+            )
+            .ok();
+        let path = out.path().join("no-context/x.txt");
+        assert_eq!(entry_at(&path), file("hello heredoc\n"));
+        assert_eq!(mode_owner(&path), (0o644, 0, 0));
+    }
+}
+
+/// `ADD`/`COPY --chmod` of a directory: an octal mode also makes the destination directory and
+/// every missing parent with that mode (only the 0777 bits), existing directories keep theirs; a
+/// symbolic mode leaves the directories made 0755 (buildctl v0.32; issue 12, item 11).
+#[test]
+fn chmod_applies_to_the_directories_a_copy_makes() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[
+        (
+            "Dockerfile",
+            "FROM base\nRUN mkdir -m 700 /pre /pre2\n\
+             ADD --chmod=777 dir /dst\nCOPY --chmod=777 dir /dst2\nCOPY dir /dst3\n\
+             COPY --chmod=u+x,g=r dir /dst4\nCOPY --chmod=777 dir /existing/\n\
+             ADD --chmod=777 dir /add-existing/\nCOPY --chmod=777 dir /pre/\n\
+             ADD --chmod=777 dir /pre2\nCOPY --chmod=777 dir /p/q/dst\n\
+             COPY --chmod=777 dir/a /fileparent/x/a\nCOPY --chmod=u+x dir /s/t/dst\n\
+             COPY --chmod=4755 dir/a /sp/q/\n",
+        ),
+        ("dir/a", "a\n"),
+        ("dir/sub/b", "b\n"),
+    ]);
+    let set_mode = |path: &str, mode: u32| {
+        fs::set_permissions(ctx.path().join(path), fs::Permissions::from_mode(mode))
+            .expect("chmod");
+    };
+    set_mode("dir", 0o750);
+    set_mode("dir/a", 0o600);
+    set_mode("dir/sub", 0o700);
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", out.path().join("fs").display());
+    builder.build(ctx.path(), &["-o", &dest]).ok();
+    let fs_root = out.path().join("fs");
+    let mut failures = Vec::new();
+    let mut check = |path: &str, mode: u32| {
+        let got = mode_owner(&fs_root.join(path));
+        if got != (mode, 0, 0) {
+            failures.push(format!(
+                "{path}: {:o} {}:{}, want {mode:o} 0:0",
+                got.0, got.1, got.2
+            ));
+        }
+    };
+    for top in [
+        "dst",
+        "dst2",
+        "existing",
+        "add-existing",
+        "p",
+        "p/q",
+        "p/q/dst",
+    ] {
+        check(top, 0o777);
+        if top.ends_with("q") || top == "p" {
+            continue;
+        }
+        for below in ["a", "sub", "sub/b"] {
+            check(&format!("{top}/{below}"), 0o777);
+        }
+    }
+    // Without --chmod the destination made is 0755 (the source directory's 0750 is not copied).
+    check("dst3", 0o755);
+    check("dst3/a", 0o600);
+    check("dst3/sub", 0o700);
+    check("dst3/sub/b", 0o644);
+    // A symbolic mode changes what is copied, not the directories made.
+    check("dst4", 0o755);
+    check("dst4/a", 0o740);
+    check("dst4/sub", 0o740);
+    check("dst4/sub/b", 0o744);
+    // Existing directories keep their mode.
+    for existing in ["pre", "pre2"] {
+        check(existing, 0o700);
+        check(&format!("{existing}/a"), 0o777);
+        check(&format!("{existing}/sub/b"), 0o777);
+    }
+    check("fileparent", 0o777);
+    check("fileparent/x", 0o777);
+    check("fileparent/x/a", 0o777);
+    for made in ["s", "s/t", "s/t/dst"] {
+        check(made, 0o755);
+    }
+    check("s/t/dst/a", 0o700);
+    check("sp", 0o755);
+    check("sp/q", 0o755);
+    check("sp/q/a", 0o4755);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
@@ -1607,6 +1804,12 @@ fn copy_never_reads_outside_the_context() {
     symlink("../../../../../../../etc/passwd", ctx_dir.join("up-link")).expect("symlink");
     symlink("../outside", ctx_dir.join("out-link")).expect("symlink");
     symlink("/etc/passwd", ctx_dir.join("d/inner")).expect("symlink");
+    symlink("/etc", ctx_dir.join("etc-dir")).expect("symlink");
+    symlink("../../../../../../../etc", ctx_dir.join("up-dir")).expect("symlink");
+    symlink("/proc/self/root/etc", ctx_dir.join("proc-dir")).expect("symlink");
+    symlink("..", ctx_dir.join("parent-dir")).expect("symlink");
+    // The host path of the context's own `d`: not followed either (as BuildKit).
+    symlink(ctx_dir.join("d"), ctx_dir.join("host-d")).expect("symlink");
     let host_passwd = fs::read("/etc/passwd").expect("host passwd");
 
     // (COPY source, Ok(what /dst/x is) or Err(what the error says))
@@ -1618,6 +1821,13 @@ fn copy_never_reads_outside_the_context() {
         ("out-link", Err("file not found in build context")),
         // A wildcard that matches a link out of the context fails the same way.
         ("*-link", Err("file not found in build context")),
+        // Links to directories are followed only inside the context, as if it were `/`
+        // (issue 12, item 8): a host path, `..` chains and /proc never lead out of it.
+        ("etc-dir/passwd", Err("file not found in build context")),
+        ("up-dir/passwd", Err("file not found in build context")),
+        ("proc-dir/passwd", Err("file not found in build context")),
+        ("parent-dir/outside", Err("file not found in build context")),
+        ("host-d/inner", Err("file not found in build context")),
         // A link inside a copied directory is copied as the link, never followed.
         ("d", Ok(link("/etc/passwd"))),
     ];
@@ -1659,7 +1869,7 @@ fn copy_never_reads_outside_the_context() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(cases.len(), 7);
+    assert_eq!(cases.len(), 12);
 
     // A link to an absolute path resolves inside the context, which here has its own file.
     fs::create_dir(ctx_dir.join("etc")).expect("mkdir");

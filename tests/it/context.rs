@@ -293,11 +293,16 @@ fn symlinks_are_listed_never_followed_out_of_the_context() {
         }
     );
 
+    let owned = |paths: &[&str]| Ok(paths.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     for (source, want) in [
-        ("etc-link", Ok(vec!["etc-link".to_string()])),
-        ("etc-link/", Ok(vec!["etc-link".to_string()])),
-        ("hop1", Ok(vec!["hop1".to_string()])),
-        ("real-link", Ok(vec!["real-link".to_string()])),
+        // A source link is followed inside the context, as if it were `/` (BuildKit v0.32, issue
+        // 12 item 8): a link to a host path names nothing here.
+        ("etc-link", Err(not_found("etc-link"))),
+        ("etc-link/", Err(not_found("etc-link/"))),
+        ("hop1", Err(not_found("hop1"))),
+        // What a followed link leads to is read too (it is part of the COPY's cache key).
+        ("real-link", owned(&["real", "real-link", "real/file"])),
+        ("real-link/file", owned(&["real-link", "real/file"])),
         ("etc-link/passwd", Err(not_found("etc-link/passwd"))),
         ("out/secret", Err(not_found("out/secret"))),
         ("hop1/secret", Err(not_found("hop1/secret"))),
@@ -307,21 +312,110 @@ fn symlinks_are_listed_never_followed_out_of_the_context() {
             Err(not_found("../../../../etc/passwd")),
         ),
         ("/etc/passwd", Err(not_found("/etc/passwd"))),
-        // Wildcards never descend through a link: they match nothing, and read nothing.
+        // Wildcard segments never descend through a link: they match nothing, and read nothing;
+        // a link before the wildcard that leads out of the context leads nowhere.
         ("*/passwd", Ok(Vec::new())),
         ("out/*", Ok(Vec::new())),
+        // `up` leads to the context root (clamped), where nothing matches: only the link is read.
+        ("up/*/passwd", owned(&["up"])),
+        // A link before the wildcard is followed: the matches are in `real`.
+        ("real-link/*", owned(&["real-link", "real/file"])),
     ] {
         assert_eq!(sources(&ctx, source), want, "{source}");
     }
-    // Globs list links as links and do not descend through them.
+    // Globs match links by their own names; what a matched link leads to inside the context is
+    // read too (the copy follows it), a link out of it only as a link (the copy fails on it).
     assert_eq!(
         sources(&ctx, "*-link"),
-        Ok(vec![
-            "etc-link".to_string(),
-            "real-link".to_string(),
-            "secret-link".to_string()
-        ])
+        owned(&["etc-link", "real", "real-link", "real/file", "secret-link"])
     );
+}
+
+#[cfg(unix)]
+#[test]
+fn sources_follow_links_inside_the_context_and_never_past_dockerignore() {
+    use std::os::unix::fs::symlink;
+    let dir = context(&[
+        (".dockerignore", "sub/secret\nhidden\n"),
+        ("sub/foo", ""),
+        ("sub/secret", ""),
+        ("sub/deeper/bar", ""),
+        ("hidden/x", ""),
+        ("file", ""),
+    ]);
+    let root = dir.path();
+    // The links of buildctl's checks (issue 12, item 8), and some more.
+    symlink("sub", root.join("rel")).unwrap();
+    symlink("/sub", root.join("absroot")).unwrap();
+    symlink("../sub", root.join("clamp")).unwrap();
+    symlink(root.join("sub"), root.join("abshost")).unwrap();
+    symlink("../../outside-dir", root.join("escrel")).unwrap();
+    symlink("/proc/self/root/etc", root.join("procfs")).unwrap();
+    symlink("rel/deeper", root.join("nested")).unwrap();
+    symlink("../../..", root.join("sub/deeper/top")).unwrap();
+    symlink("hidden", root.join("to-hidden")).unwrap();
+    symlink("file", root.join("to-file")).unwrap();
+    symlink("self", root.join("self")).unwrap();
+    let ctx = BuildContext::open(root, None).unwrap();
+    let owned = |paths: &[&str]| Ok(paths.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    for (source, want) in [
+        ("rel/foo", owned(&["rel", "sub/foo"])),
+        ("absroot/foo", owned(&["absroot", "sub/foo"])),
+        ("clamp/foo", owned(&["clamp", "sub/foo"])),
+        ("/clamp/./foo", owned(&["clamp", "sub/foo"])),
+        ("nested/bar", owned(&["nested", "rel", "sub/deeper/bar"])),
+        (
+            "sub/deeper/top/sub/foo",
+            owned(&["sub/deeper/top", "sub/foo"]),
+        ),
+        // A directory reached through a link is read whole; links inside it are read as links
+        // (the copy copies them as links).
+        (
+            "rel",
+            owned(&[
+                "rel",
+                "sub",
+                "sub/deeper",
+                "sub/deeper/bar",
+                "sub/deeper/top",
+                "sub/foo",
+            ]),
+        ),
+        (
+            "rel/*",
+            owned(&[
+                "rel",
+                "sub/deeper",
+                "sub/deeper/bar",
+                "sub/deeper/top",
+                "sub/foo",
+            ]),
+        ),
+        ("nested/b?r", owned(&["nested", "rel", "sub/deeper/bar"])),
+        // A host path, even one into the context, is not followed (as BuildKit).
+        ("abshost/foo", Err(not_found("abshost/foo"))),
+        ("escrel/foo", Err(not_found("escrel/foo"))),
+        ("procfs/passwd", Err(not_found("procfs/passwd"))),
+        ("procfs", Err(not_found("procfs"))),
+        // `.dockerignore` holds through links.
+        ("rel/secret", Err(not_found("rel/secret"))),
+        ("to-hidden/x", Err(not_found("to-hidden/x"))),
+        ("to-hidden", Err(not_found("to-hidden"))),
+        // A file is no directory.
+        ("to-file/x", Err(not_found("to-file/x"))),
+        ("to-file", owned(&["file", "to-file"])),
+    ] {
+        assert_eq!(sources(&ctx, source), want, "{source}");
+    }
+    let matches = ctx
+        .select_sources(&["rel/foo".to_string(), "rel/f*".to_string()])
+        .unwrap();
+    // The path as written is what the copy resolves (and names the copy after); a wildcard
+    // match is a path in the directory the link leads to.
+    assert_eq!(matches[0].roots, ["rel/foo"]);
+    assert_eq!(matches[1].roots, ["sub/foo"]);
+    let err = sources(&ctx, "self/x").unwrap_err();
+    assert!(err.contains("too many levels of symbolic links"), "{err}");
 }
 
 #[test]

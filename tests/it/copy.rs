@@ -199,6 +199,25 @@ const CONTEXT: Entries = &[
     ("kiln-canary.txt", "f:canary"),
 ];
 
+/// A context of linked directories: `sub` is reached through links of every kind (issue 12,
+/// item 8); `.dockerignore` leaves out `sub/hidden` and `ignored`.
+const LINKED: Entries = &[
+    (".dockerignore", "f:sub/hidden\nignored\n"),
+    ("sub/foo", "f:foo"),
+    ("sub/hidden", "f:hidden"),
+    ("ignored/data", "f:ignored"),
+    ("rel", "l:sub"),
+    ("abs", "l:/sub"),
+    ("clamp", "l:../../sub"),
+    ("up", "l:.."),
+    ("chain", "l:abs"),
+    ("host", "l:/etc"),
+    ("to-ignored", "l:ignored"),
+    ("to-file", "l:sub/foo"),
+    ("loop", "l:loop2"),
+    ("loop2", "l:loop"),
+];
+
 /// The standard target image: one layer with users, symlinked directories and links that try
 /// to leave it.
 const IMAGE: &[Entries] = &[&[
@@ -435,6 +454,80 @@ fn cases() -> Vec<Case> {
             expect: Tree(&[("up", "f644 0:0 T alpha")]),
             ..BASE
         },
+        // Issue 12, item 8, each checked with buildctl v0.32: links on a source's way are
+        // followed with the context as `/`.
+        Case {
+            name: "a source through a context symlink to a directory (linkdir -> dir/sub)",
+            sources: &["linkdir/g"],
+            dest: "/x/",
+            expect: Tree(&[("x", "d755 0:0 t"), ("x/g", "f600 0:0 T gee")]),
+            ..BASE
+        },
+        Case {
+            name: "a source through links to directories: relative, absolute from the context root, `..` clamped at it",
+            context: LINKED,
+            sources: &["rel/foo", "abs/foo", "clamp/foo", "up/sub/foo"],
+            dest: "/x",
+            // One copy per source onto `/x`: the last one stays.
+            expect: Tree(&[("x", "f644 0:0 T foo")]),
+            ..BASE
+        },
+        Case {
+            name: "a wildcard after a linked directory matches in the directory the link leads to",
+            context: LINKED,
+            sources: &["clamp/*", "chain/f*"],
+            dest: "/w/",
+            expect: Tree(&[("w", "d755 0:0 t"), ("w/foo", "f644 0:0 T foo")]),
+            ..BASE
+        },
+        Case {
+            name: "a linked directory as the source copies the contents of where it leads",
+            context: LINKED,
+            sources: &["chain"],
+            dest: "/c",
+            expect: Tree(&[("c", "d755 0:0 t"), ("c/foo", "f644 0:0 T foo")]),
+            ..BASE
+        },
+        Case {
+            name: "a file excluded by .dockerignore is not found through a linked directory",
+            context: LINKED,
+            sources: &["rel/hidden"],
+            dest: "/x",
+            expect: Error("stat rel/hidden: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a linked directory excluded by .dockerignore is not followed",
+            context: LINKED,
+            sources: &["to-ignored/data"],
+            dest: "/x",
+            expect: Error("stat to-ignored/data: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a link to an absolute host path is resolved in the context: not found",
+            context: LINKED,
+            sources: &["host/passwd"],
+            dest: "/x",
+            expect: Error("stat host/passwd: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a link through a file is not found",
+            context: LINKED,
+            sources: &["to-file/x"],
+            dest: "/x",
+            expect: Error("stat to-file/x: file does not exist"),
+            ..BASE
+        },
+        Case {
+            name: "a loop of linked directories is an error",
+            context: LINKED,
+            sources: &["loop/foo"],
+            dest: "/x",
+            expect: Error("too many levels of symbolic links"),
+            ..BASE
+        },
         Case {
             name: "a context symlink to an ignored file is not found",
             sources: &["to-secret"],
@@ -630,18 +723,98 @@ fn cases() -> Vec<Case> {
             expect: Error("unable to find group nogroup"),
             ..BASE
         },
+        // BuildKit (fsutil `Copy`/`prepareTargetDir`) makes the destination directory and its
+        // missing parents with the octal mode too: checked with buildctl v0.32 (issue 12, item 11).
         Case {
-            name: "--chmod octal applies to every file and directory copied, not to the destination made",
+            name: "--chmod octal applies to every file and directory copied and to the destination made",
             sources: &["dir"],
             dest: "/d",
             chmod: Some("0640"),
             expect: Tree(&[
-                ("d", "d755 0:0 t"),
+                ("d", "d640 0:0 t"),
                 ("d/app.log", "f640 0:0 T log"),
                 ("d/f", "f640 0:0 T eff"),
                 ("d/link", "l 0:0 T ../a.txt"),
                 ("d/sub", "d640 0:0 T"),
                 ("d/sub/g", "f640 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        // Issue 12, item 11, each checked with buildctl v0.32.
+        Case {
+            name: "--chmod octal: missing parents are made with the mode, existing ones stay",
+            sources: &["dir"],
+            dest: "/opt/p/q",
+            chmod: Some("777"),
+            expect: Tree(&[
+                ("opt", "d711 4242:4242 T"),
+                ("opt/p", "d777 0:0 t"),
+                ("opt/p/q", "d777 0:0 t"),
+                ("opt/p/q/app.log", "f777 0:0 T log"),
+                ("opt/p/q/f", "f777 0:0 T eff"),
+                ("opt/p/q/link", "l 0:0 T ../a.txt"),
+                ("opt/p/q/sub", "d777 0:0 T"),
+                ("opt/p/q/sub/g", "f777 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--chmod octal: an existing destination directory keeps its mode",
+            sources: &["a.txt"],
+            dest: "/opt/",
+            chmod: Some("777"),
+            expect: Tree(&[
+                ("opt", "d711 4242:4242 T"),
+                ("opt/a.txt", "f777 0:0 T alpha"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--chmod octal: the parents of a file destination are made with the mode",
+            sources: &["a.txt"],
+            dest: "/fp/x/a",
+            chmod: Some("777"),
+            expect: Tree(&[
+                ("fp", "d777 0:0 t"),
+                ("fp/x", "d777 0:0 t"),
+                ("fp/x/a", "f777 0:0 T alpha"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--chmod octal with special bits: directories made get only the 0777 bits",
+            sources: &["dir/sub"],
+            dest: "/sp/q/",
+            chmod: Some("4755"),
+            expect: Tree(&[
+                ("sp", "d755 0:0 t"),
+                ("sp/q", "d755 0:0 t"),
+                ("sp/q/g", "f4755 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--chmod symbolic: the destination and parents made are 0755",
+            sources: &["dir/sub"],
+            dest: "/s/t/dst",
+            chmod: Some("u+x,g=r"),
+            expect: Tree(&[
+                ("s", "d755 0:0 t"),
+                ("s/t", "d755 0:0 t"),
+                ("s/t/dst", "d755 0:0 t"),
+                ("s/t/dst/g", "f740 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--chmod octal on a heredoc: the parents made get the mode",
+            inline: &[("EOF", "hi\n")],
+            dest: "/h/i/x.txt",
+            chmod: Some("640"),
+            expect: Tree(&[
+                ("h", "d640 0:0 t"),
+                ("h/i", "d640 0:0 t"),
+                ("h/i/x.txt", "f640 0:0 t hi\n"),
             ]),
             ..BASE
         },
@@ -1204,7 +1377,7 @@ fn copy_rules_table() {
         failures.len(),
         cases.len()
     );
-    assert_eq!(cases.len(), 64);
+    assert_eq!(cases.len(), 79);
 }
 
 /// A fresh base directory with the standard context, the standard image and an empty upper.

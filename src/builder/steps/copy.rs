@@ -10,22 +10,26 @@
 //!   Wildcards are Go's `filepath.Match` per path segment; a wildcard that matches nothing copies
 //!   nothing (BuildKit's `AllowEmptyWildcard`). Context sources come from
 //!   [`BuildContext::select_sources`], so `.dockerignore`d files are never read.
-//! - A source that is itself a symlink is followed (`FollowSymlinks`), inside its root: a context
-//!   link to `/etc/passwd` means the context's `etc/passwd`, and is "not found" when the context
-//!   has none (BuildKit resolves it with `fs.RootPath` in the transferred context). Symlinks inside
-//!   a copied directory are copied as links, never followed.
+//! - A source that is itself a symlink, or whose path goes through one (`COPY link/foo .`), is
+//!   followed (`FollowSymlinks`) inside its root: a context link to `/etc/passwd` means the
+//!   context's `etc/passwd`, and is "not found" when the context has none (BuildKit resolves it
+//!   with `fs.RootPath` in the transferred context; see [`BuildContext::select_sources`]).
+//!   Symlinks inside a copied directory are copied as links, never followed.
 //! - A directory source copies its contents (`CopyDirContentsOnly`). The destination is joined to
 //!   the WORKDIR when relative; it is a directory when it ends in `/` (or is `.`). Each source
 //!   (every wildcard match, every heredoc) is copied onto the destination in turn, as BuildKit
 //!   chains one copy action per source: several files to `/dest` leave the last one as the file
 //!   `/dest` (checked with BuildKit v0.32). A file copied onto an existing directory (symlinks
 //!   followed) goes inside it.
-//! - Missing parent directories (fsutil `MkdirAll`) are created 0755 and owned by the `--chown`
-//!   user (root without it); existing ones are left as they are.
+//! - Missing parent directories (fsutil `MkdirAll`), and the destination directory a directory's
+//!   contents are copied into when it is missing, are created 0755 (the 0777 bits of an octal
+//!   `--chmod`) and owned by the `--chown` user (root without it); existing ones are left as they
+//!   are. ADD's archive destination is always made 0755 (BuildKit's `unpack`).
 //! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for context files (the
 //!   build client resets it) and the source's for `--from`, unless `--chown`. `--chmod` applies to
 //!   every copied file and directory ([`mode`]). A copied directory gets its source's attributes
-//!   when it is below the copied root; the destination directory itself is left as it was.
+//!   when it is below the copied root; the destination directory itself never gets the source
+//!   root's (it is made as above, or left as it was).
 //! - A file over an existing directory is fsutil's "cannot replace to directory ... with file",
 //!   a directory over an existing file "cannot copy to non-directory". Files linked together in
 //!   the source are linked together in the copy.
@@ -350,7 +354,7 @@ pub fn mkdir(
 ) -> Result<(), CopyError> {
     let mut target = Target::new(lowers, upper)?;
     let components = target.resolve(&clean(&format!("/{path}")), true)?;
-    target.mkdir_all(&components, chown.unwrap_or((0, 0)))?;
+    target.mkdir_all(&components, 0o755, chown.unwrap_or((0, 0)))?;
     target.finish()
 }
 
@@ -436,6 +440,19 @@ impl Copier<'_> {
         self.chown.unwrap_or((0, 0))
     }
 
+    /// The mode of directories made on the way to the destination (and of the destination
+    /// itself when a directory's contents are copied to a new path): fsutil `Copy` and
+    /// `prepareTargetDir` call `MkdirAll` with an octal `--chmod` (through Go's `os.FileMode`,
+    /// which keeps only the 0777 bits), else 0755; a symbolic `--chmod` is not applied to them
+    /// (buildctl v0.32: `--chmod=777` makes `/p/q/dst` all 0777, `--chmod=4755` 0755,
+    /// `--chmod=u+x,g=r` 0755).
+    fn new_dir_mode(&self) -> u32 {
+        match &self.chmod {
+            Some(Chmod::Octal(mode)) => mode & 0o777,
+            _ => 0o755,
+        }
+    }
+
     /// The attributes a copy of a source file with `meta` gets.
     fn attributes(&self, meta: &Metadata, xattrs: Vec<(CString, Vec<u8>)>) -> Attributes {
         let (uid, gid) = self.chown.unwrap_or(if self.from_context {
@@ -480,9 +497,10 @@ impl Copier<'_> {
                     && node.meta.kind == FileKind::File
                     && extract::is_archive(self.tree.open_node(&node)?)
                 {
-                    // BuildKit's `unpack`: the destination is a directory, made as `MkdirAll`.
+                    // BuildKit's `unpack`: the destination is a directory, made as `MkdirAll`
+                    // with 0755 whatever `--chmod` says.
                     let dst = self.target.resolve(&dest.path, true)?;
-                    self.target.mkdir_all(&dst, self.new_dir_owner())?;
+                    self.target.mkdir_all(&dst, 0o755, self.new_dir_owner())?;
                     let file = self.tree.open_node(&node)?;
                     return extract::extract(self, file, &found.source, &dst);
                 }
@@ -498,7 +516,10 @@ impl Copier<'_> {
                             path: display(&dst),
                         });
                     }
-                    Found::Missing => self.target.mkdir_all(&dst, self.new_dir_owner())?,
+                    Found::Missing => {
+                        self.target
+                            .mkdir_all(&dst, self.new_dir_mode(), self.new_dir_owner())?;
+                    }
                     Found::Dir(..) => {}
                 }
                 let dst = self.target.dest_dir(&dst)?;
@@ -516,7 +537,8 @@ impl Copier<'_> {
             dest.parent()
         };
         let components = self.target.resolve(ensure, true)?;
-        self.target.mkdir_all(&components, self.new_dir_owner())
+        self.target
+            .mkdir_all(&components, self.new_dir_mode(), self.new_dir_owner())
     }
 
     /// Where a file named `base_name` goes: inside the destination when that is a directory
@@ -537,7 +559,8 @@ impl Copier<'_> {
                 path: "/".to_string(),
             });
         };
-        self.target.mkdir_all(parent, self.new_dir_owner())?;
+        self.target
+            .mkdir_all(parent, self.new_dir_mode(), self.new_dir_owner())?;
         let dir = self.target.dest_dir(parent)?;
         Ok((dir, name.clone()))
     }

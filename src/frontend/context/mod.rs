@@ -2,8 +2,10 @@
 //!
 //! [`BuildContext::open`] loads the ignore file BuildKit would use and walks the context once,
 //! without following symlinks and without any gitignore rules. Everything after that
-//! ([`BuildContext::files`], [`BuildContext::select_sources`]) works on that list of entries, so
-//! a symlink can never make kiln look outside the context.
+//! ([`BuildContext::files`], [`BuildContext::select_sources`]) works on that list of entries:
+//! COPY/ADD sources follow symlinks (as BuildKit does) only from entry to entry, with the
+//! context as `/`, so a symlink can never make kiln look outside the context or at a file
+//! `.dockerignore` left out.
 
 pub mod dockerignore;
 mod sources;
@@ -53,6 +55,11 @@ pub enum ContextError {
         "COPY failed: file not found in build context or excluded by .dockerignore: stat {source_path}: file does not exist"
     )]
     SourceNotFound { source_path: String },
+    /// A COPY/ADD source goes through more than 40 symlinks in the context (a loop).
+    #[error(
+        "COPY failed: too many levels of symbolic links resolving {source_path} in the build context (more than 40: a symlink loop?)"
+    )]
+    SymlinkLoop { source_path: String },
     /// A COPY/ADD source has a malformed wildcard.
     #[error("bad COPY/ADD source pattern {source_path:?}: {reason}")]
     BadSourcePattern { source_path: String, reason: String },
@@ -85,6 +92,9 @@ impl Located for ContextError {
                 "check the path is relative to the build context and not excluded by .dockerignore"
                     .to_string()
             }
+            Self::SymlinkLoop { .. } => {
+                "make the symlinks on the source's way lead to a file or directory".to_string()
+            }
             Self::BadSourcePattern { .. } => {
                 "close every `[` with `]`, or escape a literal `[`, `*` or `?` with a backslash"
                     .to_string()
@@ -98,7 +108,8 @@ impl Located for ContextError {
 pub enum EntryKind {
     File,
     Dir,
-    /// A symlink, listed as a link; `target` is what it points to, as stored, never followed.
+    /// A symlink, listed as a link; `target` is what it points to, as stored (COPY sources
+    /// follow it among the entries, never on disk).
     Symlink {
         target: PathBuf,
     },

@@ -1,7 +1,30 @@
 //! COPY/ADD source selection with BuildKit's semantics, over the entries the context walk kept.
+//!
+//! Symlinks are followed the way BuildKit follows them in a transferred context: the client adds
+//! the targets of the links on a source's way to the files it sends (fsutil `FollowLinks`), and
+//! the copy resolves the source in that context as if it were `/` (fsutil `rootPath`, i.e.
+//! `fs.RootPath`): an absolute target is taken from the context root, `..` stops at it, and a
+//! target the context does not have is "not found" (checked with buildctl v0.32: `link -> sub`,
+//! `-> /sub` and `-> ../sub` all copy `sub`; a link to a host path, even one into the context,
+//! does not). Links are followed in the list of entries the walk kept, never on disk, so a link
+//! cannot reach a host file or a file `.dockerignore` left out.
 
 use super::dockerignore::{SegmentGlob, clean};
 use super::{BuildContext, ContextError, EntryKind};
+use std::collections::VecDeque;
+
+/// How many symbolic links one source may go through (Linux's MAXSYMLINKS, path_resolution(7)).
+const MAX_SYMLINKS: usize = 40;
+
+/// Where a context path leads once its symlinks are followed.
+#[derive(Debug, Default)]
+struct Followed {
+    /// The entry reached, a path without symlinks in it (`""` for the root); `None` when the path
+    /// leads to nothing left in the context.
+    target: Option<String>,
+    /// The symlinks followed on the way, in order (context paths).
+    links: Vec<String>,
+}
 
 /// What one COPY/ADD source reads from the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -9,10 +32,13 @@ pub struct SourceMatch {
     /// The source as written (after word expansion).
     pub source: String,
     /// The context paths the source names after cleaning and wildcard expansion, sorted; `.` is
-    /// the context root.
+    /// the context root. A path as written may go through symlinks (`link/foo`); wildcard
+    /// matches are paths in the directory the part before the wildcard leads to.
     pub roots: Vec<String>,
-    /// Every context path read: the roots and, for directories, everything left below them,
-    /// sorted and without duplicates (the root `.` itself is not listed).
+    /// Every context path read, each a path without symlinks on its way: the roots and, for
+    /// directories, everything left below them; for a root that is or goes through a symlink,
+    /// the links followed and what they lead to (with everything below it). Sorted and without
+    /// duplicates (the root `.` itself is not listed).
     pub paths: Vec<String>,
 }
 
@@ -22,7 +48,9 @@ impl BuildContext {
     /// context, a trailing `/` is dropped), segments with `*`, `?` or `[...]` are matched like
     /// Go's `filepath.Match` against the entries of the directory above, and a directory means
     /// everything left below it. Only entries the walk kept are considered, so excluded files
-    /// are never read and a symlink is listed as itself, never followed.
+    /// are never read. Symlinks on a source's way and a source that is a symlink are followed
+    /// inside the context (see the module docs); wildcard segments match names without
+    /// descending through links, as fsutil's `ResolveWildcards` walks without following them.
     ///
     /// A source that names nothing in the context is an error naming it.
     pub fn select_sources(&self, sources: &[String]) -> Result<Vec<SourceMatch>, ContextError> {
@@ -34,8 +62,8 @@ impl BuildContext {
         // can never climb out.
         let cleaned = clean(&format!("/{source}"));
         let rel = cleaned.strip_prefix('/').unwrap_or(&cleaned);
-        let roots = if rel.is_empty() {
-            vec![String::new()]
+        let (roots, mut paths) = if rel.is_empty() {
+            (vec![String::new()], Vec::new())
         } else {
             self.resolve(source, rel)?
         };
@@ -46,13 +74,23 @@ impl BuildContext {
                 source_path: source.to_string(),
             });
         }
-        let mut paths = Vec::new();
         for root in &roots {
-            if !root.is_empty() {
-                paths.push(root.clone());
-            }
-            if root.is_empty() || self.is_dir(root) {
-                paths.extend(self.below(root).iter().map(|e| e.path.clone()));
+            match self.entry(root) {
+                // The common case, and the only one in a context without symlinks: a path with
+                // no link on its way, read as it is.
+                Some(entry) if !matches!(entry.kind, EntryKind::Symlink { .. }) => {
+                    self.read(root, &mut paths);
+                }
+                None if root.is_empty() => self.read(root, &mut paths),
+                // A symlink, or a path through one: the copy reads where it leads. A wildcard
+                // match that leads nowhere adds only its links; the copy reports it.
+                _ => {
+                    let followed = self.follow(source, root)?;
+                    paths.extend(followed.links);
+                    if let Some(target) = followed.target {
+                        self.read(&target, &mut paths);
+                    }
+                }
             }
         }
         paths.sort();
@@ -68,22 +106,111 @@ impl BuildContext {
         })
     }
 
-    /// The entries a cleaned relative source names: a plain path is looked up as is; from the
-    /// first segment with a wildcard on, each segment is matched against the names inside the
-    /// directories matched so far.
-    fn resolve(&self, source: &str, rel: &str) -> Result<Vec<String>, ContextError> {
+    /// Adds `path` (an entry without symlinks on its way, `""` for the root) and, for a
+    /// directory, everything left below it, to `paths`.
+    fn read(&self, path: &str, paths: &mut Vec<String>) {
+        if !path.is_empty() {
+            paths.push(path.to_string());
+        }
+        if path.is_empty() || self.is_dir(path) {
+            paths.extend(self.below(path).iter().map(|e| e.path.clone()));
+        }
+    }
+
+    /// Follows the symlinks of the cleaned relative `path` (the last component's too) in the
+    /// context as if it were `/`: an absolute target starts again at the context root and `..`
+    /// never climbs above it (fsutil `rootPath`). Only the walk's entries are looked at, so a
+    /// link to a file `.dockerignore` left out, or to anything outside, leads nowhere.
+    fn follow(&self, source: &str, path: &str) -> Result<Followed, ContextError> {
+        let mut pending: VecDeque<&str> = components(path).collect();
+        let mut resolved: Vec<&str> = Vec::new();
+        let mut links = Vec::new();
+        while let Some(name) = pending.pop_front() {
+            if name == ".." {
+                resolved.pop();
+                continue;
+            }
+            resolved.push(name);
+            let here = resolved.join("/");
+            match self.entry(&here).map(|e| &e.kind) {
+                None => {
+                    return Ok(Followed {
+                        target: None,
+                        links,
+                    });
+                }
+                Some(EntryKind::Symlink { target }) => {
+                    if links.len() == MAX_SYMLINKS {
+                        return Err(ContextError::SymlinkLoop {
+                            source_path: source.to_string(),
+                        });
+                    }
+                    links.push(here);
+                    resolved.pop();
+                    // Every entry is UTF-8 (the walk refuses other names): a target that is not
+                    // names nothing in the context.
+                    let Some(target) = target.to_str() else {
+                        return Ok(Followed {
+                            target: None,
+                            links,
+                        });
+                    };
+                    if target.starts_with('/') {
+                        resolved.clear();
+                    }
+                    for component in components(target).collect::<Vec<_>>().into_iter().rev() {
+                        pending.push_front(component);
+                    }
+                }
+                Some(EntryKind::Dir) => {}
+                // A file where a directory is needed: the path names nothing.
+                Some(_) if !pending.is_empty() => {
+                    return Ok(Followed {
+                        target: None,
+                        links,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Followed {
+            target: Some(resolved.join("/")),
+            links,
+        })
+    }
+
+    /// The entries a cleaned relative source names, and the symlinks followed to find them: a
+    /// plain path is kept as written when it leads to an entry (through symlinks or not); from
+    /// the first segment with a wildcard on, each segment is matched against the names inside
+    /// the directories matched so far, starting from the directory the literal part before it
+    /// leads to (fsutil `ResolveWildcards`: matches are paths in that directory).
+    fn resolve(&self, source: &str, rel: &str) -> Result<(Vec<String>, Vec<String>), ContextError> {
         let segments: Vec<&str> = rel.split('/').collect();
         let Some(first_wild) = segments.iter().position(|s| has_wildcards(s)) else {
-            return Ok(self
-                .entry(rel)
-                .map(|e| e.path.clone())
-                .into_iter()
-                .collect());
+            let found = match self.entry(rel) {
+                Some(entry) if !matches!(entry.kind, EntryKind::Symlink { .. }) => true,
+                _ => self.follow(source, rel)?.target.is_some(),
+            };
+            let roots = if found {
+                vec![rel.to_string()]
+            } else {
+                Vec::new()
+            };
+            return Ok((roots, Vec::new()));
         };
         let (literal, wild) = segments.split_at(first_wild);
-        let base = literal.join("/");
+        let mut base = literal.join("/");
+        let mut links = Vec::new();
         if !base.is_empty() && !self.is_dir(&base) {
-            return Ok(Vec::new());
+            let followed = self.follow(source, &base)?;
+            match followed.target {
+                Some(target) if target.is_empty() || self.is_dir(&target) => {
+                    base = target;
+                    links = followed.links;
+                }
+                // Leads nowhere, or to a file: nothing matches, nothing is read.
+                _ => return Ok((Vec::new(), Vec::new())),
+            }
         }
         let mut current = vec![base];
         for (i, segment) in wild.iter().enumerate() {
@@ -110,7 +237,7 @@ impl BuildContext {
             current = next;
         }
         current.sort();
-        Ok(current)
+        Ok((current, links))
     }
 
     fn is_dir(&self, path: &str) -> bool {
@@ -131,4 +258,9 @@ fn has_wildcards(segment: &str) -> bool {
         }
     }
     false
+}
+
+/// The components of a `/`-separated path, without empty and `.` components.
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".")
 }

@@ -134,7 +134,7 @@ pub(super) fn extract(
         };
         let mut parent = dest.to_vec();
         parent.extend(parents.iter().cloned());
-        copier.target.mkdir_all(&parent, (0, 0))?;
+        copier.target.mkdir_all(&parent, 0o755, (0, 0))?;
         let dir = copier.target.dest_dir(&parent)?;
         let attributes = entry_attributes(copier, &mut entry).map_err(refuse)?;
         match kind {

@@ -122,11 +122,13 @@ impl Target {
     }
 
     /// `mkdir -p` of the resolved `components` (fsutil's `MkdirAll`): nothing is written when
-    /// they all exist as directories; otherwise the existing ones are copied up and the missing
-    /// ones created 0755 and owned by `owner`. A non-directory on the way is an error.
+    /// they all exist as directories; otherwise the existing ones are copied up (as they are)
+    /// and the missing ones created with `mode` and owned by `owner`. A non-directory on the way
+    /// is an error.
     pub(crate) fn mkdir_all(
         &mut self,
         components: &[OsString],
+        mode: u32,
         owner: (u32, u32),
     ) -> Result<(), CopyError> {
         let mut first_missing = None;
@@ -152,7 +154,7 @@ impl Target {
         let (existing, missing) = components.split_at(first_missing);
         let mut dir = self.dest_dir(existing)?;
         for name in missing {
-            dir = self.new_dir(&dir, name, 0o755, owner)?;
+            dir = self.new_dir(&dir, name, mode, owner)?;
         }
         Ok(())
     }
