@@ -3,7 +3,9 @@
 //! about the ids inside an image, and NSS modules must never run on image data).
 //!
 //! [`resolve`] follows runc's `user.GetExecUser` (moby/sys `user` package), which both `docker
-//! run` and BuildKit's RUN use, with root (uid 0, gid 0, home `/`) as the defaults.
+//! run` and BuildKit's RUN use, with root (uid 0, gid 0, home `/`) as the defaults;
+//! [`ResolvedUser::process_groups`] adds the primary group to the supplementary ones as both
+//! do since their fixes for CVE-2022-36109 and CVE-2023-25173.
 //! [`read_image_file`] reads those files from the layers of an image the way the overlay mount
 //! would show them, without mounting anything and without ever leaving the image.
 
@@ -809,8 +811,8 @@ toolarge:x:2147483648:
     }
 
     /// The groups a process gets, as BuildKit v0.32.2 RUN steps and docker 20.10.24 `docker
-    /// run` gave them (the `Groups:` line of /proc/self/status; issue 12, item 10), in kiln's order:
-    /// the primary gid, then /etc/group's (the kernel sorts them).
+    /// run` gave them (the `Groups:` line of /proc/self/status; issue 12, item 10), in kiln's
+    /// order: the primary gid, then /etc/group's (the kernel sorts them).
     #[test]
     fn process_groups_follow_buildkit_and_docker() {
         let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
@@ -819,24 +821,26 @@ toolarge:x:2147483648:
         // The primary group listed too, and two groups sharing a gid.
         let listed = "root:x:0:root\nwheel:x:10:root,app\nwheel2:x:10:root,app\n\
                       appgrp:x:1000:app\nstaff:x:50:app,app\n";
-        let cases: [(&str, Option<&str>, Option<&str>, &[u32]); 14] = [
-            ("", Some(passwd), Some(group), &[0, 10, 50]),
-            ("0", Some(passwd), Some(group), &[0, 10, 50]),
-            ("app", Some(passwd), Some(group), &[1000, 50, 44]),
-            ("1000", Some(passwd), Some(group), &[1000, 50, 44]),
-            ("app:wheel", Some(passwd), Some(group), &[10]),
-            ("root:root", Some(passwd), Some(group), &[0]),
-            ("root:1000", Some(passwd), Some(group), &[1000]),
-            ("2000", Some(passwd), Some(group), &[0]),
-            ("", Some(passwd), Some(listed), &[0, 10]),
-            ("app", Some(passwd), Some(listed), &[1000, 10, 50]),
-            ("app:wheel", Some(passwd), Some(listed), &[10]),
-            ("", None, None, &[0]),
-            ("1000:1000", None, None, &[1000]),
-            ("2000", None, None, &[0]),
+        // The /etc/group to use (with `passwd`), or none of the two files.
+        let cases: [(&str, Option<&str>, &[u32]); 14] = [
+            ("", Some(group), &[0, 10, 50]),
+            ("0", Some(group), &[0, 10, 50]),
+            ("app", Some(group), &[1000, 50, 44]),
+            ("1000", Some(group), &[1000, 50, 44]),
+            ("app:wheel", Some(group), &[10]),
+            ("root:root", Some(group), &[0]),
+            ("root:1000", Some(group), &[1000]),
+            ("2000", Some(group), &[0]),
+            ("", Some(listed), &[0, 10]),
+            ("app", Some(listed), &[1000, 10, 50]),
+            ("app:wheel", Some(listed), &[10]),
+            ("", None, &[0]),
+            ("1000:1000", None, &[1000]),
+            ("2000", None, &[0]),
         ];
-        for (spec, passwd, group, expected) in cases {
-            let user = resolve(spec, passwd.map(str::as_bytes), group.map(str::as_bytes))
+        for (spec, group, expected) in cases {
+            let passwd = group.map(|_| passwd.as_bytes());
+            let user = resolve(spec, passwd, group.map(str::as_bytes))
                 .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
             assert_eq!(user.process_groups(), expected, "{spec:?} {group:?}");
         }
