@@ -410,7 +410,7 @@ pub fn sandbox_spec(setup: SandboxSetup<'_>) -> Result<Spec, ContainerError> {
         user: User {
             uid: resolved.uid,
             gid: resolved.gid,
-            additional_gids: resolved.additional_gids,
+            additional_gids: resolved.process_groups(),
         },
         hostname: setup.hostname,
         network: setup.network,
@@ -834,8 +834,11 @@ mod tests {
             strings(&["HOSTNAME=mine", "PATH=/bin", "HOME=/home/x"])
         );
         assert_eq!((spec.user.uid, spec.user.gid), (1000, 1000));
+        // The primary group is a supplementary one too, as docker run and BuildKit set it.
+        assert_eq!(spec.user.additional_gids, [1000]);
         let (spec, _dir) = spec_for(strings(&["A=1"]), "kiln", EtcFiles::Build);
         assert_eq!(spec.env, strings(&["A=1", "HOME=/home/kiln"]));
+        assert_eq!(spec.user.additional_gids, [1000]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! about the ids inside an image, and NSS modules must never run on image data).
 //!
 //! [`resolve`] follows runc's `user.GetExecUser` (moby/sys `user` package), which both `docker
-//! run` and BuildKit's RUN use, with root (uid 0, gid 0, home `/`) as the defaults.
+//! run` and BuildKit's RUN use, with root (uid 0, gid 0, home `/`) as the defaults;
+//! [`ResolvedUser::process_groups`] adds the primary group to the supplementary ones as both
+//! do since their fixes for CVE-2022-36109 and CVE-2023-25173.
 //! [`read_image_file`] reads those files from the layers of an image the way the overlay mount
 //! would show them, without mounting anything and without ever leaving the image.
 
@@ -35,11 +37,33 @@ pub struct ResolvedUser {
     /// The primary group id.
     pub gid: u32,
     /// Supplementary groups: every group of `/etc/group` that lists the user's name as a member,
-    /// in file order, each once. As in runc, the primary gid is in it only when `/etc/group` lists
-    /// the user in that group, and it is empty when the `USER` value names a group explicitly.
+    /// in file order, each once: moby/sys `user.GetExecUser`'s `Sgids`, so the primary gid is in
+    /// it only when `/etc/group` lists the user in that group, and it is empty when the `USER`
+    /// value names a group explicitly. The process gets [`ResolvedUser::process_groups`].
     pub additional_gids: Vec<u32>,
     /// The home directory from `/etc/passwd`; `/` when the user has no entry.
     pub home: String,
+}
+
+impl ResolvedUser {
+    /// The supplementary groups the process runs with (`setgroups(2)`): the primary gid, then
+    /// [`ResolvedUser::additional_gids`] (the primary gid once, when `/etc/group` lists the
+    /// user in it too).
+    ///
+    /// Both sides kiln follows always include the primary gid, so that dropping it (`newgrp`,
+    /// `setgid`) cannot shed a group whose members a file's mode denies: BuildKit's RUN since
+    /// v0.12 (`ensureAdditionalGids` in executor/oci/user.go, from containerd's fix for
+    /// CVE-2023-25173) and `docker run` since 20.10.18 (daemon/oci_linux.go `getUser`:
+    /// `AdditionalGids = []uint32{GID}` before the /etc/group ones, CVE-2022-36109). The process
+    /// sees them sorted (the kernel sorts them) and without duplicates, so the two rules give
+    /// the same groups (checked with BuildKit v0.32.2 and docker 20.10.24): as root with
+    /// `wheel:x:10:root`, `id` prints `groups=0(root),10(wheel)` under both.
+    pub fn process_groups(&self) -> Vec<u32> {
+        let mut groups = Vec::with_capacity(self.additional_gids.len() + 1);
+        groups.push(self.gid);
+        groups.extend(self.additional_gids.iter().filter(|gid| **gid != self.gid));
+        groups
+    }
 }
 
 /// Why a user could not be resolved, or an image file could not be read.
@@ -784,6 +808,42 @@ toolarge:x:2147483648:
         }
         assert_eq!(cases.len(), 35);
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// The groups a process gets, as BuildKit v0.32.2 RUN steps and docker 20.10.24 `docker
+    /// run` gave them (the `Groups:` line of /proc/self/status; issue 12, item 10), in kiln's
+    /// order: the primary gid, then /etc/group's (the kernel sorts them).
+    #[test]
+    fn process_groups_follow_buildkit_and_docker() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+        let group =
+            "root:x:0:\nwheel:x:10:root\nappgrp:x:1000:\nstaff:x:50:app,root\nvideo:x:44:app\n";
+        // The primary group listed too, and two groups sharing a gid.
+        let listed = "root:x:0:root\nwheel:x:10:root,app\nwheel2:x:10:root,app\n\
+                      appgrp:x:1000:app\nstaff:x:50:app,app\n";
+        // The /etc/group to use (with `passwd`), or none of the two files.
+        let cases: [(&str, Option<&str>, &[u32]); 14] = [
+            ("", Some(group), &[0, 10, 50]),
+            ("0", Some(group), &[0, 10, 50]),
+            ("app", Some(group), &[1000, 50, 44]),
+            ("1000", Some(group), &[1000, 50, 44]),
+            ("app:wheel", Some(group), &[10]),
+            ("root:root", Some(group), &[0]),
+            ("root:1000", Some(group), &[1000]),
+            ("2000", Some(group), &[0]),
+            ("", Some(listed), &[0, 10]),
+            ("app", Some(listed), &[1000, 10, 50]),
+            ("app:wheel", Some(listed), &[10]),
+            ("", None, &[0]),
+            ("1000:1000", None, &[1000]),
+            ("2000", None, &[0]),
+        ];
+        for (spec, group, expected) in cases {
+            let passwd = group.map(|_| passwd.as_bytes());
+            let user = resolve(spec, passwd, group.map(str::as_bytes))
+                .unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+            assert_eq!(user.process_groups(), expected, "{spec:?} {group:?}");
+        }
     }
 
     #[test]

@@ -12,8 +12,7 @@
 //! Where current BuildKit changed v0.8's behaviour and kiln follows current BuildKit, that one
 //! difference is normalised, each where it is applied with the BuildKit change that explains
 //! it ([`Allowance`], [`normalise_peer_tree`], [`peer_history_line`], [`kiln_history_line`],
-//! [`compare_history`]); one known kiln difference is normalised the same way until it is
-//! fixed ([`primary_group_known`]). Every normalisation applied is printed.
+//! [`compare_history`]). Every normalisation applied is printed.
 //!
 //! Needs root, a static busybox (copied into each context at test time) and the peer dockerd
 //! (`../shared/peers/start-peers.sh docker`); skips with a notice without them (fails under
@@ -70,6 +69,16 @@ enum Allowance {
         uid: u64,
         gid: u64,
     },
+    /// A file a RUN step wrote with `id`. BuildKit v0.8 gives the process only the groups
+    /// /etc/group lists the user in (none for `uid:gid`); current BuildKit adds the primary
+    /// group (`ensureAdditionalGids` in executor/oci/user.go, moby/buildkit a0ef27c, v0.12.0,
+    /// containerd's fix for CVE-2023-25173), and so does kiln: at `path`, kiln's file may hold
+    /// `kiln` where the peer's holds `peer`.
+    RunGroups {
+        path: &'static str,
+        peer: &'static str,
+        kiln: &'static str,
+    },
 }
 
 const CASES: &[Case] = &[
@@ -123,7 +132,23 @@ const CASES: &[Case] = &[
         build_args: &[],
         base: None,
         peer_dockerfile: None,
-        allowed: &[],
+        allowed: &[
+            Allowance::RunGroups {
+                path: "/home/app/work/id.txt",
+                peer: "uid=1000(app) gid=1000(app) groups=2500(staff)\n",
+                kiln: "uid=1000(app) gid=1000(app) groups=1000(app),2500(staff)\n",
+            },
+            Allowance::RunGroups {
+                path: "/var/svc/id.txt",
+                peer: "uid=2000(svc) gid=2500(staff)\n",
+                kiln: "uid=2000(svc) gid=2500(staff) groups=2500(staff)\n",
+            },
+            Allowance::RunGroups {
+                path: "/shared/unknown-uid.txt",
+                peer: "uid=1234 gid=0(root)\n",
+                kiln: "uid=1234 gid=0(root) groups=0(root)\n",
+            },
+        ],
         run: true,
         known_kiln_error: None,
     },
@@ -296,11 +321,9 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
             Err(err) => note(format!("cannot read kiln's export: {err}")),
         }
         if case.run {
-            let (found, allowed) = compare_runs(&docker, root.path(), case, &kiln_tar);
-            for difference in found {
+            for difference in compare_runs(&docker, root.path(), case, &kiln_tar) {
                 note(difference);
             }
-            known.extend(allowed.into_iter().map(|k| format!("{}: {k}", case.name)));
         }
     }
     if !known.is_empty() {
@@ -813,6 +836,25 @@ fn apply_allowances(case: &Case, peer: &Tree, mut kiln: Tree, applied: &mut Vec<
                     }
                 }
             }
+            Allowance::RunGroups {
+                path,
+                peer: peer_text,
+                kiln: kiln_text,
+            } => {
+                let file = |text: &str| Kind::File(Digest::of(text.as_bytes()).to_string());
+                if let (Some(theirs), Some(ours)) = (peer.get(*path), kiln.get_mut(*path))
+                    && theirs.kind == file(peer_text)
+                    && ours.kind == file(kiln_text)
+                {
+                    applied.push(format!(
+                        "{path}: kiln's RUN id with the primary group allowed ({:?}, the peer \
+                         {:?})",
+                        kiln_text.trim_end(),
+                        peer_text.trim_end()
+                    ));
+                    ours.kind = theirs.kind.clone();
+                }
+            }
         }
     }
     kiln
@@ -1044,20 +1086,15 @@ fn compare_trees(left_name: &str, left: &Tree, right_name: &str, right: &Tree) -
 }
 
 /// `docker run` of the peer's image and of kiln's (after `docker load`), and `kiln run`:
-/// the same output. Returns the differences, and the known ones (see [`primary_group_known`]).
-fn compare_runs(
-    docker: &PeerDocker,
-    root: &Path,
-    case: &Case,
-    kiln_tar: &Path,
-) -> (Vec<String>, Vec<String>) {
+/// the same output. Returns the differences.
+fn compare_runs(docker: &PeerDocker, root: &Path, case: &Case, kiln_tar: &Path) -> Vec<String> {
     let kiln_image = format!("kiln-peercmp-{}", case.name);
     let peer_image = format!("kiln-peer-{}", case.name);
     if let Err(err) = run(
         docker.command().arg("load").arg("-i").arg(kiln_tar),
         "docker load",
     ) {
-        return (vec![err], Vec::new());
+        return vec![err];
     }
     let docker_run = |image: &str| {
         let mut command = docker.command();
@@ -1069,60 +1106,16 @@ fn compare_runs(
     let loaded_output = docker_run(&kiln_image);
     let kiln_output = checked(kiln_run.run().into(), "kiln run");
     let _ = run(docker.command().args(["rmi", &kiln_image]), "docker rmi");
-    let (mut differences, mut known) = (Vec::new(), Vec::new());
+    let mut differences = Vec::new();
     if loaded_output != peer_output {
         differences.push(format!(
             "docker run of kiln's image printed {loaded_output:?}, of the peer's {peer_output:?}"
         ));
     }
-    let kiln_output = match (kiln_output, &peer_output) {
-        (Ok(ours), Ok(theirs)) => match primary_group_known(&ours, theirs) {
-            Some(normalised) => {
-                known.push(format!(
-                    "kiln run printed {ours:?}: docker adds the primary group to the \
-                     supplementary groups"
-                ));
-                Ok(normalised)
-            }
-            None => Ok(ours),
-        },
-        (ours, _) => ours,
-    };
     if kiln_output != peer_output {
         differences.push(format!(
             "kiln run printed {kiln_output:?}, docker run of the peer's image {peer_output:?}"
         ));
     }
-    (differences, known)
-}
-
-/// A KNOWN kiln difference, not fixed here (the runtime is outside this test's part): `docker
-/// run` makes the user's primary group a supplementary group too (moby daemon/oci_linux.go
-/// `getUser`: `AdditionalGids = []uint32{GID}` before the /etc/group ones, since 20.10.18, the
-/// CVE-2022-36109 fix), so `id` there ends in `groups=GID(NAME)...`; `kiln run` sets only the
-/// /etc/group ones, as BuildKit does for RUN steps. When `kiln_output` differs from
-/// `docker_output` only by that, the docker output (to compare the rest); else `None`.
-fn primary_group_known(kiln_output: &str, docker_output: &str) -> Option<String> {
-    let (ours, theirs): (Vec<&str>, Vec<&str>) = (
-        kiln_output.lines().collect(),
-        docker_output.lines().collect(),
-    );
-    if ours.len() != theirs.len() || kiln_output == docker_output {
-        return None;
-    }
-    let only_groups_differ = ours.iter().zip(&theirs).all(|(ours, theirs)| {
-        if ours == theirs {
-            return true;
-        }
-        let Some(gid) = ours.split(' ').find_map(|field| field.strip_prefix("gid=")) else {
-            return false;
-        };
-        match ours.split_once(" groups=") {
-            // No supplementary groups: docker lists the primary one alone.
-            None => *theirs == format!("{ours} groups={gid}"),
-            // docker lists the primary one first, then the same groups.
-            Some((ids, groups)) => *theirs == format!("{ids} groups={gid},{groups}"),
-        }
-    });
-    only_groups_differ.then(|| docker_output.to_string())
+    differences
 }

@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 
 /// The test image's /etc/passwd: root and `kiln` (1000, group 1000, home /home/kiln).
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nkiln:x:1000:1000:kiln:/home/kiln:/bin/sh\n";
-const GROUP: &str = "root:x:0:\nkiln:x:1000:\nextra:x:2000:kiln\n";
+/// Its /etc/group: `wheel` lists root, `extra` lists kiln.
+const GROUP: &str = "root:x:0:\nwheel:x:10:root\nkiln:x:1000:\nextra:x:2000:kiln\n";
 
 /// A busybox root filesystem as one uncompressed layer tar: `/bin/busybox` with its applets as
 /// symlinks, `/etc/passwd` and `/etc/group`, a sticky `/tmp`, and `/bin/notexec` (a script
@@ -269,11 +270,11 @@ fn working_directory_users_and_hostname() {
         (&["-w", "/new/dir", "box", "pwd"], "/new/dir\n"),
         (
             &["workdir", "sh", "-c", "pwd; id"],
-            "/srv/app\nuid=1000(kiln) gid=1000(kiln) groups=2000(extra)\n",
+            "/srv/app\nuid=1000(kiln) gid=1000(kiln) groups=1000(kiln),2000(extra)\n",
         ),
         (
             &["-u", "kiln", "box", "sh", "-c", "id; echo $HOME"],
-            "uid=1000(kiln) gid=1000(kiln) groups=2000(extra)\n/home/kiln\n",
+            "uid=1000(kiln) gid=1000(kiln) groups=1000(kiln),2000(extra)\n/home/kiln\n",
         ),
         (
             &[
@@ -335,6 +336,42 @@ fn working_directory_users_and_hostname() {
         .into_owned();
     assert_eq!(id.len(), 64);
     assert_eq!(out.stdout_str(), format!("{}\n", &id[..12]));
+}
+
+/// `kiln run`'s supplementary groups are `docker run`'s (since 20.10.18, daemon/oci_linux.go
+/// `getUser`): the primary group, then the image's /etc/group ones; the outputs are docker
+/// 20.10.24's for the same image (issue 12, item 10).
+#[test]
+fn supplementary_groups_follow_docker_run() {
+    let Some(images) = images() else { return };
+    let root = "uid=0(root) gid=0(root) groups=0(root),10(wheel)\nGroups:\t0 10 \n";
+    let kiln = "uid=1000(kiln) gid=1000(kiln) groups=1000(kiln),2000(extra)\nGroups:\t1000 2000 \n";
+    let cases: [(&[&str], &str); 7] = [
+        (&[], root),
+        (&["-u", "0"], root),
+        (&["-u", "kiln"], kiln),
+        (&["-u", "1000"], kiln),
+        (
+            &["-u", "kiln:wheel"],
+            "uid=1000(kiln) gid=10(wheel) groups=10(wheel)\nGroups:\t10 \n",
+        ),
+        (
+            &["-u", "1234"],
+            "uid=1234 gid=0(root) groups=0(root)\nGroups:\t0 \n",
+        ),
+        (&["-u", "1234:5"], "uid=1234 gid=5 groups=5\nGroups:\t5 \n"),
+    ];
+    let mut failures = Vec::new();
+    for (user, want) in cases {
+        let mut args = vec!["--rm", "--network", "none"];
+        args.extend(user);
+        args.extend(["box", "sh", "-c", "id; grep Groups /proc/self/status"]);
+        let out = images.run(&args).run();
+        if out.code != Some(0) || out.stdout != want {
+            failures.push(format!("{user:?}: {out:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! directory (exactly what the command changed, whiteouts, no layer for no change, the snapshot
 //! being the renamed upper directory), mount stubs removed as BuildKit removes them, output
 //! lines, exit codes with the output's tail, exec errors, cancellation, environment, working
-//! directory, user, hostname, `/etc/hosts` and the network.
+//! directory, user and supplementary groups (also through `kiln build`), hostname, `/etc/hosts`
+//! and the network.
 
 use crate::support;
 use kiln::builder::LogStream;
@@ -396,15 +397,100 @@ fn environment_working_directory_and_user_are_honoured() {
     let layer = layer.expect("a layer");
     assert_eq!(fx.paths(&layer), ["srv/", "srv/app/", "tmp/", "tmp/mine"]);
 
+    // The explicit group is also the one supplementary group (BuildKit's ensureAdditionalGids).
     let mut step = shell("id");
     step.user = "1234:nogroup".into();
-    assert_eq!(fx.run(&step).0, ["uid=1234 gid=65534(nogroup)"]);
+    assert_eq!(
+        fx.run(&step).0,
+        ["uid=1234 gid=65534(nogroup) groups=65534(nogroup)"]
+    );
 
     let mut step = shell("true");
     step.user = "nosuchuser".into();
     let (_, _, result) = fx.run_on(std::slice::from_ref(&fx.base), &step);
     let err = result.expect_err("unknown user").to_string();
     assert!(err.contains("unable to find user nosuchuser"), "{err}");
+}
+
+/// `kiln build` end to end: a RUN step's supplementary groups are the image's `/etc/group` ones
+/// plus the primary group, exactly as BuildKit v0.32.2 printed them for this Dockerfile (issue
+/// 12, item 10): root gets the groups listing `root`, a user (by name or uid) those listing its
+/// name, `user:group` only that group, a uid without an entry its primary gid 0.
+#[test]
+fn kiln_build_gives_a_run_step_buildkits_supplementary_groups() {
+    let Some(busybox) = support::root().and_then(|()| support::busybox()) else {
+        return;
+    };
+    let dockerfile = r#"FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY etc/ /etc/
+RUN mkdir -m 1777 /out /tmp && (id; grep Groups /proc/self/status) > /out/root
+USER app
+RUN (id; grep Groups /proc/self/status) > /out/app
+USER app:wheel
+RUN (id; grep Groups /proc/self/status) > /out/app-wheel
+USER 1000
+RUN (id; grep Groups /proc/self/status) > /out/1000
+USER 0
+RUN (id; grep Groups /proc/self/status) > /out/0
+USER 1000:1000
+RUN (id; grep Groups /proc/self/status) > /out/1000-1000
+USER 2000
+RUN (id; grep Groups /proc/self/status) > /out/2000
+"#;
+    let context = support::context(&[
+        ("Dockerfile", dockerfile),
+        (
+            "etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        ),
+        (
+            "etc/group",
+            "root:x:0:\nwheel:x:10:root\nappgrp:x:1000:\nstaff:x:50:app,root\nvideo:x:44:app\n",
+        ),
+    ]);
+    fs::copy(&busybox, context.path().join("busybox")).expect("copy busybox");
+    let root = tempfile::tempdir().expect("temp dir");
+    fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let args = [
+        "--root".as_ref(),
+        root.path().as_os_str(),
+        "build".as_ref(),
+        "-o".as_ref(),
+        dest.as_ref(),
+        context.path().as_os_str(),
+    ];
+    let built = crate::cli::kiln(args).run();
+    assert_eq!(built.code, Some(0), "build failed:\n{}", built.stderr);
+    let root_groups =
+        "uid=0(root) gid=0(root) groups=0(root),10(wheel),50(staff)\nGroups:\t0 10 50 \n";
+    let app_groups = "uid=1000(app) gid=1000(appgrp) groups=44(video),50(staff),1000(appgrp)\n\
+                      Groups:\t44 50 1000 \n";
+    let mut failures = Vec::new();
+    for (file, expected) in [
+        ("root", root_groups),
+        ("app", app_groups),
+        (
+            "app-wheel",
+            "uid=1000(app) gid=10(wheel) groups=10(wheel)\nGroups:\t10 \n",
+        ),
+        ("1000", app_groups),
+        ("0", root_groups),
+        (
+            "1000-1000",
+            "uid=1000(app) gid=1000(appgrp) groups=1000(appgrp)\nGroups:\t1000 \n",
+        ),
+        ("2000", "uid=2000 gid=0(root) groups=0(root)\nGroups:\t0 \n"),
+    ] {
+        let got = fs::read_to_string(out.path().join("out").join(file)).expect("read output");
+        if got != expected {
+            failures.push(format!("USER {file}: {got:?}, expected {expected:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 #[test]
