@@ -367,7 +367,7 @@ fn supplementary_groups_follow_docker_run() {
         args.extend(user);
         args.extend(["box", "sh", "-c", "id; grep Groups /proc/self/status"]);
         let out = images.run(&args).run();
-        if out.code != Some(0) || out.stdout != want {
+        if out.status.code() != Some(0) || out.stdout != want.as_bytes() {
             failures.push(format!("{user:?}: {out:?}"));
         }
     }

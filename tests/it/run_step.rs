@@ -455,16 +455,16 @@ RUN (id; grep Groups /proc/self/status) > /out/2000
     fs::set_permissions(root.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let out = tempfile::tempdir().expect("temp dir");
     let dest = format!("type=local,dest={}", out.path().display());
-    let args = [
-        "--root".as_ref(),
-        root.path().as_os_str(),
-        "build".as_ref(),
-        "-o".as_ref(),
-        dest.as_ref(),
-        context.path().as_os_str(),
-    ];
-    let built = crate::cli::kiln(args).run();
-    assert_eq!(built.code, Some(0), "build failed:\n{}", built.stderr);
+    crate::support::kiln()
+        .root(root.path())
+        .args([
+            "build".as_ref(),
+            "-o".as_ref(),
+            dest.as_ref(),
+            context.path().as_os_str(),
+        ])
+        .run()
+        .success();
     let root_groups =
         "uid=0(root) gid=0(root) groups=0(root),10(wheel),50(staff)\nGroups:\t0 10 50 \n";
     let app_groups = "uid=1000(app) gid=1000(appgrp) groups=44(video),50(staff),1000(appgrp)\n\

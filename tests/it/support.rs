@@ -432,3 +432,77 @@ impl std::fmt::Debug for Output {
         )
     }
 }
+
+/// Where `../shared/peers/start-peers.sh` keeps its state (`PEER_STATE`, as the script reads it).
+fn peer_state() -> PathBuf {
+    std::env::var_os("PEER_STATE")
+        .map_or_else(|| PathBuf::from("/var/tmp/kiln-peers"), PathBuf::from)
+}
+
+/// The loopback registry that `scripts/test` starts from `../shared/peers` (`registry`):
+/// `host:port` from `PEER_REGISTRY` (the script's `--env`), `127.0.0.1:5000` by default,
+/// checked with `GET /v2/` (200). `None` after a skip notice when it does not answer (a failure
+/// under `CI=true`).
+pub fn peer_registry() -> Option<String> {
+    use std::io::Read as _;
+    let address = std::env::var("PEER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_string());
+    let answers = || -> std::io::Result<bool> {
+        let mut stream = std::net::TcpStream::connect(&address)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        write!(
+            stream,
+            "GET /v2/ HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply)?;
+        Ok(reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"))
+    };
+    let found = answers().unwrap_or(false).then(|| address.clone());
+    require(
+        &format!("the peer registry on {address} (../shared/peers/start-peers.sh registry)"),
+        found,
+    )
+}
+
+/// The current BuildKit peer (v0.32, `../shared/peers/start-peers.sh buildkit`): `buildctl` from
+/// `PEER_BUILDCTL` (default `/var/tmp/kiln-peers/bin/buildctl`) talking to `BUILDKIT_HOST`
+/// (default the script's socket), checked with `buildctl debug workers`. `None` after a skip
+/// notice when it does not answer (a failure under `CI=true`). Its RUN steps use the host network.
+pub fn peer_buildctl() -> Option<PeerBuildctl> {
+    let state = peer_state();
+    let program =
+        std::env::var_os("PEER_BUILDCTL").map_or_else(|| state.join("bin/buildctl"), PathBuf::from);
+    let host = std::env::var("BUILDKIT_HOST")
+        .unwrap_or_else(|_| format!("unix://{}", state.join("buildkitd.sock").display()));
+    let peer = PeerBuildctl { program, host };
+    let answers = peer.program.is_file()
+        && peer
+            .command()
+            .args(["debug", "workers"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    let what = format!(
+        "the peer buildkitd at {} with {} (../shared/peers/start-peers.sh buildkit)",
+        peer.host,
+        peer.program.display()
+    );
+    require(&what, answers.then_some(peer))
+}
+
+/// `buildctl` pointed at the peer buildkitd.
+#[derive(Debug, Clone)]
+pub struct PeerBuildctl {
+    program: PathBuf,
+    host: String,
+}
+
+impl PeerBuildctl {
+    /// `buildctl` with `BUILDKIT_HOST` set to the peer.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.env("BUILDKIT_HOST", &self.host);
+        command
+    }
+}
