@@ -3,7 +3,7 @@
 //! and whatever parses must also dump and serialize.
 #![no_main]
 
-use kiln::frontend::dag::BuildGraph;
+use kiln::frontend::dag::StageDag;
 use kiln::frontend::stage::{ResolveOptions, resolve};
 use libfuzzer_sys::fuzz_target;
 
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = instruction.to_string();
         }
     }
-    if let Ok(graph) = BuildGraph::new(&resolved, None) {
+    if let Ok(graph) = StageDag::new(&resolved, None) {
         // Every needed stage is scheduled exactly once.
         let scheduled: usize = graph.groups().iter().map(Vec::len).sum();
         assert_eq!(scheduled, graph.order().len());

@@ -17,7 +17,7 @@ pub type StageId = usize;
 
 /// A build graph that cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GraphError {
+pub enum DagError {
     #[error("circular dependency between stages: {}", .stages.join(" -> "))]
     Cycle {
         /// The stages in the cycle, the first repeated at the end.
@@ -34,29 +34,27 @@ pub enum GraphError {
     },
 }
 
-impl Located for GraphError {
+impl Located for DagError {
     fn span(&self) -> Option<Span> {
         match self {
-            GraphError::Cycle { span, .. } | GraphError::ForwardReference { span, .. } => {
-                Some(*span)
-            }
-            GraphError::UnknownTarget { .. } => None,
+            DagError::Cycle { span, .. } | DagError::ForwardReference { span, .. } => Some(*span),
+            DagError::UnknownTarget { .. } => None,
         }
     }
 
     fn help(&self) -> Option<String> {
         Some(match self {
-            GraphError::Cycle { .. } => {
+            DagError::Cycle { .. } => {
                 "a stage cannot depend on itself through COPY --from, RUN --mount from= or FROM"
                     .into()
             }
-            GraphError::UnknownTarget { names, .. } if names.is_empty() => {
+            DagError::UnknownTarget { names, .. } if names.is_empty() => {
                 "no stage has a name; name one with FROM IMAGE AS NAME".into()
             }
-            GraphError::UnknownTarget { names, .. } => {
+            DagError::UnknownTarget { names, .. } => {
                 format!("the stages are: {}", names.join(", "))
             }
-            GraphError::ForwardReference { from, .. } => {
+            DagError::ForwardReference { from, .. } => {
                 format!("move stage \"{from}\" above the stage that reads it")
             }
         })
@@ -72,7 +70,7 @@ pub struct Edge {
 
 /// The stages one build needs, in dependency order.
 #[derive(Debug, Clone)]
-pub struct BuildGraph<'a> {
+pub struct StageDag<'a> {
     resolved: &'a Resolved,
     /// Edges point from a dependency to the stage that needs it; node weights are stage ids.
     graph: DiGraph<StageId, Edge>,
@@ -82,9 +80,9 @@ pub struct BuildGraph<'a> {
     images: Vec<String>,
 }
 
-impl<'a> BuildGraph<'a> {
+impl<'a> StageDag<'a> {
     /// The graph for `target` (a stage name, case-insensitive), or for the last stage.
-    pub fn new(resolved: &'a Resolved, target: Option<&str>) -> Result<Self, GraphError> {
+    pub fn new(resolved: &'a Resolved, target: Option<&str>) -> Result<Self, DagError> {
         let mut graph = DiGraph::new();
         let nodes: Vec<NodeIndex> = resolved
             .stages
@@ -109,26 +107,29 @@ impl<'a> BuildGraph<'a> {
         }
         check_cycles(resolved, &graph)?;
 
-        let target =
-            match target {
-                None => resolved.stages.len().checked_sub(1).ok_or_else(|| {
-                    GraphError::UnknownTarget {
+        let target = match target {
+            None => {
+                resolved
+                    .stages
+                    .len()
+                    .checked_sub(1)
+                    .ok_or_else(|| DagError::UnknownTarget {
                         target: String::new(),
                         names: Vec::new(),
-                    }
+                    })?
+            }
+            Some(name) => resolved
+                .stage_by_name(name)
+                .map(|s| s.index)
+                .ok_or_else(|| DagError::UnknownTarget {
+                    target: name.to_string(),
+                    names: resolved
+                        .stages
+                        .iter()
+                        .filter_map(|s| s.name.clone())
+                        .collect(),
                 })?,
-                Some(name) => resolved
-                    .stage_by_name(name)
-                    .map(|s| s.index)
-                    .ok_or_else(|| GraphError::UnknownTarget {
-                        target: name.to_string(),
-                        names: resolved
-                            .stages
-                            .iter()
-                            .filter_map(|s| s.name.clone())
-                            .collect(),
-                    })?,
-            };
+        };
 
         // Everything the target reaches through its dependencies.
         let mut needed = BTreeSet::new();
@@ -152,7 +153,7 @@ impl<'a> BuildGraph<'a> {
             };
             let (from, to) = (graph[from], graph[to]);
             if from > to {
-                return Err(GraphError::ForwardReference {
+                return Err(DagError::ForwardReference {
                     stage: stage_name(resolved, to),
                     from: stage_name(resolved, from),
                     span: edge.span,
@@ -198,7 +199,7 @@ impl<'a> BuildGraph<'a> {
             .into_iter()
             .collect();
 
-        Ok(BuildGraph {
+        Ok(StageDag {
             resolved,
             graph,
             target,
@@ -266,7 +267,7 @@ fn stage_name(resolved: &Resolved, id: StageId) -> String {
 
 /// Fails on the first cycle (in file order), naming its stages in the order they read each
 /// other.
-fn check_cycles(resolved: &Resolved, graph: &DiGraph<StageId, Edge>) -> Result<(), GraphError> {
+fn check_cycles(resolved: &Resolved, graph: &DiGraph<StageId, Edge>) -> Result<(), DagError> {
     let mut cycles: Vec<Vec<NodeIndex>> = tarjan_scc(graph)
         .into_iter()
         .filter(|scc| scc.len() > 1 || scc.iter().any(|n| graph.contains_edge(*n, *n)))
@@ -296,7 +297,7 @@ fn check_cycles(resolved: &Resolved, graph: &DiGraph<StageId, Edge>) -> Result<(
             break;
         }
     }
-    Err(GraphError::Cycle {
+    Err(DagError::Cycle {
         stages: path
             .iter()
             .map(|n| stage_name(resolved, graph[*n]))

@@ -6,7 +6,7 @@
 //! `kiln build --dry-run` prints and what the solver will run.
 
 use crate::frontend::context::{BuildContext, ContextError, SourceMatch};
-use crate::frontend::dag::{BuildGraph, GraphError, StageId};
+use crate::frontend::dag::{DagError, StageDag, StageId};
 use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::Instruction;
 use crate::frontend::stage::{ResolveOptions, Resolved, StageError};
@@ -68,7 +68,7 @@ pub struct ContextRead {
 pub enum PlanError {
     Syntax(SyntaxError),
     Stage(StageError),
-    Graph(GraphError),
+    Dag(DagError),
     /// The context could not be opened or its `.dockerignore` is bad.
     Context(ContextError),
     /// A COPY/ADD source is missing or bad; `span` is the instruction in the Dockerfile.
@@ -84,7 +84,7 @@ impl PlanError {
         match self {
             PlanError::Syntax(err) => err,
             PlanError::Stage(err) => err,
-            PlanError::Graph(err) => err,
+            PlanError::Dag(err) => err,
             PlanError::Context(err) => err,
             PlanError::Source { source, .. } => source.as_ref(),
         }
@@ -115,9 +115,9 @@ impl From<StageError> for PlanError {
     }
 }
 
-impl From<GraphError> for PlanError {
-    fn from(err: GraphError) -> PlanError {
-        PlanError::Graph(err)
+impl From<DagError> for PlanError {
+    fn from(err: DagError) -> PlanError {
+        PlanError::Dag(err)
     }
 }
 
@@ -132,7 +132,7 @@ impl Located for PlanError {
         match self {
             PlanError::Syntax(e) => e.span(),
             PlanError::Stage(e) => e.span(),
-            PlanError::Graph(e) => e.span(),
+            PlanError::Dag(e) => e.span(),
             // A .dockerignore error is located in the ignore file, not the Dockerfile.
             PlanError::Context(_) => None,
             PlanError::Source { span, .. } => Some(*span),
@@ -143,7 +143,7 @@ impl Located for PlanError {
         match self {
             PlanError::Syntax(e) => e.help(),
             PlanError::Stage(e) => e.help(),
-            PlanError::Graph(e) => e.help(),
+            PlanError::Dag(e) => e.help(),
             PlanError::Context(e) => e.help(),
             PlanError::Source { .. } => Some(
                 "check the path against the build context and .dockerignore; sources are \
@@ -158,7 +158,7 @@ impl Located for PlanError {
 pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
     let dockerfile = crate::frontend::parse(dockerfile)?;
     let resolved = crate::frontend::stage::resolve(&dockerfile, &opts.resolve)?;
-    let graph = BuildGraph::new(&resolved, opts.target.as_deref())?;
+    let graph = StageDag::new(&resolved, opts.target.as_deref())?;
     let (target, order, groups, images) = (
         graph.target(),
         graph.order().to_vec(),
@@ -218,7 +218,7 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
 pub fn needed_images(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
     let dockerfile = crate::frontend::parse(dockerfile)?;
     let resolved = crate::frontend::stage::resolve(&dockerfile, &opts.resolve)?;
-    let graph = BuildGraph::new(&resolved, opts.target.as_deref())?;
+    let graph = StageDag::new(&resolved, opts.target.as_deref())?;
     Ok(graph.images().to_vec())
 }
 

@@ -43,7 +43,7 @@ fn errors_of_every_module_say_only_their_own_layer() {
         }),
         Box::new(kiln::archive::ArchiveError::Write { source: io() }),
         Box::new(kiln::cache::CacheError::Fs(fs())),
-        Box::new(kiln::cache::remote::format::GraphError::Manifest(
+        Box::new(kiln::cache::remote::format::FormatError::Manifest(
             json().into(),
         )),
         Box::new(kiln::container::parse_volume("/no/such/kiln/dir:/mnt").unwrap_err()),

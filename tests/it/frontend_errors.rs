@@ -1,7 +1,7 @@
 //! Rendered front-end errors (typed instructions, stages, build graph), one snapshot per input in
 //! `testdata/frontend/errors/`.
 
-use kiln::frontend::dag::BuildGraph;
+use kiln::frontend::dag::StageDag;
 use kiln::frontend::diagnostic::{Located, render_error};
 use kiln::frontend::stage::{ResolveOptions, resolve};
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ fn first_error(source: &str, target: Option<&str>) -> Option<String> {
         Ok(r) => r,
         Err(e) => return Some(rendered(source, &e)),
     };
-    BuildGraph::new(&resolved, target)
+    StageDag::new(&resolved, target)
         .err()
         .map(|e| rendered(source, &e))
 }

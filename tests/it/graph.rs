@@ -1,7 +1,7 @@
 //! The build graph: pruning to a target, parallel groups, cycles, stage references.
 
 use crate::stages::resolve_with;
-use kiln::frontend::dag::{BuildGraph, GraphError};
+use kiln::frontend::dag::{DagError, StageDag};
 use kiln::frontend::diagnostic::Located;
 
 const DIAMOND: &str = "FROM alpine AS base\n\
@@ -15,7 +15,7 @@ COPY --from=build-b /b /b\n";
 #[test]
 fn default_target_is_the_last_stage_and_prunes() {
     let r = resolve_with(DIAMOND, &[]).unwrap();
-    let g = BuildGraph::new(&r, None).unwrap();
+    let g = StageDag::new(&r, None).unwrap();
     assert_eq!(g.target(), 4);
     assert_eq!(g.order(), [0, 1, 2, 4]);
     assert_eq!(g.groups(), [vec![0], vec![1, 2], vec![4]]);
@@ -45,7 +45,7 @@ fn target_picks_the_subset() {
         ("final", &[0, 1, 2, 4], &[&[0], &[1, 2], &[4]], &["alpine"]),
     ];
     for (target, order, groups, images) in cases {
-        let g = BuildGraph::new(&r, Some(target)).unwrap();
+        let g = StageDag::new(&r, Some(target)).unwrap();
         assert_eq!(g.order(), *order, "{target}");
         let got: Vec<&[usize]> = g.groups().iter().map(Vec::as_slice).collect();
         assert_eq!(got, *groups, "{target}");
@@ -62,7 +62,7 @@ fn independent_stages_share_a_group() {
         &[],
     )
     .unwrap();
-    let g = BuildGraph::new(&r, None).unwrap();
+    let g = StageDag::new(&r, None).unwrap();
     assert_eq!(g.groups(), [vec![0, 1], vec![2], vec![3]]);
     assert_eq!(g.images(), ["a", "b", "c", "nginx:1", "w"]);
 }
@@ -70,7 +70,7 @@ fn independent_stages_share_a_group() {
 #[test]
 fn copy_from_index() {
     let r = resolve_with("FROM a\nFROM b\nFROM c\nCOPY --from=0 / /\n", &[]).unwrap();
-    let g = BuildGraph::new(&r, None).unwrap();
+    let g = StageDag::new(&r, None).unwrap();
     assert_eq!(g.order(), [0, 2]);
     assert_eq!(g.dependencies(2), [0]);
 }
@@ -82,7 +82,7 @@ fn mount_from_adds_an_edge() {
         &[],
     )
     .unwrap();
-    let g = BuildGraph::new(&r, None).unwrap();
+    let g = StageDag::new(&r, None).unwrap();
     assert_eq!(g.order(), [0, 1]);
 }
 
@@ -113,8 +113,8 @@ fn cycles_name_their_stages() {
     ];
     for (text, target, want) in cases {
         let r = resolve_with(text, &[]).unwrap();
-        match BuildGraph::new(&r, *target) {
-            Err(GraphError::Cycle { stages, span }) => {
+        match StageDag::new(&r, *target) {
+            Err(DagError::Cycle { stages, span }) => {
                 assert_eq!(stages, *want, "{text}");
                 assert!(span.start.line > 1, "{text}: span {span:?}");
             }
@@ -128,8 +128,8 @@ fn forward_references_fail_only_when_needed() {
     let text = "FROM alpine AS app\nCOPY --from=assets /x /x\nFROM alpine AS assets\n";
     let r = resolve_with(text, &[]).unwrap();
     // The default target (assets) does not need app.
-    assert_eq!(BuildGraph::new(&r, None).unwrap().order(), [1]);
-    let err = BuildGraph::new(&r, Some("app")).unwrap_err();
+    assert_eq!(StageDag::new(&r, None).unwrap().order(), [1]);
+    let err = StageDag::new(&r, Some("app")).unwrap_err();
     assert_eq!(
         err.to_string(),
         "stage \"app\" reads stage \"assets\", which is defined after it"
@@ -138,15 +138,15 @@ fn forward_references_fail_only_when_needed() {
     // By index too.
     let r = resolve_with("FROM a\nCOPY --from=1 / /\nFROM b\n", &[]).unwrap();
     assert!(matches!(
-        BuildGraph::new(&r, Some("stage-0")),
-        Err(GraphError::UnknownTarget { .. })
+        StageDag::new(&r, Some("stage-0")),
+        Err(DagError::UnknownTarget { .. })
     ));
 }
 
 #[test]
 fn unknown_target_lists_the_stages() {
     let r = resolve_with(DIAMOND, &[]).unwrap();
-    let err = BuildGraph::new(&r, Some("nope")).unwrap_err();
+    let err = StageDag::new(&r, Some("nope")).unwrap_err();
     assert_eq!(err.to_string(), "target stage \"nope\" could not be found");
     assert_eq!(
         err.help().unwrap(),
@@ -196,7 +196,7 @@ fn real_dockerfiles_resolve() {
             }
         };
         stages += resolved.stages.len();
-        if let Err(e) = BuildGraph::new(&resolved, None) {
+        if let Err(e) = StageDag::new(&resolved, None) {
             failures.push(format!("{}: {e}", path.display()));
         }
     }

@@ -28,7 +28,7 @@
 //! The graph comes from elsewhere (a shared directory, a registry), so [`parse_manifest`] and
 //! [`CacheGraph::parse`] check everything: sizes, counts, digest syntax, that every layer the
 //! graph names is in the manifest, that the flags and times agree. A graph of another version
-//! is [`GraphError::Version`], which the importer reports as a warning and ignores.
+//! is [`FormatError::Version`], which the importer reports as a warning and ignores.
 
 use crate::error::{Cause, Reason};
 use crate::oci::Digest;
@@ -60,7 +60,7 @@ const MAX_MEDIA_TYPE: usize = 255;
 
 /// Why a cache manifest or graph was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum GraphError {
+pub enum FormatError {
     #[error("the cache manifest is {size} bytes, more than the {limit}-byte limit")]
     ManifestTooLarge { size: u64, limit: u64 },
     #[error("the cache manifest has media type {0:?}, not {OCI_MANIFEST}", OCI_MANIFEST = crate::oci::media_type::OCI_MANIFEST)]
@@ -202,22 +202,22 @@ impl CacheGraph {
 
     /// Parses and checks a graph read from a cache whose manifest is `manifest`: every layer
     /// a record names must be listed there with the same size and media type.
-    pub fn parse(bytes: &[u8], manifest: &CacheManifest) -> Result<CacheGraph, GraphError> {
+    pub fn parse(bytes: &[u8], manifest: &CacheManifest) -> Result<CacheGraph, FormatError> {
         if bytes.len() as u64 > MAX_GRAPH_SIZE {
-            return Err(GraphError::GraphTooLarge {
+            return Err(FormatError::GraphTooLarge {
                 size: bytes.len() as u64,
                 limit: MAX_GRAPH_SIZE,
             });
         }
         let raw: GraphIn =
-            serde_json::from_slice(bytes).map_err(|err| GraphError::Graph(err.into()))?;
+            serde_json::from_slice(bytes).map_err(|err| FormatError::Graph(err.into()))?;
         if raw.version != u64::from(GRAPH_VERSION) {
-            return Err(GraphError::Version(raw.version));
+            return Err(FormatError::Version(raw.version));
         }
         let raw_records: BTreeMap<String, serde_json::Value> = serde_json::from_value(raw.records)
-            .map_err(|err| GraphError::Graph(Reason::caused_by("records", err).into()))?;
+            .map_err(|err| FormatError::Graph(Reason::caused_by("records", err).into()))?;
         if raw_records.len() > MAX_RECORDS {
-            return Err(GraphError::Graph(
+            return Err(FormatError::Graph(
                 format!(
                     "it has {} records, more than the limit of {MAX_RECORDS}",
                     raw_records.len()
@@ -229,7 +229,7 @@ impl CacheGraph {
             manifest.layers.iter().map(|l| (&l.digest, l)).collect();
         let mut records = BTreeMap::new();
         for (key_text, value) in raw_records {
-            let fail = |reason: Cause| GraphError::Record {
+            let fail = |reason: Cause| FormatError::Record {
                 key: key_text.chars().take(80).collect(),
                 reason,
             };
@@ -301,32 +301,32 @@ fn check_record(
 }
 
 /// Parses and checks a cache manifest (`media_type` as the transport gave it).
-pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, GraphError> {
+pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, FormatError> {
     if bytes.len() as u64 > MAX_MANIFEST_SIZE {
-        return Err(GraphError::ManifestTooLarge {
+        return Err(FormatError::ManifestTooLarge {
             size: bytes.len() as u64,
             limit: MAX_MANIFEST_SIZE,
         });
     }
     if media_type != crate::oci::media_type::OCI_MANIFEST {
-        return Err(GraphError::ManifestMediaType(
+        return Err(FormatError::ManifestMediaType(
             media_type.chars().take(MAX_MEDIA_TYPE).collect(),
         ));
     }
     let manifest: CacheManifest =
-        serde_json::from_slice(bytes).map_err(|err| GraphError::Manifest(err.into()))?;
+        serde_json::from_slice(bytes).map_err(|err| FormatError::Manifest(err.into()))?;
     if manifest.schema_version != 2 {
-        return Err(GraphError::Manifest(
+        return Err(FormatError::Manifest(
             format!("schemaVersion is {}, expected 2", manifest.schema_version).into(),
         ));
     }
     if manifest.media_type != crate::oci::media_type::OCI_MANIFEST {
-        return Err(GraphError::ManifestMediaType(
+        return Err(FormatError::ManifestMediaType(
             manifest.media_type.chars().take(MAX_MEDIA_TYPE).collect(),
         ));
     }
     if manifest.config.media_type != GRAPH_MEDIA_TYPE {
-        return Err(GraphError::NotAGraph(
+        return Err(FormatError::NotAGraph(
             manifest
                 .config
                 .media_type
@@ -336,13 +336,13 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
         ));
     }
     if manifest.config.size > MAX_GRAPH_SIZE {
-        return Err(GraphError::GraphTooLarge {
+        return Err(FormatError::GraphTooLarge {
             size: manifest.config.size,
             limit: MAX_GRAPH_SIZE,
         });
     }
     if manifest.layers.len() > MAX_MANIFEST_LAYERS {
-        return Err(GraphError::Manifest(
+        return Err(FormatError::Manifest(
             format!(
                 "it lists {} layers, more than the limit of {MAX_MANIFEST_LAYERS}",
                 manifest.layers.len()
@@ -357,12 +357,12 @@ pub fn parse_manifest(media_type: &str, bytes: &[u8]) -> Result<CacheManifest, G
             .bytes()
             .all(|b| b.is_ascii_graphic() && b != b'"');
         if layer.media_type.is_empty() || layer.media_type.len() > MAX_MEDIA_TYPE || !printable {
-            return Err(GraphError::Manifest(
+            return Err(FormatError::Manifest(
                 format!("layer {} has an unusable media type", layer.digest).into(),
             ));
         }
         if !seen.insert(&layer.digest) {
-            return Err(GraphError::Manifest(
+            return Err(FormatError::Manifest(
                 format!("layer {} is listed twice", layer.digest).into(),
             ));
         }
@@ -554,7 +554,7 @@ mod tests {
         let huge = vec![b' '; (MAX_GRAPH_SIZE + 1) as usize];
         assert!(matches!(
             CacheGraph::parse(&huge, &manifest),
-            Err(GraphError::GraphTooLarge { .. })
+            Err(FormatError::GraphTooLarge { .. })
         ));
     }
 

@@ -17,7 +17,7 @@ mod registry;
 pub mod spec;
 pub mod transport;
 
-pub use format::{CacheGraph, CacheManifest, GraphError, GraphLayer, GraphRecord};
+pub use format::{CacheGraph, CacheManifest, FormatError, GraphLayer, GraphRecord};
 pub use local::LocalCache;
 pub use registry::RegistryCache;
 pub use spec::{
@@ -42,7 +42,7 @@ pub enum SharedCacheError {
     #[error(transparent)]
     Blob(#[from] BlobError),
     #[error(transparent)]
-    Graph(#[from] GraphError),
+    Format(#[from] FormatError),
     /// The transport failed; `what` says what kiln was doing, `source` how the transport failed.
     #[error("{what} ({place})")]
     Transport {
