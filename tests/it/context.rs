@@ -176,7 +176,10 @@ fn bad_ignore_file_reports_path_and_span() {
     let dir = context(&[(".dockerignore", "ok\n[oops\n")]);
     let err = BuildContext::open(dir.path(), None).unwrap_err();
     assert!(matches!(err, ContextError::Dockerignore { .. }), "{err}");
-    assert!(err.to_string().contains("\"[oops\" on line 2"), "{err}");
+    assert!(
+        kiln::error::chain(&err).contains("\"[oops\" on line 2"),
+        "{err}"
+    );
     assert_eq!(err.span().map(|s| s.start.line), Some(2));
 }
 

@@ -160,7 +160,7 @@ fn run(spec: &Spec) -> Result<Ran, RuntimeError> {
 fn sh(fixture: &Fixture, edit: impl FnOnce(&mut Spec), script: &str) -> Result<String, String> {
     let mut spec = fixture.spec(&["sh", "-c", script]);
     edit(&mut spec);
-    let ran = run(&spec).map_err(|e| format!("{script:?}: {e}"))?;
+    let ran = run(&spec).map_err(|e| format!("{script:?}: {}", kiln::error::chain(&e)))?;
     if ran.outcome != Outcome::Exited(0) {
         return Err(format!("{script:?}: {ran:?}"));
     }
