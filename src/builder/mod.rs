@@ -131,8 +131,19 @@ pub enum BuildError {
         #[source]
         source: Box<crate::registry::RegistryError>,
     },
-    #[error("invalid SOURCE_DATE_EPOCH {0:?}: give the time as whole seconds since 1970-01-01 UTC")]
+    #[error(
+        "invalid SOURCE_DATE_EPOCH {0:?}: give whole seconds since 1970-01-01 UTC, `context`, or \
+         the name of a source-only stage"
+    )]
     SourceDateEpoch(String),
+    /// `SOURCE_DATE_EPOCH` names a stage that is not source-only (BuildKit's
+    /// `sourceDateEpochStageSource` messages).
+    #[error("{reason} (stage {stage})")]
+    SourceDateEpochStage {
+        stage: String,
+        reason: String,
+        span: Span,
+    },
     #[error("cannot open the build cache records")]
     CacheRecords(#[source] CacheError),
     // Solving: running the steps.
@@ -189,6 +200,7 @@ impl crate::frontend::diagnostic::Located for BuildError {
             BuildError::Plan(err) => err.span(),
             BuildError::Compile(err) => Some(err.span()),
             BuildError::Step { span, .. } => *span,
+            BuildError::SourceDateEpochStage { span, .. } => Some(*span),
             _ => None,
         }
     }
@@ -351,7 +363,7 @@ async fn prepare(
             .collect(),
     });
 
-    let source_date_epoch = source_date_epoch(&options.build_args)?;
+    let source_date_epoch = source_date_epoch(&options.build_args, &plan.resolved)?;
     let imported = import_caches(store, options, progress.as_ref()).await?;
     let cache_dir = store.root().join("cache");
     let context = plan.context.clone().map(Arc::new);
@@ -716,18 +728,86 @@ fn onbuild_triggers(config_bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `SOURCE_DATE_EPOCH` from the build args (the CLI passes kiln's environment variable as one,
-/// as docker buildx does): whole seconds since the Unix epoch.
-fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>, BuildError> {
-    match build_args.get("SOURCE_DATE_EPOCH").map(String::as_str) {
-        None | Some("") => Ok(None),
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|&seconds| seconds >= 0)
-            .map(Some)
-            .ok_or_else(|| BuildError::SourceDateEpoch(text.chars().take(40).collect())),
+/// `SOURCE_DATE_EPOCH` as BuildKit v0.32 reads it (dockerfile2llb `toDispatchState`, epoch.go
+/// `resolveSourceDateEpochValue`): the build arg (the CLI passes kiln's environment variable as
+/// one, as docker buildx does), else a non-empty global `ARG SOURCE_DATE_EPOCH=` default (a
+/// stage's own ARG does not count). The value is whole seconds since the Unix epoch; `context`
+/// (the local context, which carries no time: no epoch); or the name of a stage that is
+/// source-only (`FROM scratch`, ARGs and one remote ADD), whose download gives the time. Such a
+/// stage is checked with BuildKit's rules and messages; taking its time needs ADD of URLs and git
+/// (issue 14), and until then the build says so instead of ignoring it.
+fn source_date_epoch(
+    build_args: &BTreeMap<String, String>,
+    resolved: &crate::frontend::stage::Resolved,
+) -> Result<Option<i64>, BuildError> {
+    let value = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .or_else(|| {
+            resolved
+                .meta_args
+                .iter()
+                .rev()
+                .find(|(name, value)| name == "SOURCE_DATE_EPOCH" && !value.is_empty())
+                .map(|(_, value)| value)
+        })
+        .map(String::as_str);
+    let text = match value {
+        None | Some("") | Some("context") => return Ok(None),
+        Some(text) => text,
+    };
+    if let Ok(seconds) = text.parse::<i64>() {
+        return if seconds >= 0 {
+            Ok(Some(seconds))
+        } else {
+            Err(BuildError::SourceDateEpoch(text.to_string()))
+        };
     }
+    let Some(stage) = resolved.stage_by_name(text) else {
+        return Err(BuildError::SourceDateEpoch(text.chars().take(40).collect()));
+    };
+    let refuse = |reason: String| BuildError::SourceDateEpochStage {
+        stage: text.to_string(),
+        reason,
+        span: stage.span,
+    };
+    if stage.base != crate::frontend::stage::Base::Scratch {
+        return Err(refuse(
+            "SOURCE_DATE_EPOCH stage must use FROM scratch".into(),
+        ));
+    }
+    let mut adds = Vec::new();
+    for instruction in &stage.instructions {
+        match instruction {
+            crate::frontend::instruction::Instruction::Arg(_) => {}
+            crate::frontend::instruction::Instruction::Add(add) => adds.push(add),
+            other => {
+                return Err(refuse(format!(
+                    "SOURCE_DATE_EPOCH stage does not meet source-only requirements: \
+                     unsupported {} instruction",
+                    other.keyword()
+                )));
+            }
+        }
+    }
+    let [add] = adds.as_slice() else {
+        return Err(refuse(
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into(),
+        ));
+    };
+    let [source] = add.sources.as_slice() else {
+        return Err(refuse(
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source".into(),
+        ));
+    };
+    if !add.inline.is_empty() || !crate::frontend::plan::is_remote(source) {
+        return Err(refuse(
+            "SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD".into(),
+        ));
+    }
+    Err(refuse(format!(
+        "its time comes from downloading {source}, and kiln does not fetch ADD sources from \
+         URLs or git yet (issue 14); give SOURCE_DATE_EPOCH in seconds"
+    )))
 }
 
 /// Writes the image config (BuildKit's document: the base's fields, the built config, rootfs,

@@ -249,7 +249,7 @@ fn context_sources(instruction: &Instruction) -> Option<(Vec<String>, Span)> {
 /// An ADD source that is fetched rather than read from the context (BuildKit: a URL, or a git
 /// reference in one of the forms `gitutil.ParseGitRef` accepts: `git://`, `ssh://`, or the
 /// scp-like `user@host:path`).
-fn is_remote(source: &str) -> bool {
+pub fn is_remote(source: &str) -> bool {
     if ["http://", "https://", "git://", "ssh://"]
         .iter()
         .any(|p| source.starts_with(p))

@@ -1008,6 +1008,70 @@ fn chmod_applies_to_the_directories_a_copy_makes() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// `SOURCE_DATE_EPOCH` as BuildKit v0.32 validates it (checked with buildctl; issue 12, item
+/// 12): a build arg or a global ARG, whole seconds, `context`, or a source-only stage.
+#[test]
+fn source_date_epoch_is_validated_as_buildkit_does() {
+    let Some(builder) = builder() else { return };
+    let build = |dockerfile: &str, args: &[&str]| {
+        let ctx = builder.context(&[("Dockerfile", dockerfile), ("local.txt", "x")]);
+        builder.build(ctx.path(), args)
+    };
+    // A global ARG sets the epoch; a stage's own ARG does not count.
+    build(
+        "ARG SOURCE_DATE_EPOCH=100\nFROM base\nRUN echo > /x\n",
+        &["-t", "epoch"],
+    )
+    .ok();
+    assert_eq!(builder.inspect("epoch")["Created"], "1970-01-01T00:01:40Z");
+    build("FROM base\nARG SOURCE_DATE_EPOCH=junk\nRUN echo\n", &[]).ok();
+    build("ARG SOURCE_DATE_EPOCH=context\nFROM base\nRUN echo\n", &[]).ok();
+    let fails = |dockerfile: &str, args: &[&str], message: &str| {
+        let built = build(dockerfile, args);
+        let stderr = built.fails();
+        assert!(
+            stderr.contains(message),
+            "{dockerfile:?} {args:?}: {stderr}"
+        );
+    };
+    fails(
+        "ARG SOURCE_DATE_EPOCH=not-a-timestamp\nFROM base\n",
+        &[],
+        "invalid SOURCE_DATE_EPOCH \"not-a-timestamp\"",
+    );
+    fails(
+        "FROM base\n",
+        &["--build-arg", "SOURCE_DATE_EPOCH=x"],
+        "invalid SOURCE_DATE_EPOCH \"x\"",
+    );
+    let stage = "ARG SOURCE_DATE_EPOCH=src\n";
+    for (source_stage, message) in [
+        (
+            "FROM base AS src\n",
+            "SOURCE_DATE_EPOCH stage must use FROM scratch",
+        ),
+        (
+            "FROM scratch AS src\nRUN true\n",
+            "SOURCE_DATE_EPOCH stage does not meet source-only requirements: unsupported RUN \
+             instruction",
+        ),
+        (
+            "FROM scratch AS src\nARG x=1\n",
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD",
+        ),
+        (
+            "FROM scratch AS src\nADD local.txt /\n",
+            "SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD",
+        ),
+        (
+            "FROM scratch AS src\nADD https://example.invalid/f.txt /\n",
+            "does not fetch ADD sources from URLs or git yet (issue 14)",
+        ),
+    ] {
+        fails(&format!("{stage}{source_stage}FROM base\n"), &[], message);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Multi-stage
 // ---------------------------------------------------------------------------------------------
