@@ -194,11 +194,11 @@ impl ConfigBuilder {
                 }
                 self.config
                     .insert("ExposedPorts".into(), Value::Object(exposed));
-                // Go prints the map of this instruction's ports with sorted keys.
+                // BuildKit v0.32 (convert_expose.go) records `EXPOSE %v` of the instruction's
+                // ports, sorted and not deduplicated (buildctl: `EXPOSE 80 80/tcp 443 22` is
+                // `EXPOSE [22/tcp 443/tcp 80/tcp 80/tcp]`).
                 ports.sort();
-                ports.dedup();
-                let listed: Vec<String> = ports.iter().map(|p| format!("{p}:{{}}")).collect();
-                format!("EXPOSE map[{}]", listed.join(" "))
+                format!("EXPOSE [{}]", ports.join(" "))
             }
             Instruction::Workdir(workdir) => {
                 // BuildKit's NormalizeWorkdir (util/system/path.go `NormalizePath` without
@@ -644,7 +644,7 @@ mod tests {
                 "SHELL [/bin/ash -eo pipefail -c]",
                 r#"CMD ["/bin/ash" "-eo" "pipefail" "-c" "echo hi"]"#,
                 r#"ENTRYPOINT ["/e"]"#,
-                "EXPOSE map[80/udp:{} 8000/tcp:{} 8001/tcp:{}]",
+                "EXPOSE [80/udp 8000/tcp 8001/tcp]",
                 "STOPSIGNAL SIGINT",
                 "VOLUME [/a /b]",
                 "ENV A=1 B=2",

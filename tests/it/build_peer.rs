@@ -116,15 +116,7 @@ const CASES: &[Case] = &[
     Case {
         name: "config",
         run: true,
-        known: &[
-            ARGS_ESCAPED,
-            // BuildKit v0.32 writes `EXPOSE %v` of the sorted port list (convert_expose.go):
-            // `EXPOSE [443/tcp 53/udp ...]`; kiln writes v0.8's map, `EXPOSE map[443/tcp:{} ...]`.
-            Known {
-                item: "EXPOSE history text is v0.8's",
-                text: "kiln Some((\"EXPOSE map[",
-            },
-        ],
+        known: &[ARGS_ESCAPED],
         ..CASE
     },
     Case {
