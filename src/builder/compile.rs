@@ -326,7 +326,7 @@ impl Compiler<'_> {
                 )?;
                 // BuildKit's empty image (dockerfile2llb/image.go `emptyImage`): WorkingDir `/`
                 // and the default PATH.
-                let mut config = ConfigBuilder::new(Map::from_iter([(
+                let mut config = ConfigBuilder::for_dockerfile(Map::from_iter([(
                     "WorkingDir".to_string(),
                     Value::from("/"),
                 )]));
@@ -408,7 +408,7 @@ impl Compiler<'_> {
         // The base's triggers ran in this stage (the resolver put them first); the new image
         // does not inherit them (docker clears OnBuild after running it).
         config.remove("OnBuild");
-        let config = ConfigBuilder::new(config);
+        let config = ConfigBuilder::for_dockerfile(config);
         let vars = env_pairs(&config.env());
         Ok((
             node,

@@ -25,6 +25,9 @@ pub struct ConfigBuilder {
     config: Map<String, Value>,
     /// Whether this build set a CMD (a later ENTRYPOINT keeps only a CMD set in this build).
     cmd_set: bool,
+    /// A Dockerfile build (BuildKit's dispatch), not `docker import --change` (moby's classic
+    /// builder): CMD then also sets the config's `ArgsEscaped`.
+    dockerfile: bool,
     /// `MAINTAINER`: the image's top-level `author`.
     author: Option<String>,
 }
@@ -35,7 +38,18 @@ impl ConfigBuilder {
         ConfigBuilder {
             config,
             cmd_set: false,
+            dockerfile: false,
             author: None,
+        }
+    }
+
+    /// [`ConfigBuilder::new`] for a Dockerfile build, which follows BuildKit's dispatch where it
+    /// differs from `docker import --change`: CMD sets `ArgsEscaped` (dockerfile2llb
+    /// `dispatchCmd`, v0.32: a field the OCI spec deprecates and docker's image spec still has).
+    pub fn for_dockerfile(config: Map<String, Value>) -> ConfigBuilder {
+        ConfigBuilder {
+            dockerfile: true,
+            ..ConfigBuilder::new(config)
         }
     }
 
@@ -144,6 +158,9 @@ impl ConfigBuilder {
                 let argv = self.argv(&cmd.command);
                 let history = format!("CMD {}", go_quoted_list(&argv));
                 self.config.insert("Cmd".into(), json!(argv));
+                if self.dockerfile {
+                    self.config.insert("ArgsEscaped".into(), json!(true));
+                }
                 self.cmd_set = true;
                 history
             }
