@@ -369,15 +369,13 @@ fn health_history(health: &Health) -> String {
             (test, durations, *retries)
         }
     };
-    let durations: Vec<String> = durations
-        .iter()
-        .map(|nanos| format!("\"{}\"", go_duration(*nanos)))
-        .collect();
+    // BuildKit v0.32 (convert.go `dispatchHealthcheck`) records `HEALTHCHECK %+v` of the config's
+    // HealthcheckConfig: Go prints the struct's fields by name, a []string as `[a b]`.
+    let [interval, timeout, start_period, start_interval] = durations.map(go_duration);
     format!(
-        "&{{{} {} {}}}",
-        go_quoted_list(&test),
-        durations.join(" "),
-        go_quoted_rune(retries)
+        "{{Test:[{}] Interval:{interval} Timeout:{timeout} StartPeriod:{start_period} \
+         StartInterval:{start_interval} Retries:{retries}}}",
+        test.join(" ")
     )
 }
 
@@ -424,34 +422,6 @@ fn go_duration(nanos: i64) -> String {
         text
     };
     format!("{sign}{text}")
-}
-
-/// A number as Go's `%q` prints an integer: the quoted rune (`strconv.QuoteRune`). Printable
-/// characters stand for themselves (outside ASCII, Rust's idea of a control or space character
-/// stands in for Go's `unicode.IsPrint`); the rest are escaped.
-fn go_quoted_rune(value: u32) -> String {
-    let escaped = match value {
-        0x07 => "\\a".to_string(),
-        0x08 => "\\b".to_string(),
-        0x0c => "\\f".to_string(),
-        0x0a => "\\n".to_string(),
-        0x0d => "\\r".to_string(),
-        0x09 => "\\t".to_string(),
-        0x0b => "\\v".to_string(),
-        0x5c => "\\\\".to_string(),
-        0x27 => "\\'".to_string(),
-        0..0x20 | 0x7f => format!("\\x{value:02x}"),
-        // Go replaces what is no rune at all by U+FFFD, which prints as itself.
-        0x11_0000.. => '\u{fffd}'.to_string(),
-        _ => match char::from_u32(value) {
-            Some(c) if c == ' ' || !(c.is_control() || c.is_whitespace()) => c.to_string(),
-            Some(_) if value < 0x1_0000 => format!("\\u{value:04x}"),
-            Some(_) => format!("\\U{value:08x}"),
-            // A surrogate: Go escapes U+FFFD for it.
-            None => "\\ufffd".to_string(),
-        },
-    };
-    format!("'{escaped}'")
 }
 
 /// A list as Go's `%q` prints a `[]string`: `["/bin/sh" "-c" "echo hi"]`.
@@ -583,8 +553,9 @@ mod tests {
         assert_eq!(same_stage.config()["Cmd"], json!(["echo", "from-first"]));
     }
 
+    /// BuildKit v0.32's `HEALTHCHECK %+v` (the texts buildctl records for these).
     #[test]
-    fn healthcheck_history_is_gos_quoted_struct() {
+    fn healthcheck_history_is_gos_struct_with_field_names() {
         let (_, history) = applied(
             "HEALTHCHECK --interval=1m30s --timeout=5s --start-period=250ms --retries=3 \
              CMD [\"sh\", \"-c\", \"true\"]\nHEALTHCHECK CMD curl -f x\nHEALTHCHECK NONE",
@@ -592,15 +563,18 @@ mod tests {
         assert_eq!(
             history,
             [
-                r#"HEALTHCHECK &{["CMD" "sh" "-c" "true"] "1m30s" "5s" "250ms" "0s" '\x03'}"#,
-                r#"HEALTHCHECK &{["CMD-SHELL" "curl -f x"] "0s" "0s" "0s" "0s" '\x00'}"#,
-                r#"HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'}"#,
+                "HEALTHCHECK {Test:[CMD sh -c true] Interval:1m30s Timeout:5s StartPeriod:250ms \
+                 StartInterval:0s Retries:3}",
+                "HEALTHCHECK {Test:[CMD-SHELL curl -f x] Interval:0s Timeout:0s StartPeriod:0s \
+                 StartInterval:0s Retries:0}",
+                "HEALTHCHECK {Test:[NONE] Interval:0s Timeout:0s StartPeriod:0s StartInterval:0s \
+                 Retries:0}",
             ]
         );
     }
 
     #[test]
-    fn durations_and_runes_print_as_go_prints_them() {
+    fn durations_print_as_go_prints_them() {
         let durations = [
             (0, "0s"),
             (800, "800ns"),
@@ -615,24 +589,6 @@ mod tests {
         ];
         for (nanos, text) in durations {
             assert_eq!(go_duration(nanos), text, "{nanos}ns");
-        }
-        let runes = [
-            (0, r"'\x00'"),
-            (4, r"'\x04'"),
-            (9, r"'\t'"),
-            (10, r"'\n'"),
-            (32, "' '"),
-            (39, r"'\''"),
-            (65, "'A'"),
-            (92, r"'\\'"),
-            (127, r"'\x7f'"),
-            (0xe9, "'é'"),
-            (0x85, r"'\u0085'"),
-            (0xd800, r"'\ufffd'"),
-            (0x11_0000, "'\u{fffd}'"),
-        ];
-        for (value, text) in runes {
-            assert_eq!(go_quoted_rune(value), text, "{value}");
         }
     }
 
