@@ -604,6 +604,9 @@ async fn plan_with_images(
     let mut every_base_looked_up = false;
     loop {
         for (name, image) in &images {
+            if plan_options.resolve.base_images.contains_key(name) {
+                continue;
+            }
             let config = image.config.config().clone().unwrap_or_default();
             let env = env_pairs(config.env().as_deref().unwrap_or_default());
             let onbuild = onbuild_triggers(&image.config_bytes);
@@ -642,7 +645,8 @@ async fn plan_with_images(
         }
         planned => planned?,
     };
-    // Then the images COPY --from reads.
+    // What the plan names that the rounds above did not reach (they stop at a stage that does
+    // not resolve, which the plan then reports, or at a name that is not a reference).
     lookup_images(store, options, progress, &plan.images, &mut images).await?;
     Ok((plan, images))
 }
@@ -755,15 +759,17 @@ fn source_date_epoch(
         None | Some("") | Some("context") => return Ok(None),
         Some(text) => text,
     };
+    // The value as the error shows it: bounded, whatever was passed.
+    let invalid = || BuildError::SourceDateEpoch(text.chars().take(40).collect());
     if let Ok(seconds) = text.parse::<i64>() {
         return if seconds >= 0 {
             Ok(Some(seconds))
         } else {
-            Err(BuildError::SourceDateEpoch(text.to_string()))
+            Err(invalid())
         };
     }
     let Some(stage) = resolved.stage_by_name(text) else {
-        return Err(BuildError::SourceDateEpoch(text.chars().take(40).collect()));
+        return Err(invalid());
     };
     let refuse = |reason: String| BuildError::SourceDateEpochStage {
         stage: text.to_string(),
