@@ -12,7 +12,9 @@ use crate::frontend::context::SourceMatch;
 use crate::frontend::dag::StageId;
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::{ConfigBuilder, clean_path, env_key, env_pairs};
-use crate::frontend::instruction::{Add, Command, Copy, InlineFile, Instruction, Network, Run};
+use crate::frontend::instruction::{
+    Add, Command, Copy, InlineFile, Instruction, MountType, Network, Run, Sharing,
+};
 use crate::frontend::plan::Plan;
 use crate::frontend::stage::{Base, DEFAULT_PATH, Stage};
 use crate::oci::{Digest, Platform};
@@ -59,6 +61,102 @@ pub struct RunOp {
     pub user: String,
     /// `none` or `host`.
     pub network: String,
+    /// `RUN --mount`s in the order written, then the heredoc script's (BuildKit mounts a `#!`
+    /// heredoc at `/dev/pipes/`). Left out of the definition when empty, so the digests of RUN
+    /// ops without mounts are those of kiln versions before mounts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<RunMount>,
+    /// `RUN --security=insecure`: all capabilities, no seccomp (needs `--allow security.insecure`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Where a bind or cache mount reads its content.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MountInput {
+    /// The build context (a bind mount without `from=`).
+    Context,
+    /// The filesystem of the op's input with this index (`from=stage` or `from=image`; input 0
+    /// is the filesystem the command runs on).
+    Input(usize),
+}
+
+/// One mount of a RUN op, as BuildKit's `dispatchRunMounts` makes it: targets absolute (a
+/// relative one is joined to the working directory), ids and defaults filled in. What is part of
+/// the op's identity is what BuildKit puts in the exec op: never a secret's value, and never a
+/// cache mount's content.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunMount {
+    /// `type=bind`: `source` (a path in `from`, `/` by default) at `target`. Writes (`rw`) are
+    /// discarded after the step.
+    Bind {
+        target: String,
+        source: String,
+        from: MountInput,
+        readwrite: bool,
+        /// For [`MountInput::Context`]: the context paths the mount reads, sorted; their content
+        /// goes into the step's cache key, as COPY's do.
+        #[serde(skip)]
+        context_paths: Vec<String>,
+    },
+    /// `type=cache`: a directory of the store kept between builds, by `id` (default: the
+    /// target). Created from `source` of `from` (empty by default), with `mode`/`uid`/`gid`.
+    Cache {
+        target: String,
+        id: String,
+        sharing: Sharing,
+        readonly: bool,
+        from: Option<MountInput>,
+        source: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `type=tmpfs`.
+    Tmpfs { target: String, size: Option<u64> },
+    /// `type=secret`: the secret `id` as a file at `target` (none: only `env`) and/or as the
+    /// environment variable `env`.
+    Secret {
+        id: String,
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `type=ssh`: the agent socket of the build's `--ssh` `id` at `target`.
+    Ssh {
+        id: String,
+        target: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A `#!` heredoc (`RUN <<EOF`): the file `name` (mode 0755) alone in a read-only directory
+    /// at `target`.
+    Script {
+        target: String,
+        name: String,
+        content: String,
+    },
+}
+
+impl RunMount {
+    /// Where the mount appears in the sandbox (`None`: a secret given only as a variable).
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            RunMount::Bind { target, .. }
+            | RunMount::Cache { target, .. }
+            | RunMount::Tmpfs { target, .. }
+            | RunMount::Ssh { target, .. }
+            | RunMount::Script { target, .. } => Some(target),
+            RunMount::Secret { target, .. } => target.as_deref(),
+        }
+    }
 }
 
 /// Where a COPY/ADD reads.
@@ -166,6 +264,14 @@ pub enum CompileError {
     MissingImage { name: String, span: Span },
     #[error("COPY --from={from}: no stage or image by that name")]
     BadFrom { from: String, span: Span },
+    #[error("RUN --mount from={from}: no earlier stage or image by that name")]
+    BadMountFrom { from: String, span: Span },
+    #[error("{what} needs the {entitlement} entitlement")]
+    Entitlement {
+        what: String,
+        entitlement: &'static str,
+        span: Span,
+    },
 }
 
 impl CompileError {
@@ -175,7 +281,9 @@ impl CompileError {
             CompileError::Unsupported { span, .. }
             | CompileError::Config { span, .. }
             | CompileError::MissingImage { span, .. }
-            | CompileError::BadFrom { span, .. } => *span,
+            | CompileError::BadFrom { span, .. }
+            | CompileError::BadMountFrom { span, .. }
+            | CompileError::Entitlement { span, .. } => *span,
         }
     }
 
@@ -187,6 +295,9 @@ impl CompileError {
                  or bring the image in with `kiln load` or `kiln import`"
                     .to_string(),
             ),
+            CompileError::Entitlement { entitlement, .. } => {
+                Some(format!("build with --allow {entitlement} to allow it"))
+            }
             _ => None,
         }
     }
@@ -203,6 +314,8 @@ pub struct CompileOptions<'a> {
     pub no_cache_filter: &'a [String],
     /// Identifies this Dockerfile in step positions (its path, or `-`).
     pub dockerfile_name: &'a str,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run.
+    pub allow_insecure: bool,
 }
 
 /// Compiles the plan's needed stages into ops.
@@ -435,12 +548,14 @@ impl Compiler<'_> {
         let span = instruction.span();
         match instruction {
             Instruction::Run(run) => {
-                let op = self.run_op(run, state)?;
+                let (op, mount_inputs) = self.run_op(run, stage, index, state)?;
                 let history = format!("RUN {}", run_history(&op.args, stage, index, &state.vars));
                 let name = numbering.next(&text);
+                let mut inputs = vec![state.node];
+                inputs.extend(mount_inputs);
                 let node = self.add(
                     BuildOp::Run(op),
-                    vec![state.node],
+                    inputs,
                     &span,
                     Some(name),
                     stage,
@@ -571,32 +686,42 @@ impl Compiler<'_> {
         Ok(())
     }
 
-    fn run_op(&self, run: &Run, state: &StageState) -> Result<RunOp, CompileError> {
-        if !run.mounts.is_empty() {
-            return Err(CompileError::Unsupported {
-                message: "RUN --mount is not supported by kiln yet".to_string(),
+    /// The RUN op and the nodes its mounts read (`from=`), inputs 1.. of the op.
+    fn run_op(
+        &mut self,
+        run: &Run,
+        stage: &Stage,
+        index: usize,
+        state: &StageState,
+    ) -> Result<(RunOp, Vec<NodeId>), CompileError> {
+        let insecure = run.security.is_some_and(|s| s.as_str() == "insecure");
+        if insecure && !self.options.allow_insecure {
+            return Err(CompileError::Entitlement {
+                what: "RUN --security=insecure".to_string(),
+                entitlement: "security.insecure",
                 span: run.span,
             });
         }
-        if run.security.is_some_and(|s| s.as_str() == "insecure") {
-            return Err(CompileError::Unsupported {
-                message: "RUN --security=insecure is not supported by kiln".to_string(),
-                span: run.span,
-            });
-        }
+        let cwd = state.config.working_dir();
+        let (mut mounts, inputs) = self.run_mounts(run, stage, index, &cwd)?;
         let command = match (&run.command, run.heredocs.as_slice()) {
             (command, []) => command.clone(),
             // BuildKit: a command that is just `<<EOF` runs the body as the shell's script;
             // otherwise the heredocs are put back after the line for the shell to read.
+            // A body that starts with `#!` is a script: BuildKit writes it (mode 0755) into a
+            // scratch filesystem mounted read-only at /dev/pipes/ and runs it by path, through
+            // the shell like any shell-form command (dockerfile2llb `dispatchRun`).
+            (Command::Shell(line), [first, ..])
+                if is_heredoc_marker(line) && first.content.starts_with("#!") =>
+            {
+                mounts.push(RunMount::Script {
+                    target: "/dev/pipes".to_string(),
+                    name: first.name.clone(),
+                    content: first.content.clone(),
+                });
+                Command::Shell(format!("/dev/pipes/{}", first.name))
+            }
             (Command::Shell(line), [first, ..]) if is_heredoc_marker(line) => {
-                if first.content.starts_with("#!") {
-                    return Err(CompileError::Unsupported {
-                        message: "RUN with a heredoc script that starts with #! is not \
-                                  supported by kiln yet"
-                            .to_string(),
-                        span: run.span,
-                    });
-                }
                 Command::Shell(first.content.clone())
             }
             (Command::Shell(line), heredocs) => {
@@ -633,13 +758,163 @@ impl Compiler<'_> {
                 crate::runtime::Network::Host => "host",
             },
         };
-        Ok(RunOp {
-            args: state.config.argv(&command),
-            env,
-            cwd: state.config.working_dir(),
-            user: state.config.user(),
-            network: network.to_string(),
-        })
+        Ok((
+            RunOp {
+                args: state.config.argv(&command),
+                env,
+                cwd,
+                user: state.config.user(),
+                network: network.to_string(),
+                mounts,
+                insecure,
+            },
+            inputs,
+        ))
+    }
+
+    /// A RUN's `--mount`s with BuildKit's defaults (`dispatchRunMounts`, `dispatchSecret`,
+    /// `dispatchSSH`, llb's `AddSSHSocket`), and the nodes they read.
+    fn run_mounts(
+        &mut self,
+        run: &Run,
+        stage: &Stage,
+        index: usize,
+        cwd: &str,
+    ) -> Result<(Vec<RunMount>, Vec<NodeId>), CompileError> {
+        let mut mounts = Vec::new();
+        let mut inputs: Vec<NodeId> = Vec::new();
+        let mut ssh_index = 0;
+        let context_reads = self
+            .plan
+            .context_reads
+            .iter()
+            .filter(|r| r.stage == stage.index && r.instruction == index)
+            .collect::<Vec<_>>();
+        for (position, m) in run.mounts.iter().enumerate() {
+            let span = m.span;
+            let target = || mount_target(m.target.as_deref().unwrap_or(""), cwd, span);
+            let mut input = |this: &mut Self, from: &str| -> Result<MountInput, CompileError> {
+                let node = this.node_for_from(from, span, stage).map_err(|_| {
+                    CompileError::BadMountFrom {
+                        from: from.to_string(),
+                        span,
+                    }
+                })?;
+                let index = match inputs.iter().position(|&n| n == node) {
+                    Some(i) => i,
+                    None => {
+                        inputs.push(node);
+                        inputs.len() - 1
+                    }
+                };
+                Ok(MountInput::Input(index + 1))
+            };
+            let source = m
+                .source
+                .as_deref()
+                .map_or_else(|| "/".to_string(), clean_path);
+            let mount = match m.kind {
+                MountType::Bind => {
+                    let (from, context_paths) = match &m.from {
+                        Some(from) => (input(self, from)?, Vec::new()),
+                        None => (
+                            MountInput::Context,
+                            context_reads
+                                .iter()
+                                .find(|r| r.mount == Some(position))
+                                .map(|r| context_paths(&r.sources))
+                                .unwrap_or_default(),
+                        ),
+                    };
+                    RunMount::Bind {
+                        target: target()?,
+                        source,
+                        from,
+                        readwrite: !m.readonly,
+                        context_paths,
+                    }
+                }
+                MountType::Cache => {
+                    // The id defaults to the target as written, cleaned (not made absolute).
+                    let id = match &m.id {
+                        Some(id) if !id.is_empty() => id.clone(),
+                        _ => clean_relative(m.target.as_deref().unwrap_or("")),
+                    };
+                    RunMount::Cache {
+                        target: target()?,
+                        id,
+                        sharing: m.sharing.unwrap_or(Sharing::Shared),
+                        readonly: m.readonly,
+                        from: match &m.from {
+                            Some(from) => Some(input(self, from)?),
+                            None => None,
+                        },
+                        source,
+                        mode: m.mode.unwrap_or(0o755),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    }
+                }
+                MountType::Tmpfs => RunMount::Tmpfs {
+                    target: target()?,
+                    size: m.size,
+                },
+                MountType::Secret => {
+                    let id = match (&m.source, &m.id, &m.target) {
+                        (Some(source), _, _) => source.clone(),
+                        (None, Some(id), _) if !id.is_empty() => id.clone(),
+                        (None, _, Some(target)) => base_name(target),
+                        (None, _, None) => {
+                            return Err(CompileError::Unsupported {
+                                message: "a secret mount needs id=, source= or target=".into(),
+                                span,
+                            });
+                        }
+                    };
+                    let target = match (&m.target, &m.env) {
+                        (Some(t), _) => Some(mount_target(t, cwd, span)?),
+                        (None, Some(_)) => None,
+                        (None, None) => Some(format!("/run/secrets/{}", base_name(&id))),
+                    };
+                    RunMount::Secret {
+                        id,
+                        target,
+                        env: m.env.clone(),
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o400),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    }
+                }
+                MountType::Ssh => {
+                    if m.source.is_some() {
+                        return Err(CompileError::Unsupported {
+                            message: "an ssh mount does not take source=".into(),
+                            span,
+                        });
+                    }
+                    let target = match &m.target {
+                        Some(t) => mount_target(t, cwd, span)?,
+                        None => format!("/run/buildkit/ssh_agent.{ssh_index}"),
+                    };
+                    ssh_index += 1;
+                    RunMount::Ssh {
+                        id: m
+                            .id
+                            .clone()
+                            .filter(|id| !id.is_empty())
+                            .unwrap_or_else(|| "default".to_string()),
+                        target,
+                        required: m.required,
+                        mode: m.mode.unwrap_or(0o600),
+                        uid: m.uid.unwrap_or(0),
+                        gid: m.gid.unwrap_or(0),
+                    }
+                }
+            };
+            mounts.push(mount);
+        }
+        Ok((mounts, inputs))
     }
 
     fn copy_op_for_add(
@@ -920,11 +1195,50 @@ fn context_paths(sources: &[SourceMatch]) -> Vec<String> {
 }
 
 /// `<<EOF`, `<<-EOF`, `<<"EOF"`: a command that is only a heredoc.
+/// A mount target made absolute as BuildKit does (a relative one is joined to the working
+/// directory) and cleaned; `/` is refused.
+fn mount_target(target: &str, cwd: &str, span: Span) -> Result<String, CompileError> {
+    let joined = if target.starts_with('/') {
+        target.to_string()
+    } else {
+        format!("{}/{target}", if cwd.is_empty() { "/" } else { cwd })
+    };
+    let cleaned = clean_path(&joined);
+    if cleaned == "/" {
+        return Err(CompileError::Unsupported {
+            message: format!("invalid mount target {target:?}: a mount cannot replace the root"),
+            span,
+        });
+    }
+    Ok(cleaned)
+}
+
+/// Go's `path.Clean` of a path that may be relative (`a/../b` is `b`, `` is `.`).
+fn clean_relative(path: &str) -> String {
+    if path.starts_with('/') {
+        return clean_path(path);
+    }
+    let cleaned = clean_path(&format!("/{path}"));
+    match cleaned.strip_prefix('/') {
+        Some("") | None => ".".to_string(),
+        Some(rest) => rest.to_string(),
+    }
+}
+
+/// Go's `path.Base`.
+fn base_name(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return if path.is_empty() { "." } else { "/" }.to_string();
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
 fn is_heredoc_marker(line: &str) -> bool {
     let Some(rest) = line.trim().strip_prefix("<<") else {
         return false;
     };
-    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_start();
     let name = rest.trim_matches(|c| c == '"' || c == '\'');
     !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
 }

@@ -71,6 +71,8 @@ pub struct BuildOptions {
     pub pull: crate::registry::PullPolicy,
     /// How the registry client behaves (insecure registries, credentials, parallelism).
     pub registry: crate::registry::ClientOptions,
+    /// `--allow security.insecure`: `RUN --security=insecure` may run.
+    pub allow_insecure: bool,
 }
 
 impl Default for BuildOptions {
@@ -93,6 +95,7 @@ impl Default for BuildOptions {
             cache_to: Vec::new(),
             pull: crate::registry::PullPolicy::Missing,
             registry: crate::registry::ClientOptions::default(),
+            allow_insecure: false,
         }
     }
 }
@@ -348,6 +351,7 @@ async fn prepare(
             no_cache: options.no_cache,
             no_cache_filter: &options.no_cache_filter,
             dockerfile_name: &options.dockerfile_name,
+            allow_insecure: options.allow_insecure,
         },
     )?;
     progress.event(BuildEvent::Planned {

@@ -1,13 +1,14 @@
 //! The solver's worker for build ops: cache keys from op digests and context checksums, cache
 //! lookups in the store's records, and running RUN/COPY/ADD/WORKDIR through the executor.
 
-use super::compile::{BuildOp, CopyFrom, CopyOp, MkdirOp, RunOp, Step};
+use super::compile::{BuildOp, CopyFrom, CopyOp, MkdirOp, MountInput, RunMount, RunOp, Step};
 use super::progress::{BuildEvent, LogStream, Progress};
 use crate::archive::{ArchiveError, ensure_snapshots};
 use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
 use crate::builder::steps::copy::{
     CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
 };
+use crate::builder::steps::mounts::{self, MountError, MountSources};
 use crate::builder::steps::run::{RunStep, RunStepError, run_step};
 use crate::cache::remote::{ImportedCache, SharedCacheError};
 use crate::cache::{CacheError, CacheRecords, ContentSum, KeyParts, StatCache, checksum_paths};
@@ -79,6 +80,8 @@ pub enum StepError {
     Run(#[from] RunStepError),
     #[error(transparent)]
     Copy(#[from] CopyError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error(transparent)]
     Layer(#[from] LayerCommitError),
     #[error(transparent)]
@@ -195,15 +198,32 @@ impl BuildWorker {
         &self,
         node: NodeId,
         op: &RunOp,
-        parent: &Snapshot,
+        inputs: &[Snapshot],
         key: &Digest,
         cancel: &Cancel,
     ) -> Result<Snapshot, StepError> {
+        let parent = inputs.first().ok_or(StepError::MissingInput)?;
         let lowers = self.lower_dirs(parent)?;
+        let mut input_dirs = vec![lowers.clone()];
+        for input in &inputs[1..] {
+            input_dirs.push(self.lower_dirs(input)?);
+        }
+        // Held until the sandbox is gone: copies, cache-mount locks.
+        let prepared = mounts::prepare(
+            &self.store,
+            &op.mounts,
+            &MountSources {
+                context: self.context.as_deref(),
+                inputs: &input_dirs,
+            },
+            cancel,
+        )?;
         let staged = StagedUpper::new(&self.store)?;
+        let mut env = op.env.clone();
+        env.extend(prepared.env.iter().cloned());
         let step = RunStep {
             args: op.args.clone(),
-            env: op.env.clone(),
+            env,
             cwd: op.cwd.clone(),
             user: op.user.clone(),
             network: if op.network == "none" {
@@ -212,7 +232,7 @@ impl BuildWorker {
                 Network::Host
             },
             hostname: "buildkitsandbox".to_string(),
-            mounts: Vec::new(),
+            mounts: prepared.mounts.clone(),
         };
         let progress = self.progress.clone();
         let on_line = move |stream: LogStream, line: &str| {
@@ -365,6 +385,39 @@ impl Worker for BuildWorker {
                     &self.stat_cache,
                 )?)
             }
+            // The content of what the context bind mounts read, as COPY's sources.
+            BuildOp::Run(run) => {
+                let mut paths: Vec<String> = run
+                    .mounts
+                    .iter()
+                    .filter_map(|m| match m {
+                        RunMount::Bind {
+                            from: MountInput::Context,
+                            context_paths,
+                            ..
+                        } => Some(context_paths.iter().cloned()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let reads_context = run.mounts.iter().any(|m| {
+                    matches!(
+                        m,
+                        RunMount::Bind {
+                            from: MountInput::Context,
+                            ..
+                        }
+                    )
+                });
+                if reads_context {
+                    paths.sort();
+                    paths.dedup();
+                    let context = self.context.as_deref().ok_or(StepError::NoContext)?;
+                    Some(checksum_paths(context.root(), &paths, &self.stat_cache)?)
+                } else {
+                    None
+                }
+            }
             _ => None,
         };
         let parts = KeyParts {
@@ -432,13 +485,7 @@ impl Worker for BuildWorker {
         let snapshot = match op {
             BuildOp::Scratch => Snapshot::default_empty(),
             BuildOp::Image { name, .. } => self.image_snapshot(name),
-            BuildOp::Run(run) => self.run(
-                node,
-                run,
-                parent.ok_or(StepError::MissingInput)?,
-                key,
-                cancel,
-            )?,
+            BuildOp::Run(run) => self.run(node, run, &inputs, key, cancel)?,
             BuildOp::Copy(copy) => self.copy(node, copy, &inputs, key, cancel)?,
             BuildOp::Mkdir(dir) => {
                 self.mkdir(node, dir, parent.ok_or(StepError::MissingInput)?, key)?

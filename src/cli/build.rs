@@ -101,6 +101,20 @@ pub struct BuildArgs {
     /// COPY/ADD reads, without building.
     #[arg(long)]
     dry_run: bool,
+    /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
+    /// `network.host` (repeatable, or comma-separated).
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
+    allow: Vec<Entitlement>,
+}
+
+/// What `--allow` can grant (BuildKit's entitlements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Entitlement {
+    #[value(name = "security.insecure")]
+    SecurityInsecure,
+    /// Accepted: RUN steps use the host's network anyway until kiln has its own.
+    #[value(name = "network.host")]
+    NetworkHost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -162,6 +176,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             kiln::registry::PullPolicy::Missing
         },
         registry: args.registry.client_options(),
+        allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
     };
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(

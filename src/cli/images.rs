@@ -457,6 +457,10 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation.
     #[arg(short, long)]
     force: bool,
+    /// Keep the `RUN --mount=type=cache` directories (removed by default when no build holds
+    /// them, as `docker builder prune` removes them).
+    #[arg(long)]
+    keep_cache_mounts: bool,
 }
 
 /// `docker image prune` plus kiln's own garbage: unreferenced blobs and snapshots, staging
@@ -469,10 +473,15 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
         } else {
             "all dangling images"
         };
+        let cache_mounts = if args.keep_cache_mounts {
+            ""
+        } else {
+            "\n  - all build cache mounts (RUN --mount=type=cache) no build is using"
+        };
         print!(
             "WARNING! This will remove:\n  - {images}\n  - all blobs and layer snapshots no \
-             remaining image uses\n  - staging files left by killed kiln processes\nAre you \
-             sure you want to continue? [y/N] "
+             remaining image uses\n  - staging files left by killed kiln processes{cache_mounts}\n\
+             Are you sure you want to continue? [y/N] "
         );
         std::io::stdout().flush()?;
         let mut answer = String::new();
@@ -483,6 +492,11 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
         }
     }
     let report = store.prune(PruneOptions { all: args.all })?;
+    let cache_mounts = if args.keep_cache_mounts {
+        kiln::store::CacheMountPrune::default()
+    } else {
+        store.prune_cache_mounts()?
+    };
     let mut out = String::new();
     if !report.removals.is_empty() {
         out.push_str("Deleted Images:\n");
@@ -501,6 +515,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
         (report.blobs, "unreferenced blob"),
         (report.snapshots, "layer snapshot"),
         (report.staging, "stale staging entry"),
+        (cache_mounts.removed, "cache mount"),
     ];
     let parts: Vec<String> = counts
         .iter()
@@ -512,7 +527,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
     }
     out.push_str(&format!(
         "Total reclaimed space: {}\n",
-        human_size(report.reclaimed, 4)
+        human_size(report.reclaimed + cache_mounts.reclaimed, 4)
     ));
     print!("{out}");
     Ok(())
@@ -550,6 +565,7 @@ pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
         row("Images", usage.images),
         row("Containers", usage.containers),
         row("Layer snapshots", usage.snapshots),
+        row("Cache mounts", usage.cache_mounts),
     ];
     let header = json!({
         "Type": "TYPE",

@@ -8,7 +8,7 @@
 use crate::frontend::context::{BuildContext, ContextError, SourceMatch};
 use crate::frontend::dag::{DagError, StageDag, StageId};
 use crate::frontend::diagnostic::{Located, Span};
-use crate::frontend::instruction::Instruction;
+use crate::frontend::instruction::{Instruction, MountType};
 use crate::frontend::stage::{ResolveOptions, Resolved, StageError};
 use crate::frontend::{SyntaxError, ast::Dockerfile};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,8 @@ pub struct ContextRead {
     pub stage: StageId,
     /// Index into the stage's `instructions`.
     pub instruction: usize,
+    /// For a RUN: which of its `--mount`s (a bind mount of the context); `None` for COPY/ADD.
+    pub mount: Option<usize>,
     pub sources: Vec<SourceMatch>,
 }
 
@@ -173,28 +175,28 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
             continue;
         };
         for (index, instruction) in stage.instructions.iter().enumerate() {
-            let Some((sources, span)) = context_sources(instruction) else {
-                continue;
-            };
-            // The context is walked once, and only when a needed instruction reads it.
-            let ctx = match &mut context {
-                Some(ctx) => ctx,
-                None => context.insert(BuildContext::open(
-                    &opts.context_dir,
-                    opts.dockerfile_path.as_deref(),
-                )?),
-            };
-            let sources = ctx
-                .select_sources(&sources)
-                .map_err(|source| PlanError::Source {
-                    source: Box::new(source),
-                    span,
-                })?;
-            context_reads.push(ContextRead {
-                stage: stage_id,
-                instruction: index,
-                sources,
-            });
+            for (mount, sources, span) in context_sources(instruction) {
+                // The context is walked once, and only when a needed instruction reads it.
+                let ctx = match &mut context {
+                    Some(ctx) => ctx,
+                    None => context.insert(BuildContext::open(
+                        &opts.context_dir,
+                        opts.dockerfile_path.as_deref(),
+                    )?),
+                };
+                let sources = ctx
+                    .select_sources(&sources)
+                    .map_err(|source| PlanError::Source {
+                        source: Box::new(source),
+                        span,
+                    })?;
+                context_reads.push(ContextRead {
+                    stage: stage_id,
+                    instruction: index,
+                    mount,
+                    sources,
+                });
+            }
         }
     }
     Ok(Plan {
@@ -236,14 +238,31 @@ pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<Str
 /// The local context sources of a COPY/ADD that reads the build context (not `--from`, not
 /// only heredocs; ADD's URLs and git repositories are fetched, not read from the context), with
 /// the instruction's span.
-fn context_sources(instruction: &Instruction) -> Option<(Vec<String>, Span)> {
+/// What an instruction reads from the context: a COPY/ADD's local sources (mount `None`), or
+/// each bind mount of a RUN without `from=` (BuildKit mounts the context then), by its index.
+fn context_sources(instruction: &Instruction) -> Vec<(Option<usize>, Vec<String>, Span)> {
     let (sources, span) = match instruction {
         Instruction::Copy(c) if c.from.is_none() => (&c.sources, c.span),
         Instruction::Add(a) => (&a.sources, a.span),
-        _ => return None,
+        Instruction::Run(r) => {
+            return r
+                .mounts
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.kind == MountType::Bind && m.from.is_none())
+                .map(|(i, m)| {
+                    let source = m.source.clone().unwrap_or_else(|| "/".to_string());
+                    (Some(i), vec![source], m.span)
+                })
+                .collect();
+        }
+        _ => return Vec::new(),
     };
     let local: Vec<String> = sources.iter().filter(|s| !is_remote(s)).cloned().collect();
-    (!local.is_empty()).then_some((local, span))
+    if local.is_empty() {
+        return Vec::new();
+    }
+    vec![(None, local, span)]
 }
 
 /// An ADD source that is fetched rather than read from the context (BuildKit: a URL, or a git

@@ -78,6 +78,8 @@ pub struct DiskUsage {
     pub containers: Usage,
     /// Unpacked layers (active: used by an image a container uses).
     pub snapshots: Usage,
+    /// `RUN --mount=type=cache` directories (active: held by a build now).
+    pub cache_mounts: Usage,
 }
 
 /// The blobs and diff IDs reachable from some roots.
@@ -270,6 +272,15 @@ impl Store {
                 usage.containers.active += 1;
             } else {
                 usage.containers.reclaimable += size;
+            }
+        }
+        for cache in self.cache_mounts()? {
+            usage.cache_mounts.total += 1;
+            usage.cache_mounts.size += cache.size;
+            if cache.in_use {
+                usage.cache_mounts.active += 1;
+            } else {
+                usage.cache_mounts.reclaimable += cache.size;
             }
         }
         for (diff_id, dir) in self.snapshots()? {

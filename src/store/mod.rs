@@ -24,6 +24,7 @@
 //! ([`crate::oci::Reference`]) kept normalised and printed familiar ([`ImageName`]).
 
 pub mod blob;
+mod cache_mount;
 mod container;
 mod gc;
 mod index;
@@ -31,6 +32,9 @@ mod name;
 mod origin;
 
 pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
+pub use cache_mount::{
+    CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
+};
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};

@@ -32,13 +32,13 @@ const BASE_HISTORY: usize = 4;
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A store of its own in a temporary directory, with the busybox `base` image built in it.
-struct Builder {
-    root: tempfile::TempDir,
-    busybox: PathBuf,
+pub(crate) struct Builder {
+    pub(crate) root: tempfile::TempDir,
+    pub(crate) busybox: PathBuf,
 }
 
 /// A [`Builder`] with `base` built, or `None` (after a skip notice) without root or busybox.
-fn builder() -> Option<Builder> {
+pub(crate) fn builder() -> Option<Builder> {
     support::root()?;
     let busybox = support::busybox()?;
     let builder = Builder {
@@ -51,14 +51,14 @@ fn builder() -> Option<Builder> {
 }
 
 /// One `kiln build --progress json` run: how it ended and its events.
-struct Built {
-    out: Output,
-    events: Events,
+pub(crate) struct Built {
+    pub(crate) out: Output,
+    pub(crate) events: Events,
 }
 
 impl Built {
     /// Asserts the build succeeded; returns the image ID it printed in its `finished` event.
-    fn ok(&self) -> String {
+    pub(crate) fn ok(&self) -> String {
         assert_eq!(
             self.out.status.code(),
             Some(0),
@@ -72,7 +72,7 @@ impl Built {
     }
 
     /// Asserts the build failed with exit code 1 and printed nothing on stdout; returns stderr.
-    fn fails(&self) -> String {
+    pub(crate) fn fails(&self) -> String {
         assert_eq!(
             self.out.status.code(),
             Some(1),
@@ -89,29 +89,29 @@ impl Built {
 }
 
 impl Builder {
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.root.path()
     }
 
     /// `kiln --root ROOT ARGS...`.
-    fn kiln(&self, args: &[&str]) -> Kiln {
+    pub(crate) fn kiln(&self, args: &[&str]) -> Kiln {
         kiln().root(self.root()).args(args)
     }
 
     /// A build context holding `items` and a copy of busybox.
-    fn context(&self, items: &[(&str, &str)]) -> tempfile::TempDir {
+    pub(crate) fn context(&self, items: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = support::context(items);
         fs::copy(&self.busybox, dir.path().join("busybox")).expect("copy busybox");
         dir
     }
 
     /// `kiln build --progress json ARGS CONTEXT`.
-    fn build(&self, context: &Path, args: &[&str]) -> Built {
+    pub(crate) fn build(&self, context: &Path, args: &[&str]) -> Built {
         self.build_with(context, args, None)
     }
 
     /// [`Builder::build`] with `stdin` on standard input.
-    fn build_with(&self, context: &Path, args: &[&str], stdin: Option<&str>) -> Built {
+    pub(crate) fn build_with(&self, context: &Path, args: &[&str], stdin: Option<&str>) -> Built {
         let context = context.display().to_string();
         let mut all = vec!["build", "--progress", "json"];
         all.extend(args);
@@ -126,7 +126,7 @@ impl Builder {
     }
 
     /// `docker inspect`'s object for `image`.
-    fn inspect(&self, image: &str) -> Value {
+    pub(crate) fn inspect(&self, image: &str) -> Value {
         let out = self.kiln(&["inspect", image]).run().success().stdout_str();
         let mut all: Vec<Value> = serde_json::from_str(&out).expect("inspect prints JSON");
         assert_eq!(all.len(), 1, "{out}");
@@ -134,7 +134,7 @@ impl Builder {
     }
 
     /// The `created_by` of every history entry of `image`, oldest first.
-    fn history(&self, image: &str) -> Vec<String> {
+    pub(crate) fn history(&self, image: &str) -> Vec<String> {
         let out = self
             .kiln(&[
                 "history",
@@ -155,7 +155,7 @@ impl Builder {
     }
 
     /// The output of `kiln run --rm --entrypoint CMD IMAGE ARGS...`.
-    fn run(&self, image: &str, command: &str, args: &[&str]) -> String {
+    pub(crate) fn run(&self, image: &str, command: &str, args: &[&str]) -> String {
         let mut all = vec!["run", "--rm", "--entrypoint", command, image];
         all.extend(args);
         self.kiln(&all).run().success().stdout_str()
@@ -164,7 +164,7 @@ impl Builder {
 
 /// What a `--progress json` build reported.
 #[derive(Debug, Default)]
-struct Events {
+pub(crate) struct Events {
     /// Step names by step id, from the `planned` event.
     names: Vec<String>,
     started: BTreeSet<usize>,
@@ -176,7 +176,7 @@ struct Events {
 
 impl Events {
     /// Reads the JSON lines of `stderr`; the error report after them is plain text.
-    fn parse(stderr: &str) -> Events {
+    pub(crate) fn parse(stderr: &str) -> Events {
         let mut events = Events::default();
         for line in stderr.lines().filter(|l| l.starts_with('{')) {
             let event: Value = serde_json::from_str(line)
@@ -217,13 +217,13 @@ impl Events {
     }
 
     /// The instruction of step `id` without its `[stage i/n] ` prefix.
-    fn instruction(&self, id: usize) -> &str {
+    pub(crate) fn instruction(&self, id: usize) -> &str {
         let name = self.names.get(id).map_or("", String::as_str);
         name.split_once("] ").map_or(name, |(_, rest)| rest)
     }
 
     /// The instructions of the steps that ran, in step order.
-    fn ran(&self) -> Vec<&str> {
+    pub(crate) fn ran(&self) -> Vec<&str> {
         self.started
             .iter()
             .map(|&id| self.instruction(id))
@@ -231,12 +231,12 @@ impl Events {
     }
 
     /// The instructions of the steps that came from the cache, in step order.
-    fn hits(&self) -> Vec<&str> {
+    pub(crate) fn hits(&self) -> Vec<&str> {
         self.cached.iter().map(|&id| self.instruction(id)).collect()
     }
 
     /// Every planned step's instruction, in step order.
-    fn all(&self) -> Vec<&str> {
+    pub(crate) fn all(&self) -> Vec<&str> {
         (0..self.names.len())
             .map(|id| self.instruction(id))
             .collect()
@@ -264,14 +264,14 @@ fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
 
 /// What a path of an exported root filesystem is.
 #[derive(Debug, PartialEq, Eq)]
-enum Entry {
+pub(crate) enum Entry {
     File(String),
     Dir,
     Link(String),
     Absent,
 }
 
-fn file(text: &str) -> Entry {
+pub(crate) fn file(text: &str) -> Entry {
     Entry::File(text.to_string())
 }
 
@@ -280,7 +280,7 @@ fn link(target: &str) -> Entry {
 }
 
 /// What `path` is on disk.
-fn entry_at(path: &Path) -> Entry {
+pub(crate) fn entry_at(path: &Path) -> Entry {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return Entry::Absent;
     };

@@ -605,6 +605,7 @@ fn df_reports_images_containers_and_snapshots() {
     Images            3         1         11.36kB   5.982kB (52%)
     Containers        1         0         <n>B      <n>B (100%)
     Layer snapshots   1         1         6B        0B (0%)
+    Cache mounts      0         0         0B        0B
     ");
 }
 

@@ -4,6 +4,7 @@
 
 pub mod commit;
 pub mod copy;
+pub mod mounts;
 pub mod run;
 pub mod stubs;
 pub mod union;

@@ -1,0 +1,216 @@
+//! `RUN --mount` end to end (issue 13): bind mounts of the context and of stages, cache mounts
+//! kept between builds and shared by `sharing=`, tmpfs, secrets, ssh, heredoc scripts and
+//! `--security=insecure`, on the busybox base of `build.rs`. What a mount shows is read from
+//! the step's output written into the image; what must not be in a layer is checked in the
+//! exported filesystem.
+
+use crate::build::{Builder, builder};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Builds `dockerfile` in `ctx` with `args`, exporting the filesystem; returns its root.
+fn build_fs(builder: &Builder, ctx: &Path, dockerfile: &str, args: &[&str]) -> PathBuf {
+    fs::write(ctx.join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    let out = builder.root().join(format!(
+        "fs-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let dest = format!("type=local,dest={}", out.display());
+    let mut all = args.to_vec();
+    all.extend(["-o", dest.as_str()]);
+    builder.build(ctx, &all).ok();
+    out
+}
+
+fn read(root: &Path, path: &str) -> String {
+    fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn a_context_bind_mount_shows_the_source_read_only_and_busts_only_its_step() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[
+        ("src/a.txt", "a1\n"),
+        ("src/sub/b.txt", "b\n"),
+        ("other.txt", "other\n"),
+        ("secret.key", "ignored\n"),
+        (".dockerignore", "secret.key\n"),
+    ]);
+    let dockerfile = "FROM base\n\
+        RUN --mount=type=bind,source=src,target=/mnt/src cat /mnt/src/a.txt /mnt/src/sub/b.txt > /from-src\n\
+        RUN --mount=target=/ctx ls /ctx > /ctx-listing; cat /ctx/other.txt > /from-other\n\
+        RUN --mount=type=bind,source=other.txt,target=/one.txt cat /one.txt > /from-file\n\
+        RUN --mount=type=bind,source=src,target=/ro touch /ro/new 2> /ro-error || true\n";
+    let root = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(read(&root, "from-src"), "a1\nb\n");
+    assert_eq!(read(&root, "from-other"), "other\n");
+    assert_eq!(read(&root, "from-file"), "other\n");
+    let listing = read(&root, "ctx-listing");
+    assert!(
+        listing.contains("other.txt") && listing.contains("src"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("secret.key"),
+        ".dockerignore applies to a context mount: {listing}"
+    );
+    assert!(
+        read(&root, "ro-error").contains("Read-only file system"),
+        "a bind mount is read-only by default"
+    );
+    // The mount points the sandbox made are not in the layers.
+    for stub in ["mnt", "ctx", "one.txt", "ro"] {
+        assert!(
+            !root.join(stub).exists(),
+            "/{stub} is a mount stub in the image"
+        );
+    }
+
+    // Changing a file one mount reads reruns only that step (and those after it).
+    fs::write(ctx.path().join("other.txt"), "changed\n").expect("write");
+    let built = builder.build(ctx.path(), &[]);
+    built.ok();
+    let ran = built.events.ran();
+    assert!(
+        !ran.iter().any(|r| r.contains("/mnt/src")),
+        "the src mount step reran: {ran:?}"
+    );
+    assert!(ran.iter().any(|r| r.contains("/ctx")), "{ran:?}");
+    assert!(ran.iter().any(|r| r.contains("/one.txt")), "{ran:?}");
+    // Changing an ignored file reruns nothing.
+    fs::write(ctx.path().join("secret.key"), "changed\n").expect("write");
+    let built = builder.build(ctx.path(), &[]);
+    built.ok();
+    assert_eq!(built.events.ran(), Vec::<&str>::new());
+}
+
+#[test]
+fn rw_bind_writes_vanish_and_stage_mounts_read_the_stage() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[("data/x", "x\n")]);
+    let dockerfile = "FROM base AS build\n\
+        RUN mkdir -p /out && echo built > /out/artifact && ln -s /etc/passwd /out/link\n\
+        FROM base\n\
+        RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/artifact > /got && readlink /in/link > /got-link\n\
+        RUN --mount=type=bind,source=data,target=/data,rw echo scribble > /data/x && cat /data/x > /saw-write\n\
+        RUN --mount=type=bind,source=data,target=/data cat /data/x > /after\n";
+    let root = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(read(&root, "got"), "built\n");
+    assert_eq!(read(&root, "got-link"), "/etc/passwd\n");
+    assert_eq!(read(&root, "saw-write"), "scribble\n");
+    assert_eq!(
+        read(&root, "after"),
+        "x\n",
+        "an rw mount's writes are discarded"
+    );
+    assert_eq!(
+        fs::read_to_string(ctx.path().join("data/x")).expect("read"),
+        "x\n",
+        "the context is never written"
+    );
+    assert!(
+        !root.join("out").exists(),
+        "the build stage is not in the image"
+    );
+}
+
+#[test]
+fn a_cache_mount_is_warm_in_the_next_build_and_never_in_a_layer() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[("input", "1\n")]);
+    let dockerfile = "FROM base\n\
+        COPY input /input\n\
+        RUN --mount=type=cache,target=/var/cache/app (cat /var/cache/app/seen 2>/dev/null || echo cold) > /state && cat /input >> /var/cache/app/seen\n";
+    let first = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(read(&first, "state"), "cold\n");
+    assert!(
+        !first.join("var/cache/app/seen").exists(),
+        "the cache's content is not in the layer"
+    );
+    fs::write(ctx.path().join("input"), "2\n").expect("write");
+    let second = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(
+        read(&second, "state"),
+        "1\n",
+        "the second build sees the cache"
+    );
+    // `kiln df` counts it; `kiln prune --keep-cache-mounts` keeps it, `kiln prune` drops it.
+    let cache_row = |builder: &Builder| {
+        let df = builder.kiln(&["df"]).run().success().stdout_str();
+        df.lines()
+            .find(|l| l.starts_with("Cache mounts"))
+            .map(|l| l.split_whitespace().nth(2).unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("no cache mounts row: {df}"))
+    };
+    assert_eq!(cache_row(&builder), "1");
+    builder
+        .kiln(&["prune", "-f", "--keep-cache-mounts"])
+        .run()
+        .success();
+    assert_eq!(cache_row(&builder), "1");
+    let pruned = builder.kiln(&["prune", "-f"]).run().success().stdout_str();
+    assert!(pruned.contains("1 cache mount"), "{pruned}");
+    assert_eq!(cache_row(&builder), "0");
+    fs::write(ctx.path().join("input"), "3\n").expect("write");
+    let third = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(
+        read(&third, "state"),
+        "cold\n",
+        "a pruned cache starts cold"
+    );
+}
+
+#[test]
+fn cache_mount_ids_modes_and_seeds() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[]);
+    let dockerfile = "FROM base AS seed\n\
+        RUN mkdir -p /s && echo seeded > /s/file\n\
+        FROM base\n\
+        RUN --mount=type=cache,id=shared-id,target=/a echo via-a > /a/f\n\
+        RUN --mount=type=cache,id=shared-id,target=/b cat /b/f > /same-id\n\
+        RUN --mount=type=cache,target=/m,mode=0700,uid=1234,gid=4321 stat -c '%a %u %g' /m > /mode\n\
+        RUN --mount=type=cache,target=/sd,from=seed,source=/s cat /sd/file > /seeded\n\
+        RUN --mount=type=cache,target=/r,ro touch /r/x 2> /ro-error || true\n";
+    let root = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(read(&root, "same-id"), "via-a\n");
+    assert_eq!(read(&root, "mode"), "700 1234 4321\n");
+    assert_eq!(read(&root, "seeded"), "seeded\n");
+    assert!(read(&root, "ro-error").contains("Read-only file system"));
+}
+
+#[test]
+fn a_heredoc_script_with_a_shebang_runs_as_a_file() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[]);
+    let dockerfile = "FROM base\n\
+        RUN <<EOF\n\
+#!/bin/sh -e\n\
+echo \"script $0\" > /script-out\n\
+EOF\n\
+        RUN <<-EOT\n\
+\t#!/bin/sh\n\
+\techo chomped > /chomp-out\n\
+\tEOT\n";
+    let root = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(read(&root, "script-out"), "script /dev/pipes/EOF\n");
+    assert_eq!(read(&root, "chomp-out"), "chomped\n");
+    assert!(!root.join("dev/pipes").exists());
+}
+
+#[test]
+fn security_insecure_needs_the_entitlement() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[]);
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM base\nRUN --security=insecure grep CapEff /proc/self/status > /caps\n",
+    )
+    .expect("write");
+    let err = builder.build(ctx.path(), &[]).fails();
+    assert!(err.contains("security.insecure"), "{err}");
+    assert!(err.contains("--allow security.insecure"), "{err}");
+}
