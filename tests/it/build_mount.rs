@@ -214,3 +214,104 @@ fn security_insecure_needs_the_entitlement() {
     assert!(err.contains("security.insecure"), "{err}");
     assert!(err.contains("--allow security.insecure"), "{err}");
 }
+
+#[test]
+fn a_step_that_swaps_a_stub_parent_for_a_symlink_deletes_nothing_outside() {
+    // CVE-2024-23652: BuildKit removed the mount stubs it made by path after the run; a step
+    // that replaced a stub's parent by a symlink made it delete on the host.
+    let Some(builder) = builder() else { return };
+    let victim = tempfile::tempdir().expect("temp dir");
+    fs::create_dir_all(victim.path().join("a/b")).expect("mkdir");
+    let ctx = builder.context(&[]);
+    let dockerfile = format!(
+        "FROM base\n\
+         RUN --mount=type=tmpfs,target=/stub/a/b mv /stub /moved 2>/dev/null; rm -rf /stub; ln -s {} /stub; true\n\
+         RUN --mount=type=cache,target=/stub2/a/b rm -rf /stub2 2>/dev/null; mv /stub2 /moved2; ln -s {} /stub2; true\n",
+        victim.path().display(),
+        victim.path().display()
+    );
+    build_fs(&builder, ctx.path(), &dockerfile, &[]);
+    assert!(
+        victim.path().join("a/b").is_dir(),
+        "kiln removed a host directory through a symlink the step left"
+    );
+}
+
+#[test]
+fn locked_cache_mounts_serialise_concurrent_builds_and_private_ones_copy() {
+    let Some(builder) = builder() else { return };
+    // Two builds at once, each holding a `locked` cache for a while and recording when it held
+    // it: the intervals never overlap. Different context files so neither is a cache hit.
+    let dockerfile = |sharing: &str| {
+        format!(
+            "FROM base\nCOPY tag /tag\n\
+             RUN --mount=type=cache,id=c-{sharing},target=/c,sharing={sharing} \
+             echo $(cat /tag) >> /c/log; ls /c > /seen-before; \
+             cut -d\" \" -f1 /proc/uptime | tr -d . > /start; sleep 1; cut -d\" \" -f1 /proc/uptime | tr -d . > /end; \
+             cat /c/log > /log-after\n"
+        )
+    };
+    let run_pair = |sharing: &str| -> Vec<(u128, u128, String)> {
+        let ctxs: Vec<_> = ["one", "two"]
+            .iter()
+            .map(|tag| {
+                let ctx = builder.context(&[("tag", tag)]);
+                fs::write(ctx.path().join("Dockerfile"), dockerfile(sharing)).expect("write");
+                ctx
+            })
+            .collect();
+        let outs: Vec<PathBuf> = ctxs
+            .iter()
+            .enumerate()
+            .map(|(i, _)| builder.root().join(format!("out-{sharing}-{i}")))
+            .collect();
+        let mut children: Vec<_> = ctxs
+            .iter()
+            .zip(&outs)
+            .map(|(ctx, out)| {
+                builder
+                    .kiln(&[
+                        "build",
+                        "-o",
+                        &format!("type=local,dest={}", out.display()),
+                        &ctx.path().display().to_string(),
+                    ])
+                    .spawn()
+            })
+            .collect();
+        for child in children.drain(..) {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "a concurrent build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        outs.iter()
+            .map(|out| {
+                let n = |f: &str| read(out, f).trim().parse::<u128>().expect("a time");
+                (n("start"), n("end"), read(out, "log-after"))
+            })
+            .collect()
+    };
+    let locked = run_pair("locked");
+    let [(s1, e1, log1), (s2, e2, log2)] = locked.as_slice() else {
+        panic!("two builds")
+    };
+    assert!(e1 <= s2 || e2 <= s1, "locked holders overlapped: {locked:?}");
+    // The one that ran second saw the first's line.
+    let longer = if log1.lines().count() > log2.lines().count() { log1 } else { log2 };
+    assert_eq!(longer.lines().count(), 2, "{locked:?}");
+
+    let private = run_pair("private");
+    // Overlapping private holders each got their own directory: each log has one line.
+    let [(s1, e1, log1), (s2, e2, log2)] = private.as_slice() else {
+        panic!("two builds")
+    };
+    if s1 < e2 && s2 < e1 {
+        assert_eq!(log1.lines().count(), 1, "{private:?}");
+        assert_eq!(log2.lines().count(), 1, "{private:?}");
+    } else {
+        eprintln!("notice: the two private builds did not overlap; copies not checked");
+    }
+}
