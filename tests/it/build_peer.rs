@@ -44,6 +44,13 @@ struct Case {
     /// Run the image with `docker run` (the peer's image and kiln's, loaded) and `kiln run`
     /// and compare what they print.
     run: bool,
+    /// Build arguments given a fresh value on each run of the test (a daemon's cache mounts
+    /// outlive its builds, so a case that reads one uses a new id each time).
+    fresh_args: &'static [&'static str],
+    /// `--secret id=ID,src=FILE` for both builders: (id, content).
+    secrets: &'static [(&'static str, &'static str)],
+    /// `--ssh default=SOCKET` for both builders, the socket of an `ssh-agent` the test starts.
+    ssh: bool,
     /// KNOWN kiln divergences from BuildKit, not fixed yet: a difference of this case that
     /// contains one's text is listed as known instead of failing the test, and one that matches
     /// nothing is a failure, so each marker is removed with its fix.
@@ -91,8 +98,14 @@ const CASE: Case = Case {
     base: None,
     modes: &[],
     run: false,
+    fresh_args: &[],
+    secrets: &[],
+    ssh: false,
     known: &[],
 };
+
+/// The secret the `mount-secret` case reads; it must appear in neither image.
+const SECRET_TOKEN: &str = "kiln-peer-secret-3f9a1c";
 
 /// The cases FROM busybox (the issue-12 ones) start from the peer's `busybox-base`.
 const BUSYBOX: Option<Base> = Some(Base::Shared("busybox-base"));
@@ -226,6 +239,50 @@ const CASES: &[Case] = &[
         modes: &[("dir", 0o750), ("dir/a", 0o600), ("dir/sub", 0o700)],
         ..CASE
     },
+    // Issue 13: RUN --mount, secrets, ssh, heredoc scripts.
+    Case {
+        name: "mount-bind",
+        base: BUSYBOX,
+        ..CASE
+    },
+    Case {
+        name: "mount-cache",
+        base: BUSYBOX,
+        fresh_args: &["CACHE_ID"],
+        ..CASE
+    },
+    Case {
+        name: "mount-tmpfs",
+        base: BUSYBOX,
+        ..CASE
+    },
+    Case {
+        name: "mount-secret",
+        base: BUSYBOX,
+        secrets: &[("token", SECRET_TOKEN)],
+        ..CASE
+    },
+    Case {
+        name: "mount-ssh",
+        base: BUSYBOX,
+        ssh: true,
+        ..CASE
+    },
+    Case {
+        name: "mount-script",
+        base: BUSYBOX,
+        ..CASE
+    },
+    Case {
+        name: "mount-stubs",
+        base: BUSYBOX,
+        ..CASE
+    },
+    Case {
+        name: "mount-from",
+        base: BUSYBOX,
+        ..CASE
+    },
 ];
 
 /// The peers and what every build needs.
@@ -237,6 +294,8 @@ struct Peers {
     busybox: PathBuf,
     /// kiln's store, shared by the cases (a case's base is in it).
     root: PathBuf,
+    /// Unique to this run of the test: the value of each case's `fresh_args`.
+    run_id: String,
 }
 
 #[test]
@@ -258,6 +317,13 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
         registry,
         busybox,
         root: root.path().to_path_buf(),
+        run_id: format!(
+            "run{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ),
     };
     let mut differences = Vec::new();
     let mut known = Vec::new();
@@ -345,6 +411,27 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     let work = tempfile::tempdir().expect("temp dir");
     let context = work.path().join("context");
     prepare_context(case, &peers.busybox, &context);
+    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@.
+    let dockerfile = context.join("Dockerfile");
+    if let Ok(text) = fs::read_to_string(&dockerfile) {
+        fs::write(&dockerfile, text.replace("@REGISTRY@", &peers.registry)).expect("write");
+    }
+    for (id, value) in case.secrets {
+        let dir = work.path().join("secrets");
+        fs::create_dir_all(&dir).expect("mkdir secrets");
+        fs::write(dir.join(id), value).expect("write secret");
+    }
+    let _agent = if case.ssh {
+        match SshAgent::start(&work.path().join("agent.sock")) {
+            Ok(agent) => Some(agent),
+            Err(err) => {
+                found.push(err);
+                return Outcome::Failed;
+            }
+        }
+    } else {
+        None
+    };
     let peer_tar = work.path().join("peer.tar");
     let peer_docker_tar = work.path().join("peer-docker.tar");
     let kiln_tar = work.path().join("kiln.tar");
@@ -375,6 +462,14 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
         peer.layers.len()
     );
     found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree));
+    // A secret's bytes reach no layer and no config of either image.
+    for (id, value) in case.secrets {
+        for (who, tar) in [("peer", &peer_tar), ("kiln", &kiln_tar), ("kiln export", &kiln_export)] {
+            if contains_bytes(tar, value.as_bytes()) {
+                found.push(format!("{who}'s image holds the bytes of secret {id}"));
+            }
+        }
+    }
     // kiln's flattened export must be the tree its layers make.
     match fs::read(&kiln_export)
         .map_err(|e| e.to_string())
@@ -395,6 +490,77 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
         found.extend(compare_runs(peers, case, &peer_docker_tar, &kiln_tar));
     }
     Outcome::Compared
+}
+
+/// Whether the file at `path`, or any gzip member of a tar inside it, holds `needle`.
+fn contains_bytes(path: &Path, needle: &[u8]) -> bool {
+    let bytes = fs::read(path).unwrap_or_default();
+    let found = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    if found(&bytes) {
+        return true;
+    }
+    // Layers inside an archive are compressed: look inside each entry too.
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let Ok(entries) = archive.entries() else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let mut data = Vec::new();
+        let mut entry = entry;
+        if entry.read_to_end(&mut data).is_err() {
+            continue;
+        }
+        let mut plain = Vec::new();
+        let unpacked = flate2::read::GzDecoder::new(data.as_slice())
+            .read_to_end(&mut plain)
+            .is_ok();
+        if found(&data) || (unpacked && found(&plain)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// An `ssh-agent` serving one fresh ed25519 key on a socket, killed on drop.
+struct SshAgent(std::process::Child);
+
+impl SshAgent {
+    fn start(socket: &Path) -> Result<SshAgent, String> {
+        let dir = socket.parent().unwrap_or(Path::new("/"));
+        let key = dir.join("id_ed25519");
+        run(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key),
+            "ssh-keygen",
+        )?;
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start ssh-agent: {e}"))?;
+        let agent = SshAgent(child);
+        for _ in 0..100 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        run(
+            Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", socket),
+            "ssh-add",
+        )?;
+        Ok(agent)
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// The case's context in `context`: testdata/build/NAME copied (symlinks as symlinks), its
@@ -520,6 +686,9 @@ fn peer_build(
     for arg in build_args(peers, case, None) {
         command.args(["--opt", &format!("build-arg:{arg}")]);
     }
+    for flag in session_flags(case, context) {
+        command.arg(flag);
+    }
     command
         .arg("--output")
         .arg(format!("type=oci,dest={}", oci.display()));
@@ -564,6 +733,7 @@ fn kiln_build(
     for arg in build_args(peers, case, Some("kiln-peercmp-")) {
         command = command.args(["--build-arg", &arg]);
     }
+    command = command.args(session_flags(case, context));
     checked(command.arg(context).run().into(), "kiln build").map(drop)
 }
 
@@ -571,6 +741,11 @@ fn kiln_build(
 /// own build of an [`Base::Own`] case, by that prefix; else the peer's, from the registry.
 fn build_args(peers: &Peers, case: &Case, own_prefix: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = case.build_args.iter().map(|a| a.to_string()).collect();
+    args.extend(
+        case.fresh_args
+            .iter()
+            .map(|name| format!("{name}={}", peers.run_id)),
+    );
     match (&case.base, own_prefix) {
         (Some(Base::Own(name)), Some(prefix)) => args.push(format!("BASE={prefix}{name}")),
         (Some(Base::Own(name) | Base::Shared(name)), _) => {
@@ -579,6 +754,26 @@ fn build_args(peers: &Peers, case: &Case, own_prefix: Option<&str>) -> Vec<Strin
         (None, _) => {}
     }
     args
+}
+
+/// The `--secret` and `--ssh` flags of a case (the same spelling for buildctl and kiln): secret
+/// files and the agent socket live beside the context (`../secrets/ID`, `../agent.sock`), never
+/// in it.
+fn session_flags(case: &Case, context: &Path) -> Vec<String> {
+    let beside = context.parent().unwrap_or(context);
+    let mut flags = Vec::new();
+    for (id, _) in case.secrets {
+        flags.push("--secret".to_string());
+        flags.push(format!(
+            "id={id},src={}",
+            beside.join("secrets").join(id).display()
+        ));
+    }
+    if case.ssh {
+        flags.push("--ssh".to_string());
+        flags.push(format!("default={}", beside.join("agent.sock").display()));
+    }
+    flags
 }
 
 /// Runs `command`; its stdout, or an error naming `what` with everything it printed.
