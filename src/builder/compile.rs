@@ -1281,6 +1281,7 @@ mod tests {
                 no_cache: false,
                 no_cache_filter: &[],
                 dockerfile_name: "Dockerfile",
+                allow_insecure: false,
             },
         )
         .unwrap();
@@ -1310,6 +1311,132 @@ mod tests {
                 "ARG A=2",
                 "RUN |3 A=2 B=given C=env /bin/sh -c two # buildkit",
             ]
+        );
+    }
+
+    /// The mounts of each RUN op of `dockerfile` (FROM scratch stages only), in graph order.
+    fn run_mounts(dockerfile: &str) -> Vec<Vec<RunMount>> {
+        let context = tempfile::tempdir().unwrap();
+        std::fs::write(context.path().join("go.mod"), "module x\n").unwrap();
+        let options = PlanOptions {
+            context_dir: context.path().to_path_buf(),
+            dockerfile_path: None,
+            target: None,
+            resolve: Default::default(),
+        };
+        let plan = plan(dockerfile.as_bytes(), &options).unwrap();
+        let images = BTreeMap::new();
+        let compiled = compile(
+            &plan,
+            &CompileOptions {
+                images: &images,
+                network: crate::runtime::Network::None,
+                no_cache: false,
+                no_cache_filter: &[],
+                dockerfile_name: "Dockerfile",
+                allow_insecure: false,
+            },
+        )
+        .unwrap();
+        (0..compiled.graph.len())
+            .filter_map(|n| match compiled.graph.op(n) {
+                Some(BuildOp::Run(run)) => Some(run.mounts.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn run_mounts_get_buildkit_defaults() {
+        let mounts = run_mounts(
+            "FROM scratch AS tools\nFROM scratch\nWORKDIR /w\n\
+             RUN --mount=type=cache,target=cache/x --mount=type=cache,target=/abs,id=named,sharing=locked true\n\
+             RUN --mount=source=go.mod,target=go.mod --mount=from=tools,target=/t,rw true\n\
+             RUN --mount=type=secret,id=tok --mount=type=secret,target=/a/b.pem --mount=type=secret,id=e,env=E true\n\
+             RUN --mount=type=ssh --mount=type=ssh,id=k,required --mount=type=tmpfs,target=/t,size=1m true\n",
+        );
+        assert_eq!(mounts.len(), 4, "{mounts:#?}");
+        let [cache_rel, cache_abs] = mounts[0].as_slice() else {
+            panic!("{:?}", mounts[0])
+        };
+        // The id is the target as written (cleaned), the target is joined to WORKDIR.
+        assert!(
+            matches!(cache_rel, RunMount::Cache { id, target, sharing: Sharing::Shared, mode: 0o755, .. }
+                if id == "cache/x" && target == "/w/cache/x"),
+            "{cache_rel:?}"
+        );
+        assert!(
+            matches!(cache_abs, RunMount::Cache { id, sharing: Sharing::Locked, .. } if id == "named"),
+            "{cache_abs:?}"
+        );
+        let [context, stage] = mounts[1].as_slice() else {
+            panic!("{:?}", mounts[1])
+        };
+        assert!(
+            matches!(context, RunMount::Bind { from: MountInput::Context, target, readwrite: false, context_paths, .. }
+                if target == "/w/go.mod" && context_paths == &["go.mod".to_string()]),
+            "{context:?}"
+        );
+        assert!(
+            matches!(
+                stage,
+                RunMount::Bind {
+                    from: MountInput::Input(1),
+                    readwrite: true,
+                    ..
+                }
+            ),
+            "{stage:?}"
+        );
+        let [by_id, by_target, as_env] = mounts[2].as_slice() else {
+            panic!("{:?}", mounts[2])
+        };
+        assert!(
+            matches!(by_id, RunMount::Secret { id, target: Some(t), mode: 0o400, required: false, .. }
+                if id == "tok" && t == "/run/secrets/tok"),
+            "{by_id:?}"
+        );
+        assert!(
+            matches!(by_target, RunMount::Secret { id, .. } if id == "b.pem"),
+            "{by_target:?}"
+        );
+        assert!(
+            matches!(as_env, RunMount::Secret { target: None, env: Some(e), .. } if e == "E"),
+            "{as_env:?}"
+        );
+        let [ssh0, ssh1, tmpfs] = mounts[3].as_slice() else {
+            panic!("{:?}", mounts[3])
+        };
+        assert!(
+            matches!(ssh0, RunMount::Ssh { id, target, mode: 0o600, .. }
+                if id == "default" && target == "/run/buildkit/ssh_agent.0"),
+            "{ssh0:?}"
+        );
+        assert!(
+            matches!(ssh1, RunMount::Ssh { id, target, required: true, .. }
+                if id == "k" && target == "/run/buildkit/ssh_agent.1"),
+            "{ssh1:?}"
+        );
+        assert!(
+            matches!(
+                tmpfs,
+                RunMount::Tmpfs {
+                    size: Some(1048576),
+                    ..
+                }
+            ),
+            "{tmpfs:?}"
+        );
+    }
+
+    #[test]
+    fn a_secret_value_is_never_part_of_an_op() {
+        // The definition names the secret, never what the build was given for it.
+        let mounts = run_mounts("FROM scratch\nRUN --mount=type=secret,id=tok,env=T true\n");
+        let json = serde_json::to_string(&mounts).unwrap();
+        assert_eq!(
+            json,
+            r#"[[{"type":"secret","id":"tok","target":null,"env":"T","required":false,"mode":256,"uid":0,"gid":0}]]"#
         );
     }
 

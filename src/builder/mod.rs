@@ -16,6 +16,7 @@ pub mod steps;
 pub mod worker;
 
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
+pub use steps::mounts::{NoSession, SecretValue, Session};
 
 use crate::cache::remote::transport::CacheTransport;
 use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError};
@@ -73,6 +74,8 @@ pub struct BuildOptions {
     pub registry: crate::registry::ClientOptions,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// Secrets and SSH agents lent to RUN mounts (`--secret`, `--ssh`).
+    pub session: Arc<dyn Session>,
 }
 
 impl Default for BuildOptions {
@@ -96,6 +99,7 @@ impl Default for BuildOptions {
             pull: crate::registry::PullPolicy::Missing,
             registry: crate::registry::ClientOptions::default(),
             allow_insecure: false,
+            session: Arc::new(NoSession),
         }
     }
 }
@@ -387,6 +391,7 @@ async fn prepare(
         key_parts: Mutex::new(BTreeMap::new()),
         explanations: Mutex::new(BTreeMap::new()),
         imported,
+        session: options.session.clone(),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),

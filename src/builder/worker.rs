@@ -8,7 +8,7 @@ use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
 use crate::builder::steps::copy::{
     CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
 };
-use crate::builder::steps::mounts::{self, MountError, MountSources};
+use crate::builder::steps::mounts::{self, MountError, MountSources, Session};
 use crate::builder::steps::run::{RunStep, RunStepError, run_step};
 use crate::cache::remote::{ImportedCache, SharedCacheError};
 use crate::cache::{CacheError, CacheRecords, ContentSum, KeyParts, StatCache, checksum_paths};
@@ -81,7 +81,7 @@ pub enum StepError {
     #[error(transparent)]
     Copy(#[from] CopyError),
     #[error(transparent)]
-    Mount(#[from] MountError),
+    Mount(#[from] Box<MountError>),
     #[error(transparent)]
     Layer(#[from] LayerCommitError),
     #[error(transparent)]
@@ -125,6 +125,8 @@ pub struct BuildWorker {
     pub explanations: Mutex<BTreeMap<NodeId, Vec<String>>>,
     /// The records of the `--cache-from` caches, looked up after the store's own.
     pub imported: Arc<ImportedCache>,
+    /// Secrets and SSH agents for RUN mounts.
+    pub session: Arc<dyn Session>,
 }
 
 impl BuildWorker {
@@ -215,12 +217,13 @@ impl BuildWorker {
             &MountSources {
                 context: self.context.as_deref(),
                 inputs: &input_dirs,
+                session: self.session.as_ref(),
             },
             cancel,
-        )?;
+        )
+        .map_err(Box::new)?;
         let staged = StagedUpper::new(&self.store)?;
-        let mut env = op.env.clone();
-        env.extend(prepared.env.iter().cloned());
+        let env = prepared.environment(&op.env);
         let step = RunStep {
             args: op.args.clone(),
             env,

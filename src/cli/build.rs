@@ -177,6 +177,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         },
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
+        session: Arc::new(kiln::builder::NoSession),
     };
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(

@@ -298,9 +298,16 @@ fn locked_cache_mounts_serialise_concurrent_builds_and_private_ones_copy() {
     let [(s1, e1, log1), (s2, e2, log2)] = locked.as_slice() else {
         panic!("two builds")
     };
-    assert!(e1 <= s2 || e2 <= s1, "locked holders overlapped: {locked:?}");
+    assert!(
+        e1 <= s2 || e2 <= s1,
+        "locked holders overlapped: {locked:?}"
+    );
     // The one that ran second saw the first's line.
-    let longer = if log1.lines().count() > log2.lines().count() { log1 } else { log2 };
+    let longer = if log1.lines().count() > log2.lines().count() {
+        log1
+    } else {
+        log2
+    };
     assert_eq!(longer.lines().count(), 2, "{locked:?}");
 
     let private = run_pair("private");
@@ -314,4 +321,200 @@ fn locked_cache_mounts_serialise_concurrent_builds_and_private_ones_copy() {
     } else {
         eprintln!("notice: the two private builds did not overlap; copies not checked");
     }
+}
+
+/// Every file under `dir` (recursively, symlinks not followed) whose bytes contain `needle`,
+/// looking inside gzip streams too (layers are compressed).
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    use std::io::Read as _;
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let holds = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            continue;
+        }
+        let bytes = fs::read(&path).unwrap_or_default();
+        let mut plain = Vec::new();
+        let gunzipped = flate2::read::GzDecoder::new(bytes.as_slice())
+            .read_to_end(&mut plain)
+            .is_ok();
+        if holds(&bytes) || (gunzipped && holds(&plain)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn a_secret_reaches_the_step_and_nothing_else() {
+    let Some(builder) = builder() else { return };
+    let secret = "s3cr3t-kiln-issue13-value";
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let file = secrets.path().join("token");
+    fs::write(&file, secret).expect("write secret");
+    let ctx = builder.context(&[]);
+    let dockerfile = "FROM base\n\
+        RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /len && stat -c '%a %u %g' /run/secrets/token > /mode\n\
+        RUN --mount=type=secret,id=token,env=TOKEN,target=/s,mode=0440,uid=1234 sh -c 'echo ${#TOKEN} > /env-len; stat -c \"%a %u %g\" /s > /custom'\n\
+        RUN --mount=type=secret,id=ENVSECRET,env=FROMENV sh -c 'echo $FROMENV | wc -c > /from-env'\n\
+        RUN --mount=type=secret,id=missing (test -e /run/secrets/missing && echo there || echo absent) > /optional\n";
+    let cache = builder.root().join("cache-export");
+    let cache_to = format!("type=local,dest={},mode=max", cache.display());
+    let src = format!("id=token,src={}", file.display());
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).expect("write");
+    let export = builder.root().join("export");
+    let out = builder
+        .kiln(&[
+            "build",
+            "--progress",
+            "plain",
+            "--secret",
+            &src,
+            "--secret",
+            "id=ENVSECRET,env=KILN_TEST_SECRET_ENV",
+            "--cache-to",
+            &cache_to,
+            "-o",
+            &format!("type=local,dest={}", export.display()),
+            "-t",
+            "secret-test",
+            &ctx.path().display().to_string(),
+        ])
+        .env("KILN_TEST_SECRET_ENV", secret)
+        .run()
+        .success();
+    assert_eq!(read(&export, "len").trim(), secret.len().to_string());
+    assert_eq!(read(&export, "mode"), "400 0 0\n");
+    assert_eq!(read(&export, "env-len").trim(), secret.len().to_string());
+    assert_eq!(read(&export, "custom"), "440 1234 0\n");
+    assert_eq!(
+        read(&export, "from-env").trim(),
+        (secret.len() + 1).to_string()
+    );
+    assert_eq!(read(&export, "optional"), "absent\n");
+    assert!(!export.join("run/secrets").exists(), "a secret stub stayed");
+    // Its bytes are nowhere: the store (layers, configs, history, cache records), the
+    // exported filesystem and cache, and kiln's output.
+    let holding = [builder.root(), cache.as_path(), export.as_path()]
+        .iter()
+        .flat_map(|dir| files_holding(dir, secret.as_bytes()))
+        .collect::<Vec<_>>();
+    assert!(holding.is_empty(), "the secret is in {holding:?}");
+    assert!(!out.stderr_str().contains(secret) && !out.stdout_str().contains(secret));
+    let history = builder.history("secret-test").join("\n");
+    assert!(!history.contains(secret), "{history}");
+
+    // A required secret that was not given fails the build, naming it.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM base\nRUN --mount=type=secret,id=needed,required cat /run/secrets/needed\n",
+    )
+    .expect("write");
+    let err = builder.build(ctx.path(), &[]).fails();
+    assert!(
+        err.contains("secret needed") && err.contains("--secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_ssh_mount_forwards_the_agent() {
+    let Some(builder) = builder() else { return };
+    let (Some(ssh_add), Some(ssh_agent), Some(keygen)) = (
+        crate::support::tool("ssh-add"),
+        crate::support::tool("ssh-agent"),
+        crate::support::tool("ssh-keygen"),
+    ) else {
+        return;
+    };
+    // An image with ssh-add and the libraries it loads, copied from the host.
+    let ldd = std::process::Command::new("ldd")
+        .arg(&ssh_add)
+        .output()
+        .expect("ldd");
+    let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(str::to_string)
+        .collect();
+    let ctx = builder.context(&[]);
+    let mut dockerfile = String::from("FROM base\n");
+    for (i, path) in libs
+        .iter()
+        .chain([&ssh_add.display().to_string()])
+        .enumerate()
+    {
+        let real = fs::canonicalize(path).expect("library path");
+        fs::copy(&real, ctx.path().join(format!("f{i}"))).expect("copy library");
+        dockerfile.push_str(&format!("COPY f{i} {path}\n"));
+    }
+    dockerfile.push_str(
+        "RUN --mount=type=ssh ssh-add -l > /keys 2>&1; echo $SSH_AUTH_SOCK > /sock\n\
+         RUN --mount=type=ssh,id=mykey,target=/k.sock SSH_AUTH_SOCK=/k.sock ssh-add -l > /keys2 2>&1 || true\n",
+    );
+    fs::write(ctx.path().join("Dockerfile"), &dockerfile).expect("write");
+
+    let work = tempfile::tempdir().expect("temp dir");
+    let key = work.path().join("id_ed25519");
+    let status = std::process::Command::new(&keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test-key", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let socket = work.path().join("agent.sock");
+    let mut agent = std::process::Command::new(&ssh_agent)
+        .args(["-D", "-a"])
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let added = std::process::Command::new(&ssh_add)
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .expect("ssh-add");
+    assert!(added.status.success(), "{added:?}");
+    let export = work.path().join("export");
+    let out = builder
+        .kiln(&[
+            "build",
+            "--ssh",
+            &format!("default={}", socket.display()),
+            "--ssh",
+            &format!("mykey={}", key.display()),
+            "-o",
+            &format!("type=local,dest={}", export.display()),
+            &ctx.path().display().to_string(),
+        ])
+        .run();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    out.success();
+    let keys = read(&export, "keys");
+    assert!(
+        keys.contains("kiln-test-key") && keys.contains("ED25519"),
+        "{keys}"
+    );
+    assert_eq!(read(&export, "sock"), "/run/buildkit/ssh_agent.0\n");
+    // A key file is served by kiln's own agent.
+    let keys2 = read(&export, "keys2");
+    assert!(keys2.contains("ED25519"), "{keys2}");
+    assert!(!export.join("run/buildkit").exists(), "an ssh stub stayed");
 }

@@ -464,7 +464,11 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree));
     // A secret's bytes reach no layer and no config of either image.
     for (id, value) in case.secrets {
-        for (who, tar) in [("peer", &peer_tar), ("kiln", &kiln_tar), ("kiln export", &kiln_export)] {
+        for (who, tar) in [
+            ("peer", &peer_tar),
+            ("kiln", &kiln_tar),
+            ("kiln export", &kiln_export),
+        ] {
             if contains_bytes(tar, value.as_bytes()) {
                 found.push(format!("{who}'s image holds the bytes of secret {id}"));
             }
@@ -549,7 +553,9 @@ impl SshAgent {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         run(
-            Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", socket),
+            Command::new("ssh-add")
+                .arg(&key)
+                .env("SSH_AUTH_SOCK", socket),
             "ssh-add",
         )?;
         Ok(agent)

@@ -10,6 +10,13 @@
 //!   mount's sharing for the whole step; a new one is empty (with `mode`, `uid`, `gid`) or
 //!   seeded from `source` of `from`.
 //! - `tmpfs`: a fresh tmpfs.
+//! - `secret`: the secret's bytes in a file (mode 0400 by default) alone in a private directory
+//!   on the host's `/dev/shm` (a tmpfs: the bytes never reach a disk, the store or a layer),
+//!   bound read-only; or in the step's environment only (`env=`). A secret the build was not
+//!   given is skipped, or fails the step when `required`.
+//! - `ssh`: a socket (mode 0600 by default) relaying to the agent of the build's `--ssh` id,
+//!   owned as the mount asks without touching the user's own agent socket (BuildKit serves its
+//!   own socket too); `SSH_AUTH_SOCK` names the first one unless the step sets it.
 //! - a `#!` heredoc script: its file, mode 0755, alone in a read-only directory.
 //!
 //! Everything made here lives until the [`PreparedMounts`] drops, after the sandbox is gone.
@@ -27,25 +34,91 @@ use std::fs;
 use std::os::unix::fs::{PermissionsExt as _, chown};
 use std::path::{Path, PathBuf};
 
-/// What a RUN step's mounts read: the build context and the filesystems of the op's inputs.
+/// What a RUN step's mounts read: the build context, the filesystems of the op's inputs and
+/// what the build's client lends it.
 pub struct MountSources<'a> {
     pub context: Option<&'a BuildContext>,
     /// The snapshot directories (top first) of each input of the op, by input index (0 is the
     /// filesystem the command runs on).
     pub inputs: &'a [Vec<PathBuf>],
+    pub session: &'a dyn Session,
 }
 
-/// The sandbox mounts of one step and what keeps them valid.
-#[derive(Debug, Default)]
+/// Secrets and SSH agents the build was given (`--secret`, `--ssh`).
+pub trait Session: Send + Sync + std::fmt::Debug {
+    /// The bytes of secret `id`; `None` when the build was not given it.
+    fn secret(&self, id: &str) -> Result<Option<SecretValue>, Cause>;
+    /// The host socket of the agent of `--ssh` `id`; `None` when the build was not given it.
+    fn ssh_socket(&self, id: &str) -> Option<PathBuf>;
+}
+
+/// A secret's bytes: zeroed on drop, never printed.
+pub struct SecretValue(zeroize::Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    pub fn new(bytes: Vec<u8>) -> SecretValue {
+        SecretValue(zeroize::Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue(<{} bytes>)", self.0.len())
+    }
+}
+
+/// A session that lends nothing.
+#[derive(Debug)]
+pub struct NoSession;
+
+impl Session for NoSession {
+    fn secret(&self, _id: &str) -> Result<Option<SecretValue>, Cause> {
+        Ok(None)
+    }
+
+    fn ssh_socket(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// The sandbox mounts of one step and what keeps them valid. (No `Debug`: it holds secrets.)
+#[derive(Default)]
 pub struct PreparedMounts {
     /// In the order of the op's mounts.
     pub mounts: Vec<BindMount>,
-    /// Extra environment entries (`KEY=VALUE`).
-    pub env: Vec<String>,
-    /// Copies and script directories, removed on drop.
+    /// Secrets as variables (`env=`): set over the step's environment.
+    secret_env: Vec<(String, zeroize::Zeroizing<String>)>,
+    /// Where the first ssh mount is: `SSH_AUTH_SOCK` unless the step sets it.
+    ssh_auth_sock: Option<String>,
+    /// Copies, script and secret directories, removed on drop.
     scratch: Vec<ScratchDir>,
     /// Cache mounts held for the step.
     leases: Vec<CacheMountLease>,
+    /// Agent relays, stopped on drop.
+    proxies: Vec<SocketProxy>,
+}
+
+impl PreparedMounts {
+    /// The step's environment with the mounts' variables: secrets by `env=` (replacing an entry
+    /// of the same name, as BuildKit's executor does) and `SSH_AUTH_SOCK` when unset.
+    pub fn environment(&self, env: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = env.to_vec();
+        let key = |entry: &str| entry.split_once('=').map_or(entry, |(k, _)| k).to_string();
+        for (name, value) in &self.secret_env {
+            out.retain(|e| key(e) != *name);
+            out.push(format!("{name}={}", value.as_str()));
+        }
+        if let Some(sock) = &self.ssh_auth_sock
+            && !out.iter().any(|e| key(e) == "SSH_AUTH_SOCK")
+        {
+            out.push(format!("SSH_AUTH_SOCK={sock}"));
+        }
+        out
+    }
 }
 
 /// Why a mount could not be made.
@@ -57,7 +130,7 @@ pub enum MountError {
         target: String,
         source_path: String,
         #[source]
-        source: CopyError,
+        source: Box<CopyError>,
     },
     #[error("mount {target}")]
     Cache {
@@ -75,6 +148,26 @@ pub enum MountError {
     NoContext { target: String },
     #[error("mount {target}: {what} mounts need kiln's tmpfs support")]
     Unavailable { target: String, what: &'static str },
+    /// A required secret was not given to the build.
+    #[error("secret {id} is required but was not given: build with --secret id={id},src=FILE")]
+    MissingSecret { id: String },
+    #[error("cannot read secret {id}")]
+    Secret {
+        id: String,
+        #[source]
+        source: Cause,
+    },
+    /// A required ssh agent was not given to the build.
+    #[error("ssh agent {id:?} is required but was not given: build with --ssh {id}[=SOCKET|KEY]")]
+    MissingSsh { id: String },
+    /// The secret or agent socket could not be placed.
+    #[error("cannot place the {what} for mount {target}")]
+    Place {
+        what: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("canceled")]
     Canceled,
 }
@@ -157,17 +250,85 @@ pub fn prepare(
                     what: "tmpfs",
                 });
             }
-            RunMount::Secret { target, .. } => {
-                return Err(MountError::Unavailable {
-                    target: target.clone().unwrap_or_default(),
-                    what: "secret",
-                });
+            RunMount::Secret {
+                id,
+                target,
+                env,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let value = sources
+                    .session
+                    .secret(id)
+                    .map_err(|source| MountError::Secret {
+                        id: id.clone(),
+                        source,
+                    })?;
+                let Some(value) = value else {
+                    if *required {
+                        return Err(MountError::MissingSecret { id: id.clone() });
+                    }
+                    // BuildKit skips an optional secret it was not given.
+                    continue;
+                };
+                if let Some(name) = env {
+                    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    prepared
+                        .secret_env
+                        .push((name.clone(), zeroize::Zeroizing::new(text)));
+                }
+                if let Some(target) = target {
+                    let place = |source| MountError::Place {
+                        what: "secret",
+                        target: target.clone(),
+                        source,
+                    };
+                    let dir = ScratchDir::private_tmpfs().map_err(place)?;
+                    let file = dir.0.join("secret");
+                    write_private(&file, value.as_bytes(), *mode, *uid, *gid).map_err(place)?;
+                    prepared.mounts.push(BindMount {
+                        source: file,
+                        destination: target.clone(),
+                        readonly: true,
+                    });
+                    prepared.scratch.push(dir);
+                }
             }
-            RunMount::Ssh { target, .. } => {
-                return Err(MountError::Unavailable {
+            RunMount::Ssh {
+                id,
+                target,
+                required,
+                mode,
+                uid,
+                gid,
+            } => {
+                let Some(upstream) = sources.session.ssh_socket(id) else {
+                    if *required {
+                        return Err(MountError::MissingSsh { id: id.clone() });
+                    }
+                    continue;
+                };
+                let place = |source| MountError::Place {
+                    what: "ssh agent socket",
                     target: target.clone(),
-                    what: "ssh",
+                    source,
+                };
+                let dir = ScratchDir::new(store, "ssh")?;
+                let proxy =
+                    SocketProxy::start(&dir.0.join("agent.sock"), upstream).map_err(place)?;
+                chown(proxy.path(), Some(*uid), Some(*gid)).map_err(place)?;
+                fs::set_permissions(proxy.path(), fs::Permissions::from_mode(*mode))
+                    .map_err(place)?;
+                prepared.mounts.push(BindMount {
+                    source: proxy.path().to_path_buf(),
+                    destination: target.clone(),
+                    readonly: false,
                 });
+                prepared.ssh_auth_sock.get_or_insert_with(|| target.clone());
+                prepared.proxies.push(proxy);
+                prepared.scratch.push(dir);
             }
             RunMount::Script {
                 target,
@@ -236,7 +397,7 @@ fn copy_source(
         source => MountError::Source {
             target: target.to_string(),
             source_path: request.sources[0].clone(),
-            source,
+            source: Box::new(source),
         },
     };
     match from {
@@ -265,11 +426,133 @@ fn copy_source(
 #[derive(Debug)]
 struct ScratchDir(PathBuf);
 
+/// Where secrets are written: a tmpfs every Linux system mounts (secrets stay in memory).
+const SECRETS_TMPFS: &str = "/dev/shm";
+
 impl ScratchDir {
     fn new(store: &Store, kind: &str) -> Result<ScratchDir, FsError> {
         let path = store.staging().new_path(kind);
         fs::create_dir(&path).fs("create directory", &path)?;
         Ok(ScratchDir(path))
+    }
+
+    /// A fresh directory only root can enter, on the host's tmpfs.
+    fn private_tmpfs() -> std::io::Result<ScratchDir> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let tmpfs = nix::sys::statfs::statfs(SECRETS_TMPFS).map_err(std::io::Error::from)?;
+        if tmpfs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            return Err(std::io::Error::other(format!(
+                "{SECRETS_TMPFS} is not a tmpfs: kiln keeps secrets in memory only"
+            )));
+        }
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let path = Path::new(SECRETS_TMPFS).join(format!(
+            "kiln-secret-{}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(ScratchDir(path))
+    }
+}
+
+/// Writes `bytes` to a new file only root can read while it is filled, then gives it its owner
+/// and mode.
+fn write_private(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    chown(path, Some(uid), Some(gid))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// A unix socket that relays every connection to another socket (an SSH agent's), so a step
+/// gets a socket with the mode and owner its mount asks for while the user's agent socket is
+/// never touched. Stops accepting when dropped; relays in progress end with their connection.
+struct SocketProxy {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How many connections one relay serves at once (an agent sees a handful).
+const MAX_RELAYED: usize = 64;
+
+impl SocketProxy {
+    fn start(path: &Path, upstream: PathBuf) -> std::io::Result<SocketProxy> {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = UnixListener::bind(path)?;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let open = std::sync::Arc::new(AtomicUsize::new(0));
+        let stopping = stop.clone();
+        let accept = std::thread::Builder::new()
+            .name("kiln-ssh-relay".into())
+            .spawn(move || {
+                for client in listener.incoming() {
+                    if stopping.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(client) = client else { continue };
+                    if open.load(Ordering::SeqCst) >= MAX_RELAYED {
+                        continue;
+                    }
+                    let Ok(agent) = UnixStream::connect(&upstream) else {
+                        continue;
+                    };
+                    open.fetch_add(1, Ordering::SeqCst);
+                    let open = open.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("kiln-ssh-relay-conn".into())
+                        .spawn(move || {
+                            relay(client, agent);
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        });
+                }
+            })?;
+        Ok(SocketProxy {
+            path: path.to_path_buf(),
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Copies both ways until either side closes.
+fn relay(client: std::os::unix::net::UnixStream, agent: std::os::unix::net::UnixStream) {
+    let (Ok(mut client_read), Ok(mut agent_read)) = (client.try_clone(), agent.try_clone()) else {
+        return;
+    };
+    let (mut client_write, mut agent_write) = (client, agent);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut agent_write);
+        let _ = agent_write.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut agent_read, &mut client_write);
+    let _ = client_write.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
     }
 }
 
