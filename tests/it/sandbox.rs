@@ -6,8 +6,8 @@
 use crate::support;
 use kiln::runtime::tty::WindowSize;
 use kiln::runtime::{
-    BindMount, ExecErrorKind, Network, Outcome, RootFs, RuntimeError, Sandbox, Spec, Stdio,
-    UpperDir, User,
+    ExecErrorKind, Mount, MountSource, Network, Outcome, RootFs, RuntimeError, Sandbox, Spec,
+    Stdio, UpperDir, User,
 };
 use nix::sys::signal::Signal;
 use std::fs;
@@ -102,6 +102,7 @@ impl Fixture {
             tty: false,
             no_new_privileges: false,
             init: false,
+            privileged: false,
         }
     }
 }
@@ -578,25 +579,25 @@ fn check_bind_mounts(f: &Fixture) -> Result<(), String> {
     fs::write(host.join("marker/marker"), "confined\n").map_err(io)?;
     fs::write(host.join("file.txt"), "a file\n").map_err(io)?;
     let mounts = vec![
-        BindMount {
-            source: host.join("rw"),
+        Mount {
             destination: "/data/rw".into(),
+            source: MountSource::Bind(host.join("rw")),
             readonly: false,
         },
-        BindMount {
-            source: host.join("ro"),
+        Mount {
             destination: "/data/ro".into(),
+            source: MountSource::Bind(host.join("ro")),
             readonly: true,
         },
         // /escape is a symlink to /etc in the image: the mount lands on the container's /etc.
-        BindMount {
-            source: host.join("marker"),
+        Mount {
             destination: "/escape".into(),
+            source: MountSource::Bind(host.join("marker")),
             readonly: false,
         },
-        BindMount {
-            source: host.join("file.txt"),
+        Mount {
             destination: "/srv/new/file".into(),
+            source: MountSource::Bind(host.join("file.txt")),
             readonly: true,
         },
     ];
@@ -623,9 +624,9 @@ fn check_bind_mounts(f: &Fixture) -> Result<(), String> {
 
     // ../hostside from the image's /escape-rel points outside the root: inside it is a dangling
     // /hostside, which kiln refuses rather than follow.
-    let escape = vec![BindMount {
-        source: host.join("marker"),
+    let escape = vec![Mount {
         destination: "/escape-rel".into(),
+        source: MountSource::Bind(host.join("marker")),
         readonly: false,
     }];
     match sh(f, |spec| spec.mounts = escape, "ls /hostside") {
@@ -944,9 +945,9 @@ fn tty_and_stdio_must_agree() {
 fn invalid_spec_is_an_error_not_a_crash() {
     let Some(f) = root_fixture() else { return };
     let mut spec = f.spec(&["true"]);
-    spec.mounts = vec![BindMount {
-        source: f.dir.path().join("missing"),
+    spec.mounts = vec![Mount {
         destination: "/m".into(),
+        source: MountSource::Bind(f.dir.path().join("missing")),
         readonly: false,
     }];
     let err = run(&spec).unwrap_err();
