@@ -638,6 +638,7 @@ mod tests {
     use crate::runtime::setup::{self, Context, StdioFds, UserNamespace, WorkloadFds};
     use crate::runtime::spec::{Mount, MountSource, Network, RootFs, Spec, UpperDir, User};
     use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
 
     /// A kernel that records calls and keeps a tiny model of the container's paths.
     #[derive(Default)]
@@ -1168,6 +1169,175 @@ mod tests {
             "descriptors left open: {:?}",
             failing.fds
         );
+    }
+
+    /// The spec's overlay and tmpfs mounts land on descriptors resolved inside the root
+    /// (created when missing), a deep overlay through fsconfig moved onto its descriptor.
+    #[test]
+    fn overlay_and_tmpfs_mounts_resolve_inside_the_root() {
+        let mut spec = spec();
+        let deep: Vec<PathBuf> = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}")))
+            .collect();
+        spec.mounts = vec![
+            Mount {
+                destination: "/srv/a".into(),
+                source: MountSource::Overlay {
+                    lowers: vec!["/l/top".into(), "/l/base".into()],
+                    upper: None,
+                },
+                readonly: false,
+            },
+            Mount {
+                destination: "/tmp/t".into(),
+                source: MountSource::Tmpfs {
+                    size: Some(1 << 20),
+                },
+                readonly: false,
+            },
+            Mount {
+                destination: "/deep".into(),
+                source: MountSource::Overlay {
+                    lowers: deep,
+                    upper: Some(UpperDir {
+                        upper_dir: "/mu".into(),
+                        work_dir: "/mw".into(),
+                    }),
+                },
+                readonly: false,
+            },
+        ];
+        let mut fake = image();
+        run(&mut fake, &plan_for(&spec).setup, 0).expect("setup");
+        // Depth first: /deep, then /srv/a and /tmp/t in the spec's order.
+        let first_lower = format!(
+            "fsconfig <fs:overlay> lowerdir+=/var/lib/kiln/layers/{:064}",
+            0
+        );
+        contains_in_order(
+            &fake.calls,
+            &[
+                "mkdir deep 755",
+                "openat2 </stage> deep nosym=false",
+                "fsopen overlay",
+                &first_lower,
+                "fsconfig <fs:overlay> upperdir=/mu",
+                "fsconfig <fs:overlay> workdir=/mw",
+                "fsconfig <fs:overlay> index=off",
+                "fsconfig <fs:overlay> create",
+                "fsmount <fs:overlay> 0x4",
+                "move_mount <mnt:overlay> <deep>",
+                "mkdir srv 755",
+                "mkdir srv/a 755",
+                "openat2 </stage> srv/a nosym=false",
+                "mount overlay <srv/a> overlay 0x5 lowerdir=/l/top:/l/base,index=off",
+                "mkdir tmp/t 755",
+                "openat2 </stage> tmp/t nosym=false",
+                "mount tmpfs <tmp/t> tmpfs 0x2 size=1048576",
+                "pivot_root . .",
+            ],
+        );
+        assert_eq!(
+            fake.calls
+                .iter()
+                .filter(|c| c.starts_with("fsconfig <fs:overlay> lowerdir+="))
+                .count(),
+            100
+        );
+        assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+        // A failing fsconfig still closes the mount point's and the context's descriptors.
+        let mut failing = image();
+        failing
+            .fail
+            .push(("fsconfig <fs:overlay> create".into(), Errno::EINVAL));
+        let failure = run(&mut failing, &plan_for(&spec).setup, 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EINVAL);
+        assert!(
+            failing.fds.is_empty(),
+            "descriptors left open: {:?}",
+            failing.fds
+        );
+    }
+
+    #[test]
+    fn privileged_workload_keeps_every_capability_without_seccomp() {
+        let mut spec = spec();
+        spec.privileged = true;
+        spec.user = User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: Vec::new(),
+        };
+        let plan = plan_for(&spec);
+        let mut fake = image();
+        fake.executables.insert("/bin/sh".into());
+        let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
+        assert_eq!(
+            failure.errno,
+            Errno::UnknownErrno,
+            "the fake exec 'succeeded'"
+        );
+        // Capabilities 0..=40 but 24 (see the fake's capget).
+        let held: u64 = ((1 << 41) - 1) & !(1 << 24);
+        let mut wanted: Vec<String> = [
+            "open /dev/null",
+            "dup2 10 0",
+            "dup2 4 1",
+            "dup2 5 2",
+            "setsid",
+            "close_range 3.. keep 6",
+            "keepcaps",
+            "setgroups []",
+            "setresgid 1000",
+            "setresuid 1000",
+            "chdir /",
+            "getcwd",
+            "capget",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        wanted.push(format!("capset {held:#x} inheritable {held:#x}"));
+        wanted.extend(
+            (0..=40)
+                .filter(|cap| *cap != 24)
+                .map(|cap| format!("ambient raise {cap}")),
+        );
+        wanted.push("umask 22".into());
+        wanted.push(r#"execve /bin/sh ["sh", "-c", "true"] ["PATH=/usr/bin:/bin"]"#.into());
+        assert_eq!(fake.calls, wanted);
+    }
+
+    #[test]
+    fn privileged_setup_makes_buildkits_devices_and_masks_nothing() {
+        let mut spec = spec();
+        spec.privileged = true;
+        let mut ctx = context(&spec);
+        ctx.loop_devices = 2;
+        let plan = setup::prepare(&spec, &ctx, &|_| Ok(true)).expect("plan");
+        let mut fake = image();
+        // /sys/fs/cgroup exists once sysfs is mounted.
+        fake.paths.insert("sys/fs/cgroup".into(), true);
+        run(&mut fake, &plan.setup, 0).expect("setup");
+        contains_in_order(
+            &fake.calls,
+            &[
+                "mknod dev/tty 20666 1280",
+                "mkdir dev/net 755",
+                "mknod dev/kmsg 20666 267",
+                "mknod dev/net/tun 20666 2760",
+                "mknod dev/loop-control 20666 2797",
+                "mknod dev/loop0 60666 1792",
+                "mknod dev/loop1 60666 1793",
+                "mount sysfs <sys> sysfs 0xe -",
+                "mount cgroup2 <sys/fs/cgroup> cgroup2 0xe -",
+                "pivot_root . .",
+                "sethostname box",
+            ],
+        );
+        assert!(!fake.calls.iter().any(|c| c.contains("proc/kcore")
+            || c.contains("proc/sys")
+            || c.starts_with("mount tmpfs <proc")));
     }
 
     #[test]

@@ -31,6 +31,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The highest first-free loop device a privileged sandbox's `/dev/loopN` list follows.
+const MAX_FREE_LOOP: u32 = 1024;
+
 /// Where root's user namespace maps container ids 0..65536 (see [`Spec::user_namespace`]).
 pub const REMAP_BASE: u32 = 100_000;
 /// How many ids root's user namespace maps.
@@ -648,9 +651,13 @@ impl Sandbox {
                 })?;
             }
         }
-        // BuildKit's insecure mode: /dev/loop0 up to 7 past the host's first free one.
+        // BuildKit's insecure mode: /dev/loop0 up to 7 past the host's first free one. Bounded
+        // (BuildKit is not): a host with thousands of loop devices must not make the setup huge.
         let loop_devices = if spec.privileged && !user_namespace.active() {
-            linux::free_loop_device().unwrap_or(0).saturating_add(8)
+            linux::free_loop_device()
+                .unwrap_or(0)
+                .min(MAX_FREE_LOOP)
+                .saturating_add(8)
         } else {
             0
         };

@@ -1669,6 +1669,358 @@ mod tests {
         );
     }
 
+    fn overlay(lowers: &[&str], upper: Option<&str>, destination: &str, readonly: bool) -> Mount {
+        Mount {
+            destination: destination.into(),
+            source: MountSource::Overlay {
+                lowers: lowers.iter().map(PathBuf::from).collect(),
+                upper: upper.map(|u| UpperDir {
+                    upper_dir: format!("{u}/upper").into(),
+                    work_dir: format!("{u}/work").into(),
+                }),
+            },
+            readonly,
+        }
+    }
+
+    fn tmpfs(destination: &str, size: Option<u64>, readonly: bool) -> Mount {
+        Mount {
+            destination: destination.into(),
+            source: MountSource::Tmpfs { size },
+            readonly,
+        }
+    }
+
+    /// The one step `mount` makes, with the spec's other defaults.
+    fn mount_action(mount: Mount, user_namespace: UserNamespace) -> Action {
+        let mut spec = spec();
+        spec.mounts = vec![mount];
+        let plan = prepare(&spec, &ctx(user_namespace), &dirs).expect("plan");
+        let sys = plan
+            .setup
+            .iter()
+            .position(|s| s.describe() == "mounting sysfs on /sys")
+            .expect("sysfs");
+        plan.setup.into_iter().nth(sys + 1).expect("the mount step")
+    }
+
+    #[test]
+    fn mounts_of_every_kind_sort_parent_before_child() {
+        let mut spec = spec();
+        spec.mounts = vec![
+            tmpfs("/cache/a/tmp", None, false),
+            bind("/h/src", "/cache/a", true),
+            overlay(&["/l/1", "/l/2"], None, "/cache", false),
+            tmpfs("/t", Some(4096), false),
+        ];
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        let sys = position(&steps, "mounting sysfs on /sys");
+        assert_eq!(
+            steps[sys + 1..sys + 5],
+            [
+                "mounting overlay on /cache",
+                "mounting tmpfs on /t",
+                "bind mounting /h/src on /cache/a",
+                "mounting tmpfs on /cache/a/tmp",
+            ]
+        );
+        // Every kind refuses the root and /proc alike.
+        for mount in [
+            tmpfs("/proc/x", None, false),
+            overlay(&["/l/1"], None, "/../proc", false),
+            overlay(&[], None, "/", false),
+        ] {
+            let mut spec = self::spec();
+            spec.mounts = vec![mount];
+            let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+            assert!(matches!(err, RuntimeError::InvalidMount { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn overlay_mounts_by_their_number_of_lowers_and_upper() {
+        let none = UserNamespace::None;
+        let nodev_ro = libc::MS_NODEV | libc::MS_RDONLY;
+        // Two lowers, no upper: a read-only overlay through mount(2) data.
+        let action = mount_action(overlay(&["/l/top", "/l/base"], None, "/m", false), none);
+        let Action::Mount {
+            target,
+            fstype,
+            flags,
+            data,
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(
+            (target.shown.as_str(), fstype, flags, target.create),
+            ("/m", c"overlay", nodev_ro, Create::Directory)
+        );
+        assert_eq!(
+            data.unwrap().to_str().unwrap(),
+            "lowerdir=/l/top:/l/base,index=off"
+        );
+        // With an upper: writable, unless asked read-only; userxattr in a user namespace.
+        for (readonly, flags) in [(false, libc::MS_NODEV), (true, nodev_ro)] {
+            let action = mount_action(overlay(&["/l/a"], Some("/u"), "/m", readonly), none);
+            let Action::Mount {
+                flags: got, data, ..
+            } = action
+            else {
+                panic!("{action:?}")
+            };
+            assert_eq!(got, flags);
+            assert_eq!(
+                data.unwrap().to_str().unwrap(),
+                "lowerdir=/l/a,upperdir=/u/upper,workdir=/u/work,index=off"
+            );
+        }
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let action = mount_action(overlay(&["/l/a", "/l/b"], None, "/m", false), rootless);
+        let Action::Mount { data, .. } = action else {
+            panic!("{action:?}")
+        };
+        assert!(
+            data.unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with(",index=off,userxattr")
+        );
+        // A directory listed twice counts once: one lower left, a read-only recursive bind.
+        let action = mount_action(overlay(&["/l/a", "/l/a"], None, "/m", false), none);
+        let Action::Bind {
+            source,
+            target,
+            recursive,
+            attrs,
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(source.to_str().unwrap(), "/l/a");
+        assert_eq!(target.create, Create::Directory);
+        assert!(recursive);
+        assert_eq!(attrs, ATTR_NODEV | ATTR_RDONLY);
+        // No lower: an empty read-only tmpfs, or the upper dir itself.
+        let action = mount_action(overlay(&[], None, "/m", false), none);
+        let Action::Mount {
+            fstype,
+            flags,
+            data,
+            ..
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(fstype, c"tmpfs");
+        assert_eq!(flags, libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV);
+        assert_eq!(data.unwrap().to_str().unwrap(), "mode=755");
+        for (readonly, want) in [(false, ATTR_NODEV), (true, ATTR_NODEV | ATTR_RDONLY)] {
+            let action = mount_action(overlay(&[], Some("/u"), "/m", readonly), none);
+            let Action::Bind { source, attrs, .. } = action else {
+                panic!("{action:?}")
+            };
+            assert_eq!(source.to_str().unwrap(), "/u/upper");
+            assert_eq!(attrs, want);
+        }
+    }
+
+    #[test]
+    fn deep_overlay_mounts_go_through_fsconfig_and_are_bounded() {
+        let lowers: Vec<String> = (0..100)
+            .map(|i| format!("/var/lib/kiln/layers/{i:064}"))
+            .collect();
+        let lowers: Vec<&str> = lowers.iter().map(String::as_str).collect();
+        let action = mount_action(
+            overlay(&lowers, Some("/u"), "/deep", true),
+            UserNamespace::None,
+        );
+        let Action::MountOverlayLayers {
+            target: MountPoint::InRoot(target),
+            lowers: got,
+            upper,
+            userxattr,
+            readonly,
+        } = &action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(target.shown, "/deep");
+        assert!(!target.no_symlinks, "resolved in the root, like any mount");
+        assert_eq!(got.len(), 100);
+        assert_eq!(got[99].to_str().unwrap(), lowers[99]);
+        assert_eq!(
+            upper
+                .as_ref()
+                .map(|(u, w)| (u.to_str().unwrap(), w.to_str().unwrap())),
+            Some(("/u/upper", "/u/work"))
+        );
+        assert!(*readonly && !userxattr);
+        assert_eq!(
+            action.describe(),
+            "mounting an overlay on /deep (100 lower directories through fsconfig \
+             lowerdir+, upper /u/upper)"
+        );
+        let many: Vec<String> = (0..501).map(|i| format!("/l/{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut spec = spec();
+        spec.mounts = vec![overlay(&many, None, "/m", false)];
+        let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the mount on /m has 501 distinct lower directories, over overlayfs's limit of 500 \
+             (OVL_MAX_STACK)"
+        );
+    }
+
+    #[test]
+    fn tmpfs_mounts_are_nosuid_with_their_size() {
+        let cases = [
+            (Some(1 << 20), false, libc::MS_NOSUID, Some("size=1048576")),
+            (None, false, libc::MS_NOSUID, None),
+            (
+                Some(0),
+                true,
+                libc::MS_NOSUID | libc::MS_RDONLY,
+                Some("size=0"),
+            ),
+        ];
+        for (size, readonly, want_flags, want_data) in cases {
+            let action = mount_action(tmpfs("/t", size, readonly), UserNamespace::None);
+            let Action::Mount {
+                target,
+                fstype,
+                flags,
+                data,
+            } = action
+            else {
+                panic!("{action:?}")
+            };
+            assert_eq!((target.shown.as_str(), fstype), ("/t", c"tmpfs"));
+            assert_eq!(flags, want_flags, "{size:?}");
+            assert_eq!(
+                data.as_ref().map(|d| d.to_str().unwrap()),
+                want_data,
+                "{size:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn privileged_drops_masks_seccomp_and_the_capability_bounds() {
+        let mut spec = spec();
+        spec.privileged = true;
+        spec.user.uid = 1000;
+        let mut context = ctx(UserNamespace::None);
+        context.loop_devices = 3;
+        let plan = prepare(&spec, &context, &dirs).expect("plan");
+        let steps: Vec<String> = plan.setup.iter().map(Action::describe).collect();
+        assert!(
+            !plan
+                .setup
+                .iter()
+                .any(|s| matches!(s, Action::Mask(_) | Action::ReadOnlyPath(_))),
+            "{steps:#?}"
+        );
+        let mounts: Vec<(String, &CStr, c_ulong)> = plan
+            .setup
+            .iter()
+            .filter_map(|s| match s {
+                Action::Mount {
+                    target,
+                    fstype,
+                    flags,
+                    ..
+                } if target.shown.starts_with("/sys") => {
+                    Some((target.shown.clone(), *fstype, *flags))
+                }
+                _ => None,
+            })
+            .collect();
+        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        assert_eq!(
+            mounts,
+            [
+                ("/sys".to_string(), c"sysfs", nosuid_nodev_noexec),
+                (
+                    "/sys/fs/cgroup".to_string(),
+                    c"cgroup2",
+                    nosuid_nodev_noexec
+                ),
+            ]
+        );
+        let devices: Vec<(String, u32, u32, bool)> = plan
+            .setup
+            .iter()
+            .filter_map(|s| match s {
+                Action::MakeDevice {
+                    target,
+                    major,
+                    minor,
+                    block,
+                } => Some((target.shown.clone(), *major, *minor, *block)),
+                _ => None,
+            })
+            .skip(DEVICES.len())
+            .collect();
+        let want: Vec<(String, u32, u32, bool)> = [
+            ("/dev/kmsg", 1, 11, false),
+            ("/dev/cuse", 10, 203, false),
+            ("/dev/fuse", 10, 229, false),
+            ("/dev/kvm", 10, 232, false),
+            ("/dev/net/tun", 10, 200, false),
+            ("/dev/loop-control", 10, 237, false),
+            ("/dev/loop0", 7, 0, true),
+            ("/dev/loop1", 7, 1, true),
+            ("/dev/loop2", 7, 2, true),
+        ]
+        .into_iter()
+        .map(|(p, a, b, c)| (p.to_string(), a, b, c))
+        .collect();
+        assert_eq!(devices, want);
+        assert!(
+            position(&steps, "creating the device directory /dev/net")
+                < position(&steps, "creating the device /dev/net/tun")
+        );
+        let workload: Vec<String> = plan.workload.iter().map(Action::describe).collect();
+        assert_eq!(
+            workload,
+            [
+                "setting up stdin, stdout and stderr",
+                "creating a new session",
+                "closing inherited file descriptors",
+                "keeping the capabilities across the user switch",
+                "switching to user 1000:0",
+                "changing to the working directory /work/dir",
+                "checking the working directory /work/dir: it is outside the container",
+                "setting all capabilities (privileged)",
+                "setting the umask",
+                "executing \"sh\"",
+            ]
+        );
+        // In a user namespace: no extra devices (mknod is refused there), /sys bound writable.
+        spec.network = Network::Host;
+        let remapped = UserNamespace::Remapped {
+            base: 100_000,
+            count: 65536,
+        };
+        let plan = prepare(&spec, &ctx(remapped), &dirs).expect("plan");
+        assert!(
+            !plan
+                .setup
+                .iter()
+                .any(|s| matches!(s, Action::MakeDevice { .. } | Action::DeviceDirectory(_)))
+        );
+        let sys = plan.setup.iter().find_map(|s| match s {
+            Action::Bind { target, attrs, .. } if target.shown == "/sys" => Some(*attrs),
+            _ => None,
+        });
+        assert_eq!(sys, Some(ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC));
+    }
+
     #[test]
     fn workload_order_and_credentials() {
         let mut spec = spec();
