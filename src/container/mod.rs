@@ -16,7 +16,7 @@ use crate::archive::{self, ArchiveError};
 use crate::error::Reason;
 use crate::oci::timestamp::{format_rfc3339, now_seconds};
 use crate::runtime::cgroup::{Cgroup, CgroupError, Limits};
-use crate::runtime::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
+use crate::runtime::{Mount, MountSource, Network, RootFs, Spec, Stdio, UpperDir, User};
 use crate::runtime::{RuntimeError, Sandbox};
 use crate::store::{ContainerRecord, Store, StoreError, StoredImage};
 use std::fs;
@@ -123,7 +123,7 @@ pub struct RunOptions {
     /// `--network`.
     pub network: Network,
     /// `-v` bind mounts (see [`parse_volume`]).
-    pub volumes: Vec<BindMount>,
+    pub volumes: Vec<Mount>,
     /// `--read-only`.
     pub read_only: bool,
     /// `--memory`, `--pids-limit`, `--cpus`.
@@ -317,6 +317,7 @@ impl Container {
             tty: options.tty,
             no_new_privileges: options.no_new_privileges,
             init: options.init,
+            privileged: false,
         })
     }
 }
@@ -366,8 +367,8 @@ pub struct SandboxSetup<'a> {
     pub hostname: String,
     /// The network.
     pub network: Network,
-    /// Bind mounts; one onto an `/etc` file replaces that file's mount.
-    pub mounts: &'a [BindMount],
+    /// Mounts; one onto an `/etc` file replaces that file's mount.
+    pub mounts: &'a [Mount],
     /// Where the `/etc` files are written: a directory that outlives the sandbox.
     pub etc_dir: &'a Path,
     /// Which `/etc` files.
@@ -380,6 +381,8 @@ pub struct SandboxSetup<'a> {
     pub no_new_privileges: bool,
     /// Put kiln's tiny init at pid 1.
     pub init: bool,
+    /// BuildKit's insecure mode (see [`Spec::privileged`]); `kiln run` has no such option.
+    pub privileged: bool,
 }
 
 /// The sandbox's [`Spec`]: the user resolved in the image, `HOME`, the `/etc` files written
@@ -420,6 +423,7 @@ pub fn sandbox_spec(setup: SandboxSetup<'_>) -> Result<Spec, ContainerError> {
         tty: setup.tty,
         no_new_privileges: setup.no_new_privileges,
         init: setup.init,
+        privileged: setup.privileged,
     })
 }
 
@@ -431,7 +435,7 @@ fn write_etc_files(
     kind: EtcFiles,
     hostname: &str,
     network: Network,
-) -> Result<Vec<BindMount>, ContainerError> {
+) -> Result<Vec<Mount>, ContainerError> {
     let host_resolv = || -> Result<Vec<u8>, ContainerError> {
         Ok(read_host_file(Path::new("/etc/resolv.conf"))?.unwrap_or_default())
     };
@@ -465,9 +469,9 @@ fn write_etc_files(
     for (name, content) in files {
         let path = dir.join(name);
         fs::write(&path, content).map_err(io_error("write", &path))?;
-        mounts.push(BindMount {
-            source: path,
+        mounts.push(Mount {
             destination: format!("/etc/{name}"),
+            source: MountSource::Bind(path),
             readonly: false,
         });
     }
@@ -494,6 +498,7 @@ fn placeholder_spec() -> Spec {
         tty: false,
         no_new_privileges: true,
         init: false,
+        privileged: false,
     }
 }
 
@@ -655,7 +660,7 @@ pub fn env_file(
 
 /// One `-v HOST:CONTAINER[:ro|rw]` value: the host path must be absolute and exist (kiln has no
 /// named volumes), the container path absolute.
-pub fn parse_volume(spec: &str) -> Result<BindMount, ContainerError> {
+pub fn parse_volume(spec: &str) -> Result<Mount, ContainerError> {
     let fail = |reason: Reason| ContainerError::Volume {
         spec: spec.to_string(),
         reason,
@@ -689,9 +694,9 @@ pub fn parse_volume(spec: &str) -> Result<BindMount, ContainerError> {
             err,
         )));
     }
-    Ok(BindMount {
-        source: PathBuf::from(source),
+    Ok(Mount {
         destination: destination.to_string(),
+        source: MountSource::Bind(PathBuf::from(source)),
         readonly,
     })
 }
@@ -772,9 +777,9 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\nkiln:x:1000:1000::/home/kiln:/bin/sh\n",
         )
         .unwrap();
-        let mounts = [BindMount {
-            source: dir.path().to_path_buf(),
+        let mounts = [Mount {
             destination: "/etc/resolv.conf".into(),
+            source: MountSource::Bind(dir.path().to_path_buf()),
             readonly: true,
         }];
         let spec = sandbox_spec(SandboxSetup {
@@ -796,6 +801,7 @@ mod tests {
             tty: false,
             no_new_privileges: true,
             init: false,
+            privileged: false,
         })
         .unwrap();
         (spec, dir)
@@ -851,7 +857,10 @@ mod tests {
             destinations(&spec),
             strings(&["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"])
         );
-        assert_eq!(spec.mounts[2].source, dir.path());
+        assert_eq!(
+            spec.mounts[2].source,
+            MountSource::Bind(dir.path().to_path_buf())
+        );
         assert_eq!(
             fs::read_to_string(dir.path().join("hostname")).unwrap(),
             "box\n"
@@ -895,7 +904,7 @@ mod tests {
     #[test]
     fn volumes_parse_like_docker_binds() {
         let ok = parse_volume("/tmp:/mnt/x:ro").unwrap();
-        assert_eq!(ok.source, PathBuf::from("/tmp"));
+        assert_eq!(ok.source, MountSource::Bind(PathBuf::from("/tmp")));
         assert_eq!(ok.destination, "/mnt/x");
         assert!(ok.readonly);
         assert!(!parse_volume("/tmp:/mnt").unwrap().readonly);

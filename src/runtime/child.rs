@@ -296,7 +296,7 @@ fn init(child: &Child<'_>, kernel: &mut Linux, status: c_int) -> ! {
     close_others(&[status]);
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    let _ = kernel.capset(CAP_KILL);
+    let _ = kernel.capset(CAP_KILL, 0);
 
     loop {
         // SAFETY: a live set and a null siginfo pointer.

@@ -8,7 +8,7 @@
 //! held by another thread of the parent stays held forever, fork(2) NOTES and
 //! signal-safety(7)). It only reads the prepared [`Action`]s and calls the kernel.
 
-use super::setup::{self, Action, Create, ExecArgs, Target};
+use super::setup::{self, Action, Create, ExecArgs, MountPoint, Target};
 use super::tty::WindowSize;
 use libc::{c_int, c_ulong, gid_t, mode_t, sock_filter};
 use nix::errno::Errno;
@@ -57,8 +57,9 @@ pub(crate) trait Kernel {
     fn fs_create(&mut self, fs: Fd) -> Result<(), Errno>;
     /// fsmount(2) of `fs` with the `MOUNT_ATTR_*` bits `attrs`, close-on-exec: a detached mount.
     fn fs_mount(&mut self, fs: Fd, attrs: u64) -> Result<Fd, Errno>;
-    /// move_mount(2) of the detached mount `mount` onto the path `target`.
-    fn move_mount(&mut self, mount: Fd, target: &CStr) -> Result<(), Errno>;
+    /// move_mount(2) of the detached mount `mount` onto `target` (a path, or the directory a
+    /// descriptor refers to).
+    fn move_mount(&mut self, mount: Fd, target: At<'_>) -> Result<(), Errno>;
     /// mount_setattr(2) setting `attrs` on the mount `fd` is the root of.
     fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno>;
     /// open(2) of a directory with `O_PATH`.
@@ -117,8 +118,14 @@ pub(crate) trait Kernel {
     fn close_from(&mut self, first: Fd, keep: Fd) -> Result<(), Errno>;
     /// prctl(PR_CAPBSET_DROP, cap): `EINVAL` past the kernel's last capability.
     fn drop_bounding(&mut self, cap: u32) -> Result<(), Errno>;
-    /// capset(2): effective = permitted = `caps`, inheritable empty.
-    fn capset(&mut self, caps: u64) -> Result<(), Errno>;
+    /// capset(2): effective = permitted = `caps`, inheritable = `inheritable`.
+    fn capset(&mut self, caps: u64, inheritable: u64) -> Result<(), Errno>;
+    /// capget(2): the permitted set.
+    fn permitted_capabilities(&mut self) -> Result<u64, Errno>;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap): `EINVAL` past the kernel's last one.
+    fn raise_ambient(&mut self, cap: u32) -> Result<(), Errno>;
+    /// prctl(PR_SET_KEEPCAPS, 1).
+    fn keep_capabilities(&mut self) -> Result<(), Errno>;
     /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
     fn clear_ambient(&mut self) -> Result<(), Errno>;
     /// prctl(PR_SET_NO_NEW_PRIVS, 1).
@@ -172,7 +179,7 @@ pub(crate) fn run<K: Kernel>(
 fn mount_overlay_layers<K: Kernel>(
     kernel: &mut K,
     fs: Fd,
-    target: &CStr,
+    target: At<'_>,
     lowers: &[CString],
     upper: &Option<(CString, CString)>,
     userxattr: bool,
@@ -185,7 +192,7 @@ fn mount_overlay_layers<K: Kernel>(
         kernel.fs_config(fs, c"upperdir", Some(upper))?;
         kernel.fs_config(fs, c"workdir", Some(work))?;
     }
-    // As the mount(2) path: see `setup::rootfs_step` for index=off and userxattr.
+    // As the mount(2) path: see `setup::overlay_options` for index=off and userxattr.
     kernel.fs_config(fs, c"index", Some(c"off"))?;
     if userxattr {
         kernel.fs_config(fs, c"userxattr", None)?;
@@ -258,11 +265,19 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
             userxattr,
             readonly,
         } => {
-            let fs = kernel.fs_open(c"overlay")?;
-            let mounted =
-                mount_overlay_layers(kernel, fs, target, lowers, upper, *userxattr, *readonly);
-            kernel.close(fs);
-            mounted
+            let overlay = |k: &mut K, at: At<'_>| {
+                let fs = k.fs_open(c"overlay")?;
+                with_fd(k, fs, |k| {
+                    mount_overlay_layers(k, fs, at, lowers, upper, *userxattr, *readonly)
+                })
+            };
+            match target {
+                MountPoint::Staging(path) => overlay(kernel, At::Path(path)),
+                MountPoint::InRoot(target) => {
+                    let fd = resolve(kernel, root_of(root)?, target)?;
+                    with_fd(kernel, fd, |k| overlay(k, At::Fd(fd)))
+                }
+            }
         }
         Action::BindRoot { source, target } => {
             kernel.mount(
@@ -305,6 +320,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
             target,
             major,
             minor,
+            block,
         } => {
             let root = root_of(root)?;
             // Devices live in a directory (/dev): a top-level target is a plan bug.
@@ -312,13 +328,9 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
                 return Err(Errno::EINVAL);
             };
             let dir = kernel.open_in_root(root, parent, target.no_symlinks)?;
+            let kind = if *block { libc::S_IFBLK } else { libc::S_IFCHR };
             with_fd(kernel, dir, |k| {
-                k.mknod_at(
-                    dir,
-                    name,
-                    libc::S_IFCHR | 0o666,
-                    libc::makedev(*major, *minor),
-                )
+                k.mknod_at(dir, name, kind | 0o666, libc::makedev(*major, *minor))
             })
         }
         Action::Bind {
@@ -354,7 +366,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
             let fd = resolve(kernel, root_of(root)?, dir)?;
             with_fd(kernel, fd, |k| k.symlink_at(points_to, fd, name))
         }
-        Action::MakeDirectory(target) => {
+        Action::MakeDirectory(target) | Action::DeviceDirectory(target) => {
             let fd = resolve(kernel, root_of(root)?, target)?;
             kernel.close(fd);
             Ok(())
@@ -506,8 +518,26 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
             }
         }
         Action::Capabilities(caps) => {
-            kernel.capset(*caps)?;
+            kernel.capset(*caps, 0)?;
             kernel.clear_ambient()
+        }
+        Action::KeepCapabilities => kernel.keep_capabilities(),
+        Action::AllCapabilities => {
+            let caps = kernel.permitted_capabilities()?;
+            // Ambient capabilities must be permitted and inheritable (capabilities(7)).
+            kernel.capset(caps, caps)?;
+            for cap in 0..64u32 {
+                if caps & (1 << cap) == 0 {
+                    continue;
+                }
+                match kernel.raise_ambient(cap) {
+                    Ok(()) => {}
+                    // Past CAP_LAST_CAP of this kernel.
+                    Err(Errno::EINVAL) => break,
+                    Err(errno) => return Err(errno),
+                }
+            }
+            Ok(())
         }
         Action::NoNewPrivileges => kernel.no_new_privs(),
         Action::Umask(mask) => {
@@ -606,8 +636,9 @@ fn resolve<K: Kernel>(kernel: &mut K, root: Fd, target: &Target) -> Result<Fd, E
 mod tests {
     use super::*;
     use crate::runtime::setup::{self, Context, StdioFds, UserNamespace, WorkloadFds};
-    use crate::runtime::spec::{BindMount, Network, RootFs, Spec, UpperDir, User};
+    use crate::runtime::spec::{Mount, MountSource, Network, RootFs, Spec, UpperDir, User};
     use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
 
     /// A kernel that records calls and keeps a tiny model of the container's paths.
     #[derive(Default)]
@@ -739,8 +770,8 @@ mod tests {
             self.record(call)?;
             Ok(self.open("mnt:overlay".to_string()))
         }
-        fn move_mount(&mut self, mount: Fd, target: &CStr) -> Result<(), Errno> {
-            let call = format!("move_mount <{}> {}", self.name(mount), text(target));
+        fn move_mount(&mut self, mount: Fd, target: At<'_>) -> Result<(), Errno> {
+            let call = format!("move_mount <{}> {}", self.name(mount), self.at(target));
             self.record(call)
         }
         fn mount_setattr(&mut self, fd: Fd, attrs: u64, recursive: bool) -> Result<(), Errno> {
@@ -865,8 +896,26 @@ mod tests {
             }
             self.record(format!("capbset_drop {cap}"))
         }
-        fn capset(&mut self, caps: u64) -> Result<(), Errno> {
-            self.record(format!("capset {caps:#x}"))
+        fn capset(&mut self, caps: u64, inheritable: u64) -> Result<(), Errno> {
+            if inheritable == 0 {
+                self.record(format!("capset {caps:#x}"))
+            } else {
+                self.record(format!("capset {caps:#x} inheritable {inheritable:#x}"))
+            }
+        }
+        fn permitted_capabilities(&mut self) -> Result<u64, Errno> {
+            self.record("capget".into())?;
+            // Capabilities 0..=40 but 24, as a process some caps were taken from.
+            Ok(((1 << 41) - 1) & !(1 << 24))
+        }
+        fn raise_ambient(&mut self, cap: u32) -> Result<(), Errno> {
+            if cap > 40 {
+                return Err(Errno::EINVAL);
+            }
+            self.record(format!("ambient raise {cap}"))
+        }
+        fn keep_capabilities(&mut self) -> Result<(), Errno> {
+            self.record("keepcaps".into())
         }
         fn clear_ambient(&mut self) -> Result<(), Errno> {
             self.record("ambient clear".into())
@@ -923,6 +972,7 @@ mod tests {
             tty: false,
             no_new_privileges: false,
             init: false,
+            privileged: false,
         }
     }
 
@@ -948,6 +998,7 @@ mod tests {
             staging: "/stage".into(),
             user_namespace: UserNamespace::None,
             fds: WorkloadFds { stdio, report: 6 },
+            loop_devices: 0,
         }
     }
 
@@ -1036,14 +1087,14 @@ mod tests {
     fn bind_destination_created_inside_the_root() {
         let mut spec = spec();
         spec.mounts = vec![
-            BindMount {
-                source: "/host/data".into(),
+            Mount {
                 destination: "/srv/data".into(),
+                source: MountSource::Bind("/host/data".into()),
                 readonly: true,
             },
-            BindMount {
-                source: "/host/conf.txt".into(),
+            Mount {
                 destination: "/etc/app/conf".into(),
+                source: MountSource::Bind("/host/conf.txt".into()),
                 readonly: false,
             },
         ];
@@ -1083,7 +1134,7 @@ mod tests {
     #[test]
     fn overlay_of_many_layers_goes_through_fsconfig() {
         let action = Action::MountOverlayLayers {
-            target: c"/stage".into(),
+            target: MountPoint::Staging(c"/stage".into()),
             lowers: vec![c"/l/top".into(), c"/l/a,b:c".into()],
             upper: Some((c"/u".into(), c"/w".into())),
             userxattr: true,
@@ -1120,6 +1171,175 @@ mod tests {
         );
     }
 
+    /// The spec's overlay and tmpfs mounts land on descriptors resolved inside the root
+    /// (created when missing), a deep overlay through fsconfig moved onto its descriptor.
+    #[test]
+    fn overlay_and_tmpfs_mounts_resolve_inside_the_root() {
+        let mut spec = spec();
+        let deep: Vec<PathBuf> = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/kiln/layers/{i:064}")))
+            .collect();
+        spec.mounts = vec![
+            Mount {
+                destination: "/srv/a".into(),
+                source: MountSource::Overlay {
+                    lowers: vec!["/l/top".into(), "/l/base".into()],
+                    upper: None,
+                },
+                readonly: false,
+            },
+            Mount {
+                destination: "/tmp/t".into(),
+                source: MountSource::Tmpfs {
+                    size: Some(1 << 20),
+                },
+                readonly: false,
+            },
+            Mount {
+                destination: "/deep".into(),
+                source: MountSource::Overlay {
+                    lowers: deep,
+                    upper: Some(UpperDir {
+                        upper_dir: "/mu".into(),
+                        work_dir: "/mw".into(),
+                    }),
+                },
+                readonly: false,
+            },
+        ];
+        let mut fake = image();
+        run(&mut fake, &plan_for(&spec).setup, 0).expect("setup");
+        // Depth first: /deep, then /srv/a and /tmp/t in the spec's order.
+        let first_lower = format!(
+            "fsconfig <fs:overlay> lowerdir+=/var/lib/kiln/layers/{:064}",
+            0
+        );
+        contains_in_order(
+            &fake.calls,
+            &[
+                "mkdir deep 755",
+                "openat2 </stage> deep nosym=false",
+                "fsopen overlay",
+                &first_lower,
+                "fsconfig <fs:overlay> upperdir=/mu",
+                "fsconfig <fs:overlay> workdir=/mw",
+                "fsconfig <fs:overlay> index=off",
+                "fsconfig <fs:overlay> create",
+                "fsmount <fs:overlay> 0x4",
+                "move_mount <mnt:overlay> <deep>",
+                "mkdir srv 755",
+                "mkdir srv/a 755",
+                "openat2 </stage> srv/a nosym=false",
+                "mount overlay <srv/a> overlay 0x5 lowerdir=/l/top:/l/base,index=off",
+                "mkdir tmp/t 755",
+                "openat2 </stage> tmp/t nosym=false",
+                "mount tmpfs <tmp/t> tmpfs 0x2 size=1048576",
+                "pivot_root . .",
+            ],
+        );
+        assert_eq!(
+            fake.calls
+                .iter()
+                .filter(|c| c.starts_with("fsconfig <fs:overlay> lowerdir+="))
+                .count(),
+            100
+        );
+        assert!(fake.fds.is_empty(), "descriptors left open: {:?}", fake.fds);
+        // A failing fsconfig still closes the mount point's and the context's descriptors.
+        let mut failing = image();
+        failing
+            .fail
+            .push(("fsconfig <fs:overlay> create".into(), Errno::EINVAL));
+        let failure = run(&mut failing, &plan_for(&spec).setup, 0).unwrap_err();
+        assert_eq!(failure.errno, Errno::EINVAL);
+        assert!(
+            failing.fds.is_empty(),
+            "descriptors left open: {:?}",
+            failing.fds
+        );
+    }
+
+    #[test]
+    fn privileged_workload_keeps_every_capability_without_seccomp() {
+        let mut spec = spec();
+        spec.privileged = true;
+        spec.user = User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: Vec::new(),
+        };
+        let plan = plan_for(&spec);
+        let mut fake = image();
+        fake.executables.insert("/bin/sh".into());
+        let failure = run(&mut fake, &plan.workload, 0).unwrap_err();
+        assert_eq!(
+            failure.errno,
+            Errno::UnknownErrno,
+            "the fake exec 'succeeded'"
+        );
+        // Capabilities 0..=40 but 24 (see the fake's capget).
+        let held: u64 = ((1 << 41) - 1) & !(1 << 24);
+        let mut wanted: Vec<String> = [
+            "open /dev/null",
+            "dup2 10 0",
+            "dup2 4 1",
+            "dup2 5 2",
+            "setsid",
+            "close_range 3.. keep 6",
+            "keepcaps",
+            "setgroups []",
+            "setresgid 1000",
+            "setresuid 1000",
+            "chdir /",
+            "getcwd",
+            "capget",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        wanted.push(format!("capset {held:#x} inheritable {held:#x}"));
+        wanted.extend(
+            (0..=40)
+                .filter(|cap| *cap != 24)
+                .map(|cap| format!("ambient raise {cap}")),
+        );
+        wanted.push("umask 22".into());
+        wanted.push(r#"execve /bin/sh ["sh", "-c", "true"] ["PATH=/usr/bin:/bin"]"#.into());
+        assert_eq!(fake.calls, wanted);
+    }
+
+    #[test]
+    fn privileged_setup_makes_buildkits_devices_and_masks_nothing() {
+        let mut spec = spec();
+        spec.privileged = true;
+        let mut ctx = context(&spec);
+        ctx.loop_devices = 2;
+        let plan = setup::prepare(&spec, &ctx, &|_| Ok(true)).expect("plan");
+        let mut fake = image();
+        // /sys/fs/cgroup exists once sysfs is mounted.
+        fake.paths.insert("sys/fs/cgroup".into(), true);
+        run(&mut fake, &plan.setup, 0).expect("setup");
+        contains_in_order(
+            &fake.calls,
+            &[
+                "mknod dev/tty 20666 1280",
+                "mkdir dev/net 755",
+                "mknod dev/kmsg 20666 267",
+                "mknod dev/net/tun 20666 2760",
+                "mknod dev/loop-control 20666 2797",
+                "mknod dev/loop0 60666 1792",
+                "mknod dev/loop1 60666 1793",
+                "mount sysfs <sys> sysfs 0xe -",
+                "mount cgroup2 <sys/fs/cgroup> cgroup2 0xe -",
+                "pivot_root . .",
+                "sethostname box",
+            ],
+        );
+        assert!(!fake.calls.iter().any(|c| c.contains("proc/kcore")
+            || c.contains("proc/sys")
+            || c.starts_with("mount tmpfs <proc")));
+    }
+
     #[test]
     fn failing_step_stops_with_its_error() {
         let plan = plan_for(&spec());
@@ -1147,9 +1367,9 @@ mod tests {
     #[test]
     fn dangling_symlink_destination_is_not_followed() {
         let mut spec = spec();
-        spec.mounts = vec![BindMount {
-            source: "/host".into(),
+        spec.mounts = vec![Mount {
             destination: "/link".into(),
+            source: MountSource::Bind("/host".into()),
             readonly: false,
         }];
         let mut fake = image();

@@ -90,6 +90,9 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+/// `LOOP_CTL_GET_FREE` (linux/loop.h).
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 
 fn check(result: libc::c_long) -> Result<libc::c_long, Errno> {
     if result == -1 {
@@ -130,6 +133,28 @@ fn at_path<'a>(at: At<'a>, buf: &'a mut [u8; 32]) -> Result<&'a CStr, Errno> {
         At::Path(path) => Ok(path),
         At::Fd(fd) => fd_path(fd, buf),
     }
+}
+
+/// The host's first free loop device (`LOOP_CTL_GET_FREE` on `/dev/loop-control`, which
+/// creates one when none is free), as BuildKit's insecure spec asks before it lists the
+/// `/dev/loopN` nodes; `None` when there is no loop control. Called by the parent, before
+/// `clone(2)` (it may allocate).
+pub(crate) fn free_loop_device() -> Option<u32> {
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .ok()?;
+    // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number or -1; the
+    // descriptor is open for the whole call.
+    let free = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&control),
+            LOOP_CTL_GET_FREE as _,
+            0,
+        )
+    };
+    u32::try_from(free).ok()
 }
 
 impl Kernel for Linux {
@@ -206,17 +231,22 @@ impl Kernel for Linux {
         Ok(fd as Fd)
     }
 
-    fn move_mount(&mut self, mount: Fd, target: &CStr) -> Result<(), Errno> {
-        // SAFETY: the empty string with MOVE_MOUNT_F_EMPTY_PATH names `mount`; `target` is a
-        // NUL-terminated string that outlives the call, resolved from the current directory.
+    fn move_mount(&mut self, mount: Fd, target: At<'_>) -> Result<(), Errno> {
+        let (dir, path, flags) = match target {
+            At::Path(path) => (libc::AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH),
+            At::Fd(fd) => (fd, c"", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
+        };
+        // SAFETY: the empty string with MOVE_MOUNT_F_EMPTY_PATH names `mount`; `path` is a
+        // NUL-terminated string that outlives the call, resolved from the current directory, or
+        // empty with MOVE_MOUNT_T_EMPTY_PATH to name the directory `dir` itself.
         check(unsafe {
             libc::syscall(
                 libc::SYS_move_mount,
                 mount,
                 c"".as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                MOVE_MOUNT_F_EMPTY_PATH,
+                dir,
+                path.as_ptr(),
+                flags,
             )
         })
         .map(drop)
@@ -480,24 +510,22 @@ impl Kernel for Linux {
             .map(drop)
     }
 
-    fn capset(&mut self, caps: u64) -> Result<(), Errno> {
+    fn capset(&mut self, caps: u64, inheritable: u64) -> Result<(), Errno> {
         let header = CapHeader {
             version: CAPABILITY_VERSION_3,
             pid: 0,
         };
         // Low and high 32 bits of each set; the casts keep exactly those bits.
-        let low = caps as u32;
-        let high = (caps >> 32) as u32;
         let data = [
             CapData {
-                effective: low,
-                permitted: low,
-                inheritable: 0,
+                effective: caps as u32,
+                permitted: caps as u32,
+                inheritable: inheritable as u32,
             },
             CapData {
-                effective: high,
-                permitted: high,
-                inheritable: 0,
+                effective: (caps >> 32) as u32,
+                permitted: (caps >> 32) as u32,
+                inheritable: (inheritable >> 32) as u32,
             },
         ];
         // SAFETY: a version-3 header and the two data words it requires.
@@ -505,6 +533,50 @@ impl Kernel for Linux {
             libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr())
         })
         .map(drop)
+    }
+
+    fn permitted_capabilities(&mut self) -> Result<u64, Errno> {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let mut data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        // SAFETY: a version-3 header and room for the two data words the kernel writes.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_capget,
+                &mut header as *mut CapHeader,
+                data.as_mut_ptr(),
+            )
+        })?;
+        let [low, high] = data;
+        Ok(u64::from(low.permitted) | (u64::from(high.permitted) << 32))
+    }
+
+    fn raise_ambient(&mut self, cap: u32) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(
+            unsafe {
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as c_ulong,
+                    c_ulong::from(cap),
+                    0,
+                    0,
+                )
+            }
+            .into(),
+        )
+        .map(drop)
+    }
+
+    fn keep_capabilities(&mut self) -> Result<(), Errno> {
+        // SAFETY: prctl with integer arguments.
+        check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1 as c_ulong, 0, 0, 0) }.into()).map(drop)
     }
 
     fn clear_ambient(&mut self) -> Result<(), Errno> {

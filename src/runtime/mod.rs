@@ -32,4 +32,4 @@ pub mod tty;
 pub use sandbox::{
     ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,
 };
-pub use spec::{BindMount, Network, RootFs, Spec, Stdio, UpperDir, User};
+pub use spec::{Mount, MountSource, Network, RootFs, Spec, Stdio, UpperDir, User};

@@ -10,8 +10,9 @@
 //! console socket), and [`Sandbox::take_terminal`] hands it to the caller.
 
 use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
+use super::linux;
 use super::setup::{self, Action, Context, Setup, StdioFds, UserNamespace, WorkloadFds};
-use super::spec::{Network, Spec, Stdio};
+use super::spec::{MountSource, Network, Spec, Stdio};
 use crate::sys::process;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -29,6 +30,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The highest first-free loop device a privileged sandbox's `/dev/loopN` list follows.
+const MAX_FREE_LOOP: u32 = 1024;
 
 /// Where root's user namespace maps container ids 0..65536 (see [`Spec::user_namespace`]).
 pub const REMAP_BASE: u32 = 100_000;
@@ -75,7 +79,20 @@ pub enum RuntimeError {
         /// The kernel's limit.
         max: usize,
     },
-    /// A bind mount destination that cannot be used.
+    /// An overlay mount of more lower directories than overlayfs stacks.
+    #[error(
+        "the mount on {destination} has {count} distinct lower directories, over overlayfs's \
+         limit of {max} (OVL_MAX_STACK)"
+    )]
+    MountTooManyLayers {
+        /// The mount's destination, as given.
+        destination: String,
+        /// How many distinct lower directories it has.
+        count: usize,
+        /// The kernel's limit.
+        max: usize,
+    },
+    /// A mount destination that cannot be used.
     #[error("invalid mount destination {destination:?}: {reason}")]
     InvalidMount {
         /// The destination as given.
@@ -616,12 +633,15 @@ impl Sandbox {
         let (report_read, report_write) = pipe()?;
         let status = if spec.init { Some(pipe()?) } else { None };
         let staging = Staging::create()?;
-        if let (UserNamespace::Remapped { base, .. }, Some(upper)) =
-            (user_namespace, &spec.rootfs.upper)
-        {
+        if let UserNamespace::Remapped { base, .. } = user_namespace {
             // overlayfs works in the upper and work directories with the mounter's credentials,
-            // which are the remapped root's.
-            for dir in [&upper.upper_dir, &upper.work_dir] {
+            // which are the remapped root's: the root's and every overlay mount's.
+            let mount_uppers = spec.mounts.iter().filter_map(|mount| match &mount.source {
+                MountSource::Overlay { upper, .. } => upper.as_ref(),
+                _ => None,
+            });
+            let uppers = spec.rootfs.upper.iter().chain(mount_uppers);
+            for dir in uppers.flat_map(|upper| [&upper.upper_dir, &upper.work_dir]) {
                 std::os::unix::fs::chown(dir, Some(base), Some(base)).map_err(|source| {
                     RuntimeError::Io {
                         action: "giving the remapped root",
@@ -631,6 +651,16 @@ impl Sandbox {
                 })?;
             }
         }
+        // BuildKit's insecure mode: /dev/loop0 up to 7 past the host's first free one. Bounded
+        // (BuildKit is not): a host with thousands of loop devices must not make the setup huge.
+        let loop_devices = if spec.privileged && !user_namespace.active() {
+            linux::free_loop_device()
+                .unwrap_or(0)
+                .min(MAX_FREE_LOOP)
+                .saturating_add(8)
+        } else {
+            0
+        };
         let ctx = Context {
             staging: staging.0.clone(),
             user_namespace,
@@ -638,6 +668,7 @@ impl Sandbox {
                 stdio: stdio_fds,
                 report: report_write.as_raw_fd(),
             },
+            loop_devices,
         };
         let plan = setup::prepare(spec, &ctx, &|path| fs::metadata(path).map(|m| m.is_dir()))?;
         let status_write = status.as_ref().map(|(_, write)| write.as_raw_fd());
@@ -863,6 +894,7 @@ mod tests {
             tty: false,
             no_new_privileges: false,
             init: false,
+            privileged: false,
         };
         assert_eq!(user_namespace_for(&spec, 0, 0), UserNamespace::None);
         assert_eq!(
@@ -902,6 +934,7 @@ mod tests {
             tty: false,
             no_new_privileges: false,
             init: false,
+            privileged: false,
         };
         let ctx = Context {
             staging: "/s".into(),
@@ -914,6 +947,7 @@ mod tests {
                 },
                 report: 5,
             },
+            loop_devices: 0,
         };
         let plan = setup::prepare(&spec, &ctx, &|_| Ok(true)).expect("plan");
         let last = u32::try_from(plan.setup.len() + plan.workload.len() - 1).unwrap();

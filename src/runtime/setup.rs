@@ -6,13 +6,16 @@
 //! program. The child then only reads this memory and makes system calls (see `child`).
 //!
 //! The order follows runc's `prepareRootfs`/`finalizeNamespace` and Docker's defaults (moby
-//! `oci/defaults.go`): the kernel file systems, then the bind mounts sorted by depth so a parent
-//! is mounted before its children, the working directory, `pivot_root`, then the masked and
-//! read-only paths (which must be applied to the final `/proc` and `/sys`), then the read-only root.
+//! `oci/defaults.go`): the kernel file systems, then the spec's mounts (binds, overlays,
+//! tmpfs) sorted by depth so a parent is mounted before its children, the working directory,
+//! `pivot_root`, then the masked and read-only paths (which must be applied to the final `/proc`
+//! and `/sys`), then the read-only root. A privileged spec (BuildKit's insecure mode, see
+//! [`Spec::privileged`]) changes only what that mode changes: no masks, no read-only paths,
+//! writable `/sys` and cgroupfs, BuildKit's extra devices, every capability, no seccomp.
 
 use super::sandbox::RuntimeError;
 use super::seccomp;
-use super::spec::{Network, Spec};
+use super::spec::{Mount, MountSource, Network, Spec, UpperDir};
 use super::tty::WindowSize;
 use libc::{c_char, c_int, c_ulong, sock_filter};
 use std::ffi::{CStr, CString};
@@ -77,6 +80,21 @@ pub(crate) const DEVICES: &[(&str, u32, u32)] = &[
     ("tty", 5, 0),
 ];
 
+/// The extra device nodes BuildKit's insecure mode gives outside a user namespace
+/// (`entitlements.WithInsecureSpec`): path under `/dev`, major, minor; all character devices.
+/// The `/dev/loopN` block devices come on top (see [`Context::loop_devices`]).
+pub(crate) const PRIVILEGED_DEVICES: &[(&str, u32, u32)] = &[
+    ("kmsg", 1, 11),
+    ("cuse", 10, 203),
+    ("fuse", 10, 229),
+    ("kvm", 10, 232),
+    ("net/tun", 10, 200),
+    ("loop-control", 10, 237),
+];
+
+/// The major number of loop block devices (devices.txt).
+const LOOP_MAJOR: u32 = 7;
+
 /// `HOST_NAME_MAX` (limits.h).
 const HOST_NAME_MAX: usize = 64;
 
@@ -125,6 +143,10 @@ pub(crate) struct Context {
     /// The workload's standard streams (descriptor numbers in the parent, all ≥ 3) and the
     /// error-report pipe it keeps until `execve`.
     pub fds: WorkloadFds,
+    /// How many `/dev/loopN` block devices a privileged sandbox outside a user namespace gets:
+    /// BuildKit gives `loop0` up to 7 past the host's first free one (`LOOP_CTL_GET_FREE`, 0
+    /// when that fails), so a build can set up a few loop devices; unused otherwise.
+    pub loop_devices: u32,
 }
 
 /// Descriptor numbers the workload inherits.
@@ -283,6 +305,15 @@ impl ExecArgs {
     }
 }
 
+/// Where an overlay built through fsconfig is moved to.
+#[derive(Debug)]
+pub(crate) enum MountPoint {
+    /// The host's staging directory (the root filesystem).
+    Staging(CString),
+    /// A mount point inside the root (a spec's overlay mount).
+    InRoot(Target),
+}
+
 /// One action of the setup, run by `kernel::run` through the `Kernel` trait.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -302,12 +333,12 @@ pub(crate) enum Action {
         options: CString,
         readonly: bool,
     },
-    /// The same overlay through the new mount API, one `lowerdir+` per layer (Linux 6.8), for a
+    /// An overlay through the new mount API, one `lowerdir+` per layer (Linux 6.8), for a
     /// stack whose `lowerdir=` option would not fit in mount(2)'s one page of data:
     /// fsopen("overlay"), fsconfig per option, FSCONFIG_CMD_CREATE, fsmount (nodev[, rdonly]),
     /// move_mount onto `target`.
     MountOverlayLayers {
-        target: CString,
+        target: MountPoint,
         /// Top-most first, as `lowerdir=` lists them.
         lowers: Vec<CString>,
         /// The upper and work directories.
@@ -327,13 +358,17 @@ pub(crate) enum Action {
         flags: c_ulong,
         data: Option<CString>,
     },
-    /// `mknodat` of a character device named by `target`'s last component (root outside a user
-    /// namespace; in one, the kernel refuses mknod and the host's node is bound instead).
+    /// `mknodat` of a character (or block) device named by `target`'s last component, mode
+    /// 0666 (root outside a user namespace; in one, the kernel refuses mknod and the host's node
+    /// is bound instead).
     MakeDevice {
         target: Target,
         major: u32,
         minor: u32,
+        block: bool,
     },
+    /// `mkdir -p` of a directory for device nodes (`/dev/net`), as runc makes a device's parent.
+    DeviceDirectory(Target),
     /// A bind mount of the host path `source`, then `mount_setattr(2)` of `attrs` (`MOUNT_ATTR_*`)
     /// on the new mount (recursively when `recursive`), when non-zero.
     Bind {
@@ -401,6 +436,15 @@ pub(crate) enum Action {
     /// `capset(2)`: effective = permitted = this set, inheritable empty (CVE-2022-24769); the
     /// ambient set is cleared.
     Capabilities(u64),
+    /// `prctl(PR_SET_KEEPCAPS)` before [`Action::SetIds`] of a privileged spec: a switch to a
+    /// non-root uid then keeps the permitted set, which [`Action::AllCapabilities`] needs (runc
+    /// sets it around its user switch for the same reason). execve(2) clears the flag.
+    KeepCapabilities,
+    /// A privileged spec's capabilities: every one the process holds (capget's permitted set,
+    /// what containerd's `cap.Current` reads) becomes effective, permitted, inheritable and
+    /// ambient, so they survive the execve of a non-root user's program as in BuildKit's
+    /// insecure spec.
+    AllCapabilities,
     /// `prctl(PR_SET_NO_NEW_PRIVS)`: setuid binaries cannot regain what was dropped.
     NoNewPrivileges,
     /// `umask(2)` to Docker's 0022 (setup runs with 0 so modes are exact).
@@ -434,9 +478,12 @@ impl Action {
                 upper,
                 ..
             } => format!(
-                "mounting the overlay root filesystem on {} ({} lower directories through \
-                 fsconfig lowerdir+{})",
-                lossy(target),
+                "mounting {} ({} lower directories through fsconfig lowerdir+{})",
+                match target {
+                    MountPoint::Staging(path) =>
+                        format!("the overlay root filesystem on {}", lossy(path)),
+                    MountPoint::InRoot(target) => format!("an overlay on {}", target.shown),
+                },
                 lowers.len(),
                 upper
                     .as_ref()
@@ -453,6 +500,9 @@ impl Action {
                 format!("mounting {} on {}", lossy(fstype), target.shown)
             }
             Action::MakeDevice { target, .. } => format!("creating the device {}", target.shown),
+            Action::DeviceDirectory(target) => {
+                format!("creating the device directory {}", target.shown)
+            }
             Action::Bind { source, target, .. } => {
                 format!("bind mounting {} on {}", lossy(source), target.shown)
             }
@@ -492,6 +542,8 @@ impl Action {
                 lossy(cwd)
             ),
             Action::Capabilities(_) => "setting the capabilities".into(),
+            Action::KeepCapabilities => "keeping the capabilities across the user switch".into(),
+            Action::AllCapabilities => "setting all capabilities (privileged)".into(),
             Action::NoNewPrivileges => "setting no_new_privs".into(),
             Action::Umask(_) => "setting the umask".into(),
             Action::Seccomp(_) => "installing the seccomp filter".into(),
@@ -528,33 +580,39 @@ fn escape_overlay(path: &Path) -> Vec<u8> {
     escaped
 }
 
-/// The step that mounts the root filesystem on the staging directory.
-fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Action, RuntimeError> {
-    let rootfs = &spec.rootfs;
-    if rootfs.lower_dirs.is_empty() {
-        return Err(RuntimeError::NoLowerDirs);
-    }
-    if rootfs.upper.is_none() && !rootfs.readonly {
-        return Err(RuntimeError::NoUpperDir);
-    }
-    let target = c_path("the staging directory", &ctx.staging)?;
-    // A directory may stand in an image's stack more than once (two steps whose layers are
-    // byte-identical share one snapshot), which overlayfs refuses (ELOOP: overlapping layers).
-    // Only its top-most place is kept: the one below changes nothing in the merged view, since
-    // the top one's files and whiteouts cover all it covers.
-    let mut lower_dirs: Vec<&PathBuf> = Vec::with_capacity(rootfs.lower_dirs.len());
-    for dir in &rootfs.lower_dirs {
-        if !lower_dirs.contains(&dir) {
-            lower_dirs.push(dir);
+/// An overlay's options as the kernel takes them.
+enum OverlayOptions {
+    /// mount(2)'s data: `lowerdir=…[,upperdir=…,workdir=…],index=off[,userxattr]`.
+    Data(CString),
+    /// One fsconfig `lowerdir+` per directory, for a stack whose `lowerdir=` would not fit in
+    /// mount(2)'s page (about 45 layers of kiln's snapshot paths fill one).
+    Layers {
+        lowers: Vec<CString>,
+        upper: Option<(CString, CString)>,
+    },
+}
+
+/// `dirs` without repeats, each at its top-most place. A directory may stand in a stack more
+/// than once (two steps whose layers are byte-identical share one snapshot), which overlayfs
+/// refuses (ELOOP: overlapping layers). The place below changes nothing in the merged view,
+/// since the top one's files and whiteouts cover all it covers.
+fn distinct(dirs: &[PathBuf]) -> Vec<&PathBuf> {
+    let mut kept: Vec<&PathBuf> = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        if !kept.contains(&dir) {
+            kept.push(dir);
         }
     }
-    if let ([lower], None) = (lower_dirs.as_slice(), &rootfs.upper) {
-        // overlayfs refuses a single lower directory without an upper one.
-        return Ok(Action::BindRoot {
-            source: c_path("a lower directory", lower)?,
-            target,
-        });
-    }
+    kept
+}
+
+/// The options of an overlay of `lower_dirs` (distinct, top-most first, at most
+/// [`OVL_MAX_STACK`]) and `upper`.
+fn overlay_options(
+    lower_dirs: &[&PathBuf],
+    upper: Option<&UpperDir>,
+    ctx: &Context,
+) -> Result<OverlayOptions, RuntimeError> {
     let mut options = b"lowerdir=".to_vec();
     for (i, lower) in lower_dirs.iter().enumerate() {
         if i > 0 {
@@ -562,7 +620,7 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Action, RuntimeError> {
         }
         options.extend(escape_overlay(lower));
     }
-    if let Some(upper) = &rootfs.upper {
+    if let Some(upper) = upper {
         options.extend(b",upperdir=");
         options.extend(escape_overlay(&upper.upper_dir));
         options.extend(b",workdir=");
@@ -576,42 +634,69 @@ fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Action, RuntimeError> {
         // whiteouts and opaque markers in user.overlay.* instead (overlayfs.rst "userxattr").
         options.extend(b",userxattr");
     }
-    if lower_dirs.len() > OVL_MAX_STACK {
-        return Err(RuntimeError::TooManyLayers {
-            count: lower_dirs.len(),
-            max: OVL_MAX_STACK,
-        });
-    }
     if options.len() > MOUNT_DATA_MAX {
-        // A deep image (about 45 layers of kiln's snapshot paths fill a page): one fsconfig call
-        // per layer has no such limit.
         let lowers = lower_dirs
             .iter()
             .map(|dir| c_path("a lower directory", dir))
             .collect::<Result<_, _>>()?;
-        let upper = match &rootfs.upper {
+        let upper = match upper {
             Some(upper) => Some((
                 c_path("the upper directory", &upper.upper_dir)?,
                 c_path("the work directory", &upper.work_dir)?,
             )),
             None => None,
         };
-        return Ok(Action::MountOverlayLayers {
+        return Ok(OverlayOptions::Layers { lowers, upper });
+    }
+    Ok(OverlayOptions::Data(CString::new(options).map_err(
+        |_| RuntimeError::Nul {
+            what: "a layer directory",
+            value: format!("{lower_dirs:?}"),
+        },
+    )?))
+}
+
+/// The step that mounts the root filesystem on the staging directory.
+fn rootfs_step(spec: &Spec, ctx: &Context) -> Result<Action, RuntimeError> {
+    let rootfs = &spec.rootfs;
+    if rootfs.lower_dirs.is_empty() {
+        return Err(RuntimeError::NoLowerDirs);
+    }
+    if rootfs.upper.is_none() && !rootfs.readonly {
+        return Err(RuntimeError::NoUpperDir);
+    }
+    let target = c_path("the staging directory", &ctx.staging)?;
+    let lower_dirs = distinct(&rootfs.lower_dirs);
+    if let ([lower], None) = (lower_dirs.as_slice(), &rootfs.upper) {
+        // overlayfs refuses a single lower directory without an upper one.
+        return Ok(Action::BindRoot {
+            source: c_path("a lower directory", lower)?,
             target,
-            lowers,
-            upper,
-            userxattr: ctx.user_namespace.active(),
-            readonly: rootfs.upper.is_none(),
         });
     }
-    Ok(Action::MountOverlay {
-        target,
-        options: CString::new(options).map_err(|_| RuntimeError::Nul {
-            what: "a layer directory",
-            value: format!("{:?}", rootfs.lower_dirs),
-        })?,
-        readonly: rootfs.upper.is_none(),
-    })
+    if lower_dirs.len() > OVL_MAX_STACK {
+        return Err(RuntimeError::TooManyLayers {
+            count: lower_dirs.len(),
+            max: OVL_MAX_STACK,
+        });
+    }
+    let readonly = rootfs.upper.is_none();
+    Ok(
+        match overlay_options(&lower_dirs, rootfs.upper.as_ref(), ctx)? {
+            OverlayOptions::Data(options) => Action::MountOverlay {
+                target,
+                options,
+                readonly,
+            },
+            OverlayOptions::Layers { lowers, upper } => Action::MountOverlayLayers {
+                target: MountPoint::Staging(target),
+                lowers,
+                upper,
+                userxattr: ctx.user_namespace.active(),
+                readonly,
+            },
+        },
+    )
 }
 
 /// `MOUNT_ATTR_*` bits (linux/mount.h).
@@ -620,9 +705,9 @@ pub(crate) const ATTR_NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
 pub(crate) const ATTR_NODEV: u64 = libc::MOUNT_ATTR_NODEV;
 pub(crate) const ATTR_NOEXEC: u64 = libc::MOUNT_ATTR_NOEXEC;
 
-/// The steps that build `/dev`: Docker's tmpfs, the default devices, the standard symlinks,
-/// devpts, shm and mqueue.
-fn dev_steps(ctx: &Context, steps: &mut Vec<Action>) -> Result<(), RuntimeError> {
+/// The steps that build `/dev`: Docker's tmpfs, the default devices (and a privileged spec's
+/// extra ones), the standard symlinks, devpts, shm and mqueue.
+fn dev_steps(spec: &Spec, ctx: &Context, steps: &mut Vec<Action>) -> Result<(), RuntimeError> {
     let system = |path: &str, create| Target::new("system mount point", path, create, true);
     steps.push(Action::Mount {
         target: system("/dev", Create::Directory)?,
@@ -645,6 +730,31 @@ fn dev_steps(ctx: &Context, steps: &mut Vec<Action>) -> Result<(), RuntimeError>
                 target: system(&path, Create::Nothing)?,
                 major,
                 minor,
+                block: false,
+            });
+        }
+    }
+    // BuildKit adds these only when it does not itself run in a user namespace (mknod needs
+    // CAP_MKNOD in the initial one); the sandbox's own user namespace is the same condition here.
+    if spec.privileged && !ctx.user_namespace.active() {
+        steps.push(Action::DeviceDirectory(system(
+            "/dev/net",
+            Create::Directory,
+        )?));
+        for &(name, major, minor) in PRIVILEGED_DEVICES {
+            steps.push(Action::MakeDevice {
+                target: system(&format!("/dev/{name}"), Create::Nothing)?,
+                major,
+                minor,
+                block: false,
+            });
+        }
+        for minor in 0..ctx.loop_devices {
+            steps.push(Action::MakeDevice {
+                target: system(&format!("/dev/loop{minor}"), Create::Nothing)?,
+                major: LOOP_MAJOR,
+                minor,
+                block: true,
             });
         }
     }
@@ -688,14 +798,16 @@ fn dev_steps(ctx: &Context, steps: &mut Vec<Action>) -> Result<(), RuntimeError>
     Ok(())
 }
 
-/// The user's bind mounts, sorted by depth (moby `sortMounts`: a parent before its children).
-/// `is_dir` tells whether a host source is a directory (it must exist).
-fn bind_steps(
+/// The spec's mounts, sorted by depth (moby `sortMounts`: a parent before its children, whatever
+/// their kinds; the sort is stable, so mounts of one depth keep the spec's order). `is_dir`
+/// tells whether a bind source on the host is a directory (it must exist).
+fn mount_steps(
     spec: &Spec,
+    ctx: &Context,
     is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
     steps: &mut Vec<Action>,
 ) -> Result<(), RuntimeError> {
-    let mut mounts: Vec<(usize, &super::spec::BindMount)> = Vec::new();
+    let mut mounts: Vec<(usize, &Mount)> = Vec::new();
     for mount in &spec.mounts {
         let depth = clean("mount destination", &mount.destination)?.len();
         mounts.push((depth, mount));
@@ -714,23 +826,121 @@ fn bind_steps(
             // runc refuses mounts over /proc (checkProcMount): they could undo the masks.
             return Err(invalid("mounts inside /proc are not allowed"));
         }
-        let source_is_dir = is_dir(&mount.source).map_err(|source| RuntimeError::BindSource {
-            path: mount.source.clone(),
-            source,
-        })?;
-        let create = if source_is_dir {
-            Create::Directory
-        } else {
-            Create::File
-        };
-        steps.push(Action::Bind {
-            source: c_path("a bind mount source", &mount.source)?,
-            target: Target::new("mount destination", &mount.destination, create, false)?,
-            recursive: true,
-            attrs: if mount.readonly { ATTR_RDONLY } else { 0 },
-        });
+        steps.push(mount_step(mount, ctx, is_dir)?);
     }
     Ok(())
+}
+
+/// The step of one of the spec's mounts (its destination already checked).
+fn mount_step(
+    mount: &Mount,
+    ctx: &Context,
+    is_dir: &dyn Fn(&Path) -> std::io::Result<bool>,
+) -> Result<Action, RuntimeError> {
+    let directory = || {
+        Target::new(
+            "mount destination",
+            &mount.destination,
+            Create::Directory,
+            false,
+        )
+    };
+    let readonly = if mount.readonly { ATTR_RDONLY } else { 0 };
+    match &mount.source {
+        MountSource::Bind(source) => {
+            let source_is_dir = is_dir(source).map_err(|err| RuntimeError::BindSource {
+                path: source.clone(),
+                source: err,
+            })?;
+            let create = if source_is_dir {
+                Create::Directory
+            } else {
+                Create::File
+            };
+            Ok(Action::Bind {
+                source: c_path("a bind mount source", source)?,
+                target: Target::new("mount destination", &mount.destination, create, false)?,
+                recursive: true,
+                attrs: readonly,
+            })
+        }
+        MountSource::Tmpfs { size } => {
+            // BuildKit's tmpfs mount: nosuid, ro when asked, size= when given.
+            let mut flags = libc::MS_NOSUID;
+            if mount.readonly {
+                flags |= libc::MS_RDONLY;
+            }
+            let data = match size {
+                Some(size) => Some(c_string("a tmpfs option", &format!("size={size}"))?),
+                None => None,
+            };
+            Ok(Action::Mount {
+                target: directory()?,
+                fstype: c"tmpfs",
+                flags,
+                data,
+            })
+        }
+        // Layers are mounted nodev, as the root filesystem is: a device node in an image never
+        // reaches a host device.
+        MountSource::Overlay { lowers, upper } => {
+            let lowers = distinct(lowers);
+            match (lowers.as_slice(), upper) {
+                ([], None) => Ok(Action::Mount {
+                    target: directory()?,
+                    fstype: c"tmpfs",
+                    flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                    data: Some(c"mode=755".into()),
+                }),
+                // overlayfs needs a lower directory: the upper one alone is the empty writable
+                // directory whose writes go to the upper dir.
+                ([], Some(upper)) => Ok(Action::Bind {
+                    source: c_path("an upper directory", &upper.upper_dir)?,
+                    target: directory()?,
+                    recursive: true,
+                    attrs: ATTR_NODEV | readonly,
+                }),
+                // overlayfs refuses a single lower directory without an upper one.
+                ([lower], None) => Ok(Action::Bind {
+                    source: c_path("a lower directory", lower)?,
+                    target: directory()?,
+                    recursive: true,
+                    attrs: ATTR_NODEV | ATTR_RDONLY,
+                }),
+                (lower_dirs, upper) => {
+                    if lower_dirs.len() > OVL_MAX_STACK {
+                        return Err(RuntimeError::MountTooManyLayers {
+                            destination: mount.destination.clone(),
+                            count: lower_dirs.len(),
+                            max: OVL_MAX_STACK,
+                        });
+                    }
+                    let readonly = mount.readonly || upper.is_none();
+                    Ok(match overlay_options(lower_dirs, upper.as_ref(), ctx)? {
+                        OverlayOptions::Data(options) => {
+                            let mut flags = libc::MS_NODEV;
+                            if readonly {
+                                flags |= libc::MS_RDONLY;
+                            }
+                            Action::Mount {
+                                target: directory()?,
+                                fstype: c"overlay",
+                                flags,
+                                data: Some(options),
+                            }
+                        }
+                        OverlayOptions::Layers { lowers, upper } => Action::MountOverlayLayers {
+                            target: MountPoint::InRoot(directory()?),
+                            lowers,
+                            upper,
+                            userxattr: ctx.user_namespace.active(),
+                            readonly,
+                        },
+                    })
+                }
+            }
+        }
+    }
 }
 
 /// The setup steps, run by the sandbox's first process before anything else.
@@ -760,8 +970,10 @@ fn setup_steps(
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: None,
     });
-    dev_steps(ctx, &mut steps)?;
-    let sys_flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    dev_steps(spec, ctx, &mut steps)?;
+    // Privileged: containerd's WithWriteableSysfs drops the "ro" of the /sys mount.
+    let sys_readonly = if spec.privileged { 0 } else { libc::MS_RDONLY };
+    let sys_flags = sys_readonly | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     if spec.network == Network::Host && ctx.user_namespace.active() {
         // sysfs may only be mounted by the owner of the current network namespace; the host's
         // is not ours. Bind the host's /sys, read-only down to its submounts (cgroup file
@@ -771,7 +983,10 @@ fn setup_steps(
             source: c"/sys".into(),
             target: system("/sys", Create::Directory)?,
             recursive: true,
-            attrs: ATTR_RDONLY | ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC,
+            attrs: if spec.privileged { 0 } else { ATTR_RDONLY }
+                | ATTR_NOSUID
+                | ATTR_NODEV
+                | ATTR_NOEXEC,
         });
     } else {
         steps.push(Action::Mount {
@@ -781,17 +996,31 @@ fn setup_steps(
             data: None,
         });
     }
-    bind_steps(spec, is_dir, &mut steps)?;
+    if spec.privileged {
+        // BuildKit mounts the cgroup file system on /sys/fs/cgroup (read-only, withCGroup) and
+        // makes it writable in insecure mode (WithWriteableCgroupfs). In the sandbox's cgroup
+        // namespace its root is the sandbox's own cgroup.
+        steps.push(Action::Mount {
+            target: system("/sys/fs/cgroup", Create::Nothing)?,
+            fstype: c"cgroup2",
+            flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            data: None,
+        });
+    }
+    mount_steps(spec, ctx, is_dir, &mut steps)?;
     let cwd = Target::new("working directory", &spec.cwd, Create::Directory, false)?;
     if !cwd.is_root() {
         steps.push(Action::MakeDirectory(cwd));
     }
     steps.push(Action::PivotRoot);
-    for path in MASKED_PATHS {
-        steps.push(Action::Mask(system(path, Create::Nothing)?));
-    }
-    for path in READONLY_PATHS {
-        steps.push(Action::ReadOnlyPath(system(path, Create::Nothing)?));
+    // Privileged: BuildKit's insecure spec empties both lists.
+    if !spec.privileged {
+        for path in MASKED_PATHS {
+            steps.push(Action::Mask(system(path, Create::Nothing)?));
+        }
+        for path in READONLY_PATHS {
+            steps.push(Action::ReadOnlyPath(system(path, Create::Nothing)?));
+        }
     }
     if spec.rootfs.readonly && spec.rootfs.upper.is_some() {
         steps.push(Action::RootReadOnly);
@@ -879,9 +1108,15 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeErro
     };
     let cwd = Target::new("working directory", &spec.cwd, Create::Nothing, false)?;
     let cwd = c_string("the working directory", &cwd.shown)?;
-    let program = seccomp::program().ok_or(RuntimeError::UnsupportedArchitecture {
-        arch: std::env::consts::ARCH,
-    })?;
+    let program = if spec.privileged {
+        None
+    } else {
+        Some(
+            seccomp::program().ok_or(RuntimeError::UnsupportedArchitecture {
+                arch: std::env::consts::ARCH,
+            })?,
+        )
+    };
     let stdio = match (ctx.fds.stdio, spec.tty) {
         (
             StdioFds::Streams {
@@ -907,10 +1142,18 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeErro
         Action::CloseFds {
             keep: ctx.fds.report,
         },
-        Action::DropBoundingSet {
-            keep: DEFAULT_CAPABILITIES,
-        },
-        Action::Seccomp(program),
+    ];
+    match program {
+        Some(program) => {
+            steps.push(Action::DropBoundingSet {
+                keep: DEFAULT_CAPABILITIES,
+            });
+            steps.push(Action::Seccomp(program));
+        }
+        // Privileged: the bounding set stays whole and no filter is installed.
+        None => steps.push(Action::KeepCapabilities),
+    }
+    steps.extend([
         Action::SetIds {
             uid: user.uid,
             gid: user.gid,
@@ -918,12 +1161,14 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeErro
         },
         Action::Chdir(cwd.clone()),
         Action::VerifyCwd(cwd),
-        Action::Capabilities(if user.uid == 0 {
-            DEFAULT_CAPABILITIES
-        } else {
-            0
-        }),
-    ];
+    ]);
+    steps.push(if spec.privileged {
+        Action::AllCapabilities
+    } else if user.uid == 0 {
+        Action::Capabilities(DEFAULT_CAPABILITIES)
+    } else {
+        Action::Capabilities(0)
+    });
     if spec.no_new_privileges {
         steps.push(Action::NoNewPrivileges);
     }
@@ -947,7 +1192,7 @@ pub(crate) fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::spec::{BindMount, RootFs, UpperDir, User};
+    use crate::runtime::spec::{RootFs, User};
 
     fn spec() -> Spec {
         Spec {
@@ -971,6 +1216,7 @@ mod tests {
             tty: false,
             no_new_privileges: false,
             init: false,
+            privileged: false,
         }
     }
 
@@ -986,6 +1232,15 @@ mod tests {
                 },
                 report: 7,
             },
+            loop_devices: 0,
+        }
+    }
+
+    fn bind(source: &str, destination: &str, readonly: bool) -> Mount {
+        Mount {
+            destination: destination.into(),
+            source: MountSource::Bind(source.into()),
+            readonly,
         }
     }
 
@@ -1119,6 +1374,7 @@ mod tests {
                     target,
                     major,
                     minor,
+                    block: false,
                 } => Some((target.shown.clone(), *major, *minor)),
                 _ => None,
             })
@@ -1200,21 +1456,9 @@ mod tests {
     fn bind_mounts_sorted_by_depth_with_readonly_attrs() {
         let mut spec = spec();
         spec.mounts = vec![
-            BindMount {
-                source: "/h/deep".into(),
-                destination: "/data/x/y".into(),
-                readonly: false,
-            },
-            BindMount {
-                source: "/h/data".into(),
-                destination: "/data/".into(),
-                readonly: true,
-            },
-            BindMount {
-                source: "/h/conf.txt".into(),
-                destination: "/etc/../conf.txt".into(),
-                readonly: false,
-            },
+            bind("/h/deep", "/data/x/y", false),
+            bind("/h/data", "/data/", true),
+            bind("/h/conf.txt", "/etc/../conf.txt", false),
         ];
         let plan = prepare(&spec, &ctx(UserNamespace::None), &dirs).expect("plan");
         let binds: Vec<(String, String, Create, u64)> = plan
@@ -1278,20 +1522,12 @@ mod tests {
         ];
         for (destination, message) in cases {
             let mut spec = spec();
-            spec.mounts = vec![BindMount {
-                source: "/h".into(),
-                destination: destination.to_string(),
-                readonly: false,
-            }];
+            spec.mounts = vec![bind("/h", destination, false)];
             let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
             assert_eq!(crate::error::chain(&err), *message, "{destination}");
         }
         let mut spec = spec();
-        spec.mounts = vec![BindMount {
-            source: "/missing".into(),
-            destination: "/m".into(),
-            readonly: false,
-        }];
+        spec.mounts = vec![bind("/missing", "/m", false)];
         let missing = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::NotFound));
         let err = prepare(&spec, &ctx(UserNamespace::None), &missing).unwrap_err();
         assert!(
@@ -1431,6 +1667,358 @@ mod tests {
                 .starts_with("the image has 501 distinct layers, over overlayfs's limit of 500"),
             "{err}"
         );
+    }
+
+    fn overlay(lowers: &[&str], upper: Option<&str>, destination: &str, readonly: bool) -> Mount {
+        Mount {
+            destination: destination.into(),
+            source: MountSource::Overlay {
+                lowers: lowers.iter().map(PathBuf::from).collect(),
+                upper: upper.map(|u| UpperDir {
+                    upper_dir: format!("{u}/upper").into(),
+                    work_dir: format!("{u}/work").into(),
+                }),
+            },
+            readonly,
+        }
+    }
+
+    fn tmpfs(destination: &str, size: Option<u64>, readonly: bool) -> Mount {
+        Mount {
+            destination: destination.into(),
+            source: MountSource::Tmpfs { size },
+            readonly,
+        }
+    }
+
+    /// The one step `mount` makes, with the spec's other defaults.
+    fn mount_action(mount: Mount, user_namespace: UserNamespace) -> Action {
+        let mut spec = spec();
+        spec.mounts = vec![mount];
+        let plan = prepare(&spec, &ctx(user_namespace), &dirs).expect("plan");
+        let sys = plan
+            .setup
+            .iter()
+            .position(|s| s.describe() == "mounting sysfs on /sys")
+            .expect("sysfs");
+        plan.setup.into_iter().nth(sys + 1).expect("the mount step")
+    }
+
+    #[test]
+    fn mounts_of_every_kind_sort_parent_before_child() {
+        let mut spec = spec();
+        spec.mounts = vec![
+            tmpfs("/cache/a/tmp", None, false),
+            bind("/h/src", "/cache/a", true),
+            overlay(&["/l/1", "/l/2"], None, "/cache", false),
+            tmpfs("/t", Some(4096), false),
+        ];
+        let steps = setup(&spec, &ctx(UserNamespace::None));
+        let sys = position(&steps, "mounting sysfs on /sys");
+        assert_eq!(
+            steps[sys + 1..sys + 5],
+            [
+                "mounting overlay on /cache",
+                "mounting tmpfs on /t",
+                "bind mounting /h/src on /cache/a",
+                "mounting tmpfs on /cache/a/tmp",
+            ]
+        );
+        // Every kind refuses the root and /proc alike.
+        for mount in [
+            tmpfs("/proc/x", None, false),
+            overlay(&["/l/1"], None, "/../proc", false),
+            overlay(&[], None, "/", false),
+        ] {
+            let mut spec = self::spec();
+            spec.mounts = vec![mount];
+            let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+            assert!(matches!(err, RuntimeError::InvalidMount { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn overlay_mounts_by_their_number_of_lowers_and_upper() {
+        let none = UserNamespace::None;
+        let nodev_ro = libc::MS_NODEV | libc::MS_RDONLY;
+        // Two lowers, no upper: a read-only overlay through mount(2) data.
+        let action = mount_action(overlay(&["/l/top", "/l/base"], None, "/m", false), none);
+        let Action::Mount {
+            target,
+            fstype,
+            flags,
+            data,
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(
+            (target.shown.as_str(), fstype, flags, target.create),
+            ("/m", c"overlay", nodev_ro, Create::Directory)
+        );
+        assert_eq!(
+            data.unwrap().to_str().unwrap(),
+            "lowerdir=/l/top:/l/base,index=off"
+        );
+        // With an upper: writable, unless asked read-only; userxattr in a user namespace.
+        for (readonly, flags) in [(false, libc::MS_NODEV), (true, nodev_ro)] {
+            let action = mount_action(overlay(&["/l/a"], Some("/u"), "/m", readonly), none);
+            let Action::Mount {
+                flags: got, data, ..
+            } = action
+            else {
+                panic!("{action:?}")
+            };
+            assert_eq!(got, flags);
+            assert_eq!(
+                data.unwrap().to_str().unwrap(),
+                "lowerdir=/l/a,upperdir=/u/upper,workdir=/u/work,index=off"
+            );
+        }
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let action = mount_action(overlay(&["/l/a", "/l/b"], None, "/m", false), rootless);
+        let Action::Mount { data, .. } = action else {
+            panic!("{action:?}")
+        };
+        assert!(
+            data.unwrap()
+                .to_str()
+                .unwrap()
+                .ends_with(",index=off,userxattr")
+        );
+        // A directory listed twice counts once: one lower left, a read-only recursive bind.
+        let action = mount_action(overlay(&["/l/a", "/l/a"], None, "/m", false), none);
+        let Action::Bind {
+            source,
+            target,
+            recursive,
+            attrs,
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(source.to_str().unwrap(), "/l/a");
+        assert_eq!(target.create, Create::Directory);
+        assert!(recursive);
+        assert_eq!(attrs, ATTR_NODEV | ATTR_RDONLY);
+        // No lower: an empty read-only tmpfs, or the upper dir itself.
+        let action = mount_action(overlay(&[], None, "/m", false), none);
+        let Action::Mount {
+            fstype,
+            flags,
+            data,
+            ..
+        } = action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(fstype, c"tmpfs");
+        assert_eq!(flags, libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV);
+        assert_eq!(data.unwrap().to_str().unwrap(), "mode=755");
+        for (readonly, want) in [(false, ATTR_NODEV), (true, ATTR_NODEV | ATTR_RDONLY)] {
+            let action = mount_action(overlay(&[], Some("/u"), "/m", readonly), none);
+            let Action::Bind { source, attrs, .. } = action else {
+                panic!("{action:?}")
+            };
+            assert_eq!(source.to_str().unwrap(), "/u/upper");
+            assert_eq!(attrs, want);
+        }
+    }
+
+    #[test]
+    fn deep_overlay_mounts_go_through_fsconfig_and_are_bounded() {
+        let lowers: Vec<String> = (0..100)
+            .map(|i| format!("/var/lib/kiln/layers/{i:064}"))
+            .collect();
+        let lowers: Vec<&str> = lowers.iter().map(String::as_str).collect();
+        let action = mount_action(
+            overlay(&lowers, Some("/u"), "/deep", true),
+            UserNamespace::None,
+        );
+        let Action::MountOverlayLayers {
+            target: MountPoint::InRoot(target),
+            lowers: got,
+            upper,
+            userxattr,
+            readonly,
+        } = &action
+        else {
+            panic!("{action:?}")
+        };
+        assert_eq!(target.shown, "/deep");
+        assert!(!target.no_symlinks, "resolved in the root, like any mount");
+        assert_eq!(got.len(), 100);
+        assert_eq!(got[99].to_str().unwrap(), lowers[99]);
+        assert_eq!(
+            upper
+                .as_ref()
+                .map(|(u, w)| (u.to_str().unwrap(), w.to_str().unwrap())),
+            Some(("/u/upper", "/u/work"))
+        );
+        assert!(*readonly && !userxattr);
+        assert_eq!(
+            action.describe(),
+            "mounting an overlay on /deep (100 lower directories through fsconfig \
+             lowerdir+, upper /u/upper)"
+        );
+        let many: Vec<String> = (0..501).map(|i| format!("/l/{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let mut spec = spec();
+        spec.mounts = vec![overlay(&many, None, "/m", false)];
+        let err = prepare(&spec, &ctx(UserNamespace::None), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the mount on /m has 501 distinct lower directories, over overlayfs's limit of 500 \
+             (OVL_MAX_STACK)"
+        );
+    }
+
+    #[test]
+    fn tmpfs_mounts_are_nosuid_with_their_size() {
+        let cases = [
+            (Some(1 << 20), false, libc::MS_NOSUID, Some("size=1048576")),
+            (None, false, libc::MS_NOSUID, None),
+            (
+                Some(0),
+                true,
+                libc::MS_NOSUID | libc::MS_RDONLY,
+                Some("size=0"),
+            ),
+        ];
+        for (size, readonly, want_flags, want_data) in cases {
+            let action = mount_action(tmpfs("/t", size, readonly), UserNamespace::None);
+            let Action::Mount {
+                target,
+                fstype,
+                flags,
+                data,
+            } = action
+            else {
+                panic!("{action:?}")
+            };
+            assert_eq!((target.shown.as_str(), fstype), ("/t", c"tmpfs"));
+            assert_eq!(flags, want_flags, "{size:?}");
+            assert_eq!(
+                data.as_ref().map(|d| d.to_str().unwrap()),
+                want_data,
+                "{size:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn privileged_drops_masks_seccomp_and_the_capability_bounds() {
+        let mut spec = spec();
+        spec.privileged = true;
+        spec.user.uid = 1000;
+        let mut context = ctx(UserNamespace::None);
+        context.loop_devices = 3;
+        let plan = prepare(&spec, &context, &dirs).expect("plan");
+        let steps: Vec<String> = plan.setup.iter().map(Action::describe).collect();
+        assert!(
+            !plan
+                .setup
+                .iter()
+                .any(|s| matches!(s, Action::Mask(_) | Action::ReadOnlyPath(_))),
+            "{steps:#?}"
+        );
+        let mounts: Vec<(String, &CStr, c_ulong)> = plan
+            .setup
+            .iter()
+            .filter_map(|s| match s {
+                Action::Mount {
+                    target,
+                    fstype,
+                    flags,
+                    ..
+                } if target.shown.starts_with("/sys") => {
+                    Some((target.shown.clone(), *fstype, *flags))
+                }
+                _ => None,
+            })
+            .collect();
+        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        assert_eq!(
+            mounts,
+            [
+                ("/sys".to_string(), c"sysfs", nosuid_nodev_noexec),
+                (
+                    "/sys/fs/cgroup".to_string(),
+                    c"cgroup2",
+                    nosuid_nodev_noexec
+                ),
+            ]
+        );
+        let devices: Vec<(String, u32, u32, bool)> = plan
+            .setup
+            .iter()
+            .filter_map(|s| match s {
+                Action::MakeDevice {
+                    target,
+                    major,
+                    minor,
+                    block,
+                } => Some((target.shown.clone(), *major, *minor, *block)),
+                _ => None,
+            })
+            .skip(DEVICES.len())
+            .collect();
+        let want: Vec<(String, u32, u32, bool)> = [
+            ("/dev/kmsg", 1, 11, false),
+            ("/dev/cuse", 10, 203, false),
+            ("/dev/fuse", 10, 229, false),
+            ("/dev/kvm", 10, 232, false),
+            ("/dev/net/tun", 10, 200, false),
+            ("/dev/loop-control", 10, 237, false),
+            ("/dev/loop0", 7, 0, true),
+            ("/dev/loop1", 7, 1, true),
+            ("/dev/loop2", 7, 2, true),
+        ]
+        .into_iter()
+        .map(|(p, a, b, c)| (p.to_string(), a, b, c))
+        .collect();
+        assert_eq!(devices, want);
+        assert!(
+            position(&steps, "creating the device directory /dev/net")
+                < position(&steps, "creating the device /dev/net/tun")
+        );
+        let workload: Vec<String> = plan.workload.iter().map(Action::describe).collect();
+        assert_eq!(
+            workload,
+            [
+                "setting up stdin, stdout and stderr",
+                "creating a new session",
+                "closing inherited file descriptors",
+                "keeping the capabilities across the user switch",
+                "switching to user 1000:0",
+                "changing to the working directory /work/dir",
+                "checking the working directory /work/dir: it is outside the container",
+                "setting all capabilities (privileged)",
+                "setting the umask",
+                "executing \"sh\"",
+            ]
+        );
+        // In a user namespace: no extra devices (mknod is refused there), /sys bound writable.
+        spec.network = Network::Host;
+        let remapped = UserNamespace::Remapped {
+            base: 100_000,
+            count: 65536,
+        };
+        let plan = prepare(&spec, &ctx(remapped), &dirs).expect("plan");
+        assert!(
+            !plan
+                .setup
+                .iter()
+                .any(|s| matches!(s, Action::MakeDevice { .. } | Action::DeviceDirectory(_)))
+        );
+        let sys = plan.setup.iter().find_map(|s| match s {
+            Action::Bind { target, attrs, .. } if target.shown == "/sys" => Some(*attrs),
+            _ => None,
+        });
+        assert_eq!(sys, Some(ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC));
     }
 
     #[test]

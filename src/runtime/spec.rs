@@ -29,8 +29,9 @@ pub struct Spec {
     pub hostname: String,
     /// The network the process sees.
     pub network: Network,
-    /// Host paths mounted into the container, in addition to the root filesystem.
-    pub mounts: Vec<BindMount>,
+    /// Mounts on top of the root filesystem (`kiln run -v`, a RUN step's `/etc` files and its
+    /// `--mount`s), mounted parent before child whatever their order here.
+    pub mounts: Vec<Mount>,
     /// Run in a new user namespace. It is used whatever this says when kiln is not root
     /// (rootless: the caller's uid and gid become root inside, nothing else is mapped). As root,
     /// container uids and gids 0..65536 map to host ids 100000..165536, the range Docker's
@@ -58,6 +59,22 @@ pub struct Spec {
     /// workload is pid 1, exactly as in a plain `docker run`: reaping zombies is then its job, and
     /// it receives only the signals it installed a handler for (pid_namespaces(7)).
     pub init: bool,
+    /// BuildKit's `RUN --security=insecure` (`entitlements.WithInsecureSpec`, with
+    /// `oci.WithWriteableSysfs` and `oci.WithWriteableCgroupfs`, executor/oci/spec_linux.go):
+    /// - every capability the sandbox's first process holds (cap.Current) is kept in the
+    ///   bounding set and given to the workload as effective, permitted, inheritable and ambient
+    ///   capabilities, so a non-root user has them too;
+    /// - no seccomp filter;
+    /// - no masked and no read-only paths under `/proc` and `/sys`;
+    /// - `/sys` is mounted writable, and a writable cgroup2 file system (of the sandbox's own
+    ///   cgroup namespace) is mounted on `/sys/fs/cgroup`;
+    /// - outside a user namespace, `/dev` also gets `kmsg`, `cuse`, `fuse`, `kvm`, `net/tun`,
+    ///   `loop-control` and `loop0` up to 7 past the host's first free loop device (the nodes
+    ///   BuildKit adds; kiln installs no device cgroup filter, so every device is allowed, as
+    ///   BuildKit's `rwm` rules for `c` and `b` allow).
+    ///
+    /// AppArmor and SELinux labels, which BuildKit also turns off, kiln never sets.
+    pub privileged: bool,
 }
 
 /// The root filesystem: an overlay of read-only lower directories and a writable upper one.
@@ -75,7 +92,7 @@ pub struct RootFs {
 }
 
 /// The writable layer of an overlay: `upperdir=` and `workdir=`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpperDir {
     /// Receives the changes (the new layer).
     pub upper_dir: PathBuf,
@@ -115,16 +132,45 @@ pub enum Network {
     Host,
 }
 
-/// A host path mounted into the container (`-v source:destination[:ro]`), recursively.
+/// A mount on top of the root filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
-    /// The host path; it must exist.
-    pub source: PathBuf,
-    /// The absolute path inside the container. It is resolved inside the root: a symlink in the
-    /// image cannot lead it out. Missing directories (or, for a file source, the file) are created.
+pub struct Mount {
+    /// The absolute path inside the container (from the Dockerfile or the command line: not
+    /// trusted). It is resolved inside the root, so a symlink in the image cannot lead it out;
+    /// missing directories (or, for a file bound, the file) are created. Not `/`, nothing under
+    /// `/proc` (as runc refuses).
     pub destination: String,
-    /// Mount it read-only (recursively: submounts too).
+    /// What is mounted there.
+    pub source: MountSource,
+    /// Mount it read-only, recursively (submounts of a bind too). An overlay without an upper
+    /// directory is read-only whatever this says.
     pub readonly: bool,
+}
+
+/// What a [`Mount`] mounts. Host paths here come from kiln itself (trusted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A host file or directory, bound recursively (`kiln run -v`, `RUN --mount=type=bind` of a
+    /// context); it must exist.
+    Bind(PathBuf),
+    /// An overlay of host directories, TOP-MOST FIRST (overlayfs `lowerdir` order). With
+    /// `upper`, writes go to its upper dir (the caller discards them:
+    /// `RUN --mount=type=bind,rw`); without, the mount is read-only. One lower and no upper: a
+    /// read-only bind of it (overlayfs needs two lowers without an upper). Zero lowers: an empty
+    /// read-only dir (or, with an upper, an empty writable one: the upper dir bound).
+    Overlay {
+        /// The lower directories, top-most first; a directory listed twice counts once, at its
+        /// top-most place (as for the root filesystem).
+        lowers: Vec<PathBuf>,
+        /// Where writes go.
+        upper: Option<UpperDir>,
+    },
+    /// A fresh tmpfs (`RUN --mount=type=tmpfs,size=`), `nosuid` as BuildKit mounts it; `size`
+    /// in bytes, `None` = the kernel's default (half of the memory).
+    Tmpfs {
+        /// The size limit in bytes.
+        size: Option<u64>,
+    },
 }
 
 /// The standard streams of the workload.

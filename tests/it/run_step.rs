@@ -9,7 +9,7 @@ use crate::support;
 use kiln::builder::LogStream;
 use kiln::builder::steps::commit::{StagedUpper, commit};
 use kiln::builder::steps::run::{RunStep, RunStepError, run_step};
-use kiln::runtime::{BindMount, ExecErrorKind, Network, RuntimeError};
+use kiln::runtime::{ExecErrorKind, Mount, MountSource, Network, RuntimeError};
 use kiln::solver::Cancel;
 use kiln::store::{LayerInfo, Store};
 use std::fs;
@@ -258,9 +258,9 @@ fn mount_stubs_are_removed_as_buildkit_removes_them() {
     let source = tempfile::tempdir().expect("temp dir");
     let mut step = shell("echo hi > /x; ls /mnt/data/deep");
     step.cwd = "/work/dir".into();
-    step.mounts = vec![BindMount {
-        source: source.path().to_path_buf(),
+    step.mounts = vec![Mount {
         destination: "/mnt/data/deep".into(),
+        source: MountSource::Bind(source.path().to_path_buf()),
         readonly: true,
     }];
     let (staged, output, result) = fx.run_on(&lowers, &step);

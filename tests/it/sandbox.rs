@@ -6,8 +6,8 @@
 use crate::support;
 use kiln::runtime::tty::WindowSize;
 use kiln::runtime::{
-    BindMount, ExecErrorKind, Network, Outcome, RootFs, RuntimeError, Sandbox, Spec, Stdio,
-    UpperDir, User,
+    ExecErrorKind, Mount, MountSource, Network, Outcome, RootFs, RuntimeError, Sandbox, Spec,
+    Stdio, UpperDir, User,
 };
 use nix::sys::signal::Signal;
 use std::fs;
@@ -102,6 +102,7 @@ impl Fixture {
             tty: false,
             no_new_privileges: false,
             init: false,
+            privileged: false,
         }
     }
 }
@@ -578,25 +579,25 @@ fn check_bind_mounts(f: &Fixture) -> Result<(), String> {
     fs::write(host.join("marker/marker"), "confined\n").map_err(io)?;
     fs::write(host.join("file.txt"), "a file\n").map_err(io)?;
     let mounts = vec![
-        BindMount {
-            source: host.join("rw"),
+        Mount {
             destination: "/data/rw".into(),
+            source: MountSource::Bind(host.join("rw")),
             readonly: false,
         },
-        BindMount {
-            source: host.join("ro"),
+        Mount {
             destination: "/data/ro".into(),
+            source: MountSource::Bind(host.join("ro")),
             readonly: true,
         },
         // /escape is a symlink to /etc in the image: the mount lands on the container's /etc.
-        BindMount {
-            source: host.join("marker"),
+        Mount {
             destination: "/escape".into(),
+            source: MountSource::Bind(host.join("marker")),
             readonly: false,
         },
-        BindMount {
-            source: host.join("file.txt"),
+        Mount {
             destination: "/srv/new/file".into(),
+            source: MountSource::Bind(host.join("file.txt")),
             readonly: true,
         },
     ];
@@ -623,9 +624,9 @@ fn check_bind_mounts(f: &Fixture) -> Result<(), String> {
 
     // ../hostside from the image's /escape-rel points outside the root: inside it is a dangling
     // /hostside, which kiln refuses rather than follow.
-    let escape = vec![BindMount {
-        source: host.join("marker"),
+    let escape = vec![Mount {
         destination: "/escape-rel".into(),
+        source: MountSource::Bind(host.join("marker")),
         readonly: false,
     }];
     match sh(f, |spec| spec.mounts = escape, "ls /hostside") {
@@ -944,9 +945,9 @@ fn tty_and_stdio_must_agree() {
 fn invalid_spec_is_an_error_not_a_crash() {
     let Some(f) = root_fixture() else { return };
     let mut spec = f.spec(&["true"]);
-    spec.mounts = vec![BindMount {
-        source: f.dir.path().join("missing"),
+    spec.mounts = vec![Mount {
         destination: "/m".into(),
+        source: MountSource::Bind(f.dir.path().join("missing")),
         readonly: false,
     }];
     let err = run(&spec).unwrap_err();
@@ -1012,4 +1013,237 @@ fn rootless_child() {
     let (count, failures) = shared_checks(&f);
     println!("rootless checks run: {count}");
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// An overlay mount of `lowers` (top-most first) with an optional upper dir.
+fn overlay_mount(destination: &str, lowers: &[&Path], upper: Option<UpperDir>, ro: bool) -> Mount {
+    Mount {
+        destination: destination.into(),
+        source: MountSource::Overlay {
+            lowers: lowers.iter().map(|p| p.to_path_buf()).collect(),
+            upper,
+        },
+        readonly: ro,
+    }
+}
+
+/// Two host layers for overlay mounts: `base` has `a`, `gone` and `keep`; `top` has its own
+/// `a` and a whiteout (a 0:0 character device, overlayfs's format) hiding `gone`.
+fn overlay_layers(f: &Fixture) -> (PathBuf, PathBuf) {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let base = f.dir.path().join("layer-base");
+    let top = f.dir.path().join("layer-top");
+    for dir in [&base, &top] {
+        fs::create_dir(dir).expect("mkdir");
+    }
+    fs::write(base.join("a"), "base a\n").expect("write");
+    fs::write(base.join("gone"), "base gone\n").expect("write");
+    fs::write(base.join("keep"), "base keep\n").expect("write");
+    fs::write(top.join("a"), "top a\n").expect("write");
+    mknod(
+        &top.join("gone"),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .expect("whiteout");
+    (top, base)
+}
+
+#[test]
+fn overlay_mounts_merge_and_whiteouts_hide() {
+    let Some(f) = root_fixture() else { return };
+    let (top, base) = overlay_layers(&f);
+    let script = r#"
+        cat /m/a /m/keep
+        test -e /m/gone && echo gone-visible || echo gone-hidden
+        touch /m/new 2>&1 | grep -o 'Read-only file system'
+        cat /one/a
+        touch /one/new 2>&1 | grep -o 'Read-only file system'
+        ls -A /empty | wc -l
+        touch /empty/new 2>&1 | grep -o 'Read-only file system'
+    "#;
+    let out = sh(
+        &f,
+        |spec| {
+            spec.mounts = vec![
+                overlay_mount("/m", &[&top, &base], None, false),
+                // One lower and no upper: a read-only bind.
+                overlay_mount("/one", &[&base], None, false),
+                overlay_mount("/empty", &[], None, false),
+            ]
+        },
+        script,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        "top a\nbase keep\ngone-hidden\nRead-only file system\nbase a\n\
+         Read-only file system\n0\nRead-only file system\n"
+    );
+}
+
+#[test]
+fn overlay_mount_writes_go_to_its_upper_dir() {
+    let Some(f) = root_fixture() else { return };
+    let (top, base) = overlay_layers(&f);
+    let upper = |name: &str| {
+        let dir = f.dir.path().join(name);
+        for sub in ["upper", "work"] {
+            fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        }
+        UpperDir {
+            upper_dir: dir.join("upper"),
+            work_dir: dir.join("work"),
+        }
+    };
+    let rw = upper("rw");
+    let ro = upper("ro");
+    let script = r#"
+        echo new > /w/new; echo changed > /w/a; rm /w/keep
+        cat /w/a; ls /w
+        touch /r/x 2>&1 | grep -o 'Read-only file system'
+        echo fresh > /e/file; cat /e/file
+    "#;
+    let empty = upper("empty");
+    let out = sh(
+        &f,
+        |spec| {
+            spec.mounts = vec![
+                overlay_mount("/w", &[&top, &base], Some(rw.clone()), false),
+                overlay_mount("/r", &[&top, &base], Some(ro.clone()), true),
+                overlay_mount("/e", &[], Some(empty.clone()), false),
+            ]
+        },
+        script,
+    )
+    .unwrap();
+    assert_eq!(out, "changed\na\nnew\nRead-only file system\nfresh\n");
+    // The writes are in the upper dir (the removal as a whiteout), the lowers untouched.
+    assert_eq!(
+        fs::read_to_string(rw.upper_dir.join("new")).unwrap(),
+        "new\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rw.upper_dir.join("a")).unwrap(),
+        "changed\n"
+    );
+    let keep = fs::symlink_metadata(rw.upper_dir.join("keep")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &keep.file_type()
+    ));
+    assert_eq!(fs::read_to_string(top.join("a")).unwrap(), "top a\n");
+    assert_eq!(
+        fs::read_to_string(base.join("keep")).unwrap(),
+        "base keep\n"
+    );
+    assert!(!top.join("new").exists() && !base.join("new").exists());
+    assert_eq!(fs::read_dir(&ro.upper_dir).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_to_string(empty.upper_dir.join("file")).unwrap(),
+        "fresh\n"
+    );
+}
+
+#[test]
+fn tmpfs_mount_is_bounded_by_its_size() {
+    let Some(f) = root_fixture() else { return };
+    let script = r#"
+        dd if=/dev/zero of=/t/big bs=1024 count=2048 2>&1 | grep -o 'No space left on device'
+        dd if=/dev/zero of=/u/big bs=1024 count=2048 2>/dev/null && echo unbounded-ok
+        grep -E ' /t | /u ' /proc/mounts | cut -d' ' -f2,3
+    "#;
+    let out = sh(
+        &f,
+        |spec| {
+            spec.mounts = vec![
+                Mount {
+                    destination: "/t".into(),
+                    source: MountSource::Tmpfs {
+                        size: Some(1 << 20),
+                    },
+                    readonly: false,
+                },
+                Mount {
+                    destination: "/u".into(),
+                    source: MountSource::Tmpfs { size: None },
+                    readonly: false,
+                },
+            ]
+        },
+        script,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        "No space left on device\nunbounded-ok\n/t tmpfs\n/u tmpfs\n"
+    );
+}
+
+/// The value of `field` in a `/proc/PID/status` text.
+fn status_field<'a>(status: &'a str, field: &str) -> Option<&'a str> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+#[test]
+fn privileged_sandbox_has_every_capability_and_no_seccomp() {
+    let Some(f) = root_fixture() else { return };
+    let ours = fs::read_to_string("/proc/self/status").unwrap();
+    let full = status_field(&ours, "CapEff").unwrap().to_string();
+    let script = "cat /proc/self/status; echo ---; cat /proc/mounts";
+    let default = sh(&f, |_| {}, script).unwrap();
+    assert_eq!(status_field(&default, "CapEff"), Some("00000000a80425fb"));
+    assert_eq!(status_field(&default, "Seccomp"), Some("2"));
+    for uid in [0, 1000] {
+        let out = sh(
+            &f,
+            |spec| {
+                spec.privileged = true;
+                spec.user.uid = uid;
+            },
+            script,
+        )
+        .unwrap();
+        assert_eq!(
+            status_field(&out, "CapEff"),
+            Some(full.as_str()),
+            "uid {uid}"
+        );
+        assert_eq!(status_field(&out, "Seccomp"), Some("0"), "uid {uid}");
+        let mounts = out.split("---").nth(1).unwrap();
+        let options = |point: &str| {
+            mounts
+                .lines()
+                .find(|l| l.split(' ').nth(1) == Some(point))
+                .map(|l| l.split(' ').nth(3).unwrap_or_default().to_string())
+        };
+        assert!(options("/sys").unwrap().starts_with("rw,"), "{mounts}");
+        assert!(
+            options("/sys/fs/cgroup").unwrap().starts_with("rw,"),
+            "{mounts}"
+        );
+        assert_eq!(options("/sys/firmware"), None, "nothing masked: {mounts}");
+        assert_eq!(options("/proc/bus"), None, "nothing read-only: {mounts}");
+    }
+    let devices = sh(
+        &f,
+        |spec| spec.privileged = true,
+        "test -b /dev/loop0 && test -c /dev/net/tun && test -c /dev/fuse && echo devices",
+    )
+    .unwrap();
+    assert_eq!(devices, "devices\n");
+    // A normal sandbox: read-only /sys, masks, no extra devices.
+    let mounts = sh(
+        &f,
+        |_| {},
+        "cat /proc/mounts; test -e /dev/loop0 || echo no-loop",
+    )
+    .unwrap();
+    assert!(mounts.contains(" /sys sysfs ro,"), "{mounts}");
+    assert!(mounts.contains(" /sys/firmware "), "{mounts}");
+    assert!(mounts.contains(" /proc/bus "), "{mounts}");
+    assert!(mounts.ends_with("no-loop\n"), "{mounts}");
 }

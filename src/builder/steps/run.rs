@@ -13,7 +13,7 @@ use super::commit::StagedUpper;
 use super::stubs::{MountStubs, StubError};
 use crate::builder::LogStream;
 use crate::container::{ContainerError, EtcFiles, SandboxSetup, sandbox_spec};
-use crate::runtime::{BindMount, Network, Outcome, RuntimeError, Sandbox, Spec, Stdio, UpperDir};
+use crate::runtime::{Mount, Network, Outcome, RuntimeError, Sandbox, Spec, Stdio, UpperDir};
 use crate::solver::Cancel;
 use crate::store::Store;
 use crate::sys::atomic::{FsError, IoContext as _, remove_tree};
@@ -46,8 +46,8 @@ pub struct RunStep {
     pub network: Network,
     /// The hostname (BuildKit uses `buildkitsandbox`).
     pub hostname: String,
-    /// Bind mounts (`RUN --mount`); their missing mount points are removed afterwards.
-    pub mounts: Vec<BindMount>,
+    /// Mounts (`RUN --mount`); their missing mount points are removed afterwards.
+    pub mounts: Vec<Mount>,
 }
 
 /// Why a RUN step failed.
@@ -172,6 +172,7 @@ pub fn run_step(
         tty: false,
         no_new_privileges: false,
         init: false,
+        privileged: false,
     })?;
     let stubs = MountStubs::find(lowers, spec.mounts.iter().map(|m| m.destination.as_str()))?;
     let (outcome, tail) = run_sandbox(&spec, on_line, cancel)?;
