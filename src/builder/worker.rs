@@ -236,6 +236,7 @@ impl BuildWorker {
             },
             hostname: "buildkitsandbox".to_string(),
             mounts: prepared.mounts.clone(),
+            insecure: op.insecure,
         };
         let progress = self.progress.clone();
         let on_line = move |stream: LogStream, line: &str| {

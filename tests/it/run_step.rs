@@ -94,6 +94,7 @@ fn shell(script: &str) -> RunStep {
         network: Network::None,
         hostname: "buildkitsandbox".into(),
         mounts: Vec::new(),
+        insecure: false,
     }
 }
 

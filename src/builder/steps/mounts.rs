@@ -9,7 +9,7 @@
 //! - `cache`: a directory the store keeps between builds ([`Store::cache_mount`]), held with the
 //!   mount's sharing for the whole step; a new one is empty (with `mode`, `uid`, `gid`) or
 //!   seeded from `source` of `from`.
-//! - `tmpfs`: a fresh tmpfs.
+//! - `tmpfs`: a fresh tmpfs (`size=` bytes at most).
 //! - `secret`: the secret's bytes in a file (mode 0400 by default) alone in a private directory
 //!   on the host's `/dev/shm` (a tmpfs: the bytes never reach a disk, the store or a layer),
 //!   bound read-only; or in the step's environment only (`env=`). A secret the build was not
@@ -26,7 +26,7 @@ use crate::builder::compile::{MountInput, RunMount};
 use crate::error::Cause;
 use crate::frontend::context::BuildContext;
 use crate::frontend::instruction::Sharing;
-use crate::runtime::BindMount;
+use crate::runtime::{Mount, MountSource};
 use crate::solver::Cancel;
 use crate::store::{CacheMountError, CacheMountLease, CacheSharing, Store};
 use crate::sys::atomic::{FsError, IoContext as _, remove_tree};
@@ -89,7 +89,7 @@ impl Session for NoSession {
 #[derive(Default)]
 pub struct PreparedMounts {
     /// In the order of the op's mounts.
-    pub mounts: Vec<BindMount>,
+    pub mounts: Vec<Mount>,
     /// Secrets as variables (`env=`): set over the step's environment.
     secret_env: Vec<(String, zeroize::Zeroizing<String>)>,
     /// Where the first ssh mount is: `SSH_AUTH_SOCK` unless the step sets it.
@@ -146,8 +146,6 @@ pub enum MountError {
     /// A bind mount reads the build context, but the build has none.
     #[error("mount {target}: the build has no context to mount (build with a context directory)")]
     NoContext { target: String },
-    #[error("mount {target}: {what} mounts need kiln's tmpfs support")]
-    Unavailable { target: String, what: &'static str },
     /// A required secret was not given to the build.
     #[error("secret {id} is required but was not given: build with --secret id={id},src=FILE")]
     MissingSecret { id: String },
@@ -191,9 +189,9 @@ pub fn prepare(
             } => {
                 let scratch = ScratchDir::new(store, "mount")?;
                 let copied = materialize(&scratch.0, target, source, *from, sources, cancel)?;
-                prepared.mounts.push(BindMount {
-                    source: copied,
+                prepared.mounts.push(Mount {
                     destination: target.clone(),
+                    source: MountSource::Bind(copied),
                     readonly: !readwrite,
                 });
                 prepared.scratch.push(scratch);
@@ -237,19 +235,18 @@ pub fn prepare(
                             source,
                         },
                     })?;
-                prepared.mounts.push(BindMount {
-                    source: lease.path().to_path_buf(),
+                prepared.mounts.push(Mount {
                     destination: target.clone(),
+                    source: MountSource::Bind(lease.path().to_path_buf()),
                     readonly: *readonly,
                 });
                 prepared.leases.push(lease);
             }
-            RunMount::Tmpfs { target, .. } => {
-                return Err(MountError::Unavailable {
-                    target: target.clone(),
-                    what: "tmpfs",
-                });
-            }
+            RunMount::Tmpfs { target, size } => prepared.mounts.push(Mount {
+                destination: target.clone(),
+                source: MountSource::Tmpfs { size: *size },
+                readonly: false,
+            }),
             RunMount::Secret {
                 id,
                 target,
@@ -288,9 +285,9 @@ pub fn prepare(
                     let dir = ScratchDir::private_tmpfs().map_err(place)?;
                     let file = dir.0.join("secret");
                     write_private(&file, value.as_bytes(), *mode, *uid, *gid).map_err(place)?;
-                    prepared.mounts.push(BindMount {
-                        source: file,
+                    prepared.mounts.push(Mount {
                         destination: target.clone(),
+                        source: MountSource::Bind(file),
                         readonly: true,
                     });
                     prepared.scratch.push(dir);
@@ -321,9 +318,9 @@ pub fn prepare(
                 chown(proxy.path(), Some(*uid), Some(*gid)).map_err(place)?;
                 fs::set_permissions(proxy.path(), fs::Permissions::from_mode(*mode))
                     .map_err(place)?;
-                prepared.mounts.push(BindMount {
-                    source: proxy.path().to_path_buf(),
+                prepared.mounts.push(Mount {
                     destination: target.clone(),
+                    source: MountSource::Bind(proxy.path().to_path_buf()),
                     readonly: false,
                 });
                 prepared.ssh_auth_sock.get_or_insert_with(|| target.clone());
@@ -339,9 +336,9 @@ pub fn prepare(
                 let file = scratch.0.join(name);
                 fs::write(&file, content).fs("write", &file)?;
                 fs::set_permissions(&file, fs::Permissions::from_mode(0o755)).fs("chmod", &file)?;
-                prepared.mounts.push(BindMount {
-                    source: scratch.0.clone(),
+                prepared.mounts.push(Mount {
                     destination: target.clone(),
+                    source: MountSource::Bind(scratch.0.clone()),
                     readonly: true,
                 });
                 prepared.scratch.push(scratch);

@@ -48,6 +48,9 @@ pub struct RunStep {
     pub hostname: String,
     /// Mounts (`RUN --mount`); their missing mount points are removed afterwards.
     pub mounts: Vec<Mount>,
+    /// `RUN --security=insecure`: BuildKit's insecure mode (all capabilities, no seccomp; see
+    /// `runtime::Spec::privileged`).
+    pub insecure: bool,
 }
 
 /// Why a RUN step failed.
@@ -172,7 +175,7 @@ pub fn run_step(
         tty: false,
         no_new_privileges: false,
         init: false,
-        privileged: false,
+        privileged: step.insecure,
     })?;
     let stubs = MountStubs::find(lowers, spec.mounts.iter().map(|m| m.destination.as_str()))?;
     let (outcome, tail) = run_sandbox(&spec, on_line, cancel)?;
@@ -447,6 +450,7 @@ mod tests {
             network: Network::None,
             hostname: "buildkitsandbox".into(),
             mounts: Vec::new(),
+            insecure: false,
         };
         let err = run_step(&store, &[], &staged, &step, &|_, _| {}, &cancel).unwrap_err();
         assert!(matches!(err, RunStepError::Canceled));
