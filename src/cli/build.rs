@@ -14,6 +14,7 @@ use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
 use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
+use kiln::frontend::instruction::Instruction;
 use kiln::frontend::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
 use kiln::frontend::stage::ResolveOptions;
 use kiln::registry::NoProgress;
@@ -450,8 +451,8 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// The plan as text: header, parallel groups, then each needed stage with its instructions
-/// and the context files each COPY/ADD reads.
+/// The plan as text: header, parallel groups, then each needed stage with its instructions,
+/// the context files each COPY/ADD reads, and each RUN's mounts, network and security.
 fn describe(plan: &Plan, dockerfile: &str, args: &BuildArgs) -> String {
     let tags = &args.tags;
     let stages = &plan.resolved.stages;
@@ -520,6 +521,18 @@ fn describe(plan: &Plan, dockerfile: &str, args: &BuildArgs) -> String {
         );
         for (index, instruction) in stage.instructions.iter().enumerate() {
             let _ = writeln!(out, "  {:<4} {instruction}", instruction.span().start.line);
+            if let Instruction::Run(run) = instruction {
+                // The mounts with their values expanded (the line above shows them as written).
+                for mount in &run.mounts {
+                    let _ = writeln!(out, "       mount {mount}");
+                }
+                if let Some(network) = run.network {
+                    let _ = writeln!(out, "       network {}", network.as_str());
+                }
+                if let Some(security) = run.security {
+                    let _ = writeln!(out, "       security {}", security.as_str());
+                }
+            }
             let reads = plan
                 .context_reads
                 .iter()

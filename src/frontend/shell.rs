@@ -383,6 +383,15 @@ impl Expander<'_> {
             let quotes = !self.lexer.skip_process_quotes;
             match c {
                 '$' => out.push_str(&self.dollar()?, true),
+                // BuildKit's `processPossibleHeredoc`: `<<` takes the blanks after it into the
+                // same word, so `<< EOF` is one word (a heredoc marker) when splitting.
+                '<' if self.word[self.pos..].starts_with("<<") => {
+                    let rest = &self.word[self.pos + 2..];
+                    let blanks = rest.len() - rest.trim_start_matches([' ', '\t', '\r']).len();
+                    let end = self.pos + 2 + blanks;
+                    out.push_str(&self.word[self.pos..end], false);
+                    self.pos = end;
+                }
                 '\'' if quotes => out.push_str(&self.single_quoted()?, false),
                 '"' if quotes => out.push_str(&self.double_quoted()?, false),
                 _ => {
@@ -1109,6 +1118,10 @@ mod tests {
             ("'' \"\" $E", &[]),
             ("a'' b", &["a", "b"]),
             ("\ta\u{a0}b\u{3000}c ", &["a", "b", "c"]),
+            // `<<` keeps the blanks after it (BuildKit's heredoc rule), other spaces split.
+            ("cat << \t\rEOF x", &["cat", "<< \t\rEOF", "x"]),
+            ("a<< b <<-\tc", &["a<< b", "<<-", "c"]),
+            ("<<< b \\<< c", &["<<<", "b", "<<", "c"]),
         ];
         for (word, expected) in cases {
             let expected: Vec<String> = expected.iter().map(|w| w.to_string()).collect();

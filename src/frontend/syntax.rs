@@ -479,7 +479,7 @@ fn keyword_is(keyword: &str, names: &[&str]) -> bool {
 fn build_node(line: &str, escape: char, span: Span, depth: usize) -> Result<Node, SyntaxError> {
     let (keyword, rest) = words::split_first_whitespace(line.trim());
     let (flags, rest) = match rest {
-        Some(rest) => words::extract_flags(rest),
+        Some(rest) => words::extract_flags(rest, escape),
         None => (Vec::new(), "".into()),
     };
     let rest = rest.trim();
@@ -667,6 +667,119 @@ mod tests {
         for (source, want) in cases {
             assert_eq!(read_lines(&source).err(), want, "{:?}", source.get(..12));
         }
+    }
+
+    /// The file's dump (BuildKit's `Node.Dump()`), one line per instruction.
+    fn dump(source: &str) -> Vec<String> {
+        let df = parse(source.as_bytes()).expect("parses");
+        df.nodes.iter().map(Node::dump).collect()
+    }
+
+    /// `(name, content, chomp)` of each node's heredocs.
+    fn heredocs(source: &str) -> Vec<Vec<(String, String, bool)>> {
+        let df = parse(source.as_bytes()).expect("parses");
+        df.nodes
+            .iter()
+            .map(|n| {
+                n.heredocs
+                    .iter()
+                    .map(|h| (h.name.clone(), h.content.clone(), h.chomp))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blanks_after_heredoc_marker_are_allowed() {
+        let src = "FROM a\nRUN <<  EOF  > foo\nx\nEOF\nRUN cat <<\t'Q'\n$y\nQ\nCOPY << A /d\nA\n";
+        let h = |name: &str, content: &str| vec![(name.to_string(), content.to_string(), false)];
+        assert_eq!(
+            heredocs(src),
+            [vec![], h("EOF", "x\n"), h("Q", "$y\n"), h("A", "")]
+        );
+        assert_eq!(
+            dump(src)[1..],
+            [
+                r#"run "<<  EOF  > foo""#,
+                r#"run "cat <<\t'Q'""#,
+                r#"copy "<<" "A" "/d""#
+            ]
+        );
+        // `<<-` then a blank: the lexer splits there, and `<<-` alone is no marker (BuildKit
+        // v0.32's regexp takes the `-` greedily), so the next line is an instruction.
+        let src = "FROM a\nRUN <<- EOF\nEOF\n";
+        assert_eq!(heredocs(src), [vec![], vec![], vec![]]);
+        assert_eq!(dump(src), ["from \"a\"", "run \"<<- EOF\"", "eof \"\""]);
+        // `<< -EOF` names `-EOF`, not a chomped `EOF`.
+        let src = "FROM a\nRUN << -EOF\n\tx\n-EOF\n";
+        assert_eq!(heredocs(src)[1], h("-EOF", "\tx\n"));
+    }
+
+    #[test]
+    fn flags_keep_backslashes_under_backtick_escape() {
+        let flags = |source: &str| {
+            parse(source.as_bytes()).expect("parses").nodes[1]
+                .flags
+                .clone()
+        };
+        let run = r"RUN --mount=type=cache,target=C:\cache --network=none echo";
+        assert_eq!(
+            flags(&format!("# escape=`\nFROM a\n{run}\n")),
+            [r"--mount=type=cache,target=C:\cache", "--network=none"]
+        );
+        // The default escape takes the backslash as an escape, as BuildKit does.
+        assert_eq!(
+            flags(&format!("FROM a\n{run}\n")),
+            ["--mount=type=cache,target=C:cache", "--network=none"]
+        );
+        assert_eq!(
+            flags("# escape=`\nFROM a\nCOPY --from=a`b --chown=\"x y\" s d\n"),
+            ["--from=ab", "--chown=x y"]
+        );
+    }
+
+    #[test]
+    fn json_array_with_more_after_it_is_the_shell_form() {
+        let src = concat!(
+            "FROM a\n",
+            "CMD [\"a\"] # comment\n",
+            "ENTRYPOINT []x\n",
+            "RUN [\"echo\"] x\n",
+            "SHELL [\"sh\"] -c\n",
+            "COPY [\"a\", \"b\"] c\n",
+            "ADD [\"a\"] [\"b\"]\n",
+            "VOLUME [\"/v\"] /w\n",
+            "HEALTHCHECK CMD [\"true\"] x\n",
+            "RUN [1] x\n",
+            "ONBUILD CMD [\"a\"]x\n",
+            // Trailing blanks are trimmed with the line: still JSON.
+            "CMD [\"a\"]  \t\n",
+        );
+        assert_eq!(
+            dump(src)[1..],
+            [
+                r#"cmd "[\"a\"] # comment""#,
+                r#"entrypoint "[]x""#,
+                r#"run "[\"echo\"] x""#,
+                r#"shell "[\"sh\"] -c""#,
+                r#"copy "[\"a\"," "\"b\"]" "c""#,
+                r#"add "[\"a\"]" "[\"b\"]""#,
+                r#"volume "[\"/v\"]" "/w""#,
+                r#"healthcheck "CMD" "[\"true\"] x""#,
+                r#"run "[1] x""#,
+                r#"onbuild (cmd "[\"a\"]x")"#,
+                r#"cmd "a""#,
+            ]
+        );
+        let df = parse(src.as_bytes()).expect("parses");
+        let json: Vec<bool> = df.nodes.iter().map(|n| n.json).collect();
+        assert_eq!(json.iter().filter(|&&j| j).count(), 1, "{json:?}");
+        assert!(df.nodes.last().is_some_and(|n| n.json));
+        // Not trailing text but a non-string element: still BuildKit's hard error.
+        assert!(matches!(
+            parse(b"FROM a\nCMD [1]\n"),
+            Err(SyntaxError::NotStringArray { .. })
+        ));
     }
 
     #[test]

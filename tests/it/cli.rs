@@ -199,6 +199,87 @@ fn dry_run_reads_dockerfile_from_stdin() {
 }
 
 #[test]
+fn dry_run_prints_each_run_mounts_expanded() {
+    let ctx = context(&[(
+        "Dockerfile",
+        concat!(
+            "FROM scratch AS build\n",
+            "FROM scratch\n",
+            "ARG CACHE=/root/.cache\n",
+            "RUN --mount=type=cache,target=$CACHE/go,id=go,sharing=locked,uid=1000 \\\n",
+            "    --mount=type=bind,from=build,source=/out,target=/in \\\n",
+            "    --mount=type=secret,id=token,env=TOKEN,required \\\n",
+            "    --mount=type=tmpfs,target=/tmp,size=1m \\\n",
+            "    --network=none --security=insecure make\n",
+            "RUN echo plain\n",
+        ),
+    )]);
+    let out = kiln()
+        .args(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .run()
+        .success()
+        .stdout_str();
+    let stage = out.split("\nstage stage-1  ").nth(1).unwrap_or_default();
+    assert_eq!(
+        stage,
+        concat!(
+            "FROM scratch  (Dockerfile:2)\n",
+            "  3    ARG CACHE=/root/.cache\n",
+            "  4    RUN --mount=type=cache,target=$CACHE/go,id=go,sharing=locked,uid=1000 ",
+            "--mount=type=bind,from=build,source=/out,target=/in ",
+            "--mount=type=secret,id=token,env=TOKEN,required ",
+            "--mount=type=tmpfs,target=/tmp,size=1m --network=none --security=insecure make\n",
+            "       mount type=cache target=/root/.cache/go id=go rw sharing=locked uid=1000\n",
+            "       mount type=bind target=/in source=/out from=build ro\n",
+            "       mount type=secret id=token ro required env=TOKEN\n",
+            "       mount type=tmpfs target=/tmp rw size=1048576\n",
+            "       network none\n",
+            "       security insecure\n",
+            "  9    RUN echo plain\n",
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn dry_run_rejects_a_malformed_mount_at_its_flag() {
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch\nRUN --network=none --mount=type=cache,sharing=all,target=/c true\n",
+    )]);
+    let err = kiln()
+        .args(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(
+        err.starts_with("error: invalid --mount: unsupported sharing value \"all\"\n"),
+        "{err}"
+    );
+    assert!(err.contains(" --> Dockerfile:2:20\n"), "{err}");
+    assert!(
+        err.contains("= help: use sharing=shared, private or locked"),
+        "{err}"
+    );
+
+    // A value that is only wrong after expansion is caught by the stage layer, same place.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM scratch\nARG S=all\nRUN --mount=type=cache,sharing=$S,target=/c true\n",
+    )]);
+    let err = kiln()
+        .args(["build", "--dry-run", "."])
+        .current_dir(ctx.path())
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(err.contains("unsupported sharing value \"all\""), "{err}");
+    assert!(err.contains(" --> Dockerfile:3:5\n"), "{err}");
+}
+
+#[test]
 fn dry_run_missing_source_points_at_the_copy() {
     let ctx = context(&[(
         "Dockerfile",

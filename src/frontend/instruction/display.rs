@@ -2,7 +2,7 @@
 //! `kiln build --dry-run` shows for each step (and, later, what image history records).
 //! Heredoc bodies are not repeated; their markers stay in the command.
 
-use super::{Command, Health, Instruction, KeyValue};
+use super::{Command, Health, Instruction, KeyValue, Mount};
 use std::fmt::{self, Display, Formatter, Write as _};
 
 impl Display for Instruction {
@@ -107,6 +107,48 @@ impl Display for Instruction {
             }
             Instruction::Maintainer(i) => write!(f, " {}", i.name),
         }
+    }
+}
+
+/// A RUN mount after expansion, as `kiln build --dry-run` lists it under its RUN: `type=`, then
+/// each key that was given, with `ro` or `rw` always shown as it resolved (BuildKit makes bind,
+/// secret and ssh mounts read-only unless `rw` is given, cache and tmpfs read-write).
+impl Display for Mount {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "type={}", self.kind.name())?;
+        for (key, value) in [
+            ("target", &self.target),
+            ("source", &self.source),
+            ("from", &self.from),
+            ("id", &self.id),
+        ] {
+            if let Some(value) = value {
+                write!(f, " {key}={}", quoted_if_needed(value))?;
+            }
+        }
+        f.write_str(if self.readonly { " ro" } else { " rw" })?;
+        if let Some(sharing) = self.sharing {
+            write!(f, " sharing={}", sharing.name())?;
+        }
+        if let Some(size) = self.size {
+            write!(f, " size={size}")?;
+        }
+        if let Some(mode) = self.mode {
+            write!(f, " mode={mode:04o}")?;
+        }
+        if let Some(uid) = self.uid {
+            write!(f, " uid={uid}")?;
+        }
+        if let Some(gid) = self.gid {
+            write!(f, " gid={gid}")?;
+        }
+        if self.required {
+            f.write_str(" required")?;
+        }
+        if let Some(env) = &self.env {
+            write!(f, " env={}", quoted_if_needed(env))?;
+        }
+        Ok(())
     }
 }
 
@@ -257,6 +299,61 @@ mod tests {
                 "ONBUILD RUN make",
                 "SHELL [\"/bin/bash\",\"-c\"]",
             ]
+        );
+    }
+
+    /// The mounts of each RUN of the last stage, printed after resolution.
+    fn mounts(src: &str) -> Vec<Vec<String>> {
+        let df = crate::frontend::parse(src.as_bytes()).expect("parses");
+        let resolved = resolve(&df, &ResolveOptions::default()).expect("resolves");
+        let last = resolved.stages.last().expect("a stage");
+        last.instructions
+            .iter()
+            .filter_map(|i| match i {
+                crate::frontend::instruction::Instruction::Run(r) => {
+                    Some(r.mounts.iter().map(ToString::to_string).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mounts_print_expanded_with_resolved_access() {
+        let runs = mounts(concat!(
+            "FROM scratch AS build\n",
+            "FROM scratch\n",
+            "ARG D=/root/.cache P=0o\n",
+            "RUN --mount=type=cache,target=$D/go,id=go-$P,sharing=locked,mode=0750,uid=1,gid=2 \\\n",
+            "    --mount=type=bind,from=build,source=/out,target=/in \\\n",
+            "    --mount=type=secret,id=tok,env=TOKEN,required \\\n",
+            "    --mount=type=tmpfs,target=\"/t t\",size=64k \\\n",
+            "    --mount=type=ssh,rw true\n",
+        ));
+        assert_eq!(
+            runs,
+            [[
+                "type=cache target=/root/.cache/go id=go-0o rw sharing=locked mode=0750 uid=1 gid=2",
+                "type=bind target=/in source=/out from=build ro",
+                "type=secret id=tok ro required env=TOKEN",
+                "type=tmpfs target=\"/t t\" rw size=65536",
+                "type=ssh rw",
+            ]]
+        );
+    }
+
+    #[test]
+    fn mount_values_keep_backslashes_under_backtick_escape() {
+        // The flag's escape goes first, then the expansion's: ``$ keeps a `$`.
+        let run = r"RUN --mount=type=cache,target=C:\cache,id=``$x,env=`$x echo";
+        assert_eq!(
+            mounts(&format!("# escape=`\nFROM scratch\n{run}\n")),
+            [[r#"type=cache target="C:\\cache" id="$x" rw env="""#]]
+        );
+        // Under the default escape the flag loses its backslash, as in BuildKit.
+        assert_eq!(
+            mounts("FROM scratch\nRUN --mount=type=cache,target=C:\\cache echo\n"),
+            [["type=cache target=C:cache rw"]]
         );
     }
 

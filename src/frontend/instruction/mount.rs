@@ -30,7 +30,8 @@ impl MountType {
         ("ssh", MountType::Ssh),
     ];
 
-    fn name(self) -> &'static str {
+    /// The type as written in `type=`.
+    pub fn name(self) -> &'static str {
         Self::ALL
             .iter()
             .find(|(_, t)| *t == self)
@@ -45,6 +46,17 @@ pub enum Sharing {
     Shared,
     Private,
     Locked,
+}
+
+impl Sharing {
+    /// The value as written in `sharing=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sharing::Shared => "shared",
+            Sharing::Private => "private",
+            Sharing::Locked => "locked",
+        }
+    }
 }
 
 /// One `--mount` of a RUN instruction.

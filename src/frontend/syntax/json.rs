@@ -1,6 +1,7 @@
 //! BuildKit's `parseJSON`: the JSON form of an instruction (`RUN ["a", "b"]`), decoded the way
-//! Go's `encoding/json` `Decoder.Decode` does it: one JSON value is read, anything after it is
-//! ignored, and the value must be an array whose elements are all strings.
+//! Go's `json.Unmarshal` does it: the whole rest of the line must be one JSON value (JSON
+//! whitespace may follow it, anything else makes it no JSON at all, so `CMD ["a"] # x` is the
+//! shell form of the whole line), and that value must be an array whose elements are all strings.
 
 use nom::IResult;
 use nom::Parser;
@@ -30,15 +31,20 @@ pub fn parse_json_array(rest: &str) -> JsonArgs {
     if !rest.starts_with('[') {
         return JsonArgs::NotJson;
     }
-    // Go first checks that the whole value is well-formed, then converts it: a non-string
-    // element is only an error in an array that is well-formed to its end.
+    // Go first checks that the whole input is well-formed, then converts it: a non-string
+    // element is only an error in an array that is well-formed to its end, with nothing but
+    // JSON whitespace after it.
     match scan_array(rest) {
         None => JsonArgs::NotJson,
-        Some(Elements {
-            saw_non_string: true,
-            ..
-        }) => JsonArgs::NotStringArray,
-        Some(Elements { strings, .. }) => JsonArgs::Strings(strings),
+        Some((after, _)) if !json_ws(after).is_empty() => JsonArgs::NotJson,
+        Some((
+            _,
+            Elements {
+                saw_non_string: true,
+                ..
+            },
+        )) => JsonArgs::NotStringArray,
+        Some((_, Elements { strings, .. })) => JsonArgs::Strings(strings),
     }
 }
 
@@ -54,15 +60,16 @@ fn json_ws(i: &str) -> &str {
     i.trim_start_matches([' ', '\t', '\n', '\r'])
 }
 
-/// The top-level array's elements, or `None` when the JSON is malformed.
-fn scan_array(input: &str) -> Option<Elements> {
+/// The top-level array's elements and what follows the array, or `None` when the JSON is
+/// malformed.
+fn scan_array(input: &str) -> Option<(&str, Elements)> {
     let mut i = json_ws(input.strip_prefix('[')?);
     let mut elements = Elements {
         strings: Vec::new(),
         saw_non_string: false,
     };
-    if i.starts_with(']') {
-        return Some(elements);
+    if let Some(after) = i.strip_prefix(']') {
+        return Some((after, elements));
     }
     loop {
         i = json_ws(i);
@@ -77,8 +84,8 @@ fn scan_array(input: &str) -> Option<Elements> {
         i = json_ws(i);
         if let Some(after) = i.strip_prefix(',') {
             i = after;
-        } else if i.starts_with(']') {
-            return Some(elements);
+        } else if let Some(after) = i.strip_prefix(']') {
+            return Some((after, elements));
         } else {
             return None;
         }
@@ -244,7 +251,16 @@ mod tests {
         let cases: &[(&str, JsonArgs)] = &[
             (r#"["a", "b"]"#, strings(&["a", "b"])),
             (r#"  []"#, strings(&[])),
-            (r#"["a"] trailing"#, strings(&["a"])),
+            (r#"["a"] "#, strings(&["a"])),
+            ("[\"a\"]\t\r\n", strings(&["a"])),
+            // Anything but JSON whitespace after the array: not JSON, even a non-string array.
+            (r#"["a"] trailing"#, JsonArgs::NotJson),
+            (r#"["a"]x"#, JsonArgs::NotJson),
+            (r#"[]x"#, JsonArgs::NotJson),
+            (r#"["a"] # comment"#, JsonArgs::NotJson),
+            (r#"["a"] ["b"]"#, JsonArgs::NotJson),
+            (r#"[1] x"#, JsonArgs::NotJson),
+            ("[\"a\"]\u{a0}", JsonArgs::NotJson),
             (r#"["\u00e9\n\/"]"#, strings(&["é\n/"])),
             (
                 r#"["\ud83d\ude00", "\ud800x"]"#,

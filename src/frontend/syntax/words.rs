@@ -52,9 +52,11 @@ pub fn split_first_whitespace(s: &str) -> (&str, Option<&str>) {
 }
 
 /// BuildKit's `extractBuilderFlags`: leading `--name=value` words. Returns the flags and the
-/// rest of the line. It scans bytes, so each byte of a non-ASCII flag becomes one Latin-1 char,
-/// exactly as BuildKit's `WriteRune(rune(byte))` does.
-pub fn extract_flags(line: &str) -> (Vec<String>, Cow<'_, str>) {
+/// rest of the line. The file's `escape` character takes the next byte literally (under
+/// `# escape=`` ` `` a `\` is an ordinary byte, so `target=C:\cache` keeps it). It scans bytes,
+/// so each byte of a non-ASCII flag becomes one Latin-1 char, exactly as BuildKit's
+/// `WriteRune(rune(byte))` does.
+pub fn extract_flags(line: &str, escape: char) -> (Vec<String>, Cow<'_, str>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
@@ -62,6 +64,8 @@ pub fn extract_flags(line: &str) -> (Vec<String>, Cow<'_, str>) {
         Quote,
     }
     let bytes = line.as_bytes();
+    // The escape character is `\` or `` ` ``, so always one byte.
+    let escape = u8::try_from(escape).ok();
     let mut words: Vec<String> = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
@@ -112,7 +116,7 @@ pub fn extract_flags(line: &str) -> (Vec<String>, Cow<'_, str>) {
                 continue;
             }
             let mut c = ch;
-            if ch == b'\\' {
+            if Some(ch) == escape {
                 if pos + 1 == bytes.len() {
                     pos += 1;
                     continue;
@@ -131,7 +135,7 @@ pub fn extract_flags(line: &str) -> (Vec<String>, Cow<'_, str>) {
             continue;
         }
         let mut c = ch;
-        if ch == b'\\' {
+        if Some(ch) == escape {
             if pos + 1 == bytes.len() {
                 phase = Phase::Word;
                 pos += 1;
@@ -262,18 +266,20 @@ pub(crate) fn heredoc_markers(line: &str) -> Result<Vec<Marker>, BadMarker> {
 /// Heredoc delimiters are read without any variables set.
 const NO_ENV: &[(String, String)] = &[];
 
-/// BuildKit's `ParseHeredoc`: `^(\d*)<<(-?)([^<]*)$`, then the delimiter must lex to exactly one
-/// word; it is quoted (no expansion of the body) when lexing with quotes kept shows quotes
-/// that lexing without them removed.
+/// BuildKit's `ParseHeredoc`: `^(\d*)<<(-?)\s*([^<]*)$`, then the delimiter must lex to exactly
+/// one word; it is quoted (no expansion of the body) when lexing with quotes kept shows quotes
+/// that lexing without them removed. The regexp's `-?` is greedy, so `<<-` alone has an empty
+/// delimiter (no heredoc), and Go's `\s` is `[\t\n\f\r ]`.
 pub(crate) fn marker(word: &str) -> Result<Option<Marker>, BadMarker> {
-    let parsed: nom::IResult<&str, (&str, &str, Option<char>, &str)> = (
+    let parsed: nom::IResult<&str, (&str, &str, Option<char>, &str, &str)> = (
         take_while(|c: char| c.is_ascii_digit()),
         tag("<<"),
         opt(char('-')),
+        take_while(|c: char| matches!(c, '\t' | '\n' | '\u{c}' | '\r' | ' ')),
         rest,
     )
         .parse(word);
-    let Ok((_, (_, _, dash, delimiter))) = parsed else {
+    let Ok((_, (_, _, dash, _, delimiter))) = parsed else {
         return Ok(None);
     };
     if delimiter.is_empty() || delimiter.contains('<') {
@@ -323,9 +329,42 @@ mod tests {
             ("--x=é y", &["--x=\u{c3}\u{a9}"], "y"),
             ("plain", &[], "plain"),
             ("--only", &["--only"], ""),
+            // The default escape removes a backslash, an escaped one stays single.
+            (
+                r"--mount=target=C:\cache x",
+                &["--mount=target=C:cache"],
+                "x",
+            ),
+            (r"--m=C:\\c --n='a\'b' x", &[r"--m=C:\c", "--n=a'b"], "x"),
         ];
         for (line, flags, rest) in cases {
-            let (f, r) = extract_flags(line);
+            let (f, r) = extract_flags(line, '\\');
+            assert_eq!(
+                (f, &*r),
+                (flags.iter().map(|s| s.to_string()).collect(), *rest),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_under_backtick_escape_keep_backslashes() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            (
+                r"--mount=type=cache,target=C:\cache echo",
+                &[r"--mount=type=cache,target=C:\cache"],
+                "echo",
+            ),
+            (
+                r#"--a="C:\x y" --b=`` --c=`"q x"#,
+                &[r"--a=C:\x y", "--b=`", "--c=\"q"],
+                "x",
+            ),
+            // A trailing escape is dropped, as `\` is under the default escape.
+            ("--a=b`", &["--a=b"], ""),
+        ];
+        for (line, flags, rest) in cases {
+            let (f, r) = extract_flags(line, '`');
             assert_eq!(
                 (f, &*r),
                 (flags.iter().map(|s| s.to_string()).collect(), *rest),
@@ -384,8 +423,18 @@ mod tests {
             ("RUN x ${A:-\"}\"} <<EOF", vec![m("EOF", false, true)]),
             // A delimiter that lexes to nothing is no heredoc.
             ("RUN cat <<''", vec![]),
-            // BuildKit's lexer (no whitespace after `<<` at this version) splits here.
-            ("RUN cat << EOF", vec![]),
+            // Blanks after `<<` belong to the marker (BuildKit since dockerfile 1.16, "allow whitespace
+            // in heredocs").
+            ("RUN cat << EOF", vec![m("EOF", false, true)]),
+            ("RUN <<  EOF  > foo", vec![m("EOF", false, true)]),
+            ("RUN cat <<\t'EOF'", vec![m("EOF", false, false)]),
+            ("RUN << -EOF", vec![m("-EOF", false, true)]),
+            ("RUN 3<< EOF", vec![m("EOF", false, true)]),
+            // The lexer splits after `<<-`, and `<<-` alone names nothing: BuildKit's test for
+            // `RUN <<- EOF` passes only because it checks no names when none are found.
+            ("RUN <<- EOF", vec![]),
+            ("RUN a<< EOF", vec![]),
+            ("RUN echo \"<< EOF\"", vec![]),
         ];
         for (line, want) in cases {
             assert_eq!(heredoc_markers(line).as_ref(), Ok(want), "{line}");
