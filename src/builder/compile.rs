@@ -1234,13 +1234,13 @@ fn base_name(path: &str) -> String {
     trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
 }
 
+/// BuildKit's `MustParseHeredoc` of the whole command: the line is one heredoc marker
+/// (`<<EOF`, `<< EOF`, `<<-EOT`, `<<"EOF"`), so the first heredoc's body is the command.
 fn is_heredoc_marker(line: &str) -> bool {
-    let Some(rest) = line.trim().strip_prefix("<<") else {
-        return false;
-    };
-    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_start();
-    let name = rest.trim_matches(|c| c == '"' || c == '\'');
-    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+    matches!(
+        crate::frontend::syntax::words::marker(line.trim()),
+        Ok(Some(_))
+    )
 }
 
 /// ADD sources kiln cannot read locally.

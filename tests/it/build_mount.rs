@@ -194,8 +194,16 @@ EOF\n\
         RUN <<-EOT\n\
 \t#!/bin/sh\n\
 \techo chomped > /chomp-out\n\
-\tEOT\n";
+\tEOT\n\
+        RUN <<  SPACED\n\
+echo spaced > /spaced-out\n\
+SPACED\n";
     let root = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(
+        read(&root, "spaced-out"),
+        "spaced\n",
+        "`<<  NAME` is a heredoc"
+    );
     assert_eq!(read(&root, "script-out"), "script /dev/pipes/EOF\n");
     assert_eq!(read(&root, "chomp-out"), "chomped\n");
     assert!(!root.join("dev/pipes").exists());
@@ -213,6 +221,36 @@ fn security_insecure_needs_the_entitlement() {
     let err = builder.build(ctx.path(), &[]).fails();
     assert!(err.contains("security.insecure"), "{err}");
     assert!(err.contains("--allow security.insecure"), "{err}");
+    // With it: every capability and no seccomp filter, for that step only.
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM base\n\
+         RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /insecure\n\
+         RUN grep -E '^(CapEff|Seccomp):' /proc/self/status > /normal\n",
+    )
+    .expect("write");
+    let root = build_fs(
+        &builder,
+        ctx.path(),
+        &fs::read_to_string(ctx.path().join("Dockerfile")).expect("read"),
+        &["--allow", "security.insecure"],
+    );
+    let insecure = read(&root, "insecure");
+    // Every capability kiln itself may have (the host's bounding set).
+    let status = fs::read_to_string("/proc/self/status").expect("status");
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd")
+        .trim();
+    assert!(
+        insecure.contains(&format!("CapEff:\t{bounding}")),
+        "{insecure}"
+    );
+    assert!(insecure.contains("Seccomp:\t0"), "{insecure}");
+    let normal = read(&root, "normal");
+    assert!(normal.contains("CapEff:\t00000000a80425fb"), "{normal}");
+    assert!(normal.contains("Seccomp:\t2"), "{normal}");
 }
 
 #[test]
