@@ -14,7 +14,8 @@
 //!   COPY/ADD reads; [`frontend::plan`] is all of it in one call. Every front-end error carries a
 //!   [`frontend::diagnostic::Span`] and renders as `Dockerfile:LINE:COL` with a snippet.
 //! - [`layer`]: layer tars ⇄ directories. [`store`]: the OCI layout with verified blobs.
-//!   [`runtime`]: the namespace sandbox, which knows nothing of images.
+//!   [`runtime`]: the namespace sandbox, which knows nothing of images. [`session`]: what the
+//!   build's client lends a build, secrets and SSH agents (`--secret`, `--ssh`).
 //! - [`registry`]: the distribution client (pull, push, auth).
 //! - [`cache`]: context checksums, cache records and the shared cache ([`cache::remote`]).
 //!   [`solver`]: the generic parallel solver over a graph of content-addressed ops.
@@ -38,6 +39,7 @@ pub mod layer;
 pub mod oci;
 pub mod registry;
 pub mod runtime;
+pub mod session;
 pub mod solver;
 pub mod store;
 #[allow(unsafe_code)]

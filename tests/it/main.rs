@@ -28,6 +28,7 @@ mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;
 mod sandbox;
+mod session;
 mod shared_cache;
 mod shared_cache_registry;
 mod shell_conformance;
