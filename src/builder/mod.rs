@@ -16,7 +16,7 @@ pub mod steps;
 pub mod worker;
 
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
-pub use steps::mounts::{NoSession, SecretValue, Session};
+pub use steps::mounts::{ClientSession, NoSession, Session};
 
 use crate::cache::remote::transport::CacheTransport;
 use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError};

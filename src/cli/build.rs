@@ -102,6 +102,14 @@ pub struct BuildArgs {
     /// COPY/ADD reads, without building.
     #[arg(long)]
     dry_run: bool,
+    /// Lend a secret to `RUN --mount=type=secret`: `id=ID[,src=FILE|,env=VAR]` (repeatable).
+    /// Its bytes reach no layer, log or cache.
+    #[arg(long = "secret", value_name = "id=ID[,src=FILE|env=VAR]")]
+    secrets: Vec<String>,
+    /// Lend an SSH agent to `RUN --mount=type=ssh`: `default`, `ID=SOCKET` or
+    /// `ID=KEY[,KEY...]` (key files are served by an agent kiln runs for the build). Repeatable.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,...]")]
+    ssh: Vec<String>,
     /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
@@ -178,7 +186,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         },
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
-        session: Arc::new(kiln::builder::NoSession),
+        session: Arc::new(session(&args)?),
     };
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(
@@ -430,6 +438,25 @@ fn without_dot_slash(path: String) -> String {
         Some(rest) => rest.to_string(),
         None => path,
     }
+}
+
+/// The secrets and SSH agents the flags lend the build (agents for key files start now and
+/// stop when the session drops).
+fn session(args: &BuildArgs) -> anyhow::Result<kiln::builder::ClientSession> {
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|flag| kiln::session::SecretSpec::parse(flag))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|flag| kiln::session::SshSpec::parse(flag))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(kiln::builder::ClientSession {
+        secrets: kiln::session::Secrets::new(secrets),
+        ssh: kiln::session::SshAgents::start(ssh)?,
+    })
 }
 
 /// `--build-arg` values: `K=V`, or `K` alone taking `K` from kiln's environment (skipped when

@@ -16,7 +16,8 @@
 //!   given is skipped, or fails the step when `required`.
 //! - `ssh`: a socket (mode 0600 by default) relaying to the agent of the build's `--ssh` id,
 //!   owned as the mount asks without touching the user's own agent socket (BuildKit serves its
-//!   own socket too); `SSH_AUTH_SOCK` names the first one unless the step sets it.
+//!   own socket too), and read-only as BuildKit's: a step may list keys and sign, never add,
+//!   remove or lock keys; `SSH_AUTH_SOCK` names the first one unless the step sets it.
 //! - a `#!` heredoc script: its file, mode 0755, alone in a read-only directory.
 //!
 //! Everything made here lives until the [`PreparedMounts`] drops, after the sandbox is gone.
@@ -27,6 +28,7 @@ use crate::error::Cause;
 use crate::frontend::context::BuildContext;
 use crate::frontend::instruction::Sharing;
 use crate::runtime::{Mount, MountSource};
+use crate::session::{SecretBytes, Secrets, SshAgents};
 use crate::solver::Cancel;
 use crate::store::{CacheMountError, CacheMountLease, CacheSharing, Store};
 use crate::sys::atomic::{FsError, IoContext as _, remove_tree};
@@ -47,27 +49,25 @@ pub struct MountSources<'a> {
 /// Secrets and SSH agents the build was given (`--secret`, `--ssh`).
 pub trait Session: Send + Sync + std::fmt::Debug {
     /// The bytes of secret `id`; `None` when the build was not given it.
-    fn secret(&self, id: &str) -> Result<Option<SecretValue>, Cause>;
+    fn secret(&self, id: &str) -> Result<Option<SecretBytes>, Cause>;
     /// The host socket of the agent of `--ssh` `id`; `None` when the build was not given it.
     fn ssh_socket(&self, id: &str) -> Option<PathBuf>;
 }
 
-/// A secret's bytes: zeroed on drop, never printed.
-pub struct SecretValue(zeroize::Zeroizing<Vec<u8>>);
-
-impl SecretValue {
-    pub fn new(bytes: Vec<u8>) -> SecretValue {
-        SecretValue(zeroize::Zeroizing::new(bytes))
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
+/// The session of a `kiln build` command: its `--secret`s and `--ssh` agents.
+#[derive(Debug)]
+pub struct ClientSession {
+    pub secrets: Secrets,
+    pub ssh: SshAgents,
 }
 
-impl std::fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretValue(<{} bytes>)", self.0.len())
+impl Session for ClientSession {
+    fn secret(&self, id: &str) -> Result<Option<SecretBytes>, Cause> {
+        Ok(self.secrets.get(id)?)
+    }
+
+    fn ssh_socket(&self, id: &str) -> Option<PathBuf> {
+        self.ssh.socket(id).map(Path::to_path_buf)
     }
 }
 
@@ -76,7 +76,7 @@ impl std::fmt::Debug for SecretValue {
 pub struct NoSession;
 
 impl Session for NoSession {
-    fn secret(&self, _id: &str) -> Result<Option<SecretValue>, Cause> {
+    fn secret(&self, _id: &str) -> Result<Option<SecretBytes>, Cause> {
         Ok(None)
     }
 
@@ -94,12 +94,12 @@ pub struct PreparedMounts {
     secret_env: Vec<(String, zeroize::Zeroizing<String>)>,
     /// Where the first ssh mount is: `SSH_AUTH_SOCK` unless the step sets it.
     ssh_auth_sock: Option<String>,
+    /// Agent relays, stopped on drop (before their directories go: fields drop in order).
+    proxies: Vec<SocketProxy>,
     /// Copies, script and secret directories, removed on drop.
     scratch: Vec<ScratchDir>,
     /// Cache mounts held for the step.
     leases: Vec<CacheMountLease>,
-    /// Agent relays, stopped on drop.
-    proxies: Vec<SocketProxy>,
 }
 
 impl PreparedMounts {
@@ -471,11 +471,13 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> st
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
-/// A unix socket that relays every connection to another socket (an SSH agent's), so a step
+/// A unix socket that relays every connection to an SSH agent's socket ([`relay`]), so a step
 /// gets a socket with the mode and owner its mount asks for while the user's agent socket is
 /// never touched. Stops accepting when dropped; relays in progress end with their connection.
 struct SocketProxy {
     path: PathBuf,
+    /// The listening socket, shut down on drop to wake the accept loop.
+    listener: std::os::unix::net::UnixListener,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
@@ -488,6 +490,7 @@ impl SocketProxy {
         use std::os::unix::net::{UnixListener, UnixStream};
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener = UnixListener::bind(path)?;
+        let own = listener.try_clone()?;
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let open = std::sync::Arc::new(AtomicUsize::new(0));
         let stopping = stop.clone();
@@ -498,7 +501,10 @@ impl SocketProxy {
                     if stopping.load(Ordering::SeqCst) {
                         break;
                     }
-                    let Ok(client) = client else { continue };
+                    let Ok(client) = client else {
+                        // A listener that was shut down fails every accept.
+                        break;
+                    };
                     if open.load(Ordering::SeqCst) >= MAX_RELAYED {
                         continue;
                     }
@@ -517,6 +523,7 @@ impl SocketProxy {
             })?;
         Ok(SocketProxy {
             path: path.to_path_buf(),
+            listener: own,
             stop,
             accept: Some(accept),
         })
@@ -527,25 +534,64 @@ impl SocketProxy {
     }
 }
 
-/// Copies both ways until either side closes.
-fn relay(client: std::os::unix::net::UnixStream, agent: std::os::unix::net::UnixStream) {
-    let (Ok(mut client_read), Ok(mut agent_read)) = (client.try_clone(), agent.try_clone()) else {
-        return;
-    };
-    let (mut client_write, mut agent_write) = (client, agent);
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_read, &mut agent_write);
-        let _ = agent_write.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut agent_read, &mut client_write);
-    let _ = client_write.shutdown(std::net::Shutdown::Write);
-    let _ = up.join();
+/// The agent protocol (draft-miller-ssh-agent): a message is a big-endian u32 length and that
+/// many bytes, the first its type.
+const AGENT_REQUEST_IDENTITIES: u8 = 11;
+const AGENT_SIGN_REQUEST: u8 = 13;
+const AGENT_FAILURE: u8 = 5;
+/// The longest agent message relayed (OpenSSH's agent takes 256 KiB).
+const MAX_AGENT_MESSAGE: usize = 256 * 1024;
+
+/// Relays a step's agent requests one at a time, as BuildKit's read-only agent does
+/// (`sshprovider`'s `readOnlyAgent`): listing keys and signing pass, anything else (adding,
+/// removing, locking keys) is answered with a failure and never reaches the user's agent.
+fn relay(mut client: std::os::unix::net::UnixStream, mut agent: std::os::unix::net::UnixStream) {
+    loop {
+        let Ok(request) = read_agent_message(&mut client) else {
+            return;
+        };
+        let reply = match request.first() {
+            Some(&(AGENT_REQUEST_IDENTITIES | AGENT_SIGN_REQUEST)) => {
+                if write_agent_message(&mut agent, &request).is_err() {
+                    return;
+                }
+                match read_agent_message(&mut agent) {
+                    Ok(reply) => reply,
+                    Err(_) => return,
+                }
+            }
+            _ => vec![AGENT_FAILURE],
+        };
+        if write_agent_message(&mut client, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+fn read_agent_message(stream: &mut impl std::io::Read) -> std::io::Result<Vec<u8>> {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length)?;
+    let length = u32::from_be_bytes(length) as usize;
+    if length == 0 || length > MAX_AGENT_MESSAGE {
+        return Err(std::io::Error::other("agent message length out of bounds"));
+    }
+    let mut message = vec![0u8; length];
+    stream.read_exact(&mut message)?;
+    Ok(message)
+}
+
+fn write_agent_message(stream: &mut impl std::io::Write, message: &[u8]) -> std::io::Result<()> {
+    let length = u32::try_from(message.len()).map_err(std::io::Error::other)?;
+    stream.write_all(&length.to_be_bytes())?;
+    stream.write_all(message)
 }
 
 impl Drop for SocketProxy {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
+        // Wake the accept loop: accept(2) on a listening socket that is shut down fails at
+        // once (and a connection, should the shutdown not take, lets it see the flag).
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
         let _ = std::os::unix::net::UnixStream::connect(&self.path);
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
