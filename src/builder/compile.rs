@@ -1281,6 +1281,7 @@ mod tests {
                 no_cache: false,
                 no_cache_filter: &[],
                 dockerfile_name: "Dockerfile",
+                allow_insecure: false,
             },
         )
         .unwrap();
