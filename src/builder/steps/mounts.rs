@@ -74,8 +74,9 @@ pub enum MountError {
     Source {
         target: String,
         source_path: String,
+        /// Boxed: a copy error is large, and every step result carries this type.
         #[source]
-        source: CopyError,
+        source: Box<CopyError>,
     },
     #[error("mount {target}")]
     Cache {
@@ -273,7 +274,7 @@ fn copy_source(
         source => MountError::Source {
             target: target.to_string(),
             source_path: request.sources[0].clone(),
-            source,
+            source: Box::new(source),
         },
     };
     match from {
