@@ -29,6 +29,7 @@ mod runtime_tty;
 mod runtime_user;
 mod sandbox;
 mod shared_cache;
+mod shared_cache_mounts;
 mod shared_cache_registry;
 mod shell_conformance;
 mod stages;
