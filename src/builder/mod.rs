@@ -19,7 +19,7 @@ pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 pub use steps::mounts::{ClientSession, NoSession, Session};
 
 use crate::cache::remote::transport::CacheTransport;
-use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError};
+use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError, cache_mounts};
 use crate::cache::{CacheError, CacheRecords, StatCache};
 use crate::frontend::context::ContextError;
 use crate::frontend::diagnostic::Span;
@@ -542,7 +542,8 @@ async fn write(
 }
 
 /// Exports the build's cache records to each `--cache-to` destination (a
-/// [`BuildEvent::CacheExported`] each).
+/// [`BuildEvent::CacheExported`] each), with the content of the cache mounts its RUN steps use
+/// where the export asks for it (a cache mount that cannot be read is a warning).
 async fn export_cache(
     store: &Store,
     options: &BuildOptions,
@@ -550,6 +551,24 @@ async fn export_cache(
     solved: &Solved,
     progress: &dyn Progress,
 ) -> Result<(), BuildError> {
+    // The cache mounts' blobs are written once, for every export that carries them.
+    let cache_mounts = if options.cache_to.iter().any(|e| e.cache_mounts) {
+        let ids = remote_cache::cache_mount_ids(&prepared.graph, &solved.keys);
+        let (imported, store) = (prepared.worker.imported.clone(), store.clone());
+        let collected = off_runtime(move || {
+            cache_mounts::collect(&store, &imported, &ids, &crate::oci::Platform::host())
+        })
+        .await?;
+        for message in collected.warnings {
+            progress.event(BuildEvent::Warning {
+                step: None,
+                message,
+            });
+        }
+        collected.mounts
+    } else {
+        Vec::new()
+    };
     for export in &options.cache_to {
         let (worker, graph, keys, store) = (
             prepared.worker.clone(),
@@ -558,8 +577,14 @@ async fn export_cache(
             store.clone(),
         );
         let (target, mode, transport) = (prepared.target, export.mode, export.transport.clone());
+        let mounts = if export.cache_mounts {
+            cache_mounts.clone()
+        } else {
+            Vec::new()
+        };
         let report = off_runtime(move || {
-            let cache = remote_cache::cache_graph(&worker, &graph, &keys, target, mode);
+            let mut cache = remote_cache::cache_graph(&worker, &graph, &keys, target, mode);
+            cache.cache_mounts = mounts;
             crate::cache::remote::export(&cache, &store, &worker.imported, transport.as_ref())
         })
         .await?

@@ -70,6 +70,13 @@ pub enum BuildEvent {
         records: usize,
         warning: Option<String>,
     },
+    /// Something went wrong that does not stop the build, such as a cache mount from a
+    /// `--cache-from` cache that could not be restored (the mount then starts empty); `step`
+    /// is the step it concerns, when one.
+    Warning {
+        step: Option<usize>,
+        message: String,
+    },
     /// A `--cache-to` cache was written: its records and how many layer blobs were copied
     /// (the others were there already).
     CacheExported {

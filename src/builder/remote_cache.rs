@@ -1,15 +1,16 @@
 //! The builder's side of the shared cache and of reproducible images: records converted to and
-//! from the cache graph, which records an export writes (`mode=min|max`), and the image's
+//! from the cache graph, which records an export writes (`mode=min|max`), which cache mounts
+//! its RUN steps use (their content travels too, `crate::cache::remote::cache_mounts`), and the image's
 //! times derived from the records instead of the clock, so a machine that rebuilds from the
 //! cache writes the same image, digest for digest.
 
-use super::compile::{BuildOp, HistoryEntry};
+use super::compile::{BuildOp, HistoryEntry, RunMount};
 use super::worker::{BuildWorker, Snapshot, SnapshotLayer};
 use crate::cache::remote::{CacheGraph, ExportMode, GraphLayer, GraphRecord};
 use crate::oci::Digest;
 use crate::oci::timestamp::now_seconds;
 use crate::solver::{Graph, NodeId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The builder's record of a step from a shared cache's record.
 pub(super) fn snapshot_of(record: GraphRecord) -> Snapshot {
@@ -110,7 +111,30 @@ pub(super) fn cache_graph(
             records.insert(key.clone(), record);
         }
     }
-    CacheGraph { records }
+    CacheGraph {
+        records,
+        cache_mounts: Vec::new(),
+    }
+}
+
+/// The cache ids the RUN steps of the solved nodes mount (`--mount=type=cache`), whether they
+/// ran or came from the cache: a cached step used the cache mount when its record was made, and
+/// an export that left the mount out would drop it from the shared cache.
+pub(super) fn cache_mount_ids(
+    graph: &Graph<BuildOp>,
+    keys: &BTreeMap<NodeId, Digest>,
+) -> BTreeSet<String> {
+    keys.keys()
+        .filter_map(|&node| match graph.op(node) {
+            Some(BuildOp::Run(op)) => Some(op),
+            _ => None,
+        })
+        .flat_map(|op| &op.mounts)
+        .filter_map(|mount| match mount {
+            RunMount::Cache { id, .. } => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The times of an image: its `created` and one per entry of its history (`None` for an entry

@@ -14,9 +14,10 @@ use crate::cache::remote::{ImportedCache, SharedCacheError};
 use crate::cache::{CacheError, CacheRecords, ContentSum, KeyParts, StatCache, checksum_paths};
 use crate::container::MAX_LAYER_BYTES;
 use crate::container::user;
+use crate::error::Chain;
 use crate::frontend::context::BuildContext;
-use crate::oci::Digest;
 use crate::oci::timestamp::now_seconds;
+use crate::oci::{Digest, Platform};
 use crate::runtime::Network;
 use crate::solver::{Cancel, NodeId, Worker};
 use crate::store::{LayerInfo, Store, StoreError, StoredImage};
@@ -218,6 +219,11 @@ impl BuildWorker {
                 context: self.context.as_deref(),
                 inputs: &input_dirs,
                 session: self.session.as_ref(),
+                shared: (!self.imported.is_empty()).then_some(&SharedMounts {
+                    worker: self,
+                    step: node,
+                }
+                    as &dyn mounts::SharedCacheMounts),
             },
             cancel,
         )
@@ -356,6 +362,53 @@ impl BuildWorker {
         let staged = StagedUpper::new(&self.store)?;
         mkdir(&op.path, owner, &lowers, staged.upper())?;
         self.finish(node, key, parent, staged)
+    }
+}
+
+/// The `--cache-from` caches' copies of cache mounts, for one RUN step: restoring one that
+/// fails is a warning for the step, and the mount starts empty.
+struct SharedMounts<'a> {
+    worker: &'a BuildWorker,
+    step: NodeId,
+}
+
+impl SharedMounts<'_> {
+    fn warn(&self, message: String) {
+        self.worker.progress.event(BuildEvent::Warning {
+            step: Some(self.step),
+            message,
+        });
+    }
+}
+
+impl mounts::SharedCacheMounts for SharedMounts<'_> {
+    fn is_newer(&self, id: &str, local: &std::path::Path) -> bool {
+        self.worker
+            .imported
+            .cache_mount_is_newer(id, &Platform::host(), local)
+    }
+
+    fn restore(&self, id: &str, dir: &std::path::Path) -> bool {
+        let imported = &self.worker.imported;
+        match imported.restore_cache_mount(&self.worker.store, id, &Platform::host(), dir) {
+            Ok(restored) => restored,
+            Err(err) => {
+                self.warn(format!(
+                    "cache mount {id:?}: the shared cache's copy cannot be restored; the step \
+                     runs without it: {}",
+                    Chain(&err)
+                ));
+                false
+            }
+        }
+    }
+
+    fn refresh_failed(&self, id: &str, error: &crate::store::CacheMountError) {
+        self.warn(format!(
+            "cache mount {id:?}: the local copy is kept, the shared cache's newer one cannot \
+             replace it: {}",
+            Chain(error)
+        ));
     }
 }
 

@@ -79,8 +79,9 @@ pub struct BuildArgs {
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// Export the build cache after the build: `type=local,dest=DIR[,tag=T][,mode=min|max]` or
-    /// `type=registry,ref=REF[,mode=min|max]` (mode=max also exports intermediate stages).
-    /// Repeatable.
+    /// `type=registry,ref=REF[,mode=min|max]` (mode=max also exports intermediate stages and
+    /// the content of RUN --mount=type=cache directories; `cache-mounts=true|false` overrides
+    /// the latter). Repeatable.
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
     /// Use a build cache exported by another build: `type=local,src=DIR[,tag=T]` or
@@ -315,6 +316,7 @@ fn cache_to(args: &BuildArgs) -> anyhow::Result<Vec<CacheExport>> {
         to.push(CacheExport {
             transport: remote::open(&parsed.location, &args.registry.client_options())?,
             mode: parsed.mode,
+            cache_mounts: parsed.exports_cache_mounts(),
         });
     }
     Ok(to)

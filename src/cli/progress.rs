@@ -313,6 +313,21 @@ impl Plain {
                 self.close_phase()?;
                 self.out.flush()
             }
+            BuildEvent::Warning {
+                step: Some(step),
+                message,
+            } => self.step_line(step, &format!("WARNING: {message}"), false),
+            BuildEvent::Warning {
+                step: None,
+                message,
+            } => {
+                self.close_phase()?;
+                if let Some(old) = self.current.take() {
+                    writeln!(self.out, "#{old} ...")?;
+                }
+                write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
+                self.out.flush()
+            }
             BuildEvent::CacheExported {
                 destination,
                 records,
@@ -458,6 +473,10 @@ impl Quiet {
             } => {
                 let line = format!("WARNING: cache from {source}: {warning}");
                 write_prefixed(&mut self.out, "", &line)?;
+                self.out.flush()?;
+            }
+            BuildEvent::Warning { message, .. } => {
+                write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
                 self.out.flush()?;
             }
             BuildEvent::Cached { .. }
@@ -628,6 +647,10 @@ impl Tty {
                         format!(" => importing cache manifest from {source}: {records} records")
                     }
                 };
+                self.multi.println(self.fit(&sanitize(&line), ""))?;
+            }
+            BuildEvent::Warning { message, .. } => {
+                let line = format!("WARNING: {message}");
                 self.multi.println(self.fit(&sanitize(&line), ""))?;
             }
             BuildEvent::CacheExported {

@@ -14,6 +14,11 @@
 //! An instance is created in the staging area by the caller's `init` (empty with a mode and
 //! owner, or seeded from another filesystem) and renamed into place: a half-made cache is never
 //! seen. `kiln prune` removes cache mounts no build holds ([`Store::prune_cache_mounts`]).
+//!
+//! For the shared cache (`--cache-to`, `--cache-from`, which carry instance 0 of each id), a
+//! reader holds instance 0 without creating it ([`Store::peek_cache_mount`]), an older instance
+//! is replaced whole by a newer copy ([`Store::refresh_cache_mount`]), and a note of what was
+//! last exported sits beside it (`0.shared`, [`Store::cache_mount_note`]), removed with it.
 
 use super::{Store, StoreError};
 use crate::error::Cause;
@@ -103,6 +108,98 @@ impl Store {
         self.root.join(DIR)
     }
 
+    /// The directory of cache id `id`.
+    fn cache_mount_dir(&self, id: &str) -> PathBuf {
+        self.cache_mounts_dir()
+            .join(Digest::of(id.as_bytes()).hex())
+    }
+
+    /// Where the shared cache keeps its note about instance 0 of cache mount `id` (what it last
+    /// exported of it). The file may be absent or stale: its reader checks it.
+    pub fn cache_mount_note(&self, id: &str) -> PathBuf {
+        self.cache_mount_dir(id).join("0.shared")
+    }
+
+    /// Holds instance 0 of cache mount `id` for reading, as a `shared` step would (waiting,
+    /// polling `cancelled`, while a `locked` step holds it); `None` when it does not exist.
+    /// Nothing is created.
+    pub fn peek_cache_mount(
+        &self,
+        id: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<CacheMountLease>, CacheMountError> {
+        let dir = self.cache_mount_dir(id);
+        let path = dir.join("0");
+        if !path.is_dir() {
+            return Ok(None);
+        }
+        let lock_path = dir.join("0.lock");
+        let lock = open_lock(&lock_path)?;
+        while !try_lock(&lock, false, &lock_path)? {
+            if cancelled() {
+                return Err(CacheMountError::Canceled { id: id.to_string() });
+            }
+            thread::sleep(POLL);
+        }
+        // Pruned while we waited.
+        Ok(path
+            .is_dir()
+            .then_some(CacheMountLease { path, _lock: lock }))
+    }
+
+    /// Replaces instance 0 of cache mount `id` by one `init` makes (as for
+    /// [`Store::cache_mount`]) when `stale`, given the present directory, says it should go.
+    /// Only when no one holds it: a cache mount in use is left as it is (waiting could
+    /// deadlock a step that mounts one id twice). Returns whether it replaced. A missing
+    /// instance is left for [`Store::cache_mount`] to make.
+    pub fn refresh_cache_mount(
+        &self,
+        id: &str,
+        stale: &mut dyn FnMut(&Path) -> bool,
+        init: &mut dyn FnMut(&Path) -> Result<(), Cause>,
+    ) -> Result<bool, CacheMountError> {
+        let dir = self.cache_mount_dir(id);
+        let path = dir.join("0");
+        if !path.is_dir() {
+            return Ok(false);
+        }
+        let lock_path = dir.join("0.lock");
+        let lock = open_lock(&lock_path)?;
+        if !try_lock(&lock, true, &lock_path)? || !path.is_dir() || !stale(&path) {
+            return Ok(false);
+        }
+        let staged = self.staging().new_path("cachemount");
+        if let Err(source) = init(&staged) {
+            let _ = remove_tree(&staged);
+            return Err(CacheMountError::Init {
+                id: id.to_string(),
+                source,
+            });
+        }
+        // The old one is moved away first (a rename cannot replace a non-empty directory); no
+        // one can take it meanwhile, the lock is ours.
+        let doomed = self.staging().new_path("cachemount");
+        if let Err(err) = fs::rename(&path, &doomed) {
+            let _ = remove_tree(&staged);
+            return Err(StoreError::from(crate::sys::FsError::new("rename", &path, err)).into());
+        }
+        if let Err(err) = fs::rename(&staged, &path) {
+            // Put the old one back: a failed refresh leaves the cache as it was.
+            let _ = fs::rename(&doomed, &path);
+            let _ = remove_tree(&staged);
+            return Err(StoreError::from(crate::sys::FsError::new(
+                "rename into place",
+                &path,
+                err,
+            ))
+            .into());
+        }
+        let _ = remove_tree(&doomed);
+        let _ = fs::remove_file(self.cache_mount_note(id));
+        drop(lock);
+        Ok(true)
+    }
+
     /// Takes the cache mount `id` with `sharing`, waiting (and polling `cancelled`) while the
     /// sharing asks to. A missing instance is made by `init`, which must create the directory
     /// at the path it is given (in the staging area) and fill it.
@@ -113,9 +210,7 @@ impl Store {
         cancelled: &dyn Fn() -> bool,
         init: &mut dyn FnMut(&Path) -> Result<(), Cause>,
     ) -> Result<CacheMountLease, CacheMountError> {
-        let dir = self
-            .cache_mounts_dir()
-            .join(Digest::of(id.as_bytes()).hex());
+        let dir = self.cache_mount_dir(id);
         fs::create_dir_all(&dir)
             .fs("create directory", &dir)
             .map_err(StoreError::from)?;
@@ -366,6 +461,61 @@ mod tests {
             .cache_mount("x", CacheSharing::Locked, &|| true, &mut mkdir)
             .unwrap();
         assert!(locked.path().ends_with("0"));
+    }
+
+    #[test]
+    fn peek_makes_nothing_and_refresh_replaces_only_a_stale_free_instance() {
+        let (_dir, store) = store();
+        let never = || false;
+        assert!(store.peek_cache_mount("c", &never).unwrap().is_none());
+        let mut fill = |p: &Path| -> Result<(), Cause> {
+            fs::create_dir(p)?;
+            fs::write(p.join("new"), "n")?;
+            Ok(())
+        };
+        assert!(
+            !store
+                .refresh_cache_mount("c", &mut |_| true, &mut fill)
+                .unwrap()
+        );
+        assert!(store.cache_mounts().unwrap().is_empty(), "nothing made");
+        let lease = store
+            .cache_mount("c", CacheSharing::Shared, &never, &mut mkdir)
+            .unwrap();
+        fs::write(lease.path().join("old"), "o").unwrap();
+        fs::write(store.cache_mount_note("c"), "note").unwrap();
+        // Held by a step: left alone, stale or not.
+        assert!(
+            !store
+                .refresh_cache_mount("c", &mut |_| true, &mut fill)
+                .unwrap()
+        );
+        drop(lease);
+        let mut asked = None;
+        let fresh = store
+            .refresh_cache_mount(
+                "c",
+                &mut |p| {
+                    asked = Some(p.join("old").exists());
+                    false
+                },
+                &mut fill,
+            )
+            .unwrap();
+        assert!(!fresh && asked == Some(true), "asked about the present one");
+        assert!(
+            store
+                .refresh_cache_mount("c", &mut |_| true, &mut fill)
+                .unwrap()
+        );
+        let peeked = store.peek_cache_mount("c", &never).unwrap().unwrap();
+        assert!(peeked.path().join("new").exists() && !peeked.path().join("old").exists());
+        assert!(
+            !store.cache_mount_note("c").exists(),
+            "the note went with it"
+        );
+        assert_eq!(store.cache_mounts().unwrap()[0].instances, 1);
+        assert_eq!(fs::read_dir(store.staging().dir()).unwrap().count(), 0);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod runtime_user;
 mod sandbox;
 mod session;
 mod shared_cache;
+mod shared_cache_mounts;
 mod shared_cache_registry;
 mod shell_conformance;
 mod stages;

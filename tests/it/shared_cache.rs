@@ -839,6 +839,7 @@ fn the_library_takes_transports_of_its_callers() {
             cache_to: vec![CacheExport {
                 transport: transport.clone(),
                 mode: ExportMode::Max,
+                cache_mounts: true,
             }],
             ..options(a_ctx.path())
         },

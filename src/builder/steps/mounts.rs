@@ -8,7 +8,9 @@
 //!   the copy, which is removed after the step: they are discarded, as in BuildKit.
 //! - `cache`: a directory the store keeps between builds ([`Store::cache_mount`]), held with the
 //!   mount's sharing for the whole step; a new one is empty (with `mode`, `uid`, `gid`) or
-//!   seeded from `source` of `from`.
+//!   seeded from `source` of `from`, unless a `--cache-from` cache holds a copy of it
+//!   ([`SharedCacheMounts`]): then it starts as that copy, which also replaces a local one that
+//!   is older (kiln's own; BuildKit never exports cache mounts).
 //! - `tmpfs`: a fresh tmpfs (`size=` bytes at most).
 //! - `secret`: the secret's bytes in a file (mode 0400 by default) alone in a private directory
 //!   on the host's `/dev/shm` (a tmpfs: the bytes never reach a disk, the store or a layer),
@@ -44,6 +46,22 @@ pub struct MountSources<'a> {
     /// filesystem the command runs on).
     pub inputs: &'a [Vec<PathBuf>],
     pub session: &'a dyn Session,
+    /// The copies of cache mounts that the build's `--cache-from` caches hold.
+    pub shared: Option<&'a dyn SharedCacheMounts>,
+}
+
+/// Copies of cache mounts kept elsewhere (a shared cache) that a step's cache mounts start
+/// from. Its failures are its own to report: a copy that cannot be had leaves the mount as it
+/// would be without one.
+pub trait SharedCacheMounts: Sync {
+    /// Whether the copy of `id` is newer than the local directory `local` (then it replaces
+    /// it, when no step holds it).
+    fn is_newer(&self, id: &str, local: &Path) -> bool;
+    /// Makes the directory `dir` (absent) the copy of `id`; `false`, with nothing at `dir`,
+    /// when there is no copy or it could not be restored.
+    fn restore(&self, id: &str, dir: &Path) -> bool;
+    /// Reports that replacing an older local copy of `id` failed.
+    fn refresh_failed(&self, id: &str, error: &CacheMountError);
 }
 
 /// Secrets and SSH agents the build was given (`--secret`, `--ssh`).
@@ -129,6 +147,7 @@ pub enum MountError {
     Source {
         target: String,
         source_path: String,
+        /// Boxed: a copy error is large, and every step result carries this type.
         #[source]
         source: Box<CopyError>,
     },
@@ -212,19 +231,38 @@ pub fn prepare(
                     Sharing::Locked => CacheSharing::Locked,
                     Sharing::Private => CacheSharing::Private,
                 };
-                let mut init = |path: &Path| -> Result<(), Cause> {
-                    match from {
-                        Some(from) => {
-                            fs::create_dir(path)?;
-                            seed(path, target, source, *from, sources, cancel)?;
-                        }
-                        None => {
-                            fs::create_dir(path)?;
-                            chown(path, Some(*uid), Some(*gid))?;
-                            fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
-                        }
+                // The root of a cache without a seed has the mount's owner and mode, restored
+                // from a copy or not (a copy's tar does not hold its root).
+                let own = |path: &Path| -> Result<(), Cause> {
+                    if from.is_none() {
+                        chown(path, Some(*uid), Some(*gid))?;
+                        fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
                     }
                     Ok(())
+                };
+                if let Some(shared) = sources.shared {
+                    let mut stale = |local: &Path| shared.is_newer(id, local);
+                    let mut replace = |path: &Path| -> Result<(), Cause> {
+                        if !shared.restore(id, path) {
+                            return Err("the shared cache's copy could not be restored".into());
+                        }
+                        own(path)
+                    };
+                    match store.refresh_cache_mount(id, &mut stale, &mut replace) {
+                        // `restore` reported why; the local copy stays.
+                        Ok(_) | Err(CacheMountError::Init { .. }) => {}
+                        Err(err) => shared.refresh_failed(id, &err),
+                    }
+                }
+                let mut init = |path: &Path| -> Result<(), Cause> {
+                    let restored = sources.shared.is_some_and(|s| s.restore(id, path));
+                    if !restored {
+                        fs::create_dir(path)?;
+                        if let Some(from) = from {
+                            seed(path, target, source, *from, sources, cancel)?;
+                        }
+                    }
+                    own(path)
                 };
                 let lease = store
                     .cache_mount(id, sharing, &|| cancel.is_cancelled(), &mut init)

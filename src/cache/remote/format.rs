@@ -17,13 +17,26 @@
 //!       "created": [1700000000, 1700000042],
 //!       "baseCreated": 1600000000
 //!     }
-//!   }
+//!   },
+//!   "cacheMounts": [
+//!     {"id": "/root/.cache", "platform": "linux/amd64", "modified": 1700000042,
+//!      "layer": {"digest": "sha256:…", "size": 10240,
+//!                "mediaType": "application/vnd.oci.image.layer.v1.tar", "diffID": "sha256:…"}}
+//!   ]
 //! }
 //! ```
 //!
 //! A record is a build step's result: its filesystem's layer stack (base first); for each
 //! filesystem step since the stack's source (`FROM`), whether it added a layer and when it ran
 //! (Unix seconds); and when the base image was made (absent for `scratch`).
+//!
+//! `cacheMounts` (optional, sorted by id and platform) carries the content of `RUN
+//! --mount=type=cache` directories, which BuildKit never exports (moby/buildkit#1474): per cache
+//! id and platform, a layer tar of the directory and its newest modification time (Unix
+//! seconds). Its blobs are listed in the manifest like the records' layers. Adding it kept the
+//! graph at version 1: a graph without it is one with no cache mounts, and a kiln that predates
+//! it ignores it (unknown fields of the graph are skipped, and a manifest may list layers no
+//! record names), so old caches and old readers keep working.
 //!
 //! The graph comes from elsewhere (a shared directory, a registry), so [`parse_manifest`] and
 //! [`CacheGraph::parse`] check everything: sizes, counts, digest syntax, that every layer the
@@ -52,9 +65,13 @@ pub const MAX_RECORD_LAYERS: usize = 1_000;
 pub const MAX_RECORD_STEPS: usize = 10_000;
 /// The most layers a manifest may list.
 pub const MAX_MANIFEST_LAYERS: usize = 100_000;
+/// The most cache mounts a graph may carry.
+pub const MAX_CACHE_MOUNTS: usize = 1_000;
+/// The longest cache mount id accepted (a Dockerfile's `id=`, usually a path).
+pub const MAX_CACHE_MOUNT_ID: usize = 4_096;
 /// The latest time accepted in a record: 9999-12-31T23:59:59Z, the last an RFC 3339 year of
 /// four digits can write.
-const MAX_TIME: i64 = 253_402_300_799;
+pub(super) const MAX_TIME: i64 = 253_402_300_799;
 /// The longest media type accepted.
 const MAX_MEDIA_TYPE: usize = 255;
 
@@ -116,10 +133,26 @@ pub struct GraphRecord {
     pub base_created: Option<i64>,
 }
 
-/// A cache graph: the records of a build, by cache key.
+/// The content of one cache mount (`RUN --mount=type=cache`): see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphCacheMount {
+    /// The cache id, as the Dockerfile gave it (or its default, the target).
+    pub id: String,
+    /// The platform whose builds filled it (`os/arch[/variant]`).
+    pub platform: String,
+    /// The newest modification time of the directory and everything in it (Unix seconds): an
+    /// importer replaces a local copy only when it is older.
+    pub modified: i64,
+    /// The directory's content as an uncompressed layer tar.
+    pub layer: GraphLayer,
+}
+
+/// A cache graph: the records of a build, by cache key, and the build's cache mounts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheGraph {
     pub records: BTreeMap<Digest, GraphRecord>,
+    /// Sorted by id, then platform; one per pair.
+    pub cache_mounts: Vec<GraphCacheMount>,
 }
 
 /// The graph as stored.
@@ -127,14 +160,19 @@ pub struct CacheGraph {
 struct GraphOut<'a> {
     version: u32,
     records: &'a BTreeMap<Digest, GraphRecord>,
+    #[serde(rename = "cacheMounts", skip_serializing_if = "<[_]>::is_empty")]
+    cache_mounts: &'a [GraphCacheMount],
 }
 
-/// The graph as read: the version first, the records only once it is known.
+/// The graph as read: the version first, the records only once it is known. Other fields are
+/// ignored (a newer kiln of the same version may add some).
 #[derive(Deserialize)]
 struct GraphIn {
     version: u64,
     #[serde(default)]
     records: serde_json::Value,
+    #[serde(rename = "cacheMounts", default)]
+    cache_mounts: serde_json::Value,
 }
 
 /// One layer (or the config) of a cache manifest.
@@ -163,14 +201,16 @@ impl CacheGraph {
         serde_json::to_vec(&GraphOut {
             version: GRAPH_VERSION,
             records: &self.records,
+            cache_mounts: &self.cache_mounts,
         })
         .unwrap_or_default()
     }
 
-    /// Every layer blob the records name, each once, sorted by digest.
+    /// Every layer blob the records and cache mounts name, each once, sorted by digest.
     pub fn blobs(&self) -> Vec<GraphLayer> {
         let mut seen = BTreeMap::new();
-        for layer in self.records.values().flat_map(|r| &r.layers) {
+        let records = self.records.values().flat_map(|r| &r.layers);
+        for layer in records.chain(self.cache_mounts.iter().map(|m| &m.layer)) {
             seen.entry(layer.digest.clone())
                 .or_insert_with(|| layer.clone());
         }
@@ -239,8 +279,64 @@ impl CacheGraph {
             check_record(&record, &listed).map_err(|reason| fail(reason.into()))?;
             records.insert(key, record);
         }
-        Ok(CacheGraph { records })
+        let cache_mounts = parse_cache_mounts(raw.cache_mounts, &listed)?;
+        Ok(CacheGraph {
+            records,
+            cache_mounts,
+        })
     }
+}
+
+/// Parses and checks the graph's `cacheMounts` (absent or `null`: none).
+fn parse_cache_mounts(
+    value: serde_json::Value,
+    listed: &BTreeMap<&Digest, &ManifestBlob>,
+) -> Result<Vec<GraphCacheMount>, FormatError> {
+    let invalid = |reason: String| FormatError::Graph(Reason::new(reason).into());
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let raw: Vec<serde_json::Value> = serde_json::from_value(value)
+        .map_err(|err| FormatError::Graph(Reason::caused_by("cacheMounts", err).into()))?;
+    if raw.len() > MAX_CACHE_MOUNTS {
+        return Err(invalid(format!(
+            "it has {} cache mounts, more than the limit of {MAX_CACHE_MOUNTS}",
+            raw.len()
+        )));
+    }
+    let mut mounts: Vec<GraphCacheMount> = Vec::with_capacity(raw.len());
+    for (index, value) in raw.into_iter().enumerate() {
+        let fail = |reason: String| invalid(format!("cache mount {index}: {reason}"));
+        let mount: GraphCacheMount =
+            serde_json::from_value(value).map_err(|err| fail(err.to_string()))?;
+        if mount.id.is_empty() || mount.id.len() > MAX_CACHE_MOUNT_ID {
+            return Err(fail(format!(
+                "its id has {} bytes; 1 to {MAX_CACHE_MOUNT_ID} are allowed",
+                mount.id.len()
+            )));
+        }
+        if let Err(err) = crate::oci::Platform::parse(&mount.platform) {
+            return Err(fail(err.to_string()));
+        }
+        if !(0..=MAX_TIME).contains(&mount.modified) {
+            return Err(fail(format!(
+                "time {} is not between 1970 and 9999 (Unix seconds)",
+                mount.modified
+            )));
+        }
+        check_layers(std::slice::from_ref(&mount.layer), listed).map_err(fail)?;
+        if let Some(previous) = mounts.last()
+            && (&previous.id, &previous.platform) >= (&mount.id, &mount.platform)
+        {
+            return Err(fail(format!(
+                "{:?} ({}) is out of order or listed twice",
+                mount.id.chars().take(80).collect::<String>(),
+                mount.platform
+            )));
+        }
+        mounts.push(mount);
+    }
+    Ok(mounts)
 }
 
 /// Checks one record's counts and that its layers are the manifest's.
@@ -280,7 +376,15 @@ fn check_record(
             record.layers.len()
         ));
     }
-    for layer in &record.layers {
+    check_layers(&record.layers, listed)
+}
+
+/// Checks that each of `layers` is listed in the manifest with the same size and media type.
+fn check_layers(
+    layers: &[GraphLayer],
+    listed: &BTreeMap<&Digest, &ManifestBlob>,
+) -> Result<(), String> {
+    for layer in layers {
         match listed.get(&layer.digest) {
             None => {
                 return Err(format!(
@@ -410,7 +514,19 @@ mod tests {
                 base_created: Some(1_600_000_000),
             },
         );
-        CacheGraph { records }
+        CacheGraph {
+            records,
+            cache_mounts: Vec::new(),
+        }
+    }
+
+    fn cache_mount(id: &str, name: &str) -> GraphCacheMount {
+        GraphCacheMount {
+            id: id.into(),
+            platform: "linux/amd64".into(),
+            modified: 1_700_000_100,
+            layer: layer(name),
+        }
     }
 
     fn round_trip(graph: &CacheGraph) -> (CacheManifest, Vec<u8>) {
@@ -456,6 +572,110 @@ mod tests {
         let record = parsed.records.values().next().unwrap();
         assert!(record.created.is_empty());
         assert_eq!(record.base_created, None);
+    }
+
+    #[test]
+    fn cache_mounts_round_trip_and_are_optional_both_ways() {
+        let mut with_mounts = graph();
+        with_mounts.cache_mounts = vec![cache_mount("/go", "go"), cache_mount("/root/.npm", "a")];
+        let (manifest, bytes) = round_trip(&with_mounts);
+        assert_eq!(
+            manifest.layers.len(),
+            3,
+            "a cache mount's blob is listed once, even when a record shares it"
+        );
+        assert!(
+            manifest
+                .layers
+                .iter()
+                .any(|l| l.digest == layer("go").digest)
+        );
+        assert_eq!(CacheGraph::parse(&bytes, &manifest).unwrap(), with_mounts);
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["version"], 1, "no new version: the field is optional");
+        assert_eq!(json["cacheMounts"][0]["id"], "/go");
+        assert_eq!(
+            json["cacheMounts"][0]["layer"]["diffID"],
+            layer("go").diff_id.to_string()
+        );
+
+        // A graph written before cache mounts existed has none, and writing one without any
+        // leaves the field out: the bytes are what an older kiln wrote.
+        let (old_manifest, old_bytes) = round_trip(&graph());
+        assert!(!String::from_utf8_lossy(&old_bytes).contains("cacheMounts"));
+        let parsed = CacheGraph::parse(&old_bytes, &old_manifest).unwrap();
+        assert!(parsed.cache_mounts.is_empty());
+
+        // An older kiln reads the graph as `GraphIn` without the field: serde skips it, as it
+        // skips a field that a later kiln may add.
+        let mut future = json.clone();
+        future["later"] = serde_json::json!({"anything": [1, 2]});
+        let bytes = serde_json::to_vec(&future).unwrap();
+        assert_eq!(CacheGraph::parse(&bytes, &manifest).unwrap(), with_mounts);
+    }
+
+    #[test]
+    fn bad_cache_mounts_are_refused_with_a_reason() {
+        let mut graph = graph();
+        graph.cache_mounts = vec![cache_mount("/a", "go"), cache_mount("/b", "a")];
+        let (manifest, good) = round_trip(&graph);
+        let good: serde_json::Value = serde_json::from_slice(&good).unwrap();
+        let edit = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut value = good.clone();
+            change(&mut value);
+            serde_json::to_vec(&value).unwrap()
+        };
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "not a list",
+                edit(&|v| v["cacheMounts"] = "x".into()),
+                "cacheMounts",
+            ),
+            (
+                "empty id",
+                edit(&|v| v["cacheMounts"][0]["id"] = "".into()),
+                "its id has 0 bytes",
+            ),
+            (
+                "bad platform",
+                edit(&|v| v["cacheMounts"][0]["platform"] = "linux".into()),
+                "invalid platform",
+            ),
+            (
+                "bad time",
+                edit(&|v| v["cacheMounts"][1]["modified"] = (-5).into()),
+                "time -5 is not between",
+            ),
+            (
+                "unlisted blob",
+                edit(&|v| {
+                    v["cacheMounts"][0]["layer"] = serde_json::to_value(layer("zzz")).unwrap()
+                }),
+                "not listed in the cache manifest",
+            ),
+            (
+                "twice",
+                edit(&|v| v["cacheMounts"][1]["id"] = "/a".into()),
+                "out of order or listed twice",
+            ),
+            (
+                "no layer",
+                edit(&|v| v["cacheMounts"][0]["layer"] = serde_json::Value::Null),
+                "cache mount 0",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (name, bytes, expected) in &cases {
+            match CacheGraph::parse(bytes, &manifest) {
+                Ok(_) => failures.push(format!("{name}: accepted")),
+                Err(err) if !crate::error::chain(&err).contains(expected) => {
+                    failures.push(format!("{name}: {}", crate::error::chain(&err)));
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+        assert_eq!(cases.len(), 7);
     }
 
     #[test]

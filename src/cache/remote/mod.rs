@@ -8,16 +8,22 @@
 //! - [`ImportedCache`]: only the manifests and graphs are read at the start of a build; a
 //!   record hits when each of its layers is in the store or held by the cache it came from,
 //!   and a layer is fetched (verified) only when its bytes are needed.
+//! - [`cache_mounts`]: the content of `RUN --mount=type=cache` directories, exported with the
+//!   records (`mode=max` or `cache-mounts=true`) and restored before the first step that takes
+//!   one.
 //! - [`materialize`]: a layer that an image names but the store does not hold (an image built
 //!   from a shared cache, [`crate::store::BlobOrigin`]) is fetched from its origin.
 
+pub mod cache_mounts;
 pub mod format;
 pub mod local;
 mod registry;
 pub mod spec;
 pub mod transport;
 
-pub use format::{CacheGraph, CacheManifest, FormatError, GraphLayer, GraphRecord};
+pub use format::{
+    CacheGraph, CacheManifest, FormatError, GraphCacheMount, GraphLayer, GraphRecord,
+};
 pub use local::LocalCache;
 pub use registry::RegistryCache;
 pub use spec::{
@@ -75,6 +81,9 @@ pub enum SharedCacheError {
 pub struct CacheExport {
     pub transport: Arc<dyn CacheTransport>,
     pub mode: ExportMode,
+    /// Whether the content of the build's cache mounts goes too
+    /// ([`CacheToSpec::exports_cache_mounts`]).
+    pub cache_mounts: bool,
 }
 
 /// Opens the transport of a parsed `--cache-to`/`--cache-from` location; a registry is spoken
@@ -207,6 +216,8 @@ pub struct ImportedCache {
     blobs: BTreeMap<Digest, (usize, u64)>,
     /// `has_blob` answers, asked once per source and blob.
     held: Mutex<BTreeMap<(usize, Digest), bool>>,
+    /// The cache ids [`ImportedCache::cache_mount_is_newer`] was asked about.
+    asked_mounts: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl ImportedCache {
@@ -495,6 +506,7 @@ mod tests {
         };
         let graph = CacheGraph {
             records: BTreeMap::from([(key.clone(), record)]),
+            cache_mounts: Vec::new(),
         };
         (dir, store, key, graph, layers)
     }

@@ -1,6 +1,10 @@
 //! `--cache-to` and `--cache-from` as docker buildx writes them: comma-separated `key=value`
 //! fields (`type=registry,ref=R,mode=max`, `type=local,dest=DIR`), or a bare reference for
 //! `type=registry`.
+//!
+//! kiln adds one `--cache-to` key BuildKit lacks: `cache-mounts=true|false`, whether the
+//! content of the build's `RUN --mount=type=cache` directories is exported too. Without it,
+//! `mode=max` exports them and `mode=min` does not.
 
 use super::local::DEFAULT_TAG;
 use std::path::PathBuf;
@@ -39,11 +43,37 @@ pub enum CacheLocation {
 pub struct CacheToSpec {
     pub location: CacheLocation,
     pub mode: ExportMode,
+    /// `cache-mounts=`, when given.
+    pub cache_mounts: Option<bool>,
+}
+
+impl CacheToSpec {
+    /// Whether the export carries the cache mounts' content: `cache-mounts=` when given, else
+    /// with `mode=max` only.
+    pub fn exports_cache_mounts(&self) -> bool {
+        self.cache_mounts.unwrap_or(self.mode == ExportMode::Max)
+    }
 }
 
 /// Parses a `--cache-to` value.
 pub fn parse_cache_to(spec: &str) -> Result<CacheToSpec, SpecError> {
-    let fields = fields("cache-to", spec, &["type", "ref", "dest", "tag", "mode"])?;
+    let fields = fields(
+        "cache-to",
+        spec,
+        &["type", "ref", "dest", "tag", "mode", "cache-mounts"],
+    )?;
+    let cache_mounts = match fields.get("cache-mounts").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(error(
+                "cache-to",
+                spec,
+                format!("cache-mounts={other:?} is not true or false"),
+            ));
+        }
+    };
     let mode = match fields.get("mode").map(String::as_str) {
         None | Some("min") => ExportMode::Min,
         Some("max") => ExportMode::Max,
@@ -56,7 +86,11 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheToSpec, SpecError> {
         }
     };
     let location = location("cache-to", spec, &fields, "dest")?;
-    Ok(CacheToSpec { location, mode })
+    Ok(CacheToSpec {
+        location,
+        mode,
+        cache_mounts,
+    })
 }
 
 /// Parses a `--cache-from` value.
@@ -207,6 +241,7 @@ mod tests {
                 Ok(CacheToSpec {
                     location: registry("localhost:5000/app:cache"),
                     mode: ExportMode::Min,
+                    cache_mounts: None,
                 }),
             ),
             (
@@ -214,6 +249,7 @@ mod tests {
                 Ok(CacheToSpec {
                     location: registry("r/app"),
                     mode: ExportMode::Max,
+                    cache_mounts: None,
                 }),
             ),
             (
@@ -221,6 +257,7 @@ mod tests {
                 Ok(CacheToSpec {
                     location: registry("localhost:5000/app:cache"),
                     mode: ExportMode::Min,
+                    cache_mounts: None,
                 }),
             ),
             (
@@ -228,6 +265,7 @@ mod tests {
                 Ok(CacheToSpec {
                     location: local("/mnt/cache", DEFAULT_TAG),
                     mode: ExportMode::Min,
+                    cache_mounts: None,
                 }),
             ),
             (
@@ -235,13 +273,14 @@ mod tests {
                 Ok(CacheToSpec {
                     location: local("cache", "main"),
                     mode: ExportMode::Min,
+                    cache_mounts: None,
                 }),
             ),
             ("", Err("it is empty")),
             ("type=local", Err("type=local needs dest=DIRECTORY")),
             (
                 "type=local,src=x",
-                Err("unknown key \"src\"; valid keys are type, ref, dest, tag, mode"),
+                Err("unknown key \"src\"; valid keys are type, ref, dest, tag, mode, cache-mounts"),
             ),
             ("type=registry", Err("type=registry needs ref=")),
             (
@@ -265,6 +304,26 @@ mod tests {
             ("type=local,dest=x,dest=y", Err("dest is given twice")),
             ("type=local,dest", Err("field \"dest\" is not KEY=VALUE")),
             ("type=local,dest=x,tag=a b", Err("tag \"a b\" is not valid")),
+            (
+                "type=local,dest=x,mode=min,cache-mounts=true",
+                Ok(CacheToSpec {
+                    location: local("x", DEFAULT_TAG),
+                    mode: ExportMode::Min,
+                    cache_mounts: Some(true),
+                }),
+            ),
+            (
+                "type=registry,ref=r,mode=max,cache-mounts=false",
+                Ok(CacheToSpec {
+                    location: registry("r"),
+                    mode: ExportMode::Max,
+                    cache_mounts: Some(false),
+                }),
+            ),
+            (
+                "type=local,dest=x,cache-mounts=yes",
+                Err("cache-mounts=\"yes\" is not true or false"),
+            ),
         ];
         let mut failures = Vec::new();
         for (spec, expected) in &cases {
@@ -282,7 +341,13 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
-        assert_eq!(cases.len(), 18);
+        assert_eq!(cases.len(), 21);
+        let exports = |spec: &str| parse_cache_to(spec).unwrap().exports_cache_mounts();
+        assert!(!exports("type=local,dest=x"));
+        assert!(!exports("type=local,dest=x,mode=min"));
+        assert!(exports("type=local,dest=x,mode=max"));
+        assert!(exports("type=local,dest=x,mode=min,cache-mounts=true"));
+        assert!(!exports("type=local,dest=x,mode=max,cache-mounts=false"));
     }
 
     #[test]
