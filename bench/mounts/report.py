@@ -103,9 +103,9 @@ def section(results):
         lines.append(f"| {scenario} | {what} | {' | '.join(cells)} | {ratio} |")
     lines += [
         "",
-        "Commands (MN: the store all scenarios share; the output of the timed runs goes to a log "
-        "file). M1 and M4 run the fresh command as hyperfine's prepare; M2 appends a comment line "
-        "to app.py, M3 and M4 one to requirements.txt.",
+        "Commands (one kiln root and one buildkitd for all scenarios; the output of the timed "
+        "runs goes to a log file). M1 and M4 run the fresh command as hyperfine's prepare; M2 "
+        "appends a comment line to app.py, M3 and M4 one to requirements.txt.",
         "",
     ]
     for key, name in TOOLS:
