@@ -750,6 +750,14 @@ impl Compiler<'_> {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
+        // llb's `AddSSHSocket`: the first ssh mount's target, unless the step's environment
+        // names one; set when the op is made, so also when that agent is absent at run time.
+        if let Some(RunMount::Ssh { target, .. }) =
+            mounts.iter().find(|m| matches!(m, RunMount::Ssh { .. }))
+            && !env.iter().any(|e| env_key(e) == "SSH_AUTH_SOCK")
+        {
+            env.push(format!("SSH_AUTH_SOCK={target}"));
+        }
         let network = match run.network {
             Some(Network::None) => "none",
             Some(Network::Host) => "host",

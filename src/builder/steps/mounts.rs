@@ -19,7 +19,7 @@
 //! - `ssh`: a socket (mode 0600 by default) relaying to the agent of the build's `--ssh` id,
 //!   owned as the mount asks without touching the user's own agent socket (BuildKit serves its
 //!   own socket too), and read-only as BuildKit's: a step may list keys and sign, never add,
-//!   remove or lock keys; `SSH_AUTH_SOCK` names the first one unless the step sets it.
+//!   remove or lock keys. (`SSH_AUTH_SOCK` is the op's: see `compile`.)
 //! - a `#!` heredoc script: its file, mode 0755, alone in a read-only directory.
 //!
 //! Everything made here lives until the [`PreparedMounts`] drops, after the sandbox is gone.
@@ -110,8 +110,6 @@ pub struct PreparedMounts {
     pub mounts: Vec<Mount>,
     /// Secrets as variables (`env=`): set over the step's environment.
     secret_env: Vec<(String, zeroize::Zeroizing<String>)>,
-    /// Where the first ssh mount is: `SSH_AUTH_SOCK` unless the step sets it.
-    ssh_auth_sock: Option<String>,
     /// Agent relays, stopped on drop (before their directories go: fields drop in order).
     proxies: Vec<SocketProxy>,
     /// Copies, script and secret directories, removed on drop.
@@ -121,19 +119,14 @@ pub struct PreparedMounts {
 }
 
 impl PreparedMounts {
-    /// The step's environment with the mounts' variables: secrets by `env=` (replacing an entry
-    /// of the same name, as BuildKit's executor does) and `SSH_AUTH_SOCK` when unset.
+    /// The step's environment with the secrets given as variables (`env=`), each replacing an
+    /// entry of the same name, as BuildKit's executor does.
     pub fn environment(&self, env: &[String]) -> Vec<String> {
         let mut out: Vec<String> = env.to_vec();
         let key = |entry: &str| entry.split_once('=').map_or(entry, |(k, _)| k).to_string();
         for (name, value) in &self.secret_env {
             out.retain(|e| key(e) != *name);
             out.push(format!("{name}={}", value.as_str()));
-        }
-        if let Some(sock) = &self.ssh_auth_sock
-            && !out.iter().any(|e| key(e) == "SSH_AUTH_SOCK")
-        {
-            out.push(format!("SSH_AUTH_SOCK={sock}"));
         }
         out
     }
@@ -361,7 +354,6 @@ pub fn prepare(
                     source: MountSource::Bind(proxy.path().to_path_buf()),
                     readonly: false,
                 });
-                prepared.ssh_auth_sock.get_or_insert_with(|| target.clone());
                 prepared.proxies.push(proxy);
                 prepared.scratch.push(dir);
             }
