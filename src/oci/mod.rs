@@ -1,6 +1,7 @@
 //! The leaf vocabulary every other module speaks: content digests, image references, platforms,
-//! media types, RFC 3339 timestamps. Nothing here does I/O beyond hashing bytes it is given.
+//! media types, RFC 3339 timestamps, the CSV records of option values. Nothing here does I/O beyond hashing bytes it is given.
 
+pub mod csv;
 pub mod digest;
 pub mod media_type;
 pub mod platform;

@@ -92,65 +92,9 @@ fn shown(flag: &str) -> String {
     }
 }
 
-/// Splits one CSV record by Go's `encoding/csv` rules, which buildx's flags follow: fields are
-/// separated by commas, a field that starts with `"` is quoted and `""` inside it is a quote.
-fn split_csv(record: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = record.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => return Err("a quote is not closed".to_string()),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => {}
-                Some(_) => return Err("a character follows a closing quote".to_string()),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some('"') => return Err("a quote in an unquoted field".to_string()),
-                    Some(c) => field.push(c),
-                }
-            }
-        }
-        fields.push(field);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_split_on_commas_and_honour_quotes() {
-        assert_eq!(split_csv("a=1,b=2").unwrap(), ["a=1", "b=2"]);
-        assert_eq!(split_csv("\"src=a,b\",id=x").unwrap(), ["src=a,b", "id=x"]);
-        assert_eq!(split_csv("\"a\"\"b\"").unwrap(), ["a\"b"]);
-        assert_eq!(split_csv("").unwrap(), [""]);
-        assert!(split_csv("\"open").is_err());
-        assert!(split_csv("\"a\"b").is_err());
-        assert!(split_csv("a\"b").is_err());
-    }
 
     #[test]
     fn a_long_flag_is_cut_short_in_errors() {

@@ -31,8 +31,9 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::{SessionError, split_csv};
+use super::SessionError;
 use crate::error::Reason;
+use crate::oci::csv::split_record;
 
 /// The largest secret kiln reads, in bytes: BuildKit's `secretsprovider.MaxSecretSize` (500 KiB).
 pub const MAX_SECRET_SIZE: usize = 500 * 1024;
@@ -63,7 +64,7 @@ impl SecretSpec {
         if flag.is_empty() {
             return Err(invalid("the value is empty".to_string()));
         }
-        let fields = split_csv(flag).map_err(invalid)?;
+        let fields = split_record(flag).map_err(invalid)?;
         let (mut id, mut src, mut env, mut typ) = (None, None, None, None);
         for field in &fields {
             let Some((key, value)) = field.split_once('=') else {

@@ -8,6 +8,7 @@
 
 use super::InstructionError;
 use crate::frontend::diagnostic::Span;
+use crate::oci::csv::split_record;
 use serde::Serialize;
 
 /// The kind of a build mount.
@@ -126,7 +127,12 @@ impl Mount {
             help: help.to_string(),
             span,
         };
-        let fields = split_csv(raw).map_err(|p| err(p, "quote a value that contains a comma"))?;
+        let fields = split_record(raw).map_err(|reason| {
+            err(
+                format!("{reason} in \"{raw}\""),
+                "quote a value that contains a comma",
+            )
+        })?;
         let mut m = Mount {
             kind: MountType::Bind,
             from: None,
@@ -412,54 +418,6 @@ fn parse_size(value: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 0.0 && bytes <= u64::MAX as f64).then_some(bytes as u64)
 }
 
-/// Splits one CSV record (Go's `encoding/csv` rules: a field that starts with `"` is quoted and
-/// `""` inside it is a quote).
-fn split_csv(record: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut chars = record.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => return Err(format!("unterminated quote in \"{record}\"")),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => {}
-                Some(_) => {
-                    return Err(format!(
-                        "extraneous character after a quote in \"{record}\""
-                    ));
-                }
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => break,
-                    Some(c) => field.push(c),
-                }
-            }
-        }
-        fields.push(field);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,7 +517,7 @@ mod tests {
                 "type=bind,from=$STAGE",
                 "from= does not support variable expansion",
             ),
-            ("\"type=bind", "unterminated quote"),
+            ("\"type=bind", "a quote is not closed"),
             (
                 "type=bind,target=/x,size=1g",
                 "size is not allowed for type=bind",

@@ -1,0 +1,67 @@
+//! Docker's option values (`--mount`, `--secret`, `--ssh`, `--cache-to` ...): one record of
+//! comma-separated fields, read by Go's `encoding/csv` as BuildKit and buildx read them.
+
+/// Splits one CSV record by Go's `encoding/csv` rules, which BuildKit's and buildx's option values follow: fields are
+/// separated by commas, a field that starts with `"` is quoted and `""` inside it is a quote; a
+/// quote anywhere else is an error (Go's `LazyQuotes` is off).
+pub fn split_record(record: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = record.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quote is not closed".to_string()),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => {}
+                Some(_) => return Err("a character follows a closing quote".to_string()),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => return Err("a quote in an unquoted field".to_string()),
+                    Some(c) => field.push(c),
+                }
+            }
+        }
+        fields.push(field);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_record;
+
+    #[test]
+    fn records_split_as_go_reads_them() {
+        assert_eq!(split_record("a=1,b=2").unwrap(), ["a=1", "b=2"]);
+        assert_eq!(
+            split_record("\"src=a,b\",id=x").unwrap(),
+            ["src=a,b", "id=x"]
+        );
+        assert_eq!(split_record("\"a\"\"b\"").unwrap(), ["a\"b"]);
+        assert_eq!(split_record("").unwrap(), [""]);
+        assert!(split_record("\"open").is_err());
+        assert!(split_record("\"a\"b").is_err());
+        assert!(split_record("a\"b").is_err());
+    }
+}
