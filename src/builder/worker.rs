@@ -131,6 +131,33 @@ pub struct BuildWorker {
 }
 
 impl BuildWorker {
+    /// The op's digest, and for a RUN that mounts secrets or agents, which of them the build
+    /// was given: a step that ran without an optional secret is not reused by a build that
+    /// has it (nor the reverse). Never the secret's value.
+    fn with_session(&self, op: &BuildOp, op_digest: &Digest) -> Digest {
+        let BuildOp::Run(run) = op else {
+            return op_digest.clone();
+        };
+        let given: Vec<String> = run
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                RunMount::Secret { id, .. } => {
+                    Some(format!("secret {id:?} {}", self.session.has_secret(id)))
+                }
+                RunMount::Ssh { id, .. } => Some(format!(
+                    "ssh {id:?} {}",
+                    self.session.ssh_socket(id).is_some()
+                )),
+                _ => None,
+            })
+            .collect();
+        if given.is_empty() {
+            return op_digest.clone();
+        }
+        Digest::of(format!("{op_digest}\n{}", given.join("\n")).as_bytes())
+    }
+
     fn parts(&self, node: NodeId) -> Option<KeyParts> {
         self.key_parts
             .lock()
@@ -225,6 +252,7 @@ impl BuildWorker {
                 }
                     as &dyn mounts::SharedCacheMounts),
             },
+            op.insecure,
             cancel,
         )
         .map_err(Box::new)?;
@@ -478,7 +506,7 @@ impl Worker for BuildWorker {
             _ => None,
         };
         let parts = KeyParts {
-            op: op_digest.clone(),
+            op: self.with_session(op, op_digest),
             inputs: input_keys.to_vec(),
             content,
         };

@@ -96,7 +96,10 @@ fn rw_bind_writes_vanish_and_stage_mounts_read_the_stage() {
         FROM base\n\
         RUN --mount=type=bind,from=build,source=/out,target=/in cat /in/artifact > /got && readlink /in/link > /got-link\n\
         RUN --mount=type=bind,source=data,target=/data,rw echo scribble > /data/x && cat /data/x > /saw-write\n\
-        RUN --mount=type=bind,source=data,target=/data cat /data/x > /after\n";
+        RUN --mount=type=bind,source=data,target=/data cat /data/x > /after\n\
+        RUN --mount=type=bind,from=build,source=/out,target=/w,rw echo new > /w/new && echo changed > /w/artifact && cat /w/new > /stage-write\n\
+        RUN --mount=type=bind,from=build,source=/out,target=/w (ls /w; cat /w/artifact) > /stage-after\n\
+        RUN --mount=type=bind,from=build,source=/out/artifact,target=/one cat /one > /stage-file\n";
     let root = build_fs(&builder, ctx.path(), dockerfile, &[]);
     assert_eq!(read(&root, "got"), "built\n");
     assert_eq!(read(&root, "got-link"), "/etc/passwd\n");
@@ -222,11 +225,17 @@ fn security_insecure_needs_the_entitlement() {
     assert!(err.contains("security.insecure"), "{err}");
     assert!(err.contains("--allow security.insecure"), "{err}");
     // With it: every capability and no seccomp filter, for that step only.
+    // A privileged step that remounts a stage mount writable writes into a scratch upper
+    // directory, never into the store's snapshot of that stage.
     fs::write(
         ctx.path().join("Dockerfile"),
-        "FROM base\n\
+        "FROM base AS build\n\
+         RUN mkdir /out && echo built > /out/artifact\n\
+         FROM base\n\
          RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /insecure\n\
-         RUN grep -E '^(CapEff|Seccomp):' /proc/self/status > /normal\n",
+         RUN grep -E '^(CapEff|Seccomp):' /proc/self/status > /normal\n\
+         RUN --security=insecure --mount=from=build,source=/out,target=/w mount -o remount,rw /w; echo hacked > /w/artifact; true\n\
+         RUN --mount=from=build,source=/out,target=/w cat /w/artifact > /after-insecure\n",
     )
     .expect("write");
     let root = build_fs(
@@ -251,6 +260,7 @@ fn security_insecure_needs_the_entitlement() {
     let normal = read(&root, "normal");
     assert!(normal.contains("CapEff:\t00000000a80425fb"), "{normal}");
     assert!(normal.contains("Seccomp:\t2"), "{normal}");
+    assert_eq!(read(&root, "after-insecure"), "built\n");
 }
 
 #[test]
@@ -555,4 +565,32 @@ fn an_ssh_mount_forwards_the_agent() {
     let keys2 = read(&export, "keys2");
     assert!(keys2.contains("ED25519"), "{keys2}");
     assert!(!export.join("run/buildkit").exists(), "an ssh stub stayed");
+}
+
+#[test]
+fn whether_a_secret_was_given_is_in_the_key_and_its_value_is_not() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[]);
+    let dockerfile = "FROM base\n\
+        RUN --mount=type=secret,id=opt (test -e /run/secrets/opt && echo given || echo absent) > /got\n";
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let file = secrets.path().join("opt");
+    let flag = format!("id=opt,src={}", file.display());
+    let without = build_fs(&builder, ctx.path(), dockerfile, &[]);
+    assert_eq!(read(&without, "got"), "absent\n");
+    fs::write(&file, "one").expect("write");
+    let with = build_fs(&builder, ctx.path(), dockerfile, &["--secret", &flag]);
+    assert_eq!(
+        read(&with, "got"),
+        "given\n",
+        "the step reran now that it has the secret"
+    );
+    fs::write(&file, "two").expect("write");
+    let built = builder.build(ctx.path(), &["--secret", &flag]);
+    built.ok();
+    assert_eq!(
+        built.events.ran(),
+        Vec::<&str>::new(),
+        "a new value of the secret is not a new key"
+    );
 }

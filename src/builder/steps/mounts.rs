@@ -1,11 +1,13 @@
 //! A RUN step's `--mount`s made real: what each [`RunMount`] of the op becomes in the sandbox,
 //! following BuildKit's executor (`solver/llbsolver/mounts/mount.go`, `executor/oci`).
 //!
-//! - `bind`: the source (a path of the build context, or of a stage or image) is copied into a
-//!   directory of the store's staging area with COPY's rules (the context's `.dockerignore`
-//!   applies, symlinks resolve inside the source filesystem, nothing outside it is read), and
-//!   that copy is bound at the target, read-only unless `rw`. Writes of an `rw` mount land in
-//!   the copy, which is removed after the step: they are discarded, as in BuildKit.
+//! - `bind`: a directory of a stage or image is an overlay of that directory in each of its
+//!   layers (found in the union view, symlinks resolved inside it), nothing copied. Anything
+//!   else (a file, a path of the build context) is copied into a directory of the store's
+//!   staging area with COPY's rules (the context's `.dockerignore` applies, symlinks resolve
+//!   inside the source filesystem, nothing outside it is read) and that copy is bound. Read-only
+//!   unless `rw`; the writes of an `rw` mount land in the overlay's upper directory or the copy,
+//!   both removed after the step: they are discarded, as in BuildKit.
 //! - `cache`: a directory the store keeps between builds ([`Store::cache_mount`]), held with the
 //!   mount's sharing for the whole step; a new one is empty (with `mode`, `uid`, `gid`) or
 //!   seeded from `source` of `from`, unless a `--cache-from` cache holds a copy of it
@@ -25,11 +27,12 @@
 //! Everything made here lives until the [`PreparedMounts`] drops, after the sandbox is gone.
 
 use super::copy::{CopyError, CopyRequest, CopySource, copy};
+use super::union::UnionFs;
 use crate::builder::compile::{MountInput, RunMount};
 use crate::error::Cause;
 use crate::frontend::context::BuildContext;
 use crate::frontend::instruction::Sharing;
-use crate::runtime::{Mount, MountSource};
+use crate::runtime::{Mount, MountSource, UpperDir};
 use crate::session::{SecretBytes, Secrets, SshAgents};
 use crate::solver::Cancel;
 use crate::store::{CacheMountError, CacheMountLease, CacheSharing, Store};
@@ -68,6 +71,9 @@ pub trait SharedCacheMounts: Sync {
 pub trait Session: Send + Sync + std::fmt::Debug {
     /// The bytes of secret `id`; `None` when the build was not given it.
     fn secret(&self, id: &str) -> Result<Option<SecretBytes>, Cause>;
+    /// Whether the build was given secret `id` (without reading it): part of the cache key of
+    /// a step that mounts it.
+    fn has_secret(&self, id: &str) -> bool;
     /// The host socket of the agent of `--ssh` `id`; `None` when the build was not given it.
     fn ssh_socket(&self, id: &str) -> Option<PathBuf>;
 }
@@ -84,6 +90,10 @@ impl Session for ClientSession {
         Ok(self.secrets.get(id)?)
     }
 
+    fn has_secret(&self, id: &str) -> bool {
+        self.secrets.contains(id)
+    }
+
     fn ssh_socket(&self, id: &str) -> Option<PathBuf> {
         self.ssh.socket(id).map(Path::to_path_buf)
     }
@@ -96,6 +106,10 @@ pub struct NoSession;
 impl Session for NoSession {
     fn secret(&self, _id: &str) -> Result<Option<SecretBytes>, Cause> {
         Ok(None)
+    }
+
+    fn has_secret(&self, _id: &str) -> bool {
+        false
     }
 
     fn ssh_socket(&self, _id: &str) -> Option<PathBuf> {
@@ -183,10 +197,14 @@ pub enum MountError {
 }
 
 /// Makes the mounts of one RUN step.
+/// `insecure` (`RUN --security=insecure`) steps may remount a read-only mount writable, so their
+/// stage mounts always get an upper directory: such writes land there, never in the store's
+/// snapshots.
 pub fn prepare(
     store: &Store,
     mounts: &[RunMount],
     sources: &MountSources<'_>,
+    insecure: bool,
     cancel: &Cancel,
 ) -> Result<PreparedMounts, MountError> {
     let mut prepared = PreparedMounts::default();
@@ -200,6 +218,32 @@ pub fn prepare(
                 ..
             } => {
                 let scratch = ScratchDir::new(store, "mount")?;
+                // A directory of a stage or image: an overlay of that directory in each layer
+                // that has it, nothing copied (BuildKit mounts its snapshot too); writes of an
+                // `rw` mount go to an upper directory in the scratch directory.
+                if let MountInput::Input(index) = from
+                    && let Some(lowers) = stage_dir(sources, *index, source)
+                {
+                    let upper = if *readwrite || insecure {
+                        let upper = UpperDir {
+                            upper_dir: scratch.0.join("upper"),
+                            work_dir: scratch.0.join("work"),
+                        };
+                        fs::create_dir(&upper.upper_dir)
+                            .fs("create directory", &upper.upper_dir)?;
+                        fs::create_dir(&upper.work_dir).fs("create directory", &upper.work_dir)?;
+                        Some(upper)
+                    } else {
+                        None
+                    };
+                    prepared.mounts.push(Mount {
+                        destination: target.clone(),
+                        source: MountSource::Overlay { lowers, upper },
+                        readonly: !readwrite,
+                    });
+                    prepared.scratch.push(scratch);
+                    continue;
+                }
                 let copied = materialize(&scratch.0, target, source, *from, sources, cancel)?;
                 prepared.mounts.push(Mount {
                     destination: target.clone(),
@@ -376,6 +420,15 @@ pub fn prepare(
         }
     }
     Ok(prepared)
+}
+
+/// The layer directories that merge into directory `source` of input `index`, when it is a
+/// directory there (anything else, or an unreadable layer, takes the copy path, which reports
+/// a missing source).
+fn stage_dir(sources: &MountSources<'_>, index: usize, source: &str) -> Option<Vec<PathBuf>> {
+    let layers = sources.inputs.get(index)?;
+    let union = UnionFs::new(layers.clone()).ok()?;
+    union.dir_layers(source).ok().flatten()
 }
 
 /// Copies `source` of `from` into `dir` as `dir/m` (COPY's rules: a directory's content, or

@@ -356,6 +356,30 @@ impl UnionFs {
         Ok(out)
     }
 
+    /// The layer directories that merge into the directory `path` (symlinks followed inside the
+    /// union), top first: what an overlay mount of just that directory takes as its lower
+    /// directories. `None` when `path` is not a directory. The directories were reached one
+    /// component at a time without following a link, so each path names the directory the walk
+    /// found (snapshot directories do not change).
+    pub fn dir_layers(&self, path: &str) -> Result<Option<Vec<PathBuf>>, UnionError> {
+        if self.allowed.is_some() {
+            // A filtered union has files a mount of the real directory would show.
+            return Ok(None);
+        }
+        let components = self.resolve_components(&[], path.as_bytes(), true)?;
+        let Found::Dir(dir, _) = self.walk(&components)? else {
+            return Ok(None);
+        };
+        let relative: PathBuf = components.iter().collect();
+        Ok(Some(
+            dir.parts
+                .iter()
+                .filter_map(|part| self.layers.get(part.layer))
+                .map(|layer| layer.path.join(&relative))
+                .collect(),
+        ))
+    }
+
     /// Opens the regular file at `path` (symlinks followed, inside the union) for reading.
     pub fn open_file(&self, path: &str) -> Result<File, UnionError> {
         let components = self.resolve_components(&[], path.as_bytes(), true)?;
