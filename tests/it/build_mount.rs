@@ -235,9 +235,12 @@ fn security_insecure_needs_the_entitlement() {
          RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /insecure\n\
          RUN grep -E '^(CapEff|Seccomp):' /proc/self/status > /normal\n\
          RUN --security=insecure --mount=from=build,source=/out,target=/w mount -o remount,rw /w; echo hacked > /w/artifact; true\n\
-         RUN --mount=from=build,source=/out,target=/w cat /w/artifact > /after-insecure\n",
+         RUN --mount=from=build,source=/out,target=/w cat /w/artifact > /after-insecure\n\
+         RUN --security=insecure --mount=source=data,target=/d mount -o remount,rw /d; echo hacked > /d/x; true\n",
     )
     .expect("write");
+    fs::create_dir(ctx.path().join("data")).expect("mkdir");
+    fs::write(ctx.path().join("data/x"), "mine\n").expect("write");
     let root = build_fs(
         &builder,
         ctx.path(),
@@ -261,6 +264,11 @@ fn security_insecure_needs_the_entitlement() {
     assert!(normal.contains("CapEff:\t00000000a80425fb"), "{normal}");
     assert!(normal.contains("Seccomp:\t2"), "{normal}");
     assert_eq!(read(&root, "after-insecure"), "built\n");
+    assert_eq!(
+        fs::read_to_string(ctx.path().join("data/x")).expect("read"),
+        "mine\n",
+        "a privileged step wrote into the build context"
+    );
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //! following BuildKit's executor (`solver/llbsolver/mounts/mount.go`, `executor/oci`).
 //!
 //! - `bind`: a directory of a stage or image is an overlay of that directory in each of its
-//!   layers (found in the union view, symlinks resolved inside it), nothing copied. Anything
-//!   else (a file, a path of the build context) is copied into a directory of the store's
-//!   staging area with COPY's rules (the context's `.dockerignore` applies, symlinks resolve
+//!   layers (found in the union view, symlinks resolved inside it), and a directory of the
+//!   context that `.dockerignore` leaves whole (reached without a symlink) is that directory:
+//!   nothing copied. Anything else (a file, a context directory with ignored entries) is copied
+//!   into a directory of the store's staging area with COPY's rules (the context's `.dockerignore` applies, symlinks resolve
 //!   inside the source filesystem, nothing outside it is read) and that copy is bound. Read-only
 //!   unless `rw`; the writes of an `rw` mount land in the overlay's upper directory or the copy,
 //!   both removed after the step: they are discarded, as in BuildKit.
@@ -219,11 +220,19 @@ pub fn prepare(
             } => {
                 let scratch = ScratchDir::new(store, "mount")?;
                 // A directory of a stage or image: an overlay of that directory in each layer
-                // that has it, nothing copied (BuildKit mounts its snapshot too); writes of an
-                // `rw` mount go to an upper directory in the scratch directory.
-                if let MountInput::Input(index) = from
-                    && let Some(lowers) = stage_dir(sources, *index, source)
-                {
+                // that has it, nothing copied (BuildKit mounts its snapshot too). A directory of
+                // the context that `.dockerignore` leaves whole: the directory itself. Writes of
+                // an `rw` mount, and those of an insecure step that remounts it writable, go to
+                // an upper directory in the scratch directory, never to a snapshot or the
+                // user's context.
+                let lowers = match from {
+                    MountInput::Input(index) => stage_dir(sources, *index, source),
+                    MountInput::Context => sources
+                        .context
+                        .and_then(|context| context.unfiltered_dir(source.trim_start_matches('/')))
+                        .map(|dir| vec![dir]),
+                };
+                if let Some(lowers) = lowers {
                     let upper = if *readwrite || insecure {
                         let upper = UpperDir {
                             upper_dir: scratch.0.join("upper"),

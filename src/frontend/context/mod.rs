@@ -133,6 +133,8 @@ pub struct BuildContext {
     ignore: Dockerignore,
     /// Sorted by `path` (byte order).
     entries: Vec<ContextEntry>,
+    /// The paths `.dockerignore` left out (a directory left out whole is one path), sorted.
+    excluded: Vec<String>,
 }
 
 impl BuildContext {
@@ -161,12 +163,13 @@ impl BuildContext {
             Some(path) => load_ignore(path)?,
             None => Dockerignore::default(),
         };
-        let entries = walk(&root, &ignore)?;
+        let (entries, excluded) = walk(&root, &ignore)?;
         Ok(Self {
             root,
             ignore_file,
             ignore,
             entries,
+            excluded,
         })
     }
 
@@ -193,6 +196,31 @@ impl BuildContext {
     /// The sorted relative paths of every file, symlink and directory left in the context.
     pub fn files(&self) -> Vec<&str> {
         self.entries.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    /// The directory `dir` of the context (`""` is the root) on disk, when it holds exactly
+    /// what the context holds there: nothing below it was left out by `.dockerignore`, no path
+    /// on the way is a symlink, and it holds only files, directories and symlinks. Such a
+    /// directory can be shown as it is (a `RUN --mount` of the context) instead of a filtered
+    /// copy.
+    pub fn unfiltered_dir(&self, dir: &str) -> Option<PathBuf> {
+        if !dir.is_empty() && self.entry(dir).map(|e| &e.kind) != Some(&EntryKind::Dir) {
+            return None;
+        }
+        let inside = |path: &str| {
+            dir.is_empty()
+                || path == dir
+                || path
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if self.excluded.iter().any(|p| inside(p)) {
+            return None;
+        }
+        if self.below(dir).iter().any(|e| e.kind == EntryKind::Other) {
+            return None;
+        }
+        Some(self.root.join(dir))
     }
 
     /// The entry at `path`, if it is in the context.
@@ -276,8 +304,13 @@ fn load_ignore(path: &Path) -> Result<Dockerignore, ContextError> {
 /// Walks the context without following symlinks, keeping what `.dockerignore` leaves in.
 /// Excluded directories are skipped unless an exception could re-include something inside; a
 /// re-included entry brings its parent directories with it, as BuildKit's transfer does.
-fn walk(root: &Path, ignore: &Dockerignore) -> Result<Vec<ContextEntry>, ContextError> {
+/// Also returns the paths left out.
+fn walk(
+    root: &Path,
+    ignore: &Dockerignore,
+) -> Result<(Vec<ContextEntry>, Vec<String>), ContextError> {
     let mut kept = Vec::new();
+    let mut excluded_paths = Vec::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel_dir)) = stack.pop() {
         let walk_err = |path: &Path| {
@@ -299,6 +332,9 @@ fn walk(root: &Path, ignore: &Dockerignore) -> Result<Vec<ContextEntry>, Context
             // `DirEntry::file_type` does not follow symlinks.
             let file_type = item.file_type().map_err(walk_err(&abs))?;
             let excluded = ignore.is_excluded(&rel);
+            if excluded {
+                excluded_paths.push(rel.clone());
+            }
             let kind = if file_type.is_dir() {
                 // `excluded` is already known: only the exception check of `can_skip_dir` is left.
                 if excluded && !ignore.exception_may_reach_below(&rel) {
@@ -337,5 +373,6 @@ fn walk(root: &Path, ignore: &Dockerignore) -> Result<Vec<ContextEntry>, Context
     }
     kept.extend(parents);
     kept.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(kept)
+    excluded_paths.sort();
+    Ok((kept, excluded_paths))
 }
