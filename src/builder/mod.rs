@@ -392,6 +392,8 @@ async fn prepare(
         explanations: Mutex::new(BTreeMap::new()),
         imported,
         session: options.session.clone(),
+        fetcher: Mutex::new(None),
+        fetched: Mutex::new(BTreeMap::new()),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),
