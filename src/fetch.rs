@@ -231,10 +231,13 @@ impl Fetcher {
             let last_modified = record
                 .filter(|r| &r.fetched.digest == expected)
                 .and_then(|r| r.fetched.last_modified);
-            let size = self.blobs.size(expected).map_err(|source| FetchError::Store {
-                url: url.to_string(),
-                source,
-            })?;
+            let size = self
+                .blobs
+                .size(expected)
+                .map_err(|source| FetchError::Store {
+                    url: url.to_string(),
+                    source,
+                })?;
             return Ok(Fetched {
                 digest: expected.clone(),
                 size,
@@ -450,7 +453,10 @@ mod tests {
 
     #[test]
     fn names_come_from_the_last_path_segment() {
-        assert_eq!(name("https://example.com/a/b.tar.gz?x=1#f").unwrap(), "b.tar.gz");
+        assert_eq!(
+            name("https://example.com/a/b.tar.gz?x=1#f").unwrap(),
+            "b.tar.gz"
+        );
         assert_eq!(name("http://example.com/../../etc/x").unwrap(), "x");
         assert_eq!(name("http://example.com/a/%2e%2e/x").unwrap(), "x");
         assert_eq!(name("http://example.com/a%20b").unwrap(), "a b");

@@ -253,9 +253,10 @@ impl BuildWorker {
                 Some(f) if self.store.blobs().contains(&f.digest) => f,
                 _ => {
                     let url = crate::fetch::parse_url(&source.url).map_err(Box::new)?;
-                    let checksum = source.checksum.clone().or_else(|| {
-                        known.get(i).cloned().flatten().map(|f| f.digest)
-                    });
+                    let checksum = source
+                        .checksum
+                        .clone()
+                        .or_else(|| known.get(i).cloned().flatten().map(|f| f.digest));
                     self.fetcher()?
                         .fetch(&url, checksum.as_ref())
                         .map_err(Box::new)?

@@ -185,7 +185,10 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 mod tests {
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         for bad in [
             "Sunday, 06-Nov-94 08:49:37 GMT",
