@@ -273,6 +273,38 @@ fn checksum_chmod_chown_a_file_destination_and_unpack() {
     // A remote tar stays a file unless --unpack=true; no Last-Modified: the epoch.
     assert_eq!(stat(&builder, "/t/a.tar.gz"), "600 0:0 0");
     assert_eq!(cat(&builder, "/u/inner.txt"), "inner\n");
+
+    // A pinned checksum whose content is stored is the key without asking the server.
+    let asked = server.requests().len();
+    let again = build(
+        &builder,
+        &format!("ADD --checksum={checksum} --chmod=644 --chown=1234:4321 {url} /opt/renamed\n"),
+    );
+    again.ok();
+    assert!(again.events.ran().is_empty(), "{:?}", again.events.ran());
+    assert_eq!(server.requests().len(), asked);
+}
+
+#[test]
+fn a_body_over_the_size_cap_fails() {
+    let Some(builder) = builder() else { return };
+    let server = Server::start();
+    server.set("/large", text(&"y".repeat(4096), None));
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        &format!("FROM base\nADD {} /large\n", server.url("/large")),
+    )]);
+    let context = ctx.path().display().to_string();
+    let out = builder
+        .kiln(&["build", "-t", "img", &context])
+        .env("KILN_ADD_MAX_BYTES", "1000")
+        .run()
+        .failure();
+    let stderr = out.stderr_str();
+    assert!(
+        stderr.contains("the body is larger than 1000 bytes"),
+        "{stderr}"
+    );
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
