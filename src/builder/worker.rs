@@ -476,8 +476,9 @@ impl BuildWorker {
                     .and_then(|()| {
                         let mut names: Vec<String> = Vec::new();
                         for url in &op.urls {
-                            if !names.contains(&url.name) {
-                                names.push(url.name.clone());
+                            let name = literal_pattern(&url.name);
+                            if !names.contains(&name) {
+                                names.push(name);
                             }
                         }
                         let request = CopyRequest {
@@ -593,6 +594,27 @@ impl mounts::SharedCacheMounts for SharedMounts<'_> {
             Chain(error)
         ));
     }
+}
+
+/// A COPY source that names exactly the file `name`: BuildKit copies an http source's file
+/// without wildcards, but kiln's copy reads `*`, `?` and `[` in a source as Go's
+/// `filepath.Match`; such a name becomes a pattern matching only itself (`[\f]ile\[1].txt`).
+fn literal_pattern(name: &str) -> String {
+    if !name.contains(['*', '?', '[', '\\']) {
+        return name.to_string();
+    }
+    let mut pattern = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == 0 {
+            pattern.push_str(&format!("[\\{c}]"));
+        } else {
+            if matches!(c, '*' | '?' | '[' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+    }
+    pattern
 }
 
 impl Worker for BuildWorker {

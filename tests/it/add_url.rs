@@ -357,6 +357,15 @@ fn names_from_outside_stay_in_the_destination() {
     let listing = builder.run("img", "ls", &["-a", "/", "/dst"]);
     assert!(!listing.contains("escape"), "{listing}");
 
+    // A name with wildcard characters is the file's name, not a pattern.
+    server.set("/file%5B1%5D.txt", text("one\n", None));
+    let built = build(
+        &builder,
+        &format!("ADD {} /dst/\n", server.url("/file%5B1%5D.txt")),
+    );
+    built.ok();
+    assert_eq!(cat(&builder, "/dst/file[1].txt"), "one\n");
+
     // An encoded slash or escape sequence in the last segment is refused before any request.
     let before = server.requests().len();
     for hostile in ["/a%2F..%2F..%2Fetc%2Fpasswd", "/x%1b%5b31mred"] {
