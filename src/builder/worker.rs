@@ -1,5 +1,6 @@
-//! The solver's worker for build ops: cache keys from op digests and context checksums, cache
-//! lookups in the store's records, and running RUN/COPY/ADD/WORKDIR through the executor.
+//! The solver's worker for build ops: cache keys from op digests, context checksums and what
+//! `ADD <url>` downloads give (see [`crate::fetch`]), cache lookups in the store's records, and
+//! running RUN/COPY/ADD/WORKDIR through the executor.
 
 use super::compile::{
     BuildOp, CopyFrom, CopyOp, MkdirOp, MountInput, RunMount, RunOp, Step, UrlSource,
@@ -268,7 +269,6 @@ impl BuildWorker {
             };
             let blob = self.store.blobs().path(&fetched.digest);
             let target = dir.join(&source.name);
-            let _ = std::fs::remove_file(&target);
             std::fs::copy(&blob, &target).map_err(|e| fs_error("copy", &blob, e))?;
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
@@ -490,6 +490,7 @@ impl BuildWorker {
                         copy(&request, &source, &lowers, staged.upper(), cancel)?;
                         Ok(())
                     });
+                // Best effort: a directory left behind is staging, cleaned with the store's.
                 let _ = std::fs::remove_dir_all(&dir);
                 placed?;
             }
