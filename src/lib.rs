@@ -34,6 +34,7 @@ pub mod builder;
 pub mod cache;
 pub mod container;
 pub mod error;
+pub mod fetch;
 pub mod frontend;
 pub mod layer;
 pub mod oci;

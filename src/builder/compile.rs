@@ -168,6 +168,21 @@ pub enum CopyFrom {
     Context,
     /// The filesystem of input 1 (`--from=stage` or `--from=image`).
     Input,
+    /// `ADD <url>`: the downloads of [`CopyOp::urls`], each a file alone in its own filesystem
+    /// (BuildKit's `llb.HTTP` source). What they hold goes into the cache key when the step
+    /// runs.
+    Url,
+}
+
+/// One `ADD <url>` source.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UrlSource {
+    /// The URL as parsed (normalized).
+    pub url: String,
+    /// The downloaded file's name: the last segment of the URL's path ([`crate::fetch::file_name`]).
+    pub name: String,
+    /// `ADD --checksum`: the content's pinned digest.
+    pub checksum: Option<Digest>,
 }
 
 /// COPY or ADD.
@@ -186,6 +201,10 @@ pub struct CopyOp {
     /// For [`CopyFrom::Context`]: every context path the sources read, sorted.
     #[serde(skip)]
     pub context_paths: Vec<String>,
+    /// For [`CopyFrom::Url`]: the URLs, in the order written. Left out of the definition when
+    /// empty, so other COPY ops keep the digests of kiln versions before it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<UrlSource>,
 }
 
 /// WORKDIR's directory.
@@ -932,19 +951,21 @@ impl Compiler<'_> {
         index: usize,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
-        if let Some(source) = add.sources.iter().find(|s| is_remote(s)) {
+        if let Some(source) = add.sources.iter().find(|s| is_git(s)) {
             return Err(CompileError::Unsupported {
                 message: format!(
-                    "ADD {source}: kiln cannot fetch URLs or git repositories yet; download \
-                     the file into the build context and ADD it from there"
+                    "ADD {source}: kiln cannot fetch git repositories yet; clone it into the \
+                     build context and ADD it from there"
                 ),
                 span: add.span,
             });
         }
+        if add.sources.iter().any(|s| is_http(s)) {
+            return self.url_copy_op(add, state);
+        }
         if add.checksum.is_some() {
             return Err(CompileError::Unsupported {
-                message: "ADD --checksum is only for URL sources, which kiln cannot fetch yet"
-                    .to_string(),
+                message: "ADD --checksum is only for URL sources".to_string(),
                 span: add.span,
             });
         }
@@ -963,6 +984,66 @@ impl Compiler<'_> {
         };
         // BuildKit unpacks local archives unless `--unpack=false`.
         self.copy_op(&copy, add.unpack != Some(false), stage, index, state)
+    }
+
+    /// The op of an ADD of http(s) URLs, as BuildKit's `dispatchCopy`: each URL a file named by
+    /// its path's last segment, copied as COPY copies (`--chmod`, `--chown`, a `/`-ended
+    /// destination is a directory), not unpacked unless `--unpack=true`.
+    fn url_copy_op(
+        &mut self,
+        add: &Add,
+        state: &StageState,
+    ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
+        let unsupported = |message: String| CompileError::Unsupported {
+            message,
+            span: add.span,
+        };
+        if let Some(local) = add.sources.iter().find(|s| !is_http(s)) {
+            return Err(unsupported(format!(
+                "ADD {local}: kiln cannot mix URLs and build-context sources in one ADD yet; \
+                 use one ADD for each"
+            )));
+        }
+        if !add.inline.is_empty() {
+            return Err(unsupported(
+                "kiln cannot mix URLs and heredocs in one ADD yet".to_string(),
+            ));
+        }
+        let checksum = match &add.checksum {
+            Some(text) => Some(Digest::parse(text).map_err(|e| {
+                unsupported(format!("ADD --checksum={text}: not a sha256 digest: {e}"))
+            })?),
+            None => None,
+        };
+        let mut urls = Vec::new();
+        for source in &add.sources {
+            let bad = |e: crate::fetch::FetchError| {
+                unsupported(format!("ADD: {}", crate::error::chain(&e)))
+            };
+            let url = crate::fetch::parse_url(source).map_err(bad)?;
+            let name = crate::fetch::file_name(&url).map_err(bad)?;
+            urls.push(UrlSource {
+                url: url.to_string(),
+                name,
+                checksum: checksum.clone(),
+            });
+        }
+        Ok((
+            CopyOp {
+                from: CopyFrom::Url,
+                sources: add.sources.clone(),
+                inline: Vec::new(),
+                dest: add.dest.clone(),
+                workdir: state.config.working_dir(),
+                chown: add.chown.clone(),
+                chmod: add.chmod.clone(),
+                add: add.unpack == Some(true),
+                exclude: Vec::new(),
+                context_paths: Vec::new(),
+                urls,
+            },
+            None,
+        ))
     }
 
     /// The op of a COPY (or of an ADD turned into one; `add` says whether archives unpack).
@@ -1009,6 +1090,7 @@ impl Compiler<'_> {
                 add,
                 exclude: copy.exclude.clone(),
                 context_paths,
+                urls: Vec::new(),
             },
             input,
         ))
@@ -1251,12 +1333,17 @@ fn is_heredoc_marker(line: &str) -> bool {
     )
 }
 
-/// ADD sources kiln cannot read locally.
-fn is_remote(source: &str) -> bool {
-    source.starts_with("http://")
-        || source.starts_with("https://")
-        || source.starts_with("git@")
-        || source.starts_with("git://")
+/// ADD sources that name a git repository (BuildKit's `isGitSource`, in short).
+fn is_git(source: &str) -> bool {
+    if is_http(source) {
+        return source.ends_with(".git") || source.contains(".git#");
+    }
+    crate::frontend::plan::is_remote(source)
+}
+
+/// ADD sources that are http(s) URLs.
+fn is_http(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
 }
 
 #[cfg(test)]

@@ -392,6 +392,8 @@ async fn prepare(
         explanations: Mutex::new(BTreeMap::new()),
         imported,
         session: options.session.clone(),
+        fetcher: Mutex::new(None),
+        fetched: Mutex::new(BTreeMap::new()),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),
@@ -845,8 +847,8 @@ fn source_date_epoch(
         ));
     }
     Err(refuse(format!(
-        "its time comes from downloading {source}, and kiln does not fetch ADD sources from \
-         URLs or git yet (issue 14); give SOURCE_DATE_EPOCH in seconds"
+        "its time comes from downloading {source}, and kiln does not take SOURCE_DATE_EPOCH \
+         from a download yet (issue 14); give SOURCE_DATE_EPOCH in seconds"
     )))
 }
 

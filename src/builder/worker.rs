@@ -1,7 +1,10 @@
-//! The solver's worker for build ops: cache keys from op digests and context checksums, cache
-//! lookups in the store's records, and running RUN/COPY/ADD/WORKDIR through the executor.
+//! The solver's worker for build ops: cache keys from op digests, context checksums and what
+//! `ADD <url>` downloads give (see [`crate::fetch`]), cache lookups in the store's records, and
+//! running RUN/COPY/ADD/WORKDIR through the executor.
 
-use super::compile::{BuildOp, CopyFrom, CopyOp, MkdirOp, MountInput, RunMount, RunOp, Step};
+use super::compile::{
+    BuildOp, CopyFrom, CopyOp, MkdirOp, MountInput, RunMount, RunOp, Step, UrlSource,
+};
 use super::progress::{BuildEvent, LogStream, Progress};
 use crate::archive::{ArchiveError, ensure_snapshots};
 use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
@@ -11,10 +14,13 @@ use crate::builder::steps::copy::{
 use crate::builder::steps::mounts::{self, MountError, MountSources, Session};
 use crate::builder::steps::run::{RunStep, RunStepError, run_step};
 use crate::cache::remote::{ImportedCache, SharedCacheError};
-use crate::cache::{CacheError, CacheRecords, ContentSum, KeyParts, StatCache, checksum_paths};
+use crate::cache::{
+    CacheError, CacheRecords, ContentSum, FileSum, KeyParts, StatCache, checksum_paths,
+};
 use crate::container::MAX_LAYER_BYTES;
 use crate::container::user;
 use crate::error::Chain;
+use crate::fetch::{FetchError, FetchOptions, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
@@ -99,6 +105,14 @@ pub enum StepError {
     NoContext,
     #[error("the step was canceled")]
     Canceled,
+    #[error(transparent)]
+    Url(#[from] Box<FetchError>),
+    #[error("could not place the download of {url}")]
+    UrlFile {
+        url: String,
+        #[source]
+        source: crate::sys::FsError,
+    },
     /// A layer of a record from a `--cache-from` cache could not be fetched.
     #[error(transparent)]
     Fetch(Box<SharedCacheError>),
@@ -128,6 +142,11 @@ pub struct BuildWorker {
     pub imported: Arc<ImportedCache>,
     /// Secrets and SSH agents for RUN mounts.
     pub session: Arc<dyn Session>,
+    /// `ADD <url>` downloads, made when the first one is needed.
+    pub fetcher: Mutex<Option<Arc<Fetcher>>>,
+    /// What each `ADD <url>` step's URLs gave when its key was computed (URLs without a
+    /// `--checksum`), for the step to copy without asking again.
+    pub fetched: Mutex<BTreeMap<NodeId, Vec<Option<Fetched>>>>,
 }
 
 impl BuildWorker {
@@ -156,6 +175,113 @@ impl BuildWorker {
             return op_digest.clone();
         }
         Digest::of(format!("{op_digest}\n{}", given.join("\n")).as_bytes())
+    }
+
+    fn fetcher(&self) -> Result<Arc<Fetcher>, StepError> {
+        let mut slot = self.fetcher.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(fetcher) = slot.as_ref() {
+            return Ok(fetcher.clone());
+        }
+        let dir = self.store.root().join("cache").join("http");
+        let fetcher = Arc::new(
+            Fetcher::new(self.store.blobs().clone(), &dir, FetchOptions::from_env())
+                .map_err(Box::new)?,
+        );
+        *slot = Some(fetcher.clone());
+        Ok(fetcher)
+    }
+
+    /// The content part of an `ADD <url>` step's key, as BuildKit's http source keys it: each
+    /// file's name and content digest and its `Last-Modified`. A URL with a `--checksum` is
+    /// keyed by it without a request (BuildKit's `resolveMetadataStatic`); the others are
+    /// asked now (conditionally, see [`Fetcher::fetch`]).
+    fn url_content(&self, node: NodeId, urls: &[UrlSource]) -> Result<ContentSum, StepError> {
+        let mut text = String::from("kiln-add-url-v1\n");
+        let mut files = Vec::new();
+        let mut fetched = Vec::new();
+        for source in urls {
+            let (digest, last_modified) = match &source.checksum {
+                Some(checksum) => {
+                    fetched.push(None);
+                    (checksum.clone(), None)
+                }
+                None => {
+                    let url = crate::fetch::parse_url(&source.url).map_err(Box::new)?;
+                    let got = self.fetcher()?.fetch(&url, None).map_err(Box::new)?;
+                    let pair = (got.digest.clone(), got.last_modified.clone());
+                    fetched.push(Some(got));
+                    pair
+                }
+            };
+            text.push_str(&format!(
+                "url {:?} name {:?} digest {digest} last-modified {:?}\n",
+                source.url, source.name, last_modified
+            ));
+            files.push(FileSum {
+                path: source.url.clone(),
+                digest,
+                mode: libc::S_IFREG | 0o600,
+            });
+        }
+        self.fetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, fetched);
+        Ok(ContentSum {
+            digest: Digest::of(text.as_bytes()),
+            files,
+        })
+    }
+
+    /// Each URL's file (mode 0600, mtime its `Last-Modified`, as BuildKit's http source saves
+    /// it) under `dir`, by its name; a later URL of the same name wins, as a later copy would.
+    fn place_downloads(
+        &self,
+        node: NodeId,
+        urls: &[UrlSource],
+        dir: &std::path::Path,
+    ) -> Result<(), StepError> {
+        let known = self
+            .fetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .cloned()
+            .unwrap_or_default();
+        for (i, source) in urls.iter().enumerate() {
+            let fetched = match known.get(i).cloned().flatten() {
+                // Still in the store (a prune may have collected it since the key was made).
+                Some(f) if self.store.blobs().contains(&f.digest) => f,
+                _ => {
+                    let url = crate::fetch::parse_url(&source.url).map_err(Box::new)?;
+                    let checksum = source
+                        .checksum
+                        .clone()
+                        .or_else(|| known.get(i).cloned().flatten().map(|f| f.digest));
+                    self.fetcher()?
+                        .fetch(&url, checksum.as_ref())
+                        .map_err(Box::new)?
+                }
+            };
+            let fs_error = |action: &'static str, path: &std::path::Path, err| StepError::UrlFile {
+                url: source.url.clone(),
+                source: crate::sys::FsError::new(action, path, err),
+            };
+            let blob = self.store.blobs().path(&fetched.digest);
+            let target = dir.join(&source.name);
+            std::fs::copy(&blob, &target).map_err(|e| fs_error("copy", &blob, e))?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| fs_error("chmod", &target, e))?;
+            let mtime = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(fetched.mtime()).unwrap_or(0));
+            std::fs::File::options()
+                .write(true)
+                .open(&target)
+                .and_then(|f| f.set_modified(mtime))
+                .map_err(|e| fs_error("set the mtime of", &target, e))?;
+        }
+        Ok(())
     }
 
     fn parts(&self, node: NodeId) -> Option<KeyParts> {
@@ -337,6 +463,37 @@ impl BuildWorker {
                 let source = CopySource::Layers { layers: &from_dirs };
                 copy(&request, &source, &lowers, staged.upper(), cancel)?;
             }
+            CopyFrom::Url => {
+                // The downloads side by side in one directory of the store's staging, copied
+                // from there by name as BuildKit copies `f` from each http source.
+                let dir = self.store.staging().new_path("add-url");
+                let placed = std::fs::create_dir(&dir)
+                    .map_err(|e| StepError::UrlFile {
+                        url: op.sources.join(" "),
+                        source: crate::sys::FsError::new("create", &dir, e),
+                    })
+                    .and_then(|()| self.place_downloads(node, &op.urls, &dir))
+                    .and_then(|()| {
+                        let mut names: Vec<String> = Vec::new();
+                        for url in &op.urls {
+                            let name = literal_pattern(&url.name);
+                            if !names.contains(&name) {
+                                names.push(name);
+                            }
+                        }
+                        let request = CopyRequest {
+                            sources: names,
+                            ..request
+                        };
+                        let layers = [dir.clone()];
+                        let source = CopySource::Layers { layers: &layers };
+                        copy(&request, &source, &lowers, staged.upper(), cancel)?;
+                        Ok(())
+                    });
+                // Best effort: a directory left behind is staging, cleaned with the store's.
+                let _ = std::fs::remove_dir_all(&dir);
+                placed?;
+            }
         }
         if cancel.is_cancelled() {
             return Err(StepError::Canceled);
@@ -440,6 +597,27 @@ impl mounts::SharedCacheMounts for SharedMounts<'_> {
     }
 }
 
+/// A COPY source that names exactly the file `name`: BuildKit copies an http source's file
+/// without wildcards, but kiln's copy reads `*`, `?` and `[` in a source as Go's
+/// `filepath.Match`; such a name becomes a pattern matching only itself (`[\f]ile\[1].txt`).
+fn literal_pattern(name: &str) -> String {
+    if !name.contains(['*', '?', '[', '\\']) {
+        return name.to_string();
+    }
+    let mut pattern = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == 0 {
+            pattern.push_str(&format!("[\\{c}]"));
+        } else {
+            if matches!(c, '*' | '?' | '[' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+    }
+    pattern
+}
+
 impl Worker for BuildWorker {
     type Op = BuildOp;
     type Output = Arc<Snapshot>;
@@ -461,6 +639,9 @@ impl Worker for BuildWorker {
                     && copy.context_paths.is_empty() =>
             {
                 Some(ContentSum::of_nothing())
+            }
+            BuildOp::Copy(copy) if copy.from == CopyFrom::Url => {
+                Some(self.url_content(node, &copy.urls)?)
             }
             BuildOp::Copy(copy) if copy.from == CopyFrom::Context => {
                 let context = self.context.as_deref().ok_or(StepError::NoContext)?;

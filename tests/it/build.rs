@@ -1065,7 +1065,7 @@ fn source_date_epoch_is_validated_as_buildkit_does() {
         ),
         (
             "FROM scratch AS src\nADD https://example.invalid/f.txt /\n",
-            "does not fetch ADD sources from URLs or git yet (issue 14)",
+            "does not take SOURCE_DATE_EPOCH from a download yet (issue 14)",
         ),
     ] {
         fails(&format!("{stage}{source_stage}FROM base\n"), &[], message);
