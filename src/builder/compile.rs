@@ -183,6 +183,10 @@ pub struct CopyOp {
     /// ADD: local archives are unpacked.
     pub add: bool,
     pub exclude: Vec<String>,
+    /// `COPY --parents`: sources keep their paths below their root. Left out of the op's
+    /// serialization when false, so the digests of other copies stay as they were.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
     /// For [`CopyFrom::Context`]: every context path the sources read, sorted.
     #[serde(skip)]
     pub context_paths: Vec<String>,
@@ -974,12 +978,6 @@ impl Compiler<'_> {
         index: usize,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
-        if copy.parents {
-            return Err(CompileError::Unsupported {
-                message: "COPY --parents is not supported by kiln yet".to_string(),
-                span: copy.span,
-            });
-        }
         let (from, input, context_paths) = match &copy.from {
             None => {
                 let paths = self
@@ -1008,6 +1006,7 @@ impl Compiler<'_> {
                 chmod: copy.chmod.clone(),
                 add,
                 exclude: copy.exclude.clone(),
+                parents: copy.parents,
                 context_paths,
             },
             input,

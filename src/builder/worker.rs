@@ -304,6 +304,7 @@ impl BuildWorker {
             chmod: op.chmod.clone(),
             add: op.add,
             exclude: op.exclude.clone(),
+            parents: op.parents,
         };
         match op.from {
             // Heredocs only, and nothing else in the build reads the context, so the plan opened
