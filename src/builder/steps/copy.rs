@@ -658,7 +658,7 @@ impl Copier<'_> {
                 continue;
             }
             let included = include.is_excluded(rel_str);
-            if !included && !(is_dir && include.may_match_below(rel_str)) {
+            if !(included || (is_dir && include.may_match_below(rel_str))) {
                 continue;
             }
             match self.tree.lookup_child(src, &child)? {
