@@ -39,6 +39,9 @@ pub enum BuildOp {
     Copy(CopyOp),
     /// WORKDIR's `mkdir -p`; input 0 is the filesystem.
     Mkdir(MkdirOp),
+    /// `COPY --link` (BuildKit's `llb.Merge`): input 0's layers with input 1's (a linked copy,
+    /// made on the empty filesystem) stacked on top. No file is read or written.
+    Merge,
 }
 
 impl OpDigest for BuildOp {
@@ -198,6 +201,15 @@ pub struct CopyOp {
     /// ADD: local archives are unpacked.
     pub add: bool,
     pub exclude: Vec<String>,
+    /// `COPY --parents`: sources keep their paths below their root. Left out of the op's
+    /// serialization when false, so the digests of other copies stay as they were.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parents: bool,
+    /// `COPY --link` (without `--chmod`, as in BuildKit): the copy is made on the empty
+    /// filesystem and has no input 0; with `--from`, input 0 is the one read. A
+    /// [`BuildOp::Merge`] stacks its layer on the stage. Serialized only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
     /// For [`CopyFrom::Context`]: every context path the sources read, sorted.
     #[serde(skip)]
     pub context_paths: Vec<String>,
@@ -589,7 +601,13 @@ impl Compiler<'_> {
             Instruction::Copy(copy) => {
                 let (op, from) = self.copy_op(copy, false, stage, index, state)?;
                 let history = copy_history("COPY", &copy.chown, &copy.chmod, &op);
-                self.file_step(
+                let step = if op.link {
+                    Self::linked_file_step
+                } else {
+                    Self::file_step
+                };
+                step(
+                    self,
                     BuildOp::Copy(op),
                     from,
                     history,
@@ -604,7 +622,13 @@ impl Compiler<'_> {
             Instruction::Add(add) => {
                 let (op, from) = self.copy_op_for_add(add, stage, index, state)?;
                 let history = copy_history("ADD", &add.chown, &add.chmod, &op);
-                self.file_step(
+                let step = if op.link {
+                    Self::linked_file_step
+                } else {
+                    Self::file_step
+                };
+                step(
+                    self,
                     BuildOp::Copy(op),
                     from,
                     history,
@@ -700,6 +724,49 @@ impl Compiler<'_> {
         inputs.extend(from);
         let node = self.add(op, inputs, &span, Some(name), stage, skip_cache)?;
         self.position(node, stage, index);
+        state.node = node;
+        state.history.push(HistoryEntry::Layer(history));
+        Ok(())
+    }
+
+    /// [`Self::file_step`] for `COPY --link`: the copy reads only its `--from` (it is made on the
+    /// empty filesystem, so its cache key leaves the stage's filesystem out and a changed base
+    /// reuses it), and a merge node, named `LINK ...` as BuildKit's, stacks its layer on the
+    /// stage's.
+    #[allow(clippy::too_many_arguments)]
+    fn linked_file_step(
+        &mut self,
+        op: BuildOp,
+        from: Option<NodeId>,
+        history: String,
+        name: String,
+        span: Span,
+        stage: &Stage,
+        index: usize,
+        state: &mut StageState,
+        skip_cache: bool,
+    ) -> Result<(), CompileError> {
+        let merge_name = match name.split_once("] ") {
+            Some((number, instruction)) => format!("{number}] LINK {instruction}"),
+            None => format!("LINK {name}"),
+        };
+        let copy = self.add(
+            op,
+            from.into_iter().collect(),
+            &span,
+            Some(name),
+            stage,
+            skip_cache,
+        )?;
+        self.position(copy, stage, index);
+        let node = self.add(
+            BuildOp::Merge,
+            vec![state.node, copy],
+            &span,
+            Some(merge_name),
+            stage,
+            skip_cache,
+        )?;
         state.node = node;
         state.history.push(HistoryEntry::Layer(history));
         Ok(())
@@ -1055,9 +1122,22 @@ impl Compiler<'_> {
         index: usize,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
-        if copy.parents {
+        // BuildKit's dispatchCopy merges only when there is no --chmod; with one, --link is a
+        // plain copy.
+        let link = copy.link && copy.chmod.is_none();
+        if link
+            && let Some(chown) = &copy.chown
+            && chown
+                .split(':')
+                .any(|part| !part.bytes().all(|b| b.is_ascii_digit()))
+        {
+            // BuildKit reads names from the op's base, which for a linked copy is scratch
+            // (a UserOpt input of -1: "invalid user index").
             return Err(CompileError::Unsupported {
-                message: "COPY --parents is not supported by kiln yet".to_string(),
+                message: format!(
+                    "COPY --link --chown={chown}: a linked copy is made on an empty filesystem \
+                     with no /etc/passwd or /etc/group to look names up in; use numeric ids"
+                ),
                 span: copy.span,
             });
         }
@@ -1089,6 +1169,8 @@ impl Compiler<'_> {
                 chmod: copy.chmod.clone(),
                 add,
                 exclude: copy.exclude.clone(),
+                parents: copy.parents,
+                link,
                 context_paths,
                 urls: Vec::new(),
             },

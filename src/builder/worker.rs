@@ -418,7 +418,17 @@ impl BuildWorker {
         key: &Digest,
         cancel: &Cancel,
     ) -> Result<Snapshot, StepError> {
-        let parent = inputs.first().ok_or(StepError::MissingInput)?;
+        // A linked copy is made on the empty filesystem: it reads nothing of the stage, and
+        // its snapshot is only its own layer, which a merge stacks on the stage's.
+        let empty = Snapshot::default_empty();
+        let (parent, read) = if op.link {
+            (&empty, inputs.first())
+        } else {
+            (
+                inputs.first().ok_or(StepError::MissingInput)?,
+                inputs.get(1),
+            )
+        };
         let lowers = self.lower_dirs(parent)?;
         let staged = StagedUpper::new(&self.store)?;
         let request = CopyRequest {
@@ -430,6 +440,7 @@ impl BuildWorker {
             chmod: op.chmod.clone(),
             add: op.add,
             exclude: op.exclude.clone(),
+            parents: op.parents,
         };
         match op.from {
             // Heredocs only, and nothing else in the build reads the context, so the plan opened
@@ -458,7 +469,7 @@ impl BuildWorker {
                 )?;
             }
             CopyFrom::Input => {
-                let from = inputs.get(1).ok_or(StepError::MissingInput)?;
+                let from = read.ok_or(StepError::MissingInput)?;
                 let from_dirs = self.lower_dirs(from)?;
                 let source = CopySource::Layers { layers: &from_dirs };
                 copy(&request, &source, &lowers, staged.upper(), cancel)?;
@@ -522,6 +533,21 @@ impl BuildWorker {
         }
         let unchanged = parts.content?.unchanged_since(&before.content?)?;
         Some((snapshot, unchanged))
+    }
+
+    /// `COPY --link`'s merge: the stage's snapshot with the linked copy's ops and layers on
+    /// top (BuildKit's `llb.Merge` of the two states). Recorded like a step, so an unchanged
+    /// build finds it; it costs no file work when it runs again on a new base.
+    fn merge(&self, inputs: &[Snapshot], key: &Digest) -> Result<Snapshot, StepError> {
+        let [parent, linked] = inputs else {
+            return Err(StepError::MissingInput);
+        };
+        let mut snapshot = parent.clone();
+        snapshot.layers.extend(linked.layers.iter().cloned());
+        snapshot.added.extend(linked.added.iter().copied());
+        snapshot.created.extend(linked.created.iter().copied());
+        self.records.put(key, &snapshot)?;
+        Ok(snapshot)
     }
 
     fn mkdir(
@@ -756,6 +782,7 @@ impl Worker for BuildWorker {
             BuildOp::Mkdir(dir) => {
                 self.mkdir(node, dir, parent.ok_or(StepError::MissingInput)?, key)?
             }
+            BuildOp::Merge => self.merge(&inputs, key)?,
         };
         Ok(Arc::new(snapshot))
     }

@@ -175,7 +175,7 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
             continue;
         };
         for (index, instruction) in stage.instructions.iter().enumerate() {
-            for (mount, sources, span) in context_sources(instruction) {
+            for (mount, sources, parents, span) in context_sources(instruction) {
                 // The context is walked once, and only when a needed instruction reads it.
                 let ctx = match &mut context {
                     Some(ctx) => ctx,
@@ -184,12 +184,15 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
                         opts.dockerfile_path.as_deref(),
                     )?),
                 };
-                let sources = ctx
-                    .select_sources(&sources)
-                    .map_err(|source| PlanError::Source {
-                        source: Box::new(source),
-                        span,
-                    })?;
+                let selected = if parents {
+                    ctx.select_parents_sources(&sources)
+                } else {
+                    ctx.select_sources(&sources)
+                };
+                let sources = selected.map_err(|source| PlanError::Source {
+                    source: Box::new(source),
+                    span,
+                })?;
                 context_reads.push(ContextRead {
                     stage: stage_id,
                     instruction: index,
@@ -239,11 +242,12 @@ pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<Str
 /// only heredocs; ADD's URLs and git repositories are fetched, not read from the context), with
 /// the instruction's span.
 /// What an instruction reads from the context: a COPY/ADD's local sources (mount `None`), or
-/// each bind mount of a RUN without `from=` (BuildKit mounts the context then), by its index.
-fn context_sources(instruction: &Instruction) -> Vec<(Option<usize>, Vec<String>, Span)> {
-    let (sources, span) = match instruction {
-        Instruction::Copy(c) if c.from.is_none() => (&c.sources, c.span),
-        Instruction::Add(a) => (&a.sources, a.span),
+/// each bind mount of a RUN without `from=` (BuildKit mounts the context then), by its index;
+/// and whether they are `COPY --parents` sources.
+fn context_sources(instruction: &Instruction) -> Vec<(Option<usize>, Vec<String>, bool, Span)> {
+    let (sources, parents, span) = match instruction {
+        Instruction::Copy(c) if c.from.is_none() => (&c.sources, c.parents, c.span),
+        Instruction::Add(a) => (&a.sources, false, a.span),
         Instruction::Run(r) => {
             return r
                 .mounts
@@ -252,7 +256,7 @@ fn context_sources(instruction: &Instruction) -> Vec<(Option<usize>, Vec<String>
                 .filter(|(_, m)| m.kind == MountType::Bind && m.from.is_none())
                 .map(|(i, m)| {
                     let source = m.source.clone().unwrap_or_else(|| "/".to_string());
-                    (Some(i), vec![source], m.span)
+                    (Some(i), vec![source], false, m.span)
                 })
                 .collect();
         }
@@ -262,7 +266,7 @@ fn context_sources(instruction: &Instruction) -> Vec<(Option<usize>, Vec<String>
     if local.is_empty() {
         return Vec::new();
     }
-    vec![(None, local, span)]
+    vec![(None, local, parents, span)]
 }
 
 /// An ADD source that is fetched rather than read from the context (BuildKit: a URL, or a git

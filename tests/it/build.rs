@@ -275,7 +275,7 @@ pub(crate) fn file(text: &str) -> Entry {
     Entry::File(text.to_string())
 }
 
-fn link(target: &str) -> Entry {
+pub(crate) fn link(target: &str) -> Entry {
     Entry::Link(target.to_string())
 }
 

@@ -255,6 +255,56 @@ fn copy_source_selection() {
     assert_eq!(matches[1].roots, ["."]);
 }
 
+/// `COPY --parents` reads only what its include pattern may keep below the source's root, so a
+/// change elsewhere in the context leaves its cache key alone.
+#[test]
+fn parents_source_selection_reads_only_what_the_pattern_keeps() {
+    let dir = context(&[
+        ("Dockerfile", ""),
+        ("src/a.txt", ""),
+        ("src/x/b.txt", ""),
+        ("src/x/y/c.txt", ""),
+        ("src/x/y/c.go", ""),
+        ("other/d.txt", ""),
+    ]);
+    let ctx = BuildContext::open(dir.path(), None).unwrap();
+    let parents = |source: &str| {
+        ctx.select_parents_sources(&[source.to_string()])
+            .map(|m| m.into_iter().flat_map(|m| m.paths).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())
+    };
+    let ok = |v: &[&str]| Ok(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        parents("./src/**/*.txt"),
+        ok(&[
+            "src",
+            "src/a.txt",
+            "src/x",
+            "src/x/b.txt",
+            "src/x/y",
+            "src/x/y/c.txt"
+        ])
+    );
+    assert_eq!(
+        parents("src/x/./y/c.go"),
+        ok(&["src/x", "src/x/y", "src/x/y/c.go"])
+    );
+    assert_eq!(
+        parents("src/x"),
+        ok(&[
+            "src",
+            "src/x",
+            "src/x/b.txt",
+            "src/x/y",
+            "src/x/y/c.go",
+            "src/x/y/c.txt"
+        ])
+    );
+    assert_eq!(parents("*/nothing*"), ok(&[]));
+    assert_eq!(parents("src/none"), Err(not_found("src/none")));
+    assert_eq!(parents("src/./none"), Err(not_found("src/./none")));
+}
+
 fn not_found(source: &str) -> String {
     format!(
         "COPY failed: file not found in build context or excluded by .dockerignore: stat {source}: file does not exist"

@@ -283,6 +283,8 @@ struct Case {
     chmod: Option<&'static str>,
     add: bool,
     exclude: &'static [&'static str],
+    /// `COPY --parents`.
+    parents: bool,
     /// Archives written into the context: (name, compression, entries as `tar_bytes` reads them).
     archives: &'static [(&'static str, &'static str, Entries)],
     expect: Expect,
@@ -301,12 +303,112 @@ const BASE: Case = Case {
     chmod: None,
     add: false,
     exclude: &[],
+    parents: false,
     archives: &[],
     expect: Tree(&[]),
 };
 
 fn cases() -> Vec<Case> {
     vec![
+        Case {
+            name: "--parents: each source keeps its path from the context root; directories on the way get their source's attributes",
+            sources: &["dir/sub/g", "a.txt"],
+            dest: "/p/",
+            parents: true,
+            expect: Tree(&[
+                ("p", "d755 0:0 t"),
+                ("p/a.txt", "f644 0:0 T alpha"),
+                ("p/dir", "d755 0:0 T"),
+                ("p/dir/sub", "d700 0:0 T"),
+                ("p/dir/sub/g", "f600 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--parents: a directory source is copied whole below its parents",
+            sources: &["dir/sub"],
+            dest: "/p",
+            parents: true,
+            expect: Tree(&[
+                ("p", "d755 0:0 t"),
+                ("p/dir", "d755 0:0 T"),
+                ("p/dir/sub", "d700 0:0 T"),
+                ("p/dir/sub/g", "f600 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--parents: ** matches any number of directories, and only matches are copied",
+            sources: &["./dir/**/g", "./dir/**/*.log"],
+            dest: "/p/",
+            parents: true,
+            expect: Tree(&[
+                ("p", "d755 0:0 t"),
+                ("p/dir", "d755 0:0 T"),
+                ("p/dir/app.log", "f644 0:0 T log"),
+                ("p/dir/sub", "d700 0:0 T"),
+                ("p/dir/sub/g", "f600 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--parents: only what follows the /./ pivot is kept",
+            sources: &["./dir/./sub/g"],
+            dest: "/p/",
+            parents: true,
+            expect: Tree(&[
+                ("p", "d755 0:0 t"),
+                ("p/sub", "d700 0:0 T"),
+                ("p/sub/g", "f600 0:0 T gee"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--parents: --exclude patterns are relative to the root copied from",
+            sources: &["dir"],
+            exclude: &["dir/*.log", "dir/sub"],
+            dest: "/p/",
+            parents: true,
+            expect: Tree(&[
+                ("p", "d755 0:0 t"),
+                ("p/dir", "d755 0:0 T"),
+                ("p/dir/f", "f644 0:0 T eff"),
+                ("p/dir/link", "l 0:0 T ../a.txt"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--parents: a source without wildcards must exist",
+            sources: &["dir/nothing"],
+            dest: "/p/",
+            parents: true,
+            expect: Error("file not found in build context"),
+            ..BASE
+        },
+        Case {
+            name: "--parents --from: the pivot limits the parents of a --from source, which keeps its owner",
+            from: Some(STAGE),
+            sources: &["/app/./sub/*.txt", "/app/keep.txt"],
+            dest: "/p/",
+            parents: true,
+            expect: Tree(&[
+                ("p", "d755 0:0 t"),
+                ("p/app", "d755 4242:4242 T"),
+                ("p/app/keep.txt", "f644 4242:4242 T kept"),
+                ("p/sub", "d755 4242:4242 T"),
+                ("p/sub/y.txt", "f644 4242:4242 T why"),
+            ]),
+            ..BASE
+        },
+        Case {
+            name: "--parents --from: a missing source is an error",
+            from: Some(STAGE),
+            sources: &["/app/nothing"],
+            dest: "/p/",
+            parents: true,
+            expect: Error("not found in the --from stage or image"),
+            ..BASE
+        },
         Case {
             name: "a file into a directory named with a trailing slash: made 0755 root-owned, the file keeps mode and time, owner 0:0",
             sources: &["a.txt"],
@@ -1289,6 +1391,7 @@ fn run(case: &Case) -> Result<(), String> {
         chmod: case.chmod.map(str::to_string),
         add: case.add,
         exclude: case.exclude.iter().map(|s| s.to_string()).collect(),
+        parents: case.parents,
     };
     let result = copy(&request, &source, &lowers, &upper, &Cancel::new());
 
@@ -1377,7 +1480,7 @@ fn copy_rules_table() {
         failures.len(),
         cases.len()
     );
-    assert_eq!(cases.len(), 79);
+    assert_eq!(cases.len(), 87);
 }
 
 /// A fresh base directory with the standard context, the standard image and an empty upper.

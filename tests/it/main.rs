@@ -13,6 +13,7 @@ mod cli;
 mod context;
 mod copy;
 mod copy_incremental;
+mod copy_parents;
 mod dockerignore_conformance;
 mod errors;
 mod frontend_errors;

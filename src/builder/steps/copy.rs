@@ -54,7 +54,9 @@ use crate::builder::steps::union::{
 };
 use crate::container::user::{self, UserError};
 use crate::frontend::context::dockerignore::{SegmentGlob, clean};
-use crate::frontend::context::{BuildContext, ContextError, Dockerignore, DockerignoreError};
+use crate::frontend::context::{
+    BuildContext, ContextError, Dockerignore, DockerignoreError, ParentsSource,
+};
 use crate::frontend::instruction::InlineFile;
 use crate::solver::Cancel;
 use mode::Chmod;
@@ -97,6 +99,8 @@ pub struct CopyRequest {
     pub add: bool,
     /// `--exclude` patterns.
     pub exclude: Vec<String>,
+    /// `COPY --parents`: each source keeps its path below its root ([`ParentsSource`]).
+    pub parents: bool,
 }
 
 /// What a copy wrote.
@@ -305,6 +309,10 @@ pub fn copy_reusing(
     };
     let mut matches = Vec::new();
     for source_path in &request.sources {
+        if request.parents {
+            matches.extend(select_parents(source, &tree, source_path)?);
+            continue;
+        }
         let found = match source {
             CopySource::Context { context } => select_in_context(context, source_path)?,
             CopySource::Layers { .. } => select_in_layers(&tree, source_path)?,
@@ -364,6 +372,9 @@ struct Match {
     /// The source as written, for messages.
     source: String,
     path: Vec<u8>,
+    /// `COPY --parents`: the include pattern below `path`, whose directory's contents are
+    /// copied keeping their paths.
+    include: Option<Dockerignore>,
 }
 
 impl Match {
@@ -405,6 +416,17 @@ impl Dest {
             Some((parent, _)) => parent,
         }
     }
+}
+
+/// A directory on the way to what `COPY --parents` copies.
+struct LazyDir {
+    /// Its name in the directory above.
+    name: OsString,
+    /// The attributes it gets once everything below is written: its source's, when the copy
+    /// made it; `None` for the destination root and directories that were already there.
+    attributes: Option<Attributes>,
+    /// The directory, once made.
+    made: Option<DestDir>,
 }
 
 /// A file's (device, inode).
@@ -508,24 +530,39 @@ impl Copier<'_> {
                 self.copy_node(&node, &dir, &name)
             }
             Found::Dir(dir, _) => {
-                self.ensure_dest_parent(dest)?;
-                let dst = self.target.resolve(&dest.path, true)?;
-                match self.target.lookup(&dst)? {
-                    Found::Node(_) => {
-                        return Err(CopyError::NotADirectory {
-                            path: display(&dst),
-                        });
+                let dst = self.dest_dir_for_contents(dest)?;
+                match &found.include {
+                    Some(include) => {
+                        let mut dirs = vec![LazyDir {
+                            name: OsString::new(),
+                            attributes: None,
+                            made: Some(dst),
+                        }];
+                        self.copy_included(&dir, Path::new(""), include, &mut dirs)
                     }
-                    Found::Missing => {
-                        self.target
-                            .mkdir_all(&dst, self.new_dir_mode(), self.new_dir_owner())?;
-                    }
-                    Found::Dir(..) => {}
+                    None => self.copy_children(&dir, Path::new(""), &dst),
                 }
-                let dst = self.target.dest_dir(&dst)?;
-                self.copy_children(&dir, Path::new(""), &dst)
             }
         }
+    }
+
+    /// The destination a directory's contents are copied into, made when missing.
+    fn dest_dir_for_contents(&mut self, dest: &Dest) -> Result<DestDir, CopyError> {
+        self.ensure_dest_parent(dest)?;
+        let dst = self.target.resolve(&dest.path, true)?;
+        match self.target.lookup(&dst)? {
+            Found::Node(_) => {
+                return Err(CopyError::NotADirectory {
+                    path: display(&dst),
+                });
+            }
+            Found::Missing => {
+                self.target
+                    .mkdir_all(&dst, self.new_dir_mode(), self.new_dir_owner())?;
+            }
+            Found::Dir(..) => {}
+        }
+        self.target.dest_dir(&dst)
     }
 
     /// fsutil `Copy`: the destination's parent (the destination itself when it must be a
@@ -595,6 +632,109 @@ impl Copier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `COPY --parents`: copies what `include` keeps below the source directory `src` (at `rel`
+    /// below the copied root) into the last of `dirs`, keeping paths. As fsutil's copier does
+    /// with include patterns, a directory the pattern does not match is made only once
+    /// something below it is copied (`dirs` holds those not made yet), with its source's
+    /// attributes; one it matches is copied whole.
+    fn copy_included(
+        &mut self,
+        src: &MergedDir,
+        rel: &Path,
+        include: &Dockerignore,
+        dirs: &mut Vec<LazyDir>,
+    ) -> Result<(), CopyError> {
+        for child in self.tree.children(src)? {
+            self.check_cancel()?;
+            let rel = rel.join(&child.name);
+            let is_dir = child.meta.kind == FileKind::Dir;
+            // A name that is not UTF-8 cannot match a pattern.
+            let Some(rel_str) = rel.to_str() else {
+                continue;
+            };
+            if self.excluded(&rel, is_dir) {
+                continue;
+            }
+            let included = include.is_excluded(rel_str);
+            if !(included || (is_dir && include.may_match_below(rel_str))) {
+                continue;
+            }
+            match self.tree.lookup_child(src, &child)? {
+                Found::Dir(sub, meta) => {
+                    let attributes = self.attributes(&meta, self.tree.dir_xattrs(&sub)?);
+                    if included {
+                        let owner = (attributes.uid, attributes.gid);
+                        let parent = self.made_dir(dirs)?;
+                        let (sub_dst, _) = self.target.child_dir(
+                            parent,
+                            &child.name,
+                            attributes.mode,
+                            owner,
+                            false,
+                        )?;
+                        self.copy_children(&sub, &rel, &sub_dst)?;
+                        self.target.set_dir_attributes(&sub_dst, &attributes)?;
+                        continue;
+                    }
+                    dirs.push(LazyDir {
+                        name: child.name.clone(),
+                        attributes: Some(attributes),
+                        made: None,
+                    });
+                    let walked = self.copy_included(&sub, &rel, include, dirs);
+                    let done = dirs.pop();
+                    walked?;
+                    if let Some(LazyDir {
+                        attributes: Some(attributes),
+                        made: Some(made),
+                        ..
+                    }) = done
+                    {
+                        self.target.set_dir_attributes(&made, &attributes)?;
+                    }
+                }
+                Found::Node(node) if included => {
+                    let parent = self.made_dir(dirs)?;
+                    self.copy_node(&node, parent, &child.name)?;
+                }
+                Found::Node(_) | Found::Missing => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The last of `dirs`, made (with the ones above it that are not yet) if needed.
+    fn made_dir<'d>(&mut self, dirs: &'d mut [LazyDir]) -> Result<&'d DestDir, CopyError> {
+        let first = dirs.iter().rposition(|d| d.made.is_some()).unwrap_or(0);
+        for index in first + 1..dirs.len() {
+            let (above, rest) = dirs.split_at_mut(index);
+            let (Some(parent), Some(dir)) =
+                (above.last().and_then(|d| d.made.as_ref()), rest.first_mut())
+            else {
+                break;
+            };
+            let (mode, owner) = dir
+                .attributes
+                .as_ref()
+                .map_or((0o755, (0, 0)), |a| (a.mode, (a.uid, a.gid)));
+            let (made, created) = self
+                .target
+                .child_dir(parent, &dir.name, mode, owner, false)?;
+            // fsutil copies a delayed directory's attributes only when it made it.
+            if !created {
+                dir.attributes = None;
+            }
+            dir.made = Some(made);
+        }
+        dirs.last()
+            .and_then(|d| d.made.as_ref())
+            .ok_or_else(|| CopyError::Io {
+                op: "create",
+                path: "a parent directory".to_string(),
+                source: io::Error::other("no destination directory"),
+            })
     }
 
     /// Whether `--exclude` leaves `rel` out. An excluded directory is still entered when an
@@ -699,6 +839,53 @@ impl Copier<'_> {
     }
 }
 
+/// `COPY --parents`: the directories a source's root names (from the context, or a `--from`
+/// tree), each with the source's include pattern. A source without wildcards must name
+/// something below its root (BuildKit's `RequiredPaths`).
+fn select_parents(
+    source: &CopySource<'_>,
+    tree: &UnionFs,
+    source_path: &str,
+) -> Result<Vec<Match>, CopyError> {
+    let parents = ParentsSource::new(source_path);
+    let include = parents.include()?;
+    let roots = match source {
+        CopySource::Context { context } => select_in_context(context, &parents.root)?,
+        CopySource::Layers { .. } => select_in_layers(tree, &parents.root)?,
+    };
+    let mut matches = Vec::new();
+    let mut found = !parents.required();
+    for root in roots {
+        if !found {
+            let mut path = root.path.clone();
+            if !parents.pattern.is_empty() {
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(parents.pattern.as_bytes());
+            }
+            let resolved = tree.resolve_components(&[], &path, true)?;
+            found = !matches!(tree.walk(&resolved)?, Found::Missing);
+        }
+        matches.push(Match {
+            source: source_path.to_string(),
+            path: root.path,
+            include: Some(include.clone()),
+        });
+    }
+    if !found {
+        return Err(match source {
+            CopySource::Context { .. } => CopyError::NotInContext {
+                source_path: source_path.to_string(),
+            },
+            CopySource::Layers { .. } => CopyError::NotInSource {
+                source_path: source_path.to_string(),
+            },
+        });
+    }
+    Ok(matches)
+}
+
 /// BuildKit's `containsWildcards`: an unescaped `*`, `?` or `[`.
 fn has_wildcards(source: &str) -> bool {
     let mut bytes = source.bytes();
@@ -728,6 +915,7 @@ fn select_in_context(context: &BuildContext, source: &str) -> Result<Vec<Match>,
                 } else {
                     root.into_bytes()
                 },
+                include: None,
             })
             .collect()),
         Err(ContextError::SourceNotFound { .. }) if has_wildcards(source) => Ok(Vec::new()),
@@ -755,6 +943,7 @@ fn select_in_layers(tree: &UnionFs, source: &str) -> Result<Vec<Match>, CopyErro
         return Ok(vec![Match {
             source: source.to_string(),
             path: rel.as_bytes().to_vec(),
+            include: None,
         }]);
     };
     let (literal, wild) = segments.split_at(first_wild);
@@ -796,6 +985,7 @@ fn select_in_layers(tree: &UnionFs, source: &str) -> Result<Vec<Match>, CopyErro
         .map(|path| Match {
             source: source.to_string(),
             path,
+            include: None,
         })
         .collect())
 }

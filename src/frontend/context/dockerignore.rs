@@ -213,6 +213,16 @@ impl Dockerignore {
         self.is_excluded(rel_dir) && !self.exception_may_reach_below(rel_dir)
     }
 
+    /// Whether some pattern that is not an exception could match a path below the directory
+    /// `rel_dir` (errs on the side of yes): used for include patterns (`COPY --parents`), to know
+    /// whether a directory they do not match is worth entering.
+    pub fn may_match_below(&self, rel_dir: &str) -> bool {
+        let below = format!("{rel_dir}/");
+        self.patterns
+            .iter()
+            .any(|p| !p.exclusion && p.matcher.could_match_below(&below))
+    }
+
     /// Whether some `!` exception could match a path below the directory `rel_dir` (errs on the
     /// side of yes). A walk that already knows the directory is excluded asks only this.
     pub fn exception_may_reach_below(&self, rel_dir: &str) -> bool {

@@ -11,7 +11,7 @@ pub mod dockerignore;
 mod sources;
 
 pub use dockerignore::{Dockerignore, DockerignoreError};
-pub use sources::SourceMatch;
+pub use sources::{ParentsSource, SourceMatch};
 
 use crate::frontend::diagnostic::{Located, Span};
 use std::collections::HashSet;

@@ -9,7 +9,7 @@
 //! does not). Links are followed in the list of entries the walk kept, never on disk, so a link
 //! cannot reach a host file or a file `.dockerignore` left out.
 
-use super::dockerignore::{SegmentGlob, clean};
+use super::dockerignore::{Dockerignore, SegmentGlob, clean};
 use super::{BuildContext, ContextError, EntryKind};
 use std::collections::VecDeque;
 
@@ -55,6 +55,99 @@ impl BuildContext {
     /// A source that names nothing in the context is an error naming it.
     pub fn select_sources(&self, sources: &[String]) -> Result<Vec<SourceMatch>, ContextError> {
         sources.iter().map(|s| self.select_source(s)).collect()
+    }
+
+    /// [`BuildContext::select_sources`] for `COPY --parents`: each source is split at its pivot
+    /// ([`ParentsSource`]), the root selected as a plain source, and only the paths below it that
+    /// the include pattern keeps (or that may lead to such a path) are read. A source without
+    /// wildcards must name something (BuildKit's `RequiredPaths`).
+    pub fn select_parents_sources(
+        &self,
+        sources: &[String],
+    ) -> Result<Vec<SourceMatch>, ContextError> {
+        sources
+            .iter()
+            .map(|source| {
+                let parents = ParentsSource::new(source);
+                let include =
+                    parents
+                        .include()
+                        .map_err(|error| ContextError::BadSourcePattern {
+                            source_path: source.clone(),
+                            reason: error.to_string(),
+                        })?;
+                let mut selected = self.select_source(&parents.root)?;
+                let roots: Vec<String> = selected
+                    .roots
+                    .iter()
+                    .map(|r| if r == "." { String::new() } else { r.clone() })
+                    .collect();
+                // The directories the roots lead to (through symlinks or not): what lies below
+                // one of them is filtered by the pattern, the rest (the links followed) is kept.
+                let dirs: Vec<String> = roots
+                    .iter()
+                    .filter_map(|r| match self.entry(r) {
+                        Some(e) if !matches!(e.kind, EntryKind::Symlink { .. }) => Some(r.clone()),
+                        None if r.is_empty() => Some(String::new()),
+                        _ => self.follow(source, r).ok().and_then(|f| f.target),
+                    })
+                    .collect();
+                // What the copy may read below a root: what the pattern keeps, and the
+                // directories on the way to it (made with their attributes); a directory the
+                // pattern might reach below but does not is left out.
+                let mut kept: Vec<(String, bool)> = Vec::new();
+                for path in std::mem::take(&mut selected.paths) {
+                    let below = dirs.iter().find_map(|dir| {
+                        if dir.is_empty() {
+                            Some(path.as_str())
+                        } else {
+                            path.strip_prefix(dir.as_str())?.strip_prefix('/')
+                        }
+                    });
+                    match below {
+                        None => kept.push((path, true)),
+                        Some(rel) if include.is_excluded(rel) => kept.push((path, true)),
+                        Some(rel) if self.is_dir(&path) && include.may_match_below(rel) => {
+                            kept.push((path, false));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                selected.paths = kept
+                    .iter()
+                    .filter(|(path, sure)| {
+                        *sure
+                            || kept.iter().any(|(p, sure)| {
+                                *sure
+                                    && p.strip_prefix(path.as_str())
+                                        .is_some_and(|r| r.starts_with('/'))
+                            })
+                    })
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                if parents.required() && !self.parents_found(&dirs, &parents.pattern) {
+                    return Err(ContextError::SourceNotFound {
+                        source_path: source.clone(),
+                    });
+                }
+                selected.source = source.clone();
+                Ok(selected)
+            })
+            .collect()
+    }
+
+    /// Whether `pattern` (without wildcards) names an entry below one of `dirs`.
+    fn parents_found(&self, dirs: &[String], pattern: &str) -> bool {
+        dirs.iter().any(|dir| {
+            let path = if dir.is_empty() {
+                pattern.to_string()
+            } else {
+                format!("{dir}/{pattern}")
+            };
+            pattern.is_empty()
+                || self.entry(&path).is_some()
+                || self.follow(&path, &path).is_ok_and(|f| f.target.is_some())
+        })
     }
 
     fn select_source(&self, source: &str) -> Result<SourceMatch, ContextError> {
@@ -245,6 +338,47 @@ impl BuildContext {
     }
 }
 
+/// A `COPY --parents` source split as BuildKit's `dispatchCopy` splits it: at the first `/./`
+/// (rsync's `--relative` pivot) into the directory copied from and the include pattern below it
+/// (`./src/./pkg/a.go` is `./src` and `pkg/a.go`, so only `pkg/` is kept in the destination);
+/// without a pivot the root is `/` and the whole source is the pattern (`x/a.txt` keeps `x/`).
+/// The pattern is a patternmatcher pattern: `**` matches any number of directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentsSource {
+    /// The directory copied from (its contents, filtered by `pattern`), as written.
+    pub root: String,
+    /// The include pattern, cleaned and relative to `root` (empty for everything).
+    pub pattern: String,
+}
+
+impl ParentsSource {
+    /// Splits `source` at its pivot.
+    pub fn new(source: &str) -> ParentsSource {
+        let (root, pattern) = match source.split_once("/./") {
+            Some((root, pattern)) => (root, pattern),
+            None => ("/", source),
+        };
+        let pattern = clean(&format!("/{pattern}"));
+        ParentsSource {
+            root: root.to_string(),
+            pattern: pattern.trim_start_matches('/').to_string(),
+        }
+    }
+
+    /// Whether the source must name something: it has no wildcards (BuildKit's `RequiredPaths`).
+    pub fn required(&self) -> bool {
+        !has_wildcards(&self.root) && !has_wildcards(&self.pattern)
+    }
+
+    /// The include pattern compiled; an empty pattern includes everything.
+    pub fn include(&self) -> Result<Dockerignore, super::DockerignoreError> {
+        if self.pattern.is_empty() {
+            return Dockerignore::from_patterns(&["**"]);
+        }
+        Dockerignore::from_patterns(&[self.pattern.as_str()])
+    }
+}
+
 /// BuildKit's `containsWildcards`: an unescaped `*`, `?` or `[`.
 fn has_wildcards(segment: &str) -> bool {
     let mut chars = segment.chars();
@@ -263,4 +397,27 @@ fn has_wildcards(segment: &str) -> bool {
 /// The components of a `/`-separated path, without empty and `.` components.
 fn components(path: &str) -> impl Iterator<Item = &str> {
     path.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ParentsSource;
+
+    #[test]
+    fn parents_sources_split_at_the_first_pivot() {
+        let split = |source: &str| {
+            let p = ParentsSource::new(source);
+            let required = p.required();
+            (p.root, p.pattern, required)
+        };
+        let owned =
+            |root: &str, pattern: &str, required| (root.to_string(), pattern.to_string(), required);
+        assert_eq!(split("./x/a.txt"), owned("/", "x/a.txt", true));
+        assert_eq!(split("./src/./pkg/a.go"), owned("./src", "pkg/a.go", true));
+        assert_eq!(split("/app/./sub/*.txt"), owned("/app", "sub/*.txt", false));
+        assert_eq!(split("a/./b/./c"), owned("a", "b/c", true));
+        assert_eq!(split("x/./"), owned("x", "", true));
+        assert_eq!(split("../../x/**/*.txt"), owned("/", "x/**/*.txt", false));
+        assert_eq!(split("*/./a"), owned("*", "a", false));
+    }
 }
