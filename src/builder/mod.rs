@@ -12,6 +12,7 @@ pub mod compile;
 pub mod export;
 pub mod progress;
 mod remote_cache;
+pub mod stdin_context;
 pub mod steps;
 pub mod worker;
 

@@ -6,6 +6,7 @@
 mod architecture;
 mod archive;
 mod build;
+mod build_context;
 mod build_mount;
 mod build_peer;
 mod cli;
