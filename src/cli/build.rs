@@ -12,7 +12,7 @@ use kiln::builder::stdin_context::{
     MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
 };
 use kiln::builder::worker::StepError;
-use kiln::builder::{BuildError, BuildOptions, build};
+use kiln::builder::{BuildError, BuildOptions, NamedContext, build};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
 use kiln::frontend::context::ContextError;
@@ -115,6 +115,11 @@ pub struct BuildArgs {
     /// `ID=KEY[,KEY...]` (key files are served by an agent kiln runs for the build). Repeatable.
     #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,...]")]
     ssh: Vec<String>,
+    /// A named context: `NAME=DIR`, `NAME=docker-image://REF` or
+    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]`; it replaces what FROM, `COPY --from` and
+    /// `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
@@ -224,6 +229,11 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
         session: Arc::new(session(&args)?),
+        named_contexts: args
+            .build_contexts
+            .iter()
+            .map(|flag| NamedContext::parse(flag))
+            .collect::<Result<_, _>>()?,
     };
     let renderer = Arc::new(progress::renderer(
         args.progress,

@@ -2,7 +2,9 @@
 //! (`kiln build - < context.tar`, plain or compressed, as docker's `DetectArchiveReader`), and
 //! a bare Dockerfile on stdin still building without a context; a hostile tar is unpacked
 //! confined to a private directory (nothing outside is written) or refused, as docker's
-//! `Untar` refuses a name climbing out.
+//! `Untar` refuses a name climbing out. Named contexts (`--build-context NAME=VALUE`, BuildKit's
+//! `namedContext`): a directory (with its own `.dockerignore`) or `docker-image://` replacing
+//! what FROM, `COPY --from` and `RUN --mount from=` call NAME, a stage of that name included.
 
 use crate::build::{Built, Events, builder};
 use std::fs;
@@ -187,4 +189,101 @@ fn a_hostile_context_tar_writes_nothing_outside() {
     build_stdin(&builder, &["-t", "absolute"], &tar).ok();
     assert_eq!(builder.run("absolute", "cat", &["/abs"]), "absolute\n");
     assert!(staged(builder.root()).is_empty());
+}
+
+#[test]
+fn a_named_directory_context_is_read_by_copy_from_and_mount_from() {
+    let Some(builder) = builder() else { return };
+    let lib = crate::support::context(&[
+        ("lib.txt", "from the named context\n"),
+        ("secret.key", "must be ignored\n"),
+        (".dockerignore", "*.key\n"),
+    ]);
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        "FROM base\nCOPY --from=lib / /lib/\nRUN --mount=from=lib,target=/m cat /m/lib.txt > /mounted\n",
+    )]);
+    let flag = format!("lib={}", lib.path().display());
+    builder
+        .build(ctx.path(), &["-t", "named-dir", "--build-context", &flag])
+        .ok();
+    assert_eq!(
+        builder.run("named-dir", "cat", &["/lib/lib.txt"]),
+        "from the named context\n"
+    );
+    assert_eq!(
+        builder.run("named-dir", "cat", &["/mounted"]),
+        "from the named context\n"
+    );
+    let listing = builder.run("named-dir", "ls", &["-a", "/lib"]);
+    assert!(!listing.contains("secret.key"), "{listing}");
+    // Files come owned by root, as from the main context.
+    assert_eq!(
+        builder.run("named-dir", "stat", &["-c", "%u:%g", "/lib/lib.txt"]),
+        "0:0\n"
+    );
+
+    // Unchanged, the directory is the same image: every step comes from the cache.
+    let again = builder.build(ctx.path(), &["--build-context", &flag]);
+    again.ok();
+    assert!(again.events.ran().is_empty(), "{:?}", again.events.ran());
+
+    // A changed file is seen.
+    fs::write(lib.path().join("lib.txt"), "changed\n").expect("write");
+    builder
+        .build(ctx.path(), &["-t", "named-dir", "--build-context", &flag])
+        .ok();
+    assert_eq!(builder.run("named-dir", "cat", &["/mounted"]), "changed\n");
+}
+
+#[test]
+fn a_named_image_context_replaces_a_from_image_and_a_stage() {
+    let Some(builder) = builder() else { return };
+    let alt = builder.context(&[("Dockerfile", "FROM base\nRUN echo alt > /marker\n")]);
+    builder.build(alt.path(), &["-t", "alt"]).ok();
+
+    // FROM NAME where NAME is no stage: the image replaces it (BuildKit compares normalised
+    // names, so `example/img` and `docker.io/example/img:latest` are one name).
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        "FROM docker.io/example/img:latest\nRUN cat /marker > /seen\n",
+    )]);
+    builder
+        .build(
+            ctx.path(),
+            &[
+                "-t",
+                "replaced",
+                "--build-context",
+                "example/img=docker-image://alt",
+            ],
+        )
+        .ok();
+    assert_eq!(builder.run("replaced", "cat", &["/seen"]), "alt\n");
+
+    // A stage of that name is replaced whole: its own steps never run.
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        "FROM base AS deps\nRUN exit 3\nFROM base\nCOPY --from=deps /marker /m\n",
+    )]);
+    let built = builder.build(
+        ctx.path(),
+        &[
+            "-t",
+            "stage-replaced",
+            "--build-context",
+            "deps=docker-image://alt",
+        ],
+    );
+    built.ok();
+    assert_eq!(builder.run("stage-replaced", "cat", &["/m"]), "alt\n");
+
+    // git and URL contexts are refused clearly.
+    let err = builder
+        .build(
+            ctx.path(),
+            &["--build-context", "deps=https://github.com/x/y.git"],
+        )
+        .fails();
+    assert!(err.contains("git contexts are not supported yet"), "{err}");
 }
