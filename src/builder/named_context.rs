@@ -13,19 +13,22 @@
 //! whose config is only the host platform (BuildKit's named local context has no image
 //! config). The layer holds the content, modes and mtimes, so an unchanged directory gives
 //! the same image, named by its ID, and the steps reading it hit the cache. The image stays
-//! in the store untagged (a prune removes it).
+//! in the store untagged (a prune removes it). An `oci-layout://` image is copied into the
+//! store the same way (buildx resolves the tag on the client; BuildKit then reads the layout
+//! by digest), its blobs checked against their digests.
 
 use crate::archive::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
 use crate::frontend::context::{BuildContext, ContextError, EntryKind};
 use crate::frontend::stage::named_context_key;
 use crate::layer::Compression;
 use crate::oci::Platform;
+use crate::store::blob::MAX_DOCUMENT_SIZE;
 use crate::store::{LayerInfo, Store, descriptor};
 use crate::sys::FsError;
 use oci_spec::image::MediaType;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read as _, Write};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -76,8 +79,9 @@ pub enum LoadError {
     },
     #[error("cannot store the context as an image")]
     Store(#[source] ArchiveError),
-    #[error("oci-layout contexts are not supported yet")]
-    OciLayout,
+    /// The OCI layout has no image for the reference, or its documents make no sense.
+    #[error("{0}")]
+    Layout(String),
 }
 
 /// The image each named context gives its name, by the key the front end looks names up by
@@ -94,7 +98,10 @@ pub(crate) fn context_images(
             NamedContext::Local(dir) => {
                 store_directory(store, dir).map_err(|err| (name.clone(), err))?
             }
-            NamedContext::OciLayout { .. } => return Err((name.clone(), LoadError::OciLayout)),
+            NamedContext::OciLayout { path, reference } => {
+                store_layout_image(store, path, reference.as_deref())
+                    .map_err(|err| (name.clone(), err))?
+            }
         };
         images.insert(named_context_key(name), image);
     }
@@ -187,6 +194,160 @@ fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
     )];
     let image = store
         .write_image_json(&bytes, &layers)
+        .map_err(|e| stored(e.into()))?;
+    Ok(image.id.to_string())
+}
+
+/// The annotation an OCI layout's `index.json` names a tag by.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Copies the image `reference` (`:TAG`, `@DIGEST`; `None`: the tag `latest`, or the only
+/// image) of the OCI layout directory `layout` into the store (for the host's platform when it
+/// is an index), as buildx resolves an `oci-layout://` context on the client; returns its ID.
+/// Every blob is checked against its digest as it is copied; layers are unpacked like pulled
+/// ones.
+fn store_layout_image(
+    store: &Store,
+    layout: &Path,
+    reference: Option<&str>,
+) -> Result<String, LoadError> {
+    use crate::oci::Digest;
+    use crate::registry::Manifest;
+    use crate::registry::manifest::choose;
+    let bad = |what: String| LoadError::Layout(format!("{}: {what}", layout.display()));
+    let read_document = |path: PathBuf| -> Result<Vec<u8>, LoadError> {
+        let file = File::open(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut bytes = Vec::new();
+        io::Read::take(file, MAX_DOCUMENT_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+            return Err(LoadError::Layout(format!(
+                "{} is larger than {MAX_DOCUMENT_SIZE} bytes",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    };
+    let blob_path = |digest: &Digest| {
+        layout
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&read_document(layout.join("index.json"))?)
+            .map_err(|e| bad(format!("index.json is not JSON: {e}")))?;
+    let entries = index
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let digest_of = |entry: &serde_json::Value| {
+        entry
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Digest::parse(d).ok())
+    };
+    let ref_name = |entry: &serde_json::Value| {
+        entry
+            .get("annotations")
+            .and_then(|a| a.get(REF_NAME))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    };
+    let mut digest = match reference {
+        Some(at) if at.starts_with('@') => {
+            Digest::parse(&at[1..]).map_err(|e| bad(format!("{at} is not a digest: {e}")))?
+        }
+        tag => {
+            let tag = tag.map_or("latest", |t| t.trim_start_matches(':'));
+            let tagged = entries
+                .iter()
+                .find(|e| ref_name(e).as_deref() == Some(tag))
+                .or_else(|| (reference.is_none() && entries.len() == 1).then(|| &entries[0]));
+            tagged
+                .and_then(digest_of)
+                .ok_or_else(|| bad(format!("index.json names no image {tag:?}")))?
+        }
+    };
+    // An index leads to the host platform's manifest; a bound on the hops stops a loop.
+    let mut hops = 0;
+    let (config, layers) = loop {
+        hops += 1;
+        if hops > 4 {
+            return Err(bad("indexes nest too deep".to_string()));
+        }
+        let bytes = read_document(blob_path(&digest))?;
+        if Digest::of(&bytes) != digest {
+            return Err(bad(format!("blob {digest} does not match its digest")));
+        }
+        match Manifest::parse(None, bytes).map_err(|e| bad(format!("{digest}: {e}")))? {
+            Manifest::Index { manifests, .. } => {
+                let chosen = choose(&manifests, &Platform::host()).ok_or_else(|| {
+                    bad(format!("{digest} has no image for {}", Platform::host()))
+                })?;
+                digest = chosen.digest.clone();
+            }
+            Manifest::Image { config, layers, .. } => break (config, layers),
+        }
+    };
+    let config_bytes = read_document(blob_path(&config.digest))?;
+    if Digest::of(&config_bytes) != config.digest {
+        return Err(bad(format!(
+            "config {} does not match its digest",
+            config.digest
+        )));
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
+    let diff_ids: Vec<Digest> = parsed
+        .pointer("/rootfs/diff_ids")
+        .and_then(|d| d.as_array())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| id.as_str().and_then(|id| Digest::parse(id).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(bad(
+            "the config's diff IDs do not match the layers".to_string()
+        ));
+    }
+    let stored = |err: ArchiveError| LoadError::Store(err);
+    let _lease = store.lease().map_err(|e| stored(e.into()))?;
+    let mut descriptors = Vec::new();
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        if !store.blobs().contains(&layer.digest) {
+            let path = blob_path(&layer.digest);
+            let mut file = File::open(&path).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mut writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
+            io::copy(&mut file, &mut writer).map_err(|source| LoadError::Read { path, source })?;
+            writer
+                .commit_exact(&layer.digest, layer.size)
+                .map_err(|e| stored(e.into()))?;
+        }
+        let info = LayerInfo {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: MediaType::from(layer.media_type.as_str()),
+            diff_id,
+        };
+        unpack_layer(store, &info, DEFAULT_MAX_BYTES).map_err(stored)?;
+        descriptors.push(descriptor(info.media_type.clone(), &info.digest, info.size));
+    }
+    let image = store
+        .write_image_json(&config_bytes, &descriptors)
         .map_err(|e| stored(e.into()))?;
     Ok(image.id.to_string())
 }

@@ -223,6 +223,19 @@ fn a_named_directory_context_is_read_by_copy_from_and_mount_from() {
         "0:0\n"
     );
 
+    // FROM NAME starts a stage on the directory's files.
+    let from = builder.context(&[(
+        "Dockerfile",
+        "FROM lib AS l\nFROM base\nCOPY --from=l /lib.txt /x\n",
+    )]);
+    builder
+        .build(from.path(), &["-t", "from-dir", "--build-context", &flag])
+        .ok();
+    assert_eq!(
+        builder.run("from-dir", "cat", &["/x"]),
+        "from the named context\n"
+    );
+
     // Unchanged, the directory is the same image: every step comes from the cache.
     let again = builder.build(ctx.path(), &["--build-context", &flag]);
     again.ok();
@@ -286,4 +299,51 @@ fn a_named_image_context_replaces_a_from_image_and_a_stage() {
         )
         .fails();
     assert!(err.contains("git contexts are not supported yet"), "{err}");
+}
+
+#[test]
+fn a_named_oci_layout_context_is_copied_from_the_layout() {
+    let Some(builder) = builder() else { return };
+    let alt = builder.context(&[(
+        "Dockerfile",
+        "FROM base\nRUN echo from the layout > /marker\n",
+    )]);
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("alt.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    builder.build(alt.path(), &["-o", &dest]).ok();
+    let layout = out.path().join("layout");
+    tar::Archive::new(fs::File::open(&archive).expect("open"))
+        .unpack(&layout)
+        .expect("unpack the layout");
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).expect("index")).expect("json");
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+
+    let ctx = builder.context(&[("Dockerfile", "FROM base\nCOPY --from=lay /marker /m\n")]);
+    for value in [
+        format!("lay=oci-layout://{}@{digest}", layout.display()),
+        format!("lay=oci-layout://{}", layout.display()),
+    ] {
+        builder
+            .build(
+                ctx.path(),
+                &["-t", "from-layout", "--build-context", &value],
+            )
+            .ok();
+        assert_eq!(
+            builder.run("from-layout", "cat", &["/m"]),
+            "from the layout\n"
+        );
+    }
+
+    // A tag the layout does not have: a clear error.
+    let value = format!("lay=oci-layout://{}:nope", layout.display());
+    let err = builder
+        .build(ctx.path(), &["--build-context", &value])
+        .fails();
+    assert!(err.contains("names no image \"nope\""), "{err}");
 }
