@@ -10,11 +10,14 @@
 
 pub mod compile;
 pub mod export;
+pub mod named_context;
 pub mod progress;
 mod remote_cache;
+pub mod stdin_context;
 pub mod steps;
 pub mod worker;
 
+pub use named_context::{NamedContext, NamedContextError};
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 pub use steps::mounts::{ClientSession, NoSession, Session};
 
@@ -76,6 +79,8 @@ pub struct BuildOptions {
     pub allow_insecure: bool,
     /// Secrets and SSH agents lent to RUN mounts (`--secret`, `--ssh`).
     pub session: Arc<dyn Session>,
+    /// `--build-context NAME=VALUE`: the named contexts, by NAME as given.
+    pub named_contexts: BTreeMap<String, NamedContext>,
 }
 
 impl Default for BuildOptions {
@@ -100,6 +105,7 @@ impl Default for BuildOptions {
             registry: crate::registry::ClientOptions::default(),
             allow_insecure: false,
             session: Arc::new(NoSession),
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -128,6 +134,13 @@ pub enum BuildError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// A `--build-context` could not be made ready.
+    #[error("cannot use the build context {name}")]
+    NamedContext {
+        name: String,
+        #[source]
+        source: Box<named_context::LoadError>,
+    },
     /// A needed COPY or ADD reads the build context, and the build has none (`kiln build -`).
     #[error("a COPY or ADD reads the build context, but this build has none (the context was `-`)")]
     NoContext,
@@ -629,6 +642,12 @@ async fn plan_with_images(
         resolve: ResolveOptions {
             build_args: options.build_args.clone(),
             target: options.target.clone(),
+            named_images: named_context::context_images(store, &options.named_contexts).map_err(
+                |(name, source)| BuildError::NamedContext {
+                    name,
+                    source: Box::new(source),
+                },
+            )?,
             ..ResolveOptions::default()
         },
     };
@@ -705,7 +724,11 @@ async fn lookup_images(
             continue;
         }
         let local = store.resolve(name).ok();
-        if options.pull == PullPolicy::Missing
+        // An image ID (a named local context's image) is never pulled.
+        let is_id = name
+            .strip_prefix("sha256:")
+            .is_some_and(|hex| hex.len() == 64);
+        if (options.pull == PullPolicy::Missing || is_id)
             && let Some(image) = local
         {
             images.insert(name.clone(), image);

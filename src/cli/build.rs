@@ -4,12 +4,15 @@
 use super::parse::read_dockerfile;
 use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
 use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
+use kiln::builder::stdin_context::{
+    MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
+};
 use kiln::builder::worker::StepError;
-use kiln::builder::{BuildError, BuildOptions, build};
+use kiln::builder::{BuildError, BuildOptions, NamedContext, build};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
 use kiln::frontend::context::ContextError;
@@ -23,6 +26,7 @@ use kiln::solver::Cancel;
 use kiln::store::{Store, StoredImage};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,8 +35,8 @@ const LISTED_FILES: usize = 20;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The build context directory; `-` reads the Dockerfile from stdin and builds without a
-    /// context.
+    /// The build context directory; `-` reads standard input: a (possibly compressed) tar of
+    /// the context, or a Dockerfile, built without a context.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
     #[arg(short = 'f', long = "file")]
@@ -111,6 +115,11 @@ pub struct BuildArgs {
     /// `ID=KEY[,KEY...]` (key files are served by an agent kiln runs for the build). Repeatable.
     #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,...]")]
     ssh: Vec<String>,
+    /// A named context: `NAME=DIR`, `NAME=docker-image://REF` or
+    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]`; it replaces what FROM, `COPY --from` and
+    /// `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    build_contexts: Vec<String>,
     /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
@@ -146,14 +155,46 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .map(|spec| spec.parse::<Export>())
         .collect::<Result<Vec<_>, _>>()?;
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
-    let no_context = args.context.as_os_str() == "-";
-    let path = if no_context {
-        PathBuf::from("-")
+    let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // `-` is a context tar or a bare Dockerfile on stdin; a tar is unpacked and built from
+    // like a context directory (removed when `_stdin_context` drops, after the build).
+    let stdin = if args.context.as_os_str() == "-" {
+        Some(read_stdin(&store, args.file.as_deref())?)
     } else {
-        default_dockerfile(&args.context, args.file.as_deref())
+        None
+    };
+    let mut stdin_dockerfile = None;
+    let (context, _stdin_context) = match stdin {
+        Some(Stdin::Context(unpacked)) => (unpacked.dir().to_path_buf(), Some(unpacked)),
+        Some(Stdin::Dockerfile(bytes)) => {
+            stdin_dockerfile = Some(bytes);
+            (args.context.clone(), None)
+        }
+        None => (args.context.clone(), None),
+    };
+    let no_context = stdin_dockerfile.is_some();
+    let (path, name, bytes) = match stdin_dockerfile {
+        Some(bytes) => (PathBuf::from("-"), "<stdin>".to_string(), bytes),
+        None => {
+            let path = match &_stdin_context {
+                // `-f` names a file inside the tar.
+                Some(_) => context.join(args.file.as_deref().unwrap_or(Path::new("Dockerfile"))),
+                None => default_dockerfile(&context, args.file.as_deref()),
+            };
+            let (mut name, bytes) = match &_stdin_context {
+                Some(_) => read_inside(&context, &path)?,
+                None => read_dockerfile(&path)?,
+            };
+            if _stdin_context.is_some() {
+                // Named as inside the tar, not by the private directory it was unpacked in.
+                name = path
+                    .strip_prefix(&context)
+                    .map_or(name, |inside| inside.display().to_string());
+            }
+            (path, name, bytes)
+        }
     };
     let from_stdin = path.as_os_str() == "-";
-    let (name, bytes) = read_dockerfile(&path)?;
     let name = without_dot_slash(name);
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let mut labels = BTreeMap::new();
@@ -165,7 +206,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         dockerfile: bytes,
         dockerfile_name: name.clone(),
         dockerfile_path: (!from_stdin).then(|| path.clone()),
-        context_dir: (!no_context).then(|| args.context.clone()),
+        context_dir: (!no_context).then(|| context.clone()),
         build_args: with_source_date_epoch(build_args(&args.build_args)?),
         target: args.target.clone(),
         tags: args.tags.clone(),
@@ -188,8 +229,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
         session: Arc::new(session(&args)?),
+        named_contexts: args
+            .build_contexts
+            .iter()
+            .map(|flag| NamedContext::parse(flag))
+            .collect::<Result<_, _>>()?,
     };
-    let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
     let renderer = Arc::new(progress::renderer(
         args.progress,
         args.quiet,
@@ -199,7 +244,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     interrupt_on_ctrl_c(&cancel);
     let result = build(&store, &options, renderer.clone(), &cancel);
     renderer.finish();
-    let output = result.map_err(|err| build_error(err, &args.context, &name, &text))?;
+    let output = result.map_err(|err| build_error(err, &context, &name, &text))?;
     for (step, reasons) in &output.explanations {
         eprintln!("cache miss: {step}");
         for reason in reasons {
@@ -236,6 +281,66 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
+}
+
+/// What `kiln build -` found on standard input.
+enum Stdin {
+    /// A context tar, unpacked.
+    Context(StdinContext),
+    /// A bare Dockerfile: the build has no context.
+    Dockerfile(Vec<u8>),
+}
+
+/// Reads standard input as docker does for the context `-`: a (possibly compressed) tar is a
+/// context whose Dockerfile is `Dockerfile` or `-f`'s path inside it; anything else is the
+/// Dockerfile itself.
+fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
+    let mut stdin = std::io::stdin();
+    let mut head = Vec::with_capacity(PEEK_BYTES);
+    (&mut stdin)
+        .take(PEEK_BYTES as u64)
+        .read_to_end(&mut head)
+        .context("cannot read standard input")?;
+    if !is_context_archive(&head) {
+        stdin
+            .read_to_end(&mut head)
+            .context("cannot read the Dockerfile from standard input")?;
+        return Ok(Stdin::Dockerfile(head));
+    }
+    if let Some(file) = file
+        && (file.as_os_str() == "-"
+            || file.is_absolute()
+            || file
+                .components()
+                .any(|c| c == std::path::Component::ParentDir))
+    {
+        bail!(
+            "-f {} must name a Dockerfile inside the context tar read from standard input",
+            file.display()
+        );
+    }
+    let reader = std::io::Cursor::new(head).chain(stdin);
+    let context = StdinContext::unpack(reader, store.staging(), MAX_CONTEXT_BYTES)
+        .context("cannot read the build context from standard input")?;
+    Ok(Stdin::Context(context))
+}
+
+/// The Dockerfile at `path` in the unpacked stdin context `root`; a symlink may lead anywhere
+/// inside the context but not out of it.
+fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let inside = root
+        .canonicalize()
+        .context("cannot open the build context")?;
+    let real = path
+        .canonicalize()
+        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+    if !real.starts_with(&inside) {
+        bail!(
+            "the Dockerfile {} leads outside the context read from standard input",
+            path.display()
+        );
+    }
+    read_dockerfile(&real)
 }
 
 /// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its

@@ -64,6 +64,21 @@ pub struct ResolveOptions {
     /// ([`Stage::base_name`]): their config `Env` and `OnBuild` triggers. An image missing here
     /// resolves with the default `PATH` only and no triggers.
     pub base_images: BTreeMap<String, BaseImage>,
+    /// `--build-context NAME=...` contexts that are images, by [`named_context_key`] of NAME:
+    /// the reference of the image that replaces NAME. As in BuildKit's `namedContext`, a stage
+    /// named NAME is replaced whole (its instructions are not run), and a FROM, `COPY --from`
+    /// or `RUN --mount from=` naming NAME where no stage has that name reads the image instead.
+    pub named_images: BTreeMap<String, String>,
+}
+
+/// The key a named context is looked up by: the reference normalised with its default tag
+/// (BuildKit compares the familiar form without `:latest`, so `alpine`, `alpine:latest` and
+/// `docker.io/library/alpine` are one name); a name that is no reference, as is.
+pub fn named_context_key(name: &str) -> String {
+    match Reference::parse_normalized(name) {
+        Ok(reference) => reference.with_default_tag().to_string(),
+        Err(_) => name.to_string(),
+    }
 }
 
 /// The parts of a base image's config that change how a stage built on it resolves.
@@ -85,6 +100,7 @@ impl Default for ResolveOptions {
             build_platform: Platform::host(),
             target: None,
             base_images: BTreeMap::new(),
+            named_images: BTreeMap::new(),
         }
     }
 }
@@ -582,6 +598,12 @@ impl StageCx<'_> {
                     .collect(),
             ),
         };
+        // A stage a named context replaces runs nothing of its own, not even triggers.
+        let replaced = from
+            .as_name
+            .as_deref()
+            .is_some_and(|n| self.named_image(n).is_some());
+        let triggers = if replaced { Vec::new() } else { triggers };
         let mut instructions = Vec::new();
         for trigger in triggers {
             let fail = |problem: String, help: Option<String>| StageError::Trigger {
@@ -601,7 +623,7 @@ impl StageCx<'_> {
             instructions.push(resolved);
         }
         let onbuild_count = instructions.len();
-        for (inst, node) in &p.body {
+        for (inst, node) in p.body.iter().filter(|_| !replaced) {
             let resolved = self.instruction(inst, node, &mut vars, &mut dependencies, declared)?;
             instructions.push(resolved);
         }
@@ -647,6 +669,10 @@ impl StageCx<'_> {
                 Some(value)
             }
         };
+        // A named context replaces the stage itself (BuildKit never looks at its FROM then).
+        if let Some(image) = from.as_name.as_deref().and_then(|n| self.named_image(n)) {
+            return Ok((image.to_string(), platform, Base::Image(image.to_string())));
+        }
         // BuildKit looks the base up among the stages already defined, by exact (lower-case) name.
         let base = match earlier
             .iter()
@@ -655,7 +681,10 @@ impl StageCx<'_> {
             Some(index) => Base::Stage(index),
             // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
             None if base_name == "scratch" => Base::Scratch,
-            None => Base::Image(checked_image(&base_name, from.image_span)?),
+            None => match self.named_image(&base_name) {
+                Some(image) => return Ok((image.to_string(), platform, Base::Image(image.into()))),
+                None => Base::Image(checked_image(&base_name, from.image_span)?),
+            },
         };
         Ok((base_name, platform, base))
     }
@@ -742,6 +771,8 @@ impl StageCx<'_> {
                     });
                 }
                 Instruction::Copy(Copy {
+                    // A named context's image is read under its own reference.
+                    from: c.from.as_deref().map(|from| self.read_from(from)),
                     inline: self.inline(&c.inline, node, kw, vars)?,
                     sources,
                     dest: x(&c.dest, vars)?,
@@ -787,12 +818,17 @@ impl StageCx<'_> {
                 for m in &r.mounts {
                     let mut expander =
                         |word: &str| self.lexer.expand_word(word, &*vars).map_err(|e| e.message);
-                    let mount = Mount::parse(&m.raw, m.span, Some(&mut expander))?;
+                    let mut mount = Mount::parse(&m.raw, m.span, Some(&mut expander))?;
+                    // A named context's image is mounted under its own reference.
+                    mount.from = mount.from.as_deref().map(|from| self.read_from(from));
                     if let Some(from) = &mount.from {
                         // BuildKit resolves mount sources by stage name only, never by index.
                         let on = match self.stage_named(from) {
                             Some(i) => Source::Stage(i),
-                            None => Source::Image(checked_image(from, m.span)?),
+                            None => match self.named_image(from) {
+                                Some(image) => Source::Image(image.to_string()),
+                                None => Source::Image(checked_image(from, m.span)?),
+                            },
                         };
                         deps.push(Dependency {
                             on,
@@ -882,8 +918,32 @@ impl StageCx<'_> {
         }
         Ok(match self.stage_named(from) {
             Some(i) => Source::Stage(i),
-            None => Source::Image(checked_image(from, span)?),
+            None => match self.named_image(from) {
+                Some(image) => Source::Image(image.to_string()),
+                None => Source::Image(checked_image(from, span)?),
+            },
         })
+    }
+
+    /// What a `--from` (COPY or mount) reads under: a stage index or name as written; a name a
+    /// named context gives an image, that image's reference.
+    fn read_from(&self, from: &str) -> String {
+        if parse_go_int(from).is_some() || self.stage_named(from).is_some() {
+            return from.to_string();
+        }
+        self.named_image(from).unwrap_or(from).to_string()
+    }
+
+    /// The image a named context gives `name` (`scratch` and `context` are never looked up,
+    /// as in BuildKit's `namedContextFunc`).
+    fn named_image(&self, name: &str) -> Option<&str> {
+        if name.eq_ignore_ascii_case("scratch") || name.eq_ignore_ascii_case("context") {
+            return None;
+        }
+        self.opts
+            .named_images
+            .get(&named_context_key(name))
+            .map(String::as_str)
     }
 }
 

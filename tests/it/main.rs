@@ -7,6 +7,7 @@ mod add_url;
 mod architecture;
 mod archive;
 mod build;
+mod build_context;
 mod build_mount;
 mod build_peer;
 mod cli;

@@ -54,6 +54,7 @@ fn resolve_on(
                 (name.to_string(), image)
             })
             .collect(),
+        named_images: BTreeMap::new(),
     };
     resolve(&parse(text), &opts)
 }

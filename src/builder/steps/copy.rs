@@ -44,7 +44,7 @@
 //!
 //! Where kiln differs from BuildKit, the item that differs says why.
 
-mod extract;
+pub(crate) mod extract;
 mod mode;
 mod reuse;
 mod target;

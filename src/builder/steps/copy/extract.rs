@@ -51,8 +51,17 @@ const XZ_MEMORY_LIMIT_KIB: u32 = 256 * 1024;
 /// the image's files).
 const OVERLAY_XATTR_PREFIXES: [&str; 2] = ["trusted.overlay.", "user.overlay."];
 
-/// The uncompressed stream of `file`, whatever its compression.
-fn decompressed(file: File) -> io::Result<Box<dyn Read>> {
+/// Whether `head` starts with the magic bytes of a compression [`decompressed`] reads (gzip,
+/// bzip2, xz, zstd: archive's `DetectCompression`).
+pub(crate) fn is_compressed(head: &[u8]) -> bool {
+    [GZIP_MAGIC, BZIP2_MAGIC, XZ_MAGIC, ZSTD_MAGIC]
+        .iter()
+        .any(|magic| head.starts_with(magic))
+}
+
+/// The uncompressed stream of `file`, whatever its compression (also the stdin context's,
+/// [`crate::builder::stdin_context`]).
+pub(crate) fn decompressed(file: impl Read + 'static) -> io::Result<Box<dyn Read>> {
     let mut reader = BufReader::new(file);
     let head = reader.fill_buf()?.to_vec();
     Ok(if head.starts_with(GZIP_MAGIC) {

@@ -1,0 +1,470 @@
+//! `--build-context NAME=VALUE` (buildx's flag, BuildKit's `context:NAME` frontend option): a
+//! named context replaces what the Dockerfile calls NAME, in FROM, `COPY --from` and
+//! `RUN --mount from=` (the rules are the front end's, [`crate::frontend::stage`]).
+//!
+//! VALUE is `docker-image://REF` (an image, looked up or pulled like a FROM image), a local
+//! directory, or `oci-layout://PATH[:TAG|@DIGEST]`. BuildKit also takes git and http(s) URLs;
+//! kiln refuses them with a clear error for now.
+//!
+//! The front end knows a named context only as an image reference. A local directory is made
+//! one: its files after its own `<DIR>/.dockerignore` (BuildKit's dockerui reads exactly that
+//! file for a named local context, never `<Dockerfile>.dockerignore`) are written as one
+//! uncompressed layer, owned by root as BuildKit's local source delivers them, into an image
+//! whose config is only the host platform (BuildKit's named local context has no image
+//! config). The layer holds the content, modes and mtimes, so an unchanged directory gives
+//! the same image, named by its ID, and the steps reading it hit the cache. The image stays
+//! in the store untagged (a prune removes it). An `oci-layout://` image is copied into the
+//! store the same way (buildx resolves the tag on the client; BuildKit then reads the layout
+//! by digest), its blobs checked against their digests.
+
+use crate::archive::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
+use crate::frontend::context::{BuildContext, ContextError, EntryKind};
+use crate::frontend::stage::named_context_key;
+use crate::layer::Compression;
+use crate::oci::Platform;
+use crate::store::blob::MAX_DOCUMENT_SIZE;
+use crate::store::{LayerInfo, Store, descriptor};
+use crate::sys::FsError;
+use oci_spec::image::MediaType;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read as _, Write};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// What a named context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// `docker-image://REF`.
+    Image(String),
+    /// A local directory, with its own `.dockerignore`.
+    Local(PathBuf),
+    /// `oci-layout://PATH[:TAG|@DIGEST]`: an image in an OCI layout directory.
+    OciLayout {
+        path: PathBuf,
+        /// The `:TAG` or `@DIGEST` after the path, as written (`@sha256:...` or `:tag`).
+        reference: Option<String>,
+    },
+}
+
+/// A `--build-context` value kiln cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamedContextError {
+    #[error("--build-context {0:?} has no name: write --build-context NAME=VALUE")]
+    NoName(String),
+    #[error("--build-context {name}={value}: {kind} contexts are not supported yet")]
+    Unsupported {
+        name: String,
+        value: String,
+        kind: &'static str,
+    },
+    #[error("--build-context {name}={value}: {what}")]
+    Invalid {
+        name: String,
+        value: String,
+        what: &'static str,
+    },
+}
+
+/// Why a named context could not be made an image.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot open the context directory")]
+    Open(#[source] ContextError),
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot store the context as an image")]
+    Store(#[source] ArchiveError),
+    /// The OCI layout has no image for the reference, or its documents make no sense.
+    #[error("{0}")]
+    Layout(String),
+}
+
+/// The image each named context gives its name, by the key the front end looks names up by
+/// ([`named_context_key`]): the reference of a `docker-image://`, the ID of the image a
+/// local directory was stored as.
+pub(crate) fn context_images(
+    store: &Store,
+    contexts: &BTreeMap<String, NamedContext>,
+) -> Result<BTreeMap<String, String>, (String, LoadError)> {
+    let mut images = BTreeMap::new();
+    for (name, context) in contexts {
+        let image = match context {
+            NamedContext::Image(reference) => reference.clone(),
+            NamedContext::Local(dir) => {
+                store_directory(store, dir).map_err(|err| (name.clone(), err))?
+            }
+            NamedContext::OciLayout { path, reference } => {
+                store_layout_image(store, path, reference.as_deref())
+                    .map_err(|err| (name.clone(), err))?
+            }
+        };
+        images.insert(named_context_key(name), image);
+    }
+    Ok(images)
+}
+
+/// Stores the local context `dir` as a one-layer image (see the module documentation);
+/// returns its ID.
+fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
+    let context = BuildContext::open(dir, None).map_err(LoadError::Open)?;
+    let stored = |err: ArchiveError| LoadError::Store(err);
+    let _lease = store.lease().map_err(|e| stored(e.into()))?;
+    let writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
+    let mut tar = tar::Builder::new(writer);
+    tar.mode(tar::HeaderMode::Complete);
+    for entry in context.entries() {
+        let path = context.root().join(&entry.path);
+        let read = |source| LoadError::Read {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::symlink_metadata(&path).map_err(read)?;
+        let mut header = tar::Header::new_ustar();
+        header.set_mode(meta.mode() & 0o7777);
+        header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+        header.set_uid(0);
+        header.set_gid(0);
+        match &entry.kind {
+            EntryKind::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                tar.append_data(&mut header, &entry.path, io::empty())
+                    .map_err(read)?;
+            }
+            EntryKind::File => {
+                // Never through a link that replaced the file since the walk.
+                let file = File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&path)
+                    .map_err(read)?;
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(file.metadata().map_err(read)?.len());
+                tar.append_data(&mut header, &entry.path, file)
+                    .map_err(read)?;
+            }
+            EntryKind::Symlink { target } => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                tar.append_link(&mut header, &entry.path, target)
+                    .map_err(read)?;
+            }
+            // Fifos, sockets and devices: BuildKit's local source does not send them either.
+            EntryKind::Other => {}
+        }
+    }
+    let mut writer = tar.into_inner().map_err(|source| LoadError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    writer
+        .flush()
+        .map_err(|e| stored(FsError::new("write a blob in", store.staging().dir(), e).into()))?;
+    let blob = writer.commit(None).map_err(|e| stored(e.into()))?;
+    let layer = LayerInfo {
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: MediaType::from(Compression::None.media_type()),
+        diff_id: blob.digest.clone(),
+    };
+    unpack_layer(store, &layer, DEFAULT_MAX_BYTES).map_err(stored)?;
+    let platform = Platform::host();
+    let mut config = serde_json::json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id.to_string()]},
+    });
+    if let (Some(variant), Some(object)) = (&platform.variant, config.as_object_mut()) {
+        object.insert("variant".into(), serde_json::json!(variant));
+    }
+    let bytes = serde_json::to_vec(&config).map_err(|e| LoadError::Read {
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    let layers = [descriptor(
+        layer.media_type.clone(),
+        &layer.digest,
+        layer.size,
+    )];
+    let image = store
+        .write_image_json(&bytes, &layers)
+        .map_err(|e| stored(e.into()))?;
+    Ok(image.id.to_string())
+}
+
+/// The annotation an OCI layout's `index.json` names a tag by.
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// Copies the image `reference` (`:TAG`, `@DIGEST`; `None`: the tag `latest`, or the only
+/// image) of the OCI layout directory `layout` into the store (for the host's platform when it
+/// is an index), as buildx resolves an `oci-layout://` context on the client; returns its ID.
+/// Every blob is checked against its digest as it is copied; layers are unpacked like pulled
+/// ones.
+fn store_layout_image(
+    store: &Store,
+    layout: &Path,
+    reference: Option<&str>,
+) -> Result<String, LoadError> {
+    use crate::oci::Digest;
+    use crate::registry::Manifest;
+    use crate::registry::manifest::choose;
+    let bad = |what: String| LoadError::Layout(format!("{}: {what}", layout.display()));
+    let read_document = |path: PathBuf| -> Result<Vec<u8>, LoadError> {
+        let file = File::open(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut bytes = Vec::new();
+        io::Read::take(file, MAX_DOCUMENT_SIZE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+        if bytes.len() as u64 > MAX_DOCUMENT_SIZE {
+            return Err(LoadError::Layout(format!(
+                "{} is larger than {MAX_DOCUMENT_SIZE} bytes",
+                path.display()
+            )));
+        }
+        Ok(bytes)
+    };
+    let blob_path = |digest: &Digest| {
+        layout
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&read_document(layout.join("index.json"))?)
+            .map_err(|e| bad(format!("index.json is not JSON: {e}")))?;
+    let entries = index
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let digest_of = |entry: &serde_json::Value| {
+        entry
+            .get("digest")
+            .and_then(|d| d.as_str())
+            .and_then(|d| Digest::parse(d).ok())
+    };
+    let ref_name = |entry: &serde_json::Value| {
+        entry
+            .get("annotations")
+            .and_then(|a| a.get(REF_NAME))
+            .and_then(|n| n.as_str())
+            .map(str::to_string)
+    };
+    let mut digest = match reference {
+        Some(at) if at.starts_with('@') => {
+            Digest::parse(&at[1..]).map_err(|e| bad(format!("{at} is not a digest: {e}")))?
+        }
+        tag => {
+            let tag = tag.map_or("latest", |t| t.trim_start_matches(':'));
+            let tagged = entries
+                .iter()
+                .find(|e| ref_name(e).as_deref() == Some(tag))
+                .or_else(|| (reference.is_none() && entries.len() == 1).then(|| &entries[0]));
+            tagged
+                .and_then(digest_of)
+                .ok_or_else(|| bad(format!("index.json names no image {tag:?}")))?
+        }
+    };
+    // An index leads to the host platform's manifest; a bound on the hops stops a loop.
+    let mut hops = 0;
+    let (config, layers) = loop {
+        hops += 1;
+        if hops > 4 {
+            return Err(bad("indexes nest too deep".to_string()));
+        }
+        let bytes = read_document(blob_path(&digest))?;
+        if Digest::of(&bytes) != digest {
+            return Err(bad(format!("blob {digest} does not match its digest")));
+        }
+        match Manifest::parse(None, bytes).map_err(|e| bad(format!("{digest}: {e}")))? {
+            Manifest::Index { manifests, .. } => {
+                let chosen = choose(&manifests, &Platform::host()).ok_or_else(|| {
+                    bad(format!("{digest} has no image for {}", Platform::host()))
+                })?;
+                digest = chosen.digest.clone();
+            }
+            Manifest::Image { config, layers, .. } => break (config, layers),
+        }
+    };
+    let config_bytes = read_document(blob_path(&config.digest))?;
+    if Digest::of(&config_bytes) != config.digest {
+        return Err(bad(format!(
+            "config {} does not match its digest",
+            config.digest
+        )));
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad(format!("the image config is not JSON: {e}")))?;
+    let diff_ids: Vec<Digest> = parsed
+        .pointer("/rootfs/diff_ids")
+        .and_then(|d| d.as_array())
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| id.as_str().and_then(|id| Digest::parse(id).ok()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(bad(
+            "the config's diff IDs do not match the layers".to_string()
+        ));
+    }
+    let stored = |err: ArchiveError| LoadError::Store(err);
+    let _lease = store.lease().map_err(|e| stored(e.into()))?;
+    let mut descriptors = Vec::new();
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        if !store.blobs().contains(&layer.digest) {
+            let path = blob_path(&layer.digest);
+            let mut file = File::open(&path).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mut writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
+            io::copy(&mut file, &mut writer).map_err(|source| LoadError::Read { path, source })?;
+            writer
+                .commit_exact(&layer.digest, layer.size)
+                .map_err(|e| stored(e.into()))?;
+        }
+        let info = LayerInfo {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: MediaType::from(layer.media_type.as_str()),
+            diff_id,
+        };
+        unpack_layer(store, &info, DEFAULT_MAX_BYTES).map_err(stored)?;
+        descriptors.push(descriptor(info.media_type.clone(), &info.digest, info.size));
+    }
+    let image = store
+        .write_image_json(&config_bytes, &descriptors)
+        .map_err(|e| stored(e.into()))?;
+    Ok(image.id.to_string())
+}
+
+impl NamedContext {
+    /// Parses one `--build-context NAME=VALUE` flag into its name and context. As buildx
+    /// does, a value with no known `SCHEME://` prefix is a local directory.
+    pub fn parse(flag: &str) -> Result<(String, NamedContext), NamedContextError> {
+        let (name, value) = flag
+            .split_once('=')
+            .filter(|(name, value)| !name.is_empty() && !value.is_empty())
+            .ok_or_else(|| NamedContextError::NoName(flag.to_string()))?;
+        let unsupported = |kind| NamedContextError::Unsupported {
+            name: name.to_string(),
+            value: value.to_string(),
+            kind,
+        };
+        let invalid = |what| NamedContextError::Invalid {
+            name: name.to_string(),
+            value: value.to_string(),
+            what,
+        };
+        let context = if let Some(reference) = value.strip_prefix("docker-image://") {
+            if reference.is_empty() {
+                return Err(invalid("docker-image:// needs an image reference"));
+            }
+            NamedContext::Image(reference.to_string())
+        } else if let Some(rest) = value.strip_prefix("oci-layout://") {
+            let (path, reference) = split_layout(rest);
+            if path.is_empty() {
+                return Err(invalid("oci-layout:// needs a directory"));
+            }
+            NamedContext::OciLayout {
+                path: PathBuf::from(path),
+                reference: reference.map(str::to_string),
+            }
+        } else if value.starts_with("git://")
+            || value.starts_with("git@")
+            || value.ends_with(".git")
+            || value.contains(".git#")
+        {
+            return Err(unsupported("git"));
+        } else if value.starts_with("http://") || value.starts_with("https://") {
+            return Err(unsupported("http(s) URL"));
+        } else if value.contains("://") {
+            return Err(invalid(
+                "give a directory, docker-image://REF or oci-layout://PATH",
+            ));
+        } else {
+            NamedContext::Local(PathBuf::from(value))
+        };
+        Ok((name.to_string(), context))
+    }
+}
+
+/// `PATH[:TAG|@DIGEST]` split at the reference: `@` starts a digest; otherwise a `:` after the
+/// last `/` starts a tag.
+fn split_layout(rest: &str) -> (&str, Option<&str>) {
+    if let Some(at) = rest.rfind('@') {
+        return (&rest[..at], Some(&rest[at..]));
+    }
+    let last = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[last..].find(':') {
+        Some(colon) => (&rest[..last + colon], Some(&rest[last + colon..])),
+        None => (rest, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_kind_and_refuses_what_is_not_supported() {
+        assert_eq!(
+            NamedContext::parse("base=docker-image://alpine:3.20").unwrap(),
+            ("base".into(), NamedContext::Image("alpine:3.20".into()))
+        );
+        assert_eq!(
+            NamedContext::parse("src=../lib").unwrap(),
+            ("src".into(), NamedContext::Local("../lib".into()))
+        );
+        assert_eq!(
+            NamedContext::parse("img=oci-layout:///x/layout:v1")
+                .unwrap()
+                .1,
+            NamedContext::OciLayout {
+                path: "/x/layout".into(),
+                reference: Some(":v1".into())
+            }
+        );
+        assert_eq!(
+            NamedContext::parse("img=oci-layout://lay@sha256:ab")
+                .unwrap()
+                .1,
+            NamedContext::OciLayout {
+                path: "lay".into(),
+                reference: Some("@sha256:ab".into())
+            }
+        );
+        let err = NamedContext::parse("g=https://github.com/x/y.git").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--build-context g=https://github.com/x/y.git: git contexts are not supported yet"
+        );
+        let err = NamedContext::parse("u=https://example.com/ctx.tar").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("http(s) URL contexts are not supported yet")
+        );
+        assert!(matches!(
+            NamedContext::parse("=x"),
+            Err(NamedContextError::NoName(_))
+        ));
+        assert!(matches!(
+            NamedContext::parse("x=docker-image://"),
+            Err(NamedContextError::Invalid { .. })
+        ));
+    }
+}
