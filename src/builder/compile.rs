@@ -1106,6 +1106,8 @@ impl Compiler<'_> {
                 chmod: add.chmod.clone(),
                 add: add.unpack == Some(true),
                 exclude: Vec::new(),
+                parents: false,
+                link: linked(add.link, &add.chown, &add.chmod, add.span)?,
                 context_paths: Vec::new(),
                 urls,
             },
@@ -1122,25 +1124,7 @@ impl Compiler<'_> {
         index: usize,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
-        // BuildKit's dispatchCopy merges only when there is no --chmod; with one, --link is a
-        // plain copy.
-        let link = copy.link && copy.chmod.is_none();
-        if link
-            && let Some(chown) = &copy.chown
-            && chown
-                .split(':')
-                .any(|part| !part.bytes().all(|b| b.is_ascii_digit()))
-        {
-            // BuildKit reads names from the op's base, which for a linked copy is scratch
-            // (a UserOpt input of -1: "invalid user index").
-            return Err(CompileError::Unsupported {
-                message: format!(
-                    "COPY --link --chown={chown}: a linked copy is made on an empty filesystem \
-                     with no /etc/passwd or /etc/group to look names up in; use numeric ids"
-                ),
-                span: copy.span,
-            });
-        }
+        let link = linked(copy.link, &copy.chown, &copy.chmod, copy.span)?;
         let (from, input, context_paths) = match &copy.from {
             None => {
                 let paths = self
@@ -1413,6 +1397,33 @@ fn is_heredoc_marker(line: &str) -> bool {
         crate::frontend::syntax::words::marker(line.trim()),
         Ok(Some(_))
     )
+}
+
+/// Whether a `--link` copy is linked: BuildKit's dispatchCopy merges only when there is no
+/// `--chmod` (with one, `--link` is a plain copy). A linked copy is made on the empty
+/// filesystem, so `--chown` names cannot be looked up (BuildKit: "invalid user index").
+fn linked(
+    link: bool,
+    chown: &Option<String>,
+    chmod: &Option<String>,
+    span: Span,
+) -> Result<bool, CompileError> {
+    let link = link && chmod.is_none();
+    if link
+        && let Some(chown) = chown
+        && chown
+            .split(':')
+            .any(|part| !part.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(CompileError::Unsupported {
+            message: format!(
+                "--link --chown={chown}: a linked copy is made on an empty filesystem with no \
+                 /etc/passwd or /etc/group to look names up in; use numeric ids"
+            ),
+            span,
+        });
+    }
+    Ok(link)
 }
 
 /// ADD sources that name a git repository (BuildKit's `isGitSource`, in short).
