@@ -1321,6 +1321,9 @@ fn copy_history(
     op: &CopyOp,
 ) -> String {
     let mut line = keyword.to_string();
+    if op.parents {
+        line.push_str(" --parents");
+    }
     if let Some(chown) = chown {
         line.push_str(&format!(" --chown={chown}"));
     }

@@ -3,7 +3,7 @@
 //! each with its context), and the two images must agree on the container config (the whole
 //! `config` object, and `author`), the history (`created_by`, `comment`, `empty_layer`), the
 //! number of layers, and every path of the flattened file tree (type, mode with the special bits,
-//! owner, content digest, link target; mtimes are not compared). kiln's `-o type=tar` export
+//! owner, content digest, link target; mtimes only for the paths a case lists). kiln's `-o type=tar` export
 //! must be the tree its layers make. Nothing in the images is normalised: a difference is kiln's.
 //!
 //! Every Dockerfile is built by both; all differences are collected into one list, printed,
@@ -51,6 +51,18 @@ struct Case {
     secrets: &'static [(&'static str, &'static str)],
     /// `--ssh default=SOCKET` for both builders, the socket of an `ssh-agent` the test starts.
     ssh: bool,
+    /// Serve the case's `served/` directory over HTTP on loopback for both builders; the
+    /// Dockerfile names the server `@HTTP@` (`host:port`). See [`HttpServer`].
+    http: bool,
+    /// `--build-context NAME=VALUE` for both: a VALUE without `://` is a directory of the case's
+    /// context (buildctl: `--local NAME=DIR --opt context:NAME=local:NAME`); `@REGISTRY@` is the
+    /// loopback registry.
+    contexts: &'static [(&'static str, &'static str)],
+    /// kiln reads the context as a tar stream on stdin (`kiln build -`); the peer reads the
+    /// directory.
+    stdin: bool,
+    /// Paths whose mtime must agree too (where BuildKit sets one: a download's Last-Modified).
+    mtimes: &'static [&'static str],
     /// KNOWN kiln divergences from BuildKit, not fixed yet: a difference of this case that
     /// contains one's text is listed as known instead of failing the test, and one that matches
     /// nothing is a failure, so each marker is removed with its fix.
@@ -101,8 +113,15 @@ const CASE: Case = Case {
     fresh_args: &[],
     secrets: &[],
     ssh: false,
+    http: false,
+    contexts: &[],
+    stdin: false,
+    mtimes: &[],
     known: &[],
 };
+
+/// The image the named-image cases give a name to: the peer's busybox base in the registry.
+const NAMED_BASE: &str = "docker-image://@REGISTRY@/kiln-peer/busybox-base:latest";
 
 /// The secret the `mount-secret` case reads; it must appear in neither image.
 const SECRET_TOKEN: &str = "kiln-peer-secret-3f9a1c";
@@ -283,6 +302,48 @@ const CASES: &[Case] = &[
         base: BUSYBOX,
         ..CASE
     },
+    // Issue 14: remote sources and contexts.
+    Case {
+        name: "add-url",
+        base: BUSYBOX,
+        http: true,
+        mtimes: &[
+            "/downloads/hello.txt",
+            "/named.txt",
+            "/notunpacked/data.tar",
+            "/redirected/hello.txt",
+            "/linked/hello.txt",
+            "/root-url/__unnamed__",
+        ],
+        ..CASE
+    },
+    Case {
+        name: "copy-parents",
+        base: BUSYBOX,
+        ..CASE
+    },
+    Case {
+        name: "copy-link",
+        base: BUSYBOX,
+        ..CASE
+    },
+    Case {
+        name: "build-context-dir",
+        base: BUSYBOX,
+        contexts: &[("lib", "lib")],
+        ..CASE
+    },
+    Case {
+        name: "build-context-image",
+        contexts: &[("mybase", NAMED_BASE), ("tools", NAMED_BASE)],
+        ..CASE
+    },
+    Case {
+        name: "stdin-context",
+        base: BUSYBOX,
+        stdin: true,
+        ..CASE
+    },
 ];
 
 /// The peers and what every build needs.
@@ -411,10 +472,16 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     let work = tempfile::tempdir().expect("temp dir");
     let context = work.path().join("context");
     prepare_context(case, &peers.busybox, &context);
-    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@.
+    let http = case.http.then(|| HttpServer::start(context.join("served")));
+    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@, and
+    // its HTTP server through @HTTP@.
     let dockerfile = context.join("Dockerfile");
     if let Ok(text) = fs::read_to_string(&dockerfile) {
-        fs::write(&dockerfile, text.replace("@REGISTRY@", &peers.registry)).expect("write");
+        let mut text = text.replace("@REGISTRY@", &peers.registry);
+        if let Some(server) = &http {
+            text = text.replace("@HTTP@", &server.host);
+        }
+        fs::write(&dockerfile, text).expect("write");
     }
     for (id, value) in case.secrets {
         let dir = work.path().join("secrets");
@@ -462,6 +529,17 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
         peer.layers.len()
     );
     found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree));
+    for path in case.mtimes {
+        match (peer.tree.get(*path), kiln.tree.get(*path)) {
+            (Some(p), Some(k)) if p.mtime != k.mtime => {
+                found.push(format!("{path}: mtime: peer {}, kiln {}", p.mtime, k.mtime))
+            }
+            (Some(_), Some(_)) => {}
+            _ => found.push(format!(
+                "{path}: not in both images, so no mtime to compare"
+            )),
+        }
+    }
     // A secret's bytes reach no layer and no config of either image.
     for (id, value) in case.secrets {
         for (who, tar) in [
@@ -580,6 +658,9 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
         fs::set_permissions(context.join(path), fs::Permissions::from_mode(*mode)).expect("chmod");
     }
     fs::copy(busybox, context.join("busybox")).expect("copy busybox");
+    if case.name == "add-url" {
+        fs::write(context.join("served/data.tar"), tree_archive()).expect("write data.tar");
+    }
     if case.name == "add" {
         let tree = tree_archive();
         fs::write(context.join("tree.tar"), &tree).expect("write tree.tar");
@@ -695,6 +776,14 @@ fn peer_build(
     for flag in session_flags(case, context) {
         command.arg(flag);
     }
+    for (name, value) in named_contexts(peers, case, context) {
+        if value.contains("://") {
+            command.args(["--opt", &format!("context:{name}={value}")]);
+        } else {
+            command.args(["--local", &format!("{name}={value}")]);
+            command.args(["--opt", &format!("context:{name}=local:{name}")]);
+        }
+    }
     command
         .arg("--output")
         .arg(format!("type=oci,dest={}", oci.display()));
@@ -740,7 +829,120 @@ fn kiln_build(
         command = command.args(["--build-arg", &arg]);
     }
     command = command.args(session_flags(case, context));
-    checked(command.arg(context).run().into(), "kiln build").map(drop)
+    for (name, value) in named_contexts(peers, case, context) {
+        command = command.args(["--build-context", &format!("{name}={value}")]);
+    }
+    let command = if case.stdin {
+        command.arg("-").stdin(context_tar(context))
+    } else {
+        command.arg(context)
+    };
+    checked(command.run().into(), "kiln build").map(drop)
+}
+
+/// A case's named contexts, `(NAME, VALUE)`: a directory as an absolute path, `@REGISTRY@`
+/// written out.
+fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, String)> {
+    case.contexts
+        .iter()
+        .map(|(name, value)| {
+            let value = if value.contains("://") {
+                value.replace("@REGISTRY@", &peers.registry)
+            } else {
+                context.join(value).display().to_string()
+            };
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+/// The context directory as an uncompressed tar stream (symlinks as symlinks), as a user
+/// pipes one into `kiln build -`.
+fn context_tar(context: &Path) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder
+        .append_dir_all(".", context)
+        .expect("tar the context");
+    builder.into_inner().expect("finish the tar")
+}
+
+/// A loopback HTTP server for both builders (buildkitd runs with the host's network): `GET`
+/// (and `HEAD`) `/files/NAME` serves `served/NAME` with a fixed `Last-Modified` and an `ETag`;
+/// `/redirect/NAME` redirects there; `/` serves a short text. Each connection is answered and
+/// closed; the accept loop lives as long as the test process.
+struct HttpServer {
+    /// `127.0.0.1:PORT`.
+    host: String,
+}
+
+/// What every served file claims as its modification time (BuildKit and kiln give the
+/// downloaded file this mtime).
+const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
+
+impl HttpServer {
+    fn start(root: PathBuf) -> HttpServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let host = listener.local_addr().expect("address").to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = HttpServer::answer(&root, stream);
+            }
+        });
+        HttpServer { host }
+    }
+
+    fn answer(root: &Path, mut stream: std::net::TcpStream) -> std::io::Result<()> {
+        use std::io::{BufRead as _, Write as _};
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut reader = std::io::BufReader::new(stream.try_clone()?);
+        let mut request = String::new();
+        reader.read_line(&mut request)?;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                break;
+            }
+        }
+        let mut words = request.split_whitespace();
+        let method = words.next().unwrap_or_default().to_string();
+        let target = words.next().unwrap_or("/");
+        let path = target.split('?').next().unwrap_or("/");
+        let (status, headers, body) = if let Some(name) = path.strip_prefix("/redirect/") {
+            (
+                "302 Found",
+                format!("Location: /files/{name}\r\n"),
+                Vec::new(),
+            )
+        } else if let Some(name) = path.strip_prefix("/files/")
+            && !name.contains("..")
+            && let Ok(body) = fs::read(root.join(name))
+        {
+            let etag = Digest::of(&body).hex()[..16].to_string();
+            (
+                "200 OK",
+                format!("Last-Modified: {LAST_MODIFIED}\r\nETag: \"{etag}\"\r\n"),
+                body,
+            )
+        } else if path == "/" {
+            (
+                "200 OK",
+                format!("Last-Modified: {LAST_MODIFIED}\r\n"),
+                b"the root\n".to_vec(),
+            )
+        } else {
+            ("404 Not Found", String::new(), Vec::new())
+        };
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
+            body.len()
+        )?;
+        if method != "HEAD" {
+            stream.write_all(&body)?;
+        }
+        stream.flush()
+    }
 }
 
 /// The case's `--build-arg`s, `BASE` naming its base image: for kiln (`own_prefix` given) its
@@ -818,14 +1020,25 @@ enum Kind {
 }
 
 /// One path of a flattened tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Node {
     kind: Kind,
     /// The permission and special bits (0o7777).
     mode: u32,
     uid: u64,
     gid: u64,
+    /// Compared only for a case's [`Case::mtimes`] (so not part of `==`).
+    mtime: u64,
 }
+
+impl PartialEq for Node {
+    fn eq(&self, other: &Node) -> bool {
+        (&self.kind, self.mode, self.uid, self.gid)
+            == (&other.kind, other.mode, other.uid, other.gid)
+    }
+}
+
+impl Eq for Node {}
 
 /// Absolute path (`/a/b`) → node; the root itself is left out.
 type Tree = BTreeMap<String, Node>;
@@ -1012,6 +1225,7 @@ fn apply_layer(tree: &mut Tree, layer: &[u8]) -> Result<Vec<String>, String> {
         let mode = header.mode().map_err(|e| format!("{path}: {e}"))? & 0o7777;
         let uid = header.uid().map_err(|e| format!("{path}: {e}"))?;
         let gid = header.gid().map_err(|e| format!("{path}: {e}"))?;
+        let mtime = header.mtime().map_err(|e| format!("{path}: {e}"))?;
         let mut hardlink = None;
         let kind = match header.entry_type() {
             tar::EntryType::Directory => Some(Kind::Dir),
@@ -1041,6 +1255,7 @@ fn apply_layer(tree: &mut Tree, layer: &[u8]) -> Result<Vec<String>, String> {
                 mode,
                 uid,
                 gid,
+                mtime,
             }),
             hardlink,
         });
@@ -1100,6 +1315,7 @@ fn add_parents(tree: &mut Tree, path: &str) {
             mode: 0,
             uid: 0,
             gid: 0,
+            mtime: 0,
         });
         parent = dir;
     }
