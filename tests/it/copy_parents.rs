@@ -290,3 +290,74 @@ fn a_linked_copy_from_a_stage_is_reused_when_the_stage_it_lands_on_changes() {
     assert_eq!(entry_at(&out.path().join("fs/app/x")), file("built\n"));
     assert_eq!(entry_at(&out.path().join("fs/marker")), file("two\n"));
 }
+
+#[test]
+fn parents_never_follow_a_context_symlink_out_of_the_context() {
+    let Some(builder) = builder() else { return };
+    // As buildctl v0.32.2 does with this context: a glob does not descend through a symlink,
+    // a path through one to the host's /etc or out of the context is not found (symlinks
+    // resolve inside the context), and the symlink itself is copied as one.
+    let ctx = builder.context(&[("src/keep.txt", "kept")]);
+    std::os::unix::fs::symlink("/etc", ctx.path().join("src/etc")).expect("symlink");
+    std::os::unix::fs::symlink("../..", ctx.path().join("src/up")).expect("symlink");
+    let beside = ctx
+        .path()
+        .parent()
+        .expect("context parent")
+        .join("kiln-outside-marker");
+    std::fs::write(&beside, "outside").expect("write marker");
+    let build = |line: &str| {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM scratch\n{line}\n"),
+        )
+        .expect("write Dockerfile");
+        let out = tempfile::tempdir().expect("temp dir");
+        let dest = format!("type=local,dest={}", out.path().join("fs").display());
+        (builder.build(ctx.path(), &["-o", &dest]), out)
+    };
+
+    let (built, out) = build("COPY --parents src/**/passwd /globbed/");
+    built.ok();
+    let fs = out.path().join("fs");
+    assert_eq!(entry_at(&fs.join("globbed")), Entry::Dir);
+    assert_eq!(
+        std::fs::read_dir(fs.join("globbed")).expect("ls").count(),
+        0
+    );
+
+    for line in [
+        "COPY --parents src/./etc/passwd /pivoted/",
+        "COPY --parents src/up/kiln-outside-marker /up/",
+    ] {
+        let (built, out) = build(line);
+        let stderr = built.fails();
+        assert!(stderr.contains("not found"), "{line}: {stderr}");
+        assert!(walk(out.path()).is_empty(), "{line}");
+    }
+
+    let (built, out) = build("COPY --parents src/etc /e/");
+    built.ok();
+    let fs = out.path().join("fs");
+    assert_eq!(entry_at(&fs.join("e/src/etc")), crate::build::link("/etc"));
+    assert_eq!(walk(&fs), Vec::<std::path::PathBuf>::new());
+    let _ = std::fs::remove_file(&beside);
+}
+/// Every regular file below `dir`, symlinks not followed.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            files.extend(walk(&entry.path()));
+        } else if kind.is_file() {
+            files.push(entry.path());
+        }
+    }
+    files
+}

@@ -857,15 +857,17 @@ fn select_parents(
     let mut found = !parents.required();
     for root in roots {
         if !found {
-            let mut path = root.path.clone();
-            if !parents.pattern.is_empty() {
-                if !path.is_empty() {
-                    path.push(b'/');
-                }
-                path.extend_from_slice(parents.pattern.as_bytes());
-            }
-            let resolved = tree.resolve_components(&[], &path, true)?;
-            found = !matches!(tree.walk(&resolved)?, Found::Missing);
+            // Looked up as written below the root, no symlink followed: BuildKit checks
+            // required paths on a walk that does not follow links, so a path through a
+            // symlink (even one resolving inside the context) is not found.
+            let components: Vec<OsString> = root
+                .path
+                .split(|b| *b == b'/')
+                .chain(parents.pattern.as_bytes().split(|b| *b == b'/'))
+                .filter(|c| !c.is_empty() && *c != b".")
+                .map(|c| OsString::from_vec(c.to_vec()))
+                .collect();
+            found = !matches!(tree.walk(&components)?, Found::Missing);
         }
         matches.push(Match {
             source: source_path.to_string(),
