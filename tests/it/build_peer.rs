@@ -344,6 +344,11 @@ const CASES: &[Case] = &[
         stdin: true,
         ..CASE
     },
+    Case {
+        name: "build-context-layout",
+        contexts: &[("lay", "oci-layout:layout")],
+        ..CASE
+    },
 ];
 
 /// The peers and what every build needs.
@@ -658,6 +663,9 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
         fs::set_permissions(context.join(path), fs::Permissions::from_mode(*mode)).expect("chmod");
     }
     fs::copy(busybox, context.join("busybox")).expect("copy busybox");
+    if case.name == "build-context-layout" {
+        write_busybox_layout(busybox, &context.join("layout"));
+    }
     if case.name == "add-url" {
         fs::write(context.join("served/data.tar"), tree_archive()).expect("write data.tar");
     }
@@ -672,6 +680,31 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
         std::io::Write::write_all(&mut gz, b"compressed, not an archive\n").expect("gzip");
         fs::write(context.join("single.gz"), gz.finish().expect("gzip")).expect("write");
     }
+}
+
+/// An OCI layout at `layout` holding one image: busybox installed on scratch, built by kiln
+/// on a store of its own (`-o type=oci`, unpacked).
+fn write_busybox_layout(busybox: &Path, layout: &Path) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let context = work.path().join("context");
+    fs::create_dir_all(&context).expect("mkdir");
+    fs::copy(busybox, context.join("busybox")).expect("copy busybox");
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
+    )
+    .expect("write Dockerfile");
+    let archive = work.path().join("layout.tar");
+    kiln()
+        .root(work.path().join("root"))
+        .args(["build", "--progress", "plain", "-o"])
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg(&context)
+        .run()
+        .success();
+    tar::Archive::new(fs::File::open(&archive).expect("open the layout tar"))
+        .unpack(layout)
+        .expect("unpack the layout");
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -777,7 +810,16 @@ fn peer_build(
         command.arg(flag);
     }
     for (name, value) in named_contexts(peers, case, context) {
-        if value.contains("://") {
+        if let Some(layout) = value.strip_prefix("oci-layout://") {
+            // buildctl names the layout a session store; the context names it by that name
+            // and a digest (buildx resolves a tag on the client).
+            let (dir, digest) = layout.split_once('@').unwrap_or((layout, ""));
+            command.args(["--oci-layout", &format!("{name}={dir}")]);
+            command.args([
+                "--opt",
+                &format!("context:{name}=oci-layout://{name}@{digest}"),
+            ]);
+        } else if value.contains("://") {
             command.args(["--opt", &format!("context:{name}={value}")]);
         } else {
             command.args(["--local", &format!("{name}={value}")]);
@@ -841,12 +883,21 @@ fn kiln_build(
 }
 
 /// A case's named contexts, `(NAME, VALUE)`: a directory as an absolute path, `@REGISTRY@`
-/// written out.
+/// written out, `oci-layout:DIR` as `oci-layout://ABSOLUTE-DIR@DIGEST` (the digest of the
+/// layout's first image).
 fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, String)> {
     case.contexts
         .iter()
         .map(|(name, value)| {
-            let value = if value.contains("://") {
+            let value = if let Some(dir) = value.strip_prefix("oci-layout:") {
+                let dir = context.join(dir);
+                let index: Value = serde_json::from_slice(
+                    &fs::read(dir.join("index.json")).expect("the layout's index.json"),
+                )
+                .expect("index.json is JSON");
+                let digest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
+                format!("oci-layout://{}@{digest}", dir.display())
+            } else if value.contains("://") {
                 value.replace("@REGISTRY@", &peers.registry)
             } else {
                 context.join(value).display().to_string()
