@@ -191,6 +191,14 @@ impl BuildWorker {
         Ok(fetcher)
     }
 
+    /// The `Authorization` header for `url` from the build's `HTTP_AUTH_*` secrets.
+    fn authorization(
+        &self,
+        url: &reqwest::Url,
+    ) -> Result<Option<crate::fetch::Authorization>, StepError> {
+        Ok(crate::fetch::authorization(url, |id| self.session.secret(id)).map_err(Box::new)?)
+    }
+
     /// The content part of an `ADD <url>` step's key, as BuildKit's http source keys it: each
     /// file's name and content digest and its `Last-Modified`. A URL with a `--checksum` is
     /// keyed by it without a request (BuildKit's `resolveMetadataStatic`); the others are
@@ -207,7 +215,11 @@ impl BuildWorker {
                 }
                 None => {
                     let url = crate::fetch::parse_url(&source.url).map_err(Box::new)?;
-                    let got = self.fetcher()?.fetch(&url, None).map_err(Box::new)?;
+                    let auth = self.authorization(&url)?;
+                    let got = self
+                        .fetcher()?
+                        .fetch(&url, None, auth.as_ref())
+                        .map_err(Box::new)?;
                     let pair = (got.digest.clone(), got.last_modified.clone());
                     fetched.push(Some(got));
                     pair
@@ -259,7 +271,7 @@ impl BuildWorker {
                         .clone()
                         .or_else(|| known.get(i).cloned().flatten().map(|f| f.digest));
                     self.fetcher()?
-                        .fetch(&url, checksum.as_ref())
+                        .fetch(&url, checksum.as_ref(), self.authorization(&url)?.as_ref())
                         .map_err(Box::new)?
                 }
             };

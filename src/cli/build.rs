@@ -108,7 +108,9 @@ pub struct BuildArgs {
     #[arg(long)]
     dry_run: bool,
     /// Lend a secret to `RUN --mount=type=secret`: `id=ID[,src=FILE|,env=VAR]` (repeatable).
-    /// Its bytes reach no layer, log or cache.
+    /// `HTTP_AUTH_HEADER_<host>` (the whole `Authorization` value) and `HTTP_AUTH_TOKEN_<host>`
+    /// (a bearer token) authenticate downloads from that host. Its bytes reach no layer, log or
+    /// cache.
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|env=VAR]")]
     secrets: Vec<String>,
     /// Lend an SSH agent to `RUN --mount=type=ssh`: `default`, `ID=SOCKET` or
