@@ -24,7 +24,7 @@ use crate::error::Cause;
 use crate::oci::Digest;
 use crate::oci::timestamp::parse_http_date;
 use crate::session::SecretBytes;
-use crate::store::{BlobError, BlobStore};
+use crate::store::{BlobError, BlobStore, Store};
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, Staging, atomic_write_in};
 use reqwest::header::{self, HeaderMap, HeaderValue};
@@ -302,9 +302,41 @@ impl Fetcher {
         })
     }
 
+    /// A fetcher for `store`: its blobs, its URL records in `<store>/cache/http`, the options
+    /// from the environment ([`FetchOptions::from_env`]).
+    pub fn in_store(store: &Store) -> Result<Fetcher, FetchError> {
+        let dir = store.root().join("cache").join("http");
+        Fetcher::new(store.blobs().clone(), &dir, FetchOptions::from_env())
+    }
+
     /// The blobs downloads go to.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// Copies the download `fetched` to the file `target` (replaced when it exists, never
+    /// followed when it is a link) as BuildKit's http source saves it: mode 0600 (the copier's
+    /// owner, root in a build) and its [`Fetched::mtime`].
+    pub fn place(&self, fetched: &Fetched, target: &Path) -> Result<(), FsError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let blob = self.blobs.path(&fetched.digest);
+        let mut from = std::fs::File::open(&blob).fs("open", &blob)?;
+        let mut to = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(target)
+            .fs("create", target)?;
+        std::io::copy(&mut from, &mut to).fs("copy into", target)?;
+        // The mode is given at creation, but a umask may have narrowed it further.
+        use std::os::unix::fs::PermissionsExt as _;
+        to.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .fs("chmod", target)?;
+        let mtime = std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(fetched.mtime()).unwrap_or(0));
+        to.set_modified(mtime).fs("set the mtime of", target)
     }
 
     /// What `url` gives now, its content in the store. With `checksum`, a blob of that digest

@@ -1450,6 +1450,7 @@ mod tests {
         let mut options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
+            dockerignore: true,
             target: None,
             resolve: Default::default(),
         };
@@ -1509,6 +1510,7 @@ mod tests {
         let options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
+            dockerignore: true,
             target: None,
             resolve: Default::default(),
         };

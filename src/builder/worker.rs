@@ -20,7 +20,7 @@ use crate::cache::{
 use crate::container::MAX_LAYER_BYTES;
 use crate::container::user;
 use crate::error::Chain;
-use crate::fetch::{FetchError, FetchOptions, Fetched, Fetcher};
+use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
@@ -182,11 +182,7 @@ impl BuildWorker {
         if let Some(fetcher) = slot.as_ref() {
             return Ok(fetcher.clone());
         }
-        let dir = self.store.root().join("cache").join("http");
-        let fetcher = Arc::new(
-            Fetcher::new(self.store.blobs().clone(), &dir, FetchOptions::from_env())
-                .map_err(Box::new)?,
-        );
+        let fetcher = Arc::new(Fetcher::in_store(&self.store).map_err(Box::new)?);
         *slot = Some(fetcher.clone());
         Ok(fetcher)
     }
@@ -275,23 +271,13 @@ impl BuildWorker {
                         .map_err(Box::new)?
                 }
             };
-            let fs_error = |action: &'static str, path: &std::path::Path, err| StepError::UrlFile {
-                url: source.url.clone(),
-                source: crate::sys::FsError::new(action, path, err),
-            };
-            let blob = self.store.blobs().path(&fetched.digest);
             let target = dir.join(&source.name);
-            std::fs::copy(&blob, &target).map_err(|e| fs_error("copy", &blob, e))?;
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| fs_error("chmod", &target, e))?;
-            let mtime = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(fetched.mtime()).unwrap_or(0));
-            std::fs::File::options()
-                .write(true)
-                .open(&target)
-                .and_then(|f| f.set_modified(mtime))
-                .map_err(|e| fs_error("set the mtime of", &target, e))?;
+            self.fetcher()?
+                .place(&fetched, &target)
+                .map_err(|source_error| StepError::UrlFile {
+                    url: source.url.clone(),
+                    source: source_error,
+                })?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ mod dockerignore_conformance;
 mod errors;
 mod frontend_errors;
 mod graph;
+mod http_context;
 mod image_commands;
 mod layer_safety;
 mod oci_schema;
