@@ -16,6 +16,7 @@ mod copy;
 mod copy_incremental;
 mod copy_parents;
 mod dockerignore_conformance;
+mod dry_run;
 mod errors;
 mod frontend_errors;
 mod graph;
