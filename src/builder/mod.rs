@@ -17,6 +17,7 @@ pub mod progress;
 mod remote_cache;
 pub mod stdin_context;
 pub mod steps;
+pub mod timestamps;
 pub mod worker;
 
 pub use check::{Checked, RemoteKind, RemoteSource};
@@ -87,6 +88,9 @@ pub struct BuildOptions {
     pub session: Arc<dyn Session>,
     /// `--build-context NAME=VALUE`: the named contexts, by NAME as given.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
+    /// build makes have their times clamped to it in the image ([`timestamps`]).
+    pub rewrite_timestamp: bool,
 }
 
 impl Default for BuildOptions {
@@ -113,6 +117,7 @@ impl Default for BuildOptions {
             allow_insecure: false,
             session: Arc::new(NoSession),
             named_contexts: BTreeMap::new(),
+            rewrite_timestamp: false,
         }
     }
 }
@@ -207,6 +212,8 @@ pub enum BuildError {
     /// The layers that came from a shared cache could not be fetched or recorded as absent.
     #[error("cannot fetch or record the image's layers from the shared cache")]
     SharedCacheLayers(#[source] Box<SharedCacheError>),
+    #[error("cannot rewrite the image's timestamps to SOURCE_DATE_EPOCH")]
+    RewriteTimestamp(#[source] Box<timestamps::RewriteError>),
     #[error("cannot serialise the image config")]
     ImageConfig(#[source] serde_json::Error),
     #[error("cannot write the image")]
@@ -628,14 +635,38 @@ async fn write(
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
     });
+    let snapshot = match (options.rewrite_timestamp, prepared.config.source_date_epoch) {
+        (true, Some(epoch)) => {
+            let (imported, store, snapshot) = (
+                prepared.worker.imported.clone(),
+                store.clone(),
+                solved.snapshot.clone(),
+            );
+            off_runtime(move || timestamps::rewrite_new_layers(&store, &imported, &snapshot, epoch))
+                .await?
+                .map(Arc::new)
+                .map_err(|err| BuildError::RewriteTimestamp(Box::new(err)))?
+        }
+        (true, None) => {
+            // BuildKit's exporter warns and writes the layers as they are.
+            progress.event(BuildEvent::Warning {
+                step: None,
+                message: "rewrite-timestamp is set, but SOURCE_DATE_EPOCH is not: the layers \
+                          keep their times"
+                    .to_string(),
+            });
+            solved.snapshot.clone()
+        }
+        (false, _) => solved.snapshot.clone(),
+    };
     // Layers that came from a shared cache stay there until something needs their bytes.
-    let layers: Vec<_> = solved.snapshot.layers.iter().map(|l| l.info()).collect();
+    let layers: Vec<_> = snapshot.layers.iter().map(|l| l.info()).collect();
     {
         let (imported, store) = (prepared.worker.imported.clone(), store.clone());
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
-    let image = write_image(store, &prepared.config, &options.labels, &solved.snapshot)?;
+    let image = write_image(store, &prepared.config, &options.labels, &snapshot)?;
     let mut names = Vec::new();
     for tag in &options.tags {
         let tagged = store

@@ -8,7 +8,7 @@ use super::{located, unlocated};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
-use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
+use kiln::builder::export::{Export, ExportOptions, Exported, OutputSpec, export_image};
 use kiln::builder::http_context::{HttpContext, is_http_context};
 use kiln::builder::stdin_context::{
     MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
@@ -83,7 +83,9 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
     /// Also export the image: `type=docker|oci|tar|local,dest=PATH` (`dest=-`: stdout for
-    /// docker, oci and tar). Repeatable.
+    /// docker, oci and tar), `type=image[,name=REF][,push=true]` or `type=registry,name=REF`;
+    /// `rewrite-timestamp=true` on an image export clamps the file times of the layers the
+    /// build makes to SOURCE_DATE_EPOCH. Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// Export the build cache after the build: `type=local,dest=DIR[,tag=T][,mode=min|max]` or
@@ -155,11 +157,13 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if args.push && args.tags.is_empty() {
         bail!("--push needs a name to push to: give -t NAME");
     }
-    let exports = args
+    let outputs = args
         .outputs
         .iter()
-        .map(|spec| spec.parse::<Export>())
+        .map(|spec| spec.parse::<OutputSpec>())
         .collect::<Result<Vec<_>, _>>()?;
+    let rewrite_timestamp = outputs.iter().any(|output| output.rewrite_timestamp);
+    let exports: Vec<Export> = outputs.into_iter().map(|output| output.export).collect();
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let named_contexts = args
         .build_contexts
@@ -213,6 +217,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
         session,
         named_contexts,
+        rewrite_timestamp,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if args.dry_run {

@@ -27,6 +27,7 @@ mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
 mod registry;
+mod rewrite_timestamp;
 mod run;
 mod run_step;
 mod runtime_cgroup;
