@@ -18,13 +18,19 @@ const LAST_MODIFIED_SECONDS: i64 = 784_111_777;
 /// The mtime of every entry of [`context_tar`].
 const ENTRY_MTIME: u64 = 1_600_000_000;
 
-/// A tar of `files` (name, content), each 0644 with mtime [`ENTRY_MTIME`], directories first.
+/// A tar of `files` (name, content), each 0644 (a name ending in `/` a directory, 0755) with
+/// mtime [`ENTRY_MTIME`].
 fn context_tar(files: &[(&str, &str)]) -> Vec<u8> {
     let mut tar = tar::Builder::new(Vec::new());
     for (name, data) in files {
         let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o644);
+        if name.ends_with('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+        } else {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+        }
         header.set_mtime(ENTRY_MTIME);
         header.set_size(data.len() as u64);
         tar.append_data(&mut header, name, data.as_bytes())
@@ -342,4 +348,140 @@ fn a_named_url_context_is_the_download_as_one_file() {
         .ok();
     let meta = std::fs::metadata(exported.path().join("context")).expect("context file");
     assert_eq!(meta.len(), tar.len() as u64);
+}
+
+/// `path → (mode, size, mtime)` of everything under `dir`, by path relative to it.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, (u32, u64, i64)> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path).expect("read dir").flatten() {
+            let meta = std::fs::symlink_metadata(entry.path()).expect("stat");
+            if meta.is_dir() {
+                pending.push(entry.path());
+            }
+            let relative = entry
+                .path()
+                .strip_prefix(dir)
+                .expect("inside")
+                .display()
+                .to_string();
+            found.insert(relative, (meta.mode() & 0o7777, meta.len(), meta.mtime()));
+        }
+    }
+    found
+}
+
+#[test]
+fn url_contexts_give_the_files_buildkit_gives() {
+    let Some(_) = crate::support::root() else {
+        return;
+    };
+    let Some(peer) = crate::support::peer_buildctl() else {
+        return;
+    };
+    let server = Server::start();
+    // The peer's cache keys leave mtimes out: content of its own keeps an earlier run's result
+    // (with other directory times) from answering for this one.
+    let nonce = format!("{:?}\n", std::time::SystemTime::now());
+    server.set(
+        "/ctx.tar.gz",
+        Resource::body(crate::build_context::gzip(&context_tar(&[
+            ("Dockerfile", "FROM scratch\nCOPY . /ctx/\n"),
+            ("nonce.txt", &nonce),
+            (".dockerignore", "ignored.txt\n"),
+            ("ignored.txt", "kept\n"),
+            // Given, so its time is the tar's, not the unpacking's.
+            ("sub/", ""),
+            ("sub/a.txt", "a\n"),
+        ]))),
+    );
+    server.set(
+        "/Dockerfile",
+        Resource {
+            last_modified: Some(LAST_MODIFIED.to_string()),
+            ..Resource::body("FROM scratch\nCOPY . /ctx/\n")
+        },
+    );
+    for path in ["/ctx.tar.gz", "/Dockerfile"] {
+        let url = server.url(path);
+        let out = tempfile::tempdir().expect("temp dir");
+        let (theirs, ours) = (out.path().join("peer"), out.path().join("kiln"));
+        let status = peer
+            .command()
+            .args([
+                "build",
+                "--frontend",
+                "dockerfile.v0",
+                "--opt",
+                &format!("context={url}"),
+                "--output",
+                &format!("type=local,dest={}", theirs.display()),
+            ])
+            .output()
+            .expect("buildctl");
+        assert!(
+            status.status.success(),
+            "buildctl: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        crate::support::kiln()
+            .root(out.path().join("store"))
+            .args([
+                "build",
+                "-o",
+                &format!("type=local,dest={}", ours.display()),
+                &url,
+            ])
+            .run()
+            .success();
+        // Below /ctx (the directory itself is made when the COPY runs).
+        let (theirs, ours) = (tree(&theirs.join("ctx")), tree(&ours.join("ctx")));
+        assert!(!ours.is_empty());
+        assert_eq!(ours, theirs, "{path}");
+    }
+
+    // A named context from the URL: the download as the one file `context`.
+    let local = crate::support::context(&[("Dockerfile", "FROM scratch\nCOPY --from=x / /x/\n")]);
+    let dir = local.path().display().to_string();
+    let url = server.url("/ctx.tar.gz");
+    let out = tempfile::tempdir().expect("temp dir");
+    let (theirs, ours) = (out.path().join("peer"), out.path().join("kiln"));
+    let status = peer
+        .command()
+        .args([
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &format!("context={dir}"),
+            "--local",
+            &format!("dockerfile={dir}"),
+            "--opt",
+            &format!("context:x={url}"),
+            "--output",
+            &format!("type=local,dest={}", theirs.display()),
+        ])
+        .output()
+        .expect("buildctl");
+    assert!(
+        status.status.success(),
+        "buildctl: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    crate::support::kiln()
+        .root(out.path().join("store"))
+        .args([
+            "build",
+            "--build-context",
+            &format!("x={url}"),
+            "-o",
+            &format!("type=local,dest={}", ours.display()),
+            &dir,
+        ])
+        .run()
+        .success();
+    let (theirs, ours) = (tree(&theirs.join("x")), tree(&ours.join("x")));
+    assert_eq!(ours.keys().collect::<Vec<_>>(), ["context"]);
+    assert_eq!(ours, theirs);
 }
