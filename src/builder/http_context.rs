@@ -59,6 +59,8 @@ pub enum HttpContextError {
         #[source]
         source: Box<FetchError>,
     },
+    #[error("cannot lease the store for the download")]
+    Lease(#[source] Box<crate::store::StoreError>),
     #[error("cannot read the downloaded build context")]
     Read(#[source] FsError),
     #[error("cannot unpack the build context downloaded from {url}")]
@@ -98,6 +100,10 @@ impl HttpContext {
             source: Box::new(source),
         };
         let parsed = parse_url(url).map_err(fetch_error)?;
+        // No prune collects the download before it is unpacked (nothing names its blob).
+        let _lease = store
+            .lease()
+            .map_err(|e| HttpContextError::Lease(Box::new(e)))?;
         let fetcher = Fetcher::in_store(store).map_err(fetch_error)?;
         let auth = authorization(&parsed, |id| session.secret(id)).map_err(fetch_error)?;
         let fetched = fetcher

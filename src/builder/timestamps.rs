@@ -17,7 +17,6 @@ use crate::cache::remote::{ImportedCache, SharedCacheError};
 use crate::layer::rewrite::clamp_times;
 use crate::layer::{LayerError, decompressed};
 use crate::store::{BlobError, Store};
-use crate::sys::FsError;
 use crate::sys::atomic::atomic_write;
 use oci_spec::image::MediaType;
 
@@ -47,12 +46,6 @@ pub enum RewriteError {
         digest: String,
         #[source]
         source: BlobError,
-    },
-    #[error("cannot remember the rewritten layer of {digest}")]
-    Remember {
-        digest: String,
-        #[source]
-        source: FsError,
     },
 }
 
@@ -136,10 +129,10 @@ fn rewrite_layer(
         media_type: MediaType::ImageLayer.to_string(),
         diff_id: written.diff_id,
     };
+    // Best effort: without the note, the next build rewrites the layer again.
     if let Some(dir) = memo.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let bytes = serde_json::to_vec(&new).unwrap_or_default();
-    atomic_write(&memo, &bytes).map_err(|source| RewriteError::Remember { digest, source })?;
+    let _ = atomic_write(&memo, &serde_json::to_vec(&new).unwrap_or_default());
     Ok(new)
 }

@@ -174,14 +174,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let session = Arc::new(session(&args)?);
     // A dry run writes nothing to the store: it reads the store when there is one, and opens
     // (creates) it only to unpack a context from standard input or a URL.
-    let remote = is_http_context(&args.context.to_string_lossy());
-    let store = if !args.dry_run || remote || args.context.as_os_str() == "-" {
-        Some(Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?)
-    } else if root.join("oci-layout").exists() {
-        Some(Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?)
-    } else {
-        None
-    };
+    let unpacks =
+        is_http_context(&args.context.to_string_lossy()) || args.context.as_os_str() == "-";
+    let store = (!args.dry_run || unpacks || root.join("oci-layout").exists())
+        .then(|| Store::open(root))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let input = read_input(store.as_ref(), &args, session.as_ref())?;
     let mut labels = BTreeMap::new();
     for label in &args.labels {
@@ -307,17 +305,10 @@ struct Input {
     /// Its path on disk, for `<Dockerfile>.dockerignore`; `None` when it has none.
     dockerfile_path: Option<PathBuf>,
     bytes: Vec<u8>,
-    /// The unpacked context of stdin or a URL, removed when the input drops (after the build).
-    _unpacked: Option<Unpacked>,
-}
-
-/// A context unpacked into the store's staging area.
-enum Unpacked {
-    // Held only to be removed on drop.
-    #[allow(dead_code)]
-    Stdin(StdinContext),
-    #[allow(dead_code)]
-    Url(HttpContext),
+    /// The unpacked context of stdin, removed when the input drops (after the build).
+    _stdin: Option<StdinContext>,
+    /// The context downloaded from a URL, removed when the input drops.
+    _url: Option<HttpContext>,
 }
 
 /// Reads the context argument and `-f`: a directory; `-` (a context tar or a bare Dockerfile on
@@ -343,7 +334,8 @@ fn read_input(
                 name: "<stdin>".to_string(),
                 dockerfile_path: None,
                 bytes,
-                _unpacked: None,
+                _stdin: None,
+                _url: None,
             }),
             Stdin::Context(unpacked) => {
                 let context = unpacked.dir().to_path_buf();
@@ -361,7 +353,8 @@ fn read_input(
                     name: without_dot_slash(name),
                     dockerfile_path: Some(path),
                     bytes,
-                    _unpacked: Some(Unpacked::Stdin(unpacked)),
+                    _stdin: Some(unpacked),
+                    _url: None,
                 })
             }
         };
@@ -377,7 +370,8 @@ fn read_input(
         name: without_dot_slash(name),
         dockerfile_path: (!from_stdin).then_some(path),
         bytes,
-        _unpacked: None,
+        _stdin: None,
+        _url: None,
     })
 }
 
@@ -428,7 +422,8 @@ fn read_url_input(
         // No `.dockerignore` applies to a downloaded context.
         dockerfile_path: None,
         bytes,
-        _unpacked: Some(Unpacked::Url(downloaded)),
+        _stdin: None,
+        _url: Some(downloaded),
     })
 }
 
