@@ -1453,6 +1453,7 @@ mod tests {
         let mut options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
+            dockerignore: true,
             target: None,
             resolve: Default::default(),
         };
@@ -1512,6 +1513,7 @@ mod tests {
         let options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
+            dockerignore: true,
             target: None,
             resolve: Default::default(),
         };

@@ -8,15 +8,19 @@
 //! [`export::export_image`] then writes the image out as `docker buildx build --output` and
 //! `--push` do. The CLI is a thin layer over both.
 
+pub mod check;
 pub mod compile;
 pub mod export;
+pub mod http_context;
 pub mod named_context;
 pub mod progress;
 mod remote_cache;
 pub mod stdin_context;
 pub mod steps;
+pub mod timestamps;
 pub mod worker;
 
+pub use check::{Checked, RemoteKind, RemoteSource};
 pub use named_context::{NamedContext, NamedContextError};
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 pub use steps::mounts::{ClientSession, NoSession, Session};
@@ -35,7 +39,7 @@ use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, 
 use crate::store::{Store, StoreError, StoredImage, descriptor};
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use worker::{BuildWorker, Snapshot, StepError};
@@ -51,6 +55,9 @@ pub struct BuildOptions {
     pub dockerfile_path: Option<PathBuf>,
     /// The context directory; `None` builds without a context (`kiln build - < Dockerfile`).
     pub context_dir: Option<PathBuf>,
+    /// Where the context came from when it is not a local directory (a URL): no
+    /// `.dockerignore` applies to it, and `SOURCE_DATE_EPOCH=context` takes its time.
+    pub remote_context: Option<RemoteContext>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     /// Names to tag the image with.
@@ -81,6 +88,9 @@ pub struct BuildOptions {
     pub session: Arc<dyn Session>,
     /// `--build-context NAME=VALUE`: the named contexts, by NAME as given.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
+    /// build makes have their times clamped to it in the image ([`timestamps`]).
+    pub rewrite_timestamp: bool,
 }
 
 impl Default for BuildOptions {
@@ -90,6 +100,7 @@ impl Default for BuildOptions {
             dockerfile_name: "Dockerfile".to_string(),
             dockerfile_path: None,
             context_dir: None,
+            remote_context: None,
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
@@ -106,8 +117,21 @@ impl Default for BuildOptions {
             allow_insecure: false,
             session: Arc::new(NoSession),
             named_contexts: BTreeMap::new(),
+            rewrite_timestamp: false,
         }
     }
+}
+
+/// A build context that came from elsewhere than a local directory, unpacked into
+/// [`BuildOptions::context_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteContext {
+    /// Where it came from, as given (a URL).
+    pub source: String,
+    /// Its time, for `SOURCE_DATE_EPOCH=context` (BuildKit's
+    /// `ResolveMainContextSourceDateEpoch`): for a download its `Last-Modified`, else the newest
+    /// file of its archive.
+    pub epoch: Option<i64>,
 }
 
 /// What a build made.
@@ -188,6 +212,8 @@ pub enum BuildError {
     /// The layers that came from a shared cache could not be fetched or recorded as absent.
     #[error("cannot fetch or record the image's layers from the shared cache")]
     SharedCacheLayers(#[source] Box<SharedCacheError>),
+    #[error("cannot rewrite the image's timestamps to SOURCE_DATE_EPOCH")]
+    RewriteTimestamp(#[source] Box<timestamps::RewriteError>),
     #[error("cannot serialise the image config")]
     ImageConfig(#[source] serde_json::Error),
     #[error("cannot write the image")]
@@ -352,14 +378,35 @@ struct Written {
     names: Vec<String>,
 }
 
-/// Plans the build, pulls or looks up its images, compiles the ops graph (sending
-/// [`BuildEvent::Planned`]), imports the `--cache-from` caches and opens the worker.
-async fn prepare(
-    store: &Store,
+/// What a build checks before its first step ([`validate`]).
+struct Validated {
+    plan: Plan,
+    images: BTreeMap<String, StoredImage>,
+    compiled: compile::Compiled,
+    source_date_epoch: Option<i64>,
+    /// The remote sources the build reads.
+    remote: Vec<RemoteSource>,
+}
+
+/// Every check a build runs before its first step, for the build and for [`check`] alike:
+/// plans the build, makes its named contexts and images ready, compiles the ops graph and
+/// reads `SOURCE_DATE_EPOCH`. With `fetch` (a build), what the store lacks is pulled,
+/// downloaded and stored; without it (a dry run), `store` is only read, nothing is fetched or
+/// written, and stand-ins take the place of what the store lacks ([`check`](mod@check)).
+async fn validate(
+    store: Option<&Store>,
+    fetch: bool,
     options: &BuildOptions,
-    progress: &Arc<dyn Progress>,
-) -> Result<Prepared, BuildError> {
-    let (plan, images) = plan_with_images(store, options, progress.as_ref()).await?;
+    progress: &dyn Progress,
+) -> Result<Validated, BuildError> {
+    let mut sources = Sources {
+        store,
+        fetch: fetch && store.is_some(),
+        stand_ins: BTreeSet::new(),
+    };
+    let build_args = effective_build_args(options);
+    let (plan, images, made) =
+        plan_with_images(&mut sources, options, &build_args, progress).await?;
     let compiled = compile(
         &plan,
         &CompileOptions {
@@ -371,6 +418,64 @@ async fn prepare(
             allow_insecure: options.allow_insecure,
         },
     )?;
+    let source_date_epoch = source_date_epoch(&build_args, &plan.resolved, options)?;
+    let remote = check::remote_sources(&plan, options, &images, &made, &sources.stand_ins);
+    Ok(Validated {
+        plan,
+        images,
+        compiled,
+        source_date_epoch,
+        remote,
+    })
+}
+
+/// Runs every check the build runs before its first step ([`validate`]) without fetching or
+/// storing anything: `store` (when there is one) is only read. Blocks; call it from outside an
+/// async runtime.
+pub fn check(
+    store: Option<&Store>,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Checked, BuildError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)?;
+    let validated = runtime.block_on(validate(store, false, options, progress))?;
+    Ok(Checked {
+        plan: validated.plan,
+        steps: validated.compiled.steps,
+        remote: validated.remote,
+        source_date_epoch: validated.source_date_epoch,
+    })
+}
+
+/// The build args as the build uses them: `SOURCE_DATE_EPOCH=context` becomes the remote
+/// context's time when it has one, as BuildKit's front end rewrites the arg.
+fn effective_build_args(options: &BuildOptions) -> BTreeMap<String, String> {
+    let mut args = options.build_args.clone();
+    if args.get("SOURCE_DATE_EPOCH").map(String::as_str) == Some("context")
+        && let Some(epoch) = options.remote_context.as_ref().and_then(|c| c.epoch)
+    {
+        args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+    }
+    args
+}
+
+/// Plans the build, pulls or looks up its images, compiles the ops graph (sending
+/// [`BuildEvent::Planned`]), imports the `--cache-from` caches and opens the worker.
+async fn prepare(
+    store: &Store,
+    options: &BuildOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<Prepared, BuildError> {
+    let Validated {
+        plan,
+        images,
+        compiled,
+        source_date_epoch,
+        ..
+    } = validate(Some(store), true, options, progress.as_ref()).await?;
     progress.event(BuildEvent::Planned {
         steps: compiled
             .steps
@@ -383,8 +488,6 @@ async fn prepare(
             })
             .collect(),
     });
-
-    let source_date_epoch = source_date_epoch(&options.build_args, &plan.resolved)?;
     let imported = import_caches(store, options, progress.as_ref()).await?;
     let cache_dir = store.root().join("cache");
     let context = plan.context.clone().map(Arc::new);
@@ -532,14 +635,38 @@ async fn write(
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
     });
+    let snapshot = match (options.rewrite_timestamp, prepared.config.source_date_epoch) {
+        (true, Some(epoch)) => {
+            let (imported, store, snapshot) = (
+                prepared.worker.imported.clone(),
+                store.clone(),
+                solved.snapshot.clone(),
+            );
+            off_runtime(move || timestamps::rewrite_new_layers(&store, &imported, &snapshot, epoch))
+                .await?
+                .map(Arc::new)
+                .map_err(|err| BuildError::RewriteTimestamp(Box::new(err)))?
+        }
+        (true, None) => {
+            // BuildKit's exporter warns and writes the layers as they are.
+            progress.event(BuildEvent::Warning {
+                step: None,
+                message: "rewrite-timestamp is set, but SOURCE_DATE_EPOCH is not: the layers \
+                          keep their times"
+                    .to_string(),
+            });
+            solved.snapshot.clone()
+        }
+        (false, _) => solved.snapshot.clone(),
+    };
     // Layers that came from a shared cache stay there until something needs their bytes.
-    let layers: Vec<_> = solved.snapshot.layers.iter().map(|l| l.info()).collect();
+    let layers: Vec<_> = snapshot.layers.iter().map(|l| l.info()).collect();
     {
         let (imported, store) = (prepared.worker.imported.clone(), store.clone());
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
-    let image = write_image(store, &prepared.config, &options.labels, &solved.snapshot)?;
+    let image = write_image(store, &prepared.config, &options.labels, &snapshot)?;
     let mut names = Vec::new();
     for tag in &options.tags {
         let tagged = store
@@ -627,27 +754,47 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(BuildError::SharedCacheTask)
 }
 
+/// Where a build's images come from: the store, then their registries; or, in a dry run, the
+/// store when it has them and stand-ins when it does not.
+struct Sources<'a> {
+    /// Read for the images it has.
+    store: Option<&'a Store>,
+    /// Whether what the store lacks is fetched into it (a build), or stood in for (a dry run).
+    fetch: bool,
+    /// The names of images standing in for ones a dry run does not pull.
+    stand_ins: BTreeSet<String>,
+}
+
 /// Plans the build, looks its external images up in the store, and plans again with their
 /// ENV and ONBUILD triggers when any has some (the resolver needs them to expand words and run
-/// the triggers).
+/// the triggers). Returns the plan, its images, and the names among them that named contexts
+/// made.
 async fn plan_with_images(
-    store: &Store,
+    sources: &mut Sources<'_>,
     options: &BuildOptions,
+    build_args: &BTreeMap<String, String>,
     progress: &dyn Progress,
-) -> Result<(Plan, BTreeMap<String, StoredImage>), BuildError> {
+) -> Result<(Plan, BTreeMap<String, StoredImage>, BTreeSet<String>), BuildError> {
+    // Off the runtime: a download blocks on a runtime of its own.
+    let contexts = {
+        let store = sources.store.filter(|_| sources.fetch).cloned();
+        let (named, session) = (options.named_contexts.clone(), options.session.clone());
+        off_runtime(move || named_context::context_images(store.as_ref(), &named, session.as_ref()))
+            .await?
+    }
+    .map_err(|(name, source)| BuildError::NamedContext {
+        name,
+        source: Box::new(source),
+    })?;
     let mut plan_options = PlanOptions {
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
+        dockerignore: options.remote_context.is_none(),
         target: options.target.clone(),
         resolve: ResolveOptions {
-            build_args: options.build_args.clone(),
+            build_args: build_args.clone(),
             target: options.target.clone(),
-            named_images: named_context::context_images(store, &options.named_contexts).map_err(
-                |(name, source)| BuildError::NamedContext {
-                    name,
-                    source: Box::new(source),
-                },
-            )?,
+            named_images: contexts.keys,
             ..ResolveOptions::default()
         },
     };
@@ -655,7 +802,8 @@ async fn plan_with_images(
     // never looked up or pulled, as in BuildKit). Their ENV and ONBUILD triggers shape how the
     // stages resolve and so which are needed: look up, add their configs, ask again, until
     // nothing new is named. Each round names at least one new image, so the rounds are bounded.
-    let mut images: BTreeMap<String, StoredImage> = BTreeMap::new();
+    let mut images: BTreeMap<String, StoredImage> = contexts.stand_ins;
+    sources.stand_ins.extend(images.keys().cloned());
     let mut every_base_looked_up = false;
     loop {
         for (name, image) in &images {
@@ -685,7 +833,7 @@ async fn plan_with_images(
             .filter(|name| !images.contains_key(name))
             .collect();
         let known = images.len();
-        lookup_images(store, options, progress, &missing, &mut images).await?;
+        lookup_images(sources, options, progress, &missing, &mut images).await?;
         if images.len() == known {
             // Nothing new was found (none missing, or only names that are not references,
             // which the compiler reports where they are written).
@@ -702,15 +850,15 @@ async fn plan_with_images(
     };
     // What the plan names that the rounds above did not reach (they stop at a stage that does
     // not resolve, which the plan then reports, or at a name that is not a reference).
-    lookup_images(store, options, progress, &plan.images, &mut images).await?;
-    Ok((plan, images))
+    lookup_images(sources, options, progress, &plan.images, &mut images).await?;
+    Ok((plan, images, contexts.made))
 }
 
 /// Finds each named image in the store, pulling it from its registry when missing (or always,
 /// with [`crate::registry::PullPolicy::Always`]). A name that is not a reference is left out:
 /// the compiler reports it at the line that names it.
 async fn lookup_images(
-    store: &Store,
+    sources: &mut Sources<'_>,
     options: &BuildOptions,
     progress: &dyn Progress,
     names: &[String],
@@ -723,7 +871,7 @@ async fn lookup_images(
         if images.contains_key(name) {
             continue;
         }
-        let local = store.resolve(name).ok();
+        let local = sources.store.and_then(|store| store.resolve(name).ok());
         // An image ID (a named local context's image) is never pulled.
         let is_id = name
             .strip_prefix("sha256:")
@@ -735,6 +883,14 @@ async fn lookup_images(
             continue;
         }
         let Ok(reference) = crate::oci::reference::Reference::parse_normalized(name) else {
+            continue;
+        };
+        let (Some(store), true) = (sources.store, sources.fetch) else {
+            // A dry run: the store's copy when it has one (even under --pull), else a
+            // stand-in; either way the build would pull it.
+            sources.stand_ins.insert(name.clone());
+            let image = local.unwrap_or_else(|| check::stand_in(None));
+            images.insert(name.clone(), image);
             continue;
         };
         let failed = |source| BuildError::Pull {
@@ -795,13 +951,15 @@ fn onbuild_triggers(config_bytes: &[u8]) -> Vec<String> {
 /// `resolveSourceDateEpochValue`): the build arg (the CLI passes kiln's environment variable as
 /// one, as docker buildx does), else a non-empty global `ARG SOURCE_DATE_EPOCH=` default (a
 /// stage's own ARG does not count). The value is whole seconds since the Unix epoch; `context`
-/// (the local context, which carries no time: no epoch); or the name of a stage that is
+/// (the time of a context downloaded from a URL, [`RemoteContext::epoch`]; a local context
+/// carries none: no epoch); or the name of a stage that is
 /// source-only (`FROM scratch`, ARGs and one remote ADD), whose download gives the time. Such a
 /// stage is checked with BuildKit's rules and messages; taking its time needs ADD of URLs and git
 /// (issue 14), and until then the build says so instead of ignoring it.
 fn source_date_epoch(
     build_args: &BTreeMap<String, String>,
     resolved: &crate::frontend::stage::Resolved,
+    options: &BuildOptions,
 ) -> Result<Option<i64>, BuildError> {
     let value = build_args
         .get("SOURCE_DATE_EPOCH")
@@ -815,7 +973,9 @@ fn source_date_epoch(
         })
         .map(String::as_str);
     let text = match value {
-        None | Some("") | Some("context") => return Ok(None),
+        None | Some("") => return Ok(None),
+        // The time of a remote context; a local context has none.
+        Some("context") => return Ok(options.remote_context.as_ref().and_then(|c| c.epoch)),
         Some(text) => text,
     };
     // The value as the error shows it: bounded, whatever was passed.

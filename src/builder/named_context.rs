@@ -3,8 +3,16 @@
 //! `RUN --mount from=` (the rules are the front end's, [`crate::frontend::stage`]).
 //!
 //! VALUE is `docker-image://REF` (an image, looked up or pulled like a FROM image), a local
-//! directory, or `oci-layout://PATH[:TAG|@DIGEST]`. BuildKit also takes git and http(s) URLs;
-//! kiln refuses them with a clear error for now.
+//! directory, `oci-layout://PATH[:TAG|@DIGEST]`, or an http(s) URL. BuildKit also takes git
+//! URLs; kiln refuses them with a clear error for now.
+//!
+//! An http(s) URL (one whose path does not end in `.git`) is what BuildKit's dockerui makes of
+//! it (`NamedContext.load`: `llb.HTTP(url, llb.Filename("context"))`): the download as the one
+//! file `context`, mode 0600, owned by root, its mtime the `Last-Modified` time; it is NOT
+//! unpacked, even when it is a tar (buildctl v0.32: `--opt context:x=http://.../x.tar` with
+//! `COPY --from=x / /x/` gives the file `/x/context`). It is downloaded as `ADD <url>` is
+//! ([`crate::fetch`]: conditional, bounded, authenticated with the `HTTP_AUTH_*_<host>`
+//! secrets) and stored as a one-layer image like a local directory.
 //!
 //! The front end knows a named context only as an image reference. A local directory is made
 //! one: its files after its own `<DIR>/.dockerignore` (BuildKit's dockerui reads exactly that
@@ -18,15 +26,19 @@
 //! by digest), its blobs checked against their digests.
 
 use crate::archive::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
+use crate::builder::check;
+use crate::builder::http_context::CONTEXT_FILE;
+use crate::builder::steps::mounts::Session;
+use crate::fetch::Fetcher;
 use crate::frontend::context::{BuildContext, ContextError, EntryKind};
 use crate::frontend::stage::named_context_key;
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::store::blob::MAX_DOCUMENT_SIZE;
-use crate::store::{LayerInfo, Store, descriptor};
+use crate::store::{BlobWriter, LayerInfo, Store, StoredImage, descriptor};
 use crate::sys::FsError;
 use oci_spec::image::MediaType;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, Read as _, Write};
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -45,6 +57,8 @@ pub enum NamedContext {
         /// The `:TAG` or `@DIGEST` after the path, as written (`@sha256:...` or `:tag`).
         reference: Option<String>,
     },
+    /// An http(s) URL: its download as the one file `context`.
+    Url(String),
 }
 
 /// A `--build-context` value kiln cannot use.
@@ -82,28 +96,83 @@ pub enum LoadError {
     /// The OCI layout has no image for the reference, or its documents make no sense.
     #[error("{0}")]
     Layout(String),
+    #[error("cannot download {url}")]
+    Fetch {
+        url: String,
+        #[source]
+        source: Box<crate::fetch::FetchError>,
+    },
 }
 
-/// The image each named context gives its name, by the key the front end looks names up by
-/// ([`named_context_key`]): the reference of a `docker-image://`, the ID of the image a
-/// local directory was stored as.
+/// What the named contexts give the front end.
+#[derive(Debug, Default)]
+pub(crate) struct ContextImages {
+    /// The image name each context gives, by the key the front end looks names up by
+    /// ([`named_context_key`]): the reference of a `docker-image://`, the ID of the image
+    /// another kind was stored as (or, in a dry run, the name of its stand-in).
+    pub keys: BTreeMap<String, String>,
+    /// The names of `keys` that are not references to look up or pull: images the contexts
+    /// made, or stand-ins.
+    pub made: BTreeSet<String>,
+    /// A dry run's stand-ins, by name (see [`crate::builder::check`]).
+    pub stand_ins: BTreeMap<String, StoredImage>,
+}
+
+/// Makes each named context an image: with `store`, stores what is local or downloaded
+/// (see the module documentation); without one (a dry run), reads and checks local
+/// directories and OCI layouts, downloads nothing, and gives each a stand-in.
 pub(crate) fn context_images(
-    store: &Store,
+    store: Option<&Store>,
     contexts: &BTreeMap<String, NamedContext>,
-) -> Result<BTreeMap<String, String>, (String, LoadError)> {
-    let mut images = BTreeMap::new();
+    session: &dyn Session,
+) -> Result<ContextImages, (String, LoadError)> {
+    let mut images = ContextImages::default();
     for (name, context) in contexts {
-        let image = match context {
-            NamedContext::Image(reference) => reference.clone(),
-            NamedContext::Local(dir) => {
-                store_directory(store, dir).map_err(|err| (name.clone(), err))?
+        let failed = |err| (name.clone(), err);
+        let made = match (context, store) {
+            (NamedContext::Image(reference), _) => {
+                images
+                    .keys
+                    .insert(named_context_key(name), reference.clone());
+                continue;
             }
-            NamedContext::OciLayout { path, reference } => {
-                store_layout_image(store, path, reference.as_deref())
-                    .map_err(|err| (name.clone(), err))?
+            (NamedContext::Local(dir), Some(store)) => {
+                store_directory(store, dir).map_err(failed)?
+            }
+            (NamedContext::OciLayout { path, reference }, Some(store)) => {
+                store_layout_image(store, path, reference.as_deref()).map_err(failed)?
+            }
+            (NamedContext::Url(url), Some(store)) => {
+                store_download(store, url, session).map_err(failed)?
+            }
+            (NamedContext::Local(dir), None) => {
+                BuildContext::open(dir, None)
+                    .map_err(LoadError::Open)
+                    .map_err(failed)?;
+                let stand_in = format!("context {name} ({})", dir.display());
+                images
+                    .stand_ins
+                    .insert(stand_in.clone(), check::stand_in(None));
+                stand_in
+            }
+            (NamedContext::OciLayout { path, reference }, None) => {
+                let image = read_layout_image(path, reference.as_deref()).map_err(failed)?;
+                let stand_in = format!("context {name} (oci-layout://{})", path.display());
+                images
+                    .stand_ins
+                    .insert(stand_in.clone(), check::stand_in(Some(&image.config_bytes)));
+                stand_in
+            }
+            (NamedContext::Url(url), None) => {
+                let stand_in = format!("context {name} ({url})");
+                images
+                    .stand_ins
+                    .insert(stand_in.clone(), check::stand_in(None));
+                stand_in
             }
         };
-        images.insert(named_context_key(name), image);
+        images.made.insert(made.clone());
+        images.keys.insert(named_context_key(name), made);
     }
     Ok(images)
 }
@@ -158,10 +227,54 @@ fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
             EntryKind::Other => {}
         }
     }
-    let mut writer = tar.into_inner().map_err(|source| LoadError::Read {
+    let writer = tar.into_inner().map_err(|source| LoadError::Read {
         path: dir.to_path_buf(),
         source,
     })?;
+    store_layer_image(store, writer)
+}
+
+/// Downloads `url` and stores it as a one-layer image holding it as the file `context` (see the
+/// module documentation); returns the image's ID.
+fn store_download(store: &Store, url: &str, session: &dyn Session) -> Result<String, LoadError> {
+    let failed = |source| LoadError::Fetch {
+        url: url.to_string(),
+        source: Box::new(source),
+    };
+    let parsed = crate::fetch::parse_url(url).map_err(failed)?;
+    let fetcher = Fetcher::in_store(store).map_err(failed)?;
+    let auth = crate::fetch::authorization(&parsed, |id| session.secret(id)).map_err(failed)?;
+    let stored = |err: ArchiveError| LoadError::Store(err);
+    let _lease = store.lease().map_err(|e| stored(e.into()))?;
+    let fetched = fetcher
+        .fetch(&parsed, None, auth.as_ref())
+        .map_err(failed)?;
+    let blob = store.blobs().path(&fetched.digest);
+    let read = |source| LoadError::Read {
+        path: blob.clone(),
+        source,
+    };
+    let file = File::open(&blob).map_err(read)?;
+    let writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
+    let mut tar = tar::Builder::new(writer);
+    tar.mode(tar::HeaderMode::Complete);
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o600);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(u64::try_from(fetched.mtime()).unwrap_or(0));
+    header.set_size(fetched.size);
+    tar.append_data(&mut header, CONTEXT_FILE, file)
+        .map_err(read)?;
+    let writer = tar.into_inner().map_err(read)?;
+    store_layer_image(store, writer)
+}
+
+/// Stores the uncompressed layer tar written to `writer` as the one layer of an image whose
+/// config is only the host platform (a named context has no image config); returns its ID.
+fn store_layer_image(store: &Store, mut writer: BlobWriter) -> Result<String, LoadError> {
+    let stored = |err: ArchiveError| LoadError::Store(err);
     writer
         .flush()
         .map_err(|e| stored(FsError::new("write a blob in", store.staging().dir(), e).into()))?;
@@ -184,7 +297,7 @@ fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
         object.insert("variant".into(), serde_json::json!(variant));
     }
     let bytes = serde_json::to_vec(&config).map_err(|e| LoadError::Read {
-        path: dir.to_path_buf(),
+        path: store.root().to_path_buf(),
         source: e.into(),
     })?;
     let layers = [descriptor(
@@ -201,6 +314,13 @@ fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
 /// The annotation an OCI layout's `index.json` names a tag by.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// An image of an OCI layout directory, read and checked ([`read_layout_image`]).
+struct LayoutImage {
+    config_bytes: Vec<u8>,
+    /// Each layer's descriptor with its diff ID, base first.
+    layers: Vec<(crate::registry::manifest::Descriptor, crate::oci::Digest)>,
+}
+
 /// Copies the image `reference` (`:TAG`, `@DIGEST`; `None`: the tag `latest`, or the only
 /// image) of the OCI layout directory `layout` into the store (for the host's platform when it
 /// is an index), as buildx resolves an `oci-layout://` context on the client; returns its ID.
@@ -211,6 +331,50 @@ fn store_layout_image(
     layout: &Path,
     reference: Option<&str>,
 ) -> Result<String, LoadError> {
+    let LayoutImage {
+        config_bytes,
+        layers,
+    } = read_layout_image(layout, reference)?;
+    let blob_path = |digest: &crate::oci::Digest| {
+        layout
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    };
+    let stored = |err: ArchiveError| LoadError::Store(err);
+    let _lease = store.lease().map_err(|e| stored(e.into()))?;
+    let mut descriptors = Vec::new();
+    for (layer, diff_id) in layers {
+        if !store.blobs().contains(&layer.digest) {
+            let path = blob_path(&layer.digest);
+            let mut file = File::open(&path).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let mut writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
+            io::copy(&mut file, &mut writer).map_err(|source| LoadError::Read { path, source })?;
+            writer
+                .commit_exact(&layer.digest, layer.size)
+                .map_err(|e| stored(e.into()))?;
+        }
+        let info = LayerInfo {
+            digest: layer.digest.clone(),
+            size: layer.size,
+            media_type: MediaType::from(layer.media_type.as_str()),
+            diff_id,
+        };
+        unpack_layer(store, &info, DEFAULT_MAX_BYTES).map_err(stored)?;
+        descriptors.push(descriptor(info.media_type.clone(), &info.digest, info.size));
+    }
+    let image = store
+        .write_image_json(&config_bytes, &descriptors)
+        .map_err(|e| stored(e.into()))?;
+    Ok(image.id.to_string())
+}
+
+/// Reads the image `reference` of the OCI layout `layout` (see [`store_layout_image`]): its
+/// index, manifest and config, each checked against its digest; the layers are not read.
+fn read_layout_image(layout: &Path, reference: Option<&str>) -> Result<LayoutImage, LoadError> {
     use crate::oci::Digest;
     use crate::registry::Manifest;
     use crate::registry::manifest::choose;
@@ -321,35 +485,10 @@ fn store_layout_image(
             "the config's diff IDs do not match the layers".to_string()
         ));
     }
-    let stored = |err: ArchiveError| LoadError::Store(err);
-    let _lease = store.lease().map_err(|e| stored(e.into()))?;
-    let mut descriptors = Vec::new();
-    for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        if !store.blobs().contains(&layer.digest) {
-            let path = blob_path(&layer.digest);
-            let mut file = File::open(&path).map_err(|source| LoadError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let mut writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
-            io::copy(&mut file, &mut writer).map_err(|source| LoadError::Read { path, source })?;
-            writer
-                .commit_exact(&layer.digest, layer.size)
-                .map_err(|e| stored(e.into()))?;
-        }
-        let info = LayerInfo {
-            digest: layer.digest.clone(),
-            size: layer.size,
-            media_type: MediaType::from(layer.media_type.as_str()),
-            diff_id,
-        };
-        unpack_layer(store, &info, DEFAULT_MAX_BYTES).map_err(stored)?;
-        descriptors.push(descriptor(info.media_type.clone(), &info.digest, info.size));
-    }
-    let image = store
-        .write_image_json(&config_bytes, &descriptors)
-        .map_err(|e| stored(e.into()))?;
-    Ok(image.id.to_string())
+    Ok(LayoutImage {
+        config_bytes,
+        layers: layers.into_iter().zip(diff_ids).collect(),
+    })
 }
 
 impl NamedContext {
@@ -391,10 +530,11 @@ impl NamedContext {
         {
             return Err(unsupported("git"));
         } else if value.starts_with("http://") || value.starts_with("https://") {
-            return Err(unsupported("http(s) URL"));
+            crate::fetch::parse_url(value).map_err(|_| invalid("not a valid http(s) URL"))?;
+            NamedContext::Url(value.to_string())
         } else if value.contains("://") {
             return Err(invalid(
-                "give a directory, docker-image://REF or oci-layout://PATH",
+                "give a directory, docker-image://REF, oci-layout://PATH or an http(s) URL",
             ));
         } else {
             NamedContext::Local(PathBuf::from(value))
@@ -453,10 +593,12 @@ mod tests {
             err.to_string(),
             "--build-context g=https://github.com/x/y.git: git contexts are not supported yet"
         );
-        let err = NamedContext::parse("u=https://example.com/ctx.tar").unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("http(s) URL contexts are not supported yet")
+        assert_eq!(
+            NamedContext::parse("u=https://example.com/ctx.tar").unwrap(),
+            (
+                "u".into(),
+                NamedContext::Url("https://example.com/ctx.tar".into())
+            )
         );
         assert!(matches!(
             NamedContext::parse("=x"),

@@ -69,12 +69,8 @@ impl StdinContext {
         staging: &Staging,
         max_bytes: u64,
     ) -> Result<StdinContext, StdinContextError> {
-        let dir = staging.new_path("context");
-        std::fs::create_dir(&dir).map_err(|err| {
-            StdinContextError::Create(FsError::new("create directory", &dir, err))
-        })?;
-        // From here the directory is ours: dropping `context` removes it, on errors too.
-        let context = StdinContext { dir };
+        // The directory is ours: dropping `context` removes it, on errors too.
+        let context = StdinContext::create(staging)?;
         let stream = decompressed(reader).map_err(StdinContextError::Decompress)?;
         let options = ApplyOptions {
             whiteouts: Whiteouts::Apply,
@@ -84,6 +80,15 @@ impl StdinContext {
         };
         apply_layer(stream, &context.dir, &options).map_err(StdinContextError::Unpack)?;
         Ok(context)
+    }
+
+    /// A fresh empty context directory under `staging`, removed on drop.
+    pub fn create(staging: &Staging) -> Result<StdinContext, StdinContextError> {
+        let dir = staging.new_path("context");
+        std::fs::create_dir(&dir).map_err(|err| {
+            StdinContextError::Create(FsError::new("create directory", &dir, err))
+        })?;
+        Ok(StdinContext { dir })
     }
 
     /// The unpacked context directory.

@@ -20,7 +20,7 @@ use crate::cache::{
 use crate::container::MAX_LAYER_BYTES;
 use crate::container::user;
 use crate::error::Chain;
-use crate::fetch::{FetchError, FetchOptions, Fetched, Fetcher};
+use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
@@ -182,13 +182,17 @@ impl BuildWorker {
         if let Some(fetcher) = slot.as_ref() {
             return Ok(fetcher.clone());
         }
-        let dir = self.store.root().join("cache").join("http");
-        let fetcher = Arc::new(
-            Fetcher::new(self.store.blobs().clone(), &dir, FetchOptions::from_env())
-                .map_err(Box::new)?,
-        );
+        let fetcher = Arc::new(Fetcher::in_store(&self.store).map_err(Box::new)?);
         *slot = Some(fetcher.clone());
         Ok(fetcher)
+    }
+
+    /// The `Authorization` header for `url` from the build's `HTTP_AUTH_*` secrets.
+    fn authorization(
+        &self,
+        url: &reqwest::Url,
+    ) -> Result<Option<crate::fetch::Authorization>, StepError> {
+        Ok(crate::fetch::authorization(url, |id| self.session.secret(id)).map_err(Box::new)?)
     }
 
     /// The content part of an `ADD <url>` step's key, as BuildKit's http source keys it: each
@@ -207,7 +211,11 @@ impl BuildWorker {
                 }
                 None => {
                     let url = crate::fetch::parse_url(&source.url).map_err(Box::new)?;
-                    let got = self.fetcher()?.fetch(&url, None).map_err(Box::new)?;
+                    let auth = self.authorization(&url)?;
+                    let got = self
+                        .fetcher()?
+                        .fetch(&url, None, auth.as_ref())
+                        .map_err(Box::new)?;
                     let pair = (got.digest.clone(), got.last_modified.clone());
                     fetched.push(Some(got));
                     pair
@@ -259,27 +267,17 @@ impl BuildWorker {
                         .clone()
                         .or_else(|| known.get(i).cloned().flatten().map(|f| f.digest));
                     self.fetcher()?
-                        .fetch(&url, checksum.as_ref())
+                        .fetch(&url, checksum.as_ref(), self.authorization(&url)?.as_ref())
                         .map_err(Box::new)?
                 }
             };
-            let fs_error = |action: &'static str, path: &std::path::Path, err| StepError::UrlFile {
-                url: source.url.clone(),
-                source: crate::sys::FsError::new(action, path, err),
-            };
-            let blob = self.store.blobs().path(&fetched.digest);
             let target = dir.join(&source.name);
-            std::fs::copy(&blob, &target).map_err(|e| fs_error("copy", &blob, e))?;
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| fs_error("chmod", &target, e))?;
-            let mtime = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(fetched.mtime()).unwrap_or(0));
-            std::fs::File::options()
-                .write(true)
-                .open(&target)
-                .and_then(|f| f.set_modified(mtime))
-                .map_err(|e| fs_error("set the mtime of", &target, e))?;
+            self.fetcher()?
+                .place(&fetched, &target)
+                .map_err(|source_error| StepError::UrlFile {
+                    url: source.url.clone(),
+                    source: source_error,
+                })?;
         }
         Ok(())
     }

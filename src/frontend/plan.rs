@@ -21,6 +21,9 @@ pub struct PlanOptions {
     /// Where the Dockerfile is (used to find `<Dockerfile>.dockerignore`); `None` when it came
     /// from standard input.
     pub dockerfile_path: Option<PathBuf>,
+    /// Whether an ignore file applies to the context: BuildKit applies none to a context
+    /// downloaded from a URL (its `MainContext` takes a remote context as it is).
+    pub dockerignore: bool,
     /// `--target`: the stage to build; the last stage when `None`.
     pub target: Option<String>,
     /// Build arguments, platforms.
@@ -179,10 +182,11 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
                 // The context is walked once, and only when a needed instruction reads it.
                 let ctx = match &mut context {
                     Some(ctx) => ctx,
-                    None => context.insert(BuildContext::open(
+                    None if opts.dockerignore => context.insert(BuildContext::open(
                         &opts.context_dir,
                         opts.dockerfile_path.as_deref(),
                     )?),
+                    None => context.insert(BuildContext::open_unfiltered(&opts.context_dir)?),
                 };
                 let selected = if parents {
                     ctx.select_parents_sources(&sources)
@@ -307,6 +311,7 @@ mod tests {
         PlanOptions {
             context_dir: context_dir.to_path_buf(),
             dockerfile_path: None,
+            dockerignore: true,
             target: target.map(str::to_string),
             resolve: ResolveOptions::default(),
         }

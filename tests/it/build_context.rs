@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// A tar stream of `entries`: `(name, Some(content))` a file, `(name, None)` a directory.
 /// Names are written raw into the header, so `../x` and `/x` can be made.
-fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+pub(crate) fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, content) in entries {
         let mut header = tar::Header::new_gnu();
@@ -39,7 +39,7 @@ fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
 }
 
 /// A tar stream of the symlink `name -> target` followed by the entries of the tar `rest`.
-fn with_symlink_first(name: &str, target: &str, rest: Vec<u8>) -> Vec<u8> {
+pub(crate) fn with_symlink_first(name: &str, target: &str, rest: Vec<u8>) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     raw_name(&mut header, name);
@@ -62,7 +62,7 @@ fn raw_name(header: &mut tar::Header, name: &str) {
     field[..name.len()].copy_from_slice(name.as_bytes());
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(bytes).expect("gzip");
     encoder.finish().expect("gzip")
@@ -79,7 +79,7 @@ fn build_stdin(builder: &crate::build::Builder, args: &[&str], stdin: &[u8]) -> 
 }
 
 /// What is left in the store's staging area (the unpacked context must be gone).
-fn staged(root: &Path) -> Vec<String> {
+pub(crate) fn staged(root: &Path) -> Vec<String> {
     fs::read_dir(root.join("tmp"))
         .map(|dir| {
             dir.flatten()

@@ -137,6 +137,22 @@ pub struct BuildContext {
     excluded: Vec<String>,
 }
 
+/// `context_dir` made canonical; it must be a directory.
+fn canonical_dir(context_dir: &Path) -> Result<PathBuf, ContextError> {
+    let root = context_dir
+        .canonicalize()
+        .map_err(|source| ContextError::Open {
+            path: context_dir.to_path_buf(),
+            source,
+        })?;
+    if !root.is_dir() {
+        return Err(ContextError::NotADirectory {
+            path: context_dir.to_path_buf(),
+        });
+    }
+    Ok(root)
+}
+
 impl BuildContext {
     /// Opens `context_dir` for a build of the Dockerfile at `dockerfile` (`None`: a Dockerfile
     /// that is not on disk, e.g. read from standard input).
@@ -147,18 +163,19 @@ impl BuildContext {
     /// (relative to the current directory, like `docker build -f`). An ignore file that is a
     /// symlink must stay inside its own directory: it is never read from elsewhere.
     pub fn open(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
-        let root = context_dir
-            .canonicalize()
-            .map_err(|source| ContextError::Open {
-                path: context_dir.to_path_buf(),
-                source,
-            })?;
-        if !root.is_dir() {
-            return Err(ContextError::NotADirectory {
-                path: context_dir.to_path_buf(),
-            });
-        }
+        let root = canonical_dir(context_dir)?;
         let ignore_file = ignore_file_for(&root, dockerfile)?;
+        Self::walked(root, ignore_file)
+    }
+
+    /// Opens `context_dir` with no ignore file: every entry is in the context (a context
+    /// downloaded from a URL, to which BuildKit applies no `.dockerignore`).
+    pub fn open_unfiltered(context_dir: &Path) -> Result<Self, ContextError> {
+        Self::walked(canonical_dir(context_dir)?, None)
+    }
+
+    /// The context at the canonical directory `root` after the ignore file `ignore_file`.
+    fn walked(root: PathBuf, ignore_file: Option<PathBuf>) -> Result<Self, ContextError> {
         let ignore = match &ignore_file {
             Some(path) => load_ignore(path)?,
             None => Dockerignore::default(),
