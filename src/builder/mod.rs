@@ -407,6 +407,8 @@ async fn prepare(
         session: options.session.clone(),
         fetcher: Mutex::new(None),
         fetched: Mutex::new(BTreeMap::new()),
+        git_resolved: Mutex::new(BTreeMap::new()),
+        git_refs: Mutex::new(BTreeMap::new()),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),
@@ -639,6 +641,7 @@ async fn plan_with_images(
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
         target: options.target.clone(),
+        apply_dockerignore: true,
         resolve: ResolveOptions {
             build_args: options.build_args.clone(),
             target: options.target.clone(),

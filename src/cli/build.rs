@@ -501,6 +501,7 @@ fn dry_run(args: BuildArgs) -> anyhow::Result<()> {
         context_dir: args.context.clone(),
         dockerfile_path: (!from_stdin).then(|| path.clone()),
         target: args.target.clone(),
+        apply_dockerignore: true,
         resolve: ResolveOptions {
             build_args: build_args(&args.build_args)?,
             target: args.target.clone(),

@@ -23,6 +23,9 @@ pub struct PlanOptions {
     pub dockerfile_path: Option<PathBuf>,
     /// `--target`: the stage to build; the last stage when `None`.
     pub target: Option<String>,
+    /// Whether the context's `.dockerignore` applies: BuildKit applies none to a context
+    /// fetched from a git repository.
+    pub apply_dockerignore: bool,
     /// Build arguments, platforms.
     pub resolve: ResolveOptions,
 }
@@ -179,6 +182,9 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
                 // The context is walked once, and only when a needed instruction reads it.
                 let ctx = match &mut context {
                     Some(ctx) => ctx,
+                    None if !opts.apply_dockerignore => {
+                        context.insert(BuildContext::open_whole(&opts.context_dir)?)
+                    }
                     None => context.insert(BuildContext::open(
                         &opts.context_dir,
                         opts.dockerfile_path.as_deref(),
@@ -279,19 +285,20 @@ pub fn is_remote(source: &str) -> bool {
     {
         return true;
     }
-    // scp-like: `user@host:path`, with no `/` before the `:` (so `dir/a@b:c` stays local).
+    // scp-like: `user@host:path` as BuildKit's `gitSSHRegex` reads it (a user of letters,
+    // digits, `-` and `_`; a host of letters, digits, `-` and `.`), so `dir/a@b:c` stays local.
     let Some((user_host, _path)) = source.split_once(':') else {
         return false;
     };
     let Some((user, host)) = user_host.split_once('@') else {
         return false;
     };
-    let word = |s: &str| {
+    let word = |s: &str, extra: char| {
         !s.is_empty()
             && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == extra)
     };
-    word(user) && word(host)
+    word(user, '_') && word(host, '.')
 }
 
 /// The Dockerfile path for a context: `-f` when given, else `CONTEXT/Dockerfile`.
@@ -308,6 +315,7 @@ mod tests {
             context_dir: context_dir.to_path_buf(),
             dockerfile_path: None,
             target: target.map(str::to_string),
+            apply_dockerignore: true,
             resolve: ResolveOptions::default(),
         }
     }

@@ -147,6 +147,20 @@ impl BuildContext {
     /// (relative to the current directory, like `docker build -f`). An ignore file that is a
     /// symlink must stay inside its own directory: it is never read from elsewhere.
     pub fn open(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
+        Self::open_with(context_dir, dockerfile, true)
+    }
+
+    /// Opens `context_dir` with no ignore file: every file is in the context (BuildKit's
+    /// context from a git repository, whose `.dockerignore` it does not apply).
+    pub fn open_whole(context_dir: &Path) -> Result<Self, ContextError> {
+        Self::open_with(context_dir, None, false)
+    }
+
+    fn open_with(
+        context_dir: &Path,
+        dockerfile: Option<&Path>,
+        apply_dockerignore: bool,
+    ) -> Result<Self, ContextError> {
         let root = context_dir
             .canonicalize()
             .map_err(|source| ContextError::Open {
@@ -158,7 +172,11 @@ impl BuildContext {
                 path: context_dir.to_path_buf(),
             });
         }
-        let ignore_file = ignore_file_for(&root, dockerfile)?;
+        let ignore_file = if apply_dockerignore {
+            ignore_file_for(&root, dockerfile)?
+        } else {
+            None
+        };
         let ignore = match &ignore_file {
             Some(path) => load_ignore(path)?,
             None => Dockerignore::default(),
