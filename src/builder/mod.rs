@@ -10,6 +10,7 @@
 
 pub mod compile;
 pub mod export;
+pub mod git_context;
 pub mod named_context;
 pub mod progress;
 mod remote_cache;
@@ -51,6 +52,9 @@ pub struct BuildOptions {
     pub dockerfile_path: Option<PathBuf>,
     /// The context directory; `None` builds without a context (`kiln build - < Dockerfile`).
     pub context_dir: Option<PathBuf>,
+    /// Whether the context's `.dockerignore` applies (not to a git context's checkout, as in
+    /// BuildKit; see [`git_context`]).
+    pub apply_dockerignore: bool,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     /// Names to tag the image with.
@@ -90,6 +94,7 @@ impl Default for BuildOptions {
             dockerfile_name: "Dockerfile".to_string(),
             dockerfile_path: None,
             context_dir: None,
+            apply_dockerignore: true,
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
@@ -641,16 +646,19 @@ async fn plan_with_images(
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
         target: options.target.clone(),
-        apply_dockerignore: true,
+        apply_dockerignore: options.apply_dockerignore,
         resolve: ResolveOptions {
             build_args: options.build_args.clone(),
             target: options.target.clone(),
-            named_images: named_context::context_images(store, &options.named_contexts).map_err(
-                |(name, source)| BuildError::NamedContext {
-                    name,
-                    source: Box::new(source),
-                },
-            )?,
+            named_images: named_context::context_images(
+                store,
+                &options.named_contexts,
+                options.session.as_ref(),
+            )
+            .map_err(|(name, source)| BuildError::NamedContext {
+                name,
+                source: Box::new(source),
+            })?,
             ..ResolveOptions::default()
         },
     };

@@ -3,8 +3,9 @@
 //! `RUN --mount from=` (the rules are the front end's, [`crate::frontend::stage`]).
 //!
 //! VALUE is `docker-image://REF` (an image, looked up or pulled like a FROM image), a local
-//! directory, or `oci-layout://PATH[:TAG|@DIGEST]`. BuildKit also takes git and http(s) URLs;
-//! kiln refuses them with a clear error for now.
+//! directory, `oci-layout://PATH[:TAG|@DIGEST]`, or a git repository (`https://…/repo.git#ref:
+//! subdir`, `git://…`, `ssh://…`, `git@host:repo.git`; see [`crate::builder::git_context`]).
+//! BuildKit also takes an http(s) URL of a file; kiln refuses it with a clear error for now.
 //!
 //! The front end knows a named context only as an image reference. A local directory is made
 //! one: its files after its own `<DIR>/.dockerignore` (BuildKit's dockerui reads exactly that
@@ -13,13 +14,18 @@
 //! whose config is only the host platform (BuildKit's named local context has no image
 //! config). The layer holds the content, modes and mtimes, so an unchanged directory gives
 //! the same image, named by its ID, and the steps reading it hit the cache. The image stays
-//! in the store untagged (a prune removes it). An `oci-layout://` image is copied into the
+//! in the store untagged (a prune removes it). A git repository's checkout is stored the same
+//! way, without any `.dockerignore` (BuildKit applies none to a git context): the same commit
+//! gives the same image. An `oci-layout://` image is copied into the
 //! store the same way (buildx resolves the tag on the client; BuildKit then reads the layout
 //! by digest), its blobs checked against their digests.
 
 use crate::archive::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
+use crate::builder::git_context::{self, GitContextError};
+use crate::builder::steps::mounts::Session;
 use crate::frontend::context::{BuildContext, ContextError, EntryKind};
 use crate::frontend::stage::named_context_key;
+use crate::git::{GitRef, GitSource, GitUrlError};
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::store::blob::MAX_DOCUMENT_SIZE;
@@ -45,6 +51,8 @@ pub enum NamedContext {
         /// The `:TAG` or `@DIGEST` after the path, as written (`@sha256:...` or `:tag`).
         reference: Option<String>,
     },
+    /// A git repository, fetched and checked out.
+    Git(GitSource),
 }
 
 /// A `--build-context` value kiln cannot use.
@@ -64,6 +72,12 @@ pub enum NamedContextError {
         value: String,
         what: &'static str,
     },
+    #[error("--build-context {name}: {source}")]
+    Git {
+        name: String,
+        #[source]
+        source: GitUrlError,
+    },
 }
 
 /// Why a named context could not be made an image.
@@ -82,6 +96,8 @@ pub enum LoadError {
     /// The OCI layout has no image for the reference, or its documents make no sense.
     #[error("{0}")]
     Layout(String),
+    #[error(transparent)]
+    Git(#[from] GitContextError),
 }
 
 /// The image each named context gives its name, by the key the front end looks names up by
@@ -90,14 +106,19 @@ pub enum LoadError {
 pub(crate) fn context_images(
     store: &Store,
     contexts: &BTreeMap<String, NamedContext>,
+    session: &dyn Session,
 ) -> Result<BTreeMap<String, String>, (String, LoadError)> {
     let mut images = BTreeMap::new();
     for (name, context) in contexts {
         let image = match context {
             NamedContext::Image(reference) => reference.clone(),
             NamedContext::Local(dir) => {
-                store_directory(store, dir).map_err(|err| (name.clone(), err))?
+                store_directory(store, dir, true).map_err(|err| (name.clone(), err))?
             }
+            NamedContext::Git(source) => git_context::fetch(store, source, session)
+                .map_err(LoadError::from)
+                .and_then(|dir| store_directory(store, &dir, false))
+                .map_err(|err| (name.clone(), err))?,
             NamedContext::OciLayout { path, reference } => {
                 store_layout_image(store, path, reference.as_deref())
                     .map_err(|err| (name.clone(), err))?
@@ -108,10 +129,19 @@ pub(crate) fn context_images(
     Ok(images)
 }
 
-/// Stores the local context `dir` as a one-layer image (see the module documentation);
-/// returns its ID.
-fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
-    let context = BuildContext::open(dir, None).map_err(LoadError::Open)?;
+/// Stores the local context `dir` as a one-layer image (see the module documentation), after
+/// its `.dockerignore` when `apply_dockerignore`; returns its ID.
+fn store_directory(
+    store: &Store,
+    dir: &Path,
+    apply_dockerignore: bool,
+) -> Result<String, LoadError> {
+    let context = if apply_dockerignore {
+        BuildContext::open(dir, None)
+    } else {
+        BuildContext::open_whole(dir)
+    }
+    .map_err(LoadError::Open)?;
     let stored = |err: ArchiveError| LoadError::Store(err);
     let _lease = store.lease().map_err(|e| stored(e.into()))?;
     let writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
@@ -384,12 +414,13 @@ impl NamedContext {
                 path: PathBuf::from(path),
                 reference: reference.map(str::to_string),
             }
-        } else if value.starts_with("git://")
-            || value.starts_with("git@")
-            || value.ends_with(".git")
-            || value.contains(".git#")
+        } else if let Some(reference) =
+            git_reference(value).map_err(|source| NamedContextError::Git {
+                name: name.to_string(),
+                source,
+            })?
         {
-            return Err(unsupported("git"));
+            NamedContext::Git(GitSource::new(&reference))
         } else if value.starts_with("http://") || value.starts_with("https://") {
             return Err(unsupported("http(s) URL"));
         } else if value.contains("://") {
@@ -401,6 +432,16 @@ impl NamedContext {
         };
         Ok((name.to_string(), context))
     }
+}
+
+/// The git repository a named context's value names, as BuildKit's `NamedContext.load` reads
+/// it: a `git://`, `ssh://` or http(s) `.git` URL, or the scp-like form only as `git@…` (any
+/// other `user@host:path` is a local directory, as `--build-context` has always read it).
+fn git_reference(value: &str) -> Result<Option<GitRef>, GitUrlError> {
+    if !value.contains("://") && !value.starts_with("git@") {
+        return Ok(None);
+    }
+    GitRef::parse(value)
 }
 
 /// `PATH[:TAG|@DIGEST]` split at the reference: `@` starts a digest; otherwise a `:` after the
@@ -448,11 +489,31 @@ mod tests {
                 reference: Some("@sha256:ab".into())
             }
         );
-        let err = NamedContext::parse("g=https://github.com/x/y.git").unwrap_err();
+        let NamedContext::Git(git) = NamedContext::parse("g=https://github.com/x/y.git#v1:sub")
+            .unwrap()
+            .1
+        else {
+            panic!("not a git context");
+        };
         assert_eq!(
-            err.to_string(),
-            "--build-context g=https://github.com/x/y.git: git contexts are not supported yet"
+            (
+                git.remote.as_str(),
+                git.reference.as_str(),
+                git.subdir.as_str()
+            ),
+            ("https://github.com/x/y.git", "v1", "sub")
         );
+        for value in ["git@github.com:x/y.git", "git://h/r", "ssh://git@h/r.git"] {
+            let parsed = NamedContext::parse(&format!("g={value}")).unwrap().1;
+            assert!(matches!(parsed, NamedContext::Git(_)), "{value}");
+        }
+        assert_eq!(
+            NamedContext::parse("d=me@host:dir").unwrap().1,
+            NamedContext::Local("me@host:dir".into())
+        );
+        let err = NamedContext::parse("g=https://u:pw@h/y.git?bad=1").unwrap_err();
+        assert!(err.to_string().contains("unexpected query"), "{err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
         let err = NamedContext::parse("u=https://example.com/ctx.tar").unwrap_err();
         assert!(
             err.to_string()

@@ -8,6 +8,7 @@ use super::compile::{
 };
 use super::progress::{BuildEvent, LogStream, Progress};
 use crate::archive::{ArchiveError, ensure_snapshots};
+use crate::builder::git_context::{GitSecretError, git_auth};
 use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
 use crate::builder::steps::copy::{
     CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
@@ -23,7 +24,7 @@ use crate::container::user;
 use crate::error::Chain;
 use crate::fetch::{FetchError, FetchOptions, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
-use crate::git::{GitAuth, GitCache, GitError, GitOptions, GitSource, Resolved};
+use crate::git::{GitCache, GitError, GitOptions, GitSource, Resolved};
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
 use crate::runtime::Network;
@@ -120,13 +121,8 @@ pub enum StepError {
     Fetch(Box<SharedCacheError>),
     #[error(transparent)]
     Git(#[from] Box<GitError>),
-    /// A `GIT_AUTH_*` secret could not be read.
-    #[error("cannot read the secret {name} for the git fetch")]
-    GitSecret {
-        name: String,
-        #[source]
-        source: crate::error::Cause,
-    },
+    #[error(transparent)]
+    GitSecret(#[from] GitSecretError),
 }
 
 impl From<SharedCacheError> for StepError {
@@ -725,33 +721,6 @@ impl mounts::SharedCacheMounts for SharedMounts<'_> {
             Chain(error)
         ));
     }
-}
-
-/// What a git fetch of `source` authenticates with: the first of BuildKit's `GIT_AUTH_HEADER`
-/// and `GIT_AUTH_TOKEN` secrets (per host, then without) the build was given, and for an ssh
-/// remote the `--ssh default` agent (BuildKit's `MountSSHSock` default).
-pub(crate) fn git_auth(session: &dyn Session, source: &GitSource) -> Result<GitAuth, StepError> {
-    let mut auth = GitAuth::default();
-    for (name, token) in source.auth_secret_names() {
-        let secret = session
-            .secret(&name)
-            .map_err(|source| StepError::GitSecret {
-                name: name.clone(),
-                source,
-            })?;
-        if let Some(secret) = secret {
-            auth = if token {
-                GitAuth::from_token(secret.as_bytes())
-            } else {
-                GitAuth::from_header(secret.as_bytes())
-            };
-            break;
-        }
-    }
-    if source.scheme_ssh {
-        auth.ssh_auth_sock = session.ssh_socket("default");
-    }
-    Ok(auth)
 }
 
 /// A COPY source that names exactly the file `name`: BuildKit copies an http source's file

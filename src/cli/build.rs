@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
 use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
+use kiln::builder::git_context;
 use kiln::builder::stdin_context::{
     MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
 };
@@ -36,7 +37,9 @@ const LISTED_FILES: usize = 20;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The build context directory; `-` reads standard input: a (possibly compressed) tar of
-    /// the context, or a Dockerfile, built without a context.
+    /// the context, or a Dockerfile, built without a context; or a git repository
+    /// (`https://host/repo.git#ref:subdir`, `git://…`, `ssh://…`, `git@host:repo.git`), whose
+    /// Dockerfile (`-f` inside it) is read from it.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
     #[arg(short = 'f', long = "file")]
@@ -115,8 +118,10 @@ pub struct BuildArgs {
     /// `ID=KEY[,KEY...]` (key files are served by an agent kiln runs for the build). Repeatable.
     #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,...]")]
     ssh: Vec<String>,
-    /// A named context: `NAME=DIR`, `NAME=docker-image://REF` or
-    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]`; it replaces what FROM, `COPY --from` and
+    /// A named context: `NAME=DIR`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]` or a git repository
+    /// (`NAME=https://host/repo.git#ref:subdir`, `git://…`, `ssh://…`, `git@host:repo.git`); it
+    /// replaces what FROM, `COPY --from` and
     /// `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
@@ -144,7 +149,7 @@ enum NetworkArg {
 
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if args.dry_run {
-        return dry_run(args);
+        return dry_run(root, args);
     }
     if args.push && args.tags.is_empty() {
         bail!("--push needs a name to push to: give -t NAME");
@@ -156,37 +161,57 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let build_args = with_source_date_epoch(build_args(&args.build_args)?);
+    let session = Arc::new(session(&args)?);
+    // A git repository as the context: its checkout in the store is the context directory.
+    let git_context = match args.context.to_str() {
+        Some(value) if value != "-" => git_context::main_context(value, &build_args)?,
+        _ => None,
+    };
+    let git_checkout = match &git_context {
+        Some(source) => Some(git_context::fetch(&store, source, session.as_ref())?),
+        None => None,
+    };
     // `-` is a context tar or a bare Dockerfile on stdin; a tar is unpacked and built from
     // like a context directory (removed when `_stdin_context` drops, after the build).
-    let stdin = if args.context.as_os_str() == "-" {
+    let stdin = if git_checkout.is_none() && args.context.as_os_str() == "-" {
         Some(read_stdin(&store, args.file.as_deref())?)
     } else {
         None
     };
     let mut stdin_dockerfile = None;
-    let (context, _stdin_context) = match stdin {
-        Some(Stdin::Context(unpacked)) => (unpacked.dir().to_path_buf(), Some(unpacked)),
-        Some(Stdin::Dockerfile(bytes)) => {
+    let (context, _stdin_context) = match (&git_checkout, stdin) {
+        (Some(checkout), _) => (checkout.clone(), None),
+        (None, Some(Stdin::Context(unpacked))) => (unpacked.dir().to_path_buf(), Some(unpacked)),
+        (None, Some(Stdin::Dockerfile(bytes))) => {
             stdin_dockerfile = Some(bytes);
             (args.context.clone(), None)
         }
-        None => (args.context.clone(), None),
+        (None, None) => (args.context.clone(), None),
     };
     let no_context = stdin_dockerfile.is_some();
+    // A Dockerfile inside a context kiln made (an unpacked tar, a git checkout): `-f` names a
+    // file inside it.
+    let inside = _stdin_context.is_some() || git_checkout.is_some();
     let (path, name, bytes) = match stdin_dockerfile {
         Some(bytes) => (PathBuf::from("-"), "<stdin>".to_string(), bytes),
+        None if git_checkout.is_some() && args.file.as_deref() == Some(Path::new("-")) => {
+            let (name, bytes) = read_dockerfile(Path::new("-"))?;
+            (PathBuf::from("-"), name, bytes)
+        }
         None => {
-            let path = match &_stdin_context {
-                // `-f` names a file inside the tar.
-                Some(_) => context.join(args.file.as_deref().unwrap_or(Path::new("Dockerfile"))),
-                None => default_dockerfile(&context, args.file.as_deref()),
+            let path = if inside {
+                context.join(args.file.as_deref().unwrap_or(Path::new("Dockerfile")))
+            } else {
+                default_dockerfile(&context, args.file.as_deref())
             };
-            let (mut name, bytes) = match &_stdin_context {
-                Some(_) => read_inside(&context, &path)?,
-                None => read_dockerfile(&path)?,
+            let (mut name, bytes) = if inside {
+                read_inside(&context, &path)?
+            } else {
+                read_dockerfile(&path)?
             };
-            if _stdin_context.is_some() {
-                // Named as inside the tar, not by the private directory it was unpacked in.
+            if inside {
+                // Named as inside the tar or repository, not by the directory kiln made.
                 name = path
                     .strip_prefix(&context)
                     .map_or(name, |inside| inside.display().to_string());
@@ -207,7 +232,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         dockerfile_name: name.clone(),
         dockerfile_path: (!from_stdin).then(|| path.clone()),
         context_dir: (!no_context).then(|| context.clone()),
-        build_args: with_source_date_epoch(build_args(&args.build_args)?),
+        apply_dockerignore: git_checkout.is_none(),
+        build_args,
         target: args.target.clone(),
         tags: args.tags.clone(),
         labels,
@@ -228,7 +254,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         },
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
-        session: Arc::new(session(&args)?),
+        session,
         named_contexts: args
             .build_contexts
             .iter()
@@ -325,23 +351,46 @@ fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
     Ok(Stdin::Context(context))
 }
 
-/// The Dockerfile at `path` in the unpacked stdin context `root`; a symlink may lead anywhere
-/// inside the context but not out of it.
+/// The Dockerfile at `path` in a context kiln made at `root` (a tar read from standard input,
+/// a git checkout); a symlink may lead anywhere inside the context but not out of it, and a
+/// Dockerfile larger than [`MAX_DOCKERFILE_BYTES`] is refused.
 fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let shown = |path: &Path| {
+        kiln::git::escape_controls(
+            &path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+        )
+    };
     let inside = root
         .canonicalize()
         .context("cannot open the build context")?;
     let real = path
         .canonicalize()
-        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+        .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?;
     if !real.starts_with(&inside) {
         bail!(
-            "the Dockerfile {} leads outside the context read from standard input",
-            path.display()
+            "the Dockerfile {} leads outside the build context",
+            shown(path)
+        );
+    }
+    let size = std::fs::metadata(&real)
+        .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?
+        .len();
+    if size > MAX_DOCKERFILE_BYTES {
+        bail!(
+            "the Dockerfile {} is larger than {MAX_DOCKERFILE_BYTES} bytes",
+            shown(path)
         );
     }
     read_dockerfile(&real)
 }
+
+/// The largest Dockerfile kiln reads from a context it made (BuildKit reads any size; a
+/// repository's file must not fill memory).
+const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
 
 /// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its
 /// Dockerfile or .dockerignore line, or alone when it is about the context); a failed step
@@ -490,18 +539,45 @@ fn interrupt_on_ctrl_c(cancel: &Cancel) {
     drop(spawned);
 }
 
-fn dry_run(args: BuildArgs) -> anyhow::Result<()> {
-    let path = default_dockerfile(&args.context, args.file.as_deref());
+fn dry_run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
+    // A git context is fetched (into the store) to be planned: its Dockerfile is in it.
+    let git = match args.context.to_str() {
+        Some(value) if value != "-" => {
+            git_context::main_context(value, &build_args(&args.build_args)?)?
+        }
+        _ => None,
+    };
+    let checkout = match &git {
+        Some(source) => {
+            let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(git_context::fetch(&store, source, &session(&args)?)?)
+        }
+        None => None,
+    };
+    let context = checkout.clone().unwrap_or_else(|| args.context.clone());
+    let path = match &checkout {
+        Some(dir) if args.file.as_deref() != Some(Path::new("-")) => {
+            dir.join(args.file.as_deref().unwrap_or(Path::new("Dockerfile")))
+        }
+        _ => default_dockerfile(&args.context, args.file.as_deref()),
+    };
     let from_stdin = path.as_os_str() == "-";
-    let (name, bytes) = read_dockerfile(&path)?;
+    let (name, bytes) = match &checkout {
+        Some(dir) if !from_stdin => {
+            let (_, bytes) = read_inside(dir, &path)?;
+            let inside = path.strip_prefix(dir).unwrap_or(&path);
+            (inside.display().to_string(), bytes)
+        }
+        _ => read_dockerfile(&path)?,
+    };
     // `kiln build .` reads ./Dockerfile: call it Dockerfile in messages, as docker does.
     let name = without_dot_slash(name);
     let text = String::from_utf8_lossy(&bytes);
     let opts = PlanOptions {
-        context_dir: args.context.clone(),
+        context_dir: context,
         dockerfile_path: (!from_stdin).then(|| path.clone()),
         target: args.target.clone(),
-        apply_dockerignore: true,
+        apply_dockerignore: checkout.is_none(),
         resolve: ResolveOptions {
             build_args: build_args(&args.build_args)?,
             target: args.target.clone(),

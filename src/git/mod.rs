@@ -112,8 +112,8 @@ pub enum GitError {
 }
 
 /// What to fetch: a git reference with the Dockerfile's flags folded in. Serialized into the
-/// step's definition without the remote's credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// step's definition, and debug-printed, without the remote's credentials.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct GitSource {
     /// The remote as git is given it (credentials included): never serialized or shown.
     #[serde(skip)]
@@ -173,6 +173,21 @@ impl GitSource {
             .into_iter()
             .find(|prefix| self.remote.starts_with(prefix))
             .unwrap_or(&self.remote)
+    }
+}
+
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("remote", &self.remote_shown)
+            .field("reference", &self.reference)
+            .field("subdir", &self.subdir)
+            .field("checksum", &self.checksum)
+            .field("keep_git_dir", &self.keep_git_dir)
+            .field("submodules", &self.submodules)
+            .field("mtime_commit", &self.mtime_commit)
+            .field("fetch_by_commit", &self.fetch_by_commit)
+            .finish()
     }
 }
 
