@@ -612,6 +612,19 @@ impl Compiler<'_> {
                     .push(HistoryEntry::Layer(history + " # buildkit"));
             }
             Instruction::Copy(copy) => {
+                // BuildKit's dispatchCopy: only ADD fetches (COPY --from reads a stage).
+                if copy.from.is_none()
+                    && let Some(source) = copy.sources.iter().find(|s| is_git(s) || is_http(s))
+                {
+                    let what = if is_git(source) { "a git ref" } else { "a URL" };
+                    return Err(CompileError::Unsupported {
+                        message: format!(
+                            "source can't be {what} for COPY: {}; use ADD",
+                            crate::git::redact(source)
+                        ),
+                        span: copy.span,
+                    });
+                }
                 let (op, from) = self.copy_op(copy, false, stage, index, state)?;
                 let history = copy_history("COPY", &copy.chown, &copy.chmod, &op);
                 let step = if op.link {
