@@ -3,8 +3,9 @@
 //! each with its context), and the two images must agree on the container config (the whole
 //! `config` object, and `author`), the history (`created_by`, `comment`, `empty_layer`), the
 //! number of layers, and every path of the flattened file tree (type, mode with the special bits,
-//! owner, content digest, link target; mtimes are not compared). kiln's `-o type=tar` export
-//! must be the tree its layers make. Nothing in the images is normalised: a difference is kiln's.
+//! owner, content digest, link target; mtimes where a case asks, see [`Mtimes`]). kiln's
+//! `-o type=tar` export must be the tree its layers make. Nothing in the images is normalised:
+//! a difference is kiln's.
 //!
 //! Every Dockerfile is built by both; all differences are collected into one list, printed,
 //! and the list must be empty, but for those a case marks as a known kiln divergence
@@ -16,10 +17,16 @@
 //! through `docker load` and `docker run` on the peer dockerd (Docker 20.10,
 //! `start-peers.sh docker`), and must print what `kiln run` prints.
 //!
-//! Needs root, a static busybox (copied into each context at test time), buildctl with its
-//! buildkitd, the registry and dockerd; skips with a notice without them (fails under
+//! Cases with a git repository (issue 14) have its tree in `testdata/build/NAME/repo/`: the
+//! test commits it anew on each run (so BuildKit's checkout cache never answers for an older
+//! run) into a repository served by a `git daemon` on loopback, which both builders reach (the
+//! peer buildkitd runs with host networking); `@GIT@` in a Dockerfile or a context names it.
+//!
+//! Needs root, a static busybox (copied into each context at test time), git, buildctl with
+//! its buildkitd, the registry and dockerd; skips with a notice without them (fails under
 //! `CI=true`).
 
+use crate::add_git::{COMMIT_TIME, GitServer, git};
 use crate::support::{self, PeerBuildctl, PeerDocker, kiln};
 use kiln::oci::Digest;
 use serde_json::Value;
@@ -55,6 +62,28 @@ struct Case {
     /// contains one's text is listed as known instead of failing the test, and one that matches
     /// nothing is a failure, so each marker is removed with its fix.
     known: &'static [Known],
+    /// The case's `repo/` is a git repository at `@GIT@/NAME.git`: branch `main` and an
+    /// annotated tag `v1`.
+    git: bool,
+    /// The build context: the case directory, or (`Some(SUFFIX)`) its repository,
+    /// `@GIT@/NAME.git` followed by `SUFFIX` (`#main:app`).
+    git_context: Option<&'static str>,
+    /// `--build-context NAME=VALUE` for both builders (`@GIT@` substituted).
+    build_contexts: &'static [(&'static str, &'static str)],
+    /// Which file times are compared.
+    mtimes: Mtimes,
+}
+
+/// Which file times a case compares.
+#[derive(Clone, Copy)]
+enum Mtimes {
+    /// None.
+    Ignored,
+    /// Every path's, exactly (both builders give the same times: a git context's commit time).
+    Exact,
+    /// Paths below these directories have the time of each builder's own checkout: within the
+    /// time its build ran, not the commit's (BuildKit's default for a git source).
+    Checkout(&'static [&'static str]),
 }
 
 /// A known kiln divergence (see [`Case::known`]).
@@ -102,6 +131,10 @@ const CASE: Case = Case {
     secrets: &[],
     ssh: false,
     known: &[],
+    git: false,
+    git_context: None,
+    build_contexts: &[],
+    mtimes: Mtimes::Ignored,
 };
 
 /// The secret the `mount-secret` case reads; it must appear in neither image.
@@ -283,6 +316,42 @@ const CASES: &[Case] = &[
         base: BUSYBOX,
         ..CASE
     },
+    // Issue 14: git repositories.
+    Case {
+        name: "add-git-branch",
+        modes: &[("repo/bin/tool", 0o755)],
+        git: true,
+        mtimes: Mtimes::Checkout(&["/src", "/lib"]),
+        ..CASE
+    },
+    Case {
+        name: "add-git-tag-subdir",
+        git: true,
+        mtimes: Mtimes::Checkout(&["/sub", "/deeper"]),
+        ..CASE
+    },
+    Case {
+        name: "git-context",
+        git: true,
+        git_context: Some("#main:app"),
+        mtimes: Mtimes::Checkout(&["/"]),
+        ..CASE
+    },
+    Case {
+        name: "git-context-epoch",
+        git: true,
+        git_context: Some("#main"),
+        build_args: &["SOURCE_DATE_EPOCH=1612325106"],
+        mtimes: Mtimes::Exact,
+        ..CASE
+    },
+    Case {
+        name: "build-context-git",
+        git: true,
+        build_contexts: &[("src", "@GIT@/build-context-git.git#main")],
+        mtimes: Mtimes::Checkout(&["/lib", "/README"]),
+        ..CASE
+    },
 ];
 
 /// The peers and what every build needs.
@@ -296,16 +365,26 @@ struct Peers {
     root: PathBuf,
     /// Unique to this run of the test: the value of each case's `fresh_args`.
     run_id: String,
+    /// Serves the cases' repositories.
+    git: GitServer,
+}
+
+impl Peers {
+    /// `@GIT@` (the git server) in `text` replaced.
+    fn with_git(&self, text: &str) -> String {
+        text.replace("@GIT@", self.git.url("").trim_end_matches("/.git"))
+    }
 }
 
 #[test]
 fn kiln_builds_what_the_peer_buildkit_builds() {
-    let (Some(()), Some(busybox), Some(buildctl), Some(registry), Some(docker)) = (
+    let (Some(()), Some(busybox), Some(buildctl), Some(registry), Some(docker), Some(git)) = (
         support::root(),
         support::busybox(),
         support::peer_buildctl(),
         support::peer_registry(),
         support::peer_docker(),
+        GitServer::start(),
     ) else {
         return;
     };
@@ -324,11 +403,21 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         ),
+        git,
     };
+    // `KILN_PEER_CASES=a,b` compares only those cases (they must not need another's image).
+    let only = std::env::var("KILN_PEER_CASES").ok();
+    let selected: Vec<&Case> = CASES
+        .iter()
+        .filter(|case| {
+            only.as_deref()
+                .is_none_or(|names| names.split(',').any(|n| n == case.name))
+        })
+        .collect();
     let mut differences = Vec::new();
     let mut known = Vec::new();
     let (mut compared, mut known_failures) = (0, 0);
-    for case in CASES {
+    for case in selected.iter().copied() {
         let case_started = Instant::now();
         let mut found = Vec::new();
         let outcome = check_case(&peers, case, &mut found);
@@ -384,16 +473,19 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
     }
     eprintln!(
         "{} cases in {:.1} s",
-        CASES.len(),
+        selected.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(differences.is_empty(), "{differences:#?}");
     assert_eq!(
         compared + known_failures,
-        CASES.len(),
+        selected.len(),
         "every Dockerfile was compared or failed as known"
     );
-    assert!(compared >= 10, "at least ten Dockerfiles are compared");
+    assert!(
+        only.is_some() || compared >= 10,
+        "at least ten Dockerfiles are compared"
+    );
 }
 
 /// How a case ended.
@@ -411,10 +503,15 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     let work = tempfile::tempdir().expect("temp dir");
     let context = work.path().join("context");
     prepare_context(case, &peers.busybox, &context);
-    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@.
+    if case.git {
+        publish_repository(peers, case, &context);
+    }
+    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@, the
+    // git server through @GIT@.
     let dockerfile = context.join("Dockerfile");
     if let Ok(text) = fs::read_to_string(&dockerfile) {
-        fs::write(&dockerfile, text.replace("@REGISTRY@", &peers.registry)).expect("write");
+        let text = peers.with_git(&text.replace("@REGISTRY@", &peers.registry));
+        fs::write(&dockerfile, text).expect("write");
     }
     for (id, value) in case.secrets {
         let dir = work.path().join("secrets");
@@ -437,14 +534,17 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     let kiln_tar = work.path().join("kiln.tar");
     let kiln_export = work.path().join("kiln-export.tar");
     let peer_docker = case.run.then_some(peer_docker_tar.as_path());
+    let peer_started = now();
     if let Err(err) = peer_build(peers, case, &context, &peer_tar, peer_docker) {
         found.push(err);
         return Outcome::Failed;
     }
+    let (peer_ended, kiln_started) = (now(), now());
     if let Err(err) = kiln_build(peers, case, &context, &kiln_tar, &kiln_export) {
         found.push(err);
         return Outcome::Failed;
     }
+    let kiln_ended = now();
     let (peer, kiln) = match (read_image(&peer_tar), read_image(&kiln_tar)) {
         (Ok(peer), Ok(kiln)) => (peer, kiln),
         (peer, kiln) => {
@@ -461,7 +561,16 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
         history(&peer.config).len(),
         peer.layers.len()
     );
-    found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree));
+    let exact = matches!(case.mtimes, Mtimes::Exact);
+    found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree, exact));
+    if let Mtimes::Checkout(dirs) = case.mtimes {
+        for (who, tree, window) in [
+            ("peer", &peer.tree, (peer_started, peer_ended)),
+            ("kiln", &kiln.tree, (kiln_started, kiln_ended)),
+        ] {
+            found.extend(checkout_times(who, tree, dirs, window));
+        }
+    }
     // A secret's bytes reach no layer and no config of either image.
     for (id, value) in case.secrets {
         for (who, tar) in [
@@ -487,6 +596,7 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
             &kiln.tree,
             "kiln export",
             &exported,
+            false,
         )),
         Err(err) => found.push(format!("cannot read kiln's export: {err}")),
     }
@@ -683,12 +793,27 @@ fn peer_build(
     docker: Option<&Path>,
 ) -> Result<(), String> {
     let mut command = peers.buildctl.command();
-    command
-        .args(["build", "--progress=plain", "--frontend", "dockerfile.v0"])
-        .arg("--local")
-        .arg(format!("context={}", context.display()))
-        .arg("--local")
-        .arg(format!("dockerfile={}", context.display()));
+    command.args(["build", "--progress=plain", "--frontend", "dockerfile.v0"]);
+    match case.git_context {
+        // The repository is the context, and its Dockerfile comes from it.
+        Some(suffix) => {
+            command
+                .arg("--opt")
+                .arg(format!("context={}{suffix}", peers.git.url(case.name)));
+        }
+        None => {
+            command
+                .arg("--local")
+                .arg(format!("context={}", context.display()))
+                .arg("--local")
+                .arg(format!("dockerfile={}", context.display()));
+        }
+    }
+    for (name, value) in case.build_contexts {
+        command
+            .arg("--opt")
+            .arg(format!("context:{name}={}", peers.with_git(value)));
+    }
     for arg in build_args(peers, case, None) {
         command.args(["--opt", &format!("build-arg:{arg}")]);
     }
@@ -740,7 +865,17 @@ fn kiln_build(
         command = command.args(["--build-arg", &arg]);
     }
     command = command.args(session_flags(case, context));
-    checked(command.arg(context).run().into(), "kiln build").map(drop)
+    for (name, value) in case.build_contexts {
+        command = command.args([
+            "--build-context",
+            &format!("{name}={}", peers.with_git(value)),
+        ]);
+    }
+    let command = match case.git_context {
+        Some(suffix) => command.arg(format!("{}{suffix}", peers.git.url(case.name))),
+        None => command.arg(context),
+    };
+    checked(command.run().into(), "kiln build").map(drop)
 }
 
 /// The case's `--build-arg`s, `BASE` naming its base image: for kiln (`own_prefix` given) its
@@ -825,6 +960,17 @@ struct Node {
     mode: u32,
     uid: u64,
     gid: u64,
+    /// The modification time (seconds), compared only where a case asks ([`Mtimes`]).
+    mtime: u64,
+}
+
+impl Node {
+    /// The same node, with or without the same time.
+    fn same(&self, other: &Node, with_mtime: bool) -> bool {
+        (&self.kind, self.mode, self.uid, self.gid)
+            == (&other.kind, other.mode, other.uid, other.gid)
+            && (!with_mtime || self.mtime == other.mtime)
+    }
 }
 
 /// Absolute path (`/a/b`) → node; the root itself is left out.
@@ -1012,6 +1158,7 @@ fn apply_layer(tree: &mut Tree, layer: &[u8]) -> Result<Vec<String>, String> {
         let mode = header.mode().map_err(|e| format!("{path}: {e}"))? & 0o7777;
         let uid = header.uid().map_err(|e| format!("{path}: {e}"))?;
         let gid = header.gid().map_err(|e| format!("{path}: {e}"))?;
+        let mtime = header.mtime().map_err(|e| format!("{path}: {e}"))?;
         let mut hardlink = None;
         let kind = match header.entry_type() {
             tar::EntryType::Directory => Some(Kind::Dir),
@@ -1041,6 +1188,7 @@ fn apply_layer(tree: &mut Tree, layer: &[u8]) -> Result<Vec<String>, String> {
                 mode,
                 uid,
                 gid,
+                mtime,
             }),
             hardlink,
         });
@@ -1100,6 +1248,7 @@ fn add_parents(tree: &mut Tree, path: &str) {
             mode: 0,
             uid: 0,
             gid: 0,
+            mtime: 0,
         });
         parent = dir;
     }
@@ -1206,15 +1355,21 @@ fn shown(value: &Option<Value>) -> String {
         .map_or_else(|| "unset".to_string(), Value::to_string)
 }
 
-/// Every path whose presence or node differs between two trees.
-fn compare_trees(left_name: &str, left: &Tree, right_name: &str, right: &Tree) -> Vec<String> {
+/// Every path whose presence or node (and time, `with_mtime`) differs between two trees.
+fn compare_trees(
+    left_name: &str,
+    left: &Tree,
+    right_name: &str,
+    right: &Tree,
+    with_mtime: bool,
+) -> Vec<String> {
     let mut differences = Vec::new();
     for (path, node) in left {
         match right.get(path) {
             None => differences.push(format!(
                 "{path}: {left_name} has {node:?}, {right_name} has nothing"
             )),
-            Some(other) if other != node => differences.push(format!(
+            Some(other) if !other.same(node, with_mtime) => differences.push(format!(
                 "{path}: {left_name} has {node:?}, {right_name} has {other:?}"
             )),
             Some(_) => {}
@@ -1228,6 +1383,79 @@ fn compare_trees(left_name: &str, left: &Tree, right_name: &str, right: &Tree) -
         }
     }
     differences
+}
+
+/// The paths at or below `dirs` in `tree` whose time is not that of a checkout made while the
+/// build ran (`window`, Unix seconds, a second of slack on each side), or that have the commit's
+/// time: a difference each.
+fn checkout_times(who: &str, tree: &Tree, dirs: &[&str], window: (u64, u64)) -> Vec<String> {
+    let below = |path: &str| {
+        dirs.iter().any(|dir| {
+            *dir == "/"
+                || path == *dir
+                || path
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    let mut differences = Vec::new();
+    let mut seen = 0;
+    for (path, node) in tree.iter().filter(|(path, _)| below(path)) {
+        seen += 1;
+        let checked_out = node.mtime + 1 >= window.0 && node.mtime <= window.1 + 1;
+        if !checked_out || node.mtime == COMMIT_TIME as u64 {
+            differences.push(format!(
+                "{path}: {who}'s mtime {} is not the checkout's (its build ran {}..{})",
+                node.mtime, window.0, window.1
+            ));
+        }
+    }
+    if seen == 0 {
+        differences.push(format!("{who} has nothing below {dirs:?}"));
+    }
+    differences
+}
+
+/// Unix seconds now.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Commits the case's `repo/` (moved out of its context) to `@GIT@/NAME.git`: branch `main`,
+/// annotated tag `v1`. Every directory gets a `.run` file naming this run: BuildKit keys a copy
+/// from a git checkout by the content it copies, so a tree it saw in an earlier run would give
+/// that run's layer, with that checkout's times.
+fn publish_repository(peers: &Peers, case: &Case, context: &Path) {
+    let repo = peers.git.repo(case.name);
+    let tree = context.join("repo");
+    copy_tree(&tree, &repo.work);
+    fs::remove_dir_all(&tree).expect("remove repo/ from the context");
+    mark_run(&repo.work, &peers.run_id);
+    git(&repo.work, &["add", "-A"]);
+    git(
+        &repo.work,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            &format!("{} {}", case.name, peers.run_id),
+        ],
+    );
+    repo.push();
+    repo.annotated_tag("v1");
+}
+
+/// Writes `.run` (holding `run_id`) into `dir` and each directory below it but `.git`.
+fn mark_run(dir: &Path, run_id: &str) {
+    fs::write(dir.join(".run"), run_id).expect("write .run");
+    for entry in fs::read_dir(dir).expect("read directory").flatten() {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.file_name() != ".git" {
+            mark_run(&entry.path(), run_id);
+        }
+    }
 }
 
 /// `docker run` of the peer's image and of kiln's (both `docker load`ed into the peer dockerd),
