@@ -356,7 +356,7 @@ fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
 /// Dockerfile larger than [`MAX_DOCKERFILE_BYTES`] is refused.
 fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     let shown = |path: &Path| {
-        kiln::git::escape_controls(
+        kiln::error::escape_controls(
             &path
                 .strip_prefix(root)
                 .unwrap_or(path)

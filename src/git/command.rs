@@ -4,6 +4,7 @@
 //! every message scrubbed of them and of control characters.
 
 use super::GitError;
+use crate::error::escape_controls;
 use std::ffi::{OsStr, OsString};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -395,18 +396,4 @@ impl Git<'_> {
         };
         escape_controls(text.trim_end())
     }
-}
-
-/// `text` with control characters other than newlines and tabs written as `\u{..}`, so a name
-/// or a message from a repository cannot drive the terminal it is printed on.
-pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -37,9 +37,10 @@
 mod command;
 mod url;
 
-pub use command::{GitAuth, GitOptions, escape_controls};
+pub use command::{GitAuth, GitOptions};
 pub use url::{GitRef, GitUrlError, MtimePolicy, Scheme, clean_subdir, is_git_source, redact};
 
+use crate::error::escape_controls;
 use crate::oci::Digest;
 use crate::store::Store;
 use crate::sys::FsError;

@@ -766,12 +766,15 @@ fn hostile_trees_stay_inside_their_root() {
         "nothing written through a link"
     );
 
-    // A subdirectory through a symlink is refused (BuildKit's validateDirsOnly).
+    // A subdirectory through a symlink is refused (BuildKit's validateDirsOnly); an escape
+    // sequence in a message is printed escaped (here the Dockerfile's own, which in a git
+    // context comes from the repository too).
     for (subdir, words) in [
         ("root/etc", "\"root\" is a symlink"),
         ("etc", "\"etc\" is a symlink"),
         ("up/tmp", "\"up\" is a symlink"),
         ("ok.txt", "is not a directory"),
+        ("esc\u{1b}[31mred", "esc\\u{1b}[31mred"),
     ] {
         let (failed, _) = build(
             &builder,
