@@ -1,7 +1,8 @@
 //! `ADD <git ref>`, git build contexts and `--build-context NAME=<git ref>` end to end against
 //! git servers each test starts on loopback: `git daemon` (one `--inetd` process per
-//! connection, so the test counts connections) and git's smart http (`git http-backend` behind
-//! a small CGI server that can require a token). Covered: branches, lightweight and annotated
+//! connection, so the test counts connections), git's smart http (`git http-backend` behind
+//! a small CGI server that can require a token) and OpenSSH's sshd (an `ssh://` remote through
+//! the build's `--ssh default` agent). Covered: branches, lightweight and annotated
 //! tags, a commit id, subdirectories (fragment and query forms), submodules, `--keep-git-dir`,
 //! `--checksum`, the cache (the same commit is a hit with nothing fetched, a new commit upstream
 //! runs the step), mtimes (the checkout's, or the commit's for a context with
@@ -10,8 +11,8 @@
 //! filesystem (refused), and hostile trees (symlinks to `/` and out of the tree, `..` and
 //! `.git` entries, names with newlines and escape sequences).
 //!
-//! Needs git (Debian package git; `scripts/test` installs it); skips with a notice without
-//! it, and fails instead under `CI=true`.
+//! Needs git (Debian package git), and for the ssh test openssh-server (`scripts/test`
+//! installs both); skips with a notice without them, and fails instead under `CI=true`.
 
 use crate::build::{Builder, Built, builder};
 use crate::support;
@@ -1093,4 +1094,150 @@ fn a_server_that_never_answers_fails_within_the_time_limit() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// An OpenSSH server on a loopback port that lets root in with one key, over the test's
+/// repositories; killed on drop.
+struct SshServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl SshServer {
+    /// Starts sshd with `authorized` (a public key line) as root's only key, or `None` (a skip
+    /// notice; a failure under `CI=true`) without openssh-server.
+    fn start(authorized: &str) -> Option<SshServer> {
+        let sshd = PathBuf::from("/usr/sbin/sshd");
+        support::require(
+            "/usr/sbin/sshd (Debian package openssh-server)",
+            sshd.is_file().then_some(()),
+        )?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host_key = dir.path().join("host_ed25519");
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&host_key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(keygen.success());
+        fs::write(dir.path().join("authorized_keys"), authorized).expect("write keys");
+        // Privilege separation needs its directory.
+        fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.path().join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\n\
+                 AuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\n",
+                host_key.display(),
+                dir.path().join("sshd.pid").display(),
+                dir.path().join("authorized_keys").display(),
+            ),
+        )
+        .expect("write sshd_config");
+        let child = Command::new(&sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        let server = SshServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("sshd did not start on port {port}");
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_remotes_use_the_forwarded_agent() {
+    let Some((server, builder)) = setup() else {
+        return;
+    };
+    let keys = tempfile::tempdir().expect("temp dir");
+    let key = keys.path().join("id_ed25519");
+    let Some(keygen) = support::tool("ssh-keygen") else {
+        return;
+    };
+    let made = Command::new(keygen)
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let public = fs::read_to_string(key.with_extension("pub")).expect("public key");
+    let Some(ssh) = SshServer::start(&public) else {
+        return;
+    };
+    let repo = server.repo("over-ssh");
+    repo.write("Dockerfile", "FROM scratch\nCOPY hello.txt /\n")
+        .write("hello.txt", "over ssh\n");
+    repo.commit("ssh");
+    let url = format!("ssh://root@127.0.0.1:{}{}", ssh.port, repo.bare.display());
+    let dockerfile = format!("FROM scratch\nADD {url}#main /s/\n");
+
+    // Without an agent: BuildKit's "no SSH key forwarded", in kiln's words.
+    let (failed, _) = build(&builder, &dockerfile, &[]);
+    let stderr = failed.fails();
+    assert!(
+        stderr.contains("needs an SSH agent: give kiln build --ssh default"),
+        "{stderr}"
+    );
+
+    // With the key served by kiln's agent as `default`: ADD, and the repository as context.
+    let agent = format!("default={}", key.display());
+    let (built, out) = build(&builder, &dockerfile, &["--ssh", &agent]);
+    built.ok();
+    assert_eq!(read(out.path(), "s/hello.txt"), "over ssh\n");
+    let dest = format!("type=local,dest={}", out.path().join("ctx").display());
+    let context = builder
+        .kiln(&[
+            "build",
+            "--ssh",
+            &agent,
+            "-o",
+            &dest,
+            &format!("{url}#main"),
+        ])
+        .run();
+    assert!(context.status.success(), "{}", context.stderr_str());
+    assert_eq!(
+        fs::read_to_string(out.path().join("ctx/hello.txt")).expect("read"),
+        "over ssh\n"
+    );
+
+    // A key the server does not know is refused, not prompted for.
+    let other = keys.path().join("other");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .expect("ssh-keygen");
+    assert!(made.success());
+    let wrong = format!("default={}", other.display());
+    let (denied, _) = build(&builder, &dockerfile, &["--ssh", &wrong]);
+    let stderr = denied.fails();
+    assert!(stderr.contains("Permission denied"), "{stderr}");
 }
