@@ -501,6 +501,23 @@ fn branches_tags_commits_and_subdirectories() {
         "{history:#?}"
     );
 
+    // An existing destination directory takes the checkout root's mode too (BuildKit copies a
+    // git source from `/` without CopyDirContentsOnly); --link and --exclude apply.
+    let (built, out) = build(
+        &builder,
+        &format!(
+            "FROM base\nRUN mkdir -m 700 /existing\nADD {url}#v1 /existing/\n\
+             ADD --link --exclude=bin {url}#v1 /linked/\n"
+        ),
+        &[],
+    );
+    built.ok();
+    let existing = fs::metadata(out.path().join("root/existing")).expect("stat");
+    assert_eq!(existing.mode() & 0o7777, 0o755);
+    assert_eq!(read(out.path(), "existing/README"), "first\n");
+    assert_eq!(read(out.path(), "linked/README"), "first\n");
+    assert!(!exists(out.path(), "linked/bin"));
+
     // Errors: a ref that is not there, a subdir that is not a directory, a bad query.
     for (add, words) in [
         (format!("ADD {url}#nope /x/"), "does not contain ref nope"),
