@@ -144,6 +144,7 @@ pub(crate) fn remote_sources(
                 reference.as_deref().unwrap_or("")
             ),
             NamedContext::Url(url) => format!("{name}={url}"),
+            NamedContext::Git(source) => format!("{name}={}", source.remote_shown),
         };
         remote.push(RemoteSource {
             kind: RemoteKind::NamedContext,

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod compile;
 pub mod export;
+pub mod git_context;
 pub mod http_context;
 pub mod named_context;
 pub mod progress;
@@ -55,8 +56,9 @@ pub struct BuildOptions {
     pub dockerfile_path: Option<PathBuf>,
     /// The context directory; `None` builds without a context (`kiln build - < Dockerfile`).
     pub context_dir: Option<PathBuf>,
-    /// Where the context came from when it is not a local directory (a URL): no
-    /// `.dockerignore` applies to it, and `SOURCE_DATE_EPOCH=context` takes its time.
+    /// Where the context came from when it is not a local directory (a URL or a git
+    /// repository): no `.dockerignore` applies to it, and `SOURCE_DATE_EPOCH=context` takes its
+    /// time.
     pub remote_context: Option<RemoteContext>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
@@ -510,6 +512,8 @@ async fn prepare(
         session: options.session.clone(),
         fetcher: Mutex::new(None),
         fetched: Mutex::new(BTreeMap::new()),
+        git_resolved: Mutex::new(BTreeMap::new()),
+        git_refs: Mutex::new(BTreeMap::new()),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),

@@ -3,8 +3,9 @@
 //! `RUN --mount from=` (the rules are the front end's, [`crate::frontend::stage`]).
 //!
 //! VALUE is `docker-image://REF` (an image, looked up or pulled like a FROM image), a local
-//! directory, `oci-layout://PATH[:TAG|@DIGEST]`, or an http(s) URL. BuildKit also takes git
-//! URLs; kiln refuses them with a clear error for now.
+//! directory, `oci-layout://PATH[:TAG|@DIGEST]`, a git repository (`https://…/repo.git#ref:
+//! subdir`, `git://…`, `ssh://…`, `git@host:repo.git`; see [`crate::builder::git_context`]: its
+//! checkout, with no `.dockerignore`, stored as a local directory is), or an http(s) URL.
 //!
 //! An http(s) URL (one whose path does not end in `.git`) is what BuildKit's dockerui makes of
 //! it (`NamedContext.load`: `llb.HTTP(url, llb.Filename("context"))`): the download as the one
@@ -21,17 +22,21 @@
 //! whose config is only the host platform (BuildKit's named local context has no image
 //! config). The layer holds the content, modes and mtimes, so an unchanged directory gives
 //! the same image, named by its ID, and the steps reading it hit the cache. The image stays
-//! in the store untagged (a prune removes it). An `oci-layout://` image is copied into the
+//! in the store untagged (a prune removes it). A git repository's checkout is stored the same
+//! way, without any `.dockerignore` (BuildKit applies none to a git context): the same commit
+//! gives the same image. An `oci-layout://` image is copied into the
 //! store the same way (buildx resolves the tag on the client; BuildKit then reads the layout
 //! by digest), its blobs checked against their digests.
 
 use crate::archive::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
 use crate::builder::check;
+use crate::builder::git_context::{self, GitContextError};
 use crate::builder::http_context::CONTEXT_FILE;
 use crate::builder::steps::mounts::Session;
 use crate::fetch::Fetcher;
 use crate::frontend::context::{BuildContext, ContextError, EntryKind};
 use crate::frontend::stage::named_context_key;
+use crate::git::{GitRef, GitSource, GitUrlError};
 use crate::layer::Compression;
 use crate::oci::Platform;
 use crate::store::blob::MAX_DOCUMENT_SIZE;
@@ -59,6 +64,8 @@ pub enum NamedContext {
     },
     /// An http(s) URL: its download as the one file `context`.
     Url(String),
+    /// A git repository, fetched and checked out.
+    Git(GitSource),
 }
 
 /// A `--build-context` value kiln cannot use.
@@ -66,17 +73,17 @@ pub enum NamedContext {
 pub enum NamedContextError {
     #[error("--build-context {0:?} has no name: write --build-context NAME=VALUE")]
     NoName(String),
-    #[error("--build-context {name}={value}: {kind} contexts are not supported yet")]
-    Unsupported {
-        name: String,
-        value: String,
-        kind: &'static str,
-    },
     #[error("--build-context {name}={value}: {what}")]
     Invalid {
         name: String,
         value: String,
         what: &'static str,
+    },
+    #[error("--build-context {name}: {source}")]
+    Git {
+        name: String,
+        #[source]
+        source: GitUrlError,
     },
 }
 
@@ -102,6 +109,8 @@ pub enum LoadError {
         #[source]
         source: Box<crate::fetch::FetchError>,
     },
+    #[error(transparent)]
+    Git(#[from] GitContextError),
 }
 
 /// What the named contexts give the front end.
@@ -137,8 +146,12 @@ pub(crate) fn context_images(
                 continue;
             }
             (NamedContext::Local(dir), Some(store)) => {
-                store_directory(store, dir).map_err(failed)?
+                store_directory(store, dir, true).map_err(failed)?
             }
+            (NamedContext::Git(source), Some(store)) => git_context::fetch(store, source, session)
+                .map_err(LoadError::from)
+                .and_then(|dir| store_directory(store, &dir, false))
+                .map_err(failed)?,
             (NamedContext::OciLayout { path, reference }, Some(store)) => {
                 store_layout_image(store, path, reference.as_deref()).map_err(failed)?
             }
@@ -163,6 +176,13 @@ pub(crate) fn context_images(
                     .insert(stand_in.clone(), check::stand_in(Some(&image.config_bytes)));
                 stand_in
             }
+            (NamedContext::Git(source), None) => {
+                let stand_in = format!("context {name} ({})", source.remote_shown);
+                images
+                    .stand_ins
+                    .insert(stand_in.clone(), check::stand_in(None));
+                stand_in
+            }
             (NamedContext::Url(url), None) => {
                 let stand_in = format!("context {name} ({url})");
                 images
@@ -177,10 +197,19 @@ pub(crate) fn context_images(
     Ok(images)
 }
 
-/// Stores the local context `dir` as a one-layer image (see the module documentation);
-/// returns its ID.
-fn store_directory(store: &Store, dir: &Path) -> Result<String, LoadError> {
-    let context = BuildContext::open(dir, None).map_err(LoadError::Open)?;
+/// Stores the local context `dir` as a one-layer image (see the module documentation), after
+/// its `.dockerignore` when `apply_dockerignore`; returns its ID.
+fn store_directory(
+    store: &Store,
+    dir: &Path,
+    apply_dockerignore: bool,
+) -> Result<String, LoadError> {
+    let context = if apply_dockerignore {
+        BuildContext::open(dir, None)
+    } else {
+        BuildContext::open_unfiltered(dir)
+    }
+    .map_err(LoadError::Open)?;
     let stored = |err: ArchiveError| LoadError::Store(err);
     let _lease = store.lease().map_err(|e| stored(e.into()))?;
     let writer = store.blobs().writer().map_err(|e| stored(e.into()))?;
@@ -499,11 +528,6 @@ impl NamedContext {
             .split_once('=')
             .filter(|(name, value)| !name.is_empty() && !value.is_empty())
             .ok_or_else(|| NamedContextError::NoName(flag.to_string()))?;
-        let unsupported = |kind| NamedContextError::Unsupported {
-            name: name.to_string(),
-            value: value.to_string(),
-            kind,
-        };
         let invalid = |what| NamedContextError::Invalid {
             name: name.to_string(),
             value: value.to_string(),
@@ -523,12 +547,13 @@ impl NamedContext {
                 path: PathBuf::from(path),
                 reference: reference.map(str::to_string),
             }
-        } else if value.starts_with("git://")
-            || value.starts_with("git@")
-            || value.ends_with(".git")
-            || value.contains(".git#")
+        } else if let Some(reference) =
+            git_reference(value).map_err(|source| NamedContextError::Git {
+                name: name.to_string(),
+                source,
+            })?
         {
-            return Err(unsupported("git"));
+            NamedContext::Git(GitSource::new(&reference))
         } else if value.starts_with("http://") || value.starts_with("https://") {
             crate::fetch::parse_url(value).map_err(|_| invalid("not a valid http(s) URL"))?;
             NamedContext::Url(value.to_string())
@@ -541,6 +566,16 @@ impl NamedContext {
         };
         Ok((name.to_string(), context))
     }
+}
+
+/// The git repository a named context's value names, as BuildKit's `NamedContext.load` reads
+/// it: a `git://`, `ssh://` or http(s) `.git` URL, or the scp-like form only as `git@…` (any
+/// other `user@host:path` is a local directory, as `--build-context` has always read it).
+fn git_reference(value: &str) -> Result<Option<GitRef>, GitUrlError> {
+    if !value.contains("://") && !value.starts_with("git@") {
+        return Ok(None);
+    }
+    GitRef::parse(value)
 }
 
 /// `PATH[:TAG|@DIGEST]` split at the reference: `@` starts a digest; otherwise a `:` after the
@@ -588,11 +623,31 @@ mod tests {
                 reference: Some("@sha256:ab".into())
             }
         );
-        let err = NamedContext::parse("g=https://github.com/x/y.git").unwrap_err();
+        let NamedContext::Git(git) = NamedContext::parse("g=https://github.com/x/y.git#v1:sub")
+            .unwrap()
+            .1
+        else {
+            panic!("not a git context");
+        };
         assert_eq!(
-            err.to_string(),
-            "--build-context g=https://github.com/x/y.git: git contexts are not supported yet"
+            (
+                git.remote.as_str(),
+                git.reference.as_str(),
+                git.subdir.as_str()
+            ),
+            ("https://github.com/x/y.git", "v1", "sub")
         );
+        for value in ["git@github.com:x/y.git", "git://h/r", "ssh://git@h/r.git"] {
+            let parsed = NamedContext::parse(&format!("g={value}")).unwrap().1;
+            assert!(matches!(parsed, NamedContext::Git(_)), "{value}");
+        }
+        assert_eq!(
+            NamedContext::parse("d=me@host:dir").unwrap().1,
+            NamedContext::Local("me@host:dir".into())
+        );
+        let err = NamedContext::parse("g=https://u:pw@h/y.git?bad=1").unwrap_err();
+        assert!(err.to_string().contains("unexpected query"), "{err}");
+        assert!(!err.to_string().contains("pw"), "{err}");
         assert_eq!(
             NamedContext::parse("u=https://example.com/ctx.tar").unwrap(),
             (

@@ -1,12 +1,14 @@
-//! The solver's worker for build ops: cache keys from op digests, context checksums and what
-//! `ADD <url>` downloads give (see [`crate::fetch`]), cache lookups in the store's records, and
-//! running RUN/COPY/ADD/WORKDIR through the executor.
+//! The solver's worker for build ops: cache keys from op digests, context checksums, what
+//! `ADD <url>` downloads give (see [`crate::fetch`]) and the commits `ADD <git ref>` resolves
+//! to (see [`crate::git`]), cache lookups in the store's records, and running
+//! RUN/COPY/ADD/WORKDIR through the executor.
 
 use super::compile::{
     BuildOp, CopyFrom, CopyOp, MkdirOp, MountInput, RunMount, RunOp, Step, UrlSource,
 };
 use super::progress::{BuildEvent, LogStream, Progress};
 use crate::archive::{ArchiveError, ensure_snapshots};
+use crate::builder::git_context::{GitSecretError, git_auth};
 use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
 use crate::builder::steps::copy::{
     CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
@@ -22,6 +24,7 @@ use crate::container::user;
 use crate::error::Chain;
 use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
+use crate::git::{GitCache, GitError, GitOptions, GitSource, Resolved};
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
 use crate::runtime::Network;
@@ -116,6 +119,10 @@ pub enum StepError {
     /// A layer of a record from a `--cache-from` cache could not be fetched.
     #[error(transparent)]
     Fetch(Box<SharedCacheError>),
+    #[error(transparent)]
+    Git(#[from] Box<GitError>),
+    #[error(transparent)]
+    GitSecret(#[from] GitSecretError),
 }
 
 impl From<SharedCacheError> for StepError {
@@ -147,7 +154,15 @@ pub struct BuildWorker {
     /// What each `ADD <url>` step's URLs gave when its key was computed (URLs without a
     /// `--checksum`), for the step to copy without asking again.
     pub fetched: Mutex<BTreeMap<NodeId, Vec<Option<Fetched>>>>,
+    /// What each `ADD <git ref>` step's refs resolved to when its key was computed.
+    pub git_resolved: Mutex<BTreeMap<NodeId, Vec<Resolved>>>,
+    /// Refs already resolved in this build (remote, ref, checksum), so that two steps of one
+    /// build read the same commit and ask the remote once (BuildKit's resolver cache).
+    pub git_refs: Mutex<BTreeMap<GitRefKey, Resolved>>,
 }
+
+/// A ref as one build resolves it once: the remote, the ref, the checksum, fetch-by-commit.
+pub type GitRefKey = (String, String, Option<String>, bool);
 
 impl BuildWorker {
     /// The op's digest, and for a RUN that mounts secrets or agents, which of them the build
@@ -175,6 +190,64 @@ impl BuildWorker {
             return op_digest.clone();
         }
         Digest::of(format!("{op_digest}\n{}", given.join("\n")).as_bytes())
+    }
+
+    fn git_cache(&self) -> GitCache {
+        GitCache::new(&self.store, GitOptions::from_env())
+    }
+
+    /// The content part of an `ADD <git ref>` step's key: the commit each ref names now
+    /// (`git ls-remote`; see [`Resolved::key_text`]).
+    fn git_content(&self, node: NodeId, sources: &[GitSource]) -> Result<ContentSum, StepError> {
+        let cache = self.git_cache();
+        let mut text = String::from("kiln-add-git-v1\n");
+        let mut files = Vec::new();
+        let mut resolved_all = Vec::new();
+        for source in sources {
+            let memo = (
+                source.remote.clone(),
+                source.reference.clone(),
+                source.checksum.clone(),
+                source.fetch_by_commit,
+            );
+            let known = self
+                .git_refs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&memo)
+                .cloned();
+            let resolved = match known {
+                Some(resolved) => resolved,
+                None => {
+                    let auth = git_auth(self.session.as_ref(), source)?;
+                    let resolved = cache.resolve(source, &auth, &|| false).map_err(Box::new)?;
+                    self.git_refs
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(memo, resolved.clone());
+                    resolved
+                }
+            };
+            let key = resolved.key_text(source);
+            text.push_str(&key);
+            files.push(FileSum {
+                path: format!(
+                    "{}#{}:{}",
+                    source.remote_shown, source.reference, source.subdir
+                ),
+                digest: Digest::of(key.as_bytes()),
+                mode: libc::S_IFDIR | 0o755,
+            });
+            resolved_all.push(resolved);
+        }
+        self.git_resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, resolved_all);
+        Ok(ContentSum {
+            digest: Digest::of(text.as_bytes()),
+            files,
+        })
     }
 
     fn fetcher(&self) -> Result<Arc<Fetcher>, StepError> {
@@ -503,6 +576,33 @@ impl BuildWorker {
                 let _ = std::fs::remove_dir_all(&dir);
                 placed?;
             }
+            CopyFrom::Git => {
+                let cache = self.git_cache();
+                let known = self
+                    .git_resolved
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&node)
+                    .cloned()
+                    .unwrap_or_default();
+                let stop = || cancel.is_cancelled();
+                for (i, source) in op.git.iter().enumerate() {
+                    let auth = git_auth(self.session.as_ref(), source)?;
+                    let resolved = match known.get(i) {
+                        Some(resolved) => resolved.clone(),
+                        None => cache.resolve(source, &auth, &stop).map_err(Box::new)?,
+                    };
+                    let dir = cache
+                        .checkout(source, &resolved, &auth, &stop)
+                        .map_err(Box::new)?;
+                    let request = CopyRequest {
+                        sources: vec!["/".to_string()],
+                        ..request.clone()
+                    };
+                    let source = CopySource::Checkout { dir: &dir };
+                    copy(&request, &source, &lowers, staged.upper(), cancel)?;
+                }
+            }
         }
         if cancel.is_cancelled() {
             return Err(StepError::Canceled);
@@ -666,6 +766,9 @@ impl Worker for BuildWorker {
             }
             BuildOp::Copy(copy) if copy.from == CopyFrom::Url => {
                 Some(self.url_content(node, &copy.urls)?)
+            }
+            BuildOp::Copy(copy) if copy.from == CopyFrom::Git => {
+                Some(self.git_content(node, &copy.git)?)
             }
             BuildOp::Copy(copy) if copy.from == CopyFrom::Context => {
                 let context = self.context.as_deref().ok_or(StepError::NoContext)?;

@@ -9,6 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
 use kiln::builder::export::{Export, ExportOptions, Exported, OutputSpec, export_image};
+use kiln::builder::git_context;
 use kiln::builder::http_context::{HttpContext, is_http_context};
 use kiln::builder::stdin_context::{
     MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
@@ -39,7 +40,9 @@ const LISTED_FILES: usize = 20;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The build context directory; `-` reads standard input: a (possibly compressed) tar of
-    /// the context, or a Dockerfile, built without a context; an http(s) URL is downloaded: a
+    /// the context, or a Dockerfile, built without a context; a git repository
+    /// (`https://host/repo.git#ref:subdir`, `git://…`, `ssh://…`, `git@host:repo.git`), whose
+    /// Dockerfile (`-f` inside it) is read from it; any other http(s) URL is downloaded: a
     /// (possibly compressed) tar is the context, any other body the Dockerfile.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
@@ -125,9 +128,10 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,...]")]
     ssh: Vec<String>,
     /// A named context: `NAME=DIR`, `NAME=docker-image://REF`,
-    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]` or `NAME=https://URL` (the download as the file
-    /// `context`); it replaces what FROM, `COPY --from` and `RUN --mount from=` call NAME (a
-    /// stage of that name too). Repeatable.
+    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]`, a git repository
+    /// (`NAME=https://host/repo.git#ref:subdir`, `git://…`, `ssh://…`, `git@host:repo.git`) or
+    /// `NAME=https://URL` (the download as the file `context`); it replaces what FROM,
+    /// `COPY --from` and `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
     /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
@@ -174,13 +178,19 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let session = Arc::new(session(&args)?);
     // A dry run writes nothing to the store: it reads the store when there is one, and opens
     // (creates) it only to unpack a context from standard input or a URL.
-    let unpacks =
-        is_http_context(&args.context.to_string_lossy()) || args.context.as_os_str() == "-";
+    // A git repository as the context: its checkout in the store is the context directory.
+    let git = match args.context.to_str() {
+        Some(value) if value != "-" => git_context::main_context(value, &build_args)?,
+        _ => None,
+    };
+    let unpacks = git.is_some()
+        || is_http_context(&args.context.to_string_lossy())
+        || args.context.as_os_str() == "-";
     let store = (!args.dry_run || unpacks || root.join("oci-layout").exists())
         .then(|| Store::open(root))
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let input = read_input(store.as_ref(), &args, session.as_ref())?;
+    let input = read_input(store.as_ref(), &args, git.as_ref(), session.as_ref())?;
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
@@ -317,8 +327,13 @@ struct Input {
 fn read_input(
     store: Option<&Store>,
     args: &BuildArgs,
+    git: Option<&kiln::git::GitSource>,
     session: &dyn kiln::builder::Session,
 ) -> anyhow::Result<Input> {
+    if let Some(source) = git {
+        let store = store.context("a context from a git repository needs a store")?;
+        return read_git_input(store, source, args.file.as_deref(), session);
+    }
     let given = args.context.to_string_lossy().into_owned();
     if is_http_context(&given) {
         let store = store.context("a context from a URL needs a store")?;
@@ -369,6 +384,42 @@ fn read_input(
         // `kiln build .` reads ./Dockerfile: call it Dockerfile in messages, as docker does.
         name: without_dot_slash(name),
         dockerfile_path: (!from_stdin).then_some(path),
+        bytes,
+        _stdin: None,
+        _url: None,
+    })
+}
+
+/// The checkout of the git context `source` and its Dockerfile: `-f` names a file inside
+/// the checkout (its subdirectory), `-f -` reads standard input. No `.dockerignore` applies.
+fn read_git_input(
+    store: &Store,
+    source: &kiln::git::GitSource,
+    file: Option<&Path>,
+    session: &dyn kiln::builder::Session,
+) -> anyhow::Result<Input> {
+    let checkout = git_context::fetch(store, source, session)?;
+    let (name, bytes) = match file {
+        Some(file) if file.as_os_str() == "-" => read_dockerfile(file)?,
+        _ => {
+            let path = checkout.join(file.unwrap_or(Path::new("Dockerfile")));
+            let (_, bytes) = read_inside(&checkout, &path)?;
+            // Named as inside the repository, not by the directory kiln checked it out in.
+            let name = path
+                .strip_prefix(&checkout)
+                .map_or_else(|_| path.display().to_string(), |p| p.display().to_string());
+            (without_dot_slash(name), bytes)
+        }
+    };
+    Ok(Input {
+        context_dir: Some(checkout),
+        shown_context: PathBuf::from(&source.remote_shown),
+        remote: Some(RemoteContext {
+            source: source.remote_shown.clone(),
+            epoch: None,
+        }),
+        name,
+        dockerfile_path: None,
         bytes,
         _stdin: None,
         _url: None,
@@ -469,23 +520,46 @@ fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
     Ok(Stdin::Context(context))
 }
 
-/// The Dockerfile at `path` in the unpacked stdin context `root`; a symlink may lead anywhere
-/// inside the context but not out of it.
+/// The Dockerfile at `path` in a context kiln made at `root` (a tar read from standard input,
+/// a git checkout); a symlink may lead anywhere inside the context but not out of it, and a
+/// Dockerfile larger than [`MAX_DOCKERFILE_BYTES`] is refused.
 fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let shown = |path: &Path| {
+        kiln::error::escape_controls(
+            &path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+        )
+    };
     let inside = root
         .canonicalize()
         .context("cannot open the build context")?;
     let real = path
         .canonicalize()
-        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+        .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?;
     if !real.starts_with(&inside) {
         bail!(
-            "the Dockerfile {} leads outside the context read from standard input",
-            path.display()
+            "the Dockerfile {} leads outside the build context",
+            shown(path)
+        );
+    }
+    let size = std::fs::metadata(&real)
+        .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?
+        .len();
+    if size > MAX_DOCKERFILE_BYTES {
+        bail!(
+            "the Dockerfile {} is larger than {MAX_DOCKERFILE_BYTES} bytes",
+            shown(path)
         );
     }
     read_dockerfile(&real)
 }
+
+/// The largest Dockerfile kiln reads from a context it made (BuildKit reads any size; a
+/// repository's file must not fill memory).
+const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
 
 /// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its
 /// Dockerfile or .dockerignore line, or alone when it is about the context); a failed step

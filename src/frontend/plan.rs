@@ -22,7 +22,8 @@ pub struct PlanOptions {
     /// from standard input.
     pub dockerfile_path: Option<PathBuf>,
     /// Whether an ignore file applies to the context: BuildKit applies none to a context
-    /// downloaded from a URL (its `MainContext` takes a remote context as it is).
+    /// downloaded from a URL or fetched from a git repository (its `MainContext` takes a
+    /// remote context as it is).
     pub dockerignore: bool,
     /// `--target`: the stage to build; the last stage when `None`.
     pub target: Option<String>,
@@ -283,19 +284,20 @@ pub fn is_remote(source: &str) -> bool {
     {
         return true;
     }
-    // scp-like: `user@host:path`, with no `/` before the `:` (so `dir/a@b:c` stays local).
+    // scp-like: `user@host:path` as BuildKit's `gitSSHRegex` reads it (a user of letters,
+    // digits, `-` and `_`; a host of letters, digits, `-` and `.`), so `dir/a@b:c` stays local.
     let Some((user_host, _path)) = source.split_once(':') else {
         return false;
     };
     let Some((user, host)) = user_host.split_once('@') else {
         return false;
     };
-    let word = |s: &str| {
+    let word = |s: &str, extra: char| {
         !s.is_empty()
             && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == extra)
     };
-    word(user) && word(host)
+    word(user, '_') && word(host, '.')
 }
 
 /// The Dockerfile path for a context: `-f` when given, else `CONTEXT/Dockerfile`.

@@ -291,14 +291,17 @@ fn a_named_image_context_replaces_a_from_image_and_a_stage() {
     built.ok();
     assert_eq!(builder.run("stage-replaced", "cat", &["/m"]), "alt\n");
 
-    // git and URL contexts are refused clearly.
+    // A git context that cannot be fetched fails naming it (tests/it/add_git.rs builds them).
     let err = builder
         .build(
             ctx.path(),
-            &["--build-context", "deps=https://github.com/x/y.git"],
+            &["--build-context", "deps=git://127.0.0.1:1/y.git#main"],
         )
         .fails();
-    assert!(err.contains("git contexts are not supported yet"), "{err}");
+    assert!(
+        err.contains("cannot use the build context deps: cannot fetch the git context git://127.0.0.1:1/y.git"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
 //! `CI=true` (see [`support::conformance_dir`]).
 
+mod add_git;
 mod add_url;
 mod architecture;
 mod archive;

@@ -37,8 +37,8 @@
 //!   without a group gets their primary group, a numeric user without a group gets the same
 //!   number as gid (BuildKit's `readUser`).
 //! - `ADD` extracts a local tar archive (plain, gzip, bzip2, xz or zstd, recognised by content, not
-//!   name) into the destination directory ([`extract`]); URLs and git sources are not supported
-//!   yet.
+//!   name) into the destination directory ([`extract`]). A URL's download and a git checkout
+//!   are copied by the worker from their own directories (a checkout as [`CopySource::Checkout`]).
 //! - `--exclude` patterns (patternmatcher syntax) are matched against paths relative to each
 //!   copied directory, and against the matched path for a wildcard source.
 //!
@@ -78,6 +78,10 @@ pub enum CopySource<'a> {
     Context { context: &'a BuildContext },
     /// `COPY --from`: a stage or image, as its snapshot directories, top first.
     Layers { layers: &'a [PathBuf] },
+    /// `ADD <git ref>`: a checkout, copied from its root as BuildKit copies a git source
+    /// (`llb.Copy(st, "/", dest)` without `CopyDirContentsOnly`): its files owned by root, and
+    /// the destination directory given the checkout root's mode and mtime.
+    Checkout { dir: &'a Path },
 }
 
 /// One COPY/ADD step.
@@ -148,11 +152,12 @@ pub enum CopyError {
         /// The source as written.
         source_path: String,
     },
-    /// ADD of a URL or git repository, which kiln does not do yet.
+    /// ADD of a URL or git repository reached the copy of local files: kiln's compiler sends
+    /// those to their own sources, so this is an internal error.
     #[error(
-        "ADD from a {what} is not supported yet: {source_path}; fetch it into the build context and ADD the local copy"
+        "ADD {source_path}: a {what} reached the copy of local sources (an internal error in kiln)"
     )]
-    RemoteUnsupported {
+    RemoteInLocalCopy {
         /// `URL` or `git repository`.
         what: &'static str,
         /// The source as written.
@@ -306,6 +311,7 @@ pub fn copy_reusing(
             )
         }
         CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false),
+        CopySource::Checkout { dir } => (UnionFs::new(vec![dir.to_path_buf()])?, true),
     };
     let mut matches = Vec::new();
     for source_path in &request.sources {
@@ -315,7 +321,9 @@ pub fn copy_reusing(
         }
         let found = match source {
             CopySource::Context { context } => select_in_context(context, source_path)?,
-            CopySource::Layers { .. } => select_in_layers(&tree, source_path)?,
+            CopySource::Layers { .. } | CopySource::Checkout { .. } => {
+                select_in_layers(&tree, source_path)?
+            }
         };
         matches.extend(found.into_iter().filter(|m| {
             // A wildcard match is itself subject to --exclude (`COPY --exclude=*.txt hom* /d/`).
@@ -328,6 +336,7 @@ pub fn copy_reusing(
         target: Target::new(lowers, upper)?,
         tree: &tree,
         from_context,
+        whole_root: matches!(source, CopySource::Checkout { .. }),
         chmod,
         chown,
         exclude,
@@ -437,6 +446,9 @@ struct Copier<'a> {
     target: Target,
     tree: &'a UnionFs,
     from_context: bool,
+    /// The destination directory of a copied directory takes the directory's own attributes
+    /// (a git checkout's root), not only its contents.
+    whole_root: bool,
     chmod: Option<Chmod>,
     chown: Option<(u32, u32)>,
     exclude: Dockerignore,
@@ -528,6 +540,12 @@ impl Copier<'_> {
                 }
                 let (dir, name) = self.file_destination(dest, found.base_name())?;
                 self.copy_node(&node, &dir, &name)
+            }
+            Found::Dir(dir, meta) if self.whole_root => {
+                let dst = self.dest_dir_for_contents(dest)?;
+                let attributes = self.attributes(&meta, self.tree.dir_xattrs(&dir)?);
+                self.copy_children(&dir, Path::new(""), &dst)?;
+                self.target.set_dir_attributes(&dst, &attributes)
             }
             Found::Dir(dir, _) => {
                 let dst = self.dest_dir_for_contents(dest)?;
@@ -851,7 +869,9 @@ fn select_parents(
     let include = parents.include()?;
     let roots = match source {
         CopySource::Context { context } => select_in_context(context, &parents.root)?,
-        CopySource::Layers { .. } => select_in_layers(tree, &parents.root)?,
+        CopySource::Layers { .. } | CopySource::Checkout { .. } => {
+            select_in_layers(tree, &parents.root)?
+        }
     };
     let mut matches = Vec::new();
     let mut found = !parents.required();
@@ -880,7 +900,7 @@ fn select_parents(
             CopySource::Context { .. } => CopyError::NotInContext {
                 source_path: source_path.to_string(),
             },
-            CopySource::Layers { .. } => CopyError::NotInSource {
+            CopySource::Layers { .. } | CopySource::Checkout { .. } => CopyError::NotInSource {
                 source_path: source_path.to_string(),
             },
         });
@@ -1014,7 +1034,7 @@ fn refuse_remote(source: &str, add: bool) -> Result<(), CopyError> {
         (false, false) => return Ok(()),
     };
     Err(if add {
-        CopyError::RemoteUnsupported {
+        CopyError::RemoteInLocalCopy {
             what: what.1,
             source_path: source.to_string(),
         }
@@ -1116,15 +1136,11 @@ mod tests {
                 false,
                 Some("source can't be a URL for COPY"),
             ),
-            (
-                "http://x.org/f",
-                true,
-                Some("ADD from a URL is not supported yet"),
-            ),
+            ("http://x.org/f", true, Some("a URL reached the copy")),
             (
                 "git@github.com:o/r.git",
                 true,
-                Some("ADD from a git repository"),
+                Some("a git repository reached the copy"),
             ),
             (
                 "https://github.com/o/r.git",
@@ -1134,9 +1150,13 @@ mod tests {
             (
                 "https://github.com/o/r.git#main",
                 true,
-                Some("ADD from a git repository"),
+                Some("a git repository reached the copy"),
             ),
-            ("ssh://host/repo", true, Some("ADD from a git repository")),
+            (
+                "ssh://host/repo",
+                true,
+                Some("a git repository reached the copy"),
+            ),
             ("httpfile.txt", true, None),
             ("dir/https://x", false, None),
         ] {
