@@ -76,6 +76,7 @@ impl StdinContext {
             whiteouts: Whiteouts::Apply,
             max_bytes,
             same_owner: false,
+            device_nodes: false,
             user_xattr: false,
         };
         apply_layer(stream, &context.dir, &options).map_err(StdinContextError::Unpack)?;
