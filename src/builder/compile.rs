@@ -1453,7 +1453,7 @@ mod tests {
         let mut options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
-            dockerignore: true,
+            context_kind: crate::frontend::context::ContextKind::Directory,
             target: None,
             resolve: Default::default(),
         };
@@ -1513,7 +1513,7 @@ mod tests {
         let options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
-            dockerignore: true,
+            context_kind: crate::frontend::context::ContextKind::Directory,
             target: None,
             resolve: Default::default(),
         };
