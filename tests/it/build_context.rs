@@ -147,6 +147,31 @@ fn a_context_tar_on_stdin_is_the_context_without_dockerignore() {
         out.contains("context     - (3 entries no .dockerignore)"),
         "{out}"
     );
+    // Its time for SOURCE_DATE_EPOCH=context is its newest file's (every entry of owned_tar
+    // has the mtime 1600000000), as for a downloaded archive without Last-Modified (buildx
+    // uploads it without one).
+    let out = builder
+        .kiln(&[
+            "build",
+            "--dry-run",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=context",
+            "-",
+        ])
+        .stdin(owned_tar(&[owned_file(
+            "Dockerfile",
+            0,
+            0,
+            0o644,
+            "FROM base\n",
+        )]))
+        .run()
+        .success()
+        .stdout_str();
+    assert!(
+        out.contains("epoch       1600000000 (SOURCE_DATE_EPOCH)"),
+        "{out}"
+    );
 
     // A tar without the Dockerfile: a clear error.
     let tar = tar_of(&[("x", Some(b"x\n"))]);
