@@ -41,6 +41,9 @@ struct Case {
     base: Option<Base>,
     /// Modes set on context paths after the copy from testdata (git keeps only the x bit).
     modes: &'static [(&'static str, u32)],
+    /// Owners (uid, gid) set on context paths after the copy: a `stdin` case's tar carries
+    /// them (a local directory's owners never reach an image).
+    owners: &'static [(&'static str, u32, u32)],
     /// Run the image with `docker run` (the peer's image and kiln's, loaded) and `kiln run`
     /// and compare what they print.
     run: bool,
@@ -58,8 +61,10 @@ struct Case {
     /// context (buildctl: `--local NAME=DIR --opt context:NAME=local:NAME`); `@REGISTRY@` is the
     /// loopback registry.
     contexts: &'static [(&'static str, &'static str)],
-    /// kiln reads the context as a tar stream on stdin (`kiln build -`); the peer reads the
-    /// directory.
+    /// The context directory as one tar: kiln reads it on stdin (`kiln build -`); the peer
+    /// downloads it from a loopback HTTP server (`--opt context=http://...`), which is what
+    /// buildx makes of a stdin tar (its upload provider serves it to BuildKit as an http
+    /// context). See [`StdinTar`].
     stdin: bool,
     /// Paths whose mtime must agree too (where BuildKit sets one: a download's Last-Modified).
     mtimes: &'static [&'static str],
@@ -109,6 +114,7 @@ const CASE: Case = Case {
     build_args: &[],
     base: None,
     modes: &[],
+    owners: &[],
     run: false,
     fresh_args: &[],
     secrets: &[],
@@ -341,6 +347,7 @@ const CASES: &[Case] = &[
     Case {
         name: "stdin-context",
         base: BUSYBOX,
+        owners: &[("sub", 42, 43), ("sub/below.txt", 1234, 4321)],
         stdin: true,
         ..CASE
     },
@@ -504,16 +511,33 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     } else {
         None
     };
+    let stdin = case
+        .stdin
+        .then(|| StdinTar::serve(&context, &work.path().join("stdin")));
     let peer_tar = work.path().join("peer.tar");
     let peer_docker_tar = work.path().join("peer-docker.tar");
     let kiln_tar = work.path().join("kiln.tar");
     let kiln_export = work.path().join("kiln-export.tar");
     let peer_docker = case.run.then_some(peer_docker_tar.as_path());
-    if let Err(err) = peer_build(peers, case, &context, &peer_tar, peer_docker) {
+    if let Err(err) = peer_build(
+        peers,
+        case,
+        &context,
+        stdin.as_ref(),
+        &peer_tar,
+        peer_docker,
+    ) {
         found.push(err);
         return Outcome::Failed;
     }
-    if let Err(err) = kiln_build(peers, case, &context, &kiln_tar, &kiln_export) {
+    if let Err(err) = kiln_build(
+        peers,
+        case,
+        &context,
+        stdin.as_ref(),
+        &kiln_tar,
+        &kiln_export,
+    ) {
         found.push(err);
         return Outcome::Failed;
     }
@@ -662,6 +686,9 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
     for (path, mode) in case.modes {
         fs::set_permissions(context.join(path), fs::Permissions::from_mode(*mode)).expect("chmod");
     }
+    for (path, uid, gid) in case.owners {
+        std::os::unix::fs::lchown(context.join(path), Some(*uid), Some(*gid)).expect("chown");
+    }
     fs::copy(busybox, context.join("busybox")).expect("copy busybox");
     if case.name == "build-context-layout" {
         write_busybox_layout(busybox, &context.join("layout"));
@@ -793,16 +820,21 @@ fn peer_build(
     peers: &Peers,
     case: &Case,
     context: &Path,
+    stdin: Option<&StdinTar>,
     oci: &Path,
     docker: Option<&Path>,
 ) -> Result<(), String> {
     let mut command = peers.buildctl.command();
-    command
-        .args(["build", "--progress=plain", "--frontend", "dockerfile.v0"])
-        .arg("--local")
-        .arg(format!("context={}", context.display()))
-        .arg("--local")
-        .arg(format!("dockerfile={}", context.display()));
+    command.args(["build", "--progress=plain", "--frontend", "dockerfile.v0"]);
+    match stdin {
+        // The Dockerfile comes from the downloaded context: no `--local dockerfile`.
+        Some(tar) => command.args(["--opt", &format!("context={}", tar.url)]),
+        None => command
+            .arg("--local")
+            .arg(format!("context={}", context.display()))
+            .arg("--local")
+            .arg(format!("dockerfile={}", context.display())),
+    };
     for arg in build_args(peers, case, None) {
         command.args(["--opt", &format!("build-arg:{arg}")]);
     }
@@ -853,6 +885,7 @@ fn kiln_build(
     peers: &Peers,
     case: &Case,
     context: &Path,
+    stdin: Option<&StdinTar>,
     save: &Path,
     export: &Path,
 ) -> Result<(), String> {
@@ -874,10 +907,9 @@ fn kiln_build(
     for (name, value) in named_contexts(peers, case, context) {
         command = command.args(["--build-context", &format!("{name}={value}")]);
     }
-    let command = if case.stdin {
-        command.arg("-").stdin(context_tar(context))
-    } else {
-        command.arg(context)
+    let command = match stdin {
+        Some(tar) => command.arg("-").stdin(tar.bytes.clone()),
+        None => command.arg(context),
     };
     checked(command.run().into(), "kiln build").map(drop)
 }
@@ -907,15 +939,31 @@ fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, St
         .collect()
 }
 
-/// The context directory as an uncompressed tar stream (symlinks as symlinks), as a user
-/// pipes one into `kiln build -`.
-fn context_tar(context: &Path) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", context)
-        .expect("tar the context");
-    builder.into_inner().expect("finish the tar")
+/// A `stdin` case's context as one tar, for both builders: its bytes (kiln's standard input)
+/// and the URL a loopback [`HttpServer`] serves them at (the peer's context).
+struct StdinTar {
+    bytes: Vec<u8>,
+    url: String,
+}
+
+impl StdinTar {
+    /// Tars `context` (uncompressed, symlinks as symlinks, owners and modes as on disk, as a
+    /// user pipes one into `kiln build -`) into `dir/context.tar` and serves `dir`.
+    fn serve(context: &Path, dir: &Path) -> StdinTar {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", context)
+            .expect("tar the context");
+        let bytes = builder.into_inner().expect("finish the tar");
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("context.tar"), &bytes).expect("write the tar");
+        let server = HttpServer::start(dir.to_path_buf());
+        StdinTar {
+            bytes,
+            url: format!("http://{}/files/context.tar", server.host),
+        }
+    }
 }
 
 /// A loopback HTTP server for both builders (buildkitd runs with the host's network): `GET`
