@@ -127,10 +127,15 @@ pub(crate) fn remote_sources(
     stand_ins: &BTreeSet<String>,
 ) -> Vec<RemoteSource> {
     let mut remote = Vec::new();
-    if let Some(context) = &options.remote_context {
+    // A stdin context was read already; a URL or a git repository is a remote source.
+    if let Some(super::RemoteContext {
+        origin: super::ContextOrigin::Url(url) | super::ContextOrigin::Git(url),
+        ..
+    }) = &options.remote_context
+    {
         remote.push(RemoteSource {
             kind: RemoteKind::Context,
-            source: context.source.clone(),
+            source: url.clone(),
             stored: false,
         });
     }

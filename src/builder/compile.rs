@@ -1564,7 +1564,7 @@ mod tests {
         let mut options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
-            dockerignore: true,
+            context_kind: crate::frontend::context::ContextKind::Directory,
             target: None,
             resolve: Default::default(),
         };
@@ -1624,7 +1624,7 @@ mod tests {
         let options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
-            dockerignore: true,
+            context_kind: crate::frontend::context::ContextKind::Directory,
             target: None,
             resolve: Default::default(),
         };

@@ -8,34 +8,26 @@
 //! - When its first bytes are an archive's (gzip, bzip2, xz or a tar header, as BuildKit's
 //!   `isArchive`; kiln also takes zstd, which docker's unpack reads and BuildKit would refuse as
 //!   a Dockerfile), it is unpacked and is the context, its Dockerfile inside it (`-f` names
-//!   another one inside it). It is unpacked as a stdin context is
-//!   ([`super::stdin_context::StdinContext`]): confined to a private directory of the store's
-//!   staging area, nothing written or followed outside it, bounded in bytes and entries.
+//!   another one inside it). It is unpacked and read as a tar on standard input is
+//!   ([`super::stdin_context`]: no `.dockerignore`, owners from the tar, confined to a private
+//!   directory of the store's staging area, bounded in bytes and entries).
 //! - Otherwise the body is the Dockerfile, and the context is what BuildKit's http source gives:
-//!   a directory holding the body as the file `context` (mode 0600, mtime the body's
+//!   a directory holding the body as the file `context` (mode 0600, root's, mtime the body's
 //!   `Last-Modified`), so `COPY . /x/` copies `/x/context` (checked against buildctl v0.32).
-//! - No `.dockerignore` applies: BuildKit's `MainContext` returns a remote context as it is
-//!   (buildctl v0.32 copies a tar's `.dockerignore`d files).
-//!
-//! Divergence: BuildKit keeps the owners the tar gives its entries (its unpack runs as root);
-//! kiln gives a downloaded context's files root's ownership, as it gives every context's.
 
 use super::stdin_context::{
-    MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, StdinContextError, is_context_archive,
+    ContextDockerfileError, MAX_CONTEXT_BYTES, PEEK_BYTES, UnpackError, UnpackedContext,
+    is_context_archive, read_bounded,
 };
 use super::steps::mounts::Session;
 use crate::fetch::{FetchError, Fetched, Fetcher, authorization, parse_url};
 use crate::store::Store;
 use crate::sys::FsError;
 use std::io::Read as _;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The name BuildKit gives the downloaded body inside the context (`llb.Filename("context")`).
 pub const CONTEXT_FILE: &str = "context";
-
-/// The largest Dockerfile read from a downloaded context.
-pub const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
 
 /// Whether a context argument is an http(s) URL to download rather than a directory or a git
 /// repository (BuildKit's `^https?://`, after its git detection: a path ending in `.git`).
@@ -67,20 +59,18 @@ pub enum HttpContextError {
     Unpack {
         url: String,
         #[source]
-        source: StdinContextError,
+        source: UnpackError,
     },
     #[error("cannot place the downloaded Dockerfile in the build context")]
     Place(#[source] FsError),
-    #[error("the Dockerfile {name} is larger than {limit} bytes")]
-    DockerfileTooLarge { name: String, limit: u64 },
-    #[error("the Dockerfile {name} leads outside the downloaded build context")]
-    DockerfileOutside { name: String },
+    #[error(transparent)]
+    Dockerfile(#[from] ContextDockerfileError),
 }
 
 /// A build context downloaded from a URL, in a private directory removed when it drops.
 #[derive(Debug)]
 pub struct HttpContext {
-    dir: StdinContext,
+    dir: UnpackedContext,
     /// Whether the body was an archive (else it is the Dockerfile, in the file `context`).
     archive: bool,
     fetched: Fetched,
@@ -117,7 +107,7 @@ impl HttpContext {
             .map_err(|err| read("read", err))?;
         if is_context_archive(&head) {
             let file = std::fs::File::open(&blob).map_err(|err| read("open", err))?;
-            let dir = StdinContext::unpack(file, store.staging(), MAX_CONTEXT_BYTES).map_err(
+            let dir = UnpackedContext::unpack(file, store.staging(), MAX_CONTEXT_BYTES).map_err(
                 |source| HttpContextError::Unpack {
                     url: url.to_string(),
                     source,
@@ -125,7 +115,7 @@ impl HttpContext {
             )?;
             // `SOURCE_DATE_EPOCH=context`: Last-Modified, else the newest file of the archive
             // (BuildKit's `archiveMaxTimeFromHTTPArchive`, which reads regular files only).
-            let epoch = last_modified(&fetched).or_else(|| newest_file(dir.dir()));
+            let epoch = last_modified(&fetched).or_else(|| dir.newest_file_time());
             return Ok(HttpContext {
                 dir,
                 archive: true,
@@ -133,11 +123,12 @@ impl HttpContext {
                 epoch,
             });
         }
-        let dir =
-            StdinContext::create(store.staging()).map_err(|source| HttpContextError::Unpack {
+        let dir = UnpackedContext::create(store.staging()).map_err(|source| {
+            HttpContextError::Unpack {
                 url: url.to_string(),
                 source,
-            })?;
+            }
+        })?;
         fetcher
             .place(&fetched, &dir.dir().join(CONTEXT_FILE))
             .map_err(HttpContextError::Place)?;
@@ -155,12 +146,6 @@ impl HttpContext {
         self.dir.dir()
     }
 
-    /// Whether the body was an archive (its Dockerfile is inside it); otherwise the body is the
-    /// Dockerfile ([`HttpContext::body_dockerfile`]).
-    pub fn is_archive(&self) -> bool {
-        self.archive
-    }
-
     /// What the URL gave.
     pub fn fetched(&self) -> &Fetched {
         &self.fetched
@@ -173,53 +158,15 @@ impl HttpContext {
         self.epoch
     }
 
-    /// The body as the Dockerfile (a body that is not an archive).
+    /// The body as the Dockerfile (a body that is not an archive, [`HttpContext::unpacked`]).
     pub fn body_dockerfile(&self) -> Result<Vec<u8>, HttpContextError> {
-        read_bounded(&self.dir().join(CONTEXT_FILE), CONTEXT_FILE)
+        Ok(read_bounded(&self.dir().join(CONTEXT_FILE), CONTEXT_FILE)?)
     }
 
-    /// The Dockerfile at `relative` inside the unpacked archive (a symlink may lead anywhere
-    /// inside the context, not out of it), at most [`MAX_DOCKERFILE_BYTES`].
-    pub fn dockerfile(&self, relative: &Path) -> Result<Vec<u8>, HttpContextError> {
-        let name = relative.display().to_string();
-        let outside = || HttpContextError::DockerfileOutside { name: name.clone() };
-        if relative.is_absolute()
-            || relative
-                .components()
-                .any(|c| c == std::path::Component::ParentDir)
-        {
-            return Err(outside());
-        }
-        let root = self
-            .dir()
-            .canonicalize()
-            .map_err(|e| HttpContextError::Read(FsError::new("open", self.dir(), e)))?;
-        let path = root.join(relative);
-        let real = path
-            .canonicalize()
-            .map_err(|e| HttpContextError::Read(FsError::new("read", &path, e)))?;
-        if !real.starts_with(&root) {
-            return Err(outside());
-        }
-        read_bounded(&real, &name)
+    /// The unpacked archive (its Dockerfile is read from it), when the body was one.
+    pub fn unpacked(&self) -> Option<&UnpackedContext> {
+        self.archive.then_some(&self.dir)
     }
-}
-
-/// The file at `path`, at most [`MAX_DOCKERFILE_BYTES`] (`name` says which in the error).
-fn read_bounded(path: &Path, name: &str) -> Result<Vec<u8>, HttpContextError> {
-    let read = |err| HttpContextError::Read(FsError::new("read", path, err));
-    let file = std::fs::File::open(path).map_err(read)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_DOCKERFILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read)?;
-    if bytes.len() as u64 > MAX_DOCKERFILE_BYTES {
-        return Err(HttpContextError::DockerfileTooLarge {
-            name: name.to_string(),
-            limit: MAX_DOCKERFILE_BYTES,
-        });
-    }
-    Ok(bytes)
 }
 
 /// The body's `Last-Modified` in Unix seconds, when it has a valid one.
@@ -228,28 +175,6 @@ fn last_modified(fetched: &Fetched) -> Option<i64> {
         .last_modified
         .as_deref()
         .and_then(crate::oci::timestamp::parse_http_date)
-}
-
-/// The newest modification time of the regular files under `dir` (never following a link).
-fn newest_file(dir: &Path) -> Option<i64> {
-    let mut newest: Option<i64> = None;
-    let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
-    while let Some(path) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&path) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                pending.push(entry.path());
-            } else if meta.is_file() {
-                newest = Some(newest.map_or(meta.mtime(), |n| n.max(meta.mtime())));
-            }
-        }
-    }
-    newest
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub use steps::mounts::{ClientSession, NoSession, Session};
 use crate::cache::remote::transport::CacheTransport;
 use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError, cache_mounts};
 use crate::cache::{CacheError, CacheRecords, StatCache};
-use crate::frontend::context::ContextError;
+use crate::frontend::context::{ContextError, ContextKind};
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
@@ -56,9 +56,10 @@ pub struct BuildOptions {
     pub dockerfile_path: Option<PathBuf>,
     /// The context directory; `None` builds without a context (`kiln build - < Dockerfile`).
     pub context_dir: Option<PathBuf>,
-    /// Where the context came from when it is not a local directory (a URL or a git
-    /// repository): no `.dockerignore` applies to it, and `SOURCE_DATE_EPOCH=context` takes its
-    /// time.
+    /// Where the context came from when it is not a local directory (standard input, a URL or
+    /// a git repository): it is read as BuildKit reads a remote context
+    /// ([`ContextKind::Unpacked`]: no `.dockerignore`, owners as on disk), and
+    /// `SOURCE_DATE_EPOCH=context` takes its time.
     pub remote_context: Option<RemoteContext>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
@@ -125,15 +126,27 @@ impl Default for BuildOptions {
 }
 
 /// A build context that came from elsewhere than a local directory, unpacked into
-/// [`BuildOptions::context_dir`].
+/// [`BuildOptions::context_dir`]. buildx sends a context tar on standard input to BuildKit as
+/// an http context (its upload provider serves it to the build), so both are one kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteContext {
-    /// Where it came from, as given (a URL).
-    pub source: String,
+    /// Where it came from.
+    pub origin: ContextOrigin,
     /// Its time, for `SOURCE_DATE_EPOCH=context` (BuildKit's
     /// `ResolveMainContextSourceDateEpoch`): for a download its `Last-Modified`, else the newest
-    /// file of its archive.
+    /// file of its archive (a stdin tar has no `Last-Modified`).
     pub epoch: Option<i64>,
+}
+
+/// Where a [`RemoteContext`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextOrigin {
+    /// A tar on standard input (`kiln build - < context.tar`).
+    Stdin,
+    /// A download from this URL, as given.
+    Url(String),
+    /// A checkout of this git repository (credentials masked).
+    Git(String),
 }
 
 /// What a build made.
@@ -793,7 +806,10 @@ async fn plan_with_images(
     let mut plan_options = PlanOptions {
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
-        dockerignore: options.remote_context.is_none(),
+        context_kind: match options.remote_context {
+            Some(_) => ContextKind::Unpacked,
+            None => ContextKind::Directory,
+        },
         target: options.target.clone(),
         resolve: ResolveOptions {
             build_args: build_args.clone(),

@@ -34,7 +34,7 @@ use crate::builder::git_context::{self, GitContextError};
 use crate::builder::http_context::CONTEXT_FILE;
 use crate::builder::steps::mounts::Session;
 use crate::fetch::Fetcher;
-use crate::frontend::context::{BuildContext, ContextError, EntryKind};
+use crate::frontend::context::{BuildContext, ContextError, ContextKind, EntryKind};
 use crate::frontend::stage::named_context_key;
 use crate::git::{GitRef, GitSource, GitUrlError};
 use crate::layer::Compression;
@@ -146,11 +146,11 @@ pub(crate) fn context_images(
                 continue;
             }
             (NamedContext::Local(dir), Some(store)) => {
-                store_directory(store, dir, true).map_err(failed)?
+                store_directory(store, dir, ContextKind::Directory).map_err(failed)?
             }
             (NamedContext::Git(source), Some(store)) => git_context::fetch(store, source, session)
                 .map_err(LoadError::from)
-                .and_then(|dir| store_directory(store, &dir, false))
+                .and_then(|dir| store_directory(store, &dir, ContextKind::Unpacked))
                 .map_err(failed)?,
             (NamedContext::OciLayout { path, reference }, Some(store)) => {
                 store_layout_image(store, path, reference.as_deref()).map_err(failed)?
@@ -197,19 +197,11 @@ pub(crate) fn context_images(
     Ok(images)
 }
 
-/// Stores the local context `dir` as a one-layer image (see the module documentation), after
-/// its `.dockerignore` when `apply_dockerignore`; returns its ID.
-fn store_directory(
-    store: &Store,
-    dir: &Path,
-    apply_dockerignore: bool,
-) -> Result<String, LoadError> {
-    let context = if apply_dockerignore {
-        BuildContext::open(dir, None)
-    } else {
-        BuildContext::open_unfiltered(dir)
-    }
-    .map_err(LoadError::Open)?;
+/// Stores the context `dir` as a one-layer image of root's files (see the module
+/// documentation): a local directory after its `.dockerignore`, a git checkout
+/// ([`ContextKind::Unpacked`]) whole; returns its ID.
+fn store_directory(store: &Store, dir: &Path, kind: ContextKind) -> Result<String, LoadError> {
+    let context = BuildContext::open_as(kind, dir, None).map_err(LoadError::Open)?;
     let stored = |err: ArchiveError| LoadError::Store(err);
     let _lease = store.lease().map_err(|e| stored(e.into()))?;
     let writer = store.blobs().writer().map_err(|e| stored(e.into()))?;

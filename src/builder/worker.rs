@@ -775,6 +775,7 @@ impl Worker for BuildWorker {
                 Some(checksum_paths(
                     context.root(),
                     &copy.context_paths,
+                    context.owners(),
                     &self.stat_cache,
                 )?)
             }
@@ -806,7 +807,12 @@ impl Worker for BuildWorker {
                     paths.sort();
                     paths.dedup();
                     let context = self.context.as_deref().ok_or(StepError::NoContext)?;
-                    Some(checksum_paths(context.root(), &paths, &self.stat_cache)?)
+                    Some(checksum_paths(
+                        context.root(),
+                        &paths,
+                        context.owners(),
+                        &self.stat_cache,
+                    )?)
                 } else {
                     None
                 }

@@ -12,11 +12,12 @@ use kiln::builder::export::{Export, ExportOptions, Exported, OutputSpec, export_
 use kiln::builder::git_context;
 use kiln::builder::http_context::{HttpContext, is_http_context};
 use kiln::builder::stdin_context::{
-    MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
+    MAX_CONTEXT_BYTES, PEEK_BYTES, UnpackedContext, is_context_archive,
 };
 use kiln::builder::worker::StepError;
 use kiln::builder::{
-    BuildError, BuildOptions, Checked, NamedContext, RemoteContext, RemoteKind, build, check,
+    BuildError, BuildOptions, Checked, ContextOrigin, NamedContext, RemoteContext, RemoteKind,
+    build, check,
 };
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
@@ -316,7 +317,7 @@ struct Input {
     dockerfile_path: Option<PathBuf>,
     bytes: Vec<u8>,
     /// The unpacked context of stdin, removed when the input drops (after the build).
-    _stdin: Option<StdinContext>,
+    _stdin: Option<UnpackedContext>,
     /// The context downloaded from a URL, removed when the input drops.
     _url: Option<HttpContext>,
 }
@@ -353,20 +354,18 @@ fn read_input(
                 _url: None,
             }),
             Stdin::Context(unpacked) => {
-                let context = unpacked.dir().to_path_buf();
                 // `-f` names a file inside the tar.
-                let path = context.join(args.file.as_deref().unwrap_or(Path::new("Dockerfile")));
-                let (_, bytes) = read_inside(&context, &path)?;
-                // Named as inside the tar, not by the private directory it was unpacked in.
-                let name = path
-                    .strip_prefix(&context)
-                    .map_or_else(|_| path.display().to_string(), |p| p.display().to_string());
+                let (name, bytes) = unpacked_dockerfile(&unpacked, args.file.as_deref())?;
                 Ok(Input {
-                    context_dir: Some(context.clone()),
-                    shown_context: context,
-                    remote: None,
-                    name: without_dot_slash(name),
-                    dockerfile_path: Some(path),
+                    context_dir: Some(unpacked.dir().to_path_buf()),
+                    shown_context: args.context.clone(),
+                    remote: Some(RemoteContext {
+                        origin: ContextOrigin::Stdin,
+                        epoch: unpacked.newest_file_time(),
+                    }),
+                    name,
+                    // No `.dockerignore` applies to a context tar.
+                    dockerfile_path: None,
                     bytes,
                     _stdin: Some(unpacked),
                     _url: None,
@@ -415,7 +414,7 @@ fn read_git_input(
         context_dir: Some(checkout),
         shown_context: PathBuf::from(&source.remote_shown),
         remote: Some(RemoteContext {
-            source: source.remote_shown.clone(),
+            origin: ContextOrigin::Git(source.remote_shown.clone()),
             epoch: None,
         }),
         name,
@@ -437,40 +436,26 @@ fn read_url_input(
 ) -> anyhow::Result<Input> {
     let downloaded = HttpContext::fetch(store, url, session)?;
     let remote = RemoteContext {
-        source: url.to_string(),
+        origin: ContextOrigin::Url(url.to_string()),
         epoch: downloaded.epoch(),
     };
-    let (name, bytes) = if !downloaded.is_archive() {
-        if let Some(file) = file {
-            bail!(
-                "-f {}: {url} is not an archive, so its body is the Dockerfile",
-                file.display()
-            );
+    let (name, bytes) = match (downloaded.unpacked(), file) {
+        (None, Some(file)) => bail!(
+            "-f {}: {url} is not an archive, so its body is the Dockerfile",
+            file.display()
+        ),
+        (None, None) => (url.to_string(), downloaded.body_dockerfile()?),
+        (Some(_), Some(file)) if file.as_os_str() == "-" || file.is_absolute() => {
+            read_dockerfile(file)?
         }
-        (url.to_string(), downloaded.body_dockerfile()?)
-    } else {
-        match file {
-            Some(file) if file.as_os_str() == "-" || file.is_absolute() => read_dockerfile(file)?,
-            Some(file) => (
-                without_dot_slash(file.display().to_string()),
-                downloaded.dockerfile(file)?,
-            ),
-            // `Dockerfile`, else `dockerfile` (BuildKit's fallback for the default name).
-            None => match downloaded.dockerfile(Path::new("Dockerfile")) {
-                Ok(bytes) => ("Dockerfile".to_string(), bytes),
-                Err(err) => match downloaded.dockerfile(Path::new("dockerfile")) {
-                    Ok(bytes) => ("dockerfile".to_string(), bytes),
-                    Err(_) => return Err(err.into()),
-                },
-            },
-        }
+        (Some(unpacked), file) => unpacked_dockerfile(unpacked, file)?,
     };
     Ok(Input {
         context_dir: Some(downloaded.dir().to_path_buf()),
         shown_context: PathBuf::from(url),
         remote: Some(remote),
         name,
-        // No `.dockerignore` applies to a downloaded context.
+        // No `.dockerignore` applies to a context tar.
         dockerfile_path: None,
         bytes,
         _stdin: None,
@@ -481,7 +466,7 @@ fn read_url_input(
 /// What `kiln build -` found on standard input.
 enum Stdin {
     /// A context tar, unpacked.
-    Context(StdinContext),
+    Context(UnpackedContext),
     /// A bare Dockerfile: the build has no context.
     Dockerfile(Vec<u8>),
 }
@@ -515,7 +500,7 @@ fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
         );
     }
     let reader = std::io::Cursor::new(head).chain(stdin);
-    let context = StdinContext::unpack(reader, store.staging(), MAX_CONTEXT_BYTES)
+    let context = UnpackedContext::unpack(reader, store.staging(), MAX_CONTEXT_BYTES)
         .context("cannot read the build context from standard input")?;
     Ok(Stdin::Context(context))
 }
@@ -555,6 +540,21 @@ fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
         );
     }
     read_dockerfile(&real)
+}
+
+/// The Dockerfile of an unpacked context tar: `file` inside it, else `Dockerfile` (or
+/// `dockerfile`); its name in messages and its bytes.
+fn unpacked_dockerfile(
+    unpacked: &UnpackedContext,
+    file: Option<&Path>,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    Ok(match file {
+        Some(file) => (
+            without_dot_slash(file.display().to_string()),
+            unpacked.dockerfile(file)?,
+        ),
+        None => unpacked.default_dockerfile()?,
+    })
 }
 
 /// The largest Dockerfile kiln reads from a context it made (BuildKit reads any size; a

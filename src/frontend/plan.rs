@@ -5,7 +5,7 @@
 //! build context, lists the context files it reads after `.dockerignore`. This is what
 //! `kiln build --dry-run` prints and what the solver will run.
 
-use crate::frontend::context::{BuildContext, ContextError, SourceMatch};
+use crate::frontend::context::{BuildContext, ContextError, ContextKind, SourceMatch};
 use crate::frontend::dag::{DagError, StageDag, StageId};
 use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::{Instruction, MountType};
@@ -21,10 +21,9 @@ pub struct PlanOptions {
     /// Where the Dockerfile is (used to find `<Dockerfile>.dockerignore`); `None` when it came
     /// from standard input.
     pub dockerfile_path: Option<PathBuf>,
-    /// Whether an ignore file applies to the context: BuildKit applies none to a context
-    /// downloaded from a URL or fetched from a git repository (its `MainContext` takes a
-    /// remote context as it is).
-    pub dockerignore: bool,
+    /// What the context directory is: a local directory (its ignore file applies) or an
+    /// unpacked tar (none does, and its files keep their owners).
+    pub context_kind: ContextKind,
     /// `--target`: the stage to build; the last stage when `None`.
     pub target: Option<String>,
     /// Build arguments, platforms.
@@ -183,11 +182,11 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
                 // The context is walked once, and only when a needed instruction reads it.
                 let ctx = match &mut context {
                     Some(ctx) => ctx,
-                    None if opts.dockerignore => context.insert(BuildContext::open(
+                    None => context.insert(BuildContext::open_as(
+                        opts.context_kind,
                         &opts.context_dir,
                         opts.dockerfile_path.as_deref(),
                     )?),
-                    None => context.insert(BuildContext::open_unfiltered(&opts.context_dir)?),
                 };
                 let selected = if parents {
                     ctx.select_parents_sources(&sources)
@@ -313,7 +312,7 @@ mod tests {
         PlanOptions {
             context_dir: context_dir.to_path_buf(),
             dockerfile_path: None,
-            dockerignore: true,
+            context_kind: ContextKind::Directory,
             target: target.map(str::to_string),
             resolve: ResolveOptions::default(),
         }

@@ -48,6 +48,9 @@ struct Case {
     base: Option<Base>,
     /// Modes set on context paths after the copy from testdata (git keeps only the x bit).
     modes: &'static [(&'static str, u32)],
+    /// Owners (uid, gid) set on context paths after the copy: a `stdin` case's tar carries
+    /// them (a local directory's owners never reach an image).
+    owners: &'static [(&'static str, u32, u32)],
     /// Run the image with `docker run` (the peer's image and kiln's, loaded) and `kiln run`
     /// and compare what they print.
     run: bool,
@@ -65,8 +68,10 @@ struct Case {
     /// of the case's context (buildctl: `--local NAME=DIR --opt context:NAME=local:NAME`);
     /// `@REGISTRY@` is the loopback registry, `@GIT@` the git server.
     contexts: &'static [(&'static str, &'static str)],
-    /// kiln reads the context as a tar stream on stdin (`kiln build -`); the peer reads the
-    /// directory.
+    /// The context directory as one tar: kiln reads it on stdin (`kiln build -`); the peer
+    /// downloads it from a loopback HTTP server (`--opt context=http://...`), which is what
+    /// buildx makes of a stdin tar (its upload provider serves it to BuildKit as an http
+    /// context). See [`StdinTar`].
     stdin: bool,
     /// KNOWN kiln divergences from BuildKit, not fixed yet: a difference of this case that
     /// contains one's text is listed as known instead of failing the test, and one that matches
@@ -136,6 +141,7 @@ const CASE: Case = Case {
     build_args: &[],
     base: None,
     modes: &[],
+    owners: &[],
     run: false,
     fresh_args: &[],
     secrets: &[],
@@ -370,6 +376,7 @@ const CASES: &[Case] = &[
     Case {
         name: "stdin-context",
         base: BUSYBOX,
+        owners: &[("sub", 42, 43), ("sub/below.txt", 1234, 4321)],
         stdin: true,
         ..CASE
     },
@@ -595,18 +602,35 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     } else {
         None
     };
+    let stdin = case
+        .stdin
+        .then(|| StdinTar::serve(&context, &work.path().join("stdin")));
     let peer_tar = work.path().join("peer.tar");
     let peer_docker_tar = work.path().join("peer-docker.tar");
     let kiln_tar = work.path().join("kiln.tar");
     let kiln_export = work.path().join("kiln-export.tar");
     let peer_docker = case.run.then_some(peer_docker_tar.as_path());
     let peer_started = now();
-    if let Err(err) = peer_build(peers, case, &context, &peer_tar, peer_docker) {
+    if let Err(err) = peer_build(
+        peers,
+        case,
+        &context,
+        stdin.as_ref(),
+        &peer_tar,
+        peer_docker,
+    ) {
         found.push(err);
         return Outcome::Failed;
     }
     let (peer_ended, kiln_started) = (now(), now());
-    if let Err(err) = kiln_build(peers, case, &context, &kiln_tar, &kiln_export) {
+    if let Err(err) = kiln_build(
+        peers,
+        case,
+        &context,
+        stdin.as_ref(),
+        &kiln_tar,
+        &kiln_export,
+    ) {
         found.push(err);
         return Outcome::Failed;
     }
@@ -768,6 +792,9 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
     for (path, mode) in case.modes {
         fs::set_permissions(context.join(path), fs::Permissions::from_mode(*mode)).expect("chmod");
     }
+    for (path, uid, gid) in case.owners {
+        std::os::unix::fs::lchown(context.join(path), Some(*uid), Some(*gid)).expect("chown");
+    }
     fs::copy(busybox, context.join("busybox")).expect("copy busybox");
     if case.name == "build-context-layout" {
         write_busybox_layout(busybox, &context.join("layout"));
@@ -899,19 +926,24 @@ fn peer_build(
     peers: &Peers,
     case: &Case,
     context: &Path,
+    stdin: Option<&StdinTar>,
     oci: &Path,
     docker: Option<&Path>,
 ) -> Result<(), String> {
     let mut command = peers.buildctl.command();
     command.args(["build", "--progress=plain", "--frontend", "dockerfile.v0"]);
-    match case.git_context {
+    match (case.git_context, stdin) {
         // The repository is the context, and its Dockerfile comes from it.
-        Some(suffix) => {
+        (Some(suffix), _) => {
             command
                 .arg("--opt")
                 .arg(format!("context={}{suffix}", peers.git.url(case.name)));
         }
-        None => {
+        // The Dockerfile comes from the downloaded context: no `--local dockerfile`.
+        (None, Some(tar)) => {
+            command.args(["--opt", &format!("context={}", tar.url)]);
+        }
+        (None, None) => {
             command
                 .arg("--local")
                 .arg(format!("context={}", context.display()))
@@ -969,6 +1001,7 @@ fn kiln_build(
     peers: &Peers,
     case: &Case,
     context: &Path,
+    stdin: Option<&StdinTar>,
     save: &Path,
     export: &Path,
 ) -> Result<(), String> {
@@ -990,10 +1023,10 @@ fn kiln_build(
     for (name, value) in named_contexts(peers, case, context) {
         command = command.args(["--build-context", &format!("{name}={value}")]);
     }
-    let command = match case.git_context {
-        Some(suffix) => command.arg(format!("{}{suffix}", peers.git.url(case.name))),
-        None if case.stdin => command.arg("-").stdin(context_tar(context)),
-        None => command.arg(context),
+    let command = match (case.git_context, stdin) {
+        (Some(suffix), _) => command.arg(format!("{}{suffix}", peers.git.url(case.name))),
+        (None, Some(tar)) => command.arg("-").stdin(tar.bytes.clone()),
+        (None, None) => command.arg(context),
     };
     checked(command.run().into(), "kiln build").map(drop)
 }
@@ -1023,15 +1056,31 @@ fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, St
         .collect()
 }
 
-/// The context directory as an uncompressed tar stream (symlinks as symlinks), as a user
-/// pipes one into `kiln build -`.
-fn context_tar(context: &Path) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", context)
-        .expect("tar the context");
-    builder.into_inner().expect("finish the tar")
+/// A `stdin` case's context as one tar, for both builders: its bytes (kiln's standard input)
+/// and the URL a loopback [`HttpServer`] serves them at (the peer's context).
+struct StdinTar {
+    bytes: Vec<u8>,
+    url: String,
+}
+
+impl StdinTar {
+    /// Tars `context` (uncompressed, symlinks as symlinks, owners and modes as on disk, as a
+    /// user pipes one into `kiln build -`) into `dir/context.tar` and serves `dir`.
+    fn serve(context: &Path, dir: &Path) -> StdinTar {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", context)
+            .expect("tar the context");
+        let bytes = builder.into_inner().expect("finish the tar");
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("context.tar"), &bytes).expect("write the tar");
+        let server = HttpServer::start(dir.to_path_buf());
+        StdinTar {
+            bytes,
+            url: format!("http://{}/files/context.tar", server.host),
+        }
+    }
 }
 
 /// A loopback HTTP server for both builders (buildkitd runs with the host's network): `GET`

@@ -1,14 +1,14 @@
 //! Build contexts downloaded from an http(s) URL, against a server each test starts on
 //! loopback, as BuildKit v0.32's dockerui makes them (`DetectHTTPContext`): a tarball (plain,
 //! gzip, bzip2, xz, zstd) is unpacked and is the context, without `.dockerignore`, its mtimes
-//! kept; any other body is the Dockerfile, and the context holds it as the file `context`
+//! and owners kept; any other body is the Dockerfile, and the context holds it as the file `context`
 //! (0600, `Last-Modified`). The download is cached with `If-None-Match`, authenticated with the
 //! `HTTP_AUTH_*` secrets, and its time is `SOURCE_DATE_EPOCH=context`. A hostile tarball writes
 //! nothing outside its private directory. `--build-context NAME=URL` is the download as the
 //! one file `context`, never unpacked.
 
 use crate::build::{Builder, Built, Events, builder};
-use crate::build_context::{staged, tar_of, with_symlink_first};
+use crate::build_context::{owned_file, owned_tar, staged, tar_of, with_symlink_first};
 use crate::support::http::{Resource, Server};
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -103,7 +103,7 @@ fn a_tarball_url_is_the_context_in_every_compression_without_dockerignore() {
             "from the url\n",
             "{compression}"
         );
-        // BuildKit keeps the tar's mtimes; context files are root's.
+        // BuildKit keeps the tar's mtimes and owners (root's here).
         assert_eq!(
             stat(&builder, &image, "/ctx/a.txt"),
             format!("644 0:0 {ENTRY_MTIME}"),
@@ -120,6 +120,30 @@ fn a_tarball_url_is_the_context_in_every_compression_without_dockerignore() {
     )
     .ok();
     assert_eq!(builder.run("url-f", "cat", &["/picked"]), "from the url\n");
+    // An entry owned by someone else keeps its owner; --chown overrides it.
+    let owned = owned_tar(&[
+        owned_file(
+            "Dockerfile",
+            0,
+            0,
+            0o644,
+            "FROM base\nCOPY owned.txt /owned\nCOPY --chown=7:8 owned.txt /chowned\n",
+        ),
+        owned_file("owned.txt", 1234, 4321, 0o640, "owned\n"),
+    ]);
+    server.set(
+        "/owned.tar.gz",
+        Resource::body(crate::build_context::gzip(&owned)),
+    );
+    build_url(&builder, &server.url("/owned.tar.gz"), &["-t", "url-owned"]).ok();
+    assert_eq!(
+        stat(&builder, "url-owned", "/owned"),
+        "640 1234:4321 1600000000"
+    );
+    assert_eq!(
+        stat(&builder, "url-owned", "/chowned"),
+        "640 7:8 1600000000"
+    );
     assert!(
         staged(builder.root()).is_empty(),
         "the unpacked context is left"

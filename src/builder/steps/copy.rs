@@ -25,8 +25,10 @@
 //!   contents are copied into when it is missing, are created 0755 (the 0777 bits of an octal
 //!   `--chmod`) and owned by the `--chown` user (root without it); existing ones are left as they
 //!   are. ADD's archive destination is always made 0755 (BuildKit's `unpack`).
-//! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for context files (the
-//!   build client resets it) and the source's for `--from`, unless `--chown`. `--chmod` applies to
+//! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for the files of a local
+//!   directory context (the build client resets it) and the source's for `--from` and for a
+//!   context unpacked from a tar (stdin or a URL: BuildKit's unpack keeps the tar's owners),
+//!   unless `--chown`. `--chmod` applies to
 //!   every copied file and directory ([`mode`]). A copied directory gets its source's attributes
 //!   when it is below the copied root; the destination directory itself never gets the source
 //!   root's (it is made as above, or left as it was).
@@ -55,7 +57,7 @@ use crate::builder::steps::union::{
 use crate::container::user::{self, UserError};
 use crate::frontend::context::dockerignore::{SegmentGlob, clean};
 use crate::frontend::context::{
-    BuildContext, ContextError, Dockerignore, DockerignoreError, ParentsSource,
+    BuildContext, ContextError, ContextOwners, Dockerignore, DockerignoreError, ParentsSource,
 };
 use crate::frontend::instruction::InlineFile;
 use crate::solver::Cancel;
@@ -302,16 +304,18 @@ pub fn copy_reusing(
         .map(|value| resolve_chown(value, lowers))
         .transpose()?;
     let exclude = Dockerignore::from_patterns(&request.exclude)?;
-    let (tree, from_context) = match source {
+    let (tree, from_context, root_owned) = match source {
         CopySource::Context { context } => {
             let allowed = context.files().into_iter().map(str::to_string).collect();
             (
                 UnionFs::filtered(context.root().to_path_buf(), allowed)?,
                 true,
+                context.owners() == ContextOwners::Root,
             )
         }
-        CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false),
-        CopySource::Checkout { dir } => (UnionFs::new(vec![dir.to_path_buf()])?, true),
+        CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false, false),
+        // A git checkout: root's files, as BuildKit's git source makes them.
+        CopySource::Checkout { dir } => (UnionFs::new(vec![dir.to_path_buf()])?, true, true),
     };
     let mut matches = Vec::new();
     for source_path in &request.sources {
@@ -337,6 +341,7 @@ pub fn copy_reusing(
         tree: &tree,
         from_context,
         whole_root: matches!(source, CopySource::Checkout { .. }),
+        root_owned,
         chmod,
         chown,
         exclude,
@@ -449,6 +454,8 @@ struct Copier<'a> {
     /// The destination directory of a copied directory takes the directory's own attributes
     /// (a git checkout's root), not only its contents.
     whole_root: bool,
+    /// Whether the copies are root's whoever owns the sources (a local directory context).
+    root_owned: bool,
     chmod: Option<Chmod>,
     chown: Option<(u32, u32)>,
     exclude: Dockerignore,
@@ -489,7 +496,7 @@ impl Copier<'_> {
 
     /// The attributes a copy of a source file with `meta` gets.
     fn attributes(&self, meta: &Metadata, xattrs: Vec<(CString, Vec<u8>)>) -> Attributes {
-        let (uid, gid) = self.chown.unwrap_or(if self.from_context {
+        let (uid, gid) = self.chown.unwrap_or(if self.root_owned {
             (0, 0)
         } else {
             (meta.uid, meta.gid)
