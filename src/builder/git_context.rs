@@ -11,10 +11,11 @@
 
 use crate::builder::steps::mounts::Session;
 use crate::error::Cause;
-use crate::git::{GitAuth, GitCache, GitError, GitOptions, GitRef, GitSource, GitUrlError};
+use crate::git::{
+    Checkout, GitAuth, GitCache, GitError, GitOptions, GitRef, GitSource, GitUrlError,
+};
 use crate::store::Store;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// A git context that could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -71,12 +72,13 @@ fn go_true(value: &str) -> bool {
     matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-/// The checkout of `source` (fetched into the store when it has none): the context directory.
+/// The checkout of `source` (fetched into the store when it has none): the context directory,
+/// held (no prune removes it) until the [`Checkout`] drops.
 pub fn fetch(
     store: &Store,
     source: &GitSource,
     session: &dyn Session,
-) -> Result<PathBuf, GitContextError> {
+) -> Result<Checkout, GitContextError> {
     let cache = GitCache::new(store, GitOptions::from_env());
     let auth = git_auth(session, source)?;
     let fetched = cache

@@ -319,6 +319,8 @@ struct Input {
     _stdin: Option<StdinContext>,
     /// The context downloaded from a URL, removed when the input drops.
     _url: Option<HttpContext>,
+    /// The checkout of a git context, held (no prune removes it) until the input drops.
+    _git: Option<kiln::git::Checkout>,
 }
 
 /// Reads the context argument and `-f`: a directory; `-` (a context tar or a bare Dockerfile on
@@ -351,6 +353,7 @@ fn read_input(
                 bytes,
                 _stdin: None,
                 _url: None,
+                _git: None,
             }),
             Stdin::Context(unpacked) => {
                 let context = unpacked.dir().to_path_buf();
@@ -370,6 +373,7 @@ fn read_input(
                     bytes,
                     _stdin: Some(unpacked),
                     _url: None,
+                    _git: None,
                 })
             }
         };
@@ -387,6 +391,7 @@ fn read_input(
         bytes,
         _stdin: None,
         _url: None,
+        _git: None,
     })
 }
 
@@ -398,7 +403,8 @@ fn read_git_input(
     file: Option<&Path>,
     session: &dyn kiln::builder::Session,
 ) -> anyhow::Result<Input> {
-    let checkout = git_context::fetch(store, source, session)?;
+    let held = git_context::fetch(store, source, session)?;
+    let checkout = held.path().to_path_buf();
     let (name, bytes) = match file {
         Some(file) if file.as_os_str() == "-" => read_dockerfile(file)?,
         _ => {
@@ -423,6 +429,7 @@ fn read_git_input(
         bytes,
         _stdin: None,
         _url: None,
+        _git: Some(held),
     })
 }
 
@@ -475,6 +482,7 @@ fn read_url_input(
         bytes,
         _stdin: None,
         _url: Some(downloaded),
+        _git: None,
     })
 }
 

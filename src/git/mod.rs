@@ -21,7 +21,9 @@
 //!    with a self-contained `.git` for `keep-git-dir`) into the store's staging, trimmed to the
 //!    subdirectory, synced and renamed into `<store>/cache/git/checkouts/<key>/`: a killed
 //!    checkout is never seen half made (the store's snapshot recipe). Files get the time of
-//!    the checkout (BuildKit's default) or the commit's time (`mtime=commit`).
+//!    the checkout (BuildKit's default) or the commit's time (`mtime=commit`). The caller
+//!    reads it through a [`Checkout`], which holds a store lease: `kiln prune` ([`GitCache::prune`])
+//!    never removes a checkout under its reader.
 //!
 //! A repository cannot write outside its checkout: git refuses `..` and `.git` paths and
 //! writes nothing beyond a symlink, kiln fails on any path git refuses (git itself only warns)
@@ -35,14 +37,16 @@
 //! its credentials redacted).
 
 mod command;
+mod prune;
 mod url;
 
 pub use command::{GitAuth, GitOptions};
+pub use prune::{GitPrune, GitUsage};
 pub use url::{GitRef, GitUrlError, MtimePolicy, Scheme, clean_subdir, is_git_source, redact};
 
 use crate::error::escape_controls;
 use crate::oci::Digest;
-use crate::store::Store;
+use crate::store::{Lease, Store, StoreError};
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, remove_tree};
 use command::Git;
@@ -108,6 +112,10 @@ pub enum GitError {
     },
     #[error("{remote}: the ssh remote needs an SSH agent: give kiln build --ssh default")]
     NoSshAgent { remote: String },
+    /// The store's lease, which keeps a prune from removing a checkout in use, could not be
+    /// taken.
+    #[error("cannot lease the store for the git checkout")]
+    Lease(#[source] StoreError),
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -244,6 +252,22 @@ pub struct GitCache {
 
 /// A callback that says whether to stop.
 pub type Stop<'a> = &'a (dyn Fn() -> bool + Sync);
+
+/// A checkout in the store, held for reading: while it lives no prune removes it (it holds a
+/// store [`Lease`], and the checkout's lock shared, which `kiln df` reads as "in use").
+#[derive(Debug)]
+pub struct Checkout {
+    path: PathBuf,
+    _lock: fs::File,
+    _lease: Lease,
+}
+
+impl Checkout {
+    /// The checkout's directory: read it, never write into it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
 
 impl GitCache {
     pub fn new(store: &Store, options: GitOptions) -> GitCache {
@@ -432,8 +456,34 @@ impl GitCache {
     }
 
     /// The checkout of `resolved` (see the module documentation), fetched and made when the
-    /// store has none. Read it; never write into it.
+    /// store has none, held until the [`Checkout`] drops.
     pub fn checkout(
+        &self,
+        source: &GitSource,
+        resolved: &Resolved,
+        auth: &GitAuth,
+        stop: Stop<'_>,
+    ) -> Result<Checkout, GitError> {
+        // Taken before anything is looked at: a prune runs entirely before or after this.
+        let lease = self.store.lease().map_err(GitError::Lease)?;
+        let target = self.make(source, resolved, auth, stop)?;
+        let lock_path = target.with_extension("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .fs("open", &lock_path)?;
+        lock.lock_shared().fs("lock", &lock_path)?;
+        Ok(Checkout {
+            path: target,
+            _lock: lock,
+            _lease: lease,
+        })
+    }
+
+    /// [`GitCache::checkout`]'s directory, made when missing.
+    fn make(
         &self,
         source: &GitSource,
         resolved: &Resolved,
