@@ -1113,6 +1113,90 @@ fn a_server_that_never_answers_fails_within_the_time_limit() {
     );
 }
 
+#[test]
+fn a_fetch_or_checkout_over_the_size_cap_fails_and_leaves_nothing() {
+    let Some((server, builder)) = setup() else {
+        return;
+    };
+    // 1 MiB of zeros: a pack of a few KiB, a checkout of 1 MiB.
+    let zeros = server.repo("zeros");
+    fs::write(zeros.work.join("big"), vec![0u8; 1 << 20]).expect("write");
+    zeros.write("small", "small\n");
+    zeros.commit("zeros");
+    // 1 MiB that does not compress (xorshift): the fetch itself brings more than the cap.
+    let noise = server.repo("noise");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    fs::write(noise.work.join("big"), bytes).expect("write");
+    noise.commit("noise");
+    let git_dir = builder.root().join("cache/git");
+    let dirs_in = |dir: &Path| -> usize {
+        fs::read_dir(dir).map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count())
+    };
+    for (name, what) in [("zeros", "checkout"), ("noise", "fetch")] {
+        let url = server.url(name);
+        let ctx = builder.context(&[(
+            "Dockerfile",
+            &format!("FROM scratch\nADD {url}#main /src/\n"),
+        )]);
+        let out = builder
+            .kiln(&["build", &ctx.path().display().to_string()])
+            .env("KILN_GIT_MAX_BYTES", "262144")
+            .run();
+        assert!(!out.status.success(), "{name} built under the cap");
+        let stderr = out.stderr_str();
+        assert!(
+            stderr.contains(&format!(
+                "the {what} of {url} is larger than 262144 bytes (KILN_GIT_MAX_BYTES sets the \
+                 limit)"
+            )),
+            "{stderr}"
+        );
+        // Nothing of it stays: no checkout, no staging, no repository holding the bytes.
+        assert_eq!(dirs_in(&git_dir.join("checkouts")), 0, "{name}");
+        let staged: Vec<_> = fs::read_dir(builder.root().join("tmp"))
+            .expect("staging")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".git"))
+            .collect();
+        assert!(staged.is_empty(), "{staged:?}");
+        let repos = kiln::sys::atomic::tree_size(&git_dir.join("repos"));
+        assert!(
+            repos < 262_144,
+            "{name}: the repositories hold {repos} bytes"
+        );
+    }
+    // The fetch too large removed its repository; the checkout too large was stopped before
+    // any file was written (its repository, with the small pack, stays).
+    assert_eq!(dirs_in(&git_dir.join("repos")), 1);
+
+    // Under the default cap (8 GiB) both build.
+    let (built, out) = build(
+        &builder,
+        &format!(
+            "FROM scratch\nADD {}#main /zeros/\nADD {}#main /noise/\n",
+            server.url("zeros"),
+            server.url("noise")
+        ),
+        &[],
+    );
+    built.ok();
+    for dir in ["zeros", "noise"] {
+        let size = fs::metadata(out.path().join("root").join(dir).join("big"))
+            .expect("stat")
+            .len();
+        assert_eq!(size, 1 << 20, "{dir}");
+    }
+}
+
 /// An OpenSSH server on a loopback port that lets root in with one key, over the test's
 /// repositories; killed on drop.
 struct SshServer {
