@@ -150,7 +150,7 @@ pub(crate) fn context_images(
             }
             (NamedContext::Git(source), Some(store)) => git_context::fetch(store, source, session)
                 .map_err(LoadError::from)
-                .and_then(|checkout| store_directory(store, checkout.path(), false))
+                .and_then(|git| store_directory(store, git.checkout.path(), false))
                 .map_err(failed)?,
             (NamedContext::OciLayout { path, reference }, Some(store)) => {
                 store_layout_image(store, path, reference.as_deref()).map_err(failed)?

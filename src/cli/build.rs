@@ -24,6 +24,7 @@ use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
 use kiln::frontend::plan::{PlanError, default_dockerfile};
+use kiln::oci::timestamp::ZonedTime;
 use kiln::registry::NoProgress;
 use kiln::runtime::Network;
 use kiln::solver::Cancel;
@@ -403,8 +404,8 @@ fn read_git_input(
     file: Option<&Path>,
     session: &dyn kiln::builder::Session,
 ) -> anyhow::Result<Input> {
-    let held = git_context::fetch(store, source, session)?;
-    let checkout = held.path().to_path_buf();
+    let git = git_context::fetch(store, source, session)?;
+    let checkout = git.checkout.path().to_path_buf();
     let (name, bytes) = match file {
         Some(file) if file.as_os_str() == "-" => read_dockerfile(file)?,
         _ => {
@@ -422,14 +423,14 @@ fn read_git_input(
         shown_context: PathBuf::from(&source.remote_shown),
         remote: Some(RemoteContext {
             source: source.remote_shown.clone(),
-            epoch: None,
+            epoch: Some(git.time),
         }),
         name,
         dockerfile_path: None,
         bytes,
         _stdin: None,
         _url: None,
-        _git: Some(held),
+        _git: Some(git.checkout),
     })
 }
 
@@ -445,7 +446,7 @@ fn read_url_input(
     let downloaded = HttpContext::fetch(store, url, session)?;
     let remote = RemoteContext {
         source: url.to_string(),
-        epoch: downloaded.epoch(),
+        epoch: downloaded.epoch().map(ZonedTime::utc),
     };
     let (name, bytes) = if !downloaded.is_archive() {
         if let Some(file) = file {
@@ -829,6 +830,12 @@ fn describe(checked: &Checked, input: &Input, args: &BuildArgs) -> String {
     }
     if let Some(epoch) = checked.source_date_epoch {
         let _ = writeln!(out, "epoch       {epoch} (SOURCE_DATE_EPOCH)");
+    } else if let Some(from) = &checked.source_date_epoch_from {
+        let _ = writeln!(
+            out,
+            "epoch       the time of {} (SOURCE_DATE_EPOCH; the build asks it)",
+            kiln::error::escape_controls(from)
+        );
     }
     for (i, source) in checked.remote.iter().enumerate() {
         let label = if i == 0 { "remote" } else { "" };

@@ -47,6 +47,7 @@ pub use url::{GitRef, GitUrlError, MtimePolicy, Scheme, clean_subdir, is_git_sou
 
 use crate::error::escape_controls;
 use crate::oci::Digest;
+use crate::oci::timestamp::ZonedTime;
 use crate::store::{Lease, Store, StoreError};
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, remove_tree, tree_size};
@@ -504,6 +505,70 @@ impl GitCache {
         if target.is_dir() {
             return Ok(target);
         }
+        self.with_fetched(source, resolved, auth, stop, |git, repo| {
+            // Made by another process while this one waited for the repository.
+            if target.is_dir() {
+                return Ok(target.clone());
+            }
+            let staging = self.store.staging().new_path("git");
+            fs::create_dir(&staging).fs("create directory", &staging)?;
+            let made = make_checkout(git, repo, source, resolved, &staging)
+                .and_then(|out| publish(&staging, &out, &target));
+            remove_tree(&staging)?;
+            made.map(|()| target.clone())
+        })
+    }
+
+    /// The time of the commit `resolved` names, in its committer's zone: what BuildKit takes
+    /// for `SOURCE_DATE_EPOCH` from a git source (the `committer` line of the commit object,
+    /// the tag's commit for an annotated tag). The commit is fetched when the store's
+    /// repository of the remote lacks it.
+    pub fn commit_time(
+        &self,
+        source: &GitSource,
+        resolved: &Resolved,
+        auth: &GitAuth,
+        stop: Stop<'_>,
+    ) -> Result<ZonedTime, GitError> {
+        let _lease = self.store.lease().map_err(GitError::Lease)?;
+        self.with_fetched(source, resolved, auth, stop, |git, repo| {
+            let out = git.run(
+                Some(repo),
+                &[
+                    &git_dir(repo),
+                    "log",
+                    "-1",
+                    "--format=%ct %ci",
+                    resolved.commit(),
+                ],
+            )?;
+            let text = String::from_utf8_lossy(&out);
+            // `1600000000 2020-09-13 15:26:40 +0300`: the seconds, and the zone last.
+            let mut words = text.split_whitespace();
+            let seconds = words.next().and_then(|w| w.parse::<i64>().ok());
+            let offset = words.next_back().and_then(ZonedTime::parse_git_offset);
+            match (seconds, offset) {
+                (Some(seconds), Some(offset)) => Ok(ZonedTime { seconds, offset }),
+                _ => Err(GitError::Output {
+                    command: "log".into(),
+                    remote: source.remote_shown.clone(),
+                    reason: format!("bad commit time {:?}", escape_controls(text.trim())),
+                }),
+            }
+        })
+    }
+
+    /// Runs `then` with the remote's bare repository holding `resolved` (fetched into it when
+    /// missing), under the repository's lock: one fetch into a remote's repository at a time,
+    /// also across kiln processes.
+    fn with_fetched<T>(
+        &self,
+        source: &GitSource,
+        resolved: &Resolved,
+        auth: &GitAuth,
+        stop: Stop<'_>,
+        then: impl FnOnce(&Git<'_>, &Path) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
         self.ensure_auth(source, auth)?;
         let git = self.git(source, auth, stop);
         let repos = self.dir.join("repos");
@@ -516,12 +581,8 @@ impl GitCache {
             .write(true)
             .open(&lock_path)
             .fs("open", &lock_path)?;
-        // One fetch into a remote's repository at a time (also across kiln processes).
         let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, errno)| FsError::new("lock", &lock_path, errno.into()))?;
-        if target.is_dir() {
-            return Ok(target);
-        }
         let existed = repo.join("HEAD").is_file();
         let fetched = self
             .ensure_repo(&git, &repo, resolved)
@@ -553,12 +614,7 @@ impl GitCache {
             }
             return Err(err);
         }
-        let staging = self.store.staging().new_path("git");
-        fs::create_dir(&staging).fs("create directory", &staging)?;
-        let made = make_checkout(&git, &repo, source, resolved, &staging)
-            .and_then(|out| publish(&staging, &out, &target));
-        remove_tree(&staging)?;
-        made.map(|()| target)
+        then(&git, &repo)
     }
 
     /// The bare repository of a remote, made (in staging, then renamed) when missing.
