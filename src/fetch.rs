@@ -24,9 +24,9 @@ use crate::error::Cause;
 use crate::oci::Digest;
 use crate::oci::timestamp::parse_http_date;
 use crate::session::SecretBytes;
-use crate::store::{BlobError, BlobStore, Store};
+use crate::store::{BlobError, BlobStore, Collection, Store, Usage};
 use crate::sys::FsError;
-use crate::sys::atomic::{IoContext as _, Staging, atomic_write_in};
+use crate::sys::atomic::{IoContext as _, Staging, atomic_write_in, tree_size};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -303,10 +303,14 @@ impl Fetcher {
     }
 
     /// A fetcher for `store`: its blobs, its URL records in `<store>/cache/http`, the options
-    /// from the environment ([`FetchOptions::from_env`]).
+    /// from the environment ([`FetchOptions::from_env`]). Hold a store lease while it is used:
+    /// [`prune_records`] runs only when none is held.
     pub fn in_store(store: &Store) -> Result<Fetcher, FetchError> {
-        let dir = store.root().join("cache").join("http");
-        Fetcher::new(store.blobs().clone(), &dir, FetchOptions::from_env())
+        Fetcher::new(
+            store.blobs().clone(),
+            &records_dir(store),
+            FetchOptions::from_env(),
+        )
     }
 
     /// The blobs downloads go to.
@@ -547,6 +551,84 @@ impl Fetcher {
             }
         })
     }
+}
+
+/// Where [`Fetcher::in_store`] keeps its URL records.
+fn records_dir(store: &Store) -> PathBuf {
+    store.root().join("cache").join("http")
+}
+
+/// The URL records of `store` as `kiln df` counts them: one per URL downloaded (the downloads
+/// themselves are blobs, counted with the images' until a prune removes those no image uses).
+/// None is ever active: a record is read and replaced whole.
+pub fn records_usage(store: &Store) -> Result<Usage, FsError> {
+    let mut usage = Usage::default();
+    for (path, size) in records(&records_dir(store))? {
+        if path.extension().is_some_and(|e| e == "json") {
+            usage.total += 1;
+        }
+        usage.size += size;
+        usage.reclaimable += size;
+    }
+    Ok(usage)
+}
+
+/// What [`prune_records`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordsPrune {
+    pub records: usize,
+    /// Bytes freed (records and leftovers of killed downloads).
+    pub reclaimed: u64,
+}
+
+/// Removes every URL record of `store` (as `docker builder prune` removes BuildKit's http
+/// sources; the next build asks the URL again without `If-None-Match`) and what killed
+/// downloads left in the records' staging. `held` keeps every fetcher away meanwhile.
+pub fn prune_records(store: &Store, held: &Collection) -> Result<RecordsPrune, FsError> {
+    let dir = records_dir(store);
+    if held.root() != store.root() {
+        return Err(FsError::new(
+            "prune",
+            &dir,
+            std::io::Error::other("the collection held is of another store"),
+        ));
+    }
+    let mut report = RecordsPrune::default();
+    for (path, size) in records(&dir)? {
+        if path.extension().is_some_and(|e| e == "json") {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(FsError::new("remove", &path, err)),
+            }
+            report.records += 1;
+            report.reclaimed += size;
+        }
+    }
+    let staging = dir.join("tmp");
+    if staging.is_dir() {
+        report.reclaimed += Staging::open(&staging)?
+            .remove_stale(Staging::STALE_AGE)?
+            .bytes;
+    }
+    Ok(report)
+}
+
+/// The files directly in `dir` with their sizes, and the staging directory's content as one
+/// entry (none when `dir` does not exist).
+fn records(dir: &Path) -> Result<Vec<(PathBuf, u64)>, FsError> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(FsError::new("read directory", dir, err)),
+    };
+    let mut found = Vec::new();
+    for entry in listing {
+        let path = entry.fs("read directory", dir)?.path();
+        found.push((path.clone(), tree_size(&path)));
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// The `ETag` without its weak marker and quotes (BuildKit's `etagValue`).

@@ -31,6 +31,9 @@ pub struct Checked {
     pub remote: Vec<RemoteSource>,
     /// The image time the build would write (`SOURCE_DATE_EPOCH`).
     pub source_date_epoch: Option<i64>,
+    /// The remote source `SOURCE_DATE_EPOCH` takes the time from, when the check did not fetch
+    /// it (a stage's ADD, a named context); it is also in [`Checked::remote`].
+    pub source_date_epoch_from: Option<String>,
 }
 
 /// One remote source of a build.

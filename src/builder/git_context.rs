@@ -6,15 +6,18 @@
 //! the store's cache, and that checkout is the context directory: its Dockerfile is read from
 //! it (`-f` is relative to the subdirectory) and BuildKit applies no `.dockerignore` to it.
 //! Files have the checkout's time, or the commit's with `mtime=commit` and, for the main
-//! context, when `SOURCE_DATE_EPOCH` is set (BuildKit's `GitMTimeCommit`). The build argument
+//! context, when `SOURCE_DATE_EPOCH` is set (BuildKit's `GitMTimeCommit`). The commit's time
+//! is the context's for `SOURCE_DATE_EPOCH=context`. The build argument
 //! `BUILDKIT_CONTEXT_KEEP_GIT_DIR=true` keeps the main context's `.git`.
 
 use crate::builder::steps::mounts::Session;
 use crate::error::Cause;
-use crate::git::{GitAuth, GitCache, GitError, GitOptions, GitRef, GitSource, GitUrlError};
+use crate::git::{
+    Checkout, GitAuth, GitCache, GitError, GitOptions, GitRef, GitSource, GitUrlError,
+};
+use crate::oci::timestamp::ZonedTime;
 use crate::store::Store;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// A git context that could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -71,17 +74,31 @@ fn go_true(value: &str) -> bool {
     matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-/// The checkout of `source` (fetched into the store when it has none): the context directory.
+/// A git context: its checkout and its commit's time.
+#[derive(Debug)]
+pub struct GitContext {
+    /// The context directory, held (no prune removes it) until it drops.
+    pub checkout: Checkout,
+    /// The commit's time in its committer's zone: the context's time for
+    /// `SOURCE_DATE_EPOCH=context` or `=NAME` (BuildKit's source metadata of a git source).
+    pub time: ZonedTime,
+}
+
+/// The checkout of `source` (fetched into the store when it has none) and its commit's time.
 pub fn fetch(
     store: &Store,
     source: &GitSource,
     session: &dyn Session,
-) -> Result<PathBuf, GitContextError> {
+) -> Result<GitContext, GitContextError> {
     let cache = GitCache::new(store, GitOptions::from_env());
     let auth = git_auth(session, source)?;
     let fetched = cache
         .resolve(source, &auth, &|| false)
-        .and_then(|resolved| cache.checkout(source, &resolved, &auth, &|| false));
+        .and_then(|resolved| {
+            let checkout = cache.checkout(source, &resolved, &auth, &|| false)?;
+            let time = cache.commit_time(source, &resolved, &auth, &|| false)?;
+            Ok(GitContext { checkout, time })
+        });
     fetched.map_err(|err| GitContextError::Fetch {
         remote: source.remote_shown.clone(),
         source: Box::new(err),

@@ -10,6 +10,7 @@
 
 pub mod check;
 pub mod compile;
+mod epoch;
 pub mod export;
 pub mod git_context;
 pub mod http_context;
@@ -35,7 +36,7 @@ use crate::frontend::dispatch::env_pairs;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
 use crate::frontend::stage::{BaseImage, ResolveOptions};
 use crate::oci::Digest;
-use crate::oci::timestamp::format_rfc3339;
+use crate::oci::timestamp::{ZonedTime, format_rfc3339};
 use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, solve};
 use crate::store::{Store, StoreError, StoredImage, descriptor};
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
@@ -134,8 +135,9 @@ pub struct RemoteContext {
     pub origin: ContextOrigin,
     /// Its time, for `SOURCE_DATE_EPOCH=context` (BuildKit's
     /// `ResolveMainContextSourceDateEpoch`): for a download its `Last-Modified`, else the newest
-    /// file of its archive (a stdin tar has no `Last-Modified`).
-    pub epoch: Option<i64>,
+    /// file of its archive (a stdin tar has no `Last-Modified`); for a git repository its
+    /// commit's time, in the committer's zone.
+    pub epoch: Option<ZonedTime>,
 }
 
 /// Where a [`RemoteContext`] came from.
@@ -195,6 +197,16 @@ pub enum BuildError {
          the name of a source-only stage"
     )]
     SourceDateEpoch(String),
+    /// `SOURCE_DATE_EPOCH` is no number, and not a name a context or stage could have.
+    #[error("invalid SOURCE_DATE_EPOCH {value:?}: invalid context name: {reason}")]
+    SourceDateEpochName { value: String, reason: String },
+    /// The remote source `SOURCE_DATE_EPOCH` names could not be asked for its time.
+    #[error("cannot take SOURCE_DATE_EPOCH from {from}")]
+    SourceDateEpochFetch {
+        from: String,
+        #[source]
+        cause: crate::error::Cause,
+    },
     /// `SOURCE_DATE_EPOCH` names a stage that is not source-only (BuildKit's
     /// `sourceDateEpochStageSource` messages).
     #[error("{reason} (stage {stage})")]
@@ -367,7 +379,7 @@ struct ImageConfig {
     history: Vec<HistoryEntry>,
     /// The BuildKit image `author` when a MAINTAINER set it.
     author: Option<String>,
-    source_date_epoch: Option<i64>,
+    source_date_epoch: Option<ZonedTime>,
 }
 
 /// What [`solve_steps`] made.
@@ -398,7 +410,9 @@ struct Validated {
     plan: Plan,
     images: BTreeMap<String, StoredImage>,
     compiled: compile::Compiled,
-    source_date_epoch: Option<i64>,
+    source_date_epoch: Option<ZonedTime>,
+    /// In a dry run, the source `SOURCE_DATE_EPOCH` would take its time from, not fetched.
+    epoch_source: Option<String>,
     /// The remote sources the build reads.
     remote: Vec<RemoteSource>,
 }
@@ -419,7 +433,13 @@ async fn validate(
         fetch: fetch && store.is_some(),
         stand_ins: BTreeSet::new(),
     };
-    let build_args = effective_build_args(options);
+    // `SOURCE_DATE_EPOCH` naming a context or stage is resolved first: the stages see its
+    // time (BuildKit rewrites the build arg before it dispatches them).
+    let mut build_args = options.build_args.clone();
+    let epoch = epoch::resolve(sources.store, sources.fetch, options, &build_args).await?;
+    if let Some(value) = &epoch.arg {
+        build_args.insert("SOURCE_DATE_EPOCH".to_string(), value.clone());
+    }
     let (plan, images, made) =
         plan_with_images(&mut sources, options, &build_args, progress).await?;
     let compiled = compile(
@@ -433,13 +453,14 @@ async fn validate(
             allow_insecure: options.allow_insecure,
         },
     )?;
-    let source_date_epoch = source_date_epoch(&build_args, &plan.resolved, options)?;
-    let remote = check::remote_sources(&plan, options, &images, &made, &sources.stand_ins);
+    let mut remote = check::remote_sources(&plan, options, &images, &made, &sources.stand_ins);
+    remote.extend(epoch.unfetched.clone());
     Ok(Validated {
         plan,
         images,
         compiled,
-        source_date_epoch,
+        source_date_epoch: epoch.time,
+        epoch_source: epoch.unfetched.map(|source| source.source),
         remote,
     })
 }
@@ -461,20 +482,9 @@ pub fn check(
         plan: validated.plan,
         steps: validated.compiled.steps,
         remote: validated.remote,
-        source_date_epoch: validated.source_date_epoch,
+        source_date_epoch: validated.source_date_epoch.map(|t| t.seconds),
+        source_date_epoch_from: validated.epoch_source,
     })
-}
-
-/// The build args as the build uses them: `SOURCE_DATE_EPOCH=context` becomes the remote
-/// context's time when it has one, as BuildKit's front end rewrites the arg.
-fn effective_build_args(options: &BuildOptions) -> BTreeMap<String, String> {
-    let mut args = options.build_args.clone();
-    if args.get("SOURCE_DATE_EPOCH").map(String::as_str) == Some("context")
-        && let Some(epoch) = options.remote_context.as_ref().and_then(|c| c.epoch)
-    {
-        args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
-    }
-    args
 }
 
 /// Plans the build, pulls or looks up its images, compiles the ops graph (sending
@@ -659,6 +669,7 @@ async fn write(
                 store.clone(),
                 solved.snapshot.clone(),
             );
+            let epoch = epoch.seconds;
             off_runtime(move || timestamps::rewrite_new_layers(&store, &imported, &snapshot, epoch))
                 .await?
                 .map(Arc::new)
@@ -967,94 +978,6 @@ fn onbuild_triggers(config_bytes: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `SOURCE_DATE_EPOCH` as BuildKit v0.32 reads it (dockerfile2llb `toDispatchState`, epoch.go
-/// `resolveSourceDateEpochValue`): the build arg (the CLI passes kiln's environment variable as
-/// one, as docker buildx does), else a non-empty global `ARG SOURCE_DATE_EPOCH=` default (a
-/// stage's own ARG does not count). The value is whole seconds since the Unix epoch; `context`
-/// (the time of a context downloaded from a URL, [`RemoteContext::epoch`]; a local context
-/// carries none: no epoch); or the name of a stage that is
-/// source-only (`FROM scratch`, ARGs and one remote ADD), whose download gives the time. Such a
-/// stage is checked with BuildKit's rules and messages; taking its time needs ADD of URLs and git
-/// (issue 14), and until then the build says so instead of ignoring it.
-fn source_date_epoch(
-    build_args: &BTreeMap<String, String>,
-    resolved: &crate::frontend::stage::Resolved,
-    options: &BuildOptions,
-) -> Result<Option<i64>, BuildError> {
-    let value = build_args
-        .get("SOURCE_DATE_EPOCH")
-        .or_else(|| {
-            resolved
-                .meta_args
-                .iter()
-                .rev()
-                .find(|(name, value)| name == "SOURCE_DATE_EPOCH" && !value.is_empty())
-                .map(|(_, value)| value)
-        })
-        .map(String::as_str);
-    let text = match value {
-        None | Some("") => return Ok(None),
-        // The time of a remote context; a local context has none.
-        Some("context") => return Ok(options.remote_context.as_ref().and_then(|c| c.epoch)),
-        Some(text) => text,
-    };
-    // The value as the error shows it: bounded, whatever was passed.
-    let invalid = || BuildError::SourceDateEpoch(text.chars().take(40).collect());
-    if let Ok(seconds) = text.parse::<i64>() {
-        return if seconds >= 0 {
-            Ok(Some(seconds))
-        } else {
-            Err(invalid())
-        };
-    }
-    let Some(stage) = resolved.stage_by_name(text) else {
-        return Err(invalid());
-    };
-    let refuse = |reason: String| BuildError::SourceDateEpochStage {
-        stage: text.to_string(),
-        reason,
-        span: stage.span,
-    };
-    if stage.base != crate::frontend::stage::Base::Scratch {
-        return Err(refuse(
-            "SOURCE_DATE_EPOCH stage must use FROM scratch".into(),
-        ));
-    }
-    let mut adds = Vec::new();
-    for instruction in &stage.instructions {
-        match instruction {
-            crate::frontend::instruction::Instruction::Arg(_) => {}
-            crate::frontend::instruction::Instruction::Add(add) => adds.push(add),
-            other => {
-                return Err(refuse(format!(
-                    "SOURCE_DATE_EPOCH stage does not meet source-only requirements: \
-                     unsupported {} instruction",
-                    other.keyword()
-                )));
-            }
-        }
-    }
-    let [add] = adds.as_slice() else {
-        return Err(refuse(
-            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD".into(),
-        ));
-    };
-    let [source] = add.sources.as_slice() else {
-        return Err(refuse(
-            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source".into(),
-        ));
-    };
-    if !add.inline.is_empty() || !crate::frontend::plan::is_remote(source) {
-        return Err(refuse(
-            "SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD".into(),
-        ));
-    }
-    Err(refuse(format!(
-        "its time comes from downloading {source}, and kiln does not take SOURCE_DATE_EPOCH \
-         from a download yet (issue 14); give SOURCE_DATE_EPOCH in seconds"
-    )))
-}
-
 /// Writes the image config (BuildKit's document: the base's fields, the built config, rootfs,
 /// history) and manifest for the target's layers.
 fn write_image(
@@ -1070,8 +993,14 @@ fn write_image(
         source_date_epoch,
     } = config;
     let mut document = document.clone();
-    let times = remote_cache::image_times(snapshot, history, *source_date_epoch);
-    let created = format_rfc3339(times.created);
+    let epoch = source_date_epoch.map(|t| t.seconds);
+    let times = remote_cache::image_times(snapshot, history, epoch);
+    // The epoch's times in its own zone (a git commit's), as BuildKit writes them.
+    let format = |seconds: i64| match source_date_epoch {
+        Some(time) if time.seconds == seconds => time.to_rfc3339(),
+        _ => format_rfc3339(seconds),
+    };
+    let created = format(times.created);
     let mut entry_times = times.history.into_iter();
     if !labels.is_empty()
         && let Some(Value::Object(config)) = document.get_mut("config")
@@ -1088,7 +1017,7 @@ fn write_image(
     let mut added = snapshot.added.iter();
     let entries: Vec<Value> = history
         .iter()
-        .map(|entry| (entry, entry_times.next().flatten().map(format_rfc3339)))
+        .map(|entry| (entry, entry_times.next().flatten().map(format)))
         .map(|(entry, created)| match entry {
             HistoryEntry::Base(value) => value.clone(),
             HistoryEntry::Metadata(line) => json!({

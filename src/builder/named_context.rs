@@ -150,7 +150,7 @@ pub(crate) fn context_images(
             }
             (NamedContext::Git(source), Some(store)) => git_context::fetch(store, source, session)
                 .map_err(LoadError::from)
-                .and_then(|dir| store_directory(store, &dir, ContextKind::Unpacked))
+                .and_then(|git| store_directory(store, git.checkout.path(), ContextKind::Unpacked))
                 .map_err(failed)?,
             (NamedContext::OciLayout { path, reference }, Some(store)) => {
                 store_layout_image(store, path, reference.as_deref()).map_err(failed)?

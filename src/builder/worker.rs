@@ -592,14 +592,16 @@ impl BuildWorker {
                         Some(resolved) => resolved.clone(),
                         None => cache.resolve(source, &auth, &stop).map_err(Box::new)?,
                     };
-                    let dir = cache
+                    let checkout = cache
                         .checkout(source, &resolved, &auth, &stop)
                         .map_err(Box::new)?;
                     let request = CopyRequest {
                         sources: vec!["/".to_string()],
                         ..request.clone()
                     };
-                    let source = CopySource::Checkout { dir: &dir };
+                    let source = CopySource::Checkout {
+                        dir: checkout.path(),
+                    };
                     copy(&request, &source, &lowers, staged.upper(), cancel)?;
                 }
             }

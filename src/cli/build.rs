@@ -25,6 +25,7 @@ use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
 use kiln::frontend::plan::{PlanError, default_dockerfile};
+use kiln::oci::timestamp::ZonedTime;
 use kiln::registry::NoProgress;
 use kiln::runtime::Network;
 use kiln::solver::Cancel;
@@ -320,6 +321,8 @@ struct Input {
     _stdin: Option<UnpackedContext>,
     /// The context downloaded from a URL, removed when the input drops.
     _url: Option<HttpContext>,
+    /// The checkout of a git context, held (no prune removes it) until the input drops.
+    _git: Option<kiln::git::Checkout>,
 }
 
 /// Reads the context argument and `-f`: a directory; `-` (a context tar or a bare Dockerfile on
@@ -352,6 +355,7 @@ fn read_input(
                 bytes,
                 _stdin: None,
                 _url: None,
+                _git: None,
             }),
             Stdin::Context(unpacked) => {
                 // `-f` names a file inside the tar.
@@ -361,7 +365,7 @@ fn read_input(
                     shown_context: args.context.clone(),
                     remote: Some(RemoteContext {
                         origin: ContextOrigin::Stdin,
-                        epoch: unpacked.newest_file_time(),
+                        epoch: unpacked.newest_file_time().map(ZonedTime::utc),
                     }),
                     name,
                     // No `.dockerignore` applies to a context tar.
@@ -369,6 +373,7 @@ fn read_input(
                     bytes,
                     _stdin: Some(unpacked),
                     _url: None,
+                    _git: None,
                 })
             }
         };
@@ -386,6 +391,7 @@ fn read_input(
         bytes,
         _stdin: None,
         _url: None,
+        _git: None,
     })
 }
 
@@ -397,7 +403,8 @@ fn read_git_input(
     file: Option<&Path>,
     session: &dyn kiln::builder::Session,
 ) -> anyhow::Result<Input> {
-    let checkout = git_context::fetch(store, source, session)?;
+    let git = git_context::fetch(store, source, session)?;
+    let checkout = git.checkout.path().to_path_buf();
     let (name, bytes) = match file {
         Some(file) if file.as_os_str() == "-" => read_dockerfile(file)?,
         _ => {
@@ -415,13 +422,14 @@ fn read_git_input(
         shown_context: PathBuf::from(&source.remote_shown),
         remote: Some(RemoteContext {
             origin: ContextOrigin::Git(source.remote_shown.clone()),
-            epoch: None,
+            epoch: Some(git.time),
         }),
         name,
         dockerfile_path: None,
         bytes,
         _stdin: None,
         _url: None,
+        _git: Some(git.checkout),
     })
 }
 
@@ -437,7 +445,7 @@ fn read_url_input(
     let downloaded = HttpContext::fetch(store, url, session)?;
     let remote = RemoteContext {
         origin: ContextOrigin::Url(url.to_string()),
-        epoch: downloaded.epoch(),
+        epoch: downloaded.epoch().map(ZonedTime::utc),
     };
     let (name, bytes) = match (downloaded.unpacked(), file) {
         (None, Some(file)) => bail!(
@@ -460,6 +468,7 @@ fn read_url_input(
         bytes,
         _stdin: None,
         _url: Some(downloaded),
+        _git: None,
     })
 }
 
@@ -821,6 +830,12 @@ fn describe(checked: &Checked, input: &Input, args: &BuildArgs) -> String {
     }
     if let Some(epoch) = checked.source_date_epoch {
         let _ = writeln!(out, "epoch       {epoch} (SOURCE_DATE_EPOCH)");
+    } else if let Some(from) = &checked.source_date_epoch_from {
+        let _ = writeln!(
+            out,
+            "epoch       the time of {} (SOURCE_DATE_EPOCH; the build asks it)",
+            kiln::error::escape_controls(from)
+        );
     }
     for (i, source) in checked.remote.iter().enumerate() {
         let label = if i == 0 { "remote" } else { "" };

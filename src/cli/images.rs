@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Args;
 use kiln::archive::view::{self, created_since, ellipsis, human_size};
 use kiln::error::chain;
+use kiln::git::{GitCache, GitOptions};
 use kiln::oci::timestamp::{format_go_utc, format_rfc3339, now_seconds};
 use kiln::store::ImageName;
 use kiln::store::{ImageSummary, PruneOptions, Store, StoredImage};
@@ -480,7 +481,8 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
         };
         print!(
             "WARNING! This will remove:\n  - {images}\n  - all blobs and layer snapshots no \
-             remaining image uses\n  - staging files left by killed kiln processes{cache_mounts}\n\
+             remaining image uses\n  - staging files left by killed kiln processes\n  - all git \
+             repositories and checkouts, and URL records, no build is using{cache_mounts}\n\
              Are you sure you want to continue? [y/N] "
         );
         std::io::stdout().flush()?;
@@ -491,7 +493,13 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
             anyhow::bail!("prune cancelled: nothing was removed");
         }
     }
-    let report = store.prune(PruneOptions { all: args.all })?;
+    // One hold for the images and the remote sources' caches: no build runs meanwhile, so
+    // nothing is removed under one (`docker builder prune` keeps what a build holds).
+    let held = store.collection()?;
+    let report = store.prune_held(&held, PruneOptions { all: args.all })?;
+    let git = GitCache::new(&store, GitOptions::default()).prune(&held)?;
+    let records = kiln::fetch::prune_records(&store, &held)?;
+    drop(held);
     let cache_mounts = if args.keep_cache_mounts {
         kiln::store::CacheMountPrune::default()
     } else {
@@ -512,22 +520,32 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
         out.push('\n');
     }
     let counts = [
-        (report.blobs, "unreferenced blob"),
-        (report.snapshots, "layer snapshot"),
-        (report.staging, "stale staging entry"),
-        (cache_mounts.removed, "cache mount"),
+        (report.blobs, "unreferenced blob", "unreferenced blobs"),
+        (report.snapshots, "layer snapshot", "layer snapshots"),
+        (
+            report.staging,
+            "stale staging entry",
+            "stale staging entries",
+        ),
+        (cache_mounts.removed, "cache mount", "cache mounts"),
+        (git.repositories, "git repository", "git repositories"),
+        (git.checkouts, "git checkout", "git checkouts"),
+        (records.records, "URL record", "URL records"),
     ];
     let parts: Vec<String> = counts
         .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}{}", if *n == 1 { "" } else { "s" }))
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
         .collect();
     if !parts.is_empty() {
         out.push_str(&format!("Deleted {}\n\n", parts.join(", ")));
     }
     out.push_str(&format!(
         "Total reclaimed space: {}\n",
-        human_size(report.reclaimed + cache_mounts.reclaimed, 4)
+        human_size(
+            report.reclaimed + cache_mounts.reclaimed + git.reclaimed + records.reclaimed,
+            4
+        )
     ));
     print!("{out}");
     Ok(())
@@ -543,7 +561,10 @@ pub struct DfArgs {
 
 /// `docker system df`.
 pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
-    let usage = open(root)?.disk_usage()?;
+    let store = open(root)?;
+    let usage = store.disk_usage()?;
+    let git = GitCache::new(&store, GitOptions::default()).usage()?;
+    let records = kiln::fetch::records_usage(&store)?;
     let row = |kind: &str, usage: kiln::store::Usage| {
         let reclaimable = match usage
             .reclaimable
@@ -566,6 +587,9 @@ pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
         row("Containers", usage.containers),
         row("Layer snapshots", usage.snapshots),
         row("Cache mounts", usage.cache_mounts),
+        row("Git repositories", git.repositories),
+        row("Git checkouts", git.checkouts),
+        row("URL records", records),
     ];
     let header = json!({
         "Type": "TYPE",

@@ -471,6 +471,153 @@ pub fn base_image_names(df: &Dockerfile, opts: &ResolveOptions) -> Result<Vec<St
     Ok(images)
 }
 
+/// `SOURCE_DATE_EPOCH` as the build reads it before planning (BuildKit's
+/// `getBuildArgValue`): the build arg, else the global ARG's non-empty value.
+pub fn source_date_epoch_arg(
+    df: &Dockerfile,
+    opts: &ResolveOptions,
+) -> Result<Option<String>, StageError> {
+    if let Some(value) = opts.build_args.get(SOURCE_DATE_EPOCH) {
+        return Ok(Some(value.clone()));
+    }
+    let prepared = prepare(df, opts)?;
+    Ok(prepared
+        .globals
+        .lookup(SOURCE_DATE_EPOCH)
+        .filter(|value| !value.is_empty()))
+}
+
+/// The build arg the image's times come from.
+const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
+/// The remote source a stage named by `SOURCE_DATE_EPOCH` gives the time of (BuildKit v0.32
+/// `sourceDateEpochStageSource`, dockerfile2llb/epoch.go).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochStage {
+    /// The stage's name (lower case).
+    pub stage: String,
+    /// Its FROM.
+    pub span: Span,
+    /// The one ADD's source, expanded.
+    pub source: String,
+    /// `--checksum`, expanded.
+    pub checksum: Option<String>,
+    /// `--keep-git-dir`.
+    pub keep_git_dir: Option<bool>,
+}
+
+/// A stage named by `SOURCE_DATE_EPOCH` that cannot give a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EpochStageError {
+    #[error(transparent)]
+    Stage(#[from] StageError),
+    /// BuildKit's rules for such a stage, in its words.
+    #[error("{reason} (stage {stage})")]
+    Rule {
+        stage: String,
+        reason: String,
+        span: Span,
+    },
+}
+
+/// The stage of `df` named `name` (case-insensitive), read as BuildKit reads a
+/// `SOURCE_DATE_EPOCH` stage: `FROM scratch` (expanded in the global scope without
+/// `SOURCE_DATE_EPOCH`), then only ARGs (a build arg, else the default expanded in what is in
+/// scope: the global scope first) and exactly one ADD of exactly one source, expanded in that
+/// scope. `None` when no stage has that name. Whether the source is a URL or a git repository
+/// is the caller's to check (`SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git
+/// ADD`).
+pub fn epoch_stage(
+    df: &Dockerfile,
+    opts: &ResolveOptions,
+    name: &str,
+) -> Result<Option<EpochStage>, EpochStageError> {
+    let prepared = prepare(df, opts)?;
+    let Some(pending) = prepared.pending.iter().find(|p| {
+        p.from
+            .as_name
+            .as_deref()
+            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+    }) else {
+        return Ok(None);
+    };
+    let stage = pending.from.as_name.clone().unwrap_or_default();
+    let rule = |reason: &str| EpochStageError::Rule {
+        stage: stage.clone(),
+        reason: reason.to_string(),
+        span: pending.from.span,
+    };
+    let lexer = &prepared.lexer;
+    let mut scope = prepared.globals.clone();
+    scope.0.retain(|(key, _)| key != SOURCE_DATE_EPOCH);
+    let base = expand(
+        lexer,
+        "FROM",
+        pending.from_node,
+        &pending.from.image,
+        &scope,
+    )?;
+    if base != "scratch" {
+        return Err(rule("SOURCE_DATE_EPOCH stage must use FROM scratch"));
+    }
+    let mut found: Option<EpochStage> = None;
+    for (instruction, node) in &pending.body {
+        match instruction {
+            Instruction::Arg(arg) => {
+                for decl in &arg.args {
+                    if let Some(value) = opts.build_args.get(&decl.name) {
+                        scope.set(&decl.name, value);
+                    } else if let Some(default) = &decl.default {
+                        let value = expand(lexer, "ARG", node, default, &scope)?;
+                        scope.set(&decl.name, &value);
+                    }
+                }
+            }
+            Instruction::Add(add) => {
+                if found.is_some() {
+                    return Err(rule(
+                        "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD",
+                    ));
+                }
+                let [source] = add.sources.as_slice() else {
+                    return Err(rule(
+                        "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source",
+                    ));
+                };
+                if !add.inline.is_empty() {
+                    return Err(rule(
+                        "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source",
+                    ));
+                }
+                let checksum = match &add.checksum {
+                    Some(checksum) => Some(expand(lexer, "ADD", node, checksum, &scope)?),
+                    None => None,
+                };
+                found = Some(EpochStage {
+                    stage: stage.clone(),
+                    span: pending.from.span,
+                    source: expand(lexer, "ADD", node, source, &scope)?,
+                    checksum,
+                    keep_git_dir: add.keep_git_dir,
+                });
+            }
+            other => {
+                return Err(rule(&format!(
+                    "SOURCE_DATE_EPOCH stage does not meet source-only requirements: \
+                     unsupported {} instruction",
+                    other.keyword()
+                )));
+            }
+        }
+    }
+    match found {
+        Some(found) => Ok(Some(found)),
+        None => Err(rule(
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD",
+        )),
+    }
+}
+
 /// Groups `df` into stages and resolves their variables.
 pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, StageError> {
     let Prepared {

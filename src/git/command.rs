@@ -5,6 +5,7 @@
 
 use super::GitError;
 use crate::error::escape_controls;
+use crate::sys::atomic::tree_size;
 use std::ffi::{OsStr, OsString};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,13 @@ pub struct GitOptions {
     /// The most standard output kept from one command (ls-remote of a repository with very
     /// many refs fails beyond it rather than filling memory).
     pub max_output: usize,
+    /// The most bytes one fetch may add to a repository, and one checkout may hold (its files,
+    /// its submodules' and a kept `.git`): a larger one fails and is removed.
+    pub max_bytes: u64,
 }
+
+/// The default [`GitOptions::max_bytes`]: 8 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 8 << 30;
 
 impl Default for GitOptions {
     fn default() -> Self {
@@ -45,23 +52,51 @@ impl Default for GitOptions {
             program: PathBuf::from("git"),
             timeout: Duration::from_secs(600),
             max_output: 64 << 20,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 }
 
 impl GitOptions {
-    /// The defaults, with `KILN_GIT_TIMEOUT` (seconds) as the per-command time limit when set.
+    /// The defaults, with `KILN_GIT_TIMEOUT` (seconds) as the per-command time limit and
+    /// `KILN_GIT_MAX_BYTES` (bytes) as the size cap when they are set.
     pub fn from_env() -> GitOptions {
         let mut options = GitOptions::default();
-        if let Some(seconds) = std::env::var("KILN_GIT_TIMEOUT")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|s| *s > 0)
-        {
+        let positive = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+        };
+        if let Some(seconds) = positive("KILN_GIT_TIMEOUT") {
             options.timeout = Duration::from_secs(seconds);
+        }
+        if let Some(bytes) = positive("KILN_GIT_MAX_BYTES") {
+            options.max_bytes = bytes;
         }
         options
     }
+}
+
+/// A directory a command may grow only so far: it is measured while the command runs (at
+/// intervals that grow with the time a measure takes) and once after, and the command is
+/// killed when it is over `limit` bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Watch<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) limit: u64,
+    /// What grows, for the error: `fetch` or `checkout`.
+    pub(crate) what: &'static str,
+}
+
+/// The shortest pause between two measures of a watched directory.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why a command was stopped before it ended.
+enum Stopped {
+    Canceled,
+    Timeout,
+    TooLarge,
 }
 
 /// What a fetch may authenticate with: BuildKit's `GIT_AUTH_HEADER`/`GIT_AUTH_TOKEN` secrets
@@ -125,9 +160,27 @@ pub(crate) struct Git<'a> {
     pub(crate) scratch: &'a Path,
     /// Asked between waits: `true` stops the command.
     pub(crate) stop: &'a (dyn Fn() -> bool + Sync),
+    /// A directory the command may grow only so far.
+    pub(crate) watch: Option<Watch<'a>>,
 }
 
-impl Git<'_> {
+impl<'a> Git<'a> {
+    /// This git with its commands bounded by `watch`.
+    pub(crate) fn watching(&self, watch: Watch<'a>) -> Git<'a> {
+        Git {
+            watch: Some(watch),
+            ..*self
+        }
+    }
+
+    /// The error for a watched directory that grew too large.
+    fn too_large(&self, watch: &Watch<'_>) -> GitError {
+        GitError::TooLarge {
+            what: watch.what,
+            remote: self.shown.to_string(),
+            limit: self.options.max_bytes,
+        }
+    }
     /// Runs git with `args` in `cwd` (the scratch directory when `None`); its standard output.
     pub(crate) fn run<S: AsRef<OsStr>>(
         &self,
@@ -314,6 +367,7 @@ impl Git<'_> {
             // after any kill, so its pid (the group's id) cannot have been reused by then.
             let mut pause = Duration::from_millis(2);
             let mut stopped = None;
+            let mut next_measure = Instant::now() + WATCH_INTERVAL;
             let status = loop {
                 match child.try_wait() {
                     Ok(Some(status)) => break Ok(status),
@@ -322,9 +376,18 @@ impl Git<'_> {
                 }
                 if stopped.is_none() {
                     if (self.stop)() {
-                        stopped = Some(false);
+                        stopped = Some(Stopped::Canceled);
                     } else if Instant::now() >= deadline {
-                        stopped = Some(true);
+                        stopped = Some(Stopped::Timeout);
+                    } else if let Some(watch) = &self.watch
+                        && Instant::now() >= next_measure
+                    {
+                        let started = Instant::now();
+                        if tree_size(watch.dir) > watch.limit {
+                            stopped = Some(Stopped::TooLarge);
+                        }
+                        // A large tree is measured less often: at most a tenth of the time.
+                        next_measure = Instant::now() + WATCH_INTERVAL.max(started.elapsed() * 10);
                     }
                     if stopped.is_some() {
                         let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
@@ -341,15 +404,26 @@ impl Git<'_> {
         });
         let (status, stopped, output, tail) = outcome;
         match stopped {
-            Some(true) => {
+            Some(Stopped::Timeout) => {
                 return Err(GitError::Timeout {
                     command: what,
                     remote: self.shown.to_string(),
                     seconds: self.options.timeout.as_secs(),
                 });
             }
-            Some(false) => return Err(GitError::Canceled),
+            Some(Stopped::Canceled) => return Err(GitError::Canceled),
+            Some(Stopped::TooLarge) => {
+                if let Some(watch) = &self.watch {
+                    return Err(self.too_large(watch));
+                }
+            }
             None => {}
+        }
+        // What grew since the last measure.
+        if let Some(watch) = &self.watch
+            && tree_size(watch.dir) > watch.limit
+        {
+            return Err(self.too_large(watch));
         }
         let status = status.map_err(|source| GitError::Spawn {
             program: self.options.program.clone(),
@@ -395,5 +469,80 @@ impl Git<'_> {
             _ => text,
         };
         escape_controls(text.trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that writes without end into a watched directory is stopped soon after the
+    /// directory passes the limit, not when it ends (here: never) or at the time limit.
+    #[test]
+    fn a_watched_directory_stops_the_command_that_grows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = GitOptions {
+            program: PathBuf::from("/bin/sh"),
+            timeout: Duration::from_secs(60),
+            max_bytes: 1 << 20,
+            ..GitOptions::default()
+        };
+        let auth = GitAuth::default();
+        let never = || false;
+        let git = Git {
+            options: &options,
+            auth: &auth,
+            remote: "r",
+            shown: "r",
+            scope: "r",
+            scratch: dir.path(),
+            stop: &never,
+            watch: None,
+        };
+        let watched = git.watching(Watch {
+            dir: dir.path(),
+            limit: 1 << 20,
+            what: "checkout",
+        });
+        let started = Instant::now();
+        let err = watched
+            .run(
+                Some(dir.path()),
+                &[
+                    "-c",
+                    "while :; do head -c 65536 /dev/zero >> grown; sleep 0.01; done",
+                ],
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                GitError::TooLarge {
+                    what: "checkout",
+                    limit: 1048576,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("KILN_GIT_MAX_BYTES"),
+            "the message names the variable: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Stopped within a few measures of the limit (64 KiB every 10 ms at most).
+        let grown = std::fs::metadata(dir.path().join("grown")).unwrap().len();
+        assert!((1 << 20..8 << 20).contains(&grown), "{grown}");
+
+        // Unwatched, the same directory may grow.
+        std::fs::remove_file(dir.path().join("grown")).unwrap();
+        git.run(
+            Some(dir.path()),
+            &["-c", "head -c 2097152 /dev/zero > grown"],
+        )
+        .unwrap();
+        // Watched, what grew past the limit before the first measure is caught after the end.
+        let err = watched.run(Some(dir.path()), &["-c", "true"]).unwrap_err();
+        assert!(matches!(err, GitError::TooLarge { .. }), "{err}");
     }
 }

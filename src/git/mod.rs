@@ -6,9 +6,10 @@
 //! the user's agent), shallow fetches with the server's fallbacks, submodules and the checkout
 //! rules that refuse `..` and `.git` paths are git's own, the ones users' repositories are
 //! tested against, and gitoxide does not yet do submodule updates or every transport. The
-//! cost is a process per command; [`command`] bounds each one (time, output), cleans its
-//! environment (no system or user config, no prompt) and allows only the http(s), git and ssh
-//! transports.
+//! cost is a process per command; [`command`] bounds each one (time, output, the size of what
+//! it writes: `KILN_GIT_MAX_BYTES`), cleans its environment (no system or user config, no
+//! prompt) and allows only the http(s), git and ssh transports. A checkout's tree is summed
+//! (`ls-tree --long`) before any file of it is written, so one over the cap fails at once.
 //!
 //! The flow, BuildKit's:
 //!
@@ -21,7 +22,9 @@
 //!    with a self-contained `.git` for `keep-git-dir`) into the store's staging, trimmed to the
 //!    subdirectory, synced and renamed into `<store>/cache/git/checkouts/<key>/`: a killed
 //!    checkout is never seen half made (the store's snapshot recipe). Files get the time of
-//!    the checkout (BuildKit's default) or the commit's time (`mtime=commit`).
+//!    the checkout (BuildKit's default) or the commit's time (`mtime=commit`). The caller
+//!    reads it through a [`Checkout`], which holds a store lease: `kiln prune` ([`GitCache::prune`])
+//!    never removes a checkout under its reader.
 //!
 //! A repository cannot write outside its checkout: git refuses `..` and `.git` paths and
 //! writes nothing beyond a symlink, kiln fails on any path git refuses (git itself only warns)
@@ -35,17 +38,20 @@
 //! its credentials redacted).
 
 mod command;
+mod prune;
 mod url;
 
-pub use command::{GitAuth, GitOptions};
+pub use command::{DEFAULT_MAX_BYTES, GitAuth, GitOptions};
+pub use prune::{GitPrune, GitUsage};
 pub use url::{GitRef, GitUrlError, MtimePolicy, Scheme, clean_subdir, is_git_source, redact};
 
 use crate::error::escape_controls;
 use crate::oci::Digest;
-use crate::store::Store;
+use crate::oci::timestamp::ZonedTime;
+use crate::store::{Lease, Store, StoreError};
 use crate::sys::FsError;
-use crate::sys::atomic::{IoContext as _, remove_tree};
-use command::Git;
+use crate::sys::atomic::{IoContext as _, remove_tree, tree_size};
+use command::{Git, Watch};
 use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -82,6 +88,14 @@ pub enum GitError {
     },
     #[error("the git fetch was canceled")]
     Canceled,
+    #[error(
+        "the {what} of {remote} is larger than {limit} bytes (KILN_GIT_MAX_BYTES sets the limit)"
+    )]
+    TooLarge {
+        what: &'static str,
+        remote: String,
+        limit: u64,
+    },
     #[error("repository {remote} does not contain ref {reference}")]
     NoRef { remote: String, reference: String },
     #[error("could not find the default branch of {remote}")]
@@ -108,6 +122,10 @@ pub enum GitError {
     },
     #[error("{remote}: the ssh remote needs an SSH agent: give kiln build --ssh default")]
     NoSshAgent { remote: String },
+    /// The store's lease, which keeps a prune from removing a checkout in use, could not be
+    /// taken.
+    #[error("cannot lease the store for the git checkout")]
+    Lease(#[source] StoreError),
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -245,6 +263,22 @@ pub struct GitCache {
 /// A callback that says whether to stop.
 pub type Stop<'a> = &'a (dyn Fn() -> bool + Sync);
 
+/// A checkout in the store, held for reading: while it lives no prune removes it (it holds a
+/// store [`Lease`], and the checkout's lock shared, which `kiln df` reads as "in use").
+#[derive(Debug)]
+pub struct Checkout {
+    path: PathBuf,
+    _lock: fs::File,
+    _lease: Lease,
+}
+
+impl Checkout {
+    /// The checkout's directory: read it, never write into it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl GitCache {
     pub fn new(store: &Store, options: GitOptions) -> GitCache {
         GitCache {
@@ -263,6 +297,7 @@ impl GitCache {
             scope: source.auth_scope(),
             scratch: self.store.staging().dir(),
             stop,
+            watch: None,
         }
     }
 
@@ -432,8 +467,34 @@ impl GitCache {
     }
 
     /// The checkout of `resolved` (see the module documentation), fetched and made when the
-    /// store has none. Read it; never write into it.
+    /// store has none, held until the [`Checkout`] drops.
     pub fn checkout(
+        &self,
+        source: &GitSource,
+        resolved: &Resolved,
+        auth: &GitAuth,
+        stop: Stop<'_>,
+    ) -> Result<Checkout, GitError> {
+        // Taken before anything is looked at: a prune runs entirely before or after this.
+        let lease = self.store.lease().map_err(GitError::Lease)?;
+        let target = self.make(source, resolved, auth, stop)?;
+        let lock_path = target.with_extension("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .fs("open", &lock_path)?;
+        lock.lock_shared().fs("lock", &lock_path)?;
+        Ok(Checkout {
+            path: target,
+            _lock: lock,
+            _lease: lease,
+        })
+    }
+
+    /// [`GitCache::checkout`]'s directory, made when missing.
+    fn make(
         &self,
         source: &GitSource,
         resolved: &Resolved,
@@ -444,6 +505,70 @@ impl GitCache {
         if target.is_dir() {
             return Ok(target);
         }
+        self.with_fetched(source, resolved, auth, stop, |git, repo| {
+            // Made by another process while this one waited for the repository.
+            if target.is_dir() {
+                return Ok(target.clone());
+            }
+            let staging = self.store.staging().new_path("git");
+            fs::create_dir(&staging).fs("create directory", &staging)?;
+            let made = make_checkout(git, repo, source, resolved, &staging)
+                .and_then(|out| publish(&staging, &out, &target));
+            remove_tree(&staging)?;
+            made.map(|()| target.clone())
+        })
+    }
+
+    /// The time of the commit `resolved` names, in its committer's zone: what BuildKit takes
+    /// for `SOURCE_DATE_EPOCH` from a git source (the `committer` line of the commit object,
+    /// the tag's commit for an annotated tag). The commit is fetched when the store's
+    /// repository of the remote lacks it.
+    pub fn commit_time(
+        &self,
+        source: &GitSource,
+        resolved: &Resolved,
+        auth: &GitAuth,
+        stop: Stop<'_>,
+    ) -> Result<ZonedTime, GitError> {
+        let _lease = self.store.lease().map_err(GitError::Lease)?;
+        self.with_fetched(source, resolved, auth, stop, |git, repo| {
+            let out = git.run(
+                Some(repo),
+                &[
+                    &git_dir(repo),
+                    "log",
+                    "-1",
+                    "--format=%ct %ci",
+                    resolved.commit(),
+                ],
+            )?;
+            let text = String::from_utf8_lossy(&out);
+            // `1600000000 2020-09-13 15:26:40 +0300`: the seconds, and the zone last.
+            let mut words = text.split_whitespace();
+            let seconds = words.next().and_then(|w| w.parse::<i64>().ok());
+            let offset = words.next_back().and_then(ZonedTime::parse_git_offset);
+            match (seconds, offset) {
+                (Some(seconds), Some(offset)) => Ok(ZonedTime { seconds, offset }),
+                _ => Err(GitError::Output {
+                    command: "log".into(),
+                    remote: source.remote_shown.clone(),
+                    reason: format!("bad commit time {:?}", escape_controls(text.trim())),
+                }),
+            }
+        })
+    }
+
+    /// Runs `then` with the remote's bare repository holding `resolved` (fetched into it when
+    /// missing), under the repository's lock: one fetch into a remote's repository at a time,
+    /// also across kiln processes.
+    fn with_fetched<T>(
+        &self,
+        source: &GitSource,
+        resolved: &Resolved,
+        auth: &GitAuth,
+        stop: Stop<'_>,
+        then: impl FnOnce(&Git<'_>, &Path) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
         self.ensure_auth(source, auth)?;
         let git = self.git(source, auth, stop);
         let repos = self.dir.join("repos");
@@ -456,32 +581,40 @@ impl GitCache {
             .write(true)
             .open(&lock_path)
             .fs("open", &lock_path)?;
-        // One fetch into a remote's repository at a time (also across kiln processes).
         let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, errno)| FsError::new("lock", &lock_path, errno.into()))?;
-        if target.is_dir() {
-            return Ok(target);
-        }
         let existed = repo.join("HEAD").is_file();
         let fetched = self
             .ensure_repo(&git, &repo, resolved)
             .and_then(|()| fetch(&git, &repo, source, resolved));
-        match fetched {
-            Ok(()) => {}
-            // A repository a killed fetch left unusable is made again once.
-            Err(err) if existed && !matches!(err, GitError::Canceled) => {
+        let fetched = match fetched {
+            // A repository a killed fetch left unusable is made again once (not after a
+            // fetch that was too large: it would be again).
+            Err(err)
+                if existed && !matches!(err, GitError::Canceled | GitError::TooLarge { .. }) =>
+            {
                 remove_tree(&repo)?;
-                self.ensure_repo(&git, &repo, resolved)?;
-                fetch(&git, &repo, source, resolved).map_err(|_| err)?;
+                self.ensure_repo(&git, &repo, resolved)
+                    .and_then(|()| fetch(&git, &repo, source, resolved))
+                    .map_err(|again| match again {
+                        GitError::TooLarge { .. } => again,
+                        _ => err,
+                    })
             }
-            Err(err) => return Err(err),
+            other => other,
+        };
+        if let Err(err) = fetched {
+            // What a killed fetch was writing goes now (the repository is ours under the
+            // lock); after a fetch too large, the whole repository, so that none of the bytes
+            // it brought (loose objects too) stay: the next fetch starts afresh.
+            if matches!(err, GitError::TooLarge { .. }) {
+                remove_tree(&repo)?;
+            } else {
+                remove_incomplete_packs(&repo)?;
+            }
+            return Err(err);
         }
-        let staging = self.store.staging().new_path("git");
-        fs::create_dir(&staging).fs("create directory", &staging)?;
-        let made = make_checkout(&git, &repo, source, resolved, &staging)
-            .and_then(|out| publish(&staging, &out, &target));
-        remove_tree(&staging)?;
-        made.map(|()| target)
+        then(&git, &repo)
     }
 
     /// The bare repository of a remote, made (in staging, then renamed) when missing.
@@ -523,6 +656,21 @@ fn default_branch(git: &Git<'_>, source: &GitSource) -> Result<String, GitError>
         })
 }
 
+/// Removes the packs a killed or failed fetch left half written in the bare `repo`.
+fn remove_incomplete_packs(repo: &Path) -> Result<(), GitError> {
+    let packs = repo.join("objects").join("pack");
+    let Ok(listing) = fs::read_dir(&packs) else {
+        return Ok(());
+    };
+    for entry in listing {
+        let entry = entry.fs("read directory", &packs)?;
+        if entry.file_name().to_string_lossy().starts_with("tmp_") {
+            remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// `--git-dir=REPO` as one argument.
 fn git_dir(repo: &Path) -> String {
     format!("--git-dir={}", repo.display())
@@ -553,28 +701,39 @@ fn fetch(
     let object = &resolved.object;
     let pin = format!("refs/kiln/keep/{object}");
     if !has(object) {
+        // The fetches together may add at most the size cap to the repository.
+        let limit = tree_size(repo).saturating_add(git.options.max_bytes);
+        let fetcher = git.watching(Watch {
+            dir: repo,
+            limit,
+            what: "fetch",
+        });
+        // Any failure but a fetch too large lets the next way be tried.
+        let too_large = |result: Result<Vec<u8>, GitError>| match result {
+            Err(err @ GitError::TooLarge { .. }) => Err(err),
+            other => Ok(other),
+        };
         // A named ref is fetched by name; a commit (or a ref that moved since ls-remote) by id.
         let by_name = !is_commit_sha(&source.reference) && !source.fetch_by_commit;
         let mut done = by_name
-            && git
-                .run(
-                    Some(repo),
-                    &[
-                        &dir,
-                        "fetch",
-                        "--quiet",
-                        "--depth=1",
-                        "--no-tags",
-                        "--force",
-                        "--",
-                        &source.remote,
-                        &format!("+{}:refs/kiln/fetched", resolved.used_ref),
-                    ],
-                )
-                .is_ok()
+            && too_large(fetcher.run(
+                Some(repo),
+                &[
+                    &dir,
+                    "fetch",
+                    "--quiet",
+                    "--depth=1",
+                    "--no-tags",
+                    "--force",
+                    "--",
+                    &source.remote,
+                    &format!("+{}:refs/kiln/fetched", resolved.used_ref),
+                ],
+            ))?
+            .is_ok()
             && has(object);
         if !done {
-            let by_id = git.run(
+            let by_id = too_large(fetcher.run(
                 Some(repo),
                 &[
                     &dir,
@@ -586,7 +745,7 @@ fn fetch(
                     &source.remote,
                     object,
                 ],
-            );
+            ))?;
             done = by_id.is_ok() && has(object);
             if !done {
                 // A server that gives only advertised refs: everything, then look.
@@ -595,7 +754,7 @@ fn fetch(
                     args.push("--unshallow");
                 }
                 args.extend(["--", &source.remote, "+refs/heads/*:refs/kiln/heads/*"]);
-                let all = git.run(Some(repo), &args);
+                let all = too_large(fetcher.run(Some(repo), &args))?;
                 if !has(object) {
                     return Err(match (by_id, all) {
                         (Err(err), Err(_)) if !by_name => err,
@@ -624,7 +783,13 @@ fn make_checkout(
     staging: &Path,
 ) -> Result<PathBuf, GitError> {
     let commit = resolved.commit();
-    refuse_hostile_paths(git, repo, source, commit)?;
+    inspect_tree(git, repo, source, commit)?;
+    // Every command that writes files may bring the staging directory up to the cap, no more.
+    let watched = git.watching(Watch {
+        dir: staging,
+        limit: git.options.max_bytes,
+        what: "checkout",
+    });
     let tree = staging.join("tree");
     let dot_git = tree.join(".git");
     let mut init = vec!["init".to_string(), "--quiet".to_string()];
@@ -643,7 +808,7 @@ fn make_checkout(
         } else {
             pinned
         };
-        git.run(
+        watched.run(
             Some(&tree),
             &[
                 &dir,
@@ -659,7 +824,7 @@ fn make_checkout(
         let alternates = dot_git.join("objects/info/alternates");
         fs::write(&alternates, format!("{}/objects\n", repo.display())).fs("write", &alternates)?;
     }
-    git.run(
+    watched.run(
         Some(&tree),
         &[&dir, &work, "checkout", "--quiet", "--detach", commit],
     )?;
@@ -670,7 +835,7 @@ fn make_checkout(
             Some(&tree),
             &[&dir, "remote", "add", "origin", &source.remote],
         )?;
-        git.run(
+        watched.run(
             Some(&tree),
             &[
                 &dir,
@@ -732,21 +897,39 @@ fn make_checkout(
     Ok(out)
 }
 
-/// Fails when the commit's tree has a path git must not write (`.`, `..` or `.git` in any
-/// case as a component): git skips such a path with an error message and succeeds, and a
-/// build must not go on without it.
-fn refuse_hostile_paths(
+/// Reads the commit's tree before anything is checked out, and fails when it has a path git
+/// must not write (`.`, `..` or `.git` in any case as a component: git skips such a path with
+/// an error message and succeeds, and a build must not go on without it) or when its files
+/// add up to more than the size cap (then it stops reading at once).
+fn inspect_tree(
     git: &Git<'_>,
     repo: &Path,
     source: &GitSource,
     commit: &str,
 ) -> Result<(), GitError> {
+    let limit = git.options.max_bytes;
     let mut pending: Vec<u8> = Vec::new();
     let mut bad: Option<String> = None;
+    let mut total: u64 = 0;
     let mut check = |chunk: &[u8]| -> Result<(), String> {
         pending.extend_from_slice(chunk);
         while let Some(end) = pending.iter().position(|b| *b == 0) {
-            let path: Vec<u8> = pending.drain(..=end).take(end).collect();
+            let entry: Vec<u8> = pending.drain(..=end).take(end).collect();
+            // `<mode> <type> <object> <size>\t<path>`; the size is `-` for a submodule.
+            let tab = entry
+                .iter()
+                .position(|b| *b == b'\t')
+                .unwrap_or(entry.len());
+            let (meta, path) = (&entry[..tab], entry.get(tab + 1..).unwrap_or_default());
+            let size = std::str::from_utf8(meta)
+                .ok()
+                .and_then(|meta| meta.split_whitespace().nth(3))
+                .and_then(|size| size.parse::<u64>().ok())
+                .unwrap_or(0);
+            total = total.saturating_add(size);
+            if total > limit {
+                return Err("too large".into());
+            }
             let hostile = path.split(|b| *b == b'/').any(|part| {
                 part.is_empty()
                     || part == b"."
@@ -754,24 +937,32 @@ fn refuse_hostile_paths(
                     || part.eq_ignore_ascii_case(b".git")
             });
             if hostile && bad.is_none() {
-                bad = Some(escape_controls(&String::from_utf8_lossy(&path)));
+                bad = Some(escape_controls(&String::from_utf8_lossy(path)));
             }
         }
         Ok(())
     };
-    git.run_with(
+    let listed = git.run_with(
         Some(repo),
         &[
             git_dir(repo).as_str(),
             "ls-tree",
             "-r",
             "-z",
-            "--name-only",
+            "--long",
             "--full-tree",
             commit,
         ],
         &mut check,
-    )?;
+    );
+    if total > limit {
+        return Err(GitError::TooLarge {
+            what: "checkout",
+            remote: source.remote_shown.clone(),
+            limit,
+        });
+    }
+    listed?;
     match bad {
         Some(path) => Err(GitError::HostilePath {
             remote: source.remote_shown.clone(),

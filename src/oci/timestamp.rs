@@ -105,6 +105,53 @@ pub fn format_rfc3339(seconds: i64) -> String {
     format!("{date}T{hour:02}:{minute:02}:{second:02}Z")
 }
 
+/// A time as its source wrote it: Unix seconds and the offset from UTC it was given in (a git
+/// committer's zone; none for HTTP dates and tar headers). BuildKit keeps the zone of a git
+/// commit's time when it writes an image's times from it (`2020-09-13T15:26:40+03:00`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZonedTime {
+    pub seconds: i64,
+    /// Seconds east of UTC.
+    pub offset: i32,
+}
+
+impl ZonedTime {
+    /// A UTC time.
+    pub fn utc(seconds: i64) -> ZonedTime {
+        ZonedTime { seconds, offset: 0 }
+    }
+
+    /// RFC 3339 in its own zone, as Go writes a `time.Time` (`Z` for UTC, else `±HH:MM`).
+    pub fn to_rfc3339(&self) -> String {
+        if self.offset == 0 {
+            return format_rfc3339(self.seconds);
+        }
+        let (date, (hour, minute, second)) = split(self.seconds + i64::from(self.offset));
+        let sign = if self.offset < 0 { '-' } else { '+' };
+        let minutes = self.offset.unsigned_abs() / 60;
+        format!(
+            "{date}T{hour:02}:{minute:02}:{second:02}{sign}{:02}:{:02}",
+            minutes / 60,
+            minutes % 60
+        )
+    }
+
+    /// git's form of an offset (`+0300`, `-0230`, the end of `%ci`) as seconds east of UTC.
+    pub fn parse_git_offset(text: &str) -> Option<i32> {
+        let (sign, digits) = match text.as_bytes().first()? {
+            b'+' => (1, &text[1..]),
+            b'-' => (-1, &text[1..]),
+            _ => return None,
+        };
+        if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let hours: i32 = digits[..2].parse().ok()?;
+        let minutes: i32 = digits[2..].parse().ok()?;
+        Some(sign * (hours * 3600 + minutes * 60))
+    }
+}
+
 /// `YYYY-MM-DD HH:MM:SS +0000 UTC`: Go's `time.Time.String()` of a UTC time, which is what docker
 /// prints for `{{.CreatedAt}}`.
 pub fn format_go_utc(seconds: i64) -> String {
@@ -183,6 +230,24 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zoned_times_are_written_in_their_zone_as_go_writes_them() {
+        use super::ZonedTime;
+        let at = |seconds, offset| ZonedTime { seconds, offset }.to_rfc3339();
+        assert_eq!(at(1_600_000_000, 3 * 3600), "2020-09-13T15:26:40+03:00");
+        assert_eq!(
+            at(1_600_000_000, -(2 * 3600 + 30 * 60)),
+            "2020-09-13T09:56:40-02:30"
+        );
+        assert_eq!(at(1_600_000_000, 0), "2020-09-13T12:26:40Z");
+        assert_eq!(ZonedTime::parse_git_offset("+0300"), Some(10800));
+        assert_eq!(ZonedTime::parse_git_offset("-0230"), Some(-9000));
+        assert_eq!(ZonedTime::parse_git_offset("+0000"), Some(0));
+        for bad in ["0300", "+030", "+03:00", "", "+ab00"] {
+            assert_eq!(ZonedTime::parse_git_offset(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn http_dates() {
         assert_eq!(

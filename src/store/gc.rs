@@ -9,8 +9,8 @@
 
 use super::index::Index;
 use super::{
-    By, ContainerRecord, ImageName, Store, StoreError, StoredImage, descriptor_digest, is_index,
-    is_manifest, manifests,
+    By, Collection, ContainerRecord, ImageName, Store, StoreError, StoredImage, descriptor_digest,
+    is_index, is_manifest, manifests,
 };
 use crate::oci::Digest;
 use crate::store::blob::BlobError;
@@ -192,7 +192,23 @@ impl Store {
     /// deletes untagged images (with `all`, every image) that no container uses, then every
     /// blob and snapshot nothing reachable uses, then staging entries of dead writers.
     pub fn prune(&self, options: PruneOptions) -> Result<PruneReport, StoreError> {
-        let _gc = self.lock("gc.lock", true)?;
+        self.prune_held(&self.collection()?, options)
+    }
+
+    /// [`Store::prune`] under a [`Collection`] the caller holds (to prune other things under
+    /// the same hold).
+    pub fn prune_held(
+        &self,
+        held: &Collection,
+        options: PruneOptions,
+    ) -> Result<PruneReport, StoreError> {
+        if held.root() != self.root {
+            return Err(StoreError::Conflict(format!(
+                "the collection held is of the store {}, not {}",
+                held.root().display(),
+                self.root.display()
+            )));
+        }
         let _index_lock = self.lock("index.lock", true)?;
         let mut index = self.index()?;
         let in_use: HashSet<Digest> = self.containers()?.into_iter().map(|c| c.image).collect();

@@ -9,6 +9,9 @@
 //!   snapshots/<hex>/      one unpacked layer per diff ID: overlay lower directories
 //!   origins/sha256/<hex>  where an absent layer blob can be fetched from (see `origin`)
 //!   containers/<id>/      kiln run's containers; container.json names the image in use
+//!   cache-mounts/         RUN --mount=type=cache directories (see `cache_mount`)
+//!   cache/                the build cache's records, git repositories and checkouts
+//!                         (crate::git), URL records (crate::fetch)
 //!   tmp/                  staging for everything on its way in (same filesystem)
 //!   index.lock, gc.lock   lock files
 //! ```
@@ -18,7 +21,9 @@
 //! processes never lose each other's tags. Garbage collection ([`Store::remove_image`],
 //! [`Store::prune`]) takes `gc.lock` exclusively; writers hold it shared through a [`Lease`] from
 //! their first blob until the image is tagged, so a collection never deletes blobs that are
-//! written but not referenced yet. Take locks in that order: `gc.lock`, then `index.lock`.
+//! written but not referenced yet. Take locks in that order: `gc.lock`, then `index.lock`. The
+//! same hold ([`Collection`]) guards what higher modules keep under `cache/` (git checkouts,
+//! URL records): whoever reads one holds a lease, whoever deletes one holds the collection.
 //!
 //! Image IDs are config digests, as in docker; names are docker references
 //! ([`crate::oci::Reference`]) kept normalised and printed familiar ([`ImageName`]).
@@ -130,6 +135,23 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Lease {
     _file: File,
+}
+
+/// The exclusive hold a collection takes on the store: while it lives no [`Lease`] does, so
+/// nothing a build, pull or download holds can be deleted under it. [`Store::prune_held`] and
+/// the remote-source caches' prunes (`git::GitCache::prune`, `fetch::prune_records`) take one.
+/// Do not take a lease, or another collection, from the thread that holds it.
+#[derive(Debug)]
+pub struct Collection {
+    root: PathBuf,
+    _file: File,
+}
+
+impl Collection {
+    /// The root of the store it holds.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
 /// One layer of an image: the blob in the store and the digest of its uncompressed content.
@@ -335,6 +357,14 @@ impl Store {
     pub fn lease(&self) -> Result<Lease, StoreError> {
         Ok(Lease {
             _file: self.lock("gc.lock", false)?,
+        })
+    }
+
+    /// Takes a [`Collection`] (waits until every lease has ended).
+    pub fn collection(&self) -> Result<Collection, StoreError> {
+        Ok(Collection {
+            root: self.root.clone(),
+            _file: self.lock("gc.lock", true)?,
         })
     }
 

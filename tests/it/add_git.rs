@@ -32,6 +32,11 @@ pub(crate) const COMMIT_TIME: i64 = 1_612_325_106;
 
 /// Runs git in `dir` with a clean environment and a fixed identity and time; its stdout.
 pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
+    git_with(dir, args, &[])
+}
+
+/// [`git`] with `env` set after the fixed identity and time (which it may replace).
+pub(crate) fn git_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -52,6 +57,7 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "kiln@example.com")
         .env("GIT_AUTHOR_DATE", format!("@{COMMIT_TIME} +0000"))
         .env("GIT_COMMITTER_DATE", format!("@{COMMIT_TIME} +0000"))
+        .envs(env.iter().copied())
         .output()
         .expect("run git");
     assert!(
@@ -1110,6 +1116,202 @@ fn a_server_that_never_answers_fails_within_the_time_limit() {
         started.elapsed() < std::time::Duration::from_secs(30),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn a_fetch_or_checkout_over_the_size_cap_fails_and_leaves_nothing() {
+    let Some((server, builder)) = setup() else {
+        return;
+    };
+    // 1 MiB of zeros: a pack of a few KiB, a checkout of 1 MiB.
+    let zeros = server.repo("zeros");
+    fs::write(zeros.work.join("big"), vec![0u8; 1 << 20]).expect("write");
+    zeros.write("small", "small\n");
+    zeros.commit("zeros");
+    // 1 MiB that does not compress (xorshift): the fetch itself brings more than the cap.
+    let noise = server.repo("noise");
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect();
+    fs::write(noise.work.join("big"), bytes).expect("write");
+    noise.commit("noise");
+    let git_dir = builder.root().join("cache/git");
+    let dirs_in = |dir: &Path| -> usize {
+        fs::read_dir(dir).map_or(0, |d| d.flatten().filter(|e| e.path().is_dir()).count())
+    };
+    for (name, what) in [("zeros", "checkout"), ("noise", "fetch")] {
+        let url = server.url(name);
+        let ctx = builder.context(&[(
+            "Dockerfile",
+            &format!("FROM scratch\nADD {url}#main /src/\n"),
+        )]);
+        let out = builder
+            .kiln(&["build", &ctx.path().display().to_string()])
+            .env("KILN_GIT_MAX_BYTES", "262144")
+            .run();
+        assert!(!out.status.success(), "{name} built under the cap");
+        let stderr = out.stderr_str();
+        assert!(
+            stderr.contains(&format!(
+                "the {what} of {url} is larger than 262144 bytes (KILN_GIT_MAX_BYTES sets the \
+                 limit)"
+            )),
+            "{stderr}"
+        );
+        // Nothing of it stays: no checkout, no staging, no repository holding the bytes.
+        assert_eq!(dirs_in(&git_dir.join("checkouts")), 0, "{name}");
+        let staged: Vec<_> = fs::read_dir(builder.root().join("tmp"))
+            .expect("staging")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".git"))
+            .collect();
+        assert!(staged.is_empty(), "{staged:?}");
+        let repos = kiln::sys::atomic::tree_size(&git_dir.join("repos"));
+        assert!(
+            repos < 262_144,
+            "{name}: the repositories hold {repos} bytes"
+        );
+    }
+    // The fetch too large removed its repository; the checkout too large was stopped before
+    // any file was written (its repository, with the small pack, stays).
+    assert_eq!(dirs_in(&git_dir.join("repos")), 1);
+
+    // Under the default cap (8 GiB) both build.
+    let (built, out) = build(
+        &builder,
+        &format!(
+            "FROM scratch\nADD {}#main /zeros/\nADD {}#main /noise/\n",
+            server.url("zeros"),
+            server.url("noise")
+        ),
+        &[],
+    );
+    built.ok();
+    for dir in ["zeros", "noise"] {
+        let size = fs::metadata(out.path().join("root").join(dir).join("big"))
+            .expect("stat")
+            .len();
+        assert_eq!(size, 1 << 20, "{dir}");
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from a git source (BuildKit v0.32 epoch.go and dockerui, checked with
+/// buildctl): a source-only stage that ADDs a repository, a `--build-context` of that name
+/// (which comes before a stage of the same name), and a git build context with `context`. The
+/// time is the commit's committer time (not the author's; an annotated tag's commit's), and
+/// the image's times are written in the committer's zone, as BuildKit writes them.
+#[test]
+fn a_git_source_gives_source_date_epoch() {
+    let Some((server, builder)) = setup() else {
+        return;
+    };
+    let repo = server.repo("epoch");
+    repo.write(
+        "Dockerfile",
+        "FROM base\nARG SOURCE_DATE_EPOCH\nRUN echo \"[$SOURCE_DATE_EPOCH]\" > /epoch\n",
+    );
+    git(&repo.work, &["add", "-A"]);
+    // Author 2017-07-14T02:40:00Z; committer 2020-09-13T12:26:40Z, written at +03:00.
+    git_with(
+        &repo.work,
+        &["commit", "-q", "-m", "zoned"],
+        &[
+            ("GIT_AUTHOR_DATE", "@1500000000 +0200"),
+            ("GIT_COMMITTER_DATE", "@1600000000 +0300"),
+        ],
+    );
+    repo.push();
+    repo.annotated_tag("v1");
+    let url = server.url("epoch");
+    let zoned = "2020-09-13T15:26:40+03:00".to_string();
+    let times = |image: &str| {
+        let store = kiln::store::Store::open(builder.root()).expect("store");
+        let config: serde_json::Value =
+            serde_json::from_slice(&store.resolve(image).expect("image").config_bytes)
+                .expect("config");
+        let base = store
+            .resolve("base")
+            .expect("base")
+            .config
+            .history()
+            .as_ref()
+            .map_or(0, Vec::len);
+        let history: Vec<String> = config["history"].as_array().cloned().unwrap_or_default()
+            [base..]
+            .iter()
+            .map(|h| h["created"].as_str().unwrap_or_default().to_string())
+            .collect();
+        (
+            config["created"].as_str().unwrap_or_default().to_string(),
+            history,
+        )
+    };
+    let epoch_file = |image: &str| builder.run(image, "cat", &["/epoch"]);
+
+    let stage = format!(
+        "ARG SOURCE_DATE_EPOCH=src\n\
+         FROM scratch AS src\n\
+         ADD {url}#v1 /\n\
+         FROM base\n\
+         ARG SOURCE_DATE_EPOCH\n\
+         RUN echo \"[$SOURCE_DATE_EPOCH]\" > /epoch\n"
+    );
+    let ctx = builder.context(&[("Dockerfile", &stage)]);
+    builder.build(ctx.path(), &["-t", "stage"]).ok();
+    assert_eq!(times("stage"), (zoned.clone(), vec![zoned.clone(); 2]));
+    assert_eq!(epoch_file("stage"), "[1600000000]\n");
+
+    // A named context of that name comes first: its commit's time, not the stage's source's
+    // (here a URL nothing serves, never asked).
+    let shadowed = stage.replace(&format!("ADD {url}#v1 /"), "ADD http://127.0.0.1:9/none /");
+    let ctx = builder.context(&[("Dockerfile", &shadowed)]);
+    builder
+        .build(
+            ctx.path(),
+            &["-t", "named", "--build-context", &format!("src={url}#main")],
+        )
+        .ok();
+    assert_eq!(times("named").0, zoned);
+    assert_eq!(epoch_file("named"), "[1600000000]\n");
+
+    // The git context's own time with `context`.
+    let ctx_dir = tempfile::tempdir().expect("temp dir");
+    let out = builder
+        .kiln(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "context",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=context",
+            &format!("{url}#main"),
+        ])
+        .current_dir(ctx_dir.path())
+        .run();
+    assert!(out.status.success(), "{}", out.stderr_str());
+    assert_eq!(times("context"), (zoned.clone(), vec![zoned.clone(); 2]));
+    assert_eq!(epoch_file("context"), "[1600000000]\n");
+
+    // A checksum that is not the commit's fails as ADD's does.
+    let wrong = stage.replace(
+        &format!("ADD {url}#v1"),
+        &format!("ADD --checksum=0123abcd {url}#v1"),
+    );
+    let ctx = builder.context(&[("Dockerfile", &wrong)]);
+    let stderr = builder.build(ctx.path(), &["-t", "wrong"]).fails();
+    assert!(
+        stderr.contains(&format!("cannot take SOURCE_DATE_EPOCH from {url}"))
+            && stderr.contains("expected checksum to match 0123abcd"),
+        "{stderr}"
     );
 }
 

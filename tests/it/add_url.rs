@@ -373,3 +373,159 @@ fn credentials_come_from_the_hosts_secrets_and_reach_no_log_store_or_other_host(
         assert!(leaked.is_empty(), "{needle} is stored in {leaked:?}");
     }
 }
+
+/// The image's config as stored.
+fn config(builder: &Builder, image: &str) -> serde_json::Value {
+    let store = kiln::store::Store::open(builder.root()).expect("store");
+    let stored = store.resolve(image).expect("image");
+    serde_json::from_slice(&stored.config_bytes).expect("config")
+}
+
+/// `created` and the `created` of the history entries after the base image's.
+fn times(builder: &Builder, image: &str) -> (String, Vec<String>) {
+    let config = config(builder, image);
+    let base = self::config(builder, "base")["history"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    (
+        config["created"].as_str().unwrap_or_default().to_string(),
+        history[base..]
+            .iter()
+            .map(|h| h["created"].as_str().unwrap_or_default().to_string())
+            .collect(),
+    )
+}
+
+/// A gzip tar of empty regular files and directories, each with its mtime.
+fn archive(entries: &[(&str, tar::EntryType, u64)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, kind, mtime) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        header.set_mtime(*mtime);
+        header.set_size(0);
+        tar.append_data(&mut header, name, std::io::empty())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// `SOURCE_DATE_EPOCH=<stage>`, with a stage that ADDs a URL (BuildKit v0.32 epoch.go, checked
+/// with buildctl): the time is the URL's `Last-Modified`; without one, the newest regular
+/// file of the archive it is, or none for a file that is no archive; with a `--checksum`
+/// (which BuildKit resolves without asking), never `Last-Modified`. The stages see the time in
+/// seconds as `SOURCE_DATE_EPOCH` (empty without a time); the image's `created` and its new
+/// history entries are that time.
+#[test]
+fn a_stage_adding_a_url_gives_source_date_epoch() {
+    let Some(builder) = builder() else { return };
+    let server = Server::start();
+    server.set("/f.txt", text("file\n", Some("f1")));
+    let newest = 1_500_000_000;
+    let tarball = archive(&[
+        ("d/", tar::EntryType::Directory, 1_700_000_000),
+        ("d/old", tar::EntryType::Regular, 1_400_000_000),
+        ("new", tar::EntryType::Regular, newest),
+    ]);
+    server.set(
+        "/no-date.tgz",
+        Resource {
+            body: tarball.clone(),
+            ..Resource::default()
+        },
+    );
+    server.set(
+        "/dated.tgz",
+        Resource {
+            body: tarball.clone(),
+            last_modified: Some(LAST_MODIFIED.to_string()),
+            ..Resource::default()
+        },
+    );
+    server.set("/no-date.txt", Resource::body("plain\n"));
+    let dockerfile = |source: &str| {
+        format!(
+            "ARG SOURCE_DATE_EPOCH=src\n\
+             FROM scratch AS src\n\
+             ARG FILE\n\
+             ADD {source} /\n\
+             FROM base\n\
+             ARG SOURCE_DATE_EPOCH\n\
+             RUN echo \"[$SOURCE_DATE_EPOCH]\" > /epoch\n\
+             ENV A=1\n"
+        )
+    };
+    let build = |source: &str, args: &[&str]| {
+        let ctx = builder.context(&[("Dockerfile", &dockerfile(source))]);
+        let mut all = vec!["-t", "img"];
+        all.extend(args);
+        builder.build(ctx.path(), &all)
+    };
+
+    // Last-Modified (the file name comes from a stage ARG, expanded as BuildKit does).
+    build(&server.url("/${FILE}"), &["--build-arg", "FILE=f.txt"]).ok();
+    let lm = "1994-11-06T08:49:37Z".to_string();
+    // ARG, RUN and ENV: every new history entry has the time.
+    assert_eq!(times(&builder, "img"), (lm.clone(), vec![lm; 3]));
+    assert_eq!(
+        cat(&builder, "/epoch"),
+        format!("[{LAST_MODIFIED_SECONDS}]\n")
+    );
+
+    // No Last-Modified: the newest regular file of the archive (not the newer directory).
+    build(&server.url("/no-date.tgz"), &[]).ok();
+    let at = "2017-07-14T02:40:00Z".to_string();
+    assert_eq!(times(&builder, "img"), (at.clone(), vec![at; 3]));
+    assert_eq!(cat(&builder, "/epoch"), format!("[{newest}]\n"));
+
+    // A pinned checksum: the archive's time even though the server sends Last-Modified.
+    let checksum = format!("sha256:{}", sha256_hex(&tarball));
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        &dockerfile(&server.url("/dated.tgz"))
+            .replace("ADD ", &format!("ADD --checksum={checksum} ")),
+    )]);
+    builder.build(ctx.path(), &["-t", "img"]).ok();
+    assert_eq!(cat(&builder, "/epoch"), format!("[{newest}]\n"));
+
+    // No Last-Modified and no archive: no epoch, and the stages see it empty.
+    let before = kiln::oci::timestamp::now_seconds();
+    build(&server.url("/no-date.txt"), &[]).ok();
+    assert_eq!(cat(&builder, "/epoch"), "[]\n");
+    let created = kiln::oci::timestamp::parse_rfc3339(&times(&builder, "img").0).unwrap();
+    assert!(
+        created >= before - 5,
+        "created {created}, not the build's time"
+    );
+
+    // A dry run asks nothing, and says where the time will come from.
+    let asked = server.requests().len();
+    let ctx = builder.context(&[("Dockerfile", &dockerfile(&server.url("/f.txt")))]);
+    let dry = builder
+        .kiln(&["build", "--dry-run", &ctx.path().display().to_string()])
+        .run()
+        .success()
+        .stdout_str();
+    assert!(
+        dry.contains(&format!(
+            "epoch       the time of {} (SOURCE_DATE_EPOCH; the build asks it)",
+            server.url("/f.txt")
+        )),
+        "{dry}"
+    );
+    assert_eq!(server.requests().len(), asked);
+
+    // A server that fails: the build says which source it could not ask.
+    let failed = build(&server.url("/missing"), &[]);
+    let stderr = failed.fails();
+    assert!(
+        stderr.contains(&format!(
+            "cannot take SOURCE_DATE_EPOCH from {}",
+            server.url("/missing")
+        )),
+        "{stderr}"
+    );
+}

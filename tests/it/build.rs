@@ -1064,12 +1064,40 @@ fn source_date_epoch_is_validated_as_buildkit_does() {
             "SOURCE_DATE_EPOCH stage source must be a single HTTP(S) or Git ADD",
         ),
         (
-            "FROM scratch AS src\nADD https://example.invalid/f.txt /\n",
-            "does not take SOURCE_DATE_EPOCH from a download yet (issue 14)",
+            "FROM scratch AS src\nADD <<EOF /f\nx\nEOF\n",
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source",
+        ),
+        (
+            "FROM scratch AS src\nADD https://a.invalid/1 https://a.invalid/2 /d/\n",
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD source",
+        ),
+        (
+            "FROM scratch AS src\nADD https://a.invalid/1 /\nADD https://a.invalid/2 /\n",
+            "SOURCE_DATE_EPOCH stage must contain exactly one remote ADD",
         ),
     ] {
         fails(&format!("{stage}{source_stage}FROM base\n"), &[], message);
     }
+    // The name is looked up as a build context first, so it must be one (BuildKit: "invalid
+    // context name SRC: ... must be lowercase").
+    fails(
+        "FROM scratch AS src\nADD https://a.invalid/1 /\nFROM base\n",
+        &["--build-arg", "SOURCE_DATE_EPOCH=SRC"],
+        "invalid SOURCE_DATE_EPOCH \"SRC\": invalid context name",
+    );
+    // A named context of that name comes before the stage: a local directory has no time, so
+    // the stage's source (which could not be fetched) is never asked.
+    let lib = tempfile::tempdir().expect("temp dir");
+    build(
+        "FROM scratch AS src\nADD https://a.invalid/1 /\nFROM base\nRUN echo\n",
+        &[
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=src",
+            "--build-context",
+            &format!("src={}", lib.path().display()),
+        ],
+    )
+    .ok();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 //! `kiln build` against the peer: a current BuildKit (v0.32.2, `buildctl`, started by
 //! `../shared/peers/start-peers.sh buildkit`) builds the same Dockerfiles (testdata/build/NAME/,
 //! each with its context), and the two images must agree on the container config (the whole
-//! `config` object, and `author`), the history (`created_by`, `comment`, `empty_layer`), the
+//! `config` object, and `author`), the history (`created_by`, `comment`, `empty_layer`; and the
+//! `created` times, as written, where a case's come from `SOURCE_DATE_EPOCH`), the
 //! number of layers, and every path of the flattened file tree (type, mode with the special bits,
 //! owner, content digest, link target; mtimes where a case asks, see [`Mtimes`]). kiln's
 //! `-o type=tar` export must be the tree its layers make. Nothing in the images is normalised:
@@ -26,7 +27,7 @@
 //! its buildkitd, the registry and dockerd; skips with a notice without them (fails under
 //! `CI=true`).
 
-use crate::add_git::{COMMIT_TIME, GitServer, git};
+use crate::add_git::{COMMIT_TIME, GitServer, git, git_with};
 use crate::support::{self, PeerBuildctl, PeerDocker, kiln};
 use kiln::oci::Digest;
 use serde_json::Value;
@@ -85,6 +86,12 @@ struct Case {
     git_context: Option<&'static str>,
     /// Which file times are compared.
     mtimes: Mtimes,
+    /// Compare the image's `created` and every history entry's `created`, exactly (a case
+    /// whose times come from `SOURCE_DATE_EPOCH`).
+    times: bool,
+    /// The committer date of the case's repository commit (`GIT_COMMITTER_DATE`), when not
+    /// the tests' fixed one.
+    committer_date: Option<&'static str>,
 }
 
 /// Which file times a case compares.
@@ -153,6 +160,8 @@ const CASE: Case = Case {
     git: false,
     git_context: None,
     mtimes: Mtimes::Ignored,
+    times: false,
+    committer_date: None,
 };
 
 /// The image the named-image cases give a name to: the peer's busybox base in the registry.
@@ -421,6 +430,22 @@ const CASES: &[Case] = &[
         mtimes: Mtimes::Checkout(&["/lib", "/README"]),
         ..CASE
     },
+    // Issue 14: SOURCE_DATE_EPOCH from a source-only stage's URL or git repository.
+    Case {
+        name: "epoch-stage-url",
+        base: BUSYBOX,
+        http: true,
+        times: true,
+        ..CASE
+    },
+    Case {
+        name: "epoch-stage-git",
+        base: BUSYBOX,
+        git: true,
+        times: true,
+        committer_date: Some("@1600000000 +0300"),
+        ..CASE
+    },
 ];
 
 /// The peers and what every build needs.
@@ -644,6 +669,9 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     };
     found.extend(compare_configs(&peer.config, &kiln.config));
     found.extend(compare_history(&peer, &kiln));
+    if case.times {
+        found.extend(compare_times(&peer.config, &kiln.config));
+    }
     eprintln!(
         "{}: {} paths, {} history entries, {} layers compared",
         case.name,
@@ -1623,6 +1651,36 @@ fn compare_history(peer: &Image, kiln: &Image) -> Vec<String> {
     differences
 }
 
+/// The image's `created` and each history entry's, as written (zone included).
+fn compare_times(peer: &Value, kiln: &Value) -> Vec<String> {
+    let times = |document: &Value| {
+        let mut all = vec![document.get("created").cloned()];
+        let list = document.get("history").and_then(Value::as_array);
+        all.extend(
+            list.into_iter()
+                .flatten()
+                .map(|h| h.get("created").cloned()),
+        );
+        all
+    };
+    let (theirs, ours) = (times(peer), times(kiln));
+    let mut differences = Vec::new();
+    for index in 0..theirs.len().max(ours.len()) {
+        let (a, b) = (
+            theirs.get(index).cloned().flatten(),
+            ours.get(index).cloned().flatten(),
+        );
+        if a != b {
+            let what = match index {
+                0 => "created".to_string(),
+                n => format!("history[{}] created", n - 1),
+            };
+            differences.push(format!("{what}: peer {}, kiln {}", shown(&a), shown(&b)));
+        }
+    }
+    differences
+}
+
 fn history(document: &Value) -> Vec<HistoryLine> {
     let list = document.get("history").and_then(Value::as_array);
     list.into_iter()
@@ -1726,7 +1784,12 @@ fn publish_repository(peers: &Peers, case: &Case, context: &Path) {
     fs::remove_dir_all(&tree).expect("remove repo/ from the context");
     mark_run(&repo.work, &peers.run_id);
     git(&repo.work, &["add", "-A"]);
-    git(
+    let date: Vec<(&str, &str)> = case
+        .committer_date
+        .map(|date| ("GIT_COMMITTER_DATE", date))
+        .into_iter()
+        .collect();
+    git_with(
         &repo.work,
         &[
             "commit",
@@ -1734,6 +1797,7 @@ fn publish_repository(peers: &Peers, case: &Case, context: &Path) {
             "-m",
             &format!("{} {}", case.name, peers.run_id),
         ],
+        &date,
     );
     repo.push();
     repo.annotated_tag("v1");

@@ -601,12 +601,147 @@ fn df_reports_images_containers_and_snapshots() {
     let container_size = kiln::sys::atomic::tree_size(&store.container_dir("c1").unwrap());
     let out = out.replace(&format!("{container_size}B"), "<n>B");
     insta::assert_snapshot!(out, @r"
-    TYPE              TOTAL     ACTIVE    SIZE      RECLAIMABLE
-    Images            3         1         11.36kB   5.982kB (52%)
-    Containers        1         0         <n>B      <n>B (100%)
-    Layer snapshots   1         1         6B        0B (0%)
-    Cache mounts      0         0         0B        0B
+    TYPE               TOTAL     ACTIVE    SIZE      RECLAIMABLE
+    Images             3         1         11.36kB   5.982kB (52%)
+    Containers         1         0         <n>B      <n>B (100%)
+    Layer snapshots    1         1         6B        0B (0%)
+    Cache mounts       0         0         0B        0B
+    Git repositories   0         0         0B        0B
+    Git checkouts      0         0         0B        0B
+    URL records        0         0         0B        0B
     ");
+}
+
+/// `kiln df`'s row `name` as (TOTAL, ACTIVE, SIZE, RECLAIMABLE).
+fn df_row(root: &Path, name: &str) -> (String, String, String, String) {
+    let out = kiln()
+        .root(root)
+        .args([
+            "df",
+            "--format",
+            "{{.Type}}|{{.TotalCount}}|{{.Active}}|{{.Size}}|{{.Reclaimable}}",
+        ])
+        .run()
+        .success()
+        .stdout_str();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}|")))
+        .unwrap_or_else(|| panic!("no {name} row:\n{out}"));
+    let cells: Vec<String> = line.split('|').skip(1).map(str::to_string).collect();
+    (
+        cells[0].clone(),
+        cells[1].clone(),
+        cells[2].clone(),
+        cells[3].clone(),
+    )
+}
+
+#[test]
+fn prune_and_df_know_the_git_and_url_caches() {
+    use crate::add_git::GitServer;
+    use crate::support::http::{Resource, Server};
+    use kiln::git::{GitAuth, GitCache, GitOptions, GitRef, GitSource};
+    let Some(server) = GitServer::start() else {
+        return;
+    };
+    let Some(builder) = crate::build::builder() else {
+        return;
+    };
+    let repo = server.repo("pruned");
+    repo.write("README", "pruned\n");
+    repo.commit("one");
+    let http = Server::start();
+    http.set(
+        "/file.txt",
+        Resource {
+            etag: Some("v1".into()),
+            ..Resource::body("downloaded\n")
+        },
+    );
+    let git_url = format!("{}#main", server.url("pruned"));
+    let dockerfile = format!(
+        "FROM base\nADD {git_url} /src/\nADD {} /file.txt\n\
+         RUN --mount=type=cache,target=/cache touch /cache/kept\n",
+        http.url("/file.txt")
+    );
+    let ctx = builder.context(&[("Dockerfile", &dockerfile)]);
+    builder.build(ctx.path(), &["-t", "img"]).ok();
+    let root = builder.root();
+    let git_dir = root.join("cache/git");
+    let checkouts = || {
+        std::fs::read_dir(git_dir.join("checkouts"))
+            .map(|dir| dir.flatten().filter(|e| e.path().is_dir()).count())
+            .unwrap_or(0)
+    };
+    assert_eq!(checkouts(), 1);
+
+    // Each cache has its row, with its size; nothing holds them now.
+    for name in ["Git repositories", "Git checkouts", "URL records"] {
+        let (total, active, size, reclaimable) = df_row(root, name);
+        assert_eq!((total.as_str(), active.as_str()), ("1", "0"), "{name}");
+        assert_ne!(size, "0B", "{name}");
+        assert_eq!(reclaimable, format!("{size} (100%)"), "{name}");
+    }
+
+    // A checkout in use (as a build holds it: a store lease and its lock) is active, and a
+    // prune waits for it rather than remove it under its reader.
+    let store = Store::open(root).unwrap();
+    let reference = GitRef::parse(&git_url).unwrap().unwrap();
+    let source = GitSource::new(&reference);
+    let cache = GitCache::new(&store, GitOptions::default());
+    let auth = GitAuth::default();
+    let resolved = cache.resolve(&source, &auth, &|| false).unwrap();
+    let held = cache
+        .checkout(&source, &resolved, &auth, &|| false)
+        .unwrap();
+    let (_, active, size, reclaimable) = df_row(root, "Git checkouts");
+    assert_eq!(active, "1");
+    assert_eq!(reclaimable, "0B (0%)", "{size}");
+    let mut prune = kiln()
+        .root(root)
+        .args(["prune", "-f", "--keep-cache-mounts"])
+        .spawn();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(
+        prune.try_wait().unwrap().is_none(),
+        "prune did not wait for the checkout's reader"
+    );
+    assert_eq!(
+        std::fs::read_to_string(held.path().join("README")).unwrap(),
+        "pruned\n"
+    );
+    drop(held);
+    let out = prune.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("1 git repository, 1 git checkout, 1 URL record"),
+        "{printed}"
+    );
+    assert_eq!(checkouts(), 0);
+    for name in ["Git repositories", "Git checkouts", "URL records"] {
+        assert_eq!(
+            df_row(root, name),
+            ("0".into(), "0".into(), "0B".into(), "0B".into()),
+            "{name}"
+        );
+    }
+    // --keep-cache-mounts keeps only the cache mounts.
+    assert_eq!(df_row(root, "Cache mounts").0, "1");
+    assert!(!git_dir.join("repos").read_dir().unwrap().any(|_| true));
+
+    // The next build fetches again: the URL is asked without If-None-Match.
+    let before = http.requests().len();
+    builder.build(ctx.path(), &["-t", "img", "--no-cache"]).ok();
+    assert_eq!(checkouts(), 1);
+    let asked = &http.requests()[before..];
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].if_none_match, None);
 }
 
 #[test]
