@@ -28,11 +28,11 @@ use crate::frontend::context::ContextError;
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
-use crate::frontend::stage::{BaseImage, ResolveOptions};
-use crate::oci::Digest;
+use crate::frontend::stage::{BaseImage, ImageKey, ResolveOptions};
 use crate::oci::timestamp::format_rfc3339;
+use crate::oci::{Digest, Platform};
 use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, solve};
-use crate::store::{Store, StoreError, StoredImage, descriptor};
+use crate::store::{Store, StoreError, StoredImage, StoredIndex, descriptor};
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -81,6 +81,11 @@ pub struct BuildOptions {
     pub session: Arc<dyn Session>,
     /// `--build-context NAME=VALUE`: the named contexts, by NAME as given.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--platform`: the platforms to build for, each once (normalised when parsed with
+    /// [`Platform::parse_list`]). Empty builds for the host's platform, and the image says the
+    /// platform of its base (BuildKit's implicit target); one gives a plain image for it; more
+    /// give an image index with an image for each.
+    pub platforms: Vec<Platform>,
 }
 
 impl Default for BuildOptions {
@@ -106,6 +111,7 @@ impl Default for BuildOptions {
             allow_insecure: false,
             session: Arc::new(NoSession),
             named_contexts: BTreeMap::new(),
+            platforms: Vec::new(),
         }
     }
 }
@@ -113,7 +119,13 @@ impl Default for BuildOptions {
 /// What a build made.
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
+    /// The image (of a multi-platform build, the first platform's).
     pub image: StoredImage,
+    /// Every platform's image, in the order of [`BuildOptions::platforms`] (one for a
+    /// single-platform build).
+    pub images: Vec<StoredImage>,
+    /// A multi-platform build's image index, which its tags name.
+    pub index: Option<StoredIndex>,
     /// How many steps ran and how many came from the cache.
     pub ran: usize,
     pub cached: usize,
@@ -148,6 +160,15 @@ pub enum BuildError {
     #[error("cannot pull {name}")]
     Pull {
         name: String,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
+    /// A multi-platform image of the store lacks a platform the build needs, and pulling it
+    /// failed: both are said.
+    #[error("{local}, and pulling it failed")]
+    PullPlatform {
+        /// Why the store's image does not do.
+        local: String,
         #[source]
         source: Box<crate::registry::RegistryError>,
     },
@@ -278,28 +299,47 @@ pub async fn build_async(
     let solved = solve_steps(&prepared, options, &progress, cancel).await?;
     let written = write(store, options, &prepared, &solved, progress.as_ref()).await?;
     progress.event(BuildEvent::Finished {
-        image_id: written.image.id.to_string(),
+        image_id: match &written.index {
+            Some(index) => index.digest.to_string(),
+            None => written.images[0].id.to_string(),
+        },
         names: written.names,
     });
     export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
     Ok(BuildOutput {
-        image: written.image,
+        image: written.images[0].clone(),
+        images: written.images,
+        index: written.index,
         ran: solved.counts.ran,
         cached: solved.counts.cached,
         explanations: prepared.explanations(),
     })
 }
 
-/// What [`prepare`] hands on: the compiled graph, the worker that runs its steps, and what the
-/// image config is written from.
+/// What [`prepare`] hands on: the compiled graph, the worker that runs its steps, and what
+/// each target's image config is written from.
 struct Prepared {
     graph: Arc<Graph<BuildOp>>,
-    target: NodeId,
+    /// One per target platform, in the order asked for.
+    targets: Vec<PreparedTarget>,
     /// Nodes whose cache is skipped (`--no-cache`, `--no-cache-filter`).
     no_cache: Vec<NodeId>,
     /// Holds the steps, the cache records, the stat cache and the imported shared caches.
     worker: Arc<BuildWorker>,
+}
+
+/// One target platform's part of [`Prepared`].
+struct PreparedTarget {
+    /// The platform, normalised (the host's for a build without `--platform`).
+    platform: Platform,
+    node: NodeId,
     config: ImageConfig,
+}
+
+impl Prepared {
+    fn target_nodes(&self) -> Vec<NodeId> {
+        self.targets.iter().map(|t| t.node).collect()
+    }
 }
 
 impl Prepared {
@@ -331,8 +371,9 @@ struct ImageConfig {
 
 /// What [`solve_steps`] made.
 struct Solved {
-    /// The target's filesystem: its layers and how each step added to it.
-    snapshot: Arc<Snapshot>,
+    /// Each target's filesystem (its layers and how each step added to it), in the order of
+    /// [`Prepared::targets`].
+    snapshots: Vec<Arc<Snapshot>>,
     /// The cache key of every needed node (a cache export names its records by them).
     keys: Arc<BTreeMap<NodeId, Digest>>,
     counts: StepCounts,
@@ -347,7 +388,10 @@ struct StepCounts {
 
 /// What [`write`] made.
 struct Written {
-    image: StoredImage,
+    /// Each target's image.
+    images: Vec<StoredImage>,
+    /// The index of a multi-platform build.
+    index: Option<StoredIndex>,
     /// The names it was tagged with, as the user writes them.
     names: Vec<String>,
 }
@@ -359,9 +403,21 @@ async fn prepare(
     options: &BuildOptions,
     progress: &Arc<dyn Progress>,
 ) -> Result<Prepared, BuildError> {
-    let (plan, images) = plan_with_images(store, options, progress.as_ref()).await?;
+    // One plan per target platform (its automatic args differ), with the images each needs;
+    // an image wanted by several is looked up once.
+    let targets: Vec<Option<&Platform>> = if options.platforms.is_empty() {
+        vec![None]
+    } else {
+        options.platforms.iter().map(Some).collect()
+    };
+    let mut images: BTreeMap<ImageKey, StoredImage> = BTreeMap::new();
+    let mut plans = Vec::new();
+    for target in targets {
+        let plan = plan_with_images(store, options, target, &mut images, progress.as_ref()).await?;
+        plans.push(plan);
+    }
     let compiled = compile(
-        &plan,
+        &plans,
         &CompileOptions {
             images: &images,
             network: options.network,
@@ -369,6 +425,8 @@ async fn prepare(
             no_cache_filter: &options.no_cache_filter,
             dockerfile_name: &options.dockerfile_name,
             allow_insecure: options.allow_insecure,
+            explicit_platform: !options.platforms.is_empty(),
+            multi_platform: options.platforms.len() > 1,
         },
     )?;
     progress.event(BuildEvent::Planned {
@@ -384,10 +442,26 @@ async fn prepare(
             .collect(),
     });
 
-    let source_date_epoch = source_date_epoch(&options.build_args, &plan.resolved)?;
+    let mut targets = Vec::new();
+    for (plan, compiled) in plans.iter().zip(compiled.targets) {
+        targets.push(PreparedTarget {
+            platform: compiled.platform,
+            node: compiled.node,
+            config: ImageConfig {
+                document: compiled.document,
+                history: compiled.history,
+                author: compiled.author,
+                source_date_epoch: source_date_epoch(&options.build_args, &plan.resolved)?,
+            },
+        });
+    }
     let imported = import_caches(store, options, progress.as_ref()).await?;
     let cache_dir = store.root().join("cache");
-    let context = plan.context.clone().map(Arc::new);
+    // Every plan opens the same context directory; the first that reads it serves them all.
+    let context = plans
+        .iter()
+        .find_map(|plan| plan.context.clone())
+        .map(Arc::new);
     let stat_cache = match &context {
         Some(context) => StatCache::load(&cache_dir.join("stat"), context.root()),
         None => StatCache::load(&cache_dir.join("stat"), std::path::Path::new("/")),
@@ -407,18 +481,13 @@ async fn prepare(
         session: options.session.clone(),
         fetcher: Mutex::new(None),
         fetched: Mutex::new(BTreeMap::new()),
+        emulation: std::sync::OnceLock::new(),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),
-        target: compiled.target,
+        targets,
         no_cache: compiled.no_cache,
         worker,
-        config: ImageConfig {
-            document: compiled.document,
-            history: compiled.history,
-            author: compiled.author,
-            source_date_epoch,
-        },
     })
 }
 
@@ -477,7 +546,7 @@ async fn solve_steps(
     };
     let solved = solve(
         prepared.graph.clone(),
-        &[prepared.target],
+        &prepared.target_nodes(),
         prepared.worker.clone(),
         &SolveOptions {
             jobs: options.jobs,
@@ -507,21 +576,24 @@ async fn solve_steps(
         Err(other) => return Err(BuildError::Solver(Box::new(other))),
     };
     saved.map_err(BuildError::StatCache)?;
-    let snapshot = solved
-        .outputs
-        .get(&prepared.target)
-        .cloned()
+    let snapshots = prepared
+        .targets
+        .iter()
+        .map(|target| solved.outputs.get(&target.node).cloned())
+        .collect::<Option<Vec<_>>>()
         .ok_or(BuildError::NoTargetResult)?;
     let counts = *counts.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(Solved {
-        snapshot,
+        snapshots,
         keys: Arc::new(solved.keys),
         counts,
     })
 }
 
-/// Writes the image config and manifest for the target's snapshot and tags the image with
-/// each of [`BuildOptions::tags`].
+/// Writes the image config and manifest for each target's snapshot, and for a multi-platform
+/// build the index of them (each manifest with its platform, as BuildKit's exporter writes
+/// it), and tags what was written (the index, or the one image) with each of
+/// [`BuildOptions::tags`].
 async fn write(
     store: &Store,
     options: &BuildOptions,
@@ -533,27 +605,76 @@ async fn write(
         what: "writing image".to_string(),
     });
     // Layers that came from a shared cache stay there until something needs their bytes.
-    let layers: Vec<_> = solved.snapshot.layers.iter().map(|l| l.info()).collect();
+    let layers: Vec<_> = solved
+        .snapshots
+        .iter()
+        .flat_map(|snapshot| snapshot.layers.iter().map(|l| l.info()))
+        .collect();
     {
         let (imported, store) = (prepared.worker.imported.clone(), store.clone());
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
-    let image = write_image(store, &prepared.config, &options.labels, &solved.snapshot)?;
+    let mut images = Vec::new();
+    for (target, snapshot) in prepared.targets.iter().zip(&solved.snapshots) {
+        images.push(write_image(
+            store,
+            &target.config,
+            &options.labels,
+            snapshot,
+        )?);
+    }
+    let index = if options.platforms.len() > 1 {
+        let manifests: Vec<_> = images
+            .iter()
+            .zip(&prepared.targets)
+            .map(|(image, target)| (image.manifest_descriptor.clone(), target.platform.clone()))
+            .collect();
+        Some(
+            store
+                .write_index_of(&manifests)
+                .map_err(BuildError::Write)?,
+        )
+    } else {
+        None
+    };
+    let descriptor = match &index {
+        Some(index) => index.descriptor.clone(),
+        None => images[0].manifest_descriptor.clone(),
+    };
     let mut names = Vec::new();
     for tag in &options.tags {
         let tagged = store
-            .tag(tag, &image.manifest_descriptor)
+            .tag(tag, &descriptor)
             .map_err(|source| BuildError::Tag {
                 name: tag.clone(),
                 source,
             })?;
         names.push(tagged.familiar());
     }
-    let image = store
-        .image(&image.manifest_descriptor)
+    // Read again, with the names just given.
+    let images = images
+        .iter()
+        .zip(&prepared.targets)
+        .map(|(image, target)| match &index {
+            Some(index) => store.image_in_index(&index.descriptor, &target.platform),
+            None => store.image(&image.manifest_descriptor),
+        })
+        .collect::<Result<Vec<_>, _>>()
         .map_err(BuildError::Write)?;
-    Ok(Written { image, names })
+    let index = match index {
+        Some(index) => Some(
+            store
+                .image_index(&index.descriptor)
+                .map_err(BuildError::Write)?,
+        ),
+        None => None,
+    };
+    Ok(Written {
+        images,
+        index,
+        names,
+    })
 }
 
 /// Exports the build's cache records to each `--cache-to` destination (a
@@ -591,14 +712,18 @@ async fn export_cache(
             solved.keys.clone(),
             store.clone(),
         );
-        let (target, mode, transport) = (prepared.target, export.mode, export.transport.clone());
+        let (targets, mode, transport) = (
+            prepared.target_nodes(),
+            export.mode,
+            export.transport.clone(),
+        );
         let mounts = if export.cache_mounts {
             cache_mounts.clone()
         } else {
             Vec::new()
         };
         let report = off_runtime(move || {
-            let mut cache = remote_cache::cache_graph(&worker, &graph, &keys, target, mode);
+            let mut cache = remote_cache::cache_graph(&worker, &graph, &keys, &targets, mode);
             cache.cache_mounts = mounts;
             crate::cache::remote::export(&cache, &store, &worker.imported, transport.as_ref())
         })
@@ -627,14 +752,17 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(BuildError::SharedCacheTask)
 }
 
-/// Plans the build, looks its external images up in the store, and plans again with their
-/// ENV and ONBUILD triggers when any has some (the resolver needs them to expand words and run
-/// the triggers).
+/// Plans the build for `platform` (`None`: the implicit target, the host), looks its external
+/// images up in the store (those `images` lacks; each found is added), and plans again with
+/// their ENV and ONBUILD triggers when any has some (the resolver needs them to expand words
+/// and run the triggers).
 async fn plan_with_images(
     store: &Store,
     options: &BuildOptions,
+    platform: Option<&Platform>,
+    images: &mut BTreeMap<ImageKey, StoredImage>,
     progress: &dyn Progress,
-) -> Result<(Plan, BTreeMap<String, StoredImage>), BuildError> {
+) -> Result<Plan, BuildError> {
     let mut plan_options = PlanOptions {
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
@@ -642,6 +770,7 @@ async fn plan_with_images(
         resolve: ResolveOptions {
             build_args: options.build_args.clone(),
             target: options.target.clone(),
+            target_platform: platform.cloned(),
             named_images: named_context::context_images(store, &options.named_contexts).map_err(
                 |(name, source)| BuildError::NamedContext {
                     name,
@@ -655,10 +784,9 @@ async fn plan_with_images(
     // never looked up or pulled, as in BuildKit). Their ENV and ONBUILD triggers shape how the
     // stages resolve and so which are needed: look up, add their configs, ask again, until
     // nothing new is named. Each round names at least one new image, so the rounds are bounded.
-    let mut images: BTreeMap<String, StoredImage> = BTreeMap::new();
     let mut every_base_looked_up = false;
     loop {
-        for (name, image) in &images {
+        for (name, image) in images.iter() {
             if plan_options.resolve.base_images.contains_key(name) {
                 continue;
             }
@@ -680,12 +808,12 @@ async fn plan_with_images(
             }
             Err(_) => break,
         };
-        let missing: Vec<String> = wanted
+        let missing: Vec<ImageKey> = wanted
             .into_iter()
             .filter(|name| !images.contains_key(name))
             .collect();
         let known = images.len();
-        lookup_images(store, options, progress, &missing, &mut images).await?;
+        lookup_images(store, options, progress, &missing, images).await?;
         if images.len() == known {
             // Nothing new was found (none missing, or only names that are not references,
             // which the compiler reports where they are written).
@@ -702,28 +830,35 @@ async fn plan_with_images(
     };
     // What the plan names that the rounds above did not reach (they stop at a stage that does
     // not resolve, which the plan then reports, or at a name that is not a reference).
-    lookup_images(store, options, progress, &plan.images, &mut images).await?;
-    Ok((plan, images))
+    lookup_images(store, options, progress, &plan.image_keys, images).await?;
+    Ok(plan)
 }
 
-/// Finds each named image in the store, pulling it from its registry when missing (or always,
-/// with [`crate::registry::PullPolicy::Always`]). A name that is not a reference is left out:
-/// the compiler reports it at the line that names it.
+/// Finds each named image, for its platform, in the store, pulling it from its registry when
+/// missing (or always, with [`crate::registry::PullPolicy::Always`]). A name that is not a
+/// reference is left out: the compiler reports it at the line that names it.
 async fn lookup_images(
     store: &Store,
     options: &BuildOptions,
     progress: &dyn Progress,
-    names: &[String],
-    images: &mut BTreeMap<String, StoredImage>,
+    keys: &[ImageKey],
+    images: &mut BTreeMap<ImageKey, StoredImage>,
 ) -> Result<(), BuildError> {
-    use crate::oci::Platform;
     use crate::registry::{Client, PullPolicy, pull};
     let mut client: Option<Client> = None;
-    for name in names {
-        if images.contains_key(name) {
+    for key in keys {
+        if images.contains_key(key) {
             continue;
         }
-        let local = store.resolve(name).ok();
+        let (name, platform) = (&key.name, &key.platform);
+        // A stored image of one platform serves any (BuildKit uses a single-platform base as
+        // it is, and only warns); an index, the platform's image in it.
+        let found = store.resolve_for_build(name, platform);
+        let missing_platform = match &found {
+            Err(err @ StoreError::NoPlatform { .. }) => Some(err.to_string()),
+            _ => None,
+        };
+        let local = found.ok();
         // An image ID (a named local context's image) is never pulled.
         let is_id = name
             .strip_prefix("sha256:")
@@ -731,7 +866,7 @@ async fn lookup_images(
         if (options.pull == PullPolicy::Missing || is_id)
             && let Some(image) = local
         {
-            images.insert(name.clone(), image);
+            images.insert(key.clone(), image);
             continue;
         }
         let Ok(reference) = crate::oci::reference::Reference::parse_normalized(name) else {
@@ -747,18 +882,24 @@ async fn lookup_images(
             None => client.insert(Client::new(options.registry.clone()).map_err(failed)?),
         };
         progress.event(BuildEvent::Phase {
-            what: format!("pulling {reference}"),
+            what: format!("pulling {reference} for {platform}"),
         });
         let downloads = CountDownloads::default();
-        let image = pull(client, store, &reference, &Platform::host(), &downloads)
+        let image = pull(client, store, &reference, platform, &downloads)
             .await
-            .map_err(failed)?;
+            .map_err(|source| match &missing_platform {
+                Some(local) => BuildError::PullPlatform {
+                    local: local.clone(),
+                    source: Box::new(source),
+                },
+                None => failed(source),
+            })?;
         progress.event(BuildEvent::ImagePulled {
             reference: reference.to_string(),
             digest: image.manifest_digest.to_string(),
             downloaded: downloads.0.load(std::sync::atomic::Ordering::Relaxed),
         });
-        images.insert(name.clone(), image);
+        images.insert(key.clone(), image);
     }
     Ok(())
 }

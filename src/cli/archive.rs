@@ -64,12 +64,21 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Of a multi-platform image, this platform's image (`OS/ARCH[/VARIANT]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `docker export`, of an image: its flattened root filesystem as one tar.
 pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?;
+    let image = store.resolve_platform(&args.image, platform.as_ref())?;
     let mut output = Output::open(args.output.as_deref())?;
     let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)?;
     output.finish()?;

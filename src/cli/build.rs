@@ -50,6 +50,12 @@ pub struct BuildArgs {
     /// The stage to build (default: the last stage).
     #[arg(long)]
     target: Option<String>,
+    /// The platforms to build for, `OS/ARCH[/VARIANT]` (repeatable, or comma-separated):
+    /// one gives an image for it, more an image index with one image each. RUN steps for
+    /// another architecture than this machine's run under the QEMU emulator binfmt_misc has
+    /// for it (`kiln info` lists what runs here). Default: this machine's.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
     /// Run every step, ignoring the cache.
     #[arg(long)]
     no_cache: bool,
@@ -234,6 +240,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .iter()
             .map(|flag| NamedContext::parse(flag))
             .collect::<Result<_, _>>()?,
+        platforms: platforms(&args.platforms)?,
     };
     let renderer = Arc::new(progress::renderer(
         args.progress,
@@ -251,7 +258,11 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             eprintln!("  - {reason}");
         }
     }
-    let id = output.image.id.to_string();
+    // A multi-platform image is named by its index, as docker's containerd store does.
+    let id = match &output.index {
+        Some(index) => index.digest.to_string(),
+        None => output.image.id.to_string(),
+    };
     if args.quiet {
         println!("{id}");
     }
@@ -260,11 +271,18 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = serde_json::json!({
-            "containerimage.config.digest": id,
-            "containerimage.digest": output.image.manifest_digest.to_string(),
-            "image.name": args.tags.join(","),
-        });
+        // A multi-platform result is its index, which has no config (as BuildKit's).
+        let metadata = match &output.index {
+            Some(index) => serde_json::json!({
+                "containerimage.digest": index.digest.to_string(),
+                "image.name": args.tags.join(","),
+            }),
+            None => serde_json::json!({
+                "containerimage.config.digest": id,
+                "containerimage.digest": output.image.manifest_digest.to_string(),
+                "image.name": args.tags.join(","),
+            }),
+        };
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
@@ -281,6 +299,19 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
+}
+
+/// `--platform` values: each a comma-separated list, every platform once, normalised.
+fn platforms(flags: &[String]) -> anyhow::Result<Vec<kiln::oci::Platform>> {
+    let mut all: Vec<kiln::oci::Platform> = Vec::new();
+    for flag in flags {
+        for platform in kiln::oci::Platform::parse_list(flag)? {
+            if !all.contains(&platform) {
+                all.push(platform);
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// What `kiln build -` found on standard input.

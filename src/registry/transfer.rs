@@ -79,7 +79,9 @@ impl TransferProgress for NoProgress {
 /// Pulls `reference` (a tag, `latest` when it names none, or a digest) into the store: the
 /// manifest (from an index, the one for `platform`), its config and layers (those the store
 /// lacks, verified on the way in), then lists the image keeping the manifest's bytes, so its
-/// digest is the registry's. A reference with a tag and no digest tags the image with it.
+/// digest is the registry's. A reference with a tag and no digest tags the image with it. Of
+/// an index, the index itself is kept too (with only this platform's image; pulling another
+/// platform later adds its image), and the tag names the index, as containerd's store does.
 pub async fn pull(
     client: &Client,
     store: &Store,
@@ -95,6 +97,7 @@ pub async fn pull(
         (None, None) => "latest".to_string(),
     };
     let (mut fetched, _) = client.get_manifest(&repo, &target).await?;
+    let mut index: Option<Manifest> = None;
     if let Manifest::Index { manifests, .. } = &fetched {
         let chosen = manifest::choose(manifests, platform)
             .ok_or_else(|| RegistryError::NoPlatform {
@@ -118,7 +121,7 @@ pub async fn pull(
                 .into(),
             });
         }
-        fetched = image;
+        index = Some(std::mem::replace(&mut fetched, image));
     }
     let Manifest::Image {
         media_type,
@@ -150,6 +153,13 @@ pub async fn pull(
         .try_collect::<Vec<()>>()
         .await?;
     let image = store.write_manifest(&media_type, &bytes)?;
+    if let Some(index) = index {
+        let stored = store.write_index(index.media_type(), index.bytes())?;
+        if reference.digest().is_none() {
+            store.tag(&reference.to_string(), &stored.descriptor)?;
+        }
+        return Ok(store.image_in_index(&stored.descriptor, platform)?);
+    }
     if reference.digest().is_none() {
         store.tag(&reference.to_string(), &image.manifest_descriptor)?;
         return Ok(store.image(&image.manifest_descriptor)?);

@@ -24,6 +24,7 @@ mod layer_safety;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
+mod platform;
 mod registry;
 mod run;
 mod run_step;
