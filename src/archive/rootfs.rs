@@ -188,6 +188,45 @@ pub fn export_to_dir(
     flatten_into(store, image, dest, max_bytes)
 }
 
+/// The root filesystems of several platforms' images as one tar, each under a directory
+/// named by its platform (`linux_amd64/`, `linux_arm64/`), as BuildKit's tar exporter writes a
+/// multi-platform result.
+pub fn export_rootfs_platforms(
+    store: &Store,
+    images: &[(crate::oci::Platform, StoredImage)],
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
+    let _lease = store.lease()?;
+    let dir = StagedDir::create(store.staging().new_path("export"))?;
+    let mut exported = Exported::default();
+    for (platform, image) in images {
+        let sub = dir.0.join(platform.path_component());
+        std::fs::create_dir(&sub).map_err(|e| FsError::new("create directory", &sub, e))?;
+        exported.skipped_devices += flatten_into(store, image, &sub, max_bytes)?.skipped_devices;
+    }
+    let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
+    exported.size = written.size;
+    Ok(exported)
+}
+
+/// The root filesystems of several platforms' images into `dest`, each in a directory named by
+/// its platform (`dest/linux_amd64`), as BuildKit's local exporter writes a multi-platform
+/// result.
+pub fn export_to_dir_platforms(
+    store: &Store,
+    images: &[(crate::oci::Platform, StoredImage)],
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
+    let mut exported = Exported::default();
+    for (platform, image) in images {
+        let sub = dest.join(platform.path_component());
+        exported.skipped_devices += export_to_dir(store, image, &sub, max_bytes)?.skipped_devices;
+    }
+    Ok(exported)
+}
+
 /// Applies every layer of `image`, checking each one's diff ID, into `dir`.
 fn flatten_into(
     store: &Store,

@@ -112,6 +112,10 @@ pub struct SaveArgs {
     /// The archive format.
     #[arg(long, value_enum, default_value = "docker")]
     format: FormatArg,
+    /// Of multi-platform images, save only this platform's image (`OS/ARCH[/VARIANT]`).
+    /// Without it, `--format oci` saves them whole and docker's format this machine's image.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `docker save`.
@@ -121,11 +125,17 @@ pub fn save(root: &Path, args: SaveArgs) -> anyhow::Result<()> {
         FormatArg::Docker => SaveFormat::Docker,
         FormatArg::Oci => SaveFormat::Oci,
     };
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?;
     let mut output = Output::open(args.output.as_deref())?;
-    archive::save(
+    archive::save_platform(
         &store,
         &args.images,
         format,
+        platform.as_ref(),
         output.writer(),
         DEFAULT_MAX_BYTES,
     )?;

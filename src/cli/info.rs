@@ -12,7 +12,7 @@ pub struct InfoArgs {}
 /// INTERPRETER)`, or `PLATFORM  unusable: WHY`.
 pub fn info(_args: InfoArgs) -> anyhow::Result<()> {
     let source = ProcBinfmt::default();
-    let emulation = Emulation::read(&source, kiln::oci::Platform::host());
+    let emulation = Emulation::read_host(&source);
     let mut out = std::io::stdout().lock();
     writeln!(out, "Platform: {}", emulation.native)?;
     let binfmt = match emulation.binfmt_enabled {

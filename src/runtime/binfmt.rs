@@ -117,6 +117,9 @@ pub enum Runnable {
 #[derive(Debug, Clone)]
 pub struct Emulation {
     pub native: Platform,
+    /// Newer variants of the native platform the CPU runs too (`linux/amd64/v3` on a CPU with
+    /// AVX2), newest first.
+    pub native_variants: Vec<Platform>,
     /// `None`: binfmt_misc is not mounted; else whether it is enabled.
     pub binfmt_enabled: Option<bool>,
     pub emulators: Vec<Emulator>,
@@ -125,7 +128,14 @@ pub struct Emulation {
 impl Emulation {
     /// This machine, read from [`BINFMT_MISC`].
     pub fn detect() -> Emulation {
-        Emulation::read(&ProcBinfmt::default(), Platform::host())
+        Emulation::read_host(&ProcBinfmt::default())
+    }
+
+    /// This machine (its platform, and the variants its CPU runs), with `source`'s emulators.
+    pub fn read_host(source: &dyn BinfmtSource) -> Emulation {
+        let mut emulation = Emulation::read(source, Platform::host());
+        emulation.native_variants = cpu_variants();
+        emulation
     }
 
     /// What `source` says, on a machine of platform `native`.
@@ -141,6 +151,7 @@ impl Emulation {
         };
         Emulation {
             native: native.normalized(),
+            native_variants: Vec::new(),
             binfmt_enabled,
             emulators,
         }
@@ -150,6 +161,7 @@ impl Emulation {
     /// runs 32-bit x86 binaries itself).
     pub fn native_platforms(&self) -> Vec<Platform> {
         let mut platforms = vec![self.native.clone()];
+        platforms.extend(self.native_variants.iter().cloned());
         if self.native.architecture == "amd64" {
             platforms.push(Platform::new(&self.native.os, "386", None));
         }
@@ -240,6 +252,37 @@ impl Emulation {
         }
         listed
     }
+}
+
+/// The x86-64 microarchitecture levels this CPU runs beyond the baseline (`linux/amd64/v2`..
+/// `v4`, what BuildKit's worker reports as native), newest first.
+fn cpu_variants() -> Vec<Platform> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let v2 = has!("sse4.2") && has!("popcnt") && has!("ssse3") && has!("cmpxchg16b");
+        let v3 = v2
+            && has!("avx2")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("fma")
+            && has!("movbe")
+            && has!("lzcnt")
+            && has!("f16c");
+        let v4 = v3
+            && has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512cd")
+            && has!("avx512dq")
+            && has!("avx512vl");
+        [(v4, "v4"), (v3, "v3"), (v2, "v2")]
+            .into_iter()
+            .filter(|(level, _)| *level)
+            .map(|(_, variant)| Platform::new("linux", "amd64", Some(variant)))
+            .collect()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
 }
 
 /// An entry's emulator, when the entry is enabled or not, matches ELF binaries of a known

@@ -187,6 +187,16 @@ impl Store {
         self.platform_image(&index, &stored, &stored.digest.to_string(), platform)
     }
 
+    /// One manifest of `stored` (which must be here) as an image, named as the index is.
+    pub fn index_image(
+        &self,
+        stored: &StoredIndex,
+        child: &IndexManifest,
+    ) -> Result<StoredImage, StoreError> {
+        let index = self.index()?;
+        self.child_image(&index, stored, child)
+    }
+
     /// Finds an image or a multi-platform index the way [`Store::resolve`] finds an image.
     pub fn resolve_entry(&self, name_or_id: &str) -> Result<StoredEntry, StoreError> {
         let index = self.index()?;

@@ -372,8 +372,62 @@ fn an_amd64_and_arm64_build_runs_each_image_on_its_platform() {
     assert_eq!(run("linux/arm64", &["uname", "-m"]), "aarch64\n");
     assert_eq!(run("linux/arm64", &[]), "linux/arm64 aarch64\n");
     assert_eq!(run("linux/amd64", &[]), "linux/amd64 x86_64\n");
-    let (_, index) = stored_entry(b.root(), "both:latest");
+    let (entry, index) = stored_entry(b.root(), "both:latest");
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"]);
+
+    // `--push` (the build again, from the cache) sends the index: skopeo sees it whole, and
+    // the peer docker pulls and runs the arm64 image, emulated.
+    let Some(registry) = support::peer_registry() else {
+        return;
+    };
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let pushed = format!("{registry}/kiln-platform/both:t{unique}");
+    b.build(
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &pushed,
+            "--push",
+        ],
+    )
+    .ok();
+    let Some(skopeo) = support::tool("skopeo") else {
+        return;
+    };
+    let raw = std::process::Command::new(skopeo)
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{pushed}"))
+        .output()
+        .expect("skopeo");
+    assert!(raw.status.success(), "{raw:?}");
+    let served: Value = serde_json::from_slice(&raw.stdout).expect("JSON");
+    assert_eq!(served, index, "the registry serves the index the store has");
+    assert_eq!(
+        kiln::oci::Digest::of(&raw.stdout).to_string(),
+        entry["digest"].as_str().expect("digest")
+    );
+    let Some(docker) = support::peer_docker() else {
+        return;
+    };
+    docker.run(&["pull", "--platform", "linux/arm64", &pushed]);
+    let machine = docker.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--platform",
+        "linux/arm64",
+        &pushed,
+        "uname",
+        "-m",
+    ]);
+    docker.run(&["rmi", &pushed]);
+    assert_eq!(machine, "aarch64\n");
 }
 
 /// A RUN for a platform nothing here runs fails before it starts, naming the platform, what
@@ -444,5 +498,350 @@ fn a_missing_emulator_is_named_with_how_to_add_it() {
             .iter()
             .any(|l| l.starts_with("linux/s390x unusable:") && l.contains("without the F flag")),
         "{info}"
+    );
+}
+
+/// The files of a tar archive by name (`./` and trailing `/` left out), directories as `""`.
+fn tar_files(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(bytes);
+    for entry in archive.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let name = name
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let mut text = String::new();
+        if entry.header().entry_type().is_file() {
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap_or_default();
+        }
+        files.insert(name, text);
+    }
+    files
+}
+
+/// A multi-platform image through every output: `-o type=oci` (the index, whole), `type=tar`
+/// and `type=local` (a directory per platform), `type=docker` (refused, as BuildKit does),
+/// `save` and `load` (whole, or one platform with `--platform`), `rmi`, and `--cache-to` /
+/// `--cache-from` carrying every platform's records.
+#[test]
+fn a_multi_platform_image_goes_through_every_output() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let dockerfile = "FROM --platform=$BUILDPLATFORM base AS build\nARG TARGETPLATFORM\n\
+                      RUN echo \"$TARGETPLATFORM\" > /built\nFROM scratch\n\
+                      COPY --from=build /built /\n";
+    let ctx = b.context(&[("Dockerfile", dockerfile)]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let (oci, rootfs, local, cache) = (
+        out.path().join("oci.tar"),
+        out.path().join("rootfs.tar"),
+        out.path().join("local"),
+        out.path().join("cache"),
+    );
+    let platforms = "linux/amd64,linux/arm/v7";
+    b.build(
+        ctx.path(),
+        &[
+            "--platform",
+            platforms,
+            "-t",
+            "out",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            "-o",
+            &format!("type=tar,dest={}", rootfs.display()),
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    )
+    .ok();
+    let (entry, _) = stored_entry(b.root(), "out:latest");
+    let index_digest = entry["digest"].as_str().expect("digest").to_string();
+
+    // type=oci: the index, named, and every platform's image.
+    let layout = tar_files(&fs::read(&oci).expect("oci.tar"));
+    let index: Value = serde_json::from_str(&layout["index.json"]).expect("index.json");
+    let [listed] = index["manifests"].as_array().expect("manifests").as_slice() else {
+        panic!("one entry: {index}");
+    };
+    assert_eq!(listed["digest"], index_digest.as_str());
+    assert_eq!(
+        listed["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        listed["annotations"]["org.opencontainers.image.ref.name"],
+        "out:latest"
+    );
+    let blob = |digest: &str| -> Value {
+        let name = format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+        serde_json::from_str(&layout[&name]).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let stored_index = blob(&index_digest);
+    assert_eq!(
+        index_platforms(&stored_index),
+        ["linux/amd64", "linux/arm/v7"]
+    );
+    for manifest in stored_index["manifests"].as_array().expect("manifests") {
+        let manifest = blob(manifest["digest"].as_str().expect("digest"));
+        let config = blob(manifest["config"]["digest"].as_str().expect("config"));
+        assert!(
+            config["architecture"] == "amd64" || config["variant"] == "v7",
+            "{config}"
+        );
+    }
+
+    // type=tar and type=local: one directory per platform, as BuildKit names them.
+    let files = tar_files(&fs::read(&rootfs).expect("rootfs.tar"));
+    assert_eq!(files["linux_amd64/built"], "linux/amd64\n");
+    assert_eq!(files["linux_arm_v7/built"], "linux/arm/v7\n");
+    assert_eq!(
+        fs::read_to_string(local.join("linux_arm_v7/built")).expect("local export"),
+        "linux/arm/v7\n"
+    );
+
+    // type=docker: refused, as BuildKit's docker exporter refuses it.
+    let refused = b
+        .kiln(&[
+            "build",
+            "--platform",
+            platforms,
+            "-o",
+            &format!("type=docker,dest={}", out.path().join("d.tar").display()),
+            &ctx.path().display().to_string(),
+        ])
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(
+        refused.contains("docker exporter does not currently support exporting manifest lists"),
+        "{refused}"
+    );
+
+    // save --format oci and load: the same index, by digest, in another store.
+    let saved = b
+        .kiln(&["save", "--format", "oci", "out"])
+        .run()
+        .success()
+        .stdout;
+    let other = tempfile::tempdir().expect("temp dir");
+    let loaded = kiln()
+        .root(other.path())
+        .args(["load", "-q"])
+        .stdin(&saved)
+        .run()
+        .success()
+        .stdout_str();
+    assert_eq!(loaded, "Loaded image: out:latest\n");
+    let ids = |root: &Path| {
+        kiln()
+            .root(root)
+            .args([
+                "images",
+                "--no-trunc",
+                "--format",
+                "{{.Repository}} {{.ID}}",
+            ])
+            .run()
+            .success()
+            .stdout_str()
+    };
+    assert_eq!(ids(other.path()), format!("out {index_digest}\n"));
+    let inspect_id = |root: &Path, platform: &str| {
+        kiln()
+            .root(root)
+            .args([
+                "inspect",
+                "--platform",
+                platform,
+                "--format",
+                "{{.Id}}",
+                "out",
+            ])
+            .run()
+            .success()
+            .stdout_str()
+    };
+    assert_eq!(
+        inspect_id(other.path(), "linux/arm/v7"),
+        inspect_id(b.root(), "linux/arm/v7")
+    );
+    // rmi takes the whole image: nothing of it is left.
+    kiln()
+        .root(other.path())
+        .args(["rmi", "out"])
+        .run()
+        .success();
+    assert_eq!(
+        fs::read_dir(other.path().join("blobs/sha256"))
+            .expect("blobs")
+            .count(),
+        0
+    );
+
+    // save --platform: one platform's image, loaded as a plain image.
+    let one = b
+        .kiln(&["save", "--platform", "linux/arm/v7", "out"])
+        .run()
+        .success()
+        .stdout;
+    let third = tempfile::tempdir().expect("temp dir");
+    kiln()
+        .root(third.path())
+        .args(["load", "-q"])
+        .stdin(&one)
+        .run()
+        .success();
+    let platform = kiln()
+        .root(third.path())
+        .args([
+            "inspect",
+            "--format",
+            "{{.Os}}/{{.Architecture}}/{{.Variant}}",
+            "out",
+        ])
+        .run()
+        .success()
+        .stdout_str();
+    assert_eq!(platform, "linux/arm/v7\n");
+
+    // --cache-from in a store with only the base: every platform's steps come from the cache.
+    let base = b.kiln(&["save", "base"]).run().success().stdout;
+    let fourth = tempfile::tempdir().expect("temp dir");
+    kiln()
+        .root(fourth.path())
+        .args(["load", "-q"])
+        .stdin(&base)
+        .run()
+        .success();
+    let built = kiln()
+        .root(fourth.path())
+        .args([
+            "build",
+            "--progress",
+            "json",
+            "--platform",
+            platforms,
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+            &ctx.path().display().to_string(),
+        ])
+        .run()
+        .success();
+    let events = crate::build::Events::parse(&built.stderr_str());
+    assert!(events.ran().is_empty(), "{:?}", events.ran());
+    let hits = events.hits();
+    let hit = |prefix: &str| hits.iter().filter(|h| h.starts_with(prefix)).count();
+    assert_eq!((hit("RUN "), hit("COPY ")), (2, 2), "{hits:?}");
+}
+
+/// Must-show: side by side with BuildKit v0.32 (`buildctl --opt platform=linux/amd64,linux/arm64`)
+/// on a Dockerfile that uses every platform arg, a `$BUILDPLATFORM` stage and emulated RUN steps:
+/// the same index platforms, and for each platform the same image config (the container config,
+/// `os`, `architecture`, `variant`), history and file tree. Both start from one base, kiln's
+/// `multibase` pushed to the loopback registry.
+#[test]
+fn kiln_and_buildkit_build_the_same_multi_platform_images() {
+    let (Some(()), Some(buildctl), Some(registry)) = (
+        support::root(),
+        support::peer_buildctl(),
+        support::peer_registry(),
+    ) else {
+        return;
+    };
+    let Some(b) = multi_builder() else {
+        return;
+    };
+    let base = format!("{registry}/kiln-platform/multibase:latest");
+    b.kiln(&["tag", "multibase", &base]).run().success();
+    b.kiln(&["push", &base]).run().success();
+    let ctx = support::context(&[(
+        "Dockerfile",
+        r#"ARG BASE
+FROM --platform=$BUILDPLATFORM ${BASE} AS build
+ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT
+WORKDIR /src
+RUN echo "on $BUILDPLATFORM|$BUILDOS|$BUILDARCH|$BUILDVARIANT for $TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGETVARIANT: $(uname -m)" > built
+FROM ${BASE}
+ARG TARGETPLATFORM TARGETOS TARGETARCH TARGETVARIANT BUILDPLATFORM BUILDOS BUILDARCH BUILDVARIANT
+COPY --from=build /src/built /built
+RUN echo "$TARGETPLATFORM|$TARGETOS|$TARGETARCH|$TARGETVARIANT|$BUILDPLATFORM|$BUILDOS|$BUILDARCH|$BUILDVARIANT|$(uname -m)" > /final
+ENV ARCH=$TARGETARCH
+LABEL target=$TARGETPLATFORM variant=v$TARGETVARIANT build=$BUILDPLATFORM
+CMD ["cat", "/built", "/final"]
+"#,
+    )]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let (kiln_tar, peer_tar) = (out.path().join("kiln.tar"), out.path().join("peer.tar"));
+    let platforms = "linux/amd64,linux/arm64";
+    b.build(
+        ctx.path(),
+        &[
+            "--platform",
+            platforms,
+            "--build-arg",
+            &format!("BASE={base}"),
+            "-o",
+            &format!("type=oci,dest={}", kiln_tar.display()),
+        ],
+    )
+    .ok();
+    let context = ctx.path().display().to_string();
+    let peer = buildctl
+        .command()
+        .args(["build", "--progress=plain", "--frontend", "dockerfile.v0"])
+        .args(["--local", &format!("context={context}")])
+        .args(["--local", &format!("dockerfile={context}")])
+        .args(["--opt", &format!("platform={platforms}")])
+        .args(["--opt", &format!("build-arg:BASE={base}")])
+        .args(["--output", &format!("type=oci,dest={}", peer_tar.display())])
+        .output()
+        .expect("buildctl");
+    assert!(
+        peer.status.success(),
+        "buildctl failed:\n{}",
+        String::from_utf8_lossy(&peer.stderr)
+    );
+    let theirs = crate::build_peer::read_oci_platforms(&peer_tar).expect("the peer's images");
+    let ours = crate::build_peer::read_oci_platforms(&kiln_tar).expect("kiln's images");
+    let names = |images: &[(String, crate::build_peer::Image)]| -> Vec<String> {
+        images.iter().map(|(p, _)| p.clone()).collect()
+    };
+    assert_eq!(names(&ours), names(&theirs), "the index platforms");
+    assert_eq!(names(&ours), ["linux/amd64", "linux/arm64"]);
+    let mut differences = Vec::new();
+    for ((platform, peer_image), (_, kiln_image)) in theirs.iter().zip(&ours) {
+        let mut found = crate::build_peer::compare_configs(&peer_image.config, &kiln_image.config);
+        for key in ["os", "architecture", "variant"] {
+            if peer_image.config.get(key) != kiln_image.config.get(key) {
+                found.push(format!(
+                    "{key}: peer {:?}, kiln {:?}",
+                    peer_image.config.get(key),
+                    kiln_image.config.get(key)
+                ));
+            }
+        }
+        found.extend(crate::build_peer::compare_history(peer_image, kiln_image));
+        found.extend(crate::build_peer::compare_trees(
+            "the peer",
+            &peer_image.tree,
+            "kiln",
+            &kiln_image.tree,
+        ));
+        differences.extend(found.into_iter().map(|d| format!("{platform}: {d}")));
+    }
+    assert!(differences.is_empty(), "{differences:#?}");
+    // What the images hold is what each platform said it was.
+    let arm = &ours[1].1.tree;
+    assert!(
+        matches!(&arm["/final"].kind, crate::build_peer::Kind::File(text)
+            if text.contains("linux/arm64|linux|arm64||linux/amd64|linux|amd64||aarch64")),
+        "{:?}",
+        arm["/final"]
     );
 }
