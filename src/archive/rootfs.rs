@@ -31,11 +31,15 @@ pub struct ImportOptions {
     pub name: Option<String>,
     /// The most uncompressed bytes the tar may hold.
     pub max_bytes: u64,
+    /// `--platform`: the platform the config says (default: the host's), for a root
+    /// filesystem of another architecture.
+    pub platform: Option<Platform>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
+            platform: None,
             source: "-".to_string(),
             message: None,
             changes: Vec::new(),
@@ -117,14 +121,17 @@ pub fn import_rootfs(
     }
 }
 
-/// The config docker's import writes (moby `daemon/images/image_import.go`): the host platform,
-/// created now, the comment, one history entry.
+/// The config docker's import writes (moby `daemon/images/image_import.go`): the host platform
+/// (or `--platform`'s), created now, the comment, one history entry.
 fn import_config(
     layer: &LayerInfo,
     options: &ImportOptions,
     container_config: Map<String, Value>,
 ) -> Value {
-    let platform = Platform::host();
+    let platform = options
+        .platform
+        .as_ref()
+        .map_or_else(Platform::host, Platform::normalized);
     let created = now_rfc3339();
     let comment = options
         .message
@@ -132,7 +139,7 @@ fn import_config(
         .unwrap_or_else(|| format!("Imported from {}", options.source));
     let mut config = json!({
         "architecture": platform.architecture,
-        "os": "linux",
+        "os": platform.os,
         "created": created,
         "comment": comment,
         "config": container_config,

@@ -31,6 +31,10 @@ pub struct ImportArgs {
     /// The history comment (default: `Imported from FILE`).
     #[arg(short, long)]
     message: Option<String>,
+    /// The platform the image is for (`OS/ARCH[/VARIANT]`; default: this machine's), for a
+    /// root filesystem of another architecture.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `docker import`: prints the new image's ID.
@@ -51,6 +55,11 @@ pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
         changes: args.changes,
         name: args.reference,
         max_bytes: DEFAULT_MAX_BYTES,
+        platform: args
+            .platform
+            .as_deref()
+            .map(kiln::oci::Platform::parse_normalized)
+            .transpose()?,
     };
     let image = archive::import_rootfs(&store, input, &options)?;
     println!("{}", image.id);

@@ -535,6 +535,8 @@ fn dry_run(args: BuildArgs) -> anyhow::Result<()> {
         resolve: ResolveOptions {
             build_args: build_args(&args.build_args)?,
             target: args.target.clone(),
+            // The plan of the first platform asked for (the others differ only in their args).
+            target_platform: platforms(&args.platforms)?.into_iter().next(),
             ..ResolveOptions::default()
         },
     };

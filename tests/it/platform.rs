@@ -845,3 +845,133 @@ CMD ["cat", "/built", "/final"]
         arm["/final"]
     );
 }
+
+/// A pull for one platform keeps the image's index with only that platform's image (what runs
+/// and is inspected without `--platform` then), a pull for another adds its image; an index
+/// with a platform missing is not pushed or saved whole, and says which is missing.
+#[test]
+fn a_pull_per_platform_fills_the_index_in() {
+    let Some(registry) = support::peer_registry() else {
+        return;
+    };
+    let Some(b) = multi_builder() else {
+        return;
+    };
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let name = format!("{registry}/kiln-platform/pulled:t{unique}");
+    b.kiln(&["tag", "multibase", &name]).run().success();
+    b.kiln(&["push", &name]).run().success();
+    let (entry, _) = stored_entry(b.root(), "multibase:latest");
+    let index_digest = entry["digest"].as_str().expect("digest").to_string();
+
+    let other = tempfile::tempdir().expect("temp dir");
+    let k = |args: &[&str]| kiln().root(other.path()).args(args).run();
+    let pulled = k(&["pull", "--platform", "linux/arm64", &name])
+        .success()
+        .stdout_str();
+    assert!(
+        pulled.contains(&format!("Digest: {index_digest}")),
+        "{pulled}"
+    );
+    let listed = k(&["images", "--no-trunc", "--format", "{{.ID}}"])
+        .success()
+        .stdout_str();
+    assert_eq!(listed, format!("{index_digest}\n"));
+    let arch = |args: &[&str]| {
+        let mut all = vec!["inspect", "--format", "{{.Architecture}}"];
+        all.extend(args);
+        all.push(&name);
+        k(&all)
+    };
+    assert_eq!(arch(&[]).success().stdout_str(), "arm64\n");
+    let missing = arch(&["--platform", "linux/amd64"]).code(1).stderr_str();
+    assert!(
+        missing.contains("no image for platform linux/amd64 here (it has: linux/arm64)"),
+        "{missing}"
+    );
+    k(&[
+        "tag",
+        &name,
+        &format!("{registry}/kiln-platform/partial:t{unique}"),
+    ])
+    .success();
+    let refused = k(&[
+        "push",
+        &format!("{registry}/kiln-platform/partial:t{unique}"),
+    ])
+    .failure()
+    .stderr_str();
+    assert!(
+        refused.contains("does not have its images for linux/amd64"),
+        "{refused}"
+    );
+    let refused = k(&["save", "--format", "oci", &name])
+        .failure()
+        .stderr_str();
+    assert!(
+        refused.contains("cannot save") && refused.contains("linux/amd64"),
+        "{refused}"
+    );
+
+    k(&[
+        "rmi",
+        &format!("{registry}/kiln-platform/partial:t{unique}"),
+    ])
+    .success();
+    k(&["pull", "--platform", "linux/amd64", &name]).success();
+    assert_eq!(arch(&[]).success().stdout_str(), "amd64\n");
+    assert_eq!(
+        arch(&["--platform", "linux/arm64"]).success().stdout_str(),
+        "arm64\n"
+    );
+    let listed = k(&["images", "--no-trunc", "--format", "{{.ID}}"])
+        .success()
+        .stdout_str();
+    assert_eq!(listed, format!("{index_digest}\n"), "still one image");
+}
+
+/// `kiln import --platform` says the platform of a root filesystem of another architecture;
+/// it then runs under its emulator.
+#[test]
+fn an_imported_root_filesystem_says_the_platform_given() {
+    let (Some(()), Some(arm64)) = (support::root(), arm64_busybox()) else {
+        return;
+    };
+    runs_arm64();
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_path_with_name(&arm64, "bin/busybox")
+        .expect("append");
+    let bytes = tar.into_inner().expect("tar");
+    kiln()
+        .root(root.path())
+        .args(["import", "--platform", "linux/arm64/v8", "-", "arm-import"])
+        .stdin(bytes)
+        .run()
+        .success();
+    let platform = kiln()
+        .root(root.path())
+        .args([
+            "inspect",
+            "--format",
+            "{{.Os}}/{{.Architecture}}/{{.Variant}}",
+            "arm-import",
+        ])
+        .run()
+        .success()
+        .stdout_str();
+    assert_eq!(platform, "linux/arm64/\n", "normalised: arm64/v8 is arm64");
+    if runs_arm64().is_none() {
+        return;
+    }
+    let machine = kiln()
+        .root(root.path())
+        .args(["run", "--rm", "arm-import", "/bin/busybox", "uname", "-m"])
+        .run()
+        .success()
+        .stdout_str();
+    assert_eq!(machine, "aarch64\n");
+}
