@@ -1401,8 +1401,15 @@ impl Compiler<'_> {
         if let Some(step) = self.steps.get_mut(&node)
             && step.position.is_empty()
         {
+            // Each platform's step of a multi-platform build is its own, to compare with last
+            // time (`--explain-cache`, the copies a COPY may reuse).
+            let platform = if self.options.multi_platform {
+                format!("#{}", stage.effective_platform.normalized())
+            } else {
+                String::new()
+            };
             step.position = format!(
-                "{}#{}#{index}",
+                "{}#{}#{index}{platform}",
                 self.options.dockerfile_name,
                 stage.display_name()
             );

@@ -340,9 +340,7 @@ impl Prepared {
     fn target_nodes(&self) -> Vec<NodeId> {
         self.targets.iter().map(|t| t.node).collect()
     }
-}
 
-impl Prepared {
     /// `--explain-cache`: each step that ran, by name, and why it missed.
     fn explanations(&self) -> Vec<(String, Vec<String>)> {
         let steps = &self.worker.steps;

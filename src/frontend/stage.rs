@@ -738,16 +738,17 @@ impl StageCx<'_> {
     }
 
     /// The platform of a stage whose FROM is `from`, given the platforms of the stages before
-    /// it: its base stage's, else its own `--platform`, else the target's.
+    /// it: its base stage's, else its own `--platform`, else the target's. `FROM scratch` is
+    /// always the target's: BuildKit gives the empty image the target platform whatever
+    /// `--platform` says (`resolveReachableStages`).
     fn effective_platform(&self, from: &ExpandedFrom, earlier: &[Platform]) -> Platform {
-        if let Base::Stage(parent) = from.base
-            && let Some(platform) = earlier.get(parent)
-        {
-            return platform.clone();
-        }
-        match &from.platform {
-            Some((_, platform)) => platform.clone(),
-            None => self.opts.target(),
+        match (&from.base, &from.platform) {
+            (Base::Stage(parent), _) if earlier.get(*parent).is_some() => earlier
+                .get(*parent)
+                .cloned()
+                .unwrap_or_else(|| self.opts.target()),
+            (Base::Scratch, _) | (_, None) => self.opts.target(),
+            (_, Some((_, platform))) => platform.clone(),
         }
     }
 

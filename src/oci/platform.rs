@@ -321,11 +321,18 @@ fn normalize_arch(arch: &str, variant: &str) -> (String, Option<String>) {
     (arch.to_string(), (!variant.is_empty()).then_some(variant))
 }
 
+/// `os/arch[/variant]`. A platform read from an index may say anything: its parts are written
+/// escaped, so none reaches a terminal as a control sequence (a parsed one prints as given).
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
+        write!(
+            f,
+            "{}/{}",
+            self.os.escape_debug(),
+            self.architecture.escape_debug()
+        )?;
         if let Some(variant) = &self.variant {
-            write!(f, "/{variant}")?;
+            write!(f, "/{}", variant.escape_debug())?;
         }
         Ok(())
     }
@@ -415,6 +422,9 @@ mod tests {
             Platform::parse("linux/arm/v7").unwrap().path_component(),
             "linux_arm_v7"
         );
+        // What an index says is printed escaped.
+        let hostile = Platform::new("linux", "a\u{1b}[2J", Some("\n"));
+        assert_eq!(hostile.to_string(), "linux/a\\u{1b}[2J/\\n");
     }
 
     #[test]

@@ -273,6 +273,43 @@ fn from_lines_use_the_global_scope() {
     }
 }
 
+/// Each stage's platform, as BuildKit's dispatch gives it: FROM `--platform` as parsed, else
+/// the target's; a stage FROM another has that one's (its own `--platform` is ignored); FROM
+/// scratch is always the target's. The build platform is linux/amd64, the target
+/// linux/arm64/v8 (normalised: linux/arm64).
+#[test]
+fn each_stage_has_the_platform_buildkit_gives_it() {
+    let cases: &[(&str, &[&str])] = &[
+        ("FROM a\n", &["linux/arm64"]),
+        (
+            "FROM --platform=$BUILDPLATFORM a AS b\nFROM b\n",
+            &["linux/amd64", "linux/amd64"],
+        ),
+        ("FROM --platform=linux/arm64/v8 a\n", &["linux/arm64/v8"]),
+        ("FROM --platform=linux/arm/v7 scratch\n", &["linux/arm64"]),
+        (
+            "FROM --platform=linux/s390x a AS x\nFROM --platform=linux/ppc64le x\n",
+            &["linux/s390x", "linux/s390x"],
+        ),
+        (
+            "ARG P=linux/riscv64\nFROM --platform=$P a\nFROM --platform=$TARGETPLATFORM a\n",
+            &["linux/riscv64", "linux/arm64"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let resolved = resolve_with(text, &[]).unwrap();
+        let platforms: Vec<String> = resolved
+            .stages
+            .iter()
+            .map(|s| s.effective_platform.to_string())
+            .collect();
+        assert_eq!(&platforms, expected, "{text}");
+        assert_eq!(resolved.target_platform.to_string(), "linux/arm64");
+    }
+    let err = resolve_with("FROM --platform=linux/arm64/v8/x a\n", &[]).unwrap_err();
+    assert_eq!(err.to_string(), "failed to parse platform linux/arm64/v8/x");
+}
+
 /// BuildKit's CopyCommand/AddCommand.Expand: `--chmod` and `--chown` take build args and env
 /// (issue 12, item 5).
 #[test]
