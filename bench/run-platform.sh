@@ -48,7 +48,8 @@ build) cargo build --release --quiet; kiln=${CARGO_TARGET_DIR:-$repo/target}/rel
 *) kiln=$KILN ;;
 esac
 [[ -x $kiln ]] || die "$kiln is not an executable"
-"$kiln" info | grep -q 'linux/arm64 *emulated' || die "no arm64 emulator (kiln info): scripts/setup-emulation.sh"
+emulated='linux/arm64 +emulated'
+[[ $("$kiln" info) =~ $emulated ]] || die "no arm64 emulator (kiln info): scripts/setup-emulation.sh"
 mkdir -p "$WORK" "$RESULTS"
 
 # The private buildkitd, stopped at the end.
@@ -81,7 +82,7 @@ echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$RESUL
 for scenario in $SCENARIOS; do
   dir=$WORK/$scenario
   root=$WORK/kiln-root
-  kiln_cmd="$(q "$kiln") --root $(q "$root") build --progress plain --platform $platforms --build-arg BASE=$base -t bench-$scenario $(q "$dir")"
+  kiln_cmd="$(q "$kiln") --root $(q "$root") build --progress plain --platform $platforms --build-arg BASE=$base -t bench-${scenario,,} $(q "$dir")"
   buildkit_cmd="$(printf '%q ' "${buildctl[@]}")build --progress plain --frontend dockerfile.v0 --local context=$(q "$dir") --local dockerfile=$(q "$dir") --opt platform=$platforms --opt build-arg:BASE=$base"
   kiln_prepare="if [ -d $(q "$root") ]; then mkdir -p $(q "$WORK/trash") && mv $(q "$root") $(q "$WORK/trash/$RANDOM$RANDOM"); fi; sync"
   buildkit_prepare="$(printf '%q ' "${buildctl[@]}")prune --all >/dev/null; sync"
