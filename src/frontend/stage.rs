@@ -191,7 +191,7 @@ pub struct Stage {
     /// The platform the stage is built for, its steps run on and its image says: FROM
     /// `--platform` (as parsed, not normalised, as BuildKit keeps it), else the platform of the
     /// stage it is built FROM (whose `--platform` wins, as in BuildKit's `dispatchState.init`),
-    /// else the target platform.
+    /// else the target platform; `FROM scratch` is always the target's.
     pub effective_platform: Platform,
     /// The stage's instructions (FROM excluded), with their arguments expanded. An ARG's
     /// `default` holds the value in effect (build arg, expanded default or global value).
@@ -742,13 +742,14 @@ impl StageCx<'_> {
     /// always the target's: BuildKit gives the empty image the target platform whatever
     /// `--platform` says (`resolveReachableStages`).
     fn effective_platform(&self, from: &ExpandedFrom, earlier: &[Platform]) -> Platform {
+        if let Base::Stage(parent) = from.base
+            && let Some(platform) = earlier.get(parent)
+        {
+            return platform.clone();
+        }
         match (&from.base, &from.platform) {
-            (Base::Stage(parent), _) if earlier.get(*parent).is_some() => earlier
-                .get(*parent)
-                .cloned()
-                .unwrap_or_else(|| self.opts.target()),
-            (Base::Scratch, _) | (_, None) => self.opts.target(),
-            (_, Some((_, platform))) => platform.clone(),
+            (Base::Image(_), Some((_, platform))) => platform.clone(),
+            _ => self.opts.target(),
         }
     }
 
