@@ -487,7 +487,12 @@ fn prepare<'a>(df: &'a Dockerfile, opts: &ResolveOptions) -> Result<Prepared<'a>
     let names: Vec<Option<String>> = pending.iter().map(|p| p.from.as_name.clone()).collect();
     let target_name = match &opts.target {
         Some(t) => t.clone(),
-        None => names.last().cloned().flatten().unwrap_or_default(),
+        // BuildKit's `defaultArgs`: an unnamed last stage is `default`.
+        None => names
+            .last()
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| "default".to_string()),
     };
     let mut declared: Vec<String> = Vec::new();
 

@@ -206,6 +206,12 @@ fn arg_scoping() {
             "linux/amd64",
         ),
         (
+            "TARGETSTAGE of an unnamed last stage is `default`, as BuildKit's",
+            "FROM a AS first\nFROM b\nARG TARGETSTAGE\nLABEL v=$TARGETSTAGE\n",
+            &[],
+            "default",
+        ),
+        (
             "TARGETSTAGE is the last stage by default",
             "FROM a AS first\nFROM b AS final\nARG TARGETSTAGE\nLABEL v=$TARGETSTAGE\n",
             &[],
