@@ -293,6 +293,9 @@ pub struct Compiled {
     pub targets: Vec<CompiledTarget>,
     /// Nodes whose cache is skipped (`--no-cache`, `--no-cache-filter`).
     pub no_cache: Vec<NodeId>,
+    /// What the build should know but that does not stop it (BuildKit's lint warnings), each
+    /// with the step it is about.
+    pub warnings: Vec<(NodeId, String)>,
 }
 
 /// What one plan's target stage became.
@@ -399,6 +402,7 @@ pub fn compile(plans: &[Plan], options: &CompileOptions<'_>) -> Result<Compiled,
         steps: BTreeMap::new(),
         no_cache: BTreeSet::new(),
         stages: BTreeMap::new(),
+        warnings: Vec::new(),
     };
     let mut targets = Vec::new();
     for plan in plans {
@@ -448,6 +452,7 @@ pub fn compile(plans: &[Plan], options: &CompileOptions<'_>) -> Result<Compiled,
         steps,
         targets,
         no_cache: no_cache.into_iter().collect(),
+        warnings: compiler.warnings,
     })
 }
 
@@ -502,6 +507,7 @@ struct Compiler<'a> {
     no_cache: BTreeSet<NodeId>,
     /// The compiled stages of the plan being compiled.
     stages: BTreeMap<StageId, StageState>,
+    warnings: Vec<(NodeId, String)>,
 }
 
 /// Counts a stage's numbered steps for BuildKit's `[name i/n]` prefixes.
@@ -695,6 +701,27 @@ impl Compiler<'_> {
         )?;
         let mut document: Map<String, Value> =
             serde_json::from_slice(&image.config_bytes).unwrap_or_default();
+        // BuildKit's InvalidBaseImagePlatform lint: a platform was asked for (by `--platform`
+        // or FROM `--platform`) and the image is another's (a single-platform image serves any
+        // platform, as in BuildKit).
+        let asked = self.options.explicit_platform
+            || (stage.platform.is_some() && key.platform == stage.effective_platform.normalized());
+        let field = |key: &str| document.get(key).and_then(Value::as_str).unwrap_or("");
+        let (os, architecture) = (field("os"), field("architecture"));
+        if asked
+            && !architecture.is_empty()
+            && (os != key.platform.os || architecture != key.platform.architecture)
+        {
+            let actual = Platform::new(os, architecture, Some(field("variant"))).normalized();
+            let warning = format!(
+                "InvalidBaseImagePlatform: Base image {name} was pulled with platform \
+                 \"{actual}\", expected \"{}\" for current build",
+                key.platform
+            );
+            if !self.warnings.iter().any(|(_, w)| w == &warning) {
+                self.warnings.push((node, warning));
+            }
+        }
         let mut config = match document.remove("config") {
             Some(Value::Object(config)) => config,
             _ => Map::new(),

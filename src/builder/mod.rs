@@ -440,6 +440,12 @@ async fn prepare(
             .collect(),
     });
 
+    for (node, message) in &compiled.warnings {
+        progress.event(BuildEvent::Warning {
+            step: Some(*node),
+            message: message.clone(),
+        });
+    }
     let mut targets = Vec::new();
     for (plan, compiled) in plans.iter().zip(compiled.targets) {
         targets.push(PreparedTarget {

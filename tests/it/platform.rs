@@ -457,6 +457,13 @@ fn a_missing_emulator_is_named_with_how_to_add_it() {
         )) && out.contains("apt-get install qemu-user-static"),
         "{out}"
     );
+    // BuildKit's lint: the single-platform base is not for the platform asked.
+    assert!(
+        out.contains(&format!(
+            "WARNING: InvalidBaseImagePlatform: Base image base was pulled with platform \"{host}\", expected \"linux/s390x\" for current build"
+        )),
+        "{out}"
+    );
 
     // `kiln info` reads binfmt_misc's entries (here a fixed directory).
     let dir = tempfile::tempdir().expect("temp dir");
