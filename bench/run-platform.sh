@@ -84,7 +84,8 @@ for scenario in $SCENARIOS; do
   root=$WORK/kiln-root
   kiln_cmd="$(q "$kiln") --root $(q "$root") build --progress plain --platform $platforms --build-arg BASE=$base -t bench-${scenario,,} $(q "$dir")"
   buildkit_cmd="$(printf '%q ' "${buildctl[@]}")build --progress plain --frontend dockerfile.v0 --local context=$(q "$dir") --local dockerfile=$(q "$dir") --opt platform=$platforms --opt build-arg:BASE=$base"
-  kiln_prepare="if [ -d $(q "$root") ]; then mkdir -p $(q "$WORK/trash") && mv $(q "$root") $(q "$WORK/trash/$RANDOM$RANDOM"); fi; sync"
+  # (hyperfine runs these with sh: no $RANDOM there, hence mktemp.)
+  kiln_prepare="if [ -d $(q "$root") ]; then mkdir -p $(q "$WORK/trash") && mv $(q "$root") \"\$(mktemp -d -p $(q "$WORK/trash"))/root\"; fi; sync"
   buildkit_prepare="$(printf '%q ' "${buildctl[@]}")prune --all >/dev/null; sync"
   # One logged build each, for where the time goes.
   eval "$kiln_prepare"; eval "$kiln_cmd" >"$RESULTS/$scenario-kiln.log" 2>&1
