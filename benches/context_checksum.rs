@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::cache::{StatCache, checksum_paths};
-use kiln::frontend::context::BuildContext;
+use kiln::frontend::context::{BuildContext, ContextOwners};
 use std::fs;
 use std::hint::black_box;
 use std::path::Path;
@@ -48,15 +48,17 @@ fn bench(c: &mut Criterion) {
     group.bench_function("cold stat cache", |b| {
         b.iter(|| {
             let cache = StatCache::load(&cold_dir, root);
-            checksum_paths(root, black_box(&paths), &cache).expect("checksum")
+            checksum_paths(root, black_box(&paths), ContextOwners::Root, &cache).expect("checksum")
         })
     });
     let warm_dir = temp.path().join("warm");
     let warm = StatCache::load(&warm_dir, root);
-    checksum_paths(root, &paths, &warm).expect("checksum");
+    checksum_paths(root, &paths, ContextOwners::Root, &warm).expect("checksum");
     assert_eq!(warm.len(), DIRS * FILES_PER_DIR, "every file remembered");
     group.bench_function("warm stat cache", |b| {
-        b.iter(|| checksum_paths(root, black_box(&paths), &warm).expect("checksum"))
+        b.iter(|| {
+            checksum_paths(root, black_box(&paths), ContextOwners::Root, &warm).expect("checksum")
+        })
     });
     warm.save().expect("save");
     group.bench_function("load 20k-entry stat cache", |b| {

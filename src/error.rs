@@ -8,6 +8,21 @@
 use std::error::Error;
 use std::fmt;
 
+/// `text` with control characters other than newlines and tabs written as `\u{..}` (or `\r`), so
+/// a name or a message from outside (a repository's file name, a server's reply) cannot drive
+/// the terminal it is printed on.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The cause of an error, boxed: a typed error (`serde_json::Error`, a [`crate::oci::Digest`]
 /// parse error...), or a reason kiln composed itself (`String` converts into it), printed as the
 /// next layer of the chain either way.

@@ -12,13 +12,22 @@
 //! redirects, retries with backoff after a broken connection or a 5xx. Proxies come from
 //! `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` (reqwest's system proxy, as Go's
 //! `http.ProxyFromEnvironment`).
+//!
+//! Credentials are the build's secrets, named after the URL's host as BuildKit's http source
+//! names them ([`authorization`]): `HTTP_AUTH_HEADER_<host>` is sent as the `Authorization`
+//! header, `HTTP_AUTH_TOKEN_<host>` as `Bearer <token>`. The header is marked sensitive (no
+//! `Debug` shows it), is dropped on a redirect to another host, scheme or port (reqwest's rule),
+//! and is never part of a URL record or a cache key: an authenticated download is keyed by its
+//! content, as BuildKit keys it.
 
+use crate::error::Cause;
 use crate::oci::Digest;
 use crate::oci::timestamp::parse_http_date;
-use crate::store::{BlobError, BlobStore};
+use crate::session::SecretBytes;
+use crate::store::{BlobError, BlobStore, Store};
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, Staging, atomic_write_in};
-use reqwest::header::{self, HeaderMap};
+use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
 use std::io::Write as _;
@@ -132,6 +141,13 @@ pub enum FetchError {
         #[source]
         source: BlobError,
     },
+    #[error("cannot use secret {id:?} as the Authorization header of {url}")]
+    Credential {
+        url: String,
+        id: String,
+        #[source]
+        reason: Cause,
+    },
     #[error("could not keep what {url} gave")]
     Record {
         url: String,
@@ -177,6 +193,78 @@ pub fn file_name(url: &Url) -> Result<String, FetchError> {
     Ok(name)
 }
 
+/// The secret ids that authenticate a download from `url` (BuildKit's http source,
+/// `newHTTPRequest`): `HTTP_AUTH_HEADER_<host>` (the header's whole value) and
+/// `HTTP_AUTH_TOKEN_<host>` (a bearer token). `<host>` is the URL's host name without its port,
+/// an IPv6 address without brackets (Go's `URL.Hostname`).
+pub fn auth_secret_ids(url: &Url) -> Option<(String, String)> {
+    let host = url.host_str()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((
+        format!("HTTP_AUTH_HEADER_{host}"),
+        format!("HTTP_AUTH_TOKEN_{host}"),
+    ))
+}
+
+/// The `Authorization` header a download sends, from a build secret. Its `Debug` names the
+/// secret, never its value.
+#[derive(Clone)]
+pub struct Authorization {
+    value: HeaderValue,
+    secret: String,
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Authorization(from secret {:?})", self.secret)
+    }
+}
+
+/// The `Authorization` header for `url` from the build's secrets (`secret` gives a secret's bytes
+/// by id, `None` when the build was not given it), as BuildKit's http source makes it: the
+/// header secret as it is, then the token secret as `Bearer <token>`, which replaces it when
+/// both are given. `None` without either. A secret that cannot be read, or whose bytes cannot
+/// be a header value (a line break, a control byte), is an error naming the secret, never
+/// showing it.
+pub fn authorization(
+    url: &Url,
+    secret: impl Fn(&str) -> Result<Option<SecretBytes>, Cause>,
+) -> Result<Option<Authorization>, FetchError> {
+    let Some((header_id, token_id)) = auth_secret_ids(url) else {
+        return Ok(None);
+    };
+    let refuse = |id: &str, reason: Cause| FetchError::Credential {
+        url: url.to_string(),
+        id: id.to_string(),
+        reason,
+    };
+    let mut found = None;
+    for (id, bearer) in [(header_id, false), (token_id, true)] {
+        let Some(bytes) = secret(&id).map_err(|reason| refuse(&id, reason))? else {
+            continue;
+        };
+        let mut text = zeroize::Zeroizing::new(Vec::with_capacity(bytes.len() + 7));
+        if bearer {
+            text.extend_from_slice(b"Bearer ");
+        }
+        text.extend_from_slice(bytes.as_bytes());
+        let mut value = HeaderValue::from_bytes(&text).map_err(|_| {
+            refuse(
+                &id,
+                "it holds a byte a header cannot carry (a line break or another control \
+                 character)"
+                    .into(),
+            )
+        })?;
+        value.set_sensitive(true);
+        found = Some(Authorization { value, secret: id });
+    }
+    Ok(found)
+}
+
 /// Downloads URLs into a store's blobs.
 pub struct Fetcher {
     http: reqwest::Client,
@@ -214,16 +302,54 @@ impl Fetcher {
         })
     }
 
+    /// A fetcher for `store`: its blobs, its URL records in `<store>/cache/http`, the options
+    /// from the environment ([`FetchOptions::from_env`]).
+    pub fn in_store(store: &Store) -> Result<Fetcher, FetchError> {
+        let dir = store.root().join("cache").join("http");
+        Fetcher::new(store.blobs().clone(), &dir, FetchOptions::from_env())
+    }
+
     /// The blobs downloads go to.
     pub fn blobs(&self) -> &BlobStore {
         &self.blobs
     }
 
+    /// Copies the download `fetched` to the file `target` (replaced when it exists, never
+    /// followed when it is a link) as BuildKit's http source saves it: mode 0600 (the copier's
+    /// owner, root in a build) and its [`Fetched::mtime`].
+    pub fn place(&self, fetched: &Fetched, target: &Path) -> Result<(), FsError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let blob = self.blobs.path(&fetched.digest);
+        let mut from = std::fs::File::open(&blob).fs("open", &blob)?;
+        let mut to = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(target)
+            .fs("create", target)?;
+        std::io::copy(&mut from, &mut to).fs("copy into", target)?;
+        // The mode is given at creation, but a umask may have narrowed it further.
+        use std::os::unix::fs::PermissionsExt as _;
+        to.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .fs("chmod", target)?;
+        let mtime = std::time::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(fetched.mtime()).unwrap_or(0));
+        to.set_modified(mtime).fs("set the mtime of", target)
+    }
+
     /// What `url` gives now, its content in the store. With `checksum`, a blob of that digest
     /// already stored is the answer without a request, and a download of other content fails
     /// (nothing stored). Without it, the URL is asked with the `ETag` it had last time.
-    /// Blocks: call it from outside an async runtime.
-    pub fn fetch(&self, url: &Url, checksum: Option<&Digest>) -> Result<Fetched, FetchError> {
+    /// `auth` is sent with every request for the URL. Blocks: call it from outside an async
+    /// runtime.
+    pub fn fetch(
+        &self,
+        url: &Url,
+        checksum: Option<&Digest>,
+        auth: Option<&Authorization>,
+    ) -> Result<Fetched, FetchError> {
         let record = self.record(url);
         if let Some(expected) = checksum
             && self.blobs.contains(expected)
@@ -250,7 +376,8 @@ impl Fetcher {
             .enable_all()
             .build()
             .map_err(FetchError::Runtime)?;
-        let (fetched, etag) = runtime.block_on(self.download(url, known.as_ref(), checksum))?;
+        let (fetched, etag) =
+            runtime.block_on(self.download(url, known.as_ref(), checksum, auth))?;
         if let Some(expected) = checksum
             && &fetched.digest != expected
         {
@@ -270,10 +397,14 @@ impl Fetcher {
         url: &Url,
         known: Option<&UrlRecord>,
         checksum: Option<&Digest>,
+        auth: Option<&Authorization>,
     ) -> Result<(Fetched, Option<String>), FetchError> {
         let mut attempt = 0;
         loop {
             let mut request = self.http.get(url.clone());
+            if let Some(auth) = auth {
+                request = request.header(header::AUTHORIZATION, auth.value.clone());
+            }
             if let Some(etag) = known.and_then(|k| k.etag.as_deref()) {
                 request = request.header(header::IF_NONE_MATCH, format!("\"{etag}\""));
             }
@@ -488,5 +619,68 @@ mod tests {
         assert_eq!(etag_value(&headers).as_deref(), Some("abc"));
         headers.insert(header::ETAG, "\"\"".parse().unwrap());
         assert_eq!(etag_value(&headers), None);
+    }
+    fn secrets(
+        given: &'static [(&'static str, &'static [u8])],
+    ) -> impl Fn(&str) -> Result<Option<SecretBytes>, Cause> {
+        move |id| {
+            Ok(given
+                .iter()
+                .find(|(name, _)| *name == id)
+                .map(|(_, bytes)| SecretBytes::new(bytes.to_vec())))
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_hosts_secrets_and_the_token_wins() {
+        let url = parse_url("https://files.example.com:8443/a.tar").unwrap();
+        assert_eq!(
+            auth_secret_ids(&url).unwrap(),
+            (
+                "HTTP_AUTH_HEADER_files.example.com".to_string(),
+                "HTTP_AUTH_TOKEN_files.example.com".to_string()
+            )
+        );
+        let v6 = parse_url("http://[::1]:80/x").unwrap();
+        assert_eq!(auth_secret_ids(&v6).unwrap().0, "HTTP_AUTH_HEADER_::1");
+
+        assert!(authorization(&url, secrets(&[])).unwrap().is_none());
+        let header = authorization(
+            &url,
+            secrets(&[("HTTP_AUTH_HEADER_files.example.com", b"Basic dXNlcjpwdw==")]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(header.value.as_bytes(), b"Basic dXNlcjpwdw==");
+        assert!(header.value.is_sensitive());
+        let both = authorization(
+            &url,
+            secrets(&[
+                ("HTTP_AUTH_HEADER_files.example.com", b"Basic x"),
+                ("HTTP_AUTH_TOKEN_files.example.com", b"t0k3n"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(both.value.as_bytes(), b"Bearer t0k3n");
+        let shown = format!("{both:?}");
+        assert!(!shown.contains("t0k3n"), "{shown}");
+        assert!(
+            shown.contains("HTTP_AUTH_TOKEN_files.example.com"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_secret_that_cannot_be_a_header_is_refused_without_showing_it() {
+        let url = parse_url("https://h/x").unwrap();
+        let err = authorization(
+            &url,
+            secrets(&[("HTTP_AUTH_TOKEN_h", b"s3cret\r\nX-Evil: 1")]),
+        )
+        .unwrap_err();
+        let text = crate::error::chain(&err);
+        assert!(text.contains("HTTP_AUTH_TOKEN_h"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

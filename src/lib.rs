@@ -16,7 +16,9 @@
 //! - [`layer`]: layer tars ⇄ directories. [`store`]: the OCI layout with verified blobs.
 //!   [`runtime`]: the namespace sandbox, which knows nothing of images. [`session`]: what the
 //!   build's client lends a build, secrets and SSH agents (`--secret`, `--ssh`).
-//! - [`registry`]: the distribution client (pull, push, auth).
+//! - [`registry`]: the distribution client (pull, push, auth). [`fetch`]: `ADD <url>`
+//!   downloads. [`git`]: git repositories for `ADD <git ref>` and git contexts, through the
+//!   `git` binary.
 //! - [`cache`]: context checksums, cache records and the shared cache ([`cache::remote`]).
 //!   [`solver`]: the generic parallel solver over a graph of content-addressed ops.
 //! - [`archive`]: docker/OCI archives and root filesystems in and out of the store.
@@ -36,6 +38,7 @@ pub mod container;
 pub mod error;
 pub mod fetch;
 pub mod frontend;
+pub mod git;
 pub mod layer;
 pub mod oci;
 pub mod registry;

@@ -202,6 +202,7 @@ pub fn snapshot_options(max_bytes: u64) -> ApplyOptions {
         whiteouts: Whiteouts::Overlay,
         max_bytes,
         same_owner: root,
+        device_nodes: root,
         user_xattr: !root,
     }
 }

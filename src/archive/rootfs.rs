@@ -246,6 +246,7 @@ fn flatten_into(
         whiteouts: Whiteouts::Apply,
         max_bytes,
         same_owner: nix::unistd::geteuid().is_root(),
+        device_nodes: nix::unistd::geteuid().is_root(),
         user_xattr: false,
     };
     let mut exported = Exported::default();

@@ -23,6 +23,7 @@ use crate::frontend::instruction::{
 };
 use crate::frontend::plan::Plan;
 use crate::frontend::stage::{Base, DEFAULT_PATH, ImageKey, Stage};
+use crate::git::GitSource;
 use crate::oci::{Digest, Platform};
 use crate::solver::{Graph, NodeId, OpDigest};
 use crate::store::StoredImage;
@@ -189,6 +190,10 @@ pub enum CopyFrom {
     /// (BuildKit's `llb.HTTP` source). What they hold goes into the cache key when the step
     /// runs.
     Url,
+    /// `ADD <git ref>`: the checkouts of [`CopyOp::git`], each copied whole onto the
+    /// destination (BuildKit's `llb.Git` source copied from `/`). The commit each ref names
+    /// goes into the cache key when the step runs.
+    Git,
 }
 
 /// One `ADD <url>` source.
@@ -234,6 +239,10 @@ pub struct CopyOp {
     /// The platform of the stage copied into, normalised (a linked copy has no input of the
     /// stage to carry it).
     pub platform: Platform,
+    /// For [`CopyFrom::Git`]: the repositories, in the order written (their credentials are
+    /// not serialized). Left out of the definition when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub git: Vec<GitSource>,
 }
 
 /// WORKDIR's directory.
@@ -334,6 +343,9 @@ pub enum CompileError {
         entitlement: &'static str,
         span: Span,
     },
+    /// An `ADD <git ref>` that cannot be used as written (BuildKit's messages).
+    #[error("{message}")]
+    GitSource { message: String, span: Span },
 }
 
 impl CompileError {
@@ -345,7 +357,8 @@ impl CompileError {
             | CompileError::MissingImage { span, .. }
             | CompileError::BadFrom { span, .. }
             | CompileError::BadMountFrom { span, .. }
-            | CompileError::Entitlement { span, .. } => *span,
+            | CompileError::Entitlement { span, .. }
+            | CompileError::GitSource { span, .. } => *span,
         }
     }
 
@@ -785,6 +798,19 @@ impl Compiler<'_> {
                     .push(HistoryEntry::Layer(history + " # buildkit"));
             }
             Instruction::Copy(copy) => {
+                // BuildKit's dispatchCopy: only ADD fetches (COPY --from reads a stage).
+                if copy.from.is_none()
+                    && let Some(source) = copy.sources.iter().find(|s| is_git(s) || is_http(s))
+                {
+                    let what = if is_git(source) { "a git ref" } else { "a URL" };
+                    return Err(CompileError::Unsupported {
+                        message: format!(
+                            "source can't be {what} for COPY: {}; use ADD",
+                            crate::git::redact(source)
+                        ),
+                        span: copy.span,
+                    });
+                }
                 let (op, from) = self.copy_op(copy, false, stage, index, state)?;
                 let history = copy_history("COPY", &copy.chown, &copy.chmod, &op);
                 let step = if op.link {
@@ -1206,14 +1232,8 @@ impl Compiler<'_> {
         index: usize,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
-        if let Some(source) = add.sources.iter().find(|s| is_git(s)) {
-            return Err(CompileError::Unsupported {
-                message: format!(
-                    "ADD {source}: kiln cannot fetch git repositories yet; clone it into the \
-                     build context and ADD it from there"
-                ),
-                span: add.span,
-            });
+        if add.sources.iter().any(|s| is_git(s)) {
+            return self.git_copy_op(add, stage, state);
         }
         if add.sources.iter().any(|s| is_http(s)) {
             return self.url_copy_op(add, stage, state);
@@ -1300,6 +1320,101 @@ impl Compiler<'_> {
                 context_paths: Vec::new(),
                 urls,
                 platform: stage.effective_platform.normalized(),
+                git: Vec::new(),
+            },
+            None,
+        ))
+    }
+
+    /// The op of an ADD of git repositories, as BuildKit's `dispatchCopy`: each an `llb.Git`
+    /// source (`--keep-git-dir` and `--checksum` merged with the URL's own `keep-git-dir=` and
+    /// `checksum=`, which must agree), copied from its root onto the destination with
+    /// `--chmod`, `--chown` and `--exclude`.
+    fn git_copy_op(
+        &mut self,
+        add: &Add,
+        stage: &Stage,
+        state: &StageState,
+    ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
+        let invalid = |message: String| CompileError::GitSource {
+            message,
+            span: add.span,
+        };
+        if let Some(other) = add.sources.iter().find(|s| !is_git(s)) {
+            return Err(CompileError::Unsupported {
+                message: format!(
+                    "ADD {}: kiln cannot mix git repositories and other sources in one ADD; \
+                     use one ADD for each",
+                    crate::git::redact(other)
+                ),
+                span: add.span,
+            });
+        }
+        if !add.inline.is_empty() {
+            return Err(CompileError::Unsupported {
+                message: "kiln cannot mix git repositories and heredocs in one ADD; use one \
+                          instruction for each"
+                    .to_string(),
+                span: add.span,
+            });
+        }
+        if add.checksum.is_some() && add.sources.len() != 1 {
+            return Err(invalid(
+                "checksum can't be specified for multiple sources".to_string(),
+            ));
+        }
+        let mut git = Vec::new();
+        for source in &add.sources {
+            let reference = match crate::git::GitRef::parse(source) {
+                Ok(Some(reference)) => reference,
+                Ok(None) => unreachable!("is_git checked it"),
+                Err(err) => return Err(invalid(err.to_string())),
+            };
+            let mut source = GitSource::new(&reference);
+            if let (Some(flag), Some(url)) = (add.keep_git_dir, reference.keep_git_dir)
+                && flag != url
+            {
+                return Err(invalid(
+                    "inconsistent keep-git-dir configuration".to_string(),
+                ));
+            }
+            source.keep_git_dir = reference.keep_git_dir.or(add.keep_git_dir) == Some(true);
+            if let (Some(flag), Some(url)) = (&add.checksum, &reference.checksum)
+                && flag != url
+            {
+                return Err(invalid(format!("checksum mismatch {flag:?} != {url:?}")));
+            }
+            source.checksum = reference.checksum.clone().or_else(|| add.checksum.clone());
+            if let Some(checksum) = &source.checksum
+                && (checksum.is_empty() || !checksum.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(invalid(format!(
+                    "invalid checksum {checksum} for Git URL, expected hex commit hash"
+                )));
+            }
+            // BuildKit's ADD gives a git source the checkout's time whatever `mtime=` says
+            // (only a git build context reads it).
+            source.mtime_commit = false;
+            git.push(source);
+        }
+        Ok((
+            CopyOp {
+                from: CopyFrom::Git,
+                // As the history shows them: without a URL's credentials.
+                sources: add.sources.iter().map(|s| crate::git::redact(s)).collect(),
+                inline: Vec::new(),
+                dest: add.dest.clone(),
+                workdir: state.config.working_dir(),
+                chown: add.chown.clone(),
+                chmod: add.chmod.clone(),
+                add: false,
+                exclude: add.exclude.clone(),
+                parents: false,
+                link: linked(add.link, &add.chown, &add.chmod, add.span)?,
+                context_paths: Vec::new(),
+                urls: Vec::new(),
+                git,
+                platform: stage.effective_platform.normalized(),
             },
             None,
         ))
@@ -1348,6 +1463,7 @@ impl Compiler<'_> {
                 context_paths,
                 urls: Vec::new(),
                 platform: stage.effective_platform.normalized(),
+                git: Vec::new(),
             },
             input,
         ))
@@ -1634,17 +1750,14 @@ fn linked(
     Ok(link)
 }
 
-/// ADD sources that name a git repository (BuildKit's `isGitSource`, in short).
+/// ADD sources that name a git repository (BuildKit's `isGitSource`).
 fn is_git(source: &str) -> bool {
-    if is_http(source) {
-        return source.ends_with(".git") || source.contains(".git#");
-    }
-    crate::frontend::plan::is_remote(source)
+    crate::git::is_git_source(source)
 }
 
-/// ADD sources that are http(s) URLs.
+/// ADD sources that are http(s) URLs to download (not git repositories).
 fn is_http(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
+    (source.starts_with("http://") || source.starts_with("https://")) && !is_git(source)
 }
 
 #[cfg(test)]
@@ -1658,6 +1771,7 @@ mod tests {
         let mut options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
+            context_kind: crate::frontend::context::ContextKind::Directory,
             target: None,
             resolve: Default::default(),
         };
@@ -1719,6 +1833,7 @@ mod tests {
         let options = PlanOptions {
             context_dir: context.path().to_path_buf(),
             dockerfile_path: None,
+            context_kind: crate::frontend::context::ContextKind::Directory,
             target: None,
             resolve: Default::default(),
         };

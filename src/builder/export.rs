@@ -66,6 +66,21 @@ pub enum Export {
     Local(PathBuf),
     /// `type=registry,name=REF`: pushed to a registry (the name is checked when pushing).
     Registry(String),
+    /// `type=image[,name=REF][,push=true]`: the image in the store (every build's is), tagged
+    /// `name=` when given, and pushed there with `push=true`.
+    Image { name: Option<String>, push: bool },
+}
+
+/// One `--output` spec: the export, and what it asks of the image the build writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub export: Export,
+    /// `rewrite-timestamp=true` on an image export (`image`, `docker`, `oci`, `registry`):
+    /// BuildKit's option to clamp the new layers' file times to `SOURCE_DATE_EPOCH`
+    /// ([`super::timestamps`]). kiln writes one image for all of a build's outputs, so it is
+    /// rewritten when any image export asks. `local` and `tar` take the option and ignore it,
+    /// as BuildKit's do.
+    pub rewrite_timestamp: bool,
 }
 
 /// Why an `--output` spec is not one.
@@ -73,32 +88,65 @@ pub enum Export {
 pub enum ExportSpecError {
     #[error("invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH")]
     UnknownField { spec: String, field: String },
-    #[error("invalid --output {spec:?}: type=registry needs name=REF")]
-    NoName { spec: String },
+    #[error("invalid --output {spec:?}: {what} needs name=REF")]
+    NoName { spec: String, what: &'static str },
     #[error("invalid --output {spec:?}: no dest=PATH")]
     NoDest { spec: String },
     #[error(
-        "invalid --output {spec:?}: unknown type {kind:?}; use docker, oci, tar, local or registry"
+        "invalid --output {spec:?}: unknown type {kind:?}; use docker, oci, tar, local, image or \
+         registry"
     )]
     UnknownType { spec: String, kind: String },
+    #[error("invalid --output {spec:?}: {field} takes true or false, not {value:?}")]
+    NotABool {
+        spec: String,
+        field: String,
+        value: String,
+    },
 }
 
 impl FromStr for Export {
     type Err = ExportSpecError;
 
-    /// Parses `type=docker,dest=out.tar` (buildx's `--output` syntax; a bare path is `local`).
+    /// The export of an `--output` spec ([`OutputSpec`]).
     fn from_str(spec: &str) -> Result<Export, ExportSpecError> {
+        spec.parse::<OutputSpec>().map(|output| output.export)
+    }
+}
+
+impl FromStr for OutputSpec {
+    type Err = ExportSpecError;
+
+    /// Parses `type=docker,dest=out.tar` (buildx's `--output` syntax; a bare path is `local`),
+    /// with `rewrite-timestamp=BOOL` on any type and `push=BOOL` on `type=image`.
+    fn from_str(spec: &str) -> Result<OutputSpec, ExportSpecError> {
         if !spec.contains('=') {
-            return Ok(Export::Local(PathBuf::from(spec)));
+            return Ok(OutputSpec {
+                export: Export::Local(PathBuf::from(spec)),
+                rewrite_timestamp: false,
+            });
         }
         let mut kind = None;
         let mut dest = None;
         let mut name = None;
+        let mut rewrite_timestamp = false;
+        let mut push = None;
+        let boolean = |field: &str, value: &str| {
+            parse_bool(value).ok_or_else(|| ExportSpecError::NotABool {
+                spec: spec.to_string(),
+                field: field.to_string(),
+                value: value.to_string(),
+            })
+        };
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", value)) => kind = Some(value),
                 Some(("dest", value)) => dest = Some(value),
                 Some(("name", value)) => name = Some(value),
+                Some(("rewrite-timestamp", value)) => {
+                    rewrite_timestamp = boolean("rewrite-timestamp", value)?;
+                }
+                Some(("push", value)) => push = Some((field, boolean("push", value)?)),
                 _ => {
                     return Err(ExportSpecError::UnknownField {
                         spec: spec.to_string(),
@@ -107,31 +155,76 @@ impl FromStr for Export {
                 }
             }
         }
-        if kind == Some("registry") {
-            return match name.filter(|n| !n.is_empty()) {
-                Some(name) => Ok(Export::Registry(name.to_string())),
-                None => Err(ExportSpecError::NoName {
+        let name = name.filter(|n| !n.is_empty());
+        let push = match push {
+            Some((_, push)) if kind == Some("image") => push,
+            Some((field, _)) => {
+                return Err(ExportSpecError::UnknownField {
                     spec: spec.to_string(),
-                }),
-            };
-        }
-        let Some(dest) = dest else {
-            return Err(ExportSpecError::NoDest {
-                spec: spec.to_string(),
-            });
-        };
-        Ok(match kind {
-            Some("docker") => Export::Docker(Destination::parse(dest)),
-            Some("oci") => Export::Oci(Destination::parse(dest)),
-            Some("tar") => Export::Tar(Destination::parse(dest)),
-            Some("local") => Export::Local(PathBuf::from(dest)),
-            other => {
-                return Err(ExportSpecError::UnknownType {
-                    spec: spec.to_string(),
-                    kind: other.unwrap_or("").to_string(),
+                    field: field.to_string(),
                 });
             }
+            None => false,
+        };
+        let export = match kind {
+            Some("registry") => match name {
+                Some(name) => Export::Registry(name.to_string()),
+                None => {
+                    return Err(ExportSpecError::NoName {
+                        spec: spec.to_string(),
+                        what: "type=registry",
+                    });
+                }
+            },
+            Some("image") => {
+                if push && name.is_none() {
+                    return Err(ExportSpecError::NoName {
+                        spec: spec.to_string(),
+                        what: "push=true",
+                    });
+                }
+                Export::Image {
+                    name: name.map(str::to_string),
+                    push,
+                }
+            }
+            _ => {
+                let Some(dest) = dest else {
+                    return Err(ExportSpecError::NoDest {
+                        spec: spec.to_string(),
+                    });
+                };
+                match kind {
+                    Some("docker") => Export::Docker(Destination::parse(dest)),
+                    Some("oci") => Export::Oci(Destination::parse(dest)),
+                    Some("tar") => Export::Tar(Destination::parse(dest)),
+                    Some("local") => Export::Local(PathBuf::from(dest)),
+                    other => {
+                        return Err(ExportSpecError::UnknownType {
+                            spec: spec.to_string(),
+                            kind: other.unwrap_or("").to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        // The root filesystem exports have no layers to rewrite (BuildKit takes the option and
+        // does nothing with it there).
+        let rewrite_timestamp =
+            rewrite_timestamp && !matches!(export, Export::Local(_) | Export::Tar(_));
+        Ok(OutputSpec {
+            export,
+            rewrite_timestamp,
         })
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it (BuildKit's exporter options).
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
     }
 }
 
@@ -161,6 +254,8 @@ pub enum Exported {
     Archive,
     /// A `type=tar` or `type=local` root filesystem.
     Rootfs(archive::Exported),
+    /// A `type=image` without a push: the image is in the store (tagged when named).
+    Stored,
     /// A `type=registry` push: where to, and the pushed manifest's digest.
     Pushed {
         reference: Reference,
@@ -183,6 +278,12 @@ pub enum ExportError {
         name: String,
         #[source]
         source: ReferenceError,
+    },
+    #[error("cannot tag the image {name}")]
+    Tag {
+        name: String,
+        #[source]
+        source: crate::store::StoreError,
     },
     #[error("cannot start the registry client's threads")]
     Runtime(#[source] std::io::Error),
@@ -233,6 +334,22 @@ pub fn export_image(
             .map(Exported::Rootfs)
             .map_err(ExportError::Rootfs),
         Export::Registry(name) => push_image(store, image, name, options, progress),
+        Export::Image { name: None, .. } => Ok(Exported::Stored),
+        Export::Image {
+            name: Some(name),
+            push,
+        } => {
+            store
+                .tag(name, &image.manifest_descriptor)
+                .map_err(|source| ExportError::Tag {
+                    name: name.clone(),
+                    source,
+                })?;
+            if *push {
+                return push_image(store, image, name, options, progress);
+            }
+            Ok(Exported::Stored)
+        }
     }
 }
 
@@ -289,6 +406,23 @@ fn export_platforms(
                 .map_err(ExportError::Rootfs)
         }
         Export::Registry(name) => push_image(store, image, name, options, progress),
+        Export::Image { name: None, .. } => Ok(Exported::Stored),
+        // The index is what is tagged (and pushed), as a multi-platform build's tags name it.
+        Export::Image {
+            name: Some(name),
+            push,
+        } => {
+            store
+                .tag(name, &index.descriptor)
+                .map_err(|source| ExportError::Tag {
+                    name: name.clone(),
+                    source,
+                })?;
+            if *push {
+                return push_image(store, image, name, options, progress);
+            }
+            Ok(Exported::Stored)
+        }
     }
 }
 
@@ -391,17 +525,28 @@ mod tests {
                 Err("invalid --output \"type=docker\": no dest=PATH"),
             ),
             (
-                "type=image,dest=x",
+                "type=image,name=x:1,push=true",
+                Ok(Export::Image {
+                    name: Some("x:1".to_string()),
+                    push: true,
+                }),
+            ),
+            (
+                "type=image,push=true",
+                Err("invalid --output \"type=image,push=true\": push=true needs name=REF"),
+            ),
+            (
+                "type=image,dest=x,push=maybe",
                 Err(
-                    "invalid --output \"type=image,dest=x\": unknown type \"image\"; use docker, \
-                     oci, tar, local or registry",
+                    "invalid --output \"type=image,dest=x,push=maybe\": push takes true or false, \
+                     not \"maybe\"",
                 ),
             ),
             (
                 "dest=x",
                 Err(
-                    "invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, local \
-                     or registry",
+                    "invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, local, \
+                     image or registry",
                 ),
             ),
         ];
@@ -409,5 +554,27 @@ mod tests {
             let parsed = spec.parse::<Export>().map_err(|e| e.to_string());
             assert_eq!(parsed, expected.map_err(str::to_string), "{spec}");
         }
+    }
+
+    #[test]
+    fn rewrite_timestamp_is_an_image_exports_option() {
+        let rewrites = |spec: &str| spec.parse::<OutputSpec>().unwrap().rewrite_timestamp;
+        assert!(rewrites("type=image,name=x,rewrite-timestamp=true"));
+        assert!(rewrites("type=oci,dest=o.tar,rewrite-timestamp=1"));
+        assert!(rewrites("type=docker,dest=d.tar,rewrite-timestamp=True"));
+        assert!(rewrites("type=registry,name=h/x,rewrite-timestamp=t"));
+        assert!(!rewrites("type=oci,dest=o.tar,rewrite-timestamp=false"));
+        assert!(!rewrites("type=oci,dest=o.tar"));
+        // Taken, and nothing to rewrite, as BuildKit's local and tar exporters.
+        assert!(!rewrites("type=local,dest=d,rewrite-timestamp=true"));
+        assert!(!rewrites("type=tar,dest=t.tar,rewrite-timestamp=true"));
+        let err = "type=oci,dest=o,rewrite-timestamp=yes"
+            .parse::<OutputSpec>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid --output \"type=oci,dest=o,rewrite-timestamp=yes\": rewrite-timestamp \
+             takes true or false, not \"yes\""
+        );
     }
 }

@@ -8,15 +8,20 @@
 //! [`export::export_image`] then writes the image out as `docker buildx build --output` and
 //! `--push` do. The CLI is a thin layer over both.
 
+pub mod check;
 pub mod compile;
 pub mod export;
+pub mod git_context;
+pub mod http_context;
 pub mod named_context;
 pub mod progress;
 mod remote_cache;
 pub mod stdin_context;
 pub mod steps;
+pub mod timestamps;
 pub mod worker;
 
+pub use check::{Checked, RemoteKind, RemoteSource};
 pub use named_context::{NamedContext, NamedContextError};
 pub use progress::{BuildEvent, LogStream, Progress, StepInfo};
 pub use steps::mounts::{ClientSession, NoSession, Session};
@@ -24,7 +29,7 @@ pub use steps::mounts::{ClientSession, NoSession, Session};
 use crate::cache::remote::transport::CacheTransport;
 use crate::cache::remote::{CacheExport, ImportedCache, SharedCacheError, cache_mounts};
 use crate::cache::{CacheError, CacheRecords, StatCache};
-use crate::frontend::context::ContextError;
+use crate::frontend::context::{ContextError, ContextKind};
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
@@ -35,7 +40,7 @@ use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, 
 use crate::store::{Store, StoreError, StoredImage, StoredIndex, descriptor};
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use worker::{BuildWorker, Snapshot, StepError};
@@ -51,6 +56,11 @@ pub struct BuildOptions {
     pub dockerfile_path: Option<PathBuf>,
     /// The context directory; `None` builds without a context (`kiln build - < Dockerfile`).
     pub context_dir: Option<PathBuf>,
+    /// Where the context came from when it is not a local directory (standard input, a URL or
+    /// a git repository): it is read as BuildKit reads a remote context
+    /// ([`ContextKind::Unpacked`]: no `.dockerignore`, owners as on disk), and
+    /// `SOURCE_DATE_EPOCH=context` takes its time.
+    pub remote_context: Option<RemoteContext>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     /// Names to tag the image with.
@@ -86,6 +96,9 @@ pub struct BuildOptions {
     /// platform of its base (BuildKit's implicit target); one gives a plain image for it; more
     /// give an image index with an image for each.
     pub platforms: Vec<Platform>,
+    /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
+    /// build makes have their times clamped to it in the image ([`timestamps`]).
+    pub rewrite_timestamp: bool,
 }
 
 impl Default for BuildOptions {
@@ -95,6 +108,7 @@ impl Default for BuildOptions {
             dockerfile_name: "Dockerfile".to_string(),
             dockerfile_path: None,
             context_dir: None,
+            remote_context: None,
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
@@ -112,8 +126,33 @@ impl Default for BuildOptions {
             session: Arc::new(NoSession),
             named_contexts: BTreeMap::new(),
             platforms: Vec::new(),
+            rewrite_timestamp: false,
         }
     }
+}
+
+/// A build context that came from elsewhere than a local directory, unpacked into
+/// [`BuildOptions::context_dir`]. buildx sends a context tar on standard input to BuildKit as
+/// an http context (its upload provider serves it to the build), so both are one kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteContext {
+    /// Where it came from.
+    pub origin: ContextOrigin,
+    /// Its time, for `SOURCE_DATE_EPOCH=context` (BuildKit's
+    /// `ResolveMainContextSourceDateEpoch`): for a download its `Last-Modified`, else the newest
+    /// file of its archive (a stdin tar has no `Last-Modified`).
+    pub epoch: Option<i64>,
+}
+
+/// Where a [`RemoteContext`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContextOrigin {
+    /// A tar on standard input (`kiln build - < context.tar`).
+    Stdin,
+    /// A download from this URL, as given.
+    Url(String),
+    /// A checkout of this git repository (credentials masked).
+    Git(String),
 }
 
 /// What a build made.
@@ -209,6 +248,8 @@ pub enum BuildError {
     /// The layers that came from a shared cache could not be fetched or recorded as absent.
     #[error("cannot fetch or record the image's layers from the shared cache")]
     SharedCacheLayers(#[source] Box<SharedCacheError>),
+    #[error("cannot rewrite the image's timestamps to SOURCE_DATE_EPOCH")]
+    RewriteTimestamp(#[source] Box<timestamps::RewriteError>),
     #[error("cannot serialise the image config")]
     ImageConfig(#[source] serde_json::Error),
     #[error("cannot write the image")]
@@ -394,13 +435,48 @@ struct Written {
     names: Vec<String>,
 }
 
-/// Plans the build, pulls or looks up its images, compiles the ops graph (sending
-/// [`BuildEvent::Planned`]), imports the `--cache-from` caches and opens the worker.
-async fn prepare(
-    store: &Store,
+/// What a build checks before its first step ([`validate`]).
+struct Validated {
+    /// One plan per target platform, in the order asked for.
+    plans: Vec<Plan>,
+    images: BTreeMap<ImageKey, StoredImage>,
+    compiled: compile::Compiled,
+    /// Each plan's `SOURCE_DATE_EPOCH`.
+    source_date_epochs: Vec<Option<i64>>,
+    /// The remote sources the build reads.
+    remote: Vec<RemoteSource>,
+}
+
+/// Every check a build runs before its first step, for the build and for [`check`] alike:
+/// plans the build, makes its named contexts and images ready, compiles the ops graph and
+/// reads `SOURCE_DATE_EPOCH`. With `fetch` (a build), what the store lacks is pulled,
+/// downloaded and stored; without it (a dry run), `store` is only read, nothing is fetched or
+/// written, and stand-ins take the place of what the store lacks ([`check`](mod@check)).
+async fn validate(
+    store: Option<&Store>,
+    fetch: bool,
     options: &BuildOptions,
-    progress: &Arc<dyn Progress>,
-) -> Result<Prepared, BuildError> {
+    progress: &dyn Progress,
+) -> Result<Validated, BuildError> {
+    let build_args = effective_build_args(options);
+    // The named contexts are made once, for every target platform's plan. Off the runtime: a
+    // download blocks on a runtime of its own.
+    let contexts = {
+        let store = store.filter(|_| fetch).cloned();
+        let (named, session) = (options.named_contexts.clone(), options.session.clone());
+        off_runtime(move || named_context::context_images(store.as_ref(), &named, session.as_ref()))
+            .await?
+    }
+    .map_err(|(name, source)| BuildError::NamedContext {
+        name,
+        source: Box::new(source),
+    })?;
+    let mut sources = Sources {
+        store,
+        fetch: fetch && store.is_some(),
+        stand_ins: BTreeSet::new(),
+        context_stand_ins: contexts.stand_ins,
+    };
     // One plan per target platform (its automatic args differ), with the images each needs;
     // an image wanted by several is looked up once.
     let targets: Vec<Option<&Platform>> = if options.platforms.is_empty() {
@@ -411,7 +487,16 @@ async fn prepare(
     let mut images: BTreeMap<ImageKey, StoredImage> = BTreeMap::new();
     let mut plans = Vec::new();
     for target in targets {
-        let plan = plan_with_images(store, options, target, &mut images, progress.as_ref()).await?;
+        let plan = plan_with_images(
+            &mut sources,
+            options,
+            &build_args,
+            target,
+            &contexts.keys,
+            &mut images,
+            progress,
+        )
+        .await?;
         plans.push(plan);
     }
     let compiled = compile(
@@ -427,6 +512,74 @@ async fn prepare(
             multi_platform: options.platforms.len() > 1,
         },
     )?;
+    let source_date_epochs = plans
+        .iter()
+        .map(|plan| source_date_epoch(&build_args, &plan.resolved, options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let remote =
+        check::remote_sources(&plans, options, &images, &contexts.made, &sources.stand_ins);
+    Ok(Validated {
+        plans,
+        images,
+        compiled,
+        source_date_epochs,
+        remote,
+    })
+}
+
+/// Runs every check the build runs before its first step ([`validate`]) without fetching or
+/// storing anything: `store` (when there is one) is only read. Blocks; call it from outside an
+/// async runtime.
+pub fn check(
+    store: Option<&Store>,
+    options: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Checked, BuildError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Runtime)?;
+    let validated = runtime.block_on(validate(store, false, options, progress))?;
+    // Every target platform's plan was checked and compiled; the first is the one shown.
+    let plan = validated
+        .plans
+        .into_iter()
+        .next()
+        .ok_or(BuildError::NoTargetResult)?;
+    Ok(Checked {
+        plan,
+        steps: validated.compiled.steps,
+        remote: validated.remote,
+        source_date_epoch: validated.source_date_epochs.first().copied().flatten(),
+    })
+}
+
+/// The build args as the build uses them: `SOURCE_DATE_EPOCH=context` becomes the remote
+/// context's time when it has one, as BuildKit's front end rewrites the arg.
+fn effective_build_args(options: &BuildOptions) -> BTreeMap<String, String> {
+    let mut args = options.build_args.clone();
+    if args.get("SOURCE_DATE_EPOCH").map(String::as_str) == Some("context")
+        && let Some(epoch) = options.remote_context.as_ref().and_then(|c| c.epoch)
+    {
+        args.insert("SOURCE_DATE_EPOCH".to_string(), epoch.to_string());
+    }
+    args
+}
+
+/// Plans the build, pulls or looks up its images, compiles the ops graph (sending
+/// [`BuildEvent::Planned`]), imports the `--cache-from` caches and opens the worker.
+async fn prepare(
+    store: &Store,
+    options: &BuildOptions,
+    progress: &Arc<dyn Progress>,
+) -> Result<Prepared, BuildError> {
+    let Validated {
+        plans,
+        images,
+        compiled,
+        source_date_epochs,
+        ..
+    } = validate(Some(store), true, options, progress.as_ref()).await?;
     progress.event(BuildEvent::Planned {
         steps: compiled
             .steps
@@ -439,26 +592,27 @@ async fn prepare(
             })
             .collect(),
     });
-
     for (node, message) in &compiled.warnings {
         progress.event(BuildEvent::Warning {
             step: Some(*node),
             message: message.clone(),
         });
     }
-    let mut targets = Vec::new();
-    for (plan, compiled) in plans.iter().zip(compiled.targets) {
-        targets.push(PreparedTarget {
+    let targets = compiled
+        .targets
+        .into_iter()
+        .zip(source_date_epochs)
+        .map(|(compiled, source_date_epoch)| PreparedTarget {
             platform: compiled.platform,
             node: compiled.node,
             config: ImageConfig {
                 document: compiled.document,
                 history: compiled.history,
                 author: compiled.author,
-                source_date_epoch: source_date_epoch(&options.build_args, &plan.resolved)?,
+                source_date_epoch,
             },
-        });
-    }
+        })
+        .collect();
     let imported = import_caches(store, options, progress.as_ref()).await?;
     let cache_dir = store.root().join("cache");
     // Every plan opens the same context directory; the first that reads it serves them all.
@@ -486,6 +640,8 @@ async fn prepare(
         fetcher: Mutex::new(None),
         fetched: Mutex::new(BTreeMap::new()),
         emulation: std::sync::OnceLock::new(),
+        git_resolved: Mutex::new(BTreeMap::new()),
+        git_refs: Mutex::new(BTreeMap::new()),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),
@@ -608,9 +764,44 @@ async fn write(
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
     });
+    let mut snapshots = Vec::new();
+    let mut warned = false;
+    for (target, snapshot) in prepared.targets.iter().zip(&solved.snapshots) {
+        snapshots.push(
+            match (options.rewrite_timestamp, target.config.source_date_epoch) {
+                (true, Some(epoch)) => {
+                    let (imported, store, snapshot) = (
+                        prepared.worker.imported.clone(),
+                        store.clone(),
+                        snapshot.clone(),
+                    );
+                    off_runtime(move || {
+                        timestamps::rewrite_new_layers(&store, &imported, &snapshot, epoch)
+                    })
+                    .await?
+                    .map(Arc::new)
+                    .map_err(|err| BuildError::RewriteTimestamp(Box::new(err)))?
+                }
+                (true, None) => {
+                    // BuildKit's exporter warns and writes the layers as they are (once for
+                    // a build of several platforms).
+                    if !warned {
+                        warned = true;
+                        progress.event(BuildEvent::Warning {
+                            step: None,
+                            message: "rewrite-timestamp is set, but SOURCE_DATE_EPOCH is not: \
+                                      the layers keep their times"
+                                .to_string(),
+                        });
+                    }
+                    snapshot.clone()
+                }
+                (false, _) => snapshot.clone(),
+            },
+        );
+    }
     // Layers that came from a shared cache stay there until something needs their bytes.
-    let layers: Vec<_> = solved
-        .snapshots
+    let layers: Vec<_> = snapshots
         .iter()
         .flat_map(|snapshot| snapshot.layers.iter().map(|l| l.info()))
         .collect();
@@ -620,7 +811,7 @@ async fn write(
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
     let mut images = Vec::new();
-    for (target, snapshot) in prepared.targets.iter().zip(&solved.snapshots) {
+    for (target, snapshot) in prepared.targets.iter().zip(&snapshots) {
         images.push(write_image(
             store,
             &target.config,
@@ -756,31 +947,46 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(BuildError::SharedCacheTask)
 }
 
+/// Where a build's images come from: the store, then their registries; or, in a dry run, the
+/// store when it has them and stand-ins when it does not.
+struct Sources<'a> {
+    /// Read for the images it has.
+    store: Option<&'a Store>,
+    /// Whether what the store lacks is fetched into it (a build), or stood in for (a dry run).
+    fetch: bool,
+    /// The names of images standing in for ones a dry run does not pull or make.
+    stand_ins: BTreeSet<String>,
+    /// The images standing in for the named contexts a dry run does not make, by the name
+    /// the front end looks them up by (for whatever platform it wants them).
+    context_stand_ins: BTreeMap<String, StoredImage>,
+}
+
 /// Plans the build for `platform` (`None`: the implicit target, the host), looks its external
-/// images up in the store (those `images` lacks; each found is added), and plans again with
-/// their ENV and ONBUILD triggers when any has some (the resolver needs them to expand words
-/// and run the triggers).
+/// images up (those `images` lacks; each found is added), and plans again with their ENV and
+/// ONBUILD triggers when any has some (the resolver needs them to expand words and run the
+/// triggers). `named_images` are the images the named contexts give, by context name.
 async fn plan_with_images(
-    store: &Store,
+    sources: &mut Sources<'_>,
     options: &BuildOptions,
+    build_args: &BTreeMap<String, String>,
     platform: Option<&Platform>,
+    named_images: &BTreeMap<String, String>,
     images: &mut BTreeMap<ImageKey, StoredImage>,
     progress: &dyn Progress,
 ) -> Result<Plan, BuildError> {
     let mut plan_options = PlanOptions {
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
+        context_kind: match options.remote_context {
+            Some(_) => ContextKind::Unpacked,
+            None => ContextKind::Directory,
+        },
         target: options.target.clone(),
         resolve: ResolveOptions {
-            build_args: options.build_args.clone(),
+            build_args: build_args.clone(),
             target: options.target.clone(),
             target_platform: platform.cloned(),
-            named_images: named_context::context_images(store, &options.named_contexts).map_err(
-                |(name, source)| BuildError::NamedContext {
-                    name,
-                    source: Box::new(source),
-                },
-            )?,
+            named_images: named_images.clone(),
             ..ResolveOptions::default()
         },
     };
@@ -817,7 +1023,7 @@ async fn plan_with_images(
             .filter(|name| !images.contains_key(name))
             .collect();
         let known = images.len();
-        lookup_images(store, options, progress, &missing, images).await?;
+        lookup_images(sources, options, progress, &missing, images).await?;
         if images.len() == known {
             // Nothing new was found (none missing, or only names that are not references,
             // which the compiler reports where they are written).
@@ -834,7 +1040,7 @@ async fn plan_with_images(
     };
     // What the plan names that the rounds above did not reach (they stop at a stage that does
     // not resolve, which the plan then reports, or at a name that is not a reference).
-    lookup_images(store, options, progress, &plan.image_keys, images).await?;
+    lookup_images(sources, options, progress, &plan.image_keys, images).await?;
     Ok(plan)
 }
 
@@ -842,7 +1048,7 @@ async fn plan_with_images(
 /// missing (or always, with [`crate::registry::PullPolicy::Always`]). A name that is not a
 /// reference is left out: the compiler reports it at the line that names it.
 async fn lookup_images(
-    store: &Store,
+    sources: &mut Sources<'_>,
     options: &BuildOptions,
     progress: &dyn Progress,
     keys: &[ImageKey],
@@ -855,14 +1061,22 @@ async fn lookup_images(
             continue;
         }
         let (name, platform) = (&key.name, &key.platform);
+        // A named context a dry run did not make: its stand-in, whatever the platform.
+        if let Some(image) = sources.context_stand_ins.get(name) {
+            sources.stand_ins.insert(name.clone());
+            images.insert(key.clone(), image.clone());
+            continue;
+        }
         // A stored image of one platform serves any (BuildKit uses a single-platform base as
         // it is, and only warns); an index, the platform's image in it.
-        let found = store.resolve_for_build(name, platform);
+        let found = sources
+            .store
+            .map(|store| store.resolve_for_build(name, platform));
         let missing_platform = match &found {
-            Err(err @ StoreError::NoPlatform { .. }) => Some(err.to_string()),
+            Some(Err(err @ StoreError::NoPlatform { .. })) => Some(err.to_string()),
             _ => None,
         };
-        let local = found.ok();
+        let local = found.and_then(Result::ok);
         // An image ID (a named local context's image) is never pulled.
         let is_id = name
             .strip_prefix("sha256:")
@@ -874,6 +1088,14 @@ async fn lookup_images(
             continue;
         }
         let Ok(reference) = crate::oci::reference::Reference::parse_normalized(name) else {
+            continue;
+        };
+        let (Some(store), true) = (sources.store, sources.fetch) else {
+            // A dry run: the store's copy when it has one (even under --pull), else a
+            // stand-in; either way the build would pull it.
+            sources.stand_ins.insert(name.clone());
+            let image = local.unwrap_or_else(|| check::stand_in(None, platform));
+            images.insert(key.clone(), image);
             continue;
         };
         let failed = |source| BuildError::Pull {
@@ -940,13 +1162,15 @@ fn onbuild_triggers(config_bytes: &[u8]) -> Vec<String> {
 /// `resolveSourceDateEpochValue`): the build arg (the CLI passes kiln's environment variable as
 /// one, as docker buildx does), else a non-empty global `ARG SOURCE_DATE_EPOCH=` default (a
 /// stage's own ARG does not count). The value is whole seconds since the Unix epoch; `context`
-/// (the local context, which carries no time: no epoch); or the name of a stage that is
+/// (the time of a context downloaded from a URL, [`RemoteContext::epoch`]; a local context
+/// carries none: no epoch); or the name of a stage that is
 /// source-only (`FROM scratch`, ARGs and one remote ADD), whose download gives the time. Such a
 /// stage is checked with BuildKit's rules and messages; taking its time needs ADD of URLs and git
 /// (issue 14), and until then the build says so instead of ignoring it.
 fn source_date_epoch(
     build_args: &BTreeMap<String, String>,
     resolved: &crate::frontend::stage::Resolved,
+    options: &BuildOptions,
 ) -> Result<Option<i64>, BuildError> {
     let value = build_args
         .get("SOURCE_DATE_EPOCH")
@@ -960,7 +1184,9 @@ fn source_date_epoch(
         })
         .map(String::as_str);
     let text = match value {
-        None | Some("") | Some("context") => return Ok(None),
+        None | Some("") => return Ok(None),
+        // The time of a remote context; a local context has none.
+        Some("context") => return Ok(options.remote_context.as_ref().and_then(|c| c.epoch)),
         Some(text) => text,
     };
     // The value as the error shows it: bounded, whatever was passed.

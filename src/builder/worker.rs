@@ -1,12 +1,14 @@
-//! The solver's worker for build ops: cache keys from op digests, context checksums and what
-//! `ADD <url>` downloads give (see [`crate::fetch`]), cache lookups in the store's records, and
-//! running RUN/COPY/ADD/WORKDIR through the executor.
+//! The solver's worker for build ops: cache keys from op digests, context checksums, what
+//! `ADD <url>` downloads give (see [`crate::fetch`]) and the commits `ADD <git ref>` resolves
+//! to (see [`crate::git`]), cache lookups in the store's records, and running
+//! RUN/COPY/ADD/WORKDIR through the executor.
 
 use super::compile::{
     BuildOp, CopyFrom, CopyOp, MkdirOp, MountInput, RunMount, RunOp, Step, UrlSource,
 };
 use super::progress::{BuildEvent, LogStream, Progress};
 use crate::archive::{ArchiveError, ensure_snapshots};
+use crate::builder::git_context::{GitSecretError, git_auth};
 use crate::builder::steps::commit::{LayerCommitError, StagedUpper, commit};
 use crate::builder::steps::copy::{
     CopyError, CopyRequest, CopySource, PreviousCopy, copy, copy_reusing, mkdir,
@@ -20,9 +22,10 @@ use crate::cache::{
 use crate::container::MAX_LAYER_BYTES;
 use crate::container::user;
 use crate::error::Chain;
-use crate::fetch::{FetchError, FetchOptions, Fetched, Fetcher};
+use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
 use crate::frontend::stage::ImageKey;
+use crate::git::{GitCache, GitError, GitOptions, GitSource, Resolved};
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
 use crate::runtime::Network;
@@ -121,6 +124,10 @@ pub enum StepError {
     /// A RUN for a platform this machine runs neither natively nor with an emulator.
     #[error("{0}")]
     Platform(String),
+    #[error(transparent)]
+    Git(#[from] Box<GitError>),
+    #[error(transparent)]
+    GitSecret(#[from] GitSecretError),
 }
 
 impl From<SharedCacheError> for StepError {
@@ -156,7 +163,15 @@ pub struct BuildWorker {
     /// Which platforms this machine runs (natively or emulated), read from binfmt_misc when
     /// the first RUN needs to know.
     pub emulation: std::sync::OnceLock<Emulation>,
+    /// What each `ADD <git ref>` step's refs resolved to when its key was computed.
+    pub git_resolved: Mutex<BTreeMap<NodeId, Vec<Resolved>>>,
+    /// Refs already resolved in this build (remote, ref, checksum), so that two steps of one
+    /// build read the same commit and ask the remote once (BuildKit's resolver cache).
+    pub git_refs: Mutex<BTreeMap<GitRefKey, Resolved>>,
 }
+
+/// A ref as one build resolves it once: the remote, the ref, the checksum, fetch-by-commit.
+pub type GitRefKey = (String, String, Option<String>, bool);
 
 impl BuildWorker {
     /// The op's digest, and for a RUN that mounts secrets or agents, which of them the build
@@ -186,18 +201,80 @@ impl BuildWorker {
         Digest::of(format!("{op_digest}\n{}", given.join("\n")).as_bytes())
     }
 
+    fn git_cache(&self) -> GitCache {
+        GitCache::new(&self.store, GitOptions::from_env())
+    }
+
+    /// The content part of an `ADD <git ref>` step's key: the commit each ref names now
+    /// (`git ls-remote`; see [`Resolved::key_text`]).
+    fn git_content(&self, node: NodeId, sources: &[GitSource]) -> Result<ContentSum, StepError> {
+        let cache = self.git_cache();
+        let mut text = String::from("kiln-add-git-v1\n");
+        let mut files = Vec::new();
+        let mut resolved_all = Vec::new();
+        for source in sources {
+            let memo = (
+                source.remote.clone(),
+                source.reference.clone(),
+                source.checksum.clone(),
+                source.fetch_by_commit,
+            );
+            let known = self
+                .git_refs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&memo)
+                .cloned();
+            let resolved = match known {
+                Some(resolved) => resolved,
+                None => {
+                    let auth = git_auth(self.session.as_ref(), source)?;
+                    let resolved = cache.resolve(source, &auth, &|| false).map_err(Box::new)?;
+                    self.git_refs
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(memo, resolved.clone());
+                    resolved
+                }
+            };
+            let key = resolved.key_text(source);
+            text.push_str(&key);
+            files.push(FileSum {
+                path: format!(
+                    "{}#{}:{}",
+                    source.remote_shown, source.reference, source.subdir
+                ),
+                digest: Digest::of(key.as_bytes()),
+                mode: libc::S_IFDIR | 0o755,
+            });
+            resolved_all.push(resolved);
+        }
+        self.git_resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, resolved_all);
+        Ok(ContentSum {
+            digest: Digest::of(text.as_bytes()),
+            files,
+        })
+    }
+
     fn fetcher(&self) -> Result<Arc<Fetcher>, StepError> {
         let mut slot = self.fetcher.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(fetcher) = slot.as_ref() {
             return Ok(fetcher.clone());
         }
-        let dir = self.store.root().join("cache").join("http");
-        let fetcher = Arc::new(
-            Fetcher::new(self.store.blobs().clone(), &dir, FetchOptions::from_env())
-                .map_err(Box::new)?,
-        );
+        let fetcher = Arc::new(Fetcher::in_store(&self.store).map_err(Box::new)?);
         *slot = Some(fetcher.clone());
         Ok(fetcher)
+    }
+
+    /// The `Authorization` header for `url` from the build's `HTTP_AUTH_*` secrets.
+    fn authorization(
+        &self,
+        url: &reqwest::Url,
+    ) -> Result<Option<crate::fetch::Authorization>, StepError> {
+        Ok(crate::fetch::authorization(url, |id| self.session.secret(id)).map_err(Box::new)?)
     }
 
     /// The content part of an `ADD <url>` step's key, as BuildKit's http source keys it: each
@@ -216,7 +293,11 @@ impl BuildWorker {
                 }
                 None => {
                     let url = crate::fetch::parse_url(&source.url).map_err(Box::new)?;
-                    let got = self.fetcher()?.fetch(&url, None).map_err(Box::new)?;
+                    let auth = self.authorization(&url)?;
+                    let got = self
+                        .fetcher()?
+                        .fetch(&url, None, auth.as_ref())
+                        .map_err(Box::new)?;
                     let pair = (got.digest.clone(), got.last_modified.clone());
                     fetched.push(Some(got));
                     pair
@@ -268,27 +349,17 @@ impl BuildWorker {
                         .clone()
                         .or_else(|| known.get(i).cloned().flatten().map(|f| f.digest));
                     self.fetcher()?
-                        .fetch(&url, checksum.as_ref())
+                        .fetch(&url, checksum.as_ref(), self.authorization(&url)?.as_ref())
                         .map_err(Box::new)?
                 }
             };
-            let fs_error = |action: &'static str, path: &std::path::Path, err| StepError::UrlFile {
-                url: source.url.clone(),
-                source: crate::sys::FsError::new(action, path, err),
-            };
-            let blob = self.store.blobs().path(&fetched.digest);
             let target = dir.join(&source.name);
-            std::fs::copy(&blob, &target).map_err(|e| fs_error("copy", &blob, e))?;
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| fs_error("chmod", &target, e))?;
-            let mtime = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(fetched.mtime()).unwrap_or(0));
-            std::fs::File::options()
-                .write(true)
-                .open(&target)
-                .and_then(|f| f.set_modified(mtime))
-                .map_err(|e| fs_error("set the mtime of", &target, e))?;
+            self.fetcher()?
+                .place(&fetched, &target)
+                .map_err(|source_error| StepError::UrlFile {
+                    url: source.url.clone(),
+                    source: source_error,
+                })?;
         }
         Ok(())
     }
@@ -518,6 +589,33 @@ impl BuildWorker {
                 let _ = std::fs::remove_dir_all(&dir);
                 placed?;
             }
+            CopyFrom::Git => {
+                let cache = self.git_cache();
+                let known = self
+                    .git_resolved
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&node)
+                    .cloned()
+                    .unwrap_or_default();
+                let stop = || cancel.is_cancelled();
+                for (i, source) in op.git.iter().enumerate() {
+                    let auth = git_auth(self.session.as_ref(), source)?;
+                    let resolved = match known.get(i) {
+                        Some(resolved) => resolved.clone(),
+                        None => cache.resolve(source, &auth, &stop).map_err(Box::new)?,
+                    };
+                    let dir = cache
+                        .checkout(source, &resolved, &auth, &stop)
+                        .map_err(Box::new)?;
+                    let request = CopyRequest {
+                        sources: vec!["/".to_string()],
+                        ..request.clone()
+                    };
+                    let source = CopySource::Checkout { dir: &dir };
+                    copy(&request, &source, &lowers, staged.upper(), cancel)?;
+                }
+            }
         }
         if cancel.is_cancelled() {
             return Err(StepError::Canceled);
@@ -682,11 +780,15 @@ impl Worker for BuildWorker {
             BuildOp::Copy(copy) if copy.from == CopyFrom::Url => {
                 Some(self.url_content(node, &copy.urls)?)
             }
+            BuildOp::Copy(copy) if copy.from == CopyFrom::Git => {
+                Some(self.git_content(node, &copy.git)?)
+            }
             BuildOp::Copy(copy) if copy.from == CopyFrom::Context => {
                 let context = self.context.as_deref().ok_or(StepError::NoContext)?;
                 Some(checksum_paths(
                     context.root(),
                     &copy.context_paths,
+                    context.owners(),
                     &self.stat_cache,
                 )?)
             }
@@ -718,7 +820,12 @@ impl Worker for BuildWorker {
                     paths.sort();
                     paths.dedup();
                     let context = self.context.as_deref().ok_or(StepError::NoContext)?;
-                    Some(checksum_paths(context.root(), &paths, &self.stat_cache)?)
+                    Some(checksum_paths(
+                        context.root(),
+                        &paths,
+                        context.owners(),
+                        &self.stat_cache,
+                    )?)
                 } else {
                     None
                 }

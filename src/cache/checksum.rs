@@ -3,9 +3,13 @@
 //!
 //! A file's checksum covers what ends up in the image: its path, its type and permission bits,
 //! its content (regular files) or link target (symlinks). It never covers the modification
-//! time, the owner or the inode, as for Docker: touching a file keeps the cache, `chmod` busts
-//! it. (BuildKit hashes a tar header without the time, and its client resets the owner to
-//! 0:0 before sending the context; kiln does not hash extended attributes.)
+//! time or the inode, as for Docker: touching a file keeps the cache, `chmod` busts it.
+//! (BuildKit hashes a tar header without the time; kiln does not hash extended attributes.)
+//! The owner is covered only for a context whose files keep their owners in the image
+//! ([`ContextOwners::OnDisk`], a context unpacked from a tar): a tar that differs only in an
+//! entry's owner gives another image, so it must not hit the other's cache. A local directory's
+//! files are root's in the image whoever owns them on disk (BuildKit's client resets the owner
+//! to 0:0), so their owner is not covered and a `chown` on the host keeps the cache.
 //!
 //! Reading every file on every build would make a large context slow, so a [`StatCache`]
 //! remembers, per path, the content digest of a file together with what `stat` said about it
@@ -44,6 +48,7 @@
 //! `fstatat` each when the stat cache knows them, and each directory one `openat2`.
 
 use crate::cache::CacheError;
+use crate::frontend::context::ContextOwners;
 use crate::oci::{Digest, Hashing};
 use crate::sys::FsError;
 use crate::sys::atomic::{Staging, atomic_write_in};
@@ -129,8 +134,8 @@ impl ContentSum {
 ///
 /// Per path the checksum covers the path, the file type and permission bits
 /// (`st_mode & (S_IFMT | 0o7777)`), the content of a regular file, the target of a symlink and
-/// the device number of a device node; never times, owner or inode (see the
-/// [module documentation](self)). Regular files whose stat `cache` knows unchanged are not
+/// the device number of a device node, and with [`ContextOwners::OnDisk`] the owner (uid and
+/// gid); never times or inode (see the [module documentation](self)). Regular files whose stat `cache` knows unchanged are not
 /// read; the others are read and hashed in parallel (rayon) and, unless racily clean, added to
 /// `cache`. Symlinks are never followed and nothing outside `root` is ever opened.
 ///
@@ -139,9 +144,10 @@ impl ContentSum {
 pub fn checksum_paths(
     root: &Path,
     paths: &[String],
+    owners: ContextOwners,
     cache: &StatCache,
 ) -> Result<ContentSum, CacheError> {
-    checksum_paths_at(root, paths, cache, clean_before(SystemTime::now()))
+    checksum_paths_at(root, paths, owners, cache, clean_before(SystemTime::now()))
 }
 
 /// [`checksum_paths`] for a checksum that started at a moment whose racy-clean threshold is
@@ -150,6 +156,7 @@ pub fn checksum_paths(
 fn checksum_paths_at(
     root: &Path,
     paths: &[String],
+    owners: ContextOwners,
     cache: &StatCache,
     clean_before: i64,
 ) -> Result<ContentSum, CacheError> {
@@ -165,7 +172,7 @@ fn checksum_paths_at(
     let files = sorted
         .par_iter()
         .map_init(LastDir::default, |last_dir, path| {
-            sum_path(root_fd.as_fd(), last_dir, path, cache, clean_before)
+            sum_path(root_fd.as_fd(), last_dir, path, owners, cache, clean_before)
         })
         .collect::<Result<Vec<FileSum>, CacheError>>()?;
     Ok(ContentSum {
@@ -255,11 +262,13 @@ fn combined_digest(files: &[FileSum]) -> Digest {
 /// The checksum of one path. The encoding, fixed for cache compatibility, is NUL-separated
 /// (no path, target or digest can hold a NUL): `kiln-context-entry-v1`, the path, the mode
 /// (type and permission bits, octal), then the kind with `file` and the content digest,
-/// `dir`, `symlink` and the target bytes, or `other` and the device number.
+/// `dir`, `symlink` and the target bytes, or `other` and the device number; with
+/// [`ContextOwners::OnDisk`] then `owner` and `UID:GID` (decimal).
 fn sum_path(
     root: BorrowedFd<'_>,
     last_dir: &mut LastDir,
     path: &str,
+    owners: ContextOwners,
     cache: &StatCache,
     clean_before: i64,
 ) -> Result<FileSum, CacheError> {
@@ -299,6 +308,9 @@ fn sum_path(
             record.extend_from_slice(target.as_bytes());
         }
         _ => record.extend_from_slice(format!("other\0{}", stat.st_rdev).as_bytes()),
+    }
+    if owners == ContextOwners::OnDisk {
+        record.extend_from_slice(format!("\0owner\0{}:{}", stat.st_uid, stat.st_gid).as_bytes());
     }
     Ok(FileSum {
         path: path.to_string(),
@@ -735,11 +747,18 @@ mod tests {
         }
 
         fn sum(&self, paths: &[&str], cache: &StatCache) -> ContentSum {
-            checksum_paths(&self.ctx, &owned(paths), cache).unwrap()
+            checksum_paths(&self.ctx, &owned(paths), ContextOwners::Root, cache).unwrap()
         }
 
         fn sum_clean(&self, paths: &[&str], cache: &StatCache) -> ContentSum {
-            checksum_paths_at(&self.ctx, &owned(paths), cache, ALL_CLEAN).unwrap()
+            checksum_paths_at(
+                &self.ctx,
+                &owned(paths),
+                ContextOwners::Root,
+                cache,
+                ALL_CLEAN,
+            )
+            .unwrap()
         }
     }
 
@@ -907,6 +926,39 @@ mod tests {
     }
 
     #[test]
+    fn owners_count_for_a_context_that_keeps_them() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("notice: skipping, chown needs root");
+            return;
+        }
+        let fx = Fixture::new();
+        fx.write("f", "hello");
+        fx.write("d/g", "inner");
+        symlink("f", fx.ctx.join("l")).unwrap();
+        let paths = owned(&["d", "d/g", "f", "l"]);
+        let sum = |owners| checksum_paths(&fx.ctx, &paths, owners, &fx.cache()).unwrap();
+        let (root_before, kept_before) = (sum(ContextOwners::Root), sum(ContextOwners::OnDisk));
+        assert_ne!(root_before.digest, kept_before.digest);
+        for (path, uid, gid) in [("f", 1234, 0), ("f", 1234, 4321), ("d", 7, 7), ("l", 9, 9)] {
+            std::os::unix::fs::lchown(fx.ctx.join(path), Some(uid), Some(gid)).unwrap();
+            let kept = sum(ContextOwners::OnDisk);
+            assert_ne!(kept.digest, kept_before.digest, "{path} {uid}:{gid}");
+            // Only the changed path's own sum moved.
+            let changed: Vec<&str> = kept
+                .files
+                .iter()
+                .zip(&kept_before.files)
+                .filter(|(now, then)| now.digest != then.digest)
+                .map(|(now, _)| now.path.as_str())
+                .collect();
+            assert_eq!(changed, [path]);
+            assert_eq!(sum(ContextOwners::Root), root_before, "{path} {uid}:{gid}");
+            std::os::unix::fs::lchown(fx.ctx.join(path), Some(0), Some(0)).unwrap();
+            assert_eq!(sum(ContextOwners::OnDisk), kept_before);
+        }
+    }
+
+    #[test]
     fn per_file_sums_name_the_changed_file_and_order_does_not_matter() {
         let fx = Fixture::new();
         fx.write("a", "1");
@@ -977,7 +1029,7 @@ mod tests {
         // Not strictly older than the threshold: hashed, never remembered, so hashed again.
         let cache = fx.cache();
         for _ in 0..2 {
-            checksum_paths_at(&fx.ctx, &paths, &cache, newest).unwrap();
+            checksum_paths_at(&fx.ctx, &paths, ContextOwners::Root, &cache, newest).unwrap();
             assert_eq!(reads.take(), ["f"]);
         }
         assert!(cache.is_empty());
@@ -985,11 +1037,11 @@ mod tests {
         assert!(!cache.path().exists(), "nothing changed, nothing written");
 
         // Strictly older: remembered, saved, and not read again after a load.
-        checksum_paths_at(&fx.ctx, &paths, &cache, newest + 1).unwrap();
+        checksum_paths_at(&fx.ctx, &paths, ContextOwners::Root, &cache, newest + 1).unwrap();
         assert_eq!(reads.take(), ["f"]);
         cache.save().unwrap();
         let loaded = fx.cache();
-        checksum_paths(&fx.ctx, &paths, &loaded).unwrap();
+        checksum_paths(&fx.ctx, &paths, ContextOwners::Root, &loaded).unwrap();
         assert_eq!(reads.take(), Vec::<String>::new());
 
         // A file just written is racy at the real clock: remembered only once it is older than
@@ -1015,7 +1067,7 @@ mod tests {
             .unwrap();
         let cache = fx.cache();
         let now = clean_before(SystemTime::now() + Duration::from_secs(60));
-        checksum_paths_at(&fx.ctx, &owned(&["f"]), &cache, now).unwrap();
+        checksum_paths_at(&fx.ctx, &owned(&["f"]), ContextOwners::Root, &cache, now).unwrap();
         assert!(cache.is_empty());
     }
 
@@ -1032,7 +1084,10 @@ mod tests {
         let sums: Vec<ContentSum> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..4)
                 .map(|_| {
-                    scope.spawn(|| checksum_paths_at(&fx.ctx, &paths, &cache, ALL_CLEAN).unwrap())
+                    scope.spawn(|| {
+                        checksum_paths_at(&fx.ctx, &paths, ContextOwners::Root, &cache, ALL_CLEAN)
+                            .unwrap()
+                    })
                 })
                 .collect();
             workers.into_iter().map(|w| w.join().unwrap()).collect()
@@ -1186,6 +1241,7 @@ mod tests {
         let err = checksum_paths_at(
             &fx.ctx,
             &owned(&["d/real/x", "d/sym/secret"]),
+            ContextOwners::Root,
             &cache,
             ALL_CLEAN,
         )
@@ -1220,8 +1276,14 @@ mod tests {
             before,
             "a link's target content is never part of the checksum"
         );
-        let err =
-            checksum_paths_at(&fx.ctx, &owned(&["dir/secret"]), &cache, ALL_CLEAN).unwrap_err();
+        let err = checksum_paths_at(
+            &fx.ctx,
+            &owned(&["dir/secret"]),
+            ContextOwners::Root,
+            &cache,
+            ALL_CLEAN,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, CacheError::Changed { path, .. } if path == "dir/secret"),
             "{err}"
@@ -1258,17 +1320,19 @@ mod tests {
         ];
         let mut failures = Vec::new();
         for (path, reason) in cases {
-            match checksum_paths(&fx.ctx, &owned(&["a", path]), &cache) {
+            match checksum_paths(&fx.ctx, &owned(&["a", path]), ContextOwners::Root, &cache) {
                 Err(err @ CacheError::BadPath { .. }) if err.to_string().contains(reason) => {}
                 other => failures.push(format!("{path:?}: {other:?}")),
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
 
-        let err = checksum_paths(&fx.ctx, &owned(&["a", "gone"]), &cache).unwrap_err();
+        let err = checksum_paths(&fx.ctx, &owned(&["a", "gone"]), ContextOwners::Root, &cache)
+            .unwrap_err();
         assert!(matches!(&err, CacheError::Vanished { path } if path == "gone"));
         assert!(err.to_string().contains("gone"), "{err}");
-        let err = checksum_paths(&fx.ctx, &owned(&["a/b"]), &cache).unwrap_err();
+        let err =
+            checksum_paths(&fx.ctx, &owned(&["a/b"]), ContextOwners::Root, &cache).unwrap_err();
         assert!(
             matches!(&err, CacheError::Changed { path, .. } if path == "a/b"),
             "{err}"
@@ -1289,9 +1353,12 @@ mod tests {
             .paths;
         assert_eq!(paths, ["app", "app/main.rs"]);
         let cache = fx.cache();
-        let before = checksum_paths(ctx.root(), &paths, &cache).unwrap();
+        let before = checksum_paths(ctx.root(), &paths, ContextOwners::Root, &cache).unwrap();
         fx.write("app/debug.log", "more noise");
-        assert_eq!(checksum_paths(ctx.root(), &paths, &cache).unwrap(), before);
+        assert_eq!(
+            checksum_paths(ctx.root(), &paths, ContextOwners::Root, &cache).unwrap(),
+            before
+        );
     }
 
     #[test]
@@ -1300,11 +1367,11 @@ mod tests {
         fx.write("a", "x");
         let cache = fx.cache();
         assert_eq!(
-            checksum_paths(&fx.ctx, &[], &cache).unwrap(),
+            checksum_paths(&fx.ctx, &[], ContextOwners::Root, &cache).unwrap(),
             ContentSum::of_nothing()
         );
         assert_ne!(
-            checksum_paths(&fx.ctx, &owned(&["a"]), &cache).unwrap(),
+            checksum_paths(&fx.ctx, &owned(&["a"]), ContextOwners::Root, &cache).unwrap(),
             ContentSum::of_nothing()
         );
     }
@@ -1417,7 +1484,13 @@ mod unchanged_since_tests {
         std::fs::write(dir.path().join("f"), "x").unwrap();
         std::os::unix::fs::symlink("f", dir.path().join("l")).unwrap();
         let cache = StatCache::load(&dir.path().join("stat"), dir.path());
-        let sum = checksum_paths(dir.path(), &["f".to_string(), "l".to_string()], &cache).unwrap();
+        let sum = checksum_paths(
+            dir.path(),
+            &["f".to_string(), "l".to_string()],
+            ContextOwners::Root,
+            &cache,
+        )
+        .unwrap();
         let modes: Vec<u32> = sum.files.iter().map(|f| f.mode & libc::S_IFMT).collect();
         assert_eq!(modes, [libc::S_IFREG, libc::S_IFLNK]);
     }

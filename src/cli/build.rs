@@ -1,5 +1,6 @@
 //! `kiln build`: docker build's flags over [`kiln::builder::build`], with progress rendered by
-//! [`super::progress`]; `--dry-run` prints the plan instead.
+//! [`super::progress`]; `--dry-run` runs the checks the build runs before its first step
+//! ([`kiln::builder::check`]) and prints what the build would do instead.
 
 use super::parse::read_dockerfile;
 use super::progress::{self, ProgressMode};
@@ -7,19 +8,23 @@ use super::{located, unlocated};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
-use kiln::builder::export::{Export, ExportOptions, Exported, export_image};
+use kiln::builder::export::{Export, ExportOptions, Exported, OutputSpec, export_image};
+use kiln::builder::git_context;
+use kiln::builder::http_context::{HttpContext, is_http_context};
 use kiln::builder::stdin_context::{
-    MAX_CONTEXT_BYTES, PEEK_BYTES, StdinContext, is_context_archive,
+    MAX_CONTEXT_BYTES, PEEK_BYTES, UnpackedContext, is_context_archive,
 };
 use kiln::builder::worker::StepError;
-use kiln::builder::{BuildError, BuildOptions, NamedContext, build};
+use kiln::builder::{
+    BuildError, BuildOptions, Checked, ContextOrigin, NamedContext, RemoteContext, RemoteKind,
+    build, check,
+};
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
 use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
-use kiln::frontend::plan::{Plan, PlanError, PlanOptions, default_dockerfile, plan};
-use kiln::frontend::stage::ResolveOptions;
+use kiln::frontend::plan::{PlanError, default_dockerfile};
 use kiln::registry::NoProgress;
 use kiln::runtime::Network;
 use kiln::solver::Cancel;
@@ -36,7 +41,10 @@ const LISTED_FILES: usize = 20;
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// The build context directory; `-` reads standard input: a (possibly compressed) tar of
-    /// the context, or a Dockerfile, built without a context.
+    /// the context, or a Dockerfile, built without a context; a git repository
+    /// (`https://host/repo.git#ref:subdir`, `git://…`, `ssh://…`, `git@host:repo.git`), whose
+    /// Dockerfile (`-f` inside it) is read from it; any other http(s) URL is downloaded: a
+    /// (possibly compressed) tar is the context, any other body the Dockerfile.
     context: PathBuf,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
     #[arg(short = 'f', long = "file")]
@@ -85,7 +93,9 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
     /// Also export the image: `type=docker|oci|tar|local,dest=PATH` (`dest=-`: stdout for
-    /// docker, oci and tar). Repeatable.
+    /// docker, oci and tar), `type=image[,name=REF][,push=true]` or `type=registry,name=REF`;
+    /// `rewrite-timestamp=true` on an image export clamps the file times of the layers the
+    /// build makes to SOURCE_DATE_EPOCH. Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// Export the build cache after the build: `type=local,dest=DIR[,tag=T][,mode=min|max]` or
@@ -109,21 +119,26 @@ pub struct BuildArgs {
     /// How many steps run at once (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     jobs: usize,
-    /// Print the resolved stages, their order and parallel groups, and the context files each
-    /// COPY/ADD reads, without building.
+    /// Run every check the build runs before its first step, fetching nothing, then print the
+    /// resolved stages, their order and parallel groups, the context files each COPY/ADD
+    /// reads and the remote sources the build would fetch, without building.
     #[arg(long)]
     dry_run: bool,
     /// Lend a secret to `RUN --mount=type=secret`: `id=ID[,src=FILE|,env=VAR]` (repeatable).
-    /// Its bytes reach no layer, log or cache.
+    /// `HTTP_AUTH_HEADER_<host>` (the whole `Authorization` value) and `HTTP_AUTH_TOKEN_<host>`
+    /// (a bearer token) authenticate downloads from that host. Its bytes reach no layer, log or
+    /// cache.
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|env=VAR]")]
     secrets: Vec<String>,
     /// Lend an SSH agent to `RUN --mount=type=ssh`: `default`, `ID=SOCKET` or
     /// `ID=KEY[,KEY...]` (key files are served by an agent kiln runs for the build). Repeatable.
     #[arg(long = "ssh", value_name = "ID[=SOCKET|KEY,...]")]
     ssh: Vec<String>,
-    /// A named context: `NAME=DIR`, `NAME=docker-image://REF` or
-    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]`; it replaces what FROM, `COPY --from` and
-    /// `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
+    /// A named context: `NAME=DIR`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://PATH[:TAG|@DIGEST]`, a git repository
+    /// (`NAME=https://host/repo.git#ref:subdir`, `git://…`, `ssh://…`, `git@host:repo.git`) or
+    /// `NAME=https://URL` (the download as the file `context`); it replaces what FROM,
+    /// `COPY --from` and `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
     /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
@@ -149,71 +164,53 @@ enum NetworkArg {
 }
 
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
-    if args.dry_run {
-        return dry_run(args);
-    }
+    // Everything the flags say is checked first, for a dry run too.
     if args.push && args.tags.is_empty() {
         bail!("--push needs a name to push to: give -t NAME");
     }
-    let exports = args
+    let outputs = args
         .outputs
         .iter()
-        .map(|spec| spec.parse::<Export>())
+        .map(|spec| spec.parse::<OutputSpec>())
         .collect::<Result<Vec<_>, _>>()?;
+    let rewrite_timestamp = outputs.iter().any(|output| output.rewrite_timestamp);
+    let exports: Vec<Export> = outputs.into_iter().map(|output| output.export).collect();
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
-    let store = Store::open(root).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // `-` is a context tar or a bare Dockerfile on stdin; a tar is unpacked and built from
-    // like a context directory (removed when `_stdin_context` drops, after the build).
-    let stdin = if args.context.as_os_str() == "-" {
-        Some(read_stdin(&store, args.file.as_deref())?)
-    } else {
-        None
+    let named_contexts = args
+        .build_contexts
+        .iter()
+        .map(|flag| NamedContext::parse(flag))
+        .collect::<Result<_, _>>()?;
+    let platforms = platforms(&args.platforms)?;
+    let build_args = with_source_date_epoch(build_args(&args.build_args)?);
+    let session = Arc::new(session(&args)?);
+    // A dry run writes nothing to the store: it reads the store when there is one, and opens
+    // (creates) it only to unpack a context from standard input or a URL.
+    // A git repository as the context: its checkout in the store is the context directory.
+    let git = match args.context.to_str() {
+        Some(value) if value != "-" => git_context::main_context(value, &build_args)?,
+        _ => None,
     };
-    let mut stdin_dockerfile = None;
-    let (context, _stdin_context) = match stdin {
-        Some(Stdin::Context(unpacked)) => (unpacked.dir().to_path_buf(), Some(unpacked)),
-        Some(Stdin::Dockerfile(bytes)) => {
-            stdin_dockerfile = Some(bytes);
-            (args.context.clone(), None)
-        }
-        None => (args.context.clone(), None),
-    };
-    let no_context = stdin_dockerfile.is_some();
-    let (path, name, bytes) = match stdin_dockerfile {
-        Some(bytes) => (PathBuf::from("-"), "<stdin>".to_string(), bytes),
-        None => {
-            let path = match &_stdin_context {
-                // `-f` names a file inside the tar.
-                Some(_) => context.join(args.file.as_deref().unwrap_or(Path::new("Dockerfile"))),
-                None => default_dockerfile(&context, args.file.as_deref()),
-            };
-            let (mut name, bytes) = match &_stdin_context {
-                Some(_) => read_inside(&context, &path)?,
-                None => read_dockerfile(&path)?,
-            };
-            if _stdin_context.is_some() {
-                // Named as inside the tar, not by the private directory it was unpacked in.
-                name = path
-                    .strip_prefix(&context)
-                    .map_or(name, |inside| inside.display().to_string());
-            }
-            (path, name, bytes)
-        }
-    };
-    let from_stdin = path.as_os_str() == "-";
-    let name = without_dot_slash(name);
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let unpacks = git.is_some()
+        || is_http_context(&args.context.to_string_lossy())
+        || args.context.as_os_str() == "-";
+    let store = (!args.dry_run || unpacks || root.join("oci-layout").exists())
+        .then(|| Store::open(root))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let input = read_input(store.as_ref(), &args, git.as_ref(), session.as_ref())?;
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));
         labels.insert(key.to_string(), value.to_string());
     }
     let options = BuildOptions {
-        dockerfile: bytes,
-        dockerfile_name: name.clone(),
-        dockerfile_path: (!from_stdin).then(|| path.clone()),
-        context_dir: (!no_context).then(|| context.clone()),
-        build_args: with_source_date_epoch(build_args(&args.build_args)?),
+        dockerfile: input.bytes.clone(),
+        dockerfile_name: input.name.clone(),
+        dockerfile_path: input.dockerfile_path.clone(),
+        context_dir: input.context_dir.clone(),
+        remote_context: input.remote.clone(),
+        build_args,
         target: args.target.clone(),
         tags: args.tags.clone(),
         labels,
@@ -234,14 +231,29 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         },
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
-        session: Arc::new(session(&args)?),
-        named_contexts: args
-            .build_contexts
-            .iter()
-            .map(|flag| NamedContext::parse(flag))
-            .collect::<Result<_, _>>()?,
-        platforms: platforms(&args.platforms)?,
+        session,
+        named_contexts,
+        rewrite_timestamp,
+        platforms,
     };
+    let text = String::from_utf8_lossy(&input.bytes).into_owned();
+    if args.dry_run {
+        // Only read: a dry run of a context from stdin or a URL opened the store to unpack it.
+        let checked = check(store.as_ref(), &options, &NoBuildProgress)
+            .map_err(|err| build_error(err, &input.shown_context, &input.name, &text))?;
+        for warning in &checked.plan.resolved.warnings {
+            match warning.span {
+                Some(span) => eprintln!(
+                    "warning: {} ({}:{}:{})",
+                    warning.message, input.name, span.start.line, span.start.column
+                ),
+                None => eprintln!("warning: {}", warning.message),
+            }
+        }
+        print!("{}", describe(&checked, &input, &args, &options.platforms));
+        return Ok(());
+    }
+    let store = store.context("the build has no store")?;
     let renderer = Arc::new(progress::renderer(
         args.progress,
         args.quiet,
@@ -251,7 +263,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     interrupt_on_ctrl_c(&cancel);
     let result = build(&store, &options, renderer.clone(), &cancel);
     renderer.finish();
-    let output = result.map_err(|err| build_error(err, &context, &name, &text))?;
+    let output =
+        result.map_err(|err| build_error(err, &input.shown_context, &input.name, &text))?;
     for (step, reasons) in &output.explanations {
         eprintln!("cache miss: {step}");
         for reason in reasons {
@@ -314,10 +327,178 @@ fn platforms(flags: &[String]) -> anyhow::Result<Vec<kiln::oci::Platform>> {
     Ok(all)
 }
 
+/// A dry run reports no progress: it runs no step.
+struct NoBuildProgress;
+
+impl kiln::builder::Progress for NoBuildProgress {
+    fn event(&self, _event: kiln::builder::BuildEvent) {}
+}
+
+/// The build's context and Dockerfile, read as `kiln build` reads them (its CONTEXT argument
+/// and `-f`).
+struct Input {
+    /// The context directory the build reads; `None` for a Dockerfile on stdin.
+    context_dir: Option<PathBuf>,
+    /// The context as the user gave it, for messages (a directory, `-` or a URL).
+    shown_context: PathBuf,
+    /// Where the context came from when it is a URL.
+    remote: Option<RemoteContext>,
+    /// The Dockerfile's name in messages.
+    name: String,
+    /// Its path on disk, for `<Dockerfile>.dockerignore`; `None` when it has none.
+    dockerfile_path: Option<PathBuf>,
+    bytes: Vec<u8>,
+    /// The unpacked context of stdin, removed when the input drops (after the build).
+    _stdin: Option<UnpackedContext>,
+    /// The context downloaded from a URL, removed when the input drops.
+    _url: Option<HttpContext>,
+}
+
+/// Reads the context argument and `-f`: a directory; `-` (a context tar or a bare Dockerfile on
+/// standard input); or an http(s) URL, downloaded ([`HttpContext`]). A stdin or URL context is
+/// unpacked into `store`'s staging area.
+fn read_input(
+    store: Option<&Store>,
+    args: &BuildArgs,
+    git: Option<&kiln::git::GitSource>,
+    session: &dyn kiln::builder::Session,
+) -> anyhow::Result<Input> {
+    if let Some(source) = git {
+        let store = store.context("a context from a git repository needs a store")?;
+        return read_git_input(store, source, args.file.as_deref(), session);
+    }
+    let given = args.context.to_string_lossy().into_owned();
+    if is_http_context(&given) {
+        let store = store.context("a context from a URL needs a store")?;
+        return read_url_input(store, &given, args.file.as_deref(), session);
+    }
+    if args.context.as_os_str() == "-" {
+        let store = store.context("a context from standard input needs a store")?;
+        return match read_stdin(store, args.file.as_deref())? {
+            Stdin::Dockerfile(bytes) => Ok(Input {
+                context_dir: None,
+                shown_context: args.context.clone(),
+                remote: None,
+                name: "<stdin>".to_string(),
+                dockerfile_path: None,
+                bytes,
+                _stdin: None,
+                _url: None,
+            }),
+            Stdin::Context(unpacked) => {
+                // `-f` names a file inside the tar.
+                let (name, bytes) = unpacked_dockerfile(&unpacked, args.file.as_deref())?;
+                Ok(Input {
+                    context_dir: Some(unpacked.dir().to_path_buf()),
+                    shown_context: args.context.clone(),
+                    remote: Some(RemoteContext {
+                        origin: ContextOrigin::Stdin,
+                        epoch: unpacked.newest_file_time(),
+                    }),
+                    name,
+                    // No `.dockerignore` applies to a context tar.
+                    dockerfile_path: None,
+                    bytes,
+                    _stdin: Some(unpacked),
+                    _url: None,
+                })
+            }
+        };
+    }
+    let path = default_dockerfile(&args.context, args.file.as_deref());
+    let from_stdin = path.as_os_str() == "-";
+    let (name, bytes) = read_dockerfile(&path)?;
+    Ok(Input {
+        context_dir: Some(args.context.clone()),
+        shown_context: args.context.clone(),
+        remote: None,
+        // `kiln build .` reads ./Dockerfile: call it Dockerfile in messages, as docker does.
+        name: without_dot_slash(name),
+        dockerfile_path: (!from_stdin).then_some(path),
+        bytes,
+        _stdin: None,
+        _url: None,
+    })
+}
+
+/// The checkout of the git context `source` and its Dockerfile: `-f` names a file inside
+/// the checkout (its subdirectory), `-f -` reads standard input. No `.dockerignore` applies.
+fn read_git_input(
+    store: &Store,
+    source: &kiln::git::GitSource,
+    file: Option<&Path>,
+    session: &dyn kiln::builder::Session,
+) -> anyhow::Result<Input> {
+    let checkout = git_context::fetch(store, source, session)?;
+    let (name, bytes) = match file {
+        Some(file) if file.as_os_str() == "-" => read_dockerfile(file)?,
+        _ => {
+            let path = checkout.join(file.unwrap_or(Path::new("Dockerfile")));
+            let (_, bytes) = read_inside(&checkout, &path)?;
+            // Named as inside the repository, not by the directory kiln checked it out in.
+            let name = path
+                .strip_prefix(&checkout)
+                .map_or_else(|_| path.display().to_string(), |p| p.display().to_string());
+            (without_dot_slash(name), bytes)
+        }
+    };
+    Ok(Input {
+        context_dir: Some(checkout),
+        shown_context: PathBuf::from(&source.remote_shown),
+        remote: Some(RemoteContext {
+            origin: ContextOrigin::Git(source.remote_shown.clone()),
+            epoch: None,
+        }),
+        name,
+        dockerfile_path: None,
+        bytes,
+        _stdin: None,
+        _url: None,
+    })
+}
+
+/// The context downloaded from `url` and its Dockerfile: inside the archive (`-f` names it
+/// there; `-f -` reads standard input, an absolute `-f` a local file, as buildx does), or the
+/// body itself when it is not an archive.
+fn read_url_input(
+    store: &Store,
+    url: &str,
+    file: Option<&Path>,
+    session: &dyn kiln::builder::Session,
+) -> anyhow::Result<Input> {
+    let downloaded = HttpContext::fetch(store, url, session)?;
+    let remote = RemoteContext {
+        origin: ContextOrigin::Url(url.to_string()),
+        epoch: downloaded.epoch(),
+    };
+    let (name, bytes) = match (downloaded.unpacked(), file) {
+        (None, Some(file)) => bail!(
+            "-f {}: {url} is not an archive, so its body is the Dockerfile",
+            file.display()
+        ),
+        (None, None) => (url.to_string(), downloaded.body_dockerfile()?),
+        (Some(_), Some(file)) if file.as_os_str() == "-" || file.is_absolute() => {
+            read_dockerfile(file)?
+        }
+        (Some(unpacked), file) => unpacked_dockerfile(unpacked, file)?,
+    };
+    Ok(Input {
+        context_dir: Some(downloaded.dir().to_path_buf()),
+        shown_context: PathBuf::from(url),
+        remote: Some(remote),
+        name,
+        // No `.dockerignore` applies to a context tar.
+        dockerfile_path: None,
+        bytes,
+        _stdin: None,
+        _url: Some(downloaded),
+    })
+}
+
 /// What `kiln build -` found on standard input.
 enum Stdin {
     /// A context tar, unpacked.
-    Context(StdinContext),
+    Context(UnpackedContext),
     /// A bare Dockerfile: the build has no context.
     Dockerfile(Vec<u8>),
 }
@@ -351,28 +532,66 @@ fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
         );
     }
     let reader = std::io::Cursor::new(head).chain(stdin);
-    let context = StdinContext::unpack(reader, store.staging(), MAX_CONTEXT_BYTES)
+    let context = UnpackedContext::unpack(reader, store.staging(), MAX_CONTEXT_BYTES)
         .context("cannot read the build context from standard input")?;
     Ok(Stdin::Context(context))
 }
 
-/// The Dockerfile at `path` in the unpacked stdin context `root`; a symlink may lead anywhere
-/// inside the context but not out of it.
+/// The Dockerfile at `path` in a context kiln made at `root` (a tar read from standard input,
+/// a git checkout); a symlink may lead anywhere inside the context but not out of it, and a
+/// Dockerfile larger than [`MAX_DOCKERFILE_BYTES`] is refused.
 fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
+    let shown = |path: &Path| {
+        kiln::error::escape_controls(
+            &path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+        )
+    };
     let inside = root
         .canonicalize()
         .context("cannot open the build context")?;
     let real = path
         .canonicalize()
-        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+        .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?;
     if !real.starts_with(&inside) {
         bail!(
-            "the Dockerfile {} leads outside the context read from standard input",
-            path.display()
+            "the Dockerfile {} leads outside the build context",
+            shown(path)
+        );
+    }
+    let size = std::fs::metadata(&real)
+        .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?
+        .len();
+    if size > MAX_DOCKERFILE_BYTES {
+        bail!(
+            "the Dockerfile {} is larger than {MAX_DOCKERFILE_BYTES} bytes",
+            shown(path)
         );
     }
     read_dockerfile(&real)
 }
+
+/// The Dockerfile of an unpacked context tar: `file` inside it, else `Dockerfile` (or
+/// `dockerfile`); its name in messages and its bytes.
+fn unpacked_dockerfile(
+    unpacked: &UnpackedContext,
+    file: Option<&Path>,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    Ok(match file {
+        Some(file) => (
+            without_dot_slash(file.display().to_string()),
+            unpacked.dockerfile(file)?,
+        ),
+        None => unpacked.default_dockerfile()?,
+    })
+}
+
+/// The largest Dockerfile kiln reads from a context it made (BuildKit reads any size; a
+/// repository's file must not fill memory).
+const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
 
 /// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its
 /// Dockerfile or .dockerignore line, or alone when it is about the context); a failed step
@@ -395,8 +614,11 @@ fn build_error(err: BuildError, context: &Path, dockerfile: &str, text: &str) ->
                 None => unlocated(&failed),
             }
         }
-        err if err.span().is_some() => located(dockerfile, text, err),
-        BuildError::Plan(_) | BuildError::Compile(_) | BuildError::NoContext => unlocated(&err),
+        // A front-end error without a line (an unknown target) still names the Dockerfile.
+        err if err.span().is_some() || matches!(err, BuildError::Plan(_)) => {
+            located(dockerfile, text, err)
+        }
+        BuildError::Compile(_) | BuildError::NoContext => unlocated(&err),
         _ => anyhow::Error::new(err),
     }
 }
@@ -521,47 +743,6 @@ fn interrupt_on_ctrl_c(cancel: &Cancel) {
     drop(spawned);
 }
 
-fn dry_run(args: BuildArgs) -> anyhow::Result<()> {
-    let path = default_dockerfile(&args.context, args.file.as_deref());
-    let from_stdin = path.as_os_str() == "-";
-    let (name, bytes) = read_dockerfile(&path)?;
-    // `kiln build .` reads ./Dockerfile: call it Dockerfile in messages, as docker does.
-    let name = without_dot_slash(name);
-    let text = String::from_utf8_lossy(&bytes);
-    let opts = PlanOptions {
-        context_dir: args.context.clone(),
-        dockerfile_path: (!from_stdin).then(|| path.clone()),
-        target: args.target.clone(),
-        resolve: ResolveOptions {
-            build_args: build_args(&args.build_args)?,
-            target: args.target.clone(),
-            // The plan of the first platform asked for (the others differ only in their args).
-            target_platform: platforms(&args.platforms)?.into_iter().next(),
-            ..ResolveOptions::default()
-        },
-    };
-    let plan = plan(&bytes, &opts).map_err(|err| match &err {
-        // A .dockerignore error points into the ignore file: show that file's line.
-        PlanError::Context(ContextError::Dockerignore { path, text, source }) => {
-            located(&as_given(&args.context, path), text, source.as_ref())
-        }
-        // Any other context error is about the context directory, not a line of a file.
-        PlanError::Context(context_err) => unlocated(context_err),
-        _ => located(&name, &text, &err),
-    })?;
-    for warning in &plan.resolved.warnings {
-        match warning.span {
-            Some(span) => eprintln!(
-                "warning: {} ({name}:{}:{})",
-                warning.message, span.start.line, span.start.column
-            ),
-            None => eprintln!("warning: {}", warning.message),
-        }
-    }
-    print!("{}", describe(&plan, &name, &args));
-    Ok(())
-}
-
 /// `path` (canonical, inside the context) as the user would write it: relative to the context
 /// directory as given on the command line.
 fn as_given(context: &Path, path: &Path) -> String {
@@ -618,9 +799,17 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// The plan as text: header, parallel groups, then each needed stage with its instructions,
-/// the context files each COPY/ADD reads, and each RUN's mounts, network and security.
-fn describe(plan: &Plan, dockerfile: &str, args: &BuildArgs) -> String {
+/// What a dry run found, as text: header, the remote sources the build would fetch, parallel
+/// groups, then each needed stage with its instructions, the context files each COPY/ADD reads,
+/// and each RUN's mounts, network and security.
+fn describe(
+    checked: &Checked,
+    input: &Input,
+    args: &BuildArgs,
+    platforms: &[kiln::oci::Platform],
+) -> String {
+    let plan = &checked.plan;
+    let dockerfile = input.name.as_str();
     let tags = &args.tags;
     let stages = &plan.resolved.stages;
     let stage_name = |id: usize| {
@@ -633,17 +822,32 @@ fn describe(plan: &Plan, dockerfile: &str, args: &BuildArgs) -> String {
     if let Some(ctx) = &plan.context {
         let ignore = ctx.ignore_file().map_or_else(
             || "no .dockerignore".to_string(),
-            |p| format!("after {}", as_given(&args.context, p)),
+            |p| format!("after {}", as_given(&input.shown_context, p)),
         );
         let _ = writeln!(
             out,
             "context     {} ({} entries {ignore})",
-            args.context.display(),
+            input.shown_context.display(),
             ctx.entries().len()
         );
     }
     if !tags.is_empty() {
         let _ = writeln!(out, "tags        {}", tags.join(", "));
+    }
+    // Every platform's plan was checked; the stages below are the first's.
+    match platforms {
+        [] => {}
+        [platform] => {
+            let _ = writeln!(out, "platform    {platform}");
+        }
+        [first, ..] => {
+            let shown: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "platforms   {} (stages shown for {first})",
+                shown.join(", ")
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -665,6 +869,26 @@ fn describe(plan: &Plan, dockerfile: &str, args: &BuildArgs) -> String {
             out,
             "skipped     {} (not needed by the target)",
             skipped.join(", ")
+        );
+    }
+    if let Some(epoch) = checked.source_date_epoch {
+        let _ = writeln!(out, "epoch       {epoch} (SOURCE_DATE_EPOCH)");
+    }
+    for (i, source) in checked.remote.iter().enumerate() {
+        let label = if i == 0 { "remote" } else { "" };
+        let state = match source.kind {
+            RemoteKind::Image if source.stored => " (in the store)",
+            RemoteKind::Image => {
+                " (not in the store: the build pulls it; its ENV and ONBUILD are not checked)"
+            }
+            RemoteKind::Context => " (downloaded)",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "{label:<12}{} {}{state}",
+            source.kind.as_str(),
+            source.source
         );
     }
     let _ = writeln!(

@@ -2,7 +2,7 @@
 //! caret and help); anything else prints as `error: ...` with its causes, `a: b: c`, the
 //! convention of [`kiln::error`].
 
-use kiln::error::Chain;
+use kiln::error::{Chain, escape_controls};
 use kiln::frontend::diagnostic::{Located, render_error};
 use std::fmt;
 
@@ -37,13 +37,14 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
-/// Prints `err` to stderr.
+/// Prints `err` to stderr, its control characters escaped: a message may quote what came from
+/// outside (a Dockerfile or a file name from a git repository, a server's reply).
 pub fn print(err: &anyhow::Error) {
     if let Some(located) = err.downcast_ref::<SourceError>() {
-        eprintln!("{located}");
+        eprintln!("{}", escape_controls(&located.to_string()));
         return;
     }
-    eprint!("{}", plain_report(err));
+    eprint!("{}", escape_controls(&plain_report(err)));
 }
 
 /// `error: MESSAGE: CAUSE: CAUSE`: each error of the chain says only its own layer's message

@@ -262,7 +262,8 @@ pub struct Add {
     pub chown: Option<String>,
     pub chmod: Option<String>,
     pub link: bool,
-    pub keep_git_dir: bool,
+    /// `--keep-git-dir`: `None` when not given (a git URL's `keep-git-dir=` may then decide).
+    pub keep_git_dir: Option<bool>,
     pub checksum: Option<String>,
     /// `--unpack`: `None` when not given (BuildKit then decides by source).
     pub unpack: Option<bool>,
@@ -877,7 +878,7 @@ impl Ctx<'_> {
             chown: flags.string("chown"),
             chmod: flags.string("chmod"),
             link: flags.bool("link"),
-            keep_git_dir: flags.bool("keep-git-dir"),
+            keep_git_dir: flags.get("keep-git-dir").map(|v| v.value == "true"),
             checksum: flags.string("checksum"),
             unpack: flags.get("unpack").map(|v| v.value == "true"),
             exclude: flags.all("exclude").map(|v| v.value.clone()).collect(),

@@ -5,7 +5,7 @@
 //! build context, lists the context files it reads after `.dockerignore`. This is what
 //! `kiln build --dry-run` prints and what the solver will run.
 
-use crate::frontend::context::{BuildContext, ContextError, SourceMatch};
+use crate::frontend::context::{BuildContext, ContextError, ContextKind, SourceMatch};
 use crate::frontend::dag::{DagError, StageDag, StageId};
 use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::{Instruction, MountType};
@@ -21,6 +21,9 @@ pub struct PlanOptions {
     /// Where the Dockerfile is (used to find `<Dockerfile>.dockerignore`); `None` when it came
     /// from standard input.
     pub dockerfile_path: Option<PathBuf>,
+    /// What the context directory is: a local directory (its ignore file applies) or an
+    /// unpacked tar (none does, and its files keep their owners).
+    pub context_kind: ContextKind,
     /// `--target`: the stage to build; the last stage when `None`.
     pub target: Option<String>,
     /// Build arguments, platforms.
@@ -182,7 +185,8 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
                 // The context is walked once, and only when a needed instruction reads it.
                 let ctx = match &mut context {
                     Some(ctx) => ctx,
-                    None => context.insert(BuildContext::open(
+                    None => context.insert(BuildContext::open_as(
+                        opts.context_kind,
                         &opts.context_dir,
                         opts.dockerfile_path.as_deref(),
                     )?),
@@ -283,19 +287,20 @@ pub fn is_remote(source: &str) -> bool {
     {
         return true;
     }
-    // scp-like: `user@host:path`, with no `/` before the `:` (so `dir/a@b:c` stays local).
+    // scp-like: `user@host:path` as BuildKit's `gitSSHRegex` reads it (a user of letters,
+    // digits, `-` and `_`; a host of letters, digits, `-` and `.`), so `dir/a@b:c` stays local.
     let Some((user_host, _path)) = source.split_once(':') else {
         return false;
     };
     let Some((user, host)) = user_host.split_once('@') else {
         return false;
     };
-    let word = |s: &str| {
+    let word = |s: &str, extra: char| {
         !s.is_empty()
             && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == extra)
     };
-    word(user) && word(host)
+    word(user, '_') && word(host, '.')
 }
 
 /// The Dockerfile path for a context: `-f` when given, else `CONTEXT/Dockerfile`.
@@ -311,6 +316,7 @@ mod tests {
         PlanOptions {
             context_dir: context_dir.to_path_buf(),
             dockerfile_path: None,
+            context_kind: ContextKind::Directory,
             target: target.map(str::to_string),
             resolve: ResolveOptions::default(),
         }

@@ -12,8 +12,13 @@
 //! A failed apply leaves the root partly written: callers unpack into a fresh directory and
 //! rename it into place on success.
 //!
-//! Device nodes in a layer are created only when running as root (`same_owner`); the runtime
-//! mounts the root filesystem `nodev`, so an image's device nodes cannot be opened anyway.
+//! Device nodes in a layer are created only when the caller asks ([`ApplyOptions::device_nodes`],
+//! which needs root); the runtime mounts the root filesystem `nodev`, so an image's device
+//! nodes cannot be opened anyway.
+//!
+//! A hardlink entry's owner, mode and times are set on the file it links to (they share an
+//! inode), as Docker's and containerd's unpack set them: the last entry naming the inode
+//! decides (mode and times only when the target is not a symlink, as Docker's `Lstat` check).
 
 use super::{LayerError, Limited, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX};
 use crate::oci::{Digest, Hashing};
@@ -63,9 +68,11 @@ pub struct ApplyOptions {
     pub whiteouts: Whiteouts,
     /// The most uncompressed bytes the layer stream (and all file contents written) may have.
     pub max_bytes: u64,
-    /// Give entries the uid/gid of the tar (lchown) and create device nodes; `false` when not
-    /// running as root.
+    /// Give entries the uid/gid of the tar (lchown); `false` when not running as root.
     pub same_owner: bool,
+    /// Create the character and block devices of the tar (mknod needs root); `false` skips
+    /// them (counted in [`AppliedLayer::skipped_devices`]). Fifos are always made.
+    pub device_nodes: bool,
     /// Mark opaque directories with `user.overlay.opaque` instead of `trusted.overlay.opaque`
     /// (overlayfs mounted with `userxattr`, for rootless).
     pub user_xattr: bool,
@@ -78,7 +85,7 @@ pub struct AppliedLayer {
     pub diff_id: Digest,
     /// The uncompressed tar stream's length in bytes.
     pub size: u64,
-    /// Character and block devices not created because `same_owner` was off (not root).
+    /// Character and block devices not created because `device_nodes` was off.
     pub skipped_devices: u64,
     /// Extended attributes the filesystem or the caller's privileges refused (ENOTSUP, EPERM),
     /// skipped as Docker does (e.g. `trusted.*` or `security.capability` without root).
@@ -370,7 +377,7 @@ impl Applier<'_> {
             }
             tar::EntryType::Link => {
                 let target = entry.link_name_bytes().unwrap_or_default().into_owned();
-                self.hardlink(parent, name, &target, raw)
+                self.hardlink(parent, name, &target, &meta, raw)
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 self.node(entry, parent, name, &meta, raw)
@@ -694,6 +701,7 @@ impl Applier<'_> {
         parent: BorrowedFd<'_>,
         name: &OsStr,
         target: &[u8],
+        meta: &Meta,
         raw: &[u8],
     ) -> Result<(), LayerError> {
         let refuse = |reason: String| LayerError::unsafe_entry(raw, reason);
@@ -732,21 +740,28 @@ impl Applier<'_> {
         if !self.ours.contains(&key(&target_stat)) {
             return Err(missing());
         }
-        if let Some(existing) = lstat_child(parent, name).map_err(|e| io_error(raw, e))? {
-            if key(&existing) == key(&target_stat) {
-                return Ok(());
-            }
+        let linked = lstat_child(parent, name)
+            .map_err(|e| io_error(raw, e))?
+            .is_some_and(|existing| key(&existing) == key(&target_stat));
+        if !linked {
             self.clear(parent, name, raw)?;
+            // linkat(2) without AT_SYMLINK_FOLLOW links a symlink itself, never its target.
+            linkat(
+                target_dir.as_fd(),
+                target_name.as_os_str(),
+                parent,
+                name,
+                AtFlags::empty(),
+            )
+            .map_err(|e| io_error(raw, e.into()))?;
         }
-        // linkat(2) without AT_SYMLINK_FOLLOW links a symlink itself, never its target.
-        linkat(
-            target_dir.as_fd(),
-            target_name.as_os_str(),
-            parent,
-            name,
-            AtFlags::empty(),
-        )
-        .map_err(|e| io_error(raw, e.into()))
+        // The entry's metadata goes to the shared inode (see the module documentation); a
+        // link to a symlink gets only its owner and xattrs, as in Docker's unpack.
+        if file_type(&target_stat) == SFlag::S_IFLNK {
+            self.owner_and_xattrs(parent, name, meta, raw)
+        } else {
+            self.node_metadata(parent, name, meta, true, raw)
+        }
     }
 
     fn node<R: Read>(
@@ -761,7 +776,7 @@ impl Applier<'_> {
         let (kind, device) = match header.entry_type() {
             tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
             device_kind => {
-                if !self.options.same_owner {
+                if !self.options.device_nodes {
                     // mknod(2) of a device needs CAP_MKNOD; Docker skips them in a user namespace.
                     self.skipped_devices += 1;
                     return Ok(());
@@ -799,24 +814,12 @@ impl Applier<'_> {
         set_mode: bool,
         raw: &[u8],
     ) -> Result<(), LayerError> {
-        if self.options.same_owner {
-            fchownat(
-                parent,
-                name,
-                Some(Uid::from_raw(meta.uid)),
-                Some(Gid::from_raw(meta.gid)),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_error(raw, e.into()))?;
-        }
-        for (xattr_name, value) in &meta.xattrs {
-            let result = xattr::set_child(parent, name, xattr_name, value);
-            self.xattr_result(result, raw)?;
-        }
+        self.owner_and_xattrs(parent, name, meta, raw)?;
         if set_mode {
             // fchmodat(2) follows a symlink and Linux before 6.6 has no AT_SYMLINK_NOFOLLOW for
             // it; `name` is the device node or fifo mknodat(2) just created (it fails with EEXIST
-            // rather than replace anything), and nothing else writes in the root meanwhile.
+            // rather than replace anything) or a hardlink to a non-symlink this layer made, and
+            // nothing else writes in the root meanwhile.
             fchmodat(
                 parent,
                 name,
@@ -833,6 +836,32 @@ impl Applier<'_> {
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(|e| io_error(raw, e.into()))
+    }
+
+    /// Owner (when `same_owner`) and xattrs of `name` in `parent`, never following it; chown
+    /// first, since chown(2) clears setuid, setgid and `security.capability`.
+    fn owner_and_xattrs(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        meta: &Meta,
+        raw: &[u8],
+    ) -> Result<(), LayerError> {
+        if self.options.same_owner {
+            fchownat(
+                parent,
+                name,
+                Some(Uid::from_raw(meta.uid)),
+                Some(Gid::from_raw(meta.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_error(raw, e.into()))?;
+        }
+        for (xattr_name, value) in &meta.xattrs {
+            let result = xattr::set_child(parent, name, xattr_name, value);
+            self.xattr_result(result, raw)?;
+        }
+        Ok(())
     }
 
     /// Docker ignores ENOTSUP and EPERM from setting an xattr (a filesystem without them, or a

@@ -4,6 +4,7 @@
 //! - [`apply`]: unpacks a layer tar under a root directory, confined to it (no entry can create,
 //!   change or follow anything outside), turning whiteouts into overlay whiteouts or deletions.
 //! - [`diff`]: writes a layer tar of an overlay upper directory, deterministically.
+//! - [`rewrite`]: clamps a layer tar's timestamps to `SOURCE_DATE_EPOCH` (`rewrite-timestamp`).
 //!
 //! The rules follow Docker's and containerd's (moby `pkg/archive`, containerd `archive/tar.go`);
 //! where kiln differs, the item that differs says why.
@@ -11,6 +12,7 @@
 pub mod apply;
 pub mod compression;
 pub mod diff;
+pub mod rewrite;
 #[cfg(test)]
 mod round_trip;
 

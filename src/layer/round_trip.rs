@@ -34,6 +34,7 @@ fn options(whiteouts: Whiteouts) -> ApplyOptions {
         max_bytes: 64 << 20,
         // SAFETY: geteuid has no preconditions and cannot fail.
         same_owner: nix::unistd::geteuid().is_root(),
+        device_nodes: nix::unistd::geteuid().is_root(),
         user_xattr: false,
     }
 }
@@ -494,6 +495,7 @@ fn without_same_owner_devices_are_skipped_and_fifos_made() {
     let root = tempfile::tempdir().unwrap();
     let mut rootless = options(Whiteouts::Overlay);
     rootless.same_owner = false;
+    rootless.device_nodes = false;
     let applied = apply_layer(&tar[..], root.path(), &rootless).unwrap();
     assert_eq!(applied.skipped_devices, 2);
     assert_eq!(listing(root.path()), ["fifo"]);
@@ -502,6 +504,76 @@ fn without_same_owner_devices_are_skipped_and_fifos_made() {
     assert_eq!(fifo.mode() & 0o7777, 0o640);
     // SAFETY: geteuid has no preconditions and cannot fail.
     assert_eq!(fifo.uid(), nix::unistd::geteuid().as_raw(), "not chowned");
+}
+
+#[test]
+fn owners_are_kept_without_creating_device_nodes() {
+    if !root_or_skip() {
+        return;
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind, uid) in [
+        ("null", tar::EntryType::Char, 1),
+        ("sda", tar::EntryType::Block, 2),
+        ("fifo", tar::EntryType::Fifo, 3),
+        ("file", tar::EntryType::Regular, 1234),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_mode(0o4750);
+        header.set_uid(uid);
+        header.set_gid(4321);
+        header.set_size(0);
+        header.set_device_major(1).unwrap();
+        header.set_device_minor(3).unwrap();
+        builder.append_data(&mut header, name, &b""[..]).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let mut apply = options(Whiteouts::Apply);
+    apply.device_nodes = false;
+    let applied = apply_layer(&tar[..], root.path(), &apply).unwrap();
+    assert_eq!(applied.skipped_devices, 2);
+    assert_eq!(listing(root.path()), ["fifo", "file"]);
+    let file = fs::symlink_metadata(root.path().join("file")).unwrap();
+    // chown before chmod: the setuid bit survives the owner change.
+    assert_eq!(
+        (file.uid(), file.gid(), file.mode() & 0o7777),
+        (1234, 4321, 0o4750)
+    );
+    let fifo = fs::symlink_metadata(root.path().join("fifo")).unwrap();
+    assert_eq!((fifo.uid(), fifo.gid()), (3, 4321));
+}
+
+#[test]
+fn a_hardlink_entry_sets_the_owner_mode_and_time_of_the_shared_inode() {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut file = tar::Header::new_gnu();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_mode(0o644);
+    file.set_uid(44);
+    file.set_gid(45);
+    file.set_mtime(1_600_000_000);
+    file.set_size(2);
+    builder.append_data(&mut file, "a/f", &b"f\n"[..]).unwrap();
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Link);
+    link.set_mode(0o600);
+    link.set_uid(50);
+    link.set_gid(51);
+    link.set_mtime(1_400_000_000);
+    link.set_size(0);
+    builder.append_link(&mut link, "hard", "a/f").unwrap();
+    let tar = builder.into_inner().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    apply_layer(&tar[..], root.path(), &options(Whiteouts::Apply)).unwrap();
+    // Checked against buildctl v0.32 (an http context tar): the link's header wins.
+    let meta = fs::symlink_metadata(root.path().join("a/f")).unwrap();
+    assert_eq!(meta.nlink(), 2);
+    assert_eq!((meta.mode() & 0o7777, meta.mtime()), (0o600, 1_400_000_000));
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (50, 51));
+    }
 }
 
 #[test]

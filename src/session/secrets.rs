@@ -108,6 +108,11 @@ impl SecretSpec {
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
 
 impl SecretBytes {
+    /// Takes `bytes` as a secret (they are zeroed when it drops).
+    pub fn new(bytes: Vec<u8>) -> SecretBytes {
+        SecretBytes(Zeroizing::new(bytes))
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -37,6 +37,25 @@ pub(crate) fn wait(pid: i32) -> Result<i32, Errno> {
     }
 }
 
+/// Makes `command`'s child start with file mode creation mask `umask` and receive SIGKILL when
+/// the thread that spawned it dies (`PR_SET_PDEATHSIG`), so what it creates does not depend on
+/// kiln's own umask and a killed kiln leaves no helper running (BuildKit's git source runs git
+/// with umask 0022 and a parent-death signal the same way).
+pub fn child_umask_and_death_signal(command: &mut std::process::Command, umask: u32) {
+    use std::os::unix::process::CommandExt as _;
+    let mask = rustix::fs::Mode::from_raw_mode(umask);
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: umask(2) and prctl(2) are system calls that neither allocate nor lock,
+    // and the closure touches nothing but its copied `mask`.
+    unsafe {
+        command.pre_exec(move || {
+            rustix::process::umask(mask);
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            Ok(())
+        });
+    }
+}
+
 /// The same error number as nix's type.
 fn errno(error: rustix::io::Errno) -> Errno {
     Errno::from_raw(error.raw_os_error())

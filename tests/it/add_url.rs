@@ -5,143 +5,7 @@
 //! breaks mid-body; names from outside that must stay in the destination.
 
 use crate::build::{Builder, builder};
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-
-/// What the server answers for a path.
-#[derive(Clone, Default)]
-struct Resource {
-    body: Vec<u8>,
-    etag: Option<String>,
-    last_modified: Option<String>,
-    content_disposition: Option<String>,
-    /// Send the full `Content-Length` but only this many bytes, then close.
-    cut_after: Option<usize>,
-}
-
-/// What the server saw.
-#[derive(Default)]
-struct Log {
-    /// Path and `If-None-Match` of every request.
-    requests: Vec<(String, Option<String>)>,
-    /// How many responses carried a body (complete or cut).
-    bodies: usize,
-}
-
-/// A tiny HTTP/1.1 server (one request per connection) on a free loopback port.
-struct Server {
-    port: u16,
-    resources: Arc<Mutex<HashMap<String, Resource>>>,
-    log: Arc<Mutex<Log>>,
-}
-
-impl Server {
-    fn start() -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("address").port();
-        let resources: Arc<Mutex<HashMap<String, Resource>>> = Arc::default();
-        let log: Arc<Mutex<Log>> = Arc::default();
-        let (r, l) = (resources.clone(), log.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (r, l) = (r.clone(), l.clone());
-                std::thread::spawn(move || serve(stream, &r, &l));
-            }
-        });
-        Server {
-            port,
-            resources,
-            log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn set(&self, path: &str, resource: Resource) {
-        self.resources
-            .lock()
-            .unwrap()
-            .insert(path.to_string(), resource);
-    }
-
-    fn requests(&self) -> Vec<(String, Option<String>)> {
-        self.log.lock().unwrap().requests.clone()
-    }
-
-    fn bodies(&self) -> usize {
-        self.log.lock().unwrap().bodies
-    }
-}
-
-fn serve(stream: TcpStream, resources: &Mutex<HashMap<String, Resource>>, log: &Mutex<Log>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
-        return;
-    }
-    let path = line.split(' ').nth(1).unwrap_or("").to_string();
-    let mut if_none_match = None;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':')
-            && name.eq_ignore_ascii_case("if-none-match")
-        {
-            if_none_match = Some(value.trim().to_string());
-        }
-    }
-    log.lock()
-        .unwrap()
-        .requests
-        .push((path.clone(), if_none_match.clone()));
-    let resource = resources.lock().unwrap().get(&path).cloned();
-    let mut out = stream;
-    let Some(resource) = resource else {
-        let _ = out
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        return;
-    };
-    let mut head = String::new();
-    if let Some(etag) = &resource.etag {
-        head.push_str(&format!("ETag: \"{etag}\"\r\n"));
-    }
-    if let Some(date) = &resource.last_modified {
-        head.push_str(&format!("Last-Modified: {date}\r\n"));
-    }
-    if let Some(cd) = &resource.content_disposition {
-        head.push_str(&format!("Content-Disposition: {cd}\r\n"));
-    }
-    let unchanged = match (&resource.etag, &if_none_match) {
-        (Some(etag), Some(asked)) => asked
-            .split(',')
-            .any(|t| t.trim().trim_start_matches("W/").trim_matches('"') == etag),
-        _ => false,
-    };
-    if unchanged {
-        let _ = out.write_all(
-            format!("HTTP/1.1 304 Not Modified\r\n{head}Connection: close\r\n\r\n").as_bytes(),
-        );
-        return;
-    }
-    log.lock().unwrap().bodies += 1;
-    let _ = out.write_all(
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{head}Connection: close\r\n\r\n",
-            resource.body.len()
-        )
-        .as_bytes(),
-    );
-    let sent = resource.cut_after.unwrap_or(resource.body.len());
-    let _ = out.write_all(&resource.body[..sent]);
-    let _ = out.flush();
-    let _ = out.shutdown(Shutdown::Both);
-}
+use crate::support::http::{Resource, Server};
 
 const LAST_MODIFIED: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 const LAST_MODIFIED_SECONDS: &str = "784111777";
@@ -198,7 +62,7 @@ fn an_unchanged_url_is_a_cache_hit_without_its_body_and_a_changed_one_is_not() {
     assert!(second.events.ran().is_empty(), "{:?}", second.events.ran());
     let requests = server.requests();
     assert_eq!(requests.len(), 2, "{requests:?}");
-    assert_eq!(requests[1].1.as_deref(), Some("\"v1\""));
+    assert_eq!(requests[1].if_none_match.as_deref(), Some("\"v1\""));
     assert_eq!(server.bodies(), 1, "the 304 sent no body");
 
     server.set("/files/hello.txt", text("changed\n", Some("v2")));
@@ -353,6 +217,7 @@ fn names_from_outside_stay_in_the_destination() {
         &format!("ADD {} /dst/\n", server.url("/a/../../etc/x.txt")),
     );
     built.ok();
+    assert_eq!(server.requests()[0].path, "/etc/x.txt");
     assert_eq!(cat(&builder, "/dst/x.txt"), "x\n");
     let listing = builder.run("img", "ls", &["-a", "/", "/dst"]);
     assert!(!listing.contains("escape"), "{listing}");
@@ -378,4 +243,133 @@ fn names_from_outside_stay_in_the_destination() {
         );
     }
     assert_eq!(server.requests().len(), before);
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                stack.push(entry.path());
+            }
+        } else if meta.is_file()
+            && let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn credentials_come_from_the_hosts_secrets_and_reach_no_log_store_or_other_host() {
+    let Some(builder) = builder() else { return };
+    let server = Server::start();
+    let other = Server::start();
+    const HEADER: &str = "Basic a2lsbjpzM2NyZXQtaGVhZGVyLXZhbHVl";
+    const TOKEN: &str = "s3cret-token-value";
+    server.set(
+        "/private/data.txt",
+        Resource {
+            authorization: Some(HEADER.to_string()),
+            etag: Some("v1".to_string()),
+            ..Resource::body("private\n")
+        },
+    );
+    server.set(
+        "/token/data.txt",
+        Resource {
+            authorization: Some(format!("Bearer {TOKEN}")),
+            ..Resource::body("tokened\n")
+        },
+    );
+    // A redirect to another port is another origin: the header must not follow it.
+    server.set(
+        "/moved/data.txt",
+        Resource {
+            authorization: Some(HEADER.to_string()),
+            redirect: Some(other.url("/landed/data.txt")),
+            ..Resource::default()
+        },
+    );
+    other.set("/landed/data.txt", Resource::body("landed\n"));
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let token_flag = format!("id=HTTP_AUTH_TOKEN_127.0.0.1,src={}", token_file.display());
+    let header_flag = "id=HTTP_AUTH_HEADER_127.0.0.1,env=KILN_TEST_AUTH";
+    // `ADD <path's URL> /d/`, built with `secrets` (`--secret` values).
+    let add = |path: &str, secrets: &[&str]| {
+        let ctx = builder.context(&[(
+            "Dockerfile",
+            &format!("FROM base\nADD {} /d/\n", server.url(path)),
+        )]);
+        let context = ctx.path().display().to_string();
+        let mut args = vec!["build", "--progress", "json", "-t", "img"];
+        for secret in secrets {
+            args.extend(["--secret", secret]);
+        }
+        args.push(&context);
+        builder.kiln(&args).env("KILN_TEST_AUTH", HEADER).run()
+    };
+
+    let refused = add("/private/data.txt", &[]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        refused.stderr_str().contains("401 Unauthorized"),
+        "{}",
+        refused.stderr_str()
+    );
+    assert_eq!(server.requests().last().unwrap().authorization, None);
+
+    // Both secrets for one host: the token replaces the header (BuildKit sets it last).
+    let both = add("/private/data.txt", &[header_flag, &token_flag]);
+    assert_eq!(both.status.code(), Some(1));
+    assert_eq!(
+        server.requests().last().unwrap().authorization,
+        Some(format!("Bearer {TOKEN}"))
+    );
+
+    let first = add("/private/data.txt", &[header_flag]);
+    assert_eq!(first.status.code(), Some(0), "{}", first.stderr_str());
+    assert_eq!(cat(&builder, "/d/data.txt"), "private\n");
+    // Unchanged: asked again with the secret and If-None-Match, and a cache hit.
+    let second = add("/private/data.txt", &[header_flag]);
+    let events = crate::build::Events::parse(&second.stderr_str());
+    assert_eq!(second.status.code(), Some(0), "{}", second.stderr_str());
+    assert!(events.ran().is_empty(), "{:?}", events.ran());
+    let last = server.requests().last().cloned().unwrap();
+    assert_eq!(last.authorization.as_deref(), Some(HEADER));
+    assert_eq!(last.if_none_match.as_deref(), Some("\"v1\""));
+
+    let tokened = add("/token/data.txt", &[&token_flag]);
+    assert_eq!(tokened.status.code(), Some(0), "{}", tokened.stderr_str());
+    assert_eq!(cat(&builder, "/d/data.txt"), "tokened\n");
+
+    let moved = add("/moved/data.txt", &[header_flag]);
+    assert_eq!(moved.status.code(), Some(0), "{}", moved.stderr_str());
+    assert_eq!(cat(&builder, "/d/data.txt"), "landed\n");
+    let landed = other.requests();
+    assert_eq!(landed.len(), 1, "{landed:?}");
+    assert_eq!(
+        landed[0].authorization, None,
+        "the header followed a redirect"
+    );
+
+    // No secret byte in any log, nor anywhere in the store (url records, blobs, layers,
+    // configs, cache records).
+    for out in [&refused, &both, &first, &second, &tokened, &moved] {
+        let all = format!("{}{}", out.stdout_str(), out.stderr_str());
+        assert!(!all.contains("a2lsbjpz") && !all.contains(TOKEN), "{all}");
+    }
+    for needle in ["a2lsbjpzM2NyZXQtaGVhZGVyLXZhbHVl", TOKEN] {
+        let leaked = files_containing(builder.root(), needle.as_bytes());
+        assert!(leaked.is_empty(), "{needle} is stored in {leaked:?}");
+    }
 }

@@ -821,7 +821,7 @@ fn an_unused_stage_is_never_resolved() {
 }
 
 /// `(mode & 0o7777, uid, gid)` of `path`, not following a last symlink.
-fn mode_owner(path: &Path) -> (u32, u32, u32) {
+pub(crate) fn mode_owner(path: &Path) -> (u32, u32, u32) {
     let meta = fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (meta.mode() & 0o7777, meta.uid(), meta.gid())
 }

@@ -1,8 +1,9 @@
 //! Build contexts other than a local directory argument: a context tar on standard input
-//! (`kiln build - < context.tar`, plain or compressed, as docker's `DetectArchiveReader`), and
-//! a bare Dockerfile on stdin still building without a context; a hostile tar is unpacked
-//! confined to a private directory (nothing outside is written) or refused, as docker's
-//! `Untar` refuses a name climbing out. Named contexts (`--build-context NAME=VALUE`, BuildKit's
+//! (`kiln build - < context.tar`, plain or compressed, as docker's `DetectArchiveReader`), read
+//! as BuildKit reads what buildx uploads (an http context: no `.dockerignore`, the tar's owners
+//! kept and in the cache key, no device nodes), and a bare Dockerfile on stdin still building
+//! without a context; a hostile tar is unpacked confined to a private directory (nothing
+//! outside is written) or refused, as docker's `Untar` refuses a name climbing out. Named contexts (`--build-context NAME=VALUE`, BuildKit's
 //! `namedContext`): a directory (with its own `.dockerignore`) or `docker-image://` replacing
 //! what FROM, `COPY --from` and `RUN --mount from=` call NAME, a stage of that name included.
 
@@ -13,7 +14,7 @@ use std::path::Path;
 
 /// A tar stream of `entries`: `(name, Some(content))` a file, `(name, None)` a directory.
 /// Names are written raw into the header, so `../x` and `/x` can be made.
-fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+pub(crate) fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (name, content) in entries {
         let mut header = tar::Header::new_gnu();
@@ -39,7 +40,7 @@ fn tar_of(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
 }
 
 /// A tar stream of the symlink `name -> target` followed by the entries of the tar `rest`.
-fn with_symlink_first(name: &str, target: &str, rest: Vec<u8>) -> Vec<u8> {
+pub(crate) fn with_symlink_first(name: &str, target: &str, rest: Vec<u8>) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
     raw_name(&mut header, name);
@@ -62,7 +63,7 @@ fn raw_name(header: &mut tar::Header, name: &str) {
     field[..name.len()].copy_from_slice(name.as_bytes());
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(bytes).expect("gzip");
     encoder.finish().expect("gzip")
@@ -79,7 +80,7 @@ fn build_stdin(builder: &crate::build::Builder, args: &[&str], stdin: &[u8]) -> 
 }
 
 /// What is left in the store's staging area (the unpacked context must be gone).
-fn staged(root: &Path) -> Vec<String> {
+pub(crate) fn staged(root: &Path) -> Vec<String> {
     fs::read_dir(root.join("tmp"))
         .map(|dir| {
             dir.flatten()
@@ -90,8 +91,10 @@ fn staged(root: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// buildx sends a stdin tar as an http context, to which BuildKit applies no `.dockerignore`
+/// (neither the context's nor `<Dockerfile>.dockerignore`), as to a URL context.
 #[test]
-fn a_context_tar_on_stdin_builds_like_a_directory() {
+fn a_context_tar_on_stdin_is_the_context_without_dockerignore() {
     let Some(builder) = builder() else { return };
     let tar = tar_of(&[
         (
@@ -100,21 +103,25 @@ fn a_context_tar_on_stdin_builds_like_a_directory() {
         ),
         (".dockerignore", Some(b"ignored.txt\n")),
         ("a.txt", Some(b"from the tar\n")),
-        ("ignored.txt", Some(b"no\n")),
+        ("ignored.txt", Some(b"still copied\n")),
         ("sub", None),
         ("sub/b.txt", Some(b"b\n")),
     ]);
     build_stdin(&builder, &["-t", "tar-ctx"], &tar).ok();
     assert_eq!(builder.run("tar-ctx", "cat", &["/seen"]), "from the tar\n");
     assert_eq!(builder.run("tar-ctx", "cat", &["/ctx/sub/b.txt"]), "b\n");
-    let listing = builder.run("tar-ctx", "ls", &["-a", "/ctx"]);
-    assert!(!listing.contains("ignored.txt"), "{listing}");
+    assert_eq!(
+        builder.run("tar-ctx", "cat", &["/ctx/ignored.txt"]),
+        "still copied\n"
+    );
     assert!(staged(builder.root()).is_empty());
 
-    // gzip-compressed, with -f naming a Dockerfile inside the tar.
+    // gzip-compressed, with -f naming a Dockerfile inside the tar; its own ignore file beside
+    // it does not apply either.
     let tar = gzip(&tar_of(&[
         ("build", None),
         ("build/app.Dockerfile", Some(b"FROM base\nCOPY x /x\n")),
+        ("build/app.Dockerfile.dockerignore", Some(b"x\n")),
         ("x", Some(b"gzipped\n")),
     ]));
     build_stdin(
@@ -125,11 +132,221 @@ fn a_context_tar_on_stdin_builds_like_a_directory() {
     .ok();
     assert_eq!(builder.run("gz-ctx", "cat", &["/x"]), "gzipped\n");
 
+    // The dry run lists the whole context and no ignore file.
+    let out = builder
+        .kiln(&["build", "--dry-run", "-"])
+        .stdin(tar_of(&[
+            ("Dockerfile", Some(b"FROM base\nCOPY . /ctx/\n")),
+            (".dockerignore", Some(b"*\n")),
+            ("a.txt", Some(b"a\n")),
+        ]))
+        .run()
+        .success()
+        .stdout_str();
+    assert!(
+        out.contains("context     - (3 entries no .dockerignore)"),
+        "{out}"
+    );
+    // Its time for SOURCE_DATE_EPOCH=context is its newest file's (every entry of owned_tar
+    // has the mtime 1600000000), as for a downloaded archive without Last-Modified (buildx
+    // uploads it without one).
+    let out = builder
+        .kiln(&[
+            "build",
+            "--dry-run",
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=context",
+            "-",
+        ])
+        .stdin(owned_tar(&[owned_file(
+            "Dockerfile",
+            0,
+            0,
+            0o644,
+            "FROM base\n",
+        )]))
+        .run()
+        .success()
+        .stdout_str();
+    assert!(
+        out.contains("epoch       1600000000 (SOURCE_DATE_EPOCH)"),
+        "{out}"
+    );
+
     // A tar without the Dockerfile: a clear error.
     let tar = tar_of(&[("x", Some(b"x\n"))]);
     let err = build_stdin(&builder, &[], &tar).fails();
     assert!(err.contains("cannot read the Dockerfile"), "{err}");
     assert!(staged(builder.root()).is_empty());
+}
+
+/// One entry of [`owned_tar`].
+pub(crate) struct Owned<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) kind: tar::EntryType,
+    pub(crate) uid: u64,
+    pub(crate) gid: u64,
+    pub(crate) mode: u32,
+    /// The content of a file, the target of a link.
+    pub(crate) data: &'a str,
+}
+
+/// A tar of `entries` with the owners, modes and types they give (mtime 1600000000).
+pub(crate) fn owned_tar(entries: &[Owned<'_>]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(entry.kind);
+        header.set_uid(entry.uid);
+        header.set_gid(entry.gid);
+        header.set_mode(entry.mode);
+        header.set_mtime(1_600_000_000);
+        match entry.kind {
+            tar::EntryType::Regular => {
+                header.set_size(entry.data.len() as u64);
+                builder
+                    .append_data(&mut header, entry.name, entry.data.as_bytes())
+                    .expect("append");
+            }
+            tar::EntryType::Symlink | tar::EntryType::Link => {
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, entry.name, entry.data)
+                    .expect("append");
+            }
+            _ => {
+                header.set_size(0);
+                header.set_device_major(1).expect("major");
+                header.set_device_minor(3).expect("minor");
+                builder
+                    .append_data(&mut header, entry.name, &[][..])
+                    .expect("append");
+            }
+        }
+    }
+    builder.into_inner().expect("tar")
+}
+
+/// A file entry of [`owned_tar`].
+pub(crate) fn owned_file<'a>(
+    name: &'a str,
+    uid: u64,
+    gid: u64,
+    mode: u32,
+    data: &'a str,
+) -> Owned<'a> {
+    Owned {
+        name,
+        kind: tar::EntryType::Regular,
+        uid,
+        gid,
+        mode,
+        data,
+    }
+}
+
+/// BuildKit keeps the owners a context tar gives its entries (buildctl v0.32 with the tar as an
+/// http context, which is what buildx makes of a stdin tar): `COPY . /x` without `--chown`
+/// copies them, `--chown` overrides them, and directories the tar only implies are root's.
+/// Device nodes are not created. The owners are part of the COPY's cache key: a tar that
+/// differs only in an owner misses the cache, the same tar hits it. A local directory's files
+/// stay root's in the image.
+#[test]
+fn a_context_tar_keeps_its_owners_and_they_are_in_the_cache_key() {
+    let Some(builder) = builder() else { return };
+    let dockerfile = "FROM base\nCOPY . /ctx/\nCOPY --chown=7:8 . /chowned/\n";
+    let entries = |owned_uid: u64| {
+        owned_tar(&[
+            owned_file("Dockerfile", 0, 0, 0o644, dockerfile),
+            owned_file("owned.txt", owned_uid, 4321, 0o640, "owned\n"),
+            owned_file("suid", 5, 6, 0o4755, "s\n"),
+            Owned {
+                name: "d",
+                kind: tar::EntryType::Directory,
+                uid: 42,
+                gid: 43,
+                mode: 0o750,
+                data: "",
+            },
+            owned_file("d/f", 44, 45, 0o644, "f\n"),
+            owned_file("implicit/g", 70000, 2_097_151, 0o644, "g\n"),
+            Owned {
+                name: "link",
+                kind: tar::EntryType::Symlink,
+                uid: 48,
+                gid: 49,
+                mode: 0o777,
+                data: "owned.txt",
+            },
+            Owned {
+                name: "hard",
+                kind: tar::EntryType::Link,
+                uid: 50,
+                gid: 51,
+                mode: 0o600,
+                data: "d/f",
+            },
+            Owned {
+                name: "null",
+                kind: tar::EntryType::Char,
+                uid: 0,
+                gid: 0,
+                mode: 0o666,
+                data: "",
+            },
+        ])
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    let export = |name: &str| format!("type=local,dest={}", out.path().join(name).display());
+    let first = build_stdin(&builder, &["-o", &export("first")], &entries(1234));
+    first.ok();
+    let fs = out.path().join("first");
+    let owner = |path: &str| crate::build::mode_owner(&fs.join(path));
+    assert_eq!(owner("ctx/owned.txt"), (0o640, 1234, 4321));
+    // chown before chmod: the setuid bit survives.
+    assert_eq!(owner("ctx/suid"), (0o4755, 5, 6));
+    assert_eq!(owner("ctx/d"), (0o750, 42, 43));
+    // The hardlink's header decides the shared inode's owner and mode.
+    assert_eq!(owner("ctx/d/f"), (0o600, 50, 51));
+    assert_eq!(owner("ctx/hard"), (0o600, 50, 51));
+    assert_eq!(owner("ctx/implicit"), (0o755, 0, 0));
+    assert_eq!(owner("ctx/implicit/g"), (0o644, 70000, 2_097_151));
+    assert_eq!((owner("ctx/link").1, owner("ctx/link").2), (48, 49));
+    assert!(!fs.join("ctx/null").exists(), "a device node was created");
+    for path in [
+        "chowned/owned.txt",
+        "chowned/d",
+        "chowned/d/f",
+        "chowned/implicit/g",
+    ] {
+        let (_, uid, gid) = owner(path);
+        assert_eq!((uid, gid), (7, 8), "{path}");
+    }
+    assert_eq!(owner("chowned/suid"), (0o4755, 7, 8));
+    assert!(staged(builder.root()).is_empty());
+
+    // The same tar again: both COPYs hit the cache.
+    let again = build_stdin(&builder, &[], &entries(1234));
+    again.ok();
+    assert!(again.events.ran().is_empty(), "{:?}", again.events.ran());
+    // Only an owner differs: both COPYs miss (the --chown result is the same, but the key
+    // covers what was read) and the image has the new owner.
+    let changed = build_stdin(&builder, &["-o", &export("changed")], &entries(1235));
+    changed.ok();
+    assert_eq!(
+        changed.events.ran(),
+        ["COPY . /ctx/", "COPY --chown=7:8 . /chowned/"]
+    );
+    let changed_owner = crate::build::mode_owner(&out.path().join("changed/ctx/owned.txt"));
+    assert_eq!(changed_owner, (0o640, 1235, 4321));
+
+    // A local directory holding the same files: root's in the image, whoever owns them.
+    let dir = crate::support::context(&[("Dockerfile", "FROM base\nCOPY . /ctx/\n")]);
+    std::fs::write(dir.path().join("owned.txt"), "owned\n").expect("write");
+    std::os::unix::fs::lchown(dir.path().join("owned.txt"), Some(1234), Some(4321)).expect("chown");
+    builder.build(dir.path(), &["-o", &export("local")]).ok();
+    let local_owner = crate::build::mode_owner(&out.path().join("local/ctx/owned.txt"));
+    assert_eq!((local_owner.1, local_owner.2), (0, 0));
 }
 
 #[test]
@@ -291,14 +508,17 @@ fn a_named_image_context_replaces_a_from_image_and_a_stage() {
     built.ok();
     assert_eq!(builder.run("stage-replaced", "cat", &["/m"]), "alt\n");
 
-    // git and URL contexts are refused clearly.
+    // A git context that cannot be fetched fails naming it (tests/it/add_git.rs builds them).
     let err = builder
         .build(
             ctx.path(),
-            &["--build-context", "deps=https://github.com/x/y.git"],
+            &["--build-context", "deps=git://127.0.0.1:1/y.git#main"],
         )
         .fails();
-    assert!(err.contains("git contexts are not supported yet"), "{err}");
+    assert!(
+        err.contains("cannot use the build context deps: cannot fetch the git context git://127.0.0.1:1/y.git"),
+        "{err}"
+    );
 }
 
 #[test]

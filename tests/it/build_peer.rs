@@ -3,8 +3,9 @@
 //! each with its context), and the two images must agree on the container config (the whole
 //! `config` object, and `author`), the history (`created_by`, `comment`, `empty_layer`), the
 //! number of layers, and every path of the flattened file tree (type, mode with the special bits,
-//! owner, content digest, link target; mtimes only for the paths a case lists). kiln's `-o type=tar` export
-//! must be the tree its layers make. Nothing in the images is normalised: a difference is kiln's.
+//! owner, content digest, link target; mtimes where a case asks, see [`Mtimes`]). kiln's
+//! `-o type=tar` export must be the tree its layers make. Nothing in the images is normalised:
+//! a difference is kiln's.
 //!
 //! Every Dockerfile is built by both; all differences are collected into one list, printed,
 //! and the list must be empty, but for those a case marks as a known kiln divergence
@@ -16,10 +17,16 @@
 //! through `docker load` and `docker run` on the peer dockerd (Docker 20.10,
 //! `start-peers.sh docker`), and must print what `kiln run` prints.
 //!
-//! Needs root, a static busybox (copied into each context at test time), buildctl with its
-//! buildkitd, the registry and dockerd; skips with a notice without them (fails under
+//! Cases with a git repository (issue 14) have its tree in `testdata/build/NAME/repo/`: the
+//! test commits it anew on each run (so BuildKit's checkout cache never answers for an older
+//! run) into a repository served by a `git daemon` on loopback, which both builders reach (the
+//! peer buildkitd runs with host networking); `@GIT@` in a Dockerfile or a context names it.
+//!
+//! Needs root, a static busybox (copied into each context at test time), git, buildctl with
+//! its buildkitd, the registry and dockerd; skips with a notice without them (fails under
 //! `CI=true`).
 
+use crate::add_git::{COMMIT_TIME, GitServer, git};
 use crate::support::{self, PeerBuildctl, PeerDocker, kiln};
 use kiln::oci::Digest;
 use serde_json::Value;
@@ -41,6 +48,9 @@ struct Case {
     base: Option<Base>,
     /// Modes set on context paths after the copy from testdata (git keeps only the x bit).
     modes: &'static [(&'static str, u32)],
+    /// Owners (uid, gid) set on context paths after the copy: a `stdin` case's tar carries
+    /// them (a local directory's owners never reach an image).
+    owners: &'static [(&'static str, u32, u32)],
     /// Run the image with `docker run` (the peer's image and kiln's, loaded) and `kiln run`
     /// and compare what they print.
     run: bool,
@@ -54,19 +64,41 @@ struct Case {
     /// Serve the case's `served/` directory over HTTP on loopback for both builders; the
     /// Dockerfile names the server `@HTTP@` (`host:port`). See [`HttpServer`].
     http: bool,
-    /// `--build-context NAME=VALUE` for both: a VALUE without `://` is a directory of the case's
-    /// context (buildctl: `--local NAME=DIR --opt context:NAME=local:NAME`); `@REGISTRY@` is the
-    /// loopback registry.
+    /// `--build-context NAME=VALUE` for both: a VALUE without `://` (or `@GIT@`) is a directory
+    /// of the case's context (buildctl: `--local NAME=DIR --opt context:NAME=local:NAME`);
+    /// `@REGISTRY@` is the loopback registry, `@GIT@` the git server.
     contexts: &'static [(&'static str, &'static str)],
-    /// kiln reads the context as a tar stream on stdin (`kiln build -`); the peer reads the
-    /// directory.
+    /// The context directory as one tar: kiln reads it on stdin (`kiln build -`); the peer
+    /// downloads it from a loopback HTTP server (`--opt context=http://...`), which is what
+    /// buildx makes of a stdin tar (its upload provider serves it to BuildKit as an http
+    /// context). See [`StdinTar`].
     stdin: bool,
-    /// Paths whose mtime must agree too (where BuildKit sets one: a download's Last-Modified).
-    mtimes: &'static [&'static str],
     /// KNOWN kiln divergences from BuildKit, not fixed yet: a difference of this case that
     /// contains one's text is listed as known instead of failing the test, and one that matches
     /// nothing is a failure, so each marker is removed with its fix.
     known: &'static [Known],
+    /// The case's `repo/` is a git repository at `@GIT@/NAME.git`: branch `main` and an
+    /// annotated tag `v1`.
+    git: bool,
+    /// The build context: the case directory, or (`Some(SUFFIX)`) its repository,
+    /// `@GIT@/NAME.git` followed by `SUFFIX` (`#main:app`).
+    git_context: Option<&'static str>,
+    /// Which file times are compared.
+    mtimes: Mtimes,
+}
+
+/// Which file times a case compares.
+#[derive(Clone, Copy)]
+enum Mtimes {
+    /// None.
+    Ignored,
+    /// Every path's, exactly (both builders give the same times: a git context's commit time).
+    Exact,
+    /// These paths', exactly (where BuildKit sets a time: a download's `Last-Modified`).
+    Paths(&'static [&'static str]),
+    /// Paths below these directories have the time of each builder's own checkout: within the
+    /// time its build ran, not the commit's (BuildKit's default for a git source).
+    Checkout(&'static [&'static str]),
 }
 
 /// A known kiln divergence (see [`Case::known`]).
@@ -109,6 +141,7 @@ const CASE: Case = Case {
     build_args: &[],
     base: None,
     modes: &[],
+    owners: &[],
     run: false,
     fresh_args: &[],
     secrets: &[],
@@ -116,8 +149,10 @@ const CASE: Case = Case {
     http: false,
     contexts: &[],
     stdin: false,
-    mtimes: &[],
     known: &[],
+    git: false,
+    git_context: None,
+    mtimes: Mtimes::Ignored,
 };
 
 /// The image the named-image cases give a name to: the peer's busybox base in the registry.
@@ -307,14 +342,14 @@ const CASES: &[Case] = &[
         name: "add-url",
         base: BUSYBOX,
         http: true,
-        mtimes: &[
+        mtimes: Mtimes::Paths(&[
             "/downloads/hello.txt",
             "/named.txt",
             "/notunpacked/data.tar",
             "/redirected/hello.txt",
             "/linked/hello.txt",
             "/root-url/__unnamed__",
-        ],
+        ]),
         ..CASE
     },
     Case {
@@ -341,12 +376,49 @@ const CASES: &[Case] = &[
     Case {
         name: "stdin-context",
         base: BUSYBOX,
+        owners: &[("sub", 42, 43), ("sub/below.txt", 1234, 4321)],
         stdin: true,
         ..CASE
     },
     Case {
         name: "build-context-layout",
         contexts: &[("lay", "oci-layout:layout")],
+        ..CASE
+    },
+    // Issue 14: git repositories.
+    Case {
+        name: "add-git-branch",
+        modes: &[("repo/bin/tool", 0o755)],
+        git: true,
+        mtimes: Mtimes::Checkout(&["/src", "/lib"]),
+        ..CASE
+    },
+    Case {
+        name: "add-git-tag-subdir",
+        git: true,
+        mtimes: Mtimes::Checkout(&["/sub", "/deeper"]),
+        ..CASE
+    },
+    Case {
+        name: "git-context",
+        git: true,
+        git_context: Some("#main:app"),
+        mtimes: Mtimes::Checkout(&["/"]),
+        ..CASE
+    },
+    Case {
+        name: "git-context-epoch",
+        git: true,
+        git_context: Some("#main"),
+        build_args: &["SOURCE_DATE_EPOCH=1612325106"],
+        mtimes: Mtimes::Exact,
+        ..CASE
+    },
+    Case {
+        name: "build-context-git",
+        git: true,
+        contexts: &[("src", "@GIT@/build-context-git.git#main")],
+        mtimes: Mtimes::Checkout(&["/lib", "/README"]),
         ..CASE
     },
 ];
@@ -362,16 +434,26 @@ struct Peers {
     root: PathBuf,
     /// Unique to this run of the test: the value of each case's `fresh_args`.
     run_id: String,
+    /// Serves the cases' repositories.
+    git: GitServer,
+}
+
+impl Peers {
+    /// `@GIT@` (the git server) in `text` replaced.
+    fn with_git(&self, text: &str) -> String {
+        text.replace("@GIT@", self.git.url("").trim_end_matches("/.git"))
+    }
 }
 
 #[test]
 fn kiln_builds_what_the_peer_buildkit_builds() {
-    let (Some(()), Some(busybox), Some(buildctl), Some(registry), Some(docker)) = (
+    let (Some(()), Some(busybox), Some(buildctl), Some(registry), Some(docker), Some(git)) = (
         support::root(),
         support::busybox(),
         support::peer_buildctl(),
         support::peer_registry(),
         support::peer_docker(),
+        GitServer::start(),
     ) else {
         return;
     };
@@ -390,11 +472,21 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         ),
+        git,
     };
+    // `KILN_PEER_CASES=a,b` compares only those cases (they must not need another's image).
+    let only = std::env::var("KILN_PEER_CASES").ok();
+    let selected: Vec<&Case> = CASES
+        .iter()
+        .filter(|case| {
+            only.as_deref()
+                .is_none_or(|names| names.split(',').any(|n| n == case.name))
+        })
+        .collect();
     let mut differences = Vec::new();
     let mut known = Vec::new();
     let (mut compared, mut known_failures) = (0, 0);
-    for case in CASES {
+    for case in selected.iter().copied() {
         let case_started = Instant::now();
         let mut found = Vec::new();
         let outcome = check_case(&peers, case, &mut found);
@@ -450,16 +542,19 @@ fn kiln_builds_what_the_peer_buildkit_builds() {
     }
     eprintln!(
         "{} cases in {:.1} s",
-        CASES.len(),
+        selected.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(differences.is_empty(), "{differences:#?}");
     assert_eq!(
         compared + known_failures,
-        CASES.len(),
+        selected.len(),
         "every Dockerfile was compared or failed as known"
     );
-    assert!(compared >= 10, "at least ten Dockerfiles are compared");
+    assert!(
+        only.is_some() || compared >= 10,
+        "at least ten Dockerfiles are compared"
+    );
 }
 
 /// How a case ended.
@@ -477,12 +572,15 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     let work = tempfile::tempdir().expect("temp dir");
     let context = work.path().join("context");
     prepare_context(case, &peers.busybox, &context);
+    if case.git {
+        publish_repository(peers, case, &context);
+    }
     let http = case.http.then(|| HttpServer::start(context.join("served")));
-    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@, and
-    // its HTTP server through @HTTP@.
+    // `from=` cannot be expanded: a case names the registry's images through @REGISTRY@, the
+    // git server through @GIT@ and its HTTP server through @HTTP@.
     let dockerfile = context.join("Dockerfile");
     if let Ok(text) = fs::read_to_string(&dockerfile) {
-        let mut text = text.replace("@REGISTRY@", &peers.registry);
+        let mut text = peers.with_git(&text.replace("@REGISTRY@", &peers.registry));
         if let Some(server) = &http {
             text = text.replace("@HTTP@", &server.host);
         }
@@ -504,19 +602,39 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
     } else {
         None
     };
+    let stdin = case
+        .stdin
+        .then(|| StdinTar::serve(&context, &work.path().join("stdin")));
     let peer_tar = work.path().join("peer.tar");
     let peer_docker_tar = work.path().join("peer-docker.tar");
     let kiln_tar = work.path().join("kiln.tar");
     let kiln_export = work.path().join("kiln-export.tar");
     let peer_docker = case.run.then_some(peer_docker_tar.as_path());
-    if let Err(err) = peer_build(peers, case, &context, &peer_tar, peer_docker) {
+    let peer_started = now();
+    if let Err(err) = peer_build(
+        peers,
+        case,
+        &context,
+        stdin.as_ref(),
+        &peer_tar,
+        peer_docker,
+    ) {
         found.push(err);
         return Outcome::Failed;
     }
-    if let Err(err) = kiln_build(peers, case, &context, &kiln_tar, &kiln_export) {
+    let (peer_ended, kiln_started) = (now(), now());
+    if let Err(err) = kiln_build(
+        peers,
+        case,
+        &context,
+        stdin.as_ref(),
+        &kiln_tar,
+        &kiln_export,
+    ) {
         found.push(err);
         return Outcome::Failed;
     }
+    let kiln_ended = now();
     let (peer, kiln) = match (read_image(&peer_tar), read_image(&kiln_tar)) {
         (Ok(peer), Ok(kiln)) => (peer, kiln),
         (peer, kiln) => {
@@ -533,16 +651,27 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
         history(&peer.config).len(),
         peer.layers.len()
     );
-    found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree));
-    for path in case.mtimes {
-        match (peer.tree.get(*path), kiln.tree.get(*path)) {
-            (Some(p), Some(k)) if p.mtime != k.mtime => {
-                found.push(format!("{path}: mtime: peer {}, kiln {}", p.mtime, k.mtime))
+    let exact = matches!(case.mtimes, Mtimes::Exact);
+    found.extend(compare_trees("peer", &peer.tree, "kiln", &kiln.tree, exact));
+    if let Mtimes::Paths(paths) = case.mtimes {
+        for path in paths {
+            match (peer.tree.get(*path), kiln.tree.get(*path)) {
+                (Some(p), Some(k)) if p.mtime != k.mtime => {
+                    found.push(format!("{path}: mtime: peer {}, kiln {}", p.mtime, k.mtime))
+                }
+                (Some(_), Some(_)) => {}
+                _ => found.push(format!(
+                    "{path}: not in both images, so no mtime to compare"
+                )),
             }
-            (Some(_), Some(_)) => {}
-            _ => found.push(format!(
-                "{path}: not in both images, so no mtime to compare"
-            )),
+        }
+    }
+    if let Mtimes::Checkout(dirs) = case.mtimes {
+        for (who, tree, window) in [
+            ("peer", &peer.tree, (peer_started, peer_ended)),
+            ("kiln", &kiln.tree, (kiln_started, kiln_ended)),
+        ] {
+            found.extend(checkout_times(who, tree, dirs, window));
         }
     }
     // A secret's bytes reach no layer and no config of either image.
@@ -570,6 +699,7 @@ fn check_case(peers: &Peers, case: &Case, found: &mut Vec<String>) -> Outcome {
             &kiln.tree,
             "kiln export",
             &exported,
+            false,
         )),
         Err(err) => found.push(format!("cannot read kiln's export: {err}")),
     }
@@ -661,6 +791,9 @@ fn prepare_context(case: &Case, busybox: &Path, context: &Path) {
     copy_tree(&source, context);
     for (path, mode) in case.modes {
         fs::set_permissions(context.join(path), fs::Permissions::from_mode(*mode)).expect("chmod");
+    }
+    for (path, uid, gid) in case.owners {
+        std::os::unix::fs::lchown(context.join(path), Some(*uid), Some(*gid)).expect("chown");
     }
     fs::copy(busybox, context.join("busybox")).expect("copy busybox");
     if case.name == "build-context-layout" {
@@ -793,16 +926,31 @@ fn peer_build(
     peers: &Peers,
     case: &Case,
     context: &Path,
+    stdin: Option<&StdinTar>,
     oci: &Path,
     docker: Option<&Path>,
 ) -> Result<(), String> {
     let mut command = peers.buildctl.command();
-    command
-        .args(["build", "--progress=plain", "--frontend", "dockerfile.v0"])
-        .arg("--local")
-        .arg(format!("context={}", context.display()))
-        .arg("--local")
-        .arg(format!("dockerfile={}", context.display()));
+    command.args(["build", "--progress=plain", "--frontend", "dockerfile.v0"]);
+    match (case.git_context, stdin) {
+        // The repository is the context, and its Dockerfile comes from it.
+        (Some(suffix), _) => {
+            command
+                .arg("--opt")
+                .arg(format!("context={}{suffix}", peers.git.url(case.name)));
+        }
+        // The Dockerfile comes from the downloaded context: no `--local dockerfile`.
+        (None, Some(tar)) => {
+            command.args(["--opt", &format!("context={}", tar.url)]);
+        }
+        (None, None) => {
+            command
+                .arg("--local")
+                .arg(format!("context={}", context.display()))
+                .arg("--local")
+                .arg(format!("dockerfile={}", context.display()));
+        }
+    }
     for arg in build_args(peers, case, None) {
         command.args(["--opt", &format!("build-arg:{arg}")]);
     }
@@ -853,6 +1001,7 @@ fn kiln_build(
     peers: &Peers,
     case: &Case,
     context: &Path,
+    stdin: Option<&StdinTar>,
     save: &Path,
     export: &Path,
 ) -> Result<(), String> {
@@ -874,16 +1023,16 @@ fn kiln_build(
     for (name, value) in named_contexts(peers, case, context) {
         command = command.args(["--build-context", &format!("{name}={value}")]);
     }
-    let command = if case.stdin {
-        command.arg("-").stdin(context_tar(context))
-    } else {
-        command.arg(context)
+    let command = match (case.git_context, stdin) {
+        (Some(suffix), _) => command.arg(format!("{}{suffix}", peers.git.url(case.name))),
+        (None, Some(tar)) => command.arg("-").stdin(tar.bytes.clone()),
+        (None, None) => command.arg(context),
     };
     checked(command.run().into(), "kiln build").map(drop)
 }
 
 /// A case's named contexts, `(NAME, VALUE)`: a directory as an absolute path, `@REGISTRY@`
-/// written out, `oci-layout:DIR` as `oci-layout://ABSOLUTE-DIR@DIGEST` (the digest of the
+/// and `@GIT@` written out, `oci-layout:DIR` as `oci-layout://ABSOLUTE-DIR@DIGEST` (the digest of the
 /// layout's first image).
 fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, String)> {
     case.contexts
@@ -897,8 +1046,8 @@ fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, St
                 .expect("index.json is JSON");
                 let digest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
                 format!("oci-layout://{}@{digest}", dir.display())
-            } else if value.contains("://") {
-                value.replace("@REGISTRY@", &peers.registry)
+            } else if value.contains("://") || value.starts_with("@GIT@") {
+                peers.with_git(&value.replace("@REGISTRY@", &peers.registry))
             } else {
                 context.join(value).display().to_string()
             };
@@ -907,15 +1056,31 @@ fn named_contexts(peers: &Peers, case: &Case, context: &Path) -> Vec<(String, St
         .collect()
 }
 
-/// The context directory as an uncompressed tar stream (symlinks as symlinks), as a user
-/// pipes one into `kiln build -`.
-fn context_tar(context: &Path) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder
-        .append_dir_all(".", context)
-        .expect("tar the context");
-    builder.into_inner().expect("finish the tar")
+/// A `stdin` case's context as one tar, for both builders: its bytes (kiln's standard input)
+/// and the URL a loopback [`HttpServer`] serves them at (the peer's context).
+struct StdinTar {
+    bytes: Vec<u8>,
+    url: String,
+}
+
+impl StdinTar {
+    /// Tars `context` (uncompressed, symlinks as symlinks, owners and modes as on disk, as a
+    /// user pipes one into `kiln build -`) into `dir/context.tar` and serves `dir`.
+    fn serve(context: &Path, dir: &Path) -> StdinTar {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder.follow_symlinks(false);
+        builder
+            .append_dir_all(".", context)
+            .expect("tar the context");
+        let bytes = builder.into_inner().expect("finish the tar");
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("context.tar"), &bytes).expect("write the tar");
+        let server = HttpServer::start(dir.to_path_buf());
+        StdinTar {
+            bytes,
+            url: format!("http://{}/files/context.tar", server.host),
+        }
+    }
 }
 
 /// A loopback HTTP server for both builders (buildkitd runs with the host's network): `GET`
@@ -1078,8 +1243,17 @@ pub(crate) struct Node {
     mode: u32,
     uid: u64,
     gid: u64,
-    /// Compared only for a case's [`Case::mtimes`] (so not part of `==`).
+    /// The modification time (seconds), compared only where a case asks ([`Mtimes`]).
     mtime: u64,
+}
+
+impl Node {
+    /// The same node, with or without the same time.
+    fn same(&self, other: &Node, with_mtime: bool) -> bool {
+        (&self.kind, self.mode, self.uid, self.gid)
+            == (&other.kind, other.mode, other.uid, other.gid)
+            && (!with_mtime || self.mtime == other.mtime)
+    }
 }
 
 impl PartialEq for Node {
@@ -1548,12 +1722,13 @@ fn shown(value: &Option<Value>) -> String {
         .map_or_else(|| "unset".to_string(), Value::to_string)
 }
 
-/// Every path whose presence or node differs between two trees.
+/// Every path whose presence or node (and time, `with_mtime`) differs between two trees.
 pub(crate) fn compare_trees(
     left_name: &str,
     left: &Tree,
     right_name: &str,
     right: &Tree,
+    with_mtime: bool,
 ) -> Vec<String> {
     let mut differences = Vec::new();
     for (path, node) in left {
@@ -1561,7 +1736,7 @@ pub(crate) fn compare_trees(
             None => differences.push(format!(
                 "{path}: {left_name} has {node:?}, {right_name} has nothing"
             )),
-            Some(other) if other != node => differences.push(format!(
+            Some(other) if !other.same(node, with_mtime) => differences.push(format!(
                 "{path}: {left_name} has {node:?}, {right_name} has {other:?}"
             )),
             Some(_) => {}
@@ -1575,6 +1750,79 @@ pub(crate) fn compare_trees(
         }
     }
     differences
+}
+
+/// The paths at or below `dirs` in `tree` whose time is not that of a checkout made while the
+/// build ran (`window`, Unix seconds, a second of slack on each side), or that have the commit's
+/// time: a difference each.
+fn checkout_times(who: &str, tree: &Tree, dirs: &[&str], window: (u64, u64)) -> Vec<String> {
+    let below = |path: &str| {
+        dirs.iter().any(|dir| {
+            *dir == "/"
+                || path == *dir
+                || path
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    let mut differences = Vec::new();
+    let mut seen = 0;
+    for (path, node) in tree.iter().filter(|(path, _)| below(path)) {
+        seen += 1;
+        let checked_out = node.mtime + 1 >= window.0 && node.mtime <= window.1 + 1;
+        if !checked_out || node.mtime == COMMIT_TIME as u64 {
+            differences.push(format!(
+                "{path}: {who}'s mtime {} is not the checkout's (its build ran {}..{})",
+                node.mtime, window.0, window.1
+            ));
+        }
+    }
+    if seen == 0 {
+        differences.push(format!("{who} has nothing below {dirs:?}"));
+    }
+    differences
+}
+
+/// Unix seconds now.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Commits the case's `repo/` (moved out of its context) to `@GIT@/NAME.git`: branch `main`,
+/// annotated tag `v1`. Every directory gets a `.run` file naming this run: BuildKit keys a copy
+/// from a git checkout by the content it copies, so a tree it saw in an earlier run would give
+/// that run's layer, with that checkout's times.
+fn publish_repository(peers: &Peers, case: &Case, context: &Path) {
+    let repo = peers.git.repo(case.name);
+    let tree = context.join("repo");
+    copy_tree(&tree, &repo.work);
+    fs::remove_dir_all(&tree).expect("remove repo/ from the context");
+    mark_run(&repo.work, &peers.run_id);
+    git(&repo.work, &["add", "-A"]);
+    git(
+        &repo.work,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            &format!("{} {}", case.name, peers.run_id),
+        ],
+    );
+    repo.push();
+    repo.annotated_tag("v1");
+}
+
+/// Writes `.run` (holding `run_id`) into `dir` and each directory below it but `.git`.
+fn mark_run(dir: &Path, run_id: &str) {
+    fs::write(dir.join(".run"), run_id).expect("write .run");
+    for entry in fs::read_dir(dir).expect("read directory").flatten() {
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.file_name() != ".git" {
+            mark_run(&entry.path(), run_id);
+        }
+    }
 }
 
 /// `docker run` of the peer's image and of kiln's (both `docker load`ed into the peer dockerd),

@@ -165,7 +165,10 @@ fn dry_run_prints_stages_groups_and_context_reads() {
 #[test]
 fn dry_run_target_prunes_and_build_args_apply() {
     let ctx = multi_stage_context();
+    // A store of its own (never created: a dry run writes nothing), so busybox is not in it.
+    let root = tempfile::tempdir().expect("temp dir");
     let out = kiln()
+        .root(root.path().join("store"))
         .args([
             "build",
             "--dry-run",
@@ -182,6 +185,7 @@ fn dry_run_target_prunes_and_build_args_apply() {
         .success()
         .stdout_str();
     insta::assert_snapshot!(out);
+    assert!(!root.path().join("store").exists());
 }
 
 #[test]
@@ -214,8 +218,9 @@ fn dry_run_prints_each_run_mounts_expanded() {
             "RUN echo plain\n",
         ),
     )]);
+    // The build's checks hold: --security=insecure needs the entitlement.
     let out = kiln()
-        .args(["build", "--dry-run", "."])
+        .args(["build", "--dry-run", "--allow", "security.insecure", "."])
         .current_dir(ctx.path())
         .run()
         .success()

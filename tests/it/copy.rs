@@ -1056,20 +1056,22 @@ fn cases() -> Vec<Case> {
             expect: Error("source can't be a URL for COPY"),
             ..BASE
         },
+        // The worker copies URLs and git checkouts from their own directories (tests/it/add_url.rs,
+        // add_git.rs); one that reached the copy of local sources would be kiln's bug.
         Case {
-            name: "ADD of a URL is not supported yet",
+            name: "ADD of a URL is not a local copy",
             sources: &["https://example.com/file.tar.gz"],
             dest: "/x",
             add: true,
-            expect: Error("ADD from a URL is not supported yet"),
+            expect: Error("a URL reached the copy of local sources"),
             ..BASE
         },
         Case {
-            name: "ADD of a git repository is not supported yet",
+            name: "ADD of a git repository is not a local copy",
             sources: &["https://github.com/moby/buildkit.git#v0.1"],
             dest: "/x",
             add: true,
-            expect: Error("ADD from a git repository is not supported yet"),
+            expect: Error("a git repository reached the copy of local sources"),
             ..BASE
         },
         Case {

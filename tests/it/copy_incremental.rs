@@ -81,7 +81,13 @@ fn make_context(dir: &Path) {
 fn checksum(dir: &Path, stat_dir: &Path) -> ContentSum {
     let context = BuildContext::open(dir, None).unwrap();
     let paths: Vec<String> = context.entries().iter().map(|e| e.path.clone()).collect();
-    checksum_paths(dir, &paths, &StatCache::load(stat_dir, dir)).unwrap()
+    checksum_paths(
+        dir,
+        &paths,
+        context.owners(),
+        &StatCache::load(stat_dir, dir),
+    )
+    .unwrap()
 }
 
 /// `COPY . /` of the context at `dir` into the fresh directory `upper`, linking from

@@ -674,6 +674,7 @@ fn run(case: &Case) -> Result<(), String> {
         whiteouts: case.mode,
         max_bytes: LIMIT,
         same_owner: running_as_root(),
+        device_nodes: running_as_root(),
         user_xattr: false,
     };
     let layers = (case.layers)(sentinel_text);

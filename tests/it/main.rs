@@ -3,6 +3,7 @@
 //! Tests that read `../shared/conformance` skip with a notice when it is absent, and fail when
 //! `CI=true` (see [`support::conformance_dir`]).
 
+mod add_git;
 mod add_url;
 mod architecture;
 mod archive;
@@ -16,9 +17,11 @@ mod copy;
 mod copy_incremental;
 mod copy_parents;
 mod dockerignore_conformance;
+mod dry_run;
 mod errors;
 mod frontend_errors;
 mod graph;
+mod http_context;
 mod image_commands;
 mod layer_safety;
 mod oci_schema;
@@ -26,6 +29,7 @@ mod parser_conformance;
 mod parser_errors;
 mod platform;
 mod registry;
+mod rewrite_timestamp;
 mod run;
 mod run_step;
 mod runtime_cgroup;

@@ -839,6 +839,7 @@ CMD ["cat", "/built", "/final"]
             &peer_image.tree,
             "kiln",
             &kiln_image.tree,
+            false,
         ));
         differences.extend(found.into_iter().map(|d| format!("{platform}: {d}")));
     }

@@ -1,5 +1,7 @@
 //! Shared helpers for the integration tests.
 
+pub mod http;
+
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::Write as _;

@@ -25,8 +25,10 @@
 //!   contents are copied into when it is missing, are created 0755 (the 0777 bits of an octal
 //!   `--chmod`) and owned by the `--chown` user (root without it); existing ones are left as they
 //!   are. ADD's archive destination is always made 0755 (BuildKit's `unpack`).
-//! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for context files (the
-//!   build client resets it) and the source's for `--from`, unless `--chown`. `--chmod` applies to
+//! - Copied files keep their mode, mtime and xattrs; the owner is 0:0 for the files of a local
+//!   directory context (the build client resets it) and the source's for `--from` and for a
+//!   context unpacked from a tar (stdin or a URL: BuildKit's unpack keeps the tar's owners),
+//!   unless `--chown`. `--chmod` applies to
 //!   every copied file and directory ([`mode`]). A copied directory gets its source's attributes
 //!   when it is below the copied root; the destination directory itself never gets the source
 //!   root's (it is made as above, or left as it was).
@@ -37,8 +39,8 @@
 //!   without a group gets their primary group, a numeric user without a group gets the same
 //!   number as gid (BuildKit's `readUser`).
 //! - `ADD` extracts a local tar archive (plain, gzip, bzip2, xz or zstd, recognised by content, not
-//!   name) into the destination directory ([`extract`]); URLs and git sources are not supported
-//!   yet.
+//!   name) into the destination directory ([`extract`]). A URL's download and a git checkout
+//!   are copied by the worker from their own directories (a checkout as [`CopySource::Checkout`]).
 //! - `--exclude` patterns (patternmatcher syntax) are matched against paths relative to each
 //!   copied directory, and against the matched path for a wildcard source.
 //!
@@ -55,7 +57,7 @@ use crate::builder::steps::union::{
 use crate::container::user::{self, UserError};
 use crate::frontend::context::dockerignore::{SegmentGlob, clean};
 use crate::frontend::context::{
-    BuildContext, ContextError, Dockerignore, DockerignoreError, ParentsSource,
+    BuildContext, ContextError, ContextOwners, Dockerignore, DockerignoreError, ParentsSource,
 };
 use crate::frontend::instruction::InlineFile;
 use crate::solver::Cancel;
@@ -78,6 +80,10 @@ pub enum CopySource<'a> {
     Context { context: &'a BuildContext },
     /// `COPY --from`: a stage or image, as its snapshot directories, top first.
     Layers { layers: &'a [PathBuf] },
+    /// `ADD <git ref>`: a checkout, copied from its root as BuildKit copies a git source
+    /// (`llb.Copy(st, "/", dest)` without `CopyDirContentsOnly`): its files owned by root, and
+    /// the destination directory given the checkout root's mode and mtime.
+    Checkout { dir: &'a Path },
 }
 
 /// One COPY/ADD step.
@@ -148,11 +154,12 @@ pub enum CopyError {
         /// The source as written.
         source_path: String,
     },
-    /// ADD of a URL or git repository, which kiln does not do yet.
+    /// ADD of a URL or git repository reached the copy of local files: kiln's compiler sends
+    /// those to their own sources, so this is an internal error.
     #[error(
-        "ADD from a {what} is not supported yet: {source_path}; fetch it into the build context and ADD the local copy"
+        "ADD {source_path}: a {what} reached the copy of local sources (an internal error in kiln)"
     )]
-    RemoteUnsupported {
+    RemoteInLocalCopy {
         /// `URL` or `git repository`.
         what: &'static str,
         /// The source as written.
@@ -297,15 +304,18 @@ pub fn copy_reusing(
         .map(|value| resolve_chown(value, lowers))
         .transpose()?;
     let exclude = Dockerignore::from_patterns(&request.exclude)?;
-    let (tree, from_context) = match source {
+    let (tree, from_context, root_owned) = match source {
         CopySource::Context { context } => {
             let allowed = context.files().into_iter().map(str::to_string).collect();
             (
                 UnionFs::filtered(context.root().to_path_buf(), allowed)?,
                 true,
+                context.owners() == ContextOwners::Root,
             )
         }
-        CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false),
+        CopySource::Layers { layers } => (UnionFs::new(layers.to_vec())?, false, false),
+        // A git checkout: root's files, as BuildKit's git source makes them.
+        CopySource::Checkout { dir } => (UnionFs::new(vec![dir.to_path_buf()])?, true, true),
     };
     let mut matches = Vec::new();
     for source_path in &request.sources {
@@ -315,7 +325,9 @@ pub fn copy_reusing(
         }
         let found = match source {
             CopySource::Context { context } => select_in_context(context, source_path)?,
-            CopySource::Layers { .. } => select_in_layers(&tree, source_path)?,
+            CopySource::Layers { .. } | CopySource::Checkout { .. } => {
+                select_in_layers(&tree, source_path)?
+            }
         };
         matches.extend(found.into_iter().filter(|m| {
             // A wildcard match is itself subject to --exclude (`COPY --exclude=*.txt hom* /d/`).
@@ -328,6 +340,8 @@ pub fn copy_reusing(
         target: Target::new(lowers, upper)?,
         tree: &tree,
         from_context,
+        whole_root: matches!(source, CopySource::Checkout { .. }),
+        root_owned,
         chmod,
         chown,
         exclude,
@@ -437,6 +451,11 @@ struct Copier<'a> {
     target: Target,
     tree: &'a UnionFs,
     from_context: bool,
+    /// The destination directory of a copied directory takes the directory's own attributes
+    /// (a git checkout's root), not only its contents.
+    whole_root: bool,
+    /// Whether the copies are root's whoever owns the sources (a local directory context).
+    root_owned: bool,
     chmod: Option<Chmod>,
     chown: Option<(u32, u32)>,
     exclude: Dockerignore,
@@ -477,7 +496,7 @@ impl Copier<'_> {
 
     /// The attributes a copy of a source file with `meta` gets.
     fn attributes(&self, meta: &Metadata, xattrs: Vec<(CString, Vec<u8>)>) -> Attributes {
-        let (uid, gid) = self.chown.unwrap_or(if self.from_context {
+        let (uid, gid) = self.chown.unwrap_or(if self.root_owned {
             (0, 0)
         } else {
             (meta.uid, meta.gid)
@@ -528,6 +547,12 @@ impl Copier<'_> {
                 }
                 let (dir, name) = self.file_destination(dest, found.base_name())?;
                 self.copy_node(&node, &dir, &name)
+            }
+            Found::Dir(dir, meta) if self.whole_root => {
+                let dst = self.dest_dir_for_contents(dest)?;
+                let attributes = self.attributes(&meta, self.tree.dir_xattrs(&dir)?);
+                self.copy_children(&dir, Path::new(""), &dst)?;
+                self.target.set_dir_attributes(&dst, &attributes)
             }
             Found::Dir(dir, _) => {
                 let dst = self.dest_dir_for_contents(dest)?;
@@ -851,7 +876,9 @@ fn select_parents(
     let include = parents.include()?;
     let roots = match source {
         CopySource::Context { context } => select_in_context(context, &parents.root)?,
-        CopySource::Layers { .. } => select_in_layers(tree, &parents.root)?,
+        CopySource::Layers { .. } | CopySource::Checkout { .. } => {
+            select_in_layers(tree, &parents.root)?
+        }
     };
     let mut matches = Vec::new();
     let mut found = !parents.required();
@@ -880,7 +907,7 @@ fn select_parents(
             CopySource::Context { .. } => CopyError::NotInContext {
                 source_path: source_path.to_string(),
             },
-            CopySource::Layers { .. } => CopyError::NotInSource {
+            CopySource::Layers { .. } | CopySource::Checkout { .. } => CopyError::NotInSource {
                 source_path: source_path.to_string(),
             },
         });
@@ -1014,7 +1041,7 @@ fn refuse_remote(source: &str, add: bool) -> Result<(), CopyError> {
         (false, false) => return Ok(()),
     };
     Err(if add {
-        CopyError::RemoteUnsupported {
+        CopyError::RemoteInLocalCopy {
             what: what.1,
             source_path: source.to_string(),
         }
@@ -1116,15 +1143,11 @@ mod tests {
                 false,
                 Some("source can't be a URL for COPY"),
             ),
-            (
-                "http://x.org/f",
-                true,
-                Some("ADD from a URL is not supported yet"),
-            ),
+            ("http://x.org/f", true, Some("a URL reached the copy")),
             (
                 "git@github.com:o/r.git",
                 true,
-                Some("ADD from a git repository"),
+                Some("a git repository reached the copy"),
             ),
             (
                 "https://github.com/o/r.git",
@@ -1134,9 +1157,13 @@ mod tests {
             (
                 "https://github.com/o/r.git#main",
                 true,
-                Some("ADD from a git repository"),
+                Some("a git repository reached the copy"),
             ),
-            ("ssh://host/repo", true, Some("ADD from a git repository")),
+            (
+                "ssh://host/repo",
+                true,
+                Some("a git repository reached the copy"),
+            ),
             ("httpfile.txt", true, None),
             ("dir/https://x", false, None),
         ] {

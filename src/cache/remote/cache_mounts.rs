@@ -313,6 +313,7 @@ impl ImportedCache {
                 whiteouts: Whiteouts::Apply,
                 max_bytes: MAX_CACHE_MOUNT_BYTES,
                 same_owner: nix::unistd::geteuid().is_root(),
+                device_nodes: nix::unistd::geteuid().is_root(),
                 user_xattr: false,
             };
             let applied = apply_layer(stream, dir, &options)?;

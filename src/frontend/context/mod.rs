@@ -125,16 +125,55 @@ pub struct ContextEntry {
     pub kind: EntryKind,
 }
 
-/// A local build context directory with its `.dockerignore` applied.
+/// What a build context directory is, which decides how it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextKind {
+    /// A local directory: its `.dockerignore` applies, and its files are root's in the image
+    /// (BuildKit's client sends every file with its owner reset to 0:0).
+    Directory,
+    /// A tar (from standard input or a URL) unpacked into a directory. BuildKit gets both as an
+    /// http context (buildx uploads a stdin tar through its upload provider) and unpacks it
+    /// with its copy unpack: no `.dockerignore` applies (its `MainContext` takes a remote
+    /// context as it is), and every entry keeps the owner the tar gave it.
+    Unpacked,
+}
+
+/// Who owns a context's files when a COPY or ADD without `--chown` reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextOwners {
+    /// Root (0:0), whoever owns them on disk ([`ContextKind::Directory`]).
+    Root,
+    /// Their owners on disk, which unpacking set from the tar ([`ContextKind::Unpacked`]).
+    OnDisk,
+}
+
+/// A build context directory with its `.dockerignore` (if any) applied.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     root: PathBuf,
+    owners: ContextOwners,
     ignore_file: Option<PathBuf>,
     ignore: Dockerignore,
     /// Sorted by `path` (byte order).
     entries: Vec<ContextEntry>,
     /// The paths `.dockerignore` left out (a directory left out whole is one path), sorted.
     excluded: Vec<String>,
+}
+
+/// `context_dir` made canonical; it must be a directory.
+fn canonical_dir(context_dir: &Path) -> Result<PathBuf, ContextError> {
+    let root = context_dir
+        .canonicalize()
+        .map_err(|source| ContextError::Open {
+            path: context_dir.to_path_buf(),
+            source,
+        })?;
+    if !root.is_dir() {
+        return Err(ContextError::NotADirectory {
+            path: context_dir.to_path_buf(),
+        });
+    }
+    Ok(root)
 }
 
 impl BuildContext {
@@ -147,18 +186,35 @@ impl BuildContext {
     /// (relative to the current directory, like `docker build -f`). An ignore file that is a
     /// symlink must stay inside its own directory: it is never read from elsewhere.
     pub fn open(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
-        let root = context_dir
-            .canonicalize()
-            .map_err(|source| ContextError::Open {
-                path: context_dir.to_path_buf(),
-                source,
-            })?;
-        if !root.is_dir() {
-            return Err(ContextError::NotADirectory {
-                path: context_dir.to_path_buf(),
-            });
-        }
+        let root = canonical_dir(context_dir)?;
         let ignore_file = ignore_file_for(&root, dockerfile)?;
+        Self::walked(root, ignore_file, ContextOwners::Root)
+    }
+
+    /// Opens `context_dir`, a tar unpacked into a directory ([`ContextKind::Unpacked`]): no
+    /// ignore file, every entry is in the context, and its files keep their owners.
+    pub fn open_unpacked(context_dir: &Path) -> Result<Self, ContextError> {
+        Self::walked(canonical_dir(context_dir)?, None, ContextOwners::OnDisk)
+    }
+
+    /// Opens `context_dir` as a context of `kind` (`dockerfile` as for [`BuildContext::open`]).
+    pub fn open_as(
+        kind: ContextKind,
+        context_dir: &Path,
+        dockerfile: Option<&Path>,
+    ) -> Result<Self, ContextError> {
+        match kind {
+            ContextKind::Directory => Self::open(context_dir, dockerfile),
+            ContextKind::Unpacked => Self::open_unpacked(context_dir),
+        }
+    }
+
+    /// The context at the canonical directory `root` after the ignore file `ignore_file`.
+    fn walked(
+        root: PathBuf,
+        ignore_file: Option<PathBuf>,
+        owners: ContextOwners,
+    ) -> Result<Self, ContextError> {
         let ignore = match &ignore_file {
             Some(path) => load_ignore(path)?,
             None => Dockerignore::default(),
@@ -166,6 +222,7 @@ impl BuildContext {
         let (entries, excluded) = walk(&root, &ignore)?;
         Ok(Self {
             root,
+            owners,
             ignore_file,
             ignore,
             entries,
@@ -176,6 +233,11 @@ impl BuildContext {
     /// The context directory (canonical).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Who owns its files in the image (without `--chown`).
+    pub fn owners(&self) -> ContextOwners {
+        self.owners
     }
 
     /// The ignore file in use, if any.

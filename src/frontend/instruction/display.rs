@@ -60,7 +60,12 @@ impl Display for Instruction {
                 flag(f, "chmod", i.chmod.as_deref())?;
                 flag(f, "checksum", i.checksum.as_deref())?;
                 bool_flag(f, "link", i.link)?;
-                bool_flag(f, "keep-git-dir", i.keep_git_dir)?;
+                if let Some(keep) = i.keep_git_dir {
+                    bool_flag(f, "keep-git-dir", keep)?;
+                    if !keep {
+                        write!(f, " --keep-git-dir=false")?;
+                    }
+                }
                 if let Some(unpack) = i.unpack {
                     write!(f, " --unpack={unpack}")?;
                 }
