@@ -18,11 +18,11 @@ use super::{ArchiveError, DEFAULT_MAX_BYTES, unpack_layer};
 use crate::error::{Cause, Reason};
 use crate::layer::{Compression, LayerError, decompressed};
 use crate::oci::Digest;
-use crate::oci::Platform;
 use crate::store::BlobError;
 use crate::store::blob::{BlobRef, MAX_DOCUMENT_SIZE};
 use crate::store::{
-    ImageName, LayerInfo, Store, StoreError, descriptor, entry_name, is_index, is_manifest,
+    ImageName, LayerInfo, Store, StoreError, StoredEntry, descriptor, entry_name, is_index,
+    is_manifest,
 };
 use crate::sys::FsError;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
@@ -83,8 +83,8 @@ pub fn load(
 ) -> Result<Vec<Loaded>, ArchiveError> {
     let _lease = store.lease()?;
     let entries = Entries::read(store, reader, options.max_bytes)?;
-    let images = if entries.items.contains_key("manifest.json") {
-        docker_images(store, &entries)?
+    let (images, indexes) = if entries.items.contains_key("manifest.json") {
+        (docker_images(store, &entries)?, Vec::new())
     } else if entries.items.contains_key("index.json") {
         oci_images(store, &entries)?
     } else {
@@ -106,7 +106,19 @@ pub fn load(
             }
         }
     }
-    images.into_iter().map(|image| image.store(store)).collect()
+    let mut loaded = Vec::new();
+    for image in images {
+        let in_index = image.in_index;
+        let stored = image.store(store)?;
+        // An image of a multi-platform image is reported as that image, once.
+        if !in_index {
+            loaded.push(stored);
+        }
+    }
+    for index in indexes {
+        loaded.push(index.store(store)?);
+    }
+    Ok(loaded)
 }
 
 /// A file entry's content: in memory, or already a blob in the store.
@@ -357,6 +369,43 @@ struct Pending {
     names: Vec<ImageName>,
     /// An OCI archive's manifest, kept as it is (so its digest survives the round trip).
     manifest: Option<(Vec<u8>, Descriptor)>,
+    /// One platform's image of a multi-platform image ([`PendingIndex`]): listed untagged,
+    /// its manifest kept, for the index to name.
+    in_index: bool,
+}
+
+/// A multi-platform image of an OCI archive: its index, kept as it is, and its names. Its
+/// platforms' images (those the archive has) are [`Pending`] images of their own.
+struct PendingIndex {
+    bytes: Vec<u8>,
+    media_type: MediaType,
+    names: Vec<ImageName>,
+}
+
+impl PendingIndex {
+    /// Lists the index (after its images) and tags it.
+    fn store(self, store: &Store) -> Result<Loaded, ArchiveError> {
+        let stored = store.write_index(self.media_type.to_string().as_str(), &self.bytes)?;
+        let mut moved = Vec::new();
+        for name in &self.names {
+            let before = match store.resolve_entry(&name.full()) {
+                Ok(StoredEntry::Image(old)) => Some(old.id.clone()),
+                Ok(StoredEntry::Index(old)) => Some(old.digest.clone()),
+                Err(StoreError::NotFound(_)) => None,
+                Err(err) => return Err(err.into()),
+            };
+            if let Some(old) = before.filter(|old| old != &stored.digest) {
+                moved.push((name.clone(), old));
+            }
+            store.tag(&name.full(), &stored.descriptor)?;
+        }
+        Ok(Loaded {
+            id: stored.digest.clone(),
+            manifest_digest: stored.digest,
+            names: self.names,
+            moved,
+        })
+    }
 }
 
 impl Pending {
@@ -364,6 +413,12 @@ impl Pending {
     fn store(self, store: &Store) -> Result<Loaded, ArchiveError> {
         let id = Digest::of(&self.config);
         let manifest = match self.manifest {
+            Some((bytes, descriptor)) if self.in_index => {
+                store.blobs().write(&self.config)?;
+                store
+                    .write_manifest(descriptor.media_type().as_ref(), &bytes)?
+                    .manifest_descriptor
+            }
             Some((bytes, descriptor)) if !self.names.is_empty() => {
                 store.blobs().write(&self.config)?;
                 store.blobs().write(&bytes)?;
@@ -516,14 +571,19 @@ fn docker_images(store: &Store, entries: &Entries) -> Result<Vec<Pending>, Archi
             layers,
             names,
             manifest: None,
+            in_index: false,
         });
     }
     Ok(images)
 }
 
-/// The images of an OCI layout archive: one per manifest that `index.json` lists (directly, or
-/// the host platform's of a listed image index), with the names its descriptors carry.
-fn oci_images(store: &Store, entries: &Entries) -> Result<Vec<Pending>, ArchiveError> {
+/// The images of an OCI layout archive: one per manifest that `index.json` lists, with the names
+/// its descriptors carry; and each listed image index (a multi-platform image) with the images
+/// of it the archive has.
+fn oci_images(
+    store: &Store,
+    entries: &Entries,
+) -> Result<(Vec<Pending>, Vec<PendingIndex>), ArchiveError> {
     let data = entries.file("index.json", "the archive")?;
     let bytes = entries.document(store, data, "archive entry", "index.json")?;
     let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| ArchiveError::Document {
@@ -532,9 +592,39 @@ fn oci_images(store: &Store, entries: &Entries) -> Result<Vec<Pending>, ArchiveE
         reason: e.into(),
     })?;
     let mut images: Vec<Pending> = Vec::new();
+    let mut indexes: Vec<(Digest, PendingIndex)> = Vec::new();
     let mut by_manifest: HashMap<Digest, usize> = HashMap::new();
     for listed in index.manifests() {
         let name = entry_name(listed);
+        if is_index(listed.media_type()) {
+            let digest = digest_of(listed, "index.json")?;
+            if let Some((_, pending)) = indexes.iter_mut().find(|(d, _)| d == &digest) {
+                pending
+                    .names
+                    .extend(name.filter(|n| !pending.names.contains(n)));
+                continue;
+            }
+            let (index_bytes, children) = index_images(store, entries, listed)?;
+            for (manifest_bytes, manifest) in children {
+                let child_digest = digest_of(&manifest, &digest.to_string())?;
+                if by_manifest.contains_key(&child_digest) {
+                    continue;
+                }
+                let mut pending = oci_image(store, entries, &manifest_bytes, manifest, None)?;
+                pending.in_index = true;
+                by_manifest.insert(child_digest, images.len());
+                images.push(pending);
+            }
+            indexes.push((
+                digest,
+                PendingIndex {
+                    bytes: index_bytes,
+                    media_type: listed.media_type().clone(),
+                    names: name.into_iter().collect(),
+                },
+            ));
+            continue;
+        }
         let (manifest_bytes, manifest) = manifest_of(store, entries, listed)?;
         let digest = digest_of(&manifest, "index.json")?;
         if let Some(&at) = by_manifest.get(&digest) {
@@ -549,31 +639,18 @@ fn oci_images(store: &Store, entries: &Entries) -> Result<Vec<Pending>, ArchiveE
         by_manifest.insert(digest, images.len());
         images.push(pending);
     }
-    Ok(images)
+    Ok((images, indexes.into_iter().map(|(_, i)| i).collect()))
 }
 
-/// The manifest a descriptor of `index.json` leads to (through an image index: the host
-/// platform's), with its bytes.
-fn manifest_of(
+/// An image index of `index.json` (a multi-platform image): its bytes, and the manifests it
+/// lists that the archive has, with their bytes. An index with none of them is refused.
+#[allow(clippy::type_complexity)]
+fn index_images(
     store: &Store,
     entries: &Entries,
     listed: &Descriptor,
-) -> Result<(Vec<u8>, Descriptor), ArchiveError> {
+) -> Result<(Vec<u8>, Vec<(Vec<u8>, Descriptor)>), ArchiveError> {
     let digest = digest_of(listed, "index.json")?;
-    if is_manifest(listed.media_type()) {
-        let data = entries.blob(&digest, listed.size(), "index.json")?;
-        let bytes = entries.document(store, data, "image manifest", &digest.to_string())?;
-        return Ok((
-            bytes,
-            descriptor(listed.media_type().clone(), &digest, listed.size()),
-        ));
-    }
-    if !is_index(listed.media_type()) {
-        return Err(ArchiveError::ManifestMediaType {
-            digest,
-            media_type: listed.media_type().to_string(),
-        });
-    }
     let data = entries.blob(&digest, listed.size(), "index.json")?;
     let bytes = entries.document(store, data, "image index", &digest.to_string())?;
     let nested: ImageIndex =
@@ -582,25 +659,50 @@ fn manifest_of(
             name: digest.to_string(),
             reason: e.into(),
         })?;
-    let host = Platform::host();
-    let matches = |d: &&Descriptor| {
-        is_manifest(d.media_type())
-            && d.platform().as_ref().is_none_or(|p| {
-                p.os().to_string() == host.os && p.architecture().to_string() == host.architecture
-            })
-    };
-    let Some(chosen) = nested.manifests().iter().find(matches) else {
+    let mut children = Vec::new();
+    for child in nested.manifests() {
+        let child_digest = digest_of(child, &digest.to_string())?;
+        // A platform left out of the archive (`save --platform` elsewhere) is not here.
+        if !is_manifest(child.media_type()) || entries.file(&blob_key(&child_digest), "").is_err() {
+            continue;
+        }
+        let data = entries.blob(&child_digest, child.size(), &digest.to_string())?;
+        let manifest =
+            entries.document(store, data, "image manifest", &child_digest.to_string())?;
+        children.push((
+            manifest,
+            descriptor(child.media_type().clone(), &child_digest, child.size()),
+        ));
+    }
+    if children.is_empty() {
         return Err(ArchiveError::NoPlatform {
             digest,
-            platform: host.to_string(),
+            platform: "any platform".to_string(),
         });
-    };
-    let chosen_digest = digest_of(chosen, &digest.to_string())?;
-    let data = entries.blob(&chosen_digest, chosen.size(), &digest.to_string())?;
-    let bytes = entries.document(store, data, "image manifest", &chosen_digest.to_string())?;
+    }
+    store.blobs().write(&bytes)?;
+    Ok((bytes, children))
+}
+
+/// The manifest a descriptor of `index.json` names, with its bytes (image indexes are read by
+/// [`index_images`]).
+fn manifest_of(
+    store: &Store,
+    entries: &Entries,
+    listed: &Descriptor,
+) -> Result<(Vec<u8>, Descriptor), ArchiveError> {
+    let digest = digest_of(listed, "index.json")?;
+    if !is_manifest(listed.media_type()) {
+        return Err(ArchiveError::ManifestMediaType {
+            digest,
+            media_type: listed.media_type().to_string(),
+        });
+    }
+    let data = entries.blob(&digest, listed.size(), "index.json")?;
+    let bytes = entries.document(store, data, "image manifest", &digest.to_string())?;
     Ok((
         bytes,
-        descriptor(chosen.media_type().clone(), &chosen_digest, chosen.size()),
+        descriptor(listed.media_type().clone(), &digest, listed.size()),
     ))
 }
 
@@ -656,6 +758,7 @@ fn oci_image(
         layers,
         names: name.into_iter().collect(),
         manifest: Some((manifest_bytes.to_vec(), manifest_descriptor)),
+        in_index: false,
     })
 }
 

@@ -27,8 +27,11 @@ pub mod view;
 
 pub use load::{LoadOptions, Loaded, Progress, load};
 pub use output::{Output, OutputError};
-pub use rootfs::{Exported, ImportOptions, export_rootfs, export_to_dir, import_rootfs};
-pub use save::{SaveFormat, save};
+pub use rootfs::{
+    Exported, ImportOptions, export_rootfs, export_rootfs_platforms, export_to_dir,
+    export_to_dir_platforms, import_rootfs,
+};
+pub use save::{SaveFormat, save, save_platform};
 
 use crate::cache::remote::{SharedCacheError, materialize, materialize_all};
 use crate::error::Cause;
@@ -138,6 +141,12 @@ pub enum ArchiveError {
     ManifestMediaType { digest: Digest, media_type: String },
     #[error("image index {digest} has no image for {platform}")]
     NoPlatform { digest: Digest, platform: String },
+    /// A multi-platform image some of whose platforms' images are not in the store.
+    #[error(
+        "cannot save {name} whole: the store does not have its images for {} (it was pulled          for fewer platforms); save one platform with --platform",
+        .absent.join(", ")
+    )]
+    PartialIndex { name: String, absent: Vec<String> },
     /// A layer that could not be unpacked: unsafe, malformed, or not the content it claims.
     #[error("layer {diff_id} cannot be unpacked")]
     Layer {

@@ -31,11 +31,15 @@ pub struct ImportOptions {
     pub name: Option<String>,
     /// The most uncompressed bytes the tar may hold.
     pub max_bytes: u64,
+    /// `--platform`: the platform the config says (default: the host's), for a root
+    /// filesystem of another architecture.
+    pub platform: Option<Platform>,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
         ImportOptions {
+            platform: None,
             source: "-".to_string(),
             message: None,
             changes: Vec::new(),
@@ -117,14 +121,17 @@ pub fn import_rootfs(
     }
 }
 
-/// The config docker's import writes (moby `daemon/images/image_import.go`): the host platform,
-/// created now, the comment, one history entry.
+/// The config docker's import writes (moby `daemon/images/image_import.go`): the host platform
+/// (or `--platform`'s), created now, the comment, one history entry.
 fn import_config(
     layer: &LayerInfo,
     options: &ImportOptions,
     container_config: Map<String, Value>,
 ) -> Value {
-    let platform = Platform::host();
+    let platform = options
+        .platform
+        .as_ref()
+        .map_or_else(Platform::host, Platform::normalized);
     let created = now_rfc3339();
     let comment = options
         .message
@@ -132,7 +139,7 @@ fn import_config(
         .unwrap_or_else(|| format!("Imported from {}", options.source));
     let mut config = json!({
         "architecture": platform.architecture,
-        "os": "linux",
+        "os": platform.os,
         "created": created,
         "comment": comment,
         "config": container_config,
@@ -186,6 +193,45 @@ pub fn export_to_dir(
     let _lease = store.lease()?;
     std::fs::create_dir_all(dest).map_err(|e| FsError::new("create directory", dest, e))?;
     flatten_into(store, image, dest, max_bytes)
+}
+
+/// The root filesystems of several platforms' images as one tar, each under a directory
+/// named by its platform (`linux_amd64/`, `linux_arm64/`), as BuildKit's tar exporter writes a
+/// multi-platform result.
+pub fn export_rootfs_platforms(
+    store: &Store,
+    images: &[(crate::oci::Platform, StoredImage)],
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
+    let _lease = store.lease()?;
+    let dir = StagedDir::create(store.staging().new_path("export"))?;
+    let mut exported = Exported::default();
+    for (platform, image) in images {
+        let sub = dir.0.join(platform.path_component());
+        std::fs::create_dir(&sub).map_err(|e| FsError::new("create directory", &sub, e))?;
+        exported.skipped_devices += flatten_into(store, image, &sub, max_bytes)?.skipped_devices;
+    }
+    let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
+    exported.size = written.size;
+    Ok(exported)
+}
+
+/// The root filesystems of several platforms' images into `dest`, each in a directory named by
+/// its platform (`dest/linux_amd64`), as BuildKit's local exporter writes a multi-platform
+/// result.
+pub fn export_to_dir_platforms(
+    store: &Store,
+    images: &[(crate::oci::Platform, StoredImage)],
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<Exported, ArchiveError> {
+    let mut exported = Exported::default();
+    for (platform, image) in images {
+        let sub = dest.join(platform.path_component());
+        exported.skipped_devices += export_to_dir(store, image, &sub, max_bytes)?.skipped_devices;
+    }
+    Ok(exported)
 }
 
 /// Applies every layer of `image`, checking each one's diff ID, into `dir`.

@@ -10,7 +10,10 @@
 //! links repeated layers this way, and Docker 20.10's load follows such links).
 //!
 //! The OCI format is the image layout alone, with the store's own blobs (compressed layers stay
-//! compressed), so manifests keep their digests.
+//! compressed), so manifests keep their digests. A multi-platform image is saved whole in it:
+//! its index, named in `index.json`, and every platform's image. Docker's format has no room
+//! for an index: it saves one platform's image (the host's, or `--platform`'s), as does the OCI
+//! format when a platform is asked for.
 //!
 //! Entries are written in a fixed order with fixed metadata (owner 0:0, mtime 0), so the same
 //! images always give the same bytes.
@@ -18,10 +21,11 @@
 use super::{ArchiveError, chain_ids};
 use crate::layer::{Compression, LayerError, decompressed};
 use crate::oci::reference::Reference;
-use crate::oci::{Digest, Hashing};
+use crate::oci::{Digest, Hashing, Platform};
 use crate::store::BlobError;
 use crate::store::{
-    CONTAINERD_NAME, ImageName, LayerInfo, REF_NAME, Store, StoredImage, descriptor,
+    CONTAINERD_NAME, ImageName, LayerInfo, REF_NAME, Store, StoredEntry, StoredImage, StoredIndex,
+    descriptor,
 };
 use crate::sys::FsError;
 use crate::sys::atomic::remove_tree;
@@ -55,11 +59,27 @@ pub fn save(
     out: impl Write,
     max_bytes: u64,
 ) -> Result<(), ArchiveError> {
+    save_platform(store, names, format, None, out, max_bytes)
+}
+
+/// [`save`], of multi-platform images only `platform`'s image (`docker save --platform`): a
+/// single-platform image must be of it. Without one, the OCI format saves a multi-platform
+/// image whole and docker's format the host's image of it.
+pub fn save_platform(
+    store: &Store,
+    names: &[String],
+    format: SaveFormat,
+    platform: Option<&Platform>,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
     // Keeps a collection from deleting the images' blobs while they are read.
     let _lease = store.lease()?;
-    let selected = select(store, names, format)?;
-    for Selected { image, .. } in &selected {
-        super::fetch_absent_layers(store, &image.layers)?;
+    let selected = select(store, names, format, platform)?;
+    for selection in &selected {
+        for image in selection.images() {
+            super::fetch_absent_layers(store, &image.layers)?;
+        }
     }
     let mut tar = TarOut::new(out);
     tar.dir("blobs/")?;
@@ -71,63 +91,143 @@ pub fn save(
     tar.finish()
 }
 
-/// An image to save and the tags it is saved with.
+/// An image (or a multi-platform image, whole) to save and the tags it is saved with.
 struct Selected {
     image: StoredImage,
     tags: Vec<ImageName>,
+    /// A multi-platform image saved whole: its index and every platform's image.
+    index: Option<(StoredIndex, Vec<StoredImage>)>,
 }
 
-/// The images `names` give, each once (docker: by image ID; OCI: by manifest).
+impl Selected {
+    /// The images whose blobs go into the archive.
+    fn images(&self) -> Vec<&StoredImage> {
+        match &self.index {
+            Some((_, images)) => images.iter().collect(),
+            None => vec![&self.image],
+        }
+    }
+
+    /// What identifies it in the archive (docker: the image ID; OCI: the manifest or index).
+    fn key(&self, format: SaveFormat) -> Digest {
+        match (&self.index, format) {
+            (Some((index, _)), _) => index.digest.clone(),
+            (None, SaveFormat::Docker) => self.image.id.clone(),
+            (None, SaveFormat::Oci) => self.image.manifest_digest.clone(),
+        }
+    }
+}
+
+/// The images `names` give, each once (docker: by image ID; OCI: by manifest or index).
 fn select(
     store: &Store,
     names: &[String],
     format: SaveFormat,
+    platform: Option<&Platform>,
 ) -> Result<Vec<Selected>, ArchiveError> {
-    let key = |image: &StoredImage| match format {
-        SaveFormat::Docker => image.id.clone(),
-        SaveFormat::Oci => image.manifest_digest.clone(),
-    };
     let mut selected: Vec<Selected> = Vec::new();
-    let mut add = |image: StoredImage, tags: Vec<ImageName>| match selected
+    let mut add = |selection: Selected| match selected
         .iter_mut()
-        .find(|s| key(&s.image) == key(&image))
+        .find(|s| s.key(format) == selection.key(format))
     {
         Some(existing) => {
-            for tag in tags {
+            for tag in selection.tags {
                 if !existing.tags.contains(&tag) {
                     existing.tags.push(tag);
                 }
             }
         }
-        None => selected.push(Selected { image, tags }),
+        None => selected.push(selection),
+    };
+    // What one name or ID gives: a whole index only in the OCI format without a platform.
+    let one = |text: &str, tags: &dyn Fn(&[ImageName]) -> Vec<ImageName>| {
+        if format == SaveFormat::Oci
+            && platform.is_none()
+            && let StoredEntry::Index(index) = store.resolve_entry(text)?
+        {
+            return whole_index(store, *index, text, tags);
+        }
+        let image = store.resolve_platform(text, platform)?;
+        Ok::<_, ArchiveError>(Selected {
+            tags: tags(&image.names),
+            image,
+            index: None,
+        })
     };
     for text in names {
         if let Some(repository) = repository_only(text) {
             let mut found = false;
             for summary in store.images()? {
-                let tags: Vec<ImageName> = summary
-                    .image
-                    .names
-                    .iter()
-                    .filter(|n| n.repository() == repository)
-                    .cloned()
-                    .collect();
-                if !tags.is_empty() {
-                    found = true;
-                    add(summary.image, tags);
-                }
+                let of_repository = |names: &[ImageName]| -> Vec<ImageName> {
+                    names
+                        .iter()
+                        .filter(|n| n.repository() == repository)
+                        .cloned()
+                        .collect()
+                };
+                let tags = of_repository(&summary.image.names);
+                let Some(first) = tags.first() else {
+                    continue;
+                };
+                found = true;
+                add(one(&first.full(), &of_repository)?);
             }
             if found {
                 continue;
             }
         }
-        let image = store.resolve(text)?;
-        let tag = ImageName::parse(text)
-            .ok()
-            .filter(|name| image.names.contains(name));
-        add(image, tag.into_iter().collect());
+        let tag = |names: &[ImageName]| -> Vec<ImageName> {
+            ImageName::parse(text)
+                .ok()
+                .filter(|name| names.contains(name))
+                .into_iter()
+                .collect()
+        };
+        add(one(text, &tag)?);
     }
     Ok(selected)
+}
+
+/// A multi-platform image to save whole; every platform's image must be in the store.
+fn whole_index(
+    store: &Store,
+    index: StoredIndex,
+    text: &str,
+    tags: &dyn Fn(&[ImageName]) -> Vec<ImageName>,
+) -> Result<Selected, ArchiveError> {
+    let absent: Vec<String> = index
+        .manifests
+        .iter()
+        .filter(|m| !m.present)
+        .map(|m| {
+            m.platform
+                .as_ref()
+                .map_or_else(|| m.digest.to_string(), ToString::to_string)
+        })
+        .collect();
+    if !absent.is_empty() {
+        return Err(ArchiveError::PartialIndex {
+            name: text.to_string(),
+            absent,
+        });
+    }
+    let images = index
+        .manifests
+        .iter()
+        .filter(|m| crate::store::is_manifest(m.descriptor.media_type()))
+        .map(|m| store.index_image(&index, m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let image = store.resolve_platform(text, None).or_else(|_| {
+        images
+            .first()
+            .cloned()
+            .ok_or_else(|| crate::store::StoreError::MultiPlatform(text.to_string()))
+    })?;
+    Ok(Selected {
+        tags: tags(&index.names),
+        image,
+        index: Some((index, images)),
+    })
 }
 
 /// The normalised repository of a name without tag or digest (`busybox` →
@@ -179,7 +279,7 @@ fn write_docker<W: Write>(
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut index = Vec::new();
     let mut layer_sizes: HashMap<Digest, u64> = HashMap::new();
-    for Selected { image, tags } in selected {
+    for Selected { image, tags, .. } in selected {
         if image.layers.is_empty() {
             let name = tags
                 .first()
@@ -436,26 +536,41 @@ fn write_oci<W: Write>(
 ) -> Result<(), ArchiveError> {
     tar.bytes("oci-layout", OCI_LAYOUT)?;
     let mut index = Vec::new();
-    for Selected { image, tags } in selected {
-        for layer in &image.layers {
-            let path = format!("blobs/sha256/{}", layer.digest.hex());
-            if tar.is_new(&path) {
-                let reader = store.blobs().reader(&layer.digest, Some(layer.size))?;
-                tar.file(&path, layer.size, reader)?;
+    for selection in selected {
+        for image in selection.images() {
+            for layer in &image.layers {
+                let path = format!("blobs/sha256/{}", layer.digest.hex());
+                if tar.is_new(&path) {
+                    let reader = store.blobs().reader(&layer.digest, Some(layer.size))?;
+                    tar.file(&path, layer.size, reader)?;
+                }
+            }
+            let config_path = format!("blobs/sha256/{}", image.id.hex());
+            if tar.is_new(&config_path) {
+                tar.bytes(&config_path, &image.config_bytes)?;
+            }
+            let manifest_path = format!("blobs/sha256/{}", image.manifest_digest.hex());
+            if tar.is_new(&manifest_path) {
+                let bytes = store
+                    .blobs()
+                    .read_sized(&image.manifest_digest, image.manifest_descriptor.size())?;
+                tar.bytes(&manifest_path, &bytes)?;
             }
         }
-        let config_path = format!("blobs/sha256/{}", image.id.hex());
-        if tar.is_new(&config_path) {
-            tar.bytes(&config_path, &image.config_bytes)?;
-        }
-        let manifest_path = format!("blobs/sha256/{}", image.manifest_digest.hex());
-        if tar.is_new(&manifest_path) {
-            let bytes = store
-                .blobs()
-                .read_sized(&image.manifest_digest, image.manifest_descriptor.size())?;
-            tar.bytes(&manifest_path, &bytes)?;
-        }
-        index.extend(index_descriptors(&image.manifest_descriptor, tags));
+        let listed = match &selection.index {
+            Some((stored, _)) => {
+                let path = format!("blobs/sha256/{}", stored.digest.hex());
+                if tar.is_new(&path) {
+                    let bytes = store
+                        .blobs()
+                        .read_sized(&stored.digest, stored.descriptor.size())?;
+                    tar.bytes(&path, &bytes)?;
+                }
+                &stored.descriptor
+            }
+            None => &selection.image.manifest_descriptor,
+        };
+        index.extend(index_descriptors(listed, &selection.tags));
     }
     tar.bytes("index.json", &index_json(index)?)
 }

@@ -226,7 +226,11 @@ pub fn inspect(image: &StoredImage) -> Inspect {
     Inspect {
         id: image.id.to_string(),
         repo_tags: image.names.iter().map(ImageName::familiar).collect(),
-        repo_digests: repo_digests(&image.names, &image.manifest_digest),
+        // What a registry resolves the name to: a multi-platform image's index.
+        repo_digests: repo_digests(
+            &image.names,
+            image.index.as_ref().unwrap_or(&image.manifest_digest),
+        ),
         comment: text("comment"),
         created: text("created"),
         author: text("author"),

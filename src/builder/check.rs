@@ -16,6 +16,7 @@ use super::compile::Step;
 use super::named_context::NamedContext;
 use crate::frontend::instruction::Instruction;
 use crate::frontend::plan::{Plan, is_remote};
+use crate::frontend::stage::ImageKey;
 use crate::oci::{Digest, Platform};
 use crate::store::{StoredImage, descriptor};
 use oci_spec::image::{ImageConfiguration, ImageManifestBuilder, MediaType};
@@ -75,9 +76,8 @@ impl RemoteKind {
 }
 
 /// An image known only by name, standing in for one a dry run does not fetch: `config_bytes`
-/// (an OCI layout's config), else an empty config for the host platform, and no layers.
-pub(crate) fn stand_in(config_bytes: Option<&[u8]>) -> StoredImage {
-    let platform = Platform::host();
+/// (an OCI layout's config), else an empty config for `platform`, and no layers.
+pub(crate) fn stand_in(config_bytes: Option<&[u8]>, platform: &Platform) -> StoredImage {
     let config_bytes = config_bytes.map(<[u8]>::to_vec).unwrap_or_else(|| {
         let mut config = serde_json::json!({
             "architecture": platform.architecture,
@@ -116,16 +116,18 @@ pub(crate) fn stand_in(config_bytes: Option<&[u8]>) -> StoredImage {
         config_bytes,
         layers: Vec::new(),
         tagged_at: None,
+        index: None,
     }
 }
 
-/// The remote sources of a build: its context, named contexts, the images of `images` (but
-/// the `named` ones, which named contexts made; `stand_ins` are those the store lacks) and the
-/// ADDs of URLs and git repositories of the needed stages.
+/// The remote sources of a build: its context, named contexts, the images of `images` (each
+/// name once, whatever the platforms it is wanted for; but the `named` ones, which named
+/// contexts made; `stand_ins` are those the store lacks) and the ADDs of URLs and git
+/// repositories of the needed stages of every target platform's plan (each once).
 pub(crate) fn remote_sources(
-    plan: &Plan,
+    plans: &[Plan],
     options: &super::BuildOptions,
-    images: &BTreeMap<String, StoredImage>,
+    images: &BTreeMap<ImageKey, StoredImage>,
     named: &BTreeSet<String>,
     stand_ins: &BTreeSet<String>,
 ) -> Vec<RemoteSource> {
@@ -160,31 +162,39 @@ pub(crate) fn remote_sources(
             stored: false,
         });
     }
-    for name in images.keys().filter(|name| !named.contains(*name)) {
+    let names: BTreeSet<&String> = images.keys().map(|key| &key.name).collect();
+    for name in names.into_iter().filter(|name| !named.contains(*name)) {
         remote.push(RemoteSource {
             kind: RemoteKind::Image,
             source: name.clone(),
             stored: !stand_ins.contains(name),
         });
     }
-    for &id in &plan.order {
-        let Some(stage) = plan.resolved.stages.get(id) else {
-            continue;
-        };
-        for instruction in &stage.instructions {
-            let Instruction::Add(add) = instruction else {
+    // A later plan's ADDs are its platform's: those the first plan named are not listed again.
+    let mut added = BTreeSet::new();
+    for (index, plan) in plans.iter().enumerate() {
+        for &id in &plan.order {
+            let Some(stage) = plan.resolved.stages.get(id) else {
                 continue;
             };
-            for source in add.sources.iter().filter(|s| is_remote(s)) {
-                remote.push(RemoteSource {
-                    kind: if is_git_source(source) {
-                        RemoteKind::Git
-                    } else {
-                        RemoteKind::Url
-                    },
-                    source: source.clone(),
-                    stored: false,
-                });
+            for instruction in &stage.instructions {
+                let Instruction::Add(add) = instruction else {
+                    continue;
+                };
+                for source in add.sources.iter().filter(|s| is_remote(s)) {
+                    if !added.insert(source.clone()) && index > 0 {
+                        continue;
+                    }
+                    remote.push(RemoteSource {
+                        kind: if is_git_source(source) {
+                            RemoteKind::Git
+                        } else {
+                            RemoteKind::Url
+                        },
+                        source: source.clone(),
+                        stored: false,
+                    });
+                }
             }
         }
     }

@@ -7,6 +7,12 @@
 //! its definition), as in BuildKit. An op's identity is the digest of its canonical JSON
 //! definition; the graph merges identical ops with identical inputs, so two stages that start
 //! with the same steps share them.
+//!
+//! A multi-platform build compiles one plan per target platform into the same graph: every op
+//! names the platform it is for (its source's, which it runs on and is keyed by), so what two
+//! targets do identically (a `FROM --platform=$BUILDPLATFORM` stage that does not read
+//! `TARGETARCH`) is one node, solved once, as in BuildKit, where each platform is its own LLB
+//! graph and the solver merges identical vertices.
 
 use crate::frontend::context::SourceMatch;
 use crate::frontend::dag::StageId;
@@ -16,7 +22,7 @@ use crate::frontend::instruction::{
     Add, Command, Copy, InlineFile, Instruction, MountType, Network, Run, Sharing,
 };
 use crate::frontend::plan::Plan;
-use crate::frontend::stage::{Base, DEFAULT_PATH, Stage};
+use crate::frontend::stage::{Base, DEFAULT_PATH, ImageKey, Stage};
 use crate::git::GitSource;
 use crate::oci::{Digest, Platform};
 use crate::solver::{Graph, NodeId, OpDigest};
@@ -29,11 +35,16 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum BuildOp {
-    /// The empty filesystem.
-    Scratch,
-    /// The layers of an image in the store. The manifest digest is part of the identity, so a
-    /// base image that changed under the same name gives new cache keys (moby CVE-2024-24557).
-    Image { name: String, manifest: Digest },
+    /// The empty filesystem, of a stage for `platform`.
+    Scratch { platform: Platform },
+    /// The layers of an image in the store, wanted for `platform`. The manifest digest is part
+    /// of the identity, so a base image that changed under the same name gives new cache keys
+    /// (moby CVE-2024-24557).
+    Image {
+        name: String,
+        manifest: Digest,
+        platform: Platform,
+    },
     /// RUN; input 0 is the filesystem it runs on.
     Run(RunOp),
     /// COPY/ADD; input 0 is the filesystem written to, input 1 (with `--from`) the one read.
@@ -73,6 +84,9 @@ pub struct RunOp {
     /// `RUN --security=insecure`: all capabilities, no seccomp (needs `--allow security.insecure`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// The platform the command runs on (natively, or under the emulator binfmt_misc has for
+    /// it), normalised.
+    pub platform: Platform,
 }
 
 /// Where a bind or cache mount reads its content.
@@ -222,6 +236,9 @@ pub struct CopyOp {
     /// empty, so other COPY ops keep the digests of kiln versions before it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub urls: Vec<UrlSource>,
+    /// The platform of the stage copied into, normalised (a linked copy has no input of the
+    /// stage to carry it).
+    pub platform: Platform,
     /// For [`CopyFrom::Git`]: the repositories, in the order written (their credentials are
     /// not serialized). Left out of the definition when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -234,6 +251,8 @@ pub struct MkdirOp {
     pub path: String,
     /// The USER in effect: BuildKit creates the directory owned by it.
     pub user: String,
+    /// The platform of the stage, normalised.
+    pub platform: Platform,
 }
 
 /// A step as the user sees it: the instruction that made a node.
@@ -273,15 +292,27 @@ struct StageState {
     vars: Vec<(String, String)>,
 }
 
-/// A compiled build: the graph, a [`Step`] per node, and how to write the image.
+/// A compiled build: the graph, a [`Step`] per node, and how to write each target's image.
 #[derive(Debug)]
 pub struct Compiled {
     pub graph: Graph<BuildOp>,
     /// Indexed by node.
     pub steps: Vec<Step>,
-    pub target: NodeId,
+    /// One per plan compiled, in order.
+    pub targets: Vec<CompiledTarget>,
     /// Nodes whose cache is skipped (`--no-cache`, `--no-cache-filter`).
     pub no_cache: Vec<NodeId>,
+    /// What the build should know but that does not stop it (BuildKit's lint warnings), each
+    /// with the step it is about.
+    pub warnings: Vec<(NodeId, String)>,
+}
+
+/// What one plan's target stage became.
+#[derive(Debug)]
+pub struct CompiledTarget {
+    /// The platform the plan is for (its `TARGETPLATFORM`, normalised).
+    pub platform: Platform,
+    pub node: NodeId,
     /// The target stage's image config document (`config` included, `rootfs` and `history`
     /// not).
     pub document: Map<String, Value>,
@@ -349,8 +380,9 @@ impl CompileError {
 
 /// What the compiler needs besides the plan.
 pub struct CompileOptions<'a> {
-    /// The external images the plan uses (FROM, COPY --from), by name as written.
-    pub images: &'a BTreeMap<String, StoredImage>,
+    /// The external images the plans use (FROM, COPY --from), by name as written and the
+    /// platform each is wanted for.
+    pub images: &'a BTreeMap<ImageKey, StoredImage>,
     /// `--network` for RUN steps that do not set one.
     pub network: crate::runtime::Network,
     pub no_cache: bool,
@@ -360,66 +392,142 @@ pub struct CompileOptions<'a> {
     pub dockerfile_name: &'a str,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// `--platform` was given: each target image says its plan's platform (BuildKit's explicit
+    /// target; without it, the image says what its base says).
+    pub explicit_platform: bool,
+    /// More than one platform is built: step names start with the platform, as BuildKit's
+    /// (`[linux/arm64 build 2/3] RUN make`).
+    pub multi_platform: bool,
 }
 
-/// Compiles the plan's needed stages into ops.
-pub fn compile(plan: &Plan, options: &CompileOptions<'_>) -> Result<Compiled, CompileError> {
+/// Compiles the needed stages of each plan (one per target platform) into one graph.
+pub fn compile(plans: &[Plan], options: &CompileOptions<'_>) -> Result<Compiled, CompileError> {
+    let Some(first) = plans.first() else {
+        return Err(CompileError::Unsupported {
+            message: "internal error: nothing to compile".to_string(),
+            span: Span::line(1),
+        });
+    };
     let mut compiler = Compiler {
-        plan,
+        plan: first,
         options,
         graph: Graph::new(),
         steps: BTreeMap::new(),
         no_cache: BTreeSet::new(),
         stages: BTreeMap::new(),
+        warnings: Vec::new(),
     };
-    for &stage_id in &plan.order {
-        if let Some(stage) = plan.resolved.stages.get(stage_id) {
-            let state = compiler.stage(stage)?;
-            compiler.stages.insert(stage_id, state);
+    let mut targets = Vec::new();
+    for plan in plans {
+        compiler.plan = plan;
+        compiler.stages.clear();
+        for &stage_id in &plan.order {
+            if let Some(stage) = plan.resolved.stages.get(stage_id) {
+                let state = compiler.stage(stage)?;
+                compiler.stages.insert(stage_id, state);
+            }
         }
-    }
-    let Some(target) = compiler.stages.remove(&plan.target) else {
-        return Err(CompileError::Unsupported {
-            message: "the target stage was not compiled".to_string(),
-            span: Span::line(1),
+        let Some(target) = compiler.stages.remove(&plan.target) else {
+            return Err(CompileError::Unsupported {
+                message: "the target stage was not compiled".to_string(),
+                span: Span::line(1),
+            });
+        };
+        let platform = plan.resolved.target_platform.clone();
+        let mut document = target.document;
+        set_image_platform(
+            &mut document,
+            options.explicit_platform.then_some(&platform),
+        );
+        let author = target.config.author().map(str::to_string);
+        document.insert("config".into(), Value::Object(target.config.into_config()));
+        targets.push(CompiledTarget {
+            platform,
+            node: target.node,
+            document,
+            history: target.history,
+            author,
         });
-    };
+    }
     let steps = (0..compiler.graph.len())
         .map(|node| {
             compiler.steps.remove(&node).unwrap_or_else(|| Step {
                 name: format!("step {node}"),
                 span: None,
-                stage: plan.target,
+                stage: first.target,
                 position: format!("{}#node{node}", options.dockerfile_name),
             })
         })
         .collect();
-    let mut document = target.document;
-    let author = target.config.author().map(str::to_string);
-    document.insert("config".into(), Value::Object(target.config.into_config()));
     let no_cache = downstream_of_reruns(&compiler.graph, compiler.no_cache);
     Ok(Compiled {
         graph: compiler.graph,
         steps,
-        target: target.node,
+        targets,
         no_cache: no_cache.into_iter().collect(),
-        document,
-        history: target.history,
-        author,
+        warnings: compiler.warnings,
     })
 }
 
+/// The platform fields of an image config, as BuildKit's dispatchStages ends: with an explicit
+/// target, the OS and architecture are the target's, and so is the variant when the target has
+/// one or the architecture changed (else the base's stays); then the fields are normalised
+/// (`arm64/v8` says no variant).
+fn set_image_platform(document: &mut Map<String, Value>, explicit: Option<&Platform>) {
+    let field = |document: &Map<String, Value>, key: &str| {
+        document
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (mut os, mut architecture, mut variant) = (
+        field(document, "os"),
+        field(document, "architecture"),
+        field(document, "variant"),
+    );
+    if let Some(target) = explicit {
+        let same_os_arch = target.os == os && target.architecture == architecture;
+        os.clone_from(&target.os);
+        architecture.clone_from(&target.architecture);
+        if target.variant.is_some() || !same_os_arch {
+            variant = target.variant_or_empty().to_string();
+        }
+    }
+    let normalized = Platform::new(&os, &architecture, Some(&variant)).normalized();
+    if !os.is_empty() {
+        document.insert("os".into(), normalized.os.into());
+    }
+    if !architecture.is_empty() {
+        document.insert("architecture".into(), normalized.architecture.into());
+    }
+    match normalized.variant {
+        Some(variant) if !architecture.is_empty() => {
+            document.insert("variant".into(), variant.into());
+        }
+        _ => {
+            document.remove("variant");
+        }
+    }
+}
+
 struct Compiler<'a> {
+    /// The plan being compiled (one per target platform, in turn).
     plan: &'a Plan,
     options: &'a CompileOptions<'a>,
     graph: Graph<BuildOp>,
     steps: BTreeMap<NodeId, Step>,
     no_cache: BTreeSet<NodeId>,
+    /// The compiled stages of the plan being compiled.
     stages: BTreeMap<StageId, StageState>,
+    warnings: Vec<(NodeId, String)>,
 }
 
 /// Counts a stage's numbered steps for BuildKit's `[name i/n]` prefixes.
 struct Numbering {
+    /// In a multi-platform build, the platform of the next step and a space
+    /// (`linux/amd64->arm64 `, see [`platform_prefix`]); else empty.
+    platform: String,
     prefix: String,
     index: usize,
     total: usize,
@@ -430,10 +538,48 @@ impl Numbering {
         self.index += 1;
         let width = self.total.to_string().len();
         format!(
-            "[{}{:>width$}/{}] {text}",
-            self.prefix, self.index, self.total
+            "[{}{}{:>width$}/{}] {text}",
+            self.platform, self.prefix, self.index, self.total
         )
     }
+}
+
+/// BuildKit's `prefixCommand` platform part: the stage's platform, and, when the step's
+/// variables say it builds for another architecture (`TARGETPLATFORM`, else `TARGETOS`,
+/// `TARGETARCH`, `TARGETVARIANT` declared in the stage), `->` and that one
+/// (`formatTargetPlatform`): `linux/amd64->arm64 `.
+fn platform_prefix(platform: &Platform, vars: &[(String, String)]) -> String {
+    let var = |key: &str| {
+        vars.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let target = match var("TARGETPLATFORM").map(Platform::parse) {
+        Some(Ok(parsed)) => Some(parsed),
+        _ => {
+            let (os, arch, variant) = (var("TARGETOS"), var("TARGETARCH"), var("TARGETVARIANT"));
+            (os.is_some() || arch.is_some() || variant.is_some()).then(|| {
+                Platform::new(
+                    os.filter(|o| !o.is_empty()).unwrap_or(&platform.os),
+                    arch.filter(|a| !a.is_empty())
+                        .unwrap_or(&platform.architecture),
+                    variant,
+                )
+            })
+        }
+    };
+    let arrow = match target.map(|t| t.normalized()) {
+        Some(t) if t.os == platform.os && t.architecture != platform.architecture => {
+            match &t.variant {
+                Some(variant) => format!("->{}/{variant}", t.architecture),
+                None => format!("->{}", t.architecture),
+            }
+        }
+        Some(t) if t.os != platform.os => format!("->{t}"),
+        _ => String::new(),
+    };
+    format!("{platform}{arrow} ")
 }
 
 impl Compiler<'_> {
@@ -445,10 +591,17 @@ impl Compiler<'_> {
             None => String::new(),
         };
         let mut numbering = Numbering {
+            platform: if self.options.multi_platform {
+                platform_prefix(&stage.effective_platform, &[])
+            } else {
+                String::new()
+            },
             prefix,
             index: 0,
             total: steps_in_stage,
         };
+        // What the stage's ops say they are for (and are keyed by).
+        let platform = stage.effective_platform.normalized();
         let skip_cache = self.options.no_cache
             || stage.name.as_ref().is_some_and(|name| {
                 self.options
@@ -474,7 +627,9 @@ impl Compiler<'_> {
             Base::Scratch => {
                 let name = numbering.next("FROM scratch");
                 let node = self.add(
-                    BuildOp::Scratch,
+                    BuildOp::Scratch {
+                        platform: platform.clone(),
+                    },
                     vec![],
                     &stage.span,
                     Some(name),
@@ -488,9 +643,13 @@ impl Compiler<'_> {
                     Value::from("/"),
                 )]));
                 config.set_env("PATH", DEFAULT_PATH);
+                // BuildKit's `emptyImage(targetPlatform)`.
                 let mut document = Map::new();
-                document.insert("architecture".into(), Platform::host().architecture.into());
-                document.insert("os".into(), "linux".into());
+                document.insert("architecture".into(), platform.architecture.clone().into());
+                document.insert("os".into(), platform.os.clone().into());
+                if let Some(variant) = &platform.variant {
+                    document.insert("variant".into(), variant.clone().into());
+                }
                 StageState {
                     node,
                     vars: vec![("PATH".into(), DEFAULT_PATH.into())],
@@ -500,7 +659,7 @@ impl Compiler<'_> {
                 }
             }
             Base::Image(name) => {
-                let (node, state) = self.image_state(name, stage.span, stage)?;
+                let (node, state) = self.image_state(name, &platform, stage.span, stage)?;
                 if let Some(step) = self.steps.get_mut(&node) {
                     step.name = numbering.next(&format!("FROM {name}"));
                 }
@@ -524,17 +683,19 @@ impl Compiler<'_> {
         Ok(state)
     }
 
-    /// The state an image of the store starts a stage with.
+    /// The state an image of the store, for `platform`, starts a stage with.
     fn image_state(
         &mut self,
         name: &str,
+        platform: &Platform,
         span: Span,
         stage: &Stage,
     ) -> Result<(NodeId, StageState), CompileError> {
+        let key = ImageKey::new(name, platform);
         let image = self
             .options
             .images
-            .get(name)
+            .get(&key)
             .ok_or_else(|| CompileError::MissingImage {
                 name: name.to_string(),
                 span,
@@ -543,6 +704,7 @@ impl Compiler<'_> {
             BuildOp::Image {
                 name: name.to_string(),
                 manifest: image.manifest_digest.clone(),
+                platform: key.platform.clone(),
             },
             vec![],
             &span,
@@ -552,6 +714,27 @@ impl Compiler<'_> {
         )?;
         let mut document: Map<String, Value> =
             serde_json::from_slice(&image.config_bytes).unwrap_or_default();
+        // BuildKit's InvalidBaseImagePlatform lint: a platform was asked for (by `--platform`
+        // or FROM `--platform`) and the image is another's (a single-platform image serves any
+        // platform, as in BuildKit).
+        let asked = self.options.explicit_platform
+            || (stage.platform.is_some() && key.platform == stage.effective_platform.normalized());
+        let field = |key: &str| document.get(key).and_then(Value::as_str).unwrap_or("");
+        let (os, architecture) = (field("os"), field("architecture"));
+        if asked
+            && !architecture.is_empty()
+            && (os != key.platform.os || architecture != key.platform.architecture)
+        {
+            let actual = Platform::new(os, architecture, Some(field("variant"))).normalized();
+            let warning = format!(
+                "InvalidBaseImagePlatform: Base image {name} was pulled with platform \
+                 \"{actual}\", expected \"{}\" for current build",
+                key.platform
+            );
+            if !self.warnings.iter().any(|(_, w)| w == &warning) {
+                self.warnings.push((node, warning));
+            }
+        }
         let mut config = match document.remove("config") {
             Some(Value::Object(config)) => config,
             _ => Map::new(),
@@ -590,6 +773,9 @@ impl Compiler<'_> {
     ) -> Result<(), CompileError> {
         let text = instruction.to_string();
         let span = instruction.span();
+        if self.options.multi_platform {
+            numbering.platform = platform_prefix(&stage.effective_platform, &state.vars);
+        }
         match instruction {
             Instruction::Run(run) => {
                 let (op, mount_inputs) = self.run_op(run, stage, index, state)?;
@@ -683,6 +869,7 @@ impl Compiler<'_> {
                 let op = BuildOp::Mkdir(MkdirOp {
                     path,
                     user: state.config.user(),
+                    platform: stage.effective_platform.normalized(),
                 });
                 let name = numbering.next(&text);
                 let node = self.add(op, vec![state.node], &span, Some(name), stage, skip_cache)?;
@@ -887,6 +1074,7 @@ impl Compiler<'_> {
                 network: network.to_string(),
                 mounts,
                 insecure,
+                platform: stage.effective_platform.normalized(),
             },
             inputs,
         ))
@@ -1045,10 +1233,10 @@ impl Compiler<'_> {
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
         if add.sources.iter().any(|s| is_git(s)) {
-            return self.git_copy_op(add, state);
+            return self.git_copy_op(add, stage, state);
         }
         if add.sources.iter().any(|s| is_http(s)) {
-            return self.url_copy_op(add, state);
+            return self.url_copy_op(add, stage, state);
         }
         if add.checksum.is_some() {
             return Err(CompileError::Unsupported {
@@ -1079,6 +1267,7 @@ impl Compiler<'_> {
     fn url_copy_op(
         &mut self,
         add: &Add,
+        stage: &Stage,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
         let unsupported = |message: String| CompileError::Unsupported {
@@ -1130,6 +1319,7 @@ impl Compiler<'_> {
                 link: linked(add.link, &add.chown, &add.chmod, add.span)?,
                 context_paths: Vec::new(),
                 urls,
+                platform: stage.effective_platform.normalized(),
                 git: Vec::new(),
             },
             None,
@@ -1143,6 +1333,7 @@ impl Compiler<'_> {
     fn git_copy_op(
         &mut self,
         add: &Add,
+        stage: &Stage,
         state: &StageState,
     ) -> Result<(CopyOp, Option<NodeId>), CompileError> {
         let invalid = |message: String| CompileError::GitSource {
@@ -1223,6 +1414,7 @@ impl Compiler<'_> {
                 context_paths: Vec::new(),
                 urls: Vec::new(),
                 git,
+                platform: stage.effective_platform.normalized(),
             },
             None,
         ))
@@ -1270,6 +1462,7 @@ impl Compiler<'_> {
                 link,
                 context_paths,
                 urls: Vec::new(),
+                platform: stage.effective_platform.normalized(),
                 git: Vec::new(),
             },
             input,
@@ -1301,8 +1494,15 @@ impl Compiler<'_> {
                     span,
                 });
         }
-        if self.options.images.contains_key(from) {
-            let (node, _) = self.image_state(from, span, stage)?;
+        // An image read by `--from` is for the target platform (BuildKit makes it a stage of
+        // its own, without `--platform`).
+        let target = self.plan.resolved.target_platform.clone();
+        if self
+            .options
+            .images
+            .contains_key(&ImageKey::new(from, &target))
+        {
+            let (node, _) = self.image_state(from, &target, span, stage)?;
             return Ok(node);
         }
         Err(CompileError::BadFrom {
@@ -1344,8 +1544,15 @@ impl Compiler<'_> {
         if let Some(step) = self.steps.get_mut(&node)
             && step.position.is_empty()
         {
+            // Each platform's step of a multi-platform build is its own, to compare with last
+            // time (`--explain-cache`, the copies a COPY may reuse).
+            let platform = if self.options.multi_platform {
+                format!("#{}", stage.effective_platform.normalized())
+            } else {
+                String::new()
+            };
             step.position = format!(
-                "{}#{}#{index}",
+                "{}#{}#{index}{platform}",
                 self.options.dockerfile_name,
                 stage.display_name()
             );
@@ -1371,7 +1578,7 @@ fn downstream_of_reruns(graph: &Graph<BuildOp>, no_cache: BTreeSet<NodeId>) -> B
             all.contains(input)
                 && !matches!(
                     graph.op(*input),
-                    Some(BuildOp::Scratch | BuildOp::Image { .. })
+                    Some(BuildOp::Scratch { .. } | BuildOp::Image { .. })
                 )
         });
         if reads_rerun {
@@ -1577,7 +1784,7 @@ mod tests {
         let plan = plan(dockerfile.as_bytes(), &options).unwrap();
         let images = BTreeMap::new();
         let compiled = compile(
-            &plan,
+            &[plan],
             &CompileOptions {
                 images: &images,
                 network: crate::runtime::Network::None,
@@ -1585,10 +1792,12 @@ mod tests {
                 no_cache_filter: &[],
                 dockerfile_name: "Dockerfile",
                 allow_insecure: false,
+                explicit_platform: false,
+                multi_platform: false,
             },
         )
         .unwrap();
-        compiled
+        compiled.targets[0]
             .history
             .iter()
             .map(|entry| match entry {
@@ -1631,7 +1840,7 @@ mod tests {
         let plan = plan(dockerfile.as_bytes(), &options).unwrap();
         let images = BTreeMap::new();
         let compiled = compile(
-            &plan,
+            &[plan],
             &CompileOptions {
                 images: &images,
                 network: crate::runtime::Network::None,
@@ -1639,6 +1848,8 @@ mod tests {
                 no_cache_filter: &[],
                 dockerfile_name: "Dockerfile",
                 allow_insecure: false,
+                explicit_platform: false,
+                multi_platform: false,
             },
         )
         .unwrap();
@@ -1748,6 +1959,7 @@ mod tests {
         BuildOp::Mkdir(MkdirOp {
             path: path.to_string(),
             user: String::new(),
+            platform: Platform::host(),
         })
     }
 
@@ -1755,12 +1967,19 @@ mod tests {
     fn what_reads_a_rerun_step_reruns_but_not_through_a_source() {
         let mut graph = Graph::new();
         let add = |graph: &mut Graph<BuildOp>, op, inputs| graph.add(op, inputs).expect("add");
-        let scratch = add(&mut graph, BuildOp::Scratch, vec![]);
+        let scratch = add(
+            &mut graph,
+            BuildOp::Scratch {
+                platform: Platform::host(),
+            },
+            vec![],
+        );
         let image = add(
             &mut graph,
             BuildOp::Image {
                 name: "base".into(),
                 manifest: Digest::of(b"manifest"),
+                platform: Platform::host(),
             },
             vec![],
         );

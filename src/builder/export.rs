@@ -12,12 +12,18 @@
 //!
 //! A file destination appears whole only on success; a device, FIFO or socket already at the
 //! path is written in place ([`crate::archive::Output`]).
+//!
+//! An image of a multi-platform build (read through its index) is exported whole, as BuildKit's
+//! exporters do: `type=oci` and the push write the index with every platform's image,
+//! `type=tar` and `type=local` one directory per platform (`linux_amd64/`), and `type=docker`
+//! refuses it (BuildKit: "docker exporter does not currently support exporting manifest
+//! lists").
 
 use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError, SaveFormat};
-use crate::oci::Digest;
 use crate::oci::reference::{Reference, ReferenceError};
+use crate::oci::{Digest, Platform};
 use crate::registry::{Client, ClientOptions, RegistryError, TransferProgress, push};
-use crate::store::{Store, StoredImage};
+use crate::store::{Store, StoreError, StoredEntry, StoredImage, is_manifest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -281,6 +287,19 @@ pub enum ExportError {
     },
     #[error("cannot start the registry client's threads")]
     Runtime(#[source] std::io::Error),
+    /// BuildKit's docker exporter refuses a multi-platform result too.
+    #[error(
+        "docker exporter does not currently support exporting manifest lists: the build made \
+         images for {}; use type=oci, or build one platform",
+        .platforms.join(", ")
+    )]
+    DockerMultiPlatform { platforms: Vec<String> },
+    #[error("cannot read the multi-platform image {digest}")]
+    Index {
+        digest: Digest,
+        #[source]
+        source: StoreError,
+    },
     #[error("cannot push {reference}")]
     Push {
         reference: Reference,
@@ -298,6 +317,9 @@ pub fn export_image(
     options: &ExportOptions,
     progress: &dyn TransferProgress,
 ) -> Result<Exported, ExportError> {
+    if let Some(digest) = &image.index {
+        return export_platforms(store, image, digest, export, options, progress);
+    }
     match export {
         Export::Docker(dest) => save(store, image, SaveFormat::Docker, dest, options),
         Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
@@ -331,6 +353,85 @@ pub fn export_image(
     }
 }
 
+/// [`export_image`] of a multi-platform image, `image` being one of it and `digest` its index.
+fn export_platforms(
+    store: &Store,
+    image: &StoredImage,
+    digest: &Digest,
+    export: &Export,
+    options: &ExportOptions,
+    progress: &dyn TransferProgress,
+) -> Result<Exported, ExportError> {
+    let index_error = |source| ExportError::Index {
+        digest: digest.clone(),
+        source,
+    };
+    let index = match store
+        .resolve_entry(&digest.to_string())
+        .map_err(index_error)?
+    {
+        StoredEntry::Index(index) => index,
+        StoredEntry::Image(_) => {
+            return Err(index_error(StoreError::NotFound(digest.to_string())));
+        }
+    };
+    let mut images: Vec<(Platform, StoredImage)> = Vec::new();
+    for child in index
+        .manifests
+        .iter()
+        .filter(|m| m.present && is_manifest(m.descriptor.media_type()))
+    {
+        let platform = child.platform.clone().unwrap_or_else(Platform::host);
+        images.push((
+            platform,
+            store.index_image(&index, child).map_err(index_error)?,
+        ));
+    }
+    match export {
+        Export::Docker(_) => Err(ExportError::DockerMultiPlatform {
+            platforms: images.iter().map(|(p, _)| p.to_string()).collect(),
+        }),
+        Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
+        Export::Tar(dest) => {
+            let mut out = Output::open(dest.path())?;
+            let exported =
+                archive::export_rootfs_platforms(store, &images, out.writer(), options.max_bytes)
+                    .map_err(ExportError::Rootfs)?;
+            out.finish()?;
+            Ok(Exported::Rootfs(exported))
+        }
+        Export::Local(dir) => {
+            archive::export_to_dir_platforms(store, &images, dir, options.max_bytes)
+                .map(Exported::Rootfs)
+                .map_err(ExportError::Rootfs)
+        }
+        Export::Registry(name) => push_image(store, image, name, options, progress),
+        Export::Image { name: None, .. } => Ok(Exported::Stored),
+        // The index is what is tagged (and pushed), as a multi-platform build's tags name it.
+        Export::Image {
+            name: Some(name),
+            push,
+        } => {
+            store
+                .tag(name, &index.descriptor)
+                .map_err(|source| ExportError::Tag {
+                    name: name.clone(),
+                    source,
+                })?;
+            if *push {
+                return push_image(store, image, name, options, progress);
+            }
+            Ok(Exported::Stored)
+        }
+    }
+}
+
+/// What names the image (a multi-platform one: its index) in the store: its ID when it has
+/// no names.
+fn source_of(image: &StoredImage) -> String {
+    image.index.as_ref().unwrap_or(&image.id).to_string()
+}
+
 /// The image as an archive: under its names when it has some, else by its ID (untagged).
 fn save(
     store: &Store,
@@ -340,7 +441,7 @@ fn save(
     options: &ExportOptions,
 ) -> Result<Exported, ExportError> {
     let names: Vec<String> = if image.names.is_empty() {
-        vec![image.id.to_string()]
+        vec![source_of(image)]
     } else {
         image.names.iter().map(|n| n.familiar()).collect()
     };
@@ -374,7 +475,7 @@ fn push_image(
         .enable_all()
         .build()
         .map_err(ExportError::Runtime)?;
-    let source = image.id.to_string();
+    let source = source_of(image);
     let digest = runtime
         .block_on(push(
             &client,

@@ -34,11 +34,11 @@ use crate::frontend::context::{ContextError, ContextKind};
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
-use crate::frontend::stage::{BaseImage, ResolveOptions};
-use crate::oci::Digest;
+use crate::frontend::stage::{BaseImage, ImageKey, ResolveOptions};
 use crate::oci::timestamp::{ZonedTime, format_rfc3339};
+use crate::oci::{Digest, Platform};
 use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, solve};
-use crate::store::{Store, StoreError, StoredImage, descriptor};
+use crate::store::{Store, StoreError, StoredImage, StoredIndex, descriptor};
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,6 +92,11 @@ pub struct BuildOptions {
     pub session: Arc<dyn Session>,
     /// `--build-context NAME=VALUE`: the named contexts, by NAME as given.
     pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--platform`: the platforms to build for, each once (normalised when parsed with
+    /// [`Platform::parse_list`]). Empty builds for the host's platform, and the image says the
+    /// platform of its base (BuildKit's implicit target); one gives a plain image for it; more
+    /// give an image index with an image for each.
+    pub platforms: Vec<Platform>,
     /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
     /// build makes have their times clamped to it in the image ([`timestamps`]).
     pub rewrite_timestamp: bool,
@@ -121,6 +126,7 @@ impl Default for BuildOptions {
             allow_insecure: false,
             session: Arc::new(NoSession),
             named_contexts: BTreeMap::new(),
+            platforms: Vec::new(),
             rewrite_timestamp: false,
         }
     }
@@ -154,7 +160,13 @@ pub enum ContextOrigin {
 /// What a build made.
 #[derive(Debug, Clone)]
 pub struct BuildOutput {
+    /// The image (of a multi-platform build, the first platform's).
     pub image: StoredImage,
+    /// Every platform's image, in the order of [`BuildOptions::platforms`] (one for a
+    /// single-platform build).
+    pub images: Vec<StoredImage>,
+    /// A multi-platform build's image index, which its tags name.
+    pub index: Option<StoredIndex>,
     /// How many steps ran and how many came from the cache.
     pub ran: usize,
     pub cached: usize,
@@ -189,6 +201,15 @@ pub enum BuildError {
     #[error("cannot pull {name}")]
     Pull {
         name: String,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
+    /// A multi-platform image of the store lacks a platform the build needs, and pulling it
+    /// failed: both are said.
+    #[error("{local}, and pulling it failed")]
+    PullPlatform {
+        /// Why the store's image does not do.
+        local: String,
         #[source]
         source: Box<crate::registry::RegistryError>,
     },
@@ -331,31 +352,48 @@ pub async fn build_async(
     let solved = solve_steps(&prepared, options, &progress, cancel).await?;
     let written = write(store, options, &prepared, &solved, progress.as_ref()).await?;
     progress.event(BuildEvent::Finished {
-        image_id: written.image.id.to_string(),
+        image_id: match &written.index {
+            Some(index) => index.digest.to_string(),
+            None => written.images[0].id.to_string(),
+        },
         names: written.names,
     });
     export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
     Ok(BuildOutput {
-        image: written.image,
+        image: written.images[0].clone(),
+        images: written.images,
+        index: written.index,
         ran: solved.counts.ran,
         cached: solved.counts.cached,
         explanations: prepared.explanations(),
     })
 }
 
-/// What [`prepare`] hands on: the compiled graph, the worker that runs its steps, and what the
-/// image config is written from.
+/// What [`prepare`] hands on: the compiled graph, the worker that runs its steps, and what
+/// each target's image config is written from.
 struct Prepared {
     graph: Arc<Graph<BuildOp>>,
-    target: NodeId,
+    /// One per target platform, in the order asked for.
+    targets: Vec<PreparedTarget>,
     /// Nodes whose cache is skipped (`--no-cache`, `--no-cache-filter`).
     no_cache: Vec<NodeId>,
     /// Holds the steps, the cache records, the stat cache and the imported shared caches.
     worker: Arc<BuildWorker>,
+}
+
+/// One target platform's part of [`Prepared`].
+struct PreparedTarget {
+    /// The platform, normalised (the host's for a build without `--platform`).
+    platform: Platform,
+    node: NodeId,
     config: ImageConfig,
 }
 
 impl Prepared {
+    fn target_nodes(&self) -> Vec<NodeId> {
+        self.targets.iter().map(|t| t.node).collect()
+    }
+
     /// `--explain-cache`: each step that ran, by name, and why it missed.
     fn explanations(&self) -> Vec<(String, Vec<String>)> {
         let steps = &self.worker.steps;
@@ -384,8 +422,9 @@ struct ImageConfig {
 
 /// What [`solve_steps`] made.
 struct Solved {
-    /// The target's filesystem: its layers and how each step added to it.
-    snapshot: Arc<Snapshot>,
+    /// Each target's filesystem (its layers and how each step added to it), in the order of
+    /// [`Prepared::targets`].
+    snapshots: Vec<Arc<Snapshot>>,
     /// The cache key of every needed node (a cache export names its records by them).
     keys: Arc<BTreeMap<NodeId, Digest>>,
     counts: StepCounts,
@@ -400,16 +439,21 @@ struct StepCounts {
 
 /// What [`write`] made.
 struct Written {
-    image: StoredImage,
+    /// Each target's image.
+    images: Vec<StoredImage>,
+    /// The index of a multi-platform build.
+    index: Option<StoredIndex>,
     /// The names it was tagged with, as the user writes them.
     names: Vec<String>,
 }
 
 /// What a build checks before its first step ([`validate`]).
 struct Validated {
-    plan: Plan,
-    images: BTreeMap<String, StoredImage>,
+    /// One plan per target platform, in the order asked for.
+    plans: Vec<Plan>,
+    images: BTreeMap<ImageKey, StoredImage>,
     compiled: compile::Compiled,
+    /// `SOURCE_DATE_EPOCH`, resolved once before the plans (every target's).
     source_date_epoch: Option<ZonedTime>,
     /// In a dry run, the source `SOURCE_DATE_EPOCH` would take its time from, not fetched.
     epoch_source: Option<String>,
@@ -428,10 +472,23 @@ async fn validate(
     options: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<Validated, BuildError> {
+    // The named contexts are made once, for every target platform's plan. Off the runtime: a
+    // download blocks on a runtime of its own.
+    let contexts = {
+        let store = store.filter(|_| fetch).cloned();
+        let (named, session) = (options.named_contexts.clone(), options.session.clone());
+        off_runtime(move || named_context::context_images(store.as_ref(), &named, session.as_ref()))
+            .await?
+    }
+    .map_err(|(name, source)| BuildError::NamedContext {
+        name,
+        source: Box::new(source),
+    })?;
     let mut sources = Sources {
         store,
         fetch: fetch && store.is_some(),
         stand_ins: BTreeSet::new(),
+        context_stand_ins: contexts.stand_ins,
     };
     // `SOURCE_DATE_EPOCH` naming a context or stage is resolved first: the stages see its
     // time (BuildKit rewrites the build arg before it dispatches them).
@@ -440,10 +497,30 @@ async fn validate(
     if let Some(value) = &epoch.arg {
         build_args.insert("SOURCE_DATE_EPOCH".to_string(), value.clone());
     }
-    let (plan, images, made) =
-        plan_with_images(&mut sources, options, &build_args, progress).await?;
+    // One plan per target platform (its automatic args differ), with the images each needs;
+    // an image wanted by several is looked up once.
+    let targets: Vec<Option<&Platform>> = if options.platforms.is_empty() {
+        vec![None]
+    } else {
+        options.platforms.iter().map(Some).collect()
+    };
+    let mut images: BTreeMap<ImageKey, StoredImage> = BTreeMap::new();
+    let mut plans = Vec::new();
+    for target in targets {
+        let plan = plan_with_images(
+            &mut sources,
+            options,
+            &build_args,
+            target,
+            &contexts.keys,
+            &mut images,
+            progress,
+        )
+        .await?;
+        plans.push(plan);
+    }
     let compiled = compile(
-        &plan,
+        &plans,
         &CompileOptions {
             images: &images,
             network: options.network,
@@ -451,12 +528,15 @@ async fn validate(
             no_cache_filter: &options.no_cache_filter,
             dockerfile_name: &options.dockerfile_name,
             allow_insecure: options.allow_insecure,
+            explicit_platform: !options.platforms.is_empty(),
+            multi_platform: options.platforms.len() > 1,
         },
     )?;
-    let mut remote = check::remote_sources(&plan, options, &images, &made, &sources.stand_ins);
+    let mut remote =
+        check::remote_sources(&plans, options, &images, &contexts.made, &sources.stand_ins);
     remote.extend(epoch.unfetched.clone());
     Ok(Validated {
-        plan,
+        plans,
         images,
         compiled,
         source_date_epoch: epoch.time,
@@ -478,8 +558,14 @@ pub fn check(
         .build()
         .map_err(BuildError::Runtime)?;
     let validated = runtime.block_on(validate(store, false, options, progress))?;
+    // Every target platform's plan was checked and compiled; the first is the one shown.
+    let plan = validated
+        .plans
+        .into_iter()
+        .next()
+        .ok_or(BuildError::NoTargetResult)?;
     Ok(Checked {
-        plan: validated.plan,
+        plan,
         steps: validated.compiled.steps,
         remote: validated.remote,
         source_date_epoch: validated.source_date_epoch.map(|t| t.seconds),
@@ -495,7 +581,7 @@ async fn prepare(
     progress: &Arc<dyn Progress>,
 ) -> Result<Prepared, BuildError> {
     let Validated {
-        plan,
+        plans,
         images,
         compiled,
         source_date_epoch,
@@ -513,9 +599,33 @@ async fn prepare(
             })
             .collect(),
     });
+    for (node, message) in &compiled.warnings {
+        progress.event(BuildEvent::Warning {
+            step: Some(*node),
+            message: message.clone(),
+        });
+    }
+    let targets = compiled
+        .targets
+        .into_iter()
+        .map(|compiled| PreparedTarget {
+            platform: compiled.platform,
+            node: compiled.node,
+            config: ImageConfig {
+                document: compiled.document,
+                history: compiled.history,
+                author: compiled.author,
+                source_date_epoch,
+            },
+        })
+        .collect();
     let imported = import_caches(store, options, progress.as_ref()).await?;
     let cache_dir = store.root().join("cache");
-    let context = plan.context.clone().map(Arc::new);
+    // Every plan opens the same context directory; the first that reads it serves them all.
+    let context = plans
+        .iter()
+        .find_map(|plan| plan.context.clone())
+        .map(Arc::new);
     let stat_cache = match &context {
         Some(context) => StatCache::load(&cache_dir.join("stat"), context.root()),
         None => StatCache::load(&cache_dir.join("stat"), std::path::Path::new("/")),
@@ -535,20 +645,15 @@ async fn prepare(
         session: options.session.clone(),
         fetcher: Mutex::new(None),
         fetched: Mutex::new(BTreeMap::new()),
+        emulation: std::sync::OnceLock::new(),
         git_resolved: Mutex::new(BTreeMap::new()),
         git_refs: Mutex::new(BTreeMap::new()),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),
-        target: compiled.target,
+        targets,
         no_cache: compiled.no_cache,
         worker,
-        config: ImageConfig {
-            document: compiled.document,
-            history: compiled.history,
-            author: compiled.author,
-            source_date_epoch,
-        },
     })
 }
 
@@ -607,7 +712,7 @@ async fn solve_steps(
     };
     let solved = solve(
         prepared.graph.clone(),
-        &[prepared.target],
+        &prepared.target_nodes(),
         prepared.worker.clone(),
         &SolveOptions {
             jobs: options.jobs,
@@ -637,21 +742,24 @@ async fn solve_steps(
         Err(other) => return Err(BuildError::Solver(Box::new(other))),
     };
     saved.map_err(BuildError::StatCache)?;
-    let snapshot = solved
-        .outputs
-        .get(&prepared.target)
-        .cloned()
+    let snapshots = prepared
+        .targets
+        .iter()
+        .map(|target| solved.outputs.get(&target.node).cloned())
+        .collect::<Option<Vec<_>>>()
         .ok_or(BuildError::NoTargetResult)?;
     let counts = *counts.lock().unwrap_or_else(PoisonError::into_inner);
     Ok(Solved {
-        snapshot,
+        snapshots,
         keys: Arc::new(solved.keys),
         counts,
     })
 }
 
-/// Writes the image config and manifest for the target's snapshot and tags the image with
-/// each of [`BuildOptions::tags`].
+/// Writes the image config and manifest for each target's snapshot, and for a multi-platform
+/// build the index of them (each manifest with its platform, as BuildKit's exporter writes
+/// it), and tags what was written (the index, or the one image) with each of
+/// [`BuildOptions::tags`].
 async fn write(
     store: &Store,
     options: &BuildOptions,
@@ -662,53 +770,113 @@ async fn write(
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
     });
-    let snapshot = match (options.rewrite_timestamp, prepared.config.source_date_epoch) {
-        (true, Some(epoch)) => {
-            let (imported, store, snapshot) = (
-                prepared.worker.imported.clone(),
-                store.clone(),
-                solved.snapshot.clone(),
-            );
-            let epoch = epoch.seconds;
-            off_runtime(move || timestamps::rewrite_new_layers(&store, &imported, &snapshot, epoch))
-                .await?
-                .map(Arc::new)
-                .map_err(|err| BuildError::RewriteTimestamp(Box::new(err)))?
-        }
-        (true, None) => {
-            // BuildKit's exporter warns and writes the layers as they are.
-            progress.event(BuildEvent::Warning {
-                step: None,
-                message: "rewrite-timestamp is set, but SOURCE_DATE_EPOCH is not: the layers \
-                          keep their times"
-                    .to_string(),
-            });
-            solved.snapshot.clone()
-        }
-        (false, _) => solved.snapshot.clone(),
-    };
+    let mut snapshots = Vec::new();
+    let mut warned = false;
+    for (target, snapshot) in prepared.targets.iter().zip(&solved.snapshots) {
+        snapshots.push(
+            match (options.rewrite_timestamp, target.config.source_date_epoch) {
+                (true, Some(epoch)) => {
+                    let epoch = epoch.seconds;
+                    let (imported, store, snapshot) = (
+                        prepared.worker.imported.clone(),
+                        store.clone(),
+                        snapshot.clone(),
+                    );
+                    off_runtime(move || {
+                        timestamps::rewrite_new_layers(&store, &imported, &snapshot, epoch)
+                    })
+                    .await?
+                    .map(Arc::new)
+                    .map_err(|err| BuildError::RewriteTimestamp(Box::new(err)))?
+                }
+                (true, None) => {
+                    // BuildKit's exporter warns and writes the layers as they are (once for
+                    // a build of several platforms).
+                    if !warned {
+                        warned = true;
+                        progress.event(BuildEvent::Warning {
+                            step: None,
+                            message: "rewrite-timestamp is set, but SOURCE_DATE_EPOCH is not: \
+                                      the layers keep their times"
+                                .to_string(),
+                        });
+                    }
+                    snapshot.clone()
+                }
+                (false, _) => snapshot.clone(),
+            },
+        );
+    }
     // Layers that came from a shared cache stay there until something needs their bytes.
-    let layers: Vec<_> = snapshot.layers.iter().map(|l| l.info()).collect();
+    let layers: Vec<_> = snapshots
+        .iter()
+        .flat_map(|snapshot| snapshot.layers.iter().map(|l| l.info()))
+        .collect();
     {
         let (imported, store) = (prepared.worker.imported.clone(), store.clone());
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
-    let image = write_image(store, &prepared.config, &options.labels, &snapshot)?;
+    let mut images = Vec::new();
+    for (target, snapshot) in prepared.targets.iter().zip(&snapshots) {
+        images.push(write_image(
+            store,
+            &target.config,
+            &options.labels,
+            snapshot,
+        )?);
+    }
+    let index = if options.platforms.len() > 1 {
+        let manifests: Vec<_> = images
+            .iter()
+            .zip(&prepared.targets)
+            .map(|(image, target)| (image.manifest_descriptor.clone(), target.platform.clone()))
+            .collect();
+        Some(
+            store
+                .write_index_of(&manifests)
+                .map_err(BuildError::Write)?,
+        )
+    } else {
+        None
+    };
+    let descriptor = match &index {
+        Some(index) => index.descriptor.clone(),
+        None => images[0].manifest_descriptor.clone(),
+    };
     let mut names = Vec::new();
     for tag in &options.tags {
         let tagged = store
-            .tag(tag, &image.manifest_descriptor)
+            .tag(tag, &descriptor)
             .map_err(|source| BuildError::Tag {
                 name: tag.clone(),
                 source,
             })?;
         names.push(tagged.familiar());
     }
-    let image = store
-        .image(&image.manifest_descriptor)
+    // Read again, with the names just given.
+    let images = images
+        .iter()
+        .zip(&prepared.targets)
+        .map(|(image, target)| match &index {
+            Some(index) => store.image_in_index(&index.descriptor, &target.platform),
+            None => store.image(&image.manifest_descriptor),
+        })
+        .collect::<Result<Vec<_>, _>>()
         .map_err(BuildError::Write)?;
-    Ok(Written { image, names })
+    let index = match index {
+        Some(index) => Some(
+            store
+                .image_index(&index.descriptor)
+                .map_err(BuildError::Write)?,
+        ),
+        None => None,
+    };
+    Ok(Written {
+        images,
+        index,
+        names,
+    })
 }
 
 /// Exports the build's cache records to each `--cache-to` destination (a
@@ -746,14 +914,18 @@ async fn export_cache(
             solved.keys.clone(),
             store.clone(),
         );
-        let (target, mode, transport) = (prepared.target, export.mode, export.transport.clone());
+        let (targets, mode, transport) = (
+            prepared.target_nodes(),
+            export.mode,
+            export.transport.clone(),
+        );
         let mounts = if export.cache_mounts {
             cache_mounts.clone()
         } else {
             Vec::new()
         };
         let report = off_runtime(move || {
-            let mut cache = remote_cache::cache_graph(&worker, &graph, &keys, target, mode);
+            let mut cache = remote_cache::cache_graph(&worker, &graph, &keys, &targets, mode);
             cache.cache_mounts = mounts;
             crate::cache::remote::export(&cache, &store, &worker.imported, transport.as_ref())
         })
@@ -789,31 +961,26 @@ struct Sources<'a> {
     store: Option<&'a Store>,
     /// Whether what the store lacks is fetched into it (a build), or stood in for (a dry run).
     fetch: bool,
-    /// The names of images standing in for ones a dry run does not pull.
+    /// The names of images standing in for ones a dry run does not pull or make.
     stand_ins: BTreeSet<String>,
+    /// The images standing in for the named contexts a dry run does not make, by the name
+    /// the front end looks them up by (for whatever platform it wants them).
+    context_stand_ins: BTreeMap<String, StoredImage>,
 }
 
-/// Plans the build, looks its external images up in the store, and plans again with their
-/// ENV and ONBUILD triggers when any has some (the resolver needs them to expand words and run
-/// the triggers). Returns the plan, its images, and the names among them that named contexts
-/// made.
+/// Plans the build for `platform` (`None`: the implicit target, the host), looks its external
+/// images up (those `images` lacks; each found is added), and plans again with their ENV and
+/// ONBUILD triggers when any has some (the resolver needs them to expand words and run the
+/// triggers). `named_images` are the images the named contexts give, by context name.
 async fn plan_with_images(
     sources: &mut Sources<'_>,
     options: &BuildOptions,
     build_args: &BTreeMap<String, String>,
+    platform: Option<&Platform>,
+    named_images: &BTreeMap<String, String>,
+    images: &mut BTreeMap<ImageKey, StoredImage>,
     progress: &dyn Progress,
-) -> Result<(Plan, BTreeMap<String, StoredImage>, BTreeSet<String>), BuildError> {
-    // Off the runtime: a download blocks on a runtime of its own.
-    let contexts = {
-        let store = sources.store.filter(|_| sources.fetch).cloned();
-        let (named, session) = (options.named_contexts.clone(), options.session.clone());
-        off_runtime(move || named_context::context_images(store.as_ref(), &named, session.as_ref()))
-            .await?
-    }
-    .map_err(|(name, source)| BuildError::NamedContext {
-        name,
-        source: Box::new(source),
-    })?;
+) -> Result<Plan, BuildError> {
     let mut plan_options = PlanOptions {
         context_dir: options.context_dir.clone().unwrap_or_default(),
         dockerfile_path: options.dockerfile_path.clone(),
@@ -825,7 +992,8 @@ async fn plan_with_images(
         resolve: ResolveOptions {
             build_args: build_args.clone(),
             target: options.target.clone(),
-            named_images: contexts.keys,
+            target_platform: platform.cloned(),
+            named_images: named_images.clone(),
             ..ResolveOptions::default()
         },
     };
@@ -833,11 +1001,9 @@ async fn plan_with_images(
     // never looked up or pulled, as in BuildKit). Their ENV and ONBUILD triggers shape how the
     // stages resolve and so which are needed: look up, add their configs, ask again, until
     // nothing new is named. Each round names at least one new image, so the rounds are bounded.
-    let mut images: BTreeMap<String, StoredImage> = contexts.stand_ins;
-    sources.stand_ins.extend(images.keys().cloned());
     let mut every_base_looked_up = false;
     loop {
-        for (name, image) in &images {
+        for (name, image) in images.iter() {
             if plan_options.resolve.base_images.contains_key(name) {
                 continue;
             }
@@ -859,12 +1025,12 @@ async fn plan_with_images(
             }
             Err(_) => break,
         };
-        let missing: Vec<String> = wanted
+        let missing: Vec<ImageKey> = wanted
             .into_iter()
             .filter(|name| !images.contains_key(name))
             .collect();
         let known = images.len();
-        lookup_images(sources, options, progress, &missing, &mut images).await?;
+        lookup_images(sources, options, progress, &missing, images).await?;
         if images.len() == known {
             // Nothing new was found (none missing, or only names that are not references,
             // which the compiler reports where they are written).
@@ -881,28 +1047,43 @@ async fn plan_with_images(
     };
     // What the plan names that the rounds above did not reach (they stop at a stage that does
     // not resolve, which the plan then reports, or at a name that is not a reference).
-    lookup_images(sources, options, progress, &plan.images, &mut images).await?;
-    Ok((plan, images, contexts.made))
+    lookup_images(sources, options, progress, &plan.image_keys, images).await?;
+    Ok(plan)
 }
 
-/// Finds each named image in the store, pulling it from its registry when missing (or always,
-/// with [`crate::registry::PullPolicy::Always`]). A name that is not a reference is left out:
-/// the compiler reports it at the line that names it.
+/// Finds each named image, for its platform, in the store, pulling it from its registry when
+/// missing (or always, with [`crate::registry::PullPolicy::Always`]). A name that is not a
+/// reference is left out: the compiler reports it at the line that names it.
 async fn lookup_images(
     sources: &mut Sources<'_>,
     options: &BuildOptions,
     progress: &dyn Progress,
-    names: &[String],
-    images: &mut BTreeMap<String, StoredImage>,
+    keys: &[ImageKey],
+    images: &mut BTreeMap<ImageKey, StoredImage>,
 ) -> Result<(), BuildError> {
-    use crate::oci::Platform;
     use crate::registry::{Client, PullPolicy, pull};
     let mut client: Option<Client> = None;
-    for name in names {
-        if images.contains_key(name) {
+    for key in keys {
+        if images.contains_key(key) {
             continue;
         }
-        let local = sources.store.and_then(|store| store.resolve(name).ok());
+        let (name, platform) = (&key.name, &key.platform);
+        // A named context a dry run did not make: its stand-in, whatever the platform.
+        if let Some(image) = sources.context_stand_ins.get(name) {
+            sources.stand_ins.insert(name.clone());
+            images.insert(key.clone(), image.clone());
+            continue;
+        }
+        // A stored image of one platform serves any (BuildKit uses a single-platform base as
+        // it is, and only warns); an index, the platform's image in it.
+        let found = sources
+            .store
+            .map(|store| store.resolve_for_build(name, platform));
+        let missing_platform = match &found {
+            Some(Err(err @ StoreError::NoPlatform { .. })) => Some(err.to_string()),
+            _ => None,
+        };
+        let local = found.and_then(Result::ok);
         // An image ID (a named local context's image) is never pulled.
         let is_id = name
             .strip_prefix("sha256:")
@@ -910,7 +1091,7 @@ async fn lookup_images(
         if (options.pull == PullPolicy::Missing || is_id)
             && let Some(image) = local
         {
-            images.insert(name.clone(), image);
+            images.insert(key.clone(), image);
             continue;
         }
         let Ok(reference) = crate::oci::reference::Reference::parse_normalized(name) else {
@@ -920,8 +1101,8 @@ async fn lookup_images(
             // A dry run: the store's copy when it has one (even under --pull), else a
             // stand-in; either way the build would pull it.
             sources.stand_ins.insert(name.clone());
-            let image = local.unwrap_or_else(|| check::stand_in(None));
-            images.insert(name.clone(), image);
+            let image = local.unwrap_or_else(|| check::stand_in(None, platform));
+            images.insert(key.clone(), image);
             continue;
         };
         let failed = |source| BuildError::Pull {
@@ -934,18 +1115,24 @@ async fn lookup_images(
             None => client.insert(Client::new(options.registry.clone()).map_err(failed)?),
         };
         progress.event(BuildEvent::Phase {
-            what: format!("pulling {reference}"),
+            what: format!("pulling {reference} for {platform}"),
         });
         let downloads = CountDownloads::default();
-        let image = pull(client, store, &reference, &Platform::host(), &downloads)
+        let image = pull(client, store, &reference, platform, &downloads)
             .await
-            .map_err(failed)?;
+            .map_err(|source| match &missing_platform {
+                Some(local) => BuildError::PullPlatform {
+                    local: local.clone(),
+                    source: Box::new(source),
+                },
+                None => failed(source),
+            })?;
         progress.event(BuildEvent::ImagePulled {
             reference: reference.to_string(),
             digest: image.manifest_digest.to_string(),
             downloaded: downloads.0.load(std::sync::atomic::Ordering::Relaxed),
         });
-        images.insert(name.clone(), image);
+        images.insert(key.clone(), image);
     }
     Ok(())
 }

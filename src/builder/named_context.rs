@@ -165,29 +165,30 @@ pub(crate) fn context_images(
                 let stand_in = format!("context {name} ({})", dir.display());
                 images
                     .stand_ins
-                    .insert(stand_in.clone(), check::stand_in(None));
+                    .insert(stand_in.clone(), check::stand_in(None, &Platform::host()));
                 stand_in
             }
             (NamedContext::OciLayout { path, reference }, None) => {
                 let image = read_layout_image(path, reference.as_deref()).map_err(failed)?;
                 let stand_in = format!("context {name} (oci-layout://{})", path.display());
-                images
-                    .stand_ins
-                    .insert(stand_in.clone(), check::stand_in(Some(&image.config_bytes)));
+                images.stand_ins.insert(
+                    stand_in.clone(),
+                    check::stand_in(Some(&image.config_bytes), &Platform::host()),
+                );
                 stand_in
             }
             (NamedContext::Git(source), None) => {
                 let stand_in = format!("context {name} ({})", source.remote_shown);
                 images
                     .stand_ins
-                    .insert(stand_in.clone(), check::stand_in(None));
+                    .insert(stand_in.clone(), check::stand_in(None, &Platform::host()));
                 stand_in
             }
             (NamedContext::Url(url), None) => {
                 let stand_in = format!("context {name} ({url})");
                 images
                     .stand_ins
-                    .insert(stand_in.clone(), check::stand_in(None));
+                    .insert(stand_in.clone(), check::stand_in(None, &Platform::host()));
                 stand_in
             }
         };

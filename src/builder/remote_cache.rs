@@ -56,31 +56,33 @@ fn record_of(snapshot: &Snapshot) -> GraphRecord {
     }
 }
 
-/// The records an export writes: with [`ExportMode::Min`] the steps of the target's chain
-/// (each step and the one it builds on, down to its `FROM`), with [`ExportMode::Max`] every
-/// step of the build. A step is left out when it has no record whose layers the store holds,
+/// The records an export writes: with [`ExportMode::Min`] the steps of each target's chain
+/// (each step and the one it builds on, down to its `FROM`; one target per platform built),
+/// with [`ExportMode::Max`] every step of the build. A step is left out when it has no record whose layers the store holds,
 /// knows the origin of, or an imported cache lists.
 pub(super) fn cache_graph(
     worker: &BuildWorker,
     graph: &Graph<BuildOp>,
     keys: &BTreeMap<NodeId, Digest>,
-    target: NodeId,
+    targets: &[NodeId],
     mode: ExportMode,
 ) -> CacheGraph {
     let is_source = |node: NodeId| {
         matches!(
             graph.op(node),
-            None | Some(BuildOp::Scratch | BuildOp::Image { .. })
+            None | Some(BuildOp::Scratch { .. } | BuildOp::Image { .. })
         )
     };
     let nodes: Vec<NodeId> = match mode {
         ExportMode::Max => keys.keys().copied().filter(|&n| !is_source(n)).collect(),
         ExportMode::Min => {
             let mut chain = Vec::new();
-            let mut node = Some(target);
-            while let Some(current) = node.filter(|&n| !is_source(n)) {
-                chain.push(current);
-                node = graph.inputs(current).first().copied();
+            for &target in targets {
+                let mut node = Some(target);
+                while let Some(current) = node.filter(|&n| !is_source(n) && !chain.contains(&n)) {
+                    chain.push(current);
+                    node = graph.inputs(current).first().copied();
+                }
             }
             chain
         }

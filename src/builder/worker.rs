@@ -24,10 +24,12 @@ use crate::container::user;
 use crate::error::Chain;
 use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::frontend::context::BuildContext;
+use crate::frontend::stage::ImageKey;
 use crate::git::{GitCache, GitError, GitOptions, GitSource, Resolved};
 use crate::oci::timestamp::now_seconds;
 use crate::oci::{Digest, Platform};
 use crate::runtime::Network;
+use crate::runtime::binfmt::{Emulation, Runnable};
 use crate::solver::{Cancel, NodeId, Worker};
 use crate::store::{LayerInfo, Store, StoreError, StoredImage};
 use oci_spec::image::MediaType;
@@ -119,6 +121,9 @@ pub enum StepError {
     /// A layer of a record from a `--cache-from` cache could not be fetched.
     #[error(transparent)]
     Fetch(Box<SharedCacheError>),
+    /// A RUN for a platform this machine runs neither natively nor with an emulator.
+    #[error("{0}")]
+    Platform(String),
     #[error(transparent)]
     Git(#[from] Box<GitError>),
     #[error(transparent)]
@@ -137,7 +142,8 @@ pub struct BuildWorker {
     pub records: CacheRecords,
     pub stat_cache: StatCache,
     pub context: Option<Arc<BuildContext>>,
-    pub images: BTreeMap<String, StoredImage>,
+    /// The external images, by name and the platform each is for.
+    pub images: BTreeMap<ImageKey, StoredImage>,
     pub steps: Vec<Step>,
     pub progress: Arc<dyn Progress>,
     pub explain: bool,
@@ -154,6 +160,9 @@ pub struct BuildWorker {
     /// What each `ADD <url>` step's URLs gave when its key was computed (URLs without a
     /// `--checksum`), for the step to copy without asking again.
     pub fetched: Mutex<BTreeMap<NodeId, Vec<Option<Fetched>>>>,
+    /// Which platforms this machine runs (natively or emulated), read from binfmt_misc when
+    /// the first RUN needs to know.
+    pub emulation: std::sync::OnceLock<Emulation>,
     /// What each `ADD <git ref>` step's refs resolved to when its key was computed.
     pub git_resolved: Mutex<BTreeMap<NodeId, Vec<Resolved>>>,
     /// Refs already resolved in this build (remote, ref, checksum), so that two steps of one
@@ -408,8 +417,8 @@ impl BuildWorker {
         Ok(snapshot)
     }
 
-    fn image_snapshot(&self, name: &str) -> Snapshot {
-        let image = self.images.get(name);
+    fn image_snapshot(&self, name: &str, platform: &Platform) -> Snapshot {
+        let image = self.images.get(&ImageKey::new(name, platform));
         let layers = image
             .map(|image| image.layers.iter().map(SnapshotLayer::from_info).collect())
             .unwrap_or_default();
@@ -430,6 +439,10 @@ impl BuildWorker {
         cancel: &Cancel,
     ) -> Result<Snapshot, StepError> {
         let parent = inputs.first().ok_or(StepError::MissingInput)?;
+        let emulation = self.emulation.get_or_init(Emulation::detect);
+        if let Runnable::No(why) = emulation.runnable(&op.platform) {
+            return Err(StepError::Platform(why));
+        }
         let lowers = self.lower_dirs(parent)?;
         let mut input_dirs = vec![lowers.clone()];
         for input in &inputs[1..] {
@@ -842,8 +855,10 @@ impl Worker for BuildWorker {
     ) -> Result<Option<Arc<Snapshot>>, StepError> {
         match op {
             // Sources need no work: the image is in the store, scratch is empty.
-            BuildOp::Scratch => return Ok(Some(Arc::new(Snapshot::default_empty()))),
-            BuildOp::Image { name, .. } => return Ok(Some(Arc::new(self.image_snapshot(name)))),
+            BuildOp::Scratch { .. } => return Ok(Some(Arc::new(Snapshot::default_empty()))),
+            BuildOp::Image { name, platform, .. } => {
+                return Ok(Some(Arc::new(self.image_snapshot(name, platform))));
+            }
             _ => {}
         }
         let found: Option<Snapshot> = self.records.get(key)?;
@@ -884,8 +899,8 @@ impl Worker for BuildWorker {
         let inputs: Vec<Snapshot> = inputs.iter().map(|s| s.as_ref().clone()).collect();
         let parent = inputs.first();
         let snapshot = match op {
-            BuildOp::Scratch => Snapshot::default_empty(),
-            BuildOp::Image { name, .. } => self.image_snapshot(name),
+            BuildOp::Scratch { .. } => Snapshot::default_empty(),
+            BuildOp::Image { name, platform, .. } => self.image_snapshot(name, platform),
             BuildOp::Run(run) => self.run(node, run, &inputs, key, cancel)?,
             BuildOp::Copy(copy) => self.copy(node, copy, &inputs, key, cancel)?,
             BuildOp::Mkdir(dir) => {

@@ -31,6 +31,10 @@ pub struct ImportArgs {
     /// The history comment (default: `Imported from FILE`).
     #[arg(short, long)]
     message: Option<String>,
+    /// The platform the image is for (`OS/ARCH[/VARIANT]`; default: this machine's), for a
+    /// root filesystem of another architecture.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `docker import`: prints the new image's ID.
@@ -51,6 +55,11 @@ pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
         changes: args.changes,
         name: args.reference,
         max_bytes: DEFAULT_MAX_BYTES,
+        platform: args
+            .platform
+            .as_deref()
+            .map(kiln::oci::Platform::parse_normalized)
+            .transpose()?,
     };
     let image = archive::import_rootfs(&store, input, &options)?;
     println!("{}", image.id);
@@ -64,12 +73,21 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Of a multi-platform image, this platform's image (`OS/ARCH[/VARIANT]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `docker export`, of an image: its flattened root filesystem as one tar.
 pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?;
+    let image = store.resolve_platform(&args.image, platform.as_ref())?;
     let mut output = Output::open(args.output.as_deref())?;
     let exported = archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES)?;
     output.finish()?;
@@ -103,6 +121,10 @@ pub struct SaveArgs {
     /// The archive format.
     #[arg(long, value_enum, default_value = "docker")]
     format: FormatArg,
+    /// Of multi-platform images, save only this platform's image (`OS/ARCH[/VARIANT]`).
+    /// Without it, `--format oci` saves them whole and docker's format this machine's image.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 /// `docker save`.
@@ -112,11 +134,17 @@ pub fn save(root: &Path, args: SaveArgs) -> anyhow::Result<()> {
         FormatArg::Docker => SaveFormat::Docker,
         FormatArg::Oci => SaveFormat::Oci,
     };
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?;
     let mut output = Output::open(args.output.as_deref())?;
-    archive::save(
+    archive::save_platform(
         &store,
         &args.images,
         format,
+        platform.as_ref(),
         output.writer(),
         DEFAULT_MAX_BYTES,
     )?;

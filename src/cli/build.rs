@@ -59,6 +59,12 @@ pub struct BuildArgs {
     /// The stage to build (default: the last stage).
     #[arg(long)]
     target: Option<String>,
+    /// The platforms to build for, `OS/ARCH[/VARIANT]` (repeatable, or comma-separated):
+    /// one gives an image for it, more an image index with one image each. RUN steps for
+    /// another architecture than this machine's run under the QEMU emulator binfmt_misc has
+    /// for it (`kiln info` lists what runs here). Default: this machine's.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
     /// Run every step, ignoring the cache.
     #[arg(long)]
     no_cache: bool,
@@ -176,6 +182,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .iter()
         .map(|flag| NamedContext::parse(flag))
         .collect::<Result<_, _>>()?;
+    let platforms = platforms(&args.platforms)?;
     let build_args = with_source_date_epoch(build_args(&args.build_args)?);
     let session = Arc::new(session(&args)?);
     // A dry run writes nothing to the store: it reads the store when there is one, and opens
@@ -228,6 +235,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         session,
         named_contexts,
         rewrite_timestamp,
+        platforms,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if args.dry_run {
@@ -243,7 +251,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                 None => eprintln!("warning: {}", warning.message),
             }
         }
-        print!("{}", describe(&checked, &input, &args));
+        print!("{}", describe(&checked, &input, &args, &options.platforms));
         return Ok(());
     }
     let store = store.context("the build has no store")?;
@@ -264,7 +272,11 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             eprintln!("  - {reason}");
         }
     }
-    let id = output.image.id.to_string();
+    // A multi-platform image is named by its index, as docker's containerd store does.
+    let id = match &output.index {
+        Some(index) => index.digest.to_string(),
+        None => output.image.id.to_string(),
+    };
     if args.quiet {
         println!("{id}");
     }
@@ -273,11 +285,18 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = serde_json::json!({
-            "containerimage.config.digest": id,
-            "containerimage.digest": output.image.manifest_digest.to_string(),
-            "image.name": args.tags.join(","),
-        });
+        // A multi-platform result is its index, which has no config (as BuildKit's).
+        let metadata = match &output.index {
+            Some(index) => serde_json::json!({
+                "containerimage.digest": index.digest.to_string(),
+                "image.name": args.tags.join(","),
+            }),
+            None => serde_json::json!({
+                "containerimage.config.digest": id,
+                "containerimage.digest": output.image.manifest_digest.to_string(),
+                "image.name": args.tags.join(","),
+            }),
+        };
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
@@ -294,6 +313,19 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
+}
+
+/// `--platform` values: each a comma-separated list, every platform once, normalised.
+fn platforms(flags: &[String]) -> anyhow::Result<Vec<kiln::oci::Platform>> {
+    let mut all: Vec<kiln::oci::Platform> = Vec::new();
+    for flag in flags {
+        for platform in kiln::oci::Platform::parse_list(flag)? {
+            if !all.contains(&platform) {
+                all.push(platform);
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// A dry run reports no progress: it runs no step.
@@ -779,7 +811,12 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 /// What a dry run found, as text: header, the remote sources the build would fetch, parallel
 /// groups, then each needed stage with its instructions, the context files each COPY/ADD reads,
 /// and each RUN's mounts, network and security.
-fn describe(checked: &Checked, input: &Input, args: &BuildArgs) -> String {
+fn describe(
+    checked: &Checked,
+    input: &Input,
+    args: &BuildArgs,
+    platforms: &[kiln::oci::Platform],
+) -> String {
     let plan = &checked.plan;
     let dockerfile = input.name.as_str();
     let tags = &args.tags;
@@ -805,6 +842,21 @@ fn describe(checked: &Checked, input: &Input, args: &BuildArgs) -> String {
     }
     if !tags.is_empty() {
         let _ = writeln!(out, "tags        {}", tags.join(", "));
+    }
+    // Every platform's plan was checked; the stages below are the first's.
+    match platforms {
+        [] => {}
+        [platform] => {
+            let _ = writeln!(out, "platform    {platform}");
+        }
+        [first, ..] => {
+            let shown: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "platforms   {} (stages shown for {first})",
+                shown.join(", ")
+            );
+        }
     }
     let _ = writeln!(
         out,

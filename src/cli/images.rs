@@ -95,8 +95,13 @@ pub fn images(root: &Path, args: ImagesArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for summary in store.images()? {
         for (repository, tag) in image_rows(&summary.image, filter.as_ref()) {
+            // A multi-platform image is its index: its ID and digest are the index's.
+            let manifest_digest = match &summary.index {
+                Some(index) => &index.digest,
+                None => &summary.image.manifest_digest,
+            };
             let digest = match (&repository, show_digest) {
-                (Some(_), true) => summary.image.manifest_digest.to_string(),
+                (Some(_), true) => manifest_digest.to_string(),
                 _ => "<none>".to_string(),
             };
             rows.push(image_row(
@@ -201,7 +206,11 @@ fn image_row(
             .into(),
     );
     row.insert("Digest".into(), digest.into());
-    row.insert("ID".into(), display_id(&image.id, truncate).into());
+    let id = summary
+        .index
+        .as_ref()
+        .map_or(&image.id, |index| &index.digest);
+    row.insert("ID".into(), display_id(id, truncate).into());
     row.insert("Repository".into(), repository.into());
     row.insert("SharedSize".into(), "N/A".into());
     row.insert("Size".into(), human_size(image.size(), 3).into());
@@ -269,6 +278,17 @@ pub struct InspectArgs {
     /// Format each image with a Go-style template, e.g. `'{{.Id}}'` or `'{{json .Config}}'`.
     #[arg(short, long)]
     format: Option<String>,
+    /// Of a multi-platform image, this platform's image (`OS/ARCH[/VARIANT]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+}
+
+/// A `--platform` flag's value, normalised.
+fn platform_flag(flag: Option<&str>) -> anyhow::Result<Option<kiln::oci::Platform>> {
+    Ok(flag
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?)
 }
 
 const INSPECT_FIELDS: [&str; 16] = [
@@ -304,10 +324,11 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let platform = platform_flag(args.platform.as_deref())?;
     let mut failures = Vec::new();
     let mut documents = Vec::new();
     for name in &args.images {
-        match store.resolve(name) {
+        match store.resolve_platform(name, platform.as_ref()) {
             Ok(image) => documents.push(view::inspect(&image)),
             Err(err) => failures.push(chain(&err)),
         }
@@ -391,6 +412,10 @@ pub struct HistoryArgs {
     /// .Size .Comment).
     #[arg(long)]
     format: Option<String>,
+    /// Of a multi-platform image, this platform's image (`OS/ARCH[/VARIANT]`; default: this
+    /// machine's).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
 }
 
 const HISTORY_FIELDS: [&str; 6] = [
@@ -405,7 +430,8 @@ const HISTORY_FIELDS: [&str; 6] = [
 /// `docker history`.
 pub fn history(root: &Path, args: HistoryArgs) -> anyhow::Result<()> {
     let store = open(root)?;
-    let image = store.resolve(&args.image)?;
+    let platform = platform_flag(args.platform.as_deref())?;
+    let image = store.resolve_platform(&args.image, platform.as_ref())?;
     let format = match args.format.as_deref() {
         None | Some("") | Some("table") if args.quiet => "{{.ID}}",
         None | Some("") | Some("table") if !args.human => {

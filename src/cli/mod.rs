@@ -4,6 +4,7 @@
 mod archive;
 mod build;
 mod images;
+mod info;
 mod parse;
 mod progress;
 mod registry;
@@ -68,6 +69,8 @@ enum Command {
     Login(registry::LoginArgs),
     /// Log out from a registry.
     Logout(registry::LogoutArgs),
+    /// Show this machine's platform and the platforms it runs (natively or emulated).
+    Info(info::InfoArgs),
 }
 
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Push(args) => registry::push_command(&root, args),
         Command::Login(args) => registry::login(args),
         Command::Logout(args) => registry::logout(args),
+        Command::Info(args) => info::info(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -100,7 +100,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
     let reference = parse_reference(&args.name)?.with_default_tag();
     let platform = match &args.platform {
-        Some(text) => Platform::parse(text)?,
+        Some(text) => Platform::parse_normalized(text)?,
         None => Platform::host(),
     };
     let store = Store::open(root)?;
@@ -116,7 +116,11 @@ pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
     if args.quiet {
         println!("{reference}");
     } else {
-        println!("Digest: {}", image.manifest_digest);
+        // What the reference resolves to: of a multi-platform image, its index.
+        println!(
+            "Digest: {}",
+            image.index.as_ref().unwrap_or(&image.manifest_digest)
+        );
         println!("Status: Downloaded image for {reference}");
         println!("{reference}");
     }

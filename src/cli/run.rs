@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// Security options: `no-new-privileges[=true|false]` (kiln sets no_new_privs by default).
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opts: Vec<String>,
+    /// The platform's image of a multi-platform image (`OS/ARCH[/VARIANT]`; default: this
+    /// machine's); a single-platform image must be of it. A foreign one runs under the
+    /// emulator binfmt_misc has for it.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
     /// The image (name or ID).
     image: String,
     /// The command and its arguments (default: the image's ENTRYPOINT and CMD).
@@ -111,7 +116,20 @@ fn exit_code(code: i32) -> ExitCode {
 
 fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(root)?;
-    let image = store.resolve(&args.image)?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?;
+    let image = store.resolve_platform(&args.image, platform.as_ref())?;
+    // An image of another architecture runs only through an emulator: say which one is missing
+    // rather than let the kernel answer "exec format error".
+    if let Some(image_platform) = kiln::store::config_platform(&image.config_bytes)
+        && let kiln::runtime::binfmt::Runnable::No(why) =
+            kiln::runtime::binfmt::Emulation::detect().runnable(&image_platform)
+    {
+        anyhow::bail!("{why}");
+    }
     let options = options(&args)?;
     let mut container = Container::create(&store, &image, &args.image, &options)?;
 

@@ -7,7 +7,7 @@
 //! "cannot copy from stage X, it needs to be defined before current stage Y").
 
 use crate::frontend::diagnostic::{Located, Span};
-use crate::frontend::stage::{DependencyKind, Resolved, Source, Stage};
+use crate::frontend::stage::{DependencyKind, ImageKey, Resolved, Source, Stage};
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::BTreeSet;
@@ -78,6 +78,7 @@ pub struct StageDag<'a> {
     order: Vec<StageId>,
     groups: Vec<Vec<StageId>>,
     images: Vec<String>,
+    image_keys: Vec<ImageKey>,
 }
 
 impl<'a> StageDag<'a> {
@@ -198,6 +199,23 @@ impl<'a> StageDag<'a> {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // A stage's FROM image is wanted for the stage's platform; what `COPY --from` and
+        // `RUN --mount from=` read, for the target's (BuildKit makes each such image a stage
+        // of its own, without `--platform`).
+        let image_keys = order
+            .iter()
+            .filter_map(|id| resolved.stages.get(*id))
+            .flat_map(|s| s.dependencies.iter().map(move |d| (s, d)))
+            .filter_map(|(stage, d)| match &d.on {
+                Source::Image(name) if name != "scratch" => Some(match d.kind {
+                    DependencyKind::From => ImageKey::new(name, &stage.effective_platform),
+                    _ => ImageKey::new(name, &resolved.target_platform),
+                }),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
 
         Ok(StageDag {
             resolved,
@@ -206,6 +224,7 @@ impl<'a> StageDag<'a> {
             order,
             groups,
             images,
+            image_keys,
         })
     }
 
@@ -250,6 +269,11 @@ impl<'a> StageDag<'a> {
     /// `scratch` excluded.
     pub fn images(&self) -> &[String] {
         &self.images
+    }
+
+    /// [`StageDag::images`] with the platform each is wanted for, sorted.
+    pub fn image_keys(&self) -> &[ImageKey] {
+        &self.image_keys
     }
 }
 

@@ -9,7 +9,7 @@ use crate::frontend::context::{BuildContext, ContextError, ContextKind, SourceMa
 use crate::frontend::dag::{DagError, StageDag, StageId};
 use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::{Instruction, MountType};
-use crate::frontend::stage::{ResolveOptions, Resolved, StageError};
+use crate::frontend::stage::{ImageKey, ResolveOptions, Resolved, StageError};
 use crate::frontend::{SyntaxError, ast::Dockerfile};
 use std::path::{Path, PathBuf};
 
@@ -44,6 +44,8 @@ pub struct Plan {
     pub groups: Vec<Vec<StageId>>,
     /// External images the needed stages use (FROM, COPY --from, RUN --mount from=).
     pub images: Vec<String>,
+    /// [`Plan::images`], each with the platform it is wanted for.
+    pub image_keys: Vec<ImageKey>,
     /// The build context, opened (walked, `.dockerignore` applied) only when a needed
     /// instruction reads it.
     pub context: Option<BuildContext>,
@@ -164,11 +166,12 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
     let dockerfile = crate::frontend::parse(dockerfile)?;
     let resolved = crate::frontend::stage::resolve(&dockerfile, &opts.resolve)?;
     let graph = StageDag::new(&resolved, opts.target.as_deref())?;
-    let (target, order, groups, images) = (
+    let (target, order, groups, images, image_keys) = (
         graph.target(),
         graph.order().to_vec(),
         graph.groups().to_vec(),
         graph.images().to_vec(),
+        graph.image_keys().to_vec(),
     );
 
     let mut context = None;
@@ -213,6 +216,7 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
         order,
         groups,
         images,
+        image_keys,
         context,
         context_reads,
     })
@@ -224,17 +228,17 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
 /// looks these up, adds their configs and asks again until nothing new is named (a base's
 /// ONBUILD `COPY --from` or ENV can name more), so a stage the target does not need is never
 /// looked up or pulled, as in BuildKit.
-pub fn needed_images(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
+pub fn needed_images(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<ImageKey>, PlanError> {
     let dockerfile = crate::frontend::parse(dockerfile)?;
     let resolved = crate::frontend::stage::resolve(&dockerfile, &opts.resolve)?;
     let graph = StageDag::new(&resolved, opts.target.as_deref())?;
-    Ok(graph.images().to_vec())
+    Ok(graph.image_keys().to_vec())
 }
 
 /// The external images every stage of `dockerfile` is built FROM, needed by the target or not,
 /// each once, in order: what the builder looks up when the stages do not resolve without their
 /// bases' configs (see [`needed_images`]).
-pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<String>, PlanError> {
+pub fn base_image_names(dockerfile: &[u8], opts: &PlanOptions) -> Result<Vec<ImageKey>, PlanError> {
     let dockerfile = crate::frontend::parse(dockerfile)?;
     Ok(crate::frontend::stage::base_image_names(
         &dockerfile,
@@ -347,12 +351,13 @@ FROM scratch\nCOPY --from=a /x /x\n";
 FROM scratch AS unused\nCOPY missing.txt /\nFROM build\nCOPY $SRC /\n";
         let mut opts = options(dir.path(), None);
         let names = base_image_names(dockerfile, &opts).expect("names");
-        assert_eq!(names, ["app:1"]);
+        let key = ImageKey::new("app:1", &crate::oci::Platform::host());
+        assert_eq!(names, std::slice::from_ref(&key));
         let image = crate::frontend::stage::BaseImage {
             env: vec![("SRC".into(), "from-env.txt".into())],
             onbuild: vec!["COPY from-trigger.txt /".into()],
         };
-        opts.resolve.base_images.insert("app:1".into(), image);
+        opts.resolve.base_images.insert(key, image);
         let plan = plan(dockerfile, &opts).expect("plans");
         let reads: Vec<(usize, usize, &str)> = plan
             .context_reads

@@ -61,9 +61,10 @@ pub struct ResolveOptions {
     /// `--target`: the stage to build (only used for the `TARGETSTAGE` arg here).
     pub target: Option<String>,
     /// What kiln knows of the external base images, by the FROM name as expanded
-    /// ([`Stage::base_name`]): their config `Env` and `OnBuild` triggers. An image missing here
-    /// resolves with the default `PATH` only and no triggers.
-    pub base_images: BTreeMap<String, BaseImage>,
+    /// ([`Stage::base_name`]) and the platform the stage is for ([`ImageKey`]): their config
+    /// `Env` and `OnBuild` triggers. An image missing here resolves with the default `PATH`
+    /// only and no triggers.
+    pub base_images: BTreeMap<ImageKey, BaseImage>,
     /// `--build-context NAME=...` contexts that are images, by [`named_context_key`] of NAME:
     /// the reference of the image that replaces NAME. As in BuildKit's `namedContext`, a stage
     /// named NAME is replaced whole (its instructions are not run), and a FROM, `COPY --from`
@@ -81,6 +82,32 @@ pub fn named_context_key(name: &str) -> String {
     }
 }
 
+/// An external image as a build uses it: the name as written (expanded) and the platform it is
+/// wanted for, normalised ([`Platform::normalized`]). One name may be wanted for two platforms
+/// in one build (a `FROM --platform=$BUILDPLATFORM` stage and a target-platform stage of the
+/// same image), and each is its own image.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ImageKey {
+    pub name: String,
+    pub platform: Platform,
+}
+
+impl ImageKey {
+    /// `name` for `platform` (normalised here).
+    pub fn new(name: &str, platform: &Platform) -> ImageKey {
+        ImageKey {
+            name: name.to_string(),
+            platform: platform.normalized(),
+        }
+    }
+}
+
+impl std::fmt::Display for ImageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.platform)
+    }
+}
+
 /// The parts of a base image's config that change how a stage built on it resolves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BaseImage {
@@ -90,6 +117,17 @@ pub struct BaseImage {
     /// The config's `OnBuild` triggers: each one instruction as written after `ONBUILD`, heredoc
     /// bodies included.
     pub onbuild: Vec<String>,
+}
+
+impl ResolveOptions {
+    /// The platform the build is for: [`ResolveOptions::target_platform`], else the build
+    /// platform; normalised, as BuildKit reads `--platform`.
+    pub fn target(&self) -> Platform {
+        self.target_platform
+            .as_ref()
+            .unwrap_or(&self.build_platform)
+            .normalized()
+    }
 }
 
 impl Default for ResolveOptions {
@@ -150,6 +188,11 @@ pub struct Stage {
     pub base_name: String,
     /// `--platform` after expansion.
     pub platform: Option<String>,
+    /// The platform the stage is built for, its steps run on and its image says: FROM
+    /// `--platform` (as parsed, not normalised, as BuildKit keeps it), else the platform of the
+    /// stage it is built FROM (whose `--platform` wins, as in BuildKit's `dispatchState.init`),
+    /// else the target platform; `FROM scratch` is always the target's.
+    pub effective_platform: Platform,
     /// The stage's instructions (FROM excluded), with their arguments expanded. An ARG's
     /// `default` holds the value in effect (build arg, expanded default or global value).
     /// The first [`Stage::onbuild_count`] of them are the base's ONBUILD triggers.
@@ -187,6 +230,10 @@ pub struct StageWarning {
 pub struct Resolved {
     /// The global scope FROM lines see: predefined args, then meta args, in order.
     pub meta_args: Vec<(String, String)>,
+    /// The platform the build is for (`TARGETPLATFORM`'s, normalised): the platform of every
+    /// stage without a `--platform` of its own, and of the images `COPY --from` and
+    /// `RUN --mount from=` read.
+    pub target_platform: Platform,
     pub stages: Vec<Stage>,
     /// Proxy build args that RUN instructions get as environment variables.
     pub proxy_env: Vec<(String, String)>,
@@ -231,6 +278,12 @@ pub enum StageError {
     CopyFromUrl { url: String, span: Span },
     #[error("empty platform value from expression {expression}")]
     EmptyPlatform { expression: String, span: Span },
+    #[error("failed to parse platform {expression}")]
+    BadPlatform {
+        expression: String,
+        source: crate::oci::PlatformError,
+        span: Span,
+    },
     #[error("invalid stage index {index}: the Dockerfile has {count} stage(s)")]
     InvalidStageIndex {
         index: String,
@@ -280,6 +333,7 @@ impl Located for StageError {
             | StageError::BlankBaseName { span, .. }
             | StageError::CopyFromUrl { span, .. }
             | StageError::EmptyPlatform { span, .. }
+            | StageError::BadPlatform { span, .. }
             | StageError::InvalidStageIndex { span, .. }
             | StageError::InvalidReference { span, .. }
             | StageError::Trigger { span, .. } => Some(*span),
@@ -297,6 +351,11 @@ impl Located for StageError {
             StageError::Expand { .. } => "check the variable syntax, e.g. ${NAME:-default}".into(),
             StageError::BlankBaseName { .. } | StageError::EmptyPlatform { .. } => {
                 "give the variable a value with ARG before the first FROM or --build-arg".into()
+            }
+            StageError::BadPlatform { .. } => {
+                "write OS/ARCH or OS/ARCH/VARIANT, such as linux/arm64, or $BUILDPLATFORM or \
+                 $TARGETPLATFORM"
+                    .into()
             }
             StageError::InvalidStageIndex { count, .. } => format!(
                 "stage indexes go from 0 to {}; or name the stage with FROM ... AS NAME",
@@ -342,16 +401,20 @@ impl Env for Vars {
 /// BuildKit's predefined args (`defaultArgs` in convert.go), each overridable by a build arg.
 fn predefined_args(opts: &ResolveOptions, target_name: &str) -> Vars {
     let build = &opts.build_platform;
-    let target = opts.target_platform.as_ref().unwrap_or(build);
-    let variant = |p: &Platform| p.variant.clone().unwrap_or_default();
+    let target = &opts.target();
+    let variant = |p: &Platform| p.variant_or_empty().to_string();
     let mut vars = Vars::default();
+    // The OS versions are Windows' (`os(version)`); a Linux platform has none, and BuildKit
+    // still defines them, empty.
     for (key, value) in [
         ("BUILDPLATFORM", build.to_string()),
         ("BUILDOS", build.os.clone()),
+        ("BUILDOSVERSION", String::new()),
         ("BUILDARCH", build.architecture.clone()),
         ("BUILDVARIANT", variant(build)),
         ("TARGETPLATFORM", target.to_string()),
         ("TARGETOS", target.os.clone()),
+        ("TARGETOSVERSION", String::new()),
         ("TARGETARCH", target.architecture.clone()),
         ("TARGETVARIANT", variant(target)),
         ("TARGETSTAGE", target_name.to_string()),
@@ -424,7 +487,12 @@ fn prepare<'a>(df: &'a Dockerfile, opts: &ResolveOptions) -> Result<Prepared<'a>
     let names: Vec<Option<String>> = pending.iter().map(|p| p.from.as_name.clone()).collect();
     let target_name = match &opts.target {
         Some(t) => t.clone(),
-        None => names.last().cloned().flatten().unwrap_or_default(),
+        // BuildKit's `defaultArgs`: an unnamed last stage is `default`.
+        None => names
+            .last()
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| "default".to_string()),
     };
     let mut declared: Vec<String> = Vec::new();
 
@@ -451,7 +519,10 @@ fn prepare<'a>(df: &'a Dockerfile, opts: &ResolveOptions) -> Result<Prepared<'a>
 /// target or not), by their expanded names ([`Stage::base_name`], the keys of
 /// [`ResolveOptions::base_images`]), each once, in order. Only FROM lines and the global scope
 /// are read, so this works before any image config is known.
-pub fn base_image_names(df: &Dockerfile, opts: &ResolveOptions) -> Result<Vec<String>, StageError> {
+pub fn base_image_names(
+    df: &Dockerfile,
+    opts: &ResolveOptions,
+) -> Result<Vec<ImageKey>, StageError> {
     let prepared = prepare(df, opts)?;
     let cx = StageCx {
         lexer: &prepared.lexer,
@@ -459,14 +530,19 @@ pub fn base_image_names(df: &Dockerfile, opts: &ResolveOptions) -> Result<Vec<St
         globals: &prepared.globals,
         names: &prepared.names,
     };
-    let mut images: Vec<String> = Vec::new();
+    let mut images: Vec<ImageKey> = Vec::new();
+    let mut platforms: Vec<Platform> = Vec::new();
     for (index, p) in prepared.pending.iter().enumerate() {
         let earlier = prepared.names.get(..index).unwrap_or_default();
-        if let (base_name, _, Base::Image(_)) = cx.expand_from(p, earlier)?
-            && !images.contains(&base_name)
-        {
-            images.push(base_name);
+        let from = cx.expand_from(p, earlier)?;
+        let platform = cx.effective_platform(&from, &platforms);
+        if let Base::Image(_) = from.base {
+            let key = ImageKey::new(&from.base_name, &platform);
+            if !images.contains(&key) {
+                images.push(key);
+            }
         }
+        platforms.push(platform);
     }
     Ok(images)
 }
@@ -665,10 +741,20 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .collect();
     Ok(Resolved {
         meta_args: globals.0,
+        target_platform: opts.target(),
         stages,
         proxy_env,
         warnings,
     })
+}
+
+/// A FROM line expanded in the global scope.
+struct ExpandedFrom {
+    /// The base name after expansion (a named context's image when one replaces it).
+    base_name: String,
+    /// `--platform` after expansion, and parsed.
+    platform: Option<(String, Platform)>,
+    base: Base,
 }
 
 /// What every stage's resolution reads.
@@ -690,7 +776,18 @@ impl StageCx<'_> {
     ) -> Result<Stage, StageError> {
         let from = &p.from;
         let earlier_names: Vec<Option<String>> = earlier.iter().map(|s| s.name.clone()).collect();
-        let (base_name, platform, base) = self.expand_from(p, &earlier_names)?;
+        let expanded = self.expand_from(p, &earlier_names)?;
+        let earlier_platforms: Vec<Platform> = earlier
+            .iter()
+            .map(|s| s.effective_platform.clone())
+            .collect();
+        let effective_platform = self.effective_platform(&expanded, &earlier_platforms);
+        let ExpandedFrom {
+            base_name,
+            platform,
+            base,
+        } = expanded;
+        let platform = platform.map(|(text, _)| text);
         let mut dependencies = vec![Dependency {
             on: match &base {
                 Base::Stage(i) => Source::Stage(*i),
@@ -700,7 +797,10 @@ impl StageCx<'_> {
             span: from.image_span,
         }];
         let image = match &base {
-            Base::Image(_) => self.opts.base_images.get(&base_name),
+            Base::Image(_) => self
+                .opts
+                .base_images
+                .get(&ImageKey::new(&base_name, &effective_platform)),
             Base::Scratch | Base::Stage(_) => None,
         };
         let parent = match &base {
@@ -780,6 +880,7 @@ impl StageCx<'_> {
             base,
             base_name,
             platform,
+            effective_platform,
             instructions,
             onbuild_count,
             dependencies,
@@ -788,13 +889,29 @@ impl StageCx<'_> {
         })
     }
 
+    /// The platform of a stage whose FROM is `from`, given the platforms of the stages before
+    /// it: its base stage's, else its own `--platform`, else the target's. `FROM scratch` is
+    /// always the target's: BuildKit gives the empty image the target platform whatever
+    /// `--platform` says (`resolveReachableStages`).
+    fn effective_platform(&self, from: &ExpandedFrom, earlier: &[Platform]) -> Platform {
+        if let Base::Stage(parent) = from.base
+            && let Some(platform) = earlier.get(parent)
+        {
+            return platform.clone();
+        }
+        match (&from.base, &from.platform) {
+            (Base::Image(_), Some((_, platform))) => platform.clone(),
+            _ => self.opts.target(),
+        }
+    }
+
     /// A stage's FROM line, expanded in the global scope: the base name, the platform and what
     /// the base is. `earlier` are the names of the stages before this one.
     fn expand_from(
         &self,
         p: &Pending<'_>,
         earlier: &[Option<String>],
-    ) -> Result<(String, Option<String>, Base), StageError> {
+    ) -> Result<ExpandedFrom, StageError> {
         let from = &p.from;
         let base_name = expand(self.lexer, "FROM", p.from_node, &from.image, self.globals)?;
         if base_name.is_empty() {
@@ -813,12 +930,22 @@ impl StageCx<'_> {
                         span: p.from_node.find_span("--platform"),
                     });
                 }
-                Some(value)
+                let parsed = Platform::parse(&value).map_err(|source| StageError::BadPlatform {
+                    expression: expr.clone(),
+                    source,
+                    span: p.from_node.find_span("--platform"),
+                })?;
+                Some((value, parsed))
             }
+        };
+        let expanded = |base_name: String, base: Base| ExpandedFrom {
+            base_name,
+            platform: platform.clone(),
+            base,
         };
         // A named context replaces the stage itself (BuildKit never looks at its FROM then).
         if let Some(image) = from.as_name.as_deref().and_then(|n| self.named_image(n)) {
-            return Ok((image.to_string(), platform, Base::Image(image.to_string())));
+            return Ok(expanded(image.to_string(), Base::Image(image.to_string())));
         }
         // BuildKit looks the base up among the stages already defined, by exact (lower-case) name.
         let base = match earlier
@@ -829,11 +956,11 @@ impl StageCx<'_> {
             // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
             None if base_name == "scratch" => Base::Scratch,
             None => match self.named_image(&base_name) {
-                Some(image) => return Ok((image.to_string(), platform, Base::Image(image.into()))),
+                Some(image) => return Ok(expanded(image.to_string(), Base::Image(image.into()))),
                 None => Base::Image(checked_image(&base_name, from.image_span)?),
             },
         };
-        Ok((base_name, platform, base))
+        Ok(expanded(base_name, base))
     }
 
     fn instruction(

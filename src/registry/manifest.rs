@@ -157,12 +157,16 @@ fn schema1() -> Reason {
     )
 }
 
-/// The entry of an index for `platform`: the first that matches (indexes list the preferred
-/// one first), skipping attestation manifests (`unknown/unknown`, which BuildKit adds).
+/// The entry of an index for `platform`: the platform itself, else the newest older variant it
+/// runs ([`Platform::preference`]); among equals the first (indexes list the preferred one
+/// first). Attestation manifests (`unknown/unknown`, which BuildKit adds) match nothing.
 pub fn choose<'a>(manifests: &'a [Descriptor], platform: &Platform) -> Option<&'a Descriptor> {
     manifests
         .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| platform.accepts(p)))
+        .enumerate()
+        .filter_map(|(i, d)| Some(((platform.preference(d.platform.as_ref()?)?, i), d)))
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, d)| d)
 }
 
 /// The platforms an index offers, for an error message.
@@ -201,12 +205,15 @@ mod tests {
             ("linux/amd64", Some(1)),
             ("linux/arm/v7", Some(3)),
             ("linux/arm/v6", Some(2)),
-            ("linux/arm", Some(2)),
+            // `linux/arm` is `linux/arm/v7` (containerd's normalisation).
+            ("linux/arm", Some(3)),
             ("linux/arm64", Some(4)),
             ("linux/arm64/v8", Some(4)),
             ("windows/amd64", Some(5)),
             ("linux/s390x", None),
             ("linux/arm/v5", None),
+            ("linux/arm/v8", Some(3)),
+            ("linux/amd64/v3", Some(1)),
         ];
         for (wanted, expected) in cases {
             let chosen = choose(&index, &Platform::parse(wanted).unwrap());

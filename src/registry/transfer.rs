@@ -8,7 +8,7 @@ use crate::error::{Cause, Reason};
 use crate::oci::Digest;
 use crate::oci::Platform;
 use crate::oci::reference::Reference;
-use crate::store::{BlobOrigin, FetchOrigins, Store, StoredImage};
+use crate::store::{BlobOrigin, FetchOrigins, Store, StoredEntry, StoredImage};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use std::fmt;
 use std::sync::Arc;
@@ -79,7 +79,9 @@ impl TransferProgress for NoProgress {
 /// Pulls `reference` (a tag, `latest` when it names none, or a digest) into the store: the
 /// manifest (from an index, the one for `platform`), its config and layers (those the store
 /// lacks, verified on the way in), then lists the image keeping the manifest's bytes, so its
-/// digest is the registry's. A reference with a tag and no digest tags the image with it.
+/// digest is the registry's. A reference with a tag and no digest tags the image with it. Of
+/// an index, the index itself is kept too (with only this platform's image; pulling another
+/// platform later adds its image), and the tag names the index, as containerd's store does.
 pub async fn pull(
     client: &Client,
     store: &Store,
@@ -95,6 +97,7 @@ pub async fn pull(
         (None, None) => "latest".to_string(),
     };
     let (mut fetched, _) = client.get_manifest(&repo, &target).await?;
+    let mut index: Option<Manifest> = None;
     if let Manifest::Index { manifests, .. } = &fetched {
         let chosen = manifest::choose(manifests, platform)
             .ok_or_else(|| RegistryError::NoPlatform {
@@ -118,7 +121,7 @@ pub async fn pull(
                 .into(),
             });
         }
-        fetched = image;
+        index = Some(std::mem::replace(&mut fetched, image));
     }
     let Manifest::Image {
         media_type,
@@ -150,6 +153,13 @@ pub async fn pull(
         .try_collect::<Vec<()>>()
         .await?;
     let image = store.write_manifest(&media_type, &bytes)?;
+    if let Some(index) = index {
+        let stored = store.write_index(index.media_type(), index.bytes())?;
+        if reference.digest().is_none() {
+            store.tag(&reference.to_string(), &stored.descriptor)?;
+        }
+        return Ok(store.image_in_index(&stored.descriptor, platform)?);
+    }
     if reference.digest().is_none() {
         store.tag(&reference.to_string(), &image.manifest_descriptor)?;
         return Ok(store.image(&image.manifest_descriptor)?);
@@ -192,6 +202,10 @@ async fn fetch_one(
 ///
 /// A layer absent from the store (an image built from a shared cache) is mounted from its origin
 /// when that is a repository of the same registry, and fetched through `origins` otherwise.
+///
+/// A multi-platform image is pushed whole: each platform's image (its manifest by digest),
+/// then the index, byte for byte, under the tag; an index some of whose platforms are not in
+/// the store (pulled for one platform) is refused, naming them, rather than pushed broken.
 pub async fn push(
     client: &Client,
     store: &Store,
@@ -200,9 +214,94 @@ pub async fn push(
     origins: &Arc<dyn FetchOrigins>,
     progress: &dyn TransferProgress,
 ) -> Result<Digest, RegistryError> {
-    let image = store.resolve(image)?;
     let reference = reference.clone().with_default_tag();
+    let index = match store.resolve_entry(image)? {
+        StoredEntry::Image(image) => {
+            return push_image(client, store, &image, &reference, true, origins, progress).await;
+        }
+        StoredEntry::Index(index) => index,
+    };
     let repo = Repository::of(&reference);
+    let absent: Vec<String> = index
+        .manifests
+        .iter()
+        .filter(|m| !m.present)
+        .map(|m| {
+            m.platform
+                .as_ref()
+                .map_or_else(|| m.digest.to_string(), ToString::to_string)
+        })
+        .collect();
+    if !absent.is_empty() {
+        return Err(RegistryError::Document {
+            registry: repo.registry.clone(),
+            what: format!("the image index {} of {image}", index.digest),
+            reason: format!(
+                "the store does not have its images for {} (it was pulled for fewer                  platforms); pull them first, or push one platform's image",
+                absent.join(", ")
+            )
+            .into(),
+        });
+    }
+    for child in &index.manifests {
+        if crate::store::is_manifest(child.descriptor.media_type()) {
+            let image = store.index_image(&index, child)?;
+            push_image(client, store, &image, &reference, false, origins, progress).await?;
+            continue;
+        }
+        // Anything else the index lists (an attestation manifest, a nested index) goes as it
+        // is: its bytes, by digest (its own blobs are not kiln's to know).
+        let bytes = store
+            .blobs()
+            .read_sized(&child.digest, child.descriptor.size())
+            .map_err(|source| RegistryError::Blob {
+                registry: repo.registry.clone(),
+                digest: child.digest.clone(),
+                source,
+            })?;
+        client
+            .put_manifest(
+                &repo,
+                &child.digest.to_string(),
+                child.descriptor.media_type().as_ref(),
+                &bytes,
+            )
+            .await?;
+    }
+    let bytes = store
+        .blobs()
+        .read_sized(&index.digest, index.descriptor.size())
+        .map_err(|source| RegistryError::Blob {
+            registry: repo.registry.clone(),
+            digest: index.digest.clone(),
+            source,
+        })?;
+    let target = match (reference.tag(), reference.digest()) {
+        (Some(tag), None) => tag.to_string(),
+        _ => index.digest.to_string(),
+    };
+    client
+        .put_manifest(
+            &repo,
+            &target,
+            index.descriptor.media_type().as_ref(),
+            &bytes,
+        )
+        .await
+}
+
+/// Pushes one image: its blobs, then its manifest under the tag (`tagged`) or by its digest
+/// (an image of an index, which the index names).
+async fn push_image(
+    client: &Client,
+    store: &Store,
+    image: &StoredImage,
+    reference: &Reference,
+    tagged: bool,
+    origins: &Arc<dyn FetchOrigins>,
+    progress: &dyn TransferProgress,
+) -> Result<Digest, RegistryError> {
+    let repo = Repository::of(reference);
     let mount_from = image.names.iter().find_map(|name| {
         let (registry, path) = name.repository().split_once('/')?;
         (registry == repo.registry && path != repo.path).then(|| path.to_string())
@@ -223,7 +322,7 @@ pub async fn push(
     }
     let repo_ref = &repo;
     let mount_from = mount_from.as_deref();
-    let image_ref = &image;
+    let image_ref = image;
     let push_one = |(digest, size): (Digest, u64)| async move {
         progress.blob(&digest, BlobEvent::Started { size });
         let report = |bytes| progress.blob(&digest, BlobEvent::Progress { bytes });
@@ -280,7 +379,7 @@ pub async fn push(
         })?;
     let media_type = image.manifest_descriptor.media_type().to_string();
     let target = match (reference.tag(), reference.digest()) {
-        (Some(tag), None) => tag.to_string(),
+        (Some(tag), None) if tagged => tag.to_string(),
         _ => image.manifest_digest.to_string(),
     };
     client

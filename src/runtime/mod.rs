@@ -10,11 +10,13 @@
 //! tested); `kernel` runs steps through the `Kernel` trait (unit tested with a fake); `linux`
 //! is the real kernel; `child` is the code after `clone(2)` (the tiny init too); `seccomp`
 //! compiles the filter; `sandbox` is the parent's side. Beside the core: [`cgroup`] applies
-//! resource limits, [`tty`] relays terminals (the sandbox allocates its workload's own, see
+//! resource limits, [`binfmt`] says which platforms run here (natively or emulated), [`tty`]
+//! relays terminals (the sandbox allocates its workload's own, see
 //! [`Stdio::Terminal`]). What a sandbox runs and as whom, from an image, is the business of
 //! `crate::container` above it (users from the image's own passwd/group too): this module
 //! knows nothing of images.
 
+pub mod binfmt;
 pub mod cgroup;
 // The code that runs after clone(2) may not allocate or lock, so it makes its own raw system
 // calls instead of going through `sys` (see `child`'s module docs).

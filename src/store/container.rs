@@ -67,15 +67,7 @@ impl Store {
         let dir = self.container_dir(&record.id)?;
         let _lease = self.lease()?;
         let index = self.index()?;
-        let mut present = false;
-        for (descriptor, digest) in super::manifests(&index) {
-            let manifest = self.manifest(digest, Some(descriptor.size()))?;
-            if manifest.config().digest().as_ref() == record.image.to_string() {
-                present = true;
-                break;
-            }
-        }
-        if !present {
+        if !self.image_ids(&index)?.contains(&record.image) {
             return Err(StoreError::NotFound(record.image.to_string()));
         }
         fs::create_dir_all(&dir).fs("create directory", &dir)?;

@@ -9,8 +9,8 @@
 
 use super::index::Index;
 use super::{
-    By, Collection, ContainerRecord, ImageName, Store, StoreError, StoredImage, descriptor_digest,
-    is_index, is_manifest, manifests,
+    By, Collection, ContainerRecord, ImageName, Store, StoreError, StoredImage, StoredIndex,
+    descriptor_digest, indexes, is_index, is_manifest, manifests,
 };
 use crate::oci::Digest;
 use crate::store::blob::BlobError;
@@ -102,11 +102,17 @@ impl Store {
         let _index_lock = self.lock("index.lock", true)?;
         let mut index = self.index()?;
         let found = self.locate(&index, name_or_id)?;
-        let image = self.load(&index, &found.descriptor, &found.digest)?;
+        // A multi-platform image goes as one: its index, and its images no other name keeps.
+        let image = if is_index(found.descriptor.media_type()) {
+            let stored = self.load_index(&index, &found.descriptor, &found.digest)?;
+            Removable::of_index(self, &stored)?
+        } else {
+            Removable::of_image(self.load(&index, &found.descriptor, &found.digest)?)
+        };
         let users: Vec<ContainerRecord> = self
             .containers()?
             .into_iter()
-            .filter(|c| c.image == image.id)
+            .filter(|c| image.ids.contains(&c.image))
             .collect();
         let short = image.id.short();
         let mut removals = Vec::new();
@@ -155,7 +161,7 @@ impl Store {
             }
         }
         if users.is_empty() {
-            index.remove_digest(&image.manifest_digest);
+            index.remove_digest(&image.digest);
             removals.push(Removal::Deleted(image.id.clone()));
         }
         index.save(&self.index_path(), self.staging())?;
@@ -166,21 +172,19 @@ impl Store {
     }
 
     /// Deletes what of `image` is no longer reachable from `index`.
-    fn collect_image(&self, index: &Index, image: &StoredImage) -> Result<u64, StoreError> {
+    fn collect_image(&self, index: &Index, image: &Removable) -> Result<u64, StoreError> {
         let reachable = self.reachable(index_roots(index))?;
         let mut freed = 0;
-        let mut blobs = vec![image.manifest_digest.clone(), image.id.clone()];
-        blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
-        for digest in blobs {
-            if !reachable.blobs.contains(&digest) {
-                freed += self.blobs.size(&digest).unwrap_or(0);
-                self.blobs.remove(&digest)?;
-                self.remove_origin(&digest)?;
+        for digest in &image.blobs {
+            if !reachable.blobs.contains(digest) {
+                freed += self.blobs.size(digest).unwrap_or(0);
+                self.blobs.remove(digest)?;
+                self.remove_origin(digest)?;
             }
         }
-        for layer in &image.layers {
-            if !reachable.diff_ids.contains(&layer.diff_id) {
-                let dir = self.snapshot_dir(&layer.diff_id);
+        for diff_id in &image.diff_ids {
+            if !reachable.diff_ids.contains(diff_id) {
+                let dir = self.snapshot_dir(diff_id);
                 freed += tree_size(&dir);
                 remove_tree(&dir)?;
             }
@@ -215,17 +219,22 @@ impl Store {
         let mut report = PruneReport::default();
         let mut doomed = Vec::new();
         for (descriptor, digest) in manifests(&index) {
-            let image = self.load(&index, descriptor, digest)?;
-            if (options.all || image.names.is_empty()) && !in_use.contains(&image.id) {
-                doomed.push(image);
-            }
+            doomed.push(Removable::of_image(self.load(&index, descriptor, digest)?));
         }
+        for (descriptor, digest) in indexes(&index) {
+            let stored = self.load_index(&index, descriptor, digest)?;
+            doomed.push(Removable::of_index(self, &stored)?);
+        }
+        doomed.retain(|image| {
+            (options.all || image.names.is_empty())
+                && !image.ids.iter().any(|id| in_use.contains(id))
+        });
         for image in &doomed {
             for name in &image.names {
                 index.untag(name);
                 report.removals.push(Removal::Untagged(name.clone()));
             }
-            index.remove_digest(&image.manifest_digest);
+            index.remove_digest(&image.digest);
             report.removals.push(Removal::Deleted(image.id.clone()));
         }
         index.save(&self.index_path(), self.staging())?;
@@ -269,6 +278,15 @@ impl Store {
             let manifest = self.manifest(digest, Some(descriptor.size()))?;
             let id = descriptor_digest("config", digest, manifest.config())?;
             if in_use.contains(&id) {
+                usage.images.active += 1;
+                active_roots.push((descriptor.clone(), digest.clone()));
+            }
+        }
+        for (descriptor, digest) in indexes(&index) {
+            usage.images.total += 1;
+            let stored = self.load_index(&index, descriptor, digest)?;
+            let image = Removable::of_index(self, &stored)?;
+            if image.ids.iter().any(|id| in_use.contains(id)) {
                 usage.images.active += 1;
                 active_roots.push((descriptor.clone(), digest.clone()));
             }
@@ -390,6 +408,69 @@ impl Store {
             }
         }
         Ok(reachable)
+    }
+}
+
+/// An image or multi-platform index as `rmi` and `prune` delete it.
+struct Removable {
+    names: Vec<ImageName>,
+    /// What `Deleted:` names: the image ID, or the index's digest.
+    id: Digest,
+    /// Its `index.json` entry's digest.
+    digest: Digest,
+    /// The image IDs containers may run (each platform's, for an index).
+    ids: Vec<Digest>,
+    /// Its blobs (index, manifests, configs, layers), deleted when nothing else reaches them.
+    blobs: Vec<Digest>,
+    diff_ids: Vec<Digest>,
+}
+
+impl Removable {
+    fn of_image(image: StoredImage) -> Removable {
+        let mut blobs = vec![image.manifest_digest.clone(), image.id.clone()];
+        blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+        Removable {
+            diff_ids: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            ids: vec![image.id.clone()],
+            id: image.id,
+            digest: image.manifest_digest,
+            names: image.names,
+            blobs,
+        }
+    }
+
+    fn of_index(store: &Store, stored: &StoredIndex) -> Result<Removable, StoreError> {
+        let mut removable = Removable {
+            names: stored.names.clone(),
+            id: stored.digest.clone(),
+            digest: stored.digest.clone(),
+            ids: Vec::new(),
+            blobs: vec![stored.digest.clone()],
+            diff_ids: Vec::new(),
+        };
+        for child in stored.manifests.iter().filter(|m| m.present) {
+            removable.blobs.push(child.digest.clone());
+            if !is_manifest(child.descriptor.media_type()) {
+                continue;
+            }
+            let manifest = store.manifest(&child.digest, Some(child.descriptor.size()))?;
+            let id = descriptor_digest("config", &child.digest, manifest.config())?;
+            removable.blobs.push(id.clone());
+            if let Ok(config) = store.config(&id, Some(manifest.config().size())) {
+                for diff_id in config.rootfs().diff_ids() {
+                    if let Ok(diff_id) = Digest::parse(diff_id) {
+                        removable.diff_ids.push(diff_id);
+                    }
+                }
+            }
+            for layer in manifest.layers() {
+                removable
+                    .blobs
+                    .push(descriptor_digest("layer", &child.digest, layer)?);
+            }
+            removable.ids.push(id);
+        }
+        Ok(removable)
     }
 }
 

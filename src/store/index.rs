@@ -270,6 +270,12 @@ impl Index {
         Some(removed)
     }
 
+    /// Removes the untagged entry of `digest`, if it has one (tags stay).
+    pub fn remove_untagged(&mut self, digest: &Digest) {
+        self.entries
+            .retain(|e| !(&e.digest == digest && e.name.is_none()));
+    }
+
     /// Removes every entry pointing at `digest`.
     pub fn remove_digest(&mut self, digest: &Digest) {
         self.entries.retain(|e| &e.digest != digest);

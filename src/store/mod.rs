@@ -33,6 +33,7 @@ mod cache_mount;
 mod container;
 mod gc;
 mod index;
+mod multi_platform;
 mod name;
 mod origin;
 
@@ -43,6 +44,7 @@ pub use cache_mount::{
 pub use container::ContainerRecord;
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_manifest};
+pub use multi_platform::{IndexManifest, StoredEntry, StoredIndex, config_platform};
 pub use name::{ImageName, NameError};
 pub use origin::{BlobOrigin, FetchOrigins};
 
@@ -94,8 +96,25 @@ pub enum StoreError {
         .path.display()
     )]
     NotALayout { path: PathBuf, reason: String },
-    #[error("{0} is a multi-platform image index; kiln stores and runs single-platform images")]
+    #[error("{0} is a multi-platform image index, where one platform's image is needed")]
     MultiPlatform(String),
+    /// A multi-platform image without the platform asked for (here).
+    #[error(
+        "{name} has no image for platform {platform} here (it has: {}); choose one with --platform",
+        .available.join(", ")
+    )]
+    NoPlatform {
+        name: String,
+        platform: String,
+        available: Vec<String>,
+    },
+    /// A single-platform image of another platform than the one asked for.
+    #[error("{name} is an image for {actual}, not {wanted}")]
+    WrongPlatform {
+        name: String,
+        wanted: String,
+        actual: String,
+    },
     #[error("the image config lists {diff_ids} layer diff IDs, but {layers} layers were given")]
     LayerCount { diff_ids: usize, layers: usize },
     #[error("conflict: {0}")]
@@ -185,6 +204,8 @@ pub struct StoredImage {
     pub layers: Vec<LayerInfo>,
     /// When a tag last moved to this image (RFC 3339), if kiln recorded it.
     pub tagged_at: Option<String>,
+    /// The multi-platform index it was found through, whose names and tag time it has.
+    pub index: Option<Digest>,
 }
 
 impl StoredImage {
@@ -207,9 +228,12 @@ impl StoredImage {
 /// One row of [`Store::images`].
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
+    /// The image; of a multi-platform image, the host's platform's (else the first here).
     pub image: StoredImage,
-    /// How many container records use the image.
+    /// How many container records use the image (any platform of an index).
     pub containers: usize,
+    /// A multi-platform image's index.
+    pub index: Option<StoredIndex>,
 }
 
 /// How a name or ID given by a user found its image.
@@ -551,11 +575,12 @@ impl Store {
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<ImageName, StoreError> {
         let name = ImageName::parse(name)?;
         let digest = descriptor_digest("manifest", &Digest::of(b""), manifest)?;
-        if !is_manifest(manifest.media_type()) {
-            return Err(StoreError::MultiPlatform(digest.to_string()));
-        }
         let _lease = self.lease()?;
-        self.manifest(&digest, Some(manifest.size()))?;
+        if is_index(manifest.media_type()) {
+            self.read_index_blob(&digest, manifest.size())?;
+        } else {
+            self.manifest(&digest, Some(manifest.size()))?;
+        }
         self.modify_index(|index| {
             index.set_tag(&name, manifest, &digest);
             Ok(())
@@ -563,11 +588,14 @@ impl Store {
         Ok(name)
     }
 
-    /// `docker tag SOURCE TARGET`: tags the image `source` (a name or ID) as `target`.
+    /// `docker tag SOURCE TARGET`: tags the image `source` (a name or ID) as `target` (a
+    /// multi-platform image's index, all platforms).
     pub fn tag_image(&self, source: &str, target: &str) -> Result<ImageName, StoreError> {
         let _lease = self.lease()?;
-        let image = self.resolve(source)?;
-        self.tag(target, &image.manifest_descriptor)
+        match self.resolve_entry(source)? {
+            StoredEntry::Image(image) => self.tag(target, &image.manifest_descriptor),
+            StoredEntry::Index(index) => self.tag(target, &index.descriptor),
+        }
     }
 
     /// Removes the tag `name`, returning the manifest digest it pointed at. The image itself
@@ -582,8 +610,9 @@ impl Store {
         })
     }
 
-    /// Every image (each manifest once, with all its tags), newest first, as `docker images`
-    /// lists them. Multi-platform indexes (which kiln does not write) are left out.
+    /// Every image (each manifest or multi-platform index once, with all its tags), newest
+    /// first, as `docker images` lists them. An index none of whose images is here is left
+    /// out.
     pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
         let index = self.index()?;
         let containers = self.containers()?;
@@ -594,6 +623,31 @@ impl Store {
             images.push(ImageSummary {
                 image,
                 containers: users,
+                index: None,
+            });
+        }
+        for (descriptor, digest) in indexes(&index) {
+            let stored = self.load_index(&index, descriptor, digest)?;
+            let Some(shown) = stored.representative() else {
+                continue;
+            };
+            let image = self.child_image(&index, &stored, shown)?;
+            let mut ids = Vec::new();
+            for child in stored.manifests.iter().filter(|m| m.present) {
+                if is_manifest(child.descriptor.media_type()) {
+                    let manifest = self.manifest(&child.digest, Some(child.descriptor.size()))?;
+                    ids.push(descriptor_digest(
+                        "config",
+                        &child.digest,
+                        manifest.config(),
+                    )?);
+                }
+            }
+            let users = containers.iter().filter(|c| ids.contains(&c.image)).count();
+            images.push(ImageSummary {
+                image,
+                containers: users,
+                index: Some(stored),
             });
         }
         images.sort_by(|a, b| {
@@ -609,11 +663,10 @@ impl Store {
     /// Finds an image the way docker does: by name (familiar or normalised; `name` means
     /// `name:latest`), by manifest digest (`name@sha256:...`), by full image ID (`sha256:<hex>`
     /// or bare 64 hex), or by a unique prefix of at least 4 hex digits of the ID (a name wins
-    /// over an ID prefix).
+    /// over an ID prefix). A multi-platform image (its index's digest is its ID) gives the
+    /// host's platform's image ([`Store::resolve_platform`] picks another).
     pub fn resolve(&self, name_or_id: &str) -> Result<StoredImage, StoreError> {
-        let index = self.index()?;
-        let found = self.locate(&index, name_or_id)?;
-        self.load(&index, &found.descriptor, &found.digest)
+        self.resolve_platform(name_or_id, None)
     }
 
     /// The image listed under this manifest descriptor.
@@ -667,7 +720,8 @@ impl Store {
         Err(StoreError::NotFound(missing))
     }
 
-    /// The image whose ID (or manifest digest, when `hex` is a whole digest) starts with `hex`.
+    /// The image whose ID (or manifest digest, when `hex` is a whole digest) starts with `hex`;
+    /// a multi-platform image's ID is its index's digest.
     fn by_id(&self, index: &Index, hex: &str, text: &str) -> Result<Located, StoreError> {
         let mut matches: Vec<(Descriptor, Digest, Digest)> = Vec::new();
         for (descriptor, digest) in manifests(index) {
@@ -676,6 +730,11 @@ impl Store {
             let id = descriptor_digest("config", digest, manifest.config())?;
             if full_manifest || id.hex().starts_with(hex) {
                 matches.push((descriptor.clone(), digest.clone(), id));
+            }
+        }
+        for (descriptor, digest) in indexes(index) {
+            if digest.hex().starts_with(hex) {
+                matches.push((descriptor.clone(), digest.clone(), digest.clone()));
             }
         }
         match matches.len() {
@@ -737,6 +796,7 @@ impl Store {
             config_bytes,
             layers,
             tagged_at,
+            index: None,
         })
     }
 
@@ -861,6 +921,17 @@ fn manifests(index: &Index) -> Vec<(&Descriptor, &Digest)> {
         .entries()
         .iter()
         .filter(|e| is_manifest(e.descriptor.media_type()) && seen.insert(&e.digest))
+        .map(|e| (&e.descriptor, &e.digest))
+        .collect()
+}
+
+/// The multi-platform entries of the index, each digest once, in index order.
+fn indexes(index: &Index) -> Vec<(&Descriptor, &Digest)> {
+    let mut seen = std::collections::HashSet::new();
+    index
+        .entries()
+        .iter()
+        .filter(|e| is_index(e.descriptor.media_type()) && seen.insert(&e.digest))
         .map(|e| (&e.descriptor, &e.digest))
         .collect()
 }

@@ -230,6 +230,15 @@ impl Events {
             .collect()
     }
 
+    /// The whole names (`[linux/arm64 build 2/3] RUN make`) of the steps that ran, in step
+    /// order.
+    pub(crate) fn ran_names(&self) -> Vec<&str> {
+        self.started
+            .iter()
+            .map(|&id| self.names.get(id).map_or("", String::as_str))
+            .collect()
+    }
+
     /// The instructions of the steps that came from the cache, in step order.
     pub(crate) fn hits(&self) -> Vec<&str> {
         self.cached.iter().map(|&id| self.instruction(id)).collect()

@@ -1251,7 +1251,7 @@ fn checked(out: std::process::Output, what: &str) -> Result<String, String> {
 
 /// What a flattened file-tree path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Dir,
     /// A regular file (or a hard link, as the file it links to): its content digest, and the
     /// content itself when it is short text (for readable differences).
@@ -1265,8 +1265,8 @@ enum Kind {
 
 /// One path of a flattened tree.
 #[derive(Debug, Clone)]
-struct Node {
-    kind: Kind,
+pub(crate) struct Node {
+    pub(crate) kind: Kind,
     /// The permission and special bits (0o7777).
     mode: u32,
     uid: u64,
@@ -1294,14 +1294,14 @@ impl PartialEq for Node {
 impl Eq for Node {}
 
 /// Absolute path (`/a/b`) → node; the root itself is left out.
-type Tree = BTreeMap<String, Node>;
+pub(crate) type Tree = BTreeMap<String, Node>;
 
 /// An image read from an archive.
-struct Image {
-    config: Value,
-    tree: Tree,
+pub(crate) struct Image {
+    pub(crate) config: Value,
+    pub(crate) tree: Tree,
     /// The paths each layer has entries for, base first.
-    layers: Vec<Vec<String>>,
+    pub(crate) layers: Vec<Vec<String>>,
 }
 
 /// Reads an image archive: a `docker save` one (kiln's: `manifest.json`) or an OCI image
@@ -1359,6 +1359,81 @@ fn read_image(path: &Path) -> Result<Image, String> {
         tree,
         layers,
     })
+}
+
+/// Every platform's image of an OCI layout archive whose `index.json` names one image index
+/// (a multi-platform `type=oci` export), as `os/arch[/variant]` and the image, in the index's
+/// order; attestation manifests (`unknown/unknown`) left out.
+pub(crate) fn read_oci_platforms(path: &Path) -> Result<Vec<(String, Image)>, String> {
+    let bytes = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let files = archive_files(&bytes)?;
+    let json = |name: &str| -> Result<Value, String> {
+        let data = files
+            .get(name)
+            .ok_or_else(|| format!("{}: no {name}", path.display()))?;
+        serde_json::from_slice(data).map_err(|e| format!("{}: bad {name}: {e}", path.display()))
+    };
+    let blob = |descriptor: &Value| {
+        descriptor
+            .get("digest")
+            .and_then(Value::as_str)
+            .map(|d| format!("blobs/{}", d.replacen(':', "/", 1)))
+            .ok_or_else(|| format!("a descriptor without a digest: {descriptor}"))
+    };
+    let top = json("index.json")?;
+    let listed = top
+        .pointer("/manifests/0")
+        .ok_or("index.json lists nothing")?;
+    let index = json(&blob(listed)?)?;
+    let mut images = Vec::new();
+    for descriptor in index
+        .get("manifests")
+        .and_then(Value::as_array)
+        .ok_or("the index has no manifests")?
+    {
+        let part = |key: &str| {
+            descriptor
+                .pointer(&format!("/platform/{key}"))
+                .and_then(Value::as_str)
+        };
+        if part("os") == Some("unknown") {
+            continue;
+        }
+        let mut platform = format!(
+            "{}/{}",
+            part("os").unwrap_or(""),
+            part("architecture").unwrap_or("")
+        );
+        if let Some(variant) = part("variant") {
+            platform = format!("{platform}/{variant}");
+        }
+        let manifest = json(&blob(descriptor)?)?;
+        let config = json(&blob(manifest.get("config").ok_or("no config")?)?)?;
+        let mut tree = Tree::new();
+        let mut layers = Vec::new();
+        for layer in manifest
+            .get("layers")
+            .and_then(Value::as_array)
+            .ok_or("the manifest has no layers")?
+        {
+            let name = blob(layer)?;
+            let data = files
+                .get(&name)
+                .ok_or_else(|| format!("the archive has no layer {name}"))?;
+            let paths = apply_layer(&mut tree, &decompress(data)?)
+                .map_err(|e| format!("layer {name}: {e}"))?;
+            layers.push(paths);
+        }
+        images.push((
+            platform,
+            Image {
+                config,
+                tree,
+                layers,
+            },
+        ));
+    }
+    Ok(images)
 }
 
 /// The image manifest an OCI `index` leads to: its first manifest for a real platform (not an
@@ -1584,7 +1659,7 @@ fn file_id(data: &[u8]) -> String {
 }
 /// The container config (`config`, every field) and `author` where they differ. Go writes a
 /// nil slice or map as `null` where kiln leaves the field out; both mean unset.
-fn compare_configs(peer: &Value, kiln: &Value) -> Vec<String> {
+pub(crate) fn compare_configs(peer: &Value, kiln: &Value) -> Vec<String> {
     let field = |document: &Value, pointer: &str| {
         document.pointer(pointer).filter(|v| !v.is_null()).cloned()
     };
@@ -1623,7 +1698,7 @@ type HistoryLine = (String, String, bool);
 
 /// The image history, entry by entry (`created_by`, `comment`, `empty_layer`; not the times),
 /// and the number of layers.
-fn compare_history(peer: &Image, kiln: &Image) -> Vec<String> {
+pub(crate) fn compare_history(peer: &Image, kiln: &Image) -> Vec<String> {
     let (theirs, ours) = (history(&peer.config), history(&kiln.config));
     let mut differences = Vec::new();
     for index in 0..theirs.len().max(ours.len()) {
@@ -1706,7 +1781,7 @@ fn shown(value: &Option<Value>) -> String {
 }
 
 /// Every path whose presence or node (and time, `with_mtime`) differs between two trees.
-fn compare_trees(
+pub(crate) fn compare_trees(
     left_name: &str,
     left: &Tree,
     right_name: &str,

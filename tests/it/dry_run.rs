@@ -154,3 +154,83 @@ fn a_dry_run_of_a_url_context_downloads_only_the_context() {
     let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(asked, ["/Dockerfile"]);
 }
+
+#[test]
+fn a_multi_platform_dry_run_checks_every_platforms_plan() {
+    let server = Server::start();
+    let file = server.url("/file");
+    let named = server.url("/x.tar");
+    let dockerfile = format!(
+        "FROM --platform=$BUILDPLATFORM alpine:3.20 AS tools\n\
+         FROM x\nARG TARGETARCH\nADD {file}-${{TARGETARCH}}.txt /f\n\
+         COPY --from=tools /bin/sh /sh\nCOPY --from=lib lib.txt /\n"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    let lib = context(&[("lib.txt", "l\n")]);
+    let root = tempfile::tempdir().expect("temp dir");
+    let x = format!("x={named}");
+    let lib_context = format!("lib={}", lib.path().display());
+    let args = [
+        "--dry-run",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--build-context",
+        &x,
+        "--build-context",
+        &lib_context,
+    ];
+    let out = build(&root.path().join("store"), ctx.path(), &args)
+        .success()
+        .stdout_str();
+    assert!(
+        out.contains("platforms   linux/amd64, linux/arm64 (stages shown for linux/amd64)"),
+        "{out}"
+    );
+    let remote: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("remote "))
+        .take_while(|l| l.starts_with("remote ") || l.starts_with("    "))
+        .map(str::trim)
+        .collect();
+    let pulled = "(not in the store: the build pulls it; its ENV and ONBUILD are not checked)";
+    // Each platform's ADD once; the named context and the image once, whatever the platforms.
+    assert_eq!(
+        remote,
+        [
+            format!("remote      named context x={named}"),
+            format!("image alpine:3.20 {pulled}"),
+            format!("url {file}-amd64.txt"),
+            format!("url {file}-arm64.txt"),
+        ],
+        "{out}"
+    );
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert!(!root.path().join("store").exists());
+
+    // What only the second platform's plan reads is checked too.
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY file-${TARGETARCH} /f\n",
+        ),
+        ("file-amd64", "a\n"),
+    ]);
+    let one = build(
+        &root.path().join("store"),
+        ctx.path(),
+        &["--dry-run", "--platform", "linux/amd64"],
+    );
+    assert!(
+        one.stdout_str().contains("platform    linux/amd64"),
+        "{one:?}"
+    );
+    let both = build(
+        &root.path().join("store"),
+        ctx.path(),
+        &["--dry-run", "--platform", "linux/amd64,linux/arm64"],
+    )
+    .failure()
+    .stderr_str();
+    assert!(both.contains("file-arm64"), "{both}");
+    assert!(!root.path().join("store").exists());
+}

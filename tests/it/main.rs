@@ -27,6 +27,7 @@ mod layer_safety;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
+mod platform;
 mod registry;
 mod rewrite_timestamp;
 mod run;

@@ -4,8 +4,8 @@ use kiln::frontend::ast::Dockerfile;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::{Health, Instruction, MountType};
 use kiln::frontend::stage::{
-    Base, BaseImage, DEFAULT_PATH, DependencyKind, ResolveOptions, Resolved, Source, StageError,
-    base_image_names, resolve,
+    Base, BaseImage, DEFAULT_PATH, DependencyKind, ImageKey, ResolveOptions, Resolved, Source,
+    StageError, base_image_names, resolve,
 };
 use kiln::oci::Platform;
 use std::collections::BTreeMap;
@@ -51,7 +51,11 @@ fn resolve_on(
                         .collect(),
                     onbuild: onbuild.iter().map(|t| t.to_string()).collect(),
                 };
-                (name.to_string(), image)
+                // The stages these tests resolve are for the target platform.
+                (
+                    ImageKey::new(name, &Platform::parse("linux/arm64").unwrap()),
+                    image,
+                )
             })
             .collect(),
         named_images: BTreeMap::new(),
@@ -190,16 +194,22 @@ fn arg_scoping() {
             "arm64",
         ),
         (
-            "TARGETPLATFORM includes the variant",
+            "TARGETPLATFORM is normalised, as BuildKit's (arm64/v8 is arm64)",
             "FROM a\nARG TARGETPLATFORM\nLABEL v=$TARGETPLATFORM\n",
             &[],
-            "linux/arm64/v8",
+            "linux/arm64",
         ),
         (
             "BUILDPLATFORM",
             "FROM a\nARG BUILDPLATFORM\nLABEL v=$BUILDPLATFORM\n",
             &[],
             "linux/amd64",
+        ),
+        (
+            "TARGETSTAGE of an unnamed last stage is `default`, as BuildKit's",
+            "FROM a AS first\nFROM b\nARG TARGETSTAGE\nLABEL v=$TARGETSTAGE\n",
+            &[],
+            "default",
         ),
         (
             "TARGETSTAGE is the last stage by default",
@@ -267,6 +277,43 @@ fn from_lines_use_the_global_scope() {
         assert_eq!(last.base_name, *image, "{text}");
         assert_eq!(last.platform.as_deref(), *platform, "{text}");
     }
+}
+
+/// Each stage's platform, as BuildKit's dispatch gives it: FROM `--platform` as parsed, else
+/// the target's; a stage FROM another has that one's (its own `--platform` is ignored); FROM
+/// scratch is always the target's. The build platform is linux/amd64, the target
+/// linux/arm64/v8 (normalised: linux/arm64).
+#[test]
+fn each_stage_has_the_platform_buildkit_gives_it() {
+    let cases: &[(&str, &[&str])] = &[
+        ("FROM a\n", &["linux/arm64"]),
+        (
+            "FROM --platform=$BUILDPLATFORM a AS b\nFROM b\n",
+            &["linux/amd64", "linux/amd64"],
+        ),
+        ("FROM --platform=linux/arm64/v8 a\n", &["linux/arm64/v8"]),
+        ("FROM --platform=linux/arm/v7 scratch\n", &["linux/arm64"]),
+        (
+            "FROM --platform=linux/s390x a AS x\nFROM --platform=linux/ppc64le x\n",
+            &["linux/s390x", "linux/s390x"],
+        ),
+        (
+            "ARG P=linux/riscv64\nFROM --platform=$P a\nFROM --platform=$TARGETPLATFORM a\n",
+            &["linux/riscv64", "linux/arm64"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let resolved = resolve_with(text, &[]).unwrap();
+        let platforms: Vec<String> = resolved
+            .stages
+            .iter()
+            .map(|s| s.effective_platform.to_string())
+            .collect();
+        assert_eq!(&platforms, expected, "{text}");
+        assert_eq!(resolved.target_platform.to_string(), "linux/arm64");
+    }
+    let err = resolve_with("FROM --platform=linux/arm64/v8/x a\n", &[]).unwrap_err();
+    assert_eq!(err.to_string(), "failed to parse platform linux/arm64/v8/x");
 }
 
 /// BuildKit's CopyCommand/AddCommand.Expand: `--chmod` and `--chown` take build args and env
@@ -1305,7 +1352,7 @@ fn base_image_names_are_the_external_from_images() {
     let mut failures = Vec::new();
     for (dockerfile, want) in cases {
         match base_image_names(&parse(dockerfile), &opts) {
-            Ok(got) if got == *want => {}
+            Ok(got) if got.iter().map(|k| k.name.as_str()).eq(want.iter().copied()) => {}
             other => failures.push(format!("{dockerfile:?}: {other:?}, want {want:?}")),
         }
     }

@@ -638,7 +638,7 @@ mod tests {
             ),
             (
                 "bad platform",
-                edit(&|v| v["cacheMounts"][0]["platform"] = "linux".into()),
+                edit(&|v| v["cacheMounts"][0]["platform"] = "linux//amd64".into()),
                 "invalid platform",
             ),
             (
