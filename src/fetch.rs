@@ -67,7 +67,8 @@ impl Default for FetchOptions {
 }
 
 impl FetchOptions {
-    /// The defaults, with `KILN_ADD_MAX_BYTES` (a number of bytes) as the cap when it is set.
+    /// The defaults, with `KILN_ADD_MAX_BYTES` (a number of bytes) as the cap and
+    /// `KILN_ADD_TIMEOUT` (seconds) as the connect and read timeouts when they are set.
     pub fn from_env() -> FetchOptions {
         let mut options = FetchOptions::default();
         if let Some(max) = std::env::var("KILN_ADD_MAX_BYTES")
@@ -75,6 +76,14 @@ impl FetchOptions {
             .and_then(|v| v.trim().parse().ok())
         {
             options.max_bytes = max;
+        }
+        if let Some(seconds) = std::env::var("KILN_ADD_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|seconds| *seconds > 0)
+        {
+            options.connect_timeout = Duration::from_secs(seconds);
+            options.read_timeout = Duration::from_secs(seconds);
         }
         options
     }

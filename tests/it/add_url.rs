@@ -199,6 +199,49 @@ fn a_connection_broken_mid_body_fails_after_retries() {
 }
 
 #[test]
+fn a_server_that_stalls_mid_body_times_out_and_stores_nothing() {
+    let Some(builder) = builder() else { return };
+    let server = Server::start();
+    // Silent for longer than the timeout: without one, every attempt would end with the
+    // server's close after 20 s, as an incomplete body, not a timeout.
+    server.set(
+        "/slow",
+        Resource {
+            body: vec![b'z'; 100_000],
+            stall_after: Some((1000, std::time::Duration::from_secs(20))),
+            ..Resource::default()
+        },
+    );
+    let ctx = builder.context(&[(
+        "Dockerfile",
+        &format!("FROM base\nADD {} /slow\n", server.url("/slow")),
+    )]);
+    let blobs_before = blob_count(&builder);
+    let context = ctx.path().display().to_string();
+    let out = builder
+        .kiln(&["build", "-t", "img", &context])
+        .env("KILN_ADD_TIMEOUT", "1")
+        .run()
+        .failure();
+    let stderr = out.stderr_str();
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert!(stderr.contains("failed after 5 attempt(s)"), "{stderr}");
+    assert_eq!(server.requests().len(), 5, "one try and four retries");
+    assert_eq!(
+        blob_count(&builder),
+        blobs_before,
+        "no partial download stored"
+    );
+}
+
+/// How many blobs the builder's store holds.
+fn blob_count(builder: &Builder) -> usize {
+    std::fs::read_dir(builder.root().join("blobs/sha256"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
+}
+
+#[test]
 fn names_from_outside_stay_in_the_destination() {
     let Some(builder) = builder() else { return };
     let server = Server::start();

@@ -16,6 +16,9 @@ pub struct Resource {
     pub content_disposition: Option<String>,
     /// Send the full `Content-Length` but only this many bytes, then close.
     pub cut_after: Option<usize>,
+    /// Send this many bytes of the body, then hold the connection open and silent for the
+    /// duration before closing it (a server that stalls).
+    pub stall_after: Option<(usize, std::time::Duration)>,
     /// The exact `Authorization` value the path needs; any other (or none) gets a `401`.
     pub authorization: Option<String>,
     /// Answer `302 Found` to this location instead of the body.
@@ -179,6 +182,13 @@ fn serve(stream: TcpStream, resources: &Mutex<HashMap<String, Resource>>, log: &
         )
         .as_bytes(),
     );
+    if let Some((sent, stall)) = resource.stall_after {
+        let _ = out.write_all(&resource.body[..sent.min(resource.body.len())]);
+        let _ = out.flush();
+        std::thread::sleep(stall);
+        let _ = out.shutdown(Shutdown::Both);
+        return;
+    }
     let sent = resource.cut_after.unwrap_or(resource.body.len());
     let _ = out.write_all(&resource.body[..sent]);
     let _ = out.flush();
