@@ -53,50 +53,14 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset * 60)
 }
 
-/// Unix seconds of an HTTP date in RFC 9110's preferred form (`Sun, 06 Nov 1994 08:49:37 GMT`,
-/// what Go's `http.ParseTime` reads first); `None` for anything else, so a server's odd
-/// `Last-Modified` is ignored as BuildKit ignores one it cannot parse.
+/// Unix seconds of an HTTP date in any of RFC 9110's three forms (`Sun, 06 Nov 1994 08:49:37
+/// GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`, `Sun Nov  6 08:49:37 1994`), as Go's `http.ParseTime`
+/// reads a `Last-Modified`; `None` for anything else (or a time before 1970), so a server's odd
+/// date is ignored as BuildKit ignores one it cannot parse.
 pub fn parse_http_date(text: &str) -> Option<i64> {
-    let mut words = text.trim().split(' ');
-    let (_weekday, day, month, year, time, zone) = (
-        words.next()?.strip_suffix(',')?,
-        words.next()?,
-        words.next()?,
-        words.next()?,
-        words.next()?,
-        words.next()?,
-    );
-    if words.next().is_some() || zone != "GMT" || day.len() != 2 || year.len() != 4 {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
-    let number = |s: &str| -> Option<i64> {
-        s.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (day, year) = (number(day)?, number(year)?);
-    let mut hms = time.split(':');
-    let (hour, minute, second) = (
-        number(hms.next()?)?,
-        number(hms.next()?)?,
-        number(hms.next()?)?,
-    );
-    if hms.next().is_some()
-        || time.len() != 8
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour >= 24
-        || minute >= 60
-        || second >= 61
-    {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+    let time = httpdate::parse_http_date(text.trim()).ok()?;
+    let seconds = time.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(seconds).ok()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds (docker's `time.RFC3339` in UTC).
@@ -255,8 +219,16 @@ mod tests {
             Some(784_111_777)
         );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        // The obsolete forms Go's http.ParseTime also reads.
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777)
+        );
         for bad in [
-            "Sunday, 06-Nov-94 08:49:37 GMT",
             "Sun, 06 Nov 1994 08:49:37 UTC",
             "Sun, 31 Feb 1994 08:49:37 GMT",
             "Sun, 06 Nov 1994 8:49:37 GMT",
