@@ -165,17 +165,22 @@ pub struct Exported {
 /// in order into a directory in the store's staging area (whiteouts delete, opaque directories
 /// hide what is below, nothing followed out of the directory), then the directory written as a
 /// tar in a fixed order. Owners are kept when kiln runs as root; otherwise files belong to the
-/// caller and device nodes are left out (counted in [`Exported::skipped_devices`]).
+/// caller and device nodes are left out (counted in [`Exported::skipped_devices`]). With
+/// `epoch` (`SOURCE_DATE_EPOCH`), every entry has that time, as in BuildKit's tar exporter.
 pub fn export_rootfs(
     store: &Store,
     image: &StoredImage,
     out: impl Write,
     max_bytes: u64,
+    epoch: Option<i64>,
 ) -> Result<Exported, ArchiveError> {
     // Keeps a collection from deleting the image's blobs while they are read.
     let _lease = store.lease()?;
     let dir = StagedDir::create(store.staging().new_path("export"))?;
     let mut exported = flatten_into(store, image, &dir.0, max_bytes)?;
+    if let Some(seconds) = epoch {
+        crate::sys::times::set_tree_times(&dir.0, seconds)?;
+    }
     let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
     exported.size = written.size;
     Ok(exported)
@@ -197,12 +202,13 @@ pub fn export_to_dir(
 
 /// The root filesystems of several platforms' images as one tar, each under a directory
 /// named by its platform (`linux_amd64/`, `linux_arm64/`), as BuildKit's tar exporter writes a
-/// multi-platform result.
+/// multi-platform result (with `epoch`, every entry at that time).
 pub fn export_rootfs_platforms(
     store: &Store,
     images: &[(crate::oci::Platform, StoredImage)],
     out: impl Write,
     max_bytes: u64,
+    epoch: Option<i64>,
 ) -> Result<Exported, ArchiveError> {
     let _lease = store.lease()?;
     let dir = StagedDir::create(store.staging().new_path("export"))?;
@@ -211,6 +217,9 @@ pub fn export_rootfs_platforms(
         let sub = dir.0.join(platform.path_component());
         std::fs::create_dir(&sub).map_err(|e| FsError::new("create directory", &sub, e))?;
         exported.skipped_devices += flatten_into(store, image, &sub, max_bytes)?.skipped_devices;
+    }
+    if let Some(seconds) = epoch {
+        crate::sys::times::set_tree_times(&dir.0, seconds)?;
     }
     let written = write_layer(&dir.0, out).map_err(|source| ArchiveError::Flatten { source })?;
     exported.size = written.size;

@@ -236,6 +236,11 @@ pub struct ExportOptions {
     pub registry: ClientOptions,
     /// The most uncompressed bytes one layer may hold ([`DEFAULT_MAX_BYTES`]).
     pub max_bytes: u64,
+    /// `SOURCE_DATE_EPOCH` (seconds): `type=tar` gives every exported file this time (BuildKit's
+    /// tar exporter sets each file's `ModTime` to the epoch; so does its local exporter, which
+    /// kiln's `type=local` does not do yet: it writes into a directory that may hold the user's
+    /// own files).
+    pub source_date_epoch: Option<i64>,
 }
 
 impl Default for ExportOptions {
@@ -243,6 +248,7 @@ impl Default for ExportOptions {
         ExportOptions {
             registry: ClientOptions::default(),
             max_bytes: DEFAULT_MAX_BYTES,
+            source_date_epoch: None,
         }
     }
 }
@@ -325,8 +331,14 @@ pub fn export_image(
         Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
         Export::Tar(dest) => {
             let mut out = Output::open(dest.path())?;
-            let exported = archive::export_rootfs(store, image, out.writer(), options.max_bytes)
-                .map_err(ExportError::Rootfs)?;
+            let exported = archive::export_rootfs(
+                store,
+                image,
+                out.writer(),
+                options.max_bytes,
+                options.source_date_epoch,
+            )
+            .map_err(ExportError::Rootfs)?;
             out.finish()?;
             Ok(Exported::Rootfs(exported))
         }
@@ -394,9 +406,14 @@ fn export_platforms(
         Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
         Export::Tar(dest) => {
             let mut out = Output::open(dest.path())?;
-            let exported =
-                archive::export_rootfs_platforms(store, &images, out.writer(), options.max_bytes)
-                    .map_err(ExportError::Rootfs)?;
+            let exported = archive::export_rootfs_platforms(
+                store,
+                &images,
+                out.writer(),
+                options.max_bytes,
+                options.source_date_epoch,
+            )
+            .map_err(ExportError::Rootfs)?;
             out.finish()?;
             Ok(Exported::Rootfs(exported))
         }

@@ -172,6 +172,9 @@ pub struct BuildOutput {
     pub cached: usize,
     /// `--explain-cache`: for each step that ran, its name and why it missed.
     pub explanations: Vec<(String, Vec<String>)>,
+    /// The build's `SOURCE_DATE_EPOCH` (seconds), resolved: the local and tar exports give
+    /// every file this time, as BuildKit's do.
+    pub source_date_epoch: Option<i64>,
 }
 
 /// Why a build failed: one variant per phase and cause. A message says only what failed at
@@ -366,6 +369,11 @@ pub async fn build_async(
         ran: solved.counts.ran,
         cached: solved.counts.cached,
         explanations: prepared.explanations(),
+        source_date_epoch: prepared
+            .targets
+            .first()
+            .and_then(|target| target.config.source_date_epoch.as_ref())
+            .map(|time| time.seconds),
     })
 }
 

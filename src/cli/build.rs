@@ -303,6 +303,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let export_options = ExportOptions {
         registry: options.registry.clone(),
         max_bytes: DEFAULT_MAX_BYTES,
+        source_date_epoch: output.source_date_epoch,
     };
     // `--push` is a registry export to each tag, after the `-o` ones.
     let pushes = args.tags.iter().filter(|_| args.push);

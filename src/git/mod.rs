@@ -892,7 +892,7 @@ fn make_checkout(
     };
     let out = subdirectory(&tree, source)?;
     if let Some(seconds) = commit_time {
-        set_times(&out, seconds)?;
+        crate::sys::times::set_tree_times(&out, seconds)?;
     }
     Ok(out)
 }
@@ -1051,36 +1051,4 @@ fn base_of(url: &str) -> Option<&str> {
     let rest = url.find("://")? + 3;
     let at = url[rest..].find('/').map_or(url.len(), |i| rest + i);
     Some(&url[..at])
-}
-
-/// Sets the access and modification times of everything below and at `dir` to `seconds`,
-/// symlinks themselves included, directories last (BuildKit's `resetSnapshotMtimes`).
-fn set_times(dir: &Path, seconds: i64) -> Result<(), GitError> {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    let time = nix::sys::time::TimeSpec::new(seconds, 0);
-    for entry in fs::read_dir(dir).fs("read directory", dir)? {
-        let entry = entry.fs("read directory", dir)?;
-        let path = entry.path();
-        if entry.file_type().fs("inspect", &path)?.is_dir() {
-            set_times(&path, seconds)?;
-        } else {
-            utimensat(
-                nix::fcntl::AT_FDCWD,
-                &path,
-                &time,
-                &time,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|errno| FsError::new("set the times of", &path, errno.into()))?;
-        }
-    }
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        dir,
-        &time,
-        &time,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(|errno| FsError::new("set the times of", dir, errno.into()))?;
-    Ok(())
 }

@@ -9,12 +9,14 @@
 //! - [`dirfd`]: file operations confined to a root directory through directory descriptors.
 //! - [`xattr`]: extended attributes of a path, a descriptor, or a directory's child.
 //! - [`process`]: pidfds (open, signal) and waiting for a child's raw status.
+//! - [`times`]: file times set on a whole tree, links not followed.
 //! - [`signal`]: the SIGWINCH self-pipe terminal relays wait on (a signal handler: `unsafe`).
 
 pub mod atomic;
 pub mod dirfd;
 pub mod process;
 pub mod signal;
+pub mod times;
 pub mod xattr;
 
 pub use atomic::{FsError, Staging, atomic_write, atomic_write_in, fsync_dir};

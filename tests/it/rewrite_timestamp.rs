@@ -237,3 +237,52 @@ fn the_rewritten_times_are_buildkits() {
     assert_eq!(ours.get("files/old.txt"), Some(&(OLD as u64)));
     assert_eq!(ours.get("out/f"), Some(&(EPOCH as u64)));
 }
+
+#[test]
+fn a_tar_export_gives_every_file_the_epoch() {
+    let Some(builder) = crate::build::builder() else {
+        return;
+    };
+    let ctx = builder.context(&[
+        (
+            "Dockerfile",
+            "FROM base\nRUN mkdir -p /made/sub && echo x > /made/sub/f && ln -s /made /link\n",
+        ),
+        ("a.txt", "a"),
+    ]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let entries = |epoch: Option<&str>| {
+        let tar = out.path().join(format!("{}.tar", epoch.unwrap_or("none")));
+        let dest = format!("type=tar,dest={}", tar.display());
+        let mut args = vec!["-o", dest.as_str()];
+        let arg;
+        if let Some(epoch) = epoch {
+            arg = format!("SOURCE_DATE_EPOCH={epoch}");
+            args.extend(["--build-arg", arg.as_str()]);
+        }
+        builder.build(ctx.path(), &args).ok();
+        let mut archive = tar::Archive::new(fs::File::open(&tar).expect("open the tar"));
+        archive
+            .entries()
+            .expect("entries")
+            .map(|entry| {
+                let entry = entry.expect("entry");
+                let path = entry.path().expect("path").display().to_string();
+                (path, entry.header().mtime().expect("mtime"))
+            })
+            .collect::<BTreeMap<String, u64>>()
+    };
+    let with = entries(Some("1234567"));
+    assert!(with.len() > 10, "{with:?}");
+    for path in ["made/sub/f", "link", "bin/busybox"] {
+        assert!(
+            with.keys().any(|p| p.trim_end_matches('/').ends_with(path)),
+            "{path} in {with:?}"
+        );
+    }
+    let other: Vec<_> = with.iter().filter(|(_, t)| **t != 1_234_567).collect();
+    assert!(other.is_empty(), "entries not at the epoch: {other:?}");
+    // Without SOURCE_DATE_EPOCH the files keep their own times.
+    let without = entries(None);
+    assert!(without.values().any(|t| *t != 1_234_567), "{without:?}");
+}
