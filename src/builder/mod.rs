@@ -172,8 +172,8 @@ pub struct BuildOutput {
     pub cached: usize,
     /// `--explain-cache`: for each step that ran, its name and why it missed.
     pub explanations: Vec<(String, Vec<String>)>,
-    /// The build's `SOURCE_DATE_EPOCH` (seconds), resolved: the local and tar exports give
-    /// every file this time, as BuildKit's do.
+    /// The build's `SOURCE_DATE_EPOCH` (seconds), resolved: a tar export gives every file this
+    /// time, as BuildKit's does.
     pub source_date_epoch: Option<i64>,
 }
 
