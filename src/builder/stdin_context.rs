@@ -118,7 +118,7 @@ impl UnpackedContext {
         let context = UnpackedContext::create(staging)?;
         let stream = decompressed(reader).map_err(UnpackError::Decompress)?;
         let options = ApplyOptions {
-            whiteouts: Whiteouts::Apply,
+            whiteouts: Whiteouts::Literal,
             max_bytes,
             same_owner: nix::unistd::geteuid().is_root(),
             device_nodes: false,

@@ -59,6 +59,9 @@ pub enum Whiteouts {
     /// the directory's entries that came from lower layers (not those this layer adds, wherever
     /// in the stream the marker is).
     Apply,
+    /// The tar is not an image layer but plain files (a build context, cache-mount contents):
+    /// `.wh.`-names are files like any other, as BuildKit unpacks an http context.
+    Literal,
 }
 
 /// How [`apply_layer`] unpacks.
@@ -315,6 +318,9 @@ impl Applier<'_> {
         let Some((name, parents)) = path.split_last() else {
             return self.root_entry(entry, &raw);
         };
+        if self.options.whiteouts == Whiteouts::Literal {
+            return self.create(entry, parents, name, &raw);
+        }
         if parents
             .iter()
             .any(|parent| parent.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
@@ -928,6 +934,8 @@ impl Applier<'_> {
                 futimens(&parent, &TimeSpec::UTIME_OMIT, &mtime)
                     .map_err(|e| io_error(raw, e.into()))
             }
+            // Not reached: a literal unpack creates `.wh.` names as files.
+            Whiteouts::Literal => Ok(()),
         }
     }
 
@@ -961,6 +969,8 @@ impl Applier<'_> {
                 self.touched.clear();
                 self.clear_lower(parent.as_fd(), raw)
             }
+            // Not reached: a literal unpack creates `.wh..wh..opq` as a file.
+            Whiteouts::Literal => Ok(()),
         }
     }
 

@@ -567,3 +567,37 @@ fn a_named_oci_layout_context_is_copied_from_the_layout() {
         .fails();
     assert!(err.contains("names no image \"nope\""), "{err}");
 }
+
+#[test]
+fn whiteout_names_in_a_context_tar_are_plain_files() {
+    let Some(builder) = builder() else { return };
+    // As buildctl v0.32.2 unpacks an http context: `.wh.` names are files, nothing is deleted.
+    let tar = |dockerfile: &'static [u8]| {
+        tar_of(&[
+            ("Dockerfile", Some(dockerfile)),
+            ("keep.txt", Some(b"keep")),
+            (".wh.keep.txt", Some(b"w")),
+            (".wh.nothing", Some(b"z")),
+            ("dir", None),
+            ("dir/.wh..wh..opq", Some(b"o")),
+            ("dir/inside.txt", Some(b"i")),
+        ])
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let dest = format!("type=local,dest={}", out.path().join("fs").display());
+    let copy = b"FROM scratch\nCOPY keep.txt /keep.txt\nCOPY dir/inside.txt /inside.txt\n";
+    build_stdin(&builder, &["-o", &dest], &tar(copy)).ok();
+    let fs_root = out.path().join("fs");
+    assert_eq!(
+        fs::read_to_string(fs_root.join("keep.txt")).unwrap_or_default(),
+        "keep"
+    );
+    assert_eq!(
+        fs::read_to_string(fs_root.join("inside.txt")).unwrap_or_default(),
+        "i"
+    );
+    // Copying the `.wh.` names themselves into a layer is refused: there they would read as
+    // whiteouts (BuildKit writes them and the layer then deletes instead of adding).
+    let stderr = build_stdin(&builder, &[], &tar(b"FROM scratch\nCOPY . /ctx/\n")).fails();
+    assert!(stderr.contains("would read as a whiteout"), "{stderr}");
+}

@@ -310,7 +310,7 @@ impl ImportedCache {
         let unpacked = (|| -> Result<(), CacheMountContentError> {
             let stream = decompressed(reader, MAX_CACHE_MOUNT_BYTES)?;
             let options = ApplyOptions {
-                whiteouts: Whiteouts::Apply,
+                whiteouts: Whiteouts::Literal,
                 max_bytes: MAX_CACHE_MOUNT_BYTES,
                 same_owner: nix::unistd::geteuid().is_root(),
                 device_nodes: nix::unistd::geteuid().is_root(),
