@@ -205,6 +205,16 @@ impl Index {
         names
     }
 
+    /// The latest time a name was given to `digest` (RFC 3339, as recorded), if any.
+    pub fn tagged_at_of(&self, digest: &Digest) -> Option<String> {
+        self.entries
+            .iter()
+            .filter(|e| &e.digest == digest)
+            .filter_map(|e| e.tagged_at())
+            .max_by_key(|t| timestamp::parse_rfc3339(t))
+            .map(str::to_string)
+    }
+
     /// Whether any entry points at `digest`.
     pub fn contains(&self, digest: &Digest) -> bool {
         self.entries.iter().any(|e| &e.digest == digest)

@@ -777,13 +777,7 @@ impl Store {
                 source: err.into(),
             })?;
         let layers = pair_layers(&id, &config, manifest.layers())?;
-        let tagged_at = index
-            .entries()
-            .iter()
-            .filter(|e| &e.digest == digest)
-            .filter_map(|e| e.tagged_at())
-            .max_by_key(|t| timestamp::parse_rfc3339(t))
-            .map(str::to_string);
+        let tagged_at = index.tagged_at_of(digest);
         let mut plain = descriptor.clone();
         plain.set_annotations(None);
         Ok(StoredImage {

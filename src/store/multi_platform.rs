@@ -6,7 +6,7 @@
 //! store keeps them), and an absent one is simply not offered.
 
 use super::index::{Index, is_index, is_manifest};
-use super::{ImageName, Store, StoreError, StoredImage, descriptor_digest, timestamp};
+use super::{ImageName, Store, StoreError, StoredImage, descriptor_digest};
 use crate::error::Reason;
 use crate::oci::{Digest, Platform};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
@@ -376,13 +376,7 @@ impl Store {
         digest: &Digest,
     ) -> Result<StoredIndex, StoreError> {
         let manifests = self.read_index_blob(digest, descriptor.size())?;
-        let tagged_at = index
-            .entries()
-            .iter()
-            .filter(|e| &e.digest == digest)
-            .filter_map(|e| e.tagged_at())
-            .max_by_key(|t| timestamp::parse_rfc3339(t))
-            .map(str::to_string);
+        let tagged_at = index.tagged_at_of(digest);
         let mut plain = descriptor.clone();
         plain.set_annotations(None);
         Ok(StoredIndex {
