@@ -350,19 +350,39 @@ pub fn export_image(
         Export::Image {
             name: Some(name),
             push,
-        } => {
-            store
-                .tag(name, &image.manifest_descriptor)
-                .map_err(|source| ExportError::Tag {
-                    name: name.clone(),
-                    source,
-                })?;
-            if *push {
-                return push_image(store, image, name, options, progress);
-            }
-            Ok(Exported::Stored)
-        }
+        } => tag_image(
+            store,
+            image,
+            &image.manifest_descriptor,
+            name,
+            *push,
+            options,
+            progress,
+        ),
     }
+}
+
+/// `-o type=image,name=NAME[,push=true]`: tags `descriptor` (the image's manifest, or a
+/// multi-platform build's index) as NAME, then pushes it when asked.
+fn tag_image(
+    store: &Store,
+    image: &StoredImage,
+    descriptor: &oci_spec::image::Descriptor,
+    name: &str,
+    push: bool,
+    options: &ExportOptions,
+    progress: &dyn TransferProgress,
+) -> Result<Exported, ExportError> {
+    store
+        .tag(name, descriptor)
+        .map_err(|source| ExportError::Tag {
+            name: name.to_string(),
+            source,
+        })?;
+    if push {
+        return push_image(store, image, name, options, progress);
+    }
+    Ok(Exported::Stored)
 }
 
 /// [`export_image`] of a multi-platform image, `image` being one of it and `digest` its index.
@@ -428,18 +448,15 @@ fn export_platforms(
         Export::Image {
             name: Some(name),
             push,
-        } => {
-            store
-                .tag(name, &index.descriptor)
-                .map_err(|source| ExportError::Tag {
-                    name: name.clone(),
-                    source,
-                })?;
-            if *push {
-                return push_image(store, image, name, options, progress);
-            }
-            Ok(Exported::Stored)
-        }
+        } => tag_image(
+            store,
+            image,
+            &index.descriptor,
+            name,
+            *push,
+            options,
+            progress,
+        ),
     }
 }
 
