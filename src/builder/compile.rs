@@ -1765,6 +1765,27 @@ mod tests {
     use super::*;
     use crate::frontend::plan::{PlanOptions, plan};
 
+    /// `dockerfile` planned with `options` and compiled with no images, no network, no
+    /// cache flags and one host-platform target.
+    fn plan_and_compile(dockerfile: &str, options: &PlanOptions) -> Compiled {
+        let plan = plan(dockerfile.as_bytes(), options).unwrap();
+        let images = BTreeMap::new();
+        compile(
+            &[plan],
+            &CompileOptions {
+                images: &images,
+                network: crate::runtime::Network::None,
+                no_cache: false,
+                no_cache_filter: &[],
+                dockerfile_name: "Dockerfile",
+                allow_insecure: false,
+                explicit_platform: false,
+                multi_platform: false,
+            },
+        )
+        .unwrap()
+    }
+
     /// The history lines of the target of `dockerfile` built with `build_args`.
     fn history(dockerfile: &str, build_args: &[(&str, &str)]) -> Vec<String> {
         let context = tempfile::tempdir().unwrap();
@@ -1781,22 +1802,7 @@ mod tests {
                 .build_args
                 .insert(key.to_string(), value.to_string());
         }
-        let plan = plan(dockerfile.as_bytes(), &options).unwrap();
-        let images = BTreeMap::new();
-        let compiled = compile(
-            &[plan],
-            &CompileOptions {
-                images: &images,
-                network: crate::runtime::Network::None,
-                no_cache: false,
-                no_cache_filter: &[],
-                dockerfile_name: "Dockerfile",
-                allow_insecure: false,
-                explicit_platform: false,
-                multi_platform: false,
-            },
-        )
-        .unwrap();
+        let compiled = plan_and_compile(dockerfile, &options);
         compiled.targets[0]
             .history
             .iter()
@@ -1837,22 +1843,7 @@ mod tests {
             target: None,
             resolve: Default::default(),
         };
-        let plan = plan(dockerfile.as_bytes(), &options).unwrap();
-        let images = BTreeMap::new();
-        let compiled = compile(
-            &[plan],
-            &CompileOptions {
-                images: &images,
-                network: crate::runtime::Network::None,
-                no_cache: false,
-                no_cache_filter: &[],
-                dockerfile_name: "Dockerfile",
-                allow_insecure: false,
-                explicit_platform: false,
-                multi_platform: false,
-            },
-        )
-        .unwrap();
+        let compiled = plan_and_compile(dockerfile, &options);
         (0..compiled.graph.len())
             .filter_map(|n| match compiled.graph.op(n) {
                 Some(BuildOp::Run(run)) => Some(run.mounts.clone()),
