@@ -1111,10 +1111,10 @@ impl StdinTar {
     }
 }
 
-/// A loopback HTTP server for both builders (buildkitd runs with the host's network): `GET`
-/// (and `HEAD`) `/files/NAME` serves `served/NAME` with a fixed `Last-Modified` and an `ETag`;
-/// `/redirect/NAME` redirects there; `/` serves a short text. Each connection is answered and
-/// closed; the accept loop lives as long as the test process.
+/// A loopback HTTP server for both builders (buildkitd runs with the host's network), the
+/// tests' own ([`support::http::Server`]): `/files/NAME` serves `served/NAME` with a fixed
+/// `Last-Modified` and an `ETag`; `/redirect/NAME` redirects there; `/` serves a short text.
+/// It serves as long as the test process lives.
 struct HttpServer {
     /// `127.0.0.1:PORT`.
     host: String,
@@ -1126,66 +1126,32 @@ const LAST_MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
 
 impl HttpServer {
     fn start(root: PathBuf) -> HttpServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let host = listener.local_addr().expect("address").to_string();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = HttpServer::answer(&root, stream);
-            }
-        });
-        HttpServer { host }
-    }
-
-    fn answer(root: &Path, mut stream: std::net::TcpStream) -> std::io::Result<()> {
-        use std::io::{BufRead as _, Write as _};
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-        let mut reader = std::io::BufReader::new(stream.try_clone()?);
-        let mut request = String::new();
-        reader.read_line(&mut request)?;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-                break;
-            }
-        }
-        let mut words = request.split_whitespace();
-        let method = words.next().unwrap_or_default().to_string();
-        let target = words.next().unwrap_or("/");
-        let path = target.split('?').next().unwrap_or("/");
-        let (status, headers, body) = if let Some(name) = path.strip_prefix("/redirect/") {
-            (
-                "302 Found",
-                format!("Location: /files/{name}\r\n"),
-                Vec::new(),
-            )
-        } else if let Some(name) = path.strip_prefix("/files/")
-            && !name.contains("..")
-            && let Ok(body) = fs::read(root.join(name))
-        {
-            let etag = Digest::of(&body).hex()[..16].to_string();
-            (
-                "200 OK",
-                format!("Last-Modified: {LAST_MODIFIED}\r\nETag: \"{etag}\"\r\n"),
-                body,
-            )
-        } else if path == "/" {
-            (
-                "200 OK",
-                format!("Last-Modified: {LAST_MODIFIED}\r\n"),
-                b"the root\n".to_vec(),
-            )
-        } else {
-            ("404 Not Found", String::new(), Vec::new())
+        use crate::support::http::{Resource, Server};
+        let server = Server::start();
+        let dated = |body: Vec<u8>, etag: Option<String>| Resource {
+            body,
+            etag,
+            last_modified: Some(LAST_MODIFIED.to_string()),
+            ..Resource::default()
         };
-        write!(
-            stream,
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n",
-            body.len()
-        )?;
-        if method != "HEAD" {
-            stream.write_all(&body)?;
+        for entry in fs::read_dir(&root).expect("read the served directory") {
+            let entry = entry.expect("read the served directory");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let body = fs::read(entry.path()).expect("read a served file");
+            let etag = Digest::of(&body).hex()[..16].to_string();
+            server.set(&format!("/files/{name}"), dated(body, Some(etag)));
+            server.set(
+                &format!("/redirect/{name}"),
+                Resource {
+                    redirect: Some(format!("/files/{name}")),
+                    ..Resource::default()
+                },
+            );
         }
-        stream.flush()
+        server.set("/", dated(b"the root\n".to_vec(), None));
+        let host = server.url("").trim_start_matches("http://").to_string();
+        // Its accept loop serves for the rest of the test process (dropping it stops nothing).
+        HttpServer { host }
     }
 }
 

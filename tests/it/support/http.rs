@@ -128,7 +128,14 @@ fn serve(stream: TcpStream, resources: &Mutex<HashMap<String, Resource>>, log: &
         if_none_match: if_none_match.clone(),
         authorization: authorization.clone(),
     });
-    let resource = resources.lock().unwrap().get(&path).cloned();
+    // A path set with its query is served for exactly that; else the query is ignored.
+    let resource = {
+        let resources = resources.lock().unwrap();
+        resources
+            .get(&path)
+            .or_else(|| resources.get(path.split('?').next().unwrap_or_default()))
+            .cloned()
+    };
     let mut out = stream;
     let answer = |out: &mut TcpStream, status: &str, head: &str| {
         let _ = out.write_all(
