@@ -16,6 +16,7 @@
 //! - [`layer`]: layer tars ⇄ directories. [`store`]: the OCI layout with verified blobs.
 //!   [`runtime`]: the namespace sandbox, which knows nothing of images. [`session`]: what the
 //!   build's client lends a build, secrets and SSH agents (`--secret`, `--ssh`).
+//!   [`attest`]: SBOM and provenance documents (in-toto statements) of a built image.
 //! - [`registry`]: the distribution client (pull, push, auth). [`fetch`]: `ADD <url>`
 //!   downloads. [`git`]: git repositories for `ADD <git ref>` and git contexts, through the
 //!   `git` binary.
@@ -32,6 +33,7 @@
 #![deny(unsafe_code)]
 
 pub mod archive;
+pub mod attest;
 pub mod builder;
 pub mod cache;
 pub mod container;
