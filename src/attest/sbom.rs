@@ -7,6 +7,7 @@
 
 mod apk;
 mod cargo;
+mod document;
 mod dpkg;
 mod fields;
 mod npm;
@@ -14,7 +15,6 @@ mod os_release;
 mod purl;
 mod python;
 mod root;
-mod spdx;
 
 use std::path::{Path, PathBuf};
 
@@ -97,11 +97,14 @@ pub enum SbomError {
 /// Every read stays inside `root` (see the module's doc); a database or manifest that does not
 /// parse is skipped, one that is larger than its bound is an error.
 pub fn scan(root: &Path) -> Result<Vec<Package>, SbomError> {
-    let root = root::Root::open(root)?;
-    let os = os_release::OsRelease::read(&root)?;
+    scan_root(&root::Root::open(root)?)
+}
+
+fn scan_root(root: &root::Root) -> Result<Vec<Package>, SbomError> {
+    let os = os_release::OsRelease::read(root)?;
     let mut packages = Vec::new();
-    dpkg::scan(&root, &os, &mut packages)?;
-    apk::scan(&root, &os, &mut packages)?;
+    dpkg::scan(root, &os, &mut packages)?;
+    apk::scan(root, &os, &mut packages)?;
     root.walk(&mut |entry| {
         python::visit(entry, &mut packages)?;
         npm::visit(entry, &mut packages)?;
@@ -114,7 +117,7 @@ pub fn scan(root: &Path) -> Result<Vec<Package>, SbomError> {
 
 /// The SPDX 2.3 JSON document listing `packages` for `subject`.
 pub fn spdx_document(packages: &[Package], subject: &Subject) -> serde_json::Value {
-    spdx::document(packages, subject)
+    document::document(packages, subject)
 }
 
 /// The longest name, version or other recorded value kept; longer ones are not real.

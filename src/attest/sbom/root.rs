@@ -29,6 +29,23 @@ const SKIPPED_TOP_DIRECTORIES: [&str; 3] = ["proc", "sys", "dev"];
 /// An open root filesystem.
 pub(super) struct Root {
     dir: OwnedFd,
+    limits: WalkLimits,
+}
+
+/// The walk's bounds (tests lower them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WalkLimits {
+    pub max_depth: usize,
+    pub max_entries: u64,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        WalkLimits {
+            max_depth: MAX_WALK_DEPTH,
+            max_entries: MAX_WALK_ENTRIES,
+        }
+    }
 }
 
 /// What a walked entry is; symlinks and special files are not reported.
@@ -99,7 +116,16 @@ impl Root {
                 path: host_path.to_path_buf(),
                 source,
             })?;
-        Ok(Root { dir })
+        Ok(Root {
+            dir,
+            limits: WalkLimits::default(),
+        })
+    }
+
+    /// The same root, walked within `limits`.
+    #[cfg(test)]
+    pub fn with_limits(self, limits: WalkLimits) -> Root {
+        Root { limits, ..self }
     }
 
     /// The whole content of the regular file at `path` (absolute, as seen in the image), at most
@@ -125,7 +151,7 @@ impl Root {
             Err(error) if is_absent(&error) => return Ok(Vec::new()),
             Err(source) => return Err(read_error(path, source)),
         };
-        let mut entries = list(dir.as_fd(), path, &mut 0)?;
+        let mut entries = list(dir.as_fd(), path, &mut 0, self.limits.max_entries)?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut files = Vec::new();
         for (name, kind) in entries {
@@ -147,7 +173,8 @@ impl Root {
 
     /// Visits every directory and regular file under the root (depth first, names sorted),
     /// without following symlinks and skipping `/proc`, `/sys` and `/dev`. More than
-    /// [`MAX_WALK_ENTRIES`] entries or a tree deeper than [`MAX_WALK_DEPTH`] is an error.
+    /// [`MAX_WALK_ENTRIES`] entries or a tree deeper than [`MAX_WALK_DEPTH`] (by default) is an
+    /// error.
     pub fn walk(
         &self,
         visit: &mut dyn FnMut(&Entry<'_>) -> Result<(), SbomError>,
@@ -164,13 +191,13 @@ impl Root {
         visited: &mut u64,
         visit: &mut dyn FnMut(&Entry<'_>) -> Result<(), SbomError>,
     ) -> Result<(), SbomError> {
-        if depth > MAX_WALK_DEPTH {
+        if depth > self.limits.max_depth {
             return Err(SbomError::TooDeep {
                 path: path.to_path_buf(),
-                limit: MAX_WALK_DEPTH,
+                limit: self.limits.max_depth,
             });
         }
-        let mut entries = list(dir, path, visited)?;
+        let mut entries = list(dir, path, visited, self.limits.max_entries)?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         for (name, kind) in entries {
             let Some(kind) = kind else { continue };
@@ -217,21 +244,20 @@ impl Root {
 }
 
 /// The names in `dir` with what they are (`None`: a symlink or special file), counting each
-/// against [`MAX_WALK_ENTRIES`] in `visited`.
+/// against `max_entries` in `visited`.
 fn list(
     dir: BorrowedFd<'_>,
     path: &Path,
     visited: &mut u64,
+    max_entries: u64,
 ) -> Result<Vec<(OsString, Option<EntryKind>)>, SbomError> {
     let reader = std::fs::read_dir(proc_fd_path(dir)).map_err(|source| read_error(path, source))?;
     let mut entries = Vec::new();
     for entry in reader {
         let entry = entry.map_err(|source| read_error(path, source))?;
         *visited += 1;
-        if *visited > MAX_WALK_ENTRIES {
-            return Err(SbomError::TooManyEntries {
-                limit: MAX_WALK_ENTRIES,
-            });
+        if *visited > max_entries {
+            return Err(SbomError::TooManyEntries { limit: max_entries });
         }
         // d_type, or an lstat of `/proc/self/fd/N/name` (which does not follow the last
         // component) when the file system does not report it.

@@ -194,9 +194,10 @@ pub(super) fn license_expression(license: &str) -> Option<String> {
     if license.len() > MAX_LICENSE_EXPRESSION {
         return None;
     }
-    let canonical = match spdx::Expression::canonicalize(license) {
+    let license = debian_short_names(license);
+    let canonical = match spdx::Expression::canonicalize(&license) {
         Ok(Some(canonical)) => canonical,
-        Ok(None) => license.to_owned(),
+        Ok(None) => license,
         Err(_) => return None,
     };
     if ["LicenseRef-", "DocumentRef-", "AdditionRef-"]
@@ -207,4 +208,50 @@ pub(super) fn license_expression(license: &str) -> Option<String> {
     }
     spdx::Expression::parse(&canonical).ok()?;
     Some(canonical)
+}
+
+/// DEP-5's short names (copyright-format 1.0, "License short name") spelled as SPDX ids:
+/// `GPL-2+` → `GPL-2.0+`, `LGPL-2.1` stays, `Expat` → `MIT`, `BSD-3-clause` → `BSD-3-Clause`.
+/// The spdx crate then turns `+` into `-or-later` and a bare GNU id into `-only`.
+fn debian_short_names(expression: &str) -> String {
+    let mut out = String::with_capacity(expression.len() + 8);
+    let mut token = String::new();
+    for c in expression.chars().chain(std::iter::once(' ')) {
+        if c.is_whitespace() || c == '(' || c == ')' {
+            if !token.is_empty() {
+                out.push_str(&short_name(&token));
+                token.clear();
+            }
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    out.pop();
+    out
+}
+
+fn short_name(token: &str) -> String {
+    let (base, plus) = match token.strip_suffix('+') {
+        Some(base) => (base, "+"),
+        None => (token, ""),
+    };
+    let gnu_major_only = ["GPL-", "LGPL-", "AGPL-", "GFDL-"].iter().any(|family| {
+        base.strip_prefix(family)
+            .is_some_and(|version| version.len() == 1 && version.as_bytes()[0].is_ascii_digit())
+    });
+    if gnu_major_only {
+        return format!("{base}.0{plus}");
+    }
+    if base == "Expat" {
+        return format!("MIT{plus}");
+    }
+    if spdx::license_id(base).is_none()
+        && let Some(license) = spdx::identifiers::LICENSES
+            .iter()
+            .find(|license| license.name.eq_ignore_ascii_case(base))
+    {
+        return format!("{}{plus}", license.name);
+    }
+    token.to_owned()
 }
