@@ -36,6 +36,7 @@ mod runtime_cgroup;
 mod runtime_tty;
 mod runtime_user;
 mod sandbox;
+mod sbom;
 mod session;
 mod shared_cache;
 mod shared_cache_mounts;

@@ -5,10 +5,12 @@
 //! read.
 
 use super::purl::purl;
-use super::root::{Entry, EntryKind, read_error};
+use super::root::{Entry, EntryKind};
 use super::{Package, PackageKind, SbomError, field_value};
 use flate2::read::ZlibDecoder;
-use object::{Object, ObjectSection, ReadCache};
+use object::elf::{FileHeader32, FileHeader64};
+use object::read::elf::{FileHeader, SectionHeader};
+use object::{Endianness, ReadCache};
 use serde::Deserialize;
 use std::io::Read;
 use std::path::Path;
@@ -36,11 +38,11 @@ pub(super) fn visit(entry: &Entry<'_>, packages: &mut Vec<Package>) -> Result<()
     let Some(mut file) = entry.open()? else {
         return Ok(());
     };
-    let mut magic = [0; 4];
-    if file.read_exact(&mut magic).is_err() || magic != *b"\x7fELF" {
+    let mut header = [0; 64];
+    if file.read_exact(&mut header).is_err() || !has_bounded_tables(&header) {
         return Ok(());
     }
-    let Some(compressed) = section(file, entry.path)? else {
+    let Some(compressed) = section(file, &header, entry.path)? else {
         return Ok(());
     };
     let Some(json) = decompress(&compressed, entry.path)? else {
@@ -50,38 +52,82 @@ pub(super) fn visit(entry: &Entry<'_>, packages: &mut Vec<Package>) -> Result<()
     Ok(())
 }
 
-/// The `.dep-v0` section's bytes; `None` when the file is not an ELF object `object` can read or
-/// has no such section.
-fn section(file: std::fs::File, path: &Path) -> Result<Option<Vec<u8>>, SbomError> {
+/// Whether `header` is an ELF header whose section and program header counts are its own 16-bit
+/// fields. ELF's extended numbering (`e_shnum` 0, `e_phnum` 0xffff) takes the counts from
+/// section 0 instead, up to 2³², and `object` would allocate tables that size (bounded only by
+/// the file's size, which a sparse file makes huge); linked executables never need it, so such
+/// files are not read. A file without sections has no `.dep-v0` either.
+fn has_bounded_tables(header: &[u8; 64]) -> bool {
+    if header[..4] != *b"\x7fELF" {
+        return false;
+    }
+    let (phnum_at, shnum_at) = match header[4] {
+        1 => (0x2c, 0x30),
+        2 => (0x38, 0x3c),
+        _ => return false,
+    };
+    let half = |at: usize| match header[5] {
+        1 => Some(u16::from_le_bytes([header[at], header[at + 1]])),
+        2 => Some(u16::from_be_bytes([header[at], header[at + 1]])),
+        _ => None,
+    };
+    matches!((half(phnum_at), half(shnum_at)), (Some(phnum), Some(shnum)) if phnum != 0xffff && shnum != 0)
+}
+
+/// The `.dep-v0` section's bytes; `None` when the file is not an ELF file `object` can read or
+/// has no such section. Only the ELF header, the section headers, their names and that section
+/// are read: `object`'s whole-file parser would also read the symbol tables, whose size only the
+/// file's bounds.
+fn section(
+    file: std::fs::File,
+    header: &[u8; 64],
+    path: &Path,
+) -> Result<Option<Vec<u8>>, SbomError> {
     let cache = ReadCache::new(file);
-    let Ok(elf) = object::File::parse(&cache) else {
+    match header[4] {
+        1 => section_of::<FileHeader32<Endianness>>(&cache, path),
+        2 => section_of::<FileHeader64<Endianness>>(&cache, path),
+        _ => Ok(None),
+    }
+}
+
+fn section_of<Elf: FileHeader<Endian = Endianness>>(
+    data: &ReadCache<std::fs::File>,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, SbomError> {
+    let Ok(header) = Elf::parse(data) else {
         return Ok(None);
     };
-    let Some(section) = elf.section_by_name(SECTION) else {
+    let Ok(endian) = header.endian() else {
         return Ok(None);
     };
-    if section.size() > MAX_SECTION_BYTES {
+    let Ok(sections) = header.sections(endian, data) else {
+        return Ok(None);
+    };
+    let Some((_, section)) = sections.section_by_name(endian, SECTION.as_bytes()) else {
+        return Ok(None);
+    };
+    if section.sh_size(endian).into() > MAX_SECTION_BYTES {
         return Err(SbomError::TooLarge {
             path: path.join(SECTION),
             limit: MAX_SECTION_BYTES,
         });
     }
-    Ok(section.data().ok().map(<[u8]>::to_vec))
+    Ok(section.data(endian, data).ok().map(<[u8]>::to_vec))
 }
 
 /// The section's JSON; `None` when it is not zlib data. More than [`MAX_DECOMPRESSED_BYTES`] is
-/// an error.
+/// an error (a zip bomb).
 fn decompress(compressed: &[u8], path: &Path) -> Result<Option<Vec<u8>>, SbomError> {
     let mut json = Vec::new();
     let decoder = ZlibDecoder::new(compressed);
-    match decoder
+    // The input is in memory: an error is data that is not zlib (or a truncated stream).
+    if decoder
         .take(MAX_DECOMPRESSED_BYTES + 1)
         .read_to_end(&mut json)
+        .is_err()
     {
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::InvalidInput => return Ok(None),
-        Err(error) if error.kind() == std::io::ErrorKind::InvalidData => return Ok(None),
-        Err(source) => return Err(read_error(path, source)),
+        return Ok(None);
     }
     if json.len() as u64 > MAX_DECOMPRESSED_BYTES {
         return Err(SbomError::TooLarge {
@@ -145,6 +191,22 @@ mod tests {
         let packages = parse(json, Path::new("/usr/bin/rg"));
         let purls: Vec<_> = packages.iter().map(|p| p.purl.as_str()).collect();
         assert_eq!(purls, ["pkg:cargo/rg@14.1.0", "pkg:cargo/memchr@2.7.1"]);
+    }
+
+    #[test]
+    fn extended_numbering_is_not_read() {
+        let mut header = [0u8; 64];
+        header[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        header[0x3c] = 3;
+        assert!(has_bounded_tables(&header));
+        header[0x38..0x3a].copy_from_slice(&[0xff, 0xff]);
+        assert!(!has_bounded_tables(&header));
+        header[0x38..0x3a].copy_from_slice(&[0, 0]);
+        header[0x3c] = 0;
+        assert!(!has_bounded_tables(&header));
+        header[0x3c] = 3;
+        header[5] = 9;
+        assert!(!has_bounded_tables(&header));
     }
 
     #[test]

@@ -211,7 +211,8 @@ pub(super) fn license_expression(license: &str) -> Option<String> {
 }
 
 /// DEP-5's short names (copyright-format 1.0, "License short name") spelled as SPDX ids:
-/// `GPL-2+` → `GPL-2.0+`, `LGPL-2.1` stays, `Expat` → `MIT`, `BSD-3-clause` → `BSD-3-Clause`.
+/// `GPL-2+` → `GPL-2.0+`, `Apache-2` → `Apache-2.0`, `LGPL-2.1` stays, `Expat` → `MIT`,
+/// `BSD-3-clause` → `BSD-3-Clause`.
 /// The spdx crate then turns `+` into `-or-later` and a bare GNU id into `-only`.
 fn debian_short_names(expression: &str) -> String {
     let mut out = String::with_capacity(expression.len() + 8);
@@ -242,6 +243,14 @@ fn short_name(token: &str) -> String {
     });
     if gnu_major_only {
         return format!("{base}.0{plus}");
+    }
+    // `Apache-2`, `MPL-2`: the id spelled with its `.0`.
+    let with_minor = format!("{base}.0");
+    if base.as_bytes().last().is_some_and(u8::is_ascii_digit)
+        && spdx::license_id(base).is_none()
+        && spdx::license_id(&with_minor).is_some()
+    {
+        return format!("{with_minor}{plus}");
     }
     if base == "Expat" {
         return format!("MIT{plus}");

@@ -682,6 +682,7 @@ fn license_expressions() {
         ("LGPL-2.1+", "LGPL-2.1-or-later"),
         ("BSD-3-clause", "BSD-3-Clause"),
         ("Expat", "MIT"),
+        ("Apache-2", "Apache-2.0"),
         (
             "(GPL-2+ or Artistic-1.0) AND Zlib",
             "(GPL-2.0-or-later OR Artistic-1.0) AND Zlib",
