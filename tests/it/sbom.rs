@@ -170,3 +170,36 @@ fn a_debian_rootfs_lists_what_dpkg_lists() {
         packages.len()
     );
 }
+
+/// A real dynamically linked executable (the host's `/bin/ls`) given a `.dep-v0` section by
+/// objcopy, as cargo-auditable's linker step leaves it.
+#[test]
+fn a_real_executable_with_cargo_auditable_data() {
+    let Some(objcopy) = support::tool("objcopy") else {
+        return;
+    };
+    let root = tempfile::tempdir().expect("temp dir");
+    let work = tempfile::tempdir().expect("temp dir");
+    let json = br#"{"packages":[{"name":"ripgrep","version":"14.1.0","source":"local","root":true,"dependencies":[1]},{"name":"regex","version":"1.10.3","source":"crates.io"}]}"#;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, json).expect("compress");
+    let section = work.path().join("dep-v0");
+    std::fs::write(&section, encoder.finish().expect("compress")).expect("write");
+    std::fs::create_dir_all(root.path().join("usr/local/bin")).expect("mkdir");
+    let binary = root.path().join("usr/local/bin/rg");
+    let status = Command::new(objcopy)
+        .arg(format!("--add-section=.dep-v0={}", section.display()))
+        .arg("--set-section-flags=.dep-v0=noload,readonly")
+        .arg("/bin/ls")
+        .arg(&binary)
+        .status()
+        .expect("run objcopy");
+    assert!(status.success());
+    let packages = sbom::scan(root.path()).expect("scan");
+    let purls: Vec<&str> = packages.iter().map(|p| p.purl.as_str()).collect();
+    assert_eq!(
+        purls,
+        ["pkg:cargo/regex@1.10.3", "pkg:cargo/ripgrep@14.1.0"]
+    );
+    assert_eq!(packages[0].found_in, Path::new("/usr/local/bin/rg"));
+}
