@@ -3,7 +3,12 @@
 //! Rust binaries' embedded cargo-auditable data).
 //!
 //! Every read is confined to the root: the root comes from an image, so a symlink in it must not
-//! lead a read to the host's files.
+//! lead a read to the host's files (`root`: openat2 RESOLVE_IN_ROOT for named files, a walk by
+//! directory descriptors that follows no symlink and skips `/proc`, `/sys`, `/dev`). Everything
+//! read is bounded: each database and manifest's size, the walk's depth and entry count, the ELF
+//! section and what it decompresses to; past a bound the scan fails naming the file and limit.
+//! A malformed entry is skipped. The document's shape follows syft's SPDX output (BuildKit's
+//! scanner, docker/buildkit-syft-scanner, runs syft).
 
 mod apk;
 mod cargo;
