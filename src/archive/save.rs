@@ -426,7 +426,8 @@ fn v1_image(
 
 /// The `index.json` descriptors of a manifest: one per tag, named as the store names them
 /// (`ref.name` the familiar name, containerd's annotation the full one); one without names
-/// for an untagged image.
+/// for an untagged image. The descriptor's own annotations (a build's
+/// `--annotation manifest-descriptor:` or `index-descriptor:`) stay, as in BuildKit's layout.
 fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descriptor> {
     if tags.is_empty() {
         return vec![manifest.clone()];
@@ -434,14 +435,10 @@ fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descripto
     tags.iter()
         .map(|tag| {
             let mut named = manifest.clone();
-            named.set_annotations(Some(
-                [
-                    (REF_NAME.to_string(), tag.familiar()),
-                    (CONTAINERD_NAME.to_string(), tag.full()),
-                ]
-                .into_iter()
-                .collect(),
-            ));
+            let mut annotations = manifest.annotations().clone().unwrap_or_default();
+            annotations.insert(REF_NAME.to_string(), tag.familiar());
+            annotations.insert(CONTAINERD_NAME.to_string(), tag.full());
+            named.set_annotations(Some(annotations));
             named
         })
         .collect()
