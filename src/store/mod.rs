@@ -58,7 +58,7 @@ use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
 use annotated::{annotate, with_annotations};
 use blob::oci_digest;
-use index::Index;
+use index::{Index, without_names};
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
 };
@@ -797,8 +797,9 @@ impl Store {
             })?;
         let layers = pair_layers(&id, &config, manifest.layers())?;
         let tagged_at = index.tagged_at_of(digest);
-        let mut plain = descriptor.clone();
-        plain.set_annotations(None);
+        // Without kiln's naming annotations; a build's own (`--annotation
+        // manifest-descriptor:`) stay.
+        let plain = without_names(descriptor);
         Ok(StoredImage {
             names: index.names_of(digest),
             manifest_descriptor: plain,

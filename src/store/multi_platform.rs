@@ -6,7 +6,7 @@
 //! store keeps them), and an absent one is simply not offered.
 
 use super::annotated::{Annotated, SortedDescriptor, annotate, with_annotations};
-use super::index::{Index, is_index, is_manifest};
+use super::index::{Index, is_index, is_manifest, without_names};
 use super::{ImageName, Store, StoreError, StoredImage, descriptor_digest};
 use crate::error::Reason;
 use crate::oci::{Digest, Platform};
@@ -412,8 +412,9 @@ impl Store {
     ) -> Result<StoredIndex, StoreError> {
         let manifests = self.read_index_blob(digest, descriptor.size())?;
         let tagged_at = index.tagged_at_of(digest);
-        let mut plain = descriptor.clone();
-        plain.set_annotations(None);
+        // Without kiln's naming annotations; a build's own (`--annotation
+        // manifest-descriptor:`) stay.
+        let plain = without_names(descriptor);
         Ok(StoredIndex {
             names: index.names_of(digest),
             descriptor: plain,
