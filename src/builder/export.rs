@@ -25,7 +25,7 @@ use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError,
 use crate::oci::reference::{Reference, ReferenceError};
 use crate::oci::{Digest, Platform};
 use crate::registry::{ClientOptions, RegistryError, TransferProgress};
-use crate::store::{Store, StoreError, StoredEntry, StoredImage, is_manifest};
+use crate::store::{ImageName, Store, StoreError, StoredEntry, StoredImage, is_manifest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -58,9 +58,9 @@ impl Destination {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Export {
     /// `type=docker,dest=PATH`: `docker save`'s archive.
-    Docker(Destination),
+    Docker(ArchiveExport),
     /// `type=oci`: an OCI image layout as a tar.
-    Oci(Destination),
+    Oci(ArchiveExport),
     /// `type=tar`: the flattened root filesystem as one tar.
     Tar(Destination),
     /// `type=local` (or a bare path): the flattened root filesystem in a directory, created
@@ -70,6 +70,14 @@ pub enum Export {
     /// and `type=docker` without `dest` and `--load` (docker's image store is kiln's store):
     /// the image in the store (every build's is), tagged with its names, pushed when asked.
     Image(ImageExport),
+}
+
+/// A `type=docker` or `type=oci` archive: where it goes, and `name=`: the names the image has
+/// in it (BuildKit's exporters write those; without any, the image's own tags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveExport {
+    pub dest: Destination,
+    pub names: Vec<String>,
 }
 
 /// One `--output` spec: the export, and what it asks of the image the build writes.
@@ -254,8 +262,14 @@ impl FromStr for OutputSpec {
             }
             // buildx's `--load`: into the image store, which is kiln's.
             "docker" if dest.is_none() => Export::Image(image),
-            "docker" => Export::Docker(Destination::parse(dest_or_error()?)),
-            "oci" => Export::Oci(Destination::parse(dest_or_error()?)),
+            "docker" => Export::Docker(ArchiveExport {
+                dest: Destination::parse(dest_or_error()?),
+                names: image.names,
+            }),
+            "oci" => Export::Oci(ArchiveExport {
+                dest: Destination::parse(dest_or_error()?),
+                names: image.names,
+            }),
             "tar" => Export::Tar(Destination::parse(dest_or_error()?)),
             _ => Export::Local(PathBuf::from(dest_or_error()?)),
         };
@@ -430,8 +444,8 @@ pub fn export_image(
         return export_platforms(store, image, digest, export, options, progress);
     }
     match export {
-        Export::Docker(dest) => save(store, image, SaveFormat::Docker, dest, options),
-        Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
+        Export::Docker(archive) => save(store, image, SaveFormat::Docker, archive, options),
+        Export::Oci(archive) => save(store, image, SaveFormat::Oci, archive, options),
         Export::Tar(dest) => {
             let mut out = Output::open(dest.path())?;
             let exported = archive::export_rootfs(
@@ -498,7 +512,7 @@ fn export_platforms(
         Export::Docker(_) => Err(ExportError::DockerMultiPlatform {
             platforms: images.iter().map(|(p, _)| p.to_string()).collect(),
         }),
-        Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
+        Export::Oci(archive) => save(store, image, SaveFormat::Oci, archive, options),
         Export::Tar(dest) => {
             let mut out = Output::open(dest.path())?;
             let exported = archive::export_rootfs_platforms(
@@ -536,22 +550,44 @@ fn source_of(image: &StoredImage) -> String {
     image.index.as_ref().unwrap_or(&image.id).to_string()
 }
 
-/// The image as an archive: under its names when it has some, else by its ID (untagged).
+/// The image as an archive: under the export's names when it gives some, else its own, else
+/// by its ID (untagged).
 fn save(
     store: &Store,
     image: &StoredImage,
     format: SaveFormat,
-    dest: &Destination,
+    export: &ArchiveExport,
     options: &ExportOptions,
 ) -> Result<Exported, ExportError> {
-    let names: Vec<String> = if image.names.is_empty() {
-        vec![source_of(image)]
+    let named = export
+        .names
+        .iter()
+        .map(|name| {
+            ImageName::parse(name).map_err(|source| ExportError::Tag {
+                name: name.clone(),
+                source: source.into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Output::open(export.dest.path())?;
+    let saved = if named.is_empty() {
+        let names: Vec<String> = if image.names.is_empty() {
+            vec![source_of(image)]
+        } else {
+            image.names.iter().map(|n| n.familiar()).collect()
+        };
+        archive::save(store, &names, format, out.writer(), options.max_bytes)
     } else {
-        image.names.iter().map(|n| n.familiar()).collect()
+        archive::save_as(
+            store,
+            &source_of(image),
+            &named,
+            format,
+            out.writer(),
+            options.max_bytes,
+        )
     };
-    let mut out = Output::open(dest.path())?;
-    archive::save(store, &names, format, out.writer(), options.max_bytes)
-        .map_err(ExportError::Save)?;
+    saved.map_err(ExportError::Save)?;
     out.finish()?;
     Ok(Exported::Archive)
 }
@@ -578,8 +614,20 @@ mod tests {
                 "type=local,dest=dir",
                 Ok(Export::Local(PathBuf::from("dir"))),
             ),
-            ("type=docker,dest=a.tar", Ok(Export::Docker(path("a.tar")))),
-            ("type=oci,dest=-", Ok(Export::Oci(Destination::Stdout))),
+            (
+                "type=docker,dest=a.tar",
+                Ok(Export::Docker(ArchiveExport {
+                    dest: path("a.tar"),
+                    names: Vec::new(),
+                })),
+            ),
+            (
+                "type=oci,dest=-,name=x:1",
+                Ok(Export::Oci(ArchiveExport {
+                    dest: Destination::Stdout,
+                    names: vec!["x:1".to_string()],
+                })),
+            ),
             ("dest=r.tar,type=tar", Ok(Export::Tar(path("r.tar")))),
             // Keys are case-folded, as buildx folds them.
             ("Type=tar,DEST=r.tar", Ok(Export::Tar(path("r.tar")))),

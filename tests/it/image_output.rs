@@ -544,3 +544,41 @@ fn annotations_and_metadata_fields_match_the_peer_buildkit() {
     };
     assert_eq!(fields(&kiln_metadata), fields(&peer_metadata));
 }
+
+#[test]
+fn archives_carry_the_names_their_export_gives() {
+    let Some((context, store)) = setup() else {
+        return;
+    };
+    let docker = store.path().join("docker.tar");
+    let oci = store.path().join("oci.tar");
+    kiln()
+        .root(store.path().join("root"))
+        .args(["build", "-q", "-t", "own:1", "-o"])
+        .arg(format!(
+            "type=docker,dest={},\"name=a:1,b:2\"",
+            docker.display()
+        ))
+        .arg("-o")
+        .arg(format!("type=oci,dest={},name=c:3", oci.display()))
+        .arg(context.path())
+        .run()
+        .success();
+    let read = |tar_path: &Path, file: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        tar::Archive::new(fs::File::open(tar_path).expect("tar"))
+            .unpack(dir.path())
+            .expect("unpack");
+        read_json(&dir.path().join(file))
+    };
+    let manifest = read(&docker, "manifest.json");
+    assert_eq!(manifest[0]["RepoTags"], json!(["a:1", "b:2"]));
+    let index = read(&oci, "index.json");
+    let names: Vec<&Value> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| &m["annotations"]["io.containerd.image.name"])
+        .collect();
+    assert_eq!(names, vec![&json!("docker.io/library/c:3")]);
+}
