@@ -8,7 +8,11 @@
 //!   OCI image layout tar); `dest=-` is standard output.
 //! - `type=tar`: the flattened root filesystem as one tar ([`crate::archive::export_rootfs`]);
 //!   `type=local`: the same into a directory ([`crate::archive::export_to_dir`]).
-//! - `type=registry,name=REF` (and `--push`, once per tag): [`crate::registry::push`].
+//! - `type=image` with BuildKit's image exporter options, and `type=registry` (`type=image`
+//!   with `push=true`): [`super::image_export`]; `type=docker` without `dest` (buildx's
+//!   `--load`) is the image in the store, which kiln's store is.
+//! - `annotation[-TYPE][[PLATFORM]].KEY=VALUE` on any image export: [`super::annotations`],
+//!   written by the build into its one image.
 //!
 //! A file destination appears whole only on success; a device, FIFO or socket already at the
 //! path is written in place ([`crate::archive::Output`]).
@@ -99,6 +103,15 @@ pub struct OutputSpec {
 /// Why an `--output` spec is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportSpecError {
+    /// An option BuildKit's exporters have and kiln does not implement.
+    #[error(
+        "invalid --output {spec:?}: {field:?}: BuildKit's option {key} is not supported by kiln"
+    )]
+    NotSupported {
+        spec: String,
+        field: String,
+        key: String,
+    },
     #[error("invalid --output {spec:?}: unknown option {field:?} for type={kind}")]
     UnknownField {
         spec: String,
@@ -226,6 +239,18 @@ impl FromStr for OutputSpec {
             });
         }
         if let Some(field) = unknown {
+            let key = field
+                .split_once('=')
+                .map_or("", |(k, _)| k)
+                .trim()
+                .to_ascii_lowercase();
+            if NOT_SUPPORTED.contains(&key.as_str()) {
+                return Err(ExportSpecError::NotSupported {
+                    spec: spec.to_string(),
+                    field,
+                    key,
+                });
+            }
             return Err(unknown_field(field));
         }
         // Only the image exporter pushes and names; an archive takes `name=` (BuildKit's
@@ -287,6 +312,21 @@ impl FromStr for OutputSpec {
         })
     }
 }
+
+/// Options of BuildKit's exporters that kiln refuses by name rather than as unknown: the
+/// image exporter's `prefer-nondist-layers` and `source-date-epoch` (kiln takes
+/// `SOURCE_DATE_EPOCH` as a build argument), the `buildinfo` options BuildKit removed, the
+/// docker and OCI exporters' `tar=false` (a layout directory), and the local and tar
+/// exporters' `platform-split` and `mode`.
+const NOT_SUPPORTED: &[&str] = &[
+    "prefer-nondist-layers",
+    "source-date-epoch",
+    "buildinfo",
+    "buildinfo-attrs",
+    "tar",
+    "platform-split",
+    "mode",
+];
 
 /// The fields of a CSV line as buildx reads `--output` (go-csvvalue, like Go's `encoding/csv`):
 /// comma-separated, a field in double quotes may hold commas and `""` for a quote.
@@ -663,6 +703,13 @@ mod tests {
                 Err(
                     "invalid --output \"type=oci,dest=a.tar,push=true\": unknown option \
                      \"push=true\" for type=oci",
+                ),
+            ),
+            (
+                "type=oci,dest=o,tar=false",
+                Err(
+                    "invalid --output \"type=oci,dest=o,tar=false\": \"tar=false\": BuildKit's \
+                     option tar is not supported by kiln",
                 ),
             ),
             (

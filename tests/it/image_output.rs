@@ -454,10 +454,81 @@ fn metadata_file_reports_the_cache_export_and_load_is_the_store() {
     assert_eq!(metadata["image.name"], json!("loaded:1"));
 }
 
-/// The same annotations through kiln and the peer BuildKit (`buildctl`, an OCI layout): the
-/// same annotations in the manifest and on its descriptor, and the metadata file with the same
-/// fields (BuildKit's OCI exporter adds `org.opencontainers.image.created` on the descriptor,
-/// which kiln's store image does not have; it is left out of the comparison).
+/// The annotations of an OCI layout tar: the first descriptor's in `index.json` (kiln's own
+/// and BuildKit's `created` left out) and its document's, and for an index, each of its
+/// manifests' descriptor and document annotations by platform.
+fn layout_annotations(tar_path: &Path) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    tar::Archive::new(fs::File::open(tar_path).expect("tar"))
+        .unpack(dir.path())
+        .expect("unpack");
+    let blob = |digest: &Value| {
+        let hex = digest
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:");
+        read_json(&dir.path().join("blobs/sha256").join(hex))
+    };
+    let own = |annotations: &Value| {
+        let mut kept = annotations.clone();
+        if let Some(map) = kept.as_object_mut() {
+            map.retain(|key, _| key.starts_with("org.example."));
+        }
+        kept
+    };
+    let index = read_json(&dir.path().join("index.json"));
+    let top = &index["manifests"][0];
+    let document = blob(&top["digest"]);
+    let mut shown = json!({
+        "descriptor": own(&top["annotations"]),
+        "document": document["annotations"],
+    });
+    if let Some(children) = document["manifests"].as_array() {
+        for child in children {
+            let platform = format!(
+                "{}/{}",
+                child["platform"]["os"].as_str().unwrap_or(""),
+                child["platform"]["architecture"].as_str().unwrap_or("")
+            );
+            shown[platform] = json!({
+                "descriptor": child["annotations"],
+                "document": blob(&child["digest"])["annotations"],
+            });
+        }
+    }
+    shown
+}
+
+/// The metadata file's field names, its descriptor's field names, and the descriptor's
+/// annotations (without BuildKit's OCI exporter's `created`, which kiln's store image has not).
+fn metadata_fields(path: &Path) -> Value {
+    let metadata = read_json(path);
+    let keys = |value: &Value| {
+        let mut keys: Vec<String> = value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    let descriptor = &metadata["containerimage.descriptor"];
+    let mut annotations = descriptor["annotations"].clone();
+    if let Some(map) = annotations.as_object_mut() {
+        map.remove("org.opencontainers.image.created");
+    }
+    json!({
+        "fields": keys(&metadata),
+        "descriptor": keys(descriptor),
+        "annotations": annotations,
+    })
+}
+
+/// The same annotation options through kiln and the peer BuildKit (`buildctl`, an OCI
+/// layout), for one platform and for two: the same annotations in the manifests, the index
+/// and on their descriptors, and metadata files with the same fields. The peer builds
+/// `FROM scratch` + `COPY` for another architecture without an emulator.
 #[test]
 fn annotations_and_metadata_fields_match_the_peer_buildkit() {
     let Some((context, store)) = setup() else {
@@ -466,83 +537,62 @@ fn annotations_and_metadata_fields_match_the_peer_buildkit() {
     let Some(peer) = support::peer_buildctl() else {
         return;
     };
-    let options = "annotation.org.example.m=1,annotation-manifest.org.example.n=2,\
-                   annotation-manifest-descriptor.org.example.d=3";
-    let peer_layout = store.path().join("peer.tar");
-    let peer_metadata = store.path().join("peer.json");
-    let status = peer
-        .command()
-        .args(["build", "--frontend", "dockerfile.v0", "--local"])
-        .arg(format!("context={}", context.path().display()))
-        .arg("--local")
-        .arg(format!("dockerfile={}", context.path().display()))
-        .arg("--output")
-        .arg(format!("type=oci,dest={},{options}", peer_layout.display()))
-        .arg("--metadata-file")
-        .arg(&peer_metadata)
-        .output()
-        .expect("run buildctl");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let kiln_layout = store.path().join("kiln.tar");
-    let kiln_metadata = store.path().join("kiln.json");
-    kiln()
-        .root(store.path().join("root"))
-        .args(["build", "-q", "--metadata-file"])
-        .arg(&kiln_metadata)
-        .arg("-o")
-        .arg(format!("type=oci,dest={},{options}", kiln_layout.display()))
-        .arg(context.path())
-        .run()
-        .success();
-    let layout_annotations = |tar_path: &Path| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        tar::Archive::new(fs::File::open(tar_path).expect("tar"))
-            .unpack(dir.path())
-            .expect("unpack");
-        let index = read_json(&dir.path().join("index.json"));
-        let mut descriptor = index["manifests"][0]["annotations"].clone();
-        if let Some(map) = descriptor.as_object_mut() {
-            map.retain(|key, _| key.starts_with("org.example."));
+    let single = "annotation.org.example.m=1,annotation-manifest.org.example.n=2,\
+                  annotation-manifest-descriptor.org.example.d=3,\
+                  annotation-manifest[linux/arm64].org.example.dropped=4";
+    let multi = "annotation.org.example.m=1,annotation-index.org.example.i=2,\
+                 annotation-index-descriptor.org.example.id=3,\
+                 annotation-manifest-descriptor.org.example.md=4,\
+                 annotation-manifest[linux/arm64].org.example.arm=5,\
+                 annotation-manifest-descriptor[linux/amd64].org.example.amd=6";
+    for (case, platforms, options) in [
+        ("single", None, single),
+        ("multi", Some("linux/amd64,linux/arm64"), multi),
+    ] {
+        let peer_layout = store.path().join(format!("peer-{case}.tar"));
+        let peer_metadata = store.path().join(format!("peer-{case}.json"));
+        let mut command = peer.command();
+        command
+            .args(["build", "--frontend", "dockerfile.v0", "--local"])
+            .arg(format!("context={}", context.path().display()))
+            .arg("--local")
+            .arg(format!("dockerfile={}", context.path().display()))
+            .arg("--output")
+            .arg(format!("type=oci,dest={},{options}", peer_layout.display()))
+            .arg("--metadata-file")
+            .arg(&peer_metadata);
+        if let Some(platforms) = platforms {
+            command.args(["--opt", &format!("platform={platforms}")]);
         }
-        let digest = index["manifests"][0]["digest"].as_str().expect("digest");
-        let manifest = read_json(
-            &dir.path()
-                .join("blobs/sha256")
-                .join(digest.trim_start_matches("sha256:")),
+        let status = command.output().expect("run buildctl");
+        assert!(
+            status.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&status.stderr)
         );
-        (manifest["annotations"].clone(), descriptor)
-    };
-    assert_eq!(
-        layout_annotations(&kiln_layout),
-        layout_annotations(&peer_layout)
-    );
-    let fields = |path: &Path| {
-        let metadata = read_json(path);
-        let mut keys: Vec<String> = metadata
-            .as_object()
-            .expect("an object")
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort();
-        let mut descriptor_keys: Vec<String> = metadata["containerimage.descriptor"]
-            .as_object()
-            .expect("a descriptor")
-            .keys()
-            .cloned()
-            .collect();
-        descriptor_keys.sort();
-        let mut annotations = metadata["containerimage.descriptor"]["annotations"].clone();
-        if let Some(map) = annotations.as_object_mut() {
-            map.remove("org.opencontainers.image.created");
+        let kiln_layout = store.path().join(format!("kiln-{case}.tar"));
+        let kiln_metadata = store.path().join(format!("kiln-{case}.json"));
+        let mut build = kiln()
+            .root(store.path().join("root"))
+            .args(["build", "-q", "--metadata-file"])
+            .arg(&kiln_metadata)
+            .arg("-o")
+            .arg(format!("type=oci,dest={},{options}", kiln_layout.display()));
+        if let Some(platforms) = platforms {
+            build = build.args(["--platform", platforms]);
         }
-        (keys, descriptor_keys, annotations)
-    };
-    assert_eq!(fields(&kiln_metadata), fields(&peer_metadata));
+        build.arg(context.path()).run().success();
+        assert_eq!(
+            layout_annotations(&kiln_layout),
+            layout_annotations(&peer_layout),
+            "{case}"
+        );
+        assert_eq!(
+            metadata_fields(&kiln_metadata),
+            metadata_fields(&peer_metadata),
+            "{case}"
+        );
+    }
 }
 
 #[test]
