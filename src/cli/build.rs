@@ -309,13 +309,6 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         Some(index) => index.digest.to_string(),
         None => output.image.id.to_string(),
     };
-    if args.quiet {
-        println!("{id}");
-    }
-    if let Some(path) = &args.iidfile {
-        std::fs::write(path, &id)
-            .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
-    }
     let export_options = ExportOptions {
         registry: options.registry.clone(),
         max_bytes: DEFAULT_MAX_BYTES,
@@ -332,6 +325,14 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    // As buildx: the ID and the metadata once every export (push) has succeeded.
+    if args.quiet {
+        println!("{id}");
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, &id)
+            .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
         let metadata = BuildMetadata::of(&output, &names);

@@ -192,6 +192,23 @@ fn several_names_a_canonical_name_and_a_dangling_name() {
         "{}",
         unstored.stderr_str()
     );
+
+    // A name with a digest must be the image's.
+    let other = format!("sha256:{}", "0".repeat(64));
+    let stderr = kiln()
+        .root(&root)
+        .args(["build", "-q", "-o"])
+        .arg(format!("type=image,name={host}/kiln/wrong@{other}"))
+        .arg(context.path())
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(
+        stderr.contains(&format!(
+            "the name {host}/kiln/wrong@{other} names another digest than the image's {digest}"
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
