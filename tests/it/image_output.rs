@@ -334,10 +334,25 @@ fn multi_platform_annotations_reach_the_index_and_its_descriptors() {
             "type=image,name={name},push=true,annotation-index-descriptor.org.example.idx=i,\
              annotation-manifest-descriptor[linux/amd64].org.example.amd=m"
         ))
+        .arg("-o")
+        .arg(format!(
+            "type=image,name={host}/kiln/multi-digest,push=true,push-by-digest=true"
+        ))
         .arg(context.path())
         .run()
         .success();
     let index = raw(&skopeo, &name);
+    // The same index, pushed by its digest to another repository, with no tag.
+    let digest = read_json(&metadata)["containerimage.digest"].clone();
+    let by_digest = raw(
+        &skopeo,
+        &format!(
+            "{host}/kiln/multi-digest@{}",
+            digest.as_str().expect("digest")
+        ),
+    );
+    assert_eq!(by_digest, index);
+    assert_eq!(tags(&host, "kiln/multi-digest"), Vec::<String>::new());
     assert_eq!(index["annotations"], json!({"org.example.both": "b"}));
     let manifests = index["manifests"].as_array().expect("manifests");
     assert_eq!(manifests.len(), 2);
