@@ -23,6 +23,7 @@ mod frontend_errors;
 mod graph;
 mod http_context;
 mod image_commands;
+mod image_output;
 mod layer_safety;
 mod oci_schema;
 mod parser_conformance;
