@@ -613,6 +613,15 @@ async fn prepare(
             message: message.clone(),
         });
     }
+    // Every platform's plan is checked alike; the first one's findings are the build's.
+    for finding in plans.first().iter().flat_map(|plan| &plan.lint.findings) {
+        progress.event(BuildEvent::Lint {
+            rule: finding.rule.name.to_string(),
+            message: finding.message.clone(),
+            url: finding.rule.url.to_string(),
+            line: finding.span.start.line,
+        });
+    }
     let targets = compiled
         .targets
         .into_iter()

@@ -22,6 +22,7 @@ pub mod rules;
 use crate::frontend::ast::Dockerfile;
 use crate::frontend::context::Dockerignore;
 use crate::frontend::diagnostic::Span;
+use crate::frontend::plan::PlanOptions;
 use crate::frontend::stage::{ResolveOptions, Resolved};
 pub use rules::Rule;
 
@@ -269,4 +270,174 @@ pub fn lint(input: &LintInput<'_>, config: &LintConfig) -> Report {
         findings,
         error: config.error,
     }
+}
+
+/// `error=true` and something was found: the build stops before its first step (BuildKit's
+/// `lint violation found for rules: ...`). The findings are kept to be shown with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Violation {
+    pub message: String,
+    pub report: Report,
+}
+
+/// Why the checks stop a build.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LintError {
+    #[error(transparent)]
+    Setup(#[from] LintSetupError),
+    #[error(transparent)]
+    Violation(Box<Violation>),
+}
+
+impl crate::frontend::diagnostic::Located for LintError {
+    fn span(&self) -> Option<Span> {
+        match self {
+            LintError::Setup(e) => e.span(),
+            LintError::Violation(_) => None,
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            LintError::Setup(e) => e.help(),
+            LintError::Violation(_) => Some(
+                "fix the findings, skip their rules with `# check=skip=RULE`, or drop \
+                 `error=true` from the check directive"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The `.dockerignore` a build would apply, for CopyIgnoredFile; `None` when there is none or
+/// it cannot be read (the build reports a bad one when it opens the context).
+fn dockerignore_of(opts: &PlanOptions) -> Option<Dockerignore> {
+    crate::frontend::context::ignore_for(
+        opts.context_kind,
+        &opts.context_dir,
+        opts.dockerfile_path.as_deref(),
+    )
+    .ok()
+    .flatten()
+    .filter(|ignore| !ignore.is_empty())
+}
+
+/// The checks of a build ([`crate::frontend::plan::plan`]): the stages the target needs
+/// (`order`) are dispatched. With `error=true` any finding is an error.
+pub fn for_build(
+    df: &Dockerfile,
+    resolved: &Resolved,
+    order: &[usize],
+    opts: &PlanOptions,
+) -> Result<Report, LintError> {
+    let config = config(df, &opts.resolve.build_args)?;
+    let ignore = dockerignore_of(opts);
+    let report = lint(
+        &LintInput {
+            dockerfile: df,
+            options: &opts.resolve,
+            resolved: Some(resolved),
+            dispatched: Some(order),
+            dockerignore: ignore.as_ref(),
+        },
+        &config,
+    );
+    match report.violation() {
+        Some(message) => Err(LintError::Violation(Box::new(Violation {
+            message,
+            report,
+        }))),
+        None => Ok(report),
+    }
+}
+
+/// What `kiln build --check` found: the findings, and the error that stopped the checks (the
+/// Dockerfile does not parse or resolve, the target does not exist...), as BuildKit's lint
+/// request returns a `buildError` beside its warnings.
+#[derive(Debug)]
+pub struct Checked {
+    pub report: Report,
+    pub error: Option<CheckFailure>,
+}
+
+/// The error that stopped `--check`, with where it is, when it is in the Dockerfile.
+#[derive(Debug)]
+pub struct CheckFailure {
+    pub error: Box<dyn std::error::Error + Send + Sync>,
+    pub span: Option<Span>,
+    pub help: Option<String>,
+}
+
+impl CheckFailure {
+    fn new<E>(error: E) -> CheckFailure
+    where
+        E: crate::frontend::diagnostic::Located + std::error::Error + Send + Sync + 'static,
+    {
+        CheckFailure {
+            span: error.span(),
+            help: error.help(),
+            error: Box::new(error),
+        }
+    }
+
+    /// The message with its causes, `a: b: c`.
+    pub fn message(&self) -> String {
+        crate::error::Chain(self.error.as_ref()).to_string()
+    }
+}
+
+/// `--check` (BuildKit's lint request): the checks without building. Nothing is run, pulled
+/// or walked: the Dockerfile is parsed and its stages resolved with the base images' configs
+/// in `opts.resolve.base_images` (a stage whose base image is not there is not checked for
+/// UndefinedVar, since the image may define the variable); only the ignore file of the
+/// context is read. Without `--target` every stage is dispatched (BuildKit's `AllStages`),
+/// with one only the stages it needs.
+pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
+    let df = match crate::frontend::parse(dockerfile) {
+        Ok(df) => df,
+        Err(err) => {
+            return Checked {
+                report: Report::default(),
+                error: Some(CheckFailure::new(err)),
+            };
+        }
+    };
+    let config = match config(&df, &opts.resolve.build_args) {
+        Ok(config) => config,
+        Err(err) => {
+            return Checked {
+                report: Report::default(),
+                error: Some(CheckFailure::new(err)),
+            };
+        }
+    };
+    let mut error = None;
+    let resolved = crate::frontend::stage::resolve(&df, &opts.resolve)
+        .map_err(|e| error = Some(CheckFailure::new(e)))
+        .ok();
+    let order = match (&resolved, &opts.target) {
+        (Some(resolved), Some(target)) => {
+            match crate::frontend::dag::StageDag::new(resolved, Some(target)) {
+                Ok(dag) => Some(dag.order().to_vec()),
+                Err(e) => {
+                    error = Some(CheckFailure::new(e));
+                    Some(Vec::new())
+                }
+            }
+        }
+        _ => None,
+    };
+    let ignore = dockerignore_of(opts);
+    let report = lint(
+        &LintInput {
+            dockerfile: &df,
+            options: &opts.resolve,
+            resolved: resolved.as_ref(),
+            dispatched: order.as_deref(),
+            dockerignore: ignore.as_ref(),
+        },
+        &config,
+    );
+    Checked { report, error }
 }
