@@ -184,8 +184,8 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
 
     // BuildKit runs the checks while it converts the Dockerfile, before anything is read from
     // the context; `error=true` stops the build here.
-    let lint = crate::frontend::lint::for_build(&dockerfile, &resolved, &order, opts)
-        .map_err(PlanError::Lint)?;
+    let lint =
+        crate::frontend::lint::for_build(&dockerfile, &order, opts).map_err(PlanError::Lint)?;
 
     let mut context = None;
     let mut context_reads = Vec::new();

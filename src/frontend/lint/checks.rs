@@ -8,7 +8,7 @@ use super::{Finding, LintConfig, LintInput};
 use crate::frontend::ast::Node;
 use crate::frontend::instruction::{Command, Instruction, Mount};
 use crate::frontend::shell::{Env, Lexer};
-use crate::frontend::stage::{Base, ImageKey};
+use crate::frontend::stage::ImageKey;
 use crate::oci::{Platform, Reference};
 use std::collections::BTreeSet;
 
@@ -120,15 +120,45 @@ pub(super) fn run(input: &LintInput<'_>, config: &LintConfig) -> Vec<Finding> {
             declared.push(key);
         }
     }
-    for stage in &stages {
-        if !from_args(&mut lint, &lexer, stage, &globals, &declared) {
+    let mut bases: Vec<StageBase> = Vec::new();
+    for (index, stage) in stages.iter().enumerate() {
+        let Some(expanded) = from_args(&mut lint, &lexer, stage, &globals, &declared) else {
+            // BuildKit stops at a FROM that does not expand: nothing is dispatched.
             return lint.findings;
-        }
+        };
+        bases.push(stage_base(input, &stages[..index], expanded));
     }
-    if let Some(resolved) = input.resolved {
-        dispatch(&mut lint, input, resolved, &stages, &lexer, &globals);
-    }
+    dispatch(&mut lint, input, &stages, &bases, &lexer, &globals);
     lint.findings
+}
+
+/// What a stage is built on, as BuildKit finds it: an earlier stage by its (lower-case) name,
+/// the empty image, or an image for a platform.
+#[derive(Debug, Clone)]
+enum StageBase {
+    Stage(usize),
+    Scratch,
+    Image(ImageKey),
+}
+
+/// A FROM after expansion in the global scope.
+struct ExpandedFrom {
+    image: String,
+    platform: Option<Platform>,
+}
+
+fn stage_base(input: &LintInput<'_>, earlier: &[StageNodes<'_>], from: ExpandedFrom) -> StageBase {
+    if let Some(index) = earlier
+        .iter()
+        .position(|s| s.from.as_name.as_deref() == Some(from.image.as_str()))
+    {
+        return StageBase::Stage(index);
+    }
+    if from.image == "scratch" {
+        return StageBase::Scratch;
+    }
+    let platform = from.platform.unwrap_or_else(|| input.options.target());
+    StageBase::Image(ImageKey::new(&from.image, &platform))
 }
 
 /// The rules BuildKit runs while it parses each instruction (`ParseInstructionWithLinter`).
@@ -340,14 +370,14 @@ fn global_args(
 
 /// A stage's FROM in the global scope (`buildDispatchStates`): UndefinedArgInFrom for the image
 /// and `--platform`, RedundantTargetPlatform, FromPlatformFlagConstDisallowed; with the FROM's
-/// own `# check=` comment. False when the FROM does not expand (BuildKit stops there).
+/// own `# check=` comment. `None` when the FROM does not expand (BuildKit stops there).
 fn from_args(
     lint: &mut Linter<'_>,
     lexer: &Lexer,
     stage: &StageNodes<'_>,
     globals: &[(String, String)],
     declared: &[&str],
-) -> bool {
+) -> Option<ExpandedFrom> {
     let config = lint.config.for_comments(&stage.from_node.comments);
     let node = stage.from_node;
     let undeclared = |lint: &mut Linter<'_>, unset: &BTreeSet<String>| {
@@ -364,17 +394,16 @@ fn from_args(
             );
         }
     };
-    let Ok(image) = lexer.expand_word_tracked(&stage.from.image, &globals) else {
-        return false;
-    };
+    let image = lexer
+        .expand_word_tracked(&stage.from.image, &globals)
+        .ok()?;
     undeclared(lint, &image.unset);
     if image.value.is_empty() {
-        return false;
+        return None;
     }
+    let mut parsed_platform = None;
     if let Some(platform) = &stage.from.platform {
-        let Ok(expanded) = lexer.expand_word_tracked(platform, &globals) else {
-            return false;
-        };
+        let expanded = lexer.expand_word_tracked(platform, &globals).ok()?;
         undeclared(lint, &expanded.unset);
         let set_names: Vec<&str> = expanded.set_names().collect();
         if set_names == ["TARGETPLATFORM"]
@@ -401,11 +430,12 @@ fn from_args(
                 );
             }
         }
-        if expanded.value.is_empty() || Platform::parse(&expanded.value).is_err() {
-            return false;
-        }
+        parsed_platform = Some(Platform::parse(&expanded.value).ok()?);
     }
-    true
+    Some(ExpandedFrom {
+        image: image.value,
+        platform: parsed_platform,
+    })
 }
 
 /// What a dispatched stage carries to the instructions after it and to stages built FROM it.
@@ -429,36 +459,27 @@ struct Scope {
 fn dispatch(
     lint: &mut Linter<'_>,
     input: &LintInput<'_>,
-    resolved: &crate::frontend::stage::Resolved,
     stages: &[StageNodes<'_>],
+    bases: &[StageBase],
     lexer: &Lexer,
     globals: &[(String, String)],
 ) {
     let mut scopes: Vec<Option<Scope>> = vec![None; stages.len()];
-    for (index, stage) in stages.iter().enumerate() {
+    for ((index, stage), base) in stages.iter().enumerate().zip(bases) {
         if input.dispatched.is_some_and(|d| !d.contains(&index)) {
             continue;
         }
-        let Some(resolved_stage) = resolved.stages.get(index) else {
-            continue;
-        };
-        let mut scope = match &resolved_stage.base {
-            Base::Stage(parent) => scopes.get(*parent).cloned().flatten().unwrap_or_default(),
-            Base::Image(_) => {
-                let key = ImageKey::new(
-                    &resolved_stage.base_name,
-                    &resolved_stage.effective_platform,
-                );
-                match input.options.base_images.get(&key) {
-                    Some(image) => Scope {
-                        vars: image.env.clone(),
-                        env_known: true,
-                        ..Scope::default()
-                    },
-                    None => Scope::default(),
-                }
-            }
-            Base::Scratch => Scope {
+        let mut scope = match base {
+            StageBase::Stage(parent) => scopes.get(*parent).cloned().flatten().unwrap_or_default(),
+            StageBase::Image(key) => match input.options.base_images.get(key) {
+                Some(image) => Scope {
+                    vars: image.env.clone(),
+                    env_known: true,
+                    ..Scope::default()
+                },
+                None => Scope::default(),
+            },
+            StageBase::Scratch => Scope {
                 env_known: true,
                 ..Scope::default()
             },
@@ -470,6 +491,13 @@ fn dispatch(
         }
         let mut once = OnceTrackers::default();
         for (node, inst) in &stage.body {
+            // The build failed at an earlier instruction: BuildKit dispatched nothing after it.
+            if input
+                .dispatch_until
+                .is_some_and(|line| node.span.start.line > line)
+            {
+                return;
+            }
             let Some(inst) = inst else { continue };
             let config = lint.config.for_comments(&node.comments);
             let mut cx = Dispatch {

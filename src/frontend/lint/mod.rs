@@ -23,7 +23,7 @@ use crate::frontend::ast::Dockerfile;
 use crate::frontend::context::Dockerignore;
 use crate::frontend::diagnostic::Span;
 use crate::frontend::plan::PlanOptions;
-use crate::frontend::stage::{ResolveOptions, Resolved};
+use crate::frontend::stage::ResolveOptions;
 pub use rules::Rule;
 
 /// The build argument that replaces the `# check=` directive (BuildKit's
@@ -254,9 +254,9 @@ pub struct LintInput<'a> {
     pub dockerfile: &'a Dockerfile,
     /// Build arguments, platforms, `--target` and the base images' configs known.
     pub options: &'a ResolveOptions,
-    /// The stages resolved; `None` when they do not resolve (only the rules BuildKit runs while
-    /// parsing are checked then).
-    pub resolved: Option<&'a Resolved>,
+    /// The build fails at the instruction on this line: instructions after it are not
+    /// dispatched (BuildKit stops at the error).
+    pub dispatch_until: Option<usize>,
     /// The stages whose instructions are dispatched (by index); `None`: all of them.
     pub dispatched: Option<&'a [usize]>,
     /// The context's `.dockerignore`, when there is one with patterns.
@@ -327,7 +327,6 @@ fn dockerignore_of(opts: &PlanOptions) -> Option<Dockerignore> {
 /// (`order`) are dispatched. With `error=true` any finding is an error.
 pub fn for_build(
     df: &Dockerfile,
-    resolved: &Resolved,
     order: &[usize],
     opts: &PlanOptions,
 ) -> Result<Report, LintError> {
@@ -337,7 +336,7 @@ pub fn for_build(
         &LintInput {
             dockerfile: df,
             options: &opts.resolve,
-            resolved: Some(resolved),
+            dispatch_until: None,
             dispatched: Some(order),
             dockerignore: ignore.as_ref(),
         },
@@ -412,28 +411,46 @@ pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
             };
         }
     };
+    // The stages resolve, and the target is found, or the build would fail: then, as in
+    // BuildKit, what comes after the failing instruction is not dispatched (and nothing is when
+    // it fails at a FROM or has no place).
     let mut error = None;
-    let resolved = crate::frontend::stage::resolve(&df, &opts.resolve)
-        .map_err(|e| error = Some(CheckFailure::new(e)))
-        .ok();
-    let order = match (&resolved, &opts.target) {
-        (Some(resolved), Some(target)) => {
-            match crate::frontend::dag::StageDag::new(resolved, Some(target)) {
-                Ok(dag) => Some(dag.order().to_vec()),
-                Err(e) => {
-                    error = Some(CheckFailure::new(e));
-                    Some(Vec::new())
+    let mut dispatch_until = None;
+    let mut order = None;
+    match crate::frontend::stage::resolve(&df, &opts.resolve) {
+        Ok(resolved) => {
+            if let Some(target) = &opts.target {
+                match crate::frontend::dag::StageDag::new(&resolved, Some(target)) {
+                    Ok(dag) => order = Some(dag.order().to_vec()),
+                    Err(e) => {
+                        error = Some(CheckFailure::new(e));
+                        order = Some(Vec::new());
+                    }
                 }
             }
         }
-        _ => None,
-    };
+        Err(e) => {
+            let failure = CheckFailure::new(e);
+            let at_from = |line: usize| {
+                df.nodes
+                    .iter()
+                    .any(|n| n.span.start.line == line && n.keyword.eq_ignore_ascii_case("from"))
+            };
+            match failure.span {
+                Some(span) if !at_from(span.start.line) => {
+                    dispatch_until = Some(span.start.line);
+                }
+                _ => order = Some(Vec::new()),
+            }
+            error = Some(failure);
+        }
+    }
     let ignore = dockerignore_of(opts);
     let report = lint(
         &LintInput {
             dockerfile: &df,
             options: &opts.resolve,
-            resolved: resolved.as_ref(),
+            dispatch_until,
             dispatched: order.as_deref(),
             dockerignore: ignore.as_ref(),
         },
@@ -441,3 +458,6 @@ pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
     );
     Checked { report, error }
 }
+
+#[cfg(test)]
+mod tests;
