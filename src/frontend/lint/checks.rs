@@ -544,9 +544,9 @@ impl<'n> Dispatch<'_, '_, '_, 'n> {
     }
 
     fn expand_with(&mut self, lexer: Lexer, word: &str) -> Option<String> {
-        let expansion = lexer.expand_word_tracked(word, &self.scope.vars).ok()?;
-        self.undefined(&expansion.unset);
-        Some(expansion.value)
+        let (expansion, unset) = lexer.expand_word_tracked_unset(word, &self.scope.vars);
+        self.undefined(&unset);
+        expansion.ok().map(|e| e.value)
     }
 
     fn undefined(&mut self, unset: &BTreeSet<String>) {
