@@ -177,52 +177,6 @@ pub fn render_finding(finding: &Finding, file: &str, text: &str) -> String {
     render_as("warning", file, text, finding.span, &message, help)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn call_values_parse_as_buildx_reads_them() {
-        let parse = |v: &str| v.parse::<CallFunc>();
-        assert_eq!(parse("build"), Ok(CallFunc::default()));
-        let check = CallFunc {
-            method: CallMethod::Check,
-            ..CallFunc::default()
-        };
-        assert_eq!(parse("check"), Ok(check));
-        assert_eq!(parse("lint"), Ok(check));
-        assert_eq!(
-            parse("check,format=json"),
-            Ok(CallFunc {
-                format: CallFormat::Json,
-                ..check
-            })
-        );
-        assert_eq!(
-            parse("format=json,check,ignorestatus=true"),
-            Ok(CallFunc {
-                format: CallFormat::Json,
-                ignore_status: true,
-                ..check
-            })
-        );
-        assert_eq!(parse("outline"), Err(CallError::Method("outline".into())));
-        assert_eq!(
-            parse("check,build"),
-            Err(CallError::TwoMethods("check,build".into()))
-        );
-        assert_eq!(
-            parse("check,format=yaml"),
-            Err(CallError::Format("yaml".into()))
-        );
-        assert_eq!(parse("check,x=1"), Err(CallError::Field("x=1".into())));
-        assert_eq!(
-            parse("check,ignorestatus=maybe"),
-            Err(CallError::IgnoreStatus("maybe".into()))
-        );
-    }
-}
-
 /// `--check`: the build checks of `options`' Dockerfile, with the configs of the base images
 /// the store already has (their ENV defines variables); nothing is pulled, run or walked.
 pub fn run_check(
@@ -276,4 +230,50 @@ pub fn run_check(
         }
     }
     kiln::frontend::lint::check(&options.dockerfile, &plan_options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_values_parse_as_buildx_reads_them() {
+        let parse = |v: &str| v.parse::<CallFunc>();
+        assert_eq!(parse("build"), Ok(CallFunc::default()));
+        let check = CallFunc {
+            method: CallMethod::Check,
+            ..CallFunc::default()
+        };
+        assert_eq!(parse("check"), Ok(check));
+        assert_eq!(parse("lint"), Ok(check));
+        assert_eq!(
+            parse("check,format=json"),
+            Ok(CallFunc {
+                format: CallFormat::Json,
+                ..check
+            })
+        );
+        assert_eq!(
+            parse("format=json,check,ignorestatus=true"),
+            Ok(CallFunc {
+                format: CallFormat::Json,
+                ignore_status: true,
+                ..check
+            })
+        );
+        assert_eq!(parse("outline"), Err(CallError::Method("outline".into())));
+        assert_eq!(
+            parse("check,build"),
+            Err(CallError::TwoMethods("check,build".into()))
+        );
+        assert_eq!(
+            parse("check,format=yaml"),
+            Err(CallError::Format("yaml".into()))
+        );
+        assert_eq!(parse("check,x=1"), Err(CallError::Field("x=1".into())));
+        assert_eq!(
+            parse("check,ignorestatus=maybe"),
+            Err(CallError::IgnoreStatus("maybe".into()))
+        );
+    }
 }

@@ -210,29 +210,20 @@ pub struct Finding {
     pub span: Span,
 }
 
-impl Finding {
-    /// BuildKit's short form (`LintFormatShort`), what a build prints: `Rule: message (line N)`.
-    pub fn short(&self) -> String {
-        format!(
-            "{}: {} (line {})",
-            self.rule.name, self.message, self.span.start.line
-        )
-    }
-}
-
 /// What the checks found, in the order BuildKit finds them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub findings: Vec<Finding>,
-    /// The file's configuration said `error=true`.
-    pub error: bool,
+    /// The configuration they ran with (its `error=true` makes findings an error; the builder
+    /// applies it to InvalidBaseImagePlatform, which needs the pulled image).
+    pub config: LintConfig,
 }
 
 impl Report {
     /// BuildKit's `lint violation found for rules: A, B` when `error=true` and something was
     /// found (each rule once, in the order first found).
     pub fn violation(&self) -> Option<String> {
-        if !self.error || self.findings.is_empty() {
+        if !self.config.error || self.findings.is_empty() {
             return None;
         }
         let mut names: Vec<&str> = Vec::new();
@@ -268,7 +259,7 @@ pub fn lint(input: &LintInput<'_>, config: &LintConfig) -> Report {
     let findings = checks::run(input, config);
     Report {
         findings,
-        error: config.error,
+        config: config.clone(),
     }
 }
 

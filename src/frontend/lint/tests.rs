@@ -390,8 +390,10 @@ fn invalid_default_arg_in_from() {
         .is_empty()
     );
     // A build argument does not hide a default that would not work.
-    let mut options = ResolveOptions::default();
-    options.build_args = BTreeMap::from([("TAG".to_string(), "1".to_string())]);
+    let options = ResolveOptions {
+        build_args: BTreeMap::from([("TAG".to_string(), "1".to_string())]),
+        ..ResolveOptions::default()
+    };
     let found = findings_with("ARG TAG\nFROM busybox:${TAG}\n", &options, None);
     assert!(
         found.iter().any(|(r, ..)| r == "InvalidDefaultArgInFrom"),
@@ -509,11 +511,13 @@ fn check_directive_skips_rules_and_sets_error() {
 #[test]
 fn build_arg_replaces_the_directive() {
     let source = "# check=skip=all\nFROM scratch\nMAINTAINER me\nCMD x\n";
-    let mut options = ResolveOptions::default();
-    options.build_args = BTreeMap::from([(
-        CHECK_BUILD_ARG.to_string(),
-        "skip=JSONArgsRecommended".to_string(),
-    )]);
+    let options = ResolveOptions {
+        build_args: BTreeMap::from([(
+            CHECK_BUILD_ARG.to_string(),
+            "skip=JSONArgsRecommended".to_string(),
+        )]),
+        ..ResolveOptions::default()
+    };
     let rules: Vec<String> = findings_with(source, &options, None)
         .into_iter()
         .map(|(r, ..)| r)
@@ -589,7 +593,10 @@ fn only_dispatched_stages_get_the_dispatch_rules() {
 fn violation_names_each_rule_once() {
     let report = Report {
         findings: findings_report("FROM scratch\nCMD a\nCMD b\n"),
-        error: true,
+        config: LintConfig {
+            error: true,
+            ..LintConfig::default()
+        },
     };
     assert_eq!(
         report.violation().as_deref(),
@@ -619,7 +626,7 @@ fn json_is_buildkits_lint_results() {
     let source = "FROM scratch\nMAINTAINER <me>\n";
     let report = Report {
         findings: findings_report(source),
-        error: false,
+        config: LintConfig::default(),
     };
     let text = json::render(&report, "Dockerfile", source.as_bytes(), None);
     let expected = r#"{
