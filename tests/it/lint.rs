@@ -338,3 +338,17 @@ fn a_finding_quoting_control_characters_is_printed_escaped() {
     let out = build(root.path(), ctx.path(), &["--check"]).code(1);
     assert!(!out.stdout_str().contains('\u{1b}'), "{out:?}");
 }
+
+#[test]
+fn a_dry_run_shows_the_findings_of_the_stages_it_would_build() {
+    let dockerfile = "FROM scratch AS unused\nCMD x\nFROM scratch\nMAINTAINER me\n";
+    let ctx = context(&[("Dockerfile", dockerfile)]);
+    let root = tempfile::tempdir().expect("temp dir");
+    let out = build(&root.path().join("store"), ctx.path(), &["--dry-run"]).success();
+    let stderr = out.stderr_str();
+    assert!(
+        stderr.contains("warning: MaintainerDeprecated: Maintainer instruction is deprecated in favor of using label\n --> Dockerfile:4:1\n"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("JSONArgsRecommended"), "{stderr}");
+}
