@@ -115,7 +115,20 @@ pub fn print_check(
                 message: e.message(),
                 lines: e.span.map(|s| (s.start.line, s.end.line)),
             });
-            out.push_str(&json::render(&checked.report, file, source, error.as_ref()));
+            // BuildKit names the source by the file's base name (buildx sends the Dockerfile's
+            // directory and its name; one from stdin is `Dockerfile`).
+            let name = match file {
+                "<stdin>" => "Dockerfile",
+                file => std::path::Path::new(file)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(file),
+            };
+            // JSON escapes every control character itself (see `json::render`).
+            print!(
+                "{}",
+                json::render(&checked.report, name, source, error.as_ref())
+            );
         }
         CallFormat::Text => {
             match findings.len() {

@@ -148,16 +148,16 @@ pub fn render(
 
 /// Go's `encoding/json` HTML-safe escaping, which serde_json does not do: `<`, `>`, `&`, U+2028
 /// and U+2029 as `\u` escapes. They occur only inside strings in a JSON document, so replacing
-/// them everywhere is exact.
+/// them everywhere is exact. DEL and the C1 control characters, which both leave raw, are
+/// escaped too: the document goes to a terminal, and the escape is the same string to a JSON
+/// reader.
 fn go_escape(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
         match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{7f}'..='\u{9f}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
             c => out.push(c),
         }
     }

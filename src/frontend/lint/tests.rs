@@ -675,3 +675,19 @@ fn json_is_buildkits_lint_results() {
         "{none}"
     );
 }
+
+#[test]
+fn json_escapes_what_go_escapes_and_every_control_character() {
+    let report = Report::default();
+    let error = json::CheckError {
+        message: "a\u{1b}[31m\u{9b}\u{7f}<&>\u{2028}é".into(),
+        lines: None,
+    };
+    let text = json::render(&report, "D", b"", Some(&error));
+    assert!(
+        text.contains(r#""message": "a\u001b[31m\u009b\u007f\u003c\u0026\u003e\u2028é""#),
+        "{text}"
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(parsed["buildError"]["message"], error.message.as_str());
+}
