@@ -66,6 +66,7 @@ fn bench_parse(c: &mut Criterion) {
                     options: &options,
                     dispatch_until: None,
                     dispatched: None,
+                    reachable: None,
                     dockerignore: None,
                 };
                 black_box(kiln::frontend::lint::lint(black_box(&input), &config));

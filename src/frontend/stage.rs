@@ -1234,7 +1234,7 @@ impl StageCx<'_> {
 /// A trigger parsed into its one instruction, placed at `span` (the FROM line: the trigger is
 /// not written in this file, so every span derived from it points there). The error is the
 /// problem and, when known, what to do.
-fn trigger_node(trigger: &str, span: Span) -> Result<Node, (String, Option<String>)> {
+pub(crate) fn trigger_node(trigger: &str, span: Span) -> Result<Node, (String, Option<String>)> {
     let not_one = || {
         (
             "a trigger must be exactly one instruction".to_string(),

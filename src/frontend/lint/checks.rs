@@ -6,6 +6,7 @@
 use super::rules::{self, Rule, message};
 use super::{Finding, LintConfig, LintInput};
 use crate::frontend::ast::Node;
+use crate::frontend::diagnostic::Span;
 use crate::frontend::instruction::{Command, Instruction, Mount};
 use crate::frontend::shell::{Env, Lexer};
 use crate::frontend::stage::ImageKey;
@@ -78,7 +79,11 @@ pub(super) fn run(input: &LintInput<'_>, config: &LintConfig) -> Vec<Finding> {
     let mut meta_args: Vec<(&Node, Instruction)> = Vec::new();
     let mut stages: Vec<StageNodes<'_>> = Vec::new();
     for node in &df.nodes {
-        let inst = Instruction::from_node(node).ok();
+        // BuildKit stops at the first instruction it cannot parse: nothing after it is checked.
+        let Ok(inst) = Instruction::from_node(node) else {
+            return lint.findings;
+        };
+        let inst = Some(inst);
         parse_time(&mut lint, node, inst.as_ref());
         match (inst, stages.last_mut()) {
             (Some(Instruction::From(from)), _) => stages.push(StageNodes {
@@ -490,6 +495,48 @@ fn dispatch(
                 .push(("PATH".into(), crate::frontend::stage::DEFAULT_PATH.into()));
         }
         let mut once = OnceTrackers::default();
+        // The base's ONBUILD triggers run first, placed at this stage's FROM (BuildKit's
+        // `initOnBuildTriggers`): a known image's, or the parent stage's own ONBUILDs.
+        let triggers: Vec<&str> = match base {
+            _ if input.reachable.is_some_and(|r| !r.contains(&index)) => Vec::new(),
+            StageBase::Stage(parent) => stages
+                .get(*parent)
+                .map(|p| {
+                    p.body
+                        .iter()
+                        .filter_map(|(_, inst)| match inst {
+                            Some(Instruction::Onbuild(o)) => Some(o.expression.as_str()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            StageBase::Image(key) => input
+                .options
+                .base_images
+                .get(key)
+                .map(|image| image.onbuild.iter().map(String::as_str).collect())
+                .unwrap_or_default(),
+            StageBase::Scratch => Vec::new(),
+        };
+        for trigger in triggers {
+            let Ok(node) = crate::frontend::stage::trigger_node(trigger, stage.from_node.span)
+            else {
+                continue;
+            };
+            let Ok(inst) = Instruction::from_node(&node) else {
+                continue;
+            };
+            let config = lint.config;
+            let mut cx = Dispatch {
+                lint,
+                config,
+                node: &node,
+                lexer,
+                scope: &mut scope,
+            };
+            cx.instruction(&inst, input, globals, &mut once);
+        }
         for (node, inst) in &stage.body {
             // The build failed at an earlier instruction: BuildKit dispatched nothing after it.
             if input
@@ -516,10 +563,10 @@ fn dispatch(
 /// The last CMD, ENTRYPOINT and HEALTHCHECK of a stage (MultipleInstructionsDisallowed reports
 /// the earlier one, which is ignored).
 #[derive(Default)]
-struct OnceTrackers<'a> {
-    cmd: Option<&'a Node>,
-    entrypoint: Option<&'a Node>,
-    healthcheck: Option<&'a Node>,
+struct OnceTrackers {
+    cmd: Option<Span>,
+    entrypoint: Option<Span>,
+    healthcheck: Option<Span>,
 }
 
 /// One instruction being dispatched.
@@ -570,7 +617,7 @@ impl<'n> Dispatch<'_, '_, '_, 'n> {
         inst: &Instruction,
         input: &LintInput<'_>,
         globals: &[(String, String)],
-        once: &mut OnceTrackers<'n>,
+        once: &mut OnceTrackers,
     ) {
         match inst {
             Instruction::Env(env) => {
@@ -738,10 +785,10 @@ impl<'n> Dispatch<'_, '_, '_, 'n> {
     }
 
     /// MultipleInstructionsDisallowed: reported at the earlier instruction of the two.
-    fn used_once(&mut self, last: &mut Option<&'n Node>) {
-        if let Some(previous) = last.replace(self.node) {
+    fn used_once(&mut self, last: &mut Option<Span>) {
+        if let Some(previous) = last.replace(lines_of(self.node)) {
             let config = self.config;
-            self.lint.report(
+            self.lint.report_span(
                 config,
                 &rules::MULTIPLE_INSTRUCTIONS_DISALLOWED,
                 previous,

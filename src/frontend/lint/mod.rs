@@ -250,6 +250,9 @@ pub struct LintInput<'a> {
     pub dispatch_until: Option<usize>,
     /// The stages whose instructions are dispatched (by index); `None`: all of them.
     pub dispatched: Option<&'a [usize]>,
+    /// The stages the target needs (by index); only they run their base's ONBUILD triggers,
+    /// as in BuildKit, even when every stage is dispatched. `None`: all of them.
+    pub reachable: Option<&'a [usize]>,
     /// The context's `.dockerignore`, when there is one with patterns.
     pub dockerignore: Option<&'a Dockerignore>,
 }
@@ -329,6 +332,7 @@ pub fn for_build(
             options: &opts.resolve,
             dispatch_until: None,
             dispatched: Some(order),
+            reachable: Some(order),
             dockerignore: ignore.as_ref(),
         },
         &config,
@@ -408,15 +412,19 @@ pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
     let mut error = None;
     let mut dispatch_until = None;
     let mut order = None;
+    let mut reachable = None;
     match crate::frontend::stage::resolve(&df, &opts.resolve) {
         Ok(resolved) => {
-            if let Some(target) = &opts.target {
-                match crate::frontend::dag::StageDag::new(&resolved, Some(target)) {
-                    Ok(dag) => order = Some(dag.order().to_vec()),
-                    Err(e) => {
-                        error = Some(CheckFailure::new(e));
-                        order = Some(Vec::new());
+            match crate::frontend::dag::StageDag::new(&resolved, opts.target.as_deref()) {
+                Ok(dag) => {
+                    reachable = Some(dag.order().to_vec());
+                    if opts.target.is_some() {
+                        order = reachable.clone();
                     }
+                }
+                Err(e) => {
+                    error = Some(CheckFailure::new(e));
+                    order = Some(Vec::new());
                 }
             }
         }
@@ -443,6 +451,7 @@ pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
             options: &opts.resolve,
             dispatch_until,
             dispatched: order.as_deref(),
+            reachable: reachable.as_deref(),
             dockerignore: ignore.as_ref(),
         },
         &config,

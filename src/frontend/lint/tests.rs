@@ -21,6 +21,7 @@ fn findings_with(
             options,
             dispatch_until: None,
             dispatched: None,
+            reachable: None,
             dockerignore: ignore,
         },
         &config,
@@ -573,6 +574,7 @@ fn only_dispatched_stages_get_the_dispatch_rules() {
             options: &options,
             dispatch_until: None,
             dispatched: Some(&[1]),
+            reachable: Some(&[1]),
             dockerignore: None,
         },
         &LintConfig::default(),
@@ -614,6 +616,7 @@ fn findings_report(source: &str) -> Vec<Finding> {
             options: &options,
             dispatch_until: None,
             dispatched: None,
+            reachable: None,
             dockerignore: None,
         },
         &LintConfig::default(),
@@ -690,4 +693,44 @@ fn json_escapes_what_go_escapes_and_every_control_character() {
     );
     let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(parsed["buildError"]["message"], error.message.as_str());
+}
+
+#[test]
+fn nothing_after_an_instruction_that_does_not_parse_is_checked() {
+    let found = findings("FROM scratch\nMAINTAINER a\nFORM x\nMAINTAINER b\ncmd x\n");
+    assert_eq!(
+        found,
+        [(
+            "MaintainerDeprecated".to_string(),
+            "Maintainer instruction is deprecated in favor of using label".to_string(),
+            2
+        )]
+    );
+}
+
+#[test]
+fn onbuild_triggers_are_checked_at_the_from_of_the_stages_the_target_needs() {
+    let source = "FROM scratch AS a\nONBUILD COPY $X /\nFROM a AS unneeded\nFROM a AS target\n";
+    let df = crate::frontend::parse(source.as_bytes()).expect("parses");
+    let options = ResolveOptions::default();
+    let report = lint(
+        &LintInput {
+            dockerfile: &df,
+            options: &options,
+            dispatch_until: None,
+            dispatched: None,
+            reachable: Some(&[0, 2]),
+            dockerignore: None,
+        },
+        &LintConfig::default(),
+    );
+    let found: Vec<(&str, &str, usize)> = report
+        .findings
+        .iter()
+        .map(|f| (f.rule.name, f.message.as_str(), f.span.start.line))
+        .collect();
+    assert_eq!(
+        found,
+        [("UndefinedVar", "Usage of undefined variable '$X'", 4)]
+    );
 }
