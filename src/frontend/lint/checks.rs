@@ -56,7 +56,7 @@ fn lines_of(node: &Node) -> crate::frontend::diagnostic::Span {
 struct StageNodes<'a> {
     from_node: &'a Node,
     from: crate::frontend::instruction::From,
-    body: Vec<(&'a Node, Option<Instruction>)>,
+    body: Vec<(&'a Node, Instruction)>,
 }
 
 /// Runs every check.
@@ -83,15 +83,14 @@ pub(super) fn run(input: &LintInput<'_>, config: &LintConfig) -> Vec<Finding> {
         let Ok(inst) = Instruction::from_node(node) else {
             return lint.findings;
         };
-        let inst = Some(inst);
-        parse_time(&mut lint, node, inst.as_ref());
+        parse_time(&mut lint, node, &inst);
         match (inst, stages.last_mut()) {
-            (Some(Instruction::From(from)), _) => stages.push(StageNodes {
+            (Instruction::From(from), _) => stages.push(StageNodes {
                 from_node: node,
                 from,
                 body: Vec::new(),
             }),
-            (Some(inst @ Instruction::Arg(_)), None) => meta_args.push((node, inst)),
+            (inst @ Instruction::Arg(_), None) => meta_args.push((node, inst)),
             (_, None) => {}
             (inst, Some(stage)) => stage.body.push((node, inst)),
         }
@@ -167,10 +166,10 @@ fn stage_base(input: &LintInput<'_>, earlier: &[StageNodes<'_>], from: ExpandedF
 }
 
 /// The rules BuildKit runs while it parses each instruction (`ParseInstructionWithLinter`).
-fn parse_time(lint: &mut Linter<'_>, node: &Node, inst: Option<&Instruction>) {
+fn parse_time(lint: &mut Linter<'_>, node: &Node, inst: &Instruction) {
     let config = lint.config.for_comments(&node.comments);
     match inst {
-        Some(Instruction::Maintainer(_)) => {
+        Instruction::Maintainer(_) => {
             lint.report(
                 &config,
                 &rules::MAINTAINER_DEPRECATED,
@@ -178,7 +177,7 @@ fn parse_time(lint: &mut Linter<'_>, node: &Node, inst: Option<&Instruction>) {
                 message::maintainer_deprecated(),
             );
         }
-        Some(Instruction::From(from)) => {
+        Instruction::From(from) => {
             if let [_, as_word, name] = node.args.as_slice() {
                 if *name != name.to_lowercase() {
                     lint.report(
@@ -206,7 +205,7 @@ fn parse_time(lint: &mut Linter<'_>, node: &Node, inst: Option<&Instruction>) {
                 definition_description(lint, &config, node, "FROM", &[name.as_str()]);
             }
         }
-        Some(Instruction::Arg(arg)) => {
+        Instruction::Arg(arg) => {
             let keys: Vec<&str> = arg.args.iter().map(|d| d.name.as_str()).collect();
             definition_description(lint, &config, node, "ARG", &keys);
         }
@@ -272,10 +271,9 @@ fn stage_names(lint: &mut Linter<'_>, stages: &[StageNodes<'_>]) {
 fn command_casing(lint: &mut Linter<'_>, stages: &[StageNodes<'_>]) {
     let config = lint.config;
     let keywords = || {
-        stages.iter().flat_map(|s| {
-            std::iter::once(s.from_node)
-                .chain(s.body.iter().filter(|(_, i)| i.is_some()).map(|(n, _)| *n))
-        })
+        stages
+            .iter()
+            .flat_map(|s| std::iter::once(s.from_node).chain(s.body.iter().map(|(n, _)| *n)))
     };
     let (mut lower, mut upper) = (0usize, 0usize);
     for node in keywords() {
@@ -505,7 +503,7 @@ fn dispatch(
                     p.body
                         .iter()
                         .filter_map(|(_, inst)| match inst {
-                            Some(Instruction::Onbuild(o)) => Some(o.expression.as_str()),
+                            Instruction::Onbuild(o) => Some(o.expression.as_str()),
                             _ => None,
                         })
                         .collect()
@@ -545,7 +543,6 @@ fn dispatch(
             {
                 return;
             }
-            let Some(inst) = inst else { continue };
             let config = lint.config.for_comments(&node.comments);
             let mut cx = Dispatch {
                 lint,
