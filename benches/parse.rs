@@ -1,5 +1,6 @@
 //! Parses the 160 real Dockerfiles of `../shared/conformance/parser/real-dockerfiles` (syntax
-//! only, then syntax + dump), the figure recorded in BENCHMARKS.md.
+//! only, then syntax + dump), the figure recorded in BENCHMARKS.md; and the build checks over
+//! the parsed files (what a build adds to planning).
 //!
 //! `cargo bench --bench parse`
 
@@ -46,6 +47,29 @@ fn bench_parse(c: &mut Criterion) {
                 if let Ok(df) = kiln::frontend::parse(black_box(f)) {
                     black_box(df.dump());
                 }
+            }
+        })
+    });
+    // The checks run once per build over the AST already parsed: every stage dispatched, as
+    // `--check` does.
+    let parsed: Vec<kiln::frontend::ast::Dockerfile> = files
+        .iter()
+        .filter_map(|f| kiln::frontend::parse(f).ok())
+        .collect();
+    let options = kiln::frontend::stage::ResolveOptions::default();
+    let config = kiln::frontend::lint::LintConfig::default();
+    group.bench_function(format!("lint_{}_files", parsed.len()), |b| {
+        b.iter(|| {
+            for df in &parsed {
+                let input = kiln::frontend::lint::LintInput {
+                    dockerfile: df,
+                    options: &options,
+                    dispatch_until: None,
+                    dispatched: None,
+                    reachable: None,
+                    dockerignore: None,
+                };
+                black_box(kiln::frontend::lint::lint(black_box(&input), &config));
             }
         })
     });

@@ -36,6 +36,7 @@ use crate::cache::{CacheError, CacheRecords, StatCache};
 use crate::frontend::context::{ContextError, ContextKind};
 use crate::frontend::diagnostic::Span;
 use crate::frontend::dispatch::env_pairs;
+use crate::frontend::lint;
 use crate::frontend::plan::{Plan, PlanError, PlanOptions, base_image_names, needed_images, plan};
 use crate::frontend::stage::{BaseImage, ImageKey, ResolveOptions};
 use crate::oci::timestamp::{ZonedTime, format_rfc3339};
@@ -625,10 +626,40 @@ async fn prepare(
             })
             .collect(),
     });
+    // The checks' findings (every platform's plan is checked alike; the first one's are the
+    // build's), and InvalidBaseImagePlatform, the one rule that needs the pulled base: the
+    // compiler finds it, the checks' configuration (skip, error=true) decides.
+    let mut report = plans.first().map(|p| p.lint.clone()).unwrap_or_default();
     for (node, message) in &compiled.warnings {
-        progress.event(BuildEvent::Warning {
-            step: Some(*node),
-            message: message.clone(),
+        let Some(detail) = message.strip_prefix("InvalidBaseImagePlatform: ") else {
+            progress.event(BuildEvent::Warning {
+                step: Some(*node),
+                message: message.clone(),
+            });
+            continue;
+        };
+        let rule = &lint::rules::INVALID_BASE_IMAGE_PLATFORM;
+        if let (true, Some(span)) = (
+            report.config.runs(rule),
+            compiled.steps.get(*node).and_then(|step| step.span),
+        ) {
+            report.findings.push(lint::Finding {
+                rule,
+                message: detail.to_string(),
+                span,
+            });
+        }
+    }
+    if let Some(message) = report.violation() {
+        let violation = lint::Violation { message, report };
+        return Err(PlanError::Lint(lint::LintError::Violation(Box::new(violation))).into());
+    }
+    for finding in &report.findings {
+        progress.event(BuildEvent::Lint {
+            rule: finding.rule.name.to_string(),
+            message: finding.message.clone(),
+            url: finding.rule.url.to_string(),
+            line: finding.span.start.line,
         });
     }
     let targets = compiled

@@ -77,6 +77,15 @@ pub enum BuildEvent {
         step: Option<usize>,
         message: String,
     },
+    /// A build check found something (BuildKit's lint warning), sent before the first step;
+    /// the CLI lists them when the build ends, as buildx does.
+    Lint {
+        rule: String,
+        message: String,
+        url: String,
+        /// The instruction's first line.
+        line: usize,
+    },
     /// A `--cache-to` cache was written: its records and how many layer blobs were copied
     /// (the others were there already).
     CacheExported {

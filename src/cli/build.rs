@@ -2,6 +2,7 @@
 //! [`super::progress`]; `--dry-run` runs the checks the build runs before its first step
 //! ([`kiln::builder::check`]) and prints what the build would do instead.
 
+use super::call::{CallFunc, CallMethod};
 use super::parse::read_dockerfile;
 use super::progress::{self, ProgressMode};
 use super::{located, unlocated};
@@ -27,6 +28,7 @@ use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
 use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
+use kiln::frontend::lint::LintError;
 use kiln::frontend::plan::{PlanError, default_dockerfile};
 use kiln::oci::timestamp::ZonedTime;
 use kiln::registry::NoProgress;
@@ -163,6 +165,18 @@ pub struct BuildArgs {
     /// `COPY --from` and `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
+    /// How to evaluate the build: `build` (default) or `check` (run the build checks without
+    /// building; `,format=json` prints BuildKit's lint results as JSON, `,ignorestatus=true`
+    /// exits 0 when something was found).
+    #[arg(
+        long = "call",
+        value_name = "METHOD[,format=json|text]",
+        default_value = "build"
+    )]
+    call: CallFunc,
+    /// Shorthand for `--call=check`.
+    #[arg(long)]
+    check: bool,
     /// Allow an extra privilege: `security.insecure` (for `RUN --security=insecure`) or
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
@@ -223,10 +237,19 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         Some(value) if value != "-" => git_context::main_context(value, &build_args)?,
         _ => None,
     };
+    let call = match args.check {
+        true => CallFunc {
+            method: CallMethod::Check,
+            ..args.call
+        },
+        false => args.call,
+    };
+    // The checks read the store (base images' configs) but write nothing to it.
+    let reads_only = args.dry_run || call.method == CallMethod::Check;
     let unpacks = git.is_some()
         || is_http_context(&args.context.to_string_lossy())
         || args.context.as_os_str() == "-";
-    let store = (!args.dry_run || unpacks || root.join("oci-layout").exists())
+    let store = (!reads_only || unpacks || root.join("oci-layout").exists())
         .then(|| Store::open(root))
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -270,6 +293,10 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         annotations,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
+    if call.method == CallMethod::Check {
+        let checked = super::call::run_check(store.as_ref(), &options);
+        return super::call::print_check(&call, &checked, &input.name, &input.bytes);
+    }
     if args.dry_run {
         // Only read: a dry run of a context from stdin or a URL opened the store to unpack it.
         let checked = check(store.as_ref(), &options, &NoBuildProgress)
@@ -282,6 +309,16 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                 ),
                 None => eprintln!("warning: {}", warning.message),
             }
+        }
+        for finding in &checked.plan.lint.findings {
+            eprint!(
+                "{}",
+                kiln::error::escape_controls(&super::call::render_finding(
+                    finding,
+                    &input.name,
+                    &text
+                ))
+            );
         }
         print!("{}", describe(&checked, &input, &args, &options.platforms));
         return Ok(());
@@ -682,6 +719,15 @@ fn build_error(err: BuildError, context: &Path, dockerfile: &str, text: &str) ->
             located(&as_given(context, path), text, source.as_ref())
         }
         BuildError::Plan(PlanError::Context(context_err)) => unlocated(context_err),
+        // `error=true`: the findings, then the error that stops the build.
+        BuildError::Plan(PlanError::Lint(LintError::Violation(violation))) => {
+            let mut shown = String::new();
+            for finding in &violation.report.findings {
+                shown.push_str(&super::call::render_finding(finding, dockerfile, text));
+            }
+            let _ = write!(shown, "{}", unlocated(&err));
+            anyhow::Error::new(super::report::SourceError::new(shown))
+        }
         BuildError::Step { name, source, .. } => {
             let failed = StepFailed {
                 err: &err,

@@ -184,6 +184,8 @@ struct Plain {
     vertices: usize,
     /// The vertex number of step 0.
     first_step: usize,
+    /// The build checks' findings, listed when the build ends.
+    lint: Vec<String>,
 }
 
 impl Plain {
@@ -198,6 +200,7 @@ impl Plain {
             phase: None,
             vertices: 0,
             first_step: 1,
+            lint: Vec::new(),
         }
     }
 
@@ -313,6 +316,15 @@ impl Plain {
                 self.close_phase()?;
                 self.out.flush()
             }
+            BuildEvent::Lint {
+                rule,
+                message,
+                line,
+                ..
+            } => {
+                self.lint.push(lint_short(&rule, &message, line));
+                Ok(())
+            }
             BuildEvent::Warning {
                 step: Some(step),
                 message,
@@ -362,6 +374,10 @@ impl Plain {
 
     fn finish(&mut self) -> std::io::Result<()> {
         self.close_phase()?;
+        let lint = std::mem::take(&mut self.lint);
+        if !lint.is_empty() {
+            self.out.write_all(lint_summary(&lint).as_bytes())?;
+        }
         self.out.flush()
     }
 
@@ -373,6 +389,25 @@ impl Plain {
         }
         Ok(())
     }
+}
+
+/// A check finding as a build lists it (BuildKit's `LintFormatShort`).
+fn lint_short(rule: &str, message: &str, line: usize) -> String {
+    format!("{rule}: {message} (line {line})")
+}
+
+/// The build checks' findings after a build, as buildx's `printWarnings` lists them (kiln's
+/// `--check` shows each one in full, where buildx points at `docker --debug`).
+fn lint_summary(findings: &[String]) -> String {
+    let count = match findings.len() {
+        1 => "1 warning found".to_string(),
+        n => format!("{n} warnings found"),
+    };
+    let mut out = format!("\n {count} (use kiln build --check to expand):\n");
+    for finding in findings {
+        let _ = writeln!(out, " - {}", kiln::error::escape_controls(finding));
+    }
+    out
 }
 
 /// A log line after the time since its step started, as BuildKit writes it: three decimals
@@ -479,7 +514,9 @@ impl Quiet {
                 write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
                 self.out.flush()?;
             }
-            BuildEvent::Cached { .. }
+            // As buildx: a quiet build lists no check findings.
+            BuildEvent::Lint { .. }
+            | BuildEvent::Cached { .. }
             | BuildEvent::Phase { .. }
             | BuildEvent::ImagePulled { .. }
             | BuildEvent::CacheImported { .. }
@@ -516,6 +553,8 @@ struct TtyState {
     /// The running phase (exporting, naming): its line and name.
     phase: Option<(ProgressBar, String)>,
     finished: bool,
+    /// The build checks' findings, listed when the build ends.
+    lint: Vec<String>,
 }
 
 /// A running step's spinner line, its last output lines (with the time since it started; the
@@ -653,6 +692,12 @@ impl Tty {
                 let line = format!("WARNING: {message}");
                 self.multi.println(self.fit(&sanitize(&line), ""))?;
             }
+            BuildEvent::Lint {
+                rule,
+                message,
+                line,
+                ..
+            } => st.lint.push(lint_short(&rule, &message, line)),
             BuildEvent::CacheExported {
                 destination,
                 records,
@@ -785,7 +830,14 @@ impl Tty {
         };
         self.header
             .finish_with_message(format!("({}/{total}){all}", st.ended));
-        self.end_phase(&mut st)
+        self.end_phase(&mut st)?;
+        let lint = std::mem::take(&mut st.lint);
+        if !lint.is_empty() {
+            for line in lint_summary(&lint).lines() {
+                self.multi.println(sanitize(line))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -29,6 +29,26 @@ pub fn unlocated<E: Located + std::error::Error + ?Sized>(err: &E) -> anyhow::Er
     anyhow::Error::new(SourceError(text))
 }
 
+impl SourceError {
+    /// An error already rendered (`error: ...`, snippet and help).
+    pub fn new(rendered: String) -> SourceError {
+        SourceError(rendered)
+    }
+}
+
+/// A failure whose reason is already printed (e.g. `--check` findings): the command exits 1
+/// and prints nothing more.
+#[derive(Debug)]
+pub struct ExitQuietly;
+
+impl fmt::Display for ExitQuietly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("exit status 1")
+    }
+}
+
+impl std::error::Error for ExitQuietly {}
+
 impl fmt::Display for SourceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0.trim_end())
@@ -40,6 +60,9 @@ impl std::error::Error for SourceError {}
 /// Prints `err` to stderr, its control characters escaped: a message may quote what came from
 /// outside (a Dockerfile or a file name from a git repository, a server's reply).
 pub fn print(err: &anyhow::Error) {
+    if err.downcast_ref::<ExitQuietly>().is_some() {
+        return;
+    }
     if let Some(located) = err.downcast_ref::<SourceError>() {
         eprintln!("{}", escape_controls(&located.to_string()));
         return;

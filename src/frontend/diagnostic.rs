@@ -76,8 +76,20 @@ pub trait Located {
 /// line. `source` is the whole file; lines that do not exist (a span past the end) print no
 /// snippet, only the location. Tabs are kept so the caret lines up with the text as printed.
 pub fn render(file: &str, source: &str, span: Span, message: &str, help: Option<&str>) -> String {
+    render_as("error", file, source, span, message, help)
+}
+
+/// [`render`] with another label than `error` (`warning` for a build check's finding).
+pub fn render_as(
+    label: &str,
+    file: &str,
+    source: &str,
+    span: Span,
+    message: &str,
+    help: Option<&str>,
+) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "error: {message}");
+    let _ = writeln!(out, "{label}: {message}");
     let line_no = span.start.line;
     let _ = writeln!(out, " --> {file}:{}:{}", line_no, span.start.column);
     if let Some(text) = source_line(source, line_no) {

@@ -9,6 +9,7 @@ use crate::frontend::context::{BuildContext, ContextError, ContextKind, SourceMa
 use crate::frontend::dag::{DagError, StageDag, StageId};
 use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::{Instruction, MountType};
+use crate::frontend::lint::LintError;
 use crate::frontend::stage::{ImageKey, ResolveOptions, Resolved, StageError};
 use crate::frontend::{SyntaxError, ast::Dockerfile};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ pub struct Plan {
     /// For each needed COPY/ADD that reads the context: (stage, instruction index in the
     /// stage, what each source reads).
     pub context_reads: Vec<ContextRead>,
+    /// What the build checks found (BuildKit's lint warnings).
+    pub lint: crate::frontend::lint::Report,
 }
 
 /// The context files one COPY/ADD reads.
@@ -83,6 +86,8 @@ pub enum PlanError {
         source: Box<ContextError>,
         span: Span,
     },
+    /// The build checks' configuration is bad, or `error=true` and they found something.
+    Lint(LintError),
 }
 
 impl PlanError {
@@ -94,6 +99,7 @@ impl PlanError {
             PlanError::Dag(err) => err,
             PlanError::Context(err) => err,
             PlanError::Source { source, .. } => source.as_ref(),
+            PlanError::Lint(err) => err,
         }
     }
 }
@@ -143,6 +149,7 @@ impl Located for PlanError {
             // A .dockerignore error is located in the ignore file, not the Dockerfile.
             PlanError::Context(_) => None,
             PlanError::Source { span, .. } => Some(*span),
+            PlanError::Lint(e) => e.span(),
         }
     }
 
@@ -157,6 +164,7 @@ impl Located for PlanError {
                  relative to the context root"
                     .into(),
             ),
+            PlanError::Lint(e) => e.help(),
         }
     }
 }
@@ -173,6 +181,11 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
         graph.images().to_vec(),
         graph.image_keys().to_vec(),
     );
+
+    // BuildKit runs the checks while it converts the Dockerfile, before anything is read from
+    // the context; `error=true` stops the build here.
+    let lint =
+        crate::frontend::lint::for_build(&dockerfile, &order, opts).map_err(PlanError::Lint)?;
 
     let mut context = None;
     let mut context_reads = Vec::new();
@@ -219,6 +232,7 @@ pub fn plan(dockerfile: &[u8], opts: &PlanOptions) -> Result<Plan, PlanError> {
         image_keys,
         context,
         context_reads,
+        lint,
     })
 }
 

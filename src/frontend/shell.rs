@@ -175,6 +175,30 @@ impl Lexer {
         })
     }
 
+    /// [`Lexer::expand_word_tracked`], also giving the unset names it met when the word fails
+    /// to expand (BuildKit's `ProcessWord` returns them with its error, and the build checks
+    /// report them).
+    pub fn expand_word_tracked_unset(
+        &self,
+        word: &str,
+        env: &dyn Env,
+    ) -> (Result<Expansion, ExpandError>, BTreeSet<String>) {
+        let mut names = Names::default();
+        match self.run(word, env, true, Some(&mut names)) {
+            Ok(scanned) => {
+                let unset = names.unset.clone();
+                let expansion = Expansion {
+                    value: scanned.value,
+                    words: scanned.words,
+                    used: names.used,
+                    unset: names.unset,
+                };
+                (Ok(expansion), unset)
+            }
+            Err(err) => (Err(err), names.unset),
+        }
+    }
+
     /// Expands `word`, splitting it into words only when `split` is set and recording the
     /// names looked up only into `names`.
     fn run(

@@ -425,6 +425,15 @@ fn predefined_args(opts: &ResolveOptions, target_name: &str) -> Vars {
     vars
 }
 
+/// BuildKit's predefined args for a build of `opts` whose target stage is `target_name`, as
+/// ordered pairs (what the lint's FROM checks expand with).
+pub(crate) fn predefined_arg_pairs(
+    opts: &ResolveOptions,
+    target_name: &str,
+) -> Vec<(String, String)> {
+    predefined_args(opts, target_name).0
+}
+
 /// A stage while its FROM and instructions are collected.
 struct Pending<'a> {
     from: instruction::From,
@@ -723,8 +732,9 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .filter(|k| !declared.iter().any(|d| d == k))
         // The global scope holds every predefined arg (and the meta args, already declared).
         .filter(|k| !PROXY_ARGS.contains(k) && globals.lookup(k).is_none())
-        // BuildKit's special build arg: the builder reads it (the image's created times).
-        .filter(|k| *k != "SOURCE_DATE_EPOCH")
+        // BuildKit's special build args: the builder reads them (the image's created times,
+        // the build checks' configuration).
+        .filter(|k| *k != "SOURCE_DATE_EPOCH" && *k != crate::frontend::lint::CHECK_BUILD_ARG)
         .collect();
     if !unused.is_empty() {
         warnings.push(StageWarning {
@@ -1224,7 +1234,7 @@ impl StageCx<'_> {
 /// A trigger parsed into its one instruction, placed at `span` (the FROM line: the trigger is
 /// not written in this file, so every span derived from it points there). The error is the
 /// problem and, when known, what to do.
-fn trigger_node(trigger: &str, span: Span) -> Result<Node, (String, Option<String>)> {
+pub(crate) fn trigger_node(trigger: &str, span: Span) -> Result<Node, (String, Option<String>)> {
     let not_one = || {
         (
             "a trigger must be exactly one instruction".to_string(),

@@ -434,7 +434,7 @@ impl<'a> Parser_<'a> {
 
 /// `# name = value` (Go: `^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`, `\s` being ASCII
 /// whitespace without `\v`).
-fn parse_directive(line: &str) -> Option<(&str, &str)> {
+pub(crate) fn parse_directive(line: &str) -> Option<(&str, &str)> {
     let re_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\u{c}' | '\r');
     let parsed: nom::IResult<&str, (char, &str, &str, &str, char, &str)> = (
         char('#'),

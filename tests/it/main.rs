@@ -25,6 +25,7 @@ mod http_context;
 mod image_commands;
 mod image_output;
 mod layer_safety;
+mod lint;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;

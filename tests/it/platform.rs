@@ -457,13 +457,29 @@ fn a_missing_emulator_is_named_with_how_to_add_it() {
         )) && out.contains("apt-get install qemu-user-static"),
         "{out}"
     );
-    // BuildKit's lint: the single-platform base is not for the platform asked.
+    // BuildKit's lint: the single-platform base is not for the platform asked (listed with
+    // the build's other findings when it ends).
     assert!(
         out.contains(&format!(
-            "WARNING: InvalidBaseImagePlatform: Base image base was pulled with platform \"{host}\", expected \"linux/s390x\" for current build"
+            " - InvalidBaseImagePlatform: Base image base was pulled with platform \"{host}\", expected \"linux/s390x\" for current build (line 1)"
         )),
         "{out}"
     );
+    // The checks' configuration applies to it as to the other rules.
+    let skipped = b
+        .kiln(&[
+            "build",
+            "--progress",
+            "plain",
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=InvalidBaseImagePlatform",
+            &ctx.path().display().to_string(),
+        ])
+        .env("KILN_BINFMT_MISC", empty.path())
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(!skipped.contains("InvalidBaseImagePlatform"), "{skipped}");
 
     // `kiln info` reads binfmt_misc's entries (here a fixed directory).
     let dir = tempfile::tempdir().expect("temp dir");

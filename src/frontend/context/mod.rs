@@ -309,6 +309,23 @@ impl BuildContext {
 
 /// The ignore file BuildKit reads for this Dockerfile, if one exists: `<Dockerfile>.dockerignore`
 /// beside a Dockerfile on disk, else the context's `.dockerignore`.
+/// The ignore file a build of `dockerfile` in `context_dir` would use, read and parsed, without
+/// walking the context (what the build checks need): `None` for an unpacked context, or when
+/// there is no ignore file.
+pub fn ignore_for(
+    kind: ContextKind,
+    context_dir: &Path,
+    dockerfile: Option<&Path>,
+) -> Result<Option<Dockerignore>, ContextError> {
+    if kind == ContextKind::Unpacked {
+        return Ok(None);
+    }
+    let root = canonical_dir(context_dir)?;
+    ignore_file_for(&root, dockerfile)?
+        .map(|path| load_ignore(&path))
+        .transpose()
+}
+
 fn ignore_file_for(
     root: &Path,
     dockerfile: Option<&Path>,

@@ -1,0 +1,292 @@
+//! `kiln build --call` and `--check`: how the build evaluates the Dockerfile (buildx's call
+//! functions, `util/buildflags/callfunc.go`), and `check`'s output as buildx prints it
+//! (`commands/build.go` `printResult`).
+
+use super::report::ExitQuietly;
+use kiln::frontend::diagnostic::render_as;
+use kiln::frontend::lint::{Checked, Finding, json};
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+/// What `--call` runs. Each method is one variant, so new ones slot in beside these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallMethod {
+    /// Build the image (the default).
+    Build,
+    /// Run the build checks without building (buildx's `check`, alias `lint`).
+    Check,
+}
+
+/// How a method's result is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A parsed `--call` value: `METHOD[,format=json|text][,ignorestatus=true|false]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallFunc {
+    pub method: CallMethod,
+    pub format: CallFormat,
+    /// Exit 0 even when the checks found something (they still print).
+    pub ignore_status: bool,
+}
+
+impl Default for CallFunc {
+    fn default() -> Self {
+        CallFunc {
+            method: CallMethod::Build,
+            format: CallFormat::Text,
+            ignore_status: false,
+        }
+    }
+}
+
+/// A `--call` value kiln cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("invalid --call method {0:?}: expected build or check")]
+    Method(String),
+    #[error("invalid --call value {0:?}: it names more than one method")]
+    TwoMethods(String),
+    #[error("invalid --call format {0:?}: expected json or text")]
+    Format(String),
+    #[error("invalid --call ignorestatus value {0:?}: expected true or false")]
+    IgnoreStatus(String),
+    #[error("invalid --call field {0:?}: expected format= or ignorestatus=")]
+    Field(String),
+}
+
+impl FromStr for CallFunc {
+    type Err = CallError;
+
+    fn from_str(value: &str) -> Result<CallFunc, CallError> {
+        let mut call = CallFunc::default();
+        let mut method: Option<&str> = None;
+        for field in value.split(',') {
+            match field.split_once('=') {
+                Some(("format", format)) => {
+                    call.format = match format {
+                        "json" => CallFormat::Json,
+                        "text" | "" => CallFormat::Text,
+                        other => return Err(CallError::Format(other.to_string())),
+                    };
+                }
+                Some(("ignorestatus", status)) => {
+                    call.ignore_status = match status {
+                        "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                        "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+                        other => return Err(CallError::IgnoreStatus(other.to_string())),
+                    };
+                }
+                Some(_) => return Err(CallError::Field(field.to_string())),
+                None if method.is_some() => return Err(CallError::TwoMethods(value.to_string())),
+                None => method = Some(field),
+            }
+        }
+        call.method = match method.unwrap_or("build") {
+            "build" => CallMethod::Build,
+            // buildx turns `check` into its older name `lint`; both mean the checks.
+            "check" | "lint" => CallMethod::Check,
+            other => return Err(CallError::Method(other.to_string())),
+        };
+        Ok(call)
+    }
+}
+
+/// Prints what `--check` found to stdout as buildx does (text: a count, then each finding
+/// with its place; json: BuildKit's `LintResults`) and returns the outcome: an error that
+/// stopped the checks is the command's error (printed at its line); findings make the command
+/// fail quietly (exit 1) unless `ignorestatus=true`.
+pub fn print_check(
+    call: &CallFunc,
+    checked: &Checked,
+    file: &str,
+    source: &[u8],
+) -> anyhow::Result<()> {
+    let text = String::from_utf8_lossy(source);
+    let findings = &checked.report.findings;
+    let mut out = String::new();
+    match call.format {
+        CallFormat::Json => {
+            let error = checked.error.as_ref().map(|e| json::CheckError {
+                message: e.message(),
+                lines: e.span.map(|s| (s.start.line, s.end.line)),
+            });
+            // BuildKit names the source by the file's base name (buildx sends the Dockerfile's
+            // directory and its name; one from stdin is `Dockerfile`).
+            let name = match file {
+                "<stdin>" => "Dockerfile",
+                file => std::path::Path::new(file)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(file),
+            };
+            // JSON escapes every control character itself (see `json::render`).
+            print!(
+                "{}",
+                json::render(&checked.report, name, source, error.as_ref())
+            );
+        }
+        CallFormat::Text => {
+            match findings.len() {
+                0 => {}
+                1 => out.push_str("Check complete, 1 warning has been found!\n"),
+                n => {
+                    let _ = writeln!(out, "Check complete, {n} warnings have been found!");
+                }
+            }
+            // buildx sorts by line (a stable sort keeps BuildKit's order within a line).
+            let mut sorted: Vec<&Finding> = findings.iter().collect();
+            sorted.sort_by_key(|f| f.span.start.line);
+            for finding in sorted {
+                out.push('\n');
+                out.push_str(&render_finding(finding, file, &text));
+            }
+            if checked.error.is_none() && findings.is_empty() {
+                out.push_str("Check complete, no warnings found.\n");
+            }
+        }
+    }
+    print!("{}", kiln::error::escape_controls(&out));
+    if let Some(failure) = &checked.error {
+        if call.format == CallFormat::Text && !findings.is_empty() {
+            println!();
+        }
+        let message = failure.message();
+        let rendered = match failure.span {
+            Some(span) => kiln::frontend::diagnostic::render(
+                file,
+                &text,
+                span,
+                &message,
+                failure.help.as_deref(),
+            ),
+            None => {
+                let mut shown = format!("error: {file}: {message}\n");
+                if let Some(help) = &failure.help {
+                    let _ = writeln!(shown, "  = help: {help}");
+                }
+                shown
+            }
+        };
+        return Err(anyhow::Error::new(super::report::SourceError::new(
+            rendered,
+        )));
+    }
+    if !findings.is_empty() && !call.ignore_status {
+        return Err(anyhow::Error::new(ExitQuietly));
+    }
+    Ok(())
+}
+
+/// One finding as kiln shows front-end problems: `warning: Rule: message`, the place with a
+/// caret under the instruction, and the rule's documentation.
+pub fn render_finding(finding: &Finding, file: &str, text: &str) -> String {
+    let message = format!("{}: {}", finding.rule.name, finding.message);
+    let help = (!finding.rule.url.is_empty()).then_some(finding.rule.url);
+    render_as("warning", file, text, finding.span, &message, help)
+}
+
+/// `--check`: the build checks of `options`' Dockerfile, with the configs of the base images
+/// the store already has (their ENV defines variables); nothing is pulled, run or walked.
+pub fn run_check(
+    store: Option<&kiln::store::Store>,
+    options: &kiln::builder::BuildOptions,
+) -> Checked {
+    use kiln::frontend::context::ContextKind;
+    use kiln::frontend::plan::{PlanOptions, base_image_names};
+    use kiln::frontend::stage::{BaseImage, ResolveOptions};
+    let mut plan_options = PlanOptions {
+        context_dir: options.context_dir.clone().unwrap_or_default(),
+        dockerfile_path: options.dockerfile_path.clone(),
+        context_kind: match options.remote_context {
+            Some(_) => ContextKind::Unpacked,
+            None => ContextKind::Directory,
+        },
+        target: options.target.clone(),
+        resolve: ResolveOptions {
+            build_args: options.build_args.clone(),
+            target: options.target.clone(),
+            target_platform: options.platforms.first().cloned(),
+            ..ResolveOptions::default()
+        },
+    };
+    if let Some(store) = store
+        && let Ok(keys) = base_image_names(&options.dockerfile, &plan_options)
+    {
+        for key in keys {
+            let Ok(image) = store.resolve_for_build(&key.name, &key.platform) else {
+                continue;
+            };
+            let document: serde_json::Value =
+                serde_json::from_slice(&image.config_bytes).unwrap_or_default();
+            let strings = |pointer: &str| -> Vec<String> {
+                document
+                    .pointer(pointer)
+                    .and_then(serde_json::Value::as_array)
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let env = kiln::frontend::dispatch::env_pairs(&strings("/config/Env"));
+            let onbuild = strings("/config/OnBuild");
+            plan_options
+                .resolve
+                .base_images
+                .insert(key, BaseImage { env, onbuild });
+        }
+    }
+    kiln::frontend::lint::check(&options.dockerfile, &plan_options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_values_parse_as_buildx_reads_them() {
+        let parse = |v: &str| v.parse::<CallFunc>();
+        assert_eq!(parse("build"), Ok(CallFunc::default()));
+        let check = CallFunc {
+            method: CallMethod::Check,
+            ..CallFunc::default()
+        };
+        assert_eq!(parse("check"), Ok(check));
+        assert_eq!(parse("lint"), Ok(check));
+        assert_eq!(
+            parse("check,format=json"),
+            Ok(CallFunc {
+                format: CallFormat::Json,
+                ..check
+            })
+        );
+        assert_eq!(
+            parse("format=json,check,ignorestatus=true"),
+            Ok(CallFunc {
+                format: CallFormat::Json,
+                ignore_status: true,
+                ..check
+            })
+        );
+        assert_eq!(parse("outline"), Err(CallError::Method("outline".into())));
+        assert_eq!(
+            parse("check,build"),
+            Err(CallError::TwoMethods("check,build".into()))
+        );
+        assert_eq!(
+            parse("check,format=yaml"),
+            Err(CallError::Format("yaml".into()))
+        );
+        assert_eq!(parse("check,x=1"), Err(CallError::Field("x=1".into())));
+        assert_eq!(
+            parse("check,ignorestatus=maybe"),
+            Err(CallError::IgnoreStatus("maybe".into()))
+        );
+    }
+}
