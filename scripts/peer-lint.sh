@@ -19,6 +19,10 @@
 # progress on stderr: it is reported in "error", since the checks that run while dispatching
 # (UndefinedVar, WorkdirRelativePath, JSONArgsRecommended, ...) stop at it.
 #
+# A `# syntax=` line would make the peer fetch that frontend image from Docker Hub; `--opt
+# cmdline=...` (set by a forwarded frontend, builder/build.go) makes it use its built-in
+# Dockerfile frontend (1.26.0) instead, as kiln ignores the line too.
+#
 # --stub-bases: this machine has no Docker Hub, so every base image whose metadata cannot be
 # loaded is replaced, through a named context (`--opt context:NAME=docker-image://...`, what
 # `--build-context NAME=...` sends), by the stub image $PEER_LINT_STUB (default
@@ -57,7 +61,7 @@ for round in 1 2 3 4 5 6 7 8; do
   status=0
   timeout 120 "$buildctl" build --progress plain --frontend dockerfile.v0 \
     --local "context=$dir" --local "dockerfile=$filedir" --opt "filename=$filename" \
-    --opt requestid=frontend.lint ${opts[@]+"${opts[@]}"} ${ctx[@]+"${ctx[@]}"} \
+    --opt requestid=frontend.lint --opt cmdline=builtin ${opts[@]+"${opts[@]}"} ${ctx[@]+"${ctx[@]}"} \
     >"$work/stdout" 2>"$work/stderr" || status=$?
   # Base images whose metadata failed to load: "#N [...] load metadata for REF" then "#N ERROR".
   mapfile -t failed < <(python3 -c '

@@ -24,6 +24,7 @@ mod graph;
 mod http_context;
 mod image_commands;
 mod layer_safety;
+mod lint_conformance;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;
