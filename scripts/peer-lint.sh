@@ -2,7 +2,11 @@
 # Prints the peer BuildKit's build-check findings for one Dockerfile as JSON, one object:
 #   {"findings":[{"rule","line","detail","url"}...], "stubbed":[NAME...], "error":null|"..."}
 #
-#   scripts/peer-lint.sh [--build-arg K=V]... [--target T] [--stub-bases] DIR [FILE]
+#   scripts/peer-lint.sh [--build-arg K=V]... [--target T] [--stub-bases] [--request NAME] DIR [FILE]
+#
+# --request outline|targets asks for that subrequest (frontend.outline, frontend.targets) instead
+# and prints buildctl's stdout as it is: its result.txt, the text buildx prints for
+# `--call outline|targets` (buildctl prints no result.json).
 #
 # DIR is the build context (its .dockerignore counts for CopyIgnoredFile), FILE the Dockerfile
 # (default DIR/Dockerfile). The peer is `buildctl build --frontend dockerfile.v0 --opt
@@ -34,17 +38,19 @@ export BUILDKIT_HOST=${BUILDKIT_HOST:-unix:///var/tmp/kiln-peers/buildkitd.sock}
 stub=${PEER_LINT_STUB:-${PEER_REGISTRY:-127.0.0.1:5000}/kiln-peer/busybox-base}
 opts=()
 stub_bases=false
+request=lint
 while [[ $# -gt 0 ]]; do
   case $1 in
   --build-arg) opts+=(--opt "build-arg:$2"); shift 2 ;;
   --target) opts+=(--opt "target=$2"); shift 2 ;;
   --stub-bases) stub_bases=true; shift ;;
+  --request) request=$2; shift 2 ;;
   --) shift; break ;;
   -*) echo "peer-lint: unknown option $1" >&2; exit 2 ;;
   *) break ;;
   esac
 done
-[[ $# -ge 1 && $# -le 2 ]] || { echo "usage: $0 [--build-arg K=V]... [--target T] [--stub-bases] DIR [FILE]" >&2; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || { echo "usage: $0 [--build-arg K=V]... [--target T] [--stub-bases] [--request NAME] DIR [FILE]" >&2; exit 2; }
 dir=$1
 file=${2:-$dir/Dockerfile}
 [[ -d $dir ]] || { echo "peer-lint: $dir is not a directory" >&2; exit 2; }
@@ -61,7 +67,7 @@ for round in 1 2 3 4 5 6 7 8; do
   status=0
   timeout 120 "$buildctl" build --progress plain --frontend dockerfile.v0 \
     --local "context=$dir" --local "dockerfile=$filedir" --opt "filename=$filename" \
-    --opt requestid=frontend.lint --opt cmdline=builtin ${opts[@]+"${opts[@]}"} ${ctx[@]+"${ctx[@]}"} \
+    --opt "requestid=frontend.$request" --opt cmdline=builtin ${opts[@]+"${opts[@]}"} ${ctx[@]+"${ctx[@]}"} \
     >"$work/stdout" 2>"$work/stderr" || status=$?
   # Base images whose metadata failed to load: "#N [...] load metadata for REF" then "#N ERROR".
   mapfile -t failed < <(python3 -c '
@@ -87,6 +93,14 @@ print("\n".join(sorted(failed)))
   done
   mapfile -t stubbed < <(printf '%s\n' "${stubbed[@]}" | sort -u)
 done
+if [[ $request != lint ]]; then
+  if [[ $status -ne 0 ]]; then
+    cat "$work/stderr" >&2
+    exit "$status"
+  fi
+  cat "$work/stdout"
+  exit 0
+fi
 python3 - "$work/stdout" "$work/stderr" "$status" "$filename" ${stubbed[@]+"${stubbed[@]}"} <<'PY'
 import json, re, sys
 stdout, stderr, status, filename, stubbed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5:]

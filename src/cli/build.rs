@@ -146,6 +146,11 @@ pub struct BuildArgs {
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     allow: Vec<Entitlement>,
+    /// What to do instead of building (buildx's `--call`): `build` (the default), `check`,
+    /// `outline` (the build args, secrets and ssh the target uses) or `targets` (the stages),
+    /// with `,format=json` for JSON.
+    #[arg(long = "call", value_name = "NAME[,format=json]", value_parser = super::call::parse_call)]
+    call: Option<super::call::Call>,
 }
 
 /// What `--allow` can grant (BuildKit's entitlements).
@@ -195,11 +200,31 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let unpacks = git.is_some()
         || is_http_context(&args.context.to_string_lossy())
         || args.context.as_os_str() == "-";
-    let store = (!args.dry_run || unpacks || root.join("oci-layout").exists())
+    let call = args.call.clone();
+    let reads_only = args.dry_run || call.as_ref().is_some_and(|c| c.reads_only());
+    let store = (!reads_only || unpacks || root.join("oci-layout").exists())
         .then(|| Store::open(root))
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let input = read_input(store.as_ref(), &args, git.as_ref(), session.as_ref())?;
+    match &call {
+        Some(call) if call.reads_only() => {
+            let input = super::call::CallInput {
+                dockerfile: &input.bytes,
+                name: &input.name,
+                target: args.target.as_deref(),
+                build_args: &build_args,
+                platform: platforms.first(),
+            };
+            return super::call::answer(call, &input);
+        }
+        Some(call) if call.name == super::call::CallName::Check => {
+            bail!(
+                "--call check: the build checks (issue 16's lint part) are not in this build of kiln"
+            )
+        }
+        _ => {}
+    }
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));

@@ -3,6 +3,7 @@
 
 mod archive;
 mod build;
+mod call;
 mod images;
 mod info;
 mod parse;

@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod dispatch;
 pub mod dump;
 pub mod instruction;
+pub mod outline;
 pub mod plan;
 pub mod shell;
 pub mod stage;

@@ -11,6 +11,7 @@ mod build;
 mod build_context;
 mod build_mount;
 mod build_peer;
+mod call_outline;
 mod cli;
 mod context;
 mod copy;
