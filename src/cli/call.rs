@@ -3,8 +3,9 @@
 //! `outline` (the build args, secrets and ssh a target uses) and `targets` (the stages), from
 //! [`kiln::frontend::outline`], printed as BuildKit's text or, with `format=json`, its JSON.
 
-use super::located;
-use kiln::frontend::outline::{OutlineError, OutlineOptions, outline, targets};
+use super::{located, unlocated};
+use kiln::frontend::diagnostic::Located as _;
+use kiln::frontend::outline::{OutlineError, OutlineOptions, go_json, outline, targets};
 use kiln::oci::Platform;
 use std::collections::BTreeMap;
 
@@ -95,9 +96,9 @@ pub struct CallInput<'a> {
 pub fn answer(call: &Call, input: &CallInput<'_>) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(input.dockerfile).into_owned();
     let df = kiln::frontend::parse(input.dockerfile).map_err(|e| located(input.name, &text, &e))?;
-    let failed = |err: OutlineError| match err {
-        OutlineError::Instruction(e) => located(input.name, &text, &e),
-        other => anyhow::anyhow!("{other}"),
+    let failed = |err: OutlineError| match err.span() {
+        Some(_) => located(input.name, &text, &err),
+        None => unlocated(&err),
     };
     let printed = match call.name {
         CallName::Outline => {
@@ -110,7 +111,7 @@ pub fn answer(call: &Call, input: &CallInput<'_>) -> anyhow::Result<()> {
             };
             let o = outline(&df, input.dockerfile, &opts).map_err(failed)?;
             if call.json {
-                format!("{}\n", serde_json::to_string_pretty(&o)?)
+                format!("{}\n", go_json(&o)?)
             } else {
                 o.to_text()
             }
@@ -118,7 +119,7 @@ pub fn answer(call: &Call, input: &CallInput<'_>) -> anyhow::Result<()> {
         CallName::Targets => {
             let t = targets(&df, input.dockerfile).map_err(failed)?;
             if call.json {
-                format!("{}\n", serde_json::to_string_pretty(&t)?)
+                format!("{}\n", go_json(&t)?)
             } else {
                 t.to_text()
             }

@@ -16,7 +16,7 @@
 //! (`PrintOutline`, `PrintTargets`: Go `text/tabwriter` tables).
 
 use crate::frontend::ast::{Dockerfile, Node};
-use crate::frontend::diagnostic::Span;
+use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::{self, Instruction, InstructionError, MountType};
 use crate::frontend::shell::Lexer;
 use crate::oci::Platform;
@@ -45,6 +45,29 @@ pub enum OutlineError {
     NoStage,
     #[error("target stage {0:?} could not be found")]
     NoTarget(String),
+    /// FROM's image is empty once the build args are expanded (BuildKit fails the outline so).
+    #[error("base name ({image}) should not be blank")]
+    BlankBase { image: String, span: Span },
+}
+
+impl Located for OutlineError {
+    fn span(&self) -> Option<Span> {
+        match self {
+            OutlineError::Instruction(e) => e.span(),
+            OutlineError::BlankBase { span, .. } => Some(*span),
+            OutlineError::NoStage | OutlineError::NoTarget(_) => None,
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        match self {
+            OutlineError::Instruction(e) => e.help(),
+            OutlineError::BlankBase { .. } => {
+                Some("give the ARG a default, or its value with --build-arg".to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// BuildKit's `pb.Location` as JSON: ranges of whole lines (no characters, as BuildKit's
@@ -154,6 +177,26 @@ fn base64_list<S: serde::Serializer>(sources: &[Vec<u8>], s: S) -> Result<S::Ok,
         seq.serialize_element(&base64::engine::general_purpose::STANDARD.encode(source))?;
     }
     seq.end()
+}
+
+/// `value` as Go's `json.MarshalIndent(v, "", "  ")` writes it, which BuildKit's result.json
+/// is: two-space indents, and `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`... (Go
+/// escapes them for HTML). Those characters can only be inside strings in JSON, so escaping
+/// them in the whole text is exact.
+pub fn go_json<T: Serialize>(value: &T) -> Result<String, serde_json::Error> {
+    let text = serde_json::to_string_pretty(value)?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
 }
 
 /// The description of `name` from the comment lines above its instruction: the first line that
@@ -357,6 +400,12 @@ pub fn outline(
                         e.value
                     })
                     .unwrap_or_else(|_| from.image.clone());
+                if image.is_empty() {
+                    return Err(OutlineError::BlankBase {
+                        image: from.image.clone(),
+                        span: from.image_span,
+                    });
+                }
                 if let Some(platform) = &from.platform
                     && let Ok(e) = lexer.expand_word_tracked(platform, &global)
                 {
@@ -806,11 +855,28 @@ COPY --from=build /out /
         o.target = Some("nope".into());
         let err = outline(&df, b"", &o).expect_err("no such stage");
         assert_eq!(err.to_string(), "target stage \"nope\" could not be found");
+        let df = parse(b"ARG IMAGE\nFROM $IMAGE\n").expect("parses");
+        let err = outline(&df, b"", &opts()).expect_err("blank base");
+        assert_eq!(err.to_string(), "base name ($IMAGE) should not be blank");
+        assert_eq!(err.span().map(|s| s.start.line), Some(2));
         let df = parse(b"ARG A=1\n").expect("parses");
         assert!(matches!(
             outline(&df, b"", &opts()),
             Err(OutlineError::NoStage)
         ));
+    }
+
+    #[test]
+    fn json_escapes_as_go_does() {
+        let src = "# A is <b>&amp;</b>\nARG A=x\nFROM scratch:${A}\n";
+        let o = outline_of(src, &opts());
+        let json = go_json(&o).expect("json");
+        assert!(
+            json.contains(r#""description": "is \u003cb\u003e\u0026amp;\u003c/b\u003e""#),
+            "{json}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+        assert_eq!(back["args"][0]["description"], "is <b>&amp;</b>");
     }
 
     #[test]
