@@ -30,12 +30,15 @@
 # --stub-bases: this machine has no Docker Hub, so every base image whose metadata cannot be
 # loaded is replaced, through a named context (`--opt context:NAME=docker-image://...`, what
 # `--build-context NAME=...` sends), by the stub image $PEER_LINT_STUB (default
-# $PEER_REGISTRY/kiln-peer/busybox-base), and the check runs again (up to 8 rounds); "stubbed"
-# lists the names replaced, for kiln to be given the same `--build-context` flags.
+# $PEER_REGISTRY/kiln-lint/stub: one small file and ENV PATH, built and pushed by the peer here
+# when the registry lacks it), and the check runs again (up to 8 rounds); "stubbed" lists the
+# names replaced, for kiln to be given the same `--build-context` flags. The checks that read
+# the base image (UndefinedVar sees its ENV) therefore see the stub's, on both sides.
 set -euo pipefail
 buildctl=${PEER_BUILDCTL:-/var/tmp/kiln-peers/bin/buildctl}
 export BUILDKIT_HOST=${BUILDKIT_HOST:-unix:///var/tmp/kiln-peers/buildkitd.sock}
-stub=${PEER_LINT_STUB:-${PEER_REGISTRY:-127.0.0.1:5000}/kiln-peer/busybox-base}
+registry=${PEER_REGISTRY:-127.0.0.1:5000}
+stub=${PEER_LINT_STUB:-$registry/kiln-lint/stub}
 opts=()
 stub_bases=false
 request=lint
@@ -60,6 +63,24 @@ trap 'rm -rf "$work"' EXIT
 # The frontend reads the Dockerfile by its base name from the `dockerfile` local.
 filedir=$(cd "$(dirname "$file")" && pwd)
 filename=$(basename "$file")
+# The default stub, made once per registry.
+ensure_stub() {
+  local accept="application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+  curl -sf -o /dev/null -H "Accept: $accept" "http://$registry/v2/kiln-lint/stub/manifests/latest" && return 0
+  mkdir -p "$work/stub"
+  printf '%s\n' 'FROM scratch' 'COPY <<EOF /etc/kiln-lint-stub' \
+    'A stand-in base image for build checks: this machine has no Docker Hub.' 'EOF' \
+    'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' >"$work/stub/Dockerfile"
+  "$buildctl" build --progress plain --frontend dockerfile.v0 --opt cmdline=builtin \
+    --local "context=$work/stub" --local "dockerfile=$work/stub" \
+    --output "type=image,name=$registry/kiln-lint/stub:latest,push=true,registry.insecure=true" \
+    >"$work/stub.log" 2>&1 || {
+    cat "$work/stub.log" >&2
+    echo "peer-lint: cannot push the stub image to $registry" >&2
+    exit 1
+  }
+}
+if $stub_bases && [[ -z ${PEER_LINT_STUB:-} ]]; then ensure_stub; fi
 stubbed=()
 for round in 1 2 3 4 5 6 7 8; do
   ctx=()

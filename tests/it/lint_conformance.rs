@@ -137,7 +137,7 @@ fn stub_image() -> String {
     std::env::var("PEER_LINT_STUB").unwrap_or_else(|_| {
         let registry =
             std::env::var("PEER_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_string());
-        format!("{registry}/kiln-peer/busybox-base")
+        format!("{registry}/kiln-lint/stub")
     })
 }
 
@@ -456,7 +456,12 @@ fn rule_lines(findings: &[Finding]) -> Vec<RuleLine> {
 fn cached_peer_answer(file: &Path, empty_context: &Path) -> Result<(PeerAnswer, bool), String> {
     use sha2::Digest as _;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let key: String = sha2::Sha256::digest(&bytes)
+    // The answer depends on the stub image too (UndefinedVar reads its ENV).
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(&bytes);
+    hasher.update(stub_image().as_bytes());
+    let key: String = hasher
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
