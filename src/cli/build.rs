@@ -165,9 +165,10 @@ pub struct BuildArgs {
     /// `COPY --from` and `RUN --mount from=` call NAME (a stage of that name too). Repeatable.
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     build_contexts: Vec<String>,
-    /// How to evaluate the build: `build` (default) or `check` (run the build checks without
-    /// building; `,format=json` prints BuildKit's lint results as JSON, `,ignorestatus=true`
-    /// exits 0 when something was found).
+    /// How to evaluate the build (buildx's `--call`): `build` (default), `check` (run the build
+    /// checks without building; `,ignorestatus=true` exits 0 when something was found),
+    /// `outline` (the build args, secrets and ssh the target uses) or `targets` (the stages);
+    /// `,format=json` prints BuildKit's JSON.
     #[arg(
         long = "call",
         value_name = "METHOD[,format=json|text]",
@@ -245,7 +246,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         false => args.call,
     };
     // The checks read the store (base images' configs) but write nothing to it.
-    let reads_only = args.dry_run || call.method == CallMethod::Check;
+    let reads_only = args.dry_run || call.method != CallMethod::Build;
     let unpacks = git.is_some()
         || is_http_context(&args.context.to_string_lossy())
         || args.context.as_os_str() == "-";
@@ -254,6 +255,16 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let input = read_input(store.as_ref(), &args, git.as_ref(), session.as_ref())?;
+    if call.method.answers_from_dockerfile_alone() {
+        let input = super::call::CallInput {
+            dockerfile: &input.bytes,
+            name: &input.name,
+            target: args.target.as_deref(),
+            build_args: &build_args,
+            platform: platforms.first(),
+        };
+        return super::call::answer(&call, &input);
+    }
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (key, value) = label.split_once('=').unwrap_or((label.as_str(), ""));

@@ -1,10 +1,17 @@
 //! `kiln build --call` and `--check`: how the build evaluates the Dockerfile (buildx's call
-//! functions, `util/buildflags/callfunc.go`), and `check`'s output as buildx prints it
-//! (`commands/build.go` `printResult`).
+//! functions, `util/buildflags/callfunc.go`), and the answers as buildx prints them
+//! (`commands/build.go` `printResult`): `check`'s findings ([`kiln::frontend::lint`]),
+//! `outline` (the build args, secrets and ssh a target uses) and `targets` (the stages) from
+//! [`kiln::frontend::outline`], as BuildKit's text or, with `format=json`, its JSON.
 
 use super::report::ExitQuietly;
+use super::{located, unlocated};
+use kiln::frontend::diagnostic::Located as _;
 use kiln::frontend::diagnostic::render_as;
 use kiln::frontend::lint::{Checked, Finding, json};
+use kiln::frontend::outline::{OutlineError, OutlineOptions, go_json, outline, targets};
+use kiln::oci::Platform;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
@@ -15,6 +22,17 @@ pub enum CallMethod {
     Build,
     /// Run the build checks without building (buildx's `check`, alias `lint`).
     Check,
+    /// The build args, secrets and ssh sockets the target uses (BuildKit's outline subrequest).
+    Outline,
+    /// The Dockerfile's stages (BuildKit's targets subrequest).
+    Targets,
+}
+
+impl CallMethod {
+    /// The method answers from the Dockerfile alone: it reads no context and no store.
+    pub fn answers_from_dockerfile_alone(self) -> bool {
+        matches!(self, CallMethod::Outline | CallMethod::Targets)
+    }
 }
 
 /// How a method's result is printed.
@@ -47,7 +65,7 @@ impl Default for CallFunc {
 /// A `--call` value kiln cannot run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    #[error("invalid --call method {0:?}: expected build or check")]
+    #[error("invalid --call method {0:?}: expected build, check, outline or targets")]
     Method(String),
     #[error("invalid --call value {0:?}: it names more than one method")]
     TwoMethods(String),
@@ -90,6 +108,8 @@ impl FromStr for CallFunc {
             "build" => CallMethod::Build,
             // buildx turns `check` into its older name `lint`; both mean the checks.
             "check" | "lint" => CallMethod::Check,
+            "outline" => CallMethod::Outline,
+            "targets" => CallMethod::Targets,
             other => return Err(CallError::Method(other.to_string())),
         };
         Ok(call)
@@ -245,6 +265,60 @@ pub fn run_check(
     kiln::frontend::lint::check(&options.dockerfile, &plan_options)
 }
 
+/// What the build needs to answer an outline or targets call.
+pub struct CallInput<'a> {
+    pub dockerfile: &'a [u8],
+    /// The Dockerfile's name as errors show it.
+    pub name: &'a str,
+    pub target: Option<&'a str>,
+    pub build_args: &'a BTreeMap<String, String>,
+    /// `--platform` (the first one): the target platform of the `TARGET*` args.
+    pub platform: Option<&'a Platform>,
+}
+
+/// Prints the answer to an `outline` or `targets` call.
+pub fn answer(call: &CallFunc, input: &CallInput<'_>) -> anyhow::Result<()> {
+    let text = String::from_utf8_lossy(input.dockerfile).into_owned();
+    let df = kiln::frontend::parse(input.dockerfile).map_err(|e| located(input.name, &text, &e))?;
+    let failed = |err: OutlineError| match err.span() {
+        Some(_) => located(input.name, &text, &err),
+        None => unlocated(&err),
+    };
+    let printed = match call.method {
+        CallMethod::Outline => {
+            let host = Platform::host();
+            let opts = OutlineOptions {
+                target: input.target.map(str::to_string),
+                build_args: input.build_args.clone(),
+                target_platform: input.platform.cloned().unwrap_or_else(|| host.clone()),
+                build_platform: host,
+            };
+            let o = outline(&df, input.dockerfile, &opts).map_err(failed)?;
+            if call.format == CallFormat::Json {
+                format!("{}\n", go_json(&o)?)
+            } else {
+                o.to_text()
+            }
+        }
+        CallMethod::Targets => {
+            let t = targets(&df, input.dockerfile).map_err(failed)?;
+            if call.format == CallFormat::Json {
+                format!("{}\n", go_json(&t)?)
+            } else {
+                t.to_text()
+            }
+        }
+        CallMethod::Build | CallMethod::Check => {
+            anyhow::bail!(
+                "--call {:?} is not answered from the Dockerfile alone",
+                call.method
+            )
+        }
+    };
+    print!("{printed}");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +348,10 @@ mod tests {
                 ..check
             })
         );
-        assert_eq!(parse("outline"), Err(CallError::Method("outline".into())));
+        assert_eq!(
+            parse("frobnicate"),
+            Err(CallError::Method("frobnicate".into()))
+        );
         assert_eq!(
             parse("check,build"),
             Err(CallError::TwoMethods("check,build".into()))
@@ -287,6 +364,42 @@ mod tests {
         assert_eq!(
             parse("check,ignorestatus=maybe"),
             Err(CallError::IgnoreStatus("maybe".into()))
+        );
+    }
+
+    #[test]
+    fn parses_buildx_call_values() {
+        let call = |v: &str| v.parse::<CallFunc>();
+        assert_eq!(call("outline").map(|c| c.method), Ok(CallMethod::Outline));
+        assert_eq!(
+            call("targets,format=json").map(|c| (c.method, c.format == CallFormat::Json)),
+            Ok((CallMethod::Targets, true))
+        );
+        assert_eq!(call("check").map(|c| c.method), Ok(CallMethod::Check));
+        assert_eq!(call("lint").map(|c| c.method), Ok(CallMethod::Check));
+        assert_eq!(call("build").map(|c| c.method), Ok(CallMethod::Build));
+        assert_eq!(
+            call("check,ignorestatus=true").map(|c| c.ignore_status),
+            Ok(true)
+        );
+        assert!(call("outline,targets").is_err());
+        assert!(
+            call("frobnicate")
+                .unwrap_err()
+                .to_string()
+                .contains("frobnicate")
+        );
+        assert!(
+            call("outline,format=yaml")
+                .unwrap_err()
+                .to_string()
+                .contains("yaml")
+        );
+        assert!(
+            call("outline,color=red")
+                .unwrap_err()
+                .to_string()
+                .contains("color=red")
         );
     }
 }

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod dump;
 pub mod instruction;
 pub mod lint;
+pub mod outline;
 pub mod plan;
 pub mod shell;
 pub mod stage;

@@ -318,10 +318,11 @@ fn check_with_a_target_dispatches_only_what_it_needs() {
 fn call_values_kiln_does_not_know_are_rejected() {
     let ctx = context(&[("Dockerfile", "FROM scratch\n")]);
     let root = tempfile::tempdir().expect("temp dir");
-    let out = build(root.path(), ctx.path(), &["--call", "outline"]).failure();
+    let out = build(root.path(), ctx.path(), &["--call", "frobnicate"]).failure();
     assert!(
-        out.stderr_str()
-            .contains("invalid --call method \"outline\": expected build or check"),
+        out.stderr_str().contains(
+            "invalid --call method \"frobnicate\": expected build, check, outline or targets"
+        ),
         "{out:?}"
     );
     let out = build(root.path(), ctx.path(), &["--call", "check,format=yaml"]).failure();

@@ -624,6 +624,11 @@ impl<'n> Dispatch<'_, '_, '_, 'n> {
                     let value = self.expand(&kv.value);
                     pairs.push((key, value));
                 }
+                // BuildKit expands the whole instruction before dispatching it: a word that
+                // fails to expand stops the build there, before the instruction's own checks.
+                if pairs.iter().any(|(k, v)| k.is_none() || v.is_none()) {
+                    return;
+                }
                 for (index, (key, value)) in pairs.into_iter().enumerate() {
                     if legacy_pair(self.node, index) {
                         self.report(
@@ -639,9 +644,13 @@ impl<'n> Dispatch<'_, '_, '_, 'n> {
                 }
             }
             Instruction::Label(label) => {
+                let mut expanded = true;
                 for kv in &label.pairs {
-                    self.expand(&kv.key);
-                    self.expand(&kv.value);
+                    expanded &= self.expand(&kv.key).is_some();
+                    expanded &= self.expand(&kv.value).is_some();
+                }
+                if !expanded {
+                    return;
                 }
                 for index in 0..label.pairs.len() {
                     if legacy_pair(self.node, index) {
