@@ -8,6 +8,7 @@
 //! [`export::export_image`] then writes the image out as `docker buildx build --output` and
 //! `--push` do. The CLI is a thin layer over both.
 
+pub mod attestations;
 pub mod check;
 pub mod compile;
 mod epoch;
@@ -100,6 +101,9 @@ pub struct BuildOptions {
     /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
     /// build makes have their times clamped to it in the image ([`timestamps`]).
     pub rewrite_timestamp: bool,
+    /// `--provenance`, `--sbom`, `--attest`: what is attached to the image (which then is an
+    /// index, as with BuildKit; [`attestations`]).
+    pub attestations: attestations::AttestationRequest,
 }
 
 impl Default for BuildOptions {
@@ -128,6 +132,7 @@ impl Default for BuildOptions {
             named_contexts: BTreeMap::new(),
             platforms: Vec::new(),
             rewrite_timestamp: false,
+            attestations: attestations::AttestationRequest::default(),
         }
     }
 }
@@ -175,6 +180,8 @@ pub struct BuildOutput {
     /// The build's `SOURCE_DATE_EPOCH` (seconds), resolved: a tar export gives every file this
     /// time, as BuildKit's does.
     pub source_date_epoch: Option<i64>,
+    /// The provenance attached to each platform's image, when asked for.
+    pub provenance: Vec<attestations::AttachedProvenance>,
 }
 
 /// Why a build failed: one variant per phase and cause. A message says only what failed at
@@ -275,6 +282,8 @@ pub enum BuildError {
         #[source]
         source: StoreError,
     },
+    #[error("cannot attach the image's attestations")]
+    Attestations(#[source] Box<attestations::AttestationError>),
     // Exporting.
     #[error("cannot export the build cache to {destination}")]
     CacheExport {
@@ -351,9 +360,18 @@ pub async fn build_async(
     // Held until the image is tagged and the cache exported, so no prune collects the layers
     // on the way (a cache export reads blobs that no image names: earlier steps').
     let _lease = store.lease().map_err(BuildError::Lease)?;
+    let started = crate::oci::timestamp::now_seconds();
     let prepared = prepare(store, options, &progress).await?;
     let solved = solve_steps(&prepared, options, &progress, cancel).await?;
-    let written = write(store, options, &prepared, &solved, progress.as_ref()).await?;
+    let written = write(
+        store,
+        options,
+        &prepared,
+        &solved,
+        progress.as_ref(),
+        started,
+    )
+    .await?;
     progress.event(BuildEvent::Finished {
         image_id: match &written.index {
             Some(index) => index.digest.to_string(),
@@ -374,6 +392,7 @@ pub async fn build_async(
             .first()
             .and_then(|target| target.config.source_date_epoch.as_ref())
             .map(|time| time.seconds),
+        provenance: written.provenance,
     })
 }
 
@@ -453,6 +472,8 @@ struct Written {
     index: Option<StoredIndex>,
     /// The names it was tagged with, as the user writes them.
     names: Vec<String>,
+    /// The provenance attached, when asked for.
+    provenance: Vec<attestations::AttachedProvenance>,
 }
 
 /// What a build checks before its first step ([`validate`]).
@@ -774,6 +795,7 @@ async fn write(
     prepared: &Prepared,
     solved: &Solved,
     progress: &dyn Progress,
+    started: i64,
 ) -> Result<Written, BuildError> {
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
@@ -834,7 +856,18 @@ async fn write(
             snapshot,
         )?);
     }
-    let index = if options.platforms.len() > 1 {
+    let mut provenance = Vec::new();
+    let index = if !options.attestations.is_empty() {
+        progress.event(BuildEvent::Phase {
+            what: "writing attestations".to_string(),
+        });
+        // Blocks this task, as writing the images above does (an SBOM reads the image's root
+        // filesystem).
+        let attached = attestations::attach(store, options, prepared, solved, &images, started)
+            .map_err(|err| BuildError::Attestations(Box::new(err)))?;
+        provenance = attached.provenances;
+        Some(attached.index)
+    } else if options.platforms.len() > 1 {
         let manifests: Vec<_> = images
             .iter()
             .zip(&prepared.targets)
@@ -867,7 +900,10 @@ async fn write(
         .iter()
         .zip(&prepared.targets)
         .map(|(image, target)| match &index {
-            Some(index) => store.image_in_index(&index.descriptor, &target.platform),
+            Some(index) => store.image_in_index(
+                &index.descriptor,
+                &attestations::index_platform(options, image, &target.platform),
+            ),
             None => store.image(&image.manifest_descriptor),
         })
         .collect::<Result<Vec<_>, _>>()
@@ -884,6 +920,7 @@ async fn write(
         images,
         index,
         names,
+        provenance,
     })
 }
 

@@ -146,6 +146,19 @@ pub struct BuildArgs {
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     allow: Vec<Entitlement>,
+    /// Attach SLSA provenance to the image (buildx's shorthand for `--attest
+    /// type=provenance`): `true`, `false`, or options such as `mode=min|max`, `version=v1|v0.2`,
+    /// `builder-id=ID`, `reproducible=true`. The image becomes an index with an attestation
+    /// manifest per platform.
+    #[arg(long, value_name = "true|false|mode=max,...")]
+    provenance: Option<String>,
+    /// Attach an SPDX SBOM of each platform's root filesystem (`true` or `false`).
+    #[arg(long, value_name = "true|false")]
+    sbom: Option<String>,
+    /// Attach an attestation: `type=provenance[,mode=max,…]` or `type=sbom`; `disabled=true`
+    /// turns one off (repeatable; `--provenance` and `--sbom` are applied after these).
+    #[arg(long = "attest", value_name = "type=provenance|sbom,...")]
+    attests: Vec<String>,
 }
 
 /// What `--allow` can grant (BuildKit's entitlements).
@@ -183,6 +196,11 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .map(|flag| NamedContext::parse(flag))
         .collect::<Result<_, _>>()?;
     let platforms = platforms(&args.platforms)?;
+    let attestations = kiln::builder::attestations::AttestationRequest::parse(
+        &args.attests,
+        args.provenance.as_deref(),
+        args.sbom.as_deref(),
+    )?;
     let build_args = with_source_date_epoch(build_args(&args.build_args)?);
     let session = Arc::new(session(&args)?);
     // A dry run writes nothing to the store: it reads the store when there is one, and opens
@@ -236,6 +254,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         named_contexts,
         rewrite_timestamp,
         platforms,
+        attestations,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if args.dry_run {
@@ -297,6 +316,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                 "image.name": args.tags.join(","),
             }),
         };
+        let metadata = with_provenance(metadata, &output);
         std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
@@ -314,6 +334,24 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
+}
+
+/// `--metadata-file` with `buildx.build.provenance` added when the build attached provenance,
+/// as buildx writes it (`BUILDX_METADATA_PROVENANCE=min|max|disabled`, `min` by default).
+fn with_provenance(
+    mut metadata: serde_json::Value,
+    output: &kiln::builder::BuildOutput,
+) -> serde_json::Value {
+    let mode = std::env::var("BUILDX_METADATA_PROVENANCE").ok();
+    let entries = kiln::builder::attestations::metadata_provenance(
+        &output.provenance,
+        output.images.len() > 1,
+        mode.as_deref(),
+    );
+    if let serde_json::Value::Object(fields) = &mut metadata {
+        fields.extend(entries);
+    }
+    metadata
 }
 
 /// `--platform` values: each a comma-separated list, every platform once, normalised.
