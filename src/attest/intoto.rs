@@ -14,6 +14,13 @@ pub const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
 pub const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 /// The layer annotation that names a statement's predicate type.
 pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
+/// The annotation of an image index entry that says what it refers to (BuildKit's
+/// `DockerAnnotationReferenceType`).
+pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// [`REFERENCE_TYPE`] of an attestation manifest.
+pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// The annotation naming the image manifest an attestation manifest is about.
+pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 /// An SPDX SBOM's predicate type.
 pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
 

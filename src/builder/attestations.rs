@@ -19,7 +19,10 @@
 
 use super::compile::{BuildOp, CopyFrom, RunMount};
 use super::{BuildOptions, ContextOrigin, Prepared, Solved};
-use crate::attest::intoto::{self, PREDICATE_SPDX, Statement, Subject};
+use crate::attest::intoto::{
+    self, ATTESTATION_MANIFEST, PREDICATE_SPDX, REFERENCE_DIGEST, REFERENCE_TYPE, Statement,
+    Subject,
+};
 use crate::attest::provenance::{
     self, BuildFacts, BuildStep, ConfigSource, LayerRef, Material, MountedId, ProvenanceOptions,
     SourceFile,
@@ -33,14 +36,6 @@ use crate::store::{Store, StoreError, StoredImage, StoredIndex, config_platform}
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::PoisonError;
-
-/// The annotation that says what an index entry refers to (BuildKit's
-/// `DockerAnnotationReferenceType`).
-pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-/// Its value on an attestation manifest.
-pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
-/// The annotation naming the image manifest an attestation manifest is about.
-pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 
 /// What attestations a build attaches to its image.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
