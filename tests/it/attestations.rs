@@ -598,6 +598,25 @@ fn pushed_attestations_are_in_the_registry_and_docker_runs_the_image() {
         provenance,
         "statement",
     );
+    // A pull keeps the attestations of the platform it fetched, so the index pushes whole again.
+    let fresh = tempfile::tempdir().expect("temp dir");
+    let fresh_kiln = |args: &[&str]| support::kiln().root(fresh.path()).args(args).run();
+    fresh_kiln(&["pull", &pushed]).success();
+    let index = blob_json(
+        fresh.path(),
+        entry(fresh.path(), &pushed)["digest"].as_str().unwrap(),
+    );
+    let pulled = attested(&index, &|d| blob(fresh.path(), d));
+    assert_eq!(pulled.statements, att.statements);
+    let again = format!("{pushed}-again");
+    fresh_kiln(&["tag", &pushed, &again]).success();
+    fresh_kiln(&["push", &again]).success();
+    assert_eq!(
+        skopeo_raw(&skopeo, &again),
+        skopeo_raw(&skopeo, &pushed),
+        "the same index"
+    );
+    assert_eq!(fresh_kiln(&["run", "--rm", &pushed, "cat", "/hello"]).success().stdout_str(), "pushed\n");
     let Some(docker) = support::peer_docker() else {
         return;
     };
