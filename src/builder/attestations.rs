@@ -263,6 +263,32 @@ pub enum AttestationError {
     ScanArg(String),
 }
 
+/// BuildKit's SBOM scan arguments, `BUILDKIT_SBOM_SCAN_CONTEXT` and `BUILDKIT_SBOM_SCAN_STAGE`,
+/// when the build sets one to true (a `--build-arg`, or an `ARG NAME=true` of the Dockerfile):
+/// they ask for SBOMs of the context and of intermediate stages, which kiln does not make.
+fn scan_argument(options: &BuildOptions) -> Option<&'static str> {
+    let truthy = |value: &str| {
+        let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
+        !value.is_empty() && parse_bool(value) != Some(false)
+    };
+    ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"]
+        .into_iter()
+        .find(|arg| {
+            options.build_args.get(*arg).is_some_and(|v| truthy(v))
+                || String::from_utf8_lossy(&options.dockerfile)
+                    .lines()
+                    .filter_map(|line| {
+                        let line = line.trim_start();
+                        line.get(..4)
+                            .filter(|k| k.eq_ignore_ascii_case("ARG "))
+                            .map(|_| &line[4..])
+                    })
+                    .flat_map(str::split_whitespace)
+                    .filter_map(|word| word.split_once('='))
+                    .any(|(name, value)| name == *arg && truthy(value))
+        })
+}
+
 /// The platform an image of the build is listed under in its index: the one asked for, or
 /// without `--platform`, the one its config says (the implicit target is its base's).
 pub(super) fn index_platform(
@@ -310,16 +336,10 @@ pub(super) fn attach(
     started: i64,
 ) -> Result<Attached, AttestationError> {
     let request = &options.attestations;
-    if request.sbom {
-        for arg in ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"] {
-            if options
-                .build_args
-                .get(arg)
-                .is_some_and(|v| parse_bool(v) != Some(false) && !v.is_empty())
-            {
-                return Err(AttestationError::ScanArg(arg.to_string()));
-            }
-        }
+    if request.sbom
+        && let Some(arg) = scan_argument(options)
+    {
+        return Err(AttestationError::ScanArg(arg.to_string()));
     }
     let invocation_id = invocation_id();
     let mut provenances = Vec::new();
@@ -875,6 +895,38 @@ mod tests {
             parse(&[], Some("mode=all"), None)
                 .unwrap_err()
                 .starts_with("invalid provenance attestation \"type=provenance,mode=all\"")
+        );
+    }
+
+    #[test]
+    fn sbom_scan_arguments_are_found_in_build_args_and_the_dockerfile() {
+        let with = |dockerfile: &str, args: &[(&str, &str)]| BuildOptions {
+            dockerfile: dockerfile.as_bytes().to_vec(),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..BuildOptions::default()
+        };
+        assert_eq!(scan_argument(&with("FROM x\n", &[])), None);
+        assert_eq!(
+            scan_argument(&with("FROM x\n", &[("BUILDKIT_SBOM_SCAN_CONTEXT", "true")])),
+            Some("BUILDKIT_SBOM_SCAN_CONTEXT")
+        );
+        assert_eq!(
+            scan_argument(&with(
+                "FROM x\n",
+                &[("BUILDKIT_SBOM_SCAN_CONTEXT", "false")]
+            )),
+            None
+        );
+        assert_eq!(
+            scan_argument(&with("FROM x AS b\narg BUILDKIT_SBOM_SCAN_STAGE=1\n", &[])),
+            Some("BUILDKIT_SBOM_SCAN_STAGE")
+        );
+        assert_eq!(
+            scan_argument(&with("FROM x\nARG BUILDKIT_SBOM_SCAN_STAGE=false\n", &[])),
+            None
         );
     }
 

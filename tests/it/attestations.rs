@@ -616,7 +616,12 @@ fn pushed_attestations_are_in_the_registry_and_docker_runs_the_image() {
         skopeo_raw(&skopeo, &pushed),
         "the same index"
     );
-    assert_eq!(fresh_kiln(&["run", "--rm", &pushed, "cat", "/hello"]).success().stdout_str(), "pushed\n");
+    assert_eq!(
+        fresh_kiln(&["run", "--rm", &pushed, "cat", "/hello"])
+            .success()
+            .stdout_str(),
+        "pushed\n"
+    );
     let Some(docker) = support::peer_docker() else {
         return;
     };
