@@ -669,7 +669,7 @@ fn index_images(
         let data = entries.blob(&child_digest, child.size(), &digest.to_string())?;
         let manifest =
             entries.document(store, data, "image manifest", &child_digest.to_string())?;
-        if is_attestation_manifest(child) {
+        if crate::store::is_attestation(child) {
             store_attestations(store, entries, &manifest, &child_digest)?;
             continue;
         }
@@ -686,16 +686,6 @@ fn index_images(
     }
     store.blobs().write(&bytes)?;
     Ok((bytes, children))
-}
-
-/// Whether an index lists this manifest as the attestations of one of its images
-/// (`vnd.docker.reference.type: attestation-manifest`, as BuildKit writes them).
-fn is_attestation_manifest(child: &Descriptor) -> bool {
-    child.annotations().as_ref().is_some_and(|a| {
-        a.get(crate::attest::intoto::REFERENCE_TYPE)
-            .map(String::as_str)
-            == Some(crate::attest::intoto::ATTESTATION_MANIFEST)
-    })
 }
 
 /// Stores an attestation manifest's blobs as they are (its config and in-toto statements are

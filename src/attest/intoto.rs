@@ -14,13 +14,6 @@ pub const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
 pub const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
 /// The layer annotation that names a statement's predicate type.
 pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
-/// The annotation of an image index entry that says what it refers to (BuildKit's
-/// `DockerAnnotationReferenceType`).
-pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
-/// [`REFERENCE_TYPE`] of an attestation manifest.
-pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
-/// The annotation naming the image manifest an attestation manifest is about.
-pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
 /// An SPDX SBOM's predicate type.
 pub const PREDICATE_SPDX: &str = "https://spdx.dev/Document";
 
@@ -70,16 +63,10 @@ pub fn digest_set(digest: &Digest) -> Value {
     Value::Object(set)
 }
 
-/// Characters a package URL's namespace or name segment keeps as they are (the purl spec's
-/// and packageurl-go's escaping: everything else is percent-encoded).
-const PURL_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b':');
-/// A qualifier value keeps fewer: `/` and `:` are encoded (`linux%2Famd64`, `sha256%3A…`).
-const PURL_QUALIFIER: &AsciiSet = &NON_ALPHANUMERIC
+/// Characters a package URL's segments and qualifier values keep as they are (packageurl-go's
+/// escaping, which BuildKit's names show: `127.0.0.1%3A5000`, `linux%2Famd64`, `sha256%3A…`);
+/// everything else is percent-encoded.
+const PURL_KEEP: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -97,11 +84,11 @@ pub fn image_purl(purl_type: &str, reference: &Reference, platform: Option<&Plat
     let mut purl = format!("pkg:{purl_type}/");
     if let Some(namespace) = namespace {
         for segment in namespace.split('/') {
-            purl.push_str(&utf8_percent_encode(segment, PURL_SEGMENT).to_string());
+            purl.push_str(&utf8_percent_encode(segment, PURL_KEEP).to_string());
             purl.push('/');
         }
     }
-    purl.push_str(&utf8_percent_encode(name, PURL_SEGMENT).to_string());
+    purl.push_str(&utf8_percent_encode(name, PURL_KEEP).to_string());
     let tag = match (reference.tag(), reference.digest()) {
         (Some(tag), _) => Some(tag),
         (None, None) => Some("latest"),
@@ -109,19 +96,16 @@ pub fn image_purl(purl_type: &str, reference: &Reference, platform: Option<&Plat
     };
     if let Some(tag) = tag {
         purl.push('@');
-        purl.push_str(&utf8_percent_encode(tag, PURL_SEGMENT).to_string());
+        purl.push_str(&utf8_percent_encode(tag, PURL_KEEP).to_string());
     }
     let mut qualifiers = Vec::new();
     if let Some(digest) = reference.digest() {
-        qualifiers.push(format!(
-            "digest={}",
-            utf8_percent_encode(digest, PURL_QUALIFIER)
-        ));
+        qualifiers.push(format!("digest={}", utf8_percent_encode(digest, PURL_KEEP)));
     }
     if let Some(platform) = platform {
         qualifiers.push(format!(
             "platform={}",
-            utf8_percent_encode(&platform.normalized().to_string(), PURL_QUALIFIER)
+            utf8_percent_encode(&platform.normalized().to_string(), PURL_KEEP)
         ));
     }
     if !qualifiers.is_empty() {
@@ -167,7 +151,7 @@ mod tests {
         assert_eq!(purl("user/app:1", None), "pkg:docker/user/app@1");
         assert_eq!(
             purl("127.0.0.1:5000/team/app:v2", Some("linux/amd64")),
-            "pkg:docker/127.0.0.1:5000/team/app@v2?platform=linux%2Famd64"
+            "pkg:docker/127.0.0.1%3A5000/team/app@v2?platform=linux%2Famd64"
         );
         let digest = format!("sha256:{}", "a".repeat(64));
         assert_eq!(

@@ -19,16 +19,16 @@
 
 use super::compile::{BuildOp, CopyFrom, RunMount};
 use super::{BuildOptions, ContextOrigin, Prepared, Solved};
-use crate::attest::intoto::{
-    self, ATTESTATION_MANIFEST, PREDICATE_SPDX, REFERENCE_DIGEST, REFERENCE_TYPE, Statement,
-    Subject,
-};
+use crate::attest::intoto::{self, PREDICATE_SPDX, Statement, Subject};
 use crate::attest::provenance::{
     self, BuildFacts, BuildStep, ConfigSource, LayerRef, Material, MountedId, ProvenanceOptions,
     SourceFile,
 };
 use crate::attest::sbom;
 use crate::frontend::stage::ImageKey;
+use crate::oci::media_type::{
+    ATTESTATION_MANIFEST, OCI_INDEX, OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE,
+};
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Platform};
 use crate::solver::NodeId;
@@ -59,8 +59,8 @@ pub enum AttestSpecError {
     UnknownType { spec: String, kind: String },
     #[error("invalid --attest {spec:?}: disabled takes true or false, not {value:?}")]
     Disabled { spec: String, value: String },
-    #[error("invalid --attest {spec:?}: an unterminated quote")]
-    Quote { spec: String },
+    #[error("invalid --attest {spec:?}: {reason}")]
+    Csv { spec: String, reason: String },
     #[error("invalid provenance attestation {spec:?}")]
     Provenance {
         spec: String,
@@ -88,32 +88,6 @@ struct AttestSpec {
     spec: String,
 }
 
-/// CSV fields as Go's csvvalue splits them: `,`-separated, a field in double quotes may hold
-/// commas (`""` is a quote inside one).
-fn csv_fields(spec: &str) -> Option<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = spec.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', false) if field.is_empty() => quoted = true,
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            ('"', true) => quoted = false,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
-    }
-    if quoted {
-        return None;
-    }
-    fields.push(field);
-    Some(fields)
-}
-
 fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
@@ -124,9 +98,11 @@ fn parse_bool(value: &str) -> Option<bool> {
 
 impl AttestSpec {
     fn parse(spec: &str) -> Result<AttestSpec, AttestSpecError> {
-        let fields = csv_fields(spec).ok_or_else(|| AttestSpecError::Quote {
-            spec: spec.to_string(),
-        })?;
+        let fields =
+            crate::oci::csv::split_record(spec).map_err(|reason| AttestSpecError::Csv {
+                spec: spec.to_string(),
+                reason,
+            })?;
         let mut parsed = AttestSpec {
             kind: String::new(),
             disabled: false,
@@ -382,7 +358,8 @@ pub(super) fn attach(
                 predicate: sbom_document(store, options, image, &platform)?,
             });
         }
-        let manifest = write_attestation_manifest(store, &statements).map_err(store_error)?;
+        let manifest =
+            write_attestation_manifest(store, image, &statements).map_err(store_error)?;
         entries.push(json!({
             "mediaType": image.manifest_descriptor.media_type().to_string(),
             "digest": image.manifest_digest.to_string(),
@@ -469,10 +446,6 @@ pub fn metadata_provenance(
     out
 }
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-
 fn platform_json(platform: &Platform) -> Value {
     let mut value = json!({ "architecture": platform.architecture, "os": platform.os });
     if let Some(variant) = &platform.variant {
@@ -481,18 +454,22 @@ fn platform_json(platform: &Platform) -> Value {
     value
 }
 
-/// Stores the statements as blobs, the attestation manifest's config (an image config of
-/// platform `unknown/unknown` whose diff IDs are the statements' digests, as BuildKit's
-/// `attestationsConfig`) and the manifest. Returns the manifest's digest and size.
+/// The attestation manifest's artifact type (BuildKit's `attestationManifestArtifactType`).
+const ARTIFACT_TYPE: &str = "application/vnd.docker.attestation.manifest.v1+json";
+/// The OCI empty descriptor's media type: the config of an artifact manifest.
+const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// Stores the statements as blobs and the attestation manifest, as BuildKit v0.32 writes it by
+/// default (an OCI artifact: `artifactType`, the empty config `{}`, the image manifest as its
+/// `subject`). Returns the manifest's digest and size.
 fn write_attestation_manifest(
     store: &Store,
+    image: &StoredImage,
     statements: &[Statement],
 ) -> Result<(Digest, u64), StoreError> {
     let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
     for statement in statements {
         let blob = store.blobs().write(&statement.to_bytes())?;
-        diff_ids.push(blob.digest.to_string());
         layers.push(json!({
             "mediaType": intoto::MEDIA_TYPE,
             "digest": blob.digest.to_string(),
@@ -500,24 +477,23 @@ fn write_attestation_manifest(
             "annotations": { intoto::PREDICATE_TYPE_ANNOTATION: statement.predicate_type },
         }));
     }
-    let config = json!({
-        "architecture": "unknown",
-        "os": "unknown",
-        "config": {},
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    });
-    let config = store
-        .blobs()
-        .write(&serde_json::to_vec(&config).unwrap_or_default())?;
+    let empty = store.blobs().write(b"{}")?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
+        "artifactType": ARTIFACT_TYPE,
         "config": {
-            "mediaType": OCI_CONFIG,
-            "digest": config.digest.to_string(),
-            "size": config.size,
+            "mediaType": OCI_EMPTY,
+            "digest": empty.digest.to_string(),
+            "size": empty.size,
+            "data": "e30=",
         },
         "layers": layers,
+        "subject": {
+            "mediaType": image.manifest_descriptor.media_type().to_string(),
+            "digest": image.manifest_digest.to_string(),
+            "size": image.manifest_descriptor.size(),
+        },
     });
     let manifest = store
         .blobs()

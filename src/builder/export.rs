@@ -408,11 +408,11 @@ fn export_platforms(
         }
     };
     let mut images: Vec<(Platform, StoredImage)> = Vec::new();
-    // Attestation manifests (platform `unknown/unknown`) are not images to export.
+    // Attestation manifests are not images to export.
     for child in index.manifests.iter().filter(|m| {
         m.present
             && is_manifest(m.descriptor.media_type())
-            && m.platform.as_ref().is_none_or(|p| p.os != "unknown")
+            && !crate::store::is_attestation(&m.descriptor)
     }) {
         let platform = child.platform.clone().unwrap_or_else(Platform::host);
         images.push((

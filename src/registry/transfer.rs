@@ -188,7 +188,7 @@ async fn fetch_attestations(
     image: &Digest,
     progress: &dyn TransferProgress,
 ) -> Result<(), RegistryError> {
-    use crate::attest::intoto::{ATTESTATION_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE};
+    use crate::oci::media_type::{ATTESTATION_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE};
     let document: serde_json::Value = serde_json::from_slice(index.bytes()).unwrap_or_default();
     let image = image.to_string();
     let wanted: Vec<String> = document["manifests"]
@@ -309,6 +309,10 @@ pub async fn push(
         });
     }
     for child in &index.manifests {
+        if crate::store::is_attestation(&child.descriptor) {
+            push_attestations(client, store, &repo, child, progress).await?;
+            continue;
+        }
         if crate::store::is_manifest(child.descriptor.media_type()) {
             let image = store.index_image(&index, child)?;
             push_image(client, store, &image, &reference, false, origins, progress).await?;
@@ -353,6 +357,56 @@ pub async fn push(
             &bytes,
         )
         .await
+}
+
+/// Pushes an attestation manifest of an index: its config (an OCI artifact's empty `{}`, or an
+/// image config of platform `unknown/unknown`) and its in-toto statements as they are, then the
+/// manifest by its digest.
+async fn push_attestations(
+    client: &Client,
+    store: &Store,
+    repo: &Repository,
+    child: &crate::store::IndexManifest,
+    progress: &dyn TransferProgress,
+) -> Result<(), RegistryError> {
+    let manifest = store.manifest(&child.digest, Some(child.descriptor.size()))?;
+    for listed in std::iter::once(manifest.config()).chain(manifest.layers()) {
+        let digest =
+            Digest::parse(listed.digest().as_ref()).map_err(|err| RegistryError::Document {
+                registry: repo.registry.clone(),
+                what: format!("attestation manifest {}", child.digest),
+                reason: err.into(),
+            })?;
+        let size = listed.size();
+        progress.blob(&digest, BlobEvent::Started { size });
+        let report = |bytes| progress.blob(&digest, BlobEvent::Progress { bytes });
+        let source = client
+            .push_blob(repo, &digest, size, store.blobs(), None, &report)
+            .await?;
+        let status = match source {
+            BlobSource::Existed => BlobStatus::Existed,
+            BlobSource::Mounted => BlobStatus::Mounted,
+            BlobSource::Uploaded => BlobStatus::Pushed,
+        };
+        progress.blob(&digest, BlobEvent::Finished(status));
+    }
+    let bytes = store
+        .blobs()
+        .read_sized(&child.digest, child.descriptor.size())
+        .map_err(|source| RegistryError::Blob {
+            registry: repo.registry.clone(),
+            digest: child.digest.clone(),
+            source,
+        })?;
+    client
+        .put_manifest(
+            repo,
+            &child.digest.to_string(),
+            child.descriptor.media_type().as_ref(),
+            &bytes,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Pushes one image: its blobs, then its manifest under the tag (`tagged`) or by its digest
