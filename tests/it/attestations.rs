@@ -747,3 +747,134 @@ fn debian_image_with_apt_and_pip_packages_has_an_sbom_listing_them() {
         "{packages:#?}"
     );
 }
+
+/// The same Dockerfile built by the peer BuildKit (v0.32, `attest:provenance=mode=max`, an OCI
+/// archive) and by kiln: the index entries, the attestation manifest and the provenance agree
+/// where they do not depend on the builder (kiln's steps are its own ops, not LLB); kiln loads
+/// BuildKit's attested image, runs it and pushes it whole.
+#[test]
+fn attestations_match_the_peer_buildkits() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let Some(registry) = support::peer_registry() else {
+        return;
+    };
+    let Some(buildctl) = support::peer_buildctl() else {
+        return;
+    };
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let base = format!("{registry}/kiln-attest/base:t{unique}");
+    b.kiln(&["tag", "base", &base]).run().success();
+    b.kiln(&["push", &base]).run().success();
+    let dockerfile = DOCKERFILE.replace("FROM base", &format!("FROM {base}"));
+    let ctx = b.context(&[("Dockerfile", &dockerfile)]);
+    let work = tempfile::tempdir().expect("temp dir");
+    let secret = work.path().join("secret");
+    fs::write(&secret, SECRET).expect("secret");
+    let archive = work.path().join("peer.tar");
+    let ctx_dir = ctx.path().display().to_string();
+    let out = buildctl
+        .command()
+        .args(["build", "--frontend", "dockerfile.v0"])
+        .args(["--local", &format!("context={ctx_dir}")])
+        .args(["--local", &format!("dockerfile={ctx_dir}")])
+        .args(["--opt", "filename=Dockerfile"])
+        .args(["--opt", "build-arg:VERSION=1.2"])
+        .args(["--opt", "attest:provenance=mode=max"])
+        .args(["--secret", &format!("id=tok,src={}", secret.display())])
+        .args([
+            "--output",
+            &format!(
+                "type=oci,dest={},name=kiln-attest/peer:1",
+                archive.display()
+            ),
+        ])
+        .output()
+        .expect("buildctl");
+    assert!(
+        out.status.success(),
+        "buildctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive_arg = archive.display().to_string();
+    b.kiln(&["load", "-i", &archive_arg]).run().success();
+    let root = b.root();
+    let peer_index = blob_json(
+        root,
+        entry(root, "kiln-attest/peer:1")["digest"]
+            .as_str()
+            .unwrap(),
+    );
+    let peer = attested(&peer_index, &|d| blob(root, d));
+    let secret_flag = format!("id=tok,src={}", secret.display());
+    b.build(
+        ctx.path(),
+        &[
+            "-t",
+            "kiln-attest/kiln:1",
+            "--build-arg",
+            "VERSION=1.2",
+            "--secret",
+            &secret_flag,
+            "--provenance=mode=max",
+        ],
+    )
+    .ok();
+    let kiln_index = blob_json(
+        root,
+        entry(root, "kiln-attest/kiln:1")["digest"]
+            .as_str()
+            .unwrap(),
+    );
+    let ours = attested(&kiln_index, &|d| blob(root, d));
+    assert_eq!(
+        ours.attestation["annotations"]["vnd.docker.reference.type"],
+        peer.attestation["annotations"]["vnd.docker.reference.type"]
+    );
+    assert_eq!(ours.manifest["config"], peer.manifest["config"]);
+    assert_eq!(ours.manifest["artifactType"], peer.manifest["artifactType"]);
+    let (peer_statement, our_statement) = (statement(&peer, SLSA_V1), statement(&ours, SLSA_V1));
+    assert_eq!(our_statement["_type"], peer_statement["_type"]);
+    let name = |s: &Value| s["subject"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        name(our_statement).replace("kiln-attest/kiln@1", "X"),
+        name(peer_statement).replace("kiln-attest/peer@1", "X")
+    );
+    let (p, k) = (&peer_statement["predicate"], &our_statement["predicate"]);
+    for pointer in [
+        "/buildDefinition/buildType",
+        "/buildDefinition/externalParameters/configSource",
+        "/buildDefinition/externalParameters/request/frontend",
+        "/buildDefinition/externalParameters/request/args",
+        "/buildDefinition/externalParameters/request/secrets",
+        "/buildDefinition/externalParameters/request/locals",
+        "/buildDefinition/internalParameters/builderPlatform",
+        "/buildDefinition/resolvedDependencies",
+        "/runDetails/builder",
+        "/runDetails/metadata/buildkit_completeness",
+        "/runDetails/metadata/buildkit_metadata/source/infos/0/filename",
+        "/runDetails/metadata/buildkit_metadata/source/infos/0/language",
+        "/runDetails/metadata/buildkit_metadata/source/infos/0/data",
+    ] {
+        assert_eq!(k.pointer(pointer), p.pointer(pointer), "{pointer}");
+    }
+    for key in ["invocationId", "startedOn", "finishedOn"] {
+        assert!(k["runDetails"]["metadata"][key].is_string(), "{key}");
+        assert!(p["runDetails"]["metadata"][key].is_string(), "{key}");
+    }
+    // kiln runs BuildKit's attested image and pushes it whole.
+    assert_eq!(b.run("kiln-attest/peer:1", "cat", &["/hello"]), "hi 1.2\n");
+    let pushed = format!("{registry}/kiln-attest/peer:t{unique}");
+    b.kiln(&["tag", "kiln-attest/peer:1", &pushed])
+        .run()
+        .success();
+    b.kiln(&["push", &pushed]).run().success();
+    if let Some(skopeo) = support::tool("skopeo") {
+        let (served, _) = registry_attested(&skopeo, &pushed);
+        assert_eq!(served, peer_index);
+    }
+}
