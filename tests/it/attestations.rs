@@ -878,3 +878,67 @@ fn attestations_match_the_peer_buildkits() {
         assert_eq!(served, peer_index);
     }
 }
+
+/// A multi-platform build gets one attestation manifest per platform's image, after the images
+/// (BuildKit's order), each about its own image; `--metadata-file` has a provenance per platform.
+#[test]
+fn each_platform_image_has_its_own_attestations() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let ctx = b.context(&[("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n")]);
+    let metadata = ctx.path().join("metadata.json");
+    let metadata_arg = metadata.display().to_string();
+    b.build(
+        ctx.path(),
+        &[
+            "-t",
+            "multi:1",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=mode=min",
+            "--metadata-file",
+            &metadata_arg,
+        ],
+    )
+    .ok();
+    let root = b.root();
+    let index = blob_json(root, entry(root, "multi:1")["digest"].as_str().unwrap());
+    let manifests = index["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 4, "{index:#}");
+    for (i, arch) in ["amd64", "arm64"].iter().enumerate() {
+        let (image, attestation) = (&manifests[i], &manifests[i + 2]);
+        assert_eq!(image["platform"]["architecture"], *arch);
+        assert_eq!(
+            attestation["annotations"]["vnd.docker.reference.digest"],
+            image["digest"]
+        );
+        let manifest = blob_json(root, attestation["digest"].as_str().unwrap());
+        assert_eq!(manifest["subject"]["digest"], image["digest"]);
+        let statement = blob_json(root, manifest["layers"][0]["digest"].as_str().unwrap());
+        valid(
+            &schema("in-toto-statement-v1.schema.json"),
+            &statement,
+            "statement",
+        );
+        assert_eq!(
+            statement["subject"][0]["name"],
+            format!("pkg:docker/multi@1?platform=linux%2F{arch}").as_str()
+        );
+        assert_eq!(
+            statement["subject"][0]["digest"]["sha256"],
+            image["digest"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+        );
+    }
+    let written: Value =
+        serde_json::from_str(&fs::read_to_string(&metadata).expect("metadata")).unwrap();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        assert_eq!(
+            written[format!("buildx.build.provenance/{platform}")]["buildType"],
+            "https://mobyproject.org/buildkit@v1"
+        );
+    }
+}
