@@ -209,6 +209,8 @@ pub struct BuildFacts {
     /// `mode=max` only: the steps, the source file, each step's layers (`stepN:0`).
     pub steps: Vec<BuildStep>,
     pub source: Option<SourceFile>,
+    /// Where in the source each step is: its id → the first and last line (1-based).
+    pub locations: BTreeMap<String, (usize, usize)>,
     pub layers: BTreeMap<String, Vec<LayerRef>>,
 }
 
@@ -339,14 +341,26 @@ fn predicate_v1(facts: &BuildFacts, options: &ProvenanceOptions) -> Value {
     if max {
         if let Some(source) = &facts.source {
             let data = base64::engine::general_purpose::STANDARD.encode(&source.data);
-            buildkit_metadata.insert(
-                "source".into(),
-                json!({ "infos": [{
-                    "filename": source.filename,
-                    "language": source.language,
-                    "data": data,
-                }] }),
-            );
+            let mut value = json!({ "infos": [{
+                "filename": source.filename,
+                "language": source.language,
+                "data": data,
+            }] });
+            if !facts.locations.is_empty() {
+                let locations: Map<String, Value> = facts
+                    .locations
+                    .iter()
+                    .map(|(step, (start, end))| {
+                        let range = json!({ "start": { "line": start }, "end": { "line": end } });
+                        (
+                            step.clone(),
+                            json!({ "locations": [{ "ranges": [range] }] }),
+                        )
+                    })
+                    .collect();
+                value["locations"] = Value::Object(locations);
+            }
+            buildkit_metadata.insert("source".into(), value);
         }
         if !facts.layers.is_empty() {
             let layers: Map<String, Value> = facts
@@ -516,6 +530,7 @@ mod tests {
                 language: "Dockerfile".into(),
                 data: b"FROM debian\n".to_vec(),
             }),
+            locations: BTreeMap::from([("step0".into(), (1, 1))]),
             layers: BTreeMap::new(),
         }
     }
@@ -556,6 +571,10 @@ mod tests {
         assert_eq!(config["digestMapping"]["sha256:00"], "step0");
         let source = &p["runDetails"]["metadata"]["buildkit_metadata"]["source"];
         assert_eq!(source["infos"][0]["data"], "RlJPTSBkZWJpYW4K");
+        assert_eq!(
+            source["locations"]["step0"],
+            json!({"locations": [{"ranges": [{"start": {"line": 1}, "end": {"line": 1}}]}]})
+        );
         assert_eq!(
             p["runDetails"]["metadata"]["buildkit_completeness"]["request"],
             true

@@ -753,6 +753,11 @@ fn build_facts(
             _ => {}
         }
         if provenance_options.mode == provenance::Mode::Max {
+            if let Some(span) = worker.steps.get(*node).and_then(|step| step.span) {
+                facts
+                    .locations
+                    .insert(step_ids[node].clone(), (span.start.line, span.end.line));
+            }
             let digest = prepared
                 .graph
                 .node_digest(*node)
