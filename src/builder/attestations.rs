@@ -210,6 +210,29 @@ impl AttestationRequest {
     }
 }
 
+/// What to tell about `export` of an image with the attestations `request` asked for: BuildKit
+/// writes them as files (`provenance.json`, the SBOM's) into `-o type=local|tar` results, and
+/// kiln does not (they stay with the image in the store and in its image exports), which is
+/// said rather than left unsaid. `None` when nothing is left out (`inline-only=true`
+/// provenance is left out there by BuildKit too).
+pub fn unwritten_in(
+    request: &AttestationRequest,
+    export: &super::export::Export,
+) -> Option<String> {
+    use super::export::Export;
+    let kind = match export {
+        Export::Local(_) => "local",
+        Export::Tar(_) => "tar",
+        _ => return None,
+    };
+    let provenance = request.provenance.as_ref().is_some_and(|p| !p.inline_only);
+    (provenance || request.sbom).then(|| {
+        format!(
+            "the -o type={kind} export carries no attestation files (BuildKit writes              provenance.json and the SBOM there); the image's attestations are in the store,              and in its image, oci and registry exports"
+        )
+    })
+}
+
 /// Why the attestations could not be made or stored.
 #[derive(Debug, thiserror::Error)]
 pub enum AttestationError {

@@ -331,6 +331,10 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(pushes.map(|tag| Export::Registry(tag.clone())))
     {
+        if let Some(note) = kiln::builder::attestations::unwritten_in(&options.attestations, &spec)
+        {
+            eprintln!("note: {note}");
+        }
         write_export(&store, &output.image, &spec, &export_options)?;
     }
     Ok(())
