@@ -18,6 +18,7 @@
 //! `--attest`). kiln adds no attestation by default (see [`AttestationRequest::parse`]).
 
 use super::compile::{BuildOp, CopyFrom, RunMount};
+use super::worker::Snapshot;
 use super::{BuildOptions, ContextOrigin, Prepared, Solved};
 use crate::attest::intoto::{self, PREDICATE_SPDX, Statement, Subject};
 use crate::attest::provenance::{
@@ -811,11 +812,10 @@ fn build_facts(
             language: "Dockerfile".to_string(),
             data: options.dockerfile.clone(),
         });
-        // The target step's result: the image's layer chain.
-        if let (Some(snapshot), Some(id)) =
-            (solved.snapshots.get(index), step_ids.get(&target.node))
-        {
-            let chain = snapshot
+        // Each step's result as its layer chain (BuildKit's `stepN:0`): the cache record of
+        // its key, and for the target the image's own layers (rewritten timestamps included).
+        let chain = |snapshot: &Snapshot| -> Vec<LayerRef> {
+            snapshot
                 .layers
                 .iter()
                 .map(|l| LayerRef {
@@ -823,8 +823,38 @@ fn build_facts(
                     digest: l.digest.to_string(),
                     size: l.size,
                 })
-                .collect();
-            facts.layers.insert(format!("{id}:0"), chain);
+                .collect()
+        };
+        for node in &nodes {
+            let recorded = solved
+                .keys
+                .get(node)
+                .and_then(|key| worker.records.get::<Snapshot>(key).ok().flatten());
+            // A base image's step: the image's own layers (it has no cache record).
+            let base = match prepared.graph.op(*node) {
+                Some(BuildOp::Image { name, platform, .. }) => {
+                    worker.images.get(&ImageKey::new(name, platform))
+                }
+                _ => None,
+            };
+            let layers = match (node == &target.node, solved.snapshots.get(index)) {
+                (true, Some(snapshot)) => chain(snapshot),
+                _ => match base {
+                    Some(image) => image
+                        .layers
+                        .iter()
+                        .map(|l| LayerRef {
+                            media_type: l.media_type.to_string(),
+                            digest: l.digest.to_string(),
+                            size: l.size,
+                        })
+                        .collect(),
+                    None => recorded.as_ref().map(chain).unwrap_or_default(),
+                },
+            };
+            if !layers.is_empty() {
+                facts.layers.insert(format!("{}:0", step_ids[node]), layers);
+            }
         }
     }
     facts

@@ -871,6 +871,14 @@ fn attestations_match_the_peer_buildkits() {
     ] {
         assert_eq!(k.pointer(pointer), p.pointer(pointer), "{pointer}");
     }
+    // Each step's layer chain, by the same step ids.
+    let steps_with_layers = |p: &Value| -> Vec<String> {
+        p["runDetails"]["metadata"]["buildkit_metadata"]["layers"]
+            .as_object()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(steps_with_layers(k), steps_with_layers(p));
     for key in ["invocationId", "startedOn", "finishedOn"] {
         assert!(k["runDetails"]["metadata"][key].is_string(), "{key}");
         assert!(p["runDetails"]["metadata"][key].is_string(), "{key}");
