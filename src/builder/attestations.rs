@@ -965,6 +965,49 @@ mod tests {
     }
 
     #[test]
+    fn metadata_provenance_is_buildxs() {
+        let attached = |platform: &str| AttachedProvenance {
+            platform: Platform::parse(platform).unwrap(),
+            predicate_type: provenance::PREDICATE_SLSA1.to_string(),
+            predicate: json!({
+                "buildDefinition": {
+                    "buildType": provenance::BUILD_TYPE_V1,
+                    "externalParameters": {"configSource": {"path": "Dockerfile"}, "request": {}},
+                    "internalParameters": {"builderPlatform": "linux/amd64", "buildConfig": {}},
+                },
+                "runDetails": {"builder": {"id": ""}, "metadata": {"invocationId": "x"}},
+            }),
+        };
+        let one = [attached("linux/amd64")];
+        let min = metadata_provenance(&one, false, None);
+        let recorded = &min["buildx.build.provenance"];
+        assert_eq!(recorded["buildType"], provenance::BUILD_TYPE_V02);
+        assert_eq!(
+            recorded["invocation"]["configSource"]["entryPoint"],
+            "Dockerfile"
+        );
+        assert!(recorded.get("buildConfig").is_none() && recorded.get("metadata").is_none());
+        let max = metadata_provenance(&one, false, Some("max"));
+        assert_eq!(
+            max["buildx.build.provenance"]["metadata"]["buildInvocationID"],
+            "x"
+        );
+        assert!(metadata_provenance(&one, false, Some("disabled")).is_empty());
+        let both = [attached("linux/amd64"), attached("linux/arm64")];
+        let keys: Vec<String> = metadata_provenance(&both, true, Some("min"))
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "buildx.build.provenance/linux/amd64",
+                "buildx.build.provenance/linux/arm64"
+            ]
+        );
+    }
+
+    #[test]
     fn urls_lose_their_credentials() {
         assert_eq!(
             redact_url("https://user:secret@example.com/a@b"),
