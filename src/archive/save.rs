@@ -76,7 +76,37 @@ pub fn save_platform(
     // Keeps a collection from deleting the images' blobs while they are read.
     let _lease = store.lease()?;
     let selected = select(store, names, format, platform)?;
-    for selection in &selected {
+    write_selected(store, &selected, format, out, max_bytes)
+}
+
+/// [`save`] of the one image (or multi-platform image) `source` names, under the names `tags`
+/// instead of its own (an `-o type=docker|oci,name=A,B` export, which names the image in the
+/// archive as BuildKit's exporters do, whatever the store calls it).
+pub fn save_as(
+    store: &Store,
+    source: &str,
+    tags: &[ImageName],
+    format: SaveFormat,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
+    let _lease = store.lease()?;
+    let mut selected = select(store, &[source.to_string()], format, None)?;
+    for selection in &mut selected {
+        selection.tags = tags.to_vec();
+    }
+    write_selected(store, &selected, format, out, max_bytes)
+}
+
+/// Writes the selected images as one archive.
+fn write_selected(
+    store: &Store,
+    selected: &[Selected],
+    format: SaveFormat,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
+    for selection in selected {
         for image in selection.images() {
             super::fetch_absent_layers(store, &image.layers)?;
         }
@@ -85,8 +115,8 @@ pub fn save_platform(
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
     match format {
-        SaveFormat::Docker => write_docker(store, &selected, &mut tar, max_bytes)?,
-        SaveFormat::Oci => write_oci(store, &selected, &mut tar)?,
+        SaveFormat::Docker => write_docker(store, selected, &mut tar, max_bytes)?,
+        SaveFormat::Oci => write_oci(store, selected, &mut tar)?,
     }
     tar.finish()
 }
@@ -429,7 +459,8 @@ fn v1_image(
 
 /// The `index.json` descriptors of a manifest: one per tag, named as the store names them
 /// (`ref.name` the familiar name, containerd's annotation the full one); one without names
-/// for an untagged image.
+/// for an untagged image. The descriptor's own annotations (a build's
+/// `--annotation manifest-descriptor:` or `index-descriptor:`) stay, as in BuildKit's layout.
 fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descriptor> {
     if tags.is_empty() {
         return vec![manifest.clone()];
@@ -437,14 +468,10 @@ fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descripto
     tags.iter()
         .map(|tag| {
             let mut named = manifest.clone();
-            named.set_annotations(Some(
-                [
-                    (REF_NAME.to_string(), tag.familiar()),
-                    (CONTAINERD_NAME.to_string(), tag.full()),
-                ]
-                .into_iter()
-                .collect(),
-            ));
+            let mut annotations = manifest.annotations().clone().unwrap_or_default();
+            annotations.insert(REF_NAME.to_string(), tag.familiar());
+            annotations.insert(CONTAINERD_NAME.to_string(), tag.full());
+            named.set_annotations(Some(annotations));
             named
         })
         .collect()

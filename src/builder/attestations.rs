@@ -28,13 +28,15 @@ use crate::attest::provenance::{
 use crate::attest::sbom;
 use crate::frontend::stage::ImageKey;
 use crate::oci::media_type::{
-    ATTESTATION_MANIFEST, OCI_INDEX, OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE,
+    ATTESTATION_MANIFEST, OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE,
 };
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Platform};
 use crate::solver::NodeId;
 use crate::store::{Store, StoreError, StoredImage, StoredIndex, config_platform};
+use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::PoisonError;
 
@@ -334,6 +336,7 @@ pub(super) fn attach(
     solved: &Solved,
     images: &[StoredImage],
     started: i64,
+    annotated: &crate::store::Annotated,
 ) -> Result<Attached, AttestationError> {
     let request = &options.attestations;
     if request.sbom
@@ -343,8 +346,8 @@ pub(super) fn attach(
     }
     let invocation_id = invocation_id();
     let mut provenances = Vec::new();
-    let mut entries: Vec<Value> = Vec::new();
-    let mut attestation_entries: Vec<Value> = Vec::new();
+    let mut entries: Vec<Descriptor> = Vec::new();
+    let mut attestation_entries: Vec<Descriptor> = Vec::new();
     for (index, (image, target)) in images.iter().zip(&prepared.targets).enumerate() {
         let platform = index_platform(options, image, &target.platform);
         let store_error = |source| AttestationError::Store {
@@ -384,37 +387,49 @@ pub(super) fn attach(
         }
         let manifest =
             write_attestation_manifest(store, image, &statements).map_err(store_error)?;
-        entries.push(json!({
-            "mediaType": image.manifest_descriptor.media_type().to_string(),
-            "digest": image.manifest_digest.to_string(),
-            "size": image.manifest_descriptor.size(),
-            "platform": platform_json(&platform),
-        }));
-        attestation_entries.push(json!({
-            "mediaType": OCI_MANIFEST,
-            "digest": manifest.0.to_string(),
-            "size": manifest.1,
-            "annotations": {
-                REFERENCE_DIGEST: image.manifest_digest.to_string(),
-                REFERENCE_TYPE: ATTESTATION_MANIFEST,
-            },
-            "platform": { "architecture": "unknown", "os": "unknown" },
-        }));
+        // The image as the index lists it: its descriptor's own annotations kept.
+        let mut entry = Descriptor::new(
+            image.manifest_descriptor.media_type().clone(),
+            image.manifest_descriptor.size(),
+            image.manifest_descriptor.digest().clone(),
+        );
+        entry.set_annotations(image.manifest_descriptor.annotations().clone());
+        entry.set_platform(Some(oci_platform(&platform)));
+        entries.push(entry);
+        let mut attestation = Descriptor::new(
+            MediaType::ImageManifest,
+            manifest.1,
+            crate::store::blob::oci_digest(&manifest.0),
+        );
+        attestation.set_annotations(Some(HashMap::from([
+            (
+                REFERENCE_DIGEST.to_string(),
+                image.manifest_digest.to_string(),
+            ),
+            (REFERENCE_TYPE.to_string(), ATTESTATION_MANIFEST.to_string()),
+        ])));
+        attestation.set_platform(Some(oci_platform(&Platform::new(
+            "unknown", "unknown", None,
+        ))));
+        attestation_entries.push(attestation);
     }
     entries.extend(attestation_entries);
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": entries,
-    });
-    let bytes = serde_json::to_vec_pretty(&index).unwrap_or_default();
     let index = store
-        .write_index(OCI_INDEX, &bytes)
+        .write_index_entries(&entries, annotated)
         .map_err(|source| AttestationError::Store {
             platform: "multi-platform".to_string(),
             source,
         })?;
     Ok(Attached { index, provenances })
+}
+
+/// `platform` as an OCI descriptor's.
+fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
+    let mut oci = oci_spec::image::Platform::default();
+    oci.set_os(oci_spec::image::Os::from(platform.os.as_str()));
+    oci.set_architecture(oci_spec::image::Arch::from(platform.architecture.as_str()));
+    oci.set_variant(platform.variant.clone());
+    oci
 }
 
 /// What [`attach`] wrote.
@@ -468,14 +483,6 @@ pub fn metadata_provenance(
         out.insert(key, predicate);
     }
     out
-}
-
-fn platform_json(platform: &Platform) -> Value {
-    let mut value = json!({ "architecture": platform.architecture, "os": platform.os });
-    if let Some(variant) = &platform.variant {
-        value["variant"] = json!(variant);
-    }
-    value
 }
 
 /// The attestation manifest's artifact type (BuildKit's `attestationManifestArtifactType`).

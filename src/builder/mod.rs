@@ -8,6 +8,7 @@
 //! [`export::export_image`] then writes the image out as `docker buildx build --output` and
 //! `--push` do. The CLI is a thin layer over both.
 
+pub mod annotations;
 pub mod attestations;
 pub mod check;
 pub mod compile;
@@ -15,6 +16,8 @@ mod epoch;
 pub mod export;
 pub mod git_context;
 pub mod http_context;
+pub mod image_export;
+pub mod metadata;
 pub mod named_context;
 pub mod progress;
 mod remote_cache;
@@ -39,7 +42,8 @@ use crate::frontend::stage::{BaseImage, ImageKey, ResolveOptions};
 use crate::oci::timestamp::{ZonedTime, format_rfc3339};
 use crate::oci::{Digest, Platform};
 use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, solve};
-use crate::store::{Store, StoreError, StoredImage, StoredIndex, descriptor};
+use crate::store::{Annotated, Store, StoreError, StoredImage, StoredIndex, descriptor};
+use annotations::Annotations;
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +105,9 @@ pub struct BuildOptions {
     /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
     /// build makes have their times clamped to it in the image ([`timestamps`]).
     pub rewrite_timestamp: bool,
+    /// `--annotation` and the image exports' `annotation*.KEY=` options: OCI annotations on
+    /// the manifests, index and descriptors the build writes ([`annotations`]).
+    pub annotations: Annotations,
     /// `--provenance`, `--sbom`, `--attest`: what is attached to the image (which then is an
     /// index, as with BuildKit; [`attestations`]).
     pub attestations: attestations::AttestationRequest,
@@ -132,6 +139,7 @@ impl Default for BuildOptions {
             named_contexts: BTreeMap::new(),
             platforms: Vec::new(),
             rewrite_timestamp: false,
+            annotations: Annotations::default(),
             attestations: attestations::AttestationRequest::default(),
         }
     }
@@ -180,6 +188,8 @@ pub struct BuildOutput {
     /// The build's `SOURCE_DATE_EPOCH` (seconds), resolved: a tar export gives every file this
     /// time, as BuildKit's does.
     pub source_date_epoch: Option<i64>,
+    /// Each `--cache-to` export's manifest (media type, digest, size), in order.
+    pub cache_manifests: Vec<(String, Digest, u64)>,
     /// The provenance attached to each platform's image, when asked for.
     pub provenance: Vec<attestations::AttachedProvenance>,
 }
@@ -270,6 +280,9 @@ pub enum BuildError {
     /// The layers that came from a shared cache could not be fetched or recorded as absent.
     #[error("cannot fetch or record the image's layers from the shared cache")]
     SharedCacheLayers(#[source] Box<SharedCacheError>),
+    /// An annotation the image cannot take (checked before the first step).
+    #[error(transparent)]
+    Annotation(#[from] annotations::AnnotationError),
     #[error("cannot rewrite the image's timestamps to SOURCE_DATE_EPOCH")]
     RewriteTimestamp(#[source] Box<timestamps::RewriteError>),
     #[error("cannot serialise the image config")]
@@ -379,8 +392,10 @@ pub async fn build_async(
         },
         names: written.names,
     });
-    export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
+    let cache_manifests =
+        export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
     Ok(BuildOutput {
+        cache_manifests,
         image: written.images[0].clone(),
         images: written.images,
         index: written.index,
@@ -501,6 +516,9 @@ async fn validate(
     options: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<Validated, BuildError> {
+    options
+        .annotations
+        .check(&options.platforms, writes_index(options))?;
     // The named contexts are made once, for every target platform's plan. Off the runtime: a
     // download blocks on a runtime of its own.
     let contexts = {
@@ -847,13 +865,33 @@ async fn write(
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
+    let has_index = writes_index(options);
+    let dropped = options.annotations.dropped_on_single_platform();
+    if !has_index && !dropped.is_empty() {
+        // BuildKit drops them without a word; a user who wrote them should know.
+        progress.event(BuildEvent::Warning {
+            step: None,
+            message: format!(
+                "annotations for a platform are written on a multi-platform image's manifests \
+                 only; this image has one platform, so these are not written: {}",
+                dropped.join(", ")
+            ),
+        });
+    }
     let mut images = Vec::new();
     for (target, snapshot) in prepared.targets.iter().zip(&snapshots) {
+        // A single-platform image takes the unqualified annotations only, as BuildKit's.
+        let platform = has_index.then_some(&target.platform);
+        let annotated = Annotated {
+            document: options.annotations.manifest(platform),
+            descriptor: options.annotations.manifest_descriptor(platform),
+        };
         images.push(write_image(
             store,
             &target.config,
             &options.labels,
             snapshot,
+            &annotated,
         )?);
     }
     let mut provenance = Vec::new();
@@ -863,19 +901,29 @@ async fn write(
         });
         // Blocks this task, as writing the images above does (an SBOM reads the image's root
         // filesystem).
-        let attached = attestations::attach(store, options, prepared, solved, &images, started)
-            .map_err(|err| BuildError::Attestations(Box::new(err)))?;
+        let annotated = Annotated {
+            document: options.annotations.index(),
+            descriptor: options.annotations.index_descriptor(),
+        };
+        let attached = attestations::attach(
+            store, options, prepared, solved, &images, started, &annotated,
+        )
+        .map_err(|err| BuildError::Attestations(Box::new(err)))?;
         provenance = attached.provenances;
         Some(attached.index)
-    } else if options.platforms.len() > 1 {
+    } else if has_index {
         let manifests: Vec<_> = images
             .iter()
             .zip(&prepared.targets)
             .map(|(image, target)| (image.manifest_descriptor.clone(), target.platform.clone()))
             .collect();
+        let annotated = Annotated {
+            document: options.annotations.index(),
+            descriptor: options.annotations.index_descriptor(),
+        };
         Some(
             store
-                .write_index_of(&manifests)
+                .write_index_annotated(&manifests, &annotated)
                 .map_err(BuildError::Write)?,
         )
     } else {
@@ -933,7 +981,8 @@ async fn export_cache(
     prepared: &Prepared,
     solved: &Solved,
     progress: &dyn Progress,
-) -> Result<(), BuildError> {
+) -> Result<Vec<(String, Digest, u64)>, BuildError> {
+    let mut manifests = Vec::new();
     // The cache mounts' blobs are written once, for every export that carries them.
     let cache_mounts = if options.cache_to.iter().any(|e| e.cache_mounts) {
         let ids = remote_cache::cache_mount_ids(&prepared.graph, &solved.keys);
@@ -984,8 +1033,9 @@ async fn export_cache(
             records: report.records,
             blobs: report.pushed,
         });
+        manifests.push(report.manifest);
     }
-    Ok(())
+    Ok(manifests)
 }
 
 /// Runs `work` on tokio's blocking pool. The shared cache's transports block (a registry
@@ -1217,6 +1267,7 @@ fn write_image(
     config: &ImageConfig,
     labels: &BTreeMap<String, String>,
     snapshot: &Snapshot,
+    annotated: &Annotated,
 ) -> Result<StoredImage, BuildError> {
     let ImageConfig {
         document,
@@ -1294,6 +1345,13 @@ fn write_image(
         .map(|l| descriptor(l.info().media_type, &l.digest, l.size))
         .collect();
     store
-        .write_image_json(&bytes, &layers)
+        .write_image_annotated(&bytes, &layers, annotated)
         .map_err(BuildError::Write)
+}
+
+/// Whether the build writes an image index (a multi-platform build, or one with attestations),
+/// which index annotations need.
+fn writes_index(options: &BuildOptions) -> bool {
+    // Attestations make an index of a single-platform image too, as BuildKit's exporter does.
+    options.platforms.len() > 1 || !options.attestations.is_empty()
 }
