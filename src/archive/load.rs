@@ -669,6 +669,10 @@ fn index_images(
         let data = entries.blob(&child_digest, child.size(), &digest.to_string())?;
         let manifest =
             entries.document(store, data, "image manifest", &child_digest.to_string())?;
+        if crate::store::is_attestation(child) {
+            store_attestations(store, entries, &manifest, &child_digest)?;
+            continue;
+        }
         children.push((
             manifest,
             descriptor(child.media_type().clone(), &child_digest, child.size()),
@@ -682,6 +686,30 @@ fn index_images(
     }
     store.blobs().write(&bytes)?;
     Ok((bytes, children))
+}
+
+/// Stores an attestation manifest's blobs as they are (its config and in-toto statements are
+/// no image to unpack or run): the index that lists it keeps them.
+fn store_attestations(
+    store: &Store,
+    entries: &Entries,
+    manifest_bytes: &[u8],
+    digest: &Digest,
+) -> Result<(), ArchiveError> {
+    let name = digest.to_string();
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest_bytes).map_err(|e| ArchiveError::Document {
+            what: "attestation manifest",
+            name: name.clone(),
+            reason: e.into(),
+        })?;
+    for listed in std::iter::once(manifest.config()).chain(manifest.layers()) {
+        let blob_digest = digest_of(listed, &name)?;
+        let data = entries.blob(&blob_digest, listed.size(), &name)?;
+        stored(store, data)?;
+    }
+    store.blobs().write(manifest_bytes)?;
+    Ok(())
 }
 
 /// The manifest a descriptor of `index.json` names, with its bytes (image indexes are read by

@@ -244,7 +244,10 @@ fn whole_index(
     let images = index
         .manifests
         .iter()
-        .filter(|m| crate::store::is_manifest(m.descriptor.media_type()))
+        .filter(|m| {
+            crate::store::is_manifest(m.descriptor.media_type())
+                && !crate::store::is_attestation(&m.descriptor)
+        })
         .map(|m| store.index_image(&index, m))
         .collect::<Result<Vec<_>, _>>()?;
     let image = store.resolve_platform(text, None).or_else(|_| {
@@ -586,6 +589,7 @@ fn write_oci<W: Write>(
         }
         let listed = match &selection.index {
             Some((stored, _)) => {
+                write_attestations(store, stored, tar)?;
                 let path = format!("blobs/sha256/{}", stored.digest.hex());
                 if tar.is_new(&path) {
                     let bytes = store
@@ -600,6 +604,43 @@ fn write_oci<W: Write>(
         index.extend(index_descriptors(listed, &selection.tags));
     }
     tar.bytes("index.json", &index_json(index)?)
+}
+
+/// The attestation manifests of a multi-platform image, with their config and in-toto
+/// statements, as they are (they are no images: `load` keeps them for the index).
+fn write_attestations<W: Write>(
+    store: &Store,
+    stored: &StoredIndex,
+    tar: &mut TarOut<W>,
+) -> Result<(), ArchiveError> {
+    for child in stored
+        .manifests
+        .iter()
+        .filter(|m| m.present && crate::store::is_attestation(&m.descriptor))
+    {
+        let manifest = store.manifest(&child.digest, Some(child.descriptor.size()))?;
+        for listed in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            let digest =
+                Digest::parse(listed.digest().as_ref()).map_err(|e| ArchiveError::Document {
+                    what: "attestation manifest",
+                    name: child.digest.to_string(),
+                    reason: e.into(),
+                })?;
+            let path = format!("blobs/sha256/{}", digest.hex());
+            if tar.is_new(&path) {
+                let reader = store.blobs().reader(&digest, Some(listed.size()))?;
+                tar.file(&path, listed.size(), reader)?;
+            }
+        }
+        let path = format!("blobs/sha256/{}", child.digest.hex());
+        if tar.is_new(&path) {
+            let bytes = store
+                .blobs()
+                .read_sized(&child.digest, child.descriptor.size())?;
+            tar.bytes(&path, &bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// The archive being written: entries with fixed metadata, each path once.

@@ -7,4 +7,6 @@
 //! in by the builder, and returns documents; writing them into the store and the index is the
 //! builder's exporters' job.
 
+pub mod intoto;
+pub mod provenance;
 pub mod sbom;

@@ -537,16 +537,30 @@ fn export_platforms(
         }
     };
     let mut images: Vec<(Platform, StoredImage)> = Vec::new();
-    for child in index
-        .manifests
-        .iter()
-        .filter(|m| m.present && is_manifest(m.descriptor.media_type()))
-    {
+    // Attestation manifests are not images to export.
+    for child in index.manifests.iter().filter(|m| {
+        m.present
+            && is_manifest(m.descriptor.media_type())
+            && !crate::store::is_attestation(&m.descriptor)
+    }) {
         let platform = child.platform.clone().unwrap_or_else(Platform::host);
         images.push((
             platform,
             store.index_image(&index, child).map_err(index_error)?,
         ));
+    }
+    // One platform's image with attestations (an index only for them) exports as that image
+    // where the format has no room for an index, as BuildKit's exporters write it.
+    if let [(_, only)] = images.as_slice() {
+        match export {
+            Export::Docker(dest) => return save(store, image, SaveFormat::Docker, dest, options),
+            Export::Tar(_) | Export::Local(_) => {
+                let mut only = only.clone();
+                only.index = None;
+                return export_image(store, &only, export, options, progress);
+            }
+            _ => {}
+        }
     }
     match export {
         Export::Docker(_) => Err(ExportError::DockerMultiPlatform {

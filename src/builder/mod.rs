@@ -9,6 +9,7 @@
 //! `--push` do. The CLI is a thin layer over both.
 
 pub mod annotations;
+pub mod attestations;
 pub mod check;
 pub mod compile;
 mod epoch;
@@ -108,6 +109,9 @@ pub struct BuildOptions {
     /// `--annotation` and the image exports' `annotation*.KEY=` options: OCI annotations on
     /// the manifests, index and descriptors the build writes ([`annotations`]).
     pub annotations: Annotations,
+    /// `--provenance`, `--sbom`, `--attest`: what is attached to the image (which then is an
+    /// index, as with BuildKit; [`attestations`]).
+    pub attestations: attestations::AttestationRequest,
 }
 
 impl Default for BuildOptions {
@@ -137,6 +141,7 @@ impl Default for BuildOptions {
             platforms: Vec::new(),
             rewrite_timestamp: false,
             annotations: Annotations::default(),
+            attestations: attestations::AttestationRequest::default(),
         }
     }
 }
@@ -186,6 +191,8 @@ pub struct BuildOutput {
     pub source_date_epoch: Option<i64>,
     /// Each `--cache-to` export's manifest (media type, digest, size), in order.
     pub cache_manifests: Vec<(String, Digest, u64)>,
+    /// The provenance attached to each platform's image, when asked for.
+    pub provenance: Vec<attestations::AttachedProvenance>,
 }
 
 /// Why a build failed: one variant per phase and cause. A message says only what failed at
@@ -289,6 +296,8 @@ pub enum BuildError {
         #[source]
         source: StoreError,
     },
+    #[error("cannot attach the image's attestations")]
+    Attestations(#[source] Box<attestations::AttestationError>),
     // Exporting.
     #[error("cannot export the build cache to {destination}")]
     CacheExport {
@@ -365,9 +374,18 @@ pub async fn build_async(
     // Held until the image is tagged and the cache exported, so no prune collects the layers
     // on the way (a cache export reads blobs that no image names: earlier steps').
     let _lease = store.lease().map_err(BuildError::Lease)?;
+    let started = crate::oci::timestamp::now_seconds();
     let prepared = prepare(store, options, &progress).await?;
     let solved = solve_steps(&prepared, options, &progress, cancel).await?;
-    let written = write(store, options, &prepared, &solved, progress.as_ref()).await?;
+    let written = write(
+        store,
+        options,
+        &prepared,
+        &solved,
+        progress.as_ref(),
+        started,
+    )
+    .await?;
     progress.event(BuildEvent::Finished {
         image_id: match &written.index {
             Some(index) => index.digest.to_string(),
@@ -390,6 +408,7 @@ pub async fn build_async(
             .first()
             .and_then(|target| target.config.source_date_epoch.as_ref())
             .map(|time| time.seconds),
+        provenance: written.provenance,
     })
 }
 
@@ -469,6 +488,8 @@ struct Written {
     index: Option<StoredIndex>,
     /// The names it was tagged with, as the user writes them.
     names: Vec<String>,
+    /// The provenance attached, when asked for.
+    provenance: Vec<attestations::AttachedProvenance>,
 }
 
 /// What a build checks before its first step ([`validate`]).
@@ -823,6 +844,7 @@ async fn write(
     prepared: &Prepared,
     solved: &Solved,
     progress: &dyn Progress,
+    started: i64,
 ) -> Result<Written, BuildError> {
     progress.event(BuildEvent::Phase {
         what: "writing image".to_string(),
@@ -903,7 +925,24 @@ async fn write(
             &annotated,
         )?);
     }
-    let index = if has_index {
+    let mut provenance = Vec::new();
+    let index = if !options.attestations.is_empty() {
+        progress.event(BuildEvent::Phase {
+            what: "writing attestations".to_string(),
+        });
+        // Blocks this task, as writing the images above does (an SBOM reads the image's root
+        // filesystem).
+        let annotated = Annotated {
+            document: options.annotations.index(),
+            descriptor: options.annotations.index_descriptor(),
+        };
+        let attached = attestations::attach(
+            store, options, prepared, solved, &images, started, &annotated,
+        )
+        .map_err(|err| BuildError::Attestations(Box::new(err)))?;
+        provenance = attached.provenances;
+        Some(attached.index)
+    } else if has_index {
         let manifests: Vec<_> = images
             .iter()
             .zip(&prepared.targets)
@@ -940,7 +979,10 @@ async fn write(
         .iter()
         .zip(&prepared.targets)
         .map(|(image, target)| match &index {
-            Some(index) => store.image_in_index(&index.descriptor, &target.platform),
+            Some(index) => store.image_in_index(
+                &index.descriptor,
+                &attestations::index_platform(options, image, &target.platform),
+            ),
             None => store.image(&image.manifest_descriptor),
         })
         .collect::<Result<Vec<_>, _>>()
@@ -957,6 +999,7 @@ async fn write(
         images,
         index,
         names,
+        provenance,
     })
 }
 
@@ -1337,8 +1380,9 @@ fn write_image(
         .map_err(BuildError::Write)
 }
 
-/// Whether the build writes an image index (a multi-platform build), which index annotations
-/// need.
+/// Whether the build writes an image index (a multi-platform build, or one with attestations),
+/// which index annotations need.
 fn writes_index(options: &BuildOptions) -> bool {
-    options.platforms.len() > 1
+    // Attestations make an index of a single-platform image too, as BuildKit's exporter does.
+    options.platforms.len() > 1 || !options.attestations.is_empty()
 }

@@ -182,6 +182,19 @@ pub struct BuildArgs {
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     allow: Vec<Entitlement>,
+    /// Attach SLSA provenance to the image (buildx's shorthand for `--attest
+    /// type=provenance`): `true`, `false`, or options such as `mode=min|max`, `version=v1|v0.2`,
+    /// `builder-id=ID`, `reproducible=true`. The image becomes an index with an attestation
+    /// manifest per platform.
+    #[arg(long, value_name = "true|false|mode=max,...")]
+    provenance: Option<String>,
+    /// Attach an SPDX SBOM of each platform's root filesystem (`true` or `false`).
+    #[arg(long, value_name = "true|false")]
+    sbom: Option<String>,
+    /// Attach an attestation: `type=provenance[,mode=max,…]` or `type=sbom`; `disabled=true`
+    /// turns one off (repeatable; `--provenance` and `--sbom` are applied after these).
+    #[arg(long = "attest", value_name = "type=provenance|sbom,...")]
+    attests: Vec<String>,
 }
 
 /// What `--allow` can grant (BuildKit's entitlements).
@@ -229,6 +242,11 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .map(|flag| NamedContext::parse(flag))
         .collect::<Result<_, _>>()?;
     let platforms = platforms(&args.platforms)?;
+    let attestations = kiln::builder::attestations::AttestationRequest::parse(
+        &args.attests,
+        args.provenance.as_deref(),
+        args.sbom.as_deref(),
+    )?;
     let build_args = with_source_date_epoch(build_args(&args.build_args)?);
     let session = Arc::new(session(&args)?);
     // A dry run writes nothing to the store: it reads the store when there is one, and opens
@@ -302,6 +320,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         rewrite_timestamp,
         platforms,
         annotations,
+        attestations,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if call.method == CallMethod::Check {
@@ -365,6 +384,9 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     // The names of the metadata's `image.name`: the tags, then the image exports' names.
     let mut names = args.tags.clone();
     for spec in &exports {
+        if let Some(note) = kiln::builder::attestations::unwritten_in(&options.attestations, spec) {
+            eprintln!("note: {note}");
+        }
         if let Exported::Image(image) = write_export(&store, &output.image, spec, &export_options)?
         {
             for name in image.names {
@@ -383,7 +405,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        let metadata = BuildMetadata::of(&output, &names);
+        let mut metadata = BuildMetadata::of(&output, &names);
+        metadata.add_fields(provenance_fields(&output));
         kiln::sys::atomic::atomic_write(path, &metadata.to_json())
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
@@ -431,6 +454,19 @@ fn image_exports(
         }
     }
     Ok(exports)
+}
+
+/// `--metadata-file`'s `buildx.build.provenance` when the build attached provenance, as buildx
+/// writes it (`BUILDX_METADATA_PROVENANCE=min|max|disabled`, `min` by default).
+fn provenance_fields(
+    output: &kiln::builder::BuildOutput,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mode = std::env::var("BUILDX_METADATA_PROVENANCE").ok();
+    kiln::builder::attestations::metadata_provenance(
+        &output.provenance,
+        output.images.len() > 1,
+        mode.as_deref(),
+    )
 }
 
 /// `--platform` values: each a comma-separated list, every platform once, normalised.

@@ -10,3 +10,11 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// docker's manifest list (schema 2), the counterpart of the OCI index.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The annotation of an image index entry that says what it refers to (BuildKit's
+/// `vnd.docker.reference.type`).
+pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+/// [`REFERENCE_TYPE`] of an attestation manifest: in-toto statements about another entry.
+pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// The annotation naming the image manifest an attestation manifest is about.
+pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";

@@ -154,6 +154,15 @@ pub async fn pull(
         .await?;
     let image = store.write_manifest(&media_type, &bytes)?;
     if let Some(index) = index {
+        fetch_attestations(
+            client,
+            store,
+            &repo,
+            &index,
+            &image.manifest_digest,
+            progress,
+        )
+        .await?;
         let stored = store.write_index(index.media_type(), index.bytes())?;
         if reference.digest().is_none() {
             store.tag(&reference.to_string(), &stored.descriptor)?;
@@ -165,6 +174,62 @@ pub async fn pull(
         return Ok(store.image(&image.manifest_descriptor)?);
     }
     Ok(image)
+}
+
+/// The attestation manifests `index` lists for the image `image` (BuildKit's
+/// `vnd.docker.reference.type: attestation-manifest` entries naming it), fetched with their
+/// config and statements, so the index keeps them and pushes whole again. They are small
+/// documents; a registry that lacks one is an error, as a missing platform image is.
+async fn fetch_attestations(
+    client: &Client,
+    store: &Store,
+    repo: &Repository,
+    index: &Manifest,
+    image: &Digest,
+    progress: &dyn TransferProgress,
+) -> Result<(), RegistryError> {
+    use crate::oci::media_type::{ATTESTATION_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE};
+    let document: serde_json::Value = serde_json::from_slice(index.bytes()).unwrap_or_default();
+    let image = image.to_string();
+    let wanted: Vec<String> = document["manifests"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| {
+                    e["annotations"][REFERENCE_TYPE] == ATTESTATION_MANIFEST
+                        && e["annotations"][REFERENCE_DIGEST] == image.as_str()
+                })
+                .filter_map(|e| e["digest"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for digest in wanted {
+        let (manifest, _) = client.get_manifest(repo, &digest).await?;
+        let Manifest::Image { config, layers, .. } = &manifest else {
+            continue;
+        };
+        for descriptor in std::iter::once(config).chain(layers) {
+            fetch_one(client, store, repo, descriptor, progress).await?;
+        }
+        let stored =
+            store
+                .blobs()
+                .write(manifest.bytes())
+                .map_err(|source| RegistryError::Blob {
+                    registry: repo.registry.clone(),
+                    digest: Digest::of(manifest.bytes()),
+                    source,
+                })?;
+        if stored.digest.to_string() != digest {
+            return Err(RegistryError::Document {
+                registry: repo.registry.clone(),
+                what: format!("attestation manifest {digest} of {}", repo.path),
+                reason: format!("its bytes have the digest {}", stored.digest).into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn fetch_one(
@@ -244,6 +309,10 @@ pub async fn push(
         });
     }
     for child in &index.manifests {
+        if crate::store::is_attestation(&child.descriptor) {
+            push_attestations(client, store, &repo, child, progress).await?;
+            continue;
+        }
         if crate::store::is_manifest(child.descriptor.media_type()) {
             let image = store.index_image(&index, child)?;
             push_image(client, store, &image, &reference, false, origins, progress).await?;
@@ -288,6 +357,56 @@ pub async fn push(
             &bytes,
         )
         .await
+}
+
+/// Pushes an attestation manifest of an index: its config (an OCI artifact's empty `{}`, or an
+/// image config of platform `unknown/unknown`) and its in-toto statements as they are, then the
+/// manifest by its digest.
+async fn push_attestations(
+    client: &Client,
+    store: &Store,
+    repo: &Repository,
+    child: &crate::store::IndexManifest,
+    progress: &dyn TransferProgress,
+) -> Result<(), RegistryError> {
+    let manifest = store.manifest(&child.digest, Some(child.descriptor.size()))?;
+    for listed in std::iter::once(manifest.config()).chain(manifest.layers()) {
+        let digest =
+            Digest::parse(listed.digest().as_ref()).map_err(|err| RegistryError::Document {
+                registry: repo.registry.clone(),
+                what: format!("attestation manifest {}", child.digest),
+                reason: err.into(),
+            })?;
+        let size = listed.size();
+        progress.blob(&digest, BlobEvent::Started { size });
+        let report = |bytes| progress.blob(&digest, BlobEvent::Progress { bytes });
+        let source = client
+            .push_blob(repo, &digest, size, store.blobs(), None, &report)
+            .await?;
+        let status = match source {
+            BlobSource::Existed => BlobStatus::Existed,
+            BlobSource::Mounted => BlobStatus::Mounted,
+            BlobSource::Uploaded => BlobStatus::Pushed,
+        };
+        progress.blob(&digest, BlobEvent::Finished(status));
+    }
+    let bytes = store
+        .blobs()
+        .read_sized(&child.digest, child.descriptor.size())
+        .map_err(|source| RegistryError::Blob {
+            registry: repo.registry.clone(),
+            digest: child.digest.clone(),
+            source,
+        })?;
+    client
+        .put_manifest(
+            repo,
+            &child.digest.to_string(),
+            child.descriptor.media_type().as_ref(),
+            &bytes,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Pushes one image: its blobs, then its manifest under the tag (`tagged`) or by its digest

@@ -15,7 +15,7 @@ use super::{
 use crate::oci::Digest;
 use crate::store::blob::BlobError;
 use crate::sys::atomic::{IoContext as _, Staging, remove_tree, tree_size};
-use oci_spec::image::{Descriptor, ImageIndex};
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
@@ -370,7 +370,13 @@ impl Store {
                 };
                 let config = descriptor_digest("config", &digest, manifest.config())?;
                 reachable.blobs.insert(config.clone());
+                // An attestation manifest's config is the empty `{}` of an OCI artifact: no
+                // image config, no diff IDs.
+                let image_config = matches!(manifest.config().media_type(), MediaType::ImageConfig)
+                    || manifest.config().media_type().to_string()
+                        == "application/vnd.docker.container.image.v1+json";
                 match self.config(&config, Some(manifest.config().size())) {
+                    Err(_) if !image_config => {}
                     Ok(config) => {
                         for diff_id in config.rootfs().diff_ids() {
                             let diff_id =

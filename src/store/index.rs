@@ -10,7 +10,9 @@ use super::name::ImageName;
 use super::{StoreError, timestamp};
 use crate::error::Reason;
 use crate::oci::Digest;
-use crate::oci::media_type::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
+use crate::oci::media_type::{
+    ATTESTATION_MANIFEST, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, REFERENCE_TYPE,
+};
 use crate::oci::reference::Reference;
 use crate::store::blob::MAX_DOCUMENT_SIZE;
 use crate::sys::{Staging, atomic_write_in};
@@ -33,6 +35,17 @@ pub fn is_manifest(media_type: &MediaType) -> bool {
         MediaType::Other(other) => other == DOCKER_MANIFEST,
         _ => false,
     }
+}
+
+/// Whether an index entry is an attestation manifest (BuildKit's
+/// `vnd.docker.reference.type: attestation-manifest`): in-toto statements about an image of the
+/// index, not an image; its config may be the empty `{}` of an OCI artifact.
+pub fn is_attestation(descriptor: &Descriptor) -> bool {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REFERENCE_TYPE))
+        .is_some_and(|t| t == ATTESTATION_MANIFEST)
 }
 
 /// Whether a descriptor points at an index (a multi-platform image).

@@ -139,6 +139,17 @@ impl Store {
                 entry
             })
             .collect();
+        self.write_index_entries(&entries, annotated)
+    }
+
+    /// [`Store::write_index_annotated`] of entries given whole (each with its platform and
+    /// annotations: an image's, or an attestation manifest's `unknown/unknown` one), in this
+    /// order.
+    pub fn write_index_entries(
+        &self,
+        entries: &[Descriptor],
+        annotated: &Annotated,
+    ) -> Result<StoredIndex, StoreError> {
         // Written by hand so annotations keep one order (see `annotated`); the fields are
         // those oci-spec's `ImageIndex` writes, in its order.
         #[derive(serde::Serialize)]

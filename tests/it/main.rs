@@ -7,6 +7,7 @@ mod add_git;
 mod add_url;
 mod architecture;
 mod archive;
+mod attestations;
 mod build;
 mod build_context;
 mod build_mount;
