@@ -33,7 +33,7 @@ use crate::oci::media_type::{
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Platform};
 use crate::solver::NodeId;
-use crate::store::{Store, StoreError, StoredImage, StoredIndex, config_platform};
+use crate::store::{Store, StoreError, StoredImage, StoredIndex, config_platform, oci_platform};
 use oci_spec::image::{Descriptor, MediaType};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -421,15 +421,6 @@ pub(super) fn attach(
             source,
         })?;
     Ok(Attached { index, provenances })
-}
-
-/// `platform` as an OCI descriptor's.
-fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
-    let mut oci = oci_spec::image::Platform::default();
-    oci.set_os(oci_spec::image::Os::from(platform.os.as_str()));
-    oci.set_architecture(oci_spec::image::Arch::from(platform.architecture.as_str()));
-    oci.set_variant(platform.variant.clone());
-    oci
 }
 
 /// What [`attach`] wrote.

@@ -1107,22 +1107,7 @@ async fn plan_with_images(
     images: &mut BTreeMap<ImageKey, StoredImage>,
     progress: &dyn Progress,
 ) -> Result<Plan, BuildError> {
-    let mut plan_options = PlanOptions {
-        context_dir: options.context_dir.clone().unwrap_or_default(),
-        dockerfile_path: options.dockerfile_path.clone(),
-        context_kind: match options.remote_context {
-            Some(_) => ContextKind::Unpacked,
-            None => ContextKind::Directory,
-        },
-        target: options.target.clone(),
-        resolve: ResolveOptions {
-            build_args: build_args.clone(),
-            target: options.target.clone(),
-            target_platform: platform.cloned(),
-            named_images: named_images.clone(),
-            ..ResolveOptions::default()
-        },
-    };
+    let mut plan_options = plan_options(options, build_args, platform, named_images);
     // The images the needed stages use, and only those (a stage the target does not need is
     // never looked up or pulled, as in BuildKit). Their ENV and ONBUILD triggers shape how the
     // stages resolve and so which are needed: look up, add their configs, ask again, until
@@ -1133,13 +1118,10 @@ async fn plan_with_images(
             if plan_options.resolve.base_images.contains_key(name) {
                 continue;
             }
-            let config = image.config.config().clone().unwrap_or_default();
-            let env = env_pairs(config.env().as_deref().unwrap_or_default());
-            let onbuild = onbuild_triggers(&image.config_bytes);
             plan_options
                 .resolve
                 .base_images
-                .insert(name.clone(), BaseImage { env, onbuild });
+                .insert(name.clone(), base_image(image));
         }
         let wanted = match needed_images(&options.dockerfile, &plan_options) {
             Ok(names) => names,
@@ -1274,6 +1256,64 @@ impl crate::registry::TransferProgress for CountDownloads {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// The front end's options for planning `options` with `build_args` for `platform` (`None`:
+/// the host), the named contexts' images by name.
+fn plan_options(
+    options: &BuildOptions,
+    build_args: &BTreeMap<String, String>,
+    platform: Option<&Platform>,
+    named_images: &BTreeMap<String, String>,
+) -> PlanOptions {
+    PlanOptions {
+        context_dir: options.context_dir.clone().unwrap_or_default(),
+        dockerfile_path: options.dockerfile_path.clone(),
+        context_kind: match options.remote_context {
+            Some(_) => ContextKind::Unpacked,
+            None => ContextKind::Directory,
+        },
+        target: options.target.clone(),
+        resolve: ResolveOptions {
+            build_args: build_args.clone(),
+            target: options.target.clone(),
+            target_platform: platform.cloned(),
+            named_images: named_images.clone(),
+            ..ResolveOptions::default()
+        },
+    }
+}
+
+/// What the front end needs of a base image: its ENV and its ONBUILD triggers.
+fn base_image(image: &StoredImage) -> BaseImage {
+    let config = image.config.config().clone().unwrap_or_default();
+    BaseImage {
+        env: env_pairs(config.env().as_deref().unwrap_or_default()),
+        onbuild: onbuild_triggers(&image.config_bytes),
+    }
+}
+
+/// `--check` (buildx's `--call check`): the build checks of `options`' Dockerfile for its first
+/// platform, with the configs of the base images the store already has (their ENV defines
+/// variables); nothing is pulled, run or walked.
+pub fn lint(store: Option<&Store>, options: &BuildOptions) -> lint::LintOutcome {
+    let mut plan_options = plan_options(
+        options,
+        &options.build_args,
+        options.platforms.first(),
+        &BTreeMap::new(),
+    );
+    if let Some(store) = store
+        && let Ok(keys) = base_image_names(&options.dockerfile, &plan_options)
+    {
+        for key in keys {
+            if let Ok(image) = store.resolve_for_build(&key.name, &key.platform) {
+                let base = base_image(&image);
+                plan_options.resolve.base_images.insert(key, base);
+            }
+        }
+    }
+    lint::check(&options.dockerfile, &plan_options)
 }
 
 /// The `config.OnBuild` triggers of an image config document (docker's extension, not in the

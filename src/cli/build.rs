@@ -324,7 +324,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if call.method == CallMethod::Check {
-        let checked = super::call::run_check(store.as_ref(), &options);
+        let checked = kiln::builder::lint(store.as_ref(), &options);
         return super::call::print_check(&call, &checked, &input.name, &input.bytes);
     }
     if args.dry_run {

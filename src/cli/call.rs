@@ -8,7 +8,7 @@ use super::report::ExitQuietly;
 use super::{located, unlocated};
 use kiln::frontend::diagnostic::Located as _;
 use kiln::frontend::diagnostic::render_as;
-use kiln::frontend::lint::{Checked, Finding, json};
+use kiln::frontend::lint::{Finding, LintOutcome, json};
 use kiln::frontend::outline::{OutlineError, OutlineOptions, go_json, outline, targets};
 use kiln::oci::Platform;
 use std::collections::BTreeMap;
@@ -122,7 +122,7 @@ impl FromStr for CallFunc {
 /// fail quietly (exit 1) unless `ignorestatus=true`.
 pub fn print_check(
     call: &CallFunc,
-    checked: &Checked,
+    checked: &LintOutcome,
     file: &str,
     source: &[u8],
 ) -> anyhow::Result<()> {
@@ -208,61 +208,6 @@ pub fn render_finding(finding: &Finding, file: &str, text: &str) -> String {
     let message = format!("{}: {}", finding.rule.name, finding.message);
     let help = (!finding.rule.url.is_empty()).then_some(finding.rule.url);
     render_as("warning", file, text, finding.span, &message, help)
-}
-
-/// `--check`: the build checks of `options`' Dockerfile, with the configs of the base images
-/// the store already has (their ENV defines variables); nothing is pulled, run or walked.
-pub fn run_check(
-    store: Option<&kiln::store::Store>,
-    options: &kiln::builder::BuildOptions,
-) -> Checked {
-    use kiln::frontend::context::ContextKind;
-    use kiln::frontend::plan::{PlanOptions, base_image_names};
-    use kiln::frontend::stage::{BaseImage, ResolveOptions};
-    let mut plan_options = PlanOptions {
-        context_dir: options.context_dir.clone().unwrap_or_default(),
-        dockerfile_path: options.dockerfile_path.clone(),
-        context_kind: match options.remote_context {
-            Some(_) => ContextKind::Unpacked,
-            None => ContextKind::Directory,
-        },
-        target: options.target.clone(),
-        resolve: ResolveOptions {
-            build_args: options.build_args.clone(),
-            target: options.target.clone(),
-            target_platform: options.platforms.first().cloned(),
-            ..ResolveOptions::default()
-        },
-    };
-    if let Some(store) = store
-        && let Ok(keys) = base_image_names(&options.dockerfile, &plan_options)
-    {
-        for key in keys {
-            let Ok(image) = store.resolve_for_build(&key.name, &key.platform) else {
-                continue;
-            };
-            let document: serde_json::Value =
-                serde_json::from_slice(&image.config_bytes).unwrap_or_default();
-            let strings = |pointer: &str| -> Vec<String> {
-                document
-                    .pointer(pointer)
-                    .and_then(serde_json::Value::as_array)
-                    .map(|list| {
-                        list.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            let env = kiln::frontend::dispatch::env_pairs(&strings("/config/Env"));
-            let onbuild = strings("/config/OnBuild");
-            plan_options
-                .resolve
-                .base_images
-                .insert(key, BaseImage { env, onbuild });
-        }
-    }
-    kiln::frontend::lint::check(&options.dockerfile, &plan_options)
 }
 
 /// What the build needs to answer an outline or targets call.

@@ -19,6 +19,7 @@ use crate::frontend::ast::{Dockerfile, Node};
 use crate::frontend::diagnostic::{Located, Span};
 use crate::frontend::instruction::{self, Instruction, InstructionError, MountType};
 use crate::frontend::shell::Lexer;
+use crate::frontend::stage::platform_args;
 use crate::oci::Platform;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -294,27 +295,16 @@ struct StageOutline {
 /// Variables in scope while expanding: later entries win.
 type Vars = Vec<(String, String)>;
 
+/// The platform args (not `TARGETSTAGE`: BuildKit's outline leaves it out), each overridable
+/// by a build arg.
 fn predefined(opts: &OutlineOptions) -> Vars {
-    let variant = |p: &Platform| p.variant.clone().unwrap_or_default();
-    let (build, target) = (&opts.build_platform, &opts.target_platform);
-    [
-        ("BUILDPLATFORM", build.to_string()),
-        ("BUILDOS", build.os.clone()),
-        ("BUILDOSVERSION", String::new()),
-        ("BUILDARCH", build.architecture.clone()),
-        ("BUILDVARIANT", variant(build)),
-        ("TARGETPLATFORM", target.to_string()),
-        ("TARGETOS", target.os.clone()),
-        ("TARGETOSVERSION", String::new()),
-        ("TARGETARCH", target.architecture.clone()),
-        ("TARGETVARIANT", variant(target)),
-    ]
-    .into_iter()
-    .map(|(k, v)| {
-        let v = opts.build_args.get(k).cloned().unwrap_or(v);
-        (k.to_string(), v)
-    })
-    .collect()
+    platform_args(&opts.build_platform, &opts.target_platform)
+        .into_iter()
+        .map(|(k, v)| {
+            let v = opts.build_args.get(k).cloned().unwrap_or(v);
+            (k.to_string(), v)
+        })
+        .collect()
 }
 
 fn lookup(vars: &Vars, name: &str) -> Option<String> {

@@ -398,15 +398,12 @@ impl Env for Vars {
     }
 }
 
-/// BuildKit's predefined args (`defaultArgs` in convert.go), each overridable by a build arg.
-fn predefined_args(opts: &ResolveOptions, target_name: &str) -> Vars {
-    let build = &opts.build_platform;
-    let target = &opts.target();
+/// BuildKit's platform args (`defaultArgs` in convert.go) for a build on `build` for `target`.
+/// The OS versions are Windows' (`os(version)`); a Linux platform has none, and BuildKit still
+/// defines them, empty.
+pub(crate) fn platform_args(build: &Platform, target: &Platform) -> [(&'static str, String); 10] {
     let variant = |p: &Platform| p.variant_or_empty().to_string();
-    let mut vars = Vars::default();
-    // The OS versions are Windows' (`os(version)`); a Linux platform has none, and BuildKit
-    // still defines them, empty.
-    for (key, value) in [
+    [
         ("BUILDPLATFORM", build.to_string()),
         ("BUILDOS", build.os.clone()),
         ("BUILDOSVERSION", String::new()),
@@ -417,8 +414,17 @@ fn predefined_args(opts: &ResolveOptions, target_name: &str) -> Vars {
         ("TARGETOSVERSION", String::new()),
         ("TARGETARCH", target.architecture.clone()),
         ("TARGETVARIANT", variant(target)),
-        ("TARGETSTAGE", target_name.to_string()),
-    ] {
+    ]
+}
+
+/// BuildKit's predefined args (`defaultArgs` in convert.go), each overridable by a build arg.
+fn predefined_args(opts: &ResolveOptions, target_name: &str) -> Vars {
+    let mut vars = Vars::default();
+    let platforms = platform_args(&opts.build_platform, &opts.target());
+    for (key, value) in platforms
+        .into_iter()
+        .chain([("TARGETSTAGE", target_name.to_string())])
+    {
         let value = opts.build_args.get(key).cloned().unwrap_or(value);
         vars.set(key, &value);
     }

@@ -48,7 +48,7 @@ pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{
     CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_attestation, is_index, is_manifest,
 };
-pub use multi_platform::{IndexManifest, StoredEntry, StoredIndex, config_platform};
+pub use multi_platform::{IndexManifest, StoredEntry, StoredIndex, config_platform, oci_platform};
 pub use name::{ImageName, NameError};
 pub use origin::{BlobOrigin, FetchOrigins};
 

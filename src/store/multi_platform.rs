@@ -89,7 +89,7 @@ pub fn config_platform(config_bytes: &[u8]) -> Option<Platform> {
 }
 
 /// `platform` as an OCI descriptor's platform.
-fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
+pub fn oci_platform(platform: &Platform) -> oci_spec::image::Platform {
     let mut oci = oci_spec::image::Platform::default();
     oci.set_os(oci_spec::image::Os::from(platform.os.as_str()));
     oci.set_architecture(oci_spec::image::Arch::from(platform.architecture.as_str()));

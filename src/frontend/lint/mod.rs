@@ -350,7 +350,7 @@ pub fn for_build(
 /// Dockerfile does not parse or resolve, the target does not exist...), as BuildKit's lint
 /// request returns a `buildError` beside its warnings.
 #[derive(Debug)]
-pub struct Checked {
+pub struct LintOutcome {
     pub report: Report,
     pub error: Option<CheckFailure>,
 }
@@ -387,11 +387,11 @@ impl CheckFailure {
 /// UndefinedVar, since the image may define the variable); only the ignore file of the
 /// context is read. Without `--target` every stage is dispatched (BuildKit's `AllStages`),
 /// with one only the stages it needs.
-pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
+pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> LintOutcome {
     let df = match crate::frontend::parse(dockerfile) {
         Ok(df) => df,
         Err(err) => {
-            return Checked {
+            return LintOutcome {
                 report: Report::default(),
                 error: Some(CheckFailure::new(err)),
             };
@@ -400,7 +400,7 @@ pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
     let config = match config(&df, &opts.resolve.build_args) {
         Ok(config) => config,
         Err(err) => {
-            return Checked {
+            return LintOutcome {
                 report: Report::default(),
                 error: Some(CheckFailure::new(err)),
             };
@@ -456,7 +456,7 @@ pub fn check(dockerfile: &[u8], opts: &PlanOptions) -> Checked {
         },
         &config,
     );
-    Checked { report, error }
+    LintOutcome { report, error }
 }
 
 #[cfg(test)]
