@@ -8,6 +8,8 @@
 //!   blobs/sha256/<hex>    manifests, configs, layers (see crate::store::blob)
 //!   snapshots/<hex>/      one unpacked layer per diff ID: overlay lower directories
 //!   origins/sha256/<hex>  where an absent layer blob can be fetched from (see `origin`)
+//!   variants/<diff id hex>/<compression>
+//!                         the blob of a layer in another compression (see `variant`)
 //!   containers/<id>/      kiln run's containers; container.json names the image in use
 //!   cache-mounts/         RUN --mount=type=cache directories (see `cache_mount`)
 //!   cache/                the build cache's records, git repositories and checkouts
@@ -36,6 +38,7 @@ mod index;
 mod multi_platform;
 mod name;
 mod origin;
+mod variant;
 
 pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
 pub use cache_mount::{
@@ -47,6 +50,7 @@ pub use index::{CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_index, is_m
 pub use multi_platform::{IndexManifest, StoredEntry, StoredIndex, config_platform};
 pub use name::{ImageName, NameError};
 pub use origin::{BlobOrigin, FetchOrigins};
+pub use variant::{LayerFormat, MediaTypes, Recompress, Variant};
 
 use crate::error::{Cause, Reason};
 use crate::oci::Digest;
@@ -132,6 +136,14 @@ pub enum StoreError {
     ContainerId(String),
     #[error("no such container: {0}")]
     NoContainer(String),
+    /// A layer could not be made (or checked) in the compression an export asked for.
+    #[error("cannot make the {compression} variant of layer {diff_id}")]
+    Variant {
+        diff_id: Digest,
+        compression: &'static str,
+        #[source]
+        source: Cause,
+    },
     #[error("container record {}", .path.display())]
     ContainerRecord {
         path: PathBuf,
