@@ -400,7 +400,7 @@ impl Store {
 
     /// An index document like the stored one `bytes` (of `digest`) with `children` (old digest →
     /// new descriptor) in place of its manifests and its media type in `media_types`; the same
-    /// bytes when nothing changes. Returns the stored blob's descriptor.
+    /// bytes when nothing changes. Returns the stored blob's digest and descriptor.
     pub fn index_with(
         &self,
         digest: &Digest,
@@ -408,7 +408,7 @@ impl Store {
         media_type: &str,
         children: &[(Digest, Descriptor)],
         media_types: MediaTypes,
-    ) -> Result<Descriptor, StoreError> {
+    ) -> Result<(Digest, Descriptor), StoreError> {
         let invalid = |source: Cause| StoreError::Document {
             what: "image index",
             digest: digest.clone(),
@@ -438,16 +438,14 @@ impl Store {
             }
         }
         if !changed {
-            return Ok(super::descriptor(
-                MediaType::from(media_type),
-                digest,
-                bytes.len() as u64,
-            ));
+            let same = super::descriptor(MediaType::from(media_type), digest, bytes.len() as u64);
+            return Ok((digest.clone(), same));
         }
         document["mediaType"] = json!(media_types.index());
         let bytes = serde_json::to_vec(&document).map_err(|err| invalid(err.into()))?;
         let blob = self.blobs.write(&bytes)?;
-        Ok(blob.descriptor(MediaType::from(media_types.index())))
+        let descriptor = blob.descriptor(MediaType::from(media_types.index()));
+        Ok((blob.digest, descriptor))
     }
 }
 
