@@ -20,9 +20,12 @@
 //! lists").
 
 use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError, SaveFormat};
+use crate::layer::{ExportFormat, FormatOptionError};
 use crate::oci::reference::{Reference, ReferenceError};
 use crate::oci::{Digest, Platform};
-use crate::registry::{Client, ClientOptions, RegistryError, TransferProgress, push};
+use crate::registry::{
+    Client, ClientOptions, PushFormat, RegistryError, TransferProgress, push_with,
+};
 use crate::store::{Store, StoreError, StoredEntry, StoredImage, is_manifest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -81,6 +84,10 @@ pub struct OutputSpec {
     /// rewritten when any image export asks. `local` and `tar` take the option and ignore it,
     /// as BuildKit's do.
     pub rewrite_timestamp: bool,
+    /// `compression=`, `compression-level=`, `force-compression=`, `oci-mediatypes=` of an
+    /// image export ([`ExportFormat`]; gzip by default, as BuildKit's). `local` and `tar` take
+    /// them and write no layers, as BuildKit's do.
+    pub format: ExportFormat,
 }
 
 /// Why an `--output` spec is not one.
@@ -103,6 +110,12 @@ pub enum ExportSpecError {
         field: String,
         value: String,
     },
+    #[error("invalid --output {spec:?}")]
+    Format {
+        spec: String,
+        #[source]
+        source: FormatOptionError,
+    },
 }
 
 impl FromStr for Export {
@@ -124,6 +137,7 @@ impl FromStr for OutputSpec {
             return Ok(OutputSpec {
                 export: Export::Local(PathBuf::from(spec)),
                 rewrite_timestamp: false,
+                format: ExportFormat::default(),
             });
         }
         let mut kind = None;
@@ -131,6 +145,11 @@ impl FromStr for OutputSpec {
         let mut name = None;
         let mut rewrite_timestamp = false;
         let mut push = None;
+        let mut format = ExportFormat::default();
+        let format_error = |source| ExportSpecError::Format {
+            spec: spec.to_string(),
+            source,
+        };
         let boolean = |field: &str, value: &str| {
             parse_bool(value).ok_or_else(|| ExportSpecError::NotABool {
                 spec: spec.to_string(),
@@ -147,6 +166,9 @@ impl FromStr for OutputSpec {
                     rewrite_timestamp = boolean("rewrite-timestamp", value)?;
                 }
                 Some(("push", value)) => push = Some((field, boolean("push", value)?)),
+                Some((key, value)) if ExportFormat::KEYS.contains(&key) => {
+                    format.set(key, value).map_err(format_error)?;
+                }
                 _ => {
                     return Err(ExportSpecError::UnknownField {
                         spec: spec.to_string(),
@@ -155,6 +177,7 @@ impl FromStr for OutputSpec {
                 }
             }
         }
+        format.validate().map_err(format_error)?;
         let name = name.filter(|n| !n.is_empty());
         let push = match push {
             Some((_, push)) if kind == Some("image") => push,
@@ -215,6 +238,7 @@ impl FromStr for OutputSpec {
         Ok(OutputSpec {
             export,
             rewrite_timestamp,
+            format,
         })
     }
 }
@@ -241,6 +265,8 @@ pub struct ExportOptions {
     /// kiln's `type=local` does not do yet: it writes into a directory that may hold the user's
     /// own files).
     pub source_date_epoch: Option<i64>,
+    /// The layers' compression and the media types of an image export (its `-o` options).
+    pub format: ExportFormat,
 }
 
 impl Default for ExportOptions {
@@ -249,6 +275,20 @@ impl Default for ExportOptions {
             registry: ClientOptions::default(),
             max_bytes: DEFAULT_MAX_BYTES,
             source_date_epoch: None,
+            format: ExportFormat::default(),
+        }
+    }
+}
+
+impl ExportOptions {
+    /// The push or archive format of these options. `oci_default` is the exporter's default
+    /// for `oci-mediatypes`: BuildKit's `type=oci` writes OCI types; its other image exporters
+    /// write OCI types when attestations are attached (which buildx attaches by default) and
+    /// Docker's otherwise, where kiln keeps the image's own (kiln builds OCI images).
+    fn push_format(&self, oci_default: Option<bool>) -> PushFormat {
+        PushFormat {
+            max_bytes: self.max_bytes,
+            ..PushFormat::of_export(&self.format, oci_default)
         }
     }
 }
@@ -480,7 +520,20 @@ fn save(
         image.names.iter().map(|n| n.familiar()).collect()
     };
     let mut out = Output::open(dest.path())?;
-    archive::save(store, &names, format, out.writer(), options.max_bytes)
+    let oci_default = (format == SaveFormat::Oci).then_some(true);
+    options
+        .push_format(oci_default)
+        .with_layer_format(|layers| {
+            archive::save_as(
+                store,
+                &names,
+                format,
+                None,
+                Some(layers),
+                out.writer(),
+                options.max_bytes,
+            )
+        })
         .map_err(ExportError::Save)?;
     out.finish()?;
     Ok(Exported::Archive)
@@ -511,11 +564,12 @@ fn push_image(
         .map_err(ExportError::Runtime)?;
     let source = source_of(image);
     let digest = runtime
-        .block_on(push(
+        .block_on(push_with(
             &client,
             store,
             &source,
             &reference,
+            &options.push_format(None),
             &crate::cache::remote::origins(),
             progress,
         ))
@@ -545,9 +599,13 @@ mod tests {
             ),
             (
                 "type=docker,dest=a.tar,compression=zstd",
+                Ok(Export::Docker(path("a.tar"))),
+            ),
+            (
+                "type=docker,dest=a.tar,level=3",
                 Err(
-                    "invalid --output \"type=docker,dest=a.tar,compression=zstd\": unknown field \
-                     \"compression=zstd\"; write type=TYPE,dest=PATH",
+                    "invalid --output \"type=docker,dest=a.tar,level=3\": unknown field \
+                     \"level=3\"; write type=TYPE,dest=PATH",
                 ),
             ),
             (
@@ -610,5 +668,52 @@ mod tests {
             "invalid --output \"type=oci,dest=o,rewrite-timestamp=yes\": rewrite-timestamp \
              takes true or false, not \"yes\""
         );
+    }
+
+    #[test]
+    fn compression_options_are_an_image_exports_and_checked_before_the_build() {
+        use crate::layer::{Compression, CompressionConfig};
+        let spec = "type=image,name=x,push=true,compression=zstd,compression-level=19,\
+                    force-compression=true,oci-mediatypes=false";
+        let output = spec.parse::<OutputSpec>().unwrap();
+        assert_eq!(
+            output.format,
+            ExportFormat {
+                compression: CompressionConfig {
+                    compression: Compression::Zstd,
+                    level: Some(19),
+                    force: true,
+                },
+                oci_media_types: Some(false),
+            }
+        );
+        let default = "type=oci,dest=o.tar".parse::<OutputSpec>().unwrap();
+        assert_eq!(default.format, ExportFormat::default());
+        assert_eq!(
+            default.format.compression.compression,
+            Compression::Gzip,
+            "BuildKit's default"
+        );
+        for (spec, reason) in [
+            (
+                "type=registry,name=h/x,compression=estargz",
+                "compression=estargz is not supported by kiln",
+            ),
+            (
+                "type=docker,dest=d.tar,compression-level=11",
+                "gzip: invalid compression level: 11",
+            ),
+            (
+                "type=oci,dest=o.tar,oci-mediatypes=maybe",
+                "non-bool value maybe specified for oci-mediatypes",
+            ),
+        ] {
+            let error = spec.parse::<OutputSpec>().unwrap_err();
+            let chain = crate::error::Chain(&error).to_string();
+            assert!(
+                chain.starts_with(&format!("invalid --output {spec:?}: {reason}")),
+                "{chain}"
+            );
+        }
     }
 }

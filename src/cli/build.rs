@@ -25,6 +25,7 @@ use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
 use kiln::frontend::plan::{PlanError, default_dockerfile};
+use kiln::layer::ExportFormat;
 use kiln::oci::timestamp::ZonedTime;
 use kiln::registry::NoProgress;
 use kiln::runtime::Network;
@@ -175,7 +176,10 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         .map(|spec| spec.parse::<OutputSpec>())
         .collect::<Result<Vec<_>, _>>()?;
     let rewrite_timestamp = outputs.iter().any(|output| output.rewrite_timestamp);
-    let exports: Vec<Export> = outputs.into_iter().map(|output| output.export).collect();
+    let exports: Vec<(Export, ExportFormat)> = outputs
+        .into_iter()
+        .map(|output| (output.export, output.format))
+        .collect();
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let named_contexts = args
         .build_contexts
@@ -304,14 +308,19 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         registry: options.registry.clone(),
         max_bytes: DEFAULT_MAX_BYTES,
         source_date_epoch: output.source_date_epoch,
+        format: ExportFormat::default(),
     };
     // `--push` is a registry export to each tag, after the `-o` ones.
     let pushes = args.tags.iter().filter(|_| args.push);
-    for spec in exports
+    for (spec, format) in exports
         .into_iter()
-        .chain(pushes.map(|tag| Export::Registry(tag.clone())))
+        .chain(pushes.map(|tag| (Export::Registry(tag.clone()), ExportFormat::default())))
     {
-        write_export(&store, &output.image, &spec, &export_options)?;
+        let options = ExportOptions {
+            format,
+            ..export_options.clone()
+        };
+        write_export(&store, &output.image, &spec, &options)?;
     }
     Ok(())
 }
