@@ -694,6 +694,7 @@ fn cache_to(args: &BuildArgs) -> anyhow::Result<Vec<CacheExport>> {
             transport: remote::open(&parsed.location, &args.registry.client_options())?,
             mode: parsed.mode,
             cache_mounts: parsed.exports_cache_mounts(),
+            compression: parsed.compression,
         });
     }
     Ok(to)

@@ -840,6 +840,8 @@ fn the_library_takes_transports_of_its_callers() {
                 transport: transport.clone(),
                 mode: ExportMode::Max,
                 cache_mounts: true,
+                // Layers as built, so B's image from the cache is A's byte for byte.
+                compression: kiln::layer::CompressionConfig::new(kiln::layer::Compression::None),
             }],
             ..options(a_ctx.path())
         },
