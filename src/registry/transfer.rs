@@ -282,7 +282,9 @@ pub async fn push(
 /// image's own names say where it came from) and config, then its manifest. An image whose
 /// layers and media types are already as asked goes byte for byte, so the registry's digests
 /// are the store's; otherwise the manifest is the store's with the new layers (the image ID,
-/// its config's digest, never changes). Returns the pushed manifest's digest.
+/// its config's digest, never changes), and when `reference` is a tag of the image in the
+/// store, the tag moves to what was pushed ([`Store::retag_exported`]). Returns the pushed
+/// manifest's digest.
 ///
 /// A layer absent from the store (an image built from a shared cache) is mounted from its origin
 /// when that is a repository of the same registry, and fetched through `origins` otherwise (or
@@ -304,10 +306,11 @@ pub async fn push_with(
     let reference = reference.clone().with_default_tag();
     let index = match store.resolve_entry(image)? {
         StoredEntry::Image(image) => {
-            let (digest, _) = push_image(
+            let (digest, pushed) = push_image(
                 client, store, &image, &reference, true, format, origins, progress,
             )
             .await?;
+            retag(store, &reference, &image.manifest_digest, &pushed)?;
             return Ok(digest);
         }
         StoredEntry::Index(index) => index,
@@ -387,9 +390,25 @@ pub async fn push_with(
         (Some(tag), None) => tag.to_string(),
         _ => pushed_digest.to_string(),
     };
-    client
+    let digest = client
         .put_manifest(&repo, &target, pushed.media_type().as_ref(), &bytes)
-        .await
+        .await?;
+    retag(store, &reference, &index.digest, &pushed)?;
+    Ok(digest)
+}
+
+/// When the image under the pushed tag went in another format, the tag moves to what was
+/// pushed ([`Store::retag_exported`]), so the store's digest for the name is the registry's.
+fn retag(
+    store: &Store,
+    reference: &Reference,
+    source: &Digest,
+    pushed: &oci_spec::image::Descriptor,
+) -> Result<(), RegistryError> {
+    if reference.tag().is_some() && reference.digest().is_none() {
+        store.retag_exported(&reference.to_string(), source, pushed)?;
+    }
+    Ok(())
 }
 
 /// Pushes one image in `format`: its config, its layers (each made in the format while others

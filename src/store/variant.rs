@@ -183,15 +183,50 @@ impl Store {
         Ok(atomic_write_in(self.staging(), &path, &bytes)?)
     }
 
-    /// The blobs of every kept variant of the layer `diff_id` (for the collection: they live as
-    /// long as the layer does).
+    /// The blobs of every kept variant of the layer `diff_id`, its uncompressed blob too (for
+    /// the collection: they live as long as the layer does, so an image pushed compressed keeps
+    /// the build cache's uncompressed layers, and a push in another compression finds them).
     pub(super) fn variant_blobs(&self, diff_id: &Digest) -> Vec<Digest> {
         Compression::ALL
             .into_iter()
-            .filter(|c| *c != Compression::None)
             .filter_map(|c| self.variant(diff_id, c))
             .map(|v| v.digest)
             .collect()
+    }
+
+    /// After an image (or multi-platform index) `source` was exported as `converted` (the same
+    /// image in another compression or media types) under `name`: when the tag `name` names
+    /// `source`, it moves to `converted`, as the image under that name is now the one the
+    /// registry holds (docker's repo digest), and `source` leaves `index.json` when that was its
+    /// last name (its layers stay: they are `converted`'s layers' variants). Returns whether
+    /// the tag moved.
+    pub fn retag_exported(
+        &self,
+        name: &str,
+        source: &Digest,
+        converted: &Descriptor,
+    ) -> Result<bool, StoreError> {
+        let Ok(name) = super::ImageName::parse(name) else {
+            return Ok(false);
+        };
+        let converted_digest = descriptor_digest("manifest", source, converted)?;
+        if converted_digest == *source {
+            return Ok(false);
+        }
+        let _lease = self.lease()?;
+        self.modify_index(|index| {
+            if index
+                .find(&name)
+                .is_none_or(|entry| entry.digest != *source)
+            {
+                return Ok(false);
+            }
+            index.set_tag(&name, converted, &converted_digest);
+            if index.names_of(source).is_empty() {
+                index.remove_digest(source);
+            }
+            Ok(true)
+        })
     }
 
     /// The diff IDs that have variant records (directories named by a digest).
