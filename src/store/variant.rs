@@ -385,37 +385,29 @@ impl Store {
         if unchanged {
             return Ok(image.clone());
         }
-        let layer_json: Vec<Value> = layers
+        // The stored manifest with the new parts, serialised as kiln writes every manifest, so
+        // a build whose layers are these blobs (from a compressed shared cache) has this digest.
+        let mut manifest = image.manifest.clone();
+        let oci = media_types == MediaTypes::Oci;
+        manifest.set_media_type(Some(MediaType::from(media_types.manifest())));
+        let mut config = manifest.config().clone();
+        config.set_media_type(MediaType::from(media_types.config()));
+        manifest.set_config(config);
+        let descriptors = layers
             .iter()
             .zip(image.manifest.layers())
             .map(|(layer, old)| {
-                let mut descriptor = json!({
-                    "mediaType": layer.media_type.to_string(),
-                    "digest": layer.digest.to_string(),
-                    "size": layer.size,
-                });
-                if media_types == MediaTypes::Oci
-                    && let Some(annotations) = old.annotations()
-                {
-                    descriptor["annotations"] = json!(annotations);
+                let mut descriptor =
+                    super::descriptor(layer.media_type.clone(), &layer.digest, layer.size);
+                if oci {
+                    descriptor.set_annotations(old.annotations().clone());
                 }
                 descriptor
             })
             .collect();
-        let mut manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": media_types.manifest(),
-            "config": {
-                "mediaType": media_types.config(),
-                "digest": image.id.to_string(),
-                "size": image.manifest.config().size(),
-            },
-            "layers": layer_json,
-        });
-        if media_types == MediaTypes::Oci
-            && let Some(annotations) = image.manifest.annotations()
-        {
-            manifest["annotations"] = json!(annotations);
+        manifest.set_layers(descriptors);
+        if !oci {
+            manifest.set_annotations(None);
         }
         let bytes = serde_json::to_vec(&manifest).map_err(|err| StoreError::Document {
             what: "image manifest",

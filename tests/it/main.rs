@@ -12,6 +12,7 @@ mod build_context;
 mod build_mount;
 mod build_peer;
 mod cli;
+mod compression;
 mod context;
 mod copy;
 mod copy_incremental;
