@@ -749,6 +749,20 @@ impl Store {
                 matches.push((descriptor.clone(), digest.clone(), digest.clone()));
             }
         }
+        // One image in several manifests (pushed compressed, its tag moved to the pushed one:
+        // see `retag_exported`) is still one image: its tagged manifest answers for the ID.
+        if matches.len() > 1 && matches.iter().all(|(_, _, id)| *id == matches[0].2) {
+            let tagged = matches
+                .iter()
+                .position(|(_, digest, _)| !index.names_of(digest).is_empty())
+                .unwrap_or(0);
+            let (descriptor, digest, _) = matches.swap_remove(tagged);
+            return Ok(Located {
+                descriptor,
+                digest,
+                by: By::Id,
+            });
+        }
         match matches.len() {
             0 => Err(StoreError::NotFound(text.to_string())),
             1 => {

@@ -18,6 +18,11 @@ use std::path::Path;
 
 /// The manifest the registry serves for `name`, as JSON.
 fn served_manifest(name: &str) -> Value {
+    served(name).0
+}
+
+/// The manifest the registry serves for `name`, as JSON, and its digest.
+fn served(name: &str) -> (Value, Digest) {
     let reference = Reference::parse_normalized(name).expect("reference");
     let client = Client::new(ClientOptions::default()).expect("client");
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -30,7 +35,10 @@ fn served_manifest(name: &str) -> Value {
     let Manifest::Image { bytes, .. } = manifest else {
         panic!("{name} is not an image manifest");
     };
-    serde_json::from_slice(&bytes).expect("manifest json")
+    (
+        serde_json::from_slice(&bytes).expect("manifest json"),
+        Digest::of(&bytes),
+    )
 }
 
 /// The media types of the manifest's layers.
@@ -95,8 +103,8 @@ fn a_second_push_compresses_nothing_and_every_format_pulls_back_the_same_image()
     );
 
     a.kiln(&["push", &gzip]).run().success();
-    let served = served_manifest(&gzip);
-    let media_types = layer_media_types(&served);
+    let served_gzip = served_manifest(&gzip);
+    let media_types = layer_media_types(&served_gzip);
     assert!(
         media_types
             .iter()
@@ -107,10 +115,7 @@ fn a_second_push_compresses_nothing_and_every_format_pulls_back_the_same_image()
     assert_eq!(records.len(), built.1.len(), "one gzip variant per layer");
     // The tag now names what the registry holds.
     let stored = Store::open(a.root()).unwrap().resolve(&gzip).unwrap();
-    assert_eq!(
-        stored.manifest_digest,
-        Digest::of(&serde_json::to_vec(&served).unwrap())
-    );
+    assert_eq!(stored.manifest_digest, served(&gzip).1);
 
     // To another repository: uploads again, compresses nothing (no record rewritten).
     let again = format!("{host}/comp/again:1");
@@ -126,7 +131,7 @@ fn a_second_push_compresses_nothing_and_every_format_pulls_back_the_same_image()
         records,
         "nothing compressed again"
     );
-    assert_eq!(served_manifest(&again), served);
+    assert_eq!(served_manifest(&again), served_gzip);
 
     // force-compression compresses again (new records), to the same bytes.
     let forced = format!("{host}/comp/forced:1");
@@ -215,7 +220,7 @@ fn a_second_push_compresses_nothing_and_every_format_pulls_back_the_same_image()
     b.kiln(&["tag", &gzip, &back]).run().success();
     let before = variant_records(b.root());
     b.kiln(&["push", &back]).run().success();
-    assert_eq!(served_manifest(&back), served);
+    assert_eq!(served(&back).1, served(&gzip).1);
     assert_eq!(variant_records(b.root()), before);
 }
 
@@ -382,7 +387,7 @@ fn a_zstd_cache_export_imports_back_with_every_step_cached() {
     );
     built.ok();
     assert_eq!(built.ran(), Vec::<&str>::new(), "every step from the cache");
-    assert_eq!(built.hits().len(), STEPS.len() - 1);
+    assert_eq!(built.hits().len(), STEPS.len());
     assert_eq!(
         id_and_diff_ids(b.root(), "app"),
         id_and_diff_ids(a.root(), "app")
@@ -428,7 +433,36 @@ fn the_peer_docker_pulls_and_runs_kilns_gzip_and_zstd_pushes() {
         .ok();
     }
     let (id, _) = id_and_diff_ids(a.root(), "app");
-    for (name, _) in &names {
+    let version = docker.run(&["version", "--format", "{{.Server.Version}}"]);
+    let major: u32 = version
+        .trim()
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .expect("docker's server version");
+    for (name, option) in &names {
+        if *option == "compression=zstd" && major < 23 {
+            // moby's pkg/archive reads zstd layers from Docker 23.0 on; 20.10 takes the frame
+            // for a plain tar. kiln's zstd image is checked by kiln's own pull in
+            // a_second_push_compresses_nothing_and_every_format_pulls_back_the_same_image.
+            let refused = docker
+                .command()
+                .args(["pull", name])
+                .output()
+                .expect("docker");
+            assert!(!refused.status.success());
+            assert!(
+                String::from_utf8_lossy(&refused.stderr).contains("invalid tar header"),
+                "{}",
+                String::from_utf8_lossy(&refused.stderr)
+            );
+            eprintln!(
+                "notice: the peer docker {} cannot read zstd layers (Docker 23.0 can); its pull \
+                 of {name} was refused as expected",
+                version.trim()
+            );
+            continue;
+        }
         docker.run(&["pull", name]);
         let ran = docker.run(&["run", "--rm", "--network", "none", name, "cat", "/both.txt"]);
         assert_eq!(ran, "a\ngenerated\n", "{name}");
