@@ -251,7 +251,10 @@ pub(crate) fn machine_a(busybox: &Path, cache_to: &[&str]) -> (Machine, tempfile
     let mut args = vec!["-t", "app"];
     let specs: Vec<String> = cache_to
         .iter()
-        .map(|spec| format!("{spec},compression=uncompressed"))
+        .map(|spec| match spec.contains("compression=") {
+            true => spec.to_string(),
+            false => format!("{spec},compression=uncompressed"),
+        })
         .collect();
     for spec in &specs {
         args.extend(["--cache-to", spec.as_str()]);
