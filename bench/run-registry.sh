@@ -327,42 +327,52 @@ PY
 done
 
 # --- report ------------------------------------------------------------------------------------
-section=$RESULTS/section.md
-{
-  echo "Command: \`RUNS=$RUNS SCENARIOS=\"${scenarios[*]}\" bench/run-registry.sh\` (root; hyperfine, $RUNS timed runs each). $(date -u '+%Y-%m-%d %H:%M UTC')."
-  echo
-  sed 's/^/- /' "$RESULTS/meta.txt" | grep -v '^- command\|^- date'
-  for scenario in "${scenarios[@]}"; do
-    [[ -f $RESULTS/$scenario.md ]] || continue
+# write_section FILE MARKER TITLE SCENARIO...: the results of those scenarios that ran, into
+# BENCHMARKS.md between MARKER's start and end comments (a new section TITLE when missing).
+write_section() {
+  local section=$1 marker=$2 title=$3 ran=() scenario
+  shift 3
+  for scenario in "$@"; do [[ -f $RESULTS/$scenario.md ]] && ran+=("$scenario"); done
+  [[ ${#ran[@]} -gt 0 ]] || return 0
+  {
+    echo "Command: \`RUNS=$RUNS SCENARIOS=\"${ran[*]}\" bench/run-registry.sh\` (root; hyperfine, $RUNS timed runs each). $(date -u '+%Y-%m-%d %H:%M UTC')."
     echo
-    case $scenario in
-    P1) echo "**P1: push a 5-layer, 300 MB image to an empty registry**" ;;
-    P2) echo "**P2: pull it into an empty store**" ;;
-    C1) echo "**C1: S2 on an empty store with the registry cache of an earlier build (and cold for scale)**" ;;
-    Z1) echo "**Z1: push a 5-layer, 300 MB compressible image gzip-compressed to an empty registry**" ;;
-    Z2) echo "**Z2: the same zstd-compressed**" ;;
-    esac
-    echo
-    cat "$RESULTS/$scenario.md"
-    if [[ -f $RESULTS/$scenario.cpu.md ]]; then
+    sed 's/^/- /' "$RESULTS/meta.txt" | grep -v '^- command\|^- date'
+    for scenario in "${ran[@]}"; do
       echo
-      cat "$RESULTS/$scenario.cpu.md"
-    fi
-  done
-} >"$section"
-if [[ $UPDATE == 1 ]]; then
-  python3 - "$repo/BENCHMARKS.md" "$section" <<'PY'
+      case $scenario in
+      P1) echo "**P1: push a 5-layer, 300 MB image to an empty registry**" ;;
+      P2) echo "**P2: pull it into an empty store**" ;;
+      C1) echo "**C1: S2 on an empty store with the registry cache of an earlier build (and cold for scale)**" ;;
+      Z1) echo "**Z1: push a 5-layer, 300 MB compressible image gzip-compressed to an empty registry**" ;;
+      Z2) echo "**Z2: the same zstd-compressed**" ;;
+      esac
+      echo
+      cat "$RESULTS/$scenario.md"
+      if [[ -f $RESULTS/$scenario.cpu.md ]]; then
+        echo
+        cat "$RESULTS/$scenario.cpu.md"
+      fi
+    done
+  } >"$section"
+  if [[ $UPDATE == 1 ]]; then
+    python3 - "$repo/BENCHMARKS.md" "$section" "$marker" "$title" <<'PY'
 import sys
 path, section = sys.argv[1], open(sys.argv[2], encoding="utf-8").read().rstrip("\n")
-start, end = "<!-- registry-bench:start -->", "<!-- registry-bench:end -->"
+start, end = f"<!-- {sys.argv[3]}:start -->", f"<!-- {sys.argv[3]}:end -->"
 text = open(path, encoding="utf-8").read()
 if start in text and end in text:
     head, rest = text.split(start, 1)
     text = head + start + "\n" + section + "\n" + end + rest.split(end, 1)[1]
 else:
-    text = text.rstrip("\n") + "\n\n## Registry transfers and the shared build cache (issue 5)\n\n" + start + "\n" + section + "\n" + end + "\n"
+    text = text.rstrip("\n") + f"\n\n## {sys.argv[4]}\n\n" + start + "\n" + section + "\n" + end + "\n"
 open(path, "w", encoding="utf-8").write(text)
 PY
-fi
-cat "$section"
+  fi
+  cat "$section"
+}
+write_section "$RESULTS/section.md" registry-bench \
+  "Registry transfers and the shared build cache (issue 5)" P1 P2 C1
+write_section "$RESULTS/section-compression.md" compression-bench \
+  "Compressed pushes: gzip and zstd, kiln vs skopeo vs docker push (issue 16)" Z1 Z2
 notice "results in $RESULTS"
