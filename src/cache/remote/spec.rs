@@ -421,7 +421,7 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
-        assert_eq!(cases.len(), 21);
+        assert_eq!(cases.len(), 25);
         let exports = |spec: &str| parse_cache_to(spec).unwrap().exports_cache_mounts();
         assert!(!exports("type=local,dest=x"));
         assert!(!exports("type=local,dest=x,mode=min"));
