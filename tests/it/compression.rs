@@ -328,6 +328,15 @@ fn an_oci_archive_export_holds_the_compressed_layers_and_loads_back() {
             .run()
             .success();
         assert_eq!(ran.stdout_str(), "a\ngenerated\n");
+        // The loaded compressed layers, checked against their diff IDs when unpacked, are
+        // remembered as the layers' variants in that compression.
+        let compression = if archive == &oci { "zstd" } else { "gzip" };
+        let records = variant_records(b.root());
+        assert_eq!(
+            records.keys().filter(|k| k.ends_with(compression)).count(),
+            built.1.len(),
+            "{records:?}"
+        );
     }
 }
 
