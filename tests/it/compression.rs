@@ -401,6 +401,33 @@ fn a_zstd_cache_export_imports_back_with_every_step_cached() {
         id_and_diff_ids(b.root(), "app"),
         id_and_diff_ids(a.root(), "app")
     );
+    // B's image is A's as A exports it in zstd: the same manifest, digest for digest.
+    let oci = cache.path().join("a.tar");
+    a.build(
+        ctx.path(),
+        &[
+            "-t",
+            "app",
+            "-o",
+            &format!("type=oci,dest={},compression=zstd", oci.display()),
+        ],
+    )
+    .ok();
+    let mut archive = tar::Archive::new(fs::File::open(&oci).expect("oci archive"));
+    let mut exported = None;
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        if entry.path().expect("path").to_str() == Some("index.json") {
+            let index: Value = serde_json::from_reader(&mut entry).expect("index.json");
+            exported = index["manifests"][0]["digest"].as_str().map(str::to_string);
+        }
+    }
+    let b_manifest = Store::open(b.root())
+        .unwrap()
+        .resolve("app")
+        .unwrap()
+        .manifest_digest;
+    assert_eq!(exported, Some(b_manifest.to_string()));
     let ran = b
         .kiln(&["run", "--rm", "app", "cat", "/both.txt"])
         .run()
