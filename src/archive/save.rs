@@ -73,7 +73,7 @@ pub fn save_platform(
     out: impl Write,
     max_bytes: u64,
 ) -> Result<(), ArchiveError> {
-    save_as(store, names, format, platform, None, out, max_bytes)
+    save_in_format(store, names, format, platform, None, out, max_bytes)
 }
 
 /// [`save_platform`] with the images' layers and media types in `layers` (the `type=oci` and
@@ -81,7 +81,7 @@ pub fn save_platform(
 /// image as [`Store::image_as`] makes it, docker's format links each `layer.tar` to the layer's
 /// blob in that compression (docker's load reads gzip and zstd layers). `None` saves the
 /// images as they are stored, docker's format with uncompressed layers (`docker save`'s).
-pub fn save_as(
+pub fn save_in_format(
     store: &Store,
     names: &[String],
     format: SaveFormat,

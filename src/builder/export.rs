@@ -524,7 +524,7 @@ fn save(
     options
         .push_format(oci_default)
         .with_layer_format(|layers| {
-            archive::save_as(
+            archive::save_in_format(
                 store,
                 &names,
                 format,
