@@ -31,7 +31,7 @@ pub use rootfs::{
     Exported, ImportOptions, export_rootfs, export_rootfs_platforms, export_to_dir,
     export_to_dir_platforms, import_rootfs,
 };
-pub use save::{SaveFormat, save, save_in_format, save_platform};
+pub use save::{SaveFormat, save, save_as, save_in_format, save_platform};
 
 use crate::cache::remote::{SharedCacheError, materialize, materialize_all};
 use crate::error::Cause;

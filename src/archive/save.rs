@@ -92,7 +92,40 @@ pub fn save_in_format(
 ) -> Result<(), ArchiveError> {
     // Keeps a collection from deleting the images' blobs while they are read.
     let _lease = store.lease()?;
-    let mut selected = select(store, names, format, platform)?;
+    let selected = select(store, names, format, platform)?;
+    write_selected(store, selected, format, layers, out, max_bytes)
+}
+
+/// [`save_in_format`] of the one image (or multi-platform image) `source` names, under the
+/// names `tags` instead of its own (an `-o type=docker|oci,name=A,B` export, which names the
+/// image in the archive as BuildKit's exporters do, whatever the store calls it).
+pub fn save_as(
+    store: &Store,
+    source: &str,
+    tags: &[ImageName],
+    format: SaveFormat,
+    layers: Option<&LayerFormat<'_>>,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
+    let _lease = store.lease()?;
+    let mut selected = select(store, &[source.to_string()], format, None)?;
+    for selection in &mut selected {
+        selection.tags = tags.to_vec();
+    }
+    write_selected(store, selected, format, layers, out, max_bytes)
+}
+
+/// Writes the selected images as one archive, their layers in `layers`' format if given (the
+/// caller holds a lease).
+fn write_selected(
+    store: &Store,
+    mut selected: Vec<Selected>,
+    format: SaveFormat,
+    layers: Option<&LayerFormat<'_>>,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
     for selection in &selected {
         for image in selection.images() {
             super::fetch_absent_layers(store, &image.layers)?;
@@ -146,6 +179,9 @@ fn convert(
         media_types,
     )?;
     stored.digest = digest;
+    // The index's descriptor keeps its annotations (`index-descriptor` ones).
+    let mut descriptor = descriptor;
+    descriptor.set_annotations(stored.descriptor.annotations().clone());
     stored.descriptor = descriptor;
     Ok(())
 }
@@ -513,7 +549,8 @@ fn v1_image(
 
 /// The `index.json` descriptors of a manifest: one per tag, named as the store names them
 /// (`ref.name` the familiar name, containerd's annotation the full one); one without names
-/// for an untagged image.
+/// for an untagged image. The descriptor's own annotations (a build's
+/// `--annotation manifest-descriptor:` or `index-descriptor:`) stay, as in BuildKit's layout.
 fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descriptor> {
     if tags.is_empty() {
         return vec![manifest.clone()];
@@ -521,14 +558,10 @@ fn index_descriptors(manifest: &Descriptor, tags: &[ImageName]) -> Vec<Descripto
     tags.iter()
         .map(|tag| {
             let mut named = manifest.clone();
-            named.set_annotations(Some(
-                [
-                    (REF_NAME.to_string(), tag.familiar()),
-                    (CONTAINERD_NAME.to_string(), tag.full()),
-                ]
-                .into_iter()
-                .collect(),
-            ));
+            let mut annotations = manifest.annotations().clone().unwrap_or_default();
+            annotations.insert(REF_NAME.to_string(), tag.familiar());
+            annotations.insert(CONTAINERD_NAME.to_string(), tag.full());
+            named.set_annotations(Some(annotations));
             named
         })
         .collect()

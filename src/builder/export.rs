@@ -8,7 +8,11 @@
 //!   OCI image layout tar); `dest=-` is standard output.
 //! - `type=tar`: the flattened root filesystem as one tar ([`crate::archive::export_rootfs`]);
 //!   `type=local`: the same into a directory ([`crate::archive::export_to_dir`]).
-//! - `type=registry,name=REF` (and `--push`, once per tag): [`crate::registry::push`].
+//! - `type=image` with BuildKit's image exporter options, and `type=registry` (`type=image`
+//!   with `push=true`): [`super::image_export`]; `type=docker` without `dest` (buildx's
+//!   `--load`) is the image in the store, which kiln's store is.
+//! - `annotation[-TYPE][[PLATFORM]].KEY=VALUE` on any image export: [`super::annotations`],
+//!   written by the build into its one image.
 //!
 //! A file destination appears whole only on success; a device, FIFO or socket already at the
 //! path is written in place ([`crate::archive::Output`]).
@@ -19,14 +23,14 @@
 //! refuses it (BuildKit: "docker exporter does not currently support exporting manifest
 //! lists").
 
+use super::annotations::{AnnotationError, Annotations};
+use super::image_export::{self, ImageExport, ImageExported};
 use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError, SaveFormat};
 use crate::layer::{ExportFormat, FormatOptionError};
 use crate::oci::reference::{Reference, ReferenceError};
 use crate::oci::{Digest, Platform};
-use crate::registry::{
-    Client, ClientOptions, PushFormat, RegistryError, TransferProgress, push_with,
-};
-use crate::store::{Store, StoreError, StoredEntry, StoredImage, is_manifest};
+use crate::registry::{ClientOptions, PushFormat, RegistryError, TransferProgress};
+use crate::store::{ImageName, Store, StoreError, StoredEntry, StoredImage, is_manifest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -58,20 +62,27 @@ impl Destination {
 /// One `--output` export of a built image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Export {
-    /// `type=docker`: `docker save`'s archive.
-    Docker(Destination),
+    /// `type=docker,dest=PATH`: `docker save`'s archive.
+    Docker(ArchiveExport),
     /// `type=oci`: an OCI image layout as a tar.
-    Oci(Destination),
+    Oci(ArchiveExport),
     /// `type=tar`: the flattened root filesystem as one tar.
     Tar(Destination),
     /// `type=local` (or a bare path): the flattened root filesystem in a directory, created
     /// when missing.
     Local(PathBuf),
-    /// `type=registry,name=REF`: pushed to a registry (the name is checked when pushing).
-    Registry(String),
-    /// `type=image[,name=REF][,push=true]`: the image in the store (every build's is), tagged
-    /// `name=` when given, and pushed there with `push=true`.
-    Image { name: Option<String>, push: bool },
+    /// `type=image` (BuildKit's image exporter), `type=registry` (the same with `push=true`),
+    /// and `type=docker` without `dest` and `--load` (docker's image store is kiln's store):
+    /// the image in the store (every build's is), tagged with its names, pushed when asked.
+    Image(ImageExport),
+}
+
+/// A `type=docker` or `type=oci` archive: where it goes, and `name=`: the names the image has
+/// in it (BuildKit's exporters write those; without any, the image's own tags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveExport {
+    pub dest: Destination,
+    pub names: Vec<String>,
 }
 
 /// One `--output` spec: the export, and what it asks of the image the build writes.
@@ -88,15 +99,30 @@ pub struct OutputSpec {
     /// image export ([`ExportFormat`]; gzip by default, as BuildKit's). `local` and `tar` take
     /// them and write no layers, as BuildKit's do.
     pub format: ExportFormat,
+    /// `annotation[-TYPE][[PLATFORM]].KEY=VALUE` options ([`super::annotations`]); as with
+    /// `rewrite-timestamp`, the one image of the build carries the annotations of all its
+    /// image exports. `local` and `tar` take them and write no image.
+    pub annotations: Annotations,
 }
 
 /// Why an `--output` spec is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExportSpecError {
-    #[error("invalid --output {spec:?}: unknown field {field:?}; write type=TYPE,dest=PATH")]
-    UnknownField { spec: String, field: String },
-    #[error("invalid --output {spec:?}: {what} needs name=REF")]
-    NoName { spec: String, what: &'static str },
+    /// An option BuildKit's exporters have and kiln does not implement.
+    #[error(
+        "invalid --output {spec:?}: {field:?}: BuildKit's option {key} is not supported by kiln"
+    )]
+    NotSupported {
+        spec: String,
+        field: String,
+        key: String,
+    },
+    #[error("invalid --output {spec:?}: unknown option {field:?} for type={kind}")]
+    UnknownField {
+        spec: String,
+        field: String,
+        kind: String,
+    },
     #[error("invalid --output {spec:?}: no dest=PATH")]
     NoDest { spec: String },
     #[error(
@@ -116,6 +142,23 @@ pub enum ExportSpecError {
         #[source]
         source: FormatOptionError,
     },
+    /// BuildKit's image writer refuses these: Docker's manifest list and descriptors have no
+    /// annotations.
+    #[error(
+        "invalid --output {spec:?}: cannot export annotations with \"oci-mediatypes=false\" \
+         ({annotation} is an index or descriptor annotation)"
+    )]
+    OciOnlyAnnotation { spec: String, annotation: String },
+    #[error("invalid --output {spec:?}: {field:?} is not KEY=VALUE")]
+    NotAPair { spec: String, field: String },
+    #[error("invalid --output {spec:?}: {reason}")]
+    Csv { spec: String, reason: &'static str },
+    #[error("invalid --output {spec:?}")]
+    Annotation {
+        spec: String,
+        #[source]
+        source: AnnotationError,
+    },
 }
 
 impl FromStr for Export {
@@ -130,121 +173,248 @@ impl FromStr for Export {
 impl FromStr for OutputSpec {
     type Err = ExportSpecError;
 
-    /// Parses `type=docker,dest=out.tar` (buildx's `--output` syntax; a bare path is `local`),
-    /// with `rewrite-timestamp=BOOL` on any type and `push=BOOL` on `type=image`.
+    /// Parses `type=docker,dest=out.tar` as buildx does: CSV fields (`"name=a,b"` quoted keeps
+    /// its comma), keys case-folded; a bare path is `local` (`-`: a tar on standard output).
+    /// `rewrite-timestamp=BOOL` and `annotation*.KEY=` on any type; BuildKit's image exporter
+    /// options ([`ImageExport`]) on `image` and `registry`, and `name=` on `docker` and `oci`.
     fn from_str(spec: &str) -> Result<OutputSpec, ExportSpecError> {
-        if !spec.contains('=') {
+        let fields = csv_fields(spec).map_err(|reason| ExportSpecError::Csv {
+            spec: spec.to_string(),
+            reason,
+        })?;
+        if let [only] = fields.as_slice()
+            && only == spec
+            && !spec.starts_with("type=")
+            && !spec.contains('=')
+        {
+            let export = match spec {
+                "-" => Export::Tar(Destination::Stdout),
+                path => Export::Local(PathBuf::from(path)),
+            };
             return Ok(OutputSpec {
-                export: Export::Local(PathBuf::from(spec)),
+                export,
                 rewrite_timestamp: false,
                 format: ExportFormat::default(),
+                annotations: Annotations::default(),
             });
         }
         let mut kind = None;
         let mut dest = None;
-        let mut name = None;
         let mut rewrite_timestamp = false;
-        let mut push = None;
+        let mut annotations = Annotations::default();
+        let mut image = ImageExport::default();
+        // The image exporter's options given, to refuse them on another type.
+        let mut image_options: Vec<String> = Vec::new();
+        let mut unknown = None;
         let mut format = ExportFormat::default();
         let format_error = |source| ExportSpecError::Format {
             spec: spec.to_string(),
             source,
         };
-        let boolean = |field: &str, value: &str| {
-            parse_bool(value).ok_or_else(|| ExportSpecError::NotABool {
-                spec: spec.to_string(),
-                field: field.to_string(),
-                value: value.to_string(),
-            })
-        };
-        for field in spec.split(',') {
-            match field.split_once('=') {
-                Some(("type", value)) => kind = Some(value),
-                Some(("dest", value)) => dest = Some(value),
-                Some(("name", value)) => name = Some(value),
-                Some(("rewrite-timestamp", value)) => {
-                    rewrite_timestamp = boolean("rewrite-timestamp", value)?;
+        for field in &fields {
+            let Some((key, value)) = field.split_once('=') else {
+                return Err(ExportSpecError::NotAPair {
+                    spec: spec.to_string(),
+                    field: field.clone(),
+                });
+            };
+            let key = key.trim().to_ascii_lowercase();
+            match key.as_str() {
+                "type" => kind = Some(value.to_string()),
+                "dest" => dest = Some(value.to_string()),
+                "rewrite-timestamp" => {
+                    rewrite_timestamp =
+                        parse_bool(value).ok_or_else(|| ExportSpecError::NotABool {
+                            spec: spec.to_string(),
+                            field: key.clone(),
+                            value: value.to_string(),
+                        })?;
                 }
-                Some(("push", value)) => push = Some((field, boolean("push", value)?)),
-                Some((key, value)) if ExportFormat::KEYS.contains(&key) => {
-                    format.set(key, value).map_err(format_error)?;
+                _ if ExportFormat::KEYS.contains(&key.as_str()) => {
+                    format.set(&key, value).map_err(format_error)?;
                 }
                 _ => {
-                    return Err(ExportSpecError::UnknownField {
-                        spec: spec.to_string(),
-                        field: field.to_string(),
-                    });
+                    if let Some(added) = annotations.add_exporter_key(&key, value) {
+                        added.map_err(|source| ExportSpecError::Annotation {
+                            spec: spec.to_string(),
+                            source,
+                        })?;
+                    } else if let Some(set) = image.set(&key, value) {
+                        set.map_err(|bad| ExportSpecError::NotABool {
+                            spec: spec.to_string(),
+                            field: bad.key,
+                            value: bad.value,
+                        })?;
+                        image_options.push(key);
+                    } else if unknown.is_none() {
+                        unknown = Some(field.clone());
+                    }
                 }
             }
         }
         format.validate().map_err(format_error)?;
-        let name = name.filter(|n| !n.is_empty());
-        let push = match push {
-            Some((_, push)) if kind == Some("image") => push,
-            Some((field, _)) => {
-                return Err(ExportSpecError::UnknownField {
+        let kind = kind.unwrap_or_default();
+        let unknown_field = |field: String| ExportSpecError::UnknownField {
+            spec: spec.to_string(),
+            field,
+            kind: kind.clone(),
+        };
+        let known_type = ["docker", "oci", "tar", "local", "image", "registry"];
+        if !known_type.contains(&kind.as_str()) {
+            return Err(ExportSpecError::UnknownType {
+                spec: spec.to_string(),
+                kind,
+            });
+        }
+        if let Some(field) = unknown {
+            let key = field
+                .split_once('=')
+                .map_or("", |(k, _)| k)
+                .trim()
+                .to_ascii_lowercase();
+            if NOT_SUPPORTED.contains(&key.as_str()) {
+                return Err(ExportSpecError::NotSupported {
                     spec: spec.to_string(),
-                    field: field.to_string(),
+                    field,
+                    key,
                 });
             }
-            None => false,
+            return Err(unknown_field(field));
+        }
+        // Only the image exporter pushes and names; an archive takes `name=` (BuildKit's
+        // docker and oci exporters name the image in it).
+        let takes = |option: &str| match kind.as_str() {
+            "image" | "registry" => true,
+            "docker" if dest.is_none() => option == "name",
+            "docker" | "oci" => option == "name",
+            _ => false,
         };
-        let export = match kind {
-            Some("registry") => match name {
-                Some(name) => Export::Registry(name.to_string()),
-                None => {
-                    return Err(ExportSpecError::NoName {
-                        spec: spec.to_string(),
-                        what: "type=registry",
-                    });
-                }
-            },
-            Some("image") => {
-                if push && name.is_none() {
-                    return Err(ExportSpecError::NoName {
-                        spec: spec.to_string(),
-                        what: "push=true",
-                    });
-                }
-                Export::Image {
-                    name: name.map(str::to_string),
-                    push,
-                }
+        if let Some(option) = image_options.iter().find(|o| !takes(o)) {
+            let field = fields
+                .iter()
+                .find(|f| {
+                    f.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with(option.as_str())
+                })
+                .cloned()
+                .unwrap_or_else(|| option.clone());
+            return Err(unknown_field(field));
+        }
+        let dest_or_error = || {
+            dest.as_deref().ok_or_else(|| ExportSpecError::NoDest {
+                spec: spec.to_string(),
+            })
+        };
+        let export = match kind.as_str() {
+            // A push without a name takes the build's tags (buildx fills `name=` from `-t`);
+            // without either it is refused when the export runs ([`ExportError::NoName`]).
+            "registry" | "image" => {
+                image.push |= kind == "registry";
+                Export::Image(image)
             }
-            _ => {
-                let Some(dest) = dest else {
-                    return Err(ExportSpecError::NoDest {
-                        spec: spec.to_string(),
-                    });
-                };
-                match kind {
-                    Some("docker") => Export::Docker(Destination::parse(dest)),
-                    Some("oci") => Export::Oci(Destination::parse(dest)),
-                    Some("tar") => Export::Tar(Destination::parse(dest)),
-                    Some("local") => Export::Local(PathBuf::from(dest)),
-                    other => {
-                        return Err(ExportSpecError::UnknownType {
-                            spec: spec.to_string(),
-                            kind: other.unwrap_or("").to_string(),
-                        });
-                    }
-                }
-            }
+            // buildx's `--load`: into the image store, which is kiln's.
+            "docker" if dest.is_none() => Export::Image(image),
+            "docker" => Export::Docker(ArchiveExport {
+                dest: Destination::parse(dest_or_error()?),
+                names: image.names,
+            }),
+            "oci" => Export::Oci(ArchiveExport {
+                dest: Destination::parse(dest_or_error()?),
+                names: image.names,
+            }),
+            "tar" => Export::Tar(Destination::parse(dest_or_error()?)),
+            _ => Export::Local(PathBuf::from(dest_or_error()?)),
         };
         // The root filesystem exports have no layers to rewrite (BuildKit takes the option and
         // does nothing with it there).
-        let rewrite_timestamp =
-            rewrite_timestamp && !matches!(export, Export::Local(_) | Export::Tar(_));
+        let writes_image = !matches!(export, Export::Local(_) | Export::Tar(_));
+        if writes_image
+            && format.oci_media_types == Some(false)
+            && let Some(annotation) = annotations.oci_only()
+        {
+            return Err(ExportSpecError::OciOnlyAnnotation {
+                spec: spec.to_string(),
+                annotation,
+            });
+        }
         Ok(OutputSpec {
             export,
-            rewrite_timestamp,
+            rewrite_timestamp: rewrite_timestamp && writes_image,
+            annotations: if writes_image {
+                annotations
+            } else {
+                Annotations::default()
+            },
             format,
         })
     }
 }
 
+/// Options of BuildKit's exporters that kiln refuses by name rather than as unknown: the
+/// image exporter's `prefer-nondist-layers` and `source-date-epoch` (kiln takes
+/// `SOURCE_DATE_EPOCH` as a build argument), the `buildinfo` options BuildKit removed, the
+/// docker and OCI exporters' `tar=false` (a layout directory), and the local and tar
+/// exporters' `platform-split` and `mode`.
+const NOT_SUPPORTED: &[&str] = &[
+    "prefer-nondist-layers",
+    "source-date-epoch",
+    "buildinfo",
+    "buildinfo-attrs",
+    "tar",
+    "platform-split",
+    "mode",
+];
+
+/// The fields of a CSV line as buildx reads `--output` (go-csvvalue, like Go's `encoding/csv`):
+/// comma-separated, a field in double quotes may hold commas and `""` for a quote.
+fn csv_fields(line: &str) -> Result<Vec<String>, &'static str> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field is not closed"),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(_) => return Err("extraneous or missing \" in quoted-field"),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => {
+                        fields.push(field);
+                        break;
+                    }
+                    Some('"') => return Err("bare \" in non-quoted-field"),
+                    Some(c) => field.push(c),
+                }
+            }
+        }
+    }
+}
+
 /// A boolean as Go's `strconv.ParseBool` reads it (BuildKit's exporter options).
-fn parse_bool(value: &str) -> Option<bool> {
+pub(super) fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
@@ -285,7 +455,7 @@ impl ExportOptions {
     /// for `oci-mediatypes`: BuildKit's `type=oci` writes OCI types; its other image exporters
     /// write OCI types when attestations are attached (which buildx attaches by default) and
     /// Docker's otherwise, where kiln keeps the image's own (kiln builds OCI images).
-    fn push_format(&self, oci_default: Option<bool>) -> PushFormat {
+    pub(super) fn push_format(&self, oci_default: Option<bool>) -> PushFormat {
         PushFormat {
             max_bytes: self.max_bytes,
             ..PushFormat::of_export(&self.format, oci_default)
@@ -300,13 +470,8 @@ pub enum Exported {
     Archive,
     /// A `type=tar` or `type=local` root filesystem.
     Rootfs(archive::Exported),
-    /// A `type=image` without a push: the image is in the store (tagged when named).
-    Stored,
-    /// A `type=registry` push: where to, and the pushed manifest's digest.
-    Pushed {
-        reference: Reference,
-        digest: Digest,
-    },
+    /// An image export: the names it tagged and the pushes it made.
+    Image(ImageExported),
 }
 
 /// Why an export failed.
@@ -346,6 +511,18 @@ pub enum ExportError {
         #[source]
         source: StoreError,
     },
+    /// BuildKit's "tag is needed when pushing to registry".
+    #[error("a push needs a name to push to: give -t NAME or name=NAME")]
+    NoName,
+    /// A name with a digest (`name=x@sha256:…`) that is not the image's.
+    #[error("the name {name} names another digest than the image's {digest}")]
+    DigestName { name: String, digest: Digest },
+    #[error("cannot make the image {image} in the export's compression and media types")]
+    Format {
+        image: Digest,
+        #[source]
+        source: crate::error::Cause,
+    },
     #[error("cannot push {reference}")]
     Push {
         reference: Reference,
@@ -367,8 +544,8 @@ pub fn export_image(
         return export_platforms(store, image, digest, export, options, progress);
     }
     match export {
-        Export::Docker(dest) => save(store, image, SaveFormat::Docker, dest, options),
-        Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
+        Export::Docker(archive) => save(store, image, SaveFormat::Docker, archive, options),
+        Export::Oci(archive) => save(store, image, SaveFormat::Oci, archive, options),
         Export::Tar(dest) => {
             let mut out = Output::open(dest.path())?;
             let exported = archive::export_rootfs(
@@ -385,44 +562,16 @@ pub fn export_image(
         Export::Local(dir) => archive::export_to_dir(store, image, dir, options.max_bytes)
             .map(Exported::Rootfs)
             .map_err(ExportError::Rootfs),
-        Export::Registry(name) => push_image(store, image, name, options, progress),
-        Export::Image { name: None, .. } => Ok(Exported::Stored),
-        Export::Image {
-            name: Some(name),
-            push,
-        } => tag_image(
+        Export::Image(export) => image_export::export(
             store,
             image,
             &image.manifest_descriptor,
-            name,
-            *push,
+            export,
             options,
             progress,
-        ),
+        )
+        .map(Exported::Image),
     }
-}
-
-/// `-o type=image,name=NAME[,push=true]`: tags `descriptor` (the image's manifest, or a
-/// multi-platform build's index) as NAME, then pushes it when asked.
-fn tag_image(
-    store: &Store,
-    image: &StoredImage,
-    descriptor: &oci_spec::image::Descriptor,
-    name: &str,
-    push: bool,
-    options: &ExportOptions,
-    progress: &dyn TransferProgress,
-) -> Result<Exported, ExportError> {
-    store
-        .tag(name, descriptor)
-        .map_err(|source| ExportError::Tag {
-            name: name.to_string(),
-            source,
-        })?;
-    if push {
-        return push_image(store, image, name, options, progress);
-    }
-    Ok(Exported::Stored)
 }
 
 /// [`export_image`] of a multi-platform image, `image` being one of it and `digest` its index.
@@ -463,7 +612,7 @@ fn export_platforms(
         Export::Docker(_) => Err(ExportError::DockerMultiPlatform {
             platforms: images.iter().map(|(p, _)| p.to_string()).collect(),
         }),
-        Export::Oci(dest) => save(store, image, SaveFormat::Oci, dest, options),
+        Export::Oci(archive) => save(store, image, SaveFormat::Oci, archive, options),
         Export::Tar(dest) => {
             let mut out = Output::open(dest.path())?;
             let exported = archive::export_rootfs_platforms(
@@ -482,21 +631,11 @@ fn export_platforms(
                 .map(Exported::Rootfs)
                 .map_err(ExportError::Rootfs)
         }
-        Export::Registry(name) => push_image(store, image, name, options, progress),
-        Export::Image { name: None, .. } => Ok(Exported::Stored),
         // The index is what is tagged (and pushed), as a multi-platform build's tags name it.
-        Export::Image {
-            name: Some(name),
-            push,
-        } => tag_image(
-            store,
-            image,
-            &index.descriptor,
-            name,
-            *push,
-            options,
-            progress,
-        ),
+        Export::Image(export) => {
+            image_export::export(store, image, &index.descriptor, export, options, progress)
+                .map(Exported::Image)
+        }
     }
 }
 
@@ -506,139 +645,196 @@ fn source_of(image: &StoredImage) -> String {
     image.index.as_ref().unwrap_or(&image.id).to_string()
 }
 
-/// The image as an archive: under its names when it has some, else by its ID (untagged).
+/// The image as an archive: under the export's names when it gives some, else its own, else
+/// by its ID (untagged).
 fn save(
     store: &Store,
     image: &StoredImage,
     format: SaveFormat,
-    dest: &Destination,
+    export: &ArchiveExport,
     options: &ExportOptions,
 ) -> Result<Exported, ExportError> {
-    let names: Vec<String> = if image.names.is_empty() {
-        vec![source_of(image)]
-    } else {
-        image.names.iter().map(|n| n.familiar()).collect()
-    };
-    let mut out = Output::open(dest.path())?;
+    let named = export
+        .names
+        .iter()
+        .map(|name| {
+            ImageName::parse(name).map_err(|source| ExportError::Tag {
+                name: name.clone(),
+                source: source.into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Output::open(export.dest.path())?;
     let oci_default = (format == SaveFormat::Oci).then_some(true);
-    options
+    let saved = options
         .push_format(oci_default)
         .with_layer_format(|layers| {
-            archive::save_in_format(
-                store,
-                &names,
-                format,
-                None,
-                Some(layers),
-                out.writer(),
-                options.max_bytes,
-            )
-        })
-        .map_err(ExportError::Save)?;
+            if named.is_empty() {
+                let names: Vec<String> = if image.names.is_empty() {
+                    vec![source_of(image)]
+                } else {
+                    image.names.iter().map(|n| n.familiar()).collect()
+                };
+                archive::save_in_format(
+                    store,
+                    &names,
+                    format,
+                    None,
+                    Some(layers),
+                    out.writer(),
+                    options.max_bytes,
+                )
+            } else {
+                archive::save_as(
+                    store,
+                    &source_of(image),
+                    &named,
+                    format,
+                    Some(layers),
+                    out.writer(),
+                    options.max_bytes,
+                )
+            }
+        });
+    saved.map_err(ExportError::Save)?;
     out.finish()?;
     Ok(Exported::Archive)
-}
-
-/// Pushes the image by its ID (so an untagged one works too) to `name`.
-fn push_image(
-    store: &Store,
-    image: &StoredImage,
-    name: &str,
-    options: &ExportOptions,
-    progress: &dyn TransferProgress,
-) -> Result<Exported, ExportError> {
-    let reference = Reference::parse_normalized(name)
-        .map_err(|source| ExportError::Reference {
-            name: name.to_string(),
-            source,
-        })?
-        .with_default_tag();
-    let failed = |source| ExportError::Push {
-        reference: reference.clone(),
-        source: Box::new(source),
-    };
-    let client = Client::new(options.registry.clone()).map_err(failed)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ExportError::Runtime)?;
-    let source = source_of(image);
-    let digest = runtime
-        .block_on(push_with(
-            &client,
-            store,
-            &source,
-            &reference,
-            &options.push_format(None),
-            &crate::cache::remote::origins(),
-            progress,
-        ))
-        .map_err(failed)?;
-    Ok(Exported::Pushed { reference, digest })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn image(names: &[&str], push: bool) -> Export {
+        Export::Image(ImageExport {
+            names: names.iter().map(ToString::to_string).collect(),
+            push,
+            ..ImageExport::default()
+        })
+    }
+
     #[test]
     fn output_specs_parse_as_buildx_writes_them() {
         let path = |p: &str| Destination::Path(PathBuf::from(p));
         let cases = [
             ("out", Ok(Export::Local(PathBuf::from("out")))),
+            ("-", Ok(Export::Tar(Destination::Stdout))),
             (
                 "type=local,dest=dir",
                 Ok(Export::Local(PathBuf::from("dir"))),
             ),
-            ("type=docker,dest=a.tar", Ok(Export::Docker(path("a.tar")))),
-            ("type=oci,dest=-", Ok(Export::Oci(Destination::Stdout))),
-            ("dest=r.tar,type=tar", Ok(Export::Tar(path("r.tar")))),
             (
-                "type=registry,name=host/app:1",
-                Ok(Export::Registry("host/app:1".to_string())),
+                "type=docker,dest=a.tar",
+                Ok(Export::Docker(ArchiveExport {
+                    dest: path("a.tar"),
+                    names: Vec::new(),
+                })),
             ),
             (
                 "type=docker,dest=a.tar,compression=zstd",
-                Ok(Export::Docker(path("a.tar"))),
+                Ok(Export::Docker(ArchiveExport {
+                    dest: path("a.tar"),
+                    names: Vec::new(),
+                })),
             ),
             (
                 "type=docker,dest=a.tar,level=3",
                 Err(
-                    "invalid --output \"type=docker,dest=a.tar,level=3\": unknown field \
-                     \"level=3\"; write type=TYPE,dest=PATH",
+                    "invalid --output \"type=docker,dest=a.tar,level=3\": unknown option \
+                     \"level=3\" for type=docker",
                 ),
             ),
             (
-                "type=registry,name=",
-                Err("invalid --output \"type=registry,name=\": type=registry needs name=REF"),
+                "type=oci,dest=-,name=x:1",
+                Ok(Export::Oci(ArchiveExport {
+                    dest: Destination::Stdout,
+                    names: vec!["x:1".to_string()],
+                })),
+            ),
+            ("dest=r.tar,type=tar", Ok(Export::Tar(path("r.tar")))),
+            // Keys are case-folded, as buildx folds them.
+            ("Type=tar,DEST=r.tar", Ok(Export::Tar(path("r.tar")))),
+            (
+                "type=registry,name=host/app:1",
+                Ok(image(&["host/app:1"], true)),
+            ),
+            // --load's export, and a docker export without a file: the store.
+            ("type=docker", Ok(image(&[], false))),
+            ("type=docker,name=x", Ok(image(&["x"], false))),
+            (
+                "type=image,\"name=a:1,b:2\",push=true",
+                Ok(image(&["a:1", "b:2"], true)),
+            ),
+            ("type=image,name=x:1,push=true", Ok(image(&["x:1"], true))),
+            (
+                "type=image,name=x,unpack=true,store=true",
+                Ok(Export::Image(ImageExport {
+                    names: vec!["x".to_string()],
+                    unpack: true,
+                    ..ImageExport::default()
+                })),
             ),
             (
-                "type=docker",
-                Err("invalid --output \"type=docker\": no dest=PATH"),
+                "type=docker,dest=a.tar,colour=red",
+                Err(
+                    "invalid --output \"type=docker,dest=a.tar,colour=red\": unknown option \
+                     \"colour=red\" for type=docker",
+                ),
             ),
             (
-                "type=image,name=x:1,push=true",
-                Ok(Export::Image {
-                    name: Some("x:1".to_string()),
-                    push: true,
-                }),
+                "type=oci,dest=a.tar,push=true",
+                Err(
+                    "invalid --output \"type=oci,dest=a.tar,push=true\": unknown option \
+                     \"push=true\" for type=oci",
+                ),
             ),
             (
-                "type=image,push=true",
-                Err("invalid --output \"type=image,push=true\": push=true needs name=REF"),
+                "type=oci,dest=o,tar=false",
+                Err(
+                    "invalid --output \"type=oci,dest=o,tar=false\": \"tar=false\": BuildKit's \
+                     option tar is not supported by kiln",
+                ),
             ),
+            (
+                "type=local,dest=d,name=x",
+                Err(
+                    "invalid --output \"type=local,dest=d,name=x\": unknown option \"name=x\" \
+                     for type=local",
+                ),
+            ),
+            ("type=registry,name=", Ok(image(&[], true))),
+            (
+                "type=oci",
+                Err("invalid --output \"type=oci\": no dest=PATH"),
+            ),
+            ("type=image,push=true", Ok(image(&[], true))),
             (
                 "type=image,dest=x,push=maybe",
                 Err(
-                    "invalid --output \"type=image,dest=x,push=maybe\": push takes true or false, \
-                     not \"maybe\"",
+                    "invalid --output \"type=image,dest=x,push=maybe\": push takes true or \
+                     false, not \"maybe\"",
                 ),
             ),
             (
                 "dest=x",
                 Err(
-                    "invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, local, \
-                     image or registry",
+                    "invalid --output \"dest=x\": unknown type \"\"; use docker, oci, tar, \
+                     local, image or registry",
+                ),
+            ),
+            (
+                "type=tar,dest",
+                Err("invalid --output \"type=tar,dest\": \"dest\" is not KEY=VALUE"),
+            ),
+            (
+                "type=image,\"name=a,b",
+                Err("invalid --output \"type=image,\\\"name=a,b\": a quoted field is not closed"),
+            ),
+            (
+                "type=image,name=\"a\"",
+                Err(
+                    "invalid --output \"type=image,name=\\\"a\\\"\": bare \" in \
+                     non-quoted-field",
                 ),
             ),
         ];
@@ -646,6 +842,37 @@ mod tests {
             let parsed = spec.parse::<Export>().map_err(|e| e.to_string());
             assert_eq!(parsed, expected.map_err(str::to_string), "{spec}");
         }
+    }
+
+    #[test]
+    fn csv_fields_follow_gos_reader() {
+        assert_eq!(
+            csv_fields(r#"type=image,"name=a,b","x=""q""",y="#).unwrap(),
+            vec!["type=image", "name=a,b", r#"x="q""#, "y="]
+        );
+        assert_eq!(csv_fields("").unwrap(), vec![""]);
+        assert_eq!(csv_fields("a,").unwrap(), vec!["a", ""]);
+        assert!(csv_fields(r#""a"b"#).is_err());
+    }
+
+    #[test]
+    fn annotation_options_go_with_image_exports() {
+        let spec: OutputSpec = "type=oci,dest=o.tar,annotation.a=1,annotation-index.b=2"
+            .parse()
+            .unwrap();
+        assert_eq!(spec.annotations.manifest(None).len(), 1);
+        assert_eq!(spec.annotations.index().len(), 1);
+        // The root filesystem exports write no image: they take the options, as BuildKit's.
+        let local: OutputSpec = "type=local,dest=d,annotation.a=1".parse().unwrap();
+        assert!(local.annotations.is_empty());
+        let err = "type=image,annotation-bogus.k=v"
+            .parse::<OutputSpec>()
+            .unwrap_err();
+        assert_eq!(
+            crate::error::Chain(&err).to_string(),
+            "invalid --output \"type=image,annotation-bogus.k=v\": unknown annotation type \
+             \"bogus\": use manifest, manifest-descriptor, index or index-descriptor"
+        );
     }
 
     #[test]
@@ -714,6 +941,73 @@ mod tests {
                 chain.starts_with(&format!("invalid --output {spec:?}: {reason}")),
                 "{chain}"
             );
+        }
+    }
+
+    #[test]
+    fn compression_goes_with_the_image_exporters_options_and_names() {
+        use crate::layer::Compression;
+        // Case-folded keys and quoted names, as the rest of the spec.
+        let spec = "type=image,\"name=a:1,b:2\",push=true,Compression=zstd,push-by-digest=true";
+        let output = spec.parse::<OutputSpec>().unwrap();
+        assert_eq!(output.format.compression.compression, Compression::Zstd);
+        assert_eq!(
+            output.export,
+            Export::Image(ImageExport {
+                names: vec!["a:1".to_string(), "b:2".to_string()],
+                push: true,
+                push_by_digest: true,
+                ..ImageExport::default()
+            })
+        );
+        let archive = "type=oci,dest=o.tar,name=x:1,compression=uncompressed"
+            .parse::<OutputSpec>()
+            .unwrap();
+        assert_eq!(archive.format.compression.compression, Compression::None);
+        assert_eq!(
+            archive.export,
+            Export::Oci(ArchiveExport {
+                dest: Destination::Path(PathBuf::from("o.tar")),
+                names: vec!["x:1".to_string()],
+            })
+        );
+    }
+
+    #[test]
+    fn docker_media_types_refuse_index_and_descriptor_annotations() {
+        for (spec, annotation) in [
+            (
+                "type=image,name=x,oci-mediatypes=false,annotation-index.a=1",
+                "index:a",
+            ),
+            (
+                "type=oci,dest=o.tar,oci-mediatypes=false,annotation-manifest-descriptor.b=2",
+                "manifest-descriptor:b",
+            ),
+            (
+                "type=registry,name=h/x,oci-mediatypes=false,annotation-index-descriptor.c=3",
+                "index-descriptor:c",
+            ),
+        ] {
+            let err = spec.parse::<OutputSpec>().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid --output {spec:?}: cannot export annotations with \
+                     \"oci-mediatypes=false\" ({annotation} is an index or descriptor \
+                     annotation)"
+                )
+            );
+        }
+        // Manifest annotations fit Docker's manifest; OCI types take every kind; the root
+        // filesystem exports write no image.
+        for spec in [
+            "type=image,name=x,oci-mediatypes=false,annotation.a=1",
+            "type=image,name=x,oci-mediatypes=true,annotation-index.a=1",
+            "type=image,name=x,annotation-manifest-descriptor.a=1",
+            "type=local,dest=d,oci-mediatypes=false,annotation-index.a=1",
+        ] {
+            assert!(spec.parse::<OutputSpec>().is_ok(), "{spec}");
         }
     }
 }

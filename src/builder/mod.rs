@@ -8,12 +8,15 @@
 //! [`export::export_image`] then writes the image out as `docker buildx build --output` and
 //! `--push` do. The CLI is a thin layer over both.
 
+pub mod annotations;
 pub mod check;
 pub mod compile;
 mod epoch;
 pub mod export;
 pub mod git_context;
 pub mod http_context;
+pub mod image_export;
+pub mod metadata;
 pub mod named_context;
 pub mod progress;
 mod remote_cache;
@@ -38,7 +41,8 @@ use crate::frontend::stage::{BaseImage, ImageKey, ResolveOptions};
 use crate::oci::timestamp::{ZonedTime, format_rfc3339};
 use crate::oci::{Digest, Platform};
 use crate::solver::{Cancel, Graph, NodeEvent, NodeId, SolveError, SolveOptions, solve};
-use crate::store::{Store, StoreError, StoredImage, StoredIndex, descriptor};
+use crate::store::{Annotated, Store, StoreError, StoredImage, StoredIndex, descriptor};
+use annotations::Annotations;
 use compile::{BuildOp, CompileError, CompileOptions, HistoryEntry, compile};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,6 +104,9 @@ pub struct BuildOptions {
     /// `rewrite-timestamp=true` (an output option): with `SOURCE_DATE_EPOCH`, the layers the
     /// build makes have their times clamped to it in the image ([`timestamps`]).
     pub rewrite_timestamp: bool,
+    /// `--annotation` and the image exports' `annotation*.KEY=` options: OCI annotations on
+    /// the manifests, index and descriptors the build writes ([`annotations`]).
+    pub annotations: Annotations,
 }
 
 impl Default for BuildOptions {
@@ -128,6 +135,7 @@ impl Default for BuildOptions {
             named_contexts: BTreeMap::new(),
             platforms: Vec::new(),
             rewrite_timestamp: false,
+            annotations: Annotations::default(),
         }
     }
 }
@@ -175,6 +183,8 @@ pub struct BuildOutput {
     /// The build's `SOURCE_DATE_EPOCH` (seconds), resolved: a tar export gives every file this
     /// time, as BuildKit's does.
     pub source_date_epoch: Option<i64>,
+    /// Each `--cache-to` export's manifest (media type, digest, size), in order.
+    pub cache_manifests: Vec<(String, Digest, u64)>,
 }
 
 /// Why a build failed: one variant per phase and cause. A message says only what failed at
@@ -263,6 +273,9 @@ pub enum BuildError {
     /// The layers that came from a shared cache could not be fetched or recorded as absent.
     #[error("cannot fetch or record the image's layers from the shared cache")]
     SharedCacheLayers(#[source] Box<SharedCacheError>),
+    /// An annotation the image cannot take (checked before the first step).
+    #[error(transparent)]
+    Annotation(#[from] annotations::AnnotationError),
     #[error("cannot rewrite the image's timestamps to SOURCE_DATE_EPOCH")]
     RewriteTimestamp(#[source] Box<timestamps::RewriteError>),
     #[error("cannot serialise the image config")]
@@ -361,8 +374,10 @@ pub async fn build_async(
         },
         names: written.names,
     });
-    export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
+    let cache_manifests =
+        export_cache(store, options, &prepared, &solved, progress.as_ref()).await?;
     Ok(BuildOutput {
+        cache_manifests,
         image: written.images[0].clone(),
         images: written.images,
         index: written.index,
@@ -480,6 +495,9 @@ async fn validate(
     options: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<Validated, BuildError> {
+    options
+        .annotations
+        .check(&options.platforms, writes_index(options))?;
     // The named contexts are made once, for every target platform's plan. Off the runtime: a
     // download blocks on a runtime of its own.
     let contexts = {
@@ -825,24 +843,48 @@ async fn write(
         off_runtime(move || imported.keep_absent(&store, &layers)).await?
     }
     .map_err(|err| BuildError::SharedCacheLayers(Box::new(err)))?;
+    let has_index = writes_index(options);
+    let dropped = options.annotations.dropped_on_single_platform();
+    if !has_index && !dropped.is_empty() {
+        // BuildKit drops them without a word; a user who wrote them should know.
+        progress.event(BuildEvent::Warning {
+            step: None,
+            message: format!(
+                "annotations for a platform are written on a multi-platform image's manifests \
+                 only; this image has one platform, so these are not written: {}",
+                dropped.join(", ")
+            ),
+        });
+    }
     let mut images = Vec::new();
     for (target, snapshot) in prepared.targets.iter().zip(&snapshots) {
+        // A single-platform image takes the unqualified annotations only, as BuildKit's.
+        let platform = has_index.then_some(&target.platform);
+        let annotated = Annotated {
+            document: options.annotations.manifest(platform),
+            descriptor: options.annotations.manifest_descriptor(platform),
+        };
         images.push(write_image(
             store,
             &target.config,
             &options.labels,
             snapshot,
+            &annotated,
         )?);
     }
-    let index = if options.platforms.len() > 1 {
+    let index = if has_index {
         let manifests: Vec<_> = images
             .iter()
             .zip(&prepared.targets)
             .map(|(image, target)| (image.manifest_descriptor.clone(), target.platform.clone()))
             .collect();
+        let annotated = Annotated {
+            document: options.annotations.index(),
+            descriptor: options.annotations.index_descriptor(),
+        };
         Some(
             store
-                .write_index_of(&manifests)
+                .write_index_annotated(&manifests, &annotated)
                 .map_err(BuildError::Write)?,
         )
     } else {
@@ -896,7 +938,8 @@ async fn export_cache(
     prepared: &Prepared,
     solved: &Solved,
     progress: &dyn Progress,
-) -> Result<(), BuildError> {
+) -> Result<Vec<(String, Digest, u64)>, BuildError> {
+    let mut manifests = Vec::new();
     // The cache mounts' blobs are written once, for every export that carries them.
     let cache_mounts = if options.cache_to.iter().any(|e| e.cache_mounts) {
         let ids = remote_cache::cache_mount_ids(&prepared.graph, &solved.keys);
@@ -954,8 +997,9 @@ async fn export_cache(
             records: report.records,
             blobs: report.pushed,
         });
+        manifests.push(report.manifest);
     }
-    Ok(())
+    Ok(manifests)
 }
 
 /// Runs `work` on tokio's blocking pool. The shared cache's transports block (a registry
@@ -1187,6 +1231,7 @@ fn write_image(
     config: &ImageConfig,
     labels: &BTreeMap<String, String>,
     snapshot: &Snapshot,
+    annotated: &Annotated,
 ) -> Result<StoredImage, BuildError> {
     let ImageConfig {
         document,
@@ -1264,6 +1309,12 @@ fn write_image(
         .map(|l| descriptor(l.info().media_type, &l.digest, l.size))
         .collect();
     store
-        .write_image_json(&bytes, &layers)
+        .write_image_annotated(&bytes, &layers, annotated)
         .map_err(BuildError::Write)
+}
+
+/// Whether the build writes an image index (a multi-platform build), which index annotations
+/// need.
+fn writes_index(options: &BuildOptions) -> bool {
+    options.platforms.len() > 1
 }

@@ -8,9 +8,12 @@ use super::{located, unlocated};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln::archive::DEFAULT_MAX_BYTES;
+use kiln::builder::annotations::Annotations;
 use kiln::builder::export::{Export, ExportOptions, Exported, OutputSpec, export_image};
 use kiln::builder::git_context;
 use kiln::builder::http_context::{HttpContext, is_http_context};
+use kiln::builder::image_export::ImageExport;
+use kiln::builder::metadata::BuildMetadata;
 use kiln::builder::stdin_context::{
     MAX_CONTEXT_BYTES, PEEK_BYTES, UnpackedContext, is_context_archive,
 };
@@ -87,17 +90,30 @@ pub struct BuildArgs {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
-    /// Write the build result's metadata (image digest, config digest, names) as JSON to FILE.
+    /// Write the build result's metadata as JSON to FILE, as docker buildx does:
+    /// containerimage.descriptor, containerimage.digest, containerimage.config.digest,
+    /// image.name, and cache.manifest with --cache-to.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
+    /// Add an OCI annotation to the image: `[TYPE[,TYPE...]:]KEY=VALUE`, TYPE one of manifest
+    /// (the default), manifest-descriptor, index, index-descriptor, optionally with a platform
+    /// (`manifest[linux/arm64]:KEY=VALUE`). Index types need a multi-platform build.
+    /// Repeatable.
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    annotations: Vec<String>,
     /// How to show progress: auto (tty when stderr is a terminal and not in CI), tty, plain,
     /// json (one event per line).
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
     /// Also export the image: `type=docker|oci|tar|local,dest=PATH` (`dest=-`: stdout for
-    /// docker, oci and tar), `type=image[,name=REF][,push=true]` or `type=registry,name=REF`;
-    /// `rewrite-timestamp=true` on an image export clamps the file times of the layers the
-    /// build makes to SOURCE_DATE_EPOCH. Repeatable.
+    /// docker, oci and tar), `type=image` with BuildKit's options (`"name=A,B"`,
+    /// `push=true`, `push-by-digest=true`, `name-canonical=true`, `registry.insecure=true`,
+    /// `dangling-name-prefix=P`, `store=false`; `unpack=` is accepted: kiln's store keeps
+    /// every image ready to run) or `type=registry` (`type=image,push=true`); a push without
+    /// `name=` pushes the -t names. `rewrite-timestamp=true` on an image export clamps the
+    /// file times of the layers the build makes to SOURCE_DATE_EPOCH;
+    /// `annotation[-TYPE][[PLATFORM]].KEY=VALUE` annotates the image (see --annotation).
+    /// Repeatable.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     outputs: Vec<String>,
     /// Export the build cache after the build: `type=local,dest=DIR[,tag=T][,mode=min|max]` or
@@ -113,9 +129,14 @@ pub struct BuildArgs {
     /// Pull every FROM image, even when the store has it (a moved tag is seen).
     #[arg(long)]
     pull: bool,
-    /// Push the image to its registry under each -t name.
+    /// Push the image to its registry under each -t name (buildx's shorthand for
+    /// `--output type=registry`: every `-o type=image` pushes too).
     #[arg(long)]
     push: bool,
+    /// Load the image into the image store: accepted, as kiln's store has every built image
+    /// (buildx's shorthand for `--output type=docker`).
+    #[arg(long)]
+    load: bool,
     #[command(flatten)]
     registry: super::registry::RegistryFlags,
     /// How many steps run at once (default: one per core).
@@ -167,19 +188,44 @@ enum NetworkArg {
 
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     // Everything the flags say is checked first, for a dry run too.
-    if args.push && args.tags.is_empty() {
-        bail!("--push needs a name to push to: give -t NAME");
-    }
     let outputs = args
         .outputs
         .iter()
         .map(|spec| spec.parse::<OutputSpec>())
         .collect::<Result<Vec<_>, _>>()?;
     let rewrite_timestamp = outputs.iter().any(|output| output.rewrite_timestamp);
-    let exports: Vec<(Export, ExportFormat)> = outputs
-        .into_iter()
-        .map(|output| (output.export, output.format))
-        .collect();
+    let mut annotations = Annotations::default();
+    for flag in &args.annotations {
+        annotations
+            .add_flag(flag)
+            .with_context(|| format!("invalid --annotation {flag:?}"))?;
+    }
+    // BuildKit's image writer refuses what Docker's media types have no room for; buildx
+    // gives every image export the --annotation flags.
+    if let Some(annotation) = annotations.oci_only()
+        && let Some(output) = outputs.iter().find(|output| {
+            output.format.oci_media_types == Some(false)
+                && !matches!(output.export, Export::Local(_) | Export::Tar(_))
+        })
+    {
+        bail!(
+            "cannot export annotations with \"oci-mediatypes=false\": --annotation \
+             {annotation} is an index or descriptor annotation, and an --output ({:?}) asks for \
+             Docker's media types",
+            output.export
+        );
+    }
+    for output in &outputs {
+        annotations.extend(&output.annotations);
+    }
+    let exports = image_exports(
+        outputs
+            .into_iter()
+            .map(|output| (output.export, output.format))
+            .collect(),
+        &args.tags,
+        args.push,
+    )?;
     let (cache_from, cache_to) = (cache_from(&args)?, cache_to(&args)?);
     let named_contexts = args
         .build_contexts
@@ -240,6 +286,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         named_contexts,
         rewrite_timestamp,
         platforms,
+        annotations,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if args.dry_run {
@@ -281,6 +328,29 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         Some(index) => index.digest.to_string(),
         None => output.image.id.to_string(),
     };
+    // The names of the metadata's `image.name`: the tags, then the image exports' names.
+    let mut names = args.tags.clone();
+    // The image as the last push sent it, which the metadata names (BuildKit's response names
+    // the image its exporter made, compressed as asked).
+    let mut pushed = None;
+    for (spec, format) in &exports {
+        let export_options = ExportOptions {
+            registry: options.registry.clone(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            source_date_epoch: output.source_date_epoch,
+            format: *format,
+        };
+        if let Exported::Image(image) = write_export(&store, &output.image, spec, &export_options)?
+        {
+            for name in image.names {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            pushed = image.pushed_descriptor.or(pushed);
+        }
+    }
+    // As buildx: the ID and the metadata once every export (push) has succeeded.
     if args.quiet {
         println!("{id}");
     }
@@ -289,40 +359,60 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
-        // A multi-platform result is its index, which has no config (as BuildKit's).
-        let metadata = match &output.index {
-            Some(index) => serde_json::json!({
-                "containerimage.digest": index.digest.to_string(),
-                "image.name": args.tags.join(","),
-            }),
-            None => serde_json::json!({
-                "containerimage.config.digest": id,
-                "containerimage.digest": output.image.manifest_digest.to_string(),
-                "image.name": args.tags.join(","),
-            }),
-        };
-        std::fs::write(path, serde_json::to_vec_pretty(&metadata)?)
+        let mut metadata = BuildMetadata::of(&output, &names);
+        if let Some(pushed) = &pushed {
+            metadata.set_exported(pushed);
+        }
+        kiln::sys::atomic::atomic_write(path, &metadata.to_json())
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
-    let export_options = ExportOptions {
-        registry: options.registry.clone(),
-        max_bytes: DEFAULT_MAX_BYTES,
-        source_date_epoch: output.source_date_epoch,
-        format: ExportFormat::default(),
-    };
-    // `--push` is a registry export to each tag, after the `-o` ones.
-    let pushes = args.tags.iter().filter(|_| args.push);
-    for (spec, format) in exports
-        .into_iter()
-        .chain(pushes.map(|tag| (Export::Registry(tag.clone()), ExportFormat::default())))
-    {
-        let options = ExportOptions {
-            format,
-            ..export_options.clone()
-        };
-        write_export(&store, &output.image, &spec, &options)?;
-    }
     Ok(())
+}
+
+/// The exports with buildx's rules for image exports applied: one without `name=` takes the
+/// `-t` names; `--push` makes every image export push, and pushes the `-t` names when no image
+/// export took them. A push with no name at all is refused before the build.
+fn image_exports(
+    mut exports: Vec<(Export, ExportFormat)>,
+    tags: &[String],
+    push: bool,
+) -> anyhow::Result<Vec<(Export, ExportFormat)>> {
+    let mut tags_taken = false;
+    for (export, _) in &mut exports {
+        if let Export::Image(image) = export {
+            image.push |= push;
+            if image.names.is_empty() && !tags.is_empty() {
+                image.names = tags.to_vec();
+                tags_taken = true;
+            }
+        }
+    }
+    if push && !tags_taken {
+        if tags.is_empty() && !exports.iter().any(|(e, _)| matches!(e, Export::Image(_))) {
+            bail!("--push needs a name to push to: give -t NAME");
+        }
+        if !tags.is_empty() {
+            exports.push((
+                Export::Image(ImageExport {
+                    names: tags.to_vec(),
+                    push: true,
+                    ..ImageExport::default()
+                }),
+                ExportFormat::default(),
+            ));
+        }
+    }
+    for (export, _) in &exports {
+        if let Export::Image(image) = export
+            && !image.push_has_name()
+        {
+            bail!(
+                "a push needs a name to push to: give -t NAME or name=NAME (buildx: tag is \
+                 needed when pushing to registry)"
+            );
+        }
+    }
+    Ok(exports)
 }
 
 /// `--platform` values: each a comma-separated list, every platform once, normalised.
@@ -712,24 +802,34 @@ fn with_source_date_epoch(mut args: BTreeMap<String, String>) -> BTreeMap<String
 }
 
 /// Writes one `-o` export (or a `--push`) of the built image; a push shows its blobs as
-/// `kiln push` does, then `pushed REF@DIGEST`.
+/// `kiln push` does, then `pushed REF@DIGEST`; a canonical name is shown as `named NAME@DIGEST`.
 fn write_export(
     store: &Store,
     image: &StoredImage,
     export: &Export,
     options: &ExportOptions,
-) -> anyhow::Result<()> {
-    let Export::Registry(_) = export else {
-        export_image(store, image, export, options, &NoProgress)?;
-        return Ok(());
+) -> anyhow::Result<Exported> {
+    let pushes = matches!(export, Export::Image(image) if image.push);
+    let exported = if pushes {
+        let progress = super::registry::BlobProgress::new(false);
+        let exported = export_image(store, image, export, options, &progress);
+        progress.finish();
+        exported?
+    } else {
+        export_image(store, image, export, options, &NoProgress)?
     };
-    let progress = super::registry::BlobProgress::new(false);
-    let exported = export_image(store, image, export, options, &progress);
-    progress.finish();
-    if let Exported::Pushed { reference, digest } = exported? {
-        eprintln!("pushed {reference}@{digest}");
+    if let Exported::Image(image) = &exported {
+        for (reference, digest) in &image.pushed {
+            match reference.digest() {
+                Some(_) => eprintln!("pushed {reference}"),
+                None => eprintln!("pushed {reference}@{digest}"),
+            }
+        }
+        for name in &image.canonical {
+            eprintln!("named {name}");
+        }
     }
-    Ok(())
+    Ok(exported)
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM cancels the build: running steps are killed and nothing

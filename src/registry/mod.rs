@@ -24,7 +24,7 @@ pub use client::{BlobSource, Client, ClientOptions, Repository, api_host, is_ins
 pub use manifest::Manifest;
 pub use transfer::{
     BlobEvent, BlobStatus, DEFAULT_MAX_LAYER_BYTES, NoProgress, PullPolicy, PushFormat,
-    TransferProgress, pull, push, push_with,
+    TransferProgress, pull, push, push_described, push_with,
 };
 
 use crate::error::{Cause, Reason};

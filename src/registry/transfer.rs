@@ -303,6 +303,22 @@ pub async fn push_with(
     origins: &Arc<dyn FetchOrigins>,
     progress: &dyn TransferProgress,
 ) -> Result<Digest, RegistryError> {
+    push_described(client, store, image, reference, format, origins, progress)
+        .await
+        .map(|(digest, _)| digest)
+}
+
+/// [`push_with`], returning the pushed manifest's (or index's) descriptor too: what the
+/// registry holds, for an exporter's response (`containerimage.descriptor`).
+pub async fn push_described(
+    client: &Client,
+    store: &Store,
+    image: &str,
+    reference: &Reference,
+    format: &PushFormat,
+    origins: &Arc<dyn FetchOrigins>,
+    progress: &dyn TransferProgress,
+) -> Result<(Digest, oci_spec::image::Descriptor), RegistryError> {
     let reference = reference.clone().with_default_tag();
     let index = match store.resolve_entry(image)? {
         StoredEntry::Image(image) => {
@@ -311,7 +327,7 @@ pub async fn push_with(
             )
             .await?;
             retag(store, &reference, &image.manifest_digest, &pushed)?;
-            return Ok(digest);
+            return Ok((digest, pushed));
         }
         StoredEntry::Index(index) => index,
     };
@@ -375,13 +391,15 @@ pub async fn push_with(
     let media_types = format
         .media_types
         .unwrap_or_else(|| MediaTypes::of(index.descriptor.media_type().as_ref()));
-    let (pushed_digest, pushed) = store.index_with(
+    let (pushed_digest, mut pushed) = store.index_with(
         &index.digest,
         &bytes,
         index.descriptor.media_type().as_ref(),
         &children,
         media_types,
     )?;
+    // The index's descriptor keeps its annotations (`index-descriptor` ones).
+    pushed.set_annotations(index.descriptor.annotations().clone());
     let bytes = store
         .blobs()
         .read_sized(&pushed_digest, pushed.size())
@@ -394,7 +412,7 @@ pub async fn push_with(
         .put_manifest(&repo, &target, pushed.media_type().as_ref(), &bytes)
         .await?;
     retag(store, &reference, &index.digest, &pushed)?;
-    Ok(digest)
+    Ok((digest, pushed))
 }
 
 /// When the image under the pushed tag went in another format, the tag moves to what was

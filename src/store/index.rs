@@ -305,7 +305,7 @@ impl Index {
 }
 
 /// The descriptor without kiln's name annotations (others, such as a platform, stay).
-fn without_names(descriptor: &Descriptor) -> Descriptor {
+pub(super) fn without_names(descriptor: &Descriptor) -> Descriptor {
     let mut plain = descriptor.clone();
     let annotations = descriptor.annotations().as_ref().map(|a| {
         a.iter()

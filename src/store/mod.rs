@@ -30,6 +30,7 @@
 //! Image IDs are config digests, as in docker; names are docker references
 //! ([`crate::oci::Reference`]) kept normalised and printed familiar ([`ImageName`]).
 
+mod annotated;
 pub mod blob;
 mod cache_mount;
 mod container;
@@ -40,6 +41,7 @@ mod name;
 mod origin;
 mod variant;
 
+pub use annotated::Annotated;
 pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
 pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
@@ -58,8 +60,9 @@ use crate::oci::reference::Reference;
 use crate::oci::timestamp;
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
+use annotated::{annotate, with_annotations};
 use blob::oci_digest;
-use index::Index;
+use index::{Index, without_names};
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType,
 };
@@ -469,6 +472,18 @@ impl Store {
         config_json: &[u8],
         layers: &[Descriptor],
     ) -> Result<StoredImage, StoreError> {
+        self.write_image_annotated(config_json, layers, &Annotated::default())
+    }
+
+    /// [`Store::write_image_json`] with OCI annotations: `annotated.document`'s in the
+    /// manifest (`--annotation manifest:`), `annotated.descriptor`'s on the descriptor that
+    /// lists it in `index.json` (`manifest-descriptor:`), which its tags and exports keep.
+    pub fn write_image_annotated(
+        &self,
+        config_json: &[u8],
+        layers: &[Descriptor],
+        annotated: &Annotated,
+    ) -> Result<StoredImage, StoreError> {
         let _lease = self.lease()?;
         let config_digest = Digest::of(config_json);
         let config: ImageConfiguration =
@@ -519,8 +534,12 @@ impl Store {
             digest: config_digest.clone(),
             source: err.into(),
         })?;
+        let manifest_json = with_annotations(manifest_json, &annotated.document);
         let manifest_blob = self.blobs.write(&manifest_json)?;
-        let descriptor = manifest_blob.descriptor(MediaType::ImageManifest);
+        let descriptor = annotate(
+            manifest_blob.descriptor(MediaType::ImageManifest),
+            &annotated.descriptor,
+        );
         let digest = manifest_blob.digest.clone();
         let index = self.modify_index(|index| {
             index.add_untagged(&descriptor, &digest);
@@ -804,8 +823,9 @@ impl Store {
             })?;
         let layers = pair_layers(&id, &config, manifest.layers())?;
         let tagged_at = index.tagged_at_of(digest);
-        let mut plain = descriptor.clone();
-        plain.set_annotations(None);
+        // Without kiln's naming annotations; a build's own (`--annotation
+        // manifest-descriptor:`) stay.
+        let plain = without_names(descriptor);
         Ok(StoredImage {
             names: index.names_of(digest),
             manifest_descriptor: plain,

@@ -5,11 +5,12 @@
 //! lists has to be here: a pull fetches only the platforms it is asked for (as containerd's
 //! store keeps them), and an absent one is simply not offered.
 
-use super::index::{Index, is_index, is_manifest};
+use super::annotated::{Annotated, SortedDescriptor, annotate, with_annotations};
+use super::index::{Index, is_index, is_manifest, without_names};
 use super::{ImageName, Store, StoreError, StoredImage, descriptor_digest};
 use crate::error::Reason;
 use crate::oci::{Digest, Platform};
-use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 
 /// One manifest an index lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +114,18 @@ impl Store {
         &self,
         manifests: &[(Descriptor, Platform)],
     ) -> Result<StoredIndex, StoreError> {
+        self.write_index_annotated(manifests, &Annotated::default())
+    }
+
+    /// [`Store::write_index_of`] with OCI annotations: each manifest's descriptor keeps its
+    /// own (`manifest-descriptor:`), `annotated.document`'s go in the index (`index:`) and
+    /// `annotated.descriptor`'s on the descriptor listing it in `index.json`
+    /// (`index-descriptor:`).
+    pub fn write_index_annotated(
+        &self,
+        manifests: &[(Descriptor, Platform)],
+        annotated: &Annotated,
+    ) -> Result<StoredIndex, StoreError> {
         let entries: Vec<Descriptor> = manifests
             .iter()
             .map(|(descriptor, platform)| {
@@ -121,22 +134,34 @@ impl Store {
                     descriptor.size(),
                     descriptor.digest().clone(),
                 );
+                entry.set_annotations(descriptor.annotations().clone());
                 entry.set_platform(Some(oci_platform(platform)));
                 entry
             })
             .collect();
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .media_type(MediaType::ImageIndex)
-            .manifests(entries)
-            .build()
-            .map_err(|err| {
-                StoreError::Index(Reason::caused_by("cannot make an image index", err))
-            })?;
-        let bytes = serde_json::to_vec(&index).map_err(|err| {
+        // Written by hand so annotations keep one order (see `annotated`); the fields are
+        // those oci-spec's `ImageIndex` writes, in its order.
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct IndexDocument<'a> {
+            schema_version: u32,
+            media_type: String,
+            manifests: Vec<SortedDescriptor<'a>>,
+        }
+        let document = IndexDocument {
+            schema_version: 2,
+            media_type: MediaType::ImageIndex.to_string(),
+            manifests: entries.iter().map(SortedDescriptor).collect(),
+        };
+        let bytes = serde_json::to_vec(&document).map_err(|err| {
             StoreError::Index(Reason::caused_by("cannot serialise an image index", err))
         })?;
-        self.write_index(MediaType::ImageIndex.to_string().as_str(), &bytes)
+        let bytes = with_annotations(bytes, &annotated.document);
+        self.list_index(
+            MediaType::ImageIndex.to_string().as_str(),
+            &bytes,
+            &annotated.descriptor,
+        )
     }
 
     /// Lists an image index made elsewhere (pulled, loaded), keeping its exact bytes so its
@@ -144,6 +169,16 @@ impl Store {
     /// need not all be here (those that are are read and checked). Hold a [`super::Lease`]
     /// from the first blob until the tag.
     pub fn write_index(&self, media_type: &str, bytes: &[u8]) -> Result<StoredIndex, StoreError> {
+        self.list_index(media_type, bytes, &Default::default())
+    }
+
+    /// [`Store::write_index`], listed under a descriptor with these annotations.
+    fn list_index(
+        &self,
+        media_type: &str,
+        bytes: &[u8],
+        descriptor_annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<StoredIndex, StoreError> {
         let _lease = self.lease()?;
         let digest = Digest::of(bytes);
         let media_type = MediaType::from(media_type);
@@ -155,7 +190,7 @@ impl Store {
             });
         }
         let blob = self.blobs.write(bytes)?;
-        let descriptor = blob.descriptor(media_type);
+        let descriptor = annotate(blob.descriptor(media_type), descriptor_annotations);
         // Checks every child's digest, and the manifests that are here.
         let children = self.read_index_blob(&digest, descriptor.size())?;
         let index = self.modify_index(|index| {
@@ -377,8 +412,9 @@ impl Store {
     ) -> Result<StoredIndex, StoreError> {
         let manifests = self.read_index_blob(digest, descriptor.size())?;
         let tagged_at = index.tagged_at_of(digest);
-        let mut plain = descriptor.clone();
-        plain.set_annotations(None);
+        // Without kiln's naming annotations; a build's own (`--annotation
+        // manifest-descriptor:`) stay.
+        let plain = without_names(descriptor);
         Ok(StoredIndex {
             names: index.names_of(digest),
             descriptor: plain,

@@ -197,8 +197,9 @@ impl Store {
     /// After an image (or multi-platform index) `source` was exported as `converted` (the same
     /// image in another compression or media types) under `name`: when the tag `name` names
     /// `source`, it moves to `converted`, as the image under that name is now the one the
-    /// registry holds (docker's repo digest), and `source` leaves `index.json` when that was its
-    /// last name (its layers stay: they are `converted`'s layers' variants). Returns whether
+    /// registry holds (docker's repo digest), and an image `source` leaves `index.json` when that
+    /// was its last name (its layers stay: they are `converted`'s layers' variants; an index
+    /// stays, untagged, as its digest is its ID). Returns whether
     /// the tag moved.
     pub fn retag_exported(
         &self,
@@ -221,8 +222,14 @@ impl Store {
             {
                 return Ok(false);
             }
+            let multi_platform = index
+                .find(&name)
+                .is_some_and(|entry| super::is_index(entry.descriptor.media_type()));
             index.set_tag(&name, converted, &converted_digest);
-            if index.names_of(source).is_empty() {
+            // A multi-platform image stays listed untagged: its digest is its ID, which a build's
+            // further exports (and the user) still name it by; one image's ID is its config's
+            // digest, which the converted image answers for.
+            if index.names_of(source).is_empty() && !multi_platform {
                 index.remove_digest(source);
             }
             Ok(true)
@@ -406,18 +413,29 @@ impl Store {
             })
             .collect();
         manifest.set_layers(descriptors);
-        if !oci {
-            manifest.set_annotations(None);
+        // The annotations go last, sorted, as a build writes them (`annotated`): a map of
+        // them would serialise in a different order each time, and so give another digest.
+        let annotations: std::collections::BTreeMap<String, String> = match oci {
+            true => manifest.annotations().clone().unwrap_or_default(),
+            false => Default::default(),
         }
+        .into_iter()
+        .collect();
+        manifest.set_annotations(None);
         let bytes = serde_json::to_vec(&manifest).map_err(|err| StoreError::Document {
             what: "image manifest",
             digest: image.manifest_digest.clone(),
             source: err.into(),
         })?;
+        let bytes = super::annotated::with_annotations(bytes, &annotations);
         let blob = self.blobs.write(&bytes)?;
         let manifest_descriptor = blob.descriptor(MediaType::from(media_types.manifest()));
         let manifest = self.manifest(&blob.digest, Some(blob.size))?;
         let mut converted = image.clone();
+        // The descriptor's own annotations (`manifest-descriptor` ones) name the image in any
+        // format.
+        let mut manifest_descriptor = manifest_descriptor;
+        manifest_descriptor.set_annotations(image.manifest_descriptor.annotations().clone());
         converted.manifest_descriptor = manifest_descriptor;
         converted.manifest_digest = blob.digest;
         converted.manifest = manifest;
@@ -530,6 +548,45 @@ mod tests {
             writer.write_all(&plain)?;
             Ok(Digest::of(&plain))
         }
+    }
+
+    #[test]
+    fn a_converted_manifest_writes_its_annotations_sorted_last_as_a_build_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut image) = store_with_image(dir.path());
+        let keys = ["j", "c", "a", "h", "e", "b", "g", "d", "i", "f"];
+        image.manifest.set_annotations(Some(
+            keys.iter()
+                .map(|k| (format!("org.{k}"), k.to_string()))
+                .collect(),
+        ));
+        let other = store.blobs().write(b"first layer, compressed").unwrap();
+        let mut layers = image.layers.clone();
+        layers[0].digest = other.digest.clone();
+        layers[0].size = other.size;
+        layers[0].media_type = MediaType::ImageLayerGzip;
+        let converted = store
+            .manifest_with(&image, layers, MediaTypes::Oci)
+            .unwrap();
+        let bytes = store
+            .blobs()
+            .read_sized(
+                &converted.manifest_digest,
+                converted.manifest_descriptor.size(),
+            )
+            .unwrap();
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        let annotations: Vec<String> = sorted
+            .iter()
+            .map(|k| format!("\"org.{k}\":\"{k}\""))
+            .collect();
+        let tail = format!(",\"annotations\":{{{}}}}}", annotations.join(","));
+        assert!(
+            bytes.ends_with(tail.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
     }
 
     #[test]

@@ -404,11 +404,14 @@ fn read_graph(
 }
 
 /// What an export wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportReport {
     pub records: usize,
     /// Layer blobs copied (the others were there already).
     pub pushed: usize,
+    /// The cache manifest written: its media type, digest and size (BuildKit's exporter
+    /// response `cache.manifest`).
+    pub manifest: (String, Digest, u64),
 }
 
 /// Writes `graph` to `transport` with its records' layers in `compression` (kept variants, or
@@ -437,6 +440,7 @@ pub fn export(
     let mut report = ExportReport {
         records: graph.records.len(),
         pushed: 0,
+        manifest: (String::new(), Digest::of(b""), 0),
     };
     for layer in graph.blobs() {
         let held = transport
@@ -469,12 +473,19 @@ pub fn export(
     transport
         .push_blob(&graph_blob.digest, graph_blob.size, store.blobs())
         .map_err(transport_error("cannot push the cache graph".to_string()))?;
-    let manifest = graph.manifest((&graph_blob.digest, graph_blob.size));
+    let manifest = graph
+        .manifest((&graph_blob.digest, graph_blob.size))
+        .to_bytes();
     transport
-        .write_manifest(crate::oci::media_type::OCI_MANIFEST, &manifest.to_bytes())
+        .write_manifest(crate::oci::media_type::OCI_MANIFEST, &manifest)
         .map_err(transport_error(
             "cannot write the cache manifest".to_string(),
         ))?;
+    report.manifest = (
+        crate::oci::media_type::OCI_MANIFEST.to_string(),
+        Digest::of(&manifest),
+        manifest.len() as u64,
+    );
     Ok(report)
 }
 
@@ -596,12 +607,12 @@ mod tests {
             &uncompressed(),
         )
         .unwrap();
+        assert_eq!((report.records, report.pushed), (1, 2));
+        // The manifest reported is the one written.
+        let (media_type, written) = cache.read_manifest().unwrap().unwrap();
         assert_eq!(
-            report,
-            ExportReport {
-                records: 1,
-                pushed: 2
-            }
+            report.manifest,
+            (media_type, Digest::of(&written), written.len() as u64)
         );
         let again = export(
             &graph,
