@@ -31,16 +31,16 @@ pub use rootfs::{
     Exported, ImportOptions, export_rootfs, export_rootfs_platforms, export_to_dir,
     export_to_dir_platforms, import_rootfs,
 };
-pub use save::{SaveFormat, save, save_as, save_platform};
+pub use save::{SaveFormat, save, save_as, save_in_format, save_platform};
 
 use crate::cache::remote::{SharedCacheError, materialize, materialize_all};
 use crate::error::Cause;
-use crate::layer::{ApplyOptions, LayerError, Whiteouts, apply_layer, decompressed};
+use crate::layer::{ApplyOptions, Compression, LayerError, Whiteouts, apply_layer, decompressed};
 use crate::oci::Digest;
 use crate::store::BlobError;
-use crate::store::{LayerInfo, Store, StoreError};
+use crate::store::{LayerInfo, Store, StoreError, Variant};
 use crate::sys::FsError;
-use std::io;
+use std::io::{self, Read as _};
 use std::path::PathBuf;
 
 /// The default for the most uncompressed bytes one archive, rootfs tar or layer may hold (1
@@ -234,6 +234,8 @@ pub fn ensure_snapshot(
                 actual: applied.diff_id,
             }) as Box<dyn std::error::Error + Send + Sync>);
         }
+        // Best effort: the variant only saves a later export's compression.
+        let _ = remember_variant(store, layer);
         Ok(())
     });
     let dir = created.map_err(|err| match err {
@@ -306,7 +308,38 @@ fn verify_diff_id(store: &Store, layer: &LayerInfo, max_bytes: u64) -> Result<()
             }),
         });
     }
+    // Best effort: the variant only saves a later export's compression.
+    let _ = remember_variant(store, layer);
     Ok(())
+}
+
+/// Remembers the compressed blob of `layer`, just checked to hold its diff ID, as the layer's
+/// variant in its compression (a pulled or loaded gzip layer), so an export asking for that
+/// compression sends these bytes instead of compressing the layer again. Only a blob whose
+/// magic bytes agree with its media type counts.
+fn remember_variant(store: &Store, layer: &LayerInfo) -> Result<(), StoreError> {
+    let Some(compression) = Compression::from_media_type(layer.media_type.as_ref()) else {
+        return Ok(());
+    };
+    if compression == Compression::None || store.variant(&layer.diff_id, compression).is_some() {
+        return Ok(());
+    }
+    let mut prefix = Vec::with_capacity(4);
+    let path = store.blobs().path(&layer.digest);
+    store
+        .blobs()
+        .open_blob(&layer.digest)?
+        .take(4)
+        .read_to_end(&mut prefix)
+        .map_err(|e| crate::sys::FsError::new("read", &path, e))?;
+    if Compression::detect(&prefix) != compression {
+        return Ok(());
+    }
+    let variant = Variant {
+        digest: layer.digest.clone(),
+        size: layer.size,
+    };
+    store.record_variant(&layer.diff_id, compression, &variant)
 }
 
 /// The chain IDs of a stack of layers (image-spec config.md: `ChainID(L0) = DiffID(L0)`,

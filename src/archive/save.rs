@@ -24,8 +24,8 @@ use crate::oci::reference::Reference;
 use crate::oci::{Digest, Hashing, Platform};
 use crate::store::BlobError;
 use crate::store::{
-    CONTAINERD_NAME, ImageName, LayerInfo, REF_NAME, Store, StoredEntry, StoredImage, StoredIndex,
-    descriptor,
+    CONTAINERD_NAME, ImageName, LayerFormat, LayerInfo, MediaTypes, REF_NAME, Store, StoredEntry,
+    StoredImage, StoredIndex, descriptor,
 };
 use crate::sys::FsError;
 use crate::sys::atomic::remove_tree;
@@ -73,20 +73,38 @@ pub fn save_platform(
     out: impl Write,
     max_bytes: u64,
 ) -> Result<(), ArchiveError> {
+    save_in_format(store, names, format, platform, None, out, max_bytes)
+}
+
+/// [`save_platform`] with the images' layers and media types in `layers` (the `type=oci` and
+/// `type=docker` exporters' `compression=` and `oci-mediatypes=`): the OCI format writes each
+/// image as [`Store::image_as`] makes it, docker's format links each `layer.tar` to the layer's
+/// blob in that compression (docker's load reads gzip and zstd layers). `None` saves the
+/// images as they are stored, docker's format with uncompressed layers (`docker save`'s).
+pub fn save_in_format(
+    store: &Store,
+    names: &[String],
+    format: SaveFormat,
+    platform: Option<&Platform>,
+    layers: Option<&LayerFormat<'_>>,
+    out: impl Write,
+    max_bytes: u64,
+) -> Result<(), ArchiveError> {
     // Keeps a collection from deleting the images' blobs while they are read.
     let _lease = store.lease()?;
     let selected = select(store, names, format, platform)?;
-    write_selected(store, &selected, format, out, max_bytes)
+    write_selected(store, selected, format, layers, out, max_bytes)
 }
 
-/// [`save`] of the one image (or multi-platform image) `source` names, under the names `tags`
-/// instead of its own (an `-o type=docker|oci,name=A,B` export, which names the image in the
-/// archive as BuildKit's exporters do, whatever the store calls it).
+/// [`save_in_format`] of the one image (or multi-platform image) `source` names, under the
+/// names `tags` instead of its own (an `-o type=docker|oci,name=A,B` export, which names the
+/// image in the archive as BuildKit's exporters do, whatever the store calls it).
 pub fn save_as(
     store: &Store,
     source: &str,
     tags: &[ImageName],
     format: SaveFormat,
+    layers: Option<&LayerFormat<'_>>,
     out: impl Write,
     max_bytes: u64,
 ) -> Result<(), ArchiveError> {
@@ -95,30 +113,77 @@ pub fn save_as(
     for selection in &mut selected {
         selection.tags = tags.to_vec();
     }
-    write_selected(store, &selected, format, out, max_bytes)
+    write_selected(store, selected, format, layers, out, max_bytes)
 }
 
-/// Writes the selected images as one archive.
+/// Writes the selected images as one archive, their layers in `layers`' format if given (the
+/// caller holds a lease).
 fn write_selected(
     store: &Store,
-    selected: &[Selected],
+    mut selected: Vec<Selected>,
     format: SaveFormat,
+    layers: Option<&LayerFormat<'_>>,
     out: impl Write,
     max_bytes: u64,
 ) -> Result<(), ArchiveError> {
-    for selection in selected {
+    for selection in &selected {
         for image in selection.images() {
             super::fetch_absent_layers(store, &image.layers)?;
+        }
+    }
+    if let (Some(layers), SaveFormat::Oci) = (layers, format) {
+        for selection in &mut selected {
+            convert(store, selection, layers)?;
         }
     }
     let mut tar = TarOut::new(out);
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
     match format {
-        SaveFormat::Docker => write_docker(store, selected, &mut tar, max_bytes)?,
-        SaveFormat::Oci => write_oci(store, selected, &mut tar)?,
+        SaveFormat::Docker => write_docker(store, &selected, &mut tar, max_bytes, layers)?,
+        SaveFormat::Oci => write_oci(store, &selected, &mut tar)?,
     }
     tar.finish()
+}
+
+/// The selection with its images (and index) in `layers`' format.
+fn convert(
+    store: &Store,
+    selection: &mut Selected,
+    layers: &LayerFormat<'_>,
+) -> Result<(), ArchiveError> {
+    selection.image = store.image_as(&selection.image, layers)?;
+    let Some((stored, images)) = &mut selection.index else {
+        return Ok(());
+    };
+    let mut children = Vec::new();
+    for image in images.iter_mut() {
+        let converted = store.image_as(image, layers)?;
+        children.push((
+            image.manifest_digest.clone(),
+            converted.manifest_descriptor.clone(),
+        ));
+        *image = converted;
+    }
+    let bytes = store
+        .blobs()
+        .read_sized(&stored.digest, stored.descriptor.size())?;
+    let media_types = layers
+        .media_types
+        .unwrap_or_else(|| MediaTypes::of(stored.descriptor.media_type().as_ref()));
+    let (digest, descriptor) = store.index_with(
+        &stored.digest,
+        &bytes,
+        stored.descriptor.media_type().as_ref(),
+        &children,
+        media_types,
+    )?;
+    stored.digest = digest;
+    // The index's descriptor keeps its annotations (`index-descriptor` ones).
+    let mut descriptor = descriptor;
+    descriptor.set_annotations(stored.descriptor.annotations().clone());
+    stored.descriptor = descriptor;
+    Ok(())
 }
 
 /// An image (or a multi-platform image, whole) to save and the tags it is saved with.
@@ -307,7 +372,11 @@ fn write_docker<W: Write>(
     selected: &[Selected],
     tar: &mut TarOut<W>,
     max_bytes: u64,
+    format: Option<&LayerFormat<'_>>,
 ) -> Result<(), ArchiveError> {
+    let media_types = format
+        .and_then(|f| f.media_types)
+        .unwrap_or(MediaTypes::Oci);
     let mut items = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut index = Vec::new();
@@ -332,16 +401,40 @@ fn write_docker<W: Write>(
         let mut layer_paths = Vec::new();
         let mut oci_layers = Vec::new();
         for (position, (layer, chain)) in image.layers.iter().zip(&chains).enumerate() {
-            let blob_path = format!("blobs/sha256/{}", layer.diff_id.hex());
-            let size = match layer_sizes.get(&layer.diff_id) {
-                Some(&size) => size,
-                None => {
+            // Uncompressed, as `docker save` writes it, unless the exporter asked for a
+            // compression: then the layer's blob in it (a kept variant, or made now).
+            let compressed = match format {
+                Some(format) if format.compression != Compression::None => {
+                    Some(store.layer_as(layer, format, media_types)?)
+                }
+                _ => None,
+            };
+            let blob = compressed.as_ref().map_or(&layer.diff_id, |c| &c.digest);
+            let blob_path = format!("blobs/sha256/{}", blob.hex());
+            let size = match (layer_sizes.get(blob), &compressed) {
+                (Some(&size), _) => size,
+                (None, Some(compressed)) => {
+                    if tar.is_new(&blob_path) {
+                        let reader = store
+                            .blobs()
+                            .reader(&compressed.digest, Some(compressed.size))?;
+                        tar.file(&blob_path, compressed.size, reader)?;
+                    }
+                    layer_sizes.insert(blob.clone(), compressed.size);
+                    compressed.size
+                }
+                (None, None) => {
                     let size = append_uncompressed(store, layer, tar, &blob_path, max_bytes)?;
                     layer_sizes.insert(layer.diff_id.clone(), size);
                     size
                 }
             };
-            oci_layers.push(descriptor(MediaType::ImageLayer, &layer.diff_id, size));
+            let media_type = MediaType::from(media_types.layer(
+                compressed.as_ref().map_or(Compression::None, |_| {
+                    format.map_or(Compression::None, |f| f.compression)
+                }),
+            ));
+            oci_layers.push(descriptor(media_type, blob, size));
             let top = position + 1 == image.layers.len();
             let (v1_id, v1_json) = v1_image(&config, top, &os, chain, parent.as_ref())?;
             let dir = v1_id.hex().to_string();
@@ -351,7 +444,7 @@ fn write_docker<W: Write>(
                 tar.bytes(&format!("{dir}/json"), &v1_json)?;
                 tar.symlink(
                     &format!("{dir}/layer.tar"),
-                    &format!("../blobs/sha256/{}", layer.diff_id.hex()),
+                    &format!("../blobs/sha256/{}", blob.hex()),
                 )?;
             }
             layer_paths.push(format!("{dir}/layer.tar"));
@@ -364,9 +457,9 @@ fn write_docker<W: Write>(
         }
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
-            .media_type(MediaType::ImageManifest)
+            .media_type(MediaType::from(media_types.manifest()))
             .config(descriptor(
-                MediaType::ImageConfig,
+                MediaType::from(media_types.config()),
                 &image.id,
                 image.config_bytes.len() as u64,
             ))
@@ -381,7 +474,7 @@ fn write_docker<W: Write>(
             tar.bytes(&manifest_path, &manifest_bytes)?;
         }
         let manifest_descriptor = descriptor(
-            MediaType::ImageManifest,
+            MediaType::from(media_types.manifest()),
             &manifest_digest,
             manifest_bytes.len() as u64,
         );

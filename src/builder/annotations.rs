@@ -262,6 +262,16 @@ impl Annotations {
         self.of(AnnotationTarget::IndexDescriptor, None)
     }
 
+    /// The first annotation Docker's media types have no room for (BuildKit refuses `index`,
+    /// `index-descriptor` and `manifest-descriptor` annotations under `oci-mediatypes=false`),
+    /// as `TYPE:KEY`.
+    pub fn oci_only(&self) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|a| a.target != AnnotationTarget::Manifest)
+            .map(|a| format!("{}:{}", a.target.as_str(), a.key))
+    }
+
     /// Checks the annotations against what the build makes, before it runs: a single-platform
     /// image (no index) takes no index annotations, and a platform-qualified one must name a
     /// platform of a multi-platform build.

@@ -26,9 +26,10 @@
 use super::annotations::{AnnotationError, Annotations};
 use super::image_export::{self, ImageExport, ImageExported};
 use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError, SaveFormat};
+use crate::layer::{ExportFormat, FormatOptionError};
 use crate::oci::reference::{Reference, ReferenceError};
 use crate::oci::{Digest, Platform};
-use crate::registry::{ClientOptions, RegistryError, TransferProgress};
+use crate::registry::{ClientOptions, PushFormat, RegistryError, TransferProgress};
 use crate::store::{ImageName, Store, StoreError, StoredEntry, StoredImage, is_manifest};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -94,6 +95,10 @@ pub struct OutputSpec {
     /// rewritten when any image export asks. `local` and `tar` take the option and ignore it,
     /// as BuildKit's do.
     pub rewrite_timestamp: bool,
+    /// `compression=`, `compression-level=`, `force-compression=`, `oci-mediatypes=` of an
+    /// image export ([`ExportFormat`]; gzip by default, as BuildKit's). `local` and `tar` take
+    /// them and write no layers, as BuildKit's do.
+    pub format: ExportFormat,
     /// `annotation[-TYPE][[PLATFORM]].KEY=VALUE` options ([`super::annotations`]); as with
     /// `rewrite-timestamp`, the one image of the build carries the annotations of all its
     /// image exports. `local` and `tar` take them and write no image.
@@ -131,6 +136,19 @@ pub enum ExportSpecError {
         field: String,
         value: String,
     },
+    #[error("invalid --output {spec:?}")]
+    Format {
+        spec: String,
+        #[source]
+        source: FormatOptionError,
+    },
+    /// BuildKit's image writer refuses these: Docker's manifest list and descriptors have no
+    /// annotations.
+    #[error(
+        "invalid --output {spec:?}: cannot export annotations with \"oci-mediatypes=false\" \
+         ({annotation} is an index or descriptor annotation)"
+    )]
+    OciOnlyAnnotation { spec: String, annotation: String },
     #[error("invalid --output {spec:?}: {field:?} is not KEY=VALUE")]
     NotAPair { spec: String, field: String },
     #[error("invalid --output {spec:?}: {reason}")]
@@ -176,6 +194,7 @@ impl FromStr for OutputSpec {
             return Ok(OutputSpec {
                 export,
                 rewrite_timestamp: false,
+                format: ExportFormat::default(),
                 annotations: Annotations::default(),
             });
         }
@@ -187,6 +206,11 @@ impl FromStr for OutputSpec {
         // The image exporter's options given, to refuse them on another type.
         let mut image_options: Vec<String> = Vec::new();
         let mut unknown = None;
+        let mut format = ExportFormat::default();
+        let format_error = |source| ExportSpecError::Format {
+            spec: spec.to_string(),
+            source,
+        };
         for field in &fields {
             let Some((key, value)) = field.split_once('=') else {
                 return Err(ExportSpecError::NotAPair {
@@ -205,6 +229,9 @@ impl FromStr for OutputSpec {
                             field: key.clone(),
                             value: value.to_string(),
                         })?;
+                }
+                _ if ExportFormat::KEYS.contains(&key.as_str()) => {
+                    format.set(&key, value).map_err(format_error)?;
                 }
                 _ => {
                     if let Some(added) = annotations.add_exporter_key(&key, value) {
@@ -225,6 +252,7 @@ impl FromStr for OutputSpec {
                 }
             }
         }
+        format.validate().map_err(format_error)?;
         let kind = kind.unwrap_or_default();
         let unknown_field = |field: String| ExportSpecError::UnknownField {
             spec: spec.to_string(),
@@ -301,6 +329,15 @@ impl FromStr for OutputSpec {
         // The root filesystem exports have no layers to rewrite (BuildKit takes the option and
         // does nothing with it there).
         let writes_image = !matches!(export, Export::Local(_) | Export::Tar(_));
+        if writes_image
+            && format.oci_media_types == Some(false)
+            && let Some(annotation) = annotations.oci_only()
+        {
+            return Err(ExportSpecError::OciOnlyAnnotation {
+                spec: spec.to_string(),
+                annotation,
+            });
+        }
         Ok(OutputSpec {
             export,
             rewrite_timestamp: rewrite_timestamp && writes_image,
@@ -309,6 +346,7 @@ impl FromStr for OutputSpec {
             } else {
                 Annotations::default()
             },
+            format,
         })
     }
 }
@@ -397,6 +435,8 @@ pub struct ExportOptions {
     /// kiln's `type=local` does not do yet: it writes into a directory that may hold the user's
     /// own files).
     pub source_date_epoch: Option<i64>,
+    /// The layers' compression and the media types of an image export (its `-o` options).
+    pub format: ExportFormat,
 }
 
 impl Default for ExportOptions {
@@ -405,6 +445,20 @@ impl Default for ExportOptions {
             registry: ClientOptions::default(),
             max_bytes: DEFAULT_MAX_BYTES,
             source_date_epoch: None,
+            format: ExportFormat::default(),
+        }
+    }
+}
+
+impl ExportOptions {
+    /// The push or archive format of these options. `oci_default` is the exporter's default
+    /// for `oci-mediatypes`: BuildKit's `type=oci` writes OCI types; its other image exporters
+    /// write OCI types when attestations are attached (which buildx attaches by default) and
+    /// Docker's otherwise, where kiln keeps the image's own (kiln builds OCI images).
+    pub(super) fn push_format(&self, oci_default: Option<bool>) -> PushFormat {
+        PushFormat {
+            max_bytes: self.max_bytes,
+            ..PushFormat::of_export(&self.format, oci_default)
         }
     }
 }
@@ -463,6 +517,12 @@ pub enum ExportError {
     /// A name with a digest (`name=x@sha256:…`) that is not the image's.
     #[error("the name {name} names another digest than the image's {digest}")]
     DigestName { name: String, digest: Digest },
+    #[error("cannot make the image {image} in the export's compression and media types")]
+    Format {
+        image: Digest,
+        #[source]
+        source: crate::error::Cause,
+    },
     #[error("cannot push {reference}")]
     Push {
         reference: Reference,
@@ -507,7 +567,7 @@ pub fn export_image(
             image,
             &image.manifest_descriptor,
             export,
-            &options.registry,
+            options,
             progress,
         )
         .map(Exported::Image),
@@ -586,15 +646,10 @@ fn export_platforms(
                 .map_err(ExportError::Rootfs)
         }
         // The index is what is tagged (and pushed), as a multi-platform build's tags name it.
-        Export::Image(export) => image_export::export(
-            store,
-            image,
-            &index.descriptor,
-            export,
-            &options.registry,
-            progress,
-        )
-        .map(Exported::Image),
+        Export::Image(export) => {
+            image_export::export(store, image, &index.descriptor, export, options, progress)
+                .map(Exported::Image)
+        }
     }
 }
 
@@ -624,23 +679,37 @@ fn save(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Output::open(export.dest.path())?;
-    let saved = if named.is_empty() {
-        let names: Vec<String> = if image.names.is_empty() {
-            vec![source_of(image)]
-        } else {
-            image.names.iter().map(|n| n.familiar()).collect()
-        };
-        archive::save(store, &names, format, out.writer(), options.max_bytes)
-    } else {
-        archive::save_as(
-            store,
-            &source_of(image),
-            &named,
-            format,
-            out.writer(),
-            options.max_bytes,
-        )
-    };
+    let oci_default = (format == SaveFormat::Oci).then_some(true);
+    let saved = options
+        .push_format(oci_default)
+        .with_layer_format(|layers| {
+            if named.is_empty() {
+                let names: Vec<String> = if image.names.is_empty() {
+                    vec![source_of(image)]
+                } else {
+                    image.names.iter().map(|n| n.familiar()).collect()
+                };
+                archive::save_in_format(
+                    store,
+                    &names,
+                    format,
+                    None,
+                    Some(layers),
+                    out.writer(),
+                    options.max_bytes,
+                )
+            } else {
+                archive::save_as(
+                    store,
+                    &source_of(image),
+                    &named,
+                    format,
+                    Some(layers),
+                    out.writer(),
+                    options.max_bytes,
+                )
+            }
+        });
     saved.map_err(ExportError::Save)?;
     out.finish()?;
     Ok(Exported::Archive)
@@ -674,6 +743,20 @@ mod tests {
                     dest: path("a.tar"),
                     names: Vec::new(),
                 })),
+            ),
+            (
+                "type=docker,dest=a.tar,compression=zstd",
+                Ok(Export::Docker(ArchiveExport {
+                    dest: path("a.tar"),
+                    names: Vec::new(),
+                })),
+            ),
+            (
+                "type=docker,dest=a.tar,level=3",
+                Err(
+                    "invalid --output \"type=docker,dest=a.tar,level=3\": unknown option \
+                     \"level=3\" for type=docker",
+                ),
             ),
             (
                 "type=oci,dest=-,name=x:1",
@@ -826,5 +909,119 @@ mod tests {
             "invalid --output \"type=oci,dest=o,rewrite-timestamp=yes\": rewrite-timestamp \
              takes true or false, not \"yes\""
         );
+    }
+
+    #[test]
+    fn compression_options_are_an_image_exports_and_checked_before_the_build() {
+        use crate::layer::{Compression, CompressionConfig};
+        let spec = "type=image,name=x,push=true,compression=zstd,compression-level=19,\
+                    force-compression=true,oci-mediatypes=false";
+        let output = spec.parse::<OutputSpec>().unwrap();
+        assert_eq!(
+            output.format,
+            ExportFormat {
+                compression: CompressionConfig {
+                    compression: Compression::Zstd,
+                    level: Some(19),
+                    force: true,
+                },
+                oci_media_types: Some(false),
+            }
+        );
+        let default = "type=oci,dest=o.tar".parse::<OutputSpec>().unwrap();
+        assert_eq!(default.format, ExportFormat::default());
+        assert_eq!(
+            default.format.compression.compression,
+            Compression::Gzip,
+            "BuildKit's default"
+        );
+        for (spec, reason) in [
+            (
+                "type=registry,name=h/x,compression=estargz",
+                "compression=estargz is not supported by kiln",
+            ),
+            (
+                "type=docker,dest=d.tar,compression-level=11",
+                "gzip: invalid compression level: 11",
+            ),
+            (
+                "type=oci,dest=o.tar,oci-mediatypes=maybe",
+                "non-bool value maybe specified for oci-mediatypes",
+            ),
+        ] {
+            let error = spec.parse::<OutputSpec>().unwrap_err();
+            let chain = crate::error::Chain(&error).to_string();
+            assert!(
+                chain.starts_with(&format!("invalid --output {spec:?}: {reason}")),
+                "{chain}"
+            );
+        }
+    }
+
+    #[test]
+    fn compression_goes_with_the_image_exporters_options_and_names() {
+        use crate::layer::Compression;
+        // Case-folded keys and quoted names, as the rest of the spec.
+        let spec = "type=image,\"name=a:1,b:2\",push=true,Compression=zstd,push-by-digest=true";
+        let output = spec.parse::<OutputSpec>().unwrap();
+        assert_eq!(output.format.compression.compression, Compression::Zstd);
+        assert_eq!(
+            output.export,
+            Export::Image(ImageExport {
+                names: vec!["a:1".to_string(), "b:2".to_string()],
+                push: true,
+                push_by_digest: true,
+                ..ImageExport::default()
+            })
+        );
+        let archive = "type=oci,dest=o.tar,name=x:1,compression=uncompressed"
+            .parse::<OutputSpec>()
+            .unwrap();
+        assert_eq!(archive.format.compression.compression, Compression::None);
+        assert_eq!(
+            archive.export,
+            Export::Oci(ArchiveExport {
+                dest: Destination::Path(PathBuf::from("o.tar")),
+                names: vec!["x:1".to_string()],
+            })
+        );
+    }
+
+    #[test]
+    fn docker_media_types_refuse_index_and_descriptor_annotations() {
+        for (spec, annotation) in [
+            (
+                "type=image,name=x,oci-mediatypes=false,annotation-index.a=1",
+                "index:a",
+            ),
+            (
+                "type=oci,dest=o.tar,oci-mediatypes=false,annotation-manifest-descriptor.b=2",
+                "manifest-descriptor:b",
+            ),
+            (
+                "type=registry,name=h/x,oci-mediatypes=false,annotation-index-descriptor.c=3",
+                "index-descriptor:c",
+            ),
+        ] {
+            let err = spec.parse::<OutputSpec>().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid --output {spec:?}: cannot export annotations with \
+                     \"oci-mediatypes=false\" ({annotation} is an index or descriptor \
+                     annotation)"
+                )
+            );
+        }
+        // Manifest annotations fit Docker's manifest; OCI types take every kind; the root
+        // filesystem exports write no image.
+        for spec in [
+            "type=image,name=x,oci-mediatypes=false,annotation.a=1",
+            "type=image,name=x,oci-mediatypes=true,annotation-index.a=1",
+            "type=image,name=x,annotation-manifest-descriptor.a=1",
+            "type=local,dest=d,oci-mediatypes=false,annotation-index.a=1",
+        ] {
+            assert!(spec.parse::<OutputSpec>().is_ok(), "{spec}");
+        }
     }
 }

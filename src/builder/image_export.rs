@@ -15,11 +15,11 @@
 //! - `unpack=BOOL`, `store=BOOL`: the image is in the store, unpacked (kiln's images are ready
 //!   to run), whatever `unpack` says; `store=false` leaves the names untagged.
 
-use super::export::{ExportError, parse_bool};
+use super::export::{ExportError, ExportOptions, parse_bool};
 use crate::oci::Digest;
 use crate::oci::reference::Reference;
-use crate::registry::{Client, ClientOptions, TransferProgress, push};
-use crate::store::{Store, StoredImage};
+use crate::registry::{Client, ClientOptions, PushFormat, TransferProgress, push_described};
+use crate::store::{MediaTypes, Store, StoreError, StoredEntry, StoredImage, is_manifest};
 use oci_spec::image::Descriptor;
 
 /// The options of one image export.
@@ -120,23 +120,41 @@ pub struct ImageExported {
     /// Each push: where to (a tag, or a digest for `push-by-digest` and digest names) and the
     /// pushed manifest's (or index's) digest.
     pub pushed: Vec<(Reference, Digest)>,
+    /// The descriptor of what the pushes put in the registries: the image in the export's
+    /// compression and media types (its digest differs from the store's when the layers were
+    /// compressed for the push). `None` when nothing was pushed.
+    pub pushed_descriptor: Option<Box<Descriptor>>,
 }
 
 /// Writes one image export of `image`, whose store descriptor (its manifest, or a
-/// multi-platform build's index) is `descriptor`.
+/// multi-platform build's index) is `descriptor`. A push sends the image in `options`'
+/// compression and media types; the digest a dangling or digest name carries and a push by
+/// digest goes to is then that image's (as BuildKit's exporter names the image it made).
 pub(super) fn export(
     store: &Store,
     image: &StoredImage,
     descriptor: &Descriptor,
     export: &ImageExport,
-    registry: &ClientOptions,
+    options: &ExportOptions,
     progress: &dyn TransferProgress,
 ) -> Result<ImageExported, ExportError> {
-    let digest =
+    let format = options.push_format(None);
+    let digest_of = |descriptor: &Descriptor| {
         Digest::parse(descriptor.digest().as_ref()).map_err(|_| ExportError::Reference {
             name: descriptor.digest().to_string(),
             source: crate::oci::reference::ReferenceError::DigestFormat,
-        })?;
+        })
+    };
+    let names_digest = export.push
+        && (export.push_by_digest
+            || export.name_canonical
+            || export.dangling_name_prefix.is_some()
+            || export.names.iter().any(|n| n.contains('@')));
+    let digest = if names_digest {
+        digest_of(&descriptor_as(store, image, &format)?)?
+    } else {
+        digest_of(descriptor)?
+    };
     let mut names = export.names.clone();
     let mut name_canonical = export.name_canonical;
     if let Some(prefix) = &export.dangling_name_prefix
@@ -182,10 +200,10 @@ pub(super) fn export(
     if !export.push {
         return Ok(done);
     }
-    let mut options = registry.clone();
+    let mut registry = options.registry.clone();
     if export.insecure {
         for reference in &references {
-            options
+            registry
                 .insecure_registries
                 .push(reference.domain().to_string());
         }
@@ -201,10 +219,77 @@ pub(super) fn export(
         } else {
             reference.with_default_tag()
         };
-        let pushed = push_to(store, &source, &target, &options, progress)?;
+        let (pushed, pushed_descriptor) =
+            push_to(store, &source, &target, &registry, &format, progress)?;
         done.pushed.push((target, pushed));
+        done.pushed_descriptor = Some(Box::new(pushed_descriptor));
     }
     Ok(done)
+}
+
+/// The descriptor `image` (a multi-platform one: its index, whole) has in `format`: what a
+/// push in that format puts in the registry. Its layers are compressed now (and kept, so the
+/// push sends them as they are); those of an image built from a shared cache are fetched first.
+fn descriptor_as(
+    store: &Store,
+    image: &StoredImage,
+    format: &PushFormat,
+) -> Result<Descriptor, ExportError> {
+    let failed = |source: crate::error::Cause| ExportError::Format {
+        image: image.index.clone().unwrap_or_else(|| image.id.clone()),
+        source,
+    };
+    let _lease = store.lease().map_err(|e| failed(e.into()))?;
+    let convert = |image: &StoredImage| {
+        crate::archive::fetch_absent_layers(store, &image.layers).map_err(|e| failed(e.into()))?;
+        format
+            .with_layer_format(|layers| store.image_as(image, layers))
+            .map(|converted| converted.manifest_descriptor)
+            .map_err(|e| failed(e.into()))
+    };
+    let Some(index_digest) = &image.index else {
+        return convert(image);
+    };
+    let index = match store.resolve_entry(&index_digest.to_string()) {
+        Ok(StoredEntry::Index(index)) => index,
+        Ok(StoredEntry::Image(_)) => {
+            return Err(failed(
+                StoreError::NotFound(index_digest.to_string()).into(),
+            ));
+        }
+        Err(err) => return Err(failed(err.into())),
+    };
+    let mut children = Vec::new();
+    for child in index
+        .manifests
+        .iter()
+        .filter(|m| m.present && is_manifest(m.descriptor.media_type()))
+    {
+        let child_image = store
+            .index_image(&index, child)
+            .map_err(|e| failed(e.into()))?;
+        children.push((child.digest.clone(), convert(&child_image)?));
+    }
+    let bytes = store
+        .blobs()
+        .read_sized(&index.digest, index.descriptor.size())
+        .map_err(|e| failed(e.into()))?;
+    let media_types = format
+        .media_types
+        .unwrap_or_else(|| MediaTypes::of(index.descriptor.media_type().as_ref()));
+    store
+        .index_with(
+            &index.digest,
+            &bytes,
+            index.descriptor.media_type().as_ref(),
+            &children,
+            media_types,
+        )
+        .map(|(_, mut descriptor)| {
+            descriptor.set_annotations(index.descriptor.annotations().clone());
+            descriptor
+        })
+        .map_err(|e| failed(e.into()))
 }
 
 fn parse(name: &str) -> Result<Reference, ExportError> {
@@ -214,14 +299,16 @@ fn parse(name: &str) -> Result<Reference, ExportError> {
     })
 }
 
-/// Pushes the store's `source` (an image ID or index digest) to `reference`.
+/// Pushes the store's `source` (an image ID or index digest) to `reference` in `format`:
+/// the pushed manifest's (or index's) digest and descriptor.
 pub(super) fn push_to(
     store: &Store,
     source: &str,
     reference: &Reference,
     options: &ClientOptions,
+    format: &PushFormat,
     progress: &dyn TransferProgress,
-) -> Result<Digest, ExportError> {
+) -> Result<(Digest, Descriptor), ExportError> {
     let failed = |source| ExportError::Push {
         reference: reference.clone(),
         source: Box::new(source),
@@ -232,11 +319,12 @@ pub(super) fn push_to(
         .build()
         .map_err(ExportError::Runtime)?;
     runtime
-        .block_on(push(
+        .block_on(push_described(
             &client,
             store,
             source,
             reference,
+            format,
             &crate::cache::remote::origins(),
             progress,
         ))

@@ -63,6 +63,25 @@ impl BuildMetadata {
         BuildMetadata { fields }
     }
 
+    /// Makes `containerimage.digest` and `containerimage.descriptor` name `exported`, the image
+    /// as an export pushed it (in another compression or media types than the store's, it has
+    /// another digest), as BuildKit's response names the image its exporter wrote. The
+    /// descriptor keeps its platform and annotations.
+    pub fn set_exported(&mut self, exported: &Descriptor) {
+        let digest = json!(exported.digest().to_string());
+        if let Some(Value::Object(descriptor)) = self.fields.get_mut("containerimage.descriptor") {
+            descriptor.insert("mediaType".into(), json!(exported.media_type().to_string()));
+            descriptor.insert("digest".into(), digest.clone());
+            descriptor.insert("size".into(), json!(exported.size()));
+        } else {
+            self.fields.insert(
+                "containerimage.descriptor".into(),
+                descriptor_json(exported, None),
+            );
+        }
+        self.fields.insert("containerimage.digest".into(), digest);
+    }
+
     /// Adds fields another part of the build makes (the provenance's
     /// `buildx.build.provenance`); a field of the same name is replaced.
     pub fn add_fields(&mut self, extra: Map<String, Value>) {
@@ -149,6 +168,38 @@ mod tests {
         );
         descriptor.set_annotations(None);
         assert_eq!(descriptor_json(&descriptor, None).get("annotations"), None);
+    }
+
+    #[test]
+    fn an_exported_image_replaces_the_stored_digest_keeping_platform_and_annotations() {
+        let digest = |c: &str| OciDigest::from_str(&format!("sha256:{}", c.repeat(64))).unwrap();
+        let mut stored = Descriptor::new(MediaType::ImageManifest, 9, digest("a"));
+        stored.set_annotations(Some(
+            [("org.d".to_string(), "2".to_string())]
+                .into_iter()
+                .collect(),
+        ));
+        let mut metadata = BuildMetadata::default();
+        metadata.fields.insert(
+            "containerimage.descriptor".into(),
+            descriptor_json(&stored, Some(Platform::new("linux", "amd64", None))),
+        );
+        let pushed = Descriptor::new(MediaType::ImageManifest, 12, digest("c"));
+        metadata.set_exported(&pushed);
+        assert_eq!(
+            metadata.fields()["containerimage.digest"],
+            json!(format!("sha256:{}", "c".repeat(64)))
+        );
+        assert_eq!(
+            metadata.fields()["containerimage.descriptor"],
+            json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": format!("sha256:{}", "c".repeat(64)),
+                "size": 12,
+                "annotations": {"org.d": "2"},
+                "platform": {"architecture": "amd64", "os": "linux"},
+            })
+        );
     }
 
     #[test]

@@ -1039,10 +1039,11 @@ async fn export_cache(
             solved.keys.clone(),
             store.clone(),
         );
-        let (targets, mode, transport) = (
+        let (targets, mode, transport, compression) = (
             prepared.target_nodes(),
             export.mode,
             export.transport.clone(),
+            export.compression,
         );
         let mounts = if export.cache_mounts {
             cache_mounts.clone()
@@ -1052,7 +1053,13 @@ async fn export_cache(
         let report = off_runtime(move || {
             let mut cache = remote_cache::cache_graph(&worker, &graph, &keys, &targets, mode);
             cache.cache_mounts = mounts;
-            crate::cache::remote::export(&cache, &store, &worker.imported, transport.as_ref())
+            crate::cache::remote::export(
+                &cache,
+                &store,
+                &worker.imported,
+                transport.as_ref(),
+                &compression,
+            )
         })
         .await?
         .map_err(|err| BuildError::CacheExport {

@@ -30,6 +30,7 @@ use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
 use kiln::frontend::lint::LintError;
 use kiln::frontend::plan::{PlanError, default_dockerfile};
+use kiln::layer::ExportFormat;
 use kiln::oci::timestamp::ZonedTime;
 use kiln::registry::NoProgress;
 use kiln::runtime::Network;
@@ -227,11 +228,29 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .add_flag(flag)
             .with_context(|| format!("invalid --annotation {flag:?}"))?;
     }
+    // BuildKit's image writer refuses what Docker's media types have no room for; buildx
+    // gives every image export the --annotation flags.
+    if let Some(annotation) = annotations.oci_only()
+        && let Some(output) = outputs.iter().find(|output| {
+            output.format.oci_media_types == Some(false)
+                && !matches!(output.export, Export::Local(_) | Export::Tar(_))
+        })
+    {
+        bail!(
+            "cannot export annotations with \"oci-mediatypes=false\": --annotation \
+             {annotation} is an index or descriptor annotation, and an --output ({:?}) asks for \
+             Docker's media types",
+            output.export
+        );
+    }
     for output in &outputs {
         annotations.extend(&output.annotations);
     }
     let exports = image_exports(
-        outputs.into_iter().map(|output| output.export).collect(),
+        outputs
+            .into_iter()
+            .map(|output| (output.export, output.format))
+            .collect(),
         &args.tags,
         args.push,
     )?;
@@ -376,17 +395,21 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         Some(index) => index.digest.to_string(),
         None => output.image.id.to_string(),
     };
-    let export_options = ExportOptions {
-        registry: options.registry.clone(),
-        max_bytes: DEFAULT_MAX_BYTES,
-        source_date_epoch: output.source_date_epoch,
-    };
     // The names of the metadata's `image.name`: the tags, then the image exports' names.
     let mut names = args.tags.clone();
-    for spec in &exports {
+    // The image as the last push sent it, which the metadata names (BuildKit's response names
+    // the image its exporter made, compressed as asked).
+    let mut pushed = None;
+    for (spec, format) in &exports {
         if let Some(note) = kiln::builder::attestations::unwritten_in(&options.attestations, spec) {
             eprintln!("note: {note}");
         }
+        let export_options = ExportOptions {
+            registry: options.registry.clone(),
+            max_bytes: DEFAULT_MAX_BYTES,
+            source_date_epoch: output.source_date_epoch,
+            format: *format,
+        };
         if let Exported::Image(image) = write_export(&store, &output.image, spec, &export_options)?
         {
             for name in image.names {
@@ -394,6 +417,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                     names.push(name);
                 }
             }
+            pushed = image.pushed_descriptor.or(pushed);
         }
     }
     // As buildx: the ID and the metadata once every export (push) has succeeded.
@@ -407,6 +431,9 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.metadata_file {
         let mut metadata = BuildMetadata::of(&output, &names);
         metadata.add_fields(provenance_fields(&output));
+        if let Some(pushed) = &pushed {
+            metadata.set_exported(pushed);
+        }
         kiln::sys::atomic::atomic_write(path, &metadata.to_json())
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
     }
@@ -417,12 +444,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
 /// `-t` names; `--push` makes every image export push, and pushes the `-t` names when no image
 /// export took them. A push with no name at all is refused before the build.
 fn image_exports(
-    mut exports: Vec<Export>,
+    mut exports: Vec<(Export, ExportFormat)>,
     tags: &[String],
     push: bool,
-) -> anyhow::Result<Vec<Export>> {
+) -> anyhow::Result<Vec<(Export, ExportFormat)>> {
     let mut tags_taken = false;
-    for export in &mut exports {
+    for (export, _) in &mut exports {
         if let Export::Image(image) = export {
             image.push |= push;
             if image.names.is_empty() && !tags.is_empty() {
@@ -432,18 +459,21 @@ fn image_exports(
         }
     }
     if push && !tags_taken {
-        if tags.is_empty() && !exports.iter().any(|e| matches!(e, Export::Image(_))) {
+        if tags.is_empty() && !exports.iter().any(|(e, _)| matches!(e, Export::Image(_))) {
             bail!("--push needs a name to push to: give -t NAME");
         }
         if !tags.is_empty() {
-            exports.push(Export::Image(ImageExport {
-                names: tags.to_vec(),
-                push: true,
-                ..ImageExport::default()
-            }));
+            exports.push((
+                Export::Image(ImageExport {
+                    names: tags.to_vec(),
+                    push: true,
+                    ..ImageExport::default()
+                }),
+                ExportFormat::default(),
+            ));
         }
     }
-    for export in &exports {
+    for (export, _) in &exports {
         if let Export::Image(image) = export
             && !image.push_has_name()
         {
@@ -847,6 +877,7 @@ fn cache_to(args: &BuildArgs) -> anyhow::Result<Vec<CacheExport>> {
             transport: remote::open(&parsed.location, &args.registry.client_options())?,
             mode: parsed.mode,
             cache_mounts: parsed.exports_cache_mounts(),
+            compression: parsed.compression,
         });
     }
     Ok(to)

@@ -17,7 +17,10 @@ pub mod rewrite;
 mod round_trip;
 
 pub use apply::{AppliedLayer, ApplyOptions, Whiteouts, apply_layer};
-pub use compression::{Compression, compress, decompressed};
+pub use compression::{
+    Compression, CompressionConfig, ExportFormat, FormatOptionError, compress, compress_with,
+    decompressed, recompress,
+};
 pub use diff::write_layer;
 
 use std::io;

@@ -22,7 +22,10 @@ mod transfer;
 pub use auth::{Credentials, DockerConfig};
 pub use client::{BlobSource, Client, ClientOptions, Repository, api_host, is_insecure_by_default};
 pub use manifest::Manifest;
-pub use transfer::{BlobEvent, BlobStatus, NoProgress, PullPolicy, TransferProgress, pull, push};
+pub use transfer::{
+    BlobEvent, BlobStatus, DEFAULT_MAX_LAYER_BYTES, NoProgress, PullPolicy, PushFormat,
+    TransferProgress, pull, push, push_described, push_with,
+};
 
 use crate::error::{Cause, Reason};
 use crate::oci::Digest;

@@ -5,10 +5,13 @@ use super::RegistryError;
 use super::client::{BlobSource, Client, Repository};
 use super::manifest::{self, Descriptor, Manifest};
 use crate::error::{Cause, Reason};
+use crate::layer::{self, CompressionConfig, ExportFormat};
 use crate::oci::Digest;
 use crate::oci::Platform;
 use crate::oci::reference::Reference;
-use crate::store::{BlobOrigin, FetchOrigins, Store, StoredEntry, StoredImage};
+use crate::store::{
+    BlobOrigin, FetchOrigins, LayerFormat, LayerInfo, MediaTypes, Store, StoredEntry, StoredImage,
+};
 use futures_util::{StreamExt as _, TryStreamExt as _, stream};
 use std::fmt;
 use std::sync::Arc;
@@ -259,18 +262,64 @@ async fn fetch_one(
     Ok(())
 }
 
-/// Pushes the image `image` (a name or ID in the store) to `reference` (`latest` when it names
-/// no tag): its layers and config (skipping those the registry has; mounting those another
-/// repository of the same registry has, when the image's own names say where it came from),
-/// then its manifest, byte for byte, so the registry's digests are the store's. Returns the
-/// manifest digest.
-///
-/// A layer absent from the store (an image built from a shared cache) is mounted from its origin
-/// when that is a repository of the same registry, and fetched through `origins` otherwise.
-///
-/// A multi-platform image is pushed whole: each platform's image (its manifest by digest),
-/// then the index, byte for byte, under the tag; an index some of whose platforms are not in
-/// the store (pulled for one platform) is refused, naming them, rather than pushed broken.
+/// How a push writes an image: its layers' compression and its media types (the image
+/// exporter's `compression=`, `compression-level=`, `force-compression=`, `oci-mediatypes=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushFormat {
+    pub compression: CompressionConfig,
+    /// The media types of the manifests, config and layers; `None` keeps each image's own.
+    pub media_types: Option<MediaTypes>,
+    /// The most uncompressed bytes a layer being compressed may hold.
+    pub max_bytes: u64,
+}
+
+impl Default for PushFormat {
+    /// gzip, the media types kept: what `docker push` sends and BuildKit's default compression.
+    fn default() -> Self {
+        PushFormat {
+            compression: CompressionConfig::default(),
+            media_types: None,
+            max_bytes: DEFAULT_MAX_LAYER_BYTES,
+        }
+    }
+}
+
+/// The uncompressed size a layer compressed for a push may have by default (as an archive's).
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 1 << 40;
+
+impl PushFormat {
+    /// The format an exporter's options ask for; `oci_default` is the exporter's default for
+    /// `oci-mediatypes` (`None`: keep the image's own).
+    pub fn of_export(format: &ExportFormat, oci_default: Option<bool>) -> PushFormat {
+        PushFormat {
+            compression: format.compression,
+            media_types: format.oci_media_types.or(oci_default).map(MediaTypes::oci),
+            max_bytes: DEFAULT_MAX_LAYER_BYTES,
+        }
+    }
+
+    /// Runs `use_format` with this format as the store takes it (its compressor is
+    /// [`crate::layer::recompress`] at this level).
+    pub fn with_layer_format<T>(&self, use_format: impl FnOnce(&LayerFormat<'_>) -> T) -> T {
+        let config = self.compression;
+        let max_bytes = self.max_bytes;
+        let recompress = move |reader: &mut dyn std::io::Read,
+                               writer: &mut dyn std::io::Write|
+              -> Result<Digest, Cause> {
+            Ok(layer::recompress(reader, &config, writer, max_bytes)?.diff_id)
+        };
+        use_format(&LayerFormat {
+            compression: config.compression,
+            force: config.force,
+            media_types: self.media_types,
+            recompress: &recompress,
+        })
+    }
+}
+
+/// Pushes the image `image` (a name or ID in the store) to `reference` as `docker push` does:
+/// [`push_with`] its layers gzip-compressed (each compressed once and kept) and its media types
+/// kept.
 pub async fn push(
     client: &Client,
     store: &Store,
@@ -279,10 +328,71 @@ pub async fn push(
     origins: &Arc<dyn FetchOrigins>,
     progress: &dyn TransferProgress,
 ) -> Result<Digest, RegistryError> {
+    push_with(
+        client,
+        store,
+        image,
+        reference,
+        &PushFormat::default(),
+        origins,
+        progress,
+    )
+    .await
+}
+
+/// Pushes the image `image` (a name or ID in the store) to `reference` (`latest` when it names
+/// no tag) in `format`: its layers (each in the compression asked: its own blob when it is in
+/// it, else a kept variant, else compressed now, while other layers upload, and kept; skipping
+/// those the registry has; mounting those another repository of the same registry has, when the
+/// image's own names say where it came from) and config, then its manifest. An image whose
+/// layers and media types are already as asked goes byte for byte, so the registry's digests
+/// are the store's; otherwise the manifest is the store's with the new layers (the image ID,
+/// its config's digest, never changes), and when `reference` is a tag of the image in the
+/// store, the tag moves to what was pushed ([`Store::retag_exported`]). Returns the pushed
+/// manifest's digest.
+///
+/// A layer absent from the store (an image built from a shared cache) is mounted from its origin
+/// when that is a repository of the same registry, and fetched through `origins` otherwise (or
+/// when it must be compressed anew).
+///
+/// A multi-platform image is pushed whole: each platform's image (its manifest by digest),
+/// then the index (the store's bytes when no image changed), under the tag; an index some of
+/// whose platforms are not in the store (pulled for one platform) is refused, naming them,
+/// rather than pushed broken.
+pub async fn push_with(
+    client: &Client,
+    store: &Store,
+    image: &str,
+    reference: &Reference,
+    format: &PushFormat,
+    origins: &Arc<dyn FetchOrigins>,
+    progress: &dyn TransferProgress,
+) -> Result<Digest, RegistryError> {
+    push_described(client, store, image, reference, format, origins, progress)
+        .await
+        .map(|(digest, _)| digest)
+}
+
+/// [`push_with`], returning the pushed manifest's (or index's) descriptor too: what the
+/// registry holds, for an exporter's response (`containerimage.descriptor`).
+pub async fn push_described(
+    client: &Client,
+    store: &Store,
+    image: &str,
+    reference: &Reference,
+    format: &PushFormat,
+    origins: &Arc<dyn FetchOrigins>,
+    progress: &dyn TransferProgress,
+) -> Result<(Digest, oci_spec::image::Descriptor), RegistryError> {
     let reference = reference.clone().with_default_tag();
     let index = match store.resolve_entry(image)? {
         StoredEntry::Image(image) => {
-            return push_image(client, store, &image, &reference, true, origins, progress).await;
+            let (digest, pushed) = push_image(
+                client, store, &image, &reference, true, format, origins, progress,
+            )
+            .await?;
+            retag(store, &reference, &image.manifest_digest, &pushed)?;
+            return Ok((digest, pushed));
         }
         StoredEntry::Index(index) => index,
     };
@@ -308,6 +418,12 @@ pub async fn push(
             .into(),
         });
     }
+    let blob_error = |digest: &Digest, source| RegistryError::Blob {
+        registry: repo.registry.clone(),
+        digest: digest.clone(),
+        source,
+    };
+    let mut children = Vec::new();
     for child in &index.manifests {
         if crate::store::is_attestation(&child.descriptor) {
             push_attestations(client, store, &repo, child, progress).await?;
@@ -315,7 +431,11 @@ pub async fn push(
         }
         if crate::store::is_manifest(child.descriptor.media_type()) {
             let image = store.index_image(&index, child)?;
-            push_image(client, store, &image, &reference, false, origins, progress).await?;
+            let (_, pushed) = push_image(
+                client, store, &image, &reference, false, format, origins, progress,
+            )
+            .await?;
+            children.push((child.digest.clone(), pushed));
             continue;
         }
         // Anything else the index lists (an attestation manifest, a nested index) goes as it
@@ -323,11 +443,7 @@ pub async fn push(
         let bytes = store
             .blobs()
             .read_sized(&child.digest, child.descriptor.size())
-            .map_err(|source| RegistryError::Blob {
-                registry: repo.registry.clone(),
-                digest: child.digest.clone(),
-                source,
-            })?;
+            .map_err(|source| blob_error(&child.digest, source))?;
         client
             .put_manifest(
                 &repo,
@@ -340,23 +456,32 @@ pub async fn push(
     let bytes = store
         .blobs()
         .read_sized(&index.digest, index.descriptor.size())
-        .map_err(|source| RegistryError::Blob {
-            registry: repo.registry.clone(),
-            digest: index.digest.clone(),
-            source,
-        })?;
+        .map_err(|source| blob_error(&index.digest, source))?;
+    let media_types = format
+        .media_types
+        .unwrap_or_else(|| MediaTypes::of(index.descriptor.media_type().as_ref()));
+    let (pushed_digest, mut pushed) = store.index_with(
+        &index.digest,
+        &bytes,
+        index.descriptor.media_type().as_ref(),
+        &children,
+        media_types,
+    )?;
+    // The index's descriptor keeps its annotations (`index-descriptor` ones).
+    pushed.set_annotations(index.descriptor.annotations().clone());
+    let bytes = store
+        .blobs()
+        .read_sized(&pushed_digest, pushed.size())
+        .map_err(|source| blob_error(&pushed_digest, source))?;
     let target = match (reference.tag(), reference.digest()) {
         (Some(tag), None) => tag.to_string(),
-        _ => index.digest.to_string(),
+        _ => pushed_digest.to_string(),
     };
-    client
-        .put_manifest(
-            &repo,
-            &target,
-            index.descriptor.media_type().as_ref(),
-            &bytes,
-        )
-        .await
+    let digest = client
+        .put_manifest(&repo, &target, pushed.media_type().as_ref(), &bytes)
+        .await?;
+    retag(store, &reference, &index.digest, &pushed)?;
+    Ok((digest, pushed))
 }
 
 /// Pushes an attestation manifest of an index: its config (an OCI artifact's empty `{}`, or an
@@ -409,47 +534,55 @@ async fn push_attestations(
     Ok(())
 }
 
-/// Pushes one image: its blobs, then its manifest under the tag (`tagged`) or by its digest
-/// (an image of an index, which the index names).
+/// When the image under the pushed tag went in another format, the tag moves to what was
+/// pushed ([`Store::retag_exported`]), so the store's digest for the name is the registry's.
+fn retag(
+    store: &Store,
+    reference: &Reference,
+    source: &Digest,
+    pushed: &oci_spec::image::Descriptor,
+) -> Result<(), RegistryError> {
+    if reference.tag().is_some() && reference.digest().is_none() {
+        store.retag_exported(&reference.to_string(), source, pushed)?;
+    }
+    Ok(())
+}
+
+/// Pushes one image in `format`: its config, its layers (each made in the format while others
+/// upload), then its manifest under the tag (`tagged`) or by its digest (an image of an index,
+/// which the index names). Returns the pushed manifest's digest and descriptor.
+#[allow(clippy::too_many_arguments)]
 async fn push_image(
     client: &Client,
     store: &Store,
     image: &StoredImage,
     reference: &Reference,
     tagged: bool,
+    format: &PushFormat,
     origins: &Arc<dyn FetchOrigins>,
     progress: &dyn TransferProgress,
-) -> Result<Digest, RegistryError> {
+) -> Result<(Digest, oci_spec::image::Descriptor), RegistryError> {
     let repo = Repository::of(reference);
     let mount_from = image.names.iter().find_map(|name| {
         let (registry, path) = name.repository().split_once('/')?;
         (registry == repo.registry && path != repo.path).then(|| path.to_string())
     });
-    let mut blobs: Vec<(Digest, u64)> = Vec::new();
-    for (digest, size) in image
-        .layers
-        .iter()
-        .map(|l| (l.digest.clone(), l.size))
-        .chain(std::iter::once((
-            image.id.clone(),
-            image.manifest.config().size(),
-        )))
-    {
-        if !blobs.iter().any(|(d, _)| *d == digest) {
-            blobs.push((digest, size));
-        }
-    }
+    let media_types = format
+        .media_types
+        .unwrap_or_else(|| MediaTypes::of(image.manifest_descriptor.media_type().as_ref()));
+    // From the first variant written until the push ends, so no prune collects one.
+    let _lease = store.lease()?;
     let repo_ref = &repo;
     let mount_from = mount_from.as_deref();
     let image_ref = image;
-    let push_one = |(digest, size): (Digest, u64)| async move {
+    let push_blob = |digest: Digest, size: u64, own: bool| async move {
         progress.blob(&digest, BlobEvent::Started { size });
         let report = |bytes| progress.blob(&digest, BlobEvent::Progress { bytes });
         // A layer of an image built from a shared cache may be absent from the store. When the
         // cache is a repository of the same registry, the registry mounts it from there and
         // nothing is downloaded; otherwise (or when the registry declines the mount) it is
-        // fetched from its origin first.
-        let absent = !store.blobs().contains(&digest);
+        // fetched from its origin first. (A layer made anew is always here.)
+        let absent = own && !store.blobs().contains(&digest);
         let origin_repo = absent
             .then(|| same_registry_origin(store, &digest, &repo_ref.registry))
             .flatten();
@@ -477,33 +610,87 @@ async fn push_image(
         progress.blob(&digest, BlobEvent::Finished(status));
         Ok::<(), RegistryError>(())
     };
-    // One blob first, alone: it learns how the registry authenticates (and fetches the one
+    // The config first, alone: it learns how the registry authenticates (and fetches the one
     // token the push needs), so the parallel rest do not each ask for one.
-    let mut blobs = blobs.into_iter();
-    if let Some(first) = blobs.next() {
-        push_one(first).await?;
+    push_blob(image.id.clone(), image.manifest.config().size(), true).await?;
+    let mut distinct: Vec<&LayerInfo> = Vec::new();
+    for layer in &image.layers {
+        if !distinct.iter().any(|l| l.digest == layer.digest) {
+            distinct.push(layer);
+        }
     }
-    stream::iter(blobs)
-        .map(push_one)
-        .buffer_unordered(client.options().max_concurrent.max(1))
-        .try_collect::<Vec<()>>()
+    let push_layer = |layer: &LayerInfo| {
+        let layer = layer.clone();
+        async move {
+            let converted =
+                layer_in_format(store, origins, image_ref, &layer, format, media_types).await?;
+            let own = converted.digest == layer.digest;
+            push_blob(converted.digest.clone(), converted.size, own).await?;
+            Ok::<(Digest, LayerInfo), RegistryError>((layer.digest, converted))
+        }
+    };
+    let converted: Vec<(Digest, LayerInfo)> = stream::iter(distinct)
+        .map(push_layer)
+        .buffered(client.options().max_concurrent.max(1))
+        .try_collect()
         .await?;
+    let layers: Vec<LayerInfo> = image
+        .layers
+        .iter()
+        .map(|layer| {
+            converted
+                .iter()
+                .find(|(old, _)| *old == layer.digest)
+                .map_or_else(|| layer.clone(), |(_, new)| new.clone())
+        })
+        .collect();
+    let pushed = store.manifest_with(image, layers, media_types)?;
     let bytes = store
         .blobs()
-        .read_sized(&image.manifest_digest, image.manifest_descriptor.size())
+        .read_sized(&pushed.manifest_digest, pushed.manifest_descriptor.size())
         .map_err(|source| RegistryError::Blob {
             registry: repo.registry.clone(),
-            digest: image.manifest_digest.clone(),
+            digest: pushed.manifest_digest.clone(),
             source,
         })?;
-    let media_type = image.manifest_descriptor.media_type().to_string();
+    let media_type = pushed.manifest_descriptor.media_type().to_string();
     let target = match (reference.tag(), reference.digest()) {
         (Some(tag), None) if tagged => tag.to_string(),
-        _ => image.manifest_digest.to_string(),
+        _ => pushed.manifest_digest.to_string(),
     };
-    client
+    let digest = client
         .put_manifest(&repo, &target, &media_type, &bytes)
-        .await
+        .await?;
+    Ok((digest, pushed.manifest_descriptor))
+}
+
+/// The layer in `format`, made on the blocking pool (compressing is CPU work); an absent layer
+/// that must be compressed anew is fetched from its origin first.
+async fn layer_in_format(
+    store: &Store,
+    origins: &Arc<dyn FetchOrigins>,
+    image: &StoredImage,
+    layer: &LayerInfo,
+    format: &PushFormat,
+    media_types: MediaTypes,
+) -> Result<LayerInfo, RegistryError> {
+    let own = crate::layer::Compression::from_media_type(layer.media_type.as_ref());
+    let kept = own == Some(format.compression.compression) && !format.compression.force;
+    if !kept && !store.blobs().contains(&layer.digest) {
+        fetch_absent_layer(store, origins, image, &layer.digest).await?;
+    }
+    let (owned_store, owned_layer, format) = (store.clone(), layer.clone(), *format);
+    tokio::task::spawn_blocking(move || {
+        format.with_layer_format(|layer_format| {
+            owned_store.layer_as(&owned_layer, layer_format, media_types)
+        })
+    })
+    .await
+    .map_err(|err| RegistryError::AbsentLayer {
+        digest: layer.digest.clone(),
+        reason: Reason::caused_by("the layer's compression did not finish", err).into(),
+    })?
+    .map_err(RegistryError::from)
 }
 
 /// The repository of the same registry that holds the absent blob `digest`, when the store

@@ -187,6 +187,14 @@ impl Store {
                 let dir = self.snapshot_dir(diff_id);
                 freed += tree_size(&dir);
                 remove_tree(&dir)?;
+                // The layer's compressed variants go with it.
+                for digest in self.variant_blobs(diff_id) {
+                    if !reachable.blobs.contains(&digest) {
+                        freed += self.blobs.size(&digest).unwrap_or(0);
+                        self.blobs.remove(&digest)?;
+                    }
+                }
+                self.remove_variants(diff_id)?;
             }
         }
         Ok(freed)
@@ -258,6 +266,12 @@ impl Store {
                 report.reclaimed += tree_size(&dir);
                 remove_tree(&dir)?;
                 report.snapshots += 1;
+            }
+        }
+        // Variant records of layers no image has (their blobs went with the unreachable ones).
+        for diff_id in self.variant_diff_ids()? {
+            if !reachable.diff_ids.contains(&diff_id) {
+                self.remove_variants(&diff_id)?;
             }
         }
         let stale = self.staging().remove_stale(Staging::STALE_AGE)?;
@@ -413,6 +427,13 @@ impl Store {
                 }
             }
         }
+        // A layer's kept variants live as long as the layer: an export reuses them.
+        let variants: Vec<Digest> = reachable
+            .diff_ids
+            .iter()
+            .flat_map(|diff_id| self.variant_blobs(diff_id))
+            .collect();
+        reachable.blobs.extend(variants);
         Ok(reachable)
     }
 }

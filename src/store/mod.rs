@@ -8,6 +8,8 @@
 //!   blobs/sha256/<hex>    manifests, configs, layers (see crate::store::blob)
 //!   snapshots/<hex>/      one unpacked layer per diff ID: overlay lower directories
 //!   origins/sha256/<hex>  where an absent layer blob can be fetched from (see `origin`)
+//!   variants/<diff id hex>/<compression>
+//!                         the blob of a layer in another compression (see `variant`)
 //!   containers/<id>/      kiln run's containers; container.json names the image in use
 //!   cache-mounts/         RUN --mount=type=cache directories (see `cache_mount`)
 //!   cache/                the build cache's records, git repositories and checkouts
@@ -37,6 +39,7 @@ mod index;
 mod multi_platform;
 mod name;
 mod origin;
+mod variant;
 
 pub use annotated::Annotated;
 pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
@@ -51,6 +54,7 @@ pub use index::{
 pub use multi_platform::{IndexManifest, StoredEntry, StoredIndex, config_platform, oci_platform};
 pub use name::{ImageName, NameError};
 pub use origin::{BlobOrigin, FetchOrigins};
+pub use variant::{LayerFormat, MediaTypes, Recompress, Variant};
 
 use crate::error::{Cause, Reason};
 use crate::oci::Digest;
@@ -137,6 +141,14 @@ pub enum StoreError {
     ContainerId(String),
     #[error("no such container: {0}")]
     NoContainer(String),
+    /// A layer could not be made (or checked) in the compression an export asked for.
+    #[error("cannot make the {compression} variant of layer {diff_id}")]
+    Variant {
+        diff_id: Digest,
+        compression: &'static str,
+        #[source]
+        source: Cause,
+    },
     #[error("container record {}", .path.display())]
     ContainerRecord {
         path: PathBuf,
@@ -757,6 +769,20 @@ impl Store {
             if digest.hex().starts_with(hex) {
                 matches.push((descriptor.clone(), digest.clone(), digest.clone()));
             }
+        }
+        // One image in several manifests (pushed compressed, its tag moved to the pushed one:
+        // see `retag_exported`) is still one image: its tagged manifest answers for the ID.
+        if matches.len() > 1 && matches.iter().all(|(_, _, id)| *id == matches[0].2) {
+            let tagged = matches
+                .iter()
+                .position(|(_, digest, _)| !index.names_of(digest).is_empty())
+                .unwrap_or(0);
+            let (descriptor, digest, _) = matches.swap_remove(tagged);
+            return Ok(Located {
+                descriptor,
+                digest,
+                by: By::Id,
+            });
         }
         match matches.len() {
             0 => Err(StoreError::NotFound(text.to_string())),

@@ -114,6 +114,11 @@ fn push_by_digest_pushes_no_tag_and_the_metadata_says_its_digest() {
         metadata["containerimage.config.digest"],
         manifest["config"]["digest"]
     );
+    // The digest is the pushed image's: its layers gzip-compressed, as BuildKit's default.
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        json!("application/vnd.oci.image.layer.v1.tar+gzip")
+    );
 }
 
 #[test]
@@ -193,7 +198,24 @@ fn several_names_a_canonical_name_and_a_dangling_name() {
         unstored.stderr_str()
     );
 
-    // A name with a digest must be the image's.
+    // A name with a digest must be the image's: without a push, the image in the store (its
+    // layers uncompressed, so another digest than the gzip push's).
+    let stored_metadata = store.path().join("stored.json");
+    kiln()
+        .root(&root)
+        .args(["build", "-q", "--metadata-file"])
+        .arg(&stored_metadata)
+        .arg("-o")
+        .arg(format!("type=image,name={host}/kiln/stored:1"))
+        .arg(context.path())
+        .run()
+        .success();
+    let stored = read_json(&stored_metadata)["containerimage.digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    assert_ne!(stored, digest, "the push compressed the layers");
+    let digest = stored;
     let other = format!("sha256:{}", "0".repeat(64));
     let stderr = kiln()
         .root(&root)
@@ -277,7 +299,7 @@ fn annotations_reach_the_pushed_manifest_the_store_and_the_oci_layout() {
         json!({"org.example.descriptor": "d"})
     );
     assert_eq!(descriptor["platform"]["os"], json!("linux"));
-    // The pushed manifest is the stored one, byte for byte.
+    // The store's tag names the manifest as pushed (gzip layers: the push moved the tag).
     let inspected = kiln()
         .root(&root)
         .args(["inspect", &name])
@@ -432,6 +454,31 @@ fn annotations_the_image_cannot_take_are_refused_before_the_build() {
     );
     let stderr = refused(&["-o", "type=image,push=true"]);
     assert!(stderr.contains("a push needs a name"), "{stderr}");
+    // Docker's media types have no index or descriptor annotations (BuildKit's message), from
+    // the export's own options or from --annotation.
+    let stderr = refused(&[
+        "-o",
+        "type=image,name=x,oci-mediatypes=false,annotation-manifest-descriptor.k=v",
+    ]);
+    assert!(
+        stderr.contains("cannot export annotations with \"oci-mediatypes=false\""),
+        "{stderr}"
+    );
+    let stderr = refused(&[
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--annotation",
+        "index:org.example.i=1",
+        "-o",
+        "type=image,name=x,oci-mediatypes=false",
+    ]);
+    assert!(
+        stderr.contains(
+            "cannot export annotations with \"oci-mediatypes=false\": --annotation \
+             index:org.example.i"
+        ),
+        "{stderr}"
+    );
     // Nothing was built.
     let listed = kiln()
         .root(store.path().join("root"))
@@ -642,7 +689,10 @@ fn archives_carry_the_names_their_export_gives() {
             docker.display()
         ))
         .arg("-o")
-        .arg(format!("type=oci,dest={},name=c:3", oci.display()))
+        .arg(format!(
+            "type=oci,dest={},name=c:3,compression=zstd",
+            oci.display()
+        ))
         .arg(context.path())
         .run()
         .success();
@@ -663,4 +713,19 @@ fn archives_carry_the_names_their_export_gives() {
         .map(|m| &m["annotations"]["io.containerd.image.name"])
         .collect();
     assert_eq!(names, vec![&json!("docker.io/library/c:3")]);
+    // The name and the compression together: the named manifest has zstd layers.
+    let digest = index["manifests"][0]["digest"].as_str().expect("digest");
+    let manifest = read(
+        &oci,
+        &format!("blobs/sha256/{}", digest.trim_start_matches("sha256:")),
+    );
+    let layers = manifest["layers"].as_array().expect("layers");
+    assert!(!layers.is_empty());
+    for layer in layers {
+        assert_eq!(
+            layer["mediaType"],
+            json!("application/vnd.oci.image.layer.v1.tar+zstd"),
+            "{manifest}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ mod build_mount;
 mod build_peer;
 mod call_outline;
 mod cli;
+mod compression;
 mod context;
 mod copy;
 mod copy_incremental;

@@ -685,7 +685,9 @@ fn chunked_uploads_resume_after_a_cut_connection() {
         patches.load(Ordering::SeqCst) > 3,
         "the upload was not chunked"
     );
-    assert_eq!(digest, a.digests("chunky").0);
+    // The push went gzip-compressed: the pushed tag is not in A's store, so "chunky" keeps its
+    // uncompressed manifest; the image (its ID and diff IDs) is the same.
+    assert_ne!(digest, a.digests("chunky").0);
     let b = Machine::new();
     b.kiln(&["pull", &format!("{}/kiln/chunky:1", registry.host())])
         .run()
@@ -753,7 +755,7 @@ fn a_push_cut_off_by_a_killed_registry_completes_after_a_restart() {
     let b = Machine::new();
     let name = format!("127.0.0.1:{port}/kiln/killed:1");
     b.kiln(&["pull", &name]).run().success();
-    assert_eq!(b.digests(&name), a.digests("killed"));
+    assert_eq!(b.digests(&name).1, a.digests("killed").1, "the same image");
     assert_eq!(b.digests(&name).0, digest);
     // The proxy's thread holds the registry for good: stop the process here.
     registry.lock().expect("lock").kill();

@@ -241,14 +241,23 @@ pub(crate) fn requirements() -> Option<PathBuf> {
     support::busybox()
 }
 
-/// Machine A builds the Dockerfile tagged `app` with `cache_to`; returns it, its context and
-/// the image's manifest digest.
+/// Machine A builds the Dockerfile tagged `app` with `cache_to` (its layers uncompressed: a
+/// build from a gzip cache, the default, makes an image with the cache's gzip layers, the same
+/// image ID but another manifest than A's uncompressed one; these tests compare manifests);
+/// returns it, its context and the image's manifest digest.
 pub(crate) fn machine_a(busybox: &Path, cache_to: &[&str]) -> (Machine, tempfile::TempDir, String) {
     let a = Machine::new();
     let ctx = context(busybox, "a\n", false);
     let mut args = vec!["-t", "app"];
-    for spec in cache_to {
-        args.extend(["--cache-to", spec]);
+    let specs: Vec<String> = cache_to
+        .iter()
+        .map(|spec| match spec.contains("compression=") {
+            true => spec.to_string(),
+            false => format!("{spec},compression=uncompressed"),
+        })
+        .collect();
+    for spec in &specs {
+        args.extend(["--cache-to", spec.as_str()]);
     }
     let built = a.build(ctx.path(), &args);
     let digest = built.ok();
@@ -840,6 +849,8 @@ fn the_library_takes_transports_of_its_callers() {
                 transport: transport.clone(),
                 mode: ExportMode::Max,
                 cache_mounts: true,
+                // Layers as built, so B's image from the cache is A's byte for byte.
+                compression: kiln::layer::CompressionConfig::new(kiln::layer::Compression::None),
             }],
             ..options(a_ctx.path())
         },

@@ -438,7 +438,14 @@ mod tests {
             records: Default::default(),
             cache_mounts: first.mounts.clone(),
         };
-        export(&graph, &a, &none, cache.as_ref()).unwrap();
+        export(
+            &graph,
+            &a,
+            &none,
+            cache.as_ref(),
+            &super::super::tests::uncompressed(),
+        )
+        .unwrap();
 
         let (_b_dir, b) = store();
         let (imported, reports) = ImportedCache::import(std::slice::from_ref(&cache), &b);
@@ -476,7 +483,14 @@ mod tests {
             records: Default::default(),
             cache_mounts: mounts.clone(),
         };
-        export(&graph, &a, &none, cache.as_ref()).unwrap();
+        export(
+            &graph,
+            &a,
+            &none,
+            cache.as_ref(),
+            &super::super::tests::uncompressed(),
+        )
+        .unwrap();
 
         // B's own copy is older than A's: newer, asked once; B's export carries A's on.
         let (_b_dir, b) = store();

@@ -32,11 +32,12 @@ pub use spec::{
 pub use transport::{CacheTransport, TransportError};
 
 use crate::error::Chain;
+use crate::layer::CompressionConfig;
 use crate::oci::Digest;
 use crate::oci::Reference;
-use crate::registry::{Client, ClientOptions, RegistryError};
+use crate::registry::{Client, ClientOptions, PushFormat, RegistryError};
 use crate::store::BlobError;
-use crate::store::{BlobOrigin, FetchOrigins, LayerInfo, Store, StoreError};
+use crate::store::{BlobOrigin, FetchOrigins, LayerInfo, MediaTypes, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -84,6 +85,8 @@ pub struct CacheExport {
     /// Whether the content of the build's cache mounts goes too
     /// ([`CacheToSpec::exports_cache_mounts`]).
     pub cache_mounts: bool,
+    /// The records' layers' compression ([`CacheToSpec::compression`]).
+    pub compression: CompressionConfig,
 }
 
 /// Opens the transport of a parsed `--cache-to`/`--cache-from` location; a registry is spoken
@@ -411,15 +414,21 @@ pub struct ExportReport {
     pub manifest: (String, Digest, u64),
 }
 
-/// Writes `graph` to `transport`: every layer blob it names that the transport lacks (from the
-/// store; an absent one is first fetched through `imported` or its origin), then the graph
-/// blob, then the manifest.
+/// Writes `graph` to `transport` with its records' layers in `compression` (kept variants, or
+/// compressed now and kept, as an image export does; the cache mounts' content stays an
+/// uncompressed tar): every layer blob it names that the transport lacks (from the store; an
+/// absent one is first fetched through `imported` or its origin), then the graph blob, then the
+/// manifest.
 pub fn export(
     graph: &CacheGraph,
     store: &Store,
     imported: &ImportedCache,
     transport: &dyn CacheTransport,
+    compression: &CompressionConfig,
 ) -> Result<ExportReport, SharedCacheError> {
+    let _lease = store.lease()?;
+    let compressed = compress_layers(graph, store, imported, compression)?;
+    let graph = &compressed;
     let place = || transport.describe();
     let transport_error = |what: String| {
         move |source| SharedCacheError::Transport {
@@ -480,9 +489,72 @@ pub fn export(
     Ok(report)
 }
 
+/// `graph` with its records' layers in `compression` (see [`export`]).
+fn compress_layers(
+    graph: &CacheGraph,
+    store: &Store,
+    imported: &ImportedCache,
+    compression: &CompressionConfig,
+) -> Result<CacheGraph, SharedCacheError> {
+    let mut layers: Vec<LayerInfo> = Vec::new();
+    for layer in graph.records.values().flat_map(|r| &r.layers) {
+        if !layers.iter().any(|l| l.digest == layer.digest) {
+            layers.push(LayerInfo {
+                digest: layer.digest.clone(),
+                size: layer.size,
+                media_type: layer.media_type.as_str().into(),
+                diff_id: layer.diff_id.clone(),
+            });
+        }
+    }
+    // Only a layer that must be compressed anew needs its bytes here.
+    let needed: Vec<LayerInfo> = layers
+        .iter()
+        .filter(|l| {
+            let own = crate::layer::Compression::from_media_type(l.media_type.as_ref());
+            let kept = own == Some(compression.compression)
+                || store.variant(&l.diff_id, compression.compression).is_some();
+            (compression.force || !kept) && !store.blobs().contains(&l.digest)
+        })
+        .cloned()
+        .collect();
+    imported.fetch_absent(store, &needed)?;
+    for layer in &needed {
+        materialize(store, layer)?;
+    }
+    let format = PushFormat {
+        compression: *compression,
+        media_types: Some(MediaTypes::Oci),
+        ..PushFormat::default()
+    };
+    let converted = format.with_layer_format(|layer_format| {
+        store.layers_as(&layers, layer_format, MediaTypes::Oci)
+    })?;
+    let mut compressed = graph.clone();
+    for record in compressed.records.values_mut() {
+        for layer in &mut record.layers {
+            if let Some((_, new)) = layers
+                .iter()
+                .zip(&converted)
+                .find(|(old, _)| old.digest == layer.digest)
+            {
+                layer.digest = new.digest.clone();
+                layer.size = new.size;
+                layer.media_type = new.media_type.to_string();
+            }
+        }
+    }
+    Ok(compressed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The records' layers as they are (the tests' blobs are not real tars).
+    pub(super) fn uncompressed() -> CompressionConfig {
+        CompressionConfig::new(crate::layer::Compression::None)
+    }
 
     /// A store holding two layer blobs, and a graph of one record stacking them.
     fn store_with_record() -> (tempfile::TempDir, Store, Digest, CacheGraph, Vec<LayerInfo>) {
@@ -527,7 +599,14 @@ mod tests {
         let (_a_dir, a, key, graph, layers) = store_with_record();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache: Arc<dyn CacheTransport> = Arc::new(LocalCache::new(cache_dir.path(), "t"));
-        let report = export(&graph, &a, &ImportedCache::default(), cache.as_ref()).unwrap();
+        let report = export(
+            &graph,
+            &a,
+            &ImportedCache::default(),
+            cache.as_ref(),
+            &uncompressed(),
+        )
+        .unwrap();
         assert_eq!((report.records, report.pushed), (1, 2));
         // The manifest reported is the one written.
         let (media_type, written) = cache.read_manifest().unwrap().unwrap();
@@ -535,7 +614,14 @@ mod tests {
             report.manifest,
             (media_type, Digest::of(&written), written.len() as u64)
         );
-        let again = export(&graph, &a, &ImportedCache::default(), cache.as_ref()).unwrap();
+        let again = export(
+            &graph,
+            &a,
+            &ImportedCache::default(),
+            cache.as_ref(),
+            &uncompressed(),
+        )
+        .unwrap();
         assert_eq!(
             again.pushed, 0,
             "blobs the cache holds are not copied again"
@@ -570,7 +656,14 @@ mod tests {
         let (_a_dir, a, key, graph, layers) = store_with_record();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache: Arc<dyn CacheTransport> = Arc::new(LocalCache::new(cache_dir.path(), "t"));
-        export(&graph, &a, &ImportedCache::default(), cache.as_ref()).unwrap();
+        export(
+            &graph,
+            &a,
+            &ImportedCache::default(),
+            cache.as_ref(),
+            &uncompressed(),
+        )
+        .unwrap();
         let lost = cache_dir
             .path()
             .join("blobs/sha256")

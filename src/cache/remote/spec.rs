@@ -7,6 +7,7 @@
 //! `mode=max` exports them and `mode=min` does not.
 
 use super::local::DEFAULT_TAG;
+use crate::layer::{CompressionConfig, ExportFormat};
 use std::path::PathBuf;
 
 /// Why a `--cache-to` or `--cache-from` value was refused.
@@ -45,6 +46,9 @@ pub struct CacheToSpec {
     pub mode: ExportMode,
     /// `cache-mounts=`, when given.
     pub cache_mounts: Option<bool>,
+    /// `compression=`, `compression-level=`, `force-compression=` (BuildKit's cache exporters
+    /// take the image exporter's; gzip by default).
+    pub compression: CompressionConfig,
 }
 
 impl CacheToSpec {
@@ -60,8 +64,41 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheToSpec, SpecError> {
     let fields = fields(
         "cache-to",
         spec,
-        &["type", "ref", "dest", "tag", "mode", "cache-mounts"],
+        &[
+            "type",
+            "ref",
+            "dest",
+            "tag",
+            "mode",
+            "cache-mounts",
+            "compression",
+            "compression-level",
+            "force-compression",
+            "oci-mediatypes",
+        ],
     )?;
+    let mut format = ExportFormat::default();
+    for key in ExportFormat::KEYS {
+        if let Some(value) = fields.get(key) {
+            format
+                .set(key, value)
+                .map_err(|err| error("cache-to", spec, err.to_string()))?;
+        }
+    }
+    format
+        .validate()
+        .map_err(|err| error("cache-to", spec, err.to_string()))?;
+    // The cache is an OCI image manifest (BuildKit's `image-manifest=true`, its default), which
+    // BuildKit refuses with Docker media types.
+    if format.oci_media_types == Some(false) {
+        return Err(error(
+            "cache-to",
+            spec,
+            "invalid configuration for remote cache, OCI mediatypes are required for \
+             image-manifest cache format"
+                .to_string(),
+        ));
+    }
     let cache_mounts = match fields.get("cache-mounts").map(String::as_str) {
         None => None,
         Some("true") => Some(true),
@@ -90,6 +127,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheToSpec, SpecError> {
         location,
         mode,
         cache_mounts,
+        compression: format.compression,
     })
 }
 
@@ -242,6 +280,7 @@ mod tests {
                     location: registry("localhost:5000/app:cache"),
                     mode: ExportMode::Min,
                     cache_mounts: None,
+                    compression: CompressionConfig::default(),
                 }),
             ),
             (
@@ -250,6 +289,7 @@ mod tests {
                     location: registry("r/app"),
                     mode: ExportMode::Max,
                     cache_mounts: None,
+                    compression: CompressionConfig::default(),
                 }),
             ),
             (
@@ -258,6 +298,7 @@ mod tests {
                     location: registry("localhost:5000/app:cache"),
                     mode: ExportMode::Min,
                     cache_mounts: None,
+                    compression: CompressionConfig::default(),
                 }),
             ),
             (
@@ -266,6 +307,7 @@ mod tests {
                     location: local("/mnt/cache", DEFAULT_TAG),
                     mode: ExportMode::Min,
                     cache_mounts: None,
+                    compression: CompressionConfig::default(),
                 }),
             ),
             (
@@ -274,13 +316,18 @@ mod tests {
                     location: local("cache", "main"),
                     mode: ExportMode::Min,
                     cache_mounts: None,
+                    compression: CompressionConfig::default(),
                 }),
             ),
             ("", Err("it is empty")),
             ("type=local", Err("type=local needs dest=DIRECTORY")),
             (
                 "type=local,src=x",
-                Err("unknown key \"src\"; valid keys are type, ref, dest, tag, mode, cache-mounts"),
+                Err(
+                    "unknown key \"src\"; valid keys are type, ref, dest, tag, mode, \
+                     cache-mounts, compression, compression-level, force-compression, \
+                     oci-mediatypes",
+                ),
             ),
             ("type=registry", Err("type=registry needs ref=")),
             (
@@ -298,8 +345,39 @@ mod tests {
             ("ref=r", Err("no type=")),
             ("type=local,dest=x,mode=all", Err("unknown mode \"all\"")),
             (
-                "type=local,dest=x,compression=zstd",
-                Err("unknown key \"compression\""),
+                "type=local,dest=x,compression=zstd,compression-level=19,force-compression=true,\
+                 oci-mediatypes=true",
+                Ok(CacheToSpec {
+                    location: local("x", DEFAULT_TAG),
+                    mode: ExportMode::Min,
+                    cache_mounts: None,
+                    compression: CompressionConfig {
+                        compression: crate::layer::Compression::Zstd,
+                        level: Some(19),
+                        force: true,
+                    },
+                }),
+            ),
+            (
+                "type=registry,ref=r,compression=uncompressed",
+                Ok(CacheToSpec {
+                    location: registry("r"),
+                    mode: ExportMode::Min,
+                    cache_mounts: None,
+                    compression: CompressionConfig::new(crate::layer::Compression::None),
+                }),
+            ),
+            (
+                "type=local,dest=x,compression=estargz",
+                Err("compression=estargz is not supported by kiln"),
+            ),
+            (
+                "type=local,dest=x,compression-level=10",
+                Err("gzip: invalid compression level: 10"),
+            ),
+            (
+                "type=local,dest=x,oci-mediatypes=false",
+                Err("OCI mediatypes are required for image-manifest cache format"),
             ),
             ("type=local,dest=x,dest=y", Err("dest is given twice")),
             ("type=local,dest", Err("field \"dest\" is not KEY=VALUE")),
@@ -310,6 +388,7 @@ mod tests {
                     location: local("x", DEFAULT_TAG),
                     mode: ExportMode::Min,
                     cache_mounts: Some(true),
+                    compression: CompressionConfig::default(),
                 }),
             ),
             (
@@ -318,6 +397,7 @@ mod tests {
                     location: registry("r"),
                     mode: ExportMode::Max,
                     cache_mounts: Some(false),
+                    compression: CompressionConfig::default(),
                 }),
             ),
             (
@@ -341,7 +421,7 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
-        assert_eq!(cases.len(), 21);
+        assert_eq!(cases.len(), 25);
         let exports = |spec: &str| parse_cache_to(spec).unwrap().exports_cache_mounts();
         assert!(!exports("type=local,dest=x"));
         assert!(!exports("type=local,dest=x,mode=min"));
