@@ -27,6 +27,7 @@ use super::annotations::{AnnotationError, Annotations};
 use super::image_export::{self, ImageExport, ImageExported};
 use crate::archive::{self, ArchiveError, DEFAULT_MAX_BYTES, Output, OutputError, SaveFormat};
 use crate::layer::{ExportFormat, FormatOptionError};
+use crate::oci::csv::{parse_go_bool, split_record};
 use crate::oci::reference::{Reference, ReferenceError};
 use crate::oci::{Digest, Platform};
 use crate::registry::{ClientOptions, PushFormat, RegistryError, TransferProgress};
@@ -152,7 +153,7 @@ pub enum ExportSpecError {
     #[error("invalid --output {spec:?}: {field:?} is not KEY=VALUE")]
     NotAPair { spec: String, field: String },
     #[error("invalid --output {spec:?}: {reason}")]
-    Csv { spec: String, reason: &'static str },
+    Csv { spec: String, reason: String },
     #[error("invalid --output {spec:?}")]
     Annotation {
         spec: String,
@@ -178,7 +179,8 @@ impl FromStr for OutputSpec {
     /// `rewrite-timestamp=BOOL` and `annotation*.KEY=` on any type; BuildKit's image exporter
     /// options ([`ImageExport`]) on `image` and `registry`, and `name=` on `docker` and `oci`.
     fn from_str(spec: &str) -> Result<OutputSpec, ExportSpecError> {
-        let fields = csv_fields(spec).map_err(|reason| ExportSpecError::Csv {
+        // buildx reads `--output` as one CSV record (go-csvvalue, like Go's `encoding/csv`).
+        let fields = split_record(spec).map_err(|reason| ExportSpecError::Csv {
             spec: spec.to_string(),
             reason,
         })?;
@@ -224,7 +226,7 @@ impl FromStr for OutputSpec {
                 "dest" => dest = Some(value.to_string()),
                 "rewrite-timestamp" => {
                     rewrite_timestamp =
-                        parse_bool(value).ok_or_else(|| ExportSpecError::NotABool {
+                        parse_go_bool(value).ok_or_else(|| ExportSpecError::NotABool {
                             spec: spec.to_string(),
                             field: key.clone(),
                             value: value.to_string(),
@@ -365,62 +367,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "platform-split",
     "mode",
 ];
-
-/// The fields of a CSV line as buildx reads `--output` (go-csvvalue, like Go's `encoding/csv`):
-/// comma-separated, a field in double quotes may hold commas and `""` for a quote.
-fn csv_fields(line: &str) -> Result<Vec<String>, &'static str> {
-    let mut fields = Vec::new();
-    let mut chars = line.chars().peekable();
-    loop {
-        let mut field = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            loop {
-                match chars.next() {
-                    Some('"') if chars.peek() == Some(&'"') => {
-                        chars.next();
-                        field.push('"');
-                    }
-                    Some('"') => break,
-                    Some(c) => field.push(c),
-                    None => return Err("a quoted field is not closed"),
-                }
-            }
-            match chars.next() {
-                None => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some(',') => fields.push(field),
-                Some(_) => return Err("extraneous or missing \" in quoted-field"),
-            }
-        } else {
-            loop {
-                match chars.next() {
-                    None => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some(',') => {
-                        fields.push(field);
-                        break;
-                    }
-                    Some('"') => return Err("bare \" in non-quoted-field"),
-                    Some(c) => field.push(c),
-                }
-            }
-        }
-    }
-}
-
-/// A boolean as Go's `strconv.ParseBool` reads it (BuildKit's exporter options).
-pub(super) fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
 
 /// How exports are written.
 #[derive(Debug, Clone)]
@@ -842,31 +788,17 @@ mod tests {
             ),
             (
                 "type=image,\"name=a,b",
-                Err("invalid --output \"type=image,\\\"name=a,b\": a quoted field is not closed"),
+                Err("invalid --output \"type=image,\\\"name=a,b\": a quote is not closed"),
             ),
             (
                 "type=image,name=\"a\"",
-                Err(
-                    "invalid --output \"type=image,name=\\\"a\\\"\": bare \" in \
-                     non-quoted-field",
-                ),
+                Err("invalid --output \"type=image,name=\\\"a\\\"\": a quote in an unquoted field"),
             ),
         ];
         for (spec, expected) in cases {
             let parsed = spec.parse::<Export>().map_err(|e| e.to_string());
             assert_eq!(parsed, expected.map_err(str::to_string), "{spec}");
         }
-    }
-
-    #[test]
-    fn csv_fields_follow_gos_reader() {
-        assert_eq!(
-            csv_fields(r#"type=image,"name=a,b","x=""q""",y="#).unwrap(),
-            vec!["type=image", "name=a,b", r#"x="q""#, "y="]
-        );
-        assert_eq!(csv_fields("").unwrap(), vec![""]);
-        assert_eq!(csv_fields("a,").unwrap(), vec!["a", ""]);
-        assert!(csv_fields(r#""a"b"#).is_err());
     }
 
     #[test]

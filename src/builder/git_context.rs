@@ -15,6 +15,7 @@ use crate::error::Cause;
 use crate::git::{
     Checkout, GitAuth, GitCache, GitError, GitOptions, GitRef, GitSource, GitUrlError,
 };
+use crate::oci::csv::parse_go_bool;
 use crate::oci::timestamp::ZonedTime;
 use crate::store::Store;
 use std::collections::BTreeMap;
@@ -56,7 +57,7 @@ pub fn main_context(
     let mut source = GitSource::new(&reference);
     if build_args
         .get("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
-        .is_some_and(|v| go_true(v))
+        .is_some_and(|v| parse_go_bool(v) == Some(true))
     {
         source.keep_git_dir = true;
     }
@@ -67,11 +68,6 @@ pub fn main_context(
         source.mtime_commit = true;
     }
     Ok(Some(source))
-}
-
-/// Go's `strconv.ParseBool` true values.
-fn go_true(value: &str) -> bool {
-    matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 /// A git context: its checkout and its commit's time.

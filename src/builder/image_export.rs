@@ -15,8 +15,9 @@
 //! - `unpack=BOOL`, `store=BOOL`: the image is in the store, unpacked (kiln's images are ready
 //!   to run), whatever `unpack` says; `store=false` leaves the names untagged.
 
-use super::export::{ExportError, ExportOptions, parse_bool};
+use super::export::{ExportError, ExportOptions};
 use crate::oci::Digest;
+use crate::oci::csv::parse_go_bool;
 use crate::oci::reference::Reference;
 use crate::registry::{Client, ClientOptions, PushFormat, TransferProgress, push_described};
 use crate::store::{MediaTypes, Store, StoreError, StoredEntry, StoredImage, is_manifest};
@@ -72,7 +73,7 @@ impl ImageExport {
             if value.is_empty() {
                 return Ok(true);
             }
-            parse_bool(value).ok_or_else(|| BadOption {
+            parse_go_bool(value).ok_or_else(|| BadOption {
                 key: key.to_string(),
                 value: value.to_string(),
             })

@@ -11,6 +11,7 @@
 //!
 //! Anything else (a local path, `./x`, an unknown `scheme://`) is not a git reference.
 
+use crate::oci::csv::parse_go_bool;
 use regex::Regex;
 use reqwest::Url;
 use std::sync::LazyLock;
@@ -247,15 +248,6 @@ impl GitRef {
     /// `urlutil.RedactCredentials`): what messages, cache keys and a kept `.git` show.
     pub fn redacted_remote(&self) -> String {
         redact(&self.remote)
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
     }
 }
 

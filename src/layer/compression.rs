@@ -21,6 +21,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::oci::csv::parse_go_bool;
 pub use crate::oci::media_type::Compression;
 use crate::oci::media_type::ZSTD_MAGIC;
 
@@ -205,15 +206,6 @@ impl ExportFormat {
     /// Whether OCI media types are written: as asked, else `default` (the exporter's).
     pub fn oci_media_types_or(&self, default: bool) -> bool {
         self.oci_media_types.unwrap_or(default)
-    }
-}
-
-/// A boolean as Go's `strconv.ParseBool` reads it.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
     }
 }
 

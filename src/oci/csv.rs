@@ -47,12 +47,42 @@ pub fn split_record(record: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// A boolean as Go's `strconv.ParseBool` reads it, as BuildKit and buildx read every boolean
+/// option (`1`, `t`, `T`, `true`, `TRUE`, `True` and their false counterparts).
+pub fn parse_go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::split_record;
+    use super::{parse_go_bool, split_record};
+
+    #[test]
+    fn booleans_read_as_gos_parse_bool() {
+        for yes in ["1", "t", "T", "true", "TRUE", "True"] {
+            assert_eq!(parse_go_bool(yes), Some(true), "{yes}");
+        }
+        for no in ["0", "f", "F", "false", "FALSE", "False"] {
+            assert_eq!(parse_go_bool(no), Some(false), "{no}");
+        }
+        for neither in ["", "yes", "tRUE", "2"] {
+            assert_eq!(parse_go_bool(neither), None, "{neither}");
+        }
+    }
 
     #[test]
     fn records_split_as_go_reads_them() {
+        assert_eq!(
+            split_record(r#"type=image,"name=a,b","x=""q""",y="#).unwrap(),
+            ["type=image", "name=a,b", r#"x="q""#, "y="]
+        );
+        assert_eq!(split_record("").unwrap(), [""]);
+        assert_eq!(split_record("a,").unwrap(), ["a", ""]);
+        assert!(split_record(r#""a"b"#).is_err());
         assert_eq!(split_record("a=1,b=2").unwrap(), ["a=1", "b=2"]);
         assert_eq!(
             split_record("\"src=a,b\",id=x").unwrap(),

@@ -8,6 +8,7 @@
 
 use super::InstructionError;
 use crate::frontend::diagnostic::Span;
+use crate::oci::csv::parse_go_bool;
 use crate::oci::csv::split_record;
 use serde::Serialize;
 
@@ -383,15 +384,6 @@ fn bad_bool(key: &str, value: &str, span: Span) -> InstructionError {
         problem: format!("invalid value \"{value}\" for {key}"),
         help: format!("write {key}=true or {key}=false"),
         span,
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::frontend::context::Dockerignore;
 use crate::frontend::diagnostic::Span;
 use crate::frontend::plan::PlanOptions;
 use crate::frontend::stage::ResolveOptions;
+use crate::oci::csv::parse_go_bool;
 pub use rules::Rule;
 
 /// The build argument that replaces the `# check=` directive (BuildKit's
@@ -135,15 +136,6 @@ impl LintConfig {
             };
         }
         std::borrow::Cow::Borrowed(self)
-    }
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
     }
 }
 
