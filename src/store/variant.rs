@@ -22,8 +22,8 @@ use super::{LayerInfo, Lease, Store, StoreError, StoredImage, descriptor_digest}
 use crate::error::Cause;
 use crate::oci::Digest;
 use crate::oci::media_type::{
-    Compression, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX,
-    OCI_MANIFEST,
+    ATTESTATION_MANIFEST, Compression, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE,
 };
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, atomic_write_in, remove_tree};
@@ -101,6 +101,27 @@ impl MediaTypes {
             MediaTypes::Oci => compression.media_type(),
             MediaTypes::Docker => compression.docker_media_type(),
         }
+    }
+}
+
+/// An index as an export writes it ([`Store::index_with`]).
+#[derive(Debug, Clone)]
+pub struct ConvertedIndex {
+    pub digest: Digest,
+    pub descriptor: Descriptor,
+    /// The attestation manifests rewritten about the converted images: the stored one's digest
+    /// and the new one's index entry (annotations and platform included), in the index's order.
+    pub attestations: Vec<(Digest, Descriptor)>,
+}
+
+impl ConvertedIndex {
+    /// The index entry `entry` of the stored index as the converted one lists it: a rewritten
+    /// attestation manifest's new entry, else `entry` itself.
+    pub fn attestation<'a>(&'a self, digest: &Digest, entry: &'a Descriptor) -> &'a Descriptor {
+        self.attestations
+            .iter()
+            .find(|(old, _)| old == digest)
+            .map_or(entry, |(_, new)| new)
     }
 }
 
@@ -445,7 +466,10 @@ impl Store {
 
     /// An index document like the stored one `bytes` (of `digest`) with `children` (old digest →
     /// new descriptor) in place of its manifests and its media type in `media_types`; the same
-    /// bytes when nothing changes. Returns the stored blob's digest and descriptor.
+    /// bytes when nothing changes. An attestation manifest about a child that changed is
+    /// rewritten about the new one ([`Store::attestation_about`]) and listed in its place, its
+    /// `vnd.docker.reference.digest` the new manifest's digest, as BuildKit attests the image
+    /// it exports. Returns the stored index and the attestation manifests it replaced.
     pub fn index_with(
         &self,
         digest: &Digest,
@@ -453,7 +477,7 @@ impl Store {
         media_type: &str,
         children: &[(Digest, Descriptor)],
         media_types: MediaTypes,
-    ) -> Result<(Digest, Descriptor), StoreError> {
+    ) -> Result<ConvertedIndex, StoreError> {
         let invalid = |source: Cause| StoreError::Document {
             what: "image index",
             digest: digest.clone(),
@@ -462,6 +486,7 @@ impl Store {
         let mut document: Value =
             serde_json::from_slice(bytes).map_err(|err| invalid(err.into()))?;
         let mut changed = media_type != media_types.index();
+        let mut attestations = Vec::new();
         if let Some(manifests) = document.get_mut("manifests").and_then(Value::as_array_mut) {
             for entry in manifests {
                 let Some(old) = entry
@@ -479,18 +504,61 @@ impl Store {
                     entry["mediaType"] = json!(new.media_type().to_string());
                     entry["digest"] = json!(new_digest.to_string());
                     entry["size"] = json!(new.size());
+                    continue;
                 }
+                // An attestation manifest about a child that changed.
+                let annotation = |key: &str| {
+                    entry
+                        .get("annotations")
+                        .and_then(|a| a.get(key))
+                        .and_then(Value::as_str)
+                };
+                if annotation(REFERENCE_TYPE) != Some(ATTESTATION_MANIFEST) {
+                    continue;
+                }
+                let Some((subject, converted)) = annotation(REFERENCE_DIGEST)
+                    .and_then(|d| Digest::parse(d).ok())
+                    .and_then(|about| children.iter().find(|(d, _)| *d == about))
+                else {
+                    continue;
+                };
+                let new_subject = descriptor_digest("manifest", digest, converted)?;
+                if new_subject == *subject {
+                    // The same document (its media type is in its bytes): nothing to say anew.
+                    continue;
+                }
+                let listed: Descriptor =
+                    serde_json::from_value(entry.clone()).map_err(|err| invalid(err.into()))?;
+                let rewritten = self.attestation_about(&listed, subject, converted)?;
+                let rewritten_digest = descriptor_digest("manifest", digest, &rewritten)?;
+                entry["digest"] = json!(rewritten_digest.to_string());
+                entry["size"] = json!(rewritten.size());
+                entry["annotations"][REFERENCE_DIGEST] = json!(new_subject.to_string());
+                let mut listed_now = rewritten;
+                let mut annotations = listed_now.annotations().clone().unwrap_or_default();
+                annotations.insert(REFERENCE_DIGEST.to_string(), new_subject.to_string());
+                listed_now.set_annotations(Some(annotations));
+                attestations.push((old, listed_now));
+                changed = true;
             }
         }
         if !changed {
             let same = super::descriptor(MediaType::from(media_type), digest, bytes.len() as u64);
-            return Ok((digest.clone(), same));
+            return Ok(ConvertedIndex {
+                digest: digest.clone(),
+                descriptor: same,
+                attestations,
+            });
         }
         document["mediaType"] = json!(media_types.index());
         let bytes = serde_json::to_vec(&document).map_err(|err| invalid(err.into()))?;
         let blob = self.blobs.write(&bytes)?;
         let descriptor = blob.descriptor(MediaType::from(media_types.index()));
-        Ok((blob.digest, descriptor))
+        Ok(ConvertedIndex {
+            digest: blob.digest,
+            descriptor,
+            attestations,
+        })
     }
 }
 
