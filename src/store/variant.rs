@@ -657,6 +657,125 @@ mod tests {
         );
     }
 
+    /// An index of `image` and an attestation manifest about it (one statement), as a build
+    /// writes them: the index's bytes and digest, and the statement's bytes.
+    fn attested_index(store: &Store, image: &StoredImage) -> (Vec<u8>, Digest, Vec<u8>) {
+        let statement = serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "predicateType": "https://spdx.dev/Document",
+            "subject": [{"name": "_", "digest": {"sha256": image.manifest_digest.hex()}}],
+            "predicate": {"spdxVersion": "SPDX-2.3"},
+        }))
+        .unwrap();
+        let statement_blob = store.blobs().write(&statement).unwrap();
+        let manifest = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                       "digest": store.blobs().write(b"{}").unwrap().digest.to_string(), "size": 2},
+            "layers": [{"mediaType": crate::oci::media_type::IN_TOTO,
+                        "digest": statement_blob.digest.to_string(), "size": statement_blob.size}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest.to_string(),
+                        "size": image.manifest_descriptor.size()},
+        }))
+        .unwrap();
+        let manifest = store.blobs().write(&manifest).unwrap();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest.to_string(),
+                 "size": image.manifest_descriptor.size()},
+                {"mediaType": OCI_MANIFEST, "digest": manifest.digest.to_string(),
+                 "size": manifest.size,
+                 "annotations": {REFERENCE_DIGEST: image.manifest_digest.to_string(),
+                                 REFERENCE_TYPE: ATTESTATION_MANIFEST},
+                 "platform": {"architecture": "unknown", "os": "unknown"}},
+            ],
+        }))
+        .unwrap();
+        let digest = store.blobs().write(&index).unwrap().digest;
+        (index, digest, statement)
+    }
+
+    #[test]
+    fn an_attestation_follows_its_image_into_another_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, image) = store_with_image(dir.path());
+        let (index, digest, statement) = attested_index(&store, &image);
+        // Nothing converts: the same index, nothing rewritten.
+        let same = store
+            .index_with(
+                &digest,
+                &index,
+                OCI_INDEX,
+                &[(
+                    image.manifest_digest.clone(),
+                    image.manifest_descriptor.clone(),
+                )],
+                MediaTypes::Oci,
+            )
+            .unwrap();
+        assert_eq!(same.digest, digest);
+        assert!(same.attestations.is_empty());
+
+        let calls = AtomicUsize::new(0);
+        let recompress = framing(&calls);
+        let format = LayerFormat {
+            compression: Compression::Gzip,
+            force: false,
+            media_types: None,
+            recompress: &recompress,
+        };
+        let converted = store.image_as(&image, &format).unwrap();
+        let children = [(
+            image.manifest_digest.clone(),
+            converted.manifest_descriptor.clone(),
+        )];
+        let out = store
+            .index_with(&digest, &index, OCI_INDEX, &children, MediaTypes::Oci)
+            .unwrap();
+        let written: Value =
+            serde_json::from_slice(&store.blobs().read(&out.digest).unwrap()).unwrap();
+        let entry = &written["manifests"][1];
+        assert_eq!(
+            entry["annotations"][REFERENCE_DIGEST],
+            converted.manifest_digest.to_string()
+        );
+        assert_eq!(out.attestations.len(), 1);
+        assert_eq!(out.attestations[0].1.digest().to_string(), entry["digest"]);
+        let manifest: Value = serde_json::from_slice(
+            &store
+                .blobs()
+                .read(&Digest::parse(entry["digest"].as_str().unwrap()).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            manifest["subject"]["digest"],
+            converted.manifest_digest.to_string()
+        );
+        assert_eq!(
+            manifest["subject"]["size"],
+            converted.manifest_descriptor.size()
+        );
+        let layer = &manifest["layers"][0];
+        assert_eq!(layer["mediaType"], crate::oci::media_type::IN_TOTO);
+        let rewritten = store
+            .blobs()
+            .read(&Digest::parse(layer["digest"].as_str().unwrap()).unwrap())
+            .unwrap();
+        let expected = String::from_utf8(statement)
+            .unwrap()
+            .replace(image.manifest_digest.hex(), converted.manifest_digest.hex());
+        assert_eq!(String::from_utf8(rewritten).unwrap(), expected);
+        // The same conversion writes the same documents.
+        let again = store
+            .index_with(&digest, &index, OCI_INDEX, &children, MediaTypes::Oci)
+            .unwrap();
+        assert_eq!(again.digest, out.digest);
+    }
+
     #[test]
     fn a_variant_is_made_once_kept_and_reused() {
         let dir = tempfile::tempdir().unwrap();
