@@ -171,16 +171,32 @@ fn convert(
     let media_types = layers
         .media_types
         .unwrap_or_else(|| MediaTypes::of(stored.descriptor.media_type().as_ref()));
-    let (digest, descriptor) = store.index_with(
+    let converted = store.index_with(
         &stored.digest,
         &bytes,
         stored.descriptor.media_type().as_ref(),
         &children,
         media_types,
     )?;
-    stored.digest = digest;
+    // The attestation manifests written are the converted index's.
+    for child in &mut stored.manifests {
+        if let Some((_, rewritten)) = converted
+            .attestations
+            .iter()
+            .find(|(old, _)| *old == child.digest)
+        {
+            child.digest =
+                Digest::parse(rewritten.digest().as_ref()).map_err(|e| ArchiveError::Document {
+                    what: "attestation manifest",
+                    name: rewritten.digest().to_string(),
+                    reason: e.into(),
+                })?;
+            child.descriptor = rewritten.clone();
+        }
+    }
+    stored.digest = converted.digest;
     // The index's descriptor keeps its annotations (`index-descriptor` ones).
-    let mut descriptor = descriptor;
+    let mut descriptor = converted.descriptor;
     descriptor.set_annotations(stored.descriptor.annotations().clone());
     stored.descriptor = descriptor;
     Ok(())

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 /// The statement type BuildKit v0.32 writes (in-toto-golang's `StatementInTotoV1`).
 pub const STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
 /// The media type of a statement stored as a layer of an attestation manifest.
-pub const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+pub const MEDIA_TYPE: &str = crate::oci::media_type::IN_TOTO;
 /// The layer annotation that names a statement's predicate type.
 pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
 /// An SPDX SBOM's predicate type.

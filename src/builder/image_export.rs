@@ -286,7 +286,8 @@ fn descriptor_as(
             &children,
             media_types,
         )
-        .map(|(_, mut descriptor)| {
+        .map(|converted| {
+            let mut descriptor = converted.descriptor;
             descriptor.set_annotations(index.descriptor.annotations().clone());
             descriptor
         })

@@ -108,3 +108,5 @@ pub const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
 pub const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 /// The annotation naming the image manifest an attestation manifest is about.
 pub const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+/// An in-toto statement stored as a layer of an attestation manifest (never compressed).
+pub const IN_TOTO: &str = "application/vnd.in-toto+json";

@@ -424,9 +424,12 @@ pub async fn push_described(
         source,
     };
     let mut children = Vec::new();
+    let mut attestations = Vec::new();
     for child in &index.manifests {
         if crate::store::is_attestation(&child.descriptor) {
-            push_attestations(client, store, &repo, child, progress).await?;
+            // Pushed once the images are: one about an image pushed in another format is
+            // rewritten about what was pushed (`Store::index_with`).
+            attestations.push(child);
             continue;
         }
         if crate::store::is_manifest(child.descriptor.media_type()) {
@@ -460,13 +463,18 @@ pub async fn push_described(
     let media_types = format
         .media_types
         .unwrap_or_else(|| MediaTypes::of(index.descriptor.media_type().as_ref()));
-    let (pushed_digest, mut pushed) = store.index_with(
+    let converted = store.index_with(
         &index.digest,
         &bytes,
         index.descriptor.media_type().as_ref(),
         &children,
         media_types,
     )?;
+    for child in attestations {
+        let listed = converted.attestation(&child.digest, &child.descriptor);
+        push_attestations(client, store, &repo, listed, progress).await?;
+    }
+    let (pushed_digest, mut pushed) = (converted.digest, converted.descriptor);
     // The index's descriptor keeps its annotations (`index-descriptor` ones).
     pushed.set_annotations(index.descriptor.annotations().clone());
     let bytes = store
@@ -491,15 +499,21 @@ async fn push_attestations(
     client: &Client,
     store: &Store,
     repo: &Repository,
-    child: &crate::store::IndexManifest,
+    listed: &oci_spec::image::Descriptor,
     progress: &dyn TransferProgress,
 ) -> Result<(), RegistryError> {
-    let manifest = store.manifest(&child.digest, Some(child.descriptor.size()))?;
+    let digest =
+        Digest::parse(listed.digest().as_ref()).map_err(|err| RegistryError::Document {
+            registry: repo.registry.clone(),
+            what: "an attestation manifest of the index".to_string(),
+            reason: err.into(),
+        })?;
+    let manifest = store.manifest(&digest, Some(listed.size()))?;
     for listed in std::iter::once(manifest.config()).chain(manifest.layers()) {
         let digest =
             Digest::parse(listed.digest().as_ref()).map_err(|err| RegistryError::Document {
                 registry: repo.registry.clone(),
-                what: format!("attestation manifest {}", child.digest),
+                what: format!("attestation manifest {digest}"),
                 reason: err.into(),
             })?;
         let size = listed.size();
@@ -517,17 +531,17 @@ async fn push_attestations(
     }
     let bytes = store
         .blobs()
-        .read_sized(&child.digest, child.descriptor.size())
+        .read_sized(&digest, listed.size())
         .map_err(|source| RegistryError::Blob {
             registry: repo.registry.clone(),
-            digest: child.digest.clone(),
+            digest: digest.clone(),
             source,
         })?;
     client
         .put_manifest(
             repo,
-            &child.digest.to_string(),
-            child.descriptor.media_type().as_ref(),
+            &digest.to_string(),
+            listed.media_type().as_ref(),
             &bytes,
         )
         .await?;

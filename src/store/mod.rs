@@ -31,6 +31,7 @@
 //! ([`crate::oci::Reference`]) kept normalised and printed familiar ([`ImageName`]).
 
 mod annotated;
+mod attestation;
 pub mod blob;
 mod cache_mount;
 mod container;
@@ -54,7 +55,7 @@ pub use index::{
 pub use multi_platform::{IndexManifest, StoredEntry, StoredIndex, config_platform, oci_platform};
 pub use name::{ImageName, NameError};
 pub use origin::{BlobOrigin, FetchOrigins};
-pub use variant::{LayerFormat, MediaTypes, Recompress, Variant};
+pub use variant::{ConvertedIndex, LayerFormat, MediaTypes, Recompress, Variant};
 
 use crate::error::{Cause, Reason};
 use crate::oci::Digest;

@@ -22,8 +22,8 @@ use super::{LayerInfo, Lease, Store, StoreError, StoredImage, descriptor_digest}
 use crate::error::Cause;
 use crate::oci::Digest;
 use crate::oci::media_type::{
-    Compression, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_INDEX,
-    OCI_MANIFEST,
+    ATTESTATION_MANIFEST, Compression, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE,
 };
 use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, atomic_write_in, remove_tree};
@@ -101,6 +101,27 @@ impl MediaTypes {
             MediaTypes::Oci => compression.media_type(),
             MediaTypes::Docker => compression.docker_media_type(),
         }
+    }
+}
+
+/// An index as an export writes it ([`Store::index_with`]).
+#[derive(Debug, Clone)]
+pub struct ConvertedIndex {
+    pub digest: Digest,
+    pub descriptor: Descriptor,
+    /// The attestation manifests rewritten about the converted images: the stored one's digest
+    /// and the new one's index entry (annotations and platform included), in the index's order.
+    pub attestations: Vec<(Digest, Descriptor)>,
+}
+
+impl ConvertedIndex {
+    /// The index entry `entry` of the stored index as the converted one lists it: a rewritten
+    /// attestation manifest's new entry, else `entry` itself.
+    pub fn attestation<'a>(&'a self, digest: &Digest, entry: &'a Descriptor) -> &'a Descriptor {
+        self.attestations
+            .iter()
+            .find(|(old, _)| old == digest)
+            .map_or(entry, |(_, new)| new)
     }
 }
 
@@ -445,7 +466,10 @@ impl Store {
 
     /// An index document like the stored one `bytes` (of `digest`) with `children` (old digest →
     /// new descriptor) in place of its manifests and its media type in `media_types`; the same
-    /// bytes when nothing changes. Returns the stored blob's digest and descriptor.
+    /// bytes when nothing changes. An attestation manifest about a child that changed is
+    /// rewritten about the new one ([`Store::attestation_about`]) and listed in its place, its
+    /// `vnd.docker.reference.digest` the new manifest's digest, as BuildKit attests the image
+    /// it exports. Returns the stored index and the attestation manifests it replaced.
     pub fn index_with(
         &self,
         digest: &Digest,
@@ -453,7 +477,7 @@ impl Store {
         media_type: &str,
         children: &[(Digest, Descriptor)],
         media_types: MediaTypes,
-    ) -> Result<(Digest, Descriptor), StoreError> {
+    ) -> Result<ConvertedIndex, StoreError> {
         let invalid = |source: Cause| StoreError::Document {
             what: "image index",
             digest: digest.clone(),
@@ -462,6 +486,7 @@ impl Store {
         let mut document: Value =
             serde_json::from_slice(bytes).map_err(|err| invalid(err.into()))?;
         let mut changed = media_type != media_types.index();
+        let mut attestations = Vec::new();
         if let Some(manifests) = document.get_mut("manifests").and_then(Value::as_array_mut) {
             for entry in manifests {
                 let Some(old) = entry
@@ -479,18 +504,61 @@ impl Store {
                     entry["mediaType"] = json!(new.media_type().to_string());
                     entry["digest"] = json!(new_digest.to_string());
                     entry["size"] = json!(new.size());
+                    continue;
                 }
+                // An attestation manifest about a child that changed.
+                let annotation = |key: &str| {
+                    entry
+                        .get("annotations")
+                        .and_then(|a| a.get(key))
+                        .and_then(Value::as_str)
+                };
+                if annotation(REFERENCE_TYPE) != Some(ATTESTATION_MANIFEST) {
+                    continue;
+                }
+                let Some((subject, converted)) = annotation(REFERENCE_DIGEST)
+                    .and_then(|d| Digest::parse(d).ok())
+                    .and_then(|about| children.iter().find(|(d, _)| *d == about))
+                else {
+                    continue;
+                };
+                let new_subject = descriptor_digest("manifest", digest, converted)?;
+                if new_subject == *subject {
+                    // The same document (its media type is in its bytes): nothing to say anew.
+                    continue;
+                }
+                let listed: Descriptor =
+                    serde_json::from_value(entry.clone()).map_err(|err| invalid(err.into()))?;
+                let rewritten = self.attestation_about(&listed, subject, converted)?;
+                let rewritten_digest = descriptor_digest("manifest", digest, &rewritten)?;
+                entry["digest"] = json!(rewritten_digest.to_string());
+                entry["size"] = json!(rewritten.size());
+                entry["annotations"][REFERENCE_DIGEST] = json!(new_subject.to_string());
+                let mut listed_now = rewritten;
+                let mut annotations = listed_now.annotations().clone().unwrap_or_default();
+                annotations.insert(REFERENCE_DIGEST.to_string(), new_subject.to_string());
+                listed_now.set_annotations(Some(annotations));
+                attestations.push((old, listed_now));
+                changed = true;
             }
         }
         if !changed {
             let same = super::descriptor(MediaType::from(media_type), digest, bytes.len() as u64);
-            return Ok((digest.clone(), same));
+            return Ok(ConvertedIndex {
+                digest: digest.clone(),
+                descriptor: same,
+                attestations,
+            });
         }
         document["mediaType"] = json!(media_types.index());
         let bytes = serde_json::to_vec(&document).map_err(|err| invalid(err.into()))?;
         let blob = self.blobs.write(&bytes)?;
         let descriptor = blob.descriptor(MediaType::from(media_types.index()));
-        Ok((blob.digest, descriptor))
+        Ok(ConvertedIndex {
+            digest: blob.digest,
+            descriptor,
+            attestations,
+        })
     }
 }
 
@@ -587,6 +655,125 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&bytes)
         );
+    }
+
+    /// An index of `image` and an attestation manifest about it (one statement), as a build
+    /// writes them: the index's bytes and digest, and the statement's bytes.
+    fn attested_index(store: &Store, image: &StoredImage) -> (Vec<u8>, Digest, Vec<u8>) {
+        let statement = serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "predicateType": "https://spdx.dev/Document",
+            "subject": [{"name": "_", "digest": {"sha256": image.manifest_digest.hex()}}],
+            "predicate": {"spdxVersion": "SPDX-2.3"},
+        }))
+        .unwrap();
+        let statement_blob = store.blobs().write(&statement).unwrap();
+        let manifest = serde_json::to_vec_pretty(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                       "digest": store.blobs().write(b"{}").unwrap().digest.to_string(), "size": 2},
+            "layers": [{"mediaType": crate::oci::media_type::IN_TOTO,
+                        "digest": statement_blob.digest.to_string(), "size": statement_blob.size}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest.to_string(),
+                        "size": image.manifest_descriptor.size()},
+        }))
+        .unwrap();
+        let manifest = store.blobs().write(&manifest).unwrap();
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest.to_string(),
+                 "size": image.manifest_descriptor.size()},
+                {"mediaType": OCI_MANIFEST, "digest": manifest.digest.to_string(),
+                 "size": manifest.size,
+                 "annotations": {REFERENCE_DIGEST: image.manifest_digest.to_string(),
+                                 REFERENCE_TYPE: ATTESTATION_MANIFEST},
+                 "platform": {"architecture": "unknown", "os": "unknown"}},
+            ],
+        }))
+        .unwrap();
+        let digest = store.blobs().write(&index).unwrap().digest;
+        (index, digest, statement)
+    }
+
+    #[test]
+    fn an_attestation_follows_its_image_into_another_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, image) = store_with_image(dir.path());
+        let (index, digest, statement) = attested_index(&store, &image);
+        // Nothing converts: the same index, nothing rewritten.
+        let same = store
+            .index_with(
+                &digest,
+                &index,
+                OCI_INDEX,
+                &[(
+                    image.manifest_digest.clone(),
+                    image.manifest_descriptor.clone(),
+                )],
+                MediaTypes::Oci,
+            )
+            .unwrap();
+        assert_eq!(same.digest, digest);
+        assert!(same.attestations.is_empty());
+
+        let calls = AtomicUsize::new(0);
+        let recompress = framing(&calls);
+        let format = LayerFormat {
+            compression: Compression::Gzip,
+            force: false,
+            media_types: None,
+            recompress: &recompress,
+        };
+        let converted = store.image_as(&image, &format).unwrap();
+        let children = [(
+            image.manifest_digest.clone(),
+            converted.manifest_descriptor.clone(),
+        )];
+        let out = store
+            .index_with(&digest, &index, OCI_INDEX, &children, MediaTypes::Oci)
+            .unwrap();
+        let written: Value =
+            serde_json::from_slice(&store.blobs().read(&out.digest).unwrap()).unwrap();
+        let entry = &written["manifests"][1];
+        assert_eq!(
+            entry["annotations"][REFERENCE_DIGEST],
+            converted.manifest_digest.to_string()
+        );
+        assert_eq!(out.attestations.len(), 1);
+        assert_eq!(out.attestations[0].1.digest().to_string(), entry["digest"]);
+        let manifest: Value = serde_json::from_slice(
+            &store
+                .blobs()
+                .read(&Digest::parse(entry["digest"].as_str().unwrap()).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            manifest["subject"]["digest"],
+            converted.manifest_digest.to_string()
+        );
+        assert_eq!(
+            manifest["subject"]["size"],
+            converted.manifest_descriptor.size()
+        );
+        let layer = &manifest["layers"][0];
+        assert_eq!(layer["mediaType"], crate::oci::media_type::IN_TOTO);
+        let rewritten = store
+            .blobs()
+            .read(&Digest::parse(layer["digest"].as_str().unwrap()).unwrap())
+            .unwrap();
+        let expected = String::from_utf8(statement)
+            .unwrap()
+            .replace(image.manifest_digest.hex(), converted.manifest_digest.hex());
+        assert_eq!(String::from_utf8(rewritten).unwrap(), expected);
+        // The same conversion writes the same documents.
+        let again = store
+            .index_with(&digest, &index, OCI_INDEX, &children, MediaTypes::Oci)
+            .unwrap();
+        assert_eq!(again.digest, out.digest);
     }
 
     #[test]

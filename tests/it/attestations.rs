@@ -149,6 +149,16 @@ fn attested(index: &Value, read: &dyn Fn(&str) -> Vec<u8>) -> Attested {
             serde_json::from_slice(&read(layer["digest"].as_str().expect("digest")))
                 .expect("statement JSON");
         assert_eq!(statement["predicateType"], predicate_type.as_str());
+        // Every statement is about the image manifest the index lists.
+        let image_hex = image["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:");
+        let subjects = statement["subject"].as_array().expect("subjects");
+        assert!(!subjects.is_empty());
+        for subject in subjects {
+            assert_eq!(subject["digest"]["sha256"], image_hex, "{subject:#}");
+        }
         statements.push((predicate_type, statement));
     }
     Attested {
@@ -553,20 +563,73 @@ fn registry_blob(registry: &str, repository: &str, digest: &str) -> Vec<u8> {
 /// attestations: the attestation manifest through skopeo too, its blobs by `GET`.
 fn registry_attested(skopeo: &Path, reference: &str) -> (Value, Attested) {
     let index: Value = serde_json::from_slice(&skopeo_raw(skopeo, reference)).expect("index JSON");
+    let att = attested(&index, &|d| registry_read(skopeo, reference, &index, d));
+    (index, att)
+}
+
+/// A document of the index `index` that `reference` names on the registry: a manifest it lists
+/// through skopeo, anything else as a blob.
+fn registry_read(skopeo: &Path, reference: &str, index: &Value, digest: &str) -> Vec<u8> {
     let (name, _) = reference.rsplit_once(':').expect("a tag");
     let (registry, repository) = name.split_once('/').expect("a registry");
-    let read = |digest: &str| -> Vec<u8> {
-        let listed = index["manifests"]
+    let listed = index["manifests"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|m| m["digest"] == digest));
+    if listed {
+        skopeo_raw(skopeo, &format!("{name}@{digest}"))
+    } else {
+        registry_blob(registry, repository, digest)
+    }
+}
+
+/// Checks that `exported` (the attested index an export wrote, its documents by `read`) is the
+/// store's `att:1` (under `root`) with the image in `layer_media_type`: its attestation
+/// manifest and statements are about the exported image manifest (not the store's), and each
+/// statement is the stored one byte for byte but for that digest.
+fn attests_the_exported_image(
+    root: &Path,
+    exported: &Attested,
+    read: &dyn Fn(&str) -> Vec<u8>,
+    layer_media_type: &str,
+) {
+    let stored_index = blob_json(root, entry(root, "att:1")["digest"].as_str().unwrap());
+    let stored = attested(&stored_index, &|d| blob(root, d));
+    let (old, new) = (
+        stored.image["digest"].as_str().unwrap(),
+        exported.image["digest"].as_str().unwrap(),
+    );
+    assert_ne!(old, new, "the export converted the image");
+    let image: Value = serde_json::from_slice(&read(new)).expect("image manifest");
+    for layer in image["layers"].as_array().expect("layers") {
+        assert_eq!(layer["mediaType"], layer_media_type, "{image:#}");
+    }
+    assert_eq!(exported.manifest["subject"]["digest"], new);
+    assert_eq!(
+        exported.manifest["subject"]["mediaType"],
+        exported.image["mediaType"]
+    );
+    assert_eq!(
+        exported.attestation["annotations"]["vnd.docker.reference.digest"],
+        new
+    );
+    let layers = |manifest: &Value| -> Vec<String> {
+        manifest["layers"]
             .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["digest"] == digest));
-        if listed {
-            skopeo_raw(skopeo, &format!("{name}@{digest}"))
-        } else {
-            registry_blob(registry, repository, digest)
-        }
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].as_str().expect("digest").to_string())
+            .collect()
     };
-    let att = attested(&index, &read);
-    (index, att)
+    let (stored_layers, exported_layers) = (layers(&stored.manifest), layers(&exported.manifest));
+    assert_eq!(stored_layers.len(), 2, "provenance and SBOM");
+    assert_eq!(stored_layers.len(), exported_layers.len());
+    let (old_hex, new_hex) = (&old["sha256:".len()..], &new["sha256:".len()..]);
+    for (stored_layer, exported_layer) in stored_layers.iter().zip(&exported_layers) {
+        let stored_text = String::from_utf8(blob(root, stored_layer)).expect("UTF-8 statement");
+        assert!(stored_text.contains(old_hex));
+        let exported_text = String::from_utf8(read(exported_layer)).expect("UTF-8 statement");
+        assert_eq!(exported_text, stored_text.replace(old_hex, new_hex));
+    }
 }
 
 #[test]
@@ -636,6 +699,95 @@ fn pushed_attestations_are_in_the_registry_and_docker_runs_the_image() {
     let ran = docker.run(&["run", "--rm", "--network", "none", &pushed, "cat", "/hello"]);
     docker.run(&["rmi", &pushed]);
     assert_eq!(ran, "pushed\n");
+}
+
+/// A push in zstd converts the image (another manifest digest): the attestations pushed with
+/// it are about the manifest pushed, as BuildKit's exporter writes them after compressing, and
+/// the metadata file names the index pushed.
+#[test]
+fn a_zstd_push_attests_the_pushed_image_manifest() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let Some(registry) = support::peer_registry() else {
+        return;
+    };
+    let Some(skopeo) = support::tool("skopeo") else {
+        return;
+    };
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let pushed = format!("{registry}/kiln-attest/zstd:t{unique}");
+    let output = format!("type=registry,name={pushed},compression=zstd");
+    let (_ctx, metadata) = build_attested(
+        &b,
+        &["--provenance=mode=max", "--sbom=true", "--output", &output],
+    );
+    let raw_index = skopeo_raw(&skopeo, &pushed);
+    let (index, att) = registry_attested(&skopeo, &pushed);
+    let read = |d: &str| registry_read(&skopeo, &pushed, &index, d);
+    attests_the_exported_image(
+        b.root(),
+        &att,
+        &read,
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+    );
+    let written: Value =
+        serde_json::from_slice(&fs::read(&metadata).expect("metadata file")).expect("JSON");
+    fs::remove_file(&metadata).ok();
+    let pushed_digest = kiln::oci::Digest::of(&raw_index).to_string();
+    assert_eq!(written["containerimage.digest"], pushed_digest.as_str());
+    assert_eq!(
+        written["containerimage.descriptor"]["digest"],
+        pushed_digest.as_str()
+    );
+    assert_eq!(
+        written["buildx.build.provenance"]["buildType"],
+        "https://mobyproject.org/buildkit@v1"
+    );
+}
+
+/// An OCI archive export (gzip, the default) holds the attestations of the image it holds.
+#[test]
+fn an_oci_archive_attests_the_archived_image_manifest() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let archive = out.path().join("att.tar");
+    let output = format!("type=oci,dest={}", archive.display());
+    let (_ctx, metadata) = build_attested(
+        &b,
+        &["--provenance=mode=max", "--sbom=true", "--output", &output],
+    );
+    fs::remove_file(&metadata).ok();
+    let layout = out.path().join("layout");
+    tar::Archive::new(fs::File::open(&archive).expect("archive"))
+        .unpack(&layout)
+        .expect("unpack");
+    let listed = entry(&layout, "att:1");
+    let index = blob_json(&layout, listed["digest"].as_str().unwrap());
+    let att = attested(&index, &|d| blob(&layout, d));
+    attests_the_exported_image(
+        b.root(),
+        &att,
+        &|d| blob(&layout, d),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    // Only the exported attestation manifest is in the archive, not the store's.
+    let stored_index = blob_json(
+        b.root(),
+        entry(b.root(), "att:1")["digest"].as_str().unwrap(),
+    );
+    let stored_attestation = stored_index["manifests"][1]["digest"].as_str().unwrap();
+    assert!(
+        !layout
+            .join("blobs/sha256")
+            .join(stored_attestation.trim_start_matches("sha256:"))
+            .exists()
+    );
 }
 
 /// The Debian base: `mmdebstrap --variant=minbase --format=tar bookworm`, made once and kept
