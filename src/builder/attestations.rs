@@ -27,6 +27,7 @@ use crate::attest::provenance::{
 };
 use crate::attest::sbom;
 use crate::frontend::stage::ImageKey;
+use crate::oci::csv::parse_go_bool;
 use crate::oci::media_type::{
     ATTESTATION_MANIFEST, OCI_MANIFEST, REFERENCE_DIGEST, REFERENCE_TYPE,
 };
@@ -91,14 +92,6 @@ struct AttestSpec {
     spec: String,
 }
 
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 impl AttestSpec {
     fn parse(spec: &str) -> Result<AttestSpec, AttestSpecError> {
         let fields =
@@ -123,7 +116,7 @@ impl AttestSpec {
                 "type" => parsed.kind = value.to_string(),
                 "disabled" => {
                     parsed.disabled =
-                        parse_bool(value).ok_or_else(|| AttestSpecError::Disabled {
+                        parse_go_bool(value).ok_or_else(|| AttestSpecError::Disabled {
                             spec: spec.to_string(),
                             value: value.to_string(),
                         })?;
@@ -145,7 +138,7 @@ impl AttestSpec {
 /// buildx's `CanonicalizeAttest`: `--provenance=true` is `type=provenance,disabled=false`,
 /// `--provenance=mode=max` is `type=provenance,mode=max`.
 fn canonical(kind: &str, value: &str) -> String {
-    match parse_bool(value) {
+    match parse_go_bool(value) {
         Some(enabled) => format!("type={kind},disabled={}", !enabled),
         None => format!("type={kind},{value}"),
     }
@@ -271,7 +264,7 @@ pub enum AttestationError {
 fn scan_argument(options: &BuildOptions) -> Option<&'static str> {
     let truthy = |value: &str| {
         let value = value.trim().trim_matches(|c| c == '"' || c == '\'');
-        !value.is_empty() && parse_bool(value) != Some(false)
+        !value.is_empty() && parse_go_bool(value) != Some(false)
     };
     ["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"]
         .into_iter()
