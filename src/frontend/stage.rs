@@ -241,9 +241,10 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The stage with this name (case-insensitive).
+    /// The stage with this name (case-insensitive); the last one when several have it, as
+    /// BuildKit's `findStateByName`.
     pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().find(|s| {
+        self.stages.iter().rev().find(|s| {
             s.name
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(name))
@@ -260,12 +261,6 @@ pub enum StageError {
     NoStages { span: Span },
     #[error("{keyword} cannot come before the first FROM")]
     BeforeFrom { keyword: String, span: Span },
-    #[error("stage name \"{name}\" is already used on line {first_line}")]
-    DuplicateStageName {
-        name: String,
-        first_line: usize,
-        span: Span,
-    },
     #[error("cannot expand {instruction}: {message}")]
     Expand {
         instruction: &'static str,
@@ -328,7 +323,6 @@ impl Located for StageError {
             StageError::Instruction(e) => e.span(),
             StageError::NoStages { span }
             | StageError::BeforeFrom { span, .. }
-            | StageError::DuplicateStageName { span, .. }
             | StageError::Expand { span, .. }
             | StageError::BlankBaseName { span, .. }
             | StageError::CopyFromUrl { span, .. }
@@ -347,7 +341,6 @@ impl Located for StageError {
             StageError::BeforeFrom { .. } => {
                 "only ARG can come before the first FROM; move this into a stage".into()
             }
-            StageError::DuplicateStageName { .. } => "give every stage a different name".into(),
             StageError::Expand { .. } => "check the variable syntax, e.g. ${NAME:-default}".into(),
             StageError::BlankBaseName { .. } | StageError::EmptyPlatform { .. } => {
                 "give the variable a value with ARG before the first FROM or --build-arg".into()
@@ -465,18 +458,10 @@ fn prepare<'a>(df: &'a Dockerfile, opts: &ResolveOptions) -> Result<Prepared<'a>
     for node in &df.nodes {
         let inst = Instruction::from_node(node)?;
         match (inst, pending.last_mut()) {
+            // A name used twice is only a check's finding (DuplicateStageName), as in BuildKit:
+            // a lookup by name finds the last stage of that name defined before it (FROM) or in
+            // the whole file (`--from`, `--target`), as BuildKit's overwritten `statesByName`.
             (Instruction::From(from), _) => {
-                if let Some(name) = &from.as_name
-                    && let Some(first) = pending
-                        .iter()
-                        .find(|p| p.from.as_name.as_ref() == Some(name))
-                {
-                    return Err(StageError::DuplicateStageName {
-                        name: name.clone(),
-                        first_line: first.from.span.start.line,
-                        span: from.name_span.unwrap_or(from.span),
-                    });
-                }
                 pending.push(Pending {
                     from,
                     from_node: node,
@@ -624,7 +609,7 @@ pub fn epoch_stage(
     name: &str,
 ) -> Result<Option<EpochStage>, EpochStageError> {
     let prepared = prepare(df, opts)?;
-    let Some(pending) = prepared.pending.iter().find(|p| {
+    let Some(pending) = prepared.pending.iter().rev().find(|p| {
         p.from
             .as_name
             .as_deref()
@@ -963,10 +948,11 @@ impl StageCx<'_> {
         if let Some(image) = from.as_name.as_deref().and_then(|n| self.named_image(n)) {
             return Ok(expanded(image.to_string(), Base::Image(image.to_string())));
         }
-        // BuildKit looks the base up among the stages already defined, by exact (lower-case) name.
+        // BuildKit looks the base up among the stages already defined, by exact (lower-case)
+        // name; the latest of them when a name is used twice.
         let base = match earlier
             .iter()
-            .position(|name| name.as_deref() == Some(base_name.as_str()))
+            .rposition(|name| name.as_deref() == Some(base_name.as_str()))
         {
             Some(index) => Base::Stage(index),
             // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
@@ -1186,11 +1172,12 @@ impl StageCx<'_> {
             .collect()
     }
 
-    /// The stage with this name (case-insensitive), wherever it is in the file.
+    /// The stage with this name (case-insensitive), wherever it is in the file; the last one
+    /// when several have it.
     fn stage_named(&self, name: &str) -> Option<usize> {
         self.names
             .iter()
-            .position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            .rposition(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
     }
 
     /// `COPY --from`: an index (BuildKit: `strconv.Atoi`), else a stage name, else an image.

@@ -46,5 +46,5 @@ fn rendered_frontend_errors() {
         }
     }
     assert!(missing.is_empty(), "no error for: {missing:?}");
-    assert_eq!(paths.len(), 15);
+    assert_eq!(paths.len(), 14);
 }

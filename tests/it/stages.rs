@@ -495,6 +495,28 @@ fn stage_bases_and_copy_sources() {
 }
 
 #[test]
+fn a_stage_name_used_twice_finds_the_last_stage_of_that_name() {
+    // BuildKit warns (DuplicateStageName) and builds: FROM finds the latest earlier stage of the
+    // name, `--from` and `--target` the last in the file (its `statesByName` is overwritten).
+    let r = resolve_with(
+        "FROM alpine AS a\nFROM busybox AS a\nFROM a AS b\nCOPY --from=a /x /x\n\
+         FROM scratch AS A\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(r.stages[2].base, Base::Stage(1));
+    let ons: Vec<&Source> = r.stages[2]
+        .dependencies
+        .iter()
+        .filter(|d| d.kind == DependencyKind::CopyFrom)
+        .map(|d| &d.on)
+        .collect();
+    assert_eq!(ons, [&Source::Stage(3)]);
+    let last = r.stage_by_name("a").expect("a stage named a");
+    assert_eq!(last.base, Base::Scratch);
+}
+
+#[test]
 fn empty_string_flags_are_not_given() {
     let r = resolve_with(
         "FROM --platform= a\nCOPY --from= --chown= x /x\nHEALTHCHECK --retries= CMD true\n",
@@ -536,11 +558,6 @@ fn stage_errors() {
             "ARG A\nRUN true\nFROM a\n",
             "RUN cannot come before the first FROM",
             (2, 1),
-        ),
-        (
-            "FROM a AS x\nFROM b AS X\n",
-            "stage name \"x\" is already used on line 1",
-            (2, 11),
         ),
         (
             "FROM a\nFROM b\nCOPY --from=2 /x /x\n",

@@ -1,3 +1,0 @@
-FROM alpine AS build
-RUN make
-FROM debian AS Build
