@@ -1423,3 +1423,50 @@ fn local_export_attestation_files_match_the_peer_buildkits() {
     };
     assert_eq!(mode(&trees[2]), mode(&trees[0]));
 }
+
+/// A multi-platform local or tar export writes each platform's attestation files in its
+/// platform's directory, about that directory's files (BuildKit's platform split).
+#[test]
+fn a_multi_platform_export_writes_attestation_files_per_platform() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let ctx = b.context(&[("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n")]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let local = out.path().join("local");
+    let tar = out.path().join("rootfs.tar");
+    let local_flag = format!("type=local,dest={}", local.display());
+    let tar_flag = format!("type=tar,dest={}", tar.display());
+    b.build(
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=mode=min",
+            "-o",
+            &local_flag,
+            "-o",
+            &tar_flag,
+        ],
+    )
+    .ok();
+    assert!(!local.join("provenance.json").exists());
+    let unpacked = out.path().join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    tar::Archive::new(fs::File::open(&tar).expect("tar"))
+        .unpack(&unpacked)
+        .expect("unpack");
+    let busybox = sha256_hex(&fs::read(ctx.path().join("busybox")).unwrap());
+    for tree in [&local, &unpacked] {
+        for platform in ["linux_amd64", "linux_arm64"] {
+            let dir = tree.join(platform);
+            let text = fs::read_to_string(dir.join("provenance.json")).expect(platform);
+            check_attestation_file(&text, SLSA_V1, &dir, &["bin/busybox".to_string()]);
+            let statement: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                subjects_of(&statement),
+                [("bin/busybox".to_string(), busybox.clone())]
+            );
+        }
+    }
+}
