@@ -28,8 +28,8 @@ pub mod view;
 pub use load::{LoadOptions, Loaded, Progress, load};
 pub use output::{Output, OutputError};
 pub use rootfs::{
-    Exported, ImportOptions, export_rootfs, export_rootfs_platforms, export_to_dir,
-    export_to_dir_platforms, import_rootfs,
+    Beside, BesideFile, Exported, ImportOptions, RegularFile, export_rootfs,
+    export_rootfs_platforms, export_to_dir, export_to_dir_platforms, import_rootfs, regular_files,
 };
 pub use save::{SaveFormat, save, save_as, save_in_format, save_platform};
 

@@ -161,23 +161,49 @@ pub struct Exported {
     pub skipped_devices: u64,
 }
 
+/// A regular file of an exported root filesystem: its path from the root (`/`-separated, no
+/// leading `/`) and the sha256 of its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegularFile {
+    pub path: String,
+    pub digest: crate::oci::Digest,
+}
+
+/// A file an export writes beside a root filesystem (BuildKit's attestation files of a local
+/// or tar export): a plain name in the root, and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BesideFile {
+    pub name: String,
+    pub content: Vec<u8>,
+}
+
+/// Makes the files written beside the `n`th exported root filesystem from its regular files;
+/// `None` when the export writes none.
+pub type Beside<'a> = Option<&'a dyn Fn(usize, &[RegularFile]) -> Vec<BesideFile>>;
+
 /// Writes the root filesystem of `image` as one uncompressed tar to `out`: every layer applied
 /// in order into a directory in the store's staging area (whiteouts delete, opaque directories
 /// hide what is below, nothing followed out of the directory), then the directory written as a
 /// tar in a fixed order. Owners are kept when kiln runs as root; otherwise files belong to the
 /// caller and device nodes are left out (counted in [`Exported::skipped_devices`]). With
 /// `epoch` (`SOURCE_DATE_EPOCH`), every entry has that time, as in BuildKit's tar exporter.
+/// `beside`'s files are written in the root (mode 0600).
 pub fn export_rootfs(
     store: &Store,
     image: &StoredImage,
     out: impl Write,
     max_bytes: u64,
     epoch: Option<i64>,
+    beside: Beside,
 ) -> Result<Exported, ArchiveError> {
     // Keeps a collection from deleting the image's blobs while they are read.
     let _lease = store.lease()?;
     let dir = StagedDir::create(store.staging().new_path("export"))?;
     let mut exported = flatten_into(store, image, &dir.0, max_bytes)?;
+    if let Some(beside) = beside {
+        let files = regular_files(&dir.0)?;
+        write_beside(&dir.0, &beside(0, &files))?;
+    }
     if let Some(seconds) = epoch {
         crate::sys::times::set_tree_times(&dir.0, seconds)?;
     }
@@ -188,35 +214,68 @@ pub fn export_rootfs(
 
 /// Writes the root filesystem of `image` into the directory `dest` (`kiln build -o
 /// type=local`), created when missing: the layers applied in order as [`export_rootfs`] does,
-/// confined to `dest`. `size` in the result is 0 (no tar is written).
+/// confined to `dest`. `size` in the result is 0 (no tar is written). `beside`'s files are
+/// made from the image's regular files only, not from what `dest` held before.
 pub fn export_to_dir(
     store: &Store,
     image: &StoredImage,
     dest: &Path,
     max_bytes: u64,
+    beside: Beside,
+) -> Result<Exported, ArchiveError> {
+    export_to_dir_nth(store, image, dest, max_bytes, beside, 0)
+}
+
+fn export_to_dir_nth(
+    store: &Store,
+    image: &StoredImage,
+    dest: &Path,
+    max_bytes: u64,
+    beside: Beside,
+    nth: usize,
 ) -> Result<Exported, ArchiveError> {
     let _lease = store.lease()?;
+    // Into an empty directory the files written are the image's; into one with files of its
+    // own, the image's are found in a staged copy.
+    let fresh = std::fs::read_dir(dest).map_or(true, |mut entries| entries.next().is_none());
     std::fs::create_dir_all(dest).map_err(|e| FsError::new("create directory", dest, e))?;
-    flatten_into(store, image, dest, max_bytes)
+    let exported = flatten_into(store, image, dest, max_bytes)?;
+    if let Some(beside) = beside {
+        let files = if fresh {
+            regular_files(dest)?
+        } else {
+            let staged = StagedDir::create(store.staging().new_path("export"))?;
+            flatten_into(store, image, &staged.0, max_bytes)?;
+            regular_files(&staged.0)?
+        };
+        write_beside(dest, &beside(nth, &files))?;
+    }
+    Ok(exported)
 }
 
 /// The root filesystems of several platforms' images as one tar, each under a directory
 /// named by its platform (`linux_amd64/`, `linux_arm64/`), as BuildKit's tar exporter writes a
-/// multi-platform result (with `epoch`, every entry at that time).
+/// multi-platform result (with `epoch`, every entry at that time). `beside`'s files of the
+/// `n`th image go in its platform's directory.
 pub fn export_rootfs_platforms(
     store: &Store,
     images: &[(crate::oci::Platform, StoredImage)],
     out: impl Write,
     max_bytes: u64,
     epoch: Option<i64>,
+    beside: Beside,
 ) -> Result<Exported, ArchiveError> {
     let _lease = store.lease()?;
     let dir = StagedDir::create(store.staging().new_path("export"))?;
     let mut exported = Exported::default();
-    for (platform, image) in images {
+    for (nth, (platform, image)) in images.iter().enumerate() {
         let sub = dir.0.join(platform.path_component());
         std::fs::create_dir(&sub).map_err(|e| FsError::new("create directory", &sub, e))?;
         exported.skipped_devices += flatten_into(store, image, &sub, max_bytes)?.skipped_devices;
+        if let Some(beside) = beside {
+            let files = regular_files(&sub)?;
+            write_beside(&sub, &beside(nth, &files))?;
+        }
     }
     if let Some(seconds) = epoch {
         crate::sys::times::set_tree_times(&dir.0, seconds)?;
@@ -228,19 +287,125 @@ pub fn export_rootfs_platforms(
 
 /// The root filesystems of several platforms' images into `dest`, each in a directory named by
 /// its platform (`dest/linux_amd64`), as BuildKit's local exporter writes a multi-platform
-/// result.
+/// result; `beside`'s files of the `n`th image go in its platform's directory.
 pub fn export_to_dir_platforms(
     store: &Store,
     images: &[(crate::oci::Platform, StoredImage)],
     dest: &Path,
     max_bytes: u64,
+    beside: Beside,
 ) -> Result<Exported, ArchiveError> {
     let mut exported = Exported::default();
-    for (platform, image) in images {
+    for (nth, (platform, image)) in images.iter().enumerate() {
         let sub = dest.join(platform.path_component());
-        exported.skipped_devices += export_to_dir(store, image, &sub, max_bytes)?.skipped_devices;
+        exported.skipped_devices +=
+            export_to_dir_nth(store, image, &sub, max_bytes, beside, nth)?.skipped_devices;
     }
     Ok(exported)
+}
+
+/// The regular files under `root` (symbolic links not followed, other kinds left out), in
+/// BuildKit's walk order (each directory's entries by name), with their content's digests.
+pub fn regular_files(root: &Path) -> Result<Vec<RegularFile>, ArchiveError> {
+    use sha2::{Digest as _, Sha256};
+    let mut files = Vec::new();
+    // Depth first, each directory's entries by name (byte order), as Go's walk: a stack of
+    // entries still to visit, each directory's pushed in reverse so the first comes next.
+    let mut pending: Vec<(PathBuf, bool)> = vec![(root.to_path_buf(), true)];
+    while let Some((path, is_dir)) = pending.pop() {
+        if is_dir {
+            let mut entries: Vec<(PathBuf, std::fs::FileType)> = Vec::new();
+            for entry in
+                std::fs::read_dir(&path).map_err(|e| FsError::new("read directory", &path, e))?
+            {
+                let entry = entry.map_err(|e| FsError::new("read directory", &path, e))?;
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| FsError::new("stat", &entry.path(), e))?;
+                entries.push((entry.path(), kind));
+            }
+            entries.sort_by(|a, b| {
+                use std::os::unix::ffi::OsStrExt as _;
+                a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes())
+            });
+            for (child, kind) in entries.into_iter().rev() {
+                if kind.is_dir() || kind.is_file() {
+                    pending.push((child, kind.is_dir()));
+                }
+            }
+            continue;
+        }
+        let entry = &path;
+        let Ok(relative) = entry.strip_prefix(root) else {
+            continue;
+        };
+        let path = relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        let mut file = std::fs::File::open(entry).map_err(|e| FsError::new("open", entry, e))?;
+        let mut hasher = Sha256::new();
+        std::io::copy(&mut file, &mut hasher).map_err(|e| FsError::new("read", entry, e))?;
+        let hex: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let digest = crate::oci::Digest::parse(&format!("sha256:{hex}"))
+            .map_err(|e| FsError::new("hash", entry, std::io::Error::other(e)))?;
+        files.push(RegularFile { path, digest });
+    }
+    Ok(files)
+}
+
+/// Writes each file into `dir` (mode 0600) in place of whatever entry of its name the image
+/// had there: written beside and renamed over it, so a symbolic link of that name is replaced,
+/// never followed. A name that is not one plain file name is refused.
+fn write_beside(dir: &Path, files: &[BesideFile]) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    for file in files {
+        let plain = !file.name.is_empty()
+            && file.name != "."
+            && file.name != ".."
+            && !file.name.contains(['/', '\0']);
+        let target = dir.join(&file.name);
+        if !plain {
+            return Err(FsError::new(
+                "write",
+                &target,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{:?} is not a plain file name", file.name),
+                ),
+            )
+            .into());
+        }
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+            return Err(FsError::new(
+                "write",
+                &target,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the image has a directory of the attestation file's name",
+                ),
+            )
+            .into());
+        }
+        let temp = dir.join(format!(".{}.kiln-tmp", file.name));
+        let _ = std::fs::remove_file(&temp);
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)
+            .map_err(|e| FsError::new("create", &temp, e))?;
+        out.write_all(&file.content)
+            .map_err(|e| FsError::new("write", &temp, e))?;
+        drop(out);
+        std::fs::rename(&temp, &target).map_err(|e| FsError::new("rename", &target, e))?;
+    }
+    Ok(())
 }
 
 /// Applies every layer of `image`, checking each one's diff ID, into `dir`.

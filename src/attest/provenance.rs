@@ -64,9 +64,12 @@ pub struct ProvenanceOptions {
     pub builder_id: String,
     /// `reproducible=true`: says so in the metadata.
     pub reproducible: bool,
-    /// `inline-only=true`: only image exports carry it (kiln's local and tar exports carry no
-    /// attestation files, so this changes nothing there).
+    /// `inline-only=true`: only image exports carry it (local and tar exports write no
+    /// provenance file).
     pub inline_only: bool,
+    /// `filename=`: the provenance file's name in a local or tar export (BuildKit writes the
+    /// base name of it; `provenance.json` when not given).
+    pub filename: Option<String>,
 }
 
 /// Why provenance options are not ones.
@@ -78,6 +81,8 @@ pub enum OptionsError {
     Version(String),
     #[error("invalid provenance option {key}={value:?}: give true or false")]
     NotABool { key: String, value: String },
+    #[error("invalid provenance filename {0:?}: give a file name such as provenance.json")]
+    Filename(String),
     #[error(
         "the provenance option {0:?} is not supported by kiln; the options are mode, version, \
          builder-id, reproducible, inline-only and filename"
@@ -85,7 +90,25 @@ pub enum OptionsError {
     Unsupported(String),
 }
 
+/// Go's `path.Base`: the last element of a `/`-separated path, trailing slashes left out;
+/// `.` for an empty path, `/` for one of slashes only.
+fn go_path_base(path: &str) -> String {
+    if path.is_empty() {
+        return ".".to_string();
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return "/".to_string();
+    }
+    trimmed.rsplit('/').next().unwrap_or(trimmed).to_string()
+}
+
 impl ProvenanceOptions {
+    /// The name of the provenance file of a local or tar export.
+    pub fn file_name(&self) -> &str {
+        self.filename.as_deref().unwrap_or("provenance.json")
+    }
+
     /// Reads `attest:provenance`'s fields (`mode=max`, `version=v1`, …) as BuildKit's
     /// provenance processor does; an option kiln does not implement (`capture-usage`,
     /// `complete-materials`) is an error naming it rather than ignored.
@@ -118,9 +141,15 @@ impl ProvenanceOptions {
                 "builder-id" => options.builder_id.clone_from(value),
                 "reproducible" => options.reproducible = boolean(key, value)?,
                 "inline-only" => options.inline_only = boolean(key, value)?,
-                // The file name of a local/tar export's provenance file: kiln's local and tar
-                // exports write no attestation files, so there is nothing to name.
-                "filename" => {}
+                // The file name of a local/tar export's provenance file, as BuildKit's exporter
+                // writes it: Go's `path.Base`.
+                "filename" => {
+                    let base = go_path_base(value);
+                    if base == "." || base == "/" || base == ".." {
+                        return Err(OptionsError::Filename(value.clone()));
+                    }
+                    options.filename = Some(base);
+                }
                 other => return Err(OptionsError::Unsupported(other.to_string())),
             }
         }

@@ -206,27 +206,144 @@ impl AttestationRequest {
     }
 }
 
-/// What to tell about `export` of an image with the attestations `request` asked for: BuildKit
-/// writes them as files (`provenance.json`, the SBOM's) into `-o type=local|tar` results, and
-/// kiln does not (they stay with the image in the store and in its image exports), which is
-/// said rather than left unsaid. `None` when nothing is left out (`inline-only=true`
-/// provenance is left out there by BuildKit too).
-pub fn unwritten_in(
-    request: &AttestationRequest,
-    export: &super::export::Export,
-) -> Option<String> {
-    use super::export::Export;
-    let kind = match export {
-        Export::Local(_) => "local",
-        Export::Tar(_) => "tar",
-        _ => return None,
+/// The attestation files a `-o type=local|tar` export writes beside the root filesystem, as
+/// BuildKit's local and tar exporters name them (`exporter/local/fs.go`: the base name of the
+/// attestation's path): the provenance as `provenance.json` (or its `filename=`), the SBOM as
+/// `sbom.spdx.json` (the scanner's core SBOM, `sbom` + `.spdx.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttestationFiles {
+    /// The provenance file's name; `None` when none is written (no provenance, or
+    /// `inline-only=true`, which BuildKit leaves out of these exports).
+    pub provenance: Option<String>,
+    /// Whether the SBOM is written, as `sbom.spdx.json`.
+    pub sbom: bool,
+}
+
+/// The SBOM file's name in a local or tar export.
+pub const SBOM_FILE: &str = "sbom.spdx.json";
+
+impl AttestationRequest {
+    /// The files a local or tar export of the build writes.
+    pub fn files(&self) -> AttestationFiles {
+        AttestationFiles {
+            provenance: self
+                .provenance
+                .as_ref()
+                .filter(|p| !p.inline_only)
+                .map(|p| p.file_name().to_string()),
+            sbom: self.sbom,
+        }
+    }
+}
+
+/// A statement a local or tar export writes as a file: its name, and what it says, which is
+/// about the exported files (its subjects are given when the files are known).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileStatement {
+    pub name: String,
+    pub predicate_type: String,
+    pub predicate: Value,
+}
+
+impl FileStatement {
+    /// The file's content: the in-toto statement about `files` (one subject per regular file,
+    /// named by its path in the export), indented as BuildKit's `json.MarshalIndent` and with
+    /// its fields in BuildKit's order.
+    pub fn content(&self, files: &[crate::archive::RegularFile]) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(rename = "_type")]
+            kind: &'a str,
+            #[serde(rename = "predicateType")]
+            predicate_type: &'a str,
+            subject: Vec<OutSubject<'a>>,
+            predicate: &'a Value,
+        }
+        #[derive(serde::Serialize)]
+        struct OutSubject<'a> {
+            name: &'a str,
+            digest: BTreeMap<String, String>,
+        }
+        let out = Out {
+            kind: intoto::STATEMENT_V1,
+            predicate_type: &self.predicate_type,
+            subject: files
+                .iter()
+                .map(|file| OutSubject {
+                    name: &file.path,
+                    digest: sha(&file.digest),
+                })
+                .collect(),
+            predicate: &self.predicate,
+        };
+        // A tree of strings and `Value`s always serialises.
+        serde_json::to_vec_pretty(&out).unwrap_or_default()
+    }
+}
+
+/// The statements of the attestation manifest `index` lists for the image `manifest` that a
+/// local or tar export writes as `files`, in BuildKit's order (the SBOM first). None when the
+/// index has no attestations for the image.
+pub fn file_statements(
+    store: &Store,
+    index: &crate::store::StoredIndex,
+    manifest: &Digest,
+    files: &AttestationFiles,
+) -> Result<Vec<FileStatement>, StoreError> {
+    if files.provenance.is_none() && !files.sbom {
+        return Ok(Vec::new());
+    }
+    let bad = |what: &'static str, digest: &Digest, reason: String| StoreError::Document {
+        what,
+        digest: digest.clone(),
+        source: crate::error::Reason::new(reason).into(),
     };
-    let provenance = request.provenance.as_ref().is_some_and(|p| !p.inline_only);
-    (provenance || request.sbom).then(|| {
-        format!(
-            "the -o type={kind} export carries no attestation files (BuildKit writes              provenance.json and the SBOM there); the image's attestations are in the store,              and in its image, oci and registry exports"
-        )
-    })
+    let mut out = Vec::new();
+    for entry in index.manifests.iter().filter(|m| {
+        m.present
+            && crate::store::is_attestation(&m.descriptor)
+            && m.descriptor
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REFERENCE_DIGEST))
+                .is_some_and(|d| *d == manifest.to_string())
+    }) {
+        let document: Value = serde_json::from_slice(&store.blobs().read(&entry.digest)?)
+            .map_err(|e| bad("attestation manifest", &entry.digest, e.to_string()))?;
+        let layers = document["layers"].as_array().cloned().unwrap_or_default();
+        for layer in layers {
+            let Some(digest) = layer["digest"].as_str().and_then(|d| Digest::parse(d).ok()) else {
+                return Err(bad(
+                    "attestation manifest",
+                    &entry.digest,
+                    "a layer without a digest".to_string(),
+                ));
+            };
+            let mut statement: Value = serde_json::from_slice(&store.blobs().read(&digest)?)
+                .map_err(|e| bad("attestation", &digest, e.to_string()))?;
+            let predicate_type = statement["predicateType"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let name = if predicate_type.starts_with("https://slsa.dev/provenance/") {
+                files.provenance.clone()
+            } else if predicate_type == PREDICATE_SPDX {
+                files.sbom.then(|| SBOM_FILE.to_string())
+            } else {
+                None
+            };
+            if let Some(name) = name {
+                out.push(FileStatement {
+                    name,
+                    predicate_type,
+                    predicate: statement["predicate"].take(),
+                });
+            }
+        }
+    }
+    // BuildKit puts the core SBOM before the other attestations.
+    out.sort_by_key(|s| s.predicate_type != PREDICATE_SPDX);
+    Ok(out)
 }
 
 /// Why the attestations could not be made or stored.
@@ -533,11 +650,17 @@ fn sbom_document(
         }
     }
     let staged = Staged(store.staging().new_path("sbom"));
-    crate::archive::export_to_dir(store, image, &staged.0, crate::archive::DEFAULT_MAX_BYTES)
-        .map_err(|source| AttestationError::Rootfs {
-            platform: platform.to_string(),
-            source,
-        })?;
+    crate::archive::export_to_dir(
+        store,
+        image,
+        &staged.0,
+        crate::archive::DEFAULT_MAX_BYTES,
+        None,
+    )
+    .map_err(|source| AttestationError::Rootfs {
+        platform: platform.to_string(),
+        source,
+    })?;
     let packages = sbom::scan(&staged.0).map_err(|source| AttestationError::Scan {
         platform: platform.to_string(),
         source,

@@ -357,7 +357,7 @@ impl FromStr for OutputSpec {
 /// image exporter's `prefer-nondist-layers` and `source-date-epoch` (kiln takes
 /// `SOURCE_DATE_EPOCH` as a build argument), the `buildinfo` options BuildKit removed, the
 /// docker and OCI exporters' `tar=false` (a layout directory), and the local and tar
-/// exporters' `platform-split` and `mode`.
+/// exporters' `platform-split`, `mode` and `attestation-prefix`.
 const NOT_SUPPORTED: &[&str] = &[
     "prefer-nondist-layers",
     "source-date-epoch",
@@ -366,6 +366,7 @@ const NOT_SUPPORTED: &[&str] = &[
     "tar",
     "platform-split",
     "mode",
+    "attestation-prefix",
 ];
 
 /// How exports are written.
@@ -383,6 +384,9 @@ pub struct ExportOptions {
     pub source_date_epoch: Option<i64>,
     /// The layers' compression and the media types of an image export (its `-o` options).
     pub format: ExportFormat,
+    /// The attestation files a `type=local` or `type=tar` export writes beside the root
+    /// filesystem (from the image's attestation manifests; none when the image has none).
+    pub attestation_files: super::attestations::AttestationFiles,
 }
 
 impl Default for ExportOptions {
@@ -392,6 +396,7 @@ impl Default for ExportOptions {
             max_bytes: DEFAULT_MAX_BYTES,
             source_date_epoch: None,
             format: ExportFormat::default(),
+            attestation_files: Default::default(),
         }
     }
 }
@@ -500,12 +505,13 @@ pub fn export_image(
                 out.writer(),
                 options.max_bytes,
                 options.source_date_epoch,
+                None,
             )
             .map_err(ExportError::Rootfs)?;
             out.finish()?;
             Ok(Exported::Rootfs(exported))
         }
-        Export::Local(dir) => archive::export_to_dir(store, image, dir, options.max_bytes)
+        Export::Local(dir) => archive::export_to_dir(store, image, dir, options.max_bytes, None)
             .map(Exported::Rootfs)
             .map_err(ExportError::Rootfs),
         Export::Image(export) => image_export::export(
@@ -557,13 +563,63 @@ fn export_platforms(
     }
     // One platform's image with attestations (an index only for them) exports as that image
     // where the format has no room for an index, as BuildKit's exporters write it.
+    if images.len() == 1
+        && let Export::Docker(dest) = export
+    {
+        return save(store, image, SaveFormat::Docker, dest, options);
+    }
+    // The root filesystem exports write each image's attestations as files beside it, with
+    // the exported files as their subjects (BuildKit's `exporter/local/fs.go`).
+    let statements = match export {
+        Export::Tar(_) | Export::Local(_) => images
+            .iter()
+            .map(|(_, image)| {
+                super::attestations::file_statements(
+                    store,
+                    &index,
+                    &image.manifest_digest,
+                    &options.attestation_files,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(index_error)?,
+        _ => Vec::new(),
+    };
+    let beside_files = |nth: usize, files: &[archive::RegularFile]| -> Vec<archive::BesideFile> {
+        statements
+            .get(nth)
+            .into_iter()
+            .flatten()
+            .map(|statement| archive::BesideFile {
+                name: statement.name.clone(),
+                content: statement.content(files),
+            })
+            .collect()
+    };
+    let beside: archive::Beside = statements
+        .iter()
+        .any(|s| !s.is_empty())
+        .then_some(&beside_files as _);
     if let [(_, only)] = images.as_slice() {
         match export {
-            Export::Docker(dest) => return save(store, image, SaveFormat::Docker, dest, options),
-            Export::Tar(_) | Export::Local(_) => {
-                let mut only = only.clone();
-                only.index = None;
-                return export_image(store, &only, export, options, progress);
+            Export::Tar(dest) => {
+                let mut out = Output::open(dest.path())?;
+                let exported = archive::export_rootfs(
+                    store,
+                    only,
+                    out.writer(),
+                    options.max_bytes,
+                    options.source_date_epoch,
+                    beside,
+                )
+                .map_err(ExportError::Rootfs)?;
+                out.finish()?;
+                return Ok(Exported::Rootfs(exported));
+            }
+            Export::Local(dir) => {
+                return archive::export_to_dir(store, only, dir, options.max_bytes, beside)
+                    .map(Exported::Rootfs)
+                    .map_err(ExportError::Rootfs);
             }
             _ => {}
         }
@@ -581,13 +637,14 @@ fn export_platforms(
                 out.writer(),
                 options.max_bytes,
                 options.source_date_epoch,
+                beside,
             )
             .map_err(ExportError::Rootfs)?;
             out.finish()?;
             Ok(Exported::Rootfs(exported))
         }
         Export::Local(dir) => {
-            archive::export_to_dir_platforms(store, &images, dir, options.max_bytes)
+            archive::export_to_dir_platforms(store, &images, dir, options.max_bytes, beside)
                 .map(Exported::Rootfs)
                 .map_err(ExportError::Rootfs)
         }

@@ -89,8 +89,14 @@ pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
         .transpose()?;
     let image = store.resolve_platform(&args.image, platform.as_ref())?;
     let mut output = Output::open(args.output.as_deref())?;
-    let exported =
-        archive::export_rootfs(&store, &image, output.writer(), DEFAULT_MAX_BYTES, None)?;
+    let exported = archive::export_rootfs(
+        &store,
+        &image,
+        output.writer(),
+        DEFAULT_MAX_BYTES,
+        None,
+        None,
+    )?;
     output.finish()?;
     if exported.skipped_devices > 0 {
         eprintln!(

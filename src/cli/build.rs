@@ -401,14 +401,12 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     // the image its exporter made, compressed as asked).
     let mut pushed = None;
     for (spec, format) in &exports {
-        if let Some(note) = kiln::builder::attestations::unwritten_in(&options.attestations, spec) {
-            eprintln!("note: {note}");
-        }
         let export_options = ExportOptions {
             registry: options.registry.clone(),
             max_bytes: DEFAULT_MAX_BYTES,
             source_date_epoch: output.source_date_epoch,
             format: *format,
+            attestation_files: options.attestations.files(),
         };
         if let Exported::Image(image) = write_export(&store, &output.image, spec, &export_options)?
         {

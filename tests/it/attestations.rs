@@ -5,7 +5,9 @@
 //! checked against the JSON schemas in `tests/schemas/` (see its README), the documents of the
 //! index against the OCI schemas; secrets never appear; the attestations survive `save`/`load`,
 //! a push (skopeo reads them back; the peer docker pulls and runs the image) and leave `run`,
-//! `inspect` and the root filesystem exports alone. A Debian build with apt and pip packages
+//! `inspect` and the root filesystem exports alone, which carry them as files (`provenance.json`,
+//! `sbom.spdx.json`, about the exported files) as BuildKit's local and tar exporters write
+//! them. A Debian build with apt and pip packages
 //! checks the SBOM's package list.
 
 use crate::build::{Builder, builder};
@@ -384,11 +386,9 @@ fn provenance_and_sbom_are_attestation_manifests_of_the_index() {
         .run()
         .success()
         .stderr_str();
-    // What BuildKit writes there and kiln does not is said.
-    assert!(
-        exported.contains("note: the -o type=local export carries no attestation files"),
-        "{exported}"
-    );
+    // The local export carries the provenance as a file, as BuildKit's does; nothing is noted.
+    assert!(!exported.contains("note:"), "{exported}");
+    assert!(local.join("provenance.json").is_file());
     assert_eq!(
         fs::read_to_string(local.join("hello")).expect("/hello at the root"),
         "hi \n"
@@ -1109,5 +1109,364 @@ fn each_platform_image_has_its_own_attestations() {
             written[format!("buildx.build.provenance/{platform}")]["buildType"],
             "https://mobyproject.org/buildkit@v1"
         );
+    }
+}
+
+/// The files of an exported tree that are regular files, by path from its root (`a/b`).
+fn regular_files(root: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).expect("read dir").flatten() {
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                let path = entry.path();
+                let relative = path.strip_prefix(root).unwrap();
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The subjects of an attestation file's statement, by name, with their sha256.
+fn subjects_of(statement: &Value) -> Vec<(String, String)> {
+    statement["subject"]
+        .as_array()
+        .expect("subjects")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().expect("name").to_string(),
+                s["digest"]["sha256"].as_str().expect("sha256").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The positions of the statement's fields in its text: BuildKit writes `_type`,
+/// `predicateType`, `subject`, `predicate`, indented by two spaces.
+fn field_order(text: &str) -> Vec<usize> {
+    [
+        "\n  \"_type\"",
+        "\n  \"predicateType\"",
+        "\n  \"subject\"",
+        "\n  \"predicate\"",
+    ]
+    .iter()
+    .map(|field| text.find(field).unwrap_or(usize::MAX))
+    .collect()
+}
+
+/// Checks an attestation file of a root filesystem export as BuildKit writes it: an in-toto
+/// statement (schema-valid) of `predicate_type` whose subjects are the exported regular files
+/// `files` with their content's digests (`root` holds them).
+fn check_attestation_file(text: &str, predicate_type: &str, root: &Path, files: &[String]) {
+    let statement: Value = serde_json::from_str(text).expect("statement JSON");
+    valid(
+        &schema("in-toto-statement-v1.schema.json"),
+        &statement,
+        predicate_type,
+    );
+    assert_eq!(statement["predicateType"], predicate_type);
+    let order = field_order(text);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    let mut subjects = subjects_of(&statement);
+    subjects.sort();
+    let expected: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                sha256_hex(&fs::read(root.join(f)).expect("file")),
+            )
+        })
+        .collect();
+    assert_eq!(subjects, expected);
+    if predicate_type == SLSA_V1 {
+        valid(
+            &schema("slsa-provenance-v1.schema.json"),
+            &statement["predicate"],
+            "provenance",
+        );
+    } else {
+        valid(
+            &schema("spdx-2.3.schema.json"),
+            &statement["predicate"],
+            "SBOM",
+        );
+    }
+}
+
+/// `-o type=local` and `-o type=tar` with `--provenance=mode=max --sbom=true` write each
+/// attestation as a file beside the root filesystem (`provenance.json`, `sbom.spdx.json`, mode
+/// 0600), an in-toto statement about the exported regular files; `filename=` names the
+/// provenance file (its base name), `inline-only=true` leaves it out; no secret is in them.
+#[test]
+fn local_and_tar_exports_write_the_attestation_files() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let out = tempfile::tempdir().expect("temp dir");
+    let local = out.path().join("local");
+    let tar = out.path().join("rootfs.tar");
+    let local_flag = format!("type=local,dest={}", local.display());
+    let tar_flag = format!("type=tar,dest={}", tar.display());
+    let (_ctx, metadata) = build_attested(
+        &b,
+        &[
+            "--provenance=mode=max",
+            "--sbom=true",
+            "-o",
+            &local_flag,
+            "-o",
+            &tar_flag,
+        ],
+    );
+    fs::remove_file(&metadata).ok();
+    use std::os::unix::fs::PermissionsExt as _;
+    for name in ["provenance.json", "sbom.spdx.json"] {
+        let mode = fs::symlink_metadata(local.join(name))
+            .expect(name)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let image_files: Vec<String> = regular_files(&local)
+        .into_iter()
+        .filter(|f| f != "provenance.json" && f != "sbom.spdx.json")
+        .collect();
+    assert!(
+        image_files.contains(&"hello".to_string()),
+        "{image_files:?}"
+    );
+    for (name, predicate_type) in [("provenance.json", SLSA_V1), ("sbom.spdx.json", SPDX)] {
+        let text = fs::read_to_string(local.join(name)).expect(name);
+        check_attestation_file(&text, predicate_type, &local, &image_files);
+        assert!(!text.contains(SECRET), "{name}");
+    }
+    let provenance: Value =
+        serde_json::from_str(&fs::read_to_string(local.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(
+        provenance["predicate"]["buildDefinition"]["externalParameters"]["request"]["args"]["build-arg:VERSION"],
+        "1.2"
+    );
+
+    // The tar holds the same files at its root, mode 0600.
+    let unpacked = out.path().join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    let mut archive = tar::Archive::new(fs::File::open(&tar).expect("tar"));
+    let mut modes = std::collections::BTreeMap::new();
+    for entry in archive.entries().expect("entries") {
+        let entry = entry.expect("entry");
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        modes.insert(path, entry.header().mode().expect("mode"));
+    }
+    assert_eq!(modes.get("provenance.json"), Some(&0o600), "{modes:?}");
+    assert_eq!(modes.get("sbom.spdx.json"), Some(&0o600), "{modes:?}");
+    tar::Archive::new(fs::File::open(&tar).unwrap())
+        .unpack(&unpacked)
+        .expect("unpack");
+    let tar_files: Vec<String> = regular_files(&unpacked)
+        .into_iter()
+        .filter(|f| f != "provenance.json" && f != "sbom.spdx.json")
+        .collect();
+    assert_eq!(tar_files, image_files);
+    for (name, predicate_type) in [("provenance.json", SLSA_V1), ("sbom.spdx.json", SPDX)] {
+        let text = fs::read_to_string(unpacked.join(name)).expect(name);
+        check_attestation_file(&text, predicate_type, &unpacked, &tar_files);
+    }
+
+    // `filename=` names the provenance file by its base name; the SBOM keeps its name.
+    let named = out.path().join("named");
+    let named_flag = format!("type=local,dest={}", named.display());
+    let (_ctx, metadata) = build_attested(
+        &b,
+        &[
+            "--provenance=mode=min,filename=sub/prov.json",
+            "-o",
+            &named_flag,
+        ],
+    );
+    fs::remove_file(&metadata).ok();
+    assert!(named.join("prov.json").is_file());
+    assert!(!named.join("provenance.json").exists());
+    assert!(!named.join("sub").exists());
+    assert!(!named.join("sbom.spdx.json").exists());
+
+    // `inline-only=true`: image exports only.
+    let inline = out.path().join("inline");
+    let inline_flag = format!("type=local,dest={}", inline.display());
+    let (_ctx, metadata) = build_attested(
+        &b,
+        &["--provenance=mode=max,inline-only=true", "-o", &inline_flag],
+    );
+    fs::remove_file(&metadata).ok();
+    assert!(inline.join("hello").is_file());
+    assert!(!inline.join("provenance.json").exists());
+}
+
+/// An exported root filesystem's own `provenance.json` (a symbolic link out of the export) is
+/// replaced by the attestation file, never followed; files of the destination that were there
+/// before are not subjects.
+#[test]
+fn an_attestation_file_replaces_a_symlink_of_its_name() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let outside = tempfile::tempdir().expect("temp dir");
+    let target = outside.path().join("victim");
+    fs::write(&target, "untouched").unwrap();
+    let dockerfile = format!(
+        "FROM scratch\nCOPY a.txt /a.txt\nCOPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"ln\", \"-s\", \"{}\", \"/provenance.json\"]\n",
+        target.display()
+    );
+    let ctx = b.context(&[("Dockerfile", &dockerfile), ("a.txt", "hi\n")]);
+    let dest = outside.path().join("out");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("mine.txt"), "the user's").unwrap();
+    let dest_flag = format!("type=local,dest={}", dest.display());
+    b.build(ctx.path(), &["--provenance=mode=min", "-o", &dest_flag])
+        .ok();
+    assert_eq!(fs::read_to_string(&target).unwrap(), "untouched");
+    let meta = fs::symlink_metadata(dest.join("provenance.json")).unwrap();
+    assert!(meta.is_file());
+    let statement: Value =
+        serde_json::from_str(&fs::read_to_string(dest.join("provenance.json")).unwrap()).unwrap();
+    let subjects = subjects_of(&statement);
+    assert_eq!(subjects[0], ("a.txt".to_string(), sha256_hex(b"hi\n")));
+    let names: Vec<&str> = subjects.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a.txt", "bin/busybox"]);
+}
+
+/// The peer BuildKit's local export of the same build writes the same attestation file names
+/// with statements of the same shape and the same subjects (the SBOM is left out: the peer has
+/// no scanner image).
+#[test]
+fn local_export_attestation_files_match_the_peer_buildkits() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let Some(buildctl) = support::peer_buildctl() else {
+        return;
+    };
+    let dockerfile = "FROM scratch\nCOPY a.txt /a.txt\nCOPY sub /sub\n";
+    let ctx = b.context(&[
+        ("Dockerfile", dockerfile),
+        ("a.txt", "hi\n"),
+        ("sub/b", "x\n"),
+    ]);
+    std::os::unix::fs::symlink("../a.txt", ctx.path().join("sub/link")).unwrap();
+    let work = tempfile::tempdir().expect("temp dir");
+    let ctx_dir = ctx.path().display().to_string();
+    let mut trees = Vec::new();
+    for (who, filename) in [("peer", "provenance.json"), ("peer-named", "x/p.json")] {
+        let dest = work.path().join(who);
+        let out = buildctl
+            .command()
+            .args(["build", "--frontend", "dockerfile.v0"])
+            .args(["--local", &format!("context={ctx_dir}")])
+            .args(["--local", &format!("dockerfile={ctx_dir}")])
+            .args([
+                "--opt",
+                &format!("attest:provenance=mode=max,filename={filename}"),
+            ])
+            .args(["--output", &format!("type=local,dest={}", dest.display())])
+            .output()
+            .expect("buildctl");
+        assert!(
+            out.status.success(),
+            "buildctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        trees.push(dest);
+    }
+    for (who, filename) in [("kiln", "provenance.json"), ("kiln-named", "x/p.json")] {
+        let dest = work.path().join(who);
+        let flag = format!("type=local,dest={}", dest.display());
+        let provenance = format!("--provenance=mode=max,filename={filename}");
+        b.build(ctx.path(), &[&provenance, "-o", &flag]).ok();
+        trees.push(dest);
+    }
+    let names = |dir: &Path| regular_files(dir);
+    assert_eq!(names(&trees[2]), names(&trees[0]));
+    assert_eq!(names(&trees[3]), names(&trees[1]));
+    assert!(names(&trees[1]).contains(&"p.json".to_string()));
+    let peer_text = fs::read_to_string(trees[0].join("provenance.json")).unwrap();
+    let kiln_text = fs::read_to_string(trees[2].join("provenance.json")).unwrap();
+    let peer: Value = serde_json::from_str(&peer_text).unwrap();
+    let kiln: Value = serde_json::from_str(&kiln_text).unwrap();
+    assert_eq!(kiln["_type"], peer["_type"]);
+    assert_eq!(kiln["predicateType"], peer["predicateType"]);
+    assert_eq!(subjects_of(&kiln), subjects_of(&peer));
+    assert!(field_order(&peer_text).windows(2).all(|w| w[0] < w[1]));
+    assert!(field_order(&kiln_text).windows(2).all(|w| w[0] < w[1]));
+    let mode = |dir: &Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::metadata(dir.join("provenance.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&trees[2]), mode(&trees[0]));
+}
+
+/// A multi-platform local or tar export writes each platform's attestation files in its
+/// platform's directory, about that directory's files (BuildKit's platform split).
+#[test]
+fn a_multi_platform_export_writes_attestation_files_per_platform() {
+    let Some(b) = builder() else {
+        return;
+    };
+    let ctx = b.context(&[("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n")]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let local = out.path().join("local");
+    let tar = out.path().join("rootfs.tar");
+    let local_flag = format!("type=local,dest={}", local.display());
+    let tar_flag = format!("type=tar,dest={}", tar.display());
+    b.build(
+        ctx.path(),
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance=mode=min",
+            "-o",
+            &local_flag,
+            "-o",
+            &tar_flag,
+        ],
+    )
+    .ok();
+    assert!(!local.join("provenance.json").exists());
+    let unpacked = out.path().join("unpacked");
+    fs::create_dir(&unpacked).unwrap();
+    tar::Archive::new(fs::File::open(&tar).expect("tar"))
+        .unpack(&unpacked)
+        .expect("unpack");
+    let busybox = sha256_hex(&fs::read(ctx.path().join("busybox")).unwrap());
+    for tree in [&local, &unpacked] {
+        for platform in ["linux_amd64", "linux_arm64"] {
+            let dir = tree.join(platform);
+            let text = fs::read_to_string(dir.join("provenance.json")).expect(platform);
+            check_attestation_file(&text, SLSA_V1, &dir, &["bin/busybox".to_string()]);
+            let statement: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                subjects_of(&statement),
+                [("bin/busybox".to_string(), busybox.clone())]
+            );
+        }
     }
 }
