@@ -417,7 +417,7 @@ pub enum Exported {
     /// by (its manifest, or a multi-platform image's index, as written: in the export's
     /// compression and media types), which the build's metadata names as BuildKit's
     /// exporters' response does.
-    Archive(Descriptor),
+    Archive(Box<Descriptor>),
     /// A `type=tar` or `type=local` root filesystem.
     Rootfs(archive::Exported),
     /// An image export: the names it tagged and the pushes it made.
@@ -665,7 +665,7 @@ fn save(
         });
     let written = saved.map_err(ExportError::Save)?;
     out.finish()?;
-    Ok(Exported::Archive(written))
+    Ok(Exported::Archive(Box::new(written)))
 }
 
 #[cfg(test)]

@@ -420,7 +420,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                 }
                 exported = image.pushed_descriptor.map(|d| *d).or(exported);
             }
-            Exported::Archive(written) => exported = Some(written),
+            Exported::Archive(written) => exported = Some(*written),
             Exported::Rootfs(_) => {}
         }
     }
