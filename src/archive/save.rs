@@ -22,7 +22,7 @@ use super::{ArchiveError, chain_ids};
 use crate::layer::{Compression, LayerError, decompressed};
 use crate::oci::reference::Reference;
 use crate::oci::{Digest, Hashing, Platform};
-use crate::store::BlobError;
+use crate::store::{BlobError, StoreError};
 use crate::store::{
     CONTAINERD_NAME, ImageName, LayerFormat, LayerInfo, MediaTypes, REF_NAME, Store, StoredEntry,
     StoredImage, StoredIndex, descriptor,
@@ -73,7 +73,7 @@ pub fn save_platform(
     out: impl Write,
     max_bytes: u64,
 ) -> Result<(), ArchiveError> {
-    save_in_format(store, names, format, platform, None, out, max_bytes)
+    save_in_format(store, names, format, platform, None, out, max_bytes).map(drop)
 }
 
 /// [`save_platform`] with the images' layers and media types in `layers` (the `type=oci` and
@@ -81,6 +81,10 @@ pub fn save_platform(
 /// image as [`Store::image_as`] makes it, docker's format links each `layer.tar` to the layer's
 /// blob in that compression (docker's load reads gzip and zstd layers). `None` saves the
 /// images as they are stored, docker's format with uncompressed layers (`docker save`'s).
+///
+/// Returns the descriptors `index.json` lists, one per image saved, in order and without the
+/// names' annotations: each image's manifest (or, saved whole, its index) as written, which
+/// has another digest than the stored one when its layers were converted.
 pub fn save_in_format(
     store: &Store,
     names: &[String],
@@ -89,7 +93,7 @@ pub fn save_in_format(
     layers: Option<&LayerFormat<'_>>,
     out: impl Write,
     max_bytes: u64,
-) -> Result<(), ArchiveError> {
+) -> Result<Vec<Descriptor>, ArchiveError> {
     // Keeps a collection from deleting the images' blobs while they are read.
     let _lease = store.lease()?;
     let selected = select(store, names, format, platform)?;
@@ -99,6 +103,8 @@ pub fn save_in_format(
 /// [`save_in_format`] of the one image (or multi-platform image) `source` names, under the
 /// names `tags` instead of its own (an `-o type=docker|oci,name=A,B` export, which names the
 /// image in the archive as BuildKit's exporters do, whatever the store calls it).
+///
+/// Returns the descriptor of the image as written, as [`save_in_format`] does.
 pub fn save_as(
     store: &Store,
     source: &str,
@@ -107,13 +113,15 @@ pub fn save_as(
     layers: Option<&LayerFormat<'_>>,
     out: impl Write,
     max_bytes: u64,
-) -> Result<(), ArchiveError> {
+) -> Result<Descriptor, ArchiveError> {
     let _lease = store.lease()?;
     let mut selected = select(store, &[source.to_string()], format, None)?;
     for selection in &mut selected {
         selection.tags = tags.to_vec();
     }
-    write_selected(store, selected, format, layers, out, max_bytes)
+    write_selected(store, selected, format, layers, out, max_bytes)?
+        .pop()
+        .ok_or_else(|| ArchiveError::from(StoreError::NotFound(source.to_string())))
 }
 
 /// Writes the selected images as one archive, their layers in `layers`' format if given (the
@@ -125,7 +133,7 @@ fn write_selected(
     layers: Option<&LayerFormat<'_>>,
     out: impl Write,
     max_bytes: u64,
-) -> Result<(), ArchiveError> {
+) -> Result<Vec<Descriptor>, ArchiveError> {
     for selection in &selected {
         for image in selection.images() {
             super::fetch_absent_layers(store, &image.layers)?;
@@ -139,11 +147,12 @@ fn write_selected(
     let mut tar = TarOut::new(out);
     tar.dir("blobs/")?;
     tar.dir("blobs/sha256/")?;
-    match format {
+    let written = match format {
         SaveFormat::Docker => write_docker(store, &selected, &mut tar, max_bytes, layers)?,
         SaveFormat::Oci => write_oci(store, &selected, &mut tar)?,
-    }
-    tar.finish()
+    };
+    tar.finish()?;
+    Ok(written)
 }
 
 /// The selection with its images (and index) in `layers`' format.
@@ -382,14 +391,15 @@ fn docker_archive_error(what: &str, err: impl Into<crate::error::Cause>) -> Arch
     }
 }
 
-/// Docker's archive (see the module documentation).
+/// Docker's archive (see the module documentation); returns each image's manifest descriptor
+/// as `index.json` lists it (without the names).
 fn write_docker<W: Write>(
     store: &Store,
     selected: &[Selected],
     tar: &mut TarOut<W>,
     max_bytes: u64,
     format: Option<&LayerFormat<'_>>,
-) -> Result<(), ArchiveError> {
+) -> Result<Vec<Descriptor>, ArchiveError> {
     let media_types = format
         .and_then(|f| f.media_types)
         .unwrap_or(MediaTypes::Oci);
@@ -397,6 +407,7 @@ fn write_docker<W: Write>(
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut index = Vec::new();
     let mut layer_sizes: HashMap<Digest, u64> = HashMap::new();
+    let mut written = Vec::new();
     for Selected { image, tags, .. } in selected {
         if image.layers.is_empty() {
             let name = tags
@@ -503,6 +514,7 @@ fn write_docker<W: Write>(
             }
         }
         index.extend(index_descriptors(&manifest_descriptor, tags));
+        written.push(manifest_descriptor);
         items.push(ManifestItem {
             config: format!("{}.json", image.id.hex()),
             repo_tags: (!tags.is_empty()).then(|| tags.iter().map(ToString::to_string).collect()),
@@ -522,7 +534,7 @@ fn write_docker<W: Write>(
         bytes.push(b'\n');
         tar.bytes("repositories", &bytes)?;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// The legacy v1 ID and JSON of one layer (moby `image/v1` `CreateID`): the top layer's JSON is
@@ -667,14 +679,16 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// The OCI image layout archive: the store's blobs as they are, `index.json` last.
+/// The OCI image layout archive: the store's blobs as they are, `index.json` last; returns
+/// what `index.json` lists of each selection (its manifest or index, without the names).
 fn write_oci<W: Write>(
     store: &Store,
     selected: &[Selected],
     tar: &mut TarOut<W>,
-) -> Result<(), ArchiveError> {
+) -> Result<Vec<Descriptor>, ArchiveError> {
     tar.bytes("oci-layout", OCI_LAYOUT)?;
     let mut index = Vec::new();
+    let mut written = Vec::new();
     for selection in selected {
         for image in selection.images() {
             for layer in &image.layers {
@@ -711,8 +725,10 @@ fn write_oci<W: Write>(
             None => &selection.image.manifest_descriptor,
         };
         index.extend(index_descriptors(listed, &selection.tags));
+        written.push(listed.clone());
     }
-    tar.bytes("index.json", &index_json(index)?)
+    tar.bytes("index.json", &index_json(index)?)?;
+    Ok(written)
 }
 
 /// The attestation manifests of a multi-platform image, with their config and in-toto

@@ -32,6 +32,7 @@ use crate::oci::reference::{Reference, ReferenceError};
 use crate::oci::{Digest, Platform};
 use crate::registry::{ClientOptions, PushFormat, RegistryError, TransferProgress};
 use crate::store::{ImageName, Store, StoreError, StoredEntry, StoredImage, is_manifest};
+use oci_spec::image::Descriptor;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -417,8 +418,11 @@ impl ExportOptions {
 /// What an export wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exported {
-    /// A `type=docker` or `type=oci` archive.
-    Archive,
+    /// A `type=docker` or `type=oci` archive: the descriptor its `index.json` lists the image
+    /// by (its manifest, or a multi-platform image's index, as written: in the export's
+    /// compression and media types), which the build's metadata names as BuildKit's
+    /// exporters' response does.
+    Archive(Box<Descriptor>),
     /// A `type=tar` or `type=local` root filesystem.
     Rootfs(archive::Exported),
     /// An image export: the names it tagged and the pushes it made.
@@ -692,6 +696,7 @@ fn save(
                 } else {
                     image.names.iter().map(|n| n.familiar()).collect()
                 };
+                // One image, under all its names: one descriptor.
                 archive::save_in_format(
                     store,
                     &names,
@@ -700,7 +705,9 @@ fn save(
                     Some(layers),
                     out.writer(),
                     options.max_bytes,
-                )
+                )?
+                .pop()
+                .ok_or_else(|| ArchiveError::from(StoreError::NotFound(source_of(image))))
             } else {
                 archive::save_as(
                     store,
@@ -713,9 +720,9 @@ fn save(
                 )
             }
         });
-    saved.map_err(ExportError::Save)?;
+    let written = saved.map_err(ExportError::Save)?;
     out.finish()?;
-    Ok(Exported::Archive)
+    Ok(Exported::Archive(Box::new(written)))
 }
 
 #[cfg(test)]

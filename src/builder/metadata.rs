@@ -64,8 +64,9 @@ impl BuildMetadata {
     }
 
     /// Makes `containerimage.digest` and `containerimage.descriptor` name `exported`, the image
-    /// as an export pushed it (in another compression or media types than the store's, it has
-    /// another digest), as BuildKit's response names the image its exporter wrote. The
+    /// as an export pushed it or wrote it into an archive (in another compression or media
+    /// types than the store's, it has another digest), as BuildKit's response names the image
+    /// its exporter wrote. The
     /// descriptor keeps its platform and annotations.
     pub fn set_exported(&mut self, exported: &Descriptor) {
         let digest = json!(exported.digest().to_string());
@@ -200,6 +201,38 @@ mod tests {
                 "platform": {"architecture": "amd64", "os": "linux"},
             })
         );
+    }
+
+    #[test]
+    fn an_archived_index_replaces_the_stored_one_and_takes_no_platform() {
+        let digest = |c: &str| OciDigest::from_str(&format!("sha256:{}", c.repeat(64))).unwrap();
+        let mut stored = Descriptor::new(MediaType::ImageIndex, 700, digest("a"));
+        stored.set_annotations(Some(
+            [("org.idx".to_string(), "i".to_string())]
+                .into_iter()
+                .collect(),
+        ));
+        let mut metadata = BuildMetadata::default();
+        metadata.fields.insert(
+            "containerimage.descriptor".into(),
+            descriptor_json(&stored, None),
+        );
+        // The index as a zstd archive export wrote it: its children were rewritten.
+        metadata.set_exported(&Descriptor::new(MediaType::ImageIndex, 712, digest("d")));
+        assert_eq!(
+            metadata.fields()["containerimage.descriptor"],
+            json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": format!("sha256:{}", "d".repeat(64)),
+                "size": 712,
+                "annotations": {"org.idx": "i"},
+            })
+        );
+        assert_eq!(
+            metadata.fields()["containerimage.digest"],
+            json!(format!("sha256:{}", "d".repeat(64)))
+        );
+        assert_eq!(metadata.fields().get("containerimage.config.digest"), None);
     }
 
     #[test]

@@ -397,9 +397,10 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     };
     // The names of the metadata's `image.name`: the tags, then the image exports' names.
     let mut names = args.tags.clone();
-    // The image as the last push sent it, which the metadata names (BuildKit's response names
-    // the image its exporter made, compressed as asked).
-    let mut pushed = None;
+    // The image as the last push sent it or the last archive export wrote it, which the
+    // metadata names (BuildKit's response names the image its exporter made, compressed as
+    // asked; of several exports, the last one's).
+    let mut exported: Option<oci_spec::image::Descriptor> = None;
     for (spec, format) in &exports {
         let export_options = ExportOptions {
             registry: options.registry.clone(),
@@ -408,14 +409,17 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             format: *format,
             attestation_files: options.attestations.files(),
         };
-        if let Exported::Image(image) = write_export(&store, &output.image, spec, &export_options)?
-        {
-            for name in image.names {
-                if !names.contains(&name) {
-                    names.push(name);
+        match write_export(&store, &output.image, spec, &export_options)? {
+            Exported::Image(image) => {
+                for name in image.names {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
                 }
+                exported = image.pushed_descriptor.map(|d| *d).or(exported);
             }
-            pushed = image.pushed_descriptor.or(pushed);
+            Exported::Archive(written) => exported = Some(*written),
+            Exported::Rootfs(_) => {}
         }
     }
     // As buildx: the ID and the metadata once every export (push) has succeeded.
@@ -429,8 +433,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.metadata_file {
         let mut metadata = BuildMetadata::of(&output, &names);
         metadata.add_fields(provenance_fields(&output));
-        if let Some(pushed) = &pushed {
-            metadata.set_exported(pushed);
+        if let Some(exported) = &exported {
+            metadata.set_exported(exported);
         }
         kiln::sys::atomic::atomic_write(path, &metadata.to_json())
             .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;

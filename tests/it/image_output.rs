@@ -729,3 +729,154 @@ fn archives_carry_the_names_their_export_gives() {
         );
     }
 }
+
+/// `index.json` of the archive at `tar_path` and a reader of its blobs by digest.
+fn archive_index(tar_path: &Path) -> (Value, impl Fn(&Value) -> Value) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    tar::Archive::new(fs::File::open(tar_path).expect("tar"))
+        .unpack(dir.path())
+        .expect("unpack");
+    let index = read_json(&dir.path().join("index.json"));
+    let blob = move |digest: &Value| {
+        let hex = digest.as_str().expect("a digest");
+        read_json(
+            &dir.path()
+                .join("blobs/sha256")
+                .join(hex.trim_start_matches("sha256:")),
+        )
+    };
+    (index, blob)
+}
+
+/// An archive export converts the image (gzip by default, zstd when asked), so it has another
+/// digest than the store's; `--metadata-file` names the image as the archive holds it (its
+/// `index.json` entry: the manifest, or a multi-platform image's index), as BuildKit's oci and
+/// docker exporters report what they wrote, and of several exports the last one's.
+#[test]
+fn the_metadata_names_the_image_as_the_archive_holds_it() {
+    let Some((context, store)) = setup() else {
+        return;
+    };
+    let root = store.path().join("root");
+    let layer_type =
+        |compression: &str| format!("application/vnd.oci.image.layer.v1.tar+{compression}");
+    let mut digests = Vec::new();
+    for (case, options, platforms, layer_media_type) in [
+        ("gzip", "type=oci", None, layer_type("gzip")),
+        (
+            "zstd",
+            "type=oci,compression=zstd",
+            None,
+            layer_type("zstd"),
+        ),
+        // Docker's format, in OCI media types as kiln builds its images.
+        ("docker", "type=docker", None, layer_type("gzip")),
+        (
+            "multi",
+            "type=oci,compression=zstd",
+            Some("linux/amd64,linux/arm64"),
+            layer_type("zstd"),
+        ),
+    ] {
+        let archive = store.path().join(format!("{case}.tar"));
+        let metadata_path = store.path().join(format!("{case}.json"));
+        let mut build = kiln()
+            .root(&root)
+            .args(["build", "-q", "--metadata-file"])
+            .arg(&metadata_path)
+            .arg("-o")
+            .arg(format!("{options},dest={}", archive.display()));
+        if let Some(platforms) = platforms {
+            build = build.args(["--platform", platforms, "--provenance=mode=min"]);
+        }
+        build.arg(context.path()).run().success();
+        let metadata = read_json(&metadata_path);
+        let (index, blob) = archive_index(&archive);
+        let listed = &index["manifests"][0];
+        let descriptor = &metadata["containerimage.descriptor"];
+        assert_eq!(
+            metadata["containerimage.digest"], listed["digest"],
+            "{case}"
+        );
+        for key in ["mediaType", "digest", "size"] {
+            assert_eq!(descriptor[key], listed[key], "{case}: {key}");
+        }
+        let written = blob(&listed["digest"]);
+        let manifests = match platforms {
+            None => {
+                // The config is the store's (compression does not change it) and the image ID.
+                assert_eq!(
+                    metadata["containerimage.config.digest"], written["config"]["digest"],
+                    "{case}"
+                );
+                assert_eq!(descriptor["platform"]["os"], json!("linux"), "{case}");
+                vec![written]
+            }
+            Some(_) => {
+                assert_eq!(
+                    descriptor["mediaType"],
+                    json!("application/vnd.oci.image.index.v1+json")
+                );
+                assert_eq!(metadata.get("containerimage.config.digest"), None);
+                // Two images and their two attestation manifests, all in the archive.
+                let children = written["manifests"].as_array().expect("manifests").clone();
+                assert_eq!(children.len(), 4, "{written}");
+                children
+                    .iter()
+                    .filter(|m| m["platform"]["os"] == json!("linux"))
+                    .map(|m| blob(&m["digest"]))
+                    .collect()
+            }
+        };
+        assert!(!manifests.is_empty(), "{case}");
+        for manifest in &manifests {
+            assert_eq!(
+                manifest["layers"][0]["mediaType"],
+                json!(layer_media_type),
+                "{case}"
+            );
+        }
+        digests.push(listed["digest"].clone());
+    }
+    // Docker's archive holds the same manifest as the gzip OCI layout (the same layers and
+    // media types); the others are other images, none the store's own (uncompressed layers).
+    assert_eq!(digests[0], digests[2]);
+    let stored_path = store.path().join("stored.json");
+    kiln()
+        .root(&root)
+        .args(["build", "-q", "--metadata-file"])
+        .arg(&stored_path)
+        .arg(context.path())
+        .run()
+        .success();
+    let stored = read_json(&stored_path)["containerimage.digest"].clone();
+    let mut unique = vec![
+        digests[0].to_string(),
+        digests[1].to_string(),
+        digests[3].to_string(),
+        stored.to_string(),
+    ];
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "{digests:?} {stored}");
+
+    // Several exports: the last one's image.
+    let gzip = store.path().join("first-gzip.tar");
+    let zstd = store.path().join("last-zstd.tar");
+    let metadata_path = store.path().join("both.json");
+    kiln()
+        .root(&root)
+        .args(["build", "-q", "--metadata-file"])
+        .arg(&metadata_path)
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", gzip.display()))
+        .arg("-o")
+        .arg(format!("type=oci,dest={},compression=zstd", zstd.display()))
+        .arg(context.path())
+        .run()
+        .success();
+    let metadata = read_json(&metadata_path);
+    assert_eq!(metadata["containerimage.digest"], digests[1]);
+    assert_eq!(archive_index(&zstd).0["manifests"][0]["digest"], digests[1]);
+    assert_eq!(archive_index(&gzip).0["manifests"][0]["digest"], digests[0]);
+}
