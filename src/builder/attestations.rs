@@ -1,8 +1,9 @@
 //! Attestations attached to a built image, as BuildKit's image exporter attaches them
 //! (`exporter/containerimage/writer.go`): for each platform's image, one attestation manifest
 //! whose layers are in-toto statements (`application/vnd.in-toto+json`, annotated with
-//! `in-toto.io/predicate-type`) and whose config is an image config of platform
-//! `unknown/unknown`; the image index lists every platform's image, then the attestation
+//! `in-toto.io/predicate-type`), in v0.32's default OCI artifact form (`artifactType`, the empty
+//! config `{}`, the image manifest as its `subject`); the image index lists every platform's
+//! image, then the attestation
 //! manifests, each with platform `unknown/unknown` and the annotations
 //! `vnd.docker.reference.type: attestation-manifest` and `vnd.docker.reference.digest: <the
 //! image manifest's digest>`. A single-platform image with attestations becomes an index, as
