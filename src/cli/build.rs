@@ -418,7 +418,18 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
                 }
                 exported = image.pushed_descriptor.map(|d| *d).or(exported);
             }
-            Exported::Archive(written) => exported = Some(*written),
+            Exported::Archive(written) => {
+                // An archive's `name=` names the image too (BuildKit's oci/docker exporters
+                // answer `image.name` with it).
+                if let Export::Docker(archive) | Export::Oci(archive) = spec {
+                    for name in &archive.names {
+                        if !names.contains(name) {
+                            names.push(name.clone());
+                        }
+                    }
+                }
+                exported = Some(*written);
+            }
             Exported::Rootfs(_) => {}
         }
     }

@@ -765,7 +765,7 @@ fn the_metadata_names_the_image_as_the_archive_holds_it() {
         ("gzip", "type=oci", None, layer_type("gzip")),
         (
             "zstd",
-            "type=oci,compression=zstd",
+            "type=oci,compression=zstd,name=archived:1",
             None,
             layer_type("zstd"),
         ),
@@ -798,6 +798,10 @@ fn the_metadata_names_the_image_as_the_archive_holds_it() {
             metadata["containerimage.digest"], listed["digest"],
             "{case}"
         );
+        // The archive's `name=` is the metadata's `image.name` (BuildKit's oci exporter).
+        if case == "zstd" {
+            assert_eq!(metadata["image.name"], "archived:1", "{metadata}");
+        }
         for key in ["mediaType", "digest", "size"] {
             assert_eq!(descriptor[key], listed[key], "{case}: {key}");
         }
