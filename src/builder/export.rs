@@ -501,23 +501,8 @@ pub fn export_image(
     match export {
         Export::Docker(archive) => save(store, image, SaveFormat::Docker, archive, options),
         Export::Oci(archive) => save(store, image, SaveFormat::Oci, archive, options),
-        Export::Tar(dest) => {
-            let mut out = Output::open(dest.path())?;
-            let exported = archive::export_rootfs(
-                store,
-                image,
-                out.writer(),
-                options.max_bytes,
-                options.source_date_epoch,
-                None,
-            )
-            .map_err(ExportError::Rootfs)?;
-            out.finish()?;
-            Ok(Exported::Rootfs(exported))
-        }
-        Export::Local(dir) => archive::export_to_dir(store, image, dir, options.max_bytes, None)
-            .map(Exported::Rootfs)
-            .map_err(ExportError::Rootfs),
+        Export::Tar(dest) => export_rootfs(store, image, RootfsDest::Tar(dest), options, None),
+        Export::Local(dir) => export_rootfs(store, image, RootfsDest::Local(dir), options, None),
         Export::Image(export) => image_export::export(
             store,
             image,
@@ -528,6 +513,46 @@ pub fn export_image(
         )
         .map(Exported::Image),
     }
+}
+
+/// Where a root-filesystem export writes.
+enum RootfsDest<'a> {
+    /// `type=tar`: one tar.
+    Tar(&'a Destination),
+    /// `type=local`: a directory.
+    Local(&'a Path),
+}
+
+/// A `type=tar` or `type=local` export of one image's root filesystem, with `beside` (the
+/// attestation files) next to it.
+fn export_rootfs(
+    store: &Store,
+    image: &StoredImage,
+    dest: RootfsDest<'_>,
+    options: &ExportOptions,
+    beside: archive::Beside,
+) -> Result<Exported, ExportError> {
+    let exported = match dest {
+        RootfsDest::Tar(dest) => {
+            let mut out = Output::open(dest.path())?;
+            let exported = archive::export_rootfs(
+                store,
+                image,
+                out.writer(),
+                options.max_bytes,
+                options.source_date_epoch,
+                beside,
+            )
+            .map_err(ExportError::Rootfs)?;
+            out.finish()?;
+            exported
+        }
+        RootfsDest::Local(dir) => {
+            archive::export_to_dir(store, image, dir, options.max_bytes, beside)
+                .map_err(ExportError::Rootfs)?
+        }
+    };
+    Ok(Exported::Rootfs(exported))
 }
 
 /// [`export_image`] of a multi-platform image, `image` being one of it and `digest` its index.
@@ -604,29 +629,15 @@ fn export_platforms(
         .iter()
         .any(|s| !s.is_empty())
         .then_some(&beside_files as _);
-    if let [(_, only)] = images.as_slice() {
-        match export {
-            Export::Tar(dest) => {
-                let mut out = Output::open(dest.path())?;
-                let exported = archive::export_rootfs(
-                    store,
-                    only,
-                    out.writer(),
-                    options.max_bytes,
-                    options.source_date_epoch,
-                    beside,
-                )
-                .map_err(ExportError::Rootfs)?;
-                out.finish()?;
-                return Ok(Exported::Rootfs(exported));
-            }
-            Export::Local(dir) => {
-                return archive::export_to_dir(store, only, dir, options.max_bytes, beside)
-                    .map(Exported::Rootfs)
-                    .map_err(ExportError::Rootfs);
-            }
-            _ => {}
+    // One platform's root filesystem is written as a single image's is.
+    match (images.as_slice(), export) {
+        ([(_, only)], Export::Tar(dest)) => {
+            return export_rootfs(store, only, RootfsDest::Tar(dest), options, beside);
         }
+        ([(_, only)], Export::Local(dir)) => {
+            return export_rootfs(store, only, RootfsDest::Local(dir), options, beside);
+        }
+        _ => {}
     }
     match export {
         Export::Docker(_) => Err(ExportError::DockerMultiPlatform {
