@@ -291,9 +291,7 @@ impl Fetcher {
             url: dir.display().to_string(),
             source,
         };
-        std::fs::create_dir_all(dir)
-            .fs("create directory", dir)
-            .map_err(record_error)?;
+        crate::sys::atomic::create_private_dir_all(dir).map_err(record_error)?;
         let staging = Staging::open(&dir.join("tmp")).map_err(record_error)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))

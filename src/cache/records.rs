@@ -13,7 +13,7 @@ use crate::cache::CacheError;
 use crate::cache::checksum::ContentSum;
 use crate::oci::Digest;
 use crate::sys::FsError;
-use crate::sys::atomic::{IoContext as _, Staging, atomic_write_in};
+use crate::sys::atomic::{Staging, atomic_write_in};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,7 +82,7 @@ impl CacheRecords {
         let records = dir.join("records");
         let last = dir.join("last");
         for sub in [&records, &last] {
-            fs::create_dir_all(sub).fs("create directory", sub)?;
+            crate::sys::atomic::create_private_dir_all(sub)?;
         }
         let staging = Staging::open(&dir.join("tmp"))?;
         Ok(CacheRecords {

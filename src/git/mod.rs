@@ -54,6 +54,7 @@ use crate::sys::atomic::{IoContext as _, remove_tree, tree_size};
 use command::{Git, Watch};
 use serde::Serialize;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// A git fetch or checkout that failed.
@@ -480,6 +481,7 @@ impl GitCache {
         let target = self.make(source, resolved, auth, stop)?;
         let lock_path = target.with_extension("lock");
         let lock = fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -572,10 +574,11 @@ impl GitCache {
         self.ensure_auth(source, auth)?;
         let git = self.git(source, auth, stop);
         let repos = self.dir.join("repos");
-        fs::create_dir_all(&repos).fs("create directory", &repos)?;
+        crate::sys::atomic::create_private_dir_all(&repos)?;
         let repo = repos.join(&Digest::of(source.remote_shown.as_bytes()).hex()[..32]);
         let lock_path = repo.with_extension("lock");
         let lock_file = fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -999,7 +1002,7 @@ fn subdirectory(tree: &Path, source: &GitSource) -> Result<PathBuf, GitError> {
 /// place, its directory synced. A checkout another process made first is kept.
 fn publish(staging: &Path, out: &Path, target: &Path) -> Result<(), GitError> {
     let parent = target.parent().unwrap_or(Path::new("/"));
-    fs::create_dir_all(parent).fs("create directory", parent)?;
+    crate::sys::atomic::create_private_dir_all(parent)?;
     let handle = fs::File::open(staging).fs("open", staging)?;
     nix::unistd::syncfs(&handle).map_err(|errno| FsError::new("sync", staging, errno.into()))?;
     match fs::rename(out, target) {

@@ -15,6 +15,7 @@ use crate::sys::FsError;
 use crate::sys::atomic::{IoContext as _, remove_tree, tree_size};
 use std::fs::{self, File, TryLockError};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 /// The git cache's part of `kiln df`.
@@ -76,6 +77,7 @@ impl GitCache {
             let dir = self.dir.join(kind);
             for entry in entries(&dir)? {
                 let lock = fs::OpenOptions::new()
+                    .mode(0o600)
                     .create(true)
                     .truncate(false)
                     .write(true)

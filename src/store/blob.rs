@@ -11,7 +11,9 @@
 //! digest is not its name, so a corrupted or tampered file is an error, never bad data.
 
 use crate::oci::{Digest, Hashing};
-use crate::sys::atomic::{FsError, IoContext as _, Staging, fsync_dir};
+use crate::sys::atomic::{
+    FsError, IoContext as _, Staging, create_private_dir_all, file_mode_in, fsync_dir,
+};
 use oci_spec::image::{Descriptor, MediaType};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -81,10 +83,15 @@ pub struct BlobStore {
 
 impl BlobStore {
     /// Opens the blobs of the layout at `root`, creating `blobs/sha256/` and the staging
-    /// directory `tmp/` when missing.
+    /// directory `tmp/` when missing. In a private root (one that grants its group and others
+    /// nothing, as kiln's store does) the directories are made `0700` and blobs `0600`.
     pub fn open(root: &Path) -> Result<BlobStore, BlobError> {
         let dir = root.join("blobs").join("sha256");
-        fs::create_dir_all(&dir).fs("create directory", &dir)?;
+        if file_mode_in(root) == 0o600 {
+            create_private_dir_all(&dir)?;
+        } else {
+            fs::create_dir_all(&dir).fs("create directory", &dir)?;
+        }
         let staging = Staging::open(&root.join("tmp"))?;
         Ok(BlobStore { dir, staging })
     }
@@ -210,10 +217,12 @@ impl BlobStore {
     /// A writer that streams a new blob into staging; nothing is visible until
     /// [`BlobWriter::commit`]. Dropping it uncommitted removes the staged file.
     pub fn writer(&self) -> Result<BlobWriter, BlobError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.staging.new_path("blob");
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(file_mode_in(&self.dir))
             .open(&path)
             .fs("create", &path)?;
         Ok(BlobWriter {

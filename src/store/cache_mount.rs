@@ -211,9 +211,7 @@ impl Store {
         init: &mut dyn FnMut(&Path) -> Result<(), Cause>,
     ) -> Result<CacheMountLease, CacheMountError> {
         let dir = self.cache_mount_dir(id);
-        fs::create_dir_all(&dir)
-            .fs("create directory", &dir)
-            .map_err(StoreError::from)?;
+        crate::sys::atomic::create_private_dir_all(&dir).map_err(StoreError::from)?;
         let id_file = dir.join("id");
         if !id_file.exists() {
             crate::sys::atomic::atomic_write_in(self.staging(), &id_file, id.as_bytes())
@@ -370,7 +368,9 @@ fn cache_dirs(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 fn open_lock(path: &Path) -> Result<File, CacheMountError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     Ok(OpenOptions::new()
+        .mode(0o600)
         .read(true)
         .write(true)
         .create(true)

@@ -70,7 +70,7 @@ impl Store {
         if !self.image_ids(&index)?.contains(&record.image) {
             return Err(StoreError::NotFound(record.image.to_string()));
         }
-        fs::create_dir_all(&dir).fs("create directory", &dir)?;
+        crate::sys::atomic::create_private_dir_all(&dir)?;
         let json =
             serde_json::to_vec_pretty(record).map_err(|err| StoreError::ContainerRecord {
                 path: dir.join(RECORD),

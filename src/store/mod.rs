@@ -40,6 +40,7 @@ mod index;
 mod multi_platform;
 mod name;
 mod origin;
+mod private;
 mod variant;
 
 pub use annotated::Annotated;
@@ -62,7 +63,9 @@ use crate::oci::Digest;
 use crate::oci::reference::Reference;
 use crate::oci::timestamp;
 use crate::sys::FsError;
-use crate::sys::atomic::{IoContext as _, Staging, StaleReport, atomic_write_in, remove_tree};
+use crate::sys::atomic::{
+    IoContext as _, Staging, StaleReport, atomic_write_in, create_private_dir_all, remove_tree,
+};
 use annotated::{annotate, with_annotations};
 use blob::oci_digest;
 use index::{Index, without_names};
@@ -275,7 +278,9 @@ impl Store {
     /// Opens the store at `root`, creating the layout and kiln's directories when missing. A
     /// directory that is neither empty nor a layout is refused (kiln will not scatter files
     /// into, say, a home directory given by mistake). Stale staging entries left by killed
-    /// processes are removed on the way.
+    /// processes are removed on the way. The store is private to its owner (see
+    /// `store::private`): made so, or, when an older kiln made it readable by others,
+    /// tightened now (once).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         /// What a store holds before its `oci-layout` file exists.
         const OWN_NAMES: [&str; 8] = [
@@ -305,11 +310,15 @@ impl Store {
                 reason: "it is not empty and has no oci-layout file".to_string(),
             });
         }
-        fs::create_dir_all(root).fs("create directory", root)?;
+        if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).fs("create directory", parent)?;
+        }
+        create_private_dir_all(root)?;
+        // Before anything new is made in it: new files and directories follow the root.
+        private::make_private(root)?;
         let blobs = BlobStore::open(root)?;
         for dir in ["snapshots", "containers"] {
-            let path = root.join(dir);
-            fs::create_dir_all(&path).fs("create directory", &path)?;
+            create_private_dir_all(&root.join(dir))?;
         }
         let store = Store {
             root: root.to_path_buf(),
@@ -413,8 +422,10 @@ impl Store {
     /// Locks `ROOT/name` (flock(2) through `File::lock`; released when the file is dropped,
     /// also when the process dies).
     fn lock(&self, name: &str, exclusive: bool) -> Result<File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.root.join(name);
         let file = OpenOptions::new()
+            .mode(0o600)
             .read(true)
             .write(true)
             .create(true)

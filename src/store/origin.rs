@@ -68,7 +68,7 @@ impl Store {
     /// Remembers where the blob `digest` can be fetched from (replacing what was known).
     pub fn record_origin(&self, digest: &Digest, origin: &BlobOrigin) -> Result<(), StoreError> {
         let dir = self.origins_dir();
-        fs::create_dir_all(&dir).fs("create directory", &dir)?;
+        crate::sys::atomic::create_private_dir_all(&dir)?;
         let bytes = serde_json::to_vec(origin).map_err(|err| StoreError::Document {
             what: "blob origin",
             digest: digest.clone(),

@@ -195,7 +195,7 @@ impl Store {
         }
         let path = self.variant_path(diff_id, compression);
         let dir = self.variants_dir().join(diff_id.hex());
-        fs::create_dir_all(&dir).fs("create directory", &dir)?;
+        crate::sys::atomic::create_private_dir_all(&dir)?;
         let bytes = serde_json::to_vec(variant).map_err(|err| StoreError::Document {
             what: "layer variant",
             digest: diff_id.clone(),

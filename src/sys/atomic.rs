@@ -58,7 +58,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
-    write_synced(&temp, bytes)?;
+    write_synced(&temp, bytes, dir)?;
     replace(&temp, path)
 }
 
@@ -66,7 +66,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
 /// filesystem as `path`), so a crash leaves its junk where [`Staging::remove_stale`] finds it.
 pub fn atomic_write_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let temp = staging.new_path("write");
-    write_synced(&temp, bytes)?;
+    write_synced(&temp, bytes, parent_dir(path))?;
     replace(&temp, path)
 }
 
@@ -76,7 +76,7 @@ pub fn atomic_write_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(
 /// two fsyncs per write were a third of `kiln run`'s start-up time.
 pub fn replace_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     let temp = staging.new_path("write");
-    write_new(&temp, bytes, false)?;
+    write_new(&temp, bytes, false, parent_dir(path))?;
     fs::rename(&temp, path)
         .fs("rename into place", path)
         .inspect_err(|_| {
@@ -84,16 +84,19 @@ pub fn replace_in(staging: &Staging, path: &Path, bytes: &[u8]) -> Result<(), Fs
         })
 }
 
-/// Writes `bytes` to a new file at `path` and fsyncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
-    write_new(path, bytes, true)
+/// Writes `bytes` to a new file at `path` and fsyncs it; it will live in `final_dir`.
+fn write_synced(path: &Path, bytes: &[u8], final_dir: &Path) -> Result<(), FsError> {
+    write_new(path, bytes, true, final_dir)
 }
 
 /// Writes `bytes` to a new file at `path`, fsynced when `sync`; on failure the file is removed.
-fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+/// Its mode follows the directory it will live in, `final_dir` (see [`file_mode_in`]).
+fn write_new(path: &Path, bytes: &[u8], sync: bool, final_dir: &Path) -> Result<(), FsError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(file_mode_in(final_dir))
         .open(path)
         .fs("create", path)?;
     let written = file
@@ -114,6 +117,28 @@ fn replace(temp: &Path, path: &Path) -> Result<(), FsError> {
         return Err(err);
     }
     fsync_dir(parent_dir(path))
+}
+
+/// The mode a new file in `dir` is created with (before the umask): `0600` when `dir` grants
+/// its group and others nothing (a private directory such as the store's keeps its files
+/// private too, whatever the umask), else `0666` (the umask decides, as for any new file).
+pub fn file_mode_in(dir: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    match fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o077 == 0 => 0o600,
+        _ => 0o666,
+    }
+}
+
+/// Creates `path` and its missing parents with mode `0700` (`mkdir -p -m 0700`): a directory of
+/// kiln's own in a private store. An existing directory is left as it is.
+pub fn create_private_dir_all(path: &Path) -> Result<(), FsError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .fs("create directory", path)
 }
 
 /// Flushes a directory's entries (a rename, create or unlink in it) to disk. Without it a crash
@@ -170,9 +195,10 @@ impl Staging {
     /// pid may have been reused); a live writer keeps its file's mtime fresh while it writes.
     pub const STALE_AGE: Duration = Duration::from_secs(3600);
 
-    /// Opens (creating when missing) the staging directory `dir`.
+    /// Opens (creating when missing, mode `0700`: what is staged is nobody else's business)
+    /// the staging directory `dir`.
     pub fn open(dir: &Path) -> Result<Staging, FsError> {
-        fs::create_dir_all(dir).fs("create directory", dir)?;
+        create_private_dir_all(dir)?;
         Ok(Staging {
             dir: dir.to_path_buf(),
         })
