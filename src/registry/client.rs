@@ -149,6 +149,16 @@ struct AuthState {
     credentials: HashMap<String, Option<Credentials>>,
 }
 
+/// Why [`Client::download_into`] stopped.
+enum DownloadError {
+    Registry(RegistryError),
+    Blob(crate::store::BlobError),
+    /// Writing the bytes received.
+    Write(std::io::Error),
+    /// The registry sent more than the blob's size (this many bytes so far).
+    TooLong(u64),
+}
+
 /// One request's identity for auth and messages.
 struct Call<'a> {
     registry: &'a str,
@@ -580,8 +590,11 @@ impl Client {
     /// Streams the blob `digest` of `size` bytes from `repo` into `store`, verifying digest and
     /// size on the way (more bytes than `size` stop it at once). A download broken off is
     /// resumed with `Range` where the registry allows it (else started over), a bounded number
-    /// of times. `progress` is told the bytes received so far. On any failure nothing enters the
-    /// store.
+    /// of times; so is one a killed kiln left (its bytes are kept in the store's staging, see
+    /// [`BlobStore::download`]). The whole blob's digest is checked at the end: when a resumed
+    /// blob's is wrong (the kept bytes were corrupt), they are discarded and the blob fetched
+    /// once more from the start. `progress` is told the bytes received so far. On any failure
+    /// nothing enters the store.
     pub async fn fetch_blob(
         &self,
         repo: &Repository,
@@ -605,14 +618,67 @@ impl Client {
             blob_error(crate::sys::FsError::new("write", path, err).into())
         };
         let url = self.url(repo, &format!("blobs/{digest}"))?;
-        let mut writer = store.writer().map_err(blob_error)?;
         let staged = store.staging().dir().to_path_buf();
-        let mut written: u64 = 0;
+        let mut refetched = false;
+        loop {
+            let mut writer = store.download(digest).map_err(blob_error)?;
+            let kept = writer.offset();
+            if kept > size {
+                writer.restart().map_err(blob_error)?;
+            }
+            let written = writer.offset();
+            progress(written);
+            // A kept download may be whole already (killed between the last byte and the
+            // rename): then there is nothing to ask for.
+            if written < size {
+                self.download_into(&call, &url, &mut writer, written, size, progress)
+                    .await
+                    .map_err(|err| match err {
+                        DownloadError::Registry(err) => err,
+                        DownloadError::Blob(err) => blob_error(err),
+                        DownloadError::Write(err) => fs_error(err, &staged),
+                        DownloadError::TooLong(actual) => {
+                            blob_error(crate::store::BlobError::SizeMismatch {
+                                digest: digest.clone(),
+                                expected: size,
+                                actual,
+                            })
+                        }
+                    })?;
+            }
+            let resumed = kept > 0 && kept <= size;
+            match writer.commit_exact(digest, size) {
+                Ok(blob) => return Ok(blob),
+                // The kept bytes were not the blob's: they are gone now; once more from 0.
+                Err(
+                    crate::store::BlobError::DigestMismatch { .. }
+                    | crate::store::BlobError::SizeMismatch { .. },
+                ) if resumed && !refetched => {
+                    refetched = true;
+                    progress(0);
+                }
+                Err(err) => return Err(blob_error(err)),
+            }
+        }
+    }
+
+    /// Writes the blob at `url` into `writer` from byte `written` on (a `Range` request when
+    /// that is not 0; a registry that answers the whole blob instead starts it over), resuming
+    /// after a broken connection up to the configured retries. Returns the bytes written.
+    async fn download_into(
+        &self,
+        call: &Call<'_>,
+        url: &Url,
+        writer: &mut crate::store::Download,
+        mut written: u64,
+        size: u64,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), DownloadError> {
         let mut breaks = 0;
         'download: loop {
             let from = written;
             let mut response = self
-                .send(&call, || {
+                .send(call, || {
                     let request = self.http.get(url.clone());
                     if from > 0 {
                         request.header(header::RANGE, format!("bytes={from}-"))
@@ -620,31 +686,36 @@ impl Client {
                         request
                     }
                 })
-                .await?;
+                .await
+                .map_err(DownloadError::Registry)?;
             match response.status() {
                 StatusCode::PARTIAL_CONTENT if from > 0 && range_start(&response) == Some(from) => {
                 }
                 StatusCode::OK if from > 0 => {
                     // The registry ignored the range: start over.
-                    writer = store.writer().map_err(blob_error)?;
+                    writer.restart().map_err(DownloadError::Blob)?;
                     written = 0;
                     progress(0);
                 }
                 StatusCode::OK => {}
-                _ => return Err(status_error(&call, response).await),
+                // What was kept is not a prefix the registry knows (the blob is shorter): the
+                // whole blob, then.
+                StatusCode::RANGE_NOT_SATISFIABLE if from > 0 => {
+                    writer.restart().map_err(DownloadError::Blob)?;
+                    written = 0;
+                    progress(0);
+                    continue 'download;
+                }
+                _ => return Err(DownloadError::Registry(status_error(call, response).await)),
             }
             loop {
                 match response.chunk().await {
                     Ok(Some(chunk)) => {
                         written += chunk.len() as u64;
                         if written > size {
-                            return Err(blob_error(crate::store::BlobError::SizeMismatch {
-                                digest: digest.clone(),
-                                expected: size,
-                                actual: written,
-                            }));
+                            return Err(DownloadError::TooLong(written));
                         }
-                        writer.write_all(&chunk).map_err(|e| fs_error(e, &staged))?;
+                        writer.write_all(&chunk).map_err(DownloadError::Write)?;
                         progress(written);
                     }
                     Ok(None) => break 'download,
@@ -656,16 +727,16 @@ impl Client {
                         continue 'download;
                     }
                     Err(source) => {
-                        return Err(RegistryError::Http {
-                            registry: repo.registry.clone(),
+                        return Err(DownloadError::Registry(RegistryError::Http {
+                            registry: call.registry.to_string(),
                             what: call.what.clone(),
                             source,
-                        });
+                        }));
                     }
                 }
             }
         }
-        writer.commit_exact(digest, size).map_err(blob_error)
+        Ok(())
     }
 
     /// Pushes the blob `digest` of `size` bytes from `store` to `repo`: skipped when the

@@ -232,6 +232,83 @@ impl BlobStore {
         })
     }
 
+    /// A download of the blob `digest` that survives its process: its bytes go to
+    /// `tmp/sha256-<hex>.partial` (locked by this writer), where a later download of the same
+    /// blob finds them and resumes at [`Download::offset`]. Only content that hashes to
+    /// `digest` is ever renamed into the store. When another writer (another process) holds
+    /// that file, this download is an ordinary one in staging, started from 0 and removed when
+    /// dropped; waiting for the other could deadlock two pulls that each hold what the other
+    /// wants.
+    pub fn download(&self, digest: &Digest) -> Result<Download, BlobError> {
+        let path = self
+            .staging
+            .partial_path(&format!("sha256-{}", digest.hex()));
+        let Some(file) = self.lock_partial(&path)? else {
+            return Ok(Download {
+                sink: Sink::Staged(self.writer()?),
+                offset: 0,
+            });
+        };
+        // Hash what an earlier download left: the hash of the whole blob goes on from there.
+        let mut hashing = Hashing::new(PartialFile {
+            file: BufWriter::new(file),
+            replaying: true,
+        });
+        let mut reader = File::open(&path).fs("open", &path)?;
+        io::copy(&mut reader, &mut hashing).fs("read", &path)?;
+        hashing.get_mut().replaying = false;
+        let offset = hashing.bytes();
+        // Appends go after what was hashed, whatever the file grew to meanwhile (it cannot:
+        // the lock is ours).
+        use std::io::Seek as _;
+        hashing
+            .get_mut()
+            .file
+            .seek(io::SeekFrom::Start(offset))
+            .fs("seek", &path)?;
+        Ok(Download {
+            sink: Sink::Partial(PartialBlob {
+                inner: Some(hashing),
+                path,
+                blobs_dir: self.dir.clone(),
+            }),
+            offset,
+        })
+    }
+
+    /// Opens and locks the partial file at `path`, or `None` when another writer holds it. The
+    /// file locked must still be the one at `path`: a writer that finished renames it into the
+    /// store (or removes it) before it unlocks, and appending to that would corrupt a blob.
+    fn lock_partial(&self, path: &Path) -> Result<Option<File>, BlobError> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(file_mode_in(&self.dir))
+                .open(path)
+                .fs("create", path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(err)) => {
+                    return Err(FsError::new("lock", path, err).into());
+                }
+            }
+            let locked = file.metadata().fs("inspect", path)?;
+            match fs::symlink_metadata(path) {
+                Ok(now) if (now.dev(), now.ino()) == (locked.dev(), locked.ino()) => {
+                    return Ok(Some(file));
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(FsError::new("inspect", path, err).into()),
+            }
+        }
+    }
+
     /// Deletes a blob (a missing one is fine). Callers make sure nothing references it.
     pub fn remove(&self, digest: &Digest) -> Result<(), BlobError> {
         let path = self.path(digest);
@@ -368,6 +445,198 @@ impl Drop for BlobWriter {
         // the staged file is abandoned. Either way nothing of it may stay in staging.
         self.inner = None;
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A blob being downloaded: see [`BlobStore::download`]. Write the bytes from
+/// [`Download::offset`] on; [`Download::restart`] when the source can only send them from the
+/// start; [`Download::commit_exact`] at the end.
+#[derive(Debug)]
+pub struct Download {
+    sink: Sink,
+    /// Bytes already there when it was opened.
+    offset: u64,
+}
+
+#[derive(Debug)]
+enum Sink {
+    /// Kept across processes, resumable.
+    Partial(PartialBlob),
+    /// Another writer holds the partial file: an ordinary staged blob.
+    Staged(BlobWriter),
+}
+
+impl Download {
+    /// How many bytes of the blob an earlier, interrupted download left (0 for a new one):
+    /// the next byte to write is the one at this offset.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether the bytes outlive this process (a later download resumes them).
+    pub fn is_resumable(&self) -> bool {
+        matches!(self.sink, Sink::Partial(_))
+    }
+
+    /// Drops what was written so far: the next byte written is the blob's first.
+    pub fn restart(&mut self) -> Result<(), BlobError> {
+        self.offset = 0;
+        match &mut self.sink {
+            Sink::Partial(partial) => partial.restart(),
+            Sink::Staged(writer) => {
+                let Some(path) = writer.path.parent().map(Path::to_path_buf) else {
+                    unreachable!("a staged blob lives in the staging directory");
+                };
+                let staging = Staging::open(&path)?;
+                let fresh = BlobStore {
+                    dir: writer.blobs_dir.clone(),
+                    staging,
+                }
+                .writer()?;
+                *writer = fresh;
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes the blob visible once the whole content (the bytes an earlier download left and
+    /// this one's) has `digest` and `size`. Content that does not is discarded, partial file
+    /// and all, so the next download starts from 0.
+    pub fn commit_exact(self, digest: &Digest, size: u64) -> Result<BlobRef, BlobError> {
+        match self.sink {
+            Sink::Partial(partial) => partial.commit_exact(digest, size),
+            Sink::Staged(writer) => writer.commit_exact(digest, size),
+        }
+    }
+}
+
+impl Write for Download {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.sink {
+            Sink::Partial(partial) => partial.write(buf),
+            Sink::Staged(writer) => writer.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Partial(partial) => partial.flush(),
+            Sink::Staged(writer) => writer.flush(),
+        }
+    }
+}
+
+/// The partial file's writer: while `replaying`, bytes already in the file are only hashed.
+struct PartialFile {
+    file: BufWriter<File>,
+    replaying: bool,
+}
+
+impl Write for PartialFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.replaying {
+            return Ok(buf.len());
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A resumable download's file (`tmp/sha256-<hex>.partial`), locked while this lives. Dropped
+/// uncommitted, it keeps its bytes (flushed) for the next download.
+struct PartialBlob {
+    /// `None` once committed.
+    inner: Option<Hashing<PartialFile>>,
+    path: PathBuf,
+    blobs_dir: PathBuf,
+}
+
+impl std::fmt::Debug for PartialBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartialBlob")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialBlob {
+    fn restart(&mut self) -> Result<(), BlobError> {
+        use std::io::Seek as _;
+        let Some(hashing) = self.inner.take() else {
+            unreachable!("a PartialBlob is restarted only before it is committed");
+        };
+        let (_, _, mut partial) = hashing.finish();
+        partial.file.flush().fs("write", &self.path)?;
+        let file = partial.file.get_mut();
+        file.set_len(0).fs("truncate", &self.path)?;
+        file.seek(io::SeekFrom::Start(0)).fs("seek", &self.path)?;
+        self.inner = Some(Hashing::new(partial));
+        Ok(())
+    }
+
+    fn commit_exact(mut self, expected: &Digest, expected_size: u64) -> Result<BlobRef, BlobError> {
+        let Some(hashing) = self.inner.take() else {
+            unreachable!("a PartialBlob is committed at most once (commit takes self)");
+        };
+        let (digest, size, partial) = hashing.finish();
+        let finished = partial
+            .file
+            .into_inner()
+            .map_err(|err| FsError::new("write", &self.path, err.into_error()))
+            .and_then(|file| file.sync_all().fs("sync", &self.path).map(|()| file));
+        let file = match finished {
+            Ok(file) => file,
+            Err(err) => return Err(err.into()),
+        };
+        if let Err(err) = check(Some(expected), Some(expected_size), &digest, size) {
+            // Corrupt (a partial cut by a power loss, a source that changed): never resumed.
+            let _ = fs::remove_file(&self.path);
+            return Err(err);
+        }
+        let target = self.blobs_dir.join(digest.hex());
+        if target.is_file() {
+            let _ = fs::remove_file(&self.path);
+            return Ok(BlobRef { digest, size });
+        }
+        // Renamed while still locked: no other writer can have appended to it.
+        fs::rename(&self.path, &target).fs("rename into place", &target)?;
+        drop(file);
+        fsync_dir(&self.blobs_dir)?;
+        Ok(BlobRef { digest, size })
+    }
+}
+
+impl Write for PartialBlob {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Some(inner) => inner.write(buf),
+            None => Err(io::Error::other("partial blob already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Some(inner) => inner.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for PartialBlob {
+    fn drop(&mut self) {
+        // Uncommitted: what was received stays for the next download (the lock goes with the
+        // file). A failed flush leaves a shorter prefix, which is still a prefix. Nothing
+        // received (the source refused): no file is left behind.
+        if let Some(mut inner) = self.inner.take() {
+            if inner.bytes() == 0 {
+                let _ = fs::remove_file(&self.path);
+            } else {
+                let _ = inner.flush();
+            }
+        }
     }
 }
 
@@ -598,6 +867,75 @@ mod tests {
         blobs.remove(&a.digest).unwrap();
         blobs.remove(&a.digest).unwrap();
         assert_eq!(blobs.list().unwrap(), [b]);
+    }
+
+    #[test]
+    fn a_dropped_download_is_resumed_by_the_next_and_verified_whole() {
+        let (_dir, blobs) = store();
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let digest = Digest::of(&content);
+        let mut first = blobs.download(&digest).unwrap();
+        assert!(first.is_resumable());
+        assert_eq!(first.offset(), 0);
+        first.write_all(&content[..40_000]).unwrap();
+        // Meanwhile another writer cannot resume it: it gets an ordinary download from 0.
+        let other = blobs.download(&digest).unwrap();
+        assert!(!other.is_resumable());
+        assert_eq!(other.offset(), 0);
+        drop(other);
+        drop(first);
+        let partial = blobs
+            .staging()
+            .partial_path(&format!("sha256-{}", digest.hex()));
+        assert_eq!(fs::metadata(&partial).unwrap().len(), 40_000);
+
+        let mut second = blobs.download(&digest).unwrap();
+        assert_eq!(second.offset(), 40_000);
+        second.write_all(&content[40_000..]).unwrap();
+        let blob = second.commit_exact(&digest, content.len() as u64).unwrap();
+        assert_eq!(blob.digest, digest);
+        assert_eq!(fs::read(blobs.path(&digest)).unwrap(), content);
+        assert!(!partial.exists());
+        assert_eq!(staged(&blobs), 0);
+    }
+
+    #[test]
+    fn a_corrupt_partial_fails_the_digest_and_is_discarded() {
+        let (_dir, blobs) = store();
+        let content = b"the real content of the blob".repeat(100);
+        let digest = Digest::of(&content);
+        let partial = blobs
+            .staging()
+            .partial_path(&format!("sha256-{}", digest.hex()));
+        fs::write(&partial, b"garbage left by a power loss").unwrap();
+        let mut download = blobs.download(&digest).unwrap();
+        assert_eq!(download.offset(), 28);
+        download.write_all(&content[28..]).unwrap();
+        let err = download
+            .commit_exact(&digest, content.len() as u64)
+            .unwrap_err();
+        assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
+        assert!(!partial.exists());
+        assert!(!blobs.contains(&digest));
+
+        // Restarted: the whole content from 0, whatever was kept.
+        fs::write(&partial, b"more garbage").unwrap();
+        let mut download = blobs.download(&digest).unwrap();
+        download.restart().unwrap();
+        assert_eq!(download.offset(), 0);
+        download.write_all(&content).unwrap();
+        download
+            .commit_exact(&digest, content.len() as u64)
+            .unwrap();
+        assert_eq!(fs::read(blobs.path(&digest)).unwrap(), content);
+        assert_eq!(staged(&blobs), 0);
+    }
+
+    #[test]
+    fn a_download_that_received_nothing_leaves_nothing() {
+        let (_dir, blobs) = store();
+        drop(blobs.download(&Digest::of(b"never sent")).unwrap());
+        assert_eq!(staged(&blobs), 0);
     }
 
     #[test]

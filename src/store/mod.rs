@@ -44,7 +44,9 @@ mod private;
 mod variant;
 
 pub use annotated::Annotated;
-pub use blob::{BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, MAX_DOCUMENT_SIZE};
+pub use blob::{
+    BlobError, BlobReader, BlobRef, BlobStore, BlobWriter, Download, MAX_DOCUMENT_SIZE,
+};
 pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };

@@ -195,6 +195,14 @@ impl Staging {
     /// pid may have been reused); a live writer keeps its file's mtime fresh while it writes.
     pub const STALE_AGE: Duration = Duration::from_secs(3600);
 
+    /// A partial download (`NAME.partial`, see [`Staging::partial_path`]) is kept this long
+    /// after it was last written, for the next pull to resume; then (and never while its writer
+    /// holds its lock) it is stale.
+    pub const PARTIAL_AGE: Duration = Duration::from_secs(24 * 3600);
+
+    /// The extension of a partial download.
+    pub const PARTIAL: &'static str = "partial";
+
     /// Opens (creating when missing, mode `0700`: what is staged is nobody else's business)
     /// the staging directory `dir`.
     pub fn open(dir: &Path) -> Result<Staging, FsError> {
@@ -215,9 +223,17 @@ impl Staging {
         self.dir.join(format!("{}.{kind}", unique_suffix()))
     }
 
+    /// Where a download that outlives its process is kept: `NAME.partial`, named by what it
+    /// will be (a blob's digest), not by its writer, so the next writer finds and resumes it.
+    /// Whoever writes one holds an exclusive flock(2) on it.
+    pub fn partial_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.{}", Staging::PARTIAL))
+    }
+
     /// Removes entries left by dead writers: those whose pid is not a running process, those
     /// older than `max_age`, and those whose name kiln did not make. This process's own entries
-    /// are never touched.
+    /// are never touched. A partial download is kept for the next pull to resume until it is
+    /// older than `max_age` and [`Staging::PARTIAL_AGE`] both, and while a writer locks it.
     pub fn remove_stale(&self, max_age: Duration) -> Result<StaleReport, FsError> {
         let mut report = StaleReport::default();
         let entries = match fs::read_dir(&self.dir) {
@@ -237,13 +253,20 @@ impl Staging {
             if pid == Some(me) {
                 continue;
             }
-            let old = entry
+            let age = entry
                 .metadata()
                 .ok()
                 .and_then(|m| m.modified().ok())
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > max_age);
+                .and_then(|t| t.elapsed().ok());
+            let old = age.is_some_and(|age| age > max_age);
+            let partial = Path::new(&name)
+                .extension()
+                .is_some_and(|ext| ext == Staging::PARTIAL);
             let stale = match pid {
+                _ if partial => {
+                    age.is_some_and(|age| age > max_age.max(Staging::PARTIAL_AGE))
+                        && !is_locked(&path)
+                }
                 Some(pid) => old || !process_alive(pid),
                 None => true,
             };
@@ -255,6 +278,12 @@ impl Staging {
         }
         Ok(report)
     }
+}
+
+/// Whether another open file holds a flock(2) on `path` (a file that cannot be opened counts as
+/// unlocked).
+fn is_locked(path: &Path) -> bool {
+    File::open(path).is_ok_and(|file| matches!(file.try_lock(), Err(fs::TryLockError::WouldBlock)))
 }
 
 /// Whether a process with this pid exists (kill(2) with signal 0 checks without sending; EPERM
@@ -405,6 +434,35 @@ mod tests {
             "an old entry is stale even if its pid lives"
         );
         assert!(mine.exists(), "this process's own entries stay");
+    }
+
+    #[test]
+    fn partial_downloads_are_kept_until_old_and_unlocked() {
+        let dir = tempfile::tempdir().unwrap();
+        let staging = Staging::open(dir.path()).unwrap();
+        let fresh = staging.partial_path("sha256-aa");
+        let old = staging.partial_path("sha256-bb");
+        let old_locked = staging.partial_path("sha256-cc");
+        for path in [&fresh, &old, &old_locked] {
+            fs::write(path, b"12345").unwrap();
+        }
+        let long_ago = SystemTime::now() - Staging::PARTIAL_AGE - Duration::from_secs(60);
+        for path in [&old, &old_locked] {
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let lock = File::open(&old_locked).unwrap();
+        lock.lock().unwrap();
+        let report = staging.remove_stale(Duration::ZERO).unwrap();
+        assert_eq!(report.entries, 1);
+        assert!(fresh.exists() && !old.exists() && old_locked.exists());
+        drop(lock);
+        staging.remove_stale(Staging::STALE_AGE).unwrap();
+        assert!(fresh.exists() && !old_locked.exists());
     }
 
     #[test]
