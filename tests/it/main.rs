@@ -50,4 +50,5 @@ mod shared_cache_registry;
 mod shell_conformance;
 mod stages;
 mod store;
+mod store_hardening;
 mod support;
