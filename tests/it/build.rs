@@ -19,7 +19,7 @@ use std::process::Child;
 
 /// The base every test builds first and tags `base`: busybox with its applets, a sticky `/tmp`,
 /// `/etc/passwd` and `/etc/group` (root, nobody, app 1234:4321), and `CMD ["sh"]`.
-const BASE: &str = r#"FROM scratch
+pub(crate) const BASE: &str = r#"FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox","--install","-s","/bin"]
 RUN mkdir -p /etc /tmp && chmod 1777 /tmp && printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\napp:x:1234:4321::/home/app:/bin/sh\n' > /etc/passwd && printf 'root:x:0:\nnogroup:x:65534:\napp:x:4321:\n' > /etc/group

@@ -48,6 +48,7 @@ mod shared_cache;
 mod shared_cache_mounts;
 mod shared_cache_registry;
 mod shell_conformance;
+mod soak;
 mod stages;
 mod store;
 mod store_hardening;
