@@ -587,10 +587,7 @@ impl PartialBlob {
             .into_inner()
             .map_err(|err| FsError::new("write", &self.path, err.into_error()))
             .and_then(|file| file.sync_all().fs("sync", &self.path).map(|()| file));
-        let file = match finished {
-            Ok(file) => file,
-            Err(err) => return Err(err.into()),
-        };
+        let file = finished?;
         if let Err(err) = check(Some(expected), Some(expected_size), &digest, size) {
             // Corrupt (a partial cut by a power loss, a source that changed): never resumed.
             let _ = fs::remove_file(&self.path);

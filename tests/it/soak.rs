@@ -7,6 +7,7 @@
 
 use crate::build::builder;
 use crate::store_hardening::offenders;
+use crate::support;
 use kiln::oci::Digest;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -49,40 +50,36 @@ struct Built {
     stderr: String,
 }
 
-/// Runs `command` (stdout and stderr to files) to its end and returns its exit status and peak
-/// RSS, read by wait4(2) from the kernel's accounting of that one process.
-fn run_measured(mut command: std::process::Command, log: &Path) -> (bool, i64, u32) {
+/// Runs `command` (stdout and stderr to `log`) to its end under GNU `time` (`time`, Debian
+/// package time), and returns whether it succeeded and its peak RSS in KiB (`%M`: wait4(2)'s
+/// `ru_maxrss`). Measuring from this process would not do: a child's `ru_maxrss` counts the
+/// memory it had before its exec, which for a child forked from this test is the whole test
+/// harness's. (busybox's `time` will not do either: it takes `ru_maxrss` for pages, 4 times
+/// too much.)
+fn run_measured(command: &std::process::Command, time: &Path, log: &Path) -> (bool, i64) {
     let out = fs::File::create(log).expect("log file");
-    let child = command
+    let rss_file = log.with_extension("rss");
+    let mut timed = std::process::Command::new(time);
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(command.get_program())
+        .args(command.get_args())
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    if let Some(dir) = command.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let status = timed
         .stdin(Stdio::null())
         .stdout(out.try_clone().expect("log file"))
         .stderr(out)
-        .spawn()
-        .expect("start kiln");
-    let pid = child.id();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `pid` is our own unreaped child (std's handle never waits: it is only
-        // dropped), and both pointers are to live locals of the right types.
-        let waited =
-            unsafe { libc::wait4(i32::try_from(pid).expect("pid"), &mut status, 0, &mut usage) };
-        if waited == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-        {
-            continue;
-        }
-        assert_eq!(
-            waited as u32,
-            pid,
-            "wait4: {}",
-            std::io::Error::last_os_error()
-        );
-        break;
-    }
-    drop(child);
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (ok, usage.ru_maxrss, pid)
+        .status()
+        .expect("start time kiln");
+    let rss = fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|text| text.lines().last()?.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no peak RSS in {}", rss_file.display()));
+    (status.success(), rss)
 }
 
 fn median(values: &[i64]) -> i64 {
@@ -91,31 +88,33 @@ fn median(values: &[i64]) -> i64 {
     sorted[sorted.len() / 2]
 }
 
-/// The processes (other than this one) whose cwd, root or command line reaches into `root` or
-/// names one of `pids`' sandbox directories.
-fn processes_in(root: &Path, pids: &[u32]) -> Vec<String> {
+/// The processes (other than this one) whose cwd, root or command line reaches into one of
+/// `dirs`.
+fn processes_in(dirs: &[&Path]) -> Vec<String> {
     let me = std::process::id().to_string();
-    let sandboxes: Vec<String> = pids.iter().map(|p| format!("kiln-sandbox-{p}-")).collect();
-    let root_text = root.to_string_lossy().into_owned();
+    let dirs: Vec<String> = dirs
+        .iter()
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect();
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").expect("/proc").flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.bytes().all(|b| b.is_ascii_digit()) || name == me {
             continue;
         }
-        let dir = entry.path();
+        let proc_dir = entry.path();
         let mut seen = Vec::new();
         for link in ["cwd", "root"] {
-            if let Ok(target) = fs::read_link(dir.join(link)) {
+            if let Ok(target) = fs::read_link(proc_dir.join(link)) {
                 seen.push(target.to_string_lossy().into_owned());
             }
         }
-        if let Ok(cmdline) = fs::read(dir.join("cmdline")) {
+        if let Ok(cmdline) = fs::read(proc_dir.join("cmdline")) {
             seen.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
         }
         if seen
             .iter()
-            .any(|s| s.contains(&root_text) || sandboxes.iter().any(|p| s.contains(p.as_str())))
+            .any(|s| dirs.iter().any(|d| s.contains(d.as_str())))
         {
             found.push(format!("{name}: {seen:?}"));
         }
@@ -155,6 +154,9 @@ fn temp_files(dir: &Path, found: &mut Vec<PathBuf>) {
 #[test]
 fn soak_200_builds_4_at_a_time_with_prunes_leave_a_whole_clean_store() {
     let Some(b) = builder() else { return };
+    let Some(time) = support::tool("time") else {
+        return;
+    };
     let root = b.root().to_path_buf();
     let contexts: Vec<tempfile::TempDir> = DOCKERFILES
         .iter()
@@ -167,8 +169,10 @@ fn soak_200_builds_4_at_a_time_with_prunes_leave_a_whole_clean_store() {
         })
         .collect();
     let logs = tempfile::tempdir().expect("temp dir");
+    // kiln's sandboxes stage in `$TMPDIR/kiln-sandbox-PID-N`: a directory of the soak's own, so
+    // what is left there is the soak's, whatever else runs on the machine.
+    let sandbox_tmp = tempfile::tempdir().expect("temp dir");
     let results: Mutex<Vec<Built>> = Mutex::new(Vec::new());
-    let pids: Mutex<Vec<u32>> = Mutex::new(Vec::new());
     let prunes = AtomicUsize::new(0);
     let started = Instant::now();
     for batch in 0..BUILDS / PRUNE_EVERY {
@@ -184,7 +188,7 @@ fn soak_200_builds_4_at_a_time_with_prunes_leave_a_whole_clean_store() {
                         }
                         let which = number % DOCKERFILES.len();
                         let context = contexts[which].path().display().to_string();
-                        let command = b
+                        let mut command = b
                             .kiln(&[
                                 "build",
                                 "-q",
@@ -195,9 +199,9 @@ fn soak_200_builds_4_at_a_time_with_prunes_leave_a_whole_clean_store() {
                                 &context,
                             ])
                             .command();
+                        command.env("TMPDIR", sandbox_tmp.path());
                         let log = logs.path().join(format!("{number}.log"));
-                        let (ok, max_rss_kib, pid) = run_measured(command, &log);
-                        pids.lock().expect("pids").push(pid);
+                        let (ok, max_rss_kib) = run_measured(&command, &time, &log);
                         results.lock().expect("results").push(Built {
                             number,
                             ok,
@@ -210,7 +214,7 @@ fn soak_200_builds_4_at_a_time_with_prunes_leave_a_whole_clean_store() {
         });
         let done = (batch + 1) * PRUNE_EVERY;
         let mut args = vec!["prune", "-f"];
-        if done % PRUNE_ALL_EVERY == 0 && done < BUILDS {
+        if done.is_multiple_of(PRUNE_ALL_EVERY) && done < BUILDS {
             args.push("-a");
         }
         b.kiln(&args).run().success();
@@ -291,17 +295,12 @@ fn soak_200_builds_4_at_a_time_with_prunes_leave_a_whole_clean_store() {
         .map(str::to_string)
         .collect();
     assert!(mounts.is_empty(), "mounts left:\n{}", mounts.join("\n"));
-    let pids = pids.into_inner().expect("pids");
-    let procs = processes_in(&root, &pids);
+    let procs = processes_in(&[&root, sandbox_tmp.path()]);
     assert!(procs.is_empty(), "processes left:\n{}", procs.join("\n"));
-    let sandbox_dirs: Vec<String> = fs::read_dir(std::env::temp_dir())
+    let sandbox_dirs: Vec<_> = fs::read_dir(sandbox_tmp.path())
         .expect("temp dir")
         .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            pids.iter()
-                .any(|p| n.starts_with(&format!("kiln-sandbox-{p}-")))
-        })
+        .map(|e| e.file_name())
         .collect();
     assert!(
         sandbox_dirs.is_empty(),
