@@ -14,7 +14,8 @@
 //!   cache-mounts/         RUN --mount=type=cache directories (see `cache_mount`)
 //!   cache/                the build cache's records, git repositories and checkouts
 //!                         (crate::git), URL records (crate::fetch)
-//!   tmp/                  staging for everything on its way in (same filesystem)
+//!   tmp/                  staging for everything on its way in (same filesystem); a pull's
+//!                         partial blobs (`sha256-<hex>.partial`) wait there to be resumed
 //!   index.lock, gc.lock   lock files
 //! ```
 //!
@@ -26,6 +27,9 @@
 //! written but not referenced yet. Take locks in that order: `gc.lock`, then `index.lock`. The
 //! same hold ([`Collection`]) guards what higher modules keep under `cache/` (git checkouts,
 //! URL records): whoever reads one holds a lease, whoever deletes one holds the collection.
+//!
+//! The store is private to its owner: its root and kiln's directories `0700`, its files `0600`
+//! (see `private`).
 //!
 //! Image IDs are config digests, as in docker; names are docker references
 //! ([`crate::oci::Reference`]) kept normalised and printed familiar ([`ImageName`]).
