@@ -530,7 +530,14 @@ fn a_killed_pull_resumes_with_a_range_request() {
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("store");
     let (_, kept) = kill_a_pull_midway(&root, &registry);
-    // The config (small, fetched first) is in the store already: verified blobs are kept too.
+    // The config (small, done long before the kill) is in the store already, verified: the
+    // second pull must not fetch it again.
+    let stored: Vec<String> = fs::read_dir(root.join("blobs/sha256"))
+        .expect("blobs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_ne!(stored[0], registry.layer.hex());
     registry.slow.store(false, Ordering::SeqCst);
     let before = registry.log().len();
     kiln()
