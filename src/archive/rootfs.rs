@@ -419,8 +419,8 @@ fn flatten_into(
     let options = ApplyOptions {
         whiteouts: Whiteouts::Apply,
         max_bytes,
-        same_owner: nix::unistd::geteuid().is_root(),
-        device_nodes: nix::unistd::geteuid().is_root(),
+        same_owner: crate::sys::privilege::current().can_chown(),
+        device_nodes: crate::sys::privilege::current().can_make_devices(),
         user_xattr: false,
     };
     let mut exported = Exported::default();

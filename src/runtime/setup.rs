@@ -114,12 +114,24 @@ pub(crate) enum UserNamespace {
     Rootless { host_uid: u32, host_gid: u32 },
     /// Root asked for a user namespace: container ids `0..count` are host ids `base..base+count`.
     Remapped { base: u32, count: u32 },
+    /// kiln runs as root of a user namespace already (its rootless namespace with subordinate
+    /// ids, `sys::privilege`): the sandbox makes no new one, and its ids `0..uids`/`0..gids` are
+    /// the ones mapped. Devices cannot be made and overlayfs needs `userxattr` as in a new one.
+    Inherited { uids: u32, gids: u32 },
 }
 
 impl UserNamespace {
-    /// Whether there is a user namespace at all.
+    /// Whether the sandbox runs in a user namespace at all (a new one or kiln's own).
     pub(crate) fn active(self) -> bool {
         self != UserNamespace::None
+    }
+
+    /// Whether the sandbox gets a new user namespace, whose id maps the parent writes.
+    pub(crate) fn creates(self) -> bool {
+        matches!(
+            self,
+            UserNamespace::Rootless { .. } | UserNamespace::Remapped { .. }
+        )
     }
 
     /// Whether container gid `gid` has a host id (devpts refuses an unmapped `gid=`).
@@ -128,6 +140,7 @@ impl UserNamespace {
             UserNamespace::None => true,
             UserNamespace::Rootless { .. } => gid == 0,
             UserNamespace::Remapped { count, .. } => gid < count,
+            UserNamespace::Inherited { gids, .. } => gid < gids,
         }
     }
 }
@@ -957,6 +970,8 @@ fn setup_steps(
             clear_groups: false,
         }),
         UserNamespace::Remapped { .. } => steps.push(Action::BecomeRoot { clear_groups: true }),
+        // Root of kiln's namespace already.
+        UserNamespace::Inherited { .. } => {}
     }
     steps.push(Action::UnshareCgroup);
     steps.push(Action::MakeMountsPrivate);
@@ -1103,6 +1118,21 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeErro
                 });
             }
             None
+        }
+        UserNamespace::Inherited { uids, gids } => {
+            let unmapped = user.uid >= uids
+                || user.gid >= gids
+                || user.additional_gids.iter().any(|&gid| gid >= gids);
+            if unmapped {
+                return Err(RuntimeError::UnmappedUser {
+                    uid: user.uid,
+                    gid: user.gid,
+                    uids,
+                    gids,
+                });
+            }
+            // One gid: the namespace's creator may have denied setgroups (`unshare -r`).
+            (gids > 1).then(|| user.additional_gids.clone())
         }
         UserNamespace::None | UserNamespace::Remapped { .. } => Some(user.additional_gids.clone()),
     };
