@@ -2173,7 +2173,41 @@ mod tests {
         let err = super::prepare(&spec, &ctx(rootless), &dirs).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "a rootless sandbox maps only root: cannot run as 1000:0 (run kiln as root to use other users)"
+            "a rootless sandbox without subordinate ids maps only root: cannot run as 1000:0 \
+             (give the user ranges in /etc/subuid and /etc/subgid with newuidmap installed, or \
+             run kiln as root)"
+        );
+    }
+
+    #[test]
+    fn kiln_s_own_namespace_runs_any_mapped_user_with_groups() {
+        let inherited = UserNamespace::Inherited {
+            uids: 65_537,
+            gids: 65_537,
+        };
+        let mut spec = spec();
+        spec.user.uid = 1000;
+        spec.user.gid = 1000;
+        spec.user.additional_gids = vec![3000];
+        let plan = prepare(&spec, &ctx(inherited), &dirs).expect("plan");
+        assert!(plan.workload.iter().any(|s| matches!(
+            s,
+            Action::SetIds {
+                groups: Some(groups),
+                uid: 1000,
+                gid: 1000
+            } if groups == &[3000]
+        )));
+        // No new user namespace to become root of; devices bound, overlayfs with userxattr.
+        let steps = plan.setup;
+        assert!(!steps.iter().any(|s| matches!(s, Action::BecomeRoot { .. })));
+        assert!(!steps.iter().any(|s| matches!(s, Action::MakeDevice { .. })));
+        spec.user.additional_gids = vec![70_000];
+        let err = super::prepare(&spec, &ctx(inherited), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot run as 1000:1000: kiln's user namespace maps only uids 0-65536 and gids \
+             0-65536 (the user's ranges in /etc/subuid and /etc/subgid; widen them for higher ids)"
         );
     }
 
