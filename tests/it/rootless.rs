@@ -458,3 +458,45 @@ fn a_rootless_cgroup_limit_runs_where_delegated_and_says_why_not_elsewhere() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_owner_outside_the_range_is_named_with_the_fix() {
+    let Some(user) = User::new(RANGED, true) else {
+        return;
+    };
+    let path = user.dir.path().join("high.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&path).expect("create tar"));
+    builder
+        .append_path_with_name("/bin/busybox", "bin/busybox")
+        .expect("append busybox");
+    // The highest mapped id (root + 65536 subordinate ids) and one past it.
+    for (name, owner) in [("edge", 65_536), ("high", 100_000)] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_uid(owner);
+        header.set_gid(owner);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, std::io::empty())
+            .expect("append");
+    }
+    builder.finish().expect("finish tar");
+    drop(builder);
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let imported = user.kiln(&["import", path.to_str().unwrap(), "high"]);
+    let out = if imported.status.success() {
+        user.kiln(&["run", "--rm", "high", "/bin/busybox", "true"])
+    } else {
+        imported
+    };
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "layer entry \"high\" belongs to 100000:100000, outside the ids kiln's user \
+             namespace maps (uids 0-65536, gids 0-65536"
+        ) && stderr.contains("/etc/subuid"),
+        "{stderr}"
+    );
+}
