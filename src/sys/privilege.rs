@@ -75,6 +75,36 @@ impl Privilege {
         matches!(self, Privilege::NamespaceRoot { .. })
     }
 
+    /// The owner a file needs on disk to show as `uid`:`gid` inside a sandbox (and in a layer):
+    /// the same ids, except with one id, whose sandboxes show the caller as root.
+    pub fn host_owner(self, uid: u32, gid: u32) -> (u32, u32) {
+        match self {
+            Privilege::Single {
+                uid: own_uid,
+                gid: own_gid,
+            } => (
+                if uid == 0 { own_uid } else { uid },
+                if gid == 0 { own_gid } else { gid },
+            ),
+            Privilege::Root | Privilege::NamespaceRoot { .. } => (uid, gid),
+        }
+    }
+
+    /// The inverse of [`Privilege::host_owner`]: how a file owned by `uid`:`gid` on disk shows
+    /// inside a sandbox, which is what a layer records.
+    pub fn container_owner(self, uid: u32, gid: u32) -> (u32, u32) {
+        match self {
+            Privilege::Single {
+                uid: own_uid,
+                gid: own_gid,
+            } => (
+                if uid == own_uid { 0 } else { uid },
+                if gid == own_gid { 0 } else { gid },
+            ),
+            Privilege::Root | Privilege::NamespaceRoot { .. } => (uid, gid),
+        }
+    }
+
     /// Whether `uid` and `gid` have a host id (root's own ids do in every case).
     pub fn maps(self, uid: u32, gid: u32) -> bool {
         match self {
@@ -606,6 +636,13 @@ mod tests {
         assert!(!single.can_chown() && !single.in_user_namespace() && single.maps(0, 0));
         assert!(!single.maps(1, 0));
         assert!(Privilege::Root.can_make_devices() && Privilege::Root.is_real_root());
+        // With one id the caller is the sandbox's root, both ways; other ids stay.
+        assert_eq!(single.host_owner(0, 0), (1000, 1000));
+        assert_eq!(single.host_owner(5, 0), (5, 1000));
+        assert_eq!(single.container_owner(1000, 1000), (0, 0));
+        assert_eq!(single.container_owner(7, 8), (7, 8));
+        assert_eq!(ranged.host_owner(0, 0), (0, 0));
+        assert_eq!(ranged.container_owner(1000, 1000), (1000, 1000));
     }
 
     #[test]

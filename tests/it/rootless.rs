@@ -420,6 +420,29 @@ fn without_a_range_kiln_warns_once_naming_what_is_missing() {
             && stderr.contains("ranges in /etc/subuid and /etc/subgid"),
         "{stderr}"
     );
+    // A build works with root's files only: what COPY and RUN write is root's in the layers
+    // (the caller's ids on disk), and a chown inside is refused.
+    let dockerfile = "FROM plain\nCOPY data.txt /copied\n\
+                      RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo x > /written; \
+                      /bin/busybox chown 5 /written || echo refused\"]\n";
+    let ctx = user.context(dockerfile);
+    let built = user.kiln(&["build", "-t", "single", ctx.to_str().unwrap()]);
+    ok("a build with one id", &built);
+    assert!(
+        text(&built.stderr).contains("refused"),
+        "{}",
+        text(&built.stderr)
+    );
+    let exported = user.home().join("single.tar");
+    ok(
+        "export",
+        &user.kiln(&["export", "-o", exported.to_str().unwrap(), "single"]),
+    );
+    let tree = tree(&exported);
+    assert_eq!(
+        owners(&tree, &["copied", "written"]),
+        ["copied f 644 0:0", "written f 644 0:0"]
+    );
     // The store is private all the same.
     let meta = fs::metadata(user.data_home().join("kiln")).expect("store");
     assert_eq!(meta.mode() & 0o777, 0o700);
