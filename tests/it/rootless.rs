@@ -364,6 +364,14 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
         tree(&loaded_tar) == root,
         "the loaded image's tree differs from root's"
     );
+
+    // The user removes what belongs to the range's host ids through kiln (in its namespace).
+    let snapshots = store.join("snapshots");
+    let count = || fs::read_dir(&snapshots).map_or(0, |dir| dir.count());
+    assert!(count() > 0, "no snapshots in {}", snapshots.display());
+    ok("rmi", &user.kiln(&["rmi", "owners"]));
+    ok("prune", &user.kiln(&["prune", "--all", "--force"]));
+    assert_eq!(count(), 0, "prune left snapshots in {}", snapshots.display());
 }
 
 /// A root filesystem tar holding busybox at /bin/busybox, readable by everyone.
