@@ -138,7 +138,11 @@ impl User {
     /// `kiln ARGS` as the user, with its own HOME and XDG_DATA_HOME and no KILN_ROOT: the
     /// default rootless store.
     fn kiln(&self, args: &[&str]) -> Output {
-        let mut command = kiln().args(args).command();
+        self.run(kiln().args(args).command())
+    }
+
+    /// `command` as the user, as [`User::kiln`] runs kiln.
+    fn run(&self, mut command: Command) -> Output {
         command
             .uid(self.uid)
             .gid(self.gid)
@@ -371,7 +375,12 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
     assert!(count() > 0, "no snapshots in {}", snapshots.display());
     ok("rmi", &user.kiln(&["rmi", "owners"]));
     ok("prune", &user.kiln(&["prune", "--all", "--force"]));
-    assert_eq!(count(), 0, "prune left snapshots in {}", snapshots.display());
+    assert_eq!(
+        count(),
+        0,
+        "prune left snapshots in {}",
+        snapshots.display()
+    );
 }
 
 /// A root filesystem tar holding busybox at /bin/busybox, readable by everyone.
@@ -454,6 +463,35 @@ fn without_a_range_kiln_warns_once_naming_what_is_missing() {
     // The store is private all the same.
     let meta = fs::metadata(user.data_home().join("kiln")).expect("store");
     assert_eq!(meta.mode() & 0o777, 0o700);
+}
+
+#[test]
+fn no_new_privileges_falls_back_to_one_id_with_the_reason() {
+    let Some(user) = User::new(RANGED, true) else {
+        return;
+    };
+    let Some(setpriv) = support::tool("setpriv") else {
+        return;
+    };
+    let tar = busybox_tar(user.dir.path());
+    let kiln_command = kiln()
+        .args(["import", tar.to_str().unwrap(), "plain"])
+        .command();
+    let mut command = Command::new(setpriv);
+    command
+        .arg("--no-new-privs")
+        .arg(kiln_command.get_program())
+        .args(kiln_command.get_args());
+    let out = user.run(command);
+    ok("import under no_new_privs", &out);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: no_new_privs is set on this process, so newuidmap cannot gain the \
+             privilege to map subordinate ids: containers map only uid 0"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
