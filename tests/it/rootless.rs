@@ -266,6 +266,20 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
     let out = user.kiln(&["export", "-o", rootless_tar.to_str().unwrap(), "owners"]);
     ok("the rootless export", &out);
 
+    // `-o type=local` gives the user files of their own (not the range's host ids, which they
+    // could neither change nor delete), as buildctl writes them.
+    let out_dir = home.join("out");
+    let dest = format!("type=local,dest={}", out_dir.display());
+    ok("-o type=local", &user.kiln(&["build", "-o", &dest, ctx]));
+    for path in ["data", "data/suid", "home/app/m"] {
+        let meta = fs::symlink_metadata(out_dir.join(path)).expect(path);
+        assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "{path}");
+    }
+    assert_eq!(
+        fs::read_to_string(out_dir.join("home/app/m")).expect("m"),
+        "mine\n"
+    );
+
     // The same build as root, in a store of its own.
     let root_store = user.dir.path().join("root-store");
     let built = kiln()
