@@ -299,8 +299,9 @@ pub enum Rootless {
     Entered(Privilege),
     /// kiln keeps one id; why.
     Fallback(Missing),
-    /// The kernel refused `unshare(CLONE_NEWUSER)` (seccomp, a sysctl, the namespace limit): kiln
-    /// keeps one id, and sandboxes report the refusal themselves.
+    /// The kernel refuses `unshare(CLONE_NEWUSER)` (seccomp, a sysctl, the namespace limit): kiln
+    /// keeps one id, and sandboxes report the refusal themselves. Found by trying when a range is
+    /// there, and by a forked probe when one is missing (no warning then: it would not help).
     Denied(Errno),
 }
 
@@ -378,14 +379,21 @@ pub fn enter_rootless() -> Result<Rootless, EnterError> {
         }
         Ok((uid_ranges, gid_ranges, newuidmap, newgidmap))
     };
-    let (uid_ranges, gid_ranges, newuidmap, newgidmap) = match checks() {
-        Ok(found) => found,
-        Err(missing) => return Ok(Rootless::Fallback(missing)),
-    };
     let threads = thread_count();
     if threads > 1 {
         return Err(EnterError::Threads(threads));
     }
+    let (uid_ranges, gid_ranges, newuidmap, newgidmap) = match checks() {
+        Ok(found) => found,
+        // Where user namespaces are denied altogether a range would not help: say nothing of
+        // it (the sandbox reports the denial).
+        Err(missing) => {
+            return Ok(match user_namespaces_denied()? {
+                Some(errno) => Rootless::Denied(errno),
+                None => Rootless::Fallback(missing),
+            });
+        }
+    };
     let (uid_args, uids) = map_arguments(uid, &uid_ranges);
     let (gid_args, gids) = map_arguments(gid, &gid_ranges);
     let maps = [(newuidmap, uid_args), (newgidmap, gid_args)];
@@ -504,6 +512,33 @@ fn unshare_mapped(maps: &[(PathBuf, Vec<String>)]) -> Result<Option<Errno>, Ente
     )
     .map_err(sys("making the rootless namespace's mounts private"))?;
     Ok(None)
+}
+
+/// Whether `unshare(CLONE_NEWUSER)` is refused here (seccomp, a sysctl, the namespace limit),
+/// tried in a forked child so this process stays as it is.
+fn user_namespaces_denied() -> Result<Option<Errno>, EnterError> {
+    let sys = |action| move |errno| EnterError::Sys { action, errno };
+    // SAFETY: the process has one thread (checked by the caller); the child only makes one
+    // system call and exits with _exit(2).
+    let fork = unsafe { nix::unistd::fork() }.map_err(sys("forking a user namespace probe"))?;
+    let child = match fork {
+        ForkResult::Child => {
+            let code = match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER) {
+                Ok(()) => 0,
+                Err(errno) => errno as i32,
+            };
+            // SAFETY: _exit(2) ends the probe without running the parent's atexit handlers or
+            // flushing buffers it copied.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    let status = super::process::wait(child.as_raw()).map_err(sys("waiting for the probe"))?;
+    Ok(match libc::WEXITSTATUS(status) {
+        code if libc::WIFEXITED(status) && code != 0 => Some(Errno::from_raw(code)),
+        // Allowed, or the probe died some other way: assume allowed (the sandbox will say).
+        _ => None,
+    })
 }
 
 /// The helper's work: wait for the parent's go, run each tool against `parent`, report failures
