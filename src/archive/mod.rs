@@ -193,17 +193,18 @@ pub fn fetch_absent_layers(store: &Store, layers: &[LayerInfo]) -> Result<(), Ar
     Ok(())
 }
 
-/// How layers are unpacked into snapshots: overlay whiteouts, owners kept when kiln runs as
-/// root, and `user.overlay.opaque` markers otherwise (rootless overlayfs mounts with
-/// `userxattr`).
+/// How layers are unpacked into snapshots: overlay whiteouts, owners kept when kiln may chown
+/// (as root, and as root of its rootless namespace with subordinate ids), device nodes only as
+/// real root, and `user.overlay.opaque` markers when not real root (overlayfs in a user
+/// namespace mounts with `userxattr`).
 pub fn snapshot_options(max_bytes: u64) -> ApplyOptions {
-    let root = nix::unistd::geteuid().is_root();
+    let privilege = crate::sys::privilege::current();
     ApplyOptions {
         whiteouts: Whiteouts::Overlay,
         max_bytes,
-        same_owner: root,
-        device_nodes: root,
-        user_xattr: !root,
+        same_owner: privilege.can_chown(),
+        device_nodes: privilege.can_make_devices(),
+        user_xattr: !privilege.is_real_root(),
     }
 }
 

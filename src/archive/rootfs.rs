@@ -199,7 +199,7 @@ pub fn export_rootfs(
     // Keeps a collection from deleting the image's blobs while they are read.
     let _lease = store.lease()?;
     let dir = StagedDir::create(store.staging().new_path("export"))?;
-    let mut exported = flatten_into(store, image, &dir.0, max_bytes)?;
+    let mut exported = flatten_into(store, image, &dir.0, max_bytes, Owners::Image)?;
     if let Some(beside) = beside {
         let files = regular_files(&dir.0)?;
         write_beside(&dir.0, &beside(0, &files))?;
@@ -239,13 +239,13 @@ fn export_to_dir_nth(
     // own, the image's are found in a staged copy.
     let fresh = std::fs::read_dir(dest).map_or(true, |mut entries| entries.next().is_none());
     std::fs::create_dir_all(dest).map_err(|e| FsError::new("create directory", dest, e))?;
-    let exported = flatten_into(store, image, dest, max_bytes)?;
+    let exported = flatten_into(store, image, dest, max_bytes, Owners::Caller)?;
     if let Some(beside) = beside {
         let files = if fresh {
             regular_files(dest)?
         } else {
             let staged = StagedDir::create(store.staging().new_path("export"))?;
-            flatten_into(store, image, &staged.0, max_bytes)?;
+            flatten_into(store, image, &staged.0, max_bytes, Owners::Caller)?;
             regular_files(&staged.0)?
         };
         write_beside(dest, &beside(nth, &files))?;
@@ -271,7 +271,8 @@ pub fn export_rootfs_platforms(
     for (nth, (platform, image)) in images.iter().enumerate() {
         let sub = dir.0.join(platform.path_component());
         std::fs::create_dir(&sub).map_err(|e| FsError::new("create directory", &sub, e))?;
-        exported.skipped_devices += flatten_into(store, image, &sub, max_bytes)?.skipped_devices;
+        exported.skipped_devices +=
+            flatten_into(store, image, &sub, max_bytes, Owners::Image)?.skipped_devices;
         if let Some(beside) = beside {
             let files = regular_files(&sub)?;
             write_beside(&sub, &beside(nth, &files))?;
@@ -408,19 +409,35 @@ fn write_beside(dir: &Path, files: &[BesideFile]) -> Result<(), ArchiveError> {
     Ok(())
 }
 
+/// Whose files a flattened tree holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owners {
+    /// The image's owners wherever kiln may give them: a tree written out as a tar.
+    Image,
+    /// The image's owners as real root (as `docker build -o type=local` run by root), else the
+    /// caller's: a directory the user gets, whose files a rootless kiln would otherwise give to
+    /// host ids of its subordinate range, which the user could then neither change nor delete.
+    Caller,
+}
+
 /// Applies every layer of `image`, checking each one's diff ID, into `dir`.
 fn flatten_into(
     store: &Store,
     image: &StoredImage,
     dir: &Path,
     max_bytes: u64,
+    owners: Owners,
 ) -> Result<Exported, ArchiveError> {
     super::fetch_absent_layers(store, &image.layers)?;
+    let privilege = crate::sys::privilege::current();
     let options = ApplyOptions {
         whiteouts: Whiteouts::Apply,
         max_bytes,
-        same_owner: nix::unistd::geteuid().is_root(),
-        device_nodes: nix::unistd::geteuid().is_root(),
+        same_owner: match owners {
+            Owners::Image => privilege.can_chown(),
+            Owners::Caller => privilege.is_real_root(),
+        },
+        device_nodes: crate::sys::privilege::current().can_make_devices(),
         user_xattr: false,
     };
     let mut exported = Exported::default();

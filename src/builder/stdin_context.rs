@@ -120,7 +120,7 @@ impl UnpackedContext {
         let options = ApplyOptions {
             whiteouts: Whiteouts::Literal,
             max_bytes,
-            same_owner: nix::unistd::geteuid().is_root(),
+            same_owner: crate::sys::privilege::current().can_chown(),
             device_nodes: false,
             user_xattr: false,
         };

@@ -10,6 +10,7 @@ mod parse;
 mod progress;
 mod registry;
 mod report;
+mod rootless;
 mod run;
 mod template;
 
@@ -74,10 +75,46 @@ enum Command {
     Info(info::InfoArgs),
 }
 
+impl Command {
+    /// Whether the command enters kiln's rootless namespace, and warns without one.
+    fn rootless_need(&self) -> rootless::Need {
+        use rootless::Need;
+        match self {
+            Command::Parse(_) | Command::Login(_) | Command::Logout(_) | Command::Info(_) => {
+                Need::None
+            }
+            Command::Build(_)
+            | Command::Run(_)
+            | Command::Import(_)
+            | Command::Load(_)
+            | Command::Pull(_) => Need::Owners,
+            Command::Images(_)
+            | Command::Tag(_)
+            | Command::Rmi(_)
+            | Command::Inspect(_)
+            | Command::History(_)
+            | Command::Prune(_)
+            | Command::Df(_)
+            | Command::Export(_)
+            | Command::Save(_)
+            | Command::Push(_) => Need::Quiet,
+        }
+    }
+}
+
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let root = cli.root.unwrap_or_else(Store::default_root);
+    // Before any thread starts: unshare(CLONE_NEWUSER) refuses a multithreaded process.
+    let default_root = cli.root.is_none().then(Store::default_root);
+    if let Err(err) = rootless::enter(cli.command.rootless_need(), default_root.as_deref()) {
+        report::print(&err);
+        return ExitCode::FAILURE;
+    }
+    let root = cli
+        .root
+        .or(default_root)
+        .unwrap_or_else(Store::default_root);
     let result = match cli.command {
         Command::Build(args) => build::run(&root, args),
         Command::Parse(args) => parse::run(args),

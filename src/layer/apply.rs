@@ -610,7 +610,7 @@ impl Applier<'_> {
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )
-            .map_err(|e| io_error(raw, e.into()))?;
+            .map_err(|e| chown_error(raw, meta, e))?;
         }
         for (name, value) in &meta.xattrs {
             let result = xattr::set_fd(dir.as_fd(), name, value);
@@ -670,7 +670,7 @@ impl Applier<'_> {
                 Some(Uid::from_raw(meta.uid)),
                 Some(Gid::from_raw(meta.gid)),
             )
-            .map_err(|e| io_error(raw, e.into()))?;
+            .map_err(|e| chown_error(raw, meta, e))?;
         }
         for (xattr_name, value) in &meta.xattrs {
             let result = xattr::set_fd(file.as_fd(), xattr_name, value);
@@ -861,7 +861,7 @@ impl Applier<'_> {
                 Some(Gid::from_raw(meta.gid)),
                 AtFlags::AT_SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| io_error(raw, e.into()))?;
+            .map_err(|e| chown_error(raw, meta, e))?;
         }
         for (xattr_name, value) in &meta.xattrs {
             let result = xattr::set_child(parent, name, xattr_name, value);
@@ -1030,6 +1030,25 @@ fn io_error(raw: &[u8], source: io::Error) -> LayerError {
     LayerError::Io {
         path: PathBuf::from(OsStr::from_bytes(raw)),
         source,
+    }
+}
+
+/// The error of a chown to `meta`'s owner: in a user namespace, EINVAL means an id it does not
+/// map (chown(2)), which says more than the errno.
+fn chown_error(raw: &[u8], meta: &Meta, errno: nix::errno::Errno) -> LayerError {
+    match crate::sys::privilege::current() {
+        crate::sys::privilege::Privilege::NamespaceRoot { uids, gids }
+            if errno == nix::errno::Errno::EINVAL =>
+        {
+            LayerError::UnmappedOwner {
+                entry: String::from_utf8_lossy(raw).into_owned(),
+                uid: meta.uid,
+                gid: meta.gid,
+                uids,
+                gids,
+            }
+        }
+        _ => io_error(raw, errno.into()),
     }
 }
 

@@ -282,8 +282,11 @@ fn header_from(metadata: &Metadata, kind: tar::EntryType, mode_mask: u32) -> tar
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(metadata.mode() & mode_mask);
-    header.set_uid(u64::from(metadata.uid()));
-    header.set_gid(u64::from(metadata.gid()));
+    // With one id (rootless without a range) the files are the caller's: root's in the sandbox.
+    let (uid, gid) =
+        crate::sys::privilege::current().container_owner(metadata.uid(), metadata.gid());
+    header.set_uid(u64::from(uid));
+    header.set_gid(u64::from(gid));
     header.set_mtime(u64::try_from(metadata.mtime()).unwrap_or(0));
     header.set_size(0);
     header

@@ -83,6 +83,26 @@ pub enum LayerError {
         /// The underlying error.
         source: io::Error,
     },
+    /// An entry's owner has no host id: outside the ids of kiln's rootless user namespace.
+    #[error(
+        "layer entry {entry:?} belongs to {uid}:{gid}, outside the ids kiln's user namespace \
+         maps (uids 0-{}, gids 0-{}: root and the user's ranges in /etc/subuid and \
+         /etc/subgid); widen the ranges",
+        uids.saturating_sub(1),
+        gids.saturating_sub(1)
+    )]
+    UnmappedOwner {
+        /// The entry's path (lossy UTF-8).
+        entry: String,
+        /// Its uid.
+        uid: u32,
+        /// Its gid.
+        gid: u32,
+        /// How many uids are mapped.
+        uids: u32,
+        /// How many gids are mapped.
+        gids: u32,
+    },
     /// The stream is not a readable tar (or its compressed form is corrupt).
     #[error("malformed layer tar")]
     Tar {

@@ -82,6 +82,17 @@ pub enum CgroupError {
         /// (`a: b: c`) cannot say; it is printed once all the same.
         cause: io::Error,
     },
+    /// kiln runs without real root, and no cgroup subtree is delegated to the user.
+    #[error(
+        "cgroup limits need a delegated cgroup v2 subtree (systemd user slice) when kiln runs \
+         without root, and {reason}: run kiln as root, or drop {flags}"
+    )]
+    Undelegated {
+        /// Why there is none here.
+        reason: String,
+        /// The flags of the limits asked for (`--memory`, `--pids-limit`, `--cpus`).
+        flags: String,
+    },
     /// The cgroup already exists.
     #[error(
         "cgroup {} already exists: a sandbox with this name is running, or one was not cleaned up (remove it with rmdir once it is empty)",
@@ -347,6 +358,12 @@ impl Cgroup {
         let mountinfo = read_proc("/proc/self/mountinfo")?;
         let own = read_proc("/proc/self/cgroup")?;
         let layout = Layout::parse(&mountinfo, &own)?;
+        let privilege = crate::sys::privilege::current();
+        let layout = if privilege.is_real_root() {
+            layout
+        } else {
+            rootless_layout(layout, crate::sys::privilege::real_uid(), limits)?
+        };
         create_in(&KernelFs, &layout, name, limits)
     }
 
@@ -822,6 +839,56 @@ fn cpu_quota(cpus: f64) -> Option<u64> {
 }
 
 /// [`Cgroup::create`] against a given layout and kernel interface.
+/// Where a user who is not real root may make cgroups: the systemd user manager's delegated
+/// cgroup v2 subtree (`…/user@UID.service`, owned by the user, controllers delegated), when this
+/// process runs inside it (a process may only be moved between cgroups whose common ancestor's
+/// `cgroup.procs` it may write). cgroup v1 is never delegated to a user. Only limits asked for
+/// make this an error: without, the caller goes on without a cgroup.
+fn rootless_layout(layout: Layout, uid: u32, limits: &Limits) -> Result<Layout, CgroupError> {
+    let flags: Vec<&str> = [
+        (limits.memory.is_some(), "--memory"),
+        (limits.pids.is_some(), "--pids-limit"),
+        (limits.cpus.is_some(), "--cpus"),
+    ]
+    .into_iter()
+    .filter_map(|(asked, flag)| asked.then_some(flag))
+    .collect();
+    let undelegated = |reason: String| CgroupError::Undelegated {
+        reason,
+        flags: flags.join(", "),
+    };
+    let own = match layout {
+        Layout::V1(_) => {
+            return Err(undelegated(
+                "this machine has cgroup v1 (a controller per mount under /sys/fs/cgroup), \
+                 which is not delegated to users"
+                    .to_string(),
+            ));
+        }
+        Layout::V2(own) => own,
+    };
+    let service = format!("user@{uid}.service");
+    let components: Vec<&str> = own.proc_path.split('/').collect();
+    let Some(at) = components.iter().position(|c| *c == service) else {
+        return Err(undelegated(format!(
+            "this process's cgroup {} is outside the user's systemd service {service} (start \
+             kiln from a user session, or with systemd-run --user --scope)",
+            own.proc_path
+        )));
+    };
+    let proc_path = components.get(..=at).unwrap_or_default().join("/");
+    let below = components.len().saturating_sub(at + 1);
+    let mut dir = own.dir.clone();
+    for _ in 0..below {
+        dir.pop();
+    }
+    Ok(Layout::V2(OwnCgroup {
+        controllers: own.controllers,
+        dir,
+        proc_path,
+    }))
+}
+
 fn create_in(
     fs: &'static dyn Fs,
     layout: &Layout,
@@ -993,6 +1060,65 @@ fn make_dir(fs: &dyn Fs, path: &Path, shared: bool) -> Result<(), CgroupError> {
             path: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod rootless_tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            memory: Some(64 << 20),
+            pids: None,
+            cpus: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn cgroup_v1_is_not_delegated_to_a_user() {
+        let err = rootless_layout(Layout::V1(Vec::new()), 1000, &limits()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cgroup limits need a delegated cgroup v2 subtree (systemd user slice) when kiln \
+             runs without root, and this machine has cgroup v1 (a controller per mount under \
+             /sys/fs/cgroup), which is not delegated to users: run kiln as root, or drop \
+             --memory, --cpus"
+        );
+    }
+
+    #[test]
+    fn cgroup_v2_uses_the_user_service_subtree() {
+        let proc_path = "/user.slice/user-1000.slice/user@1000.service/app.slice/term.scope";
+        let own = OwnCgroup {
+            controllers: Vec::new(),
+            dir: PathBuf::from("/sys/fs/cgroup").join(proc_path.trim_start_matches('/')),
+            proc_path: proc_path.to_string(),
+        };
+        let Layout::V2(base) = rootless_layout(Layout::V2(own), 1000, &limits()).unwrap() else {
+            panic!("v2 stays v2");
+        };
+        assert_eq!(
+            base.dir,
+            Path::new("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service")
+        );
+        assert_eq!(
+            base.proc_path,
+            "/user.slice/user-1000.slice/user@1000.service"
+        );
+        let session = OwnCgroup {
+            controllers: Vec::new(),
+            dir: PathBuf::from("/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope"),
+            proc_path: "/user.slice/user-1000.slice/session-2.scope".to_string(),
+        };
+        let err = rootless_layout(Layout::V2(session), 1000, &limits()).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "this process's cgroup /user.slice/user-1000.slice/session-2.scope is outside \
+                 the user's systemd service user@1000.service"
+            ),
+            "{err}"
+        );
     }
 }
 

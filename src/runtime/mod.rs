@@ -3,8 +3,10 @@
 //! [`Sandbox::spawn`] runs one process in fresh mount, UTS, IPC, pid, cgroup (and network, user)
 //! namespaces on an overlay root, with Docker's defaults as the specification: its mounts, masked
 //! and read-only paths, capability set, a seccomp filter refusing what its default profile
-//! refuses, and its exec error wording. Rootless operation (kiln not running as root) uses a user
-//! namespace mapping the caller to root.
+//! refuses, and its exec error wording. Rootless, inside the user namespace kiln entered at start
+//! with the user's subordinate ids (`sys::privilege`), sandboxes reuse that namespace and run as
+//! any mapped user; without a range each sandbox gets a user namespace mapping the caller to
+//! root and nothing else.
 //!
 //! Layout: [`spec`](Spec) is the caller's data; `setup` turns it into ordered steps (pure, unit
 //! tested); `kernel` runs steps through the `Kernel` trait (unit tested with a fake); `linux`

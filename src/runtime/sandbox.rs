@@ -13,10 +13,11 @@ use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
 use super::linux;
 use super::setup::{self, Action, Context, Setup, StdioFds, UserNamespace, WorkloadFds};
 use super::spec::{MountSource, Network, Spec, Stdio};
+use crate::sys::privilege::{self, Privilege};
 use crate::sys::process;
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::unistd::{Pid, getegid, geteuid};
+use nix::unistd::Pid;
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SocketFlags,
     SocketType,
@@ -118,14 +119,32 @@ pub enum RuntimeError {
     },
     /// Rootless sandboxes map one id.
     #[error(
-        "a rootless sandbox maps only root: cannot run as {uid}:{gid} (run kiln as root to use \
-         other users)"
+        "a rootless sandbox without subordinate ids maps only root: cannot run as {uid}:{gid} \
+         (give the user ranges in /etc/subuid and /etc/subgid with newuidmap installed, or run \
+         kiln as root)"
     )]
     RootlessUser {
         /// The requested uid.
         uid: u32,
         /// The requested gid.
         gid: u32,
+    },
+    /// A user (or group) outside the ids of kiln's rootless namespace.
+    #[error(
+        "cannot run as {uid}:{gid}: kiln's user namespace maps only uids 0-{} and gids 0-{} \
+         (the user's ranges in /etc/subuid and /etc/subgid; widen them for higher ids)",
+        uids.saturating_sub(1),
+        gids.saturating_sub(1)
+    )]
+    UnmappedUser {
+        /// The requested uid.
+        uid: u32,
+        /// The requested gid.
+        gid: u32,
+        /// How many uids are mapped.
+        uids: u32,
+        /// How many gids are mapped.
+        gids: u32,
     },
     /// No seccomp table for this CPU architecture.
     #[error("kiln has no seccomp filter for the {arch} architecture, so it cannot run sandboxes")]
@@ -401,20 +420,20 @@ impl Drop for Staging {
     }
 }
 
-/// The id mapping for `spec` when kiln runs with `euid`/`egid`.
-fn user_namespace_for(spec: &Spec, euid: u32, egid: u32) -> UserNamespace {
-    if euid != 0 {
-        UserNamespace::Rootless {
-            host_uid: euid,
-            host_gid: egid,
-        }
-    } else if spec.user_namespace {
-        UserNamespace::Remapped {
+/// The id mapping for `spec` when kiln runs with `privilege`.
+fn user_namespace_for(spec: &Spec, privilege: Privilege) -> UserNamespace {
+    match privilege {
+        Privilege::Single { uid, gid } => UserNamespace::Rootless {
+            host_uid: uid,
+            host_gid: gid,
+        },
+        // A nested id map would need ids kiln's namespace has not got: reuse it.
+        Privilege::NamespaceRoot { uids, gids } => UserNamespace::Inherited { uids, gids },
+        Privilege::Root if spec.user_namespace => UserNamespace::Remapped {
             base: REMAP_BASE,
             count: REMAP_COUNT,
-        }
-    } else {
-        UserNamespace::None
+        },
+        Privilege::Root => UserNamespace::None,
     }
 }
 
@@ -435,7 +454,7 @@ fn configure(
 ) -> Result<(), RuntimeError> {
     let proc = PathBuf::from(format!("/proc/{pid}"));
     match user_namespace {
-        UserNamespace::None => {}
+        UserNamespace::None | UserNamespace::Inherited { .. } => {}
         UserNamespace::Rootless { host_uid, host_gid } => {
             // An unprivileged writer must deny setgroups before it may write gid_map
             // (user_namespaces(7), "The /proc/[pid]/setgroups file", since Linux 3.19).
@@ -594,8 +613,7 @@ impl Sandbox {
     /// [`Stdio::Terminal`] (and [`Spec::tty`]) the terminal's master is then ready in
     /// [`Sandbox::take_terminal`].
     pub fn spawn(spec: &Spec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
-        let (euid, egid) = (geteuid().as_raw(), getegid().as_raw());
-        let user_namespace = user_namespace_for(spec, euid, egid);
+        let user_namespace = user_namespace_for(spec, privilege::current());
         // The descriptors the child inherits for the workload's stdio (closed here once it has
         // them), and for a terminal the parent's end of the socket.
         let mut inherited: Vec<OwnedFd> = Vec::new();
@@ -692,7 +710,7 @@ impl Sandbox {
         if spec.network == Network::None {
             flags |= libc::CLONE_NEWNET;
         }
-        if user_namespace.active() {
+        if user_namespace.creates() {
             flags |= libc::CLONE_NEWUSER;
         }
         let pid = child::clone(flags, &child).map_err(|errno| RuntimeError::Sys {
@@ -896,17 +914,37 @@ mod tests {
             init: false,
             privileged: false,
         };
-        assert_eq!(user_namespace_for(&spec, 0, 0), UserNamespace::None);
         assert_eq!(
-            user_namespace_for(&spec, 1000, 100),
+            user_namespace_for(&spec, Privilege::Root),
+            UserNamespace::None
+        );
+        assert_eq!(
+            user_namespace_for(
+                &spec,
+                Privilege::Single {
+                    uid: 1000,
+                    gid: 100
+                }
+            ),
             UserNamespace::Rootless {
                 host_uid: 1000,
                 host_gid: 100
             }
         );
+        let ranged = Privilege::NamespaceRoot {
+            uids: 65_537,
+            gids: 65_537,
+        };
+        let inherited = UserNamespace::Inherited {
+            uids: 65_537,
+            gids: 65_537,
+        };
+        assert_eq!(user_namespace_for(&spec, ranged), inherited);
+        assert!(inherited.active() && !inherited.creates());
         spec.user_namespace = true;
+        assert_eq!(user_namespace_for(&spec, ranged), inherited);
         assert_eq!(
-            user_namespace_for(&spec, 0, 0),
+            user_namespace_for(&spec, Privilege::Root),
             UserNamespace::Remapped {
                 base: 100_000,
                 count: 65_536

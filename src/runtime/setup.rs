@@ -114,12 +114,24 @@ pub(crate) enum UserNamespace {
     Rootless { host_uid: u32, host_gid: u32 },
     /// Root asked for a user namespace: container ids `0..count` are host ids `base..base+count`.
     Remapped { base: u32, count: u32 },
+    /// kiln runs as root of a user namespace already (its rootless namespace with subordinate
+    /// ids, `sys::privilege`): the sandbox makes no new one, and its ids `0..uids`/`0..gids` are
+    /// the ones mapped. Devices cannot be made and overlayfs needs `userxattr` as in a new one.
+    Inherited { uids: u32, gids: u32 },
 }
 
 impl UserNamespace {
-    /// Whether there is a user namespace at all.
+    /// Whether the sandbox runs in a user namespace at all (a new one or kiln's own).
     pub(crate) fn active(self) -> bool {
         self != UserNamespace::None
+    }
+
+    /// Whether the sandbox gets a new user namespace, whose id maps the parent writes.
+    pub(crate) fn creates(self) -> bool {
+        matches!(
+            self,
+            UserNamespace::Rootless { .. } | UserNamespace::Remapped { .. }
+        )
     }
 
     /// Whether container gid `gid` has a host id (devpts refuses an unmapped `gid=`).
@@ -128,6 +140,7 @@ impl UserNamespace {
             UserNamespace::None => true,
             UserNamespace::Rootless { .. } => gid == 0,
             UserNamespace::Remapped { count, .. } => gid < count,
+            UserNamespace::Inherited { gids, .. } => gid < gids,
         }
     }
 }
@@ -957,6 +970,8 @@ fn setup_steps(
             clear_groups: false,
         }),
         UserNamespace::Remapped { .. } => steps.push(Action::BecomeRoot { clear_groups: true }),
+        // Root of kiln's namespace already.
+        UserNamespace::Inherited { .. } => {}
     }
     steps.push(Action::UnshareCgroup);
     steps.push(Action::MakeMountsPrivate);
@@ -1103,6 +1118,21 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeErro
                 });
             }
             None
+        }
+        UserNamespace::Inherited { uids, gids } => {
+            let unmapped = user.uid >= uids
+                || user.gid >= gids
+                || user.additional_gids.iter().any(|&gid| gid >= gids);
+            if unmapped {
+                return Err(RuntimeError::UnmappedUser {
+                    uid: user.uid,
+                    gid: user.gid,
+                    uids,
+                    gids,
+                });
+            }
+            // One gid: the namespace's creator may have denied setgroups (`unshare -r`).
+            (gids > 1).then(|| user.additional_gids.clone())
         }
         UserNamespace::None | UserNamespace::Remapped { .. } => Some(user.additional_gids.clone()),
     };
@@ -2143,7 +2173,41 @@ mod tests {
         let err = super::prepare(&spec, &ctx(rootless), &dirs).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "a rootless sandbox maps only root: cannot run as 1000:0 (run kiln as root to use other users)"
+            "a rootless sandbox without subordinate ids maps only root: cannot run as 1000:0 \
+             (give the user ranges in /etc/subuid and /etc/subgid with newuidmap installed, or \
+             run kiln as root)"
+        );
+    }
+
+    #[test]
+    fn kiln_s_own_namespace_runs_any_mapped_user_with_groups() {
+        let inherited = UserNamespace::Inherited {
+            uids: 65_537,
+            gids: 65_537,
+        };
+        let mut spec = spec();
+        spec.user.uid = 1000;
+        spec.user.gid = 1000;
+        spec.user.additional_gids = vec![3000];
+        let plan = prepare(&spec, &ctx(inherited), &dirs).expect("plan");
+        assert!(plan.workload.iter().any(|s| matches!(
+            s,
+            Action::SetIds {
+                groups: Some(groups),
+                uid: 1000,
+                gid: 1000
+            } if groups == &[3000]
+        )));
+        // No new user namespace to become root of; devices bound, overlayfs with userxattr.
+        let steps = plan.setup;
+        assert!(!steps.iter().any(|s| matches!(s, Action::BecomeRoot { .. })));
+        assert!(!steps.iter().any(|s| matches!(s, Action::MakeDevice { .. })));
+        spec.user.additional_gids = vec![70_000];
+        let err = super::prepare(&spec, &ctx(inherited), &dirs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot run as 1000:1000: kiln's user namespace maps only uids 0-65536 and gids \
+             0-65536 (the user's ranges in /etc/subuid and /etc/subgid; widen them for higher ids)"
         );
     }
 

@@ -32,8 +32,9 @@ pub struct Spec {
     /// Mounts on top of the root filesystem (`kiln run -v`, a RUN step's `/etc` files and its
     /// `--mount`s), mounted parent before child whatever their order here.
     pub mounts: Vec<Mount>,
-    /// Run in a new user namespace. It is used whatever this says when kiln is not root
-    /// (rootless: the caller's uid and gid become root inside, nothing else is mapped). As root,
+    /// Run in a new user namespace. It is used whatever this says when kiln is not root and has
+    /// no subordinate ids (the caller's uid and gid become root inside, nothing else is mapped),
+    /// and ignored in kiln's rootless namespace with subordinate ids (sandboxes reuse it). As root,
     /// container uids and gids 0..65536 map to host ids 100000..165536, the range Docker's
     /// `userns-remap` and `/etc/subuid` conventionally give the first remapped user; those host
     /// ids must not belong to anyone else, and kiln gives the upper and work directories
@@ -107,8 +108,9 @@ pub struct User {
     pub uid: u32,
     /// The primary group id.
     pub gid: u32,
-    /// Supplementary groups (`setgroups(2)`). A rootless sandbox cannot set them (only one id is
-    /// mapped and `setgroups` is denied, user_namespaces(7)); they are then ignored.
+    /// Supplementary groups (`setgroups(2)`). A rootless sandbox without subordinate ids cannot
+    /// set them (only one id is mapped and `setgroups` is denied, user_namespaces(7)); they are
+    /// then ignored.
     pub additional_gids: Vec<u32>,
 }
 

@@ -370,25 +370,27 @@ impl Store {
     }
 
     /// Where the store lives when none is given: `$KILN_ROOT`, else `/var/lib/kiln` for root,
-    /// else `$XDG_DATA_HOME/kiln` (default `~/.local/share/kiln`).
+    /// else `$XDG_DATA_HOME/kiln` (default `~/.local/share/kiln`). "Root" is the user who
+    /// started kiln: inside kiln's rootless namespace (where the uid reads 0) the store stays
+    /// the user's.
     pub fn default_root() -> PathBuf {
-        let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         if let Some(root) = var("KILN_ROOT") {
-            return PathBuf::from(root);
+            return root;
         }
-        if nix::unistd::geteuid().is_root() {
+        let uid = crate::sys::privilege::real_uid();
+        if uid == 0 {
             return PathBuf::from("/var/lib/kiln");
         }
-        // The XDG base directory spec ignores relative paths.
-        if let Some(data) = var("XDG_DATA_HOME").map(PathBuf::from)
-            && data.is_absolute()
-        {
-            return data.join("kiln");
-        }
-        match var("HOME") {
-            Some(home) => PathBuf::from(home).join(".local/share/kiln"),
-            None => std::env::temp_dir().join(format!("kiln-{}", nix::unistd::geteuid())),
-        }
+        crate::sys::privilege::rootless_data_dir(
+            var("XDG_DATA_HOME").as_deref(),
+            var("HOME").as_deref(),
+            uid,
+        )
     }
 
     /// The layout's root directory.

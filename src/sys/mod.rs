@@ -8,12 +8,15 @@
 //! - [`atomic`]: crash-safe file updates (write a temporary, fsync, rename) and tree removal.
 //! - [`dirfd`]: file operations confined to a root directory through directory descriptors.
 //! - [`xattr`]: extended attributes of a path, a descriptor, or a directory's child.
+//! - [`privilege`]: what the process may do (real root, a rootless namespace's root, one id),
+//!   and entering the rootless namespace with subordinate ids (fork + unshare: `unsafe`).
 //! - [`process`]: pidfds (open, signal) and waiting for a child's raw status.
 //! - [`times`]: file times set on a whole tree, links not followed.
 //! - [`signal`]: the SIGWINCH self-pipe terminal relays wait on (a signal handler: `unsafe`).
 
 pub mod atomic;
 pub mod dirfd;
+pub mod privilege;
 pub mod process;
 pub mod signal;
 pub mod times;

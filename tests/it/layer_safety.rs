@@ -124,6 +124,7 @@ fn kind(error: &LayerError) -> (&'static str, String) {
         LayerError::TooManyEntries { .. } => ("TooManyEntries", String::new()),
         LayerError::Io { path, .. } => ("Io", path.to_string_lossy().into_owned()),
         LayerError::Tar { .. } => ("Tar", String::new()),
+        LayerError::UnmappedOwner { entry, .. } => ("UnmappedOwner", entry.clone()),
     }
 }
 

@@ -36,6 +36,7 @@ mod parser_errors;
 mod platform;
 mod registry;
 mod rewrite_timestamp;
+mod rootless;
 mod run;
 mod run_step;
 mod runtime_cgroup;

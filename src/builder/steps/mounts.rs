@@ -38,6 +38,7 @@ use crate::session::{SecretBytes, Secrets, SshAgents};
 use crate::solver::Cancel;
 use crate::store::{CacheMountError, CacheMountLease, CacheSharing, Store};
 use crate::sys::atomic::{FsError, IoContext as _, remove_tree};
+use crate::sys::privilege;
 use std::fs;
 use std::os::unix::fs::{PermissionsExt as _, chown};
 use std::path::{Path, PathBuf};
@@ -281,7 +282,8 @@ pub fn prepare(
                 // from a copy or not (a copy's tar does not hold its root).
                 let own = |path: &Path| -> Result<(), Cause> {
                     if from.is_none() {
-                        chown(path, Some(*uid), Some(*gid))?;
+                        let (uid, gid) = privilege::current().host_owner(*uid, *gid);
+                        chown(path, Some(uid), Some(gid))?;
                         fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
                     }
                     Ok(())
@@ -399,7 +401,8 @@ pub fn prepare(
                 let dir = ScratchDir::new(store, "ssh")?;
                 let proxy =
                     SocketProxy::start(&dir.0.join("agent.sock"), upstream).map_err(place)?;
-                chown(proxy.path(), Some(*uid), Some(*gid)).map_err(place)?;
+                let (uid, gid) = privilege::current().host_owner(*uid, *gid);
+                chown(proxy.path(), Some(uid), Some(gid)).map_err(place)?;
                 fs::set_permissions(proxy.path(), fs::Permissions::from_mode(*mode))
                     .map_err(place)?;
                 prepared.mounts.push(Mount {
@@ -559,6 +562,7 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> st
         .mode(0o600)
         .open(path)?;
     file.write_all(bytes)?;
+    let (uid, gid) = privilege::current().host_owner(uid, gid);
     chown(path, Some(uid), Some(gid))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }

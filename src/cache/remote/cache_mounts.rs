@@ -312,8 +312,8 @@ impl ImportedCache {
             let options = ApplyOptions {
                 whiteouts: Whiteouts::Literal,
                 max_bytes: MAX_CACHE_MOUNT_BYTES,
-                same_owner: nix::unistd::geteuid().is_root(),
-                device_nodes: nix::unistd::geteuid().is_root(),
+                same_owner: crate::sys::privilege::current().can_chown(),
+                device_nodes: crate::sys::privilege::current().can_make_devices(),
                 user_xattr: false,
             };
             let applied = apply_layer(stream, dir, &options)?;

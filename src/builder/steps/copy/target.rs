@@ -595,6 +595,13 @@ fn check_name(name: &OsStr, path: &[OsString]) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// The owner on disk that shows as `attributes`' inside the sandbox (rootless with one id: the
+/// caller's own ids for root).
+fn host_owner(attributes: &Attributes) -> (Uid, Gid) {
+    let (uid, gid) = crate::sys::privilege::current().host_owner(attributes.uid, attributes.gid);
+    (Uid::from_raw(uid), Gid::from_raw(gid))
+}
+
 /// Owner, xattrs, mode, then time, on an open file or directory. chown(2) clears the setuid and
 /// setgid bits and `security.capability`, so it comes first.
 fn set_fd_attributes(
@@ -602,12 +609,8 @@ fn set_fd_attributes(
     attributes: &Attributes,
     path: &Path,
 ) -> Result<(), CopyError> {
-    fchown(
-        fd,
-        Some(Uid::from_raw(attributes.uid)),
-        Some(Gid::from_raw(attributes.gid)),
-    )
-    .map_err(|e| io_error("chown", path, e.into()))?;
+    let (uid, gid) = host_owner(attributes);
+    fchown(fd, Some(uid), Some(gid)).map_err(|e| io_error("chown", path, e.into()))?;
     for (name, value) in &attributes.xattrs {
         // Best effort, as BuildKit's copy (its xattr error handler only logs).
         let _ = xattr::set_fd(fd, name, value);
@@ -634,13 +637,9 @@ fn set_new_file_attributes(
     attributes: &Attributes,
     path: &Path,
 ) -> Result<(), CopyError> {
-    if (stat.st_uid, stat.st_gid) != (attributes.uid, attributes.gid) {
-        fchown(
-            fd,
-            Some(Uid::from_raw(attributes.uid)),
-            Some(Gid::from_raw(attributes.gid)),
-        )
-        .map_err(|e| io_error("chown", path, e.into()))?;
+    let (uid, gid) = host_owner(attributes);
+    if (stat.st_uid, stat.st_gid) != (uid.as_raw(), gid.as_raw()) {
+        fchown(fd, Some(uid), Some(gid)).map_err(|e| io_error("chown", path, e.into()))?;
     }
     for (name, value) in &attributes.xattrs {
         // Best effort, as BuildKit's copy (its xattr error handler only logs).
@@ -664,11 +663,12 @@ fn set_child_attributes(
     set_mode: bool,
     path: &Path,
 ) -> Result<(), CopyError> {
+    let (uid, gid) = host_owner(attributes);
     fchownat(
         dir,
         name,
-        Some(Uid::from_raw(attributes.uid)),
-        Some(Gid::from_raw(attributes.gid)),
+        Some(uid),
+        Some(gid),
         AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(|e| io_error("chown", path, e.into()))?;
