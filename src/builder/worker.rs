@@ -168,6 +168,8 @@ pub struct BuildWorker {
     /// Refs already resolved in this build (remote, ref, checksum), so that two steps of one
     /// build read the same commit and ask the remote once (BuildKit's resolver cache).
     pub git_refs: Mutex<BTreeMap<GitRefKey, Resolved>>,
+    /// How RUN steps are isolated (`--isolation`).
+    pub isolation: crate::runtime::Isolation,
 }
 
 /// A ref as one build resolves it once: the remote, the ref, the checksum, fetch-by-commit.
@@ -403,6 +405,17 @@ impl BuildWorker {
         parent: &Snapshot,
         staged: StagedUpper,
     ) -> Result<Snapshot, StepError> {
+        // Unprivileged without a user namespace, kiln's own files stand for root's (a step that
+        // ran with --isolation=chroot set its user's mapping already, which wins).
+        let (euid, egid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        if !euid.is_root() {
+            staged.map_owners(crate::layer::OwnerMap {
+                from_uid: euid.as_raw(),
+                from_gid: egid.as_raw(),
+                to_uid: 0,
+                to_gid: 0,
+            });
+        }
         let layer = commit(&self.store, staged)?;
         let mut snapshot = parent.clone();
         snapshot.added.push(layer.is_some());
@@ -481,6 +494,7 @@ impl BuildWorker {
             hostname: "buildkitsandbox".to_string(),
             mounts: prepared.mounts.clone(),
             insecure: op.insecure,
+            isolation: self.isolation,
         };
         let progress = self.progress.clone();
         let on_line = move |stream: LogStream, line: &str| {

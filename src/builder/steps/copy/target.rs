@@ -595,6 +595,14 @@ fn check_name(name: &OsStr, path: &[OsString]) -> Result<(), CopyError> {
     Ok(())
 }
 
+/// Whether a file that should be root's is left to kiln's user instead: kiln runs unprivileged
+/// without a user namespace (`--isolation=chroot` in an unprivileged container), cannot give
+/// files away, and its own files stand for root's (the layer records them as 0:0, see
+/// `crate::builder::worker`). Any other owner is still chowned (and refused by the kernel).
+fn stands_for_root(attributes: &Attributes) -> bool {
+    (attributes.uid, attributes.gid) == (0, 0) && !nix::unistd::geteuid().is_root()
+}
+
 /// Owner, xattrs, mode, then time, on an open file or directory. chown(2) clears the setuid and
 /// setgid bits and `security.capability`, so it comes first.
 fn set_fd_attributes(
@@ -602,12 +610,14 @@ fn set_fd_attributes(
     attributes: &Attributes,
     path: &Path,
 ) -> Result<(), CopyError> {
-    fchown(
-        fd,
-        Some(Uid::from_raw(attributes.uid)),
-        Some(Gid::from_raw(attributes.gid)),
-    )
-    .map_err(|e| io_error("chown", path, e.into()))?;
+    if !stands_for_root(attributes) {
+        fchown(
+            fd,
+            Some(Uid::from_raw(attributes.uid)),
+            Some(Gid::from_raw(attributes.gid)),
+        )
+        .map_err(|e| io_error("chown", path, e.into()))?;
+    }
     for (name, value) in &attributes.xattrs {
         // Best effort, as BuildKit's copy (its xattr error handler only logs).
         let _ = xattr::set_fd(fd, name, value);
@@ -634,7 +644,9 @@ fn set_new_file_attributes(
     attributes: &Attributes,
     path: &Path,
 ) -> Result<(), CopyError> {
-    if (stat.st_uid, stat.st_gid) != (attributes.uid, attributes.gid) {
+    if (stat.st_uid, stat.st_gid) != (attributes.uid, attributes.gid)
+        && !stands_for_root(attributes)
+    {
         fchown(
             fd,
             Some(Uid::from_raw(attributes.uid)),
@@ -664,14 +676,16 @@ fn set_child_attributes(
     set_mode: bool,
     path: &Path,
 ) -> Result<(), CopyError> {
-    fchownat(
-        dir,
-        name,
-        Some(Uid::from_raw(attributes.uid)),
-        Some(Gid::from_raw(attributes.gid)),
-        AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .map_err(|e| io_error("chown", path, e.into()))?;
+    if !stands_for_root(attributes) {
+        fchownat(
+            dir,
+            name,
+            Some(Uid::from_raw(attributes.uid)),
+            Some(Gid::from_raw(attributes.gid)),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_error("chown", path, e.into()))?;
+    }
     for (xattr_name, value) in &attributes.xattrs {
         let _ = xattr::set_child(dir, name, xattr_name, value);
     }
