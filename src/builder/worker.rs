@@ -414,6 +414,7 @@ impl BuildWorker {
                 from_gid: egid.as_raw(),
                 to_uid: 0,
                 to_gid: 0,
+                root_owned: std::sync::Arc::default(),
             });
         }
         let layer = commit(&self.store, staged)?;

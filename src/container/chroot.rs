@@ -13,12 +13,13 @@
 //!   destination is left out of the step's changes, as a mount's contents are.
 //! - Owners: with chroot(2) (root) files get their real owners. As an unprivileged user (proot)
 //!   every file the command makes is kiln's user's on disk; the layer records such files as
-//!   owned by the step's user (root: 0:0, the rootless convention), see [`ChrootRoot::owners`].
+//!   owned by the step's user (root: 0:0, the rootless convention), and changed files that
+//!   existed before as root's, see [`ChrootRoot::write_changes`].
 //!   proot's `-0` fakes root only: `chown` succeeds without effect, and a non-root `USER` runs
 //!   with faked ids (`-i uid:gid`) while files are still made by kiln's user.
 
 use super::ContainerError;
-use crate::layer::tree::{Changes, TreeRecord, flatten};
+use crate::layer::tree::{TreeRecord, flatten};
 use crate::layer::{LayerError, OwnerMap};
 use crate::runtime::chroot::{self as runner, RootChanger, not_in_chroot};
 use crate::runtime::{Mount, MountSource, RuntimeError, Sandbox, Spec, Stdio};
@@ -209,24 +210,25 @@ impl ChrootRoot {
         }
     }
 
-    /// Writes what the process changed into the empty overlay upper directory `upper`.
-    pub fn write_changes(&self, upper: &Path) -> Result<Changes, ContainerError> {
+    /// Writes what the process changed into the empty overlay upper directory `upper`, and
+    /// says how the layer must write owners: as an unprivileged user, the files the command
+    /// made are kiln's user's on disk and stand for the step's user, and the entries that
+    /// existed before (copied up) stand for root's (an unprivileged store's convention); as root
+    /// they are as they are.
+    pub fn write_changes(&self, upper: &Path) -> Result<Option<OwnerMap>, ContainerError> {
         self.kill_leftovers();
-        self.record
+        let changes = self
+            .record
             .write_changes(&self.root, upper, &self.excluded)
-            .map_err(layer_error)
-    }
-
-    /// How the layer writes owners: as an unprivileged user, the files the command made are
-    /// kiln's user's on disk and stand for the step's user; as root they are as they are.
-    pub fn owners(&self) -> Option<OwnerMap> {
+            .map_err(layer_error)?;
         let euid = nix::unistd::geteuid().as_raw();
-        (euid != 0).then(|| OwnerMap {
+        Ok((euid != 0).then(|| OwnerMap {
             from_uid: euid,
             from_gid: nix::unistd::getegid().as_raw(),
             to_uid: self.spec.user.uid,
             to_gid: self.spec.user.gid,
-        })
+            root_owned: std::sync::Arc::new(changes.existing),
+        }))
     }
 
     /// The root directory.

@@ -87,13 +87,16 @@ pub struct TreeRecord {
     entries: HashMap<PathBuf, Stamp>,
 }
 
-/// How many entries [`TreeRecord::write_changes`] wrote.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`TreeRecord::write_changes`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     /// New or changed entries copied (directories included).
     pub copied: usize,
     /// Whiteouts for removed entries.
     pub removed: usize,
+    /// The copied entries that existed when the record was taken (changed ones, and the
+    /// directories above a change), relative to the root.
+    pub existing: HashSet<PathBuf>,
 }
 
 impl TreeRecord {
@@ -101,15 +104,19 @@ impl TreeRecord {
     /// (relative) and everything under them.
     pub fn take(root: &Path, excluded: &HashSet<PathBuf>) -> Result<TreeRecord, LayerError> {
         let mut record = TreeRecord::default();
+        let mut latest = (i64::MIN, 0);
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
             for (relative, metadata) in children(root, &dir, excluded)? {
                 if metadata.is_dir() {
                     pending.push(relative.clone());
                 }
-                record.entries.insert(relative, Stamp::of(&metadata));
+                let stamp = Stamp::of(&metadata);
+                latest = latest.max((stamp.ctime, stamp.ctime_nsec));
+                record.entries.insert(relative, stamp);
             }
         }
+        wait_for_the_clock_past(latest);
         Ok(record)
     }
 
@@ -134,6 +141,7 @@ impl TreeRecord {
         excluded: &HashSet<PathBuf>,
     ) -> Result<Changes, LayerError> {
         let mut writer = UpperWriter {
+            recorded: &self.entries,
             root,
             upper,
             made_dirs: HashSet::new(),
@@ -169,7 +177,23 @@ impl TreeRecord {
             writer.whiteout(path)?;
         }
         writer.finish()?;
-        Ok(writer.changes)
+        Ok(std::mem::take(&mut writer.changes))
+    }
+}
+
+/// Waits until the kernel's coarse clock, which file times come from, is surely past `ctime`
+/// (one tick: 10 ms at HZ=100, the coarsest): before Linux 6.13's multigrain timestamps, a
+/// change in the same clock tick as the copy would leave the change time as recorded, and the
+/// change unseen.
+fn wait_for_the_clock_past(ctime: (i64, i64)) {
+    const TICK: std::time::Duration = std::time::Duration::from_millis(10);
+    let Ok(seconds) = u64::try_from(ctime.0) else {
+        return;
+    };
+    let nanos = u32::try_from(ctime.1).unwrap_or(0);
+    let past = std::time::UNIX_EPOCH + std::time::Duration::new(seconds, nanos) + TICK;
+    if let Ok(wait) = past.duration_since(std::time::SystemTime::now()) {
+        std::thread::sleep(wait.min(TICK));
     }
 }
 
@@ -203,6 +227,8 @@ fn children(
 
 /// Writes entries into the upper directory.
 struct UpperWriter<'a> {
+    /// The record's entries (to tell existing entries from new ones).
+    recorded: &'a HashMap<PathBuf, Stamp>,
     root: &'a Path,
     upper: &'a Path,
     /// Directories already made in the upper directory.
@@ -253,7 +279,7 @@ impl UpperWriter<'_> {
         .map_err(Self::io(&target))?;
         self.made_dirs.insert(relative.to_path_buf());
         self.dir_times.push((target, metadata.clone()));
-        self.changes.copied += 1;
+        self.copied(relative);
         Ok(())
     }
 
@@ -269,7 +295,11 @@ impl UpperWriter<'_> {
             }
             return Ok(());
         }
-        self.changes.copied += 1;
+        if file_type.is_socket() {
+            // A layer holds no sockets (the tar writer skips them).
+            return Ok(());
+        }
+        self.copied(relative);
         if metadata.nlink() > 1 && !file_type.is_dir() {
             let inode = (metadata.dev(), metadata.ino());
             if let Some(first) = self.links.get(&inode) {
@@ -282,10 +312,6 @@ impl UpperWriter<'_> {
             std::os::unix::fs::symlink(&points_to, &target).map_err(Self::io(&target))?;
         } else if file_type.is_file() {
             fs::copy(&source, &target).map_err(Self::io(&source))?;
-        } else if file_type.is_socket() {
-            // A layer holds no sockets (the tar writer skips them).
-            self.changes.copied -= 1;
-            return Ok(());
         } else {
             let kind = if file_type.is_fifo() {
                 nix::sys::stat::SFlag::S_IFIFO
@@ -312,6 +338,14 @@ impl UpperWriter<'_> {
             set_times(&target, metadata)?;
         }
         Ok(())
+    }
+
+    /// Counts `relative` as copied, and as existing when the record has it.
+    fn copied(&mut self, relative: &Path) {
+        self.changes.copied += 1;
+        if self.recorded.contains_key(relative) {
+            self.changes.existing.insert(relative.to_path_buf());
+        }
     }
 
     /// The owner (when kiln may set it) and the xattrs of the tree's entry on `target`.
@@ -394,8 +428,7 @@ impl UpperWriter<'_> {
 /// Whether `path` is on an overlayfs mount (statfs(2)'s `OVERLAYFS_SUPER_MAGIC`).
 fn on_overlayfs(path: &Path) -> bool {
     const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|fs| i64::from(fs.filesystem_type().0) == OVERLAYFS_SUPER_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
 }
 
 /// Sets `path`'s access and modification times to `metadata`'s (not through a symlink).
@@ -433,6 +466,7 @@ impl NoFollow for fs::OpenOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use std::os::unix::fs::symlink;
 
     fn populate(root: &Path, items: &[(&str, &str)]) {
@@ -516,7 +550,7 @@ mod tests {
         symlink("same", root.join("keep/link")).unwrap();
         let excluded: HashSet<PathBuf> = [PathBuf::from("mnt")].into();
         let record = TreeRecord::take(root, &excluded).unwrap();
-        assert_eq!(record.len(), 9);
+        assert_eq!(record.len(), 8);
         // The command's work.
         fs::write(root.join("keep/edit"), "edited").unwrap();
         fs::set_permissions(root.join("keep/chmod"), fs::Permissions::from_mode(0o600)).unwrap();
@@ -565,6 +599,17 @@ mod tests {
             .write_changes(root, empty.path(), &no_exclusions())
             .unwrap();
         assert_eq!(none, Changes::default());
+        let existing: BTreeSet<String> = changes
+            .existing
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        assert_eq!(
+            existing,
+            ["keep", "keep/chmod", "keep/edit", "keep/link"]
+                .map(String::from)
+                .into()
+        );
         assert_eq!(fs::read_dir(empty.path()).unwrap().count(), 0);
     }
 

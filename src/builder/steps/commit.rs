@@ -204,7 +204,7 @@ pub fn commit(store: &Store, staged: StagedUpper) -> Result<Option<LayerInfo>, L
     // verifies what it stores). The blob side runs on its own thread, fed through a bounded
     // channel, so the two hashes (and the writes) use two cores instead of one.
     let (pipe, blob_side) = Pipe::spawn(writer);
-    let written = write_layer_mapped(upper, pipe, staged.owners.get().copied());
+    let written = write_layer_mapped(upper, pipe, staged.owners.get().cloned());
     let writer = blob_side
         .join()
         .map_err(|_| LayerCommitError::Thread)?

@@ -187,11 +187,10 @@ pub fn run_step(
             let root =
                 ChrootRoot::prepare(store.staging().new_path("chroot"), &spec, MAX_LAYER_BYTES)?;
             let ran = run_sandbox(&|stdio| root.spawn(stdio), on_line, cancel)?;
-            if ran.0 == Outcome::Exited(0) {
-                root.write_changes(upper)?;
-                if let Some(owners) = root.owners() {
-                    staged.map_owners(owners);
-                }
+            if ran.0 == Outcome::Exited(0)
+                && let Some(owners) = root.write_changes(upper)?
+            {
+                staged.map_owners(owners);
             }
             ran
         }
