@@ -136,6 +136,22 @@ const PROOT_CAVEATS: &[&str] = &["home/app"];
 /// Asserts the layers are the same, except that the entries at `root_owned` paths are root's in
 /// `got` (see [`PROOT_CAVEATS`]) where they are app's in `want`.
 fn assert_same_layers(got: &[Vec<Entry>], want: &[Vec<Entry>], what: &str, root_owned: &[&str]) {
+    assert_layers_equal(got, want, what, root_owned);
+    // The RUN steps' work is there: the file, the whiteout, the user's own file.
+    let all: BTreeSet<&str> = got.iter().flatten().map(|e| e.0.as_str()).collect();
+    for path in [
+        "built",
+        "bin/.wh.wget",
+        "home/app/link",
+        "tmp/who",
+        "tmp/mine",
+    ] {
+        assert!(all.contains(path), "{what}: {path} missing from {all:?}");
+    }
+}
+
+/// [`assert_same_layers`] without the paths of [`DOCKERFILE`].
+fn assert_layers_equal(got: &[Vec<Entry>], want: &[Vec<Entry>], what: &str, root_owned: &[&str]) {
     let mut want = want.to_vec();
     for entry in want.iter_mut().flatten() {
         if root_owned.contains(&entry.0.trim_end_matches('/')) {
@@ -149,17 +165,6 @@ fn assert_same_layers(got: &[Vec<Entry>], want: &[Vec<Entry>], what: &str, root_
         for (g, w) in got.iter().zip(want) {
             assert_eq!(g, w, "{what}: layer {index}, entry {}", w.0);
         }
-    }
-    // The RUN steps' work is there: the file, the whiteout, the user's own file.
-    let all: BTreeSet<&str> = got.iter().flatten().map(|e| e.0.as_str()).collect();
-    for path in [
-        "built",
-        "bin/.wh.wget",
-        "home/app/link",
-        "tmp/who",
-        "tmp/mine",
-    ] {
-        assert!(all.contains(path), "{what}: {path} missing from {all:?}");
     }
 }
 
@@ -288,6 +293,136 @@ fn chroot_mode_through_proot_as_an_unprivileged_user() {
     );
     let out = as_nobody(&["run", "--rm", "--isolation=chroot", "x", "cat", "/built"]);
     assert_eq!(out, "built\n");
+}
+
+/// RUN mounts with a secret, a bind of another stage and a tmpfs: the step reads them, their
+/// contents and mount points never reach a layer, and the layers equal the sandbox's.
+const MOUNTS_DOCKERFILE: &str = r#"FROM scratch AS base
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+FROM base
+RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /len
+RUN --mount=type=bind,from=base,source=/bin,target=/mnt/b ls /mnt/b/busybox > /bound
+RUN --mount=type=tmpfs,target=/scratch echo x > /scratch/y && ls /scratch > /tmpfs
+"#;
+
+/// The secret the mounts' build lends.
+const SECRET: &str = "kiln-isolation-secret-value";
+
+/// Builds the context's Dockerfile into `store` (as `uid` when given) with the token secret,
+/// and returns kiln's output and, on success, the image's layers.
+fn build_with_secret(
+    store: &Path,
+    ctx: &Path,
+    isolation: &str,
+    uid: Option<u32>,
+) -> (std::process::Output, Option<Vec<Vec<Entry>>>) {
+    let secret = ctx.join("token");
+    let secret_flag = format!("id=token,src={}", secret.display());
+    let archive = store.join("m.tar");
+    let run = |args: &[&str]| {
+        let mut command = kiln().root(store).args(args).current_dir(ctx).command();
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid).env("HOME", store);
+        }
+        command.stdin(Stdio::null()).output().expect("run kiln")
+    };
+    let isolation = format!("--isolation={isolation}");
+    let built = run(&[
+        "build",
+        "-q",
+        &isolation,
+        "--secret",
+        &secret_flag,
+        "-t",
+        "m",
+        ".",
+    ]);
+    if !built.status.success() {
+        return (built, None);
+    }
+    let saved = run(&["save", "m", "-o", archive.to_str().unwrap()]);
+    assert!(saved.status.success(), "{:?}", text(&saved));
+    (built, Some(layer_entries(&archive)))
+}
+
+/// Mounts in both ways of changing the root: copies with chroot(2) (root), binds with proot
+/// (an unprivileged user), where a cache mount works too; chroot(2) refuses a writable host
+/// directory (a cache mount) by name.
+#[test]
+fn chroot_mode_mounts() {
+    let (Some(()), Some(busybox)) = (support::root(), support::busybox()) else {
+        return;
+    };
+    let ctx = support::context(&[("Dockerfile", MOUNTS_DOCKERFILE), ("token", SECRET)]);
+    fs::copy(&busybox, ctx.path().join("busybox")).expect("copy busybox");
+    open_to_all(ctx.path());
+    fs::set_permissions(ctx.path().join("token"), fs::Permissions::from_mode(0o644)).unwrap();
+    let reference = tempfile::tempdir().expect("temp dir");
+    let (out, want) = build_with_secret(reference.path(), ctx.path(), "sandbox", None);
+    let want = want.unwrap_or_else(|| panic!("{:?}", text(&out)));
+    let no_leak = |layers: &[Vec<Entry>], what: &str| {
+        let all: BTreeSet<&str> = layers.iter().flatten().map(|e| e.0.as_str()).collect();
+        for path in ["len", "bound", "tmpfs"] {
+            assert!(all.contains(path), "{what}: {path} missing from {all:?}");
+        }
+        for entry in layers.iter().flatten() {
+            let leaked = ["run/", "mnt/", "scratch/"]
+                .iter()
+                .any(|p| entry.0.starts_with(p));
+            assert!(!leaked, "{what}: a mount reached a layer: {}", entry.0);
+            let contents = String::from_utf8_lossy(&entry.7);
+            assert!(
+                !contents.contains(SECRET),
+                "{what}: the secret is in {}",
+                entry.0
+            );
+        }
+    };
+    no_leak(&want, "the sandbox");
+
+    let store = tempfile::tempdir().expect("temp dir");
+    let (out, got) = build_with_secret(store.path(), ctx.path(), "chroot", None);
+    let got = got.unwrap_or_else(|| panic!("{:?}", text(&out)));
+    assert_layers_equal(&got, &want, "chroot(2) mounts", &[]);
+    no_leak(&got, "chroot(2)");
+    let cache = "FROM scratch\nCOPY busybox /bin/busybox\n\
+                 RUN --mount=type=cache,target=/c [\"/bin/busybox\", \"true\"]\n";
+    let refused = kiln()
+        .root(store.path())
+        .args(["build", "--isolation=chroot", "-f", "-", "."])
+        .current_dir(ctx.path())
+        .stdin(cache)
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(
+        refused.contains(
+            "the writable bind mount on /c (RUN --mount=type=cache or ssh, kiln run -v) is not \
+             possible with --isolation=chroot"
+        ),
+        "{refused}"
+    );
+
+    if support::tool("proot").is_none() {
+        return;
+    }
+    let cached = format!(
+        "{MOUNTS_DOCKERFILE}RUN --mount=type=cache,target=/c echo kept > /c/f\n\
+         RUN --mount=type=cache,target=/c cat /c/f > /cached\n"
+    );
+    fs::write(ctx.path().join("Dockerfile"), cached).expect("write Dockerfile");
+    let nobody = owned_dir(65534, 65534);
+    let (out, got) = build_with_secret(nobody.path(), ctx.path(), "chroot", Some(65534));
+    let got = got.unwrap_or_else(|| panic!("{:?}", text(&out)));
+    no_leak(&got, "proot");
+    assert_layers_equal(&got[..want.len()], &want, "proot mounts", &[]);
+    let cached_file = got
+        .iter()
+        .flatten()
+        .find(|e| e.0 == "cached")
+        .expect("cached");
+    assert_eq!(cached_file.7, b"kept\n");
 }
 
 /// The peer dockerd's image for the in-container test: busybox with its applets, proot, the

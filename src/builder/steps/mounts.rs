@@ -281,7 +281,7 @@ pub fn prepare(
                 // from a copy or not (a copy's tar does not hold its root).
                 let own = |path: &Path| -> Result<(), Cause> {
                     if from.is_none() {
-                        chown(path, Some(*uid), Some(*gid))?;
+                        give(path, *uid, *gid)?;
                         fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
                     }
                     Ok(())
@@ -399,7 +399,7 @@ pub fn prepare(
                 let dir = ScratchDir::new(store, "ssh")?;
                 let proxy =
                     SocketProxy::start(&dir.0.join("agent.sock"), upstream).map_err(place)?;
-                chown(proxy.path(), Some(*uid), Some(*gid)).map_err(place)?;
+                give(proxy.path(), *uid, *gid).map_err(place)?;
                 fs::set_permissions(proxy.path(), fs::Permissions::from_mode(*mode))
                     .map_err(place)?;
                 prepared.mounts.push(Mount {
@@ -548,6 +548,16 @@ impl ScratchDir {
     }
 }
 
+/// chown(2) `path` to `uid`:`gid`, except when root's is wanted and kiln runs unprivileged
+/// without a user namespace (`--isolation=chroot` in an unprivileged container): it cannot give
+/// files away, and its own files stand for root's there.
+fn give(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    if (uid, gid) == (0, 0) && !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    chown(path, Some(uid), Some(gid))
+}
+
 /// Writes `bytes` to a new file only root can read while it is filled, then gives it its owner
 /// and mode.
 fn write_private(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> std::io::Result<()> {
@@ -559,7 +569,7 @@ fn write_private(path: &Path, bytes: &[u8], mode: u32, uid: u32, gid: u32) -> st
         .mode(0o600)
         .open(path)?;
     file.write_all(bytes)?;
-    chown(path, Some(uid), Some(gid))?;
+    give(path, uid, gid)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
 }
 
