@@ -25,10 +25,11 @@ proot (ptrace; Debian's proot package, or KILN_PROOT). There are NO namespaces: 
 can reach this machine's (or container's) processes, network, /proc, /dev and /sys and every \
 file the user running kiln can read, and it can damage anything that user can write. Use it only \
 in a throwaway build container, for Dockerfiles you trust. What it cannot do is refused by name: \
---network=none, -t, --init, --read-only, resource limits, and (with chroot(2)) writable host \
+--network=none (RUN --network=none too), -t, --init, --read-only, resource limits, and (with chroot(2)) writable host \
 mounts such as RUN --mount=type=cache. Without root, files a step makes are recorded as owned by \
 the step's user (root: 0:0), proot's -0 only fakes root (chown has no effect) and a non-root USER \
-gets faked ids. Also set by KILN_ISOLATION.";
+gets faked ids. In a container, keep the store (--root) on a volume: a container's overlayfs \
+root refuses the whiteouts that record removed files. Also set by KILN_ISOLATION.";
 
 /// The environment variable that chooses the isolation when `--isolation` is not given.
 pub const ISOLATION_ENV: &str = "KILN_ISOLATION";
