@@ -207,6 +207,32 @@ fn chroot_mode_as_root_builds_the_sandbox_layers() {
         .run()
         .success();
     assert_eq!(out.stdout_str(), "built\n");
+    // A step that changes a file of the image changes its own copy, never the store's
+    // snapshot that the image below it reads.
+    kiln()
+        .root(store.path())
+        .args([
+            "build",
+            "-q",
+            "--isolation=chroot",
+            "-t",
+            "z",
+            "-f",
+            "-",
+            ".",
+        ])
+        .current_dir(ctx.path())
+        .stdin("FROM x\nUSER root\nRUN echo more >> /built\n")
+        .run()
+        .success();
+    for (image, want) in [("x", "built\n"), ("z", "built\nmore\n")] {
+        let out = kiln()
+            .root(store.path())
+            .args(["run", "--rm", "--isolation=chroot", image, "cat", "/built"])
+            .run()
+            .success();
+        assert_eq!(out.stdout_str(), want, "{image}");
+    }
     // No container directory (with its copy of the image) is left.
     let containers = store.path().join("containers");
     let left = fs::read_dir(&containers).map_or(0, |d| d.count());
@@ -612,11 +638,15 @@ fn builds_inside_an_unprivileged_container() {
         store.path(),
         "kiln --root /store build -q --isolation=chroot -t x . && \
          kiln --root /store run --rm --isolation=chroot x cat /built && \
-         kiln --root /store save x -o /store/x.tar",
+         kiln --root /store save x -o /store/x.tar && \
+         { kiln --root /store run --rm -u 0 x true 2>/store/run.err; echo \"run exit $?\"; }",
     );
     let (stdout, stderr) = text(&built);
     assert!(built.status.success(), "{stdout}{stderr}");
-    assert!(stdout.ends_with("built\n"), "{stdout}");
+    assert!(stdout.ends_with("built\nrun exit 125\n"), "{stdout}");
+    // kiln run without the mode: the same message.
+    let run_error = fs::read_to_string(store.path().join("run.err")).expect("run.err");
+    assert!(run_error.contains(SECCOMP_MESSAGE), "{run_error}");
     assert_same_layers(
         &layer_entries(&store.path().join("x.tar")),
         &want,
