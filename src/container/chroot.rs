@@ -37,6 +37,8 @@ use std::sync::Mutex;
 /// The kernel file systems' mount points, made in the root when missing (as the sandbox makes
 /// them in its upper directory, so a `FROM scratch` step's layer has them too).
 const KERNEL_DIRS: [&str; 3] = ["proc", "dev", "sys"];
+/// How many symbolic links one path may follow (Linux's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
 
 /// A prepared chroot: the copied root, what was left out of its record, and the process once
 /// started. Dropping it kills what the process left and removes the directory.
@@ -267,6 +269,17 @@ fn make_path(
     path: &str,
     file: bool,
 ) -> Result<PathBuf, ContainerError> {
+    make_path_following(root_fd, root, path, file, 0)
+}
+
+/// [`make_path`] after `links` dangling symlinks were followed.
+fn make_path_following(
+    root_fd: std::os::fd::BorrowedFd<'_>,
+    root: &Path,
+    path: &str,
+    file: bool,
+    links: usize,
+) -> Result<PathBuf, ContainerError> {
     let mut components: Vec<&std::ffi::OsStr> = Vec::new();
     for component in Path::new(path).components() {
         match component {
@@ -295,6 +308,16 @@ fn make_path(
         }
         let parent_fd = open_in_root(root_fd, &parent, OFlag::O_PATH | OFlag::O_DIRECTORY)
             .map_err(super::io_error("resolve in the chroot directory", &parent))?;
+        if let Ok(target) = nix::fcntl::readlinkat(parent_fd.as_fd(), *name) {
+            // A dangling symlink: made at its target, inside the root, as runc does.
+            if links >= MAX_SYMLINKS {
+                return Err(fail(Errno::ELOOP));
+            }
+            let mut next = PathBuf::from("/").join(&parent);
+            next.push(target);
+            next.extend(components.iter().skip(index + 1));
+            return make_path_following(root_fd, root, &next.to_string_lossy(), file, links + 1);
+        }
         let last = index + 1 == components.len();
         if last && file {
             let created = nix::fcntl::openat(
@@ -324,4 +347,39 @@ fn make_path(
                 std::io::Error::other("it resolves outside the root"),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A mount destination from a Dockerfile is made inside the root, whatever symlinks the
+    /// image has on the way (absolute ones, `..` above the top): nothing is made outside.
+    #[test]
+    fn mount_points_stay_inside_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        let root_dir = tempfile::tempdir().unwrap();
+        let root = root_dir.path();
+        symlink(outside.path(), root.join("etc")).unwrap();
+        symlink("../../../..", root.join("up")).unwrap();
+        let fd = open_root(root).unwrap();
+        let made = make_path(fd.as_fd(), root, "/etc/hosts", true).unwrap();
+        let inside = outside.path().strip_prefix("/").unwrap().join("hosts");
+        assert_eq!(made, inside);
+        assert!(root.join(&inside).is_file());
+        let made = make_path(fd.as_fd(), root, "/up/../up/x/y", false).unwrap();
+        assert_eq!(made, PathBuf::from("x/y"));
+        assert!(root.join("x/y").is_dir());
+        let made = make_path(fd.as_fd(), root, "/../../tmp/z", false).unwrap();
+        assert_eq!(made, PathBuf::from("tmp/z"));
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+        symlink("loop", root.join("loop")).unwrap();
+        let error = make_path(fd.as_fd(), root, "/loop/x", false).unwrap_err();
+        assert!(
+            crate::error::chain(&error).contains("Too many"),
+            "{}",
+            crate::error::chain(&error)
+        );
+    }
 }
