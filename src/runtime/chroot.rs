@@ -44,13 +44,20 @@ impl RootChanger {
         if Probe::read().has_capability(CAP_SYS_CHROOT) {
             return Ok(RootChanger::Chroot);
         }
-        let named = std::env::var_os(PROOT_ENV).map(PathBuf::from);
-        let found = named.or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join("proot"))
-                    .find(|path| path.is_file())
-            })
+        if let Some(named) = std::env::var_os(PROOT_ENV).filter(|v| !v.is_empty()) {
+            let named = PathBuf::from(named);
+            if !named.is_file() {
+                return Err(not_in_chroot(
+                    "running a command",
+                    &format!("{PROOT_ENV} names {}, which is not a file", named.display()),
+                ));
+            }
+            return Ok(RootChanger::Proot(named));
+        }
+        let found = std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("proot"))
+                .find(|path| path.is_file())
         });
         found.map(RootChanger::Proot).ok_or_else(|| {
             not_in_chroot(
@@ -162,6 +169,15 @@ pub fn spawn(
         }
     }
     prepare_child(&mut command, setup);
+    if let RootChanger::Proot(proot) = changer {
+        // The program was found inside the root already: a failure here is proot's own.
+        let child = command.spawn().map_err(|source| RuntimeError::Io {
+            action: "starting proot",
+            path: proot.clone(),
+            source,
+        })?;
+        return adopt(child);
+    }
     let child = command.spawn().map_err(|error| {
         let errno = nix::errno::Errno::from_raw(error.raw_os_error().unwrap_or(libc::EIO));
         let kind = ExecErrorKind::new(errno, false);
@@ -171,11 +187,16 @@ pub fn spawn(
             exit_code: kind.exit_code(),
         }
     })?;
+    adopt(child)
+}
+
+/// The started child as a [`Sandbox`], which reaps it (std's handle neither waits nor kills when
+/// dropped).
+fn adopt(child: std::process::Child) -> Result<Sandbox, RuntimeError> {
     let pid = i32::try_from(child.id()).map_err(|_| RuntimeError::Sys {
         action: "reading the pid of the chroot process",
         errno: nix::errno::Errno::ERANGE,
     })?;
-    // The Sandbox reaps it now (std's handle neither waits nor kills when dropped).
     drop(child);
     Sandbox::adopt(pid)
 }

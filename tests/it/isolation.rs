@@ -319,6 +319,29 @@ fn chroot_mode_through_proot_as_an_unprivileged_user() {
     );
     let out = as_nobody(&["run", "--rm", "--isolation=chroot", "x", "cat", "/built"]);
     assert_eq!(out, "built\n");
+
+    // Without proot, the mode says what it needs.
+    for (proot, want) in [
+        (
+            "/nonexistent/proot",
+            "KILN_PROOT names /nonexistent/proot, which is not a file",
+        ),
+        ("", "kiln holds no CAP_SYS_CHROOT and finds no proot"),
+    ] {
+        let mut command = kiln()
+            .root(store.path())
+            .args(["run", "--rm", "--isolation=chroot", "x", "true"])
+            .command();
+        command
+            .uid(65534)
+            .gid(65534)
+            .env("KILN_PROOT", proot)
+            .env("PATH", "/nowhere");
+        let out = command.stdin(Stdio::null()).output().expect("run kiln");
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
 }
 
 /// RUN mounts with a secret, a bind of another stage and a tmpfs: the step reads them, their
