@@ -32,7 +32,6 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 
 /// The kernel file systems' mount points, made in the root when missing (as the sandbox makes
 /// them in its upper directory, so a `FROM scratch` step's layer has them too).
@@ -40,8 +39,8 @@ const KERNEL_DIRS: [&str; 3] = ["proc", "dev", "sys"];
 /// How many symbolic links one path may follow (Linux's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
 
-/// A prepared chroot: the copied root, what was left out of its record, and the process once
-/// started. Dropping it kills what the process left and removes the directory.
+/// A prepared chroot: the copied root and what was left out of its record. Dropping it removes
+/// the directory.
 #[derive(Debug)]
 pub struct ChrootRoot {
     /// The directory holding `root` (removed on drop).
@@ -53,8 +52,6 @@ pub struct ChrootRoot {
     changer: RootChanger,
     /// The spec with only the mounts proot binds.
     spec: Spec,
-    /// The started process's pid (its process group).
-    started: Mutex<Option<i32>>,
 }
 
 impl ChrootRoot {
@@ -75,7 +72,6 @@ impl ChrootRoot {
             record: TreeRecord::default(),
             changer,
             spec: spec.clone(),
-            started: Mutex::new(None),
         };
         // From here on, an error drops `prepared`, which removes the directory.
         fs::create_dir(&root).map_err(super::io_error("create directory", &root))?;
@@ -191,25 +187,10 @@ impl ChrootRoot {
         Ok(())
     }
 
-    /// Starts the process (see [`crate::runtime::chroot::spawn`]).
+    /// Starts the process (see [`crate::runtime::chroot::spawn`]). Waiting for the returned
+    /// sandbox also kills what the process left running in its process group.
     pub fn spawn(&self, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
-        let sandbox = runner::spawn(&self.root, &self.spec, &self.changer, stdio)?;
-        *self
-            .started
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sandbox.pid());
-        Ok(sandbox)
-    }
-
-    /// Kills what the process left running in its process group (after it was waited for).
-    pub fn kill_leftovers(&self) {
-        let started = *self
-            .started
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(pid) = started {
-            runner::kill_leftovers(pid);
-        }
+        runner::spawn(&self.root, &self.spec, &self.changer, stdio)
     }
 
     /// Writes what the process changed into the empty overlay upper directory `upper`, and
@@ -218,7 +199,6 @@ impl ChrootRoot {
     /// existed before (copied up) stand for root's (an unprivileged store's convention); as root
     /// they are as they are.
     pub fn write_changes(&self, upper: &Path) -> Result<Option<OwnerMap>, ContainerError> {
-        self.kill_leftovers();
         let changes = self
             .record
             .write_changes(&self.root, upper, &self.excluded)
@@ -241,7 +221,6 @@ impl ChrootRoot {
 
 impl Drop for ChrootRoot {
     fn drop(&mut self) {
-        self.kill_leftovers();
         // A leftover is stale staging, removed by the next `Store::open`.
         let _ = remove_tree(&self.dir);
     }

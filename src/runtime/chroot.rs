@@ -6,16 +6,19 @@
 //! docker's default capabilities), else by `proot -r DIR` (ptrace, as any user; Debian's
 //! `proot`), which also binds `/proc`, `/dev`, `/sys` and the spec's bind mounts. Nothing else
 //! of the sandbox exists here: the process shares this machine's (or container's) pid, network,
-//! IPC and UTS namespaces, sees its `/proc`, and can reach every file the user can; it runs in
-//! a process group of its own, which the caller kills once it has ended
-//! ([`kill_leftovers`]). The caller prepares the directory (a copy of the image's files; see
+//! IPC and UTS namespaces, sees its `/proc`, and can reach every file the user can. It leads a
+//! process group of its own: when it ends, [`Sandbox::wait`] kills what the group still holds,
+//! as the end of a pid namespace's init would; a process that left the group (`setsid`) is
+//! beyond reach. proot itself waits for every process it traces, so under proot a step's
+//! background processes keep it running until they end, and proot exits with the status of the
+//! last one. The caller prepares the directory (a copy of the image's files; see
 //! `crate::container::chroot`) and turns mounts that are not host binds into copies.
 
 use super::isolation::{CAP_SYS_CHROOT, Probe};
 use super::sandbox::{ExecErrorKind, RuntimeError, Sandbox};
 use super::spec::{MountSource, Network, Spec, Stdio};
 use crate::sys::dirfd::open_in_root;
-use crate::sys::process::{ChildSetup, kill_process_group, prepare_child};
+use crate::sys::process::{ChildSetup, prepare_child};
 use nix::fcntl::OFlag;
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -84,8 +87,7 @@ pub fn not_in_chroot(what: &str, why: &str) -> RuntimeError {
 
 /// Starts `spec`'s process with its root changed to `root` (a directory the caller prepared:
 /// the working directory exists in it, and every mount of `spec` is a host bind, which only
-/// proot can make). The returned [`Sandbox`] is waited for and killed as a sandbox is; after
-/// it ended, [`kill_leftovers`] ends what it left running.
+/// proot can make). The returned [`Sandbox`] is waited for and killed as a sandbox is.
 pub fn spawn(
     root: &Path,
     spec: &Spec,
@@ -199,13 +201,6 @@ fn adopt(child: std::process::Child) -> Result<Sandbox, RuntimeError> {
     })?;
     drop(child);
     Sandbox::adopt(pid)
-}
-
-/// Kills what the process with pid `pid` left running in its process group (a daemon it
-/// started): the sandbox's pid namespace would have. A process that left the group (`setsid`)
-/// is beyond reach: there is no namespace to end.
-pub fn kill_leftovers(pid: i32) {
-    let _ = kill_process_group(pid);
 }
 
 /// What only the sandbox can do, refused with the feature's name.

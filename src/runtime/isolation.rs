@@ -28,7 +28,8 @@ in a throwaway build container, for Dockerfiles you trust. What it cannot do is 
 --network=none (RUN --network=none too), -t, --init, --read-only, resource limits, and (with chroot(2)) writable host \
 mounts such as RUN --mount=type=cache. Without root, files a step makes are recorded as owned by \
 the step's user (root: 0:0), proot's -0 only fakes root (chown has no effect) and a non-root USER \
-gets faked ids. In a container, keep the store (--root) on a volume: a container's overlayfs \
+gets faked ids; proot waits for the processes a step leaves in the background (chroot(2) kills \
+them with the step's process group). In a container, keep the store (--root) on a volume: a container's overlayfs \
 root refuses the whiteouts that record removed files. Also set by KILN_ISOLATION.";
 
 /// The environment variable that chooses the isolation when `--isolation` is not given.

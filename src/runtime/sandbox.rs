@@ -331,6 +331,9 @@ pub struct Sandbox {
     terminal: Option<OwnedFd>,
     /// Whether `waitpid` collected the process.
     reaped: bool,
+    /// An adopted process ([`Sandbox::adopt`]) that leads its own process group: what the group
+    /// still holds when it ends is killed, as the end of a pid namespace's init kills the rest.
+    process_group: bool,
 }
 
 /// Signals a sandbox from another thread while one waits for it (cheap to clone). After the
@@ -761,6 +764,7 @@ impl Sandbox {
             status: status_read,
             terminal: None,
             reaped: false,
+            process_group: false,
         };
         // On an error from here on, dropping `sandbox` kills and reaps the child.
         configure(pid, user_namespace, &spec.cgroup_procs)?;
@@ -807,6 +811,7 @@ impl Sandbox {
             status: None,
             terminal: None,
             reaped: false,
+            process_group: true,
         })
     }
 
@@ -862,8 +867,12 @@ impl Sandbox {
         Ok(Outcome::from_wait_status(status))
     }
 
-    /// `waitpid` for pid 1.
+    /// `waitpid` for pid 1 (for an adopted process, after killing what its group still holds).
     fn reap(&mut self) -> Result<i32, RuntimeError> {
+        if self.process_group && process::wait_unreaped(self.pid).is_ok() {
+            // Unreaped, the leader's pid cannot name another group yet.
+            let _ = process::kill_process_group(self.pid);
+        }
         let status = process::wait(self.pid).map_err(|errno| RuntimeError::Sys {
             action: "waiting for the sandbox",
             errno,

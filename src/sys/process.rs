@@ -37,6 +37,21 @@ pub(crate) fn wait(pid: i32) -> Result<i32, Errno> {
     }
 }
 
+/// Waits until child `pid` has ended WITHOUT reaping it (waitid(2) with `WNOWAIT`): until
+/// [`wait`] reaps it, its pid (and so its process group's id) cannot be taken by another
+/// process, so signalling the group is safe meanwhile.
+pub(crate) fn wait_unreaped(pid: i32) -> Result<(), Errno> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(Errno::ECHILD)?;
+    let options = rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+    loop {
+        match rustix::process::waitid(rustix::process::WaitId::Pid(pid), options) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(errno(error)),
+        }
+    }
+}
+
 /// Makes `command`'s child start with file mode creation mask `umask` and receive SIGKILL when
 /// the thread that spawned it dies (`PR_SET_PDEATHSIG`), so what it creates does not depend on
 /// kiln's own umask and a killed kiln leaves no helper running (BuildKit's git source runs git

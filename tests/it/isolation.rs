@@ -208,7 +208,9 @@ fn chroot_mode_as_root_builds_the_sandbox_layers() {
         .success();
     assert_eq!(out.stdout_str(), "built\n");
     // A step that changes a file of the image changes its own copy, never the store's
-    // snapshot that the image below it reads.
+    // snapshot that the image below it reads; what it leaves running in the background is
+    // killed when it ends (as in the sandbox's pid namespace), so the build does not wait.
+    let started = std::time::Instant::now();
     kiln()
         .root(store.path())
         .args([
@@ -222,9 +224,11 @@ fn chroot_mode_as_root_builds_the_sandbox_layers() {
             ".",
         ])
         .current_dir(ctx.path())
-        .stdin("FROM x\nUSER root\nRUN echo more >> /built\n")
+        .stdin("FROM x\nUSER root\nRUN echo more >> /built && (sleep 1000 &)\n")
         .run()
         .success();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(60), "{took:?}");
     for (image, want) in [("x", "built\n"), ("z", "built\nmore\n")] {
         let out = kiln()
             .root(store.path())
