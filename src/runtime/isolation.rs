@@ -239,7 +239,10 @@ impl Probe {
                 None
             }
             Refused::Mount => {
-                if !matches!(errno, Errno::EPERM | Errno::EACCES) {
+                // Outside a container and a seccomp filter the cause is more likely the mount
+                // itself (a source kiln may not read): the plain error says it better.
+                let confined = self.container.is_some() || filtered;
+                if !matches!(errno, Errno::EPERM | Errno::EACCES) || !confined {
                     return None;
                 }
                 Some(format!(
@@ -403,8 +406,12 @@ mod tests {
             None
         );
         assert_eq!(host.explain(Refused::Mount, Errno::ENOENT), None);
-        let mount = host.explain(Refused::Mount, Errno::EPERM).unwrap();
+        assert_eq!(host.explain(Refused::Mount, Errno::EPERM), None);
+        let mount = unprivileged_container()
+            .explain(Refused::Mount, Errno::EPERM)
+            .unwrap();
         assert!(mount.starts_with("the sandbox may not mount here (EPERM)"));
+        assert!(mount.contains("systempaths=unconfined"), "{mount}");
     }
 
     #[test]
