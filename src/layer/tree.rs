@@ -272,11 +272,7 @@ impl UpperWriter<'_> {
         let target = self.upper.join(relative);
         fs::create_dir(&target).map_err(Self::io(&target))?;
         self.attributes(relative, &target, metadata)?;
-        fs::set_permissions(
-            &target,
-            fs::Permissions::from_mode(metadata.mode() & 0o7777),
-        )
-        .map_err(Self::io(&target))?;
+        // The mode comes last (`finish`): a read-only directory must still take its entries.
         self.made_dirs.insert(relative.to_path_buf());
         self.dir_times.push((target, metadata.clone()));
         self.copied(relative);
@@ -414,11 +410,14 @@ impl UpperWriter<'_> {
         Ok(())
     }
 
-    /// The directories' times, deepest first, now that nothing more is written into them.
+    /// The directories' modes and times, deepest first, now that nothing more is written into
+    /// them.
     fn finish(&mut self) -> Result<(), LayerError> {
         self.dir_times
             .sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
         for (path, metadata) in &self.dir_times {
+            fs::set_permissions(path, fs::Permissions::from_mode(metadata.mode() & 0o7777))
+                .map_err(Self::io(path))?;
             set_times(path, metadata)?;
         }
         Ok(())
@@ -558,6 +557,7 @@ mod tests {
         fs::remove_file(root.join("lose")).unwrap();
         fs::create_dir_all(root.join("new/deep")).unwrap();
         fs::write(root.join("new/deep/file"), "n").unwrap();
+        fs::set_permissions(root.join("new/deep"), fs::Permissions::from_mode(0o555)).unwrap();
         fs::write(root.join("mnt/written"), "to the mount").unwrap();
         fs::remove_file(root.join("keep/link")).unwrap();
         symlink("edit", root.join("keep/link")).unwrap();
@@ -585,7 +585,9 @@ mod tests {
             .unwrap()
             .mode();
         assert_eq!(mode & 0o7777, 0o600);
-        // A directory's times are the tree's, though entries were written into it.
+        // A directory's mode and times are the tree's, though entries were written into it.
+        let deep_mode = fs::metadata(upper.path().join("new/deep")).unwrap().mode();
+        assert_eq!(deep_mode & 0o7777, 0o555);
         let tree_new = fs::metadata(root.join("new/deep")).unwrap();
         let upper_new = fs::metadata(upper.path().join("new/deep")).unwrap();
         assert_eq!(
