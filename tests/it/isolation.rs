@@ -259,6 +259,34 @@ fn chroot_mode_as_root_builds_the_sandbox_layers() {
         refused.contains("--network=none is not possible with --isolation=chroot"),
         "{refused}"
     );
+    let volume = tempfile::tempdir().expect("temp dir");
+    let bind = format!("{}:/mnt", volume.path().display());
+    for (args, want) in [
+        (
+            vec!["-v", bind.as_str()],
+            "the writable bind mount on /mnt (RUN --mount=type=cache or ssh, kiln run -v) is not \
+             possible with --isolation=chroot",
+        ),
+        (
+            vec!["-t"],
+            "a terminal (-t) is not possible with --isolation=chroot",
+        ),
+        (
+            vec!["--memory", "64m"],
+            "resource limits (--memory, --cpus, --pids-limit) is not possible with \
+             --isolation=chroot",
+        ),
+    ] {
+        let refused = kiln()
+            .root(store.path())
+            .args(["run", "--rm", "--isolation=chroot"])
+            .args(&args)
+            .args(["x", "true"])
+            .run()
+            .code(125)
+            .stderr_str();
+        assert!(refused.contains(want), "{args:?}: {refused}");
+    }
     let missing = kiln()
         .root(store.path())
         .args(["run", "--rm", "--isolation=chroot", "x", "nosuchprogram"])
