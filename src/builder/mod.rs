@@ -112,6 +112,9 @@ pub struct BuildOptions {
     /// `--provenance`, `--sbom`, `--attest`: what is attached to the image (which then is an
     /// index, as with BuildKit; [`attestations`]).
     pub attestations: attestations::AttestationRequest,
+    /// `--isolation`: how RUN steps are isolated (the sandbox, or `chroot`: see
+    /// [`crate::container::chroot`]). Not part of the cache keys: both give the step's files.
+    pub isolation: crate::runtime::Isolation,
 }
 
 impl Default for BuildOptions {
@@ -142,6 +145,7 @@ impl Default for BuildOptions {
             rewrite_timestamp: false,
             annotations: Annotations::default(),
             attestations: attestations::AttestationRequest::default(),
+            isolation: crate::runtime::Isolation::Sandbox,
         }
     }
 }
@@ -726,6 +730,7 @@ async fn prepare(
         emulation: std::sync::OnceLock::new(),
         git_resolved: Mutex::new(BTreeMap::new()),
         git_refs: Mutex::new(BTreeMap::new()),
+        isolation: options.isolation,
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),

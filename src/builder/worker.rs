@@ -168,6 +168,8 @@ pub struct BuildWorker {
     /// Refs already resolved in this build (remote, ref, checksum), so that two steps of one
     /// build read the same commit and ask the remote once (BuildKit's resolver cache).
     pub git_refs: Mutex<BTreeMap<GitRefKey, Resolved>>,
+    /// How RUN steps are isolated (`--isolation`).
+    pub isolation: crate::runtime::Isolation,
 }
 
 /// A ref as one build resolves it once: the remote, the ref, the checksum, fetch-by-commit.
@@ -481,6 +483,7 @@ impl BuildWorker {
             hostname: "buildkitsandbox".to_string(),
             mounts: prepared.mounts.clone(),
             insecure: op.insecure,
+            isolation: self.isolation,
         };
         let progress = self.progress.clone();
         let on_line = move |stream: LogStream, line: &str| {

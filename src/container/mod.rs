@@ -10,6 +10,7 @@
 //! [`Container::start`] spawns the sandbox; [`Container::finish`] reports an OOM kill and removes
 //! what `--rm` asks to remove.
 
+pub mod chroot;
 pub mod user;
 
 use crate::archive::{self, ArchiveError};
@@ -71,6 +72,10 @@ pub enum ContainerError {
     /// The sandbox failed (or the command could not be executed).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// `--isolation=chroot` could not copy the image's files into its directory, or the
+    /// command's changes out of it.
+    #[error("--isolation=chroot: copying the image's files or the command's changes")]
+    Chroot(#[source] Box<crate::layer::LayerError>),
     /// A host file operation failed.
     #[error("{action} {}", path.display())]
     Io {
@@ -136,6 +141,9 @@ pub struct RunOptions {
     pub no_new_privileges: bool,
     /// `--rm`: remove the container's directory and record when it ends.
     pub remove: bool,
+    /// `--isolation`: the sandbox, or a changed root ([`chroot`]; the container's files are a
+    /// copy in its directory then).
+    pub isolation: crate::runtime::Isolation,
 }
 
 /// How a finished container ended, beyond its exit status.
@@ -157,6 +165,9 @@ pub struct Container {
     memory_limit: Option<u64>,
     remove: bool,
     finished: bool,
+    isolation: crate::runtime::Isolation,
+    /// With `--isolation=chroot`, the root once started.
+    chroot: Option<chroot::ChrootRoot>,
 }
 
 impl Container {
@@ -190,6 +201,8 @@ impl Container {
             memory_limit: options.limits.memory,
             remove: options.remove,
             finished: false,
+            isolation: options.isolation,
+            chroot: None,
         };
         // From here on, an error drops `container`, which removes what was made with --rm.
         container.spec = container.prepare(image, lower_dirs, options)?;
@@ -220,7 +233,19 @@ impl Container {
     /// Starts the process with `stdio` and records its pid. With `-t` ([`RunOptions::tty`]) pass
     /// [`Stdio::Terminal`] and relay [`Sandbox::take_terminal`]'s master.
     pub fn start(&mut self, stdio: Stdio) -> Result<Sandbox, ContainerError> {
-        let sandbox = Sandbox::spawn(&self.spec, stdio)?;
+        let sandbox = match self.isolation {
+            crate::runtime::Isolation::Sandbox => Sandbox::spawn(&self.spec, stdio)?,
+            crate::runtime::Isolation::Chroot => {
+                let root = chroot::ChrootRoot::prepare(
+                    self.dir.join("chroot"),
+                    &self.spec,
+                    MAX_LAYER_BYTES,
+                )?;
+                let sandbox = root.spawn(stdio)?;
+                self.chroot = Some(root);
+                sandbox
+            }
+        };
         self.record.pid = u32::try_from(sandbox.pid()).ok();
         self.store.put_container(&self.record)?;
         Ok(sandbox)
@@ -239,6 +264,8 @@ impl Container {
 
     fn cleanup(&mut self) -> Result<(), ContainerError> {
         self.finished = true;
+        // Its leftover processes killed and its copy of the image's files removed.
+        drop(self.chroot.take());
         let destroyed = match self.cgroup.take() {
             Some(cgroup) => cgroup.destroy().map_err(ContainerError::from),
             None => Ok(()),

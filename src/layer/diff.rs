@@ -34,7 +34,51 @@ const OPAQUE_XATTRS: [&std::ffi::CStr; 2] = [c"trusted.overlay.opaque", c"user.o
 /// linked twice (same device and inode) is written once, then as hardlink entries to the first
 /// path. Sockets are skipped. Returns the diff_id and size of the bytes written.
 pub fn write_layer(dir: &Path, out: impl Write) -> Result<AppliedLayer, LayerError> {
+    write_layer_mapped(dir, out, None)
+}
+
+/// Owners to write differently from the disk's: files kiln made without the privilege to give
+/// them their owner (`--isolation=chroot` as an unprivileged user: everything a step makes is
+/// kiln's user's) are written as the owner they stand for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerMap {
+    /// The uid on disk that stands for [`OwnerMap::to_uid`].
+    pub from_uid: u32,
+    /// The gid on disk that stands for [`OwnerMap::to_gid`].
+    pub from_gid: u32,
+    /// The uid written instead.
+    pub to_uid: u32,
+    /// The gid written instead.
+    pub to_gid: u32,
+    /// Paths (relative to the layer's root) whose kiln-owned entries stand for root instead:
+    /// entries that existed before the step and were copied up (kiln's files stand for root's
+    /// in an unprivileged store).
+    pub root_owned: std::sync::Arc<std::collections::HashSet<PathBuf>>,
+}
+
+impl OwnerMap {
+    /// The ids written for `uid`/`gid` on disk at `path`.
+    pub fn apply(&self, path: &Path, uid: u32, gid: u32) -> (u32, u32) {
+        let (to_uid, to_gid) = if self.root_owned.contains(path) {
+            (0, 0)
+        } else {
+            (self.to_uid, self.to_gid)
+        };
+        (
+            if uid == self.from_uid { to_uid } else { uid },
+            if gid == self.from_gid { to_gid } else { gid },
+        )
+    }
+}
+
+/// [`write_layer`], with the owners `owners` maps written as it says.
+pub fn write_layer_mapped(
+    dir: &Path,
+    out: impl Write,
+    owners: Option<OwnerMap>,
+) -> Result<AppliedLayer, LayerError> {
     let mut writer = Writer {
+        owners,
         root: dir,
         builder: tar::Builder::new(Hashing::new(BufWriter::with_capacity(COPY_BUFFER, out))),
         links: HashMap::new(),
@@ -53,6 +97,8 @@ pub fn write_layer(dir: &Path, out: impl Write) -> Result<AppliedLayer, LayerErr
 }
 
 struct Writer<'a, W: Write> {
+    /// Owners written differently from the disk's.
+    owners: Option<OwnerMap>,
     root: &'a Path,
     builder: tar::Builder<Hashing<BufWriter<W>>>,
     /// (dev, inode) of files already written, with their paths in the layer.
@@ -121,7 +167,7 @@ impl<W: Write> Writer<'_, W> {
         if is_whiteout(metadata) {
             let mut name = OsString::from(WHITEOUT_PREFIX);
             name.push(relative.file_name().unwrap_or_default());
-            let mut header = header(metadata, tar::EntryType::Regular);
+            let mut header = self.header(metadata, tar::EntryType::Regular, relative);
             header.set_mode(0o600);
             return self
                 .builder
@@ -130,14 +176,15 @@ impl<W: Write> Writer<'_, W> {
         }
         if file_type.is_dir() {
             self.xattrs(path)?;
-            let mut header = header(metadata, tar::EntryType::Directory);
+            let mut header = self.header(metadata, tar::EntryType::Directory, relative);
             let mut name = relative.as_os_str().to_owned();
             name.push("/");
             self.builder
                 .append_data(&mut header, name, io::empty())
                 .map_err(output_error)?;
             if is_opaque(path) {
-                let mut marker = header_from(metadata, tar::EntryType::Regular, 0o777);
+                let mut marker =
+                    self.header_from(metadata, tar::EntryType::Regular, 0o777, relative);
                 return self
                     .builder
                     .append_data(&mut marker, relative.join(WHITEOUT_OPAQUE), io::empty())
@@ -148,7 +195,7 @@ impl<W: Write> Writer<'_, W> {
         if metadata.nlink() > 1 {
             let inode = (metadata.dev(), metadata.ino());
             if let Some(first) = self.links.get(&inode) {
-                let mut header = header(metadata, tar::EntryType::Link);
+                let mut header = self.header(metadata, tar::EntryType::Link, relative);
                 return self
                     .builder
                     .append_link(&mut header, relative, first)
@@ -159,7 +206,7 @@ impl<W: Write> Writer<'_, W> {
         self.xattrs(path)?;
         if file_type.is_symlink() {
             let target = fs::read_link(path).map_err(io)?;
-            let mut header = header(metadata, tar::EntryType::Symlink);
+            let mut header = self.header(metadata, tar::EntryType::Symlink, relative);
             return self
                 .builder
                 .append_link(&mut header, relative, target)
@@ -171,7 +218,7 @@ impl<W: Write> Writer<'_, W> {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(io)?;
-            let mut header = header(metadata, tar::EntryType::Regular);
+            let mut header = self.header(metadata, tar::EntryType::Regular, relative);
             header.set_size(metadata.len());
             // The header (with any long-name entries) through the tar builder, which pads
             // nothing after an empty body; then the contents in large chunks straight to its
@@ -207,7 +254,7 @@ impl<W: Write> Writer<'_, W> {
         } else {
             tar::EntryType::Fifo
         };
-        let mut header = header(metadata, kind);
+        let mut header = self.header(metadata, kind, relative);
         if kind != tar::EntryType::Fifo {
             let device = metadata.rdev();
             let (major, minor) = (nix::sys::stat::major(device), nix::sys::stat::minor(device));
@@ -223,6 +270,32 @@ impl<W: Write> Writer<'_, W> {
         self.builder
             .append_data(&mut header, relative, io::empty())
             .map_err(output_error)
+    }
+
+    /// A header with `metadata`'s mode, owner (through the writer's [`OwnerMap`]) and mtime
+    /// (seconds; before 1970 is written as 0).
+    fn header(&self, metadata: &Metadata, kind: tar::EntryType, path: &Path) -> tar::Header {
+        header_from(
+            metadata,
+            kind,
+            0o7777,
+            self.owners.as_ref().map(|map| (map, path)),
+        )
+    }
+
+    fn header_from(
+        &self,
+        metadata: &Metadata,
+        kind: tar::EntryType,
+        mask: u32,
+        path: &Path,
+    ) -> tar::Header {
+        header_from(
+            metadata,
+            kind,
+            mask,
+            self.owners.as_ref().map(|map| (map, path)),
+        )
     }
 
     /// Writes `path`'s xattrs (those not excluded) as a PAX header for the entry that follows.
@@ -273,18 +346,21 @@ fn is_opaque(path: &Path) -> bool {
         .any(|name| xattr::get(path, name).is_ok_and(|value| value == b"y"))
 }
 
-/// A header with `metadata`'s mode, owner and mtime (seconds; before 1970 is written as 0).
-fn header(metadata: &Metadata, kind: tar::EntryType) -> tar::Header {
-    header_from(metadata, kind, 0o7777)
-}
-
-fn header_from(metadata: &Metadata, kind: tar::EntryType, mode_mask: u32) -> tar::Header {
+fn header_from(
+    metadata: &Metadata,
+    kind: tar::EntryType,
+    mode_mask: u32,
+    owners: Option<(&OwnerMap, &Path)>,
+) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(metadata.mode() & mode_mask);
-    // With one id (rootless without a range) the files are the caller's: root's in the sandbox.
-    let (uid, gid) =
-        crate::sys::privilege::current().container_owner(metadata.uid(), metadata.gid());
+    // A chroot-mode step's map says whose files are whose; else, with one id (rootless without a
+    // range) the caller's files are root's in the sandbox.
+    let (uid, gid) = match owners {
+        Some((map, path)) => map.apply(path, metadata.uid(), metadata.gid()),
+        None => crate::sys::privilege::current().container_owner(metadata.uid(), metadata.gid()),
+    };
     header.set_uid(u64::from(uid));
     header.set_gid(u64::from(gid));
     header.set_mtime(u64::try_from(metadata.mtime()).unwrap_or(0));

@@ -4,6 +4,8 @@
 //! - [`apply`]: unpacks a layer tar under a root directory, confined to it (no entry can create,
 //!   change or follow anything outside), turning whiteouts into overlay whiteouts or deletions.
 //! - [`diff`]: writes a layer tar of an overlay upper directory, deterministically.
+//! - [`tree`]: a layer stack copied into one plain directory, and its changes since as an
+//!   overlay upper directory (`--isolation=chroot`).
 //! - [`rewrite`]: clamps a layer tar's timestamps to `SOURCE_DATE_EPOCH` (`rewrite-timestamp`).
 //!
 //! The rules follow Docker's and containerd's (moby `pkg/archive`, containerd `archive/tar.go`);
@@ -15,13 +17,14 @@ pub mod diff;
 pub mod rewrite;
 #[cfg(test)]
 mod round_trip;
+pub mod tree;
 
 pub use apply::{AppliedLayer, ApplyOptions, Whiteouts, apply_layer};
 pub use compression::{
     Compression, CompressionConfig, ExportFormat, FormatOptionError, compress, compress_with,
     decompressed, recompress,
 };
-pub use diff::write_layer;
+pub use diff::{OwnerMap, write_layer, write_layer_mapped};
 
 use std::io;
 use std::path::PathBuf;

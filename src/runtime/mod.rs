@@ -14,16 +14,20 @@
 //! compiles the filter; `sandbox` is the parent's side. Beside the core: [`cgroup`] applies
 //! resource limits, [`binfmt`] says which platforms run here (natively or emulated), [`tty`]
 //! relays terminals (the sandbox allocates its workload's own, see
-//! [`Stdio::Terminal`]). What a sandbox runs and as whom, from an image, is the business of
-//! `crate::container` above it (users from the image's own passwd/group too): this module
+//! [`Stdio::Terminal`]), [`isolation`] names the isolation modes and explains a sandbox the
+//! kernel refused, [`chroot`] runs a process with its root changed (`--isolation=chroot`).
+//! What a sandbox runs and as whom, from an image, is the business of `crate::container` above
+//! it (users from the image's own passwd/group too): this module
 //! knows nothing of images.
 
 pub mod binfmt;
 pub mod cgroup;
+pub mod chroot;
 // The code that runs after clone(2) may not allocate or lock, so it makes its own raw system
 // calls instead of going through `sys` (see `child`'s module docs).
 #[allow(unsafe_code)]
 mod child;
+pub mod isolation;
 mod kernel;
 #[allow(unsafe_code)]
 mod linux;
@@ -33,6 +37,7 @@ mod setup;
 mod spec;
 pub mod tty;
 
+pub use isolation::Isolation;
 pub use sandbox::{
     ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,
 };

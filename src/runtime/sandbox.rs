@@ -10,6 +10,7 @@
 //! console socket), and [`Sandbox::take_terminal`] hands it to the caller.
 
 use super::child::{self, Child, Report, STEP_FORK, STEP_SYNC};
+use super::isolation::{Probe, Refused};
 use super::linux;
 use super::setup::{self, Action, Context, Setup, StdioFds, UserNamespace, WorkloadFds};
 use super::spec::{MountSource, Network, Spec, Stdio};
@@ -206,6 +207,24 @@ pub enum RuntimeError {
         /// How many bytes arrived.
         len: usize,
     },
+    /// The kernel refused the sandbox's namespaces or mounts, and [`super::isolation::Probe`]
+    /// found why: the explanation says what the environment needs.
+    #[error("{explanation}")]
+    Denied {
+        /// What is wrong and what to change (or `--isolation=chroot`).
+        explanation: String,
+        /// The refused call.
+        #[source]
+        cause: Box<RuntimeError>,
+    },
+    /// `--isolation=chroot` cannot do what was asked.
+    #[error("{what} is not possible with --isolation=chroot: {why}")]
+    NotInChroot {
+        /// The feature, as the user names it.
+        what: String,
+        /// Why not.
+        why: String,
+    },
     /// The workload could not be executed.
     #[error("exec: {program:?}: {kind}")]
     Exec {
@@ -244,7 +263,7 @@ pub enum ExecErrorKind {
 
 impl ExecErrorKind {
     /// The kind for `errno`, from a `PATH` search (`searched`) or a direct path.
-    fn new(errno: Errno, searched: bool) -> ExecErrorKind {
+    pub(super) fn new(errno: Errno, searched: bool) -> ExecErrorKind {
         match errno {
             Errno::ENOENT if searched => ExecErrorKind::NotFoundInPath,
             Errno::ENOENT => ExecErrorKind::NotFound,
@@ -331,6 +350,9 @@ pub struct Sandbox {
     terminal: Option<OwnedFd>,
     /// Whether `waitpid` collected the process.
     reaped: bool,
+    /// An adopted process ([`Sandbox::adopt`]) that leads its own process group: what the group
+    /// still holds when it ends is killed, as the end of a pid namespace's init kills the rest.
+    process_group: bool,
 }
 
 /// Signals a sandbox from another thread while one waits for it (cheap to clone). After the
@@ -475,6 +497,18 @@ fn configure(
         })?;
     }
     Ok(())
+}
+
+/// `error` with what [`Probe`] finds about why the kernel refused (`refused`, `errno`), when it
+/// finds a cause.
+fn explained(refused: Refused, errno: Errno, error: RuntimeError) -> RuntimeError {
+    match Probe::read().explain(refused, errno) {
+        Some(explanation) => RuntimeError::Denied {
+            explanation,
+            cause: Box::new(error),
+        },
+        None => error,
+    }
 }
 
 /// The error a child's [`Report`] stands for.
@@ -713,9 +747,17 @@ impl Sandbox {
         if user_namespace.creates() {
             flags |= libc::CLONE_NEWUSER;
         }
-        let pid = child::clone(flags, &child).map_err(|errno| RuntimeError::Sys {
-            action: "creating the sandbox process (clone)",
-            errno,
+        let pid = child::clone(flags, &child).map_err(|errno| {
+            explained(
+                Refused::Namespaces {
+                    user: user_namespace.active(),
+                },
+                errno,
+                RuntimeError::Sys {
+                    action: "creating the sandbox process (clone)",
+                    errno,
+                },
+            )
         })?;
         // The child's ends and the workload's streams belong to the child now.
         drop((sync_read, report_write, inherited));
@@ -740,6 +782,7 @@ impl Sandbox {
             status: status_read,
             terminal: None,
             reaped: false,
+            process_group: false,
         };
         // On an error from here on, dropping `sandbox` kills and reaps the child.
         configure(pid, user_namespace, &spec.cgroup_procs)?;
@@ -749,13 +792,45 @@ impl Sandbox {
         })?;
         drop(sync_write);
         if let Some(report) = read_report(report_read)? {
-            return Err(report_error(&plan, report));
+            let error = report_error(&plan, report);
+            return Err(match &error {
+                RuntimeError::Setup { step, errno } if step.starts_with("mounting") => {
+                    explained(Refused::Mount, *errno, error)
+                }
+                _ => error,
+            });
         }
         drop(staging);
         if let Some(socket) = terminal_socket {
             sandbox.terminal = Some(receive_terminal(&socket)?);
         }
         Ok(sandbox)
+    }
+
+    /// A sandbox of the child `pid` this process started otherwise (`--isolation=chroot`): it is
+    /// waited for, signalled and killed through a pidfd as a sandbox is, without an init or a
+    /// terminal.
+    pub(super) fn adopt(pid: i32) -> Result<Sandbox, RuntimeError> {
+        let pidfd = match process::pidfd_open(pid) {
+            Ok(pidfd) => pidfd,
+            Err(errno) => {
+                // Our own child, not yet reaped: no other process can have its pid.
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+                return Err(RuntimeError::Sys {
+                    action: "opening a pidfd for the chroot process",
+                    errno,
+                });
+            }
+        };
+        Ok(Sandbox {
+            pid,
+            pidfd: Arc::new(pidfd),
+            status: None,
+            terminal: None,
+            reaped: false,
+            process_group: true,
+        })
     }
 
     /// The master of the workload's terminal (with [`Stdio::Terminal`]), once: the caller
@@ -810,8 +885,12 @@ impl Sandbox {
         Ok(Outcome::from_wait_status(status))
     }
 
-    /// `waitpid` for pid 1.
+    /// `waitpid` for pid 1 (for an adopted process, after killing what its group still holds).
     fn reap(&mut self) -> Result<i32, RuntimeError> {
+        if self.process_group && process::wait_unreaped(self.pid).is_ok() {
+            // Unreaped, the leader's pid cannot name another group yet.
+            let _ = process::kill_process_group(self.pid);
+        }
         let status = process::wait(self.pid).map_err(|errno| RuntimeError::Sys {
             action: "waiting for the sandbox",
             errno,

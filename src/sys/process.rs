@@ -37,6 +37,21 @@ pub(crate) fn wait(pid: i32) -> Result<i32, Errno> {
     }
 }
 
+/// Waits until child `pid` has ended WITHOUT reaping it (waitid(2) with `WNOWAIT`): until
+/// [`wait`] reaps it, its pid (and so its process group's id) cannot be taken by another
+/// process, so signalling the group is safe meanwhile.
+pub(crate) fn wait_unreaped(pid: i32) -> Result<(), Errno> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(Errno::ECHILD)?;
+    let options = rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+    loop {
+        match rustix::process::waitid(rustix::process::WaitId::Pid(pid), options) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(error) => return Err(errno(error)),
+        }
+    }
+}
+
 /// Makes `command`'s child start with file mode creation mask `umask` and receive SIGKILL when
 /// the thread that spawned it dies (`PR_SET_PDEATHSIG`), so what it creates does not depend on
 /// kiln's own umask and a killed kiln leaves no helper running (BuildKit's git source runs git
@@ -53,6 +68,70 @@ pub fn child_umask_and_death_signal(command: &mut std::process::Command, umask: 
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             Ok(())
         });
+    }
+}
+
+/// What the child of a command does between fork and exec to run in a changed root
+/// ([`prepare_child`]): all of it prepared beforehand, so the child only makes system calls.
+#[derive(Debug, Clone)]
+pub struct ChildSetup {
+    /// chroot(2) into this directory, then chdir(2) to [`ChildSetup::cwd`] inside it.
+    pub root: Option<std::ffi::CString>,
+    /// The working directory (inside the new root with `root`).
+    pub cwd: Option<std::ffi::CString>,
+    /// setgroups(2), setgid(2) and setuid(2) to these: (uid, gid, supplementary groups).
+    pub ids: Option<(u32, u32, Vec<u32>)>,
+    /// prctl(PR_SET_NO_NEW_PRIVS).
+    pub no_new_privileges: bool,
+}
+
+/// Makes `command`'s child do `setup` before it executes, then start a process group of its own
+/// (so its helpers can be killed together) and receive SIGKILL when the thread that spawned it
+/// dies. A failing call fails the spawn with its error.
+pub fn prepare_child(command: &mut std::process::Command, setup: ChildSetup) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it makes system calls through libc on the C strings and the vector
+    // prepared before the fork (moved into the closure, only read), and neither allocates nor
+    // locks (io::Error::last_os_error builds an error from errno without allocating).
+    unsafe {
+        command.pre_exec(move || {
+            let check = |result: libc::c_int| {
+                if result == -1 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            if let Some(root) = &setup.root {
+                check(libc::chroot(root.as_ptr()))?;
+                check(libc::chdir(c"/".as_ptr()))?;
+            }
+            if let Some(cwd) = &setup.cwd {
+                check(libc::chdir(cwd.as_ptr()))?;
+            }
+            if let Some((uid, gid, groups)) = &setup.ids {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(*gid))?;
+                check(libc::setuid(*uid))?;
+            }
+            if setup.no_new_privileges {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            check(libc::setpgid(0, 0))?;
+            // After setuid, which clears the parent-death signal (prctl(2)).
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            Ok(())
+        });
+    }
+}
+
+/// SIGKILL to every process of process group `group` (a [`prepare_child`] child's pid): what a
+/// command left running behind it. ESRCH (none left) is success.
+pub fn kill_process_group(group: i32) -> Result<(), Errno> {
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(errno),
     }
 }
 

@@ -27,6 +27,7 @@ mod graph;
 mod http_context;
 mod image_commands;
 mod image_output;
+mod isolation;
 mod layer_safety;
 mod lint;
 mod lint_conformance;

@@ -95,6 +95,7 @@ fn shell(script: &str) -> RunStep {
         hostname: "buildkitsandbox".into(),
         mounts: Vec::new(),
         insecure: false,
+        isolation: kiln::runtime::Isolation::Sandbox,
     }
 }
 

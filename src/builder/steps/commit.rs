@@ -11,7 +11,7 @@
 //! leaves there (`work/work`, root's, mode 000) is never part of a layer; it goes when the
 //! staged pair is dropped.
 
-use crate::layer::{LayerError, write_layer};
+use crate::layer::{LayerError, OwnerMap, write_layer_mapped};
 use crate::store::blob::BlobError;
 use crate::store::{LayerInfo, Store};
 use crate::sys::atomic::{FsError, IoContext as _, fsync_dir, remove_tree};
@@ -125,6 +125,8 @@ pub struct StagedUpper {
     dir: PathBuf,
     upper: PathBuf,
     work: PathBuf,
+    /// Owners the layer tar writes differently from the disk's (see [`StagedUpper::map_owners`]).
+    owners: std::sync::OnceLock<OwnerMap>,
 }
 
 impl StagedUpper {
@@ -137,6 +139,7 @@ impl StagedUpper {
             upper: dir.join("upper"),
             work: dir.join("work"),
             dir,
+            owners: std::sync::OnceLock::new(),
         };
         for path in [&staged.upper, &staged.work] {
             fs::create_dir(path).fs("create directory", path)?;
@@ -147,6 +150,13 @@ impl StagedUpper {
     /// The overlay's `upperdir`: the step's changes.
     pub fn upper(&self) -> &Path {
         &self.upper
+    }
+
+    /// Makes the layer write the owners `map` maps as it says: what an unprivileged
+    /// `--isolation=chroot` step made is kiln's user's on disk, and stands for the step's user.
+    pub fn map_owners(&self, map: OwnerMap) {
+        // Set once, by the step that made the changes.
+        let _ = self.owners.set(map);
     }
 
     /// The overlay's `workdir`.
@@ -194,7 +204,7 @@ pub fn commit(store: &Store, staged: StagedUpper) -> Result<Option<LayerInfo>, L
     // verifies what it stores). The blob side runs on its own thread, fed through a bounded
     // channel, so the two hashes (and the writes) use two cores instead of one.
     let (pipe, blob_side) = Pipe::spawn(writer);
-    let written = write_layer(upper, pipe);
+    let written = write_layer_mapped(upper, pipe, staged.owners.get().cloned());
     let writer = blob_side
         .join()
         .map_err(|_| LayerCommitError::Thread)?

@@ -12,8 +12,9 @@
 use super::commit::StagedUpper;
 use super::stubs::{MountStubs, StubError};
 use crate::builder::LogStream;
-use crate::container::{ContainerError, EtcFiles, SandboxSetup, sandbox_spec};
-use crate::runtime::{Mount, Network, Outcome, RuntimeError, Sandbox, Spec, Stdio, UpperDir};
+use crate::container::chroot::ChrootRoot;
+use crate::container::{ContainerError, EtcFiles, MAX_LAYER_BYTES, SandboxSetup, sandbox_spec};
+use crate::runtime::{Isolation, Mount, Network, Outcome, RuntimeError, Sandbox, Stdio, UpperDir};
 use crate::solver::Cancel;
 use crate::store::Store;
 use crate::sys::atomic::{FsError, IoContext as _, remove_tree};
@@ -51,6 +52,8 @@ pub struct RunStep {
     /// `RUN --security=insecure`: BuildKit's insecure mode (all capabilities, no seccomp; see
     /// `runtime::Spec::privileged`).
     pub insecure: bool,
+    /// `--isolation`: the sandbox, or a changed root (`crate::container::chroot`).
+    pub isolation: Isolation,
 }
 
 /// Why a RUN step failed.
@@ -178,7 +181,20 @@ pub fn run_step(
         privileged: step.insecure,
     })?;
     let stubs = MountStubs::find(lowers, spec.mounts.iter().map(|m| m.destination.as_str()))?;
-    let (outcome, tail) = run_sandbox(&spec, on_line, cancel)?;
+    let (outcome, tail) = match step.isolation {
+        Isolation::Sandbox => run_sandbox(&|stdio| Sandbox::spawn(&spec, stdio), on_line, cancel)?,
+        Isolation::Chroot => {
+            let root =
+                ChrootRoot::prepare(store.staging().new_path("chroot"), &spec, MAX_LAYER_BYTES)?;
+            let ran = run_sandbox(&|stdio| root.spawn(stdio), on_line, cancel)?;
+            if ran.0 == Outcome::Exited(0)
+                && let Some(owners) = root.write_changes(upper)?
+            {
+                staged.map_owners(owners);
+            }
+            ran
+        }
+    };
     let command = step.args.join(" ");
     match outcome {
         Outcome::Exited(0) => {}
@@ -222,7 +238,7 @@ impl Drop for StepDir {
 /// Spawns the sandbox with its output on two pipes read by two threads, waits for it (killing
 /// it when `cancel` fires), and returns how it ended with the last lines of output.
 fn run_sandbox(
-    spec: &Spec,
+    spawn: &dyn Fn(Stdio) -> Result<Sandbox, RuntimeError>,
     on_line: &(dyn Fn(LogStream, &str) + Sync),
     cancel: &Cancel,
 ) -> Result<(Outcome, Vec<String>), RunStepError> {
@@ -237,7 +253,7 @@ fn run_sandbox(
         let err = scope.spawn(|| lines.read(err_read, LogStream::Stderr));
         // The write ends move into the sandbox, which closes its copies once the workload has
         // them: the readers see end of file when every process of the sandbox is gone.
-        let waited = spawn_and_wait(spec, out_write, err_write, cancel);
+        let waited = spawn_and_wait(spawn, out_write, err_write, cancel);
         let join = |handle: std::thread::ScopedJoinHandle<'_, io::Result<()>>| {
             handle
                 .join()
@@ -266,7 +282,7 @@ fn run_sandbox(
 }
 
 fn spawn_and_wait(
-    spec: &Spec,
+    spawn: &dyn Fn(Stdio) -> Result<Sandbox, RuntimeError>,
     stdout: OwnedFd,
     stderr: OwnedFd,
     cancel: &Cancel,
@@ -276,7 +292,7 @@ fn spawn_and_wait(
         stdout,
         stderr,
     };
-    let sandbox = Sandbox::spawn(spec, stdio)?;
+    let sandbox = spawn(stdio)?;
     let handle = sandbox.handle();
     // Registered after the spawn: a cancellation that came during it runs the kill right here.
     // SIGKILL to pid 1 takes the whole pid namespace down (pid_namespaces(7)); after the
@@ -451,6 +467,7 @@ mod tests {
             hostname: "buildkitsandbox".into(),
             mounts: Vec::new(),
             insecure: false,
+            isolation: Isolation::Sandbox,
         };
         let err = run_step(&store, &[], &staged, &step, &|_, _| {}, &cancel).unwrap_err();
         assert!(matches!(err, RunStepError::Canceled));
