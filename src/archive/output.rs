@@ -60,10 +60,14 @@ impl Output {
     /// Opens `path`, or standard output when it is `None` (refused when that is a terminal).
     pub fn open(path: Option<&Path>) -> Result<Output, OutputError> {
         let Some(target) = path else {
-            if io::stdout().is_terminal() {
+            // An archive's bytes, not text: never escaped (`kiln save -o -`), and refused
+            // when stdout is a terminal.
+            #[allow(clippy::disallowed_methods)]
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
                 return Err(OutputError::Terminal);
             }
-            return Ok(Output::Stdout(BufWriter::new(io::stdout())));
+            return Ok(Output::Stdout(BufWriter::new(stdout)));
         };
         // Follows symlinks: `-o link-to-/dev/null` writes to the device too.
         if let Ok(meta) = fs::metadata(target) {

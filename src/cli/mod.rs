@@ -12,6 +12,7 @@ mod registry;
 mod report;
 mod run;
 mod template;
+mod term;
 
 use clap::{Parser, Subcommand};
 use kiln::store::Store;
