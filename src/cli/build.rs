@@ -443,7 +443,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
-            .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
+            .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
         let mut metadata = BuildMetadata::of(&output, &names);
@@ -452,7 +452,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             metadata.set_exported(exported);
         }
         kiln::sys::atomic::atomic_write(path, &metadata.to_json())
-            .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
+            .with_context(|| format!("cannot write --metadata-file {}", path.display()))?;
     }
     Ok(())
 }
