@@ -10,6 +10,7 @@
 //! [`Container::start`] spawns the sandbox; [`Container::finish`] reports an OOM kill and removes
 //! what `--rm` asks to remove.
 
+pub mod exec_diagnosis;
 pub mod user;
 
 use crate::archive::{self, ArchiveError};
@@ -71,6 +72,9 @@ pub enum ContainerError {
     /// The sandbox failed (or the command could not be executed).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The command is a script whose `#!` interpreter the image does not have.
+    #[error(transparent)]
+    MissingInterpreter(#[from] exec_diagnosis::MissingInterpreter),
     /// A host file operation failed.
     #[error("{action} {}", path.display())]
     Io {
@@ -89,6 +93,7 @@ impl ContainerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ContainerError::Runtime(err) => err.exit_code(),
+            ContainerError::MissingInterpreter(_) => exec_diagnosis::MissingInterpreter::EXIT_CODE,
             _ => 125,
         }
     }
@@ -220,7 +225,8 @@ impl Container {
     /// Starts the process with `stdio` and records its pid. With `-t` ([`RunOptions::tty`]) pass
     /// [`Stdio::Terminal`] and relay [`Sandbox::take_terminal`]'s master.
     pub fn start(&mut self, stdio: Stdio) -> Result<Sandbox, ContainerError> {
-        let sandbox = Sandbox::spawn(&self.spec, stdio)?;
+        let sandbox = Sandbox::spawn(&self.spec, stdio)
+            .map_err(|err| exec_diagnosis::explain(&self.spec, err))?;
         self.record.pid = u32::try_from(sandbox.pid()).ok();
         self.store.put_container(&self.record)?;
         Ok(sandbox)

@@ -30,6 +30,7 @@ mod seccomp;
 mod setup;
 mod spec;
 pub mod tty;
+mod workdir;
 
 pub use sandbox::{
     ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,
