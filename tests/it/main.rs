@@ -29,6 +29,7 @@ mod errors;
 mod frontend_errors;
 mod graph;
 mod http_context;
+mod hygiene;
 mod image_commands;
 mod image_output;
 mod layer_safety;
