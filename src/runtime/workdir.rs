@@ -32,7 +32,7 @@ pub(crate) fn reason(cwd: &str, errno: Errno) -> String {
         Errno::ELOOP => "the path goes through a symbolic link loop (or more than 40 links)".into(),
         Errno::EEXIST => "the path names a file in the image, not a directory".into(),
         Errno::EROFS => "the root file system is read-only and the directory does not exist".into(),
-        other => format!("{} ({other})", other.desc()),
+        other => format!("{} ({other:?})", other.desc()),
     }
 }
 

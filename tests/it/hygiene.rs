@@ -152,7 +152,10 @@ fn dockerfile_escapes_reach_errors_and_progress_lines_escaped() {
     assert!(error.contains(r#"echo \"\u{1b}]0;title\u{7}\""#), "{error}");
 
     // A stage name: refused, and the message quotes it escaped.
-    let ctx = b.context(&[("Dockerfile", "FROM base AS st\u{1b}]0;title\u{7}x\u{1b}[2J\n")]);
+    let ctx = b.context(&[(
+        "Dockerfile",
+        "FROM base AS st\u{1b}]0;title\u{7}x\u{1b}[2J\n",
+    )]);
     let out = b.kiln(&["build"]).arg(ctx.path()).run().failure();
     let text = out.stderr_str();
     assert!(
@@ -179,7 +182,10 @@ fn an_image_label_with_escapes_is_escaped_in_history_and_inspect_text() {
             String::from_utf8_lossy(bytes)
         );
     };
-    let history = b.kiln(&["history", "--no-trunc", "labelled"]).run().success();
+    let history = b
+        .kiln(&["history", "--no-trunc", "labelled"])
+        .run()
+        .success();
     no_raw(&history.stdout, "history");
     assert!(
         history
@@ -310,7 +316,10 @@ fn a_missing_shebang_interpreter_is_named_in_run_steps_and_kiln_run() {
         "{stderr}"
     );
 
-    let out = b.kiln(&["run", "--rm", "scripts", "/script"]).run().code(127);
+    let out = b
+        .kiln(&["run", "--rm", "scripts", "/script"])
+        .run()
+        .code(127);
     assert!(
         out.stderr_str().contains(
             "the interpreter /bin/bash named on the #! line of /script is not in the image"
@@ -325,12 +334,16 @@ fn a_missing_shebang_interpreter_is_named_in_run_steps_and_kiln_run() {
         .code(127);
     let text = out.stderr_str();
     assert!(
-        text.contains(r"the interpreter /bin/sh\r named on the #! line of /crlf is not in the image")
-            && text.contains("Windows (CRLF) line endings"),
+        text.contains(
+            r"the interpreter /bin/sh\r named on the #! line of /crlf is not in the image"
+        ) && text.contains("Windows (CRLF) line endings"),
         "{text}"
     );
     // A program that is not there at all is still just missing.
-    let out = b.kiln(&["run", "--rm", "scripts", "/nothing"]).run().code(127);
+    let out = b
+        .kiln(&["run", "--rm", "scripts", "/nothing"])
+        .run()
+        .code(127);
     assert!(
         out.stderr_str().contains("no such file or directory"),
         "{}",
@@ -341,7 +354,10 @@ fn a_missing_shebang_interpreter_is_named_in_run_steps_and_kiln_run() {
 #[test]
 fn a_workdir_under_proc_says_what_is_wrong() {
     let Some(b) = builder() else { return };
-    let ctx = b.context(&[("Dockerfile", "FROM base\nWORKDIR /proc/self/fd/3\nRUN pwd\n")]);
+    let ctx = b.context(&[(
+        "Dockerfile",
+        "FROM base\nWORKDIR /proc/self/fd/3\nRUN pwd\n",
+    )]);
     let stderr = b.build(ctx.path(), &[]).fails();
     assert!(
         stderr.contains("cannot create the working directory /proc/self/fd/3: /proc is where the sandbox mounts the kernel's process information (procfs), not a directory of the image"),
