@@ -346,6 +346,8 @@ impl Plain {
                 if let Some(old) = self.current.take() {
                     writeln!(self.out, "#{old} ...")?;
                 }
+                // No `#N` prefix to attribute its lines: one line, whatever the message holds.
+                let message = kiln::error::escape_line(&message);
                 write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
                 self.out.flush()
             }
@@ -517,10 +519,11 @@ impl Quiet {
                 ..
             } => {
                 let line = format!("WARNING: cache from {source}: {warning}");
-                write_prefixed(&mut self.out, "", &line)?;
+                write_prefixed(&mut self.out, "", &kiln::error::escape_line(&line))?;
                 self.out.flush()?;
             }
             BuildEvent::Warning { message, .. } => {
+                let message = kiln::error::escape_line(&message);
                 write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
                 self.out.flush()?;
             }
@@ -1071,6 +1074,46 @@ mod tests {
             },
             BuildEvent::Canceled { step: 3 },
         ]
+    }
+
+    /// Names, output lines and warnings from outside reach the text looks escaped: no raw
+    /// control character, and a newline in a step-less warning cannot start a line of its own.
+    #[test]
+    fn the_text_looks_escape_what_came_from_outside() {
+        let mut hostile = steps();
+        hostile[2].name = "[2/3] RUN echo \u{1b}]0;title\u{7}".into();
+        let events = || {
+            vec![
+                BuildEvent::Planned {
+                    steps: hostile.clone(),
+                },
+                BuildEvent::Started { step: 2 },
+                log(2, LogStream::Stdout, "\u{1b}[2J\u{9b}2J"),
+                BuildEvent::Warning {
+                    step: None,
+                    message: "cache mount lost\nWARNING: fake".into(),
+                },
+                done(2, 100),
+            ]
+        };
+        for (mode, quiet) in [(ProgressMode::Plain, false), (ProgressMode::Plain, true)] {
+            let text = render(mode, quiet, events());
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{mode:?} quiet={quiet}: {text:?}"
+            );
+            assert!(
+                !text.lines().any(|l| l.starts_with("WARNING: fake")),
+                "{text}"
+            );
+            assert!(
+                text.contains("WARNING: cache mount lost\\nWARNING: fake"),
+                "{text}"
+            );
+        }
+        let plain = render(ProgressMode::Plain, false, events());
+        assert!(plain.contains("RUN echo \\u{1b}]0;title\\u{7}"), "{plain}");
+        assert!(plain.contains("\\u{1b}[2J\\u{9b}2J"), "{plain}");
     }
 
     /// What a renderer of `mode` prints for `events`, with the ticking clock.
