@@ -408,6 +408,26 @@ pub fn read_image_file(
     path: &str,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, UserError> {
+    read_merged(lower_dirs, path, limit, false)
+}
+
+/// [`read_image_file`], but only the first `length` bytes of the file, whatever its size (a
+/// binary's headers, a script's `#!` line).
+pub fn read_image_file_start(
+    lower_dirs: &[PathBuf],
+    path: &str,
+    length: u64,
+) -> Result<Option<Vec<u8>>, UserError> {
+    read_merged(lower_dirs, path, length, true)
+}
+
+/// [`read_image_file`]; with `start`, the first `limit` bytes of a file of any size.
+fn read_merged(
+    lower_dirs: &[PathBuf],
+    path: &str,
+    limit: u64,
+    start: bool,
+) -> Result<Option<Vec<u8>>, UserError> {
     let walker = Walker { lower_dirs, path };
     let mut root = Vec::with_capacity(lower_dirs.len());
     for (layer, dir) in lower_dirs.iter().enumerate() {
@@ -448,7 +468,9 @@ pub fn read_image_file(
         match walker.lookup(current, &name)? {
             Found::Missing => return missing(final_link),
             Found::Directory(merged) if !is_last => stack.push(merged),
-            Found::File(dir) if is_last => return walker.read(dir, &name, limit).map(Some),
+            Found::File(dir) if is_last => {
+                return walker.read(dir, &name, limit, start).map(Some);
+            }
             Found::Symlink(target) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
@@ -608,7 +630,14 @@ impl Walker<'_> {
     }
 
     /// Opens and reads the regular file `name`, at most `limit` bytes.
-    fn read(&self, dir: &LayerDir, name: &OsStr, limit: u64) -> Result<Vec<u8>, UserError> {
+    /// With `start`, the first `limit` bytes of a file of any size.
+    fn read(
+        &self,
+        dir: &LayerDir,
+        name: &OsStr,
+        limit: u64,
+        start: bool,
+    ) -> Result<Vec<u8>, UserError> {
         // O_NOFOLLOW: a symlink swapped in since the lookup is not followed. O_NONBLOCK: a fifo
         // swapped in does not block the open; the fstat below then refuses it.
         let flags = OFlag::O_RDONLY
@@ -629,20 +658,25 @@ impl Walker<'_> {
             path: self.path.to_string(),
             limit,
         };
-        if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > limit {
+        if !start && u64::try_from(stat.st_size).unwrap_or(u64::MAX) > limit {
             return Err(too_large());
         }
         // The size can change after the fstat: read one byte past the bound to notice.
         let mut contents = Vec::new();
+        let bound = if start {
+            limit
+        } else {
+            limit.saturating_add(1)
+        };
         File::from(fd)
-            .take(limit.saturating_add(1))
+            .take(bound)
             .read_to_end(&mut contents)
             .map_err(|source| UserError::Io {
                 path: self.path.to_string(),
                 layer: self.lower_dirs.get(dir.layer).cloned().unwrap_or_default(),
                 source,
             })?;
-        if contents.len() as u64 > limit {
+        if !start && contents.len() as u64 > limit {
             return Err(too_large());
         }
         Ok(contents)

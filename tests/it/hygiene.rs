@@ -339,6 +339,29 @@ fn a_missing_shebang_interpreter_is_named_in_run_steps_and_kiln_run() {
         ) && text.contains("Windows (CRLF) line endings"),
         "{text}"
     );
+    // A dynamically linked binary of the host (glibc) in the busybox image: its loader is missing.
+    let host_true = fs::read("/bin/true").expect("read /bin/true");
+    if host_true.windows(4).any(|w| w == b"/ld-") {
+        let ctx = b.context(&[("Dockerfile", "FROM scripts\nCOPY true /true\n")]);
+        fs::write(ctx.path().join("true"), &host_true).expect("copy /bin/true");
+        fs::set_permissions(
+            ctx.path().join("true"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        b.build(ctx.path(), &["-t", "glibc"]).ok();
+        let out = b.kiln(&["run", "--rm", "glibc", "/true"]).run().code(127);
+        let text = out.stderr_str();
+        assert!(
+            text.contains("the dynamic loader /")
+                && text.contains("that the ELF binary /true needs is not in the image"),
+            "{text}"
+        );
+    } else {
+        eprintln!(
+            "notice: skipping the loader case, the host's /bin/true is not dynamically linked"
+        );
+    }
     // A program that is not there at all is still just missing.
     let out = b
         .kiln(&["run", "--rm", "scripts", "/nothing"])
