@@ -2,7 +2,7 @@
 //! caret and help); anything else prints as `error: ...` with its causes, `a: b: c`, the
 //! convention of [`kiln::error`].
 
-use kiln::error::{EscapedChain, escape_controls};
+use kiln::error::EscapedChain;
 use kiln::frontend::diagnostic::{Located, render_error};
 use std::fmt;
 
@@ -57,7 +57,7 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
-/// Prints `err` to stderr, its control characters escaped ([`kiln::error::escape_controls`]): a
+/// Prints `err` to stderr, its control characters escaped ([`super::term::write_stderr`]): a
 /// message may quote what came from outside (a Dockerfile or a file name from a git repository,
 /// a server's reply). A plain error's chain is one line whatever its links hold: each link is
 /// escaped whole, newlines included ([`EscapedChain`]); a rendered snippet keeps its own lines.
@@ -66,7 +66,7 @@ pub fn print(err: &anyhow::Error) {
         return;
     }
     if let Some(located) = err.downcast_ref::<SourceError>() {
-        let _ = super::term::write_stderr(&format!("{}\n", escape_controls(&located.to_string())));
+        let _ = super::term::write_stderr(&format!("{located}\n"));
         return;
     }
     let _ = super::term::write_stderr(&plain_report(err));
@@ -109,6 +109,16 @@ mod tests {
         assert_eq!(
             plain_report(&err),
             "error: cannot read the Dockerfile /x: permission denied\n"
+        );
+    }
+
+    #[test]
+    fn a_newline_or_escape_in_any_link_stays_inside_the_error_line() {
+        let err = anyhow::Error::new(std::io::Error::other("evil\nerror: fake\x1b[2J"))
+            .context("cannot load x\ty");
+        assert_eq!(
+            plain_report(&err),
+            "error: cannot load x\\ty: evil\\nerror: fake\\u{1b}[2J\n"
         );
     }
 

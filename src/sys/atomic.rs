@@ -6,7 +6,8 @@
 //! file or the new one, never a mix), then `fsync` the directory so the rename itself survives a
 //! crash. [`Staging`] names the temporary files and directories (with the writer's pid, so a
 //! later process can tell a dead writer's leftovers from a live writer's work) and removes stale
-//! ones.
+//! ones. [`BesideTemp`] does the same for a file the user named (`save -o F`): its temporary file
+//! sits beside F, and the next write to F removes the ones dead writers left.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
