@@ -4,7 +4,8 @@
 //!   image's labels reach errors, progress lines, `history` and `inspect` text escaped (`\u{1b}`),
 //!   never as raw control bytes, and a newline in them cannot start a line of its own;
 //! - a `kiln save -o F` killed with SIGKILL leaves its temporary file, which the next save to F
-//!   removes;
+//!   removes; a build's `-o type=tar,dest=F` and `--metadata-file F` remove dead writers' temporary
+//!   files beside F and keep a live writer's;
 //! - the messages that misled: a `#!` interpreter missing from the image, a WORKDIR under
 //!   `/proc`, an `/etc/passwd` that is not a regular file.
 
@@ -425,5 +426,44 @@ fn an_etc_passwd_that_is_not_a_file_says_what_it_is() {
         let stderr = b.build(ctx.path(), &[]).fails();
         assert!(stderr.contains(expected), "{make}: {stderr}");
         assert!(!stderr.contains("no matching entries"), "{make}: {stderr}");
+    }
+}
+
+/// This process's start time (field 22 of `/proc/self/stat`), as kiln names live writers.
+fn own_start_time() -> u64 {
+    let stat = fs::read_to_string("/proc/self/stat").expect("read /proc/self/stat");
+    let after_name = &stat[stat.rfind(')').expect("stat has a name") + 1..];
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .and_then(|t| t.parse().ok())
+        .expect("start time")
+}
+
+#[test]
+fn a_builds_tar_export_and_metadata_file_remove_dead_writers_temp_files_only() {
+    let Some(b) = builder() else { return };
+    let out = tempfile::tempdir().expect("out dir");
+    let tar = out.path().join("rootfs.tar");
+    let metadata = out.path().join("meta.json");
+    // A dead writer's (its pid cannot exist), an older kiln's, and a live writer's (this test
+    // process, at its real start time) beside each target.
+    let live = format!("kiln-{}-{}-0", std::process::id(), own_start_time());
+    let mut planted = Vec::new();
+    for target in ["rootfs.tar", "meta.json"] {
+        for middle in ["kiln-2147483647-5-0", "kiln-2147483647", live.as_str()] {
+            let path = out.path().join(format!(".{target}.{middle}.tmp"));
+            fs::write(&path, b"partial").expect("plant");
+            planted.push((path, middle == live));
+        }
+    }
+    let ctx = b.context(&[("Dockerfile", "FROM base\nRUN echo hi > /hi\n")]);
+    let dest = format!("type=tar,dest={}", tar.display());
+    let meta = metadata.display().to_string();
+    b.build(ctx.path(), &["-o", &dest, "--metadata-file", &meta])
+        .ok();
+    assert!(tar.is_file() && metadata.is_file());
+    for (path, is_live) in planted {
+        assert_eq!(path.exists(), is_live, "{}", path.display());
     }
 }
