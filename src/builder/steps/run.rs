@@ -277,8 +277,12 @@ fn spawn_and_wait(
         stderr,
     };
     // A script whose `#!` interpreter is missing is named as such, not "no such file".
-    let sandbox = Sandbox::spawn(spec, stdio)
-        .map_err(|err| crate::container::exec_diagnosis::explain(spec, err))?;
+    let sandbox = Sandbox::spawn(spec, stdio).map_err(|err| {
+        match crate::container::exec_diagnosis::missing_interpreter(spec, &err) {
+            Some(missing) => RunStepError::Setup(missing.into()),
+            None => RunStepError::Runtime(err),
+        }
+    })?;
     let handle = sandbox.handle();
     // Registered after the spawn: a cancellation that came during it runs the kill right here.
     // SIGKILL to pid 1 takes the whole pid namespace down (pid_namespaces(7)); after the
