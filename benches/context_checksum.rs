@@ -2,6 +2,9 @@
 //! and hashed) and a warm one (only opened and stat'ed), and loading a 20,000-entry stat cache.
 //! "Cold" means the stat cache, not the page cache: the files stay in memory between runs.
 
+// A benchmark's own report, not kiln's text (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use kiln::cache::{StatCache, checksum_paths};
 use kiln::frontend::context::{BuildContext, ContextOwners};

@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench parse`
 
+// A benchmark's own report, not kiln's text (see clippy.toml).
+#![allow(clippy::disallowed_macros)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::path::PathBuf;

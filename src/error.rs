@@ -8,19 +8,97 @@
 use std::error::Error;
 use std::fmt;
 
-/// `text` with control characters other than newlines and tabs written as `\u{..}` (or `\r`), so
-/// a name or a message from outside (a repository's file name, a server's reply) cannot drive
-/// the terminal it is printed on.
+/// kiln's one convention for showing text from outside (an image, a tar, a registry, a URL, a
+/// git repository, a Dockerfile) on a terminal, so it cannot clear the screen, retitle the
+/// window, move the cursor or fake a line of kiln's output:
+///
+/// - control characters (C0, ESC among them, DEL, C1 `U+0080..=U+009F`) and the Unicode
+///   bidirectional overrides and isolates (`U+202A..=U+202E`, `U+2066..=U+2069`, which reorder
+///   what a reader sees) are written as Rust's `char::escape_debug` writes them, without the
+///   quotes and without escaping `\` or quotes: `\u{1b}`, `\u{9b}`, `\u{202e}`, `\r`, `\n`, `\t`;
+/// - bytes that are not UTF-8 (a tar name, a path) are written `\xNN` ([`escape_bytes`]).
+///
+/// This function is for a sink that prints kiln's own multi-line text (a rendered snippet, a
+/// table): newlines and tabs stay. A string from outside placed inside a line is escaped with
+/// [`escape_line`] (or shown through [`Escaped`]), which escapes newlines and tabs too.
 pub fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    escape(text, |c| c == '\n' || c == '\t')
+}
+
+/// `text` with every character [`escape_controls`] escapes, newlines and tabs included: one
+/// string from outside shown inside a line of kiln's, which it cannot end.
+pub fn escape_line(text: &str) -> String {
+    escape(text, |_| false)
+}
+
+/// `bytes` as [`escape_line`] shows text, each byte that is not part of valid UTF-8 as `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&escape_line(chunk.valid()));
+        for byte in chunk.invalid() {
+            out.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    out
+}
+
+/// Whether `c` is shown escaped: a control character (C0, DEL, C1) or a bidirectional override
+/// or isolate.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape(text: &str, keep: impl Fn(char) -> bool) -> String {
+    if !text.chars().any(|c| is_unsafe_char(c) && !keep(c)) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
+        if is_unsafe_char(c) && !keep(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// A string from outside, displayed as [`escape_line`] shows it: for an error or a message that
+/// embeds a name it cannot vouch for (`#[error("cannot read {}", Escaped(&name))]`).
+pub struct Escaped<'a>(pub &'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape_line(self.0))
+    }
+}
+
+/// A path (or any OS string) from outside, displayed as [`escape_bytes`] shows its bytes.
+pub struct EscapedPath<'a>(pub &'a std::path::Path);
+
+impl fmt::Display for EscapedPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use std::os::unix::ffi::OsStrExt as _;
+        f.write_str(&escape_bytes(self.0.as_os_str().as_bytes()))
+    }
+}
+
+/// An error's chain as [`Chain`] prints it (`a: b: c`), each link escaped by [`escape_line`]: the
+/// form every printed error takes, so a name from outside anywhere in the chain can neither
+/// drive the terminal nor start a line of its own.
+pub struct EscapedChain<'a, E: Error + ?Sized>(pub &'a E);
+
+impl<E: Error + ?Sized> fmt::Display for EscapedChain<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape_line(&self.0.to_string()))?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {}", escape_line(&cause.to_string()))?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// The cause of an error, boxed: a typed error (`serde_json::Error`, a [`crate::oci::Digest`]
@@ -121,6 +199,34 @@ mod tests {
         assert_eq!(
             chain(&err),
             "cannot push image: cannot upload blob sha256:abc: connection refused"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_kilns_own_newlines_kept_only_where_asked() {
+        let hostile = "a\x1b[2J\x1b]0;title\x07\nb\tc\u{9b}d\u{7f}\u{202e}é";
+        assert_eq!(
+            escape_controls(hostile),
+            "a\\u{1b}[2J\\u{1b}]0;title\\u{7}\nb\tc\\u{9b}d\\u{7f}\\u{202e}é"
+        );
+        assert_eq!(
+            escape_line(hostile),
+            "a\\u{1b}[2J\\u{1b}]0;title\\u{7}\\nb\\tc\\u{9b}d\\u{7f}\\u{202e}é"
+        );
+        assert_eq!(escape_line("plain C:\\dir \"q\""), "plain C:\\dir \"q\"");
+        assert_eq!(escape_bytes(b"ok\xff\x1b\xc3"), "ok\\xff\\u{1b}\\xc3");
+        assert_eq!(
+            EscapedPath(std::path::Path::new("/a\nb")).to_string(),
+            "/a\\nb"
+        );
+    }
+
+    #[test]
+    fn a_printed_chain_escapes_newlines_in_every_link() {
+        let err = Layer::Upload(std::io::Error::other("x\nerror: fake\x1b[2J"));
+        assert_eq!(
+            EscapedChain(&err).to_string(),
+            "cannot upload blob sha256:abc: x\\nerror: fake\\u{1b}[2J"
         );
     }
 

@@ -3,7 +3,10 @@
 //! `docker export -o` and `docker buildx build --output type=docker|oci|tar,dest=` behave so:
 //! a regular file is written beside its final name and renamed over it, and `-o /dev/null`
 //! writes to the device (renaming over it would replace the device node with a regular file).
+//! The file beside it is a [`BesideTemp`]: one a killed kiln left is removed by the next write
+//! to the same name.
 
+use crate::sys::atomic::BesideTemp;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
@@ -50,8 +53,7 @@ pub enum Output {
     Stdout(BufWriter<io::Stdout>),
     Special(BufWriter<File>),
     File {
-        writer: BufWriter<File>,
-        temp: PathBuf,
+        writer: BufWriter<BesideTemp>,
         target: PathBuf,
     },
 }
@@ -60,10 +62,14 @@ impl Output {
     /// Opens `path`, or standard output when it is `None` (refused when that is a terminal).
     pub fn open(path: Option<&Path>) -> Result<Output, OutputError> {
         let Some(target) = path else {
-            if io::stdout().is_terminal() {
+            // An archive's bytes, not text: never escaped (`kiln save -o -`), and refused
+            // when stdout is a terminal.
+            #[allow(clippy::disallowed_methods)]
+            let stdout = io::stdout();
+            if stdout.is_terminal() {
                 return Err(OutputError::Terminal);
             }
-            return Ok(Output::Stdout(BufWriter::new(io::stdout())));
+            return Ok(Output::Stdout(BufWriter::new(stdout)));
         };
         // Follows symlinks: `-o link-to-/dev/null` writes to the device too.
         if let Ok(meta) = fs::metadata(target) {
@@ -93,22 +99,12 @@ impl Output {
                 dir: dir.to_path_buf(),
             });
         }
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = dir.join(format!(".{name}.kiln-{}.tmp", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|source| OutputError::Create {
-                path: temp.clone(),
-                source,
-            })?;
+        let temp = BesideTemp::create(target, 0o666).map_err(|e| OutputError::Create {
+            path: e.path,
+            source: e.source,
+        })?;
         Ok(Output::File {
-            writer: BufWriter::new(file),
-            temp,
+            writer: BufWriter::new(temp),
             target: target.to_path_buf(),
         })
     }
@@ -121,37 +117,22 @@ impl Output {
         }
     }
 
-    /// Flushes; a file is synced and renamed into place.
-    pub fn finish(mut self) -> Result<(), OutputError> {
-        match &mut self {
-            Output::Stdout(out) => out.flush().map_err(OutputError::Write),
-            Output::Special(out) => out.flush().map_err(OutputError::Write),
-            Output::File {
-                writer,
-                temp,
-                target,
-            } => {
-                let fail = |source| OutputError::WriteFile {
+    /// Flushes; a file is synced and renamed into place. Dropped unfinished, a file's temporary
+    /// file is removed ([`BesideTemp`]).
+    pub fn finish(self) -> Result<(), OutputError> {
+        match self {
+            Output::Stdout(mut out) => out.flush().map_err(OutputError::Write),
+            Output::Special(mut out) => out.flush().map_err(OutputError::Write),
+            Output::File { writer, target } => {
+                let temp = writer.into_inner().map_err(|e| OutputError::WriteFile {
                     path: target.clone(),
-                    source,
-                };
-                writer.flush().map_err(fail)?;
-                writer.get_ref().sync_all().map_err(fail)?;
-                fs::rename(&temp, &target).map_err(fail)?;
-                // The temp name is gone: nothing for Drop to remove.
-                temp.clear();
-                Ok(())
+                    source: e.into_error(),
+                })?;
+                temp.commit().map_err(|e| OutputError::WriteFile {
+                    path: target,
+                    source: e.source,
+                })
             }
-        }
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if let Output::File { temp, .. } = self
-            && !temp.as_os_str().is_empty()
-        {
-            let _ = fs::remove_file(&temp);
         }
     }
 }

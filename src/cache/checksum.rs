@@ -926,6 +926,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_macros)] // A test's skip notice, not kiln's output.
     fn owners_count_for_a_context_that_keeps_them() {
         if !crate::sys::privilege::current().can_chown() {
             eprintln!("notice: skipping, chown needs root");

@@ -1,15 +1,17 @@
 //! Moving images in and out, with docker's arguments and output: `import`, `export`, `save`,
 //! `load`.
 
+use super::term::{errln, outln};
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use kiln::archive::view::human_size;
 use kiln::archive::{
     self, DEFAULT_MAX_BYTES, ImportOptions, LoadOptions, Output, Progress, SaveFormat,
 };
+use kiln::error::escape_line;
 use kiln::store::Store;
 use std::fs::File;
-use std::io::{self, BufReader, IsTerminal as _, Read, Write};
+use std::io::{self, BufReader, IsTerminal as _, Read};
 use std::path::{Path, PathBuf};
 
 fn open(root: &Path) -> anyhow::Result<Store> {
@@ -62,7 +64,7 @@ pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
             .transpose()?,
     };
     let image = archive::import_rootfs(&store, input, &options)?;
-    println!("{}", image.id);
+    outln!("{}", image.id)?;
     Ok(())
 }
 
@@ -99,10 +101,10 @@ pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     )?;
     output.finish()?;
     if exported.skipped_devices > 0 {
-        eprintln!(
+        errln!(
             "warning: {} device nodes were left out: kiln creates them only when it runs as root",
             exported.skipped_devices
-        );
+        )?;
     }
     Ok(())
 }
@@ -177,24 +179,24 @@ pub fn load(root: &Path, args: LoadArgs) -> anyhow::Result<()> {
     let quiet = args.quiet;
     let mut progress = |event: Progress| match event {
         Progress::Layer { diff_id, size } if !quiet => {
-            eprintln!("Loaded layer {} ({})", diff_id.short(), human_size(size, 3));
+            // A broken stderr must not fail the load.
+            let _ = errln!("Loaded layer {} ({})", diff_id.short(), human_size(size, 3));
         }
         Progress::Layer { .. } => {}
     };
     let loaded = archive::load(&store, input, &LoadOptions::default(), &mut progress)?;
-    let mut out = io::stdout().lock();
     for image in loaded {
         for (name, old) in &image.moved {
-            writeln!(
-                out,
-                "The image {name} already exists, renaming the old one with ID {old} to empty string"
+            outln!(
+                "The image {} already exists, renaming the old one with ID {old} to empty string",
+                escape_line(&name.to_string())
             )?;
         }
         for name in &image.names {
-            writeln!(out, "Loaded image: {name}")?;
+            outln!("Loaded image: {}", escape_line(&name.to_string()))?;
         }
         if image.names.is_empty() {
-            writeln!(out, "Loaded image ID: {}", image.id)?;
+            outln!("Loaded image ID: {}", image.id)?;
         }
     }
     Ok(())

@@ -5,6 +5,7 @@
 use super::call::{CallFunc, CallMethod};
 use super::parse::read_dockerfile;
 use super::progress::{self, ProgressMode};
+use super::term::{err, errln, out, outln};
 use super::{located, unlocated};
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -25,6 +26,7 @@ use kiln::builder::{
 };
 use kiln::cache::remote::transport::CacheTransport;
 use kiln::cache::remote::{self, CacheExport, parse_cache_from, parse_cache_to};
+use kiln::error::escape_line;
 use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
@@ -363,30 +365,32 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             .map_err(|err| build_error(err, &input.shown_context, &input.name, &text))?;
         for warning in &checked.plan.resolved.warnings {
             match warning.span {
-                Some(span) => eprintln!(
+                Some(span) => errln!(
                     "warning: {} ({}:{}:{})",
-                    warning.message, input.name, span.start.line, span.start.column
-                ),
-                None => eprintln!("warning: {}", warning.message),
+                    escape_line(&warning.message),
+                    input.name,
+                    span.start.line,
+                    span.start.column
+                )?,
+                None => errln!("warning: {}", escape_line(&warning.message))?,
             }
         }
         for finding in &checked.plan.lint.findings {
-            eprint!(
+            err!(
                 "{}",
-                kiln::error::escape_controls(&super::call::render_finding(
-                    finding,
-                    &input.name,
-                    &text
-                ))
-            );
+                super::call::render_finding(finding, &input.name, &text)
+            )?;
         }
-        print!("{}", describe(&checked, &input, &args, &options.platforms));
+        out!("{}", describe(&checked, &input, &args, &options.platforms))?;
         return Ok(());
     }
     let store = store.context("the build has no store")?;
     let renderer = Arc::new(progress::renderer(
         args.progress,
         args.quiet,
+        // The renderer escapes what it draws (see `progress`): its tty look writes cursor
+        // movements of its own.
+        #[allow(clippy::disallowed_methods)]
         Box::new(std::io::stderr()),
     ));
     let cancel = Cancel::new();
@@ -396,9 +400,9 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     let output =
         result.map_err(|err| build_error(err, &input.shown_context, &input.name, &text))?;
     for (step, reasons) in &output.explanations {
-        eprintln!("cache miss: {step}");
+        errln!("cache miss: {}", escape_line(step))?;
         for reason in reasons {
-            eprintln!("  - {reason}");
+            errln!("  - {}", escape_line(reason))?;
         }
     }
     // A multi-platform image is named by its index, as docker's containerd store does.
@@ -446,11 +450,11 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
     }
     // As buildx: the ID and the metadata once every export (push) has succeeded.
     if args.quiet {
-        println!("{id}");
+        outln!("{id}")?;
     }
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &id)
-            .map_err(|e| anyhow::anyhow!("cannot write --iidfile {}: {e}", path.display()))?;
+            .with_context(|| format!("cannot write --iidfile {}", path.display()))?;
     }
     if let Some(path) = &args.metadata_file {
         let mut metadata = BuildMetadata::of(&output, &names);
@@ -459,7 +463,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
             metadata.set_exported(exported);
         }
         kiln::sys::atomic::atomic_write(path, &metadata.to_json())
-            .map_err(|e| anyhow::anyhow!("cannot write --metadata-file {}: {e}", path.display()))?;
+            .with_context(|| format!("cannot write --metadata-file {}", path.display()))?;
     }
     Ok(())
 }
@@ -938,12 +942,12 @@ fn write_export(
     if let Exported::Image(image) = &exported {
         for (reference, digest) in &image.pushed {
             match reference.digest() {
-                Some(_) => eprintln!("pushed {reference}"),
-                None => eprintln!("pushed {reference}@{digest}"),
+                Some(_) => errln!("pushed {reference}")?,
+                None => errln!("pushed {reference}@{digest}")?,
             }
         }
         for name in &image.canonical {
-            eprintln!("named {name}");
+            errln!("named {name}")?;
         }
     }
     Ok(exported)
@@ -972,7 +976,7 @@ fn interrupt_on_ctrl_c(cancel: &Cancel) {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
                 }
-                eprintln!("kiln: canceling the build");
+                let _ = errln!("kiln: canceling the build");
                 cancel.cancel();
             });
         });
@@ -1114,7 +1118,7 @@ fn describe(
         let _ = writeln!(
             out,
             "epoch       the time of {} (SOURCE_DATE_EPOCH; the build asks it)",
-            kiln::error::escape_controls(from)
+            escape_line(from)
         );
     }
     for (i, source) in checked.remote.iter().enumerate() {

@@ -144,11 +144,7 @@ pub fn print_check(
                     .and_then(|n| n.to_str())
                     .unwrap_or(file),
             };
-            // JSON escapes every control character itself (see `json::render`).
-            print!(
-                "{}",
-                json::render(&checked.report, name, source, error.as_ref())
-            );
+            super::term::write_json(&json::render(&checked.report, name, source, error.as_ref()))?;
         }
         CallFormat::Text => {
             match findings.len() {
@@ -170,10 +166,10 @@ pub fn print_check(
             }
         }
     }
-    print!("{}", kiln::error::escape_controls(&out));
+    super::term::write_stdout(&out)?;
     if let Some(failure) = &checked.error {
         if call.format == CallFormat::Text && !findings.is_empty() {
-            println!();
+            super::term::write_stdout("\n")?;
         }
         let message = failure.message();
         let rendered = match failure.span {
@@ -260,7 +256,11 @@ pub fn answer(call: &CallFunc, input: &CallInput<'_>) -> anyhow::Result<()> {
             )
         }
     };
-    print!("{printed}");
+    if call.format == CallFormat::Json {
+        super::term::write_json(&printed)?;
+    } else {
+        super::term::write_stdout(&printed)?;
+    }
     Ok(())
 }
 

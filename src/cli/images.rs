@@ -1,22 +1,23 @@
 //! The image commands, with docker's output: `images`, `tag`, `rmi`, `inspect`, `history`,
 //! `prune`, `df`.
 
-use super::template::{Template, render_rows};
+use super::template::{Template, escape_strings, render_rows};
+use super::term::{out, outln, write_json, write_stdout};
 use anyhow::Context as _;
 use clap::Args;
 use kiln::archive::view::{self, created_since, ellipsis, human_size};
-use kiln::error::chain;
+use kiln::error::{EscapedChain, escape_line};
 use kiln::git::{GitCache, GitOptions};
 use kiln::oci::timestamp::{format_go_utc, format_rfc3339, now_seconds};
 use kiln::store::ImageName;
 use kiln::store::{ImageSummary, PruneOptions, Store, StoredImage};
 use serde_json::{Map, Value, json};
 use std::fmt;
-use std::io::{BufRead as _, Write as _};
+use std::io::BufRead as _;
 use std::path::Path;
 
 /// Several arguments failed (docker goes on with the rest and reports each): printed as one
-/// `error:` line per failure.
+/// `error:` line per failure, each an escaped chain ([`EscapedChain`]).
 #[derive(Debug)]
 struct Failures(Vec<String>);
 
@@ -127,7 +128,10 @@ pub fn images(root: &Path, args: ImagesArgs) -> anyhow::Result<()> {
         "SharedSize": "SHARED SIZE",
         "UniqueSize": "UNIQUE SIZE",
     });
-    print!("{}", render_rows(&format, &rows, &header, &IMAGE_FIELDS)?);
+    print_rows(
+        &format,
+        &render_rows(&format, &rows, &header, &IMAGE_FIELDS)?,
+    )?;
     Ok(())
 }
 
@@ -248,15 +252,14 @@ pub struct RmiArgs {
 pub fn rmi(root: &Path, args: RmiArgs) -> anyhow::Result<()> {
     let store = open(root)?;
     let mut failures = Vec::new();
-    let mut stdout = std::io::stdout().lock();
     for image in &args.images {
         match store.remove_image(image, args.force) {
             Ok(removals) => {
                 for removal in removals {
-                    writeln!(stdout, "{removal}")?;
+                    outln!("{}", escape_line(&removal.to_string()))?;
                 }
             }
-            Err(err) => failures.push(chain(&err)),
+            Err(err) => failures.push(EscapedChain(&err).to_string()),
         }
     }
     finish(failures)
@@ -266,7 +269,8 @@ fn finish(failures: Vec<String>) -> anyhow::Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(Failures(failures).into())
+        let shown = format!("error: {}", Failures(failures));
+        Err(super::report::SourceError::new(shown).into())
     }
 }
 
@@ -330,15 +334,16 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<()> {
     for name in &args.images {
         match store.resolve_platform(name, platform.as_ref()) {
             Ok(image) => documents.push(view::inspect(&image)),
-            Err(err) => failures.push(chain(&err)),
+            Err(err) => failures.push(EscapedChain(&err).to_string()),
         }
     }
-    let mut stdout = std::io::stdout().lock();
     match template {
         Some(template) => {
             for document in &documents {
-                let value = serde_json::to_value(document)?;
-                writeln!(stdout, "{}", template.render(&with_docker_defaults(value))?)?;
+                // The document's strings escaped before the template sees them: a label with a
+                // newline cannot print a line of its own.
+                let value = escape_strings(&with_docker_defaults(serde_json::to_value(document)?));
+                outln!("{}", template.render(&value)?)?;
             }
         }
         None => {
@@ -346,8 +351,9 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<()> {
             let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
             let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
             serde::Serialize::serialize(&documents, &mut serializer)?;
-            stdout.write_all(&bytes)?;
-            writeln!(stdout)?;
+            let mut text = String::from_utf8(bytes)?;
+            text.push('\n');
+            write_json(&text)?;
         }
     }
     finish(failures)
@@ -472,7 +478,10 @@ pub fn history(root: &Path, args: HistoryArgs) -> anyhow::Result<()> {
         "Size": "SIZE",
         "Comment": "COMMENT",
     });
-    print!("{}", render_rows(format, &rows, &header, &HISTORY_FIELDS)?);
+    print_rows(
+        format,
+        &render_rows(format, &rows, &header, &HISTORY_FIELDS)?,
+    )?;
     Ok(())
 }
 
@@ -505,17 +514,16 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
         } else {
             "\n  - all build cache mounts (RUN --mount=type=cache) no build is using"
         };
-        print!(
+        out!(
             "WARNING! This will remove:\n  - {images}\n  - all blobs and layer snapshots no \
              remaining image uses\n  - staging files left by killed kiln processes\n  - all git \
              repositories and checkouts, and URL records, no build is using{cache_mounts}\n\
              Are you sure you want to continue? [y/N] "
-        );
-        std::io::stdout().flush()?;
+        )?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            println!();
+            outln!()?;
             anyhow::bail!("prune cancelled: nothing was removed");
         }
     }
@@ -573,7 +581,7 @@ pub fn prune(root: &Path, args: PruneArgs) -> anyhow::Result<()> {
             4
         )
     ));
-    print!("{out}");
+    write_stdout(&out)?;
     Ok(())
 }
 
@@ -631,7 +639,17 @@ pub fn df(root: &Path, args: DfArgs) -> anyhow::Result<()> {
         Some(custom) => custom,
     };
     let known = ["Active", "Reclaimable", "Size", "TotalCount", "Type"];
-    print!("{}", render_rows(format, &rows, &header, &known)?);
+    print_rows(format, &render_rows(format, &rows, &header, &known)?)
+}
+
+/// Prints what [`render_rows`] made of `format`: `json` as JSON ([`write_json`]), anything else
+/// as text (its cells were escaped before the template saw them).
+fn print_rows(format: &str, rendered: &str) -> anyhow::Result<()> {
+    if format == "json" {
+        write_json(rendered)?;
+    } else {
+        write_stdout(rendered)?;
+    }
     Ok(())
 }
 

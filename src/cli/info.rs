@@ -1,9 +1,10 @@
 //! `kiln info`: what this machine builds and runs: its platform, and every platform whose RUN
 //! steps and containers run here, natively or under an emulator binfmt_misc has registered.
 
+use super::term::out;
 use clap::Args;
 use kiln::runtime::binfmt::{Emulation, ProcBinfmt, Runnable};
-use std::io::Write as _;
+use std::fmt::Write as _;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {}
@@ -13,15 +14,15 @@ pub struct InfoArgs {}
 pub fn info(_args: InfoArgs) -> anyhow::Result<()> {
     let source = ProcBinfmt::default();
     let emulation = Emulation::read_host(&source);
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "Platform: {}", emulation.native)?;
+    let mut text = String::new();
+    writeln!(text, "Platform: {}", emulation.native)?;
     let binfmt = match emulation.binfmt_enabled {
         None => "not mounted".to_string(),
         Some(true) => "enabled".to_string(),
         Some(false) => "disabled".to_string(),
     };
-    writeln!(out, "binfmt_misc: {} ({binfmt})", source.dir.display())?;
-    writeln!(out, "Platforms RUN steps and containers run on:")?;
+    writeln!(text, "binfmt_misc: {} ({binfmt})", source.dir.display())?;
+    writeln!(text, "Platforms RUN steps and containers run on:")?;
     let listed = emulation.platforms();
     let width = listed
         .iter()
@@ -36,7 +37,7 @@ pub fn info(_args: InfoArgs) -> anyhow::Result<()> {
             }
             Runnable::No(why) => format!("unusable: {why}"),
         };
-        writeln!(out, "  {:<width$}  {how}", platform.to_string())?;
+        writeln!(text, "  {:<width$}  {how}", platform.to_string())?;
     }
     if !listed
         .iter()
@@ -52,8 +53,9 @@ pub fn info(_args: InfoArgs) -> anyhow::Result<()> {
             },
             None,
         )) {
-            writeln!(out, "No emulator is usable: {why}")?;
+            writeln!(text, "No emulator is usable: {why}")?;
         }
     }
+    out!("{text}")?;
     Ok(())
 }

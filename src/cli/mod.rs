@@ -13,6 +13,7 @@ mod report;
 mod rootless;
 mod run;
 mod template;
+mod term;
 
 use clap::{Parser, Subcommand};
 use kiln::store::Store;

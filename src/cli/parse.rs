@@ -28,8 +28,10 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&bytes);
     let dockerfile = kiln::frontend::parse(&bytes).map_err(|e| located(&name, &text, &e))?;
     match args.format {
-        Format::Buildkit => print!("{}", dockerfile.dump()),
-        Format::Json => println!("{}", serde_json::to_string_pretty(&dockerfile)?),
+        Format::Buildkit => super::term::write_stdout(&dockerfile.dump())?,
+        Format::Json => {
+            super::term::write_json(&format!("{}\n", serde_json::to_string_pretty(&dockerfile)?))?
+        }
     }
     Ok(())
 }

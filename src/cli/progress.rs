@@ -20,7 +20,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, P
 use kiln::builder::{BuildEvent, Progress, StepInfo};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::{self, Write as _};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ fn real_clock() -> Clock {
 /// its timers (dropping the renderer does it too).
 pub fn renderer(mode: ProgressMode, quiet: bool, out: Box<dyn Write + Send>) -> Renderer {
     let ci = std::env::var("CI").ok();
-    let mode = mode.resolve(std::io::stderr().is_terminal(), ci.as_deref());
+    let mode = mode.resolve(super::term::stderr_is_terminal(), ci.as_deref());
     with_clock(mode, quiet, out, real_clock())
 }
 
@@ -92,7 +92,9 @@ fn with_clock(
     clock: Clock,
 ) -> Renderer {
     let kind = match mode {
-        _ if quiet => Kind::Quiet(Mutex::new(Quiet::new(out, clock))),
+        // The plain looks write only text: all of it escaped on its way out (a step's name
+        // quotes the Dockerfile, its output lines come from the image's programs).
+        _ if quiet => Kind::Quiet(Mutex::new(Quiet::new(escaping(out), clock))),
         ProgressMode::Tty => {
             let term = WriterTerm {
                 out: Mutex::new(out),
@@ -101,9 +103,16 @@ fn with_clock(
             Kind::Tty(Tty::new(target, Some(TICK), Box::new(stderr_width)))
         }
         ProgressMode::Json => Kind::Json(Mutex::new(Json { out, clock })),
-        ProgressMode::Auto | ProgressMode::Plain => Kind::Plain(Mutex::new(Plain::new(out, clock))),
+        ProgressMode::Auto | ProgressMode::Plain => {
+            Kind::Plain(Mutex::new(Plain::new(escaping(out), clock)))
+        }
     };
     Renderer { kind }
+}
+
+/// `out` escaping the text written to it ([`super::term::Escaping`]).
+fn escaping(out: Box<dyn Write + Send>) -> Box<dyn Write + Send> {
+    Box::new(super::term::Escaping::new(out))
 }
 
 /// Shows build events in one of the looks; see [`renderer`].
@@ -337,6 +346,8 @@ impl Plain {
                 if let Some(old) = self.current.take() {
                     writeln!(self.out, "#{old} ...")?;
                 }
+                // No `#N` prefix to attribute its lines: one line, whatever the message holds.
+                let message = kiln::error::escape_line(&message);
                 write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
                 self.out.flush()
             }
@@ -440,7 +451,8 @@ struct Json {
 
 impl Json {
     fn event(&mut self, event: &BuildEvent) -> std::io::Result<()> {
-        let mut line = serde_json::to_string(event)?;
+        // serde leaves DEL and C1 characters raw: written as JSON escapes.
+        let mut line = super::term::json_safe(&serde_json::to_string(event)?);
         let time = serde_json::to_string(&(self.clock)().as_secs_f64())?;
         // Every event serializes as an object: add `time` as its last field.
         if line.pop() == Some('}') {
@@ -507,10 +519,11 @@ impl Quiet {
                 ..
             } => {
                 let line = format!("WARNING: cache from {source}: {warning}");
-                write_prefixed(&mut self.out, "", &line)?;
+                write_prefixed(&mut self.out, "", &kiln::error::escape_line(&line))?;
                 self.out.flush()?;
             }
             BuildEvent::Warning { message, .. } => {
+                let message = kiln::error::escape_line(&message);
                 write_prefixed(&mut self.out, "", &format!("WARNING: {message}"))?;
                 self.out.flush()?;
             }
@@ -609,7 +622,7 @@ impl Tty {
                 let bar = self
                     .multi
                     .add(ProgressBar::new_spinner().with_style(style(RUNNING)));
-                bar.set_message(st.names.get(step));
+                bar.set_message(sanitize(&st.names.get(step)));
                 if let Some(every) = self.tick {
                     bar.enable_steady_tick(every);
                 }
@@ -718,8 +731,8 @@ impl Tty {
                 self.multi
                     .println(self.fit(&format!(" => => writing image {image_id}"), ""))?;
                 for name in names {
-                    self.multi
-                        .println(self.fit(&format!(" => => naming to {name}"), ""))?;
+                    let line = format!(" => => naming to {name}");
+                    self.multi.println(self.fit(&sanitize(&line), ""))?;
                 }
             }
         }
@@ -1061,6 +1074,46 @@ mod tests {
             },
             BuildEvent::Canceled { step: 3 },
         ]
+    }
+
+    /// Names, output lines and warnings from outside reach the text looks escaped: no raw
+    /// control character, and a newline in a step-less warning cannot start a line of its own.
+    #[test]
+    fn the_text_looks_escape_what_came_from_outside() {
+        let mut hostile = steps();
+        hostile[2].name = "[2/3] RUN echo \u{1b}]0;title\u{7}".into();
+        let events = || {
+            vec![
+                BuildEvent::Planned {
+                    steps: hostile.clone(),
+                },
+                BuildEvent::Started { step: 2 },
+                log(2, LogStream::Stdout, "\u{1b}[2J\u{9b}2J"),
+                BuildEvent::Warning {
+                    step: None,
+                    message: "cache mount lost\nWARNING: fake".into(),
+                },
+                done(2, 100),
+            ]
+        };
+        for (mode, quiet) in [(ProgressMode::Plain, false), (ProgressMode::Plain, true)] {
+            let text = render(mode, quiet, events());
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{mode:?} quiet={quiet}: {text:?}"
+            );
+            assert!(
+                !text.lines().any(|l| l.starts_with("WARNING: fake")),
+                "{text}"
+            );
+            assert!(
+                text.contains("WARNING: cache mount lost\\nWARNING: fake"),
+                "{text}"
+            );
+        }
+        let plain = render(ProgressMode::Plain, false, events());
+        assert!(plain.contains("RUN echo \\u{1b}]0;title\\u{7}"), "{plain}");
+        assert!(plain.contains("\\u{1b}[2J\\u{9b}2J"), "{plain}");
     }
 
     /// What a renderer of `mode` prints for `events`, with the ticking clock.

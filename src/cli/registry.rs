@@ -2,6 +2,7 @@
 //! [`kiln::registry`]. Blobs show as one progress bar each on a terminal, as one line each when
 //! done otherwise.
 
+use super::term::{err, errln, outln};
 use anyhow::{Context as _, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,7 +15,7 @@ use kiln::registry::{
 };
 use kiln::store::Store;
 use std::collections::HashMap;
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -108,21 +109,21 @@ pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
     let progress = BlobProgress::new(args.quiet);
     if !args.quiet {
         let what = reference.tag().or(reference.digest()).unwrap_or("latest");
-        eprintln!("{what}: Pulling from {}", reference.path());
+        errln!("{what}: Pulling from {}", reference.path())?;
     }
     let pulled = runtime()?.block_on(pull(&client, &store, &reference, &platform, &progress));
     progress.finish();
     let image = pulled?;
     if args.quiet {
-        println!("{reference}");
+        outln!("{reference}")?;
     } else {
         // What the reference resolves to: of a multi-platform image, its index.
-        println!(
+        outln!(
             "Digest: {}",
             image.index.as_ref().unwrap_or(&image.manifest_digest)
-        );
-        println!("Status: Downloaded image for {reference}");
-        println!("{reference}");
+        )?;
+        outln!("Status: Downloaded image for {reference}")?;
+        outln!("{reference}")?;
     }
     Ok(())
 }
@@ -134,11 +135,11 @@ pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
     let client = Client::new(args.registry.client_options())?;
     let progress = BlobProgress::new(args.quiet);
     if !args.quiet {
-        eprintln!(
+        errln!(
             "The push refers to repository [{}/{}]",
             reference.domain(),
             reference.path()
-        );
+        )?;
     }
     let pushed = runtime()?.block_on(push(
         &client,
@@ -151,16 +152,16 @@ pub fn push_command(root: &Path, args: PushArgs) -> anyhow::Result<()> {
     progress.finish();
     let digest = pushed?;
     if args.quiet {
-        println!("{digest}");
+        outln!("{digest}")?;
     } else {
         let size = store
             .blobs()
             .size(&digest)
             .map_or_else(|_| String::new(), |s| format!(" size: {s}"));
-        println!(
+        outln!(
             "{}: digest: {digest}{size}",
             reference.tag().unwrap_or("latest")
-        );
+        )?;
     }
     Ok(())
 }
@@ -222,7 +223,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     }
     let mut config = DockerConfig::load(&config_dir(None))?;
     config.store_credentials(&server, &credentials)?;
-    println!("Login Succeeded");
+    outln!("Login Succeeded")?;
     Ok(())
 }
 
@@ -231,9 +232,9 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     let server = server_name(args.server.as_deref());
     let mut config = DockerConfig::load(&config_dir(None))?;
     if config.erase_credentials(&server)? {
-        println!("Removing login credentials for {server}");
+        outln!("Removing login credentials for {server}")?;
     } else {
-        println!("Not logged in to {server}");
+        outln!("Not logged in to {server}")?;
     }
     Ok(())
 }
@@ -245,8 +246,7 @@ fn prompt(label: &str, secret: bool) -> anyhow::Result<String> {
     if !stdin.is_terminal() {
         bail!("no terminal to ask for the {label:?}: pass -u USER and --password-stdin");
     }
-    eprint!("{label}");
-    let _ = std::io::stderr().flush();
+    err!("{label}")?;
     // termios(3): clearing ECHO keeps the typed password off the screen; restored afterwards.
     let saved = if secret { tcgetattr(&stdin).ok() } else { None };
     if let Some(saved) = &saved {
@@ -258,7 +258,7 @@ fn prompt(label: &str, secret: bool) -> anyhow::Result<String> {
     let read = stdin.lock().read_line(&mut line);
     if let Some(saved) = &saved {
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, saved);
-        eprintln!();
+        errln!()?;
     }
     read.context("cannot read from the terminal")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
@@ -271,7 +271,7 @@ pub(super) struct BlobProgress {
 
 enum Look {
     Quiet,
-    Lines(Mutex<std::io::Stderr>),
+    Lines,
     Bars {
         multi: MultiProgress,
         bars: Mutex<HashMap<Digest, ProgressBar>>,
@@ -282,13 +282,13 @@ impl BlobProgress {
     pub(super) fn new(quiet: bool) -> BlobProgress {
         let look = if quiet {
             Look::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if super::term::stderr_is_terminal() {
             Look::Bars {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
                 bars: Mutex::new(HashMap::new()),
             }
         } else {
-            Look::Lines(Mutex::new(std::io::stderr()))
+            Look::Lines
         };
         BlobProgress { look }
     }
@@ -306,12 +306,10 @@ impl TransferProgress for BlobProgress {
     fn blob(&self, digest: &Digest, event: BlobEvent) {
         match &self.look {
             Look::Quiet => {}
-            Look::Lines(out) => {
+            Look::Lines => {
                 if let BlobEvent::Finished(status) = event {
-                    let mut out = out
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let _ = writeln!(out, "{}: {status}", digest.short());
+                    // A broken stderr must not fail the transfer.
+                    let _ = errln!("{}: {status}", digest.short());
                 }
             }
             Look::Bars { multi, bars } => {

@@ -2,7 +2,7 @@
 //! caret and help); anything else prints as `error: ...` with its causes, `a: b: c`, the
 //! convention of [`kiln::error`].
 
-use kiln::error::{Chain, escape_controls};
+use kiln::error::EscapedChain;
 use kiln::frontend::diagnostic::{Located, render_error};
 use std::fmt;
 
@@ -22,9 +22,9 @@ pub fn located<E: Located + std::error::Error + ?Sized>(
 /// Wraps an error that belongs to no source file (e.g. a missing build context) for printing:
 /// `error: message` and its help line.
 pub fn unlocated<E: Located + std::error::Error + ?Sized>(err: &E) -> anyhow::Error {
-    let mut text = format!("error: {}", Chain(err));
+    let mut text = format!("error: {}", EscapedChain(err));
     if let Some(help) = err.help() {
-        text.push_str(&format!("\n  = help: {help}"));
+        text.push_str(&format!("\n  = help: {}", kiln::error::escape_line(&help)));
     }
     anyhow::Error::new(SourceError(text))
 }
@@ -57,24 +57,26 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
-/// Prints `err` to stderr, its control characters escaped: a message may quote what came from
-/// outside (a Dockerfile or a file name from a git repository, a server's reply).
+/// Prints `err` to stderr, its control characters escaped ([`super::term::write_stderr`]): a
+/// message may quote what came from outside (a Dockerfile or a file name from a git repository,
+/// a server's reply). A plain error's chain is one line whatever its links hold: each link is
+/// escaped whole, newlines included ([`EscapedChain`]); a rendered snippet keeps its own lines.
 pub fn print(err: &anyhow::Error) {
     if err.downcast_ref::<ExitQuietly>().is_some() {
         return;
     }
     if let Some(located) = err.downcast_ref::<SourceError>() {
-        eprintln!("{}", escape_controls(&located.to_string()));
+        let _ = super::term::write_stderr(&format!("{located}\n"));
         return;
     }
-    eprint!("{}", escape_controls(&plain_report(err)));
+    let _ = super::term::write_stderr(&plain_report(err));
 }
 
 /// `error: MESSAGE: CAUSE: CAUSE`: each error of the chain says only its own layer's message
 /// ([`kiln::error`]), so the chain is printed docker-style on one line, each cause once.
 fn plain_report(err: &anyhow::Error) -> String {
     let err: &(dyn std::error::Error + 'static) = err.as_ref();
-    format!("error: {}\n", Chain(err))
+    format!("error: {}\n", EscapedChain(err))
 }
 
 #[cfg(test)]
@@ -107,6 +109,16 @@ mod tests {
         assert_eq!(
             plain_report(&err),
             "error: cannot read the Dockerfile /x: permission denied\n"
+        );
+    }
+
+    #[test]
+    fn a_newline_or_escape_in_any_link_stays_inside_the_error_line() {
+        let err = anyhow::Error::new(std::io::Error::other("evil\nerror: fake\x1b[2J"))
+            .context("cannot load x\ty");
+        assert_eq!(
+            plain_report(&err),
+            "error: cannot load x\\ty: evil\\nerror: fake\\u{1b}[2J\n"
         );
     }
 

@@ -3,8 +3,8 @@
 //! exists; without a range, kiln keeps one id and says once what is missing, for the commands
 //! where owners matter.
 
+use super::term::errln;
 use anyhow::Context as _;
-use kiln::error::escape_controls;
 use kiln::sys::privilege::{self, Rootless};
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
@@ -30,7 +30,7 @@ pub fn enter(need: Need, default_root: Option<&Path>) -> anyhow::Result<()> {
     }
     match privilege::enter_rootless().context("entering kiln's rootless user namespace")? {
         Rootless::Fallback(missing) if need == Need::Owners => {
-            eprintln!("warning: {}", escape_controls(&missing.to_string()));
+            let _ = errln!("warning: {missing}");
         }
         // Denied: sandboxes say so themselves when one is needed.
         Rootless::NotNeeded

@@ -144,7 +144,11 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut container = Container::create(&store, &image, &args.image, &options)?;
 
     let stdin_fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    // The container's own output is not kiln's to escape: it gets kiln's stdout and stderr.
+    #[allow(clippy::disallowed_methods)]
     let stdout_fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+    #[allow(clippy::disallowed_methods)]
+    let stderr_fd = std::io::stderr().as_fd().try_clone_to_owned()?;
     // With -t the sandbox allocates the terminal in its own devpts (so `tty` names it
     // /dev/pts/0, as in docker) and hands kiln the master. It starts with the host terminal's
     // size, or docker's 24x80 when kiln's output is not a terminal.
@@ -157,7 +161,7 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         Stdio::Streams {
             stdin: args.interactive.then(|| stdin_fd.try_clone()).transpose()?,
             stdout: stdout_fd.try_clone()?,
-            stderr: std::io::stderr().as_fd().try_clone_to_owned()?,
+            stderr: stderr_fd,
         }
     };
 
@@ -179,10 +183,10 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     let outcome = sandbox.wait()?;
     let ending = container.finish()?;
     if let Some(limit) = ending.oom_killed {
-        eprintln!(
+        super::term::errln!(
             "kiln: container killed: out of memory (limit {})",
             memory_size(limit)
-        );
+        )?;
         return Ok(ExitCode::from(OOM_EXIT));
     }
     Ok(exit_code(outcome.exit_code()))

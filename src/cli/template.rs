@@ -608,10 +608,33 @@ pub fn render_rows(
         out.push('\n');
     }
     for row in rows {
-        out.push_str(&template.render(row)?);
+        // `json` stays JSON (printed by `term::write_json`); any other form shows each cell
+        // escaped, so a newline or a tab in a name from an image cannot break the table.
+        let shown = if format == "json" {
+            template.render(row)?
+        } else {
+            template.render(&escape_strings(row))?
+        };
+        out.push_str(&shown);
         out.push('\n');
     }
     Ok(if is_table { tabulate(&out) } else { out })
+}
+
+/// `value` with every string in it (object keys included) escaped by
+/// [`kiln::error::escape_line`]: what a template shows of a document from outside (an image's
+/// labels, its history) when the result is text for a terminal.
+pub fn escape_strings(value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(kiln::error::escape_line(text)),
+        Value::Array(items) => Value::Array(items.iter().map(escape_strings).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, value)| (kiln::error::escape_line(key), escape_strings(value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// docker's tabwriter settings: minimum cell width 10, padding 3, spaces.

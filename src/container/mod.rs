@@ -11,6 +11,7 @@
 //! what `--rm` asks to remove.
 
 pub mod chroot;
+pub mod exec_diagnosis;
 pub mod user;
 
 use crate::archive::{self, ArchiveError};
@@ -76,6 +77,9 @@ pub enum ContainerError {
     /// command's changes out of it.
     #[error("--isolation=chroot: copying the image's files or the command's changes")]
     Chroot(#[source] Box<crate::layer::LayerError>),
+    /// The command is a script whose `#!` interpreter the image does not have.
+    #[error(transparent)]
+    MissingInterpreter(#[from] exec_diagnosis::MissingInterpreter),
     /// A host file operation failed.
     #[error("{action} {}", path.display())]
     Io {
@@ -94,6 +98,7 @@ impl ContainerError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ContainerError::Runtime(err) => err.exit_code(),
+            ContainerError::MissingInterpreter(_) => exec_diagnosis::MissingInterpreter::EXIT_CODE,
             _ => 125,
         }
     }
@@ -234,14 +239,17 @@ impl Container {
     /// [`Stdio::Terminal`] and relay [`Sandbox::take_terminal`]'s master.
     pub fn start(&mut self, stdio: Stdio) -> Result<Sandbox, ContainerError> {
         let sandbox = match self.isolation {
-            crate::runtime::Isolation::Sandbox => Sandbox::spawn(&self.spec, stdio)?,
+            crate::runtime::Isolation::Sandbox => Sandbox::spawn(&self.spec, stdio)
+                .map_err(|err| exec_diagnosis::explain(&self.spec, err))?,
             crate::runtime::Isolation::Chroot => {
                 let root = chroot::ChrootRoot::prepare(
                     self.dir.join("chroot"),
                     &self.spec,
                     MAX_LAYER_BYTES,
                 )?;
-                let sandbox = root.spawn(stdio)?;
+                let sandbox = root
+                    .spawn(stdio)
+                    .map_err(|err| exec_diagnosis::explain(&self.spec, err))?;
                 self.chroot = Some(root);
                 sandbox
             }

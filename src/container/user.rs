@@ -107,10 +107,24 @@ pub enum UserError {
         limit: u64,
     },
     /// The path names a directory, device, socket or fifo rather than a regular file.
-    #[error("{path} in the image is not a regular file")]
+    #[error("{path} in the image is a {kind}, not a regular file")]
     NotRegular {
         /// The path inside the image.
         path: String,
+        /// What it is instead: `directory`, `character device`, `FIFO`...
+        kind: &'static str,
+    },
+    /// The path is a symbolic link whose target the image does not have (an absolute target, or
+    /// `..` climbing out, resolves inside the image, never on the host).
+    #[error(
+        "{path} in the image is a symbolic link to {}, which is not in the image (links resolve inside the image)",
+        crate::error::EscapedPath(std::path::Path::new(target))
+    )]
+    DanglingSymlink {
+        /// The path inside the image.
+        path: String,
+        /// The link's target as stored.
+        target: OsString,
     },
     /// A user or group name to look up in a stage that has no filesystem yet (`FROM scratch`
     /// with nothing copied in): BuildKit fails such a file operation ("invalid user index: -1").
@@ -394,6 +408,26 @@ pub fn read_image_file(
     path: &str,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, UserError> {
+    read_merged(lower_dirs, path, limit, false)
+}
+
+/// [`read_image_file`], but only the first `length` bytes of the file, whatever its size (a
+/// binary's headers, a script's `#!` line).
+pub fn read_image_file_start(
+    lower_dirs: &[PathBuf],
+    path: &str,
+    length: u64,
+) -> Result<Option<Vec<u8>>, UserError> {
+    read_merged(lower_dirs, path, length, true)
+}
+
+/// [`read_image_file`]; with `start`, the first `limit` bytes of a file of any size.
+fn read_merged(
+    lower_dirs: &[PathBuf],
+    path: &str,
+    limit: u64,
+    start: bool,
+) -> Result<Option<Vec<u8>>, UserError> {
     let walker = Walker { lower_dirs, path };
     let mut root = Vec::with_capacity(lower_dirs.len());
     for (layer, dir) in lower_dirs.iter().enumerate() {
@@ -407,6 +441,16 @@ pub fn read_image_file(
     let mut stack = vec![root];
     let mut pending: VecDeque<OsString> = components(path.as_bytes());
     let mut links = 0;
+    // The target of the link `path` itself names (its last component, followed in turn): when
+    // that leads nowhere, the error says so rather than the file being "missing".
+    let mut final_link: Option<OsString> = None;
+    let missing = |final_link: Option<OsString>| match final_link {
+        Some(target) => Err(UserError::DanglingSymlink {
+            path: path.to_string(),
+            target,
+        }),
+        None => Ok(None),
+    };
     while let Some(name) = pending.pop_front() {
         if name == "." {
             continue;
@@ -419,18 +463,23 @@ pub fn read_image_file(
         }
         let is_last = pending.is_empty();
         let Some(current) = stack.last() else {
-            return Ok(None);
+            return missing(final_link);
         };
         match walker.lookup(current, &name)? {
-            Found::Missing => return Ok(None),
+            Found::Missing => return missing(final_link),
             Found::Directory(merged) if !is_last => stack.push(merged),
-            Found::File(dir) if is_last => return walker.read(dir, &name, limit).map(Some),
+            Found::File(dir) if is_last => {
+                return walker.read(dir, &name, limit, start).map(Some);
+            }
             Found::Symlink(target) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(UserError::SymlinkLoop {
                         path: path.to_string(),
                     });
+                }
+                if is_last && final_link.is_none() {
+                    final_link = Some(target.clone());
                 }
                 if target.as_bytes().starts_with(b"/") {
                     stack.truncate(1);
@@ -440,10 +489,23 @@ pub fn read_image_file(
                 }
             }
             // A component below a non-directory does not exist (ENOTDIR).
-            Found::File(_) | Found::Other if !is_last => return Ok(None),
-            Found::Directory(_) | Found::Other | Found::File(_) => {
+            Found::File(_) | Found::Other(_) if !is_last => return missing(final_link),
+            Found::Directory(_) => {
                 return Err(UserError::NotRegular {
                     path: path.to_string(),
+                    kind: "directory",
+                });
+            }
+            Found::Other(kind) => {
+                return Err(UserError::NotRegular {
+                    path: path.to_string(),
+                    kind: kind_name(kind),
+                });
+            }
+            Found::File(_) => {
+                return Err(UserError::NotRegular {
+                    path: path.to_string(),
+                    kind: "file reached through a non-directory",
                 });
             }
         }
@@ -451,7 +513,21 @@ pub fn read_image_file(
     // The path named a directory (such as "/" or "/etc/..").
     Err(UserError::NotRegular {
         path: path.to_string(),
+        kind: "directory",
     })
+}
+
+/// What a file type is called in a message.
+fn kind_name(kind: SFlag) -> &'static str {
+    match kind {
+        SFlag::S_IFCHR => "character device",
+        SFlag::S_IFBLK => "block device",
+        SFlag::S_IFIFO => "FIFO",
+        SFlag::S_IFSOCK => "socket",
+        SFlag::S_IFDIR => "directory",
+        SFlag::S_IFLNK => "symbolic link",
+        _ => "special file",
+    }
 }
 
 /// A directory of one layer, opened without following symlinks.
@@ -469,8 +545,8 @@ enum Found<'a> {
     /// A regular file in this layer directory.
     File(&'a LayerDir),
     Symlink(OsString),
-    /// A device, fifo or socket.
-    Other,
+    /// A device, fifo or socket: its file type.
+    Other(SFlag),
 }
 
 /// The state shared by one [`read_image_file`] call: what to name in errors.
@@ -504,7 +580,7 @@ impl Walker<'_> {
                     readlinkat(dir.fd.as_fd(), name).map_err(|e| self.io(dir.layer, e))?,
                 ),
                 SFlag::S_IFREG => Found::File(dir),
-                _ => Found::Other,
+                other => Found::Other(other),
             });
         }
         Ok(Found::Missing)
@@ -554,7 +630,14 @@ impl Walker<'_> {
     }
 
     /// Opens and reads the regular file `name`, at most `limit` bytes.
-    fn read(&self, dir: &LayerDir, name: &OsStr, limit: u64) -> Result<Vec<u8>, UserError> {
+    /// With `start`, the first `limit` bytes of a file of any size.
+    fn read(
+        &self,
+        dir: &LayerDir,
+        name: &OsStr,
+        limit: u64,
+        start: bool,
+    ) -> Result<Vec<u8>, UserError> {
         // O_NOFOLLOW: a symlink swapped in since the lookup is not followed. O_NONBLOCK: a fifo
         // swapped in does not block the open; the fstat below then refuses it.
         let flags = OFlag::O_RDONLY
@@ -568,26 +651,32 @@ impl Walker<'_> {
         if file_type(&stat) != SFlag::S_IFREG {
             return Err(UserError::NotRegular {
                 path: self.path.to_string(),
+                kind: kind_name(file_type(&stat)),
             });
         }
         let too_large = || UserError::TooLarge {
             path: self.path.to_string(),
             limit,
         };
-        if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > limit {
+        if !start && u64::try_from(stat.st_size).unwrap_or(u64::MAX) > limit {
             return Err(too_large());
         }
         // The size can change after the fstat: read one byte past the bound to notice.
         let mut contents = Vec::new();
+        let bound = if start {
+            limit
+        } else {
+            limit.saturating_add(1)
+        };
         File::from(fd)
-            .take(limit.saturating_add(1))
+            .take(bound)
             .read_to_end(&mut contents)
             .map_err(|source| UserError::Io {
                 path: self.path.to_string(),
                 layer: self.lower_dirs.get(dir.layer).cloned().unwrap_or_default(),
                 source,
             })?;
-        if contents.len() as u64 > limit {
+        if !start && contents.len() as u64 > limit {
             return Err(too_large());
         }
         Ok(contents)

@@ -133,7 +133,8 @@ pub fn render_error<E: Located + std::error::Error + ?Sized>(
     err: &E,
 ) -> String {
     let help = err.help();
-    let message = crate::error::Chain(err).to_string();
+    // Each link escaped whole: a name from outside in it cannot start a line of its own.
+    let message = crate::error::EscapedChain(err).to_string();
     match err.span() {
         Some(span) => render(file, source, span, &message, help.as_deref()),
         None => {

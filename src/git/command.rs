@@ -4,7 +4,7 @@
 //! every message scrubbed of them and of control characters.
 
 use super::GitError;
-use crate::error::escape_controls;
+use crate::error::escape_line;
 use crate::sys::atomic::tree_size;
 use std::ffi::{OsStr, OsString};
 use std::io::Read as _;
@@ -459,8 +459,9 @@ impl<'a> Git<'a> {
         Ok(())
     }
 
-    /// A message from git made safe to print: the remote's credentials replaced, control
-    /// characters escaped, at most the last [`STDERR_TAIL`] bytes.
+    /// A message from git made safe to print: the remote's credentials replaced, its lines
+    /// joined by `; ` (a printed error is one line), control characters escaped, at most the
+    /// last [`STDERR_TAIL`] bytes.
     fn scrub(&self, bytes: &[u8]) -> String {
         let start = bytes.len().saturating_sub(STDERR_TAIL);
         let text = String::from_utf8_lossy(&bytes[start..]).replace(self.remote, self.shown);
@@ -468,7 +469,12 @@ impl<'a> Git<'a> {
             Some(header) if !header.is_empty() => text.replace(header.as_str(), "xxxxx"),
             _ => text,
         };
-        escape_controls(text.trim_end())
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim_end)
+            .filter(|line| !line.is_empty())
+            .collect();
+        escape_line(&lines.join("; "))
     }
 }
 

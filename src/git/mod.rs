@@ -66,7 +66,7 @@ pub enum GitError {
         #[source]
         source: std::io::Error,
     },
-    #[error("git {command} of {remote} failed ({status}):\n{stderr}")]
+    #[error("git {command} of {remote} failed ({status}): {stderr}")]
     Command {
         command: String,
         remote: String,

@@ -79,7 +79,7 @@ pub enum LayerError {
         reason: String,
     },
     /// A file operation failed; `path` is the tar entry's path (apply) or the file's path (diff).
-    #[error("{}", path.display())]
+    #[error("{}", crate::error::EscapedPath(path))]
     Io {
         /// The path concerned.
         path: PathBuf,

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 /// `true` when running as root; otherwise prints a skip notice (and fails under `CI=true`, which
 /// runs as root), like the integration tests' `support::root`.
+#[allow(clippy::disallowed_macros)] // A test's skip notice, not kiln's output.
 fn root_or_skip() -> bool {
     if crate::sys::privilege::current().is_real_root() {
         return true;

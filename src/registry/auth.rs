@@ -248,7 +248,6 @@ impl DockerConfig {
     /// Writes the file atomically with mode 0600 (it holds secrets): a new file beside it,
     /// fsynced, renamed over it.
     fn save(&self) -> Result<(), RegistryError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| {
             config_error(
@@ -258,27 +257,14 @@ impl DockerConfig {
         })?;
         let bytes = serde_json::to_vec_pretty(&self.document)
             .map_err(|e| config_error(&self.path, Reason::caused_by("cannot encode it", e)))?;
-        let temp = dir.join(format!(".config.json.{}.tmp", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut file| {
-                file.write_all(&bytes)?;
-                file.write_all(b"\n")?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&temp, &self.path));
-        if let Err(err) = written {
-            let _ = std::fs::remove_file(&temp);
-            return Err(config_error(
-                &self.path,
-                Reason::caused_by("cannot write it", err),
-            ));
-        }
-        crate::sys::fsync_dir(dir)?;
+        // A temporary file a killed kiln left beside it is removed by the next save.
+        let mut temp = crate::sys::atomic::BesideTemp::create(&self.path, 0o600)
+            .map_err(|e| config_error(&self.path, Reason::caused_by("cannot write it", e)))?;
+        temp.write_all(&bytes)
+            .and_then(|()| temp.write_all(b"\n"))
+            .map_err(|e| config_error(&self.path, Reason::caused_by("cannot write it", e)))?;
+        temp.commit()
+            .map_err(|e| config_error(&self.path, Reason::caused_by("cannot write it", e)))?;
         Ok(())
     }
 }

@@ -36,6 +36,7 @@ mod seccomp;
 mod setup;
 mod spec;
 pub mod tty;
+mod workdir;
 
 pub use isolation::Isolation;
 pub use sandbox::{

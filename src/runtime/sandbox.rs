@@ -181,6 +181,18 @@ pub enum RuntimeError {
         #[source]
         errno: Errno,
     },
+    /// The working directory could not be created (`reason` says why in words, see
+    /// `runtime::workdir`).
+    #[error(
+        "cannot create the working directory {}: {reason}",
+        crate::error::Escaped(cwd)
+    )]
+    Workdir {
+        /// The working directory.
+        cwd: String,
+        /// Why.
+        reason: String,
+    },
     /// The working directory resolved outside the container (CVE-2024-21626's symptom).
     #[error("the working directory {cwd:?} is outside the container root")]
     CwdOutsideRoot {
@@ -538,6 +550,10 @@ fn report_error(plan: &Setup, report: Report) -> RuntimeError {
                 exit_code: kind.exit_code(),
             }
         }
+        (_, Some(Action::MakeDirectory(cwd))) => RuntimeError::Workdir {
+            reason: super::workdir::reason(&cwd.shown, errno),
+            cwd: cwd.shown.clone(),
+        },
         (_, Some(Action::VerifyCwd(cwd))) => RuntimeError::CwdOutsideRoot {
             cwd: cwd.to_string_lossy().into_owned(),
         },

@@ -6,7 +6,8 @@
 //! file or the new one, never a mix), then `fsync` the directory so the rename itself survives a
 //! crash. [`Staging`] names the temporary files and directories (with the writer's pid, so a
 //! later process can tell a dead writer's leftovers from a live writer's work) and removes stale
-//! ones.
+//! ones. [`BesideTemp`] does the same for a file the user named (`save -o F`): its temporary file
+//! sits beside F, and the next write to F removes the ones dead writers left.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -50,16 +51,204 @@ impl<T> IoContext<T> for io::Result<T> {
 
 /// Replaces `path` with `bytes` atomically, staging the new content beside it in the same
 /// directory (so the rename never crosses a filesystem). A crash leaves either the old file or
-/// the new one; at worst a `.NAME.PID-N.tmp` file beside it.
+/// the new one, and at worst a [`BesideTemp`] file, which the next write to `path` removes.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
-    write_synced(&temp, bytes, dir)?;
-    replace(&temp, path)
+    let mut temp = BesideTemp::create(path, file_mode_in(parent_dir(path)))?;
+    temp.write_all(bytes).fs("write", temp.path())?;
+    temp.commit()
+}
+
+/// A temporary file beside a file the user named (`save -o F`, `--metadata-file F`, docker's
+/// `config.json`), renamed over it by [`BesideTemp::commit`]; dropped uncommitted, it is removed.
+///
+/// A writer killed with SIGKILL cannot remove its temporary file, so every temporary file says
+/// who wrote it and the next [`BesideTemp::create`] for the same target removes the dead
+/// writers' ones ([`remove_stale_beside`]). The name is `.NAME.kiln-PID-START-N.tmp`: the
+/// writer's pid, its start time (field 22 of `/proc/PID/stat`, clock ticks since boot, which
+/// tells a reused pid from the writer) and a counter. While it lives, the writer also holds an
+/// exclusive flock(2) on the file, which the kernel drops when the process dies: a file is
+/// removed only when its pid names no process started at that time *and* its lock is free, so
+/// a live writer's file is never taken, not even one in another pid namespace sharing the
+/// directory (whose pid kiln cannot see).
+#[derive(Debug)]
+pub struct BesideTemp {
+    file: File,
+    path: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl BesideTemp {
+    /// Removes the stale temporary files of `target` (see [`remove_stale_beside`]), then creates
+    /// a new one beside it, with permission bits `mode` (before the umask), locked.
+    pub fn create(target: &Path, mode: u32) -> Result<BesideTemp, FsError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        remove_stale_beside(target);
+        let name = temp_name(
+            target,
+            &format!(
+                "kiln-{}-{}-{}",
+                std::process::id(),
+                own_start_time(),
+                next_count()
+            ),
+        );
+        let path = parent_dir(target).join(name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .fs("create", &path)?;
+        let temp = BesideTemp {
+            file,
+            path,
+            target: target.to_path_buf(),
+            committed: false,
+        };
+        // A file system without flock(2) leaves the pid and start time to protect the file.
+        let _ = temp.file.try_lock();
+        Ok(temp)
+    }
+
+    /// The temporary file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The open temporary file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Syncs the file, renames it over the target and syncs the directory: the target then
+    /// holds what was written, or (after a crash) what it held before.
+    pub fn commit(mut self) -> Result<(), FsError> {
+        self.file.sync_all().fs("sync", &self.path)?;
+        fs::rename(&self.path, &self.target).fs("rename into place", &self.target)?;
+        self.committed = true;
+        fsync_dir(parent_dir(&self.target))
+    }
+}
+
+impl Write for BesideTemp {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for BesideTemp {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// `.NAME.MIDDLE.tmp`, the temporary file of `target` (dot-prefixed, so `ls` hides it).
+fn temp_name(target: &Path, middle: &str) -> std::ffi::OsString {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(target.file_name().unwrap_or_default());
+    name.push(format!(".{middle}.tmp"));
+    name
+}
+
+/// Who wrote a temporary file, from its name: the pid, and the start time when the name has one.
+/// Besides [`BesideTemp`]'s names, the forms earlier kilns wrote are read: `.NAME.kiln-PID.tmp`
+/// (archives), `.NAME.PID-NANOS-N.tmp` (atomic writes), `.NAME.PID.tmp` (docker's config); a name
+/// of none of these forms is not kiln's and is left alone.
+fn temp_writer(target: &Path, candidate: &std::ffi::OsStr) -> Option<(u32, Option<u64>)> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let prefix = temp_name(target, "");
+    // `prefix` is `.NAME..tmp`: its part before `.tmp` starts every temporary file's name.
+    let prefix = prefix.as_bytes().strip_suffix(b".tmp")?;
+    let middle = candidate
+        .as_bytes()
+        .strip_prefix(prefix)?
+        .strip_suffix(b".tmp")?;
+    let middle = std::str::from_utf8(middle).ok()?;
+    let numbers =
+        |text: &str| -> Option<Vec<u64>> { text.split('-').map(|n| n.parse().ok()).collect() };
+    let (pid, start) = match middle.strip_prefix("kiln-") {
+        Some(rest) => match numbers(rest)?.as_slice() {
+            [pid, start, _] => (*pid, Some(*start)),
+            [pid] => (*pid, None),
+            _ => return None,
+        },
+        None => match numbers(middle)?.as_slice() {
+            [pid, _, _] | [pid] => (*pid, None),
+            _ => return None,
+        },
+    };
+    Some((u32::try_from(pid).ok()?, start))
+}
+
+/// Removes the temporary files beside `target` whose writers are dead (see [`BesideTemp`]) and
+/// returns how many it removed. Best effort: a directory that cannot be read, or a file that
+/// cannot be removed, is left as it is.
+pub fn remove_stale_beside(target: &Path) -> usize {
+    let dir = parent_dir(target);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some((pid, start)) = temp_writer(target, &name) else {
+            continue;
+        };
+        let path = entry.path();
+        if writer_is_gone(&path, pid, start) && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether the writer of the temporary file `path` (pid `pid`, started at `start` when known)
+/// is gone: no such process (started then), and the file's lock is free. Only regular files
+/// count (a symlink or a FIFO of that name is not opened).
+fn writer_is_gone(path: &Path, pid: u32, start: Option<u64>) -> bool {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let alive = match start {
+        Some(start) => process_start_time(pid) == Some(start),
+        None => process_alive(pid),
+    };
+    if alive {
+        return false;
+    }
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    file.metadata().is_ok_and(|m| m.is_file()) && file.try_lock().is_ok()
+}
+
+/// When process `pid` started (field 22 of `/proc/PID/stat`: clock ticks after boot), or `None`
+/// when there is no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's start time ([`process_start_time`]), read once.
+fn own_start_time() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| process_start_time(std::process::id()).unwrap_or(0))
+}
+
+fn next_count() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Like [`atomic_write`], but stages the new content in `staging` (which must be on the same
@@ -390,6 +579,98 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["index.json"]);
+    }
+
+    /// The names of `dir`'s entries, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_dead_writers_temp_files_are_removed_by_the_next_write_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.tar");
+        // A pid above the kernel's maximum never exists; pid 1 exists but did not start at
+        // tick 1 (a reused pid); the older forms carry only a pid.
+        let dead = [
+            ".out.tar.kiln-2147483647-5-0.tmp",
+            ".out.tar.kiln-1-999999999999-0.tmp",
+            ".out.tar.kiln-2147483647.tmp",
+            ".out.tar.2147483647-123-4.tmp",
+            ".out.tar.2147483647.tmp",
+        ];
+        // Another target's, a user's own, one whose pid-only name names a live process.
+        let kept = [
+            ".other.tar.kiln-2147483647-5-0.tmp",
+            ".out.tar.backup.tmp",
+            ".out.tar.kiln-1.tmp",
+            "out.tar.kiln-2147483647-5-0.tmp",
+        ];
+        for name in dead.iter().chain(&kept) {
+            fs::write(dir.path().join(name), b"partial").unwrap();
+        }
+        atomic_write(&target, b"whole").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"whole");
+        let mut expected: Vec<String> = kept.iter().map(|n| n.to_string()).collect();
+        expected.push("out.tar".into());
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+    }
+
+    #[test]
+    fn a_concurrent_writers_temp_file_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("meta.json");
+        // A writer of this process, mid-write (another thread's, say).
+        let mut writing = BesideTemp::create(&target, 0o600).unwrap();
+        writing.write_all(b"half").unwrap();
+        // A live process of its own, at its real start time.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let start = process_start_time(child.id()).unwrap();
+        let live = dir
+            .path()
+            .join(format!(".meta.json.kiln-{}-{start}-0.tmp", child.id()));
+        fs::write(&live, b"live").unwrap();
+        // A writer whose pid kiln cannot see (another pid namespace) but whose lock is held.
+        let unseen = dir.path().join(".meta.json.kiln-2147483647-7-0.tmp");
+        fs::write(&unseen, b"unseen").unwrap();
+        let lock = File::open(&unseen).unwrap();
+        lock.try_lock().unwrap();
+
+        atomic_write(&target, b"done").unwrap();
+        assert!(
+            writing.path().exists(),
+            "this process's live temp file stays"
+        );
+        assert!(live.exists(), "a live process's temp file stays");
+        assert!(unseen.exists(), "a locked temp file stays");
+        writing.commit().unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"half");
+
+        // Once the other process is gone and the lock dropped, the next write cleans up.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(lock);
+        atomic_write(&target, b"last").unwrap();
+        assert_eq!(names(dir.path()), ["meta.json"]);
+    }
+
+    #[test]
+    fn an_uncommitted_temp_file_is_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("f");
+        let temp = BesideTemp::create(&target, 0o666).unwrap();
+        assert!(temp.path().exists());
+        drop(temp);
+        assert!(names(dir.path()).is_empty());
     }
 
     #[test]

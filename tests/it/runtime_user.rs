@@ -247,6 +247,8 @@ fn symlinks_and_dot_dot_never_leave_the_image() {
     ] {
         match image.read(path) {
             Ok(found) if found.as_deref() == expected => {}
+            // A link that leads nowhere in the image says so, rather than reading as missing.
+            Err(UserError::DanglingSymlink { .. }) if expected.is_none() => {}
             other => failures.push(format!("{path}: {other:?}")),
         }
     }

@@ -182,11 +182,16 @@ pub fn run_step(
     })?;
     let stubs = MountStubs::find(lowers, spec.mounts.iter().map(|m| m.destination.as_str()))?;
     let (outcome, tail) = match step.isolation {
-        Isolation::Sandbox => run_sandbox(&|stdio| Sandbox::spawn(&spec, stdio), on_line, cancel)?,
+        Isolation::Sandbox => run_sandbox(
+            &spec,
+            &|stdio| Sandbox::spawn(&spec, stdio),
+            on_line,
+            cancel,
+        )?,
         Isolation::Chroot => {
             let root =
                 ChrootRoot::prepare(store.staging().new_path("chroot"), &spec, MAX_LAYER_BYTES)?;
-            let ran = run_sandbox(&|stdio| root.spawn(stdio), on_line, cancel)?;
+            let ran = run_sandbox(&spec, &|stdio| root.spawn(stdio), on_line, cancel)?;
             if ran.0 == Outcome::Exited(0)
                 && let Some(owners) = root.write_changes(upper)?
             {
@@ -238,6 +243,7 @@ impl Drop for StepDir {
 /// Spawns the sandbox with its output on two pipes read by two threads, waits for it (killing
 /// it when `cancel` fires), and returns how it ended with the last lines of output.
 fn run_sandbox(
+    spec: &crate::runtime::Spec,
     spawn: &dyn Fn(Stdio) -> Result<Sandbox, RuntimeError>,
     on_line: &(dyn Fn(LogStream, &str) + Sync),
     cancel: &Cancel,
@@ -253,7 +259,7 @@ fn run_sandbox(
         let err = scope.spawn(|| lines.read(err_read, LogStream::Stderr));
         // The write ends move into the sandbox, which closes its copies once the workload has
         // them: the readers see end of file when every process of the sandbox is gone.
-        let waited = spawn_and_wait(spawn, out_write, err_write, cancel);
+        let waited = spawn_and_wait(spec, spawn, out_write, err_write, cancel);
         let join = |handle: std::thread::ScopedJoinHandle<'_, io::Result<()>>| {
             handle
                 .join()
@@ -282,6 +288,7 @@ fn run_sandbox(
 }
 
 fn spawn_and_wait(
+    spec: &crate::runtime::Spec,
     spawn: &dyn Fn(Stdio) -> Result<Sandbox, RuntimeError>,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -292,7 +299,14 @@ fn spawn_and_wait(
         stdout,
         stderr,
     };
-    let sandbox = spawn(stdio)?;
+    // A script whose `#!` interpreter is missing is named as such, not "no such file".
+    let sandbox =
+        spawn(stdio).map_err(
+            |err| match crate::container::exec_diagnosis::missing_interpreter(spec, &err) {
+                Some(missing) => RunStepError::Setup(missing.into()),
+                None => RunStepError::Runtime(err),
+            },
+        )?;
     let handle = sandbox.handle();
     // Registered after the spawn: a cancellation that came during it runs the kill right here.
     // SIGKILL to pid 1 takes the whole pid namespace down (pid_namespaces(7)); after the

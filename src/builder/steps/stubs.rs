@@ -397,6 +397,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_macros)] // A test's skip notice, not kiln's output.
     fn whiteouts_and_opaque_directories_hide_what_is_below() {
         if !crate::sys::privilege::current().is_real_root() {
             eprintln!("notice: skipping, whiteouts and trusted xattrs need root");

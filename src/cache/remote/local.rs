@@ -97,6 +97,11 @@ impl LocalCache {
     fn writable(&self) -> Result<BlobStore, LocalCacheError> {
         fs::create_dir_all(&self.dir).fs("create directory", &self.dir)?;
         let blobs = BlobStore::open(&self.dir).map_err(|source| self.blob_error(source))?;
+        // What an exporter killed mid-write left in the cache's staging directory (best effort:
+        // a directory that cannot be cleaned still takes this export).
+        let _ = blobs
+            .staging()
+            .remove_stale(crate::sys::atomic::Staging::STALE_AGE);
         let layout = self.dir.join("oci-layout");
         if !layout.exists() {
             atomic_write_in(blobs.staging(), &layout, OCI_LAYOUT.as_bytes())?;
