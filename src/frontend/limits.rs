@@ -1,0 +1,196 @@
+//! Bounds on a Dockerfile, which comes from outside (a file, standard input, a FIFO, a git
+//! repository, a URL): its size, read through [`read_dockerfile`] wherever kiln reads one, and
+//! how many stages and instructions it may hold ([`check_counts`]), so that no phase of a build
+//! (parse, stage resolution, the stage DAG, lint, compile, the solver) can be driven to minutes
+//! or gigabytes by an absurd file.
+//!
+//! - **Size**: BuildKit reads the Dockerfile through its gateway's `ReadFile` gRPC call, whose
+//!   messages are capped at 16 MiB (`defaults.DefaultMaxRecvMsgSize`, `16 << 20`, set on every
+//!   BuildKit client and server); a larger Dockerfile fails there. kiln refuses the same size,
+//!   reading at most one byte more, so a Dockerfile streamed from a generator that never ends
+//!   costs 16 MiB of memory and a fraction of a second. One physical line is capped at 64 KiB as
+//!   BuildKit's scanner caps it ([`super::syntax::MAX_LINE_BYTES`]); a logical line or a heredoc
+//!   may be as long as the file, and the parser reads both in linear time.
+//! - **Counts**: BuildKit has no limit of its own. 16 MiB of `FROM a AS b` lines is about a
+//!   million stages, which no real build has (the largest generated Dockerfiles have hundreds),
+//!   and each stage costs a solver node, a snapshot and a line of progress. [`MAX_STAGES`] and
+//!   [`MAX_INSTRUCTIONS`] are far above any real Dockerfile and low enough that every phase,
+//!   linear or n·log n, finishes in a few seconds at the cap.
+
+use crate::frontend::ast::Dockerfile;
+use crate::frontend::diagnostic::{Located, Span};
+use std::io::Read;
+
+/// The largest Dockerfile kiln reads, in bytes: BuildKit's 16 MiB gRPC message cap.
+pub const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
+
+/// The most stages (FROM instructions) a Dockerfile may have.
+pub const MAX_STAGES: usize = 10_000;
+
+/// The most instructions a Dockerfile may have, FROM lines and global ARGs included.
+pub const MAX_INSTRUCTIONS: usize = 100_000;
+
+/// Why a Dockerfile could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadDockerfileError {
+    #[error(
+        "the Dockerfile {name} is larger than {limit} bytes (16 MiB, BuildKit's limit): it is not \
+         read further; generate a smaller Dockerfile or split the build"
+    )]
+    TooLarge { name: String, limit: u64 },
+    #[error("cannot read the Dockerfile {name}")]
+    Read {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads a whole Dockerfile from `reader` (a file, standard input, a FIFO, a download), at
+/// most [`MAX_DOCKERFILE_BYTES`]: the read stops at one byte more, which is an error. `name` is
+/// what messages call it.
+pub fn read_dockerfile(reader: impl Read, name: &str) -> Result<Vec<u8>, ReadDockerfileError> {
+    read_bounded(reader, name, MAX_DOCKERFILE_BYTES)
+}
+
+fn read_bounded(reader: impl Read, name: &str, limit: u64) -> Result<Vec<u8>, ReadDockerfileError> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|source| ReadDockerfileError::Read {
+            name: name.to_string(),
+            source,
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadDockerfileError::TooLarge {
+            name: name.to_string(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// A Dockerfile with more stages or instructions than kiln builds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CountError {
+    #[error("the Dockerfile has more than {limit} stages (FROM instructions)")]
+    TooManyStages { limit: usize, span: Span },
+    #[error("the Dockerfile has more than {limit} instructions")]
+    TooManyInstructions { limit: usize, span: Span },
+}
+
+impl Located for CountError {
+    fn span(&self) -> Option<Span> {
+        match self {
+            CountError::TooManyStages { span, .. }
+            | CountError::TooManyInstructions { span, .. } => Some(*span),
+        }
+    }
+
+    fn help(&self) -> Option<String> {
+        Some(match self {
+            CountError::TooManyStages { .. } => format!(
+                "kiln builds at most {MAX_STAGES} stages; real Dockerfiles have tens: split the \
+                 build or generate fewer stages"
+            ),
+            CountError::TooManyInstructions { .. } => format!(
+                "kiln builds at most {MAX_INSTRUCTIONS} instructions; split the build or \
+                 generate fewer instructions"
+            ),
+        })
+    }
+}
+
+/// Fails on the first instruction past [`MAX_INSTRUCTIONS`] or the first FROM past
+/// [`MAX_STAGES`], located at it.
+pub fn check_counts(dockerfile: &Dockerfile) -> Result<(), CountError> {
+    let mut stages = 0usize;
+    for (index, node) in dockerfile.nodes.iter().enumerate() {
+        if index >= MAX_INSTRUCTIONS {
+            return Err(CountError::TooManyInstructions {
+                limit: MAX_INSTRUCTIONS,
+                span: node.span,
+            });
+        }
+        if node.keyword.eq_ignore_ascii_case("from") {
+            stages += 1;
+            if stages > MAX_STAGES {
+                return Err(CountError::TooManyStages {
+                    limit: MAX_STAGES,
+                    span: node.span,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader of `len` bytes of `FROM a\n` repeated, that counts what was read from it.
+    struct Generator {
+        left: u64,
+        read: u64,
+    }
+
+    impl Read for Generator {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = (buf.len() as u64).min(self.left) as usize;
+            let pattern = b"FROM a\n";
+            for (i, byte) in buf.iter_mut().take(n).enumerate() {
+                *byte = pattern[(self.read as usize + i) % pattern.len()];
+            }
+            self.left -= n as u64;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_dockerfile_at_the_limit_is_read_whole() {
+        let bytes = read_bounded(&b"FROM a\n"[..], "Dockerfile", 7).unwrap();
+        assert_eq!(bytes, b"FROM a\n");
+    }
+
+    #[test]
+    fn reading_stops_one_byte_past_the_limit() {
+        let mut generator = Generator {
+            left: 1 << 40,
+            read: 0,
+        };
+        let error = read_bounded(&mut generator, "<stdin>", 1000).unwrap_err();
+        assert!(
+            matches!(&error, ReadDockerfileError::TooLarge { name, limit: 1000 } if name == "<stdin>"),
+            "{error:?}"
+        );
+        assert_eq!(generator.read, 1001, "read past the limit");
+        assert!(error.to_string().contains("larger than 1000 bytes"));
+    }
+
+    #[test]
+    fn counts_are_checked_at_the_first_instruction_past_them() {
+        let many_stages = "FROM a\n".repeat(MAX_STAGES + 1);
+        let parsed = crate::frontend::parse(many_stages.as_bytes()).unwrap();
+        let error = check_counts(&parsed).unwrap_err();
+        assert_eq!(
+            error,
+            CountError::TooManyStages {
+                limit: MAX_STAGES,
+                span: parsed.nodes[MAX_STAGES].span,
+            }
+        );
+        assert_eq!(error.span().unwrap().start.line, MAX_STAGES + 1);
+
+        let exactly = "FROM a\n".repeat(MAX_STAGES);
+        check_counts(&crate::frontend::parse(exactly.as_bytes()).unwrap()).unwrap();
+
+        let many_runs = format!("FROM a\n{}", "RUN x\n".repeat(MAX_INSTRUCTIONS));
+        let parsed = crate::frontend::parse(many_runs.as_bytes()).unwrap();
+        let error = check_counts(&parsed).unwrap_err();
+        assert!(matches!(error, CountError::TooManyInstructions { .. }));
+        assert_eq!(error.span().unwrap().start.line, MAX_INSTRUCTIONS + 1);
+    }
+}
