@@ -29,7 +29,7 @@ use crate::solver::{Graph, NodeId, OpDigest};
 use crate::store::StoredImage;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// One filesystem op of a build.
@@ -1671,21 +1671,34 @@ fn set_var(vars: &mut Vec<(String, String)>, key: &str, value: &str) {
 /// before the argv. Each value is the one the RUN sees (`vars`: an ENV of the same name wins),
 /// else the ARG's own; an ARG declared again keeps its first place (moby/buildkit#5505; v0.8
 /// listed it once per declaration).
+///
+/// Looked up through maps: scanning `vars` and the list per ARG made a stage of thousands of
+/// ARGs and RUNs cubic (minutes).
 fn run_history(args: &[String], stage: &Stage, index: usize, vars: &[(String, String)]) -> String {
+    // Later entries win.
+    let seen: HashMap<&str, &str> = vars
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
     let mut build_args: Vec<(String, String)> = Vec::new();
+    let mut positions: HashMap<&str, usize> = HashMap::new();
     for instruction in stage.instructions.iter().take(index) {
         if let Instruction::Arg(arg) = instruction {
             for decl in &arg.args {
-                let value = vars
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == &decl.name)
-                    .map(|(_, v)| v.clone())
+                let value = seen
+                    .get(decl.name.as_str())
+                    .map(|v| v.to_string())
                     .or_else(|| decl.default.clone())
                     .unwrap_or_default();
-                match build_args.iter_mut().find(|(k, _)| k == &decl.name) {
+                match positions
+                    .get(decl.name.as_str())
+                    .and_then(|&at| build_args.get_mut(at))
+                {
                     Some(slot) => slot.1 = value,
-                    None => build_args.push((decl.name.clone(), value)),
+                    None => {
+                        positions.insert(&decl.name, build_args.len());
+                        build_args.push((decl.name.clone(), value));
+                    }
                 }
             }
         }
