@@ -1100,12 +1100,26 @@ impl Compiler<'_> {
             (Command::Exec(_), _) => run.command.clone(),
         };
         // The ARG/ENV scope over the config's Env, later entries winning, with `set_env`'s
-        // rule: a key already there is replaced in place, a new one appended.
-        let mut scope = state.config.clone();
-        for (key, value) in &state.vars {
-            scope.set_env(key, value);
+        // rule: a key already there (its first entry) is replaced in place, a new one
+        // appended. Through a map of the keys: `set_env` per variable scans the list, which
+        // made a stage of thousands of ARGs and RUNs cubic.
+        let mut env = state.config.env();
+        let mut positions: HashMap<String, usize> = HashMap::new();
+        for (position, entry) in env.iter().enumerate() {
+            positions
+                .entry(env_key(entry).to_string())
+                .or_insert(position);
         }
-        let mut env = scope.env();
+        for (key, value) in &state.vars {
+            let entry = format!("{key}={value}");
+            match positions.get(key).and_then(|&at| env.get_mut(at)) {
+                Some(slot) => *slot = entry,
+                None => {
+                    positions.insert(key.clone(), env.len());
+                    env.push(entry);
+                }
+            }
+        }
         for (key, value) in &self.plan.resolved.proxy_env {
             if !env.iter().any(|e| env_key(e) == key) {
                 env.push(format!("{key}={value}"));

@@ -19,7 +19,8 @@
 //!   BuildKit's own semantics, whatever the code: each RUN's history line and environment list
 //!   every build arg declared before it, and every stage built FROM another starts with a copy
 //!   of its variables; the instruction cap bounds those products too (10,000 ARGs and 10,000
-//!   RUNs make 10⁸ history words, so the cap is not higher).
+//!   RUNs make 10⁸ history words, so the cap is not higher), and [`MAX_INHERITED_VARIABLES`]
+//!   bounds the variables copied from stage to stage.
 
 use crate::frontend::ast::Dockerfile;
 use crate::frontend::diagnostic::{Located, Span};
@@ -33,6 +34,13 @@ pub const MAX_STAGES: usize = 5_000;
 
 /// The most instructions a Dockerfile may have, FROM lines and global ARGs included.
 pub const MAX_INSTRUCTIONS: usize = 20_000;
+
+/// The most variables (ENV and ARG values) the stages built FROM other stages may copy from
+/// their bases, in all. Each such stage starts with its own copy of its base's variables (in the
+/// stages, the compiled steps and the checks' scopes alike), so 5,000 stages FROM one stage of
+/// 15,000 ENVs, within the other caps, made 75 million copies (over 6 GB); a million is far
+/// above real builds (hundreds of variables, tens of stages) and a few hundred MB at most.
+pub const MAX_INHERITED_VARIABLES: usize = 1_000_000;
 
 /// Why a Dockerfile could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +213,36 @@ mod tests {
             "RUN x\n".repeat(MAX_INSTRUCTIONS - 1)
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn variables_copied_from_stage_to_stage_are_capped() {
+        // One ENV of 1,000 values (plus PATH), then stages FROM it: the copies pass the cap
+        // at the stage that brings them past a million.
+        let pairs: Vec<String> = (0..1000).map(|i| format!("v{i}=x")).collect();
+        let mut text = format!("FROM scratch AS base\nENV {}\n", pairs.join(" "));
+        for i in 0..1000 {
+            text.push_str(&format!("FROM base AS c{i}\n"));
+        }
+        let df = crate::frontend::parse(text.as_bytes()).unwrap();
+        let options = crate::frontend::stage::ResolveOptions::default();
+        let error = crate::frontend::stage::resolve(&df, &options).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                crate::frontend::stage::StageError::TooManyInheritedVariables {
+                    limit: MAX_INHERITED_VARIABLES,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // 1,001 variables per stage: the 999th child is the first past a million.
+        assert_eq!(error.span().unwrap().start.line, 2 + 999 + 1);
+
+        let few = format!("FROM scratch AS base\nENV {}\nFROM base\n", pairs.join(" "));
+        let df = crate::frontend::parse(few.as_bytes()).unwrap();
+        crate::frontend::stage::resolve(&df, &options).unwrap();
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::frontend::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
+use crate::frontend::limits::MAX_INHERITED_VARIABLES;
 use crate::frontend::shell::{Env, ExpandError, Lexer};
 use crate::oci::{Platform, Reference, ReferenceError};
 use serde::Serialize;
@@ -270,6 +271,13 @@ pub enum StageError {
     },
     #[error("base name ({image}) should not be blank")]
     BlankBaseName { image: String, span: Span },
+    /// Stages built FROM other stages copy more variables than
+    /// [`crate::frontend::limits::MAX_INHERITED_VARIABLES`] in all.
+    #[error(
+        "the stages built FROM other stages inherit more than {limit} variables in all (each \
+         starts with a copy of its base stage's ENV and ARG values)"
+    )]
+    TooManyInheritedVariables { limit: usize, span: Span },
     #[error("source can't be a URL for COPY: {url}")]
     CopyFromUrl { url: String, span: Span },
     #[error("empty platform value from expression {expression}")]
@@ -326,6 +334,7 @@ impl Located for StageError {
             | StageError::BeforeFrom { span, .. }
             | StageError::Expand { span, .. }
             | StageError::BlankBaseName { span, .. }
+            | StageError::TooManyInheritedVariables { span, .. }
             | StageError::CopyFromUrl { span, .. }
             | StageError::EmptyPlatform { span, .. }
             | StageError::BadPlatform { span, .. }
@@ -361,6 +370,11 @@ impl Located for StageError {
             StageError::InvalidReference { .. } => {
                 "an image is [REGISTRY/]NAME[:TAG][@DIGEST] in lower case, or the name of a stage; \
                  check the variables in it"
+                    .into()
+            }
+            StageError::TooManyInheritedVariables { .. } => {
+                "build fewer stages FROM a stage with many variables, or set fewer variables \
+                 in it (an ENV with many values, a file the steps read)"
                     .into()
             }
             StageError::Trigger { failure, .. } => match &failure.help {
@@ -629,6 +643,7 @@ pub fn base_image_names(
         opts,
         globals: &prepared.globals,
         names: &prepared.names,
+        inherited: std::cell::Cell::new(0),
     };
     let mut images: Vec<ImageKey> = Vec::new();
     let mut seen: std::collections::HashSet<ImageKey> = std::collections::HashSet::new();
@@ -808,6 +823,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         opts,
         globals: &globals,
         names: &names,
+        inherited: std::cell::Cell::new(0),
     };
     let mut stages: Vec<Stage> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
@@ -888,6 +904,8 @@ struct StageCx<'a> {
     opts: &'a ResolveOptions,
     globals: &'a Vars,
     names: &'a StageNames,
+    /// Variables copied into stages from their base stages so far.
+    inherited: std::cell::Cell<usize>,
 }
 
 impl StageCx<'_> {
@@ -926,6 +944,17 @@ impl StageCx<'_> {
             Base::Stage(i) => earlier.get(*i),
             Base::Scratch | Base::Image(_) => None,
         };
+        if let Some(parent) = parent {
+            // Each stage keeps its own copy, so the copies are what the cap bounds.
+            let inherited = self.inherited.get().saturating_add(parent.vars.len());
+            if inherited > MAX_INHERITED_VARIABLES {
+                return Err(StageError::TooManyInheritedVariables {
+                    limit: MAX_INHERITED_VARIABLES,
+                    span: from.span,
+                });
+            }
+            self.inherited.set(inherited);
+        }
         let mut vars = match (parent, image) {
             (Some(parent), _) => Vars::from_pairs(&parent.vars),
             (None, image) => {
