@@ -19,8 +19,8 @@
 //!   BuildKit's own semantics, whatever the code: each RUN's history line and environment list
 //!   every build arg declared before it, and every stage built FROM another starts with a copy
 //!   of its variables; the instruction cap bounds those products too (10,000 ARGs and 10,000
-//!   RUNs make 10⁸ history words, so the cap is not higher), and [`MAX_INHERITED_VARIABLES`]
-//!   bounds the variables copied from stage to stage.
+//!   RUNs make 10⁸ history words, so the cap is not higher), and [`MAX_VARIABLE_COPIES`]
+//!   bounds the variables copied from stage to stage and into RUN steps.
 
 use crate::frontend::ast::Dockerfile;
 use crate::frontend::diagnostic::{Located, Span};
@@ -35,12 +35,14 @@ pub const MAX_STAGES: usize = 5_000;
 /// The most instructions a Dockerfile may have, FROM lines and global ARGs included.
 pub const MAX_INSTRUCTIONS: usize = 20_000;
 
-/// The most variables (ENV and ARG values) the stages built FROM other stages may copy from
-/// their bases, in all. Each such stage starts with its own copy of its base's variables (in the
-/// stages, the compiled steps and the checks' scopes alike), so 5,000 stages FROM one stage of
-/// 15,000 ENVs, within the other caps, made 75 million copies (over 6 GB); a million is far
-/// above real builds (hundreds of variables, tens of stages) and a few hundred MB at most.
-pub const MAX_INHERITED_VARIABLES: usize = 1_000_000;
+/// The most copies of variables (ENV and ARG values) a Dockerfile may make, in all: each stage
+/// built FROM another stage starts with its own copy of that stage's variables (in the stages,
+/// the compiled steps and the checks' scopes alike), and each RUN step gets every variable in
+/// scope as its environment (and its build args in its history line). Within the other caps,
+/// 5,000 stages FROM one stage of 15,000 ENVs made 75 million copies (over 6 GB), and 10,000
+/// ARGs each followed by a RUN 50 million (4.5 GB, 100 s); a million is far above real builds
+/// (hundreds of variables, tens of stages and steps) and a few hundred MB at most.
+pub const MAX_VARIABLE_COPIES: usize = 1_000_000;
 
 /// Why a Dockerfile could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn variables_copied_from_stage_to_stage_are_capped() {
+    fn variables_copied_into_stages_and_steps_are_capped() {
         // One ENV of 1,000 values (plus PATH), then stages FROM it: the copies pass the cap
         // at the stage that brings them past a million.
         let pairs: Vec<String> = (0..1000).map(|i| format!("v{i}=x")).collect();
@@ -230,8 +232,8 @@ mod tests {
         assert!(
             matches!(
                 error,
-                crate::frontend::stage::StageError::TooManyInheritedVariables {
-                    limit: MAX_INHERITED_VARIABLES,
+                crate::frontend::stage::StageError::TooManyVariableCopies {
+                    limit: MAX_VARIABLE_COPIES,
                     ..
                 }
             ),
@@ -239,6 +241,20 @@ mod tests {
         );
         // 1,001 variables per stage: the 999th child is the first past a million.
         assert_eq!(error.span().unwrap().start.line, 2 + 999 + 1);
+
+        // RUN steps get every variable in scope: the same cap.
+        let runs = format!(
+            "FROM scratch\nENV {}\n{}",
+            pairs.join(" "),
+            "RUN true\n".repeat(1000)
+        );
+        let df = crate::frontend::parse(runs.as_bytes()).unwrap();
+        let error = crate::frontend::stage::resolve(&df, &options).unwrap_err();
+        assert!(
+            error.to_string().contains("more than 1000000 variables"),
+            "{error}"
+        );
+        assert_eq!(error.span().unwrap().start.line, 2 + 1000);
 
         let few = format!("FROM scratch AS base\nENV {}\nFROM base\n", pairs.join(" "));
         let df = crate::frontend::parse(few.as_bytes()).unwrap();

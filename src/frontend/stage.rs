@@ -27,7 +27,7 @@ use crate::frontend::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
-use crate::frontend::limits::MAX_INHERITED_VARIABLES;
+use crate::frontend::limits::MAX_VARIABLE_COPIES;
 use crate::frontend::shell::{Env, ExpandError, Lexer};
 use crate::oci::{Platform, Reference, ReferenceError};
 use serde::Serialize;
@@ -271,13 +271,14 @@ pub enum StageError {
     },
     #[error("base name ({image}) should not be blank")]
     BlankBaseName { image: String, span: Span },
-    /// Stages built FROM other stages copy more variables than
-    /// [`crate::frontend::limits::MAX_INHERITED_VARIABLES`] in all.
+    /// Stages built FROM other stages and RUN steps copy more variables than
+    /// [`crate::frontend::limits::MAX_VARIABLE_COPIES`] in all.
     #[error(
-        "the stages built FROM other stages inherit more than {limit} variables in all (each \
-         starts with a copy of its base stage's ENV and ARG values)"
+        "the Dockerfile copies more than {limit} variables in all into stages and RUN steps \
+         (a stage built FROM a stage starts with a copy of its ENV and ARG values; a RUN gets \
+         every one in scope)"
     )]
-    TooManyInheritedVariables { limit: usize, span: Span },
+    TooManyVariableCopies { limit: usize, span: Span },
     #[error("source can't be a URL for COPY: {url}")]
     CopyFromUrl { url: String, span: Span },
     #[error("empty platform value from expression {expression}")]
@@ -334,7 +335,7 @@ impl Located for StageError {
             | StageError::BeforeFrom { span, .. }
             | StageError::Expand { span, .. }
             | StageError::BlankBaseName { span, .. }
-            | StageError::TooManyInheritedVariables { span, .. }
+            | StageError::TooManyVariableCopies { span, .. }
             | StageError::CopyFromUrl { span, .. }
             | StageError::EmptyPlatform { span, .. }
             | StageError::BadPlatform { span, .. }
@@ -372,9 +373,9 @@ impl Located for StageError {
                  check the variables in it"
                     .into()
             }
-            StageError::TooManyInheritedVariables { .. } => {
-                "build fewer stages FROM a stage with many variables, or set fewer variables \
-                 in it (an ENV with many values, a file the steps read)"
+            StageError::TooManyVariableCopies { .. } => {
+                "set fewer variables (ENV, ARG) where many stages or RUN steps follow them; \
+                 put many values in a file the steps read"
                     .into()
             }
             StageError::Trigger { failure, .. } => match &failure.help {
@@ -643,7 +644,7 @@ pub fn base_image_names(
         opts,
         globals: &prepared.globals,
         names: &prepared.names,
-        inherited: std::cell::Cell::new(0),
+        copies: std::cell::Cell::new(0),
     };
     let mut images: Vec<ImageKey> = Vec::new();
     let mut seen: std::collections::HashSet<ImageKey> = std::collections::HashSet::new();
@@ -823,7 +824,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         opts,
         globals: &globals,
         names: &names,
-        inherited: std::cell::Cell::new(0),
+        copies: std::cell::Cell::new(0),
     };
     let mut stages: Vec<Stage> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
@@ -904,8 +905,8 @@ struct StageCx<'a> {
     opts: &'a ResolveOptions,
     globals: &'a Vars,
     names: &'a StageNames,
-    /// Variables copied into stages from their base stages so far.
-    inherited: std::cell::Cell<usize>,
+    /// Variables copied into stages from their base stages and into RUN steps so far.
+    copies: std::cell::Cell<usize>,
 }
 
 impl StageCx<'_> {
@@ -946,14 +947,7 @@ impl StageCx<'_> {
         };
         if let Some(parent) = parent {
             // Each stage keeps its own copy, so the copies are what the cap bounds.
-            let inherited = self.inherited.get().saturating_add(parent.vars.len());
-            if inherited > MAX_INHERITED_VARIABLES {
-                return Err(StageError::TooManyInheritedVariables {
-                    limit: MAX_INHERITED_VARIABLES,
-                    span: from.span,
-                });
-            }
-            self.inherited.set(inherited);
+            self.copy_variables(parent.vars.len(), from.span)?;
         }
         let mut vars = match (parent, image) {
             (Some(parent), _) => Vars::from_pairs(&parent.vars),
@@ -1230,6 +1224,8 @@ impl StageCx<'_> {
                 span: s.span,
             }),
             Instruction::Run(r) => {
+                // The step's environment and history line: every variable in scope.
+                self.copy_variables(vars.index.len(), r.span)?;
                 let mut mounts = Vec::new();
                 for m in &r.mounts {
                     let mut expander =
@@ -1310,6 +1306,20 @@ impl StageCx<'_> {
                 })
             })
             .collect()
+    }
+
+    /// Counts `count` more copies of variables, at `span`; past [`MAX_VARIABLE_COPIES`] in all
+    /// an error.
+    fn copy_variables(&self, count: usize, span: Span) -> Result<(), StageError> {
+        let copies = self.copies.get().saturating_add(count);
+        if copies > MAX_VARIABLE_COPIES {
+            return Err(StageError::TooManyVariableCopies {
+                limit: MAX_VARIABLE_COPIES,
+                span,
+            });
+        }
+        self.copies.set(copies);
+        Ok(())
     }
 
     /// The stage with this name (case-insensitive), wherever it is in the file; the last one
