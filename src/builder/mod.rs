@@ -380,6 +380,10 @@ pub async fn build_async(
     let _lease = store.lease().map_err(BuildError::Lease)?;
     let started = crate::oci::timestamp::now_seconds();
     let prepared = prepare(store, options, &progress).await?;
+    // A cancel that came while planning stops the build before its first step.
+    if cancel.is_cancelled() {
+        return Err(BuildError::Canceled);
+    }
     let solved = solve_steps(&prepared, options, &progress, cancel).await?;
     let written = write(
         store,

@@ -57,8 +57,8 @@ pub const PEEK_BYTES: usize = 1024;
 /// The most uncompressed bytes a context tar may have.
 pub const MAX_CONTEXT_BYTES: u64 = 16 << 30;
 
-/// The largest Dockerfile read from an unpacked context.
-pub const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
+/// The largest Dockerfile read from an unpacked context: the one cap of every Dockerfile.
+pub use crate::frontend::limits::MAX_DOCKERFILE_BYTES;
 
 /// Why a context tar could not be unpacked.
 #[derive(Debug, thiserror::Error)]

@@ -30,6 +30,7 @@ use kiln::error::escape_line;
 use kiln::frontend::context::ContextError;
 use kiln::frontend::diagnostic::Located;
 use kiln::frontend::instruction::Instruction;
+use kiln::frontend::limits::MAX_DOCKERFILE_BYTES;
 use kiln::frontend::lint::LintError;
 use kiln::frontend::plan::{PlanError, default_dockerfile};
 use kiln::layer::ExportFormat;
@@ -227,6 +228,8 @@ enum NetworkArg {
 }
 
 pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
+    // Before anything is read: a signal in any phase stops the command (see `interrupt`).
+    let interrupt = super::interrupt::Interrupt::install();
     // Everything the flags say is checked first, for a dry run too.
     let outputs = args
         .outputs
@@ -394,8 +397,8 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         Box::new(std::io::stderr()),
     ));
     let cancel = Cancel::new();
-    interrupt_on_ctrl_c(&cancel);
-    let result = build(&store, &options, renderer.clone(), &cancel);
+    let progress = interrupt.progress(renderer.clone(), &cancel);
+    let result = build(&store, &options, progress, &cancel);
     renderer.finish();
     let output =
         result.map_err(|err| build_error(err, &input.shown_context, &input.name, &text))?;
@@ -735,10 +738,9 @@ fn read_stdin(store: &Store, file: Option<&Path>) -> anyhow::Result<Stdin> {
         .read_to_end(&mut head)
         .context("cannot read standard input")?;
     if !is_context_archive(&head) {
-        stdin
-            .read_to_end(&mut head)
-            .context("cannot read the Dockerfile from standard input")?;
-        return Ok(Stdin::Dockerfile(head));
+        let whole = std::io::Cursor::new(head).chain(stdin);
+        let bytes = kiln::frontend::limits::read_dockerfile(whole, "<stdin>")?;
+        return Ok(Stdin::Dockerfile(bytes));
     }
     if let Some(file) = file
         && (file.as_os_str() == "-"
@@ -786,6 +788,7 @@ fn read_inside(root: &Path, path: &Path) -> anyhow::Result<(String, Vec<u8>)> {
     let size = std::fs::metadata(&real)
         .with_context(|| format!("cannot read the Dockerfile {}", shown(path)))?
         .len();
+    // Refused before it is read (the read is bounded too).
     if size > MAX_DOCKERFILE_BYTES {
         bail!(
             "the Dockerfile {} is larger than {MAX_DOCKERFILE_BYTES} bytes",
@@ -809,10 +812,6 @@ fn unpacked_dockerfile(
         None => unpacked.default_dockerfile()?,
     })
 }
-
-/// The largest Dockerfile kiln reads from a context it made (BuildKit reads any size; a
-/// repository's file must not fill memory).
-const MAX_DOCKERFILE_BYTES: u64 = 16 << 20;
 
 /// A failed build for printing. A front-end error renders as `--dry-run` renders it (at its
 /// Dockerfile or .dockerignore line, or alone when it is about the context); a failed step
@@ -951,37 +950,6 @@ fn write_export(
         }
     }
     Ok(exported)
-}
-
-/// Ctrl-C (SIGINT) or SIGTERM cancels the build: running steps are killed and nothing
-/// half-written is left visible. A second Ctrl-C is left to the default action.
-fn interrupt_on_ctrl_c(cancel: &Cancel) {
-    let cancel = cancel.clone();
-    let spawned = std::thread::Builder::new()
-        .name("kiln-signals".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                let Ok(mut term) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-                let _ = errln!("kiln: canceling the build");
-                cancel.cancel();
-            });
-        });
-    // Without the thread, Ctrl-C simply kills kiln; the store stays consistent either way.
-    drop(spawned);
 }
 
 /// `path` (canonical, inside the context) as the user would write it: relative to the context

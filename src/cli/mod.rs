@@ -6,6 +6,7 @@ mod build;
 mod call;
 mod images;
 mod info;
+mod interrupt;
 mod parse;
 mod progress;
 mod registry;

@@ -3,7 +3,7 @@
 use super::located;
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use std::io::Read as _;
+use kiln::frontend::limits;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -36,17 +36,18 @@ pub fn run(args: ParseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a Dockerfile from a path or, for `-`, standard input. Returns the name to print in
-/// errors and the raw bytes (the parser checks the encoding and reports where it breaks).
+/// Reads a Dockerfile from a path (a file, a FIFO, a device) or, for `-`, standard input, at
+/// most [`kiln::frontend::limits::MAX_DOCKERFILE_BYTES`]. Returns the name to print in errors
+/// and the raw bytes (the parser checks the encoding and reports where it breaks).
 pub fn read_dockerfile(path: &std::path::Path) -> anyhow::Result<(String, Vec<u8>)> {
     if path.as_os_str() == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read the Dockerfile from standard input")?;
-        return Ok(("<stdin>".to_string(), buf));
+        let name = "<stdin>";
+        let bytes = limits::read_dockerfile(std::io::stdin().lock(), name)?;
+        return Ok((name.to_string(), bytes));
     }
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the Dockerfile {}", path.display()))?;
+    let name = kiln::error::escape_controls(&path.display().to_string());
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read the Dockerfile {name}"))?;
+    let bytes = limits::read_dockerfile(file, &name)?;
     Ok((path.display().to_string(), bytes))
 }

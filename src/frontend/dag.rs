@@ -74,6 +74,9 @@ pub struct StageDag<'a> {
     resolved: &'a Resolved,
     /// Edges point from a dependency to the stage that needs it; node weights are stage ids.
     graph: DiGraph<StageId, Edge>,
+    /// Each stage's node in `graph` (`None` for a stage the target does not need): the pruned
+    /// graph's node indexes are not stage ids, and a scan for them made planning quadratic.
+    nodes: Vec<Option<NodeIndex>>,
     target: StageId,
     order: Vec<StageId>,
     groups: Vec<Vec<StageId>>,
@@ -146,6 +149,12 @@ impl<'a> StageDag<'a> {
             }
         }
         let graph = graph.filter_map(|_, id| needed.contains(id).then_some(*id), |_, e| Some(*e));
+        let mut nodes: Vec<Option<NodeIndex>> = vec![None; resolved.stages.len()];
+        for n in graph.node_indices() {
+            if let Some(slot) = nodes.get_mut(graph[n]) {
+                *slot = Some(n);
+            }
+        }
 
         for e in graph.edge_indices() {
             let (Some((from, to)), Some(edge)) = (graph.edge_endpoints(e), graph.edge_weight(e))
@@ -168,7 +177,7 @@ impl<'a> StageDag<'a> {
         let mut level = vec![0usize; resolved.stages.len()];
         let mut groups: Vec<Vec<StageId>> = Vec::new();
         for &id in &order {
-            let depth = node_of(&graph, id)
+            let depth = node_of(&nodes, id)
                 .map(|n| {
                     graph
                         .neighbors_directed(n, petgraph::Direction::Incoming)
@@ -220,6 +229,7 @@ impl<'a> StageDag<'a> {
         Ok(StageDag {
             resolved,
             graph,
+            nodes,
             target,
             order,
             groups,
@@ -246,15 +256,12 @@ impl<'a> StageDag<'a> {
 
     /// A needed stage.
     pub fn stage(&self, id: StageId) -> Option<&'a Stage> {
-        self.order
-            .contains(&id)
-            .then(|| self.resolved.stages.get(id))
-            .flatten()
+        node_of(&self.nodes, id).and_then(|_| self.resolved.stages.get(id))
     }
 
     /// The stages `id` reads directly, in file order, without repeats.
     pub fn dependencies(&self, id: StageId) -> Vec<StageId> {
-        let Some(n) = node_of(&self.graph, id) else {
+        let Some(n) = node_of(&self.nodes, id) else {
             return Vec::new();
         };
         self.graph
@@ -277,9 +284,9 @@ impl<'a> StageDag<'a> {
     }
 }
 
-/// The node of stage `id` in a (possibly pruned) graph, whose node indexes are not stage ids.
-fn node_of(graph: &DiGraph<StageId, Edge>, id: StageId) -> Option<NodeIndex> {
-    graph.node_indices().find(|n| graph[*n] == id)
+/// The node of stage `id` in the pruned graph, if the target needs it.
+fn node_of(nodes: &[Option<NodeIndex>], id: StageId) -> Option<NodeIndex> {
+    nodes.get(id).copied().flatten()
 }
 
 fn stage_name(resolved: &Resolved, id: StageId) -> String {
@@ -305,13 +312,14 @@ fn check_cycles(resolved: &Resolved, graph: &DiGraph<StageId, Edge>) -> Result<(
     };
     // Walk from the first stage of the cycle to the stage it reads, staying inside the cycle,
     // until we are back at the start.
+    let members: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
     let mut path = vec![start];
     let mut span = None;
     let mut current = start;
     for _ in 0..=scc.len() {
         let next = graph
             .edges_directed(current, petgraph::Direction::Incoming)
-            .filter(|e| scc.contains(&petgraph::visit::EdgeRef::source(e)))
+            .filter(|e| members.contains(&petgraph::visit::EdgeRef::source(e)))
             .min_by_key(|e| graph[petgraph::visit::EdgeRef::source(e)]);
         let Some(edge) = next else { break };
         span.get_or_insert(edge.weight().span);

@@ -5,6 +5,8 @@
 //! - [`shell`]: word expansion (`$V`, `${V:-x}`, quotes, escapes) with BuildKit's semantics.
 //! - [`instruction`]: AST nodes → typed instructions, flags checked.
 //! - [`stage`]: instructions grouped into stages, ARG scoping, arguments expanded.
+//! - [`limits`]: the Dockerfile's size cap (the one bounded reader) and its stage and
+//!   instruction counts.
 
 pub mod ast;
 pub mod context;
@@ -13,6 +15,7 @@ pub mod diagnostic;
 pub mod dispatch;
 pub mod dump;
 pub mod instruction;
+pub mod limits;
 pub mod lint;
 pub mod outline;
 pub mod plan;

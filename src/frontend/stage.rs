@@ -27,10 +27,11 @@ use crate::frontend::instruction::{
     self, Add, Arg, ArgDecl, Copy, Env as EnvInstruction, Expose, InlineFile, Instruction,
     InstructionError, KeyValue, Label, Mount, Run, StopSignal, User, Volume, Workdir,
 };
+use crate::frontend::limits::MAX_VARIABLE_COPIES;
 use crate::frontend::shell::{Env, ExpandError, Lexer};
 use crate::oci::{Platform, Reference, ReferenceError};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The PATH BuildKit gives a stage whose image does not set one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -238,17 +239,18 @@ pub struct Resolved {
     /// Proxy build args that RUN instructions get as environment variables.
     pub proxy_env: Vec<(String, String)>,
     pub warnings: Vec<StageWarning>,
+    /// Each stage name's last stage, so that [`Resolved::stage_by_name`] (one call per
+    /// `COPY --from`) is no scan of the stages.
+    #[serde(skip)]
+    last_by_name: HashMap<String, usize>,
 }
 
 impl Resolved {
     /// The stage with this name (case-insensitive); the last one when several have it, as
     /// BuildKit's `findStateByName`.
     pub fn stage_by_name(&self, name: &str) -> Option<&Stage> {
-        self.stages.iter().rev().find(|s| {
-            s.name
-                .as_deref()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
+        let index = *self.last_by_name.get(&name.to_ascii_lowercase())?;
+        self.stages.get(index)
     }
 }
 
@@ -269,6 +271,14 @@ pub enum StageError {
     },
     #[error("base name ({image}) should not be blank")]
     BlankBaseName { image: String, span: Span },
+    /// Stages built FROM other stages and RUN steps copy more variables than
+    /// [`crate::frontend::limits::MAX_VARIABLE_COPIES`] in all.
+    #[error(
+        "the Dockerfile copies more than {limit} variables in all into stages and RUN steps \
+         (a stage built FROM a stage starts with a copy of its ENV and ARG values; a RUN gets \
+         every one in scope)"
+    )]
+    TooManyVariableCopies { limit: usize, span: Span },
     #[error("source can't be a URL for COPY: {url}")]
     CopyFromUrl { url: String, span: Span },
     #[error("empty platform value from expression {expression}")]
@@ -325,6 +335,7 @@ impl Located for StageError {
             | StageError::BeforeFrom { span, .. }
             | StageError::Expand { span, .. }
             | StageError::BlankBaseName { span, .. }
+            | StageError::TooManyVariableCopies { span, .. }
             | StageError::CopyFromUrl { span, .. }
             | StageError::EmptyPlatform { span, .. }
             | StageError::BadPlatform { span, .. }
@@ -362,6 +373,11 @@ impl Located for StageError {
                  check the variables in it"
                     .into()
             }
+            StageError::TooManyVariableCopies { .. } => {
+                "set fewer variables (ENV, ARG) where many stages or RUN steps follow them; \
+                 put many values in a file the steps read"
+                    .into()
+            }
             StageError::Trigger { failure, .. } => match &failure.help {
                 Some(help) => format!("{help}; the trigger comes from the base {}", failure.origin),
                 None => format!(
@@ -375,19 +391,71 @@ impl Located for StageError {
 }
 
 /// Ordered variables for the expander; a later entry wins.
+///
+/// Indexed by name, so that setting and looking up a variable costs O(1), not a scan of the
+/// scope: a stage of 100,000 ENV lines was quadratic.
 #[derive(Debug, Clone, Default)]
-struct Vars(Vec<(String, String)>);
+struct Vars {
+    /// In order; `None` where a variable was set again later.
+    entries: Vec<Option<(String, String)>>,
+    /// Each name's live entry.
+    index: HashMap<String, usize>,
+}
 
 impl Vars {
+    fn from_pairs(pairs: &[(String, String)]) -> Vars {
+        let mut vars = Vars::default();
+        for (key, value) in pairs {
+            vars.set(key, value);
+        }
+        vars
+    }
+
     fn set(&mut self, key: &str, value: &str) {
-        self.0.retain(|(k, _)| k != key);
-        self.0.push((key.to_string(), value.to_string()));
+        if let Some(old) = self.index.get(key).copied() {
+            if let Some(slot) = self.entries.get_mut(old) {
+                *slot = None;
+            }
+            if self.entries.len() > 2 * self.index.len() + 16 {
+                self.compact();
+            }
+        }
+        self.index.insert(key.to_string(), self.entries.len());
+        self.entries
+            .push(Some((key.to_string(), value.to_string())));
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.index.remove(key)
+            && let Some(slot) = self.entries.get_mut(old)
+        {
+            *slot = None;
+        }
+    }
+
+    /// Drops the entries of variables set again later, keeping the order.
+    fn compact(&mut self) {
+        self.entries.retain(Option::is_some);
+        for (position, entry) in self.entries.iter().enumerate() {
+            if let Some((key, _)) = entry {
+                self.index.insert(key.clone(), position);
+            }
+        }
+    }
+
+    /// The variables in order (a later entry wins; each name once).
+    fn into_pairs(self) -> Vec<(String, String)> {
+        self.entries.into_iter().flatten().collect()
     }
 }
 
 impl Env for Vars {
     fn lookup(&self, name: &str) -> Option<String> {
-        self.0.as_slice().lookup(name)
+        let position = *self.index.get(name)?;
+        self.entries
+            .get(position)?
+            .as_ref()
+            .map(|(_, value)| value.clone())
     }
 }
 
@@ -430,7 +498,7 @@ pub(crate) fn predefined_arg_pairs(
     opts: &ResolveOptions,
     target_name: &str,
 ) -> Vec<(String, String)> {
-    predefined_args(opts, target_name).0
+    predefined_args(opts, target_name).into_pairs()
 }
 
 /// A stage while its FROM and instructions are collected.
@@ -440,12 +508,59 @@ struct Pending<'a> {
     body: Vec<(Instruction, &'a Node)>,
 }
 
+/// Every stage's name and an index of them, so that looking a stage up by name costs
+/// O(log n), not a scan of the stages: a Dockerfile of 100,000 stages, each naming the one before
+/// it, resolved in quadratic time (minutes) before this index.
+struct StageNames {
+    /// Every stage's name (lower case, as FROM keeps it), by index.
+    names: Vec<Option<String>>,
+    /// Each name's stages, in ascending order.
+    by_name: HashMap<String, Vec<usize>>,
+}
+
+impl StageNames {
+    fn new(names: Vec<Option<String>>) -> StageNames {
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, name) in names.iter().enumerate() {
+            if let Some(name) = name {
+                by_name.entry(name.clone()).or_default().push(index);
+            }
+        }
+        StageNames { names, by_name }
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The last stage named exactly `name` among the stages before `index` (how FROM finds
+    /// its base stage).
+    fn last_before(&self, name: &str, index: usize) -> Option<usize> {
+        let indices = self.by_name.get(name)?;
+        let before = indices.partition_point(|&i| i < index);
+        before
+            .checked_sub(1)
+            .and_then(|at| indices.get(at).copied())
+    }
+
+    /// The last stage named `name` (ASCII case-insensitive) in the whole file.
+    fn last(&self, name: &str) -> Option<usize> {
+        let lower;
+        let key = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        self.by_name.get(key)?.last().copied()
+    }
+}
+
 /// A Dockerfile split into stages, with its global scope, before the stages are resolved.
 struct Prepared<'a> {
     pending: Vec<Pending<'a>>,
     lexer: Lexer,
-    /// Every stage's name, by index.
-    names: Vec<Option<String>>,
+    names: StageNames,
     globals: Vars,
     /// The names of the ARGs declared so far (the meta args).
     declared: Vec<String>,
@@ -509,7 +624,7 @@ fn prepare<'a>(df: &'a Dockerfile, opts: &ResolveOptions) -> Result<Prepared<'a>
     Ok(Prepared {
         pending,
         lexer,
-        names,
+        names: StageNames::new(names),
         globals,
         declared,
     })
@@ -529,16 +644,17 @@ pub fn base_image_names(
         opts,
         globals: &prepared.globals,
         names: &prepared.names,
+        copies: std::cell::Cell::new(0),
     };
     let mut images: Vec<ImageKey> = Vec::new();
+    let mut seen: std::collections::HashSet<ImageKey> = std::collections::HashSet::new();
     let mut platforms: Vec<Platform> = Vec::new();
     for (index, p) in prepared.pending.iter().enumerate() {
-        let earlier = prepared.names.get(..index).unwrap_or_default();
-        let from = cx.expand_from(p, earlier)?;
+        let from = cx.expand_from(p, index)?;
         let platform = cx.effective_platform(&from, &platforms);
         if let Base::Image(_) = from.base {
             let key = ImageKey::new(&from.base_name, &platform);
-            if !images.contains(&key) {
+            if seen.insert(key.clone()) {
                 images.push(key);
             }
         }
@@ -625,7 +741,7 @@ pub fn epoch_stage(
     };
     let lexer = &prepared.lexer;
     let mut scope = prepared.globals.clone();
-    scope.0.retain(|(key, _)| key != SOURCE_DATE_EPOCH);
+    scope.remove(SOURCE_DATE_EPOCH);
     let base = expand(
         lexer,
         "FROM",
@@ -708,6 +824,7 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         opts,
         globals: &globals,
         names: &names,
+        copies: std::cell::Cell::new(0),
     };
     let mut stages: Vec<Stage> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
@@ -740,13 +857,37 @@ pub fn resolve(df: &Dockerfile, opts: &ResolveOptions) -> Result<Resolved, Stage
         .iter()
         .filter_map(|k| opts.build_args.get(*k).map(|v| (k.to_string(), v.clone())))
         .collect();
+    let last_by_name = names
+        .by_name
+        .iter()
+        .filter_map(|(name, indices)| Some((name.clone(), *indices.last()?)))
+        .collect();
     Ok(Resolved {
-        meta_args: globals.0,
+        meta_args: globals.into_pairs(),
         target_platform: opts.target(),
         stages,
         proxy_env,
         warnings,
+        last_by_name,
     })
+}
+
+/// What [`StageCx::effective_platform`] reads of an earlier stage: the stages resolved so far,
+/// or only their platforms (before the stages are resolved).
+trait StagePlatform {
+    fn platform(&self) -> &Platform;
+}
+
+impl StagePlatform for Platform {
+    fn platform(&self) -> &Platform {
+        self
+    }
+}
+
+impl StagePlatform for Stage {
+    fn platform(&self) -> &Platform {
+        &self.effective_platform
+    }
 }
 
 /// A FROM line expanded in the global scope.
@@ -763,8 +904,9 @@ struct StageCx<'a> {
     lexer: &'a Lexer,
     opts: &'a ResolveOptions,
     globals: &'a Vars,
-    /// Every stage's name, by index.
-    names: &'a [Option<String>],
+    names: &'a StageNames,
+    /// Variables copied into stages from their base stages and into RUN steps so far.
+    copies: std::cell::Cell<usize>,
 }
 
 impl StageCx<'_> {
@@ -776,13 +918,8 @@ impl StageCx<'_> {
         declared: &mut Vec<String>,
     ) -> Result<Stage, StageError> {
         let from = &p.from;
-        let earlier_names: Vec<Option<String>> = earlier.iter().map(|s| s.name.clone()).collect();
-        let expanded = self.expand_from(p, &earlier_names)?;
-        let earlier_platforms: Vec<Platform> = earlier
-            .iter()
-            .map(|s| s.effective_platform.clone())
-            .collect();
-        let effective_platform = self.effective_platform(&expanded, &earlier_platforms);
+        let expanded = self.expand_from(p, index)?;
+        let effective_platform = self.effective_platform(&expanded, earlier);
         let ExpandedFrom {
             base_name,
             platform,
@@ -808,8 +945,12 @@ impl StageCx<'_> {
             Base::Stage(i) => earlier.get(*i),
             Base::Scratch | Base::Image(_) => None,
         };
+        if let Some(parent) = parent {
+            // Each stage keeps its own copy, so the copies are what the cap bounds.
+            self.copy_variables(parent.vars.len(), from.span)?;
+        }
         let mut vars = match (parent, image) {
-            (Some(parent), _) => Vars(parent.vars.clone()),
+            (Some(parent), _) => Vars::from_pairs(&parent.vars),
             (None, image) => {
                 let mut v = Vars::default();
                 for (key, value) in image.iter().flat_map(|i| &i.env) {
@@ -885,7 +1026,7 @@ impl StageCx<'_> {
             instructions,
             onbuild_count,
             dependencies,
-            vars: vars.0,
+            vars: vars.into_pairs(),
             span: from.span,
         })
     }
@@ -894,11 +1035,11 @@ impl StageCx<'_> {
     /// it: its base stage's, else its own `--platform`, else the target's. `FROM scratch` is
     /// always the target's: BuildKit gives the empty image the target platform whatever
     /// `--platform` says (`resolveReachableStages`).
-    fn effective_platform(&self, from: &ExpandedFrom, earlier: &[Platform]) -> Platform {
+    fn effective_platform(&self, from: &ExpandedFrom, earlier: &[impl StagePlatform]) -> Platform {
         if let Base::Stage(parent) = from.base
-            && let Some(platform) = earlier.get(parent)
+            && let Some(stage) = earlier.get(parent)
         {
-            return platform.clone();
+            return stage.platform().clone();
         }
         match (&from.base, &from.platform) {
             (Base::Image(_), Some((_, platform))) => platform.clone(),
@@ -907,12 +1048,8 @@ impl StageCx<'_> {
     }
 
     /// A stage's FROM line, expanded in the global scope: the base name, the platform and what
-    /// the base is. `earlier` are the names of the stages before this one.
-    fn expand_from(
-        &self,
-        p: &Pending<'_>,
-        earlier: &[Option<String>],
-    ) -> Result<ExpandedFrom, StageError> {
+    /// the base is. `index` is the stage's own: its base stage is one before it.
+    fn expand_from(&self, p: &Pending<'_>, index: usize) -> Result<ExpandedFrom, StageError> {
         let from = &p.from;
         let base_name = expand(self.lexer, "FROM", p.from_node, &from.image, self.globals)?;
         if base_name.is_empty() {
@@ -950,10 +1087,7 @@ impl StageCx<'_> {
         }
         // BuildKit looks the base up among the stages already defined, by exact (lower-case)
         // name; the latest of them when a name is used twice.
-        let base = match earlier
-            .iter()
-            .rposition(|name| name.as_deref() == Some(base_name.as_str()))
-        {
+        let base = match self.names.last_before(&base_name, index) {
             Some(index) => Base::Stage(index),
             // Exactly: BuildKit compares `== "scratch"`, so `SCRATCH` is an (invalid) reference.
             None if base_name == "scratch" => Base::Scratch,
@@ -1090,6 +1224,8 @@ impl StageCx<'_> {
                 span: s.span,
             }),
             Instruction::Run(r) => {
+                // The step's environment and history line: every variable in scope.
+                self.copy_variables(vars.index.len(), r.span)?;
                 let mut mounts = Vec::new();
                 for m in &r.mounts {
                     let mut expander =
@@ -1172,12 +1308,24 @@ impl StageCx<'_> {
             .collect()
     }
 
+    /// Counts `count` more copies of variables, at `span`; past [`MAX_VARIABLE_COPIES`] in all
+    /// an error.
+    fn copy_variables(&self, count: usize, span: Span) -> Result<(), StageError> {
+        let copies = self.copies.get().saturating_add(count);
+        if copies > MAX_VARIABLE_COPIES {
+            return Err(StageError::TooManyVariableCopies {
+                limit: MAX_VARIABLE_COPIES,
+                span,
+            });
+        }
+        self.copies.set(copies);
+        Ok(())
+    }
+
     /// The stage with this name (case-insensitive), wherever it is in the file; the last one
     /// when several have it.
     fn stage_named(&self, name: &str) -> Option<usize> {
-        self.names
-            .iter()
-            .rposition(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        self.names.last(name)
     }
 
     /// `COPY --from`: an index (BuildKit: `strconv.Atoi`), else a stage name, else an image.

@@ -11,6 +11,7 @@ pub(crate) mod words;
 
 use super::ast::{Directive, Directives, Dockerfile, Heredoc, Node, Segment, Warning, position_in};
 use crate::frontend::diagnostic::{Located, Position, Span};
+use crate::frontend::limits::{CountError, MAX_DOCKERFILE_BYTES, check_counts};
 use json::JsonArgs;
 use nom::Parser;
 use nom::bytes::complete::take_while;
@@ -61,6 +62,13 @@ pub enum SyntaxError {
     },
     #[error("ONBUILD nested more than {max} levels deep")]
     OnbuildTooDeep { max: usize, span: Span },
+    /// More bytes than [`MAX_DOCKERFILE_BYTES`] (a caller that read the file with
+    /// [`super::limits::read_dockerfile`] never gets here).
+    #[error("the Dockerfile is larger than {max} bytes (16 MiB, BuildKit's limit)")]
+    TooLarge { len: usize, max: u64, span: Span },
+    /// More stages or instructions than kiln builds.
+    #[error(transparent)]
+    TooMany(#[from] CountError),
 }
 
 impl Located for SyntaxError {
@@ -77,7 +85,9 @@ impl Located for SyntaxError {
             | SyntaxError::MissingEquals { span, .. }
             | SyntaxError::UnterminatedHeredoc { span, .. }
             | SyntaxError::BadHeredoc { span, .. }
-            | SyntaxError::OnbuildTooDeep { span, .. } => *span,
+            | SyntaxError::OnbuildTooDeep { span, .. }
+            | SyntaxError::TooLarge { span, .. } => *span,
+            SyntaxError::TooMany(error) => return error.span(),
         })
     }
 
@@ -118,6 +128,10 @@ impl Located for SyntaxError {
                     .into()
             }
             SyntaxError::OnbuildTooDeep { .. } => "ONBUILD cannot usefully wrap ONBUILD".into(),
+            SyntaxError::TooLarge { .. } => {
+                "generate a smaller Dockerfile or split the build".into()
+            }
+            SyntaxError::TooMany(error) => return error.help(),
         })
     }
 }
@@ -132,10 +146,20 @@ struct Line<'a> {
     body: &'a str,
 }
 
-/// Parses a whole Dockerfile.
+/// Parses a whole Dockerfile: at most [`MAX_DOCKERFILE_BYTES`], [`super::limits::MAX_STAGES`]
+/// stages and [`super::limits::MAX_INSTRUCTIONS`] instructions.
 pub fn parse(source: &[u8]) -> Result<Dockerfile, SyntaxError> {
+    if source.len() as u64 > MAX_DOCKERFILE_BYTES {
+        return Err(SyntaxError::TooLarge {
+            len: source.len(),
+            max: MAX_DOCKERFILE_BYTES,
+            span: Span::line(1),
+        });
+    }
     let lines = read_lines(source)?;
-    Parser_::new(&lines).run()
+    let dockerfile = Parser_::new(&lines).run()?;
+    check_counts(&dockerfile)?;
+    Ok(dockerfile)
 }
 
 /// Splits the file into lines after a leading BOM, checking each line's length, NUL bytes and

@@ -13,6 +13,7 @@
 //! `compression-level=`, `force-compression=`, `oci-mediatypes=`; `util/compression/attrs.go`,
 //! `exporter/containerimage/opts.go`).
 
+use super::ratio::{RatioLimit, ratio_bounded};
 use super::{LayerError, Limited};
 use crate::oci::{Digest, Hashing};
 use flate2::{Compress, FlushCompress, Status};
@@ -31,9 +32,22 @@ use crate::oci::media_type::ZSTD_MAGIC;
 /// uncompressed bytes have come out, so a small gzip or zstd bomb cannot fill the disk. zstd's own
 /// decoder also refuses frames whose window is over 128 MiB (its default `window_log_max` of 27),
 /// which bounds the memory a hostile frame can ask for.
+///
+/// The expansion ratio is bounded too, as [`RatioLimit::from_env`] says
+/// (`KILN_MAX_DECOMPRESSION_RATIO`; [`super::ratio`]): reading fails with
+/// [`LayerError::TooCompressed`] past it.
 pub fn decompressed<'a>(
+    reader: impl Read + 'a,
+    limit: u64,
+) -> Result<Box<dyn Read + 'a>, LayerError> {
+    decompressed_with(reader, limit, RatioLimit::from_env()?)
+}
+
+/// [`decompressed`] with the ratio cap `ratio` (not read from the environment).
+pub fn decompressed_with<'a>(
     mut reader: impl Read + 'a,
     limit: u64,
+    ratio: RatioLimit,
 ) -> Result<Box<dyn Read + 'a>, LayerError> {
     let mut prefix = Vec::with_capacity(ZSTD_MAGIC.len());
     (&mut reader)
@@ -44,12 +58,16 @@ pub fn decompressed<'a>(
     let whole = io::Cursor::new(prefix).chain(reader);
     Ok(match compression {
         Compression::None => Box::new(Limited::new(whole, limit)),
-        Compression::Gzip => Box::new(Limited::new(
-            flate2::read::MultiGzDecoder::new(whole),
-            limit,
-        )),
+        Compression::Gzip => {
+            let decoder = ratio_bounded(whole, ratio, |raw| {
+                Ok(flate2::read::MultiGzDecoder::new(raw))
+            })
+            .map_err(io_error)?;
+            Box::new(Limited::new(decoder, limit))
+        }
         Compression::Zstd => {
-            let decoder = zstd::stream::read::Decoder::new(whole).map_err(io_error)?;
+            let decoder =
+                ratio_bounded(whole, ratio, zstd::stream::read::Decoder::new).map_err(io_error)?;
             Box::new(Limited::new(decoder, limit))
         }
     })

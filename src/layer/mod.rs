@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod compression;
 pub mod diff;
+pub mod ratio;
 pub mod rewrite;
 #[cfg(test)]
 mod round_trip;
@@ -22,9 +23,10 @@ pub mod tree;
 pub use apply::{AppliedLayer, ApplyOptions, Whiteouts, apply_layer};
 pub use compression::{
     Compression, CompressionConfig, ExportFormat, FormatOptionError, compress, compress_with,
-    decompressed, recompress,
+    decompressed, decompressed_with, recompress,
 };
 pub use diff::{OwnerMap, write_layer, write_layer_mapped};
+pub use ratio::RatioLimit;
 
 use std::io;
 use std::path::PathBuf;
@@ -63,6 +65,26 @@ pub enum LayerError {
     TooLarge {
         /// The limit in bytes.
         limit: u64,
+    },
+    /// A compressed stream that expands more than the ratio cap allows ([`ratio`]).
+    #[error(
+        "the compressed stream expands more than {max_ratio} times: {expanded} bytes out of \
+         {compressed} compressed bytes (a decompression bomb?); if it is genuine, set \
+         KILN_MAX_DECOMPRESSION_RATIO to a higher ratio, or to 0 for no ratio cap"
+    )]
+    TooCompressed {
+        /// Bytes that came out.
+        expanded: u64,
+        /// Compressed bytes read for them.
+        compressed: u64,
+        /// The cap.
+        max_ratio: u64,
+    },
+    /// `KILN_MAX_DECOMPRESSION_RATIO` is not a whole number.
+    #[error("{variable}={value:?} is not a whole number (a ratio such as 100, or 0 for none)")]
+    BadRatioSetting {
+        variable: &'static str,
+        value: String,
     },
     /// More entries than [`apply::MAX_ENTRIES`].
     #[error("layer has more than {limit} entries")]
@@ -118,8 +140,8 @@ impl LayerError {
     /// Classifies an error from reading the layer stream: a [`LayerError::TooLarge`] raised inside
     /// a limiting reader comes back as itself, anything else is a malformed stream.
     pub(crate) fn from_read(error: io::Error) -> LayerError {
-        match too_large_limit(&error) {
-            Some(limit) => LayerError::TooLarge { limit },
+        match bound_error(&error) {
+            Some(bound) => bound,
             None => LayerError::Tar { source: error },
         }
     }
@@ -133,18 +155,39 @@ impl LayerError {
     }
 }
 
-/// The limit of a `TooLarge` carried by `error`, looking through the wrappers that readers
-/// (the tar crate, the decoders) put around the io error a [`Limited`] reader raised.
-fn too_large_limit(error: &io::Error) -> Option<u64> {
+/// A bound's error (`TooLarge` of a [`Limited`] reader, `TooCompressed` or `BadRatioSetting` of
+/// [`ratio`]) carried by `error`, looking through the wrappers that readers (the tar crate, the
+/// decoders) put around the io error the bounding reader raised.
+fn bound_error(error: &io::Error) -> Option<LayerError> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
     while let Some(inner) = current {
-        if let Some(LayerError::TooLarge { limit }) = inner.downcast_ref::<LayerError>() {
-            return Some(*limit);
+        match inner.downcast_ref::<LayerError>() {
+            Some(LayerError::TooLarge { limit }) => {
+                return Some(LayerError::TooLarge { limit: *limit });
+            }
+            Some(LayerError::TooCompressed {
+                expanded,
+                compressed,
+                max_ratio,
+            }) => {
+                return Some(LayerError::TooCompressed {
+                    expanded: *expanded,
+                    compressed: *compressed,
+                    max_ratio: *max_ratio,
+                });
+            }
+            Some(LayerError::BadRatioSetting { variable, value }) => {
+                return Some(LayerError::BadRatioSetting {
+                    variable,
+                    value: value.clone(),
+                });
+            }
+            _ => {}
         }
         if let Some(io_error) = inner.downcast_ref::<io::Error>()
-            && let Some(limit) = too_large_limit(io_error)
+            && let Some(bound) = bound_error(io_error)
         {
-            return Some(limit);
+            return Some(bound);
         }
         current = inner.source();
     }

@@ -121,6 +121,8 @@ fn kind(error: &LayerError) -> (&'static str, String) {
         LayerError::Malformed { entry, .. } => ("Malformed", entry.clone()),
         LayerError::Unsupported { entry, .. } => ("Unsupported", entry.clone()),
         LayerError::TooLarge { .. } => ("TooLarge", String::new()),
+        LayerError::TooCompressed { .. } => ("TooCompressed", String::new()),
+        LayerError::BadRatioSetting { .. } => ("BadRatioSetting", String::new()),
         LayerError::TooManyEntries { .. } => ("TooManyEntries", String::new()),
         LayerError::Io { path, .. } => ("Io", path.to_string_lossy().into_owned()),
         LayerError::Tar { .. } => ("Tar", String::new()),

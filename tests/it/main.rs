@@ -12,6 +12,7 @@ mod add_url;
 mod architecture;
 mod archive;
 mod attestations;
+mod bounds;
 mod build;
 mod build_context;
 mod build_mount;

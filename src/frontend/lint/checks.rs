@@ -11,7 +11,7 @@ use crate::frontend::instruction::{Command, Instruction, Mount};
 use crate::frontend::shell::{Env, Lexer};
 use crate::frontend::stage::ImageKey;
 use crate::oci::{Platform, Reference};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// ARGs BuildKit never puts in the environment (`nonEnvArgs`); UndefinedVar ignores them.
 const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
@@ -125,12 +125,18 @@ pub(super) fn run(input: &LintInput<'_>, config: &LintConfig) -> Vec<Finding> {
         }
     }
     let mut bases: Vec<StageBase> = Vec::new();
+    // Each name's first stage among those before the current one (a map, not a scan of the
+    // stages per FROM, which made the checks quadratic in the number of stages).
+    let mut first_named: HashMap<&str, usize> = HashMap::new();
     for (index, stage) in stages.iter().enumerate() {
         let Some(expanded) = from_args(&mut lint, &lexer, stage, &globals, &declared) else {
             // BuildKit stops at a FROM that does not expand: nothing is dispatched.
             return lint.findings;
         };
-        bases.push(stage_base(input, &stages[..index], expanded));
+        bases.push(stage_base(input, &first_named, expanded));
+        if let Some(name) = stage.from.as_name.as_deref() {
+            first_named.entry(name).or_insert(index);
+        }
     }
     dispatch(&mut lint, input, &stages, &bases, &lexer, &globals);
     lint.findings
@@ -151,11 +157,13 @@ struct ExpandedFrom {
     platform: Option<Platform>,
 }
 
-fn stage_base(input: &LintInput<'_>, earlier: &[StageNodes<'_>], from: ExpandedFrom) -> StageBase {
-    if let Some(index) = earlier
-        .iter()
-        .position(|s| s.from.as_name.as_deref() == Some(from.image.as_str()))
-    {
+/// `earlier`: the first stage of each name among the stages before this one.
+fn stage_base(
+    input: &LintInput<'_>,
+    earlier: &HashMap<&str, usize>,
+    from: ExpandedFrom,
+) -> StageBase {
+    if let Some(&index) = earlier.get(from.image.as_str()) {
         return StageBase::Stage(index);
     }
     if from.image == "scratch" {
@@ -241,7 +249,7 @@ fn definition_description(
 /// ReservedStageName and DuplicateStageName (`validateStageNames`, the file's configuration).
 fn stage_names(lint: &mut Linter<'_>, stages: &[StageNodes<'_>]) {
     let config = lint.config;
-    let mut seen: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for stage in stages {
         let Some(name) = stage.from.as_name.as_deref() else {
             continue;
@@ -262,7 +270,7 @@ fn stage_names(lint: &mut Linter<'_>, stages: &[StageNodes<'_>]) {
                 message::duplicate_stage_name(name),
             );
         }
-        seen.push(name);
+        seen.insert(name);
     }
 }
 
@@ -468,8 +476,25 @@ fn dispatch(
     globals: &[(String, String)],
 ) {
     let mut scopes: Vec<Option<Scope>> = vec![None; stages.len()];
+    // Looked up once per stage: a scan of the lists per stage was quadratic.
+    let listed = |list: Option<&[usize]>| {
+        list.map(|list| {
+            let mut listed = vec![false; stages.len()];
+            for &index in list {
+                if let Some(slot) = listed.get_mut(index) {
+                    *slot = true;
+                }
+            }
+            listed
+        })
+    };
+    let (dispatched, reachable) = (listed(input.dispatched), listed(input.reachable));
+    let left_out = |list: &Option<Vec<bool>>, index: usize| {
+        list.as_ref()
+            .is_some_and(|list| !list.get(index).copied().unwrap_or(false))
+    };
     for ((index, stage), base) in stages.iter().enumerate().zip(bases) {
-        if input.dispatched.is_some_and(|d| !d.contains(&index)) {
+        if left_out(&dispatched, index) {
             continue;
         }
         let mut scope = match base {
@@ -496,7 +521,7 @@ fn dispatch(
         // The base's ONBUILD triggers run first, placed at this stage's FROM (BuildKit's
         // `initOnBuildTriggers`): a known image's, or the parent stage's own ONBUILDs.
         let triggers: Vec<&str> = match base {
-            _ if input.reachable.is_some_and(|r| !r.contains(&index)) => Vec::new(),
+            _ if left_out(&reachable, index) => Vec::new(),
             StageBase::Stage(parent) => stages
                 .get(*parent)
                 .map(|p| {

@@ -32,6 +32,7 @@ use super::{Copier, CopyError};
 use crate::builder::steps::union::Found;
 use crate::layer::WHITEOUT_PREFIX;
 use crate::layer::apply::{TarPathError, parse_pax_time, tar_path_components};
+use crate::layer::ratio::{RatioLimit, ratio_bounded};
 use nix::sys::stat::{SFlag, makedev};
 use nix::sys::time::TimeSpec;
 use std::ffi::{CString, OsStr, OsString};
@@ -60,22 +61,32 @@ pub(crate) fn is_compressed(head: &[u8]) -> bool {
 }
 
 /// The uncompressed stream of `file`, whatever its compression (also the stdin context's,
-/// [`crate::builder::stdin_context`]).
+/// [`crate::builder::stdin_context`]), its expansion bounded by the ratio cap
+/// ([`crate::layer::ratio`], `KILN_MAX_DECOMPRESSION_RATIO`).
 pub(crate) fn decompressed(file: impl Read + 'static) -> io::Result<Box<dyn Read>> {
     let mut reader = BufReader::new(file);
     let head = reader.fill_buf()?.to_vec();
+    let ratio = RatioLimit::from_env().map_err(io::Error::other)?;
     Ok(if head.starts_with(GZIP_MAGIC) {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
+        Box::new(ratio_bounded(reader, ratio, |raw| {
+            Ok(flate2::read::MultiGzDecoder::new(raw))
+        })?)
     } else if head.starts_with(BZIP2_MAGIC) {
-        Box::new(bzip2::read::MultiBzDecoder::new(reader))
+        Box::new(ratio_bounded(reader, ratio, |raw| {
+            Ok(bzip2::read::MultiBzDecoder::new(raw))
+        })?)
     } else if head.starts_with(XZ_MAGIC) {
-        Box::new(lzma_rust2::XzReader::new_mem_limit(
-            reader,
-            true,
-            XZ_MEMORY_LIMIT_KIB,
-        ))
+        Box::new(ratio_bounded(reader, ratio, |raw| {
+            Ok(lzma_rust2::XzReader::new_mem_limit(
+                raw,
+                true,
+                XZ_MEMORY_LIMIT_KIB,
+            ))
+        })?)
     } else if head.starts_with(ZSTD_MAGIC) {
-        Box::new(zstd::stream::read::Decoder::with_buffer(reader)?)
+        Box::new(ratio_bounded(reader, ratio, |raw| {
+            zstd::stream::read::Decoder::with_buffer(BufReader::new(raw))
+        })?)
     } else {
         Box::new(reader)
     })
