@@ -186,16 +186,8 @@ pub struct BuildArgs {
     /// `network.host` (repeatable, or comma-separated).
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_delimiter = ',')]
     allow: Vec<Entitlement>,
-    /// How RUN steps are isolated: `sandbox` (default) or `chroot` (no namespaces; read
-    /// --help for its risks).
-    #[arg(
-        long,
-        env = kiln::runtime::isolation::ISOLATION_ENV,
-        value_name = "sandbox|chroot",
-        default_value = "sandbox",
-        long_help = kiln::runtime::isolation::ISOLATION_HELP
-    )]
-    isolation: kiln::runtime::Isolation,
+    #[command(flatten)]
+    isolation: super::IsolationArgs,
     /// Attach SLSA provenance to the image (buildx's shorthand for `--attest
     /// type=provenance`): `true`, `false`, or options such as `mode=min|max`, `version=v1|v0.2`,
     /// `builder-id=ID`, `reproducible=true`. The image becomes an index with an attestation
@@ -355,7 +347,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         platforms,
         annotations,
         attestations,
-        isolation: args.isolation,
+        isolation: args.isolation.isolation,
     };
     let text = String::from_utf8_lossy(&input.bytes).into_owned();
     if call.method == CallMethod::Check {

@@ -104,6 +104,21 @@ impl Command {
     }
 }
 
+/// `--isolation`, shared by `kiln build` (its RUN steps) and `kiln run`.
+#[derive(Debug, clap::Args)]
+pub struct IsolationArgs {
+    /// How RUN steps and containers are isolated: `sandbox` (default) or `chroot` (no
+    /// namespaces; read --help for its risks).
+    #[arg(
+        long,
+        env = kiln::runtime::isolation::ISOLATION_ENV,
+        value_name = "sandbox|chroot",
+        default_value = "sandbox",
+        long_help = kiln::runtime::isolation::ISOLATION_HELP
+    )]
+    pub isolation: kiln::runtime::Isolation,
+}
+
 /// Runs the command line and turns any error into a message on stderr and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

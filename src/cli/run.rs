@@ -89,16 +89,8 @@ pub struct RunArgs {
     /// emulator binfmt_misc has for it.
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
-    /// How the container is isolated: `sandbox` (default) or `chroot` (no namespaces; read
-    /// --help for its risks).
-    #[arg(
-        long,
-        env = kiln::runtime::isolation::ISOLATION_ENV,
-        value_name = "sandbox|chroot",
-        default_value = "sandbox",
-        long_help = kiln::runtime::isolation::ISOLATION_HELP
-    )]
-    isolation: kiln::runtime::Isolation,
+    #[command(flatten)]
+    isolation: super::IsolationArgs,
     /// The image (name or ID).
     image: String,
     /// The command and its arguments (default: the image's ENTRYPOINT and CMD).
@@ -287,6 +279,6 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
         tty: args.tty,
         no_new_privileges,
         remove: args.rm,
-        isolation: args.isolation,
+        isolation: args.isolation.isolation,
     })
 }

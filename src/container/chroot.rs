@@ -153,19 +153,11 @@ impl ChrootRoot {
     /// made with mknod(2) (root in docker has `CAP_MKNOD`) and left out of the changes, as the
     /// sandbox's `/dev` is a mount.
     fn make_devices(&mut self, root_fd: std::os::fd::BorrowedFd<'_>) -> Result<(), ContainerError> {
-        const DEVICES: [(&str, u64, u64); 6] = [
-            ("null", 1, 3),
-            ("zero", 1, 5),
-            ("full", 1, 7),
-            ("random", 1, 8),
-            ("urandom", 1, 9),
-            ("tty", 5, 0),
-        ];
         let dev = make_path(root_fd, &self.root, "/dev", false)?;
         let dev_fd = open_in_root(root_fd, &dev, OFlag::O_PATH | OFlag::O_DIRECTORY).map_err(
             super::io_error("open in the chroot directory", Path::new("/dev")),
         )?;
-        for (name, major, minor) in DEVICES {
+        for &(name, major, minor) in crate::runtime::DEFAULT_DEVICES {
             let path = Path::new("/dev").join(name);
             let fail = |errno: Errno| {
                 super::io_error("create the device", &path)(std::io::Error::from(errno))
@@ -179,7 +171,7 @@ impl ChrootRoot {
                 name,
                 nix::sys::stat::SFlag::S_IFCHR,
                 Mode::from_bits_truncate(0o666),
-                nix::sys::stat::makedev(major, minor),
+                nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
             )
             .map_err(fail)?;
             self.excluded.insert(dev.join(name));

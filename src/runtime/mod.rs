@@ -34,6 +34,9 @@ mod linux;
 mod sandbox;
 mod seccomp;
 mod setup;
+/// The OCI default device nodes (name, major, minor), for a root that cannot bind the host's
+/// `/dev` (`--isolation=chroot` under chroot(2)).
+pub(crate) use setup::DEVICES as DEFAULT_DEVICES;
 mod spec;
 pub mod tty;
 mod workdir;

@@ -454,6 +454,16 @@ impl Drop for Staging {
     }
 }
 
+/// A pidfd of `pid`, this process's own child not yet reaped (so no other process can hold its
+/// pid); when none can be opened the child is killed and reaped, and the error says `action`.
+fn pidfd_of_child(pid: i32, action: &'static str) -> Result<OwnedFd, RuntimeError> {
+    process::pidfd_open(pid).map_err(|errno| {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        RuntimeError::Sys { action, errno }
+    })
+}
+
 /// The id mapping for `spec` when kiln runs with `privilege`.
 fn user_namespace_for(spec: &Spec, privilege: Privilege) -> UserNamespace {
     match privilege {
@@ -780,18 +790,7 @@ impl Sandbox {
         let (status_read, status_write) = status.unzip();
         drop(status_write);
 
-        let pidfd = match process::pidfd_open(pid) {
-            Ok(pidfd) => pidfd,
-            Err(errno) => {
-                // Our own child, not yet reaped: no other process can have its pid.
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-                return Err(RuntimeError::Sys {
-                    action: "opening a pidfd for the sandbox",
-                    errno,
-                });
-            }
-        };
+        let pidfd = pidfd_of_child(pid, "opening a pidfd for the sandbox")?;
         let mut sandbox = Sandbox {
             pid,
             pidfd: Arc::new(pidfd),
@@ -827,18 +826,7 @@ impl Sandbox {
     /// waited for, signalled and killed through a pidfd as a sandbox is, without an init or a
     /// terminal.
     pub(super) fn adopt(pid: i32) -> Result<Sandbox, RuntimeError> {
-        let pidfd = match process::pidfd_open(pid) {
-            Ok(pidfd) => pidfd,
-            Err(errno) => {
-                // Our own child, not yet reaped: no other process can have its pid.
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-                return Err(RuntimeError::Sys {
-                    action: "opening a pidfd for the chroot process",
-                    errno,
-                });
-            }
-        };
+        let pidfd = pidfd_of_child(pid, "opening a pidfd for the chroot process")?;
         Ok(Sandbox {
             pid,
             pidfd: Arc::new(pidfd),
