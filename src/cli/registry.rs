@@ -99,33 +99,65 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// `docker pull`.
 pub fn pull_command(root: &Path, args: PullArgs) -> anyhow::Result<()> {
-    let reference = parse_reference(&args.name)?.with_default_tag();
-    let platform = match &args.platform {
-        Some(text) => Platform::parse_normalized(text)?,
-        None => Platform::host(),
-    };
     let store = Store::open(root)?;
-    let client = Client::new(args.registry.client_options())?;
-    let progress = BlobProgress::new(args.quiet);
-    if !args.quiet {
-        let what = reference.tag().or(reference.digest()).unwrap_or("latest");
-        errln!("{what}: Pulling from {}", reference.path())?;
-    }
-    let pulled = runtime()?.block_on(pull(&client, &store, &reference, &platform, &progress));
-    progress.finish();
-    let image = pulled?;
+    let reference = pull_image(
+        &store,
+        &args.name,
+        args.platform.as_deref(),
+        &args.registry,
+        args.quiet,
+        StatusTo::Stdout,
+    )?;
     if args.quiet {
-        outln!("{reference}")?;
-    } else {
-        // What the reference resolves to: of a multi-platform image, its index.
-        outln!(
-            "Digest: {}",
-            image.index.as_ref().unwrap_or(&image.manifest_digest)
-        )?;
-        outln!("Status: Downloaded image for {reference}")?;
         outln!("{reference}")?;
     }
     Ok(())
+}
+
+/// Where a pull's closing status lines (`Digest: …`, `Status: …`, the reference) go: `kiln
+/// pull` prints them to stdout, as `docker pull`; `kiln run` pulling a missing image to stderr,
+/// as `docker run` does, since stdout is the container's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusTo {
+    Stdout,
+    Stderr,
+}
+
+/// Pulls `name` (of `platform`, default this machine's) into `store` with docker pull's
+/// progress, and returns the reference it pulled.
+pub fn pull_image(
+    store: &Store,
+    name: &str,
+    platform: Option<&str>,
+    registry: &RegistryFlags,
+    quiet: bool,
+    status: StatusTo,
+) -> anyhow::Result<Reference> {
+    let reference = parse_reference(name)?.with_default_tag();
+    let platform = match platform {
+        Some(text) => Platform::parse_normalized(text)?,
+        None => Platform::host(),
+    };
+    let client = Client::new(registry.client_options())?;
+    let progress = BlobProgress::new(quiet);
+    if !quiet {
+        let what = reference.tag().or(reference.digest()).unwrap_or("latest");
+        errln!("{what}: Pulling from {}", reference.path())?;
+    }
+    let pulled = runtime()?.block_on(pull(&client, store, &reference, &platform, &progress));
+    progress.finish();
+    let image = pulled?;
+    if !quiet {
+        // What the reference resolves to: of a multi-platform image, its index.
+        let digest = image.index.as_ref().unwrap_or(&image.manifest_digest);
+        let lines =
+            format!("Digest: {digest}\nStatus: Downloaded image for {reference}\n{reference}");
+        match status {
+            StatusTo::Stdout => outln!("{lines}")?,
+            StatusTo::Stderr => errln!("{lines}")?,
+        }
+    }
+    Ok(reference)
 }
 
 /// `docker push`.

@@ -91,6 +91,17 @@ pub struct RunArgs {
     platform: Option<String>,
     #[command(flatten)]
     isolation: super::IsolationArgs,
+    /// Pull the image before running: `missing` (default: only when the store lacks it),
+    /// `always`, or `never`.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "missing|always|never",
+        default_value = "missing"
+    )]
+    pull: PullPolicy,
+    #[command(flatten)]
+    registry: super::registry::RegistryFlags,
     /// The image (name or ID).
     image: String,
     /// The command and its arguments (default: the image's ENTRYPOINT and CMD).
@@ -116,6 +127,55 @@ fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(KILN_FAILED))
 }
 
+/// `docker run --pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull when the store has no image of that name.
+    Missing,
+    /// Pull before every run.
+    Always,
+    /// Never pull: a missing image is an error.
+    Never,
+}
+
+/// The image to run, pulled first as `--pull` says (as `docker run`: "Unable to find image …
+/// locally", then the pull's progress, all on stderr).
+fn resolve_or_pull(
+    store: &Store,
+    args: &RunArgs,
+    platform: Option<&kiln::oci::Platform>,
+) -> anyhow::Result<kiln::store::StoredImage> {
+    let pull = |store: &Store| {
+        super::registry::pull_image(
+            store,
+            &args.image,
+            args.platform.as_deref(),
+            &args.registry,
+            false,
+            super::registry::StatusTo::Stderr,
+        )
+    };
+    match args.pull {
+        PullPolicy::Never => {}
+        PullPolicy::Always => {
+            pull(store)?;
+        }
+        PullPolicy::Missing => match store.resolve_platform(&args.image, platform) {
+            Err(kiln::store::StoreError::NotFound(_))
+                if kiln::oci::reference::Reference::parse_normalized(&args.image).is_ok() =>
+            {
+                // Docker names it as it would store it (`busybox:latest`).
+                let wanted = kiln::store::ImageName::parse(&args.image)
+                    .map_or_else(|_| args.image.clone(), |name| name.familiar());
+                let _ = super::term::errln!("Unable to find image '{wanted}' locally");
+                pull(store)?;
+            }
+            resolved => return Ok(resolved?),
+        },
+    }
+    Ok(store.resolve_platform(&args.image, platform)?)
+}
+
 fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(root)?;
     let platform = args
@@ -123,7 +183,7 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(kiln::oci::Platform::parse_normalized)
         .transpose()?;
-    let image = store.resolve_platform(&args.image, platform.as_ref())?;
+    let image = resolve_or_pull(&store, &args, platform.as_ref())?;
     // An image of another architecture runs only through an emulator: say which one is missing
     // rather than let the kernel answer "exec format error".
     if let Some(image_platform) = kiln::store::config_platform(&image.config_bytes)

@@ -569,6 +569,71 @@ fn plain_setup() -> Option<(PathBuf, TestRegistry)> {
     Some((busybox, registry))
 }
 
+/// `kiln run` pulls a missing image as `docker run` does (`--pull missing`, the default), with
+/// the pull's lines on stderr and the container's output alone on stdout; `--pull never`
+/// refuses a missing image; `--pull always` pulls again, and runs what it pulled.
+#[test]
+fn run_pulls_a_missing_image_as_its_pull_policy_says() {
+    let Some((busybox, registry)) = plain_setup() else {
+        return;
+    };
+    let name = format!("{}/kiln/runpull:1", registry.host());
+    let a = Machine::new();
+    a.build_image(&busybox, &name, "first");
+    a.kiln(&["push", &name]).run().success();
+
+    let b = Machine::new();
+    let never = b
+        .kiln(&["run", "--rm", "--pull", "never", &name])
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(never.contains("runpull"), "{never}");
+    assert!(!never.contains("Pulling from"), "{never}");
+    assert!(b.store().images().expect("images").is_empty());
+
+    let run = b.kiln(&["run", "--rm", &name]).run().success();
+    assert_eq!(run.stdout_str(), "first");
+    let stderr = run.stderr_str();
+    assert!(
+        stderr.contains(&format!("Unable to find image '{name}' locally")), // already tagged
+        "{stderr}"
+    );
+    assert!(stderr.contains("1: Pulling from kiln/runpull"), "{stderr}");
+    assert!(stderr.contains("Status: Downloaded image for"), "{stderr}");
+    assert_eq!(b.digests(&name).1, a.digests(&name).1, "the pushed image");
+
+    // Present now: nothing is pulled.
+    let again = b.kiln(&["run", "--rm", &name]).run().success();
+    assert_eq!(again.stdout_str(), "first");
+    assert!(
+        !again.stderr_str().contains("Pulling from"),
+        "{}",
+        again.stderr_str()
+    );
+
+    // A new image under the same name: `missing` keeps the stored one, `always` fetches it.
+    a.build_image(&busybox, &name, "second");
+    a.kiln(&["push", &name]).run().success();
+    let kept = b.kiln(&["run", "--rm", &name]).run().success();
+    assert_eq!(kept.stdout_str(), "first");
+    let always = b
+        .kiln(&["run", "--rm", "--pull", "always", &name])
+        .run()
+        .success();
+    assert_eq!(always.stdout_str(), "second");
+    assert!(
+        always.stderr_str().contains("Pulling from"),
+        "{}",
+        always.stderr_str()
+    );
+    assert!(
+        !always.stderr_str().contains("Unable to find"),
+        "{}",
+        always.stderr_str()
+    );
+}
+
 #[test]
 fn push_then_pull_keeps_every_digest_and_skips_or_mounts_what_the_registry_has() {
     let Some((busybox, registry)) = plain_setup() else {

@@ -385,7 +385,7 @@ fn kiln_errors_exit_125_with_clear_messages() {
         &["-v", "/no/such/kiln/dir:/mnt", "box", "true"],
         &["-e", "A B=1", "box", "true"],
         &["--security-opt", "seccomp=unconfined", "box", "true"],
-        &["nosuchimage", "true"],
+        &["--pull", "never", "nosuchimage", "true"],
     ];
     let mut report = String::new();
     for args in cases {
