@@ -99,6 +99,18 @@ fn exit(code: c_int) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// SIGKILL when the thread that made the sandbox dies (prctl(2) `PR_SET_PDEATHSIG`): a kiln
+/// killed with SIGKILL cannot stop its sandboxes, and their processes would live on under the
+/// host's pid 1. As the sandbox's pid 1 dies, the kernel kills the rest of its pid namespace.
+/// The spawning thread waits for the sandbox (`kiln run`'s main thread, a RUN step's worker), so
+/// it lives as long as the sandbox should. A change of effective or filesystem ids clears the
+/// setting, so [`Linux`]'s `set_uid`/`set_gid` arm it again (the workload is pid 1 without
+/// `--init`; with it, kiln's init keeps its ids and the setting).
+pub(crate) fn die_with_parent() {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+}
+
 /// Every signal back to its default disposition and unblocked.
 fn reset_signals() {
     for signal in 1..=libc::SIGRTMAX() {
@@ -211,6 +223,7 @@ pub(crate) fn clone(flags: c_int, child: &Child<'_>) -> Result<i32, Errno> {
 /// The sandbox's first process. Never returns.
 fn main(child: &Child<'_>) -> ! {
     reset_signals();
+    die_with_parent();
     close_others(child.keep);
     // Setup creates files with exact modes; the workload gets Docker's 0022 later.
     // SAFETY: umask cannot fail.

@@ -171,12 +171,18 @@ impl Kernel for Linux {
 
     fn set_gid(&mut self, gid: u32) -> Result<(), Errno> {
         // SAFETY: plain integers.
-        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) }).map(drop)
+        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
+        // The id change cleared the parent-death signal (prctl(2)).
+        super::child::die_with_parent();
+        Ok(())
     }
 
     fn set_uid(&mut self, uid: u32) -> Result<(), Errno> {
         // SAFETY: plain integers.
-        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
+        // The id change cleared the parent-death signal (prctl(2)).
+        super::child::die_with_parent();
+        Ok(())
     }
 
     fn mount(

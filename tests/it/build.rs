@@ -1779,6 +1779,35 @@ fn wait_or_kill(child: &mut Child) -> std::process::ExitStatus {
     panic!("kiln did not exit after SIGINT");
 }
 
+/// SIGKILL to kiln during a RUN step leaves no process of the step running under the host's
+/// pid 1 (issue 18's crash case): the step's sandbox dies with the kiln that made it.
+#[test]
+fn a_killed_build_leaves_no_step_process() {
+    let Some(builder) = builder() else { return };
+    let ctx = builder.context(&[("Dockerfile", "FROM base\nRUN sleep 3021\n")]);
+    let mut child = builder
+        .kiln(&["build", "--progress", "plain"])
+        .arg(ctx.path())
+        .spawn();
+    let sleeping = || support::processes_running(&["sleep", "3021"]);
+    assert!(
+        support::within(30, || !sleeping().is_empty()),
+        "the RUN step never started"
+    );
+    child.kill().expect("SIGKILL kiln");
+    child.wait().expect("wait");
+    if !support::within(5, || sleeping().is_empty()) {
+        let left = sleeping();
+        for pid in &left {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        panic!("the step's process outlived kiln: {left:?}");
+    }
+}
+
 #[test]
 fn ctrl_c_stops_the_build_and_leaves_nothing_behind() {
     let Some(builder) = builder() else { return };

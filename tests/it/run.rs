@@ -610,6 +610,44 @@ fn tty_gives_a_terminal() {
     }
 }
 
+/// SIGKILL to kiln during `kiln run --rm` leaves no process of the container running under the
+/// host's pid 1 (issue 18's crash case): the sandbox dies with the kiln that made it, with and
+/// without `--init`, also when the workload runs as another user (an id change clears the
+/// parent-death signal, which kiln then arms again).
+#[test]
+fn a_killed_kiln_leaves_no_container_process() {
+    let Some(images) = images() else { return };
+    for (case, flags) in [
+        ("3011", &[][..]),
+        ("3012", &["--init"][..]),
+        ("3013", &["-u", "65534"][..]),
+    ] {
+        let mut args = vec!["--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["box", "sleep", case]);
+        let mut child = images.run(&args).spawn();
+        assert!(
+            support::within(20, || !support::processes_running(&["sleep", case])
+                .is_empty()),
+            "{case}: the workload never started"
+        );
+        child.kill().expect("SIGKILL kiln");
+        child.wait().expect("wait");
+        if !support::within(5, || {
+            support::processes_running(&["sleep", case]).is_empty()
+        }) {
+            let left = support::processes_running(&["sleep", case]);
+            for pid in &left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            panic!("{case} {flags:?}: the container's process outlived kiln: {left:?}");
+        }
+    }
+}
+
 #[test]
 fn sigterm_is_forwarded() {
     let Some(images) = images() else { return };
