@@ -4,7 +4,9 @@
 
 use super::{Store, StoreError};
 use crate::oci::Digest;
-use crate::sys::atomic::{IoContext as _, process_alive, remove_tree, replace_in};
+use crate::sys::atomic::{
+    IoContext as _, process_alive, process_start_time, remove_tree, replace_in,
+};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Read as _;
@@ -31,6 +33,38 @@ pub struct ContainerRecord {
     /// container "running" for `rmi` and `df`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// `kiln run --rm`: the container goes when its run ends, and this is the kiln process that
+    /// runs it. A record whose owner is gone was left by a killed kiln (its processes died with
+    /// it, see `runtime::child`): the next kiln to open the store removes it, so it never keeps
+    /// its image from `rmi` or `prune`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_with: Option<RunOwner>,
+}
+
+/// A process, told from a later one with the same pid by its start time (field 22 of
+/// `/proc/PID/stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOwner {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time, in clock ticks since boot.
+    pub start: u64,
+}
+
+impl RunOwner {
+    /// This process.
+    pub fn this_process() -> RunOwner {
+        let pid = std::process::id();
+        RunOwner {
+            pid,
+            start: process_start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the process still runs.
+    pub fn is_alive(self) -> bool {
+        process_start_time(self.pid) == Some(self.start)
+    }
 }
 
 impl ContainerRecord {
@@ -109,6 +143,20 @@ impl Store {
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
+    }
+
+    /// Removes the containers of `kiln run --rm` whose kiln was killed (their owner is gone),
+    /// and returns how many. Best effort: a container that cannot be read or removed now is
+    /// left for the next time.
+    pub fn remove_abandoned_containers(&self) -> usize {
+        let Ok(records) = self.containers() else {
+            return 0;
+        };
+        records
+            .iter()
+            .filter(|record| record.remove_with.is_some_and(|owner| !owner.is_alive()))
+            .filter(|record| self.remove_container(&record.id).is_ok())
+            .count()
     }
 
     /// Deletes container `id`'s directory (record and all). Whoever calls this has stopped the

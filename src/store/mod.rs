@@ -54,7 +54,7 @@ pub use blob::{
 pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };
-pub use container::ContainerRecord;
+pub use container::{ContainerRecord, RunOwner};
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{
     CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_attestation, is_index, is_manifest,
@@ -339,6 +339,8 @@ impl Store {
         }
         // Best effort: a failure here must not keep the store from opening; prune reports it.
         let _ = store.staging().remove_stale(Staging::STALE_AGE);
+        // What a killed `kiln run --rm` left (its processes died with it).
+        store.remove_abandoned_containers();
         Ok(store)
     }
 

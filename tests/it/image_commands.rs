@@ -363,6 +363,7 @@ fn rmi_refuses_images_containers_use_unless_forced() {
             image_name: "other".to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
+            remove_with: None,
         })
         .unwrap();
     let err = kiln()
@@ -590,6 +591,7 @@ fn df_reports_images_containers_and_snapshots() {
             image_name: "hello".to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
+            remove_with: None,
         })
         .unwrap();
     let out = kiln()

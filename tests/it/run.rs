@@ -648,6 +648,66 @@ fn a_killed_kiln_leaves_no_container_process() {
     }
 }
 
+/// What a killed `kiln run --rm` leaves in the store (its container's record and directory) is
+/// removed by the next kiln command, so it never keeps the image from `rmi` (issue 18's crash
+/// case); a container whose `kiln run` still runs is kept.
+#[test]
+fn the_next_command_removes_what_a_killed_run_rm_left() {
+    let Some(images) = images() else { return };
+    let containers = || images.containers().len();
+    // Killed on the way out even when an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let live = KillOnDrop(images.run(&["--rm", "box", "sleep", "3041"]).spawn());
+    let mut killed = images.run(&["--rm", "box", "sleep", "3042"]).spawn();
+    for case in ["3041", "3042"] {
+        assert!(
+            support::within(20, || !support::processes_running(&["sleep", case])
+                .is_empty()),
+            "{case}: the workload never started"
+        );
+    }
+    killed.kill().expect("SIGKILL kiln");
+    killed.wait().expect("wait");
+    assert!(
+        support::within(5, || support::processes_running(&["sleep", "3042"])
+            .is_empty()),
+        "the killed run's process outlived kiln"
+    );
+    assert_eq!(
+        containers(),
+        2,
+        "the killed run's container is still recorded"
+    );
+
+    let in_use = kiln()
+        .root(images.root())
+        .args(["rmi", "box"])
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(in_use.contains("container"), "{in_use}");
+    assert_eq!(containers(), 1, "only the live run's container is left");
+
+    drop(live);
+    assert!(
+        support::within(5, || support::processes_running(&["sleep", "3041"])
+            .is_empty()),
+        "the second run's process outlived kiln"
+    );
+    kiln()
+        .root(images.root())
+        .args(["rmi", "box"])
+        .run()
+        .success();
+    assert_eq!(containers(), 0);
+}
+
 #[test]
 fn sigterm_is_forwarded() {
     let Some(images) = images() else { return };

@@ -608,6 +608,7 @@ fn rmi_untags_deletes_or_refuses_like_docker() {
             image_name: "other".to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
+            remove_with: None,
         })
         .unwrap();
     let err = store.remove_image("other", false).unwrap_err();
@@ -641,6 +642,7 @@ fn rmi_untags_deletes_or_refuses_like_docker() {
             image_name: "other".to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: Some(std::process::id()),
+            remove_with: None,
         })
         .unwrap();
     let err = store.remove_image(other.id.hex(), true).unwrap_err();
@@ -661,6 +663,7 @@ fn container_records_round_trip_and_need_their_image() {
         image_name: "hello".to_string(),
         created: "2024-01-01T00:00:00Z".to_string(),
         pid: None,
+        remove_with: None,
     };
     store.put_container(&record).unwrap();
     assert_eq!(store.container("abc").unwrap(), record);
@@ -713,6 +716,7 @@ fn prune_reclaims_only_unreferenced_things() {
             image_name: used.id.to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
+            remove_with: None,
         })
         .unwrap();
     for image in [&kept, &dangling, &used] {
@@ -775,6 +779,7 @@ fn disk_usage_counts_images_containers_and_snapshots() {
             image_name: "hello".to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
+            remove_with: None,
         })
         .unwrap();
     store
@@ -901,6 +906,7 @@ fn busy_store() -> (tempfile::TempDir, Store, StoredImage) {
             image_name: "hello".to_string(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
+            remove_with: None,
         })
         .unwrap();
     fs::write(store.staging().new_path("blob"), "in flight").unwrap();
