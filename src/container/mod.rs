@@ -194,7 +194,10 @@ impl Container {
             image_name: image_name.to_string(),
             created: format_rfc3339(now_seconds()),
             pid: None,
-            remove_with: options.remove.then(crate::store::RunOwner::this_process),
+            remove_with: options
+                .remove
+                .then(crate::store::RunOwner::this_process)
+                .flatten(),
         };
         store.put_container(&record)?;
         drop(lease);

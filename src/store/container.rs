@@ -52,13 +52,15 @@ pub struct RunOwner {
 }
 
 impl RunOwner {
-    /// This process.
-    pub fn this_process() -> RunOwner {
+    /// This process; `None` when its start time cannot be read (then no record names it as
+    /// its owner: one that could not tell a live owner from a dead one would be removed under
+    /// a running container).
+    pub fn this_process() -> Option<RunOwner> {
         let pid = std::process::id();
-        RunOwner {
+        Some(RunOwner {
             pid,
-            start: process_start_time(pid).unwrap_or(0),
-        }
+            start: process_start_time(pid)?,
+        })
     }
 
     /// Whether the process still runs.
