@@ -866,23 +866,7 @@ fn a_corrupted_blob_is_refused_and_leaves_the_store_unchanged() {
     assert!(store.images().expect("images").is_empty());
     // Nothing of the corrupt blob is kept; what may stay is the resume state of the other
     // blobs whose downloads the failure cut short (`sha256-<hex>.partial`, for the next pull).
-    let victim_partial = format!("sha256-{}.partial", victim.hex());
-    let junk: Vec<String> = fs::read_dir(b.root.path().join("tmp"))
-        .map(|dir| {
-            dir.map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .filter(|name| {
-                *name == victim_partial
-                    || !(name.starts_with("sha256-") && name.ends_with(".partial"))
-            })
-            .collect()
-        })
-        .unwrap_or_default();
+    let junk = support::staging_junk(b.root.path(), victim.hex());
     assert!(junk.is_empty(), "staging junk was left: {junk:?}");
 
     // A manifest altered on the way: its bytes no longer have the digest the registry

@@ -407,22 +407,8 @@ fn corruption_failures(stderr: &str, digest: &str, registry: &str) -> Vec<&'stat
 /// Nothing of the corrupt blob `digest` is kept in the store's staging; what may stay is the
 /// resume state of other blobs whose downloads the failure cut short (`sha256-<hex>.partial`).
 fn assert_no_staging_left(machine: &Machine, digest: &str) {
-    let corrupt = format!("{}.partial", digest.replace(':', "-"));
-    let junk: Vec<String> = fs::read_dir(machine.root().join("tmp"))
-        .map(|dir| {
-            dir.map(|entry| {
-                entry
-                    .expect("entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .filter(|name| {
-                *name == corrupt || !(name.starts_with("sha256-") && name.ends_with(".partial"))
-            })
-            .collect()
-        })
-        .unwrap_or_default();
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let junk = crate::support::staging_junk(machine.root(), hex);
     assert!(junk.is_empty(), "staging junk was left: {junk:?}");
 }
 

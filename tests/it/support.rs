@@ -535,3 +535,25 @@ pub fn within(seconds: u64, probe: impl Fn() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// What a store's staging (`ROOT/tmp`) holds besides the resume state of blobs whose downloads
+/// were cut short (`sha256-<hex>.partial`), which is kept for the next pull: anything else, and
+/// the partial of the blob `corrupt_hex` (whose bytes were refused), is junk.
+pub fn staging_junk(root: &Path, corrupt_hex: &str) -> Vec<String> {
+    let corrupt = format!("sha256-{corrupt_hex}.partial");
+    fs::read_dir(root.join("tmp"))
+        .map(|dir| {
+            dir.map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| {
+                *name == corrupt || !(name.starts_with("sha256-") && name.ends_with(".partial"))
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
