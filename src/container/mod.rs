@@ -192,6 +192,7 @@ impl Container {
             id: id.clone(),
             image: image.id.clone(),
             image_name: image_name.to_string(),
+            name: String::new(),
             created: format_rfc3339(now_seconds()),
             pid: None,
             remove_with: options

@@ -27,6 +27,11 @@ pub struct ContainerRecord {
     pub image: Digest,
     /// The image as the user named it.
     pub image_name: String,
+    /// The container's name (`--name`, or one kiln made up as docker does), without docker's
+    /// leading `/`; unique among the store's containers. Records written before names existed
+    /// have none (`""`); they are found by their id.
+    #[serde(default)]
+    pub name: String,
     /// When the container was created (RFC 3339).
     pub created: String,
     /// The container's init process while it runs (set by `kiln run`); a live pid makes the
@@ -77,6 +82,12 @@ impl ContainerRecord {
     }
 }
 
+/// Whether `name` is a valid container name: docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, at most
+/// 128 bytes here (the same rule as ids, which keeps a name safe wherever an id may go).
+pub fn valid_container_name(name: &str) -> bool {
+    name.len() >= 2 && valid_id(name)
+}
+
 /// Whether `id` is safe as a directory name and follows docker's container name rule.
 fn valid_id(id: &str) -> bool {
     let bytes = id.as_bytes();
@@ -106,6 +117,21 @@ impl Store {
         if !self.image_ids(&index)?.contains(&record.image) {
             return Err(StoreError::NotFound(record.image.to_string()));
         }
+        if !record.name.is_empty() {
+            if !valid_container_name(&record.name) {
+                return Err(StoreError::ContainerName(record.name.clone()));
+            }
+            if let Some(other) = self
+                .containers()?
+                .into_iter()
+                .find(|other| other.name == record.name && other.id != record.id)
+            {
+                return Err(StoreError::ContainerNameInUse {
+                    name: record.name.clone(),
+                    id: other.id,
+                });
+            }
+        }
         crate::sys::atomic::create_private_dir_all(&dir)?;
         let json =
             serde_json::to_vec_pretty(record).map_err(|err| StoreError::ContainerRecord {
@@ -124,6 +150,28 @@ impl Store {
             return Err(StoreError::NoContainer(id.to_string()));
         }
         read_record(&dir.join(RECORD))
+    }
+
+    /// The container `reference` names, as docker finds one: its full id, its name (a leading
+    /// `/` allowed), or a prefix of exactly one container's id.
+    pub fn find_container(&self, reference: &str) -> Result<ContainerRecord, StoreError> {
+        let records = self.containers()?;
+        let name = reference.strip_prefix('/').unwrap_or(reference);
+        if let Some(record) = records.iter().find(|r| r.id == reference).or_else(|| {
+            records
+                .iter()
+                .find(|r| !r.name.is_empty() && r.name == name)
+        }) {
+            return Ok(record.clone());
+        }
+        let mut matching = records
+            .into_iter()
+            .filter(|r| !reference.is_empty() && r.id.starts_with(reference));
+        match (matching.next(), matching.next()) {
+            (Some(record), None) => Ok(record),
+            (Some(_), Some(_)) => Err(StoreError::AmbiguousContainer(reference.to_string())),
+            _ => Err(StoreError::NoContainer(reference.to_string())),
+        }
     }
 
     /// Every container record, sorted by ID. Directories without a record (a container being

@@ -54,7 +54,7 @@ pub use blob::{
 pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };
-pub use container::{ContainerRecord, RunOwner};
+pub use container::{ContainerRecord, RunOwner, valid_container_name};
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{
     CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_attestation, is_index, is_manifest,
@@ -151,6 +151,20 @@ pub enum StoreError {
     ContainerId(String),
     #[error("no such container: {0}")]
     NoContainer(String),
+    /// A prefix of more than one container's id (docker's message).
+    #[error("multiple IDs found with provided prefix: {0}")]
+    AmbiguousContainer(String),
+    #[error(
+        "invalid container name {0:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least 2 \
+         and at most 128 characters"
+    )]
+    ContainerName(String),
+    /// docker's conflict message.
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You \
+         have to remove (or rename) that container to be able to reuse that name."
+    )]
+    ContainerNameInUse { name: String, id: String },
     /// A layer could not be made (or checked) in the compression an export asked for.
     #[error("cannot make the {compression} variant of layer {diff_id}")]
     Variant {

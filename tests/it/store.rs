@@ -606,6 +606,7 @@ fn rmi_untags_deletes_or_refuses_like_docker() {
             id: "c0ffee0123456789".to_string(),
             image: other.id.clone(),
             image_name: "other".to_string(),
+            name: String::new(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
@@ -640,6 +641,7 @@ fn rmi_untags_deletes_or_refuses_like_docker() {
             id: "running".to_string(),
             image: other.id.clone(),
             image_name: "other".to_string(),
+            name: String::new(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: Some(std::process::id()),
             remove_with: None,
@@ -661,6 +663,7 @@ fn container_records_round_trip_and_need_their_image() {
         id: "abc".to_string(),
         image: image.id.clone(),
         image_name: "hello".to_string(),
+        name: String::new(),
         created: "2024-01-01T00:00:00Z".to_string(),
         pid: None,
         remove_with: None,
@@ -714,6 +717,7 @@ fn prune_reclaims_only_unreferenced_things() {
             id: "user".to_string(),
             image: used.id.clone(),
             image_name: used.id.to_string(),
+            name: String::new(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
@@ -777,6 +781,7 @@ fn disk_usage_counts_images_containers_and_snapshots() {
             id: "c1".to_string(),
             image: image.id.clone(),
             image_name: "hello".to_string(),
+            name: String::new(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
@@ -904,6 +909,7 @@ fn busy_store() -> (tempfile::TempDir, Store, StoredImage) {
             id: "c1".to_string(),
             image: image.id.clone(),
             image_name: "hello".to_string(),
+            name: String::new(),
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
@@ -1055,5 +1061,55 @@ fn processes_creating_the_same_store_at_once_all_open_it() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+    }
+}
+
+#[test]
+fn containers_are_found_by_id_name_or_unique_prefix_and_names_are_unique() {
+    let (_dir, store) = temp_store();
+    let image = build_image(&store, &HELLO);
+    let record = |id: &str, name: &str| ContainerRecord {
+        id: id.to_string(),
+        image: image.id.clone(),
+        image_name: "hello".to_string(),
+        name: name.to_string(),
+        created: "2024-01-01T00:00:00Z".to_string(),
+        pid: None,
+        remove_with: None,
+    };
+    store.put_container(&record("abc123", "web")).unwrap();
+    store.put_container(&record("abd456", "db")).unwrap();
+    assert_eq!(store.find_container("abc123").unwrap().name, "web");
+    assert_eq!(store.find_container("web").unwrap().id, "abc123");
+    assert_eq!(store.find_container("/db").unwrap().id, "abd456");
+    assert_eq!(store.find_container("abc").unwrap().id, "abc123");
+    let err = store.find_container("ab").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "multiple IDs found with provided prefix: ab"
+    );
+    let err = store.find_container("zzz").unwrap_err();
+    assert_eq!(err.to_string(), "no such container: zzz");
+    assert!(matches!(
+        store.find_container(""),
+        Err(StoreError::NoContainer(_))
+    ));
+    // A name taken by another container is refused; rewriting the same container is not.
+    let err = store.put_container(&record("fff", "web")).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "Conflict. The container name \"/web\" is already in use by container \"abc123\""
+        ),
+        "{err}"
+    );
+    store.put_container(&record("abc123", "web")).unwrap();
+    for bad in ["w", "-web", "a/b", "we b"] {
+        assert!(
+            matches!(
+                store.put_container(&record("ggg", bad)),
+                Err(StoreError::ContainerName(_))
+            ),
+            "{bad}"
+        );
     }
 }
