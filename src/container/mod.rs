@@ -193,6 +193,7 @@ impl Container {
             image: image.id.clone(),
             image_name: image_name.to_string(),
             name: String::new(),
+            config: crate::store::ContainerConfig::default(),
             created: format_rfc3339(now_seconds()),
             pid: None,
             remove_with: options
@@ -216,6 +217,19 @@ impl Container {
         };
         // From here on, an error drops `container`, which removes what was made with --rm.
         container.spec = container.prepare(image, lower_dirs, options)?;
+        container.record.config = crate::store::ContainerConfig {
+            args: container.spec.args.clone(),
+            env: container.spec.env.clone(),
+            working_dir: container.spec.cwd.clone(),
+            user: options
+                .user
+                .clone()
+                .or_else(|| image.config.config().as_ref().and_then(|c| c.user().clone()))
+                .unwrap_or_default(),
+            hostname: container.spec.hostname.clone(),
+            tty: options.tty,
+        };
+        store.put_container(&container.record)?;
         let wants_cgroup = options.limits != Limits::default();
         if wants_cgroup {
             let cgroup = Cgroup::create(&id, &options.limits)?;

@@ -32,6 +32,11 @@ pub struct ContainerRecord {
     /// have none (`""`); they are found by their id.
     #[serde(default)]
     pub name: String,
+    /// What the container's process was started with, as resolved from the image and the
+    /// command line (docker's `Config`): `exec` starts its processes with these defaults and
+    /// `inspect` shows them.
+    #[serde(default)]
+    pub config: ContainerConfig,
     /// When the container was created (RFC 3339).
     pub created: String,
     /// The container's init process while it runs (set by `kiln run`); a live pid makes the
@@ -44,6 +49,23 @@ pub struct ContainerRecord {
     /// its image from `rmi` or `prune`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_with: Option<RunOwner>,
+}
+
+/// The resolved process settings of a container (see [`ContainerRecord::config`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// The command: the ENTRYPOINT and CMD (or their replacements) joined.
+    pub args: Vec<String>,
+    /// The environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// The working directory (absolute).
+    pub working_dir: String,
+    /// The user as given (`-u` or the image's `USER`; empty: root).
+    pub user: String,
+    /// The hostname.
+    pub hostname: String,
+    /// `-t`.
+    pub tty: bool,
 }
 
 /// A process, told from a later one with the same pid by its start time (field 22 of
