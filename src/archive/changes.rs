@@ -27,7 +27,15 @@ const ALLOWED: [&str; 10] = [
 /// The container config (`Cmd`, `Env`, ... as docker's image config spells them) that
 /// `changes` give, starting from an empty one.
 pub(super) fn config_from_changes(changes: &[String]) -> Result<Map<String, Value>, ArchiveError> {
-    let config = Map::new();
+    apply_changes(Map::new(), changes)
+}
+
+/// `config` (an image config's `config` object) with `changes` applied, as `docker commit
+/// --change` applies them to the container's config.
+pub fn apply_changes(
+    config: Map<String, Value>,
+    changes: &[String],
+) -> Result<Map<String, Value>, ArchiveError> {
     if changes.is_empty() {
         return Ok(config);
     }

@@ -25,6 +25,7 @@ mod changes;
 mod names;
 pub mod view;
 
+pub use changes::apply_changes;
 pub use load::{LoadOptions, Loaded, Progress, load};
 pub use output::{Output, OutputError};
 pub use rootfs::{

@@ -70,7 +70,10 @@ pub fn import(root: &Path, args: ImportArgs) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The image (name or ID).
+    /// The container (name, ID or unique ID prefix), as in docker; kiln also takes an image
+    /// (name or ID) and writes its flattened root filesystem. A container wins over an image
+    /// of the same name.
+    #[arg(value_name = "CONTAINER|IMAGE")]
     image: String,
     /// Write to this file instead of stdout.
     #[arg(short, long, value_name = "FILE")]
@@ -81,9 +84,19 @@ pub struct ExportArgs {
     platform: Option<String>,
 }
 
-/// `docker export`, of an image: its flattened root filesystem as one tar.
+/// `docker export`: a container's filesystem as one tar; of an image (kiln's addition), its
+/// flattened root filesystem.
 pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let store = open(root)?;
+    if args.platform.is_none()
+        && let Ok(record) = store.find_container(&args.image)
+    {
+        let fs = kiln::container::changes::ContainerFs::of(&store, &record)?;
+        let mut output = Output::open(args.output.as_deref())?;
+        kiln::container::changes::export(&store, &fs, output.writer())?;
+        output.finish()?;
+        return Ok(());
+    }
     let platform = args
         .platform
         .as_deref()

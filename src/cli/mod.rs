@@ -4,6 +4,7 @@
 mod archive;
 mod build;
 mod call;
+mod container_fs;
 mod images;
 mod info;
 mod interrupt;
@@ -59,7 +60,7 @@ enum Command {
     Run(run::RunArgs),
     /// Create an image from a root filesystem tar.
     Import(archive::ImportArgs),
-    /// Write an image's flattened root filesystem as a tar.
+    /// Write a container's filesystem (or an image's flattened root filesystem) as a tar.
     Export(archive::ExportArgs),
     /// Write images to a tar archive (docker's format or an OCI layout).
     Save(archive::SaveArgs),
@@ -75,6 +76,12 @@ enum Command {
     Logout(registry::LogoutArgs),
     /// Show this machine's platform and the platforms it runs (natively or emulated).
     Info(info::InfoArgs),
+    /// List the changes to a container's files.
+    Diff(container_fs::DiffArgs),
+    /// Create a new image from a container's changes.
+    Commit(container_fs::CommitArgs),
+    /// Copy files between a container and the host.
+    Cp(container_fs::CpArgs),
 }
 
 impl Command {
@@ -89,7 +96,9 @@ impl Command {
             | Command::Run(_)
             | Command::Import(_)
             | Command::Load(_)
-            | Command::Pull(_) => Need::Owners,
+            | Command::Pull(_)
+            | Command::Commit(_)
+            | Command::Cp(_) => Need::Owners,
             Command::Images(_)
             | Command::Tag(_)
             | Command::Rmi(_)
@@ -99,7 +108,8 @@ impl Command {
             | Command::Df(_)
             | Command::Export(_)
             | Command::Save(_)
-            | Command::Push(_) => Need::Quiet,
+            | Command::Push(_)
+            | Command::Diff(_) => Need::Quiet,
         }
     }
 }
@@ -152,6 +162,9 @@ pub fn main() -> ExitCode {
         Command::Login(args) => registry::login(args),
         Command::Logout(args) => registry::logout(args),
         Command::Info(args) => info::info(args),
+        Command::Diff(args) => container_fs::diff(&root, args),
+        Command::Commit(args) => container_fs::commit(&root, args),
+        Command::Cp(args) => container_fs::cp(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

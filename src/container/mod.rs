@@ -10,7 +10,9 @@
 //! [`Container::start`] spawns the sandbox; [`Container::finish`] reports an OOM kill and removes
 //! what `--rm` asks to remove.
 
+pub mod changes;
 pub mod chroot;
+pub mod copy;
 pub mod exec_diagnosis;
 pub mod user;
 
@@ -224,7 +226,13 @@ impl Container {
             user: options
                 .user
                 .clone()
-                .or_else(|| image.config.config().as_ref().and_then(|c| c.user().clone()))
+                .or_else(|| {
+                    image
+                        .config
+                        .config()
+                        .as_ref()
+                        .and_then(|c| c.user().clone())
+                })
                 .unwrap_or_default(),
             hostname: container.spec.hostname.clone(),
             tty: options.tty,

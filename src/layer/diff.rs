@@ -77,7 +77,27 @@ pub fn write_layer_mapped(
     out: impl Write,
     owners: Option<OwnerMap>,
 ) -> Result<AppliedLayer, LayerError> {
+    write_layer_inner(dir, out, owners, &std::collections::HashSet::new())
+}
+
+/// [`write_layer`] without the entries at `excluded` (paths relative to `dir`) and what is
+/// under them: a container's mount points, which are kiln's, not the container's changes.
+pub fn write_layer_excluding(
+    dir: &Path,
+    out: impl Write,
+    excluded: &std::collections::HashSet<PathBuf>,
+) -> Result<AppliedLayer, LayerError> {
+    write_layer_inner(dir, out, None, excluded)
+}
+
+fn write_layer_inner(
+    dir: &Path,
+    out: impl Write,
+    owners: Option<OwnerMap>,
+    excluded: &std::collections::HashSet<PathBuf>,
+) -> Result<AppliedLayer, LayerError> {
     let mut writer = Writer {
+        excluded,
         owners,
         root: dir,
         builder: tar::Builder::new(Hashing::new(BufWriter::with_capacity(COPY_BUFFER, out))),
@@ -97,6 +117,8 @@ pub fn write_layer_mapped(
 }
 
 struct Writer<'a, W: Write> {
+    /// Paths (relative) left out, with everything under them.
+    excluded: &'a std::collections::HashSet<PathBuf>,
     /// Owners written differently from the disk's.
     owners: Option<OwnerMap>,
     root: &'a Path,
@@ -128,6 +150,9 @@ impl<W: Write> Writer<'_, W> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let relative = relative.join(&name);
+            if self.excluded.contains(&relative) {
+                continue;
+            }
             let path = self.root.join(&relative);
             let metadata = fs::symlink_metadata(&path).map_err(|source| LayerError::Io {
                 path: path.clone(),
@@ -333,6 +358,100 @@ impl<W: Write> Writer<'_, W> {
             .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
             .map_err(output_error)
     }
+}
+
+/// What an entry of an overlay upper directory means for the merged tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperKind {
+    /// A whiteout: the name is deleted from the layers below.
+    Whiteout,
+    /// A directory; `opaque` when it hides the layers' directory of its name below.
+    Dir {
+        /// `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`).
+        opaque: bool,
+    },
+    /// A regular file.
+    File,
+    /// Anything else (a symbolic link, a device, a fifo, a socket).
+    Other,
+}
+
+/// One entry of an overlay upper directory (see [`upper_entries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpperEntry {
+    /// Its path relative to the upper directory.
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: UpperKind,
+    /// `st_mode & 0o7777`, uid, gid, size and mtime (seconds), as `lstat` gives them.
+    pub mode: u32,
+    /// The owner.
+    pub uid: u32,
+    /// The group.
+    pub gid: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its modification time (seconds).
+    pub mtime: i64,
+}
+
+/// Every entry of the overlay upper directory `dir`, in the order [`write_layer`] writes them
+/// (each directory's names in byte order, a directory before its contents), read with the same
+/// rules: symlinks never followed, 0/0 character devices are whiteouts, the opaque xattrs mark
+/// opaque directories. `kiln diff` reads a container's changes through this.
+pub fn upper_entries(dir: &Path) -> Result<Vec<UpperEntry>, LayerError> {
+    let mut entries = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(relative) = pending.pop() {
+        let absolute = dir.join(&relative);
+        let mut names = fs::read_dir(&absolute)
+            .and_then(|entries| {
+                entries
+                    .map(|entry| entry.map(|e| e.file_name()))
+                    .collect::<io::Result<Vec<OsString>>>()
+            })
+            .map_err(|source| LayerError::Io {
+                path: absolute.clone(),
+                source,
+            })?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut subdirs = Vec::new();
+        for name in names {
+            let relative = relative.join(&name);
+            let path = dir.join(&relative);
+            let metadata = fs::symlink_metadata(&path).map_err(|source| LayerError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let kind = if is_whiteout(&metadata) {
+                UpperKind::Whiteout
+            } else if metadata.is_dir() {
+                subdirs.push(relative.clone());
+                UpperKind::Dir {
+                    opaque: is_opaque(&path),
+                }
+            } else if metadata.is_file() {
+                UpperKind::File
+            } else {
+                UpperKind::Other
+            };
+            entries.push(UpperEntry {
+                path: relative,
+                kind,
+                mode: metadata.mode() & 0o7777,
+                uid: metadata.uid(),
+                gid: metadata.gid(),
+                size: metadata.len(),
+                mtime: metadata.mtime(),
+            });
+        }
+        // Depth first, in name order: the last pushed is visited next.
+        pending.extend(subdirs.into_iter().rev());
+    }
+    // The stack visits a directory's subdirectories after all its own names; order the list
+    // as the layer walk does (by path components).
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(entries)
 }
 
 /// A 0/0 character device: overlayfs's whiteout.

@@ -19,13 +19,17 @@ pub mod rewrite;
 #[cfg(test)]
 mod round_trip;
 pub mod tree;
+pub mod union;
 
 pub use apply::{AppliedLayer, ApplyOptions, Whiteouts, apply_layer};
 pub use compression::{
     Compression, CompressionConfig, ExportFormat, FormatOptionError, compress, compress_with,
     decompressed, decompressed_with, recompress,
 };
-pub use diff::{OwnerMap, write_layer, write_layer_mapped};
+pub use diff::{
+    OwnerMap, UpperEntry, UpperKind, upper_entries, write_layer, write_layer_excluding,
+    write_layer_mapped,
+};
 pub use ratio::RatioLimit;
 
 use std::io;

@@ -7,4 +7,4 @@ pub mod copy;
 pub mod mounts;
 pub mod run;
 pub mod stubs;
-pub mod union;
+pub use crate::layer::union;
