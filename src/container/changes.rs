@@ -13,9 +13,12 @@
 //! the image lacks them. They are left out of `diff` and of the committed layer; `export`
 //! writes the whole root, as docker's export does.
 //!
-//! A container run with `--isolation=chroot` keeps its files in a copy of the image
-//! (`containers/<id>/chroot`, see [`super::chroot`]), removed when it ends: its changes are
-//! never an upper directory, so these commands refuse such a container, naming the mode.
+//! A container run with `--isolation=chroot` works in a copy of the image
+//! (`containers/<id>/chroot`, see [`super::chroot`]) and has no upper directory while it runs:
+//! these commands refuse it then, naming the mode. When it ends, kiln writes its changes into
+//! its upper directory ([`super::Container`]'s cleanup), and from then on it is read as any
+//! other (as an unprivileged user its new files are recorded as kiln's user's, not mapped to
+//! the container's user as a RUN step's layer maps them).
 //! Volumes (`-v`) are bind mounts, never in the upper directory, and so not in a diff (as in
 //! docker).
 
@@ -61,9 +64,9 @@ pub enum ContainerFsError {
     Union(#[source] UnionError),
     /// The container ran with `--isolation=chroot`.
     #[error(
-        "container {0} runs with --isolation=chroot, whose changes live in a copy of the image \
-         that is removed when it ends, not in an overlay upper directory: diff, commit, cp and \
-         export need a container of the sandbox isolation"
+        "container {0} runs with --isolation=chroot: its changes are in a copy of the image \
+         until it ends (then kiln keeps them as any container's), so diff, commit, cp and \
+         export read a running container only with the sandbox isolation"
     )]
     Chroot(String),
     /// A file operation failed.
@@ -94,7 +97,7 @@ impl ContainerFs {
     /// a lease while using it if the container may be removed meanwhile.
     pub fn of(store: &Store, record: &ContainerRecord) -> Result<ContainerFs, ContainerFsError> {
         let dir = store.container_dir(&record.id)?;
-        if dir.join("chroot").exists() {
+        if record.is_running() && dir.join("chroot").exists() {
             return Err(ContainerFsError::Chroot(record.id.clone()));
         }
         let image = store.resolve(&record.image.to_string())?;

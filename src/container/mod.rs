@@ -299,12 +299,21 @@ impl Container {
 
     fn cleanup(&mut self) -> Result<(), ContainerError> {
         self.finished = true;
-        // Its leftover processes killed and its copy of the image's files removed.
-        drop(self.chroot.take());
+        let chroot = self.chroot.take();
         let destroyed = match self.cgroup.take() {
             Some(cgroup) => cgroup.destroy().map_err(ContainerError::from),
             None => Ok(()),
         };
+        // A kept `--isolation=chroot` container's changes are written into its upper
+        // directory, where `diff`, `commit`, `cp` and `export` read a container's changes
+        // (see `changes`); then its copy of the image's files is removed.
+        let kept = match &chroot {
+            Some(root) if !self.remove => root
+                .write_changes(&self.dir.join("upper"))
+                .map(|_owners| ()),
+            _ => Ok(()),
+        };
+        drop(chroot);
         let stored = if self.remove {
             self.store.remove_container(&self.record.id)
         } else if self.record.pid.is_some() {
@@ -314,6 +323,7 @@ impl Container {
             Ok(())
         };
         destroyed?;
+        kept?;
         Ok(stored?)
     }
 

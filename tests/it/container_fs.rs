@@ -474,3 +474,96 @@ fn export_of_a_container_has_its_changes_and_no_whiteouts() {
     assert!(entries.contains_key("bin/ls"));
     assert!(!entries.contains_key("a/b/f"));
 }
+
+#[test]
+fn a_chroot_container_is_read_once_it_ended_and_named_while_it_runs() {
+    let Some(images) = images() else { return };
+    images
+        .run(&[
+            "--isolation=chroot",
+            "box",
+            "sh",
+            "-c",
+            "echo x > /x && rm /bin/ls",
+        ])
+        .run()
+        .success();
+    let store = Store::open(images.root()).expect("store");
+    let id = store.containers().expect("containers")[0].id.clone();
+    let out = kiln_in(&images).args(["diff", &id]).run().success();
+    assert_eq!(out.stdout_str(), "C /bin\nD /bin/ls\nA /x\n");
+
+    let mut child = images
+        .run(&["--isolation=chroot", "box", "sh", "-c", "exec sleep 60"])
+        .spawn();
+    let running = || {
+        store
+            .containers()
+            .ok()
+            .and_then(|c| c.into_iter().find(|r| r.is_running()))
+    };
+    assert!(support::within(20, || running().is_some()));
+    let id = running().expect("running").id;
+    let err = kiln_in(&images)
+        .args(["diff", &id])
+        .run()
+        .failure()
+        .stderr_str();
+    assert!(err.contains("runs with --isolation=chroot"), "{err}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn commit_of_a_running_container_pauses_it_and_lets_it_go() {
+    let Some(images) = images() else { return };
+    let mut child = images
+        .run(&["box", "sh", "-c", "echo live > /live; exec sleep 60"])
+        .spawn();
+    let store = Store::open(images.root()).expect("store");
+    let running = || {
+        store
+            .containers()
+            .ok()
+            .and_then(|c| c.into_iter().find(|r| r.is_running()))
+    };
+    assert!(support::within(20, || running().is_some_and(|r| {
+        images
+            .root()
+            .join("containers")
+            .join(&r.id)
+            .join("upper/live")
+            .exists()
+    })));
+    let record = running().expect("running");
+    kiln_in(&images)
+        .args(["commit", &record.id, "live:1"])
+        .run()
+        .success();
+    let out = images
+        .run(&["--rm", "live:1", "cat", "/live"])
+        .run()
+        .success();
+    assert_eq!(out.stdout_str(), "live\n");
+    // The committed command is the container's.
+    let inspect = kiln_in(&images)
+        .args(["inspect", "live:1"])
+        .run()
+        .success()
+        .stdout_json();
+    assert_eq!(
+        inspect[0]["Config"]["Cmd"],
+        serde_json::json!(["sh", "-c", "echo live > /live; exec sleep 60"])
+    );
+    let pid = record.pid.expect("pid");
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(") ").next().and_then(|s| s.chars().next());
+    assert_ne!(state, Some('T'), "{stat}");
+    assert!(running().is_some(), "the container still runs");
+    kiln_in(&images)
+        .args(["commit", "--pause=false", &record.id])
+        .run()
+        .success();
+    let _ = child.kill();
+    let _ = child.wait();
+}
