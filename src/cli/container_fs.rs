@@ -55,6 +55,7 @@ pub struct CommitArgs {
         default_value_t = true,
         num_args = 0..=1,
         default_missing_value = "true",
+        require_equals = true,
         action = clap::ArgAction::Set
     )]
     pause: bool,

@@ -557,8 +557,7 @@ impl Pause {
                 }));
             }
         }
-        let namespace = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-            .map_err(|e| FsError::new("read", Path::new(&format!("/proc/{pid}/ns/pid")), e))?;
+        let namespace = own_namespace(pid, "pid")?;
         let mut stopped: Vec<i32> = Vec::new();
         for _ in 0..STOP_PASSES {
             let mut new = 0;
@@ -602,6 +601,25 @@ impl Drop for Pause {
     }
 }
 
+/// The link text of `/proc/PID/ns/KIND` of the container's process `pid`, checked to differ
+/// from kiln's own: a process in kiln's namespace is no sandbox's (a `--isolation=chroot`
+/// container, or a record naming another process), and stopping or entering "its" namespace
+/// would stop kiln's host or read the host's files.
+pub(crate) fn own_namespace(pid: i32, kind: &str) -> Result<PathBuf, ContainerFsError> {
+    let link = format!("/proc/{pid}/ns/{kind}");
+    let theirs =
+        std::fs::read_link(&link).map_err(|e| FsError::new("read", Path::new(&link), e))?;
+    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}"))
+        .map_err(|e| FsError::new("read", Path::new("/proc/self/ns"), e))?;
+    if theirs == ours {
+        return Err(ContainerFsError::Invalid(format!(
+            "process {pid} of the container shares kiln's {kind} namespace: it is not a \
+             sandbox's, so kiln neither pauses it nor reads its files"
+        )));
+    }
+    Ok(theirs)
+}
+
 /// The cgroup v2 directory of `pid` when it is the container's own (`.../kiln/<id>`): never
 /// kiln's own cgroup, which freezing would freeze kiln with.
 fn own_cgroup(pid: i32, id: &str) -> Option<PathBuf> {
@@ -636,4 +654,27 @@ fn namespace_members(namespace: &Path) -> Vec<i32> {
             std::fs::read_link(format!("/proc/{pid}/ns/pid")).is_ok_and(|link| link == namespace)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_in_kiln_s_own_namespaces_is_never_paused_or_entered() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        for kind in ["pid", "mnt"] {
+            let err = own_namespace(pid, kind).unwrap_err().to_string();
+            assert!(err.contains("shares kiln's"), "{err}");
+        }
+    }
+
+    #[test]
+    fn changes_print_as_docker_diff_lines() {
+        let change = Change {
+            kind: ChangeKind::Deleted,
+            path: "/bin/ls".into(),
+        };
+        assert_eq!(change.to_string(), "D /bin/ls");
+    }
 }

@@ -57,6 +57,8 @@ impl ContainerRoot {
     ) -> Result<ContainerRoot, ContainerFsError> {
         let fs = ContainerFs::of(store, record)?;
         if let Some(pid) = record.pid.filter(|_| record.is_running()) {
+            // Its own mount namespace, or `/proc/PID/root` would be the host's `/`.
+            super::changes::own_namespace(i32::try_from(pid).unwrap_or(-1), "mnt")?;
             let pause = Pause::container(record)?;
             let path = PathBuf::from(format!("/proc/{pid}/root"));
             let root = nix::fcntl::open(

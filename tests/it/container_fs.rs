@@ -429,7 +429,7 @@ fn diff_and_cp_of_a_running_container() {
     let file = host.path().join("in");
     fs::write(&file, "in\n").unwrap();
     kiln_in(&images)
-        .args(["cp", file.to_str().unwrap(), &format!("{id}:/evil-free/")])
+        .args(["cp", file.to_str().unwrap(), &format!("{id}:/no-such-dir/")])
         .run()
         .failure();
     kiln_in(&images)
