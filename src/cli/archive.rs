@@ -88,8 +88,15 @@ pub struct ExportArgs {
 /// flattened root filesystem.
 pub fn export(root: &Path, args: ExportArgs) -> anyhow::Result<()> {
     let store = open(root)?;
+    // A container by id or name; by an id prefix only when no image has that name (a short
+    // image name such as `cafe` reads as an id prefix too).
+    let container = store.find_container(&args.image).ok().filter(|record| {
+        let exact = record.id == args.image
+            || record.name == args.image.strip_prefix('/').unwrap_or(&args.image);
+        exact || store.resolve(&args.image).is_err()
+    });
     if args.platform.is_none()
-        && let Ok(record) = store.find_container(&args.image)
+        && let Some(record) = container
     {
         let fs = kiln::container::changes::ContainerFs::of(&store, &record)?;
         let mut output = Output::open(args.output.as_deref())?;

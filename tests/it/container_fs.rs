@@ -473,6 +473,17 @@ fn export_of_a_container_has_its_changes_and_no_whiteouts() {
     let entries = tar_entries(&image.stdout);
     assert!(entries.contains_key("bin/ls"));
     assert!(!entries.contains_key("a/b/f"));
+    // An image named like a prefix of the container's id is the image; the prefix alone
+    // names the container.
+    let prefix = &id[..8];
+    let out = kiln_in(&images).args(["export", prefix]).run().success();
+    assert!(tar_entries(&out.stdout).contains_key("a/b/f"));
+    kiln_in(&images)
+        .args(["tag", "box", prefix])
+        .run()
+        .success();
+    let out = kiln_in(&images).args(["export", prefix]).run().success();
+    assert!(!tar_entries(&out.stdout).contains_key("a/b/f"));
 }
 
 #[test]
