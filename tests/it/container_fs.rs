@@ -306,6 +306,17 @@ fn cp_out_of_a_container_stays_in_its_root() {
     assert!(err.contains("cannot copy directory"), "{err}");
     let err = cp(&[&at("f.txt"), &at("y")]).failure().stderr_str();
     assert!(err.contains("must specify at least one container"), "{err}");
+    // The stopped container's overlay was mounted only in a private namespace: nothing is
+    // left mounted or staged.
+    let staged: Vec<_> = fs::read_dir(images.root().join("tmp"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "{staged:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(images.root().to_str().unwrap()),
+        "{mounts}"
+    );
 }
 
 /// The container's file at `path`, read back through `kiln cp`.
