@@ -4,6 +4,7 @@
 mod archive;
 mod build;
 mod call;
+mod exec;
 mod images;
 mod info;
 mod interrupt;
@@ -75,6 +76,10 @@ enum Command {
     Logout(registry::LogoutArgs),
     /// Show this machine's platform and the platforms it runs (natively or emulated).
     Info(info::InfoArgs),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Display the running processes of a container.
+    Top(exec::TopArgs),
 }
 
 impl Command {
@@ -85,6 +90,10 @@ impl Command {
             Command::Parse(_) | Command::Login(_) | Command::Logout(_) | Command::Info(_) => {
                 Need::None
             }
+            // A rootless container's namespaces belong to the user namespace of the kiln that
+            // ran it, which exec joins from the initial one (where its owner has every
+            // capability over it); a fresh namespace of its own could not.
+            Command::Exec(_) | Command::Top(_) => Need::None,
             Command::Build(_)
             | Command::Run(_)
             | Command::Import(_)
@@ -152,6 +161,8 @@ pub fn main() -> ExitCode {
         Command::Login(args) => registry::login(args),
         Command::Logout(args) => registry::logout(args),
         Command::Info(args) => info::info(args),
+        Command::Exec(args) => return exec::exec(&root, args),
+        Command::Top(args) => exec::top(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,6 +11,7 @@
 //! what `--rm` asks to remove.
 
 pub mod chroot;
+pub mod exec;
 pub mod exec_diagnosis;
 pub mod user;
 
@@ -224,7 +225,13 @@ impl Container {
             user: options
                 .user
                 .clone()
-                .or_else(|| image.config.config().as_ref().and_then(|c| c.user().clone()))
+                .or_else(|| {
+                    image
+                        .config
+                        .config()
+                        .as_ref()
+                        .and_then(|c| c.user().clone())
+                })
                 .unwrap_or_default(),
             hostname: container.spec.hostname.clone(),
             tty: options.tty,

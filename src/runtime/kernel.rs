@@ -140,6 +140,10 @@ pub(crate) trait Kernel {
     fn is_executable(&mut self, path: &CStr) -> bool;
     /// execve(2); returns only on failure.
     fn execve(&mut self, path: &CStr, exec: &ExecArgs) -> Errno;
+    /// setns(2) of a pidfd with `CLONE_NEW*` flags.
+    fn setns(&mut self, pidfd: Fd, flags: c_int) -> Result<(), Errno>;
+    /// setrlimit(2).
+    fn set_rlimit(&mut self, resource: c_int, soft: u64, hard: u64) -> Result<(), Errno>;
 }
 
 /// The step that failed (its index in the whole plan) and the kernel's error.
@@ -546,6 +550,18 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
         }
         Action::Seccomp(program) => kernel.seccomp(program),
         Action::Exec(exec) => Err(exec_program(kernel, exec)),
+        Action::JoinNamespaces { pidfd, flags } => {
+            kernel.setns(*pidfd, *flags)?;
+            // The root and working directory are the mount namespace's root now (setns(2)); the
+            // descriptor must not reach the workload.
+            kernel.close(*pidfd);
+            Ok(())
+        }
+        Action::SetRlimit {
+            resource,
+            soft,
+            hard,
+        } => kernel.set_rlimit(*resource, *soft, *hard),
     }
 }
 
@@ -947,6 +963,12 @@ mod tests {
             } else {
                 Errno::EACCES
             }
+        }
+        fn setns(&mut self, pidfd: Fd, flags: c_int) -> Result<(), Errno> {
+            self.record(format!("setns {} {flags:#x}", self.name(pidfd)))
+        }
+        fn set_rlimit(&mut self, resource: c_int, soft: u64, hard: u64) -> Result<(), Errno> {
+            self.record(format!("setrlimit {resource} {soft} {hard}"))
         }
     }
 

@@ -23,6 +23,7 @@
 pub mod binfmt;
 pub mod cgroup;
 pub mod chroot;
+pub mod exec;
 // The code that runs after clone(2) may not allocate or lock, so it makes its own raw system
 // calls instead of going through `sys` (see `child`'s module docs).
 #[allow(unsafe_code)]
