@@ -45,6 +45,9 @@ pub enum ExecError {
     /// `kiln exec C` without a command (docker's wording).
     #[error("no command specified")]
     NoCommand,
+    /// No such container, or the store could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Creating the process failed (the user, the sandbox, an exec failure...).
     #[error(transparent)]
     Container(#[from] ContainerError),
@@ -60,7 +63,7 @@ pub enum ExecError {
 
 impl ExecError {
     /// `docker exec`'s exit code: 126/127 when the command cannot be executed, 1 when the
-    /// container does not run, 126 when the runtime failed (docker reports its runtime's
+    /// container does not run or is not found, 126 when the runtime failed (docker reports its runtime's
     /// failures to start an exec'd process with 126).
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -69,16 +72,11 @@ impl ExecError {
                 code => code,
             },
             ExecError::NotRunning(_)
+            | ExecError::Store(_)
             | ExecError::Chroot(_)
             | ExecError::NoCommand
             | ExecError::Proc { .. } => 1,
         }
-    }
-}
-
-impl From<crate::store::StoreError> for ExecError {
-    fn from(err: crate::store::StoreError) -> ExecError {
-        ExecError::Container(ContainerError::Store(err))
     }
 }
 
