@@ -33,11 +33,24 @@ impl Images {
 
     /// A container running `sleep SECONDS` under a foreground `kiln run` with `flags`.
     fn running(&self, flags: &[&str], seconds: &str) -> Running {
+        self.running_as(None, flags, seconds)
+    }
+
+    /// [`Images::running`], kiln run as `uid` (and the same gid) when given.
+    fn running_as(&self, uid: Option<u32>, flags: &[&str], seconds: &str) -> Running {
         let before: Vec<String> = self.records().into_iter().map(|(id, _)| id).collect();
         let mut args = vec!["run"];
         args.extend_from_slice(flags);
         args.extend_from_slice(&["box", "sleep", seconds]);
-        let child = kiln().root(self.root()).args(&args).spawn();
+        let mut command = kiln().root(self.root()).args(&args).command();
+        if let Some(uid) = uid {
+            command.uid(uid).gid(uid);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kiln run");
         let mut running = Running {
             child,
             id: String::new(),
@@ -454,4 +467,54 @@ fn exec_it_gives_a_shell_on_a_terminal_of_the_container() {
         "{output:?}"
     );
     assert_eq!(status.code(), Some(3), "{output:?}");
+}
+
+/// A rootless container (kiln run by an unprivileged user, its sandbox in the user namespace
+/// that kiln made) is joined by the same user's kiln exec: the user namespace first, from the
+/// initial one, where its owner has every capability over it.
+#[test]
+fn rootless_exec_joins_the_containers_user_namespace() {
+    let Some(images) = images() else { return };
+    const NOBODY: u32 = 65534;
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(images.dir.path())
+        .status()
+        .expect("chown");
+    assert!(chown.success());
+    let running = images.running_as(Some(NOBODY), &[], "5501");
+    let as_nobody = |args: &[&str]| {
+        kiln()
+            .root(images.root())
+            .args(args)
+            .command()
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .expect("kiln")
+    };
+    let out = as_nobody(&[
+        "exec",
+        &running.id,
+        "sh",
+        "-c",
+        "id -u; cat /only-in-container; readlink /proc/self/ns/user",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        (out.status.code(), stdout.as_ref()),
+        (
+            Some(0),
+            format!("0\nyes\n{}\n", running.namespace("user")).as_str()
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(running.namespace("user"), host_namespace("user"));
+    let out = as_nobody(&["top", &running.id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.lines().any(|l| l.ends_with(" sleep 5501")),
+        "{stdout}"
+    );
 }
