@@ -114,24 +114,25 @@ fn exec_process(root: &Path, args: ExecArgs) -> anyhow::Result<i32> {
     let stderr_fd = std::io::stderr().as_fd().try_clone_to_owned()?;
     let stdio = if args.detach {
         // docker exec -d: the process's streams go nowhere, and it outlives kiln.
-        let null = |write: bool| -> anyhow::Result<OwnedFd> {
+        let null = || -> anyhow::Result<OwnedFd> {
             Ok(std::fs::OpenOptions::new()
-                .read(!write)
-                .write(write)
+                .write(true)
                 .open("/dev/null")
                 .context("opening /dev/null")?
                 .into())
         };
         if args.tty {
-            Stdio::Terminal {
-                size: Some(DEFAULT_WINDOW_SIZE),
-            }
-        } else {
-            Stdio::Streams {
-                stdin: None,
-                stdout: null(true)?,
-                stderr: null(true)?,
-            }
+            // docker's shim keeps a detached process's terminal open; kiln exits, and the
+            // terminal would hang up under the process (SIGHUP) as the master closed.
+            anyhow::bail!(
+                "kiln exec -d -t: nothing would hold the terminal of a detached process once \
+                 kiln exits (docker's shim does); use -d without -t"
+            );
+        }
+        Stdio::Streams {
+            stdin: None,
+            stdout: null()?,
+            stderr: null()?,
         }
     } else if args.tty {
         let size = tty::window_size(stdout_fd.as_fd())
@@ -153,8 +154,6 @@ fn exec_process(root: &Path, args: ExecArgs) -> anyhow::Result<i32> {
     proxied.thread_block()?;
     let mut process = exec::exec(&store, &args.container, &options, stdio)?;
     if args.detach {
-        // With -t -d the terminal's master goes with kiln: the process keeps its slave.
-        drop(process.take_terminal());
         process.detach();
         return Ok(0);
     }
@@ -201,8 +200,17 @@ pub fn top(root: &Path, args: TopArgs) -> anyhow::Result<()> {
     } else {
         ps_table(&rows, &args.ps_options)?
     };
-    let text = format_table(&table);
-    out!("{}", kiln::error::escape_controls(&text))?;
+    // Cells come from the container (command lines, user names): a newline or tab in one must
+    // not break the table.
+    let table: Vec<Vec<String>> = table
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| kiln::error::escape_line(cell))
+                .collect()
+        })
+        .collect();
+    out!("{}", format_table(&table))?;
     Ok(())
 }
 

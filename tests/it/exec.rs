@@ -393,6 +393,31 @@ fn exec_exit_codes_and_messages_follow_docker() {
         .run();
     assert_ran(&out, 0, "");
 
+    let out = images.kiln(&["exec", "-d", "-t", &id, "true"]).code(126);
+    assert!(
+        out.stderr_str().contains("use -d without -t"),
+        "{}",
+        out.stderr_str()
+    );
+
+    // A killed kiln exec leaves no process of its own behind in the container.
+    let mut exec = kiln()
+        .root(images.root())
+        .args(["exec", &id, "sleep", "5302"])
+        .spawn();
+    assert!(
+        support::within(20, || !support::processes_running(&["sleep", "5302"])
+            .is_empty()),
+        "the exec'd process never started"
+    );
+    exec.kill().expect("SIGKILL kiln exec");
+    exec.wait().expect("wait");
+    assert!(
+        support::within(5, || support::processes_running(&["sleep", "5302"])
+            .is_empty()),
+        "the exec'd process outlived the killed kiln exec"
+    );
+
     running.stop();
     let out = images.kiln(&["exec", &id, "true"]).code(1);
     assert!(
