@@ -543,3 +543,30 @@ fn rootless_exec_joins_the_containers_user_namespace() {
         "{stdout}"
     );
 }
+
+/// SIGTERM to kiln exec reaches the exec'd process (as kiln run forwards to its container).
+#[test]
+fn sigterm_to_kiln_exec_is_forwarded() {
+    use std::io::{BufRead as _, BufReader, Read as _};
+    let Some(images) = images() else { return };
+    let running = images.running(&[], "5601");
+    let script =
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done";
+    let mut child = kiln()
+        .root(images.root())
+        .args(["exec", &running.id, "sh", "-c", script])
+        .spawn();
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).expect("read");
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
