@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Container start-up latency, side by side in one hyperfine run:
 #   kiln run --rm IMG true   vs   docker run --rm --network none IMG true   vs   runc run (prepared bundle)
+# and a process started in a running container:
+#   kiln exec C true   vs   docker exec C true
+# (kiln's container is a foreground `kiln run` kept in the background until `kiln run -d` lands.)
 # The image is the same busybox rootfs everywhere (imported into each tool from one tarball).
 # Needs root, /bin/busybox (busybox-static), hyperfine, umoci and runc; the docker column appears
 # when the peer dockerd from ../shared/peers is running (start-peers.sh docker).
@@ -18,19 +21,41 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 cargo build --release --quiet
-kiln=$PWD/target/release/kiln
+kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 work=$(mktemp -d /var/tmp/kiln-bench-run.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+running_pid=
+docker_container=
+cleanup() {
+  # SIGKILL: the container's sleep (pid 1 without a handler) ignores the SIGTERM kiln would
+  # forward; it dies with the killed kiln (its parent-death signal).
+  if [[ -n $running_pid ]]; then kill -KILL "$running_pid" 2>/dev/null || true; wait "$running_pid" 2>/dev/null || true; fi
+  if [[ -n $docker_container ]]; then docker rm -f "$docker_container" >/dev/null 2>&1 || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 export KILN_ROOT=$work/root
 
 # One busybox rootfs tarball for every tool.
 mkdir -p "$work/rootfs/bin"
 cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in sh true; do ln -s busybox "$work/rootfs/bin/$applet"; done
+for applet in sh true sleep; do ln -s busybox "$work/rootfs/bin/$applet"; done
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 "$kiln" import "$work/rootfs.tar" bench-startup:latest >/dev/null
 
 commands=(-n "kiln run" "$kiln run --rm --network none bench-startup true")
+
+# kiln exec: into a container that runs `sleep` for the whole benchmark.
+"$kiln" run --network none bench-startup sleep 100000 >/dev/null 2>&1 &
+running_pid=$!
+container=
+for _ in $(seq 100); do
+  container=$(ls "$KILN_ROOT/containers" 2>/dev/null | head -n1)
+  [[ -n $container ]] && "$kiln" exec "$container" true 2>/dev/null && break
+  container=
+  sleep 0.1
+done
+[[ -n $container ]] || { echo "the kiln container for exec never started" >&2; exit 1; }
+commands+=(-n "kiln exec" "$kiln exec $container true")
 
 # runc: a bundle unpacked by umoci from kiln's own store (an OCI layout), args set to `true`.
 umoci unpack --image "$KILN_ROOT:bench-startup:latest" "$work/bundle" >/dev/null
@@ -48,6 +73,8 @@ if [[ -S /var/tmp/kiln-peers/docker.sock ]]; then
   export DOCKER_HOST=unix:///var/tmp/kiln-peers/docker.sock
   docker import "$work/rootfs.tar" bench-startup:latest >/dev/null
   commands+=(-n "docker run" "docker run --rm --network none bench-startup:latest /bin/true")
+  docker_container=$(docker run -d --network none bench-startup:latest /bin/sleep 100000)
+  commands+=(-n "docker exec" "docker exec $docker_container /bin/true")
 fi
 
 hyperfine --warmup 10 --runs "$runs" -N --export-json "$work/results.json" \

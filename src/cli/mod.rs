@@ -5,6 +5,7 @@ mod archive;
 mod build;
 mod call;
 mod container_fs;
+mod exec;
 mod images;
 mod info;
 mod interrupt;
@@ -82,6 +83,10 @@ enum Command {
     Commit(container_fs::CommitArgs),
     /// Copy files between a container and the host.
     Cp(container_fs::CpArgs),
+    /// Run a command in a running container.
+    Exec(exec::ExecArgs),
+    /// Display the running processes of a container.
+    Top(exec::TopArgs),
 }
 
 impl Command {
@@ -92,6 +97,10 @@ impl Command {
             Command::Parse(_) | Command::Login(_) | Command::Logout(_) | Command::Info(_) => {
                 Need::None
             }
+            // A rootless container's namespaces belong to the user namespace of the kiln that
+            // ran it, which exec joins from the initial one (where its owner has every
+            // capability over it); a fresh namespace of its own could not.
+            Command::Exec(_) | Command::Top(_) => Need::None,
             Command::Build(_)
             | Command::Run(_)
             | Command::Import(_)
@@ -165,6 +174,8 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => container_fs::diff(&root, args),
         Command::Commit(args) => container_fs::commit(&root, args),
         Command::Cp(args) => container_fs::cp(&root, args),
+        Command::Exec(args) => return exec::exec(&root, args),
+        Command::Top(args) => exec::top(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@
 pub mod changes;
 pub mod chroot;
 pub mod copy;
+pub mod exec;
 pub mod exec_diagnosis;
 pub mod user;
 

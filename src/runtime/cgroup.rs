@@ -596,6 +596,27 @@ fn write(fs: &dyn Fs, path: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
+/// The `cgroup.procs` files of the cgroup `kiln/<name>` that a process whose `/proc/PID/cgroup`
+/// is `proc_cgroup` is in, found through this process's mounts (`mountinfo`, from
+/// /proc/self/mountinfo): how `kiln exec` joins a running sandbox's cgroup. Empty when the
+/// process is in no such cgroup (a sandbox without limits shares its `kiln run`'s cgroup).
+pub(crate) fn procs_files_of(
+    mountinfo: &str,
+    proc_cgroup: &str,
+    name: &str,
+) -> Result<Vec<PathBuf>, CgroupError> {
+    let suffix = format!("/kiln/{name}");
+    let own = match Layout::parse(mountinfo, proc_cgroup)? {
+        Layout::V1(own) => own,
+        Layout::V2(own) => vec![own],
+    };
+    Ok(own
+        .into_iter()
+        .filter(|cgroup| cgroup.proc_path.ends_with(&suffix))
+        .map(|cgroup| cgroup.dir.join("cgroup.procs"))
+        .collect())
+}
+
 /// Where this process's cgroups are, from /proc/self/mountinfo and /proc/self/cgroup.
 #[derive(Debug, PartialEq)]
 enum Layout {
@@ -1266,6 +1287,44 @@ mod tests {
 1:cpu:/
 0::/
 ";
+
+    /// `kiln exec` finds a container's cgroup from its pid 1's /proc/PID/cgroup and kiln's own
+    /// mounts: only the hierarchies where it is in `kiln/<name>`.
+    #[test]
+    fn a_sandboxs_cgroup_is_found_for_exec() {
+        let sandbox = "\
+9:name=systemd:/
+8:pids:/kiln/abc
+4:memory:/process_api/aee5/kiln/abc
+2:cpuacct:/
+1:cpu:/
+0::/
+";
+        assert_eq!(
+            procs_files_of(HYBRID_MOUNTINFO, sandbox, "abc").expect("files"),
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/process_api/aee5/kiln/abc/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/pids/kiln/abc/cgroup.procs"),
+            ]
+        );
+        assert!(
+            procs_files_of(HYBRID_MOUNTINFO, sandbox, "ab")
+                .expect("files")
+                .is_empty()
+        );
+        let v2_mounts = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            procs_files_of(v2_mounts, "0::/user.slice/kiln/abc\n", "abc").expect("files"),
+            [PathBuf::from(
+                "/sys/fs/cgroup/user.slice/kiln/abc/cgroup.procs"
+            )]
+        );
+        assert!(
+            procs_files_of(v2_mounts, "0::/user.slice/session.scope\n", "abc")
+                .expect("files")
+                .is_empty()
+        );
+    }
 
     fn hybrid_layout() -> Layout {
         Layout::parse(HYBRID_MOUNTINFO, HYBRID_CGROUP).expect("layout")

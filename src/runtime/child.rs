@@ -111,6 +111,14 @@ pub(crate) fn die_with_parent() {
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
 }
 
+/// Whether a parent-death signal is set (prctl(2) `PR_GET_PDEATHSIG`).
+pub(crate) fn parent_death_armed() -> bool {
+    let mut signal: c_int = 0;
+    // SAFETY: PR_GET_PDEATHSIG writes one int to a live slot.
+    let ok = unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut signal as *mut c_int, 0, 0, 0) };
+    ok == 0 && signal != 0
+}
+
 /// Every signal back to its default disposition and unblocked.
 fn reset_signals() {
     for signal in 1..=libc::SIGRTMAX() {
@@ -220,21 +228,113 @@ pub(crate) fn clone(flags: c_int, child: &Child<'_>) -> Result<i32, Errno> {
     Ok(pid as i32)
 }
 
-/// The sandbox's first process. Never returns.
-fn main(child: &Child<'_>) -> ! {
+/// What `kiln exec`'s children need besides [`Child`] (whose plan's `setup` joins the
+/// container, see `setup::prepare_exec`).
+pub(crate) struct Joiner<'a> {
+    /// The plan, the sync and report pipes, the descriptors to keep (`status` is unused).
+    pub child: Child<'a>,
+    /// Write end of the pipe the first child sends the workload's pid through (4 bytes).
+    pub pid_pipe: c_int,
+    /// The workload outlives kiln (`kiln exec -d`): no parent-death signal.
+    pub detached: bool,
+}
+
+/// Starts a process in a running container: a fork-like child (single-threaded, as setns(2) of
+/// a mount or user namespace requires) joins the namespaces, then forks the workload with
+/// `CLONE_PARENT` so it is in the pid namespace (setns of a pid namespace only places the
+/// caller's later children there) and is this process's child, sends its pid and exits (runc's
+/// nsexec does the same dance). Returns the first child's pid; the caller reaps it and reads
+/// the workload's pid from the pipe.
+pub(crate) fn spawn_joined(joiner: &Joiner<'_>) -> Result<i32, Errno> {
+    // SAFETY: as in `clone`: the child only runs `join`, which follows fork's rules and ends in
+    // _exit.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        join(joiner);
+    }
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    Ok(pid as i32)
+}
+
+/// The first child of [`spawn_joined`]. Never returns.
+fn join(joiner: &Joiner<'_>) -> ! {
+    let child = &joiner.child;
     reset_signals();
     die_with_parent();
     close_others(child.keep);
-    // Setup creates files with exact modes; the workload gets Docker's 0022 later.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
+    let mut kernel = Linux;
+    if let Err(failure) = kernel::run(&mut kernel, &child.plan.setup, 0) {
+        send(
+            child.report,
+            Report {
+                step: u32::try_from(failure.step).unwrap_or(STEP_UNNUMBERED),
+                errno: failure.errno as i32,
+            },
+        );
+        exit(125);
+    }
+    // SAFETY: fork-like clone (no CLONE_VM, no new stack): the child continues on a copy.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    if pid == 0 {
+        // The parent is kiln's thread now (CLONE_PARENT), which waits for this process.
+        if joiner.detached {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+        } else {
+            die_with_parent();
+        }
+        kernel.close(joiner.pid_pipe);
+        wait_for_parent(child);
+        kernel.close(child.sync);
+        workload(child, &mut kernel);
+    }
+    if pid < 0 {
+        send(
+            child.report,
+            Report {
+                step: STEP_FORK,
+                errno: Errno::last() as i32,
+            },
+        );
+        exit(125);
+    }
+    let bytes = (pid as i32).to_ne_bytes();
+    // SAFETY: writing a live buffer.
+    unsafe { libc::write(joiner.pid_pipe, bytes.as_ptr().cast(), bytes.len()) };
+    exit(0)
+}
 
+/// Blocks until the parent writes its one byte to the sync pipe (it has set the id maps and the
+/// cgroups); reports and exits when the parent gave up.
+fn wait_for_parent(child: &Child<'_>) {
     let mut byte = 0u8;
     loop {
         // SAFETY: reading one byte into a live buffer.
         let n = unsafe { libc::read(child.sync, (&mut byte as *mut u8).cast(), 1) };
         match n {
-            1 => break,
+            1 => return,
             -1 if Errno::last() == Errno::EINTR => continue,
             // 0: the parent gave up (and will reap us); -1: cannot happen on a pipe we own.
             _ => {
@@ -250,6 +350,18 @@ fn main(child: &Child<'_>) -> ! {
             }
         }
     }
+}
+
+/// The sandbox's first process. Never returns.
+fn main(child: &Child<'_>) -> ! {
+    reset_signals();
+    die_with_parent();
+    close_others(child.keep);
+    // Setup creates files with exact modes; the workload gets Docker's 0022 later.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+
+    wait_for_parent(child);
     let mut kernel = Linux;
     kernel.close(child.sync);
 

@@ -140,6 +140,10 @@ pub(crate) trait Kernel {
     fn is_executable(&mut self, path: &CStr) -> bool;
     /// execve(2); returns only on failure.
     fn execve(&mut self, path: &CStr, exec: &ExecArgs) -> Errno;
+    /// setns(2) of a pidfd with `CLONE_NEW*` flags.
+    fn setns(&mut self, pidfd: Fd, flags: c_int) -> Result<(), Errno>;
+    /// setrlimit(2).
+    fn set_rlimit(&mut self, resource: c_int, soft: u64, hard: u64) -> Result<(), Errno>;
 }
 
 /// The step that failed (its index in the whole plan) and the kernel's error.
@@ -546,6 +550,18 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
         }
         Action::Seccomp(program) => kernel.seccomp(program),
         Action::Exec(exec) => Err(exec_program(kernel, exec)),
+        Action::JoinNamespaces { pidfd, flags } => {
+            kernel.setns(*pidfd, *flags)?;
+            // The root and working directory are the mount namespace's root now (setns(2)); the
+            // descriptor must not reach the workload.
+            kernel.close(*pidfd);
+            Ok(())
+        }
+        Action::SetRlimit {
+            resource,
+            soft,
+            hard,
+        } => kernel.set_rlimit(*resource, *soft, *hard),
     }
 }
 
@@ -948,6 +964,12 @@ mod tests {
                 Errno::EACCES
             }
         }
+        fn setns(&mut self, pidfd: Fd, flags: c_int) -> Result<(), Errno> {
+            self.record(format!("setns {} {flags:#x}", self.name(pidfd)))
+        }
+        fn set_rlimit(&mut self, resource: c_int, soft: u64, hard: u64) -> Result<(), Errno> {
+            self.record(format!("setrlimit {resource} {soft} {hard}"))
+        }
     }
 
     fn spec() -> Spec {
@@ -1034,6 +1056,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `kiln exec`'s plan: the first child joins the namespaces through the pidfd (then closes
+    /// it) and takes the container's limits, and nothing of the sandbox's setup (no mounts, no
+    /// pivot_root: the container's mount namespace has them); the workload is a sandbox's, the
+    /// user, capabilities, seccomp and no_new_privs included, over a joined user namespace too.
+    #[test]
+    fn exec_joins_then_runs_a_sandboxs_workload() {
+        let mut spec = spec();
+        spec.user = User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![1000],
+        };
+        spec.no_new_privileges = true;
+        let mut ctx = context(&spec);
+        ctx.user_namespace = UserNamespace::Inherited {
+            uids: 65_536,
+            gids: 65_536,
+        };
+        let join = setup::Join {
+            pidfd: 9,
+            namespaces: libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUSER,
+            rlimits: vec![(libc::RLIMIT_NOFILE as c_int, 1024, 4096)],
+        };
+        let plan = setup::prepare_exec(&spec, &ctx, &join).expect("plan");
+        let mut fake = image();
+        fake.fds.insert(9, "pidfd".into());
+        run(&mut fake, &plan.setup, 0).expect("join");
+        assert_eq!(
+            fake.calls,
+            [
+                format!("setns pidfd {:#x}", join.namespaces),
+                "setrlimit 7 1024 4096".to_string(),
+            ]
+        );
+        assert!(!fake.fds.contains_key(&9), "the pidfd reaches the workload");
+        let sandbox = setup::prepare(&spec, &ctx, &|_| Ok(true)).expect("sandbox plan");
+        let describe = |steps: &[Action]| steps.iter().map(Action::describe).collect::<Vec<_>>();
+        assert_eq!(describe(&plan.workload), describe(&sandbox.workload));
+        let mut fake = image();
+        fake.executables.insert("/usr/bin/sh".into());
+        let _ = run(&mut fake, &plan.workload, plan.setup.len());
+        let seccomp = fake
+            .calls
+            .iter()
+            .find(|c| c.starts_with("seccomp "))
+            .expect("a seccomp filter")
+            .clone();
+        contains_in_order(
+            &fake.calls,
+            &[
+                "setsid",
+                "capbset_drop 40",
+                &seccomp,
+                "setgroups [1000]",
+                "setresgid 1000",
+                "setresuid 1000",
+                "chdir /",
+                "capset 0x0",
+                "no_new_privs",
+            ],
+        );
     }
 
     #[test]

@@ -170,18 +170,26 @@ impl Kernel for Linux {
     }
 
     fn set_gid(&mut self, gid: u32) -> Result<(), Errno> {
+        let armed = super::child::parent_death_armed();
         // SAFETY: plain integers.
         check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
-        // The id change cleared the parent-death signal (prctl(2)).
-        super::child::die_with_parent();
+        // The id change cleared the parent-death signal (prctl(2)): armed again when it was
+        // (a detached `kiln exec` process has none, and must outlive kiln).
+        if armed {
+            super::child::die_with_parent();
+        }
         Ok(())
     }
 
     fn set_uid(&mut self, uid: u32) -> Result<(), Errno> {
+        let armed = super::child::parent_death_armed();
         // SAFETY: plain integers.
         check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })?;
-        // The id change cleared the parent-death signal (prctl(2)).
-        super::child::die_with_parent();
+        // The id change cleared the parent-death signal (prctl(2)): armed again when it was
+        // (a detached `kiln exec` process has none, and must outlive kiln).
+        if armed {
+            super::child::die_with_parent();
+        }
         Ok(())
     }
 
@@ -653,6 +661,20 @@ impl Kernel for Linux {
         // SAFETY: argv and envp are NUL-terminated arrays of pointers into strings `exec` owns.
         unsafe { libc::execve(path.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr()) };
         Errno::last()
+    }
+
+    fn setns(&mut self, pidfd: Fd, flags: c_int) -> Result<(), Errno> {
+        // SAFETY: integers only.
+        check(unsafe { libc::setns(pidfd, flags) }.into()).map(drop)
+    }
+
+    fn set_rlimit(&mut self, resource: c_int, soft: u64, hard: u64) -> Result<(), Errno> {
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: a live rlimit; the resource is an integer the kernel checks (EINVAL).
+        check(unsafe { libc::syscall(libc::SYS_setrlimit, resource, &limit) }).map(drop)
     }
 }
 

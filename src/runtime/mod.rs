@@ -15,7 +15,9 @@
 //! resource limits, [`binfmt`] says which platforms run here (natively or emulated), [`tty`]
 //! relays terminals (the sandbox allocates its workload's own, see
 //! [`Stdio::Terminal`]), [`isolation`] names the isolation modes and explains a sandbox the
-//! kernel refused, [`chroot`] runs a process with its root changed (`--isolation=chroot`).
+//! kernel refused, [`chroot`] runs a process with its root changed (`--isolation=chroot`),
+//! [`exec`] starts a process in a running sandbox (`kiln exec`: its namespaces joined through a
+//! pidfd, the same workload steps).
 //! What a sandbox runs and as whom, from an image, is the business of `crate::container` above
 //! it (users from the image's own passwd/group too): this module
 //! knows nothing of images.
@@ -23,6 +25,7 @@
 pub mod binfmt;
 pub mod cgroup;
 pub mod chroot;
+pub mod exec;
 // The code that runs after clone(2) may not allocate or lock, so it makes its own raw system
 // calls instead of going through `sys` (see `child`'s module docs).
 #[allow(unsafe_code)]

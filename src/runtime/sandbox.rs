@@ -237,6 +237,17 @@ pub enum RuntimeError {
         /// Why not.
         why: String,
     },
+    /// `kiln exec`'s target is not a running sandbox of this container (any more).
+    #[error("cannot join process {pid}: {reason}")]
+    ExecTarget {
+        /// The recorded pid of the container's first process.
+        pid: i32,
+        /// Why not.
+        reason: String,
+    },
+    /// `kiln exec` could not tell which cgroup the container is in.
+    #[error("finding the container's cgroup")]
+    ExecCgroup(#[source] Box<super::cgroup::CgroupError>),
     /// The workload could not be executed.
     #[error("exec: {program:?}: {kind}")]
     Exec {
@@ -395,7 +406,7 @@ fn send_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), RuntimeError> {
 }
 
 /// A pipe whose ends are close-on-exec and above 2 (see [`above_stdio`]).
-fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|errno| RuntimeError::Sys {
             action: "creating a pipe",
@@ -406,7 +417,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 
 /// `fd`, or a close-on-exec duplicate numbered 3 or more: the workload `dup2`s its streams onto
 /// 0, 1 and 2, which must not overwrite a source still to be duplicated.
-fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
+pub(super) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, RuntimeError> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
@@ -456,7 +467,7 @@ impl Drop for Staging {
 
 /// A pidfd of `pid`, this process's own child not yet reaped (so no other process can hold its
 /// pid); when none can be opened the child is killed and reaped, and the error says `action`.
-fn pidfd_of_child(pid: i32, action: &'static str) -> Result<OwnedFd, RuntimeError> {
+pub(super) fn pidfd_of_child(pid: i32, action: &'static str) -> Result<OwnedFd, RuntimeError> {
     process::pidfd_open(pid).map_err(|errno| {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
@@ -534,7 +545,7 @@ fn explained(refused: Refused, errno: Errno, error: RuntimeError) -> RuntimeErro
 }
 
 /// The error a child's [`Report`] stands for.
-fn report_error(plan: &Setup, report: Report) -> RuntimeError {
+pub(super) fn report_error(plan: &Setup, report: Report) -> RuntimeError {
     let errno = Errno::from_raw(report.errno);
     let setup = plan.setup.len();
     let step = usize::try_from(report.step)
@@ -583,7 +594,7 @@ fn report_error(plan: &Setup, report: Report) -> RuntimeError {
 /// message is queued by then, and should it be missing, every copy of the child's end is closed
 /// (close-on-exec or closed by the workload and the init), so this reads end of file rather than
 /// waiting.
-fn receive_terminal(socket: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
+pub(super) fn receive_terminal(socket: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
     let mut byte = [0u8; 1];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -627,7 +638,7 @@ fn receive_terminal(socket: &OwnedFd) -> Result<OwnedFd, RuntimeError> {
 }
 
 /// A connected pair of `AF_UNIX` sequenced-packet sockets, close-on-exec.
-fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+pub(super) fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let (a, b) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -642,7 +653,7 @@ fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 }
 
 /// Reads the child's report: `None` at end of file (the workload executed).
-fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
+pub(super) fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
     let mut pipe = fs::File::from(fd);
     let mut bytes = [0u8; 8];
     let mut len = 0;
@@ -835,6 +846,31 @@ impl Sandbox {
             reaped: false,
             process_group: true,
         })
+    }
+
+    /// A process `kiln exec` started in a running container (see `runtime::exec`): this
+    /// process's child, waited for, signalled and killed through its pidfd; with a terminal,
+    /// its master.
+    pub(super) fn joined(pid: i32, pidfd: OwnedFd, terminal: Option<OwnedFd>) -> Sandbox {
+        Sandbox {
+            pid,
+            pidfd: Arc::new(pidfd),
+            status: None,
+            terminal,
+            reaped: false,
+            process_group: false,
+        }
+    }
+
+    /// The terminal master of a joined process, received once it executed.
+    pub(super) fn give_terminal(&mut self, master: OwnedFd) {
+        self.terminal = Some(master);
+    }
+
+    /// Lets the process run on without this handle (`kiln exec -d`): it is neither killed nor
+    /// waited for; once kiln exits, the process's parent is the host's init, which reaps it.
+    pub fn detach(mut self) {
+        self.reaped = true;
     }
 
     /// The master of the workload's terminal (with [`Stdio::Terminal`]), once: the caller

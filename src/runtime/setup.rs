@@ -468,6 +468,17 @@ pub(crate) enum Action {
     Seccomp(Vec<sock_filter>),
     /// `execve(2)`.
     Exec(ExecArgs),
+    /// `setns(pidfd, flags)` (Linux 5.8): join the namespaces `flags` names of the process the
+    /// pidfd pins, all at once (the kernel enters a user namespace first). `kiln exec`'s first
+    /// step; a pidfd cannot name a process that took a dead container's pid.
+    JoinNamespaces { pidfd: c_int, flags: c_int },
+    /// `setrlimit(2)` of `resource` (an `RLIMIT_*`) to the container's own limits, so an exec'd
+    /// process gets what the container's pid 1 has rather than what `kiln exec` had.
+    SetRlimit {
+        resource: c_int,
+        soft: u64,
+        hard: u64,
+    },
 }
 
 impl Action {
@@ -561,6 +572,10 @@ impl Action {
             Action::Umask(_) => "setting the umask".into(),
             Action::Seccomp(_) => "installing the seccomp filter".into(),
             Action::Exec(exec) => format!("executing {:?}", exec.program),
+            Action::JoinNamespaces { .. } => "joining the container's namespaces (setns)".into(),
+            Action::SetRlimit { resource, .. } => {
+                format!("setting the resource limit {resource} to the container's")
+            }
         }
     }
 }
@@ -1205,6 +1220,43 @@ fn workload_steps(spec: &Spec, ctx: &Context) -> Result<Vec<Action>, RuntimeErro
     steps.push(Action::Umask(0o022));
     steps.push(Action::Exec(exec_args(spec)?));
     Ok(steps)
+}
+
+/// What `kiln exec` joins: the container's pid 1 (as a pidfd in the parent, inherited by the
+/// child), the namespaces to enter and the resource limits to take.
+#[derive(Debug, Clone)]
+pub(crate) struct Join {
+    /// The pidfd's descriptor number.
+    pub pidfd: c_int,
+    /// `CLONE_NEW*` flags.
+    pub namespaces: c_int,
+    /// `(RLIMIT_*, soft, hard)`, `RLIM_INFINITY` for unlimited.
+    pub rlimits: Vec<(c_int, u64, u64)>,
+}
+
+/// The plan of a process started in a running container (`kiln exec`): `setup` joins its
+/// namespaces and takes its limits (run by a first child, which then forks so the workload is in
+/// the pid namespace), `workload` is the same as a sandbox's (the user, capabilities, seccomp,
+/// no_new_privs, working directory and exec of `spec`); the root, mounts, masks and read-only
+/// paths are the container's already. `spec.rootfs` and the mounts are not used.
+pub(crate) fn prepare_exec(spec: &Spec, ctx: &Context, join: &Join) -> Result<Setup, RuntimeError> {
+    let mut setup = vec![Action::JoinNamespaces {
+        pidfd: join.pidfd,
+        flags: join.namespaces,
+    }];
+    setup.extend(
+        join.rlimits
+            .iter()
+            .map(|&(resource, soft, hard)| Action::SetRlimit {
+                resource,
+                soft,
+                hard,
+            }),
+    );
+    Ok(Setup {
+        setup,
+        workload: workload_steps(spec, ctx)?,
+    })
 }
 
 /// The whole setup for `spec`. `is_dir` stats a bind mount source on the host.

@@ -28,6 +28,7 @@ mod copy_parents;
 mod dockerignore_conformance;
 mod dry_run;
 mod errors;
+mod exec;
 mod frontend_errors;
 mod graph;
 mod http_context;
