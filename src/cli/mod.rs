@@ -4,6 +4,7 @@
 mod archive;
 mod build;
 mod call;
+mod containers;
 mod images;
 mod info;
 mod interrupt;
@@ -47,8 +48,8 @@ enum Command {
     Tag(images::TagArgs),
     /// Remove one or more images.
     Rmi(images::RmiArgs),
-    /// Show low-level information on images (JSON).
-    Inspect(images::InspectArgs),
+    /// Show low-level information on containers or images (JSON).
+    Inspect(containers::InspectCommandArgs),
     /// Show the history of an image.
     History(images::HistoryArgs),
     /// Remove unused images, blobs, layer snapshots and stale staging files.
@@ -75,6 +76,31 @@ enum Command {
     Logout(registry::LogoutArgs),
     /// Show this machine's platform and the platforms it runs (natively or emulated).
     Info(info::InfoArgs),
+    /// Create a new container (not started).
+    Create(run::RunArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Fetch the logs of a container.
+    Logs(containers::LogsArgs),
+    /// Stop one or more running containers.
+    Stop(containers::StopArgs),
+    /// Kill one or more running containers.
+    Kill(containers::KillArgs),
+    /// Start one or more stopped containers.
+    Start(containers::StartArgs),
+    /// Restart one or more containers.
+    Restart(containers::RestartArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Remove one or more containers.
+    Rm(containers::RmArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Manage containers.
+    Container(containers::ContainerArgs),
+    /// A detached container's supervisor (started by `run -d` and `start`).
+    #[command(hide = true)]
+    ContainerSupervise(containers::SuperviseArgs),
 }
 
 impl Command {
@@ -87,6 +113,10 @@ impl Command {
             }
             Command::Build(_)
             | Command::Run(_)
+            | Command::Create(_)
+            | Command::Start(_)
+            | Command::Restart(_)
+            | Command::ContainerSupervise(_)
             | Command::Import(_)
             | Command::Load(_)
             | Command::Pull(_) => Need::Owners,
@@ -99,7 +129,15 @@ impl Command {
             | Command::Df(_)
             | Command::Export(_)
             | Command::Save(_)
-            | Command::Push(_) => Need::Quiet,
+            | Command::Push(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Kill(_)
+            | Command::Wait(_)
+            | Command::Rm(_)
+            | Command::Rename(_)
+            | Command::Container(_) => Need::Quiet,
         }
     }
 }
@@ -138,7 +176,7 @@ pub fn main() -> ExitCode {
         Command::Images(args) => images::images(&root, args),
         Command::Tag(args) => images::tag(&root, args),
         Command::Rmi(args) => images::rmi(&root, args),
-        Command::Inspect(args) => images::inspect(&root, args),
+        Command::Inspect(args) => containers::inspect(&root, args),
         Command::History(args) => images::history(&root, args),
         Command::Prune(args) => images::prune(&root, args),
         Command::Df(args) => images::df(&root, args),
@@ -152,6 +190,18 @@ pub fn main() -> ExitCode {
         Command::Login(args) => registry::login(args),
         Command::Logout(args) => registry::logout(args),
         Command::Info(args) => info::info(args),
+        Command::Create(args) => return run::create(&root, args),
+        Command::Ps(args) => containers::ps(&root, args),
+        Command::Logs(args) => containers::logs(&root, args),
+        Command::Stop(args) => containers::stop(&root, args),
+        Command::Kill(args) => containers::kill(&root, args),
+        Command::Start(args) => return with_code(containers::start(&root, args)),
+        Command::Restart(args) => containers::restart(&root, args),
+        Command::Wait(args) => containers::wait(&root, args),
+        Command::Rm(args) => containers::rm(&root, args),
+        Command::Rename(args) => containers::rename(&root, args),
+        Command::Container(args) => return with_code(containers::container(&root, args)),
+        Command::ContainerSupervise(args) => return containers::supervise(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -160,4 +210,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command's own exit code, or its error printed and exit code 1.
+fn with_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        report::print(&err);
+        ExitCode::FAILURE
+    })
 }

@@ -54,7 +54,10 @@ pub use blob::{
 pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };
-pub use container::{ContainerConfig, ContainerRecord, RunOwner, valid_container_name};
+pub use container::{
+    CRASHED_EXIT_CODE, ContainerConfig, ContainerRecord, ContainerState, RunOwner,
+    valid_container_name,
+};
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{
     CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_attestation, is_index, is_manifest,
