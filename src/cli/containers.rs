@@ -350,15 +350,15 @@ fn network_name(options: &RunOptions) -> String {
 /// docker's STATUS column: `Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`,
 /// `Restarting (1) 1 second ago`.
 fn status_text(record: &ContainerRecord, now: i64) -> String {
-    let code = record.exit_code.unwrap_or(0);
+    let code = record.run.exit_code.unwrap_or(0);
     let finished_ago = || {
-        seconds_of(record.finished_at.as_ref())
+        seconds_of(record.run.finished_at.as_ref())
             .map_or_else(String::new, |at| format!(" {}", created_since(at, now)))
     };
     match record.status() {
         ContainerState::Created => "Created".to_string(),
         ContainerState::Running => {
-            let since = seconds_of(record.started_at.as_ref()).unwrap_or(now);
+            let since = seconds_of(record.run.started_at.as_ref()).unwrap_or(now);
             format!("Up {}", human_duration(now.saturating_sub(since)))
         }
         ContainerState::Restarting => format!("Restarting ({code}){}", finished_ago()),
@@ -680,7 +680,7 @@ pub fn restart(root: &Path, args: RestartArgs) -> anyhow::Result<()> {
         let record = find(&store, reference)?;
         lifecycle::stop(&store, &record.id, stop_timeout(&store, &record, args.time))?;
         // The old supervisor records the end, then goes: wait for it before starting anew.
-        if let Some(owner) = store.container(&record.id)?.supervisor {
+        if let Some(owner) = store.container(&record.id)?.run.supervisor {
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while owner.is_alive() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
@@ -1005,13 +1005,13 @@ fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<V
             "Running": status == ContainerState::Running || status == ContainerState::Restarting,
             "Paused": false,
             "Restarting": status == ContainerState::Restarting,
-            "OOMKilled": record.oom_killed,
+            "OOMKilled": record.run.oom_killed,
             "Dead": false,
             "Pid": if status == ContainerState::Running { record.pid.unwrap_or(0) } else { 0 },
-            "ExitCode": record.exit_code.unwrap_or(0),
-            "Error": record.error,
-            "StartedAt": record.started_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
-            "FinishedAt": record.finished_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+            "ExitCode": record.run.exit_code.unwrap_or(0),
+            "Error": record.run.error,
+            "StartedAt": record.run.started_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+            "FinishedAt": record.run.finished_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
         },
         "Image": record.image.to_string(),
         "ResolvConfPath": dir.join("resolv.conf"),
@@ -1019,7 +1019,7 @@ fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<V
         "HostsPath": dir.join("hosts"),
         "LogPath": lifecycle::log_path(store, &record.id)?,
         "Name": format!("/{}", record.name),
-        "RestartCount": record.restart_count,
+        "RestartCount": record.run.restart_count,
         "Driver": "overlay",
         "Platform": "linux",
         "HostConfig": {

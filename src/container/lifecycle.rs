@@ -355,7 +355,7 @@ pub fn signal(store: &Store, id: &str, signal: Signal) -> Result<(), ContainerEr
 
 /// Marks container `id` as stopped by hand (its restart policy leaves it be).
 pub fn mark_stopped(store: &Store, id: &str) -> Result<(), ContainerError> {
-    store.update_container(id, |record| record.manually_stopped = true)?;
+    store.update_container(id, |record| record.run.manually_stopped = true)?;
     Ok(())
 }
 
@@ -405,7 +405,7 @@ pub fn wait(store: &Store, id: &str) -> Result<i32, ContainerError> {
         let record = find(store, id)?;
         // A created container is waited for until it has run and stopped, as docker does.
         if record.status() == ContainerState::Exited {
-            return Ok(record.exit_code.unwrap_or(0));
+            return Ok(record.run.exit_code.unwrap_or(0));
         }
         std::thread::sleep(POLL);
     }
@@ -432,7 +432,7 @@ pub fn remove(store: &Store, id: &str, force: bool) -> Result<(), ContainerError
     }
     // The supervisor writes the record once more as it ends (and may be about to restart);
     // it sees the mark and exits.
-    if let Some(owner) = find(store, id)?.supervisor {
+    if let Some(owner) = find(store, id)?.run.supervisor {
         let deadline = Instant::now() + KILLED_GRACE;
         while owner.is_alive() && Instant::now() < deadline {
             std::thread::sleep(POLL);

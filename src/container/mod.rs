@@ -288,15 +288,10 @@ impl Container {
             created: crate::oci::timestamp::now_rfc3339(),
             pid: None,
             remove_with,
-            state: ContainerState::Created,
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            error: String::new(),
-            oom_killed: false,
-            restart_count: 0,
-            supervisor: None,
-            manually_stopped: false,
+            run: crate::store::RunState {
+                state: ContainerState::Created,
+                ..crate::store::RunState::default()
+            },
         };
         // A made-up name that another container has: docker's generator tries again with a
         // digit appended.
@@ -397,13 +392,13 @@ impl Container {
         let supervisor = RunOwner::this_process();
         self.record = self.store.update_container(&self.record.id, |record| {
             record.pid = pid;
-            record.state = ContainerState::Running;
-            record.started_at = Some(crate::oci::timestamp::now_rfc3339());
-            record.finished_at = None;
-            record.exit_code = None;
-            record.error.clear();
-            record.oom_killed = false;
-            record.supervisor = supervisor;
+            record.run.state = ContainerState::Running;
+            record.run.started_at = Some(crate::oci::timestamp::now_rfc3339());
+            record.run.finished_at = None;
+            record.run.exit_code = None;
+            record.run.error.clear();
+            record.run.oom_killed = false;
+            record.run.supervisor = supervisor;
         })?;
         Ok(sandbox)
     }
@@ -446,11 +441,11 @@ impl Container {
             self.store
                 .update_container(&self.record.id, |record| {
                     record.pid = None;
-                    record.state = ContainerState::Exited;
-                    record.finished_at = Some(crate::oci::timestamp::now_rfc3339());
+                    record.run.state = ContainerState::Exited;
+                    record.run.finished_at = Some(crate::oci::timestamp::now_rfc3339());
                     // Ended without a status (kiln's own failure): as killed.
-                    record.exit_code = exit_code.or(Some(crate::store::CRASHED_EXIT_CODE));
-                    record.oom_killed = oom_killed;
+                    record.run.exit_code = exit_code.or(Some(crate::store::CRASHED_EXIT_CODE));
+                    record.run.oom_killed = oom_killed;
                 })
                 .map(|record| self.record = record)
         } else {

@@ -149,8 +149,8 @@ fn supervise_inner(
     let options = lifecycle::read_options(store, &record)?;
     let me = RunOwner::this_process();
     let record = store.update_container(id, |r| {
-        r.manually_stopped = false;
-        r.supervisor = me;
+        r.run.manually_stopped = false;
+        r.run.supervisor = me;
     })?;
     let log =
         LogWriter::open(&lifecycle::log_path(store, id)?).map_err(|source| ContainerError::Io {
@@ -175,11 +175,11 @@ fn supervise_inner(
                     ContainerState::Exited
                 };
                 let _ = store.update_container(id, |r| {
-                    r.state = state;
+                    r.run.state = state;
                     r.pid = None;
-                    r.exit_code = Some(exit_code);
-                    r.error = message.clone();
-                    r.finished_at = Some(crate::oci::timestamp::now_rfc3339());
+                    r.run.exit_code = Some(exit_code);
+                    r.run.error = message.clone();
+                    r.run.finished_at = Some(crate::oci::timestamp::now_rfc3339());
                 });
                 return Err(err);
             }
@@ -190,22 +190,22 @@ fn supervise_inner(
             return Ok(());
         };
         if options.remove
-            || now.manually_stopped
-            || !options.restart.should_restart(code, now.restart_count)
+            || now.run.manually_stopped
+            || !options.restart.should_restart(code, now.run.restart_count)
         {
             return Ok(());
         }
         let delay = backoff.next(started.elapsed());
-        store.update_container(id, |r| r.state = ContainerState::Restarting)?;
+        store.update_container(id, |r| r.run.state = ContainerState::Restarting)?;
         let deadline = Instant::now() + delay;
         while Instant::now() < deadline {
             std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
-            if store.container(id).map_or(true, |r| r.manually_stopped) {
-                let _ = store.update_container(id, |r| r.state = ContainerState::Exited);
+            if store.container(id).map_or(true, |r| r.run.manually_stopped) {
+                let _ = store.update_container(id, |r| r.run.state = ContainerState::Exited);
                 return Ok(());
             }
         }
-        record = store.update_container(id, |r| r.restart_count += 1)?;
+        record = store.update_container(id, |r| r.run.restart_count += 1)?;
     }
 }
 

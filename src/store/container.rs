@@ -55,6 +55,15 @@ pub struct ContainerRecord {
     /// its image from `rmi` or `prune`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_with: Option<RunOwner>,
+    /// Its life so far: state, times, exit code, restarts, supervisor (flattened into the
+    /// record's JSON; absent in records from before containers had a life of their own).
+    #[serde(flatten)]
+    pub run: RunState,
+}
+
+/// What a container's runs have left in its record (see [`ContainerRecord::run`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
     /// Where the container is in its life, as its supervisor last wrote it (see
     /// [`ContainerRecord::status`] for what a reader makes of it). Records written before
     /// states existed read as exited (or running while their pid lives).
@@ -191,7 +200,7 @@ impl ContainerRecord {
     /// The state as a reader must take it: a record that says running (or restarting) whose
     /// supervisor is dead is exited, since its processes died with the supervisor.
     pub fn status(&self) -> ContainerState {
-        match (self.supervisor, self.state) {
+        match (self.run.supervisor, self.run.state) {
             (Some(owner), ContainerState::Running | ContainerState::Restarting)
                 if !owner.is_alive() =>
             {
@@ -207,7 +216,7 @@ impl ContainerRecord {
     /// Whether the record says running but its supervisor died (killed with SIGKILL, say).
     pub fn is_stale(&self) -> bool {
         matches!(
-            self.state,
+            self.run.state,
             ContainerState::Running | ContainerState::Restarting
         ) && self.status() == ContainerState::Exited
     }
@@ -216,11 +225,11 @@ impl ContainerRecord {
     /// exited with docker's 137, no pid, finished when it was found so.
     pub fn settled(mut self) -> ContainerRecord {
         if self.is_stale() {
-            self.state = ContainerState::Exited;
+            self.run.state = ContainerState::Exited;
             self.pid = None;
-            self.exit_code = Some(CRASHED_EXIT_CODE);
-            if self.finished_at.is_none() || self.finished_at <= self.started_at {
-                self.finished_at = Some(crate::oci::timestamp::now_rfc3339());
+            self.run.exit_code = Some(CRASHED_EXIT_CODE);
+            if self.run.finished_at.is_none() || self.run.finished_at <= self.run.started_at {
+                self.run.finished_at = Some(crate::oci::timestamp::now_rfc3339());
             }
         }
         self

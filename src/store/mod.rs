@@ -55,7 +55,7 @@ pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };
 pub use container::{
-    CRASHED_EXIT_CODE, ContainerConfig, ContainerRecord, ContainerState, RunOwner,
+    CRASHED_EXIT_CODE, ContainerConfig, ContainerRecord, ContainerState, RunOwner, RunState,
     valid_container_name,
 };
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};

@@ -20,6 +20,7 @@ mod build_peer;
 mod call_outline;
 mod cli;
 mod compression;
+mod containers;
 mod context;
 mod copy;
 mod copy_incremental;

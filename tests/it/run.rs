@@ -77,7 +77,7 @@ fn busybox_layer(busybox: &Path) -> Vec<u8> {
 
 /// A store in a world-readable temporary directory holding the busybox layer, where
 /// [`Images::add`] writes images with different configs.
-struct Images {
+pub(crate) struct Images {
     dir: tempfile::TempDir,
     store: Store,
     layer: oci_spec::image::Descriptor,
@@ -101,7 +101,7 @@ impl Images {
 
     /// Tags `name` as an image of the busybox layer with `config` (the `config` object of the
     /// image config: Env, Entrypoint, Cmd, WorkingDir, User).
-    fn add(&self, name: &str, config: serde_json::Value) {
+    pub(crate) fn add(&self, name: &str, config: serde_json::Value) {
         let document = serde_json::json!({
             "architecture": "amd64",
             "os": "linux",
@@ -119,12 +119,12 @@ impl Images {
             .expect("tag");
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.store.root()
     }
 
     /// `kiln --root ROOT run ARGS...`.
-    fn run(&self, args: &[&str]) -> Kiln {
+    pub(crate) fn run(&self, args: &[&str]) -> Kiln {
         kiln().root(self.root()).arg("run").args(args)
     }
 
@@ -136,7 +136,7 @@ impl Images {
 }
 
 /// Root, busybox and a store with `box` (no command of its own, `FROM_IMAGE=1` in its env).
-fn images() -> Option<Images> {
+pub(crate) fn images() -> Option<Images> {
     support::root()?;
     let images = Images::new(&support::busybox()?);
     images.add("box", serde_json::json!({"Env": ["FROM_IMAGE=1"]}));
