@@ -918,9 +918,10 @@ fn inspect_containers(root: &Path, names: &[String], format: Option<&str>) -> an
             let text = format.replace("\\t", "\t").replace("\\n", "\n");
             let template = super::template::Template::parse(&text)?;
             for document in &documents {
+                let value = serde_json::to_value(document)?;
                 outln!(
                     "{}",
-                    template.render(&super::template::escape_strings(document))?
+                    template.render(&super::template::escape_strings(&value))?
                 )?;
             }
         }
@@ -940,8 +941,90 @@ fn inspect_containers(root: &Path, names: &[String], format: Option<&str>) -> an
     Ok(())
 }
 
-/// docker's container inspect document, for the fields kiln has.
-fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<Value> {
+/// docker's container inspect document, for the fields kiln has, in docker's order.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectDocument {
+    id: String,
+    created: String,
+    path: String,
+    args: Vec<String>,
+    state: InspectState,
+    image: String,
+    resolv_conf_path: std::path::PathBuf,
+    hostname_path: std::path::PathBuf,
+    hosts_path: std::path::PathBuf,
+    log_path: std::path::PathBuf,
+    name: String,
+    restart_count: u32,
+    driver: &'static str,
+    platform: &'static str,
+    host_config: InspectHostConfig,
+    mounts: Vec<Value>,
+    config: InspectConfig,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectState {
+    status: &'static str,
+    running: bool,
+    paused: bool,
+    restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    oom_killed: bool,
+    dead: bool,
+    pid: u32,
+    exit_code: i32,
+    error: String,
+    started_at: String,
+    finished_at: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectHostConfig {
+    binds: Vec<String>,
+    log_config: Value,
+    network_mode: String,
+    restart_policy: Value,
+    auto_remove: bool,
+    readonly_rootfs: bool,
+    init: bool,
+    memory: u64,
+    nano_cpus: i64,
+    pids_limit: Option<u64>,
+    isolation: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectConfig {
+    hostname: String,
+    domainname: &'static str,
+    user: String,
+    attach_stdin: bool,
+    attach_stdout: bool,
+    attach_stderr: bool,
+    tty: bool,
+    open_stdin: bool,
+    stdin_once: bool,
+    env: Vec<String>,
+    cmd: Option<Vec<String>>,
+    image: String,
+    volumes: Option<Value>,
+    working_dir: String,
+    entrypoint: Option<Vec<String>>,
+    on_build: Option<Value>,
+    labels: std::collections::HashMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_signal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_timeout: Option<u32>,
+}
+
+/// docker's container inspect document of `record`.
+fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<InspectDocument> {
     let options = lifecycle::read_options(store, record).unwrap_or_default();
     let image = store.resolve(&record.image.to_string()).ok();
     let image_config = image
@@ -962,7 +1045,7 @@ fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<V
     };
     let status = record.status();
     let dir = store.container_dir(&record.id)?;
-    let binds: Vec<String> = options
+    let binds = options
         .volumes
         .iter()
         .filter_map(|m| match &m.source {
@@ -975,7 +1058,7 @@ fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<V
             _ => None,
         })
         .collect();
-    let mounts: Vec<Value> = options
+    let mounts = options
         .volumes
         .iter()
         .filter_map(|m| match &m.source {
@@ -990,77 +1073,89 @@ fn inspect_document(store: &Store, record: &ContainerRecord) -> anyhow::Result<V
             _ => None,
         })
         .collect();
-    let nano_cpus = options.limits.cpus.map_or(0, |c| {
-        #[allow(clippy::cast_possible_truncation)] // whole nanoseconds
-        let nanos = (c * 1e9) as i64;
-        nanos
-    });
-    Ok(json!({
-        "Id": record.id,
-        "Created": record.created,
-        "Path": record.config.args.first().cloned().unwrap_or_default(),
-        "Args": record.config.args.iter().skip(1).collect::<Vec<_>>(),
-        "State": {
-            "Status": status.as_str(),
-            "Running": status == ContainerState::Running || status == ContainerState::Restarting,
-            "Paused": false,
-            "Restarting": status == ContainerState::Restarting,
-            "OOMKilled": record.run.oom_killed,
-            "Dead": false,
-            "Pid": if status == ContainerState::Running { record.pid.unwrap_or(0) } else { 0 },
-            "ExitCode": record.run.exit_code.unwrap_or(0),
-            "Error": record.run.error,
-            "StartedAt": record.run.started_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
-            "FinishedAt": record.run.finished_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+    #[allow(clippy::cast_possible_truncation)] // whole nanoseconds of a CPU count
+    let nano_cpus = options.limits.cpus.map_or(0, |c| (c * 1e9) as i64);
+    let document = InspectDocument {
+        id: record.id.clone(),
+        created: record.created.clone(),
+        path: record.config.args.first().cloned().unwrap_or_default(),
+        args: record.config.args.iter().skip(1).cloned().collect(),
+        state: InspectState {
+            status: status.as_str(),
+            running: matches!(status, ContainerState::Running | ContainerState::Restarting),
+            paused: false,
+            restarting: status == ContainerState::Restarting,
+            oom_killed: record.run.oom_killed,
+            dead: false,
+            pid: match status {
+                ContainerState::Running => record.pid.unwrap_or(0),
+                _ => 0,
+            },
+            exit_code: record.run.exit_code.unwrap_or(0),
+            error: record.run.error.clone(),
+            started_at: record
+                .run
+                .started_at
+                .clone()
+                .unwrap_or_else(|| ZERO_TIME.to_string()),
+            finished_at: record
+                .run
+                .finished_at
+                .clone()
+                .unwrap_or_else(|| ZERO_TIME.to_string()),
         },
-        "Image": record.image.to_string(),
-        "ResolvConfPath": dir.join("resolv.conf"),
-        "HostnamePath": dir.join("hostname"),
-        "HostsPath": dir.join("hosts"),
-        "LogPath": lifecycle::log_path(store, &record.id)?,
-        "Name": format!("/{}", record.name),
-        "RestartCount": record.run.restart_count,
-        "Driver": "overlay",
-        "Platform": "linux",
-        "HostConfig": {
-            "Binds": binds,
-            "LogConfig": {"Type": "json-file", "Config": {}},
-            "NetworkMode": network_name(&options),
-            "RestartPolicy": {
+        image: record.image.to_string(),
+        resolv_conf_path: dir.join("resolv.conf"),
+        hostname_path: dir.join("hostname"),
+        hosts_path: dir.join("hosts"),
+        log_path: lifecycle::log_path(store, &record.id)?,
+        name: format!("/{}", record.name),
+        restart_count: record.run.restart_count,
+        driver: "overlay",
+        platform: "linux",
+        host_config: InspectHostConfig {
+            binds,
+            log_config: json!({"Type": "json-file", "Config": {}}),
+            network_mode: network_name(&options),
+            restart_policy: json!({
                 "Name": options.restart.name(),
                 "MaximumRetryCount": options.restart.maximum_retry_count(),
-            },
-            "AutoRemove": options.remove,
-            "ReadonlyRootfs": options.read_only,
-            "Init": options.init,
-            "Memory": options.limits.memory.unwrap_or(0),
-            "NanoCpus": nano_cpus,
-            "PidsLimit": options.limits.pids,
-            "Isolation": options.isolation.name(),
+            }),
+            auto_remove: options.remove,
+            readonly_rootfs: options.read_only,
+            init: options.init,
+            memory: options.limits.memory.unwrap_or(0),
+            nano_cpus,
+            pids_limit: options.limits.pids,
+            isolation: options.isolation.name(),
         },
-        "Mounts": mounts,
-        "Config": {
-            "Hostname": record.config.hostname,
-            "Domainname": "",
-            "User": record.config.user,
-            "AttachStdin": false,
-            "AttachStdout": false,
-            "AttachStderr": false,
-            "Tty": record.config.tty,
-            "OpenStdin": false,
-            "StdinOnce": false,
-            "Env": record.config.env,
-            "Cmd": cmd,
-            "Image": record.image_name,
-            "Volumes": null,
-            "WorkingDir": record.config.working_dir,
-            "Entrypoint": entrypoint,
-            "OnBuild": null,
-            "Labels": image_config.labels().clone().unwrap_or_default(),
-            "StopSignal": options.stop_signal.clone().or_else(|| image_config.stop_signal().clone()),
-            "StopTimeout": options.stop_timeout,
+        mounts,
+        config: InspectConfig {
+            hostname: record.config.hostname.clone(),
+            domainname: "",
+            user: record.config.user.clone(),
+            attach_stdin: false,
+            attach_stdout: false,
+            attach_stderr: false,
+            tty: record.config.tty,
+            open_stdin: false,
+            stdin_once: false,
+            env: record.config.env.clone(),
+            cmd,
+            image: record.image_name.clone(),
+            volumes: None,
+            working_dir: record.config.working_dir.clone(),
+            entrypoint,
+            on_build: None,
+            labels: image_config.labels().clone().unwrap_or_default(),
+            stop_signal: options
+                .stop_signal
+                .clone()
+                .or_else(|| image_config.stop_signal().clone()),
+            stop_timeout: options.stop_timeout,
         },
-    }))
+    };
+    Ok(document)
 }
 
 #[cfg(test)]
