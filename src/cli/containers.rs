@@ -540,9 +540,32 @@ fn stop_timeout(store: &Store, record: &ContainerRecord, time: Option<i64>) -> D
 
 pub fn stop(root: &Path, args: StopArgs) -> anyhow::Result<()> {
     let store = Store::open(root)?;
+    // docker's CLI stops them all at once (each may take its whole timeout), then reports in
+    // the order given.
+    let results: Vec<anyhow::Result<()>> = std::thread::scope(|scope| {
+        let stops: Vec<_> = args
+            .containers
+            .iter()
+            .map(|reference| {
+                let store = &store;
+                scope.spawn(move || -> anyhow::Result<()> {
+                    let record = find(store, reference)?;
+                    let timeout = stop_timeout(store, &record, args.time);
+                    Ok(lifecycle::stop(store, &record.id, timeout)?)
+                })
+            })
+            .collect();
+        stops
+            .into_iter()
+            .map(|stop| {
+                stop.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("stopping failed")))
+            })
+            .collect()
+    });
+    let mut results = results.into_iter();
     for_each(&args.containers, |reference| {
-        let record = find(&store, reference)?;
-        lifecycle::stop(&store, &record.id, stop_timeout(&store, &record, args.time))?;
+        results.next().unwrap_or(Ok(()))?;
         outln!("{}", escape_line(reference))?;
         Ok(())
     })
