@@ -267,12 +267,35 @@ impl Container {
         };
         container.spec = container.prepare(&image, lower_dirs, options)?;
         if options.limits != crate::runtime::cgroup::Limits::default() {
-            let cgroup =
-                crate::runtime::cgroup::Cgroup::create(&container.record.id, &options.limits)?;
+            let cgroup = create_cgroup(&container.record.id, &options.limits)?;
             container.spec.cgroup_procs = cgroup.procs_files();
             container.cgroup = Some(cgroup);
         }
         Ok(container)
+    }
+}
+
+/// The container's cgroup. One left by a supervisor that was killed (the caller holds the
+/// supervisor's lock and the record says the container does not run) is empty, its processes
+/// gone with their pid namespace: it is removed (each controller's directory) and made anew.
+fn create_cgroup(
+    id: &str,
+    limits: &crate::runtime::cgroup::Limits,
+) -> Result<crate::runtime::cgroup::Cgroup, ContainerError> {
+    use crate::runtime::cgroup::{Cgroup, CgroupError};
+    let mut removed = Vec::new();
+    loop {
+        match Cgroup::create(id, limits) {
+            Err(CgroupError::Exists { path }) if !removed.contains(&path) => {
+                std::fs::remove_dir(&path).map_err(|source| ContainerError::Io {
+                    action: "remove the leftover cgroup",
+                    path: path.clone(),
+                    source,
+                })?;
+                removed.push(path);
+            }
+            result => return Ok(result?),
+        }
     }
 }
 
