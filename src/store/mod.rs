@@ -309,11 +309,12 @@ impl Store {
     /// tightened now (once).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         /// What a store holds before its `oci-layout` file exists.
-        const OWN_NAMES: [&str; 8] = [
+        const OWN_NAMES: [&str; 9] = [
             "blobs",
             "origins",
             "snapshots",
             "containers",
+            "run-owners",
             "tmp",
             "cache",
             "index.json",
