@@ -476,16 +476,23 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(err).context("reading the container's log"),
     };
+    // Only the last `--tail` entries are held; without it each batch is printed as read.
     let mut shown: VecDeque<Entry> = VecDeque::new();
     loop {
         let entries = reader.read_new()?;
         if entries.is_empty() {
             break;
         }
-        for entry in entries.into_iter().filter(|e| in_window(e)) {
-            shown.push_back(entry);
-            if tail.is_some_and(|n| shown.len() > n) {
-                shown.pop_front();
+        let entries = entries.into_iter().filter(|e| in_window(e));
+        match tail {
+            None => print_entries(&entries.collect::<Vec<_>>(), args.timestamps)?,
+            Some(n) => {
+                for entry in entries {
+                    shown.push_back(entry);
+                    if shown.len() > n {
+                        shown.pop_front();
+                    }
+                }
             }
         }
     }

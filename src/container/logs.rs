@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 const MAX_ENTRY: usize = 16 * 1024;
 /// Entries longer than this (a corrupt or foreign file) are skipped when read.
 const MAX_LINE: u64 = 1 << 20;
+/// The most entries one [`LogReader::read_new`] returns (a long log is read in batches).
+const BATCH: usize = 4096;
 
 /// Which stream an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,11 +120,11 @@ impl LogReader {
         })
     }
 
-    /// Every complete entry written since the last call (lines that do not parse, or are too
-    /// long, are skipped).
+    /// The complete entries written since the last call, at most a batch of them: empty when
+    /// there are no more now (lines that do not parse, or are too long, are skipped).
     pub fn read_new(&mut self) -> io::Result<Vec<Entry>> {
         let mut entries = Vec::new();
-        loop {
+        while entries.len() < BATCH {
             let mut chunk = Vec::new();
             let limit = MAX_LINE.saturating_sub(self.partial.len() as u64) + 1;
             let read = (&mut self.reader)
@@ -146,6 +148,7 @@ impl LogReader {
                 return Ok(entries);
             }
         }
+        Ok(entries)
     }
 }
 
