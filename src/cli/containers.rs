@@ -36,8 +36,11 @@ pub fn launch_supervisor(
     stdin: Option<std::os::fd::OwnedFd>,
 ) -> Result<(), ContainerError> {
     let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    use std::os::unix::process::CommandExt as _;
+    // This very binary (whatever its path now), named `kiln` in `ps`.
     let mut command = std::process::Command::new("/proc/self/exe");
     command
+        .arg0("kiln")
         .arg("--root")
         .arg(&root)
         .arg("container-supervise")
@@ -601,7 +604,9 @@ pub fn kill(root: &Path, args: KillArgs) -> anyhow::Result<()> {
         }
     };
     for_each(&args.containers, |reference| {
-        let record = find(&store, reference)?;
+        let record = find(&store, reference).map_err(|err| {
+            anyhow::anyhow!("Cannot kill container: {}: {err}", escape_line(reference))
+        })?;
         // docker: the kill that ends it (SIGKILL, or its stop signal) keeps the restart policy
         // from starting it again.
         if signal == nix::sys::signal::Signal::SIGKILL

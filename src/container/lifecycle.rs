@@ -386,7 +386,9 @@ pub fn mark_stopped(store: &Store, id: &str) -> Result<(), ContainerError> {
 /// end is recorded. A container that does not run is left as it is.
 pub fn stop(store: &Store, id: &str, timeout: Duration) -> Result<(), ContainerError> {
     let record = find(store, id)?;
-    if !record.is_running() {
+    // Between two runs the record says exited for a moment before the supervisor writes
+    // "restarting": a live supervisor is stopped too.
+    if !record.is_running() && !supervised(&record) {
         return Ok(());
     }
     mark_stopped(store, id)?;
@@ -405,13 +407,18 @@ pub fn stop(store: &Store, id: &str, timeout: Duration) -> Result<(), ContainerE
     )))
 }
 
-/// Waits up to `timeout` until container `id` no longer runs (its supervisor recorded the end,
-/// or died); whether it stopped.
+/// Whether the process that runs `record`'s container (its supervisor) is alive.
+fn supervised(record: &ContainerRecord) -> bool {
+    record.run.supervisor.is_some_and(RunOwner::is_alive)
+}
+
+/// Waits up to `timeout` until container `id` no longer runs and its supervisor, which a manual
+/// stop makes give up its restart policy, is gone; whether that happened.
 pub fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> Result<bool, ContainerError> {
     let deadline = Instant::now() + timeout;
     loop {
         match store.container(id) {
-            Ok(record) if record.is_running() => {}
+            Ok(record) if record.is_running() || supervised(&record) => {}
             Ok(_) | Err(StoreError::NoContainer(_)) => return Ok(true),
             Err(err) => return Err(err.into()),
         }

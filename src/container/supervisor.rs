@@ -97,6 +97,8 @@ pub fn supervise(
     // Its own session: the terminal of the command that started it, and that command's end,
     // do not reach it.
     let _ = nix::unistd::setsid();
+    // As a daemon: the directory it was started in may go (paths it uses are absolute).
+    let _ = std::env::set_current_dir("/");
     let mut report = Some(report);
     let mut tell = |outcome: Report| {
         if let Some(report) = report.take() {

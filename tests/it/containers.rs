@@ -294,6 +294,11 @@ fn kill_start_restart_and_wait() {
         "{}",
         k(&images, &["logs", "kk"]).stdout_str()
     );
+    let missing = k(&images, &["kill", "nope"]).failure().stderr_str();
+    assert_eq!(
+        missing,
+        "Error response from daemon: Cannot kill container: nope: No such container: nope\n"
+    );
     let bad = k(&images, &["kill", "-s", "BOGUS", "kk"])
         .failure()
         .stderr_str();
