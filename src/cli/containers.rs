@@ -474,21 +474,13 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<()> {
         since.is_none_or(|s| at >= s) && until.is_none_or(|u| at < u)
     };
     let path = lifecycle::log_path(&store, &record.id)?;
-    let mut reader = match LogReader::open(&path, 0) {
-        Ok(reader) => reader,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err).context("reading the container's log"),
-    };
     // Only the last `--tail` entries are held; without it each batch is printed as read.
     let mut shown: VecDeque<Entry> = VecDeque::new();
-    loop {
-        let entries = reader.read_new()?;
-        if entries.is_empty() {
-            break;
-        }
+    let reader = LogReader::read_all(&path, |entries| {
         let entries = entries.into_iter().filter(|e| in_window(e));
         match tail {
-            None => print_entries(&entries.collect::<Vec<_>>(), args.timestamps)?,
+            None => print_entries(&entries.collect::<Vec<_>>(), args.timestamps)
+                .map_err(std::io::Error::other)?,
             Some(n) => {
                 for entry in entries {
                     shown.push_back(entry);
@@ -498,9 +490,11 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<()> {
                 }
             }
         }
-    }
+        Ok(())
+    })
+    .context("reading the container's log")?;
     print_entries(shown.make_contiguous(), args.timestamps)?;
-    if args.follow && until.is_none() {
+    if let Some(mut reader) = reader.filter(|_| args.follow && until.is_none()) {
         follow(&store, &record.id, &mut reader, args.timestamps)?;
     }
     Ok(())

@@ -53,6 +53,10 @@ pub struct RunArgs {
     /// SIGINT) before SIGKILL (default 10).
     #[arg(long, value_name = "SECONDS")]
     stop_timeout: Option<u32>,
+    /// Log driver options of a detached container's json-file log: `max-size=SIZE` (default
+    /// 100m), `max-file=N` (default 2).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opts: Vec<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -393,6 +397,7 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
             .map(|name| lifecycle::parse_signal(name).map(|_| name.to_string()))
             .transpose()?,
         stop_timeout: args.stop_timeout,
+        log: kiln::container::logs::LogLimits::parse(&args.log_opts).map_err(anyhow::Error::msg)?,
     })
 }
 

@@ -180,6 +180,8 @@ pub struct RunOptions {
     pub stop_signal: Option<String>,
     /// `--stop-timeout`: seconds between the stop signal and SIGKILL (default 10).
     pub stop_timeout: Option<u32>,
+    /// `--log-opt max-size=…,max-file=…`: the bounds of a detached container's log.
+    pub log: logs::LogLimits,
 }
 
 impl Default for RunOptions {
@@ -205,6 +207,7 @@ impl Default for RunOptions {
             restart: lifecycle::RestartPolicy::No,
             stop_signal: None,
             stop_timeout: None,
+            log: logs::LogLimits::default(),
         }
     }
 }

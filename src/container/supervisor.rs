@@ -154,12 +154,13 @@ fn supervise_inner(
         r.run.manually_stopped = false;
         r.run.supervisor = me;
     })?;
-    let log =
-        LogWriter::open(&lifecycle::log_path(store, id)?).map_err(|source| ContainerError::Io {
+    let log = LogWriter::open(&lifecycle::log_path(store, id)?, options.log).map_err(|source| {
+        ContainerError::Io {
             action: "open the log",
             path: dir.clone(),
             source,
-        })?;
+        }
+    })?;
     let mut backoff = Backoff::default();
     let mut first = true;
     let mut record = record;

@@ -751,3 +751,54 @@ fn abandoned_run_rm_records_are_found_through_their_markers() {
     assert!(markers.is_dir());
     assert_eq!(std::fs::read_dir(&markers).expect("markers").count(), 0);
 }
+
+/// A container's log is bounded (`--log-opt max-size`, `max-file`, as docker's json-file
+/// driver takes them): the oldest output goes, the newest stays.
+#[test]
+fn logs_are_bounded_by_log_opts() {
+    let Some(images) = setup() else { return };
+    let _cleanup = Cleanup(&images);
+    let script = "i=0; while [ $i -lt 500 ]; do echo line $i; i=$((i+1)); done";
+    images
+        .run(&[
+            "-d",
+            "--name",
+            "chatty",
+            "--log-opt",
+            "max-size=2k",
+            "--log-opt",
+            "max-file=2",
+            "box",
+            "sh",
+            "-c",
+            script,
+        ])
+        .run()
+        .success();
+    assert_eq!(
+        k(&images, &["wait", "chatty"]).success().stdout_str(),
+        "0\n"
+    );
+    let log = inspect(&images, "{{.LogPath}}", "chatty");
+    for path in [log.clone(), format!("{log}.1")] {
+        let size = std::fs::metadata(&path).expect("a log file").len();
+        assert!(size <= 2048, "{path}: {size}");
+    }
+    assert!(!std::path::Path::new(&format!("{log}.2")).exists());
+    let shown = k(&images, &["logs", "chatty"]).success().stdout_str();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(lines.len() < 500 && lines.len() > 10, "{}", lines.len());
+    assert_eq!(lines.last(), Some(&"line 499"));
+    let first: usize = lines[0]["line ".len()..].parse().expect("a number");
+    let expected: Vec<String> = (first..500).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected);
+    let refused = images
+        .run(&["-d", "--log-opt", "mode=fast", "box", "true"])
+        .run()
+        .code(125)
+        .stderr_str();
+    assert!(
+        refused.contains("unknown log opt 'mode' for json-file log driver"),
+        "{refused}"
+    );
+}
