@@ -805,12 +805,37 @@ pub enum ContainerCommand {
     Logs(LogsArgs),
     /// Display detailed information on one or more containers.
     Inspect(ContainerInspectArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Restart one or more containers.
+    Restart(RestartArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(WaitArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Create a new container (not started).
+    Create(super::run::RunArgs),
+    /// Run a command in a new container.
+    Run(super::run::RunArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ContainerArgs {
     #[command(subcommand)]
     command: ContainerCommand,
+}
+
+impl ContainerArgs {
+    /// What the subcommand needs of the rootless namespace: its top-level twin's.
+    pub fn rootless_need(&self) -> super::rootless::Need {
+        match self.command {
+            ContainerCommand::Create(_)
+            | ContainerCommand::Run(_)
+            | ContainerCommand::Start(_)
+            | ContainerCommand::Restart(_) => super::rootless::Need::Owners,
+            _ => super::rootless::Need::Quiet,
+        }
+    }
 }
 
 pub fn container(root: &Path, args: ContainerArgs) -> anyhow::Result<ExitCode> {
@@ -821,6 +846,12 @@ pub fn container(root: &Path, args: ContainerArgs) -> anyhow::Result<ExitCode> {
         ContainerCommand::Stop(args) => stop(root, args)?,
         ContainerCommand::Start(args) => return start(root, args),
         ContainerCommand::Logs(args) => logs(root, args)?,
+        ContainerCommand::Kill(args) => kill(root, args)?,
+        ContainerCommand::Restart(args) => restart(root, args)?,
+        ContainerCommand::Wait(args) => wait(root, args)?,
+        ContainerCommand::Rename(args) => rename(root, args)?,
+        ContainerCommand::Create(args) => return Ok(super::run::create(root, args)),
+        ContainerCommand::Run(args) => return Ok(super::run::run(root, args)),
         ContainerCommand::Inspect(args) => {
             inspect_containers(root, &args.containers, args.format.as_deref())?
         }

@@ -136,8 +136,8 @@ impl Command {
             | Command::Kill(_)
             | Command::Wait(_)
             | Command::Rm(_)
-            | Command::Rename(_)
-            | Command::Container(_) => Need::Quiet,
+            | Command::Rename(_) => Need::Quiet,
+            Command::Container(args) => args.rootless_need(),
         }
     }
 }
