@@ -632,16 +632,13 @@ pub struct StartArgs {
 /// Starts `record`'s container under a new supervisor unless it runs already.
 fn start_one(
     root: &Path,
-    store: &Store,
     record: &ContainerRecord,
     stdin: Option<std::os::fd::OwnedFd>,
 ) -> anyhow::Result<()> {
     if record.is_running() {
         return Ok(());
     }
-    launch_supervisor(root, &record.id, stdin)?;
-    let _ = store;
-    Ok(())
+    Ok(launch_supervisor(root, &record.id, stdin)?)
 }
 
 pub fn start(root: &Path, args: StartArgs) -> anyhow::Result<ExitCode> {
@@ -658,7 +655,7 @@ pub fn start(root: &Path, args: StartArgs) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        if let Err(err) = start_one(root, &store, &record, stdin) {
+        if let Err(err) = start_one(root, &record, stdin) {
             let code = err
                 .downcast_ref::<ContainerError>()
                 .map_or(i32::from(KILN_FAILED), ContainerError::exit_code);
@@ -672,7 +669,7 @@ pub fn start(root: &Path, args: StartArgs) -> anyhow::Result<ExitCode> {
     }
     let mut failed = Vec::new();
     for reference in &args.containers {
-        let started = find(&store, reference).and_then(|r| start_one(root, &store, &r, None));
+        let started = find(&store, reference).and_then(|r| start_one(root, &r, None));
         match started {
             Ok(()) => outln!("{}", escape_line(reference))?,
             Err(err) => {
@@ -716,7 +713,7 @@ pub fn restart(root: &Path, args: RestartArgs) -> anyhow::Result<()> {
             }
         }
         let record = find(&store, reference)?;
-        start_one(root, &store, &record, None)?;
+        start_one(root, &record, None)?;
         outln!("{}", escape_line(reference))?;
         Ok(())
     })
@@ -745,9 +742,9 @@ pub struct RmArgs {
     #[arg(short, long)]
     force: bool,
     /// Remove anonymous volumes associated with the container (kiln makes none: accepted for
-    /// docker's command lines).
-    #[arg(short, long)]
-    volumes: bool,
+    /// docker's command lines, and does nothing).
+    #[arg(short = 'v', long = "volumes")]
+    _volumes: bool,
     /// The containers.
     #[arg(required = true, value_name = "CONTAINER")]
     containers: Vec<String>,
@@ -755,7 +752,6 @@ pub struct RmArgs {
 
 pub fn rm(root: &Path, args: RmArgs) -> anyhow::Result<()> {
     let store = Store::open(root)?;
-    let _ = args.volumes;
     for_each(&args.containers, |reference| {
         let record = find(&store, reference)?;
         lifecycle::remove(&store, &record.id, args.force)?;
