@@ -802,3 +802,41 @@ fn logs_are_bounded_by_log_opts() {
         "{refused}"
     );
 }
+
+/// A foreground `kiln run` is a container like the others: listed while it runs, stopped by
+/// `kiln stop` (its kiln then exits with the container's code), filtered by name.
+#[test]
+fn a_foreground_run_is_listed_and_stopped() {
+    let Some(images) = setup() else { return };
+    let _cleanup = Cleanup(&images);
+    let script = "trap 'exit 3' TERM; while :; do sleep 1 & wait $!; done";
+    let mut child = images
+        .run(&["--name", "fg", "box", "sh", "-c", script])
+        .spawn();
+    assert!(
+        support::within(10, || k(&images, &["ps", "-q", "-f", "name=^/fg$"])
+            .stdout_str()
+            .len()
+            == 13),
+        "the foreground run is not listed"
+    );
+    assert_eq!(
+        k(&images, &["ps", "-f", "name=nomatch", "-q"])
+            .success()
+            .stdout_str(),
+        ""
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    k(&images, &["stop", "fg"]).success();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(
+        k(&images, &["ps", "-a", "--format", "{{.Names}} {{.Status}}"])
+            .success()
+            .stdout_str()
+            .split(" (")
+            .next(),
+        Some("fg Exited")
+    );
+    assert_eq!(inspect(&images, "{{.State.ExitCode}}", "fg"), "3");
+}
