@@ -288,6 +288,18 @@ pub struct InspectArgs {
     platform: Option<String>,
 }
 
+impl InspectArgs {
+    /// The names or IDs given.
+    pub fn names(&self) -> &[String] {
+        &self.images
+    }
+
+    /// `--format`.
+    pub fn format(&self) -> Option<&str> {
+        self.format.as_deref()
+    }
+}
+
 /// A `--platform` flag's value, normalised.
 fn platform_flag(flag: Option<&str>) -> anyhow::Result<Option<kiln::oci::Platform>> {
     Ok(flag

@@ -6,6 +6,7 @@ mod build;
 mod call;
 mod container_fs;
 mod exec;
+mod containers;
 mod images;
 mod info;
 mod interrupt;
@@ -49,8 +50,8 @@ enum Command {
     Tag(images::TagArgs),
     /// Remove one or more images.
     Rmi(images::RmiArgs),
-    /// Show low-level information on images (JSON).
-    Inspect(images::InspectArgs),
+    /// Show low-level information on containers or images (JSON).
+    Inspect(containers::InspectCommandArgs),
     /// Show the history of an image.
     History(images::HistoryArgs),
     /// Remove unused images, blobs, layer snapshots and stale staging files.
@@ -87,6 +88,31 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Display the running processes of a container.
     Top(exec::TopArgs),
+    /// Create a new container (not started).
+    Create(run::RunArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Fetch the logs of a container.
+    Logs(containers::LogsArgs),
+    /// Stop one or more running containers.
+    Stop(containers::StopArgs),
+    /// Kill one or more running containers.
+    Kill(containers::KillArgs),
+    /// Start one or more stopped containers.
+    Start(containers::StartArgs),
+    /// Restart one or more containers.
+    Restart(containers::RestartArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Remove one or more containers.
+    Rm(containers::RmArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Manage containers.
+    Container(containers::ContainerArgs),
+    /// A detached container's supervisor (started by `run -d` and `start`).
+    #[command(hide = true)]
+    ContainerSupervise(containers::SuperviseArgs),
 }
 
 impl Command {
@@ -103,6 +129,10 @@ impl Command {
             Command::Exec(_) | Command::Top(_) => Need::None,
             Command::Build(_)
             | Command::Run(_)
+            | Command::Create(_)
+            | Command::Start(_)
+            | Command::Restart(_)
+            | Command::ContainerSupervise(_)
             | Command::Import(_)
             | Command::Load(_)
             | Command::Pull(_)
@@ -118,7 +148,15 @@ impl Command {
             | Command::Export(_)
             | Command::Save(_)
             | Command::Push(_)
-            | Command::Diff(_) => Need::Quiet,
+            | Command::Diff(_)
+            | Command::Ps(_)
+            | Command::Logs(_)
+            | Command::Stop(_)
+            | Command::Kill(_)
+            | Command::Wait(_)
+            | Command::Rm(_)
+            | Command::Rename(_) => Need::Quiet,
+            Command::Container(args) => args.rootless_need(),
         }
     }
 }
@@ -157,7 +195,7 @@ pub fn main() -> ExitCode {
         Command::Images(args) => images::images(&root, args),
         Command::Tag(args) => images::tag(&root, args),
         Command::Rmi(args) => images::rmi(&root, args),
-        Command::Inspect(args) => images::inspect(&root, args),
+        Command::Inspect(args) => containers::inspect(&root, args),
         Command::History(args) => images::history(&root, args),
         Command::Prune(args) => images::prune(&root, args),
         Command::Df(args) => images::df(&root, args),
@@ -176,6 +214,18 @@ pub fn main() -> ExitCode {
         Command::Cp(args) => container_fs::cp(&root, args),
         Command::Exec(args) => return exec::exec(&root, args),
         Command::Top(args) => exec::top(&root, args),
+        Command::Create(args) => return run::create(&root, args),
+        Command::Ps(args) => containers::ps(&root, args),
+        Command::Logs(args) => containers::logs(&root, args),
+        Command::Stop(args) => containers::stop(&root, args),
+        Command::Kill(args) => containers::kill(&root, args),
+        Command::Start(args) => return with_code(containers::start(&root, args)),
+        Command::Restart(args) => containers::restart(&root, args),
+        Command::Wait(args) => containers::wait(&root, args),
+        Command::Rm(args) => containers::rm(&root, args),
+        Command::Rename(args) => containers::rename(&root, args),
+        Command::Container(args) => return with_code(containers::container(&root, args)),
+        Command::ContainerSupervise(args) => return containers::supervise(&root, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -184,4 +234,12 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command's own exit code, or its error printed and exit code 1.
+fn with_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|err| {
+        report::print(&err);
+        ExitCode::FAILURE
+    })
 }

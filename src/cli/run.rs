@@ -3,8 +3,10 @@
 //! proxying (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to kiln reach the
 //! container's pid 1, as `docker run --sig-proxy` does).
 
+use super::term::outln;
 use anyhow::Context as _;
 use clap::Args;
+use kiln::container::lifecycle;
 use kiln::container::{Container, ContainerError, RunOptions, env_entry, env_file, parse_volume};
 use kiln::runtime::cgroup::{Limits, parse_memory};
 use kiln::runtime::tty::{self, DEFAULT_WINDOW_SIZE, RawMode};
@@ -15,6 +17,7 @@ use std::io::IsTerminal as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// docker's exit code when the daemon (here: kiln) fails.
 const KILN_FAILED: u8 = 125;
@@ -33,6 +36,27 @@ const PROXIED: [Signal; 6] = [
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
 pub struct RunArgs {
+    /// Run the container in the background and print its ID.
+    #[arg(short, long)]
+    detach: bool,
+    /// The container's name (default: a random `adjective_surname`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Restart policy of a detached container: `no`, `on-failure[:N]`, `always`,
+    /// `unless-stopped`.
+    #[arg(long, default_value = "no", value_name = "POLICY")]
+    restart: String,
+    /// The signal that stops the container (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
+    /// Seconds to wait after the stop signal (or, in the foreground, a forwarded SIGTERM or
+    /// SIGINT) before SIGKILL (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    stop_timeout: Option<u32>,
+    /// Log driver options of a detached container's json-file log: `max-size=SIZE` (default
+    /// 100m), `max-file=N` (default 2).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    log_opts: Vec<String>,
     /// Remove the container when it exits.
     #[arg(long)]
     rm: bool,
@@ -193,6 +217,12 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{why}");
     }
     let options = options(&args)?;
+    if args.detach {
+        let record = lifecycle::create(&store, &image, &args.image, &options)?;
+        super::containers::launch_supervisor(root, &record.id, None)?;
+        outln!("{}", record.id)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut container = Container::create(&store, &image, &args.image, &options)?;
 
     let stdin_fd = std::io::stdin().as_fd().try_clone_to_owned()?;
@@ -227,12 +257,18 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     proxied.thread_block()?;
     let mut sandbox = container.start(stdio)?;
-    forward_signals(proxied, sandbox.handle());
+    let grace = Duration::from_secs(u64::from(
+        options
+            .stop_timeout
+            .unwrap_or(lifecycle::DEFAULT_STOP_TIMEOUT),
+    ));
+    forward_signals(proxied, sandbox.handle(), grace);
 
     if let Some(master) = sandbox.take_terminal() {
         relay(&master, stdin_fd, stdout_fd, args.interactive)?;
     }
     let outcome = sandbox.wait()?;
+    container.set_exit_code(outcome.exit_code());
     let ending = container.finish()?;
     if let Some(limit) = ending.oom_killed {
         super::term::errln!(
@@ -265,11 +301,24 @@ fn relay(
 }
 
 /// A thread that passes every signal of `set` on to the sandbox. It lives until kiln exits; a
-/// signal that arrives after the sandbox ended finds it gone (ESRCH) and is dropped.
-fn forward_signals(set: SigSet, handle: SandboxHandle) {
+/// signal that arrives after the sandbox ended finds it gone (ESRCH) and is dropped. The first
+/// SIGTERM or SIGINT passed on starts the grace period: a container still running after it is
+/// killed (SIGKILL), as `docker stop` does after its timeout, so a workload that ignores the
+/// signal cannot keep kiln waiting.
+fn forward_signals(set: SigSet, handle: SandboxHandle, grace: Duration) {
     std::thread::spawn(move || {
+        let mut stopping = false;
         while let Ok(signal) = set.wait() {
             let _ = handle.signal(signal);
+            if !stopping && matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
+                stopping = true;
+                let handle = handle.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(grace);
+                    // Gone already: ESRCH through the pidfd, nothing else is hit.
+                    let _ = handle.kill();
+                });
+            }
         }
     });
 }
@@ -340,5 +389,38 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
         no_new_privileges,
         remove: args.rm,
         isolation: args.isolation.isolation,
+        name: args.name.clone(),
+        restart: args.restart.parse()?,
+        stop_signal: args
+            .stop_signal
+            .as_deref()
+            .map(|name| lifecycle::parse_signal(name).map(|_| name.to_string()))
+            .transpose()?,
+        stop_timeout: args.stop_timeout,
+        log: kiln::container::logs::LogLimits::parse(&args.log_opts).map_err(anyhow::Error::msg)?,
     })
+}
+
+/// `kiln create`: a container made as `kiln run` would, not started; prints its ID.
+pub fn create(root: &Path, args: RunArgs) -> ExitCode {
+    let created = (|| -> anyhow::Result<()> {
+        let store = Store::open(root)?;
+        let platform = args
+            .platform
+            .as_deref()
+            .map(kiln::oci::Platform::parse_normalized)
+            .transpose()?;
+        let image = resolve_or_pull(&store, &args, platform.as_ref())?;
+        let options = options(&args)?;
+        let record = lifecycle::create(&store, &image, &args.image, &options)?;
+        outln!("{}", record.id)?;
+        Ok(())
+    })();
+    match created {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            super::report::print(&err);
+            ExitCode::from(KILN_FAILED)
+        }
+    }
 }

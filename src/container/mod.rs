@@ -15,15 +15,18 @@ pub mod chroot;
 pub mod copy;
 pub mod exec;
 pub mod exec_diagnosis;
+pub mod lifecycle;
+pub mod logs;
+pub mod names;
+pub mod supervisor;
 pub mod user;
 
 use crate::archive::{self, ArchiveError};
 use crate::error::Reason;
-use crate::oci::timestamp::{format_rfc3339, now_seconds};
 use crate::runtime::cgroup::{Cgroup, CgroupError, Limits};
 use crate::runtime::{Mount, MountSource, Network, RootFs, Spec, Stdio, UpperDir, User};
 use crate::runtime::{RuntimeError, Sandbox};
-use crate::store::{ContainerRecord, Store, StoreError, StoredImage};
+use crate::store::{ContainerRecord, ContainerState, RunOwner, Store, StoreError, StoredImage};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -83,6 +86,22 @@ pub enum ContainerError {
     /// The command is a script whose `#!` interpreter the image does not have.
     #[error(transparent)]
     MissingInterpreter(#[from] exec_diagnosis::MissingInterpreter),
+    /// A request docker's daemon refuses (its message: a name in use, a running container
+    /// removed without force, an invalid signal...).
+    #[error("{0}")]
+    Conflict(String),
+    /// A supervisor could not start the container: its message (the whole chain) and exit
+    /// code.
+    #[error("{message}")]
+    StartFailed {
+        /// Why.
+        message: String,
+        /// docker's exit code for it.
+        exit_code: i32,
+    },
+    /// The container is not running (docker's message).
+    #[error("Container {0} is not running")]
+    NotRunning(String),
     /// A host file operation failed.
     #[error("{action} {}", path.display())]
     Io {
@@ -102,6 +121,7 @@ impl ContainerError {
         match self {
             ContainerError::Runtime(err) => err.exit_code(),
             ContainerError::MissingInterpreter(_) => exec_diagnosis::MissingInterpreter::EXIT_CODE,
+            ContainerError::StartFailed { exit_code, .. } => *exit_code,
             _ => 125,
         }
     }
@@ -118,8 +138,11 @@ fn io_error<'p>(
     }
 }
 
-/// What `docker run` takes besides the image.
-#[derive(Debug, Clone)]
+/// What `docker run` takes besides the image. Kept beside a container's record
+/// (`options.json`, see [`lifecycle`]) so that `kiln start` and the restart policy start it again
+/// as it was created: a field added here comes along (give it a default for older files).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunOptions {
     /// `--entrypoint`: replaces the image's ENTRYPOINT (`Some("")` removes it) and drops its CMD.
     pub entrypoint: Option<String>,
@@ -152,6 +175,44 @@ pub struct RunOptions {
     /// `--isolation`: the sandbox, or a changed root ([`chroot`]; the container's files are a
     /// copy in its directory then).
     pub isolation: crate::runtime::Isolation,
+    /// `--name` (default: one made up as docker does, see [`names`]).
+    pub name: Option<String>,
+    /// `--restart`, run by a detached container's supervisor.
+    pub restart: lifecycle::RestartPolicy,
+    /// `--stop-signal` (default: the image's STOPSIGNAL, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`: seconds between the stop signal and SIGKILL (default 10).
+    pub stop_timeout: Option<u32>,
+    /// `--log-opt max-size=…,max-file=…`: the bounds of a detached container's log.
+    pub log: logs::LogLimits,
+}
+
+impl Default for RunOptions {
+    /// `docker run IMAGE`'s: the image's command, kiln's default network, no_new_privs.
+    fn default() -> RunOptions {
+        RunOptions {
+            entrypoint: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            hostname: None,
+            network: Network::Host,
+            volumes: Vec::new(),
+            read_only: false,
+            limits: Limits::default(),
+            init: false,
+            tty: false,
+            no_new_privileges: true,
+            remove: false,
+            isolation: crate::runtime::Isolation::default(),
+            name: None,
+            restart: lifecycle::RestartPolicy::No,
+            stop_signal: None,
+            stop_timeout: None,
+            log: logs::LogLimits::default(),
+        }
+    }
 }
 
 /// How a finished container ended, beyond its exit status.
@@ -176,6 +237,10 @@ pub struct Container {
     isolation: crate::runtime::Isolation,
     /// With `--isolation=chroot`, the root once started.
     chroot: Option<chroot::ChrootRoot>,
+    /// How the process ended, once known ([`Container::set_exit_code`]).
+    exit_code: Option<i32>,
+    /// Whether the OOM killer ended it.
+    oom_killed: bool,
 }
 
 impl Container {
@@ -187,25 +252,69 @@ impl Container {
         image_name: &str,
         options: &RunOptions,
     ) -> Result<Container, ContainerError> {
+        let owner = options.remove.then(RunOwner::this_process).flatten();
+        Container::make(store, image, image_name, options, owner, true)
+    }
+
+    /// [`Container::create`] for a container that a supervisor runs: the record names no owner
+    /// (with `--rm` the supervisor names itself when it starts) and no cgroup is made yet.
+    pub(crate) fn create_detached(
+        store: &Store,
+        image: &StoredImage,
+        image_name: &str,
+        options: &RunOptions,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let mut container = Container::make(store, image, image_name, options, None, false)?;
+        // Created, not run: nothing to clean up, and --rm is the supervisor's to honour.
+        container.finished = true;
+        Ok(container.record.clone())
+    }
+
+    fn make(
+        store: &Store,
+        image: &StoredImage,
+        image_name: &str,
+        options: &RunOptions,
+        remove_with: Option<RunOwner>,
+        with_cgroup: bool,
+    ) -> Result<Container, ContainerError> {
         let lease = store.lease()?;
         let lower_dirs = ensure_snapshots(store, image)?;
         let id = random_id()?;
         let dir = store.container_dir(&id)?;
-        let record = ContainerRecord {
+        let mut record = ContainerRecord {
             id: id.clone(),
             image: image.id.clone(),
             image_name: image_name.to_string(),
-            name: String::new(),
+            name: options
+                .name
+                .clone()
+                .unwrap_or_else(|| names::random_name(0)),
             config: crate::store::ContainerConfig::default(),
-            created: format_rfc3339(now_seconds()),
+            created: crate::oci::timestamp::now_rfc3339(),
             pid: None,
-            remove_with: options
-                .remove
-                .then(crate::store::RunOwner::this_process)
-                .flatten(),
+            remove_with,
+            run: crate::store::RunState {
+                state: ContainerState::Created,
+                ..crate::store::RunState::default()
+            },
         };
-        store.put_container(&record)?;
+        // A made-up name that another container has: docker's generator tries again with a
+        // digit appended.
+        let mut retry = 0;
+        loop {
+            match store.put_container(&record) {
+                Err(StoreError::ContainerNameInUse { .. })
+                    if options.name.is_none() && retry < names::RETRIES =>
+                {
+                    retry += 1;
+                    record.name = names::random_name(retry);
+                }
+                result => break result?,
+            }
+        }
         drop(lease);
+        lifecycle::write_options(store, &id, options)?;
         let mut container = Container {
             store: store.clone(),
             record,
@@ -217,6 +326,8 @@ impl Container {
             finished: false,
             isolation: options.isolation,
             chroot: None,
+            exit_code: None,
+            oom_killed: false,
         };
         // From here on, an error drops `container`, which removes what was made with --rm.
         container.spec = container.prepare(image, lower_dirs, options)?;
@@ -238,8 +349,9 @@ impl Container {
             hostname: container.spec.hostname.clone(),
             tty: options.tty,
         };
-        store.put_container(&container.record)?;
-        let wants_cgroup = options.limits != Limits::default();
+        let config = container.record.config.clone();
+        container.record = store.update_container(&id, |record| record.config = config)?;
+        let wants_cgroup = with_cgroup && options.limits != Limits::default();
         if wants_cgroup {
             let cgroup = Cgroup::create(&id, &options.limits)?;
             container.spec.cgroup_procs = cgroup.procs_files();
@@ -282,9 +394,29 @@ impl Container {
                 sandbox
             }
         };
-        self.record.pid = u32::try_from(sandbox.pid()).ok();
-        self.store.put_container(&self.record)?;
+        let pid = u32::try_from(sandbox.pid()).ok();
+        let supervisor = RunOwner::this_process();
+        self.record = self.store.update_container(&self.record.id, |record| {
+            record.pid = pid;
+            record.run.state = ContainerState::Running;
+            record.run.started_at = Some(crate::oci::timestamp::now_rfc3339());
+            record.run.finished_at = None;
+            record.run.exit_code = None;
+            record.run.error.clear();
+            record.run.oom_killed = false;
+            record.run.supervisor = supervisor;
+        })?;
         Ok(sandbox)
+    }
+
+    /// Records how the process ended (its exit code), for [`Container::finish`] to write.
+    pub fn set_exit_code(&mut self, code: i32) {
+        self.exit_code = Some(code);
+    }
+
+    /// The record as this container last wrote it.
+    pub fn record(&self) -> &ContainerRecord {
+        &self.record
     }
 
     /// After the sandbox was waited for: whether the OOM killer struck, then the cgroup is
@@ -294,6 +426,7 @@ impl Container {
             Some(cgroup) if cgroup.oom_killed() => self.memory_limit,
             _ => None,
         };
+        self.oom_killed = oom_killed.is_some();
         self.cleanup()?;
         Ok(Ending { oom_killed })
     }
@@ -315,11 +448,21 @@ impl Container {
             _ => Ok(()),
         };
         drop(chroot);
+        let oom_killed = self.oom_killed;
+        let exit_code = self.exit_code;
         let stored = if self.remove {
             self.store.remove_container(&self.record.id)
         } else if self.record.pid.is_some() {
-            self.record.pid = None;
-            self.store.put_container(&self.record)
+            self.store
+                .update_container(&self.record.id, |record| {
+                    record.pid = None;
+                    record.run.state = ContainerState::Exited;
+                    record.run.finished_at = Some(crate::oci::timestamp::now_rfc3339());
+                    // Ended without a status (kiln's own failure): as killed.
+                    record.run.exit_code = exit_code.or(Some(crate::store::CRASHED_EXIT_CODE));
+                    record.run.oom_killed = oom_killed;
+                })
+                .map(|record| self.record = record)
         } else {
             Ok(())
         };

@@ -33,7 +33,7 @@ const RMDIR_TRIES: u32 = 500;
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 /// Resource limits, as `docker run --memory/--pids-limit/--cpus` give them.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Memory in bytes (RAM + swap: swap cannot be used to dodge it). At least 6 MiB, as docker.
     pub memory: Option<u64>,

@@ -36,7 +36,7 @@ root refuses the whiteouts that record removed files. Also set by KILN_ISOLATION
 pub const ISOLATION_ENV: &str = "KILN_ISOLATION";
 
 /// How the commands of RUN steps (and `kiln run`) are isolated from this machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Isolation {
     /// Namespaces, an overlay root, seccomp: the sandbox (the default).
     #[default]

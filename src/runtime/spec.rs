@@ -93,7 +93,7 @@ pub struct RootFs {
 }
 
 /// The writable layer of an overlay: `upperdir=` and `workdir=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpperDir {
     /// Receives the changes (the new layer).
     pub upper_dir: PathBuf,
@@ -126,7 +126,7 @@ impl User {
 }
 
 /// The network namespace of the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// A new network namespace with only the loopback interface, brought up (`--network none`).
     None,
@@ -135,7 +135,7 @@ pub enum Network {
 }
 
 /// A mount on top of the root filesystem.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Mount {
     /// The absolute path inside the container (from the Dockerfile or the command line: not
     /// trusted). It is resolved inside the root, so a symlink in the image cannot lead it out;
@@ -150,7 +150,7 @@ pub struct Mount {
 }
 
 /// What a [`Mount`] mounts. Host paths here come from kiln itself (trusted).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MountSource {
     /// A host file or directory, bound recursively (`kiln run -v`, `RUN --mount=type=bind` of a
     /// context); it must exist.

@@ -10,13 +10,16 @@
 //!   origins/sha256/<hex>  where an absent layer blob can be fetched from (see `origin`)
 //!   variants/<diff id hex>/<compression>
 //!                         the blob of a layer in another compression (see `variant`)
-//!   containers/<id>/      kiln run's containers; container.json names the image in use
+//!   containers/<id>/      kiln run's containers; container.json names the image in use and
+//!                         keeps the run state, options.json the run options, <id>-json.log
+//!                         the output (see crate::container::lifecycle)
+//!   run-owners/<id>       a marker per record that names an owner (`kiln run --rm`)
 //!   cache-mounts/         RUN --mount=type=cache directories (see `cache_mount`)
 //!   cache/                the build cache's records, git repositories and checkouts
 //!                         (crate::git), URL records (crate::fetch)
 //!   tmp/                  staging for everything on its way in (same filesystem); a pull's
 //!                         partial blobs (`sha256-<hex>.partial`) wait there to be resumed
-//!   index.lock, gc.lock   lock files
+//!   index.lock, gc.lock   lock files (containers.lock: while a container name is taken)
 //! ```
 //!
 //! Concurrency: `index.json` is only replaced by atomic rename, so readers never lock; every
@@ -54,7 +57,10 @@ pub use blob::{
 pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };
-pub use container::{ContainerConfig, ContainerRecord, RunOwner, valid_container_name};
+pub use container::{
+    CRASHED_EXIT_CODE, ContainerConfig, ContainerRecord, ContainerState, RunOwner, RunState,
+    valid_container_name,
+};
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{
     CONTAINERD_NAME, REF_NAME, TAGGED_AT, entry_name, is_attestation, is_index, is_manifest,
@@ -303,11 +309,12 @@ impl Store {
     /// tightened now (once).
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         /// What a store holds before its `oci-layout` file exists.
-        const OWN_NAMES: [&str; 8] = [
+        const OWN_NAMES: [&str; 9] = [
             "blobs",
             "origins",
             "snapshots",
             "containers",
+            "run-owners",
             "tmp",
             "cache",
             "index.json",

@@ -366,6 +366,7 @@ fn rmi_refuses_images_containers_use_unless_forced() {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     let err = kiln()
@@ -596,6 +597,7 @@ fn df_reports_images_containers_and_snapshots() {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     let out = kiln()

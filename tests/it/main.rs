@@ -21,6 +21,7 @@ mod call_outline;
 mod cli;
 mod compression;
 mod container_fs;
+mod containers;
 mod context;
 mod copy;
 mod copy_incremental;

@@ -730,6 +730,33 @@ fn sigterm_is_forwarded() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// A workload that ignores the SIGTERM kiln passes on is killed after the grace period
+/// (`--stop-timeout`, docker's 10 s by default), so `kiln run` ends as `docker stop` would.
+#[test]
+fn a_workload_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let Some(images) = images() else { return };
+    let script = "trap '' TERM; echo ready; while :; do sleep 1; done";
+    let mut child = images
+        .run(&["--rm", "--stop-timeout", "1", "box", "sh", "-c", script])
+        .spawn();
+    let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    let signalled = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    let status = child.wait().expect("wait");
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(137), "killed after the grace period");
+    assert!(took >= std::time::Duration::from_millis(900), "{took:?}");
+    assert!(took < std::time::Duration::from_secs(6), "{took:?}");
+    assert!(images.containers().is_empty());
+}
+
 #[test]
 fn rootless_run() {
     let Some(images) = images() else { return };

@@ -611,6 +611,7 @@ fn rmi_untags_deletes_or_refuses_like_docker() {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     let err = store.remove_image("other", false).unwrap_err();
@@ -647,6 +648,7 @@ fn rmi_untags_deletes_or_refuses_like_docker() {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: Some(std::process::id()),
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     let err = store.remove_image(other.id.hex(), true).unwrap_err();
@@ -670,6 +672,7 @@ fn container_records_round_trip_and_need_their_image() {
         created: "2024-01-01T00:00:00Z".to_string(),
         pid: None,
         remove_with: None,
+        run: Default::default(),
     };
     store.put_container(&record).unwrap();
     assert_eq!(store.container("abc").unwrap(), record);
@@ -725,6 +728,7 @@ fn prune_reclaims_only_unreferenced_things() {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     for image in [&kept, &dangling, &used] {
@@ -790,6 +794,7 @@ fn disk_usage_counts_images_containers_and_snapshots() {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     store
@@ -919,6 +924,7 @@ fn busy_store() -> (tempfile::TempDir, Store, StoredImage) {
             created: "2024-01-01T00:00:00Z".to_string(),
             pid: None,
             remove_with: None,
+            run: Default::default(),
         })
         .unwrap();
     fs::write(store.staging().new_path("blob"), "in flight").unwrap();
@@ -1083,6 +1089,7 @@ fn containers_are_found_by_id_name_or_unique_prefix_and_names_are_unique() {
         created: "2024-01-01T00:00:00Z".to_string(),
         pid: None,
         remove_with: None,
+        run: Default::default(),
     };
     store.put_container(&record("abc123", "web")).unwrap();
     store.put_container(&record("abd456", "db")).unwrap();
