@@ -435,7 +435,7 @@ fn exec_exit_codes_and_messages_follow_docker() {
 }
 
 /// Everything read from `fd` until EIO/EOF, failing after `limit_secs` of silence.
-fn read_until_closed(fd: &OwnedFd, limit_secs: u16) -> String {
+pub(crate) fn read_until_closed(fd: &OwnedFd, limit_secs: u16) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -21,6 +21,7 @@ mod call_outline;
 mod cli;
 mod compression;
 mod container_fs;
+mod container_workflow;
 mod containers;
 mod context;
 mod copy;
