@@ -14,7 +14,8 @@
 //! compiles the filter; `sandbox` is the parent's side. Beside the core: [`cgroup`] applies
 //! resource limits, [`binfmt`] says which platforms run here (natively or emulated), [`tty`]
 //! relays terminals (the sandbox allocates its workload's own, see
-//! [`Stdio::Terminal`]), [`isolation`] names the isolation modes and explains a sandbox the
+//! [`Stdio::Terminal`]), [`network`] makes the private network (a namespace and its
+//! slirp4netns stack, pooled for builds), [`isolation`] names the isolation modes and explains a sandbox the
 //! kernel refused, [`chroot`] runs a process with its root changed (`--isolation=chroot`).
 //! What a sandbox runs and as whom, from an image, is the business of `crate::container` above
 //! it (users from the image's own passwd/group too): this module
@@ -31,6 +32,7 @@ pub mod isolation;
 mod kernel;
 #[allow(unsafe_code)]
 mod linux;
+pub mod network;
 mod sandbox;
 mod seccomp;
 mod setup;
@@ -42,6 +44,7 @@ pub mod tty;
 mod workdir;
 
 pub use isolation::Isolation;
+pub use network::{NetworkMode, NetworkPool, PrivateNetwork};
 pub use sandbox::{
     ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,
 };

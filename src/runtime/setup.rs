@@ -411,6 +411,9 @@ pub(crate) enum Action {
     Hostname(CString),
     /// `SIOCSIFFLAGS` with `IFF_UP` on `lo` of the new network namespace.
     LoopbackUp,
+    /// `setns(fd, CLONE_NEWNET)`: join a prepared network namespace (the descriptor is the
+    /// parent's, inherited through clone(2) and closed with the others before the workload runs).
+    JoinNetwork(c_int),
     /// `dup2` the workload's streams onto 0, 1, 2 (`/dev/null` for a missing stdin).
     Stdio {
         stdin: Option<c_int>,
@@ -538,6 +541,7 @@ impl Action {
             Action::RootReadOnly => "making the root filesystem read-only".into(),
             Action::Hostname(name) => format!("setting the hostname to {:?}", lossy(name)),
             Action::LoopbackUp => "bringing up the loopback interface".into(),
+            Action::JoinNetwork(_) => "joining the private network's namespace".into(),
             Action::Stdio { .. } => "setting up stdin, stdout and stderr".into(),
             Action::Terminal { .. } => "allocating the terminal in the container's /dev/pts".into(),
             Action::NewSession { controlling_tty } => if *controlling_tty {
@@ -964,6 +968,14 @@ fn setup_steps(
 ) -> Result<Vec<Action>, RuntimeError> {
     let system = |path: &str, create| Target::new("system mount point", path, create, true);
     let mut steps = Vec::new();
+    if let Network::Private(namespace) = &spec.network {
+        // Before anything else: the namespace belongs to kiln's own user namespace (the host's as
+        // root, kiln's rootless one), which a new user namespace would no longer be privileged in.
+        if ctx.user_namespace.creates() {
+            return Err(RuntimeError::PrivateNetworkUserNamespace);
+        }
+        steps.push(Action::JoinNetwork(namespace.raw_fd()));
+    }
     match ctx.user_namespace {
         UserNamespace::None => {}
         UserNamespace::Rootless { .. } => steps.push(Action::BecomeRoot {
@@ -1047,7 +1059,7 @@ fn setup_steps(
         });
     }
     steps.push(Action::Hostname(c_string("the hostname", &spec.hostname)?));
-    if spec.network == Network::None {
+    if matches!(spec.network, Network::None | Network::Private(_)) {
         steps.push(Action::LoopbackUp);
     }
     Ok(steps)
