@@ -489,10 +489,10 @@ impl PrivateNetwork {
             Some(api_dir()?)
         };
         let api_socket = api_dir.as_ref().map(|dir| dir.join("api.sock"));
-        let (exit_read, exit_write) =
-            nix::unistd::pipe().map_err(|errno| io_error("making a pipe")(errno.into()))?;
-        let (ready_read, ready_write) =
-            nix::unistd::pipe().map_err(|errno| io_error("making a pipe")(errno.into()))?;
+        let (exit_read, exit_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|errno| io_error("making a pipe")(errno.into()))?;
+        let (ready_read, ready_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|errno| io_error("making a pipe")(errno.into()))?;
         // Its output goes to an unnamed file, read only when it fails: a pipe nobody reads
         // would block it once full, and one closed would kill it with SIGPIPE.
         let mut output = std::fs::OpenOptions::new()
