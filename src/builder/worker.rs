@@ -482,7 +482,11 @@ impl BuildWorker {
             "none" => Network::None,
             "host" => Network::Host,
             // No network namespace in a changed root: the host's network, as before.
-            _ if self.isolation == crate::runtime::Isolation::Chroot => Network::Host,
+            _ if self.isolation == crate::runtime::Isolation::Chroot
+                || !crate::runtime::NetworkMode::private_available() =>
+            {
+                Network::Host
+            }
             _ => {
                 let taken = pooled.insert(self.networks.take().map_err(StepError::Network)?);
                 if op.insecure {

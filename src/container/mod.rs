@@ -293,6 +293,12 @@ impl Container {
                          does not have (the command shares this machine's network)",
                     ));
                 }
+                NetworkMode::Private if !NetworkMode::private_available() => {
+                    return Err(ContainerError::NetworkConflict(
+                        "port publishing needs the private network, which rootless kiln has \
+                         only with subordinate id ranges in /etc/subuid and /etc/subgid",
+                    ));
+                }
                 NetworkMode::Private => {}
             }
         }
@@ -305,8 +311,9 @@ impl Container {
         Ok(match options.network {
             NetworkMode::Host => Network::Host,
             NetworkMode::None => Network::None,
-            // No network namespace in a changed root: the host's network, as before.
-            NetworkMode::Private if chroot => Network::Host,
+            // No network namespace in a changed root, nor a private network without a
+            // subordinate id range (kiln's warning says so): the host's network.
+            NetworkMode::Private if chroot || !NetworkMode::private_available() => Network::Host,
             NetworkMode::Private => {
                 let private = PrivateNetwork::start(&options.publish)?;
                 let network = private.network();

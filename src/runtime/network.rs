@@ -69,17 +69,19 @@ const MTU: u32 = 65520;
 /// Why the private network could not be made or a port published.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    /// unshare(CLONE_NEWNET) or opening the namespace failed.
+    /// unshare(CLONE_NEWNET) failed: what the pod or machine lacks, as the sandbox explains
+    /// its own refusals (`runtime::isolation`), when that is known.
     #[error(
         "creating the private network's namespace{}",
-        if *.0 == nix::errno::Errno::EPERM {
-            " (rootless kiln needs subordinate id ranges in /etc/subuid and /etc/subgid for it; \
-             or use --network host or --network none)"
-        } else {
-            ""
-        }
+        .explanation.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
     )]
-    Namespace(#[source] nix::errno::Errno),
+    Namespace {
+        /// What the kernel said.
+        #[source]
+        errno: nix::errno::Errno,
+        /// Why, in the terms of the sandbox's refusals.
+        explanation: Option<String>,
+    },
     /// The stack's program could not be started.
     #[error(
         "starting {STACK} for the private network{}",
@@ -151,6 +153,17 @@ pub enum NetworkMode {
 }
 
 impl NetworkMode {
+    /// Whether this process can make the private network: not when it keeps one id without a
+    /// user namespace of its own (rootless without subordinate ids), where it could neither make
+    /// the namespace nor join one from a sandbox's new user namespace. kiln then falls back to
+    /// the host's network, as its warning about the missing range says.
+    pub fn private_available() -> bool {
+        !matches!(
+            crate::sys::privilege::current(),
+            crate::sys::privilege::Privilege::Single { .. }
+        )
+    }
+
     /// The name BuildKit records and prints (`default`, `host`, `none`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,8 +183,17 @@ impl NetworkNamespace {
     /// thread of kiln stays in it.
     pub fn create() -> Result<NetworkNamespace, NetworkError> {
         let made = std::thread::spawn(|| -> Result<OwnedFd, NetworkError> {
-            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(NetworkError::Namespace)?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                NetworkError::Namespace {
+                    errno,
+                    explanation: super::isolation::Probe::read().explain(
+                        super::isolation::Refused::Namespaces {
+                            user: crate::sys::privilege::current().in_user_namespace(),
+                        },
+                        errno,
+                    ),
+                }
+            })?;
             let file = std::fs::File::open("/proc/thread-self/ns/net")
                 .map_err(io_error("opening the private network's namespace"))?;
             Ok(OwnedFd::from(file))

@@ -583,3 +583,38 @@ fn an_owner_outside_the_range_is_named_with_the_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_default_network_reaches_the_test_host_rootless() {
+    let Some(user) = User::new(RANGED, true) else {
+        return;
+    };
+    if support::tool("slirp4netns").is_none() {
+        return;
+    }
+    let Some(host) = crate::network::TestHost::start() else {
+        return;
+    };
+    let tar = busybox_tar(user.dir.path());
+    ok(
+        "import",
+        &user.kiln(&["import", tar.to_str().unwrap(), "netbox"]),
+    );
+    let ran = user.kiln(&[
+        "run",
+        "--rm",
+        "netbox",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        &format!(
+            "/bin/busybox nc -w 3 {} {}; /bin/busybox cat /proc/net/dev",
+            host.server, host.port
+        ),
+    ]);
+    let stdout = ok("a rootless run on the default network", &ran);
+    assert!(
+        stdout.contains("hello-from-the-test-host") && stdout.contains("tap0"),
+        "{stdout}"
+    );
+}
