@@ -129,10 +129,16 @@ pub enum NetworkError {
 
 fn output_suffix(output: &str) -> String {
     if output.trim().is_empty() {
-        String::new()
-    } else {
-        format!(": {}", crate::error::escape_controls(output.trim()))
+        return String::new();
     }
+    // The one cause a user can fix that slirp4netns names only by its call.
+    let hint = if output.contains("open(\"/dev/net/tun\"): Permission denied") {
+        " (rootless, the private network needs /dev/net/tun open to every user: \
+         `chmod 0666 /dev/net/tun`, Debian's default mode; or use --network none)"
+    } else {
+        ""
+    };
+    format!(": {}{hint}", crate::error::escape_controls(output.trim()))
 }
 
 fn io_error(action: &'static str) -> impl FnOnce(io::Error) -> NetworkError {
