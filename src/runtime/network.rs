@@ -212,6 +212,12 @@ impl NetworkNamespace {
         Ok(NetworkNamespace(Arc::new(made)))
     }
 
+    /// Any descriptor standing in for a namespace (the setup's unit tests).
+    #[cfg(test)]
+    pub(crate) fn from_fd(fd: OwnedFd) -> NetworkNamespace {
+        NetworkNamespace(Arc::new(fd))
+    }
+
     /// The descriptor number (valid while this value lives).
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()

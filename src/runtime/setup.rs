@@ -2306,4 +2306,36 @@ mod tests {
         }
         assert_eq!(count, 6);
     }
+
+    #[test]
+    fn a_private_network_is_joined_first_and_its_loopback_brought_up() {
+        let namespace = crate::runtime::network::NetworkNamespace::from_fd(
+            std::fs::File::open("/dev/null")
+                .expect("a descriptor")
+                .into(),
+        );
+        let fd = namespace.raw_fd();
+        let mut spec = spec();
+        spec.network = Network::Private(namespace);
+        let inherited = UserNamespace::Inherited {
+            uids: 65536,
+            gids: 65536,
+        };
+        for user_namespace in [UserNamespace::None, inherited] {
+            let plan = prepare(&spec, &ctx(user_namespace), &dirs).expect("plan");
+            assert!(
+                matches!(plan.setup.first(), Some(Action::JoinNetwork(joined)) if *joined == fd),
+                "{:?}",
+                plan.setup.first()
+            );
+            assert!(matches!(plan.setup.last(), Some(Action::LoopbackUp)));
+        }
+        // A new user namespace could not join it: refused by name.
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let err = prepare(&spec, &ctx(rootless), &dirs).unwrap_err();
+        assert!(matches!(err, RuntimeError::PrivateNetworkUserNamespace));
+    }
 }
