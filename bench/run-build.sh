@@ -56,6 +56,13 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 RUNS=${RUNS:-3}
+# NETWORK=default (each tool's own private network for RUN steps) or host (the host's; kiln then
+# needs --allow network.host, as BuildKit's entitlement rule says).
+NETWORK=${NETWORK:-default}
+# BuildKit's network: the host's by default, since the peer dockerd has no bridge network
+# ("network bridge not found"); its host network is the cheaper one, so kiln's private network
+# is compared with BuildKit at its fastest.
+BUILDKIT_NETWORK=${BUILDKIT_NETWORK:-host}
 SCENARIOS=${SCENARIOS:-S1 S2 S3 S4 S5}
 KILN=${KILN:-build}
 BUILDKIT=${BUILDKIT:-auto}
@@ -181,14 +188,22 @@ scenario_context() {
 # --- commands ----------------------------------------------------------------------------------
 q() { printf '%q' "$1"; }
 kiln_root() { echo "$WORK/kiln-root/$1"; }
+# network_flags TOOL: the --network flags for $NETWORK (none for the default network).
+network_flags() {
+  local network=$NETWORK
+  [[ $1 == buildkit ]] && network=$BUILDKIT_NETWORK
+  [[ $network == default ]] && return
+  echo -n " --network $network"
+  [[ $1 == kiln && $network == host ]] && echo -n " --allow network.host"
+}
 
 # build_command TOOL SN CONTEXT
 build_command() {
   local tag=bench${2#S}
   case $1 in
-  kiln) echo "$(q "$kiln") --root $(q "$(kiln_root "$2")") build -t $tag --network host --progress plain $(q "$3")" ;;
-  baseline) echo "$(q "$KILN_BASELINE") --root $(q "$(kiln_root "$2-baseline")") build -t $tag --network host --progress plain $(q "$3")" ;;
-  buildkit) echo "$docker build --network host --progress plain -t $tag $(q "$3")" ;;
+  kiln) echo "$(q "$kiln") --root $(q "$(kiln_root "$2")") build -t $tag$(network_flags kiln) --progress plain $(q "$3")" ;;
+  baseline) echo "$(q "$KILN_BASELINE") --root $(q "$(kiln_root "$2-baseline")") build -t $tag$(network_flags kiln) --progress plain $(q "$3")" ;;
+  buildkit) echo "$docker build$(network_flags buildkit) --progress plain -t $tag $(q "$3")" ;;
   buildah) echo "$(printf '%q ' "${buildah[@]}")bud --isolation chroot --storage-driver overlay --layers -t $tag $(q "$3")" ;;
   esac
 }

@@ -400,7 +400,10 @@ pub enum CompileError {
     BadFrom { from: String, span: Span },
     #[error("RUN --mount from={from}: no earlier stage or image by that name")]
     BadMountFrom { from: String, span: Span },
-    #[error("{what} needs the {entitlement} entitlement")]
+    #[error(
+        "{entitlement} is not allowed: {what} needs the {entitlement} entitlement \
+         (--allow {entitlement})"
+    )]
     Entitlement {
         what: String,
         entitlement: &'static str,
@@ -447,7 +450,7 @@ pub struct CompileOptions<'a> {
     /// platform each is wanted for.
     pub images: &'a BTreeMap<ImageKey, StoredImage>,
     /// `--network` for RUN steps that do not set one.
-    pub network: crate::runtime::Network,
+    pub network: crate::runtime::NetworkMode,
     pub no_cache: bool,
     /// `--no-cache-filter`: stage names (lower case) whose steps skip the cache.
     pub no_cache_filter: &'a [String],
@@ -455,6 +458,8 @@ pub struct CompileOptions<'a> {
     pub dockerfile_name: &'a str,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// `--allow network.host`: RUN steps may use the host's network.
+    pub allow_network_host: bool,
     /// `--platform` was given: each target image says its plan's platform (BuildKit's explicit
     /// target; without it, the image says what its base says).
     pub explicit_platform: bool,
@@ -1139,11 +1144,21 @@ impl Compiler<'_> {
         let network = match run.network {
             Some(Network::None) => "none",
             Some(Network::Host) => "host",
-            Some(Network::Default) | None => match self.options.network {
-                crate::runtime::Network::None => "none",
-                crate::runtime::Network::Host => "host",
-            },
+            Some(Network::Default) | None => self.options.network.as_str(),
         };
+        // BuildKit's entitlement check (util/entitlements: "network.host is not allowed"),
+        // whether the step asked for the host's network or the build's --network did.
+        if network == "host" && !self.options.allow_network_host {
+            return Err(CompileError::Entitlement {
+                what: if run.network == Some(Network::Host) {
+                    "RUN --network=host".to_string()
+                } else {
+                    "--network host".to_string()
+                },
+                entitlement: "network.host",
+                span: run.span,
+            });
+        }
         Ok((
             RunOp {
                 args: state.config.argv(&command),
@@ -1866,11 +1881,12 @@ mod tests {
             &[plan],
             &CompileOptions {
                 images: &images,
-                network: crate::runtime::Network::None,
+                network: crate::runtime::NetworkMode::None,
                 no_cache: false,
                 no_cache_filter: &[],
                 dockerfile_name: "Dockerfile",
                 allow_insecure: false,
+                allow_network_host: false,
                 explicit_platform: false,
                 multi_platform: false,
             },

@@ -74,8 +74,9 @@ pub struct BuildOptions {
     pub tags: Vec<String>,
     /// `--label`: labels added to the image config.
     pub labels: BTreeMap<String, String>,
-    /// The network of RUN steps that do not ask for one.
-    pub network: crate::runtime::Network,
+    /// The network of RUN steps that do not ask for one (BuildKit's `default` is a private
+    /// network).
+    pub network: crate::runtime::NetworkMode,
     pub no_cache: bool,
     /// Stage names whose steps skip the cache.
     pub no_cache_filter: Vec<String>,
@@ -94,6 +95,9 @@ pub struct BuildOptions {
     pub registry: crate::registry::ClientOptions,
     /// `--allow security.insecure`: `RUN --security=insecure` may run.
     pub allow_insecure: bool,
+    /// `--allow network.host`: RUN steps may use the host's network (`RUN --network=host`,
+    /// `--network host`).
+    pub allow_network_host: bool,
     /// Secrets and SSH agents lent to RUN mounts (`--secret`, `--ssh`).
     pub session: Arc<dyn Session>,
     /// `--build-context NAME=VALUE`: the named contexts, by NAME as given.
@@ -129,7 +133,7 @@ impl Default for BuildOptions {
             target: None,
             tags: Vec::new(),
             labels: BTreeMap::new(),
-            network: crate::runtime::Network::Host,
+            network: crate::runtime::NetworkMode::Private,
             no_cache: false,
             no_cache_filter: Vec::new(),
             jobs: 0,
@@ -139,6 +143,7 @@ impl Default for BuildOptions {
             pull: crate::registry::PullPolicy::Missing,
             registry: crate::registry::ClientOptions::default(),
             allow_insecure: false,
+            allow_network_host: false,
             session: Arc::new(NoSession),
             named_contexts: BTreeMap::new(),
             platforms: Vec::new(),
@@ -584,6 +589,7 @@ async fn validate(
             no_cache_filter: &options.no_cache_filter,
             dockerfile_name: &options.dockerfile_name,
             allow_insecure: options.allow_insecure,
+            allow_network_host: options.allow_network_host,
             explicit_platform: !options.platforms.is_empty(),
             multi_platform: options.platforms.len() > 1,
         },
@@ -735,6 +741,7 @@ async fn prepare(
         git_resolved: Mutex::new(BTreeMap::new()),
         git_refs: Mutex::new(BTreeMap::new()),
         isolation: options.isolation,
+        networks: crate::runtime::NetworkPool::new(),
     });
     Ok(Prepared {
         graph: Arc::new(compiled.graph),

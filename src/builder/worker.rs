@@ -111,6 +111,8 @@ pub enum StepError {
     #[error("the step was canceled")]
     Canceled,
     #[error(transparent)]
+    Network(crate::runtime::network::NetworkError),
+    #[error(transparent)]
     Url(#[from] Box<FetchError>),
     #[error("could not place the download of {url}")]
     UrlFile {
@@ -170,6 +172,9 @@ pub struct BuildWorker {
     pub git_refs: Mutex<BTreeMap<GitRefKey, Resolved>>,
     /// How RUN steps are isolated (`--isolation`).
     pub isolation: crate::runtime::Isolation,
+    /// Private networks for RUN steps on the default network: one per step running at a time,
+    /// reused by the next step, stopped when the build's worker is dropped.
+    pub networks: crate::runtime::NetworkPool,
 }
 
 /// A ref as one build resolves it once: the remote, the ref, the checksum, fetch-by-commit.
@@ -470,16 +475,32 @@ impl BuildWorker {
         .map_err(Box::new)?;
         let staged = StagedUpper::new(&self.store)?;
         let env = prepared.environment(&op.env);
+        // Held until the step is done, then given back to the pool (not after an insecure
+        // step, which could have changed the namespace).
+        let mut pooled = None;
+        let network = match op.network.as_str() {
+            "none" => Network::None,
+            "host" => Network::Host,
+            // No network namespace in a changed root: the host's network, as before.
+            _ if self.isolation == crate::runtime::Isolation::Chroot
+                || !crate::runtime::NetworkMode::private_available() =>
+            {
+                Network::Host
+            }
+            _ => {
+                let taken = pooled.insert(self.networks.take().map_err(StepError::Network)?);
+                if op.insecure {
+                    taken.discard();
+                }
+                taken.network()
+            }
+        };
         let step = RunStep {
             args: op.args.clone(),
             env,
             cwd: op.cwd.clone(),
             user: op.user.clone(),
-            network: if op.network == "none" {
-                Network::None
-            } else {
-                Network::Host
-            },
+            network,
             hostname: "buildkitsandbox".to_string(),
             mounts: prepared.mounts.clone(),
             insecure: op.insecure,
@@ -494,6 +515,7 @@ impl BuildWorker {
             });
         };
         run_step(&self.store, &lowers, &staged, &step, &on_line, cancel)?;
+        drop(pooled);
         self.finish(node, key, parent, staged)
     }
 

@@ -36,7 +36,7 @@ use kiln::frontend::plan::{PlanError, default_dockerfile};
 use kiln::layer::ExportFormat;
 use kiln::oci::timestamp::ZonedTime;
 use kiln::registry::NoProgress;
-use kiln::runtime::Network;
+use kiln::runtime::NetworkMode;
 use kiln::solver::Cancel;
 use kiln::store::{Store, StoredImage};
 use std::collections::BTreeMap;
@@ -86,8 +86,9 @@ pub struct BuildArgs {
     /// Set a label on the image (`K=V`, repeatable).
     #[arg(long = "label", value_name = "K=V")]
     labels: Vec<String>,
-    /// The network of RUN steps: `host` (default) or `none`. `RUN --network=` overrides it.
-    #[arg(long, value_enum, default_value = "host")]
+    /// The network of RUN steps: `default` (a private network with outbound access), `none`
+    /// (only loopback) or `host` (needs `--allow network.host`). `RUN --network=` overrides it.
+    #[arg(long, value_enum, default_value = "default")]
     network: NetworkArg,
     /// Print only the image ID on success.
     #[arg(short, long)]
@@ -208,13 +209,14 @@ pub struct BuildArgs {
 enum Entitlement {
     #[value(name = "security.insecure")]
     SecurityInsecure,
-    /// Accepted: RUN steps use the host's network anyway until kiln has its own.
+    /// RUN steps may use the host's network (`RUN --network=host`, `--network host`).
     #[value(name = "network.host")]
     NetworkHost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum NetworkArg {
+    Default,
     Host,
     None,
 }
@@ -325,8 +327,9 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         tags: args.tags.clone(),
         labels,
         network: match args.network {
-            NetworkArg::Host => Network::Host,
-            NetworkArg::None => Network::None,
+            NetworkArg::Default => NetworkMode::Private,
+            NetworkArg::Host => NetworkMode::Host,
+            NetworkArg::None => NetworkMode::None,
         },
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
@@ -341,6 +344,7 @@ pub fn run(root: &Path, args: BuildArgs) -> anyhow::Result<()> {
         },
         registry: args.registry.client_options(),
         allow_insecure: args.allow.contains(&Entitlement::SecurityInsecure),
+        allow_network_host: args.allow.contains(&Entitlement::NetworkHost),
         session,
         named_contexts,
         rewrite_timestamp,

@@ -315,7 +315,12 @@ fn ps_row(store: &Store, record: &ContainerRecord, truncate: bool, now: i64) -> 
         "Command": format!("\"{command}\""),
         "CreatedAt": format_go_utc(created_of(record)),
         "RunningFor": created_since(created_of(record), now),
-        "Ports": "",
+        // docker lists a container's published ports while it runs.
+        "Ports": if record.status() == ContainerState::Running {
+            record.run.ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        } else {
+            String::new()
+        },
         "State": record.status().as_str(),
         "Status": status_text(record, now),
         "Size": human_size(0, 3),

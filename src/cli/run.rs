@@ -9,8 +9,9 @@ use clap::Args;
 use kiln::container::lifecycle;
 use kiln::container::{Container, ContainerError, RunOptions, env_entry, env_file, parse_volume};
 use kiln::runtime::cgroup::{Limits, parse_memory};
+use kiln::runtime::network::{HostEntry, NetworkMode, parse_publish};
 use kiln::runtime::tty::{self, DEFAULT_WINDOW_SIZE, RawMode};
-use kiln::runtime::{Network, SandboxHandle, Stdio};
+use kiln::runtime::{SandboxHandle, Stdio};
 use kiln::store::Store;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal as _;
@@ -81,9 +82,20 @@ pub struct RunArgs {
     /// The user: `name|uid[:group|gid]`, resolved from the image's /etc/passwd and /etc/group.
     #[arg(short, long)]
     user: Option<String>,
-    /// The network: `host` (the host's) or `none` (only loopback).
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    /// The network: `bridge` or `default` (a private network with outbound access), `host`
+    /// (the host's) or `none` (only loopback).
+    #[arg(long, default_value = "default", value_parser = ["default", "bridge", "host", "none"])]
     network: String,
+    /// Publish a container's port on the host: `[IP:][HOST:]CTR[/tcp|/udp]` (repeatable; no
+    /// HOST picks a free port).
+    #[arg(short = 'p', long = "publish", value_name = "[IP:][HOST:]CTR[/PROTO]")]
+    publish: Vec<String>,
+    /// Add a line to /etc/hosts: `NAME:IP` (`host-gateway` is the host; repeatable).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
+    /// A DNS server for /etc/resolv.conf instead of the host's (repeatable).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<std::net::IpAddr>,
     /// The container's hostname (default: the first 12 digits of its id).
     #[arg(long)]
     hostname: Option<String>,
@@ -376,11 +388,25 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
         workdir: args.workdir.clone(),
         user: args.user.clone(),
         hostname: args.hostname.clone(),
-        network: if args.network == "none" {
-            Network::None
-        } else {
-            Network::Host
+        network: match args.network.as_str() {
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            _ => NetworkMode::Private,
         },
+        publish: args
+            .publish
+            .iter()
+            .map(|spec| parse_publish(spec))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect(),
+        add_hosts: args
+            .add_hosts
+            .iter()
+            .map(|spec| HostEntry::parse(spec))
+            .collect::<Result<Vec<_>, _>>()?,
+        dns: args.dns.clone(),
         volumes,
         read_only: args.read_only,
         limits,

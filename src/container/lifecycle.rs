@@ -3,7 +3,6 @@
 //! daemon does them. The process itself runs under its supervisor ([`super::supervisor`]).
 
 use super::{Container, ContainerError, RunOptions, ensure_snapshots};
-use crate::runtime::Network;
 use crate::store::{ContainerRecord, ContainerState, RunOwner, Store, StoreError, StoredImage};
 use nix::sys::signal::Signal;
 use std::fmt;
@@ -191,7 +190,8 @@ pub fn read_options(store: &Store, record: &ContainerRecord) -> Result<RunOption
                 workdir: Some(record.config.working_dir.clone()).filter(|w| !w.is_empty()),
                 user: Some(record.config.user.clone()).filter(|u| !u.is_empty()),
                 hostname: Some(record.config.hostname.clone()).filter(|h| !h.is_empty()),
-                network: Network::Host,
+                // A container of a kiln from before the private network had the host's.
+                network: crate::runtime::network::NetworkMode::Host,
                 tty: record.config.tty,
                 no_new_privileges: true,
                 ..RunOptions::default()
@@ -264,8 +264,10 @@ impl Container {
             chroot: None,
             exit_code: None,
             oom_killed: false,
+            network: None,
         };
-        container.spec = container.prepare(&image, lower_dirs, options)?;
+        let network = container.start_network(options)?;
+        container.spec = container.prepare(&image, lower_dirs, options, network)?;
         if options.limits != crate::runtime::cgroup::Limits::default() {
             let cgroup = create_cgroup(&container.record.id, &options.limits)?;
             container.spec.cgroup_procs = cgroup.procs_files();

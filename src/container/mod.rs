@@ -24,11 +24,15 @@ pub mod user;
 use crate::archive::{self, ArchiveError};
 use crate::error::Reason;
 use crate::runtime::cgroup::{Cgroup, CgroupError, Limits};
+use crate::runtime::network::{
+    self, HostEntry, NetworkError, NetworkMode, PortMapping, PrivateNetwork, PublishedPort,
+};
 use crate::runtime::{Mount, MountSource, Network, RootFs, Spec, Stdio, UpperDir, User};
 use crate::runtime::{RuntimeError, Sandbox};
 use crate::store::{ContainerRecord, ContainerState, RunOwner, Store, StoreError, StoredImage};
 use std::fs;
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use user::UserError;
 
@@ -73,6 +77,12 @@ pub enum ContainerError {
     /// A variable name with white space in it (`-e`, `--env-file`; Docker's check).
     #[error("invalid environment variable {0:?}: the name contains white space")]
     EnvName(String),
+    /// The private network could not be made, or a port not published.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    /// Network options that do not go together (docker's wording).
+    #[error("{0}")]
+    NetworkConflict(&'static str),
     /// The resource limits could not be applied.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -156,8 +166,14 @@ pub struct RunOptions {
     pub user: Option<String>,
     /// `--hostname` (default: the first 12 hex digits of the container id).
     pub hostname: Option<String>,
-    /// `--network`.
-    pub network: Network,
+    /// `--network` (`bridge`/`default` is the private network).
+    pub network: NetworkMode,
+    /// `-p`: ports published on the host (the private network only).
+    pub publish: Vec<PortMapping>,
+    /// `--add-host`: extra lines of `/etc/hosts`.
+    pub add_hosts: Vec<HostEntry>,
+    /// `--dns`: the nameservers of `/etc/resolv.conf` (instead of the host's).
+    pub dns: Vec<IpAddr>,
     /// `-v` bind mounts (see [`parse_volume`]).
     pub volumes: Vec<Mount>,
     /// `--read-only`.
@@ -197,7 +213,10 @@ impl Default for RunOptions {
             workdir: None,
             user: None,
             hostname: None,
-            network: Network::Host,
+            network: NetworkMode::default(),
+            publish: Vec::new(),
+            add_hosts: Vec::new(),
+            dns: Vec::new(),
             volumes: Vec::new(),
             read_only: false,
             limits: Limits::default(),
@@ -241,6 +260,10 @@ pub struct Container {
     exit_code: Option<i32>,
     /// Whether the OOM killer ended it.
     oom_killed: bool,
+    /// The private network and its stack: kept as long as the container is, so whoever holds
+    /// the container while its process runs (`kiln run`, a detached container's supervisor)
+    /// keeps its network up; dropped by [`Container::finish`].
+    network: Option<PrivateNetwork>,
 }
 
 impl Container {
@@ -328,9 +351,11 @@ impl Container {
             chroot: None,
             exit_code: None,
             oom_killed: false,
+            network: None,
         };
         // From here on, an error drops `container`, which removes what was made with --rm.
-        container.spec = container.prepare(image, lower_dirs, options)?;
+        let network = container.start_network(options)?;
+        container.spec = container.prepare(image, lower_dirs, options, network)?;
         container.record.config = crate::store::ContainerConfig {
             args: container.spec.args.clone(),
             env: container.spec.env.clone(),
@@ -375,6 +400,68 @@ impl Container {
         &self.spec
     }
 
+    /// The ports published on the host (`-p`), their host ports resolved.
+    pub fn published_ports(&self) -> &[PublishedPort] {
+        self.network
+            .as_ref()
+            .map(PrivateNetwork::published)
+            .unwrap_or_default()
+    }
+
+    /// The sandbox's network for `options`: docker's checks of `-p` and `--dns` against the
+    /// mode, then the private network started (with `-p`'s ports published) when it is the one.
+    fn start_network(&mut self, options: &RunOptions) -> Result<Network, ContainerError> {
+        let chroot = self.isolation == crate::runtime::Isolation::Chroot;
+        if !options.publish.is_empty() {
+            match options.network {
+                NetworkMode::Host => {
+                    return Err(ContainerError::NetworkConflict(
+                        "published ports are discarded when using host network mode: \
+                         drop -p or use the default network",
+                    ));
+                }
+                NetworkMode::None => {
+                    return Err(ContainerError::NetworkConflict(
+                        "conflicting options: port publishing and the container type network \
+                         mode (--network none)",
+                    ));
+                }
+                NetworkMode::Private if chroot => {
+                    return Err(ContainerError::NetworkConflict(
+                        "port publishing needs the private network, which --isolation=chroot \
+                         does not have (the command shares this machine's network)",
+                    ));
+                }
+                NetworkMode::Private if !NetworkMode::private_available() => {
+                    return Err(ContainerError::NetworkConflict(
+                        "port publishing needs the private network, which rootless kiln has \
+                         only with subordinate id ranges in /etc/subuid and /etc/subgid",
+                    ));
+                }
+                NetworkMode::Private => {}
+            }
+        }
+        if !options.dns.is_empty() && options.network == NetworkMode::Host {
+            return Err(ContainerError::NetworkConflict(
+                "conflicting options: dns and the network mode (--network host uses the \
+                 host's /etc/resolv.conf)",
+            ));
+        }
+        Ok(match options.network {
+            NetworkMode::Host => Network::Host,
+            NetworkMode::None => Network::None,
+            // No network namespace in a changed root, nor a private network without a
+            // subordinate id range (kiln's warning says so): the host's network.
+            NetworkMode::Private if chroot || !NetworkMode::private_available() => Network::Host,
+            NetworkMode::Private => {
+                let private = PrivateNetwork::start(&options.publish)?;
+                let network = private.network();
+                self.network = Some(private);
+                network
+            }
+        })
+    }
+
     /// Starts the process with `stdio` and records its pid. With `-t` ([`RunOptions::tty`]) pass
     /// [`Stdio::Terminal`] and relay [`Sandbox::take_terminal`]'s master.
     pub fn start(&mut self, stdio: Stdio) -> Result<Sandbox, ContainerError> {
@@ -396,7 +483,18 @@ impl Container {
         };
         let pid = u32::try_from(sandbox.pid()).ok();
         let supervisor = RunOwner::this_process();
+        let ports: Vec<crate::store::PublishedPortRecord> = self
+            .published_ports()
+            .iter()
+            .map(|port| crate::store::PublishedPortRecord {
+                host_ip: port.host_ip.to_string(),
+                host_port: port.host_port,
+                container_port: port.container_port,
+                protocol: port.protocol.as_str().to_string(),
+            })
+            .collect();
         self.record = self.store.update_container(&self.record.id, |record| {
+            record.run.ports = ports;
             record.pid = pid;
             record.run.state = ContainerState::Running;
             record.run.started_at = Some(crate::oci::timestamp::now_rfc3339());
@@ -434,6 +532,8 @@ impl Container {
     fn cleanup(&mut self) -> Result<(), ContainerError> {
         self.finished = true;
         let chroot = self.chroot.take();
+        // The stack stopped once the process it served is gone.
+        drop(self.network.take());
         let destroyed = match self.cgroup.take() {
             Some(cgroup) => cgroup.destroy().map_err(ContainerError::from),
             None => Ok(()),
@@ -477,6 +577,7 @@ impl Container {
         image: &StoredImage,
         lower_dirs: Vec<PathBuf>,
         options: &RunOptions,
+        network: Network,
     ) -> Result<Spec, ContainerError> {
         let config = image.config.config().clone().unwrap_or_default();
         let args = command(
@@ -525,7 +626,9 @@ impl Container {
             cwd,
             user: &user,
             hostname,
-            network: options.network,
+            network,
+            add_hosts: &options.add_hosts,
+            dns: &options.dns,
             mounts: &options.volumes,
             etc_dir: &self.dir,
             etc_files: EtcFiles::Container,
@@ -583,6 +686,10 @@ pub struct SandboxSetup<'a> {
     pub hostname: String,
     /// The network.
     pub network: Network,
+    /// `--add-host` lines of `/etc/hosts` (a container's only).
+    pub add_hosts: &'a [HostEntry],
+    /// `--dns` nameservers (a container's only).
+    pub dns: &'a [IpAddr],
     /// Mounts; one onto an `/etc` file replaces that file's mount.
     pub mounts: &'a [Mount],
     /// Where the `/etc` files are written: a directory that outlives the sandbox.
@@ -612,8 +719,12 @@ pub fn sandbox_spec(setup: SandboxSetup<'_>) -> Result<Spec, ContainerError> {
     let mut mounts = write_etc_files(
         setup.etc_dir,
         setup.etc_files,
-        &setup.hostname,
-        setup.network,
+        &EtcNetwork {
+            hostname: &setup.hostname,
+            network: &setup.network,
+            add_hosts: setup.add_hosts,
+            dns: setup.dns,
+        },
     )?;
     mounts.retain(|m| !setup.mounts.iter().any(|v| v.destination == m.destination));
     mounts.extend(setup.mounts.iter().cloned());
@@ -643,32 +754,87 @@ pub fn sandbox_spec(setup: SandboxSetup<'_>) -> Result<Spec, ContainerError> {
     })
 }
 
+/// What the `/etc` files say about the network.
+struct EtcNetwork<'a> {
+    hostname: &'a str,
+    network: &'a Network,
+    add_hosts: &'a [HostEntry],
+    dns: &'a [IpAddr],
+}
+
 /// Writes the `/etc` files `kind` asks for into `dir` and returns their bind mounts onto
 /// `/etc` (read-write, as docker and BuildKit mount them). The host's own files are copied
 /// (at most 1 MiB each), so a later change on the host does not reach a running sandbox.
+///
+/// On the private network, `/etc/hosts` is docker's: the localhost entries, the `--add-host`
+/// lines, then the container's address and hostname; `/etc/resolv.conf` is
+/// [`network::resolv_conf`]'s (docker's filtering of the host's, or `--dns`).
 fn write_etc_files(
     dir: &Path,
     kind: EtcFiles,
-    hostname: &str,
-    network: Network,
+    etc: &EtcNetwork<'_>,
 ) -> Result<Vec<Mount>, ContainerError> {
+    let hostname = etc.hostname;
     let host_resolv = || -> Result<Vec<u8>, ContainerError> {
         Ok(read_host_file(Path::new("/etc/resolv.conf"))?.unwrap_or_default())
     };
-    let files = match (kind, network) {
-        (EtcFiles::Container, Network::Host) => vec![
+    let private_resolv = || -> Result<Vec<u8>, ContainerError> {
+        let host = String::from_utf8_lossy(&host_resolv()?).into_owned();
+        Ok(network::resolv_conf(&host, etc.dns).into_bytes())
+    };
+    let extra_hosts: String = etc
+        .add_hosts
+        .iter()
+        .map(|entry| format!("{}\t{}\n", entry.address, entry.name))
+        .collect();
+    let nameservers = |dns: &[IpAddr]| -> Vec<u8> {
+        dns.iter()
+            .map(|server| format!("nameserver {server}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    let files = match (kind, etc.network) {
+        (EtcFiles::Container, Network::Host) => {
+            let mut hosts = read_host_file(Path::new("/etc/hosts"))?
+                .unwrap_or_else(|| DEFAULT_HOSTS.as_bytes().to_vec());
+            hosts.extend_from_slice(extra_hosts.as_bytes());
+            vec![
+                ("hosts", hosts),
+                ("hostname", format!("{hostname}\n").into_bytes()),
+                ("resolv.conf", host_resolv()?),
+            ]
+        }
+        (EtcFiles::Container, Network::None) => vec![
             (
                 "hosts",
-                read_host_file(Path::new("/etc/hosts"))?
-                    .unwrap_or_else(|| DEFAULT_HOSTS.as_bytes().to_vec()),
+                format!("{DEFAULT_HOSTS}{extra_hosts}").into_bytes(),
             ),
             ("hostname", format!("{hostname}\n").into_bytes()),
-            ("resolv.conf", host_resolv()?),
+            ("resolv.conf", nameservers(etc.dns)),
         ],
-        (EtcFiles::Container, Network::None) => vec![
-            ("hosts", DEFAULT_HOSTS.as_bytes().to_vec()),
+        (EtcFiles::Container, Network::Private(_)) => vec![
+            (
+                "hosts",
+                format!(
+                    "{DEFAULT_HOSTS}{extra_hosts}{}\t{hostname}\n",
+                    network::GUEST_ADDRESS
+                )
+                .into_bytes(),
+            ),
             ("hostname", format!("{hostname}\n").into_bytes()),
-            ("resolv.conf", Vec::new()),
+            ("resolv.conf", private_resolv()?),
+        ],
+        // BuildKit filters the host's resolv.conf for a step off the host's network
+        // (executor/oci/resolvconf.go) as docker does.
+        (EtcFiles::Build, Network::Private(_)) => vec![
+            (
+                "hosts",
+                format!(
+                    "127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                )
+                .into_bytes(),
+            ),
+            ("resolv.conf", private_resolv()?),
         ],
         (EtcFiles::Build, _) => vec![
             (
@@ -1010,6 +1176,8 @@ mod tests {
             user,
             hostname: "box".into(),
             network: Network::None,
+            add_hosts: &[],
+            dns: &[],
             mounts: &mounts,
             etc_dir: dir.path(),
             etc_files,

@@ -94,6 +94,8 @@ pub(crate) trait Kernel {
     fn sethostname(&mut self, name: &CStr) -> Result<(), Errno>;
     /// `SIOCGIFFLAGS`/`SIOCSIFFLAGS` adding `IFF_UP` to `lo`.
     fn loopback_up(&mut self) -> Result<(), Errno>;
+    /// setns(2) into the network namespace `fd`.
+    fn join_network(&mut self, fd: Fd) -> Result<(), Errno>;
     /// open(2) of `/dev/null` for reading and writing.
     fn open_dev_null(&mut self) -> Result<Fd, Errno>;
     /// dup2(2).
@@ -441,6 +443,7 @@ fn run_step<K: Kernel>(kernel: &mut K, step: &Action, root: &mut Option<Fd>) -> 
         }
         Action::Hostname(name) => kernel.sethostname(name),
         Action::LoopbackUp => kernel.loopback_up(),
+        Action::JoinNetwork(fd) => kernel.join_network(*fd),
         Action::Stdio {
             stdin,
             stdout,
@@ -867,6 +870,9 @@ mod tests {
         }
         fn loopback_up(&mut self) -> Result<(), Errno> {
             self.record("lo up".into())
+        }
+        fn join_network(&mut self, fd: Fd) -> Result<(), Errno> {
+            self.record(format!("setns net {fd}"))
         }
         fn open_dev_null(&mut self) -> Result<Fd, Errno> {
             self.record("open /dev/null".into())?;

@@ -420,6 +420,11 @@ impl Kernel for Linux {
         result.map(drop)
     }
 
+    fn join_network(&mut self, fd: Fd) -> Result<(), Errno> {
+        // SAFETY: setns takes a descriptor and flags only.
+        check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }.into()).map(drop)
+    }
+
     fn open_dev_null(&mut self) -> Result<Fd, Errno> {
         // SAFETY: a NUL-terminated path.
         let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };

@@ -14,10 +14,11 @@
 //! compiles the filter; `sandbox` is the parent's side. Beside the core: [`cgroup`] applies
 //! resource limits, [`binfmt`] says which platforms run here (natively or emulated), [`tty`]
 //! relays terminals (the sandbox allocates its workload's own, see
-//! [`Stdio::Terminal`]), [`isolation`] names the isolation modes and explains a sandbox the
-//! kernel refused, [`chroot`] runs a process with its root changed (`--isolation=chroot`),
-//! [`exec`] starts a process in a running sandbox (`kiln exec`: its namespaces joined through a
-//! pidfd, the same workload steps).
+//! [`Stdio::Terminal`]), [`network`] makes the private network (a namespace and its
+//! slirp4netns stack, pooled for builds), [`isolation`] names the isolation modes and explains a
+//! sandbox the kernel refused, [`chroot`] runs a process with its root changed
+//! (`--isolation=chroot`), [`exec`] starts a process in a running sandbox (`kiln exec`: its
+//! namespaces joined through a pidfd, the same workload steps).
 //! What a sandbox runs and as whom, from an image, is the business of `crate::container` above
 //! it (users from the image's own passwd/group too): this module
 //! knows nothing of images.
@@ -34,6 +35,7 @@ pub mod isolation;
 mod kernel;
 #[allow(unsafe_code)]
 mod linux;
+pub mod network;
 mod sandbox;
 mod seccomp;
 mod setup;
@@ -45,6 +47,7 @@ pub mod tty;
 mod workdir;
 
 pub use isolation::Isolation;
+pub use network::{NetworkMode, NetworkPool, PrivateNetwork};
 pub use sandbox::{
     ExecErrorKind, Outcome, REMAP_BASE, REMAP_COUNT, RuntimeError, Sandbox, SandboxHandle, run,
 };

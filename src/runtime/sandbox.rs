@@ -47,6 +47,13 @@ pub enum RuntimeError {
     /// `args` is empty.
     #[error("no command to run: the argument list is empty")]
     NoCommand,
+    /// A private network asked of a sandbox that makes its own user namespace (rootless kiln
+    /// without subordinate ids, or root's remapped namespace), which could not join it.
+    #[error(
+        "the private network needs kiln's own user namespace: rootless kiln needs subordinate id \
+         ranges in /etc/subuid and /etc/subgid for it (or use --network host or --network none)"
+    )]
+    PrivateNetworkUserNamespace,
     /// A container path that must be absolute is not.
     #[error("{what} {path:?} is not an absolute path")]
     NotAbsolute {
@@ -764,6 +771,11 @@ impl Sandbox {
         let mut keep: Vec<RawFd> = vec![0, 1, 2, sync_read.as_raw_fd(), report_write.as_raw_fd()];
         keep.extend(inherited.iter().map(AsRawFd::as_raw_fd));
         keep.extend(status_write);
+        // The private network's namespace, joined first thing (close-on-exec: the workload
+        // does not get it).
+        if let Network::Private(namespace) = &spec.network {
+            keep.push(namespace.raw_fd());
+        }
         keep.sort_unstable();
         keep.dedup();
         let child = Child {

@@ -411,6 +411,9 @@ pub(crate) enum Action {
     Hostname(CString),
     /// `SIOCSIFFLAGS` with `IFF_UP` on `lo` of the new network namespace.
     LoopbackUp,
+    /// `setns(fd, CLONE_NEWNET)`: join a prepared network namespace (the descriptor is the
+    /// parent's, inherited through clone(2) and closed with the others before the workload runs).
+    JoinNetwork(c_int),
     /// `dup2` the workload's streams onto 0, 1, 2 (`/dev/null` for a missing stdin).
     Stdio {
         stdin: Option<c_int>,
@@ -549,6 +552,7 @@ impl Action {
             Action::RootReadOnly => "making the root filesystem read-only".into(),
             Action::Hostname(name) => format!("setting the hostname to {:?}", lossy(name)),
             Action::LoopbackUp => "bringing up the loopback interface".into(),
+            Action::JoinNetwork(_) => "joining the private network's namespace".into(),
             Action::Stdio { .. } => "setting up stdin, stdout and stderr".into(),
             Action::Terminal { .. } => "allocating the terminal in the container's /dev/pts".into(),
             Action::NewSession { controlling_tty } => if *controlling_tty {
@@ -979,6 +983,14 @@ fn setup_steps(
 ) -> Result<Vec<Action>, RuntimeError> {
     let system = |path: &str, create| Target::new("system mount point", path, create, true);
     let mut steps = Vec::new();
+    if let Network::Private(namespace) = &spec.network {
+        // Before anything else: the namespace belongs to kiln's own user namespace (the host's as
+        // root, kiln's rootless one), which a new user namespace would no longer be privileged in.
+        if ctx.user_namespace.creates() {
+            return Err(RuntimeError::PrivateNetworkUserNamespace);
+        }
+        steps.push(Action::JoinNetwork(namespace.raw_fd()));
+    }
     match ctx.user_namespace {
         UserNamespace::None => {}
         UserNamespace::Rootless { .. } => steps.push(Action::BecomeRoot {
@@ -1062,7 +1074,7 @@ fn setup_steps(
         });
     }
     steps.push(Action::Hostname(c_string("the hostname", &spec.hostname)?));
-    if spec.network == Network::None {
+    if matches!(spec.network, Network::None | Network::Private(_)) {
         steps.push(Action::LoopbackUp);
     }
     Ok(steps)
@@ -2345,5 +2357,37 @@ mod tests {
             assert_eq!(err.to_string(), message);
         }
         assert_eq!(count, 6);
+    }
+
+    #[test]
+    fn a_private_network_is_joined_first_and_its_loopback_brought_up() {
+        let namespace = crate::runtime::network::NetworkNamespace::from_fd(
+            std::fs::File::open("/dev/null")
+                .expect("a descriptor")
+                .into(),
+        );
+        let fd = namespace.raw_fd();
+        let mut spec = spec();
+        spec.network = Network::Private(namespace);
+        let inherited = UserNamespace::Inherited {
+            uids: 65536,
+            gids: 65536,
+        };
+        for user_namespace in [UserNamespace::None, inherited] {
+            let plan = prepare(&spec, &ctx(user_namespace), &dirs).expect("plan");
+            assert!(
+                matches!(plan.setup.first(), Some(Action::JoinNetwork(joined)) if *joined == fd),
+                "{:?}",
+                plan.setup.first()
+            );
+            assert!(matches!(plan.setup.last(), Some(Action::LoopbackUp)));
+        }
+        // A new user namespace could not join it: refused by name.
+        let rootless = UserNamespace::Rootless {
+            host_uid: 1000,
+            host_gid: 1000,
+        };
+        let err = prepare(&spec, &ctx(rootless), &dirs).unwrap_err();
+        assert!(matches!(err, RuntimeError::PrivateNetworkUserNamespace));
     }
 }

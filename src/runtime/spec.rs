@@ -126,12 +126,16 @@ impl User {
 }
 
 /// The network namespace of the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
     /// A new network namespace with only the loopback interface, brought up (`--network none`).
     None,
     /// The host's network namespace (`--network host`).
     Host,
+    /// A prepared network namespace with its own user-mode stack (the default,
+    /// [`super::network::PrivateNetwork`]): the sandbox's first process joins it (setns(2)) before
+    /// anything else and brings its loopback up.
+    Private(super::network::NetworkNamespace),
 }
 
 /// A mount on top of the root filesystem.

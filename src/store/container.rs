@@ -96,6 +96,33 @@ pub struct RunState {
     /// `HasBeenManuallyStopped`). A start clears it.
     #[serde(default)]
     pub manually_stopped: bool,
+    /// The ports the running process publishes on the host (`-p`, host ports resolved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PublishedPortRecord>,
+}
+
+/// A published port as `ps` and `inspect` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPortRecord {
+    /// The host address listened on (`0.0.0.0` for every one).
+    pub host_ip: String,
+    /// The host port.
+    pub host_port: u16,
+    /// The port in the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+impl std::fmt::Display for PublishedPortRecord {
+    /// `docker ps`'s form: `0.0.0.0:18080->8080/tcp`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}->{}/{}",
+            self.host_ip, self.host_port, self.container_port, self.protocol
+        )
+    }
 }
 
 /// A container's state as docker names it (`State.Status`).

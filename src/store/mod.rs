@@ -58,8 +58,8 @@ pub use cache_mount::{
     CacheMountError, CacheMountInfo, CacheMountLease, CacheMountPrune, CacheSharing,
 };
 pub use container::{
-    CRASHED_EXIT_CODE, ContainerConfig, ContainerRecord, ContainerState, RunOwner, RunState,
-    valid_container_name,
+    CRASHED_EXIT_CODE, ContainerConfig, ContainerRecord, ContainerState, PublishedPortRecord,
+    RunOwner, RunState, valid_container_name,
 };
 pub use gc::{DiskUsage, PruneOptions, PruneReport, Removal, Usage};
 pub use index::{

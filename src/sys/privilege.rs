@@ -257,7 +257,8 @@ pub enum Missing {
 impl fmt::Display for Missing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let consequence = "containers map only uid 0, so RUN steps cannot switch users or \
-                           chown, and image files keep no owners";
+                           chown, and image files keep no owners, and the default network is \
+                           the host's (the private network needs the range)";
         match self {
             Missing::NoRange { file, user, uid } => {
                 let shown = user.clone().unwrap_or_else(|| uid.to_string());
@@ -690,7 +691,8 @@ mod tests {
         assert_eq!(
             missing.to_string(),
             "no range for user alice (uid 1000) in /etc/subuid: containers map only uid 0, so \
-             RUN steps cannot switch users or chown, and image files keep no owners; add one \
+             RUN steps cannot switch users or chown, and image files keep no owners, and the \
+             default network is the host's (the private network needs the range); add one \
              with `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 alice`"
         );
     }

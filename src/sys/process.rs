@@ -71,6 +71,27 @@ pub fn child_umask_and_death_signal(command: &mut std::process::Command, umask: 
     }
 }
 
+/// Makes `command`'s child keep the descriptors `fds` across exec: they stay close-on-exec in
+/// this process, so no other child started meanwhile (by another thread) inherits them, and only
+/// this child's copies lose the flag (a helper given descriptor numbers on its command line, as
+/// slirp4netns takes `--exit-fd` and `--ready-fd`).
+pub fn keep_open_in_child(command: &mut std::process::Command, fds: Vec<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: fcntl(2) is a system call that neither allocates nor locks, and the
+    // closure only reads its moved vector of integers.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// What the child of a command does between fork and exec to run in a changed root
 /// ([`prepare_child`]): all of it prepared beforehand, so the child only makes system calls.
 #[derive(Debug, Clone)]

@@ -41,6 +41,7 @@ mod isolation;
 mod layer_safety;
 mod lint;
 mod lint_conformance;
+mod network;
 mod oci_schema;
 mod parser_conformance;
 mod parser_errors;

@@ -233,7 +233,7 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
     };
     let ctx = user.context(DOCKERFILE);
     let ctx = ctx.to_str().expect("utf-8 path");
-    let built = user.kiln(&["build", "-t", "owners", ctx]);
+    let built = user.kiln(&["build", "--network", "none", "-t", "owners", ctx]);
     ok("the rootless build", &built);
     assert!(
         !text(&built.stderr).contains("warning:"),
@@ -254,7 +254,16 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
     // The image runs as its user, who owns its files and may write where they are its own.
     let script = "id -u; id -g; cat /home/app/m /home/app/id; stat -c '%u:%g %a' /data/f; \
                   touch /home/app/new && echo ok";
-    let ran = user.kiln(&["run", "--rm", "owners", "sh", "-c", script]);
+    let ran = user.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "owners",
+        "sh",
+        "-c",
+        script,
+    ]);
     let app = "uid=1000(app) gid=1000(app) groups=1000(app),3000(staff)";
     assert_eq!(
         ok("kiln run as the image's user", &ran),
@@ -270,7 +279,10 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
     // could neither change nor delete), as buildctl writes them.
     let out_dir = home.join("out");
     let dest = format!("type=local,dest={}", out_dir.display());
-    ok("-o type=local", &user.kiln(&["build", "-o", &dest, ctx]));
+    ok(
+        "-o type=local",
+        &user.kiln(&["build", "--network", "none", "-o", &dest, ctx]),
+    );
     for path in ["data", "data/suid", "home/app/m"] {
         let meta = fs::symlink_metadata(out_dir.join(path)).expect(path);
         assert_eq!((meta.uid(), meta.gid()), (user.uid, user.gid), "{path}");
@@ -284,7 +296,7 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
     let root_store = user.dir.path().join("root-store");
     let built = kiln()
         .root(&root_store)
-        .args(["build", "-t", "owners", ctx])
+        .args(["build", "--network", "none", "-t", "owners", ctx])
         .run();
     assert!(
         built.status.success(),
@@ -358,7 +370,17 @@ fn a_rootless_build_gives_the_owners_a_root_build_gives() {
         "load",
         &loader.kiln(&["load", "-i", saved.to_str().unwrap()]),
     );
-    let listed = loader.kiln(&["run", "--rm", "owners", "ls", "-lnd", "/data", "/data/suid"]);
+    let listed = loader.kiln(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "owners",
+        "ls",
+        "-lnd",
+        "/data",
+        "/data/suid",
+    ]);
     let listed = ok("run of the loaded image", &listed);
     let columns: Vec<String> = listed
         .lines()
@@ -516,10 +538,19 @@ fn a_rootless_cgroup_limit_runs_where_delegated_and_says_why_not_elsewhere() {
     let ctx = user.context("FROM scratch\nCOPY busybox /bin/busybox\n");
     ok(
         "the build",
-        &user.kiln(&["build", "-t", "limited", ctx.to_str().unwrap()]),
+        &user.kiln(&[
+            "build",
+            "--network",
+            "none",
+            "-t",
+            "limited",
+            ctx.to_str().unwrap(),
+        ]),
     );
     let out = user.kiln(&[
         "run",
+        "--network",
+        "none",
         "--rm",
         "--memory",
         "64m",
@@ -569,7 +600,15 @@ fn an_owner_outside_the_range_is_named_with_the_fix() {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
     let imported = user.kiln(&["import", path.to_str().unwrap(), "high"]);
     let out = if imported.status.success() {
-        user.kiln(&["run", "--rm", "high", "/bin/busybox", "true"])
+        user.kiln(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "high",
+            "/bin/busybox",
+            "true",
+        ])
     } else {
         imported
     };
@@ -581,5 +620,50 @@ fn an_owner_outside_the_range_is_named_with_the_fix() {
              namespace maps (uids 0-65536, gids 0-65536"
         ) && stderr.contains("/etc/subuid"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn the_default_network_reaches_the_test_host_rootless() {
+    let Some(user) = User::new(RANGED, true) else {
+        return;
+    };
+    if support::tool("slirp4netns").is_none() {
+        return;
+    }
+    // slirp4netns opens /dev/net/tun as the user: Debian makes it 0666 (scripts/test sets it).
+    let tun_open_to_all = fs::metadata("/dev/net/tun").is_ok_and(|m| m.mode() & 0o006 == 0o006);
+    if support::require(
+        "a /dev/net/tun every user may open (mode 0666)",
+        tun_open_to_all.then_some(()),
+    )
+    .is_none()
+    {
+        return;
+    }
+    let Some(host) = crate::network::TestHost::start() else {
+        return;
+    };
+    let tar = busybox_tar(user.dir.path());
+    ok(
+        "import",
+        &user.kiln(&["import", tar.to_str().unwrap(), "netbox"]),
+    );
+    let ran = user.kiln(&[
+        "run",
+        "--rm",
+        "netbox",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        &format!(
+            "/bin/busybox nc -w 3 {} {}; /bin/busybox cat /proc/net/dev",
+            host.server, host.port
+        ),
+    ]);
+    let stdout = ok("a rootless run on the default network", &ran);
+    assert!(
+        stdout.contains("hello-from-the-test-host") && stdout.contains("tap0"),
+        "{stdout}"
     );
 }

@@ -266,7 +266,7 @@ fn working_directory_users_and_hostname() {
         "workdir",
         serde_json::json!({"WorkingDir": "/srv/app", "User": "kiln"}),
     );
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 9] = [
         (&["-w", "/new/dir", "box", "pwd"], "/new/dir\n"),
         (
             &["workdir", "sh", "-c", "pwd; id"],
@@ -299,7 +299,11 @@ fn working_directory_users_and_hostname() {
             ],
             "web\nweb\n",
         ),
-        (&["box", "cat", "/etc/hosts"], ""),
+        (&["--network", "host", "box", "cat", "/etc/hosts"], ""),
+        (
+            &["--hostname", "web", "box", "cat", "/etc/hosts"],
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n10.0.2.100\tweb\n",
+        ),
         (
             &["--network", "none", "box", "sh", "-c", "cat /etc/hosts"],
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
@@ -311,7 +315,7 @@ fn working_directory_users_and_hostname() {
         let mut all = vec!["--rm"];
         all.extend(args);
         let out = images.run(&all).run();
-        let want = if args == ["box", "cat", "/etc/hosts"] {
+        let want = if args == ["--network", "host", "box", "cat", "/etc/hosts"] {
             host_hosts.as_str()
         } else {
             want

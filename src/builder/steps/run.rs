@@ -43,7 +43,8 @@ pub struct RunStep {
     /// The user as the image config's `User` and `USER` write it: `""` (root), `name`, `uid`,
     /// `name:group`, `uid:gid`..., resolved in the image's own `/etc/passwd` and `/etc/group`.
     pub user: String,
-    /// The network: BuildKit's default for RUN is the host's here (kiln has no bridge).
+    /// The network: BuildKit's default is a private one (the worker takes it from its
+    /// `runtime::NetworkPool`); `host` and `none` as asked.
     pub network: Network,
     /// The hostname (BuildKit uses `buildkitsandbox`).
     pub hostname: String,
@@ -170,7 +171,9 @@ pub fn run_step(
         },
         user: &step.user,
         hostname: step.hostname.clone(),
-        network: step.network,
+        network: step.network.clone(),
+        add_hosts: &[],
+        dns: &[],
         mounts: &step.mounts,
         etc_dir: &etc.0,
         etc_files: EtcFiles::Build,
