@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Container start-up latency, side by side in one hyperfine run:
 #   kiln run --rm IMG true   vs   docker run --rm --network none IMG true   vs   runc run (prepared bundle)
-# and a process started in a running container:
+#   kiln run -d --rm IMG true   vs   docker run -d --rm IMG true   (returns once the container started)
+#   kiln run --rm IMG true on kiln's default private network (slirp4netns)
+# and a process started in a running (detached) container:
 #   kiln exec C true   vs   docker exec C true
-# (kiln's container is a foreground `kiln run` kept in the background until `kiln run -d` lands.)
 # The image is the same busybox rootfs everywhere (imported into each tool from one tarball).
 # Needs root, /bin/busybox (busybox-static), hyperfine, umoci and runc; the docker column appears
 # when the peer dockerd from ../shared/peers is running (start-peers.sh docker).
@@ -23,12 +24,11 @@ done
 cargo build --release --quiet
 kiln=${CARGO_TARGET_DIR:-$PWD/target}/release/kiln
 work=$(mktemp -d /var/tmp/kiln-bench-run.XXXXXX)
-running_pid=
 docker_container=
 cleanup() {
-  # SIGKILL: the container's sleep (pid 1 without a handler) ignores the SIGTERM kiln would
-  # forward; it dies with the killed kiln (its parent-death signal).
-  if [[ -n $running_pid ]]; then kill -KILL "$running_pid" 2>/dev/null || true; wait "$running_pid" 2>/dev/null || true; fi
+  # `rm -f` kills the detached container (its sleep is pid 1 without a handler) and its
+  # supervisor.
+  "$kiln" rm -f bench-exec >/dev/null 2>&1 || true
   if [[ -n $docker_container ]]; then docker rm -f "$docker_container" >/dev/null 2>&1 || true; fi
   rm -rf "$work"
 }
@@ -44,18 +44,15 @@ tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 
 commands=(-n "kiln run" "$kiln run --rm --network none bench-startup true")
 
-# kiln exec: into a container that runs `sleep` for the whole benchmark.
-"$kiln" run --network none bench-startup sleep 100000 >/dev/null 2>&1 &
-running_pid=$!
-container=
-for _ in $(seq 100); do
-  container=$(ls "$KILN_ROOT/containers" 2>/dev/null | head -n1)
-  [[ -n $container ]] && "$kiln" exec "$container" true 2>/dev/null && break
-  container=
-  sleep 0.1
-done
-[[ -n $container ]] || { echo "the kiln container for exec never started" >&2; exit 1; }
-commands+=(-n "kiln exec" "$kiln exec $container true")
+# Detached: the command returns once the supervisor reports the container started; `--rm`
+# removes each one when `true` ends.
+commands+=(-n "kiln run -d" "$kiln run -d --rm --network none bench-startup true")
+# The default private network (a namespace and its slirp4netns stack per container).
+commands+=(-n "kiln run (private network)" "$kiln run --rm bench-startup true")
+
+# kiln exec: into a detached container that runs `sleep` for the whole benchmark.
+"$kiln" run -d --name bench-exec --network none bench-startup sleep 100000 >/dev/null
+commands+=(-n "kiln exec" "$kiln exec bench-exec true")
 
 # runc: a bundle unpacked by umoci from kiln's own store (an OCI layout), args set to `true`.
 umoci unpack --image "$KILN_ROOT:bench-startup:latest" "$work/bundle" >/dev/null
@@ -73,6 +70,7 @@ if [[ -S /var/tmp/kiln-peers/docker.sock ]]; then
   export DOCKER_HOST=unix:///var/tmp/kiln-peers/docker.sock
   docker import "$work/rootfs.tar" bench-startup:latest >/dev/null
   commands+=(-n "docker run" "docker run --rm --network none bench-startup:latest /bin/true")
+  commands+=(-n "docker run -d" "docker run -d --rm --network none bench-startup:latest /bin/true")
   docker_container=$(docker run -d --network none bench-startup:latest /bin/sleep 100000)
   commands+=(-n "docker exec" "docker exec $docker_container /bin/true")
 fi
