@@ -7,24 +7,11 @@ use anyhow::Context as _;
 use clap::Args;
 use kiln::container::exec::{self, ExecError, ExecOptions, ProcessRow};
 use kiln::container::{env_entry, env_file};
-use kiln::runtime::tty::{self, DEFAULT_WINDOW_SIZE, RawMode};
-use kiln::runtime::{SandboxHandle, Stdio};
+use kiln::runtime::Stdio;
 use kiln::store::Store;
-use nix::sys::signal::{SigSet, Signal};
-use std::io::IsTerminal as _;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-/// The signals kiln passes on to the exec'd process (as `kiln run` to its container).
-const PROXIED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
@@ -106,12 +93,7 @@ fn exec_process(root: &Path, args: ExecArgs) -> anyhow::Result<i32> {
         tty: args.tty,
         detach: args.detach,
     };
-    let stdin_fd = std::io::stdin().as_fd().try_clone_to_owned()?;
-    // The process's own output is not kiln's to escape: it gets kiln's stdout and stderr.
-    #[allow(clippy::disallowed_methods)]
-    let stdout_fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-    #[allow(clippy::disallowed_methods)]
-    let stderr_fd = std::io::stderr().as_fd().try_clone_to_owned()?;
+    let streams = super::attach::Streams::of_kiln()?;
     let stdio = if args.detach {
         // docker exec -d: the process's streams go nowhere, and it outlives kiln.
         let null = || -> anyhow::Result<OwnedFd> {
@@ -134,61 +116,20 @@ fn exec_process(root: &Path, args: ExecArgs) -> anyhow::Result<i32> {
             stdout: null()?,
             stderr: null()?,
         }
-    } else if args.tty {
-        let size = tty::window_size(stdout_fd.as_fd())
-            .or_else(|| tty::window_size(stdin_fd.as_fd()))
-            .unwrap_or(DEFAULT_WINDOW_SIZE);
-        Stdio::Terminal { size: Some(size) }
     } else {
-        Stdio::Streams {
-            stdin: args.interactive.then(|| stdin_fd.try_clone()).transpose()?,
-            stdout: stdout_fd.try_clone()?,
-            stderr: stderr_fd,
-        }
+        streams.stdio(args.tty, args.interactive)?
     };
-    // Blocked before any thread exists so only the forwarding thread takes them (see kiln run).
-    let mut proxied = SigSet::empty();
-    for signal in PROXIED {
-        proxied.add(signal);
-    }
-    proxied.thread_block()?;
+    let proxied = super::attach::block_proxied()?;
     let mut process = exec::exec(&store, &args.container, &options, stdio)?;
     if args.detach {
         process.detach();
         return Ok(0);
     }
-    forward_signals(proxied, process.handle());
+    super::attach::forward_signals(proxied, process.handle(), None);
     if let Some(master) = process.take_terminal() {
-        relay(&master, stdin_fd, stdout_fd, args.interactive)?;
+        streams.relay(&master, args.interactive)?;
     }
     Ok(process.wait()?.exit_code())
-}
-
-/// Copies between the terminal and the process's pty until it is gone (as `kiln run -t`).
-fn relay(
-    master: &OwnedFd,
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    interactive: bool,
-) -> anyhow::Result<()> {
-    let (idle_read, _idle_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let input = if interactive { stdin } else { idle_read };
-    let _raw = if interactive && std::io::stdin().is_terminal() {
-        Some(RawMode::enter(input.as_fd())?)
-    } else {
-        None
-    };
-    tty::relay(master, input.as_fd(), stdout.as_fd())?;
-    Ok(())
-}
-
-/// A thread that passes every signal of `set` on to the process.
-fn forward_signals(set: SigSet, handle: SandboxHandle) {
-    std::thread::spawn(move || {
-        while let Ok(signal) = set.wait() {
-            let _ = handle.signal(signal);
-        }
-    });
 }
 
 /// `kiln top`: docker's table (columns at least 20 wide, 3 spaces of padding).

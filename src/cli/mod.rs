@@ -2,6 +2,7 @@
 //! `anyhow` here; front-end errors that carry a span are printed as a snippet.
 
 mod archive;
+mod attach;
 mod build;
 mod call;
 mod container_fs;

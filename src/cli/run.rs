@@ -10,12 +10,7 @@ use kiln::container::lifecycle;
 use kiln::container::{Container, ContainerError, RunOptions, env_entry, env_file, parse_volume};
 use kiln::runtime::cgroup::{Limits, parse_memory};
 use kiln::runtime::network::{HostEntry, NetworkMode, parse_publish};
-use kiln::runtime::tty::{self, DEFAULT_WINDOW_SIZE, RawMode};
-use kiln::runtime::{SandboxHandle, Stdio};
 use kiln::store::Store;
-use nix::sys::signal::{SigSet, Signal};
-use std::io::IsTerminal as _;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,15 +19,6 @@ use std::time::Duration;
 const KILN_FAILED: u8 = 125;
 /// What a process killed with SIGKILL (here: by the OOM killer) exits with.
 const OOM_EXIT: u8 = 137;
-/// The signals kiln passes on to the container.
-const PROXIED: [Signal; 6] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 #[derive(Debug, Args)]
 #[command(trailing_var_arg = true)]
@@ -237,47 +223,19 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut container = Container::create(&store, &image, &args.image, &options)?;
 
-    let stdin_fd = std::io::stdin().as_fd().try_clone_to_owned()?;
-    // The container's own output is not kiln's to escape: it gets kiln's stdout and stderr.
-    #[allow(clippy::disallowed_methods)]
-    let stdout_fd = std::io::stdout().as_fd().try_clone_to_owned()?;
-    #[allow(clippy::disallowed_methods)]
-    let stderr_fd = std::io::stderr().as_fd().try_clone_to_owned()?;
-    // With -t the sandbox allocates the terminal in its own devpts (so `tty` names it
-    // /dev/pts/0, as in docker) and hands kiln the master. It starts with the host terminal's
-    // size, or docker's 24x80 when kiln's output is not a terminal.
-    let stdio = if args.tty {
-        let size = tty::window_size(stdout_fd.as_fd())
-            .or_else(|| tty::window_size(stdin_fd.as_fd()))
-            .unwrap_or(DEFAULT_WINDOW_SIZE);
-        Stdio::Terminal { size: Some(size) }
-    } else {
-        Stdio::Streams {
-            stdin: args.interactive.then(|| stdin_fd.try_clone()).transpose()?,
-            stdout: stdout_fd.try_clone()?,
-            stderr: stderr_fd,
-        }
-    };
-
-    // The signals are blocked in this thread before any other thread exists (kiln run starts
-    // none before this point), so every thread inherits the mask and only the forwarding
-    // thread's sigwait(3) takes them (signal(7): a blocked process-directed signal stays
-    // pending until a thread accepts it). The sandbox's first process resets its mask.
-    let mut proxied = SigSet::empty();
-    for signal in PROXIED {
-        proxied.add(signal);
-    }
-    proxied.thread_block()?;
+    let streams = super::attach::Streams::of_kiln()?;
+    let stdio = streams.stdio(args.tty, args.interactive)?;
+    let proxied = super::attach::block_proxied()?;
     let mut sandbox = container.start(stdio)?;
     let grace = Duration::from_secs(u64::from(
         options
             .stop_timeout
             .unwrap_or(lifecycle::DEFAULT_STOP_TIMEOUT),
     ));
-    forward_signals(proxied, sandbox.handle(), grace);
+    super::attach::forward_signals(proxied, sandbox.handle(), Some(grace));
 
     if let Some(master) = sandbox.take_terminal() {
-        relay(&master, stdin_fd, stdout_fd, args.interactive)?;
+        streams.relay(&master, args.interactive)?;
     }
     let outcome = sandbox.wait()?;
     container.set_exit_code(outcome.exit_code());
@@ -290,49 +248,6 @@ fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(OOM_EXIT));
     }
     Ok(exit_code(outcome.exit_code()))
-}
-
-/// Copies between the terminal and the container's pty until the container is gone. Without
-/// `-i` the container's terminal gets no input at all: the relay reads from a pipe nobody writes
-/// to (host stdin ending would otherwise reach the container as an end of file).
-fn relay(
-    master: &OwnedFd,
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    interactive: bool,
-) -> anyhow::Result<()> {
-    let (idle_read, _idle_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let input = if interactive { stdin } else { idle_read };
-    let _raw = if interactive && std::io::stdin().is_terminal() {
-        Some(RawMode::enter(input.as_fd())?)
-    } else {
-        None
-    };
-    tty::relay(master, input.as_fd(), stdout.as_fd())?;
-    Ok(())
-}
-
-/// A thread that passes every signal of `set` on to the sandbox. It lives until kiln exits; a
-/// signal that arrives after the sandbox ended finds it gone (ESRCH) and is dropped. The first
-/// SIGTERM or SIGINT passed on starts the grace period: a container still running after it is
-/// killed (SIGKILL), as `docker stop` does after its timeout, so a workload that ignores the
-/// signal cannot keep kiln waiting.
-fn forward_signals(set: SigSet, handle: SandboxHandle, grace: Duration) {
-    std::thread::spawn(move || {
-        let mut stopping = false;
-        while let Ok(signal) = set.wait() {
-            let _ = handle.signal(signal);
-            if !stopping && matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
-                stopping = true;
-                let handle = handle.clone();
-                std::thread::spawn(move || {
-                    std::thread::sleep(grace);
-                    // Gone already: ESRCH through the pidfd, nothing else is hit.
-                    let _ = handle.kill();
-                });
-            }
-        }
-    });
 }
 
 /// `64 MiB` for a whole number of MiB, else the bytes.

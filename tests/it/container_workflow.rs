@@ -4,14 +4,10 @@
 //! ways (a symlink in the container pointing out of its root resolved inside it), stopped within
 //! the grace time, committed into an image that runs with the change, and removed.
 
-use crate::exec::read_until_closed;
 use crate::run::images;
 use crate::support::{self, kiln};
 use kiln::runtime::tty::{Pty, WindowSize};
 use std::fs;
-use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt as _;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A host port for `-p`, free now (bound and released), so parallel tests cannot clash.
@@ -99,29 +95,15 @@ fn the_seeds_workflow_run_d_ps_logs_exec_diff_cp_stop_commit() {
 
     // `exec -it web sh` on a terminal the test owns.
     let pty = Pty::open(Some(WindowSize { rows: 24, cols: 80 })).expect("pty");
-    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup slave"));
-    let mut command = kiln()
-        .root(images.root())
-        .args(["exec", "-it", "web", "sh"])
-        .command();
-    command
-        .stdin(stdio(&pty.slave))
-        .stdout(stdio(&pty.slave))
-        .stderr(stdio(&pty.slave));
-    // SAFETY: setsid and ioctl are async-signal-safe; nothing is allocated after fork.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("spawn kiln exec -it");
-    drop(command);
-    drop(pty.slave);
+    let mut child = support::spawn_on_tty(
+        kiln()
+            .root(images.root())
+            .args(["exec", "-it", "web", "sh"])
+            .command(),
+        pty.slave,
+    );
     nix::unistd::write(&pty.master, b"cat /index.html; tty; exit 4\n").expect("type");
-    let output = read_until_closed(&pty.master, 30);
+    let output = support::read_until_closed(&pty.master, 30);
     assert_eq!(child.wait().expect("wait").code(), Some(4), "{output:?}");
     let lines: Vec<&str> = output.split("\r\n").collect();
     assert!(lines.contains(&"hello-from-web"), "{output:?}");
@@ -181,7 +163,10 @@ fn the_seeds_workflow_run_d_ps_logs_exec_diff_cp_stop_commit() {
     // `stop` within the grace time: httpd is the container's pid 1 without a SIGTERM handler,
     // so the kernel drops the signal (as under docker) and SIGKILL follows at `-t`.
     let stopping = Instant::now();
-    assert_eq!(k(&["stop", "-t", "2", "web"]).success().stdout_str(), "web\n");
+    assert_eq!(
+        k(&["stop", "-t", "2", "web"]).success().stdout_str(),
+        "web\n"
+    );
     let took = stopping.elapsed();
     assert!(
         took >= Duration::from_secs(2) && took < Duration::from_secs(8),

@@ -7,9 +7,7 @@
 use crate::support::{self, kiln};
 use kiln::runtime::tty::{Pty, WindowSize};
 use kiln::store::Store;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -434,55 +432,20 @@ fn exec_exit_codes_and_messages_follow_docker() {
     );
 }
 
-/// Everything read from `fd` until EIO/EOF, failing after `limit_secs` of silence.
-pub(crate) fn read_until_closed(fd: &OwnedFd, limit_secs: u16) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ready = poll(&mut fds, PollTimeout::from(limit_secs * 1000)).expect("poll");
-        assert!(
-            ready > 0,
-            "nothing from the terminal; read so far: {}",
-            String::from_utf8_lossy(&out)
-        );
-        match nix::unistd::read(fd.as_fd(), &mut buf) {
-            Ok(0) | Err(nix::errno::Errno::EIO) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[test]
 fn exec_it_gives_a_shell_on_a_terminal_of_the_container() {
     let Some(images) = images() else { return };
     let running = images.running(&[], "5401");
     let pty = Pty::open(Some(WindowSize { rows: 30, cols: 90 })).expect("pty");
-    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup slave"));
-    let mut command = kiln()
-        .root(images.root())
-        .args(["exec", "-it", &running.id, "sh"])
-        .command();
-    command
-        .stdin(stdio(&pty.slave))
-        .stdout(stdio(&pty.slave))
-        .stderr(stdio(&pty.slave));
-    // SAFETY: setsid and ioctl are async-signal-safe; nothing is allocated after fork.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command.spawn().expect("spawn kiln exec");
-    drop(command);
-    drop(pty.slave);
+    let mut child = support::spawn_on_tty(
+        kiln()
+            .root(images.root())
+            .args(["exec", "-it", &running.id, "sh"])
+            .command(),
+        pty.slave,
+    );
     nix::unistd::write(&pty.master, b"echo hi; tty; stty size; exit 3\n").expect("type");
-    let output = read_until_closed(&pty.master, 30);
+    let output = support::read_until_closed(&pty.master, 30);
     let status = child.wait().expect("wait");
     let lines: Vec<&str> = output.split("\r\n").collect();
     assert!(lines.contains(&"hi"), "{output:?}");

@@ -5,57 +5,14 @@ use kiln::runtime::tty::{Pty, RawMode, TtyError, WindowSize, relay, set_window_s
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::termios::{self, LocalFlags};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
-/// Runs `busybox sh -c script` in a new session whose controlling terminal is `slave` (as the
-/// sandbox does: setsid(2), then TIOCSCTTY on the slave, see tty_ioctl(4)).
+/// Runs `busybox sh -c script` in a new session whose controlling terminal is `slave`.
 fn spawn_on_tty(busybox: &Path, script: &str, slave: OwnedFd) -> Child {
-    let stdio = |fd: &OwnedFd| Stdio::from(fd.try_clone().expect("dup slave"));
     let mut command = Command::new(busybox);
-    command
-        .args(["sh", "-c", script])
-        .stdin(stdio(&slave))
-        .stdout(stdio(&slave))
-        .stderr(stdio(&slave));
-    // SAFETY: setsid and ioctl are async-signal-safe; nothing is allocated after fork.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().expect("spawn busybox");
-    // The Command holds copies of the slave too: drop them with it, and the original, so the
-    // master sees EIO once the child exits.
-    drop(command);
-    drop(slave);
-    child
-}
-
-/// Everything read from `fd` until EIO/EOF, giving up (and failing) after `limit_secs` of silence
-/// so a broken relay fails instead of hanging.
-fn read_until_closed(fd: &OwnedFd, limit_secs: u16) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let ready = poll(&mut fds, PollTimeout::from(limit_secs * 1000)).expect("poll");
-        assert!(
-            ready > 0,
-            "nothing from the terminal; read so far: {}",
-            String::from_utf8_lossy(&out)
-        );
-        match nix::unistd::read(fd.as_fd(), &mut buf) {
-            Ok(0) | Err(nix::errno::Errno::EIO) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    command.args(["sh", "-c", script]);
+    support::spawn_on_tty(command, slave)
 }
 
 /// Reads `fd` until `needle` appears, failing after `limit_secs` of silence.
@@ -89,7 +46,7 @@ fn child_sees_a_terminal_of_the_given_size() {
     let pty = Pty::open(Some(size)).expect("open pty");
     assert_eq!(window_size(pty.slave.as_fd()), Some(size));
     let mut child = spawn_on_tty(&busybox, "tty; stty size", pty.slave);
-    let output = read_until_closed(&pty.master, 30);
+    let output = support::read_until_closed(&pty.master, 30);
     assert!(child.wait().expect("wait").success());
     let lines: Vec<&str> = output.split("\r\n").collect();
     assert!(lines[0].starts_with("/dev/pts/"), "{output:?}");
@@ -144,7 +101,7 @@ fn relay_copies_both_ways_and_forwards_stdin_eof() {
             status.success(),
             "{input:?}: cat exits 0 on end of input: {status:?}"
         );
-        let output = read_until_closed(&stdout_read, 30);
+        let output = support::read_until_closed(&stdout_read, 30);
         assert_eq!(output, expected, "{input:?}");
     }
 }

@@ -557,3 +557,52 @@ pub fn staging_junk(root: &Path, corrupt_hex: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Spawns `command` in a new session whose controlling terminal is `slave`, its stdin, stdout and
+/// stderr (as the sandbox does: setsid(2), then TIOCSCTTY on the slave, see tty_ioctl(4)). The
+/// command and `slave` are dropped, so the master sees EIO once the child exits.
+pub fn spawn_on_tty(mut command: Command, slave: std::os::fd::OwnedFd) -> Child {
+    use std::os::unix::process::CommandExt as _;
+    let stdio = |fd: &std::os::fd::OwnedFd| Stdio::from(fd.try_clone().expect("dup slave"));
+    command
+        .stdin(stdio(&slave))
+        .stdout(stdio(&slave))
+        .stderr(stdio(&slave));
+    // SAFETY: setsid and ioctl are async-signal-safe; nothing is allocated after fork.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("spawn on a terminal");
+    drop(command);
+    drop(slave);
+    child
+}
+
+/// Everything read from `fd` until EIO/EOF, giving up (and failing) after `limit_secs` of silence
+/// so a broken relay fails instead of hanging.
+pub fn read_until_closed(fd: &std::os::fd::OwnedFd, limit_secs: u16) -> String {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let ready = poll(&mut fds, PollTimeout::from(limit_secs * 1000)).expect("poll");
+        assert!(
+            ready > 0,
+            "nothing from the terminal; read so far: {}",
+            String::from_utf8_lossy(&out)
+        );
+        match nix::unistd::read(fd.as_fd(), &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
