@@ -17,11 +17,8 @@
 
 use super::RuntimeError;
 use super::child::{self, Child, Joiner};
-use super::sandbox::{
-    Sandbox, above_stdio, pidfd_of_child, pipe, read_report, receive_terminal, report_error,
-    socket_pair,
-};
-use super::setup::{self, Context, Join, StdioFds, UserNamespace, WorkloadFds};
+use super::sandbox::{Sandbox, pidfd_of_child, pipe, read_report, receive_terminal, report_error};
+use super::setup::{self, Context, Join, UserNamespace, WorkloadFds};
 use super::spec::{Spec, Stdio};
 use crate::sys::atomic::process_start_time;
 use crate::sys::process;
@@ -278,37 +275,7 @@ fn rlimits(limits: &str) -> Vec<(libc::c_int, u64, u64)> {
 /// with [`Stdio::Terminal`] its terminal's master is in [`Sandbox::take_terminal`].
 pub fn exec(spec: &ExecSpec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
     let target = Target::open(spec)?;
-    let mut inherited: Vec<OwnedFd> = Vec::new();
-    let mut terminal_socket = None;
-    let stdio_fds = match stdio {
-        Stdio::Streams {
-            stdin,
-            stdout,
-            stderr,
-        } => {
-            let stdin = stdin.map(above_stdio).transpose()?;
-            let stdout = above_stdio(stdout)?;
-            let stderr = above_stdio(stderr)?;
-            let fds = StdioFds::Streams {
-                stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
-                stdout: stdout.as_raw_fd(),
-                stderr: stderr.as_raw_fd(),
-            };
-            inherited.extend(stdin);
-            inherited.extend([stdout, stderr]);
-            fds
-        }
-        Stdio::Terminal { size } => {
-            let (ours, theirs) = socket_pair()?;
-            let fds = StdioFds::Terminal {
-                socket: theirs.as_raw_fd(),
-                size,
-            };
-            terminal_socket = Some(ours);
-            inherited.push(theirs);
-            fds
-        }
-    };
+    let (stdio_fds, inherited, terminal_socket) = super::sandbox::child_stdio(stdio)?;
     let (sync_read, sync_write) = pipe()?;
     let (report_read, report_write) = pipe()?;
     let (pid_read, pid_write) = pipe()?;

@@ -472,6 +472,46 @@ impl Drop for Staging {
     }
 }
 
+/// The workload's stdio as the child receives it: the descriptors it inherits (closed here once
+/// it has them: the streams moved above 2, or for a terminal the child's end of the console
+/// socket pair), what the child's setup is told of them, and the parent's end of the socket.
+pub(super) fn child_stdio(
+    stdio: Stdio,
+) -> Result<(StdioFds, Vec<OwnedFd>, Option<OwnedFd>), RuntimeError> {
+    let mut inherited: Vec<OwnedFd> = Vec::new();
+    let mut terminal_socket = None;
+    let stdio_fds = match stdio {
+        Stdio::Streams {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            let stdin = stdin.map(above_stdio).transpose()?;
+            let stdout = above_stdio(stdout)?;
+            let stderr = above_stdio(stderr)?;
+            let fds = StdioFds::Streams {
+                stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
+                stdout: stdout.as_raw_fd(),
+                stderr: stderr.as_raw_fd(),
+            };
+            inherited.extend(stdin);
+            inherited.extend([stdout, stderr]);
+            fds
+        }
+        Stdio::Terminal { size } => {
+            let (ours, theirs) = socket_pair()?;
+            let fds = StdioFds::Terminal {
+                socket: theirs.as_raw_fd(),
+                size,
+            };
+            terminal_socket = Some(ours);
+            inherited.push(theirs);
+            fds
+        }
+    };
+    Ok((stdio_fds, inherited, terminal_socket))
+}
+
 /// A pidfd of `pid`, this process's own child not yet reaped (so no other process can hold its
 /// pid); when none can be opened the child is killed and reaped, and the error says `action`.
 pub(super) fn pidfd_of_child(pid: i32, action: &'static str) -> Result<OwnedFd, RuntimeError> {
@@ -692,39 +732,7 @@ impl Sandbox {
     /// [`Sandbox::take_terminal`].
     pub fn spawn(spec: &Spec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
         let user_namespace = user_namespace_for(spec, privilege::current());
-        // The descriptors the child inherits for the workload's stdio (closed here once it has
-        // them), and for a terminal the parent's end of the socket.
-        let mut inherited: Vec<OwnedFd> = Vec::new();
-        let mut terminal_socket = None;
-        let stdio_fds = match stdio {
-            Stdio::Streams {
-                stdin,
-                stdout,
-                stderr,
-            } => {
-                let stdin = stdin.map(above_stdio).transpose()?;
-                let stdout = above_stdio(stdout)?;
-                let stderr = above_stdio(stderr)?;
-                let fds = StdioFds::Streams {
-                    stdin: stdin.as_ref().map(AsRawFd::as_raw_fd),
-                    stdout: stdout.as_raw_fd(),
-                    stderr: stderr.as_raw_fd(),
-                };
-                inherited.extend(stdin);
-                inherited.extend([stdout, stderr]);
-                fds
-            }
-            Stdio::Terminal { size } => {
-                let (ours, theirs) = socket_pair()?;
-                let fds = StdioFds::Terminal {
-                    socket: theirs.as_raw_fd(),
-                    size,
-                };
-                terminal_socket = Some(ours);
-                inherited.push(theirs);
-                fds
-            }
-        };
+        let (stdio_fds, inherited, terminal_socket) = child_stdio(stdio)?;
         let (sync_read, sync_write) = pipe()?;
         let (report_read, report_write) = pipe()?;
         let status = if spec.init { Some(pipe()?) } else { None };
