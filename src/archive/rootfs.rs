@@ -111,14 +111,7 @@ pub fn import_rootfs(
         &layer.digest,
         layer.size,
     )];
-    let image = store.write_image_json(&bytes, &layers)?;
-    match name {
-        Some(name) => {
-            store.tag(&name.full(), &image.manifest_descriptor)?;
-            Ok(store.image(&image.manifest_descriptor)?)
-        }
-        None => Ok(image),
-    }
+    Ok(store.write_image_named(&bytes, &layers, name.as_ref())?)
 }
 
 /// The config docker's import writes (moby `daemon/images/image_import.go`): the host platform

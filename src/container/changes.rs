@@ -309,14 +309,7 @@ pub fn commit(
         &layer.digest,
         layer.size,
     ));
-    let image = store.write_image_json(&bytes, &layers)?;
-    match name {
-        Some(name) => {
-            store.tag(&name.full(), &image.manifest_descriptor)?;
-            Ok(store.image(&image.manifest_descriptor)?)
-        }
-        None => Ok(image),
-    }
+    Ok(store.write_image_named(&bytes, &layers, name.as_ref())?)
 }
 
 /// The image's config document as stored (docker's extensions kept).

@@ -251,21 +251,8 @@ impl Container {
         let lower_dirs = ensure_snapshots(store, &image)?;
         let owner = options.remove.then(RunOwner::this_process).flatten();
         let record = store.update_container(&record.id, |r| r.remove_with = owner)?;
-        let mut container = Container {
-            store: store.clone(),
-            dir: store.container_dir(&record.id)?,
-            record,
-            spec: super::placeholder_spec(),
-            cgroup: None,
-            memory_limit: options.limits.memory,
-            remove: options.remove,
-            finished: false,
-            isolation: options.isolation,
-            chroot: None,
-            exit_code: None,
-            oom_killed: false,
-            network: None,
-        };
+        let dir = store.container_dir(&record.id)?;
+        let mut container = Container::unprepared(store, record, dir, options);
         let network = container.start_network(options)?;
         container.spec = container.prepare(&image, lower_dirs, options, network)?;
         if options.limits != crate::runtime::cgroup::Limits::default() {

@@ -338,21 +338,7 @@ impl Container {
         }
         drop(lease);
         lifecycle::write_options(store, &id, options)?;
-        let mut container = Container {
-            store: store.clone(),
-            record,
-            dir,
-            spec: placeholder_spec(),
-            cgroup: None,
-            memory_limit: options.limits.memory,
-            remove: options.remove,
-            finished: false,
-            isolation: options.isolation,
-            chroot: None,
-            exit_code: None,
-            oom_killed: false,
-            network: None,
-        };
+        let mut container = Container::unprepared(store, record, dir, options);
         // From here on, an error drops `container`, which removes what was made with --rm.
         let network = container.start_network(options)?;
         container.spec = container.prepare(image, lower_dirs, options, network)?;
@@ -383,6 +369,31 @@ impl Container {
             container.cgroup = Some(cgroup);
         }
         Ok(container)
+    }
+
+    /// A container of `record` with nothing made yet: no spec, network or cgroup. Dropping it
+    /// cleans up as [`Container::finish`] would (with `--rm`, the record goes).
+    fn unprepared(
+        store: &Store,
+        record: ContainerRecord,
+        dir: PathBuf,
+        options: &RunOptions,
+    ) -> Container {
+        Container {
+            store: store.clone(),
+            record,
+            dir,
+            spec: placeholder_spec(),
+            cgroup: None,
+            memory_limit: options.limits.memory,
+            remove: options.remove,
+            finished: false,
+            isolation: options.isolation,
+            chroot: None,
+            exit_code: None,
+            oom_killed: false,
+            network: None,
+        }
     }
 
     /// The container's id (64 hex digits).

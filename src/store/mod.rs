@@ -509,6 +509,24 @@ impl Store {
         self.write_image_json(&bytes, layers)
     }
 
+    /// [`Store::write_image_json`], then `name` tagged to it when given (`kiln import`, `kiln
+    /// commit`); the image as the store now lists it.
+    pub fn write_image_named(
+        &self,
+        config_json: &[u8],
+        layers: &[Descriptor],
+        name: Option<&ImageName>,
+    ) -> Result<StoredImage, StoreError> {
+        let image = self.write_image_json(config_json, layers)?;
+        match name {
+            Some(name) => {
+                self.tag(&name.full(), &image.manifest_descriptor)?;
+                self.image(&image.manifest_descriptor)
+            }
+            None => Ok(image),
+        }
+    }
+
     /// [`Store::write_image`] for a config given as JSON bytes, stored exactly as given (so
     /// docker's extensions such as `Healthcheck` survive). The bytes must parse as an OCI image
     /// config.
