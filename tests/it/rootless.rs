@@ -667,3 +667,70 @@ fn the_default_network_reaches_the_test_host_rootless() {
         "{stdout}"
     );
 }
+
+/// A detached container of a rootless user: its supervisor runs in the user namespace kiln made,
+/// the container's root is the user (uid 0 mapped to it, 1.. to the range), and `logs`, `exec`
+/// (joining that user namespace from the initial one), `stop` and `rm` work as the same user.
+#[test]
+fn a_rootless_detached_container_logs_execs_and_stops() {
+    let Some(user) = User::new(RANGED, true) else {
+        return;
+    };
+    let tar = busybox_tar(user.dir.path());
+    ok(
+        "import",
+        &user.kiln(&["import", tar.to_str().unwrap(), "dbox"]),
+    );
+    let started = user.kiln(&[
+        "run",
+        "-d",
+        "--name",
+        "rl",
+        "--network",
+        "none",
+        "dbox",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo hello-rootless; exec /bin/busybox sleep 300",
+    ]);
+    let id = ok("run -d", &started);
+    assert_eq!(id.trim_end().len(), 64, "{id}");
+    struct Remove<'a>(&'a User);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kiln(&["rm", "-f", "rl"]);
+        }
+    }
+    let _remove = Remove(&user);
+    assert!(
+        support::within(10, || text(&user.kiln(&["logs", "rl"]).stdout)
+            .contains("hello-rootless")),
+        "no log line"
+    );
+    let map = ok(
+        "exec",
+        &user.kiln(&["exec", "rl", "/bin/busybox", "cat", "/proc/self/uid_map"]),
+    );
+    let rows: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["0", user.uid.to_string().as_str(), "1"],
+            vec!["1", "200000", "65536"]
+        ],
+        "{map}"
+    );
+    let ps = ok(
+        "ps",
+        &user.kiln(&["ps", "--format", "{{.Names}} {{.State}}"]),
+    );
+    assert_eq!(ps, "rl running\n");
+    ok("stop", &user.kiln(&["stop", "-t", "1", "rl"]));
+    assert!(support::processes_running(&["/bin/busybox", "sleep", "300"]).is_empty());
+    ok("rm", &user.kiln(&["rm", "rl"]));
+    assert_eq!(ok("ps -a", &user.kiln(&["ps", "-aq"])), "");
+}
