@@ -574,6 +574,10 @@ impl PrivateNetwork {
             &mut command,
             vec![exit_read.as_raw_fd(), ready_write.as_raw_fd(), namespace_fd],
         );
+        // Its sandbox's pivot_root and unmount stay in a namespace of its own (see
+        // `private_mounts_in_child`): in kiln's, as root the host's, they would unmount other
+        // tools' mounts (the peer dockerd's container roots, seen in the test suite).
+        crate::sys::process::private_mounts_in_child(&mut command);
         let stack = command.spawn().map_err(NetworkError::Spawn)?;
         drop((exit_read, ready_write));
         let mut network = PrivateNetwork {

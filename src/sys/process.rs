@@ -92,6 +92,34 @@ pub fn keep_open_in_child(command: &mut std::process::Command, fds: Vec<std::os:
     }
 }
 
+/// Makes `command`'s child run in a mount namespace of its own whose mounts are all private
+/// (recursively), so nothing it mounts or unmounts reaches the caller's namespace. For helpers
+/// that rearrange mounts themselves: slirp4netns' `--enable-sandbox` makes only `/` private
+/// before its pivot_root and detaches the old root, and in the host's namespace that unmount
+/// propagates through every shared submount (other tools' container roots among them).
+pub fn private_mounts_in_child(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: unshare(2) and mount(2) are system calls that neither allocate nor
+    // lock; the strings are static C literals.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::unshare(libc::CLONE_NEWNS) == -1
+                || libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// What the child of a command does between fork and exec to run in a changed root
 /// ([`prepare_child`]): all of it prepared beforehand, so the child only makes system calls.
 #[derive(Debug, Clone)]

@@ -470,3 +470,48 @@ fn no_stack_outlives_a_build_or_a_sigkilled_build() {
         "slirp4netns {stacks:?} outlived a SIGKILLed build"
     );
 }
+
+/// The stack rearranges mounts for its sandbox (pivot_root, then the old root detached): that
+/// must stay in a namespace of its own. Run in the host's namespace, the detach propagated to
+/// the mounts under every shared mount and unmounted them — the peer dockerd's container roots
+/// (its root directory is a shared bind mount) among them, so docker's next containers started
+/// on empty roots. The test makes the same shape: a shared bind mount with a tmpfs inside.
+#[test]
+fn the_private_network_leaves_the_hosts_mounts_alone() {
+    let Some(builder) = builder() else { return };
+    let Some(()) = slirp() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outer = dir.path().to_str().expect("utf-8").to_string();
+    let inner = format!("{outer}/inner");
+    let mount = |args: &[&str]| {
+        let status = Command::new("mount").args(args).status().expect("mount");
+        assert!(status.success(), "mount {args:?}");
+    };
+    struct Unmount(Vec<String>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            for target in &self.0 {
+                let _ = Command::new("umount").arg(target).status();
+            }
+        }
+    }
+    mount(&["--bind", &outer, &outer]);
+    let mut unmount = Unmount(vec![outer.clone()]);
+    mount(&["--make-shared", &outer]);
+    std::fs::create_dir(&inner).expect("inner");
+    mount(&["-t", "tmpfs", "kiln-shared-test", &inner]);
+    unmount.0.insert(0, inner.clone());
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .any(|line| line.split(' ').nth(4) == Some(inner.as_str()))
+    };
+    assert!(mounted());
+    let (code, stdout, stderr) = run_sh(&builder, &[], "grep -c tap0 /proc/net/dev");
+    assert_eq!((code, stdout.as_str()), (Some(0), "1\n"), "{stderr}");
+    assert!(
+        mounted(),
+        "a kiln run on the private network unmounted {inner}"
+    );
+}
