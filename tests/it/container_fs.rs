@@ -105,9 +105,7 @@ fn diff_lists_added_changed_and_deleted_entries_as_docker_does() {
     ]);
     let peer = docker.run(&["diff", &name]);
     docker.run(&["rm", &name]);
-    // The image stays loaded (the same content each run, so nothing accumulates): removing it
-    // could delete the busybox layer under another test's `docker load` that found it present
-    // (build_peer's images share it), which then fails to run.
+    docker.run(&["rmi", &image]);
     let mut peer_lines: Vec<&str> = peer.lines().collect();
     peer_lines.sort_unstable();
     let mut ours: Vec<&str> = expected.lines().collect();
