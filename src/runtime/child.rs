@@ -208,6 +208,22 @@ fn workload(child: &Child<'_>, kernel: &mut Linux) -> ! {
 pub(crate) fn clone(flags: c_int, child: &Child<'_>) -> Result<i32, Errno> {
     // SAFETY: the child only runs `main`, which follows fork's async-signal-safety rules and ends
     // in execve or _exit; it never returns into the parent's frames.
+    let pid = unsafe { fork_like(flags)? };
+    if pid == 0 {
+        main(child);
+    }
+    Ok(pid)
+}
+
+/// clone(2) with SIGCHLD and no stack, `flags` adding namespaces: fork(2)'s behaviour, the child
+/// continuing on a copy of this stack. Returns 0 in the child, the child's pid in the parent.
+///
+/// # Safety
+/// The child runs in a copy of a possibly multithreaded process: its branch may only make
+/// async-signal-safe calls and must end in execve or _exit, never returning into the caller's
+/// frames.
+unsafe fn fork_like(flags: c_int) -> Result<i32, Errno> {
+    // SAFETY: the caller upholds the child's rules (see above).
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -218,9 +234,6 @@ pub(crate) fn clone(flags: c_int, child: &Child<'_>) -> Result<i32, Errno> {
             0usize,
         )
     };
-    if pid == 0 {
-        main(child);
-    }
     if pid < 0 {
         return Err(Errno::last());
     }
@@ -248,23 +261,11 @@ pub(crate) struct Joiner<'a> {
 pub(crate) fn spawn_joined(joiner: &Joiner<'_>) -> Result<i32, Errno> {
     // SAFETY: as in `clone`: the child only runs `join`, which follows fork's rules and ends in
     // _exit.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
+    let pid = unsafe { fork_like(0)? };
     if pid == 0 {
         join(joiner);
     }
-    if pid < 0 {
-        return Err(Errno::last());
-    }
-    Ok(pid as i32)
+    Ok(pid)
 }
 
 /// The first child of [`spawn_joined`]. Never returns.

@@ -17,7 +17,9 @@
 
 use super::RuntimeError;
 use super::child::{self, Child, Joiner};
-use super::sandbox::{Sandbox, pidfd_of_child, pipe, read_report, receive_terminal, report_error};
+use super::sandbox::{
+    Sandbox, pidfd_of_child, pipe, read_report, read_until_full, receive_terminal, report_error,
+};
 use super::setup::{self, Context, Join, UserNamespace, WorkloadFds};
 use super::spec::{Spec, Stdio};
 use crate::sys::atomic::process_start_time;
@@ -367,23 +369,8 @@ pub fn exec(spec: &ExecSpec, stdio: Stdio) -> Result<Sandbox, RuntimeError> {
 /// The workload's pid the first child sends, or `None` when it ended without one (it failed and
 /// sent a report instead).
 fn read_pid(fd: OwnedFd) -> Result<Option<i32>, RuntimeError> {
-    let mut pipe = fs::File::from(fd);
     let mut bytes = [0u8; 4];
-    let mut len = 0;
-    while len < bytes.len() {
-        let rest = bytes.get_mut(len..).unwrap_or_default();
-        match pipe.read(rest) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(err) => {
-                return Err(RuntimeError::Sys {
-                    action: "reading the exec'd process's pid",
-                    errno: err.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
-                });
-            }
-        }
-    }
+    let len = read_until_full(fd, &mut bytes, "reading the exec'd process's pid")?;
     Ok((len == 4).then(|| i32::from_ne_bytes(bytes)))
 }
 

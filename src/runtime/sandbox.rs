@@ -701,8 +701,22 @@ pub(super) fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 
 /// Reads the child's report: `None` at end of file (the workload executed).
 pub(super) fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
-    let mut pipe = fs::File::from(fd);
     let mut bytes = [0u8; 8];
+    match read_until_full(fd, &mut bytes, "reading the sandbox's error report")? {
+        0 => Ok(None),
+        8 => Ok(Some(Report::decode(bytes))),
+        len => Err(RuntimeError::Report { len }),
+    }
+}
+
+/// Reads the pipe `fd` until `bytes` is full or the writer closed it (a child's message of a
+/// fixed size, or nothing when it exec'd); returns how many bytes came.
+pub(super) fn read_until_full(
+    fd: OwnedFd,
+    bytes: &mut [u8],
+    action: &'static str,
+) -> Result<usize, RuntimeError> {
+    let mut pipe = fs::File::from(fd);
     let mut len = 0;
     while len < bytes.len() {
         let rest = bytes.get_mut(len..).unwrap_or_default();
@@ -712,17 +726,13 @@ pub(super) fn read_report(fd: OwnedFd) -> Result<Option<Report>, RuntimeError> {
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
                 return Err(RuntimeError::Sys {
-                    action: "reading the sandbox's error report",
+                    action,
                     errno: Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
                 });
             }
         }
     }
-    match len {
-        0 => Ok(None),
-        8 => Ok(Some(Report::decode(bytes))),
-        len => Err(RuntimeError::Report { len }),
-    }
+    Ok(len)
 }
 
 impl Sandbox {
