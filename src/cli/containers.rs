@@ -4,7 +4,7 @@
 //! launch (see `kiln::container::supervisor`).
 
 use super::template::render_rows;
-use super::term::{errln, out, outln, write_json, write_stdout};
+use super::term::{errln, out, outln, write_docker_json, write_json, write_stdout};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use kiln::archive::view::{created_since, ellipsis, human_duration, human_size};
@@ -987,13 +987,7 @@ fn inspect_containers(root: &Path, names: &[String], format: Option<&str>) -> an
             }
         }
         _ => {
-            let mut bytes = Vec::new();
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
-            serde::Serialize::serialize(&documents, &mut serializer)?;
-            let mut text = String::from_utf8(bytes)?;
-            text.push('\n');
-            write_json(&text)?;
+            write_docker_json(&documents)?;
         }
     }
     if failed {

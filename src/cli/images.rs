@@ -2,7 +2,7 @@
 //! `prune`, `df`.
 
 use super::template::{Template, escape_strings, render_rows};
-use super::term::{out, outln, write_json, write_stdout};
+use super::term::{out, outln, write_docker_json, write_json, write_stdout};
 use anyhow::Context as _;
 use clap::Args;
 use kiln::archive::view::{self, created_since, ellipsis, human_size};
@@ -359,13 +359,7 @@ pub fn inspect(root: &Path, args: InspectArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let mut bytes = Vec::new();
-            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
-            serde::Serialize::serialize(&documents, &mut serializer)?;
-            let mut text = String::from_utf8(bytes)?;
-            text.push('\n');
-            write_json(&text)?;
+            write_docker_json(&documents)?;
         }
     }
     finish(failures)

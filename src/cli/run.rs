@@ -162,11 +162,13 @@ pub enum PullPolicy {
 
 /// The image to run, pulled first as `--pull` says (as `docker run`: "Unable to find image …
 /// locally", then the pull's progress, all on stderr).
-fn resolve_or_pull(
-    store: &Store,
-    args: &RunArgs,
-    platform: Option<&kiln::oci::Platform>,
-) -> anyhow::Result<kiln::store::StoredImage> {
+fn resolve_or_pull(store: &Store, args: &RunArgs) -> anyhow::Result<kiln::store::StoredImage> {
+    let platform = args
+        .platform
+        .as_deref()
+        .map(kiln::oci::Platform::parse_normalized)
+        .transpose()?;
+    let platform = platform.as_ref();
     let pull = |store: &Store| {
         super::registry::pull_image(
             store,
@@ -200,12 +202,7 @@ fn resolve_or_pull(
 
 fn run_container(root: &Path, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(root)?;
-    let platform = args
-        .platform
-        .as_deref()
-        .map(kiln::oci::Platform::parse_normalized)
-        .transpose()?;
-    let image = resolve_or_pull(&store, &args, platform.as_ref())?;
+    let image = resolve_or_pull(&store, &args)?;
     // An image of another architecture runs only through an emulator: say which one is missing
     // rather than let the kernel answer "exec format error".
     if let Some(image_platform) = kiln::store::config_platform(&image.config_bytes)
@@ -346,12 +343,7 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
 pub fn create(root: &Path, args: RunArgs) -> ExitCode {
     let created = (|| -> anyhow::Result<()> {
         let store = Store::open(root)?;
-        let platform = args
-            .platform
-            .as_deref()
-            .map(kiln::oci::Platform::parse_normalized)
-            .transpose()?;
-        let image = resolve_or_pull(&store, &args, platform.as_ref())?;
+        let image = resolve_or_pull(&store, &args)?;
         let options = options(&args)?;
         let record = lifecycle::create(&store, &image, &args.image, &options)?;
         outln!("{}", record.id)?;

@@ -84,6 +84,18 @@ pub fn write_json(json: &str) -> io::Result<()> {
     stdout.flush()
 }
 
+/// Writes `value` as docker's `inspect` prints its documents: pretty JSON indented by four
+/// spaces, a final newline, through [`write_json`].
+pub fn write_docker_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut serializer = serde_json::Serializer::with_formatter(&mut bytes, formatter);
+    value.serialize(&mut serializer)?;
+    let mut text = String::from_utf8(bytes)?;
+    text.push('\n');
+    Ok(write_json(&text)?)
+}
+
 /// `json` with DEL and C1 control characters (which serde leaves raw) and the bidirectional
 /// overrides written as `\uXXXX` escapes; serde already escaped every C0 character, so nothing
 /// else in a JSON document can drive a terminal.

@@ -123,15 +123,8 @@ fn mount_private(
         scope
             .spawn(|| -> Result<OwnedFd, io::Error> {
                 use nix::mount::{MsFlags, mount};
-                // CLONE_NEWNS implies CLONE_FS: this thread's root, cwd and mounts are its own.
-                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-                mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )?;
+                // This thread's root, cwd and mounts are its own.
+                crate::sys::process::unshare_private_mounts()?;
                 // Relative layer paths keep the options within mount(2)'s one page.
                 nix::unistd::chdir(&root)?;
                 let mut flags = MsFlags::MS_NODEV | MsFlags::MS_NOSUID;

@@ -129,6 +129,22 @@ struct Writer<'a, W: Write> {
     buffer: Vec<u8>,
 }
 
+/// The names in directory `dir`, in byte order: the order a layer lists a directory's entries in.
+fn sorted_names(dir: &Path) -> Result<Vec<OsString>, LayerError> {
+    let mut names = fs::read_dir(dir)
+        .and_then(|entries| {
+            entries
+                .map(|entry| entry.map(|e| e.file_name()))
+                .collect::<io::Result<Vec<OsString>>>()
+        })
+        .map_err(|source| LayerError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 /// A tar block: entries' contents are padded to a multiple of it.
 const TAR_BLOCK: u64 = 512;
 /// How much of a file is read at once.
@@ -137,17 +153,7 @@ const COPY_BUFFER: usize = 1 << 20;
 impl<W: Write> Writer<'_, W> {
     fn walk(&mut self, relative: &Path) -> Result<(), LayerError> {
         let absolute = self.root.join(relative);
-        let mut names = fs::read_dir(&absolute)
-            .and_then(|entries| {
-                entries
-                    .map(|entry| entry.map(|e| e.file_name()))
-                    .collect::<io::Result<Vec<OsString>>>()
-            })
-            .map_err(|source| LayerError::Io {
-                path: absolute.clone(),
-                source,
-            })?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let names = sorted_names(&absolute)?;
         for name in names {
             let relative = relative.join(&name);
             if self.excluded.contains(&relative) {
@@ -404,17 +410,7 @@ pub fn upper_entries(dir: &Path) -> Result<Vec<UpperEntry>, LayerError> {
     let mut pending = vec![PathBuf::new()];
     while let Some(relative) = pending.pop() {
         let absolute = dir.join(&relative);
-        let mut names = fs::read_dir(&absolute)
-            .and_then(|entries| {
-                entries
-                    .map(|entry| entry.map(|e| e.file_name()))
-                    .collect::<io::Result<Vec<OsString>>>()
-            })
-            .map_err(|source| LayerError::Io {
-                path: absolute.clone(),
-                source,
-            })?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let names = sorted_names(&absolute)?;
         let mut subdirs = Vec::new();
         for name in names {
             let relative = relative.join(&name);

@@ -737,14 +737,7 @@ fn overlay_mount_of_overlay_layers_equals_flattening() {
     // private so nothing propagates to the host), which goes away with the thread.
     let merged = std::thread::spawn(move || -> Result<_, nix::Error> {
         use nix::mount::{MntFlags, MsFlags, mount, umount2};
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )?;
+        crate::sys::process::unshare_private_mounts()?;
         mount(
             Some("overlay"),
             &target,

@@ -92,6 +92,22 @@ pub fn keep_open_in_child(command: &mut std::process::Command, fds: Vec<std::os:
     }
 }
 
+/// Moves the calling thread into a mount namespace of its own whose mounts are all private
+/// (recursively): what it mounts there stays invisible to the rest of the process and the host,
+/// and goes away with the thread. CLONE_NEWNS implies CLONE_FS, so the thread's root and working
+/// directory become its own too. [`private_mounts_in_child`] does the same in a child.
+pub fn unshare_private_mounts() -> Result<(), nix::Error> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+}
+
 /// Makes `command`'s child run in a mount namespace of its own whose mounts are all private
 /// (recursively), so nothing it mounts or unmounts reaches the caller's namespace. For helpers
 /// that rearrange mounts themselves: slirp4netns' `--enable-sandbox` makes only `/` private
