@@ -321,13 +321,15 @@ impl Store {
         if !dir.join(RECORD).is_file() {
             return Err(StoreError::NoContainer(id.to_string()));
         }
-        if record.name != before {
-            let _names = self.lock(NAMES_LOCK, true)?;
-            self.check_name(&record)?;
-            self.write_record(&dir, &record)?;
+        // A new name is checked and written under the names lock (see `put_container`).
+        let _names = if record.name == before {
+            None
         } else {
-            self.write_record(&dir, &record)?;
-        }
+            let names = self.lock(NAMES_LOCK, true)?;
+            self.check_name(&record)?;
+            Some(names)
+        };
+        self.write_record(&dir, &record)?;
         Ok(record)
     }
 
